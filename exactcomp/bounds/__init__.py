@@ -1,0 +1,11 @@
+"""Sound bounds on every pre-activation of a network over a box.
+
+``Bounds`` is a pair ``(lower, upper)`` of float64 arrays, padded so that rounding in our
+own arithmetic can only make them looser (see :mod:`exactcomp.tolerances`).
+"""
+
+from __future__ import annotations
+
+from .interval import Bounds, interval_bounds, interval_layer, intersect
+
+__all__ = ["Bounds", "interval_bounds", "interval_layer", "intersect"]

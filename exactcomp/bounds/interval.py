@@ -1,0 +1,67 @@
+"""Interval arithmetic bounds: the cheapest sound bound, and the fallback of every other.
+
+For ``z = W h + b`` with ``h`` in ``[l, u]``: ``min z = W+ l + W- u + b`` and
+``max z = W+ u + W- l + b`` (``W+ = max(W, 0)``, ``W- = min(W, 0)``). Each bound is padded by
+``bound_abs + bound_rel * (|W| max(|l|,|u|) + |b|)`` so that float64 rounding cannot make it
+too tight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..domain import Box
+from ..network import Layer, Network
+from ..tolerances import DEFAULT, Tolerances
+
+Bounds = tuple[np.ndarray, np.ndarray]
+
+
+def pad(scale: np.ndarray, tol: Tolerances) -> np.ndarray:
+    """The rounding pad for bounds whose terms have absolute sum ``scale``."""
+    return tol.bound_abs + tol.bound_rel * scale
+
+
+def interval_layer(layer: Layer, lo: np.ndarray, hi: np.ndarray, tol: Tolerances = DEFAULT) -> Bounds:
+    """Sound bounds on ``z = W h + b`` for ``h`` in ``[lo, hi]`` (the layer's input)."""
+    w = layer.weight
+    wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
+    zlo = wp @ lo + wn @ hi + layer.bias
+    zhi = wp @ hi + wn @ lo + layer.bias
+    p = pad(np.abs(w) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(layer.bias), tol)
+    return zlo - p, zhi + p
+
+
+def activation_bounds(layer: Layer, zb: Bounds) -> Bounds:
+    """Bounds on the layer's output ``h`` given bounds on its pre-activation ``z``."""
+    lo, hi = zb
+    if layer.relu:
+        return np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+    return lo, hi
+
+
+def intersect(a: Bounds, b: Bounds | None) -> Bounds:
+    """The tighter of two sound bounds (both hold, so their intersection holds)."""
+    if b is None:
+        return a
+    return np.maximum(a[0], b[0]), np.minimum(a[1], b[1])
+
+
+def interval_bounds(
+    network: Network,
+    box: Box,
+    prior: list[Bounds | None] | None = None,
+    tol: Tolerances = DEFAULT,
+) -> list[Bounds]:
+    """Pre-activation bounds of every layer; ``prior[k]``, if given, are already-proven bounds
+    of layer ``k`` that are intersected in before propagating further (progressive tightening)."""
+    box.check_size(network.input_size)
+    lo, hi = box.lower, box.upper
+    out: list[Bounds] = []
+    for k, layer in enumerate(network.layers):
+        zb = interval_layer(layer, lo, hi, tol)
+        if prior is not None and k < len(prior):
+            zb = intersect(zb, prior[k])
+        out.append(zb)
+        lo, hi = activation_bounds(layer, zb)
+    return out

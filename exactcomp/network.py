@@ -1,0 +1,186 @@
+"""The network IR: a feed-forward chain of affine layers, each followed by ReLU or nothing.
+
+Everything in exactcomp (bounds, MILPs, rewrites, verification) works on this one plain
+representation, in float64, so that folds and checks are computed at the highest precision
+numpy offers regardless of the checkpoint's dtype. It depends on numpy only.
+
+A network computes ``h_0 = x``, ``z_k = W_k h_{k-1} + b_k``, ``h_k = relu(z_k)`` if layer
+``k`` has a ReLU else ``h_k = z_k``; the output is ``h_L``. Layers with a ReLU hold the
+*neurons* that stability analysis classifies (usually every layer but the last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from .errors import InvalidNetworkError
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One affine map ``z = W h + b`` (``W`` of shape ``(out, in)``), optionally followed by ReLU."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    relu: bool
+
+    def __post_init__(self) -> None:
+        w = np.array(self.weight, dtype=np.float64, copy=True)
+        b = np.array(self.bias, dtype=np.float64, copy=True).reshape(-1)
+        w.setflags(write=False)
+        b.setflags(write=False)
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "bias", b)
+        object.__setattr__(self, "relu", bool(self.relu))
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A feed-forward ReLU network; immutable, float64.
+
+    Parameters
+    ----------
+    layers:
+        The affine layers in order.
+    dtype:
+        The dtype of the checkpoint it came from (``"float32"``, ``"float64"``...); used only
+        when saving, so that a compressed network is written in the input's precision.
+    meta:
+        Free-form facts about the source (ONNX input/output names and shapes, the original
+        format) that writers may use to mirror it. Never used in computations.
+    """
+
+    layers: tuple[Layer, ...]
+    dtype: str = "float32"
+    meta: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+        self.validate()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_arrays(
+        cls,
+        weights: list[np.ndarray],
+        biases: list[np.ndarray],
+        relu_last: bool = False,
+        dtype: str = "float32",
+    ) -> Network:
+        """Build an MLP with a ReLU after every layer but the last (unless ``relu_last``)."""
+        n = len(weights)
+        if n != len(biases):
+            raise InvalidNetworkError(f"{n} weight matrices but {len(biases)} bias vectors")
+        layers = [
+            Layer(w, b, relu=(i < n - 1) or relu_last)
+            for i, (w, b) in enumerate(zip(weights, biases, strict=True))
+        ]
+        return cls(tuple(layers), dtype=dtype)
+
+    def replace_layers(self, layers: tuple[Layer, ...] | list[Layer]) -> Network:
+        """A copy with other layers and the same dtype and metadata."""
+        return Network(tuple(layers), dtype=self.dtype, meta=dict(self.meta))
+
+    # ----------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Raise :class:`InvalidNetworkError` unless the layers chain and all values are finite."""
+        if not self.layers:
+            raise InvalidNetworkError("the network has no layers")
+        for k, layer in enumerate(self.layers):
+            if layer.weight.ndim != 2:
+                raise InvalidNetworkError(
+                    f"layer {k}: weight must be a matrix, got shape {layer.weight.shape}"
+                )
+            if layer.bias.shape != (layer.out_features,):
+                raise InvalidNetworkError(
+                    f"layer {k}: bias has {layer.bias.size} entries but the layer has "
+                    f"{layer.out_features} outputs"
+                )
+            if not (np.isfinite(layer.weight).all() and np.isfinite(layer.bias).all()):
+                raise InvalidNetworkError(f"layer {k}: weights or biases contain NaN or inf")
+            if k > 0 and layer.in_features != self.layers[k - 1].out_features:
+                raise InvalidNetworkError(
+                    f"layer {k} expects {layer.in_features} inputs but layer {k - 1} has "
+                    f"{self.layers[k - 1].out_features} outputs"
+                )
+
+    # ----------------------------------------------------------------- shape facts
+    @property
+    def input_size(self) -> int:
+        return self.layers[0].in_features
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].out_features
+
+    @property
+    def relu_layers(self) -> tuple[int, ...]:
+        """Indices of the layers followed by a ReLU (the ones whose neurons we classify)."""
+        return tuple(k for k, layer in enumerate(self.layers) if layer.relu)
+
+    @property
+    def hidden_widths(self) -> tuple[int, ...]:
+        """Width of each ReLU layer, in order."""
+        return tuple(self.layers[k].out_features for k in self.relu_layers)
+
+    @property
+    def num_neurons(self) -> int:
+        """Total number of ReLU neurons."""
+        return int(sum(self.hidden_widths))
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(layer.weight.size + layer.bias.size for layer in self.layers))
+
+    # ----------------------------------------------------------------- evaluation
+    def preactivations(self, x: np.ndarray) -> list[np.ndarray]:
+        """All pre-activations ``z_k`` (float64) for a batch ``x`` of shape ``(n, input_size)``."""
+        h = self._as_batch(x)
+        out = []
+        for layer in self.layers:
+            z = h @ layer.weight.T + layer.bias
+            out.append(z)
+            h = np.maximum(z, 0.0) if layer.relu else z
+        return out
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Evaluate the network in float64; ``x`` is one input or a batch ``(n, input_size)``."""
+        x = np.asarray(x, dtype=np.float64)
+        single = x.ndim == 1
+        h = self._as_batch(x)
+        for layer in self.layers:
+            h = h @ layer.weight.T + layer.bias
+            if layer.relu:
+                h = np.maximum(h, 0.0)
+        return h[0] if single else h
+
+    __call__ = forward
+
+    def _as_batch(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            raise InvalidNetworkError(
+                f"input has shape {x.shape}; the network expects {self.input_size} features"
+            )
+        return x
+
+    def describe(self) -> str:
+        """A one-line architecture summary such as ``64-100r-100r-10``."""
+        parts = [str(self.input_size)]
+        parts += [f"{la.out_features}{'r' if la.relu else ''}" for la in self.layers]
+        return "-".join(parts)

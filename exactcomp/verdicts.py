@@ -1,0 +1,122 @@
+"""The result types of stability analysis: one verdict and one proof kind per neuron.
+
+Kept apart from :mod:`exactcomp.stability` (which computes them) so that rewrites,
+verification and reports can read verdicts without pulling in bounds or solvers.
+Arrays rather than per-neuron objects: networks have thousands of neurons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from types import MappingProxyType
+
+import numpy as np
+
+
+class Verdict(IntEnum):
+    """What we proved about one neuron's sign over the whole domain."""
+
+    UNDECIDED = 0  # nothing proven (time-out, solver doubt, budget): the neuron is kept
+    INACTIVE = 1  # max z <= 0: outputs 0 everywhere, removable
+    ACTIVE = 2  # min z >= 0: linear everywhere, foldable
+    UNSTABLE = 3  # both signs shown by concrete inputs (or an exact bound): kept
+
+
+class Proof(IntEnum):
+    """How a verdict was proven (its certificate kind)."""
+
+    NONE = 0
+    INTERVAL = 1  # interval arithmetic bound
+    LINEAR = 2  # linear-relaxation (CROWN-style) bound
+    LP = 3  # LP relaxation bound
+    MILP = 4  # MILP dual bound (or infeasibility) with margin
+    WITNESS = 5  # concrete inputs of both signs, re-checked in float64
+    ENUMERATION = 6  # exact enumeration of activation regions (test oracle)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerStability:
+    """Verdicts for the neurons of one ReLU layer.
+
+    ``lower``/``upper`` are *sound* bounds on the pre-activation over the domain (the best
+    proven; ``-inf``/``inf`` when unknown). ``witness_pos[j]``/``witness_neg[j]`` index rows
+    of :attr:`StabilityReport.witnesses` at which neuron ``j`` was seen positive/negative
+    (``-1`` when none): the certificate of an UNSTABLE verdict.
+    """
+
+    layer: int
+    verdict: np.ndarray
+    proof: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    witness_pos: np.ndarray
+    witness_neg: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return int(self.verdict.size)
+
+    def count(self, verdict: Verdict) -> int:
+        return int(np.count_nonzero(self.verdict == verdict))
+
+    def indices(self, verdict: Verdict) -> np.ndarray:
+        return np.flatnonzero(self.verdict == verdict)
+
+    def proof_counts(self) -> dict[str, int]:
+        """How many neurons of this layer each proof kind settled."""
+        return {p.name.lower(): int(np.count_nonzero(self.proof == p)) for p in Proof if p}
+
+    @classmethod
+    def undecided(cls, layer: int, width: int) -> LayerStability:
+        return cls(
+            layer=layer,
+            verdict=np.zeros(width, dtype=np.int8),
+            proof=np.zeros(width, dtype=np.int8),
+            lower=np.full(width, -np.inf),
+            upper=np.full(width, np.inf),
+            witness_pos=np.full(width, -1, dtype=np.int64),
+            witness_neg=np.full(width, -1, dtype=np.int64),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class StabilityReport:
+    """Per-ReLU-layer verdicts for a network over a domain, with run statistics.
+
+    ``layers[i]`` describes ``network.layers[layers[i].layer]``. ``witnesses`` holds the
+    concrete inputs (rows) that certify instability. ``stats`` records counts and timings
+    (``milps``, ``seconds``, per-phase seconds) for reports and benchmarks.
+    """
+
+    layers: tuple[LayerStability, ...]
+    witnesses: np.ndarray
+    stats: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "stats", MappingProxyType(dict(self.stats)))
+
+    def for_layer(self, k: int) -> LayerStability:
+        """The verdicts of ``network.layers[k]``."""
+        for ls in self.layers:
+            if ls.layer == k:
+                return ls
+        raise KeyError(f"layer {k} has no ReLU, so no verdicts")
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(ls.count(verdict) for ls in self.layers)
+
+    @property
+    def num_neurons(self) -> int:
+        return sum(ls.width for ls in self.layers)
+
+    @property
+    def complete(self) -> bool:
+        """True when no neuron is UNDECIDED."""
+        return self.count(Verdict.UNDECIDED) == 0
+
+    def stable_mask(self) -> list[np.ndarray]:
+        """Per layer, True where the neuron is proven stable (ACTIVE or INACTIVE)."""
+        return [np.isin(ls.verdict, (Verdict.ACTIVE, Verdict.INACTIVE)) for ls in self.layers]

@@ -22,7 +22,9 @@ def pad(scale: np.ndarray, tol: Tolerances) -> np.ndarray:
     return tol.bound_abs + tol.bound_rel * scale
 
 
-def interval_layer(layer: Layer, lo: np.ndarray, hi: np.ndarray, tol: Tolerances = DEFAULT) -> Bounds:
+def interval_layer(
+    layer: Layer, lo: np.ndarray, hi: np.ndarray, tol: Tolerances = DEFAULT
+) -> Bounds:
     """Sound bounds on ``z = W h + b`` for ``h`` in ``[lo, hi]`` (the layer's input)."""
     w = layer.weight
     wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)

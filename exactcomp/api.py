@@ -1,0 +1,355 @@
+"""The public Python API: ``compress``, ``stable_neurons``, ``verify_equivalence``, ``load``, ``save``.
+
+Each function accepts a model as a :class:`~exactcomp.network.Network`, an in-memory
+``torch.nn.Module``, or a path to a checkpoint (``.pt``/``.pth``/``.onnx``/``.nnet``), and a
+domain as a :class:`~exactcomp.domain.Box`, a sequence of boxes (their union), or a pair
+``(lo, hi)`` of numbers meaning ``[lo, hi]^n``. The CLI is a thin layer over these.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io as _io
+from .domain import Box
+from .errors import InvalidDomainError, InvalidOptionError, VerificationError
+from .network import Network
+from .progress import SILENT, Progress
+from .rewrite import RewriteResult, compress_network
+from .stability import stable_neurons as _stable_neurons
+from .tolerances import DEFAULT, Tolerances
+from .verdicts import StabilityReport, Verdict
+from .verify import EquivalenceResult
+from .verify import verify_equivalence as _verify_equivalence
+
+ModelLike = Any  # Network | torch.nn.Module | str | Path
+DomainLike = Any  # Box | Sequence[Box] | tuple[float, float]
+
+METHODS = ("fast", "leo", "naive")
+
+
+def load(model: ModelLike, *, trust_pickle: bool = False) -> Network:
+    """Load a model (path, ``nn.Module`` or Network) into the float64 IR."""
+    if isinstance(model, Network):
+        return model
+    return _io.load(model, trust_pickle=trust_pickle)
+
+
+def save(network: Network, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
+    """Write ``network`` atomically in the format given by the suffix of ``path``.
+
+    ``inputs`` are paths that must never be overwritten (the model the network came from).
+    """
+    _io.save(network, path, inputs=tuple(inputs))
+
+
+def as_domain(domain: DomainLike, n_inputs: int) -> tuple[Box, ...]:
+    """Normalise the accepted domain forms to a tuple of boxes of the right size."""
+    if isinstance(domain, Box):
+        boxes: tuple[Box, ...] = (domain,)
+    elif (
+        isinstance(domain, tuple)
+        and len(domain) == 2
+        and all(isinstance(v, (int, float, np.floating, np.integer)) for v in domain)
+    ):
+        boxes = (Box.uniform(float(domain[0]), float(domain[1]), n_inputs),)
+    elif isinstance(domain, Sequence) and domain and all(isinstance(b, Box) for b in domain):
+        boxes = tuple(domain)
+    else:
+        raise InvalidDomainError(
+            "the domain must be a Box, a sequence of Boxes, or a pair (lo, hi); "
+            f"got {type(domain).__name__}"
+        )
+    for b in boxes:
+        b.check_size(n_inputs)
+    return boxes
+
+
+def _check_options(method: str, time_limit: float) -> None:
+    if method not in METHODS:
+        raise InvalidOptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not time_limit > 0:
+        raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
+
+
+def stable_neurons(
+    model: ModelLike,
+    domain: DomainLike,
+    *,
+    method: str = "fast",
+    time_limit: float = 10.0,
+    jobs: int | None = None,
+    data: np.ndarray | None = None,
+    solver: str = "highs",
+    trust_pickle: bool = False,
+    progress: Progress = SILENT,
+    tol: Tolerances = DEFAULT,
+    seed: int = 0,
+) -> StabilityReport:
+    """Classify every ReLU neuron of ``model`` over ``domain`` as stably active/inactive,
+    unstable or undecided, each verdict with its proof kind."""
+    _check_options(method, time_limit)
+    net = load(model, trust_pickle=trust_pickle)
+    boxes = as_domain(domain, net.input_size)
+    return _stable_neurons(
+        net,
+        boxes if len(boxes) > 1 else boxes[0],
+        method=method,
+        time_limit=time_limit,
+        jobs=jobs,
+        data=data,
+        solver=solver,
+        progress=progress,
+        tol=tol,
+        seed=seed,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class SampleCheck:
+    """Result of re-evaluating original and compressed networks on many points of the domain."""
+
+    points: int
+    max_abs_diff: float
+    float32_max_deviation: float  # extra deviation caused by storing the result in its dtype
+
+
+@dataclass(frozen=True, eq=False)
+class CompressionResult:
+    """What :func:`compress` returns: the smaller network, its proofs, and a JSON-able report."""
+
+    original: Network
+    network: Network
+    stability: StabilityReport
+    rewrite: RewriteResult
+    check: SampleCheck
+    seconds: float
+    report: dict
+
+    def to_module(self):  # -> torch.nn.Sequential
+        """The compressed network as a plain ``torch.nn.Sequential`` of Linear/ReLU."""
+        from .io.torch_io import to_torch_module
+
+        return to_torch_module(self.network)
+
+
+def check_points(boxes: Sequence[Box], n: int, rng: np.random.Generator) -> np.ndarray:
+    """Points to re-check on: uniform in each box, plus points near random box vertices
+    (where stability arguments are most often wrong), plus each box's centre."""
+    per_box = max(1, n // len(boxes))
+    parts = []
+    for b in boxes:
+        n_vert = per_box // 4
+        uniform = b.sample(per_box - n_vert, rng)
+        vertices = np.where(rng.random((n_vert, b.dim)) < 0.5, b.lower, b.upper)
+        jitter = rng.random((n_vert, b.dim)) * 0.01 * (b.upper - b.lower)
+        near = b.clip(np.where(vertices == b.lower, vertices + jitter, vertices - jitter))
+        parts += [uniform, near, b.center[None, :]]
+    return np.concatenate(parts)
+
+
+def _max_diff(f: Network, g: Network, x: np.ndarray, chunk: int = 8192) -> float:
+    worst = 0.0
+    for i in range(0, len(x), chunk):
+        d = np.abs(f.forward(x[i : i + chunk]) - g.forward(x[i : i + chunk]))
+        if d.size:
+            worst = max(worst, float(d.max()))
+    return worst
+
+
+def _rounded(net: Network) -> Network:
+    """``net`` with its weights rounded to its storage dtype (what a saved file holds)."""
+    dt = np.dtype(net.dtype) if net.dtype in ("float16", "float32", "float64") else np.float64
+    layers = [
+        type(la)(
+            la.weight.astype(dt).astype(np.float64), la.bias.astype(dt).astype(np.float64), la.relu
+        )
+        for la in net.layers
+    ]
+    return net.replace_layers(layers)
+
+
+def sample_check(
+    original: Network,
+    compressed: Network,
+    boxes: Sequence[Box],
+    *,
+    points: int,
+    tol: Tolerances,
+    seed: int = 0,
+) -> SampleCheck:
+    """Re-check ``compressed == original`` by evaluation; raise :class:`VerificationError` on a
+    mismatch beyond ``tol.check_abs + tol.check_rel * max(1, |f(x)|)``."""
+    rng = np.random.default_rng(seed)
+    x = check_points(boxes, points, rng)
+    fx = original.forward(x)
+    gx = compressed.forward(x)
+    diff = np.abs(fx - gx)
+    allowed = tol.check_abs + tol.check_rel * np.maximum(1.0, np.abs(fx))
+    bad = np.argwhere(diff > allowed)
+    if bad.size:
+        i, j = bad[0]
+        raise VerificationError(
+            f"the compressed network differs from the original by {diff[i, j]:.3g} at output {j} "
+            f"(input row {i} of the re-check); this is a bug, nothing was written"
+        )
+    deviation = _max_diff(original, _rounded(compressed), x)
+    return SampleCheck(
+        points=len(x), max_abs_diff=float(diff.max(initial=0.0)), float32_max_deviation=deviation
+    )
+
+
+def compress(
+    model: ModelLike,
+    domain: DomainLike,
+    *,
+    method: str = "fast",
+    time_limit: float = 10.0,
+    jobs: int | None = None,
+    data: np.ndarray | None = None,
+    solver: str = "highs",
+    trust_pickle: bool = False,
+    check: int = 100_000,
+    progress: Progress = SILENT,
+    tol: Tolerances = DEFAULT,
+    seed: int = 0,
+) -> CompressionResult:
+    """Compress ``model`` exactly over ``domain``.
+
+    Classifies every neuron (:func:`stable_neurons`), rewrites the network using only proven
+    verdicts, and re-checks the result on ``check`` points of the domain before returning it
+    (a mismatch raises :class:`VerificationError`: a bug, never a silent wrong network).
+    """
+    t0 = time.perf_counter()
+    original = load(model, trust_pickle=trust_pickle)
+    boxes = as_domain(domain, original.input_size)
+    report = stable_neurons(
+        original,
+        list(boxes),
+        method=method,
+        time_limit=time_limit,
+        jobs=jobs,
+        data=data,
+        solver=solver,
+        progress=progress,
+        tol=tol,
+        seed=seed,
+    )
+    rewritten = compress_network(original, report, tol=tol)
+    progress.task("re-checking on sample points", 1)
+    sc = sample_check(original, rewritten.network, boxes, points=check, tol=tol, seed=seed + 1)
+    progress.advance()
+    seconds = time.perf_counter() - t0
+    doc = build_report(original, rewritten, report, sc, seconds, method=method, boxes=boxes)
+    return CompressionResult(
+        original=original,
+        network=rewritten.network,
+        stability=report,
+        rewrite=rewritten,
+        check=sc,
+        seconds=seconds,
+        report=doc,
+    )
+
+
+def _kept_per_layer(rewritten: RewriteResult, layer: int, width: int) -> int:
+    """How many neurons of original ReLU layer ``layer`` survive as ReLU neurons."""
+    return sum(1 for j in range(width) if rewritten.kept(layer, j))
+
+
+def build_report(
+    original: Network,
+    rewritten: RewriteResult,
+    stability: StabilityReport,
+    check: SampleCheck,
+    seconds: float,
+    *,
+    method: str,
+    boxes: Sequence[Box],
+) -> dict:
+    """The JSON report of a compression (documented in the README)."""
+    small = rewritten.network
+    layers = []
+    for ls in stability.layers:
+        layers.append(
+            {
+                "layer": ls.layer,
+                "width_before": ls.width,
+                "width_after": _kept_per_layer(rewritten, ls.layer, ls.width),
+                "stably_active": ls.count(Verdict.ACTIVE),
+                "stably_inactive": ls.count(Verdict.INACTIVE),
+                "unstable": ls.count(Verdict.UNSTABLE),
+                "undecided": ls.count(Verdict.UNDECIDED),
+                "proofs": ls.proof_counts(),
+            }
+        )
+    return {
+        "tool": "exactcomp",
+        "method": method,
+        "architecture_before": original.describe(),
+        "architecture_after": small.describe(),
+        "neurons_before": original.num_neurons,
+        "neurons_after": small.num_neurons,
+        "parameters_before": original.num_parameters,
+        "parameters_after": small.num_parameters,
+        "seconds": round(seconds, 4),
+        "layers": layers,
+        "passes": [r.summary() for r in rewritten.records],
+        "stability_stats": {k: float(v) for k, v in stability.stats.items()},
+        "check": {
+            "points": check.points,
+            "max_abs_diff": check.max_abs_diff,
+            "stored_dtype": small.dtype,
+            "stored_dtype_max_deviation": check.float32_max_deviation,
+        },
+        "domain": {"boxes": len(boxes), "dim": boxes[0].dim},
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+    }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def verify_equivalence(
+    f: ModelLike,
+    g: ModelLike,
+    domain: DomainLike,
+    *,
+    mode: str = "linf",
+    tol: float | None = None,
+    time_limit: float = 60.0,
+    data: np.ndarray | None = None,
+    trust_pickle: bool = False,
+    progress: Progress = SILENT,
+    seed: int = 0,
+) -> EquivalenceResult:
+    """Prove ``f == g`` on the domain (``linf``: max |f - g| <= tol; ``top1``: same argmax), or
+    return a counterexample re-checked in float64, or UNKNOWN with the bounds reached."""
+    if not time_limit > 0:
+        raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
+    fn, gn = load(f, trust_pickle=trust_pickle), load(g, trust_pickle=trust_pickle)
+    boxes = as_domain(domain, fn.input_size)
+    kwargs: dict[str, Any] = dict(
+        mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed
+    )
+    if tol is not None:
+        kwargs["tol"] = tol
+    if len(boxes) == 1:
+        return _verify_equivalence(fn, gn, boxes[0], **kwargs)
+    # A union of boxes: equivalent iff equivalent on each; stop at the first non-equivalence.
+    results = []
+    for b in boxes:
+        res = _verify_equivalence(fn, gn, b, **kwargs)
+        if res.status.name != "EQUIVALENT":
+            return res
+        results.append(res)
+    return max(results, key=lambda r: r.upper_bound)

@@ -1,0 +1,310 @@
+"""The ``exactcomp`` command line: parse, call the API, print. No logic of its own.
+
+Exit codes: 0 success (``verify``: EQUIVALENT), 1 NOT_EQUIVALENT, 3 UNKNOWN, 2 a usage or
+input error (one line naming the problem, no output file), 130 interrupted (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from .domain import Box, box_from_data, parse_box_string, read_box_file
+from .errors import ExactCompError, InputFileError, InvalidOptionError
+
+EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors on one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"exactcomp: error: {message} (see 'exactcomp --help')\n")
+
+
+def _add_domain(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input domain (exactly one)")
+    g.add_argument("--box", metavar="LO,HI", help="the box [LO,HI]^n (same bounds for every input)")
+    g.add_argument("--box-file", metavar="F", help=".npy of shape (2, n) or JSON {lower, upper}")
+    g.add_argument("--box-from-data", metavar="F.npy", help="per-feature min/max of a data array")
+    g.add_argument("--vnnlib", metavar="F", help="the input constraints of a VNN-LIB property")
+
+
+def _add_model_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow loading a whole pickled nn.Module (can run code)",
+    )
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--method",
+        default="fast",
+        choices=("fast", "leo", "naive"),
+        help="stability engine (default: fast)",
+    )
+    p.add_argument(
+        "--time-limit", type=float, default=10.0, metavar="S", help="seconds per MILP (default: 10)"
+    )
+    p.add_argument(
+        "--jobs", type=int, default=None, metavar="N", help="worker processes (default: all cores)"
+    )
+    p.add_argument(
+        "--solver", default="highs", help="MILP solver: highs (default), gurobi, cplex, scip, cbc"
+    )
+    p.add_argument("--data", metavar="F.npy", help="data points used as instability witnesses")
+    p.add_argument("--report", metavar="R.json", help="write the JSON report here")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="exactcomp", description="Exact compression of ReLU networks, with proofs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser(
+        "compress", help="write a smaller network that computes the same function on the domain"
+    )
+    c.add_argument("model", help="checkpoint: .pt/.pth (state_dict), .onnx or .nnet")
+    c.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output path; its suffix (.pt, .onnx) picks the format",
+    )
+    _add_domain(c)
+    _add_model_opts(c)
+    _add_engine(c)
+    c.add_argument(
+        "--check",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="re-check points before writing (default: 100000)",
+    )
+    c.add_argument(
+        "--verify", action="store_true", help="also prove the result equivalent with a MILP"
+    )
+
+    s = sub.add_parser(
+        "stability", help="classify every neuron as stably active/inactive, unstable or undecided"
+    )
+    s.add_argument("model")
+    _add_domain(s)
+    _add_model_opts(s)
+    _add_engine(s)
+
+    v = sub.add_parser(
+        "verify", help="prove two networks equal on the domain, or find where they differ"
+    )
+    v.add_argument("original")
+    v.add_argument("other")
+    _add_domain(v)
+    _add_model_opts(v)
+    v.add_argument("--mode", default="linf", choices=("linf", "top1"))
+    v.add_argument(
+        "--tol", type=float, default=None, help="allowed max |f - g| in linf mode (default: 1e-6)"
+    )
+    v.add_argument(
+        "--time-limit", type=float, default=60.0, metavar="S", help="overall seconds (default: 60)"
+    )
+    v.add_argument("--counterexample", metavar="OUT.json", help="save a counterexample here")
+    v.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _domain(args: argparse.Namespace, n_inputs: int, console: Console) -> list[Box]:
+    given = [k for k in ("box", "box_file", "box_from_data", "vnnlib") if getattr(args, k)]
+    if len(given) != 1:
+        raise InvalidOptionError(
+            "give exactly one input domain: --box LO,HI, --box-file F, --box-from-data F.npy or --vnnlib F"
+            + (f" (got {len(given)})" if given else "; there is no default domain")
+        )
+    if args.box:
+        boxes = [parse_box_string(args.box, n_inputs)]
+    elif args.box_file:
+        boxes = [read_box_file(args.box_file)]
+    elif args.box_from_data:
+        boxes = [box_from_data(args.box_from_data)]
+    else:
+        from .io.vnnlib import read_vnnlib
+
+        spec = read_vnnlib(args.vnnlib, n_inputs)
+        boxes = list(spec.boxes)
+        if spec.output_constraints:
+            console.print(
+                f"[dim]{args.vnnlib}: {len(boxes)} input box(es); {spec.output_constraints} output "
+                "constraint(s) ignored (compression keeps the whole function)[/dim]"
+            )
+    for b in boxes:
+        b.check_size(n_inputs)
+    return boxes
+
+
+def _data(args: argparse.Namespace) -> np.ndarray | None:
+    if not getattr(args, "data", None):
+        return None
+    path = Path(args.data)
+    if not path.is_file():
+        raise InputFileError(f"data file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float64)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(f"cannot read data file {path} as .npy: {exc}") from None
+
+
+def _progress(args: argparse.Namespace, console: Console):
+    from .progress import SILENT
+    from .report import RichProgress
+
+    if args.quiet:
+        import contextlib
+
+        return contextlib.nullcontext(SILENT)
+    return RichProgress(console)
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise InvalidOptionError(f"{name} must be > 0, got {value}")
+
+
+def cmd_compress(args: argparse.Namespace, console: Console) -> int:
+    from . import api
+    from .io.atomic import check_output_path
+    from .report import compression_table, write_json
+
+    _check_positive("--time-limit", args.time_limit)
+    _check_positive("--jobs", args.jobs)
+    inputs = [args.model] + [
+        p for p in (args.data, args.box_file, args.box_from_data, args.vnnlib) if p
+    ]
+    check_output_path(args.output, inputs)
+    if args.report:
+        check_output_path(args.report, inputs + [args.output])
+    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    boxes = _domain(args, net.input_size, console)
+    with _progress(args, console) as progress:
+        result = api.compress(
+            net,
+            boxes,
+            method=args.method,
+            time_limit=args.time_limit,
+            jobs=args.jobs,
+            data=_data(args),
+            solver=args.solver,
+            check=args.check,
+            progress=progress,
+        )
+        verdict = None
+        if args.verify:
+            verdict = api.verify_equivalence(net, result.network, boxes, progress=progress)
+            result.report["verification"] = (
+                verdict.to_json()
+                if hasattr(verdict, "to_json")
+                else {"status": verdict.status.name}
+            )
+    console.print(compression_table(result.report))
+    if verdict is not None and verdict.status.name != "EQUIVALENT":
+        console.print(f"[red]verification: {verdict.summary()}; nothing written[/red]")
+        return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
+    api.save(result.network, args.output, inputs=inputs)
+    if args.report:
+        write_json(args.report, result.report)
+    console.print(
+        f"wrote {args.output}: {result.report['neurons_before']} -> {result.report['neurons_after']} neurons, "
+        f"re-checked on {result.check.points} points (max |diff| {result.check.max_abs_diff:.2g})"
+        + (f"; {verdict.summary()}" if verdict is not None else "")
+    )
+    return EXIT_OK
+
+
+def cmd_stability(args: argparse.Namespace, console: Console) -> int:
+    from . import api
+    from .io.atomic import check_output_path
+    from .report import stability_doc, stability_table, write_json
+
+    _check_positive("--time-limit", args.time_limit)
+    _check_positive("--jobs", args.jobs)
+    if args.report:
+        check_output_path(args.report, [args.model])
+    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    boxes = _domain(args, net.input_size, console)
+    t0 = time.perf_counter()
+    with _progress(args, console) as progress:
+        rep = api.stable_neurons(
+            net,
+            boxes,
+            method=args.method,
+            time_limit=args.time_limit,
+            jobs=args.jobs,
+            data=_data(args),
+            solver=args.solver,
+            progress=progress,
+        )
+    doc = stability_doc(rep, time.perf_counter() - t0)
+    console.print(stability_table(doc))
+    if args.report:
+        write_json(args.report, doc)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    from . import api
+    from .io.atomic import check_output_path
+    from .report import write_json
+
+    _check_positive("--time-limit", args.time_limit)
+    _check_positive("--tol", args.tol)
+    if args.counterexample:
+        check_output_path(args.counterexample, [args.original, args.other])
+    f = api.load(args.original, trust_pickle=args.trust_pickle)
+    g = api.load(args.other, trust_pickle=args.trust_pickle)
+    boxes = _domain(args, f.input_size, console)
+    with _progress(args, console) as progress:
+        res = api.verify_equivalence(
+            f, g, boxes, mode=args.mode, tol=args.tol, time_limit=args.time_limit, progress=progress
+        )
+    status = res.status.name
+    colour = {"EQUIVALENT": "green", "NOT_EQUIVALENT": "red"}.get(status, "yellow")
+    console.print(f"[bold {colour}]{status}[/bold {colour}]: {res.summary()}")
+    if status == "NOT_EQUIVALENT":
+        ce = res.counterexample
+        if args.counterexample:
+            write_json(
+                args.counterexample,
+                {"x": ce.x, "f_x": ce.f_x, "g_x": ce.g_x, "difference": float(ce.difference)},
+            )
+            console.print(f"counterexample saved to {args.counterexample}")
+        return EXIT_DIFFERENT
+    return EXIT_OK if status == "EQUIVALENT" else EXIT_UNKNOWN
+
+
+COMMANDS = {"compress": cmd_compress, "stability": cmd_stability, "verify": cmd_verify}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``exactcomp`` console script."""
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False, highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        return COMMANDS[args.command](args, console)
+    except ExactCompError as exc:
+        err.print(f"exactcomp: error: {exc}", markup=False, soft_wrap=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("exactcomp: interrupted; nothing was written", markup=False)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

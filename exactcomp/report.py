@@ -1,0 +1,136 @@
+"""Human-facing output: rich tables, a rich-backed progress display, and JSON files.
+
+Kept out of the API so that library users get plain data and the CLI decides how to show it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as _RichProgress
+from rich.table import Table
+
+from .io.atomic import atomic_write
+
+
+class RichProgress:
+    """A :class:`exactcomp.progress.Progress` shown as a live rich progress bar (on stderr)."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._bar = _RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def task(self, description: str, total: int) -> None:
+        if self._task is not None:
+            self._bar.update(self._task, completed=self._bar.tasks[-1].total)
+        self._task = self._bar.add_task(description, total=max(total, 0), info="")
+
+    def advance(self, steps: int = 1, info: str | None = None) -> None:
+        if self._task is None:
+            return
+        self._bar.update(self._task, advance=steps, info=info or "")
+
+    def note(self, message: str) -> None:
+        self._bar.console.print(message)
+
+
+def compression_table(doc: dict) -> Table:
+    """Per hidden layer: width before/after, verdict counts and proof kinds."""
+    t = Table(title=f"exactcomp: {doc['architecture_before']} -> {doc['architecture_after']}")
+    for col in ("layer", "width", "after", "active", "inactive", "unstable", "undecided", "proofs"):
+        t.add_column(col, justify="left" if col == "proofs" else "right")
+    for row in doc["layers"]:
+        t.add_row(*_layer_cells(row, with_after=True))
+    t.add_section()
+    t.add_row(
+        "total",
+        str(doc["neurons_before"]),
+        str(doc["neurons_after"]),
+        *[str(sum(r[k] for r in doc["layers"])) for k in _COUNTS],
+        f"{doc['seconds']:.2f} s",
+    )
+    return t
+
+
+def stability_table(doc: dict) -> Table:
+    """The classification only (``exactcomp stability``)."""
+    t = Table(title="exactcomp: neuron stability")
+    for col in ("layer", "width", "active", "inactive", "unstable", "undecided", "proofs"):
+        t.add_column(col, justify="left" if col == "proofs" else "right")
+    for row in doc["layers"]:
+        t.add_row(*_layer_cells(row, with_after=False))
+    return t
+
+
+_COUNTS = ("stably_active", "stably_inactive", "unstable", "undecided")
+
+
+def _layer_cells(row: dict, *, with_after: bool) -> list[str]:
+    proofs = ", ".join(f"{k} {v}" for k, v in row["proofs"].items() if v)
+    cells = [str(row["layer"]), str(row["width_before"])]
+    if with_after:
+        cells.append(str(row["width_after"]))
+    return cells + [str(row[k]) for k in _COUNTS] + [proofs]
+
+
+def stability_doc(report: Any, seconds: float) -> dict:
+    """A JSON-able summary of a :class:`~exactcomp.verdicts.StabilityReport`."""
+    from .verdicts import Verdict
+
+    layers = []
+    for ls in report.layers:
+        layers.append(
+            {
+                "layer": ls.layer,
+                "width_before": ls.width,
+                "stably_active": ls.count(Verdict.ACTIVE),
+                "stably_inactive": ls.count(Verdict.INACTIVE),
+                "unstable": ls.count(Verdict.UNSTABLE),
+                "undecided": ls.count(Verdict.UNDECIDED),
+                "proofs": ls.proof_counts(),
+                "verdicts": [Verdict(int(v)).name.lower() for v in ls.verdict],
+            }
+        )
+    return {
+        "neurons": report.num_neurons,
+        "seconds": round(seconds, 4),
+        "complete": report.complete,
+        "layers": layers,
+        "stats": {k: float(v) for k, v in report.stats.items()},
+    }
+
+
+def write_json(path: str | Path, doc: dict) -> None:
+    """Write ``doc`` as indented JSON, atomically."""
+    text = json.dumps(doc, indent=2, default=_jsonable) + "\n"
+    atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

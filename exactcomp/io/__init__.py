@@ -1,0 +1,143 @@
+"""Reading and writing networks: the format follows the file suffix.
+
+``.pt`` / ``.pth`` are PyTorch checkpoints (:mod:`exactcomp.io.torch_io`), ``.onnx`` is ONNX
+(:mod:`exactcomp.io.onnx_io`), ``.nnet`` is the ACAS Xu text format (:mod:`exactcomp.io.nnet`,
+read only). Each reader is imported only when its format is used, so a problem with one
+format's dependencies never breaks the others. Every write is atomic (temporary file, then
+rename) and can be told which files are inputs, so that it never overwrites one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputFileError, OutputPathError
+from ..network import Network
+from .atomic import atomic_open, atomic_path, atomic_write, check_output_path
+
+__all__ = [
+    "LOAD_SUFFIXES",
+    "SAVE_SUFFIXES",
+    "atomic_open",
+    "atomic_path",
+    "atomic_write",
+    "check_output_path",
+    "load",
+    "save",
+]
+
+#: Suffix -> format name, for reading and for writing.
+LOAD_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx", ".nnet": "nnet"}
+SAVE_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx"}
+
+
+def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
+    """Read a network from a file (format by suffix) or an in-memory ``nn.Module``.
+
+    Parameters
+    ----------
+    path_or_module:
+        A path ending in ``.pt``, ``.pth``, ``.onnx`` or ``.nnet``; a ``torch.nn.Module``; or a
+        :class:`Network` (returned unchanged, so APIs can accept either).
+    trust_pickle:
+        For PyTorch files only: allow loading a module pickled whole, which can run code.
+
+    Raises
+    ------
+    InputFileError
+        Unknown suffix, missing or unreadable file (and the format reader's own errors).
+    """
+    if isinstance(path_or_module, Network):
+        return path_or_module
+    if not isinstance(path_or_module, str | Path):
+        from .torch_io import load_torch
+
+        if _is_torch_module(path_or_module):
+            return load_torch(path_or_module)
+        raise InputFileError(
+            f"cannot load a {type(path_or_module).__name__}: give a file path, a "
+            "torch.nn.Module or an exactcomp Network"
+        )
+    path = Path(path_or_module)
+    fmt = _format(path, LOAD_SUFFIXES, "read")
+    if fmt == "torch":
+        from .torch_io import load_torch
+
+        return load_torch(path, trust_pickle=trust_pickle)
+    if not path.is_file():
+        raise InputFileError(f"model file {str(path)!r} does not exist; check the path")
+    if fmt == "onnx":
+        return _import("onnx_io", "ONNX").load_onnx(path)
+    return _import("nnet", ".nnet").load_nnet(path)
+
+
+def save(
+    net: Network,
+    path: str | Path,
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    like: Any = None,
+) -> None:
+    """Write ``net`` to ``path`` atomically, in the format given by the suffix.
+
+    Parameters
+    ----------
+    net:
+        The network; saved in ``net.dtype`` (the precision of the checkpoint it came from).
+    path:
+        Destination ending in ``.pt``, ``.pth`` or ``.onnx``.
+    inputs:
+        Files the run read; ``path`` must not be any of them (checked with
+        :func:`check_output_path`, which also checks the directory is writable).
+    like:
+        For ONNX only: a source model whose input/output names and shapes to mirror.
+
+    Raises
+    ------
+    OutputPathError
+        Unknown or read-only suffix, ``path`` equal to an input, or an unwritable directory.
+    """
+    target = Path(path)
+    fmt = _format(target, SAVE_SUFFIXES, "write")
+    check_output_path(target, inputs)
+    if fmt == "torch":
+        from .torch_io import save_torch
+
+        save_torch(net, target)
+        return
+    onnx_io = _import("onnx_io", "ONNX")
+    with atomic_path(target) as tmp:
+        onnx_io.save_onnx(net, tmp, like=like)
+
+
+def _format(path: Path, table: dict[str, str], verb: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in table:
+        return table[suffix]
+    known = ", ".join(table)
+    if verb == "write" and suffix in LOAD_SUFFIXES:
+        raise OutputPathError(f"writing {suffix} files is not supported; use one of {known}")
+    message = f"cannot {verb} {str(path)!r}: unknown file type {suffix or '(no suffix)'!r}"
+    if verb == "write":
+        raise OutputPathError(f"{message}; use one of {known}")
+    raise InputFileError(f"{message}; use one of {known}")
+
+
+def _import(module: str, label: str) -> Any:
+    """Import a format module lazily, turning a missing dependency into a clear error."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__name__}.{module}")
+    except ImportError as exc:
+        raise InputFileError(f"{label} support is not available here ({exc})") from exc
+
+
+def _is_torch_module(obj: Any) -> bool:
+    try:
+        from torch import nn
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return isinstance(obj, nn.Module)

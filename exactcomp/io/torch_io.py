@@ -1,0 +1,339 @@
+"""PyTorch checkpoints <-> the network IR.
+
+Reading is safe by default: every file is first opened with ``torch.load(weights_only=True)``,
+which can only rebuild tensors and plain containers, never run code. That covers the two
+forms training scripts usually write: a ``state_dict`` of an MLP, and a checkpoint dict that
+wraps one under ``state_dict`` / ``model_state_dict`` / ``model``. A module pickled whole
+(``torch.save(model)``) needs the full unpickler, which can execute arbitrary code, so it is
+loaded only when the caller passes ``trust_pickle=True`` (the CLI's ``--trust-pickle``).
+
+A ``state_dict`` carries no activations, so it is read as the conventional MLP: the
+``*.weight``/``*.bias`` pairs in the dict's saved order (never re-sorted: ``layers.10`` may
+legitimately follow ``layers.2``), a ReLU after every layer but the last. Files written by
+:func:`save_torch` additionally record the exact ReLU pattern in the ``state_dict``'s
+``_metadata`` (which ``load_state_dict`` ignores), so that networks with a ReLU after the
+output layer, or two affine layers in a row, survive a round trip.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputFileError, InvalidNetworkError, UnsupportedModelError
+from ..network import Layer, Network
+from .atomic import atomic_open
+
+#: Checkpoint-dict keys that may hold the model's ``state_dict`` (or the module), in order.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+
+#: Key under the ``state_dict``'s ``_metadata`` where :func:`save_torch` records ReLU flags.
+METADATA_KEY = "exactcomp"
+
+_SKIPPED_MODULES = (nn.Identity, nn.Flatten, nn.Dropout, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+# --------------------------------------------------------------------------- loading
+def load_torch(path_or_module: str | Path | nn.Module, *, trust_pickle: bool = False) -> Network:
+    """Read a PyTorch MLP (checkpoint file or in-memory module) into a :class:`Network`.
+
+    Parameters
+    ----------
+    path_or_module:
+        A ``.pt``/``.pth`` file, or an ``nn.Module`` already in memory.
+    trust_pickle:
+        Allow ``torch.load(weights_only=False)`` for a module pickled whole. Unpickling can run
+        arbitrary code, so only set it for files from a trusted source.
+
+    Returns
+    -------
+    Network
+        In float64, with ``dtype`` the checkpoint's dtype (e.g. ``"float32"``) and
+        ``meta={"format": "torch"}``.
+
+    Raises
+    ------
+    InputFileError
+        Missing file, not a PyTorch checkpoint, or a pickled module without ``trust_pickle``.
+    UnsupportedModelError
+        A layer other than Linear/ReLU/Flatten/Identity/Dropout (named in the message).
+    InvalidNetworkError
+        NaN/inf values, or weight shapes that do not chain.
+    """
+    if isinstance(path_or_module, nn.Module):
+        return module_to_network(path_or_module)
+    path = Path(path_or_module)
+    obj = _read_checkpoint(path, trust_pickle=trust_pickle)
+    return _object_to_network(obj, source=str(path))
+
+
+def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
+    """``torch.load`` with safe defaults; every failure becomes an :class:`InputFileError`."""
+    if not path.exists():
+        raise InputFileError(f"model file {str(path)!r} does not exist; check the path")
+    if not path.is_file():
+        raise InputFileError(f"model path {str(path)!r} is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        global_name = _unsafe_global(exc)
+        if global_name is None:
+            raise InputFileError(
+                f"{str(path)!r} is not a PyTorch checkpoint ({_short(exc)}); expected a "
+                "state_dict or a checkpoint saved with torch.save"
+            ) from exc
+        if not trust_pickle:
+            raise InputFileError(
+                f"{str(path)!r} is a pickled module or object ({global_name}), which can run "
+                "code when loaded; pass --trust-pickle (trust_pickle=True) only if you trust "
+                "its source, or save model.state_dict() instead"
+            ) from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputFileError(
+            f"could not unpickle {str(path)!r} ({_short(exc)}); if it is a custom class, save "
+            "model.state_dict() instead"
+        ) from exc
+
+
+def _unsafe_global(exc: BaseException) -> str | None:
+    """The class name a weights-only load refused, or None if the file is simply not a pickle."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return match.group(1) if match else None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:120]}" if first else type(exc).__name__
+
+
+def _object_to_network(obj: Any, *, source: str, depth: int = 0) -> Network:
+    """Dispatch on what ``torch.load`` returned: a module, a state_dict, or a wrapper dict."""
+    if isinstance(obj, nn.Module):
+        return module_to_network(obj)
+    if isinstance(obj, Mapping) and obj and all(torch.is_tensor(v) for v in obj.values()):
+        return state_dict_to_network(obj)
+    if isinstance(obj, Mapping) and depth < 2:
+        for key in WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping | nn.Module):
+                return _object_to_network(obj[key], source=source, depth=depth + 1)
+    what = f"a dict with keys {list(obj)[:6]}" if isinstance(obj, Mapping) else type(obj).__name__
+    raise InputFileError(
+        f"{source!r} holds {what}, not a model: expected a state_dict (name -> tensor), a "
+        f"checkpoint dict with one of {list(WRAPPER_KEYS)}, or an nn.Module"
+    )
+
+
+def state_dict_to_network(state_dict: Mapping[str, torch.Tensor]) -> Network:
+    """Read an MLP ``state_dict``: weight/bias pairs in saved order, ReLU between layers.
+
+    Keys are grouped by their prefix (``"0"`` for ``"0.weight"``) in the order they first
+    appear; a prefix must have a 2-D ``weight`` and may have a ``bias`` (absent = zero).
+    If the dict carries the ReLU flags written by :func:`save_torch`, they are used instead of
+    the convention (ReLU after every layer but the last).
+    """
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        prefix, _, name = key.rpartition(".")
+        if name not in ("weight", "bias"):
+            raise UnsupportedModelError(
+                f"state_dict entry {key!r} is not a Linear weight or bias (a normalisation or "
+                "other unsupported layer?); only Linear/ReLU MLPs are supported"
+            )
+        groups.setdefault(prefix, {})[name] = value
+    weights, biases, dtypes = [], [], []
+    for prefix, params in groups.items():
+        label = prefix or "<root>"
+        if "weight" not in params:
+            raise InvalidNetworkError(f"layer {label!r} has a bias but no weight")
+        w = params["weight"]
+        if w.dim() != 2:
+            kind = "a convolution?" if w.dim() > 2 else "a normalisation layer?"
+            raise UnsupportedModelError(
+                f"layer {label!r} has a {w.dim()}-D weight of shape {tuple(w.shape)} ({kind}); "
+                "only Linear layers are supported"
+            )
+        b = params.get("bias")
+        weights.append(_to_numpy(w, f"{label}.weight"))
+        biases.append(
+            np.zeros(w.shape[0]) if b is None else _to_numpy(b, f"{label}.bias").reshape(-1)
+        )
+        dtypes.append(w.dtype)
+        if b is not None and b.numel() != w.shape[0]:
+            raise InvalidNetworkError(
+                f"layer {label!r}: bias has {b.numel()} entries but the weight has "
+                f"{w.shape[0]} rows"
+            )
+    relu = _recorded_relu(state_dict, len(weights))
+    if relu is None:
+        relu = [k < len(weights) - 1 for k in range(len(weights))]
+    layers = tuple(Layer(w, b, r) for w, b, r in zip(weights, biases, relu, strict=True))
+    return _build(layers, dtypes)
+
+
+def _recorded_relu(state_dict: Mapping[str, torch.Tensor], n: int) -> list[bool] | None:
+    """ReLU flags that :func:`save_torch` stored in ``_metadata``, if present and consistent."""
+    metadata = getattr(state_dict, "_metadata", None)
+    if not isinstance(metadata, Mapping):
+        return None
+    record = metadata.get(METADATA_KEY)
+    flags = record.get("relu") if isinstance(record, Mapping) else None
+    if (
+        isinstance(flags, list | tuple)
+        and len(flags) == n
+        and all(isinstance(f, bool) for f in flags)
+    ):
+        return list(flags)
+    return None
+
+
+def module_to_network(module: nn.Module) -> Network:
+    """Read an ``nn.Sequential`` (nested ones too) of Linear/ReLU/Flatten/Identity/Dropout.
+
+    Flatten is accepted because on the flat ``(batch, features)`` inputs of an MLP it is the
+    identity; Dropout is the identity at inference. Any other layer raises
+    :class:`UnsupportedModelError` naming it.
+    """
+    weights: list[np.ndarray] = []
+    biases: list[np.ndarray] = []
+    relu: list[bool] = []
+    dtypes: list[torch.dtype] = []
+    for name, leaf in _leaves(module, ""):
+        if isinstance(leaf, nn.Linear):
+            weights.append(_to_numpy(leaf.weight, f"{name}.weight"))
+            bias = leaf.bias
+            biases.append(
+                np.zeros(leaf.out_features) if bias is None else _to_numpy(bias, f"{name}.bias")
+            )
+            relu.append(False)
+            dtypes.append(leaf.weight.dtype)
+        elif isinstance(leaf, nn.ReLU):
+            if not relu:
+                raise UnsupportedModelError(
+                    f"module {name!r}: a ReLU before the first Linear layer is not supported"
+                )
+            relu[-1] = True
+        elif not isinstance(leaf, _SKIPPED_MODULES):
+            raise UnsupportedModelError(
+                f"unsupported layer {name!r} ({type(leaf).__name__}); only Linear, ReLU, "
+                "Flatten, Identity and Dropout in nn.Sequential are supported"
+            )
+    if not weights:
+        raise InvalidNetworkError("the module has no Linear layer")
+    layers = tuple(Layer(w, b, r) for w, b, r in zip(weights, biases, relu, strict=True))
+    return _build(layers, dtypes)
+
+
+def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
+    """The layers of (nested) Sequentials in execution order, with their dotted names."""
+    if isinstance(module, nn.Sequential):
+        out: list[tuple[str, nn.Module]] = []
+        for child_name, child in module.named_children():
+            out += _leaves(child, f"{name}.{child_name}" if name else child_name)
+        return out
+    if type(module) is nn.Module or (list(module.children()) and not _is_leaf_layer(module)):
+        raise UnsupportedModelError(
+            f"module {name or '<root>'!r} ({type(module).__name__}) has a custom forward() that "
+            "cannot be read; pass an nn.Sequential, or save and load its state_dict()"
+        )
+    return [(name or "<root>", module)]
+
+
+def _is_leaf_layer(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear | nn.ReLU | _SKIPPED_MODULES)
+
+
+def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
+    """A float64 copy of a parameter, refusing non-float and non-finite values."""
+    if not torch.is_tensor(t):
+        raise InvalidNetworkError(f"{name!r} is a {type(t).__name__}, not a tensor")
+    if t.is_quantized or not t.is_floating_point():
+        raise UnsupportedModelError(
+            f"{name!r} has dtype {t.dtype}; only float weights are supported"
+        )
+    array = t.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+    if not np.isfinite(array).all():
+        raise InvalidNetworkError(f"{name!r} contains NaN or inf values")
+    return array
+
+
+def _build(layers: tuple[Layer, ...], dtypes: list[torch.dtype]) -> Network:
+    """The Network, with the widest source dtype (float64 if any layer is float64)."""
+    widest = max(dtypes, key=lambda d: torch.finfo(d).bits)
+    return Network(layers, dtype=str(widest).removeprefix("torch."), meta={"format": "torch"})
+
+
+# --------------------------------------------------------------------------- saving
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype named ``name`` (``"float32"``...); float32 for an unknown name."""
+    candidate = getattr(torch, name, None)
+    if isinstance(candidate, torch.dtype) and candidate.is_floating_point:
+        return candidate
+    return torch.float32
+
+
+def to_torch_module(net: Network) -> nn.Sequential:
+    """The network as ``nn.Sequential(Linear, ReLU, Linear, ...)`` in ``net.dtype``.
+
+    Every affine layer becomes an ``nn.Linear`` (always with a bias), followed by ``nn.ReLU``
+    when the layer has one, including after the last layer if the network ends with a ReLU.
+    Zero-width layers (``nn.Linear(n, 0)``) are built as well: they compute an empty vector,
+    and the next layer then has zero inputs and outputs only its bias.
+    """
+    dtype = torch_dtype(net.dtype)
+    modules: list[nn.Module] = []
+    for layer in net.layers:
+        with warnings.catch_warnings():
+            # nn.Linear(n, 0) warns that initialising an empty tensor is a no-op: harmless.
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            linear = nn.Linear(layer.in_features, layer.out_features, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(layer.weight.copy()))
+            linear.bias.copy_(torch.from_numpy(layer.bias.copy()))
+        modules.append(linear)
+        if layer.relu:
+            modules.append(nn.ReLU())
+    return nn.Sequential(*modules).eval()
+
+
+def save_torch(net: Network, path: str | Path) -> None:
+    """Write ``to_torch_module(net).state_dict()`` to ``path`` atomically, in ``net.dtype``.
+
+    The keys are the ``nn.Sequential`` indices: ``0.weight``, ``0.bias``, ``2.weight``, ...
+    (index ``i + 1`` holds the ReLU after Linear ``i``, so it has no key). To load the file
+    into a plain ``nn.Sequential``, rebuild the modules from the weight shapes::
+
+        import torch
+        from torch import nn
+
+        sd = torch.load("small.pt", weights_only=True)
+        weights = [v for k, v in sd.items() if k.endswith(".weight")]
+        modules = []
+        for i, w in enumerate(weights):
+            modules.append(nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype))
+            if i < len(weights) - 1:  # ReLU between layers, none after the last
+                modules.append(nn.ReLU())
+        model = nn.Sequential(*modules)
+        model.load_state_dict(sd)   # strict: fails loudly if the layout differs
+
+    This recipe matches every network whose ReLUs sit exactly between its layers (the usual
+    MLP, and what compression produces from one). A network with a ReLU after its output
+    layer, or with two affine layers in a row, is still saved exactly, but its module has a
+    different layout: use ``exactcomp.io.to_torch_module(exactcomp.load("small.pt"))``, which
+    reads the ReLU flags recorded in ``sd._metadata["exactcomp"]["relu"]``.
+    """
+    state = to_torch_module(net).state_dict()
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        metadata[METADATA_KEY] = {"relu": [layer.relu for layer in net.layers]}
+    with atomic_open(path) as handle:
+        torch.save(state, handle)

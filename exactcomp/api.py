@@ -19,7 +19,7 @@ import numpy as np
 
 from . import io as _io
 from .domain import Box
-from .errors import InvalidDomainError, InvalidOptionError, VerificationError
+from .errors import InvalidDomainError, InvalidNetworkError, InvalidOptionError, VerificationError
 from .network import Network
 from .progress import SILENT, Progress
 from .rewrite import RewriteResult, compress_network
@@ -337,6 +337,11 @@ def verify_equivalence(
     if not time_limit > 0:
         raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
     fn, gn = load(f, trust_pickle=trust_pickle), load(g, trust_pickle=trust_pickle)
+    if (fn.input_size, fn.output_size) != (gn.input_size, gn.output_size):
+        raise InvalidNetworkError(
+            f"the networks differ in shape: {fn.input_size} inputs/{fn.output_size} outputs vs "
+            f"{gn.input_size} inputs/{gn.output_size} outputs"
+        )
     boxes = as_domain(domain, fn.input_size)
     kwargs: dict[str, Any] = dict(
         mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed

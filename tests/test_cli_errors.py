@@ -1,0 +1,176 @@
+"""Bad input through the CLI: a one-line message naming the problem, exit code 2, no output file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from exactcomp.cli import main
+
+
+def _mlp_state(n_in: int = 3, width: int = 4, n_out: int = 2) -> dict:
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(
+        torch.nn.Linear(n_in, width), torch.nn.ReLU(), torch.nn.Linear(width, n_out)
+    )
+    return seq.state_dict()
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    path = tmp_path / "model.pt"
+    torch.save(_mlp_state(), path)
+    return path
+
+
+def _run(capsys, argv: list[str]) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _assert_clear_error(capsys, argv, needle: str, out: Path | None) -> None:
+    code, err = _run(capsys, argv)
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got: {err!r}"
+    assert needle.lower() in lines[0].lower(), lines[0]
+    if out is not None:
+        assert not out.exists()
+        assert not list(out.parent.glob(f".{out.name}*")), "a temporary file was left behind"
+
+
+def test_missing_file(tmp_path, capsys) -> None:
+    out = tmp_path / "o.pt"
+    _assert_clear_error(
+        capsys, ["compress", tmp_path / "nope.pt", "--box", "0,1", "-o", out], "not found", out
+    )
+
+
+def test_not_a_checkpoint(tmp_path, capsys) -> None:
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"this is not a checkpoint at all")
+    out = tmp_path / "o.pt"
+    _assert_clear_error(capsys, ["compress", bad, "--box", "0,1", "-o", out], "checkpoint", out)
+
+
+def test_pickle_without_trust(tmp_path, capsys) -> None:
+    pickled = tmp_path / "module.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 2)), pickled)
+    out = tmp_path / "o.pt"
+    _assert_clear_error(
+        capsys, ["compress", pickled, "--box", "0,1", "-o", out], "--trust-pickle", out
+    )
+
+
+def test_unsupported_layer_is_named(tmp_path, capsys) -> None:
+    pickled = tmp_path / "module.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sigmoid()), pickled)
+    out = tmp_path / "o.pt"
+    _assert_clear_error(
+        capsys, ["compress", pickled, "--trust-pickle", "--box", "0,1", "-o", out], "Sigmoid", out
+    )
+
+
+def test_nan_weights(tmp_path, capsys) -> None:
+    state = _mlp_state()
+    state["0.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan.pt"
+    torch.save(state, path)
+    out = tmp_path / "o.pt"
+    _assert_clear_error(capsys, ["compress", path, "--box", "0,1", "-o", out], "NaN", out)
+
+
+def test_mismatched_layer_sizes(tmp_path, capsys) -> None:
+    state = _mlp_state()
+    state["2.weight"] = torch.zeros(2, 7)
+    path = tmp_path / "mismatch.pt"
+    torch.save(state, path)
+    out = tmp_path / "o.pt"
+    _assert_clear_error(capsys, ["compress", path, "--box", "0,1", "-o", out], "inputs", out)
+
+
+def test_box_of_wrong_length(model, tmp_path, capsys) -> None:
+    bf = tmp_path / "box.json"
+    bf.write_text(json.dumps({"lower": [0, 0], "upper": [1, 1]}))
+    out = tmp_path / "o.pt"
+    _assert_clear_error(capsys, ["compress", model, "--box-file", bf, "-o", out], "3 inputs", out)
+
+
+@pytest.mark.parametrize(
+    ("box", "needle"), [("1,0", "inverted"), ("0,nan", "non-finite"), ("0", "LO,HI")]
+)
+def test_bad_box(model, tmp_path, capsys, box, needle) -> None:
+    out = tmp_path / "o.pt"
+    _assert_clear_error(capsys, ["compress", model, f"--box={box}", "-o", out], needle, out)
+
+
+def test_empty_box_file(model, tmp_path, capsys) -> None:
+    bf = tmp_path / "box.json"
+    bf.write_text(json.dumps({"lower": [], "upper": []}))
+    out = tmp_path / "o.pt"
+    _assert_clear_error(capsys, ["compress", model, "--box-file", bf, "-o", out], "empty", out)
+
+
+def test_no_domain_given(model, tmp_path, capsys) -> None:
+    out = tmp_path / "o.pt"
+    _assert_clear_error(capsys, ["compress", model, "-o", out], "domain", out)
+
+
+def test_vnnlib_without_input_bounds(model, tmp_path, capsys) -> None:
+    spec = tmp_path / "p.vnnlib"
+    spec.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= Y_0 1.0))\n")
+    out = tmp_path / "o.pt"
+    _assert_clear_error(capsys, ["compress", model, "--vnnlib", spec, "-o", out], "X_0", out)
+
+
+def test_output_equal_to_input(model, capsys) -> None:
+    before = model.read_bytes()
+    _assert_clear_error(capsys, ["compress", model, "--box", "0,1", "-o", model], "input", None)
+    assert model.read_bytes() == before
+
+
+def test_output_directory_missing(model, tmp_path, capsys) -> None:
+    out = tmp_path / "no" / "such" / "dir" / "o.pt"
+    _assert_clear_error(capsys, ["compress", model, "--box", "0,1", "-o", out], "director", None)
+    assert not out.exists()
+
+
+def test_output_directory_not_writable(model, capsys) -> None:
+    out = Path("/proc/exactcomp-test-output.pt")  # not writable, even for root
+    _assert_clear_error(capsys, ["compress", model, "--box", "0,1", "-o", out], "writ", None)
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_time_limit_not_positive(model, tmp_path, capsys, limit) -> None:
+    out = tmp_path / "o.pt"
+    _assert_clear_error(
+        capsys,
+        ["compress", model, "--box", "0,1", "-o", out, f"--time-limit={limit}"],
+        "time-limit",
+        out,
+    )
+
+
+def test_verify_wrong_input_size(model, tmp_path, capsys) -> None:
+    other = tmp_path / "other.pt"
+    torch.save(_mlp_state(n_in=5), other)
+    _assert_clear_error(capsys, ["verify", model, other, "--box", "0,1"], "input", None)
+
+
+def test_unknown_option_is_one_line(model, capsys) -> None:
+    code, err = _run(capsys, ["compress", model, "--frobnicate"])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_data_file_missing(model, tmp_path, capsys) -> None:
+    out = tmp_path / "o.pt"
+    _assert_clear_error(
+        capsys,
+        ["compress", model, "--box", "0,1", "-o", out, "--data", tmp_path / "x.npy"],
+        "not found",
+        out,
+    )

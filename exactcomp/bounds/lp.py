@@ -1,0 +1,299 @@
+r"""LP-relaxation bounds: the triangle relaxation of a network prefix, solved with HiGHS.
+
+The LP is tighter than back-substitution (:mod:`exactcomp.bounds.linear`) because it lets
+every unstable ReLU sit anywhere inside its triangle instead of on one fixed line, and it
+couples all the neurons of every earlier layer at once. It costs one LP solve per neuron and
+side, so the stability engine uses it only on neurons that cheaper bounds left undecided.
+
+Formulation (layers ``j < k``, known bounds ``l_j <= z_j <= u_j``)
+----------------------------------------------------------------
+.. math::
+
+    \min / \max \;& w_{k,i}^\top h_{k-1} + b_{k,i} \\
+    \text{s.t. }\; & lo \le x \le hi, \quad h_{-1} = x, \\
+    & z_j = W_j h_{j-1} + b_j, \qquad l_j \le z_j \le u_j, \\
+    & \text{per ReLU neuron: }
+      \begin{cases}
+        h = 0 & u \le 0 \text{ (stably inactive)}\\
+        h = z & l \ge 0 \text{ (stably active)}\\
+        h \ge 0,\; h \ge z,\; h \le \frac{u}{u - l}(z - l),\; h \le u & l < 0 < u
+      \end{cases}
+
+and ``h_j = z_j`` on a layer without ReLU. The model is built once per call; only the
+objective changes between neurons (so HiGHS warm-starts each solve from the last basis).
+
+Soundness
+---------
+We never take the solver's objective value on trust. For the LP
+``min c^T v`` s.t. ``L <= A v <= U``, ``lv <= v <= uv`` (all column bounds finite), *any*
+row multipliers ``y`` give, by weak duality,
+
+.. math::
+
+    c^\top v = y^\top A v + d^\top v \;\ge\; \sum_r \min(y_r L_r, y_r U_r)
+    + \sum_v \min(d_v lv_v, d_v uv_v), \qquad d = c - A^\top y,
+
+where a multiplier whose row side is infinite is set to 0. We evaluate this with HiGHS' row
+duals in float64, pad it for rounding (``bound_abs + bound_rel * scale``) and, as the contract of
+:mod:`exactcomp.tolerances` asks for solver-derived bounds, by ``solver_abs + solver_rel * M``
+(``M`` the neuron's a-priori bound magnitude). A solve that is not optimal leaves that neuron's
+input bound unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from ..domain import Box
+from ..network import Network
+from ..tolerances import DEFAULT, Tolerances
+from .interval import Bounds, pad
+from .linear import finite_prefix_bounds
+
+__all__ = ["lp_layer_bounds", "PrefixLP", "build_prefix_lp"]
+
+
+@dataclass(frozen=True, eq=False)
+class PrefixLP:
+    """The triangle-relaxation LP of a network prefix, in HiGHS' matrix form.
+
+    ``matrix`` is the constraint matrix (rows x columns, CSR), ``row_lower/row_upper`` and
+    ``col_lower/col_upper`` its bounds (``±inf`` where open), and ``out_cols`` the columns of
+    ``h_{k-1}``, the input of the layer being bounded.
+    """
+
+    matrix: sp.csr_matrix
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    out_cols: np.ndarray
+
+
+class _Triplets:
+    """Rows of a sparse matrix collected as ``(row, col, value)`` triplets with their bounds."""
+
+    def __init__(self) -> None:
+        self.r: list[np.ndarray] = []
+        self.c: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.lo: list[np.ndarray] = []
+        self.hi: list[np.ndarray] = []
+        self.nrow = 0
+
+    def add(self, entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]], lo, hi) -> None:
+        """Add ``len(lo)`` rows; ``entries`` holds ``(local_row, col, value)`` arrays."""
+        for r, c, v in entries:
+            self.r.append(np.asarray(r) + self.nrow)
+            self.c.append(np.asarray(c))
+            self.v.append(np.asarray(v, dtype=np.float64))
+        lo = np.asarray(lo, dtype=np.float64)
+        self.lo.append(lo)
+        self.hi.append(np.asarray(hi, dtype=np.float64))
+        self.nrow += lo.size
+
+    def matrix(self, ncol: int) -> sp.csr_matrix:
+        def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        return sp.csr_matrix(
+            (cat(self.v, np.float64), (cat(self.r, np.int64), cat(self.c, np.int64))),
+            shape=(self.nrow, ncol),
+        )
+
+
+def build_prefix_lp(
+    net: Network, box: Box, k: int, pre: Sequence[Bounds], tol: Tolerances = DEFAULT
+) -> PrefixLP:
+    """The LP of layers ``0..k-1`` with finite bounds ``pre[j]``; see the module docstring."""
+    ncol = net.input_size
+    col_lo = [box.lower.copy()]
+    col_hi = [box.upper.copy()]
+    rows = _Triplets()
+    prev = np.arange(net.input_size)
+    for j in range(k):
+        layer = net.layers[j]
+        n = layer.out_features
+        lo, hi = pre[j]
+        zc = np.arange(ncol, ncol + n)
+        ncol += n
+        col_lo.append(lo.copy())
+        col_hi.append(hi.copy())
+        # z_j - W_j h_{j-1} = b_j
+        w = sp.coo_matrix(layer.weight)
+        rows.add(
+            [(np.arange(n), zc, np.ones(n)), (w.row, prev[w.col], -w.data)], layer.bias, layer.bias
+        )
+        if not layer.relu:
+            prev = zc
+            continue
+        hc = np.arange(ncol, ncol + n)
+        ncol += n
+        inactive = hi <= 0.0
+        active = (lo >= 0.0) & ~inactive
+        unstable = ~(inactive | active)
+        col_lo.append(np.where(active, np.maximum(lo, 0.0), 0.0))
+        col_hi.append(np.maximum(hi, 0.0))
+        for idx, lo_row, hi_row in (
+            (np.flatnonzero(active), 0.0, 0.0),
+            (np.flatnonzero(unstable), 0.0, np.inf),
+        ):
+            # active: h - z = 0;  unstable: h - z >= 0
+            m = np.arange(idx.size)
+            rows.add(
+                [(m, hc[idx], np.ones(idx.size)), (m, zc[idx], -np.ones(idx.size))],
+                np.full(idx.size, lo_row),
+                np.full(idx.size, hi_row),
+            )
+        # unstable: (u - l) h - u z <= -u l   (the chord through (l, 0) and (u, u))
+        iu = np.flatnonzero(unstable)
+        m = np.arange(iu.size)
+        lu, hu = lo[iu], hi[iu]
+        # (padded: the rounded coefficients must not cut off any point of the true triangle)
+        rhs = -hu * lu + pad(np.abs(hu * lu) + (hu - lu) * hu, tol)
+        rows.add([(m, hc[iu], hu - lu), (m, zc[iu], -hu)], np.full(iu.size, -np.inf), rhs)
+        prev = hc
+    return PrefixLP(
+        matrix=rows.matrix(ncol),
+        row_lower=np.concatenate(rows.lo) if rows.lo else np.zeros(0),
+        row_upper=np.concatenate(rows.hi) if rows.hi else np.zeros(0),
+        col_lower=np.concatenate(col_lo),
+        col_upper=np.concatenate(col_hi),
+        out_cols=prev,
+    )
+
+
+def _safe_dual_bound(lp: PrefixLP, cost: np.ndarray, y: np.ndarray, tol: Tolerances) -> float:
+    """A rigorous lower bound of ``min cost^T v`` over the LP from any row multipliers ``y``.
+
+    Weak duality (module docstring): multipliers on an infinite row side are zeroed, every
+    column bound is finite, and the float64 evaluation is padded for rounding.
+    """
+    y = np.where(np.isfinite(lp.row_lower), np.maximum(y, 0.0), 0.0) + np.where(
+        np.isfinite(lp.row_upper), np.minimum(y, 0.0), 0.0
+    )
+    d = cost - lp.matrix.T @ y
+    row_side = np.where(y > 0.0, lp.row_lower, lp.row_upper)
+    row_terms = np.where(y != 0.0, y * np.where(y != 0.0, row_side, 0.0), 0.0)
+    col_side = np.where(d > 0.0, lp.col_lower, lp.col_upper)
+    col_terms = d * col_side
+    value = float(row_terms.sum() + col_terms.sum())
+    mag = np.maximum(np.abs(lp.col_lower), np.abs(lp.col_upper))
+    scale = np.abs(row_terms).sum() + (np.abs(cost) + abs(lp.matrix).T @ np.abs(y)) @ mag
+    return value - float(pad(np.asarray(scale), tol))
+
+
+def _new_highs(lp: PrefixLP) -> highspy.Highs:
+    """A silent single-threaded HiGHS instance holding the LP (objective set per solve)."""
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    csc = lp.matrix.tocsc()
+    model = highspy.HighsLp()
+    model.num_col_ = csc.shape[1]
+    model.num_row_ = csc.shape[0]
+    model.col_cost_ = np.zeros(csc.shape[1])
+    model.col_lower_ = lp.col_lower
+    model.col_upper_ = lp.col_upper
+    model.row_lower_ = np.where(np.isfinite(lp.row_lower), lp.row_lower, -highspy.kHighsInf)
+    model.row_upper_ = np.where(np.isfinite(lp.row_upper), lp.row_upper, highspy.kHighsInf)
+    model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    model.a_matrix_.start_ = csc.indptr.astype(np.int32)
+    model.a_matrix_.index_ = csc.indices.astype(np.int32)
+    model.a_matrix_.value_ = csc.data
+    model.a_matrix_.num_col_ = csc.shape[1]
+    model.a_matrix_.num_row_ = csc.shape[0]
+    h.passModel(model)
+    return h
+
+
+def _lp_min(
+    h: highspy.Highs, lp: PrefixLP, cost: np.ndarray, tol: Tolerances, deadline: float | None
+) -> float | None:
+    """Rigorous lower bound of ``min cost^T v``; ``None`` when the solve is not optimal."""
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        h.setOptionValue("time_limit", float(left))
+    h.changeColsCost(cost.size, np.arange(cost.size, dtype=np.int32), cost)
+    try:
+        h.run()
+    except Exception:  # any solver failure means "no proof"
+        return None
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    y = np.asarray(h.getSolution().row_dual, dtype=np.float64)
+    if y.size != lp.matrix.shape[0] or not np.isfinite(y).all():
+        return None
+    # Weak duality holds for any multipliers, so trying both sign conventions of the row
+    # duals and keeping the tighter bound is still sound (and robust to the convention).
+    return max(_safe_dual_bound(lp, cost, y, tol), _safe_dual_bound(lp, cost, -y, tol))
+
+
+def lp_layer_bounds(
+    net: Network,
+    box: Box,
+    k: int,
+    known: list[Bounds | None],
+    neurons: Sequence[int] | np.ndarray | None = None,
+    tol: Tolerances = DEFAULT,
+    time_limit: float | None = None,
+) -> Bounds:
+    """Sound bounds of ``z_k`` from the triangle-relaxation LP of layers ``0..k-1``.
+
+    Parameters
+    ----------
+    net, box:
+        The network and the input box.
+    k:
+        The layer to bound.
+    known:
+        Sound bounds ``known[j]`` of the layers ``j < k`` (they shape the ReLU triangles);
+        ``known[k]``, if present, is the input bound of layer ``k``, which the result never
+        loosens. Missing (``None``) or infinite entries are filled in by interval arithmetic.
+    neurons:
+        Neurons of layer ``k`` to tighten (default: all); the others keep their input bound.
+    tol:
+        Tolerances: the rounding pad and the solver margin ``solver_abs + solver_rel * M``.
+    time_limit:
+        Seconds for the whole call; neurons not reached in time keep their input bound.
+
+    Returns
+    -------
+    Bounds
+        ``(lower, upper)`` of layer ``k``, each within its input bound.
+    """
+    box.check_size(net.input_size)
+    if not 0 <= k < len(net.layers):
+        raise IndexError(f"layer {k} does not exist (the network has {len(net.layers)} layers)")
+    pre = finite_prefix_bounds(net, box, k, known, tol)
+    lower, upper = pre[k][0].copy(), pre[k][1].copy()
+    layer = net.layers[k]
+    if k == 0:
+        return lower, upper  # one affine map of the box: interval arithmetic is exact here
+    idx = np.arange(layer.out_features) if neurons is None else np.asarray(neurons, dtype=int)
+    deadline = None if time_limit is None else time.monotonic() + float(time_limit)
+    lp = build_prefix_lp(net, box, k, pre, tol)
+    h = _new_highs(lp)
+    cost = np.zeros(lp.matrix.shape[1])
+    for i in idx.tolist():
+        margin = tol.solver_abs + tol.solver_rel * max(abs(lower[i]), abs(upper[i]))
+        b = float(layer.bias[i])
+        for sign in (1.0, -1.0):
+            cost[lp.out_cols] = sign * layer.weight[i]
+            bound = _lp_min(h, lp, cost, tol, deadline)
+            if bound is None:
+                continue
+            slack = float(pad(np.asarray(abs(b) + abs(bound)), tol)) + margin
+            if sign > 0:  # min z_i >= bound + b
+                lower[i] = max(lower[i], bound + b - slack)
+            else:  # max z_i = -min(-w h) + b <= -bound + b
+                upper[i] = min(upper[i], -bound + b + slack)
+    return lower, upper

@@ -1,0 +1,151 @@
+"""Row relations the folds rely on, each checked in float64 before it is trusted.
+
+Two questions about the rows ``r_1..r_m`` of a weight matrix:
+
+* which rows span the others (:func:`linear_basis`): a pivoted QR picks a well-conditioned
+  candidate basis, least squares gives each other row's coefficients, and a row whose
+  residual is above tolerance joins the basis instead of being expressed;
+* which rows are positive multiples of one another (:func:`positive_duplicates`).
+
+The residual of ``r_j ~ sum_i a_i r_i`` is measured relative to the size of the terms,
+``|r_j - sum_i a_i r_i|_1 / (|r_j|_1 + sum_i |a_i| |r_i|_1)``: the error it causes in
+``z_j = r_j . h`` is at most that ratio times the magnitude of the terms of ``z_j``, which is
+what float64 rounding of the sums already costs, up to the factor ``fold_rel``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+_COSINE_CANDIDATE = 1.0 - 1e-6  # cheap pre-filter only; every pair is then checked exactly
+
+
+@dataclass(frozen=True, eq=False)
+class Basis:
+    """``rows[dependent[t]] ~ coefficients[t] @ rows[basis]`` with relative ``residuals[t]``."""
+
+    basis: np.ndarray
+    dependent: np.ndarray
+    coefficients: np.ndarray
+    residuals: np.ndarray
+
+
+def _relative_residuals(rows: np.ndarray, basis: np.ndarray, rest: np.ndarray, coef: np.ndarray):
+    norms = np.abs(rows).sum(axis=1)
+    resid = rows[rest] - coef @ rows[basis]
+    scale = norms[rest] + np.abs(coef) @ norms[basis]
+    err = np.abs(resid).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(err == 0.0, 0.0, err / scale)
+    return rel
+
+
+def linear_basis(rows: np.ndarray, rel_tol: float) -> Basis:
+    """Split ``rows`` (``(m, n)``) into a basis and rows expressed in it within ``rel_tol``.
+
+    Pivoted QR of ``rows.T`` orders the rows by how much new direction each adds; the
+    numerical rank (``|R_ii| > rel_tol * |R_00|``) gives the candidate basis. Rows whose
+    least-squares residual fails the tolerance are moved into the basis and the rest
+    re-solved, so every returned identity is checked, whatever QR decided.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    m = rows.shape[0]
+    basis: list[int] = []
+    if m and rows.size and np.any(rows != 0.0):
+        _, r, piv = scipy.linalg.qr(rows.T, mode="economic", pivoting=True)
+        d = np.abs(np.diag(r))
+        rank = int(np.count_nonzero(d > rel_tol * d[0]))
+        basis = [int(i) for i in piv[:rank]]
+    while True:
+        b = np.array(sorted(basis), dtype=np.int64)
+        rest = np.setdiff1d(np.arange(m), b)
+        if b.size and rest.size:
+            coef = np.linalg.lstsq(rows[b].T, rows[rest].T, rcond=None)[0].T
+        else:
+            coef = np.zeros((rest.size, b.size))
+        res = _relative_residuals(rows, b, rest, coef)
+        bad = res > rel_tol
+        if not bad.any():
+            return Basis(b, rest, coef, res)
+        basis.extend(int(i) for i in rest[bad])
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """``rows[dup] ~ factor * rows[keep]`` with ``factor > 0`` and relative ``residual``."""
+
+    keep: int
+    dup: int
+    factor: float
+    residual: float
+
+
+def _candidate_pairs(unit: np.ndarray, block: int = 512) -> list[tuple[int, int]]:
+    pairs = []
+    for start in range(0, unit.shape[0], block):
+        cos = unit[start : start + block] @ unit.T
+        a, b = np.nonzero(cos > _COSINE_CANDIDATE)
+        a = a + start
+        pairs += [(int(x), int(y)) for x, y in zip(a, b, strict=True) if x < y]
+    return sorted(pairs)
+
+
+def positive_duplicates(
+    rows: np.ndarray, rel_tol: float, prefer: np.ndarray | None = None
+) -> list[Duplicate]:
+    """Groups of rows that are positive multiples of one another, each folded onto one row.
+
+    Candidate pairs come from cosine similarity of the normalised rows; each is then
+    checked as ``|r_j - c r_i|_1 <= rel_tol (|r_j|_1 + c |r_i|_1)`` with the least-squares
+    ``c = r_i . r_j / r_i . r_i > 0``. In each group the kept row is the first one with
+    ``prefer`` true (e.g. a proven-stable neuron, whose verdict then covers the group), else
+    the first. All-zero rows are left alone (they are constants, not duplicates).
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    m = rows.shape[0]
+    prefer = np.zeros(m, dtype=bool) if prefer is None else np.asarray(prefer, dtype=bool)
+    norms = np.linalg.norm(rows, axis=1)
+    nz = np.flatnonzero(norms > 0.0)
+    if nz.size < 2:
+        return []
+    unit = rows[nz] / norms[nz, None]
+    # union-find over verified pairs
+    parent = {int(i): int(i) for i in nz}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in _candidate_pairs(unit):
+        i, j = int(nz[a]), int(nz[b])
+        c = float(rows[i] @ rows[j] / (rows[i] @ rows[i]))
+        if c > 0.0 and _pair_residual(rows[i], rows[j], c) <= rel_tol:
+            parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in nz:
+        groups.setdefault(root(int(i)), []).append(int(i))
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        keep = next((i for i in members if prefer[i]), members[0])
+        for j in members:
+            if j == keep:
+                continue
+            c = float(rows[keep] @ rows[j] / (rows[keep] @ rows[keep]))
+            res = _pair_residual(rows[keep], rows[j], c)
+            if c > 0.0 and res <= rel_tol:  # re-checked against the chosen representative
+                out.append(Duplicate(keep, j, c, res))
+    return sorted(out, key=lambda d: d.dup)
+
+
+def _pair_residual(ri: np.ndarray, rj: np.ndarray, c: float) -> float:
+    err = float(np.abs(rj - c * ri).sum())
+    if err == 0.0:
+        return 0.0
+    return err / float(np.abs(rj).sum() + abs(c) * np.abs(ri).sum())

@@ -1,0 +1,69 @@
+"""Passes that need no stability proof: their identities hold on every input.
+
+They still matter after the stability passes: removing neurons leaves zero columns and
+rows behind, and merging a layer can create constant or duplicated neurons in the next.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..network import Network
+from ..tolerances import DEFAULT, Tolerances
+from .algebra import positive_duplicates
+from .editor import Editor, PassResult
+from .record import Fold, Reason
+from .state import RewriteState
+
+
+def drop_dead(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) -> PassResult:
+    """Remove hidden units that are constant or that nothing reads.
+
+    *Constant*: an all-zero incoming row gives ``h_j = relu(b_j)`` (``b_j`` without ReLU)
+    on every input, so ``b_{k+1} += v_j h_j`` (``v_j`` the column of ``W_{k+1}`` reading
+    ``h_j``) and the unit goes. Layers are scanned front to back, so the columns a removal
+    drops from ``W_{k+1}`` are already gone when layer ``k+1``'s rows are tested.
+
+    *Dead*: an all-zero column ``v_j`` means ``z_{k+1}`` ignores ``h_j``. Scanned back to
+    front, so a unit whose only readers were dead is found dead in the same pass.
+
+    Both tests are for exact zeros: the rewrite is then exact in any arithmetic. ``tol`` is
+    unused.
+    """
+    ed = Editor("drop_dead", net, state)
+    for k in range(ed.depth - 1):
+        zero_rows = ~np.any(ed.rows(k) != 0.0, axis=1) & ed.keep[k]
+        for j in np.flatnonzero(zero_rows):
+            b = ed.biases[k][j]
+            value = max(b, 0.0) if ed.relu[k] else b
+            ed.biases[k + 1] = ed.biases[k + 1] + ed.weights[k + 1][:, j] * value
+            ed.remove(k, int(j), Reason.CONSTANT, fold=Fold((), (), float(value)))
+    for k in range(ed.depth - 2, -1, -1):
+        readers = ed.weights[k + 1][ed.keep[k + 1]]
+        unread = ~np.any(readers != 0.0, axis=0) & ed.keep[k]
+        for j in np.flatnonzero(unread):
+            ed.remove(k, int(j), Reason.DEAD)
+    return ed.finish()
+
+
+def merge_duplicates(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) -> PassResult:
+    """Fold each ReLU neuron whose augmented row is a positive multiple of another's.
+
+    If ``[w_j | b_j] = c [w_i | b_i]`` with ``c > 0`` (checked within ``tol.fold_rel``) then
+    ``z_j = c z_i`` and ``h_j = relu(c z_i) = c h_i`` on every input, so
+    ``W_{k+1}[:, i] += c W_{k+1}[:, j]`` and neuron ``j`` goes. In a group of duplicates the
+    neuron kept is a proven-stable one when there is one: its verdict then holds for the whole
+    group (they share the sign of ``z``), so the stability passes can remove the group.
+    Layers without ReLU are left to :func:`merge_linear`.
+    """
+    ed = Editor("merge_duplicates", net, state)
+    for k in range(ed.depth - 1):
+        if not ed.relu[k]:
+            continue
+        aug = np.hstack([ed.rows(k), ed.biases[k][:, None]])
+        for d in positive_duplicates(aug, tol.fold_rel, prefer=state.layers[k].stable):
+            nxt = ed.weights[k + 1]
+            nxt[:, d.keep] += d.factor * nxt[:, d.dup]
+            fold = Fold(((k, d.keep),), (d.factor,), 0.0, d.residual)
+            ed.remove(k, d.dup, Reason.DUPLICATE, fold=fold)
+    return ed.finish()

@@ -1,0 +1,244 @@
+r"""The big-M MILP encoding of a ReLU network (prefix) in Pyomo: the single source of the formulation.
+
+Every MILP exactcomp solves (stability of one neuron, equivalence of two networks) is built
+here, once, as a Pyomo model. Fast paths (:mod:`exactcomp.milp.highs`) compile this model to
+matrix form; they never write constraints of their own, so the maths below is the whole story.
+
+Formulation
+-----------
+Input variables :math:`x_i \in [\ell^x_i, u^x_i]` (the box). For every layer :math:`k` and
+neuron :math:`j`, with *sound* pre-activation bounds :math:`l_{kj} \le z_{kj} \le u_{kj}` over
+the box:
+
+.. math::
+
+    z_{kj} &= \sum_i W_{k,ji}\, h_{k-1,i} + b_{kj}, \qquad h_{-1} = x,
+    \qquad z_{kj} \in [l_{kj}, u_{kj}] \text{ when both are finite}.
+
+If layer :math:`k` has no ReLU, :math:`h_{kj} = z_{kj}`. Otherwise, per neuron:
+
+* stably inactive (verdict ``INACTIVE`` or :math:`u_{kj} \le 0`): :math:`h_{kj} = 0`; the
+  neuron contributes nothing to the next layer and gets no variable;
+* stably active (verdict ``ACTIVE`` or :math:`l_{kj} \ge 0`): :math:`h_{kj} = z_{kj}`;
+* unstable (:math:`l_{kj} < 0 < u_{kj}`, both finite): a binary :math:`a_{kj}` and
+
+  .. math::
+
+      h_{kj} \ge z_{kj}, \quad h_{kj} \ge 0, \quad
+      h_{kj} \le z_{kj} - l_{kj}(1 - a_{kj}), \quad
+      h_{kj} \le u_{kj}\, a_{kj}, \quad a_{kj} \in \{0, 1\}.
+
+  With :math:`a = 1` the last two give :math:`h \le z` (so :math:`h = z`, hence
+  :math:`z \ge 0`); with :math:`a = 0` they give :math:`h \le 0` (so :math:`h = 0`, and
+  :math:`z \le 0` follows from :math:`h \ge z`). Exactness needs :math:`l \le z \le u` to hold
+  for every input in the box, which is why the bounds must be sound; they are never invented:
+  a neuron that needs a binary but has an infinite bound raises
+  :class:`~exactcomp.errors.InvalidNetworkError`.
+
+The smaller the :math:`[l, u]` (progressive tightening) and the more neurons proven stable,
+the fewer binaries and the tighter the LP relaxation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyomo.environ as pyo
+
+from ..domain import Box
+from ..errors import InvalidNetworkError
+from ..network import Layer, Network
+from ..verdicts import Verdict
+
+BoundsList = Sequence[tuple[np.ndarray, np.ndarray]]
+VerdictList = Sequence[np.ndarray | None]
+
+# One term of an affine expression: a Pyomo variable (or ``None`` for an exact zero).
+_Terms = list[object | None]
+
+
+def _affine_block(blk: pyo.Block, layer: Layer, inputs: _Terms, bounds=None) -> pyo.Var:
+    r"""Add ``z = W h + b`` on ``blk`` (``blk.z``, ``blk.affine``) and return ``z``.
+
+    ``inputs[i]`` is the variable holding :math:`h_{k-1,i}` or ``None`` when it is identically
+    zero (a stably inactive neuron), in which case its column of ``W`` is skipped. Exact zero
+    weights are skipped too (they are common after :math:`\ell_1` training).
+    """
+    n = layer.out_features
+    if bounds is None:
+        blk.z = pyo.Var(range(n), domain=pyo.Reals)
+    else:
+        lo, hi = bounds
+
+        def _b(_m, j):
+            return (
+                float(lo[j]) if np.isfinite(lo[j]) else None,
+                float(hi[j]) if np.isfinite(hi[j]) else None,
+            )
+
+        blk.z = pyo.Var(range(n), domain=pyo.Reals, bounds=_b)
+    live = [i for i, v in enumerate(inputs) if v is not None]
+    w, b = layer.weight, layer.bias
+
+    def _rule(m, j):
+        row = w[j]
+        expr = sum(float(row[i]) * inputs[i] for i in live if row[i] != 0.0)
+        return m.z[j] == expr + float(b[j])
+
+    blk.affine = pyo.Constraint(range(n), rule=_rule)
+    return blk.z
+
+
+def _relu_block(blk: pyo.Block, z: pyo.Var, layer_index: int, bounds, verdict) -> _Terms:
+    """Add the ReLU of one layer (see the module docstring) and return its outputs as terms."""
+    lo, hi = bounds
+    n = len(lo)
+    outputs: _Terms = [None] * n
+    unstable: list[int] = []
+    for j in range(n):
+        v = Verdict.UNDECIDED if verdict is None else Verdict(int(verdict[j]))
+        if v == Verdict.INACTIVE or hi[j] <= 0.0:
+            outputs[j] = None
+        elif v == Verdict.ACTIVE or lo[j] >= 0.0:
+            outputs[j] = z[j]
+        else:
+            if not (np.isfinite(lo[j]) and np.isfinite(hi[j])):
+                raise InvalidNetworkError(
+                    f"layer {layer_index}, neuron {j}: no finite bound on its pre-activation "
+                    f"([{lo[j]}, {hi[j]}]), so no exact big-M encoding exists; the weights or "
+                    "the box are too large for float64"
+                )
+            unstable.append(j)
+    blk.h = pyo.Var(unstable, domain=pyo.NonNegativeReals)
+    blk.a = pyo.Var(unstable, domain=pyo.Binary)
+    blk.relu_ge_z = pyo.Constraint(unstable, rule=lambda m, j: m.h[j] >= z[j])
+    blk.relu_off = pyo.Constraint(
+        unstable, rule=lambda m, j: m.h[j] <= z[j] - float(lo[j]) * (1 - m.a[j])
+    )
+    blk.relu_on = pyo.Constraint(unstable, rule=lambda m, j: m.h[j] <= float(hi[j]) * m.a[j])
+    for j in unstable:
+        outputs[j] = blk.h[j]
+    return outputs
+
+
+def add_network(
+    block: pyo.Block,
+    net: Network,
+    x: pyo.Var,
+    bounds: BoundsList,
+    verdicts: VerdictList | None = None,
+    upto: int | None = None,
+) -> list[pyo.Var]:
+    """Add the big-M encoding of layers ``0..upto`` of ``net`` on inputs ``x`` to ``block``.
+
+    Parameters
+    ----------
+    block:
+        A Pyomo block (or model); one sub-block ``layer{k}`` is added per layer.
+    net:
+        The network.
+    x:
+        Pyomo variables indexed ``0..net.input_size-1``, bounded by the caller (the box).
+    bounds:
+        Sound pre-activation bounds ``(lower, upper)`` per layer, at least up to ``upto``
+        (the big-M constants; also the bounds of the ``z`` variables).
+    verdicts:
+        Optional per-layer arrays of :class:`~exactcomp.verdicts.Verdict` (``None`` entries, or
+        a short list, mean "nothing known"). ``INACTIVE``/``ACTIVE`` neurons get no binary.
+        Only ever pass *proven* verdicts: they are trusted.
+    upto:
+        Last layer to encode (default: all). Its activation is encoded too.
+
+    Returns
+    -------
+    list of pyo.Var
+        The pre-activation variables ``z[k]`` (indexed by neuron) for ``k = 0..upto``.
+    """
+    if upto is None:
+        upto = len(net.layers) - 1
+    return _encode(block, net, x, bounds, verdicts, upto)[0]
+
+
+def _encode(block, net: Network, x, bounds, verdicts, upto: int) -> tuple[list[pyo.Var], _Terms]:
+    """:func:`add_network`, also returning the output terms of layer ``upto`` (``None`` = 0)."""
+    if not -1 <= upto < len(net.layers):
+        raise ValueError(f"upto={upto} is outside the network's {len(net.layers)} layers")
+    if len(bounds) <= upto:
+        raise ValueError(f"bounds are given for {len(bounds)} layers but upto={upto}")
+    terms: _Terms = [x[i] for i in range(net.input_size)]
+    zs: list[pyo.Var] = []
+    for k in range(upto + 1):
+        layer = net.layers[k]
+        blk = pyo.Block(concrete=True)
+        block.add_component(f"layer{k}", blk)
+        z = _affine_block(blk, layer, terms, bounds[k])
+        zs.append(z)
+        if layer.relu:
+            verdict = verdicts[k] if verdicts is not None and k < len(verdicts) else None
+            terms = _relu_block(blk, z, k, bounds[k], verdict)
+        else:
+            terms = [z[j] for j in range(layer.out_features)]
+    return zs, terms
+
+
+def add_input(block: pyo.Block, box: Box, name: str = "x") -> pyo.Var:
+    """Add input variables ``x[i]`` bounded by ``box`` to ``block`` and return them."""
+    lo, hi = box.lower, box.upper
+    var = pyo.Var(range(box.dim), bounds=lambda _m, i: (float(lo[i]), float(hi[i])))
+    block.add_component(name, var)
+    return var
+
+
+def build_prefix_model(
+    net: Network,
+    box: Box,
+    k: int,
+    bounds: BoundsList,
+    verdicts: VerdictList | None = None,
+) -> tuple[pyo.ConcreteModel, pyo.Var]:
+    """The MILP for the stability question of layer ``k``: layers ``< k`` encoded, plus ``z_k``.
+
+    The model has inputs ``model.x`` (bounded by ``box``), the big-M encoding of layers
+    ``0..k-1`` under ``model.net``, and the affine map of layer ``k`` as free variables
+    ``model.zk[j] = W_k h_{k-1} + b_k`` (deliberately unbounded, so that the answer depends
+    only on the encoding of the earlier layers). Its objective ``model.obj`` is a placeholder
+    (``0``); callers set the sense and expression per question (e.g. minimise ``-zk[j]``).
+    """
+    box.check_size(net.input_size)
+    if not 0 <= k < len(net.layers):
+        raise ValueError(f"layer {k} is outside the network's {len(net.layers)} layers")
+    model = pyo.ConcreteModel(name=f"prefix_{k}")
+    x = add_input(model, box)
+    model.net = pyo.Block()
+    _, terms = _encode(model.net, net, x, bounds, verdicts, upto=k - 1)
+    model.target = pyo.Block()
+    zk = _affine_block(model.target, net.layers[k], terms, None)
+    model.zk = pyo.Reference(zk)
+    model.obj = pyo.Objective(expr=0.0, sense=pyo.minimize)
+    return model, model.zk
+
+
+def set_point(model: pyo.ConcreteModel, net: Network, x: np.ndarray) -> None:
+    """Give every variable of a :func:`build_prefix_model` model its value at input ``x``.
+
+    The values satisfy every constraint (the bounds being sound): ``z`` from the forward
+    pass, ``h = max(z, 0)``, ``a = 1`` iff ``z > 0``. Used to warm-start a solver.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    zs = net.preactivations(x[None, :])
+    for i in range(net.input_size):
+        model.x[i].set_value(float(x[i]), skip_validation=True)
+    k = 0
+    while model.net.find_component(f"layer{k}") is not None:
+        blk = getattr(model.net, f"layer{k}")
+        zk = zs[k][0]
+        for j in blk.z:
+            blk.z[j].set_value(float(zk[j]), skip_validation=True)
+        if hasattr(blk, "h"):
+            for j in blk.h:
+                blk.h[j].set_value(max(float(zk[j]), 0.0), skip_validation=True)
+                blk.a[j].set_value(1.0 if zk[j] > 0.0 else 0.0, skip_validation=True)
+        k += 1
+    for j in model.target.z:
+        model.target.z[j].set_value(float(zs[k][0][j]), skip_validation=True)

@@ -1,0 +1,217 @@
+r"""Solving stability questions on a compiled prefix MILP with HiGHS, with early termination.
+
+The Pyomo model of :mod:`exactcomp.milp.encoding` is compiled once per layer to matrix form
+(Pyomo's standard-form compiler) and handed to highspy directly; between neurons only the
+objective changes. Nothing here adds or alters a constraint, so the Pyomo model stays the
+single source of the formulation (a test checks both give the same optimum).
+
+The question and its decision
+-----------------------------
+For target neuron :math:`j` of layer :math:`k` and a sign :math:`s \in \{+1, -1\}`, the
+question is "can :math:`s\, z_j > 0` somewhere in the box?". With the margin
+:math:`m = \text{solver\_abs} + \text{solver\_rel}\cdot M` (:math:`M` the neuron's a-priori
+bound magnitude) we pose it as a *minimisation* (HiGHS' termination options are not
+sign-flipped for maximisation):
+
+.. math::
+
+    \min_{(x, z, h, a) \in \mathcal{P}} \; -s\, z_j .
+
+* ``mode="early"`` sets ``objective_bound`` :math:`= m` (a cut-off: only solutions with
+  :math:`-s z_j \le m` are kept) and ``objective_target`` :math:`= -m` (stop at the first
+  solution with :math:`s z_j \ge m`). Then
+
+  - status *infeasible*: no point of the (tolerance-relaxed) polytope has
+    :math:`s z_j \ge -m`, so :math:`\max s z_j < -m`: **proven** (stable with sign
+    :math:`-s`: inactive for :math:`s=+1`, active for :math:`s=-1`);
+  - *target reached* (or any status with a solution): a **candidate witness**; it counts
+    only once the caller re-evaluates its input in float64 and sees :math:`s z_j > 0`
+    with margin;
+  - *optimal* (an incumbent with :math:`|z_j| < m`): not proven; the max is within the
+    margin of 0, the neuron stays undecided unless its incumbent is a float64 witness.
+
+  After a cut-off run ``mip_dual_bound`` is not a global bound, so it is never read here.
+* ``mode="optimal"`` (the ``naive`` baseline): no cut-off or target; proven iff the status
+  is *optimal* and the dual bound ``mip_dual_bound`` :math:`\ge m`.
+
+Any other status (time limit, interrupt, numerical trouble, solver error) proves nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import highspy
+import numpy as np
+import pyomo.environ as pyo
+import scipy.sparse as sp
+from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
+
+_INF = highspy.kHighsInf
+_MAX_INCUMBENTS = 16
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledMilp:
+    r"""Matrix form of a Pyomo MILP: :math:`\ell_r \le A v \le u_r`, :math:`\ell_c \le v \le u_c`.
+
+    ``integer[i]`` marks binary/integer columns; ``x_cols`` are the columns of the input
+    variables (in input order) and ``target_cols`` those of the target variables ``z_k``.
+    """
+
+    a: sp.csc_array
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    integer: np.ndarray
+    x_cols: np.ndarray
+    target_cols: np.ndarray
+
+    @property
+    def num_cols(self) -> int:
+        return int(self.a.shape[1])
+
+
+def compile_model(
+    model: pyo.Block, x: pyo.Var, targets: pyo.Var
+) -> tuple[CompiledMilp, list[pyo.Var]]:
+    """Compile a linear Pyomo model (its constraints and variable bounds) to matrix form.
+
+    The objective is ignored (each question sets its own). ``x`` and ``targets`` are placed
+    first among the columns so that solutions are read back without a lookup. Also returns
+    the Pyomo variable of every column (to build warm starts from variable values).
+    """
+    xs = [x[i] for i in sorted(x.keys())]
+    ts = [targets[j] for j in sorted(targets.keys())]
+    info = LinearStandardFormCompiler().write(
+        model, mixed_form=True, column_order=xs + ts, set_sense=None
+    )
+    cols = info.columns
+    if any(cols[i] is not v for i, v in enumerate(xs + ts)):
+        raise RuntimeError("the standard-form compiler did not keep the requested column order")
+    a = sp.csr_array(info.A)
+    rhs = np.asarray(info.rhs, dtype=np.float64)
+    kind = np.array([row.bound_type for row in info.rows], dtype=np.int64)
+    # bound_type 0: equality (rhs both sides), 1: A v <= rhs, -1: A v >= rhs.
+    row_lower = np.where(kind == 1, -_INF, rhs)
+    row_upper = np.where(kind == -1, _INF, rhs)
+    col_lower = np.array([-_INF if v.lb is None else float(v.lb) for v in cols])
+    col_upper = np.array([_INF if v.ub is None else float(v.ub) for v in cols])
+    integer = np.array([v.is_integer() or v.is_binary() for v in cols], dtype=bool)
+    nx = len(xs)
+    milp = CompiledMilp(
+        a=sp.csc_array(a),
+        row_lower=row_lower,
+        row_upper=row_upper,
+        col_lower=col_lower,
+        col_upper=col_upper,
+        integer=integer,
+        x_cols=np.arange(nx),
+        target_cols=np.arange(nx, nx + len(ts)),
+    )
+    return milp, list(cols)
+
+
+def column_values(columns: list[pyo.Var]) -> np.ndarray:
+    """The current values of the columns' variables (``nan`` where unset)."""
+    return np.array([np.nan if v.value is None else float(v.value) for v in columns])
+
+
+@dataclass(frozen=True)
+class Question:
+    """Can ``sign * z[neuron] > 0``? (see the module docstring for the margins)."""
+
+    neuron: int
+    sign: int
+    margin: float
+    mode: str = "early"  # "early" (cut-off + target) or "optimal" (naive baseline)
+    time_limit: float = 10.0
+    start: np.ndarray | None = field(default=None, compare=False)  # full column vector
+
+
+@dataclass(frozen=True, eq=False)
+class Answer:
+    """What one solve established.
+
+    ``proven``: ``sign * z <= -margin`` holds on the whole box (a proof, by the rules above).
+    ``points``: inputs of solutions the solver found (the final one first, then every
+    improving incumbent); candidate witnesses only, to be re-checked in float64.
+    """
+
+    question: Question
+    proven: bool
+    status: str
+    points: np.ndarray
+    seconds: float
+
+
+def _highs_for(milp: CompiledMilp, q: Question) -> highspy.Highs:
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    lp = highspy.HighsLp()
+    lp.num_col_ = milp.num_cols
+    lp.num_row_ = int(milp.a.shape[0])
+    cost = np.zeros(milp.num_cols)
+    cost[milp.target_cols[q.neuron]] = -float(q.sign)
+    lp.col_cost_ = cost
+    lp.col_lower_ = milp.col_lower
+    lp.col_upper_ = milp.col_upper
+    lp.row_lower_ = milp.row_lower
+    lp.row_upper_ = milp.row_upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = milp.a.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = milp.a.indices.astype(np.int32)
+    lp.a_matrix_.value_ = milp.a.data.astype(np.float64)
+    lp.integrality_ = [
+        highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+        for i in milp.integer
+    ]
+    h.passModel(lp)
+    h.setOptionValue("time_limit", max(float(q.time_limit), 1e-3))
+    if q.mode == "early":
+        h.setOptionValue("objective_bound", float(q.margin))
+        h.setOptionValue("objective_target", -float(q.margin))
+    elif q.mode != "optimal":
+        raise ValueError(f"unknown question mode {q.mode!r}")
+    return h
+
+
+def solve_question(milp: CompiledMilp, q: Question) -> Answer:
+    """Answer one question with a fresh HiGHS instance (safe to call in a worker process).
+
+    A fresh instance per question keeps answers independent of what was solved before, so
+    results do not depend on how questions are spread over processes.
+    """
+    t0 = time.perf_counter()
+    h = _highs_for(milp, q)
+    found: list[np.ndarray] = []
+    xc = milp.x_cols
+
+    def _on_incumbent(event) -> None:
+        if len(found) < _MAX_INCUMBENTS:
+            found.append(np.array(event.data_out.mip_solution, dtype=np.float64)[xc])
+
+    h.cbMipImprovingSolution.subscribe(_on_incumbent)
+    if q.start is not None:
+        h.setSolution(int(q.start.size), np.arange(q.start.size, dtype=np.int32), q.start)
+    try:
+        h.run()
+        status = h.getModelStatus()
+        info = h.getInfo()
+        has_solution = info.primal_solution_status == highspy.kSolutionStatusFeasible
+        final = np.array(h.getSolution().col_value, dtype=np.float64)[xc] if has_solution else None
+        dual = float(info.mip_dual_bound)
+    except Exception as exc:  # any solver error proves nothing
+        return Answer(q, False, f"error: {exc}", np.empty((0, xc.size)), time.perf_counter() - t0)
+    finally:
+        h.cbMipImprovingSolution.clear()
+    M = highspy.HighsModelStatus
+    if q.mode == "early":
+        proven = status == M.kInfeasible
+    else:
+        proven = status == M.kOptimal and np.isfinite(dual) and dual >= q.margin
+    rows = ([final] if final is not None else []) + found[::-1]
+    points = np.array(rows) if rows else np.empty((0, xc.size))
+    return Answer(q, bool(proven), h.modelStatusToString(status), points, time.perf_counter() - t0)

@@ -115,9 +115,16 @@ class PassRecord:
         out.update(dict.fromkeys(self.removed))
         return out
 
-    def summary(self) -> dict[str, int]:
-        """How many units each reason removed."""
-        return dict(Counter(r.value for r in self.removed.values()))
+    def summary(self) -> dict[str, object]:
+        """A JSON-able digest: the pass, how many units each reason removed, the widths."""
+        return {
+            "pass": self.name,
+            "removed": dict(Counter(r.value for r in self.removed.values())),
+            "relu_dropped": list(self.relu_dropped),
+            "widths_before": list(self.widths_before),
+            "widths_after": list(self.widths_after),
+            "max_residual": self.max_residual,
+        }
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,10 @@ class RewriteResult:
     def __post_init__(self) -> None:
         object.__setattr__(self, "records", tuple(self.records))
         object.__setattr__(self, "neuron_map", _frozen(self.neuron_map))
+
+    def kept(self, layer: int, index: int) -> bool:
+        """True when original neuron ``(layer, index)`` survives as a ReLU neuron."""
+        return self.neuron_map[(layer, index)].kept
 
     def counts(self) -> dict[str, int]:
         """Original neurons per fate: ``"kept"`` or a :class:`Reason` value."""

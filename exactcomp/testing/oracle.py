@@ -1,0 +1,454 @@
+"""A brute-force test oracle: exact ranges, stability and output differences of tiny networks.
+
+A ReLU network is affine on each *activation region* (the inputs that share one on/off
+pattern of every neuron), and each region is a polytope. Enumerating the regions of a tiny
+network (a dozen neurons) and solving one LP per question in each region gives the exact
+answer to every question the engine answers with bounds and MILPs, by a route that shares
+no code with it: numpy and :func:`scipy.optimize.linprog` (HiGHS) only.
+
+How the enumeration works
+-------------------------
+Depth first, layer by layer, neuron by neuron. A node is a polytope
+``P = {x in box : A x <= b}`` (the sign constraints chosen so far) on which every
+pre-activation of the current layer is an affine map ``z_j(x) = a_j . x + c_j``. Neuron
+``j`` branches into ``P & {z_j >= 0}`` (active) and ``P & {z_j <= 0}`` (inactive); a branch
+is kept only when a point of ``P`` puts ``z_j`` strictly on its side (a point already known,
+else the optimum of one LP). The closed half-spaces cover ``P``; a branch dropped because
+``z_j`` only *touches* 0 there is covered by the other branch, which agrees with it on
+``z_j = 0`` (``relu(0) = 0``). If neither side is strict, ``z_j == 0`` on all of ``P`` and
+the inactive branch alone is kept. Every node therefore carries a point that lies in it.
+
+What "exact" means here (the LP tolerance, honestly)
+----------------------------------------------------
+HiGHS accepts points that violate a constraint by up to its feasibility tolerance
+(1e-7 on rows that we scale to unit infinity norm) and returns optima in float64.
+Every value this module reports is the float64 forward pass of the network at a point
+*inside the box* (the LP optimum, clipped), so reported maxima are *achieved*: the true
+maximum is at least the reported one, up to float64 rounding of one forward pass. It may
+exceed it by what a region thinner than the LP tolerance could hide (in practice, vertex
+optima are accurate to ~1e-15 relative). Hence :func:`exact_stability` reports
+``AMBIGUOUS`` for a pre-activation whose extreme lies within ``margin`` (relative to the
+neuron's magnitude) of 0, unless exact rational interval arithmetic settles it: the first
+layer's ranges are computed exactly with :class:`fractions.Fraction`, so ties there (a
+maximum of exactly 0) are always decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from scipy.optimize import linprog
+
+from ..domain import Box
+from ..network import Network
+from ..verdicts import Verdict
+
+Bounds = tuple[np.ndarray, np.ndarray]
+
+AMBIGUOUS = Verdict.UNDECIDED
+"""The code :func:`exact_stability` gives a neuron whose sign the oracle cannot settle."""
+
+_MAX_REGIONS = 200_000
+
+
+class OracleError(RuntimeError):
+    """The oracle could not do its job (an LP failed, or the network is too large)."""
+
+
+# --------------------------------------------------------------------------- LP helpers
+@dataclass(frozen=True)
+class _Polytope:
+    """``{x in box : a x <= b}``; rows scaled to unit infinity norm (so the LP tolerance is
+    a distance in input units rather than in units of the weights)."""
+
+    a: np.ndarray
+    b: np.ndarray
+
+    def add(self, row: np.ndarray, rhs: float) -> _Polytope:
+        scale = float(np.max(np.abs(row)))
+        return _Polytope(np.vstack([self.a, row / scale]), np.append(self.b, rhs / scale))
+
+
+def _argmax(row: np.ndarray, poly: _Polytope, box: Box) -> np.ndarray | None:
+    """A point of the polytope maximising ``row . x`` (clipped to the box), or None if empty."""
+    scale = float(np.max(np.abs(row)))
+    res = linprog(
+        -row / scale,
+        A_ub=poly.a if poly.a.size else None,
+        b_ub=poly.b if poly.a.size else None,
+        bounds=list(zip(box.lower, box.upper, strict=True)),
+        method="highs",
+    )
+    if res.status == 2:
+        return None
+    if res.status != 0 or res.x is None:
+        raise OracleError(f"LP failed: status {res.status} ({res.message})")
+    return box.clip(np.asarray(res.x, dtype=np.float64))
+
+
+def _box_max(row: np.ndarray, const: float, box: Box) -> float:
+    """Max of ``row . x + const`` over the box (float64; used only to skip LPs)."""
+    return float(np.sum(np.maximum(row * box.lower, row * box.upper)) + const)
+
+
+# --------------------------------------------------------------------------- enumeration
+@dataclass(frozen=True)
+class Region:
+    """One (joint) activation region: a polytope of the box on which every network is affine.
+
+    Attributes
+    ----------
+    pattern:
+        Per network, per ReLU layer, a bool array (True = active).
+    a_ub, b_ub:
+        The region is ``{x in box : a_ub x <= b_ub}``.
+    maps:
+        Per network, the affine map ``(A, c)`` of its output on the region.
+    points:
+        Points of the box known to lie in the region (LP optima: vertices of regions).
+    """
+
+    pattern: tuple[tuple[np.ndarray, ...], ...]
+    a_ub: np.ndarray
+    b_ub: np.ndarray
+    maps: tuple[tuple[np.ndarray, np.ndarray], ...]
+    points: np.ndarray
+
+
+NodeHook = Callable[[int, int, np.ndarray, np.ndarray, _Polytope, np.ndarray], list[np.ndarray]]
+"""``hook(net_index, layer, A, c, polytope, points) -> new points`` at every layer node."""
+
+
+def enumerate_regions(
+    nets: Network | Sequence[Network],
+    box: Box,
+    *,
+    on_node: NodeHook | None = None,
+    max_regions: int = _MAX_REGIONS,
+) -> Iterator[Region]:
+    """Yield the joint activation regions of one or more networks over a box.
+
+    Several networks share the input ``x``; their neurons are branched one network after
+    the other, so each region is one pattern of *all* neurons (used to compare two
+    networks exactly). ``on_node`` is called once per node where a layer's pre-activations
+    become affine (before its neurons branch); the points it returns must lie in the node
+    and are handed down to the branches.
+    """
+    nets = (nets,) if isinstance(nets, Network) else tuple(nets)
+    for net in nets:
+        box.check_size(net.input_size)
+    n = box.dim
+    state = {"regions": 0}
+
+    def count() -> None:
+        state["regions"] += 1
+        if state["regions"] > max_regions:
+            raise OracleError(f"more than {max_regions} regions: the network is too large")
+
+    def layer_node(i, k, ah, ch, poly, pts, patterns, maps):
+        layer = nets[i].layers[k]
+        az = layer.weight @ ah
+        cz = layer.weight @ ch + layer.bias
+        if on_node is not None:
+            extra = on_node(i, k, az, cz, poly, pts)
+            if extra:
+                pts = np.vstack([pts, *[np.atleast_2d(p) for p in extra]])
+        if layer.relu:
+            yield from branch(
+                i, k, 0, az, cz, poly, pts, np.zeros(az.shape[0], bool), patterns, maps
+            )
+        else:
+            yield from next_layer(i, k, az, cz, poly, pts, patterns, maps)
+
+    def next_layer(i, k, ah, ch, poly, pts, patterns, maps):
+        if k + 1 < len(nets[i].layers):
+            yield from layer_node(i, k + 1, ah, ch, poly, pts, patterns, maps)
+            return
+        maps = (*maps, (ah, ch))
+        if i + 1 < len(nets):
+            yield from layer_node(i + 1, 0, np.eye(n), np.zeros(n), poly, pts, patterns, maps)
+            return
+        count()
+        yield Region(_split(patterns, nets), poly.a, poly.b, maps, pts)
+
+    def branch(i, k, j, az, cz, poly, pts, mask, patterns, maps):
+        if j == az.shape[0]:
+            ah, ch = az * mask[:, None], cz * mask
+            yield from next_layer(i, k, ah, ch, poly, pts, (*patterns, mask.copy()), maps)
+            return
+        row, const = az[j], float(cz[j])
+        vals = pts @ row + const
+        if not row.any():
+            pos, neg = const > 0, const < 0
+        else:
+            pos, neg = bool((vals > 0).any()), bool((vals < 0).any())
+            for side in (1.0, -1.0):
+                if (pos if side > 0 else neg) or _box_max(side * row, side * const, box) <= 0:
+                    continue
+                x = _argmax(side * row, poly, box)
+                if x is not None and side * (x @ row + const) > 0:
+                    pts = np.vstack([pts, x])
+                    vals = np.append(vals, x @ row + const)
+                    pos, neg = (True, neg) if side > 0 else (pos, True)
+        if pos:
+            m = mask.copy()
+            m[j] = True
+            sub = poly.add(-row, const) if neg else poly
+            yield from branch(i, k, j + 1, az, cz, sub, pts[vals >= 0], m, patterns, maps)
+        if neg or not pos:
+            sub = poly.add(row, -const) if pos else poly
+            yield from branch(i, k, j + 1, az, cz, sub, pts[vals <= 0], mask, patterns, maps)
+
+    start = _Polytope(np.zeros((0, n)), np.zeros(0))
+    first = np.atleast_2d(box.center)
+    yield from layer_node(0, 0, np.eye(n), np.zeros(n), start, first, (), ())
+
+
+def _split(patterns: tuple[np.ndarray, ...], nets: tuple[Network, ...]):
+    out, pos = [], 0
+    for net in nets:
+        r = len(net.relu_layers)
+        out.append(tuple(patterns[pos : pos + r]))
+        pos += r
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- ranges
+def exact_preactivation_ranges(net: Network, box: Box) -> list[Bounds]:
+    """Exact min/max of every pre-activation of every layer over the box (see module notes).
+
+    One ``(lower, upper)`` pair per layer, like :func:`exactcomp.bounds.interval_bounds`,
+    but achieved values rather than bounds: each is the forward pass at an input of the box.
+    """
+    lo = [np.full(la.out_features, np.inf) for la in net.layers]
+    hi = [np.full(la.out_features, -np.inf) for la in net.layers]
+
+    def record(points: np.ndarray) -> None:
+        for k, z in enumerate(net.preactivations(points)):
+            lo[k] = np.minimum(lo[k], z.min(axis=0))
+            hi[k] = np.maximum(hi[k], z.max(axis=0))
+
+    def on_node(i, k, az, cz, poly, pts):
+        record(pts)
+        new = []
+        for j in range(az.shape[0]):
+            row, const = az[j], float(cz[j])
+            if not row.any():
+                continue
+            for side, best in ((1.0, hi[k][j]), (-1.0, -lo[k][j])):
+                if _box_max(side * row, side * const, box) <= best:
+                    continue  # this node cannot beat the extreme already found
+                x = _argmax(side * row, poly, box)
+                if x is not None:
+                    new.append(x)
+                    record(np.atleast_2d(x))
+        return new
+
+    for region in enumerate_regions(net, box, on_node=on_node):
+        record(region.points)
+    first = _exact_first_layer(net, box)
+    lo[0], hi[0] = (np.array([float(v) for v in b]) for b in first)
+    return [(lo[k], hi[k]) for k in range(len(net.layers))]
+
+
+def _exact_first_layer(net: Network, box: Box) -> tuple[list[Fraction], list[Fraction]]:
+    """Exact range of the first layer (an affine map of the box), in rational arithmetic."""
+    lo = [Fraction(float(v)) for v in box.lower]
+    hi = [Fraction(float(v)) for v in box.upper]
+    return _rational_interval(net.layers[0].weight, net.layers[0].bias, lo, hi)
+
+
+def _rational_interval(w, b, lo, hi) -> tuple[list[Fraction], list[Fraction]]:
+    """Interval arithmetic in exact rationals: a sound enclosure with no rounding at all."""
+    out_lo, out_hi = [], []
+    for row, bias in zip(w, b, strict=True):
+        s_lo = s_hi = Fraction(float(bias))
+        for wi, li, ui in zip(row, lo, hi, strict=True):
+            if wi == 0.0:
+                continue
+            f = Fraction(float(wi))
+            a, c = f * li, f * ui
+            s_lo += min(a, c)
+            s_hi += max(a, c)
+        out_lo.append(s_lo)
+        out_hi.append(s_hi)
+    return out_lo, out_hi
+
+
+def rational_interval_bounds(
+    net: Network, box: Box, zero: Sequence[np.ndarray | None] | None = None
+) -> list[tuple[list[Fraction], list[Fraction]]]:
+    """Interval bounds of every layer in exact rational arithmetic (sound, never rounded).
+
+    Exact for the first layer; an enclosure for the others. ``zero[k]``, if given, marks
+    neurons of layer ``k`` known to output 0 everywhere (stably inactive), whose output
+    interval is then ``[0, 0]``. Settles ties such as a row with only non-positive weights
+    and zero bias on ReLU outputs (``max z <= 0`` exactly).
+    """
+    lo = [Fraction(float(v)) for v in box.lower]
+    hi = [Fraction(float(v)) for v in box.upper]
+    out = []
+    for k, layer in enumerate(net.layers):
+        zl, zh = _rational_interval(layer.weight, layer.bias, lo, hi)
+        out.append((zl, zh))
+        if layer.relu:
+            zl, zh = [max(v, Fraction(0)) for v in zl], [max(v, Fraction(0)) for v in zh]
+            if zero is not None and k < len(zero) and zero[k] is not None:
+                zl = [Fraction(0) if zero[k][j] else v for j, v in enumerate(zl)]
+                zh = [Fraction(0) if zero[k][j] else v for j, v in enumerate(zh)]
+        lo, hi = zl, zh
+    return out
+
+
+# --------------------------------------------------------------------------- stability
+def exact_stability(net: Network, box: Box, margin: float = 1e-7) -> list[np.ndarray]:
+    """The true verdict of every ReLU neuron, one int8 array of :class:`Verdict` codes per
+    ReLU layer (in ``net.relu_layers`` order).
+
+    ``INACTIVE`` iff ``max z <= 0``, ``ACTIVE`` iff ``min z >= 0``, else ``UNSTABLE``; a tie
+    at 0 is decided exactly when rational interval arithmetic proves the sign (always in the
+    first layer; deeper, using the inactive neurons already found as exact zeros).
+    Otherwise an extreme within ``margin * max(1, max |z|)`` of 0 cannot be told from 0
+    through an LP, and the neuron is :data:`AMBIGUOUS`: tests must skip it.
+    """
+    ranges = exact_preactivation_ranges(net, box)
+    zero: list[np.ndarray | None] = [None] * len(net.layers)
+    out = []
+    for k in net.relu_layers:
+        rlo, rhi = rational_interval_bounds(net, box, zero)[k]
+        lo, hi = ranges[k]
+        tol = margin * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+        codes = np.full(lo.size, AMBIGUOUS, dtype=np.int8)
+        for j in range(lo.size):
+            if rhi[j] <= 0:
+                codes[j] = Verdict.INACTIVE
+            elif rlo[j] >= 0:
+                codes[j] = Verdict.ACTIVE
+            elif k == 0 or (hi[j] > tol[j] and lo[j] < -tol[j]):
+                codes[j] = Verdict.UNSTABLE  # layer 0: the rational range is the exact range
+            elif hi[j] < -tol[j]:
+                codes[j] = Verdict.INACTIVE
+            elif lo[j] > tol[j]:
+                codes[j] = Verdict.ACTIVE
+        zero[k] = codes == Verdict.INACTIVE
+        out.append(codes)
+    return out
+
+
+def probe_points(net: Network, box: Box) -> np.ndarray:
+    """Inputs where two networks are most likely to differ if they differ at all: every LP
+    optimum met while enumerating ``net``'s regions (vertices of its regions), the box's
+    corners (up to 2**10 of them) and its centre. All rows lie in the box."""
+    found: list[np.ndarray] = [np.atleast_2d(box.center)]
+
+    def on_node(i, k, az, cz, poly, pts):
+        new = []
+        for j in range(az.shape[0]):
+            if az[j].any():
+                for side in (1.0, -1.0):
+                    x = _argmax(side * az[j], poly, box)
+                    if x is not None:
+                        new.append(x)
+        found.extend(np.atleast_2d(x) for x in new)
+        return new
+
+    for region in enumerate_regions(net, box, on_node=on_node):
+        found.append(region.points)
+    free = np.flatnonzero(box.upper > box.lower)[:10]
+    corners = np.tile(box.lower, (2**free.size, 1))
+    for bit, i in enumerate(free):
+        sel = (np.arange(2**free.size) >> bit) & 1 == 1
+        corners[sel, i] = box.upper[i]
+    found.append(corners)
+    return box.clip(np.unique(np.vstack(found), axis=0))
+
+
+# --------------------------------------------------------------------------- differences
+@dataclass(frozen=True)
+class MaxDifference:
+    """The largest ``||f(x) - g(x)||_inf`` over the box and an input ``x`` achieving it.
+
+    ``value`` is the float64 forward difference at ``x`` (achieved, so a true lower bound of
+    the maximum up to rounding; exact up to the LP tolerance). Unpacks as ``(value, x)``.
+    """
+
+    value: float
+    x: np.ndarray
+    regions: int
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.value, self.x))
+
+
+def max_output_difference(f: Network, g: Network, box: Box) -> MaxDifference:
+    """Exact ``max_{x in box} ||f(x) - g(x)||_inf`` by enumerating the joint regions of both
+    networks (one LP per output and sign per region; tiny networks only)."""
+    if f.output_size != g.output_size:
+        raise OracleError(f"output sizes differ: {f.output_size} vs {g.output_size}")
+    best = {"value": -1.0, "x": box.center}
+
+    def consider(points: np.ndarray) -> None:
+        diff = np.max(np.abs(f.forward(points) - g.forward(points)), axis=1)
+        i = int(np.argmax(diff))
+        if diff[i] > best["value"]:
+            best["value"], best["x"] = float(diff[i]), points[i].copy()
+
+    consider(np.atleast_2d(box.center))
+    regions = 0
+    for region in enumerate_regions((f, g), box):
+        regions += 1
+        consider(region.points)
+        (af, cf), (ag, cg) = region.maps
+        dmat, dvec = af - ag, cf - cg
+        poly = _Polytope(region.a_ub, region.b_ub)
+        for o in range(dmat.shape[0]):
+            if not dmat[o].any():
+                continue
+            for side in (1.0, -1.0):
+                if _box_max(side * dmat[o], side * dvec[o], box) <= best["value"]:
+                    continue
+                x = _argmax(side * dmat[o], poly, box)
+                if x is not None:
+                    consider(np.atleast_2d(x))
+    return MaxDifference(best["value"], best["x"], regions)
+
+
+# --------------------------------------------------------------------------- dense grids
+@dataclass(frozen=True)
+class GridCheck:
+    """A dense grid over a 1-2 input box and what the networks do on it.
+
+    ``ranges`` are the observed min/max of every pre-activation of ``f`` (one pair per
+    layer); ``max_difference``/``argmax`` compare ``f`` with ``g`` (0 and the centre when no
+    ``g`` was given).
+    """
+
+    points: np.ndarray
+    ranges: list[Bounds]
+    max_difference: float
+    argmax: np.ndarray
+
+
+def grid_points(box: Box, per_dim: int = 257) -> np.ndarray:
+    """A regular grid with ``per_dim`` values per coordinate (ends included)."""
+    if box.dim > 2:
+        raise OracleError(f"dense grids are for 1-2 inputs, not {box.dim}")
+    axes = [np.linspace(lo, hi, per_dim) for lo, hi in zip(box.lower, box.upper, strict=True)]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return box.clip(np.stack([m.reshape(-1) for m in mesh], axis=1))
+
+
+def grid_check(f: Network, box: Box, *, g: Network | None = None, per_dim: int = 257) -> GridCheck:
+    """Evaluate ``f`` (and ``g``) on a dense grid of a 1-2 input box (an independent check
+    of the region enumeration: grid ranges lie inside the exact ones, and close to them)."""
+    pts = grid_points(box, per_dim)
+    zs = f.preactivations(pts)
+    ranges = [(z.min(axis=0), z.max(axis=0)) for z in zs]
+    if g is None:
+        return GridCheck(pts, ranges, 0.0, box.center)
+    diff = np.max(np.abs(f.forward(pts) - g.forward(pts)), axis=1)
+    i = int(np.argmax(diff))
+    return GridCheck(pts, ranges, float(diff[i]), pts[i].copy())

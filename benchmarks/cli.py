@@ -1,0 +1,201 @@
+"""``python -m benchmarks {table,stability,real,scaling,soak}``: parse, run, write, print.
+
+Every sub-command writes ``<stem>.csv``, ``<stem>.json`` (rows plus the command line, the
+UTC time, the git commit and the options) and ``<stem>.md`` to ``--out``, plus its PNG
+plots, and prints a rich table. ``--quick`` runs use the stem ``<name>_quick`` so that a
+smoke run never overwrites the figures of a full one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .console import RichProgress, print_rows
+from .rows import write_rows
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="exactcomp benchmarks: results table, stability methods, real networks, "
+        "scaling, soundness soak.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--quick", action="store_true", help="a small run (minutes on 2 cores)")
+        p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+        p.add_argument("--jobs", type=int, default=None, help="engine worker processes")
+        p.add_argument(
+            "--time-limit", type=float, default=10.0, help="seconds per MILP (default 10)"
+        )
+
+    p = sub.add_parser("table", help="compress and verify the digits grid")
+    common(p)
+    p.add_argument("--method", default="fast", choices=("fast", "leo", "naive"))
+    p.add_argument("--verify-time-limit", type=float, default=60.0)
+    p.add_argument("--check-points", type=int, default=100_000)
+
+    p = sub.add_parser("stability", help="naive / leo / fast side by side")
+    common(p)
+    p.add_argument("--suite", choices=("all", "digits", "real"), default="all")
+    p.add_argument("--methods", default="naive,leo,fast", help="comma-separated methods")
+    p.add_argument("--budget", type=float, default=600.0, help="seconds per leo/fast run")
+    p.add_argument("--naive-budget", type=float, default=300.0, help="seconds per naive run")
+    p.add_argument(
+        "--with-data", action="store_true", help="give every method the digits training inputs"
+    )
+
+    p = sub.add_parser("real", help="compress and verify the shipped real networks")
+    common(p)
+    p.add_argument("--method", default="fast", choices=("fast", "leo", "naive"))
+    p.add_argument("--verify-time-limit", type=float, default=120.0)
+
+    p = sub.add_parser("scaling", help="cost vs width and depth, per method")
+    common(p)
+    p.add_argument("--methods", default="naive,leo,fast", help="comma-separated methods")
+    p.add_argument("--budget", type=float, default=600.0, help="seconds per leo/fast run")
+    p.add_argument("--naive-budget", type=float, default=300.0, help="seconds per naive run")
+    p.add_argument(
+        "--naive-max-neurons", type=int, default=100, help="skip naive above this many neurons"
+    )
+
+    sub.add_parser("soak", help="soundness soak (benchmarks/soak.py); arguments pass through")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "soak":
+        from .soak import main as soak_main
+
+        return int(soak_main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    console = Console()
+    stem = args.command + ("_quick" if args.quick else "")
+    runner = {"table": _table, "stability": _stability, "real": _real, "scaling": _scaling}
+    rows, columns, plots = runner[args.command](args, stem)
+    meta = _meta(argv, args)
+    paths = write_rows(rows, args.out, stem, meta)
+    print_rows(console, f"{args.command} ({len(rows)} rows)", rows, columns)
+    for path in [*paths, *plots]:
+        console.print(f"wrote {path}")
+    return 0
+
+
+def _meta(argv: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "command": "python -m benchmarks " + " ".join(argv),
+        "utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "git_commit": commit,
+        "cpus": os.cpu_count(),
+        "options": {k: str(v) for k, v in vars(args).items()},
+    }
+
+
+def _table(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:
+    from .digits import table_grid
+    from .plots import plot_l1
+    from .table import TABLE_COLUMNS, TableOptions, run_table
+
+    configs = table_grid(args.quick)
+    opts = TableOptions(
+        method=args.method,
+        time_limit=args.time_limit,
+        jobs=args.jobs,
+        verify_time_limit=args.verify_time_limit,
+        check_points=args.check_points,
+    )
+    with RichProgress("table", len(configs)) as bars:
+        rows = run_table(configs, opts, bars)
+    return rows, TABLE_COLUMNS, [plot_l1(rows, args.out / f"{stem}_l1.png")]
+
+
+def _stability(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:
+    from .methods import STABILITY_COLUMNS, MethodOptions, run_cases
+    from .plots import plot_proofs
+    from .suites import stability_cases
+
+    methods = _methods(args.methods)
+    cases = stability_cases(args.suite, args.quick, with_data=args.with_data)
+    opts = MethodOptions(
+        methods=methods,
+        time_limit=args.time_limit,
+        jobs=args.jobs,
+        budget=args.budget,
+        naive_budget=args.naive_budget,
+    )
+    with RichProgress("stability", len(cases) * len(methods)) as bars:
+        rows = run_cases(cases, opts, bars)
+    plot = plot_proofs(rows, args.out / f"{stem}_proofs.png", ("network", "domain", "method"))
+    return rows, STABILITY_COLUMNS, [plot]
+
+
+def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:
+    from .networks import real_networks
+    from .plots import plot_proofs
+    from .real import RealOptions, real_cases, run_real
+
+    nets = real_networks()
+    if args.quick:
+        nets = tuple(n for n in nets if not n.large)
+    cases = real_cases(nets)
+    opts = RealOptions(
+        method=args.method,
+        time_limit=args.time_limit,
+        jobs=args.jobs,
+        verify_time_limit=args.verify_time_limit,
+    )
+    with RichProgress("real", len(cases)) as bars:
+        rows = run_real(cases, opts, bars)
+    plot = plot_proofs(rows, args.out / f"{stem}_proofs.png", ("network", "prop"))
+    return rows, None, [plot]
+
+
+def _scaling(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:
+    from .methods import SCALING_COLUMNS, MethodOptions, run_cases
+    from .plots import plot_scaling
+    from .suites import scaling_cases
+
+    methods = _methods(args.methods)
+    cases = scaling_cases(args.quick, naive_max_neurons=args.naive_max_neurons)
+    opts = MethodOptions(
+        methods=methods,
+        time_limit=args.time_limit,
+        jobs=args.jobs,
+        budget=args.budget,
+        naive_budget=args.naive_budget,
+    )
+    with RichProgress("scaling", len(cases) * len(methods)) as bars:
+        rows = run_cases(cases, opts, bars)
+    return rows, SCALING_COLUMNS, [plot_scaling(rows, args.out / f"{stem}.png")]
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in methods if m not in ("naive", "leo", "fast")]
+    if bad or not methods:
+        raise SystemExit(f"--methods: unknown method(s) {bad}; use naive, leo, fast")
+    return methods

@@ -1,0 +1,166 @@
+"""Run one stability method in a child process with a wall-clock budget.
+
+The slow baselines (``naive`` above all) can run for hours on networks the fast engine
+settles in seconds. ``stable_neurons`` has a per-MILP time limit but no total budget, and
+a thread cannot be stopped safely, so each method runs in its own process group that is
+killed when its budget is spent; the row then says "did not finish" instead of a guess.
+Seconds are measured inside the child around the ``stable_neurons`` call, so the start-up
+of a fresh interpreter (importing torch and pyomo) is not charged to the method.
+
+The child is ``python -m benchmarks.isolate SPEC.json OUT.json``; the spec names the model
+file, the domain, the method and its options, so nothing unpicklable crosses processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exactcomp.verdicts import LayerStability, StabilityReport
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What one isolated run computes: ``method`` on ``model`` over ``domain``.
+
+    ``domain`` is ``{"kind": "uniform", "lo": 0.0, "hi": 1.0}`` or
+    ``{"kind": "vnnlib", "path": "prop.vnnlib"}``; ``data`` is ``"digits"`` to hand the
+    engine the digits training inputs (all methods get the same), or ``None``.
+    """
+
+    model: str
+    domain: dict[str, Any]
+    method: str
+    time_limit: float
+    jobs: int | None = None
+    seed: int = 0
+    data: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class MethodOutcome:
+    """``status`` is ``"ok"``, ``"did not finish"`` or ``"error: <last line of stderr>"``."""
+
+    status: str
+    seconds: float
+    report: StabilityReport | None
+
+
+def run_isolated(spec: MethodSpec, budget: float) -> MethodOutcome:
+    """Run ``spec`` in a child process; stop it (and its workers) after ``budget`` seconds."""
+    with tempfile.TemporaryDirectory(prefix="exactcomp-bench-") as tmp:
+        spec_path, out_path, err_path = (Path(tmp) / n for n in ("spec.json", "out.json", "err"))
+        spec_path.write_text(json.dumps(spec.__dict__))
+        start = time.perf_counter()
+        with err_path.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.isolate", str(spec_path), str(out_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=REPO_ROOT,
+                start_new_session=True,  # its own process group: we can stop its workers too
+            )
+            try:
+                rc = proc.wait(timeout=budget)
+            except subprocess.TimeoutExpired:
+                _stop_group(proc)
+                return MethodOutcome("did not finish", time.perf_counter() - start, None)
+            except BaseException:
+                _stop_group(proc)
+                raise
+        if rc != 0 or not out_path.is_file():
+            lines = [ln for ln in err_path.read_text().splitlines() if ln.strip()]
+            return MethodOutcome(f"error: {lines[-1] if lines else f'exit code {rc}'}", 0.0, None)
+        doc = json.loads(out_path.read_text())
+        return MethodOutcome("ok", float(doc["seconds"]), _report_from_json(doc))
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Terminate the child's process group (only processes this run started), then kill."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _report_to_json(report: StabilityReport, seconds: float) -> dict[str, Any]:
+    return {
+        "seconds": seconds,
+        "stats": {k: float(v) for k, v in report.stats.items()},
+        "layers": [
+            {"layer": ls.layer, "verdict": ls.verdict.tolist(), "proof": ls.proof.tolist()}
+            for ls in report.layers
+        ],
+    }
+
+
+def _report_from_json(doc: dict[str, Any]) -> StabilityReport:
+    """A report with the verdicts and proof kinds only (bounds and witnesses stay behind)."""
+    layers = []
+    for la in doc["layers"]:
+        base = LayerStability.undecided(int(la["layer"]), len(la["verdict"]))
+        layers.append(
+            LayerStability(
+                layer=base.layer,
+                verdict=np.asarray(la["verdict"], dtype=np.int8),
+                proof=np.asarray(la["proof"], dtype=np.int8),
+                lower=base.lower,
+                upper=base.upper,
+                witness_pos=base.witness_pos,
+                witness_neg=base.witness_neg,
+            )
+        )
+    return StabilityReport(tuple(layers), np.zeros((0, 0)), stats=doc["stats"])
+
+
+def _child(spec_path: str, out_path: str) -> int:
+    from exactcomp.api import stable_neurons
+    from exactcomp.io import load
+
+    from .networks import load_domain
+
+    spec = MethodSpec(**json.loads(Path(spec_path).read_text()))
+    net = load(spec.model)
+    boxes = load_domain(spec.domain, net.input_size)
+    data = None
+    if spec.data == "digits":
+        from .digits import train_inputs
+
+        data = train_inputs()
+    start = time.perf_counter()
+    report = stable_neurons(
+        net,
+        list(boxes),
+        method=spec.method,
+        time_limit=spec.time_limit,
+        jobs=spec.jobs,
+        data=data,
+        seed=spec.seed,
+    )
+    seconds = time.perf_counter() - start
+    tmp = Path(out_path + ".tmp")
+    tmp.write_text(json.dumps(_report_to_json(report, seconds)))
+    tmp.replace(out_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2]))

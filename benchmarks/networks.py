@@ -1,0 +1,83 @@
+"""The real networks shipped in ``models/real`` and the domains the benchmarks use.
+
+Each real network is listed with the VNN-LIB properties that belong to it (a property file
+only makes sense for the network it was written for). Files that are missing are skipped
+with a note, so the harness still runs on a partial checkout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exactcomp.domain import Box
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL_DIR = REPO_ROOT / "models" / "real"
+
+
+@dataclass(frozen=True)
+class RealNetwork:
+    """A shipped ONNX network and the VNN-LIB properties whose input boxes we compress over."""
+
+    name: str
+    onnx: Path
+    props: tuple[Path, ...]
+    large: bool = False  # naive per-neuron MILPs are hopeless here within minutes
+
+
+def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
+    """The shipped real networks that have at least one VNN-LIB property."""
+    acas = root / "acasxu"
+    mnist = root / "mnistfc"
+    small = root / "small"
+    candidates = (
+        RealNetwork(
+            "acasxu_1_1",
+            acas / "ACASXU_run2a_1_1_batch_2000.onnx",
+            tuple(acas / f"prop_{i}.vnnlib" for i in (1, 2, 3, 4)),
+        ),
+        RealNetwork(
+            "mnist_256x2",
+            mnist / "mnist-net_256x2.onnx",
+            (mnist / "prop_0_0.03.vnnlib", mnist / "prop_1_0.05.vnnlib"),
+            large=True,
+        ),
+        RealNetwork("cartpole", small / "cartpole.onnx", (small / "cartpole_case_safe_14.vnnlib",)),
+        RealNetwork("vdp", small / "vdp.onnx", (small / "vdp_0.vnnlib",)),
+    )
+    out = []
+    for net in candidates:
+        props = tuple(p for p in net.props if p.is_file())
+        if net.onnx.is_file() and props:
+            out.append(RealNetwork(net.name, net.onnx, props, net.large))
+    return tuple(out)
+
+
+def uniform_domain(lo: float, hi: float) -> dict[str, Any]:
+    """The spec of the box ``[lo, hi]^n`` (``n`` is the network's input size)."""
+    return {"kind": "uniform", "lo": lo, "hi": hi}
+
+
+def vnnlib_domain(path: Path) -> dict[str, Any]:
+    """The spec of the input boxes of a VNN-LIB property."""
+    return {"kind": "vnnlib", "path": str(Path(path).resolve())}
+
+
+def domain_label(domain: dict[str, Any]) -> str:
+    """A short name for a domain spec, for tables."""
+    if domain["kind"] == "uniform":
+        return f"[{domain['lo']:g},{domain['hi']:g}]^n"
+    return Path(domain["path"]).stem
+
+
+def load_domain(domain: dict[str, Any], n_inputs: int) -> tuple[Box, ...]:
+    """The boxes of a domain spec (a VNN-LIB disjunction gives several)."""
+    if domain["kind"] == "uniform":
+        return (Box.uniform(float(domain["lo"]), float(domain["hi"]), n_inputs),)
+    if domain["kind"] == "vnnlib":
+        from exactcomp.io.vnnlib import read_vnnlib
+
+        return tuple(read_vnnlib(domain["path"], n_inputs).boxes)
+    raise ValueError(f"unknown domain kind {domain['kind']!r}")

@@ -1,0 +1,368 @@
+"""ONNX files <-> the network IR, each direction checked against onnxruntime.
+
+Reading lowers the graph with :func:`exactcomp.io.onnx_graph.lower_graph` and then runs the
+original file in onnxruntime on random inputs: a network we misread would make every later
+proof a proof about the wrong function, so a disagreement is an error, never a warning.
+Writing produces a plain ``Gemm`` (+ ``Relu``) chain with the source's input and output names
+and shapes (a ``Reshape`` adapts odd layouts such as ``[1, 784, 1]`` or ``[1, 1, 1, 5]``),
+checks it with ``onnx.checker`` and onnxruntime, and only then renames it into place.
+
+The comparison tolerance is relative to the size ``S(x)`` of the partial sums the network
+forms at ``x``: the largest entry of ``|W_k| |h_{k-1}| + |b_k|`` over all layers (with the true
+activations ``h``) and of ``|x|``. Rounding with unit roundoff ``u`` (float32: ``6e-8``) moved
+the outputs of every shipped network by at most ``5 u S``; we allow ``64 u depth S`` (plus
+``1e-12``), still far below the size of any structural mistake (a transposed or missing weight,
+a lost normalisation), which changes outputs by a sizeable fraction of ``S``. A worst-case
+bound (``|W|`` propagated through the whole network) would be ``1e7`` times looser on ACAS Xu
+and so useless as a check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..domain import Box
+from ..errors import InputFileError, InvalidNetworkError, VerificationError
+from ..network import Layer, Network
+from .atomic import atomic_path
+from .onnx_graph import declared_dims, initializer_dtype, lower_graph, opset_version
+
+#: Opset and IR version of the files we write (supported by every onnxruntime since 1.10).
+WRITE_OPSET = 13
+WRITE_IR_VERSION = 8
+
+Dims = tuple[int | str | None, ...]
+
+
+# ----------------------------------------------------------------------------- reading
+def load_onnx(
+    path: str | Path,
+    *,
+    check_box: Box | None = None,
+    check_samples: int = 64,
+    seed: int = 0,
+) -> Network:
+    """Read a feed-forward ReLU network from an ONNX file.
+
+    Parameters
+    ----------
+    path:
+        The ``.onnx`` file.
+    check_box:
+        Where to draw the random inputs of the onnxruntime check; default ``[-1, 1]^n``
+        (the function is the same everywhere, so any inputs will do; a box lets the check
+        exercise the domain that matters).
+    check_samples:
+        How many random inputs the check uses.
+    seed:
+        Seed of those inputs (the check is deterministic).
+
+    Returns
+    -------
+    Network
+        ``dtype`` is the weights' dtype; ``meta`` holds ``format="onnx"``, ``input_name``,
+        ``input_shape``, ``output_name``, ``output_shape`` (shapes include the batch dimension;
+        a dynamic dimension is its name or ``None``), ``opset``, ``producer`` and
+        ``check_max_abs_diff`` (the largest difference seen against onnxruntime).
+
+    Raises
+    ------
+    InputFileError
+        Missing file, not ONNX, or a model ``onnx.checker`` or onnxruntime rejects.
+    UnsupportedModelError
+        An operator or structure that is not an affine+ReLU chain, naming the node.
+    InvalidNetworkError
+        The lowered network disagrees with onnxruntime (a reader bug or an odd graph).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"ONNX file {str(path)!r} does not exist; check the path")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for bad bytes
+        raise InputFileError(f"{str(path)!r} is not a readable ONNX model ({exc})") from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise InputFileError(f"{str(path)!r} is not a valid ONNX model: {first}") from None
+    lowered = lower_graph(model)
+    meta = {
+        "format": "onnx",
+        "source": str(path),
+        "input_name": lowered.input_name,
+        "input_shape": list(lowered.input_shape),
+        "output_name": lowered.output_name,
+        "output_shape": list(lowered.output_shape),
+        "opset": opset_version(model),
+        "producer": model.producer_name,
+    }
+    net = Network(lowered.layers, dtype=initializer_dtype(model, lowered.input_dtype), meta=meta)
+    box = check_box if check_box is not None else Box.uniform(-1.0, 1.0, net.input_size)
+    box.check_size(net.input_size)
+    x = box.sample(check_samples, np.random.default_rng(seed))
+    worst = compare_with_onnxruntime(
+        model.SerializeToString(),
+        net,
+        x,
+        lowered.input_name,
+        lowered.input_shape,
+        lowered.input_dtype,
+    )
+    if worst.excess > 0:
+        raise InvalidNetworkError(
+            f"the network read from {str(path)!r} differs from onnxruntime by up to "
+            f"{worst.max_abs_diff:.3g} (allowed {worst.allowed_at_worst:.3g}); the graph uses a "
+            "construct the reader misinterprets, please report it"
+        )
+    return Network(
+        net.layers, dtype=net.dtype, meta={**meta, "check_max_abs_diff": worst.max_abs_diff}
+    )
+
+
+# ----------------------------------------------------------------------------- checking
+class _Comparison:
+    """Largest IR-vs-onnxruntime difference and how far it exceeds the allowance."""
+
+    def __init__(self, diff: np.ndarray, allowed: np.ndarray) -> None:
+        allowed = np.broadcast_to(allowed, diff.shape)
+        self.max_abs_diff = float(diff.max(initial=0.0))
+        ratio = diff - allowed
+        i = np.unravel_index(int(np.argmax(ratio)), ratio.shape) if ratio.size else None
+        self.excess = float(ratio[i]) if i is not None else 0.0
+        self.allowed_at_worst = float(allowed[i]) if i is not None else 0.0
+
+
+def _partial_sum_size(net: Network, x: np.ndarray) -> np.ndarray:
+    """``S(x)`` per row of ``x``: the largest ``|W_k| |h_{k-1}| + |b_k|`` entry, or ``|x|``."""
+    h = x
+    size = np.abs(x).max(axis=1)
+    for layer in net.layers:
+        size = np.maximum(
+            size, (np.abs(h) @ np.abs(layer.weight).T + np.abs(layer.bias)).max(axis=1)
+        )
+        h = h @ layer.weight.T + layer.bias
+        if layer.relu:
+            h = np.maximum(h, 0.0)
+    return size
+
+
+def _feed_shape(dims: Dims, batch: int) -> tuple[int, ...]:
+    return tuple(batch if not isinstance(d, int) else d for d in dims)
+
+
+def compare_with_onnxruntime(
+    model: bytes | str | Path,
+    net: Network,
+    x: np.ndarray,
+    input_name: str,
+    input_shape: Dims,
+    input_dtype: str,
+) -> _Comparison:
+    """Run ``model`` in onnxruntime on the rows of ``x`` and compare with ``net`` in float64.
+
+    The IR is evaluated on the inputs rounded to ``input_dtype`` (what onnxruntime sees), so
+    only arithmetic rounding is left in the difference; see the module docstring for the
+    allowance.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    try:
+        src = model if isinstance(model, bytes) else str(model)
+        sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise InputFileError(f"onnxruntime cannot run the model: {exc}") from None
+    dt = np.dtype(input_dtype)
+    xin = np.asarray(x, dtype=np.float64).astype(dt)
+    dynamic_batch = len(input_shape) >= 2 and not isinstance(input_shape[0], int)
+    if dynamic_batch:
+        out = sess.run(None, {input_name: xin.reshape(_feed_shape(input_shape, len(xin)))})[0]
+        got = np.asarray(out, dtype=np.float64).reshape(len(xin), -1)
+    else:
+        shape = _feed_shape(input_shape, 1)
+        rows = [sess.run(None, {input_name: row.reshape(shape)})[0] for row in xin]
+        got = np.asarray(rows, dtype=np.float64).reshape(len(xin), -1)
+    x64 = xin.astype(np.float64)
+    want = net.forward(x64)
+    if got.shape != want.shape:
+        raise InvalidNetworkError(
+            f"onnxruntime returns {got.shape[1]} outputs per sample but the network read has "
+            f"{want.shape[1]}"
+        )
+    weight_dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype(np.float32)
+    u = max(np.finfo(dt).eps, np.finfo(weight_dt).eps) / 2
+    allowed = 64 * u * len(net.layers) * _partial_sum_size(net, x64)[:, None] + 1e-12
+    return _Comparison(np.abs(got - want), allowed)
+
+
+# ----------------------------------------------------------------------------- writing
+def _io_facts(net: Network, like: Any) -> tuple[str, Dims, str, Dims]:
+    """Input/output names and shapes to write: from ``like`` or ``net.meta``, if they fit."""
+    meta: Mapping[str, Any]
+    if like is None:
+        meta = net.meta
+    elif isinstance(like, Network):
+        meta = like.meta
+    elif isinstance(like, Mapping):
+        meta = like
+    else:
+        meta = _meta_of_file(Path(like))
+    in_name, out_name = str(meta.get("input_name", "input")), str(meta.get("output_name", "output"))
+    in_shape = _fitting(meta.get("input_shape"), net.input_size)
+    out_shape = _fitting(meta.get("output_shape"), net.output_size)
+    if in_name == out_name or not in_name or not out_name:
+        in_name, out_name = "input", "output"
+    return (
+        in_name,
+        in_shape or ("batch", net.input_size),
+        out_name,
+        out_shape or ("batch", net.output_size),
+    )
+
+
+def _meta_of_file(path: Path) -> dict[str, Any]:
+    """Input/output names and shapes of an ONNX file, read without lowering it."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001
+        raise InputFileError(f"cannot read {str(path)!r} as ONNX to mirror it ({exc})") from None
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    inputs = [vi for vi in graph.input if vi.name not in inits]
+
+    meta: dict[str, Any] = {}
+    if len(inputs) == 1:
+        meta.update(input_name=inputs[0].name, input_shape=declared_dims(inputs[0]))
+    if len(graph.output) == 1:
+        meta.update(output_name=graph.output[0].name, output_shape=declared_dims(graph.output[0]))
+    return meta
+
+
+def _fitting(shape: Any, size: int) -> Dims | None:
+    """``shape`` if it holds ``size`` features per sample (batch first when rank >= 2)."""
+    if not shape:
+        return None
+    dims = tuple(shape)
+    features = dims[1:] if len(dims) >= 2 else dims
+    if len(dims) >= 2 and isinstance(dims[0], int) and dims[0] != 1:
+        return None
+    if not all(isinstance(d, int) for d in features):
+        return None
+    if int(np.prod(features, dtype=np.int64)) != size:
+        return None
+    return dims
+
+
+def _onnx_dims(dims: Dims) -> list[int | str]:
+    return [d if d is not None else "batch" for d in dims]
+
+
+def _reshape_target(dims: Dims) -> np.ndarray:
+    return np.array([d if isinstance(d, int) else -1 for d in dims], dtype=np.int64)
+
+
+def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
+    """The ONNX model of ``net``: ``Gemm`` (+ ``Relu``) per layer, in ``net.dtype``.
+
+    A network with a layer of width zero computes a constant; it is written as one ``Gemm``
+    with zero weights and that constant as bias (the same function, and a valid graph).
+    """
+    in_name, in_shape, out_name, out_shape = _io_facts(net, like)
+    dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype(np.float32)
+    elem = helper.np_dtype_to_tensor_dtype(dt)
+    layers = list(net.layers)
+    if any(layer.out_features == 0 for layer in layers):
+        const = net.forward(np.zeros(net.input_size))
+        layers = [Layer(np.zeros((net.output_size, net.input_size)), const, relu=False)]
+    nodes, inits = [], []
+    h = in_name
+    if len(in_shape) != 2:
+        inits.append(
+            numpy_helper.from_array(np.array([-1, net.input_size], np.int64), "ec_in_shape")
+        )
+        nodes.append(
+            helper.make_node("Reshape", [h, "ec_in_shape"], ["ec_flat"], name="ec_flatten")
+        )
+        h = "ec_flat"
+    for k, layer in enumerate(layers):
+        w, b = f"ec_W{k}", f"ec_b{k}"
+        inits.append(numpy_helper.from_array(layer.weight.astype(dt), w))
+        inits.append(numpy_helper.from_array(layer.bias.astype(dt), b))
+        nodes.append(
+            helper.make_node("Gemm", [h, w, b], [f"ec_z{k}"], name=f"ec_gemm{k}", transB=1)
+        )
+        h = f"ec_z{k}"
+        if layer.relu:
+            nodes.append(helper.make_node("Relu", [h], [f"ec_h{k}"], name=f"ec_relu{k}"))
+            h = f"ec_h{k}"
+    if len(out_shape) == 2:
+        nodes[-1].output[0] = out_name
+    else:
+        inits.append(numpy_helper.from_array(_reshape_target(out_shape), "ec_out_shape"))
+        nodes.append(helper.make_node("Reshape", [h, "ec_out_shape"], [out_name], name="ec_out"))
+    graph = helper.make_graph(
+        nodes,
+        "exactcomp",
+        [helper.make_tensor_value_info(in_name, elem, _onnx_dims(in_shape))],
+        [helper.make_tensor_value_info(out_name, elem, _onnx_dims(out_shape))],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", WRITE_OPSET)],
+        producer_name="exactcomp",
+    )
+    model.ir_version = WRITE_IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def save_onnx(
+    net: Network, path: str | Path, like: Any = None, *, check_samples: int = 64, seed: int = 0
+) -> None:
+    """Write ``net`` as a clean ONNX graph, verified by onnxruntime before the atomic rename.
+
+    Parameters
+    ----------
+    net:
+        The network (written in ``net.dtype``).
+    path:
+        Destination file; replaced atomically, or left untouched if anything fails.
+    like:
+        Whose input/output names and shapes to mirror: a :class:`Network` (its ``meta``), a
+        ``meta``-like mapping, or a path to an ONNX file. Default: ``net.meta``. Names and
+        shapes that do not fit the network's sizes fall back to ``"input"``/``"output"`` and
+        ``[batch, n]``.
+
+    Raises
+    ------
+    VerificationError
+        onnxruntime's outputs for the written file differ from ``net`` beyond rounding.
+    OutputPathError
+        The destination directory cannot be written.
+    """
+    model = build_model(net, like)
+    in_vi = model.graph.input[0]
+
+    in_shape = declared_dims(in_vi) or ()
+    dt = str(helper.tensor_dtype_to_np_dtype(in_vi.type.tensor_type.elem_type))
+    x = Box.uniform(-1.0, 1.0, net.input_size).sample(check_samples, np.random.default_rng(seed))
+    with atomic_path(Path(path)) as tmp:
+        onnx.save(model, str(tmp))
+        worst = compare_with_onnxruntime(tmp, net, x, in_vi.name, in_shape, dt)
+        if worst.excess > 0:
+            raise VerificationError(
+                f"the ONNX file written for {str(path)!r} differs from the network by up to "
+                f"{worst.max_abs_diff:.3g} in onnxruntime (allowed {worst.allowed_at_worst:.3g}); "
+                "nothing was written"
+            )

@@ -7,10 +7,16 @@ Two questions about the rows ``r_1..r_m`` of a weight matrix:
   residual is above tolerance joins the basis instead of being expressed;
 * which rows are positive multiples of one another (:func:`positive_duplicates`).
 
-The residual of ``r_j ~ sum_i a_i r_i`` is measured relative to the size of the terms,
-``|r_j - sum_i a_i r_i|_1 / (|r_j|_1 + sum_i |a_i| |r_i|_1)``: the error it causes in
-``z_j = r_j . h`` is at most that ratio times the magnitude of the terms of ``z_j``, which is
-what float64 rounding of the sums already costs, up to the factor ``fold_rel``.
+The residual of ``r_j ~ sum_i a_i r_i`` is checked *entry by entry*, relative to the size
+of the terms in that column:
+
+``|r_jl - sum_i a_i r_il| <= rel_tol * (|r_jl| + sum_i |a_i| |r_il|)`` for every column ``l``.
+
+Then for any input ``h`` the error of ``z_j = r_j . h`` is at most ``rel_tol`` times the
+magnitude of the terms ``|r_jl h_l|`` and ``|a_i r_il h_l|``, whatever the scale of each
+input ``h_l``: a norm-wise test is not enough, because a column of tiny weights can meet an
+input of huge values (trained and fuzzed networks have both). The test is invariant under
+scaling the columns, so QR and least squares run on column-equilibrated rows.
 """
 
 from __future__ import annotations
@@ -33,14 +39,27 @@ class Basis:
     residuals: np.ndarray
 
 
-def _relative_residuals(rows: np.ndarray, basis: np.ndarray, rest: np.ndarray, coef: np.ndarray):
-    norms = np.abs(rows).sum(axis=1)
-    resid = rows[rest] - coef @ rows[basis]
-    scale = norms[rest] + np.abs(coef) @ norms[basis]
-    err = np.abs(resid).sum(axis=1)
+def relative_residual(target: np.ndarray, coef: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Per target row, the largest column-wise relative residual of ``target ~ coef @ sources``
+    (``0/0`` counts as 0: an exact zero entry matched exactly)."""
+    err = np.abs(target - coef @ sources)
+    scale = np.abs(target) + np.abs(coef) @ np.abs(sources)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(err == 0.0, 0.0, err / scale)
-    return rel
+    return rel.max(axis=1, initial=0.0)
+
+
+def _equilibrate(rows: np.ndarray) -> np.ndarray:
+    """Divide each column by its largest magnitude (zero columns stay zero)."""
+    s = np.abs(rows).max(axis=0, initial=0.0)
+    return rows / np.where(s > 0.0, s, 1.0)
+
+
+def _solve(basis_rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients with one step of iterative refinement."""
+    coef = np.linalg.lstsq(basis_rows.T, targets.T, rcond=None)[0].T
+    resid = targets - coef @ basis_rows
+    return coef + np.linalg.lstsq(basis_rows.T, resid.T, rcond=None)[0].T
 
 
 def linear_basis(rows: np.ndarray, rel_tol: float) -> Basis:
@@ -53,9 +72,10 @@ def linear_basis(rows: np.ndarray, rel_tol: float) -> Basis:
     """
     rows = np.asarray(rows, dtype=np.float64)
     m = rows.shape[0]
+    eq = _equilibrate(rows)
     basis: list[int] = []
     if m and rows.size and np.any(rows != 0.0):
-        _, r, piv = scipy.linalg.qr(rows.T, mode="economic", pivoting=True)
+        _, r, piv = scipy.linalg.qr(eq.T, mode="economic", pivoting=True)
         d = np.abs(np.diag(r))
         rank = int(np.count_nonzero(d > rel_tol * d[0]))
         basis = [int(i) for i in piv[:rank]]
@@ -63,10 +83,10 @@ def linear_basis(rows: np.ndarray, rel_tol: float) -> Basis:
         b = np.array(sorted(basis), dtype=np.int64)
         rest = np.setdiff1d(np.arange(m), b)
         if b.size and rest.size:
-            coef = np.linalg.lstsq(rows[b].T, rows[rest].T, rcond=None)[0].T
+            coef = _solve(eq[b], eq[rest])  # column scaling leaves the coefficients unchanged
         else:
             coef = np.zeros((rest.size, b.size))
-        res = _relative_residuals(rows, b, rest, coef)
+        res = relative_residual(rows[rest], coef, rows[b])
         bad = res > rel_tol
         if not bad.any():
             return Basis(b, rest, coef, res)
@@ -99,19 +119,20 @@ def positive_duplicates(
     """Groups of rows that are positive multiples of one another, each folded onto one row.
 
     Candidate pairs come from cosine similarity of the normalised rows; each is then
-    checked as ``|r_j - c r_i|_1 <= rel_tol (|r_j|_1 + c |r_i|_1)`` with the least-squares
-    ``c = r_i . r_j / r_i . r_i > 0``. In each group the kept row is the first one with
+    checked entry by entry (see the module docstring) with the least-squares factor
+    ``c = r_i . r_j / r_i . r_i > 0`` of the column-equilibrated rows. In each group the kept row is the first one with
     ``prefer`` true (e.g. a proven-stable neuron, whose verdict then covers the group), else
     the first. All-zero rows are left alone (they are constants, not duplicates).
     """
     rows = np.asarray(rows, dtype=np.float64)
     m = rows.shape[0]
     prefer = np.zeros(m, dtype=bool) if prefer is None else np.asarray(prefer, dtype=bool)
-    norms = np.linalg.norm(rows, axis=1)
+    eq = _equilibrate(rows)
+    norms = np.linalg.norm(eq, axis=1)
     nz = np.flatnonzero(norms > 0.0)
     if nz.size < 2:
         return []
-    unit = rows[nz] / norms[nz, None]
+    unit = eq[nz] / norms[nz, None]
     # union-find over verified pairs
     parent = {int(i): int(i) for i in nz}
 
@@ -123,7 +144,7 @@ def positive_duplicates(
 
     for a, b in _candidate_pairs(unit):
         i, j = int(nz[a]), int(nz[b])
-        c = float(rows[i] @ rows[j] / (rows[i] @ rows[i]))
+        c = float(eq[i] @ eq[j] / (eq[i] @ eq[i]))
         if c > 0.0 and _pair_residual(rows[i], rows[j], c) <= rel_tol:
             parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
@@ -137,7 +158,7 @@ def positive_duplicates(
         for j in members:
             if j == keep:
                 continue
-            c = float(rows[keep] @ rows[j] / (rows[keep] @ rows[keep]))
+            c = float(eq[keep] @ eq[j] / (eq[keep] @ eq[keep]))
             res = _pair_residual(rows[keep], rows[j], c)
             if c > 0.0 and res <= rel_tol:  # re-checked against the chosen representative
                 out.append(Duplicate(keep, j, c, res))
@@ -145,7 +166,4 @@ def positive_duplicates(
 
 
 def _pair_residual(ri: np.ndarray, rj: np.ndarray, c: float) -> float:
-    err = float(np.abs(rj - c * ri).sum())
-    if err == 0.0:
-        return 0.0
-    return err / float(np.abs(rj).sum() + abs(c) * np.abs(ri).sum())
+    return float(relative_residual(rj[None, :], np.array([[c]]), ri[None, :])[0])

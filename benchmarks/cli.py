@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--with-data", action="store_true", help="give every method the digits training inputs"
     )
+    p.add_argument("--only", default="", help="run only cases whose network name contains this")
 
     p = sub.add_parser("real", help="compress and verify the shipped real networks")
     common(p)
@@ -73,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("soak", help="soundness soak (benchmarks/soak.py); arguments pass through")
+
+    p = sub.add_parser("markdown", help="regenerate RESULTS.md's measured part from --out")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder to read")
+    p.add_argument("--md", type=Path, default=REPO_ROOT / "benchmarks" / "RESULTS.md")
     return parser
 
 
@@ -84,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(soak_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     console = Console()
+    if args.command == "markdown":
+        from .results_md import regenerate
+
+        regenerate(args.md, args.out)
+        console.print(f"wrote {args.md}")
+        return 0
     stem = args.command + ("_quick" if args.quick else "")
     runner = {"table": _table, "stability": _stability, "real": _real, "scaling": _scaling}
     rows, columns, plots = runner[args.command](args, stem)
@@ -117,7 +128,7 @@ def _meta(argv: list[str], args: argparse.Namespace) -> dict[str, Any]:
 
 def _table(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:
     from .digits import table_grid
-    from .plots import plot_l1
+    from .plots import plot_l1, plot_proofs
     from .table import TABLE_COLUMNS, TableOptions, run_table
 
     configs = table_grid(args.quick)
@@ -130,7 +141,11 @@ def _table(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], li
     )
     with RichProgress("table", len(configs)) as bars:
         rows = run_table(configs, opts, bars)
-    return rows, TABLE_COLUMNS, [plot_l1(rows, args.out / f"{stem}_l1.png")]
+    plots = [
+        plot_l1(rows, args.out / f"{stem}_l1.png"),
+        plot_proofs(rows, args.out / f"{stem}_proofs.png", ("arch", "l1", "seed")),
+    ]
+    return rows, TABLE_COLUMNS, plots
 
 
 def _stability(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:
@@ -140,6 +155,7 @@ def _stability(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str]
 
     methods = _methods(args.methods)
     cases = stability_cases(args.suite, args.quick, with_data=args.with_data)
+    cases = [c for c in cases if args.only in c.network]
     opts = MethodOptions(
         methods=methods,
         time_limit=args.time_limit,

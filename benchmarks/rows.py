@@ -50,6 +50,7 @@ class TableRow:
     verify_seconds: float
     verify_bound: float
     error: str = ""
+    proofs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from exactcomp.domain import Box
 
 from .console import RichProgress
 from .digits import N_INPUTS, ModelConfig, accuracy, checkpoint, is_cached, test_set
-from .measure import layer_counts, milp_count, verify_boxes
+from .measure import layer_counts, milp_count, proof_counts, verify_boxes
 from .rows import TableRow
 
 
@@ -98,6 +98,7 @@ def _one_row(
         verdict=ver.verdict,
         verify_seconds=ver.seconds,
         verify_bound=ver.upper_bound,
+        proofs={k: v for k, v in proof_counts(result.stability).items() if v},
     )
 
 

@@ -1,0 +1,179 @@
+"""Regenerate the measured part of ``benchmarks/RESULTS.md`` from ``benchmarks/results/*.json``.
+
+Only the text between the ``<!-- generated:start -->`` and ``<!-- generated:end -->``
+markers is replaced, so hand-written commentary around it survives. Every section quotes
+the command, time and commit stored in the JSON next to the rows, so a figure in RESULTS.md
+always comes with the run that measured it. Run ``python -m benchmarks markdown``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .rows import markdown_table
+
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+
+#: (stem prefix, section title, columns, plots by suffix)
+SECTIONS = (
+    (
+        "table",
+        "Results table: digits MLPs over [0,1]^64",
+        (
+            "arch",
+            "l1",
+            "seed",
+            "acc_before",
+            "acc_after",
+            "test_mismatches",
+            "neurons_before",
+            "neurons_after",
+            "pct_removed",
+            "params_before",
+            "params_after",
+            "layer_active",
+            "layer_inactive",
+            "layer_undecided",
+            "seconds",
+            "milps",
+            "verdict",
+            "verify_seconds",
+            "error",
+        ),
+        ("_l1.png", "_proofs.png"),
+    ),
+    (
+        "stability",
+        "Stability methods side by side",
+        (
+            "network",
+            "domain",
+            "method",
+            "status",
+            "neurons",
+            "active",
+            "inactive",
+            "unstable",
+            "undecided",
+            "proofs",
+            "milps",
+            "seconds",
+            "speedup_vs_naive",
+            "speedup_vs_leo",
+            "same_as",
+        ),
+        ("_proofs.png",),
+    ),
+    (
+        "real",
+        "Real networks over their VNN-LIB input boxes",
+        (
+            "network",
+            "prop",
+            "boxes",
+            "neurons_before",
+            "neurons_after",
+            "pct_removed",
+            "active",
+            "inactive",
+            "unstable",
+            "undecided",
+            "proofs",
+            "seconds",
+            "milps",
+            "verdict",
+            "verify_seconds",
+            "error",
+        ),
+        ("_proofs.png",),
+    ),
+    (
+        "scaling",
+        "Scaling with width and depth (l1 = 5e-4)",
+        (
+            "width",
+            "depth",
+            "method",
+            "status",
+            "neurons",
+            "undecided",
+            "milps",
+            "seconds",
+            "speedup_vs_naive",
+            "speedup_vs_leo",
+            "same_as",
+        ),
+        (".png",),
+    ),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items() if v)
+    return str(value)
+
+
+def _flat(row: dict[str, Any]) -> dict[str, str]:
+    out = {k: _cell(v) for k, v in row.items() if k != "layers"}
+    for key in ("active", "inactive", "undecided"):
+        if "layers" in row:
+            out[f"layer_{key}"] = "/".join(str(la[key]) for la in row["layers"])
+    return out
+
+
+def section(results: Path, stem: str, title: str, columns: tuple, plots: tuple) -> str:
+    """One Markdown section for ``results/stem.json`` (empty string when it does not exist)."""
+    path = results / f"{stem}.json"
+    if not path.is_file():
+        return ""
+    doc = json.loads(path.read_text())
+    meta = doc.get("meta", {})
+    rows = [_flat(r) for r in doc.get("rows", [])]
+    rows = [{c: r.get(c, "") for c in columns} for r in rows]
+    if rows and not any(r.get("error") for r in rows):
+        rows = [{c: v for c, v in r.items() if c != "error"} for r in rows]
+    lines = [
+        f"### {title}{' (quick)' if stem.endswith('_quick') else ''}",
+        "",
+        f"Command: `{meta.get('command', '?')}` — run {meta.get('utc', '?')} UTC at commit "
+        f"`{meta.get('git_commit', '?')}` on {meta.get('cpus', '?')} CPUs. "
+        f"Rows: [`{stem}.csv`](results/{stem}.csv), [`{stem}.json`](results/{stem}.json).",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    for suffix in plots:
+        png = results / f"{stem}{suffix}"
+        if png.is_file():
+            lines += [f"![{stem}{suffix}](results/{png.name})", ""]
+    return "\n".join(lines)
+
+
+def regenerate(md_path: Path, results: Path) -> str:
+    """Rewrite the generated block of ``md_path`` from the JSON files in ``results``."""
+    parts = []
+    for prefix, title, columns, plots in SECTIONS:
+        for stem in (prefix, f"{prefix}_quick"):
+            text = section(results, stem, title, columns, plots)
+            if text:
+                parts.append(text)
+    block = "\n".join([START, "", *parts, END]) if parts else f"{START}\n(no results yet)\n{END}"
+    old = md_path.read_text() if md_path.is_file() else f"# Benchmark results\n\n{START}\n{END}\n"
+    if START in old and END in old:
+        head, rest = old.split(START, 1)
+        tail = rest.split(END, 1)[1]
+        new = head + block + tail
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = md_path.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    tmp.replace(md_path)
+    return new

@@ -129,6 +129,40 @@ def _flat(row: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Table rows grouped by architecture and l1: means over seeds (the paper-style table)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["arch"], r["l1"]), []).append(r)
+    out = []
+    for (arch, l1), rs in sorted(groups.items()):
+        ok = [r for r in rs if r.get("pct_removed") is not None]
+
+        def mean(key: str, rows: list[dict[str, Any]] = ok) -> str:
+            vals = [float(r[key]) for r in rows if r.get(key) is not None]
+            return f"{sum(vals) / len(vals):.4g}" if vals else ""
+
+        out.append(
+            {
+                "arch": arch,
+                "l1": f"{l1:g}",
+                "models": str(len(rs)),
+                "test acc. (mean)": mean("acc_before"),
+                "acc. after (mean)": mean("acc_after"),
+                "% neurons removed (mean)": mean("pct_removed"),
+                "% removed (min-max)": (
+                    f"{min(r['pct_removed'] for r in ok):.3g}-{max(r['pct_removed'] for r in ok):.3g}"
+                    if ok
+                    else ""
+                ),
+                "seconds (mean)": mean("seconds"),
+                "MILPs (mean)": mean("milps"),
+                "EQUIVALENT": f"{sum(r.get('verdict') == 'EQUIVALENT' for r in rs)}/{len(rs)}",
+            }
+        )
+    return markdown_table(out)
+
+
 def section(results: Path, stem: str, title: str, columns: tuple, plots: tuple) -> str:
     """One Markdown section for ``results/stem.json`` (empty string when it does not exist)."""
     path = results / f"{stem}.json"
@@ -136,7 +170,8 @@ def section(results: Path, stem: str, title: str, columns: tuple, plots: tuple) 
         return ""
     doc = json.loads(path.read_text())
     meta = doc.get("meta", {})
-    rows = [_flat(r) for r in doc.get("rows", [])]
+    raw = doc.get("rows", [])
+    rows = [_flat(r) for r in raw]
     rows = [{c: r.get(c, "") for c in columns} for r in rows]
     if rows and not any(r.get("error") for r in rows):
         rows = [{c: v for c, v in r.items() if c != "error"} for r in rows]
@@ -147,9 +182,10 @@ def section(results: Path, stem: str, title: str, columns: tuple, plots: tuple) 
         f"`{meta.get('git_commit', '?')}` on {meta.get('cpus', '?')} CPUs. "
         f"Rows: [`{stem}.csv`](results/{stem}.csv), [`{stem}.json`](results/{stem}.json).",
         "",
-        markdown_table(rows),
-        "",
     ]
+    if stem.startswith("table") and raw:
+        lines += ["Summary (means over seeds):", "", summary(raw), "", "Every row:", ""]
+    lines += [markdown_table(rows), ""]
     for suffix in plots:
         png = results / f"{stem}{suffix}"
         if png.is_file():

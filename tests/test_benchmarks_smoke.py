@@ -188,3 +188,16 @@ def test_table_on_one_tiny_model(tmp_path):
     assert sum(lc.width_before for lc in row.layers) == 12
     assert row.verdict == "EQUIVALENT"
     assert list(tmp_path.glob("digits_64-6-6-10_*.pt"))  # cached where we asked, not models/
+
+
+def test_markdown_block_is_regenerated_between_markers(tmp_path):
+    from benchmarks.results_md import END, START, regenerate
+
+    rows = [_table_row("64-25-25-10", 0.0, s, 10.0, 0.9) for s in (0, 1)]
+    write_rows(rows, tmp_path, "table_quick", {"command": "python -m benchmarks table --quick"})
+    md = tmp_path / "RESULTS.md"
+    md.write_text(f"# Results\n\nhand-written\n\n{START}\nold\n{END}\n\nmore hand-written\n")
+    text = regenerate(md, tmp_path)
+    assert "hand-written" in text and "more hand-written" in text and "old" not in text
+    assert "`python -m benchmarks table --quick`" in text
+    assert "| 64-25-25-10 | 0 | 2 |" in text  # the summary groups the two seeds

@@ -1,0 +1,144 @@
+"""The .nnet reader: normalisation folded exactly, clipping limits enforced, bad files refused.
+
+The fixture ``tests/data/tiny.nnet`` is written by :func:`nnet_text` from the hand-picked
+weights below (``test_fixture_is_regenerable`` keeps the two in sync). Its network::
+
+    x (3, raw units) -> normalise -> 4 ReLU -> 3 ReLU -> 2 -> de-normalise -> y (raw units)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exactcomp.domain import Box
+from exactcomp.errors import InputFileError, InvalidDomainError, InvalidNetworkError
+from exactcomp.io.nnet import check_nnet_box, load_nnet, nnet_input_limits
+
+DATA = Path(__file__).parent / "data"
+FIXTURE = DATA / "tiny.nnet"
+
+W = [
+    np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0], [-1.0, 0.25, 2.0], [3.0, 0.0, -1.0]]),
+    np.array([[1.0, -1.0, 0.5, 0.0], [0.5, 0.5, -1.0, 1.0], [-2.0, 1.0, 0.0, 0.25]]),
+    np.array([[1.0, 2.0, -1.0], [-0.5, 1.0, 1.5]]),
+]
+B = [np.array([0.1, -0.2, 0.0, 0.5]), np.array([0.0, 0.3, -0.1]), np.array([0.05, -0.05])]
+MINS = np.array([0.0, -3.0, 10.0])
+MAXS = np.array([100.0, 3.0, 20.0])
+MEANS = np.array([50.0, 0.0, 15.0, 7.5])  # last entry: output mean
+RANGES = np.array([100.0, 6.0, 10.0, 20.0])  # last entry: output range
+
+
+def nnet_text(weights, biases, mins, maxs, means, ranges) -> str:
+    """A .nnet file for the given raw (unfolded) weights and normalisation."""
+    sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+    row = lambda v: ",".join(repr(float(x)) for x in v) + ","  # noqa: E731
+    lines = [
+        "// tiny test network for exactcomp (hand-picked weights)",
+        f"{len(weights)},{sizes[0]},{sizes[-1]},{max(sizes)},",
+        row(sizes).replace(".0", ""),
+        "0,",
+        row(mins),
+        row(maxs),
+        row(means),
+        row(ranges),
+    ]
+    for w, b in zip(weights, biases, strict=True):
+        lines += [row(r) for r in w]
+        lines += [row([v]) for v in b]
+    return "\n".join(lines) + "\n"
+
+
+def reference(x: np.ndarray) -> np.ndarray:
+    """What an .nnet consumer computes (clipping, normalisation, ReLU net, de-normalisation)."""
+    h = (np.clip(x, MINS, MAXS) - MEANS[:3]) / RANGES[:3]
+    for k, (w, b) in enumerate(zip(W, B, strict=True)):
+        h = h @ w.T + b
+        if k < len(W) - 1:
+            h = np.maximum(h, 0.0)
+    return h * RANGES[3] + MEANS[3]
+
+
+def test_fixture_is_regenerable():
+    assert FIXTURE.read_text() == nnet_text(W, B, MINS, MAXS, MEANS, RANGES)
+
+
+def test_folded_network_equals_reference_inside_limits():
+    net = load_nnet(FIXTURE)
+    assert net.describe() == "3-4r-3r-2"
+    assert net.meta["format"] == "nnet"
+    x = Box(MINS, MAXS).sample(500, np.random.default_rng(0))
+    np.testing.assert_allclose(net.forward(x), reference(x), rtol=1e-12, atol=1e-12)
+
+
+def test_clipping_is_not_modelled_outside_limits():
+    """Outside [min, max] the file clips and the affine IR does not: documented, and checked."""
+    net = load_nnet(FIXTURE)
+    x = np.array([[150.0, 0.0, 15.0]])
+    assert not np.allclose(net.forward(x), reference(x))
+    with pytest.raises(InvalidDomainError, match="coordinate 0"):
+        check_nnet_box(net, Box(np.array([0.0, -1, 10]), np.array([150.0, 1, 20])))
+    with pytest.raises(InvalidDomainError, match="input limits"):
+        load_nnet(FIXTURE, box=Box(np.array([0.0, -4, 10]), np.array([1.0, 1, 20])))
+
+
+def test_input_limits_and_box_inside():
+    limits = nnet_input_limits(FIXTURE)
+    np.testing.assert_array_equal(limits.lower, MINS)
+    np.testing.assert_array_equal(limits.upper, MAXS)
+    net = load_nnet(FIXTURE, box=Box(np.array([10.0, -1, 11]), np.array([20.0, 1, 12])))
+    assert nnet_input_limits(net).dim == 3
+
+
+def test_limits_of_foreign_network_is_an_error():
+    from exactcomp.network import Network
+
+    net = Network.from_arrays([np.eye(2)], [np.zeros(2)])
+    with pytest.raises(InvalidDomainError, match="not read from a .nnet"):
+        nnet_input_limits(net)
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "match"),
+    [
+        ("", InputFileError, "ends early"),
+        ("// only a comment\n", InputFileError, "ends early"),
+        ("2,3,2,4,\n3,4,banana,\n", InputFileError, "not a number"),
+        ("1.5,3,2,4,\n", InputFileError, "positive integer"),
+    ],
+)
+def test_malformed_files(tmp_path, text, error, match):
+    p = tmp_path / "bad.nnet"
+    p.write_text(text)
+    with pytest.raises(error, match=match):
+        load_nnet(p)
+
+
+def test_truncated_and_overlong_files(tmp_path):
+    good = FIXTURE.read_text()
+    p = tmp_path / "cut.nnet"
+    p.write_text(good[: len(good) // 2].rsplit("\n", 1)[0] + "\n")
+    with pytest.raises(InputFileError, match="ends early"):
+        load_nnet(p)
+    p.write_text(good + "1.0,\n")
+    with pytest.raises(InputFileError, match="left over"):
+        load_nnet(p)
+
+
+def test_inconsistent_sizes_and_zero_range(tmp_path):
+    p = tmp_path / "bad.nnet"
+    text = nnet_text(W, B, MINS, MAXS, MEANS, RANGES).replace("3,3,2,4,", "3,3,5,4,", 1)
+    p.write_text(text)
+    with pytest.raises(InvalidNetworkError, match="layer sizes"):
+        load_nnet(p)
+    p.write_text(nnet_text(W, B, MINS, MAXS, MEANS, np.array([100.0, 0.0, 10.0, 20.0])))
+    with pytest.raises(InvalidNetworkError, match="range is zero"):
+        load_nnet(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputFileError, match="does not exist"):
+        load_nnet(tmp_path / "nope.nnet")

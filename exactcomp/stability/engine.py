@@ -1,0 +1,174 @@
+"""``stable_neurons``: classify every ReLU neuron over a box, cheapest proof first.
+
+Layer by layer (progressive tightening: the bounds and verdicts proven for layer ``k`` are the
+big-M constants and the binaries-or-not of every MILP of layer ``k+1``), each neuron goes
+through the phases below until one settles it; every verdict records the phase that did.
+
+=============  =====================================================================
+phase          settles
+=============  =====================================================================
+interval       ``u <= 0`` (INACTIVE) or ``l >= 0`` (ACTIVE) from interval arithmetic
+linear         the same from CROWN-style back-substitution bounds
+witness        UNSTABLE: concrete inputs (samples, data, MILP incumbents) show both signs
+lp             the same as interval, from the triangle-relaxation LP
+milp           the remaining sign question, early-stopped (see :mod:`exactcomp.milp.highs`)
+=============  =====================================================================
+
+Methods: ``fast`` runs every phase. ``leo`` (CPAIOR 2020 style) runs interval bounds, then a
+MILP per neuron and sign with early stop, progressive bounds, and no sharing of solutions
+between neurons. ``naive`` uses interval big-M constants from the box alone and solves one
+MILP per neuron and sign to optimality. They differ in speed only: each verdict is proven,
+so when nothing is undecided the stable sets coincide.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bounds import interval_bounds, interval_layer
+from ..bounds.interval import Bounds
+from ..domain import Box
+from ..errors import InvalidOptionError
+from ..network import Network
+from ..progress import SILENT, Progress
+from ..tolerances import DEFAULT, Tolerances
+from ..verdicts import LayerStability, Proof, StabilityReport, Verdict
+from .layer import LayerRun
+from .merge import compact_witnesses, merge_reports
+from .milp_phase import Workers
+from .witnesses import WitnessPool, candidate_points
+
+METHODS = ("fast", "leo", "naive")
+SOLVERS = ("highs", "gurobi", "cplex", "scip", "cbc")
+_SAMPLES = 2048
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options of one analysis (passed explicitly; no global state)."""
+
+    method: str
+    time_limit: float
+    solver: str
+    tol: Tolerances
+    seed: int
+    data: np.ndarray | None
+
+
+def stable_neurons(
+    net: Network,
+    domain: Box | Sequence[Box],
+    *,
+    method: str = "fast",
+    time_limit: float = 10.0,
+    jobs: int | None = None,
+    data: np.ndarray | None = None,
+    solver: str = "highs",
+    progress: Progress = SILENT,
+    tol: Tolerances = DEFAULT,
+    seed: int = 0,
+) -> StabilityReport:
+    """Classify every ReLU neuron of ``net`` over ``domain`` (a box, or a union of boxes).
+
+    Parameters
+    ----------
+    net:
+        The network.
+    domain:
+        A :class:`~exactcomp.domain.Box`, or a sequence of boxes meaning their union: a neuron
+        is stable over the union only if stable with the same sign on every box.
+    method:
+        ``"fast"`` (default), ``"leo"`` or ``"naive"`` (baselines; see the module docstring).
+    time_limit:
+        Seconds per MILP; a MILP that runs out proves nothing (its neuron is UNDECIDED).
+    jobs:
+        Worker processes for the MILPs of a layer (default: all cores; ``1``: in-process).
+        The result does not depend on it.
+    data:
+        Optional inputs (rows) used as extra witness candidates by ``fast``.
+    solver:
+        ``"highs"`` (default; compiled and driven through highspy) or any Pyomo MILP solver
+        name among ``gurobi``, ``cplex``, ``scip``, ``cbc`` (solved to optimality, in-process).
+    progress, tol, seed:
+        Progress receiver, tolerances, and the seed of the random witness candidates.
+
+    Returns
+    -------
+    StabilityReport
+        Verdicts, proof kinds, sound bounds and witness rows per ReLU layer, and ``stats``.
+    """
+    if method not in METHODS:
+        raise InvalidOptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if solver not in SOLVERS:
+        raise InvalidOptionError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if not (np.isfinite(time_limit) and time_limit > 0):
+        raise InvalidOptionError(f"the time limit must be a positive number, got {time_limit}")
+    if jobs is not None and int(jobs) < 1:
+        raise InvalidOptionError(f"jobs must be at least 1, got {jobs}")
+    boxes = [domain] if isinstance(domain, Box) else list(domain)
+    if not boxes:
+        raise InvalidOptionError("the domain is an empty union of boxes")
+    for box in boxes:
+        box.check_size(net.input_size)
+    opts = Options(method, float(time_limit), solver, tol, int(seed), data)
+    t0 = time.perf_counter()
+    with Workers(jobs) as workers:
+        reports = [_analyse_box(net, box, opts, workers, progress) for box in boxes]
+    report = reports[0] if len(reports) == 1 else merge_reports(net, boxes, reports, tol)
+    stats = dict(report.stats)
+    stats["seconds"] = time.perf_counter() - t0
+    stats["boxes"] = len(boxes)
+    return StabilityReport(report.layers, report.witnesses, stats)
+
+
+def _analyse_box(
+    net: Network, box: Box, opts: Options, workers: Workers, progress: Progress
+) -> StabilityReport:
+    """One box: every layer in order, each with the phases of ``opts.method``."""
+    stats: dict[str, float] = {"milps": 0, "milp_neurons": 0}
+    pool = WitnessPool(net, box, opts.tol)
+    if opts.method == "fast":
+        t = time.perf_counter()
+        rng = np.random.default_rng(opts.seed)
+        pool.add(candidate_points(box, _SAMPLES, rng, opts.data))
+        stats["seconds_witness"] = time.perf_counter() - t
+    box_bounds = interval_bounds(net, box, tol=opts.tol) if opts.method == "naive" else None
+    bounds: list[Bounds] = []
+    verdicts: list[np.ndarray | None] = []
+    layers: list[LayerStability] = []
+    last = max(net.relu_layers, default=-1)
+    for k in range(last + 1):
+        layer = net.layers[k]
+        if box_bounds is not None:
+            prior = box_bounds[k]
+        else:
+            lo, hi = (box.lower, box.upper) if k == 0 else _post(net, k - 1, bounds[k - 1])
+            prior = interval_layer(layer, lo, hi, opts.tol)
+        run = LayerRun(net, box, k, prior, bounds, verdicts, pool, opts, workers, stats, progress)
+        result = run.classify()
+        if layer.relu:
+            layers.append(result)
+            verdicts.append(result.verdict)
+        else:
+            verdicts.append(None)
+        if box_bounds is not None:
+            bounds.append(box_bounds[k])
+        else:
+            bounds.append((result.lower, result.upper))
+    stats["undecided"] = sum(ls.count(Verdict.UNDECIDED) for ls in layers)
+    layers_c, rows = compact_witnesses(layers, pool.rows())
+    return StabilityReport(tuple(layers_c), rows, stats)
+
+
+def _post(net: Network, k: int, b: Bounds) -> Bounds:
+    """Bounds on the output ``h_k`` of layer ``k`` from bounds on its pre-activation."""
+    if net.layers[k].relu:
+        return np.maximum(b[0], 0.0), np.maximum(b[1], 0.0)
+    return b
+
+
+__all__ = ["stable_neurons", "METHODS", "SOLVERS", "Options", "Proof"]

@@ -1,0 +1,228 @@
+"""Classification of one layer: the phases of the chosen method, in order of cost.
+
+A neuron's state is two *claims* (proven ``max z <= 0`` / proven ``min z >= 0``, each with the
+proof kind that settled it) and the witness rows of the shared :class:`WitnessPool`. The
+verdict is read off at the end, and a contradiction (a claim and a float64 witness against
+it, or both claims) is numerical doubt: UNDECIDED, never stable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..bounds.interval import Bounds
+from ..domain import Box
+from ..milp.encoding import build_prefix_model
+from ..milp.highs import Answer, Question, compile_model
+from ..network import Network
+from ..progress import Progress
+from ..verdicts import LayerStability, Proof, Verdict
+from .milp_phase import Task, Workers, run_questions
+from .witnesses import WitnessPool
+
+if TYPE_CHECKING:
+    from .engine import Options
+
+
+class LayerRun:
+    """The mutable state of one layer's classification (owned by one engine call)."""
+
+    def __init__(
+        self,
+        net: Network,
+        box: Box,
+        k: int,
+        prior: Bounds,
+        bounds: list[Bounds],
+        verdicts: list[np.ndarray | None],
+        pool: WitnessPool,
+        opts: Options,
+        workers: Workers,
+        stats: dict[str, float],
+        progress: Progress,
+    ) -> None:
+        self.net, self.box, self.k = net, box, k
+        self.bounds, self.verdicts = bounds, verdicts
+        self.pool, self.opts, self.workers = pool, opts, workers
+        self.stats, self.progress = stats, progress
+        self.lower, self.upper = np.array(prior[0], dtype=float), np.array(prior[1], dtype=float)
+        self.magnitude = np.maximum(np.abs(self.lower), np.abs(self.upper))
+        n = net.layers[k].out_features
+        self.inactive = np.zeros(n, dtype=bool)
+        self.active = np.zeros(n, dtype=bool)
+        self.proof = np.zeros(n, dtype=np.int8)
+        self._reported = 0
+        self._milp_neurons: set[int] = set()
+
+    # ------------------------------------------------------------------ helpers
+    def _time(self, phase: str, t0: float) -> None:
+        key = f"seconds_{phase}"
+        self.stats[key] = self.stats.get(key, 0.0) + time.perf_counter() - t0
+
+    def _claim_from_bounds(self, proof: Proof) -> None:
+        new_i = (self.upper <= 0.0) & ~self.inactive
+        new_a = (self.lower >= 0.0) & ~self.active
+        self.proof[(new_i | new_a) & ~(self.inactive | self.active)] = proof
+        self.inactive |= new_i
+        self.active |= new_a
+
+    def _seen(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.pool.pos[self.k] >= 0, self.pool.neg[self.k] >= 0
+
+    def open_neurons(self) -> np.ndarray:
+        """Neurons with no claim and not both signs witnessed."""
+        pos, neg = self._seen()
+        return np.flatnonzero(~(self.inactive | self.active) & ~(pos & neg))
+
+    def _advance(self, info: str) -> None:
+        decided = self.inactive.size - self.open_neurons().size
+        self.progress.advance(decided - self._reported, info)
+        self._reported = decided
+
+    # ------------------------------------------------------------------ phases
+    def classify(self) -> LayerStability:
+        method, layer = self.opts.method, self.net.layers[self.k]
+        self._claim_from_bounds(Proof.INTERVAL)
+        if method == "fast":
+            t0 = time.perf_counter()
+            self._tighten(self._linear(), Proof.LINEAR)
+            self._time("linear", t0)
+        if not layer.relu:
+            return self._result()
+        self.progress.task(f"layer {self.k}", self.inactive.size)
+        self._advance("bounds")
+        if method == "fast":
+            self._advance("witnesses")
+            open_ = self.open_neurons()
+            if open_.size and self.k > 0:
+                t0 = time.perf_counter()
+                self._tighten(self._lp(open_), Proof.LP)
+                self._time("lp", t0)
+                self._advance("lp")
+        self._milp_phase()
+        self._advance("milp")
+        return self._result()
+
+    def _known(self) -> list[Bounds]:
+        return [*self.bounds, (self.lower, self.upper)]
+
+    def _linear(self) -> Bounds:
+        from ..bounds.linear import linear_layer_bounds
+
+        return linear_layer_bounds(self.net, self.box, self.k, self._known(), self.opts.tol)
+
+    def _lp(self, neurons: np.ndarray) -> Bounds:
+        from ..bounds.lp import lp_layer_bounds
+
+        return lp_layer_bounds(
+            self.net, self.box, self.k, self._known(), neurons=neurons, tol=self.opts.tol
+        )
+
+    def _tighten(self, b: Bounds, proof: Proof) -> None:
+        self.lower = np.maximum(self.lower, b[0])
+        self.upper = np.minimum(self.upper, b[1])
+        if self.net.layers[self.k].relu:
+            self._claim_from_bounds(proof)
+
+    # ------------------------------------------------------------------ MILP
+    def _tasks(self) -> list[Task]:
+        if self.opts.method == "naive":
+            return [Task(int(j), s) for j in range(self.inactive.size) for s in (1, -1)]
+        open_ = self.open_neurons()
+        if self.opts.method == "leo":
+            return [Task(int(j), s) for j in open_ for s in (1, -1)]
+        # fast: ask only the sign not yet seen; likely flips (sampled extreme near 0 relative
+        # to the bound on that side) first, so that their incumbents can settle others.
+        pos, neg = self._seen()
+        zmin, zmax = self.pool.zmin[self.k], self.pool.zmax[self.k]
+        keyed = []
+        for j in open_.tolist():
+            if pos[j]:
+                ratio = zmin[j] / max(zmin[j] - self.lower[j], 1e-300)
+                keyed.append((ratio, j, [Task(j, -1)]))
+            elif neg[j]:
+                ratio = -zmax[j] / max(self.upper[j] - zmax[j], 1e-300)
+                keyed.append((ratio, j, [Task(j, 1)]))
+            else:
+                keyed.append((-np.inf, j, [Task(j, 1), Task(j, -1)]))
+        keyed.sort(key=lambda e: (e[0], e[1]))
+        return [t for _, _, ts in keyed for t in ts]
+
+    def _moot(self, t: Task) -> bool:
+        if self.opts.method == "naive":
+            return False
+        j = t.neuron
+        if self.inactive[j] or self.active[j]:
+            return True
+        pos, neg = self._seen()
+        return bool(pos[j] if t.sign > 0 else neg[j])
+
+    def _question(self, t: Task) -> Question:
+        tol = self.opts.tol
+        margin = tol.solver_abs + tol.solver_rel * float(self.magnitude[t.neuron])
+        mode = "optimal" if self.opts.method == "naive" else "early"
+        return Question(t.neuron, t.sign, margin, mode, self.opts.time_limit)
+
+    def _consume(self, t: Task, answer: Answer) -> None:
+        j = t.neuron
+        self.stats["milps"] += 1
+        self._milp_neurons.add(j)
+        only = None if self.opts.method == "fast" else (self.k, j)
+        self.pool.add(answer.points, only=only)
+        if answer.proven:
+            claimed = self.inactive[j] or self.active[j]
+            if t.sign > 0:
+                self.inactive[j] = True
+            else:
+                self.active[j] = True
+            if not claimed:
+                self.proof[j] = Proof.MILP
+
+    def _milp_phase(self) -> None:
+        tasks = self._tasks()
+        tasks = [t for t in tasks if not self._moot(t)]
+        if not tasks:
+            return
+        t0 = time.perf_counter()
+        verdicts = None if self.opts.method == "naive" else self.verdicts
+        model, zk = build_prefix_model(self.net, self.box, self.k, self.bounds, verdicts)
+        solve = None
+        if self.opts.solver != "highs":
+            from ..milp.solvers import pyomo_solver
+
+            solve = pyomo_solver(model, zk, self.opts.solver)
+        milp, _ = compile_model(model, model.x, zk)
+        extra = {} if solve is None else {"solve": solve}
+        run_questions(
+            milp,
+            tasks,
+            moot=self._moot,
+            question=self._question,
+            consume=self._consume,
+            workers=self.workers,
+            **extra,
+        )
+        self.stats["milp_neurons"] += len(self._milp_neurons)
+        self._time("milp", t0)
+
+    # ------------------------------------------------------------------ result
+    def _result(self) -> LayerStability:
+        n = self.inactive.size
+        pos, neg = self._seen() if self.k in self.pool.pos else (np.zeros(n, bool),) * 2
+        inactive = self.inactive & ~self.active & ~pos
+        active = self.active & ~self.inactive & ~neg
+        unstable = pos & neg & ~self.inactive & ~self.active
+        verdict = np.full(n, Verdict.UNDECIDED, dtype=np.int8)
+        verdict[inactive] = Verdict.INACTIVE
+        verdict[active] = Verdict.ACTIVE
+        verdict[unstable] = Verdict.UNSTABLE
+        proof = np.where(inactive | active, self.proof, Proof.NONE).astype(np.int8)
+        proof[unstable] = Proof.WITNESS
+        lower = np.where(active, np.maximum(self.lower, 0.0), self.lower)
+        upper = np.where(inactive, np.minimum(self.upper, 0.0), self.upper)
+        wp = self.pool.pos.get(self.k, np.full(n, -1, dtype=np.int64)).copy()
+        wn = self.pool.neg.get(self.k, np.full(n, -1, dtype=np.int64)).copy()
+        return LayerStability(self.k, verdict, proof, lower, upper, wp, wn)

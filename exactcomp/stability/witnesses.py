@@ -1,0 +1,117 @@
+"""Witnesses of instability: concrete inputs, evaluated in float64, that show a neuron's sign.
+
+A neuron seen strictly positive at one input of the box and strictly negative at another is
+unstable, and no bound or MILP is needed for it. "Strictly" means beyond the witness margin
+``tol.witness * (1 + scale)`` where ``scale = |W_k| |h_{k-1}| + |b_k|`` is the magnitude of
+the terms summed (float64 rounding of the forward pass cannot flip such a sign).
+
+Every point ever evaluated is kept in one pool, so that a witness is a row index into it; the
+pool is compacted to the rows actually cited when the report is written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..domain import Box
+from ..network import Network
+from ..tolerances import Tolerances
+
+
+def candidate_points(
+    box: Box, n: int, rng: np.random.Generator, data: np.ndarray | None = None
+) -> np.ndarray:
+    """Points to probe: the centre, random vertices, uniform samples, and data inside the box.
+
+    ReLU networks are piecewise affine, so extremes of a pre-activation sit at vertices of
+    activation regions; box vertices are cheap guesses at them, uniform points cover the rest.
+    """
+    parts = [box.center[None, :]]
+    n_vert = n // 4
+    if n_vert:
+        pick = rng.random((n_vert, box.dim)) < 0.5
+        parts.append(np.where(pick, box.upper, box.lower))
+    parts.append(box.sample(n - n_vert, rng))
+    if data is not None:
+        d = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
+        if d.shape[1] == box.dim:
+            parts.append(d[box.contains(d)])
+    return np.concatenate(parts)
+
+
+class WitnessPool:
+    """All inputs evaluated so far, and per ReLU layer the first row showing each sign.
+
+    Mutable on purpose (it accumulates over one analysis); owned by one call of the engine.
+    """
+
+    def __init__(self, net: Network, box: Box, tol: Tolerances) -> None:
+        self.net, self.box, self.tol = net, box, tol
+        self._rows: list[np.ndarray] = []
+        self.size = 0
+        w = {k: net.layers[k].out_features for k in net.relu_layers}
+        self.pos = {k: np.full(n, -1, dtype=np.int64) for k, n in w.items()}
+        self.neg = {k: np.full(n, -1, dtype=np.int64) for k, n in w.items()}
+        self.zmin = {k: np.full(n, np.inf) for k, n in w.items()}
+        self.zmax = {k: np.full(n, -np.inf) for k, n in w.items()}
+
+    def signs(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per layer ``(z, positive, negative)`` for a batch: the margin-checked signs."""
+        out = []
+        h = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        for layer in self.net.layers:
+            z = h @ layer.weight.T + layer.bias
+            scale = np.abs(h) @ np.abs(layer.weight.T) + np.abs(layer.bias)
+            thr = self.tol.witness * (1.0 + scale)
+            out.append((z, z > thr, z < -thr))
+            h = np.maximum(z, 0.0) if layer.relu else z
+        return out
+
+    def add(self, x: np.ndarray, only: tuple[int, int] | None = None) -> np.ndarray:
+        """Evaluate points (clipped into the box) and record the signs they show.
+
+        ``only=(k, j)`` restricts what is recorded to neuron ``j`` of layer ``k`` (baselines
+        that do not share solutions between neurons). Returns the pool row indices.
+        """
+        x = self.box.clip(np.atleast_2d(np.asarray(x, dtype=np.float64)))
+        idx = np.arange(self.size, self.size + len(x))
+        if len(x) == 0:
+            return idx
+        self._rows.append(x)
+        self.size += len(x)
+        for k, (z, pos, neg) in enumerate(self.signs(x)):
+            if k not in self.pos:
+                continue
+            if only is None:
+                cols = np.arange(self.pos[k].size)
+            elif only[0] == k:
+                cols = np.array([only[1]])
+            else:
+                continue
+            self._record(k, cols, idx, z, pos, neg)
+        return idx
+
+    def _record(self, k, cols, idx, z, pos, neg) -> None:
+        for sel, store in ((pos, self.pos[k]), (neg, self.neg[k])):
+            s = sel[:, cols]
+            hit = s.any(axis=0)
+            first = idx[np.argmax(s, axis=0)]
+            view = store[cols]
+            new = hit & (view < 0)
+            view[new] = first[new]
+            store[cols] = view
+        self.zmin[k][cols] = np.minimum(self.zmin[k][cols], z[:, cols].min(axis=0))
+        self.zmax[k][cols] = np.maximum(self.zmax[k][cols], z[:, cols].max(axis=0))
+
+    def best(self, k: int, j: int, sign: int) -> np.ndarray | None:
+        """The pooled input with the largest ``sign * z_kj`` (``None`` if the pool is empty)."""
+        if not self.size:
+            return None
+        x = self.rows()
+        z = self.signs(x)[k][0][:, j]
+        return x[int(np.argmax(sign * z))]
+
+    def rows(self) -> np.ndarray:
+        if len(self._rows) > 1:
+            self._rows = [np.concatenate(self._rows)]
+        return self._rows[0] if self._rows else np.empty((0, self.box.dim))

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..network import Layer, Network
-from ..verdicts import Proof
+from ..verdicts import Proof, Verdict
 from .record import Fold, PassRecord, Reason, Unit
-from .state import RewriteState
+from .state import LayerState, RewriteState
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +48,7 @@ class Editor:
         self.certificates: dict[Unit, Proof] = {}
         self.folds: dict[Unit, Fold] = {}
         self.relu_dropped: list[int] = []
+        self.replaced_states: dict[int, LayerState] = {}
 
     @property
     def depth(self) -> int:
@@ -95,12 +96,22 @@ class Editor:
             reason, proof = reasons[j]
             self.remove(k, j, reason, proof)
 
-    def drop_relu(self, k: int) -> None:
-        """Mark layer ``k`` (all units proven stable) as no longer followed by a ReLU."""
+    def drop_relu(self, k: int, zeroed: np.ndarray) -> None:
+        """Mark layer ``k`` (all units proven stable) as no longer followed by a ReLU, after
+        the caller zeroed the rows ``zeroed`` (its INACTIVE units). The layer's state becomes
+        that of an affine layer: no verdicts, and ``z = 0`` exactly on the zeroed rows."""
         self.relu[k] = False
         self.relu_dropped.append(k)
         for j in range(self.weights[k].shape[0]):
             self.certificates[(k, j)] = self.proof_of(k, j)
+        old = self.state.layers[k]
+        self.replaced_states[k] = LayerState(
+            verdict=np.full(old.width, Verdict.UNDECIDED),
+            proof=np.full(old.width, Proof.NONE),
+            lower=np.where(zeroed, 0.0, old.lower),
+            upper=np.where(zeroed, 0.0, old.upper),
+            origin=old.origin,
+        )
 
     def finish(self) -> PassResult:
         """Build the edited network, its state and the record of this pass."""
@@ -116,7 +127,7 @@ class Editor:
                 w = w[:, prev_keep]
             new_k = len(layers)
             layers.append(Layer(w, self.biases[k][rows], self.relu[k]))
-            states.append(self.state.layers[k].take(rows))
+            states.append(self.replaced_states.get(k, self.state.layers[k]).take(rows))
             for new_j, j in enumerate(np.flatnonzero(rows)):
                 kept[(k, int(j))] = (new_k, new_j)
             prev_keep = rows

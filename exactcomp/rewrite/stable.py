@@ -114,5 +114,5 @@ def merge_linear(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) -
         off = ls.mask(Verdict.INACTIVE)
         ed.weights[last][off] = 0.0
         ed.biases[last][off] = 0.0
-        ed.drop_relu(last)
+        ed.drop_relu(last, off)
     return ed.finish()

@@ -5,7 +5,9 @@ pre-activation ``z`` of every surviving unit the *same function of the input on 
 domain* (removing an inactive neuron changes nothing the next layer sees; a fold replaces
 ``h_j`` by an expression equal to it on the domain; merging layer ``k`` into ``k + 1``
 leaves ``z_{k+1}`` unchanged). So the verdicts, proofs and sound bounds of the original
-report stay true for the survivors, and a pass only has to select them. The state also
+report stay true for the survivors, and a pass only has to select them. (The exception:
+an output layer whose ReLU is dropped has its INACTIVE rows zeroed; it gets the state of an
+affine layer, see :meth:`~exactcomp.rewrite.editor.Editor.drop_relu`.) The state also
 carries each unit's original ``(layer, index)`` so records can be composed.
 """
 

@@ -67,7 +67,7 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
 
         return load_torch(path, trust_pickle=trust_pickle)
     if not path.is_file():
-        raise InputFileError(f"model file {str(path)!r} does not exist; check the path")
+        raise InputFileError(f"model file {str(path)!r} not found; check the path")
     if fmt == "onnx":
         return _import("onnx_io", "ONNX").load_onnx(path)
     return _import("nnet", ".nnet").load_nnet(path)

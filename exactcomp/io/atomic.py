@@ -126,7 +126,21 @@ def _make_temp(dest: Path, suffix: str) -> tuple[int, Path]:
             f"cannot create a file in {str(directory)!r} ({exc.strerror}); "
             "choose an existing, writable directory"
         ) from exc
+    # mkstemp makes the file private (0600); give it the mode a plain open() would have.
+    with contextlib.suppress(OSError):
+        os.chmod(fd, _target_mode(dest))
     return fd, Path(name)
+
+
+def _target_mode(dest: Path) -> int:
+    """The existing file's permissions, or the default for new files (0666 minus umask)."""
+    try:
+        return dest.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # the only portable way to read the umask is to set it back
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -195,9 +209,22 @@ def check_output_path(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> 
             f"the output directory {str(directory)!r} does not exist; create it first "
             "or choose another output path"
         )
-    if not os.access(directory, os.W_OK | os.X_OK):
+    if not os.access(directory, os.W_OK | os.X_OK) or not _can_create_in(directory):
         raise OutputPathError(
             f"the output directory {str(directory)!r} is not writable; "
             "choose a directory you can write to"
         )
     return dest
+
+
+def _can_create_in(directory: Path) -> bool:
+    """Probe by creating (and removing) a file: ``os.access`` says yes to root on ``/proc``,
+    read-only mounts and ACLs it cannot see; an actual create cannot be fooled."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".exactcomp-probe-", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return True

@@ -77,7 +77,7 @@ def load_torch(path_or_module: str | Path | nn.Module, *, trust_pickle: bool = F
 def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
     """``torch.load`` with safe defaults; every failure becomes an :class:`InputFileError`."""
     if not path.exists():
-        raise InputFileError(f"model file {str(path)!r} does not exist; check the path")
+        raise InputFileError(f"model file {str(path)!r} not found; check the path")
     if not path.is_file():
         raise InputFileError(f"model path {str(path)!r} is not a file")
     try:

@@ -1,0 +1,303 @@
+r"""``verify_equivalence``: prove two networks equal on a box, or show where they differ.
+
+The run has three phases, cheapest first:
+
+1. **sampling**: both networks on uniform points, the box corners (and points near them), the
+   centre and the user's data rows; a difference above ``tol`` ends the run (NOT_EQUIVALENT).
+2. **gradient**: projected gradient ascent on every objective from the best sampled points.
+3. **milp**: one Pyomo model with both networks on a shared input
+   (:mod:`exactcomp.verify.formulation`); each objective is decided in turn by HiGHS with
+   cut-offs (:mod:`exactcomp.verify.solve`). All objectives proven gives EQUIVALENT; a solver
+   incumbent that reproduces in float64 gives NOT_EQUIVALENT; anything else gives UNKNOWN with
+   the bounds reached.
+
+Definitions (``tol`` = :math:`\tau`):
+
+* ``linf``: EQUIVALENT iff :math:`\max_{x \in B} \|f(x) - g(x)\|_\infty \le \tau`.
+* ``top1``: EQUIVALENT iff for every :math:`x \in B` and every top class :math:`i` of
+  :math:`f(x)`, :math:`g_i(x) \ge \max_j g_j(x) - \tau`: ``g`` ranks every class that ``f``
+  puts first within :math:`\tau` of its own best. A tie in ``f`` where ``g`` picks one of the
+  tied classes is therefore *not* a counterexample (that class is a top class of ``f``); with
+  :math:`\tau \to 0` the condition says that :math:`\arg\max f(x)` and :math:`\arg\max g(x)`
+  always share a class. A counterexample is an input where ``g`` prefers some class by more
+  than :math:`\tau` over *every* top class of ``f`` (re-checked in float64).
+
+``tol`` must exceed the solver margin ``solver_abs + solver_rel * M`` (``M`` the largest
+a-priori output magnitude), otherwise no MILP bound can prove it and the answer is at best
+UNKNOWN; the default ``1e-4`` leaves room for it and for float32 rounding of saved networks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..domain import Box
+from ..errors import InvalidNetworkError, InvalidOptionError
+from ..network import Network
+from ..progress import SILENT, Progress
+from ..tolerances import DEFAULT, Tolerances
+from . import falsify
+from .formulation import (
+    best_bounds,
+    build_joint_model,
+    linf_objective,
+    set_top1_condition,
+    top1_objective,
+    with_linear_output,
+)
+from .result import Counterexample, EquivalenceResult, EquivalenceStatus
+from .solve import Decision, ObjectiveSolver
+
+MODES = ("linf", "top1")
+SAMPLES = 4096  # uniform points in the falsification phase
+GRADIENT_STARTS = 4  # starting points per objective for gradient ascent
+FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + gradients
+
+
+def verify_equivalence(
+    f: Network,
+    g: Network,
+    box: Box,
+    *,
+    mode: str = "linf",
+    tol: float = 1e-4,
+    time_limit: float = 60.0,
+    data: np.ndarray | None = None,
+    progress: Progress = SILENT,
+    seed: int = 0,
+    tolerances: Tolerances = DEFAULT,
+) -> EquivalenceResult:
+    """Prove ``f`` and ``g`` equivalent on ``box``, or find an input where they differ.
+
+    Parameters
+    ----------
+    f, g:
+        Networks with the same numbers of inputs and outputs (any widths and depths).
+    box:
+        The input domain.
+    mode:
+        ``"linf"`` (``max ||f - g||_inf <= tol``) or ``"top1"`` (see the module docstring).
+    tol:
+        The allowed difference; must exceed the solver margin to be provable.
+    time_limit:
+        Seconds for the whole run; when it runs out the result is UNKNOWN with the bounds
+        reached.
+    data:
+        Optional input rows (``(n, input_size)``) tried first as candidate counterexamples.
+    progress:
+        Receives the phases and the objectives done.
+    seed:
+        Seeds the sampling (results are deterministic for a given seed).
+    tolerances:
+        The solver margins (:class:`~exactcomp.tolerances.Tolerances`).
+
+    Returns
+    -------
+    EquivalenceResult
+        EQUIVALENT only with a proof; NOT_EQUIVALENT only with a counterexample re-evaluated
+        in float64 with the networks' own weights; otherwise UNKNOWN.
+    """
+    _check(f, g, box, mode, tol, time_limit)
+    run = _Run(f, g, box, mode, tol, time_limit, progress, tolerances)
+    return run.execute(np.random.default_rng(seed), data)
+
+
+def _check(f: Network, g: Network, box: Box, mode: str, tol: float, time_limit: float) -> None:
+    if mode not in MODES:
+        raise InvalidOptionError(f"mode must be one of {MODES}, got {mode!r}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise InvalidOptionError(f"tol must be a finite number >= 0, got {tol}")
+    if not time_limit > 0:
+        raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
+    if f.input_size != g.input_size or f.output_size != g.output_size:
+        raise InvalidNetworkError(
+            f"the networks are not comparable: {f.describe()} has {f.input_size} inputs and "
+            f"{f.output_size} outputs, {g.describe()} has {g.input_size} and {g.output_size}"
+        )
+    box.check_size(f.input_size)
+
+
+class _Run:
+    """The state of one verification run (the time budget and what has been found so far)."""
+
+    def __init__(self, f, g, box, mode, tol, time_limit, progress, tolerances) -> None:
+        self.f, self.g, self.box, self.mode, self.tol = f, g, box, mode, float(tol)
+        self.progress, self.tolerances = progress, tolerances
+        self.t0 = time.perf_counter()
+        self.deadline = self.t0 + time_limit
+        self.timings: dict[str, float] = {}
+        self.lower = 0.0  # largest difference seen at a concrete input
+        m = f.output_size
+        if mode == "linf":
+            self.objectives = [(i, s) for i in range(m) for s in (1.0, -1.0)]
+        else:
+            self.objectives = [(i, j) for i in range(m) for j in range(m) if i != j]
+
+    # ------------------------------------------------------------------ helpers
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def measure(self, x: np.ndarray) -> np.ndarray:
+        """The difference measured at each row of ``x`` (float64, original weights)."""
+        fx, gx = self.f.forward(x), self.g.forward(x)
+        if self.mode == "linf":
+            return np.abs(fx - gx).max(axis=1)
+        return falsify.top1_disagreement(fx, gx)
+
+    def counterexample(self, x: np.ndarray, source: str) -> Counterexample | None:
+        """A counterexample at the best row of ``x`` if one differs by more than ``tol``."""
+        x = self.box.clip(np.atleast_2d(x))
+        d = self.measure(x)
+        k = int(np.argmax(d))
+        self.lower = max(self.lower, float(d[k]))
+        if not d[k] > self.tol:
+            return None
+        return Counterexample(x[k], self.f.forward(x[k]), self.g.forward(x[k]), float(d[k]), source)
+
+    def finish(self, status, upper, cex=None, milps=0, proven=0, reason="") -> EquivalenceResult:
+        self.timings["total"] = time.perf_counter() - self.t0
+        return EquivalenceResult(
+            status=status,
+            mode=self.mode,
+            tol=self.tol,
+            upper_bound=float(upper),
+            lower_bound=self.lower,
+            counterexample=cex,
+            milps=milps,
+            objectives_proven=proven,
+            objectives_total=len(self.objectives),
+            timings=self.timings,
+            reason=reason,
+        )
+
+    def timed(self, phase: str, t: float) -> None:
+        self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t
+
+    # ------------------------------------------------------------------ phases
+    def execute(self, rng: np.random.Generator, data) -> EquivalenceResult:
+        cex = self.falsify(rng, data)
+        if cex is not None:
+            return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
+        return self.prove()
+
+    def falsify(self, rng: np.random.Generator, data) -> Counterexample | None:
+        t = time.perf_counter()
+        self.progress.task("sampling", 1)
+        pts = falsify.candidate_points(self.box, SAMPLES, rng, data)
+        cex = self.counterexample(pts, "sampling")
+        self.progress.advance(1)
+        self.timed("sampling", t)
+        if cex is not None:
+            return cex
+        t = time.perf_counter()
+        budget = t + FALSIFY_SHARE * self.left()
+        self.progress.task("gradient search", len(self.objectives))
+        fx, gx = self.f.forward(pts), self.g.forward(pts)
+        m = self.f.output_size
+        for obj in self.objectives:
+            if time.perf_counter() > budget:
+                break
+            if self.mode == "linf":
+                i, s = obj
+                score = s * (fx[:, i] - gx[:, i])
+                coef = falsify.linf_coefficients(m, i, s)
+            else:
+                i, j = obj
+                score = gx[:, j] - gx[:, i] - np.maximum(fx.max(axis=1) - fx[:, i], 0.0)
+                coef = falsify.top1_coefficients(i, j)
+            starts = pts[np.argsort(-score)[:GRADIENT_STARTS]]
+            cex = self.counterexample(
+                falsify.ascend(self.f, self.g, self.box, starts, coef), "gradient"
+            )
+            self.progress.advance(1)
+            if cex is not None:
+                break
+        self.timed("gradient", t)
+        return cex
+
+    def prove(self) -> EquivalenceResult:
+        t = time.perf_counter()
+        self.progress.task("bounds", 1)
+        fl, gl = with_linear_output(self.f), with_linear_output(self.g)
+        bf, bg = (
+            best_bounds(fl, self.box, self.tolerances),
+            best_bounds(gl, self.box, self.tolerances),
+        )
+        self.progress.advance(1)
+        self.timed("bounds", t)
+        t = time.perf_counter()
+        jm = build_joint_model(fl, gl, self.box, bf, bg)
+        self.timed("build", t)
+        margin = self.tolerances.solver_abs + self.tolerances.solver_rel * jm.scale
+        if self.tol <= margin:
+            return self.finish(
+                EquivalenceStatus.UNKNOWN,
+                np.inf,
+                reason=f"tol {self.tol:g} is not above the solver margin {margin:.2g}; "
+                "no MILP bound can prove it",
+            )
+        return self.solve_objectives(jm, ObjectiveSolver(jm.model, jm.x), margin)
+
+    def solve_objectives(self, jm, solver: ObjectiveSolver, margin: float) -> EquivalenceResult:
+        """Decide each objective in turn; time-outs get a second pass with the time left."""
+        t = time.perf_counter()
+        bounds: dict[tuple, float] = {}
+        pending = list(self.objectives)
+        condition = None  # the class i whose "top class of f" constraints are in the model
+        self.progress.task("milp", len(pending))
+        for attempt in range(2):
+            undecided = []
+            for n, obj in enumerate(pending):
+                share = self.left() / (len(pending) - n)
+                if share <= 0:
+                    undecided.append(obj)
+                    continue
+                if self.mode == "linf":
+                    expr = linf_objective(jm, *obj)
+                else:
+                    if condition != obj[0]:
+                        condition = obj[0]
+                        set_top1_condition(jm, condition)
+                    expr = top1_objective(jm, *obj)
+                out = solver.solve(expr, self.tol, margin, share)
+                bounds[obj] = min(bounds.get(obj, np.inf), out.upper_bound)
+                if out.decision is Decision.FOUND and out.x is not None:
+                    cex = self.counterexample(out.x, "milp")
+                    if cex is not None:
+                        self.timed("milp", t)
+                        return self.finish(
+                            EquivalenceStatus.NOT_EQUIVALENT,
+                            np.inf,
+                            cex,
+                            milps=solver.solves,
+                            proven=sum(b <= self.tol for b in bounds.values()),
+                            reason="found by the MILP",
+                        )
+                if out.decision is Decision.PROVEN:
+                    self.progress.advance(1, f"{obj}: <= {out.upper_bound:.2g}")
+                else:
+                    undecided.append(obj)
+            pending = undecided
+            if not pending or self.left() <= 0 or attempt == 1:
+                break
+        self.timed("milp", t)
+        proven = len(self.objectives) - len(pending)
+        upper = max(bounds.values()) if bounds and not pending else np.inf
+        if pending:
+            upper = max(bounds.get(o, np.inf) for o in self.objectives)
+            return self.finish(
+                EquivalenceStatus.UNKNOWN,
+                max(upper, self.lower),
+                milps=solver.solves,
+                proven=proven,
+                reason=f"{len(pending)} objective(s) undecided in the time limit",
+            )
+        return self.finish(
+            EquivalenceStatus.EQUIVALENT,
+            min(upper, self.tol),
+            milps=solver.solves,
+            proven=proven,
+            reason="every objective proven by the MILP",
+        )

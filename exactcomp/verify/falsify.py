@@ -1,0 +1,123 @@
+"""Cheap falsification: look for an input where two networks differ before any MILP.
+
+Most non-equivalent pairs are caught here in milliseconds: a few thousand float64 forward
+passes (uniform points, box corners, data points) and a projected gradient ascent on each
+objective. The MILP is only needed to *prove* equivalence, or to find a difference hiding in
+a region too small for sampling to hit.
+
+The objectives (``s`` a sign, ``e_i`` a unit vector):
+
+* ``linf``: ``phi_{i,s}(x) = s (f_i(x) - g_i(x))``; the pair differs iff some ``phi > tol``.
+* ``top1``: ``psi(x) = max_j g_j(x) - max_{i in argmax f(x)} g_i(x)`` (how far ``g`` prefers
+  another class over every top class of ``f``); the gradient ascent works on the smooth
+  surrogate ``g_j - g_i - lam * (max_k f_k - f_i)`` for a pair ``(i, j)``.
+
+Gradients are exact for a ReLU network at a point where no pre-activation is 0 (backprop
+through the activation masks, in numpy); at a kink it is one of the one-sided gradients,
+which is all a heuristic search needs. Every point returned is inside the box.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..domain import Box
+from ..network import Network
+
+CORNER_LIMIT = 10  # enumerate all 2^n corners up to this many inputs, else sample corners
+
+
+def candidate_points(box: Box, n: int, rng: np.random.Generator, data=None) -> np.ndarray:
+    """Uniform points, the centre, box corners (all when few) and the data rows in the box."""
+    parts = [box.sample(n, rng), box.center[None, :]]
+    d = box.dim
+    if d <= CORNER_LIMIT:
+        bits = (np.arange(2**d)[:, None] >> np.arange(d)[None, :]) & 1
+    else:
+        bits = rng.integers(0, 2, size=(min(n, 4096), d))
+    parts.append(np.where(bits == 1, box.upper, box.lower))
+    # Points near the corners: a difference confined to a corner region is found here.
+    near = np.where(bits == 1, box.upper, box.lower)
+    shrink = rng.random(near.shape) * 0.1
+    parts.append(near + (box.center - near) * shrink)
+    if data is not None:
+        rows = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
+        if rows.shape[1] == d:
+            parts.append(rows[box.contains(rows)])
+    return np.concatenate(parts, axis=0)
+
+
+def top1_disagreement(fx: np.ndarray, gx: np.ndarray) -> np.ndarray:
+    """``max_j g_j - max_{i in argmax f} g_i`` per row; 0 when ``g`` ranks a top class of ``f``
+    first (ties in ``f`` are settled in ``g``'s favour), positive when they disagree."""
+    fx, gx = np.atleast_2d(fx), np.atleast_2d(gx)
+    top_f = fx == fx.max(axis=1, keepdims=True)
+    best_g_on_top_f = np.where(top_f, gx, -np.inf).max(axis=1)
+    return gx.max(axis=1) - best_g_on_top_f
+
+
+def _backprop(net: Network, x: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Gradient w.r.t. ``x`` of ``sum_i coef[r, i] * net(x_r)_i`` for every row ``r``."""
+    masks = [
+        z > 0 if layer.relu else None
+        for layer, z in zip(net.layers, net.preactivations(x), strict=True)
+    ]
+    grad = np.array(coef, dtype=np.float64)
+    for layer, mask in zip(reversed(net.layers), reversed(masks), strict=True):
+        if mask is not None:
+            grad = grad * mask
+        grad = grad @ layer.weight
+    return grad
+
+
+def ascend(
+    f: Network,
+    g: Network,
+    box: Box,
+    starts: np.ndarray,
+    coef_fn,
+    steps: int = 40,
+) -> np.ndarray:
+    """Projected signed-gradient ascent from ``starts``; returns the final points (in the box).
+
+    ``coef_fn(fx, gx) -> (cf, cg)`` gives, per row, the output weights of the objective
+    ``cf . f(x) + cg . g(x)`` to climb at the current point (so piecewise objectives such as
+    the top-1 surrogate can switch their active pieces as the point moves).
+    """
+    x = box.clip(np.array(starts, dtype=np.float64))
+    width = box.upper - box.lower
+    for t in range(steps):
+        step = width * (0.25 * (1.0 - t / steps) + 0.01)
+        cf, cg = coef_fn(f.forward(x), g.forward(x))
+        grad = _backprop(f, x, cf) + _backprop(g, x, cg)
+        x = box.clip(x + step * np.sign(grad))
+    return x
+
+
+def linf_coefficients(m: int, i: int, s: float):
+    """Coefficient function of ``s (f_i - g_i)`` for :func:`ascend`."""
+    e = np.zeros(m)
+    e[i] = s
+
+    def coef(fx: np.ndarray, gx: np.ndarray):
+        return np.broadcast_to(e, fx.shape), np.broadcast_to(-e, gx.shape)
+
+    return coef
+
+
+def top1_coefficients(i: int, j: int, lam: float = 1.0):
+    """Coefficient function of ``g_j - g_i - lam (max_k f_k - f_i)`` for :func:`ascend`."""
+
+    def coef(fx: np.ndarray, gx: np.ndarray):
+        n, m = fx.shape
+        cg = np.zeros((n, m))
+        cg[:, j] += 1.0
+        cg[:, i] -= 1.0
+        cf = np.zeros((n, m))
+        k = fx.argmax(axis=1)
+        behind = fx[np.arange(n), k] > fx[:, i]
+        cf[np.arange(n)[behind], k[behind]] -= lam
+        cf[behind, i] += lam
+        return cf, cg
+
+    return coef

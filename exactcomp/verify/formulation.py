@@ -1,0 +1,125 @@
+r"""The equivalence MILP: two networks encoded on one shared input, in Pyomo.
+
+Formulation
+-----------
+One input vector :math:`x \in [\ell, u]` (the box) feeds both networks, each encoded with the
+big-M formulation of :mod:`exactcomp.milp.encoding` using its own sound pre-activation bounds
+(so the stable neurons of either network need no binary). Let :math:`y^f, y^g` be the output
+variables (the pre-activations of the last layers; a network whose last layer has a ReLU gets
+an identity layer appended first, so its output is again a pre-activation).
+
+``linf`` mode, one objective per output :math:`i` and sign :math:`s \in \{+1, -1\}`:
+
+.. math::
+
+    \varphi_{i,s}^* = \max_{x, \text{encodings}} \; s\,(y^f_i - y^g_i).
+
+Because the encodings are exact (every feasible :math:`x` has exactly one feasible completion,
+the true activations), :math:`\max_x \|f(x) - g(x)\|_\infty = \max_{i,s} \varphi_{i,s}^*`.
+
+``top1`` mode, one objective per ordered pair :math:`i \ne j`:
+
+.. math::
+
+    \psi_{ij}^* = \max \; y^g_j - y^g_i \quad \text{s.t.} \quad y^f_i \ge y^f_k \;\; \forall k,
+
+(":math:`i` is a top class of :math:`f`, and :math:`g` prefers :math:`j` to it").
+:math:`\max_x \big(\max_j g_j - \max_{i \in \arg\max f} g_i\big) = \max_{i \ne j} \psi^*_{ij}`
+(clipped below at 0), so the top-1 question decomposes exactly into these pair problems.
+
+Every objective is posed to the solver as a *minimisation* of its negation (HiGHS' cut-off
+options are defined for minimisation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyomo.environ as pyo
+
+from ..bounds import Bounds, interval_bounds
+from ..domain import Box
+from ..milp.encoding import add_input, add_network
+from ..network import Layer, Network
+from ..tolerances import DEFAULT, Tolerances
+
+
+def best_bounds(net: Network, box: Box, tol: Tolerances = DEFAULT) -> list[Bounds]:
+    """The tightest sound pre-activation bounds we can compute cheaply (linear, else interval)."""
+    try:
+        from ..bounds.linear import linear_bounds
+    except ImportError:  # pragma: no cover - the linear bounds module is optional
+        return interval_bounds(net, box, tol=tol)
+    return linear_bounds(net, box, tol=tol)
+
+
+def with_linear_output(net: Network) -> Network:
+    """``net`` itself, or ``net`` followed by an identity layer when its last layer has a ReLU,
+    so that the network's output is always the pre-activation of its last layer."""
+    if not net.layers[-1].relu:
+        return net
+    m = net.output_size
+    return net.replace_layers(net.layers + (Layer(np.eye(m), np.zeros(m), relu=False),))
+
+
+@dataclass(frozen=True, eq=False)
+class JointModel:
+    """Both networks on one input. ``yf``/``yg`` are the output variables; ``out_bounds``
+    are the sound a-priori bounds on them (``(lo, hi)`` per network); ``scale`` is the largest
+    output bound magnitude (the ``M`` of the solver margin); ``binaries`` counts the ReLUs
+    that needed a binary."""
+
+    model: pyo.ConcreteModel
+    x: pyo.Var
+    yf: pyo.Var
+    yg: pyo.Var
+    out_bounds: tuple[Bounds, Bounds]
+    scale: float
+    binaries: int
+
+
+def build_joint_model(
+    f: Network, g: Network, box: Box, bounds_f: list[Bounds], bounds_g: list[Bounds]
+) -> JointModel:
+    """Encode ``f`` and ``g`` on one input ``x`` in ``box`` (see the module docstring).
+
+    ``bounds_f``/``bounds_g`` are sound pre-activation bounds of every layer of
+    ``with_linear_output(f)``/``with_linear_output(g)``.
+    """
+    f, g = with_linear_output(f), with_linear_output(g)
+    model = pyo.ConcreteModel(name="equivalence")
+    x = add_input(model, box)
+    model.f = pyo.Block()
+    model.g = pyo.Block()
+    yf = add_network(model.f, f, x, bounds_f)[-1]
+    yg = add_network(model.g, g, x, bounds_g)[-1]
+    model.obj = pyo.Objective(expr=0.0, sense=pyo.minimize)
+    ends = [bounds_f[-1], bounds_g[-1]]
+    scale = max(float(np.max(np.abs(np.concatenate(b)))) for b in ends)
+    binaries = sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
+    return JointModel(model, x, yf, yg, (ends[0], ends[1]), scale, binaries)
+
+
+def linf_objective(jm: JointModel, i: int, s: float):
+    """The expression minimised for objective ``(i, s)``: ``-s (y^f_i - y^g_i)``."""
+    return -s * (jm.yf[i] - jm.yg[i])
+
+
+def set_top1_condition(jm: JointModel, i: int) -> None:
+    """Replace the "``i`` is a top class of ``f``" constraints: ``y^f_i >= y^f_k`` for all k."""
+    model = jm.model
+    if model.component("top1") is not None:
+        model.del_component("top1")
+    others = [k for k in range(len(jm.yf)) if k != i]
+    model.top1 = pyo.Constraint(others, rule=lambda _, k: jm.yf[i] >= jm.yf[k])
+
+
+def top1_objective(jm: JointModel, i: int, j: int):
+    """The expression minimised for the pair ``(i, j)``: ``-(y^g_j - y^g_i)``."""
+    return -(jm.yg[j] - jm.yg[i])
+
+
+def set_objective(jm: JointModel, expr) -> None:
+    """Make ``expr`` the (minimised) objective of the model."""
+    jm.model.obj.set_value(expr)

@@ -1,0 +1,189 @@
+r"""Re-check the stability claims a compression rests on, independently of the compressor.
+
+A compressed network is exact only if every neuron it removed was truly inactive and every
+neuron it folded truly active on the domain. This module re-proves each such claim from
+scratch, trusting nothing in the report but the claims themselves:
+
+1. **fresh bounds**: interval arithmetic, then linear (CROWN-style) bounds, computed here from
+   the original weights and the box. An INACTIVE claim holds if :math:`u_{kj} \le 0`, an ACTIVE
+   claim if :math:`l_{kj} \ge 0` (the bounds are padded, so this is sound).
+2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
+   the fresh bounds as big-M constants (tightened only by claims *this module* has already
+   re-proven, layer by layer), and the solver decides
+   :math:`\max z_{kj} \le 0` (INACTIVE) or :math:`\max (-z_{kj}) \le 0` (ACTIVE) with the margin
+   ``solver_abs + solver_rel * M`` (:mod:`exactcomp.verify.solve`). A solver incumbent on the
+   wrong side is re-evaluated in float64: if it reproduces, the claim is *refuted*.
+3. **witnesses** of UNSTABLE claims are evaluated by a float64 forward pass: the neuron must be
+   positive at its positive witness and negative at its negative one, with the witness margin.
+
+A claim that is neither re-proven nor refuted in the time limit is listed as a failure with
+``refuted=False``. (That each fold is algebraically exact is checked by comparing the rewritten
+network with the original on the domain: :func:`exactcomp.verify.verify_equivalence`.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..bounds import Bounds, interval_bounds
+from ..domain import Box
+from ..milp.encoding import build_prefix_model
+from ..network import Network
+from ..progress import SILENT, Progress
+from ..tolerances import DEFAULT, Tolerances
+from ..verdicts import StabilityReport, Verdict
+from .formulation import best_bounds
+from .result import ClaimFailure, RecheckResult
+from .solve import Decision, ObjectiveSolver
+
+
+def recheck_certificates(
+    original: Network,
+    report: StabilityReport,
+    box: Box | Sequence[Box],
+    *,
+    time_limit: float = 60.0,
+    tol: Tolerances = DEFAULT,
+    progress: Progress = SILENT,
+) -> RecheckResult:
+    """Re-prove every INACTIVE/ACTIVE claim of ``report`` and re-check every UNSTABLE witness.
+
+    Parameters
+    ----------
+    original:
+        The network the report describes (before compression).
+    report:
+        The stability report the compression used.
+    box:
+        The domain of the report (a union of boxes: each claim must hold on every box).
+    time_limit:
+        Seconds for all the MILPs together; claims left when it runs out are failures that
+        were not refuted.
+    tol:
+        Margins for bounds, the solver and witnesses.
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit
+    boxes = [box] if isinstance(box, Box) else list(box)
+    checked = {"interval": 0, "linear": 0, "milp": 0, "witness": 0}
+    failures: list[ClaimFailure] = []
+    milps = 0
+    claims = _claims(report)
+    progress.task("re-checking certificates", len(claims))
+    open_claims = set(claims)
+    for b in boxes:
+        b.check_size(original.input_size)
+        proven, refuted, n = _recheck_box(original, report, b, claims, deadline, tol, checked)
+        milps += n
+        failures += [f for f in refuted if (f.layer, f.neuron) in open_claims]
+        open_claims -= {(f.layer, f.neuron) for f in refuted}
+        for key in [c for c in open_claims if c not in proven]:
+            k, j = key
+            failures.append(ClaimFailure(k, j, claims[key].name, False, "not re-proven in time"))
+            open_claims.discard(key)
+    progress.advance(len(claims))
+    failures += _check_witnesses(original, report, boxes, tol, checked)
+    failures.sort(key=lambda c: (c.layer, c.neuron))
+    return RecheckResult(checked, tuple(failures), time.perf_counter() - t0, milps)
+
+
+def _claims(report: StabilityReport) -> dict[tuple[int, int], Verdict]:
+    """The stability claims (INACTIVE/ACTIVE) of the report, by (layer, neuron)."""
+    out = {}
+    for ls in report.layers:
+        for j in np.flatnonzero(np.isin(ls.verdict, (Verdict.INACTIVE, Verdict.ACTIVE))):
+            out[(ls.layer, int(j))] = Verdict(int(ls.verdict[j]))
+    return out
+
+
+def _holds(v: Verdict, b: Bounds, j: int) -> bool:
+    return bool(b[1][j] <= 0.0) if v == Verdict.INACTIVE else bool(b[0][j] >= 0.0)
+
+
+def _recheck_box(net, report, box, claims, deadline, tol, checked):
+    """Re-prove the claims on one box; returns (proven keys, refutations, MILPs solved)."""
+    fresh_i = interval_bounds(net, box, tol=tol)
+    fresh = best_bounds(net, box, tol)
+    proven: set[tuple[int, int]] = set()
+    refuted: list[ClaimFailure] = []
+    milps = 0
+    for key, v in claims.items():
+        k, j = key
+        if _holds(v, fresh_i[k], j):
+            proven.add(key)
+            checked["interval"] += 1
+        elif _holds(v, fresh[k], j):
+            proven.add(key)
+            checked["linear"] += 1
+    # Layer by layer, so that claims re-proven in earlier layers tighten the big-Ms of later ones.
+    bounds = [(lo.copy(), hi.copy()) for lo, hi in fresh]
+    for k in sorted({k for k, _ in claims}):
+        todo = [(j, claims[(kk, j)]) for kk, j in claims if kk == k and (kk, j) not in proven]
+        if todo:
+            model, zk = build_prefix_model(net, box, k, bounds)
+            solver = ObjectiveSolver(model, model.x)
+            for n, (j, v) in enumerate(todo):
+                left = (deadline - time.perf_counter()) / (len(todo) - n)
+                if left <= 0:
+                    break
+                s = 1.0 if v == Verdict.INACTIVE else -1.0  # maximise s * z: must be <= 0
+                m = max(abs(bounds[k][0][j]), abs(bounds[k][1][j]), 1.0)
+                margin = tol.solver_abs + tol.solver_rel * m
+                out = solver.solve(-s * zk[j], 0.0, margin, left)
+                milps += 1
+                if out.decision is Decision.PROVEN:
+                    proven.add((k, j))
+                    checked["milp"] += 1
+                elif out.decision is Decision.FOUND and out.x is not None:
+                    z = net.preactivations(box.clip(out.x))[k][0, j]
+                    if s * z > 0:
+                        refuted.append(
+                            ClaimFailure(k, j, v.name, True, f"z = {z:.6g} at a MILP input")
+                        )
+        for j in range(len(bounds[k][0])):
+            v = claims.get((k, j))
+            if v is not None and (k, j) in proven:
+                bounds[k][1 if v == Verdict.INACTIVE else 0][j] = 0.0
+    return proven, refuted, milps
+
+
+def _check_witnesses(net, report, boxes, tol, checked) -> list[ClaimFailure]:
+    """Every UNSTABLE claim needs a positive and a negative witness inside the domain."""
+    failures = []
+    wit = np.asarray(report.witnesses, dtype=np.float64)
+    inside = np.zeros(len(wit), dtype=bool)
+    for b in boxes:
+        if len(wit):
+            inside |= b.contains(wit)
+    pre = net.preactivations(wit) if len(wit) else None
+    for ls in report.layers:
+        layer = net.layers[ls.layer]
+        for j in ls.indices(Verdict.UNSTABLE):
+            ok, detail = True, ""
+            for idx, sign in ((ls.witness_pos[j], 1.0), (ls.witness_neg[j], -1.0)):
+                if idx < 0 or idx >= len(wit) or not inside[idx]:
+                    ok, detail = False, f"no {'positive' if sign > 0 else 'negative'} witness"
+                    break
+                z = pre[ls.layer][idx, j]
+                h = (
+                    np.abs(wit[idx])
+                    if ls.layer == 0
+                    else np.abs(_input_of(net, pre, ls.layer, idx))
+                )
+                scale = float(np.abs(layer.weight[j]) @ h + abs(layer.bias[j]))
+                if not sign * z > tol.witness * (1.0 + scale):
+                    ok, detail = False, f"witness {idx} gives z = {z:.3g}"
+                    break
+            if ok:
+                checked["witness"] += 1
+            else:
+                failures.append(ClaimFailure(ls.layer, int(j), "UNSTABLE", False, detail))
+    return failures
+
+
+def _input_of(net: Network, pre: list[np.ndarray], k: int, row: int) -> np.ndarray:
+    z = pre[k - 1][row]
+    return np.maximum(z, 0.0) if net.layers[k - 1].relu else z

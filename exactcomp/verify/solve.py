@@ -1,0 +1,140 @@
+r"""Solving one equivalence objective with HiGHS, and reading the answer soundly.
+
+Each objective :math:`\varphi` (see :mod:`exactcomp.verify.formulation`) is solved as
+:math:`\min -\varphi` with two HiGHS cut-offs, so that the solver stops as soon as the question
+"is :math:`\max \varphi \le \tau`?" is decided rather than at the optimum:
+
+* ``objective_bound = -p`` with :math:`p = \tau - \mu` prunes every node whose relaxation
+  proves :math:`\varphi \le p`; if nothing is left (status *infeasible* or *objective bound*
+  without an incumbent above :math:`p`) then :math:`\max \varphi \le p`, and so
+  :math:`\le \tau` even if the solver's tolerances shifted the bound by up to :math:`\mu`.
+* ``objective_target = -(\tau + \mu)`` stops at the first incumbent with
+  :math:`\varphi \ge \tau + \mu`; its input is only a *candidate*: the caller re-evaluates it
+  in float64 with the original weights before calling it a counterexample.
+
+The margin is :math:`\mu = \text{solver\_abs} + \text{solver\_rel} \cdot M` with :math:`M` the
+largest a-priori output magnitude (:class:`~exactcomp.tolerances.Tolerances`). Every other
+status (time limit, iteration limit, numerical trouble, "unknown") is UNDECIDED, never proven.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from pyomo.contrib.solver.common.results import TerminationCondition as TC
+from pyomo.contrib.solver.solvers.highs import Highs
+
+
+class Decision(Enum):
+    PROVEN = "proven"  # max phi <= tau (with margin)
+    FOUND = "found"  # an incumbent with phi >= tau + margin (to be re-checked in float64)
+    UNDECIDED = "undecided"
+
+
+@dataclass(frozen=True, eq=False)
+class SolveOutcome:
+    """One solve: the decision, the proven upper bound on ``max phi`` (``inf`` if none; the
+    margin already added), the solver's incumbent input (``None`` if none) and its status."""
+
+    decision: Decision
+    upper_bound: float
+    x: np.ndarray | None
+    status: str
+    seconds: float
+
+
+def decide(
+    condition: TC,
+    incumbent: float | None,
+    dual: float | None,
+    prove_at: float,
+    find_at: float,
+    margin: float,
+) -> tuple[Decision, float]:
+    """Map a solver answer for ``min -phi`` to a decision and a proven bound on ``max phi``.
+
+    ``incumbent``/``dual`` are the solver's primal and dual objective values of ``min -phi``
+    (``None`` when absent). Pure, so the soundness rules can be tested without a solver.
+    """
+    phi_inc = -incumbent if incumbent is not None and np.isfinite(incumbent) else None
+    phi_dual = -dual if dual is not None and np.isfinite(dual) else None
+    if condition in (TC.provenInfeasible, TC.infeasibleOrUnbounded, TC.objectiveLimit):
+        if phi_inc is not None and phi_inc >= find_at:
+            return Decision.FOUND, np.inf
+        if condition is not TC.objectiveLimit or phi_inc is None or phi_inc <= prove_at:
+            # Everything with phi > prove_at was pruned: the cut-off proved the bound.
+            return Decision.PROVEN, prove_at + margin
+        return Decision.UNDECIDED, np.inf
+    if condition is TC.convergenceCriteriaSatisfied and phi_dual is not None:
+        bound = max(phi_dual, prove_at) + margin
+        if phi_inc is not None and phi_inc >= find_at:
+            return Decision.FOUND, bound
+        if phi_dual <= prove_at:
+            return Decision.PROVEN, prove_at + margin
+        return Decision.UNDECIDED, bound
+    # Time limit or any other status: nothing is proven. A finite dual bound still bounds the
+    # region the cut-off left open; the pruned region has phi <= prove_at.
+    if phi_inc is not None and phi_inc >= find_at:
+        return Decision.FOUND, np.inf
+    bound = max(phi_dual, prove_at) + margin if phi_dual is not None else np.inf
+    return Decision.UNDECIDED, bound
+
+
+class ObjectiveSolver:
+    """A persistent HiGHS instance on one Pyomo model; only the objective changes.
+
+    ``model`` must have a minimised objective component ``obj`` and input variables ``x``
+    (indexed ``0..n-1``) whose values at an incumbent are returned as the candidate input.
+    """
+
+    def __init__(self, model, x, threads: int | None = 1) -> None:
+        self.model, self.x = model, x
+        self.opt = Highs()
+        self.threads = threads
+        self.solves = 0
+
+    def _run(self, time_limit: float, options: dict):
+        """The raw solver call (a seam for tests that simulate solver failures)."""
+        return self.opt.solve(
+            self.model,
+            time_limit=max(time_limit, 0.01),
+            threads=self.threads,
+            solver_options=options,
+            load_solutions=False,
+            raise_exception_on_nonoptimal_result=False,
+        )
+
+    def solve(self, expr, tau: float, margin: float, time_limit: float) -> SolveOutcome:
+        """Decide ``max phi <= tau`` for the objective ``min expr`` (``expr = -phi``)."""
+        self.model.obj.set_value(expr)
+        prove_at, find_at = tau - margin, tau + margin
+        options = {
+            "output_flag": False,
+            "objective_bound": -prove_at,
+            "objective_target": -find_at,
+            "mip_rel_gap": 0.0,
+        }
+        t0 = time.perf_counter()
+        res = self._run(time_limit, options)
+        self.solves += 1
+        decision, bound = decide(
+            res.termination_condition,
+            res.incumbent_objective,
+            res.objective_bound,
+            prove_at,
+            find_at,
+            margin,
+        )
+        x = None
+        if res.incumbent_objective is not None:
+            try:
+                values = res.solution_loader.get_vars(list(self.x.values()))
+                x = np.array([values[v] for v in self.x.values()], dtype=np.float64)
+            except Exception:  # noqa: BLE001 - no readable solution is just "no candidate"
+                x = None
+        return SolveOutcome(
+            decision, bound, x, res.termination_condition.name, time.perf_counter() - t0
+        )

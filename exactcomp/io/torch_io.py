@@ -249,7 +249,7 @@ def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
 
 
 def _is_leaf_layer(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear | nn.ReLU | _SKIPPED_MODULES)
+    return isinstance(module, (nn.Linear, nn.ReLU, *_SKIPPED_MODULES))
 
 
 def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:

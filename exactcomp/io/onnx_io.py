@@ -139,13 +139,13 @@ class _Comparison:
         self.allowed_at_worst = float(allowed[i]) if i is not None else 0.0
 
 
-def _partial_sum_size(net: Network, x: np.ndarray) -> np.ndarray:
+def partial_sum_size(net: Network, x: np.ndarray) -> np.ndarray:
     """``S(x)`` per row of ``x``: the largest ``|W_k| |h_{k-1}| + |b_k|`` entry, or ``|x|``."""
     h = x
-    size = np.abs(x).max(axis=1)
+    size = np.abs(x).max(axis=1, initial=0.0)
     for layer in net.layers:
         size = np.maximum(
-            size, (np.abs(h) @ np.abs(layer.weight).T + np.abs(layer.bias)).max(axis=1)
+            size, (np.abs(h) @ np.abs(layer.weight).T + np.abs(layer.bias)).max(axis=1, initial=0.0)
         )
         h = h @ layer.weight.T + layer.bias
         if layer.relu:
@@ -201,7 +201,7 @@ def compare_with_onnxruntime(
         )
     weight_dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype(np.float32)
     u = max(np.finfo(dt).eps, np.finfo(weight_dt).eps) / 2
-    allowed = 64 * u * len(net.layers) * _partial_sum_size(net, x64)[:, None] + 1e-12
+    allowed = 64 * u * len(net.layers) * partial_sum_size(net, x64)[:, None] + 1e-12
     return _Comparison(np.abs(got - want), allowed)
 
 

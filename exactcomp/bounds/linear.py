@@ -43,12 +43,18 @@ and offsets themselves are covered by the same term (their error is ``eps`` rela
 
 Measured tightness
 ------------------
-Random 10-100-100 network, weights ``N(0, 1/sqrt(fan_in))`` with 70% set to zero (l1-like
-sparsity), box ``[0, 1]^10``; mean width of the layer-1 pre-activation bounds::
+Mean width of the second layer's pre-activation bounds on random 10-100-100 networks
+(ReLU after both layers), box ``[0, 1]^10``, three seeds each; "sampled" is the observed range
+over 200,000 uniform points (a lower estimate of the true range)::
 
-    interval 5.27   linear 3.39   LP 2.97   sampled (200k points) 1.15
+    weights N(0, 1/fan_in), 70% zeroed, bias N(0, 0.1)   (python -m exactcomp.bounds.linear)
+        interval 0.90 / 0.73 / 1.03   linear 0.65 / 0.54 / 0.73
+        LP       0.56 / 0.48 / 0.62   sampled 0.39 / 0.32 / 0.43
+    weights Laplace(0, 1) with |w| < 0.7 set to 0 (50% zeros), bias N(0, 1)
+        interval 361 / 369 / 358      linear 188 / 202 / 198
+        LP       169 / 174 / 169      sampled 83 / 85 / 83
 
-(``python -m exactcomp.bounds.linear``; see :func:`_demo`).
+Linear bounds cost ~0.05 s for the whole layer; LP tightening ~10 ms per neuron and side.
 """
 
 from __future__ import annotations

@@ -316,6 +316,21 @@ def test_unsupported_operator_is_named(tmp_path, op):
         _load(tmp_path, _model(nodes, inits, [1, 3], out_shape))
 
 
+def test_dropout_mask_output_is_refused(tmp_path):
+    n = helper.make_node
+    nodes = [n("Dropout", ["x"], ["d", "mask"], name="drop"), n("Cast", ["mask"], ["y"], to=1)]
+    with pytest.raises(UnsupportedModelError, match="'drop'.*output #1"):
+        _load(tmp_path, _model(nodes, {}, [1, 3], [1, 3]))
+
+
+def test_dynamic_batch_with_a_hard_coded_reshape(tmp_path):
+    """onnxruntime then refuses batches of several rows; the check falls back to one row."""
+    n = helper.make_node
+    nodes = [n("Reshape", ["x", "s"], ["r"]), n("Gemm", ["r", "W"], ["y"])]
+    inits = {"s": np.array([1, 3], np.int64), "W": _w(3, 2)}
+    assert _load(tmp_path, _model(nodes, inits, ["N", 3], [1, 2])).describe() == "3-2"
+
+
 def test_unused_unsupported_node_is_ignored(tmp_path):
     n = helper.make_node
     model = _model(

@@ -20,6 +20,7 @@ and so useless as a check.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +128,23 @@ def load_onnx(
 
 
 # ----------------------------------------------------------------------------- checking
-class _Comparison:
-    """Largest IR-vs-onnxruntime difference and how far it exceeds the allowance."""
+@dataclass(frozen=True)
+class Comparison:
+    """Largest IR-vs-onnxruntime difference, and by how much the worst entry exceeds its
+    allowance (``excess > 0`` means the two disagree)."""
 
-    def __init__(self, diff: np.ndarray, allowed: np.ndarray) -> None:
+    max_abs_diff: float
+    excess: float
+    allowed_at_worst: float
+
+    @classmethod
+    def of(cls, diff: np.ndarray, allowed: np.ndarray) -> Comparison:
         allowed = np.broadcast_to(allowed, diff.shape)
-        self.max_abs_diff = float(diff.max(initial=0.0))
-        ratio = diff - allowed
-        i = np.unravel_index(int(np.argmax(ratio)), ratio.shape) if ratio.size else None
-        self.excess = float(ratio[i]) if i is not None else 0.0
-        self.allowed_at_worst = float(allowed[i]) if i is not None else 0.0
+        if diff.size == 0:
+            return cls(0.0, -1.0, 0.0)
+        over = diff - allowed
+        i = np.unravel_index(int(np.argmax(over)), over.shape)
+        return cls(float(diff.max()), float(over[i]), float(allowed[i]))
 
 
 def partial_sum_size(net: Network, x: np.ndarray) -> np.ndarray:
@@ -157,6 +165,23 @@ def _feed_shape(dims: Dims, batch: int) -> tuple[int, ...]:
     return tuple(batch if not isinstance(d, int) else d for d in dims)
 
 
+def _run_session(sess: Any, xin: np.ndarray, name: str, shape: Dims) -> np.ndarray:
+    """Outputs for each row of ``xin``, shape ``(rows, outputs)``: batched when the batch is
+    dynamic (falling back to one row at a time if the graph insists on batch 1)."""
+    try:
+        if len(shape) >= 2 and not isinstance(shape[0], int):
+            try:
+                out = sess.run(None, {name: xin.reshape(_feed_shape(shape, len(xin)))})[0]
+                return np.asarray(out, dtype=np.float64).reshape(len(xin), -1)
+            except Exception:  # noqa: BLE001 - e.g. a Reshape that hard-codes batch 1
+                pass
+        one = _feed_shape(shape, 1)
+        rows = [sess.run(None, {name: row.reshape(one)})[0] for row in xin]
+        return np.asarray(rows, dtype=np.float64).reshape(len(xin), -1)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise InputFileError(f"onnxruntime fails to run the model: {exc}") from None
+
+
 def compare_with_onnxruntime(
     model: bytes | str | Path,
     net: Network,
@@ -164,7 +189,7 @@ def compare_with_onnxruntime(
     input_name: str,
     input_shape: Dims,
     input_dtype: str,
-) -> _Comparison:
+) -> Comparison:
     """Run ``model`` in onnxruntime on the rows of ``x`` and compare with ``net`` in float64.
 
     The IR is evaluated on the inputs rounded to ``input_dtype`` (what onnxruntime sees), so
@@ -184,14 +209,7 @@ def compare_with_onnxruntime(
         raise InputFileError(f"onnxruntime cannot run the model: {exc}") from None
     dt = np.dtype(input_dtype)
     xin = np.asarray(x, dtype=np.float64).astype(dt)
-    dynamic_batch = len(input_shape) >= 2 and not isinstance(input_shape[0], int)
-    if dynamic_batch:
-        out = sess.run(None, {input_name: xin.reshape(_feed_shape(input_shape, len(xin)))})[0]
-        got = np.asarray(out, dtype=np.float64).reshape(len(xin), -1)
-    else:
-        shape = _feed_shape(input_shape, 1)
-        rows = [sess.run(None, {input_name: row.reshape(shape)})[0] for row in xin]
-        got = np.asarray(rows, dtype=np.float64).reshape(len(xin), -1)
+    got = _run_session(sess, xin, input_name, input_shape)
     x64 = xin.astype(np.float64)
     want = net.forward(x64)
     if got.shape != want.shape:
@@ -202,7 +220,7 @@ def compare_with_onnxruntime(
     weight_dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype(np.float32)
     u = max(np.finfo(dt).eps, np.finfo(weight_dt).eps) / 2
     allowed = 64 * u * len(net.layers) * partial_sum_size(net, x64)[:, None] + 1e-12
-    return _Comparison(np.abs(got - want), allowed)
+    return Comparison.of(np.abs(got - want), allowed)
 
 
 # ----------------------------------------------------------------------------- writing

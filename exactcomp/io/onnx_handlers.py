@@ -1,0 +1,278 @@
+"""The ONNX operators the reader understands, each as a handler on constants and affine values.
+
+A handler receives the lowering state, the node's attributes and its input values (numpy
+constants or :class:`~exactcomp.io.onnx_ops.Affine`), and returns its output values. The
+only handler with a side effect is ``Relu``, which commits the affine function built so far
+as a layer (:meth:`LoweringState.commit`). Anything not affine raises
+:class:`~exactcomp.errors.UnsupportedModelError`; the driver in
+:mod:`exactcomp.io.onnx_graph` adds the node's name to the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..errors import UnsupportedModelError
+from ..network import Layer
+from . import onnx_ops as ops
+from .onnx_ops import Affine, Value
+
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.FLOAT16: "float16",
+}
+
+
+@dataclass
+class LoweringState:
+    """Mutable state of one symbolic run: the layers committed so far (one per run)."""
+
+    layers: list[Layer] = field(default_factory=list)
+
+    def commit(self, v: Affine, relu: bool) -> Affine:
+        """Close the affine function ``v`` as a layer; return the identity on its output."""
+        if v.base != len(self.layers):
+            raise UnsupportedModelError(
+                "uses a tensor from before an earlier ReLU (skip connections are not supported)"
+            )
+        n = v.lin.shape[0]
+        self.layers.append(Layer(v.lin.reshape(n, -1).T, v.off.reshape(-1), relu))
+        return Affine.identity(v.shape, len(self.layers))
+
+    def is_layer_output(self, x: Affine) -> bool:
+        """True when ``x`` is exactly the output of the last committed layer, merely re-laid out."""
+        return x.pure and x.base == len(self.layers) and x.is_identity()
+
+
+def node_attributes(node: onnx.NodeProto) -> dict[str, object]:
+    """The node's attributes as plain Python values."""
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _const(v: Value | None, what: str) -> np.ndarray:
+    if v is None:
+        raise UnsupportedModelError(f"needs {what}, which is missing")
+    if isinstance(v, Affine):
+        raise UnsupportedModelError(f"needs {what} to be a constant, but it depends on the input")
+    return np.asarray(v)
+
+
+def _ints(v: object) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.asarray(v).reshape(-1))
+
+
+def _structural(fn: Callable, x: Value, *args) -> Value:
+    if isinstance(x, Affine):
+        return x.map(fn, *args)
+    return fn(np.asarray(x), 0, *args)
+
+
+# ------------------------------------------------------------------------- operator handlers
+# Each takes (state, node attributes, input values) and returns the list of output values.
+Handler = Callable[[LoweringState, dict, list], list]
+
+
+def _identity(st: LoweringState, at: dict, xs: list) -> list:
+    return [xs[0]]
+
+
+def _dropout(st: LoweringState, at: dict, xs: list) -> list:
+    """Inference-mode dropout is the identity; the optional mask output is not supported."""
+    training = xs[2] if len(xs) > 2 else None
+    if training is not None and bool(np.any(_const(training, "a constant training_mode"))):
+        raise UnsupportedModelError("is in training mode")
+    return [xs[0]]
+
+
+def _cast(st: LoweringState, at: dict, xs: list) -> list:
+    to = int(at.get("to", 0))
+    if isinstance(xs[0], Affine):
+        if to not in FLOAT_TYPES:
+            raise UnsupportedModelError("casts an input-dependent tensor to a non-float type")
+        return [xs[0]]
+    return [np.asarray(xs[0]).astype(helper.tensor_dtype_to_np_dtype(to))]
+
+
+def _flatten(st: LoweringState, at: dict, xs: list) -> list:
+    return [_structural(ops.flatten, xs[0], int(at.get("axis", 1)))]
+
+
+def _reshape(st: LoweringState, at: dict, xs: list) -> list:
+    target = at["shape"] if "shape" in at else _const(xs[1] if len(xs) > 1 else None, "a shape")
+    return [_structural(ops.reshape, xs[0], np.asarray(target), int(at.get("allowzero", 0)))]
+
+
+def _axes(at: dict, xs: list) -> tuple[int, ...] | None:
+    if "axes" in at:
+        return _ints(at["axes"])
+    if len(xs) > 1 and xs[1] is not None:
+        return _ints(_const(xs[1], "axes"))
+    return None
+
+
+def _squeeze(st: LoweringState, at: dict, xs: list) -> list:
+    return [_structural(ops.squeeze, xs[0], _axes(at, xs))]
+
+
+def _unsqueeze(st: LoweringState, at: dict, xs: list) -> list:
+    axes = _axes(at, xs)
+    if axes is None:
+        raise UnsupportedModelError("has no axes")
+    return [_structural(ops.unsqueeze, xs[0], axes)]
+
+
+def _transpose(st: LoweringState, at: dict, xs: list) -> list:
+    perm = _ints(at["perm"]) if "perm" in at else None
+    return [_structural(ops.transpose, xs[0], perm)]
+
+
+def _no_legacy_broadcast(at: dict) -> None:
+    if "axis" in at:
+        raise UnsupportedModelError("uses the legacy (opset < 7) 'axis' broadcast")
+
+
+def _add(st: LoweringState, at: dict, xs: list) -> list:
+    _no_legacy_broadcast(at)
+    return [ops.add(xs[0], xs[1])]
+
+
+def _sub(st: LoweringState, at: dict, xs: list) -> list:
+    _no_legacy_broadcast(at)
+    return [ops.add(xs[0], ops.neg(xs[1]))]
+
+
+def _mul(st: LoweringState, at: dict, xs: list) -> list:
+    _no_legacy_broadcast(at)
+    return [ops.mul(xs[0], xs[1])]
+
+
+def _div(st: LoweringState, at: dict, xs: list) -> list:
+    _no_legacy_broadcast(at)
+    return [ops.div(xs[0], xs[1])]
+
+
+def _neg(st: LoweringState, at: dict, xs: list) -> list:
+    return [ops.neg(xs[0])]
+
+
+def _matmul(st: LoweringState, at: dict, xs: list) -> list:
+    return [ops.matmul(xs[0], xs[1])]
+
+
+def _gemm(st: LoweringState, at: dict, xs: list) -> list:
+    """``Y = alpha * A' B' + beta * C`` with ``A' = A^T`` if ``transA`` (same for ``B``)."""
+    a, b = xs[0], xs[1]
+    if int(at.get("transA", 0)):
+        a = _structural(ops.transpose, a, None)
+    if int(at.get("transB", 0)):
+        b = _structural(ops.transpose, b, None)
+    y = ops.matmul(a, b)
+    alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
+    if alpha != 1.0:
+        y = ops.mul(y, np.float64(alpha))
+    if len(xs) > 2 and xs[2] is not None:
+        y = ops.add(y, ops.mul(xs[2], np.float64(beta)))
+    return [y]
+
+
+def _relu(st: LoweringState, at: dict, xs: list) -> list:
+    x = xs[0]
+    if not isinstance(x, Affine):
+        return [ops.relu(np.asarray(x))]
+    if st.layers and st.layers[-1].relu and st.is_layer_output(x):
+        return [x]  # ReLU(ReLU(z)) = ReLU(z): no new layer
+    return [st.commit(x, relu=True)]
+
+
+def _batchnorm(st: LoweringState, at: dict, xs: list) -> list:
+    """Inference-mode batch norm: ``(x - mean) * scale / sqrt(var + eps) + B`` per channel."""
+    if int(at.get("training_mode", 0)):
+        raise UnsupportedModelError("is in training mode")
+    x = xs[0]
+    scale, bias, mean, var = (_const(v, "batch-norm statistics") for v in xs[1:5])
+    rank = len(x.shape) if isinstance(x, Affine) else np.ndim(x)
+    coef = scale.astype(np.float64) / np.sqrt(
+        var.astype(np.float64) + float(at.get("epsilon", 1e-5))
+    )
+    tail = (1,) * max(rank - 2, 0)
+    shift = bias.astype(np.float64) - mean.astype(np.float64) * coef
+    return [ops.add(ops.mul(x, coef.reshape(-1, *tail)), shift.reshape(-1, *tail))]
+
+
+def _constant(st: LoweringState, at: dict, xs: list) -> list:
+    if "value" in at:
+        return [numpy_helper.to_array(at["value"])]
+    for key in ("value_float", "value_int"):
+        if key in at:
+            return [np.asarray(at[key])]
+    for key in ("value_floats", "value_ints"):
+        if key in at:
+            return [np.asarray(list(at[key]))]
+    raise UnsupportedModelError(f"has an unsupported constant kind ({', '.join(at) or 'none'})")
+
+
+def _shape(st: LoweringState, at: dict, xs: list) -> list:
+    x = xs[0]
+    shape = np.asarray(x.shape if isinstance(x, Affine) else np.shape(x), dtype=np.int64)
+    start = int(at.get("start", 0))
+    end = at.get("end")
+    return [shape[start : None if end is None else int(end)]]
+
+
+def _gather(st: LoweringState, at: dict, xs: list) -> list:
+    data = _const(xs[0], "constant data")
+    idx = _const(xs[1], "constant indices")
+    return [np.take(data, idx.astype(np.int64), axis=int(at.get("axis", 0)))]
+
+
+def _concat(st: LoweringState, at: dict, xs: list) -> list:
+    axis = int(at["axis"])
+    affs = [x for x in xs if isinstance(x, Affine)]
+    if not affs:
+        return [np.concatenate([np.asarray(x) for x in xs], axis=axis)]
+    base = affs[0].base
+    if any(a.base != base for a in affs):
+        raise UnsupportedModelError("concatenates tensors from different ReLU layers")
+    n = affs[0].lin.shape[0]
+    parts = [
+        x if isinstance(x, Affine) else Affine(np.zeros((n, *np.shape(x))), x, base) for x in xs
+    ]
+    rank = len(parts[0].shape)
+    axis = axis + rank if axis < 0 else axis
+    lin = np.concatenate([p.lin for p in parts], axis=axis + 1)
+    off = np.concatenate([np.asarray(p.off, dtype=np.float64) for p in parts], axis=axis)
+    return [Affine(lin, off, base)]
+
+
+HANDLERS: dict[str, Handler] = {
+    "Identity": _identity,
+    "Dropout": _dropout,
+    "Cast": _cast,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Transpose": _transpose,
+    "Add": _add,
+    "Sub": _sub,
+    "Mul": _mul,
+    "Div": _div,
+    "Neg": _neg,
+    "MatMul": _matmul,
+    "Gemm": _gemm,
+    "Relu": _relu,
+    "BatchNormalization": _batchnorm,
+    "Constant": _constant,
+    "Shape": _shape,
+    "Gather": _gather,
+    "Concat": _concat,
+}
+
+#: The ONNX operators the reader understands (default domain only).
+SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(HANDLERS))

@@ -208,7 +208,7 @@ def linear_bounds(
 
 def _demo(seed: int = 0, weights: str = "gauss") -> dict[str, float]:  # pragma: no cover
     """Mean width of layer-1 bounds on a sparse random 10-100-100 net: interval, linear, LP,
-    sampled (the module docstring's table). Run with ``python -c 'from exactcomp.bounds.linear import _main; _main()'``."""
+    sampled (the module docstring's table, printed by :func:`_main`)."""
     from .lp import lp_layer_bounds
 
     rng = np.random.default_rng(seed)

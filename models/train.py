@@ -319,17 +319,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--directory", type=Path, default=MODELS_DIR, help="cache directory")
     parser.add_argument("--force", action="store_true", help="retrain even if cached")
     parser.add_argument("--shipped", action="store_true", help="re-create the shipped models")
     args = parser.parse_args(argv)
     if args.shipped:
-        train_shipped()
+        train_shipped(args.directory)
         return 0
     training = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
-    path = cache_path(args.hidden, args.l1, args.seed, **training)
+    path = cache_path(args.hidden, args.l1, args.seed, args.directory, **training)
     if args.force and path.is_file():
         path.unlink()
-    path = checkpoint_path(args.hidden, args.l1, args.seed, **training)
+    path = checkpoint_path(args.hidden, args.l1, args.seed, args.directory, **training)
     model = build_mlp(args.hidden)
     model.load_state_dict(torch.load(path, weights_only=True))
     x_te, y_te = load_split("test")

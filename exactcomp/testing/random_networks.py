@@ -210,22 +210,30 @@ def _hidden_layer(rng, k, fan_in, rows, h, box, nasty) -> tuple[np.ndarray, np.n
     return w, b
 
 
-def _tie_row(rng: np.random.Generator, w: np.ndarray, b: np.ndarray, j: int, box: Box) -> None:
-    """Make row ``j`` a dyadic row whose bias puts ``max z`` (or ``min z``) at exactly 0 over
-    the box. Left unchanged if the bias would not be exactly representable."""
-    row = rng.integers(-4, 5, size=w.shape[1]) / 4
+def tie_bias(row: np.ndarray, box: Box, which: str = "max") -> float | None:
+    """The bias that puts ``max`` (or ``min``) of ``row . x + bias`` over the box at exactly 0,
+    or None when that bias is not exactly representable in float64 (use dyadic weights and
+    box bounds, e.g. multiples of 1/8, to make it so)."""
     lo = [Fraction(float(v)) for v in box.lower]
     hi = [Fraction(float(v)) for v in box.upper]
     terms = [
         (Fraction(float(a)) * li, Fraction(float(a)) * ui)
         for a, li, ui in zip(row, lo, hi, strict=True)
     ]
-    top = sum((max(t) for t in terms), Fraction(0))
-    bottom = sum((min(t) for t in terms), Fraction(0))
-    target = top if rng.random() < 0.6 else bottom
+    pick = max if which == "max" else min
+    target = sum((pick(t) for t in terms), Fraction(0))
     if Fraction(float(target)) != target:
-        return
-    w[j], b[j] = row, -float(target)
+        return None
+    return -float(target)
+
+
+def _tie_row(rng: np.random.Generator, w: np.ndarray, b: np.ndarray, j: int, box: Box) -> None:
+    """Make row ``j`` a dyadic row whose bias puts ``max z`` (or ``min z``) at exactly 0 over
+    the box. Left unchanged if the bias would not be exactly representable."""
+    row = rng.integers(-4, 5, size=w.shape[1]) / 4
+    bias = tie_bias(row, box, "max" if rng.random() < 0.6 else "min")
+    if bias is not None:
+        w[j], b[j] = row, bias
 
 
 def _rescale_previous(rng, weights: list[np.ndarray], biases: list[np.ndarray], w_next) -> None:

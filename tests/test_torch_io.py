@@ -341,3 +341,13 @@ def test_failed_save_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         save_torch(_random_net((2, 3, 1)), tmp_path / "o.pt")
     assert not list(tmp_path.iterdir())
+
+
+def test_dispatch_to_onnx_and_back(tmp_path: Path) -> None:
+    pytest.importorskip("exactcomp.io.onnx_io")
+    net = _random_net((4, 6, 3), "float32", seed=2)
+    eio.save(net, tmp_path / "n.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["n.onnx"]
+    back = eio.load(tmp_path / "n.onnx")
+    x = _x(4)
+    np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-5, atol=1e-5)

@@ -9,6 +9,7 @@ rename) and can be told which files are inputs, so that it never overwrites one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
     """
     if isinstance(path_or_module, Network):
         return path_or_module
-    if not isinstance(path_or_module, str | Path):
+    if not isinstance(path_or_module, str | os.PathLike):
         from .torch_io import load_torch
 
         if _is_torch_module(path_or_module):

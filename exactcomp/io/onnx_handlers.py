@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 from ..errors import UnsupportedModelError
 from ..network import Layer
 from . import onnx_ops as ops
+from .onnx_conv import conv
 from .onnx_ops import Affine, Value
 
 FLOAT_TYPES = {
@@ -268,6 +269,7 @@ HANDLERS: dict[str, Handler] = {
     "Gemm": _gemm,
     "Relu": _relu,
     "BatchNormalization": _batchnorm,
+    "Conv": conv,
     "Constant": _constant,
     "Shape": _shape,
     "Gather": _gather,

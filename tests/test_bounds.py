@@ -249,3 +249,22 @@ def test_bad_layer_index_raises() -> None:
     net = Network.from_arrays([np.ones((2, 2))], [np.zeros(2)], dtype="float64")
     with pytest.raises(IndexError):
         linear_layer_bounds(net, Box.uniform(0, 1, 2), 3, [])
+
+
+def test_overflowing_weights_give_no_nan_and_stay_sound() -> None:
+    """Weights near the float64 limit overflow the bounds (interval arithmetic itself yields
+    NaN from ``0 * inf``); linear and LP bounds must stay NaN-free and enclose real values."""
+    net = Network.from_arrays(
+        [np.array([[1e300, -1e300], [1e300, 1e300]]), np.array([[1e300, -1e300]]), np.ones((1, 1))],
+        [np.zeros(2), np.zeros(1), np.zeros(1)],
+        dtype="float64",
+    )
+    box = Box.uniform(-1.0, 1.0, 2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lb = linear_bounds(net, box)
+        lp = lp_layer_bounds(net, box, 2, lb)
+        zs = net.preactivations(probe(box, np.random.default_rng(0), 50))
+    for lo, hi in [*lb, lp]:
+        assert not np.isnan(lo).any() and not np.isnan(hi).any()
+    assert_encloses(lb, zs)
+    assert_encloses([lp], [zs[2]])

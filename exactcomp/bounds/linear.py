@@ -74,13 +74,22 @@ __all__ = ["linear_bounds", "linear_layer_bounds", "relu_relaxation", "finite_pr
 def finite_prefix_bounds(
     net: Network, box: Box, k: int, known: list[Bounds | None] | None, tol: Tolerances = DEFAULT
 ) -> list[Bounds]:
-    """Finite sound bounds of layers ``0..k``: interval propagation intersected with ``known``.
+    """Sound bounds of layers ``0..k``: interval propagation intersected with ``known``.
 
-    ``known`` may hold ``None`` or infinite entries (unknown); the result is always finite, since
-    interval bounds over a finite box are. Entries of ``known`` beyond ``k`` are ignored.
+    ``known`` may hold ``None`` or infinite entries (unknown); the result is finite unless the
+    arithmetic overflows (weights near 1e300), where a NaN is widened to ``-inf``/``inf``.
+    Entries of ``known`` beyond ``k`` are ignored.
     """
     prior = list(known[: k + 1]) if known is not None else None
-    return interval_bounds(net, box, prior=prior, tol=tol)[: k + 1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = interval_bounds(net, box, prior=prior, tol=tol)[: k + 1]
+    return [
+        (
+            np.nan_to_num(lo, nan=-np.inf, posinf=np.inf, neginf=-np.inf),
+            np.nan_to_num(hi, nan=np.inf, posinf=np.inf, neginf=-np.inf),
+        )
+        for lo, hi in out
+    ]
 
 
 def relu_relaxation(
@@ -107,6 +116,14 @@ def relu_relaxation(
         t[unstable] = -su * lo
         alpha[unstable] = np.where(hi > -lo, 1.0, 0.0)
     return alpha, s, t
+
+
+def _all_finite(bounds: list[Bounds]) -> bool:
+    """True when every bound and every width ``u - l`` is finite (no overflow)."""
+    return all(
+        np.isfinite(lo).all() and np.isfinite(hi).all() and np.isfinite(hi - lo).all()
+        for lo, hi in bounds
+    )
 
 
 def _magnitude(b: Bounds) -> np.ndarray:
@@ -147,8 +164,10 @@ def linear_layer_bounds(
     if not 0 <= k < len(net.layers):
         raise IndexError(f"layer {k} does not exist (the network has {len(net.layers)} layers)")
     pre = finite_prefix_bounds(net, box, k, known, tol)
-    if k == 0:
-        return pre[0]  # one affine map of the box: interval arithmetic is already exact
+    if k == 0 or not _all_finite(pre[:k]):
+        # k == 0: one affine map of the box, interval arithmetic is already exact. Overflowed
+        # earlier bounds (weights near 1e300) would make the relaxation meaningless.
+        return pre[k]
     post = [
         (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) if net.layers[j].relu else (lo, hi)
         for j, (lo, hi) in enumerate(pre[:k])
@@ -183,6 +202,8 @@ def linear_layer_bounds(
     bound = (value - t64(pad(scale.numpy(), tol))).numpy()
     n = layer.out_features
     result = (bound[:n], -bound[n:])
+    if not (np.isfinite(result[0]).all() and np.isfinite(result[1]).all()):
+        return pre[k]  # overflow somewhere: no claim beyond interval arithmetic
     return intersect(result, pre[k])
 
 

@@ -54,7 +54,7 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .interval import Bounds, pad
-from .linear import finite_prefix_bounds
+from .linear import _all_finite, finite_prefix_bounds
 
 __all__ = ["lp_layer_bounds", "PrefixLP", "build_prefix_lp"]
 
@@ -184,6 +184,8 @@ def _safe_dual_bound(lp: PrefixLP, cost: np.ndarray, y: np.ndarray, tol: Toleran
     col_side = np.where(d > 0.0, lp.col_lower, lp.col_upper)
     col_terms = d * col_side
     value = float(row_terms.sum() + col_terms.sum())
+    if not np.isfinite(value):
+        return -np.inf  # overflow: no bound
     mag = np.maximum(np.abs(lp.col_lower), np.abs(lp.col_upper))
     scale = np.abs(row_terms).sum() + (np.abs(cost) + abs(lp.matrix).T @ np.abs(y)) @ mag
     return value - float(pad(np.asarray(scale), tol))
@@ -276,8 +278,10 @@ def lp_layer_bounds(
     pre = finite_prefix_bounds(net, box, k, known, tol)
     lower, upper = pre[k][0].copy(), pre[k][1].copy()
     layer = net.layers[k]
-    if k == 0:
-        return lower, upper  # one affine map of the box: interval arithmetic is exact here
+    if k == 0 or not _all_finite(pre[:k]):
+        # k == 0: one affine map of the box, interval arithmetic is exact; overflowed
+        # earlier bounds (weights near 1e300) leave nothing an LP could use
+        return lower, upper
     idx = np.arange(layer.out_features) if neurons is None else np.asarray(neurons, dtype=int)
     deadline = None if time_limit is None else time.monotonic() + float(time_limit)
     lp = build_prefix_lp(net, box, k, pre, tol)

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyomo.environ as pyo
+from pyomo.core.expr.numeric_expr import LinearExpression
 
 from ..domain import Box
 from ..errors import InvalidNetworkError
@@ -83,8 +84,13 @@ def _affine_block(blk: pyo.Block, layer: Layer, inputs: _Terms, bounds=None) -> 
 
     def _rule(m, j):
         row = w[j]
-        expr = sum(float(row[i]) * inputs[i] for i in live if row[i] != 0.0)
-        return m.z[j] == expr + float(b[j])
+        nz = [i for i in live if row[i] != 0.0]
+        expr = LinearExpression(
+            constant=float(b[j]),
+            linear_coefs=[float(row[i]) for i in nz],
+            linear_vars=[inputs[i] for i in nz],
+        )
+        return m.z[j] == expr
 
     blk.affine = pyo.Constraint(range(n), rule=_rule)
     return blk.z

@@ -21,7 +21,7 @@ from ..network import Network
 from ..progress import Progress
 from ..verdicts import LayerStability, Proof, Verdict
 from .milp_phase import Task, Workers, run_questions
-from .witnesses import WitnessPool
+from .witnesses import WitnessPool, gradient_points
 
 if TYPE_CHECKING:
     from .engine import Options
@@ -95,6 +95,9 @@ class LayerRun:
         self.progress.task(f"layer {self.k}", self.inactive.size)
         self._advance("bounds")
         if method == "fast":
+            t0 = time.perf_counter()
+            self._search()
+            self._time("witness", t0)
             self._advance("witnesses")
             open_ = self.open_neurons()
             if open_.size and self.k > 0:
@@ -105,6 +108,23 @@ class LayerRun:
         self._milp_phase()
         self._advance("milp")
         return self._result()
+
+    def _search(self) -> None:
+        """Gradient search for the sign each open neuron has not shown yet (fast only)."""
+        open_ = self.open_neurons()
+        if not open_.size or not self.pool.size:
+            return
+        pos, _ = self._seen()
+        signs = np.where(pos[open_], -1, 1)
+        x = self.pool.rows()
+        z = self.pool.signs(x)[self.k][0][:, open_] * signs
+        starts = [x[np.argmax(z, axis=0)]]
+        rng = np.random.default_rng([self.opts.seed, self.k])
+        starts += [self.box.sample(open_.size, rng) for _ in range(2)]
+        neurons, signs = np.tile(open_, 3), np.tile(signs, 3)
+        self.pool.add(
+            gradient_points(self.net, self.box, self.k, neurons, signs, np.concatenate(starts))
+        )
 
     def _known(self) -> list[Bounds]:
         return [*self.bounds, (self.lower, self.upper)]

@@ -115,3 +115,46 @@ class WitnessPool:
         if len(self._rows) > 1:
             self._rows = [np.concatenate(self._rows)]
         return self._rows[0] if self._rows else np.empty((0, self.box.dim))
+
+
+def gradient_points(
+    net: Network,
+    box: Box,
+    k: int,
+    neurons: np.ndarray,
+    signs: np.ndarray,
+    starts: np.ndarray,
+    steps: int = 40,
+) -> np.ndarray:
+    r"""Projected sign-gradient ascent of ``signs[i] * z_k[neurons[i]]`` from ``starts[i]``.
+
+    On each activation region the network is affine, so the gradient of a pre-activation is
+    exact there: :math:`\nabla_x z_{kj} = W_k[j] D_{k-1} W_{k-1} \cdots D_0 W_0` with
+    :math:`D_l` the diagonal 0/1 activation pattern. Steps follow its sign (the steepest
+    ascent for a box), scaled by the box width and shrinking geometrically, and are
+    projected back onto the box. Returns, per row, the best point met and the last one:
+    candidates only, which the pool re-evaluates in float64.
+    """
+    x = box.clip(np.array(starts, dtype=np.float64))
+    width = box.upper - box.lower
+    w_k = net.layers[k].weight[neurons] * signs[:, None]
+    best_x, best_v = x.copy(), np.full(len(x), -np.inf)
+    for t in range(steps):
+        h, masks = x, []
+        for layer in net.layers[:k]:
+            z = h @ layer.weight.T + layer.bias
+            if layer.relu:
+                masks.append(z > 0.0)
+                h = np.maximum(z, 0.0)
+            else:
+                masks.append(np.ones_like(z, dtype=bool))
+                h = z
+        value = np.einsum("ij,ij->i", h, w_k)
+        better = value > best_v
+        best_v[better], best_x[better] = value[better], x[better]
+        g = w_k
+        for layer, mask in zip(net.layers[:k][::-1], masks[::-1], strict=True):
+            g = (g * mask) @ layer.weight
+        step = 0.25 * 0.9**t
+        x = box.clip(x + step * np.sign(g) * width)
+    return np.concatenate([best_x, x])

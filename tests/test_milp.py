@@ -1,0 +1,147 @@
+"""The MILP layer: the Pyomo big-M encoding, its compiled HiGHS form, and the decision rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyomo.environ as pyo
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exactcomp.bounds import interval_bounds
+from exactcomp.domain import Box
+from exactcomp.errors import InvalidNetworkError
+from exactcomp.milp import add_input, add_network, build_prefix_model, set_point
+from exactcomp.milp.highs import Question, column_values, compile_model, solve_question
+from exactcomp.milp.solvers import pyomo_solver
+from exactcomp.network import Network
+from exactcomp.testing.oracle import exact_preactivation_ranges
+from exactcomp.testing.random_networks import random_case
+from exactcomp.verdicts import Verdict
+
+
+def _abs_net() -> Network:
+    """``|x| - 1.5`` through two ReLUs; its maximum over ``[-1, 1]`` is ``-0.5``.
+
+    ::
+
+        x --(+1)--> [relu a] --(+1)--\\
+          \\                           (+) - 1.5 --> z   (output, no ReLU)
+           --(-1)--> [relu b] --(+1)--/
+    """
+    return Network.from_arrays(
+        [np.array([[1.0], [-1.0]]), np.array([[1.0, 1.0]])], [np.zeros(2), [-1.5]]
+    )
+
+
+def _binaries(model: pyo.Block) -> int:
+    return sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
+
+
+def test_prefix_model_counts_binaries_only_for_unstable_neurons():
+    net, box = _abs_net(), Box.uniform(-1.0, 1.0, 1)
+    bounds = interval_bounds(net, box)
+    model, zk = build_prefix_model(net, box, 1, bounds)
+    assert _binaries(model) == 2 and len(zk) == 1
+    verdicts = [np.array([Verdict.ACTIVE, Verdict.INACTIVE], dtype=np.int8)]
+    model, _ = build_prefix_model(net, box, 1, bounds, verdicts)
+    assert _binaries(model) == 0
+
+
+def test_missing_bound_raises_instead_of_inventing_a_big_m():
+    net, box = _abs_net(), Box.uniform(-1.0, 1.0, 1)
+    bounds = [
+        (np.array([-np.inf, -1.0]), np.array([1.0, 1.0])),
+        (np.array([-2.0]), np.array([1.0])),
+    ]
+    m = pyo.ConcreteModel()
+    x = add_input(m, box)
+    with pytest.raises(InvalidNetworkError, match="no finite bound"):
+        add_network(m, net, x, bounds)
+    # a proven-stable neuron needs no bound
+    m2 = pyo.ConcreteModel()
+    verdicts = [np.array([Verdict.INACTIVE, 0], dtype=np.int8)]
+    add_network(m2, net, add_input(m2, box), bounds, verdicts, upto=0)
+
+
+def test_compiled_model_agrees_with_pyomo_appsi_highs():
+    for seed in range(4):
+        case = random_case(seed, max_neurons=10, nasty=False)
+        net, box = case.network, case.box
+        bounds = interval_bounds(net, box)
+        k = len(net.layers) - 1
+        model, zk = build_prefix_model(net, box, k, bounds)
+        milp, _ = compile_model(model, model.x, zk)
+        via_pyomo = pyomo_solver(model, zk, "highs")
+        for j in range(len(zk)):
+            for sign in (1, -1):
+                q = Question(j, sign, 1e-6, "optimal", 30.0)
+                a, b = solve_question(milp, q), via_pyomo(milp, q)
+                za = net.preactivations(box.clip(a.points[:1]))[k][0, j]
+                zb = net.preactivations(box.clip(b.points[:1]))[k][0, j]
+                assert sign * za == pytest.approx(sign * zb, abs=1e-6)
+                assert a.proven == b.proven
+
+
+@settings(max_examples=15, derandomize=True, deadline=None)
+@given(st.integers(0, 10_000))
+def test_milp_optimum_equals_exact_range(seed):
+    """The MILP's max/min of every pre-activation equals the oracle's exact range."""
+    case = random_case(seed, max_neurons=8, width=(1, 4), depth=(1, 2), nasty=False)
+    net, box = case.network, case.box
+    exact = exact_preactivation_ranges(net, box)
+    bounds = interval_bounds(net, box)
+    for k in range(len(net.layers)):
+        model, zk = build_prefix_model(net, box, k, bounds)
+        milp, _ = compile_model(model, model.x, zk)
+        for j in range(len(zk)):
+            for sign in (1, -1):
+                ans = solve_question(milp, Question(j, sign, 1e-6, "optimal", 30.0))
+                assert ans.status == "Optimal"
+                z = net.preactivations(box.clip(ans.points[:1]))[k][0, j]
+                target = exact[k][1][j] if sign > 0 else exact[k][0][j]
+                scale = 1e-6 * max(1.0, abs(target))
+                assert sign * z == pytest.approx(sign * target, abs=scale)
+
+
+def test_set_point_satisfies_every_constraint():
+    case = random_case(3, max_neurons=12, nasty=False)
+    net, box = case.network, case.box
+    bounds = interval_bounds(net, box)
+    k = len(net.layers) - 1
+    model, zk = build_prefix_model(net, box, k, bounds)
+    milp, cols = compile_model(model, model.x, zk)
+    rng = np.random.default_rng(0)
+    for x in box.sample(20, rng):
+        set_point(model, net, x)
+        v = column_values(cols)
+        assert np.isfinite(v).all()
+        ax = milp.a @ v
+        assert (ax >= milp.row_lower - 1e-9).all() and (ax <= milp.row_upper + 1e-9).all()
+        assert (v >= milp.col_lower - 1e-12).all() and (v <= milp.col_upper + 1e-12).all()
+        assert np.allclose(v[milp.target_cols], net.preactivations(x[None])[k][0])
+
+
+def test_early_stop_decisions_on_known_neurons():
+    """``|x| - 1.5 <= -0.5``: "can z > 0?" is infeasible under the cut-off (proven), while
+    "can z < 0?" reaches the target with a point that really is negative."""
+    net, box = _abs_net(), Box.uniform(-1.0, 1.0, 1)
+    model, zk = build_prefix_model(net, box, 1, interval_bounds(net, box))
+    milp, _ = compile_model(model, model.x, zk)
+    up = solve_question(milp, Question(0, 1, 1e-6, "early", 10.0))
+    assert up.proven and up.points.shape[0] == 0
+    down = solve_question(milp, Question(0, -1, 1e-6, "early", 10.0))
+    assert not down.proven
+    assert net.preactivations(down.points[:1])[1][0, 0] < -0.4
+    opt = solve_question(milp, Question(0, 1, 1e-6, "optimal", 10.0))
+    assert opt.proven  # dual bound -(-0.5) = 0.5 >= margin
+
+
+def test_a_tie_at_zero_is_never_proven():
+    """``z = -x`` on ``[0, 1]``: max z is exactly 0, inside the margin, so not proven."""
+    net = Network.from_arrays([np.array([[-1.0]]), np.array([[1.0]])], [np.zeros(1), np.zeros(1)])
+    box = Box.uniform(0.0, 1.0, 1)
+    model, zk = build_prefix_model(net, box, 0, interval_bounds(net, box))
+    milp, _ = compile_model(model, model.x, zk)
+    for mode in ("early", "optimal"):
+        assert not solve_question(milp, Question(0, 1, 1e-6, mode, 10.0)).proven

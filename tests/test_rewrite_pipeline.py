@@ -16,7 +16,7 @@ from exactcomp.bounds import interval_bounds
 from exactcomp.domain import Box
 from exactcomp.errors import InvalidNetworkError
 from exactcomp.network import Layer, Network
-from exactcomp.rewrite import Reason, RewriteResult, compress_network
+from exactcomp.rewrite import DEFAULT_PASSES, Reason, RewriteResult, compress_network
 from exactcomp.testing.oracle import exact_stability
 from exactcomp.testing.random_networks import random_case
 from exactcomp.verdicts import LayerStability, Proof, StabilityReport, Verdict
@@ -233,3 +233,27 @@ def test_report_for_another_network_is_refused():
     other = Network.from_arrays([np.ones((3, 1)), np.ones((1, 3))], [np.zeros(3), np.zeros(1)])
     with pytest.raises(InvalidNetworkError):
         compress_network(net, interval_report(other, Box.uniform(0, 1, 1)))
+
+
+@pytest.mark.parametrize("seed", [0, 5, 9])
+def test_result_is_a_fixed_point(seed):
+    """No pass finds anything more to do on the result (with the carried state), and the
+    state's verdicts are those of the original neurons the survivors came from."""
+    case = random_case(seed, depth=3, width=8, inputs=2)
+    rep = interval_report(case.network, case.box)
+    res = compress_network(case.network, rep)
+    for rewrite in DEFAULT_PASSES:
+        assert not rewrite(res.network, res.state).record.changed
+    for k, ls in enumerate(res.state.layers):
+        if res.network.layers[k].relu:
+            for j, (ok, oj) in enumerate(ls.origin):
+                assert ls.verdict[j] == rep.for_layer(int(ok)).verdict[oj]
+
+
+def test_overflowing_merge_is_not_done():
+    """Merging an all-ACTIVE layer would multiply 1e200 by 1e200: the layer stays."""
+    net = Network.from_arrays(
+        [np.array([[1e200]]), np.array([[1e200]])], [np.array([1.0]), np.zeros(1)]
+    )
+    res = compress_network(net, report_from(net, [[Verdict.ACTIVE]], Proof.ENUMERATION))
+    assert res.network.describe() == "1-1r-1"

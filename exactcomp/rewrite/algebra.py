@@ -41,11 +41,12 @@ class Basis:
 
 def relative_residual(target: np.ndarray, coef: np.ndarray, sources: np.ndarray) -> np.ndarray:
     """Per target row, the largest column-wise relative residual of ``target ~ coef @ sources``
-    (``0/0`` counts as 0: an exact zero entry matched exactly)."""
-    err = np.abs(target - coef @ sources)
-    scale = np.abs(target) + np.abs(coef) @ np.abs(sources)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    (``0/0`` counts as 0: an exact zero entry matched exactly; an overflow counts as inf)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        err = np.abs(target - coef @ sources)
+        scale = np.abs(target) + np.abs(coef) @ np.abs(sources)
         rel = np.where(err == 0.0, 0.0, err / scale)
+    rel = np.where(np.isnan(rel), np.inf, rel)
     return rel.max(axis=1, initial=0.0)
 
 
@@ -87,7 +88,7 @@ def linear_basis(rows: np.ndarray, rel_tol: float) -> Basis:
         else:
             coef = np.zeros((rest.size, b.size))
         res = relative_residual(rows[rest], coef, rows[b])
-        bad = res > rel_tol
+        bad = ~(res <= rel_tol)  # NaN-proof: only a residual shown small is accepted
         if not bad.any():
             return Basis(b, rest, coef, res)
         basis.extend(int(i) for i in rest[bad])

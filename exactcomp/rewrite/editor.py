@@ -31,6 +31,11 @@ class PassResult:
     record: PassRecord
 
 
+def finite(*arrays: np.ndarray) -> bool:
+    """True when every entry is finite: a fold that overflows float64 is not done."""
+    return all(bool(np.isfinite(a).all()) for a in arrays)
+
+
 class Editor:
     """Mutable working copy of ``net``/``state``; local to one pass call."""
 

@@ -90,7 +90,7 @@ def compress_network(
                     fates[unit] = NeuronFate((k, j), Reason.RELU_DROPPED, proof, name)
                 else:
                     fates[unit] = NeuronFate((k, j), None)
-    return RewriteResult(net, tuple(records), dict(sorted(fates.items())))
+    return RewriteResult(net, tuple(records), dict(sorted(fates.items())), state)
 
 
 def _origin(state: RewriteState, unit: Unit) -> Unit:

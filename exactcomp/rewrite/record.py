@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 from ..network import Network
 from ..verdicts import Proof
+from .state import RewriteState
 
 Unit = tuple[int, int]
 """``(layer, index)``: one output of one layer of a given network."""
@@ -149,12 +150,14 @@ class NeuronFate:
 
 @dataclass(frozen=True, eq=False)
 class RewriteResult:
-    """The compressed network, the records of the passes that changed it, and the fates of
-    the original ReLU neurons (keyed by their original unit)."""
+    """The compressed network, the records of the passes that changed it, the fates of the
+    original ReLU neurons (keyed by their original unit), and the final state: the verdicts,
+    bounds and origins of the compressed network's units (``None`` if not tracked)."""
 
     network: Network
     records: tuple[PassRecord, ...]
     neuron_map: Mapping[Unit, NeuronFate]
+    state: RewriteState | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "records", tuple(self.records))

@@ -12,7 +12,7 @@ from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import Verdict
 from .algebra import linear_basis
-from .editor import Editor, PassResult
+from .editor import Editor, PassResult, finite
 from .record import Fold, Reason
 from .state import RewriteState
 
@@ -59,11 +59,15 @@ def fold_active(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) ->
         if split.dependent.size == 0:
             continue
         kept, dep = active[split.basis], active[split.dependent]
-        nxt = ed.weights[k + 1]
-        v = nxt[:, dep].copy()
+        v = ed.weights[k + 1][:, dep]
         offsets = ed.biases[k][dep] - split.coefficients @ ed.biases[k][kept]
-        nxt[:, kept] += v @ split.coefficients
-        ed.biases[k + 1] = ed.biases[k + 1] + v @ offsets
+        with np.errstate(over="ignore", invalid="ignore"):
+            cols = ed.weights[k + 1][:, kept] + v @ split.coefficients
+            bias = ed.biases[k + 1] + v @ offsets
+        if not finite(cols, bias):
+            continue  # coefficients so large that the fold overflows: keep the neurons
+        ed.weights[k + 1][:, kept] = cols
+        ed.biases[k + 1] = bias
         for t, j in enumerate(dep):
             fold = Fold(
                 sources=tuple((k, int(i)) for i in kept),
@@ -101,8 +105,12 @@ def merge_linear(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) -
             continue
         on = ls.mask(Verdict.ACTIVE) if ed.relu[k] else np.ones(ls.width, dtype=bool)
         w_next = ed.weights[k + 1][:, on]
-        ed.biases[k + 1] = w_next @ ed.biases[k][on] + ed.biases[k + 1]
-        ed.weights[k + 1] = w_next @ ed.weights[k][on]
+        with np.errstate(over="ignore", invalid="ignore"):
+            weight = w_next @ ed.weights[k][on]
+            bias = w_next @ ed.biases[k][on] + ed.biases[k + 1]
+        if not finite(weight, bias):
+            continue  # the product overflows float64: keep the layer
+        ed.weights[k + 1], ed.biases[k + 1] = weight, bias
         reasons = {
             j: (Reason.MERGED_LAYER if on[j] else Reason.INACTIVE, ed.proof_of(k, j))
             for j in range(ls.width)

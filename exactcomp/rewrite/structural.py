@@ -11,7 +11,7 @@ import numpy as np
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .algebra import positive_duplicates
-from .editor import Editor, PassResult
+from .editor import Editor, PassResult, finite
 from .record import Fold, Reason
 from .state import RewriteState
 
@@ -36,7 +36,11 @@ def drop_dead(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) -> P
         for j in np.flatnonzero(zero_rows):
             b = ed.biases[k][j]
             value = max(b, 0.0) if ed.relu[k] else b
-            ed.biases[k + 1] = ed.biases[k + 1] + ed.weights[k + 1][:, j] * value
+            with np.errstate(over="ignore", invalid="ignore"):
+                bias = ed.biases[k + 1] + ed.weights[k + 1][:, j] * value
+            if not finite(bias):
+                continue
+            ed.biases[k + 1] = bias
             ed.remove(k, int(j), Reason.CONSTANT, fold=Fold((), (), float(value)))
     for k in range(ed.depth - 2, -1, -1):
         readers = ed.weights[k + 1][ed.keep[k + 1]]
@@ -63,7 +67,11 @@ def merge_duplicates(net: Network, state: RewriteState, tol: Tolerances = DEFAUL
         aug = np.hstack([ed.rows(k), ed.biases[k][:, None]])
         for d in positive_duplicates(aug, tol.fold_rel, prefer=state.layers[k].stable):
             nxt = ed.weights[k + 1]
-            nxt[:, d.keep] += d.factor * nxt[:, d.dup]
+            with np.errstate(over="ignore", invalid="ignore"):
+                col = nxt[:, d.keep] + d.factor * nxt[:, d.dup]
+            if not finite(col):
+                continue
+            nxt[:, d.keep] = col
             fold = Fold(((k, d.keep),), (d.factor,), 0.0, d.residual)
             ed.remove(k, d.dup, Reason.DUPLICATE, fold=fold)
     return ed.finish()

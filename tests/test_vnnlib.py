@@ -120,6 +120,15 @@ def test_output_only_disjunction_keeps_one_box():
     assert len(spec.boxes) == 1 and spec.output_constraints == 2
 
 
+def test_nested_disjunctions():
+    base = "(declare-const X_0 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)"
+    outputs_only = base + "(assert (and (>= X_0 0) (<= X_0 1) (or (>= Y_0 0) (>= Y_1 0))))"
+    spec = parse_vnnlib(outputs_only)
+    assert len(spec.boxes) == 1 and spec.output_constraints == 2
+    with pytest.raises(InvalidDomainError, match="nested"):
+        parse_vnnlib(base + "(assert (and (<= X_0 1) (or (>= X_0 0) (>= X_0 0.5))))")
+
+
 def test_no_input_bounds_is_a_clear_error():
     text = "(declare-const X_0 Real)(declare-const Y_0 Real)(assert (>= Y_0 1))"
     with pytest.raises(InvalidDomainError, match="no input bounds"):

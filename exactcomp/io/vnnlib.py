@@ -207,9 +207,11 @@ class _Reader:
         elif head in _COMPARISONS:
             self.atom(e, bounds)
         elif head == "or":
-            raise InvalidDomainError(
-                f"{self.source}: a disjunction nested inside a conjunction is not supported"
-            )
+            if any(not b.empty() for b in self.disjunction(e)):
+                raise InvalidDomainError(
+                    f"{self.source}: a disjunction of input bounds nested inside a conjunction "
+                    "is not supported; write it as a top-level (assert (or (and ...) ...))"
+                )
         else:
             raise InputFileError(f"{self.source}: unknown operator {head!r} in {_show(e)[:80]}")
 

@@ -19,6 +19,7 @@ from exactcomp.bounds.linear import linear_bounds, linear_layer_bounds, relu_rel
 from exactcomp.bounds.lp import build_prefix_lp, lp_layer_bounds
 from exactcomp.domain import Box
 from exactcomp.network import Network
+from exactcomp.testing import exact_preactivation_ranges
 
 SETTINGS = settings(
     max_examples=40,
@@ -116,6 +117,25 @@ def test_lp_subset_of_neurons_keeps_the_others(case, pick) -> None:
     others = np.setdiff1d(np.arange(n), neurons)
     np.testing.assert_array_equal(out[0][others], lb[k][0][others])
     np.testing.assert_array_equal(out[1][others], lb[k][1][others])
+
+
+@settings(max_examples=15, derandomize=True, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.integers(2, 3))
+def test_linear_and_lp_enclose_exact_ranges(seed, n_in, depth) -> None:
+    """Against the region-enumeration oracle (exact extremes, achieved at inputs of the box) on
+    networks of at most 9 neurons, and with the LP at least as tight as linear bounds."""
+    rng = np.random.default_rng(seed)
+    widths = [n_in] + [int(rng.integers(1, 4)) for _ in range(depth)]
+    ws = [rng.normal(size=(widths[i + 1], widths[i])) for i in range(depth)]
+    bs = [rng.normal(size=widths[i + 1]) for i in range(depth)]
+    net = Network.from_arrays(ws, bs, dtype="float64")
+    box = Box.uniform(-1.0, 1.0, n_in)
+    exact = exact_preactivation_ranges(net, box)
+    lb = linear_bounds(net, box)
+    for k in range(depth):
+        lp = lp_layer_bounds(net, box, k, lb)
+        for b in (lb[k], lp):
+            assert np.all(b[0] <= exact[k][0]) and np.all(b[1] >= exact[k][1])
 
 
 # ------------------------------------------------------------------ progressive tightening

@@ -8,24 +8,34 @@ from __future__ import annotations
 
 from .oracle import (
     AMBIGUOUS,
+    ExactAnalysis,
     GridCheck,
     MaxDifference,
     OracleError,
+    exact_analysis,
     exact_preactivation_ranges,
     exact_stability,
     grid_check,
     max_output_difference,
     probe_points,
 )
+from .random_networks import Case, random_box, random_case, random_network, tie_bias
 
 __all__ = [
     "AMBIGUOUS",
+    "ExactAnalysis",
     "GridCheck",
     "MaxDifference",
     "OracleError",
+    "exact_analysis",
     "exact_preactivation_ranges",
     "exact_stability",
     "grid_check",
     "max_output_difference",
     "probe_points",
+    "Case",
+    "random_box",
+    "random_case",
+    "random_network",
+    "tie_bias",
 ]

@@ -203,8 +203,16 @@ def enumerate_regions(
             yield from branch(i, k, j + 1, az, cz, sub, pts[vals <= 0], mask, patterns, maps)
 
     start = _Polytope(np.zeros((0, n)), np.zeros(0))
-    first = np.atleast_2d(box.center)
-    yield from layer_node(0, 0, np.eye(n), np.zeros(n), start, first, (), ())
+    yield from layer_node(0, 0, np.eye(n), np.zeros(n), start, box_corners(box), (), ())
+
+
+def box_corners(box: Box, limit: int = 10) -> np.ndarray:
+    """The box's centre and corners (over its first ``limit`` non-degenerate coordinates)."""
+    free = np.flatnonzero(box.upper > box.lower)[:limit]
+    corners = np.tile(box.lower, (2**free.size, 1))
+    for bit, i in enumerate(free):
+        corners[(np.arange(2**free.size) >> bit) & 1 == 1, i] = box.upper[i]
+    return np.vstack([box.center, corners])
 
 
 def _split(patterns: tuple[np.ndarray, ...], nets: tuple[Network, ...]):
@@ -217,24 +225,55 @@ def _split(patterns: tuple[np.ndarray, ...], nets: tuple[Network, ...]):
 
 
 # --------------------------------------------------------------------------- ranges
-def exact_preactivation_ranges(net: Network, box: Box) -> list[Bounds]:
-    """Exact min/max of every pre-activation of every layer over the box (see module notes).
+@dataclass(frozen=True, eq=False)
+class ExactAnalysis:
+    """Everything one enumeration of a network's regions tells: see :func:`exact_analysis`.
 
-    One ``(lower, upper)`` pair per layer, like :func:`exactcomp.bounds.interval_bounds`,
-    but achieved values rather than bounds: each is the forward pass at an input of the box.
+    Attributes
+    ----------
+    ranges:
+        Per layer, the exact ``(min, max)`` of each pre-activation (achieved values).
+    stability:
+        Per ReLU layer, :class:`Verdict` codes (``AMBIGUOUS`` where undecidable).
+    points:
+        Every input evaluated (box corners, LP optima = region vertices); all in the box.
+    regions:
+        How many activation regions the box holds.
     """
+
+    ranges: list[Bounds]
+    stability: list[np.ndarray]
+    points: np.ndarray
+    regions: int
+
+
+def exact_analysis(net: Network, box: Box, margin: float = 1e-7) -> ExactAnalysis:
+    """Exact pre-activation ranges and stability of every neuron, in one enumeration.
+
+    Ranges are, per layer, the min and max over every node's polytope of an affine map:
+    one LP per neuron and side, skipped when the map's maximum over the whole box cannot
+    beat the extreme already found. Every value is a forward pass at an input of the box.
+    The first layer's range is exact rational arithmetic (no LP). See
+    :func:`exact_stability` for the verdicts and ``margin``.
+    """
+    first_lo, first_hi = _exact_first_layer(net, box)
     lo = [np.full(la.out_features, np.inf) for la in net.layers]
     hi = [np.full(la.out_features, -np.inf) for la in net.layers]
+    lo[0] = np.array([float(v) for v in first_lo])
+    hi[0] = np.array([float(v) for v in first_hi])
+    seen: list[np.ndarray] = []
 
     def record(points: np.ndarray) -> None:
+        seen.append(points)
         for k, z in enumerate(net.preactivations(points)):
-            lo[k] = np.minimum(lo[k], z.min(axis=0))
-            hi[k] = np.maximum(hi[k], z.max(axis=0))
+            if k:
+                lo[k] = np.minimum(lo[k], z.min(axis=0))
+                hi[k] = np.maximum(hi[k], z.max(axis=0))
 
     def on_node(i, k, az, cz, poly, pts):
         record(pts)
         new = []
-        for j in range(az.shape[0]):
+        for j in range(az.shape[0] if k else 0):
             row, const = az[j], float(cz[j])
             if not row.any():
                 continue
@@ -247,11 +286,22 @@ def exact_preactivation_ranges(net: Network, box: Box) -> list[Bounds]:
                     record(np.atleast_2d(x))
         return new
 
+    regions = 0
     for region in enumerate_regions(net, box, on_node=on_node):
+        regions += 1
         record(region.points)
-    first = _exact_first_layer(net, box)
-    lo[0], hi[0] = (np.array([float(v) for v in b]) for b in first)
-    return [(lo[k], hi[k]) for k in range(len(net.layers))]
+    ranges = [(lo[k], hi[k]) for k in range(len(net.layers))]
+    points = np.unique(np.vstack(seen), axis=0)
+    return ExactAnalysis(ranges, _verdicts(net, box, ranges, margin), points, regions)
+
+
+def exact_preactivation_ranges(net: Network, box: Box) -> list[Bounds]:
+    """Exact min/max of every pre-activation of every layer over the box (see module notes).
+
+    One ``(lower, upper)`` pair per layer, like :func:`exactcomp.bounds.interval_bounds`,
+    but achieved values rather than bounds: each is the forward pass at an input of the box.
+    """
+    return exact_analysis(net, box).ranges
 
 
 def _exact_first_layer(net: Network, box: Box) -> tuple[list[Fraction], list[Fraction]]:
@@ -314,7 +364,10 @@ def exact_stability(net: Network, box: Box, margin: float = 1e-7) -> list[np.nda
     Otherwise an extreme within ``margin * max(1, max |z|)`` of 0 cannot be told from 0
     through an LP, and the neuron is :data:`AMBIGUOUS`: tests must skip it.
     """
-    ranges = exact_preactivation_ranges(net, box)
+    return exact_analysis(net, box, margin).stability
+
+
+def _verdicts(net: Network, box: Box, ranges: list[Bounds], margin: float) -> list[np.ndarray]:
     zero: list[np.ndarray | None] = [None] * len(net.layers)
     out = []
     for k in net.relu_layers:
@@ -339,31 +392,10 @@ def exact_stability(net: Network, box: Box, margin: float = 1e-7) -> list[np.nda
 
 
 def probe_points(net: Network, box: Box) -> np.ndarray:
-    """Inputs where two networks are most likely to differ if they differ at all: every LP
-    optimum met while enumerating ``net``'s regions (vertices of its regions), the box's
-    corners (up to 2**10 of them) and its centre. All rows lie in the box."""
-    found: list[np.ndarray] = [np.atleast_2d(box.center)]
-
-    def on_node(i, k, az, cz, poly, pts):
-        new = []
-        for j in range(az.shape[0]):
-            if az[j].any():
-                for side in (1.0, -1.0):
-                    x = _argmax(side * az[j], poly, box)
-                    if x is not None:
-                        new.append(x)
-        found.extend(np.atleast_2d(x) for x in new)
-        return new
-
-    for region in enumerate_regions(net, box, on_node=on_node):
-        found.append(region.points)
-    free = np.flatnonzero(box.upper > box.lower)[:10]
-    corners = np.tile(box.lower, (2**free.size, 1))
-    for bit, i in enumerate(free):
-        sel = (np.arange(2**free.size) >> bit) & 1 == 1
-        corners[sel, i] = box.upper[i]
-    found.append(corners)
-    return box.clip(np.unique(np.vstack(found), axis=0))
+    """Inputs where another network is most likely to differ from ``net`` if it differs at
+    all: the box's centre and corners and every LP optimum met while enumerating ``net``'s
+    regions (vertices of its regions). All rows lie in the box."""
+    return exact_analysis(net, box).points
 
 
 # --------------------------------------------------------------------------- differences
@@ -383,9 +415,14 @@ class MaxDifference:
         return iter((self.value, self.x))
 
 
-def max_output_difference(f: Network, g: Network, box: Box) -> MaxDifference:
+def max_output_difference(f: Network, g: Network, box: Box, *, floor: float = 0.0) -> MaxDifference:
     """Exact ``max_{x in box} ||f(x) - g(x)||_inf`` by enumerating the joint regions of both
-    networks (one LP per output and sign per region; tiny networks only)."""
+    networks (one LP per output and sign per region; tiny networks only).
+
+    ``floor`` skips every LP that cannot find a difference above it: the value is then
+    exact when it exceeds ``floor``, and otherwise only known to be ``<= floor`` (set it
+    to a fraction of the tolerance in question to save time on equal networks).
+    """
     if f.output_size != g.output_size:
         raise OracleError(f"output sizes differ: {f.output_size} vs {g.output_size}")
     best = {"value": -1.0, "x": box.center}
@@ -396,7 +433,7 @@ def max_output_difference(f: Network, g: Network, box: Box) -> MaxDifference:
         if diff[i] > best["value"]:
             best["value"], best["x"] = float(diff[i]), points[i].copy()
 
-    consider(np.atleast_2d(box.center))
+    consider(box_corners(box))
     regions = 0
     for region in enumerate_regions((f, g), box):
         regions += 1
@@ -408,7 +445,7 @@ def max_output_difference(f: Network, g: Network, box: Box) -> MaxDifference:
             if not dmat[o].any():
                 continue
             for side in (1.0, -1.0):
-                if _box_max(side * dmat[o], side * dvec[o], box) <= best["value"]:
+                if _box_max(side * dmat[o], side * dvec[o], box) <= max(best["value"], floor):
                     continue
                 x = _argmax(side * dmat[o], poly, box)
                 if x is not None:

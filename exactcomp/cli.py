@@ -293,9 +293,13 @@ COMMANDS = {"compress": cmd_compress, "stability": cmd_stability, "verify": cmd_
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``exactcomp`` console script."""
-    args = build_parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False)
-    err = Console(stderr=True, highlight=False)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed on one line
+        return int(exc.code or 0)
+    # Wide enough for the tables when output is piped (rich defaults to 80 columns then).
+    console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 120)
+    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
     try:
         return COMMANDS[args.command](args, console)
     except ExactCompError as exc:

@@ -58,7 +58,7 @@ def compression_table(doc: dict) -> Table:
     """Per hidden layer: width before/after, verdict counts and proof kinds."""
     t = Table(title=f"exactcomp: {doc['architecture_before']} -> {doc['architecture_after']}")
     for col in ("layer", "width", "after", "active", "inactive", "unstable", "undecided", "proofs"):
-        t.add_column(col, justify="left" if col == "proofs" else "right")
+        t.add_column(col, justify="left" if col == "proofs" else "right", no_wrap=col == "proofs")
     for row in doc["layers"]:
         t.add_row(*_layer_cells(row, with_after=True))
     t.add_section()
@@ -86,7 +86,7 @@ _COUNTS = ("stably_active", "stably_inactive", "unstable", "undecided")
 
 
 def _layer_cells(row: dict, *, with_after: bool) -> list[str]:
-    proofs = ", ".join(f"{k} {v}" for k, v in row["proofs"].items() if v)
+    proofs = " ".join(f"{k}:{v}" for k, v in row["proofs"].items() if v)
     cells = [str(row["layer"]), str(row["width_before"])]
     if with_after:
         cells.append(str(row["width_after"]))

@@ -39,6 +39,7 @@ def test_shipped_model_matches_its_record(record: dict) -> None:
     acc64 = float(np.mean(np.argmax(net.forward(x_te), axis=1) == y_te))
     assert abs(acc64 - record["test_accuracy"]) <= 1 / len(y_te) + 1e-9
     assert record["test_accuracy"] >= 0.90
+    assert record["interval_stable_per_layer"] == train.interval_stability(path)
 
 
 def test_l1_makes_neurons_stable() -> None:

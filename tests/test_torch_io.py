@@ -252,6 +252,15 @@ def test_custom_module_class_is_refused_with_advice() -> None:
         load_torch(Net())
 
 
+def test_sequential_subclass_with_its_own_forward_is_refused() -> None:
+    class Scaled(nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    with pytest.raises(UnsupportedModelError, match="Scaled"):
+        load_torch(nn.Sequential(Scaled(nn.Linear(3, 2))))
+
+
 def test_relu_before_any_linear_is_refused() -> None:
     with pytest.raises(UnsupportedModelError, match="ReLU"):
         load_torch(nn.Sequential(nn.ReLU(), nn.Linear(3, 2)))

@@ -235,12 +235,13 @@ def module_to_network(module: nn.Module) -> Network:
 
 def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
     """The layers of (nested) Sequentials in execution order, with their dotted names."""
-    if isinstance(module, nn.Sequential):
+    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
         out: list[tuple[str, nn.Module]] = []
         for child_name, child in module.named_children():
             out += _leaves(child, f"{name}.{child_name}" if name else child_name)
         return out
-    if type(module) is nn.Module or (list(module.children()) and not _is_leaf_layer(module)):
+    custom = isinstance(module, nn.Sequential) or type(module) is nn.Module
+    if custom or (list(module.children()) and not _is_leaf_layer(module)):
         raise UnsupportedModelError(
             f"module {name or '<root>'!r} ({type(module).__name__}) has a custom forward() that "
             "cannot be read; pass an nn.Sequential, or save and load its state_dict()"

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--method", default="fast", choices=("fast", "leo", "naive"))
     p.add_argument("--verify-time-limit", type=float, default=60.0)
+    p.add_argument("--verify-tol", type=float, default=None, help="default: the library's")
     p.add_argument("--check-points", type=int, default=100_000)
 
     p = sub.add_parser("stability", help="naive / leo / fast side by side")
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--method", default="fast", choices=("fast", "leo", "naive"))
     p.add_argument("--verify-time-limit", type=float, default=120.0)
+    p.add_argument("--verify-tol", type=float, default=None, help="default: the library's")
 
     p = sub.add_parser("scaling", help="cost vs width and depth, per method")
     common(p)
@@ -137,6 +139,7 @@ def _table(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], li
         time_limit=args.time_limit,
         jobs=args.jobs,
         verify_time_limit=args.verify_time_limit,
+        verify_tol=args.verify_tol,
         check_points=args.check_points,
     )
     with RichProgress("table", len(configs)) as bars:
@@ -183,6 +186,7 @@ def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], lis
         time_limit=args.time_limit,
         jobs=args.jobs,
         verify_time_limit=args.verify_time_limit,
+        verify_tol=args.verify_tol,
     )
     with RichProgress("real", len(cases)) as bars:
         rows = run_real(cases, opts, bars)

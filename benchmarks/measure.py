@@ -84,21 +84,29 @@ class Verification:
     verdict: str
     seconds: float
     upper_bound: float
+    tol: float
 
 
 def verify_boxes(
-    original: Network, compressed: Network, boxes: Sequence[Box], *, time_limit: float
+    original: Network,
+    compressed: Network,
+    boxes: Sequence[Box],
+    *,
+    time_limit: float,
+    tol: float | None = None,
 ) -> Verification:
-    """Verify equivalence (linf, tol 1e-6) over the union of ``boxes``.
+    """Verify ``max |f - g|_inf <= tol`` over the union of ``boxes``.
 
-    The API checks box by box and stops at the first that is not EQUIVALENT; the bound
-    reported is the largest proven (NaN when the result carries none).
+    ``tol=None`` uses the library's default (the verifier knows which tolerances its solver
+    margins can prove); the tolerance actually used is recorded. The API checks box by box
+    and stops at the first that is not EQUIVALENT; the bound reported is the largest proven
+    (NaN when the result carries none).
     """
     from exactcomp.api import verify_equivalence
 
     start = time.perf_counter()
     res = verify_equivalence(
-        original, compressed, list(boxes), mode="linf", tol=1e-6, time_limit=time_limit
+        original, compressed, list(boxes), mode="linf", tol=tol, time_limit=time_limit
     )
     seconds = time.perf_counter() - start
     ub = getattr(res, "upper_bound", None)
@@ -106,4 +114,5 @@ def verify_boxes(
         verdict=res.status.name,
         seconds=seconds,
         upper_bound=float(ub) if ub is not None else float("nan"),
+        tol=float(getattr(res, "tol", tol if tol is not None else float("nan"))),
     )

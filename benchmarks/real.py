@@ -21,6 +21,7 @@ class RealOptions:
     time_limit: float = 10.0
     jobs: int | None = None
     verify_time_limit: float = 120.0
+    verify_tol: float | None = None  # None: the library's default
 
 
 def real_cases(nets: tuple[RealNetwork, ...]) -> list[tuple[RealNetwork, str]]:
@@ -59,7 +60,9 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
         progress=bars,
     )
     bars.task("verifying equivalence", 1)
-    ver = verify_boxes(original, result.network, boxes, time_limit=opts.verify_time_limit)
+    ver = verify_boxes(
+        original, result.network, boxes, time_limit=opts.verify_time_limit, tol=opts.verify_tol
+    )
     bars.advance()
     before, after = original.num_neurons, result.network.num_neurons
     counts = verdict_counts(result.stability)
@@ -75,6 +78,7 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
         milps=milp_count(result.stability),
         verdict=ver.verdict,
         verify_seconds=ver.seconds,
+        verify_tol=ver.tol,
         **counts,
     )
 

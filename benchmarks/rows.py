@@ -49,6 +49,7 @@ class TableRow:
     verdict: str
     verify_seconds: float
     verify_bound: float
+    verify_tol: float = math.nan
     error: str = ""
     proofs: dict[str, int] = field(default_factory=dict)
 
@@ -100,6 +101,7 @@ class RealRow:
     milps: int
     verdict: str
     verify_seconds: float
+    verify_tol: float = math.nan
     error: str = ""
 
 

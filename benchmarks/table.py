@@ -31,6 +31,7 @@ class TableOptions:
     time_limit: float = 10.0
     jobs: int | None = None
     verify_time_limit: float = 60.0
+    verify_tol: float | None = None  # None: the library's default
     check_points: int = 100_000
     models_dir: Path | None = None  # None: the training script's cache, models/
 
@@ -77,7 +78,9 @@ def _one_row(
     acc_before, pred_before = accuracy(original, x_test, y_test)
     acc_after, pred_after = accuracy(small, x_test, y_test)
     bars.task("verifying equivalence", 1)
-    ver = verify_boxes(original, small, (box,), time_limit=opts.verify_time_limit)
+    ver = verify_boxes(
+        original, small, (box,), time_limit=opts.verify_time_limit, tol=opts.verify_tol
+    )
     bars.advance()
     before, after = original.num_neurons, small.num_neurons
     return TableRow(
@@ -98,6 +101,7 @@ def _one_row(
         verdict=ver.verdict,
         verify_seconds=ver.seconds,
         verify_bound=ver.upper_bound,
+        verify_tol=ver.tol,
         proofs={k: v for k, v in proof_counts(result.stability).items() if v},
     )
 
@@ -145,5 +149,6 @@ TABLE_COLUMNS = (
     "milps",
     "verdict",
     "verify_seconds",
+    "verify_tol",
     "error",
 )

@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(soak_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     console = Console()
+    if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns
+        console = Console(width=220)
     if args.command == "markdown":
         from .results_md import regenerate
 

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--time-limit", type=float, default=10.0, help="seconds per MILP (default 10)"
         )
+        p.add_argument(
+            "--only", default="", help="run only the cases whose name contains this text"
+        )
 
     p = sub.add_parser("table", help="compress and verify the digits grid")
     common(p)
@@ -58,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--with-data", action="store_true", help="give every method the digits training inputs"
     )
-    p.add_argument("--only", default="", help="run only cases whose network name contains this")
 
     p = sub.add_parser("real", help="compress and verify the shipped real networks")
     common(p)
@@ -135,7 +137,7 @@ def _table(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], li
     from .plots import plot_l1, plot_proofs
     from .table import TABLE_COLUMNS, TableOptions, run_table
 
-    configs = table_grid(args.quick)
+    configs = tuple(c for c in table_grid(args.quick) if args.only in c.label)
     opts = TableOptions(
         method=args.method,
         time_limit=args.time_limit,
@@ -182,7 +184,7 @@ def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], lis
     nets = real_networks()
     if args.quick:
         nets = tuple(n for n in nets if not n.large)
-    cases = real_cases(nets)
+    cases = [(n, p) for n, p in real_cases(nets) if args.only in f"{n.name} {Path(p).stem}"]
     opts = RealOptions(
         method=args.method,
         time_limit=args.time_limit,
@@ -202,7 +204,7 @@ def _scaling(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], 
     from .suites import scaling_cases
 
     methods = _methods(args.methods)
-    cases = scaling_cases(args.quick, naive_max_neurons=args.naive_max_neurons)
+    cases = scaling_cases(args.quick, naive_max_neurons=args.naive_max_neurons, only=args.only)
     opts = MethodOptions(
         methods=methods,
         time_limit=args.time_limit,

@@ -59,11 +59,16 @@ def stability_cases(suite: str, quick: bool, *, with_data: bool = False) -> list
     return cases
 
 
-def scaling_cases(quick: bool, *, naive_max_neurons: int) -> list[Case]:
-    """The width/depth sweep at l1 = 5e-4 over [0,1]^64; naive only up to a neuron count."""
+def scaling_cases(quick: bool, *, naive_max_neurons: int, only: str = "") -> list[Case]:
+    """The width/depth sweep at l1 = 5e-4 over [0,1]^64; naive only up to a neuron count.
+
+    ``only`` filters by architecture before any checkpoint is trained.
+    """
     unit = uniform_domain(0.0, 1.0)
     cases = []
     for cfg in scaling_grid(quick):
+        if only not in cfg.arch:
+            continue
         n = sum(cfg.hidden)
         cases.append(
             Case(

@@ -119,7 +119,7 @@ def assert_preactivations_kept(net: Network, out, box: Box) -> None:
     state0 = initial_state(net, report_of(net, {}))
     for (k, j), (nk, nj) in out.record.kept.items():
         old = z_old[k][:, j]
-        if k in out.record.relu_dropped:  # an INACTIVE output's row was zeroed
+        if k in out.record.relu_dropped or (k, j) in out.record.zeroed:  # INACTIVE output
             old = np.maximum(old, 0.0)
         scale = np.maximum(m_old[k][:, j], m_new[nk][:, nj])
         assert np.all(np.abs(old - z_new[nk][:, nj]) <= 1e-10 * scale + 1e-300)
@@ -316,6 +316,29 @@ def test_output_relu_dropped_only_when_every_output_is_stable(codes, relu_after)
     out = run_pass(merge_linear, net, report_of(net, {0: [U], 1: codes}), box)
     assert out.network.layers[-1].relu == relu_after
     assert out.record.relu_dropped == (() if relu_after else (1,))
+
+
+def test_inactive_output_is_zeroed_and_its_only_input_dies():
+    """ReLU outputs, x in [0,1]::
+
+        z0 = x - 0.5 (UNSTABLE) --1--> y0 = relu(h0 - 0.2)      (UNSTABLE: ReLU stays)
+        z1 = x       (UNSTABLE) --1--> y1 = relu(-h1 - 1)       (INACTIVE: row zeroed)
+
+    After zeroing y1's row nothing reads h1: drop_dead removes it.
+    """
+    net = Network(
+        (
+            Layer([[1.0], [1.0]], [-0.5, 0.0], relu=True),
+            Layer([[1.0, 0.0], [0.0, -1.0]], [-0.2, -1.0], relu=True),
+        ),
+        dtype="float64",
+    )
+    box = Box.uniform(0.0, 1.0, 1)
+    out = run_pass(remove_inactive, net, report_of(net, {0: [U, U], 1: [U, I]}), box)
+    assert out.record.zeroed == ((1, 1),) and out.record.changed
+    assert out.network.layers[1].relu and not out.record.removed
+    out2 = run_pass(drop_dead, out.network, report_of(out.network, {}), box)
+    assert out2.record.removed == {(0, 1): Reason.DEAD}
 
 
 def test_zero_width_layer_makes_next_layer_constant():

@@ -53,6 +53,7 @@ class Editor:
         self.certificates: dict[Unit, Proof] = {}
         self.folds: dict[Unit, Fold] = {}
         self.relu_dropped: list[int] = []
+        self.zeroed: list[Unit] = []
         self.replaced_states: dict[int, LayerState] = {}
 
     @property
@@ -118,6 +119,19 @@ class Editor:
             origin=old.origin,
         )
 
+    def zero_output(self, j: int) -> None:
+        """Set the incoming row and bias of output unit ``j`` (ReLU, proven INACTIVE) to 0:
+        it then outputs ``relu(0) = 0``, as before on the domain, and reads nothing."""
+        k = self.depth - 1
+        self.weights[k][j] = 0.0
+        self.biases[k][j] = 0.0
+        self.zeroed.append((k, int(j)))
+        self.certificates[(k, int(j))] = self.proof_of(k, j)
+        old = self.replaced_states.get(k, self.state.layers[k])
+        lower, upper = old.lower.copy(), old.upper.copy()
+        lower[j] = upper[j] = 0.0
+        self.replaced_states[k] = LayerState(old.verdict, old.proof, lower, upper, old.origin)
+
     def finish(self) -> PassResult:
         """Build the edited network, its state and the record of this pass."""
         layers, states = [], []
@@ -148,6 +162,7 @@ class Editor:
             certificates=self.certificates,
             folds=self.folds,
             relu_dropped=tuple(self.relu_dropped),
+            zeroed=tuple(self.zeroed),
             widths_before=tuple(la.out_features for la in self.net.layers),
             widths_after=tuple(la.out_features for la in net.layers),
             max_residual=max((f.residual for f in self.folds.values()), default=0.0),

@@ -12,7 +12,8 @@ Order of one round, and why:
 Rounds repeat until one changes nothing, because each pass can expose work for the
 others (a merged layer can have constant or duplicated neurons; a removed neuron can
 leave a dead one behind). Every pass that changes something strictly lowers
-``units + layers + ReLU layers``, so the loop ends; no pass ever adds a unit or a layer.
+``units + layers + ReLU layers + non-zero output rows``, so the loop ends; no pass ever adds
+a unit or a layer.
 """
 
 from __future__ import annotations

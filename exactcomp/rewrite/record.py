@@ -79,6 +79,9 @@ class PassRecord:
         old numbering).
     relu_dropped:
         Old layer indices whose ReLU was removed (every unit of the layer proven stable).
+    zeroed:
+        Output units with a ReLU, proven INACTIVE, whose incoming row and bias were set to 0
+        (``relu(z) = 0 = relu(0)`` on the domain); they stay, but nothing upstream feeds them.
     widths_before, widths_after:
         ``out_features`` of every layer, so a change of depth shows too.
     max_residual:
@@ -94,11 +97,13 @@ class PassRecord:
     widths_before: tuple[int, ...]
     widths_after: tuple[int, ...]
     max_residual: float = 0.0
+    zeroed: tuple[Unit, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("kept", "removed", "certificates", "folds"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "relu_dropped", tuple(self.relu_dropped))
+        object.__setattr__(self, "zeroed", tuple(self.zeroed))
 
     @property
     def changed(self) -> bool:
@@ -106,6 +111,7 @@ class PassRecord:
         return (
             bool(self.removed)
             or bool(self.relu_dropped)
+            or bool(self.zeroed)
             or (self.widths_before != self.widths_after)
         )
 
@@ -122,6 +128,7 @@ class PassRecord:
             "pass": self.name,
             "removed": dict(Counter(r.value for r in self.removed.values())),
             "relu_dropped": list(self.relu_dropped),
+            "zeroed": len(self.zeroed),
             "widths_before": list(self.widths_before),
             "widths_after": list(self.widths_after),
             "max_residual": self.max_residual,

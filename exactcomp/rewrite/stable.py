@@ -22,8 +22,9 @@ def remove_inactive(net: Network, state: RewriteState, tol: Tolerances = DEFAULT
 
     If ``max z_j <= 0`` on the domain then ``h_j = relu(z_j) = 0`` there, so row ``j`` of
     ``W_k``/``b_k`` and column ``j`` of ``W_{k+1}`` can go: the next layer's pre-activation
-    ``W_{k+1} h_k + b_{k+1}`` does not change. ``tol`` is unused (kept for a uniform pass
-    signature).
+    ``W_{k+1} h_k + b_{k+1}`` does not change. An INACTIVE *output* unit (a ReLU on the last
+    layer) cannot go; its row and bias are set to 0 instead (``relu(0) = 0``), so that the
+    neurons only it read become dead. ``tol`` is unused (uniform pass signature).
     """
     ed = Editor("remove_inactive", net, state)
     for k in range(ed.depth - 1):
@@ -31,6 +32,11 @@ def remove_inactive(net: Network, state: RewriteState, tol: Tolerances = DEFAULT
             continue
         for j in np.flatnonzero(state.layers[k].mask(Verdict.INACTIVE)):
             ed.remove(k, int(j), Reason.INACTIVE, ed.proof_of(k, int(j)))
+    last = ed.depth - 1
+    if ed.relu[last]:
+        for j in np.flatnonzero(state.layers[last].mask(Verdict.INACTIVE)):
+            if np.any(ed.weights[last][j] != 0.0) or ed.biases[last][j] != 0.0:
+                ed.zero_output(int(j))
     return ed.finish()
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import network_and_box
 
 from exactcomp.bounds import interval_bounds
 from exactcomp.domain import Box
@@ -119,6 +120,22 @@ def test_pipeline_preserves_function_on_exact_verdicts(seed):
         case.network, exact_stability(case.network, case.box), Proof.ENUMERATION
     ))  # fmt: skip
     check_result(case.network, case.box, res, seed)
+
+
+@settings(max_examples=25, derandomize=True, deadline=None)
+@given(case=network_and_box(max_neurons=8), relu_last=st.booleans(), exact=st.booleans())
+def test_pipeline_on_shared_strategy_with_output_relu(case, relu_last, exact):
+    """The shared hypothesis networks, optionally with a ReLU on the output layer (as ONNX
+    graphs can have), with exact (oracle) or interval verdicts."""
+    net, box = case
+    if relu_last:
+        last = net.layers[-1]
+        net = net.replace_layers(net.layers[:-1] + (Layer(last.weight, last.bias, True),))
+    if exact:
+        rep = report_from(net, exact_stability(net, box), Proof.ENUMERATION)
+    else:
+        rep = interval_report(net, box)
+    check_result(net, box, compress_network(net, rep))
 
 
 # ----------------------------------------------------------------------------- named cases

@@ -85,6 +85,7 @@ class Verification:
     seconds: float
     upper_bound: float
     tol: float
+    note: str = ""  # the verifier's reason when it did not prove equivalence
 
 
 def verify_boxes(
@@ -115,4 +116,5 @@ def verify_boxes(
         seconds=seconds,
         upper_bound=float(ub) if ub is not None else float("nan"),
         tol=float(getattr(res, "tol", tol if tol is not None else float("nan"))),
+        note="" if res.status.name == "EQUIVALENT" else str(getattr(res, "reason", "") or ""),
     )

@@ -79,6 +79,7 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
         verdict=ver.verdict,
         verify_seconds=ver.seconds,
         verify_tol=ver.tol,
+        verify_note=ver.note[:200],
         **counts,
     )
 

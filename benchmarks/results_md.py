@@ -42,6 +42,7 @@ SECTIONS = (
             "verdict",
             "verify_seconds",
             "verify_tol",
+            "verify_note",
             "error",
         ),
         ("_l1.png", "_proofs.png"),
@@ -88,6 +89,7 @@ SECTIONS = (
             "verdict",
             "verify_seconds",
             "verify_tol",
+            "verify_note",
             "error",
         ),
         ("_proofs.png",),
@@ -175,8 +177,9 @@ def section(results: Path, stem: str, title: str, columns: tuple, plots: tuple) 
     raw = doc.get("rows", [])
     rows = [_flat(r) for r in raw]
     rows = [{c: r.get(c, "") for c in columns} for r in rows]
-    if rows and not any(r.get("error") for r in rows):
-        rows = [{c: v for c, v in r.items() if c != "error"} for r in rows]
+    for optional in ("error", "verify_note"):  # columns shown only when some row has one
+        if rows and not any(r.get(optional) for r in rows):
+            rows = [{c: v for c, v in r.items() if c != optional} for r in rows]
     lines = [
         f"### {title}{' (quick)' if stem.endswith('_quick') else ''}",
         "",

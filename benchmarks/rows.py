@@ -50,6 +50,7 @@ class TableRow:
     verify_seconds: float
     verify_bound: float
     verify_tol: float = math.nan
+    verify_note: str = ""
     error: str = ""
     proofs: dict[str, int] = field(default_factory=dict)
 
@@ -102,6 +103,7 @@ class RealRow:
     verdict: str
     verify_seconds: float
     verify_tol: float = math.nan
+    verify_note: str = ""
     error: str = ""
 
 

@@ -102,6 +102,7 @@ def _one_row(
         verify_seconds=ver.seconds,
         verify_bound=ver.upper_bound,
         verify_tol=ver.tol,
+        verify_note=ver.note[:200],
         proofs={k: v for k, v in proof_counts(result.stability).items() if v},
     )
 
@@ -150,5 +151,6 @@ TABLE_COLUMNS = (
     "verdict",
     "verify_seconds",
     "verify_tol",
+    "verify_note",
     "error",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -307,6 +308,19 @@ def test_checkpoint_without_a_model(tmp_path: Path, obj) -> None:
     torch.save(obj, tmp_path / "x.pt")
     with pytest.raises(InputFileError, match="not a model"):
         load_torch(tmp_path / "x.pt")
+
+
+def test_legacy_serialisation_is_read(tmp_path: Path) -> None:
+    torch.save(_mlp().state_dict(), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    assert load_torch(tmp_path / "old.pt").describe() == "3-5r-4r-2"
+
+
+def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated
+        torch.jit.save(torch.jit.script(_mlp()), tmp_path / "ts.pt")
+    with pytest.raises(InputFileError, match="TorchScript"):
+        load_torch(tmp_path / "ts.pt")
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,11 @@ def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
         raise InputFileError(f"model file {str(path)!r} not found; check the path")
     if not path.is_file():
         raise InputFileError(f"model path {str(path)!r} is not a file")
+    if _is_torchscript(path):
+        raise InputFileError(
+            f"{str(path)!r} is a TorchScript archive (torch.jit.save), which is not supported; "
+            "save model.state_dict() with torch.save instead"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -102,6 +108,17 @@ def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
             f"could not unpickle {str(path)!r} ({_short(exc)}); if it is a custom class, save "
             "model.state_dict() instead"
         ) from exc
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a ``constants.pkl`` (plain checkpoints have none)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _unsafe_global(exc: BaseException) -> str | None:

@@ -138,6 +138,26 @@ def test_linear_and_lp_enclose_exact_ranges(seed, n_in, depth) -> None:
             assert np.all(b[0] <= exact[k][0]) and np.all(b[1] >= exact[k][1])
 
 
+def test_lp_sides_tighten_only_the_side_asked() -> None:
+    rng = np.random.default_rng(3)
+    net = Network.from_arrays(
+        [rng.normal(size=(6, 3)), rng.normal(size=(4, 6))], [rng.normal(size=6), rng.normal(size=4)]
+    )
+    box = Box.uniform(-1.0, 1.0, 3)
+    known = interval_bounds(net, box)
+    both = lp_layer_bounds(net, box, 1, known)
+    up = lp_layer_bounds(net, box, 1, known, neurons=[0, 1, 2], sides=[1, -1, 0])
+    same = pytest.approx  # the LP is warm-started differently: equal up to solver noise
+    assert up[1][0] == same(both[1][0], rel=1e-8) and up[0][0] == known[1][0][0]
+    assert up[0][1] == same(both[0][1], rel=1e-8) and up[1][1] == known[1][1][1]
+    assert up[0][2] == same(both[0][2], rel=1e-8) and up[1][2] == same(both[1][2], rel=1e-8)
+    assert np.any(both[1] < known[1][1]) or np.any(both[0] > known[1][0])  # LP did something
+    empty = lp_layer_bounds(net, box, 1, known, neurons=[])
+    np.testing.assert_array_equal(empty[0], known[1][0])
+    with pytest.raises(ValueError, match="sides"):
+        lp_layer_bounds(net, box, 1, known, neurons=[0], sides=[1, 1])
+
+
 # ------------------------------------------------------------------ progressive tightening
 @SETTINGS
 @given(networks_and_boxes(max_depth=4, max_width=10))

@@ -247,6 +247,7 @@ def lp_layer_bounds(
     neurons: Sequence[int] | np.ndarray | None = None,
     tol: Tolerances = DEFAULT,
     time_limit: float | None = None,
+    sides: Sequence[int] | np.ndarray | None = None,
 ) -> Bounds:
     """Sound bounds of ``z_k`` from the triangle-relaxation LP of layers ``0..k-1``.
 
@@ -266,6 +267,9 @@ def lp_layer_bounds(
         Tolerances: the rounding pad and the solver margin ``solver_abs + solver_rel * M``.
     time_limit:
         Seconds for the whole call; neurons not reached in time keep their input bound.
+    sides:
+        Optional, one entry per requested neuron: ``+1`` tightens only its upper bound (all a
+        proof of inactivity needs), ``-1`` only its lower bound, ``0`` both (the default).
 
     Returns
     -------
@@ -283,14 +287,20 @@ def lp_layer_bounds(
         # earlier bounds (weights near 1e300) leave nothing an LP could use
         return lower, upper
     idx = np.arange(layer.out_features) if neurons is None else np.asarray(neurons, dtype=int)
+    idx = idx.reshape(-1)
+    want = np.zeros(idx.size, dtype=int) if sides is None else np.asarray(sides, dtype=int)
+    if want.shape != idx.shape:
+        raise ValueError(f"sides has {want.size} entries for {idx.size} neurons")
+    if idx.size == 0:
+        return lower, upper
     deadline = None if time_limit is None else time.monotonic() + float(time_limit)
     lp = build_prefix_lp(net, box, k, pre, tol)
     h = _new_highs(lp)
     cost = np.zeros(lp.matrix.shape[1])
-    for i in idx.tolist():
+    for i, side in zip(idx.tolist(), want.tolist(), strict=True):
         margin = tol.solver_abs + tol.solver_rel * max(abs(lower[i]), abs(upper[i]))
         b = float(layer.bias[i])
-        for sign in (1.0, -1.0):
+        for sign in {0: (1.0, -1.0), 1: (-1.0,), -1: (1.0,)}[int(np.sign(side))]:
             cost[lp.out_cols] = sign * layer.weight[i]
             bound = _lp_min(h, lp, cost, tol, deadline)
             if bound is None:

@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _meta(argv: list[str], args: argparse.Namespace) -> dict[str, Any]:
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "describe", "--always", "--dirty"],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

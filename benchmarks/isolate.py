@@ -56,6 +56,7 @@ class MethodOutcome:
     status: str
     seconds: float
     report: StabilityReport | None
+    wall_seconds: float = float("nan")  # the whole child: interpreter start, imports, loading
 
 
 def run_isolated(spec: MethodSpec, budget: float) -> MethodOutcome:
@@ -76,15 +77,17 @@ def run_isolated(spec: MethodSpec, budget: float) -> MethodOutcome:
                 rc = proc.wait(timeout=budget)
             except subprocess.TimeoutExpired:
                 _stop_group(proc)
-                return MethodOutcome("did not finish", time.perf_counter() - start, None)
+                return MethodOutcome("did not finish", float("nan"), None, budget)
             except BaseException:
                 _stop_group(proc)
                 raise
+        wall = time.perf_counter() - start
         if rc != 0 or not out_path.is_file():
             lines = [ln for ln in err_path.read_text().splitlines() if ln.strip()]
-            return MethodOutcome(f"error: {lines[-1] if lines else f'exit code {rc}'}", 0.0, None)
+            last = lines[-1] if lines else f"exit code {rc}"
+            return MethodOutcome(f"error: {last}", float("nan"), None, wall)
         doc = json.loads(out_path.read_text())
-        return MethodOutcome("ok", float(doc["seconds"]), _report_from_json(doc))
+        return MethodOutcome("ok", float(doc["seconds"]), _report_from_json(doc), wall)
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

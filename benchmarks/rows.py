@@ -37,6 +37,7 @@ class TableRow:
     seed: int
     acc_before: float
     acc_after: float
+    acc_after_f32: float
     test_mismatches: int
     neurons_before: int
     neurons_after: int
@@ -76,6 +77,7 @@ class MethodRow:
     unstable: float
     undecided: float
     proofs: dict[str, int] = field(default_factory=dict)
+    wall_seconds: float = math.nan
     speedup_vs_naive: float = math.nan
     speedup_vs_leo: float = math.nan
     same_as: str = ""

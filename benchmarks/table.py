@@ -77,6 +77,7 @@ def _one_row(
     small = result.network
     acc_before, pred_before = accuracy(original, x_test, y_test)
     acc_after, pred_after = accuracy(small, x_test, y_test)
+    acc_f32 = _torch_accuracy(result.to_module(), x_test, y_test)
     bars.task("verifying equivalence", 1)
     ver = verify_boxes(
         original, small, (box,), time_limit=opts.verify_time_limit, tol=opts.verify_tol
@@ -89,6 +90,7 @@ def _one_row(
         seed=cfg.seed,
         acc_before=acc_before,
         acc_after=acc_after,
+        acc_after_f32=acc_f32,
         test_mismatches=int(np.count_nonzero(pred_before != pred_after)),
         neurons_before=before,
         neurons_after=after,
@@ -107,6 +109,15 @@ def _one_row(
     )
 
 
+def _torch_accuracy(module, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the compressed ``torch.nn.Sequential`` a user would deploy (float32)."""
+    import torch
+
+    with torch.no_grad():
+        out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    return float(np.mean(out.argmax(1).numpy() == y))
+
+
 def _error_row(cfg: ModelConfig, message: str) -> TableRow:
     nan = math.nan
     return TableRow(
@@ -115,6 +126,7 @@ def _error_row(cfg: ModelConfig, message: str) -> TableRow:
         seed=cfg.seed,
         acc_before=nan,
         acc_after=nan,
+        acc_after_f32=nan,
         test_mismatches=-1,
         neurons_before=sum(cfg.hidden),
         neurons_after=-1,
@@ -137,6 +149,7 @@ TABLE_COLUMNS = (
     "seed",
     "acc_before",
     "acc_after",
+    "acc_after_f32",
     "test_mismatches",
     "neurons_before",
     "neurons_after",

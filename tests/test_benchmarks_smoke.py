@@ -39,6 +39,7 @@ def _table_row(arch: str, l1: float, seed: int, removed: float, acc: float) -> T
         seed=seed,
         acc_before=acc,
         acc_after=acc,
+        acc_after_f32=acc,
         test_mismatches=0,
         neurons_before=50,
         neurons_after=-1 if math.isnan(removed) else int(50 * (1 - removed / 100)),
@@ -184,6 +185,7 @@ def test_table_on_one_tiny_model(tmp_path):
     assert row.error == ""
     assert row.arch == "64-6-6-10"
     assert row.acc_before == row.acc_after and row.test_mismatches == 0
+    assert 0.0 <= row.acc_after_f32 <= 1.0
     assert row.neurons_before == 12 and 0 <= row.neurons_after <= 12
     assert sum(lc.width_before for lc in row.layers) == 12
     # The harness records whatever the verifier proves within its budget; it must never be

@@ -22,9 +22,14 @@ Definitions (``tol`` = :math:`\tau`):
   always share a class. A counterexample is an input where ``g`` prefers some class by more
   than :math:`\tau` over *every* top class of ``f`` (re-checked in float64).
 
-``tol`` must exceed the solver margin ``solver_abs + solver_rel * M`` (``M`` the largest
-a-priori output magnitude), otherwise no MILP bound can prove it and the answer is at best
-UNKNOWN; the default ``1e-4`` leaves room for it and for float32 rounding of saved networks.
+Proofs come in two kinds. *Differential bounds* (:mod:`exactcomp.verify.differential`) bound
+``g - f`` directly by padded float64 arithmetic when the neurons of ``g`` match neurons of ``f``
+(a compressed, permuted or re-exported network): typically ``1e-8`` or less, no solver. The
+*MILP* handles the rest; its dual bound is trusted only with the margin
+``solver_abs + solver_rel * M`` (``M`` the largest a-priori output magnitude), so a ``tol``
+at or below that margin (about ``1e-6`` with the default tolerances) cannot be proven by the
+MILP: the answer is then UNKNOWN, with the reason in the result. Pass a larger ``tol`` (e.g.
+``1e-4``, which also absorbs float32 rounding of a saved network) for unrelated networks.
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ from ..errors import InvalidNetworkError, InvalidOptionError
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
-from . import falsify
+from . import coupling, differential, falsify
 from .formulation import (
-    best_bounds,
     build_joint_model,
     linf_objective,
+    proven_encoding,
     set_top1_condition,
     top1_objective,
     with_linear_output,
@@ -53,6 +58,7 @@ from .solve import Decision, ObjectiveSolver
 MODES = ("linf", "top1")
 SAMPLES = 4096  # uniform points in the falsification phase
 GRADIENT_STARTS = 4  # starting points per objective for gradient ascent
+MATCH_POINTS = 512  # sampled inputs used to pair neurons of f and g
 FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + gradients
 
 
@@ -62,7 +68,7 @@ def verify_equivalence(
     box: Box,
     *,
     mode: str = "linf",
-    tol: float = 1e-4,
+    tol: float = 1e-6,
     time_limit: float = 60.0,
     data: np.ndarray | None = None,
     progress: Progress = SILENT,
@@ -129,6 +135,10 @@ class _Run:
         self.deadline = self.t0 + time_limit
         self.timings: dict[str, float] = {}
         self.lower = 0.0  # largest difference seen at a concrete input
+        self.points = box.center[None, :]  # the sampled inputs (for neuron matching)
+        self.links = 0  # proven links between neurons of f and g
+        self.known: dict[tuple, float] = {}  # objective -> bound proven without a solver
+        self.box_bounds = (box.lower, box.upper)
         m = f.output_size
         if mode == "linf":
             self.objectives = [(i, s) for i in range(m) for s in (1.0, -1.0)]
@@ -186,6 +196,7 @@ class _Run:
         t = time.perf_counter()
         self.progress.task("sampling", 1)
         pts = falsify.candidate_points(self.box, SAMPLES, rng, data)
+        self.points = pts
         cex = self.counterexample(pts, "sampling")
         self.progress.advance(1)
         self.timed("sampling", t)
@@ -219,32 +230,69 @@ class _Run:
 
     def prove(self) -> EquivalenceResult:
         t = time.perf_counter()
-        self.progress.task("bounds", 1)
+        self.progress.task("bounds and stable neurons", 2)
         fl, gl = with_linear_output(self.f), with_linear_output(self.g)
-        bf, bg = (
-            best_bounds(fl, self.box, self.tolerances),
-            best_bounds(gl, self.box, self.tolerances),
-        )
+        per_milp = max(0.1, min(2.0, 0.01 * self.left()))
+        enc_f = proven_encoding(fl, self.box, self.tolerances, per_milp)
+        self.progress.advance(1)
+        enc_g = proven_encoding(gl, self.box, self.tolerances, per_milp)
         self.progress.advance(1)
         self.timed("bounds", t)
         t = time.perf_counter()
-        jm = build_joint_model(fl, gl, self.box, bf, bg)
+        self.progress.task("differential bounds", 1)
+        fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
+        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS])
+        links = differential.propagate_links(fs, gs, pairs, self.box_bounds, self.tolerances)
+        self.known = self.differential_objective_bounds(fs, gs, links)
+        self.progress.advance(1, f"{len(links)} links")
+        self.timed("differential", t)
+        if all(b <= self.tol for b in self.known.values()):
+            return self.finish(
+                EquivalenceStatus.EQUIVALENT,
+                max(self.known.values()),
+                proven=len(self.objectives),
+                reason="exact argument: differential bounds (no MILP needed)",
+            )
+        t = time.perf_counter()
+        jm = build_joint_model(fl, gl, self.box, enc_f[0], enc_g[0], enc_f[1], enc_g[1])
+        self.links = coupling.add_links(jm.model, links, enc_f, enc_g)
         self.timed("build", t)
         margin = self.tolerances.solver_abs + self.tolerances.solver_rel * jm.scale
         if self.tol <= margin:
             return self.finish(
                 EquivalenceStatus.UNKNOWN,
-                np.inf,
+                max(self.known.values()),
+                proven=sum(b <= self.tol for b in self.known.values()),
                 reason=f"tol {self.tol:g} is not above the solver margin {margin:.2g}; "
                 "no MILP bound can prove it",
             )
         return self.solve_objectives(jm, ObjectiveSolver(jm.model, jm.x), margin)
 
+    def differential_objective_bounds(self, fs, gs, links) -> dict[tuple, float]:
+        """Sound upper bounds on each objective from the differential bounds of the outputs.
+
+        With ``g_i - f_i`` in ``[lo_i, hi_i]``: ``linf`` objective ``(i, +1)`` (``f_i - g_i``)
+        is at most ``-lo_i`` and ``(i, -1)`` at most ``hi_i``; the ``top1`` pair ``(i, j)``
+        (``g_j - g_i`` where ``f_i >= f_j``) is at most
+        ``(g_j - f_j) + (f_j - f_i) + (f_i - g_i) <= hi_j - lo_i``.
+        """
+        post = {key: (v[0], v[1], v[4], v[5]) for key, v in links.items()}
+        lf, lg = len(fs.net.layers) - 1, len(gs.net.layers) - 1
+        out = [
+            differential.difference_bound(
+                fs, gs, lg, i, lf, i, post, self.box_bounds, self.tolerances
+            )
+            for i in range(self.f.output_size)
+        ]
+        if self.mode == "linf":
+            return {(i, s): (-out[i][0] if s > 0 else out[i][1]) for i, s in self.objectives}
+        return {(i, j): out[j][1] - out[i][0] for i, j in self.objectives}
+
     def solve_objectives(self, jm, solver: ObjectiveSolver, margin: float) -> EquivalenceResult:
         """Decide each objective in turn; time-outs get a second pass with the time left."""
         t = time.perf_counter()
-        bounds: dict[tuple, float] = {}
-        pending = list(self.objectives)
+        bounds = dict(self.known)  # objective -> best proven upper bound
+        pending = [o for o in self.objectives if not bounds.get(o, np.inf) <= self.tol]
         condition = None  # the class i whose "top class of f" constraints are in the model
         self.progress.task("milp", len(pending))
         for attempt in range(2):
@@ -284,9 +332,8 @@ class _Run:
                 break
         self.timed("milp", t)
         proven = len(self.objectives) - len(pending)
-        upper = max(bounds.values()) if bounds and not pending else np.inf
+        upper = max(bounds.get(o, np.inf) for o in self.objectives)
         if pending:
-            upper = max(bounds.get(o, np.inf) for o in self.objectives)
             return self.finish(
                 EquivalenceStatus.UNKNOWN,
                 max(upper, self.lower),
@@ -296,7 +343,7 @@ class _Run:
             )
         return self.finish(
             EquivalenceStatus.EQUIVALENT,
-            min(upper, self.tol),
+            upper,
             milps=solver.solves,
             proven=proven,
             reason="every objective proven by the MILP",

@@ -54,6 +54,29 @@ def best_bounds(net: Network, box: Box, tol: Tolerances = DEFAULT) -> list[Bound
     return linear_bounds(net, box, tol=tol)
 
 
+def proven_encoding(
+    net: Network, box: Box, tol: Tolerances, time_limit: float | None
+) -> tuple[list[Bounds], list]:
+    """Bounds and verdicts to encode ``net`` with: the best cheap bounds, intersected with the
+    bounds and verdicts the stability engine *proves* (skipped when ``time_limit`` is None).
+
+    Stable neurons then need no binary; every verdict used carries its own proof (interval,
+    linear, LP or MILP with margin), and UNDECIDED/UNSTABLE neurons keep their binary.
+    """
+    bounds = best_bounds(net, box, tol)
+    verdicts: list = [None] * len(net.layers)
+    if time_limit is None or not net.relu_layers:
+        return bounds, verdicts
+    from ..stability import stable_neurons
+
+    report = stable_neurons(net, box, time_limit=time_limit, jobs=1, tol=tol)
+    for ls in report.layers:
+        lo, hi = bounds[ls.layer]
+        bounds[ls.layer] = (np.maximum(lo, ls.lower), np.minimum(hi, ls.upper))
+        verdicts[ls.layer] = ls.verdict
+    return bounds, verdicts
+
+
 def with_linear_output(net: Network) -> Network:
     """``net`` itself, or ``net`` followed by an identity layer when its last layer has a ReLU,
     so that the network's output is always the pre-activation of its last layer."""
@@ -80,20 +103,27 @@ class JointModel:
 
 
 def build_joint_model(
-    f: Network, g: Network, box: Box, bounds_f: list[Bounds], bounds_g: list[Bounds]
+    f: Network,
+    g: Network,
+    box: Box,
+    bounds_f: list[Bounds],
+    bounds_g: list[Bounds],
+    verdicts_f=None,
+    verdicts_g=None,
 ) -> JointModel:
     """Encode ``f`` and ``g`` on one input ``x`` in ``box`` (see the module docstring).
 
     ``bounds_f``/``bounds_g`` are sound pre-activation bounds of every layer of
-    ``with_linear_output(f)``/``with_linear_output(g)``.
+    ``with_linear_output(f)``/``with_linear_output(g)``; ``verdicts_f``/``verdicts_g`` are
+    optional per-layer arrays of *proven* verdicts (stable neurons get no binary).
     """
     f, g = with_linear_output(f), with_linear_output(g)
     model = pyo.ConcreteModel(name="equivalence")
     x = add_input(model, box)
     model.f = pyo.Block()
     model.g = pyo.Block()
-    yf = add_network(model.f, f, x, bounds_f)[-1]
-    yg = add_network(model.g, g, x, bounds_g)[-1]
+    yf = add_network(model.f, f, x, bounds_f, verdicts_f)[-1]
+    yg = add_network(model.g, g, x, bounds_g, verdicts_g)[-1]
     model.obj = pyo.Objective(expr=0.0, sense=pyo.minimize)
     ends = [bounds_f[-1], bounds_g[-1]]
     scale = max(float(np.max(np.abs(np.concatenate(b)))) for b in ends)

@@ -1,0 +1,95 @@
+r"""Coupling: proven links between neurons of the two networks that compute the same function.
+
+Two independent big-M encodings make a weak MILP: the LP relaxation lets each copy take its
+own relaxed activations, so even ``f`` against a permuted copy of itself gives bounds on
+``f - g`` of the order of the outputs. A compressed network keeps many neurons of the original
+*exactly* (same pre-activation function on the box), so we look for such pairs and add
+**valid inequalities** that tie the copies together.
+
+For a ReLU neuron :math:`q` of ``g`` and :math:`p` of ``f`` whose pre-activations agree on every
+sampled input (a candidate pair, :func:`match_neurons`), :mod:`exactcomp.verify.differential`
+proves bounds valid on the whole box,
+
+.. math::
+
+    z^g_q - z^f_p \in [\lambda, \upsilon], \qquad
+    h^g_q - h^f_p \in [\min(\lambda, 0), \max(\upsilon, 0)]
+
+(ReLU is monotone and 1-Lipschitz). Both hold for every input of the box, so adding them to the
+model (:func:`add_links`) keeps it an exact encoding of the pair: it only removes relaxed
+points, and the MILP remains a proof.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyomo.environ as pyo
+
+from ..bounds import Bounds
+from ..network import Network
+from ..verdicts import Verdict
+
+MATCH_REL = 1e-7  # sampled pre-activations must agree to this relative accuracy to be paired
+
+
+def post_activation(block, k: int, j: int, bounds: list[Bounds], verdicts) -> object:
+    """The term holding ``h_kj`` in an encoding made by ``milp.encoding.add_network``: the
+    ReLU variable, the pre-activation itself (stably active) or ``0.0`` (stably inactive)."""
+    blk = block.component(f"layer{k}")
+    v = Verdict.UNDECIDED
+    if verdicts is not None and k < len(verdicts) and verdicts[k] is not None:
+        v = Verdict(int(verdicts[k][j]))
+    lo, hi = bounds[k]
+    if v == Verdict.INACTIVE or hi[j] <= 0.0:
+        return 0.0
+    if v == Verdict.ACTIVE or lo[j] >= 0.0:
+        return blk.z[j]
+    return blk.h[j]
+
+
+def match_neurons(f: Network, g: Network, points: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Pairs ``(gk, q, fk, p)`` of ReLU neurons whose pre-activations agree on ``points``.
+
+    A candidate only: the pairing is used after :func:`prove_links` has proven it on the box.
+    Each ``g`` neuron gets the ``f`` neuron (any ReLU layer) with the smallest disagreement.
+    """
+    zf, zg = f.preactivations(points), g.preactivations(points)
+    pairs = []
+    for gk in g.relu_layers:
+        for q in range(g.layers[gk].out_features):
+            col = zg[gk][:, q]
+            best = None
+            for fk in f.relu_layers:
+                dev = np.abs(zf[fk] - col[:, None]).max(axis=0)
+                scale = 1.0 + np.maximum(np.abs(zf[fk]).max(axis=0), np.abs(col).max())
+                p = int(np.argmin(dev / scale))
+                if dev[p] <= MATCH_REL * scale[p] and (best is None or dev[p] < best[0]):
+                    best = (dev[p], fk, p)
+            if best is not None:
+                pairs.append((gk, q, best[1], best[2]))
+    return pairs
+
+
+def add_links(model, links: dict, enc_f, enc_g) -> int:
+    """Add the proven links (:func:`exactcomp.verify.differential.propagate_links`) to the
+    joint model as valid inequalities on ``z`` and ``h``; returns how many were added.
+
+    ``enc_f``/``enc_g`` are the ``(bounds, verdicts)`` each network was encoded with (under
+    ``model.f`` and ``model.g``).
+    """
+    model.links = pyo.ConstraintList()
+    n = 0
+    for (gk, q), (fk, p, zlo, zhi, hlo, hhi) in links.items():
+        if not (np.isfinite(zlo) and np.isfinite(zhi)):
+            continue
+        zg = model.g.component(f"layer{gk}").z[q]
+        zf = model.f.component(f"layer{fk}").z[p]
+        model.links.add(zg - zf <= zhi)
+        model.links.add(zg - zf >= zlo)
+        hg = post_activation(model.g, gk, q, *enc_g)
+        hf = post_activation(model.f, fk, p, *enc_f)
+        if not (isinstance(hg, float) and isinstance(hf, float)):
+            model.links.add(hg - hf <= hhi)
+            model.links.add(hg - hf >= hlo)
+        n += 1
+    return n

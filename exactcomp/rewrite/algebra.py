@@ -149,8 +149,8 @@ def positive_duplicates(
         if c > 0.0 and _pair_residual(rows[i], rows[j], c) <= rel_tol:
             parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
-    for i in nz:
-        groups.setdefault(root(int(i)), []).append(int(i))
+    for member in nz.tolist():
+        groups.setdefault(root(member), []).append(member)
     out = []
     for members in groups.values():
         if len(members) < 2:

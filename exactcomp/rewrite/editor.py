@@ -134,7 +134,8 @@ class Editor:
 
     def finish(self) -> PassResult:
         """Build the edited network, its state and the record of this pass."""
-        layers, states = [], []
+        layers: list[Layer] = []
+        states: list[LayerState] = []
         kept: dict[Unit, Unit] = {}
         prev_keep: np.ndarray | None = None  # None: the previous output is the input
         for k in range(self.depth):

@@ -154,6 +154,11 @@ class NeuronFate:
     def kept(self) -> bool:
         return self.reason is None
 
+    @property
+    def label(self) -> str:
+        """``"kept"`` or the reason's value (``"inactive"``, ``"relu-dropped"``...)."""
+        return "kept" if self.reason is None else self.reason.value
+
 
 @dataclass(frozen=True, eq=False)
 class RewriteResult:
@@ -176,7 +181,7 @@ class RewriteResult:
 
     def counts(self) -> dict[str, int]:
         """Original neurons per fate: ``"kept"`` or a :class:`Reason` value."""
-        return dict(Counter("kept" if f.kept else f.reason.value for f in self.neuron_map.values()))
+        return dict(Counter(f.label for f in self.neuron_map.values()))
 
     def kept_per_layer(self) -> dict[int, int]:
         """Original ReLU layer -> how many of its neurons survive as ReLU neurons."""

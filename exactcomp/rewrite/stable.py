@@ -99,6 +99,10 @@ def merge_linear(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) -
     to back, so a chain of affine layers collapses into the first non-affine one after it; a
     network affine on the whole domain becomes one affine layer.
 
+    Neurons and depth always drop; the parameter count can grow when the merged layer is a
+    narrow bottleneck (``n_{k-1} n_{k+1} > n_k (n_{k-1} + n_{k+1})``, e.g. 784-2-100): the
+    merged network is smaller in neurons, not necessarily in weights.
+
     The last layer has no next layer: if it has a ReLU and *every* unit is proven stable,
     the ReLU is dropped after zeroing the rows of the INACTIVE units (``relu(z) = 0`` there,
     ``relu(z) = z`` for ACTIVE ones). A ReLU that may see a negative input is never dropped.

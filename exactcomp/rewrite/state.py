@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InvalidNetworkError
 from ..network import Network
-from ..verdicts import Proof, StabilityReport, Verdict
+from ..verdicts import LayerStability, Proof, StabilityReport, Verdict
 
 
 def _frozen(a: np.ndarray, dtype: type | np.dtype) -> np.ndarray:
@@ -108,7 +108,7 @@ def initial_state(net: Network, report: StabilityReport) -> RewriteState:
     ReLU, or with another width than the network's, mean the report belongs to another
     network and are refused rather than guessed at.
     """
-    by_layer = {}
+    by_layer: dict[int, LayerStability] = {}
     for ls in report.layers:
         k = ls.layer
         if not (0 <= k < len(net.layers)) or not net.layers[k].relu:
@@ -125,8 +125,8 @@ def initial_state(net: Network, report: StabilityReport) -> RewriteState:
     layers = []
     for k, layer in enumerate(net.layers):
         base = LayerState.unknown(k, layer.out_features)
-        ls = by_layer.get(k)
-        if ls is not None:
-            base = LayerState(ls.verdict, ls.proof, ls.lower, ls.upper, base.origin)
+        found = by_layer.get(k)
+        if found is not None:
+            base = LayerState(found.verdict, found.proof, found.lower, found.upper, base.origin)
         layers.append(base)
     return RewriteState(tuple(layers))

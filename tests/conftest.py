@@ -9,6 +9,7 @@ own ``@settings`` still overrides each field it names.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
@@ -16,6 +17,16 @@ from hypothesis import HealthCheck, settings
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+
+# When a property fails, hypothesis imports its patch writer (libcst -> mypy_extensions),
+# whose DeprecationWarning our ``filterwarnings = error`` turns into a pytest INTERNALERROR
+# that hides the real failure. Import it once here, with that warning silenced.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except ImportError:  # an optional dependency (libcst) is missing: nothing to pre-load
+        pass
 
 settings.register_profile(
     "exactcomp",

@@ -415,7 +415,9 @@ class MaxDifference:
         return iter((self.value, self.x))
 
 
-def max_output_difference(f: Network, g: Network, box: Box, *, floor: float = 0.0) -> MaxDifference:
+def max_output_difference(
+    f: Network, g: Network, box: Box, *, floor: float = 0.0, max_regions: int = _MAX_REGIONS
+) -> MaxDifference:
     """Exact ``max_{x in box} ||f(x) - g(x)||_inf`` by enumerating the joint regions of both
     networks (one LP per output and sign per region; tiny networks only).
 
@@ -435,7 +437,7 @@ def max_output_difference(f: Network, g: Network, box: Box, *, floor: float = 0.
 
     consider(box_corners(box))
     regions = 0
-    for region in enumerate_regions((f, g), box):
+    for region in enumerate_regions((f, g), box, max_regions=max_regions):
         regions += 1
         consider(region.points)
         (af, cf), (ag, cg) = region.maps

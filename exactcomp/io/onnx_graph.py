@@ -10,6 +10,9 @@ merge for free. Each ``Relu`` commits the affine function built so far as one
 output. Constants (initializers, ``Constant`` nodes, and any node whose inputs are all
 constant, such as ``Constant -> Reshape -> Transpose``) are folded as they are met.
 
+``Conv`` is lowered to a dense affine map by :mod:`exactcomp.io.onnx_conv` (small convs
+only); pooling (``MaxPool``) is not affine and stays unsupported.
+
 Only a chain is representable: a tensor from before a ReLU may not be used after it (skip
 connections), and a node whose operator is not in :data:`SUPPORTED_OPS` is refused with an
 :class:`~exactcomp.errors.UnsupportedModelError` naming it. Nodes that do not feed the

@@ -165,6 +165,35 @@ def test_affine_network_becomes_one_layer():
     assert res.neuron_map[(0, 1)].proof == Proof.INTERVAL
 
 
+def test_all_inactive_layer_makes_the_network_constant():
+    """x in [0,1]^3; layer 1 is all INACTIVE, so nothing reaches the output::
+
+        x --W0 (UNSTABLE)--> h0 --(-1) rows, bias -10 (INACTIVE)--> h1 --V--> y = V h1 + c
+
+    The whole network becomes ``y = c``: one layer with zero weights (layer 0's neurons die
+    once layer 1 is gone)."""
+    rng = np.random.default_rng(4)
+    w0 = rng.normal(size=(4, 3))
+    net = Network.from_arrays(
+        [w0, -np.abs(rng.normal(size=(3, 4))), rng.normal(size=(2, 3))],
+        [np.zeros(4), np.full(3, -10.0), np.array([1.5, -2.0])],
+        dtype="float64",
+    )
+    box = Box.uniform(0.0, 1.0, 3)
+    res = compress_network(net, interval_report(net, box))
+    check_result(net, box, res)
+    assert res.network.describe() == "3-2"
+    assert not res.network.layers[0].weight.any()
+    assert res.network.layers[0].bias.tolist() == [1.5, -2.0]
+    assert res.counts() == {"inactive": 3, "dead": 4}
+    assert [r.name for r in res.records] == [
+        "remove_inactive",  # layer 1 emptied
+        "merge_linear",  # the empty layer merged: the output now ignores h0
+        "drop_dead",  # layer 0's neurons read by nobody
+        "merge_linear",  # the empty layer 0 merged
+    ]
+
+
 def test_rank_folding_in_the_pipeline():
     """Five ACTIVE neurons fed by two inputs, next to two UNSTABLE ones (x in [0,1]^2):
     the layer keeps at most two of the five (at most three counting the bias)."""

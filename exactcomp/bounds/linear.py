@@ -142,8 +142,8 @@ def linear_layer_bounds(
     k:
         The layer whose pre-activation is bounded (all its neurons at once).
     known:
-        Sound pre-activation bounds of every layer ``j < k`` (``known[j]``); tighter ones give
-        tighter results (progressive tightening). ``None``/infinite entries are filled in by
+        Sound pre-activation bounds of every layer ``j < k`` (``known[j]``); tighter ones
+        usually give tighter results (progressive tightening; see Notes). ``None``/infinite entries are filled in by
         interval arithmetic; ``known[k]``, if present, is intersected into the result.
     tol:
         Tolerances; the rounding pad is ``bound_abs + bound_rel * scale``.

@@ -1,0 +1,287 @@
+"""verify_equivalence on named pairs: known equal, known different, and solver failures.
+
+Every NOT_EQUIVALENT answer is checked here again, independently: the counterexample lies in
+the box and the networks' own float64 forward passes differ there by more than ``tol``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exactcomp.domain import Box
+from exactcomp.errors import InvalidNetworkError, InvalidOptionError
+from exactcomp.network import Layer, Network
+from exactcomp.verify import EquivalenceStatus, verify_equivalence
+from exactcomp.verify.solve import ObjectiveSolver
+
+EQ, NEQ, UNK = (
+    EquivalenceStatus.EQUIVALENT,
+    EquivalenceStatus.NOT_EQUIVALENT,
+    EquivalenceStatus.UNKNOWN,
+)
+
+
+def mlp(sizes: list[int], seed: int) -> Network:
+    """A random dense MLP (ReLU on every layer but the last)."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    bs = [rng.normal(size=b) * 0.3 for b in sizes[1:]]
+    return Network.from_arrays(ws, bs, dtype="float64")
+
+
+def permuted(net: Network, seed: int) -> Network:
+    """The same function with the hidden neurons of every layer permuted (not the outputs)."""
+    rng = np.random.default_rng(seed)
+    layers, prev = [], None
+    for k, layer in enumerate(net.layers):
+        w, b = layer.weight, layer.bias
+        if prev is not None:
+            w = w[:, prev]
+        if layer.relu and k < len(net.layers) - 1:
+            perm = rng.permutation(layer.out_features)
+            w, b, prev = w[perm], b[perm], perm
+        else:
+            prev = None
+        layers.append(Layer(w, b, layer.relu))
+    return net.replace_layers(layers)
+
+
+def with_dead_neuron(net: Network) -> Network:
+    """``net`` plus one neuron in the first hidden layer that is off on ``[0, 1]^n``::
+
+    x --(w = -1, b = -0.5)--> relu (always 0 on the box) --(w = 5)--> next layer
+    """
+    l0, l1 = net.layers[0], net.layers[1]
+    w0 = np.vstack([l0.weight, -np.ones(l0.in_features)])
+    b0 = np.append(l0.bias, -0.5)
+    w1 = np.hstack([l1.weight, np.full((l1.out_features, 1), 5.0)])
+    return net.replace_layers((Layer(w0, b0, True), Layer(w1, l1.bias, l1.relu), *net.layers[2:]))
+
+
+def split_neuron(net: Network, j: int = 0) -> Network:
+    """Neuron ``j`` of the first layer replaced by half its pre-activation, outgoing weight
+    doubled: ``relu(z) = 2 relu(z / 2)``. Same function, but no neuron matches ``f``'s, so
+    only the MILP can prove it."""
+    l0, l1 = net.layers[0], net.layers[1]
+    w0, b0, w1 = l0.weight.copy(), l0.bias.copy(), l1.weight.copy()
+    w0[j] /= 2
+    b0[j] /= 2
+    w1[:, j] *= 2
+    return net.replace_layers((Layer(w0, b0, True), Layer(w1, l1.bias, l1.relu), *net.layers[2:]))
+
+
+def bump_network(net: Network, center: np.ndarray, radius: float, height: float) -> Network:
+    """``net`` plus ``height * relu(1 - |x - center|_1 / radius)``: differs from ``net`` only
+    in a tiny L1 ball (2-hidden-layer nets)::
+
+        x -> [net's layer 0 | relu(x - c), relu(c - x)] -> [net's layer 1 | relu(1 - sum/r)]
+          -> net's output + height * bump
+    """
+    n = net.input_size
+    l0, l1, l2 = net.layers
+    eye = np.eye(n)
+    w0 = np.vstack([l0.weight, eye, -eye])
+    b0 = np.concatenate([l0.bias, -center, center])
+    h0, h1 = l0.out_features, l1.out_features
+    w1 = np.zeros((h1 + 1, h0 + 2 * n))
+    w1[:h1, :h0] = l1.weight
+    w1[h1, h0:] = -1.0 / radius
+    b1 = np.append(l1.bias, 1.0)
+    w2 = np.hstack([l2.weight, np.full((l2.out_features, 1), height)])
+    return net.replace_layers((Layer(w0, b0, True), Layer(w1, b1, True), Layer(w2, l2.bias, False)))
+
+
+def assert_real_counterexample(res, f: Network, g: Network, box: Box, tol: float) -> None:
+    assert res.status is NEQ
+    ce = res.counterexample
+    assert box.contains(ce.x[None, :])[0]
+    diff = np.abs(f.forward(ce.x) - g.forward(ce.x)).max()
+    assert diff > tol
+    assert np.allclose(ce.f_x, f.forward(ce.x)) and np.allclose(ce.g_x, g.forward(ce.x))
+    assert res.lower_bound >= diff - 1e-12
+
+
+# ----------------------------------------------------------------------------- known equal
+@pytest.mark.parametrize("mode", ["linf", "top1"])
+def test_permuted_copy_is_equivalent(mode: str) -> None:
+    f = mlp([3, 8, 8, 2], seed=1)
+    res = verify_equivalence(f, permuted(f, seed=2), Box.uniform(-1, 1, 3), mode=mode)
+    assert res.status is EQ, res.summary()
+    assert res.upper_bound <= res.tol
+    assert res.counterexample is None
+
+
+def test_extra_dead_neuron_is_equivalent() -> None:
+    f = mlp([3, 6, 6, 2], seed=3)
+    res = verify_equivalence(f, with_dead_neuron(f), Box.uniform(0, 1, 3))
+    assert res.status is EQ, res.summary()
+
+
+def test_split_neuron_is_proven_by_the_milp() -> None:
+    f = mlp([2, 6, 6, 2], seed=4)
+    res = verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, time_limit=60)
+    assert res.status is EQ, res.summary()
+    assert res.milps >= 1
+    assert res.upper_bound <= 1e-4
+
+
+def test_relu_after_the_output_layer() -> None:
+    f = mlp([2, 5, 3], seed=5)
+    f = f.replace_layers((f.layers[0], Layer(f.layers[1].weight, f.layers[1].bias, True)))
+    res = verify_equivalence(f, permuted(f, seed=6), Box.uniform(-1, 1, 2))
+    assert res.status is EQ, res.summary()
+
+
+# ----------------------------------------------------------------------------- known different
+def test_perturbed_weight_is_found() -> None:
+    f = mlp([3, 8, 8, 2], seed=7)
+    w = f.layers[2].weight.copy()
+    w[0, 3] += 0.05
+    g = f.replace_layers((*f.layers[:2], Layer(w, f.layers[2].bias, False)))
+    box = Box.uniform(-1, 1, 3)
+    res = verify_equivalence(f, g, box)
+    assert_real_counterexample(res, f, g, box, res.tol)
+
+
+def test_removed_unstable_neuron_is_found() -> None:
+    f = mlp([3, 8, 8, 2], seed=8)
+    box = Box.uniform(-1, 1, 3)
+    z = f.preactivations(box.sample(2000, np.random.default_rng(0)))[0]
+    j = int(np.flatnonzero((z.min(axis=0) < 0) & (z.max(axis=0) > 0))[0])
+    l0, l1 = f.layers[0], f.layers[1]
+    keep = np.arange(l0.out_features) != j
+    g = f.replace_layers(
+        (
+            Layer(l0.weight[keep], l0.bias[keep], True),
+            Layer(l1.weight[:, keep], l1.bias, True),
+            f.layers[2],
+        )
+    )
+    res = verify_equivalence(f, g, box)
+    assert_real_counterexample(res, f, g, box, res.tol)
+
+
+def test_difference_in_a_tiny_region_is_found_by_the_milp() -> None:
+    """The networks differ only in an L1 ball of radius 0.05 around an interior point of
+    [0, 1]^4 (volume ~4e-6): sampling misses it, the MILP must find it."""
+    f = mlp([4, 6, 6, 2], seed=9)
+    c = np.array([0.31, 0.62, 0.47, 0.55])
+    g = bump_network(f, c, radius=0.05, height=0.5)
+    box = Box.uniform(0, 1, 4)
+    assert np.abs(f.forward(c) - g.forward(c)).max() == pytest.approx(0.5)
+    res = verify_equivalence(f, g, box, tol=1e-4, time_limit=60)
+    assert_real_counterexample(res, f, g, box, 1e-4)
+    assert res.counterexample.source == "milp"
+
+
+def test_difference_on_a_corner_is_found() -> None:
+    """A bias shift that shows only where x0 + x1 > 1.9 (a corner of [0, 1]^2)."""
+    f = mlp([2, 6, 6, 2], seed=10)
+    g = bump_network(f, np.array([1.0, 1.0]), radius=0.1, height=0.3)
+    box = Box.uniform(0, 1, 2)
+    res = verify_equivalence(f, g, box)
+    assert_real_counterexample(res, f, g, box, res.tol)
+
+
+# ----------------------------------------------------------------------------- soundness
+class _Fake:
+    """A solver answer that proves nothing (what a time-out looks like)."""
+
+    def __init__(self, condition) -> None:
+        self.termination_condition = condition
+        self.incumbent_objective = None
+        self.objective_bound = None
+
+
+@pytest.mark.parametrize("condition", ["maxTimeLimit", "unknown", "error", "iterationLimit"])
+def test_solver_without_proof_gives_unknown(monkeypatch, condition: str) -> None:
+    from pyomo.contrib.solver.common.results import TerminationCondition as TC
+
+    monkeypatch.setattr(ObjectiveSolver, "_run", lambda self, t, o: _Fake(TC[condition]))
+    f = mlp([2, 6, 6, 2], seed=4)
+    res = verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, time_limit=20)
+    assert res.status is UNK, res.summary()
+    assert res.upper_bound > res.tol  # only the differential bound, which proves nothing here
+    assert res.counterexample is None
+
+
+def test_tol_below_the_solver_margin_is_never_proven_by_the_milp() -> None:
+    f = mlp([2, 6, 6, 2], seed=4)
+    res = verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-7)
+    assert res.status is UNK
+    assert "margin" in res.reason
+
+
+# ----------------------------------------------------------------------------- top1
+def _affine_net(w: np.ndarray, b: np.ndarray) -> Network:
+    """A one-hidden-layer net whose outputs are ``w x + b`` on the box (hidden ReLU stays on)."""
+    n = w.shape[1]
+    # hidden: relu(x + 10) = x + 10 on [-1, 1]^n, output: w (h - 10) + b
+    return Network.from_arrays([np.eye(n), w], [np.full(n, 10.0), b - w @ np.full(n, 10.0)])
+
+
+def test_top1_scaled_outputs_are_equivalent_but_not_in_linf() -> None:
+    f = mlp([2, 6, 6, 3], seed=11)
+    l2 = f.layers[2]
+    g = f.replace_layers((*f.layers[:2], Layer(2 * l2.weight, 2 * l2.bias, False)))
+    box = Box.uniform(-1, 1, 2)
+    assert verify_equivalence(f, g, box, mode="linf").status is NEQ
+    res = verify_equivalence(f, g, box, mode="top1", tol=1e-4)
+    assert res.status is EQ, res.summary()
+
+
+def test_top1_swapped_classes_differ() -> None:
+    """f = (x, -x), g = (-x, x) on [-1, 1]: they disagree everywhere except at x = 0."""
+    f = _affine_net(np.array([[1.0], [-1.0]]), np.zeros(2))
+    g = _affine_net(np.array([[-1.0], [1.0]]), np.zeros(2))
+    res = verify_equivalence(f, g, Box.uniform(-1, 1, 1), mode="top1")
+    assert res.status is NEQ
+    ce = res.counterexample
+    assert np.argmax(f.forward(ce.x)) != np.argmax(g.forward(ce.x))
+
+
+def test_top1_tie_in_f_broken_by_g_is_not_a_counterexample() -> None:
+    """f = (x, -x) ties only at x = 0; g = (x + 1e-9, -x) picks class 0 there, which is one
+    of f's tied top classes: no counterexample (here g also agrees everywhere else)."""
+    f = _affine_net(np.array([[1.0], [-1.0]]), np.zeros(2))
+    g = _affine_net(np.array([[1.0], [-1.0]]), np.array([1e-9, 0.0]))
+    res = verify_equivalence(f, g, Box.uniform(-1, 1, 1), mode="top1", tol=1e-6)
+    assert res.status is EQ, res.summary()
+
+
+def test_top1_small_shift_of_the_boundary_is_found() -> None:
+    """g = (x + 0.1, -x) moves the decision boundary to x = -0.05: on (-0.05, 0) f says
+    class 1 and g class 0, by up to 0.1 > tol."""
+    f = _affine_net(np.array([[1.0], [-1.0]]), np.zeros(2))
+    g = _affine_net(np.array([[1.0], [-1.0]]), np.array([0.1, 0.0]))
+    res = verify_equivalence(f, g, Box.uniform(-1, 1, 1), mode="top1", tol=1e-3)
+    assert res.status is NEQ
+    x = res.counterexample.x
+    assert -0.05 < x[0] < 0.0
+
+
+# ----------------------------------------------------------------------------- input errors
+def test_mismatched_sizes_are_a_clear_error() -> None:
+    with pytest.raises(InvalidNetworkError, match="not comparable"):
+        verify_equivalence(mlp([2, 3, 2], 0), mlp([3, 3, 2], 0), Box.uniform(0, 1, 2))
+    with pytest.raises(InvalidNetworkError, match="not comparable"):
+        verify_equivalence(mlp([2, 3, 2], 0), mlp([2, 3, 3], 0), Box.uniform(0, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"mode": "l2"}, {"tol": -1.0}, {"tol": float("nan")}, {"time_limit": 0}]
+)
+def test_bad_options_are_clear_errors(kwargs) -> None:
+    f = mlp([2, 3, 2], 0)
+    with pytest.raises(InvalidOptionError):
+        verify_equivalence(f, f, Box.uniform(0, 1, 2), **kwargs)
+
+
+def test_result_summary_and_json() -> None:
+    f = mlp([2, 4, 2], 0)
+    res = verify_equivalence(f, f, Box.uniform(0, 1, 2))
+    assert res.summary().startswith("EQUIVALENT")
+    doc = res.to_json()
+    assert doc["status"] == "EQUIVALENT" and doc["counterexample"] is None
+    assert set(res.timings) >= {"sampling", "total"}

@@ -281,8 +281,10 @@ def test_prefix_lp_shape_counts_rows() -> None:
     )
     box = Box.uniform(-1.0, 1.0, 1)
     lp = build_prefix_lp(net, box, 1, interval_bounds(net, box))
-    # neurons: active (z in [1,3]), unstable ([-1,1]), inactive ([-6,-4])
-    assert lp.matrix.shape == (3 + 1 + 2, 1 + 3 + 3)
+    # neurons: active (z in [1,3]), unstable ([-1,1]), inactive ([-6,-4]); the inactive
+    # neuron of layer 0 needs no column and no row
+    assert lp.matrix.shape == (2 + 1 + 2, 1 + 2 + 2)
+    np.testing.assert_array_equal(lp.out_cols, [3, 4, -1])
 
 
 def test_bad_layer_index_raises() -> None:

@@ -65,7 +65,7 @@ class PrefixLP:
 
     ``matrix`` is the constraint matrix (rows x columns, CSR), ``row_lower/row_upper`` and
     ``col_lower/col_upper`` its bounds (``±inf`` where open), and ``out_cols`` the columns of
-    ``h_{k-1}``, the input of the layer being bounded.
+    ``h_{k-1}``, the input of the layer being bounded (``-1`` for a neuron fixed at 0).
     """
 
     matrix: sp.csr_matrix
@@ -108,38 +108,55 @@ class _Triplets:
         )
 
 
+def _columns(start: int, mask: np.ndarray) -> np.ndarray:
+    """Column indices ``start, start+1, ...`` for the ``True`` entries of ``mask``, -1 elsewhere."""
+    out = np.full(mask.size, -1, dtype=np.int64)
+    out[mask] = np.arange(start, start + int(mask.sum()))
+    return out
+
+
 def build_prefix_lp(
     net: Network, box: Box, k: int, pre: Sequence[Bounds], tol: Tolerances = DEFAULT
 ) -> PrefixLP:
-    """The LP of layers ``0..k-1`` with finite bounds ``pre[j]``; see the module docstring."""
+    """The LP of layers ``0..k-1`` with finite bounds ``pre[j]``; see the module docstring.
+
+    Two exact reductions keep it small: a stably inactive neuron has no ``h`` column (it is 0,
+    so its outgoing weights drop out), and in layer 0 it has no ``z`` column or row either
+    (``l_0 <= W_0 x + b_0 <= u_0`` holds on the whole box, so those rows cut nothing; deeper,
+    ``z``'s proven bounds can cut relaxed points and are kept).
+    """
     ncol = net.input_size
     col_lo = [box.lower.copy()]
     col_hi = [box.upper.copy()]
     rows = _Triplets()
-    prev = np.arange(net.input_size)
+    prev = np.arange(net.input_size)  # column of each neuron of h_{j-1}; -1: fixed at 0
     for j in range(k):
         layer = net.layers[j]
-        n = layer.out_features
         lo, hi = pre[j]
-        zc = np.arange(ncol, ncol + n)
-        ncol += n
-        col_lo.append(lo.copy())
-        col_hi.append(hi.copy())
-        # z_j - W_j h_{j-1} = b_j
-        w = sp.coo_matrix(layer.weight)
+        inactive = (hi <= 0.0) if layer.relu else np.zeros(lo.size, dtype=bool)
+        keep = ~inactive if j == 0 else np.ones(lo.size, dtype=bool)
+        zc = _columns(ncol, keep)
+        ncol += int(keep.sum())
+        col_lo.append(lo[keep])
+        col_hi.append(hi[keep])
+        # z_j - W_j h_{j-1} = b_j   (terms of neurons fixed at 0 dropped)
+        w = sp.coo_matrix(layer.weight[keep])
+        live = prev[w.col] >= 0
+        m = int(keep.sum())
         rows.add(
-            [(np.arange(n), zc, np.ones(n)), (w.row, prev[w.col], -w.data)], layer.bias, layer.bias
+            [(np.arange(m), zc[keep], np.ones(m)), (w.row[live], prev[w.col[live]], -w.data[live])],
+            layer.bias[keep],
+            layer.bias[keep],
         )
         if not layer.relu:
             prev = zc
             continue
-        hc = np.arange(ncol, ncol + n)
-        ncol += n
-        inactive = hi <= 0.0
         active = (lo >= 0.0) & ~inactive
         unstable = ~(inactive | active)
-        col_lo.append(np.where(active, np.maximum(lo, 0.0), 0.0))
-        col_hi.append(np.maximum(hi, 0.0))
+        hc = _columns(ncol, ~inactive)
+        ncol += int((~inactive).sum())
+        col_lo.append(np.where(active, np.maximum(lo, 0.0), 0.0)[~inactive])
+        col_hi.append(np.maximum(hi, 0.0)[~inactive])
         for idx, lo_row, hi_row in (
             (np.flatnonzero(active), 0.0, 0.0),
             (np.flatnonzero(unstable), 0.0, np.inf),
@@ -297,11 +314,12 @@ def lp_layer_bounds(
     lp = build_prefix_lp(net, box, k, pre, tol)
     h = _new_highs(lp)
     cost = np.zeros(lp.matrix.shape[1])
+    live = lp.out_cols >= 0
     for i, side in zip(idx.tolist(), want.tolist(), strict=True):
         margin = tol.solver_abs + tol.solver_rel * max(abs(lower[i]), abs(upper[i]))
         b = float(layer.bias[i])
         for sign in {0: (1.0, -1.0), 1: (-1.0,), -1: (1.0,)}[int(np.sign(side))]:
-            cost[lp.out_cols] = sign * layer.weight[i]
+            cost[lp.out_cols[live]] = sign * layer.weight[i][live]
             bound = _lp_min(h, lp, cost, tol, deadline)
             if bound is None:
                 continue

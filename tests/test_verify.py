@@ -285,3 +285,47 @@ def test_result_summary_and_json() -> None:
     doc = res.to_json()
     assert doc["status"] == "EQUIVALENT" and doc["counterexample"] is None
     assert set(res.timings) >= {"sampling", "total"}
+
+
+# ----------------------------------------------------------------------------- decision rules
+def test_decision_rules_of_the_solver_answer() -> None:
+    """``decide`` maps a HiGHS answer for ``min -phi`` to proven / found / undecided; only a
+    cut-off with nothing left, or an optimum whose bound clears the margin, proves."""
+    from pyomo.contrib.solver.common.results import TerminationCondition as TC
+
+    from exactcomp.verify.solve import Decision, decide
+
+    p, t, mu = 0.9, 1.1, 0.1  # prove at phi <= 0.9, find at phi >= 1.1, margin 0.1
+    assert decide(TC.provenInfeasible, None, None, p, t, mu) == (Decision.PROVEN, p + mu)
+    assert decide(TC.objectiveLimit, None, None, p, t, mu) == (Decision.PROVEN, p + mu)
+    assert decide(TC.objectiveLimit, -1.5, None, p, t, mu)[0] is Decision.FOUND
+    assert decide(TC.objectiveLimit, -1.0, None, p, t, mu)[0] is Decision.UNDECIDED
+    assert decide(TC.convergenceCriteriaSatisfied, -0.5, -0.5, p, t, mu) == (
+        Decision.PROVEN,
+        p + mu,
+    )
+    d, bound = decide(TC.convergenceCriteriaSatisfied, -1.0, -1.0, p, t, mu)
+    assert d is Decision.UNDECIDED and bound == pytest.approx(1.1)
+    for cond in (TC.maxTimeLimit, TC.unknown, TC.error, TC.iterationLimit, TC.interrupted):
+        assert decide(cond, None, None, p, t, mu) == (Decision.UNDECIDED, np.inf)
+        assert decide(cond, -0.2, -0.3, p, t, mu)[0] is Decision.UNDECIDED
+        assert decide(cond, -2.0, -3.0, p, t, mu)[0] is Decision.FOUND
+
+
+def test_an_unsound_bound_upstream_gives_unknown_not_equivalent(monkeypatch) -> None:
+    """If a bound or verdict fed to the proof were wrong (a bug elsewhere), the sampled
+    consistency check catches it: UNKNOWN, never EQUIVALENT."""
+    from exactcomp.verify import equivalence
+
+    real = equivalence.proven_encoding
+
+    def too_tight(net, box, tol, time_limit):
+        bounds, verdicts = real(net, box, tol, time_limit)
+        lo, hi = bounds[0]
+        return [(lo, np.minimum(hi, lo + 1e-3)), *bounds[1:]], verdicts
+
+    monkeypatch.setattr(equivalence, "proven_encoding", too_tight)
+    f = mlp([3, 8, 8, 2], seed=1)
+    res = verify_equivalence(f, permuted(f, seed=2), Box.uniform(-1, 1, 3))
+    assert res.status is UNK
+    assert "internal check failed" in res.reason

@@ -177,3 +177,28 @@ def propagate_links(
             if k == gk:
                 post[(k, q)] = (fk, p, hlo, hhi)
     return out
+
+
+def inconsistency(f: Side, g: Side, links: dict, points: np.ndarray) -> str | None:
+    """A description of the first fact contradicted at a concrete input, or ``None``.
+
+    Every bound, verdict and link used in a proof must hold at every input of the box; checking
+    them on the sampled inputs costs a few forward passes and turns a bug upstream (an unsound
+    bound, a wrong verdict) into an UNKNOWN instead of a wrong EQUIVALENT.
+    """
+    zs = {}
+    for name, side in (("f", f), ("g", g)):
+        zs[name] = side.net.preactivations(points)
+        for k, (z, (lo, hi)) in enumerate(zip(zs[name], side.bounds, strict=True)):
+            if np.any(z < lo) or np.any(z > hi):
+                return f"a bound of layer {k} of {name} does not enclose a sampled value"
+            v = side.verdicts[k]
+            if v is not None and (
+                np.any(z[:, v == Verdict.INACTIVE] > 0) or np.any(z[:, v == Verdict.ACTIVE] < 0)
+            ):
+                return f"a stability verdict of layer {k} of {name} is contradicted by a sample"
+    for (gk, q), (fk, p, zlo, zhi, _, _) in links.items():
+        d = zs["g"][gk][:, q] - zs["f"][fk][:, p]
+        if np.any(d < zlo) or np.any(d > zhi):
+            return f"the link of neuron {q} of layer {gk} of g is contradicted by a sample"
+    return None

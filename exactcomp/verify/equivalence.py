@@ -243,6 +243,11 @@ class _Run:
         fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
         pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS])
         links = differential.propagate_links(fs, gs, pairs, self.box_bounds, self.tolerances)
+        broken = differential.inconsistency(fs, gs, links, self.points)
+        if broken is not None:
+            return self.finish(
+                EquivalenceStatus.UNKNOWN, np.inf, reason=f"internal check failed: {broken}"
+            )
         self.known = self.differential_objective_bounds(fs, gs, links)
         self.progress.advance(1, f"{len(links)} links")
         self.timed("differential", t)

@@ -95,6 +95,8 @@ class CaseResult:
     findings: tuple[Finding, ...]
     compressions: int = 0
     equivalences: int = 0
+    missed: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
@@ -120,7 +122,8 @@ class Checker:
         self.zs = self.f.preactivations(self.exact.points)
         ib = interval_bounds(self.f, self.box)
         self.slack = [ROUNDING * (1.0 + np.maximum(np.abs(lo), np.abs(hi))) for lo, hi in ib]
-        self.compressions = self.equivalences = 0
+        self.compressions = self.equivalences = self.missed = 0
+        self.statuses: Counter[str] = Counter()
 
     def guard(self, what: str, fn: Callable[[], T]) -> T | None:
         try:
@@ -172,6 +175,11 @@ class Checker:
                 self.add("stable", f"{label}: ({k},{j}) ACTIVE but min z = {lo[j]!r}", k, j, False)
             for j in np.flatnonzero(ls.verdict == Verdict.UNSTABLE):
                 self.unstable(report, ls, k, j, codes[k][j], label)
+            clear = 1e-6 * (1.0 + np.maximum(np.abs(lo), np.abs(hi)))
+            clear_cut = ((codes[k] == Verdict.INACTIVE) & (hi < -clear)) | (
+                (codes[k] == Verdict.ACTIVE) & (lo > clear)
+            )
+            self.missed += int(np.count_nonzero(clear_cut & (ls.verdict == Verdict.UNDECIDED)))
 
     def unstable(self, report, ls, k: int, j: int, code: int, label: str) -> None:
         rows = (int(ls.witness_pos[j]), int(ls.witness_neg[j]))
@@ -230,6 +238,7 @@ class Checker:
         if r is None:
             return
         self.equivalences += 1
+        self.statuses[f"{label.split(' (')[0]} {r.status.name}"] += 1
         slack = float(np.max(self.slack[-1]))
         if r.status is EquivalenceStatus.NOT_EQUIVALENT:
             x = np.asarray(r.counterexample.x, dtype=np.float64)
@@ -340,6 +349,8 @@ def check_case(case: Case, opts: SoakOptions = SoakOptions(), method: str = "fas
         findings=tuple(c.findings),
         compressions=c.compressions,
         equivalences=c.equivalences,
+        missed=c.missed,
+        statuses=dict(c.statuses),
         seconds=time.perf_counter() - t0,
         notes=tuple(c.notes),
     )
@@ -375,6 +386,8 @@ class Summary:
     errors: int = 0
     compressions_checked: int = 0
     equivalence_checks: int = 0
+    equivalence_verdicts: Counter = field(default_factory=Counter)
+    missed_stable: int = 0
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -390,6 +403,8 @@ class Summary:
         self.errors += len(r.errors)
         self.compressions_checked += r.compressions
         self.equivalence_checks += r.equivalences
+        self.equivalence_verdicts.update(r.statuses)
+        self.missed_stable += r.missed
 
     def to_json(self) -> dict[str, Any]:
         out = {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}
@@ -410,6 +425,8 @@ def _table(s: Summary) -> Table:
         ("methods", ", ".join(f"{k} {v}" for k, v in sorted(s.methods.items()))),
         ("compressions checked", s.compressions_checked),
         ("equivalence checks", s.equivalence_checks),
+        ("  verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.equivalence_verdicts.items()))),
+        ("clear-cut stable neurons left UNDECIDED", s.missed_stable),
         ("UNSOUND verdicts (must be 0)", sum(s.unsound.values())),
         ("  by kind", ", ".join(f"{k} {v}" for k, v in sorted(s.unsound.items())) or "-"),
         ("wrong UNSTABLE witnesses", s.wrong_unstable),

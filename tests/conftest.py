@@ -1,9 +1,9 @@
 """Test-wide setup: ``tests/`` on ``sys.path`` and a deterministic hypothesis profile.
 
-``from strategies import ...`` then works from any test module whatever pytest's import
-mode. The ``exactcomp`` profile (loaded by default) makes every hypothesis test
-reproducible (``derandomize``) and free of timing assertions (``deadline=None``); a test's
-own ``@settings`` still overrides each field it names.
+``from strategies import ...`` and ``import benchmarks`` then work from any test module
+whatever pytest's import mode or working directory. The ``exactcomp`` profile (loaded by
+default) makes every hypothesis test reproducible (``derandomize``) and free of timing
+assertions (``deadline=None``); a test's own ``@settings`` still overrides each field.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+_HERE = Path(__file__).resolve().parent
+for _path in (str(_HERE), str(_HERE.parent)):  # strategies; benchmarks (repo root)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 # When a property fails, hypothesis imports its patch writer (libcst -> mypy_extensions),
 # whose DeprecationWarning our ``filterwarnings = error`` turns into a pytest INTERNALERROR

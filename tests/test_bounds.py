@@ -273,7 +273,7 @@ def test_relu_relaxation_cases() -> None:
 
 
 def test_prefix_lp_shape_counts_rows() -> None:
-    """One definition row per neuron, one row per active, two per unstable neuron."""
+    """One definition row per kept neuron, two more per unstable neuron."""
     net = Network.from_arrays(
         [np.array([[1.0], [1.0], [-1.0]]), np.ones((1, 3))],
         [np.array([2.0, 0.0, -5.0]), np.zeros(1)],
@@ -282,9 +282,9 @@ def test_prefix_lp_shape_counts_rows() -> None:
     box = Box.uniform(-1.0, 1.0, 1)
     lp = build_prefix_lp(net, box, 1, interval_bounds(net, box))
     # neurons: active (z in [1,3]), unstable ([-1,1]), inactive ([-6,-4]); the inactive
-    # neuron of layer 0 needs no column and no row
-    assert lp.matrix.shape == (2 + 1 + 2, 1 + 2 + 2)
-    np.testing.assert_array_equal(lp.out_cols, [3, 4, -1])
+    # neuron of layer 0 needs no column and no row, the active one shares h with z
+    assert lp.matrix.shape == (2 + 2, 1 + 2 + 1)
+    np.testing.assert_array_equal(lp.out_cols, [1, 3, -1])
 
 
 def test_bad_layer_index_raises() -> None:

@@ -120,10 +120,11 @@ def build_prefix_lp(
 ) -> PrefixLP:
     """The LP of layers ``0..k-1`` with finite bounds ``pre[j]``; see the module docstring.
 
-    Two exact reductions keep it small: a stably inactive neuron has no ``h`` column (it is 0,
-    so its outgoing weights drop out), and in layer 0 it has no ``z`` column or row either
-    (``l_0 <= W_0 x + b_0 <= u_0`` holds on the whole box, so those rows cut nothing; deeper,
-    ``z``'s proven bounds can cut relaxed points and are kept).
+    Exact reductions keep it small: a stably active neuron's ``h`` is its ``z`` column; a stably
+    inactive neuron has no ``h`` column (it is 0, so its outgoing weights drop out), and in
+    layer 0 no ``z`` column or row either (``l_0 <= W_0 x + b_0 <= u_0`` holds on the whole
+    box, so those rows cut nothing; deeper, ``z``'s proven bounds can cut relaxed points and
+    are kept).
     """
     ncol = net.input_size
     col_lo = [box.lower.copy()]
@@ -153,24 +154,20 @@ def build_prefix_lp(
             continue
         active = (lo >= 0.0) & ~inactive
         unstable = ~(inactive | active)
-        hc = _columns(ncol, ~inactive)
-        ncol += int((~inactive).sum())
-        col_lo.append(np.where(active, np.maximum(lo, 0.0), 0.0)[~inactive])
-        col_hi.append(np.maximum(hi, 0.0)[~inactive])
-        for idx, lo_row, hi_row in (
-            (np.flatnonzero(active), 0.0, 0.0),
-            (np.flatnonzero(unstable), 0.0, np.inf),
-        ):
-            # active: h - z = 0;  unstable: h - z >= 0
-            m = np.arange(idx.size)
-            rows.add(
-                [(m, hc[idx], np.ones(idx.size)), (m, zc[idx], -np.ones(idx.size))],
-                np.full(idx.size, lo_row),
-                np.full(idx.size, hi_row),
-            )
-        # unstable: (u - l) h - u z <= -u l   (the chord through (l, 0) and (u, u))
+        # active: h = z, the same column; unstable: a new column with h - z >= 0
+        hc = _columns(ncol, unstable)
+        hc[active] = zc[active]
+        ncol += int(unstable.sum())
+        col_lo.append(np.zeros(int(unstable.sum())))
+        col_hi.append(hi[unstable])
         iu = np.flatnonzero(unstable)
         m = np.arange(iu.size)
+        rows.add(
+            [(m, hc[iu], np.ones(iu.size)), (m, zc[iu], -np.ones(iu.size))],
+            np.zeros(iu.size),
+            np.full(iu.size, np.inf),
+        )
+        # unstable: (u - l) h - u z <= -u l   (the chord through (l, 0) and (u, u))
         lu, hu = lo[iu], hi[iu]
         # (padded: the rounded coefficients must not cut off any point of the true triangle)
         rhs = -hu * lu + pad(np.abs(hu * lu) + (hu - lu) * hu, tol)

@@ -329,3 +329,14 @@ def test_an_unsound_bound_upstream_gives_unknown_not_equivalent(monkeypatch) -> 
     res = verify_equivalence(f, permuted(f, seed=2), Box.uniform(-1, 1, 3))
     assert res.status is UNK
     assert "internal check failed" in res.reason
+
+
+def test_top1_persistent_tie_is_never_a_counterexample() -> None:
+    """f ties classes 0 and 1 everywhere (identical output rows); g = (x, 0) on [0, 1] always
+    picks class 0 (or ties at x = 0), one of f's top classes. No counterexample exists, so
+    the answer must not be NOT_EQUIVALENT (the pair MILP cannot exclude the tie exactly, so
+    UNKNOWN is allowed; see exactcomp.verify.formulation)."""
+    f = _affine_net(np.array([[0.0], [0.0]]), np.zeros(2))
+    g = _affine_net(np.array([[1.0], [0.0]]), np.zeros(2))
+    res = verify_equivalence(f, g, Box.uniform(0, 1, 1), mode="top1", tol=1e-4, time_limit=10)
+    assert res.status is not NEQ, res.summary()

@@ -20,7 +20,9 @@ Definitions (``tol`` = :math:`\tau`):
   tied classes is therefore *not* a counterexample (that class is a top class of ``f``); with
   :math:`\tau \to 0` the condition says that :math:`\arg\max f(x)` and :math:`\arg\max g(x)`
   always share a class. A counterexample is an input where ``g`` prefers some class by more
-  than :math:`\tau` over *every* top class of ``f`` (re-checked in float64).
+  than :math:`\tau` over *every* top class of ``f`` (re-checked in float64). Ties on a
+  boundary (the usual case) are proven like anything else; where ``f`` ties on a whole region
+  (identical output rows) the answer may be UNKNOWN (see :mod:`exactcomp.verify.formulation`).
 
 Proofs come in two kinds. *Differential bounds* (:mod:`exactcomp.verify.differential`) bound
 ``g - f`` directly by padded float64 arithmetic when the neurons of ``g`` match neurons of ``f``

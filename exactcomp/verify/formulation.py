@@ -23,9 +23,17 @@ the true activations), :math:`\max_x \|f(x) - g(x)\|_\infty = \max_{i,s} \varphi
 
     \psi_{ij}^* = \max \; y^g_j - y^g_i \quad \text{s.t.} \quad y^f_i \ge y^f_k \;\; \forall k,
 
-(":math:`i` is a top class of :math:`f`, and :math:`g` prefers :math:`j` to it").
-:math:`\max_x \big(\max_j g_j - \max_{i \in \arg\max f} g_i\big) = \max_{i \ne j} \psi^*_{ij}`
-(clipped below at 0), so the top-1 question decomposes exactly into these pair problems.
+(":math:`i` is a top class of :math:`f`, and :math:`g` prefers :math:`j` to it"). For every
+:math:`x` and every top class :math:`i` of :math:`f(x)`,
+:math:`\max_j g_j(x) - \max_{c \in \arg\max f(x)} g_c(x) \le \max_j (g_j(x) - g_i(x))`, so
+:math:`\max_{i \ne j} \psi^*_{ij} \le \tau` *proves* top-1 equivalence. The converse can
+fail only at inputs where :math:`f` ties and ``g`` picks one of the tied classes, with no
+genuine disagreement nearby (two identical output rows of ``f``; a tie that ``f`` touches
+without crossing): a pair problem then exceeds :math:`\tau` although there is no
+counterexample; its incumbent fails the float64 re-check and the answer is UNKNOWN, never a
+wrong verdict.
+(Excluding ties exactly would need a strict inequality :math:`f_c < f_i`, which a MILP cannot
+express without a further tolerance.)
 
 Every objective is posed to the solver as a *minimisation* of its negation (HiGHS' cut-off
 options are defined for minimisation).

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from exactcomp.bounds import interval_bounds
 from exactcomp.bounds.linear import linear_bounds, linear_layer_bounds, relu_relaxation
-from exactcomp.bounds.lp import build_prefix_lp, lp_layer_bounds
+from exactcomp.bounds.lp import build_prefix_lp, lp_layer_bounds, lp_layer_result
 from exactcomp.domain import Box
 from exactcomp.network import Network
 from exactcomp.testing import exact_preactivation_ranges
@@ -156,6 +156,25 @@ def test_lp_sides_tighten_only_the_side_asked() -> None:
     np.testing.assert_array_equal(empty[0], known[1][0])
     with pytest.raises(ValueError, match="sides"):
         lp_layer_bounds(net, box, 1, known, neurons=[0], sides=[1, 1])
+
+
+def test_lp_result_points_are_inputs_in_the_box_near_the_extreme() -> None:
+    r"""The LP optimum's x is a concrete input; on a net whose hidden layer is stably active
+    the LP is exact, so its points attain the extremes::
+
+        x in [0, 1]^2 -> a = relu(x0 + 1), b = relu(x1 + 1) -> y = a - 2 b
+        max y = 2 - 2 = 0 at (1, 0);  min y = 1 - 4 = -3 at (0, 1)
+    """
+    net = Network.from_arrays(
+        [np.eye(2), np.array([[1.0, -2.0]])], [np.ones(2), np.zeros(1)], dtype="float64"
+    )
+    box = Box.uniform(0.0, 1.0, 2)
+    res = lp_layer_result(net, box, 1, interval_bounds(net, box))
+    assert res.solved == 2 and res.failed == 0 and res.points.shape == (2, 2)
+    assert box.contains(res.points).all()
+    z = net.preactivations(res.points)[1][:, 0]
+    assert z.min() == pytest.approx(-3.0) and z.max() == pytest.approx(0.0)
+    assert res.lower[0] == pytest.approx(-3.0, abs=1e-5) and res.upper[0] >= 0.0
 
 
 # ------------------------------------------------------------------ progressive tightening

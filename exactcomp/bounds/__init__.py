@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .interval import Bounds, intersect, interval_bounds, interval_layer
 from .linear import linear_bounds, linear_layer_bounds
-from .lp import lp_layer_bounds
+from .lp import lp_layer_bounds, lp_layer_result
 
 __all__ = ["Bounds", "interval_bounds", "interval_layer", "intersect"]
-__all__ += ["linear_bounds", "linear_layer_bounds", "lp_layer_bounds"]
+__all__ += ["linear_bounds", "linear_layer_bounds", "lp_layer_bounds", "lp_layer_result"]

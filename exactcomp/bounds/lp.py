@@ -56,7 +56,7 @@ from ..tolerances import DEFAULT, Tolerances
 from .interval import Bounds, pad
 from .linear import _all_finite, finite_prefix_bounds
 
-__all__ = ["lp_layer_bounds", "PrefixLP", "build_prefix_lp"]
+__all__ = ["LPLayerResult", "PrefixLP", "build_prefix_lp", "lp_layer_bounds", "lp_layer_result"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,8 +231,9 @@ def _new_highs(lp: PrefixLP) -> highspy.Highs:
 
 def _lp_min(
     h: highspy.Highs, lp: PrefixLP, cost: np.ndarray, tol: Tolerances, deadline: float | None
-) -> float | None:
-    """Rigorous lower bound of ``min cost^T v``; ``None`` when the solve is not optimal."""
+) -> tuple[float, np.ndarray] | None:
+    """Rigorous lower bound of ``min cost^T v`` and the optimum's values; ``None`` unless the
+    solve is optimal."""
     if deadline is not None:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -245,15 +246,54 @@ def _lp_min(
         return None
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
-    y = np.asarray(h.getSolution().row_dual, dtype=np.float64)
+    sol = h.getSolution()
+    y = np.asarray(sol.row_dual, dtype=np.float64)
+    v = np.asarray(sol.col_value, dtype=np.float64)
     if y.size != lp.matrix.shape[0] or not np.isfinite(y).all():
         return None
     # Weak duality holds for any multipliers, so trying both sign conventions of the row
     # duals and keeping the tighter bound is still sound (and robust to the convention).
-    return max(_safe_dual_bound(lp, cost, y, tol), _safe_dual_bound(lp, cost, -y, tol))
+    bound = max(_safe_dual_bound(lp, cost, y, tol), _safe_dual_bound(lp, cost, -y, tol))
+    return bound, v
+
+
+@dataclass(frozen=True, eq=False)
+class LPLayerResult:
+    """Bounds of one layer from the LP, and the inputs at which the LP optima were attained.
+
+    ``points`` (rows, float64, inside the box) are the ``x`` parts of the optimal LP solutions:
+    often close to the true extreme of the neuron, so good witness candidates (re-check them
+    with :func:`exactcomp.search.sign_witnesses`; they prove nothing by themselves).
+    ``solved``/``failed`` count the LP solves that gave a proof / did not.
+    """
+
+    lower: np.ndarray
+    upper: np.ndarray
+    points: np.ndarray
+    solved: int
+    failed: int
+
+    @property
+    def bounds(self) -> Bounds:
+        return self.lower, self.upper
 
 
 def lp_layer_bounds(
+    net: Network,
+    box: Box,
+    k: int,
+    known: list[Bounds | None],
+    neurons: Sequence[int] | np.ndarray | None = None,
+    tol: Tolerances = DEFAULT,
+    time_limit: float | None = None,
+    sides: Sequence[int] | np.ndarray | None = None,
+) -> Bounds:
+    """Sound bounds of ``z_k`` from the triangle-relaxation LP; see :func:`lp_layer_result`
+    for the parameters (this is its ``bounds``)."""
+    return lp_layer_result(net, box, k, known, neurons, tol, time_limit, sides).bounds
+
+
+def lp_layer_result(
     net: Network,
     box: Box,
     k: int,
@@ -287,8 +327,8 @@ def lp_layer_bounds(
 
     Returns
     -------
-    Bounds
-        ``(lower, upper)`` of layer ``k``, each within its input bound.
+    LPLayerResult
+        ``(lower, upper)`` of layer ``k``, each within its input bound, and the LP optima.
     """
     box.check_size(net.input_size)
     if not 0 <= k < len(net.layers):
@@ -296,33 +336,40 @@ def lp_layer_bounds(
     pre = finite_prefix_bounds(net, box, k, known, tol)
     lower, upper = pre[k][0].copy(), pre[k][1].copy()
     layer = net.layers[k]
+    none = np.empty((0, net.input_size))
     if k == 0 or not _all_finite(pre[:k]):
         # k == 0: one affine map of the box, interval arithmetic is exact; overflowed
         # earlier bounds (weights near 1e300) leave nothing an LP could use
-        return lower, upper
+        return LPLayerResult(lower, upper, none, 0, 0)
     idx = np.arange(layer.out_features) if neurons is None else np.asarray(neurons, dtype=int)
     idx = idx.reshape(-1)
     want = np.zeros(idx.size, dtype=int) if sides is None else np.asarray(sides, dtype=int)
     if want.shape != idx.shape:
         raise ValueError(f"sides has {want.size} entries for {idx.size} neurons")
     if idx.size == 0:
-        return lower, upper
+        return LPLayerResult(lower, upper, none, 0, 0)
     deadline = None if time_limit is None else time.monotonic() + float(time_limit)
     lp = build_prefix_lp(net, box, k, pre, tol)
     h = _new_highs(lp)
     cost = np.zeros(lp.matrix.shape[1])
     live = lp.out_cols >= 0
+    points: list[np.ndarray] = []
+    failed = 0
     for i, side in zip(idx.tolist(), want.tolist(), strict=True):
         margin = tol.solver_abs + tol.solver_rel * max(abs(lower[i]), abs(upper[i]))
         b = float(layer.bias[i])
         for sign in {0: (1.0, -1.0), 1: (-1.0,), -1: (1.0,)}[int(np.sign(side))]:
             cost[lp.out_cols[live]] = sign * layer.weight[i][live]
-            bound = _lp_min(h, lp, cost, tol, deadline)
-            if bound is None:
+            got = _lp_min(h, lp, cost, tol, deadline)
+            if got is None:
+                failed += 1
                 continue
+            bound, v = got
+            points.append(box.clip(v[: net.input_size]))
             slack = float(pad(np.asarray(abs(b) + abs(bound)), tol)) + margin
             if sign > 0:  # min z_i >= bound + b
                 lower[i] = max(lower[i], bound + b - slack)
             else:  # max z_i = -min(-w h) + b <= -bound + b
                 upper[i] = min(upper[i], -bound + b + slack)
-    return lower, upper
+    pts = np.vstack(points) if points else none
+    return LPLayerResult(lower, upper, pts, len(points), failed)

@@ -15,9 +15,15 @@ tolerance judgement. What is checked:
   max difference by joint region enumeration);
 - every EQUIVALENT from ``verify_equivalence`` has an exact max difference within its
   tolerance, every counterexample differs, no proven upper bound is below the maximum.
+
+The last tests plant wrong answers (a false INACTIVE, a too-tight bound, a false
+EQUIVALENT, a counterexample that does not differ) and check that the checks catch them,
+so that a green run means something.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -25,12 +31,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import network_and_box
 
+from benchmarks import soak
 from benchmarks.soak import Checker, SoakOptions, check_case, method_for, mutants
 from exactcomp.api import compress
+from exactcomp.bounds import interval_bounds
 from exactcomp.network import Network
 from exactcomp.stability import stable_neurons
 from exactcomp.testing.oracle import max_output_difference
 from exactcomp.testing.random_networks import Case, random_case
+from exactcomp.verdicts import StabilityReport, Verdict
+from exactcomp.verify import Counterexample, EquivalenceResult, EquivalenceStatus
 
 OPTS = SoakOptions(max_neurons=8, inputs=(1, 3), depth=(1, 3), time_limit=5.0)
 SEEDS_PER_CHUNK = 12
@@ -109,3 +119,63 @@ def test_equivalence_verdicts_agree_with_exact_difference(case, which: int) -> N
         if g is not None:
             checker.equivalence(g, label)
     assert not checker.findings, _describe(checker.findings)
+
+
+# ----------------------------------------------------------------------------- the checks bite
+def _planted_case() -> Checker:
+    """A generated case with an unstable first-layer neuron whose output matters."""
+    for seed in range(100):
+        case = random_case(seed, depth=(2, 2), inputs=(2, 2), max_neurons=6)
+        checker = Checker(case, OPTS, "fast")
+        unstable = np.flatnonzero(checker.exact.stability[0] == Verdict.UNSTABLE)
+        if unstable.size and case.network.layers[1].weight[:, unstable].any():
+            return checker
+    raise AssertionError("no suitable case among 100 seeds")
+
+
+def test_a_planted_wrong_inactive_verdict_is_caught() -> None:
+    checker = _planted_case()
+    f, box = checker.f, checker.box
+    report = stable_neurons(f, box, jobs=1, time_limit=OPTS.time_limit)
+    first = report.layers[0]
+    j = int(np.flatnonzero(checker.exact.stability[0] == Verdict.UNSTABLE)[0])
+    verdict = first.verdict.copy()
+    verdict[j] = Verdict.INACTIVE
+    wrong = StabilityReport(
+        (dataclasses.replace(first, verdict=verdict), *report.layers[1:]), report.witnesses
+    )
+    checker.claims(wrong, "planted")
+    assert [f.kind for f in checker.findings] == ["stable"]
+    x = np.array(checker.findings[0].x)
+    assert box.contains(x).all() and f.preactivations(x)[0][0, j] > 0
+
+
+def test_a_planted_loose_bound_is_caught() -> None:
+    checker = _planted_case()
+    bounds = interval_bounds(checker.f, checker.box)
+    lo, hi = bounds[0]
+    checker.bounds("planted", [(lo + 1e-6 * (1 + np.abs(lo)), hi), *bounds[1:]])
+    assert checker.findings and {f.kind for f in checker.findings} == {"bound"}
+
+
+@pytest.mark.parametrize("status", ["EQUIVALENT", "NOT_EQUIVALENT"])
+def test_planted_wrong_equivalence_answers_are_caught(monkeypatch, status: str) -> None:
+    """EQUIVALENT for outputs shifted by twice the tolerance; NOT_EQUIVALENT (with a
+    counterexample that does not differ enough) for a shift by half of it."""
+    checker = _planted_case()
+    f = checker.f
+    lo, hi = checker.exact.ranges[-1]
+    tol = 1e-6 * max(1.0, float(np.max(np.abs([lo, hi]))))
+    label, g = mutants(f, checker.exact, tol)[0 if status == "EQUIVALENT" else 1]
+
+    def fake(f, g, box, *, tol, **kwargs):
+        x = box.center
+        cex = Counterexample(x, f.forward(x), g.forward(x), tol * 2, "planted")
+        if status == "EQUIVALENT":
+            return EquivalenceResult(EquivalenceStatus.EQUIVALENT, "linf", tol, tol, 0.0)
+        return EquivalenceResult(EquivalenceStatus.NOT_EQUIVALENT, "linf", tol, np.inf, 0.0, cex)
+
+    monkeypatch.setattr(soak, "verify_equivalence", fake)
+    checker.equivalence(g, label)
+    expected = {"equivalent", "equiv-bound"} if status == "EQUIVALENT" else {"counterexample"}
+    assert {f.kind for f in checker.findings} == expected

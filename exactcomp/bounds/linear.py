@@ -60,6 +60,8 @@ Linear bounds cost ~0.05 s for the whole layer; LP tightening ~10 ms per neuron 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -72,7 +74,7 @@ __all__ = ["linear_bounds", "linear_layer_bounds", "relu_relaxation", "finite_pr
 
 
 def finite_prefix_bounds(
-    net: Network, box: Box, k: int, known: list[Bounds | None] | None, tol: Tolerances = DEFAULT
+    net: Network, box: Box, k: int, known: Sequence[Bounds | None] | None, tol: Tolerances = DEFAULT
 ) -> list[Bounds]:
     """Sound bounds of layers ``0..k``: interval propagation intersected with ``known``.
 
@@ -131,7 +133,7 @@ def _magnitude(b: Bounds) -> np.ndarray:
 
 
 def linear_layer_bounds(
-    net: Network, box: Box, k: int, known: list[Bounds | None], tol: Tolerances = DEFAULT
+    net: Network, box: Box, k: int, known: Sequence[Bounds | None], tol: Tolerances = DEFAULT
 ) -> Bounds:
     """Sound bounds of the pre-activation ``z_k`` by back-substitution (CROWN-style).
 
@@ -210,7 +212,7 @@ def linear_layer_bounds(
 def linear_bounds(
     net: Network,
     box: Box,
-    prior: list[Bounds | None] | None = None,
+    prior: Sequence[Bounds | None] | None = None,
     tol: Tolerances = DEFAULT,
 ) -> list[Bounds]:
     """Linear-relaxation bounds of every layer, each using the best bounds of the earlier ones.

@@ -143,9 +143,12 @@ def build_prefix_lp(
         # z_j - W_j h_{j-1} = b_j   (terms of neurons fixed at 0 dropped)
         w = sp.coo_matrix(layer.weight[keep])
         live = prev[w.col] >= 0
-        m = int(keep.sum())
+        nk = int(keep.sum())
         rows.add(
-            [(np.arange(m), zc[keep], np.ones(m)), (w.row[live], prev[w.col[live]], -w.data[live])],
+            [
+                (np.arange(nk), zc[keep], np.ones(nk)),
+                (w.row[live], prev[w.col[live]], -w.data[live]),
+            ],
             layer.bias[keep],
             layer.bias[keep],
         )
@@ -282,7 +285,7 @@ def lp_layer_bounds(
     net: Network,
     box: Box,
     k: int,
-    known: list[Bounds | None],
+    known: Sequence[Bounds | None],
     neurons: Sequence[int] | np.ndarray | None = None,
     tol: Tolerances = DEFAULT,
     time_limit: float | None = None,
@@ -297,12 +300,12 @@ def lp_layer_result(
     net: Network,
     box: Box,
     k: int,
-    known: list[Bounds | None],
+    known: Sequence[Bounds | None],
     neurons: Sequence[int] | np.ndarray | None = None,
     tol: Tolerances = DEFAULT,
     time_limit: float | None = None,
     sides: Sequence[int] | np.ndarray | None = None,
-) -> Bounds:
+) -> LPLayerResult:
     """Sound bounds of ``z_k`` from the triangle-relaxation LP of layers ``0..k-1``.
 
     Parameters

@@ -145,8 +145,9 @@ def linear_layer_bounds(
         The layer whose pre-activation is bounded (all its neurons at once).
     known:
         Sound pre-activation bounds of every layer ``j < k`` (``known[j]``); tighter ones
-        usually give tighter results (progressive tightening; see Notes). ``None``/infinite entries are filled in by
-        interval arithmetic; ``known[k]``, if present, is intersected into the result.
+        usually give tighter results (progressive tightening; see Notes). ``None`` or
+        infinite entries are filled in by interval arithmetic; ``known[k]``, if present, is
+        intersected into the result.
     tol:
         Tolerances; the rounding pad is ``bound_abs + bound_rel * scale``.
 

@@ -86,7 +86,7 @@ def test_compiled_model_agrees_with_pyomo_appsi_highs():
 @settings(max_examples=15, derandomize=True, deadline=None)
 @given(st.integers(0, 10_000))
 def test_milp_optimum_equals_exact_range(seed):
-    """The MILP's max/min of every pre-activation equals the oracle's exact range."""
+    """The MILP's max/min of every pre-activation matches the oracle's exact range."""
     case = random_case(seed, max_neurons=8, width=(1, 4), depth=(1, 2), nasty=False)
     net, box = case.network, case.box
     exact = exact_preactivation_ranges(net, box)
@@ -100,8 +100,11 @@ def test_milp_optimum_equals_exact_range(seed):
                 assert ans.status == "Optimal"
                 z = net.preactivations(box.clip(ans.points[:1]))[k][0, j]
                 target = exact[k][1][j] if sign > 0 else exact[k][0][j]
-                scale = 1e-6 * max(1.0, abs(target))
-                assert sign * z == pytest.approx(sign * target, abs=scale)
+                # a point of the box cannot beat the exact extreme; HiGHS stops within its
+                # relative gap (1e-4) of it
+                scale = max(1.0, abs(target))
+                assert sign * z <= sign * target + 1e-9 * scale
+                assert sign * z >= sign * target - 2e-4 * scale
 
 
 def test_set_point_satisfies_every_constraint():

@@ -26,7 +26,9 @@ If layer :math:`k` has no ReLU, :math:`h_{kj} = z_{kj}`. Otherwise, per neuron:
 
       h_{kj} \ge z_{kj}, \quad h_{kj} \ge 0, \quad
       h_{kj} \le z_{kj} - l_{kj}(1 - a_{kj}), \quad
-      h_{kj} \le u_{kj}\, a_{kj}, \quad a_{kj} \in \{0, 1\}.
+      h_{kj} \le u_{kj}\, a_{kj}, \quad a_{kj} \in \{0, 1\},
+
+  and the implied bound :math:`0 \le h_{kj} \le u_{kj}` on the variable itself.
 
   With :math:`a = 1` the last two give :math:`h \le z` (so :math:`h = z`, hence
   :math:`z \ge 0`); with :math:`a = 0` they give :math:`h \le 0` (so :math:`h = 0`, and
@@ -116,7 +118,7 @@ def _relu_block(blk: pyo.Block, z: pyo.Var, layer_index: int, bounds, verdict) -
                     "the box are too large for float64"
                 )
             unstable.append(j)
-    blk.h = pyo.Var(unstable, domain=pyo.NonNegativeReals)
+    blk.h = pyo.Var(unstable, domain=pyo.NonNegativeReals, bounds=lambda _m, j: (0.0, float(hi[j])))
     blk.a = pyo.Var(unstable, domain=pyo.Binary)
     blk.relu_ge_z = pyo.Constraint(unstable, rule=lambda m, j: m.h[j] >= z[j])
     blk.relu_off = pyo.Constraint(
@@ -248,3 +250,50 @@ def set_point(model: pyo.ConcreteModel, net: Network, x: np.ndarray) -> None:
         k += 1
     for j in model.target.z:
         model.target.z[j].set_value(float(zs[k][0][j]), skip_validation=True)
+
+
+def tolerance_amplification(
+    net: Network, box: Box, k: int, bounds: BoundsList, verdicts: VerdictList | None = None
+) -> np.ndarray:
+    r"""How far a solver's feasibility tolerance can move ``z_k`` in the prefix model of layer ``k``.
+
+    A MILP solver accepts points that violate each row, bound and integrality by up to its
+    tolerance :math:`\varepsilon` (relative to the row's scale once it rescales the model), and
+    its presolve reasons with the same tolerance. Propagating such slack through the
+    encoding bounds how far the solver's idea of :math:`z_{kj}` can be from the network's,
+    per unit of :math:`\varepsilon`:
+
+    .. math::
+
+        e_x = 1, \qquad
+        e_{z_l} = |W_l|\, e_{h_{l-1}} + 1 + |W_l|\, \bar h_{l-1} + |b_l|, \qquad
+        e_{h_l} = \begin{cases} 0 & \text{inactive} \\ e_{z_l} & \text{active} \\
+        e_{z_l} + 1 + \max(|l_l|, |u_l|) & \text{binary} \end{cases}
+
+    with :math:`\bar h` the magnitude bound of :math:`h` (of :math:`x` for :math:`l = 0`); a
+    binary relaxed to :math:`[0, \varepsilon]` moves :math:`h` by :math:`\varepsilon M`.
+    A MILP answer is trusted only with a margin of at least :math:`\varepsilon` times this
+    factor: on badly scaled networks (weights of 1e-8 feeding weights of 1e9) it is huge,
+    and the neuron stays undecided rather than being "proven" by a solver working below its
+    own precision.
+    """
+    e_h = np.ones(net.input_size)
+    mag_h = np.maximum(np.abs(box.lower), np.abs(box.upper))
+    for j in range(k):
+        layer = net.layers[j]
+        w = np.abs(layer.weight)
+        lo, hi = bounds[j]
+        e_z = w @ e_h + 1.0 + w @ mag_h + np.abs(layer.bias)
+        if layer.relu:
+            v = verdicts[j] if verdicts is not None and j < len(verdicts) else None
+            inactive, active = hi <= 0.0, lo >= 0.0
+            if v is not None:
+                inactive = inactive | (np.asarray(v) == Verdict.INACTIVE)
+                active = active | (np.asarray(v) == Verdict.ACTIVE)
+            mag = np.maximum(np.abs(lo), np.abs(hi))
+            e_h = np.where(inactive, 0.0, np.where(active, e_z, e_z + 1.0 + mag))
+            mag_h = np.where(inactive, 0.0, np.maximum(hi, 0.0))
+        else:
+            e_h, mag_h = e_z, np.maximum(np.abs(lo), np.abs(hi))
+    w = np.abs(net.layers[k].weight)
+    return w @ e_h + 1.0 + w @ mag_h + np.abs(net.layers[k].bias)

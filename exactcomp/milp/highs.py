@@ -9,8 +9,10 @@ The question and its decision
 -----------------------------
 For target neuron :math:`j` of layer :math:`k` and a sign :math:`s \in \{+1, -1\}`, the
 question is "can :math:`s\, z_j > 0` somewhere in the box?". With the margin
-:math:`m = \text{solver\_abs} + \text{solver\_rel}\cdot M` (:math:`M` the neuron's a-priori
-bound magnitude) we pose it as a *minimisation* (HiGHS' termination options are not
+:math:`m = \text{solver\_abs} + \text{solver\_rel}\cdot M + \varepsilon A_j`
+(:math:`M` the neuron's a-priori bound magnitude, :math:`\varepsilon` the solver's
+feasibility tolerance and :math:`A_j` its amplification through the encoded prefix, see
+:func:`~exactcomp.milp.encoding.tolerance_amplification`) we pose it as a *minimisation* (HiGHS' termination options are not
 sign-flipped for maximisation):
 
 .. math::
@@ -50,6 +52,10 @@ from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
 _INF = highspy.kHighsInf
 _MAX_INCUMBENTS = 16
+FEASIBILITY_TOLERANCE = 1e-6
+"""HiGHS' ``mip_feasibility_tolerance`` (its default, set explicitly on every solve): how far
+the solver lets a row, bound or integrality slip. Margins scale it by
+:func:`~exactcomp.milp.encoding.tolerance_amplification`."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,10 +94,17 @@ def compile_model(
     info = LinearStandardFormCompiler().write(
         model, mixed_form=True, column_order=xs + ts, set_sense=None
     )
-    cols = info.columns
-    if any(cols[i] is not v for i, v in enumerate(xs + ts)):
-        raise RuntimeError("the standard-form compiler did not keep the requested column order")
-    a = sp.csr_array(info.A)
+    # The compiler drops variables that appear in no constraint (an input with an all-zero
+    # weight column): put x and targets first anyway, as empty columns where dropped.
+    position = {id(v): i for i, v in enumerate(info.columns)}
+    first = xs + ts
+    rest = [v for v in info.columns if id(v) not in {id(u) for u in first}]
+    cols = first + rest
+    a_in = sp.csc_array(info.A)
+    zero = a_in.shape[1]  # index of an all-zero column appended below
+    a_ext = sp.hstack([a_in, sp.csc_array((a_in.shape[0], 1))], format="csc")
+    perm = np.array([position.get(id(v), zero) for v in cols], dtype=np.int64)
+    a = sp.csc_array(a_ext[:, perm])
     rhs = np.asarray(info.rhs, dtype=np.float64)
     kind = np.array([row.bound_type for row in info.rows], dtype=np.int64)
     # bound_type 0: equality (rhs both sides), 1: A v <= rhs, -1: A v >= rhs.
@@ -102,7 +115,7 @@ def compile_model(
     integer = np.array([v.is_integer() or v.is_binary() for v in cols], dtype=bool)
     nx = len(xs)
     milp = CompiledMilp(
-        a=sp.csc_array(a),
+        a=a,
         row_lower=row_lower,
         row_upper=row_upper,
         col_lower=col_lower,
@@ -117,6 +130,55 @@ def compile_model(
 def column_values(columns: list[pyo.Var]) -> np.ndarray:
     """The current values of the columns' variables (``nan`` where unset)."""
     return np.array([np.nan if v.value is None else float(v.value) for v in columns])
+
+
+SMALL_MATRIX_VALUE = 1e-12
+"""HiGHS drops matrix entries below ``small_matrix_value``; we lower it from 1e-9 to its
+minimum and count what it may still drop as rounding doubt (:func:`rounding_doubt`)."""
+_ROW_TOLERANCE = 1e-7  # HiGHS' primal_feasibility_tolerance, the tightest row tolerance
+_ROUNDING_BUDGET = 0.1  # share of the row tolerance that float64 rounding may use
+
+
+def rounding_doubt(milp: CompiledMilp, target_magnitude: np.ndarray) -> float:
+    r"""How close float64 rounding brings the model to the solver's own row tolerance (<= 1 ok).
+
+    A solver checks :math:`\ell_r \le a_r^\top v \le u_r` up to an absolute tolerance
+    :math:`\tau` (after scaling the row by at most its largest coefficient). If evaluating a
+    row in float64 can err by more than a fraction of :math:`\tau`, the solver may reject
+    truly feasible points, and its "infeasible"/"optimal" claims may be false: this happens
+    on networks whose pre-activations reach ~1e10, where exact cancellation matters. Per row,
+
+    .. math::
+
+        \rho_r = \frac{2^{-52} (n_r + 1) \left(\sum_j |a_{rj}| M_j + |\text{rhs}_r|\right)
+        + \sum_{|a_{rj}| < s} |a_{rj}| M_j}{\beta\, \tau \min(1, \max_j |a_{rj}|)}
+
+    with :math:`M_j` the magnitude bound of column :math:`j` (``target_magnitude`` for the
+    free target columns), :math:`s` = :data:`SMALL_MATRIX_VALUE` and :math:`\beta = 0.1`.
+    Returns :math:`\max_r \rho_r`; the caller trusts no proof from a model where it
+    exceeds 1.
+    """
+    mag = np.maximum(np.abs(milp.col_lower), np.abs(milp.col_upper))
+    mag[milp.target_cols] = np.asarray(target_magnitude, dtype=np.float64)
+    if not np.isfinite(mag).all():
+        return np.inf
+    a = sp.csr_array(milp.a)
+    if a.nnz == 0:
+        return 0.0
+    absa = abs(a)
+    terms = absa @ mag
+    rhs = np.where(np.isfinite(milp.row_lower), np.abs(milp.row_lower), 0.0)
+    rhs = np.maximum(rhs, np.where(np.isfinite(milp.row_upper), np.abs(milp.row_upper), 0.0))
+    nnz = np.diff(a.indptr)
+    small = absa.copy()
+    small.data = np.where(small.data < SMALL_MATRIX_VALUE, small.data, 0.0)
+    tiny = small @ mag
+    biggest = absa.max(axis=1).toarray().ravel()
+    err = 2.0**-52 * (nnz + 1) * (terms + rhs) + tiny
+    allowed = _ROUNDING_BUDGET * _ROW_TOLERANCE * np.minimum(1.0, biggest)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err > 0, err / allowed, 0.0)
+    return float(np.max(ratio)) if ratio.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +232,8 @@ def _highs_for(milp: CompiledMilp, q: Question) -> highspy.Highs:
     ]
     h.passModel(lp)
     h.setOptionValue("time_limit", max(float(q.time_limit), 1e-3))
+    h.setOptionValue("mip_feasibility_tolerance", FEASIBILITY_TOLERANCE)
+    h.setOptionValue("small_matrix_value", SMALL_MATRIX_VALUE)
     if q.mode == "early":
         h.setOptionValue("objective_bound", float(q.margin))
         h.setOptionValue("objective_target", -float(q.margin))

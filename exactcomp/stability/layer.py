@@ -15,8 +15,14 @@ import numpy as np
 
 from ..bounds.interval import Bounds
 from ..domain import Box
-from ..milp.encoding import build_prefix_model
-from ..milp.highs import Answer, Question, compile_model
+from ..milp.encoding import build_prefix_model, tolerance_amplification
+from ..milp.highs import (
+    FEASIBILITY_TOLERANCE,
+    Answer,
+    Question,
+    compile_model,
+    rounding_doubt,
+)
 from ..network import Network
 from ..progress import Progress
 from ..verdicts import LayerStability, Proof, Verdict
@@ -25,6 +31,10 @@ from .witnesses import WitnessPool, gradient_points
 
 if TYPE_CHECKING:
     from .engine import Options
+
+_OTHER_SOLVER_TOLERANCE = 1e-5
+"""Feasibility/integrality tolerance assumed for Pyomo solvers other than HiGHS (Gurobi's
+default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
 
 
 class LayerRun:
@@ -56,6 +66,8 @@ class LayerRun:
         self.proof = np.zeros(n, dtype=np.int8)
         self._reported = 0
         self._milp_neurons: set[int] = set()
+        self._trusted = True
+        self._doubt = np.zeros(n)
 
     # ------------------------------------------------------------------ helpers
     def _time(self, phase: str, t0: float) -> None:
@@ -183,6 +195,7 @@ class LayerRun:
     def _question(self, t: Task) -> Question:
         tol = self.opts.tol
         margin = tol.solver_abs + tol.solver_rel * float(self.magnitude[t.neuron])
+        margin += float(self._doubt[t.neuron])
         mode = "optimal" if self.opts.method == "naive" else "early"
         return Question(t.neuron, t.sign, margin, mode, self.opts.time_limit)
 
@@ -192,7 +205,7 @@ class LayerRun:
         self._milp_neurons.add(j)
         only = None if self.opts.method == "fast" else (self.k, j)
         self.pool.add(answer.points, only=only)
-        if answer.proven:
+        if answer.proven and self._trusted:
             claimed = self.inactive[j] or self.active[j]
             if t.sign > 0:
                 self.inactive[j] = True
@@ -209,12 +222,21 @@ class LayerRun:
         t0 = time.perf_counter()
         verdicts = None if self.opts.method == "naive" else self.verdicts
         model, zk = build_prefix_model(self.net, self.box, self.k, self.bounds, verdicts)
+        eps = FEASIBILITY_TOLERANCE if self.opts.solver == "highs" else _OTHER_SOLVER_TOLERANCE
+        amp = tolerance_amplification(self.net, self.box, self.k, self.bounds, verdicts)
+        self._doubt = eps * amp
         solve = None
         if self.opts.solver != "highs":
             from ..milp.solvers import pyomo_solver
 
             solve = pyomo_solver(model, zk, self.opts.solver)
         milp, _ = compile_model(model, model.x, zk)
+        self._trusted = rounding_doubt(milp, self.magnitude) <= 1.0
+        if not self._trusted:
+            # float64 rounding reaches the solver's own tolerance: no answer is a proof here
+            # (its solutions still serve as candidate witnesses, re-checked in float64).
+            self.stats["untrusted_milp_layers"] = self.stats.get("untrusted_milp_layers", 0) + 1
+            self.progress.note(f"layer {self.k}: values too large for a trustworthy MILP proof")
         extra = {} if solve is None else {"solve": solve}
         run_questions(
             milp,

@@ -1,6 +1,6 @@
 """Soundness fuzzing (issue 8): every sound-claiming answer agrees with the exact oracle.
 
-A CI-sized run of the soak (:mod:`benchmarks.soak`, whose ``Checker`` holds the checks)
+A CI-sized run of the soak (:mod:`benchmarks.soak`; ``soak_checks.Checker`` holds the checks)
 on two sources of nasty cases: the seeded generator (:func:`random_case`, mixed scales,
 ties at 0, duplicates, degenerate boxes) and hypothesis strategies (:mod:`strategies`,
 shrinkable). The oracle refutes a claim only with a concrete input of the box at which a
@@ -31,8 +31,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import network_and_box
 
-from benchmarks import soak
-from benchmarks.soak import Checker, SoakOptions, check_case, method_for, mutants
+from benchmarks import soak_checks
+from benchmarks.soak_checks import Checker, SoakOptions, check_case, method_for, mutants
 from exactcomp.api import compress
 from exactcomp.bounds import interval_bounds
 from exactcomp.network import Network
@@ -175,7 +175,7 @@ def test_planted_wrong_equivalence_answers_are_caught(monkeypatch, status: str) 
             return EquivalenceResult(EquivalenceStatus.EQUIVALENT, "linf", tol, tol, 0.0)
         return EquivalenceResult(EquivalenceStatus.NOT_EQUIVALENT, "linf", tol, np.inf, 0.0, cex)
 
-    monkeypatch.setattr(soak, "verify_equivalence", fake)
+    monkeypatch.setattr(soak_checks, "verify_equivalence", fake)
     checker.equivalence(g, label)
     expected = {"equivalent", "equiv-bound"} if status == "EQUIVALENT" else {"counterexample"}
     assert {f.kind for f in checker.findings} == expected

@@ -2,21 +2,10 @@
 
 A ReLU network is affine on each *activation region* (the inputs that share one on/off
 pattern of every neuron), and each region is a polytope. Enumerating the regions of a tiny
-network (a dozen neurons) and solving one LP per question in each region gives the exact
-answer to every question the engine answers with bounds and MILPs, by a route that shares
-no code with it: numpy and :func:`scipy.optimize.linprog` (HiGHS) only.
-
-How the enumeration works
--------------------------
-Depth first, layer by layer, neuron by neuron. A node is a polytope
-``P = {x in box : A x <= b}`` (the sign constraints chosen so far) on which every
-pre-activation of the current layer is an affine map ``z_j(x) = a_j . x + c_j``. Neuron
-``j`` branches into ``P & {z_j >= 0}`` (active) and ``P & {z_j <= 0}`` (inactive); a branch
-is kept only when a point of ``P`` puts ``z_j`` strictly on its side (a point already known,
-else the optimum of one LP). The closed half-spaces cover ``P``; a branch dropped because
-``z_j`` only *touches* 0 there is covered by the other branch, which agrees with it on
-``z_j = 0`` (``relu(0) = 0``). If neither side is strict, ``z_j == 0`` on all of ``P`` and
-the inactive branch alone is kept. Every node therefore carries a point that lies in it.
+network (a dozen neurons; :mod:`exactcomp.testing.regions`) and solving one LP per
+question in each region gives the exact answer to every question the engine answers with
+bounds and MILPs, by a route that shares no code with it: numpy and
+:func:`scipy.optimize.linprog` (HiGHS) only.
 
 What "exact" means here (the LP tolerance, honestly)
 ----------------------------------------------------
@@ -35,193 +24,50 @@ maximum of exactly 0) are always decided.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy.optimize import linprog
 
 from ..domain import Box
 from ..network import Network
 from ..verdicts import Verdict
+from .regions import (
+    MAX_REGIONS,
+    OracleError,
+    Polytope,
+    Region,
+    box_corners,
+    box_max,
+    enumerate_regions,
+    lp_argmax,
+)
+
+__all__ = [
+    "AMBIGUOUS",
+    "Bounds",
+    "ExactAnalysis",
+    "GridCheck",
+    "MaxDifference",
+    "OracleError",
+    "Region",
+    "box_corners",
+    "enumerate_regions",
+    "exact_analysis",
+    "exact_preactivation_ranges",
+    "exact_stability",
+    "grid_check",
+    "grid_points",
+    "max_output_difference",
+    "probe_points",
+    "rational_interval_bounds",
+]
 
 Bounds = tuple[np.ndarray, np.ndarray]
 
 AMBIGUOUS = Verdict.UNDECIDED
 """The code :func:`exact_stability` gives a neuron whose sign the oracle cannot settle."""
-
-_MAX_REGIONS = 200_000
-
-
-class OracleError(RuntimeError):
-    """The oracle could not do its job (an LP failed, or the network is too large)."""
-
-
-# --------------------------------------------------------------------------- LP helpers
-@dataclass(frozen=True)
-class _Polytope:
-    """``{x in box : a x <= b}``; rows scaled to unit infinity norm (so the LP tolerance is
-    a distance in input units rather than in units of the weights)."""
-
-    a: np.ndarray
-    b: np.ndarray
-
-    def add(self, row: np.ndarray, rhs: float) -> _Polytope:
-        scale = float(np.max(np.abs(row)))
-        return _Polytope(np.vstack([self.a, row / scale]), np.append(self.b, rhs / scale))
-
-
-def _argmax(row: np.ndarray, poly: _Polytope, box: Box) -> np.ndarray | None:
-    """A point of the polytope maximising ``row . x`` (clipped to the box), or None if empty."""
-    scale = float(np.max(np.abs(row)))
-    res = linprog(
-        -row / scale,
-        A_ub=poly.a if poly.a.size else None,
-        b_ub=poly.b if poly.a.size else None,
-        bounds=list(zip(box.lower, box.upper, strict=True)),
-        method="highs",
-    )
-    if res.status == 2:
-        return None
-    if res.status != 0 or res.x is None:
-        raise OracleError(f"LP failed: status {res.status} ({res.message})")
-    return box.clip(np.asarray(res.x, dtype=np.float64))
-
-
-def _box_max(row: np.ndarray, const: float, box: Box) -> float:
-    """Max of ``row . x + const`` over the box (float64; used only to skip LPs)."""
-    return float(np.sum(np.maximum(row * box.lower, row * box.upper)) + const)
-
-
-# --------------------------------------------------------------------------- enumeration
-@dataclass(frozen=True)
-class Region:
-    """One (joint) activation region: a polytope of the box on which every network is affine.
-
-    Attributes
-    ----------
-    pattern:
-        Per network, per ReLU layer, a bool array (True = active).
-    a_ub, b_ub:
-        The region is ``{x in box : a_ub x <= b_ub}``.
-    maps:
-        Per network, the affine map ``(A, c)`` of its output on the region.
-    points:
-        Points of the box known to lie in the region (LP optima: vertices of regions).
-    """
-
-    pattern: tuple[tuple[np.ndarray, ...], ...]
-    a_ub: np.ndarray
-    b_ub: np.ndarray
-    maps: tuple[tuple[np.ndarray, np.ndarray], ...]
-    points: np.ndarray
-
-
-NodeHook = Callable[[int, int, np.ndarray, np.ndarray, _Polytope, np.ndarray], list[np.ndarray]]
-"""``hook(net_index, layer, A, c, polytope, points) -> new points`` at every layer node."""
-
-
-def enumerate_regions(
-    nets: Network | Sequence[Network],
-    box: Box,
-    *,
-    on_node: NodeHook | None = None,
-    max_regions: int = _MAX_REGIONS,
-) -> Iterator[Region]:
-    """Yield the joint activation regions of one or more networks over a box.
-
-    Several networks share the input ``x``; their neurons are branched one network after
-    the other, so each region is one pattern of *all* neurons (used to compare two
-    networks exactly). ``on_node`` is called once per node where a layer's pre-activations
-    become affine (before its neurons branch); the points it returns must lie in the node
-    and are handed down to the branches.
-    """
-    nets = (nets,) if isinstance(nets, Network) else tuple(nets)
-    for net in nets:
-        box.check_size(net.input_size)
-    n = box.dim
-    state = {"regions": 0}
-
-    def count() -> None:
-        state["regions"] += 1
-        if state["regions"] > max_regions:
-            raise OracleError(f"more than {max_regions} regions: the network is too large")
-
-    def layer_node(i, k, ah, ch, poly, pts, patterns, maps):
-        layer = nets[i].layers[k]
-        az = layer.weight @ ah
-        cz = layer.weight @ ch + layer.bias
-        if on_node is not None:
-            extra = on_node(i, k, az, cz, poly, pts)
-            if extra:
-                pts = np.vstack([pts, *[np.atleast_2d(p) for p in extra]])
-        if layer.relu:
-            yield from branch(
-                i, k, 0, az, cz, poly, pts, np.zeros(az.shape[0], bool), patterns, maps
-            )
-        else:
-            yield from next_layer(i, k, az, cz, poly, pts, patterns, maps)
-
-    def next_layer(i, k, ah, ch, poly, pts, patterns, maps):
-        if k + 1 < len(nets[i].layers):
-            yield from layer_node(i, k + 1, ah, ch, poly, pts, patterns, maps)
-            return
-        maps = (*maps, (ah, ch))
-        if i + 1 < len(nets):
-            yield from layer_node(i + 1, 0, np.eye(n), np.zeros(n), poly, pts, patterns, maps)
-            return
-        count()
-        yield Region(_split(patterns, nets), poly.a, poly.b, maps, pts)
-
-    def branch(i, k, j, az, cz, poly, pts, mask, patterns, maps):
-        if j == az.shape[0]:
-            ah, ch = az * mask[:, None], cz * mask
-            yield from next_layer(i, k, ah, ch, poly, pts, (*patterns, mask.copy()), maps)
-            return
-        row, const = az[j], float(cz[j])
-        vals = pts @ row + const
-        if not row.any():
-            pos, neg = const > 0, const < 0
-        else:
-            pos, neg = bool((vals > 0).any()), bool((vals < 0).any())
-            for side in (1.0, -1.0):
-                if (pos if side > 0 else neg) or _box_max(side * row, side * const, box) <= 0:
-                    continue
-                x = _argmax(side * row, poly, box)
-                if x is not None and side * (x @ row + const) > 0:
-                    pts = np.vstack([pts, x])
-                    vals = np.append(vals, x @ row + const)
-                    pos, neg = (True, neg) if side > 0 else (pos, True)
-        if pos:
-            m = mask.copy()
-            m[j] = True
-            sub = poly.add(-row, const) if neg else poly
-            yield from branch(i, k, j + 1, az, cz, sub, pts[vals >= 0], m, patterns, maps)
-        if neg or not pos:
-            sub = poly.add(row, -const) if pos else poly
-            yield from branch(i, k, j + 1, az, cz, sub, pts[vals <= 0], mask, patterns, maps)
-
-    start = _Polytope(np.zeros((0, n)), np.zeros(0))
-    yield from layer_node(0, 0, np.eye(n), np.zeros(n), start, box_corners(box), (), ())
-
-
-def box_corners(box: Box, limit: int = 10) -> np.ndarray:
-    """The box's centre and corners (over its first ``limit`` non-degenerate coordinates)."""
-    free = np.flatnonzero(box.upper > box.lower)[:limit]
-    corners = np.tile(box.lower, (2**free.size, 1))
-    for bit, i in enumerate(free):
-        corners[(np.arange(2**free.size) >> bit) & 1 == 1, i] = box.upper[i]
-    return np.vstack([box.center, corners])
-
-
-def _split(patterns: tuple[np.ndarray, ...], nets: tuple[Network, ...]):
-    out, pos = [], 0
-    for net in nets:
-        r = len(net.relu_layers)
-        out.append(tuple(patterns[pos : pos + r]))
-        pos += r
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------- ranges
@@ -278,9 +124,9 @@ def exact_analysis(net: Network, box: Box, margin: float = 1e-7) -> ExactAnalysi
             if not row.any():
                 continue
             for side, best in ((1.0, hi[k][j]), (-1.0, -lo[k][j])):
-                if _box_max(side * row, side * const, box) <= best:
+                if box_max(side * row, side * const, box) <= best:
                     continue  # this node cannot beat the extreme already found
-                x = _argmax(side * row, poly, box)
+                x = lp_argmax(side * row, poly, box)
                 if x is not None:
                     new.append(x)
                     record(np.atleast_2d(x))
@@ -416,7 +262,7 @@ class MaxDifference:
 
 
 def max_output_difference(
-    f: Network, g: Network, box: Box, *, floor: float = 0.0, max_regions: int = _MAX_REGIONS
+    f: Network, g: Network, box: Box, *, floor: float = 0.0, max_regions: int = MAX_REGIONS
 ) -> MaxDifference:
     """Exact ``max_{x in box} ||f(x) - g(x)||_inf`` by enumerating the joint regions of both
     networks (one LP per output and sign per region; tiny networks only).
@@ -442,14 +288,14 @@ def max_output_difference(
         consider(region.points)
         (af, cf), (ag, cg) = region.maps
         dmat, dvec = af - ag, cf - cg
-        poly = _Polytope(region.a_ub, region.b_ub)
+        poly = Polytope(region.a_ub, region.b_ub)
         for o in range(dmat.shape[0]):
             if not dmat[o].any():
                 continue
             for side in (1.0, -1.0):
-                if _box_max(side * dmat[o], side * dvec[o], box) <= max(best["value"], floor):
+                if box_max(side * dmat[o], side * dvec[o], box) <= max(best["value"], floor):
                     continue
-                x = _argmax(side * dmat[o], poly, box)
+                x = lp_argmax(side * dmat[o], poly, box)
                 if x is not None:
                     consider(np.atleast_2d(x))
     return MaxDifference(best["value"], best["x"], regions)

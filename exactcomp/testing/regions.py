@@ -1,0 +1,207 @@
+"""Activation regions of ReLU networks over a box, enumerated depth first with LPs.
+
+The engine of the test oracle (:mod:`exactcomp.testing.oracle`); numpy and
+:func:`scipy.optimize.linprog` (HiGHS) only, sharing no code with the engine it checks.
+
+How the enumeration works
+-------------------------
+Depth first, layer by layer, neuron by neuron. A node is a polytope
+``P = {x in box : A x <= b}`` (the sign constraints chosen so far) on which every
+pre-activation of the current layer is an affine map ``z_j(x) = a_j . x + c_j``. Neuron
+``j`` branches into ``P & {z_j >= 0}`` (active) and ``P & {z_j <= 0}`` (inactive); a branch
+is kept only when a point of ``P`` puts ``z_j`` strictly on its side (a point already known,
+else the optimum of one LP). The closed half-spaces cover ``P``; a branch dropped because
+``z_j`` only *touches* 0 there is covered by the other branch, which agrees with it on
+``z_j = 0`` (``relu(0) = 0``). If neither side is strict, ``z_j == 0`` on all of ``P`` and
+the inactive branch alone is kept. Every node therefore carries a point that lies in it.
+The root's points are the box's centre and corners.
+
+The LP tolerance
+----------------
+HiGHS accepts points that violate a constraint by up to its feasibility tolerance (1e-7);
+constraint rows are scaled to unit infinity norm so that this is a distance in input
+units, not in units of the weights. LP optima are clipped to the box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linprog
+
+from ..domain import Box
+from ..network import Network
+
+MAX_REGIONS = 200_000
+
+
+class OracleError(RuntimeError):
+    """The oracle could not do its job (an LP failed, or the network is too large)."""
+
+
+# --------------------------------------------------------------------------- LP helpers
+@dataclass(frozen=True)
+class Polytope:
+    """``{x in box : a x <= b}``; rows scaled to unit infinity norm (so the LP tolerance is
+    a distance in input units rather than in units of the weights)."""
+
+    a: np.ndarray
+    b: np.ndarray
+
+    def add(self, row: np.ndarray, rhs: float) -> Polytope:
+        scale = float(np.max(np.abs(row)))
+        return Polytope(np.vstack([self.a, row / scale]), np.append(self.b, rhs / scale))
+
+
+def lp_argmax(row: np.ndarray, poly: Polytope, box: Box) -> np.ndarray | None:
+    """A point of the polytope maximising ``row . x`` (clipped to the box), or None if empty."""
+    scale = float(np.max(np.abs(row)))
+    res = linprog(
+        -row / scale,
+        A_ub=poly.a if poly.a.size else None,
+        b_ub=poly.b if poly.a.size else None,
+        bounds=list(zip(box.lower, box.upper, strict=True)),
+        method="highs",
+    )
+    if res.status == 2:
+        return None
+    if res.status != 0 or res.x is None:
+        raise OracleError(f"LP failed: status {res.status} ({res.message})")
+    return box.clip(np.asarray(res.x, dtype=np.float64))
+
+
+def box_max(row: np.ndarray, const: float, box: Box) -> float:
+    """Max of ``row . x + const`` over the box (float64; used only to skip LPs)."""
+    return float(np.sum(np.maximum(row * box.lower, row * box.upper)) + const)
+
+
+# --------------------------------------------------------------------------- enumeration
+@dataclass(frozen=True)
+class Region:
+    """One (joint) activation region: a polytope of the box on which every network is affine.
+
+    Attributes
+    ----------
+    pattern:
+        Per network, per ReLU layer, a bool array (True = active).
+    a_ub, b_ub:
+        The region is ``{x in box : a_ub x <= b_ub}``.
+    maps:
+        Per network, the affine map ``(A, c)`` of its output on the region.
+    points:
+        Points of the box known to lie in the region (LP optima: vertices of regions).
+    """
+
+    pattern: tuple[tuple[np.ndarray, ...], ...]
+    a_ub: np.ndarray
+    b_ub: np.ndarray
+    maps: tuple[tuple[np.ndarray, np.ndarray], ...]
+    points: np.ndarray
+
+
+NodeHook = Callable[[int, int, np.ndarray, np.ndarray, Polytope, np.ndarray], list[np.ndarray]]
+"""``hook(net_index, layer, A, c, polytope, points) -> new points`` at every layer node."""
+
+
+def enumerate_regions(
+    nets: Network | Sequence[Network],
+    box: Box,
+    *,
+    on_node: NodeHook | None = None,
+    max_regions: int = MAX_REGIONS,
+) -> Iterator[Region]:
+    """Yield the joint activation regions of one or more networks over a box.
+
+    Several networks share the input ``x``; their neurons are branched one network after
+    the other, so each region is one pattern of *all* neurons (used to compare two
+    networks exactly). ``on_node`` is called once per node where a layer's pre-activations
+    become affine (before its neurons branch); the points it returns must lie in the node
+    and are handed down to the branches.
+    """
+    nets = (nets,) if isinstance(nets, Network) else tuple(nets)
+    for net in nets:
+        box.check_size(net.input_size)
+    n = box.dim
+    state = {"regions": 0}
+
+    def count() -> None:
+        state["regions"] += 1
+        if state["regions"] > max_regions:
+            raise OracleError(f"more than {max_regions} regions: the network is too large")
+
+    def layer_node(i, k, ah, ch, poly, pts, patterns, maps):
+        layer = nets[i].layers[k]
+        az = layer.weight @ ah
+        cz = layer.weight @ ch + layer.bias
+        if on_node is not None:
+            extra = on_node(i, k, az, cz, poly, pts)
+            if extra:
+                pts = np.vstack([pts, *[np.atleast_2d(p) for p in extra]])
+        if layer.relu:
+            yield from branch(
+                i, k, 0, az, cz, poly, pts, np.zeros(az.shape[0], bool), patterns, maps
+            )
+        else:
+            yield from next_layer(i, k, az, cz, poly, pts, patterns, maps)
+
+    def next_layer(i, k, ah, ch, poly, pts, patterns, maps):
+        if k + 1 < len(nets[i].layers):
+            yield from layer_node(i, k + 1, ah, ch, poly, pts, patterns, maps)
+            return
+        maps = (*maps, (ah, ch))
+        if i + 1 < len(nets):
+            yield from layer_node(i + 1, 0, np.eye(n), np.zeros(n), poly, pts, patterns, maps)
+            return
+        count()
+        yield Region(_split(patterns, nets), poly.a, poly.b, maps, pts)
+
+    def branch(i, k, j, az, cz, poly, pts, mask, patterns, maps):
+        if j == az.shape[0]:
+            ah, ch = az * mask[:, None], cz * mask
+            yield from next_layer(i, k, ah, ch, poly, pts, (*patterns, mask.copy()), maps)
+            return
+        row, const = az[j], float(cz[j])
+        vals = pts @ row + const
+        if not row.any():
+            pos, neg = const > 0, const < 0
+        else:
+            pos, neg = bool((vals > 0).any()), bool((vals < 0).any())
+            for side in (1.0, -1.0):
+                if (pos if side > 0 else neg) or box_max(side * row, side * const, box) <= 0:
+                    continue
+                x = lp_argmax(side * row, poly, box)
+                if x is not None and side * (x @ row + const) > 0:
+                    pts = np.vstack([pts, x])
+                    vals = np.append(vals, x @ row + const)
+                    pos, neg = (True, neg) if side > 0 else (pos, True)
+        if pos:
+            m = mask.copy()
+            m[j] = True
+            sub = poly.add(-row, const) if neg else poly
+            yield from branch(i, k, j + 1, az, cz, sub, pts[vals >= 0], m, patterns, maps)
+        if neg or not pos:
+            sub = poly.add(row, -const) if pos else poly
+            yield from branch(i, k, j + 1, az, cz, sub, pts[vals <= 0], mask, patterns, maps)
+
+    start = Polytope(np.zeros((0, n)), np.zeros(0))
+    yield from layer_node(0, 0, np.eye(n), np.zeros(n), start, box_corners(box), (), ())
+
+
+def box_corners(box: Box, limit: int = 10) -> np.ndarray:
+    """The box's centre and corners (over its first ``limit`` non-degenerate coordinates)."""
+    free = np.flatnonzero(box.upper > box.lower)[:limit]
+    corners = np.tile(box.lower, (2**free.size, 1))
+    for bit, i in enumerate(free):
+        corners[(np.arange(2**free.size) >> bit) & 1 == 1, i] = box.upper[i]
+    return np.vstack([box.center, corners])
+
+
+def _split(patterns: tuple[np.ndarray, ...], nets: tuple[Network, ...]):
+    out, pos = [], 0
+    for net in nets:
+        r = len(net.relu_layers)
+        out.append(tuple(patterns[pos : pos + r]))
+        pos += r
+    return tuple(out)

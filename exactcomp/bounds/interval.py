@@ -28,10 +28,14 @@ def interval_layer(
     """Sound bounds on ``z = W h + b`` for ``h`` in ``[lo, hi]`` (the layer's input)."""
     w = layer.weight
     wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
-    zlo = wp @ lo + wn @ hi + layer.bias
-    zhi = wp @ hi + wn @ lo + layer.bias
-    p = pad(np.abs(w) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(layer.bias), tol)
-    return zlo - p, zhi + p
+    with np.errstate(over="ignore", invalid="ignore"):
+        zlo = wp @ lo + wn @ hi + layer.bias
+        zhi = wp @ hi + wn @ lo + layer.bias
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = pad(np.abs(w) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(layer.bias), tol)
+        zlo, zhi = zlo - p, zhi + p
+    # Overflow (weights near 1e300) gives inf or NaN (inf - inf): widen to the trivial bound.
+    return np.where(np.isnan(zlo), -np.inf, zlo), np.where(np.isnan(zhi), np.inf, zhi)
 
 
 def activation_bounds(layer: Layer, zb: Bounds) -> Bounds:

@@ -75,12 +75,11 @@ def decide(
         if phi_dual <= prove_at:
             return Decision.PROVEN, prove_at + margin
         return Decision.UNDECIDED, bound
-    # Time limit or any other status: nothing is proven. A finite dual bound still bounds the
-    # region the cut-off left open; the pruned region has phi <= prove_at.
+    # Time limit or any other status: nothing is proven, and after a cut-off run HiGHS' dual
+    # bound is not a global bound, so none is reported.
     if phi_inc is not None and phi_inc >= find_at:
         return Decision.FOUND, np.inf
-    bound = max(phi_dual, prove_at) + margin if phi_dual is not None else np.inf
-    return Decision.UNDECIDED, bound
+    return Decision.UNDECIDED, np.inf
 
 
 class ObjectiveSolver:

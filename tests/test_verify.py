@@ -340,3 +340,47 @@ def test_top1_persistent_tie_is_never_a_counterexample() -> None:
     g = _affine_net(np.array([[1.0], [0.0]]), np.zeros(2))
     res = verify_equivalence(f, g, Box.uniform(0, 1, 1), mode="top1", tol=1e-4, time_limit=10)
     assert res.status is not NEQ, res.summary()
+
+
+# ----------------------------------------------------------------------------- run options
+class _Recorder:
+    def __init__(self) -> None:
+        self.tasks: list[str] = []
+        self.steps = 0
+
+    def task(self, description: str, total: int) -> None:
+        self.tasks.append(description)
+
+    def advance(self, steps: int = 1, info: str | None = None) -> None:
+        self.steps += steps
+
+    def note(self, message: str) -> None:
+        pass
+
+
+def test_progress_reports_the_phases() -> None:
+    f = mlp([2, 6, 6, 2], seed=4)
+    rec = _Recorder()
+    verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, progress=rec)
+    assert rec.tasks[:2] == ["sampling", "gradient search"]
+    assert "milp" in rec.tasks and rec.steps > 0
+
+
+def test_data_rows_are_tried_first() -> None:
+    """A difference confined to a tiny ball is found by sampling when a data row lies in it."""
+    f = mlp([4, 6, 6, 2], seed=9)
+    c = np.array([0.31, 0.62, 0.47, 0.55])
+    g = bump_network(f, c, radius=0.05, height=0.5)
+    data = np.vstack([np.full(4, 0.5), c + 0.001])
+    res = verify_equivalence(f, g, Box.uniform(0, 1, 4), data=data)
+    assert res.status is NEQ and res.counterexample.source == "sampling"
+
+
+def test_same_seed_same_result() -> None:
+    f = mlp([3, 8, 8, 2], seed=7)
+    w = f.layers[2].weight.copy()
+    w[0, 3] += 0.05
+    g = f.replace_layers((*f.layers[:2], Layer(w, f.layers[2].bias, False)))
+    box = Box.uniform(-1, 1, 3)
+    a, b = (verify_equivalence(f, g, box, seed=3) for _ in range(2))
+    assert np.array_equal(a.counterexample.x, b.counterexample.x)

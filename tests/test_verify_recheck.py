@@ -116,3 +116,20 @@ def test_compressed_minus_an_unstable_neuron_differs(compressed) -> None:
     assert res.status is EquivalenceStatus.NOT_EQUIVALENT
     x = res.counterexample.x
     assert np.abs(net.forward(x) - g.forward(x)).max() > res.tol
+
+
+def test_union_of_boxes_needs_each_claim_on_every_box() -> None:
+    """A claim proven on the report's box is re-checked on each box of a union: on a second
+    box where the neuron turns on, the INACTIVE claim is refuted."""
+    net = mixed_net()
+    report = stable_neurons(net, BOX, jobs=1)
+    ls = report.layers[0]
+    j = int(ls.indices(Verdict.INACTIVE)[0])
+    w, b = net.layers[0].weight[j], net.layers[0].bias[j]
+    # a box far out along w, where w.x + b > 0
+    point = (1.0 - b) * w / (w @ w)
+    far = Box(point - 1e-3, point + 1e-3)
+    assert net.preactivations(point)[0][0, j] > 0
+    assert recheck_certificates(net, report, [BOX], time_limit=30).ok
+    res = recheck_certificates(net, report, [BOX, far], time_limit=30)
+    assert any(f.neuron == j and f.layer == ls.layer and f.refuted for f in res.failures)

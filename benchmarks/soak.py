@@ -75,6 +75,7 @@ class Summary:
     equivalence_checks: int = 0
     equivalence_verdicts: Counter = field(default_factory=Counter)
     missed_stable: int = 0
+    oracle_skipped: int = 0
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -92,6 +93,7 @@ class Summary:
         self.equivalence_checks += r.equivalences
         self.equivalence_verdicts.update(r.statuses)
         self.missed_stable += r.missed
+        self.oracle_skipped += int(r.regions == 0)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}
@@ -107,6 +109,7 @@ def _table(s: Summary) -> Table:
         ("cases", s.cases),
         ("neurons checked", s.neurons_checked),
         ("activation regions enumerated", s.regions),
+        ("cases too large for the oracle (skipped)", s.oracle_skipped),
         ("engine verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.engine_verdicts.items()))),
         ("oracle verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.oracle_verdicts.items()))),
         ("methods", ", ".join(f"{k} {v}" for k, v in sorted(s.methods.items()))),
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     console = Console(stderr=True)
     summary = Summary()
-    (args.out / "failures").mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     bars = Progress(
         TextColumn("[bold]soak"),
@@ -174,11 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             result = check_case(case, opts, method_for(seed))
             summary.add(result)
-            if result.findings:
-                path = args.out / "failures" / f"case-{seed}.json"
+            if result.findings or result.missed:  # failures; or just incomplete verdicts
+                folder = args.out / ("failures" if result.findings else "undecided")
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"case-{seed}.json"
                 doc = {"case": case.to_json(), "result": asdict(result)}
                 path.write_text(json.dumps(doc, indent=1, default=str))
-                summary.failures.append(str(path))
+                if result.findings:
+                    summary.failures.append(str(path))
             bad = sum(summary.unsound.values())
             bars.update(task, advance=1, info=f"unsound {bad}, errors {summary.errors}")
     summary.seconds = time.perf_counter() - t0

@@ -97,7 +97,7 @@ class Checker:
         self.seed = case.seed
         self.findings: list[Finding] = []
         self.notes: list[str] = []
-        self.exact: ExactAnalysis = exact_analysis(self.f, self.box)
+        self.exact: ExactAnalysis = exact_analysis(self.f, self.box, max_regions=opts.max_regions)
         self.zs = self.f.preactivations(self.exact.points)
         ib = interval_bounds(self.f, self.box)
         self.slack = [ROUNDING * (1.0 + np.maximum(np.abs(lo), np.abs(hi))) for lo, hi in ib]
@@ -121,11 +121,19 @@ class Checker:
             (blo, bhi), (lo, hi) = bounds[k], self.exact.ranges[k]
             for j in np.flatnonzero(blo - lo > self.slack[k]):
                 self.add(
-                    "bound", f"{name} lower {blo[j]!r} > exact {lo[j]!r} at ({k},{j})", k, j, False
+                    "bound",
+                    f"{name} lower {float(blo[j])!r} > exact {float(lo[j])!r} at ({k},{j})",
+                    k,
+                    j,
+                    False,
                 )
             for j in np.flatnonzero(hi - bhi > self.slack[k]):
                 self.add(
-                    "bound", f"{name} upper {bhi[j]!r} < exact {hi[j]!r} at ({k},{j})", k, j, True
+                    "bound",
+                    f"{name} upper {float(bhi[j])!r} < exact {float(hi[j])!r} at ({k},{j})",
+                    k,
+                    j,
+                    True,
                 )
 
     def add(self, kind: str, detail: str, k: int, j: int, largest: bool) -> None:
@@ -149,16 +157,29 @@ class Checker:
             k, (lo, hi), s = ls.layer, self.exact.ranges[ls.layer], self.slack[ls.layer]
             self.bounds(f"{label} report", {k: (ls.lower, ls.upper)}, layers=[k])
             for j in np.flatnonzero((ls.verdict == Verdict.INACTIVE) & (hi > s)):
-                self.add("stable", f"{label}: ({k},{j}) INACTIVE but max z = {hi[j]!r}", k, j, True)
+                self.add(
+                    "stable",
+                    f"{label}: ({k},{j}) INACTIVE but max z = {float(hi[j])!r}",
+                    k,
+                    j,
+                    True,
+                )
             for j in np.flatnonzero((ls.verdict == Verdict.ACTIVE) & (lo < -s)):
-                self.add("stable", f"{label}: ({k},{j}) ACTIVE but min z = {lo[j]!r}", k, j, False)
+                self.add(
+                    "stable", f"{label}: ({k},{j}) ACTIVE but min z = {float(lo[j])!r}", k, j, False
+                )
             for j in np.flatnonzero(ls.verdict == Verdict.UNSTABLE):
                 self.unstable(report, ls, k, j, codes[k][j], label)
             clear = 1e-6 * (1.0 + np.maximum(np.abs(lo), np.abs(hi)))
             clear_cut = ((codes[k] == Verdict.INACTIVE) & (hi < -clear)) | (
                 (codes[k] == Verdict.ACTIVE) & (lo > clear)
             )
-            self.missed += int(np.count_nonzero(clear_cut & (ls.verdict == Verdict.UNDECIDED)))
+            missed = np.flatnonzero(clear_cut & (ls.verdict == Verdict.UNDECIDED))
+            self.missed += int(missed.size)
+            for j in missed:
+                self.notes.append(
+                    f"{label}: ({k},{j}) left UNDECIDED, range [{float(lo[j])!r}, {float(hi[j])!r}]"
+                )
 
     def unstable(self, report, ls, k: int, j: int, code: int, label: str) -> None:
         rows = (int(ls.witness_pos[j]), int(ls.witness_neg[j]))
@@ -168,7 +189,9 @@ class Checker:
                 z = self.f.preactivations(x)[k][0, j]
                 if sign * z <= 0 or not self.box.contains(x, atol=1e-12).all():
                     self.findings.append(
-                        Finding("unstable", f"{label}: ({k},{j}) witness z = {z!r}", x.tolist())
+                        Finding(
+                            "unstable", f"{label}: ({k},{j}) witness z = {float(z)!r}", x.tolist()
+                        )
                     )
         if min(rows) < 0 and code in (Verdict.INACTIVE, Verdict.ACTIVE):
             self.notes.append(f"{label}: ({k},{j}) UNSTABLE without witnesses, oracle {code}")
@@ -186,7 +209,9 @@ class Checker:
         worst = int(np.argmax(d))
         x = self.exact.points[worst].tolist()
         if d[worst] > allowed:
-            self.findings.append(Finding("compress", f"|f - g| = {d[worst]!r} > {allowed!r}", x))
+            self.findings.append(
+                Finding("compress", f"|f - g| = {float(d[worst])!r} > {allowed!r}", x)
+            )
             return g
         md = self.maxdiff(g, allowed / 2)
         if md is not None and md.value > allowed:
@@ -291,13 +316,19 @@ def mutants(f: Network, exact: ExactAnalysis, tol: float) -> list[tuple[str, Net
 def check_case(case: Case, opts: SoakOptions = SoakOptions(), method: str = "fast") -> CaseResult:
     """All the checks on one case (see the module docstring)."""
     t0 = time.perf_counter()
-    c = Checker(case, opts, method)
     f, box = case.network, case.box
+    try:
+        c = Checker(case, opts, method)
+    except OracleError as exc:  # too many regions for the oracle: nothing can be checked
+        return CaseResult(case.seed, f.num_neurons, 0, method, {}, {}, (), notes=(str(exc),))
     c.all_bounds()
     claims: Counter[str] = Counter()
-    run = lambda dom: stable_neurons(  # noqa: E731
-        f, dom, method=method, jobs=1, time_limit=opts.time_limit, seed=case.seed
-    )
+
+    def run(dom: Box | list[Box]) -> StabilityReport:
+        return stable_neurons(
+            f, dom, method=method, jobs=1, time_limit=opts.time_limit, seed=case.seed
+        )
+
     report = c.guard(f"stable_neurons[{method}]", lambda: run(box))
     if report is not None:
         for ls in report.layers:

@@ -93,7 +93,9 @@ class ExactAnalysis:
     regions: int
 
 
-def exact_analysis(net: Network, box: Box, margin: float = 1e-7) -> ExactAnalysis:
+def exact_analysis(
+    net: Network, box: Box, margin: float = 1e-7, *, max_regions: int = MAX_REGIONS
+) -> ExactAnalysis:
     """Exact pre-activation ranges and stability of every neuron, in one enumeration.
 
     Ranges are, per layer, the min and max over every node's polytope of an affine map:
@@ -133,7 +135,7 @@ def exact_analysis(net: Network, box: Box, margin: float = 1e-7) -> ExactAnalysi
         return new
 
     regions = 0
-    for region in enumerate_regions(net, box, on_node=on_node):
+    for region in enumerate_regions(net, box, on_node=on_node, max_regions=max_regions):
         regions += 1
         record(region.points)
     ranges = [(lo[k], hi[k]) for k in range(len(net.layers))]

@@ -11,8 +11,8 @@ change the speed, never the verdicts, the proof kinds or the witness rows. Each 
 solved on a fresh HiGHS instance, which makes its answer independent of where it ran.
 
 Worker processes are started with ``spawn`` (never ``fork``: HiGHS keeps a thread pool that a
-forked child would inherit in a broken state), lazily, and only for layers with enough
-questions to pay for them.
+forked child would inherit in a broken state), and only once the MILPs have proven slow
+enough to pay for their start-up (each worker imports the package: seconds).
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from ..milp.highs import Answer, CompiledMilp, Question, solve_question
 
 _MIN_QUESTIONS_FOR_WORKERS = 6
+_START_AFTER_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -37,21 +39,32 @@ class Task:
 
 
 class Workers:
-    """A lazily started process pool (``jobs`` processes); a context manager.
+    """A process pool (``jobs`` processes) started only once MILPs prove slow; a context manager.
 
-    ``jobs=None`` means all cores; ``jobs=1`` never starts a process.
+    ``jobs=None`` means all cores; ``jobs=1`` never starts a process. Starting workers costs
+    seconds (each imports the package), so they are started only after the MILPs of this
+    call have taken :data:`_START_AFTER_SECONDS` in-process and enough questions remain.
     """
 
     def __init__(self, jobs: int | None) -> None:
         self.jobs = max(1, int(jobs if jobs is not None else (os.cpu_count() or 1)))
         self._pool: ProcessPoolExecutor | None = None
+        self.broken = False
+        self.solve_seconds = 0.0
 
-    def pool_for(self, n_questions: int) -> ProcessPoolExecutor | None:
-        if self.jobs == 1 or n_questions < _MIN_QUESTIONS_FOR_WORKERS:
+    def pool_for(self, remaining: int) -> ProcessPoolExecutor | None:
+        """The pool, started now if worth it for ``remaining`` more questions."""
+        if self._pool is not None:
+            return None if self.broken else self._pool
+        if (
+            self.broken
+            or self.jobs == 1
+            or remaining < _MIN_QUESTIONS_FOR_WORKERS
+            or self.solve_seconds < _START_AFTER_SECONDS
+        ):
             return None
-        if self._pool is None:
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+        ctx = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
         return self._pool
 
     def __enter__(self) -> Workers:
@@ -59,7 +72,7 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=not self.broken, cancel_futures=True)
             self._pool = None
 
 
@@ -78,29 +91,34 @@ def run_questions(
     ``moot`` must be monotone (once moot, always moot) and ``question(task)`` must not
     depend on the state, so that the consumed sequence is the single-process one.
     """
-    pool = workers.pool_for(len(tasks)) if solve is solve_question else None
     solved = 0
-    if pool is None:
-        for t in tasks:
-            if not moot(t):
-                consume(t, solve(milp, question(t)))
-                solved += 1
-        return solved
-    window = 2 * workers.jobs
     futures: dict[int, Future[Answer]] = {}
     submitted = 0
     for i, t in enumerate(tasks):
-        while submitted < len(tasks) and submitted < i + window:
-            s = tasks[submitted]
-            if not moot(s):
-                futures[submitted] = pool.submit(solve_question, milp, question(s))
-            submitted += 1
+        pool = workers.pool_for(len(tasks) - i) if solve is solve_question else None
+        if pool is not None:
+            submitted = max(submitted, i)
+            while submitted < len(tasks) and submitted < i + 2 * workers.jobs:
+                s = tasks[submitted]
+                if not moot(s):
+                    futures[submitted] = pool.submit(solve_question, milp, question(s))
+                submitted += 1
         fut = futures.pop(i, None)
         if moot(t):
             if fut is not None:
                 fut.cancel()
             continue
-        answer = fut.result() if fut is not None else solve_question(milp, question(t))
+        answer = None
+        if fut is not None and not workers.broken:
+            try:
+                answer = fut.result()
+            except BrokenProcessPool:
+                # workers could not start or died (e.g. a __main__ that cannot be re-imported
+                # under spawn): answer in-process instead; the answers are the same.
+                workers.broken = True
+        if answer is None:
+            answer = solve(milp, question(t))
+        workers.solve_seconds += answer.seconds
         consume(t, answer)
         solved += 1
     for fut in futures.values():

@@ -67,7 +67,7 @@ def compress_network(
         The compressed network (same ``dtype`` and ``meta``), the records of the passes
         that changed something, and the fate of every original ReLU neuron.
     """
-    state = initial_state(net, report)
+    current, state = net, initial_state(net, report)
     neurons = {(k, j) for k in net.relu_layers for j in range(net.layers[k].out_features)}
     fates: dict[Unit, NeuronFate] = {}
     dropped: dict[Unit, tuple[Proof, str]] = {}
@@ -76,22 +76,33 @@ def compress_network(
     while changed:
         changed = False
         for rewrite in passes:
-            out = rewrite(net, state, tol)
+            out = rewrite(current, state, tol)
             if out.record.changed:
                 changed = True
                 records.append(out.record)
                 _note_removals(out.record, state, neurons, fates, dropped)
-            net, state = out.network, out.state
+            current, state = out.network, out.state
+    _note_survivors(state, neurons, fates, dropped)
+    return RewriteResult(current, tuple(records), dict(sorted(fates.items())), state)
+
+
+def _note_survivors(
+    state: RewriteState,
+    neurons: set[Unit],
+    fates: dict[Unit, NeuronFate],
+    dropped: dict[Unit, tuple[Proof, str]],
+) -> None:
+    """Fates of the original neurons still present: kept, or kept without their ReLU."""
     for k, ls in enumerate(state.layers):
         for j, origin in enumerate(ls.origin):
             unit = (int(origin[0]), int(origin[1]))
-            if unit in neurons:
-                if unit in dropped:
-                    proof, name = dropped[unit]
-                    fates[unit] = NeuronFate((k, j), Reason.RELU_DROPPED, proof, name)
-                else:
-                    fates[unit] = NeuronFate((k, j), None)
-    return RewriteResult(net, tuple(records), dict(sorted(fates.items())), state)
+            if unit not in neurons:
+                continue
+            if unit in dropped:
+                proof, name = dropped[unit]
+                fates[unit] = NeuronFate((k, j), Reason.RELU_DROPPED, proof, name)
+            else:
+                fates[unit] = NeuronFate((k, j), None)
 
 
 def _origin(state: RewriteState, unit: Unit) -> Unit:

@@ -145,7 +145,7 @@ def random_network(
     for k, w_out in enumerate(widths):
         w, b = _hidden_layer(rng, k, fan_in, w_out, h, box, nasty)
         if nasty and weights:
-            _rescale_previous(rng, weights, biases, w)
+            h = h * _rescale_previous(rng, weights, biases, w)  # same z, other numbers
         weights.append(w)
         biases.append(b)
         h = np.maximum(h @ w.T + b, 0.0)
@@ -236,15 +236,20 @@ def _tie_row(rng: np.random.Generator, w: np.ndarray, b: np.ndarray, j: int, box
         w[j], b[j] = row, bias
 
 
-def _rescale_previous(rng, weights: list[np.ndarray], biases: list[np.ndarray], w_next) -> None:
+def _rescale_previous(
+    rng, weights: list[np.ndarray], biases: list[np.ndarray], w_next
+) -> np.ndarray:
     """Scale a few neurons of the last layer by ``s > 0`` and their outgoing column by
-    ``1/s``: the function is unchanged in exact arithmetic, its numbers span 1e-6..1e6."""
+    ``1/s``: the function is unchanged in exact arithmetic, its numbers span 1e-6..1e6.
+    Also zeroes a few outgoing columns (dead neurons). Returns the scale of each neuron."""
     w_prev, b_prev = weights[-1], biases[-1]
+    scale = np.ones(w_prev.shape[0])
     for j in range(w_prev.shape[0]):
         if rng.random() < 0.2:
-            s = float(2.0 ** rng.choice([-20, 20]))  # exact inverse: powers of two
-            w_prev[j] *= s
-            b_prev[j] *= s
-            w_next[:, j] /= s
+            scale[j] = float(2.0 ** rng.choice([-20, 20]))  # exact inverse: powers of two
+            w_prev[j] *= scale[j]
+            b_prev[j] *= scale[j]
+            w_next[:, j] /= scale[j]
         elif rng.random() < 0.1:
             w_next[:, j] = 0.0  # a dead neuron
+    return scale

@@ -128,6 +128,17 @@ def _table(s: Summary) -> Table:
     return t
 
 
+def _write(summary: Summary, path: Path, argv: list[str], opts: SoakOptions, done: bool) -> None:
+    """Write the JSON summary atomically (a temporary file renamed over the old one)."""
+    doc = summary.to_json()
+    doc["command"] = "python -m benchmarks.soak " + " ".join(argv)
+    doc["options"] = asdict(opts)
+    doc["complete"] = done
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
+
+
 def _pair(text: str) -> tuple[int, int]:
     lo, _, hi = text.partition(",")
     return int(lo), int(hi or lo)
@@ -187,12 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     summary.failures.append(str(path))
             bad = sum(summary.unsound.values())
             bars.update(task, advance=1, info=f"unsound {bad}, errors {summary.errors}")
+            if summary.cases % 50 == 0:  # a checkpoint: a long run killed midway still says
+                summary.seconds = time.perf_counter() - t0
+                _write(summary, args.out / "summary.json", argv, opts, done=False)
     summary.seconds = time.perf_counter() - t0
     Console().print(_table(summary))
-    doc = summary.to_json()
-    doc["command"] = "python -m benchmarks.soak " + " ".join(argv)
-    doc["options"] = asdict(opts)
-    (args.out / "summary.json").write_text(json.dumps(doc, indent=1))
+    _write(summary, args.out / "summary.json", argv, opts, done=True)
     console.print(f"wrote {args.out / 'summary.json'}")
     if sum(summary.unsound.values()):
         console.print(f"[red]UNSOUND verdicts found; cases saved in {args.out / 'failures'}")

@@ -24,6 +24,7 @@ so that a green run means something.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import network_and_box
 
-from benchmarks import soak_checks
+from benchmarks import soak, soak_checks
 from benchmarks.soak_checks import Checker, SoakOptions, check_case, method_for, mutants
 from exactcomp.api import compress
 from exactcomp.bounds import interval_bounds
@@ -179,3 +180,22 @@ def test_planted_wrong_equivalence_answers_are_caught(monkeypatch, status: str) 
     checker.equivalence(g, label)
     expected = {"equivalent", "equiv-bound"} if status == "EQUIVALENT" else {"counterexample"}
     assert {f.kind for f in checker.findings} == expected
+
+
+def test_soak_driver_writes_a_summary_and_fails_on_an_unsound_case(monkeypatch, tmp_path) -> None:
+    """``python -m benchmarks.soak``: exit 0 and a complete summary on good cases; exit 1
+    and the failing case's weights and box saved when a check reports an unsound answer."""
+    assert soak.main(["--cases", "2", "--max-neurons", "4", "--out", str(tmp_path / "ok")]) == 0
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["complete"] and summary["cases"] == 2 and summary["unsound_total"] == 0
+
+    def planted(case, opts, method):
+        finding = soak_checks.Finding("stable", "planted", [0.0])
+        return soak_checks.CaseResult(case.seed, 1, 1, method, {}, {}, (finding,))
+
+    monkeypatch.setattr(soak, "check_case", planted)
+    assert soak.main(["--cases", "1", "--seed", "7", "--out", str(tmp_path / "bad")]) == 1
+    saved = json.loads((tmp_path / "bad" / "failures" / "case-7.json").read_text())
+    d = SoakOptions()
+    same = random_case(7, depth=d.depth, width=d.width, inputs=d.inputs, max_neurons=d.max_neurons)
+    assert Case.from_json(saved["case"]).to_json() == same.to_json()

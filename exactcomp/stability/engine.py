@@ -35,16 +35,17 @@ from ..domain import Box
 from ..errors import InvalidOptionError
 from ..network import Network
 from ..progress import SILENT, Progress
+from ..search import candidate_inputs
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import LayerStability, Proof, StabilityReport, Verdict
 from .layer import LayerRun
 from .merge import compact_witnesses, merge_reports
 from .milp_phase import Workers
-from .witnesses import WitnessPool, candidate_points
+from .witnesses import WitnessPool
 
 METHODS = ("fast", "leo", "naive")
 SOLVERS = ("highs", "gurobi", "cplex", "scip", "cbc")
-_SAMPLES = 2048
+_SAMPLES = 1024  # uniform samples; as many box vertices and near-vertex points again
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _analyse_box(
     if opts.method == "fast":
         t = time.perf_counter()
         rng = np.random.default_rng(opts.seed)
-        pool.add(candidate_points(box, _SAMPLES, rng, opts.data))
+        pool.add(candidate_inputs(box, _SAMPLES, rng, opts.data))
         stats["seconds_witness"] = time.perf_counter() - t
     box_bounds = interval_bounds(net, box, tol=opts.tol) if opts.method == "naive" else None
     bounds: list[Bounds] = []

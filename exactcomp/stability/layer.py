@@ -134,9 +134,8 @@ class LayerRun:
         rng = np.random.default_rng([self.opts.seed, self.k])
         starts += [self.box.sample(open_.size, rng) for _ in range(2)]
         neurons, signs = np.tile(open_, 3), np.tile(signs, 3)
-        self.pool.add(
-            gradient_points(self.net, self.box, self.k, neurons, signs, np.concatenate(starts))
-        )
+        starts = np.concatenate(starts)
+        self.pool.add(gradient_points(self.net, self.box, self.k, neurons, signs, starts))
 
     def _known(self) -> list[Bounds]:
         return [*self.bounds, (self.lower, self.upper)]

@@ -6,7 +6,9 @@ unstable, and no bound or MILP is needed for it. "Strictly" means beyond the wit
 the terms summed (float64 rounding of the forward pass cannot flip such a sign).
 
 Every point ever evaluated is kept in one pool, so that a witness is a row index into it; the
-pool is compacted to the rows actually cited when the report is written.
+pool is compacted to the rows actually cited when the report is written. The points come from
+:mod:`exactcomp.search` (candidates, gradient search) and from MILP incumbents; the margin
+rule is the one of :func:`exactcomp.search.sign_witnesses`, applied here incrementally.
 """
 
 from __future__ import annotations
@@ -16,27 +18,6 @@ import numpy as np
 from ..domain import Box
 from ..network import Network
 from ..tolerances import Tolerances
-
-
-def candidate_points(
-    box: Box, n: int, rng: np.random.Generator, data: np.ndarray | None = None
-) -> np.ndarray:
-    """Points to probe: the centre, random vertices, uniform samples, and data inside the box.
-
-    ReLU networks are piecewise affine, so extremes of a pre-activation sit at vertices of
-    activation regions; box vertices are cheap guesses at them, uniform points cover the rest.
-    """
-    parts = [box.center[None, :]]
-    n_vert = n // 4
-    if n_vert:
-        pick = rng.random((n_vert, box.dim)) < 0.5
-        parts.append(np.where(pick, box.upper, box.lower))
-    parts.append(box.sample(n - n_vert, rng))
-    if data is not None:
-        d = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
-        if d.shape[1] == box.dim:
-            parts.append(d[box.contains(d)])
-    return np.concatenate(parts)
 
 
 class WitnessPool:
@@ -128,33 +109,32 @@ def gradient_points(
 ) -> np.ndarray:
     r"""Projected sign-gradient ascent of ``signs[i] * z_k[neurons[i]]`` from ``starts[i]``.
 
-    On each activation region the network is affine, so the gradient of a pre-activation is
-    exact there: :math:`\nabla_x z_{kj} = W_k[j] D_{k-1} W_{k-1} \cdots D_0 W_0` with
-    :math:`D_l` the diagonal 0/1 activation pattern. Steps follow its sign (the steepest
-    ascent for a box), scaled by the box width and shrinking geometrically, and are
-    projected back onto the box. Returns, per row, the best point met and the last one:
-    candidates only, which the pool re-evaluates in float64.
+    The same search as :func:`exactcomp.search.gradient_search`, in plain numpy: on each
+    activation region the network is affine, so the gradient is exact there,
+    :math:`\nabla_x z_{kj} = W_k[j] D_{k-1} W_{k-1} \cdots D_0 W_0` (:math:`D_l` the 0/1
+    activation pattern), and one matrix product per layer gives it for the whole batch. This
+    avoids torch's thread start-up, which dominates for these small batches on a busy
+    machine. Steps follow the gradient's sign scaled by the box width, shrinking
+    geometrically, projected onto the box. Returns per row the best point met and the last
+    one: candidates only, which the pool re-evaluates in float64.
     """
     x = box.clip(np.array(starts, dtype=np.float64))
     width = box.upper - box.lower
-    w_k = net.layers[k].weight[neurons] * signs[:, None]
+    w_k = net.layers[k].weight[neurons] * np.asarray(signs, dtype=np.float64)[:, None]
     best_x, best_v = x.copy(), np.full(len(x), -np.inf)
-    for t in range(steps):
+    for t in range(steps + 1):
         h, masks = x, []
         for layer in net.layers[:k]:
             z = h @ layer.weight.T + layer.bias
-            if layer.relu:
-                masks.append(z > 0.0)
-                h = np.maximum(z, 0.0)
-            else:
-                masks.append(np.ones_like(z, dtype=bool))
-                h = z
+            masks.append(z > 0.0 if layer.relu else np.ones(z.shape, dtype=bool))
+            h = np.maximum(z, 0.0) if layer.relu else z
         value = np.einsum("ij,ij->i", h, w_k)
         better = value > best_v
         best_v[better], best_x[better] = value[better], x[better]
+        if t == steps:
+            break
         g = w_k
         for layer, mask in zip(net.layers[:k][::-1], masks[::-1], strict=True):
             g = (g * mask) @ layer.weight
-        step = 0.25 * 0.9**t
-        x = box.clip(x + step * np.sign(g) * width)
+        x = box.clip(x + 0.25 * 0.9**t * np.sign(g) * width)
     return np.concatenate([best_x, x])

@@ -29,8 +29,9 @@ sign-flipped for maximisation):
   - *target reached* (or any status with a solution): a **candidate witness**; it counts
     only once the caller re-evaluates its input in float64 and sees :math:`s z_j > 0`
     with margin;
-  - *optimal* (an incumbent with :math:`|z_j| < m`): not proven; the max is within the
-    margin of 0, the neuron stays undecided unless its incumbent is a float64 witness.
+  - *optimal*: nothing is read from it. HiGHS may finish (e.g. at the root) ignoring the
+    cut-off and report a solution beyond it, so the question is re-solved without cut-off
+    and target, by the rule of ``mode="optimal"`` below, in the time left.
 
   After a cut-off run ``mip_dual_bound`` is not a global bound, so it is never read here.
 * ``mode="optimal"`` (the ``naive`` baseline): no cut-off or target; proven iff the status
@@ -246,9 +247,25 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
     """Answer one question with a fresh HiGHS instance (safe to call in a worker process).
 
     A fresh instance per question keeps answers independent of what was solved before, so
-    results do not depend on how questions are spread over processes.
+    results do not depend on how questions are spread over processes. An early-mode run that
+    ends *optimal* (HiGHS may finish at the root, ignoring the cut-off, and report a
+    solution beyond it) decides nothing by itself: the question is then re-solved to
+    optimality in the time left, and the dual-bound rule of ``mode="optimal"`` applies.
     """
     t0 = time.perf_counter()
+    status, proven, points = _run(milp, q)
+    if q.mode == "early" and status == "Optimal" and not proven:
+        left = q.time_limit - (time.perf_counter() - t0)
+        if left > 0:
+            again = Question(q.neuron, q.sign, q.margin, "optimal", left, q.start)
+            status2, proven, more = _run(milp, again)
+            status = f"{status}; then {status2}"
+            points = np.concatenate([points, more])
+    return Answer(q, bool(proven), status, points, time.perf_counter() - t0)
+
+
+def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray]:
+    """One HiGHS run: (status text, proven by the rule of ``q.mode``, solution inputs)."""
     h = _highs_for(milp, q)
     found: list[np.ndarray] = []
     xc = milp.x_cols
@@ -267,8 +284,9 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
         has_solution = info.primal_solution_status == highspy.kSolutionStatusFeasible
         final = np.array(h.getSolution().col_value, dtype=np.float64)[xc] if has_solution else None
         dual = float(info.mip_dual_bound)
+        text = h.modelStatusToString(status)
     except Exception as exc:  # any solver error proves nothing
-        return Answer(q, False, f"error: {exc}", np.empty((0, xc.size)), time.perf_counter() - t0)
+        return f"error: {exc}", False, np.empty((0, xc.size))
     finally:
         h.cbMipImprovingSolution.clear()
     M = highspy.HighsModelStatus
@@ -278,4 +296,4 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
         proven = status == M.kOptimal and np.isfinite(dual) and dual >= q.margin
     rows = ([final] if final is not None else []) + found[::-1]
     points = np.array(rows) if rows else np.empty((0, xc.size))
-    return Answer(q, bool(proven), h.modelStatusToString(status), points, time.perf_counter() - t0)
+    return text, bool(proven), points

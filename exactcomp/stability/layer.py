@@ -128,14 +128,12 @@ class LayerRun:
             return
         pos, _ = self._seen()
         signs = np.where(pos[open_], -1, 1)
-        x = self.pool.rows()
-        z = self.pool.signs(x)[self.k][0][:, open_] * signs
-        starts = [x[np.argmax(z, axis=0)]]
+        starts = [self.pool.best(self.k, open_, signs)]
         rng = np.random.default_rng([self.opts.seed, self.k])
-        starts += [self.box.sample(open_.size, rng) for _ in range(2)]
-        neurons, signs = np.tile(open_, 3), np.tile(signs, 3)
+        starts.append(self.box.sample(open_.size, rng))
+        neurons, signs = np.tile(open_, 2), np.tile(signs, 2)
         starts = np.concatenate(starts)
-        self.pool.add(gradient_points(self.net, self.box, self.k, neurons, signs, starts))
+        self.pool.add(gradient_points(self.net, self.box, self.k, neurons, signs, starts, steps=25))
 
     def _known(self) -> list[Bounds]:
         return [*self.bounds, (self.lower, self.upper)]
@@ -204,6 +202,13 @@ class LayerRun:
         self._milp_neurons.add(j)
         only = None if self.opts.method == "fast" else (self.k, j)
         self.pool.add(answer.points, only=only)
+        if only is None and not answer.proven and len(answer.points) and not self._moot(t):
+            # the incumbent sits near the extreme but within the margin of 0: a short local
+            # search from it often crosses 0 (a near tie that is really unstable)
+            starts = answer.points[:1]
+            one = np.array([j])
+            sign = np.array([t.sign])
+            self.pool.add(gradient_points(self.net, self.box, self.k, one, sign, starts, 25))
         if answer.proven and self._trusted:
             claimed = self.inactive[j] or self.active[j]
             if t.sign > 0:

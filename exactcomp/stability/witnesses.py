@@ -35,6 +35,8 @@ class WitnessPool:
         self.neg = {k: np.full(n, -1, dtype=np.int64) for k, n in w.items()}
         self.zmin = {k: np.full(n, np.inf) for k, n in w.items()}
         self.zmax = {k: np.full(n, -np.inf) for k, n in w.items()}
+        self.argmin = {k: np.full(n, -1, dtype=np.int64) for k, n in w.items()}
+        self.argmax = {k: np.full(n, -1, dtype=np.int64) for k, n in w.items()}
 
     def signs(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per layer ``(z, positive, negative)`` for a batch: the margin-checked signs."""
@@ -81,16 +83,17 @@ class WitnessPool:
             new = hit & (view < 0)
             view[new] = first[new]
             store[cols] = view
-        self.zmin[k][cols] = np.minimum(self.zmin[k][cols], z[:, cols].min(axis=0))
-        self.zmax[k][cols] = np.maximum(self.zmax[k][cols], z[:, cols].max(axis=0))
+        zc = z[:, cols]
+        lo_row, hi_row = np.argmin(zc, axis=0), np.argmax(zc, axis=0)
+        lo_val, hi_val = zc[lo_row, np.arange(zc.shape[1])], zc[hi_row, np.arange(zc.shape[1])]
+        down, up = lo_val < self.zmin[k][cols], hi_val > self.zmax[k][cols]
+        self.zmin[k][cols[down]], self.argmin[k][cols[down]] = lo_val[down], idx[lo_row[down]]
+        self.zmax[k][cols[up]], self.argmax[k][cols[up]] = hi_val[up], idx[hi_row[up]]
 
-    def best(self, k: int, j: int, sign: int) -> np.ndarray | None:
-        """The pooled input with the largest ``sign * z_kj`` (``None`` if the pool is empty)."""
-        if not self.size:
-            return None
-        x = self.rows()
-        z = self.signs(x)[k][0][:, j]
-        return x[int(np.argmax(sign * z))]
+    def best(self, k: int, neurons: np.ndarray, signs: np.ndarray) -> np.ndarray:
+        """Per neuron, the pooled input with the largest ``sign * z_kj`` (pool not empty)."""
+        rows = np.where(signs > 0, self.argmax[k][neurons], self.argmin[k][neurons])
+        return self.rows()[rows]
 
     def rows(self) -> np.ndarray:
         if len(self._rows) > 1:

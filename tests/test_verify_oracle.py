@@ -21,7 +21,9 @@ TOL = 1e-4
 
 
 def _variant(net: Network, kind: str, size: float, rng: np.random.Generator) -> Network:
-    """A network equal to ``net`` (``same``, ``permuted``) or changed by ``size``."""
+    """A network equal to ``net`` (``same``, ``permuted``, ``split``: one neuron halved and
+    its outgoing weights doubled) or changed by ``size`` (``weight``, ``bias``,
+    ``split+bias``)."""
     layers = list(net.layers)
     if kind == "same":
         return net
@@ -37,6 +39,18 @@ def _variant(net: Network, kind: str, size: float, rng: np.random.Generator) -> 
                 w, b = w[prev], b[prev]
             layers[k] = Layer(w, b, layer.relu)
         return net.replace_layers(layers)
+    if kind.startswith("split"):  # relu(z) = 2 relu(z / 2): equal, but no neuron matches
+        k = int(rng.integers(len(layers) - 1))
+        j = int(rng.integers(layers[k].out_features))
+        w, b = layers[k].weight.copy(), layers[k].bias.copy()
+        w[j], b[j] = w[j] / 2, b[j] / 2
+        w_next = layers[k + 1].weight.copy()
+        w_next[:, j] *= 2
+        layers[k] = Layer(w, b, layers[k].relu)
+        layers[k + 1] = Layer(w_next, layers[k + 1].bias, layers[k + 1].relu)
+        if kind == "split":
+            return net.replace_layers(layers)
+        kind = "bias"
     k = int(rng.integers(len(layers)))
     w, b = layers[k].weight.copy(), layers[k].bias.copy()
     if kind == "weight":
@@ -47,10 +61,10 @@ def _variant(net: Network, kind: str, size: float, rng: np.random.Generator) -> 
     return net.replace_layers(layers)
 
 
-@settings(max_examples=30, derandomize=True, deadline=None)
+@settings(max_examples=40, derandomize=True, deadline=None)
 @given(
     case=network_and_box(inputs=(1, 2), max_neurons=6, depth=(1, 2), width=(1, 3)),
-    kind=st.sampled_from(["same", "permuted", "weight", "bias"]),
+    kind=st.sampled_from(["same", "permuted", "split", "weight", "bias", "split+bias"]),
     size=st.sampled_from([1e-6, 1e-3, 0.1, 1.0]),
     seed=st.integers(0, 3),
 )

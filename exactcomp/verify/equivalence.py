@@ -301,6 +301,7 @@ class _Run:
         bounds = dict(self.known)  # objective -> best proven upper bound
         pending = [o for o in self.objectives if not bounds.get(o, np.inf) <= self.tol]
         condition = None  # the class i whose "top class of f" constraints are in the model
+        statuses: set[str] = set()  # solver statuses of the objectives left undecided
         self.progress.task("milp", len(pending))
         for attempt in range(2):
             undecided = []
@@ -334,6 +335,7 @@ class _Run:
                     self.progress.advance(1, f"{obj}: <= {out.upper_bound:.2g}")
                 else:
                     undecided.append(obj)
+                    statuses.add(out.status)
             pending = undecided
             if not pending or self.left() <= 0 or attempt == 1:
                 break
@@ -346,7 +348,8 @@ class _Run:
                 max(upper, self.lower),
                 milps=solver.solves,
                 proven=proven,
-                reason=f"{len(pending)} objective(s) undecided in the time limit",
+                reason=f"{len(pending)} objective(s) undecided (solver: "
+                f"{', '.join(sorted(statuses)) or 'no time left'})",
             )
         return self.finish(
             EquivalenceStatus.EQUIVALENT,

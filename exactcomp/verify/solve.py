@@ -87,9 +87,11 @@ class ObjectiveSolver:
 
     ``model`` must have a minimised objective component ``obj`` and input variables ``x``
     (indexed ``0..n-1``) whose values at an incumbent are returned as the candidate input.
+    ``threads`` is left to HiGHS by default: HiGHS keeps one thread scheduler per process and
+    refuses (status error) a later run that asks for a different number of threads.
     """
 
-    def __init__(self, model, x, threads: int | None = 1) -> None:
+    def __init__(self, model, x, threads: int | None = None) -> None:
         self.model, self.x = model, x
         self.opt = Highs()
         self.threads = threads

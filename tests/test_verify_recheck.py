@@ -133,3 +133,16 @@ def test_union_of_boxes_needs_each_claim_on_every_box() -> None:
     assert recheck_certificates(net, report, [BOX], time_limit=30).ok
     res = recheck_certificates(net, report, [BOX, far], time_limit=30)
     assert any(f.neuron == j and f.layer == ls.layer and f.refuted for f in res.failures)
+
+
+def test_merged_layers_different_depth_is_equivalent() -> None:
+    """A middle layer that is stably active everywhere is merged away by the compressor, so
+    the two networks have different depths; the proof must still go through."""
+    rng = np.random.default_rng(5)
+    ws = [rng.normal(size=(6, 3)), rng.normal(size=(5, 6)) * 0.2, rng.normal(size=(2, 5))]
+    bs = [rng.normal(size=6) * 0.5, np.full(5, 20.0), rng.normal(size=2)]
+    net = Network.from_arrays(ws, bs, dtype="float64")
+    small = compress_network(net, stable_neurons(net, BOX, jobs=1)).network
+    assert len(small.layers) < len(net.layers)
+    res = verify_equivalence(net, small, BOX)
+    assert res.status is EquivalenceStatus.EQUIVALENT, res.summary()

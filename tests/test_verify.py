@@ -384,3 +384,14 @@ def test_same_seed_same_result() -> None:
     box = Box.uniform(-1, 1, 3)
     a, b = (verify_equivalence(f, g, box, seed=3) for _ in range(2))
     assert np.array_equal(a.counterexample.x, b.counterexample.x)
+
+
+def test_affine_networks_without_hidden_layers() -> None:
+    """Two single affine layers: the differential bound is exact linear algebra."""
+    w, b = np.array([[1.0, -2.0], [0.5, 0.25]]), np.array([0.1, -0.3])
+    f = Network((Layer(w, b, False),), dtype="float64")
+    g = Network((Layer(w * (1 + 1e-12), b, False),), dtype="float64")
+    box = Box.uniform(-1, 1, 2)
+    assert verify_equivalence(f, g, box).status is EQ
+    h = Network((Layer(w, b + [0.0, 1e-3], False),), dtype="float64")
+    assert_real_counterexample(verify_equivalence(f, h, box), f, h, box, 1e-6)

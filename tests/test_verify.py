@@ -395,3 +395,10 @@ def test_affine_networks_without_hidden_layers() -> None:
     assert verify_equivalence(f, g, box).status is EQ
     h = Network((Layer(w, b + [0.0, 1e-3], False),), dtype="float64")
     assert_real_counterexample(verify_equivalence(f, h, box), f, h, box, 1e-6)
+
+
+def test_permuted_copy_links_every_hidden_neuron() -> None:
+    f = mlp([3, 8, 8, 2], seed=1)
+    res = verify_equivalence(f, permuted(f, seed=2), Box.uniform(-1, 1, 3))
+    assert res.links == f.num_neurons and res.milps == 0
+    assert res.to_json()["links"] == f.num_neurons

@@ -138,7 +138,7 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.lower = 0.0  # largest difference seen at a concrete input
         self.points = box.center[None, :]  # the sampled inputs (for neuron matching)
-        self.links = 0  # proven links between neurons of f and g
+        self.links = 0  # neurons of g proven to match a neuron of f
         self.known: dict[tuple, float] = {}  # objective -> bound proven without a solver
         self.box_bounds = (box.lower, box.upper)
         m = f.output_size
@@ -180,6 +180,7 @@ class _Run:
             milps=milps,
             objectives_proven=proven,
             objectives_total=len(self.objectives),
+            links=self.links,
             timings=self.timings,
             reason=reason,
         )
@@ -245,6 +246,7 @@ class _Run:
         fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
         pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS])
         links = differential.propagate_links(fs, gs, pairs, self.box_bounds, self.tolerances)
+        self.links = len(links)
         broken = differential.inconsistency(fs, gs, links, self.points)
         if broken is not None:
             return self.finish(
@@ -262,7 +264,7 @@ class _Run:
             )
         t = time.perf_counter()
         jm = build_joint_model(fl, gl, self.box, enc_f[0], enc_g[0], enc_f[1], enc_g[1])
-        self.links = coupling.add_links(jm.model, links, enc_f, enc_g)
+        coupling.add_links(jm.model, links, enc_f, enc_g)
         self.timed("build", t)
         margin = self.tolerances.solver_abs + self.tolerances.solver_rel * jm.scale
         if self.tol <= margin:

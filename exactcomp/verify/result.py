@@ -72,9 +72,12 @@ class EquivalenceResult:
     milps, objectives_proven, objectives_total:
         How many MILP solves ran, and how many objectives (one per output and sign in ``linf``;
         one per ordered class pair in ``top1``) were proven below ``tol``.
+    links:
+        How many neurons of ``g`` were proven to compute (up to a tiny proven bound) the same
+        function as a neuron of ``f`` (:mod:`exactcomp.verify.differential`).
     timings:
-        Seconds per phase (``sampling``, ``gradient``, ``bounds``, ``build``, ``milp``,
-        ``total``).
+        Seconds per phase (``sampling``, ``gradient``, ``bounds``, ``differential``,
+        ``build``, ``milp``, ``total``).
     reason:
         One line saying why the status is what it is (shown by :meth:`summary`).
     """
@@ -88,6 +91,7 @@ class EquivalenceResult:
     milps: int = 0
     objectives_proven: int = 0
     objectives_total: int = 0
+    links: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
     reason: str = ""
 
@@ -124,6 +128,7 @@ class EquivalenceResult:
             "milps": self.milps,
             "objectives_proven": self.objectives_proven,
             "objectives_total": self.objectives_total,
+            "links": self.links,
             "seconds": dict(self.timings),
             "reason": self.reason,
         }

@@ -1,11 +1,17 @@
 r"""``verify_equivalence``: prove two networks equal on a box, or show where they differ.
 
-The run has three phases, cheapest first:
+The run has four phases, cheapest first; each can end it:
 
 1. **sampling**: both networks on uniform points, the box corners (and points near them), the
    centre and the user's data rows; a difference above ``tol`` ends the run (NOT_EQUIVALENT).
-2. **gradient**: projected gradient ascent on every objective from the best sampled points.
-3. **milp**: one Pyomo model with both networks on a shared input
+2. **bounds and differential**: proven stability verdicts and bounds of both networks, neurons
+   of ``g`` paired with neurons of ``f`` that agree on the samples, and padded float64 bounds
+   on their differences (:mod:`exactcomp.verify.differential`); if the output differences are
+   proven within ``tol`` the run ends (EQUIVALENT, no solver). This settles compressed,
+   permuted or re-exported networks in seconds.
+3. **gradient**: projected gradient ascent on every objective still open, from the best
+   sampled points.
+4. **milp**: one Pyomo model with both networks on a shared input, tied by the proven links
    (:mod:`exactcomp.verify.formulation`); each objective is decided in turn by HiGHS with
    cut-offs (:mod:`exactcomp.verify.solve`). All objectives proven gives EQUIVALENT; a solver
    incumbent that reproduces in float64 gives NOT_EQUIVALENT; anything else gives UNKNOWN with
@@ -190,27 +196,33 @@ class _Run:
 
     # ------------------------------------------------------------------ phases
     def execute(self, rng: np.random.Generator, data) -> EquivalenceResult:
-        cex = self.falsify(rng, data)
+        cex = self.sample(rng, data)
         if cex is not None:
             return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
         return self.prove()
 
-    def falsify(self, rng: np.random.Generator, data) -> Counterexample | None:
+    def sample(self, rng: np.random.Generator, data) -> Counterexample | None:
+        """Phase 1: both networks on the candidate points (uniform, corners, data)."""
         t = time.perf_counter()
         self.progress.task("sampling", 1)
-        pts = falsify.candidate_points(self.box, SAMPLES, rng, data)
-        self.points = pts
-        cex = self.counterexample(pts, "sampling")
+        self.points = falsify.candidate_points(self.box, SAMPLES, rng, data)
+        cex = self.counterexample(self.points, "sampling")
         self.progress.advance(1)
         self.timed("sampling", t)
-        if cex is not None:
-            return cex
+        return cex
+
+    def gradient(self) -> Counterexample | None:
+        """Phase 2 (when the differential bounds did not prove everything): gradient ascent
+        on each objective still open, from the best sampled points."""
+        pts = self.points
         t = time.perf_counter()
         budget = t + FALSIFY_SHARE * self.left()
-        self.progress.task("gradient search", len(self.objectives))
+        todo = [o for o in self.objectives if not self.known.get(o, np.inf) <= self.tol]
+        self.progress.task("gradient search", len(todo))
         fx, gx = self.f.forward(pts), self.g.forward(pts)
         m = self.f.output_size
-        for obj in self.objectives:
+        cex = None
+        for obj in todo:
             if time.perf_counter() > budget:
                 break
             if self.mode == "linf":
@@ -262,6 +274,9 @@ class _Run:
                 proven=len(self.objectives),
                 reason="exact argument: differential bounds (no MILP needed)",
             )
+        cex = self.gradient()
+        if cex is not None:
+            return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
         t = time.perf_counter()
         jm = build_joint_model(fl, gl, self.box, enc_f[0], enc_g[0], enc_f[1], enc_g[1])
         coupling.add_links(jm.model, links, enc_f, enc_g)

@@ -111,10 +111,14 @@ class LayerRun:
             self._search()
             self._time("witness", t0)
             self._advance("witnesses")
-            open_ = self.open_neurons()
-            if open_.size and self.k > 0:
+            # LP bounds decide open neurons; below the last ReLU layer they also tighten the
+            # bounds of unstable ones, the big-M constants of every later layer's MILPs
+            targets = self.open_neurons()
+            if self.k < max(self.net.relu_layers):
+                targets = np.flatnonzero(~(self.inactive | self.active))
+            if self.open_neurons().size and self.k > 0:
                 t0 = time.perf_counter()
-                self._tighten(self._lp(open_), Proof.LP)
+                self._tighten(self._lp(targets), Proof.LP)
                 self._time("lp", t0)
                 self._advance("lp")
         self._milp_phase()

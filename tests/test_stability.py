@@ -189,3 +189,34 @@ def test_bad_options_are_clear_errors():
         stable_neurons(net, box, solver="nope")
     with pytest.raises(InvalidOptionError, match="empty"):
         stable_neurons(net, [])
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, int]] = []
+        self.done = 0
+
+    def task(self, description: str, total: int) -> None:
+        self.tasks.append((description, total))
+
+    def advance(self, steps: int = 1, info: str | None = None) -> None:
+        self.done += steps
+
+    def note(self, message: str) -> None:
+        pass
+
+
+def test_progress_reports_each_layer_and_every_decided_neuron():
+    rec = _Recorder()
+    r = stable_neurons(abs_net(), Box.uniform(-1.0, 1.0, 1), progress=rec, jobs=1)
+    assert [t[1] for t in rec.tasks] == [2, 1]
+    assert rec.done == r.num_neurons - r.count(D)
+
+
+def test_an_unavailable_solver_is_a_clear_error():
+    import pyomo.environ as pyo
+
+    if pyo.SolverFactory("cbc").available(exception_flag=False):
+        pytest.skip("cbc is installed here")
+    with pytest.raises(InvalidOptionError, match="not installed"):
+        stable_neurons(abs_net(), Box.uniform(-1.0, 1.0, 1), method="leo", solver="cbc", jobs=1)

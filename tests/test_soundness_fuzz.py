@@ -249,8 +249,8 @@ LEO_ACTIVE_695 = {
 }
 """1-2r-2r-3r-3r-2 on [0.25, 2.25]; ``method="leo"`` (and ``"naive"``) call neuron (1,0)
 ACTIVE, but at x = 0.25 its pre-activation is -5.912e-05 (exact rational arithmetic);
-``"fast"`` correctly says UNSTABLE. Its row has a weight of -1.9e-10 on an input near 7.5e5:
-below HiGHS' ``small_matrix_value`` (1e-9), which drops such coefficients."""
+``"fast"`` correctly says UNSTABLE. The claim's proof kind is MILP; the row has a weight of
+-1.9e-10 on an input near 7.5e5 (two extreme scales meet). Cause not diagnosed here."""
 
 FOLD_CANCELLATION_1132 = {
     "seed": 1132,

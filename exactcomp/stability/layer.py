@@ -32,6 +32,7 @@ from .witnesses import WitnessPool, gradient_points
 if TYPE_CHECKING:
     from .engine import Options
 
+_SEARCH_FLOPS = 5e9  # arithmetic budget of the second gradient-search round, per layer
 _OTHER_SOLVER_TOLERANCE = 1e-5
 """Feasibility/integrality tolerance assumed for Pyomo solvers other than HiGHS (Gurobi's
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
@@ -126,18 +127,36 @@ class LayerRun:
         return self._result()
 
     def _search(self) -> None:
-        """Gradient search for the sign each open neuron has not shown yet (fast only)."""
-        open_ = self.open_neurons()
-        if not open_.size or not self.pool.size:
-            return
-        pos, _ = self._seen()
-        signs = np.where(pos[open_], -1, 1)
-        starts = [self.pool.best(self.k, open_, signs)]
+        """Gradient search for the sign each open neuron has not shown yet (fast only).
+
+        A cheap round (the best pooled point and one random start per neuron, 25 steps),
+        then, for the few neurons still open, restarts from random points as far as a fixed
+        budget of arithmetic allows (about :data:`_SEARCH_FLOPS`): on small networks a
+        neuron that resists the first round usually flips within a few dozen restarts, much
+        sooner than a MILP finds it.
+        """
         rng = np.random.default_rng([self.opts.seed, self.k])
-        starts.append(self.box.sample(open_.size, rng))
-        neurons, signs = np.tile(open_, 2), np.tile(signs, 2)
-        starts = np.concatenate(starts)
-        self.pool.add(gradient_points(self.net, self.box, self.k, neurons, signs, starts, steps=25))
+        for rnd in range(2):
+            open_ = self.open_neurons()
+            if not open_.size or not self.pool.size:
+                return
+            pos, _ = self._seen()
+            signs = np.where(pos[open_], -1, 1)
+            if rnd == 0:
+                reps, steps = 2, 25
+            else:
+                steps = 100
+                cost = 4.0 * sum(la.weight.size for la in self.net.layers[: self.k + 1])
+                reps = min(16, int(_SEARCH_FLOPS / (cost * steps * open_.size)))
+                if reps < 2:
+                    return
+            starts = [self.pool.best(self.k, open_, signs)]
+            starts += [self.box.sample(open_.size, rng) for _ in range(reps - 1)]
+            neurons, signs = np.tile(open_, reps), np.tile(signs, reps)
+            found = gradient_points(
+                self.net, self.box, self.k, neurons, signs, np.concatenate(starts), steps
+            )
+            self.pool.add(found)
 
     def _known(self) -> list[Bounds]:
         return [*self.bounds, (self.lower, self.upper)]

@@ -189,6 +189,10 @@ def test_bad_options_are_clear_errors():
         stable_neurons(net, box, solver="nope")
     with pytest.raises(InvalidOptionError, match="empty"):
         stable_neurons(net, [])
+    with pytest.raises(InvalidOptionError, match="features"):
+        stable_neurons(net, box, data=np.zeros((3, 2)))
+    r = stable_neurons(net, box, data=np.array([[0.25], [0.75], [2.0]]), jobs=1)
+    assert r.layers[0].verdict.tolist() == [OFF, ON, U]
 
 
 class _Recorder:

@@ -115,6 +115,14 @@ def stable_neurons(
         raise InvalidOptionError("the domain is an empty union of boxes")
     for box in boxes:
         box.check_size(net.input_size)
+    if data is not None:
+        data = np.asarray(data, dtype=np.float64)
+        rows = data.reshape(len(data), -1) if data.ndim >= 2 else data.reshape(1, -1)
+        if rows.shape[1] != net.input_size:
+            raise InvalidOptionError(
+                f"data must hold rows of {net.input_size} features, got shape {data.shape}"
+            )
+        data = rows
     opts = Options(method, float(time_limit), solver, tol, int(seed), data)
     t0 = time.perf_counter()
     with Workers(jobs) as workers:

@@ -32,7 +32,7 @@ from .witnesses import WitnessPool, gradient_points
 if TYPE_CHECKING:
     from .engine import Options
 
-_SEARCH_FLOPS = 5e9  # arithmetic budget of the second gradient-search round, per layer
+_SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, per layer
 _OTHER_SOLVER_TOLERANCE = 1e-5
 """Feasibility/integrality tolerance assumed for Pyomo solvers other than HiGHS (Gurobi's
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""

@@ -293,6 +293,67 @@ weights of 1.8e6; the rounding of the fold (terms near 4e16) leaves the compress
 arithmetic: beyond the package's own re-check tolerance (1e-7 + 1e-7 * |f|)."""
 
 
+LEO_NEAR_TIE_1878 = {
+    "seed": 1878,
+    "box": {
+        "lower": [-3.266479949856986e-05, -1.2786750089067092e-05, -0.25, -6.33089179822112e-05],
+        "upper": [-2.042571589975182e-05, -1.2786750089067092e-05, -0.25, 0.0004103692567167714],
+    },
+    "layers": [
+        {
+            "weight": [
+                [0.0, 0.0, 1.1113420984960694e-08, 1.0638608464524971e-08],
+                [-85768.28638931173, -1561906.9465184102, 312569.64534662594, -2260706.643728679],
+                [0.0, 0.0, 1.1113420984960694e-08, 1.0638608464524971e-08],
+                [-0.32735649116064364, -0.17389001559463757, 0.0, 0.0],
+                [-262144.0, 524288.0, -786432.0, 0.0],
+            ],
+            "bias": [
+                2.777038462490511e-09,
+                78011.84661223146,
+                2.777038462490511e-09,
+                0.18450772300436544,
+                107382.7189279616,
+            ],
+            "relu": True,
+        },
+        {
+            "weight": [
+                [0.00013561541627482956, 0.0, 7.231841441994063e-05, 0.0, -1.266721342506369e-10],
+                [
+                    0.0,
+                    7.152557373046876e-11,
+                    -7.500000000000001e-05,
+                    7.500000000000001e-05,
+                    -9.5367431640625e-11,
+                ],
+                [0.75, -9.5367431640625e-07, 0.0, 0.25, -4.76837158203125e-07],
+                [0.00013561541627482956, 0.0, 7.231841441994063e-05, 0.0, -1.266721342506369e-10],
+                [0.0, 0.0, 0.0, 0.0, 0.0],
+            ],
+            "bias": [
+                3.850718575913181e-05,
+                1.515194293702142e-05,
+                0.09882465197738853,
+                3.850718575913181e-05,
+                -1.0,
+            ],
+            "relu": True,
+        },
+        {
+            "weight": [[0.25, 1.0, 0.75, 0.5, -0.25], [0.25, 0.0, 0.75, 1.0, 0.0]],
+            "bias": [0.6757995116689035, 0.5808132988281801],
+            "relu": False,
+        },
+    ],
+}
+"""4-5r-5r-2 on a thin box; ``method="leo"`` calls neurons (1,0) and (1,3) ACTIVE, but their
+pre-activation is -2.03e-10 at a point of the box (exact rational arithmetic): a weight of
+-1.27e-10 on an input near 3.04e5 cancels a bias of 3.85e-5. Tiny, but below 0: by the
+package's own definition (min z >= 0) the claim is false and must have been proven with
+margin."""
+
+
 @pytest.mark.parametrize(
     ("data", "method"),
     [
@@ -301,6 +362,12 @@ arithmetic: beyond the package's own re-check tolerance (1e-7 + 1e-7 * |f|)."""
             "leo",
             marks=pytest.mark.xfail(reason="leo/naive: wrong ACTIVE verdict", strict=False),
             id="leo-active-695",
+        ),
+        pytest.param(
+            LEO_NEAR_TIE_1878,
+            "leo",
+            marks=pytest.mark.xfail(reason="leo: ACTIVE at -2e-10", strict=False),
+            id="leo-near-tie-1878",
         ),
         pytest.param(
             FOLD_CANCELLATION_1132,

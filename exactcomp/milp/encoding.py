@@ -297,3 +297,45 @@ def tolerance_amplification(
             e_h, mag_h = e_z, np.maximum(np.abs(lo), np.abs(hi))
     w = np.abs(net.layers[k].weight)
     return w @ e_h + 1.0 + w @ mag_h + np.abs(net.layers[k].bias)
+
+
+NEGLIGIBLE_REL = 1e-6
+"""A coefficient below this fraction of its row's largest (the row of ``z``, which holds a 1)
+may be rounded away by a solver's scaling; see :func:`negligible_contribution`."""
+
+
+def negligible_contribution(
+    net: Network, box: Box, k: int, bounds: BoundsList, verdicts: VerdictList | None = None
+) -> np.ndarray:
+    r"""How far ``z_k`` can move if a solver treats tiny coefficients of the encoding as zero.
+
+    Solvers rescale rows and columns and then drop entries below a threshold, so a weight of
+    1e-10 on an input of 3e5 (a contribution of 3e-5) can vanish inside the solver even
+    though we pass it. Per neuron, the contributions :math:`|W_{ji}|\, \bar h_i` of the weights
+    with :math:`|W_{ji}| < \rho \max(1, \max_i |W_{ji}|)` (:math:`\rho` =
+    :data:`NEGLIGIBLE_REL`) are summed and propagated to layer ``k`` like errors:
+    :math:`d_{z_l} = |W_l|\, d_{h_{l-1}} + \sum_{\text{tiny}} |W_{l,ji}|\, \bar h_{l-1,i}`. A MILP
+    proof must clear this (absolute) amount on top of its tolerance margin.
+    """
+    d_h = np.zeros(net.input_size)
+    mag_h = np.maximum(np.abs(box.lower), np.abs(box.upper))
+    d_z = np.zeros(net.layers[k].out_features)
+    for j in range(k + 1):
+        layer = net.layers[j]
+        w = np.abs(layer.weight)
+        row_max = np.maximum(1.0, w.max(axis=1, initial=0.0))
+        tiny = np.where(w < NEGLIGIBLE_REL * row_max[:, None], w, 0.0)
+        d_z = w @ d_h + tiny @ mag_h
+        if j == k:
+            break
+        lo, hi = bounds[j]
+        if layer.relu:
+            v = verdicts[j] if verdicts is not None and j < len(verdicts) else None
+            inactive = hi <= 0.0
+            if v is not None:
+                inactive = inactive | (np.asarray(v) == Verdict.INACTIVE)
+            d_h = np.where(inactive, 0.0, d_z)
+            mag_h = np.where(inactive, 0.0, np.maximum(hi, 0.0))
+        else:
+            d_h, mag_h = d_z, np.maximum(np.abs(lo), np.abs(hi))
+    return d_z

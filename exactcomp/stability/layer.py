@@ -15,7 +15,11 @@ import numpy as np
 
 from ..bounds.interval import Bounds
 from ..domain import Box
-from ..milp.encoding import build_prefix_model, tolerance_amplification
+from ..milp.encoding import (
+    build_prefix_model,
+    negligible_contribution,
+    tolerance_amplification,
+)
 from ..milp.highs import (
     FEASIBILITY_TOLERANCE,
     Answer,
@@ -251,7 +255,9 @@ class LayerRun:
         model, zk = build_prefix_model(self.net, self.box, self.k, self.bounds, verdicts)
         eps = FEASIBILITY_TOLERANCE if self.opts.solver == "highs" else _OTHER_SOLVER_TOLERANCE
         amp = tolerance_amplification(self.net, self.box, self.k, self.bounds, verdicts)
-        self._doubt = eps * amp
+        self._doubt = eps * amp + negligible_contribution(
+            self.net, self.box, self.k, self.bounds, verdicts
+        )
         solve = None
         if self.opts.solver != "highs":
             from ..milp.solvers import pyomo_solver

@@ -18,6 +18,7 @@ RANK = {
     "errors": 0,
     "tolerances": 0,
     "progress": 0,
+    "solver": 0,
     "network": 1,
     "domain": 1,
     "verdicts": 2,

@@ -52,6 +52,7 @@ import scipy.sparse as sp
 
 from ..domain import Box
 from ..network import Network
+from ..solver import new_highs
 from ..tolerances import DEFAULT, Tolerances
 from .interval import Bounds, pad
 from .linear import _all_finite, finite_prefix_bounds
@@ -210,9 +211,9 @@ def _safe_dual_bound(lp: PrefixLP, cost: np.ndarray, y: np.ndarray, tol: Toleran
 
 def _new_highs(lp: PrefixLP) -> highspy.Highs:
     """A silent single-threaded HiGHS instance holding the LP (objective set per solve)."""
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    # threads left unset: HiGHS refuses a run whose thread count differs from an earlier one
+    # in the same process, and the MILP and verification solvers leave it unset too.
+    h = new_highs()
     csc = lp.matrix.tocsc()
     model = highspy.HighsLp()
     model.num_col_ = csc.shape[1]

@@ -51,6 +51,8 @@ import pyomo.environ as pyo
 import scipy.sparse as sp
 from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
+from ..solver import new_highs
+
 _INF = highspy.kHighsInf
 _MAX_INCUMBENTS = 16
 FEASIBILITY_TOLERANCE = 1e-6
@@ -211,8 +213,7 @@ class Answer:
 
 
 def _highs_for(milp: CompiledMilp, q: Question) -> highspy.Highs:
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()
     lp = highspy.HighsLp()
     lp.num_col_ = milp.num_cols
     lp.num_row_ = int(milp.a.shape[0])

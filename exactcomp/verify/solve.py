@@ -27,6 +27,8 @@ import numpy as np
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.contrib.solver.solvers.highs import Highs
 
+from ..solver import silence_highs_banner
+
 
 class Decision(Enum):
     PROVEN = "proven"  # max phi <= tau (with margin)
@@ -93,6 +95,7 @@ class ObjectiveSolver:
 
     def __init__(self, model, x, threads: int | None = None) -> None:
         self.model, self.x = model, x
+        silence_highs_banner()
         self.opt = Highs()
         self.threads = threads
         self.solves = 0

@@ -26,7 +26,8 @@ from .rewrite import RewriteResult, compress_network
 from .stability import stable_neurons as _stable_neurons
 from .tolerances import DEFAULT, Tolerances
 from .verdicts import StabilityReport, Verdict
-from .verify import EquivalenceResult
+from .verify import EquivalenceResult, RecheckResult
+from .verify import recheck_certificates as _recheck_certificates
 from .verify import verify_equivalence as _verify_equivalence
 
 ModelLike = Any  # Network | torch.nn.Module | str | Path
@@ -358,3 +359,27 @@ def verify_equivalence(
             return res
         results.append(res)
     return max(results, key=lambda r: r.upper_bound)
+
+
+def recheck_certificates(
+    model: ModelLike,
+    report: StabilityReport,
+    domain: DomainLike,
+    *,
+    time_limit: float = 60.0,
+    trust_pickle: bool = False,
+    progress: Progress = SILENT,
+    tol: Tolerances = DEFAULT,
+) -> RecheckResult:
+    """Re-prove every stability claim of ``report`` independently of the bounds that made it,
+    and re-check every instability witness; failures are listed, never hidden."""
+    net = load(model, trust_pickle=trust_pickle)
+    boxes = as_domain(domain, net.input_size)
+    return _recheck_certificates(
+        net,
+        report,
+        boxes if len(boxes) > 1 else boxes[0],
+        time_limit=time_limit,
+        tol=tol,
+        progress=progress,
+    )

@@ -180,7 +180,7 @@ def _check_positive(name: str, value: float | None) -> None:
 def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io.atomic import check_output_path
-    from .report import compression_table, write_json
+    from .report import compression_table, to_json_text, write_json
 
     _check_positive("--time-limit", args.time_limit)
     _check_positive("--jobs", args.jobs)
@@ -206,23 +206,28 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         )
         verdict = None
         if args.verify:
+            recheck = api.recheck_certificates(net, result.stability, boxes, progress=progress)
             verdict = api.verify_equivalence(net, result.network, boxes, progress=progress)
-            result.report["verification"] = (
-                verdict.to_json()
-                if hasattr(verdict, "to_json")
-                else {"status": verdict.status.name}
-            )
+            result.report["certificates"] = {
+                "checked": recheck.checked,
+                "failures": len(recheck.failures),
+                "summary": recheck.summary(),
+            }
+            result.report["verification"] = verdict.to_json()
     console.print(compression_table(result.report))
-    if verdict is not None and verdict.status.name != "EQUIVALENT":
-        console.print(f"[red]verification: {verdict.summary()}; nothing written[/red]")
+    if verdict is not None and (verdict.status.name != "EQUIVALENT" or not recheck.ok):
+        console.print(
+            f"[red]verification failed: {verdict.summary()}; {recheck.summary()}; nothing written[/red]"
+        )
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
+    report_text = to_json_text(result.report)  # rendered before anything is written
     api.save(result.network, args.output, inputs=inputs)
     if args.report:
-        write_json(args.report, result.report)
+        write_json(args.report, report_text)
     console.print(
         f"wrote {args.output}: {result.report['neurons_before']} -> {result.report['neurons_after']} neurons, "
         f"re-checked on {result.check.points} points (max |diff| {result.check.max_abs_diff:.2g})"
-        + (f"; {verdict.summary()}" if verdict is not None else "")
+        + (f"\n{recheck.summary()}\n{verdict.summary()}" if verdict is not None else "")
     )
     return EXIT_OK
 
@@ -275,7 +280,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         )
     status = res.status.name
     colour = {"EQUIVALENT": "green", "NOT_EQUIVALENT": "red"}.get(status, "yellow")
-    console.print(f"[bold {colour}]{status}[/bold {colour}]: {res.summary()}")
+    console.print(f"[bold {colour}]{res.summary()}[/bold {colour}]")
     if status == "NOT_EQUIVALENT":
         ce = res.counterexample
         if args.counterexample:

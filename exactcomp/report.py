@@ -6,6 +6,8 @@ Kept out of the API so that library users get plain data and the CLI decides how
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +122,14 @@ def stability_doc(report: Any, seconds: float) -> dict:
     }
 
 
-def write_json(path: str | Path, doc: dict) -> None:
-    """Write ``doc`` as indented JSON, atomically."""
-    text = json.dumps(doc, indent=2, default=_jsonable) + "\n"
+def to_json_text(doc: dict) -> str:
+    """``doc`` as indented JSON text (numpy scalars/arrays, enums and mappings allowed)."""
+    return json.dumps(doc, indent=2, default=_jsonable) + "\n"
+
+
+def write_json(path: str | Path, doc: dict | str) -> None:
+    """Write ``doc`` (a dict, or JSON text from :func:`to_json_text`) atomically."""
+    text = doc if isinstance(doc, str) else to_json_text(doc)
     atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
@@ -133,4 +140,8 @@ def _jsonable(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, Enum):
+        return obj.name
+    if isinstance(obj, Mapping):
+        return dict(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

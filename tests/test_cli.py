@@ -1,0 +1,171 @@
+"""The CLI end to end on small networks: files written, reports, exit codes of ``verify``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import exactcomp
+from exactcomp import cli
+from exactcomp.domain import Box
+from exactcomp.io import load, save
+from exactcomp.network import Network
+
+REPORT_KEYS = {"neurons_before", "neurons_after", "seconds", "layers"}
+LAYER_KEYS = {
+    "width_before",
+    "width_after",
+    "stably_active",
+    "stably_inactive",
+    "unstable",
+    "undecided",
+}
+
+
+def _sparse_mlp(seed: int = 0) -> Network:
+    """6 -> 12 -> 12 -> 3 with l1-like sparse weights and negative biases: many stable neurons."""
+    rng = np.random.default_rng(seed)
+    ws, bs = [], []
+    for n_in, n_out in [(6, 12), (12, 12), (12, 3)]:
+        w = rng.normal(size=(n_out, n_in)) * (rng.random((n_out, n_in)) < 0.4)
+        ws.append(w)
+        bs.append(rng.normal(size=n_out) - 0.5)
+    return Network.from_arrays(ws, bs)
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    path = tmp_path / "model.pt"
+    save(_sparse_mlp(), path)
+    return path
+
+
+def test_compress_writes_model_and_report(model_path, tmp_path, capsys) -> None:
+    out, rep = tmp_path / "small.pt", tmp_path / "report.json"
+    code = cli.main(
+        [
+            "compress",
+            str(model_path),
+            "--box",
+            "0,1",
+            "-o",
+            str(out),
+            "--report",
+            str(rep),
+            "--quiet",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(rep.read_text())
+    assert REPORT_KEYS <= doc.keys()
+    assert all(LAYER_KEYS <= layer.keys() for layer in doc["layers"])
+    assert doc["neurons_after"] < doc["neurons_before"]
+    assert sum(r["undecided"] for r in doc["layers"]) == 0
+    f, g = load(model_path), load(out)
+    x = Box.uniform(0, 1, 6).sample(20_000, np.random.default_rng(3))
+    np.testing.assert_allclose(g(x), f(x), atol=1e-5)  # float32 storage
+    # only the two outputs were created next to the input
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "report.json", "small.pt"]
+    assert "->" in capsys.readouterr().out
+
+
+def test_compress_to_onnx_and_verify(model_path, tmp_path, capsys) -> None:
+    out = tmp_path / "small.onnx"
+    assert (
+        cli.main(
+            ["compress", str(model_path), "--box", "0,1", "-o", str(out), "--quiet", "--verify"]
+        )
+        == 0
+    )
+    assert "EQUIVALENT" in capsys.readouterr().out
+    assert (
+        cli.main(["verify", str(model_path), str(out), "--box", "0,1", "--quiet", "--tol", "1e-5"])
+        == 0
+    )
+
+
+def test_verify_not_equivalent_saves_a_real_counterexample(model_path, tmp_path, capsys) -> None:
+    f = load(model_path)
+    layer = f.layers[-1]
+    g = f.replace_layers(
+        [*f.layers[:-1], type(layer)(layer.weight, layer.bias + [0, 0, 0.01], layer.relu)]
+    )
+    other, ce = tmp_path / "other.pt", tmp_path / "ce.json"
+    save(g, other)
+    code = cli.main(
+        [
+            "verify",
+            str(model_path),
+            str(other),
+            "--box",
+            "0,1",
+            "--counterexample",
+            str(ce),
+            "--quiet",
+        ]
+    )
+    assert code == 1
+    doc = json.loads(ce.read_text())
+    x = np.array(doc["x"])
+    assert Box.uniform(0, 1, 6).contains(x).all()
+    assert np.abs(load(model_path)(x) - load(other)(x)).max() > 1e-6
+    assert "NOT_EQUIVALENT" in capsys.readouterr().out
+
+
+def test_verify_unknown_exit_code(model_path, monkeypatch, capsys) -> None:
+    real = exactcomp.api.verify_equivalence
+
+    def unknown(*args, **kwargs):
+        kwargs["time_limit"] = 1e-9
+        res = real(*args, **kwargs)
+        return type(res)(**{**res.__dict__, "status": type(res.status)["UNKNOWN"]})
+
+    monkeypatch.setattr(exactcomp.api, "verify_equivalence", unknown)
+    assert cli.main(["verify", str(model_path), str(model_path), "--box", "0,1", "--quiet"]) == 3
+
+
+def test_stability_report_lists_every_neuron(model_path, tmp_path, capsys) -> None:
+    rep = tmp_path / "stab.json"
+    assert (
+        cli.main(["stability", str(model_path), "--box", "0,1", "--report", str(rep), "--quiet"])
+        == 0
+    )
+    doc = json.loads(rep.read_text())
+    assert [len(layer["verdicts"]) for layer in doc["layers"]] == [12, 12]
+    assert doc["complete"] is True
+
+
+def test_box_forms_agree(model_path, tmp_path) -> None:
+    np.save(tmp_path / "box.npy", np.array([np.zeros(6), np.ones(6)]))
+    np.save(tmp_path / "data.npy", np.vstack([np.zeros(6), np.ones(6), np.full(6, 0.5)]))
+    outs = []
+    for i, opt in enumerate(
+        [
+            ["--box", "0,1"],
+            ["--box-file", str(tmp_path / "box.npy")],
+            ["--box-from-data", str(tmp_path / "data.npy")],
+        ]
+    ):
+        out = tmp_path / f"s{i}.pt"
+        assert cli.main(["compress", str(model_path), *opt, "-o", str(out), "--quiet"]) == 0
+        outs.append(load(out).describe())
+    assert len(set(outs)) == 1
+
+
+def test_in_memory_module_through_the_api() -> None:
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    res = exactcomp.compress(module, (0.0, 1.0), check=2000)
+    x = Box.uniform(0, 1, 3).sample(500, np.random.default_rng(0))
+    with torch.no_grad():
+        expected = module(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(res.network(x), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        res.to_module()(torch.as_tensor(x, dtype=torch.float32)).detach().double().numpy(),
+        expected,
+        atol=1e-5,
+    )

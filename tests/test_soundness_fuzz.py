@@ -203,9 +203,8 @@ def test_soak_driver_writes_a_summary_and_fails_on_an_unsound_case(monkeypatch, 
 
 # ----------------------------------------------------------------------------- soak findings
 # Cases found by ``python -m benchmarks.soak --cases 2000 --seed 0`` (2026-11-28; the last
-# by a run with up to 6 inputs), kept
-# verbatim (JSON from out/soak-2000/failures/) so they stay checked whatever the generator
-# becomes. All are confirmed in exact rational arithmetic. The two leo findings were fixed
+# by a run with up to 6 inputs), kept verbatim (JSON from out/soak-*/failures/) so that
+# they stay checked whatever the generator becomes. All are confirmed in exact rational arithmetic. The two leo findings were fixed
 # in c3f6a69 and now guard against regressions; the two rewrite findings are marked xfail
 # (not strict, so that a fix landing elsewhere does not turn the suite red): drop the mark
 # once fixed.

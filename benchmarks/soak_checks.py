@@ -205,6 +205,10 @@ class Checker:
         lo, hi = self.exact.ranges[-1]
         allowed = DEFAULT.check_abs + DEFAULT.check_rel * max(1.0, float(np.max(np.abs([lo, hi]))))
         allowed += float(np.max(self.slack[-1]))
+        # plus the float64 noise of evaluating terms this large (Tolerances.check_scale); the
+        # term scale grows with |x|, so its largest value is at the point max(|lo|, |hi|)
+        far = np.maximum(np.abs(self.box.lower), np.abs(self.box.upper))
+        allowed += DEFAULT.check_scale * float(np.max(self.f.term_scale(far)))
         d = np.max(np.abs(self.f.forward(self.exact.points) - g.forward(self.exact.points)), axis=1)
         worst = int(np.argmax(d))
         x = self.exact.points[worst].tolist()

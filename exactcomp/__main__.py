@@ -1,7 +1,11 @@
-"""``python -m exactcomp`` runs the CLI."""
+"""``python -m exactcomp`` runs the CLI (a Ctrl-C even during start-up exits cleanly)."""
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:
+    sys.stderr.write("exactcomp: interrupted; nothing was written\n")
+    sys.exit(130)
 
 sys.exit(main())

@@ -93,9 +93,13 @@ def stable_neurons(
     progress: Progress = SILENT,
     tol: Tolerances = DEFAULT,
     seed: int = 0,
+    partial: bool = False,
 ) -> StabilityReport:
     """Classify every ReLU neuron of ``model`` over ``domain`` as stably active/inactive,
-    unstable or undecided, each verdict with its proof kind."""
+    unstable or undecided, each verdict with its proof kind.
+
+    With ``partial=True`` a Ctrl-C returns the verdicts proven so far (the rest UNDECIDED)
+    instead of raising ``KeyboardInterrupt``."""
     _check_options(method, time_limit)
     net = load(model, trust_pickle=trust_pickle)
     boxes = as_domain(domain, net.input_size)
@@ -110,6 +114,7 @@ def stable_neurons(
         progress=progress,
         tol=tol,
         seed=seed,
+        partial=partial,
     )
 
 
@@ -187,13 +192,18 @@ def sample_check(
     seed: int = 0,
 ) -> SampleCheck:
     """Re-check ``compressed == original`` by evaluation; raise :class:`VerificationError` on a
-    mismatch beyond ``tol.check_abs + tol.check_rel * max(1, |f(x)|)``."""
+    mismatch beyond ``check_abs + check_rel * max(1, |f(x)|) + check_scale * S(x)`` (see
+    :class:`~exactcomp.tolerances.Tolerances`)."""
     rng = np.random.default_rng(seed)
     x = check_points(boxes, points, rng)
     fx = original.forward(x)
     gx = compressed.forward(x)
     diff = np.abs(fx - gx)
-    allowed = tol.check_abs + tol.check_rel * np.maximum(1.0, np.abs(fx))
+    allowed = (
+        tol.check_abs
+        + tol.check_rel * np.maximum(1.0, np.abs(fx))
+        + tol.check_scale * original.term_scale(x)
+    )
     bad = np.argwhere(diff > allowed)
     if bad.size:
         i, j = bad[0]
@@ -221,12 +231,15 @@ def compress(
     progress: Progress = SILENT,
     tol: Tolerances = DEFAULT,
     seed: int = 0,
+    partial: bool = False,
 ) -> CompressionResult:
     """Compress ``model`` exactly over ``domain``.
 
     Classifies every neuron (:func:`stable_neurons`), rewrites the network using only proven
     verdicts, and re-checks the result on ``check`` points of the domain before returning it
     (a mismatch raises :class:`VerificationError`: a bug, never a silent wrong network).
+    With ``partial=True``, a Ctrl-C during the stability analysis compresses with the verdicts
+    proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
     """
     t0 = time.perf_counter()
     original = load(model, trust_pickle=trust_pickle)
@@ -242,6 +255,7 @@ def compress(
         progress=progress,
         tol=tol,
         seed=seed,
+        partial=partial,
     )
     rewritten = compress_network(original, report, tol=tol)
     progress.task("re-checking on sample points", 1)
@@ -311,6 +325,7 @@ def build_report(
             "stored_dtype_max_deviation": check.float32_max_deviation,
         },
         "domain": {"boxes": len(boxes), "dim": boxes[0].dim},
+        "interrupted": bool(stability.stats.get("interrupted", 0)),
         "peak_memory_mb": round(peak_memory_mb(), 1),
     }
 

@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--verify", action="store_true", help="also prove the result equivalent with a MILP"
     )
+    c.add_argument(
+        "--partial",
+        action="store_true",
+        help="on Ctrl-C, still write a (smaller, exact) network using the verdicts proven so far",
+    )
 
     s = sub.add_parser(
         "stability", help="classify every neuron as stably active/inactive, unstable or undecided"
@@ -203,7 +208,12 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             solver=args.solver,
             check=args.check,
             progress=progress,
+            partial=args.partial,
         )
+        if result.report["interrupted"]:
+            console.print(
+                "[yellow]interrupted: using the verdicts proven so far (--partial)[/yellow]"
+            )
         verdict = None
         if args.verify:
             recheck = api.recheck_certificates(net, result.stability, boxes, progress=progress)

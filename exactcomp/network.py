@@ -169,6 +169,15 @@ class Network:
 
     __call__ = forward
 
+    def term_scale(self, x: np.ndarray) -> np.ndarray:
+        """Per output, the size of the terms a float64 evaluation at ``x`` sums: ``s_0 = |x|``,
+        ``s_k = |W_k| s_{k-1} + |b_k|``. Rounding in any evaluation (ours, or a rewritten
+        network's) is a small multiple of ``2^-53 * s_L``; see ``Tolerances.check_scale``."""
+        s = np.abs(self._as_batch(x))
+        for layer in self.layers:
+            s = s @ np.abs(layer.weight).T + np.abs(layer.bias)
+        return s
+
     def _as_batch(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 1:

@@ -39,9 +39,14 @@ class Tolerances:
     fold_rel:
         Largest relative residual accepted when expressing one neuron as a linear
         combination of others (rank folding, duplicates). Above it the neuron is kept.
-    check_abs, check_rel:
-        Allowed |f(x) - g(x)| when re-checking a compressed network by evaluation
-        (``check_abs + check_rel * max(1, |f(x)|)``), in float64.
+    check_abs, check_rel, check_scale:
+        Allowed |f(x) - g(x)| when re-checking a compressed network by evaluation, in float64:
+        ``check_abs + check_rel * max(1, |f(x)|) + check_scale * S(x)`` with ``S(x)`` the size
+        of the terms the evaluation sums (:meth:`Network.term_scale`). The last term matters
+        only for networks whose terms dwarf their outputs (weights of 1e6 on inputs of 1e5
+        cancelling to O(1)): there the original's own float64 value is uncertain by about
+        ``n * 2^-53 * S(x)``, and a fold, which re-associates those sums, cannot be closer
+        than that. ``1e-12`` allows some 4,500 units in the last place of the largest term.
     equivalence:
         Default tolerance of :func:`exactcomp.verify_equivalence` in ``linf`` mode.
     """
@@ -54,6 +59,7 @@ class Tolerances:
     fold_rel: float = 1e-9
     check_abs: float = 1e-7
     check_rel: float = 1e-7
+    check_scale: float = 1e-12
     equivalence: float = 1e-6
 
 

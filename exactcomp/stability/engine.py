@@ -58,6 +58,7 @@ class Options:
     tol: Tolerances
     seed: int
     data: np.ndarray | None
+    partial: bool = False
 
 
 def stable_neurons(
@@ -72,6 +73,7 @@ def stable_neurons(
     progress: Progress = SILENT,
     tol: Tolerances = DEFAULT,
     seed: int = 0,
+    partial: bool = False,
 ) -> StabilityReport:
     """Classify every ReLU neuron of ``net`` over ``domain`` (a box, or a union of boxes).
 
@@ -96,6 +98,10 @@ def stable_neurons(
         name among ``gurobi``, ``cplex``, ``scip``, ``cbc`` (solved to optimality, in-process).
     progress, tol, seed:
         Progress receiver, tolerances, and the seed of the random witness candidates.
+    partial:
+        On Ctrl-C (``KeyboardInterrupt``), return the verdicts proven so far instead of
+        raising: the layer in progress and all later ones are UNDECIDED, which is always
+        sound (undecided neurons are kept). ``stats["interrupted"]`` is then 1.
 
     Returns
     -------
@@ -123,15 +129,32 @@ def stable_neurons(
                 f"data must hold rows of {net.input_size} features, got shape {data.shape}"
             )
         data = rows
-    opts = Options(method, float(time_limit), solver, tol, int(seed), data)
+    opts = Options(method, float(time_limit), solver, tol, int(seed), data, bool(partial))
     t0 = time.perf_counter()
+    reports: list[StabilityReport] = []
     with Workers(jobs) as workers:
-        reports = [_analyse_box(net, box, opts, workers, progress) for box in boxes]
+        for box in boxes:
+            if reports and reports[-1].stats.get("interrupted"):  # Ctrl-C with partial=True
+                reports.append(_nothing_proven(net, reports[-1].witnesses[:0]))
+            else:
+                reports.append(_analyse_box(net, box, opts, workers, progress))
     report = reports[0] if len(reports) == 1 else merge_reports(net, boxes, reports, tol)
     stats = dict(report.stats)
     stats["seconds"] = time.perf_counter() - t0
     stats["boxes"] = len(boxes)
+    if any(r.stats.get("interrupted") for r in reports):
+        stats["interrupted"] = 1
     return StabilityReport(report.layers, report.witnesses, stats)
+
+
+def _undecided(net: Network, k: int) -> LayerStability:
+    """Layer ``k`` with nothing proven (used after an interrupt)."""
+    return LayerStability.undecided(k, net.layers[k].out_features)
+
+
+def _nothing_proven(net: Network, no_rows: np.ndarray) -> StabilityReport:
+    layers = tuple(_undecided(net, k) for k in net.relu_layers)
+    return StabilityReport(layers, no_rows, {"interrupted": 1})
 
 
 def _analyse_box(
@@ -158,7 +181,14 @@ def _analyse_box(
             lo, hi = (box.lower, box.upper) if k == 0 else _post(net, k - 1, bounds[k - 1])
             prior = interval_layer(layer, lo, hi, opts.tol)
         run = LayerRun(net, box, k, prior, bounds, verdicts, pool, opts, workers, stats, progress)
-        result = run.classify()
+        try:
+            result = run.classify()
+        except KeyboardInterrupt:
+            if not opts.partial:
+                raise
+            stats["interrupted"] = 1
+            layers += [_undecided(net, j) for j in net.relu_layers if j >= k]
+            break
         if layer.relu:
             layers.append(result)
             verdicts.append(result.verdict)

@@ -1,0 +1,116 @@
+"""Ctrl-C: nothing half-written; with ``--partial`` a valid, still exact network."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exactcomp import cli
+from exactcomp.api import compress
+from exactcomp.domain import Box
+from exactcomp.io import load, save
+from exactcomp.stability.layer import LayerRun
+from exactcomp.verdicts import Verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "models" / "digits_64-100-100-10_l1-5e-04_s0.pt"
+
+
+def _interrupt_at_layer(monkeypatch, k_stop: int) -> None:
+    real = LayerRun.classify
+
+    def classify(self):
+        if self.k == k_stop:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(LayerRun, "classify", classify)
+
+
+def test_partial_compression_is_exact_and_uses_only_earlier_verdicts(monkeypatch) -> None:
+    _interrupt_at_layer(monkeypatch, 1)
+    net = load(DIGITS)
+    res = compress(net, (0.0, 1.0), partial=True, check=5000)
+    assert res.report["interrupted"] is True
+    layer1 = res.stability.layers[1]
+    assert (layer1.verdict == Verdict.UNDECIDED).all()
+    assert res.stability.layers[0].count(Verdict.INACTIVE) > 0
+    assert res.network.num_neurons < net.num_neurons
+    x = Box.uniform(0, 1, 64).sample(5000, np.random.default_rng(0))
+    np.testing.assert_allclose(res.network(x), net(x), atol=1e-9)
+
+
+def test_interrupt_without_partial_writes_nothing(monkeypatch, tmp_path, capsys) -> None:
+    _interrupt_at_layer(monkeypatch, 1)
+    out = tmp_path / "small.pt"
+    code = cli.main(
+        [
+            "compress",
+            str(DIGITS),
+            "--box",
+            "0,1",
+            "-o",
+            str(out),
+            "--quiet",
+            "--report",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []
+    assert "nothing was written" in capsys.readouterr().err
+
+
+def test_partial_flag_writes_a_valid_network(monkeypatch, tmp_path) -> None:
+    _interrupt_at_layer(monkeypatch, 1)
+    out = tmp_path / "small.pt"
+    assert (
+        cli.main(["compress", str(DIGITS), "--box", "0,1", "-o", str(out), "--quiet", "--partial"])
+        == 0
+    )
+    g, f = load(out), load(DIGITS)
+    x = Box.uniform(0, 1, 64).sample(2000, np.random.default_rng(1))
+    np.testing.assert_allclose(g(x), f(x), atol=1e-4)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_real_sigint_leaves_no_file(tmp_path) -> None:
+    """A real SIGINT to the CLI process during a long (naive) analysis."""
+    model = tmp_path / "model.pt"
+    save(load(DIGITS), model)
+    out = tmp_path / "small.pt"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exactcomp",
+            "compress",
+            str(model),
+            "--box",
+            "0,1",
+            "-o",
+            str(out),
+            "--method",
+            "naive",
+            "--jobs",
+            "1",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    time.sleep(6.0)
+    assert proc.poll() is None, "the naive run should still be working"
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

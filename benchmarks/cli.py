@@ -146,8 +146,13 @@ def _table(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], li
         verify_tol=args.verify_tol,
         check_points=args.check_points,
     )
+    partial_meta = {**_meta(sys.argv[1:], args), "partial": True}
+
+    def save_partial(rows: list) -> None:
+        write_rows(rows, args.out, stem, partial_meta)
+
     with RichProgress("table", len(configs)) as bars:
-        rows = run_table(configs, opts, bars)
+        rows = run_table(configs, opts, bars, on_row=save_partial)
     plots = [
         plot_l1(rows, args.out / f"{stem}_l1.png"),
         plot_proofs(rows, args.out / f"{stem}_proofs.png", ("arch", "l1", "seed")),

@@ -10,6 +10,7 @@ stopping the grid, so one bad model cannot hide the others' figures.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,17 @@ class TableOptions:
     models_dir: Path | None = None  # None: the training script's cache, models/
 
 
-def run_table(configs: tuple[ModelConfig, ...], opts: TableOptions, bars: RichProgress) -> list:
-    """Compress and verify each configuration; one :class:`TableRow` each."""
+def run_table(
+    configs: tuple[ModelConfig, ...],
+    opts: TableOptions,
+    bars: RichProgress,
+    on_row: Callable[[list], None] | None = None,
+) -> list:
+    """Compress and verify each configuration; one :class:`TableRow` each.
+
+    ``on_row`` receives the rows so far after each one (the CLI saves them, so a long grid
+    that is stopped keeps every row it finished).
+    """
     x_test, y_test = test_set()
     rows = []
     for cfg in configs:
@@ -47,6 +57,8 @@ def run_table(configs: tuple[ModelConfig, ...], opts: TableOptions, bars: RichPr
         except Exception as exc:  # a failed row is a result too; keep going
             rows.append(_error_row(cfg, f"{type(exc).__name__}: {exc}"))
         bars.row_done()
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 

@@ -347,9 +347,15 @@ def verify_equivalence(
     trust_pickle: bool = False,
     progress: Progress = SILENT,
     seed: int = 0,
+    certificates: StabilityReport | None = None,
 ) -> EquivalenceResult:
     """Prove ``f == g`` on the domain (``linf``: max |f - g| <= tol; ``top1``: same argmax), or
-    return a counterexample re-checked in float64, or UNKNOWN with the bounds reached."""
+    return a counterexample re-checked in float64, or UNKNOWN with the bounds reached.
+
+    ``certificates``: the stability report of ``f`` that a compression used (e.g.
+    ``CompressionResult.stability``). Its claims are first re-proven independently
+    (:func:`recheck_certificates`); only if every one holds are they used, which lets a deep
+    network and its compressed version be proven equal without re-deciding hard neurons."""
     if not time_limit > 0:
         raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
     fn, gn = load(f, trust_pickle=trust_pickle), load(g, trust_pickle=trust_pickle)
@@ -364,6 +370,16 @@ def verify_equivalence(
     )
     if tol is not None:
         kwargs["tol"] = tol
+    if certificates is not None:
+        recheck = _recheck_certificates(
+            fn,
+            certificates,
+            boxes if len(boxes) > 1 else boxes[0],
+            time_limit=time_limit,
+            progress=progress,
+        )
+        if recheck.ok:
+            kwargs["known_f"] = certificates
     if len(boxes) == 1:
         return _verify_equivalence(fn, gn, boxes[0], **kwargs)
     # A union of boxes: equivalent iff equivalent on each; stop at the first non-equivalence.

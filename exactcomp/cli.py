@@ -217,7 +217,9 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         verdict = None
         if args.verify:
             recheck = api.recheck_certificates(net, result.stability, boxes, progress=progress)
-            verdict = api.verify_equivalence(net, result.network, boxes, progress=progress)
+            verdict = api.verify_equivalence(
+                net, result.network, boxes, progress=progress, certificates=result.stability
+            )
             result.report["certificates"] = {
                 "checked": recheck.checked,
                 "failures": len(recheck.failures),

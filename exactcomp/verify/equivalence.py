@@ -51,6 +51,7 @@ from ..errors import InvalidNetworkError, InvalidOptionError
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
+from ..verdicts import StabilityReport
 from . import coupling, differential, falsify
 from .formulation import (
     build_joint_model,
@@ -82,6 +83,7 @@ def verify_equivalence(
     progress: Progress = SILENT,
     seed: int = 0,
     tolerances: Tolerances = DEFAULT,
+    known_f: StabilityReport | None = None,
 ) -> EquivalenceResult:
     """Prove ``f`` and ``g`` equivalent on ``box``, or find an input where they differ.
 
@@ -106,6 +108,11 @@ def verify_equivalence(
         Seeds the sampling (results are deterministic for a given seed).
     tolerances:
         The solver margins (:class:`~exactcomp.tolerances.Tolerances`).
+    known_f:
+        Stability verdicts of ``f`` over ``box`` that were *already re-proven independently*
+        (:func:`~exactcomp.verify.recheck_certificates`; the public API does that before
+        passing them). Used instead of a fresh analysis of ``f``: a compressed ``g`` then
+        needs only cheap bounds, because its neurons are linked one to one to ``f``'s.
 
     Returns
     -------
@@ -115,6 +122,7 @@ def verify_equivalence(
     """
     _check(f, g, box, mode, tol, time_limit)
     run = _Run(f, g, box, mode, tol, time_limit, progress, tolerances)
+    run.known_f = known_f
     return run.execute(np.random.default_rng(seed), data)
 
 
@@ -147,6 +155,7 @@ class _Run:
         self.links = 0  # neurons of g proven to match a neuron of f
         self.known: dict[tuple, float] = {}  # objective -> bound proven without a solver
         self.box_bounds = (box.lower, box.upper)
+        self.known_f: StabilityReport | None = None  # re-proven verdicts of f, if given
         m = f.output_size
         if mode == "linf":
             self.objectives = [(i, s) for i in range(m) for s in (1.0, -1.0)]
@@ -248,9 +257,14 @@ class _Run:
         self.progress.task("bounds and stable neurons", 2)
         fl, gl = with_linear_output(self.f), with_linear_output(self.g)
         per_milp = max(0.1, min(2.0, 0.01 * self.left()))
-        enc_f = proven_encoding(fl, self.box, self.tolerances, per_milp)
-        self.progress.advance(1)
-        enc_g = proven_encoding(gl, self.box, self.tolerances, per_milp)
+        if self.known_f is not None:
+            enc_f = proven_encoding(fl, self.box, self.tolerances, None, known=self.known_f)
+            self.progress.advance(1)
+            enc_g = proven_encoding(gl, self.box, self.tolerances, None)
+        else:
+            enc_f = proven_encoding(fl, self.box, self.tolerances, per_milp)
+            self.progress.advance(1)
+            enc_g = proven_encoding(gl, self.box, self.tolerances, per_milp)
         self.progress.advance(1)
         self.timed("bounds", t)
         t = time.perf_counter()

@@ -51,6 +51,7 @@ from ..domain import Box
 from ..milp.encoding import add_input, add_network
 from ..network import Layer, Network
 from ..tolerances import DEFAULT, Tolerances
+from ..verdicts import StabilityReport, Verdict
 
 
 def best_bounds(net: Network, box: Box, tol: Tolerances = DEFAULT) -> list[Bounds]:
@@ -63,7 +64,11 @@ def best_bounds(net: Network, box: Box, tol: Tolerances = DEFAULT) -> list[Bound
 
 
 def proven_encoding(
-    net: Network, box: Box, tol: Tolerances, time_limit: float | None
+    net: Network,
+    box: Box,
+    tol: Tolerances,
+    time_limit: float | None,
+    known: StabilityReport | None = None,
 ) -> tuple[list[Bounds], list]:
     """Bounds and verdicts to encode ``net`` with: the best cheap bounds, intersected with the
     bounds and verdicts the stability engine *proves* (skipped when ``time_limit`` is None).
@@ -73,6 +78,17 @@ def proven_encoding(
     """
     bounds = best_bounds(net, box, tol)
     verdicts: list = [None] * len(net.layers)
+    if known is not None:  # independently re-proven verdicts: only their signs are used
+        for ls in known.layers:
+            lo, hi = bounds[ls.layer]
+            inactive, active = ls.verdict == Verdict.INACTIVE, ls.verdict == Verdict.ACTIVE
+            bounds[ls.layer] = (
+                np.where(active, np.maximum(lo, 0.0), lo),
+                np.where(inactive, np.minimum(hi, 0.0), hi),
+            )
+            v = np.full(ls.width, Verdict.UNDECIDED, dtype=np.int8)
+            v[inactive], v[active] = Verdict.INACTIVE, Verdict.ACTIVE
+            verdicts[ls.layer] = v
     if time_limit is None or not net.relu_layers:
         return bounds, verdicts
     from ..stability import stable_neurons

@@ -197,8 +197,13 @@ def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], lis
         verify_time_limit=args.verify_time_limit,
         verify_tol=args.verify_tol,
     )
+    partial_meta = {**_meta(sys.argv[1:], args), "partial": True}
+
+    def save_partial(rows: list) -> None:
+        write_rows(rows, args.out, stem, partial_meta)
+
     with RichProgress("real", len(cases)) as bars:
-        rows = run_real(cases, opts, bars)
+        rows = run_real(cases, opts, bars, on_row=save_partial)
     plot = plot_proofs(rows, args.out / f"{stem}_proofs.png", ("network", "prop"))
     return rows, None, [plot]
 

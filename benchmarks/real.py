@@ -7,6 +7,7 @@ union (a neuron counts as stable only with the same sign on every box) and verif
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .console import RichProgress
@@ -30,9 +31,15 @@ def real_cases(nets: tuple[RealNetwork, ...]) -> list[tuple[RealNetwork, str]]:
 
 
 def run_real(
-    cases: list[tuple[RealNetwork, str]], opts: RealOptions, bars: RichProgress
+    cases: list[tuple[RealNetwork, str]],
+    opts: RealOptions,
+    bars: RichProgress,
+    on_row: Callable[[list], None] | None = None,
 ) -> list[RealRow]:
-    """Compress and verify each case; errors become rows, not crashes."""
+    """Compress and verify each case; errors become rows, not crashes.
+
+    ``on_row`` receives the rows so far after each case (the CLI saves them).
+    """
     rows = []
     for net, prop in cases:
         name = prop.rsplit("/", 1)[-1].removesuffix(".vnnlib")
@@ -42,6 +49,8 @@ def run_real(
         except Exception as exc:  # a failed case is a result too
             rows.append(_error(net, name, f"{type(exc).__name__}: {exc}"))
         bars.row_done()
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 

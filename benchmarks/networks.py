@@ -28,7 +28,7 @@ class RealNetwork:
 
 
 def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
-    """The shipped real networks that have at least one VNN-LIB property."""
+    """The shipped real networks that have at least one VNN-LIB property (largest last)."""
     acas = root / "acasxu"
     mnist = root / "mnistfc"
     small = root / "small"
@@ -38,14 +38,14 @@ def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
             acas / "ACASXU_run2a_1_1_batch_2000.onnx",
             tuple(acas / f"prop_{i}.vnnlib" for i in (1, 2, 3, 4)),
         ),
+        RealNetwork("cartpole", small / "cartpole.onnx", (small / "cartpole_case_safe_14.vnnlib",)),
+        RealNetwork("vdp", small / "vdp.onnx", (small / "vdp_0.vnnlib",)),
         RealNetwork(
             "mnist_256x2",
             mnist / "mnist-net_256x2.onnx",
             (mnist / "prop_0_0.03.vnnlib", mnist / "prop_1_0.05.vnnlib"),
             large=True,
         ),
-        RealNetwork("cartpole", small / "cartpole.onnx", (small / "cartpole_case_safe_14.vnnlib",)),
-        RealNetwork("vdp", small / "vdp.onnx", (small / "vdp_0.vnnlib",)),
     )
     out = []
     for net in candidates:

@@ -8,6 +8,7 @@ domain as a :class:`~exactcomp.domain.Box`, a sequence of boxes (their union), o
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -19,7 +20,13 @@ import numpy as np
 
 from . import io as _io
 from .domain import Box
-from .errors import InvalidDomainError, InvalidNetworkError, InvalidOptionError, VerificationError
+from .errors import (
+    InvalidDomainError,
+    InvalidNetworkError,
+    InvalidOptionError,
+    ResourceLimitError,
+    VerificationError,
+)
 from .network import Network
 from .progress import SILENT, Progress
 from .rewrite import RewriteResult, compress_network
@@ -73,6 +80,31 @@ def as_domain(domain: DomainLike, n_inputs: int) -> tuple[Box, ...]:
     return boxes
 
 
+def memory_estimate(net: Network) -> int:
+    """Bytes the analysis needs at its peak, roughly: the witness pool (about 3,000 inputs'
+    pre-activations of every neuron) plus the linear-bound back-substitution matrices of the
+    widest layer (lower and upper, positive and negative parts)."""
+    widths = [layer.out_features for layer in net.layers]
+    fan_in = [net.input_size] + widths[:-1]
+    widest_prefix = max(max(w, f) for w, f in zip(widths, fan_in, strict=True))
+    pool = 3 * 1024 * sum(widths)
+    crown = 4 * max(widths) * widest_prefix
+    return 8 * (pool + crown)
+
+
+def check_memory(net: Network, available: int | None = None) -> None:
+    """Fail early, with an estimate, when ``net`` would need more than half the memory."""
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = memory_estimate(net)
+    if need > available // 2:
+        raise ResourceLimitError(
+            f"the network ({net.describe()}, {net.num_neurons} neurons) needs about "
+            f"{need / 2**30:.1f} GiB for its bounds, more than half of the {available / 2**30:.1f} GiB "
+            "of memory here; run it on a larger machine"
+        )
+
+
 def _check_options(method: str, time_limit: float) -> None:
     if method not in METHODS:
         raise InvalidOptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -103,6 +135,7 @@ def stable_neurons(
     _check_options(method, time_limit)
     net = load(model, trust_pickle=trust_pickle)
     boxes = as_domain(domain, net.input_size)
+    check_memory(net)
     return _stable_neurons(
         net,
         boxes if len(boxes) > 1 else boxes[0],

@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="also prove the result equivalent with a MILP"
     )
     c.add_argument(
+        "--verify-tol",
+        type=float,
+        default=None,
+        metavar="T",
+        help="allowed max |f - g| for --verify (default: 1e-6)",
+    )
+    c.add_argument(
         "--partial",
         action="store_true",
         help="on Ctrl-C, still write a (smaller, exact) network using the verdicts proven so far",
@@ -189,6 +196,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
 
     _check_positive("--time-limit", args.time_limit)
     _check_positive("--jobs", args.jobs)
+    _check_positive("--verify-tol", args.verify_tol)
     inputs = [args.model] + [
         p for p in (args.data, args.box_file, args.box_from_data, args.vnnlib) if p
     ]
@@ -218,7 +226,12 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         if args.verify:
             recheck = api.recheck_certificates(net, result.stability, boxes, progress=progress)
             verdict = api.verify_equivalence(
-                net, result.network, boxes, progress=progress, certificates=result.stability
+                net,
+                result.network,
+                boxes,
+                tol=args.verify_tol,
+                progress=progress,
+                certificates=result.stability,
             )
             result.report["certificates"] = {
                 "checked": recheck.checked,

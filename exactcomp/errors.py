@@ -38,3 +38,7 @@ class InvalidOptionError(ExactCompError):
 
 class VerificationError(ExactCompError):
     """A compressed network failed its own re-check; nothing was written."""
+
+
+class ResourceLimitError(ExactCompError):
+    """The network is too large for this machine with the chosen method (estimated up front)."""

@@ -57,3 +57,16 @@ def test_certificates_never_hide_a_difference() -> None:
         xs = box.sample(20000, np.random.default_rng(0))
         if eq.status.name == "EQUIVALENT":
             assert np.abs(net(xs) - g(xs)).max() <= 1e-6
+
+
+def test_too_large_fails_early_with_an_estimate() -> None:
+    import pytest
+
+    from exactcomp.api import check_memory, memory_estimate
+    from exactcomp.errors import ResourceLimitError
+
+    net = _deep_sparse()
+    need = memory_estimate(net)
+    check_memory(net, available=4 * need)  # fits
+    with pytest.raises(ResourceLimitError, match="GiB"):
+        check_memory(net, available=need)

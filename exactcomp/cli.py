@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-check points before writing (default: 100000)",
     )
     c.add_argument(
-        "--verify", action="store_true", help="also prove the result equivalent with a MILP"
+        "--verify",
+        action="store_true",
+        help="re-prove every stability claim and prove the result equivalent before writing",
     )
     c.add_argument(
         "--verify-tol",

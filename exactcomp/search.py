@@ -37,7 +37,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from .domain import Box
 from .network import Network
@@ -168,40 +167,50 @@ def gradient_search(
     if x0.shape[0] == 1 and neurons.size > 1:
         x0 = np.repeat(x0, neurons.size, axis=0)
     target, sgn = _targets(neurons, sign, x0.shape[0])
-    ws = [torch.from_numpy(np.array(la.weight)) for la in net.layers[: k + 1]]
-    bs = [torch.from_numpy(np.array(la.bias)) for la in net.layers[: k + 1]]
-    relu = [la.relu for la in net.layers[: k + 1]]
-    lo, hi = torch.from_numpy(np.array(box.lower)), torch.from_numpy(np.array(box.upper))
-    width = hi - lo
-    rows = torch.arange(x0.shape[0])
-    tgt, s = torch.from_numpy(target), torch.from_numpy(np.array(sgn))
+    best, _ = ascend(net, box, k, target, sgn, x0, [lr * (1.0 - t / steps) for t in range(steps)])
+    return best
 
-    def objective(x: torch.Tensor) -> torch.Tensor:
-        h = x
-        for j in range(k + 1):
-            z = h @ ws[j].T + bs[j]
-            h = torch.relu(z) if relu[j] and j < k else z
-        return s * h[rows, tgt]
 
-    x = torch.clamp(torch.from_numpy(x0.copy()), lo, hi)
-    with torch.no_grad():
-        best_val = objective(x)
-    best_x = x.clone()
-    for t in range(steps):
-        x.requires_grad_(True)
-        val = objective(x)
-        (grad,) = torch.autograd.grad(val.sum(), x)
-        with torch.no_grad():
-            better = val > best_val
-            best_val = torch.where(better, val, best_val)
-            best_x[better] = x[better]
-            eta = lr * (1.0 - t / steps)
-            x = torch.clamp(x + eta * width * torch.sign(grad), lo, hi)
-    with torch.no_grad():
-        val = objective(x)
-        better = val > best_val
-        best_x[better] = x[better]
-    return best_x.detach().numpy().astype(np.float64, copy=True)
+def ascend(
+    net: Network,
+    box: Box,
+    k: int,
+    neurons: np.ndarray,
+    signs: np.ndarray,
+    starts: np.ndarray,
+    step_sizes: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Projected sign-gradient ascent of ``signs[i] * z_k[neurons[i]]`` from ``starts[i]``.
+
+    On each activation region the network is affine, so the gradient is exact there,
+    :math:`\nabla_x z_{kj} = W_k[j] D_{k-1} W_{k-1} \cdots D_0 W_0` (:math:`D_l` the 0/1
+    activation pattern), and one matrix product per layer gives it for the whole batch (plain
+    numpy: torch's thread start-up dominated for these small batches). Step ``t`` moves by
+    ``step_sizes[t]`` times the box width along the gradient's sign, projected onto the box.
+    Returns per row the best point met and the last iterate: candidates only, which callers
+    re-evaluate in float64 before they certify anything.
+    """
+    x = box.clip(np.array(starts, dtype=np.float64))
+    width = box.upper - box.lower
+    w_k = net.layers[k].weight[neurons] * np.asarray(signs, dtype=np.float64)[:, None]
+    best_x, best_v = x.copy(), np.full(len(x), -np.inf)
+    steps = len(step_sizes)
+    for t in range(steps + 1):
+        h, masks = x, []
+        for layer in net.layers[:k]:
+            z = h @ layer.weight.T + layer.bias
+            masks.append(z > 0.0 if layer.relu else np.ones(z.shape, dtype=bool))
+            h = np.maximum(z, 0.0) if layer.relu else z
+        value = np.einsum("ij,ij->i", h, w_k)
+        better = value > best_v
+        best_v[better], best_x[better] = value[better], x[better]
+        if t == steps:
+            break
+        g = w_k
+        for layer, mask in zip(net.layers[:k][::-1], masks[::-1], strict=True):
+            g = (g * mask) @ layer.weight
+        x = box.clip(x + step_sizes[t] * np.sign(g) * width)
+    return best_x, x
 
 
 # ------------------------------------------------------------------------------ witnesses

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Network
+from ..search import ascend
 from ..tolerances import Tolerances
 
 
@@ -110,34 +111,7 @@ def gradient_points(
     starts: np.ndarray,
     steps: int = 40,
 ) -> np.ndarray:
-    r"""Projected sign-gradient ascent of ``signs[i] * z_k[neurons[i]]`` from ``starts[i]``.
-
-    The same search as :func:`exactcomp.search.gradient_search`, in plain numpy: on each
-    activation region the network is affine, so the gradient is exact there,
-    :math:`\nabla_x z_{kj} = W_k[j] D_{k-1} W_{k-1} \cdots D_0 W_0` (:math:`D_l` the 0/1
-    activation pattern), and one matrix product per layer gives it for the whole batch. This
-    avoids torch's thread start-up, which dominates for these small batches on a busy
-    machine. Steps follow the gradient's sign scaled by the box width, shrinking
-    geometrically, projected onto the box. Returns per row the best point met and the last
-    one: candidates only, which the pool re-evaluates in float64.
-    """
-    x = box.clip(np.array(starts, dtype=np.float64))
-    width = box.upper - box.lower
-    w_k = net.layers[k].weight[neurons] * np.asarray(signs, dtype=np.float64)[:, None]
-    best_x, best_v = x.copy(), np.full(len(x), -np.inf)
-    for t in range(steps + 1):
-        h, masks = x, []
-        for layer in net.layers[:k]:
-            z = h @ layer.weight.T + layer.bias
-            masks.append(z > 0.0 if layer.relu else np.ones(z.shape, dtype=bool))
-            h = np.maximum(z, 0.0) if layer.relu else z
-        value = np.einsum("ij,ij->i", h, w_k)
-        better = value > best_v
-        best_v[better], best_x[better] = value[better], x[better]
-        if t == steps:
-            break
-        g = w_k
-        for layer, mask in zip(net.layers[:k][::-1], masks[::-1], strict=True):
-            g = (g * mask) @ layer.weight
-        x = box.clip(x + 0.25 * 0.9**t * np.sign(g) * width)
-    return np.concatenate([best_x, x])
+    """Candidates from :func:`exactcomp.search.ascend` with geometrically shrinking steps
+    (``0.25 * 0.9^t`` of the box width): the best point of each path, then the last."""
+    best, last = ascend(net, box, k, neurons, signs, starts, [0.25 * 0.9**t for t in range(steps)])
+    return np.concatenate([best, last])

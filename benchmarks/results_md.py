@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .methods import STABILITY_COLUMNS
 from .rows import markdown_table
+from .table import TABLE_COLUMNS
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 
@@ -22,53 +24,13 @@ SECTIONS = (
     (
         "table",
         "Results table: digits MLPs over [0,1]^64",
-        (
-            "arch",
-            "l1",
-            "seed",
-            "acc_before",
-            "acc_after",
-            "acc_after_f32",
-            "test_mismatches",
-            "neurons_before",
-            "neurons_after",
-            "pct_removed",
-            "params_before",
-            "params_after",
-            "layer_active",
-            "layer_inactive",
-            "layer_undecided",
-            "seconds",
-            "milps",
-            "verdict",
-            "verify_seconds",
-            "verify_tol",
-            "verify_note",
-            "error",
-        ),
+        TABLE_COLUMNS,
         ("_l1.png", "_proofs.png"),
     ),
     (
         "stability",
         "Stability methods side by side",
-        (
-            "network",
-            "domain",
-            "method",
-            "status",
-            "neurons",
-            "active",
-            "inactive",
-            "unstable",
-            "undecided",
-            "proofs",
-            "milps",
-            "seconds",
-            "wall_seconds",
-            "speedup_vs_naive",
-            "speedup_vs_leo",
-            "same_as",
-        ),
+        STABILITY_COLUMNS,
         ("_proofs.png",),
     ),
     (

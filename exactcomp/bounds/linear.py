@@ -63,7 +63,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from ..domain import Box
 from ..network import Network
@@ -178,31 +177,33 @@ def linear_layer_bounds(
     mag_h = [_magnitude(b) for b in post]
     mag_x = np.maximum(np.abs(box.lower), np.abs(box.upper))
 
-    def t64(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(a, dtype=np.float64))  # a writable copy
+    def f64(a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=np.float64)
 
     layer = net.layers[k]
-    w, b = t64(layer.weight), t64(layer.bias)
-    a = torch.cat([w, -w])  # rows: lower bound of z_k, then lower bound of -z_k
-    c = torch.cat([b, -b])
-    prev_mag = t64(mag_h[k - 1])
-    scale = torch.cat([w.abs() @ prev_mag + b.abs()] * 2)
-    for j in range(k - 1, -1, -1):
-        lj = net.layers[j]
-        alpha, s, t = (t64(v) for v in relu_relaxation(*pre[j], relu=lj.relu))
-        ap, an = a.clamp(min=0.0), a.clamp(max=0.0)
-        scale = scale + a.abs() @ (t64(_magnitude(pre[j])) + t.abs())
-        c = c + an @ t
-        az = ap * alpha + an * s  # coefficients on z_j
-        wj, bj = t64(lj.weight), t64(lj.bias)
-        below = t64(mag_h[j - 1]) if j > 0 else t64(mag_x)
-        scale = scale + az.abs() @ (wj.abs() @ below + bj.abs())
-        c = c + az @ bj
-        a = az @ wj
-    lo, hi = t64(box.lower), t64(box.upper)
-    value = a.clamp(min=0.0) @ lo + a.clamp(max=0.0) @ hi + c
-    scale = scale + a.abs() @ t64(mag_x) + c.abs()
-    bound = (value - t64(pad(scale.numpy(), tol))).numpy()
+    # Huge weights may overflow to inf/NaN below; the result is then checked and discarded.
+    with np.errstate(over="ignore", invalid="ignore"):
+        w, b = f64(layer.weight), f64(layer.bias)
+        a = np.concatenate([w, -w])  # rows: lower bound of z_k, then lower bound of -z_k
+        c = np.concatenate([b, -b])
+        top = np.abs(w) @ f64(mag_h[k - 1]) + np.abs(b)
+        scale = np.concatenate([top, top])
+        for j in range(k - 1, -1, -1):
+            lj = net.layers[j]
+            alpha, s, t = relu_relaxation(*pre[j], relu=lj.relu)
+            ap, an = np.maximum(a, 0.0), np.minimum(a, 0.0)
+            scale = scale + np.abs(a) @ (_magnitude(pre[j]) + np.abs(t))
+            c = c + an @ t
+            az = ap * alpha + an * s  # coefficients on z_j
+            wj, bj = f64(lj.weight), f64(lj.bias)
+            below = f64(mag_h[j - 1]) if j > 0 else f64(mag_x)
+            scale = scale + np.abs(az) @ (np.abs(wj) @ below + np.abs(bj))
+            c = c + az @ bj
+            a = az @ wj
+        lo, hi = f64(box.lower), f64(box.upper)
+        value = np.maximum(a, 0.0) @ lo + np.minimum(a, 0.0) @ hi + c
+        scale = scale + np.abs(a) @ f64(mag_x) + np.abs(c)
+        bound = value - pad(scale, tol)
     n = layer.out_features
     result = (bound[:n], -bound[n:])
     if not (np.isfinite(result[0]).all() and np.isfinite(result[1]).all()):

@@ -126,12 +126,15 @@ def stable_neurons(
     tol: Tolerances = DEFAULT,
     seed: int = 0,
     partial: bool = False,
+    cluster: str | None = None,
 ) -> StabilityReport:
     """Classify every ReLU neuron of ``model`` over ``domain`` as stably active/inactive,
     unstable or undecided, each verdict with its proof kind.
 
     With ``partial=True`` a Ctrl-C returns the verdicts proven so far (the rest UNDECIDED)
-    instead of raising ``KeyboardInterrupt``."""
+    instead of raising ``KeyboardInterrupt``. ``cluster``: the address of a Dask scheduler
+    (``"tcp://host:8786"``; ``pip install 'exactcomp[cluster]'``) to solve the MILPs on; the
+    verdicts do not depend on it, nor on ``jobs``."""
     _check_options(method, time_limit)
     net = load(model, trust_pickle=trust_pickle)
     boxes = as_domain(domain, net.input_size)
@@ -148,6 +151,7 @@ def stable_neurons(
         tol=tol,
         seed=seed,
         partial=partial,
+        cluster=cluster,
     )
 
 
@@ -265,6 +269,7 @@ def compress(
     tol: Tolerances = DEFAULT,
     seed: int = 0,
     partial: bool = False,
+    cluster: str | None = None,
 ) -> CompressionResult:
     """Compress ``model`` exactly over ``domain``.
 
@@ -273,6 +278,7 @@ def compress(
     (a mismatch raises :class:`VerificationError`: a bug, never a silent wrong network).
     With ``partial=True``, a Ctrl-C during the stability analysis compresses with the verdicts
     proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
+    ``cluster``: a Dask scheduler address to solve the MILPs on (see :func:`stable_neurons`).
     """
     t0 = time.perf_counter()
     original = load(model, trust_pickle=trust_pickle)
@@ -289,13 +295,16 @@ def compress(
         tol=tol,
         seed=seed,
         partial=partial,
+        cluster=cluster,
     )
     rewritten = compress_network(original, report, tol=tol)
     progress.task("re-checking on sample points", 1)
     sc = sample_check(original, rewritten.network, boxes, points=check, tol=tol, seed=seed + 1)
     progress.advance()
     seconds = time.perf_counter() - t0
-    doc = build_report(original, rewritten, report, sc, seconds, method=method, boxes=boxes)
+    doc = build_report(
+        original, rewritten, report, sc, seconds, method=method, boxes=boxes, cluster=cluster
+    )
     return CompressionResult(
         original=original,
         network=rewritten.network,
@@ -321,6 +330,7 @@ def build_report(
     *,
     method: str,
     boxes: Sequence[Box],
+    cluster: str | None = None,
 ) -> dict:
     """The JSON report of a compression (documented in the README)."""
     small = rewritten.network
@@ -341,6 +351,7 @@ def build_report(
     return {
         "tool": "exactcomp",
         "method": method,
+        "cluster": cluster,
         "architecture_before": original.describe(),
         "architecture_after": small.describe(),
         "neurons_before": original.num_neurons,

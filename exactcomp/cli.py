@@ -57,6 +57,13 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         "--jobs", type=int, default=None, metavar="N", help="worker processes (default: all cores)"
     )
     p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="solve the MILPs on a Dask cluster, e.g. tcp://scheduler:8786 "
+        "(needs the 'cluster' extra: pip install 'exactcomp[cluster]')",
+    )
+    p.add_argument(
         "--solver", default="highs", help="MILP solver: highs (default), gurobi, cplex, scip, cbc"
     )
     p.add_argument("--data", metavar="F.npy", help="data points used as instability witnesses")
@@ -214,6 +221,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             method=args.method,
             time_limit=args.time_limit,
             jobs=args.jobs,
+            cluster=args.cluster,
             data=_data(args),
             solver=args.solver,
             check=args.check,
@@ -278,11 +286,12 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
             method=args.method,
             time_limit=args.time_limit,
             jobs=args.jobs,
+            cluster=args.cluster,
             data=_data(args),
             solver=args.solver,
             progress=progress,
         )
-    doc = stability_doc(rep, time.perf_counter() - t0)
+    doc = stability_doc(rep, time.perf_counter() - t0, cluster=args.cluster)
     console.print(stability_table(doc))
     if args.report:
         write_json(args.report, doc)

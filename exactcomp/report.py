@@ -95,8 +95,9 @@ def _layer_cells(row: dict, *, with_after: bool) -> list[str]:
     return cells + [str(row[k]) for k in _COUNTS] + [proofs]
 
 
-def stability_doc(report: Any, seconds: float) -> dict:
-    """A JSON-able summary of a :class:`~exactcomp.verdicts.StabilityReport`."""
+def stability_doc(report: Any, seconds: float, *, cluster: str | None = None) -> dict:
+    """A JSON-able summary of a :class:`~exactcomp.verdicts.StabilityReport`; ``cluster``: the
+    Dask scheduler address the MILPs were sent to, if any."""
     from .verdicts import Verdict
 
     layers = []
@@ -117,6 +118,7 @@ def stability_doc(report: Any, seconds: float) -> dict:
         "neurons": report.num_neurons,
         "seconds": round(seconds, 4),
         "complete": report.complete,
+        "cluster": cluster,
         "layers": layers,
         "stats": {k: float(v) for k, v in report.stats.items()},
     }

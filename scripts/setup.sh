@@ -9,4 +9,5 @@ PY="${PYTHON:-python3}"
 if ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 fi
-"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# the cluster extra (Dask distributed) too, so that tests/test_cluster.py runs rather than skips
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test,cluster]"

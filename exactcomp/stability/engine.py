@@ -74,6 +74,7 @@ def stable_neurons(
     tol: Tolerances = DEFAULT,
     seed: int = 0,
     partial: bool = False,
+    cluster: str | None = None,
 ) -> StabilityReport:
     """Classify every ReLU neuron of ``net`` over ``domain`` (a box, or a union of boxes).
 
@@ -91,6 +92,12 @@ def stable_neurons(
     jobs:
         Worker processes for the MILPs of a layer (default: all cores; ``1``: in-process).
         The result does not depend on it.
+    cluster:
+        Address of a Dask scheduler (e.g. ``"tcp://scheduler:8786"``; needs the ``cluster``
+        extra) to solve the MILPs on instead of local processes (``jobs`` is then unused).
+        The result does not depend on it (see :mod:`exactcomp.stability.milp_phase`); if the
+        cluster fails midway the remaining MILPs run in-process. ``stats["cluster_milps"]``
+        counts the answers that came from the cluster.
     data:
         Optional inputs (rows) used as extra witness candidates by ``fast``.
     solver:
@@ -116,6 +123,8 @@ def stable_neurons(
         raise InvalidOptionError(f"the time limit must be a positive number, got {time_limit}")
     if jobs is not None and int(jobs) < 1:
         raise InvalidOptionError(f"jobs must be at least 1, got {jobs}")
+    if cluster is not None and not (isinstance(cluster, str) and cluster.strip()):
+        raise InvalidOptionError(f"the cluster must be a scheduler address, got {cluster!r}")
     boxes = [domain] if isinstance(domain, Box) else list(domain)
     if not boxes:
         raise InvalidOptionError("the domain is an empty union of boxes")
@@ -132,7 +141,7 @@ def stable_neurons(
     opts = Options(method, float(time_limit), solver, tol, int(seed), data, bool(partial))
     t0 = time.perf_counter()
     reports: list[StabilityReport] = []
-    with Workers(jobs) as workers:
+    with Workers(jobs, cluster, progress) as workers:
         for box in boxes:
             if reports and reports[-1].stats.get("interrupted"):  # Ctrl-C with partial=True
                 reports.append(_nothing_proven(net, reports[-1].witnesses[:0]))
@@ -144,6 +153,9 @@ def stable_neurons(
     stats["boxes"] = len(boxes)
     if any(r.stats.get("interrupted") for r in reports):
         stats["interrupted"] = 1
+    if cluster is not None:
+        stats["cluster_milps"] = workers.remote
+        stats["cluster_failed"] = int(workers.broken)
     return StabilityReport(report.layers, report.witnesses, stats)
 
 

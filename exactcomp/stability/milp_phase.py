@@ -1,33 +1,57 @@
-"""The MILP phase of one layer: questions in a fixed order, answered in-process or in workers.
+"""The MILP phase of one layer: questions in a fixed order, answered in-process, in local
+worker processes, or on a Dask cluster.
 
-Determinism whatever ``jobs``
------------------------------
+Determinism whatever ``jobs`` or ``cluster``
+--------------------------------------------
 Questions form one ordered list per layer. Their *answers are consumed in that order*,
 exactly as a single process would: before consuming question ``i`` we check whether what was
 learned from answers ``< i`` (witnesses shared from incumbents, the neuron's other sign) has
 made it moot; if so its answer is discarded even when a worker already computed it. Workers
-only run questions speculatively ahead of the consumer (a window of ``2 * jobs``), so they
-change the speed, never the verdicts, the proof kinds or the witness rows. Each question is
-solved on a fresh HiGHS instance, which makes its answer independent of where it ran.
+only run questions speculatively ahead of the consumer (a window of ``2 * jobs`` local
+processes, or ``2 *`` the cluster's worker threads), so they change the speed, never the
+verdicts, the proof kinds or the witness rows. Each question is solved by the same function,
+:func:`~exactcomp.milp.highs.solve_question`, on a fresh HiGHS instance and the same compiled
+MILP (pickled, or scattered once per layer to the cluster), which makes its answer independent
+of where it ran; a question whose worker failed is answered in-process, with the same answer.
+(Time limits are the one exception, for every ``jobs`` alike: a question that runs out of time
+on a slower or busier machine proves nothing. That is sound, an undecided neuron is kept, but
+it may leave undecided a neuron that a faster run decides.)
 
-Worker processes are started with ``spawn`` (never ``fork``: HiGHS keeps a thread pool that a
-forked child would inherit in a broken state), and only once the MILPs have proven slow
+Local worker processes are started with ``spawn`` (never ``fork``: HiGHS keeps a thread pool
+that a forked child would inherit in a broken state), and only once the MILPs have proven slow
 enough to pay for their start-up (each worker imports the package: seconds).
+
+A cluster (``cluster="tcp://scheduler:8786"``, the ``cluster`` extra: Dask distributed) is used
+from the first question on: its workers are already running. ``distributed`` is imported only
+then. An address that cannot be reached, or a cluster with no worker, is an
+:class:`~exactcomp.errors.InvalidOptionError` before any work; a cluster that fails later
+(a lost connection, workers that die or all leave, a task error) is dropped with a progress
+note and the remaining questions are answered in this process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
+from ..errors import InvalidOptionError
 from ..milp.highs import Answer, CompiledMilp, Question, solve_question
+from ..progress import SILENT, Progress
 
 _MIN_QUESTIONS_FOR_WORKERS = 6
 _START_AFTER_SECONDS = 5.0
+_CONNECT_SECONDS = 10.0  # to reach the scheduler
+_FIRST_WORKER_SECONDS = 30.0  # for a cluster with no worker yet to get one
+_POLL_SECONDS = 1.0  # how often a wait for an answer checks that the cluster has workers
+_NO_WORKER_SECONDS = 60.0  # without any worker before the cluster is given up
 
 
 @dataclass(frozen=True)
@@ -38,22 +62,72 @@ class Task:
     sign: int
 
 
-class Workers:
-    """A process pool (``jobs`` processes) started only once MILPs prove slow; a context manager.
+@dataclass(frozen=True)
+class Ahead:
+    """How to run questions ahead of the consumer: ``submit`` (a future, or None when the
+    workers just failed) and how many questions may be in flight."""
 
-    ``jobs=None`` means all cores; ``jobs=1`` never starts a process. Starting workers costs
-    seconds (each imports the package), so they are started only after the MILPs of this
-    call have taken :data:`_START_AFTER_SECONDS` in-process and enough questions remain.
+    submit: Callable[[Question], Any]
+    window: int
+
+
+def connect(address: str) -> Any:
+    """A ``distributed.Client`` for the scheduler at ``address`` that has at least one worker.
+
+    Raises :class:`InvalidOptionError` (one line) when Dask distributed is not installed, the
+    scheduler cannot be reached within :data:`_CONNECT_SECONDS`, or no worker joins within
+    :data:`_FIRST_WORKER_SECONDS`.
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InvalidOptionError(
+            "--cluster needs Dask distributed, which is not installed: "
+            "pip install 'exactcomp[cluster]'"
+        ) from None
+    try:
+        client = Client(address, timeout=_CONNECT_SECONDS, set_as_default=False)
+    except Exception as exc:  # OSError (unreachable, timed out), ValueError (bad address), ...
+        raise InvalidOptionError(
+            f"cannot reach the Dask scheduler at {address!r}: {_line(exc)}"
+        ) from None
+    try:
+        client.wait_for_workers(1, timeout=_FIRST_WORKER_SECONDS)
+    except Exception:
+        _close(client)
+        raise InvalidOptionError(
+            f"the Dask cluster at {address!r} has no worker (waited {_FIRST_WORKER_SECONDS:g} s)"
+        ) from None
+    return client
+
+
+class Workers:
+    """Where questions run ahead of the consumer; a context manager.
+
+    Without ``cluster``: a local process pool (``jobs`` processes; ``None``: all cores; ``1``:
+    never) started only once MILPs prove slow: starting workers costs seconds (each imports the
+    package), so only after the MILPs of this call have taken :data:`_START_AFTER_SECONDS`
+    in-process and enough questions remain. With ``cluster`` (a Dask scheduler address), a
+    client connected on entry and closed on exit; ``jobs`` is then unused. ``broken`` is set
+    once the workers failed (everything then runs in-process); ``remote`` counts the answers
+    consumed from the cluster.
     """
 
-    def __init__(self, jobs: int | None) -> None:
+    def __init__(
+        self, jobs: int | None, cluster: str | None = None, progress: Progress = SILENT
+    ) -> None:
         self.jobs = max(1, int(jobs if jobs is not None else (os.cpu_count() or 1)))
+        self.cluster = cluster
+        self.progress = progress
         self._pool: ProcessPoolExecutor | None = None
+        self._client: Any = None
+        self._layer: tuple[CompiledMilp, Ahead] | None = None  # the MILP scattered last
         self.broken = False
         self.solve_seconds = 0.0
+        self.remote = 0
 
     def pool_for(self, remaining: int) -> ProcessPoolExecutor | None:
-        """The pool, started now if worth it for ``remaining`` more questions."""
+        """The local pool, started now if worth it for ``remaining`` more questions."""
         if self._pool is not None:
             return None if self.broken else self._pool
         if (
@@ -67,13 +141,116 @@ class Workers:
         self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
         return self._pool
 
+    def ahead(self, milp: CompiledMilp, remaining: int) -> Ahead | None:
+        """How to run questions on ``milp`` ahead, or None: answer in-process."""
+        if self._client is not None:
+            return self._on_cluster(milp)
+        pool = self.pool_for(remaining)
+        if pool is None:
+            return None
+        return Ahead(partial(pool.submit, solve_question, milp), 2 * self.jobs)
+
+    def _on_cluster(self, milp: CompiledMilp) -> Ahead | None:
+        """Scatter ``milp`` to every worker once (per layer), then submit questions on it."""
+        if self._layer is not None and self._layer[0] is milp:
+            return self._layer[1]
+        self._layer = None  # releases the previous layer's MILP on the workers
+        client = self._client
+        try:
+            ref = client.scatter(milp, broadcast=True, hash=False)
+            threads = sum(client.nthreads().values())
+        except Exception as exc:
+            self.lose(exc)
+            return None
+
+        def submit(q: Question) -> Any:
+            try:
+                return client.submit(solve_question, ref, q, pure=False)
+            except Exception as exc:
+                self.lose(exc)
+                return None
+
+        self._layer = (milp, Ahead(submit, 2 * max(1, threads)))
+        return self._layer[1]
+
+    def result(self, fut: Any) -> Answer | None:
+        """The answer of a submitted question, or None when the workers failed."""
+        if self.broken:
+            return None
+        if self._client is None:
+            try:
+                return fut.result()
+            except BrokenProcessPool:
+                # workers could not start or died (e.g. a __main__ that cannot be re-imported
+                # under spawn): answer in-process instead; the answers are the same.
+                self.broken = True
+                return None
+        idle = 0.0
+        while True:
+            try:
+                answer = fut.result(timeout=_POLL_SECONDS)
+            except asyncio.TimeoutError:  # still running, or queued: are there workers?
+                try:
+                    threads = sum(self._client.nthreads().values())
+                except Exception as exc:
+                    self.lose(exc)
+                    return None
+                idle = 0.0 if threads else idle + _POLL_SECONDS
+                if idle >= _NO_WORKER_SECONDS:
+                    self.lose(f"no worker for {_NO_WORKER_SECONDS:g} s")
+                    return None
+                continue
+            except Exception as exc:  # lost connection, KilledWorker, an error in the task
+                self.lose(exc)
+                return None
+            if not isinstance(answer, Answer):
+                self.lose(f"a worker returned {type(answer).__name__}, not an Answer")
+                return None
+            self.remote += 1
+            return answer
+
+    def lose(self, why: object) -> None:
+        """Give up the cluster: note why, close the client; later questions run in-process."""
+        self.broken = True
+        reason = why if isinstance(why, str) else _line(why)
+        self.progress.note(
+            f"the Dask cluster at {self.cluster} failed ({reason}); "
+            "answering the remaining MILPs in this process"
+        )
+        self._drop_client()
+
+    def _drop_client(self) -> None:
+        self._layer = None
+        client, self._client = self._client, None
+        if client is not None:
+            _close(client)
+
     def __enter__(self) -> Workers:
+        if self.cluster is not None:
+            self._client = connect(self.cluster)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=not self.broken, cancel_futures=True)
             self._pool = None
+        self._drop_client()
+
+
+def _line(exc: BaseException) -> str:
+    """An exception as one short line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _close(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close(timeout=_CONNECT_SECONDS)
+
+
+def _cancel(fut: Future[Answer] | Any) -> None:
+    with contextlib.suppress(Exception):  # a cluster future whose client is gone
+        fut.cancel()
 
 
 def run_questions(
@@ -92,35 +269,31 @@ def run_questions(
     depend on the state, so that the consumed sequence is the single-process one.
     """
     solved = 0
-    futures: dict[int, Future[Answer]] = {}
+    futures: dict[int, Any] = {}
     submitted = 0
     for i, t in enumerate(tasks):
-        pool = workers.pool_for(len(tasks) - i) if solve is solve_question else None
-        if pool is not None:
+        ahead = workers.ahead(milp, len(tasks) - i) if solve is solve_question else None
+        if ahead is not None:
             submitted = max(submitted, i)
-            while submitted < len(tasks) and submitted < i + 2 * workers.jobs:
+            while submitted < len(tasks) and submitted < i + ahead.window:
                 s = tasks[submitted]
                 if not moot(s):
-                    futures[submitted] = pool.submit(solve_question, milp, question(s))
+                    fut = ahead.submit(question(s))
+                    if fut is None:  # the cluster just failed
+                        break
+                    futures[submitted] = fut
                 submitted += 1
         fut = futures.pop(i, None)
         if moot(t):
             if fut is not None:
-                fut.cancel()
+                _cancel(fut)
             continue
-        answer = None
-        if fut is not None and not workers.broken:
-            try:
-                answer = fut.result()
-            except BrokenProcessPool:
-                # workers could not start or died (e.g. a __main__ that cannot be re-imported
-                # under spawn): answer in-process instead; the answers are the same.
-                workers.broken = True
+        answer = workers.result(fut) if fut is not None else None
         if answer is None:
             answer = solve(milp, question(t))
         workers.solve_seconds += answer.seconds
         consume(t, answer)
         solved += 1
     for fut in futures.values():
-        fut.cancel()
+        _cancel(fut)
     return solved

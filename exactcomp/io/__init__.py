@@ -10,6 +10,7 @@ rename) and can be told which files are inputs, so that it never overwrites one.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,6 @@ def _import(module: str, label: str) -> Any:
 
 
 def _is_torch_module(obj: Any) -> bool:
-    try:
-        from torch import nn
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(obj, nn.Module)
+    """True for a ``torch.nn.Module``; never imports torch (no module exists before it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)

@@ -1,11 +1,18 @@
 """PyTorch checkpoints <-> the network IR.
 
-Reading is safe by default: every file is first opened with ``torch.load(weights_only=True)``,
-which can only rebuild tensors and plain containers, never run code. That covers the two
-forms training scripts usually write: a ``state_dict`` of an MLP, and a checkpoint dict that
-wraps one under ``state_dict`` / ``model_state_dict`` / ``model``. A module pickled whole
-(``torch.save(model)``) needs the full unpickler, which can execute arbitrary code, so it is
-loaded only when the caller passes ``trust_pickle=True`` (the CLI's ``--trust-pickle``).
+Reading is safe by default: every file is opened with an unpickler that can only rebuild
+tensors and plain containers, never run code. That covers the two forms training scripts
+usually write: a ``state_dict`` of an MLP, and a checkpoint dict that wraps one under
+``state_dict`` / ``model_state_dict`` / ``model``. The common case (a zip archive of
+float16/32/64 tensors) is read without torch by :mod:`exactcomp.io.torch_zip`, which saves the
+seconds torch takes to import; anything else goes to ``torch.load(weights_only=True)``, which
+gives the same values and its own errors. A module pickled whole (``torch.save(model)``) needs
+the full unpickler, which can execute arbitrary code, so it is loaded only when the caller
+passes ``trust_pickle=True`` (the CLI's ``--trust-pickle``).
+
+torch itself is imported only inside the functions that need it (the fallback reader, modules
+in memory, saving), so reading a plain checkpoint never imports it. Tensors therefore arrive
+either as numpy arrays (fast reader) or as torch tensors; the readers below accept both.
 
 A ``state_dict`` carries no activations, so it is read as the conventional MLP: the
 ``*.weight``/``*.bias`` pairs in the dict's saved order (never re-sorted: ``layers.10`` may
@@ -18,19 +25,23 @@ output layer, or two affine layers in a row, survive a round trip.
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..errors import InputFileError, InvalidNetworkError, UnsupportedModelError
 from ..network import Layer, Network
 from .atomic import atomic_open
+from .torch_zip import read_zip_checkpoint
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Checkpoint-dict keys that may hold the model's ``state_dict`` (or the module), in order.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
@@ -38,7 +49,29 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 #: Key under the ``state_dict``'s ``_metadata`` where :func:`save_torch` records ReLU flags.
 METADATA_KEY = "exactcomp"
 
-_SKIPPED_MODULES = (nn.Identity, nn.Flatten, nn.Dropout, nn.AlphaDropout, nn.FeatureAlphaDropout)
+#: Bits of the float dtypes a tensor may have, by name (for the widest-dtype rule).
+_FLOAT_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
+
+
+def _skipped_modules() -> tuple[type, ...]:
+    """Layers that are the identity at inference on flat inputs."""
+    from torch import nn
+
+    return (nn.Identity, nn.Flatten, nn.Dropout, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def _is_module(obj: Any) -> bool:
+    """True for a ``torch.nn.Module`` (without importing torch: none exists before it is)."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(obj, torch_module.nn.Module)
+
+
+def _is_tensor(obj: Any) -> bool:
+    """True for a tensor: a numpy array from the fast reader, or a torch tensor."""
+    if isinstance(obj, np.ndarray):
+        return True
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and torch_module.is_tensor(obj)
 
 
 # --------------------------------------------------------------------------- loading
@@ -68,7 +101,7 @@ def load_torch(path_or_module: str | Path | nn.Module, *, trust_pickle: bool = F
     InvalidNetworkError
         NaN/inf values, or weight shapes that do not chain.
     """
-    if isinstance(path_or_module, nn.Module):
+    if _is_module(path_or_module):
         return module_to_network(path_or_module)
     path = Path(path_or_module)
     obj = _read_checkpoint(path, trust_pickle=trust_pickle)
@@ -76,7 +109,11 @@ def load_torch(path_or_module: str | Path | nn.Module, *, trust_pickle: bool = F
 
 
 def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
-    """``torch.load`` with safe defaults; every failure becomes an :class:`InputFileError`."""
+    """The checkpoint's object, read safely; every failure becomes an :class:`InputFileError`.
+
+    The torch-free reader first (tensors as numpy arrays); whatever it does not handle goes
+    to ``torch.load`` with safe defaults.
+    """
     if not path.exists():
         raise InputFileError(f"model file {str(path)!r} not found; check the path")
     if not path.is_file():
@@ -86,6 +123,11 @@ def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
             f"{str(path)!r} is a TorchScript archive (torch.jit.save), which is not supported; "
             "save model.state_dict() with torch.save instead"
         )
+    fast = read_zip_checkpoint(path)
+    if fast is not None:
+        return fast
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -134,14 +176,14 @@ def _short(exc: BaseException) -> str:
 
 
 def _object_to_network(obj: Any, *, source: str, depth: int = 0) -> Network:
-    """Dispatch on what ``torch.load`` returned: a module, a state_dict, or a wrapper dict."""
-    if isinstance(obj, nn.Module):
+    """Dispatch on what the file held: a module, a state_dict, or a wrapper dict."""
+    if _is_module(obj):
         return module_to_network(obj)
-    if isinstance(obj, Mapping) and obj and all(torch.is_tensor(v) for v in obj.values()):
+    if isinstance(obj, Mapping) and obj and all(_is_tensor(v) for v in obj.values()):
         return state_dict_to_network(obj)
     if isinstance(obj, Mapping) and depth < 2:
         for key in WRAPPER_KEYS:
-            if key in obj and isinstance(obj[key], Mapping | nn.Module):
+            if key in obj and (isinstance(obj[key], Mapping) or _is_module(obj[key])):
                 return _object_to_network(obj[key], source=source, depth=depth + 1)
     what = f"a dict with keys {list(obj)[:6]}" if isinstance(obj, Mapping) else type(obj).__name__
     raise InputFileError(
@@ -150,15 +192,17 @@ def _object_to_network(obj: Any, *, source: str, depth: int = 0) -> Network:
     )
 
 
-def state_dict_to_network(state_dict: Mapping[str, torch.Tensor]) -> Network:
+def state_dict_to_network(state_dict: Mapping[str, torch.Tensor | np.ndarray]) -> Network:
     """Read an MLP ``state_dict``: weight/bias pairs in saved order, ReLU between layers.
+
+    Values are torch tensors or numpy arrays (as :mod:`~exactcomp.io.torch_zip` reads them).
 
     Keys are grouped by their prefix (``"0"`` for ``"0.weight"``) in the order they first
     appear; a prefix must have a 2-D ``weight`` and may have a ``bias`` (absent = zero).
     If the dict carries the ReLU flags written by :func:`save_torch`, they are used instead of
     the convention (ReLU after every layer but the last).
     """
-    groups: dict[str, dict[str, torch.Tensor]] = {}
+    groups: dict[str, dict[str, Any]] = {}
     for key, value in state_dict.items():
         prefix, _, name = key.rpartition(".")
         if name not in ("weight", "bias"):
@@ -173,10 +217,11 @@ def state_dict_to_network(state_dict: Mapping[str, torch.Tensor]) -> Network:
         if "weight" not in params:
             raise InvalidNetworkError(f"layer {label!r} has a bias but no weight")
         w = params["weight"]
-        if w.dim() != 2:
-            kind = "a convolution?" if w.dim() > 2 else "a normalisation layer?"
+        ndim = len(w.shape)
+        if ndim != 2:
+            kind = "a convolution?" if ndim > 2 else "a normalisation layer?"
             raise UnsupportedModelError(
-                f"layer {label!r} has a {w.dim()}-D weight of shape {tuple(w.shape)} ({kind}); "
+                f"layer {label!r} has a {ndim}-D weight of shape {tuple(w.shape)} ({kind}); "
                 "only Linear layers are supported"
             )
         b = params.get("bias")
@@ -185,9 +230,9 @@ def state_dict_to_network(state_dict: Mapping[str, torch.Tensor]) -> Network:
             np.zeros(w.shape[0]) if b is None else _to_numpy(b, f"{label}.bias").reshape(-1)
         )
         dtypes.append(w.dtype)
-        if b is not None and b.numel() != w.shape[0]:
+        if b is not None and _numel(b) != w.shape[0]:
             raise InvalidNetworkError(
-                f"layer {label!r}: bias has {b.numel()} entries but the weight has "
+                f"layer {label!r}: bias has {_numel(b)} entries but the weight has "
                 f"{w.shape[0]} rows"
             )
     relu = _recorded_relu(state_dict, len(weights))
@@ -197,7 +242,11 @@ def state_dict_to_network(state_dict: Mapping[str, torch.Tensor]) -> Network:
     return _build(layers, dtypes)
 
 
-def _recorded_relu(state_dict: Mapping[str, torch.Tensor], n: int) -> list[bool] | None:
+def _numel(t: Any) -> int:
+    return int(t.size) if isinstance(t, np.ndarray) else int(t.numel())
+
+
+def _recorded_relu(state_dict: Mapping[str, Any], n: int) -> list[bool] | None:
     """ReLU flags that :func:`save_torch` stored in ``_metadata``, if present and consistent."""
     metadata = getattr(state_dict, "_metadata", None)
     if not isinstance(metadata, Mapping):
@@ -220,10 +269,13 @@ def module_to_network(module: nn.Module) -> Network:
     identity; Dropout is the identity at inference. Any other layer raises
     :class:`UnsupportedModelError` naming it.
     """
+    from torch import nn
+
+    skipped = _skipped_modules()
     weights: list[np.ndarray] = []
     biases: list[np.ndarray] = []
     relu: list[bool] = []
-    dtypes: list[torch.dtype] = []
+    dtypes: list[Any] = []
     for name, leaf in _leaves(module, ""):
         if isinstance(leaf, nn.Linear):
             weights.append(_to_numpy(leaf.weight, f"{name}.weight"))
@@ -239,7 +291,7 @@ def module_to_network(module: nn.Module) -> Network:
                     f"module {name!r}: a ReLU before the first Linear layer is not supported"
                 )
             relu[-1] = True
-        elif not isinstance(leaf, _SKIPPED_MODULES):
+        elif not isinstance(leaf, skipped):
             raise UnsupportedModelError(
                 f"unsupported layer {name!r} ({type(leaf).__name__}); only Linear, ReLU, "
                 "Flatten, Identity and Dropout in nn.Sequential are supported"
@@ -252,6 +304,8 @@ def module_to_network(module: nn.Module) -> Network:
 
 def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
     """The layers of (nested) Sequentials in execution order, with their dotted names."""
+    from torch import nn
+
     if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
         out: list[tuple[str, nn.Module]] = []
         for child_name, child in module.named_children():
@@ -267,32 +321,54 @@ def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
 
 
 def _is_leaf_layer(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, nn.ReLU, *_SKIPPED_MODULES))
+    from torch import nn
+
+    return isinstance(module, (nn.Linear, nn.ReLU, *_skipped_modules()))
 
 
-def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
+def _to_numpy(t: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     """A float64 copy of a parameter, refusing non-float and non-finite values."""
-    if not torch.is_tensor(t):
-        raise InvalidNetworkError(f"{name!r} is a {type(t).__name__}, not a tensor")
-    if t.is_quantized or not t.is_floating_point():
-        raise UnsupportedModelError(
-            f"{name!r} has dtype {t.dtype}; only float weights are supported"
-        )
-    array = t.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+    if isinstance(t, np.ndarray):
+        if t.dtype.name not in _FLOAT_BITS:  # the fast reader yields float arrays only
+            raise UnsupportedModelError(
+                f"{name!r} has dtype {t.dtype}; only float weights are supported"
+            )
+        array = np.array(t, dtype=np.float64)
+    else:
+        import torch
+
+        if not torch.is_tensor(t):
+            raise InvalidNetworkError(f"{name!r} is a {type(t).__name__}, not a tensor")
+        if t.is_quantized or not t.is_floating_point():
+            raise UnsupportedModelError(
+                f"{name!r} has dtype {t.dtype}; only float weights are supported"
+            )
+        array = t.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
     if not np.isfinite(array).all():
         raise InvalidNetworkError(f"{name!r} contains NaN or inf values")
     return array
 
 
-def _build(layers: tuple[Layer, ...], dtypes: list[torch.dtype]) -> Network:
+def _dtype_name_bits(dtype: Any) -> tuple[str, int]:
+    """``("float32", 32)`` for a numpy or torch float dtype."""
+    if isinstance(dtype, np.dtype):
+        return dtype.name, _FLOAT_BITS[dtype.name]
+    import torch
+
+    return str(dtype).removeprefix("torch."), torch.finfo(dtype).bits
+
+
+def _build(layers: tuple[Layer, ...], dtypes: list[Any]) -> Network:
     """The Network, with the widest source dtype (float64 if any layer is float64)."""
-    widest = max(dtypes, key=lambda d: torch.finfo(d).bits)
-    return Network(layers, dtype=str(widest).removeprefix("torch."), meta={"format": "torch"})
+    widest, _ = max((_dtype_name_bits(d) for d in dtypes), key=lambda nb: nb[1])
+    return Network(layers, dtype=widest, meta={"format": "torch"})
 
 
 # --------------------------------------------------------------------------- saving
 def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype named ``name`` (``"float32"``...); float32 for an unknown name."""
+    import torch
+
     candidate = getattr(torch, name, None)
     if isinstance(candidate, torch.dtype) and candidate.is_floating_point:
         return candidate
@@ -307,6 +383,9 @@ def to_torch_module(net: Network) -> nn.Sequential:
     Zero-width layers (``nn.Linear(n, 0)``) are built as well: they compute an empty vector,
     and the next layer then has zero inputs and outputs only its bias.
     """
+    import torch
+    from torch import nn
+
     dtype = torch_dtype(net.dtype)
     modules: list[nn.Module] = []
     for layer in net.layers:
@@ -349,6 +428,8 @@ def save_torch(net: Network, path: str | Path) -> None:
     different layout: use ``exactcomp.io.to_torch_module(exactcomp.load("small.pt"))``, which
     reads the ReLU flags recorded in ``sd._metadata["exactcomp"]["relu"]``.
     """
+    import torch
+
     state = to_torch_module(net).state_dict()
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:

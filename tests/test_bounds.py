@@ -329,3 +329,20 @@ def test_overflowing_weights_give_no_nan_and_stay_sound() -> None:
         assert not np.isnan(lo).any() and not np.isnan(hi).any()
     assert_encloses(lb, zs)
     assert_encloses([lp], [zs[2]])
+
+
+def test_overflow_inside_back_substitution_is_silent_and_falls_back() -> None:
+    """Finite earlier bounds whose back-substitution overflows (1e200 * 1e200): no warning
+    escapes (``filterwarnings = error``) and the layer keeps its interval bounds."""
+    net = Network.from_arrays(
+        [np.array([[1e200, -1e200], [1e200, 1e200]]), np.array([[1e200, -1e200]])],
+        [np.zeros(2), np.zeros(1)],
+        dtype="float64",
+    )
+    box = Box.uniform(-1.0, 1.0, 2)
+    known = interval_bounds(net, box)
+    assert np.isfinite(known[0][0]).all() and np.isfinite(known[0][1]).all()
+    lo, hi = linear_layer_bounds(net, box, 1, known[:1])
+    assert not np.isnan(lo).any() and not np.isnan(hi).any()
+    np.testing.assert_array_equal(lo, known[1][0])
+    np.testing.assert_array_equal(hi, known[1][1])

@@ -23,7 +23,7 @@ from torch import nn
 
 import exactcomp
 from exactcomp.errors import InputFileError
-from exactcomp.io import torch_io
+from exactcomp.io import torch_io, torch_zip
 from exactcomp.io.torch_io import load_torch, save_torch
 from exactcomp.io.torch_zip import NotRecognised, _Unpickler, read_zip_checkpoint
 from exactcomp.network import Layer, Network
@@ -235,6 +235,8 @@ def _tensor(offset: int, size: tuple, stride: tuple, numel: int, kind="FloatStor
 
 
 FOUR = np.arange(4, dtype="<f4").tobytes()
+#: BUILD with state ``(None, {"__defaults__": (1,)})``: would set an attribute on the target.
+SLOTS = _tuple(b"N", b"}" + _str("__defaults__") + _tuple(_int(1)) + b"s") + b"b"
 
 
 def test_hand_made_tensor_pickle_reads_like_torch(tmp_path: Path) -> None:
@@ -255,12 +257,17 @@ def test_hand_made_tensor_pickle_reads_like_torch(tmp_path: Path) -> None:
         ("unknown storage", _dict_w(_tensor(0, (4,), (1,), 4, "LongStorage")), {"0": FOUR * 2}),
         ("BUILD on a tensor", _dict_w(_tensor(0, (4,), (1,), 4) + b"}b"), {"0": FOUR}),
         ("storage called", _dict_w(_global("torch", "FloatStorage") + b")R"), {}),
+        ("BUILD on a global", _dict_w(_global("torch._utils", "_rebuild_tensor_v2") + SLOTS), {}),
+        ("BUILD on OrderedDict", _dict_w(_global("collections", "OrderedDict") + SLOTS), {}),
+        ("BUILD on a storage type", _dict_w(_global("torch", "FloatStorage") + SLOTS), {}),
         ("INST opcode", _dict_w(b"(ibuiltins\nlist\n"), {}),
         ("forbidden global", _dict_w(_global("builtins", "eval") + _tuple(_str("1")) + b"R"), {}),
     ],
 )
 def test_declines_crafted_pickles(tmp_path: Path, name: str, pickled: bytes, records) -> None:
+    defaults = torch_zip._rebuild_tensor.__defaults__
     assert read_zip_checkpoint(_archive(tmp_path / "x.pt", pickled, records)) is None, name
+    assert torch_zip._rebuild_tensor.__defaults__ == defaults
 
 
 def test_forbidden_global_is_never_called(tmp_path: Path) -> None:

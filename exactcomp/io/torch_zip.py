@@ -20,6 +20,10 @@ containers, numbers and strings (checked before loading), and ``find_class`` res
   that persistent ids name (``("storage", marker, key, location, numel)``); the storage bytes
   are read from ``data/<key>`` and must be exactly ``numel`` elements long.
 
+The first two are handed out wrapped, and every object of this module refuses ``BUILD``, so a
+crafted pickle cannot set attributes on them (``OrderedDict`` instances accept ``BUILD``, as
+under torch: that is how a state_dict's ``_metadata`` is restored).
+
 Anything else (another global or opcode, the legacy non-zip format, a bfloat16 or integer
 tensor, a mismatched record) raises :class:`NotRecognised` inside the reader, which returns
 ``None``: no global outside that list is ever looked up, let alone called.
@@ -38,7 +42,7 @@ import pickle
 import pickletools
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,33 +79,53 @@ class NotRecognised(Exception):
     """The file is not the plain checkpoint this reader handles (use ``torch.load``)."""
 
 
-@dataclass(frozen=True)
-class _StorageType:
+class _Inert:
+    """Base of every object the unpickler hands out: no ``__dict__``, and ``BUILD`` (which
+    would call ``__setstate__`` or set attributes) is refused."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: object) -> None:
+        raise NotRecognised(f"BUILD on {type(self).__name__}")
+
+
+class _Allowed(_Inert):
+    """An allowlisted global: calling it calls ``func`` (what REDUCE does), nothing else."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+
+    def __call__(self, *args: object) -> Any:
+        return self.func(*args)
+
+
+class _StorageType(_Inert):
     """Inert stand-in for ``torch.<name>Storage``: only a persistent id may name it."""
 
-    name: str
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
-@dataclass(frozen=True)
-class _Storage:
+class _Storage(_Inert):
     """One storage record: its elements, in the archive's byte order."""
 
-    data: np.ndarray
+    __slots__ = ("data",)
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
 
 
-class _Tensor:
-    """A rebuilt tensor during unpickling; replaced by its array afterwards.
-
-    It refuses ``BUILD`` (``__setstate__``), which legacy pickles use to fill tensors in.
-    """
+class _Tensor(_Inert):
+    """A rebuilt tensor during unpickling; replaced by its array afterwards."""
 
     __slots__ = ("array",)
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
-
-    def __setstate__(self, state: object) -> None:
-        raise NotRecognised("BUILD on a tensor")
 
 
 def _rebuild_tensor(
@@ -144,7 +168,7 @@ def _rebuild_tensor(
         strides=tuple(s * data.itemsize for s in stride),
         writeable=False,
     )
-    return _Tensor(np.ascontiguousarray(view, dtype=data.dtype.newbyteorder("=")))
+    return _Tensor(np.array(view, dtype=data.dtype.newbyteorder("="), order="C"))  # a copy
 
 
 def _is_ints(values: object) -> bool:
@@ -163,9 +187,9 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "collections" and name == "OrderedDict":
-            return OrderedDict
+            return _Allowed(OrderedDict)
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor
+            return _Allowed(_rebuild_tensor)
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(name)
         raise NotRecognised(f"global {module}.{name}")

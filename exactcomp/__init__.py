@@ -9,6 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
+
+def _skip_pyomo_scipy_hook() -> None:
+    """Stop Pyomo from importing ``scipy.stats`` (about 1 s) when scipy is first imported.
+
+    Pyomo registers a callback that imports several scipy submodules as soon as scipy is
+    imported by anyone; exactcomp uses none of them, and at 1 s it was a third of the
+    command line's start-up. The attribute is private: if Pyomo renames it, nothing breaks,
+    the start-up is just slower. It must run before anything imports scipy, hence here.
+    """
+    try:
+        from pyomo.common import dependencies
+    except ImportError:  # pyomo missing: the error surfaces where pyomo is really needed
+        return
+    indicator = getattr(dependencies, "scipy_available", None)
+    if hasattr(indicator, "_callback"):
+        indicator._callback = None
+
+
+_skip_pyomo_scipy_hook()
 __version__ = "0.1.0"
 __all__ = [
     "Box",

@@ -61,12 +61,15 @@ VerdictList = Sequence[np.ndarray | None]
 _Terms = list[object | None]
 
 
-def _affine_block(blk: pyo.Block, layer: Layer, inputs: _Terms, bounds=None) -> pyo.Var:
+def _affine_block(
+    blk: pyo.Block, layer: Layer, inputs: _Terms, bounds=None, rows: Sequence[int] | None = None
+) -> pyo.Var:
     r"""Add ``z = W h + b`` on ``blk`` (``blk.z``, ``blk.affine``) and return ``z``.
 
     ``inputs[i]`` is the variable holding :math:`h_{k-1,i}` or ``None`` when it is identically
     zero (a stably inactive neuron), in which case its column of ``W`` is skipped. Exact zero
-    weights are skipped too (they are common after :math:`\ell_1` training).
+    weights are skipped too (they are common after :math:`\ell_1` training). ``rows`` limits
+    the equations to those neurons (default: all); the others' ``z`` stay unconstrained.
     """
     n = layer.out_features
     if bounds is None:
@@ -94,7 +97,7 @@ def _affine_block(blk: pyo.Block, layer: Layer, inputs: _Terms, bounds=None) -> 
         )
         return m.z[j] == expr
 
-    blk.affine = pyo.Constraint(range(n), rule=_rule)
+    blk.affine = pyo.Constraint(range(n) if rows is None else list(rows), rule=_rule)
     return blk.z
 
 
@@ -168,8 +171,16 @@ def add_network(
     return _encode(block, net, x, bounds, verdicts, upto)[0]
 
 
-def _encode(block, net: Network, x, bounds, verdicts, upto: int) -> tuple[list[pyo.Var], _Terms]:
-    """:func:`add_network`, also returning the output terms of layer ``upto`` (``None`` = 0)."""
+def _encode(
+    block, net: Network, x, bounds, verdicts, upto: int, trim: bool = False
+) -> tuple[list[pyo.Var], _Terms]:
+    """:func:`add_network`, also returning the output terms of layer ``upto`` (``None`` = 0).
+
+    ``trim``: write no equation for the ``z`` of a stably inactive neuron (nothing downstream
+    reads it). The prefix MILPs of the stability engine use it: on a 784-input layer most of
+    the matrix would otherwise be rows of dead neurons, which HiGHS' presolve then spends
+    seconds removing again for every question.
+    """
     if not -1 <= upto < len(net.layers):
         raise ValueError(f"upto={upto} is outside the network's {len(net.layers)} layers")
     if len(bounds) <= upto:
@@ -180,14 +191,24 @@ def _encode(block, net: Network, x, bounds, verdicts, upto: int) -> tuple[list[p
         layer = net.layers[k]
         blk = pyo.Block(concrete=True)
         block.add_component(f"layer{k}", blk)
-        z = _affine_block(blk, layer, terms, bounds[k])
+        verdict = verdicts[k] if verdicts is not None and k < len(verdicts) else None
+        rows = _live(bounds[k], verdict) if trim and layer.relu else None
+        z = _affine_block(blk, layer, terms, bounds[k], rows)
         zs.append(z)
         if layer.relu:
-            verdict = verdicts[k] if verdicts is not None and k < len(verdicts) else None
             terms = _relu_block(blk, z, k, bounds[k], verdict)
         else:
             terms = [z[j] for j in range(layer.out_features)]
     return zs, terms
+
+
+def _live(bounds, verdict) -> list[int]:
+    """Neurons of a ReLU layer that are not stably inactive (the rule of :func:`_relu_block`)."""
+    hi = bounds[1]
+    dead = hi <= 0.0
+    if verdict is not None:
+        dead = dead | (np.asarray(verdict) == Verdict.INACTIVE)
+    return np.flatnonzero(~dead).tolist()
 
 
 def add_input(block: pyo.Block, box: Box, name: str = "x") -> pyo.Var:
@@ -219,7 +240,7 @@ def build_prefix_model(
     model = pyo.ConcreteModel(name=f"prefix_{k}")
     x = add_input(model, box)
     model.net = pyo.Block()
-    _, terms = _encode(model.net, net, x, bounds, verdicts, upto=k - 1)
+    _, terms = _encode(model.net, net, x, bounds, verdicts, upto=k - 1, trim=True)
     model.target = pyo.Block()
     zk = _affine_block(model.target, net.layers[k], terms, None)
     model.zk = pyo.Reference(zk)

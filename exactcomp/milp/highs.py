@@ -51,7 +51,7 @@ import pyomo.environ as pyo
 import scipy.sparse as sp
 from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
-from ..solver import new_highs
+from ..solver import PRESOLVE_RULES_OFF, new_highs
 
 _INF = highspy.kHighsInf
 _MAX_INCUMBENTS = 16
@@ -236,6 +236,7 @@ def _highs_for(milp: CompiledMilp, q: Question) -> highspy.Highs:
     h.setOptionValue("time_limit", max(float(q.time_limit), 1e-3))
     h.setOptionValue("mip_feasibility_tolerance", FEASIBILITY_TOLERANCE)
     h.setOptionValue("small_matrix_value", SMALL_MATRIX_VALUE)
+    h.setOptionValue("presolve_rule_off", PRESOLVE_RULES_OFF)
     if q.mode == "early":
         h.setOptionValue("objective_bound", float(q.margin))
         h.setOptionValue("objective_target", -float(q.margin))

@@ -27,7 +27,7 @@ import numpy as np
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.contrib.solver.solvers.highs import Highs
 
-from ..solver import silence_highs_banner
+from ..solver import PRESOLVE_RULES_OFF, silence_highs_banner
 
 
 class Decision(Enum):
@@ -120,6 +120,7 @@ class ObjectiveSolver:
             "objective_bound": -prove_at,
             "objective_target": -find_at,
             "mip_rel_gap": 0.0,
+            "presolve_rule_off": PRESOLVE_RULES_OFF,
         }
         t0 = time.perf_counter()
         res = self._run(time_limit, options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyomo.environ as pyo
 import pytest
@@ -148,3 +150,48 @@ def test_a_tie_at_zero_is_never_proven():
     milp, _ = compile_model(model, model.x, zk)
     for mode in ("early", "optimal"):
         assert not solve_question(milp, Question(0, 1, 1e-6, mode, 10.0)).proven
+
+
+@settings(max_examples=25, derandomize=True, deadline=None)
+@given(st.integers(0, 10_000))
+def test_relaxing_the_feeding_binaries_keeps_the_exact_optimum(seed):
+    """Binaries of layer k-1 whose weight works against the question may be continuous.
+
+    The optimum of every question (each target neuron, each sign) with those binaries
+    relaxed must equal the oracle's exact extreme: the relaxation may not let the solver
+    find a larger value than any input of the box gives (that would be a false "unstable"
+    and, with the early mode, it could hide a proof), nor a smaller one (a false proof).
+    """
+    from exactcomp.milp.encoding import feeding_binaries
+
+    case = random_case(seed, max_neurons=10, width=(2, 5), depth=(2, 3), nasty=False)
+    net, box = case.network, case.box
+    exact = exact_preactivation_ranges(net, box)
+    bounds = interval_bounds(net, box)
+    relaxed_some = False
+    for k in range(1, len(net.layers)):
+        model, zk = build_prefix_model(net, box, k, bounds)
+        milp, columns = compile_model(model, model.x, zk)
+        cols, neurons = feeding_binaries(model, k, columns)
+        assert all(milp.integer[cols])
+        for j in range(len(zk)):
+            for sign in (1, -1):
+                weights = net.layers[k].weight[j, neurons]
+                continuous = cols[sign * weights <= 0.0]
+                relaxed_some |= continuous.size > 0
+                q = Question(j, sign, 1e-6, "optimal", 30.0, continuous=continuous)
+                ans = solve_question(milp, q)
+                assert ans.status == "Optimal"
+                target = exact[k][1][j] if sign > 0 else exact[k][0][j]
+                scale = max(1.0, abs(target))
+                # the solver's point is a real input: evaluate it exactly in float64
+                z = net.preactivations(box.clip(ans.points[:1]))[k][0, j]
+                assert sign * z <= sign * target + 1e-9 * scale
+                assert sign * z >= sign * target - 2e-4 * scale
+                # and the relaxed optimum itself is no larger than the exact extreme: the
+                # dual bound proves max(sign * z) <= sign * target + 1e-4 * scale
+                bound = Question(j, sign, -sign * target - 1e-4 * scale, "optimal", 30.0)
+                bound = dataclasses.replace(bound, continuous=continuous)
+                assert solve_question(milp, bound).proven
+    if not relaxed_some:
+        pytest.skip("no binary could be relaxed in this network")

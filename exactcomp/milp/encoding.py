@@ -248,6 +248,34 @@ def build_prefix_model(
     return model, model.zk
 
 
+def feeding_binaries(
+    model: pyo.ConcreteModel, k: int, columns: Sequence[pyo.Var]
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""The binaries of layer ``k - 1`` in a :func:`build_prefix_model` model: (columns, neurons).
+
+    ``columns`` is the column order of the compiled model. Returns the positions of the
+    binaries :math:`a_{k-1,i}` and the neurons :math:`i` they belong to.
+
+    Why: the question "can :math:`s\, z_{kj} > 0`?" maximises
+    :math:`s\, z_{kj} = s \sum_i W_{k,ji} h_{k-1,i} + s\, b_{kj}`, and nothing else in the
+    model reads :math:`h_{k-1}` (the other targets are free). For a neuron with
+    :math:`s\, W_{k,ji} \le 0` the maximum wants :math:`h_{k-1,i}` as *small* as allowed, and
+    the relaxation of its binary to :math:`a \in [0, 1]` only allows
+    :math:`h \ge \max(0, z)`, whose smallest value is the true ReLU. So making those binaries
+    continuous leaves the optimum, and hence every proof, unchanged, while the branch and
+    bound has about half as many binaries to branch on (mnist-net_256x2, layer 2: 70 to
+    about 17, and questions that timed out at 10 s proven in 2 s).
+    """
+    blk = model.net.component(f"layer{k - 1}") if k > 0 else None
+    a = None if blk is None else blk.component("a")
+    if a is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    where = {id(v): c for c, v in enumerate(columns)}
+    pairs = np.array([(where[id(a[i])], int(i)) for i in a if id(a[i]) in where], dtype=np.int64)
+    pairs = pairs.reshape(-1, 2)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+
 def set_point(model: pyo.ConcreteModel, net: Network, x: np.ndarray) -> None:
     """Give every variable of a :func:`build_prefix_model` model its value at input ``x``.
 

@@ -17,6 +17,7 @@ from ..bounds.interval import Bounds
 from ..domain import Box
 from ..milp.encoding import (
     build_prefix_model,
+    feeding_binaries,
     negligible_contribution,
     tolerance_amplification,
 )
@@ -73,6 +74,7 @@ class LayerRun:
         self._milp_neurons: set[int] = set()
         self._trusted = True
         self._doubt = np.zeros(n)
+        self._feeding = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     # ------------------------------------------------------------------ helpers
     def _time(self, phase: str, t0: float) -> None:
@@ -221,7 +223,12 @@ class LayerRun:
         margin = tol.solver_abs + tol.solver_rel * float(self.magnitude[t.neuron])
         margin += float(self._doubt[t.neuron])
         mode = "optimal" if self.opts.method == "naive" else "early"
-        return Question(t.neuron, t.sign, margin, mode, self.opts.time_limit)
+        continuous = None
+        if self.opts.method == "fast":  # the baselines keep their textbook formulation
+            cols, neurons = self._feeding
+            weights = self.net.layers[self.k].weight[t.neuron, neurons]
+            continuous = cols[t.sign * weights <= 0.0]
+        return Question(t.neuron, t.sign, margin, mode, self.opts.time_limit, continuous=continuous)
 
     def _consume(self, t: Task, answer: Answer) -> None:
         j = t.neuron
@@ -263,7 +270,8 @@ class LayerRun:
             from ..milp.solvers import pyomo_solver
 
             solve = pyomo_solver(model, zk, self.opts.solver)
-        milp, _ = compile_model(model, model.x, zk)
+        milp, columns = compile_model(model, model.x, zk)
+        self._feeding = feeding_binaries(model, self.k, columns)
         self._trusted = rounding_doubt(milp, self.magnitude) <= 1.0
         if not self._trusted:
             # float64 rounding reaches the solver's own tolerance: no answer is a proof here

@@ -8,7 +8,7 @@ own relaxed activations, so even ``f`` against a permuted copy of itself gives b
 
 For a ReLU neuron :math:`q` of ``g`` and :math:`p` of ``f`` whose pre-activations agree on every
 sampled input (a candidate pair, :func:`match_neurons`), :mod:`exactcomp.verify.differential`
-proves bounds valid on the whole box,
+proves bounds valid on the whole box (exactly, see that module),
 
 .. math::
 
@@ -17,7 +17,9 @@ proves bounds valid on the whole box,
 
 (ReLU is monotone and 1-Lipschitz). Both hold for every input of the box, so adding them to the
 model (:func:`add_links`) keeps it an exact encoding of the pair: it only removes relaxed
-points, and the MILP remains a proof.
+points, and the MILP remains a proof. Before any proof uses them, :func:`inconsistency` checks
+the links, bounds and verdicts on the sampled inputs (a bug upstream gives UNKNOWN, not a wrong
+EQUIVALENT).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import pyomo.environ as pyo
 
 from ..bounds import Bounds
 from ..network import Network
+from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import Verdict
 
-MATCH_REL = 1e-7  # sampled pre-activations must agree to this relative accuracy to be paired
+MATCH_REL = 1e-4  # sampled pre-activations must agree to this relative accuracy to be paired
+# (loose enough for a network re-rounded to float32; a wrong pair only gives a wide link)
 
 
 def post_activation(block, k: int, j: int, bounds: list[Bounds], verdicts) -> object:
@@ -71,7 +75,7 @@ def match_neurons(f: Network, g: Network, points: np.ndarray) -> list[tuple[int,
 
 
 def add_links(model, links: dict, enc_f, enc_g) -> int:
-    """Add the proven links (:func:`exactcomp.verify.differential.propagate_links`) to the
+    """Add the proven links (:func:`exactcomp.verify.differential.bound_differences`) to the
     joint model as valid inequalities on ``z`` and ``h``; returns how many were added.
 
     ``enc_f``/``enc_g`` are the ``(bounds, verdicts)`` each network was encoded with (under
@@ -93,3 +97,43 @@ def add_links(model, links: dict, enc_f, enc_g) -> int:
             model.links.add(hg - hf >= hlo)
         n += 1
     return n
+
+
+def inconsistency(f, g, links: dict, points: np.ndarray, tol: Tolerances = DEFAULT) -> str | None:
+    """A description of the first fact contradicted at a concrete input, or ``None``.
+
+    Every bound, verdict and link used in a proof must hold at every input of the box; checking
+    them on the sampled inputs costs a few forward passes and turns a bug upstream (an unsound
+    bound, a wrong verdict) into an UNKNOWN instead of a wrong EQUIVALENT. ``f``/``g`` are the
+    :class:`~exactcomp.verify.differential.Side` objects (network, bounds, verdicts) and
+    ``links`` come from :func:`~exactcomp.verify.differential.bound_differences`. Links are
+    exact (of the order of round-off) while a float64 forward pass is not, so a link is
+    contradicted only by more than ``check_scale`` times the size of the terms summed.
+    """
+    zs, scales = {}, {}
+    for name, side in (("f", f), ("g", g)):
+        zs[name] = side.net.preactivations(points)
+        scales[name] = _term_scales(side.net, points)
+        for k, (z, (lo, hi)) in enumerate(zip(zs[name], side.bounds, strict=True)):
+            if np.any(z < lo) or np.any(z > hi):
+                return f"a bound of layer {k} of {name} does not enclose a sampled value"
+            v = side.verdicts[k]
+            if v is not None and (
+                np.any(z[:, v == Verdict.INACTIVE] > 0) or np.any(z[:, v == Verdict.ACTIVE] < 0)
+            ):
+                return f"a stability verdict of layer {k} of {name} is contradicted by a sample"
+    for (gk, q), (fk, p, zlo, zhi, _, _) in links.items():
+        d = zs["g"][gk][:, q] - zs["f"][fk][:, p]
+        slack = tol.check_scale * (scales["g"][gk][:, q] + scales["f"][fk][:, p])
+        if np.any(d < zlo - slack) or np.any(d > zhi + slack):
+            return f"the link of neuron {q} of layer {gk} of g is contradicted by a sample"
+    return None
+
+
+def _term_scales(net: Network, x: np.ndarray) -> list[np.ndarray]:
+    """Per layer, the size of the terms a float64 pass at ``x`` sums (``Network.term_scale``)."""
+    s, out = np.abs(x), []
+    for layer in net.layers:
+        s = s @ np.abs(layer.weight).T + np.abs(layer.bias)
+        out.append(s)
+    return out

@@ -140,6 +140,11 @@ def test_early_stop_decisions_on_known_neurons():
     assert net.preactivations(down.points[:1])[1][0, 0] < -0.4
     opt = solve_question(milp, Question(0, 1, 1e-6, "optimal", 10.0))
     assert opt.proven  # dual bound -(-0.5) = 0.5 >= margin
+    # the cut-off as a constraint row decides the same way
+    assert solve_question(milp, Question(0, 1, 1e-6, "row", 10.0)).proven
+    row_down = solve_question(milp, Question(0, -1, 1e-6, "row", 10.0))
+    assert not row_down.proven
+    assert net.preactivations(row_down.points[:1])[1][0, 0] < 0.0
 
 
 def test_a_tie_at_zero_is_never_proven():
@@ -148,7 +153,7 @@ def test_a_tie_at_zero_is_never_proven():
     box = Box.uniform(0.0, 1.0, 1)
     model, zk = build_prefix_model(net, box, 0, interval_bounds(net, box))
     milp, _ = compile_model(model, model.x, zk)
-    for mode in ("early", "optimal"):
+    for mode in ("early", "row", "optimal"):
         assert not solve_question(milp, Question(0, 1, 1e-6, mode, 10.0)).proven
 
 

@@ -30,10 +30,15 @@ sign-flipped for maximisation):
     only once the caller re-evaluates its input in float64 and sees :math:`s z_j > 0`
     with margin;
   - *optimal*: nothing is read from it. HiGHS may finish (e.g. at the root) ignoring the
-    cut-off and report a solution beyond it, so the question is re-solved without cut-off
-    and target, by the rule of ``mode="optimal"`` below, in the time left.
+    cut-off and report a solution beyond it, so the question is re-solved in the time left
+    by ``mode="row"`` below.
 
   After a cut-off run ``mip_dual_bound`` is not a global bound, so it is never read here.
+* ``mode="row"``: no cut-off option; the cut-off is a constraint instead, one extra row
+  :math:`s\, z_j \ge -m` added to this question's copy of the model, with the same
+  objective and target. Status *infeasible* is then the same proof as above, without any
+  reliance on how the solver treats its cut-off option. (Re-solving to optimality instead
+  took 4 times as long on the question where this happens most, digits ``l1=1e-4``.)
 * ``mode="optimal"`` (the ``naive`` baseline): no cut-off or target; proven iff the status
   is *optimal* and the dual bound ``mip_dual_bound`` :math:`\ge m`.
 
@@ -191,7 +196,7 @@ class Question:
     neuron: int
     sign: int
     margin: float
-    mode: str = "early"  # "early" (cut-off + target) or "optimal" (naive baseline)
+    mode: str = "early"  # "early" (cut-off + target), "row" (cut-off as a row), "optimal"
     time_limit: float = 10.0
     start: np.ndarray | None = field(default=None, compare=False)  # full column vector
     continuous: np.ndarray | None = field(default=None, compare=False)
@@ -258,6 +263,11 @@ def _highs_for(milp: CompiledMilp, q: Question) -> highspy.Highs:
     if q.mode == "early":
         h.setOptionValue("objective_bound", float(q.margin))
         h.setOptionValue("objective_target", -float(q.margin))
+    elif q.mode == "row":
+        col = np.array([milp.target_cols[q.neuron]], dtype=np.int32)
+        lo, hi = (-float(q.margin), _INF) if q.sign > 0 else (-_INF, float(q.margin))
+        h.addRow(lo, hi, 1, col, np.array([1.0]))
+        h.setOptionValue("objective_target", -float(q.margin))
     elif q.mode != "optimal":
         raise ValueError(f"unknown question mode {q.mode!r}")
     return h
@@ -269,15 +279,15 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
     A fresh instance per question keeps answers independent of what was solved before, so
     results do not depend on how questions are spread over processes. An early-mode run that
     ends *optimal* (HiGHS may finish at the root, ignoring the cut-off, and report a
-    solution beyond it) decides nothing by itself: the question is then re-solved to
-    optimality in the time left, and the dual-bound rule of ``mode="optimal"`` applies.
+    solution beyond it) decides nothing by itself: the question is then re-solved with the
+    cut-off as a row (``mode="row"``) in the time left.
     """
     t0 = time.perf_counter()
     status, proven, points = _run(milp, q)
     if q.mode == "early" and status == "Optimal" and not proven:
         left = q.time_limit - (time.perf_counter() - t0)
         if left > 0:
-            again = Question(q.neuron, q.sign, q.margin, "optimal", left, q.start, q.continuous)
+            again = Question(q.neuron, q.sign, q.margin, "row", left, q.start, q.continuous)
             status2, proven, more = _run(milp, again)
             status = f"{status}; then {status2}"
             points = np.concatenate([points, more])
@@ -310,7 +320,7 @@ def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray]:
     finally:
         h.cbMipImprovingSolution.clear()
     M = highspy.HighsModelStatus
-    if q.mode == "early":
+    if q.mode in ("early", "row"):
         proven = status == M.kInfeasible
     else:
         proven = status == M.kOptimal and np.isfinite(dual) and dual >= q.margin

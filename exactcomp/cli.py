@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="allowed max |f - g| for --verify (default: 1e-6)",
     )
     c.add_argument(
+        "--dtype",
+        choices=("input", "float64"),
+        default="input",
+        help="precision of the written weights: input (the checkpoint's; folded weights are "
+        "rounded to it and --verify proves the rounded network) or float64 (exactly the "
+        "network that was analysed; an ONNX file then has double inputs and outputs)",
+    )
+    c.add_argument(
         "--partial",
         action="store_true",
         help="on Ctrl-C, still write a (smaller, exact) network using the verdicts proven so far",
@@ -232,12 +240,15 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             console.print(
                 "[yellow]interrupted: using the verdicts proven so far (--partial)[/yellow]"
             )
+        # what the file will hold, and so what --verify must prove
+        written = api.stored(result.network, None if args.dtype == "input" else "float64")
+        result.report["dtype_written"] = written.dtype
         verdict = None
         if args.verify:
             recheck = api.recheck_certificates(net, result.stability, boxes, progress=progress)
             verdict = api.verify_equivalence(
                 net,
-                result.network,
+                written,
                 boxes,
                 tol=args.verify_tol,
                 progress=progress,
@@ -251,12 +262,20 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             result.report["verification"] = verdict.to_json()
     console.print(compression_table(result.report))
     if verdict is not None and (verdict.status.name != "EQUIVALENT" or not recheck.ok):
+        rounded = args.dtype == "input" and written.dtype != "float64"
+        hint = (
+            f" (the folded weights were rounded to {written.dtype} for writing; --dtype float64"
+            " writes exactly the network that was analysed)"
+            if rounded
+            else ""
+        )
         console.print(
-            f"[red]verification failed: {verdict.summary()}; {recheck.summary()}; nothing written[/red]"
+            f"[red]verification failed: {verdict.summary()}; {recheck.summary()}; "
+            f"nothing written{hint}[/red]"
         )
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
     report_text = to_json_text(result.report)  # rendered before anything is written
-    api.save(result.network, args.output, inputs=inputs)
+    api.save(written, args.output, inputs=inputs)
     if args.report:
         write_json(args.report, report_text)
     console.print(

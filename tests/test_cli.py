@@ -169,3 +169,35 @@ def test_in_memory_module_through_the_api() -> None:
         expected,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("dtype", ["input", "float64"])
+def test_verify_proves_the_file_that_is_written(
+    model_path, tmp_path, dtype, capsys, monkeypatch
+) -> None:
+    """--verify is about the written file: float32 storage of folded weights is what gets
+    proven by default; --dtype float64 writes (and proves) exactly the analysed network."""
+    import exactcomp.api as ec_api
+
+    proven: list = []
+    real = ec_api.verify_equivalence
+
+    def spy(f, g, *a, **kw):
+        proven.append(g)
+        return real(f, g, *a, **kw)
+
+    monkeypatch.setattr(ec_api, "verify_equivalence", spy)
+    out, rep = tmp_path / "small.pt", tmp_path / "report.json"
+    args = ["compress", str(model_path), "--box", "0,1", "-o", str(out), "--report", str(rep)]
+    code = cli.main([*args, "--quiet", "--verify", "--verify-tol", "1e-5", "--dtype", dtype])
+    assert code == 0, capsys.readouterr().out
+    doc = json.loads(rep.read_text())
+    written = load(out)
+    expected = "float32" if dtype == "input" else "float64"
+    assert doc["dtype_written"] == expected == written.dtype
+    assert doc["verification"]["status"] == "EQUIVALENT"
+    # the file holds exactly the weights of the network that was verified
+    assert len(proven) == 1
+    for a, b in zip(written.layers, proven[0].layers, strict=True):
+        np.testing.assert_array_equal(a.weight, b.weight)
+        np.testing.assert_array_equal(a.bias, b.bias)

@@ -114,3 +114,23 @@ def test_real_sigint_leaves_no_file(tmp_path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_ctrl_c_inside_a_solver_callback_is_not_swallowed(monkeypatch) -> None:
+    """HiGHS turns an exception raised in a Python callback into a plain "Solve error"; a
+    Ctrl-C landing in our incumbent callback must still stop the analysis."""
+    from exactcomp.bounds import interval_bounds
+    from exactcomp.milp import build_prefix_model
+    from exactcomp.milp import highs
+
+    net = load(DIGITS)
+    box = Box.uniform(0, 1, net.input_size)
+    model, zk = build_prefix_model(net, box, 1, interval_bounds(net, box))
+    milp, _ = highs.compile_model(model, model.x, zk)
+
+    def interrupted(event, x_cols):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(highs, "_incumbent_input", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        highs.solve_question(milp, highs.Question(0, 1, 1e-6, "optimal", 30.0))

@@ -295,15 +295,28 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
     return Answer(q, bool(proven), status, points, time.perf_counter() - t0)
 
 
+def _incumbent_input(event, x_cols: np.ndarray) -> np.ndarray:
+    """The input part of the solution an improving-solution callback reports."""
+    return np.array(event.data_out.mip_solution, dtype=np.float64)[x_cols]
+
+
 def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray]:
     """One HiGHS run: (status text, proven by the rule of ``q.mode``, solution inputs)."""
     h = _highs_for(milp, q)
     found: list[np.ndarray] = []
     xc = milp.x_cols
 
+    caught: list[BaseException] = []
+
     def _on_incumbent(event) -> None:
-        if len(found) < _MAX_INCUMBENTS:
-            found.append(np.array(event.data_out.mip_solution, dtype=np.float64)[xc])
+        try:
+            if len(found) < _MAX_INCUMBENTS:
+                found.append(_incumbent_input(event, xc))
+        except BaseException as exc:
+            # A Ctrl-C that lands in this callback would be swallowed by HiGHS (the run just
+            # ends with "Solve error" and the analysis goes on): keep it, re-raise after run.
+            caught.append(exc)
+            raise
 
     h.cbMipImprovingSolution.subscribe(_on_incumbent)
     if q.start is not None:
@@ -317,9 +330,13 @@ def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray]:
         dual = float(info.mip_dual_bound)
         text = h.modelStatusToString(status)
     except Exception as exc:  # any solver error proves nothing
+        if caught:
+            raise caught[0] from None
         return f"error: {exc}", False, np.empty((0, xc.size))
     finally:
         h.cbMipImprovingSolution.clear()
+    if caught:
+        raise caught[0]
     M = highspy.HighsModelStatus
     if q.mode in ("early", "row"):
         proven = status == M.kInfeasible

@@ -120,8 +120,7 @@ def test_ctrl_c_inside_a_solver_callback_is_not_swallowed(monkeypatch) -> None:
     """HiGHS turns an exception raised in a Python callback into a plain "Solve error"; a
     Ctrl-C landing in our incumbent callback must still stop the analysis."""
     from exactcomp.bounds import interval_bounds
-    from exactcomp.milp import build_prefix_model
-    from exactcomp.milp import highs
+    from exactcomp.milp import build_prefix_model, highs
 
     net = load(DIGITS)
     box = Box.uniform(0, 1, net.input_size)

@@ -33,7 +33,9 @@ def main() -> None:
         name = f"digits_64-100-100-10_l1-{l1}_s0"
         net = load(ROOT / "models" / f"{name}.pt")
         t0 = time.perf_counter()
-        rep = stable_neurons(net, Box.uniform(0.0, 1.0, 64), method=args.method, time_limit=args.time_limit, jobs=1)
+        rep = stable_neurons(
+            net, Box.uniform(0.0, 1.0, 64), method=args.method, time_limit=args.time_limit, jobs=1
+        )
         seconds = time.perf_counter() - t0
         doc = {
             "model": f"models/{name}.pt",
@@ -46,7 +48,9 @@ def main() -> None:
         }
         out = HERE / f"{name}.{args.method}.json"
         out.write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"{out.name}: {seconds:.1f} s, {doc['milps']} MILPs, undecided {rep.count(Verdict.UNDECIDED)}")
+        print(
+            f"{out.name}: {seconds:.1f} s, {doc['milps']} MILPs, undecided {rep.count(Verdict.UNDECIDED)}"
+        )
 
 
 if __name__ == "__main__":

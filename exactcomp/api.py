@@ -398,6 +398,7 @@ def verify_equivalence(
     progress: Progress = SILENT,
     seed: int = 0,
     certificates: StabilityReport | None = None,
+    rechecked: RecheckResult | None = None,
 ) -> EquivalenceResult:
     """Prove ``f == g`` on the domain (``linf``: max |f - g| <= tol; ``top1``: same argmax), or
     return a counterexample re-checked in float64, or UNKNOWN with the bounds reached.
@@ -406,6 +407,8 @@ def verify_equivalence(
     ``CompressionResult.stability``). Its claims are first re-proven independently
     (:func:`recheck_certificates`); only if every one holds are they used, which lets a deep
     network and its compressed version be proven equal without re-deciding hard neurons.
+    ``rechecked``: the result of :func:`recheck_certificates` on exactly these certificates,
+    ``f`` and domain, if the caller already has it (it is then not run again).
     ``time_limit`` covers the re-check and the proof together (the proof always keeps at least
     a tenth of it, so a call ends within about 1.1 times the limit)."""
     if not time_limit > 0:
@@ -424,7 +427,7 @@ def verify_equivalence(
         kwargs["tol"] = tol
     if certificates is not None:
         t0 = time.perf_counter()
-        recheck = _recheck_certificates(
+        recheck = rechecked or _recheck_certificates(
             fn,
             certificates,
             boxes if len(boxes) > 1 else boxes[0],

@@ -253,6 +253,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
                 tol=args.verify_tol,
                 progress=progress,
                 certificates=result.stability,
+                rechecked=recheck,
             )
             result.report["certificates"] = {
                 "checked": recheck.checked,

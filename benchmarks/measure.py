@@ -68,15 +68,6 @@ def layer_counts(report: StabilityReport, json_report: dict[str, Any] | None) ->
     return tuple(out)
 
 
-def stable_sets(report: StabilityReport) -> tuple[frozenset, frozenset]:
-    """The (active, inactive) neuron sets as ``(layer, index)`` pairs, for comparing methods."""
-    act, ina = set(), set()
-    for ls in report.layers:
-        act.update((ls.layer, int(j)) for j in ls.indices(Verdict.ACTIVE))
-        ina.update((ls.layer, int(j)) for j in ls.indices(Verdict.INACTIVE))
-    return frozenset(act), frozenset(ina)
-
-
 @dataclass(frozen=True)
 class Verification:
     """The combined verdict of ``verify_equivalence`` over one or more boxes."""

@@ -15,9 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from exactcomp.verdicts import Verdict
+
 from .console import RichProgress
 from .isolate import MethodSpec, run_isolated
-from .measure import milp_count, proof_counts, stable_sets, verdict_counts
+from .measure import milp_count, proof_counts, verdict_counts
 from .rows import MethodRow
 
 METHODS = ("naive", "leo", "fast")
@@ -124,8 +128,7 @@ def _compare(results: dict[str, tuple[MethodRow, Any]]) -> list[MethodRow]:
             speed[ref] = ref_row.seconds / row.seconds if row.seconds > 0 else math.nan
             if ref_row is row:
                 continue
-            diff = _differing(stable_sets(rep), stable_sets(ref_rep))
-            same.append(f"{ref}:{'yes' if diff == 0 else f'NO ({diff} neurons differ)'}")
+            same.append(f"{ref}:{_agreement(rep, ref_rep)}")
         out.append(
             replace(
                 row,
@@ -137,9 +140,21 @@ def _compare(results: dict[str, tuple[MethodRow, Any]]) -> list[MethodRow]:
     return out
 
 
-def _differing(a: tuple[frozenset, frozenset], b: tuple[frozenset, frozenset]) -> int:
-    """Neurons whose stable/not-stable classification (and sign) differs between two runs."""
-    return len((a[0] ^ b[0]) | (a[1] ^ b[1]))
+def _agreement(rep: Any, ref: Any) -> str:
+    """How two runs' verdicts compare: ``yes`` (identical), ``yes where both decided (n
+    undecided in one)`` (a time-out is not a disagreement), or ``CONTRADICTION (n)``: neurons
+    both runs decided differently, which is a soundness bug since every verdict is proven."""
+    contradictions = one_sided = 0
+    for a, b in zip(rep.layers, ref.layers, strict=True):
+        va, vb = np.asarray(a.verdict), np.asarray(b.verdict)
+        decided = (va != Verdict.UNDECIDED) & (vb != Verdict.UNDECIDED)
+        contradictions += int(np.sum(decided & (va != vb)))
+        one_sided += int(np.sum((va == Verdict.UNDECIDED) != (vb == Verdict.UNDECIDED)))
+    if contradictions:
+        return f"CONTRADICTION ({contradictions} neurons)"
+    if one_sided:
+        return f"yes where both decided ({one_sided} undecided in one)"
+    return "yes"
 
 
 STABILITY_COLUMNS = (

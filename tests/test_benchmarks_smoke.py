@@ -134,8 +134,20 @@ def test_compare_fills_speedups_and_stable_set_agreement():
     rows = {r.method: r for r in _compare(results)}
     assert rows["fast"].speedup_vs_naive == pytest.approx(20.0)
     assert rows["fast"].speedup_vs_leo == pytest.approx(8.0)
-    assert rows["fast"].same_as == "naive:yes leo:NO (1 neurons differ)"
+    assert rows["fast"].same_as == "naive:yes leo:CONTRADICTION (1 neurons)"
     assert rows["naive"].speedup_vs_naive == pytest.approx(1.0)
+
+
+def test_compare_tells_a_time_out_from_a_contradiction():
+    """A neuron one method left undecided (time-out) is not a disagreement."""
+    decided = [Verdict.ACTIVE, Verdict.INACTIVE, Verdict.UNSTABLE]
+    timed_out = [Verdict.ACTIVE, Verdict.UNDECIDED, Verdict.UNSTABLE]
+    results = {
+        "naive": (_method_row("naive", 3, 1, 10.0), _report(timed_out)),
+        "fast": (_method_row("fast", 3, 1, 0.5), _report(decided)),
+    }
+    rows = {r.method: r for r in _compare(results)}
+    assert rows["fast"].same_as == "naive:yes where both decided (1 undecided in one)"
 
 
 def test_compare_leaves_unfinished_methods_without_figures():

@@ -34,10 +34,12 @@ sign-flipped for maximisation):
     by ``mode="row"`` below.
 
   After a cut-off run ``mip_dual_bound`` is not a global bound, so it is never read here.
-* ``mode="row"``: no cut-off option; the cut-off is a constraint instead, one extra row
-  :math:`s\, z_j \ge -m` added to this question's copy of the model, with the same
-  objective and target. Status *infeasible* is then the same proof as above, without any
-  reliance on how the solver treats its cut-off option. (Re-solving to optimality instead
+* ``mode="row"`` (the ``fast`` engine's questions, and the re-solve above): no cut-off
+  option; the cut-off is a constraint instead, one extra row :math:`s\, z_j \ge -m` added
+  to this question's copy of the model, with the same objective and target. Status
+  *infeasible* is then the same proof as above, without any reliance on how the solver
+  treats its cut-off option; *optimal* means a point with :math:`s z_j \ge -m` exists
+  (nothing proven). (Re-solving to optimality instead
   took twice as long, 24 s against 11 s, on the question where this happens most, digits
   ``l1=1e-4``.)
 * ``mode="optimal"`` (the ``naive`` baseline): no cut-off or target; proven iff the status

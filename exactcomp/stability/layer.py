@@ -222,7 +222,10 @@ class LayerRun:
         tol = self.opts.tol
         margin = tol.solver_abs + tol.solver_rel * float(self.magnitude[t.neuron])
         margin += float(self._doubt[t.neuron])
-        mode = "optimal" if self.opts.method == "naive" else "early"
+        # fast poses the cut-off as a constraint row ("row"): on the questions measured it
+        # decided as many, sooner (mnist 256x2 layer 2, 16 questions: 38.7 s against 42.1 s;
+        # the hard digits l1=1e-4 neuron: 6.6 s against 11.4 s). leo keeps the cut-off option.
+        mode = {"naive": "optimal", "leo": "early"}.get(self.opts.method, "row")
         continuous = None
         if self.opts.method == "fast":  # the baselines keep their textbook formulation
             cols, neurons = self._feeding

@@ -86,8 +86,12 @@ def verify_boxes(
     *,
     time_limit: float,
     tol: float | None = None,
+    certificates: StabilityReport | None = None,
 ) -> Verification:
     """Verify ``max |f - g|_inf <= tol`` over the union of ``boxes``.
+
+    ``certificates``: the stability report the compression used; as in ``compress --verify``
+    its claims are re-proven first and only then used (see ``api.verify_equivalence``).
 
     ``tol=None`` uses the library's default (the verifier knows which tolerances its solver
     margins can prove); the tolerance actually used is recorded. The API checks box by box
@@ -98,7 +102,13 @@ def verify_boxes(
 
     start = time.perf_counter()
     res = verify_equivalence(
-        original, compressed, list(boxes), mode="linf", tol=tol, time_limit=time_limit
+        original,
+        compressed,
+        list(boxes),
+        mode="linf",
+        tol=tol,
+        time_limit=time_limit,
+        certificates=certificates,
     )
     seconds = time.perf_counter() - start
     ub = getattr(res, "upper_bound", None)

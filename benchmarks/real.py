@@ -70,7 +70,12 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
     )
     bars.task("verifying equivalence", 1)
     ver = verify_boxes(
-        original, result.network, boxes, time_limit=opts.verify_time_limit, tol=opts.verify_tol
+        original,
+        result.network,
+        boxes,
+        time_limit=opts.verify_time_limit,
+        tol=opts.verify_tol,
+        certificates=result.stability,
     )
     bars.advance()
     before, after = original.num_neurons, result.network.num_neurons

@@ -92,7 +92,12 @@ def _one_row(
     acc_f32 = _torch_accuracy(result.to_module(), x_test, y_test)
     bars.task("verifying equivalence", 1)
     ver = verify_boxes(
-        original, small, (box,), time_limit=opts.verify_time_limit, tol=opts.verify_tol
+        original,
+        small,
+        (box,),
+        time_limit=opts.verify_time_limit,
+        tol=opts.verify_tol,
+        certificates=result.stability,
     )
     bars.advance()
     before, after = original.num_neurons, small.num_neurons

@@ -286,7 +286,7 @@ def test_forbidden_global_is_never_called(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- no torch
 def test_stability_run_never_imports_torch() -> None:
     """CLI imports, loading a shipped .pt and a stability analysis leave torch unloaded."""
-    model = ROOT / "models" / "digits_64-25-25-10_l1-1e-03_s0.pt"
+    model = ROOT / "models" / "digits_64-100-100-10_l1-0e+00_s0.pt"  # shipped (tracked)
     code = f"""
 import sys
 import exactcomp.cli

@@ -107,6 +107,9 @@ def test_real_sigint_leaves_no_file(tmp_path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # a test run started in the background of a non-interactive shell inherits SIGINT
+        # ignored, and Python then keeps it ignored: restore the default for the child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(6.0)
     assert proc.poll() is None, "the naive run should still be working"
@@ -118,7 +121,8 @@ def test_real_sigint_leaves_no_file(tmp_path) -> None:
 
 def test_ctrl_c_inside_a_solver_callback_is_not_swallowed(monkeypatch) -> None:
     """HiGHS turns an exception raised in a Python callback into a plain "Solve error"; a
-    Ctrl-C landing in our incumbent callback must still stop the analysis."""
+    Ctrl-C arriving while HiGHS runs (here: inside our incumbent callback) must still stop the
+    analysis, as a KeyboardInterrupt once the run returns."""
     from exactcomp.bounds import interval_bounds
     from exactcomp.milp import build_prefix_model, highs
 
@@ -127,9 +131,13 @@ def test_ctrl_c_inside_a_solver_callback_is_not_swallowed(monkeypatch) -> None:
     model, zk = build_prefix_model(net, box, 1, interval_bounds(net, box))
     milp, _ = highs.compile_model(model, model.x, zk)
 
-    def interrupted(event, x_cols):
-        raise KeyboardInterrupt
+    real = highs._incumbent_input
+
+    def interrupted(event, x_cols):  # a real Ctrl-C while HiGHS calls back into Python
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(event, x_cols)
 
     monkeypatch.setattr(highs, "_incumbent_input", interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         highs.solve_question(milp, highs.Question(0, 1, 1e-6, "optimal", 30.0))

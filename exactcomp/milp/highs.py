@@ -50,7 +50,11 @@ Any other status (time limit, interrupt, numerical trouble, solver error) proves
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import highspy
@@ -297,6 +301,33 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
     return Answer(q, bool(proven), status, points, time.perf_counter() - t0)
 
 
+@contextlib.contextmanager
+def _ctrl_c_after_run() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives during a HiGHS run and deliver it after the run.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread is running Python code; during
+    a run that is our incumbent callback, and HiGHS swallows an exception raised there (the
+    run ends as "Solve error" and the analysis would go on, ignoring the Ctrl-C). So while the
+    solver runs, SIGINT only sets a flag; afterwards the previous handler gets the signal
+    (the default one raises ``KeyboardInterrupt``; an ignored SIGINT stays ignored). Only
+    possible in the main thread (elsewhere, e.g. a Dask worker thread, nothing changes).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending and previous is not signal.SIG_IGN:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        else:  # SIG_DFL or unknown: the same as Python's default
+            raise KeyboardInterrupt
+
+
 def _incumbent_input(event, x_cols: np.ndarray) -> np.ndarray:
     """The input part of the solution an improving-solution callback reports."""
     return np.array(event.data_out.mip_solution, dtype=np.float64)[x_cols]
@@ -308,23 +339,16 @@ def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray]:
     found: list[np.ndarray] = []
     xc = milp.x_cols
 
-    caught: list[BaseException] = []
-
     def _on_incumbent(event) -> None:
-        try:
-            if len(found) < _MAX_INCUMBENTS:
-                found.append(_incumbent_input(event, xc))
-        except BaseException as exc:
-            # A Ctrl-C that lands in this callback would be swallowed by HiGHS (the run just
-            # ends with "Solve error" and the analysis goes on): keep it, re-raise after run.
-            caught.append(exc)
-            raise
+        if len(found) < _MAX_INCUMBENTS:
+            found.append(_incumbent_input(event, xc))
 
     h.cbMipImprovingSolution.subscribe(_on_incumbent)
     if q.start is not None:
         h.setSolution(int(q.start.size), np.arange(q.start.size, dtype=np.int32), q.start)
     try:
-        h.run()
+        with _ctrl_c_after_run():
+            h.run()
         status = h.getModelStatus()
         info = h.getInfo()
         has_solution = info.primal_solution_status == highspy.kSolutionStatusFeasible
@@ -332,13 +356,9 @@ def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray]:
         dual = float(info.mip_dual_bound)
         text = h.modelStatusToString(status)
     except Exception as exc:  # any solver error proves nothing
-        if caught:
-            raise caught[0] from None
         return f"error: {exc}", False, np.empty((0, xc.size))
     finally:
         h.cbMipImprovingSolution.clear()
-    if caught:
-        raise caught[0]
     M = highspy.HighsModelStatus
     if q.mode in ("early", "row"):
         proven = status == M.kInfeasible

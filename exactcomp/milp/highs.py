@@ -320,7 +320,8 @@ def _ctrl_c_after_run() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # None: a handler not installed from Python (embedding); the default is the closest
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
     if pending and previous is not signal.SIG_IGN:
         if callable(previous):
             previous(signal.SIGINT, None)

@@ -32,12 +32,16 @@ from ..network import Network
 from ..progress import Progress
 from ..verdicts import LayerStability, Proof, Verdict
 from .milp_phase import Task, Workers, run_questions
+from .region_search import region_search
 from .witnesses import WitnessPool, gradient_points
 
 if TYPE_CHECKING:
     from .engine import Options
 
 _SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, per layer
+_REGION_LPS = 16
+"""LPs of the region search per open neuron. On mnist-net_256x2 (prop_1, layer 1) every
+witness it found took at most 14; questions it cannot settle are left to the MILP."""
 _OTHER_SOLVER_TOLERANCE = 1e-5
 """Feasibility/integrality tolerance assumed for Pyomo solvers other than HiGHS (Gurobi's
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
@@ -128,6 +132,11 @@ class LayerRun:
                 self._tighten(self._lp(targets), Proof.LP)
                 self._time("lp", t0)
                 self._advance("lp")
+            if self.open_neurons().size and self.k > 0:
+                t0 = time.perf_counter()
+                self._region_search()
+                self._time("region", t0)
+                self._advance("region search")
         self._milp_phase()
         self._advance("milp")
         return self._result()
@@ -163,6 +172,21 @@ class LayerRun:
                 self.net, self.box, self.k, neurons, signs, np.concatenate(starts), steps
             )
             self.pool.add(found)
+
+    def _region_search(self) -> None:
+        """LP local search over activation patterns for the sign each open neuron has not
+        shown (:mod:`exactcomp.stability.region_search`), from its best pooled point; what it
+        finds also shows other neurons' signs. Capped at :data:`_REGION_LPS` LPs a neuron."""
+        open_ = self.open_neurons()
+        pos, _ = self._seen()
+        signs = np.where(pos[open_], -1, 1)
+        starts = self.pool.best(self.k, open_, signs)
+        for j, s, x in zip(open_.tolist(), signs.tolist(), starts, strict=True):
+            if not self._moot(Task(j, s)):
+                found = region_search(
+                    self.net, self.box, self.k, self.bounds, self.verdicts, j, s, x, _REGION_LPS
+                )
+                self.pool.add(found)
 
     def _known(self) -> list[Bounds]:
         return [*self.bounds, (self.lower, self.upper)]

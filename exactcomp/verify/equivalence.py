@@ -17,6 +17,12 @@ The run has four phases, cheapest first; each can end it:
    incumbent that reproduces in float64 gives NOT_EQUIVALENT; anything else gives UNKNOWN with
    the bounds reached.
 
+**Time.** ``time_limit`` bounds the whole run. The stability analyses of phase 2 end by
+:data:`STABILITY_SHARE` of the time left (they stop at the first phase boundary past their
+deadline; the layers not finished keep only cheap bounds, their neurons their binaries), the
+differential bounds stop linking at the deadline, and the phases after it are skipped once no
+time is left. Running out of time gives UNKNOWN, never a proof.
+
 Definitions (``tol`` = :math:`\tau`):
 
 * ``linf``: EQUIVALENT iff :math:`\max_{x \in B} \|f(x) - g(x)\|_\infty \le \tau`.
@@ -54,6 +60,7 @@ from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport
 from . import coupling, differential, falsify
 from .formulation import (
+    StabilityBudget,
     build_joint_model,
     linf_objective,
     proven_encoding,
@@ -69,7 +76,9 @@ SAMPLES = 4096  # uniform points in the falsification phase
 GRADIENT_STARTS = 4  # starting points per objective for gradient ascent
 MATCH_POINTS = 512  # sampled inputs used to pair neurons of f and g
 FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + gradients
-DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long even when time is short
+DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long when time allows
+STABILITY_SHARE = 0.5  # the stability analyses of f and g end by this share of the time left
+MIN_MILP_SECONDS = 0.05  # the shortest per-MILP limit of the stability analyses
 
 
 def verify_equivalence(
@@ -253,26 +262,60 @@ class _Run:
         self.timed("gradient", t)
         return cex
 
+    def out_of_time(self, phase: str) -> EquivalenceResult:
+        """UNKNOWN: the time limit ran out before ``phase`` (nothing proven is lost: the
+        differential bounds found so far, if any, are the upper bound)."""
+        known = self.known
+        return self.finish(
+            EquivalenceStatus.UNKNOWN,
+            max(*known.values(), self.lower) if known else np.inf,
+            proven=sum(b <= self.tol for b in known.values()),
+            reason=f"time limit reached before the {phase}",
+        )
+
+    def stability_budgets(self, fl: Network, gl: Network) -> tuple[float, float, float]:
+        """Per-MILP seconds and the deadlines of the stability analyses of ``f`` and ``g``.
+
+        Together they end by :data:`STABILITY_SHARE` of the time left (``f`` first, with half
+        of it; ``g`` gets what ``f`` leaves), so that the differential bounds and the MILPs
+        keep the rest. An analysis stops at the first phase boundary past its deadline; the
+        phase in progress may overrun it, the MILP phase of one layer by up to about one
+        question per neuron, so the per-MILP limit is at most the reserve (the time left
+        after the analyses' share) over the widest layer.
+        """
+        left = self.left()
+        now = time.perf_counter()
+        window = STABILITY_SHARE * left
+        widest = max((*fl.hidden_widths, *gl.hidden_widths), default=1)
+        per_milp = max(MIN_MILP_SECONDS, min(2.0, 0.01 * left, (left - window) / widest))
+        return per_milp, now + 0.5 * window, now + window
+
     def prove(self) -> EquivalenceResult:
         t = time.perf_counter()
         self.progress.task("bounds and stable neurons", 2)
         fl, gl = with_linear_output(self.f), with_linear_output(self.g)
-        per_milp = max(0.1, min(2.0, 0.01 * self.left()))
+        per_milp, deadline_f, deadline_g = self.stability_budgets(fl, gl)
         if self.known_f is not None:
             enc_f = proven_encoding(fl, self.box, self.tolerances, None, known=self.known_f)
             self.progress.advance(1)
             enc_g = proven_encoding(gl, self.box, self.tolerances, None)
         else:
-            enc_f = proven_encoding(fl, self.box, self.tolerances, per_milp)
+            budget_f = StabilityBudget(per_milp, deadline_f)
+            enc_f = proven_encoding(fl, self.box, self.tolerances, budget_f)
             self.progress.advance(1)
-            enc_g = proven_encoding(gl, self.box, self.tolerances, per_milp)
+            budget_g = StabilityBudget(per_milp, deadline_g)
+            enc_g = proven_encoding(gl, self.box, self.tolerances, budget_g)
         self.progress.advance(1)
         self.timed("bounds", t)
+        if self.left() <= 0:
+            return self.out_of_time("differential bounds")
         t = time.perf_counter()
         self.progress.task("differential bounds", 1)
         fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
         pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS])
-        budget = max(0.5 * self.left(), DIFFERENTIAL_SECONDS)  # the rest is for the MILPs
+        # half the time left (the rest is for the MILPs), or more when time is short; never
+        # past the deadline (the links not proven by then are bounded by intervals)
+        budget = min(max(0.5 * self.left(), DIFFERENTIAL_SECONDS), self.left())
         diff = differential.bound_differences(
             fs, gs, pairs, self.box_bounds, deadline=time.perf_counter() + budget
         )
@@ -296,6 +339,8 @@ class _Run:
         cex = self.gradient()
         if cex is not None:
             return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
+        if self.left() <= 0:
+            return self.out_of_time("MILP")
         t = time.perf_counter()
         jm = build_joint_model(fl, gl, self.box, enc_f[0], enc_g[0], enc_f[1], enc_g[1])
         coupling.add_links(jm.model, links, enc_f, enc_g)

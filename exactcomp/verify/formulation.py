@@ -41,6 +41,7 @@ options are defined for minimisation).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,18 +64,71 @@ def best_bounds(net: Network, box: Box, tol: Tolerances = DEFAULT) -> list[Bound
     return linear_bounds(net, box, tol=tol)
 
 
+@dataclass(frozen=True)
+class StabilityBudget:
+    """The time :func:`proven_encoding` may spend on the stability analysis: ``per_milp``
+    seconds per MILP question and, optionally, a ``deadline`` (a ``time.perf_counter()``
+    value) after which no further layer is analysed."""
+
+    per_milp: float
+    deadline: float | None = None
+
+
+class _OutOfTime(KeyboardInterrupt):
+    """The stability analysis passed its deadline. A ``KeyboardInterrupt`` so that
+    ``stable_neurons(partial=True)`` treats it like Ctrl-C: it keeps the layers finished so
+    far and marks the layer in progress and every later one UNDECIDED (always sound)."""
+
+
+class _Deadline:
+    """A progress receiver that stops the stability analysis once ``deadline`` has passed.
+
+    The engine reports each layer's start (``task``) and the end of each of its phases
+    (``advance``), so the analysis stops at the first phase boundary past the deadline; what
+    can still overrun is the phase in progress (e.g. a layer's MILPs, each under its own time
+    limit). The advance after a layer's MILP phase (info ``"milp"``) is not a stopping point:
+    the layer is finished then, and stopping there would throw its verdicts away; the next
+    layer's ``task`` checks instead.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired = False
+
+    def check(self) -> None:
+        """Raise :class:`_OutOfTime` once the deadline has passed."""
+        if time.perf_counter() >= self.deadline:
+            self.fired = True
+            raise _OutOfTime
+
+    def task(self, description: str, total: int) -> None:
+        self.check()
+
+    def advance(self, steps: int = 1, info: str | None = None) -> None:
+        if info != "milp":
+            self.check()
+
+    def note(self, message: str) -> None:
+        pass
+
+
 def proven_encoding(
     net: Network,
     box: Box,
     tol: Tolerances,
-    time_limit: float | None,
+    time_limit: float | StabilityBudget | None,
     known: StabilityReport | None = None,
 ) -> tuple[list[Bounds], list]:
     """Bounds and verdicts to encode ``net`` with: the best cheap bounds, intersected with the
     bounds and verdicts the stability engine *proves* (skipped when ``time_limit`` is None).
 
-    Stable neurons then need no binary; every verdict used carries its own proof (interval,
-    linear, LP or MILP with margin), and UNDECIDED/UNSTABLE neurons keep their binary.
+    ``time_limit`` is the seconds per MILP of the analysis, or a :class:`StabilityBudget`
+    that also sets a deadline: the analysis then stops at the first phase boundary past it
+    (or is skipped when the deadline has already passed), and the layers it did not finish
+    keep the cheap bounds and no verdict. Stable neurons then need no binary; every verdict
+    used carries its own proof (interval, linear, LP or MILP with margin), and
+    UNDECIDED/UNSTABLE neurons keep their binary, so running out of time loses proofs, never
+    soundness.
     """
     bounds = best_bounds(net, box, tol)
     verdicts: list = [None] * len(net.layers)
@@ -91,14 +145,36 @@ def proven_encoding(
             verdicts[ls.layer] = v
     if time_limit is None or not net.relu_layers:
         return bounds, verdicts
-    from ..stability import stable_neurons
-
-    report = stable_neurons(net, box, time_limit=time_limit, jobs=1, tol=tol)
+    budget = time_limit if isinstance(time_limit, StabilityBudget) else StabilityBudget(time_limit)
+    report = _stability(net, box, tol, budget)
+    if report is None:
+        return bounds, verdicts
     for ls in report.layers:
         lo, hi = bounds[ls.layer]
         bounds[ls.layer] = (np.maximum(lo, ls.lower), np.minimum(hi, ls.upper))
         verdicts[ls.layer] = ls.verdict
     return bounds, verdicts
+
+
+def _stability(
+    net: Network, box: Box, tol: Tolerances, budget: StabilityBudget
+) -> StabilityReport | None:
+    """The stability report of ``net`` within ``budget`` (None: nothing was proven in time)."""
+    from ..stability import stable_neurons
+
+    if budget.deadline is None:
+        return stable_neurons(net, box, time_limit=budget.per_milp, jobs=1, tol=tol)
+    watch = _Deadline(budget.deadline)
+    try:
+        watch.check()
+        report = stable_neurons(
+            net, box, time_limit=budget.per_milp, jobs=1, tol=tol, progress=watch, partial=True
+        )
+    except _OutOfTime:  # before the analysis, or where the engine does not catch it
+        return None
+    if report.stats.get("interrupted") and not watch.fired:
+        raise KeyboardInterrupt  # the user's Ctrl-C (partial=True caught it), not the deadline
+    return report
 
 
 def with_linear_output(net: Network) -> Network:

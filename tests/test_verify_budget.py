@@ -1,0 +1,192 @@
+"""``verify_equivalence`` keeps to its time limit, and running out of time never proves anything.
+
+The slow phase is simulated by slowing down the stability engine's per-layer classification
+(``LayerRun.classify`` sleeps before doing its real work): without a deadline on the
+stability analyses a run then takes (layers of f and g) x the sleep, whatever the limit.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from exactcomp.domain import Box
+from exactcomp.network import Layer, Network
+from exactcomp.stability import layer as stability_layer
+from exactcomp.tolerances import DEFAULT
+from exactcomp.verdicts import Verdict
+from exactcomp.verify import EquivalenceStatus, verify_equivalence
+from exactcomp.verify.formulation import (
+    StabilityBudget,
+    _Deadline,
+    _OutOfTime,
+    best_bounds,
+    proven_encoding,
+    with_linear_output,
+)
+
+EQ = EquivalenceStatus.EQUIVALENT
+SLEEP = 0.5  # seconds each layer's classification is slowed down by
+
+
+def mlp(sizes: list[int], seed: int) -> Network:
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    bs = [rng.normal(size=b) * 0.3 for b in sizes[1:]]
+    return Network.from_arrays(ws, bs, dtype="float64")
+
+
+def permuted(net: Network, seed: int) -> Network:
+    """The same function with the hidden neurons of every layer permuted."""
+    rng = np.random.default_rng(seed)
+    layers, prev = [], None
+    for k, layer in enumerate(net.layers):
+        w, b = layer.weight, layer.bias
+        if prev is not None:
+            w = w[:, prev]
+        prev = None
+        if layer.relu and k < len(net.layers) - 1:
+            prev = rng.permutation(layer.out_features)
+            w, b = w[prev], b[prev]
+        layers.append(Layer(w, b, layer.relu))
+    return net.replace_layers(layers)
+
+
+def with_bump(net: Network, center: np.ndarray, radius: float, height: float) -> Network:
+    """``net`` (two hidden layers) plus ``height * relu(1 - |x - center|_1 / radius)``: it
+    differs from ``net`` only in a tiny ball, which sampling and gradients miss."""
+    n = net.input_size
+    l0, l1, l2 = net.layers
+    eye = np.eye(n)
+    w0 = np.vstack([l0.weight, eye, -eye])
+    b0 = np.concatenate([l0.bias, -center, center])
+    h0, h1 = l0.out_features, l1.out_features
+    w1 = np.zeros((h1 + 1, h0 + 2 * n))
+    w1[:h1, :h0] = l1.weight
+    w1[h1, h0:] = -1.0 / radius
+    b1 = np.append(l1.bias, 1.0)
+    w2 = np.hstack([l2.weight, np.full((l2.out_features, 1), height)])
+    return net.replace_layers((Layer(w0, b0, True), Layer(w1, b1, True), Layer(w2, l2.bias, False)))
+
+
+@pytest.fixture
+def slow_layers(monkeypatch):
+    """Every layer's classification takes ``SLEEP`` seconds more; returns the call log."""
+    real = stability_layer.LayerRun.classify
+    calls: list[int] = []
+
+    def slow(self):
+        calls.append(self.k)
+        time.sleep(SLEEP)
+        return real(self)
+
+    monkeypatch.setattr(stability_layer.LayerRun, "classify", slow)
+    return calls
+
+
+def test_a_slow_stability_analysis_ends_with_the_time_limit(slow_layers) -> None:
+    """Six ReLU layers in each network: without a deadline the stability analyses alone
+    take 12 x SLEEP = 6 s. With a 2 s limit the run ends within about 1.1 times it (plus
+    one slowed layer in progress), and a pair that differs is never EQUIVALENT."""
+    f = mlp([3, 8, 8, 8, 8, 8, 8, 2], seed=1)
+    f2 = mlp([3, 8, 8, 2], seed=1)
+    g = with_bump(f2, np.array([0.3, -0.2, 0.1]), 1e-7, 1.0)
+    t = time.perf_counter()
+    res = verify_equivalence(f, permuted(f, seed=2), Box.uniform(-1, 1, 3), time_limit=2.0)
+    took = time.perf_counter() - t
+    assert took < 1.1 * 2.0 + SLEEP + 1.0, (took, res.timings)
+    assert len(slow_layers) < 12  # the analyses stopped early
+    assert res.status is EQ or res.status is EquivalenceStatus.UNKNOWN, res.summary()
+    slow_layers.clear()
+    t = time.perf_counter()
+    res = verify_equivalence(f2, g, Box.uniform(-1, 1, 3), time_limit=1.0)
+    took = time.perf_counter() - t
+    assert took < 1.1 * 1.0 + SLEEP + 1.0, (took, res.timings)
+    assert res.status is not EQ, res.summary()
+
+
+def test_running_out_of_time_in_the_stability_analysis_gives_unknown(slow_layers) -> None:
+    """A permuted copy is proven equal in well under a second with time to spare; when the
+    (slowed) stability analysis of ``f`` alone uses up the whole limit, nothing after it
+    runs and the answer is UNKNOWN, not EQUIVALENT."""
+    f = mlp([3, 8, 8, 2], seed=3)
+    g = permuted(f, seed=4)
+    box = Box.uniform(-1, 1, 3)
+    t = time.perf_counter()
+    res = verify_equivalence(f, g, box, time_limit=0.2)
+    took = time.perf_counter() - t
+    assert res.status is EquivalenceStatus.UNKNOWN, res.summary()
+    assert "time limit" in res.reason
+    assert slow_layers == [0]  # f's first layer started, then the deadline stopped it
+    assert took < SLEEP + 1.0, (took, res.timings)
+    assert res.timings["total"] < SLEEP + 1.0
+    assert "differential" not in res.timings and "milp" not in res.timings
+
+
+def test_proven_encoding_keeps_the_layers_finished_before_the_deadline(slow_layers) -> None:
+    net = with_linear_output(mlp([3, 8, 8, 8, 2], seed=5))
+    box = Box.uniform(-1, 1, 3)
+    full_bounds, full = proven_encoding(net, box, DEFAULT, 1.0)
+    slow_layers.clear()
+    t = time.perf_counter()
+    # layer 0 starts its work at ~SLEEP, before the deadline; layer 1 only at ~2 SLEEP
+    bounds, verdicts = proven_encoding(
+        net, box, DEFAULT, StabilityBudget(1.0, t + 1.5 * SLEEP + 0.1)
+    )
+    assert time.perf_counter() - t < 3 * SLEEP + 1.0
+    assert slow_layers == [0, 1]
+    np.testing.assert_array_equal(verdicts[0], full[0])
+    cheap = best_bounds(net, box, DEFAULT)
+    for k in (1, 2):  # not analysed: UNDECIDED, with the cheap bounds only
+        assert np.all(verdicts[k] == Verdict.UNDECIDED)
+        np.testing.assert_array_equal(bounds[k][0], cheap[k][0])
+        np.testing.assert_array_equal(bounds[k][1], cheap[k][1])
+    # every bound used is still sound: no tighter than the full analysis' proven ones
+    # would require, and containing the values at sampled inputs
+    x = box.sample(2000, np.random.default_rng(0))
+    for k, z in enumerate(net.preactivations(x)):
+        assert np.all(z >= bounds[k][0] - 1e-9) and np.all(z <= bounds[k][1] + 1e-9)
+    assert full_bounds[0][0].shape == bounds[0][0].shape
+
+
+def test_a_deadline_already_past_skips_the_analysis(slow_layers) -> None:
+    net = with_linear_output(mlp([3, 8, 8, 2], seed=6))
+    box = Box.uniform(-1, 1, 3)
+    bounds, verdicts = proven_encoding(
+        net, box, DEFAULT, StabilityBudget(1.0, time.perf_counter() - 1.0)
+    )
+    assert slow_layers == []
+    assert verdicts == [None] * len(net.layers)
+    cheap = best_bounds(net, box, DEFAULT)
+    for b, c in zip(bounds, cheap, strict=True):
+        np.testing.assert_array_equal(b[0], c[0])
+        np.testing.assert_array_equal(b[1], c[1])
+
+
+def test_ctrl_c_during_a_budgeted_analysis_still_interrupts(monkeypatch) -> None:
+    """The deadline uses ``partial=True``; a real Ctrl-C must not be mistaken for it."""
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stability_layer.LayerRun, "classify", interrupted)
+    net = with_linear_output(mlp([3, 8, 8, 2], seed=7))
+    with pytest.raises(KeyboardInterrupt) as info:
+        proven_encoding(
+            net, Box.uniform(-1, 1, 3), DEFAULT, StabilityBudget(1.0, time.perf_counter() + 60)
+        )
+    assert not isinstance(info.value, _OutOfTime)
+
+
+def test_the_deadline_stops_at_phase_boundaries_but_not_at_a_layer_end() -> None:
+    watch = _Deadline(time.perf_counter() - 1.0)
+    watch.advance(3, "milp")  # a finished layer is kept
+    assert not watch.fired
+    with pytest.raises(_OutOfTime):
+        watch.advance(1, "lp")
+    with pytest.raises(_OutOfTime):
+        watch.task("layer 2", 8)
+    assert watch.fired
+    _Deadline(time.perf_counter() + 60).task("layer 0", 8)  # in time: nothing happens

@@ -112,6 +112,26 @@ def test_tiny_time_limit_never_gives_a_wrong_stable_verdict():
     _assert_sound(r, truth)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_a_deadline_leaves_neurons_undecided_never_wrong(method):
+    import time
+
+    case = random_case(11, max_neurons=12, nasty=False)
+    truth = exact_stability(case.network, case.box)
+    past = stable_neurons(case.network, case.box, method=method, deadline=time.perf_counter())
+    assert past.stats["out_of_time"] == 1
+    assert all((ls.verdict == D).all() for ls in past.layers)
+    # a deadline met changes nothing; one missed in the middle only loses verdicts
+    full = stable_neurons(case.network, case.box, method=method, jobs=1)
+    late = stable_neurons(
+        case.network, case.box, method=method, jobs=1, deadline=time.perf_counter() + 600
+    )
+    assert "out_of_time" not in late.stats
+    for a, b in zip(full.layers, late.layers, strict=True):
+        assert (a.verdict == b.verdict).all()
+    _assert_sound(past, truth)
+
+
 def _assert_sound(report, truth) -> None:
     for ls, t in zip(report.layers, truth, strict=True):
         for j, v in enumerate(ls.verdict):

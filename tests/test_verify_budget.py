@@ -20,8 +20,6 @@ from exactcomp.verdicts import Verdict
 from exactcomp.verify import EquivalenceStatus, verify_equivalence
 from exactcomp.verify.formulation import (
     StabilityBudget,
-    _Deadline,
-    _OutOfTime,
     best_bounds,
     proven_encoding,
     with_linear_output,
@@ -131,15 +129,18 @@ def test_proven_encoding_keeps_the_layers_finished_before_the_deadline(slow_laye
     full_bounds, full = proven_encoding(net, box, DEFAULT, 1.0)
     slow_layers.clear()
     t = time.perf_counter()
-    # layer 0 starts its work at ~SLEEP, before the deadline; layer 1 only at ~2 SLEEP
+    # layer 0 works from ~SLEEP, before the deadline; layer 1 starts before it but works
+    # from ~2 SLEEP, past it (no MILP then); layer 2 would start past it
     bounds, verdicts = proven_encoding(
         net, box, DEFAULT, StabilityBudget(1.0, t + 1.5 * SLEEP + 0.1)
     )
     assert time.perf_counter() - t < 3 * SLEEP + 1.0
     assert slow_layers == [0, 1]
     np.testing.assert_array_equal(verdicts[0], full[0])
+    claimed = np.isin(verdicts[1], (Verdict.INACTIVE, Verdict.ACTIVE))
+    np.testing.assert_array_equal(verdicts[1][claimed], full[1][claimed])  # only proven claims
     cheap = best_bounds(net, box, DEFAULT)
-    for k in (1, 2):  # not analysed: UNDECIDED, with the cheap bounds only
+    for k in (2,):  # not analysed: UNDECIDED, with the cheap bounds only
         assert np.all(verdicts[k] == Verdict.UNDECIDED)
         np.testing.assert_array_equal(bounds[k][0], cheap[k][0])
         np.testing.assert_array_equal(bounds[k][1], cheap[k][1])
@@ -166,27 +167,14 @@ def test_a_deadline_already_past_skips_the_analysis(slow_layers) -> None:
 
 
 def test_ctrl_c_during_a_budgeted_analysis_still_interrupts(monkeypatch) -> None:
-    """The deadline uses ``partial=True``; a real Ctrl-C must not be mistaken for it."""
+    """Running out of time is not an interrupt, and a real Ctrl-C is not swallowed."""
 
     def interrupted(self):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(stability_layer.LayerRun, "classify", interrupted)
     net = with_linear_output(mlp([3, 8, 8, 2], seed=7))
-    with pytest.raises(KeyboardInterrupt) as info:
+    with pytest.raises(KeyboardInterrupt):
         proven_encoding(
             net, Box.uniform(-1, 1, 3), DEFAULT, StabilityBudget(1.0, time.perf_counter() + 60)
         )
-    assert not isinstance(info.value, _OutOfTime)
-
-
-def test_the_deadline_stops_at_phase_boundaries_but_not_at_a_layer_end() -> None:
-    watch = _Deadline(time.perf_counter() - 1.0)
-    watch.advance(3, "milp")  # a finished layer is kept
-    assert not watch.fired
-    with pytest.raises(_OutOfTime):
-        watch.advance(1, "lp")
-    with pytest.raises(_OutOfTime):
-        watch.task("layer 2", 8)
-    assert watch.fired
-    _Deadline(time.perf_counter() + 60).task("layer 0", 8)  # in time: nothing happens

@@ -59,6 +59,7 @@ class Options:
     seed: int
     data: np.ndarray | None
     partial: bool = False
+    deadline: float | None = None
 
 
 def stable_neurons(
@@ -75,6 +76,7 @@ def stable_neurons(
     seed: int = 0,
     partial: bool = False,
     cluster: str | None = None,
+    deadline: float | None = None,
 ) -> StabilityReport:
     """Classify every ReLU neuron of ``net`` over ``domain`` (a box, or a union of boxes).
 
@@ -109,6 +111,11 @@ def stable_neurons(
         On Ctrl-C (``KeyboardInterrupt``), return the verdicts proven so far instead of
         raising: the layer in progress and all later ones are UNDECIDED, which is always
         sound (undecided neurons are kept). ``stats["interrupted"]`` is then 1.
+    deadline:
+        A ``time.perf_counter()`` value after which no layer and no MILP question is started
+        (a running one is capped to the time left): what was not decided stays UNDECIDED,
+        which is sound. ``stats["out_of_time"]`` is then 1. For callers with an overall
+        budget (``verify``); the result then depends on the machine's speed.
 
     Returns
     -------
@@ -138,7 +145,7 @@ def stable_neurons(
                 f"data must hold rows of {net.input_size} features, got shape {data.shape}"
             )
         data = rows
-    opts = Options(method, float(time_limit), solver, tol, int(seed), data, bool(partial))
+    opts = Options(method, float(time_limit), solver, tol, int(seed), data, bool(partial), deadline)
     t0 = time.perf_counter()
     reports: list[StabilityReport] = []
     with Workers(jobs, cluster, progress) as workers:
@@ -151,8 +158,9 @@ def stable_neurons(
     stats = dict(report.stats)
     stats["seconds"] = time.perf_counter() - t0
     stats["boxes"] = len(boxes)
-    if any(r.stats.get("interrupted") for r in reports):
-        stats["interrupted"] = 1
+    for key in ("interrupted", "out_of_time"):
+        if any(r.stats.get(key) for r in reports):
+            stats[key] = 1
     if cluster is not None:
         stats["cluster_milps"] = workers.remote
         stats["cluster_failed"] = int(workers.broken)
@@ -160,7 +168,7 @@ def stable_neurons(
 
 
 def _undecided(net: Network, k: int) -> LayerStability:
-    """Layer ``k`` with nothing proven (used after an interrupt)."""
+    """Layer ``k`` with nothing proven (used after an interrupt or past the deadline)."""
     return LayerStability.undecided(k, net.layers[k].out_features)
 
 
@@ -187,6 +195,10 @@ def _analyse_box(
     last = max(net.relu_layers, default=-1)
     for k in range(last + 1):
         layer = net.layers[k]
+        if opts.deadline is not None and time.perf_counter() >= opts.deadline:
+            stats["out_of_time"] = 1
+            layers += [_undecided(net, j) for j in net.relu_layers if j >= k]
+            break
         if box_bounds is not None:
             prior = box_bounds[k]
         else:

@@ -233,7 +233,14 @@ class LayerRun:
         keyed.sort(key=lambda e: (e[0], e[1]))
         return [t for _, _, ts in keyed for t in ts]
 
+    def _left(self) -> float:
+        """Seconds to the caller's deadline (``inf`` without one)."""
+        d = self.opts.deadline
+        return np.inf if d is None else d - time.perf_counter()
+
     def _moot(self, t: Task) -> bool:
+        if self._left() <= 0.0:  # past the deadline: not asked, the neuron stays undecided
+            return True
         if self.opts.method == "naive":
             return False
         j = t.neuron
@@ -255,7 +262,8 @@ class LayerRun:
             cols, neurons = self._feeding
             weights = self.net.layers[self.k].weight[t.neuron, neurons]
             continuous = cols[t.sign * weights <= 0.0]
-        return Question(t.neuron, t.sign, margin, mode, self.opts.time_limit, continuous=continuous)
+        limit = min(self.opts.time_limit, max(self._left(), 0.01))
+        return Question(t.neuron, t.sign, margin, mode, limit, continuous=continuous)
 
     def _consume(self, t: Task, answer: Answer) -> None:
         j = t.neuron

@@ -18,8 +18,8 @@ The run has four phases, cheapest first; each can end it:
    the bounds reached.
 
 **Time.** ``time_limit`` bounds the whole run. The stability analyses of phase 2 end by
-:data:`STABILITY_SHARE` of the time left (they stop at the first phase boundary past their
-deadline; the layers not finished keep only cheap bounds, their neurons their binaries), the
+:data:`STABILITY_SHARE` of the time left (no layer or MILP question starts past their
+deadline; what they did not decide keeps only cheap bounds, its neurons their binaries), the
 differential bounds stop linking at the deadline, and the phases after it are skipped once no
 time is left. Running out of time gives UNKNOWN, never a proof.
 
@@ -278,16 +278,13 @@ class _Run:
 
         Together they end by :data:`STABILITY_SHARE` of the time left (``f`` first, with half
         of it; ``g`` gets what ``f`` leaves), so that the differential bounds and the MILPs
-        keep the rest. An analysis stops at the first phase boundary past its deadline; the
-        phase in progress may overrun it, the MILP phase of one layer by up to about one
-        question per neuron, so the per-MILP limit is at most the reserve (the time left
-        after the analyses' share) over the widest layer.
+        keep the rest. No layer or MILP question of an analysis starts past its deadline and a
+        running question is capped to it, so an analysis overruns it by one cheap phase at most.
         """
         left = self.left()
         now = time.perf_counter()
         window = STABILITY_SHARE * left
-        widest = max((*fl.hidden_widths, *gl.hidden_widths), default=1)
-        per_milp = max(MIN_MILP_SECONDS, min(2.0, 0.01 * left, (left - window) / widest))
+        per_milp = max(MIN_MILP_SECONDS, min(2.0, 0.01 * left))
         return per_milp, now + 0.5 * window, now + window
 
     def prove(self) -> EquivalenceResult:

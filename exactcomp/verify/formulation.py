@@ -68,48 +68,10 @@ def best_bounds(net: Network, box: Box, tol: Tolerances = DEFAULT) -> list[Bound
 class StabilityBudget:
     """The time :func:`proven_encoding` may spend on the stability analysis: ``per_milp``
     seconds per MILP question and, optionally, a ``deadline`` (a ``time.perf_counter()``
-    value) after which no further layer is analysed."""
+    value) after which no further layer or MILP question of the analysis is started."""
 
     per_milp: float
     deadline: float | None = None
-
-
-class _OutOfTime(KeyboardInterrupt):
-    """The stability analysis passed its deadline. A ``KeyboardInterrupt`` so that
-    ``stable_neurons(partial=True)`` treats it like Ctrl-C: it keeps the layers finished so
-    far and marks the layer in progress and every later one UNDECIDED (always sound)."""
-
-
-class _Deadline:
-    """A progress receiver that stops the stability analysis once ``deadline`` has passed.
-
-    The engine reports each layer's start (``task``) and the end of each of its phases
-    (``advance``), so the analysis stops at the first phase boundary past the deadline; what
-    can still overrun is the phase in progress (e.g. a layer's MILPs, each under its own time
-    limit). The advance after a layer's MILP phase (info ``"milp"``) is not a stopping point:
-    the layer is finished then, and stopping there would throw its verdicts away; the next
-    layer's ``task`` checks instead.
-    """
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.fired = False
-
-    def check(self) -> None:
-        """Raise :class:`_OutOfTime` once the deadline has passed."""
-        if time.perf_counter() >= self.deadline:
-            self.fired = True
-            raise _OutOfTime
-
-    def task(self, description: str, total: int) -> None:
-        self.check()
-
-    def advance(self, steps: int = 1, info: str | None = None) -> None:
-        if info != "milp":
-            self.check()
-
-    def note(self, message: str) -> None:
-        pass
 
 
 def proven_encoding(
@@ -123,9 +85,9 @@ def proven_encoding(
     bounds and verdicts the stability engine *proves* (skipped when ``time_limit`` is None).
 
     ``time_limit`` is the seconds per MILP of the analysis, or a :class:`StabilityBudget`
-    that also sets a deadline: the analysis then stops at the first phase boundary past it
-    (or is skipped when the deadline has already passed), and the layers it did not finish
-    keep the cheap bounds and no verdict. Stable neurons then need no binary; every verdict
+    that also sets a deadline (``stable_neurons(deadline=...)``: no layer or MILP question
+    starts after it, a running question is capped to it; skipped when it has already passed):
+    what was not decided by then keeps the cheap bounds and no verdict. Stable neurons then need no binary; every verdict
     used carries its own proof (interval, linear, LP or MILP with margin), and
     UNDECIDED/UNSTABLE neurons keep their binary, so running out of time loses proofs, never
     soundness.
@@ -159,22 +121,14 @@ def proven_encoding(
 def _stability(
     net: Network, box: Box, tol: Tolerances, budget: StabilityBudget
 ) -> StabilityReport | None:
-    """The stability report of ``net`` within ``budget`` (None: nothing was proven in time)."""
+    """The stability report of ``net`` within ``budget`` (None: no time was left for it)."""
     from ..stability import stable_neurons
 
-    if budget.deadline is None:
-        return stable_neurons(net, box, time_limit=budget.per_milp, jobs=1, tol=tol)
-    watch = _Deadline(budget.deadline)
-    try:
-        watch.check()
-        report = stable_neurons(
-            net, box, time_limit=budget.per_milp, jobs=1, tol=tol, progress=watch, partial=True
-        )
-    except _OutOfTime:  # before the analysis, or where the engine does not catch it
+    if budget.deadline is not None and time.perf_counter() >= budget.deadline:
         return None
-    if report.stats.get("interrupted") and not watch.fired:
-        raise KeyboardInterrupt  # the user's Ctrl-C (partial=True caught it), not the deadline
-    return report
+    return stable_neurons(
+        net, box, time_limit=budget.per_milp, jobs=1, tol=tol, deadline=budget.deadline
+    )
 
 
 def with_linear_output(net: Network) -> Network:

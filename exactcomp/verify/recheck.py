@@ -16,6 +16,25 @@ scratch, trusting nothing in the report but the claims themselves:
 3. **witnesses** of UNSTABLE claims are evaluated by a float64 forward pass: the neuron must be
    positive at its positive witness and negative at its negative one, with the witness margin.
 
+**Exact relaxation.** For the question :math:`\max s\, z_{kj}` nothing in the prefix model
+reads :math:`h_{k-1}` but :math:`z_{kj}` (the other targets are free variables), and a
+binary :math:`a_{k-1,i}` with :math:`s\, W_{k,ji} \le 0` wants :math:`h_{k-1,i}` as small as
+allowed; relaxed to :math:`a \in [0, 1]`, the big-M rows still force
+:math:`h \ge \max(0, z)`, the true ReLU, and allow it. So those binaries are solved as
+continuous for that claim (the optimum, hence every proof, is unchanged) and made binary
+again afterwards: the branch and bound has about half the binaries (the compressor does the
+same, :func:`~exactcomp.milp.encoding.feeding_binaries`). An input the relaxed solver
+returns is still re-evaluated in float64 before it refutes anything. When every binary is
+relaxed HiGHS solves an LP; its statuses (*optimal*, with the optimum as the bound) map
+through :func:`~exactcomp.verify.solve.decide` like a MILP's.
+
+**Time.** All claims share one deadline; each box of a union gets an equal share of what
+is left. Each MILP gets ``left / remaining``, ``remaining`` counting the box's MILP claims not
+yet tried (plus one for the second pass once some claim has timed out), so time that easy
+claims do not use rolls over to the later ones. A claim that ran out of time gets a second
+pass at the end, with an equal share of whatever is left (the claims that had the least
+time first), unless that share is no longer than its first try.
+
 A claim that is neither re-proven nor refuted in the time limit is listed as a failure with
 ``refuted=False``. (That each fold is algebraically exact is checked by comparing the rewritten
 network with the original on the domain: :func:`exactcomp.verify.verify_equivalence`.)
@@ -24,9 +43,13 @@ network with the original on the domain: :func:`exactcomp.verify.verify_equivale
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
+import pyomo.environ as pyo
+from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
 from ..bounds import Bounds, interval_bounds
 from ..domain import Box
@@ -37,7 +60,7 @@ from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
 from .formulation import best_bounds
 from .result import ClaimFailure, RecheckResult
-from .solve import Decision, ObjectiveSolver
+from .solve import Decision, ObjectiveSolver, SolveOutcome
 
 
 def recheck_certificates(
@@ -74,9 +97,12 @@ def recheck_certificates(
     claims = _claims(report)
     progress.task("re-checking certificates", len(claims))
     open_claims = set(claims)
-    for b in boxes:
+    for n_box, b in enumerate(boxes):
         b.check_size(original.input_size)
-        proven, refuted, n = _recheck_box(original, report, b, claims, deadline, tol, checked)
+        # each box gets an equal share of what is left; an easy box's leftover rolls over
+        share = (deadline - time.perf_counter()) / (len(boxes) - n_box)
+        box_deadline = time.perf_counter() + share
+        proven, refuted, n = _recheck_box(original, report, b, claims, box_deadline, tol, checked)
         milps += n
         failures += [f for f in refuted if (f.layer, f.neuron) in open_claims]
         open_claims -= {(f.layer, f.neuron) for f in refuted}
@@ -103,6 +129,63 @@ def _holds(v: Verdict, b: Bounds, j: int) -> bool:
     return bool(b[1][j] <= 0.0) if v == Verdict.INACTIVE else bool(b[0][j] >= 0.0)
 
 
+@dataclass
+class _Attempt:
+    """One MILP claim of one box: the solver of its layer's prefix model and its question."""
+
+    solver: ObjectiveSolver
+    zk: object
+    k: int
+    j: int
+    verdict: Verdict
+    margin: float
+    limit: float = 0.0  # the time limit of the last try
+
+
+def relaxable_binaries(model, net: Network, k: int, j: int, sign: float) -> list:
+    r"""The binaries :math:`a_{k-1,i}` of a :func:`build_prefix_model` model with
+    :math:`s\, W_{k,ji} \le 0`: solving them as continuous leaves :math:`\max s\, z_{kj}`
+    unchanged (module docstring)."""
+    blk = model.net.component(f"layer{k - 1}") if k > 0 else None
+    a = None if blk is None else blk.component("a")
+    if a is None:
+        return []
+    w = net.layers[k].weight[j]
+    return [a[i] for i in a if sign * float(w[i]) <= 0.0]
+
+
+@contextmanager
+def relaxed(binaries: Sequence) -> Iterator[None]:
+    """Solve ``binaries`` as continuous in ``[0, 1]`` inside the block, binary again after.
+
+    The persistent HiGHS interface compares each variable's domain at the next solve and
+    passes a change on as a change of column integrality, so nothing has to be rebuilt.
+    """
+    for v in binaries:
+        v.domain = pyo.UnitInterval
+    try:
+        yield
+    finally:
+        for v in binaries:
+            v.domain = pyo.Binary
+
+
+def _try(net, box, att: _Attempt, limit: float) -> tuple[SolveOutcome, ClaimFailure | None]:
+    """Solve one claim's MILP (feeding binaries relaxed) in ``limit`` seconds; a refutation
+    only if the solver's input reproduces in float64."""
+    att.limit = limit
+    s = 1.0 if att.verdict == Verdict.INACTIVE else -1.0  # maximise s * z: must be <= 0
+    model = att.solver.model
+    with relaxed(relaxable_binaries(model, net, att.k, att.j, s)):
+        out = att.solver.solve(-s * att.zk[att.j], 0.0, att.margin, limit)
+    if out.decision is Decision.FOUND and out.x is not None:
+        z = net.preactivations(box.clip(out.x))[att.k][0, att.j]
+        if s * z > 0:
+            detail = f"z = {z:.6g} at a MILP input"
+            return out, ClaimFailure(att.k, att.j, att.verdict.name, True, detail)
+    return out, None
+
+
 def _recheck_box(net, report, box, claims, deadline, tol, checked):
     """Re-prove the claims on one box; returns (proven keys, refutations, MILPs solved)."""
     fresh_i = interval_bounds(net, box, tol=tol)
@@ -118,6 +201,21 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
         elif _holds(v, fresh[k], j):
             proven.add(key)
             checked["linear"] += 1
+    remaining = sum(1 for key in claims if key not in proven)
+    retry: list[_Attempt] = []
+
+    def attempt(att: _Attempt, limit: float) -> None:
+        nonlocal milps
+        out, refutation = _try(net, box, att, limit)
+        milps += 1
+        if out.decision is Decision.PROVEN:
+            proven.add((att.k, att.j))
+            checked["milp"] += 1
+        elif refutation is not None:
+            refuted.append(refutation)
+        elif out.decision is Decision.UNDECIDED and out.status == TC.maxTimeLimit.name:
+            retry.append(att)
+
     # Layer by layer, so that claims re-proven in earlier layers tighten the big-Ms of later ones.
     bounds = [(lo.copy(), hi.copy()) for lo, hi in fresh]
     for k in sorted({k for k, _ in claims}):
@@ -125,28 +223,26 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
         if todo:
             model, zk = build_prefix_model(net, box, k, bounds)
             solver = ObjectiveSolver(model, model.x)
-            for n, (j, v) in enumerate(todo):
-                left = (deadline - time.perf_counter()) / (len(todo) - n)
+            for j, v in todo:
+                # once a claim has timed out, the second pass counts as one more claim
+                left = (deadline - time.perf_counter()) / (remaining + bool(retry))
+                remaining -= 1
                 if left <= 0:
-                    break
-                s = 1.0 if v == Verdict.INACTIVE else -1.0  # maximise s * z: must be <= 0
+                    continue
                 m = max(abs(bounds[k][0][j]), abs(bounds[k][1][j]), 1.0)
                 margin = tol.solver_abs + tol.solver_rel * m
-                out = solver.solve(-s * zk[j], 0.0, margin, left)
-                milps += 1
-                if out.decision is Decision.PROVEN:
-                    proven.add((k, j))
-                    checked["milp"] += 1
-                elif out.decision is Decision.FOUND and out.x is not None:
-                    z = net.preactivations(box.clip(out.x))[k][0, j]
-                    if s * z > 0:
-                        refuted.append(
-                            ClaimFailure(k, j, v.name, True, f"z = {z:.6g} at a MILP input")
-                        )
+                attempt(_Attempt(solver, zk, k, j, v, margin), left)
         for j in range(len(bounds[k][0])):
             v = claims.get((k, j))
             if v is not None and (k, j) in proven:
                 bounds[k][1 if v == Verdict.INACTIVE else 0][j] = 0.0
+    # Second pass: the claims that ran out of time share what is left (a claim proven now no
+    # longer tightens the later layers' models, which were built without it: still sound).
+    first = sorted(retry, key=lambda a: a.limit)
+    for n, att in enumerate(first):
+        left = (deadline - time.perf_counter()) / (len(first) - n)
+        if left > att.limit:  # not if no longer than the first try: it would time out again
+            attempt(att, left)
     return proven, refuted, milps
 
 

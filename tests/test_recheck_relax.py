@@ -1,0 +1,283 @@
+"""The certificate re-check's exact relaxation of feeding binaries, and its two-pass timing.
+
+For the question "max s*z_kj", the binaries of layer k-1 whose weight has s*W_k[j,i] <= 0 are
+solved as continuous (:func:`exactcomp.verify.recheck.relaxable_binaries`); the optimum must
+not move, the decisions must not change, and the persistent solver must really see the
+change of domain (and its undoing) between claims.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from types import SimpleNamespace
+
+import highspy
+import numpy as np
+import pyomo.environ as pyo
+import pytest
+from pyomo.contrib.solver.common.results import TerminationCondition as TC
+
+from exactcomp.domain import Box
+from exactcomp.milp.encoding import build_prefix_model
+from exactcomp.network import Network
+from exactcomp.testing.oracle import exact_preactivation_ranges
+from exactcomp.testing.random_networks import random_case
+from exactcomp.tolerances import DEFAULT
+from exactcomp.verdicts import LayerStability, StabilityReport, Verdict
+from exactcomp.verify import recheck
+from exactcomp.verify.formulation import best_bounds
+from exactcomp.verify.solve import Decision, ObjectiveSolver
+
+SEEDS = range(6)
+
+
+@functools.cache
+def _case(seed: int):
+    # not ``nasty``: with weights of 1e6 reading neurons of 1e-6, HiGHS' tolerances move the
+    # MILP optimum itself, relaxed or not, so it could not be compared with the oracle
+    case = random_case(seed, depth=(2, 3), width=(3, 5), inputs=(2, 3), max_neurons=11, nasty=False)
+    return case.network, case.box, exact_preactivation_ranges(case.network, case.box)
+
+
+def _optimum(solver: ObjectiveSolver, expr) -> tuple[float, int]:
+    """``max -expr`` solved to optimality (no cut-offs), and the solver's integer columns."""
+    solver.model.obj.set_value(expr)
+    res = solver._run(30.0, {"output_flag": False, "mip_rel_gap": 0.0, "mip_abs_gap": 0.0})
+    assert res.termination_condition is TC.convergenceCriteriaSatisfied
+    lp = solver.opt._solver_model.getLp()
+    integers = sum(1 for t in lp.integrality_ if t == highspy.HighsVarType.kInteger)
+    return -res.incumbent_objective, integers
+
+
+def _binaries(model) -> int:
+    return sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
+
+
+def test_relaxed_optimum_equals_full_optimum_and_reaches_the_solver() -> None:
+    """Per neuron and sign, max s*z with the feeding binaries relaxed equals the full MILP's
+    (and the exact range from the region oracle); the persistent solver sees the relaxed
+    columns as continuous during the solve and as integer again after it. Relaxing *every*
+    binary does move some optima, so the equality is not vacuous."""
+    compared = relaxed_cols = pure_lp = moved = 0
+    for seed in SEEDS[:4]:
+        net, box, exact = _case(seed)
+        bounds = best_bounds(net, box, DEFAULT)
+        for k in range(1, len(net.layers)):
+            model, zk = build_prefix_model(net, box, k, bounds)
+            solver = ObjectiveSolver(model, model.x)
+            total = _binaries(model)
+            for j in range(net.layers[k].out_features):
+                for s in (1.0, -1.0):
+                    full, n_full = _optimum(solver, -s * zk[j])
+                    relax = recheck.relaxable_binaries(model, net, k, j, s)
+                    with recheck.relaxed(relax):
+                        opt, n_relaxed = _optimum(solver, -s * zk[j])
+                    assert all(v.is_binary() for v in relax)  # restored (and the
+                    # next question's full solve checks that the solver saw it: n_full)
+                    assert n_full == total
+                    assert n_relaxed == total - len(relax)
+                    scale = 1.0 + abs(full)
+                    assert abs(opt - full) <= 1e-7 * scale, (seed, k, j, s)
+                    oracle = exact[k][1][j] if s > 0 else -exact[k][0][j]
+                    assert abs(full - oracle) <= 1e-6 * scale, (seed, k, j, s)
+                    compared += 1
+                    relaxed_cols += len(relax)
+                    pure_lp += bool(total) and n_relaxed == 0
+                    if not moved:
+                        every = [v for v in model.component_data_objects(pyo.Var) if v.is_binary()]
+                        with recheck.relaxed(every):
+                            loose, _ = _optimum(solver, -s * zk[j])
+                        moved += loose > full + 1e-6 * scale
+    assert compared >= 30 and relaxed_cols >= 20
+    assert pure_lp >= 1  # the pure-LP path is exercised too
+    assert moved >= 1
+
+
+def _claims_report(net: Network, box: Box, exact, clear: float = 1e-4):
+    """A report claiming every neuron of the ReLU layers whose sign the oracle settles by at
+    least ``clear`` (relative): a stable neuron is claimed truthfully or, every other time,
+    the opposite way; an unstable one is claimed INACTIVE or ACTIVE (false either way).
+    Returns (report, keys of true claims, keys of false claims)."""
+    layers, true, false = [], set(), set()
+    flip = False
+    for k, layer in enumerate(net.layers):
+        if not layer.relu:
+            continue
+        ls = LayerStability.undecided(k, layer.out_features)
+        lo, hi = exact[k]
+        for j in range(layer.out_features):
+            c = clear * (1.0 + max(abs(lo[j]), abs(hi[j])))
+            flip = not flip
+            if hi[j] < -c or lo[j] > c:
+                truth = Verdict.INACTIVE if hi[j] < -c else Verdict.ACTIVE
+                other = Verdict.ACTIVE if truth == Verdict.INACTIVE else Verdict.INACTIVE
+                ls.verdict[j] = other if flip else truth
+                (false if flip else true).add((k, j))
+            elif lo[j] < -c and hi[j] > c:
+                ls.verdict[j] = Verdict.INACTIVE if flip else Verdict.ACTIVE
+                false.add((k, j))
+        layers.append(ls)
+    return StabilityReport(tuple(layers), np.zeros((0, box.dim))), true, false
+
+
+def test_recheck_decisions_same_with_and_without_relaxation(monkeypatch) -> None:
+    """With every claim sent to the MILP (bounds disabled), the re-check proves exactly the
+    true claims and refutes exactly the false ones, with and without the relaxation."""
+    monkeypatch.setattr(recheck, "_holds", lambda v, b, j: False)
+    original = recheck.relaxable_binaries
+    used = []
+
+    def spy(model, net, k, j, s):
+        out = original(model, net, k, j, s)
+        used.append(len(out))
+        return out
+
+    n_true = n_false = 0
+    for seed in SEEDS:
+        net, box, exact = _case(seed)
+        report, true, false = _claims_report(net, box, exact)
+        decisions = []
+        for relax in (spy, lambda *a: []):
+            monkeypatch.setattr(recheck, "relaxable_binaries", relax)
+            res = recheck.recheck_certificates(net, report, box, time_limit=30)
+            assert res.checked["milp"] == len(true), seed
+            failed = {(f.layer, f.neuron): f.refuted for f in res.failures}
+            assert set(failed) == false, seed
+            assert all(failed.values()), seed  # every false claim refuted by an input
+            decisions.append(sorted(failed.items()))
+        assert decisions[0] == decisions[1]
+        n_true += len(true)
+        n_false += len(false)
+    assert n_true >= 10 and n_false >= 10
+    assert sum(used) >= 10  # the relaxation really was applied
+
+
+def mixed_net(seed: int = 0) -> Network:
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(10, 3)) / 2, rng.normal(size=(10, 10)) / 3, rng.normal(size=(2, 10))]
+    bs = [rng.normal(size=10), rng.normal(size=10), rng.normal(size=2)]
+    return Network.from_arrays(ws, bs, dtype="float64")
+
+
+BOX = Box.uniform(0, 1, 3)
+
+
+@pytest.mark.parametrize("claim", [Verdict.INACTIVE, Verdict.ACTIVE])
+def test_false_claim_with_relaxed_binaries_is_refuted(claim: Verdict) -> None:
+    """A false claim on layer 1, whose question relaxes some of layer 0's binaries, is refuted
+    by a float64 input; and the solve path maps a pure LP (every binary relaxed) correctly:
+    proven just above the true maximum, found just below it."""
+    net = mixed_net()
+    exact = exact_preactivation_ranges(net, BOX)
+    lo, hi = exact[1]
+    j = int(np.flatnonzero((lo < -0.05) & (hi > 0.05))[0])
+    s = 1.0 if claim == Verdict.INACTIVE else -1.0
+    model, zk = build_prefix_model(net, BOX, 1, best_bounds(net, BOX, DEFAULT))
+    assert 0 < len(recheck.relaxable_binaries(model, net, 1, j, s)) < _binaries(model)
+    ls = LayerStability.undecided(1, 10)
+    ls.verdict[j] = claim
+    report = StabilityReport((LayerStability.undecided(0, 10), ls), np.zeros((0, 3)))
+    res = recheck.recheck_certificates(net, report, BOX, time_limit=30)
+    [failure] = res.failures
+    assert (failure.layer, failure.neuron, failure.claimed, failure.refuted) == (
+        1,
+        j,
+        claim.name,
+        True,
+    )
+    # pure LP: relax every binary of layer 0 on a question where that is exact
+    w = np.array([[-1.0, 0.0, 2.0], [0.5, -1.0, 1.0], [1.0, 1.0, -1.0]])
+    lp_net = Network.from_arrays(
+        [w, np.array([[-1.0, -2.0, -0.5]]), np.ones((1, 1))],
+        [np.array([0.2, 0.1, -0.3]), np.array([0.7]), np.zeros(1)],
+        dtype="float64",
+    )
+    box = Box.uniform(-1, 1, 3)
+    model, zk = build_prefix_model(lp_net, box, 1, best_bounds(lp_net, box, DEFAULT))
+    solver = ObjectiveSolver(model, model.x)
+    relax = recheck.relaxable_binaries(model, lp_net, 1, 0, 1.0)
+    assert len(relax) == _binaries(model) == 3
+    top = exact_preactivation_ranges(lp_net, box)[1][1][0]
+    with recheck.relaxed(relax):
+        above = solver.solve(-zk[0], top + 1e-3, 1e-6, 10)
+        below = solver.solve(-zk[0], top - 1e-3, 1e-6, 10)
+    assert above.decision is Decision.PROVEN
+    assert below.decision is Decision.FOUND
+    assert lp_net.preactivations(box.clip(below.x))[1][0, 0] > top - 1e-3
+
+
+def _fake_timeouts(monkeypatch, hard: set[int], again: bool = False):
+    """The MILP calls numbered ``hard`` time out after sleeping their limit; later calls on
+    their questions run for real, or (``again``) time out at once. Every other call runs for
+    real. Returns the log of (question, limit, faked)."""
+    real = ObjectiveSolver._run
+    log: list[tuple[str, float, bool]] = []
+    hard_questions: set[str] = set()
+
+    def run(self, time_limit, options):
+        q = f"{self.model.name}:{self.model.obj.expr}"
+        retry = q in hard_questions
+        fake = (len(log) in hard and not retry) or (again and retry)
+        log.append((q, time_limit, fake))
+        if not fake:
+            return real(self, time_limit, options)
+        hard_questions.add(q)
+        time.sleep(0.0 if retry else time_limit)
+        return SimpleNamespace(
+            termination_condition=TC.maxTimeLimit,
+            incumbent_objective=None,
+            objective_bound=None,
+            solution_loader=None,
+        )
+
+    monkeypatch.setattr(ObjectiveSolver, "_run", run)
+    return log
+
+
+def _genuine_report():
+    from exactcomp.stability import stable_neurons
+
+    net = mixed_net(3)
+    return net, stable_neurons(net, BOX, jobs=1)
+
+
+def test_claim_that_timed_out_gets_a_longer_second_pass(monkeypatch) -> None:
+    """The first MILP claim times out on its share; easy claims roll their unused time over
+    (first-pass limits grow) and the timed-out claim is re-run at the end with what is left,
+    longer than its first try, and proven."""
+    monkeypatch.setattr(recheck, "_holds", lambda v, b, j: False)
+    net, report = _genuine_report()
+    stable = report.count(Verdict.INACTIVE) + report.count(Verdict.ACTIVE)
+    assert stable >= 6
+    log = _fake_timeouts(monkeypatch, hard={0})
+    res = recheck.recheck_certificates(net, report, BOX, time_limit=3.0)
+    assert res.ok, res.failures
+    assert res.checked["milp"] == stable
+    assert res.milps == stable + 1 == len(log)
+    (q0, first, faked), *rest = log
+    assert faked and not any(f for _, _, f in rest)
+    assert rest[-1][0] == q0  # the hard claim is the last one solved, for real
+    assert rest[-1][1] > 2 * first  # with more time than it had the first time
+    limits = [t for _, t, _ in rest[:-1]]
+    assert all(b >= a * 0.98 for a, b in zip(limits, limits[1:], strict=False))
+    assert limits[-1] > 2 * limits[0]  # easy claims' unused time rolled over
+
+
+def test_claims_timing_out_twice_are_not_reproven_never_refuted(monkeypatch) -> None:
+    """Two claims time out, on both tries: each gets exactly one second try (with a share of
+    what the others left), neither is refuted, and the result is not ok."""
+    monkeypatch.setattr(recheck, "_holds", lambda v, b, j: False)
+    net, report = _genuine_report()
+    stable = report.count(Verdict.INACTIVE) + report.count(Verdict.ACTIVE)
+    log = _fake_timeouts(monkeypatch, hard={0, 2}, again=True)
+    res = recheck.recheck_certificates(net, report, BOX, time_limit=2.0)
+    assert not res.ok and not res.refuted
+    hard = {log[0][0], log[2][0]}
+    assert len(log) == stable + 2
+    by_limit = sorted([log[0], log[2]], key=lambda e: e[1])  # least time first
+    assert [q for q, _, _ in log[-2:]] == [q for q, _, _ in by_limit]
+    assert all(t > log[0][1] for _, t, _ in log[-2:])
+    assert len(res.failures) == 2
+    assert all(f.detail == "not re-proven in time" for f in res.failures)
+    assert {f"prefix_{f.layer}" for f in res.failures} == {q.split(":")[0] for q in hard}

@@ -443,8 +443,11 @@ def verify_equivalence(
     if len(boxes) == 1:
         return _verify_equivalence(fn, gn, boxes[0], **kwargs)
     # A union of boxes: equivalent iff equivalent on each; stop at the first non-equivalence.
+    # The boxes share the budget: each gets an equal part of what is left when it starts.
     results = []
-    for b in boxes:
+    end = time.perf_counter() + kwargs["time_limit"]
+    for i, b in enumerate(boxes):
+        kwargs["time_limit"] = max(end - time.perf_counter(), 0.01) / (len(boxes) - i)
         res = _verify_equivalence(fn, gn, b, **kwargs)
         if res.status.name != "EQUIVALENT":
             return res

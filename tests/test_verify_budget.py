@@ -178,3 +178,18 @@ def test_ctrl_c_during_a_budgeted_analysis_still_interrupts(monkeypatch) -> None
         proven_encoding(
             net, Box.uniform(-1, 1, 3), DEFAULT, StabilityBudget(1.0, time.perf_counter() + 60)
         )
+
+
+def test_a_union_of_boxes_shares_one_time_limit(slow_layers) -> None:
+    """Three boxes, each of whose analyses alone would take longer than the limit: the
+    whole call still ends within about the limit (not three times it)."""
+    f = mlp([3, 8, 8, 8, 8, 2], seed=8)
+    g = permuted(f, seed=9)
+    boxes = [Box.uniform(-1, 1, 3), Box.uniform(0, 1, 3), Box.uniform(-0.5, 0.5, 3)]
+    from exactcomp.api import verify_equivalence as api_verify
+
+    t = time.perf_counter()
+    res = api_verify(f, g, boxes, time_limit=2.0)
+    took = time.perf_counter() - t
+    assert took < 1.1 * 2.0 + 2 * SLEEP + 1.0, (took, res.timings)
+    assert res.status is EQ or res.status is EquivalenceStatus.UNKNOWN, res.summary()

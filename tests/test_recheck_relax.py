@@ -281,3 +281,20 @@ def test_claims_timing_out_twice_are_not_reproven_never_refuted(monkeypatch) -> 
     assert len(res.failures) == 2
     assert all(f.detail == "not re-proven in time" for f in res.failures)
     assert {f"prefix_{f.layer}" for f in res.failures} == {q.split(":")[0] for q in hard}
+
+
+@pytest.mark.parametrize("seed", [0, 28, 87])
+def test_badly_scaled_networks_never_get_a_false_claim_re_proven(monkeypatch, seed) -> None:
+    """``nasty`` networks (weights of 1e6 or 1e11 reading neurons of 1e-6) move HiGHS' own
+    optimum. The re-check must allow for what the solver's tolerances can move ``z`` by, and
+    trust no MILP where float64 rounding reaches them (as the compressor does): without the
+    first, seed 28 had two false claims re-proven; without the second, seed 87 (a claim of
+    max z <= 0 "proven" where z reaches 349)."""
+    monkeypatch.setattr(recheck, "_holds", lambda v, b, j: False)  # every claim to the MILP
+    case = random_case(seed, depth=(2, 3), width=(3, 5), inputs=(2, 3), max_neurons=11)
+    net, box = case.network, case.box
+    exact = exact_preactivation_ranges(net, box)
+    report, _true, false = _claims_report(net, box, exact)
+    res = recheck.recheck_certificates(net, report, box, time_limit=30)
+    failed = {(f.layer, f.neuron) for f in res.failures}
+    assert false <= failed, sorted(false - failed)

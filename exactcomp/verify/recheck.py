@@ -11,8 +11,14 @@ scratch, trusting nothing in the report but the claims themselves:
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides
    :math:`\max z_{kj} \le 0` (INACTIVE) or :math:`\max (-z_{kj}) \le 0` (ACTIVE) with the margin
-   ``solver_abs + solver_rel * M`` (:mod:`exactcomp.verify.solve`). A solver incumbent on the
-   wrong side is re-evaluated in float64: if it reproduces, the claim is *refuted*.
+   ``solver_abs + solver_rel * M`` (:mod:`exactcomp.verify.solve`) plus how far the solver's
+   feasibility tolerance and its dropping of tiny coefficients can move :math:`z_{kj}`
+   (:func:`~exactcomp.milp.encoding.tolerance_amplification`,
+   :func:`~exactcomp.milp.encoding.negligible_contribution`); a layer whose model float64
+   rounding cannot represent within the solver's tolerance
+   (:func:`~exactcomp.milp.highs.rounding_doubt`) gets no MILP proof at all. A solver
+   incumbent on the wrong side is re-evaluated in float64: if it reproduces, the claim is
+   *refuted*.
 3. **witnesses** of UNSTABLE claims are evaluated by a float64 forward pass: the neuron must be
    positive at its positive witness and negative at its negative one, with the witness margin.
 
@@ -53,7 +59,8 @@ from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
 from ..bounds import Bounds, interval_bounds
 from ..domain import Box
-from ..milp.encoding import build_prefix_model
+from ..milp.encoding import build_prefix_model, negligible_contribution, tolerance_amplification
+from ..milp.highs import FEASIBILITY_TOLERANCE, compile_model, rounding_doubt
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
@@ -222,7 +229,16 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
         todo = [(j, claims[(kk, j)]) for kk, j in claims if kk == k and (kk, j) not in proven]
         if todo:
             model, zk = build_prefix_model(net, box, k, bounds)
+            magnitude = np.maximum(np.abs(bounds[k][0]), np.abs(bounds[k][1]))
+            if rounding_doubt(compile_model(model, model.x, zk)[0], magnitude) > 1.0:
+                # float64 rounding reaches the solver's own tolerance: no answer is a proof
+                remaining -= len(todo)
+                todo = []
             solver = ObjectiveSolver(model, model.x)
+            # what the solver's tolerances and its dropping of tiny coefficients can move
+            # z_k by (the same allowance as the compressor's, on this module's own bounds)
+            doubt = FEASIBILITY_TOLERANCE * tolerance_amplification(net, box, k, bounds)
+            doubt = doubt + negligible_contribution(net, box, k, bounds)
             for j, v in todo:
                 # once a claim has timed out, the second pass counts as one more claim
                 left = (deadline - time.perf_counter()) / (remaining + bool(retry))
@@ -230,7 +246,7 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
                 if left <= 0:
                     continue
                 m = max(abs(bounds[k][0][j]), abs(bounds[k][1][j]), 1.0)
-                margin = tol.solver_abs + tol.solver_rel * m
+                margin = tol.solver_abs + tol.solver_rel * m + float(doubt[j])
                 attempt(_Attempt(solver, zk, k, j, v, margin), left)
         for j in range(len(bounds[k][0])):
             v = claims.get((k, j))

@@ -27,6 +27,7 @@ import numpy as np
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.contrib.solver.solvers.highs import Highs
 
+from ..milp.highs import FEASIBILITY_TOLERANCE
 from ..solver import PRESOLVE_RULES_OFF, silence_highs_banner
 
 
@@ -120,6 +121,7 @@ class ObjectiveSolver:
             "objective_bound": -prove_at,
             "objective_target": -find_at,
             "mip_rel_gap": 0.0,
+            "mip_feasibility_tolerance": FEASIBILITY_TOLERANCE,
             "presolve_rule_off": PRESOLVE_RULES_OFF,
         }
         t0 = time.perf_counter()

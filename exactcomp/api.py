@@ -21,6 +21,7 @@ import numpy as np
 from . import io as _io
 from .domain import Box
 from .errors import (
+    InputFileError,
     InvalidDomainError,
     InvalidNetworkError,
     InvalidOptionError,
@@ -32,7 +33,7 @@ from .progress import SILENT, Progress
 from .rewrite import RewriteResult, compress_network
 from .stability import stable_neurons as _stable_neurons
 from .tolerances import DEFAULT, Tolerances
-from .verdicts import StabilityReport, Verdict
+from .verdicts import LayerStability, StabilityReport, Verdict
 from .verify import EquivalenceResult, RecheckResult
 from .verify import recheck_certificates as _recheck_certificates
 from .verify import verify_equivalence as _verify_equivalence
@@ -352,6 +353,7 @@ def build_report(
                 "unstable": ls.count(Verdict.UNSTABLE),
                 "undecided": ls.count(Verdict.UNDECIDED),
                 "proofs": ls.proof_counts(),
+                "verdicts": [Verdict(int(v)).name.lower() for v in ls.verdict],
             }
         )
     return {
@@ -453,6 +455,44 @@ def verify_equivalence(
             return res
         results.append(res)
     return max(results, key=lambda r: r.upper_bound)
+
+
+def read_certificates(path: str | Path, net: Network) -> StabilityReport:
+    """The stability claims of a JSON report (``exactcomp compress``/``stability --report``)
+    on ``net``, as certificates for :func:`verify_equivalence`.
+
+    Only the INACTIVE/ACTIVE claims are kept (UNSTABLE and undecided become UNDECIDED: they
+    are not needed for an equivalence proof, and the report has no witness rows). Nothing in
+    the file is trusted: :func:`verify_equivalence` re-proves every claim before using it.
+    """
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        rows = doc["layers"]
+        layers = []
+        for row in rows:
+            k, names = int(row["layer"]), row["verdicts"]
+            if k not in net.relu_layers or len(names) != net.layers[k].out_features:
+                raise ValueError(
+                    f"layer {k} with {len(names)} verdicts does not match "
+                    f"the network ({net.describe()})"
+                )
+            ls = LayerStability.undecided(k, len(names))
+            for j, name in enumerate(names):
+                if name in ("inactive", "active"):
+                    ls.verdict[j] = Verdict[name.upper()]
+                elif name not in ("unstable", "undecided"):
+                    raise ValueError(f"layer {k}, neuron {j}: unknown verdict {name!r}")
+            layers.append(ls)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such certificate file") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(
+            f"{path}: not a stability report of this network with per-neuron verdicts "
+            f"(write one with --report): {exc}"
+        ) from None
+    return StabilityReport(tuple(layers), np.zeros((0, net.input_size)))
 
 
 def recheck_certificates(

@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-limit", type=float, default=60.0, metavar="S", help="overall seconds (default: 60)"
     )
     v.add_argument("--counterexample", metavar="OUT.json", help="save a counterexample here")
+    v.add_argument(
+        "--certificates",
+        metavar="R.json",
+        help="the --report of 'exactcomp compress' (or 'stability') on ORIGINAL over this "
+        "domain: its stable-neuron claims are re-proven independently, then used",
+    )
     v.add_argument("--quiet", action="store_true")
     return parser
 
@@ -334,10 +340,28 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     f = api.load(args.original, trust_pickle=args.trust_pickle)
     g = api.load(args.other, trust_pickle=args.trust_pickle)
     boxes = _domain(args, f.input_size, console)
+    certificates = api.read_certificates(args.certificates, f) if args.certificates else None
+    recheck = None
+    t0 = time.perf_counter()
     with _progress(args, console) as progress:
+        if certificates is not None:  # re-proven first, within the same overall limit
+            recheck = api.recheck_certificates(
+                f, certificates, boxes, time_limit=0.6 * args.time_limit, progress=progress
+            )
+        left = max(args.time_limit - (time.perf_counter() - t0), 0.1 * args.time_limit)
         res = api.verify_equivalence(
-            f, g, boxes, mode=args.mode, tol=args.tol, time_limit=args.time_limit, progress=progress
+            f,
+            g,
+            boxes,
+            mode=args.mode,
+            tol=args.tol,
+            time_limit=left,
+            progress=progress,
+            certificates=certificates,
+            rechecked=recheck,
         )
+    if recheck is not None:
+        console.print(recheck.summary() + ("" if recheck.ok else ": certificates not used"))
     status = res.status.name
     colour = {"EQUIVALENT": "green", "NOT_EQUIVALENT": "red"}.get(status, "yellow")
     console.print(f"[bold {colour}]{res.summary()}[/bold {colour}]")

@@ -201,3 +201,37 @@ def test_verify_proves_the_file_that_is_written(
     for a, b in zip(written.layers, proven[0].layers, strict=True):
         np.testing.assert_array_equal(a.weight, b.weight)
         np.testing.assert_array_equal(a.bias, b.bias)
+
+
+def test_verify_with_the_compress_report_as_certificates(model_path, tmp_path, capsys) -> None:
+    """``verify --certificates`` re-proves the compressor's claims and uses them; a report
+    with a false claim is not used (the claim fails its re-check); bad files are clear errors."""
+    out, rep = tmp_path / "small.pt", tmp_path / "rep.json"
+    args = ["compress", str(model_path), "--box", "0,1", "-o", str(out), "--quiet"]
+    assert cli.main([*args, "--report", str(rep), "--dtype", "float64"]) == 0
+    doc = json.loads(rep.read_text())
+    claims = sum(v in ("inactive", "active") for row in doc["layers"] for v in row["verdicts"])
+    assert claims > 0
+    capsys.readouterr()
+    verify = ["verify", str(model_path), str(out), "--box", "0,1", "--quiet"]
+    assert cli.main([*verify, "--certificates", str(rep)]) == 0
+    text = capsys.readouterr().out
+    assert f"all {claims} stability claims re-checked" in text and "EQUIVALENT" in text
+    # a false claim: a neuron seen positive at the box's corner claimed INACTIVE
+    f = load(model_path)
+    k = doc["layers"][0]["layer"]
+    z = f.preactivations(np.ones((1, f.input_size)))[k][0]
+    j = int(np.argmax(z))
+    assert z[j] > 0
+    doc["layers"][0]["verdicts"][j] = "inactive"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    cli.main([*verify, "--certificates", str(bad)])
+    assert "certificates not used" in capsys.readouterr().out
+    for broken in ("{}", '{"layers": [{"layer": 0, "verdicts": ["active"]}]}', "not json"):
+        bad.write_text(broken)
+        assert cli.main([*verify, "--certificates", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "bad.json" in err and "Traceback" not in err
+    assert cli.main([*verify, "--certificates", str(tmp_path / "missing.json")]) == 2
+    assert "no such certificate file" in capsys.readouterr().err

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from test_verify import bump_network, mlp, permuted
 
 from exactcomp.domain import Box
-from exactcomp.network import Layer, Network
 from exactcomp.stability import layer as stability_layer
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import Verdict
@@ -27,46 +27,6 @@ from exactcomp.verify.formulation import (
 
 EQ = EquivalenceStatus.EQUIVALENT
 SLEEP = 0.5  # seconds each layer's classification is slowed down by
-
-
-def mlp(sizes: list[int], seed: int) -> Network:
-    rng = np.random.default_rng(seed)
-    ws = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
-    bs = [rng.normal(size=b) * 0.3 for b in sizes[1:]]
-    return Network.from_arrays(ws, bs, dtype="float64")
-
-
-def permuted(net: Network, seed: int) -> Network:
-    """The same function with the hidden neurons of every layer permuted."""
-    rng = np.random.default_rng(seed)
-    layers, prev = [], None
-    for k, layer in enumerate(net.layers):
-        w, b = layer.weight, layer.bias
-        if prev is not None:
-            w = w[:, prev]
-        prev = None
-        if layer.relu and k < len(net.layers) - 1:
-            prev = rng.permutation(layer.out_features)
-            w, b = w[prev], b[prev]
-        layers.append(Layer(w, b, layer.relu))
-    return net.replace_layers(layers)
-
-
-def with_bump(net: Network, center: np.ndarray, radius: float, height: float) -> Network:
-    """``net`` (two hidden layers) plus ``height * relu(1 - |x - center|_1 / radius)``: it
-    differs from ``net`` only in a tiny ball, which sampling and gradients miss."""
-    n = net.input_size
-    l0, l1, l2 = net.layers
-    eye = np.eye(n)
-    w0 = np.vstack([l0.weight, eye, -eye])
-    b0 = np.concatenate([l0.bias, -center, center])
-    h0, h1 = l0.out_features, l1.out_features
-    w1 = np.zeros((h1 + 1, h0 + 2 * n))
-    w1[:h1, :h0] = l1.weight
-    w1[h1, h0:] = -1.0 / radius
-    b1 = np.append(l1.bias, 1.0)
-    w2 = np.hstack([l2.weight, np.full((l2.out_features, 1), height)])
-    return net.replace_layers((Layer(w0, b0, True), Layer(w1, b1, True), Layer(w2, l2.bias, False)))
 
 
 @pytest.fixture
@@ -90,7 +50,7 @@ def test_a_slow_stability_analysis_ends_with_the_time_limit(slow_layers) -> None
     one slowed layer in progress), and a pair that differs is never EQUIVALENT."""
     f = mlp([3, 8, 8, 8, 8, 8, 8, 2], seed=1)
     f2 = mlp([3, 8, 8, 2], seed=1)
-    g = with_bump(f2, np.array([0.3, -0.2, 0.1]), 1e-7, 1.0)
+    g = bump_network(f2, np.array([0.3, -0.2, 0.1]), 1e-7, 1.0)
     t = time.perf_counter()
     res = verify_equivalence(f, permuted(f, seed=2), Box.uniform(-1, 1, 3), time_limit=2.0)
     took = time.perf_counter() - t

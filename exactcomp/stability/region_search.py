@@ -94,7 +94,7 @@ class _Lp:
 
     def __init__(self, box: Box, a, d, g, gb, negative: np.ndarray) -> None:
         n = box.dim
-        self.a, self.d, self.neg, self.n = a, d, negative, n
+        self.a, self.n = a, n
         h = new_highs()
         m = len(negative)
         h.addVars(

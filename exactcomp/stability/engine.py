@@ -9,7 +9,8 @@ phase          settles
 =============  =====================================================================
 interval       ``u <= 0`` (INACTIVE) or ``l >= 0`` (ACTIVE) from interval arithmetic
 linear         the same from CROWN-style back-substitution bounds
-witness        UNSTABLE: concrete inputs (samples, data, MILP incumbents) show both signs
+witness        UNSTABLE: concrete inputs (samples, data, gradient and LP region search,
+               MILP incumbents) show both signs
 lp             the same as interval, from the triangle-relaxation LP
 milp           the remaining sign question, early-stopped (see :mod:`exactcomp.milp.highs`)
 =============  =====================================================================

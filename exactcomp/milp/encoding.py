@@ -248,6 +248,13 @@ def build_prefix_model(
     return model, model.zk
 
 
+def feeding_binary_vars(model: pyo.ConcreteModel, k: int) -> pyo.Var | None:
+    """The binaries ``a[i]`` of layer ``k - 1`` in a :func:`build_prefix_model` model (indexed
+    by neuron; ``None`` when that layer has none)."""
+    blk = model.net.component(f"layer{k - 1}") if k > 0 else None
+    return None if blk is None else blk.component("a")
+
+
 def feeding_binaries(
     model: pyo.ConcreteModel, k: int, columns: Sequence[pyo.Var]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -266,8 +273,7 @@ def feeding_binaries(
     bound has about half as many binaries to branch on (mnist-net_256x2, layer 2: 70 to
     about 17, and questions that timed out at 10 s proven in 2 s).
     """
-    blk = model.net.component(f"layer{k - 1}") if k > 0 else None
-    a = None if blk is None else blk.component("a")
+    a = feeding_binary_vars(model, k)
     if a is None:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     where = {id(v): c for c, v in enumerate(columns)}

@@ -208,7 +208,8 @@ class Question:
     start: np.ndarray | None = field(default=None, compare=False)  # full column vector
     continuous: np.ndarray | None = field(default=None, compare=False)
     """Integer columns to solve as continuous for this question: only ones whose
-    integrality provably cannot change the answer (see :func:`relaxable_binaries`)."""
+    integrality provably cannot change the answer (see
+    :func:`~exactcomp.milp.encoding.feeding_binaries`)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -273,7 +273,7 @@ class _Run:
             reason=f"time limit reached before the {phase}",
         )
 
-    def stability_budgets(self, fl: Network, gl: Network) -> tuple[float, float, float]:
+    def stability_budgets(self) -> tuple[float, float, float]:
         """Per-MILP seconds and the deadlines of the stability analyses of ``f`` and ``g``.
 
         Together they end by :data:`STABILITY_SHARE` of the time left (``f`` first, with half
@@ -291,7 +291,7 @@ class _Run:
         t = time.perf_counter()
         self.progress.task("bounds and stable neurons", 2)
         fl, gl = with_linear_output(self.f), with_linear_output(self.g)
-        per_milp, deadline_f, deadline_g = self.stability_budgets(fl, gl)
+        per_milp, deadline_f, deadline_g = self.stability_budgets()
         if self.known_f is not None:
             enc_f = proven_encoding(fl, self.box, self.tolerances, None, known=self.known_f)
             self.progress.advance(1)

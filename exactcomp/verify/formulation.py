@@ -87,10 +87,10 @@ def proven_encoding(
     ``time_limit`` is the seconds per MILP of the analysis, or a :class:`StabilityBudget`
     that also sets a deadline (``stable_neurons(deadline=...)``: no layer or MILP question
     starts after it, a running question is capped to it; skipped when it has already passed):
-    what was not decided by then keeps the cheap bounds and no verdict. Stable neurons then need no binary; every verdict
-    used carries its own proof (interval, linear, LP or MILP with margin), and
-    UNDECIDED/UNSTABLE neurons keep their binary, so running out of time loses proofs, never
-    soundness.
+    what was not decided by then keeps the cheap bounds and no verdict. Stable neurons then
+    need no binary; every verdict used carries its own proof (interval, linear, LP or MILP
+    with margin), and UNDECIDED/UNSTABLE neurons keep their binary, so running out of time
+    loses proofs, never soundness.
     """
     bounds = best_bounds(net, box, tol)
     verdicts: list = [None] * len(net.layers)

@@ -59,7 +59,12 @@ from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
 from ..bounds import Bounds, interval_bounds
 from ..domain import Box
-from ..milp.encoding import build_prefix_model, negligible_contribution, tolerance_amplification
+from ..milp.encoding import (
+    build_prefix_model,
+    feeding_binary_vars,
+    negligible_contribution,
+    tolerance_amplification,
+)
 from ..milp.highs import FEASIBILITY_TOLERANCE, compile_model, rounding_doubt
 from ..network import Network
 from ..progress import SILENT, Progress
@@ -153,8 +158,7 @@ def relaxable_binaries(model, net: Network, k: int, j: int, sign: float) -> list
     r"""The binaries :math:`a_{k-1,i}` of a :func:`build_prefix_model` model with
     :math:`s\, W_{k,ji} \le 0`: solving them as continuous leaves :math:`\max s\, z_{kj}`
     unchanged (module docstring)."""
-    blk = model.net.component(f"layer{k - 1}") if k > 0 else None
-    a = None if blk is None else blk.component("a")
+    a = feeding_binary_vars(model, k)
     if a is None:
         return []
     w = net.layers[k].weight[j]
@@ -234,6 +238,7 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
                 # float64 rounding reaches the solver's own tolerance: no answer is a proof
                 remaining -= len(todo)
                 todo = []
+        if todo:
             solver = ObjectiveSolver(model, model.x)
             # what the solver's tolerances and its dropping of tiny coefficients can move
             # z_k by (the same allowance as the compressor's, on this module's own bounds)

@@ -27,7 +27,7 @@ import numpy as np
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.contrib.solver.solvers.highs import Highs
 
-from ..milp.highs import FEASIBILITY_TOLERANCE
+from ..milp.highs import FEASIBILITY_TOLERANCE, SMALL_MATRIX_VALUE
 from ..solver import PRESOLVE_RULES_OFF, silence_highs_banner
 
 
@@ -122,6 +122,7 @@ class ObjectiveSolver:
             "objective_target": -find_at,
             "mip_rel_gap": 0.0,
             "mip_feasibility_tolerance": FEASIBILITY_TOLERANCE,
+            "small_matrix_value": SMALL_MATRIX_VALUE,  # what rounding_doubt assumes
             "presolve_rule_off": PRESOLVE_RULES_OFF,
         }
         t0 = time.perf_counter()

@@ -52,7 +52,7 @@ import scipy.sparse as sp
 
 from ..domain import Box
 from ..network import Network
-from ..solver import new_highs
+from ..solver import new_highs, run
 from ..tolerances import DEFAULT, Tolerances
 from .interval import Bounds, pad
 from .linear import _all_finite, finite_prefix_bounds
@@ -211,8 +211,6 @@ def _safe_dual_bound(lp: PrefixLP, cost: np.ndarray, y: np.ndarray, tol: Toleran
 
 def _new_highs(lp: PrefixLP) -> highspy.Highs:
     """A silent single-threaded HiGHS instance holding the LP (objective set per solve)."""
-    # threads left unset: HiGHS refuses a run whose thread count differs from an earlier one
-    # in the same process, and the MILP and verification solvers leave it unset too.
     h = new_highs()
     csc = lp.matrix.tocsc()
     model = highspy.HighsLp()
@@ -245,7 +243,7 @@ def _lp_min(
         h.setOptionValue("time_limit", float(left))
     h.changeColsCost(cost.size, np.arange(cost.size, dtype=np.int32), cost)
     try:
-        h.run()
+        run(h)
     except Exception:  # any solver failure means "no proof"
         return None
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:

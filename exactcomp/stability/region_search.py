@@ -46,7 +46,7 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Network
-from ..solver import new_highs
+from ..solver import new_highs, run
 from ..verdicts import Verdict
 
 _INF = highspy.kHighsInf
@@ -116,7 +116,7 @@ class _Lp:
         """Maximise ``linear . z_p`` (over the rows of ``a``) plus ``cost_neg . t``."""
         obj = np.concatenate([linear @ self.a, cost_neg])
         self.h.changeColsCost(obj.size, np.arange(obj.size, dtype=np.int32), obj)
-        self.h.run()
+        run(self.h)
         if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             return None
         return np.array(self.h.getSolution().col_value[: self.n], dtype=np.float64)

@@ -28,7 +28,7 @@ from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.contrib.solver.solvers.highs import Highs
 
 from ..milp.highs import FEASIBILITY_TOLERANCE, SMALL_MATRIX_VALUE
-from ..solver import PRESOLVE_RULES_OFF, silence_highs_banner
+from ..solver import HIGHS_THREADS, PRESOLVE_RULES_OFF, prepare_highs
 
 
 class Decision(Enum):
@@ -90,15 +90,14 @@ class ObjectiveSolver:
 
     ``model`` must have a minimised objective component ``obj`` and input variables ``x``
     (indexed ``0..n-1``) whose values at an incumbent are returned as the candidate input.
-    ``threads`` is left to HiGHS by default: HiGHS keeps one thread scheduler per process and
-    refuses (status error) a later run that asks for a different number of threads.
+    It runs on :data:`~exactcomp.solver.HIGHS_THREADS` threads, like every HiGHS instance of
+    the package (HiGHS refuses a run whose thread count differs from its scheduler's).
     """
 
-    def __init__(self, model, x, threads: int | None = None) -> None:
+    def __init__(self, model, x) -> None:
         self.model, self.x = model, x
-        silence_highs_banner()
+        prepare_highs()
         self.opt = Highs()
-        self.threads = threads
         self.solves = 0
 
     def _run(self, time_limit: float, options: dict):
@@ -106,7 +105,7 @@ class ObjectiveSolver:
         return self.opt.solve(
             self.model,
             time_limit=max(time_limit, 0.01),
-            threads=self.threads,
+            threads=HIGHS_THREADS,
             solver_options=options,
             load_solutions=False,
             raise_exception_on_nonoptimal_result=False,

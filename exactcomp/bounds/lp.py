@@ -57,7 +57,14 @@ from ..tolerances import DEFAULT, Tolerances
 from .interval import Bounds, pad
 from .linear import _all_finite, finite_prefix_bounds
 
-__all__ = ["LPLayerResult", "PrefixLP", "build_prefix_lp", "lp_layer_bounds", "lp_layer_result"]
+__all__ = [
+    "LPLayerResult",
+    "PrefixLP",
+    "UnstableRelus",
+    "build_prefix_lp",
+    "lp_layer_bounds",
+    "lp_layer_result",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +82,26 @@ class PrefixLP:
     col_lower: np.ndarray
     col_upper: np.ndarray
     out_cols: np.ndarray
+    relus: tuple[UnstableRelus, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class UnstableRelus:
+    """Where the unstable ReLU neurons of one layer ``j`` of a :class:`PrefixLP` live.
+
+    ``neurons`` are their indices in the layer, ``z``/``h`` their pre- and post-activation
+    columns, ``lower``/``upper`` their bounds, and ``inputs`` the column of each neuron of
+    ``h_{j-1}`` (``-1`` for one fixed at 0): what a cut on these neurons needs
+    (:mod:`exactcomp.bounds.ideal_cuts`).
+    """
+
+    layer: int
+    neurons: np.ndarray
+    z: np.ndarray
+    h: np.ndarray
+    inputs: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 class _Triplets:
@@ -132,6 +159,7 @@ def build_prefix_lp(
     col_hi = [box.upper.copy()]
     rows = _Triplets()
     prev = np.arange(net.input_size)  # column of each neuron of h_{j-1}; -1: fixed at 0
+    relus: list[UnstableRelus] = []
     for j in range(k):
         layer = net.layers[j]
         lo, hi = pre[j]
@@ -176,6 +204,7 @@ def build_prefix_lp(
         # (padded: the rounded coefficients must not cut off any point of the true triangle)
         rhs = -hu * lu + pad(np.abs(hu * lu) + (hu - lu) * hu, tol)
         rows.add([(m, hc[iu], hu - lu), (m, zc[iu], -hu)], np.full(iu.size, -np.inf), rhs)
+        relus.append(UnstableRelus(j, iu, zc[iu], hc[iu], prev, lu, hu))
         prev = hc
     return PrefixLP(
         matrix=rows.matrix(ncol),
@@ -184,6 +213,7 @@ def build_prefix_lp(
         col_lower=np.concatenate(col_lo),
         col_upper=np.concatenate(col_hi),
         out_cols=prev,
+        relus=tuple(relus),
     )
 
 

@@ -47,6 +47,11 @@ _OTHER_SOLVER_TOLERANCE = 1e-5
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
 
 
+def _monotonic_deadline(left: float) -> float:
+    """``time.monotonic()`` instant ``left`` seconds from now (the LP modules' clock)."""
+    return time.monotonic() + max(left, 0.0)
+
+
 class LayerRun:
     """The mutable state of one layer's classification (owned by one engine call)."""
 
@@ -137,6 +142,11 @@ class LayerRun:
                 self._region_search()
                 self._time("region", t0)
                 self._advance("region search")
+            if self.open_neurons().size and self.k > 0:
+                t0 = time.perf_counter()
+                self._ideal_cuts()
+                self._time("cuts", t0)
+                self._advance("ideal cuts")
         self._milp_phase()
         self._advance("milp")
         return self._result()
@@ -187,6 +197,23 @@ class LayerRun:
                     self.net, self.box, self.k, self.bounds, self.verdicts, j, s, x, _REGION_LPS
                 )
                 self.pool.add(found)
+
+    def _ideal_cuts(self) -> None:
+        """LP bounds with ideal-formulation cuts (:mod:`exactcomp.bounds.ideal_cuts`) on the
+        side each open neuron has not shown: most questions the triangle LP leaves open
+        are settled here, for a fraction of a MILP."""
+        from ..bounds.ideal_cuts import ideal_cut_layer_result
+
+        open_ = self.open_neurons()
+        pos, neg = self._seen()
+        # +1: only an upper bound can help (a positive value was not seen), -1: only a lower
+        sides = np.where(pos[open_], -1, np.where(neg[open_], 1, 0))
+        deadline = None if self.opts.deadline is None else _monotonic_deadline(self._left())
+        res = ideal_cut_layer_result(
+            self.net, self.box, self.k, self._known(), open_, sides, self.opts.tol, deadline
+        )
+        self._tighten(res.bounds, Proof.LP)
+        self.pool.add(res.points)
 
     def _known(self) -> list[Bounds]:
         return [*self.bounds, (self.lower, self.upper)]

@@ -56,7 +56,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import highspy
 import numpy as np
@@ -72,6 +72,11 @@ FEASIBILITY_TOLERANCE = 1e-6
 """HiGHS' ``mip_feasibility_tolerance`` (its default, set explicitly on every solve): how far
 the solver lets a row, bound or integrality slip. Margins scale it by
 :func:`~exactcomp.milp.encoding.tolerance_amplification`."""
+PRECISE_FEASIBILITY_TOLERANCE = 1e-9
+"""The tolerance of a *precise* question (``Question.feasibility``): the MILP, primal and dual
+feasibility tolerances all set to it, for near ties, neurons whose extreme lies within the
+default margin of 0 (mnist-net_256x2 prop_1 neuron 82: max z = -6.3e-4, margin 6.9e-4 at
+the default tolerance, 2e-6 at this one)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,7 +160,9 @@ _ROW_TOLERANCE = 1e-7  # HiGHS' primal_feasibility_tolerance, the tightest row t
 _ROUNDING_BUDGET = 0.1  # share of the row tolerance that float64 rounding may use
 
 
-def rounding_doubt(milp: CompiledMilp, target_magnitude: np.ndarray) -> float:
+def rounding_doubt(
+    milp: CompiledMilp, target_magnitude: np.ndarray, row_tolerance: float = _ROW_TOLERANCE
+) -> float:
     r"""How close float64 rounding brings the model to the solver's own row tolerance (<= 1 ok).
 
     A solver checks :math:`\ell_r \le a_r^\top v \le u_r` up to an absolute tolerance
@@ -172,7 +179,7 @@ def rounding_doubt(milp: CompiledMilp, target_magnitude: np.ndarray) -> float:
     with :math:`M_j` the magnitude bound of column :math:`j` (``target_magnitude`` for the
     free target columns), :math:`s` = :data:`SMALL_MATRIX_VALUE` and :math:`\beta = 0.1`.
     Returns :math:`\max_r \rho_r`; the caller trusts no proof from a model where it
-    exceeds 1.
+    exceeds 1. ``row_tolerance`` is :math:`\tau` (lower for a precise question).
     """
     mag = np.maximum(np.abs(milp.col_lower), np.abs(milp.col_upper))
     mag[milp.target_cols] = np.asarray(target_magnitude, dtype=np.float64)
@@ -191,7 +198,7 @@ def rounding_doubt(milp: CompiledMilp, target_magnitude: np.ndarray) -> float:
     tiny = small @ mag
     biggest = absa.max(axis=1).toarray().ravel()
     err = 2.0**-52 * (nnz + 1) * (terms + rhs) + tiny
-    allowed = _ROUNDING_BUDGET * _ROW_TOLERANCE * np.minimum(1.0, biggest)
+    allowed = _ROUNDING_BUDGET * row_tolerance * np.minimum(1.0, biggest)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(err > 0, err / allowed, 0.0)
     return float(np.max(ratio)) if ratio.size else 0.0
@@ -211,6 +218,8 @@ class Question:
     """Integer columns to solve as continuous for this question: only ones whose
     integrality provably cannot change the answer (see
     :func:`~exactcomp.milp.encoding.feeding_binaries`)."""
+    feasibility: float = FEASIBILITY_TOLERANCE
+    """The solver's feasibility tolerance; ``margin`` must be computed with it."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,7 +268,10 @@ def _highs_for(milp: CompiledMilp, q: Question) -> highspy.Highs:
     ]
     h.passModel(lp)
     h.setOptionValue("time_limit", max(float(q.time_limit), 1e-3))
-    h.setOptionValue("mip_feasibility_tolerance", FEASIBILITY_TOLERANCE)
+    h.setOptionValue("mip_feasibility_tolerance", q.feasibility)
+    if q.feasibility < _ROW_TOLERANCE:
+        h.setOptionValue("primal_feasibility_tolerance", q.feasibility)
+        h.setOptionValue("dual_feasibility_tolerance", q.feasibility)
     h.setOptionValue("small_matrix_value", SMALL_MATRIX_VALUE)
     h.setOptionValue("presolve_rule_off", PRESOLVE_RULES_OFF)
     # RINS and RENS (sub-MIP heuristics) took half the time of hard stability questions and,
@@ -309,7 +321,7 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
     if q.mode == "early" and status == "Optimal" and not proven:
         left = q.time_limit - (time.perf_counter() - t0)
         if left > 0:
-            again = Question(q.neuron, q.sign, q.margin, "row", left, q.start, q.continuous)
+            again = replace(q, mode="row", time_limit=left)
             status2, proven, more = _run(milp, again)
             status = f"{status}; then {status2}"
             points = np.concatenate([points, more])

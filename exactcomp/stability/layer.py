@@ -9,6 +9,7 @@ it, or both claims) is numerical doubt: UNDECIDED, never stable.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..milp.encoding import (
 )
 from ..milp.highs import (
     FEASIBILITY_TOLERANCE,
+    PRECISE_FEASIBILITY_TOLERANCE,
     Answer,
     Question,
     compile_model,
@@ -83,6 +85,8 @@ class LayerRun:
         self._milp_neurons: set[int] = set()
         self._trusted = True
         self._doubt = np.zeros(n)
+        self._feasibility = FEASIBILITY_TOLERANCE
+        self._near: list[Task] = []  # unproven questions whose solutions were no witnesses
         self._feeding = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     # ------------------------------------------------------------------ helpers
@@ -290,7 +294,15 @@ class LayerRun:
             weights = self.net.layers[self.k].weight[t.neuron, neurons]
             continuous = cols[t.sign * weights <= 0.0]
         limit = min(self.opts.time_limit, max(self._left(), 0.01))
-        return Question(t.neuron, t.sign, margin, mode, limit, continuous=continuous)
+        return Question(
+            t.neuron,
+            t.sign,
+            margin,
+            mode,
+            limit,
+            continuous=continuous,
+            feasibility=self._feasibility,
+        )
 
     def _consume(self, t: Task, answer: Answer) -> None:
         j = t.neuron
@@ -305,6 +317,8 @@ class LayerRun:
             one = np.array([j])
             sign = np.array([t.sign])
             self.pool.add(gradient_points(self.net, self.box, self.k, one, sign, starts, 25))
+            if not self._moot(t):
+                self._near.append(t)
         if answer.proven and self._trusted:
             claimed = self.inactive[j] or self.active[j]
             if t.sign > 0:
@@ -324,9 +338,8 @@ class LayerRun:
         model, zk = build_prefix_model(self.net, self.box, self.k, self.bounds, verdicts)
         eps = FEASIBILITY_TOLERANCE if self.opts.solver == "highs" else _OTHER_SOLVER_TOLERANCE
         amp = tolerance_amplification(self.net, self.box, self.k, self.bounds, verdicts)
-        self._doubt = eps * amp + negligible_contribution(
-            self.net, self.box, self.k, self.bounds, verdicts
-        )
+        negligible = negligible_contribution(self.net, self.box, self.k, self.bounds, verdicts)
+        self._doubt = eps * amp + negligible
         solve = None
         if self.opts.solver != "highs":
             from ..milp.solvers import pyomo_solver
@@ -341,15 +354,26 @@ class LayerRun:
             self.stats["untrusted_milp_layers"] = self.stats.get("untrusted_milp_layers", 0) + 1
             self.progress.note(f"layer {self.k}: values too large for a trustworthy MILP proof")
         extra = {} if solve is None else {"solve": solve}
-        run_questions(
+        run = partial(
+            run_questions,
             milp,
-            tasks,
             moot=self._moot,
             question=self._question,
             consume=self._consume,
             workers=self.workers,
             **extra,
         )
+        run(tasks)
+        near = [t for t in self._near if not self._moot(t)]
+        if near and self.opts.method == "fast" and solve is None:
+            # Near ties: the solver found points within the margin of 0 but none is a
+            # witness. Ask again at a 1000x finer tolerance, whose margin is that much
+            # smaller, where float64 rounding allows it.
+            tight = PRECISE_FEASIBILITY_TOLERANCE
+            self._trusted = rounding_doubt(milp, self.magnitude, row_tolerance=tight) <= 1.0
+            if self._trusted:
+                self._feasibility, self._doubt = tight, tight * amp + negligible
+                self.stats["precise_milps"] = self.stats.get("precise_milps", 0) + run(near)
         self.stats["milp_neurons"] += len(self._milp_neurons)
         self._time("milp", t0)
 

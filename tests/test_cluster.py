@@ -28,8 +28,12 @@ from exactcomp.testing.random_networks import random_case
 
 FIELDS = ("verdict", "proof", "witness_pos", "witness_neg", "lower", "upper")
 # Layers that need several MILPs: seed 21 with the per-neuron ``leo`` method (8 MILPs), and
-# seed 28 with ``fast``, whose witness sharing makes some questions moot (6 MILPs).
-CASES = [(21, "leo", dict(max_neurons=12, depth=(2, 3), width=(4, 6))), (28, "fast", {})]
+# a wider seed 22 with ``fast`` (6 MILPs), which settles most small cases without any MILP
+# (LP bounds with ideal cuts).
+CASES = [
+    (21, "leo", dict(max_neurons=12, depth=(2, 3), width=(4, 6))),
+    (22, "fast", dict(max_neurons=60, width=(16, 24))),
+]
 
 
 def _case(seed: int, **kw):

@@ -7,7 +7,7 @@ Questions form one ordered list per layer. Their *answers are consumed in that o
 exactly as a single process would: before consuming question ``i`` we check whether what was
 learned from answers ``< i`` (witnesses shared from incumbents, the neuron's other sign) has
 made it moot; if so its answer is discarded even when a worker already computed it. Workers
-only run questions speculatively ahead of the consumer (a window of ``2 * jobs`` local
+only run questions speculatively ahead of the consumer (a window of ``8 * jobs`` local
 processes, or ``2 *`` the cluster's worker threads), so they change the speed, never the
 verdicts, the proof kinds or the witness rows. Each question is solved by the same function,
 :func:`~exactcomp.milp.highs.solve_question`, on a fresh HiGHS instance and the same compiled
@@ -148,7 +148,9 @@ class Workers:
         pool = self.pool_for(remaining)
         if pool is None:
             return None
-        return Ahead(partial(pool.submit, solve_question, milp), 2 * self.jobs)
+        # a wide window: while the consumer waits on one long question (mnist-net_256x2
+        # prop_1: one proof of 43 s among 48 of 1-3 s), the other workers keep going
+        return Ahead(partial(pool.submit, solve_question, milp), 8 * self.jobs)
 
     def _on_cluster(self, milp: CompiledMilp) -> Ahead | None:
         """Scatter ``milp`` to every worker once (per layer), then submit questions on it."""

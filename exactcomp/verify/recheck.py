@@ -5,8 +5,10 @@ neuron it folded truly active on the domain. This module re-proves each such cla
 scratch, trusting nothing in the report but the claims themselves:
 
 1. **fresh bounds**: interval arithmetic, then linear (CROWN-style) bounds, computed here from
-   the original weights and the box. An INACTIVE claim holds if :math:`u_{kj} \le 0`, an ACTIVE
-   claim if :math:`l_{kj} \ge 0` (the bounds are padded, so this is sound).
+   the original weights and the box, then, for the claims still open, the LP with ideal cuts
+   (:mod:`exactcomp.bounds.ideal_cuts`) on those bounds. An INACTIVE claim holds if
+   :math:`u_{kj} \le 0`, an ACTIVE claim if :math:`l_{kj} \ge 0` (the bounds are padded, so
+   this is sound).
 2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides
@@ -16,7 +18,10 @@ scratch, trusting nothing in the report but the claims themselves:
    (:func:`~exactcomp.milp.encoding.tolerance_amplification`,
    :func:`~exactcomp.milp.encoding.negligible_contribution`); a layer whose model float64
    rounding cannot represent within the solver's tolerance
-   (:func:`~exactcomp.milp.highs.rounding_doubt`) gets no MILP proof at all. A solver
+   (:func:`~exactcomp.milp.highs.rounding_doubt`) gets no MILP proof at all. A claim whose
+   extreme the solver finds within the margin of 0 (a near tie) is solved once more at
+   :data:`~exactcomp.milp.highs.PRECISE_FEASIBILITY_TOLERANCE`, with the margin that
+   tolerance allows, where rounding permits it. A solver
    incumbent on the wrong side is re-evaluated in float64: if it reproduces, the claim is
    *refuted*.
 3. **witnesses** of UNSTABLE claims are evaluated by a float64 forward pass: the neuron must be
@@ -58,6 +63,7 @@ import pyomo.environ as pyo
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
 from ..bounds import Bounds, interval_bounds
+from ..bounds.ideal_cuts import ideal_cut_layer_result
 from ..domain import Box
 from ..milp.encoding import (
     build_prefix_model,
@@ -65,7 +71,12 @@ from ..milp.encoding import (
     negligible_contribution,
     tolerance_amplification,
 )
-from ..milp.highs import FEASIBILITY_TOLERANCE, compile_model, rounding_doubt
+from ..milp.highs import (
+    FEASIBILITY_TOLERANCE,
+    PRECISE_FEASIBILITY_TOLERANCE,
+    compile_model,
+    rounding_doubt,
+)
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
@@ -103,7 +114,7 @@ def recheck_certificates(
     t0 = time.perf_counter()
     deadline = t0 + time_limit
     boxes = [box] if isinstance(box, Box) else list(box)
-    checked = {"interval": 0, "linear": 0, "milp": 0, "witness": 0}
+    checked = {"interval": 0, "linear": 0, "lp": 0, "milp": 0, "witness": 0}
     failures: list[ClaimFailure] = []
     milps = 0
     claims = _claims(report)
@@ -151,6 +162,7 @@ class _Attempt:
     j: int
     verdict: Verdict
     margin: float
+    precise_margin: float | None = None  # at PRECISE_FEASIBILITY_TOLERANCE; None: not allowed
     limit: float = 0.0  # the time limit of the last try
 
 
@@ -189,6 +201,18 @@ def _try(net, box, att: _Attempt, limit: float) -> tuple[SolveOutcome, ClaimFail
     model = att.solver.model
     with relaxed(relaxable_binaries(model, net, att.k, att.j, s)):
         out = att.solver.solve(-s * att.zk[att.j], 0.0, att.margin, limit)
+        left = limit - out.seconds
+        if (
+            out.decision is Decision.UNDECIDED
+            and out.status != TC.maxTimeLimit.name
+            and att.precise_margin is not None
+            and left > 0
+        ):
+            # a near tie (the extreme lies within the margin of 0): once more at the finer
+            # tolerance, whose margin is smaller (as the compressor does)
+            out = att.solver.solve(
+                -s * att.zk[att.j], 0.0, att.precise_margin, left, PRECISE_FEASIBILITY_TOLERANCE
+            )
     if out.decision is Decision.FOUND and out.x is not None:
         z = net.preactivations(box.clip(out.x))[att.k][0, att.j]
         if s * z > 0:
@@ -231,10 +255,32 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
     bounds = [(lo.copy(), hi.copy()) for lo, hi in fresh]
     for k in sorted({k for k, _ in claims}):
         todo = [(j, claims[(kk, j)]) for kk, j in claims if kk == k and (kk, j) not in proven]
+        if todo and k > 0:
+            # LP with ideal cuts: most claims the linear bounds miss, for a fraction of a MILP
+            sides = [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
+            left = max(deadline - time.perf_counter(), 0.0)
+            lp = ideal_cut_layer_result(
+                net,
+                box,
+                k,
+                bounds[: k + 1],
+                [j for j, _ in todo],
+                sides,
+                tol,
+                deadline=time.monotonic() + left,
+            ).bounds
+            for j, v in todo:
+                if _holds(v, lp, j):
+                    proven.add((k, j))
+                    checked["lp"] += 1
+                    remaining -= 1
+            todo = [(j, v) for j, v in todo if (k, j) not in proven]
         if todo:
             model, zk = build_prefix_model(net, box, k, bounds)
             magnitude = np.maximum(np.abs(bounds[k][0]), np.abs(bounds[k][1]))
-            if rounding_doubt(compile_model(model, model.x, zk)[0], magnitude) > 1.0:
+            compiled = compile_model(model, model.x, zk)[0]
+            precise = rounding_doubt(compiled, magnitude, PRECISE_FEASIBILITY_TOLERANCE) <= 1.0
+            if rounding_doubt(compiled, magnitude) > 1.0:
                 # float64 rounding reaches the solver's own tolerance: no answer is a proof
                 remaining -= len(todo)
                 todo = []
@@ -242,8 +288,10 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
             solver = ObjectiveSolver(model, model.x)
             # what the solver's tolerances and its dropping of tiny coefficients can move
             # z_k by (the same allowance as the compressor's, on this module's own bounds)
-            doubt = FEASIBILITY_TOLERANCE * tolerance_amplification(net, box, k, bounds)
-            doubt = doubt + negligible_contribution(net, box, k, bounds)
+            amp = tolerance_amplification(net, box, k, bounds)
+            negligible = negligible_contribution(net, box, k, bounds)
+            doubt = FEASIBILITY_TOLERANCE * amp + negligible
+            fine = PRECISE_FEASIBILITY_TOLERANCE * amp + negligible
             for j, v in todo:
                 # once a claim has timed out, the second pass counts as one more claim
                 left = (deadline - time.perf_counter()) / (remaining + bool(retry))
@@ -251,8 +299,9 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
                 if left <= 0:
                     continue
                 m = max(abs(bounds[k][0][j]), abs(bounds[k][1][j]), 1.0)
-                margin = tol.solver_abs + tol.solver_rel * m + float(doubt[j])
-                attempt(_Attempt(solver, zk, k, j, v, margin), left)
+                base = tol.solver_abs + tol.solver_rel * m
+                fine_margin = base + float(fine[j]) if precise else None
+                attempt(_Attempt(solver, zk, k, j, v, base + float(doubt[j]), fine_margin), left)
         for j in range(len(bounds[k][0])):
             v = claims.get((k, j))
             if v is not None and (k, j) in proven:

@@ -111,8 +111,16 @@ class ObjectiveSolver:
             raise_exception_on_nonoptimal_result=False,
         )
 
-    def solve(self, expr, tau: float, margin: float, time_limit: float) -> SolveOutcome:
-        """Decide ``max phi <= tau`` for the objective ``min expr`` (``expr = -phi``)."""
+    def solve(
+        self,
+        expr,
+        tau: float,
+        margin: float,
+        time_limit: float,
+        feasibility: float = FEASIBILITY_TOLERANCE,
+    ) -> SolveOutcome:
+        """Decide ``max phi <= tau`` for the objective ``min expr`` (``expr = -phi``), with the
+        solver's feasibility tolerances at ``feasibility`` (``margin`` must allow for it)."""
         self.model.obj.set_value(expr)
         prove_at, find_at = tau - margin, tau + margin
         options = {
@@ -120,10 +128,13 @@ class ObjectiveSolver:
             "objective_bound": -prove_at,
             "objective_target": -find_at,
             "mip_rel_gap": 0.0,
-            "mip_feasibility_tolerance": FEASIBILITY_TOLERANCE,
+            "mip_feasibility_tolerance": feasibility,
             "small_matrix_value": SMALL_MATRIX_VALUE,  # what rounding_doubt assumes
             "presolve_rule_off": PRESOLVE_RULES_OFF,
         }
+        if feasibility < FEASIBILITY_TOLERANCE:  # a precise solve: every tolerance follows
+            options["primal_feasibility_tolerance"] = feasibility
+            options["dual_feasibility_tolerance"] = feasibility
         t0 = time.perf_counter()
         res = self._run(time_limit, options)
         self.solves += 1

@@ -204,6 +204,32 @@ def rounding_doubt(
     return float(np.max(ratio)) if ratio.size else 0.0
 
 
+SEARCH_OPTIONS: dict[str, object] = {
+    # RINS and RENS (sub-MIP heuristics) took half the time of hard stability questions and,
+    # after a cut-off, returned points beyond it that turn a clean "infeasible" into an
+    # "optimal" needing a re-solve. Sampling and gradient search find witnesses more
+    # cheaply. mnist-net_256x2 layer 2, 16 questions at 8 s: 11 proven instead of 9, in 56 s
+    # instead of 65 s.
+    "mip_heuristic_run_rins": False,
+    "mip_heuristic_run_rens": False,
+    # Branch on pseudo-costs from the start instead of strong branching until they are
+    # "reliable": strong-branching LPs were 80% of the simplex iterations of the hard
+    # questions, whose answer is mostly an infeasibility proof. Simplex iterations (a
+    # load-independent measure): digits l1=1e-4's hardest question 29,005 (timed out at
+    # 10 s) -> 11,441 (proven); 14 hard mnist-net_256x2 prop_1 questions 180k -> 134k, one
+    # more decided within 15 s.
+    "mip_pscost_minreliable": 0,
+    # Separate cuts at the root only. At the nodes, separation on our dense rows (every
+    # first-layer pre-activation is a row over all inputs) cost more than the nodes it saved:
+    # 39 mnist-net_256x2 prop_1 questions 80.8 s -> 51.4 s (with the cut-off below), two
+    # more decided within 10 s; the hard digits l1=1e-4 question 3.2 s -> 2.2 s.
+    "mip_allow_cut_separation_at_nodes": False,
+}
+"""How HiGHS searches, for every MILP of the package (the stability questions here and the
+re-check's and verification's MILPs in :mod:`exactcomp.verify.solve`). These options change
+the speed only: what counts as a proof does not depend on them."""
+
+
 @dataclass(frozen=True)
 class Question:
     """Can ``sign * z[neuron] > 0``? (see the module docstring for the margins)."""
@@ -274,25 +300,8 @@ def _highs_for(milp: CompiledMilp, q: Question) -> highspy.Highs:
         h.setOptionValue("dual_feasibility_tolerance", q.feasibility)
     h.setOptionValue("small_matrix_value", SMALL_MATRIX_VALUE)
     h.setOptionValue("presolve_rule_off", PRESOLVE_RULES_OFF)
-    # RINS and RENS (sub-MIP heuristics) took half the time of hard stability questions and,
-    # after a cut-off, returned points beyond it that turn a clean "infeasible" into an
-    # "optimal" needing a re-solve. Sampling and gradient search find witnesses more
-    # cheaply. mnist-net_256x2 layer 2, 16 questions at 8 s: 11 proven instead of 9, in 56 s
-    # instead of 65 s.
-    h.setOptionValue("mip_heuristic_run_rins", False)
-    h.setOptionValue("mip_heuristic_run_rens", False)
-    # Branch on pseudo-costs from the start instead of strong branching until they are
-    # "reliable": strong-branching LPs were 80% of the simplex iterations of the hard
-    # questions, whose answer is mostly an infeasibility proof. Simplex iterations (a
-    # load-independent measure): digits l1=1e-4's hardest question 29,005 (timed out at
-    # 10 s) -> 11,441 (proven); 14 hard mnist-net_256x2 prop_1 questions 180k -> 134k, one
-    # more decided within 15 s.
-    h.setOptionValue("mip_pscost_minreliable", 0)
-    # Separate cuts at the root only. At the nodes, separation on our dense rows (every
-    # first-layer pre-activation is a row over all inputs) cost more than the nodes it saved:
-    # 39 mnist-net_256x2 prop_1 questions 80.8 s -> 51.4 s (with the cut-off below), two
-    # more decided within 10 s; the hard digits l1=1e-4 question 3.2 s -> 2.2 s.
-    h.setOptionValue("mip_allow_cut_separation_at_nodes", False)
+    for name, value in SEARCH_OPTIONS.items():
+        h.setOptionValue(name, value)
     if q.mode == "early":
         h.setOptionValue("objective_bound", float(q.margin))
         h.setOptionValue("objective_target", -float(q.margin))

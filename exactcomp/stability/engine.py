@@ -11,8 +11,10 @@ interval       ``u <= 0`` (INACTIVE) or ``l >= 0`` (ACTIVE) from interval arithm
 linear         the same from CROWN-style back-substitution bounds
 witness        UNSTABLE: concrete inputs (samples, data, gradient and LP region search,
                MILP incumbents) show both signs
-lp             the same as interval, from the triangle-relaxation LP
-milp           the remaining sign question, early-stopped (see :mod:`exactcomp.milp.highs`)
+lp             the same as interval, from the triangle-relaxation LP, then from that LP
+               tightened by ideal-formulation cuts (:mod:`exactcomp.bounds.ideal_cuts`)
+milp           the remaining sign question, early-stopped (see :mod:`exactcomp.milp.highs`);
+               a near tie is asked again at a finer solver tolerance
 =============  =====================================================================
 
 Methods: ``fast`` runs every phase. ``leo`` (CPAIOR 2020 style) runs interval bounds, then a

@@ -27,7 +27,7 @@ import numpy as np
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.contrib.solver.solvers.highs import Highs
 
-from ..milp.highs import FEASIBILITY_TOLERANCE, SMALL_MATRIX_VALUE
+from ..milp.highs import FEASIBILITY_TOLERANCE, SEARCH_OPTIONS, SMALL_MATRIX_VALUE
 from ..solver import HIGHS_THREADS, PRESOLVE_RULES_OFF, prepare_highs
 
 
@@ -131,6 +131,7 @@ class ObjectiveSolver:
             "mip_feasibility_tolerance": feasibility,
             "small_matrix_value": SMALL_MATRIX_VALUE,  # what rounding_doubt assumes
             "presolve_rule_off": PRESOLVE_RULES_OFF,
+            **SEARCH_OPTIONS,
         }
         if feasibility < FEASIBILITY_TOLERANCE:  # a precise solve: every tolerance follows
             options["primal_feasibility_tolerance"] = feasibility

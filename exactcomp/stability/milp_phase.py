@@ -48,6 +48,7 @@ from ..progress import SILENT, Progress
 
 _MIN_QUESTIONS_FOR_WORKERS = 6
 _START_AFTER_SECONDS = 5.0
+_MANY_QUESTIONS = 24  # this many left on one layer: start the workers at once
 _CONNECT_SECONDS = 10.0  # to reach the scheduler
 _FIRST_WORKER_SECONDS = 30.0  # for a cluster with no worker yet to get one
 _POLL_SECONDS = 1.0  # how often a wait for an answer checks that the cluster has workers
@@ -107,7 +108,8 @@ class Workers:
     Without ``cluster``: a local process pool (``jobs`` processes; ``None``: all cores; ``1``:
     never) started only once MILPs prove slow: starting workers costs seconds (each imports the
     package), so only after the MILPs of this call have taken :data:`_START_AFTER_SECONDS`
-    in-process and enough questions remain. With ``cluster`` (a Dask scheduler address), a
+    in-process and enough questions remain, or at once when a layer has
+    :data:`_MANY_QUESTIONS` left. With ``cluster`` (a Dask scheduler address), a
     client connected on entry and closed on exit; ``jobs`` is then unused. ``broken`` is set
     once the workers failed (everything then runs in-process); ``remote`` counts the answers
     consumed from the cluster.
@@ -134,7 +136,7 @@ class Workers:
             self.broken
             or self.jobs == 1
             or remaining < _MIN_QUESTIONS_FOR_WORKERS
-            or self.solve_seconds < _START_AFTER_SECONDS
+            or (self.solve_seconds < _START_AFTER_SECONDS and remaining < _MANY_QUESTIONS)
         ):
             return None
         ctx = multiprocessing.get_context("spawn")

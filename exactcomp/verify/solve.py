@@ -133,9 +133,10 @@ class ObjectiveSolver:
             "presolve_rule_off": PRESOLVE_RULES_OFF,
             **SEARCH_OPTIONS,
         }
-        if feasibility < FEASIBILITY_TOLERANCE:  # a precise solve: every tolerance follows
-            options["primal_feasibility_tolerance"] = feasibility
-            options["dual_feasibility_tolerance"] = feasibility
+        # set every time: the instance is persistent, and a precise solve must not leave its
+        # tolerances to the next one (1e-7: HiGHS' defaults)
+        options["primal_feasibility_tolerance"] = min(feasibility, 1e-7)
+        options["dual_feasibility_tolerance"] = min(feasibility, 1e-7)
         t0 = time.perf_counter()
         res = self._run(time_limit, options)
         self.solves += 1

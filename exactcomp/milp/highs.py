@@ -230,6 +230,24 @@ re-check's and verification's MILPs in :mod:`exactcomp.verify.solve`). These opt
 the speed only: what counts as a proof does not depend on them."""
 
 
+def milp_options(feasibility: float = FEASIBILITY_TOLERANCE) -> dict[str, object]:
+    """The HiGHS options of every MILP of the package at the feasibility tolerance
+    ``feasibility`` (the margins assume them): the MILP tolerance at ``feasibility``, the LP
+    tolerances at it too where it is below their default, the matrix entries kept that
+    :func:`rounding_doubt` assumes, the presolve rules off
+    (:data:`~exactcomp.solver.PRESOLVE_RULES_OFF`) and :data:`SEARCH_OPTIONS`. Every
+    tolerance is set explicitly, so that a persistent instance never keeps a precise one."""
+    lp_tolerance = min(feasibility, _ROW_TOLERANCE)
+    return {
+        "mip_feasibility_tolerance": feasibility,
+        "primal_feasibility_tolerance": lp_tolerance,
+        "dual_feasibility_tolerance": lp_tolerance,
+        "small_matrix_value": SMALL_MATRIX_VALUE,
+        "presolve_rule_off": PRESOLVE_RULES_OFF,
+        **SEARCH_OPTIONS,
+    }
+
+
 @dataclass(frozen=True)
 class Question:
     """Can ``sign * z[neuron] > 0``? (see the module docstring for the margins)."""
@@ -294,13 +312,7 @@ def _highs_for(milp: CompiledMilp, q: Question) -> highspy.Highs:
     ]
     h.passModel(lp)
     h.setOptionValue("time_limit", max(float(q.time_limit), 1e-3))
-    h.setOptionValue("mip_feasibility_tolerance", q.feasibility)
-    if q.feasibility < _ROW_TOLERANCE:
-        h.setOptionValue("primal_feasibility_tolerance", q.feasibility)
-        h.setOptionValue("dual_feasibility_tolerance", q.feasibility)
-    h.setOptionValue("small_matrix_value", SMALL_MATRIX_VALUE)
-    h.setOptionValue("presolve_rule_off", PRESOLVE_RULES_OFF)
-    for name, value in SEARCH_OPTIONS.items():
+    for name, value in milp_options(q.feasibility).items():
         h.setOptionValue(name, value)
     if q.mode == "early":
         h.setOptionValue("objective_bound", float(q.margin))

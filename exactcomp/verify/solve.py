@@ -27,8 +27,8 @@ import numpy as np
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.contrib.solver.solvers.highs import Highs
 
-from ..milp.highs import FEASIBILITY_TOLERANCE, SEARCH_OPTIONS, SMALL_MATRIX_VALUE
-from ..solver import HIGHS_THREADS, PRESOLVE_RULES_OFF, prepare_highs
+from ..milp.highs import FEASIBILITY_TOLERANCE, milp_options
+from ..solver import HIGHS_THREADS, prepare_highs
 
 
 class Decision(Enum):
@@ -128,15 +128,8 @@ class ObjectiveSolver:
             "objective_bound": -prove_at,
             "objective_target": -find_at,
             "mip_rel_gap": 0.0,
-            "mip_feasibility_tolerance": feasibility,
-            "small_matrix_value": SMALL_MATRIX_VALUE,  # what rounding_doubt assumes
-            "presolve_rule_off": PRESOLVE_RULES_OFF,
-            **SEARCH_OPTIONS,
+            **milp_options(feasibility),
         }
-        # set every time: the instance is persistent, and a precise solve must not leave its
-        # tolerances to the next one (1e-7: HiGHS' defaults)
-        options["primal_feasibility_tolerance"] = min(feasibility, 1e-7)
-        options["dual_feasibility_tolerance"] = min(feasibility, 1e-7)
         t0 = time.perf_counter()
         res = self._run(time_limit, options)
         self.solves += 1

@@ -79,7 +79,7 @@ def test_clipping_is_not_modelled_outside_limits():
     net = load_nnet(FIXTURE)
     x = np.array([[150.0, 0.0, 15.0]])
     assert not np.allclose(net.forward(x), reference(x))
-    with pytest.raises(InvalidDomainError, match="input 0 .* upper bound 150 .* maximum 100"):
+    with pytest.raises(InvalidDomainError, match=r"input 0 .* upper bound 150.0 .* maximum 100.0"):
         check_nnet_box(net, Box(np.array([0.0, -1, 10]), np.array([150.0, 1, 20])))
     with pytest.raises(InvalidDomainError, match="input limits"):
         load_nnet(FIXTURE, box=Box(np.array([0.0, -4, 10]), np.array([1.0, 1, 20])))
@@ -260,3 +260,74 @@ def test_minimum_above_maximum(tmp_path):
     p.write_text(nnet_text(W, B, MINS, np.array([100.0, -4.0, 20.0]), MEANS, RANGES))
     with pytest.raises(InvalidNetworkError, match="input 1 has minimum -3.0 above its maximum"):
         load_nnet(p)
+
+
+# --- a real network: ACAS Xu 1_1 as an .nnet, and a VNN-LIB box in normalised units --------
+
+REAL = Path(__file__).resolve().parents[1] / "models" / "real" / "acasxu"
+# The public ACAS Xu .nnet header (Julian and Katz): limits, means and ranges of the 5 inputs,
+# then the output's mean and range. The ONNX graph holds the network between the two.
+ACAS_MINS = np.array([0.0, -3.141593, -3.141593, 100.0, 0.0])
+ACAS_MAXS = np.array([60760.0, 3.141593, 3.141593, 1200.0, 1200.0])
+ACAS_MEANS = np.array([19791.091, 0.0, 0.0, 650.0, 600.0, 7.5188840201005975])
+ACAS_RANGES = np.array([60261.0, 6.28318530718, 6.28318530718, 1100.0, 1200.0, 373.94992])
+
+
+@pytest.fixture(scope="module")
+def acas(tmp_path_factory):
+    """ACAS Xu 1_1 written as an .nnet (the shipped ONNX weights, the public header) and the
+    ONNX network it came from."""
+    from exactcomp.io import load
+
+    onnx_net = load(REAL / "ACASXU_run2a_1_1_batch_2000.onnx")
+    ws = [layer.weight.astype(np.float64) for layer in onnx_net.layers]
+    bs = [layer.bias.astype(np.float64) for layer in onnx_net.layers]
+    path = tmp_path_factory.mktemp("acas") / "acas_1_1.nnet"
+    path.write_text(nnet_text(ws, bs, ACAS_MINS, ACAS_MAXS, ACAS_MEANS, ACAS_RANGES))
+    return path, onnx_net
+
+
+def test_acas_nnet_equals_onnx_with_normalisation(acas, tmp_path):
+    """Raw in, raw out: the .nnet read here is the ONNX network between the file's
+    normalisation and de-normalisation, also when its header lines carry NeuroDiff-style
+    extra entries."""
+    path, onnx_net = acas
+    x = Box(ACAS_MINS, ACAS_MAXS).sample(400, np.random.default_rng(3))
+    want = (
+        onnx_net.forward(((x - ACAS_MEANS[:5]) / ACAS_RANGES[:5]).astype(np.float32))
+        * ACAS_RANGES[5]
+        + ACAS_MEANS[5]
+    )
+    np.testing.assert_allclose(load_nnet(path).forward(x), want, rtol=1e-5, atol=1e-3)
+    extra = tmp_path / "extra.nnet"
+    extra.write_text(_with_extra_header_entries(path.read_text()))
+    np.testing.assert_array_equal(load_nnet(extra).forward(x), load_nnet(path).forward(x))
+
+
+def test_acas_vnnlib_box_in_normalised_units_is_refused(acas, tmp_path, capsys):
+    """The issue's case: a VNN-LIB box in normalised units given with an ACAS Xu .nnet leaves
+    the limits of input 3 (v_own >= 100 ft/s); refused with one line that says the units.
+    The same box mapped to raw units lies within the limits and is accepted."""
+    from exactcomp.api import bind_domain
+    from exactcomp.cli import main
+    from exactcomp.io.vnnlib import read_vnnlib
+
+    path, _ = acas
+    out = tmp_path / "small.onnx"
+    argv = ["compress", str(path), "--vnnlib", str(REAL / "prop_1.vnnlib"), "-o", str(out)]
+    code = main(argv + ["--jobs", "1"])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert "input 3" in lines[0] and "minimum 100" in lines[0] and "raw units" in lines[0]
+    assert not out.exists()
+    (norm,) = read_vnnlib(REAL / "prop_1.vnnlib", 5).boxes
+    raw = Box(
+        norm.lower * ACAS_RANGES[:5] + ACAS_MEANS[:5], norm.upper * ACAS_RANGES[:5] + ACAS_MEANS[:5]
+    )
+    # rho's upper bound, 0.679857769 normalised, is 60760 + 5e-6 ft raw: strictly refused too
+    with pytest.raises(
+        InvalidDomainError, match=r"input 0 .* upper bound 60760.0000\d+ .* 60760.0"
+    ):
+        bind_domain(raw, load_nnet(path))
+    inside = Box(np.maximum(raw.lower, ACAS_MINS), np.minimum(raw.upper, ACAS_MAXS))
+    assert bind_domain(inside, load_nnet(path)) == (inside,)

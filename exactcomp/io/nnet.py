@@ -256,17 +256,18 @@ def check_nnet_box(net: Network, box: Box) -> None:
         return
     i = int(bad[0])
     if below[i]:
-        where = f"lower bound {box.lower[i]:.9g} is below the file's minimum {limits.lower[i]:.9g}"
+        where = f"lower bound {float(box.lower[i])!r} is below the file's minimum {float(limits.lower[i])!r}"
     else:
-        where = f"upper bound {box.upper[i]:.9g} is above the file's maximum {limits.upper[i]:.9g}"
+        where = f"upper bound {float(box.upper[i])!r} is above the file's maximum {float(limits.upper[i])!r}"
     mean, rng = net.meta.get("input_mean"), net.meta.get("input_range")
     hint = ""
     if mean is not None and rng is not None:
-        hint = f" (for this input, raw = normalised * {rng[i]:.9g} + {mean[i]:.9g})"
+        hint = f" (for this input, raw = normalised * {float(rng[i])!r} + {float(mean[i])!r})"
     raise InvalidDomainError(
         f"input {i} of the box leaves the .nnet input limits: its {where}. A .nnet model's box "
         f"is in raw units, those of the file's min/max{hint}; the file clips its inputs to "
-        "[min, max], which exactcomp does not model: give a box within the limits"
+        "[min, max], which exactcomp does not model: give a box within the limits (intersect it "
+        "with them: beyond a limit the file's output does not change along that input)"
     )
 
 

@@ -331,3 +331,18 @@ def test_acas_vnnlib_box_in_normalised_units_is_refused(acas, tmp_path, capsys):
         bind_domain(raw, load_nnet(path))
     inside = Box(np.maximum(raw.lower, ACAS_MINS), np.minimum(raw.upper, ACAS_MAXS))
     assert bind_domain(inside, load_nnet(path)) == (inside,)
+
+
+@pytest.mark.parametrize(
+    ("mins", "means", "match"),
+    [
+        (np.array([np.nan, -3.0, 10.0]), MEANS, "limit is NaN"),
+        (MINS, np.array([50.0, np.inf, 15.0, 7.5]), "not finite"),
+    ],
+)
+def test_non_finite_header(tmp_path, mins, means, match):
+    """A NaN limit would let every box pass the limits check (comparisons with NaN are False)."""
+    p = tmp_path / "bad.nnet"
+    p.write_text(nnet_text(W, B, mins, MAXS, means, RANGES))
+    with pytest.raises(InvalidNetworkError, match=match):
+        load_nnet(p)

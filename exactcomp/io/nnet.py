@@ -138,22 +138,24 @@ def load_nnet(path: str | Path, *, box: Box | None = None) -> Network:
     path:
         The ``.nnet`` file.
     box:
-        The domain it will be used on, if known; it must lie within the file's input limits
-        (see the module docstring), else :class:`InvalidDomainError`.
+        The domain it will be used on, if known, in raw units; it must lie within the file's
+        input limits (see the module docstring), else :class:`InvalidDomainError`.
 
     Returns
     -------
     Network
         Raw inputs to raw outputs, ``dtype="float64"`` (the file is decimal text);
         ``meta`` holds ``format="nnet"``, ``input_min``/``input_max`` (the clipping limits),
-        ``input_mean``/``input_range`` and ``output_mean``/``output_range``.
+        ``input_mean``/``input_range``, ``output_mean``/``output_range``, and
+        ``header_entries_ignored`` (header line -> extra trailing entries not read).
 
     Raises
     ------
     InputFileError
         Missing, unreadable, truncated or malformed file.
     InvalidNetworkError
-        Inconsistent sizes, a zero range, or NaN/inf weights.
+        Inconsistent sizes, a zero or non-finite range, a NaN limit, a minimum above its
+        maximum, or NaN/inf weights.
     InvalidDomainError
         ``box`` leaves the input limits, or has the wrong size.
     """
@@ -179,6 +181,10 @@ def load_nnet(path: str | Path, *, box: Box | None = None) -> Network:
         tok.header_line(n_in, "the input maximums"),
     )
     mean, rng = tok.header_line(n_in + 1, "the means"), tok.header_line(n_in + 1, "the ranges")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(rng))):
+        raise InvalidNetworkError(f"{source}: a normalisation mean or range is not finite")
+    if np.any(np.isnan(lo)) or np.any(np.isnan(hi)):  # +-inf is fine: no clipping that side
+        raise InvalidNetworkError(f"{source}: an input limit is NaN")
     if np.any(rng == 0):
         i = int(np.flatnonzero(rng == 0)[0])
         which = f"input {i}" if i < n_in else "the output"

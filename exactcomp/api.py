@@ -28,6 +28,7 @@ from .errors import (
     ResourceLimitError,
     VerificationError,
 )
+from .io.nnet import nnet_domain_check
 from .network import Network
 from .progress import SILENT, Progress
 from .rewrite import RewriteResult, compress_network
@@ -78,6 +79,16 @@ def as_domain(domain: DomainLike, n_inputs: int) -> tuple[Box, ...]:
         )
     for b in boxes:
         b.check_size(n_inputs)
+    return boxes
+
+
+def bind_domain(domain: DomainLike, *nets: Network) -> tuple[Box, ...]:
+    """The boxes of ``domain`` for ``nets`` (same input size), refused where one of the
+    networks is exact only on part of the input space and a box leaves it (an ``.nnet``
+    file's input limits, outside which it clips: :func:`exactcomp.io.nnet.check_nnet_box`)."""
+    boxes = as_domain(domain, nets[0].input_size)
+    for net in nets:
+        nnet_domain_check(net, boxes)
     return boxes
 
 
@@ -138,7 +149,7 @@ def stable_neurons(
     verdicts do not depend on it, nor on ``jobs``."""
     _check_options(method, time_limit)
     net = load(model, trust_pickle=trust_pickle)
-    boxes = as_domain(domain, net.input_size)
+    boxes = bind_domain(domain, net)
     check_memory(net)
     return _stable_neurons(
         net,
@@ -289,7 +300,7 @@ def compress(
     """
     t0 = time.perf_counter()
     original = load(model, trust_pickle=trust_pickle)
-    boxes = as_domain(domain, original.input_size)
+    boxes = bind_domain(domain, original)
     report = stable_neurons(
         original,
         list(boxes),
@@ -421,7 +432,7 @@ def verify_equivalence(
             f"the networks differ in shape: {fn.input_size} inputs/{fn.output_size} outputs vs "
             f"{gn.input_size} inputs/{gn.output_size} outputs"
         )
-    boxes = as_domain(domain, fn.input_size)
+    boxes = bind_domain(domain, fn, gn)
     kwargs: dict[str, Any] = dict(
         mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed
     )
@@ -508,7 +519,7 @@ def recheck_certificates(
     """Re-prove every stability claim of ``report`` independently of the bounds that made it,
     and re-check every instability witness; failures are listed, never hidden."""
     net = load(model, trust_pickle=trust_pickle)
-    boxes = as_domain(domain, net.input_size)
+    boxes = bind_domain(domain, net)
     return _recheck_certificates(
         net,
         report,

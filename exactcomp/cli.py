@@ -28,7 +28,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_domain(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input domain (exactly one)")
+    g = p.add_argument_group(
+        "input domain (exactly one)",
+        "for a .nnet model: in raw units (those of the file's min/max), within its limits",
+    )
     g.add_argument("--box", metavar="LO,HI", help="the box [LO,HI]^n (same bounds for every input)")
     g.add_argument("--box-file", metavar="F", help=".npy of shape (2, n) or JSON {lower, upper}")
     g.add_argument("--box-from-data", metavar="F.npy", help="per-feature min/max of a data array")

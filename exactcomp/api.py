@@ -139,6 +139,7 @@ def stable_neurons(
     _check_options(method, time_limit)
     net = load(model, trust_pickle=trust_pickle)
     boxes = as_domain(domain, net.input_size)
+    _io.check_source(net, boxes)
     check_memory(net)
     return _stable_neurons(
         net,
@@ -422,6 +423,8 @@ def verify_equivalence(
             f"{gn.input_size} inputs/{gn.output_size} outputs"
         )
     boxes = as_domain(domain, fn.input_size)
+    _io.check_source(fn, boxes)
+    _io.check_source(gn, boxes)
     kwargs: dict[str, Any] = dict(
         mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed
     )
@@ -509,6 +512,7 @@ def recheck_certificates(
     and re-check every instability witness; failures are listed, never hidden."""
     net = load(model, trust_pickle=trust_pickle)
     boxes = as_domain(domain, net.input_size)
+    _io.check_source(net, boxes)
     return _recheck_certificates(
         net,
         report,

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "check_output_path",
+    "check_source",
     "load",
     "save",
 ]
@@ -73,6 +74,22 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
     if fmt == "onnx":
         return _import("onnx_io", "ONNX").load_onnx(path)
     return _import("nnet", ".nnet").load_nnet(path)
+
+
+def check_source(net: Network, boxes: Iterable[Any]) -> None:
+    """Re-check ``net`` against the file it was read from, on the analysis domain ``boxes``.
+
+    For ONNX only (:func:`exactcomp.io.onnx_check.check_on_domain`): the file is run in
+    onnxruntime on the corners, faces and random points of each box, since the load-time
+    check could not know the domain. Other formats are read exactly and need nothing.
+
+    Raises
+    ------
+    InvalidNetworkError
+        The file computes something else than ``net`` somewhere on the domain.
+    """
+    if net.meta.get("format") == "onnx":
+        _import("onnx_check", "ONNX").check_on_domain(net, list(boxes))
 
 
 def save(

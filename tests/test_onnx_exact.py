@@ -33,7 +33,7 @@ from exactcomp.io.onnx_check import (
     partial_sum_size,
     probe_points,
 )
-from exactcomp.io.onnx_io import load_onnx
+from exactcomp.io.onnx_io import load_onnx, save_onnx
 from exactcomp.network import Layer, Network
 
 n = helper.make_node
@@ -203,6 +203,9 @@ def test_float16_weights_cast_to_float_are_read_exactly(tmp_path):
     nodes = [n("Cast", ["W16"], ["W"], to=F), n("MatMul", ["x", "W"], ["y"])]
     net = load_onnx(_save(tmp_path, _model(nodes, {"W16": w16}, [1, 3], [1, 2])))
     np.testing.assert_array_equal(net.layers[0].weight, w16.astype(np.float64).T)
+    assert net.dtype == "float32"  # a saved copy computes in FLOAT, never in FLOAT16
+    save_onnx(net, tmp_path / "copy.onnx")
+    assert onnx.load(str(tmp_path / "copy.onnx")).graph.input[0].type.tensor_type.elem_type == F
     nodes = [
         n("Mul", ["W16", "W16"], ["W2"], name="sq"),
         n("Cast", ["W2"], ["W"], to=F),

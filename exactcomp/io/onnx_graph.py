@@ -13,6 +13,11 @@ constant, such as ``Constant -> Reshape -> Transpose``) are folded as they are m
 ``Conv`` is lowered to a dense affine map by :mod:`exactcomp.io.onnx_conv` (small convs
 only); pooling (``MaxPool``) is not affine and stays unsupported.
 
+Before each handler runs, :func:`exactcomp.io.onnx_types.audit_node` checks the node's element
+types (tracked per tensor): what the reader computes is the graph in real arithmetic, so a node
+whose ONNX meaning rounds beyond the graph's compute dtype (``Cast`` to FLOAT16 or to an
+integer, FLOAT16 arithmetic, mixed operand types...) is refused by name, never approximated.
+
 Only a chain is representable: a tensor from before a ReLU may not be used after it (skip
 connections), and a node whose operator is not in :data:`SUPPORTED_OPS` is refused with an
 :class:`~exactcomp.errors.UnsupportedModelError` naming it. Nodes that do not feed the

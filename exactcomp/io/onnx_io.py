@@ -78,7 +78,8 @@ def load_onnx(
     Returns
     -------
     Network
-        ``dtype`` is the weights' dtype; ``meta`` holds ``format="onnx"``, ``input_name``,
+        ``dtype`` is the weights' dtype (FLOAT16 weights: the compute dtype, so that a
+        saved copy never computes in float16); ``meta`` holds ``format="onnx"``, ``input_name``,
         ``input_shape``, ``output_name``, ``output_shape`` (shapes include the batch dimension;
         a dynamic dimension is its name or ``None``), ``opset``, ``producer`` and
         ``input_dtype``, ``compute_dtype`` (see :mod:`~exactcomp.io.onnx_types`),
@@ -121,7 +122,10 @@ def load_onnx(
         "input_dtype": lowered.input_dtype,
         "compute_dtype": lowered.compute_dtype,
     }
-    net = Network(lowered.layers, dtype=initializer_dtype(model, lowered.input_dtype), meta=meta)
+    dtype = initializer_dtype(model, lowered.input_dtype)
+    if dtype not in ("float32", "float64"):
+        dtype = lowered.compute_dtype  # FLOAT16 weights: save in the type the graph computes in
+    net = Network(lowered.layers, dtype=dtype, meta=meta)
     box = check_box if check_box is not None else Box.uniform(-1.0, 1.0, net.input_size)
     worst = check_boxes(model.SerializeToString(), net, [box], random=check_samples, seed=seed)
     if worst.excess > 0:

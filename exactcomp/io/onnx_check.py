@@ -199,19 +199,20 @@ def check_boxes(
     :func:`~exactcomp.io.onnx_io.load_onnx` records them; ``compute_dtype`` is used if
     present).
     """
-    meta = net.meta
+    meta: Any = net.meta
     rng = np.random.default_rng(seed)
     for b in boxes:
         b.check_size(net.input_size)
     x = np.vstack([probe_points(b, random, rng) for b in boxes])
+    compute = meta.get("compute_dtype")
     return compare_with_onnxruntime(
         model,
         net,
         x,
         str(meta["input_name"]),
-        tuple(meta["input_shape"]),  # type: ignore[arg-type]
+        tuple(meta["input_shape"]),
         str(meta.get("input_dtype", "float32")),
-        meta.get("compute_dtype"),  # type: ignore[arg-type]
+        None if compute is None else str(compute),
     )
 
 

@@ -28,7 +28,6 @@ from .errors import (
     ResourceLimitError,
     VerificationError,
 )
-from .io.nnet import nnet_domain_check
 from .network import Network
 from .progress import SILENT, Progress
 from .rewrite import RewriteResult, compress_network
@@ -83,12 +82,13 @@ def as_domain(domain: DomainLike, n_inputs: int) -> tuple[Box, ...]:
 
 
 def bind_domain(domain: DomainLike, *nets: Network) -> tuple[Box, ...]:
-    """The boxes of ``domain`` for ``nets`` (same input size), refused where one of the
-    networks is exact only on part of the input space and a box leaves it (an ``.nnet``
-    file's input limits, outside which it clips: :func:`exactcomp.io.nnet.check_nnet_box`)."""
+    """The boxes of ``domain`` for ``nets`` (same input size), each network checked against
+    the file it was read from on those boxes (:func:`exactcomp.io.check_source`): refused where
+    a file is exact only on part of the input space and a box leaves it, or where the file
+    computes something else somewhere on the domain. Every API entry binds its domain here."""
     boxes = as_domain(domain, nets[0].input_size)
     for net in nets:
-        nnet_domain_check(net, boxes)
+        _io.check_source(net, boxes)
     return boxes
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "check_output_path",
+    "check_source",
     "load",
     "save",
 ]
@@ -73,6 +74,31 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
     if fmt == "onnx":
         return _import("onnx_io", "ONNX").load_onnx(path)
     return _import("nnet", ".nnet").load_nnet(path)
+
+
+def check_source(net: Network, boxes: Iterable[Any]) -> None:
+    """Re-check ``net`` against the file it was read from, on the analysis domain ``boxes``.
+
+    - ONNX (:func:`exactcomp.io.onnx_check.check_on_domain`): the file is run in onnxruntime
+      on the corners, faces and random points of each box, since the load-time check could not
+      know the domain.
+    - ``.nnet`` (:func:`exactcomp.io.nnet.nnet_domain_check`): a box must lie within the
+      file's input limits, outside which a ``.nnet`` consumer clips its inputs.
+
+    Other formats are read exactly and need nothing.
+
+    Raises
+    ------
+    InvalidNetworkError
+        The file computes something else than ``net`` somewhere on the domain.
+    InvalidDomainError
+        A box leaves a ``.nnet`` file's input limits.
+    """
+    boxes = list(boxes)
+    if net.meta.get("format") == "onnx":
+        _import("onnx_check", "ONNX").check_on_domain(net, boxes)
+    if net.meta.get("format") == "nnet":
+        _import("nnet", ".nnet").nnet_domain_check(net, boxes)
 
 
 def save(

@@ -43,8 +43,10 @@ def modular_image(a: np.ndarray) -> np.ndarray:
 
 
 def modular_rank(a: np.ndarray) -> int:
-    """Rank over ``Z/P`` of the image of ``a``: a lower bound on its rank over Q."""
-    m = modular_image(a).copy()
+    """Rank over ``Z/P`` of the image of ``a``: a lower bound on its rank over Q.
+
+    Gaussian elimination mod ``P``; each update ``x + f (P - y)`` stays below ``2^63``."""
+    m = modular_image(a)
     rows, cols = m.shape
     rank = 0
     for c in range(cols):
@@ -54,10 +56,14 @@ def modular_rank(a: np.ndarray) -> int:
         if nz.size == 0:
             continue
         p = rank + int(nz[0])
-        m[[rank, p]] = m[[p, rank]]
-        m[rank] = m[rank] * pow(int(m[rank, c]), P - 2, P) % P
-        f = m[rank + 1 :, c].copy()
-        m[rank + 1 :] = (m[rank + 1 :] - f[:, None] * m[rank] % P) % P
+        if p != rank:
+            m[[rank, p], c:] = m[[p, rank], c:]
+        pivot = m[rank, c + 1 :] * pow(int(m[rank, c]), P - 2, P) % P
+        below = m[rank + 1 :, c]
+        hit = np.flatnonzero(below)
+        if hit.size:
+            r = rank + 1 + hit
+            m[r, c + 1 :] = (m[r, c + 1 :] + below[hit, None] * (P - pivot)) % P
         rank += 1
     return rank
 

@@ -46,8 +46,8 @@ class Fold:
 
     ``sources`` are units of the same layer (in the numbering of the record or fate that
     holds this fold). The identity is proven exact (see :mod:`exactcomp.rewrite.algebra`);
-    ``residual`` bounds the float64 rounding of the coefficients relative to the terms
-    (0 when exact), at most ``Tolerances.fold_rel``.
+    ``residual`` bounds the true relative residual of the float64 coefficients (their
+    rounding, column by column, relative to the terms), at most ``Tolerances.fold_rel``.
     """
 
     sources: tuple[Unit, ...]

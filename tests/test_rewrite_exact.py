@@ -12,6 +12,7 @@ from fractions import Fraction
 import numpy as np
 
 import exactcomp
+from exactcomp.cli import main
 from exactcomp.domain import Box
 from exactcomp.network import Network
 from exactcomp.rewrite import Reason, compress_network
@@ -139,3 +140,19 @@ def test_spanning_active_neurons_are_still_folded():
     x = Box.uniform(0.0, 1.0, 2).sample(1000, np.random.default_rng(0))
     scale = np.abs(x) @ np.abs(w0).T @ np.abs(net.layers[1].weight).T + 1.0
     assert np.all(np.abs(res.network(x) - net(x)) <= 1e-12 * scale)
+
+
+def test_cli_compresses_both_networks_exactly(tmp_path):
+    """Through the CLI: exit 0 (it was a wrong network for the first, exit 2 for the second)
+    and a file that equals the original in exact arithmetic where the old rewrite was wrong."""
+    for name, net, points in (
+        ("dup", near_duplicates(), [[x] for x in SLAB]),
+        ("dep", near_dependent(), [[0.0, 1.0], [1.0, 1.0], [0.3, 0.7]]),
+    ):
+        src, out = tmp_path / f"{name}.pt", tmp_path / f"{name}_small.pt"
+        exactcomp.save(net, src)
+        argv = ["compress", str(src), "--box", "0,1", "-o", str(out), "--quiet"]
+        assert main([*argv, "--dtype", "float64"]) == 0
+        small = exactcomp.load(out)
+        for x in points:
+            assert exact_forward(small, x) == exact_forward(net, x)

@@ -39,7 +39,7 @@ class Tolerances:
     fold_rel:
         Rounding allowed in a fold of stably active neurons whose linear dependence is
         *proven* exact (the basis provably spans the inputs, so exact rational coefficients
-        exist and the float64 ones only round them): the true residual of the float64
+        exist and the float64 ones only approximate them): the true residual of the float64
         coefficients, column by column, relative to the terms summed (see
         :mod:`exactcomp.rewrite.algebra`). Some 4,500 units in the last place: rounding, never
         a real residual. A dependence not proven exact is never accepted, whatever its

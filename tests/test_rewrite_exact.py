@@ -126,7 +126,7 @@ def test_near_dependent_active_neurons_compress_correctly():
 def test_spanning_active_neurons_are_still_folded():
     """Three ACTIVE neurons on two inputs: two are proven to span the plane (rank modulo a
     prime), so the third is an exact combination of them and is folded; the float64
-    coefficients only round the exact ones."""
+    coefficients leave a rounding-level residual."""
     w0 = np.array([[1.0, 1.0], [1.0, 1.0 + 1e-10], [0.3, 0.7], [1.0, -1.0]])
     net = Network.from_arrays(
         [w0, np.array([[-1e9, 1e9, 2.0, 1.0]])], [np.array([1.0, 1.0, 1.0, 0.0]), np.zeros(1)]

@@ -13,26 +13,31 @@ slab of the domain, and an outgoing weight of 1e9 turns that into an output chan
 **Duplicates** must be equal after an exact positive rational scaling, entry by entry
 (bias included): ``r_j = c r_i`` with ``c > 0`` in exact arithmetic.
 
-**Linear dependence** ``r_j = sum_i a_i r_i`` is accepted in one of two ways:
+**Linear dependence** ``r_j = sum_i a*_i r_i`` must hold *exactly* for some rational
+``a*``, shown in one of two ways:
 
-1. *Exact residual*: with the float64 coefficients ``a`` (as solved, or snapped to a
-   coarse binary grid so that ``1 - 2^-53`` becomes ``1``), ``r_j - sum_i a_i r_i`` is
-   exactly zero in rational arithmetic. The fold then drops nothing.
+1. *Exact residual*: ``a*`` is exhibited (the solved float64 coefficients themselves, or
+   each replaced by the nearest fraction of small denominator, so that ``1 - 2^-53``
+   becomes ``1`` and ``0.333..`` becomes ``1/3``) and ``r_j - sum_i a*_i r_i`` is exactly
+   zero in rational arithmetic.
 2. *Spanning basis*: the basis rows are proven (rank modulo a prime) to have full rank
-   over the non-zero columns, so *exact* rational coefficients ``a*`` exist for every other
-   row, and the float64 ``a`` only rounds them. The fold then drops
-   ``rho = r_j - sum_i a_i r_i``, a rounding error of the coefficients (not a real residual),
-   accepted only when, column by column,
+   over the non-zero columns, so an exact ``a*`` exists for every other row.
 
-   ``|rho_l| <= rel_tol * (|r_jl| + sum_i |a_i| |r_il|)``
+The fold uses float64 coefficients ``a`` (``fl(a*)``, or the least-squares solution). It
+then drops ``rho = r_j - sum_i a_i r_i``, which is not a real residual (it would vanish with
+``a*``) but the error of representing ``a*`` in float64. It is accepted only when, column
+by column,
 
-   holds for the *true* ``rho`` (the float64 value plus the worst rounding of computing it,
-   ``gamma_{k+1} = (k+1) 2^-53 / (1 - (k+1) 2^-53)`` times the same scale). With
-   ``rel_tol = Tolerances.fold_rel`` (a few thousand units in the last place) the error the
-   fold adds to any input ``h`` is at most ``rel_tol`` times the terms ``|r_jl h_l|`` and
-   ``|a_i r_il h_l|`` the folded network sums anyway: the same order as the rounding of
-   evaluating it, and of any float64 fold (``W_{k+1} W_k``). The scale is column by column
-   because a column of tiny weights can meet an input of huge values.
+``|rho_l| <= rel_tol * (|r_jl| + sum_i |a_i| |r_il|)``
+
+holds for the *true* ``rho`` (the float64 value plus the worst rounding of computing it,
+``gamma_{k+1} = (k+1) 2^-53 / (1 - (k+1) 2^-53)`` times the same scale). With
+``rel_tol = Tolerances.fold_rel`` (a few thousand units in the last place) the error the fold
+adds at any input ``h`` is at most ``rel_tol`` times the terms ``|r_jl h_l|`` and
+``|a_i r_il h_l|`` that the folded network sums anyway: the order of the rounding of
+evaluating it, and of any float64 fold (``W_{k+1} W_k``). Merging duplicates has the same
+rounding (``fl(c)`` and one sum per weight). The scale is column by column because a column
+of tiny weights can meet an input of huge values.
 
 A row that meets neither condition stays in the basis: its neuron is kept.
 """

@@ -44,10 +44,9 @@ def fold_active(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) ->
     """Fold stably active neurons that depend linearly on other active neurons of their layer.
 
     On the domain an ACTIVE neuron is affine: ``h_j = z_j = w_j . h + b_j``. If, over the
-    kept active neurons ``i``, ``w_j = sum_i a_i w_i`` (proven, never within a tolerance:
-    exactly with the float64 ``a``, or exactly with rational coefficients that ``a`` rounds
-    to within ``tol.fold_rel`` of the terms; :func:`~exactcomp.rewrite.algebra.linear_basis`),
-    then ``h_j = sum_i a_i (z_i - b_i) + b_j = sum_i a_i h_i + c_j`` with
+    kept active neurons ``i``, ``w_j = sum_i a_i w_i`` (an exact identity over the rationals,
+    proven, never a tolerance; the float64 ``a`` leave a residual within ``tol.fold_rel`` of
+    the terms, rounding only: :func:`~exactcomp.rewrite.algebra.linear_basis`), then ``h_j = sum_i a_i (z_i - b_i) + b_j = sum_i a_i h_i + c_j`` with
     ``c_j = b_j - sum_i a_i b_i``. So, with ``v_j`` the column of ``W_{k+1}`` reading ``h_j``:
 
     ``W_{k+1}[:, i] += a_i v_j``, ``b_{k+1} += c_j v_j``, and neuron ``j`` is dropped.

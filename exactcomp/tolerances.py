@@ -37,8 +37,13 @@ class Tolerances:
         ``z > witness`` (positive side) or ``z < -witness`` (negative side), relative to
         the magnitude of the terms (``witness * (1 + scale)``).
     fold_rel:
-        Largest relative residual accepted when expressing one neuron as a linear
-        combination of others (rank folding, duplicates). Above it the neuron is kept.
+        Rounding allowed in a fold of stably active neurons whose linear dependence is
+        *proven* exact (the basis provably spans the inputs, so exact rational coefficients
+        exist and the float64 ones only approximate them): the true residual of the float64
+        coefficients, column by column, relative to the terms summed (see
+        :mod:`exactcomp.rewrite.algebra`). Some 4,500 units in the last place: rounding, never
+        a real residual. A dependence not proven exact is never accepted, whatever its
+        residual, and duplicates must be exact positive multiples: no tolerance at all.
     check_abs, check_rel, check_scale:
         Allowed |f(x) - g(x)| when re-checking a compressed network by evaluation, in float64:
         ``check_abs + check_rel * max(1, |f(x)|) + check_scale * S(x)`` with ``S(x)`` the size
@@ -56,7 +61,7 @@ class Tolerances:
     solver_abs: float = 1e-6
     solver_rel: float = 1e-7
     witness: float = 1e-9
-    fold_rel: float = 1e-9
+    fold_rel: float = 1e-12
     check_abs: float = 1e-7
     check_rel: float = 1e-7
     check_scale: float = 1e-12

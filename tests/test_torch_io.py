@@ -20,7 +20,8 @@ from exactcomp.errors import (
     OutputPathError,
     UnsupportedModelError,
 )
-from exactcomp.io.torch_io import STATE_DICT_NOTE, load_torch, save_torch, to_torch_module
+from exactcomp.io.torch_io import load_torch, save_torch, to_torch_module
+from exactcomp.io.torch_state import STATE_DICT_NOTE
 from exactcomp.network import Layer, Network
 
 

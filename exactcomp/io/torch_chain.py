@@ -151,9 +151,7 @@ class ChainBuilder:
         self._relu[-1] = True
         self._foldable = False
 
-    def batchnorm(
-        self, name: str, gamma: Any, beta: Any, mean: Any, var: Any, eps: float
-    ) -> None:
+    def batchnorm(self, name: str, gamma: Any, beta: Any, mean: Any, var: Any, eps: float) -> None:
         """Fold an eval-mode BatchNorm1d into the Linear just before it (see module docs).
 
         ``gamma``/``beta`` may be ``None`` (``affine=False``: 1 and 0); ``mean``/``var`` are

@@ -58,6 +58,10 @@ _HEAD_OPS = {
 }
 
 
+class _Unreadable(str):
+    """Why a tensor of the archive cannot be used (raised only if an op uses it)."""
+
+
 class _Refused(Exception):
     """The archive is not a torch.export program this reader can read (message says why)."""
 
@@ -81,7 +85,9 @@ def load_export(path: str | Path) -> Network:
 def _read_archive(path: Path) -> tuple[dict, dict[str, np.ndarray | str]]:
     """The program's JSON and its weights/constants by fully-qualified name."""
     if not zipfile.is_zipfile(path):
-        raise _Refused("not a torch.export archive (not a zip file); write one with torch.export.save")
+        raise _Refused(
+            "not a torch.export archive (not a zip file); write one with torch.export.save"
+        )
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         prefix = names[0].split("/", 1)[0] + "/" if names and "/" in names[0] else ""
@@ -179,10 +185,13 @@ def program_to_network(doc: dict, tensors: dict[str, np.ndarray | str]) -> Netwo
     for spec in signature["input_specs"]:
         (kind, body), *_ = spec.items()
         if kind in ("parameter", "buffer", "tensor_constant"):
-            fqn = body[{"parameter": "parameter_name", "buffer": "buffer_name"}.get(
-                kind, "tensor_constant_name"
-            )]
-            values[body["arg"]["name"]] = tensors[fqn]
+            fqn = body[
+                {"parameter": "parameter_name", "buffer": "buffer_name"}.get(
+                    kind, "tensor_constant_name"
+                )
+            ]
+            tensor = tensors[fqn]
+            values[body["arg"]["name"]] = _Unreadable(tensor) if isinstance(tensor, str) else tensor
         elif kind == "user_input" and "as_tensor" in body["arg"]:
             name = body["arg"]["as_tensor"]["name"]
             user_inputs.append(_Act(name, _features(shapes, name)))
@@ -233,10 +242,7 @@ def _args(node: dict, values: dict[str, Any]) -> dict[str, Any]:
                     f"torch.export node {node.get('name')!r} uses {value['name']!r}, which is "
                     "not the previous layer's output (the graph is not a chain)"
                 )
-            resolved = values[value["name"]]
-            if isinstance(resolved, str):
-                raise UnsupportedModelError(f"torch.export node {node.get('name')!r}: {resolved}")
-            args[item["name"]] = resolved
+            args[item["name"]] = values[value["name"]]
         elif kind == "as_none":
             args[item["name"]] = None
         else:
@@ -275,6 +281,14 @@ def _step(
             "softmax/log_softmax"
         )
 
+    if target.split(".")[0].endswith("_") and target != "relu_.default":
+        raise refuse(
+            " (an in-place update: a BatchNorm exported in training mode? export after "
+            "model.eval())"
+        )
+    unusable = [a for a in args.values() if isinstance(a, _Unreadable)]
+    if unusable:
+        raise refuse(f" ({unusable[0]})")
     acts = [a for a in args.values() if isinstance(a, _Act)]
     if not acts:  # an op on parameters only: the transposes of a decomposed Linear
         if target in ("permute.default", "t.default", "transpose.int"):
@@ -285,7 +299,9 @@ def _step(
         raise refuse()
     if len(acts) != 1 or acts[0] is not current:
         raise refuse(" (it combines or reuses activations: not a chain)")
-    if len(current.features) != 1 and not target.startswith(("flatten", "view", "reshape", "_unsafe_view")):
+    if len(current.features) != 1 and not target.startswith(
+        ("flatten", "view", "reshape", "_unsafe_view")
+    ):
         raise refuse(f" on an input of shape {current.features}")
     act_in = [k for k, a in args.items() if a is current][0]
 

@@ -14,15 +14,13 @@ torch itself is imported only inside the functions that need it (the fallback re
 in memory, saving), so reading a plain checkpoint never imports it. Tensors therefore arrive
 either as numpy arrays (fast reader) or as torch tensors; the readers below accept both.
 
-A ``state_dict`` carries no activations, so it is read as the conventional MLP: the
-``*.weight``/``*.bias`` pairs in the dict's saved order (never re-sorted: ``layers.10`` may
-legitimately follow ``layers.2``), a ReLU after every layer but the last. That is an
-assumption (a LeakyReLU or Sigmoid model has the same keys), so the network carries a note
-saying so (:data:`STATE_DICT_NOTE`), which the CLI prints and the report stores. Files written
-by :func:`save_torch` additionally record the exact ReLU pattern (and a Softmax head) in the
-``state_dict``'s ``_metadata`` (which ``load_state_dict`` ignores): those are read without
-assumption, so networks with a ReLU after the output layer, or two affine layers in a row,
-survive a round trip.
+A ``state_dict`` carries no activations, so :mod:`exactcomp.io.torch_state` reads it as the
+conventional MLP (Linear -> ReLU -> ... -> Linear) and the network carries a note saying that
+this was assumed, which the CLI prints and the report stores. Files written by
+:func:`save_torch` record the exact ReLU pattern (and a Softmax head) in the ``state_dict``'s
+``_metadata`` (which ``load_state_dict`` ignores): those are read without assumption, so
+networks with a ReLU after the output layer, or two affine layers in a row, survive a round
+trip.
 
 The formats that carry the graph are read exactly: ``torch.export`` programs (``.pt2``, by
 :mod:`exactcomp.io.torch_export`, without torch and without unpickling anything) and
@@ -43,18 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputFileError, InvalidNetworkError, UnsupportedModelError
-from ..network import Layer, Network
+from ..errors import InputFileError, UnsupportedModelError
+from ..network import Network
 from .atomic import atomic_open
-from .torch_chain import (
-    HEADS,
-    LAYER_KINDS,
-    ChainBuilder,
-    build_network,
-    feed,
-    head_note,
-    to_float64,
-)
+from .torch_chain import HEADS, LAYER_KINDS, ChainBuilder, feed
+from .torch_state import METADATA_KEY, state_dict_to_network
 from .torch_zip import read_zip_checkpoint
 
 if TYPE_CHECKING:
@@ -63,17 +54,6 @@ if TYPE_CHECKING:
 
 #: Checkpoint-dict keys that may hold the model's ``state_dict`` (or the module), in order.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-
-#: Key under the ``state_dict``'s ``_metadata`` where :func:`save_torch` records ReLU flags.
-METADATA_KEY = "exactcomp"
-
-#: The note a network read from a bare state_dict carries (printed by the CLI, in the report).
-STATE_DICT_NOTE = (
-    "architecture assumed from a state_dict: Linear -> ReLU -> ... -> Linear (a state_dict "
-    "stores no activations, so a LeakyReLU, Sigmoid or other model would be misread); to give "
-    "the real one, save torch.export.save(torch.export.export(model.eval(), (x,)), 'model.pt2'), "
-    "or torch.jit.script(model) of an nn.Sequential, or the whole module (--trust-pickle)"
-)
 
 
 def _is_module(obj: Any) -> bool:
@@ -213,115 +193,6 @@ def _object_to_network(obj: Any, *, source: str, depth: int = 0) -> Network:
         f"{source!r} holds {what}, not a model: expected a state_dict (name -> tensor), a "
         f"checkpoint dict with one of {list(WRAPPER_KEYS)}, or an nn.Module"
     )
-
-
-def state_dict_to_network(state_dict: Mapping[str, torch.Tensor | np.ndarray]) -> Network:
-    """Read an MLP ``state_dict``: weight/bias pairs in saved order, ReLU between layers.
-
-    Values are torch tensors or numpy arrays (as :mod:`~exactcomp.io.torch_zip` reads them).
-
-    Keys are grouped by their prefix (``"0"`` for ``"0.weight"``) in the order they first
-    appear; a prefix must have a 2-D ``weight`` and may have a ``bias`` (absent = zero).
-    If the dict carries the ReLU flags written by :func:`save_torch`, they are used instead of
-    the convention (ReLU after every layer but the last); otherwise the network's
-    ``meta["notes"]`` says the architecture was assumed (:data:`STATE_DICT_NOTE`).
-    """
-    groups: dict[str, dict[str, Any]] = {}
-    for key, value in state_dict.items():
-        prefix, _, name = key.rpartition(".")
-        if name not in ("weight", "bias"):
-            raise UnsupportedModelError(
-                f"state_dict entry {key!r} is not a Linear weight or bias (a normalisation or "
-                "other unsupported layer?); only Linear/ReLU MLPs are supported"
-            )
-        groups.setdefault(prefix, {})[name] = value
-    weights, biases, dtypes = [], [], []
-    for prefix, params in groups.items():
-        label = prefix or "<root>"
-        if "weight" not in params:
-            raise InvalidNetworkError(f"layer {label!r} has a bias but no weight")
-        w = params["weight"]
-        ndim = len(w.shape)
-        if ndim != 2:
-            kind = "a convolution?" if ndim > 2 else "a normalisation layer?"
-            raise UnsupportedModelError(
-                f"layer {label!r} has a {ndim}-D weight of shape {tuple(w.shape)} ({kind}); "
-                "only Linear layers are supported"
-            )
-        b = params.get("bias")
-        weights.append(to_float64(w, f"{label}.weight"))
-        biases.append(
-            np.zeros(w.shape[0]) if b is None else to_float64(b, f"{label}.bias").reshape(-1)
-        )
-        dtypes.append(w.dtype)
-        if b is not None and _numel(b) != w.shape[0]:
-            raise InvalidNetworkError(
-                f"layer {label!r}: bias has {_numel(b)} entries but the weight has "
-                f"{w.shape[0]} rows"
-            )
-    _check_key_order(list(groups), weights)
-    recorded = _recorded(state_dict, len(weights))
-    relu = recorded["relu"] if recorded else [k < len(weights) - 1 for k in range(len(weights))]
-    head = recorded.get("head") if recorded else None
-    notes = (head_note(head),) if head else () if recorded else (STATE_DICT_NOTE,)
-    layers = tuple(Layer(w, b, r) for w, b, r in zip(weights, biases, relu, strict=True))
-    return build_network(layers, dtypes, notes=notes, head=head)
-
-
-def _check_key_order(prefixes: list[str], weights: list[np.ndarray]) -> None:
-    """Raise, naming both keys, where one layer's weight does not take the previous one's output.
-
-    The usual cause is a dict whose entries are not in execution order; the message says
-    whether sorting the layer names numerically would make the shapes chain.
-    """
-    for k in range(1, len(weights)):
-        if weights[k].shape[1] == weights[k - 1].shape[0]:
-            continue
-        here, before = f"{prefixes[k]}.weight", f"{prefixes[k - 1]}.weight"
-        order = sorted(range(len(prefixes)), key=lambda i: _natural_key(prefixes[i]))
-        chains = all(
-            weights[j].shape[1] == weights[i].shape[0] for i, j in zip(order, order[1:])
-        )
-        hint = (
-            "; the keys are out of layer order (sorted by layer name they chain): save the "
-            "entries in execution order"
-            if chains and order != list(range(len(prefixes)))
-            else "; are the keys out of layer order, or is a layer missing?"
-        )
-        raise InvalidNetworkError(
-            f"state_dict key {here!r} (shape {tuple(weights[k].shape)}) expects "
-            f"{weights[k].shape[1]} inputs but the key before it, {before!r} (shape "
-            f"{tuple(weights[k - 1].shape)}), has {weights[k - 1].shape[0]} outputs{hint}"
-        )
-
-
-def _natural_key(name: str) -> list[tuple[int, int | str]]:
-    """``"layers.10"`` after ``"layers.2"``: digit runs compare as numbers."""
-    return [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", name) if t]
-
-
-def _numel(t: Any) -> int:
-    return int(t.size) if isinstance(t, np.ndarray) else int(t.numel())
-
-
-def _recorded(state_dict: Mapping[str, Any], n: int) -> dict[str, Any] | None:
-    """The ReLU flags (and head) that :func:`save_torch` stored in ``_metadata``, if present
-    and consistent: ``{"relu": [...], "head": "softmax" | None}``."""
-    metadata = getattr(state_dict, "_metadata", None)
-    if not isinstance(metadata, Mapping):
-        return None
-    record = metadata.get(METADATA_KEY)
-    if not isinstance(record, Mapping):
-        return None
-    flags, head = record.get("relu"), record.get("head")
-    if (
-        isinstance(flags, list | tuple)
-        and len(flags) == n
-        and all(isinstance(f, bool) for f in flags)
-        and (head is None or head in HEADS)
-    ):
-        return {"relu": list(flags), "head": head}
-    return None
 
 
 def module_to_network(module: nn.Module) -> Network:

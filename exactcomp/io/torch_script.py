@@ -59,8 +59,7 @@ def load_torchscript(path: str | Path) -> Network:
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError and others for bad archives
         raise InputFileError(
-            f"could not load TorchScript archive {str(path)!r} ({type(exc).__name__}); "
-            f"{_ADVICE}"
+            f"could not load TorchScript archive {str(path)!r} ({type(exc).__name__}); {_ADVICE}"
         ) from None
     chain = ChainBuilder("TorchScript")
     try:
@@ -105,7 +104,9 @@ def _code_files(source: Path | io.BytesIO) -> dict[str, bytes]:
 def _normalised(code: dict[str, bytes]) -> dict[str, bytes]:
     """Code files with the archive folder and the mangling counters taken out of names."""
     return {
-        _MANGLE.sub("M", name.split("/", 1)[-1]): _MANGLE.sub("M", text.decode("utf-8", "replace")).encode()
+        _MANGLE.sub("M", name.split("/", 1)[-1]): _MANGLE.sub(
+            "M", text.decode("utf-8", "replace")
+        ).encode()
         for name, text in code.items()
     }
 

@@ -10,6 +10,8 @@ output in float64, which the IR must reproduce to float64 rounding::
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -385,3 +387,27 @@ def test_torchscript_custom_module_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(UnsupportedModelError, match="code outside torch.nn"):
         eio.load(_script(Net(), tmp_path / "ts.pt"))
+
+
+def test_pt2_read_does_not_import_torch(tmp_path: Path) -> None:
+    path = _export(_bn_model(head=nn.Softmax(dim=-1)), tmp_path / "m.pt2")
+    code = (
+        "import sys, exactcomp.io as eio; net = eio.load(sys.argv[1]); "
+        "assert 'torch' not in sys.modules, 'torch imported'; print(net.describe())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3-4r-2"
+
+
+def test_malformed_program_is_an_input_error(tmp_path: Path) -> None:
+    path = _export(_bn_model(), tmp_path / "m.pt2")
+    broken = tmp_path / "broken.pt2"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, b"{}" if item.filename.endswith("models/model.json") else data)
+    with pytest.raises(InputFileError, match="malformed torch.export program"):
+        eio.load(broken)

@@ -79,7 +79,13 @@ def load_export(path: str | Path) -> Network:
             f"{str(path)!r} is not a readable torch.export archive ({type(exc).__name__}: "
             f"{str(exc)[:100]}); write one with torch.export.save"
         ) from None
-    return program_to_network(doc, tensors)
+    try:
+        return program_to_network(doc, tensors)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise InputFileError(
+            f"{str(path)!r}: malformed torch.export program ({type(exc).__name__}: "
+            f"{str(exc)[:100]}); write it with torch.export.save"
+        ) from None
 
 
 def _read_archive(path: Path) -> tuple[dict, dict[str, np.ndarray | str]]:

@@ -189,7 +189,8 @@ class CompressionResult:
     report: dict
 
     def to_module(self):  # -> torch.nn.Sequential
-        """The compressed network as a plain ``torch.nn.Sequential`` of Linear/ReLU."""
+        """The compressed network as a plain ``torch.nn.Sequential`` of Linear/ReLU (then the
+        Softmax/LogSoftmax head, if the model ended with one)."""
         from .io.torch_io import to_torch_module
 
         return to_torch_module(self.network)
@@ -390,6 +391,9 @@ def build_report(
         "domain": {"boxes": len(boxes), "dim": boxes[0].dim},
         "interrupted": bool(stability.stats.get("interrupted", 0)),
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        # what the reader assumed or set aside (e.g. a state_dict's architecture, a head)
+        "notes": list(original.meta.get("notes", ())),
+        "head": original.meta.get("head"),
     }
 
 
@@ -432,6 +436,11 @@ def verify_equivalence(
             f"the networks differ in shape: {fn.input_size} inputs/{fn.output_size} outputs vs "
             f"{gn.input_size} inputs/{gn.output_size} outputs"
         )
+    if fn.meta.get("head") != gn.meta.get("head"):
+        raise InvalidNetworkError(
+            f"the networks end differently: {_head_label(fn)} vs {_head_label(gn)}; the logits "
+            "before a Softmax head are compared, so both must have the same head (or none)"
+        )
     boxes = bind_domain(domain, fn, gn)
     kwargs: dict[str, Any] = dict(
         mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed
@@ -466,6 +475,11 @@ def verify_equivalence(
             return res
         results.append(res)
     return max(results, key=lambda r: r.upper_bound)
+
+
+def _head_label(net: Network) -> str:
+    head = net.meta.get("head")
+    return f"a {head} head" if head else "no head"
 
 
 def read_certificates(path: str | Path, net: Network) -> StabilityReport:

@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compress", help="write a smaller network that computes the same function on the domain"
     )
-    c.add_argument("model", help="checkpoint: .pt/.pth (state_dict), .onnx or .nnet")
+    c.add_argument(
+        "model",
+        help="model: .pt/.pth (state_dict, TorchScript), .pt2 (torch.export), .onnx or .nnet",
+    )
     c.add_argument(
         "-o",
         "--output",
@@ -210,6 +213,18 @@ def _progress(args: argparse.Namespace, console: Console):
     return RichProgress(console)
 
 
+def _print_notes(args: argparse.Namespace, console: Console, *nets: object) -> None:
+    """One line per note the model readers left (``Network.meta["notes"]``), unless --quiet."""
+    if args.quiet:
+        return
+    seen: list[str] = []
+    for net in nets:
+        for note in getattr(net, "meta", {}).get("notes", ()):
+            if note not in seen:
+                seen.append(note)
+                console.print(f"note: {note}", markup=False, soft_wrap=True)
+
+
 def _check_positive(name: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise InvalidOptionError(f"{name} must be > 0, got {value}")
@@ -230,6 +245,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     if args.report:
         check_output_path(args.report, inputs + [args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle)
+    _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     with _progress(args, console) as progress:
         result = api.compress(
@@ -310,6 +326,7 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
     if args.report:
         check_output_path(args.report, [args.model])
     net = api.load(args.model, trust_pickle=args.trust_pickle)
+    _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     t0 = time.perf_counter()
     with _progress(args, console) as progress:
@@ -324,7 +341,9 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
             solver=args.solver,
             progress=progress,
         )
-    doc = stability_doc(rep, time.perf_counter() - t0, cluster=args.cluster)
+    doc = stability_doc(
+        rep, time.perf_counter() - t0, cluster=args.cluster, notes=net.meta.get("notes", ())
+    )
     console.print(stability_table(doc))
     if args.report:
         write_json(args.report, doc)
@@ -342,6 +361,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         check_output_path(args.counterexample, [args.original, args.other])
     f = api.load(args.original, trust_pickle=args.trust_pickle)
     g = api.load(args.other, trust_pickle=args.trust_pickle)
+    _print_notes(args, console, f, g)
     boxes = _domain(args, f.input_size, console)
     certificates = api.read_certificates(args.certificates, f) if args.certificates else None
     recheck = None

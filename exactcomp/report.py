@@ -95,9 +95,12 @@ def _layer_cells(row: dict, *, with_after: bool) -> list[str]:
     return cells + [str(row[k]) for k in _COUNTS] + [proofs]
 
 
-def stability_doc(report: Any, seconds: float, *, cluster: str | None = None) -> dict:
+def stability_doc(
+    report: Any, seconds: float, *, cluster: str | None = None, notes: Any = ()
+) -> dict:
     """A JSON-able summary of a :class:`~exactcomp.verdicts.StabilityReport`; ``cluster``: the
-    Dask scheduler address the MILPs were sent to, if any."""
+    Dask scheduler address the MILPs were sent to, if any; ``notes``: the model reader's notes
+    (``Network.meta["notes"]``)."""
     from .verdicts import Verdict
 
     layers = []
@@ -121,6 +124,7 @@ def stability_doc(report: Any, seconds: float, *, cluster: str | None = None) ->
         "cluster": cluster,
         "layers": layers,
         "stats": {k: float(v) for k, v in report.stats.items()},
+        "notes": list(notes),
     }
 
 

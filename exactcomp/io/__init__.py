@@ -1,6 +1,7 @@
 """Reading and writing networks: the format follows the file suffix.
 
-``.pt`` / ``.pth`` are PyTorch checkpoints (:mod:`exactcomp.io.torch_io`), ``.onnx`` is ONNX
+``.pt`` / ``.pth`` are PyTorch checkpoints and TorchScript archives, ``.pt2`` is a
+``torch.export`` program (all read by :mod:`exactcomp.io.torch_io`), ``.onnx`` is ONNX
 (:mod:`exactcomp.io.onnx_io`), ``.nnet`` is the ACAS Xu text format (:mod:`exactcomp.io.nnet`,
 read only). Each reader is imported only when its format is used, so a problem with one
 format's dependencies never breaks the others. Every write is atomic (temporary file, then
@@ -32,7 +33,13 @@ __all__ = [
 ]
 
 #: Suffix -> format name, for reading and for writing.
-LOAD_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx", ".nnet": "nnet"}
+LOAD_SUFFIXES = {
+    ".pt": "torch",
+    ".pth": "torch",
+    ".pt2": "torch",
+    ".onnx": "onnx",
+    ".nnet": "nnet",
+}
 SAVE_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx"}
 
 
@@ -42,7 +49,8 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
     Parameters
     ----------
     path_or_module:
-        A path ending in ``.pt``, ``.pth``, ``.onnx`` or ``.nnet``; a ``torch.nn.Module``; or a
+        A path ending in ``.pt``, ``.pth``, ``.pt2``, ``.onnx`` or ``.nnet``; a
+        ``torch.nn.Module``; or a
         :class:`Network` (returned unchanged, so APIs can accept either).
     trust_pickle:
         For PyTorch files only: allow loading a module pickled whole, which can run code.

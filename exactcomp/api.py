@@ -66,8 +66,10 @@ def as_domain(domain: DomainLike, n_inputs: int) -> tuple[Box, ...]:
     of numbers (``[lo, hi]^n``) or of per-feature arrays of length ``n``."""
     if isinstance(domain, Box):
         boxes: tuple[Box, ...] = (domain,)
-    elif isinstance(domain, (tuple, list)) and len(domain) == 2 and not any(
-        isinstance(v, Box) for v in domain
+    elif (
+        isinstance(domain, (tuple, list))
+        and len(domain) == 2
+        and not any(isinstance(v, Box) for v in domain)
     ):
         lo, hi = (_bound_array(v, n_inputs) for v in domain)
         boxes = (Box(lo, hi),)

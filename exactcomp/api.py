@@ -424,6 +424,10 @@ def verify_equivalence(
     """Prove ``f == g`` on the domain (``linf``: max |f - g| <= tol; ``top1``: same argmax), or
     return a counterexample re-checked in float64, or UNKNOWN with the bounds reached.
 
+    ``tol=None``: :func:`default_tolerance` (1e-6, or for a ``g`` stored in float32 twice the
+    proven bound on what rounding its weights can change). After an UNKNOWN,
+    :func:`suggest_tolerance` gives a value that the same run would prove.
+
     ``certificates``: the stability report of ``f`` that a compression used (e.g.
     ``CompressionResult.stability``). Its claims are first re-proven independently
     (:func:`recheck_certificates`); only if every one holds are they used, which lets a deep

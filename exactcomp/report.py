@@ -93,7 +93,7 @@ def _table(title: str, columns: tuple[str, ...]) -> Table:
     t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in columns[:-1]:
         t.add_column(col, justify="right", no_wrap=True, min_width=len(col))
-    t.add_column(columns[-1], justify="left", overflow="fold", ratio=1)
+    t.add_column(columns[-1], justify="left", overflow="fold")
     return t
 
 
@@ -151,8 +151,12 @@ def write_json(path: str | Path, doc: dict | str) -> None:
 def _no_negative_zero(obj: Any) -> Any:
     """``obj`` with every float ``-0.0`` written as ``0.0`` (a bound of ``-0.0`` reads as a
     sign error to a person; the two are the same number)."""
-    if isinstance(obj, float):
-        return obj + 0.0
+    import numpy as np
+
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) + 0.0
+    if isinstance(obj, np.ndarray):
+        return _no_negative_zero(obj.tolist())
     if isinstance(obj, dict):
         return {k: _no_negative_zero(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -137,4 +137,5 @@ def test_verdict_bounds_never_read_minus_zero() -> None:
     res = EquivalenceResult(EquivalenceStatus.EQUIVALENT, "linf", 1e-6, -0.0, -0.0)
     assert "in [0, 0]" in res.summary()
     assert np.copysign(1.0, res.to_json()["upper_bound"]) == 1.0
-    assert "-0.0" not in to_json_text({"a": -0.0, "b": [1.0, -0.0], "c": {"d": -0.0}})
+    doc = {"a": -0.0, "b": [1.0, -0.0], "c": {"d": np.float64(-0.0)}, "x": np.array([-0.0])}
+    assert "-0.0" not in to_json_text(doc)

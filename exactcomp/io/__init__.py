@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write",
     "check_output_path",
     "check_source",
+    "check_save_path",
     "load",
     "save",
 ]
@@ -146,6 +147,14 @@ def save(
     onnx_io = _import("onnx_io", "ONNX")
     with atomic_path(target) as tmp:
         onnx_io.save_onnx(net, tmp, like=like)
+
+
+def check_save_path(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Check, before any work, that :func:`save` can write ``path``: a known suffix, not an
+    input, a writable directory (raises :class:`OutputPathError` otherwise)."""
+    target = Path(path)
+    _format(target, SAVE_SUFFIXES, "write")
+    return check_output_path(target, inputs)
 
 
 def _format(path: Path, table: dict[str, str], verb: str) -> str:

@@ -166,6 +166,7 @@ class _Run:
         self.known: dict[tuple, float] = {}  # objective -> bound proven without a solver
         self.box_bounds = (box.lower, box.upper)
         self.known_f: StabilityReport | None = None  # re-proven verdicts of f, if given
+        self.margin = float("nan")  # the solver margin, once the MILP model is built
         m = f.output_size
         if mode == "linf":
             self.objectives = [(i, s) for i in range(m) for s in (1.0, -1.0)]
@@ -208,6 +209,7 @@ class _Run:
             links=self.links,
             timings=self.timings,
             reason=reason,
+            margin=self.margin,
         )
 
     def timed(self, phase: str, t: float) -> None:
@@ -343,6 +345,7 @@ class _Run:
         coupling.add_links(jm.model, links, enc_f, enc_g)
         self.timed("build", t)
         margin = self.tolerances.solver_abs + self.tolerances.solver_rel * jm.scale
+        self.margin = margin
         if self.tol <= margin:
             return self.finish(
                 EquivalenceStatus.UNKNOWN,

@@ -80,6 +80,9 @@ class EquivalenceResult:
         ``build``, ``milp``, ``total``).
     reason:
         One line saying why the status is what it is (shown by :meth:`summary`).
+    margin:
+        The solver margin of this comparison (a MILP proves only a ``tol`` above it); NaN
+        when no MILP model was built.
     """
 
     status: EquivalenceStatus
@@ -94,9 +97,12 @@ class EquivalenceResult:
     links: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
     reason: str = ""
+    margin: float = float("nan")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timings", MappingProxyType(dict(self.timings)))
+        for name in ("upper_bound", "lower_bound"):  # -0.0 + 0.0 is 0.0: never print "-0"
+            object.__setattr__(self, name, float(getattr(self, name)) + 0.0)
         if (self.status is EquivalenceStatus.NOT_EQUIVALENT) != (self.counterexample is not None):
             raise ValueError("a counterexample is given exactly for NOT_EQUIVALENT")
 
@@ -131,6 +137,7 @@ class EquivalenceResult:
             "links": self.links,
             "seconds": dict(self.timings),
             "reason": self.reason,
+            "margin": float(self.margin) if np.isfinite(self.margin) else None,
         }
 
 

@@ -113,7 +113,7 @@ def _add_pair(rng: np.random.Generator, net: Network, box: Box, k: int) -> Netwo
         if bias_a == 0.0:
             bias_a = float(rng.choice([-1.0, 1.0])) * 0.5
     row_b, bias_b = c * row_a, c * bias_a
-    if rng.random() < 0.7:  # nudge the bias: B's kink moves by eps * |b| off A's
+    if rng.random() < 0.7 or not row_b.any():  # nudge the bias: B's kink moves eps * |b|
         bias_b += float(rng.choice([1.0, -1.0])) * eps * abs(bias_b)
     else:  # or one weight
         i = int(np.flatnonzero(row_b)[rng.integers(np.count_nonzero(row_b))])

@@ -19,7 +19,10 @@ from .oracle import (
     max_output_difference,
     probe_points,
 )
+from .adversarial import near_dependent_case, near_duplicate_case
+from .nnet_cases import NnetCase, nnet_case, write_nnet
 from .random_networks import Case, random_box, random_case, random_network, tie_bias
+from .rational import EXACT_SCALE, compare_exactly, exact_forward
 
 __all__ = [
     "AMBIGUOUS",
@@ -38,4 +41,12 @@ __all__ = [
     "random_case",
     "random_network",
     "tie_bias",
+    "near_dependent_case",
+    "near_duplicate_case",
+    "NnetCase",
+    "nnet_case",
+    "write_nnet",
+    "EXACT_SCALE",
+    "compare_exactly",
+    "exact_forward",
 ]

@@ -6,6 +6,8 @@ them; nothing in the engine imports this package.
 
 from __future__ import annotations
 
+from .adversarial import near_dependent_case, near_duplicate_case
+from .nnet_cases import NnetCase, nnet_case, write_nnet
 from .oracle import (
     AMBIGUOUS,
     ExactAnalysis,
@@ -19,8 +21,6 @@ from .oracle import (
     max_output_difference,
     probe_points,
 )
-from .adversarial import near_dependent_case, near_duplicate_case
-from .nnet_cases import NnetCase, nnet_case, write_nnet
 from .random_networks import Case, random_box, random_case, random_network, tie_bias
 from .rational import EXACT_SCALE, compare_exactly, exact_forward
 

@@ -364,14 +364,17 @@ def test_torchscript_whose_code_was_edited_is_refused(tmp_path: Path) -> None:
     path = _script(model, tmp_path / "ts.pt")
     edited = tmp_path / "edited.pt"
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
+        edits = 0
         for item in src.infolist():
             data = src.read(item)
-            if item.filename.endswith("nn/modules/linear.py"):
+            # the Linear code file: 'linear.py', or a mangled name after earlier scripting
+            if "nn/modules/linear" in item.filename:
                 data = data.replace(
                     b"torch.linear(input, weight, bias)", b"torch.linear(input, weight, bias) * 2"
                 )
-                assert b"* 2" in data
+                edits += b"* 2" in data
             dst.writestr(item, data)
+    assert edits
     with pytest.raises(UnsupportedModelError, match="TorchScript code"):
         eio.load(edited)
 
@@ -411,3 +414,29 @@ def test_malformed_program_is_an_input_error(tmp_path: Path) -> None:
             dst.writestr(item, b"{}" if item.filename.endswith("models/model.json") else data)
     with pytest.raises(InputFileError, match="malformed torch.export program"):
         eio.load(broken)
+
+
+def test_an_edited_copy_of_a_mangled_layer_is_refused(tmp_path: Path) -> None:
+    """Three Linear layers give mangled code files that normalise to one name; editing any
+    single one of them must still be caught (none may hide behind a genuine twin)."""
+    model = nn.Sequential(
+        nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)
+    ).eval()
+    path = _script(model, tmp_path / "ts.pt")
+    with zipfile.ZipFile(path) as src:
+        linear_files = [n for n in src.namelist() if "nn/modules/linear" in n and n.endswith(".py")]
+    assert len(linear_files) >= 3
+    for k, target in enumerate(linear_files):
+        edited = tmp_path / f"edited{k}.pt"
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                if item.filename == target:
+                    data = data.replace(
+                        b"torch.linear(input, weight, bias)",
+                        b"torch.linear(input, weight, bias) * 2",
+                    )
+                    assert b"* 2" in data
+                dst.writestr(item, data)
+        with pytest.raises(UnsupportedModelError, match="TorchScript code"):
+            eio.load(edited)

@@ -101,14 +101,17 @@ def _code_files(source: Path | io.BytesIO) -> dict[str, bytes]:
         raise InputFileError(f"not a readable TorchScript archive ({exc})") from None
 
 
-def _normalised(code: dict[str, bytes]) -> dict[str, bytes]:
-    """Code files with the archive folder and the mangling counters taken out of names."""
-    return {
-        _MANGLE.sub("M", name.split("/", 1)[-1]): _MANGLE.sub(
-            "M", text.decode("utf-8", "replace")
-        ).encode()
+def _normalised(code: dict[str, bytes]) -> list[tuple[str, str]]:
+    """Code files with the archive folder and the mangling counters taken out of names, as a
+    sorted list (not a dict: two mangled files that normalise to one name must both be kept,
+    or an edited one could hide behind a genuine one)."""
+    return sorted(
+        (
+            _MANGLE.sub("M", name.split("/", 1)[-1]),
+            _MANGLE.sub("M", text.decode("utf-8", "replace")),
+        )
         for name, text in code.items()
-    }
+    )
 
 
 def _rebuild(chain: ChainBuilder, module: Any, name: str) -> Any:

@@ -24,13 +24,14 @@ from exactcomp.bounds import interval_bounds
 from exactcomp.bounds.linear import linear_bounds
 from exactcomp.bounds.lp import lp_layer_bounds
 from exactcomp.domain import Box
+from exactcomp.exact import exact_forward
 from exactcomp.network import Layer, Network
 from exactcomp.rewrite import compress_network
 from exactcomp.stability import stable_neurons
 from exactcomp.testing.oracle import ExactAnalysis, OracleError, exact_analysis
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_networks import Case
-from exactcomp.testing.rational import compare_exactly, exact_forward
+from exactcomp.testing.rational import compare_exactly
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import StabilityReport, Verdict
 from exactcomp.verify import EquivalenceStatus, recheck_certificates, verify_equivalence

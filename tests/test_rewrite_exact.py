@@ -14,22 +14,10 @@ import numpy as np
 import exactcomp
 from exactcomp.cli import main
 from exactcomp.domain import Box
+from exactcomp.exact import exact_forward
 from exactcomp.network import Network
 from exactcomp.rewrite import Reason, compress_network
 from exactcomp.verdicts import LayerStability, Proof, StabilityReport, Verdict
-
-
-def exact_forward(net: Network, x: list[float]) -> list[Fraction]:
-    """``net(x)`` in exact rational arithmetic (weights and input read as exact floats)."""
-    h = [Fraction(v) for v in x]
-    for la in net.layers:
-        z = [
-            sum((Fraction(float(w)) * hi for w, hi in zip(row, h, strict=True)), Fraction(0))
-            + Fraction(float(b))
-            for row, b in zip(la.weight, la.bias, strict=True)
-        ]
-        h = [max(v, Fraction(0)) for v in z] if la.relu else z
-    return h
 
 
 def report(net: Network, codes: list[list[int]]) -> StabilityReport:

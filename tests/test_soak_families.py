@@ -20,11 +20,12 @@ from benchmarks.soak_families import FAMILIES, family_for, parse_families, run_c
 from benchmarks.soak_nnet import _judge, _worst_excess
 from benchmarks.soak_onnx import build_model, disagreement, onnx_case, run_onnxruntime
 from exactcomp.domain import Box
+from exactcomp.exact import exact_forward, exact_term_scale
 from exactcomp.io.nnet import load_nnet
 from exactcomp.network import Layer, Network
 from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_case
 from exactcomp.testing.nnet_cases import nnet_case
-from exactcomp.testing.rational import compare_exactly, exact_forward, exact_term_scale
+from exactcomp.testing.rational import compare_exactly
 from exactcomp.verify import EquivalenceStatus
 
 TINY = SoakOptions(max_neurons=6, inputs=(1, 2), depth=(1, 2), time_limit=2.0)

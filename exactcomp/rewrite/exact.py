@@ -24,16 +24,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..exact import dyadic
+
 P = 2**31 - 1
 """A Mersenne prime: ``2^31 = 1 (mod P)``, so powers of two reduce by their exponent mod 31."""
-
-
-def dyadic(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integers ``(M, E)`` with ``a = M * 2**E`` exactly (``|M| < 2^53``; ``M = 0`` for 0).
-
-    ``a`` must be finite (callers check with :func:`np.isfinite` first)."""
-    mant, exp = np.frexp(np.asarray(a, dtype=np.float64))
-    return np.ldexp(mant, 53).astype(np.int64), exp.astype(np.int64) - 53
 
 
 def modular_image(a: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ them; nothing in the engine imports this package.
 
 from __future__ import annotations
 
+from ..exact import exact_forward
 from .adversarial import near_dependent_case, near_duplicate_case
 from .nnet_cases import NnetCase, nnet_case, write_nnet
 from .oracle import (
@@ -22,7 +23,7 @@ from .oracle import (
     probe_points,
 )
 from .random_networks import Case, random_box, random_case, random_network, tie_bias
-from .rational import EXACT_SCALE, compare_exactly, exact_forward
+from .rational import EXACT_SCALE, compare_exactly
 
 __all__ = [
     "AMBIGUOUS",

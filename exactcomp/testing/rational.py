@@ -27,14 +27,13 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..exact import exact_forward, exact_term_scale
 from ..network import Network
 
 __all__ = [
     "EXACT_SCALE",
     "ExactComparison",
     "compare_exactly",
-    "exact_forward",
-    "exact_term_scale",
     "rational",
     "rational_forward",
 ]
@@ -61,11 +60,6 @@ def _affine(rows: list[Vector], bias: Vector, h: Vector) -> Vector:
     ]
 
 
-def exact_forward(net: Network, x: Sequence[float] | np.ndarray) -> Vector:
-    """``net(x)`` in exact rational arithmetic (``x`` one input, float64 values)."""
-    return _forward(_layers(net), rational(x))
-
-
 def rational_forward(net: Network, h: Vector) -> Vector:
     """``net(h)`` in exact rational arithmetic for an input that is already rational."""
     return _forward(_layers(net), list(h))
@@ -77,18 +71,6 @@ def _forward(layers, h: Vector) -> Vector:
         if relu:
             h = [v if v > 0 else Fraction(0) for v in h]
     return h
-
-
-def exact_term_scale(net: Network, x: Sequence[float] | np.ndarray) -> Vector:
-    """Exact ``S(x)`` per output: ``s_0 = |x|``, ``s_k = |W_k| s_{k-1} + |b_k|``."""
-    return _scale(_layers(net), rational(x))
-
-
-def _scale(layers, s: Vector) -> Vector:
-    s = [abs(v) for v in s]
-    for rows, bias, _ in layers:
-        s = _affine([[abs(w) for w in row] for row in rows], [abs(b) for b in bias], s)
-    return s
 
 
 @dataclass(frozen=True)
@@ -111,12 +93,11 @@ def compare_exactly(
 ) -> ExactComparison:
     """Compare ``f`` and ``g`` exactly at each row of ``points``: the point where
     ``max_o |f_o(x) - g_o(x)| - scale * max_o S_o(x)`` is largest (``S`` of ``f``)."""
-    lf, lg = _layers(f), _layers(g)
     worst: tuple[Fraction, Fraction, Fraction, list[float] | None] | None = None
     for row in np.atleast_2d(np.asarray(points, dtype=np.float64)):
-        x = rational(row)
-        d = max(abs(a - b) for a, b in zip(_forward(lf, x), _forward(lg, x), strict=True))
-        allowed = scale * max(_scale(lf, x))
+        fx, gx = exact_forward(f, row), exact_forward(g, row)
+        d = max(abs(a - b) for a, b in zip(fx, gx, strict=True))
+        allowed = scale * max(exact_term_scale(f, row))
         if worst is None or d - allowed > worst[0]:
             worst = (d - allowed, d, allowed, row.tolist())
     if worst is None:

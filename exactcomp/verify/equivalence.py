@@ -32,7 +32,7 @@ Definitions (``tol`` = :math:`\tau`):
   tied classes is therefore *not* a counterexample (that class is a top class of ``f``); with
   :math:`\tau \to 0` the condition says that :math:`\arg\max f(x)` and :math:`\arg\max g(x)`
   always share a class. A counterexample is an input where ``g`` prefers some class by more
-  than :math:`\tau` over *every* top class of ``f`` (re-checked in float64). Ties on a
+  than :math:`\tau` over *every* top class of ``f`` (confirmed in exact arithmetic). Ties on a
   boundary (the usual case) are proven like anything else; where ``f`` ties on a whole region
   (identical output rows) the answer may be UNKNOWN (see :mod:`exactcomp.verify.formulation`).
 
@@ -49,6 +49,7 @@ MILP: the answer is then UNKNOWN, with the reason in the result. Pass a larger `
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 
 import numpy as np
 
@@ -189,10 +190,17 @@ class _Run:
         x = self.box.clip(np.atleast_2d(x))
         d = self.measure(x)
         k = int(np.argmax(d))
-        self.lower = max(self.lower, float(d[k]))
         if not d[k] > self.tol:
+            self.lower = max(self.lower, float(d[k]))
             return None
-        return Counterexample(x[k], self.f.forward(x[k]), self.g.forward(x[k]), float(d[k]), source)
+        # confirmed in exact arithmetic: float64 rounding must not fabricate a difference
+        exact = falsify.exact_difference(self.f, self.g, x[k], self.mode)
+        self.lower = max(self.lower, float(exact))
+        if not exact > Fraction(self.tol):
+            return None
+        return Counterexample(
+            x[k], self.f.forward(x[k]), self.g.forward(x[k]), float(exact), source
+        )
 
     def finish(self, status, upper, cex=None, milps=0, proven=0, reason="") -> EquivalenceResult:
         self.timings["total"] = time.perf_counter() - self.t0

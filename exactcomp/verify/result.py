@@ -20,7 +20,7 @@ class EquivalenceStatus(Enum):
     """The verdict of :func:`exactcomp.verify.verify_equivalence`."""
 
     EQUIVALENT = "equivalent"  # proven: a MILP bound (with margin) or an exact argument
-    NOT_EQUIVALENT = "not_equivalent"  # a counterexample, re-checked in float64
+    NOT_EQUIVALENT = "not_equivalent"  # a counterexample, confirmed in exact arithmetic
     UNKNOWN = "unknown"  # neither (time limit, solver doubt, bound inside the margin)
 
 
@@ -31,8 +31,8 @@ class Counterexample:
     ``f_x`` and ``g_x`` are the float64 outputs of the *original* networks (the IR's forward,
     never a solver's values). ``difference`` is ``max_i |f_i(x) - g_i(x)|`` in ``linf`` mode,
     and in ``top1`` mode how far ``g`` prefers another class over every top class of ``f``
-    (``max_j g_j(x) - max_{i in argmax f(x)} g_i(x)``). ``source`` says how it was found
-    (``"sampling"``, ``"gradient"``, ``"milp"``).
+    (``max_j g_j(x) - max_{i in argmax f(x)} g_i(x)``), computed in exact arithmetic and then
+    rounded. ``source`` says how it was found (``"sampling"``, ``"gradient"``, ``"milp"``).
     """
 
     x: np.ndarray

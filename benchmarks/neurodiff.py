@@ -37,8 +37,8 @@ The question NeuroDiff answers (read from the artifact's C source at commit ``d0
 * Arithmetic is float32 without directed rounding, so "proven" is up to float32 round-off.
 
 Verdicts: ``No adv!`` = proven (every leaf of the input bisection had its interval for
-``g_0 - f_0`` strictly inside ``(-eps, eps)``); ``adv found`` = failed (below depth 35 of the
-bisection it evaluates the leaf's midpoint in float32 and finds ``|g_0 - f_0| >= eps``); killed
+``g_0 - f_0`` strictly inside ``(-eps, eps)``); ``adv found`` = failed (once a box is 35
+bisections deep it evaluates its midpoint in float32 and found ``|g_0 - f_0| >= eps``); killed
 at the time limit (SIGINT; it then prints its progress and split count) = timeout.
 
 MNIST (properties 400-499, ``-x K``): the box is in pixel units ``/ 255`` (no normalisation: the
@@ -207,11 +207,13 @@ def run(
     timeout_s: float = 120.0,
     threads: int = 1,
     extra: tuple[str, ...] = (),
+    target: int = 0,
 ) -> NeuroDiffResult:
     """Run ``binary PROPERTY nnet_a nnet_b eps [extra]``; at ``timeout_s`` send SIGINT.
 
     ``threads`` must match the build (it is a compile-time setting of NeuroDiff); OpenBLAS is
-    held to one thread, as NeuroDiff itself asks.
+    held to one thread, as NeuroDiff itself asks. ``target`` is the compared output (0 for ACAS
+    Xu property 1, the image's class for MNIST); it only picks ``initial_delta``.
     """
     cmd = [str(binary), str(property), str(nnet_a), str(nnet_b), repr(float(eps)), *extra]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
@@ -232,7 +234,7 @@ def run(
             proc.kill()
             raw, _ = proc.communicate()
     wall = time.monotonic() - t0
-    return parse_output(raw.decode(errors="replace"), wall, timed_out, proc.returncode)
+    return parse_output(raw.decode(errors="replace"), wall, timed_out, proc.returncode, target)
 
 
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:inf|nan)"
@@ -340,10 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.mnist:
         spec = json.loads((NETWORKS / "mnist_400_x15.json").read_text())
         jobs = [("mnist_relu_3_100", *spec["files"], spec["property"], tuple(spec["options"]))]
+        target = int(spec["target"])
     else:
         pairs = acas_pairs()
         names = {"all": list(pairs), "table": list(TABLE_PAIRS)}.get(a.pairs, a.pairs.split(","))
         jobs = [(n, *pairs[n], 1, ()) for n in names]
+        target = 0
     rows = []
     for name, fa, fb, prop, extra in jobs:
         fa, fb = unpack(NETWORKS / fa, tmp), unpack(NETWORKS / fb, tmp)
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=a.timeout,
             threads=a.threads,
             extra=extra,
+            target=target,
         )
         key = {"pair": name, "eps": a.eps, "property": prop, "options": " ".join(extra)}
         rows.append(_record(key, res, a.threads, a.timeout))

@@ -47,6 +47,8 @@ def test_parse_proven_run() -> None:
     assert res.seconds == pytest.approx(2.65335)  # NeuroDiff's own clock, not the wall time
     assert res.splits == 213
     assert res.initial_delta == (-269.650178, 270.808868)  # output 0 only
+    other = parse_output((DATA / "proven_1_1_eps0.05.txt").read_text(), 9.0, target=2)
+    assert other.initial_delta == (-343.905243, 345.054412)  # MNIST compares the image's class
 
 
 def test_parse_timeout_run() -> None:

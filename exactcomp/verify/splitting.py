@@ -113,6 +113,23 @@ def comparable(f: Network, g: Network) -> bool:
     )
 
 
+def paired(f: Network, g: Network, points: np.ndarray, rel: float = 0.25) -> bool:
+    """Whether pairing neuron ``j`` of layer ``k`` in ``f`` with the same in ``g`` looks right.
+
+    A heuristic for whether splitting is worth *trying* (soundness never depends on it): on the
+    sampled ``points``, every paired pre-activation must differ by at most ``rel`` times the
+    range ``f``'s neuron spans there. A quantised or fine-tuned copy passes; a permuted or
+    rescaled copy (whose differences are as wide as the neurons) does not.
+    """
+    if not comparable(f, g):
+        return False
+    for zf, zg in zip(f.preactivations(points)[:-1], g.preactivations(points)[:-1], strict=True):
+        spread = zf.max(axis=0) - zf.min(axis=0)
+        if (np.abs(zg - zf).max(axis=0) > rel * spread + 1e-12 * np.abs(zf).max(axis=0)).any():
+            return False
+    return True
+
+
 # ---------------------------------------------------------------------------- affine forms
 # A batch of affine functions of x is an array E of shape (N, d + 1, n): E[:, :d, j] are the
 # coefficients of function j on box N, E[:, d, j] its constant.

@@ -118,14 +118,14 @@ def paired(f: Network, g: Network, points: np.ndarray, rel: float = 0.25) -> boo
 
     A heuristic for whether splitting is worth *trying* (soundness never depends on it): on the
     sampled ``points``, every paired pre-activation must differ by at most ``rel`` times the
-    range ``f``'s neuron spans there. A quantised or fine-tuned copy passes; a permuted or
+    size of ``f``'s neuron there (its range plus its largest magnitude). A quantised or fine-tuned copy passes; a permuted or
     rescaled copy (whose differences are as wide as the neurons) does not.
     """
     if not comparable(f, g):
         return False
     for zf, zg in zip(f.preactivations(points)[:-1], g.preactivations(points)[:-1], strict=True):
-        spread = zf.max(axis=0) - zf.min(axis=0)
-        if (np.abs(zg - zf).max(axis=0) > rel * spread + 1e-12 * np.abs(zf).max(axis=0)).any():
+        scale = zf.max(axis=0) - zf.min(axis=0) + np.abs(zf).max(axis=0)
+        if (np.abs(zg - zf).max(axis=0) > rel * scale).any():
             return False
     return True
 
@@ -289,10 +289,13 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> _Bounds:
         act_f, ina_f = lf >= 0, uf <= 0
         act_g, ina_g = lg >= 0, ug <= 0
         unst = ~(act_f | ina_f)
+        # splitting heuristic: each neuron unstable in f (or else in g) contributes the share
+        # of its range due to each input (z^g is close to z^f: f's gradient serves for both)
+        unst_g = ~(act_g | ina_g) & ~unst
+        inv = np.where(unst, 1.0 / np.where(unst, uf - lf, 1.0), 0.0)
+        inv += np.where(unst_g, 1.0 / np.where(unst_g, ug - lg, 1.0), 0.0)
         grad = np.abs(zf_lo[:, :d] + zf_hi[:, :d]) / 2  # (N, d, n)
-        smear += np.einsum(
-            "ndk,nk->nd", grad, np.where(unst, 1.0 / np.where(unst, uf - lf, 1.0), 0.0)
-        )
+        smear += np.einsum("ndk,nk->nd", grad, inv)
         s = np.where(unst, uf / np.where(unst, uf - lf, 1.0), act_f.astype(float))
         h_hi = _scaled(zf_hi, s, np.where(unst, lf, 0.0), forms)
         h_lo = zf_lo * s[:, None, :]
@@ -312,16 +315,29 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> _Bounds:
         # exact cases
         lo_e = _where(act_f & ina_g, -zf_hi, _where(ina_f & act_g, zf_lo + d_lo, lo_e))
         hi_e = _where(act_f & ina_g, -zf_lo, _where(ina_f & act_g, zf_hi + d_hi, hi_e))
+        # the other route: bounds of a^g (g's own relaxation, z^g = z^f + d) minus those of
+        # a^f; it shrinks with g's range where the one above shrinks only with d's
+        mid_g = ~(act_g | ina_g)
+        sg = np.where(mid_g, ug / np.where(mid_g, ug - lg, 1.0), act_g.astype(float))
+        alt_hi = _scaled(zf_hi + d_hi, sg, np.where(mid_g, lg, 0.0), forms) - h_lo
+        alt_lo = (zf_lo + d_lo) * sg[:, None, :] - h_hi
         p = forms.pad(
             forms.size(zf_lo)
             + forms.size(zf_hi)
             + forms.size(d_lo)
             + forms.size(d_hi)
+            + forms.size(h_lo)
+            + forms.size(h_hi)
             + np.abs(dl)
             + np.abs(du)
+            + np.abs(lg)
         )
         lo_e[:, d] -= p
         hi_e[:, d] += p
+        alt_lo[:, d] -= p
+        alt_hi[:, d] += p
+        lo_e = _where(forms.low(alt_lo) > forms.low(lo_e), alt_lo, lo_e)
+        hi_e = _where(forms.high(alt_hi) < forms.high(hi_e), alt_hi, hi_e)
         dl_e, dh_e = lo_e, hi_e
         x_lo, x_hi = h_lo, h_hi
         cur_lo, cur_hi = np.maximum(lf, 0.0), np.maximum(uf, 0.0)

@@ -109,7 +109,7 @@ def test_pairing_heuristic_rejects_a_permuted_copy() -> None:
 
 
 # ------------------------------------------------------------------- against the exact max
-CASES = [(1, 0.02, 0), (2, 0.02, 1), (2, 0.05, 2), (1, 0.1, 3)]
+CASES = [(1, 0.02, 0), (2, 0.02, 1), (2, 0.05, 2), (1, 0.05, 3), (2, 0.01, 4)]
 
 
 @pytest.mark.parametrize(("n_in", "scale", "seed"), CASES)
@@ -145,7 +145,7 @@ def test_float16_copy_on_a_grid() -> None:
 
 def test_open_leaves_give_a_sound_upper_bound() -> None:
     """Stopped early (node budget), the bound is still an upper bound of the exact max."""
-    f = mlp([2, 8, 8, 2], seed=5)
+    f = mlp([2, 6, 6, 2], seed=5)
     g = perturbed(f, 0.02, 6)
     box = Box.uniform(-1.0, 1.0, 2)
     exact = max_output_difference(f, g, box).value
@@ -156,7 +156,8 @@ def test_open_leaves_give_a_sound_upper_bound() -> None:
 
 def test_real_float16_copy_is_proven_where_the_old_path_was_not(monkeypatch) -> None:
     """ACAS Xu 1_1 and its float16 copy on property 1's region, output 0, tol 0.05 (the
-    NeuroDiff benchmark): the MILP path gives UNKNOWN in 20 s, input splitting proves it."""
+    NeuroDiff benchmark): input splitting proves it; the MILP path gives UNKNOWN (in 10 s
+    here; the issue measured UNKNOWN with an upper bound of 1.45e3 in 300 s)."""
     f = load(ACAS / "ACASXU_run2a_1_1_batch_2000.onnx")
     g = float16(f)
     box = read_vnnlib(ACAS / "prop_1.vnnlib", f.input_size).boxes[0]
@@ -164,7 +165,7 @@ def test_real_float16_copy_is_proven_where_the_old_path_was_not(monkeypatch) -> 
     assert new.status is EQ, new.summary()
     assert new.milps == 0 and new.boxes > 1 and new.upper_bound <= 0.05
     monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)
-    old = verify_equivalence(f, g, box, tol=0.05, time_limit=20, outputs=[0])
+    old = verify_equivalence(f, g, box, tol=0.05, time_limit=10, outputs=[0])
     assert old.status is UNK, old.summary()
 
 
@@ -181,7 +182,7 @@ def test_outputs_subset(tmp_path) -> None:
     fp, gp = tmp_path / "f.onnx", tmp_path / "g.onnx"
     save(f, fp)
     save(g, gp)
-    args = ["verify", str(fp), str(gp), "--box", "-1,1", "--quiet", "--tol", "1e-4"]
+    args = ["verify", str(fp), str(gp), "--box=-1,1", "--quiet", "--tol", "1e-4"]
     assert cli.main([*args, "--outputs", "0"]) == 0
     assert cli.main([*args, "--outputs", "0,1"]) == 1
 

@@ -79,7 +79,7 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 
-RULE = "smear"
+RULE = "unstable"
 CROWN_FROM = 3
 BATCH = 2048  # boxes split per step (each gives two children, evaluated together)
 

@@ -20,7 +20,12 @@ two affine functions of :math:`x`, :math:`\underline{Q}(x) \le q(x) \le \overlin
   bounds by :math:`W^+ \underline{A} + W^- \overline{A} + b \le W A + b \le W^+ \overline{A} +
   W^- \underline{A} + b`; a ReLU on :math:`[l, u]` is exact when stable and otherwise relaxed by
   :math:`s\,\underline{Z} \le \mathrm{relu}(z) \le s(\overline{Z} - l)`, :math:`s = u / (u - l)`.
-  Concrete bounds are also intersected with interval arithmetic.
+  Concrete bounds are intersected with interval arithmetic, with the root box's bounds, and
+  from layer :data:`CROWN_FROM` on with back-substitution (CROWN-style, one batched product per
+  layer: :mod:`exactcomp.bounds.batched`) for the neurons still unstable on some box: forward
+  forms lose the most on deep layers (ACAS Xu 2_2 on a box 1/16 of property 1's, unstable
+  neurons per layer: forward 1/4/8/15/40/50, back-substitution 1/4/8/11/22/28, sampled
+  1/4/8/8/8/11), and a neuron of ``f`` wrongly unstable loosens the difference as well.
 * **g** is not bounded on its own: :math:`z^g \in [l^f + \underline{d}, u^f + \overline{d}]`.
 * **The difference**: :math:`d_0 = (W^g_0 - W^f_0) x + (b^g_0 - b^f_0)` exactly, and
 
@@ -44,14 +49,26 @@ two affine functions of :math:`x`, :math:`\underline{Q}(x) \le q(x) \le \overlin
     :math:`\tfrac{\overline{d}}{\overline{d} - \underline{d}}(d - \underline{d})`.
 
   The chords have slopes in :math:`[0, 1]`, so substituting :math:`\underline{D}` (lower) or
-  :math:`\overline{D}` (upper) for :math:`d` keeps them sound. The difference stays *linear in
-  x* through every layer; what NeuroDiff showed is that this, plus splitting, wins.
+  :math:`\overline{D}` (upper) for :math:`d` keeps them sound. A second route bounds
+  :math:`\Delta = a^g - a^f` by ``g``'s own relaxation of :math:`z^g = z^f + d` (as for ``f``,
+  with :math:`[l^g, u^g]`) minus ``f``'s: :math:`s^g \underline{Z^g} - \overline{A^f} \le
+  \Delta \le s^g(\overline{Z^g} - l^g) - \underline{A^f}`; per neuron, the route whose
+  concrete bound is tighter is kept. The first shrinks with :math:`d`, the second with the
+  neurons' ranges: without it a box around a kink of ``g`` where ``f`` is inactive keeps
+  :math:`\Delta \le d` however small it gets, and the bound never reaches the true maximum.
+  The difference stays *linear in x* through every layer; what NeuroDiff showed is that this,
+  plus splitting, wins.
 
 **Splitting.** A box is *proven* when :math:`-\underline{d}_i \le \tau` and
 :math:`\overline{d}_i \le \tau` for every compared output ``i``. Open boxes are split in half,
-worst bound first, along the dimension ``j`` maximising :math:`|c_j| w_j` (``c`` the
-coefficients of the worst output bound, ``w`` the box widths: the *smear* of the bound). The
-centre and the worst corner of each box are evaluated in float64; the caller re-checks the best
+worst bound first, along the dimension ``j`` maximising :math:`w_j \sum_n |c_{nj}| / (u_n -
+l_n)` over the neurons ``n`` unstable in ``f`` (or else in ``g``), ``c_n`` the gradient of its
+forms and ``w`` the box widths: the share of the neurons' ranges that each input accounts for
+(ties, e.g. no unstable neuron, go by the smear :math:`|c_j| w_j` of the worst output bound).
+Splitting by the smear of the output bound alone, or along the widest side, did not prove ACAS
+Xu 2_2's float16 copy at tol 0.05 within 15,000 to 48,000 boxes (this rule: 4,073): the
+difference is loose because neurons are unstable, not because the output depends on an input.
+The centre and the worst corner of each box are evaluated in float64; the caller re-checks the best
 one as a counterexample. Proven upper bound: the largest bound over all leaves, open or proven.
 
 Floating point
@@ -79,7 +96,6 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 
-RULE = "unstable"
 CROWN_FROM = 3
 BATCH = 2048  # boxes split per step (each gives two children, evaluated together)
 
@@ -256,11 +272,15 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> _Bounds:
         zf_lo, zf_hi = forms.affine(wf, bf, x_lo, x_hi)
         il, ih = _interval(wf, bf, cur_lo, cur_hi, tol)
         lf, uf = np.maximum(forms.low(zf_lo), il), np.minimum(forms.high(zf_hi), ih)
-        open_ = np.flatnonzero(((lf < 0) & (uf > 0)).any(axis=0)) if k in pair.pads else []
-        if len(open_):  # back-substitution for the neurons still unstable on some box
-            cl, cu = batched_layer_bounds(f, k, lo, hi, pre_f, pair.pads[k], open_)
-            lf[:, open_] = np.maximum(lf[:, open_], cl)
-            uf[:, open_] = np.minimum(uf[:, open_], cu)
+        if k in pair.pads:  # back-substitution where a neuron is still unstable
+            need = (lf < 0) & (uf > 0)
+            boxes = np.flatnonzero(need.any(axis=1))
+            cols = np.flatnonzero(need[boxes].any(axis=0))
+            if len(boxes):
+                sub = [(pl[boxes], ph[boxes]) for pl, ph in pre_f]
+                cl, cu = batched_layer_bounds(f, k, lo[boxes], hi[boxes], sub, pair.pads[k], cols)
+                at = np.ix_(boxes, cols)
+                lf[at], uf[at] = np.maximum(lf[at], cl), np.minimum(uf[at], cu)
         if k < last:
             lf, uf = np.maximum(lf, pair.root[k][0]), np.minimum(uf, pair.root[k][1])
         pre_f.append((lf, uf))
@@ -376,7 +396,7 @@ def split_verify(
         rows = np.arange(len(lo))
         i_out, side = np.divmod(arg, 2)
         coef = np.where((side == 1)[:, None], b.hi_e[rows, :-1, i_out], -b.lo_e[rows, :-1, i_out])
-        score = np.abs(coef) if RULE == "smear" else b.unstable + 1e-9 * np.abs(coef)
+        score = b.unstable + 1e-9 * np.abs(coef)  # per input, times the width: the split rule
         return w, flat[rows, arg], coef, score
 
     lo, hi = box.lower[None, :].copy(), box.upper[None, :].copy()
@@ -413,71 +433,42 @@ def split_verify(
             upper = np.maximum(closed, pool.w.max(axis=0))
             why = "time limit" if nodes < max_nodes else "node limit"
             return _outcome(outputs, upper, False, best_x, best_d, nodes, splits, pool.size, why)
-        plo, phi, pw, pcoef = pool.take(BATCH)
+        plo, phi, pw, pscore = pool.take(BATCH)
         splits += len(plo)
-        if RULE == "strong":
-            lo, hi, parent = _halves(plo, phi, pw)
-            cw, ckey, ccoef, cscore = bound(lo, hi, parent)
-            nodes += len(lo)
-            n, d = plo.shape
-            score = ckey.reshape(n, d, 2).max(axis=2)
-            dim = score.argmin(axis=1)
-            sel = (np.arange(n) * d + dim)[:, None] * 2 + np.array([0, 1])[None, :]
-            sel = sel.reshape(-1)
-            lo, hi, w, key, coef, score = (
-                lo[sel],
-                hi[sel],
-                cw[sel],
-                ckey[sel],
-                ccoef[sel],
-                cscore[sel],
-            )
-            continue
         width = phi - plo
-        if RULE in ("smear", "unstable"):
-            dim = (pcoef * width + 1e-12 * width).argmax(axis=1)
-        else:
-            dim = (width / (box.upper - box.lower + 1e-300)).argmax(axis=1)
+        dim = (pscore * width + 1e-12 * width).argmax(axis=1)
         lo, hi, parent = _halves(plo, phi, pw, dim)
         w, key, coef, score = bound(lo, hi, parent)
         nodes += len(lo)
 
 
-def _halves(lo, hi, w, dim=None):
-    """The two halves of each box along ``dim`` (each box's own), or along every dimension
-    (``dim=None``: box ``b``'s halves along ``j`` at rows ``2 (b d + j)`` and ``+1``)."""
-    n, d = lo.shape
-    if dim is None:
-        lo_r, hi_r = np.repeat(lo, d, axis=0), np.repeat(hi, d, axis=0)
-        w = np.repeat(w, d, axis=0)
-        dim = np.tile(np.arange(d), n)
-        n = n * d
-    else:
-        lo_r, hi_r = lo, hi
-    r = np.arange(n)
-    mid = (lo_r[r, dim] + hi_r[r, dim]) / 2
-    left_hi, right_lo = hi_r.copy(), lo_r.copy()
+def _halves(lo, hi, w, dim):
+    """The two halves of each box along its ``dim`` (rows ``2 b`` and ``2 b + 1``), each
+    inheriting its parent's bounds ``w``."""
+    r = np.arange(len(lo))
+    mid = (lo[r, dim] + hi[r, dim]) / 2
+    left_hi, right_lo = hi.copy(), lo.copy()
     left_hi[r, dim] = mid
     right_lo[r, dim] = mid
-    out_lo = np.stack([lo_r, right_lo], axis=1).reshape(2 * n, -1)
-    out_hi = np.stack([left_hi, hi_r], axis=1).reshape(2 * n, -1)
+    out_lo = np.stack([lo, right_lo], axis=1).reshape(2 * len(lo), -1)
+    out_hi = np.stack([left_hi, hi], axis=1).reshape(2 * len(lo), -1)
     return out_lo, out_hi, np.repeat(w, 2, axis=0)
 
 
 class _Pool:
-    """The open leaves: boxes, their bounds (N, m, 2), worst-bound coefficients and keys."""
+    """The open leaves: boxes, their bounds (N, m, 2), worst-bound scoreficients and keys."""
 
     def __init__(self, d: int, m: int) -> None:
         self.lo, self.hi = np.zeros((0, d)), np.zeros((0, d))
-        self.w, self.coef, self.key = np.zeros((0, m, 2)), np.zeros((0, d)), np.zeros(0)
+        self.w, self.score, self.key = np.zeros((0, m, 2)), np.zeros((0, d)), np.zeros(0)
 
     @property
     def size(self) -> int:
         return len(self.key)
 
-    def add(self, lo, hi, w, coef, key) -> None:
+    def add(self, lo, hi, w, score, key) -> None:
         self.lo, self.hi = np.concatenate([self.lo, lo]), np.concatenate([self.hi, hi])
-        self.w, self.coef = np.concatenate([self.w, w]), np.concatenate([self.coef, coef])
+        self.w, self.score = np.concatenate([self.w, w]), np.concatenate([self.score, score])
         self.key = np.concatenate([self.key, key])
 
     def take(self, n: int):
@@ -488,9 +479,9 @@ class _Pool:
             idx = np.argpartition(-self.key, n)[:n]
         keep = np.ones(self.size, dtype=bool)
         keep[idx] = False
-        out = self.lo[idx], self.hi[idx], self.w[idx], self.coef[idx]
+        out = self.lo[idx], self.hi[idx], self.w[idx], self.score[idx]
         self.lo, self.hi, self.w = self.lo[keep], self.hi[keep], self.w[keep]
-        self.coef, self.key = self.coef[keep], self.key[keep]
+        self.score, self.key = self.score[keep], self.key[keep]
         return out
 
 

@@ -82,12 +82,27 @@ def batched_layer_bounds(
     c = np.broadcast_to(np.concatenate([b, -b]), (n_box, 2 * n)).copy()
     for j in range(k - 1, -1, -1):
         lj = net.layers[j]
-        alpha, s, t = relu_relaxation(*pre[j], relu=lj.relu)
-        neg = np.minimum(a, 0.0)
-        c += np.einsum("nrj,nj->nr", neg, t)
-        az = a * alpha[:, None, :] + neg * (s - alpha)[:, None, :]
-        c += az @ lj.bias
-        a = (az.reshape(-1, az.shape[2]) @ lj.weight).reshape(n_box, 2 * n, -1)
+        pl, ph = pre[j]
+        if lj.relu:  # neurons inactive on every box have slope 0: drop their columns
+            keep = np.flatnonzero((ph > 0.0).any(axis=0))
+            a, pl, ph, wj, bj = (
+                a[:, :, keep],
+                pl[:, keep],
+                ph[:, keep],
+                lj.weight[keep],
+                lj.bias[keep],
+            )
+        else:
+            wj, bj = lj.weight, lj.bias
+        alpha, s, t = relu_relaxation(pl, ph, relu=lj.relu)
+        az = a * alpha[:, None, :]
+        mid = np.flatnonzero((s != alpha).any(axis=0) | (t != 0.0).any(axis=0))
+        if len(mid):  # unstable somewhere: negative coefficients take the upper line s z + t
+            neg = np.minimum(a[:, :, mid], 0.0)
+            c += np.einsum("nrj,nj->nr", neg, t[:, mid])
+            az[:, :, mid] += neg * (s - alpha)[:, None, mid]
+        c += az @ bj
+        a = (az.reshape(-1, az.shape[2]) @ wj).reshape(n_box, 2 * n, -1)
     value = np.einsum("nrd,nd->nr", np.maximum(a, 0.0), lo)
     value += np.einsum("nrd,nd->nr", np.minimum(a, 0.0), hi) + c
     bound = value - padding[np.concatenate([rows, rows + layer.out_features])]

@@ -360,7 +360,8 @@ class _Recorder:
         pass
 
 
-def test_progress_reports_the_phases() -> None:
+def test_progress_reports_the_phases(monkeypatch) -> None:
+    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)  # the MILP path's phases
     f = mlp([2, 6, 6, 2], seed=4)
     rec = _Recorder()
     verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, progress=rec)

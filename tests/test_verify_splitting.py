@@ -164,6 +164,7 @@ def test_real_float16_copy_is_proven_where_the_old_path_was_not(monkeypatch) -> 
     new = verify_equivalence(f, g, box, tol=0.05, time_limit=60, outputs=[0])
     assert new.status is EQ, new.summary()
     assert new.milps == 0 and new.boxes > 1 and new.upper_bound <= 0.05
+    assert set(new.timings) == {"sampling", "splitting", "total"}  # nothing else ran
     monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)
     old = verify_equivalence(f, g, box, tol=0.05, time_limit=10, outputs=[0])
     assert old.status is UNK, old.summary()

@@ -49,7 +49,7 @@ def static_pad(
     for j in range(k - 1, -1, -1):
         lj = net.layers[j]
         if lj.relu:
-            a = a * (root[j][1] > 0.0)  # inactive on the root box: slope 0 on every box
+            a = a * (root[j][1] >= 0.0)  # below 0 on the root box: slope 0 on every box
         below = mag[j - 1] if j > 0 else mag_x
         scale = scale + a @ (2 * mag[j]) + a @ (np.abs(lj.weight) @ below + np.abs(lj.bias))
         a = a @ np.abs(lj.weight)

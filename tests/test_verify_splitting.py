@@ -26,7 +26,8 @@ from exactcomp.io.vnnlib import read_vnnlib
 from exactcomp.network import Layer, Network
 from exactcomp.testing.oracle import grid_check, max_output_difference
 from exactcomp.verify import EquivalenceStatus, equivalence, verify_equivalence
-from exactcomp.verify.splitting import Pair, difference_bounds, paired, split_verify
+from exactcomp.verify.splitting import split_verify
+from exactcomp.verify.symbolic import Pair, difference_bounds, paired
 
 EQ, NEQ, UNK = (
     EquivalenceStatus.EQUIVALENT,

@@ -155,6 +155,19 @@ def test_open_leaves_give_a_sound_upper_bound() -> None:
     assert max(out.bounds.values()) >= exact * (1 - 1e-9)
 
 
+def test_a_sampled_difference_above_tol_is_returned_for_rechecking() -> None:
+    f = mlp([2, 6, 6, 2], seed=5)
+    g = perturbed(f, 0.02, 6)
+    box = Box.uniform(-1.0, 1.0, 2)
+    exact = max_output_difference(f, g, box).value
+    out = split_verify(f, g, box, [0, 1], 0.9 * exact, time.perf_counter() + 60)
+    assert not out.proven and out.reason == "a sampled input exceeds tol"
+    assert 0.9 * exact < out.lower <= exact * (1 + 1e-9)
+    assert box.contains(out.x).all()
+    diff = np.abs(f.forward(out.x[:1]) - g.forward(out.x[:1])).max()
+    assert diff == out.lower
+
+
 def test_real_float16_copy_is_proven_where_the_old_path_was_not(monkeypatch) -> None:
     """ACAS Xu 1_1 and its float16 copy on property 1's region, output 0, tol 0.05 (the
     NeuroDiff benchmark): input splitting proves it; the MILP path gives UNKNOWN (in 10 s

@@ -86,7 +86,7 @@ DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long when time allo
 STABILITY_SHARE = 0.5  # the stability analyses of f and g end by this share of the time left
 MIN_MILP_SECONDS = 0.05  # the shortest per-MILP limit of the stability analyses
 SPLIT_MAX_INPUTS = 12  # input splitting runs for at most this many inputs (2 halves per split)
-SPLIT_SHARE = 0.5  # input splitting may use this share of the time left after sampling
+SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after sampling
 
 
 def verify_equivalence(

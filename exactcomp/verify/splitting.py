@@ -37,7 +37,8 @@ from .symbolic import Pair, comparable, difference_bounds, paired
 
 __all__ = ["SplitOutcome", "comparable", "paired", "split_verify"]
 
-BATCH = 2048  # boxes split per step (each gives two children, evaluated together)
+BATCH = 1024  # at most this many boxes are split per step (their children are bounded together)
+ELEMENTS = 12_000_000  # ... and fewer on wide networks: about this many floats per work array
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ def split_verify(
     outputs = list(outputs)
     m = len(outputs)
     pair = Pair.prepare(f, g, box, outputs, tolerances)
+    widest = max(layer.out_features for layer in f.layers)
+    batch = int(np.clip(ELEMENTS // (4 * widest * (widest + box.dim + 1)), 8, BATCH))
     closed = np.full((m, 2), -np.inf)  # max over proven leaves
     pool = _Pool(box.dim, m)  # the open leaves
     best_d, best_x = 0.0, box.center[None, :]
@@ -130,7 +133,7 @@ def split_verify(
             upper = np.maximum(closed, pool.w.max(axis=0))
             why = "time limit" if nodes < max_nodes else "node limit"
             return _outcome(outputs, upper, False, best_x, best_d, nodes, splits, pool.size, why)
-        plo, phi, pw, pscore = pool.take(BATCH)
+        plo, phi, pw, pscore = pool.take(batch)
         splits += len(plo)
         width = phi - plo
         dim = (pscore * width + 1e-12 * width).argmax(axis=1)

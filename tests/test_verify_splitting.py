@@ -100,6 +100,20 @@ def test_identical_networks_are_proven_at_the_root() -> None:
     assert max(out.bounds.values()) <= 1e-6  # rounding pads only
 
 
+def test_a_dead_layer_below_a_tie_at_zero() -> None:
+    """Layer 0 is dead on the box, so layers 1 and 2 are 0 exactly; their padded bounds
+    straddle 0 and send layer 2 to back-substitution through a layer with no live neuron::
+
+        x -> [3 ReLU, bias -1, weights 0] -> [3 ReLU, bias 0] -> [2 ReLU, bias 0] -> 1
+    """
+    ws = [np.zeros((3, 2)), np.ones((3, 3)), np.ones((2, 3)), np.ones((1, 2))]
+    bs = [-np.ones(3), np.zeros(3), np.zeros(2), np.zeros(1)]
+    f = Network.from_arrays(ws, bs, dtype="float64")
+    g = Network.from_arrays(ws[:3] + [np.full((1, 2), 1.001)], bs, dtype="float64")
+    out = split_verify(f, g, Box.uniform(-1, 1, 2), [0], 1e-6, time.perf_counter() + 30)
+    assert out.proven and max(out.bounds.values()) <= 1e-6
+
+
 def test_pairing_heuristic_rejects_a_permuted_copy() -> None:
     f = mlp([2, 8, 8, 2], seed=3)
     w0, b0, w1 = f.layers[0].weight[::-1], f.layers[0].bias[::-1], f.layers[1].weight[:, ::-1]

@@ -102,7 +102,7 @@ def batched_layer_bounds(
             c += np.einsum("nrj,nj->nr", neg, t[:, mid])
             az[:, :, mid] += neg * (s - alpha)[:, None, mid]
         c += az @ bj
-        a = (az.reshape(-1, az.shape[2]) @ wj).reshape(n_box, 2 * n, -1)
+        a = (az.reshape(n_box * 2 * n, az.shape[2]) @ wj).reshape(n_box, 2 * n, wj.shape[1])
     value = np.einsum("nrd,nd->nr", np.maximum(a, 0.0), lo)
     value += np.einsum("nrd,nd->nr", np.minimum(a, 0.0), hi) + c
     bound = value - padding[np.concatenate([rows, rows + layer.out_features])]

@@ -435,6 +435,7 @@ def verify_equivalence(
     seed: int = 0,
     certificates: StabilityReport | None = None,
     rechecked: RecheckResult | None = None,
+    outputs: Sequence[int] | None = None,
 ) -> EquivalenceResult:
     """Prove ``f == g`` on the domain (``linf``: max |f - g| <= tol; ``top1``: same argmax), or
     return a counterexample re-checked in float64, or UNKNOWN with the bounds reached.
@@ -450,7 +451,8 @@ def verify_equivalence(
     ``rechecked``: the result of :func:`recheck_certificates` on exactly these certificates,
     ``f`` and domain, if the caller already has it (it is then not run again).
     ``time_limit`` covers the re-check and the proof together (the proof always keeps at least
-    a tenth of it, so a call ends within about 1.1 times the limit)."""
+    a tenth of it, so a call ends within about 1.1 times the limit).
+    ``outputs``: in ``linf`` mode, the output indices compared (default all)."""
     if not time_limit > 0:
         raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
     fn, gn = load(f, trust_pickle=trust_pickle), load(g, trust_pickle=trust_pickle)
@@ -469,6 +471,8 @@ def verify_equivalence(
         mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed
     )
     kwargs["tol"] = default_tolerance(gn, boxes) if tol is None else tol
+    if outputs is not None:
+        kwargs["outputs"] = list(outputs)
     if certificates is not None:
         t0 = time.perf_counter()
         recheck = rechecked or _recheck_certificates(

@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-limit", type=float, default=60.0, metavar="S", help="overall seconds (default: 60)"
     )
     v.add_argument(
+        "--outputs",
+        metavar="I,J,...",
+        help="compare only these outputs (0-based, linf mode; default: all)",
+    )
+    v.add_argument(
         "--counterexample",
         metavar="OUT.json",
         help="also save the counterexample (printed when found) here as JSON",
@@ -426,6 +431,18 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _output_list(text: str | None) -> list[int] | None:
+    """Parse ``--outputs 0,2`` (the range is checked by the API against the networks)."""
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        raise InvalidOptionError(
+            f"--outputs expects comma-separated output indices such as 0,2, got {text!r}"
+        ) from None
+
+
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io.atomic import check_output_path
@@ -433,6 +450,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
 
     _check_positive("--time-limit", args.time_limit)
     _check_positive("--tol", args.tol)
+    outputs = _output_list(args.outputs)
     if args.counterexample:
         check_output_path(args.counterexample, [args.original, args.other])
     f = api.load(args.original, trust_pickle=args.trust_pickle)
@@ -458,6 +476,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
             progress=progress,
             certificates=certificates,
             rechecked=recheck,
+            outputs=outputs,
         )
     if recheck is not None:
         console.print(recheck.summary() + ("" if recheck.ok else ": certificates not used"))

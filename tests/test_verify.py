@@ -12,7 +12,7 @@ import pytest
 from exactcomp.domain import Box
 from exactcomp.errors import InvalidNetworkError, InvalidOptionError
 from exactcomp.network import Layer, Network
-from exactcomp.verify import EquivalenceStatus, verify_equivalence
+from exactcomp.verify import EquivalenceStatus, equivalence, verify_equivalence
 from exactcomp.verify.solve import ObjectiveSolver
 
 EQ, NEQ, UNK = (
@@ -118,7 +118,8 @@ def test_extra_dead_neuron_is_equivalent() -> None:
     assert res.status is EQ, res.summary()
 
 
-def test_split_neuron_is_proven_by_the_milp() -> None:
+def test_split_neuron_is_proven_by_the_milp(monkeypatch) -> None:
+    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)  # input splitting would prove it
     f = mlp([2, 6, 6, 2], seed=4)
     res = verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, time_limit=60)
     assert res.status is EQ, res.summary()
@@ -199,6 +200,7 @@ def test_solver_without_proof_gives_unknown(monkeypatch, condition: str) -> None
     from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
     monkeypatch.setattr(ObjectiveSolver, "_run", lambda self, t, o: _Fake(TC[condition]))
+    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)  # input splitting would prove it
     f = mlp([2, 6, 6, 2], seed=4)
     res = verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, time_limit=20)
     assert res.status is UNK, res.summary()
@@ -358,7 +360,8 @@ class _Recorder:
         pass
 
 
-def test_progress_reports_the_phases() -> None:
+def test_progress_reports_the_phases(monkeypatch) -> None:
+    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)  # the MILP path's phases
     f = mlp([2, 6, 6, 2], seed=4)
     rec = _Recorder()
     verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, progress=rec)

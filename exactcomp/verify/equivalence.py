@@ -1,9 +1,14 @@
 r"""``verify_equivalence``: prove two networks equal on a box, or show where they differ.
 
-The run has four phases, cheapest first; each can end it:
+The run has five phases, cheapest first; each can end it:
 
 1. **sampling**: both networks on uniform points, the box corners (and points near them), the
    centre and the user's data rows; a difference above ``tol`` ends the run (NOT_EQUIVALENT).
+1b. **input splitting** (``linf``, networks of the same architecture, at most
+   :data:`SPLIT_MAX_INPUTS` inputs): differential bounds of paired neurons, linear in the input,
+   on sub-boxes split until each is proven (:mod:`exactcomp.verify.splitting`); within
+   :data:`SPLIT_SHARE` of the time left. It proves quantised or perturbed copies that the
+   phases below cannot; when it does not finish, its proven bounds carry over.
 2. **bounds and differential**: proven stability verdicts and bounds of both networks, neurons
    of ``g`` paired with neurons of ``f`` that agree on the samples, and padded float64 bounds
    on their differences (:mod:`exactcomp.verify.differential`); if the output differences are
@@ -49,6 +54,7 @@ MILP: the answer is then UNKNOWN, with the reason in the result. Pass a larger `
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -59,7 +65,7 @@ from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport
-from . import coupling, differential, falsify
+from . import coupling, differential, falsify, splitting
 from .formulation import (
     StabilityBudget,
     build_joint_model,
@@ -80,6 +86,8 @@ FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + g
 DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long when time allows
 STABILITY_SHARE = 0.5  # the stability analyses of f and g end by this share of the time left
 MIN_MILP_SECONDS = 0.05  # the shortest per-MILP limit of the stability analyses
+SPLIT_MAX_INPUTS = 12  # input splitting runs for at most this many inputs (2 halves per split)
+SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after sampling
 
 
 def verify_equivalence(
@@ -95,6 +103,7 @@ def verify_equivalence(
     seed: int = 0,
     tolerances: Tolerances = DEFAULT,
     known_f: StabilityReport | None = None,
+    outputs: Sequence[int] | None = None,
 ) -> EquivalenceResult:
     """Prove ``f`` and ``g`` equivalent on ``box``, or find an input where they differ.
 
@@ -124,6 +133,8 @@ def verify_equivalence(
         (:func:`~exactcomp.verify.recheck_certificates`; the public API does that before
         passing them). Used instead of a fresh analysis of ``f``: a compressed ``g`` then
         needs only cheap bounds, because its neurons are linked one to one to ``f``'s.
+    outputs:
+        ``linf`` only: the output indices compared (default all); the others are ignored.
 
     Returns
     -------
@@ -132,7 +143,8 @@ def verify_equivalence(
         in float64 with the networks' own weights; otherwise UNKNOWN.
     """
     _check(f, g, box, mode, tol, time_limit)
-    run = _Run(f, g, box, mode, tol, time_limit, progress, tolerances)
+    outputs = _outputs(outputs, mode, f.output_size)
+    run = _Run(f, g, box, mode, tol, time_limit, progress, tolerances, outputs)
     run.known_f = known_f
     return run.execute(np.random.default_rng(seed), data)
 
@@ -152,10 +164,27 @@ def _check(f: Network, g: Network, box: Box, mode: str, tol: float, time_limit: 
     box.check_size(f.input_size)
 
 
+def _outputs(outputs: Sequence[int] | None, mode: str, m: int) -> list[int]:
+    """The compared output indices: all by default; a subset only in ``linf`` mode."""
+    if outputs is None:
+        return list(range(m))
+    if mode != "linf":
+        raise InvalidOptionError("a subset of outputs can be compared only in linf mode")
+    out = [int(i) for i in outputs]
+    if not out:
+        raise InvalidOptionError("the list of outputs to compare is empty")
+    bad = [i for i in out if not 0 <= i < m]
+    if bad:
+        raise InvalidOptionError(f"output {bad[0]} does not exist (the networks have {m})")
+    if len(set(out)) != len(out):
+        raise InvalidOptionError(f"outputs {out} name an output twice")
+    return out
+
+
 class _Run:
     """The state of one verification run (the time budget and what has been found so far)."""
 
-    def __init__(self, f, g, box, mode, tol, time_limit, progress, tolerances) -> None:
+    def __init__(self, f, g, box, mode, tol, time_limit, progress, tolerances, outputs) -> None:
         self.f, self.g, self.box, self.mode, self.tol = f, g, box, mode, float(tol)
         self.progress, self.tolerances = progress, tolerances
         self.t0 = time.perf_counter()
@@ -169,8 +198,10 @@ class _Run:
         self.known_f: StabilityReport | None = None  # re-proven verdicts of f, if given
         self.margin = float("nan")  # the solver margin, once the MILP model is built
         m = f.output_size
+        self.outputs = outputs  # compared outputs (linf)
+        self.boxes = 0  # boxes bounded by input splitting
         if mode == "linf":
-            self.objectives = [(i, s) for i in range(m) for s in (1.0, -1.0)]
+            self.objectives = [(i, s) for i in outputs for s in (1.0, -1.0)]
         else:
             self.objectives = [(i, j) for i in range(m) for j in range(m) if i != j]
 
@@ -182,7 +213,7 @@ class _Run:
         """The difference measured at each row of ``x`` (float64, original weights)."""
         fx, gx = self.f.forward(x), self.g.forward(x)
         if self.mode == "linf":
-            return np.abs(fx - gx).max(axis=1)
+            return np.abs(fx - gx)[:, self.outputs].max(axis=1)
         return falsify.top1_disagreement(fx, gx)
 
     def counterexample(self, x: np.ndarray, source: str) -> Counterexample | None:
@@ -194,7 +225,7 @@ class _Run:
             self.lower = max(self.lower, float(d[k]))
             return None
         # confirmed in exact arithmetic: float64 rounding must not fabricate a difference
-        exact = falsify.exact_difference(self.f, self.g, x[k], self.mode)
+        exact = falsify.exact_difference(self.f, self.g, x[k], self.mode, self.outputs)
         self.lower = max(self.lower, float(exact))
         if not exact > Fraction(self.tol):
             return None
@@ -215,6 +246,7 @@ class _Run:
             objectives_proven=proven,
             objectives_total=len(self.objectives),
             links=self.links,
+            boxes=self.boxes,
             timings=self.timings,
             reason=reason,
             margin=self.margin,
@@ -228,7 +260,8 @@ class _Run:
         cex = self.sample(rng, data)
         if cex is not None:
             return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
-        return self.prove()
+        done = self.split()
+        return done if done is not None else self.prove()
 
     def sample(self, rng: np.random.Generator, data) -> Counterexample | None:
         """Phase 1: both networks on the candidate points (uniform, corners, data)."""
@@ -239,6 +272,41 @@ class _Run:
         self.progress.advance(1)
         self.timed("sampling", t)
         return cex
+
+    def split(self) -> EquivalenceResult | None:
+        """Phase 1b: input splitting over differential bounds, when it applies; a result when
+        it settles the question, else None (its proven bounds are kept in ``self.known``)."""
+        f, g = self.f, self.g
+        if self.mode != "linf" or f.input_size > SPLIT_MAX_INPUTS:
+            return None
+        if not splitting.paired(f, g, self.points[:MATCH_POINTS]):
+            return None
+        t = time.perf_counter()
+        self.progress.task("input splitting", 1)
+        out = splitting.split_verify(
+            f,
+            g,
+            self.box,
+            self.outputs,
+            self.tol,
+            t + SPLIT_SHARE * self.left(),
+            tolerances=self.tolerances,
+        )
+        self.boxes = out.nodes
+        cex = self.counterexample(out.x, "splitting")
+        self.progress.advance(1, f"{out.nodes} boxes")
+        self.timed("splitting", t)
+        if cex is not None:
+            return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
+        self.known = dict(out.bounds)
+        if out.proven:
+            return self.finish(
+                EquivalenceStatus.EQUIVALENT,
+                max(*out.bounds.values(), 0.0),
+                proven=len(self.objectives),
+                reason=f"input splitting over differential bounds ({out.nodes} boxes)",
+            )
+        return None
 
     def gradient(self) -> Counterexample | None:
         """Phase 2 (when the differential bounds did not prove everything): gradient ascent
@@ -333,7 +401,10 @@ class _Run:
             return self.finish(
                 EquivalenceStatus.UNKNOWN, np.inf, reason=f"internal check failed: {broken}"
             )
-        self.known = self.differential_objective_bounds(diff.outputs)
+        self.known = {  # with what input splitting proved, if it ran
+            o: min(b, self.known.get(o, np.inf))
+            for o, b in self.differential_objective_bounds(diff.outputs).items()
+        }
         self.progress.advance(1, f"{len(links)} links")
         self.timed("differential", t)
         if all(b <= self.tol for b in self.known.values()):

@@ -75,8 +75,10 @@ class EquivalenceResult:
     links:
         How many neurons of ``g`` were proven to compute (up to a tiny proven bound) the same
         function as a neuron of ``f`` (:mod:`exactcomp.verify.differential`).
+    boxes:
+        How many sub-boxes input splitting bounded (:mod:`exactcomp.verify.splitting`).
     timings:
-        Seconds per phase (``sampling``, ``gradient``, ``bounds``, ``differential``,
+        Seconds per phase (``sampling``, ``splitting``, ``gradient``, ``bounds``, ``differential``,
         ``build``, ``milp``, ``total``).
     reason:
         One line saying why the status is what it is (shown by :meth:`summary`).
@@ -95,6 +97,7 @@ class EquivalenceResult:
     objectives_proven: int = 0
     objectives_total: int = 0
     links: int = 0
+    boxes: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
     reason: str = ""
     margin: float = float("nan")
@@ -135,6 +138,7 @@ class EquivalenceResult:
             "objectives_proven": self.objectives_proven,
             "objectives_total": self.objectives_total,
             "links": self.links,
+            "boxes": self.boxes,
             "seconds": dict(self.timings),
             "reason": self.reason,
             "margin": float(self.margin) if np.isfinite(self.margin) else None,

@@ -1,0 +1,333 @@
+r"""Differential bounds of two paired networks on many boxes at once, linear in the input.
+
+Two networks ``f`` and ``g`` of the same architecture (a quantised, perturbed or fine-tuned copy),
+neuron ``j`` of layer ``k`` in ``f`` paired with neuron ``j`` of layer ``k`` in ``g``: the
+difference of each pair is bounded *directly*, by affine functions of the input (the approach of
+ReluDiff and NeuroDiff, Paulsen et al. 2020), on a batch of boxes (numpy, vectorised). Input
+splitting (:mod:`exactcomp.verify.splitting`) calls it on thousands of sub-boxes.
+
+Maths
+-----
+For a box :math:`B` (a batch of them, vectorised), write :math:`z^f_k, z^g_k` for the
+pre-activations of layer ``k``, :math:`a_k = \mathrm{relu}(z_k)` (or :math:`z_k` without ReLU),
+:math:`d_k = z^g_k - z^f_k` and :math:`\Delta_k = a^g_k - a^f_k`. Every quantity ``q`` is held as
+two affine functions of :math:`x`, :math:`\underline{Q}(x) \le q(x) \le \overline{Q}(x)` on
+:math:`B` (*symbolic intervals*), and its concrete bounds are their extremes over :math:`B`.
+
+* **f** (forward, Neurify-style): :math:`z^f_0 = W^f_0 x + b^f_0` exactly; an affine layer maps
+  bounds by :math:`W^+ \underline{A} + W^- \overline{A} + b \le W A + b \le W^+ \overline{A} +
+  W^- \underline{A} + b`; a ReLU on :math:`[l, u]` is exact when stable and otherwise relaxed by
+  :math:`\alpha\,\underline{Z} \le \mathrm{relu}(z) \le s(\overline{Z} - l)`, :math:`s = u / (u - l)`,
+  :math:`\alpha = 1` if :math:`u > -l` else 0 (CROWN's choice; 10% fewer boxes on ACAS Xu than
+  Neurify's :math:`\alpha = s`).
+  Concrete bounds are intersected with interval arithmetic, with the root box's bounds, and
+  from layer :data:`CROWN_FROM` on with back-substitution (CROWN-style, one batched product per
+  layer: :mod:`exactcomp.bounds.batched`) for the neurons still unstable on some box: forward
+  forms lose the most on deep layers (ACAS Xu 2_2 on a box 1/16 of property 1's, unstable
+  neurons per layer: forward 1/4/8/15/40/50, back-substitution 1/4/8/11/22/28, sampled
+  1/4/8/8/8/11), and a neuron of ``f`` wrongly unstable loosens the difference as well.
+* **g** is not bounded on its own: :math:`z^g \in [l^f + \underline{d}, u^f + \overline{d}]`.
+* **The difference**: :math:`d_0 = (W^g_0 - W^f_0) x + (b^g_0 - b^f_0)` exactly, and
+
+  .. math::
+
+      d_{k+1} = W^g_{k+1} \Delta_k + (W^g_{k+1} - W^f_{k+1})\, a^f_k + (b^g_{k+1} - b^f_{k+1}),
+
+  two affine maps of symbolic intervals as above. :math:`\Delta = \mathrm{relu}(z^f + d) -
+  \mathrm{relu}(z^f)` lies between :math:`\min(0, d)` and :math:`\max(0, d)` (ReLU is monotone
+  and 1-Lipschitz). Exactly: both active :math:`\Delta = d`; both inactive 0; ``f`` inactive and
+  ``g`` active :math:`\Delta = z^g = z^f + d`; ``f`` active, ``g`` inactive :math:`\Delta = -z^f`.
+  Otherwise, with :math:`d \in [\underline{d}, \overline{d}]`:
+
+  - lower: :math:`\Delta = \max(d, -z^f) \ge d` when ``f`` is active; :math:`\Delta =
+    \mathrm{relu}(z^g) \ge 0` when ``f`` is inactive; else :math:`\min(0, d) \ge` 0 if
+    :math:`\underline{d} \ge 0`, :math:`d` if :math:`\overline{d} \le 0`, and otherwise the chord
+    :math:`\tfrac{-\underline{d}}{\overline{d} - \underline{d}}(d - \overline{d})`;
+  - upper: :math:`\Delta = \min(d, z^g) \le d` when ``g`` is active; :math:`\Delta =
+    -\mathrm{relu}(z^f) \le 0` when ``g`` is inactive; else :math:`\max(0, d) \le` 0 if
+    :math:`\overline{d} \le 0`, :math:`d` if :math:`\underline{d} \ge 0`, and otherwise the chord
+    :math:`\tfrac{\overline{d}}{\overline{d} - \underline{d}}(d - \underline{d})`.
+
+  The chords have slopes in :math:`[0, 1]`, so substituting :math:`\underline{D}` (lower) or
+  :math:`\overline{D}` (upper) for :math:`d` keeps them sound. A second route bounds
+  :math:`\Delta = a^g - a^f` by ``g``'s own relaxation of :math:`z^g = z^f + d` (as for ``f``,
+  with :math:`[l^g, u^g]`) minus ``f``'s: :math:`s^g \underline{Z^g} - \overline{A^f} \le
+  \Delta \le s^g(\overline{Z^g} - l^g) - \underline{A^f}`; per neuron, the route whose
+  concrete bound is tighter is kept. The first shrinks with :math:`d`, the second with the
+  neurons' ranges: without it a box around a kink of ``g`` where ``f`` is inactive keeps
+  :math:`\Delta \le d` however small it gets, and the bound never reaches the true maximum.
+  The difference stays *linear in x* through every layer; what NeuroDiff showed is that this,
+  plus splitting, wins.
+
+Floating point
+--------------
+Each step that computes a new affine function from old ones (an affine map, a relaxation, a
+sum) pads its constant outwards by ``bound_abs + bound_rel * S``, where ``S`` bounds the sum of
+the absolute values of the terms at any point of the *root* box (for an affine map,
+:math:`|W|(T(\underline{A}) + T(\overline{A})) + |b|` with :math:`T(A) = |A_x| |x|_{\max} +
+|A_0|`); every concretisation is padded the same way. Float64 rounding of one step is at most
+``(n + 4) 2^-53`` relative to ``S``, far below ``bound_rel`` (``1e-9``); see
+:mod:`exactcomp.bounds.linear`, which pads the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bounds.batched import batched_layer_bounds, static_pad
+from ..bounds.linear import linear_bounds
+from ..domain import Box
+from ..network import Network
+from ..tolerances import DEFAULT, Tolerances
+
+CROWN_FROM = 2  # back-substitution bounds f's layers from this one on (1, 2: equal; 3, 4: worse)
+
+
+def comparable(f: Network, g: Network) -> bool:
+    """True when ``f`` and ``g`` have layer-wise the same shapes and ReLUs (the pairing used)."""
+    return len(f.layers) == len(g.layers) and all(
+        a.weight.shape == b.weight.shape and a.relu == b.relu
+        for a, b in zip(f.layers, g.layers, strict=True)
+    )
+
+
+def paired(f: Network, g: Network, points: np.ndarray, rel: float = 0.25) -> bool:
+    """Whether pairing neuron ``j`` of layer ``k`` in ``f`` with the same in ``g`` looks right.
+
+    A heuristic for whether splitting is worth *trying* (soundness never depends on it): on the
+    sampled ``points``, every paired pre-activation must differ by at most ``rel`` times the
+    size of ``f``'s neuron there (its range plus its largest magnitude). A quantised or fine-tuned copy passes; a permuted or
+    rescaled copy (whose differences are as wide as the neurons) does not.
+    """
+    if not comparable(f, g):
+        return False
+    for zf, zg in zip(f.preactivations(points)[:-1], g.preactivations(points)[:-1], strict=True):
+        scale = zf.max(axis=0) - zf.min(axis=0) + np.abs(zf).max(axis=0)
+        if (np.abs(zg - zf).max(axis=0) > rel * scale).any():
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------- affine forms
+# A batch of affine functions of x is an array E of shape (N, d + 1, n): E[:, :d, j] are the
+# coefficients of function j on box N, E[:, d, j] its constant.
+
+
+class _Forms:
+    """Concretisation and padding helpers for one batch of boxes."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, mag: np.ndarray, tol: Tolerances):
+        self.c, self.r = (lo + hi) / 2, (hi - lo) / 2
+        self.mag = mag  # max |x| over the root box, per input (d,)
+        self.d, self.tol = lo.shape[1], tol
+
+    def size(self, e: np.ndarray) -> np.ndarray:
+        """``T(E)``: the largest sum of absolute terms of each function over the root box."""
+        return np.einsum("d,ndk->nk", self.mag, np.abs(e[:, : self.d])) + np.abs(e[:, self.d])
+
+    def pad(self, scale: np.ndarray) -> np.ndarray:
+        return self.tol.bound_abs + self.tol.bound_rel * scale
+
+    def low(self, e: np.ndarray) -> np.ndarray:
+        """Sound minimum of each function over its box."""
+        d = self.d
+        mid = np.einsum("nd,ndk->nk", self.c, e[:, :d]) + e[:, d]
+        rad = np.einsum("nd,ndk->nk", self.r, np.abs(e[:, :d]))
+        return mid - rad - self.pad(self.size(e))
+
+    def high(self, e: np.ndarray) -> np.ndarray:
+        return -self.low(-e)
+
+    def affine(self, w, b, lo_e, up_e) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of ``W a + b`` from ``lo_e <= a <= up_e``, padded."""
+        m, r = (lo_e + up_e) / 2, (up_e - lo_e) / 2
+        mid, rad = m @ w.T, r @ np.abs(w).T
+        scale = (self.size(lo_e) + self.size(up_e)) @ np.abs(w).T + np.abs(b)
+        mid[:, self.d] += b
+        lo_n, up_n = mid - rad, mid + rad
+        p = self.pad(scale)
+        lo_n[:, self.d] -= p
+        up_n[:, self.d] += p
+        return lo_n, up_n
+
+
+def _interval(w, b, lo, hi, tol: Tolerances) -> tuple[np.ndarray, np.ndarray]:
+    """Interval arithmetic for a batch: ``lo, hi`` of shape (N, n)."""
+    m, r = (lo + hi) / 2, (hi - lo) / 2
+    mid, rad = m @ w.T + b, r @ np.abs(w).T
+    p = tol.bound_abs + tol.bound_rel * (np.maximum(np.abs(lo), np.abs(hi)) @ np.abs(w).T + abs(b))
+    return mid - rad - p, mid + rad + p
+
+
+def _where(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per function (last axis) choice between two batches of affine forms."""
+    return np.where(mask[:, None, :], a, b)
+
+
+def _scaled(e: np.ndarray, s: np.ndarray, shift: np.ndarray, forms: _Forms) -> np.ndarray:
+    """``s (E - shift)`` per function, unpadded (the caller pads)."""
+    out = e * s[:, None, :]
+    out[:, forms.d] -= s * shift
+    return out
+
+
+@dataclass(frozen=True)
+class DifferenceBounds:
+    """Bounds of the output differences ``g_i - f_i`` on a batch of boxes: concrete ``lo, hi``
+    of shape (N, m), the affine forms they come from (N, d + 1, m), and each input's share of
+    the unstable neurons' ranges (N, d), for the split rule of :mod:`exactcomp.verify.splitting`."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    lo_e: np.ndarray
+    hi_e: np.ndarray
+    unstable: np.ndarray  # (N, d): sum over f's unstable neurons of |dz/dx_j| / (u - l)
+
+
+@dataclass(frozen=True, eq=False)
+class Pair:
+    """Two comparable networks on a root box, with what every sub-box reuses.
+
+    ``root`` are sound bounds of ``f``'s pre-activations on the root box (each sub-box's
+    bounds are intersected with them, so their magnitudes bound every sub-box's); ``pads`` the
+    rounding pads of the batched back-substitution, layer by layer (:func:`static_pad`).
+    """
+
+    f: Network
+    g: Network
+    outputs: tuple[int, ...]
+    mag: np.ndarray
+    root: tuple[tuple[np.ndarray, np.ndarray], ...]
+    pads: dict[int, np.ndarray]
+    tol: Tolerances
+
+    @classmethod
+    def prepare(
+        cls, f: Network, g: Network, box: Box, outputs: Sequence[int], tol: Tolerances = DEFAULT
+    ) -> Pair:
+        root = tuple(linear_bounds(f, box, tol=tol))
+        mag = np.maximum(np.abs(box.lower), np.abs(box.upper))
+        last = len(f.layers) - 1
+        pads = {k: static_pad(f, k, root, mag, tol) for k in range(CROWN_FROM, last)}
+        return cls(f, g, tuple(outputs), mag, root, pads, tol)
+
+
+def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceBounds:
+    """Sound bounds of ``g_i - f_i`` (``i`` in ``pair.outputs``) on each box ``[lo[n], hi[n]]``
+    (boxes inside the root box). See the module docstring."""
+    f, g, outputs, mag, tol = pair.f, pair.g, pair.outputs, pair.mag, pair.tol
+    forms = _Forms(lo, hi, mag, tol)
+    n_box, d = lo.shape
+    eye = np.zeros((n_box, d + 1, d))
+    eye[:, np.arange(d), np.arange(d)] = 1.0
+    x_lo = x_hi = eye  # the input itself: x <= x <= x
+    smear = np.zeros((n_box, d))
+    pre_f: list[tuple[np.ndarray, np.ndarray]] = []  # concrete bounds of f's layers
+    dl_e = dh_e = eye  # bounds of the post-activation difference (set after layer 0)
+    cur_lo, cur_hi = lo, hi  # concrete bounds of a^f
+    last = len(f.layers) - 1
+    zero = None
+    for k, (lf_, lg_) in enumerate(zip(f.layers, g.layers, strict=True)):
+        rows = list(outputs) if k == last else slice(None)
+        wf, bf = lf_.weight[rows], lf_.bias[rows]
+        wg, bg = lg_.weight[rows], lg_.bias[rows]
+        dw, db = wg - wf, bg - bf
+        # f's pre-activation
+        zf_lo, zf_hi = forms.affine(wf, bf, x_lo, x_hi)
+        il, ih = _interval(wf, bf, cur_lo, cur_hi, tol)
+        lf, uf = np.maximum(forms.low(zf_lo), il), np.minimum(forms.high(zf_hi), ih)
+        if k in pair.pads:  # back-substitution where a neuron is still unstable
+            need = (lf < 0) & (uf > 0)
+            boxes = np.flatnonzero(need.any(axis=1))
+            cols = np.flatnonzero(need[boxes].any(axis=0))
+            if len(boxes):
+                sub = [(pl[boxes], ph[boxes]) for pl, ph in pre_f]
+                cl, cu = batched_layer_bounds(f, k, lo[boxes], hi[boxes], sub, pair.pads[k], cols)
+                at = np.ix_(boxes, cols)
+                lf[at], uf[at] = np.maximum(lf[at], cl), np.minimum(uf[at], cu)
+        if k < last:
+            lf, uf = np.maximum(lf, pair.root[k][0]), np.minimum(uf, pair.root[k][1])
+        pre_f.append((lf, uf))
+        # the difference
+        if k == 0:
+            d_lo, d_hi = forms.affine(dw, db, eye, eye)
+        else:
+            a_lo, a_hi = forms.affine(wg, np.zeros_like(bg), dl_e, dh_e)
+            b_lo, b_hi = forms.affine(dw, db, x_lo, x_hi)
+            d_lo, d_hi = a_lo + b_lo, a_hi + b_hi
+            p = forms.pad(forms.size(d_lo) + forms.size(d_hi))
+            d_lo[:, d] -= p
+            d_hi[:, d] += p
+        if k == last:
+            return DifferenceBounds(forms.low(d_lo), forms.high(d_hi), d_lo, d_hi, smear)
+        dl, du = forms.low(d_lo), forms.high(d_hi)
+        if not lf_.relu:
+            x_lo, x_hi, cur_lo, cur_hi = zf_lo, zf_hi, lf, uf
+            dl_e, dh_e = d_lo, d_hi
+            continue
+        slack = forms.pad(np.abs(lf) + np.abs(uf) + np.abs(dl) + np.abs(du))
+        lg, ug = lf + dl - slack, uf + du + slack
+        if zero is None or zero.shape != zf_lo.shape:
+            zero = np.zeros_like(zf_lo)
+        # f after its ReLU
+        act_f, ina_f = lf >= 0, uf <= 0
+        act_g, ina_g = lg >= 0, ug <= 0
+        unst = ~(act_f | ina_f)
+        # splitting heuristic: each neuron unstable in f (or else in g) contributes the share
+        # of its range due to each input (z^g is close to z^f: f's gradient serves for both)
+        unst_g = ~(act_g | ina_g) & ~unst
+        inv = np.where(unst, 1.0 / np.where(unst, uf - lf, 1.0), 0.0)
+        inv += np.where(unst_g, 1.0 / np.where(unst_g, ug - lg, 1.0), 0.0)
+        grad = np.abs(zf_lo[:, :d] + zf_hi[:, :d]) / 2  # (N, d, n)
+        smear += np.einsum("ndk,nk->nd", grad, inv)
+        s = np.where(unst, uf / np.where(unst, uf - lf, 1.0), act_f.astype(float))
+        h_hi = _scaled(zf_hi, s, np.where(unst, lf, 0.0), forms)
+        alpha = np.where(unst, (uf > -lf).astype(float), s)  # lower slope: CROWN's choice
+        h_lo = zf_lo * alpha[:, None, :]
+        p = forms.pad(np.maximum(s, alpha) * (forms.size(zf_hi) + forms.size(zf_lo) + np.abs(lf)))
+        h_lo[:, d] -= p
+        h_hi[:, d] += p
+        # the post-activation difference
+        both = (dl < 0) & (du > 0)
+        sl = np.where(both, -dl / np.where(both, du - dl, 1.0), 0.0)
+        su = np.where(both, du / np.where(both, du - dl, 1.0), 0.0)
+        chord_lo = _scaled(d_lo, sl, du, forms)
+        chord_hi = _scaled(d_hi, su, dl, forms)
+        gen_lo = _where(dl >= 0, zero, _where(du <= 0, d_lo, chord_lo))
+        gen_hi = _where(du <= 0, zero, _where(dl >= 0, d_hi, chord_hi))
+        lo_e = _where(act_f, d_lo, _where(ina_f, zero, gen_lo))
+        hi_e = _where(act_g, d_hi, _where(ina_g, zero, gen_hi))
+        # exact cases
+        lo_e = _where(act_f & ina_g, -zf_hi, _where(ina_f & act_g, zf_lo + d_lo, lo_e))
+        hi_e = _where(act_f & ina_g, -zf_lo, _where(ina_f & act_g, zf_hi + d_hi, hi_e))
+        # the other route: bounds of a^g (g's own relaxation, z^g = z^f + d) minus those of
+        # a^f; it shrinks with g's range where the one above shrinks only with d's
+        mid_g = ~(act_g | ina_g)
+        sg = np.where(mid_g, ug / np.where(mid_g, ug - lg, 1.0), act_g.astype(float))
+        alt_hi = _scaled(zf_hi + d_hi, sg, np.where(mid_g, lg, 0.0), forms) - h_lo
+        alpha_g = np.where(mid_g, (ug > -lg).astype(float), sg)
+        alt_lo = (zf_lo + d_lo) * alpha_g[:, None, :] - h_hi
+        p = forms.pad(
+            forms.size(zf_lo)
+            + forms.size(zf_hi)
+            + forms.size(d_lo)
+            + forms.size(d_hi)
+            + forms.size(h_lo)
+            + forms.size(h_hi)
+            + np.abs(dl)
+            + np.abs(du)
+            + np.abs(lg)
+        )
+        lo_e[:, d] -= p
+        hi_e[:, d] += p
+        alt_lo[:, d] -= p
+        alt_hi[:, d] += p
+        lo_e = _where(forms.low(alt_lo) > forms.low(lo_e), alt_lo, lo_e)
+        hi_e = _where(forms.high(alt_hi) < forms.high(hi_e), alt_hi, hi_e)
+        dl_e, dh_e = lo_e, hi_e
+        x_lo, x_hi = h_lo, h_hi
+        cur_lo, cur_hi = np.maximum(lf, 0.0), np.maximum(uf, 0.0)
+    raise AssertionError("unreachable: the last layer returns")  # pragma: no cover

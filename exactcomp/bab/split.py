@@ -40,14 +40,17 @@ from ..domain import Box
 from ..network import Network
 from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
-from .batch import batch_bounds
+from .batch import BatchBounds, batch_bounds
 
-__all__ = ["SplitResult", "prove_signs", "split_dimension", "BATCH", "MAX_NODES"]
+__all__ = ["SplitResult", "prove_signs", "split_dimension", "split_inputs", "MAX_INPUTS", "MAX_NODES"]
 
 BATCH = 256
 """Sub-boxes bounded together (one numpy batch)."""
-MAX_NODES = 100_000
-"""Default node budget of one layer's tree."""
+MAX_INPUTS = 8
+"""Largest input dimension for which the ``fast`` engine and the re-check split inputs."""
+MAX_NODES = 50_000
+"""Default node budget of one layer's tree (ACAS Xu 1_1, prop_1 to prop_4: at most about
+3,000 per layer decide every neuron)."""
 SPLIT_RULE = "smear"
 
 
@@ -67,6 +70,12 @@ class SplitResult:
     nodes: int
     complete: bool
     seconds: float
+
+
+def split_inputs() -> int:
+    """The largest input dimension that input splitting is used for (:data:`MAX_INPUTS`;
+    a function so that tests aimed at the phases after it can set it to 0)."""
+    return MAX_INPUTS
 
 
 def split_dimension(xlo: np.ndarray, xhi: np.ndarray, coef: np.ndarray, unknown: np.ndarray):
@@ -111,8 +120,8 @@ def prove_signs(
     neurons:
         Indices of layer ``k``'s neurons to decide.
     sides:
-        Per neuron ``+1``: only ``max z <= 0`` is sought (a positive value was seen),
-        ``-1``: only ``min z >= 0``, ``0``: either.
+        Per neuron ``+1``: only ``max z <= 0`` is sought (a negative value was seen, so
+        ``min z >= 0`` is out), ``-1``: only ``min z >= 0``, ``0``: either.
     tol:
         Tolerances: the bounds' rounding pad and the witness margin.
     max_nodes, deadline:
@@ -164,7 +173,9 @@ def prove_signs(
         live = chunk.open.any(1)
         if not live.any():
             continue
-        centres = _centres(chunk.lo[live], chunk.hi[live])
+        centres = np.concatenate(
+            [_centres(chunk.lo[live], chunk.hi[live]), _corners(chunk, bb, cols, live)]
+        )
         found = sign_witnesses(net, k, centres, tol)
         wp, wn = found.pos[neurons], found.neg[neurons]
         no_inactive |= wp >= 0
@@ -228,6 +239,23 @@ def _pop(stack: list[_Chunk], n: int) -> _Chunk:
 
 def _centres(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.clip(lo + 0.5 * (hi - lo), lo, hi)
+
+
+def _corners(chunk: _Chunk, bb: BatchBounds, cols: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """Candidate witnesses: per neuron ``cols[i]`` open in some live box, the input corner
+    that minimises the linear lower bound of the box with the lowest lower bound, and the
+    one that maximises the linear upper bound of the box with the highest upper bound."""
+    lo, hi, opn = chunk.lo[live], chunk.hi[live], chunk.open[live][:, cols]
+    m = cols.size
+    z_lo = np.where(opn, bb.lower[-1][live][:, bb.rows], np.inf)
+    z_hi = np.where(opn, bb.upper[-1][live][:, bb.rows], -np.inf)
+    has = opn.any(0)
+    out = []
+    for rowoff, best in ((0, np.argmin(z_lo, axis=0)), (m, np.argmax(z_hi, axis=0))):
+        b = best[has]
+        a = bb.coef[live][b, rowoff + np.flatnonzero(has)]
+        out.append(np.where(a > 0.0, lo[b], hi[b]))
+    return np.concatenate(out)
 
 
 def _split(lo: np.ndarray, hi: np.ndarray, coef: np.ndarray, unknown: np.ndarray):

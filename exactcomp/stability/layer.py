@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..bab.split import split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
 from ..milp.encoding import (
@@ -141,6 +142,11 @@ class LayerRun:
                 self._tighten(self._lp(targets), Proof.LP)
                 self._time("lp", t0)
                 self._advance("lp")
+            if self.open_neurons().size and self.k > 0 and self.net.input_size <= split_inputs():
+                t0 = time.perf_counter()
+                self._input_splits()
+                self._time("bab", t0)
+                self._advance("input splits")
             if self.open_neurons().size and self.k > 0:
                 t0 = time.perf_counter()
                 self._region_search()
@@ -186,6 +192,32 @@ class LayerRun:
                 self.net, self.box, self.k, neurons, signs, np.concatenate(starts), steps
             )
             self.pool.add(found)
+
+    def _input_splits(self) -> None:
+        """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each
+        open neuron has not shown, within its node budget and the deadline; its float64
+        witnesses join the pool."""
+        from ..bab import prove_signs
+
+        open_ = self.open_neurons()
+        pos, neg = self._seen()
+        sides = np.where(neg[open_], 1, np.where(pos[open_], -1, 0))
+        res = prove_signs(
+            self.net,
+            self.box,
+            self.k,
+            self._known(),
+            open_,
+            sides,
+            tol=self.opts.tol,
+            deadline=self.opts.deadline,
+        )
+        self.stats["bab_nodes"] = self.stats.get("bab_nodes", 0) + res.nodes
+        self.pool.add(res.points)
+        for claim, store in ((res.inactive, self.inactive), (res.active, self.active)):
+            new = open_[claim & ~(self.inactive[open_] | self.active[open_])]
+            self.proof[new] = Proof.BAB
+            store[new] = True
 
     def _region_search(self) -> None:
         """LP local search over activation patterns for the sign each open neuron has not

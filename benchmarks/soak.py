@@ -1,7 +1,9 @@
 """Soundness soak: every sound-claiming answer of exactcomp against the exact oracle.
 
 ``python -m benchmarks.soak --cases 2000 --seed 0`` (or ``python -m benchmarks soak ...``)
-generates random nasty networks and boxes (:mod:`exactcomp.testing.random_networks`) and,
+generates random nasty networks and boxes (:mod:`exactcomp.testing.random_networks`; every
+fourth case deep, up to 6 layers, with 2-8 inputs, for the input splits of
+:mod:`exactcomp.bab`) and,
 for each, checks against region enumeration (:mod:`exactcomp.testing.oracle`):
 
 - ``bound``: interval, linear (CROWN-style), LP and the stability report's bounds enclose
@@ -40,9 +42,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from exactcomp.testing.random_networks import random_case
-
-from .soak_checks import UNSOUND, CaseResult, Checker, Finding, SoakOptions, check_case, method_for
+from .soak_checks import (
+    UNSOUND,
+    CaseResult,
+    Checker,
+    Finding,
+    SoakOptions,
+    case_for,
+    check_case,
+    method_for,
+)
 
 __all__ = [
     "UNSOUND",
@@ -155,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--inputs", type=_pair, default=SoakOptions.inputs, help="LO,HI inputs")
     p.add_argument("--time-limit", type=float, default=SoakOptions.time_limit, help="per call")
     p.add_argument("--no-equivalence", action="store_true", help="skip verify_equivalence")
+    p.add_argument(
+        "--split-every",
+        type=int,
+        default=SoakOptions.split_every,
+        help="every N-th case deep with 2-8 inputs (input splits); 0: none",
+    )
     p.add_argument("--out", type=Path, default=Path("out/soak"), help="summary and failures")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
@@ -163,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs=args.inputs,
         time_limit=args.time_limit,
         equivalence=not args.no_equivalence,
+        split_every=args.split_every,
     )
     console = Console(stderr=True)
     summary = Summary()
@@ -179,13 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with bars:
         task = bars.add_task("soak", total=args.cases, info="")
         for seed in range(args.seed, args.seed + args.cases):
-            case = random_case(
-                seed,
-                depth=opts.depth,
-                width=opts.width,
-                inputs=opts.inputs,
-                max_neurons=opts.max_neurons,
-            )
+            case = case_for(seed, opts)
             result = check_case(case, opts, method_for(seed))
             summary.add(result)
             if result.findings or result.missed:  # failures; or just incomplete verdicts

@@ -29,7 +29,7 @@ from exactcomp.rewrite import compress_network
 from exactcomp.stability import stable_neurons
 from exactcomp.testing.oracle import ExactAnalysis, OracleError, exact_analysis
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
-from exactcomp.testing.random_networks import Case
+from exactcomp.testing.random_networks import Case, random_case
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import StabilityReport, Verdict
 from exactcomp.verify import EquivalenceStatus, recheck_certificates, verify_equivalence
@@ -59,6 +59,26 @@ class SoakOptions:
     time_limit: float = 5.0
     equivalence: bool = True
     max_regions: int = 20_000
+    split_every: int = 4
+    """Every ``split_every``-th seed (``seed % split_every == 1``; 0: none) draws a deep
+    case with few inputs instead (:data:`SPLIT_INPUTS`, :data:`SPLIT_DEPTH`), aimed at
+    the input-split phase (:mod:`exactcomp.bab`)."""
+
+
+SPLIT_INPUTS = (2, 8)
+SPLIT_DEPTH = (2, 6)
+
+
+def case_for(seed: int, opts: SoakOptions) -> Case:
+    """The generated case of ``seed``: the options' sizes, or a deep few-input case."""
+    split = opts.split_every > 0 and seed % opts.split_every == 1
+    return random_case(
+        seed,
+        depth=SPLIT_DEPTH if split else opts.depth,
+        width=opts.width,
+        inputs=SPLIT_INPUTS if split else opts.inputs,
+        max_neurons=opts.max_neurons,
+    )
 
 
 @dataclass(frozen=True)

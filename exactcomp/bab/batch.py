@@ -102,15 +102,20 @@ def _linear_rows(
         li = net.layers[i]
         lo_i, hi_i = pre[i]
         alpha, s, t = relu_relaxation(lo_i, hi_i, relu=li.relu)
-        ap, an = np.maximum(a, 0.0), np.minimum(a, 0.0)
-        scale = scale + _bmv(np.abs(a), np.maximum(np.abs(lo_i), np.abs(hi_i)) + np.abs(t))
+        ap = np.maximum(a, 0.0)
+        an = np.subtract(a, ap)  # min(a, 0), exactly
+        mag = np.maximum(np.abs(lo_i), np.abs(hi_i)) + np.abs(t)
+        scale = scale + _bmv(ap, mag) - _bmv(an, mag)  # |a| (|z_i| + |t|)
         c = c + _bmv(an, t)
-        az = ap * alpha[:, None, :] + an * s[:, None, :]
         wi, bi = _f64(li.weight), _f64(li.bias)
         below = mag_h[i - 1] if i > 0 else mag_x
-        scale = scale + _bmv(np.abs(az), below @ np.abs(wi).T + np.abs(bi))
-        c = c + az @ bi
-        a = (az.reshape(-1, az.shape[2]) @ wi).reshape(bsz, 2 * m, wi.shape[1])
+        v = below @ np.abs(wi).T + np.abs(bi)
+        np.multiply(ap, alpha[:, None, :], out=ap)
+        np.multiply(an, s[:, None, :], out=an)
+        scale = scale + _bmv(ap, v) - _bmv(an, v)  # |az| v (alpha, s >= 0)
+        az = np.add(ap, an, out=ap)
+        c = c + _bmv(az, np.broadcast_to(bi, alpha.shape))
+        a = (az.reshape(bsz * 2 * m, -1) @ wi).reshape(bsz, 2 * m, wi.shape[1])
     value = _bmv(np.maximum(a, 0.0), xlo) + _bmv(np.minimum(a, 0.0), xhi) + c
     scale = scale + _bmv(np.abs(a), mag_x) + np.abs(c)
     bound = value - pad(scale, tol)

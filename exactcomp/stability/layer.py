@@ -45,6 +45,8 @@ _SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, pe
 _REGION_LPS = 16
 """LPs of the region search per open neuron. On mnist-net_256x2 (prop_1, layer 1) every
 witness it found took at most 14; questions it cannot settle are left to the MILP."""
+_SPLIT_TIME = 3.0
+"""Seconds of the input-split phase per layer, in MILP time limits (its node budget aside)."""
 _OTHER_SOLVER_TOLERANCE = 1e-5
 """Feasibility/integrality tolerance assumed for Pyomo solvers other than HiGHS (Gurobi's
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
@@ -210,7 +212,7 @@ class LayerRun:
             open_,
             sides,
             tol=self.opts.tol,
-            deadline=self.opts.deadline,
+            deadline=min(self._left(), _SPLIT_TIME * self.opts.time_limit) + time.perf_counter(),
         )
         self.stats["bab_nodes"] = self.stats.get("bab_nodes", 0) + res.nodes
         self.pool.add(res.points)

@@ -42,7 +42,14 @@ from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
 from .batch import BatchBounds, batch_bounds
 
-__all__ = ["SplitResult", "prove_signs", "split_dimension", "split_inputs", "MAX_INPUTS", "MAX_NODES"]
+__all__ = [
+    "SplitResult",
+    "prove_signs",
+    "split_dimension",
+    "split_inputs",
+    "MAX_INPUTS",
+    "MAX_NODES",
+]
 
 BATCH = 256
 """Sub-boxes bounded together (one numpy batch)."""

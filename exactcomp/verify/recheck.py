@@ -283,7 +283,14 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
             # input splits on this module's own bounds: the search is re-run from scratch
             sides = [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
             res = prove_signs(
-                net, box, k, bounds[: k + 1], [j for j, _ in todo], sides, tol=tol, deadline=deadline
+                net,
+                box,
+                k,
+                bounds[: k + 1],
+                [j for j, _ in todo],
+                sides,
+                tol=tol,
+                deadline=deadline,
             )
             for i, (j, v) in enumerate(todo):
                 if res.inactive[i] if v == Verdict.INACTIVE else res.active[i]:

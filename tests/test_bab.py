@@ -92,6 +92,26 @@ def test_sides_limit_the_claims() -> None:
     assert not res.inactive.any() and not res.active.any()
 
 
+def test_a_tie_on_a_face_leaves_the_tree_at_once() -> None:
+    """``z = -relu(x0 + x1)`` on ``[0, 1]^2`` has ``max z = 0`` exactly, on the corner
+    ``x = 0``: no padded bound proves ``z <= 0`` there however small the box. The neuron
+    leaves the tree unclaimed within a few nodes (the oracle calls it INACTIVE; the engine
+    keeps it UNDECIDED, which is sound)."""
+    net = Network(
+        (
+            Layer(np.array([[1.0, 1.0]]), np.zeros(1), relu=True),
+            Layer(np.array([[-1.0]]), np.zeros(1), relu=True),
+            Layer(np.array([[1.0]]), np.zeros(1), relu=False),
+        ),
+        dtype="float64",
+    )
+    box = Box.uniform(0.0, 1.0, 2)
+    assert exact_preactivation_ranges(net, box)[1][1][0] == 0.0
+    res = prove_signs(net, box, 1, linear_bounds(net, box), [0], [0])
+    assert not res.inactive.any() and not res.active.any()
+    assert res.nodes <= 8
+
+
 def test_split_dimension_follows_the_smear() -> None:
     """Two inputs; the unknown neuron's bound depends on input 1 only: input 1 is cut, even
     though input 0 is wider; with no coefficients, the widest input."""

@@ -42,13 +42,15 @@ class BatchBounds:
     ``lower[j]``/``upper[j]`` have shape ``[B, n_j]``. ``coef`` has shape ``[B, 2 m, n_0]``:
     the linear functions of the input whose minima gave the lower (first ``m`` rows) and the
     negated upper bounds of the ``m`` neurons ``rows`` of layer ``k`` (zeros where a box kept
-    its interval bounds); the split heuristic reads them.
+    its interval bounds); the split heuristic reads them. ``pads`` (``[B, 2 m]``, same rows)
+    are the rounding pads subtracted from those linear bounds (``inf`` where none).
     """
 
     lower: tuple[np.ndarray, ...]
     upper: tuple[np.ndarray, ...]
     rows: np.ndarray
     coef: np.ndarray
+    pads: np.ndarray
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
@@ -86,8 +88,8 @@ def _linear_rows(
     tol: Tolerances,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CROWN-style bounds of neurons ``rows`` of layer ``j >= 1`` in every box (see the
-    module docstring); returns ``(lower[B, m], upper[B, m], coef[B, 2m, n_0])``, not yet
-    checked for finiteness."""
+    module docstring); returns ``(lower[B, m], upper[B, m], coef[B, 2m, n_0], pads[B, 2m])``,
+    not yet checked for finiteness."""
     bsz, m = xlo.shape[0], rows.size
     post = [_post(net, i, lo, hi) for i, (lo, hi) in enumerate(pre[:j])]
     mag_h = [np.maximum(np.abs(lo), np.abs(hi)) for lo, hi in post]
@@ -118,8 +120,9 @@ def _linear_rows(
         a = (az.reshape(bsz * 2 * m, -1) @ wi).reshape(bsz, 2 * m, wi.shape[1])
     value = _bmv(np.maximum(a, 0.0), xlo) + _bmv(np.minimum(a, 0.0), xhi) + c
     scale = scale + _bmv(np.abs(a), mag_x) + np.abs(c)
-    bound = value - pad(scale, tol)
-    return bound[:, :m], -bound[:, m:], a
+    pads = pad(scale, tol)
+    bound = value - pads
+    return bound[:, :m], -bound[:, m:], a, pads
 
 
 def batch_bounds(
@@ -163,6 +166,7 @@ def batch_bounds(
     upper: list[np.ndarray] = []
     pre: list[Bounds] = []
     coef = np.zeros((bsz, 2 * rows.size, xlo.shape[1]))
+    pads = np.full((bsz, 2 * rows.size), np.inf)
     plo, phi = xlo, xhi
     with np.errstate(over="ignore", invalid="ignore"):
         for j in range(k + 1):
@@ -179,15 +183,15 @@ def batch_bounds(
                 else:
                     sel = np.flatnonzero((known[j][0] < 0.0) & (known[j][1] > 0.0))
                 if sel.size:
-                    lo, hi = _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, j == k)
+                    lo, hi = _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, j == k)
             lower.append(lo)
             upper.append(hi)
             pre.append((lo, hi))
             plo, phi = _post(net, j, lo, hi)
-    return BatchBounds(tuple(lower), tuple(upper), rows, coef)
+    return BatchBounds(tuple(lower), tuple(upper), rows, coef, pads)
 
 
-def _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, last) -> Bounds:
+def _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, last) -> Bounds:
     """Intersect the linear bounds of neurons ``sel`` of layer ``j`` into ``(lo, hi)``, per
     box where they are valid (every earlier bound finite, the result finite)."""
     ok = np.ones(xlo.shape[0], dtype=bool)
@@ -197,11 +201,12 @@ def _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, last) -> Bounds:
     if not ok.any():
         return lo, hi
     safe = [(np.where(ok[:, None], a, 0.0), np.where(ok[:, None], b, 0.0)) for a, b in pre]
-    llo, lhi, a = _linear_rows(net, j, sel, xlo, xhi, safe, tol)
+    llo, lhi, a, p = _linear_rows(net, j, sel, xlo, xhi, safe, tol)
     ok &= np.isfinite(llo).all(1) & np.isfinite(lhi).all(1)
     lo, hi = lo.copy(), hi.copy()
     lo[:, sel] = np.where(ok[:, None], np.maximum(lo[:, sel], llo), lo[:, sel])
     hi[:, sel] = np.where(ok[:, None], np.minimum(hi[:, sel], lhi), hi[:, sel])
     if last:
         coef[ok] = a[ok]
+        pads[ok] = p[ok]
     return lo, hi

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds.interval import Bounds, pad
+from ..bounds.interval import Bounds
 from ..domain import Box
 from ..network import Network
 from ..search import sign_witnesses
@@ -75,12 +75,11 @@ verdicts 2-12 s slower; n = 12, 16: nothing gained, 6-11 s lost."""
 MAX_NODES = 50_000
 """Default node budget of one layer's tree (ACAS Xu 1_1, prop_1 to prop_4: at most about
 3,000 per layer decide every neuron)."""
-TIE = 1e3
-"""Near ties: a neuron whose bound on some node is within ``TIE`` rounding pads (at the scale
-of its bounds on the whole box) of 0 on the wrong side leaves the tree unclaimed. Splitting
-cannot remove the pad, and a pre-activation that touches 0 on a face of the box (its
-maximum exactly 0) would otherwise spend the whole node budget; the MILP's margin is larger
-than this anyway."""
+TIE = 4.0
+"""Near ties: a neuron whose bound on some node is within ``TIE`` times that bound's own
+rounding pad of 0 (on the wrong side) leaves the tree unclaimed: splitting cannot remove the
+pad, and a pre-activation that touches 0 on a face of the box (its maximum exactly 0) would
+otherwise spend the whole node budget."""
 SPLIT_RULE = "smear"
 """``"smear"`` (default) or ``"widest"`` (the measured alternative; module docstring)."""
 
@@ -172,7 +171,6 @@ def prove_signs(
     ]  # layers whose relaxation is not exact everywhere
     points: list[np.ndarray] = []
     failed = np.zeros(m, dtype=bool)  # a node could not be split further: no claim
-    tie = np.zeros(m)
     stack = [_Chunk(box.lower[None].copy(), box.upper[None].copy(), np.ones((1, m), bool), None)]
     nodes = 0
     while stack and m:
@@ -197,13 +195,13 @@ def prove_signs(
             parent=chunk.parent,
             linear=linear,
         )
-        lo_k, hi_k = bb.lower[k][:, neurons], bb.upper[k][:, neurons]
-        if nodes == 0:  # the root: the scale of the near-tie rule
-            tie = TIE * pad(np.maximum(np.abs(lo_k[0]), np.abs(hi_k[0])), tol)
         nodes += len(chunk.lo)
+        lo_k, hi_k = bb.lower[k][:, neurons], bb.upper[k][:, neurons]
         neg, pos = hi_k <= 0.0, lo_k >= 0.0
-        near = ((hi_k > 0.0) & (hi_k <= tie)) | ((lo_k < 0.0) & (lo_k >= -tie))
-        failed |= (chunk.open & near & ~neg & ~pos).any(0)
+        pl, pu = np.split(TIE * bb.pads, 2, axis=1)
+        lc, hc = lo_k[:, cols], hi_k[:, cols]
+        near = ((hc > 0.0) & (hc <= pu)) | ((lc < 0.0) & (lc >= -pl))
+        failed[cols] |= (chunk.open[:, cols] & near & ~neg[:, cols] & ~pos[:, cols]).any(0)
         no_active |= (chunk.open & neg & ~pos).any(0)
         no_inactive |= (chunk.open & pos & ~neg).any(0)
         chunk.open &= ~(neg | pos)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..bab.split import split_inputs
+from ..bab.split import prove_signs, split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
 from ..milp.encoding import (
@@ -199,8 +199,6 @@ class LayerRun:
         """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each
         open neuron has not shown, within its node budget and the deadline; its float64
         witnesses join the pool."""
-        from ..bab import prove_signs
-
         open_ = self.open_neurons()
         pos, neg = self._seen()
         sides = np.where(neg[open_], 1, np.where(pos[open_], -1, 0))

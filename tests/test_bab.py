@@ -184,7 +184,7 @@ def test_every_bab_claim_is_true_per_the_oracle(case) -> None:
         known.append((blo, bhi))
 
 
-@pytest.mark.parametrize("seed", [1, 5, 9, 13, 17, 21])
+@pytest.mark.parametrize("seed", [1, 5, 9, 13])
 def test_soak_split_cases_have_no_wrong_answers(seed: int) -> None:
     """The soak's deep few-input cases (every check of :func:`benchmarks.soak.check_case`)."""
     from benchmarks.soak_checks import SoakOptions, case_for, check_case

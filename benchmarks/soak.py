@@ -24,8 +24,9 @@ Cases come from generator families (``--family``, default all, mixed by seed; se
 ``near-duplicate`` and ``near-dependent`` rows with amplifying outgoing weights (the checks
 above), ``nnet`` files with boxes inside and outside their input limits
 (:mod:`benchmarks.soak_nnet`: ``nnet-compress``, ``nnet-equivalent``), and ``onnx`` graphs with
-casts and non-affine ops (:mod:`benchmarks.soak_onnx`: ``onnx-load``, ``onnx-equivalent``).
-The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
+casts and non-affine ops (:mod:`benchmarks.soak_onnx`: ``onnx-load``, ``onnx-equivalent``),
+and ``splits``: deep random networks with 2-8 inputs for the input splits of
+:mod:`exactcomp.bab`. The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
 
 A refutation needs a concrete input of the box where the oracle's float64 forward pass
 contradicts the claim beyond rounding (``1e-12`` relative to the interval magnitude of the

@@ -13,9 +13,12 @@ family                  cases                                           checks
                         across and around the input limits
 ``onnx``                :func:`onnx_case`: casts (FLOAT16, DOUBLE,      :mod:`.soak_onnx`
                         INT32) and non-affine ops in ONNX graphs
+``splits``              :func:`random_case` deep (2-6 layers) with      every check of
+                        2-8 inputs: the input splits of                 :func:`check_case`
+                        :mod:`exactcomp.bab`
 ======================  ==============================================  =====================
 
-Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: half the cases random).
+Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 11 random).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from exactcomp.testing.random_networks import random_case
 
 from .soak_checks import CaseResult, SoakOptions, check_case, method_for
 
-FAMILIES = ("random", "near-duplicate", "near-dependent", "nnet", "onnx")
-ROTATION = ("random",) * 5 + ("near-duplicate",) * 2 + ("near-dependent", "nnet", "onnx")
-"""The default mix, one entry per seed modulo 10."""
+FAMILIES = ("random", "near-duplicate", "near-dependent", "nnet", "onnx", "splits")
+ROTATION = ("random",) * 5 + ("near-duplicate",) * 2 + ("near-dependent", "nnet", "onnx", "splits")
+"""The default mix, one entry per seed modulo 11."""
+SPLIT_INPUTS = (2, 8)
+SPLIT_DEPTH = (2, 6)
 
 
 def parse_families(text: str) -> tuple[str, ...]:
@@ -67,15 +72,17 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         hi = min(opts.inputs[1], 3)
         oc = onnx_case(seed, inputs=(min(opts.inputs[0], hi), hi), max_neurons=opts.max_neurons)
         return oc.to_json(), check_onnx_case(oc, opts, method)
-    if family == "random":
+    if family in ("random", "splits"):
+        split = family == "splits"
         case = random_case(
             seed,
-            depth=opts.depth,
+            depth=SPLIT_DEPTH if split else opts.depth,
             width=opts.width,
-            inputs=opts.inputs,
+            inputs=SPLIT_INPUTS if split else opts.inputs,
             max_neurons=opts.max_neurons,
         )
-        return {"family": family, **case.to_json()}, check_case(case, opts, method)
+        result = dataclasses.replace(check_case(case, opts, method), family=family)
+        return {"family": family, **case.to_json()}, result
     if family == "near-duplicate":
         case = near_duplicate_case(seed, inputs=opts.inputs, max_neurons=opts.max_neurons)
     elif family == "near-dependent":

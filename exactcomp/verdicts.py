@@ -34,6 +34,7 @@ class Proof(IntEnum):
     MILP = 4  # MILP dual bound (or infeasibility) with margin
     WITNESS = 5  # concrete inputs of both signs, re-checked in float64
     ENUMERATION = 6  # exact enumeration of activation regions (test oracle)
+    BAB = 7  # linear bounds on every leaf of an input-split tree (exactcomp.bab)
 
 
 @dataclass(frozen=True, eq=False)

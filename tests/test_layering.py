@@ -1,7 +1,7 @@
 """Dependencies point one way: a module may import only modules of its own or a lower rank.
 
-errors/tolerances/progress -> network/domain -> verdicts/exact -> io, bounds, search, testing -> milp
--> stability -> rewrite -> verify -> api -> report -> cli. The IR (network, domain, verdicts)
+errors/tolerances/progress -> network/domain -> verdicts/exact -> io, bounds, search, testing -> milp,
+bab -> stability -> rewrite -> verify -> api -> report -> cli. The IR (network, domain, verdicts)
 depends on numpy only, and ONNX stays inside io/.
 """
 
@@ -28,6 +28,7 @@ RANK = {
     "search": 3,
     "testing": 3,
     "milp": 4,
+    "bab": 4,
     "stability": 5,
     "rewrite": 6,
     "verify": 7,

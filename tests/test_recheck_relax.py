@@ -18,6 +18,7 @@ import pyomo.environ as pyo
 import pytest
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
+from exactcomp.bab import split
 from exactcomp.domain import Box
 from exactcomp.milp.encoding import build_prefix_model
 from exactcomp.network import Network
@@ -30,6 +31,12 @@ from exactcomp.verify.formulation import best_bounds
 from exactcomp.verify.solve import Decision, ObjectiveSolver
 
 SEEDS = range(6)
+
+
+@pytest.fixture(autouse=True)
+def _no_input_splits(monkeypatch):
+    """These tests are about the MILP claims: no input splits to settle them first."""
+    monkeypatch.setattr(split, "MAX_INPUTS", 0)
 
 
 @functools.cache

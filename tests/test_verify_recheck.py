@@ -51,7 +51,7 @@ def test_genuine_report_rechecks(compressed) -> None:
     res = recheck_certificates(net, report, BOX, time_limit=30)
     assert res.ok, res.failures
     stable = report.count(Verdict.INACTIVE) + report.count(Verdict.ACTIVE)
-    assert sum(res.checked[k] for k in ("interval", "linear", "lp", "milp")) == stable
+    assert sum(res.checked[k] for k in ("interval", "linear", "lp", "bab", "milp")) == stable
     assert res.checked["witness"] == report.count(Verdict.UNSTABLE)
     assert "re-checked" in res.summary()
 

@@ -13,6 +13,8 @@ witness        UNSTABLE: concrete inputs (samples, data, gradient and LP region 
                MILP incumbents) show both signs
 lp             the same as interval, from the triangle-relaxation LP, then from that LP
                tightened by ideal-formulation cuts (:mod:`exactcomp.bounds.ideal_cuts`)
+bab            the same as interval, on every leaf of a tree of input splits
+               (:mod:`exactcomp.bab`; only for at most ``bab.split.MAX_INPUTS`` inputs)
 milp           the remaining sign question, early-stopped (see :mod:`exactcomp.milp.highs`);
                a near tie is asked again at a finer solver tolerance
 =============  =====================================================================

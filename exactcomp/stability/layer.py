@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..bab.split import prove_signs, split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
 from ..milp.encoding import (
@@ -44,6 +45,8 @@ _SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, pe
 _REGION_LPS = 16
 """LPs of the region search per open neuron. On mnist-net_256x2 (prop_1, layer 1) every
 witness it found took at most 14; questions it cannot settle are left to the MILP."""
+_SPLIT_TIME = 3.0
+"""Seconds of the input-split phase per layer, in MILP time limits (its node budget aside)."""
 _OTHER_SOLVER_TOLERANCE = 1e-5
 """Feasibility/integrality tolerance assumed for Pyomo solvers other than HiGHS (Gurobi's
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
@@ -141,6 +144,11 @@ class LayerRun:
                 self._tighten(self._lp(targets), Proof.LP)
                 self._time("lp", t0)
                 self._advance("lp")
+            if self.open_neurons().size and self.k > 0 and self.net.input_size <= split_inputs():
+                t0 = time.perf_counter()
+                self._input_splits()
+                self._time("bab", t0)
+                self._advance("input splits")
             if self.open_neurons().size and self.k > 0:
                 t0 = time.perf_counter()
                 self._region_search()
@@ -186,6 +194,30 @@ class LayerRun:
                 self.net, self.box, self.k, neurons, signs, np.concatenate(starts), steps
             )
             self.pool.add(found)
+
+    def _input_splits(self) -> None:
+        """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each
+        open neuron has not shown, within its node budget and the deadline; its float64
+        witnesses join the pool."""
+        open_ = self.open_neurons()
+        pos, neg = self._seen()
+        sides = np.where(neg[open_], 1, np.where(pos[open_], -1, 0))
+        res = prove_signs(
+            self.net,
+            self.box,
+            self.k,
+            self._known(),
+            open_,
+            sides,
+            tol=self.opts.tol,
+            deadline=min(self._left(), _SPLIT_TIME * self.opts.time_limit) + time.perf_counter(),
+        )
+        self.stats["bab_nodes"] = self.stats.get("bab_nodes", 0) + res.nodes
+        self.pool.add(res.points)
+        for claim, store in ((res.inactive, self.inactive), (res.active, self.active)):
+            new = open_[claim & ~(self.inactive[open_] | self.active[open_])]
+            self.proof[new] = Proof.BAB
+            store[new] = True
 
     def _region_search(self) -> None:
         """LP local search over activation patterns for the sign each open neuron has not

@@ -9,6 +9,9 @@ scratch, trusting nothing in the report but the claims themselves:
    (:mod:`exactcomp.bounds.ideal_cuts`) on those bounds. An INACTIVE claim holds if
    :math:`u_{kj} \le 0`, an ACTIVE claim if :math:`l_{kj} \ge 0` (the bounds are padded, so
    this is sound).
+   For inputs of at most :data:`~exactcomp.bab.split.MAX_INPUTS` dimensions, the claims
+   still open are then sought by branch and bound over input splits
+   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds.
 2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides
@@ -62,6 +65,7 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
+from ..bab.split import prove_signs, split_inputs
 from ..bounds import Bounds, interval_bounds
 from ..bounds.ideal_cuts import ideal_cut_layer_result
 from ..domain import Box
@@ -114,7 +118,7 @@ def recheck_certificates(
     t0 = time.perf_counter()
     deadline = t0 + time_limit
     boxes = [box] if isinstance(box, Box) else list(box)
-    checked = {"interval": 0, "linear": 0, "lp": 0, "milp": 0, "witness": 0}
+    checked = {"interval": 0, "linear": 0, "lp": 0, "bab": 0, "milp": 0, "witness": 0}
     failures: list[ClaimFailure] = []
     milps = 0
     claims = _claims(report)
@@ -273,6 +277,25 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
                 if _holds(v, lp, j):
                     proven.add((k, j))
                     checked["lp"] += 1
+                    remaining -= 1
+            todo = [(j, v) for j, v in todo if (k, j) not in proven]
+        if todo and k > 0 and net.input_size <= split_inputs():
+            # input splits on this module's own bounds: the search is re-run from scratch
+            sides = [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
+            res = prove_signs(
+                net,
+                box,
+                k,
+                bounds[: k + 1],
+                [j for j, _ in todo],
+                sides,
+                tol=tol,
+                deadline=deadline,
+            )
+            for i, (j, v) in enumerate(todo):
+                if res.inactive[i] if v == Verdict.INACTIVE else res.active[i]:
+                    proven.add((k, j))
+                    checked["bab"] += 1
                     remaining -= 1
             todo = [(j, v) for j, v in todo if (k, j) not in proven]
         if todo:

@@ -1,0 +1,212 @@
+r"""Sound bounds of one network over a *batch* of sub-boxes at once (numpy, no torch).
+
+The maths and the float64 padding are those of :mod:`exactcomp.bounds.interval` and
+:mod:`exactcomp.bounds.linear`, applied per sub-box: arrays gain a leading batch axis ``B``
+(``lo[B, n]``, ``hi[B, n]``) and the back-substitution matrices become ``A[B, rows, n_j]``.
+Nothing is weakened; per box:
+
+* interval: :math:`z = W^+ l + W^- u + b` (and the upper twin), padded by
+  ``pad(|W| max(|l|, |u|) + |b|)`` (:func:`exactcomp.bounds.interval.pad`);
+* linear (CROWN-style): the relaxation of :func:`exactcomp.bounds.linear.relu_relaxation`
+  on the box's own bounds of the earlier layers, the same per-row ``scale`` accumulation
+  (``|A|`` times the magnitudes of the variables and of the relaxation offsets at every
+  step, then ``|A| max(|lo|, |hi|) + |c|`` at the input) and the same pad. A box whose
+  earlier bounds are not all finite, or whose result is not finite, keeps its interval
+  bounds (as :func:`~exactcomp.bounds.linear.linear_layer_bounds` does for the whole box);
+* every result is intersected with bounds already proven on a larger box (the whole box's
+  ``known`` bounds, the parent box's bounds): both hold on the sub-box.
+
+Already-proven verdicts of earlier layers enter through ``known``: a stably inactive neuron
+has ``u <= 0`` there, so its relaxation is ``h = 0`` in every sub-box, an active one ``h = z``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bounds.interval import Bounds, pad
+from ..bounds.linear import relu_relaxation
+from ..network import Network
+from ..tolerances import Tolerances
+
+__all__ = ["BatchBounds", "batch_bounds"]
+
+
+@dataclass(frozen=True, eq=False)
+class BatchBounds:
+    """Per sub-box bounds of layers ``0..k`` and the input coefficients of layer ``k``'s rows.
+
+    ``lower[j]``/``upper[j]`` have shape ``[B, n_j]``. ``coef`` has shape ``[B, 2 m, n_0]``:
+    the linear functions of the input whose minima gave the lower (first ``m`` rows) and the
+    negated upper bounds of the ``m`` neurons ``rows`` of layer ``k`` (zeros where a box kept
+    its interval bounds); the split heuristic reads them. ``pads`` (``[B, 2 m]``, same rows)
+    are the rounding pads subtracted from those linear bounds (``inf`` where none).
+    """
+
+    lower: tuple[np.ndarray, ...]
+    upper: tuple[np.ndarray, ...]
+    rows: np.ndarray
+    coef: np.ndarray
+    pads: np.ndarray
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _bmv(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Batched matrix-vector product: ``a[B, r, n] . v[B, n] -> [B, r]``."""
+    return np.matmul(a, v[:, :, None])[:, :, 0]
+
+
+def _interval(w: np.ndarray, b: np.ndarray, plo, phi, tol: Tolerances) -> Bounds:
+    """Interval bounds of ``z = W h + b`` for ``h`` in ``[plo, phi]`` (rows: boxes)."""
+    wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
+    zlo = plo @ wp.T + phi @ wn.T + b
+    zhi = phi @ wp.T + plo @ wn.T + b
+    p = pad(np.maximum(np.abs(plo), np.abs(phi)) @ np.abs(w).T + np.abs(b), tol)
+    zlo, zhi = zlo - p, zhi + p
+    return np.where(np.isnan(zlo), -np.inf, zlo), np.where(np.isnan(zhi), np.inf, zhi)
+
+
+def _post(net: Network, j: int, lo: np.ndarray, hi: np.ndarray) -> Bounds:
+    if net.layers[j].relu:
+        return np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+    return lo, hi
+
+
+def _linear_rows(
+    net: Network,
+    j: int,
+    rows: np.ndarray,
+    xlo: np.ndarray,
+    xhi: np.ndarray,
+    pre: list[Bounds],
+    tol: Tolerances,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CROWN-style bounds of neurons ``rows`` of layer ``j >= 1`` in every box (see the
+    module docstring); returns ``(lower[B, m], upper[B, m], coef[B, 2m, n_0], pads[B, 2m])``,
+    not yet checked for finiteness."""
+    bsz, m = xlo.shape[0], rows.size
+    post = [_post(net, i, lo, hi) for i, (lo, hi) in enumerate(pre[:j])]
+    mag_h = [np.maximum(np.abs(lo), np.abs(hi)) for lo, hi in post]
+    mag_x = np.maximum(np.abs(xlo), np.abs(xhi))
+    layer = net.layers[j]
+    w, b = _f64(layer.weight)[rows], _f64(layer.bias)[rows]
+    a = np.broadcast_to(np.concatenate([w, -w])[None], (bsz, 2 * m, w.shape[1]))
+    c = np.broadcast_to(np.concatenate([b, -b])[None], (bsz, 2 * m))
+    top = mag_h[j - 1] @ np.abs(w).T + np.abs(b)
+    scale = np.concatenate([top, top], axis=1)
+    for i in range(j - 1, -1, -1):
+        li = net.layers[i]
+        lo_i, hi_i = pre[i]
+        alpha, s, t = relu_relaxation(lo_i, hi_i, relu=li.relu)
+        ap = np.maximum(a, 0.0)
+        an = np.subtract(a, ap)  # min(a, 0), exactly
+        mag = np.maximum(np.abs(lo_i), np.abs(hi_i)) + np.abs(t)
+        scale = scale + _bmv(ap, mag) - _bmv(an, mag)  # |a| (|z_i| + |t|)
+        c = c + _bmv(an, t)
+        wi, bi = _f64(li.weight), _f64(li.bias)
+        below = mag_h[i - 1] if i > 0 else mag_x
+        v = below @ np.abs(wi).T + np.abs(bi)
+        np.multiply(ap, alpha[:, None, :], out=ap)
+        np.multiply(an, s[:, None, :], out=an)
+        scale = scale + _bmv(ap, v) - _bmv(an, v)  # |az| v (alpha, s >= 0)
+        az = np.add(ap, an, out=ap)
+        c = c + _bmv(az, np.broadcast_to(bi, alpha.shape))
+        a = (az.reshape(bsz * 2 * m, -1) @ wi).reshape(bsz, 2 * m, wi.shape[1])
+    value = _bmv(np.maximum(a, 0.0), xlo) + _bmv(np.minimum(a, 0.0), xhi) + c
+    scale = scale + _bmv(np.abs(a), mag_x) + np.abs(c)
+    pads = pad(scale, tol)
+    bound = value - pads
+    return bound[:, :m], -bound[:, m:], a, pads
+
+
+def batch_bounds(
+    net: Network,
+    xlo: np.ndarray,
+    xhi: np.ndarray,
+    k: int,
+    known: Sequence[Bounds],
+    tol: Tolerances,
+    *,
+    rows: np.ndarray,
+    parent: Sequence[Bounds] | None = None,
+    linear: Sequence[np.ndarray] | None = None,
+) -> BatchBounds:
+    """Sound pre-activation bounds of layers ``0..k`` on each sub-box ``[xlo[b], xhi[b]]``.
+
+    Parameters
+    ----------
+    net:
+        The network.
+    xlo, xhi:
+        ``[B, n_0]`` corners of the sub-boxes (each inside the box ``known`` holds on).
+    k:
+        The last layer bounded.
+    known:
+        Sound bounds of layers ``0..k`` on the whole box (1-D arrays), intersected in.
+    tol:
+        Tolerances (the rounding pad).
+    rows:
+        The neurons of layer ``k`` that get linear bounds (the others: interval).
+    parent:
+        Optional ``[B, n_j]`` bounds of layers ``0..k`` proven on a box containing each
+        sub-box (its parent in the split tree), intersected in.
+    linear:
+        Per layer ``1..k-1`` (index ``j``), the neurons that get linear bounds; default: those
+        whose ``known`` bounds straddle 0 (the others' relaxation is exact anyway).
+    """
+    xlo, xhi = _f64(xlo), _f64(xhi)
+    bsz = xlo.shape[0]
+    lower: list[np.ndarray] = []
+    upper: list[np.ndarray] = []
+    pre: list[Bounds] = []
+    coef = np.zeros((bsz, 2 * rows.size, xlo.shape[1]))
+    pads = np.full((bsz, 2 * rows.size), np.inf)
+    plo, phi = xlo, xhi
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in range(k + 1):
+            layer = net.layers[j]
+            lo, hi = _interval(_f64(layer.weight), _f64(layer.bias), plo, phi, tol)
+            lo, hi = np.maximum(lo, known[j][0]), np.minimum(hi, known[j][1])
+            if parent is not None:
+                lo, hi = np.maximum(lo, parent[j][0]), np.minimum(hi, parent[j][1])
+            if j > 0:
+                if j == k:
+                    sel = rows
+                elif linear is not None:
+                    sel = linear[j]
+                else:
+                    sel = np.flatnonzero((known[j][0] < 0.0) & (known[j][1] > 0.0))
+                if sel.size:
+                    lo, hi = _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, j == k)
+            lower.append(lo)
+            upper.append(hi)
+            pre.append((lo, hi))
+            plo, phi = _post(net, j, lo, hi)
+    return BatchBounds(tuple(lower), tuple(upper), rows, coef, pads)
+
+
+def _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, last) -> Bounds:
+    """Intersect the linear bounds of neurons ``sel`` of layer ``j`` into ``(lo, hi)``, per
+    box where they are valid (every earlier bound finite, the result finite)."""
+    ok = np.ones(xlo.shape[0], dtype=bool)
+    for plo_, phi_ in pre:
+        ok &= np.isfinite(plo_).all(1) & np.isfinite(phi_).all(1)
+        ok &= np.isfinite(phi_ - plo_).all(1)
+    if not ok.any():
+        return lo, hi
+    safe = [(np.where(ok[:, None], a, 0.0), np.where(ok[:, None], b, 0.0)) for a, b in pre]
+    llo, lhi, a, p = _linear_rows(net, j, sel, xlo, xhi, safe, tol)
+    ok &= np.isfinite(llo).all(1) & np.isfinite(lhi).all(1)
+    lo, hi = lo.copy(), hi.copy()
+    lo[:, sel] = np.where(ok[:, None], np.maximum(lo[:, sel], llo), lo[:, sel])
+    hi[:, sel] = np.where(ok[:, None], np.minimum(hi[:, sel], lhi), hi[:, sel])
+    if last:
+        coef[ok] = a[ok]
+        pads[ok] = p[ok]
+    return lo, hi

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .network import Network
 from .progress import SILENT, Progress
+from .regions import RegionCount
 from .rewrite import RewriteResult, compress_network
 from .stability import stable_neurons as _stable_neurons
 from .tolerances import DEFAULT, Tolerances
@@ -528,3 +529,90 @@ def recheck_certificates(
         tol=tol,
         progress=progress,
     )
+
+
+def count_regions(
+    model: ModelLike,
+    domain: DomainLike,
+    *,
+    limit: int | None = None,
+    jobs: int | None = 1,
+    exact: bool = True,
+    stability: bool = True,
+    method: str = "fast",
+    time_limit: float = 10.0,
+    samples: int = 20_000,
+    lines: int = 20,
+    keep_cells: bool = False,
+    seed: int = 0,
+    trust_pickle: bool = False,
+    progress: Progress = SILENT,
+    tol: Tolerances = DEFAULT,
+) -> RegionCount:
+    """Count the activation regions (nonempty interior) of ``model`` over one box.
+
+    With ``stability`` the neurons proven stable on the box (:func:`stable_neurons`) are
+    fixed: they never split a region, and the upper bound is also taken on the network
+    without them. ``limit`` (or Ctrl-C) stops the count, which is then a lower bound
+    (``exact`` False). ``exact=False`` gives bounds and the estimate only. ``jobs``: worker
+    processes for the 2-input counter. See :mod:`exactcomp.regions`.
+    """
+    from .regions import count_regions as _count
+    from .rewrite import fold_active, merge_duplicates, merge_linear, remove_inactive
+
+    net = load(model, trust_pickle=trust_pickle)
+    box = _region_box(bind_domain(domain, net), net)
+    fixed: list[np.ndarray | None] = []
+    compressed = None
+    if stability and net.num_neurons:
+        _check_options(method, time_limit)
+        rep = _stable_neurons(
+            net,
+            box,
+            method=method,
+            time_limit=time_limit,
+            jobs=jobs,
+            progress=progress,
+            tol=tol,
+            seed=seed,
+        )
+        code = {Verdict.ACTIVE: 1, Verdict.INACTIVE: 0}
+        fixed = [
+            np.array([code.get(Verdict(int(v)), -1) for v in ls.verdict], dtype=np.int8)
+            for ls in rep.layers
+        ]
+        # every pass but drop_dead: an unread neuron still splits activation regions
+        passes = (merge_duplicates, remove_inactive, fold_active, merge_linear)
+        compressed = compress_network(net, rep, tol=tol, passes=passes).network
+    return _count(
+        net,
+        box,
+        fixed=fixed,
+        limit=limit,
+        jobs=jobs,
+        exact=exact,
+        keep_cells=keep_cells,
+        samples=samples,
+        lines=lines,
+        seed=seed,
+        compressed=compressed,
+        progress=progress,
+        tol=tol,
+    )
+
+
+def _region_box(boxes: Sequence[Box], net: Network) -> Box:
+    """The one box regions are counted on; refused when it has no interior to count in."""
+    if len(boxes) != 1:
+        raise InvalidDomainError(
+            f"regions are counted on one box; the domain has {len(boxes)} (overlapping boxes "
+            "would count shared regions twice)"
+        )
+    box = boxes[0]
+    flat = np.flatnonzero(box.upper <= box.lower)
+    if flat.size == box.dim or (net.input_size == 2 and flat.size):
+        raise InvalidDomainError(
+            f"the box is empty inside: coordinate {int(flat[0])} has lower == upper, so no "
+            "region has an interior"
+        )
+    return box

@@ -49,6 +49,13 @@ class Tolerances:
         than that. ``1e-12`` allows some 4,500 units in the last place of the largest term.
     equivalence:
         Default tolerance of :func:`exactcomp.verify_equivalence` in ``linf`` mode.
+    region_radius:
+        Linear-region counting (:mod:`exactcomp.regions`): a region counts only if it holds a
+        ball of radius ``region_radius * max(1, max |box bound|)`` (input units). An LP slack
+        below it, or a polygon vertex closer than it to a neuron's line, cannot be told from
+        zero (HiGHS' feasibility tolerance is 1e-7), so slivers thinner than that are not
+        counted, by the LP counter and the polygon splitter alike. Counting proves nothing
+        about a neuron; this tolerance never enters a compression.
     """
 
     bound_abs: float = 1e-12
@@ -61,6 +68,7 @@ class Tolerances:
     check_rel: float = 1e-7
     check_scale: float = 1e-12
     equivalence: float = 1e-6
+    region_radius: float = 1e-7
 
 
 DEFAULT = Tolerances()

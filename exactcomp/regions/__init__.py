@@ -1,0 +1,29 @@
+"""Linear regions: count them exactly, bound and estimate them at scale, draw them in 2-D.
+
+* :func:`count_regions` -> :class:`RegionCount`: the activation regions with nonempty
+  interior of a network over a box (polygon splitting for 2 inputs, depth-first splitting
+  with LPs otherwise), with a lower bound, an estimate and Serra et al.'s upper bound.
+* :func:`slice_cells` and :func:`plot_cells`: the regions on a 2-D slice, as polygons/PNG.
+
+The public entry point with model loading and stability proofs is
+:func:`exactcomp.api.count_regions`.
+"""
+
+from __future__ import annotations
+
+from .count import Plane, RegionCount, count_regions, slice_cells
+from .estimates import RegionEstimate, network_upper_bound, serra_upper_bound
+from .planar import Cell
+from .plot import plot_cells
+
+__all__ = [
+    "Cell",
+    "Plane",
+    "RegionCount",
+    "RegionEstimate",
+    "count_regions",
+    "network_upper_bound",
+    "plot_cells",
+    "serra_upper_bound",
+    "slice_cells",
+]

@@ -28,7 +28,7 @@ from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
 from . import planar
 from .estimates import RegionEstimate, network_upper_bound, sample_bounds
-from .splitting import split_regions
+from .splitting import resume, split_regions
 
 Fixed = Sequence[np.ndarray | None]
 
@@ -193,7 +193,9 @@ def count_regions(
                     net, box, plane, fixed, radius, limit, jobs, keep_cells, ticker, cells_out
                 )
             else:
-                found, stopped, lps, doubtful = _lp_split(net, box, fixed, radius, limit, ticker)
+                found, stopped, lps, doubtful = _lp_split(
+                    net, box, fixed, radius, limit, jobs, ticker
+                )
         finally:
             ticker.flush()
     else:
@@ -222,7 +224,7 @@ def count_regions(
     )
 
 
-def _lp_split(net, box, fixed, radius, limit, ticker) -> tuple[int, str | None, int, int]:
+def _lp_split(net, box, fixed, radius, limit, jobs, ticker) -> tuple[int, str | None, int, int]:
     state = {"n": 0}
 
     def on_region(pattern: np.ndarray, point: np.ndarray) -> None:
@@ -231,17 +233,60 @@ def _lp_split(net, box, fixed, radius, limit, ticker) -> tuple[int, str | None, 
         if limit is not None and state["n"] >= limit:
             raise _Stop
 
-    stopped = None
-    stats = None
+    stopped, lps, doubtful = None, 0, 0
+    cut = max(1, int(np.ceil(np.log2(8 * jobs)))) if jobs is not None and jobs > 1 else None
+    nodes: list = []
     try:
-        stats = split_regions(net, box, fixed, radius, on_region)
+        stats, nodes = split_regions(net, box, fixed, radius, on_region, cut_depth=cut)
+        lps, doubtful = stats.lps, stats.doubtful
     except _Stop:
         stopped = "limit"
     except KeyboardInterrupt:
         stopped = "interrupted"
-    lps = stats.lps if stats is not None else -1
-    doubtful = stats.doubtful if stats is not None else 0
+    if nodes and stopped is None:
+        cap = limit - state["n"] if limit is not None else 2**62
+        args = [(net.layers, box, list(fixed), radius, node, cap) for node in nodes]
+        n, stopped, more_lps, more_doubtful = _in_pool(resume_count, args, jobs, cap, ticker)
+        state["n"] += n
+        lps, doubtful = lps + more_lps, doubtful + more_doubtful
     return state["n"], stopped, lps, doubtful
+
+
+def resume_count(args) -> tuple[int, int, int]:
+    """Worker: regions below one cut-off node (at most ``limit``), LPs, doubtful LPs."""
+    layers, box, fixed, radius, node, limit = args
+    net = Network(layers)  # a Network's meta does not pickle; its layers do
+    state = {"n": 0}
+
+    def on_region(pattern: np.ndarray, point: np.ndarray) -> None:
+        state["n"] += 1
+        if state["n"] >= limit:
+            raise _Stop
+
+    try:
+        stats = resume(net, box, fixed, radius, node, on_region)
+        return state["n"], stats.lps, stats.doubtful
+    except _Stop:
+        return state["n"], 0, 0
+
+
+def _in_pool(func, args, jobs, cap, ticker) -> tuple[int, str | None, int, int]:
+    """Run ``func`` over ``args`` in ``jobs`` processes; stop at ``cap`` regions or Ctrl-C."""
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    n, lps, doubtful = 0, 0, 0
+    with ctx.Pool(jobs) as pool:
+        try:
+            for k, more_lps, more_doubtful in pool.imap_unordered(func, args):
+                n, lps, doubtful = n + k, lps + more_lps, doubtful + more_doubtful
+                ticker.add(k)
+                if n >= cap:
+                    pool.terminate()
+                    return min(n, cap), "limit", lps, doubtful
+        except KeyboardInterrupt:
+            pool.terminate()
+            return n, "interrupted", lps, doubtful
+    return n, None, lps, doubtful
 
 
 def _planar(net, box, plane, fixed, radius, limit, jobs, keep, ticker, out):
@@ -277,22 +322,12 @@ def _planar_parallel(net, root, fixed, radius, limit, jobs, ticker) -> tuple[int
     n = len(done)
     ticker.add(n)
     cap = limit if limit is not None else 2**62
+    if n >= cap:
+        return cap, "limit"
     chunks = [todo[i :: 4 * jobs] for i in range(4 * jobs)]
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if fork else "spawn")
-    with ctx.Pool(jobs) as pool:
-        try:
-            args = [(net, c, list(fixed), radius, cap) for c in chunks if c]
-            for k in pool.imap_unordered(planar.count_items, args):
-                n += k
-                ticker.add(k)
-                if n >= cap:
-                    pool.terminate()
-                    return min(n, cap), "limit"
-        except KeyboardInterrupt:
-            pool.terminate()
-            return n, "interrupted"
-    return n, None
+    args = [(net.layers, c, list(fixed), radius, cap - n) for c in chunks if c]
+    more, stopped, _, _ = _in_pool(planar.count_items, args, jobs, cap - n, ticker)
+    return n + more, stopped
 
 
 def slice_cells(

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..network import Network
+from ..network import Layer, Network
 
 Item = tuple[np.ndarray, int, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]
 """A cell waiting for a layer: ``(vertices, layer, A, c, patterns of earlier layers)``."""
@@ -163,15 +163,19 @@ def frontier(
     return todo, done
 
 
-def count_items(args: tuple[Network, list[Item], list[np.ndarray | None], float, int]) -> int:
-    """Worker: how many regions lie below ``items`` (at most ``limit + 1``)."""
-    net, items, fixed, tol, limit = args
+def count_items(
+    args: tuple[tuple[Layer, ...], list[Item], list[np.ndarray | None], float, int],
+) -> tuple[int, int, int]:
+    """Worker: how many regions lie below ``items`` (at most ``limit``), and 0 LPs twice (the
+    shape of the LP worker's answer). Gets the layers: a Network's meta does not pickle."""
+    layers, items, fixed, tol, limit = args
+    net = Network(layers)
     n = 0
     for _ in cells(net, items, fixed, tol):
         n += 1
-        if n > limit:
+        if n >= limit:
             break
-    return n
+    return n, 0, 0
 
 
 def plane_polygon(

@@ -51,6 +51,22 @@ class SplitStats:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False)
+class Node:
+    """A node of the search, cut off for another process: where to resume (layer ``k``,
+    neuron ``j``, the layer's map ``az, cz``, the pattern so far, an interior point) and the
+    rows ``(row, const, sign)`` that define its polytope."""
+
+    k: int
+    j: int
+    az: np.ndarray
+    cz: np.ndarray
+    mask: np.ndarray
+    point: np.ndarray
+    pats: tuple[np.ndarray, ...]
+    trail: tuple[tuple[np.ndarray, float, float], ...]
+
+
 class _Search:
     def __init__(self, net, box, fixed, tol, on_region):
         self.net, self.box, self.fixed, self.tol = net, box, fixed, tol
@@ -64,9 +80,13 @@ class _Search:
         h.addVars(self.n + 1, lower, upper)
         h.changeObjectiveSense(highspy.ObjSense.kMaximize)
         h.changeColCost(self.n, 1.0)
+        h.setOptionValue("presolve", "off")  # tiny warm-started LPs: presolve only costs
         self.h = h
         self.idx = np.arange(self.n + 1, dtype=np.int32)
         self.pats: list[np.ndarray] = []
+        self.trail: list[tuple[np.ndarray, float, float]] = []
+        self.cut_depth: int | None = None
+        self.frontier: list[Node] = []
 
     # ------------------------------------------------------------------ LP rows
     def push(self, row: np.ndarray, const: float, sign: float) -> None:
@@ -75,9 +95,11 @@ class _Search:
         vals = np.append(-sign * row / norm, 1.0)
         self.h.addRow(-highspy.kHighsInf, sign * const / norm, self.n + 1, self.idx, vals)
         self.rows += 1
+        self.trail.append((row, const, sign))
 
     def pop(self) -> None:
         self.rows -= 1
+        self.trail.pop()
         self.h.deleteRows(1, np.array([self.rows], dtype=np.int32))
 
     def interior(self, row, const, sign) -> np.ndarray | None:
@@ -162,6 +184,10 @@ class _Search:
                 self.push(row, const, sign)
                 self.stats.depth = max(self.stats.depth, self.rows)
                 try:
+                    if self.cut_depth is not None and self.rows >= self.cut_depth:
+                        node = Node(k, j + 1, az, cz, m, sides[sign], (*self.pats,), (*self.trail,))
+                        self.frontier.append(node)
+                        continue
                     self.visit(k, j + 1, az, cz, m, sides[sign])
                 finally:
                     self.pop()
@@ -174,17 +200,42 @@ def split_regions(
     fixed: Sequence[np.ndarray | None],
     tol: float,
     on_region: OnRegion,
-) -> SplitStats:
+    *,
+    cut_depth: int | None = None,
+) -> tuple[SplitStats, list[Node]]:
     """Visit every activation region of ``net`` over ``box`` with an interior (see the module
     docstring); ``fixed[r][j]`` is 1/0 for a neuron of ReLU layer ``r`` proven active/inactive
-    on the box, -1 when free. Returns the LP statistics; ``on_region`` may raise to stop."""
+    on the box, -1 when free. ``on_region`` may raise to stop the search.
+
+    With ``cut_depth``, nodes ``cut_depth`` splits deep are not searched but returned, to be
+    searched by :func:`resume` (in other processes: the subtrees are disjoint). Returns the
+    LP statistics and those nodes.
+    """
     search = _Search(net, box, fixed, tol, on_region)
+    search.cut_depth = cut_depth
     n = box.dim
     first = search.next_relu(-1, np.eye(n), np.zeros(n))
     if first is None:  # no ReLU at all: one region
         search.stats.regions = 1
         on_region(np.zeros(0, bool), box.center)
-        return search.stats
+        return search.stats, []
     k, az, cz = first
     search.visit(k, 0, az, cz, np.zeros(az.shape[0], bool), box.center.copy())
+    return search.stats, search.frontier
+
+
+def resume(
+    net: Network,
+    box: Box,
+    fixed: Sequence[np.ndarray | None],
+    tol: float,
+    node: Node,
+    on_region: OnRegion,
+) -> SplitStats:
+    """Search the subtree of one node cut off by :func:`split_regions`."""
+    search = _Search(net, box, fixed, tol, on_region)
+    for row, const, sign in node.trail:
+        search.push(row, const, sign)
+    search.pats = list(node.pats)
+    search.visit(node.k, node.j, node.az, node.cz, node.mask.copy(), node.point)
     return search.stats

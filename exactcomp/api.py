@@ -12,7 +12,7 @@ import os
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -560,6 +560,7 @@ def count_regions(
     from .regions import count_regions as _count
     from .rewrite import fold_active, merge_duplicates, merge_linear, remove_inactive
 
+    t0 = time.perf_counter()
     net = load(model, trust_pickle=trust_pickle)
     box = _region_box(bind_domain(domain, net), net)
     fixed: list[np.ndarray | None] = []
@@ -584,7 +585,7 @@ def count_regions(
         # every pass but drop_dead: an unread neuron still splits activation regions
         passes = (merge_duplicates, remove_inactive, fold_active, merge_linear)
         compressed = compress_network(net, rep, tol=tol, passes=passes).network
-    return _count(
+    counted = _count(
         net,
         box,
         fixed=fixed,
@@ -599,6 +600,7 @@ def count_regions(
         progress=progress,
         tol=tol,
     )
+    return replace(counted, seconds=time.perf_counter() - t0)  # stability included
 
 
 def _region_box(boxes: Sequence[Box], net: Network) -> Box:

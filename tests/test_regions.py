@@ -280,3 +280,24 @@ def test_cli_bad_options(capsys, two_input: Path, tmp_path: Path) -> None:
     argv = ["regions", two_input, "--box=-1,1", "--plot", png, "--plane", "0,0"]
     _one_line_error(capsys, argv, "must differ")
     _one_line_error(capsys, ["regions", two_input, "--box=-1,1", "--plot", "x.pdf"], "PNG")
+
+
+# --------------------------------------------------------------------------- benchmark
+def test_benchmark_pieces(tmp_path: Path) -> None:
+    """The benchmark's trained 2-input network counts like the oracle, and its plot draws."""
+    from benchmarks.regions import RegionRow, plot_regions, trained_2d
+
+    net = trained_2d((4,))
+    box = Box.uniform(-1.5, 2.5, 2)
+    rc = api.count_regions(net, box, samples=500)
+    assert rc.regions == _oracle(net, box)
+    common = dict(neurons=8, lower_bound=5, estimate=6.0, log10_upper=2.0, seconds=0.1)
+    common |= dict(count_seconds=0.05, regions_per_s=100.0, lps=0, jobs=1, exact=True, l1=0.0)
+    rows = [
+        RegionRow("digits-global", "a", domain="b", pct_removed=10.0, regions=-1,
+                  log10_upper_original=3.0, **common),
+        RegionRow("2d", "c", domain="d", pct_removed=20.0, regions=7,
+                  log10_upper_original=2.5, **common),
+    ]  # fmt: skip
+    path = plot_regions(rows, tmp_path / "p.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -78,8 +78,12 @@ class RegionCount:
         ``lower_bound``: the most of the exact (partial) count and the distinct patterns seen
         on samples and lines (almost surely). ``upper_bound``: Serra et al.'s bound for the
         network with its stable neurons removed (``upper_bound_original``: without removal).
-    seconds, lps:
-        Wall-clock time and LPs solved (0 for polygon splitting).
+    seconds, count_seconds, lps:
+        Wall-clock time (all of it: stability proofs, bounds, count), the exact count's share
+        of it, and the LPs it solved (0 for polygon splitting).
+    fixed_neurons, neurons, neurons_after:
+        Neurons proven stable (never split), all ReLU neurons, and those left in the exactly
+        compressed network the upper bound was taken on.
     """
 
     regions: int
@@ -88,6 +92,7 @@ class RegionCount:
     upper_bound: int
     seconds: float
     lps: int = 0
+    count_seconds: float = 0.0
     method: str = ""
     upper_bound_original: int = 0
     estimate: RegionEstimate | None = None
@@ -95,13 +100,14 @@ class RegionCount:
     stopped: str | None = None
     fixed_neurons: int = 0
     neurons: int = 0
+    neurons_after: int = 0
     doubtful_lps: int = 0
     cells: tuple[planar.Cell, ...] = field(default=(), repr=False)
 
     @property
     def rate(self) -> float:
-        """Regions counted per second."""
-        return self.regions / self.seconds if self.seconds > 0 else float("inf")
+        """Regions counted per second of the exact count."""
+        return self.regions / self.count_seconds if self.count_seconds > 0 else 0.0
 
     def to_json(self) -> dict:
         """The JSON report (keys documented in the README)."""
@@ -121,7 +127,9 @@ class RegionCount:
             "stopped": self.stopped,
             "neurons": int(self.neurons),
             "fixed_neurons": int(self.fixed_neurons),
-            "regions_per_second": round(self.rate, 1) if self.seconds > 0 else None,
+            "neurons_after_compression": int(self.neurons_after),
+            "count_seconds": round(self.count_seconds, 4),
+            "regions_per_second": round(self.rate, 1) if self.count_seconds > 0 else None,
         }
 
 
@@ -184,6 +192,7 @@ def count_regions(
 
     found, stopped, lps, doubtful, cells_out = 0, None, 0, 0, []
     method = "polygon splitting" if planar_path else "depth-first splitting + LP"
+    t_count = time.perf_counter()
     if exact:
         ticker = _Ticker(progress, limit)
         try:
@@ -200,6 +209,7 @@ def count_regions(
             ticker.flush()
     else:
         method, stopped = "bounds only", "not counted"
+    t_count = time.perf_counter() - t_count
     complete = exact and stopped is None and doubtful == 0
     lower = max(found, sampled.distinct)
     if complete:
@@ -212,6 +222,7 @@ def count_regions(
         upper_bound=ub,
         seconds=time.perf_counter() - t0,
         lps=lps,
+        count_seconds=t_count if exact else 0.0,
         method=method,
         upper_bound_original=ub_orig,
         estimate=sampled.estimate,
@@ -219,6 +230,7 @@ def count_regions(
         stopped=stopped,
         fixed_neurons=n_fixed,
         neurons=net.num_neurons,
+        neurons_after=(compressed or net).num_neurons,
         doubtful_lps=doubtful,
         cells=tuple(cells_out),
     )

@@ -175,7 +175,13 @@ def suite_2d(opts: RegionOptions, bars: Any) -> list[RegionRow]:
             bars.row(name)
             for jobs in sorted({1, opts.jobs}):
                 rc = api.count_regions(
-                    net, box, jobs=jobs, limit=opts.limit, time_limit=opts.time_limit, progress=bars
+                    net,
+                    box,
+                    jobs=jobs,
+                    limit=opts.limit,
+                    stability="full",
+                    time_limit=opts.time_limit,
+                    progress=bars,
                 )
                 rows.append(_row("2d", name, 0.0, "moons box", rc, jobs))
             bars.row_done()
@@ -202,14 +208,20 @@ def suite_digits(opts: RegionOptions, bars: Any) -> list[RegionRow]:
         net = api.load(checkpoint(cfg))
         whole = Box.uniform(0.0, 1.0, net.input_size)
         rc = api.count_regions(
-            net, whole, exact=False, time_limit=opts.time_limit, jobs=opts.jobs, progress=bars
+            net,
+            whole,
+            exact=False,
+            stability="full",
+            time_limit=opts.time_limit,
+            jobs=opts.jobs,
+            progress=bars,
         )
         rows.append(_row("digits-global", cfg.arch, cfg.l1, "[0,1]^64", rc, opts.jobs))
         for i in range(opts.points):
             box = Box(np.clip(xs[i] - RADIUS, 0, 1), np.clip(xs[i] + RADIUS, 0, 1))
             rc = api.count_regions(
                 net, box, limit=opts.limit, time_limit=opts.time_limit, jobs=opts.jobs,
-                samples=2000, lines=5, progress=bars,
+                samples=2000, lines=5, progress=bars, stability="full",
             )  # fmt: skip
             rows.append(
                 _row("digits-local", cfg.arch, cfg.l1, f"test {i} +-{RADIUS}", rc, opts.jobs)

@@ -538,7 +538,7 @@ def count_regions(
     limit: int | None = None,
     jobs: int | None = 1,
     exact: bool = True,
-    stability: bool = True,
+    stability: str = "bounds",
     method: str = "fast",
     time_limit: float = 10.0,
     samples: int = 20_000,
@@ -551,9 +551,11 @@ def count_regions(
 ) -> RegionCount:
     """Count the activation regions (nonempty interior) of ``model`` over one box.
 
-    With ``stability`` the neurons proven stable on the box (:func:`stable_neurons`) are
-    fixed: they never split a region, and the upper bound is also taken on the network
-    without them. ``limit`` (or Ctrl-C) stops the count, which is then a lower bound
+    The neurons proven stable on the box are fixed first: they never split a region, and the
+    upper bound is also taken on the network exactly compressed without them. ``stability``
+    picks the proofs: ``"bounds"`` (interval and linear bounds: milliseconds), ``"full"``
+    (:func:`stable_neurons` with ``method``: LPs and MILPs too, what ``compress`` removes) or
+    ``"none"``. ``limit`` (or Ctrl-C) stops the count, which is then a lower bound
     (``exact`` False). ``exact=False`` gives bounds and the estimate only. ``jobs``: worker
     processes for the 2-input counter. See :mod:`exactcomp.regions`.
     """
@@ -563,20 +565,25 @@ def count_regions(
     t0 = time.perf_counter()
     net = load(model, trust_pickle=trust_pickle)
     box = _region_box(bind_domain(domain, net), net)
+    if stability not in ("none", "bounds", "full"):
+        raise InvalidOptionError(f"stability must be none, bounds or full, got {stability!r}")
     fixed: list[np.ndarray | None] = []
     compressed = None
-    if stability and net.num_neurons:
-        _check_options(method, time_limit)
-        rep = _stable_neurons(
-            net,
-            box,
-            method=method,
-            time_limit=time_limit,
-            jobs=jobs,
-            progress=progress,
-            tol=tol,
-            seed=seed,
-        )
+    if stability != "none" and net.num_neurons:
+        if stability == "full":
+            _check_options(method, time_limit)
+            rep = _stable_neurons(
+                net,
+                box,
+                method=method,
+                time_limit=time_limit,
+                jobs=jobs,
+                progress=progress,
+                tol=tol,
+                seed=seed,
+            )
+        else:
+            rep = _bound_verdicts(net, box, tol)
         code = {Verdict.ACTIVE: 1, Verdict.INACTIVE: 0}
         fixed = [
             np.array([code.get(Verdict(int(v)), -1) for v in ls.verdict], dtype=np.int8)
@@ -601,6 +608,24 @@ def count_regions(
         tol=tol,
     )
     return replace(counted, seconds=time.perf_counter() - t0)  # stability included
+
+
+def _bound_verdicts(net: Network, box: Box, tol: Tolerances) -> StabilityReport:
+    """Verdicts from linear (CROWN-style) bounds alone: sound, padded, no LP, no witness."""
+    from .bounds import linear_bounds
+    from .verdicts import Proof
+
+    pre = linear_bounds(net, box, tol=tol)
+    layers = []
+    for k in net.relu_layers:
+        lo, hi = pre[k]
+        verdict = np.where(hi <= 0, Verdict.INACTIVE, np.where(lo >= 0, Verdict.ACTIVE, 0))
+        proof = np.where(verdict != 0, Proof.LINEAR, Proof.NONE)
+        none = np.full(lo.size, -1, dtype=np.int64)
+        layers.append(
+            LayerStability(k, verdict.astype(np.int8), proof.astype(np.int8), lo, hi, none, none)
+        )
+    return StabilityReport(tuple(layers), np.zeros((0, net.input_size)))
 
 
 def _region_box(boxes: Sequence[Box], net: Network) -> Box:

@@ -181,7 +181,11 @@ def _add_regions_parser(sub) -> None:
     )
     r.add_argument("--bounds-only", action="store_true", help="no exact count: bounds, estimate")
     r.add_argument(
-        "--no-stability", action="store_true", help="do not fix proven-stable neurons first"
+        "--stability",
+        choices=("none", "bounds", "full"),
+        default="bounds",
+        help="proofs that fix stable neurons first: bounds (interval/linear, default), full "
+        "(the whole stability engine, as compress), none",
     )
     r.add_argument("--samples", type=int, default=20_000, help="points for the lower bound")
     r.add_argument("--lines", type=int, default=20, help="random lines for the lower bound")
@@ -231,7 +235,7 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             limit=args.limit,
             jobs=args.jobs,
             exact=not args.bounds_only,
-            stability=not args.no_stability,
+            stability=args.stability,
             time_limit=args.time_limit,
             samples=args.samples,
             lines=args.lines,

@@ -144,9 +144,11 @@ def test_compression_preserves_the_count(seed: int) -> None:
     assert count_regions(net, box, fixed=fixed).regions == after
     if dead == 0:
         assert count_regions(net, box).regions == after
-    counted = api.count_regions(net, box, samples=200)
-    assert counted.upper_bound <= counted.upper_bound_original
-    assert counted.regions <= counted.upper_bound
+    for how in ("bounds", "full"):
+        counted = api.count_regions(net, box, samples=200, stability=how)
+        assert counted.regions == count_regions(net, box).regions
+        assert counted.upper_bound <= counted.upper_bound_original
+        assert counted.regions <= counted.upper_bound
 
 
 # --------------------------------------------------------------------------- bounds

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--limit", type=int, default=200_000, help="stop each count at N regions")
     p.add_argument("--points", type=int, default=None, help="digits test points (default 3/10)")
+    p.add_argument("--suite", choices=("all", "2d", "digits"), default="all")
 
     sub.add_parser("soak", help="soundness soak (benchmarks/soak.py); arguments pass through")
 
@@ -252,6 +253,7 @@ def _regions(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], 
         limit=args.limit,
         points=args.points if args.points is not None else (3 if args.quick else 10),
         only=args.only,
+        suite=args.suite,
     )
     with RichProgress("regions", row_count(opts)) as bars:
         rows = run_regions(opts, bars)

@@ -85,6 +85,7 @@ class RegionOptions:
     limit: int
     points: int
     only: str = ""
+    suite: str = "all"
 
 
 def moons(seed: int = 0, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -231,13 +232,15 @@ def suite_digits(opts: RegionOptions, bars: Any) -> list[RegionRow]:
 
 
 def run_regions(opts: RegionOptions, bars: Any) -> list[RegionRow]:
-    """Both suites, 2-D first."""
-    return suite_2d(opts, bars) + suite_digits(opts, bars)
+    """The suites asked for (``opts.suite``: all, 2d or digits), 2-D first."""
+    rows = suite_2d(opts, bars) if opts.suite in ("all", "2d") else []
+    return rows + (suite_digits(opts, bars) if opts.suite in ("all", "digits") else [])
 
 
 def row_count(opts: RegionOptions) -> int:
     """How many networks the run visits (for the outer progress bar)."""
-    return (3 if opts.quick else 6) * 2 + len(digits_grid(opts.quick))
+    n2d = (3 if opts.quick else 6) * 2 if opts.suite in ("all", "2d") else 0
+    return n2d + (len(digits_grid(opts.quick)) if opts.suite in ("all", "digits") else 0)
 
 
 def plot_regions(rows: Sequence[RegionRow], path: Path) -> Path:

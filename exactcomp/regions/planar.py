@@ -102,38 +102,47 @@ def expand(
             return [(vertices, k + 1, az, cz, patterns)], []
         return [], [Cell(vertices, np.concatenate(patterns) if patterns else np.zeros(0, bool))]
     norm = np.sqrt(np.einsum("ij,ij->i", az, az))
-    safe = np.where(norm > 0, norm, 1.0)
-    dist = (vertices @ az.T + cz) / safe
-    dist[:, norm == 0] = np.where(cz[norm == 0] > 0, np.inf, 0.0)  # a constant neuron
     rl = net.relu_layers.index(k)
     known = fixed[rl] if rl < len(fixed) else None
-    pos = dist.max(axis=0) > tol
-    neg = dist.min(axis=0) < -tol
-    mask = pos & ~neg
-    cuts = np.flatnonzero(pos & neg)
-    if known is not None:
-        free = known < 0
-        mask = np.where(free, mask, known == 1)
-        cuts = cuts[free[cuts]]
-    pieces = [(vertices, mask)]
-    for j in cuts:
-        nxt = []
-        for verts, m in pieces:
-            d = (verts @ az[j] + cz[j]) / norm[j]
-            d = np.where(np.abs(d) <= tol, 0.0, d)
-            if not (d > 0).any() or not (d < 0).any():
-                if (d > 0).any():
-                    m = m.copy()
-                    m[j] = True
-                nxt.append((verts, m))
-                continue
-            p, q = clip(verts, d)
-            on = m.copy()
-            on[j] = True
-            nxt += [(p, on), (q, m)]
-        pieces = nxt
+    mask = np.zeros(az.shape[0], bool) if known is None else known == 1
+    free = np.arange(az.shape[0]) if known is None else np.flatnonzero(known < 0)
+    const = free[norm[free] == 0]
+    mask[const] = cz[const] > 0  # a neuron constant on the plane: its sign, no cut
+    pieces = _split(vertices, mask, free[norm[free] > 0], az, cz, norm, tol)
+    if not any(la.relu for la in net.layers[k + 1 :]):  # the last ReLU layer: regions
+        return [], [Cell(v, np.concatenate((*patterns, m))) for v, m in pieces]
     items = [(v, k + 1, az * m[:, None], cz * m, (*patterns, m)) for v, m in pieces]
     return items, []
+
+
+def _split(vertices, mask, cand, az, cz, norm, tol) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cut one polygon by the lines of the neurons ``cand``, depth first. Each piece
+    re-tests only the neurons still crossing its parent (one small matrix product), so
+    a neuron that leaves a piece is never looked at again inside it."""
+    out = []
+    stack = [(vertices, mask, cand)]
+    while stack:
+        verts, m, cand = stack.pop()
+        if cand.size == 0:
+            out.append((verts, m))
+            continue
+        d = (verts @ az[cand].T + cz[cand]) / norm[cand]
+        d[np.abs(d) <= tol] = 0.0
+        pos, neg = (d > 0).any(axis=0), (d < 0).any(axis=0)
+        cross = pos & neg
+        m = m.copy()
+        m[cand[~cross]] = pos[~cross]  # one side only (all ~0: inactive, relu(0) = 0)
+        hit = np.flatnonzero(cross)
+        if hit.size == 0:
+            out.append((verts, m))
+            continue
+        j, rest = cand[hit[0]], cand[hit[1:]]
+        p, q = clip(verts, d[:, hit[0]])
+        on = m.copy()
+        on[j] = True
+        stack.append((q, m, rest))
+        stack.append((p, on, rest))
+    return out
 
 
 def cells(

@@ -303,3 +303,42 @@ def test_benchmark_pieces(tmp_path: Path) -> None:
     ]  # fmt: skip
     path = plot_regions(rows, tmp_path / "p.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_counters_on_nasty_networks(seed: int) -> None:
+    """Ties at 0, flat box coordinates, huge weights: both counters still match the oracle
+    (regions counted in the box's relative interior)."""
+    case = random_case(
+        1000 + seed, inputs=(1, 4), depth=(1, 3), width=(2, 6), max_neurons=12, nasty=True
+    )
+    truth = _oracle(case.network, case.box)
+    assert _lp_count(case.network, case.box) == truth
+    if case.box.dim == 2 and (case.box.upper > case.box.lower).all():
+        assert count_regions(case.network, case.box, samples=100).regions == truth
+
+
+def test_ctrl_c_gives_a_lower_bound(monkeypatch) -> None:
+    """Ctrl-C in either counter stops it with the regions found so far (not exact)."""
+    from exactcomp.regions import count as count_module
+
+    def two_then_interrupt(net, box, fixed, tol, on_region, **kwargs):
+        on_region(np.zeros(0, bool), box.center)
+        on_region(np.zeros(0, bool), box.center)
+        raise KeyboardInterrupt
+
+    case = _case(109, (3, 3), neurons=12)
+    monkeypatch.setattr(count_module, "split_regions", two_then_interrupt)
+    rc = count_regions(case.network, case.box, samples=100)
+    assert (rc.regions, rc.exact, rc.stopped) == (2, False, "interrupted")
+    assert rc.lower_bound >= 2
+
+    def cells_then_interrupt(net, items, fixed, tol):
+        yield from []
+        raise KeyboardInterrupt
+
+    case = _case(9, (2, 2), neurons=12)
+    monkeypatch.setattr(count_module.planar, "cells", cells_then_interrupt)
+    rc = count_regions(case.network, case.box, samples=100)
+    assert (rc.regions, rc.exact, rc.stopped) == (0, False, "interrupted")
+    assert rc.lower_bound >= 1

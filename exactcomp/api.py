@@ -560,6 +560,7 @@ def count_regions(
     processes for the 2-input counter. See :mod:`exactcomp.regions`.
     """
     from .regions import count_regions as _count
+    from .regions.fixed import bound_verdicts, fixed_signs
     from .rewrite import fold_active, merge_duplicates, merge_linear, remove_inactive
 
     t0 = time.perf_counter()
@@ -567,7 +568,7 @@ def count_regions(
     box = _region_box(bind_domain(domain, net), net)
     if stability not in ("none", "bounds", "full"):
         raise InvalidOptionError(f"stability must be none, bounds or full, got {stability!r}")
-    fixed: list[np.ndarray | None] = []
+    fixed: list[np.ndarray] = []
     compressed = None
     if stability != "none" and net.num_neurons:
         if stability == "full":
@@ -583,12 +584,8 @@ def count_regions(
                 seed=seed,
             )
         else:
-            rep = _bound_verdicts(net, box, tol)
-        code = {Verdict.ACTIVE: 1, Verdict.INACTIVE: 0}
-        fixed = [
-            np.array([code.get(Verdict(int(v)), -1) for v in ls.verdict], dtype=np.int8)
-            for ls in rep.layers
-        ]
+            rep = bound_verdicts(net, box, tol)
+        fixed = fixed_signs(rep)
         # every pass but drop_dead: an unread neuron still splits activation regions
         passes = (merge_duplicates, remove_inactive, fold_active, merge_linear)
         compressed = compress_network(net, rep, tol=tol, passes=passes).network
@@ -608,24 +605,6 @@ def count_regions(
         tol=tol,
     )
     return replace(counted, seconds=time.perf_counter() - t0)  # stability included
-
-
-def _bound_verdicts(net: Network, box: Box, tol: Tolerances) -> StabilityReport:
-    """Verdicts from linear (CROWN-style) bounds alone: sound, padded, no LP, no witness."""
-    from .bounds import linear_bounds
-    from .verdicts import Proof
-
-    pre = linear_bounds(net, box, tol=tol)
-    layers = []
-    for k in net.relu_layers:
-        lo, hi = pre[k]
-        verdict = np.where(hi <= 0, Verdict.INACTIVE, np.where(lo >= 0, Verdict.ACTIVE, 0))
-        proof = np.where(verdict != 0, Proof.LINEAR, Proof.NONE)
-        none = np.full(lo.size, -1, dtype=np.int64)
-        layers.append(
-            LayerStability(k, verdict.astype(np.int8), proof.astype(np.int8), lo, hi, none, none)
-        )
-    return StabilityReport(tuple(layers), np.zeros((0, net.input_size)))
 
 
 def _region_box(boxes: Sequence[Box], net: Network) -> Box:

@@ -199,8 +199,7 @@ def _add_regions_parser(sub) -> None:
 def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io.atomic import check_output_path
-    from .regions import Plane, plot_cells, slice_cells
-    from .regions.count import parse_plane
+    from .regions import Plane, parse_plane, plot_cells, slice_cells
     from .report import regions_table, write_json
 
     _check_positive("--limit", args.limit)

@@ -11,9 +11,11 @@ The public entry point with model loading and stability proofs is
 
 from __future__ import annotations
 
-from .count import Plane, RegionCount, count_regions, slice_cells
+from .count import RegionCount, count_regions, slice_cells
 from .estimates import RegionEstimate, network_upper_bound, serra_upper_bound
+from .fixed import bound_verdicts, fixed_signs
 from .planar import Cell
+from .plane import Plane, parse_plane
 from .plot import plot_cells
 
 __all__ = [
@@ -21,8 +23,11 @@ __all__ = [
     "Plane",
     "RegionCount",
     "RegionEstimate",
+    "bound_verdicts",
     "count_regions",
+    "fixed_signs",
     "network_upper_bound",
+    "parse_plane",
     "plot_cells",
     "serra_upper_bound",
     "slice_cells",

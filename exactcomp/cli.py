@@ -179,6 +179,11 @@ def _add_regions_parser(sub) -> None:
         help="the slice for --plot: inputs I and J through the box centre, or JSON "
         '{"point": [...], "directions": [[...], [...]]} (default 0,1; 2 inputs: the input)',
     )
+    r.add_argument(
+        "--graph",
+        action="store_true",
+        help="adjacency graph statistics (networkx) of the regions drawn or, for 2 inputs, counted",
+    )
     r.add_argument("--bounds-only", action="store_true", help="no exact count: bounds, estimate")
     r.add_argument(
         "--stability",
@@ -238,19 +243,30 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             time_limit=args.time_limit,
             samples=args.samples,
             lines=args.lines,
-            keep_cells=bool(args.plot) and net.input_size == 2 and args.plane is None,
+            keep_cells=bool(args.plot or args.graph) and net.input_size == 2 and not args.plane,
             seed=args.seed,
             progress=progress,
         )
     doc = res.to_json()
     console.print(regions_table(doc))
-    if args.plot and plane is not None:
-        whole = net.input_size == 2 and args.plane is None and res.cells
+    if args.graph and plane is None:
+        if net.input_size != 2:
+            raise InvalidOptionError("--graph needs 2 inputs, or --plot (the graph of the slice)")
+        plane = Plane.axes(boxes[0], 0, 1)
+    if plane is not None:
+        whole = net.input_size == 2 and args.plane is None and bool(res.cells)
         cells = res.cells if whole else slice_cells(net, boxes[0], plane, limit=args.limit)
-        title = f"{net.describe()}: {len(cells)} regions" + ("" if whole else " on the slice")
-        plot_cells(cells, args.plot, title=title, labels=plane.labels)
-        doc["plot"] = {"path": str(args.plot), "regions_drawn": len(cells)}
-        console.print(f"wrote {args.plot} ({len(cells)} regions drawn)")
+        if args.graph:
+            from .regions.graph import adjacency, graph_stats
+
+            stats = graph_stats(adjacency(net, cells, plane, boxes[0].lower, boxes[0].upper))
+            doc["graph"] = {"of": "the box" if whole else "the slice", **stats.to_json()}
+            console.print(f"adjacency graph of {doc['graph']['of']}: {stats.to_json()}")
+        if args.plot:
+            title = f"{net.describe()}: {len(cells)} regions" + ("" if whole else " on the slice")
+            plot_cells(cells, args.plot, title=title, labels=plane.labels)
+            doc["plot"] = {"path": str(args.plot), "regions_drawn": len(cells)}
+            console.print(f"wrote {args.plot} ({len(cells)} regions drawn)")
     if args.report:
         write_json(args.report, doc)
     return EXIT_OK

@@ -251,7 +251,7 @@ def _one_line_error(capsys, argv: list[str], needle: str) -> None:
 
 def test_cli_counts_writes_report_and_plot(tmp_path: Path, two_input: Path, capsys) -> None:
     report, png = tmp_path / "r.json", tmp_path / "r.png"
-    argv = ["regions", two_input, "--box=-1,1", "--report", report, "--plot", png, "--quiet"]
+    argv = ["regions", two_input, "--box=-1,1", "--report", report, "--plot", png, "--graph"]
     assert main([str(a) for a in argv]) == 0
     doc = json.loads(report.read_text())
     for key in ("regions", "exact", "lower_bound", "upper_bound", "seconds", "lps"):
@@ -259,6 +259,7 @@ def test_cli_counts_writes_report_and_plot(tmp_path: Path, two_input: Path, caps
     assert doc["exact"] is True and isinstance(doc["regions"], int)
     assert doc["regions"] == _oracle(api.load(two_input), Box.uniform(-1, 1, 2))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert doc["graph"]["components"] == 1 and doc["graph"]["nodes"] == doc["regions"]
 
 
 def test_cli_empty_box(capsys, two_input: Path, tmp_path: Path) -> None:
@@ -342,3 +343,23 @@ def test_ctrl_c_gives_a_lower_bound(monkeypatch) -> None:
     rc = count_regions(case.network, case.box, samples=100)
     assert (rc.regions, rc.exact, rc.stopped) == (0, False, "interrupted")
     assert rc.lower_bound >= 1
+
+
+def test_adjacency_graph() -> None:
+    """Four parallel lines: 5 regions in a row (a path); a random partition is connected and
+    every region has a neighbour."""
+    from exactcomp.regions.graph import adjacency, graph_stats
+
+    w, b = np.ones((4, 2)), -np.array([-1.2, -0.4, 0.4, 1.2])
+    net = Network((Layer(w, b, True), Layer(np.ones((1, 4)), np.zeros(1), False)))
+    box = Box.uniform(-1.0, 1.0, 2)
+    plane = Plane.axes(box, 0, 1)
+    cells = count_regions(net, box, keep_cells=True).cells
+    stats = graph_stats(adjacency(net, cells, plane, box.lower, box.upper))
+    assert (stats.nodes, stats.edges, stats.max_degree, stats.components) == (5, 4, 2, 1)
+    case = _case(7, (2, 2), neurons=16)
+    cells = count_regions(case.network, case.box, keep_cells=True).cells
+    g = adjacency(case.network, cells, Plane.axes(case.box, 0, 1), case.box.lower, case.box.upper)
+    stats = graph_stats(g)
+    assert stats.nodes == len(cells) and stats.components == 1
+    assert min(d for _, d in g.degree()) >= 1

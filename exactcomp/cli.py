@@ -164,14 +164,12 @@ def _add_regions_parser(sub) -> None:
     r = sub.add_parser(
         "regions", help="count the linear (activation) regions over the domain, with bounds"
     )
-    r.add_argument("model")
+    r.add_argument("model", help="checkpoint: .pt/.pth (state_dict), .onnx or .nnet")
     _add_domain(r)
     _add_model_opts(r)
     r.add_argument("--report", metavar="R.json", help="write the JSON report here")
     r.add_argument("--limit", type=int, default=None, metavar="N", help="stop at N regions")
-    r.add_argument(
-        "--jobs", type=int, default=1, metavar="N", help="worker processes (2-input counter)"
-    )
+    r.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (default 1)")
     r.add_argument("--plot", metavar="F.png", help="draw the regions on a 2-D slice")
     r.add_argument(
         "--plane",

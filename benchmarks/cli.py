@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=200_000, help="stop each count at N regions")
     p.add_argument("--points", type=int, default=None, help="digits test points (default 3/10)")
     p.add_argument("--suite", choices=("all", "2d", "digits"), default="all")
+    p.add_argument(
+        "--stability",
+        choices=("bounds", "full"),
+        default="full",
+        help="which proofs fix neurons (full: what compress removes; bounds: fast)",
+    )
 
     sub.add_parser("soak", help="soundness soak (benchmarks/soak.py); arguments pass through")
 
@@ -110,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"wrote {args.md}")
         return 0
     stem = args.command + ("_quick" if args.quick else "")
+    if getattr(args, "suite", "all") != "all" and args.command == "regions":
+        stem += f"_{args.suite}"
     runner = {
         "table": _table,
         "stability": _stability,
@@ -254,9 +262,15 @@ def _regions(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], 
         points=args.points if args.points is not None else (3 if args.quick else 10),
         only=args.only,
         suite=args.suite,
+        stability=args.stability,
     )
+    partial_meta = {**_meta(sys.argv[1:], args), "partial": True}
+
+    def save_partial(rows: list) -> None:
+        write_rows(rows, args.out, stem, partial_meta)
+
     with RichProgress("regions", row_count(opts)) as bars:
-        rows = run_regions(opts, bars)
+        rows = run_regions(opts, bars, on_row=save_partial)
     return rows, REGION_COLUMNS, [plot_regions(rows, args.out / f"{stem}.png")]
 
 

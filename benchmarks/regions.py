@@ -86,6 +86,7 @@ class RegionOptions:
     points: int
     only: str = ""
     suite: str = "all"
+    stability: str = "full"
 
 
 def moons(seed: int = 0, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +159,7 @@ def _row(suite, name, l1, domain, rc, jobs, note="") -> RegionRow:
     )
 
 
-def suite_2d(opts: RegionOptions, bars: Any) -> list[RegionRow]:
+def suite_2d(opts: RegionOptions, bars: Any, rows: list[RegionRow], on_row=None) -> None:
     """Exact counts on 2-input networks (trained and random), jobs 1 and ``opts.jobs``."""
     x, _ = moons()
     pad = 0.25
@@ -166,7 +167,6 @@ def suite_2d(opts: RegionOptions, bars: Any) -> list[RegionRow]:
     sizes = [(16, 16), (32, 32), (64, 64)] if opts.quick else [
         (16, 16), (32, 32), (64, 64), (128, 128), (64, 64, 64), (100, 100, 100)
     ]  # fmt: skip
-    rows = []
     for kind, make in (("trained", trained_2d), ("random", random_2d)):
         for hidden in sizes:
             net = make(hidden)
@@ -180,13 +180,14 @@ def suite_2d(opts: RegionOptions, bars: Any) -> list[RegionRow]:
                     box,
                     jobs=jobs,
                     limit=opts.limit,
-                    stability="full",
+                    stability=opts.stability,
                     time_limit=opts.time_limit,
                     progress=bars,
                 )
                 rows.append(_row("2d", name, 0.0, "moons box", rc, jobs))
+                if on_row is not None:
+                    on_row(rows)
             bars.row_done()
-    return rows
 
 
 def digits_grid(quick: bool) -> tuple[ModelConfig, ...]:
@@ -198,10 +199,9 @@ def digits_grid(quick: bool) -> tuple[ModelConfig, ...]:
     )
 
 
-def suite_digits(opts: RegionOptions, bars: Any) -> list[RegionRow]:
+def suite_digits(opts: RegionOptions, bars: Any, rows: list[RegionRow], on_row=None) -> None:
     """Bounds over [0, 1]^64 and exact counts on small boxes around test points."""
     xs, _ = test_set()
-    rows = []
     for cfg in digits_grid(opts.quick):
         if opts.only not in cfg.label:
             continue
@@ -212,7 +212,7 @@ def suite_digits(opts: RegionOptions, bars: Any) -> list[RegionRow]:
             net,
             whole,
             exact=False,
-            stability="full",
+            stability=opts.stability,
             time_limit=opts.time_limit,
             jobs=opts.jobs,
             progress=bars,
@@ -222,19 +222,25 @@ def suite_digits(opts: RegionOptions, bars: Any) -> list[RegionRow]:
             box = Box(np.clip(xs[i] - RADIUS, 0, 1), np.clip(xs[i] + RADIUS, 0, 1))
             rc = api.count_regions(
                 net, box, limit=opts.limit, time_limit=opts.time_limit, jobs=opts.jobs,
-                samples=2000, lines=5, progress=bars, stability="full",
+                samples=2000, lines=5, progress=bars, stability=opts.stability,
             )  # fmt: skip
             rows.append(
                 _row("digits-local", cfg.arch, cfg.l1, f"test {i} +-{RADIUS}", rc, opts.jobs)
             )
+            if on_row is not None:
+                on_row(rows)
         bars.row_done()
+
+
+def run_regions(opts: RegionOptions, bars: Any, on_row=None) -> list[RegionRow]:
+    """The suites asked for (``opts.suite``: all, 2d or digits), 2-D first; ``on_row(rows)``
+    after each row (to save partial results)."""
+    rows: list[RegionRow] = []
+    if opts.suite in ("all", "2d"):
+        suite_2d(opts, bars, rows, on_row)
+    if opts.suite in ("all", "digits"):
+        suite_digits(opts, bars, rows, on_row)
     return rows
-
-
-def run_regions(opts: RegionOptions, bars: Any) -> list[RegionRow]:
-    """The suites asked for (``opts.suite``: all, 2d or digits), 2-D first."""
-    rows = suite_2d(opts, bars) if opts.suite in ("all", "2d") else []
-    return rows + (suite_digits(opts, bars) if opts.suite in ("all", "digits") else [])
 
 
 def row_count(opts: RegionOptions) -> int:

@@ -186,6 +186,10 @@ def test_limit_gives_a_lower_bound() -> None:
     part = count_regions(case.network, case.box, limit=3)
     assert (part.regions, part.exact, part.stopped) == (3, False, "limit")
     assert 3 <= part.lower_bound <= full.regions
+    case = _case(109, (3, 3), neurons=12)
+    part = count_regions(case.network, case.box, limit=3)
+    assert (part.regions, part.exact, part.stopped) == (3, False, "limit")
+    assert part.lps > 0
 
 
 def test_chao1_named_cases() -> None:

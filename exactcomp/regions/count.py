@@ -29,7 +29,7 @@ from ..tolerances import DEFAULT, Tolerances
 from . import planar
 from .estimates import RegionEstimate, network_upper_bound, sample_bounds
 from .plane import Plane
-from .splitting import resume, split_regions
+from .splitting import SplitStats, resume, split_regions
 
 Fixed = Sequence[np.ndarray | None]
 
@@ -219,16 +219,17 @@ def _lp_split(net, box, fixed, radius, limit, jobs, ticker) -> tuple[int, str | 
         if limit is not None and state["n"] >= limit:
             raise _Stop
 
-    stopped, lps, doubtful = None, 0, 0
+    stopped = None
     cut = max(1, int(np.ceil(np.log2(8 * jobs)))) if jobs is not None and jobs > 1 else None
     nodes: list = []
+    stats = SplitStats()
     try:
-        stats, nodes = split_regions(net, box, fixed, radius, on_region, cut_depth=cut)
-        lps, doubtful = stats.lps, stats.doubtful
+        _, nodes = split_regions(net, box, fixed, radius, on_region, cut_depth=cut, stats=stats)
     except _Stop:
         stopped = "limit"
     except KeyboardInterrupt:
         stopped = "interrupted"
+    lps, doubtful = stats.lps, stats.doubtful
     if nodes and stopped is None:
         cap = limit - state["n"] if limit is not None else 2**62
         args = [(net.layers, box, list(fixed), radius, node, cap) for node in nodes]
@@ -243,6 +244,7 @@ def resume_count(args) -> tuple[int, int, int]:
     layers, box, fixed, radius, node, limit = args
     net = Network(layers)  # a Network's meta does not pickle; its layers do
     state = {"n": 0}
+    stats = SplitStats()
 
     def on_region(pattern: np.ndarray, point: np.ndarray) -> None:
         state["n"] += 1
@@ -250,10 +252,10 @@ def resume_count(args) -> tuple[int, int, int]:
             raise _Stop
 
     try:
-        stats = resume(net, box, fixed, radius, node, on_region)
-        return state["n"], stats.lps, stats.doubtful
+        resume(net, box, fixed, radius, node, on_region, stats)
     except _Stop:
-        return state["n"], 0, 0
+        pass
+    return state["n"], stats.lps, stats.doubtful
 
 
 def _in_pool(func, args, jobs, cap, ticker) -> tuple[int, str | None, int, int]:

@@ -202,6 +202,7 @@ def split_regions(
     on_region: OnRegion,
     *,
     cut_depth: int | None = None,
+    stats: SplitStats | None = None,
 ) -> tuple[SplitStats, list[Node]]:
     """Visit every activation region of ``net`` over ``box`` with an interior (see the module
     docstring); ``fixed[r][j]`` is 1/0 for a neuron of ReLU layer ``r`` proven active/inactive
@@ -209,9 +210,12 @@ def split_regions(
 
     With ``cut_depth``, nodes ``cut_depth`` splits deep are not searched but returned, to be
     searched by :func:`resume` (in other processes: the subtrees are disjoint). Returns the
-    LP statistics and those nodes.
+    LP statistics (also kept up to date in ``stats``, if given, for a search that is stopped)
+    and those nodes.
     """
     search = _Search(net, box, fixed, tol, on_region)
+    if stats is not None:
+        search.stats = stats
     search.cut_depth = cut_depth
     n = box.dim
     first = search.next_relu(-1, np.eye(n), np.zeros(n))
@@ -231,9 +235,12 @@ def resume(
     tol: float,
     node: Node,
     on_region: OnRegion,
+    stats: SplitStats | None = None,
 ) -> SplitStats:
     """Search the subtree of one node cut off by :func:`split_regions`."""
     search = _Search(net, box, fixed, tol, on_region)
+    if stats is not None:
+        search.stats = stats
     for row, const, sign in node.trail:
         search.push(row, const, sign)
     search.pats = list(node.pats)

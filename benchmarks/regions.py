@@ -272,10 +272,12 @@ def plot_regions(rows: Sequence[RegionRow], path: Path) -> Path:
     ax1.set_title("digits over [0,1]^64: bounds")
     ax1.legend(fontsize=7)
     local = [r for r in rows if r.suite in ("digits-local", "2d") and r.jobs == rows[0].jobs]
-    for suite, colour in (("digits-local", "C2"), ("2d", "C4")):
-        sel = [r for r in local if r.suite == suite and r.regions > 0]
+    groups = sorted({(r.suite, r.l1) for r in local})
+    for n, (suite, l1) in enumerate(groups):
+        sel = [r for r in local if (r.suite, r.l1) == (suite, l1) and r.regions > 0]
+        label = f"digits l1={l1:g}" if suite == "digits-local" else "2-D networks"
         ax2.scatter([r.pct_removed for r in sel], [_log10(r.regions) for r in sel],
-                    color=colour, label=f"{suite} (exact or limit)", s=14)  # fmt: skip
+                    color=f"C{n}", label=label, s=14)  # fmt: skip
     ax2.set_xlabel("% neurons removed by exact compression on the box")
     ax2.set_ylabel("log10 regions (exact count)")
     ax2.set_title("exact counts: small digits boxes, 2-D networks")

@@ -261,15 +261,26 @@ def plot_regions(rows: Sequence[RegionRow], path: Path) -> Path:
     for r in glob:
         x = r.pct_removed
         ax1.plot([x, x], [_log10(r.lower_bound), r.log10_upper_original], color="0.8", lw=1)
-    ax1.scatter([r.pct_removed for r in glob], [r.log10_upper_original for r in glob],
-                marker="v", label="upper bound (Serra et al.), original", color="C3")  # fmt: skip
-    ax1.scatter([r.pct_removed for r in glob], [r.log10_upper for r in glob],
-                marker="v", label="upper bound, compressed", color="C1")  # fmt: skip
-    ax1.scatter([r.pct_removed for r in glob], [_log10(r.lower_bound) for r in glob],
-                marker="^", label="lower bound (samples + lines)", color="C0")  # fmt: skip
+    if glob:
+        ax1.scatter([r.pct_removed for r in glob], [r.log10_upper_original for r in glob],
+                    marker="v", label="upper bound (Serra et al.), original", color="C3")  # fmt: skip
+        ax1.scatter([r.pct_removed for r in glob], [r.log10_upper for r in glob],
+                    marker="v", label="upper bound, compressed", color="C1")  # fmt: skip
+        ax1.scatter([r.pct_removed for r in glob], [_log10(r.lower_bound) for r in glob],
+                    marker="^", label="lower bound (samples + lines)", color="C0")  # fmt: skip
     ax1.set_xlabel("% neurons removed by exact compression on [0,1]^64")
     ax1.set_ylabel("log10 regions")
     ax1.set_title("digits over [0,1]^64: bounds")
+    if not glob:  # a 2-D run: regions against size instead, trained vs random
+        for n, kind in enumerate(("trained", "random")):
+            sel = [r for r in rows if r.suite == "2d" and r.network.startswith(kind)]
+            sel = sorted((r for r in sel if r.jobs == sel[0].jobs), key=lambda r: r.neurons)
+            ax1.plot([r.neurons for r in sel], [_log10(r.regions) for r in sel], "o-",
+                     color=f"C{n + 4}", label=f"{kind}: exact count")  # fmt: skip
+            ax1.plot([r.neurons for r in sel], [r.log10_upper for r in sel], "v:",
+                     color=f"C{n + 4}", label=f"{kind}: upper bound, compressed")  # fmt: skip
+        ax1.set_xlabel("ReLU neurons")
+        ax1.set_title("2-input networks on the moons box")
     ax1.legend(fontsize=7)
     local = [r for r in rows if r.suite in ("digits-local", "2d") and r.jobs == rows[0].jobs]
     groups = sorted({(r.suite, r.l1) for r in local})

@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--naive-max-neurons", type=int, default=100, help="skip naive above this many neurons"
     )
 
+    p = sub.add_parser("regions", help="linear regions: exact counts, bounds, compressibility")
+    common(p)
+    p.add_argument("--limit", type=int, default=200_000, help="stop each count at N regions")
+    p.add_argument("--points", type=int, default=None, help="digits test points (default 3/10)")
+    p.add_argument("--suite", choices=("all", "2d", "digits"), default="all")
+    p.add_argument(
+        "--stability",
+        choices=("bounds", "full"),
+        default="full",
+        help="which proofs fix neurons (full: what compress removes; bounds: fast)",
+    )
+
     sub.add_parser("soak", help="soundness soak (benchmarks/soak.py); arguments pass through")
 
     p = sub.add_parser("markdown", help="regenerate RESULTS.md's measured part from --out")
@@ -120,7 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args.out = output_dir(args)
     stem = args.command + ("_quick" if args.quick else "")
-    runner = {"table": _table, "stability": _stability, "real": _real, "scaling": _scaling}
+    if getattr(args, "suite", "all") != "all" and args.command == "regions":
+        stem += f"_{args.suite}"
+    runner = {
+        "table": _table,
+        "stability": _stability,
+        "real": _real,
+        "scaling": _scaling,
+        "regions": _regions,
+    }
     rows, columns, plots = runner[args.command](args, stem)
     meta = _meta(argv, args)
     paths = write_rows(rows, args.out, stem, meta)
@@ -245,6 +265,29 @@ def _scaling(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], 
     with RichProgress("scaling", len(cases) * len(methods)) as bars:
         rows = run_cases(cases, opts, bars)
     return rows, SCALING_COLUMNS, [plot_scaling(rows, args.out / f"{stem}.png")]
+
+
+def _regions(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:
+    from .regions import REGION_COLUMNS, RegionOptions, plot_regions, row_count, run_regions
+
+    opts = RegionOptions(
+        quick=args.quick,
+        jobs=args.jobs or (os.cpu_count() or 1),
+        time_limit=args.time_limit,
+        limit=args.limit,
+        points=args.points if args.points is not None else (3 if args.quick else 10),
+        only=args.only,
+        suite=args.suite,
+        stability=args.stability,
+    )
+    partial_meta = {**_meta(sys.argv[1:], args), "partial": True}
+
+    def save_partial(rows: list) -> None:
+        write_rows(rows, args.out, stem, partial_meta)
+
+    with RichProgress("regions", row_count(opts)) as bars:
+        rows = run_regions(opts, bars, on_row=save_partial)
+    return rows, REGION_COLUMNS, [plot_regions(rows, args.out / f"{stem}.png")]
 
 
 def _selected(only: str, name: str) -> bool:

@@ -33,7 +33,9 @@ __all__ = [
     "Box",
     "Network",
     "Tolerances",
+    "RegionCount",
     "compress",
+    "count_regions",
     "load",
     "save",
     "stable_neurons",
@@ -42,6 +44,8 @@ __all__ = [
 
 _LAZY = {
     "compress": "api",
+    "count_regions": "api",
+    "RegionCount": "regions",
     "load": "api",
     "save": "api",
     "stable_neurons": "api",

@@ -185,7 +185,118 @@ def build_parser() -> argparse.ArgumentParser:
         "domain: its stable-neuron claims are re-proven independently, then used",
     )
     v.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_regions_parser(sub)
     return parser
+
+
+def _add_regions_parser(sub) -> None:
+    r = sub.add_parser(
+        "regions", help="count the linear (activation) regions over the domain, with bounds"
+    )
+    r.add_argument("model", help="checkpoint: .pt/.pth (state_dict), .onnx or .nnet")
+    _add_domain(r)
+    _add_model_opts(r)
+    r.add_argument("--report", metavar="R.json", help="write the JSON report here")
+    r.add_argument("--limit", type=int, default=None, metavar="N", help="stop at N regions")
+    r.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    r.add_argument("--plot", metavar="F.png", help="draw the regions on a 2-D slice")
+    r.add_argument(
+        "--plane",
+        metavar="I,J|F.json",
+        help="the slice for --plot: inputs I and J through the box centre, or JSON "
+        '{"point": [...], "directions": [[...], [...]]} (default 0,1; 2 inputs: the input)',
+    )
+    r.add_argument(
+        "--graph",
+        action="store_true",
+        help="adjacency graph statistics (networkx) of the regions drawn or, for 2 inputs, counted",
+    )
+    r.add_argument("--bounds-only", action="store_true", help="no exact count: bounds, estimate")
+    r.add_argument(
+        "--stability",
+        choices=("none", "bounds", "full"),
+        default="bounds",
+        help="proofs that fix stable neurons first: bounds (interval/linear, default), full "
+        "(the whole stability engine, as compress), none",
+    )
+    r.add_argument("--samples", type=int, default=20_000, help="points for the lower bound")
+    r.add_argument("--lines", type=int, default=20, help="random lines for the lower bound")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--time-limit", type=float, default=10.0, metavar="S", help="seconds per stability MILP"
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def cmd_regions(args: argparse.Namespace, console: Console) -> int:
+    from . import api
+    from .io.atomic import check_output_path
+    from .regions import Plane, parse_plane, plot_cells, slice_cells
+    from .report import regions_table, write_json
+
+    _check_positive("--limit", args.limit)
+    _check_positive("--jobs", args.jobs)
+    _check_positive("--time-limit", args.time_limit)
+    for name in ("samples", "lines"):
+        if getattr(args, name) < 0:
+            raise InvalidOptionError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    inputs = [args.model] + [p for p in (args.box_file, args.box_from_data, args.vnnlib) if p]
+    for out in (args.report, args.plot):
+        if out:
+            check_output_path(out, inputs)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise InvalidOptionError(f"--plot writes PNG; give a .png path, got {args.plot!r}")
+    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    boxes = _domain(args, net.input_size, console)
+    plane = None
+    if args.plane is not None:
+        if not args.plot:
+            raise InvalidOptionError("--plane chooses the slice for --plot; give --plot too")
+        plane = parse_plane(args.plane, boxes[0])
+    elif args.plot:
+        if net.input_size < 2:
+            raise InvalidOptionError(
+                f"--plot draws a 2-D slice; the network has {net.input_size} input"
+            )
+        plane = Plane.axes(boxes[0], 0, 1)
+    with _progress(args, console) as progress:
+        res = api.count_regions(
+            net,
+            boxes,
+            limit=args.limit,
+            jobs=args.jobs,
+            exact=not args.bounds_only,
+            stability=args.stability,
+            time_limit=args.time_limit,
+            samples=args.samples,
+            lines=args.lines,
+            keep_cells=bool(args.plot or args.graph) and net.input_size == 2 and not args.plane,
+            seed=args.seed,
+            progress=progress,
+        )
+    doc = res.to_json()
+    console.print(regions_table(doc))
+    if args.graph and plane is None:
+        if net.input_size != 2:
+            raise InvalidOptionError("--graph needs 2 inputs, or --plot (the graph of the slice)")
+        plane = Plane.axes(boxes[0], 0, 1)
+    if plane is not None:
+        whole = net.input_size == 2 and args.plane is None and bool(res.cells)
+        cells = res.cells if whole else slice_cells(net, boxes[0], plane, limit=args.limit)
+        if args.graph:
+            from .regions.graph import adjacency, graph_stats
+
+            stats = graph_stats(adjacency(net, cells, plane, boxes[0].lower, boxes[0].upper))
+            doc["graph"] = {"of": "the box" if whole else "the slice", **stats.to_json()}
+            console.print(f"adjacency graph of {doc['graph']['of']}: {stats.to_json()}")
+        if args.plot:
+            title = f"{net.describe()}: {len(cells)} regions" + ("" if whole else " on the slice")
+            plot_cells(cells, args.plot, title=title, labels=plane.labels)
+            doc["plot"] = {"path": str(args.plot), "regions_drawn": len(cells)}
+            console.print(f"wrote {args.plot} ({len(cells)} regions drawn)")
+    if args.report:
+        write_json(args.report, doc)
+    return EXIT_OK
 
 
 def _domain(args: argparse.Namespace, n_inputs: int, console: Console) -> list[Box]:
@@ -504,7 +615,12 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if status == "EQUIVALENT" else EXIT_UNKNOWN
 
 
-COMMANDS = {"compress": cmd_compress, "stability": cmd_stability, "verify": cmd_verify}
+COMMANDS = {
+    "compress": cmd_compress,
+    "stability": cmd_stability,
+    "verify": cmd_verify,
+    "regions": cmd_regions,
+}
 
 
 _VALUE_OPTIONS = ("--box",)  # options whose value may start with "-" (a negative bound)

@@ -141,6 +141,37 @@ def stability_doc(
     }
 
 
+def regions_table(doc: dict) -> Table:
+    """The result of ``exactcomp regions``: the count and each bound, labelled with its kind."""
+    t = Table(title="exactcomp regions")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_column("kind")
+    kind = "exact" if doc["exact"] else f"lower bound ({doc['stopped'] or 'doubtful LP'})"
+    t.add_row("regions", f"{doc['regions']:,}", f"{kind}, {doc['method']}")
+    t.add_row("lower bound", f"{doc['lower_bound']:,}", doc["lower_bound_kind"])
+    est = doc["estimate"]
+    if est is not None:
+        t.add_row(
+            "estimate",
+            f"{est['value']:,.0f}",
+            f"{est['method']}, {est['confidence']:.0%} interval "
+            f"[{est['low']:,.0f}, {est['high']:,.0f}]",
+        )
+    for key, what in (("upper_bound", "stable neurons removed"), ("upper_bound_original", "")):
+        v = doc[key]
+        shown = f"{v:,}" if v < 10**15 else f"{float(v):.3e}"
+        t.add_row(key.replace("_", " "), shown, "Serra et al. 2018 " + what)
+    t.add_row("neurons fixed", f"{doc['fixed_neurons']} of {doc['neurons']}", "proven stable")
+    rate = doc["regions_per_second"]
+    t.add_row(
+        "time",
+        f"{doc['seconds']:.3f} s",
+        f"count {doc['count_seconds']:.3f} s: {doc['lps']} LPs, {rate or 0:,.0f} regions/s",
+    )
+    return t
+
+
 def to_json_text(doc: dict) -> str:
     """``doc`` as indented JSON text (numpy scalars/arrays, enums and mappings allowed)."""
     return json.dumps(_no_negative_zero(doc), indent=2, default=_jsonable) + "\n"

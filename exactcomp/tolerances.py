@@ -64,6 +64,13 @@ class Tolerances:
         to that dtype can change in the outputs. ``E`` is a sound bound, so the true difference
         is at most ``E``; the factor 2 leaves room for the verifier's own (padded) bound on it,
         which is computed differently and may be somewhat looser.
+    region_radius:
+        Linear-region counting (:mod:`exactcomp.regions`): a region counts only if it holds a
+        ball of radius ``region_radius * max(1, max |box bound|)`` (input units). An LP slack
+        below it, or a polygon vertex closer than it to a neuron's line, cannot be told from
+        zero (HiGHS' feasibility tolerance is 1e-7), so slivers thinner than that are not
+        counted, by the LP counter and the polygon splitter alike. Counting proves nothing
+        about a neuron; this tolerance never enters a compression.
     """
 
     bound_abs: float = 1e-12
@@ -77,6 +84,7 @@ class Tolerances:
     check_scale: float = 1e-12
     equivalence: float = 1e-6
     rounding_factor: float = 2.0
+    region_radius: float = 1e-7
 
 
 DEFAULT = Tolerances()

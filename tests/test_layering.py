@@ -27,6 +27,7 @@ RANK = {
     "bounds": 3,
     "search": 3,
     "testing": 3,
+    "regions": 4,
     "milp": 4,
     "bab": 4,
     "stability": 5,

@@ -416,6 +416,50 @@ weights of up to 1e12 amplify that to a difference of 1.4e-05 at (5.12e-05, -0.5
 exact arithmetic (``verify_equivalence`` rightly says NOT_EQUIVALENT on this pair)."""
 
 
+PRECISE_MILP_TINY_279 = {
+    "seed": 279,
+    "box": {
+        "lower": [-2.3792460600076697, 0.375, -1.75],
+        "upper": [-2.253350827032159, 0.375, -1.625],
+    },
+    "layers": [
+        {
+            "weight": [
+                [0.0, -4.067397045287865e-09, 1.0174016183406427e-08],
+                [0.0, -1.2202191135863595e-08, 3.052204855021928e-08],
+                [0.0, 0.0, 0.0],
+            ],
+            "bias": [2.0735563177409063e-08, 6.220668953222719e-08, 0.0],
+            "relu": True,
+        },
+        {
+            "weight": [
+                [0.0, -2.384185791015625e-07, 4.76837158203125e-07],
+                [-0.0, 0.25, -0.5],
+                [0.0, -0.5, 0.25],
+            ],
+            "bias": [1.6337025207680898e-15, -1.7130612544169206e-09, 2.7058620909834706e-09],
+            "relu": True,
+        },
+        {
+            "weight": [
+                [-524288.0, 0.0, -0.0],
+                [-524288.0, 0.0, -0.5],
+                [0.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0],
+            ],
+            "bias": [0.0, 0.0, 0.0, 0.0],
+            "relu": True,
+        },
+        {"weight": [[0.0, -0.5, 1.0, 0.75]], "bias": [-0.58308888954442], "relu": False},
+    ],
+}
+"""From ``python -m benchmarks soak --cases 1100 --seed 0`` (2026-12-05). Weights of 1e-8 and
+pre-activation ranges of 1e-9 to 1e-12: at the precise tolerance (1e-9) HiGHS called the row
+``z_(1,1) >= -1e-6`` infeasible although every input meets it (max z = 2.95e-10), so neuron
+(1,1) was claimed INACTIVE. A proof that a sampled input contradicts is now refused."""
+
+
 @pytest.mark.parametrize(
     ("data", "method"),
     [
@@ -431,6 +475,7 @@ exact arithmetic (``verify_equivalence`` rightly says NOT_EQUIVALENT on this pai
             "fast",
             id="fold-cancellation-1132",
         ),
+        pytest.param(PRECISE_MILP_TINY_279, "fast", id="precise-milp-tiny-279"),
     ],
 )
 def test_soak_findings(data: dict, method: str) -> None:

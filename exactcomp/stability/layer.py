@@ -351,6 +351,12 @@ class LayerRun:
             self.pool.add(gradient_points(self.net, self.box, self.k, one, sign, starts, 25))
             if not self._moot(t):
                 self._near.append(t)
+        if answer.proven and self._trusted and self._contradicted(t):
+            # a real input satisfies the question's row, so the solver's "infeasible" is false:
+            # nothing it says about this model is trusted any more (a numerical doubt: keep)
+            self._trusted = False
+            self.stats["contradicted_milps"] = self.stats.get("contradicted_milps", 0) + 1
+            self.progress.note(f"layer {self.k}: the MILP solver contradicted a sampled input")
         if answer.proven and self._trusted:
             claimed = self.inactive[j] or self.active[j]
             if t.sign > 0:
@@ -359,6 +365,14 @@ class LayerRun:
                 self.active[j] = True
             if not claimed:
                 self.proof[j] = Proof.MILP
+
+    def _contradicted(self, t: Task) -> bool:
+        """Whether a sampled input already meets ``sign * z_j >= -margin``, the row a proof
+        declares infeasible. The encoding of a real network is feasible at every input, so
+        such a proof is a solver error (seen on a badly scaled network, weights ~1e-8, at
+        the precise tolerance). A necessary check, not a proof: it only ever refuses one."""
+        seen = self.pool.zmax[self.k][t.neuron] if t.sign > 0 else -self.pool.zmin[self.k][t.neuron]
+        return bool(seen >= -self._question(t).margin)
 
     def _milp_phase(self) -> None:
         tasks = self._tasks()

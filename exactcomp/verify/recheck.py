@@ -59,7 +59,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyomo.environ as pyo
@@ -85,9 +85,12 @@ from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
+from .falsify import candidate_points
 from .formulation import best_bounds
 from .result import ClaimFailure, RecheckResult
 from .solve import Decision, ObjectiveSolver, SolveOutcome
+
+_SAMPLES = 256  # uniform inputs per box (plus centre and corners) that sanity-check a proof
 
 
 def recheck_certificates(
@@ -168,6 +171,7 @@ class _Attempt:
     margin: float
     precise_margin: float | None = None  # at PRECISE_FEASIBILITY_TOLERANCE; None: not allowed
     limit: float = 0.0  # the time limit of the last try
+    seen: float = -np.inf  # the largest s * z_kj at the box's sample inputs (s: 1 inactive)
 
 
 def relaxable_binaries(model, net: Network, k: int, j: int, sign: float) -> list:
@@ -203,8 +207,9 @@ def _try(net, box, att: _Attempt, limit: float) -> tuple[SolveOutcome, ClaimFail
     att.limit = limit
     s = 1.0 if att.verdict == Verdict.INACTIVE else -1.0  # maximise s * z: must be <= 0
     model = att.solver.model
+    margin = att.margin
     with relaxed(relaxable_binaries(model, net, att.k, att.j, s)):
-        out = att.solver.solve(-s * att.zk[att.j], 0.0, att.margin, limit)
+        out = att.solver.solve(-s * att.zk[att.j], 0.0, margin, limit)
         left = limit - out.seconds
         if (
             out.decision is Decision.UNDECIDED
@@ -214,9 +219,14 @@ def _try(net, box, att: _Attempt, limit: float) -> tuple[SolveOutcome, ClaimFail
         ):
             # a near tie (the extreme lies within the margin of 0): once more at the finer
             # tolerance, whose margin is smaller (as the compressor does)
+            margin = att.precise_margin
             out = att.solver.solve(
-                -s * att.zk[att.j], 0.0, att.precise_margin, left, PRECISE_FEASIBILITY_TOLERANCE
+                -s * att.zk[att.j], 0.0, margin, left, PRECISE_FEASIBILITY_TOLERANCE
             )
+    if out.decision is Decision.PROVEN and att.seen >= -margin:
+        # a sampled input meets the row the solver called infeasible: a solver error (seen on
+        # badly scaled networks at the precise tolerance), so no proof (as the compressor)
+        out = replace(out, decision=Decision.UNDECIDED, status="contradicted by a sample")
     if out.decision is Decision.FOUND and out.x is not None:
         z = net.preactivations(box.clip(out.x))[att.k][0, att.j]
         if s * z > 0:
@@ -242,6 +252,8 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
             checked["linear"] += 1
     remaining = sum(1 for key in claims if key not in proven)
     retry: list[_Attempt] = []
+    # real inputs, against which a solver's "infeasible" is sanity-checked (see _try)
+    samples = candidate_points(box, _SAMPLES, np.random.default_rng(0))
 
     def attempt(att: _Attempt, limit: float) -> None:
         nonlocal milps
@@ -309,6 +321,7 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
                 todo = []
         if todo:
             solver = ObjectiveSolver(model, model.x)
+            zs = net.preactivations(samples)[k]
             # what the solver's tolerances and its dropping of tiny coefficients can move
             # z_k by (the same allowance as the compressor's, on this module's own bounds)
             amp = tolerance_amplification(net, box, k, bounds)
@@ -324,7 +337,10 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
                 m = max(abs(bounds[k][0][j]), abs(bounds[k][1][j]), 1.0)
                 base = tol.solver_abs + tol.solver_rel * m
                 fine_margin = base + float(fine[j]) if precise else None
-                attempt(_Attempt(solver, zk, k, j, v, base + float(doubt[j]), fine_margin), left)
+                s = 1.0 if v == Verdict.INACTIVE else -1.0
+                seen = float(np.max(s * zs[:, j]))
+                att = _Attempt(solver, zk, k, j, v, base + float(doubt[j]), fine_margin, seen=seen)
+                attempt(att, left)
         for j in range(len(bounds[k][0])):
             v = claims.get((k, j))
             if v is not None and (k, j) in proven:

@@ -2,8 +2,9 @@
 
 Every sub-command writes ``<stem>.csv``, ``<stem>.json`` (rows plus the command line, the
 UTC time, the git commit and the options) and ``<stem>.md`` to ``--out``, plus its PNG
-plots, and prints a rich table. ``--quick`` runs use the stem ``<name>_quick`` so that a
-smoke run never overwrites the figures of a full one.
+plots, and prints a rich table. ``--quick`` runs use the stem ``<name>_quick`` and, unless
+``--out`` is given, write to ``out/benchmarks/`` (ignored by git), so that a smoke run never
+overwrites the committed figures under ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ from .rows import write_rows
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+QUICK_OUT = REPO_ROOT / "out" / "benchmarks"  # git ignores /out/
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """Where a run writes: ``--out`` if given, else ``QUICK_OUT`` for ``--quick`` runs (kept
+    out of git) and ``DEFAULT_OUT`` (the committed results) for full ones."""
+    if args.out is not None:
+        return args.out
+    return QUICK_OUT if getattr(args, "quick", False) else DEFAULT_OUT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--quick", action="store_true", help="a small run (minutes on 2 cores)")
-        p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=None,
+            help="output folder (default: benchmarks/results, or out/benchmarks with --quick)",
+        )
         p.add_argument("--jobs", type=int, default=None, help="engine worker processes")
         p.add_argument(
             "--time-limit", type=float, default=10.0, help="seconds per MILP (default 10)"
@@ -103,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         regenerate(args.md, args.out)
         console.print(f"wrote {args.md}")
         return 0
+    args.out = output_dir(args)
     stem = args.command + ("_quick" if args.quick else "")
     runner = {"table": _table, "stability": _stability, "real": _real, "scaling": _scaling}
     rows, columns, plots = runner[args.command](args, stem)

@@ -14,7 +14,18 @@ for each, checks against region enumeration (:mod:`exactcomp.testing.oracle`):
   compressed network and on mutants (output shifted by twice / half the tolerance, one
   unstable neuron dropped): no EQUIVALENT above the tolerance, no counterexample that does
   not differ, no "proven" upper bound below the exact maximum;
-- ``recheck``: ``recheck_certificates`` refutes no true claim and lets no false one pass.
+- ``recheck``: ``recheck_certificates`` refutes no true claim and lets no false one pass;
+- ``compress-exact``: the original and compressed networks in exact rational arithmetic
+  (:mod:`exactcomp.testing.rational`) at the UNSTABLE witnesses and the oracle's region
+  vertices agree up to ``2^-40`` of the term scale (the rounding of the stored weights).
+
+Cases come from generator families (``--family``, default all, mixed by seed; see
+:mod:`benchmarks.soak_families`), each aimed at one unsound shortcut: ``random``,
+``near-duplicate`` and ``near-dependent`` rows with amplifying outgoing weights (the checks
+above), ``nnet`` files with boxes inside and outside their input limits
+(:mod:`benchmarks.soak_nnet`: ``nnet-compress``, ``nnet-equivalent``), and ``onnx`` graphs with
+casts and non-affine ops (:mod:`benchmarks.soak_onnx`: ``onnx-load``, ``onnx-equivalent``).
+The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
 
 A refutation needs a concrete input of the box where the oracle's float64 forward pass
 contradicts the claim beyond rounding (``1e-12`` relative to the interval magnitude of the
@@ -40,9 +51,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from exactcomp.testing.random_networks import random_case
-
 from .soak_checks import UNSOUND, CaseResult, Checker, Finding, SoakOptions, check_case, method_for
+from .soak_families import FAMILIES, family_for, parse_families, run_case
 
 __all__ = [
     "UNSOUND",
@@ -76,10 +86,27 @@ class Summary:
     equivalence_verdicts: Counter = field(default_factory=Counter)
     missed_stable: int = 0
     oracle_skipped: int = 0
+    exact_points: int = 0
+    refused: int = 0
+    families: dict[str, Counter] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def add(self, r: CaseResult) -> None:
+        fam = self.families.setdefault(r.family, Counter())
+        fam.update(
+            cases=1,
+            neurons=r.neurons,
+            pairs=r.equivalences,
+            compressions=r.compressions,
+            refused=r.refused,
+            unsound=len(r.unsound),
+            unsound_cases=int(bool(r.unsound)),
+            errors=len(r.errors),
+            seconds=r.seconds,
+        )
+        self.exact_points += r.exact_points
+        self.refused += r.refused
         self.cases += 1
         self.neurons_checked += r.neurons
         self.regions += r.regions
@@ -97,6 +124,7 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         out = {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}
+        out["families"] = {k: dict(v) for k, v in self.families.items()}
         out["unsound_total"] = sum(self.unsound.values())
         return out
 
@@ -114,6 +142,8 @@ def _table(s: Summary) -> Table:
         ("oracle verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.oracle_verdicts.items()))),
         ("methods", ", ".join(f"{k} {v}" for k, v in sorted(s.methods.items()))),
         ("compressions checked", s.compressions_checked),
+        ("  points compared in exact rationals", s.exact_points),
+        ("files refused with a clean error", s.refused),
         ("equivalence checks", s.equivalence_checks),
         ("  verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.equivalence_verdicts.items()))),
         ("clear-cut stable neurons left UNDECIDED", s.missed_stable),
@@ -125,6 +155,20 @@ def _table(s: Summary) -> Table:
     ]
     for name, value in rows:
         t.add_row(name, str(value))
+    return t
+
+
+def _family_table(s: Summary) -> Table:
+    t = Table(title="per family (pairs: equivalence checks; refused: clean one-line refusals)")
+    cols = ("cases", "neurons", "pairs", "refused", "unsound", "unsound_cases", "errors", "seconds")
+    heads = ("cases", "neurons", "pairs", "refused", "unsound", "cases bad", "errors", "s")
+    t.add_column("family")
+    for h in heads:
+        t.add_column(h, justify="right")
+    for name in FAMILIES:
+        if name in s.families:
+            v = s.families[name]
+            t.add_row(name, *(f"{v[c]:.1f}" if c == "seconds" else str(v[c]) for c in cols))
     return t
 
 
@@ -155,6 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--inputs", type=_pair, default=SoakOptions.inputs, help="LO,HI inputs")
     p.add_argument("--time-limit", type=float, default=SoakOptions.time_limit, help="per call")
     p.add_argument("--no-equivalence", action="store_true", help="skip verify_equivalence")
+    p.add_argument(
+        "--family",
+        type=parse_families,
+        default=FAMILIES,
+        help=f"comma-separated subset of {','.join(FAMILIES)} (default: all, mixed by seed)",
+    )
     p.add_argument("--out", type=Path, default=Path("out/soak"), help="summary and failures")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
@@ -179,20 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with bars:
         task = bars.add_task("soak", total=args.cases, info="")
         for seed in range(args.seed, args.seed + args.cases):
-            case = random_case(
-                seed,
-                depth=opts.depth,
-                width=opts.width,
-                inputs=opts.inputs,
-                max_neurons=opts.max_neurons,
-            )
-            result = check_case(case, opts, method_for(seed))
+            case_json, result = run_case(family_for(seed, args.family), seed, opts)
             summary.add(result)
             if result.findings or result.missed:  # failures; or just incomplete verdicts
                 folder = args.out / ("failures" if result.findings else "undecided")
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / f"case-{seed}.json"
-                doc = {"case": case.to_json(), "result": asdict(result)}
+                doc = {"case": case_json, "result": asdict(result)}
                 path.write_text(json.dumps(doc, indent=1, default=str))
                 if result.findings:
                     summary.failures.append(str(path))
@@ -203,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _write(summary, args.out / "summary.json", argv, opts, done=False)
     summary.seconds = time.perf_counter() - t0
     Console().print(_table(summary))
+    Console().print(_family_table(summary))
     _write(summary, args.out / "summary.json", argv, opts, done=True)
     console.print(f"wrote {args.out / 'summary.json'}")
     if sum(summary.unsound.values()):

@@ -24,17 +24,32 @@ from exactcomp.bounds import interval_bounds
 from exactcomp.bounds.linear import linear_bounds
 from exactcomp.bounds.lp import lp_layer_bounds
 from exactcomp.domain import Box
+from exactcomp.exact import exact_forward
 from exactcomp.network import Layer, Network
 from exactcomp.rewrite import compress_network
 from exactcomp.stability import stable_neurons
 from exactcomp.testing.oracle import ExactAnalysis, OracleError, exact_analysis
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_networks import Case
+from exactcomp.testing.rational import compare_exactly
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import StabilityReport, Verdict
 from exactcomp.verify import EquivalenceStatus, recheck_certificates, verify_equivalence
 
-UNSOUND = ("bound", "stable", "compress", "equivalent", "counterexample", "equiv-bound", "recheck")
+UNSOUND = (
+    "bound",
+    "stable",
+    "compress",
+    "compress-exact",
+    "equivalent",
+    "counterexample",
+    "equiv-bound",
+    "recheck",
+    "nnet-compress",
+    "nnet-equivalent",
+    "onnx-load",
+    "onnx-equivalent",
+)
 ROUNDING = 1e-12
 T = TypeVar("T")
 
@@ -59,6 +74,9 @@ class SoakOptions:
     time_limit: float = 5.0
     equivalence: bool = True
     max_regions: int = 20_000
+    exact_points: int = 96  # rational check: at most this many oracle points (and witnesses)
+    exact_neurons: int = 16  # ... on networks of at most this many neurons
+    mutants: bool = True  # also verify_equivalence on a mutant (off: the compressed one only)
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,9 @@ class CaseResult:
     statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    exact_points: int = 0
+    family: str = "random"
+    refused: int = 0  # files the public API refused with a clean one-line error
 
     @property
     def unsound(self) -> tuple[Finding, ...]:
@@ -101,7 +122,7 @@ class Checker:
         self.zs = self.f.preactivations(self.exact.points)
         ib = interval_bounds(self.f, self.box)
         self.slack = [ROUNDING * (1.0 + np.maximum(np.abs(lo), np.abs(hi))) for lo, hi in ib]
-        self.compressions = self.equivalences = self.missed = 0
+        self.compressions = self.equivalences = self.missed = self.exact_points = 0
         self.statuses: Counter[str] = Counter()
 
     def guard(self, what: str, fn: Callable[[], T]) -> T | None:
@@ -216,13 +237,36 @@ class Checker:
             self.findings.append(
                 Finding("compress", f"|f - g| = {float(d[worst])!r} > {allowed!r}", x)
             )
+            self.exact_compression(g, report, d)
             return g
         md = self.maxdiff(g, allowed / 2)
         if md is not None and md.value > allowed:
             self.findings.append(
                 Finding("compress", f"max |f - g| = {md.value!r} > {allowed!r}", md.x.tolist())
             )
+        self.exact_compression(g, report, d)
         return g
+
+    def exact_compression(self, g: Network, report: StabilityReport, d: np.ndarray) -> None:
+        """``compress-exact``: ``f`` and ``g`` in exact rationals at the UNSTABLE witnesses and
+        the oracle's region vertices (the largest float differences first), allowed only the
+        rounding of the stored weights (:data:`exactcomp.testing.rational.EXACT_SCALE`)."""
+        if self.f.num_neurons > self.opts.exact_neurons:
+            return
+        order = np.argsort(-d, kind="stable")[: self.opts.exact_points]
+        pts = [self.exact.points[order]]
+        if len(report.witnesses):
+            pts.append(np.asarray(report.witnesses, dtype=np.float64)[: self.opts.exact_points])
+        cmp = compare_exactly(self.f, g, np.vstack(pts))
+        self.exact_points += cmp.points
+        if cmp.excess > 0:
+            self.findings.append(
+                Finding(
+                    "compress-exact",
+                    f"exact |f - g| = {cmp.diff!r} > {cmp.allowed!r} (2^-40 of the terms)",
+                    cmp.x,
+                )
+            )
 
     def maxdiff(self, g: Network, floor: float):
         try:
@@ -251,6 +295,9 @@ class Checker:
         if r.status is EquivalenceStatus.NOT_EQUIVALENT:
             x = np.asarray(r.counterexample.x, dtype=np.float64)
             d = float(np.max(np.abs(self.f.forward(x) - g.forward(x))))
+            if d <= tol and self.f.num_neurons <= self.opts.exact_neurons:
+                # float64 noise of large terms can hide a real difference: settle it exactly
+                d = float(max(abs(a - b) for a, b in zip(*_exact_pair(self.f, g, x), strict=True)))
             if d <= tol or not self.box.contains(x, atol=0.0).all():
                 self.findings.append(
                     Finding(
@@ -292,6 +339,10 @@ class Checker:
                 self.findings.append(Finding("recheck", f"true claim refuted: {fail}"))
         if wrong and rc.ok:
             self.findings.append(Finding("recheck", f"wrong claims passed the re-check: {wrong}"))
+
+
+def _exact_pair(f: Network, g: Network, x: np.ndarray):
+    return exact_forward(f, x.reshape(-1)), exact_forward(g, x.reshape(-1))
 
 
 def mutants(f: Network, exact: ExactAnalysis, tol: float) -> list[tuple[str, Network]]:
@@ -347,6 +398,7 @@ def check_case(case: Case, opts: SoakOptions = SoakOptions(), method: str = "fas
         g = c.compression(report)
         if g is not None and opts.equivalence:
             c.equivalence(g, "compressed")
+        if g is not None and opts.equivalence and opts.mutants:
             lo, hi = c.exact.ranges[-1]
             tol = 1e-6 * max(1.0, float(np.max(np.abs([lo, hi]))))
             muts = mutants(f, c.exact, tol)
@@ -367,6 +419,7 @@ def check_case(case: Case, opts: SoakOptions = SoakOptions(), method: str = "fas
         statuses=dict(c.statuses),
         seconds=time.perf_counter() - t0,
         notes=tuple(c.notes),
+        exact_points=c.exact_points,
     )
 
 

@@ -32,7 +32,7 @@ from .network import Network
 from .progress import SILENT, Progress
 from .rewrite import RewriteResult, compress_network
 from .stability import stable_neurons as _stable_neurons
-from .tolerances import DEFAULT, Tolerances
+from .tolerances import DEFAULT, Tolerances, rounding_deltas, stored_rounding_bound
 from .verdicts import LayerStability, StabilityReport, Verdict
 from .verify import EquivalenceResult, RecheckResult
 from .verify import recheck_certificates as _recheck_certificates
@@ -60,25 +60,53 @@ def save(network: Network, path: str | Path, *, inputs: Sequence[str | Path] = (
 
 
 def as_domain(domain: DomainLike, n_inputs: int) -> tuple[Box, ...]:
-    """Normalise the accepted domain forms to a tuple of boxes of the right size."""
+    """Normalise the accepted domain forms to a tuple of boxes of the right size.
+
+    Accepted: a :class:`Box`; a non-empty sequence of boxes (their union); a pair ``(lo, hi)``
+    of numbers (``[lo, hi]^n``) or of per-feature arrays of length ``n``."""
     if isinstance(domain, Box):
         boxes: tuple[Box, ...] = (domain,)
     elif (
-        isinstance(domain, tuple)
+        isinstance(domain, (tuple, list))
         and len(domain) == 2
-        and all(isinstance(v, (int, float, np.floating, np.integer)) for v in domain)
+        and not any(isinstance(v, Box) for v in domain)
     ):
-        boxes = (Box.uniform(float(domain[0]), float(domain[1]), n_inputs),)
+        lo, hi = (_bound_array(v, n_inputs) for v in domain)
+        boxes = (Box(lo, hi),)
     elif isinstance(domain, Sequence) and domain and all(isinstance(b, Box) for b in domain):
         boxes = tuple(domain)
     else:
         raise InvalidDomainError(
-            "the domain must be a Box, a sequence of Boxes, or a pair (lo, hi); "
-            f"got {type(domain).__name__}"
+            "the domain must be a Box, a sequence of Boxes, or a pair (lo, hi) of numbers or "
+            f"per-feature arrays; got {type(domain).__name__}"
         )
     for b in boxes:
         b.check_size(n_inputs)
     return boxes
+
+
+def bind_domain(domain: DomainLike, *nets: Network) -> tuple[Box, ...]:
+    """The boxes of ``domain`` for ``nets`` (same input size), each network checked against
+    the file it was read from on those boxes (:func:`exactcomp.io.check_source`): refused where
+    a file is exact only on part of the input space and a box leaves it, or where the file
+    computes something else somewhere on the domain. Every API entry binds its domain here."""
+    boxes = as_domain(domain, nets[0].input_size)
+    for net in nets:
+        _io.check_source(net, boxes)
+    return boxes
+
+
+def _bound_array(value: Any, n_inputs: int) -> np.ndarray:
+    """One side of a ``(lo, hi)`` domain: a number (every feature) or a per-feature array."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidDomainError(
+            f"a (lo, hi) domain needs numbers or arrays of numbers, got {type(value).__name__}"
+        ) from None
+    if arr.ndim == 0:
+        return np.full(n_inputs, float(arr))
+    return arr.reshape(-1)
 
 
 def memory_estimate(net: Network) -> int:
@@ -138,7 +166,7 @@ def stable_neurons(
     verdicts do not depend on it, nor on ``jobs``."""
     _check_options(method, time_limit)
     net = load(model, trust_pickle=trust_pickle)
-    boxes = as_domain(domain, net.input_size)
+    boxes = bind_domain(domain, net)
     check_memory(net)
     return _stable_neurons(
         net,
@@ -178,7 +206,8 @@ class CompressionResult:
     report: dict
 
     def to_module(self):  # -> torch.nn.Sequential
-        """The compressed network as a plain ``torch.nn.Sequential`` of Linear/ReLU."""
+        """The compressed network as a plain ``torch.nn.Sequential`` of Linear/ReLU (then the
+        Softmax/LogSoftmax head, if the model ended with one)."""
         from .io.torch_io import to_torch_module
 
         return to_torch_module(self.network)
@@ -287,9 +316,11 @@ def compress(
     proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
     ``cluster``: a Dask scheduler address to solve the MILPs on (see :func:`stable_neurons`).
     """
+    if not check >= 1:
+        raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")
     t0 = time.perf_counter()
     original = load(model, trust_pickle=trust_pickle)
-    boxes = as_domain(domain, original.input_size)
+    boxes = bind_domain(domain, original)
     report = stable_neurons(
         original,
         list(boxes),
@@ -379,6 +410,9 @@ def build_report(
         "domain": {"boxes": len(boxes), "dim": boxes[0].dim},
         "interrupted": bool(stability.stats.get("interrupted", 0)),
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        # what the reader assumed or set aside (e.g. a state_dict's architecture, a head)
+        "notes": list(original.meta.get("notes", ())),
+        "head": original.meta.get("head"),
     }
 
 
@@ -406,6 +440,10 @@ def verify_equivalence(
     """Prove ``f == g`` on the domain (``linf``: max |f - g| <= tol; ``top1``: same argmax), or
     return a counterexample re-checked in float64, or UNKNOWN with the bounds reached.
 
+    ``tol=None``: :func:`default_tolerance` (1e-6, or for a ``g`` stored in float32 twice the
+    proven bound on what rounding its weights can change). After an UNKNOWN,
+    :func:`suggest_tolerance` gives a value that the same run would prove.
+
     ``certificates``: the stability report of ``f`` that a compression used (e.g.
     ``CompressionResult.stability``). Its claims are first re-proven independently
     (:func:`recheck_certificates`); only if every one holds are they used, which lets a deep
@@ -423,12 +461,16 @@ def verify_equivalence(
             f"the networks differ in shape: {fn.input_size} inputs/{fn.output_size} outputs vs "
             f"{gn.input_size} inputs/{gn.output_size} outputs"
         )
-    boxes = as_domain(domain, fn.input_size)
+    if fn.meta.get("head") != gn.meta.get("head"):
+        raise InvalidNetworkError(
+            f"the networks end differently: {_head_label(fn)} vs {_head_label(gn)}; the logits "
+            "before a Softmax head are compared, so both must have the same head (or none)"
+        )
+    boxes = bind_domain(domain, fn, gn)
     kwargs: dict[str, Any] = dict(
         mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed
     )
-    if tol is not None:
-        kwargs["tol"] = tol
+    kwargs["tol"] = default_tolerance(gn, boxes) if tol is None else tol
     if outputs is not None:
         kwargs["outputs"] = list(outputs)
     if certificates is not None:
@@ -459,6 +501,88 @@ def verify_equivalence(
             return res
         results.append(res)
     return max(results, key=lambda r: r.upper_bound)
+
+
+def _head_label(net: Network) -> str:
+    head = net.meta.get("head")
+    return f"a {head} head" if head else "no head"
+
+
+def _stored_dtype(net: Network) -> np.dtype | None:
+    """The narrower dtype ``net``'s weights are stored in exactly, or None (float64 or an
+    analysed network whose folded weights are not representable in its checkpoint's dtype)."""
+    if net.dtype not in ("float16", "float32"):
+        return None
+    dt = np.dtype(net.dtype)
+    for la in net.layers:
+        for arr in (la.weight, la.bias):
+            with np.errstate(over="ignore"):
+                if not np.array_equal(arr.astype(dt).astype(np.float64), arr):
+                    return None
+    return dt
+
+
+def rounding_bound(net: Network, domain: DomainLike, exact: Network | None = None) -> float:
+    """Proven bound on ``max |exact - net|`` over the domain, where ``net`` holds weights
+    stored in a narrower dtype than float64 (a float32 file) and ``exact`` is the float64
+    network that was rounded to write it (:func:`~exactcomp.tolerances.stored_rounding_bound`).
+
+    Without ``exact``, any network whose weights round to ``net``'s is allowed (a looser
+    bound, from :func:`~exactcomp.tolerances.rounding_deltas`). 0.0 when ``net`` is not stored
+    in a narrower dtype."""
+    from .bounds.interval import activation_bounds
+    from .bounds.linear import linear_bounds
+
+    dt = _stored_dtype(net)
+    if dt is None:
+        return 0.0
+    layers = [(la.weight, la.bias) for la in net.layers]
+    if exact is not None and exact.describe() == net.describe():
+        deltas = [
+            (np.abs(x.weight - la.weight), np.abs(x.bias - la.bias))
+            for x, la in zip(exact.layers, net.layers, strict=True)
+        ]
+    else:
+        deltas = [rounding_deltas(la.weight, la.bias, dt.name) for la in net.layers]
+    worst = 0.0
+    for box in as_domain(domain, net.input_size):
+        mags = [np.maximum(np.abs(box.lower), np.abs(box.upper))]
+        for layer, zb in zip(net.layers[:-1], linear_bounds(net, box), strict=False):
+            lo, hi = activation_bounds(layer, zb)
+            mags.append(np.maximum(np.abs(lo), np.abs(hi)))
+        worst = max(worst, float(np.max(stored_rounding_bound(layers, deltas, mags))))
+    return worst
+
+
+def default_tolerance(
+    g: ModelLike, domain: DomainLike, exact: Network | None = None, tol: Tolerances = DEFAULT
+) -> float:
+    """The ``linf`` tolerance :func:`verify_equivalence` uses when none is given.
+
+    ``max(tol.equivalence, tol.rounding_factor * E)`` with ``E`` = :func:`rounding_bound` of
+    ``g`` (the second, compressed network; ``exact``: the float64 network it was rounded
+    from, if known). An exact compression written in float32 then passes, because rounding
+    its weights moves its outputs by at most ``E`` (proven), while a difference above
+    ``rounding_factor * E`` is still found. For a float64 ``g`` it is ``tol.equivalence``."""
+    e = rounding_bound(load(g), domain, exact)
+    if not np.isfinite(e):
+        return tol.equivalence
+    return max(tol.equivalence, tol.rounding_factor * e)
+
+
+def suggest_tolerance(result: EquivalenceResult) -> float | None:
+    """A tolerance with which the same comparison would be proven, or None if none is known.
+
+    Above the proven upper bound reached (the differential bound, when that is what was
+    reached) and above the solver margin, with 50% room, rounded up to one significant digit.
+    None for NOT_EQUIVALENT (a real difference above ``tol`` was found) or without a finite
+    upper bound (give more time instead)."""
+    if result.status.name != "UNKNOWN" or not np.isfinite(result.upper_bound):
+        return None
+    need = max(result.upper_bound, result.margin if np.isfinite(result.margin) else 0.0)
+    need = 1.5 * max(need, result.tol)
+    exponent = np.floor(np.log10(need))
+    return float(np.ceil(need / 10**exponent) * 10**exponent)
 
 
 def read_certificates(path: str | Path, net: Network) -> StabilityReport:
@@ -512,7 +636,7 @@ def recheck_certificates(
     """Re-prove every stability claim of ``report`` independently of the bounds that made it,
     and re-check every instability witness; failures are listed, never hidden."""
     net = load(model, trust_pickle=trust_pickle)
-    boxes = as_domain(domain, net.input_size)
+    boxes = bind_domain(domain, net)
     return _recheck_certificates(
         net,
         report,

@@ -1,12 +1,14 @@
 """The ``exactcomp`` command line: parse, call the API, print. No logic of its own.
 
 Exit codes: 0 success (``verify``: EQUIVALENT), 1 NOT_EQUIVALENT, 3 UNKNOWN, 2 a usage or
-input error (one line naming the problem, no output file), 130 interrupted (nothing written).
+input error (one line naming the problem, no output file), 130 interrupted (nothing written,
+or with ``compress --partial`` the network proven before the Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,8 +30,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_domain(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input domain (exactly one)")
-    g.add_argument("--box", metavar="LO,HI", help="the box [LO,HI]^n (same bounds for every input)")
+    g = p.add_argument_group(
+        "input domain (exactly one)",
+        "for a .nnet model: in raw units (those of the file's min/max), within its limits",
+    )
+    g.add_argument(
+        "--box",
+        metavar="LO,HI",
+        help="the box [LO,HI]^n (same bounds for every input); negative bounds work: --box -1,1",
+    )
     g.add_argument("--box-file", metavar="F", help=".npy of shape (2, n) or JSON {lower, upper}")
     g.add_argument("--box-from-data", metavar="F.npy", help="per-feature min/max of a data array")
     g.add_argument("--vnnlib", metavar="F", help="the input constraints of a VNN-LIB property")
@@ -68,7 +77,7 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", metavar="F.npy", help="data points used as instability witnesses")
     p.add_argument("--report", metavar="R.json", help="write the JSON report here")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--quiet", action="store_true", help="no progress display and no table")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compress", help="write a smaller network that computes the same function on the domain"
     )
-    c.add_argument("model", help="checkpoint: .pt/.pth (state_dict), .onnx or .nnet")
+    c.add_argument(
+        "model",
+        help="model: .pt/.pth (state_dict, TorchScript), .pt2 (torch.export), .onnx or .nnet",
+    )
     c.add_argument(
         "-o",
         "--output",
@@ -95,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100_000,
         metavar="N",
-        help="re-check points before writing (default: 100000)",
+        help="re-check points before writing, >= 1 (default: 100000)",
     )
     c.add_argument(
         "--verify",
@@ -107,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="T",
-        help="allowed max |f - g| for --verify (default: 1e-6)",
+        help="allowed max |f - g| for --verify (default: 1e-6, or for a float32 file twice the "
+        "proven bound on what rounding the folded weights to float32 changes)",
     )
     c.add_argument(
         "--dtype",
@@ -134,13 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser(
         "verify", help="prove two networks equal on the domain, or find where they differ"
     )
-    v.add_argument("original")
-    v.add_argument("other")
+    v.add_argument("original", help="the reference network (.pt/.pth, .onnx or .nnet)")
+    v.add_argument("other", help="the network to compare with it, e.g. its compressed copy")
     _add_domain(v)
     _add_model_opts(v)
-    v.add_argument("--mode", default="linf", choices=("linf", "top1"))
     v.add_argument(
-        "--tol", type=float, default=None, help="allowed max |f - g| in linf mode (default: 1e-6)"
+        "--mode",
+        default="linf",
+        choices=("linf", "top1"),
+        help="linf: max |f - g| <= tol on every output (default); top1: OTHER ranks every top "
+        "class of ORIGINAL within tol of its own best (the same prediction)",
+    )
+    v.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="allowed difference (default: 1e-6, or for a float32 OTHER twice the proven bound "
+        "on what rounding its weights to float32 can change)",
     )
     v.add_argument(
         "--time-limit", type=float, default=60.0, metavar="S", help="overall seconds (default: 60)"
@@ -150,14 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I,J,...",
         help="compare only these outputs (0-based, linf mode; default: all)",
     )
-    v.add_argument("--counterexample", metavar="OUT.json", help="save a counterexample here")
+    v.add_argument(
+        "--counterexample",
+        metavar="OUT.json",
+        help="also save the counterexample (printed when found) here as JSON",
+    )
     v.add_argument(
         "--certificates",
         metavar="R.json",
         help="the --report of 'exactcomp compress' (or 'stability') on ORIGINAL over this "
         "domain: its stable-neuron claims are re-proven independently, then used",
     )
-    v.add_argument("--quiet", action="store_true")
+    v.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 
@@ -212,6 +239,52 @@ def _progress(args: argparse.Namespace, console: Console):
     return RichProgress(console)
 
 
+def _print_notes(args: argparse.Namespace, console: Console, *nets: object) -> None:
+    """One line per note the model readers left (``Network.meta["notes"]``), unless --quiet."""
+    if args.quiet:
+        return
+    seen: list[str] = []
+    for net in nets:
+        for note in getattr(net, "meta", {}).get("notes", ()):
+            if note not in seen:
+                seen.append(note)
+                console.print(f"note: {note}", markup=False, soft_wrap=True)
+
+
+def _print_table(args: argparse.Namespace, console: Console, table) -> None:
+    """Print a summary table unless --quiet."""
+    if not args.quiet:
+        console.print(table)
+
+
+def _show_vector(v: np.ndarray, limit: int = 8) -> str:
+    """A short readable form of a vector: up to ``limit`` entries, then how many more."""
+    v = np.asarray(v, dtype=np.float64).reshape(-1) + 0.0  # + 0.0: never "-0"
+    head = ", ".join(f"{x:.6g}" for x in v[:limit])
+    return f"[{head}{f', ... ({v.size - limit} more)' if v.size > limit else ''}]"
+
+
+def _tol_hint(verdict, option: str, rounding_tol: float | None = None) -> str:
+    """Advice after a failed verification: a tolerance that works, when one is known.
+
+    ``rounding_tol``: the default derived from the proven effect of rounding the written
+    weights (:func:`exactcomp.api.default_tolerance`), when that is what separates them."""
+    from . import api
+
+    if verdict.status.name == "NOT_EQUIVALENT":
+        if rounding_tol is not None and verdict.lower_bound < rounding_tol:
+            return (
+                f"the difference found, {verdict.lower_bound:.3g}, is within what rounding the "
+                f"weights for writing can cause; {option} {rounding_tol:.2g} (the default) "
+                "allows it"
+            )
+        return f"a real difference of {verdict.lower_bound:.3g} was found"
+    value = api.suggest_tolerance(verdict)
+    if value is None:
+        return "no bound was proven in time; give more --time-limit"
+    return f"{option} {value:.2g} would be proven"
+
+
 def _check_positive(name: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise InvalidOptionError(f"{name} must be > 0, got {value}")
@@ -219,19 +292,21 @@ def _check_positive(name: str, value: float | None) -> None:
 
 def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     from . import api
-    from .io.atomic import check_output_path
+    from .io import check_output_path, check_save_path
     from .report import compression_table, to_json_text, write_json
 
     _check_positive("--time-limit", args.time_limit)
     _check_positive("--jobs", args.jobs)
     _check_positive("--verify-tol", args.verify_tol)
+    _check_positive("--check", args.check)
     inputs = [args.model] + [
         p for p in (args.data, args.box_file, args.box_from_data, args.vnnlib) if p
     ]
-    check_output_path(args.output, inputs)
+    check_save_path(args.output, inputs)
     if args.report:
         check_output_path(args.report, inputs + [args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle)
+    _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     with _progress(args, console) as progress:
         result = api.compress(
@@ -247,7 +322,8 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             progress=progress,
             partial=args.partial,
         )
-        if result.report["interrupted"]:
+        interrupted = bool(result.report["interrupted"])
+        if interrupted:
             console.print(
                 "[yellow]interrupted: using the verdicts proven so far (--partial)[/yellow]"
             )
@@ -261,11 +337,14 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             recheck = api.recheck_certificates(
                 net, result.stability, boxes, time_limit=budget, progress=progress
             )
+            # derived from the proven effect of rounding the folded weights (tolerances.py)
+            derived = api.default_tolerance(written, boxes, exact=result.network)
+            tol = derived if args.verify_tol is None else args.verify_tol
             verdict = api.verify_equivalence(
                 net,
                 written,
                 boxes,
-                tol=args.verify_tol,
+                tol=tol,
                 progress=progress,
                 certificates=result.stability,
                 rechecked=recheck,
@@ -276,7 +355,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
                 "summary": recheck.summary(),
             }
             result.report["verification"] = verdict.to_json()
-    console.print(compression_table(result.report))
+    _print_table(args, console, compression_table(result.report))
     if verdict is not None and (verdict.status.name != "EQUIVALENT" or not recheck.ok):
         rounded = args.dtype == "input" and written.dtype != "float64"
         hint = (
@@ -289,6 +368,8 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             f"[red]verification failed: {verdict.summary()}; {recheck.summary()}; "
             f"nothing written{hint}[/red]"
         )
+        if recheck.ok:
+            console.print(_tol_hint(verdict, "--verify-tol", derived), markup=False)
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
     report_text = to_json_text(result.report)  # rendered before anything is written
     api.save(written, args.output, inputs=inputs)
@@ -299,6 +380,13 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         f"re-checked on {result.check.points} points (max |diff| {result.check.max_abs_diff:.2g})"
         + (f"\n{recheck.summary()}\n{verdict.summary()}" if verdict is not None else "")
     )
+    if interrupted:
+        Console(stderr=True, highlight=False).print(
+            "exactcomp: interrupted; wrote the network proven before the interrupt (--partial)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
@@ -312,6 +400,7 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
     if args.report:
         check_output_path(args.report, [args.model])
     net = api.load(args.model, trust_pickle=args.trust_pickle)
+    _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     t0 = time.perf_counter()
     with _progress(args, console) as progress:
@@ -326,8 +415,17 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
             solver=args.solver,
             progress=progress,
         )
-    doc = stability_doc(rep, time.perf_counter() - t0, cluster=args.cluster)
-    console.print(stability_table(doc))
+    doc = stability_doc(
+        rep, time.perf_counter() - t0, cluster=args.cluster, notes=net.meta.get("notes", ())
+    )
+    _print_table(args, console, stability_table(doc))
+    if args.quiet:
+        keys = ("stably_active", "stably_inactive", "unstable", "undecided")
+        counts = [sum(r[k] for r in doc["layers"]) for k in keys]
+        console.print(
+            f"{doc['neurons']} neurons: {counts[0]} stably active, {counts[1]} stably inactive, "
+            f"{counts[2]} unstable, {counts[3]} undecided"
+        )
     if args.report:
         write_json(args.report, doc)
     return EXIT_OK
@@ -357,6 +455,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         check_output_path(args.counterexample, [args.original, args.other])
     f = api.load(args.original, trust_pickle=args.trust_pickle)
     g = api.load(args.other, trust_pickle=args.trust_pickle)
+    _print_notes(args, console, f, g)
     boxes = _domain(args, f.input_size, console)
     certificates = api.read_certificates(args.certificates, f) if args.certificates else None
     recheck = None
@@ -384,8 +483,17 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     status = res.status.name
     colour = {"EQUIVALENT": "green", "NOT_EQUIVALENT": "red"}.get(status, "yellow")
     console.print(f"[bold {colour}]{res.summary()}[/bold {colour}]")
+    if status == "UNKNOWN":
+        console.print(_tol_hint(res, "--tol"), markup=False)
     if status == "NOT_EQUIVALENT":
         ce = res.counterexample
+        console.print(
+            f"counterexample: x = {_show_vector(ce.x)}\n"
+            f"  original(x) = {_show_vector(ce.f_x)}\n"
+            f"  other(x)    = {_show_vector(ce.g_x)}\n"
+            f"  difference  = {float(ce.difference):.6g}",
+            markup=False,
+        )
         if args.counterexample:
             write_json(
                 args.counterexample,
@@ -399,8 +507,27 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
 COMMANDS = {"compress": cmd_compress, "stability": cmd_stability, "verify": cmd_verify}
 
 
+_VALUE_OPTIONS = ("--box",)  # options whose value may start with "-" (a negative bound)
+_NEGATIVE = re.compile(r"-\s*(\d|\.\d|inf)", re.IGNORECASE)
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--box -1,1`` -> ``--box=-1,1``: argparse reads "-1,1" as an option otherwise."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``exactcomp`` console script."""
+    argv = _attach_negative_values(list(sys.argv[1:] if argv is None else argv))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed on one line

@@ -11,6 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as _RichProgress
@@ -58,9 +59,10 @@ class RichProgress:
 
 def compression_table(doc: dict) -> Table:
     """Per hidden layer: width before/after, verdict counts and proof kinds."""
-    t = Table(title=f"exactcomp: {doc['architecture_before']} -> {doc['architecture_after']}")
-    for col in ("layer", "width", "after", "active", "inactive", "unstable", "undecided", "proofs"):
-        t.add_column(col, justify="left" if col == "proofs" else "right", no_wrap=col == "proofs")
+    t = _table(
+        f"exactcomp: {doc['architecture_before']} -> {doc['architecture_after']}",
+        ("layer", "width", "after", "active", "inactive", "unstable", "undecided", "proofs"),
+    )
     for row in doc["layers"]:
         t.add_row(*_layer_cells(row, with_after=True))
     t.add_section()
@@ -76,11 +78,22 @@ def compression_table(doc: dict) -> Table:
 
 def stability_table(doc: dict) -> Table:
     """The classification only (``exactcomp stability``)."""
-    t = Table(title="exactcomp: neuron stability")
-    for col in ("layer", "width", "active", "inactive", "unstable", "undecided", "proofs"):
-        t.add_column(col, justify="left" if col == "proofs" else "right")
+    t = _table(
+        "exactcomp: neuron stability",
+        ("layer", "width", "active", "inactive", "unstable", "undecided", "proofs"),
+    )
     for row in doc["layers"]:
         t.add_row(*_layer_cells(row, with_after=False))
+    return t
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table that reads at 80 columns: no vertical rules, numbers never squeezed, and the
+    proofs (the last column) wrapped between its ``kind:count`` entries."""
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in columns[:-1]:
+        t.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    t.add_column(columns[-1], justify="left", overflow="fold")
     return t
 
 
@@ -95,9 +108,12 @@ def _layer_cells(row: dict, *, with_after: bool) -> list[str]:
     return cells + [str(row[k]) for k in _COUNTS] + [proofs]
 
 
-def stability_doc(report: Any, seconds: float, *, cluster: str | None = None) -> dict:
+def stability_doc(
+    report: Any, seconds: float, *, cluster: str | None = None, notes: Any = ()
+) -> dict:
     """A JSON-able summary of a :class:`~exactcomp.verdicts.StabilityReport`; ``cluster``: the
-    Dask scheduler address the MILPs were sent to, if any."""
+    Dask scheduler address the MILPs were sent to, if any; ``notes``: the model reader's notes
+    (``Network.meta["notes"]``)."""
     from .verdicts import Verdict
 
     layers = []
@@ -121,18 +137,35 @@ def stability_doc(report: Any, seconds: float, *, cluster: str | None = None) ->
         "cluster": cluster,
         "layers": layers,
         "stats": {k: float(v) for k, v in report.stats.items()},
+        "notes": list(notes),
     }
 
 
 def to_json_text(doc: dict) -> str:
     """``doc`` as indented JSON text (numpy scalars/arrays, enums and mappings allowed)."""
-    return json.dumps(doc, indent=2, default=_jsonable) + "\n"
+    return json.dumps(_no_negative_zero(doc), indent=2, default=_jsonable) + "\n"
 
 
 def write_json(path: str | Path, doc: dict | str) -> None:
     """Write ``doc`` (a dict, or JSON text from :func:`to_json_text`) atomically."""
     text = doc if isinstance(doc, str) else to_json_text(doc)
     atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
+def _no_negative_zero(obj: Any) -> Any:
+    """``obj`` with every float ``-0.0`` written as ``0.0`` (a bound of ``-0.0`` reads as a
+    sign error to a person; the two are the same number)."""
+    import numpy as np
+
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) + 0.0
+    if isinstance(obj, np.ndarray):
+        return _no_negative_zero(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: _no_negative_zero(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_negative_zero(v) for v in obj]
+    return obj
 
 
 def _jsonable(obj: Any) -> Any:

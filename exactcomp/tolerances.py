@@ -13,7 +13,10 @@ Definitions (exact maths): neuron pre-activation ``z(x)``; *stably inactive* iff
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,13 @@ class Tolerances:
         ``z > witness`` (positive side) or ``z < -witness`` (negative side), relative to
         the magnitude of the terms (``witness * (1 + scale)``).
     fold_rel:
-        Largest relative residual accepted when expressing one neuron as a linear
-        combination of others (rank folding, duplicates). Above it the neuron is kept.
+        Rounding allowed in a fold of stably active neurons whose linear dependence is
+        *proven* exact (the basis provably spans the inputs, so exact rational coefficients
+        exist and the float64 ones only approximate them): the true residual of the float64
+        coefficients, column by column, relative to the terms summed (see
+        :mod:`exactcomp.rewrite.algebra`). Some 4,500 units in the last place: rounding, never
+        a real residual. A dependence not proven exact is never accepted, whatever its
+        residual, and duplicates must be exact positive multiples: no tolerance at all.
     check_abs, check_rel, check_scale:
         Allowed |f(x) - g(x)| when re-checking a compressed network by evaluation, in float64:
         ``check_abs + check_rel * max(1, |f(x)|) + check_scale * S(x)`` with ``S(x)`` the size
@@ -48,7 +56,14 @@ class Tolerances:
         ``n * 2^-53 * S(x)``, and a fold, which re-associates those sums, cannot be closer
         than that. ``1e-12`` allows some 4,500 units in the last place of the largest term.
     equivalence:
-        Default tolerance of :func:`exactcomp.verify_equivalence` in ``linf`` mode.
+        Least default tolerance of :func:`exactcomp.verify_equivalence` in ``linf`` mode.
+    rounding_factor:
+        When the second network holds weights stored in a narrower dtype (a float32 file),
+        the default tolerance is ``max(equivalence, rounding_factor * E)`` with ``E`` the
+        proven bound of :func:`stored_rounding_bound`: what rounding an exact compression
+        to that dtype can change in the outputs. ``E`` is a sound bound, so the true difference
+        is at most ``E``; the factor 2 leaves room for the verifier's own (padded) bound on it,
+        which is computed differently and may be somewhat looser.
     """
 
     bound_abs: float = 1e-12
@@ -56,11 +71,67 @@ class Tolerances:
     solver_abs: float = 1e-6
     solver_rel: float = 1e-7
     witness: float = 1e-9
-    fold_rel: float = 1e-9
+    fold_rel: float = 1e-12
     check_abs: float = 1e-7
     check_rel: float = 1e-7
     check_scale: float = 1e-12
     equivalence: float = 1e-6
+    rounding_factor: float = 2.0
 
 
 DEFAULT = Tolerances()
+
+
+def rounding_deltas(
+    weight: np.ndarray, bias: np.ndarray, dtype: str
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Bounds on :math:`|W^* - W|` and :math:`|b^* - b|` for *any* float64 weights
+    :math:`W^*, b^*` that round to ``weight``, ``bias`` in ``dtype``.
+
+    With the unit roundoff :math:`u = \epsilon/2` of ``dtype`` and :math:`\eta` half its
+    smallest subnormal, round-to-nearest gives :math:`|w^* - w| \le u|w^*| + \eta`, hence
+    :math:`|w^* - w| \le u'|w| + \eta'` with :math:`u' = u/(1-u)`, :math:`\eta' = \eta/(1-u)`.
+    """
+    info = np.finfo(np.dtype(dtype))
+    u = float(info.eps) / 2.0
+    u1, eta = u / (1.0 - u), float(info.smallest_subnormal) / 2.0 / (1.0 - u)
+    return u1 * np.abs(weight) + eta, u1 * np.abs(bias) + eta
+
+
+def stored_rounding_bound(
+    layers: Sequence[tuple[np.ndarray, np.ndarray]],
+    deltas: Sequence[tuple[np.ndarray, np.ndarray]],
+    input_magnitudes: Sequence[np.ndarray],
+) -> np.ndarray:
+    r"""Proven bound, per output, on :math:`|g^*(x) - g(x)|` over a domain, where :math:`g`
+    has weights ``layers`` = :math:`(W_k, b_k)` and :math:`g^*` (same shape, same ReLUs) has
+    weights within ``deltas`` = :math:`(\Delta_k, \delta_k)` of them:
+    :math:`|W^*_k - W_k| \le \Delta_k`, :math:`|b^*_k - b_k| \le \delta_k` elementwise.
+
+    Use: :math:`g` is the network a float32 file holds and :math:`g^*` the exact float64
+    compression that was rounded to write it (``deltas`` = the actual rounding errors), or
+    any network that rounds to :math:`g` (``deltas`` = :func:`rounding_deltas`).
+    ``input_magnitudes[k]`` is a sound bound :math:`A_{k-1}` on :math:`|h_{k-1}(x)|`, the
+    input of layer ``k`` in :math:`g` (the box itself for ``k = 0``). Since
+
+    .. math::
+
+        z^*_k - z_k = W^*_k (h^*_{k-1} - h_{k-1}) + (W^*_k - W_k) h_{k-1} + (b^*_k - b_k),
+
+    :math:`|W^*_k| \le |W_k| + \Delta_k`, and ReLU is 1-Lipschitz,
+    :math:`|h^*_k - h_k| \le |z^*_k - z_k| \le e_k` with
+
+    .. math::
+
+        e_0 = 0, \qquad
+        e_k = (|W_k| + \Delta_k)\, e_{k-1} + \Delta_k A_{k-1} + \delta_k.
+
+    If :math:`g^* = f` on the domain (an exact compression of :math:`f`), then
+    :math:`\max |f - g| \le e_L` there. Computed in float64, then padded by a relative
+    ``1e-6`` (far above float64 summation error), so it stays an upper bound.
+    """
+    e = np.zeros(np.asarray(input_magnitudes[0]).shape)
+    for (w, _b), (dw, db), mag in zip(layers, deltas, input_magnitudes, strict=True):
+        a = np.abs(np.asarray(w, dtype=np.float64)) + dw
+        e = a @ e + dw @ np.asarray(mag, dtype=np.float64) + db
+    return e * (1.0 + 1e-6)

@@ -220,11 +220,17 @@ def checkpoint_path(
 
 
 def save_state_dict(model: nn.Module, path: Path) -> None:
-    """Write ``model.state_dict()`` atomically (no half-written checkpoint in the cache)."""
+    """Write ``model.state_dict()`` atomically (no half-written checkpoint in the cache), with
+    the ReLU pattern recorded the way :func:`exactcomp.io.torch_io.save_torch` records it, so
+    exactcomp reads the architecture instead of assuming it."""
     from exactcomp.io.atomic import atomic_open
+    from exactcomp.io.torch_state import METADATA_KEY
 
+    state = model.state_dict()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    state._metadata[METADATA_KEY] = {"relu": [True] * (len(linears) - 1) + [False]}
     with atomic_open(path) as handle:
-        torch.save(model.state_dict(), handle)
+        torch.save(state, handle)
 
 
 def train_shipped(directory: Path | None = None) -> list[dict[str, object]]:

@@ -70,3 +70,72 @@ def test_too_large_fails_early_with_an_estimate() -> None:
     check_memory(net, available=4 * need)  # fits
     with pytest.raises(ResourceLimitError, match="GiB"):
         check_memory(net, available=need)
+
+
+def test_a_pair_of_per_feature_arrays_is_a_domain() -> None:
+    """Issue 18, item 9: ``(lo, hi)`` arrays (the README's form) were refused."""
+    import pytest
+
+    from exactcomp.api import as_domain
+    from exactcomp.errors import InvalidDomainError
+
+    lo, hi = np.array([-1.0, 0.0, 0.0, 0.5]), np.array([1.0, 1.0, 2.0, 0.5])
+    for domain in ((lo, hi), [lo, hi], (lo.tolist(), hi.tolist()), (-1.0, hi)):
+        (box,) = as_domain(domain, 4)
+        np.testing.assert_array_equal(box.upper, hi)
+    assert as_domain((-1.0, hi), 4)[0].lower.tolist() == [-1.0] * 4
+    with pytest.raises(InvalidDomainError, match="3 coordinates but the network has 4"):
+        as_domain((lo[:3], hi[:3]), 4)
+    with pytest.raises(InvalidDomainError, match="inverted"):
+        as_domain((hi, lo), 4)
+    net = _deep_sparse()
+    res = exactcomp.compress(net, (lo, hi), check=500)
+    same = exactcomp.compress(net, Box(lo, hi), check=500)
+    assert res.network.describe() == same.network.describe()
+
+
+def test_check_must_be_at_least_one() -> None:
+    import pytest
+
+    from exactcomp.errors import InvalidOptionError
+
+    for check in (0, -3):
+        with pytest.raises(InvalidOptionError, match="re-check points"):
+            exactcomp.compress(_deep_sparse(), (0.0, 1.0), check=check)
+
+
+def test_rounding_bound_encloses_the_float32_rounding_of_a_network() -> None:
+    """:func:`~exactcomp.tolerances.stored_rounding_bound` is a proof: on a network with large
+    weights, rounding to float32 moves the outputs by at most the bound (dense sampling and
+    the box's corners), with the actual rounding errors and with the generic ``u|w|`` ones."""
+    from exactcomp.api import rounding_bound, stored
+
+    rng = np.random.default_rng(7)
+    sizes = [3, 12, 12, 2]
+    ws = [rng.normal(size=(o, i)) * 300 for i, o in zip(sizes, sizes[1:], strict=False)]
+    bs = [rng.normal(size=o) * 100 for o in sizes[1:]]
+    exact = Network.from_arrays(ws, bs, dtype="float32")  # float64 weights, a float32 file
+    written = stored(exact)
+    box = Box(np.array([-1.0, 0.0, -2.0]), np.array([1.0, 0.5, 2.0]))
+    corners = np.array(np.meshgrid(*zip(box.lower, box.upper, strict=True))).reshape(3, -1).T
+    x = np.vstack([box.sample(20_000, rng), corners])
+    seen = np.abs(exact(x) - written(x)).max()
+    assert seen > 0
+    tight, generic = rounding_bound(written, box, exact), rounding_bound(written, box)
+    assert seen <= tight <= generic
+    assert generic < 1e-3 * np.abs(exact(x)).max()  # a rounding-sized bound, not a vacuous one
+    assert rounding_bound(exact, box) == 0.0  # not representable in float32: nothing to bound
+    assert exactcomp.api.default_tolerance(exact, box) == 1e-6
+    assert exactcomp.api.default_tolerance(written, box, exact) == 2 * tight
+
+
+def test_verdict_bounds_never_read_minus_zero() -> None:
+    """``[0, -0]`` in the summary and ``-0.0`` in the report (issue 18, item 10)."""
+    from exactcomp.report import to_json_text
+    from exactcomp.verify.result import EquivalenceResult, EquivalenceStatus
+
+    res = EquivalenceResult(EquivalenceStatus.EQUIVALENT, "linf", 1e-6, -0.0, -0.0)
+    assert "in [0, 0]" in res.summary()
+    assert np.copysign(1.0, res.to_json()["upper_bound"]) == 1.0
+    doc = {"a": -0.0, "b": [1.0, -0.0], "c": {"d": np.float64(-0.0)}, "x": np.array([-0.0])}
+    assert "-0.0" not in to_json_text(doc)

@@ -217,3 +217,23 @@ def test_markdown_block_is_regenerated_between_markers(tmp_path):
     assert "hand-written" in text and "more hand-written" in text and "old" not in text
     assert "`python -m benchmarks table --quick`" in text
     assert "| 64-25-25-10 | 0 | 2 |" in text  # the summary groups the two seeds
+
+
+def test_quick_runs_write_where_git_ignores_them(tmp_path) -> None:
+    """``python -m benchmarks table --quick`` overwrote committed files under
+    ``benchmarks/results/`` (issue 18, item 10); now only an explicit ``--out`` does."""
+    import shutil
+    import subprocess
+
+    from benchmarks.cli import DEFAULT_OUT, REPO_ROOT, build_parser, output_dir
+
+    parse = build_parser().parse_args
+    quick = output_dir(parse(["table", "--quick"]))
+    assert quick != DEFAULT_OUT and DEFAULT_OUT not in quick.parents
+    assert output_dir(parse(["table"])) == DEFAULT_OUT
+    assert output_dir(parse(["scaling", "--quick", "--out", str(tmp_path)])) == tmp_path
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        return  # not a checkout: nothing for git to ignore
+    probe = quick.relative_to(REPO_ROOT) / "table_quick.csv"
+    ignored = subprocess.run(["git", "-C", str(REPO_ROOT), "check-ignore", "-q", str(probe)])
+    assert ignored.returncode == 0, f"{probe} is not ignored by git"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,144 @@ def test_verify_with_the_compress_report_as_certificates(model_path, tmp_path, c
         assert "bad.json" in err and "Traceback" not in err
     assert cli.main([*verify, "--certificates", str(tmp_path / "missing.json")]) == 2
     assert "no such certificate file" in capsys.readouterr().err
+
+
+def test_negative_box_bounds_are_accepted(model_path, tmp_path, capsys) -> None:
+    """``--box -1,1`` (issue 18, item 7): argparse took "-1,1" for an option."""
+    rep = tmp_path / "stab.json"
+    argv = ["stability", str(model_path), "--box", "-1,1", "--report", str(rep), "--quiet"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert cli.main(["stability", str(model_path), "--box", "-1,-0.5", "--quiet"]) == 0
+    assert json.loads(rep.read_text())["neurons"] == 24
+
+
+def _bn_like(path: Path, scale: float) -> None:
+    """A float32 ``state_dict`` of 4 -> 16 -> 16 -> 3 whose first layer carries a folded
+    BatchNorm: weights and bias ``scale`` times larger than usual (running variance 0.01 makes
+    scale 10 per unit of gamma), so most first-layer neurons are stably active and are folded
+    into the next layer; rounding the folded float64 weights to float32 then moves the outputs
+    by about ``1e-8 * scale``: above the old fixed tolerance of 1e-6 at scale 300."""
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(
+        torch.nn.Linear(4, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 3),
+    )
+    with torch.no_grad():
+        seq[0].weight.mul_(scale)
+        seq[0].bias.fill_(scale)
+    torch.save(seq.state_dict(), path)
+
+
+def test_verify_default_passes_an_exact_float32_compression(tmp_path, capsys) -> None:
+    """Issue 18, item 8: with a fixed 1e-6 this failed (NOT_EQUIVALENT at 4.2e-6: float32
+    rounding of the folded weights). The default now allows twice the proven rounding bound."""
+    model, out, rep = tmp_path / "bn.pt", tmp_path / "small.pt", tmp_path / "r.json"
+    _bn_like(model, 300.0)
+    args = ["compress", str(model), "--box=-1,1", "-o", str(out), "--report", str(rep)]
+    assert cli.main([*args, "--verify", "--quiet", "--check", "2000"]) == 0, capsys.readouterr()
+    doc = json.loads(rep.read_text())
+    assert doc["dtype_written"] == "float32"
+    assert doc["check"]["stored_dtype_max_deviation"] > 1e-6  # the old default's failure
+    ver = doc["verification"]
+    assert ver["status"] == "EQUIVALENT" and ver["upper_bound"] <= ver["tol"]
+    # `exactcomp verify` on the written file passes by default too
+    assert cli.main(["verify", str(model), str(out), "--box=-1,1", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("scale", [100.0, 300.0])
+def test_a_failed_verify_suggests_a_tolerance_that_works(tmp_path, scale, capsys) -> None:
+    """At ``--verify-tol 1e-6`` the BatchNorm-like model fails (UNKNOWN below the solver margin
+    at scale 100, NOT_EQUIVALENT at 300); the message names a value, and that value works."""
+    model, out = tmp_path / "bn.pt", tmp_path / "small.pt"
+    _bn_like(model, scale)
+    args = ["compress", str(model), "--box=-1,1", "-o", str(out), "--verify", "--quiet"]
+    args += ["--check", "2000"]
+    assert cli.main([*args, "--verify-tol", "1e-6"]) in (1, 3)
+    text = capsys.readouterr().out
+    assert not out.exists()
+    m = re.search(r"--verify-tol ([0-9.e+-]+)", text.replace("\n", " "))
+    assert m, text
+    assert cli.main([*args, "--verify-tol", m.group(1)]) == 0, capsys.readouterr().out
+    assert out.exists()
+
+
+def test_quiet_prints_no_table(model_path, tmp_path, capsys) -> None:
+    """``--quiet`` (issue 18, item 10): no progress and no table, only the final lines."""
+    args = ["compress", str(model_path), "--box", "0,1", "-o", str(tmp_path / "s.pt")]
+    assert cli.main([*args, "--quiet", "--check", "500"]) == 0
+    quiet = capsys.readouterr().out
+    assert "wrote" in quiet and "undecided" not in quiet and "proofs" not in quiet
+    assert cli.main(["stability", str(model_path), "--box", "0,1", "--quiet"]) == 0
+    quiet = capsys.readouterr().out
+    assert "proofs" not in quiet and "24 neurons" in quiet
+    assert cli.main(["stability", str(model_path), "--box", "0,1"]) == 0
+    assert "proofs" in capsys.readouterr().out
+
+
+def test_verify_prints_the_counterexample(model_path, tmp_path, capsys) -> None:
+    """``verify`` said it prints the counterexample; it only saved it (issue 18, item 10)."""
+    f = load(model_path)
+    layer = f.layers[-1]
+    g = f.replace_layers(
+        [*f.layers[:-1], type(layer)(layer.weight, layer.bias + [0, 0, 0.01], layer.relu)]
+    )
+    other = tmp_path / "other.pt"
+    save(g, other)
+    assert cli.main(["verify", str(model_path), str(other), "--box", "0,1", "--quiet"]) == 1
+    text = capsys.readouterr().out
+    m = re.search(r"counterexample: x = \[([^\]]*)\]", text)
+    assert m, text
+    x = np.array([float(v) for v in m.group(1).split(",")])
+    assert x.shape == (6,) and Box.uniform(0, 1, 6).contains(x).all()
+    assert "original(x)" in text and "other(x)" in text and "difference" in text
+
+
+def test_verify_arguments_have_help(capsys) -> None:
+    assert cli.main(["verify", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the reference network" in text
+    assert "the network to compare with it" in text
+    assert "linf: max |f - g| <= tol" in text and "top1:" in text
+
+
+def test_tables_fit_80_columns() -> None:
+    """Issue 18, item 10: at 80 columns the tables squeezed every number to an ellipsis."""
+    import io
+
+    from rich.console import Console
+
+    from exactcomp.report import compression_table, stability_table
+
+    proofs = {"interval": 120, "linear": 300, "lp": 40, "milp": 17, "witness": 400}
+    row = {
+        "layer": 0,
+        "width_before": 1024,
+        "width_after": 999,
+        "stably_active": 123,
+        "stably_inactive": 456,
+        "unstable": 345,
+        "undecided": 100,
+        "proofs": proofs,
+        "verdicts": [],
+    }
+    doc = {
+        "architecture_before": "784-1024r-1024r-10",
+        "architecture_after": "784-999r-1000r-10",
+        "neurons_before": 2048,
+        "neurons_after": 1999,
+        "seconds": 1234.5,
+        "layers": [row, {**row, "layer": 2}],
+    }
+    for table in (compression_table(doc), stability_table(doc)):
+        console = Console(width=80, file=io.StringIO(), record=True)
+        console.print(table)
+        text = console.export_text()
+        assert all(len(line) <= 80 for line in text.splitlines())
+        assert "…" not in text
+        for word in ("layer", "width", "active", "inactive", "unstable", "undecided", "proofs"):
+            assert word in text
+        for token in [f"{k}:{v}" for k, v in proofs.items()] + ["1024", "456"]:
+            assert token in text, token

@@ -174,3 +174,41 @@ def test_data_file_missing(model, tmp_path, capsys) -> None:
         "not found",
         out,
     )
+
+
+def test_unknown_output_suffix_is_refused_before_the_analysis(model, tmp_path, capsys, monkeypatch):
+    """``-o x.bin`` used to fail only after the whole analysis (issue 18, item 10)."""
+    import exactcomp.api
+
+    def no_analysis(*args, **kwargs):
+        raise AssertionError("the analysis ran before the output path was checked")
+
+    monkeypatch.setattr(exactcomp.api, "compress", no_analysis)
+    out = tmp_path / "x.bin"
+    argv = ["compress", model, "--box", "0,1", "-o", out]
+    _assert_clear_error(capsys, argv, "unknown file type '.bin'", out)
+
+
+@pytest.mark.parametrize("check", ["0", "-5"])
+def test_check_must_be_positive(model, tmp_path, capsys, check) -> None:
+    out = tmp_path / "o.pt"
+    argv = ["compress", model, "--box", "0,1", "-o", out, "--check", check]
+    _assert_clear_error(capsys, argv, "--check must be > 0", out)
+
+
+def test_ctrl_c_with_partial_says_interrupted_and_exits_130(model, tmp_path, capsys, monkeypatch):
+    """Issue 18, item 10: with ``--partial`` a Ctrl-C wrote the network and exited 0 without
+    saying it was interrupted. Now: written (still exact), "interrupted" said, exit 130."""
+    from exactcomp.io import load
+    from exactcomp.stability.layer import LayerRun
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LayerRun, "classify", interrupted)
+    out = tmp_path / "o.pt"
+    code = main([str(a) for a in ["compress", model, "--box", "0,1", "-o", out, "--partial"]])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert "interrupted" in captured.err and "--partial" in captured.err
+    assert out.exists() and load(out).describe() == load(model).describe()  # nothing proven

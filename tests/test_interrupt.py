@@ -73,7 +73,7 @@ def test_partial_flag_writes_a_valid_network(monkeypatch, tmp_path) -> None:
     out = tmp_path / "small.pt"
     assert (
         cli.main(["compress", str(DIGITS), "--box", "0,1", "-o", str(out), "--quiet", "--partial"])
-        == 0
+        == 130  # interrupted, though a (still exact) network is written (issue 18, item 10)
     )
     g, f = load(out), load(DIGITS)
     x = Box.uniform(0, 1, 64).sample(2000, np.random.default_rng(1))

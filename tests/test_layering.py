@@ -1,6 +1,6 @@
 """Dependencies point one way: a module may import only modules of its own or a lower rank.
 
-errors/tolerances/progress -> network/domain -> verdicts -> io, bounds, search, testing -> milp
+errors/tolerances/progress -> network/domain -> verdicts/exact -> io, bounds, search, testing -> milp
 -> stability -> rewrite -> verify -> api -> report -> cli. The IR (network, domain, verdicts)
 depends on numpy only, and ONNX stays inside io/.
 """
@@ -21,6 +21,7 @@ RANK = {
     "solver": 0,
     "network": 1,
     "domain": 1,
+    "exact": 2,
     "verdicts": 2,
     "io": 3,
     "bounds": 3,
@@ -36,7 +37,7 @@ RANK = {
     "__main__": 11,
     "__init__": 11,
 }
-NUMPY_ONLY = {"network", "domain", "verdicts", "errors", "tolerances", "progress"}
+NUMPY_ONLY = {"network", "domain", "verdicts", "exact", "errors", "tolerances", "progress"}
 
 
 def _top(module_path: Path) -> str:
@@ -105,6 +106,7 @@ _STDLIB = {
     "collections",
     "dataclasses",
     "enum",
+    "fractions",
     "json",
     "math",
     "pathlib",

@@ -358,7 +358,7 @@ def test_unused_unsupported_node_is_ignored(tmp_path):
         ([("Div", ["W", "x"], ["y"])], "not affine"),
         ([("MatMul", ["x", "W"], ["a"]), ("Div", ["a", "zero"], ["y"])], "zero"),
         ([("Identity", ["W"], ["y"])], "does not depend on the input"),
-        ([("Cast", ["x"], ["y"], {"to": TensorProto.INT32})], "non-float"),
+        ([("Cast", ["x"], ["y"], {"to": TensorProto.INT32})], "Cast to INT32 rounds"),
     ],
 )
 def test_non_affine_graphs_are_refused(tmp_path, nodes, match):

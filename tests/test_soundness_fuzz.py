@@ -32,7 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import network_and_box
 
-from benchmarks import soak, soak_checks
+from benchmarks import soak, soak_checks, soak_families
 from benchmarks.soak_checks import Checker, SoakOptions, check_case, method_for, mutants
 from exactcomp.api import compress
 from exactcomp.bounds import interval_bounds
@@ -194,8 +194,9 @@ def test_soak_driver_writes_a_summary_and_fails_on_an_unsound_case(monkeypatch, 
         finding = soak_checks.Finding("stable", "planted", [0.0])
         return soak_checks.CaseResult(case.seed, 1, 1, method, {}, {}, (finding,))
 
-    monkeypatch.setattr(soak, "check_case", planted)
-    assert soak.main(["--cases", "1", "--seed", "7", "--out", str(tmp_path / "bad")]) == 1
+    monkeypatch.setattr(soak_families, "check_case", planted)
+    argv = ["--cases", "1", "--seed", "7", "--family", "random", "--out", str(tmp_path / "bad")]
+    assert soak.main(argv) == 1
     saved = json.loads((tmp_path / "bad" / "failures" / "case-7.json").read_text())
     d = SoakOptions()
     same = random_case(7, depth=d.depth, width=d.width, inputs=d.inputs, max_neurons=d.max_neurons)

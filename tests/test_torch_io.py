@@ -21,6 +21,7 @@ from exactcomp.errors import (
     UnsupportedModelError,
 )
 from exactcomp.io.torch_io import load_torch, save_torch, to_torch_module
+from exactcomp.io.torch_state import STATE_DICT_NOTE
 from exactcomp.network import Layer, Network
 
 
@@ -58,7 +59,8 @@ def test_state_dict_file_matches_the_module(tmp_path: Path) -> None:
     torch.save(model.state_dict(), tmp_path / "m.pt")
     net = load_torch(tmp_path / "m.pt")
     assert net.describe() == "3-5r-4r-2"
-    assert net.dtype == "float32" and dict(net.meta) == {"format": "torch"}
+    assert net.dtype == "float32" and net.meta["format"] == "torch"
+    assert net.meta["notes"] == (STATE_DICT_NOTE,)
     x = _x(3)
     np.testing.assert_allclose(net.forward(x), _torch_out(model, x), rtol=1e-5, atol=1e-6)
 
@@ -249,7 +251,7 @@ def test_custom_module_class_is_refused_with_advice() -> None:
         def forward(self, x):
             return torch.sigmoid(self.body(x))
 
-    with pytest.raises(UnsupportedModelError, match="state_dict"):
+    with pytest.raises(UnsupportedModelError, match=r"custom forward.*torch\.export"):
         load_torch(Net())
 
 
@@ -315,12 +317,15 @@ def test_legacy_serialisation_is_read(tmp_path: Path) -> None:
     assert load_torch(tmp_path / "old.pt").describe() == "3-5r-4r-2"
 
 
-def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
+def test_torchscript_archive_of_a_sequential_is_read(tmp_path: Path) -> None:
+    model = _mlp()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated
-        torch.jit.save(torch.jit.script(_mlp()), tmp_path / "ts.pt")
-    with pytest.raises(InputFileError, match="TorchScript"):
-        load_torch(tmp_path / "ts.pt")
+        torch.jit.save(torch.jit.script(model), tmp_path / "ts.pt")
+    net = load_torch(tmp_path / "ts.pt")
+    assert net.describe() == "3-5r-4r-2" and "notes" not in net.meta
+    x = _x(3)
+    np.testing.assert_allclose(net.forward(x), _torch_out(model, x), rtol=1e-5, atol=1e-6)
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

@@ -411,3 +411,22 @@ def test_permuted_copy_links_every_hidden_neuron() -> None:
     res = verify_equivalence(f, permuted(f, seed=2), Box.uniform(-1, 1, 3))
     assert res.links == f.num_neurons and res.milps == 0
     assert res.to_json()["links"] == f.num_neurons
+
+
+def test_float64_rounding_never_makes_a_counterexample():
+    """``f = 1e20 relu(x + 1) - 1e20 relu(x) - 1e20`` is exactly 0 on [1, 2], but its float64
+    forward pass rounds ``x + 1`` and then multiplies the rounding by 1e20 (about 1e4). A
+    difference seen only in float64 is not a counterexample: it is confirmed exactly."""
+    f = Network(
+        (
+            Layer(np.array([[1.0], [1.0]]), np.array([1.0, 0.0]), relu=True),
+            Layer(np.array([[1e20, -1e20]]), np.array([-1e20]), relu=False),
+        )
+    )
+    g = Network((Layer(np.zeros((1, 1)), np.zeros(1), relu=False),))
+    box = Box(np.array([1.0]), np.array([2.0]))
+    x = np.linspace(1, 2, 101).reshape(-1, 1)
+    assert np.abs(f.forward(x)).max() > 1.0  # float64 sees a large difference
+    res = verify_equivalence(f, g, box, tol=1e-6, time_limit=20)
+    assert res.status is not EquivalenceStatus.NOT_EQUIVALENT
+    assert res.counterexample is None

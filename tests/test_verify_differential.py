@@ -20,6 +20,7 @@ from strategies import network_and_box
 
 from exactcomp.bounds import interval_bounds
 from exactcomp.domain import Box
+from exactcomp.exact import exact_forward
 from exactcomp.network import Layer, Network
 from exactcomp.rewrite import compress_network
 from exactcomp.testing.oracle import max_output_difference
@@ -73,18 +74,6 @@ def assert_sound(f: Network, g: Network, box: Box, known=None) -> float:
     noise = DEFAULT.check_scale * float((f.term_scale(x) + g.term_scale(x)).max())
     assert bound >= worst.value - noise, (bound, worst.value)
     return bound
-
-
-def exact_forward(net: Network, x: np.ndarray) -> list[Fraction]:
-    """``net(x)`` in exact rational arithmetic (the function the float64 weights define)."""
-    h = [Fraction(v) for v in x]
-    for la in net.layers:
-        z = [
-            sum((Fraction(w) * v for w, v in zip(row, h, strict=True)), Fraction(b))
-            for row, b in zip(la.weight, la.bias, strict=True)
-        ]
-        h = [max(v, Fraction(0)) for v in z] if la.relu else z
-    return h
 
 
 def perturbed(net: Network, rng: np.random.Generator, rel: float) -> Network:

@@ -190,3 +190,16 @@ def test_missing_file(tmp_path):
 
 def test_tokenizer_nests_and_drops_comments():
     assert parse_sexprs("(a (b c) ; comment (x\n d)") == [["a", ["b", "c"], "d"]]
+
+
+@pytest.mark.parametrize("nan", ["nan", "NaN", "(- nan)"])
+def test_a_nan_bound_is_refused_not_dropped(nan):
+    """``(<= X_0 nan)`` used to vanish (``min(1, nan)`` is 1): the box then silently ignored
+    a bound the file gives. It is an error naming the constraint."""
+    text = (
+        "(declare-const X_0 Real)\n"
+        "(assert (>= X_0 0))\n(assert (<= X_0 1))\n"
+        f"(assert (<= X_0 {nan}))\n"
+    )
+    with pytest.raises(InvalidDomainError, match="not a number"):
+        parse_vnnlib(text, 1)

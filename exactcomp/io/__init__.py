@@ -1,6 +1,7 @@
 """Reading and writing networks: the format follows the file suffix.
 
-``.pt`` / ``.pth`` are PyTorch checkpoints (:mod:`exactcomp.io.torch_io`), ``.onnx`` is ONNX
+``.pt`` / ``.pth`` are PyTorch checkpoints and TorchScript archives, ``.pt2`` is a
+``torch.export`` program (all read by :mod:`exactcomp.io.torch_io`), ``.onnx`` is ONNX
 (:mod:`exactcomp.io.onnx_io`), ``.nnet`` is the ACAS Xu text format (:mod:`exactcomp.io.nnet`,
 read only). Each reader is imported only when its format is used, so a problem with one
 format's dependencies never breaks the others. Every write is atomic (temporary file, then
@@ -26,12 +27,20 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "check_output_path",
+    "check_source",
+    "check_save_path",
     "load",
     "save",
 ]
 
 #: Suffix -> format name, for reading and for writing.
-LOAD_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx", ".nnet": "nnet"}
+LOAD_SUFFIXES = {
+    ".pt": "torch",
+    ".pth": "torch",
+    ".pt2": "torch",
+    ".onnx": "onnx",
+    ".nnet": "nnet",
+}
 SAVE_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx"}
 
 
@@ -41,7 +50,8 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
     Parameters
     ----------
     path_or_module:
-        A path ending in ``.pt``, ``.pth``, ``.onnx`` or ``.nnet``; a ``torch.nn.Module``; or a
+        A path ending in ``.pt``, ``.pth``, ``.pt2``, ``.onnx`` or ``.nnet``; a
+        ``torch.nn.Module``; or a
         :class:`Network` (returned unchanged, so APIs can accept either).
     trust_pickle:
         For PyTorch files only: allow loading a module pickled whole, which can run code.
@@ -73,6 +83,31 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
     if fmt == "onnx":
         return _import("onnx_io", "ONNX").load_onnx(path)
     return _import("nnet", ".nnet").load_nnet(path)
+
+
+def check_source(net: Network, boxes: Iterable[Any]) -> None:
+    """Re-check ``net`` against the file it was read from, on the analysis domain ``boxes``.
+
+    - ONNX (:func:`exactcomp.io.onnx_check.check_on_domain`): the file is run in onnxruntime
+      on the corners, faces and random points of each box, since the load-time check could not
+      know the domain.
+    - ``.nnet`` (:func:`exactcomp.io.nnet.nnet_domain_check`): a box must lie within the
+      file's input limits, outside which a ``.nnet`` consumer clips its inputs.
+
+    Other formats are read exactly and need nothing.
+
+    Raises
+    ------
+    InvalidNetworkError
+        The file computes something else than ``net`` somewhere on the domain.
+    InvalidDomainError
+        A box leaves a ``.nnet`` file's input limits.
+    """
+    boxes = list(boxes)
+    if net.meta.get("format") == "onnx":
+        _import("onnx_check", "ONNX").check_on_domain(net, boxes)
+    if net.meta.get("format") == "nnet":
+        _import("nnet", ".nnet").nnet_domain_check(net, boxes)
 
 
 def save(
@@ -112,6 +147,14 @@ def save(
     onnx_io = _import("onnx_io", "ONNX")
     with atomic_path(target) as tmp:
         onnx_io.save_onnx(net, tmp, like=like)
+
+
+def check_save_path(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Check, before any work, that :func:`save` can write ``path``: a known suffix, not an
+    input, a writable directory (raises :class:`OutputPathError` otherwise)."""
+    target = Path(path)
+    _format(target, SAVE_SUFFIXES, "write")
+    return check_output_path(target, inputs)
 
 
 def _format(path: Path, table: dict[str, str], verb: str) -> str:

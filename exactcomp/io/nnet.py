@@ -14,17 +14,30 @@ The format (Kyle Julian, Stanford, 2016) is comma-separated text after ``//`` co
 A consumer evaluates ``x' = (clip(x, min, max) - mean) / range``, the ReLU network (no ReLU
 after the last layer), then ``y = y' * range_out + mean_out``.
 
+Units: the network read here takes *raw* inputs, in the units of the file's ``min``/``max``
+(ACAS Xu: feet, radians, feet per second), and returns *raw* outputs; so a domain (``--box``,
+``--vnnlib``) for an ``.nnet`` model is given in raw units. A box in normalised units ``x'``
+maps to raw units by ``x = x' * range + mean``.
+
 Normalisation and de-normalisation are affine, so they are folded exactly into the first and
-last layers: the resulting :class:`~exactcomp.network.Network` takes *raw* inputs and returns
-*raw* outputs. The clipping is not affine and cannot be represented in an affine+ReLU chain;
-it is the identity only inside the box ``[min, max]``. The IR is therefore exact only on
-inputs within those limits, so any domain used with an ``.nnet`` network must lie inside
-them: :func:`load_nnet` checks a given box, and :func:`nnet_input_limits` /
-:func:`check_nnet_box` let callers check one later. The limits are also in ``Network.meta``.
+last layers. The clipping is not affine; it is the identity only inside the box ``[min, max]``,
+so the folded network is exact only there. Every domain used with an ``.nnet`` network must
+therefore lie inside the limits, and one that leaves them is refused (:func:`check_nnet_box`,
+called where the API binds a domain to a network) rather than represented: outside the limits
+the file's function is constant along the clipped coordinates, so the part of the box inside
+the limits carries all of its behaviour, and a box that leaves them is in practice given in the
+wrong units (normalised instead of raw), which an error surfaces and a silent clip would hide.
+
+Header lines may carry more entries than the format needs (NeuroDiff's ACAS Xu files list 7
+minimums for 5 inputs). The reference readers (Julian's NNet, ReluVal, NeuroDiff) read only
+the first ``n`` numbers of each header line, and so does :func:`load_nnet`: the inputs' limits,
+means and ranges are the first ``n_in`` entries, and the output's mean and range entry
+``n_in`` of their lines. How many entries were ignored is kept in ``Network.meta``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +48,39 @@ from ..network import Layer, Network
 
 
 class _Tokens:
-    """The numbers of a ``.nnet`` file, consumed in order."""
+    """The numbers of a ``.nnet`` file, line by line, consumed in order."""
+
+    def __init__(self, lines: list[tuple[int, list[float]]], source: str) -> None:
+        self.lines, self.line, self.source = lines, 0, source
+        self.ignored: dict[str, int] = {}
+
+    def header_line(self, n: int, what: str) -> np.ndarray:
+        """The first ``n`` numbers of the next line; more on the line are ignored (and counted),
+        as the reference readers do; fewer is an error."""
+        if self.line >= len(self.lines):
+            raise InputFileError(
+                f"{self.source}: the file ends early (reading {what}); it is truncated or not "
+                "in the .nnet format"
+            )
+        lineno, values = self.lines[self.line]
+        if len(values) < n:
+            raise InputFileError(
+                f"{self.source} line {lineno}: {len(values)} numbers for {what}, expected {n}; "
+                "not a .nnet file or a malformed header"
+            )
+        self.line += 1
+        if len(values) > n:
+            self.ignored[what] = len(values) - n
+        return np.asarray(values[:n], dtype=np.float64)
+
+    def body(self) -> _Body:
+        """The numbers after the header, as one stream (weights may wrap lines)."""
+        rest = [v for _, values in self.lines[self.line :] for v in values]
+        return _Body(rest, self.source)
+
+
+class _Body:
+    """The weights and biases of a ``.nnet`` file, consumed in order."""
 
     def __init__(self, values: list[float], source: str) -> None:
         self.values, self.pos, self.source = values, 0, source
@@ -51,18 +96,20 @@ class _Tokens:
         return out
 
 
-def _read_numbers(path: Path) -> list[float]:
+def _read_lines(path: Path) -> list[tuple[int, list[float]]]:
+    """The numbers of each non-comment, non-blank line, with its line number."""
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise InputFileError(f".nnet file {str(path)!r} does not exist; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputFileError(f"cannot read .nnet file {str(path)!r}: {exc}") from None
-    values: list[float] = []
+    lines: list[tuple[int, list[float]]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("//"):
             continue
+        values: list[float] = []
         for field in line.split(","):
             field = field.strip()
             if not field:
@@ -73,7 +120,8 @@ def _read_numbers(path: Path) -> list[float]:
                 raise InputFileError(
                     f"{str(path)!r} line {lineno}: {field!r} is not a number; not a .nnet file"
                 ) from None
-    return values
+        lines.append((lineno, values))
+    return lines
 
 
 def _size(v: float, what: str, source: str) -> int:
@@ -90,52 +138,73 @@ def load_nnet(path: str | Path, *, box: Box | None = None) -> Network:
     path:
         The ``.nnet`` file.
     box:
-        The domain it will be used on, if known; it must lie within the file's input limits
-        (see the module docstring), else :class:`InvalidDomainError`.
+        The domain it will be used on, if known, in raw units; it must lie within the file's
+        input limits (see the module docstring), else :class:`InvalidDomainError`.
 
     Returns
     -------
     Network
         Raw inputs to raw outputs, ``dtype="float64"`` (the file is decimal text);
         ``meta`` holds ``format="nnet"``, ``input_min``/``input_max`` (the clipping limits),
-        ``input_mean``/``input_range`` and ``output_mean``/``output_range``.
+        ``input_mean``/``input_range``, ``output_mean``/``output_range``, and
+        ``header_entries_ignored`` (header line -> extra trailing entries not read).
 
     Raises
     ------
     InputFileError
         Missing, unreadable, truncated or malformed file.
     InvalidNetworkError
-        Inconsistent sizes, a zero range, or NaN/inf weights.
+        Inconsistent sizes, a zero or non-finite range, a NaN limit, a minimum above its
+        maximum, or NaN/inf weights.
     InvalidDomainError
         ``box`` leaves the input limits, or has the wrong size.
     """
     path = Path(path)
     source = str(path)
-    tok = _Tokens(_read_numbers(path), source)
+    tok = _Tokens(_read_lines(path), source)
     n_layers, n_in, n_out, _ = (
         _size(v, w, source)
-        for v, w in zip(tok.take(4, "the header"), ("L", "n_in", "n_out", "max"), strict=True)
+        for v, w in zip(
+            tok.header_line(4, "the header"), ("L", "n_in", "n_out", "max"), strict=True
+        )
     )
-    sizes = [_size(v, "a layer size", source) for v in tok.take(n_layers + 1, "the layer sizes")]
+    sizes = [
+        _size(v, "a layer size", source) for v in tok.header_line(n_layers + 1, "the layer sizes")
+    ]
     if sizes[0] != n_in or sizes[-1] != n_out:
         raise InvalidNetworkError(
             f"{source}: layer sizes {sizes} do not start with n_in={n_in} and end with n_out={n_out}"
         )
-    tok.take(1, "the unused flag")
-    lo, hi = tok.take(n_in, "the input minimums"), tok.take(n_in, "the input maximums")
-    mean, rng = tok.take(n_in + 1, "the means"), tok.take(n_in + 1, "the ranges")
+    tok.header_line(1, "the unused flag")
+    lo, hi = (
+        tok.header_line(n_in, "the input minimums"),
+        tok.header_line(n_in, "the input maximums"),
+    )
+    mean, rng = tok.header_line(n_in + 1, "the means"), tok.header_line(n_in + 1, "the ranges")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(rng))):
+        raise InvalidNetworkError(f"{source}: a normalisation mean or range is not finite")
+    if np.any(np.isnan(lo)) or np.any(np.isnan(hi)):  # +-inf is fine: no clipping that side
+        raise InvalidNetworkError(f"{source}: an input limit is NaN")
     if np.any(rng == 0):
-        raise InvalidNetworkError(f"{source}: a normalisation range is zero")
+        i = int(np.flatnonzero(rng == 0)[0])
+        which = f"input {i}" if i < n_in else "the output"
+        raise InvalidNetworkError(f"{source}: the normalisation range of {which} is zero")
+    if np.any(lo > hi):
+        i = int(np.flatnonzero(lo > hi)[0])
+        raise InvalidNetworkError(
+            f"{source}: input {i} has minimum {lo[i]} above its maximum {hi[i]}"
+        )
+    body = tok.body()
     layers = []
     for k in range(n_layers):
-        w = tok.take(sizes[k + 1] * sizes[k], f"the weights of layer {k}").reshape(
+        w = body.take(sizes[k + 1] * sizes[k], f"the weights of layer {k}").reshape(
             sizes[k + 1], sizes[k]
         )
-        b = tok.take(sizes[k + 1], f"the biases of layer {k}")
+        b = body.take(sizes[k + 1], f"the biases of layer {k}")
         layers.append([w, b])
-    if tok.pos != len(tok.values):
+    if body.pos != len(body.values):
         raise InputFileError(
-            f"{source}: {len(tok.values) - tok.pos} numbers left over after the last layer; "
+            f"{source}: {len(body.values) - body.pos} numbers left over after the last layer; "
             "the header does not match the weights"
         )
     # x' = (x - mean) / range:  W x' + b = (W / range) x + (b - W (mean / range))
@@ -153,6 +222,7 @@ def load_nnet(path: str | Path, *, box: Box | None = None) -> Network:
         "input_range": rng[:n_in].tolist(),
         "output_mean": float(mean[n_in]),
         "output_range": float(rng[n_in]),
+        "header_entries_ignored": dict(tok.ignored),
     }
     net = Network(
         tuple(Layer(w, b, relu=k < n_layers - 1) for k, (w, b) in enumerate(layers)),
@@ -180,17 +250,40 @@ def nnet_input_limits(source: str | Path | Network) -> Box:
 def check_nnet_box(net: Network, box: Box) -> None:
     """Raise unless ``box`` lies within the ``.nnet`` input limits of ``net``.
 
-    Outside the limits the original network clips its input, which the affine IR does not
-    model, so verdicts there would describe a different function.
+    Outside the limits the file's network clips its input, which the affine IR does not
+    model, so verdicts there would describe a different function. The error names the input,
+    the bound, the limit and the units (raw: those of the file's ``min``/``max``).
     """
     box.check_size(net.input_size)
     limits = nnet_input_limits(net)
-    bad = np.flatnonzero((box.lower < limits.lower) | (box.upper > limits.upper))
-    if bad.size:
-        i = int(bad[0])
-        raise InvalidDomainError(
-            f"the box leaves the .nnet input limits in coordinate {i}: "
-            f"[{box.lower[i]}, {box.upper[i]}] is not within [{limits.lower[i]}, "
-            f"{limits.upper[i]}]; the network clips its inputs there, which cannot be "
-            "represented exactly; shrink the box to the limits"
-        )
+    below, above = box.lower < limits.lower, box.upper > limits.upper
+    bad = np.flatnonzero(below | above)
+    if not bad.size:
+        return
+    i = int(bad[0])
+    if below[i]:
+        where = f"lower bound {float(box.lower[i])!r} is below the file's minimum {float(limits.lower[i])!r}"
+    else:
+        where = f"upper bound {float(box.upper[i])!r} is above the file's maximum {float(limits.upper[i])!r}"
+    mean, rng = net.meta.get("input_mean"), net.meta.get("input_range")
+    hint = ""
+    if mean is not None and rng is not None:
+        hint = f" (for this input, raw = normalised * {float(rng[i])!r} + {float(mean[i])!r})"
+    raise InvalidDomainError(
+        f"input {i} of the box leaves the .nnet input limits: its {where}. A .nnet model's box "
+        f"is in raw units, those of the file's min/max{hint}; the file clips its inputs to "
+        "[min, max], which exactcomp does not model: give a box within the limits (intersect it "
+        "with them: beyond a limit the file's output does not change along that input)"
+    )
+
+
+def nnet_domain_check(net: Network, boxes: Iterable[Box]) -> None:
+    """Check every box of a domain against ``net``'s ``.nnet`` input limits, if it has any.
+
+    A network read from another format has none, and this does nothing: call it wherever a
+    domain is bound to a network.
+    """
+    if "input_min" not in net.meta or "input_max" not in net.meta:
+        return
+    for box in boxes:
+        check_nnet_box(net, box)

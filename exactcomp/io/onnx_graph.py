@@ -13,6 +13,11 @@ constant, such as ``Constant -> Reshape -> Transpose``) are folded as they are m
 ``Conv`` is lowered to a dense affine map by :mod:`exactcomp.io.onnx_conv` (small convs
 only); pooling (``MaxPool``) is not affine and stays unsupported.
 
+Before each handler runs, :func:`exactcomp.io.onnx_types.audit_node` checks the node's element
+types (tracked per tensor): what the reader computes is the graph in real arithmetic, so a node
+whose ONNX meaning rounds beyond the graph's compute dtype (``Cast`` to FLOAT16 or to an
+integer, FLOAT16 arithmetic, mixed operand types...) is refused by name, never approximated.
+
 Only a chain is representable: a tensor from before a ReLU may not be used after it (skip
 connections), and a node whose operator is not in :data:`SUPPORTED_OPS` is refused with an
 :class:`~exactcomp.errors.UnsupportedModelError` naming it. Nodes that do not feed the
@@ -32,6 +37,7 @@ from ..errors import InputFileError, InvalidNetworkError, UnsupportedModelError
 from ..network import Layer
 from .onnx_handlers import FLOAT_TYPES, HANDLERS, SUPPORTED_OPS, LoweringState, node_attributes
 from .onnx_ops import Affine, Value
+from .onnx_types import audit_node, compute_type, output_types
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class LoweredGraph:
     output_name: str
     output_shape: tuple[int | str | None, ...]
     input_dtype: str
+    compute_dtype: str
 
 
 # ------------------------------------------------------------------------- driver
@@ -140,6 +147,9 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
 
     st = LoweringState()
     env: dict[str, Value] = dict(consts)
+    types: dict[str, int | None] = {t.name: int(t.data_type) for t in graph.initializer}
+    types[vin.name] = int(in_type)
+    compute = compute_type(in_type)
     env[vin.name] = Affine.identity(concrete_in, 0)
     needed = _needed_nodes(graph, vout.name)
     wanted = {t for i in needed for t in graph.node[i].input} | {vout.name}
@@ -164,15 +174,20 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
                 f"{label} reads the tensor {exc.args[0]!r}, which no earlier node produces "
                 "(the graph is malformed or not topologically sorted)"
             ) from None
+        attrs = node_attributes(node)
+        in_types = [types.get(name) if name else None for name in node.input]
         try:
-            outs = handler(st, node_attributes(node), xs)
+            audit_node(node.op_type, attrs, in_types, [isinstance(x, Affine) for x in xs], compute)
+            outs = handler(st, attrs, xs)
         except UnsupportedModelError as exc:
             raise UnsupportedModelError(f"{label}: {exc}") from None
         except (ValueError, IndexError, KeyError, TypeError) as exc:
             raise InvalidNetworkError(f"{label}: cannot evaluate it ({exc})") from None
+        out_types = output_types(node.op_type, attrs, in_types)
         for k, name in enumerate(node.output):
             if k < len(outs):
                 env[name] = outs[k]
+                types[name] = out_types[k] if k < len(out_types) else None
             elif name in wanted:
                 raise UnsupportedModelError(f"{label}: its output #{k} ({name!r}) is not supported")
     if vout.name not in env:
@@ -190,6 +205,7 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
         output_name=vout.name,
         output_shape=declared_out,
         input_dtype=FLOAT_TYPES[in_type],
+        compute_dtype=FLOAT_TYPES[compute],
     )
 
 

@@ -10,6 +10,7 @@ as a layer (:meth:`LoweringState.commit`). Anything not affine raises
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -92,12 +93,26 @@ def _dropout(st: LoweringState, at: dict, xs: list) -> list:
 
 
 def _cast(st: LoweringState, at: dict, xs: list) -> list:
+    """``Cast``: an input-dependent tensor reaches here only for the exact or compute-dtype
+    casts :func:`~exactcomp.io.onnx_types.audit_node` accepts, which the real-arithmetic IR
+    reads as the identity; a constant is converted as onnxruntime does, or refused."""
     to = int(at.get("to", 0))
     if isinstance(xs[0], Affine):
-        if to not in FLOAT_TYPES:
-            raise UnsupportedModelError("casts an input-dependent tensor to a non-float type")
         return [xs[0]]
-    return [np.asarray(xs[0]).astype(helper.tensor_dtype_to_np_dtype(to))]
+    x = np.asarray(xs[0])
+    target = np.dtype(helper.tensor_dtype_to_np_dtype(to))
+    if x.dtype.kind == "f" and target.kind in "iub":
+        if not np.all(np.isfinite(x)):
+            raise UnsupportedModelError(f"casts a non-finite constant to {target}")
+        if target.kind != "b":
+            info = np.iinfo(target)
+            if np.any(x <= info.min - 1.0) or np.any(x >= info.max + 1.0):
+                raise UnsupportedModelError(f"casts a constant outside the range of {target}")
+    with np.errstate(over="ignore"):
+        out = x.astype(target)
+    if out.dtype.kind == "f" and np.any(np.isinf(out) & np.isfinite(x.astype(np.float64))):
+        raise UnsupportedModelError(f"casts a constant that overflows {target} to inf")
+    return [out]
 
 
 def _flatten(st: LoweringState, at: dict, xs: list) -> list:
@@ -138,19 +153,41 @@ def _no_legacy_broadcast(at: dict) -> None:
         raise UnsupportedModelError("uses the legacy (opset < 7) 'axis' broadcast")
 
 
+_INTEGER_OPS = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul}
+
+
+def _integer_constants(op: str, a: Value, b: Value) -> np.ndarray | None:
+    """The exact result of ``Add``/``Sub``/``Mul`` on two integer constants (``None`` when
+    that is not the case); refused if it overflows the type, where onnxruntime would wrap."""
+    if isinstance(a, Affine) or isinstance(b, Affine):
+        return None
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
+        return None
+    dt = np.result_type(a, b)
+    exact = np.asarray(_INTEGER_OPS[op](a.astype(object), b.astype(object)), dtype=object)
+    info = np.iinfo(dt)
+    if any(v < info.min or v > info.max for v in exact.reshape(-1)):
+        raise UnsupportedModelError(f"overflows {dt} in integer arithmetic on constants")
+    return exact.astype(dt)
+
+
 def _add(st: LoweringState, at: dict, xs: list) -> list:
     _no_legacy_broadcast(at)
-    return [ops.add(xs[0], xs[1])]
+    exact = _integer_constants("Add", xs[0], xs[1])
+    return [exact if exact is not None else ops.add(xs[0], xs[1])]
 
 
 def _sub(st: LoweringState, at: dict, xs: list) -> list:
     _no_legacy_broadcast(at)
-    return [ops.add(xs[0], ops.neg(xs[1]))]
+    exact = _integer_constants("Sub", xs[0], xs[1])
+    return [exact if exact is not None else ops.add(xs[0], ops.neg(xs[1]))]
 
 
 def _mul(st: LoweringState, at: dict, xs: list) -> list:
     _no_legacy_broadcast(at)
-    return [ops.mul(xs[0], xs[1])]
+    exact = _integer_constants("Mul", xs[0], xs[1])
+    return [exact if exact is not None else ops.mul(xs[0], xs[1])]
 
 
 def _div(st: LoweringState, at: dict, xs: list) -> list:

@@ -1,26 +1,19 @@
 """ONNX files <-> the network IR, each direction checked against onnxruntime.
 
 Reading lowers the graph with :func:`exactcomp.io.onnx_graph.lower_graph` and then runs the
-original file in onnxruntime on random inputs: a network we misread would make every later
+original file in onnxruntime on the corners, faces and random points of a box: a network we misread would make every later
 proof a proof about the wrong function, so a disagreement is an error, never a warning.
 Writing produces a plain ``Gemm`` (+ ``Relu``) chain with the source's input and output names
 and shapes (a ``Reshape`` adapts odd layouts such as ``[1, 784, 1]`` or ``[1, 1, 1, 5]``),
 checks it with ``onnx.checker`` and onnxruntime, and only then renames it into place.
 
-The comparison tolerance is relative to the size ``S(x)`` of the partial sums the network
-forms at ``x``: the largest entry of ``|W_k| |h_{k-1}| + |b_k|`` over all layers (with the true
-activations ``h``) and of ``|x|``. Rounding with unit roundoff ``u`` (float32: ``6e-8``) moved
-the outputs of every shipped network by at most ``5 u S``; we allow ``64 u depth S`` (plus
-``1e-12``), still far below the size of any structural mistake (a transposed or missing weight,
-a lost normalisation), which changes outputs by a sizeable fraction of ``S``. A worst-case
-bound (``|W|`` propagated through the whole network) would be ``1e7`` times looser on ACAS Xu
-and so useless as a check.
+What each operator and cast means, and which are refused, is in :mod:`exactcomp.io.onnx_types`;
+the cross-check (probe points and tolerance) is in :mod:`exactcomp.io.onnx_check`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +25,24 @@ from ..domain import Box
 from ..errors import InputFileError, InvalidNetworkError, VerificationError
 from ..network import Layer, Network
 from .atomic import atomic_path
+from .onnx_check import (
+    Comparison,
+    check_boxes,
+    compare_with_onnxruntime,
+    layers_digest,
+    partial_sum_size,
+    probe_points,
+)
 from .onnx_graph import declared_dims, initializer_dtype, lower_graph, opset_version
+
+__all__ = [
+    "Comparison",
+    "build_model",
+    "compare_with_onnxruntime",
+    "load_onnx",
+    "partial_sum_size",
+    "save_onnx",
+]
 
 #: Opset and IR version of the files we write (supported by every onnxruntime since 1.10).
 WRITE_OPSET = 13
@@ -56,28 +66,34 @@ def load_onnx(
     path:
         The ``.onnx`` file.
     check_box:
-        Where to draw the random inputs of the onnxruntime check; default ``[-1, 1]^n``
-        (the function is the same everywhere, so any inputs will do; a box lets the check
-        exercise the domain that matters).
+        The box on whose corners, faces and random points onnxruntime checks the network
+        (:func:`~exactcomp.io.onnx_check.probe_points`); default ``[-1, 1]^n``. The API checks
+        again on the analysis domain once it is known
+        (:func:`~exactcomp.io.onnx_check.check_on_domain`).
     check_samples:
-        How many random inputs the check uses.
+        How many random interior points the check adds to the corners and faces.
     seed:
         Seed of those inputs (the check is deterministic).
 
     Returns
     -------
     Network
-        ``dtype`` is the weights' dtype; ``meta`` holds ``format="onnx"``, ``input_name``,
+        ``dtype`` is the weights' dtype (FLOAT16 weights: the compute dtype, so that a
+        saved copy never computes in float16); ``meta`` holds ``format="onnx"``, ``input_name``,
         ``input_shape``, ``output_name``, ``output_shape`` (shapes include the batch dimension;
         a dynamic dimension is its name or ``None``), ``opset``, ``producer`` and
-        ``check_max_abs_diff`` (the largest difference seen against onnxruntime).
+        ``input_dtype``, ``compute_dtype`` (see :mod:`~exactcomp.io.onnx_types`),
+        ``layers_digest`` and ``check_max_abs_diff`` (the largest difference seen against
+        onnxruntime).
 
     Raises
     ------
     InputFileError
         Missing file, not ONNX, or a model ``onnx.checker`` or onnxruntime rejects.
     UnsupportedModelError
-        An operator or structure that is not an affine+ReLU chain, naming the node.
+        An operator or structure that is not an affine+ReLU chain, or an operator or cast
+        the reader cannot read exactly (FLOAT16 arithmetic, a narrowing or integer cast...),
+        naming the node.
     InvalidNetworkError
         The lowered network disagrees with onnxruntime (a reader bug or an odd graph).
     """
@@ -103,124 +119,23 @@ def load_onnx(
         "output_shape": list(lowered.output_shape),
         "opset": opset_version(model),
         "producer": model.producer_name,
+        "input_dtype": lowered.input_dtype,
+        "compute_dtype": lowered.compute_dtype,
     }
-    net = Network(lowered.layers, dtype=initializer_dtype(model, lowered.input_dtype), meta=meta)
+    dtype = initializer_dtype(model, lowered.input_dtype)
+    if dtype not in ("float32", "float64"):
+        dtype = lowered.compute_dtype  # FLOAT16 weights: save in the type the graph computes in
+    net = Network(lowered.layers, dtype=dtype, meta=meta)
     box = check_box if check_box is not None else Box.uniform(-1.0, 1.0, net.input_size)
-    box.check_size(net.input_size)
-    x = box.sample(check_samples, np.random.default_rng(seed))
-    worst = compare_with_onnxruntime(
-        model.SerializeToString(),
-        net,
-        x,
-        lowered.input_name,
-        lowered.input_shape,
-        lowered.input_dtype,
-    )
+    worst = check_boxes(model.SerializeToString(), net, [box], random=check_samples, seed=seed)
     if worst.excess > 0:
         raise InvalidNetworkError(
             f"the network read from {str(path)!r} differs from onnxruntime by up to "
             f"{worst.max_abs_diff:.3g} (allowed {worst.allowed_at_worst:.3g}); the graph uses a "
             "construct the reader misinterprets, please report it"
         )
-    return Network(
-        net.layers, dtype=net.dtype, meta={**meta, "check_max_abs_diff": worst.max_abs_diff}
-    )
-
-
-# ----------------------------------------------------------------------------- checking
-@dataclass(frozen=True)
-class Comparison:
-    """Largest IR-vs-onnxruntime difference, and by how much the worst entry exceeds its
-    allowance (``excess > 0`` means the two disagree)."""
-
-    max_abs_diff: float
-    excess: float
-    allowed_at_worst: float
-
-    @classmethod
-    def of(cls, diff: np.ndarray, allowed: np.ndarray) -> Comparison:
-        allowed = np.broadcast_to(allowed, diff.shape)
-        if diff.size == 0:
-            return cls(0.0, -1.0, 0.0)
-        over = diff - allowed
-        i = np.unravel_index(int(np.argmax(over)), over.shape)
-        return cls(float(diff.max()), float(over[i]), float(allowed[i]))
-
-
-def partial_sum_size(net: Network, x: np.ndarray) -> np.ndarray:
-    """``S(x)`` per row of ``x``: the largest ``|W_k| |h_{k-1}| + |b_k|`` entry, or ``|x|``."""
-    h = x
-    size = np.abs(x).max(axis=1, initial=0.0)
-    for layer in net.layers:
-        size = np.maximum(
-            size, (np.abs(h) @ np.abs(layer.weight).T + np.abs(layer.bias)).max(axis=1, initial=0.0)
-        )
-        h = h @ layer.weight.T + layer.bias
-        if layer.relu:
-            h = np.maximum(h, 0.0)
-    return size
-
-
-def _feed_shape(dims: Dims, batch: int) -> tuple[int, ...]:
-    return tuple(batch if not isinstance(d, int) else d for d in dims)
-
-
-def _run_session(sess: Any, xin: np.ndarray, name: str, shape: Dims) -> np.ndarray:
-    """Outputs for each row of ``xin``, shape ``(rows, outputs)``: batched when the batch is
-    dynamic (falling back to one row at a time if the graph insists on batch 1)."""
-    try:
-        if len(shape) >= 2 and not isinstance(shape[0], int):
-            try:
-                out = sess.run(None, {name: xin.reshape(_feed_shape(shape, len(xin)))})[0]
-                return np.asarray(out, dtype=np.float64).reshape(len(xin), -1)
-            except Exception:  # noqa: BLE001 - e.g. a Reshape that hard-codes batch 1
-                pass
-        one = _feed_shape(shape, 1)
-        rows = [sess.run(None, {name: row.reshape(one)})[0] for row in xin]
-        return np.asarray(rows, dtype=np.float64).reshape(len(xin), -1)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise InputFileError(f"onnxruntime fails to run the model: {exc}") from None
-
-
-def compare_with_onnxruntime(
-    model: bytes | str | Path,
-    net: Network,
-    x: np.ndarray,
-    input_name: str,
-    input_shape: Dims,
-    input_dtype: str,
-) -> Comparison:
-    """Run ``model`` in onnxruntime on the rows of ``x`` and compare with ``net`` in float64.
-
-    The IR is evaluated on the inputs rounded to ``input_dtype`` (what onnxruntime sees), so
-    only arithmetic rounding is left in the difference; see the module docstring for the
-    allowance.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    try:
-        src = model if isinstance(model, bytes) else str(model)
-        sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise InputFileError(f"onnxruntime cannot run the model: {exc}") from None
-    dt = np.dtype(input_dtype)
-    xin = np.asarray(x, dtype=np.float64).astype(dt)
-    got = _run_session(sess, xin, input_name, input_shape)
-    x64 = xin.astype(np.float64)
-    want = net.forward(x64)
-    if got.shape != want.shape:
-        raise InvalidNetworkError(
-            f"onnxruntime returns {got.shape[1]} outputs per sample but the network read has "
-            f"{want.shape[1]}"
-        )
-    weight_dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype(np.float32)
-    u = max(np.finfo(dt).eps, np.finfo(weight_dt).eps) / 2
-    allowed = 64 * u * len(net.layers) * partial_sum_size(net, x64)[:, None] + 1e-12
-    return Comparison.of(np.abs(got - want), allowed)
+    extra = {"layers_digest": layers_digest(net), "check_max_abs_diff": worst.max_abs_diff}
+    return Network(net.layers, dtype=net.dtype, meta={**meta, **extra})
 
 
 # ----------------------------------------------------------------------------- writing
@@ -374,7 +289,8 @@ def save_onnx(
 
     in_shape = declared_dims(in_vi) or ()
     dt = str(helper.tensor_dtype_to_np_dtype(in_vi.type.tensor_type.elem_type))
-    x = Box.uniform(-1.0, 1.0, net.input_size).sample(check_samples, np.random.default_rng(seed))
+    box = Box.uniform(-1.0, 1.0, net.input_size)
+    x = probe_points(box, check_samples, np.random.default_rng(seed))
     with atomic_path(Path(path)) as tmp:
         onnx.save(model, str(tmp))
         worst = compare_with_onnxruntime(tmp, net, x, in_vi.name, in_shape, dt)

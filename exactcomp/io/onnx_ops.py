@@ -175,7 +175,13 @@ def div(a: Value, b: Value) -> Value:
     if np.any(c == 0):
         raise UnsupportedModelError("divides by a constant that contains zero")
     if not isinstance(a, Affine):
-        return np.asarray(a) / np.asarray(b)
+        x, y = np.asarray(a), np.asarray(b)
+        if x.dtype.kind in "iu" and y.dtype.kind in "iu":
+            # ONNX integer Div truncates toward zero (numpy's // floors)
+            q = np.abs(x.astype(object)) // np.abs(y.astype(object))
+            sign = np.where((x < 0) != (y < 0), -1, 1)
+            return np.asarray(q * sign, dtype=object).astype(np.result_type(x, y))
+        return x / y
     return mul(a, 1.0 / c)
 
 

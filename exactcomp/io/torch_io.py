@@ -14,12 +14,19 @@ torch itself is imported only inside the functions that need it (the fallback re
 in memory, saving), so reading a plain checkpoint never imports it. Tensors therefore arrive
 either as numpy arrays (fast reader) or as torch tensors; the readers below accept both.
 
-A ``state_dict`` carries no activations, so it is read as the conventional MLP: the
-``*.weight``/``*.bias`` pairs in the dict's saved order (never re-sorted: ``layers.10`` may
-legitimately follow ``layers.2``), a ReLU after every layer but the last. Files written by
-:func:`save_torch` additionally record the exact ReLU pattern in the ``state_dict``'s
-``_metadata`` (which ``load_state_dict`` ignores), so that networks with a ReLU after the
-output layer, or two affine layers in a row, survive a round trip.
+A ``state_dict`` carries no activations, so :mod:`exactcomp.io.torch_state` reads it as the
+conventional MLP (Linear -> ReLU -> ... -> Linear) and the network carries a note saying that
+this was assumed, which the CLI prints and the report stores. Files written by
+:func:`save_torch` record the exact ReLU pattern (and a Softmax head) in the ``state_dict``'s
+``_metadata`` (which ``load_state_dict`` ignores): those are read without assumption, so
+networks with a ReLU after the output layer, or two affine layers in a row, survive a round
+trip.
+
+The formats that carry the graph are read exactly: ``torch.export`` programs (``.pt2``, by
+:mod:`exactcomp.io.torch_export`, without torch and without unpickling anything) and
+TorchScript archives of an ``nn.Sequential`` (:mod:`exactcomp.io.torch_script`). Modules (in
+memory, pickled whole, TorchScript) go through :class:`~exactcomp.io.torch_chain.ChainBuilder`,
+which also folds eval-mode BatchNorm1d and keeps a final Softmax/LogSoftmax as the head.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputFileError, InvalidNetworkError, UnsupportedModelError
-from ..network import Layer, Network
+from ..errors import InputFileError, UnsupportedModelError
+from ..network import Network
 from .atomic import atomic_open
+from .torch_chain import HEADS, LAYER_KINDS, ChainBuilder, feed
+from .torch_state import METADATA_KEY, state_dict_to_network
 from .torch_zip import read_zip_checkpoint
 
 if TYPE_CHECKING:
@@ -45,19 +54,6 @@ if TYPE_CHECKING:
 
 #: Checkpoint-dict keys that may hold the model's ``state_dict`` (or the module), in order.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-
-#: Key under the ``state_dict``'s ``_metadata`` where :func:`save_torch` records ReLU flags.
-METADATA_KEY = "exactcomp"
-
-#: Bits of the float dtypes a tensor may have, by name (for the widest-dtype rule).
-_FLOAT_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
-
-
-def _skipped_modules() -> tuple[type, ...]:
-    """Layers that are the identity at inference on flat inputs."""
-    from torch import nn
-
-    return (nn.Identity, nn.Flatten, nn.Dropout, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 def _is_module(obj: Any) -> bool:
@@ -76,12 +72,13 @@ def _is_tensor(obj: Any) -> bool:
 
 # --------------------------------------------------------------------------- loading
 def load_torch(path_or_module: str | Path | nn.Module, *, trust_pickle: bool = False) -> Network:
-    """Read a PyTorch MLP (checkpoint file or in-memory module) into a :class:`Network`.
+    """Read a PyTorch network (checkpoint, export program, TorchScript, or module) into the IR.
 
     Parameters
     ----------
     path_or_module:
-        A ``.pt``/``.pth`` file, or an ``nn.Module`` already in memory.
+        A ``.pt``/``.pth`` file (state_dict, checkpoint dict, pickled module, TorchScript), a
+        ``.pt2`` ``torch.export`` program, or an ``nn.Module`` already in memory.
     trust_pickle:
         Allow ``torch.load(weights_only=False)`` for a module pickled whole. Unpickling can run
         arbitrary code, so only set it for files from a trusted source.
@@ -89,23 +86,49 @@ def load_torch(path_or_module: str | Path | nn.Module, *, trust_pickle: bool = F
     Returns
     -------
     Network
-        In float64, with ``dtype`` the checkpoint's dtype (e.g. ``"float32"``) and
-        ``meta={"format": "torch"}``.
+        In float64, with ``dtype`` the checkpoint's dtype (e.g. ``"float32"``) and ``meta``
+        holding ``format="torch"``, the ``notes`` to show the user (e.g. that a state_dict's
+        architecture was assumed) and the ``head`` (``"softmax"``/``"log_softmax"``) if any.
 
     Raises
     ------
     InputFileError
         Missing file, not a PyTorch checkpoint, or a pickled module without ``trust_pickle``.
     UnsupportedModelError
-        A layer other than Linear/ReLU/Flatten/Identity/Dropout (named in the message).
+        A layer or op outside Linear/ReLU/BatchNorm1d/Dropout/Flatten/Identity and a final
+        Softmax/LogSoftmax (named in the message).
     InvalidNetworkError
         NaN/inf values, or weight shapes that do not chain.
     """
     if _is_module(path_or_module):
         return module_to_network(path_or_module)
     path = Path(path_or_module)
+    if not path.exists():
+        raise InputFileError(f"model file {str(path)!r} not found; check the path")
+    if not path.is_file():
+        raise InputFileError(f"model path {str(path)!r} is not a file")
+    members = _zip_members(path)
+    if any(n.endswith("/archive_format") for n in members) or path.suffix.lower() == ".pt2":
+        from .torch_export import load_export
+
+        return load_export(path)
+    if any(n.endswith("/constants.pkl") for n in members):
+        from .torch_script import load_torchscript
+
+        return load_torchscript(path)
     obj = _read_checkpoint(path, trust_pickle=trust_pickle)
     return _object_to_network(obj, source=str(path))
+
+
+def _zip_members(path: Path) -> list[str]:
+    """The names in a zip archive (TorchScript and export archives are zips); [] if not one."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return []
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return []
 
 
 def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
@@ -114,15 +137,6 @@ def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
     The torch-free reader first (tensors as numpy arrays); whatever it does not handle goes
     to ``torch.load`` with safe defaults.
     """
-    if not path.exists():
-        raise InputFileError(f"model file {str(path)!r} not found; check the path")
-    if not path.is_file():
-        raise InputFileError(f"model path {str(path)!r} is not a file")
-    if _is_torchscript(path):
-        raise InputFileError(
-            f"{str(path)!r} is a TorchScript archive (torch.jit.save), which is not supported; "
-            "save model.state_dict() with torch.save instead"
-        )
     fast = read_zip_checkpoint(path)
     if fast is not None:
         return fast
@@ -150,17 +164,6 @@ def _read_checkpoint(path: Path, *, trust_pickle: bool) -> Any:
             f"could not unpickle {str(path)!r} ({_short(exc)}); if it is a custom class, save "
             "model.state_dict() instead"
         ) from exc
-
-
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives are zip files with a ``constants.pkl`` (plain checkpoints have none)."""
-    try:
-        if not zipfile.is_zipfile(path):
-            return False
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/constants.pkl") for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def _unsafe_global(exc: BaseException) -> str | None:
@@ -192,114 +195,37 @@ def _object_to_network(obj: Any, *, source: str, depth: int = 0) -> Network:
     )
 
 
-def state_dict_to_network(state_dict: Mapping[str, torch.Tensor | np.ndarray]) -> Network:
-    """Read an MLP ``state_dict``: weight/bias pairs in saved order, ReLU between layers.
-
-    Values are torch tensors or numpy arrays (as :mod:`~exactcomp.io.torch_zip` reads them).
-
-    Keys are grouped by their prefix (``"0"`` for ``"0.weight"``) in the order they first
-    appear; a prefix must have a 2-D ``weight`` and may have a ``bias`` (absent = zero).
-    If the dict carries the ReLU flags written by :func:`save_torch`, they are used instead of
-    the convention (ReLU after every layer but the last).
-    """
-    groups: dict[str, dict[str, Any]] = {}
-    for key, value in state_dict.items():
-        prefix, _, name = key.rpartition(".")
-        if name not in ("weight", "bias"):
-            raise UnsupportedModelError(
-                f"state_dict entry {key!r} is not a Linear weight or bias (a normalisation or "
-                "other unsupported layer?); only Linear/ReLU MLPs are supported"
-            )
-        groups.setdefault(prefix, {})[name] = value
-    weights, biases, dtypes = [], [], []
-    for prefix, params in groups.items():
-        label = prefix or "<root>"
-        if "weight" not in params:
-            raise InvalidNetworkError(f"layer {label!r} has a bias but no weight")
-        w = params["weight"]
-        ndim = len(w.shape)
-        if ndim != 2:
-            kind = "a convolution?" if ndim > 2 else "a normalisation layer?"
-            raise UnsupportedModelError(
-                f"layer {label!r} has a {ndim}-D weight of shape {tuple(w.shape)} ({kind}); "
-                "only Linear layers are supported"
-            )
-        b = params.get("bias")
-        weights.append(_to_numpy(w, f"{label}.weight"))
-        biases.append(
-            np.zeros(w.shape[0]) if b is None else _to_numpy(b, f"{label}.bias").reshape(-1)
-        )
-        dtypes.append(w.dtype)
-        if b is not None and _numel(b) != w.shape[0]:
-            raise InvalidNetworkError(
-                f"layer {label!r}: bias has {_numel(b)} entries but the weight has "
-                f"{w.shape[0]} rows"
-            )
-    relu = _recorded_relu(state_dict, len(weights))
-    if relu is None:
-        relu = [k < len(weights) - 1 for k in range(len(weights))]
-    layers = tuple(Layer(w, b, r) for w, b, r in zip(weights, biases, relu, strict=True))
-    return _build(layers, dtypes)
-
-
-def _numel(t: Any) -> int:
-    return int(t.size) if isinstance(t, np.ndarray) else int(t.numel())
-
-
-def _recorded_relu(state_dict: Mapping[str, Any], n: int) -> list[bool] | None:
-    """ReLU flags that :func:`save_torch` stored in ``_metadata``, if present and consistent."""
-    metadata = getattr(state_dict, "_metadata", None)
-    if not isinstance(metadata, Mapping):
-        return None
-    record = metadata.get(METADATA_KEY)
-    flags = record.get("relu") if isinstance(record, Mapping) else None
-    if (
-        isinstance(flags, list | tuple)
-        and len(flags) == n
-        and all(isinstance(f, bool) for f in flags)
-    ):
-        return list(flags)
-    return None
-
-
 def module_to_network(module: nn.Module) -> Network:
-    """Read an ``nn.Sequential`` (nested ones too) of Linear/ReLU/Flatten/Identity/Dropout.
+    """Read an ``nn.Sequential`` (nested ones too) of the layers :func:`feed` accepts.
 
-    Flatten is accepted because on the flat ``(batch, features)`` inputs of an MLP it is the
-    identity; Dropout is the identity at inference. Any other layer raises
-    :class:`UnsupportedModelError` naming it.
+    Linear, ReLU, an eval-mode BatchNorm1d right after a Linear (folded into it), Dropout,
+    Flatten, Identity, and a final Softmax/LogSoftmax kept as the head (see
+    :mod:`~exactcomp.io.torch_chain`). Any other layer raises :class:`UnsupportedModelError`
+    naming it; so does a subclass of an accepted layer (its ``forward`` may differ).
     """
+    chain = ChainBuilder("module")
+    for name, leaf in _leaves(module, ""):
+        feed(chain, name, _kind(leaf, name), leaf)
+    return chain.network()
+
+
+def _kind(leaf: nn.Module, name: str) -> str:
+    """The class name of a ``torch.nn`` layer of an accepted type (exactly that class)."""
     from torch import nn
 
-    skipped = _skipped_modules()
-    weights: list[np.ndarray] = []
-    biases: list[np.ndarray] = []
-    relu: list[bool] = []
-    dtypes: list[Any] = []
-    for name, leaf in _leaves(module, ""):
-        if isinstance(leaf, nn.Linear):
-            weights.append(_to_numpy(leaf.weight, f"{name}.weight"))
-            bias = leaf.bias
-            biases.append(
-                np.zeros(leaf.out_features) if bias is None else _to_numpy(bias, f"{name}.bias")
-            )
-            relu.append(False)
-            dtypes.append(leaf.weight.dtype)
-        elif isinstance(leaf, nn.ReLU):
-            if not relu:
-                raise UnsupportedModelError(
-                    f"module {name!r}: a ReLU before the first Linear layer is not supported"
-                )
-            relu[-1] = True
-        elif not isinstance(leaf, skipped):
-            raise UnsupportedModelError(
-                f"unsupported layer {name!r} ({type(leaf).__name__}); only Linear, ReLU, "
-                "Flatten, Identity and Dropout in nn.Sequential are supported"
-            )
-    if not weights:
-        raise InvalidNetworkError("the module has no Linear layer")
-    layers = tuple(Layer(w, b, r) for w, b, r in zip(weights, biases, relu, strict=True))
-    return _build(layers, dtypes)
+    cls = type(leaf)
+    if cls.__name__ in LAYER_KINDS and getattr(nn, cls.__name__, None) is cls:
+        return cls.__name__
+    base = next((k for k in LAYER_KINDS if isinstance(leaf, getattr(nn, k))), None)
+    if base is not None:
+        raise UnsupportedModelError(
+            f"layer {name!r} ({cls.__name__}) subclasses nn.{base}; only the torch.nn class "
+            "itself is read (a subclass may compute something else)"
+        )
+    raise UnsupportedModelError(
+        f"unsupported layer {name!r} ({cls.__name__}); supported in nn.Sequential: "
+        f"{', '.join(LAYER_KINDS)}"
+    )
 
 
 def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
@@ -312,56 +238,12 @@ def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
             out += _leaves(child, f"{name}.{child_name}" if name else child_name)
         return out
     custom = isinstance(module, nn.Sequential) or type(module) is nn.Module
-    if custom or (list(module.children()) and not _is_leaf_layer(module)):
+    if custom or (list(module.children()) and type(module).__name__ not in LAYER_KINDS):
         raise UnsupportedModelError(
             f"module {name or '<root>'!r} ({type(module).__name__}) has a custom forward() that "
-            "cannot be read; pass an nn.Sequential, or save and load its state_dict()"
+            "cannot be read; pass an nn.Sequential, or save a torch.export program (.pt2)"
         )
     return [(name or "<root>", module)]
-
-
-def _is_leaf_layer(module: nn.Module) -> bool:
-    from torch import nn
-
-    return isinstance(module, (nn.Linear, nn.ReLU, *_skipped_modules()))
-
-
-def _to_numpy(t: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
-    """A float64 copy of a parameter, refusing non-float and non-finite values."""
-    if isinstance(t, np.ndarray):
-        if t.dtype.name not in _FLOAT_BITS:  # the fast reader yields float arrays only
-            raise UnsupportedModelError(
-                f"{name!r} has dtype {t.dtype}; only float weights are supported"
-            )
-        array = np.array(t, dtype=np.float64)
-    else:
-        import torch
-
-        if not torch.is_tensor(t):
-            raise InvalidNetworkError(f"{name!r} is a {type(t).__name__}, not a tensor")
-        if t.is_quantized or not t.is_floating_point():
-            raise UnsupportedModelError(
-                f"{name!r} has dtype {t.dtype}; only float weights are supported"
-            )
-        array = t.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
-    if not np.isfinite(array).all():
-        raise InvalidNetworkError(f"{name!r} contains NaN or inf values")
-    return array
-
-
-def _dtype_name_bits(dtype: Any) -> tuple[str, int]:
-    """``("float32", 32)`` for a numpy or torch float dtype."""
-    if isinstance(dtype, np.dtype):
-        return dtype.name, _FLOAT_BITS[dtype.name]
-    import torch
-
-    return str(dtype).removeprefix("torch."), torch.finfo(dtype).bits
-
-
-def _build(layers: tuple[Layer, ...], dtypes: list[Any]) -> Network:
-    """The Network, with the widest source dtype (float64 if any layer is float64)."""
-    widest, _ = max((_dtype_name_bits(d) for d in dtypes), key=lambda nb: nb[1])
-    return Network(layers, dtype=widest, meta={"format": "torch"})
 
 
 # --------------------------------------------------------------------------- saving
@@ -380,6 +262,8 @@ def to_torch_module(net: Network) -> nn.Sequential:
 
     Every affine layer becomes an ``nn.Linear`` (always with a bias), followed by ``nn.ReLU``
     when the layer has one, including after the last layer if the network ends with a ReLU.
+    A network read with a Softmax/LogSoftmax head (``net.meta["head"]``) gets it back as the
+    last module, so the module computes the original function, not the logits.
     Zero-width layers (``nn.Linear(n, 0)``) are built as well: they compute an empty vector,
     and the next layer then has zero inputs and outputs only its bias.
     """
@@ -399,6 +283,11 @@ def to_torch_module(net: Network) -> nn.Sequential:
         modules.append(linear)
         if layer.relu:
             modules.append(nn.ReLU())
+    head = net.meta.get("head")
+    if head == "softmax":
+        modules.append(nn.Softmax(dim=-1))
+    elif head == "log_softmax":
+        modules.append(nn.LogSoftmax(dim=-1))
     return nn.Sequential(*modules).eval()
 
 
@@ -427,12 +316,20 @@ def save_torch(net: Network, path: str | Path) -> None:
     layer, or with two affine layers in a row, is still saved exactly, but its module has a
     different layout: use ``exactcomp.io.to_torch_module(exactcomp.load("small.pt"))``, which
     reads the ReLU flags recorded in ``sd._metadata["exactcomp"]["relu"]``.
+
+    A network with a Softmax/LogSoftmax head (read from a model that ended with one) records
+    it as ``sd._metadata["exactcomp"]["head"]``; the state_dict has no entry for it (it has no
+    parameters), so append ``nn.Softmax(dim=-1)`` to the recipe's module, or use
+    ``to_torch_module``, which does.
     """
     import torch
 
     state = to_torch_module(net).state_dict()
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:
-        metadata[METADATA_KEY] = {"relu": [layer.relu for layer in net.layers]}
+        record: dict[str, Any] = {"relu": [layer.relu for layer in net.layers]}
+        if net.meta.get("head") in HEADS:
+            record["head"] = net.meta["head"]
+        metadata[METADATA_KEY] = record
     with atomic_open(path) as handle:
         torch.save(state, handle)

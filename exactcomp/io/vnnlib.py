@@ -188,6 +188,10 @@ class _Reader:
                 f"{self.source}: the constraint {_show(e)} is not a bound on one input variable "
                 "by a number; only box constraints on the inputs are supported"
             )
+        if c is not None and np.isnan(c):  # max/min would silently drop it
+            raise InvalidDomainError(
+                f"{self.source}: the bound in {_show(e)} is not a number (NaN); give a finite bound"
+            )
         self.inputs.add(i)
         if op == "=":
             bounds.add(i, c, c)

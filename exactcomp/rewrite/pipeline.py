@@ -57,7 +57,7 @@ def compress_network(
         Its stability verdicts; only INACTIVE/ACTIVE verdicts are used, and a ReLU layer
         absent from the report is treated as all UNDECIDED.
     tol:
-        ``tol.fold_rel`` bounds the float64 residual of every fold.
+        ``tol.fold_rel`` bounds the float64 rounding of every (proven exact) fold.
     passes:
         The passes of one round, in order (default :data:`DEFAULT_PASSES`).
 

@@ -45,8 +45,9 @@ class Fold:
     """``h_j = sum_i coefficients[i] * h[sources[i]] + offset`` holds on the domain.
 
     ``sources`` are units of the same layer (in the numbering of the record or fate that
-    holds this fold). ``residual`` is the relative float64 residual of the identity on the
-    incoming weights, checked against ``Tolerances.fold_rel`` before folding.
+    holds this fold). The identity is proven exact (see :mod:`exactcomp.rewrite.algebra`);
+    ``residual`` bounds the true relative residual of the float64 coefficients (their
+    rounding, column by column, relative to the terms), at most ``Tolerances.fold_rel``.
     """
 
     sources: tuple[Unit, ...]

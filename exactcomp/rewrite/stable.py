@@ -44,14 +44,18 @@ def fold_active(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) ->
     """Fold stably active neurons that depend linearly on other active neurons of their layer.
 
     On the domain an ACTIVE neuron is affine: ``h_j = z_j = w_j . h + b_j``. If, over the
-    kept active neurons ``i``, ``w_j = sum_i a_i w_i`` (checked in float64 within
-    ``tol.fold_rel``), then ``h_j = sum_i a_i (z_i - b_i) + b_j = sum_i a_i h_i + c_j`` with
+    kept active neurons ``i``, ``w_j = sum_i a_i w_i`` (an exact identity over the rationals,
+    proven, never a tolerance; the float64 ``a`` leave a residual within ``tol.fold_rel`` of
+    the terms, rounding only: :func:`~exactcomp.rewrite.algebra.linear_basis`), then ``h_j = sum_i a_i (z_i - b_i) + b_j = sum_i a_i h_i + c_j`` with
     ``c_j = b_j - sum_i a_i b_i``. So, with ``v_j`` the column of ``W_{k+1}`` reading ``h_j``:
 
     ``W_{k+1}[:, i] += a_i v_j``, ``b_{k+1} += c_j v_j``, and neuron ``j`` is dropped.
 
     The bias is folded into the next bias, so only the rank of the *incoming weights* of
-    the active neurons matters: ``m`` active neurons fed by ``n`` inputs keep at most ``n``.
+    the active neurons matters: ``m`` active neurons fed by ``n`` inputs keep at most ``n``
+    when ``n`` of them are proven to span the inputs. Nearly dependent rows (a numerical rank
+    below the exact one) are kept: dropping a tiny residual ``r``, amplified by a large ``v_j``,
+    would change the output by ``v_j r . h``.
     """
     ed = Editor("fold_active", net, state)
     for k in range(ed.depth - 1):

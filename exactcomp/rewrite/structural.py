@@ -51,27 +51,34 @@ def drop_dead(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) -> P
 
 
 def merge_duplicates(net: Network, state: RewriteState, tol: Tolerances = DEFAULT) -> PassResult:
-    """Fold each ReLU neuron whose augmented row is a positive multiple of another's.
+    """Fold each ReLU neuron whose augmented row is an exact positive multiple of another's.
 
-    If ``[w_j | b_j] = c [w_i | b_i]`` with ``c > 0`` (checked within ``tol.fold_rel``) then
+    If ``[w_j | b_j] = c [w_i | b_i]`` with ``c > 0`` *exactly* (a rational, checked entry by
+    entry in exact arithmetic, :func:`~exactcomp.rewrite.algebra.positive_duplicates`) then
     ``z_j = c z_i`` and ``h_j = relu(c z_i) = c h_i`` on every input, so
-    ``W_{k+1}[:, i] += c W_{k+1}[:, j]`` and neuron ``j`` goes. In a group of duplicates the
-    neuron kept is a proven-stable one when there is one: its verdict then holds for the whole
-    group (they share the sign of ``z``), so the stability passes can remove the group.
-    Layers without ReLU are left to :func:`merge_linear`.
+    ``W_{k+1}[:, i] += c W_{k+1}[:, j]`` and neuron ``j`` goes. Rows that merely agree to a
+    relative tolerance are never merged: a bias differing by 1e-9 moves the kink, and the
+    neurons then differ on a slab of the input that an outgoing weight can amplify at will.
+
+    The identity is exact; the only rounding is float64's in ``c`` (when the ratio is not a
+    float) and in the sum ``v_i + c v_j``: at most ``2^-53`` of the terms ``|v_i h_i|`` and
+    ``|v_j h_j|`` that the original network sums itself, the same rounding any fold incurs.
+    In a group of duplicates the neuron kept is a proven-stable one when there is one: its
+    verdict then holds for the whole group (they share the sign of ``z``), so the stability
+    passes can remove the group. Layers without ReLU are left to :func:`merge_linear`.
+    ``tol`` is unused.
     """
     ed = Editor("merge_duplicates", net, state)
     for k in range(ed.depth - 1):
         if not ed.relu[k]:
             continue
         aug = np.hstack([ed.rows(k), ed.biases[k][:, None]])
-        for d in positive_duplicates(aug, tol.fold_rel, prefer=state.layers[k].stable):
+        for d in positive_duplicates(aug, prefer=state.layers[k].stable):
             nxt = ed.weights[k + 1]
             with np.errstate(over="ignore", invalid="ignore"):
                 col = nxt[:, d.keep] + d.factor * nxt[:, d.dup]
             if not finite(col):
                 continue
             nxt[:, d.keep] = col
-            fold = Fold(((k, d.keep),), (d.factor,), 0.0, d.residual)
-            ed.remove(k, d.dup, Reason.DUPLICATE, fold=fold)
+            ed.remove(k, d.dup, Reason.DUPLICATE, fold=Fold(((k, d.keep),), (d.factor,), 0.0))
     return ed.finish()

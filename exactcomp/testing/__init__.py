@@ -6,6 +6,9 @@ them; nothing in the engine imports this package.
 
 from __future__ import annotations
 
+from ..exact import exact_forward
+from .adversarial import near_dependent_case, near_duplicate_case
+from .nnet_cases import NnetCase, nnet_case, write_nnet
 from .oracle import (
     AMBIGUOUS,
     ExactAnalysis,
@@ -20,6 +23,7 @@ from .oracle import (
     probe_points,
 )
 from .random_networks import Case, random_box, random_case, random_network, tie_bias
+from .rational import EXACT_SCALE, compare_exactly
 
 __all__ = [
     "AMBIGUOUS",
@@ -38,4 +42,12 @@ __all__ = [
     "random_case",
     "random_network",
     "tie_bias",
+    "near_dependent_case",
+    "near_duplicate_case",
+    "NnetCase",
+    "nnet_case",
+    "write_nnet",
+    "EXACT_SCALE",
+    "compare_exactly",
+    "exact_forward",
 ]

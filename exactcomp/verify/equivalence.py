@@ -37,7 +37,7 @@ Definitions (``tol`` = :math:`\tau`):
   tied classes is therefore *not* a counterexample (that class is a top class of ``f``); with
   :math:`\tau \to 0` the condition says that :math:`\arg\max f(x)` and :math:`\arg\max g(x)`
   always share a class. A counterexample is an input where ``g`` prefers some class by more
-  than :math:`\tau` over *every* top class of ``f`` (re-checked in float64). Ties on a
+  than :math:`\tau` over *every* top class of ``f`` (confirmed in exact arithmetic). Ties on a
   boundary (the usual case) are proven like anything else; where ``f`` ties on a whole region
   (identical output rows) the answer may be UNKNOWN (see :mod:`exactcomp.verify.formulation`).
 
@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -195,6 +196,7 @@ class _Run:
         self.known: dict[tuple, float] = {}  # objective -> bound proven without a solver
         self.box_bounds = (box.lower, box.upper)
         self.known_f: StabilityReport | None = None  # re-proven verdicts of f, if given
+        self.margin = float("nan")  # the solver margin, once the MILP model is built
         m = f.output_size
         self.outputs = outputs  # compared outputs (linf)
         self.boxes = 0  # boxes bounded by input splitting
@@ -219,10 +221,17 @@ class _Run:
         x = self.box.clip(np.atleast_2d(x))
         d = self.measure(x)
         k = int(np.argmax(d))
-        self.lower = max(self.lower, float(d[k]))
         if not d[k] > self.tol:
+            self.lower = max(self.lower, float(d[k]))
             return None
-        return Counterexample(x[k], self.f.forward(x[k]), self.g.forward(x[k]), float(d[k]), source)
+        # confirmed in exact arithmetic: float64 rounding must not fabricate a difference
+        exact = falsify.exact_difference(self.f, self.g, x[k], self.mode, self.outputs)
+        self.lower = max(self.lower, float(exact))
+        if not exact > Fraction(self.tol):
+            return None
+        return Counterexample(
+            x[k], self.f.forward(x[k]), self.g.forward(x[k]), float(exact), source
+        )
 
     def finish(self, status, upper, cex=None, milps=0, proven=0, reason="") -> EquivalenceResult:
         self.timings["total"] = time.perf_counter() - self.t0
@@ -240,6 +249,7 @@ class _Run:
             boxes=self.boxes,
             timings=self.timings,
             reason=reason,
+            margin=self.margin,
         )
 
     def timed(self, phase: str, t: float) -> None:
@@ -414,6 +424,7 @@ class _Run:
         coupling.add_links(jm.model, links, enc_f, enc_g)
         self.timed("build", t)
         margin = self.tolerances.solver_abs + self.tolerances.solver_rel * jm.scale
+        self.margin = margin
         if self.tol <= margin:
             return self.finish(
                 EquivalenceStatus.UNKNOWN,

@@ -19,9 +19,13 @@ which is all a heuristic search needs. Every point returned is inside the box.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from fractions import Fraction
+
 import numpy as np
 
 from ..domain import Box
+from ..exact import exact_forward
 from ..network import Network
 
 CORNER_LIMIT = 10  # enumerate all 2^n corners up to this many inputs, else sample corners
@@ -54,6 +58,22 @@ def top1_disagreement(fx: np.ndarray, gx: np.ndarray) -> np.ndarray:
     top_f = fx == fx.max(axis=1, keepdims=True)
     best_g_on_top_f = np.where(top_f, gx, -np.inf).max(axis=1)
     return gx.max(axis=1) - best_g_on_top_f
+
+
+def exact_difference(
+    f: Network, g: Network, x: np.ndarray, mode: str, outputs: Sequence[int] | None = None
+) -> Fraction:
+    """The difference :func:`top1_disagreement` (``mode="top1"``) or ``max_i |f_i - g_i|``
+    over ``outputs`` (``"linf"``; default all) measures at one input ``x``, in exact rational
+    arithmetic: float64 forward
+    passes round, and with large cancelling weights that rounding can exceed a tolerance, so
+    a counterexample is confirmed here before it is reported."""
+    fx, gx = exact_forward(f, x), exact_forward(g, x)
+    if mode == "linf":
+        keep = range(len(fx)) if outputs is None else outputs
+        return max(abs(fx[i] - gx[i]) for i in keep)
+    top = max(fx)
+    return max(gx) - max(b for a, b in zip(fx, gx, strict=True) if a == top)
 
 
 def _backprop(net: Network, x: np.ndarray, coef: np.ndarray) -> np.ndarray:

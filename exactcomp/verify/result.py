@@ -20,7 +20,7 @@ class EquivalenceStatus(Enum):
     """The verdict of :func:`exactcomp.verify.verify_equivalence`."""
 
     EQUIVALENT = "equivalent"  # proven: a MILP bound (with margin) or an exact argument
-    NOT_EQUIVALENT = "not_equivalent"  # a counterexample, re-checked in float64
+    NOT_EQUIVALENT = "not_equivalent"  # a counterexample, confirmed in exact arithmetic
     UNKNOWN = "unknown"  # neither (time limit, solver doubt, bound inside the margin)
 
 
@@ -31,8 +31,8 @@ class Counterexample:
     ``f_x`` and ``g_x`` are the float64 outputs of the *original* networks (the IR's forward,
     never a solver's values). ``difference`` is ``max_i |f_i(x) - g_i(x)|`` in ``linf`` mode,
     and in ``top1`` mode how far ``g`` prefers another class over every top class of ``f``
-    (``max_j g_j(x) - max_{i in argmax f(x)} g_i(x)``). ``source`` says how it was found
-    (``"sampling"``, ``"gradient"``, ``"milp"``).
+    (``max_j g_j(x) - max_{i in argmax f(x)} g_i(x)``), computed in exact arithmetic and then
+    rounded. ``source`` says how it was found (``"sampling"``, ``"gradient"``, ``"milp"``).
     """
 
     x: np.ndarray
@@ -82,6 +82,9 @@ class EquivalenceResult:
         ``build``, ``milp``, ``total``).
     reason:
         One line saying why the status is what it is (shown by :meth:`summary`).
+    margin:
+        The solver margin of this comparison (a MILP proves only a ``tol`` above it); NaN
+        when no MILP model was built.
     """
 
     status: EquivalenceStatus
@@ -97,9 +100,12 @@ class EquivalenceResult:
     boxes: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
     reason: str = ""
+    margin: float = float("nan")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timings", MappingProxyType(dict(self.timings)))
+        for name in ("upper_bound", "lower_bound"):  # -0.0 + 0.0 is 0.0: never print "-0"
+            object.__setattr__(self, name, float(getattr(self, name)) + 0.0)
         if (self.status is EquivalenceStatus.NOT_EQUIVALENT) != (self.counterexample is not None):
             raise ValueError("a counterexample is given exactly for NOT_EQUIVALENT")
 
@@ -135,6 +141,7 @@ class EquivalenceResult:
             "boxes": self.boxes,
             "seconds": dict(self.timings),
             "reason": self.reason,
+            "margin": float(self.margin) if np.isfinite(self.margin) else None,
         }
 
 

@@ -1,0 +1,89 @@
+"""Generator families of the soak, each aimed at one class of unsound shortcut (issue 18).
+
+======================  ==============================================  =====================
+family                  cases                                           checks
+======================  ==============================================  =====================
+``random``              :func:`random_case`: mixed scales, ties, exact  every check of
+                        duplicates, degenerate boxes                    :func:`check_case`
+``near-duplicate``      :func:`near_duplicate_case`: rows agreeing to   the same, on the
+                        ``1e-12..1e-8``, a kink slab, weights ``1e9``   compressed network
+``near-dependent``      :func:`near_dependent_case`: active rows, one   the same, on the
+                        a combination of others up to ``1e-13..1e-9``   compressed network
+``nnet``                :func:`nnet_case`: ``.nnet`` files, boxes in,   :mod:`.soak_nnet`
+                        across and around the input limits
+``onnx``                :func:`onnx_case`: casts (FLOAT16, DOUBLE,      :mod:`.soak_onnx`
+                        INT32) and non-affine ops in ONNX graphs
+======================  ==============================================  =====================
+
+Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: half the cases random).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_case
+from exactcomp.testing.nnet_cases import nnet_case
+from exactcomp.testing.random_networks import random_case
+
+from .soak_checks import CaseResult, SoakOptions, check_case, method_for
+
+FAMILIES = ("random", "near-duplicate", "near-dependent", "nnet", "onnx")
+ROTATION = ("random",) * 5 + ("near-duplicate",) * 2 + ("near-dependent", "nnet", "onnx")
+"""The default mix, one entry per seed modulo 10."""
+
+
+def parse_families(text: str) -> tuple[str, ...]:
+    """``"all"`` or a comma-separated subset of :data:`FAMILIES`."""
+    if text.strip() == "all":
+        return FAMILIES
+    out = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in out if t not in FAMILIES]
+    if bad or not out:
+        raise ValueError(f"unknown family {', '.join(bad) or text!r}; choose from {FAMILIES}")
+    return out
+
+
+def family_for(seed: int, families: Sequence[str]) -> str:
+    """The family of case ``seed``: :data:`ROTATION` restricted to ``families``."""
+    rotation = [f for f in ROTATION if f in families]
+    return rotation[seed % len(rotation)]
+
+
+def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any], CaseResult]:
+    """Generate case ``seed`` of ``family``, check it; return its JSON and the result."""
+    method = method_for(seed)
+    if family == "nnet":
+        from .soak_nnet import check_nnet_case
+
+        hi = min(opts.inputs[1], 3)
+        nc = nnet_case(seed, inputs=(min(opts.inputs[0], hi), hi), max_neurons=opts.max_neurons)
+        return nc.to_json(), check_nnet_case(nc, opts, method)
+    if family == "onnx":
+        from .soak_onnx import check_onnx_case, onnx_case
+
+        hi = min(opts.inputs[1], 3)
+        oc = onnx_case(seed, inputs=(min(opts.inputs[0], hi), hi), max_neurons=opts.max_neurons)
+        return oc.to_json(), check_onnx_case(oc, opts, method)
+    if family == "random":
+        case = random_case(
+            seed,
+            depth=opts.depth,
+            width=opts.width,
+            inputs=opts.inputs,
+            max_neurons=opts.max_neurons,
+        )
+        return {"family": family, **case.to_json()}, check_case(case, opts, method)
+    if family == "near-duplicate":
+        case = near_duplicate_case(seed, inputs=opts.inputs, max_neurons=opts.max_neurons)
+    elif family == "near-dependent":
+        lo = max(2, opts.inputs[0])
+        case = near_dependent_case(
+            seed, inputs=(lo, max(lo, opts.inputs[1])), max_neurons=opts.max_neurons
+        )
+    else:
+        raise ValueError(f"unknown family {family!r}")
+    result = check_case(case, dataclasses.replace(opts, mutants=False), method)
+    return {"family": family, **case.to_json()}, dataclasses.replace(result, family=family)

@@ -1,0 +1,163 @@
+"""TorchScript archives (``torch.jit.save`` of ``torch.jit.script(nn.Sequential(...))``).
+
+A TorchScript module carries its graph as TorchScript code, but reading that code in general
+is an interpreter's job. What is read here is the common case, a scripted ``nn.Sequential``
+of the layers :func:`~exactcomp.io.torch_chain.feed` accepts, and it is read *exactly*:
+
+1. before loading, the archive may hold code only for ``torch.nn`` modules (files under
+   ``code/__torch__/torch/nn/``) and none may define ``__setstate__`` (the one hook that
+   ``torch.jit.load`` runs), so loading runs no code of the file's;
+2. the loaded module's children are read by attribute (weights, ``eps``, ``dim``...);
+3. the layout is rebuilt from genuine ``torch.nn`` classes with those attributes, scripted,
+   and its TorchScript code compared with the archive's, file by file. Only if every file is
+   identical is the network returned: a file that claims to be ``nn.Linear`` but computes
+   something else, or a traced (not scripted) module, is refused.
+
+Anything else (a custom module, a traced model, another torch version's code) is refused
+with advice to save a ``torch.export`` program instead.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputFileError, UnsupportedModelError
+from ..network import Network
+from .torch_chain import LAYER_KINDS, ChainBuilder, feed
+
+__all__ = ["load_torchscript"]
+
+_ADVICE = (
+    "save a torch.export program instead: torch.export.save(torch.export.export(model.eval(), "
+    "(x,)), 'model.pt2')"
+)
+_MANGLE = re.compile(r"___torch_mangle_\d+")
+_NN = "__torch__.torch.nn.modules."
+
+
+def load_torchscript(path: str | Path) -> Network:
+    """Read a TorchScript archive of a scripted ``nn.Sequential`` (see the module docs)."""
+    path = Path(path)
+    code = _code_files(path)
+    bad = [n for n in code if "/code/__torch__/torch/nn/" not in n]
+    if bad or any(b"__setstate__" in text for text in code.values()):
+        raise UnsupportedModelError(
+            f"{str(path)!r} is a TorchScript archive with code outside torch.nn "
+            f"({(bad or ['__setstate__'])[0]}); only a scripted nn.Sequential of torch.nn "
+            f"layers is read: {_ADVICE}"
+        )
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError and others for bad archives
+        raise InputFileError(
+            f"could not load TorchScript archive {str(path)!r} ({type(exc).__name__}); {_ADVICE}"
+        ) from None
+    chain = ChainBuilder("TorchScript")
+    try:
+        reference = _rebuild(chain, module, "")
+    except AttributeError as exc:  # traced modules keep only tensors, not hyper-parameters
+        raise UnsupportedModelError(
+            f"{str(path)!r}: a TorchScript layer lacks an attribute ({exc}); a traced module "
+            f"cannot be read, only a scripted one; {_ADVICE}"
+        ) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            buffer = io.BytesIO()
+            torch.jit.save(torch.jit.script(reference), buffer)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"{str(path)!r}: could not rebuild its layers to check them ({type(exc).__name__}); "
+            f"{_ADVICE}"
+        ) from None
+    if _normalised(code) != _normalised(_code_files(buffer)):
+        raise UnsupportedModelError(
+            f"{str(path)!r}: its TorchScript code is not what torch {torch.__version__} writes "
+            f"for these torch.nn layers (traced, edited, or from another torch version); "
+            f"{_ADVICE}"
+        )
+    return chain.network()
+
+
+def _code_files(source: Path | io.BytesIO) -> dict[str, bytes]:
+    """The archive's TorchScript code files (``code/**.py``), by name."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            return {
+                n: archive.read(n)
+                for n in archive.namelist()
+                if "/code/" in n and n.endswith(".py")
+            }
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InputFileError(f"not a readable TorchScript archive ({exc})") from None
+
+
+def _normalised(code: dict[str, bytes]) -> list[tuple[str, str]]:
+    """Code files with the archive folder and the mangling counters taken out of names, as a
+    sorted list (not a dict: two mangled files that normalise to one name must both be kept,
+    or an edited one could hide behind a genuine one)."""
+    return sorted(
+        (
+            _MANGLE.sub("M", name.split("/", 1)[-1]),
+            _MANGLE.sub("M", text.decode("utf-8", "replace")),
+        )
+        for name, text in code.items()
+    )
+
+
+def _rebuild(chain: ChainBuilder, module: Any, name: str) -> Any:
+    """Feed ``module``'s layers to ``chain``; return the same layout of genuine nn modules."""
+    from torch import nn
+
+    kind = _MANGLE.sub("", module._c._type().qualified_name()).replace("..", ".")
+    if kind == _NN + "container.Sequential":
+        children = [
+            (child_name, _rebuild(chain, child, f"{name}.{child_name}" if name else child_name))
+            for child_name, child in module.named_children()
+        ]
+        from collections import OrderedDict
+
+        return nn.Sequential(OrderedDict(children))
+    cls_name = kind.rsplit(".", 1)[-1]
+    if not kind.startswith(_NN) or cls_name not in LAYER_KINDS:
+        raise UnsupportedModelError(
+            f"TorchScript module {name or '<root>'!r} ({kind.removeprefix('__torch__.')}) is "
+            f"not supported; supported in a scripted nn.Sequential: {', '.join(LAYER_KINDS)}"
+        )
+    feed(chain, name or "<root>", cls_name, module)
+    return _genuine(cls_name, module)
+
+
+def _genuine(cls_name: str, m: Any) -> Any:
+    """A real ``torch.nn`` module of class ``cls_name`` with ``m``'s hyper-parameters."""
+    from torch import nn
+
+    if cls_name == "Linear":
+        shape = m.weight.shape
+        return nn.Linear(shape[1], shape[0], bias=m.bias is not None)
+    if cls_name == "BatchNorm1d":
+        return nn.BatchNorm1d(
+            m.num_features,
+            eps=m.eps,
+            momentum=m.momentum,
+            affine=m.weight is not None,
+            track_running_stats=m.running_mean is not None,
+        )
+    if cls_name in ("Softmax", "LogSoftmax"):
+        return getattr(nn, cls_name)(dim=m.dim)
+    if cls_name == "Flatten":
+        return nn.Flatten(m.start_dim, m.end_dim)
+    if cls_name in ("Dropout", "AlphaDropout", "FeatureAlphaDropout"):
+        return getattr(nn, cls_name)(p=m.p, inplace=m.inplace)
+    if cls_name == "ReLU":
+        return nn.ReLU(inplace=m.inplace)
+    return nn.Identity()

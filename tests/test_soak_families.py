@@ -1,0 +1,188 @@
+"""The soak's generator families and its exact rational check (issue 18, item 4).
+
+Each family is aimed at one unsound shortcut; these tests plant that shortcut by hand (a
+merge by relative tolerance, a reader that drops the ``.nnet`` clipping, a ``Cast`` to
+FLOAT16 read as the identity) and check that the soak's checks catch it, so that they
+catch it in the engine too. They hold before and after the engine's fixes.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from benchmarks import soak
+from benchmarks.soak_checks import SoakOptions
+from benchmarks.soak_families import FAMILIES, family_for, parse_families, run_case
+from benchmarks.soak_nnet import _judge, _worst_excess
+from benchmarks.soak_onnx import build_model, disagreement, onnx_case, run_onnxruntime
+from exactcomp.domain import Box
+from exactcomp.exact import exact_forward, exact_term_scale
+from exactcomp.io.nnet import load_nnet
+from exactcomp.network import Layer, Network
+from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_case
+from exactcomp.testing.nnet_cases import nnet_case
+from exactcomp.testing.rational import compare_exactly
+from exactcomp.verify import EquivalenceStatus
+
+TINY = SoakOptions(max_neurons=6, inputs=(1, 2), depth=(1, 2), time_limit=2.0)
+
+
+def _slab_pair(delta: float) -> Network:
+    """Two first-layer neurons on ``x in [0, 1]`` whose kinks are ``delta`` apart::
+
+        x --1--> A = relu(x - 1)          (never positive on the box: max z_A = 0)
+          --1--> B = relu(x - 1 + delta)  (positive on the slab (1 - delta, 1])
+        y = 1e9 * B - 1e9 * A
+
+    ``y(1) = 1e9 * delta``; merging B into A (their rows agree to ``delta`` relative) gives 0.
+    """
+    w = np.array([[1.0], [1.0]])
+    return Network(
+        (
+            Layer(w, np.array([-1.0, -1.0 + delta]), relu=True),
+            Layer(np.array([[-1e9, 1e9]]), np.zeros(1), relu=False),
+        ),
+        dtype="float64",
+    )
+
+
+def _merged() -> Network:
+    return Network(
+        (
+            Layer(np.array([[1.0]]), np.array([-1.0]), relu=True),
+            Layer(np.array([[0.0]]), np.zeros(1), relu=False),
+        ),
+        dtype="float64",
+    )
+
+
+def test_exact_forward_is_the_rational_value() -> None:
+    f = _slab_pair(2.0**-30)
+    assert exact_forward(f, [1.0]) == [Fraction(10**9, 2**30)]
+    assert exact_forward(f, [0.5]) == [Fraction(0)]
+    # s_0 = 1, s_1 = (2, 2 - 2^-30), s_2 = 1e9 * (4 - 2^-30)
+    assert exact_term_scale(f, [1.0]) == [Fraction(10**9) * (4 - Fraction(1, 2**30))]
+
+
+def test_compress_exact_flags_a_merge_by_relative_tolerance() -> None:
+    f = _slab_pair(1e-10)
+    pts = np.array([[0.0], [0.5], [1.0]])
+    bad = compare_exactly(f, _merged(), pts)
+    assert bad.excess > 0 and bad.x == [1.0]
+    assert bad.diff == pytest.approx(1e9 * 1e-10, rel=1e-6)
+    assert compare_exactly(f, f, pts).excess < 0  # no difference, nothing flagged
+
+
+def test_compress_exact_allows_the_rounding_of_a_fold() -> None:
+    """A fold that rounds one weight by one unit in the last place is not a finding."""
+    f = _slab_pair(0.5)
+    w = f.layers[1].weight.copy()
+    w[0, 1] = np.nextafter(w[0, 1], np.inf)
+    g = f.replace_layers((f.layers[0], Layer(w, f.layers[1].bias, False)))
+    assert compare_exactly(f, g, np.array([[1.0], [0.75]])).excess < 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_near_duplicate_rows_agree_to_a_relative_tolerance_only(seed: int) -> None:
+    """Every case holds two rows [w | b] that are near, not exact, positive multiples, and one
+    of them is read with an outgoing weight of at least 1e6."""
+    case = near_duplicate_case(seed, max_neurons=8)
+    found = False
+    for k, la in enumerate(case.network.layers[:-1]):
+        aug = np.hstack([la.weight, la.bias[:, None]])
+        for i in range(len(aug)):
+            for j in range(len(aug)):
+                if i == j or not aug[i].any() or not aug[j].any():
+                    continue
+                c = float(aug[j] @ aug[i] / (aug[i] @ aug[i]))
+                err = np.abs(aug[j] - c * aug[i]).max() / np.abs(aug[j]).max()
+                amplified = np.abs(case.network.layers[k + 1].weight[:, j]).max() >= 1e6
+                found |= bool(c > 0 and 0 < err < 1e-7 and amplified)
+    assert found
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_near_dependent_row_is_a_combination_up_to_a_tiny_perturbation(seed: int) -> None:
+    """Some first-layer row is a combination of the others up to ``1e-13..1e-8`` relative
+    (never exactly), and the next layer reads it with a weight of at least 1e6."""
+    case = near_dependent_case(seed)
+    w, nxt = case.network.layers[0].weight, case.network.layers[1].weight
+    found = False
+    for j in range(len(w)):
+        others = np.delete(w, j, axis=0)
+        if not w[j].any() or not others.size:
+            continue
+        coef = np.linalg.lstsq(others.T, w[j], rcond=None)[0]
+        rel = np.abs(w[j] - coef @ others).max() / np.abs(w[j]).max()
+        found |= bool(0 < rel < 1e-8 and np.abs(nxt[:, j]).max() >= 1e6)
+    assert found
+
+
+def test_nnet_reference_clipped_network_and_file_agree() -> None:
+    case = nnet_case(0)
+    assert case.placement == "across"
+    ref = case.clipped()
+    rng = np.random.default_rng(0)
+    pts = case.box.sample(32, rng)
+    for x in pts:
+        want = [float(v) for v in case.reference(x)]
+        assert np.allclose(ref.forward(x[None, :])[0], want, rtol=1e-9, atol=1e-9)
+
+
+def test_nnet_check_flags_a_reader_that_drops_the_clipping(tmp_path) -> None:
+    case = nnet_case(0)  # its box leaves the limits
+    unclipped = load_nnet(case.write(tmp_path / "c.nnet"))  # the affine part only
+    corners = np.array([case.box.lower, case.box.upper])
+    excess, d, _ = _worst_excess(case, unclipped, corners, np.zeros(2))
+    assert excess > 1e-3
+    inside = np.clip(case.box.center, case.lower_limit, case.upper_limit)[None, :]
+    assert _worst_excess(case, unclipped, inside, np.full(1, 1e-9))[0] <= 0
+
+    class Equivalent:
+        status = EquivalenceStatus.EQUIVALENT
+
+    found = _judge(case, unclipped, corners, Equivalent(), 1e-6, np.zeros(2), "planted")
+    assert [f.kind for f in found] == ["nnet-equivalent"]
+    assert not _judge(case, case.clipped(), corners, Equivalent(), 1e-6, np.zeros(2), "ok")
+
+
+def test_onnx_dormant_cast_is_invisible_on_the_unit_box_and_not_on_the_soak_box() -> None:
+    case = next(c for c in map(onnx_case, range(40)) if c.kind == "dormant-f16")
+    model = build_model(case)
+    unit = Box.uniform(-1.0, 1.0, case.network.input_size).sample(64, np.random.default_rng(0))
+    unit = unit.astype(np.float32).astype(np.float64)
+    assert disagreement(case.network, unit, run_onnxruntime(model, unit))[0] <= 0
+    corners = np.array([case.box.lower, case.box.upper]).astype(np.float32).astype(np.float64)
+    assert disagreement(case.network, corners, run_onnxruntime(model, corners))[0] > 0
+
+
+def test_family_selection() -> None:
+    assert parse_families("all") == FAMILIES
+    assert parse_families("nnet, onnx") == ("nnet", "onnx")
+    with pytest.raises(ValueError, match="unknown family"):
+        parse_families("nnet,bogus")
+    assert [family_for(s, FAMILIES) for s in range(10)].count("random") == 5
+    assert {family_for(s, ("onnx",)) for s in range(5)} == {"onnx"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_runs_without_engine_errors(family: str) -> None:
+    case_json, result = run_case(family, 1, TINY)
+    assert result.family == family and case_json["family"] == family
+    assert not result.errors, [f.detail for f in result.errors]
+    assert result.neurons >= 1
+    json.dumps(case_json)
+
+
+def test_soak_reports_per_family_counts(tmp_path) -> None:
+    argv = ["--cases", "4", "--family", "onnx,nnet", "--max-neurons", "5", "--inputs", "1,2"]
+    rc = soak.main([*argv, "--time-limit", "2", "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    fams = doc["families"]
+    assert set(fams) == {"onnx", "nnet"} and sum(v["cases"] for v in fams.values()) == 4
+    assert all({"neurons", "pairs", "unsound"} <= set(v) for v in fams.values())
+    assert rc == (1 if doc["unsound_total"] else 0)

@@ -35,6 +35,7 @@ __all__ = [
     "Tolerances",
     "compress",
     "load",
+    "quantize",
     "save",
     "stable_neurons",
     "verify_equivalence",
@@ -43,6 +44,7 @@ __all__ = [
 _LAZY = {
     "compress": "api",
     "load": "api",
+    "quantize": "approx",
     "save": "api",
     "stable_neurons": "api",
     "verify_equivalence": "api",

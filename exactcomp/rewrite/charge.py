@@ -44,7 +44,7 @@ class Charger:
         self.calls = 0
 
     def proven(self, g: Network, *, split_seconds: float = 0.0, target: float = 0.0) -> float:
-        """A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
+        r"""A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
 
         ``split_seconds`` > 0 lets input splitting (low input dimension only) tighten it,
         aiming at ``target`` (the tolerance to prove)."""
@@ -70,7 +70,7 @@ class Charger:
 def sampled_max_difference(
     f: Network, g: Network, boxes: Sequence[Box], *, points: int = 4096, seed: int = 0
 ) -> float:
-    """A lower bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty` by sampling and gradient
+    r"""A lower bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty` by sampling and gradient
     ascent (float64 evaluation)."""
     rng = np.random.default_rng(seed)
     worst = 0.0

@@ -143,12 +143,12 @@ def search(
         return bound if bound <= eps else None
 
     # the longest proven prefix, by bisection (each probe is one proof of the whole)
-    lo, hi, bound = 0, len(order), base_bound
+    lo, hi = 0, len(order)
     while lo < hi and time.perf_counter() < t_end:
         mid = (lo + hi + 1) // 2
         b = ok(order[:mid])
         if b is not None:
-            lo, bound = mid, b
+            lo = mid
         else:
             hi = mid - 1
     accepted = list(order[:lo])
@@ -160,9 +160,8 @@ def search(
         b = ok(accepted + head)
         if b is not None:
             accepted += head
-            bound = b
-        elif block > 1:
-            rest = head[block // 2 :] + rest
+        elif block > 1:  # retry the failed block in smaller ones; a single failure is dropped
+            rest = head + rest
             block = max(block // 4, 1)
     final = apply(f, accepted, ranges)
     proven = charger.proven(final)  # the claim: one proof of the original vs the final network

@@ -114,12 +114,22 @@ def apply(f: Network, chosen: Sequence[Candidate], ranges) -> Network:
             ws[k + 1][:, j] = 0.0
             ws[k][j, :] = 0.0
             bs[k][j] = 0.0
-    # what the written (float32) file holds is what is proven
+    # what the written file holds is what is proven: float32 when f's weights are float32
+    # numbers (then the file stays float32), else float64
+    dt = np.float32 if _is_float32(f) else np.float64
     layers = [
-        Layer(w.astype(np.float32), b.astype(np.float32), la.relu)
+        Layer(w.astype(dt), b.astype(dt), la.relu)
         for w, b, la in zip(ws, bs, f.layers, strict=True)
     ]
-    return Network(tuple(layers), dtype="float32", meta=dict(f.meta))
+    return Network(tuple(layers), dtype=np.dtype(dt).name, meta=dict(f.meta))
+
+
+def _is_float32(f: Network) -> bool:
+    return all(
+        np.array_equal(a.astype(np.float32).astype(np.float64), a)
+        for la in f.layers
+        for a in (la.weight, la.bias)
+    )
 
 
 def search(

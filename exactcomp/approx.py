@@ -2,7 +2,7 @@
 
 Both return a :class:`LossyResult`: the new network, one *proven* bound of
 ``max_x |f(x) - g(x)|`` over the domain against the original ``f`` (the differential bounds of
-:mod:`exactcomp.verify.symbolic`, via :class:`~exactcomp.rewrite.charge.Charger`), the
+:mod:`exactcomp.verify.symbolic`, via :class:`~exactcomp.verify.charge.Charger`), the
 *sampled* lower bound, and a JSON report (keys documented in the README).
 """
 
@@ -18,9 +18,9 @@ import numpy as np
 
 from .errors import InvalidOptionError
 from .network import Network
-from .rewrite.charge import Charger, sampled_max_difference
 from .rewrite.lossy import drop_unused, search
 from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network
+from .verify.charge import Charger, sampled_max_difference
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
 BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
@@ -142,7 +142,9 @@ def quantize(
     layers = [
         {
             "layer": k,
-            "action": "float32" if g is None else ("float16" if g.bits == 16 else f"{g.bits:g}-bit"),
+            "action": "float32"
+            if g is None
+            else ("float16" if g.bits == 16 else f"{g.bits:g}-bit"),
             "bits": 32 if g is None else g.storage_bits,
             "entropy_bits": None if g is None else g.entropy(),
         }
@@ -182,7 +184,10 @@ def _choose_bits(f: Network, charger: Charger, tol: float, ladder: list) -> list
 
     current = charger.proven(quantize_network(f, bits_of(level)).network)
     if current > tol:
-        level, current = [None] * n, charger.proven(quantize_network(f, bits_of([None] * n)).network)
+        level, current = (
+            [None] * n,
+            charger.proven(quantize_network(f, bits_of([None] * n)).network),
+        )
     while True:
         best = None
         for k in range(n):
@@ -233,7 +238,7 @@ def compress_lossy(
     tol = check_tol(tol)
     f = load(model)
     boxes = bind_domain(domain, f)
-    out = search(f, boxes, tol, time_limit=time_limit)
+    out = search(f, boxes, tol, Charger(f, boxes), time_limit=time_limit)
     g = drop_unused(out.network)
     sampled = sampled_max_difference(f, out.network, boxes)
     doc = _report(

@@ -21,7 +21,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..domain import Box
 from ..errors import VerificationError
-from ..rewrite.quantize import QuantizedWeight
 from .atomic import atomic_path
 from .onnx_check import compare_with_onnxruntime, probe_points
 from .onnx_graph import declared_dims
@@ -39,7 +38,7 @@ def _int_tensor(q: np.ndarray, name: str, four: bool) -> onnx.TensorProto:
     return numpy_helper.from_array(q.astype(np.int8).astype(ml_dtypes.int4), name)
 
 
-def build_quantized_model(net, grids: Sequence[QuantizedWeight | None], like: Any = None):
+def build_quantized_model(net, grids: Sequence[Any], like: Any = None):
     """The ONNX model of a quantised ``net`` (``grids[k]`` None: layer ``k`` kept as float)."""
     model = build_model(net, like)
     four = any(g is not None and g.storage_bits == 4 for g in grids)
@@ -84,7 +83,7 @@ def build_quantized_model(net, grids: Sequence[QuantizedWeight | None], like: An
 
 
 def save_quantized_onnx(
-    net, grids: Sequence[QuantizedWeight | None], path: str | Path, like: Any = None
+    net, grids: Sequence[Any], path: str | Path, like: Any = None
 ) -> None:
     """Write the quantised network, verified by onnxruntime before the atomic rename."""
     model = build_quantized_model(net, grids, like)

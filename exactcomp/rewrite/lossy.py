@@ -18,7 +18,7 @@ candidate's score is its local charge times its layer's factor, per parameter sa
 budget goes where the proven error per parameter is smallest, across layers.
 
 **Acceptance.** Candidates in score order; the longest prefix whose *whole* network is proven
-within ``eps`` against the original (:class:`~exactcomp.rewrite.charge.Charger`) is found by
+within ``eps`` against the original (:class:`~exactcomp.verify.charge.Charger`) is found by
 bisection, then the remaining candidates are tried in shrinking blocks, each kept only if the
 whole is still proven within ``eps``. Every accepted state is proven; no charge is summed.
 Finally neurons left without effect (zero outgoing column, or zero row and bias) are dropped,
@@ -35,7 +35,6 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Layer, Network
-from .charge import Charger
 
 PROBE_SHARE = 0.05  # the share of a layer's candidates in its amplification probe
 
@@ -62,7 +61,7 @@ class LossyOutcome:
     layers: list[dict] = field(default_factory=list)
 
 
-def relu_ranges(f: Network, charger: Charger) -> list[tuple[np.ndarray, np.ndarray]]:
+def relu_ranges(f: Network, charger) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sound ranges ``[relu(l), relu(u)]`` of every layer's output over the domain (the
     union of the charger's boxes: the widest over boxes)."""
     out = []
@@ -133,11 +132,13 @@ def _is_float32(f: Network) -> bool:
 
 
 def search(
-    f: Network, boxes: Sequence[Box], eps: float, *, time_limit: float = 60.0
+    f: Network, boxes: Sequence[Box], eps: float, charger, *, time_limit: float = 60.0
 ) -> LossyOutcome:
-    """Greedy certified pruning of ``f`` within ``eps`` (see the module docstring)."""
+    """Greedy certified pruning of ``f`` within ``eps`` (see the module docstring).
+
+    ``charger``: the proof engine, an :class:`exactcomp.verify.charge.Charger` of ``f`` on
+    ``boxes`` (passed in: rewrite passes sit below verify)."""
     t_end = time.perf_counter() + time_limit
-    charger = Charger(f, boxes)
     ranges = relu_ranges(f, charger)
     cands = candidates(f, ranges, boxes)
     base = apply(f, [], ranges)
@@ -184,7 +185,7 @@ def _layer(c: Candidate) -> int:
     return c.index[0] if c.kind == "weight" else c.index[0] + 1
 
 
-def _amplification(f: Network, cands, ranges, charger: Charger) -> dict[int, float]:
+def _amplification(f: Network, cands, ranges, charger) -> dict[int, float]:
     """Per layer, proven error of a probe / sum of its local charges (the measured rule)."""
     factors: dict[int, float] = {}
     for k in range(len(f.layers)):

@@ -27,9 +27,9 @@ import numpy as np
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
-from ..verify import falsify
-from ..verify.splitting import split_verify
-from ..verify.symbolic import Pair, comparable, difference_bounds
+from . import falsify
+from .splitting import split_verify
+from .symbolic import Pair, comparable, difference_bounds
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)
 

@@ -189,11 +189,47 @@ def plot(rows: Sequence[dict], path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
+def soak(n: int, seed: int = 0) -> dict:
+    """Random tiny networks (2-3 inputs, two hidden layers of 3-7), each with one random lossy
+    edit (quantisation to 8/4/3/2/ternary bits, or ``compress --tol``): the exact ``max |f - g|``
+    (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
+    from exactcomp.rewrite.quantize import quantize_network
+    from exactcomp.testing import max_output_difference
+
+    rng = np.random.default_rng(seed)
+    worst_ratio, violations, cases = 0.0, [], 0
+    for case in range(n):
+        d = int(rng.integers(2, 4))
+        widths = [d, int(rng.integers(3, 8)), int(rng.integers(3, 8)), int(rng.integers(1, 4))]
+        ws = [rng.normal(size=(b, a)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        bs = [rng.normal(size=b) * 0.5 for b in widths[1:]]
+        f = Network.from_arrays(ws, bs, dtype="float64")
+        box = Box(-rng.random(d) - 0.1, rng.random(d) + 0.1)
+        if case % 3 == 2:
+            res = compress_lossy(f, box, float(rng.choice([0.01, 0.1, 0.5])), time_limit=2.0)
+            g, proven = res.network, res.proven
+        else:
+            bits = [float(rng.choice([8, 4, 3, 2, 1.5])) for _ in f.layers]
+            g = quantize_network(f, bits).network
+            proven = Charger(f, [box]).proven(g, split_seconds=1.0, target=0.0)
+        exact = max_output_difference(f, g, box).value
+        cases += 1
+        if exact > proven + 1e-9:
+            violations.append({"case": case, "exact": exact, "proven": proven})
+        if exact > 0:
+            worst_ratio = max(worst_ratio, exact / proven)
+    return {"cases": cases, "violations": violations, "max_exact_over_proven": worst_ratio}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks lossy")
     p.add_argument("--quick", action="store_true", help="the l1 = 0 model, fewer tolerances")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--soak", type=int, default=0, metavar="N", help="only the soundness soak")
     args = p.parse_args(argv)
+    if args.soak:
+        print(json.dumps(soak(args.soak), indent=1))
+        return 0
     out = args.out or (ROOT / ("out/benchmarks" if args.quick else "benchmarks/results"))
     stem = "lossy_quick" if args.quick else "lossy"
     rows = run(args.quick, out)

@@ -115,8 +115,9 @@ def quantize(
     """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
 
     ``bits``: every layer to this width (8, 4, 3, 2, 1.5 = ternary, 16 = float16). With
-    ``tol``: per layer, greedily from the input side, the fewest bits of :data:`BIT_LADDER`
-    (with ``bits`` given, at least that many) such that the whole network is still
+    ``tol``: per layer the fewest bits of :data:`BIT_LADDER` by a measured greedy rule
+    (:func:`_choose_bits`)
+    (with ``bits`` given, at most that many) such that the whole network is still
     proven within ``tol``; layers that no width keeps within ``tol`` stay float32. Raises
     :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0."""
     from .api import bind_domain, load
@@ -135,7 +136,7 @@ def quantize(
     if tol is None:
         chosen: list[float | None] = [bits] * n
     else:
-        chosen = _choose_bits(f, charger, tol, [b for b in BIT_LADDER if bits is None or b >= bits])
+        chosen = _choose_bits(f, charger, tol, [b for b in BIT_LADDER if bits is None or b <= bits])
     qn = quantize_network(f, chosen)
     proven = charger.proven(qn.network, split_seconds=split_seconds, target=tol or 0.0)
     sampled = sampled_max_difference(f, qn.network, boxes)

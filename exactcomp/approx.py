@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InvalidOptionError
 from .network import Network
-from .rewrite.lossy import drop_unused, search
+from .rewrite.lossy import drop_unused_grids, search
 from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network
 from .verify.charge import Charger, sampled_max_difference
 
@@ -48,6 +48,7 @@ class LossyResult:
     proven: float
     sampled: float
     report: dict
+    pruned: Network | None = None  # same architecture as ``original`` (before dropping)
 
     def save(self, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
         """Write atomically: ONNX with integer initialisers for a quantised ``.onnx``, else the
@@ -114,6 +115,9 @@ def quantize(
 ) -> LossyResult:
     """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
 
+    ``model`` may be the :class:`LossyResult` of :func:`compress_lossy`: its pruned network
+    is quantised and the bound is proven against *its* original (the composition, end to
+    end).
     ``bits``: every layer to this width (8, 4, 3, 2, 1.5 = ternary, 16 = float16). With
     ``tol``: per layer the fewest bits of :data:`BIT_LADDER` by a measured greedy rule
     (:func:`_choose_bits`)
@@ -129,17 +133,23 @@ def quantize(
         bits = check_bits(bits)
     if tol is not None:
         tol = check_tol(tol, positive=True)
-    f = load(model)
+    if isinstance(model, LossyResult):
+        f, base = model.original, model.pruned if model.pruned is not None else model.network
+    else:
+        f = base = load(model)
     boxes = bind_domain(domain, f)
     charger = Charger(f, boxes)
     n = len(f.layers)
     if tol is None:
         chosen: list[float | None] = [bits] * n
     else:
-        chosen = _choose_bits(f, charger, tol, [b for b in BIT_LADDER if bits is None or b <= bits])
-    qn = quantize_network(f, chosen)
+        chosen = _choose_bits(
+            base, charger, tol, [b for b in BIT_LADDER if bits is None or b <= bits]
+        )
+    qn = quantize_network(base, chosen)
     proven = charger.proven(qn.network, split_seconds=split_seconds, target=tol or 0.0)
     sampled = sampled_max_difference(f, qn.network, boxes)
+    small, grids = drop_unused_grids(qn.network, qn.weights)
     layers = [
         {
             "layer": k,
@@ -149,11 +159,11 @@ def quantize(
             "bits": 32 if g is None else g.storage_bits,
             "entropy_bits": None if g is None else g.entropy(),
         }
-        for k, g in enumerate(qn.weights)
+        for k, g in enumerate(grids)
     ]
     doc = _report(
         f,
-        qn.network,
+        small,
         tol,
         proven,
         sampled,
@@ -169,7 +179,7 @@ def quantize(
         entropy_bits_per_weight=qn.entropy_bits(),
         proofs=charger.calls,
     )
-    return LossyResult(f, qn.network, qn.weights, proven, sampled, doc)
+    return LossyResult(f, small, tuple(grids), proven, sampled, doc, qn.network)
 
 
 def _choose_bits(f: Network, charger: Charger, tol: float, ladder: list) -> list:
@@ -240,7 +250,7 @@ def compress_lossy(
     f = load(model)
     boxes = bind_domain(domain, f)
     out = search(f, boxes, tol, Charger(f, boxes), time_limit=time_limit)
-    g = drop_unused(out.network)
+    g = drop_unused_grids(out.network, [None] * len(out.network.layers))[0]
     sampled = sampled_max_difference(f, out.network, boxes)
     doc = _report(
         f,
@@ -257,7 +267,7 @@ def compress_lossy(
         command="compress",
         proofs=out.proofs,
     )
-    return LossyResult(f, g, None, out.proven, sampled, doc)
+    return LossyResult(f, g, None, out.proven, sampled, doc, out.network)
 
 
 __all__ = ["BITS", "LossyResult", "check_tol", "compress_lossy", "quantize"]

@@ -182,3 +182,18 @@ def test_cli_quantize_and_compress_write_reports(tmp_path, model, capsys):
     out2 = tmp_path / "c.pt"
     assert main(["compress", str(model), "--box", "0,1", "--tol", "0.05", "-o", str(out2)]) == 0
     assert out2.exists()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compress_then_quantize_is_proven_end_to_end(tmp_path, seed):
+    f = _net(seed, (2, 6, 6, 2))
+    pruned = compress_lossy(f, BOX, 0.2, time_limit=10.0)
+    res = quantize(pruned, BOX, bits=4)
+    assert res.network.num_neurons <= f.num_neurons
+    exact = max_output_difference(f, res.network, BOX).value
+    assert exact <= res.proven + 1e-9
+    path = tmp_path / "q.onnx"
+    res.save(path)
+    back = api.load(path)
+    for a, b in zip(back.layers, res.network.layers, strict=True):
+        assert np.array_equal(a.weight, b.weight)

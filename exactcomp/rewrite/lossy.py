@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -223,7 +223,13 @@ def _layer_facts(f: Network, accepted: Sequence[Candidate], factors: dict[int, f
 def drop_unused(net: Network) -> Network:
     """Remove ReLU neurons that cannot affect the output (zero outgoing column, or zero row
     and bias so that they output 0): exact, no arithmetic."""
-    layers = list(net.layers)
+    return drop_unused_grids(net, [None] * len(net.layers))[0]
+
+
+def drop_unused_grids(net: Network, grids: Sequence) -> tuple[Network, list]:
+    """:func:`drop_unused`, slicing the quantised grids (``q`` rows and columns, ``scale``
+    rows; :class:`~exactcomp.rewrite.quantize.QuantizedWeight`) of the layers it touches."""
+    layers, grids = list(net.layers), list(grids)
     for k in range(len(layers) - 1):
         if not layers[k].relu:
             continue
@@ -234,4 +240,8 @@ def drop_unused(net: Network) -> Network:
         keep = ~dead
         layers[k] = Layer(w[keep], b[keep], True)
         layers[k + 1] = Layer(nxt[:, keep], layers[k + 1].bias, layers[k + 1].relu)
-    return net.replace_layers(layers)
+        if grids[k] is not None:
+            grids[k] = replace(grids[k], q=grids[k].q[keep], scale=grids[k].scale[keep])
+        if grids[k + 1] is not None:
+            grids[k + 1] = replace(grids[k + 1], q=grids[k + 1].q[:, keep])
+    return net.replace_layers(layers), grids

@@ -134,13 +134,13 @@ def run(quick: bool, out: Path) -> list[dict]:
         for tol in TOLS:
             t = time.perf_counter()
             res = compress_lossy(f, box, tol, time_limit=20.0 if quick else 60.0)
-            g = res.network
+            g = res.pruned  # the same function as res.network, in f's architecture
             rows.append(_row(name, "ours: compress", tol, f, g, box, charger, x, y,
                              time.perf_counter() - t))  # fmt: skip
             removed = _nonzero(f) - _nonzero(g)
             base = magnitude_global(f, removed)
             rows.append(_row(name, "magnitude (global)", tol, f, base, box, charger, x, y, 0.0))
-            share = 1 - g.num_neurons / f.num_neurons
+            share = 1 - res.network.num_neurons / f.num_neurons
             base = magnitude_neurons(f, share)
             rows.append(_row(name, "magnitude (neurons)", tol, f, base, box, charger, x, y, 0.0))
         for bits in BITS:
@@ -150,7 +150,7 @@ def run(quick: bool, out: Path) -> list[dict]:
                 4 * sum(la.bias.size for la in f.layers)
                 + sum(la.weight.size for la in f.layers) * (8 if bits == 8 else 4) // 8
             )
-            rows.append(_row(name, "ours: quantize", bits, f, res.network, box, charger, x, y,
+            rows.append(_row(name, "ours: quantize", bits, f, res.pruned, box, charger, x, y,
                              time.perf_counter() - t, size))  # fmt: skip
             base = round_to_nearest(f, bits)
             rows.append(_row(name, "round-to-nearest", bits, f, base, box, charger, x, y, 0.0,

@@ -232,9 +232,7 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     if quantizing and bits is None and tol is None:
         raise InvalidOptionError("quantize needs --bits, --tol or both")
     inputs = [args.model] + [
-        p
-        for p in (args.data, args.labels, args.box_file, args.box_from_data, args.vnnlib)
-        if p
+        p for p in (args.data, args.labels, args.box_file, args.box_from_data, args.vnnlib) if p
     ]
     check_save_path(args.output, inputs)
     if args.report:

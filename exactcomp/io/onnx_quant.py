@@ -82,9 +82,7 @@ def build_quantized_model(net, grids: Sequence[Any], like: Any = None):
     return model
 
 
-def save_quantized_onnx(
-    net, grids: Sequence[Any], path: str | Path, like: Any = None
-) -> None:
+def save_quantized_onnx(net, grids: Sequence[Any], path: str | Path, like: Any = None) -> None:
     """Write the quantised network, verified by onnxruntime before the atomic rename."""
     model = build_quantized_model(net, grids, like)
     in_vi = model.graph.input[0]

@@ -120,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .soak import main as soak_main
 
         return int(soak_main(argv[1:]) or 0)
+    if argv and argv[0] == "lossy":
+        from .lossy import main as lossy_main
+
+        return int(lossy_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns

@@ -303,11 +303,11 @@ def compress(
     trust_pickle: bool = False,
     check: int = 100_000,
     progress: Progress = SILENT,
-    tol: Tolerances = DEFAULT,
+    tol: Tolerances | float = DEFAULT,
     seed: int = 0,
     partial: bool = False,
     cluster: str | None = None,
-) -> CompressionResult:
+) -> Any:  # CompressionResult, or a LossyResult for a number ``tol``
     """Compress ``model`` exactly over ``domain``.
 
     Classifies every neuron (:func:`stable_neurons`), rewrites the network using only proven
@@ -316,7 +316,13 @@ def compress(
     With ``partial=True``, a Ctrl-C during the stability analysis compresses with the verdicts
     proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
     ``cluster``: a Dask scheduler address to solve the MILPs on (see :func:`stable_neurons`).
+    ``tol`` a number: certified *lossy* compression, ``max |f - g|`` proven ``<= tol`` on the
+    domain (:func:`exactcomp.approx.compress_lossy`, which returns a ``LossyResult``).
     """
+    if not isinstance(tol, Tolerances):
+        from .approx import compress_lossy
+
+        return compress_lossy(model, domain, tol, time_limit=max(time_limit, 60.0), data=data)
     if not check >= 1:
         raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")
     t0 = time.perf_counter()

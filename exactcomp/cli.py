@@ -136,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="on Ctrl-C, still write a (smaller, exact) network using the verdicts proven so far",
     )
 
+    c.add_argument(
+        "--tol",
+        default=None,
+        metavar="EPS",
+        help="certified lossy compression: prune further while max |f - g| over the domain is "
+        "proven <= EPS (logit units)",
+    )
+    c.add_argument("--labels", metavar="F.npy", help="labels of --data (lossy: accuracy)")
+    _add_quantize(sub)
+
     s = sub.add_parser(
         "stability", help="classify every neuron as stably active/inactive, unstable or undecided"
     )
@@ -299,6 +309,75 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _add_quantize(sub) -> None:
+    q = sub.add_parser(
+        "quantize", help="quantise the weights, with a proven bound on max |f - g| on the domain"
+    )
+    q.add_argument("model")
+    q.add_argument("-o", "--output", required=True, help="output .onnx (integer weights) or .pt")
+    _add_domain(q)
+    _add_model_opts(q)
+    q.add_argument("--bits", default=None, help="8, 4, 3, 2, 1.5 (ternary) or 16 (float16)")
+    q.add_argument(
+        "--tol", default=None, metavar="EPS", help="per layer the fewest bits proven within EPS"
+    )
+    q.add_argument("--data", metavar="F.npy", help="data: agreement with the original")
+    q.add_argument("--labels", metavar="F.npy", help="labels of --data: accuracy")
+    q.add_argument("--report", metavar="R.json", help="write the JSON report here")
+    q.add_argument("--quiet", action="store_true", help="no table")
+
+
+def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
+    """``quantize``, and ``compress --tol``: certified lossy compression (exactcomp.approx)."""
+    from . import api
+    from .approx import check_tol, compress_lossy, quantize
+    from .io import check_output_path, check_save_path
+    from .report import lossy_table, to_json_text, write_json
+    from .rewrite.quantize import check_bits
+
+    quantizing = args.command == "quantize"
+    bits = getattr(args, "bits", None)
+    if bits is not None:
+        bits = check_bits(bits)
+    tol = None if args.tol is None else check_tol(args.tol, positive=bits is not None)
+    if quantizing and bits is None and tol is None:
+        raise InvalidOptionError("quantize needs --bits, --tol or both")
+    inputs = [args.model] + [
+        p for p in (args.data, args.labels, args.box_file, args.box_from_data, args.vnnlib) if p
+    ]
+    check_save_path(args.output, inputs)
+    if args.report:
+        check_output_path(args.report, inputs + [args.output])
+    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    boxes = _domain(args, net.input_size, console)
+    data = _data(args)
+    labels = _npy(args.labels, "labels") if args.labels else None
+    if quantizing:
+        result = quantize(net, boxes, bits=bits, tol=tol, data=data, labels=labels)
+    else:
+        result = compress_lossy(net, boxes, tol, data=data, labels=labels)
+    result.report["bytes_before"] = Path(args.model).stat().st_size
+    result.save(args.output, inputs=inputs)
+    if args.report:
+        write_json(args.report, to_json_text(result.report))
+    _print_table(args, console, lossy_table(result.report))
+    console.print(
+        f"wrote {args.output}: proven max |f - g| <= {result.proven:.4g} "
+        f"(sampled {result.sampled:.4g}), {result.report['bytes_before']} -> "
+        f"{result.report['bytes_after']} bytes"
+    )
+    return EXIT_OK
+
+
+def _npy(path: str, what: str) -> np.ndarray:
+    if not Path(path).is_file():
+        raise InputFileError(f"{what} file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(f"cannot read {what} file {path} as .npy: {exc}") from None
+
+
 def _domain(args: argparse.Namespace, n_inputs: int, console: Console) -> list[Box]:
     given = [k for k in ("box", "box_file", "box_from_data", "vnnlib") if getattr(args, k)]
     if len(given) != 1:
@@ -406,6 +485,8 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     from .io import check_output_path, check_save_path
     from .report import compression_table, to_json_text, write_json
 
+    if args.tol is not None:
+        return cmd_lossy(args, console)
     _check_positive("--time-limit", args.time_limit)
     _check_positive("--jobs", args.jobs)
     _check_positive("--verify-tol", args.verify_tol)
@@ -620,6 +701,7 @@ COMMANDS = {
     "stability": cmd_stability,
     "verify": cmd_verify,
     "regions": cmd_regions,
+    "quantize": cmd_lossy,
 }
 
 

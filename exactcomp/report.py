@@ -76,6 +76,26 @@ def compression_table(doc: dict) -> Table:
     return t
 
 
+def lossy_table(doc: dict) -> Table:
+    """Per layer what a lossy command did, and the proven/sampled totals in the caption."""
+    t = Table(
+        title=f"{doc['command']}: proven max |f - g| <= {doc['proven_max_abs_diff']:.4g} "
+        f"(tol {doc['tol']}), sampled {doc['sampled_max_abs_diff']:.4g}",
+        caption=f"neurons {doc['neurons_before']} -> {doc['neurons_after']}, parameters "
+        f"{doc['parameters_before']} -> {doc['parameters_after']}",
+    )
+    keys = [k for k in doc["layers"][0] if k != "layer"] if doc["layers"] else []
+    for c in ["layer", *keys]:
+        t.add_column(c)
+    for row in doc["layers"]:
+        t.add_row(*(_cell(row[k]) for k in ["layer", *keys]))
+    return t
+
+
+def _cell(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def stability_table(doc: dict) -> Table:
     """The classification only (``exactcomp stability``)."""
     t = _table(

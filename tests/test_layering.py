@@ -34,6 +34,7 @@ RANK = {
     "rewrite": 6,
     "verify": 7,
     "api": 8,
+    "approx": 8,
     "report": 9,
     "cli": 10,
     "__main__": 11,

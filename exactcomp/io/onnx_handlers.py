@@ -288,7 +288,41 @@ def _concat(st: LoweringState, at: dict, xs: list) -> list:
     return [Affine(lin, off, base)]
 
 
+def _dequantize(st: LoweringState, at: dict, xs: list) -> list:
+    """``DequantizeLinear`` of a constant integer tensor: ``(x - zero_point) * scale`` per
+    ``axis`` (or one scale), computed exactly in float64. onnxruntime computes it in the
+    scale's type (FLOAT16/FLOAT), so it is read only where every product is exact in that
+    type (exactcomp's quantised files choose their scales so); otherwise refused."""
+    x = _const(xs[0], "a constant quantised tensor")
+    scale = _const(xs[1], "a constant scale")
+    integer = x.dtype.kind in "iu" or str(x.dtype) in ("int4", "uint4")  # ml_dtypes' 4 bits
+    if not integer or scale.dtype.kind != "f" or scale.dtype.itemsize < 2:
+        raise UnsupportedModelError(f"dequantises {x.dtype} with a {scale.dtype} scale")
+    if "block_size" in at and int(at["block_size"]):
+        raise UnsupportedModelError("uses blocked quantisation; not supported")
+    zp = np.zeros((), np.int64) if len(xs) < 3 or xs[2] is None else _const(xs[2], "a zero point")
+    q = x.astype(np.int64) - zp.astype(np.int64).reshape(_axis_shape(x, zp, at))
+    s = scale.astype(np.float64).reshape(_axis_shape(x, scale, at))
+    out = q.astype(np.float64) * s
+    if not np.array_equal(out.astype(scale.dtype).astype(np.float64), out):
+        raise UnsupportedModelError(
+            f"(x - zero_point) * scale rounds in {scale.dtype}; not supported (not exact)"
+        )
+    return [out.astype(scale.dtype)]
+
+
+def _axis_shape(x: np.ndarray, v: np.ndarray, at: dict) -> tuple[int, ...]:
+    """Shape that broadcasts a per-axis vector ``v`` (or a scalar) against ``x``."""
+    if v.size == 1:
+        return ()
+    axis = int(at.get("axis", 1)) % x.ndim
+    if v.ndim != 1 or v.size != x.shape[axis]:
+        raise UnsupportedModelError(f"has a scale or zero point of shape {v.shape}")
+    return tuple(-1 if i == axis else 1 for i in range(x.ndim))
+
+
 HANDLERS: dict[str, Handler] = {
+    "DequantizeLinear": _dequantize,
     "Identity": _identity,
     "Dropout": _dropout,
     "Cast": _cast,

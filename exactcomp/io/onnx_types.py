@@ -109,6 +109,8 @@ def output_types(op: str, at: dict, in_types: Sequence[int | None]) -> list[int 
         return [None]
     if op == "Dropout":
         return [in_types[0] if in_types else None, T.BOOL]
+    if op == "DequantizeLinear":  # the scale's type
+        return [in_types[1] if len(in_types) > 1 else None]
     return [in_types[0] if in_types else None]
 
 

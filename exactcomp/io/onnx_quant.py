@@ -1,0 +1,99 @@
+"""Write a quantised network as ONNX: integer weight initialisers and ``DequantizeLinear``.
+
+The graph is the one :func:`exactcomp.io.onnx_io.build_model` writes (``Gemm`` + ``Relu`` per
+layer), with each quantised weight ``ec_W{k}`` computed by ``DequantizeLinear(q, scale, 0,
+axis=0)`` from an INT8 initialiser (INT4 for grids of 4 bits or less, opset 21: half the
+bytes), or by an exact ``Cast`` from a FLOAT16 initialiser. The scales are chosen so that
+``q * scale`` is exact in float32 (:mod:`exactcomp.rewrite.quantize`), so onnxruntime, the
+state_dict writer and exactcomp's reader all hold the weights the proofs were about; the file
+is checked against the network in onnxruntime before the atomic rename.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..domain import Box
+from ..errors import VerificationError
+from .atomic import atomic_path
+from .onnx_check import compare_with_onnxruntime, probe_points
+from .onnx_graph import declared_dims
+from .onnx_io import build_model
+
+INT4_OPSET = 21
+INT4_IR_VERSION = 10
+
+
+def _int_tensor(q: np.ndarray, name: str, four: bool) -> onnx.TensorProto:
+    if not four:
+        return numpy_helper.from_array(q.astype(np.int8), name)
+    import ml_dtypes  # a dependency of onnx: its numpy int4 type (packed two per byte)
+
+    return numpy_helper.from_array(q.astype(np.int8).astype(ml_dtypes.int4), name)
+
+
+def build_quantized_model(net, grids: Sequence[Any], like: Any = None):
+    """The ONNX model of a quantised ``net`` (``grids[k]`` None: layer ``k`` kept as float)."""
+    model = build_model(net, like)
+    four = any(g is not None and g.storage_bits == 4 for g in grids)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    new_nodes = []
+    for k, g in enumerate(grids):
+        if g is None:
+            continue
+        name = f"ec_W{k}"
+        graph.initializer.remove(inits[name])
+        if g.bits == 16:
+            graph.initializer.append(numpy_helper.from_array(g.q.astype(np.float16), f"{name}_h"))
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [f"{name}_h"], [name], name=f"ec_cast{k}", to=TensorProto.FLOAT
+                )
+            )
+            continue
+        small = g.storage_bits == 4
+        graph.initializer.append(_int_tensor(g.q, f"{name}_q", small))
+        graph.initializer.append(numpy_helper.from_array(g.scale.astype(np.float32), f"{name}_s"))
+        zero = np.zeros(g.q.shape[0], np.int8)
+        graph.initializer.append(_int_tensor(zero, f"{name}_z", small))
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_q", f"{name}_s", f"{name}_z"],
+                [name],
+                name=f"ec_dequant{k}",
+                axis=0,
+            )
+        )
+    nodes = new_nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if four:
+        model.opset_import[0].version = INT4_OPSET
+        model.ir_version = INT4_IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def save_quantized_onnx(net, grids: Sequence[Any], path: str | Path, like: Any = None) -> None:
+    """Write the quantised network, verified by onnxruntime before the atomic rename."""
+    model = build_quantized_model(net, grids, like)
+    in_vi = model.graph.input[0]
+    in_shape = declared_dims(in_vi) or ()
+    dt = str(helper.tensor_dtype_to_np_dtype(in_vi.type.tensor_type.elem_type))
+    x = probe_points(Box.uniform(-1.0, 1.0, net.input_size), 64, np.random.default_rng(0))
+    with atomic_path(Path(path)) as tmp:
+        onnx.save(model, str(tmp))
+        worst = compare_with_onnxruntime(tmp, net, x, in_vi.name, in_shape, dt)
+        if worst.excess > 0:
+            raise VerificationError(
+                f"the quantised ONNX file written for {str(path)!r} differs from the network by "
+                f"up to {worst.max_abs_diff:.3g} in onnxruntime; nothing was written"
+            )

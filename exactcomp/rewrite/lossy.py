@@ -1,0 +1,247 @@
+r"""Certified lossy compression: prune beyond exactness while a proof keeps ``max |f - g| <= eps``.
+
+Candidates (each keeps the architecture, so the differential bounds of
+:mod:`exactcomp.verify.symbolic` compare the result with the original neuron by neuron):
+
+* **neuron -> constant** ``(k, j)``: ReLU neuron ``j`` of layer ``k``, whose output lies in
+  :math:`[a, b] = [\mathrm{relu}(l), \mathrm{relu}(u)]` (``l, u`` sound bounds of ``f``'s
+  pre-activation on the domain), is replaced by :math:`c = (a + b) / 2`: its row and bias are
+  zeroed and :math:`W_{k+1}[:, j]\, c` moves into :math:`b_{k+1}`. A nearly inactive neuron
+  (``u`` small) is the case ``c ~ 0``. The change of layer ``k+1``'s pre-activation is at most
+  :math:`\|W_{k+1}[:, j]\|_1 (b - a)/2` before propagation: the candidate's *local charge*.
+* **small weight -> 0** ``(k, i, j)``: local charge :math:`|W_{k,ij}|\, \max_D |h_{k-1,j}|`.
+
+**Ranking by a measured rule.** Local charges ignore what the layers after ``k`` amplify. For
+each layer the amplification is *measured*: the proven bound of a probe (the cheapest 5% of
+that layer's candidates applied alone) divided by the sum of their local charges. A
+candidate's score is its local charge times its layer's factor, per parameter saved; the
+budget goes where the proven error per parameter is smallest, across layers.
+
+**Acceptance.** Candidates in score order; the longest prefix whose *whole* network is proven
+within ``eps`` against the original (:class:`~exactcomp.verify.charge.Charger`) is found by
+bisection, then the remaining candidates are tried in shrinking blocks, each kept only if the
+whole is still proven within ``eps``. Every accepted state is proven; no charge is summed.
+Finally neurons left without effect (zero outgoing column, or zero row and bias) are dropped,
+which is exact (no arithmetic).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..domain import Box
+from ..network import Layer, Network
+
+PROBE_SHARE = 0.05  # the share of a layer's candidates in its amplification probe
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One lossy edit: ``kind`` "neuron" (``index = (k, j)``) or "weight" (``(k, i, j)``)."""
+
+    kind: str
+    index: tuple[int, ...]
+    local: float  # proven change of the next pre-activation (neuron) or of z_k (weight)
+    saved: int  # parameters it sets to zero
+
+
+@dataclass
+class LossyOutcome:
+    """The search's result: the network (same architecture as ``f``), the one proven bound of
+    the whole, the accepted candidates and per-layer facts."""
+
+    network: Network
+    proven: float
+    accepted: list[Candidate]
+    proofs: int
+    layers: list[dict] = field(default_factory=list)
+
+
+def relu_ranges(f: Network, charger) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Sound ranges ``[relu(l), relu(u)]`` of every layer's output over the domain (the
+    union of the charger's boxes: the widest over boxes)."""
+    out = []
+    for k in range(len(f.layers)):
+        lo = np.min([p.root[k][0] for p in charger._pairs], axis=0)
+        hi = np.max([p.root[k][1] for p in charger._pairs], axis=0)
+        if f.layers[k].relu:
+            lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+        out.append((lo, hi))
+    return out
+
+
+def candidates(f: Network, ranges, boxes: Sequence[Box]) -> list[Candidate]:
+    """Every neuron -> constant and every nonzero weight -> 0 edit, with its local charge."""
+    out: list[Candidate] = []
+    last = len(f.layers) - 1
+    x_mag = np.max([np.maximum(np.abs(b.lower), np.abs(b.upper)) for b in boxes], axis=0)
+    for k, layer in enumerate(f.layers):
+        h_mag = x_mag if k == 0 else np.maximum(np.abs(ranges[k - 1][0]), ranges[k - 1][1])
+        w = layer.weight
+        for i, j in zip(*np.nonzero(w), strict=True):
+            out.append(Candidate("weight", (k, int(i), int(j)), float(abs(w[i, j]) * h_mag[j]), 1))
+        if layer.relu and k < last:
+            nxt = f.layers[k + 1].weight
+            lo, hi = ranges[k]
+            for j in range(layer.out_features):
+                saved = int(np.count_nonzero(w[j]) + (layer.bias[j] != 0))
+                saved += int(np.count_nonzero(nxt[:, j]))
+                if saved == 0:
+                    continue
+                local = float(np.abs(nxt[:, j]).sum() * (hi[j] - lo[j]) / 2)
+                out.append(Candidate("neuron", (k, j), local, saved))
+    return out
+
+
+def apply(f: Network, chosen: Sequence[Candidate], ranges) -> Network:
+    """``f`` with the edits applied (weights first, then neurons; see the module docstring)."""
+    ws = [np.array(la.weight) for la in f.layers]
+    bs = [np.array(la.bias) for la in f.layers]
+    for c in chosen:
+        if c.kind == "weight":
+            k, i, j = c.index
+            ws[k][i, j] = 0.0
+    for c in chosen:
+        if c.kind == "neuron":
+            k, j = c.index
+            const = (ranges[k][0][j] + ranges[k][1][j]) / 2
+            bs[k + 1] = bs[k + 1] + ws[k + 1][:, j] * const
+            ws[k + 1][:, j] = 0.0
+            ws[k][j, :] = 0.0
+            bs[k][j] = 0.0
+    # what the written file holds is what is proven: float32 when f's weights are float32
+    # numbers (then the file stays float32), else float64
+    dt = np.float32 if _is_float32(f) else np.float64
+    layers = [
+        Layer(w.astype(dt), b.astype(dt), la.relu)
+        for w, b, la in zip(ws, bs, f.layers, strict=True)
+    ]
+    return Network(tuple(layers), dtype=np.dtype(dt).name, meta=dict(f.meta))
+
+
+def _is_float32(f: Network) -> bool:
+    return all(
+        np.array_equal(a.astype(np.float32).astype(np.float64), a)
+        for la in f.layers
+        for a in (la.weight, la.bias)
+    )
+
+
+def search(
+    f: Network, boxes: Sequence[Box], eps: float, charger, *, time_limit: float = 60.0
+) -> LossyOutcome:
+    """Greedy certified pruning of ``f`` within ``eps`` (see the module docstring).
+
+    ``charger``: the proof engine, an :class:`exactcomp.verify.charge.Charger` of ``f`` on
+    ``boxes`` (passed in: rewrite passes sit below verify)."""
+    t_end = time.perf_counter() + time_limit
+    ranges = relu_ranges(f, charger)
+    cands = candidates(f, ranges, boxes)
+    base = apply(f, [], ranges)
+    base_bound = charger.proven(base)
+    if base_bound > eps or not cands:
+        return LossyOutcome(base, base_bound, [], charger.calls, _layer_facts(f, [], {}))
+    factors = _amplification(f, cands, ranges, charger)
+    score = np.array([c.local * factors[_layer(c)] / c.saved for c in cands])
+    order = [cands[i] for i in np.argsort(score, kind="stable")]
+
+    def ok(chosen: list[Candidate]) -> float | None:
+        bound = charger.proven(apply(f, chosen, ranges))
+        return bound if bound <= eps else None
+
+    # the longest proven prefix, by bisection (each probe is one proof of the whole)
+    lo, hi = 0, len(order)
+    while lo < hi and time.perf_counter() < t_end:
+        mid = (lo + hi + 1) // 2
+        b = ok(order[:mid])
+        if b is not None:
+            lo = mid
+        else:
+            hi = mid - 1
+    accepted = list(order[:lo])
+    # the rest in shrinking blocks
+    rest = order[lo + 1 :]
+    block = max(len(rest) // 8, 1)
+    while rest and time.perf_counter() < t_end:
+        head, rest = rest[:block], rest[block:]
+        b = ok(accepted + head)
+        if b is not None:
+            accepted += head
+        elif block > 1:  # retry the failed block in smaller ones; a single failure is dropped
+            rest = head + rest
+            block = max(block // 4, 1)
+    final = apply(f, accepted, ranges)
+    proven = charger.proven(final)  # the claim: one proof of the original vs the final network
+    return LossyOutcome(final, proven, accepted, charger.calls, _layer_facts(f, accepted, factors))
+
+
+def _layer(c: Candidate) -> int:
+    """The layer whose output the edit changes first: ``k`` for a weight, ``k + 1`` for a
+    neuron (its change enters through the next layer)."""
+    return c.index[0] if c.kind == "weight" else c.index[0] + 1
+
+
+def _amplification(f: Network, cands, ranges, charger) -> dict[int, float]:
+    """Per layer, proven error of a probe / sum of its local charges (the measured rule)."""
+    factors: dict[int, float] = {}
+    for k in range(len(f.layers)):
+        mine = sorted((c for c in cands if _layer(c) == k), key=lambda c: c.local / c.saved)
+        if not mine:
+            continue
+        probe = mine[: max(1, int(PROBE_SHARE * len(mine)))]
+        local = sum(c.local for c in probe)
+        proven = charger.proven(apply(f, probe, ranges))
+        factors[k] = proven / local if local > 0 else 1.0
+        factors[k] = max(factors[k], 1e-12)
+    return factors
+
+
+def _layer_facts(f: Network, accepted: Sequence[Candidate], factors: dict[int, float]) -> list:
+    """Per layer: neurons replaced by constants, weights zeroed, the measured factor and the
+    sum of the local charges of its accepted edits (an estimate; the claim is the proof)."""
+    facts = []
+    for k in range(len(f.layers)):
+        mine = [c for c in accepted if _layer(c) == k]
+        facts.append(
+            {
+                "layer": k,
+                "neurons_to_constant": sum(
+                    1 for c in accepted if c.kind == "neuron" and c.index[0] == k
+                ),
+                "weights_zeroed": sum(1 for c in mine if c.kind == "weight"),
+                "amplification": factors.get(k),
+                "charged": float(sum(c.local * factors.get(k, 1.0) for c in mine)),
+            }
+        )
+    return facts
+
+
+def drop_unused(net: Network) -> Network:
+    """Remove ReLU neurons that cannot affect the output (zero outgoing column, or zero row
+    and bias so that they output 0): exact, no arithmetic."""
+    return drop_unused_grids(net, [None] * len(net.layers))[0]
+
+
+def drop_unused_grids(net: Network, grids: Sequence) -> tuple[Network, list]:
+    """:func:`drop_unused`, slicing the quantised grids (``q`` rows and columns, ``scale``
+    rows; :class:`~exactcomp.rewrite.quantize.QuantizedWeight`) of the layers it touches."""
+    layers, grids = list(net.layers), list(grids)
+    for k in range(len(layers) - 1):
+        if not layers[k].relu:
+            continue
+        w, b, nxt = layers[k].weight, layers[k].bias, layers[k + 1].weight
+        dead = ~nxt.any(axis=0) | (~w.any(axis=1) & (b <= 0))
+        if not dead.any() or dead.all():
+            continue
+        keep = ~dead
+        layers[k] = Layer(w[keep], b[keep], True)
+        layers[k + 1] = Layer(nxt[:, keep], layers[k + 1].bias, layers[k + 1].relu)
+        if grids[k] is not None:
+            grids[k] = replace(grids[k], q=grids[k].q[keep], scale=grids[k].scale[keep])
+        if grids[k + 1] is not None:
+            grids[k + 1] = replace(grids[k + 1], q=grids[k + 1].q[:, keep])
+    return net.replace_layers(layers), grids

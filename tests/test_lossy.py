@@ -1,0 +1,199 @@
+"""Certified lossy compression and quantisation (issue 15).
+
+The oracle :func:`exactcomp.testing.max_output_difference` computes the exact
+``max |f - g|`` on tiny networks; a proven bound must never be below it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from exactcomp import api
+from exactcomp.approx import compress_lossy, quantize
+from exactcomp.cli import main
+from exactcomp.domain import Box
+from exactcomp.errors import InvalidOptionError, UnsupportedModelError
+from exactcomp.network import Network
+from exactcomp.rewrite.lossy import drop_unused
+from exactcomp.rewrite.quantize import quantize_network, quantize_weight
+from exactcomp.testing import max_output_difference
+from exactcomp.verify.charge import Charger, sampled_max_difference
+
+
+def _net(seed: int, widths=(2, 5, 4, 2)) -> Network:
+    """A tiny random MLP ``2-5r-4r-2`` (ReLU after the hidden layers)."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(b, a)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
+    return Network.from_arrays(ws, bs)
+
+
+BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
+
+
+@pytest.mark.parametrize("bits", [16, 8, 4, 3, 2, 1.5])
+def test_quantized_weights_are_exact_float32_and_on_the_grid(bits):
+    w = np.random.default_rng(1).normal(size=(6, 9))
+    qw = quantize_weight(w, bits)
+    deq = qw.dequantized
+    assert np.array_equal(deq.astype(np.float32).astype(np.float64), deq)
+    if bits == 16:
+        assert np.array_equal(deq, w.astype(np.float16).astype(np.float64))
+        return
+    top = 1 if bits == 1.5 else 2 ** (int(bits) - 1) - 1
+    assert np.abs(qw.q).max() <= top
+    if bits == 8:  # round to nearest: at most half a step (and the rounded-up scale)
+        assert (np.abs(deq - w) <= qw.scale[:, None] / 2 + 1e-12).all()
+
+
+def test_bits_outside_the_set_are_refused():
+    with pytest.raises(InvalidOptionError, match="--bits must be one of"):
+        quantize_weight(np.ones((2, 2)), 5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("bits", [4, 2, 1.5])
+def test_proven_bound_of_quantisation_is_never_below_the_exact_max(seed, bits):
+    f = _net(seed)
+    g = quantize_network(f, [bits] * 3).network
+    exact = max_output_difference(f, g, BOX).value
+    charger = Charger(f, [BOX])
+    proven = charger.proven(g)
+    split = charger.proven(g, split_seconds=2.0, target=exact * 1.5)
+    assert exact <= proven + 1e-9
+    assert exact <= split + 1e-9
+    assert sampled_max_difference(f, g, [BOX]) <= exact + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("tol", [0.0, 0.05, 0.3])
+def test_lossy_compress_is_proven_within_tol_and_never_below_the_exact_max(seed, tol):
+    f = _net(seed, (2, 6, 6, 2))
+    res = compress_lossy(f, BOX, tol, time_limit=20.0)
+    assert res.proven <= tol + 1e-12
+    exact = max_output_difference(f, res.network, BOX).value
+    assert exact <= res.proven + 1e-9
+    assert res.sampled <= exact + 1e-9
+    assert res.report["parameters_after"] <= res.report["parameters_before"]
+    if tol == 0.3:
+        assert res.report["parameters_after"] < res.report["parameters_before"]
+
+
+def test_drop_unused_is_exact():
+    """``2-3r-1``: neuron 1 has a zero outgoing weight, neuron 2 a zero row and bias -1."""
+    w0 = np.array([[1.0, -1.0], [2.0, 1.0], [0.0, 0.0]])
+    b0 = np.array([0.1, 0.0, -1.0])
+    f = Network.from_arrays([w0, np.array([[1.0, 0.0, 3.0]])], [b0, np.array([0.5])])
+    g = drop_unused(f)
+    assert g.hidden_widths == (1,)
+    x = BOX.sample(200, np.random.default_rng(0))
+    assert np.array_equal(f.forward(x), g.forward(x))
+
+
+@pytest.mark.parametrize("bits", [8, 4, 1.5, 16])
+def test_quantized_onnx_runs_and_reads_back_exactly(tmp_path, bits):
+    f = _net(3)
+    res = quantize(f, BOX, bits=bits)
+    path = tmp_path / "q.onnx"
+    res.save(path)  # checked against onnxruntime before the rename
+    back = api.load(path)
+    for a, b in zip(back.layers, res.network.layers, strict=True):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+    kinds = {t.data_type for t in onnx.load(str(path)).graph.initializer}
+    assert (TensorProto.INT8 in kinds or TensorProto.INT4 in kinds) != (bits == 16)
+
+
+def test_dequantize_that_rounds_is_refused(tmp_path):
+    """A scale of 1 + 2^-23 times q = 3 is not a float32: the reader refuses, by name."""
+    q = numpy_helper.from_array(np.array([[3, 1], [1, 1]], np.int8), "q")
+    s = numpy_helper.from_array(np.array([1 + 2**-23, 1.0], np.float32), "s")
+    z = numpy_helper.from_array(np.zeros(2, np.int8), "z")
+    b = numpy_helper.from_array(np.zeros(2, np.float32), "b")
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["W"], axis=0),
+        helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[q, s, z, b],
+    )
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    with pytest.raises(UnsupportedModelError, match="rounds"):
+        api.load(path)
+
+
+def test_quantize_with_tol_keeps_the_proven_bound(tmp_path):
+    f = _net(5)
+    res = quantize(f, BOX, tol=0.05)
+    assert res.proven <= 0.05
+    assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    path = tmp_path / "model.pt"
+    torch.save(seq.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["quantize", "--bits", "5"], "--bits must be one of"),
+        (["quantize", "--bits", "8", "--tol", "0"], "--tol must be a finite number > 0"),
+        (["quantize", "--tol", "x"], "--tol must be a number"),
+        (["quantize", "--tol", "-1"], "--tol must be a finite number >= 0"),
+        (["quantize"], "needs --bits, --tol or both"),
+        (["compress", "--tol", "-0.5"], "--tol must be"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2_no_file(tmp_path, model, capsys, extra, needle):
+    out = tmp_path / "out.onnx"
+    cmd, *rest = extra
+    code = main([cmd, str(model), "--box", "0,1", "-o", str(out), *rest])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
+def test_cli_quantize_and_compress_write_reports(tmp_path, model, capsys):
+    import json
+
+    out, rep = tmp_path / "q.onnx", tmp_path / "q.json"
+    argv = ["quantize", model, "--box", "0,1", "--bits", "4", "-o", out, "--report", rep]
+    assert main([str(a) for a in argv]) == 0
+    doc = json.loads(rep.read_text())
+    for key in ("tol", "proven_max_abs_diff", "sampled_max_abs_diff", "bytes_before"):
+        assert key in doc
+    assert doc["bytes_after"] == out.stat().st_size
+    assert doc["sampled_max_abs_diff"] <= doc["proven_max_abs_diff"]
+    out2 = tmp_path / "c.pt"
+    assert main(["compress", str(model), "--box", "0,1", "--tol", "0.05", "-o", str(out2)]) == 0
+    assert out2.exists()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compress_then_quantize_is_proven_end_to_end(tmp_path, seed):
+    f = _net(seed, (2, 6, 6, 2))
+    pruned = compress_lossy(f, BOX, 0.2, time_limit=10.0)
+    res = quantize(pruned, BOX, bits=4)
+    assert res.network.num_neurons <= f.num_neurons
+    exact = max_output_difference(f, res.network, BOX).value
+    assert exact <= res.proven + 1e-9
+    path = tmp_path / "q.onnx"
+    res.save(path)
+    back = api.load(path)
+    for a, b in zip(back.layers, res.network.layers, strict=True):
+        assert np.array_equal(a.weight, b.weight)

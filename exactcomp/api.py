@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import io as _io
+from .conv import rounded
 from .domain import Box
 from .errors import (
     InputFileError,
@@ -248,7 +249,10 @@ def stored(net: Network, dtype: str | None = None) -> Network:
     dt = np.dtype(name) if name in ("float16", "float32", "float64") else np.dtype(np.float64)
     layers = [
         type(la)(
-            la.weight.astype(dt).astype(np.float64), la.bias.astype(dt).astype(np.float64), la.relu
+            la.weight.astype(dt).astype(np.float64),
+            la.bias.astype(dt).astype(np.float64),
+            la.relu,
+            rounded(la.structure, dt),
         )
         for la in net.layers
     ]

@@ -20,6 +20,7 @@ RANK = {
     "progress": 0,
     "solver": 0,
     "network": 1,
+    "conv": 1,
     "domain": 1,
     "verdicts": 2,
     "io": 3,
@@ -36,7 +37,7 @@ RANK = {
     "__main__": 11,
     "__init__": 11,
 }
-NUMPY_ONLY = {"network", "domain", "verdicts", "errors", "tolerances", "progress"}
+NUMPY_ONLY = {"network", "conv", "domain", "verdicts", "errors", "tolerances", "progress"}
 
 
 def _top(module_path: Path) -> str:

@@ -32,6 +32,7 @@ from .errors import (
 from .network import Network
 from .progress import SILENT, Progress
 from .rewrite import RewriteResult, compress_network
+from .rewrite.channels import choose_structured
 from .stability import stable_neurons as _stable_neurons
 from .tolerances import DEFAULT, Tolerances, rounding_deltas, stored_rounding_bound
 from .verdicts import LayerStability, StabilityReport, Verdict
@@ -340,6 +341,7 @@ def compress(
         cluster=cluster,
     )
     rewritten = compress_network(original, report, tol=tol)
+    rewritten, structure = choose_structured(original, report, rewritten, tol)
     progress.task("re-checking on sample points", 1)
     sc = sample_check(original, rewritten.network, boxes, points=check, tol=tol, seed=seed + 1)
     progress.advance()
@@ -347,6 +349,8 @@ def compress(
     doc = build_report(
         original, rewritten, report, sc, seconds, method=method, boxes=boxes, cluster=cluster
     )
+    if structure:
+        doc["structure"] = structure
     return CompressionResult(
         original=original,
         network=rewritten.network,

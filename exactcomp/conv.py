@@ -83,7 +83,12 @@ class ConvSpec:
     def taps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rows, cols, entries)``: ``W[rows, cols] = kernel.flat[entries]``, taps in range."""
         return conv_taps(
-            self.in_shape, self.kernel.shape, self.strides, self.pads[:2], self.dilations
+            self.in_shape,
+            self.kernel.shape,
+            self.strides,
+            self.pads[:2],
+            self.dilations,
+            self.out_shape[1:],
         )[:3]
 
     def dense(self) -> np.ndarray:

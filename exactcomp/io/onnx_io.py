@@ -342,6 +342,24 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
     return model
 
 
+def _unchanged_source(net: Network, built: onnx.ModelProto) -> onnx.ModelProto:
+    """The source file's model when ``net`` is exactly the network read from it (same layers,
+    same dtype) and writing ``built`` would be larger: a rewrite that gained nothing is never
+    written into a bigger file. Otherwise ``built``."""
+    meta = net.meta
+    src = Path(str(meta.get("source", "")))
+    if meta.get("format") != "onnx" or not src.is_file() or src.suffix.lower() != ".onnx":
+        return built
+    if net.dtype != meta.get("compute_dtype") or meta.get("layers_digest") != layers_digest(net):
+        return built
+    if built.ByteSize() <= src.stat().st_size:
+        return built
+    try:
+        return onnx.load(str(src))
+    except Exception:  # noqa: BLE001 - the source changed or went away: write ours
+        return built
+
+
 def save_onnx(
     net: Network, path: str | Path, like: Any = None, *, check_samples: int = 64, seed: int = 0
 ) -> None:
@@ -366,7 +384,7 @@ def save_onnx(
     OutputPathError
         The destination directory cannot be written.
     """
-    model = build_model(net, like)
+    model = _unchanged_source(net, build_model(net, like))
     in_vi = model.graph.input[0]
 
     in_shape = declared_dims(in_vi) or ()

@@ -1,0 +1,275 @@
+"""Convolutional networks stay convolutional: read with structure, written as Conv/pools,
+compressed channel by channel, never into a bigger file; each op exact or refused by name.
+
+Ground truth is onnxruntime on the original file at the box's corners, face points and
+samples (:func:`~exactcomp.io.onnx_check.probe_points`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from exactcomp import api, cli
+from exactcomp.conv import ConvSpec, PoolLevel, pool_matrices
+from exactcomp.domain import Box
+from exactcomp.errors import UnsupportedModelError
+from exactcomp.io.onnx_check import probe_points
+from exactcomp.io.onnx_io import load_onnx
+
+RNG = np.random.default_rng(5)
+
+
+def _model(nodes, inits, in_shape, out_shape, opset=13):
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset <= 17 else 9
+    return model
+
+
+def _f32(*shape, scale=1.0):
+    return (RNG.normal(size=shape) * scale).astype(np.float32)
+
+
+def _cnn(dead_bias: float | None = None):
+    """x[1,2,6,6] -> Pad 1 -> Conv 4x(3x3) s1 -> BN -> Relu -> MaxPool 2x2 s2 -> Conv 3x(2x2)
+    -> Relu -> AveragePool 2x2 s1 pads 0,0,1,1 -> Flatten -> Gemm 3.
+
+    ``dead_bias``: channel 1 of the first conv gets this bias, and channel 2 an all-zero
+    kernel with bias -1 (dead everywhere)."""
+    w1, b1 = _f32(4, 2, 3, 3), _f32(4)
+    w1[2] = 0.0
+    b1[2] = -1.0
+    if dead_bias is not None:
+        b1[1] = dead_bias
+    n = helper.make_node
+    nodes = [
+        n("Pad", ["x", "pads"], ["xp"], name="pad", mode="constant"),
+        n("Conv", ["xp", "W1", "B1"], ["c1"], name="conv1", kernel_shape=[3, 3]),
+        n("BatchNormalization", ["c1", "s", "bb", "mu", "var"], ["bn"], name="bn"),
+        n("Relu", ["bn"], ["r1"]),
+        n("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["p1", "W2", "B2"], ["c2"], name="conv2", kernel_shape=[2, 2]),
+        n("Relu", ["c2"], ["r2"]),
+        n("AveragePool", ["r2"], ["a2"], name="avg", kernel_shape=[2, 2], pads=[0, 0, 1, 1]),
+        n("Flatten", ["a2"], ["f"]),
+        n("Gemm", ["f", "W3", "B3"], ["y"], transB=1),
+    ]
+    inits = {
+        "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+        "W1": w1,
+        "B1": b1,
+        "s": np.abs(_f32(4)) + 0.5,
+        "bb": _f32(4) - np.array([0, 0, 5, 0], np.float32),  # BN keeps channel 2 dead
+        "mu": _f32(4),
+        "var": np.abs(_f32(4)) + 0.5,
+        "W2": _f32(3, 4, 2, 2),
+        "B2": _f32(3),
+        "W3": _f32(3, 12),
+        "B3": _f32(3),
+    }
+    return _model(nodes, inits, [1, 2, 6, 6], [1, 3])
+
+
+def _run(path, x, shape):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return sess.run(None, {name: x.reshape(-1, *shape).astype(np.float32)})[0].reshape(len(x), -1)
+
+
+def _agree(a, b, x, shape):
+    ya = np.concatenate([_run(a, row[None], shape) for row in x])
+    yb = np.concatenate([_run(b, row[None], shape) for row in x])
+    np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)
+
+
+def test_cnn_is_read_with_its_structure_and_written_as_conv(tmp_path):
+    src = tmp_path / "cnn.onnx"
+    onnx.save(_cnn(), str(src))
+    box = Box.uniform(0.0, 1.0, 72)
+    net = load_onnx(src, check_box=box)
+    kinds = [type(la.structure).__name__ for la in net.layers]
+    assert kinds[0] == "ConvSpec" and net.layers[0].structure.pads == (1, 1, 1, 1)
+    assert "PoolLevel" in kinds and kinds.count("ConvSpec") == 2
+    out = tmp_path / "out.onnx"
+    api.save(net, out)
+    ops = [nd.op_type for nd in onnx.load(str(out)).graph.node]
+    assert ops.count("Conv") == 2 and "MaxPool" in ops and "AveragePool" in ops
+    assert "Gemm" in ops and ops.count("Gemm") == 1
+    _agree(src, out, probe_points(box, 16, RNG), (2, 6, 6))
+
+
+def test_channel_removal_is_exact_and_the_file_shrinks(tmp_path):
+    src = tmp_path / "cnn.onnx"
+    onnx.save(_cnn(dead_bias=-50.0), str(src))  # channel 1 inactive on [0, 1]^72
+    box = Box.uniform(0.0, 1.0, 72)
+    net = load_onnx(src, check_box=box)
+    result = api.compress(net, box, time_limit=5.0, jobs=1, check=2000)
+    doc = result.report["structure"]
+    assert doc["written"] == "channels"
+    assert doc["channels_removed"]["0"] == 2  # the inactive and the dead channel
+    assert doc["channels"][0]["inactive"][1] == 36
+    assert result.network.num_parameters < net.num_parameters
+    assert isinstance(result.network.layers[0].structure, ConvSpec)
+    assert result.network.layers[0].structure.out_shape[0] == 2
+    out = tmp_path / "small.onnx"
+    api.save(api.stored(result.network), out)
+    ops = [nd.op_type for nd in onnx.load(str(out)).graph.node]
+    assert ops.count("Conv") == 2 and "MaxPool" in ops
+    assert out.stat().st_size < src.stat().st_size
+    _agree(src, out, probe_points(box, 32, RNG), (2, 6, 6))
+
+
+def test_nothing_to_gain_writes_the_original_bytes(tmp_path):
+    w = _f32(2, 1, 2, 2)
+    b = np.abs(_f32(2)) + 10.0  # every position active on [0, 1]: no channel goes
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[2, 2]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    src = tmp_path / "c.onnx"
+    onnx.save(_model(nodes, {"W": w, "B": b}, [1, 1, 3, 3], [1, 2, 2, 2]), str(src))
+    box = Box.uniform(0.0, 1.0, 9)
+    net = load_onnx(src, check_box=box)
+    result = api.compress(net, box, time_limit=5.0, jobs=1, check=500)
+    assert result.report["structure"]["written"] == "original"
+    out = tmp_path / "o.onnx"
+    api.save(api.stored(result.network), out)
+    assert out.stat().st_size <= src.stat().st_size
+    _agree(src, out, probe_points(box, 8, RNG), (1, 3, 3))
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize(
+    ("kernel", "strides", "pads"),
+    [
+        ((2, 2), (2, 2), (0, 0, 0, 0)),
+        ((3, 2), (1, 2), (1, 0, 1, 1)),
+        ((3, 3), (2, 1), (1, 1, 1, 1)),
+    ],
+)
+def test_maxpool_as_relus_is_exact(nonneg, kernel, strides, pads):
+    """max(a, b) = b + relu(a - b), b = relu(b) - relu(-b): brute force on corners/samples."""
+    pool = PoolLevel("max", (1, 4, 5), kernel, strides, pads, nonneg=nonneg)
+    lo = 0.0 if nonneg else -1.0
+    x = probe_points(Box.uniform(lo, 1.0, 20), 200, RNG)
+    h = x
+    mats = pool_matrices(pool)
+    for m in mats[:-1]:
+        h = np.maximum(h @ m.T, 0.0)
+    got = h @ mats[-1].T
+    padded = np.full((len(x), 4 + pads[0] + pads[2], 5 + pads[1] + pads[3]), -np.inf)
+    padded[:, pads[0] : pads[0] + 4, pads[1] : pads[1] + 5] = x.reshape(-1, 4, 5)
+    oh, ow = pool.out_hw
+    want = np.stack(
+        [
+            padded[
+                :,
+                i * strides[0] : i * strides[0] + kernel[0],
+                j * strides[1] : j * strides[1] + kernel[1],
+            ].max(axis=(1, 2))
+            for i in range(oh)
+            for j in range(ow)
+        ],  # fmt: skip
+        axis=1,
+    )
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("node", "inits", "needle", "out"),
+    [
+        (
+            helper.make_node("Pad", ["x", "p"], ["y"], name="refl", mode="reflect"),
+            {"p": np.zeros(8, np.int64)},
+            r"'refl' \(Pad\).*reflect",
+            [1, 1, 5, 5],
+        ),
+        (
+            helper.make_node("Pad", ["x", "p"], ["y"], name="crop"),
+            {"p": np.array([0, 0, -1, 0, 0, 0, 0, 0], np.int64)},
+            r"'crop' \(Pad\).*negative",
+            [1, 1, 4, 5],
+        ),
+        (
+            helper.make_node(
+                "MaxPool",
+                ["x"],
+                ["y"],
+                name="ceil",
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+                ceil_mode=1,
+            ),
+            {},
+            r"'ceil' \(MaxPool\).*ceil_mode",
+            [1, 1, 3, 3],
+        ),
+        (
+            helper.make_node(
+                "AveragePool", ["x"], ["y"], name="dil", kernel_shape=[2, 2], dilations=[2, 2]
+            ),
+            {},
+            r"'dil' \(AveragePool\).*dilations",
+            [1, 1, 3, 3],
+        ),
+    ],  # fmt: skip
+)
+def test_refused_ops_name_node_and_op(tmp_path, node, inits, needle, out):
+    src = tmp_path / "bad.onnx"
+    onnx.save(_model([node], inits, [1, 1, 5, 5], out, opset=19), str(src))
+    with pytest.raises(UnsupportedModelError, match=needle):
+        load_onnx(src)
+
+
+def test_refused_op_through_the_cli_is_one_line_exit_2(tmp_path, capsys):
+    node = helper.make_node("Pad", ["x", "p"], ["y"], name="refl", mode="edge")
+    src = tmp_path / "bad.onnx"
+    onnx.save(_model([node], {"p": np.zeros(8, np.int64)}, [1, 1, 5, 5], [1, 1, 5, 5]), str(src))
+    code = cli.main(["compress", str(src), "--box", "0,1", "-o", str(tmp_path / "o.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err
+    assert "'refl' (Pad)" in err and "edge" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_average_and_global_pools_read_exactly(tmp_path):
+    """Pad with a non-zero constant, AveragePool without/with count_include_pad, GAP."""
+    n = helper.make_node
+    nodes = [
+        n("Pad", ["x", "p", "v"], ["xp"], name="pad"),
+        n("Conv", ["xp", "W", "B"], ["c"], kernel_shape=[2, 2], strides=[2, 1]),
+        n("Relu", ["c"], ["r"]),
+        n("AveragePool", ["r"], ["a"], kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
+        n(
+            "AveragePool",
+            ["a"],
+            ["a2"],
+            kernel_shape=[2, 2],
+            pads=[1, 0, 0, 1],
+            count_include_pad=1,
+        ),  # fmt: skip
+        n("GlobalAveragePool", ["a2"], ["y"]),
+    ]
+    inits = {
+        "p": np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64),
+        "v": np.array(0.5, np.float32),
+        "W": _f32(3, 2, 2, 2),
+        "B": _f32(3),
+    }
+    src = tmp_path / "avg.onnx"
+    onnx.save(_model(nodes, inits, [1, 2, 4, 4], [1, 3, 1, 1]), str(src))
+    box = Box.uniform(-1.0, 1.0, 32)
+    net = load_onnx(src, check_box=box)  # checked against onnxruntime on the box's probes
+    out = tmp_path / "w.onnx"
+    api.save(net, out)
+    _agree(src, out, probe_points(box, 16, RNG), (2, 4, 4))

@@ -344,8 +344,9 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
 
 def _unchanged_source(net: Network, built: onnx.ModelProto) -> onnx.ModelProto:
     """The source file's model when ``net`` is exactly the network read from it (same layers,
-    same dtype) and writing ``built`` would be larger: a rewrite that gained nothing is never
-    written into a bigger file. Otherwise ``built``."""
+    same dtype), the file has convolutions or pools, and writing ``built`` would be larger: a
+    rewrite that gained nothing is never written into a bigger file. Otherwise ``built``
+    (a dense file is always rewritten as a clean ``Gemm`` chain)."""
     meta = net.meta
     src = Path(str(meta.get("source", "")))
     if meta.get("format") != "onnx" or not src.is_file() or src.suffix.lower() != ".onnx":
@@ -355,9 +356,11 @@ def _unchanged_source(net: Network, built: onnx.ModelProto) -> onnx.ModelProto:
     if built.ByteSize() <= src.stat().st_size:
         return built
     try:
-        return onnx.load(str(src))
+        source = onnx.load(str(src))
     except Exception:  # noqa: BLE001 - the source changed or went away: write ours
         return built
+    spatial = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Pad"}
+    return source if any(n.op_type in spatial for n in source.graph.node) else built
 
 
 def save_onnx(

@@ -273,3 +273,19 @@ def test_average_and_global_pools_read_exactly(tmp_path):
     out = tmp_path / "w.onnx"
     api.save(net, out)
     _agree(src, out, probe_points(box, 16, RNG), (2, 4, 4))
+
+
+@pytest.mark.parametrize("seed", [4, 6, 7])
+def test_random_conv_cases_compress_exactly(seed):
+    """The soak's convolutional generator: channels removed, the function kept at the box's
+    corners, faces and samples (compress also re-checks on its own sample points)."""
+    from exactcomp.testing.random_conv import random_conv_case
+
+    case = random_conv_case(seed)
+    result = api.compress(case.network, case.box, time_limit=2.0, jobs=1, check=300)
+    assert result.report["structure"]["written"] == "channels"
+    assert result.network.num_parameters < case.network.num_parameters
+    x = probe_points(case.box, 64, RNG)
+    np.testing.assert_allclose(
+        result.network.forward(x), case.network.forward(x), rtol=1e-9, atol=1e-9
+    )

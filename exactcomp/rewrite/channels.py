@@ -105,7 +105,9 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
         m, c = spec.out_shape[0], spec.in_shape[0]
         outs = _whole(kept_out, old.out_features, m)
         ins = np.arange(c) if kept_in is None else _whole(kept_in, old.in_features, c)
-        if outs is None or ins is None or (spec.groups != 1 and (len(outs) < m or len(ins) < c)):
+        if outs is None or ins is None or not (len(outs) and len(ins)):
+            return None
+        if spec.groups != 1 and (len(outs) < m or len(ins) < c):
             return None
         cand = spec.replace(spec.kernel[outs][:, ins], len(ins))
         b = new.bias.reshape(len(outs), -1)
@@ -114,7 +116,7 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
         return cand
     if isinstance(spec, PoolLevel):
         outs = _whole(kept_out, old.out_features, spec.channels)
-        if outs is None:
+        if outs is None or not len(outs):
             return None
         tag = spec.with_channels(len(outs))
         mat = channel_blocks(pool_matrices(tag)[tag.level], len(outs))

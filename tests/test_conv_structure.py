@@ -289,3 +289,22 @@ def test_random_conv_cases_compress_exactly(seed):
     np.testing.assert_allclose(
         result.network.forward(x), case.network.forward(x), rtol=1e-9, atol=1e-9
     )
+
+
+def test_dense_layers_after_convolutions_still_lose_inactive_neurons():
+    """x[1,3,3] -> Conv 2x(2x2) -> Relu -> dense 3 (unit 1 inactive) -> Relu -> dense 1:
+    the conv stays whole (no channel is stable), the dense inactive unit goes."""
+    from exactcomp.network import Layer, Network
+
+    spec = ConvSpec((1, 3, 3), np.array([[[[1.0, -1.0], [0.5, 2.0]]], [[[-1.0, 1.0], [1.0, 1.0]]]]))
+    conv = Layer(spec.dense(), np.repeat([0.0, -0.5], 4), True, spec)
+    w = RNG.normal(size=(3, 8))
+    dense = Layer(w, np.array([0.1, -100.0, 0.2]), True)
+    net = Network((conv, dense, Layer(RNG.normal(size=(1, 3)), [0.0], False)), dtype="float64")
+    box = Box.uniform(-1.0, 1.0, 9)
+    result = api.compress(net, box, time_limit=2.0, jobs=1, check=300)
+    assert result.report["structure"]["written"] == "channels"
+    assert isinstance(result.network.layers[0].structure, ConvSpec)
+    assert result.network.layers[1].out_features == 2
+    x = probe_points(box, 64, RNG)
+    np.testing.assert_allclose(result.network.forward(x), net.forward(x), rtol=1e-12, atol=1e-12)

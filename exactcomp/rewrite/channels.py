@@ -30,6 +30,8 @@ from ..network import Layer, Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
 from .editor import Editor, PassResult
+from .stable import remove_inactive
+from .state import LayerState, RewriteState
 from .pipeline import compress_network
 from .record import Fold, Reason, RewriteResult
 
@@ -85,6 +87,30 @@ def remove_channels(net: Network, state, tol: Tolerances = DEFAULT) -> PassResul
                 for j in range(c * u, (c + 1) * u):
                     ed.remove(i, j, Reason.CONSTANT, fold=Fold((), (), 0.0))
     return ed.finish()
+
+
+def dense_layers_only(original: Network):
+    """:func:`~exactcomp.rewrite.stable.remove_inactive` restricted to ``original``'s layers
+    without structure (a pass): proven-inactive neurons of dense layers go, while a
+    convolution or pool never loses a single position. Layer indices must be those of
+    ``original`` (no pass in the same pipeline deletes a layer)."""
+
+    def remove_inactive_dense(net: Network, state: RewriteState, tol: Tolerances = DEFAULT):
+        layers = [
+            LayerState(
+                np.full(ls.width, Verdict.UNDECIDED),
+                np.zeros(ls.width, np.int8),
+                ls.lower,
+                ls.upper,
+                ls.origin,
+            )
+            if original.layers[k].structure is not None
+            else ls
+            for k, ls in enumerate(state.layers)
+        ]
+        return remove_inactive(net, RewriteState(tuple(layers)), tol)
+
+    return remove_inactive_dense
 
 
 def _whole(kept: np.ndarray, total: int, channels: int) -> np.ndarray | None:
@@ -179,7 +205,8 @@ def choose_structured(
     """
     if not any(la.structure is not None for la in original.layers):
         return dense, {}
-    chan = compress_network(original, report, tol, passes=(remove_channels,))
+    passes = (remove_channels, dense_layers_only(original))
+    chan = compress_network(original, report, tol, passes=passes)
     chan = RewriteResult(restructure(original, chan), chan.records, chan.neuron_map, chan.state)
     same = compress_network(original, report, tol, passes=())
     options = {"original": same, "channels": chan, "dense": dense}

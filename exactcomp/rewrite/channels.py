@@ -30,10 +30,10 @@ from ..network import Layer, Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
 from .editor import Editor, PassResult
-from .stable import remove_inactive
-from .state import LayerState, RewriteState
 from .pipeline import compress_network
 from .record import Fold, Reason, RewriteResult
+from .stable import remove_inactive
+from .state import LayerState, RewriteState
 
 
 def _block_after(net: Network, k: int, channels: int) -> list[int]:

@@ -3,9 +3,12 @@
 Reading lowers the graph with :func:`exactcomp.io.onnx_graph.lower_graph` and then runs the
 original file in onnxruntime on the corners, faces and random points of a box: a network we misread would make every later
 proof a proof about the wrong function, so a disagreement is an error, never a warning.
-Writing produces a plain ``Gemm`` (+ ``Relu``) chain with the source's input and output names
-and shapes (a ``Reshape`` adapts odd layouts such as ``[1, 784, 1]`` or ``[1, 1, 1, 5]``),
-checks it with ``onnx.checker`` and onnxruntime, and only then renames it into place.
+Writing produces a ``Gemm`` (+ ``Relu``) chain, with ``Conv`` for the layers that carry a
+convolution and one ``MaxPool``/``AveragePool`` per intact pooling block
+(:mod:`exactcomp.conv`), with the source's input and output names and shapes (a ``Reshape``
+adapts odd layouts such as ``[1, 784, 1]`` or ``[1, 1, 1, 5]``), checks it with
+``onnx.checker`` and onnxruntime, and only then renames it into place. A convolutional
+network read from a file and left unchanged is never written larger than that file.
 
 What each operator and cast means, and which are refused, is in :mod:`exactcomp.io.onnx_types`;
 the cross-check (probe points and tolerance) is in :mod:`exactcomp.io.onnx_check`.

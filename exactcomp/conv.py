@@ -173,8 +173,8 @@ def recognize_conv(
 ) -> ConvSpec | None:
     """The convolution whose matrix is exactly ``weight`` (and bias constant per channel).
 
-    Tries every top/left padding the kernel allows (a ``Pad`` node before a ``Conv`` moves
-    it); returns ``None`` unless one rebuilds ``weight`` entry for entry, with no other
+    Tries every top/left padding that fits the output size (a ``Pad`` node before a ``Conv``
+    moves it); returns ``None`` unless one rebuilds ``weight`` entry for entry, with no other
     non-zero entry, and ``bias`` is one value per output channel. Exact comparison, no
     tolerance: the structure is a description of the matrix, never an approximation of it.
     """
@@ -188,8 +188,13 @@ def recognize_conv(
         return None
     nonzero = int(np.count_nonzero(weight))
     kshape = (m, c // groups, kh, kw)
-    for top in range(dilations[0] * (kh - 1) + 1):
-        for left in range(dilations[1] * (kw - 1) + 1):
+    # the largest top/left padding that still fits the output size with no end padding
+    most = [
+        max((o - 1) * st + d * (kk - 1) + st - n, 0)
+        for o, st, d, kk, n in zip((oh, ow), strides, dilations, (kh, kw), (h, w), strict=True)
+    ]
+    for top in range(most[0] + 1):
+        for left in range(most[1] + 1):
             rows, cols, entries, _ = conv_taps(
                 (c, h, w), kshape, strides, (top, left), dilations, (oh, ow)
             )

@@ -308,3 +308,42 @@ def test_dense_layers_after_convolutions_still_lose_inactive_neurons():
     assert result.network.layers[1].out_features == 2
     x = probe_points(box, 64, RNG)
     np.testing.assert_allclose(result.network.forward(x), net.forward(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_recognize_conv_round_trip_and_refuses_a_perturbed_matrix(seed, tmp_path):
+    """A random conv (strides, dilations, pads, groups) is recognised from its own matrix,
+    written as Conv (save_onnx checks it in onnxruntime), and one changed entry, or a bias
+    that differs at one position, makes the matrix dense again."""
+    from exactcomp.conv import recognize_conv
+    from exactcomp.network import Layer, Network
+
+    rng = np.random.default_rng(seed)
+    g = int(rng.choice([1, 1, 2]))
+    c, m = g * int(rng.integers(1, 3)), g * int(rng.integers(1, 3))
+    k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    spec = ConvSpec(
+        (c, 7, 6),
+        rng.normal(size=(m, c // g, *k)),
+        tuple(int(v) for v in rng.integers(1, 3, 2)),
+        tuple(int(v) for v in rng.integers(0, 2, 4)),
+        tuple(int(v) for v in rng.integers(1, 3, 2)),
+        g,
+    )
+    w = spec.dense()
+    b = np.repeat(rng.normal(size=m), spec.out_features // m)
+    args = (spec.in_shape, spec.out_shape, k, spec.strides, spec.dilations, g)
+    found = recognize_conv(w, b, *args)
+    assert found is not None and np.array_equal(found.dense(), w)
+    for dtype, convs in (("float32", 1), ("float64", 0)):  # onnxruntime: no float64 Conv
+        net = api.stored(Network((Layer(w, b, True, found),), dtype=dtype))
+        out = tmp_path / f"c_{dtype}.onnx"
+        api.save(net, out)
+        assert [nd.op_type for nd in onnx.load(str(out)).graph.node].count("Conv") == convs
+    w2 = w.copy()
+    i, j = np.argwhere(w2 != 0)[int(rng.integers(0, np.count_nonzero(w2)))]
+    w2[i, j] += 1.0
+    assert recognize_conv(w2, b, *args) is None
+    b2 = b.copy()
+    b2[-1] += 1e-12
+    assert recognize_conv(w, b2, *args) is None

@@ -232,7 +232,9 @@ def _layer_nodes(
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Nodes and initializers computing ``layers`` from the tensor ``h``: ``Conv`` for a
     layer with a :class:`ConvSpec`, one ``MaxPool``/``AveragePool`` per intact pooling block,
-    ``Gemm`` otherwise, with a ``Reshape`` wherever the layout changes."""
+    ``Gemm`` otherwise, with a ``Reshape`` wherever the layout changes. In float64 a
+    convolution or average pool is written as ``Gemm``: onnxruntime implements neither in
+    double precision, and a file it cannot run is no use."""
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     layout: tuple[int, ...] = tuple(d for d in in_shape[1:]) if len(in_shape) >= 2 else ()
@@ -249,7 +251,11 @@ def _layer_nodes(
     k = 0
     while k < len(layers):
         layer, spec = layers[k], layers[k].structure
-        block = _pool_block(layers, k)
+        if dt == np.float64 and (
+            isinstance(spec, ConvSpec) or (isinstance(spec, PoolLevel) and spec.kind != "max")
+        ):
+            spec = None  # onnxruntime has no float64 Conv or AveragePool: written as Gemm
+        block = _pool_block(layers, k) if spec is not None else 0
         if block:
             assert isinstance(spec, PoolLevel)
             to(tuple(spec.in_shape), k)

@@ -347,3 +347,21 @@ def test_recognize_conv_round_trip_and_refuses_a_perturbed_matrix(seed, tmp_path
     b2 = b.copy()
     b2[-1] += 1e-12
     assert recognize_conv(w, b2, *args) is None
+
+
+def test_shipped_marabou_conv_net_is_written_as_conv_and_maxpool(tmp_path):
+    """models/real/conv/marabou_conv_mp1.onnx: Conv (pads 1) -> Relu -> MaxPool -> MatMul...;
+    written back with its Conv and MaxPool, equal under onnxruntime on its box's probes."""
+    from pathlib import Path
+
+    conv_dir = Path(__file__).resolve().parents[1] / "models" / "real" / "conv"
+    src = conv_dir / "marabou_conv_mp1.onnx"
+    box = Box.uniform(0.48, 0.52, 192)
+    net = load_onnx(src, check_box=box)
+    assert isinstance(net.layers[0].structure, ConvSpec)
+    assert net.num_parameters == 4517 and net.describe() == "192-512r-512r-256r-128-32r-5"
+    out = tmp_path / "m.onnx"
+    api.save(net, out)
+    ops = [nd.op_type for nd in onnx.load(str(out)).graph.node]
+    assert ops[:3] == ["Conv", "Relu", "MaxPool"]
+    _agree(src, out, probe_points(box, 8, RNG), (3, 8, 8))

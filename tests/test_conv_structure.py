@@ -365,3 +365,25 @@ def test_shipped_marabou_conv_net_is_written_as_conv_and_maxpool(tmp_path):
     ops = [nd.op_type for nd in onnx.load(str(out)).graph.node]
     assert ops[:3] == ["Conv", "Relu", "MaxPool"]
     _agree(src, out, probe_points(box, 8, RNG), (3, 8, 8))
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1)])
+def test_constant_channel_folds_into_the_next_bias_when_it_stays_a_conv(pads):
+    """x[1,4,4] -> Conv 2x(2x2) (channel 1: zero kernel, bias 0.7) -> Relu -> Conv 1x(2x2)
+    with ``pads`` -> Relu -> dense 1. Without padding the next conv sees 0.7 everywhere and
+    the channel folds into its bias; with padding the border positions see less, so it stays."""
+    from exactcomp.network import Layer, Network
+
+    k1 = np.stack([RNG.normal(size=(1, 2, 2)), np.zeros((1, 2, 2))])
+    s1 = ConvSpec((1, 4, 4), k1)
+    l1 = Layer(s1.dense(), np.repeat([0.1, 0.7], 9), True, s1)
+    s2 = ConvSpec((2, 3, 3), RNG.normal(size=(1, 2, 2, 2)), pads=pads)
+    l2 = Layer(s2.dense(), np.full(s2.out_features, 0.2), True, s2)
+    net = Network((l1, l2, Layer(RNG.normal(size=(1, s2.out_features)), [0.0], False)), "float64")
+    box = Box.uniform(-1.0, 1.0, 16)
+    result = api.compress(net, box, time_limit=2.0, jobs=1, check=300)
+    folded = pads == (0, 0, 0, 0)
+    assert result.report["structure"]["channels_removed"] == ({"0": 1} if folded else {})
+    assert isinstance(result.network.layers[0].structure, ConvSpec)
+    x = probe_points(box, 64, RNG)
+    np.testing.assert_allclose(result.network.forward(x), net.forward(x), rtol=1e-12, atol=1e-12)

@@ -6,7 +6,10 @@ matrix that is no longer a convolution, and a written ``Gemm`` can be far larger
 only as a whole:
 
 * *inactive*: every position proven INACTIVE on the domain, so ``h = 0`` there;
-* *dead*: an all-zero kernel slice and a bias ``b <= 0``, so ``h = relu(b) = 0`` everywhere.
+* *dead*: an all-zero kernel slice and a bias ``b <= 0``, so ``h = relu(b) = 0`` everywhere;
+* *constant*: an all-zero kernel slice and ``b > 0``: ``h = b`` everywhere, so its
+  contribution goes into the next layer's bias (when that keeps the next layer a
+  convolution, i.e. one constant per output channel; padding usually prevents it).
 
 Its rows go from layer ``k``; the next layer reads zeros from it, so its kernel slice
 (or matrix columns) for the channel go too, and the bias does not change. When the next
@@ -81,12 +84,37 @@ def remove_channels(net: Network, state, tol: Tolerances = DEFAULT) -> PassResul
                 for j in units:
                     ed.remove(k, j, Reason.INACTIVE, ed.proof_of(k, j))
             else:
+                if zero[c] and not block:
+                    _fold_constant(ed, net, k, units, float(bias[c]))
                 continue
             for i in block:  # they pool zeros: 0, whatever the level
                 u = net.layers[i].out_features // m
                 for j in range(c * u, (c + 1) * u):
                     ed.remove(i, j, Reason.CONSTANT, fold=Fold((), (), 0.0))
     return ed.finish()
+
+
+def _fold_constant(ed: Editor, net: Network, k: int, units: range, value: float) -> bool:
+    """Fold a constant channel (all-zero kernel, ``h = relu(b) = b > 0`` everywhere) into the
+    next layer's bias, ``b_{k+1} += W_{k+1}[:, channel] b``, and remove it; only when the
+    next layer stays what it is (a convolution needs one constant per output channel, which
+    padding breaks at the borders). Returns whether it did."""
+    cols = np.asarray(units)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bias = ed.biases[k + 1] + ed.weights[k + 1][:, cols].sum(axis=1) * value
+    if not np.all(np.isfinite(bias)):
+        return False
+    nxt = net.layers[k + 1].structure
+    if isinstance(nxt, ConvSpec):
+        per_channel = bias.reshape(nxt.out_shape[0], -1)
+        if np.any(per_channel != per_channel[:, :1]):
+            return False
+    elif nxt is not None:
+        return False
+    ed.biases[k + 1] = bias
+    for j in units:
+        ed.remove(k, j, Reason.CONSTANT, fold=Fold((), (), value))
+    return True
 
 
 def dense_layers_only(original: Network):

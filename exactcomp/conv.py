@@ -234,7 +234,7 @@ class PoolLevel:
     an average pool is one linear layer (``levels == level == 0``). ``in_shape`` is the pooled
     tensor's ``(C, H, W)``; ``kernel``, ``strides`` and ``pads`` (top, left, bottom, right)
     are the node's. ``nonneg``: the block was built for a non-negative input (a ReLU output),
-    so it carries ``b`` as ``relu(b)`` alone. Units are laid out channel by channel, the same
+    so it carries ``b`` as ``relu(b + CARRY_SHIFT)`` alone. Units are laid out channel by channel, the same
     number per channel; :func:`pool_matrices` builds the matrices from these fields alone.
     """
 
@@ -287,21 +287,46 @@ def _dense(rows: list[dict[int, float]], width: int) -> np.ndarray:
     return m
 
 
-def pool_matrices(pool: PoolLevel) -> list[np.ndarray]:
-    """The matrices of one channel's pooling block, in order (biases are all zero).
+#: Added to a carried non-negative value ``b`` so that its unit ``relu(b + 1) = b + 1`` is
+#: *strictly* active: interval bounds prove it at once, where ``relu(b)`` with ``min b = 0``
+#: would be a tie left to the MILP. Any positive number works; 1 is exact in every float type.
+CARRY_SHIFT = 1.0
 
-    Average: one matrix, each row ``1/k`` over its window (``k`` the kernel size, or the
-    number of in-range entries when ``count_include_pad`` is false).
+Affine1 = tuple[dict[int, float], float]  # sum of coefficient * unit, plus a constant
 
-    Max, as ReLUs: since :math:`\\max(a, b) = b + \\mathrm{relu}(a - b)` and
-    :math:`b = \\mathrm{relu}(b) - \\mathrm{relu}(-b)`, each level pairs the values of every
-    window, ``(a, b) -> relu(a - b), relu(b), relu(-b)`` (``relu(-b)`` omitted when the input is
-    non-negative, for then ``b = relu(b)``: maxima of non-negative values stay non-negative),
-    and an odd last value is carried as ``relu(b), relu(-b)``. The next level reads
-    ``max(a, b) = relu(a - b) + relu(b) - relu(-b)`` linearly. After
+
+def _row(a: Affine1, sign: float = 1.0, b: Affine1 | None = None) -> Affine1:
+    out = {c: sign * v for c, v in a[0].items()}
+    const = sign * a[1]
+    if b is not None:
+        for c, v in b[0].items():
+            out[c] = out.get(c, 0.0) - v
+        const -= b[1]
+    return out, const
+
+
+def pool_matrices(pool: PoolLevel) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``(matrix, bias)`` of each layer of one channel's pooling block, in order.
+
+    Average: one linear layer, each row ``1/k`` over its window (``k`` the kernel size, or the
+    number of in-range entries when ``count_include_pad`` is false), bias 0.
+
+    Max, as ReLUs. With :math:`s` = :data:`CARRY_SHIFT`,
+
+    .. math::
+
+        \\max(a, b) = b + \\mathrm{relu}(a - b), \\qquad
+        b = \\mathrm{relu}(b) - \\mathrm{relu}(-b), \\qquad
+        b = \\mathrm{relu}(b + s) - s \\ \\text{if } b \\ge 0 .
+
+    Each level pairs the values of every window: ``(a, b) -> relu(a - b)`` plus ``b`` carried
+    through the layer as ``relu(b + s)`` when the block's input is non-negative (a ReLU
+    output: maxima of non-negative values stay non-negative, so this holds at every level),
+    else as ``relu(b), relu(-b)``; an odd last value is carried the same way. The next level
+    reads ``max(a, b)`` linearly from those units (the ``-s`` goes into its bias). After
     ``ceil(log2(window size))`` levels every window holds one value, which the final linear
-    matrix reads. Padding (``-inf`` in ONNX) is never a maximum, so padded positions are left
-    out of the window. Exact in real arithmetic; a MILP sees only ReLUs and linear maps.
+    layer reads. Padding (``-inf`` in ONNX) is never a maximum, so padded positions are left
+    out of their windows. Exact in real arithmetic; a MILP sees only ReLUs and linear maps.
     """
     (_, h, w) = pool.in_shape
     wins = _windows(pool)
@@ -311,36 +336,46 @@ def pool_matrices(pool: PoolLevel) -> list[np.ndarray]:
         size = pool.kernel[0] * pool.kernel[1]
         rows = [{c: 1.0 / (size if pool.count_include_pad else len(win)) for c in win}
                 for win in wins]  # fmt: skip
-        return [_dense(rows, h * w)]
-    values: list[list[dict[int, float]]] = [[{c: 1.0} for c in win] for win in wins]
-    width, mats = h * w, []
+        return [(_dense(rows, h * w), np.zeros(len(rows)))]
+    values: list[list[Affine1]] = [[({c: 1.0}, 0.0) for c in win] for win in wins]
+    width, out = h * w, []
     while any(len(v) > 1 for v in values):
-        rows, nxt = [], []
+        rows: list[Affine1] = []
+        nxt = []
         for vals in values:
             new = []
             for t in range(0, len(vals), 2):
                 b = vals[t + 1] if t + 1 < len(vals) else vals[t]
                 combo: dict[int, float] = {}
+                const = 0.0
                 if t + 1 < len(vals):
-                    a = vals[t]
-                    diff = dict(a)
-                    for c, v in b.items():
-                        diff[c] = diff.get(c, 0.0) - v
-                    rows.append(diff)
+                    rows.append(_row(vals[t], 1.0, b))
                     combo[len(rows) - 1] = 1.0
-                rows.append(dict(b))
-                combo[len(rows) - 1] = 1.0
-                if not pool.nonneg:
-                    rows.append({c: -v for c, v in b.items()})
+                if pool.nonneg:
+                    d, c0 = _row(b)
+                    rows.append((d, c0 + CARRY_SHIFT))
+                    combo[len(rows) - 1] = 1.0
+                    const = -CARRY_SHIFT
+                else:
+                    rows.append(_row(b))
+                    combo[len(rows) - 1] = 1.0
+                    rows.append(_row(b, -1.0))
                     combo[len(rows) - 1] = -1.0
-                new.append(combo)
+                new.append((combo, const))
             nxt.append(new)
-        mats.append(_dense(rows, width))
+        out.append((_dense([r[0] for r in rows], width), np.array([r[1] for r in rows])))
         width, values = len(rows), nxt
-    mats.append(_dense([v[0] for v in values], width))
-    return mats
+    last = [v[0] for v in values]
+    out.append((_dense([r[0] for r in last], width), np.array([r[1] for r in last])))
+    return out
 
 
 def channel_blocks(mat: np.ndarray, channels: int) -> np.ndarray:
     """The block-diagonal matrix applying one channel's ``mat`` to each of ``channels``."""
     return np.kron(np.eye(channels), mat)
+
+
+def pool_layers(pool: PoolLevel) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`pool_matrices` for all ``pool.channels`` channels (units channel by channel)."""
+    c = pool.channels
+    return [(channel_blocks(m, c), np.tile(b, c)) for m, b in pool_matrices(pool)]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..conv import PoolLevel, channel_blocks, pool_matrices
+from ..conv import PoolLevel, channel_blocks, pool_layers, pool_matrices
 from ..errors import UnsupportedModelError
 from ..network import Layer
 from .onnx_conv import MAX_DENSE_ENTRIES, _pads
@@ -112,7 +112,7 @@ def _is_output(st: Any, x: Any) -> bool:
 
 
 def _average(st: Any, x: Any, pool: PoolLevel) -> list:
-    (mat,) = pool_matrices(pool)
+    ((mat, _),) = pool_matrices(pool)
     if not _is_output(st, x):
         return [_apply(x, pool, mat)]  # composed into the layer being built
     c = pool.channels
@@ -150,18 +150,18 @@ def _max_pool(st: Any, at: dict, xs: list) -> list:
     mats = pool_matrices(pool)
     c = pool.channels
     if len(mats) == 1:
-        return [_apply(x, pool, mats[0])]  # one-entry windows: a selection, linear
-    if c * mats[0].shape[0] * mats[0].shape[1] * c > MAX_DENSE_ENTRIES:
+        return [_apply(x, pool, mats[0][0])]  # one-entry windows: a selection, linear
+    rows, cols = mats[0][0].shape
+    if c * rows * c * cols > MAX_DENSE_ENTRIES:
         raise UnsupportedModelError(
-            f"would need {c * mats[0].shape[0]} x {c * mats[0].shape[1]} dense ReLU weights; "
+            f"would need {c * rows} x {c * cols} dense ReLU weights; "
             "this max-pool is too large for the dense network representation"
         )
     levels = len(mats) - 1
-    for level, mat in enumerate(mats):
+    for level, (w, b) in enumerate(pool_layers(pool)):
         last = level == levels
         tag = PoolLevel("max", nonneg=nonneg, level=level, levels=levels, **geo)
-        layer = Layer(channel_blocks(mat, c), np.zeros(c * mat.shape[0]), not last, tag)
-        x = st.append(layer, (1, c, *pool.out_hw) if last else (1, c * mat.shape[0]))
+        x = st.append(Layer(w, b, not last, tag), (1, c, *pool.out_hw) if last else (1, b.size))
     return [x]
 
 

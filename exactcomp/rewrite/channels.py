@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..conv import ConvSpec, PoolLevel, channel_blocks, pool_matrices
+from ..conv import ConvSpec, PoolLevel, pool_layers
 from ..network import Layer, Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
@@ -173,8 +173,8 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
         if outs is None or not len(outs):
             return None
         tag = spec.with_channels(len(outs))
-        mat = channel_blocks(pool_matrices(tag)[tag.level], len(outs))
-        if np.any(new.bias != 0.0) or not np.array_equal(mat, new.weight):
+        mat, bias = pool_layers(tag)[tag.level]
+        if not (np.array_equal(bias, new.bias) and np.array_equal(mat, new.weight)):
             return None
         return tag
     return None

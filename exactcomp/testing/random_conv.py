@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..conv import ConvSpec, PoolLevel, channel_blocks, pool_matrices
+from ..conv import ConvSpec, PoolLevel, pool_layers
 from ..domain import Box
 from ..network import Layer, Network
 from .random_networks import Case, random_box
@@ -106,11 +106,10 @@ def _pool(rng: np.random.Generator, shape: tuple[int, int, int]) -> list[Layer]:
     s = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
     kind = "max" if rng.random() < 0.6 else "average"
     tag = PoolLevel(kind, shape, (2, 2), s, (0, 0, 0, 0), nonneg=True)
-    mats = pool_matrices(tag)
+    mats = pool_layers(tag)
     levels = len(mats) - 1
     out = []
-    for level, mat in enumerate(mats):
+    for level, (w, b) in enumerate(mats):
         t = PoolLevel(kind, shape, (2, 2), s, (0, 0, 0, 0), level, levels, True)
-        out.append(Layer(channel_blocks(mat, shape[0]), np.zeros(shape[0] * mat.shape[0]),
-                         level < levels, t))  # fmt: skip
+        out.append(Layer(w, b, level < levels, t))
     return out

@@ -391,3 +391,45 @@ def test_constant_channel_folds_into_the_next_bias_when_it_stays_a_conv(pads):
     assert np.array_equal(first.kernel[0], k1[0])
     x = probe_points(box, 64, RNG)
     np.testing.assert_allclose(result.network.forward(x), net.forward(x), rtol=1e-12, atol=1e-12)
+
+
+def _residual(across_relu: bool):
+    """conv1 -> relu1 -> conv2 [-> relu2 -> conv3] -> Add(., relu1) -> relu: a skip that
+    stays within one ReLU level is affine (read exactly); one across a ReLU is refused."""
+    n = helper.make_node
+    pad = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [
+        n("Conv", ["x", "W1"], ["c1"], name="conv1", **pad),
+        n("Relu", ["c1"], ["r1"], name="relu1"),
+        n("Conv", ["r1", "W2"], ["c2"], name="conv2", **pad),
+    ]
+    last = "c2"
+    if across_relu:
+        nodes += [
+            n("Relu", ["c2"], ["r2"], name="relu2"),
+            n("Conv", ["r2", "W2"], ["c3"], name="conv3", **pad),
+        ]
+        last = "c3"
+    nodes += [n("Add", [last, "r1"], ["s"], name="skip"), n("Relu", ["s"], ["y"], name="out")]
+    inits = {"W1": _f32(2, 2, 3, 3), "W2": _f32(2, 2, 3, 3)}
+    return _model(nodes, inits, [1, 2, 4, 4], [1, 2, 4, 4])
+
+
+def test_residual_add_within_one_relu_level_is_exact(tmp_path):
+    src = tmp_path / "res.onnx"
+    onnx.save(_residual(across_relu=False), str(src))
+    box = Box.uniform(-1.0, 1.0, 32)
+    net = load_onnx(src, check_box=box)  # conv2(h1) + h1: one layer, checked by onnxruntime
+    assert net.describe() == "32-32r-32r"
+    out = tmp_path / "w.onnx"
+    api.save(net, out)
+    _agree(src, out, probe_points(box, 16, RNG), (2, 4, 4))
+
+
+def test_residual_add_across_a_relu_is_refused_in_one_line(tmp_path, capsys):
+    src = tmp_path / "res2.onnx"
+    onnx.save(_residual(across_relu=True), str(src))
+    code = cli.main(["compress", str(src), "--box", "0,1", "-o", str(tmp_path / "o.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "'skip' (Add)" in err and "skip connection" in err

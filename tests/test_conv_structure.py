@@ -433,3 +433,23 @@ def test_residual_add_across_a_relu_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "'skip' (Add)" in err and "skip connection" in err
+
+
+@pytest.mark.parametrize("seed", [1, 2, 6, 7])
+def test_torch_conv_module_computes_the_network(seed):
+    """Conv2d/MaxPool2d/AvgPool2d modules (asymmetric pads through explicit padding) compute
+    the network at the box's corners, faces and samples, with fewer parameters."""
+    import torch
+
+    from exactcomp.io.torch_conv import to_torch_conv_module
+    from exactcomp.testing.random_conv import random_conv_case
+
+    case = random_conv_case(seed)
+    module = to_torch_conv_module(case.network)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in module)
+    x = probe_points(case.box, 32, RNG)
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, case.network.forward(x), rtol=1e-10, atol=1e-10)
+    params = sum(p.numel() for p in module.parameters())
+    assert params == case.network.num_parameters

@@ -383,6 +383,12 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             "parameters as written)",
             markup=False,
         )
+        if str(args.output).lower().endswith((".pt", ".pth")):
+            console.print(
+                "note: a .pt file holds dense Linear layers; write .onnx to keep the Conv and "
+                "pooling nodes (or build the module with exactcomp.io.torch_conv)",
+                markup=False,
+            )
     if interrupted:
         Console(stderr=True, highlight=False).print(
             "exactcomp: interrupted; wrote the network proven before the interrupt (--partial)",

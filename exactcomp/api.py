@@ -320,6 +320,9 @@ def compress(
     With ``partial=True``, a Ctrl-C during the stability analysis compresses with the verdicts
     proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
     ``cluster``: a Dask scheduler address to solve the MILPs on (see :func:`stable_neurons`).
+    A network with convolutions or pools is rewritten channel by channel as well, and the
+    smaller as written of that, the position-level rewrite and the unchanged network is
+    returned (:func:`~exactcomp.rewrite.channels.choose_structured`; ``report["structure"]``).
     """
     if not check >= 1:
         raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")

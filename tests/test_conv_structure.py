@@ -453,3 +453,19 @@ def test_torch_conv_module_computes_the_network(seed):
     np.testing.assert_allclose(got, case.network.forward(x), rtol=1e-10, atol=1e-10)
     params = sum(p.numel() for p in module.parameters())
     assert params == case.network.num_parameters
+
+
+def test_sample_check_in_chunks_checks_every_point_and_still_catches_a_change(monkeypatch):
+    """Wide inputs are re-checked chunk by chunk (api.CHECK_ENTRIES); same count, same rule."""
+    from exactcomp.errors import VerificationError
+    from exactcomp.network import Layer, Network
+    from exactcomp.tolerances import DEFAULT
+
+    monkeypatch.setattr(api, "CHECK_ENTRIES", 40)  # 4 points of 9 inputs per chunk
+    f = Network((Layer(RNG.normal(size=(2, 9)), [0.0, 1.0], True),), dtype="float64")
+    box = Box.uniform(0.0, 1.0, 9)
+    sc = api.sample_check(f, f, [box], points=30, tol=DEFAULT)
+    assert sc.points >= 30 and sc.max_abs_diff == 0.0  # each chunk adds the box centre
+    g = Network((Layer(f.layers[0].weight, [0.0, 1.5], True),), dtype="float64")
+    with pytest.raises(VerificationError):
+        api.sample_check(f, g, [box], points=30, tol=DEFAULT)

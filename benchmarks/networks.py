@@ -32,6 +32,7 @@ def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
     acas = root / "acasxu"
     mnist = root / "mnistfc"
     small = root / "small"
+    conv = root / "conv"
     candidates = (
         RealNetwork(
             "acasxu_1_1",
@@ -40,6 +41,17 @@ def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
         ),
         RealNetwork("cartpole", small / "cartpole.onnx", (small / "cartpole_case_safe_14.vnnlib",)),
         RealNetwork("vdp", small / "vdp.onnx", (small / "vdp_0.vnnlib",)),
+        RealNetwork(
+            "marabou_conv_mp1",
+            conv / "marabou_conv_mp1.onnx",
+            (conv / "marabou_conv_mp1_box_0.02.vnnlib",),
+        ),
+        RealNetwork(
+            "convnet_maxpool",
+            conv / "Convnet_maxpool.onnx",
+            (conv / "Convnet_maxpool_prop_0_0.004.vnnlib",),
+            large=True,
+        ),
         RealNetwork(
             "mnist_256x2",
             mnist / "mnist-net_256x2.onnx",

@@ -79,6 +79,8 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
     )
     bars.advance()
     before, after = original.num_neurons, result.network.num_neurons
+    written = _written_bytes(result.network)
+    structure = result.report.get("structure", {})
     counts = verdict_counts(result.stability)
     return RealRow(
         network=net.name,
@@ -94,8 +96,26 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
         verify_seconds=ver.seconds,
         verify_tol=ver.tol,
         verify_note=ver.note[:200],
+        parameters_before=original.num_parameters,
+        parameters_after=result.network.num_parameters,
+        bytes_before=net.onnx.stat().st_size,
+        bytes_after=written,
+        channels_removed=sum(structure.get("channels_removed", {}).values()),
         **counts,
     )
+
+
+def _written_bytes(network) -> int:
+    """Size of the ONNX file ``exactcomp compress -o out.onnx`` writes for ``network``."""
+    import tempfile
+    from pathlib import Path
+
+    from exactcomp.api import save, stored
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.onnx"
+        save(stored(network), out)
+        return out.stat().st_size
 
 
 def _error(net: RealNetwork, name: str, message: str) -> RealRow:

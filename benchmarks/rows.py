@@ -107,6 +107,12 @@ class RealRow:
     verify_tol: float = math.nan
     verify_note: str = ""
     error: str = ""
+    # written sizes (a convolutional network is written as Conv, never larger than its input)
+    parameters_before: int = -1
+    parameters_after: int = -1
+    bytes_before: int = -1
+    bytes_after: int = -1
+    channels_removed: int = 0
 
 
 def _flat(value: Any) -> Any:

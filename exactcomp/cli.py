@@ -572,6 +572,20 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         f"re-checked on {result.check.points} points (max |diff| {result.check.max_abs_diff:.2g})"
         + (f"\n{recheck.summary()}\n{verdict.summary()}" if verdict is not None else "")
     )
+    structure = result.report.get("structure")
+    if structure:  # a convolutional network: what was written, and why
+        params = structure["parameters"]
+        console.print(
+            f"{structure['note']} ({params['original']} -> {params[structure['written']]} "
+            "parameters as written)",
+            markup=False,
+        )
+        if str(args.output).lower().endswith((".pt", ".pth")):
+            console.print(
+                "note: a .pt file holds dense Linear layers; write .onnx to keep the Conv and "
+                "pooling nodes (or build the module with exactcomp.io.torch_conv)",
+                markup=False,
+            )
     if interrupted:
         Console(stderr=True, highlight=False).print(
             "exactcomp: interrupted; wrote the network proven before the interrupt (--partial)",

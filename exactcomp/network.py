@@ -17,16 +17,24 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .conv import ConvSpec, PoolLevel
 from .errors import InvalidNetworkError
 
 
 @dataclass(frozen=True, eq=False)
 class Layer:
-    """One affine map ``z = W h + b`` (``W`` of shape ``(out, in)``), optionally followed by ReLU."""
+    """One affine map ``z = W h + b`` (``W`` of shape ``(out, in)``), optionally followed by ReLU.
+
+    ``structure``, when set, is an exact description of ``W`` and ``b`` that writers keep
+    (a :class:`~exactcomp.conv.ConvSpec`: ``W`` is its matrix and ``b`` one value per output
+    channel; or a :class:`~exactcomp.conv.PoolLevel` of an exact max-pool). Every computation
+    uses ``W``; a rewrite that builds a new ``Layer`` without it simply gets a dense layer.
+    """
 
     weight: np.ndarray
     bias: np.ndarray
     relu: bool
+    structure: ConvSpec | PoolLevel | None = None
 
     def __post_init__(self) -> None:
         w = np.array(self.weight, dtype=np.float64, copy=True)
@@ -44,6 +52,15 @@ class Layer:
     @property
     def out_features(self) -> int:
         return int(self.weight.shape[0])
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameters as written: a convolution's kernel and channel biases, a pool's none."""
+        if isinstance(self.structure, ConvSpec):
+            return self.structure.num_parameters
+        if isinstance(self.structure, PoolLevel):
+            return 0
+        return int(self.weight.size + self.bias.size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,6 +128,11 @@ class Network:
                 )
             if not (np.isfinite(layer.weight).all() and np.isfinite(layer.bias).all()):
                 raise InvalidNetworkError(f"layer {k}: weights or biases contain NaN or inf")
+            spec = layer.structure
+            if isinstance(spec, ConvSpec) and (
+                (spec.out_features, spec.in_features) != layer.weight.shape
+            ):
+                raise InvalidNetworkError(f"layer {k}: its convolution does not fit its matrix")
             if k > 0 and layer.in_features != self.layers[k - 1].out_features:
                 raise InvalidNetworkError(
                     f"layer {k} expects {layer.in_features} inputs but layer {k - 1} has "
@@ -143,7 +165,8 @@ class Network:
 
     @property
     def num_parameters(self) -> int:
-        return int(sum(layer.weight.size + layer.bias.size for layer in self.layers))
+        """Parameters as a writer stores them (:attr:`Layer.num_parameters`)."""
+        return int(sum(layer.num_parameters for layer in self.layers))
 
     # ----------------------------------------------------------------- evaluation
     def preactivations(self, x: np.ndarray) -> list[np.ndarray]:

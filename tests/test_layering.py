@@ -20,6 +20,7 @@ RANK = {
     "progress": 0,
     "solver": 0,
     "network": 1,
+    "conv": 1,
     "domain": 1,
     "exact": 2,
     "verdicts": 2,
@@ -40,7 +41,7 @@ RANK = {
     "__main__": 11,
     "__init__": 11,
 }
-NUMPY_ONLY = {"network", "domain", "verdicts", "exact", "errors", "tolerances", "progress"}
+NUMPY_ONLY = {"network", "conv", "domain", "verdicts", "exact", "errors", "tolerances", "progress"}
 
 
 def _top(module_path: Path) -> str:

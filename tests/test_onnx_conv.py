@@ -96,15 +96,18 @@ def test_conv_attributes(tmp_path, attrs, in_shape, w_shape, out_shape):
     assert net.layers[-1].relu
 
 
-def test_maxpool_after_conv_stays_unsupported(tmp_path):
-    """marabou_conv_mp1 has this shape: Conv -> Relu -> MaxPool."""
+def test_dilated_maxpool_is_refused_by_name(tmp_path):
+    """Conv -> Relu -> MaxPool is read exactly (tests/test_conv_structure.py); a dilated
+    max-pool is not, and the refusal names the node and the attribute."""
     nodes = [
         helper.make_node("Conv", ["x", "W"], ["c"]),
         helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("MaxPool", ["r"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node(
+            "MaxPool", ["r"], ["y"], name="pool", kernel_shape=[2, 2], dilations=[2, 2]
+        ),
     ]
     model = _model(nodes, {"W": RNG.normal(size=(2, 1, 3, 3))}, [1, 1, 6, 6], [1, 2, 2, 2])
-    with pytest.raises(UnsupportedModelError, match=r"'pool' \(MaxPool\)"):
+    with pytest.raises(UnsupportedModelError, match=r"'pool' \(MaxPool\).*dilations"):
         _load(tmp_path, model)
 
 

@@ -9,9 +9,10 @@ would exceed :data:`MAX_DENSE_ENTRIES` is refused rather than exhausting memory.
 
 Supported: 1-D and 2-D convolutions with ``strides``, ``dilations``, ``pads`` (or
 ``auto_pad``), and ``group``. ``BatchNormalization`` after a conv needs nothing special (it
-is a per-channel affine map, handled by the generic reader). Pooling layers are *not*
-supported: ``MaxPool`` is not affine (it is a max of several inputs and would need extra
-ReLUs), so a Conv -> Relu -> MaxPool network is refused at the ``MaxPool`` node.
+is a per-channel affine map, handled by the generic reader, and so folded into the conv).
+The layer a conv ends up in keeps its structure when the composed matrix is exactly a
+convolution (see :class:`~exactcomp.io.onnx_handlers.LoweringState`). Pooling and ``Pad``
+are in :mod:`exactcomp.io.onnx_pool`.
 """
 
 from __future__ import annotations
@@ -112,6 +113,15 @@ def conv(st: Any, at: dict, xs: list) -> list:
             raise UnsupportedModelError(
                 f"would need a dense matrix of {n} x {shape[0] * int(np.prod(probe))} entries; "
                 "this conv is too large to lower to an affine layer"
+            )
+        if w.ndim == 4:  # a candidate structure for the layer this conv ends up in
+            st.convs.append(
+                {
+                    "kernel_hw": tuple(int(k) for k in w.shape[2:]),
+                    "strides": tuple(int(s) for s in at.get("strides", (1, 1))),
+                    "dilations": tuple(int(d) for d in at.get("dilations", (1, 1))),
+                    "groups": int(at.get("group", 1)),
+                }
             )
         lin = convolve(x.lin.reshape(n * shape[0], *shape[1:]), w, at)
         off = convolve(np.asarray(x.off, dtype=np.float64), w, at)

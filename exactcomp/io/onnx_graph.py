@@ -151,6 +151,7 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     types[vin.name] = int(in_type)
     compute = compute_type(in_type)
     env[vin.name] = Affine.identity(concrete_in, 0)
+    st.shapes[0] = tuple(concrete_in)
     needed = _needed_nodes(graph, vout.name)
     wanted = {t for i in needed for t in graph.node[i].input} | {vout.name}
     for i in needed:

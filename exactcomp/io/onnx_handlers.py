@@ -18,11 +18,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..conv import ConvSpec, recognize_conv
 from ..errors import UnsupportedModelError
 from ..network import Layer
 from . import onnx_ops as ops
 from .onnx_conv import conv
 from .onnx_ops import Affine, Value
+from .onnx_pool import POOL_HANDLERS
 
 FLOAT_TYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -33,9 +35,17 @@ FLOAT_TYPES = {
 
 @dataclass
 class LoweringState:
-    """Mutable state of one symbolic run: the layers committed so far (one per run)."""
+    """Mutable state of one symbolic run: the layers committed so far (one per run).
+
+    ``shapes[k]`` is the tensor shape of the input of layer ``k`` (``shapes[0]``: the
+    network's input), and ``convs`` the ``Conv`` nodes applied since the last commit: the
+    committed layer gets a :class:`~exactcomp.conv.ConvSpec` when one of them describes its
+    matrix exactly (:func:`~exactcomp.conv.recognize_conv`), and stays dense otherwise.
+    """
 
     layers: list[Layer] = field(default_factory=list)
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    convs: list[dict] = field(default_factory=list)
 
     def commit(self, v: Affine, relu: bool) -> Affine:
         """Close the affine function ``v`` as a layer; return the identity on its output."""
@@ -44,8 +54,25 @@ class LoweringState:
                 "uses a tensor from before an earlier ReLU (skip connections are not supported)"
             )
         n = v.lin.shape[0]
-        self.layers.append(Layer(v.lin.reshape(n, -1).T, v.off.reshape(-1), relu))
-        return Affine.identity(v.shape, len(self.layers))
+        w, b = v.lin.reshape(n, -1).T, v.off.reshape(-1)
+        return self.append(Layer(w, b, relu, self._structure(w, b, v.shape)), v.shape)
+
+    def append(self, layer: Layer, shape: tuple[int, ...]) -> Affine:
+        """Add ``layer`` (output laid out in ``shape``); return the identity on its output."""
+        self.layers.append(layer)
+        self.convs = []
+        self.shapes[len(self.layers)] = tuple(shape)
+        return Affine.identity(tuple(shape), len(self.layers))
+
+    def _structure(self, w: np.ndarray, b: np.ndarray, out: tuple[int, ...]) -> ConvSpec | None:
+        src = self.shapes.get(len(self.layers))
+        if src is None or len(src) != 4 or len(out) != 4 or src[0] != 1 or out[0] != 1:
+            return None
+        for c in reversed(self.convs):
+            spec = recognize_conv(w, b, src[1:], out[1:], **c)
+            if spec is not None:
+                return spec
+        return None
 
     def is_layer_output(self, x: Affine) -> bool:
         """True when ``x`` is exactly the output of the last committed layer, merely re-laid out."""
@@ -345,6 +372,7 @@ HANDLERS: dict[str, Handler] = {
     "Shape": _shape,
     "Gather": _gather,
     "Concat": _concat,
+    **POOL_HANDLERS,
 }
 
 #: The ONNX operators the reader understands (default domain only).

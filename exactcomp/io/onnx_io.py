@@ -3,9 +3,12 @@
 Reading lowers the graph with :func:`exactcomp.io.onnx_graph.lower_graph` and then runs the
 original file in onnxruntime on the corners, faces and random points of a box: a network we misread would make every later
 proof a proof about the wrong function, so a disagreement is an error, never a warning.
-Writing produces a plain ``Gemm`` (+ ``Relu``) chain with the source's input and output names
-and shapes (a ``Reshape`` adapts odd layouts such as ``[1, 784, 1]`` or ``[1, 1, 1, 5]``),
-checks it with ``onnx.checker`` and onnxruntime, and only then renames it into place.
+Writing produces a ``Gemm`` (+ ``Relu``) chain, with ``Conv`` for the layers that carry a
+convolution and one ``MaxPool``/``AveragePool`` per intact pooling block
+(:mod:`exactcomp.conv`), with the source's input and output names and shapes (a ``Reshape``
+adapts odd layouts such as ``[1, 784, 1]`` or ``[1, 1, 1, 5]``), checks it with
+``onnx.checker`` and onnxruntime, and only then renames it into place. A convolutional
+network read from a file and left unchanged is never written larger than that file.
 
 What each operator and cast means, and which are refused, is in :mod:`exactcomp.io.onnx_types`;
 the cross-check (probe points and tolerance) is in :mod:`exactcomp.io.onnx_check`.
@@ -21,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..conv import ConvSpec, PoolLevel
 from ..domain import Box
 from ..errors import InputFileError, InvalidNetworkError, VerificationError
 from ..network import Layer, Network
@@ -204,8 +208,114 @@ def _reshape_target(dims: Dims) -> np.ndarray:
     return np.array([d if isinstance(d, int) else -1 for d in dims], dtype=np.int64)
 
 
+def _flat_end(layers: list[Layer]) -> bool:
+    return layers[-1].structure is None
+
+
+def _pool_block(layers: list[Layer], k: int) -> int:
+    """How many layers from ``k`` form one intact pooling block (0 when none starts there)."""
+    first = layers[k].structure
+    if not isinstance(first, PoolLevel) or first.level != 0:
+        return 0
+    n = first.levels + 1
+    if k + n > len(layers):
+        return 0
+    for i in range(n):
+        la = layers[k + i]
+        if la.structure != first.at_level(i) or la.relu != (i < first.levels):
+            return 0
+    return n
+
+
+def _layer_nodes(
+    layers: list[Layer], dt: np.dtype, h: str, in_shape: Dims
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes and initializers computing ``layers`` from the tensor ``h``: ``Conv`` for a
+    layer with a :class:`ConvSpec`, one ``MaxPool``/``AveragePool`` per intact pooling block,
+    ``Gemm`` otherwise, with a ``Reshape`` wherever the layout changes. In float64 a
+    convolution or average pool is written as ``Gemm``: onnxruntime implements neither in
+    double precision, and a file it cannot run is no use."""
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    layout: tuple[int, ...] = tuple(d for d in in_shape[1:]) if len(in_shape) >= 2 else ()
+
+    def to(shape: tuple[int, ...], k: int) -> None:
+        nonlocal h, layout
+        if layout == shape:
+            return
+        name = f"ec_shape{k}"
+        inits.append(numpy_helper.from_array(np.array([-1, *shape], np.int64), name))
+        nodes.append(helper.make_node("Reshape", [h, name], [f"ec_r{k}"], name=f"ec_reshape{k}"))
+        h, layout = f"ec_r{k}", shape
+
+    k = 0
+    while k < len(layers):
+        layer, spec = layers[k], layers[k].structure
+        if dt == np.float64 and (
+            isinstance(spec, ConvSpec) or (isinstance(spec, PoolLevel) and spec.kind != "max")
+        ):
+            spec = None  # onnxruntime has no float64 Conv or AveragePool: written as Gemm
+        block = _pool_block(layers, k) if spec is not None else 0
+        if block:
+            assert isinstance(spec, PoolLevel)
+            to(tuple(spec.in_shape), k)
+            op = "MaxPool" if spec.kind == "max" else "AveragePool"
+            extra = {"count_include_pad": int(spec.count_include_pad)} if op != "MaxPool" else {}
+            nodes.append(
+                helper.make_node(
+                    op,
+                    [h],
+                    [f"ec_p{k}"],
+                    name=f"ec_pool{k}",
+                    kernel_shape=list(spec.kernel),
+                    strides=list(spec.strides),
+                    pads=list(spec.pads),
+                    **extra,
+                )  # fmt: skip
+            )
+            h, layout = f"ec_p{k}", (spec.channels, *spec.out_hw)
+            k += block
+            continue
+        w, b = f"ec_W{k}", f"ec_b{k}"
+        if isinstance(spec, ConvSpec):
+            to(tuple(spec.in_shape), k)
+            m = spec.out_shape[0]
+            inits.append(numpy_helper.from_array(spec.kernel.astype(dt), w))
+            inits.append(numpy_helper.from_array(layer.bias.reshape(m, -1)[:, 0].astype(dt), b))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [h, w, b],
+                    [f"ec_z{k}"],
+                    name=f"ec_conv{k}",
+                    kernel_shape=list(spec.kernel.shape[2:]),
+                    strides=list(spec.strides),
+                    pads=list(spec.pads),
+                    dilations=list(spec.dilations),
+                    group=spec.groups,
+                )  # fmt: skip
+            )
+            layout = tuple(spec.out_shape)
+        else:
+            to((layer.in_features,), k)
+            inits.append(numpy_helper.from_array(layer.weight.astype(dt), w))
+            inits.append(numpy_helper.from_array(layer.bias.astype(dt), b))
+            nodes.append(
+                helper.make_node("Gemm", [h, w, b], [f"ec_z{k}"], name=f"ec_gemm{k}", transB=1)
+            )
+            layout = (layer.out_features,)
+        h = f"ec_z{k}"
+        if layer.relu:
+            nodes.append(helper.make_node("Relu", [h], [f"ec_h{k}"], name=f"ec_relu{k}"))
+            h = f"ec_h{k}"
+        k += 1
+    return nodes, inits
+
+
 def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
-    """The ONNX model of ``net``: ``Gemm`` (+ ``Relu``) per layer, in ``net.dtype``.
+    """The ONNX model of ``net``: per layer ``Conv`` (a layer with a convolution structure)
+    or ``Gemm``, each with its ``Relu``, and one ``MaxPool``/``AveragePool`` per intact
+    pooling block (:class:`~exactcomp.conv.PoolLevel`), in ``net.dtype``.
 
     A network with a layer of width zero computes a constant; it is written as one ``Gemm``
     with zero weights and that constant as bias (the same function, and a valid graph).
@@ -217,28 +327,9 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
     if any(layer.out_features == 0 for layer in layers):
         const = net.forward(np.zeros(net.input_size))
         layers = [Layer(np.zeros((net.output_size, net.input_size)), const, relu=False)]
-    nodes, inits = [], []
-    h = in_name
-    if len(in_shape) != 2:
-        inits.append(
-            numpy_helper.from_array(np.array([-1, net.input_size], np.int64), "ec_in_shape")
-        )
-        nodes.append(
-            helper.make_node("Reshape", [h, "ec_in_shape"], ["ec_flat"], name="ec_flatten")
-        )
-        h = "ec_flat"
-    for k, layer in enumerate(layers):
-        w, b = f"ec_W{k}", f"ec_b{k}"
-        inits.append(numpy_helper.from_array(layer.weight.astype(dt), w))
-        inits.append(numpy_helper.from_array(layer.bias.astype(dt), b))
-        nodes.append(
-            helper.make_node("Gemm", [h, w, b], [f"ec_z{k}"], name=f"ec_gemm{k}", transB=1)
-        )
-        h = f"ec_z{k}"
-        if layer.relu:
-            nodes.append(helper.make_node("Relu", [h], [f"ec_h{k}"], name=f"ec_relu{k}"))
-            h = f"ec_h{k}"
-    if len(out_shape) == 2:
+    nodes, inits = _layer_nodes(layers, dt, in_name, in_shape)
+    h = nodes[-1].output[0]
+    if len(out_shape) == 2 and nodes[-1].op_type in ("Gemm", "Relu") and _flat_end(layers):
         nodes[-1].output[0] = out_name
     else:
         inits.append(numpy_helper.from_array(_reshape_target(out_shape), "ec_out_shape"))
@@ -258,6 +349,27 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
     model.ir_version = WRITE_IR_VERSION
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _unchanged_source(net: Network, built: onnx.ModelProto) -> onnx.ModelProto:
+    """The source file's model when ``net`` is exactly the network read from it (same layers,
+    same dtype), the file has convolutions or pools, and writing ``built`` would be larger: a
+    rewrite that gained nothing is never written into a bigger file. Otherwise ``built``
+    (a dense file is always rewritten as a clean ``Gemm`` chain)."""
+    meta = net.meta
+    src = Path(str(meta.get("source", "")))
+    if meta.get("format") != "onnx" or not src.is_file() or src.suffix.lower() != ".onnx":
+        return built
+    if net.dtype != meta.get("compute_dtype") or meta.get("layers_digest") != layers_digest(net):
+        return built
+    if built.ByteSize() <= src.stat().st_size:
+        return built
+    try:
+        source = onnx.load(str(src))
+    except Exception:  # noqa: BLE001 - the source changed or went away: write ours
+        return built
+    spatial = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Pad"}
+    return source if any(n.op_type in spatial for n in source.graph.node) else built
 
 
 def save_onnx(
@@ -284,7 +396,7 @@ def save_onnx(
     OutputPathError
         The destination directory cannot be written.
     """
-    model = build_model(net, like)
+    model = _unchanged_source(net, build_model(net, like))
     in_vi = model.graph.input[0]
 
     in_shape = declared_dims(in_vi) or ()

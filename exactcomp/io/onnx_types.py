@@ -65,7 +65,18 @@ INTEGER_TYPES = frozenset(
 )
 #: Operators whose result is rounded to their type (and can overflow in it).
 ROUNDING_OPS = frozenset(
-    {"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Conv", "BatchNormalization"}
+    {
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "MatMul",
+        "Gemm",
+        "Conv",
+        "BatchNormalization",
+        "AveragePool",
+        "GlobalAveragePool",
+    }  # fmt: skip
 )
 #: Which inputs of each rounding operator (and of ``Concat``) must share one type.
 _SAME_TYPE = {"BatchNormalization": 1}  # only X; the statistics may have their own types

@@ -84,12 +84,12 @@ def _affine_block(
             )
 
         blk.z = pyo.Var(range(n), domain=pyo.Reals, bounds=_b)
-    live = [i for i, v in enumerate(inputs) if v is not None]
+    live = np.array([v is not None for v in inputs], dtype=bool)
     w, b = layer.weight, layer.bias
 
     def _rule(m, j):
         row = w[j]
-        nz = [i for i in live if row[i] != 0.0]
+        nz = np.flatnonzero((row != 0.0) & live)  # the sparse row (a conv's is mostly zeros)
         expr = LinearExpression(
             constant=float(b[j]),
             linear_coefs=[float(row[i]) for i in nz],

@@ -1,4 +1,4 @@
-"""``python -m benchmarks {table,stability,real,scaling,soak}``: parse, run, write, print.
+"""``python -m benchmarks {table,stability,real,scaling,soak,diffverify}``: parse, run, write, print.
 
 Every sub-command writes ``<stem>.csv``, ``<stem>.json`` (rows plus the command line, the
 UTC time, the git commit and the options) and ``<stem>.md`` to ``--out``, plus its PNG
@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("soak", help="soundness soak (benchmarks/soak.py); arguments pass through")
+    sub.add_parser(
+        "diffverify",
+        help="exactcomp vs NeuroDiff on its ACAS Xu float16 benchmark (benchmarks/diffverify.py)",
+    )
 
     p = sub.add_parser("markdown", help="regenerate RESULTS.md's measured part from --out")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder to read")
@@ -124,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .lossy import main as lossy_main
 
         return int(lossy_main(argv[1:]) or 0)
+    if argv and argv[0] == "diffverify":
+        from .diffverify import main as diffverify_main
+
+        return int(diffverify_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns

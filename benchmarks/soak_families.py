@@ -16,9 +16,12 @@ family                  cases                                           checks
 ``splits``              :func:`random_case` deep (2-6 layers) with      every check of
                         2-8 inputs: the input splits of                 :func:`check_case`
                         :mod:`exactcomp.bab`
+``conv``                :func:`random_conv_case`: small convolutions,   every check of
+                        strides, padding, pooling (max pool as ReLUs),  :func:`check_case`, the
+                        kept as structure                               channel rewrite too
 ======================  ==============================================  =====================
 
-Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 11 random).
+Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 12 random).
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from typing import Any
 
 from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_case
 from exactcomp.testing.nnet_cases import nnet_case
+from exactcomp.testing.random_conv import random_conv_case
 from exactcomp.testing.random_networks import random_case
 
 from .soak_checks import CaseResult, SoakOptions, check_case, method_for
 
-FAMILIES = ("random", "near-duplicate", "near-dependent", "nnet", "onnx", "splits")
-ROTATION = ("random",) * 5 + ("near-duplicate",) * 2 + ("near-dependent", "nnet", "onnx", "splits")
-"""The default mix, one entry per seed modulo 11."""
+FAMILIES = ("random", "near-duplicate", "near-dependent", "nnet", "onnx", "splits", "conv")
+ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
+ROTATION += ("near-dependent", "nnet", "onnx", "splits", "conv")
+"""The default mix, one entry per seed modulo 12."""
 SPLIT_INPUTS = (2, 8)
 SPLIT_DEPTH = (2, 6)
 
@@ -81,6 +86,10 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
             inputs=SPLIT_INPUTS if split else opts.inputs,
             max_neurons=opts.max_neurons,
         )
+        result = dataclasses.replace(check_case(case, opts, method), family=family)
+        return {"family": family, **case.to_json()}, result
+    if family == "conv":
+        case = random_conv_case(seed)
         result = dataclasses.replace(check_case(case, opts, method), family=family)
         return {"family": family, **case.to_json()}, result
     if family == "near-duplicate":

@@ -47,11 +47,14 @@ DomainLike = Any  # Box | Sequence[Box] | tuple[float, float]
 METHODS = ("fast", "leo", "naive")
 
 
-def load(model: ModelLike, *, trust_pickle: bool = False) -> Network:
-    """Load a model (path, ``nn.Module`` or Network) into the float64 IR."""
+def load(model: ModelLike, *, trust_pickle: bool = False, nnet_units: str = "raw") -> Network:
+    """Load a model (path, ``nn.Module`` or Network) into the float64 IR.
+
+    ``nnet_units``: for a ``.nnet`` file, ``"raw"`` (inputs and outputs in the file's units)
+    or ``"normalised"`` (the stored network; the box is then in normalised units)."""
     if isinstance(model, Network):
         return model
-    return _io.load(model, trust_pickle=trust_pickle)
+    return _io.load(model, trust_pickle=trust_pickle, nnet_units=nnet_units)
 
 
 def save(network: Network, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
@@ -326,6 +329,7 @@ def compress(
     seed: int = 0,
     partial: bool = False,
     cluster: str | None = None,
+    nnet_units: str = "raw",
 ) -> Any:  # CompressionResult, or a LossyResult for a number ``tol``
     """Compress ``model`` exactly over ``domain``.
 
@@ -340,6 +344,7 @@ def compress(
     A network with convolutions or pools is rewritten channel by channel as well, and the
     smaller as written of that, the position-level rewrite and the unchanged network is
     returned (:func:`~exactcomp.rewrite.channels.choose_structured`; ``report["structure"]``).
+    ``nnet_units``: see :func:`load`.
     """
     if not isinstance(tol, Tolerances):
         from .approx import compress_lossy
@@ -348,7 +353,7 @@ def compress(
     if not check >= 1:
         raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")
     t0 = time.perf_counter()
-    original = load(model, trust_pickle=trust_pickle)
+    original = load(model, trust_pickle=trust_pickle, nnet_units=nnet_units)
     boxes = bind_domain(domain, original)
     report = stable_neurons(
         original,
@@ -468,6 +473,7 @@ def verify_equivalence(
     certificates: StabilityReport | None = None,
     rechecked: RecheckResult | None = None,
     outputs: Sequence[int] | None = None,
+    nnet_units: str = "raw",
 ) -> EquivalenceResult:
     """Prove ``f == g`` on the domain (``linf``: max |f - g| <= tol; ``top1``: same argmax), or
     return a counterexample re-checked in float64, or UNKNOWN with the bounds reached.
@@ -484,10 +490,12 @@ def verify_equivalence(
     ``f`` and domain, if the caller already has it (it is then not run again).
     ``time_limit`` covers the re-check and the proof together (the proof always keeps at least
     a tenth of it, so a call ends within about 1.1 times the limit).
-    ``outputs``: in ``linf`` mode, the output indices compared (default all)."""
+    ``outputs``: in ``linf`` mode, the output indices compared (default all).
+    ``nnet_units``: for ``.nnet`` files, see :func:`load`."""
     if not time_limit > 0:
         raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
-    fn, gn = load(f, trust_pickle=trust_pickle), load(g, trust_pickle=trust_pickle)
+    fn = load(f, trust_pickle=trust_pickle, nnet_units=nnet_units)
+    gn = load(g, trust_pickle=trust_pickle, nnet_units=nnet_units)
     if (fn.input_size, fn.output_size) != (gn.input_size, gn.output_size):
         raise InvalidNetworkError(
             f"the networks differ in shape: {fn.input_size} inputs/{fn.output_size} outputs vs "

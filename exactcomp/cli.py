@@ -50,6 +50,13 @@ def _add_model_opts(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow loading a whole pickled nn.Module (can run code)",
     )
+    p.add_argument(
+        "--nnet-units",
+        choices=("raw", "normalised"),
+        default="raw",
+        help="a .nnet model's units: raw (default; normalisation folded in) or normalised "
+        "(the stored network: box and outputs in normalised units)",
+    )
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:
@@ -497,7 +504,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     check_save_path(args.output, inputs)
     if args.report:
         check_output_path(args.report, inputs + [args.output])
-    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     with _progress(args, console) as progress:
@@ -605,7 +612,7 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
     _check_positive("--jobs", args.jobs)
     if args.report:
         check_output_path(args.report, [args.model])
-    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     t0 = time.perf_counter()
@@ -659,8 +666,8 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     outputs = _output_list(args.outputs)
     if args.counterexample:
         check_output_path(args.counterexample, [args.original, args.other])
-    f = api.load(args.original, trust_pickle=args.trust_pickle)
-    g = api.load(args.other, trust_pickle=args.trust_pickle)
+    f = api.load(args.original, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    g = api.load(args.other, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     _print_notes(args, console, f, g)
     boxes = _domain(args, f.input_size, console)
     certificates = api.read_certificates(args.certificates, f) if args.certificates else None

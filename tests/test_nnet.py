@@ -346,3 +346,89 @@ def test_non_finite_header(tmp_path, mins, means, match):
     p.write_text(nnet_text(W, B, mins, MAXS, means, RANGES))
     with pytest.raises(InvalidNetworkError, match=match):
         load_nnet(p)
+
+
+# --- normalised units: load_nnet(units="normalised"), --nnet-units (issue 14) -----------------
+LIM_LO, LIM_HI = (MINS - MEANS[:3]) / RANGES[:3], (MAXS - MEANS[:3]) / RANGES[:3]
+
+
+def reference_normalised(xn: np.ndarray) -> np.ndarray:
+    """The stored network: normalised inputs to normalised outputs (no clip, no de-norm)."""
+    h = xn
+    for k, (w, b) in enumerate(zip(W, B, strict=True)):
+        h = h @ w.T + b
+        if k < len(W) - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def test_normalised_units_are_the_stored_network():
+    net = load_nnet(FIXTURE, units="normalised")
+    assert net.meta["units"] == "normalised" and load_nnet(FIXTURE).meta["units"] == "raw"
+    for k, layer in enumerate(net.layers):  # no folding: the file's numbers as they are
+        np.testing.assert_array_equal(layer.weight, W[k])
+        np.testing.assert_array_equal(layer.bias, B[k])
+    xn = Box(LIM_LO, LIM_HI).sample(500, np.random.default_rng(1))
+    np.testing.assert_allclose(net.forward(xn), reference_normalised(xn), rtol=0, atol=1e-15)
+    raw = xn * RANGES[:3] + MEANS[:3]  # the same points in raw units, through the folded net
+    y = load_nnet(FIXTURE).forward(raw)
+    np.testing.assert_allclose(net.forward(xn) * RANGES[3] + MEANS[3], y, rtol=1e-12, atol=1e-12)
+
+
+def test_normalised_limits_are_translated_and_enforced():
+    """min = [0, -3, 10], max = [100, 3, 20], mean = [50, 0, 15], range = [100, 6, 10]:
+    the normalised limits are [-0.5, -0.5, -0.5] .. [0.5, 0.5, 0.5]."""
+    net = load_nnet(FIXTURE, units="normalised")
+    limits = nnet_input_limits(net)
+    np.testing.assert_array_equal(limits.lower, [-0.5, -0.5, -0.5])
+    np.testing.assert_array_equal(limits.upper, [0.5, 0.5, 0.5])
+    load_nnet(FIXTURE, units="normalised", box=Box.uniform(-0.5, 0.5, 3))  # the limits: fine
+    with pytest.raises(InvalidDomainError, match=r"input 1 .* 0.6 .* maximum 0.5.*normalised"):
+        check_nnet_box(net, Box(np.array([0.0, 0, 0]), np.array([0.1, 0.6, 0.1])))
+    raw_box = Box(np.array([10.0, -1, 11]), np.array([20.0, 1, 12]))  # fine in raw units only
+    load_nnet(FIXTURE, box=raw_box)
+    with pytest.raises(InvalidDomainError, match="input 0"):
+        load_nnet(FIXTURE, units="normalised", box=raw_box)
+    with pytest.raises(ValueError, match="units"):
+        load_nnet(FIXTURE, units="scaled")
+
+
+def test_negative_range_swaps_the_normalised_limits(tmp_path):
+    path = tmp_path / "neg.nnet"
+    path.write_text(nnet_text(W, B, MINS, MAXS, MEANS, RANGES * np.array([-1, 1, 1, 1])))
+    limits = nnet_input_limits(load_nnet(path, units="normalised"))
+    np.testing.assert_array_equal(limits.lower, [-0.5, -0.5, -0.5])
+    np.testing.assert_array_equal(limits.upper, [0.5, 0.5, 0.5])
+
+
+def test_api_and_cli_nnet_units(tmp_path, capsys):
+    """g = f with output 1's last bias moved by 0.25 (normalised units; 5.0 in raw units, range
+    20): on output 0 they are equal, on output 1 they differ by exactly 0.25 normalised."""
+    import json
+
+    from exactcomp import api
+    from exactcomp.cli import main
+
+    g_path = tmp_path / "g.nnet"
+    b2 = [B[0], B[1], B[2] + np.array([0.0, 0.25])]
+    g_path.write_text(nnet_text(W, b2, MINS, MAXS, MEANS, RANGES))
+    box = Box.uniform(-0.5, 0.5, 3)
+    res = api.verify_equivalence(
+        FIXTURE, g_path, box, tol=0.3, time_limit=10.0, nnet_units="normalised"
+    )
+    assert res.status.name == "EQUIVALENT" and abs(res.upper_bound - 0.25) < 1e-6
+    res = api.verify_equivalence(
+        FIXTURE, g_path, box, tol=0.2, time_limit=10.0, nnet_units="normalised"
+    )
+    assert res.status.name == "NOT_EQUIVALENT"
+    assert abs(res.lower_bound - 0.25) < 1e-9
+    with pytest.raises(InvalidDomainError, match="input 0"):  # the same box in raw units
+        api.verify_equivalence(FIXTURE, g_path, box, tol=0.3, time_limit=10.0)
+    box_file = tmp_path / "box.json"
+    box_file.write_text(json.dumps({"lower": [-0.5] * 3, "upper": [0.5] * 3}))
+    args = ["verify", str(FIXTURE), str(g_path), "--box-file", str(box_file), "--quiet"]
+    assert main([*args, "--nnet-units", "normalised", "--tol", "0.3"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--tol", "0.3"]) == 2  # raw units: the box leaves the limits
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "raw units" in lines[0], lines

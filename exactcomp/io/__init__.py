@@ -44,7 +44,7 @@ LOAD_SUFFIXES = {
 SAVE_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx"}
 
 
-def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
+def load(path_or_module: Any, *, trust_pickle: bool = False, nnet_units: str = "raw") -> Network:
     """Read a network from a file (format by suffix) or an in-memory ``nn.Module``.
 
     Parameters
@@ -55,6 +55,9 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
         :class:`Network` (returned unchanged, so APIs can accept either).
     trust_pickle:
         For PyTorch files only: allow loading a module pickled whole, which can run code.
+    nnet_units:
+        For ``.nnet`` files only: ``"raw"`` (normalisation folded in) or ``"normalised"``
+        (the stored network, normalised inputs and outputs); see :mod:`exactcomp.io.nnet`.
 
     Raises
     ------
@@ -82,7 +85,7 @@ def load(path_or_module: Any, *, trust_pickle: bool = False) -> Network:
         raise InputFileError(f"model file {str(path)!r} not found; check the path")
     if fmt == "onnx":
         return _import("onnx_io", "ONNX").load_onnx(path)
-    return _import("nnet", ".nnet").load_nnet(path)
+    return _import("nnet", ".nnet").load_nnet(path, units=nnet_units)
 
 
 def check_source(net: Network, boxes: Iterable[Any]) -> None:

@@ -19,6 +19,13 @@ Units: the network read here takes *raw* inputs, in the units of the file's ``mi
 ``--vnnlib``) for an ``.nnet`` model is given in raw units. A box in normalised units ``x'``
 maps to raw units by ``x = x' * range + mean``.
 
+``load_nnet(path, units="normalised")`` instead returns the file's network as stored: it takes
+normalised inputs ``x'`` and returns normalised outputs ``y'`` (no folding, no de-normalisation).
+That is the question tools such as NeuroDiff and ReluVal ask, and a box for it is in normalised
+units. The limits are translated to these units, ``[(min - mean) / range, (max - mean) /
+range]`` (float64), kept in ``meta["input_min"]``/``meta["input_max"]`` and checked in the same
+way: the file clips *raw* inputs, so a normalised box that leaves them is refused too.
+
 Normalisation and de-normalisation are affine, so they are folded exactly into the first and
 last layers. The clipping is not affine; it is the identity only inside the box ``[min, max]``,
 so the folded network is exact only there. Every domain used with an ``.nnet`` network must
@@ -130,7 +137,10 @@ def _size(v: float, what: str, source: str) -> int:
     return int(v)
 
 
-def load_nnet(path: str | Path, *, box: Box | None = None) -> Network:
+UNITS = ("raw", "normalised")
+
+
+def load_nnet(path: str | Path, *, box: Box | None = None, units: str = "raw") -> Network:
     """Read a ``.nnet`` network with its normalisation folded into the first and last layers.
 
     Parameters
@@ -138,16 +148,21 @@ def load_nnet(path: str | Path, *, box: Box | None = None) -> Network:
     path:
         The ``.nnet`` file.
     box:
-        The domain it will be used on, if known, in raw units; it must lie within the file's
+        The domain it will be used on, if known, in ``units``; it must lie within the file's
         input limits (see the module docstring), else :class:`InvalidDomainError`.
+    units:
+        ``"raw"`` (default): normalisation folded in, raw inputs to raw outputs.
+        ``"normalised"``: the stored network, normalised inputs to normalised outputs; the
+        limits in ``meta`` are then in normalised units too.
 
     Returns
     -------
     Network
-        Raw inputs to raw outputs, ``dtype="float64"`` (the file is decimal text);
+        Inputs to outputs in ``units``, ``dtype="float64"`` (the file is decimal text);
         ``meta`` holds ``format="nnet"``, ``input_min``/``input_max`` (the clipping limits),
         ``input_mean``/``input_range``, ``output_mean``/``output_range``, and
-        ``header_entries_ignored`` (header line -> extra trailing entries not read).
+        ``header_entries_ignored`` (header line -> extra trailing entries not read), and
+        ``units``.
 
     Raises
     ------
@@ -158,7 +173,11 @@ def load_nnet(path: str | Path, *, box: Box | None = None) -> Network:
         maximum, or NaN/inf weights.
     InvalidDomainError
         ``box`` leaves the input limits, or has the wrong size.
+    ValueError
+        ``units`` is not ``"raw"`` or ``"normalised"``.
     """
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}, not {units!r}")
     path = Path(path)
     source = str(path)
     tok = _Tokens(_read_lines(path), source)
@@ -207,15 +226,20 @@ def load_nnet(path: str | Path, *, box: Box | None = None) -> Network:
             f"{source}: {len(body.values) - body.pos} numbers left over after the last layer; "
             "the header does not match the weights"
         )
-    # x' = (x - mean) / range:  W x' + b = (W / range) x + (b - W (mean / range))
-    w0, b0 = layers[0]
-    layers[0] = [w0 / rng[:n_in], b0 - w0 @ (mean[:n_in] / rng[:n_in])]
-    # y = y' * range_out + mean_out
-    wl, bl = layers[-1]
-    layers[-1] = [wl * rng[n_in], bl * rng[n_in] + mean[n_in]]
+    if units == "raw":
+        # x' = (x - mean) / range:  W x' + b = (W / range) x + (b - W (mean / range))
+        w0, b0 = layers[0]
+        layers[0] = [w0 / rng[:n_in], b0 - w0 @ (mean[:n_in] / rng[:n_in])]
+        # y = y' * range_out + mean_out
+        wl, bl = layers[-1]
+        layers[-1] = [wl * rng[n_in], bl * rng[n_in] + mean[n_in]]
+    else:  # the limits in normalised units (a negative range swaps them)
+        a, b = (lo - mean[:n_in]) / rng[:n_in], (hi - mean[:n_in]) / rng[:n_in]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
     meta = {
         "format": "nnet",
         "source": source,
+        "units": units,
         "input_min": lo.tolist(),
         "input_max": hi.tolist(),
         "input_mean": mean[:n_in].tolist(),
@@ -266,12 +290,18 @@ def check_nnet_box(net: Network, box: Box) -> None:
     else:
         where = f"upper bound {float(box.upper[i])!r} is above the file's maximum {float(limits.upper[i])!r}"
     mean, rng = net.meta.get("input_mean"), net.meta.get("input_range")
+    units = net.meta.get("units", "raw")
     hint = ""
     if mean is not None and rng is not None:
         hint = f" (for this input, raw = normalised * {float(rng[i])!r} + {float(mean[i])!r})"
+    what = (
+        "in raw units, those of the file's min/max"
+        if units == "raw"
+        else "in normalised units (read with units='normalised'; limits (min - mean) / range)"
+    )
     raise InvalidDomainError(
-        f"input {i} of the box leaves the .nnet input limits: its {where}. A .nnet model's box "
-        f"is in raw units, those of the file's min/max{hint}; the file clips its inputs to "
+        f"input {i} of the box leaves the .nnet input limits: its {where}. This .nnet model's "
+        f"box is {what}{hint}; the file clips its inputs to "
         "[min, max], which exactcomp does not model: give a box within the limits (intersect it "
         "with them: beyond a limit the file's output does not change along that input)"
     )

@@ -4,9 +4,10 @@ The run has five phases, cheapest first; each can end it:
 
 1. **sampling**: both networks on uniform points, the box corners (and points near them), the
    centre and the user's data rows; a difference above ``tol`` ends the run (NOT_EQUIVALENT).
-1b. **input splitting** (``linf``, networks of the same architecture, at most
-   :data:`SPLIT_MAX_INPUTS` inputs): differential bounds of paired neurons, linear in the input,
-   on sub-boxes split until each is proven (:mod:`exactcomp.verify.splitting`); within
+1b. **input splitting** (``linf``, networks of the same architecture; with more than
+   :data:`SPLIT_MAX_INPUTS` free inputs, those with ``lower < upper``, only
+   :data:`SPLIT_WIDE_NODES` boxes, enough when few splits suffice): differential bounds of
+   paired neurons, linear in the input, on sub-boxes split until each is proven (:mod:`exactcomp.verify.splitting`); within
    :data:`SPLIT_SHARE` of the time left. It proves quantised or perturbed copies that the
    phases below cannot; when it does not finish, its proven bounds carry over.
 2. **bounds and differential**: proven stability verdicts and bounds of both networks, neurons
@@ -86,7 +87,8 @@ FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + g
 DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long when time allows
 STABILITY_SHARE = 0.5  # the stability analyses of f and g end by this share of the time left
 MIN_MILP_SECONDS = 0.05  # the shortest per-MILP limit of the stability analyses
-SPLIT_MAX_INPUTS = 12  # input splitting runs for at most this many inputs (2 halves per split)
+SPLIT_MAX_INPUTS = 12  # input splitting runs in full for at most this many free inputs
+SPLIT_WIDE_NODES = 64  # ... and with more free inputs, bounds at most this many boxes
 SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after sampling
 
 
@@ -277,8 +279,9 @@ class _Run:
         """Phase 1b: input splitting over differential bounds, when it applies; a result when
         it settles the question, else None (its proven bounds are kept in ``self.known``)."""
         f, g = self.f, self.g
-        if self.mode != "linf" or f.input_size > SPLIT_MAX_INPUTS:
+        if self.mode != "linf" or SPLIT_MAX_INPUTS <= 0:
             return None
+        free = int(np.count_nonzero(self.box.upper > self.box.lower))  # fixed inputs never split
         if not splitting.paired(f, g, self.points[:MATCH_POINTS]):
             return None
         t = time.perf_counter()
@@ -290,6 +293,7 @@ class _Run:
             self.outputs,
             self.tol,
             t + SPLIT_SHARE * self.left(),
+            max_nodes=2_000_000 if free <= SPLIT_MAX_INPUTS else SPLIT_WIDE_NODES,
             tolerances=self.tolerances,
         )
         self.boxes = out.nodes

@@ -397,18 +397,25 @@ def save_onnx(
         The destination directory cannot be written.
     """
     model = _unchanged_source(net, build_model(net, like))
-    in_vi = model.graph.input[0]
+    write_checked(model, net, path, "ONNX", check_samples, seed)
 
+
+def write_checked(
+    model: onnx.ModelProto, net: Network, path: str | Path, what: str, samples: int, seed: int
+) -> None:
+    """Save ``model`` to ``path`` atomically once onnxruntime computes ``net`` with it, up to
+    rounding, at the probe points of ``[-1, 1]^n``; otherwise nothing is written."""
+    in_vi = model.graph.input[0]
     in_shape = declared_dims(in_vi) or ()
     dt = str(helper.tensor_dtype_to_np_dtype(in_vi.type.tensor_type.elem_type))
     box = Box.uniform(-1.0, 1.0, net.input_size)
-    x = probe_points(box, check_samples, np.random.default_rng(seed))
+    x = probe_points(box, samples, np.random.default_rng(seed))
     with atomic_path(Path(path)) as tmp:
         onnx.save(model, str(tmp))
         worst = compare_with_onnxruntime(tmp, net, x, in_vi.name, in_shape, dt)
         if worst.excess > 0:
             raise VerificationError(
-                f"the ONNX file written for {str(path)!r} differs from the network by up to "
+                f"the {what} file written for {str(path)!r} differs from the network by up to "
                 f"{worst.max_abs_diff:.3g} in onnxruntime (allowed {worst.allowed_at_worst:.3g}); "
                 "nothing was written"
             )

@@ -19,12 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..domain import Box
-from ..errors import VerificationError
-from .atomic import atomic_path
-from .onnx_check import compare_with_onnxruntime, probe_points
-from .onnx_graph import declared_dims
-from .onnx_io import build_model
+from .onnx_io import build_model, write_checked
 
 INT4_OPSET = 21
 INT4_IR_VERSION = 10
@@ -84,16 +79,4 @@ def build_quantized_model(net, grids: Sequence[Any], like: Any = None):
 
 def save_quantized_onnx(net, grids: Sequence[Any], path: str | Path, like: Any = None) -> None:
     """Write the quantised network, verified by onnxruntime before the atomic rename."""
-    model = build_quantized_model(net, grids, like)
-    in_vi = model.graph.input[0]
-    in_shape = declared_dims(in_vi) or ()
-    dt = str(helper.tensor_dtype_to_np_dtype(in_vi.type.tensor_type.elem_type))
-    x = probe_points(Box.uniform(-1.0, 1.0, net.input_size), 64, np.random.default_rng(0))
-    with atomic_path(Path(path)) as tmp:
-        onnx.save(model, str(tmp))
-        worst = compare_with_onnxruntime(tmp, net, x, in_vi.name, in_shape, dt)
-        if worst.excess > 0:
-            raise VerificationError(
-                f"the quantised ONNX file written for {str(path)!r} differs from the network by "
-                f"up to {worst.max_abs_diff:.3g} in onnxruntime; nothing was written"
-            )
+    write_checked(build_quantized_model(net, grids, like), net, path, "quantised ONNX", 64, 0)

@@ -328,12 +328,17 @@ def read_counterexample(path: str | Path) -> dict:
 def read_stability(path: str | Path) -> Any:
     """The verdicts (and, where the document has them, each neuron's proof kind) of a
     ``stability`` or ``compress`` document as a :class:`~exactcomp.verdicts.StabilityReport`
-    without bounds or witnesses; its ``stats`` are the document's, plus ``seconds``."""
+    without bounds or witnesses (:func:`stability_from_doc`)."""
+    return stability_from_doc(read_document(path, "stability", "compress"), path)
+
+
+def stability_from_doc(doc: Mapping[str, Any], path: str | Path = "the document") -> Any:
+    """The :class:`~exactcomp.verdicts.StabilityReport` of a ``stability``/``compress``
+    document read by :func:`read_document`; its ``stats`` are the document's."""
     import numpy as np
 
     from .verdicts import LayerStability, Proof, StabilityReport, Verdict
 
-    doc = read_document(path, "stability", "compress")
     try:
         layers = []
         for row in doc["layers"]:
@@ -348,13 +353,11 @@ def read_stability(path: str | Path) -> Any:
             for j, name in enumerate(row.get("proof_of_each", ())):
                 base.proof[j] = Proof[str(name).upper()]
             layers.append(base)
-        stats = dict(doc.get("stats", doc.get("stability_stats", {})))
-        if "seconds" in doc:
-            stats.setdefault("seconds", float(doc["seconds"]))
+        stats = {k: float(v) for k, v in doc.get("stats", doc.get("stability_stats", {})).items()}
         return StabilityReport(tuple(layers), np.zeros((0, 0)), stats=stats)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise InputFileError(
-            f"{path}: a {doc['kind']} document without readable per-neuron verdicts: {exc}"
+            f"{path}: a {doc.get('kind')} document without readable per-neuron verdicts: {exc!r}"
         ) from None
 
 

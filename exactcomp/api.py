@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 
 from . import io as _io
+from .approx import LossyResult as LossyResult
+from .approx import compress_lossy
+from .approx import quantize as quantize
 from .conv import rounded
 from .domain import Box
 from .errors import (
@@ -28,17 +31,27 @@ from .errors import (
     ResourceLimitError,
     VerificationError,
 )
+from .io.vnnlib import read_vnnlib as read_vnnlib
 from .network import Network
 from .progress import SILENT, Progress
 from .regions import RegionCount
 from .rewrite import RewriteResult, compress_network
 from .rewrite.channels import choose_structured
+from .rewrite.quantize import quantize_network as quantize_network
 from .stability import stable_neurons as _stable_neurons
 from .tolerances import DEFAULT, Tolerances, rounding_deltas, stored_rounding_bound
 from .verdicts import METHODS, StabilityReport, Verdict
 from .verify import EquivalenceResult, RecheckResult
+from .verify import EquivalenceStatus as EquivalenceStatus
 from .verify import recheck_certificates as _recheck_certificates
 from .verify import verify_equivalence as _verify_equivalence
+from .verify.charge import Charger as Charger
+from .verify.charge import sampled_max_difference as sampled_max_difference
+
+# Also public here (``X as X`` above), for scripts and benchmarks, which use exactcomp through
+# this module only: certified lossy compression and quantisation (exactcomp.approx), the proven
+# and the sampled max |f - g| (verify.charge.Charger, sampled_max_difference), a plain
+# quantisation with no proof (rewrite.quantize.quantize_network) and VNN-LIB properties.
 
 ModelLike = Any  # Network | torch.nn.Module | str | Path
 DomainLike = Any  # Box | Sequence[Box] | tuple[float, float]
@@ -348,8 +361,6 @@ def compress(
     ``nnet_units``: see :func:`load`.
     """
     if not isinstance(tol, Tolerances):
-        from .approx import compress_lossy
-
         return compress_lossy(model, domain, tol, time_limit=max(time_limit, 60.0), data=data)
     if not check >= 1:
         raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")

@@ -44,16 +44,23 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(tree: ast.Module, module: str) -> Iterator[tuple[str, int]]:
-    """(absolute module name, line) of every import in ``tree`` (relative ones resolved)."""
-    package = module.split(".")
+def _package(path: Path) -> str:
+    """The package a relative import in ``path`` starts from."""
+    name = _module_name(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def _imports(tree: ast.Module, package: str) -> Iterator[tuple[str, int]]:
+    """(absolute module name, line) of every import in ``tree``, relative ones resolved from
+    ``package`` (the package of the module the tree is from)."""
+    parts = package.split(".")
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[: len(package) - node.level + 1]
+                base = parts[: len(parts) - node.level + 1]
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
@@ -119,3 +126,79 @@ def test_every_clock_reading_module_is_reached_by_the_fake_clock() -> None:
     )
     missing = [m for m in CLOCKED if not (ROOT / (m.replace(".", "/") + ".py")).is_file()]
     assert not missing, f"testing.clock.CLOCKED names modules that do not exist: {missing}"
+
+
+def _allowed_in_benchmarks(name: str) -> bool:
+    return name in BENCHMARK_ALLOWED or any(
+        name == p or name.startswith(p + ".") for p in BENCHMARK_ALLOWED_PACKAGES
+    )
+
+
+def _exactcomp_imports(path: Path) -> Iterator[tuple[str, int]]:
+    """The exactcomp modules a benchmark file imports (``from exactcomp import X``: the module
+    ``exactcomp.X`` if there is one, else the top-level package)."""
+    for name, line in _imports(_tree(path), "benchmarks"):
+        if not name.startswith("exactcomp"):
+            continue
+        parts = name.split(".")
+        if len(parts) == 2 and not _is_module(name):
+            name = "exactcomp"  # a public name of the package, e.g. exactcomp.compress
+        yield name, line
+
+
+def _is_module(name: str) -> bool:
+    rel = ROOT / name.replace(".", "/")
+    return rel.with_suffix(".py").is_file() or (rel / "__init__.py").is_file()
+
+
+def test_benchmarks_use_only_the_api() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in sorted((ROOT / "benchmarks").glob("*.py"))
+        for name, line in _exactcomp_imports(path)
+        if not _allowed_in_benchmarks(name)
+    ]
+    assert not found, "benchmarks/ may import only exactcomp's API and IR types: " + "; ".join(
+        found
+    )
+
+
+def test_the_benchmark_rule_sees_an_internal_import(tmp_path) -> None:
+    tree = ast.parse(
+        "from exactcomp.io import load\nfrom exactcomp import api\nimport exactcomp.bounds\n"
+        "from exactcomp.testing.oracle import exact_analysis\n"
+    )
+    names = [n for n, _ in _imports(tree, "benchmarks")]
+    assert names == [
+        "exactcomp.io",
+        "exactcomp.api",
+        "exactcomp.bounds",
+        "exactcomp.testing.oracle",
+    ]
+    assert [n for n in names if not _allowed_in_benchmarks(n)] == [
+        "exactcomp.io",
+        "exactcomp.bounds",
+    ]
+
+
+def test_the_engine_never_imports_testing() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        if name.startswith("exactcomp.testing"):
+            continue
+        for target, line in _imports(_tree(path), _package(path)):
+            if target.startswith("exactcomp.testing"):
+                found.append(f"{name}:{line}")
+    assert not found, f"exactcomp.testing is test support, never imported by the engine: {found}"
+
+
+def test_relative_imports_are_resolved() -> None:
+    tree = ast.parse(
+        "from ..testing import oracle\nfrom .layer import LayerRun\nfrom . import merge\n"
+    )
+    assert [n for n, _ in _imports(tree, "exactcomp.stability")] == [
+        "exactcomp.testing",
+        "exactcomp.stability.layer",
+        "exactcomp.stability.merge",
+    ]

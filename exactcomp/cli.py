@@ -15,13 +15,16 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
-from .domain import Box, box_from_data, parse_box_string, read_box_file
 from .errors import ExactCompError, InputFileError, InvalidOptionError
 from .verdicts import METHODS, SOLVERS
+
+if TYPE_CHECKING:  # the domain readers load on use: --help stays quick
+    from .domain import Box
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -416,6 +419,8 @@ def _npy(path: str, what: str) -> np.ndarray:
 
 
 def _domain(args: argparse.Namespace, n_inputs: int, console: Console) -> list[Box]:
+    from .domain import box_from_data, parse_box_string, read_box_file
+
     given = [k for k in ("box", "box_file", "box_from_data", "vnnlib") if getattr(args, k)]
     if len(given) != 1:
         raise InvalidOptionError(

@@ -370,7 +370,7 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
 def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     """``quantize``, and ``compress --tol``: certified lossy compression (exactcomp.approx)."""
     from . import api
-    from .approx import check_tol, compress_lossy, quantize
+    from .approx import check_tol
     from .io import check_output_path, check_save_path
     from .report import lossy_table, write_document
     from .rewrite.quantize import check_bits
@@ -388,14 +388,14 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     check_save_path(args.output, inputs)
     if args.report:
         check_output_path(args.report, inputs + [args.output])
-    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     boxes = _domain(args, net.input_size, console)
     data = _data(args)
     labels = _npy(args.labels, "labels") if args.labels else None
     if quantizing:
-        result = quantize(net, boxes, bits=bits, tol=tol, data=data, labels=labels)
+        result = api.quantize(net, boxes, bits=bits, tol=tol, data=data, labels=labels)
     else:
-        result = compress_lossy(net, boxes, tol, data=data, labels=labels)
+        result = api.compress_lossy(net, boxes, tol, data=data, labels=labels)
     result.report["bytes_before"] = Path(args.model).stat().st_size
     result.save(args.output, inputs=inputs)
     if args.report:

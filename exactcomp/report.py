@@ -214,12 +214,6 @@ def to_json_text(doc: dict) -> str:
     return json.dumps(_no_negative_zero(doc), indent=2, default=_jsonable) + "\n"
 
 
-def write_json(path: str | Path, doc: dict | str) -> None:
-    """Write ``doc`` (a dict, or JSON text from :func:`to_json_text`) atomically."""
-    text = doc if isinstance(doc, str) else to_json_text(doc)
-    atomic_write(Path(path), lambda handle: handle.write(text.encode()))
-
-
 def _no_negative_zero(obj: Any) -> Any:
     """``obj`` with every float ``-0.0`` written as ``0.0`` (a bound of ``-0.0`` reads as a
     sign error to a person; the two are the same number)."""

@@ -19,9 +19,6 @@ from typing import Any
 import numpy as np
 
 from . import io as _io
-from .approx import LossyResult as LossyResult
-from .approx import compress_lossy
-from .approx import quantize as quantize
 from .conv import rounded
 from .domain import Box
 from .errors import (
@@ -31,13 +28,11 @@ from .errors import (
     ResourceLimitError,
     VerificationError,
 )
-from .io.vnnlib import read_vnnlib as read_vnnlib
 from .network import Network
 from .progress import SILENT, Progress
 from .regions import RegionCount
 from .rewrite import RewriteResult, compress_network
 from .rewrite.channels import choose_structured
-from .rewrite.quantize import quantize_network as quantize_network
 from .stability import stable_neurons as _stable_neurons
 from .tolerances import DEFAULT, Tolerances, rounding_deltas, stored_rounding_bound
 from .verdicts import METHODS, StabilityReport, Verdict
@@ -45,13 +40,28 @@ from .verify import EquivalenceResult, RecheckResult
 from .verify import EquivalenceStatus as EquivalenceStatus
 from .verify import recheck_certificates as _recheck_certificates
 from .verify import verify_equivalence as _verify_equivalence
-from .verify.charge import Charger as Charger
-from .verify.charge import sampled_max_difference as sampled_max_difference
 
-# Also public here (``X as X`` above), for scripts and benchmarks, which use exactcomp through
-# this module only: certified lossy compression and quantisation (exactcomp.approx), the proven
-# and the sampled max |f - g| (verify.charge.Charger, sampled_max_difference), a plain
-# quantisation with no proof (rewrite.quantize.quantize_network) and VNN-LIB properties.
+
+def __getattr__(name: str) -> Any:
+    """Names also public here, for scripts and benchmarks, which use exactcomp through this
+    module only; imported on first use (they would cost every command's start-up):
+    certified lossy compression and quantisation (``compress_lossy``, ``quantize``,
+    ``LossyResult``: :mod:`exactcomp.approx`), the proven and the sampled ``max |f - g|``
+    (``Charger``, ``sampled_max_difference``: :mod:`exactcomp.verify.charge`), a plain
+    quantisation with no proof (``quantize_network``) and VNN-LIB properties
+    (``read_vnnlib``)."""
+    if name in ("compress_lossy", "quantize", "LossyResult"):
+        from . import approx as module
+    elif name == "quantize_network":
+        from .rewrite import quantize as module
+    elif name in ("Charger", "sampled_max_difference"):
+        from .verify import charge as module
+    elif name == "read_vnnlib":
+        from .io import vnnlib as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(module, name)
+
 
 ModelLike = Any  # Network | torch.nn.Module | str | Path
 DomainLike = Any  # Box | Sequence[Box] | tuple[float, float]
@@ -361,6 +371,8 @@ def compress(
     ``nnet_units``: see :func:`load`.
     """
     if not isinstance(tol, Tolerances):
+        from .approx import compress_lossy
+
         return compress_lossy(model, domain, tol, time_limit=max(time_limit, 60.0), data=data)
     if not check >= 1:
         raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")

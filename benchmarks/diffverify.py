@@ -43,10 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from exactcomp import api
 from exactcomp.domain import Box
-from exactcomp.io.nnet import load_nnet
 from exactcomp.network import Layer, Network
-from exactcomp.verify import verify_equivalence
 
 from . import neurodiff as nd
 
@@ -126,11 +125,11 @@ def run_ours(pair: Pair, eps: float, timeout: float) -> dict:
     """exactcomp on ``pair`` at ``eps``: verdict, seconds (the verification; reading the files
     is ``load_seconds``, as NeuroDiff's own clock leaves its loading out), boxes, bounds."""
     t0 = time.perf_counter()
-    f = load_nnet(pair.original, units="normalised")
-    g = load_nnet(pair.copy, units="normalised")
+    f = api.load(pair.original, nnet_units="normalised")
+    g = api.load(pair.copy, nnet_units="normalised")
     box = Box(pair.lower, pair.upper)
     t1 = time.perf_counter()
-    res = verify_equivalence(f, g, box, tol=eps, time_limit=timeout, outputs=[pair.target])
+    res = api.verify_equivalence(f, g, box, tol=eps, time_limit=timeout, outputs=[pair.target])
     return {
         "verdict": VERDICT[res.status.name],
         "seconds": round(time.perf_counter() - t1, 3),

@@ -7,13 +7,14 @@ killed when its budget is spent; the row then says "did not finish" instead of a
 Seconds are measured inside the child around the ``stable_neurons`` call, so the start-up
 of a fresh interpreter (importing torch and pyomo) is not charged to the method.
 
-The child is ``python -m benchmarks.isolate SPEC.json OUT.json``; the spec names the model
-file, the domain, the method and its options, so nothing unpicklable crosses processes.
+The child is ``python -m benchmarks.isolate SPEC.json OUT.json``; the spec (a
+``benchmark-spec`` document) names the model file, the domain, the method and its options, so
+nothing unpicklable crosses processes; the child answers with a ``stability`` document that
+holds each neuron's proof kind (:mod:`exactcomp.report` writes and reads both).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from exactcomp.verdicts import LayerStability, StabilityReport
+from exactcomp.report import read_document, stability_doc, stability_from_doc, write_document
+from exactcomp.verdicts import StabilityReport
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def run_isolated(spec: MethodSpec, budget: float) -> MethodOutcome:
     """Run ``spec`` in a child process; stop it (and its workers) after ``budget`` seconds."""
     with tempfile.TemporaryDirectory(prefix="exactcomp-bench-") as tmp:
         spec_path, out_path, err_path = (Path(tmp) / n for n in ("spec.json", "out.json", "err"))
-        spec_path.write_text(json.dumps(spec.__dict__))
+        write_document(spec_path, "benchmark-spec", spec.__dict__)
         start = time.perf_counter()
         with err_path.open("w") as err:
             proc = subprocess.Popen(
@@ -86,8 +86,8 @@ def run_isolated(spec: MethodSpec, budget: float) -> MethodOutcome:
             lines = [ln for ln in err_path.read_text().splitlines() if ln.strip()]
             last = lines[-1] if lines else f"exit code {rc}"
             return MethodOutcome(f"error: {last}", float("nan"), None, wall)
-        doc = json.loads(out_path.read_text())
-        return MethodOutcome("ok", float(doc["seconds"]), _report_from_json(doc), wall)
+        doc = read_document(out_path, "stability")
+        return MethodOutcome("ok", float(doc["seconds"]), stability_from_doc(doc, out_path), wall)
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -104,43 +104,13 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def _report_to_json(report: StabilityReport, seconds: float) -> dict[str, Any]:
-    return {
-        "seconds": seconds,
-        "stats": {k: float(v) for k, v in report.stats.items()},
-        "layers": [
-            {"layer": ls.layer, "verdict": ls.verdict.tolist(), "proof": ls.proof.tolist()}
-            for ls in report.layers
-        ],
-    }
-
-
-def _report_from_json(doc: dict[str, Any]) -> StabilityReport:
-    """A report with the verdicts and proof kinds only (bounds and witnesses stay behind)."""
-    layers = []
-    for la in doc["layers"]:
-        base = LayerStability.undecided(int(la["layer"]), len(la["verdict"]))
-        layers.append(
-            LayerStability(
-                layer=base.layer,
-                verdict=np.asarray(la["verdict"], dtype=np.int8),
-                proof=np.asarray(la["proof"], dtype=np.int8),
-                lower=base.lower,
-                upper=base.upper,
-                witness_pos=base.witness_pos,
-                witness_neg=base.witness_neg,
-            )
-        )
-    return StabilityReport(tuple(layers), np.zeros((0, 0)), stats=doc["stats"])
-
-
 def _child(spec_path: str, out_path: str) -> int:
-    from exactcomp.api import stable_neurons
-    from exactcomp.io import load
+    from exactcomp.api import load, stable_neurons
 
     from .networks import load_domain
 
-    spec = MethodSpec(**json.loads(Path(spec_path).read_text()))
+    doc = read_document(spec_path, "benchmark-spec")
+    spec = MethodSpec(**{k: v for k, v in doc.items() if k not in ("kind", "version")})
     net = load(spec.model)
     boxes = load_domain(spec.domain, net.input_size)
     data = None
@@ -159,9 +129,7 @@ def _child(spec_path: str, out_path: str) -> int:
         seed=spec.seed,
     )
     seconds = time.perf_counter() - start
-    tmp = Path(out_path + ".tmp")
-    tmp.write_text(json.dumps(_report_to_json(report, seconds)))
-    tmp.replace(out_path)
+    write_document(out_path, "stability", stability_doc(report, seconds, proof_per_neuron=True))
     return 0
 
 

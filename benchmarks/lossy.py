@@ -23,10 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from exactcomp import api
-from exactcomp.approx import compress_lossy, quantize
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
-from exactcomp.verify.charge import Charger, sampled_max_difference
 
 from .digits import test_set
 
@@ -117,7 +115,7 @@ def _row(name, method, setting, f, g, box, charger, x, y, seconds, size_bytes=No
         "parameters_removed": _nonzero(f) - _nonzero(g),
         "bytes": size_bytes,
         "proven": proven,
-        "sampled": sampled_max_difference(f, g, [box]),
+        "sampled": api.sampled_max_difference(f, g, [box]),
         "accuracy": float((g.forward(x).argmax(1) == y).mean()),
         "agreement": float((g.forward(x).argmax(1) == f.forward(x).argmax(1)).mean()),
         "seconds": round(seconds, 2),
@@ -130,10 +128,10 @@ def run(quick: bool, out: Path) -> list[dict]:
     for name in MODELS[:1] if quick else MODELS:
         f = api.load(ROOT / "models" / f"{name}.pt")
         box = Box(np.zeros(64), np.ones(64))
-        charger = Charger(f, [box])
+        charger = api.Charger(f, [box])
         for tol in TOLS:
             t = time.perf_counter()
-            res = compress_lossy(f, box, tol, time_limit=20.0 if quick else 60.0)
+            res = api.compress_lossy(f, box, tol, time_limit=20.0 if quick else 60.0)
             g = res.pruned  # the same function as res.network, in f's architecture
             rows.append(_row(name, "ours: compress", tol, f, g, box, charger, x, y,
                              time.perf_counter() - t))  # fmt: skip
@@ -145,7 +143,7 @@ def run(quick: bool, out: Path) -> list[dict]:
             rows.append(_row(name, "magnitude (neurons)", tol, f, base, box, charger, x, y, 0.0))
         for bits in BITS:
             t = time.perf_counter()
-            res = quantize(f, box, bits=bits, split_seconds=0.0)
+            res = api.quantize(f, box, bits=bits, split_seconds=0.0)
             size = (
                 4 * sum(la.bias.size for la in f.layers)
                 + sum(la.weight.size for la in f.layers) * (8 if bits == 8 else 4) // 8
@@ -193,7 +191,6 @@ def soak(n: int, seed: int = 0) -> dict:
     """Random tiny networks (2-3 inputs, two hidden layers of 3-7), each with one random lossy
     edit (quantisation to 8/4/3/2/ternary bits, or ``compress --tol``): the exact ``max |f - g|``
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
-    from exactcomp.rewrite.quantize import quantize_network
     from exactcomp.testing import max_output_difference
 
     rng = np.random.default_rng(seed)
@@ -206,12 +203,12 @@ def soak(n: int, seed: int = 0) -> dict:
         f = Network.from_arrays(ws, bs, dtype="float64")
         box = Box(-rng.random(d) - 0.1, rng.random(d) + 0.1)
         if case % 3 == 2:
-            res = compress_lossy(f, box, float(rng.choice([0.01, 0.1, 0.5])), time_limit=2.0)
+            res = api.compress_lossy(f, box, float(rng.choice([0.01, 0.1, 0.5])), time_limit=2.0)
             g, proven = res.network, res.proven
         else:
             bits = [float(rng.choice([8, 4, 3, 2, 1.5])) for _ in f.layers]
-            g = quantize_network(f, bits).network
-            proven = Charger(f, [box]).proven(g, split_seconds=1.0, target=0.0)
+            g = api.quantize_network(f, bits).network
+            proven = api.Charger(f, [box]).proven(g, split_seconds=1.0, target=0.0)
         exact = max_output_difference(f, g, box).value
         cases += 1
         if exact > proven + 1e-9:

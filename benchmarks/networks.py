@@ -89,7 +89,7 @@ def load_domain(domain: dict[str, Any], n_inputs: int) -> tuple[Box, ...]:
     if domain["kind"] == "uniform":
         return (Box.uniform(float(domain["lo"]), float(domain["hi"]), n_inputs),)
     if domain["kind"] == "vnnlib":
-        from exactcomp.io.vnnlib import read_vnnlib
+        from exactcomp.api import read_vnnlib
 
         return tuple(read_vnnlib(domain["path"], n_inputs).boxes)
     raise ValueError(f"unknown domain kind {domain['kind']!r}")

@@ -117,11 +117,11 @@ class NeuroDiffQuestion:
 
 def acas_question(nnet: str | Path, prop: int = 1) -> NeuroDiffQuestion:
     """The normalised box ``B'`` NeuroDiff checks for ``prop`` on the ``.nnet`` file ``nnet``."""
-    from exactcomp.io.nnet import load_nnet
+    from exactcomp.api import load
 
     if prop != 1:
         raise ValueError(f"only ACAS Xu property 1 is transcribed here, not {prop}")
-    meta = load_nnet(nnet).meta
+    meta = load(nnet).meta
     f32 = {
         k: np.asarray(meta[k], dtype=np.float64).astype(np.float32)
         for k in meta

@@ -55,8 +55,7 @@ def run_real(
 
 
 def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichProgress) -> RealRow:
-    from exactcomp.api import compress
-    from exactcomp.io import load
+    from exactcomp.api import compress, load
 
     original = load(net.onnx)
     boxes = load_domain(vnnlib_domain(prop), original.input_size)

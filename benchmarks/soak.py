@@ -33,7 +33,7 @@ contradicts the claim beyond rounding (``1e-12`` relative to the interval magnit
 terms): never a tolerance judgement. Engine exceptions are reported as ``error``. Every
 failing case is saved as JSON (weights, box, findings) for reproduction; the exit code is 1
 when any unsound verdict was found, 3 when only errors were, else 0. The checks themselves
-live in :mod:`benchmarks.soak_checks`.
+live in :mod:`exactcomp.testing.soak_checks`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .soak_checks import UNSOUND, CaseResult, Checker, Finding, SoakOptions, check_case, method_for
+from exactcomp.testing.soak_checks import (
+    UNSOUND,
+    CaseResult,
+    Checker,
+    Finding,
+    SoakOptions,
+    check_case,
+    method_for,
+)
+
 from .soak_families import DEFAULT_FAMILIES, FAMILIES, family_for, parse_families, run_case
 
 __all__ = [

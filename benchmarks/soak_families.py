@@ -35,8 +35,7 @@ from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_ca
 from exactcomp.testing.nnet_cases import nnet_case
 from exactcomp.testing.random_conv import random_conv_case
 from exactcomp.testing.random_networks import random_case
-
-from .soak_checks import CaseResult, SoakOptions, check_case, method_for
+from exactcomp.testing.soak_checks import CaseResult, SoakOptions, check_case, method_for
 
 FAMILIES = ("random", "near-duplicate", "near-dependent", "nnet", "onnx", "splits", "conv")
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2

@@ -27,17 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from exactcomp import api
+from exactcomp.api import EquivalenceStatus
 from exactcomp.domain import Box
 from exactcomp.errors import ExactCompError
 from exactcomp.network import Network
 from exactcomp.testing.nnet_cases import NnetCase
 from exactcomp.testing.oracle import OracleError, box_corners, exact_analysis
 from exactcomp.testing.rational import rational
+from exactcomp.testing.soak_checks import CaseResult, Finding, SoakOptions
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import Verdict
-from exactcomp.verify import EquivalenceStatus
-
-from .soak_checks import CaseResult, Finding, SoakOptions
 
 
 def probe_points(case: NnetCase, opts: SoakOptions) -> tuple[np.ndarray, int]:

@@ -32,13 +32,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from exactcomp import api
+from exactcomp.api import EquivalenceStatus
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
 from exactcomp.testing.oracle import box_corners
 from exactcomp.testing.random_networks import random_box, random_network
-from exactcomp.verify import EquivalenceStatus
+from exactcomp.testing.soak_checks import CaseResult, Finding, SoakOptions
 
-from .soak_checks import CaseResult, Finding, SoakOptions
 from .soak_nnet import _call
 
 F32_SCALE = 2.0**-18

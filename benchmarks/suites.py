@@ -13,7 +13,7 @@ from .networks import domain_label, real_networks, uniform_domain, vnnlib_domain
 
 
 def _neurons(path) -> int:
-    from exactcomp.io import load
+    from exactcomp.api import load
 
     return load(path).num_neurons
 

@@ -69,8 +69,7 @@ def _one_row(
     y_test: np.ndarray,
     bars: RichProgress,
 ) -> TableRow:
-    from exactcomp.api import compress
-    from exactcomp.io import load
+    from exactcomp.api import compress, load
 
     cached = is_cached(cfg, opts.models_dir)
     bars.task(f"{'loading' if cached else 'training'} {cfg.label}", 1)

@@ -22,7 +22,6 @@ from . import io as _io
 from .conv import rounded
 from .domain import Box
 from .errors import (
-    InputFileError,
     InvalidDomainError,
     InvalidNetworkError,
     InvalidOptionError,
@@ -36,15 +35,40 @@ from .rewrite import RewriteResult, compress_network
 from .rewrite.channels import choose_structured
 from .stability import stable_neurons as _stable_neurons
 from .tolerances import DEFAULT, Tolerances, rounding_deltas, stored_rounding_bound
-from .verdicts import LayerStability, StabilityReport, Verdict
+from .verdicts import METHODS, StabilityReport, Verdict
 from .verify import EquivalenceResult, RecheckResult
+from .verify import EquivalenceStatus as EquivalenceStatus
 from .verify import recheck_certificates as _recheck_certificates
 from .verify import verify_equivalence as _verify_equivalence
+
+
+def __getattr__(name: str) -> Any:
+    """Names also public here, for scripts and benchmarks, which use exactcomp through this
+    module only; imported on first use (they would cost every command's start-up):
+    certified lossy compression and quantisation (``compress_lossy``, ``quantize``,
+    ``LossyResult``: :mod:`exactcomp.approx`), the proven and the sampled ``max |f - g|``
+    (``Charger``, ``sampled_max_difference``: :mod:`exactcomp.verify.charge`), a plain
+    quantisation with no proof (``quantize_network``) and VNN-LIB properties
+    (``read_vnnlib``)."""
+    if name in ("compress_lossy", "quantize", "LossyResult"):
+        from . import approx as module
+    elif name == "quantize_network":
+        from .rewrite import quantize as module
+    elif name in ("Charger", "sampled_max_difference"):
+        from .verify import charge as module
+    elif name == "read_vnnlib":
+        from .io import vnnlib as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(module, name)
+
 
 ModelLike = Any  # Network | torch.nn.Module | str | Path
 DomainLike = Any  # Box | Sequence[Box] | tuple[float, float]
 
-METHODS = ("fast", "leo", "naive")
+#: Of a ``verify`` time limit, the most the re-check of certificates may use (the proof gets
+#: the rest, and never less than a tenth of the limit).
+RECHECK_SHARE = 0.6
 
 
 def load(model: ModelLike, *, trust_pickle: bool = False, nnet_units: str = "raw") -> Network:
@@ -526,8 +550,7 @@ def verify_equivalence(
             kwargs["known_f"] = certificates
         # one budget for the whole call: the proof gets what the re-check left, but never
         # less than a tenth of it (a fast exact argument needs no more)
-        left = time_limit - (time.perf_counter() - t0)
-        kwargs["time_limit"] = max(left, 0.1 * time_limit)
+        kwargs["time_limit"] = proof_time(time_limit, t0)
     if len(boxes) == 1:
         return _verify_equivalence(fn, gn, boxes[0], **kwargs)
     # A union of boxes: equivalent iff equivalent on each; stop at the first non-equivalence.
@@ -541,6 +564,151 @@ def verify_equivalence(
             return res
         results.append(res)
     return max(results, key=lambda r: r.upper_bound)
+
+
+def proof_time(time_limit: float, t0: float) -> float:
+    """Seconds left for the proof of a call limited to ``time_limit`` that started at
+    ``t0`` (``time.perf_counter()``) and re-checked certificates first: what the re-check
+    left, but never less than a tenth of the limit (a fast exact argument needs no more), so
+    a call ends within about 1.1 times its limit."""
+    return max(time_limit - (time.perf_counter() - t0), 0.1 * time_limit)
+
+
+@dataclass(frozen=True, eq=False)
+class Verification:
+    """What :func:`verify_with_certificates` returns: the verdict, and the re-check of the
+    certificates it was given (None without them)."""
+
+    result: EquivalenceResult
+    recheck: RecheckResult | None = None
+
+
+def verify_with_certificates(
+    f: ModelLike,
+    g: ModelLike,
+    domain: DomainLike,
+    *,
+    certificates: StabilityReport | None = None,
+    time_limit: float = 60.0,
+    progress: Progress = SILENT,
+    trust_pickle: bool = False,
+    nnet_units: str = "raw",
+    **options: Any,
+) -> Verification:
+    """:func:`verify_equivalence` of ``f`` and ``g`` under one time limit, after re-proving
+    ``certificates`` (claims about ``f``, e.g. from :func:`exactcomp.report.read_certificates`)
+    with at most :data:`RECHECK_SHARE` of it; the proof gets what is left, and never less
+    than a tenth. ``options``: those of :func:`verify_equivalence` (``mode``, ``tol``,
+    ``outputs``, ``data``, ``seed``). What ``exactcomp verify`` runs."""
+    if not time_limit > 0:
+        raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
+    f = load(f, trust_pickle=trust_pickle, nnet_units=nnet_units)
+    g = load(g, trust_pickle=trust_pickle, nnet_units=nnet_units)
+    t0 = time.perf_counter()
+    recheck = None
+    if certificates is not None:  # re-proven first, within the same overall limit
+        recheck = recheck_certificates(
+            f,
+            certificates,
+            domain,
+            time_limit=RECHECK_SHARE * time_limit,
+            progress=progress,
+        )
+    result = verify_equivalence(
+        f,
+        g,
+        domain,
+        time_limit=proof_time(time_limit, t0),
+        progress=progress,
+        certificates=certificates,
+        rechecked=recheck,
+        **options,
+    )
+    return Verification(result, recheck)
+
+
+def verification_budget(stability: StabilityReport) -> float:
+    """Seconds to re-prove the certificates of a compression before proving it equivalent:
+    re-proving from weaker, independent bounds costs more than proving, so four times the
+    MILP time of the analysis, and at least 60 s."""
+    return max(60.0, 4.0 * float(stability.stats.get("seconds_milp", 0.0)))
+
+
+@dataclass(frozen=True, eq=False)
+class CheckedCompression:
+    """What :func:`compress_verified` returns: the compression, the network the file will
+    hold (its weights rounded to the written dtype), and with ``verify`` the re-check of every
+    stability claim, the equivalence verdict of the written network and the tolerance derived
+    from rounding (:func:`default_tolerance`)."""
+
+    compression: CompressionResult
+    written: Network
+    recheck: RecheckResult | None = None
+    verdict: EquivalenceResult | None = None
+    rounding_tol: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True unless a verification ran and did not prove the written network."""
+        if self.verdict is None:
+            return True
+        return self.verdict.status.name == "EQUIVALENT" and bool(self.recheck and self.recheck.ok)
+
+
+def compress_verified(
+    model: ModelLike,
+    domain: DomainLike,
+    *,
+    dtype: str = "input",
+    verify: bool = False,
+    verify_tol: float | None = None,
+    progress: Progress = SILENT,
+    trust_pickle: bool = False,
+    nnet_units: str = "raw",
+    **options: Any,
+) -> CheckedCompression:
+    """:func:`compress`, then the network to write in ``dtype`` (``"input"``: the
+    checkpoint's, folded weights rounded to it; ``"float64"``: exactly the network analysed),
+    and with ``verify`` every stability claim re-proven independently
+    (:func:`recheck_certificates`, :func:`verification_budget` seconds) and the *written*
+    network proven equivalent to the original (``verify_tol``; default
+    :func:`default_tolerance`). The report gains ``dtype_written`` and, with ``verify``,
+    ``certificates`` and ``verification``. What ``exactcomp compress`` runs; nothing is
+    written here (check :attr:`CheckedCompression.ok`, then :func:`save` ``written``)."""
+    if dtype not in ("input", "float64"):
+        raise InvalidOptionError(f"dtype must be input or float64, got {dtype!r}")
+    if verify_tol is not None and not verify_tol > 0:
+        raise InvalidOptionError(f"the verification tolerance must be > 0, got {verify_tol}")
+    net = load(model, trust_pickle=trust_pickle, nnet_units=nnet_units)
+    result = compress(net, domain, progress=progress, **options)
+    written = stored(result.network, None if dtype == "input" else "float64")
+    result.report["dtype_written"] = written.dtype
+    if not verify:
+        return CheckedCompression(result, written)
+    recheck = recheck_certificates(
+        net,
+        result.stability,
+        domain,
+        time_limit=verification_budget(result.stability),
+        progress=progress,
+    )
+    derived = default_tolerance(written, domain, exact=result.network)
+    verdict = verify_equivalence(
+        net,
+        written,
+        domain,
+        tol=derived if verify_tol is None else verify_tol,
+        progress=progress,
+        certificates=result.stability,
+        rechecked=recheck,
+    )
+    result.report["certificates"] = {
+        "checked": recheck.checked,
+        "failures": len(recheck.failures),
+        "summary": recheck.summary(),
+    }
+    result.report["verification"] = verdict.to_json()
+    return CheckedCompression(result, written, recheck, verdict, derived)
 
 
 def _head_label(net: Network) -> str:
@@ -623,44 +791,6 @@ def suggest_tolerance(result: EquivalenceResult) -> float | None:
     need = 1.5 * max(need, result.tol)
     exponent = np.floor(np.log10(need))
     return float(np.ceil(need / 10**exponent) * 10**exponent)
-
-
-def read_certificates(path: str | Path, net: Network) -> StabilityReport:
-    """The stability claims of a JSON report (``exactcomp compress``/``stability --report``)
-    on ``net``, as certificates for :func:`verify_equivalence`.
-
-    Only the INACTIVE/ACTIVE claims are kept (UNSTABLE and undecided become UNDECIDED: they
-    are not needed for an equivalence proof, and the report has no witness rows). Nothing in
-    the file is trusted: :func:`verify_equivalence` re-proves every claim before using it.
-    """
-    import json
-
-    try:
-        doc = json.loads(Path(path).read_text())
-        rows = doc["layers"]
-        layers = []
-        for row in rows:
-            k, names = int(row["layer"]), row["verdicts"]
-            if k not in net.relu_layers or len(names) != net.layers[k].out_features:
-                raise ValueError(
-                    f"layer {k} with {len(names)} verdicts does not match "
-                    f"the network ({net.describe()})"
-                )
-            ls = LayerStability.undecided(k, len(names))
-            for j, name in enumerate(names):
-                if name in ("inactive", "active"):
-                    ls.verdict[j] = Verdict[name.upper()]
-                elif name not in ("unstable", "undecided"):
-                    raise ValueError(f"layer {k}, neuron {j}: unknown verdict {name!r}")
-            layers.append(ls)
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such certificate file") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(
-            f"{path}: not a stability report of this network with per-neuron verdicts "
-            f"(write one with --report): {exc}"
-        ) from None
-    return StabilityReport(tuple(layers), np.zeros((0, net.input_size)))
 
 
 def recheck_certificates(

@@ -1,4 +1,7 @@
-"""The ``exactcomp`` command line: parse, call the API, print. No logic of its own.
+"""The ``exactcomp`` command line: parse, call one API function per command, print.
+
+No logic of its own: budgets, compress-then-verify and every JSON document live in
+:mod:`exactcomp.api` and :mod:`exactcomp.report`.
 
 Exit codes: 0 success (``verify``: EQUIVALENT), 1 NOT_EQUIVALENT, 3 UNKNOWN, 2 a usage or
 input error (one line naming the problem, no output file), 130 interrupted (nothing written,
@@ -12,12 +15,16 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
-from .domain import Box, box_from_data, parse_box_string, read_box_file
 from .errors import ExactCompError, InputFileError, InvalidOptionError
+from .verdicts import METHODS, SOLVERS
+
+if TYPE_CHECKING:  # the domain readers load on use: --help stays quick
+    from .domain import Box
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -27,6 +34,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_ERROR, f"exactcomp: error: {message} (see 'exactcomp --help')\n")
+
+
+# ---------------------------------------------------------------------- option groups
+def _add_model(
+    p: argparse.ArgumentParser, help: str | None = None, output: str | None = None
+) -> None:
+    """The model argument, ``-o`` (when ``output`` is its help), the input domain and the
+    options of the model readers."""
+    p.add_argument("model", help=help)
+    if output is not None:
+        p.add_argument("-o", "--output", required=True, help=output)
+    _add_domain(p)
+    _add_model_opts(p)
 
 
 def _add_domain(p: argparse.ArgumentParser) -> None:
@@ -59,19 +79,37 @@ def _add_model_opts(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report", metavar="R.json", help="write the JSON report here")
+
+
+def _add_quiet(p: argparse.ArgumentParser, help: str = "no progress display") -> None:
+    p.add_argument("--quiet", action="store_true", help=help)
+
+
+def _add_time_limit(p: argparse.ArgumentParser, default: float, help: str) -> None:
+    p.add_argument("--time-limit", type=float, default=default, metavar="S", help=help)
+
+
+def _add_jobs(p: argparse.ArgumentParser, default: int | None, help: str) -> None:
+    p.add_argument("--jobs", type=int, default=default, metavar="N", help=help)
+
+
+def _add_data(p: argparse.ArgumentParser, data: str, labels: str | None = None) -> None:
+    p.add_argument("--data", metavar="F.npy", help=data)
+    if labels:
+        p.add_argument("--labels", metavar="F.npy", help=labels)
+
+
 def _add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         default="fast",
-        choices=("fast", "leo", "naive"),
+        choices=METHODS,
         help="stability engine (default: fast)",
     )
-    p.add_argument(
-        "--time-limit", type=float, default=10.0, metavar="S", help="seconds per MILP (default: 10)"
-    )
-    p.add_argument(
-        "--jobs", type=int, default=None, metavar="N", help="worker processes (default: all cores)"
-    )
+    _add_time_limit(p, 10.0, "seconds per MILP (default: 10)")
+    _add_jobs(p, None, "worker processes (default: all cores)")
     p.add_argument(
         "--cluster",
         default=None,
@@ -80,34 +118,38 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         "(needs the 'cluster' extra: pip install 'exactcomp[cluster]')",
     )
     p.add_argument(
-        "--solver", default="highs", help="MILP solver: highs (default), gurobi, cplex, scip, cbc"
+        "--solver",
+        default="highs",
+        help=f"MILP solver: {SOLVERS[0]} (default), {', '.join(SOLVERS[1:])}",
     )
-    p.add_argument("--data", metavar="F.npy", help="data points used as instability witnesses")
-    p.add_argument("--report", metavar="R.json", help="write the JSON report here")
-    p.add_argument("--quiet", action="store_true", help="no progress display and no table")
+    _add_data(p, "data points used as instability witnesses")
+    _add_report(p)
+    _add_quiet(p, "no progress display and no table")
 
 
+# ---------------------------------------------------------------------- the commands' options
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="exactcomp", description="Exact compression of ReLU networks, with proofs."
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_compress_parser(sub)
+    _add_quantize_parser(sub)
+    _add_stability_parser(sub)
+    _add_verify_parser(sub)
+    _add_regions_parser(sub)
+    return parser
 
+
+def _add_compress_parser(sub) -> None:
     c = sub.add_parser(
         "compress", help="write a smaller network that computes the same function on the domain"
     )
-    c.add_argument(
-        "model",
+    _add_model(
+        c,
         help="model: .pt/.pth (state_dict, TorchScript), .pt2 (torch.export), .onnx or .nnet",
+        output="output path; its suffix (.pt, .onnx) picks the format",
     )
-    c.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help="output path; its suffix (.pt, .onnx) picks the format",
-    )
-    _add_domain(c)
-    _add_model_opts(c)
     _add_engine(c)
     c.add_argument(
         "--check",
@@ -142,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on Ctrl-C, still write a (smaller, exact) network using the verdicts proven so far",
     )
-
     c.add_argument(
         "--tol",
         default=None,
@@ -151,16 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
         "proven <= EPS (logit units)",
     )
     c.add_argument("--labels", metavar="F.npy", help="labels of --data (lossy: accuracy)")
-    _add_quantize(sub)
 
+
+def _add_quantize_parser(sub) -> None:
+    q = sub.add_parser(
+        "quantize", help="quantise the weights, with a proven bound on max |f - g| on the domain"
+    )
+    _add_model(q, output="output .onnx (integer weights) or .pt")
+    q.add_argument("--bits", default=None, help="8, 4, 3, 2, 1.5 (ternary) or 16 (float16)")
+    q.add_argument(
+        "--tol", default=None, metavar="EPS", help="per layer the fewest bits proven within EPS"
+    )
+    _add_data(q, "data: agreement with the original", "labels of --data: accuracy")
+    _add_report(q)
+    _add_quiet(q, "no table")
+
+
+def _add_stability_parser(sub) -> None:
     s = sub.add_parser(
         "stability", help="classify every neuron as stably active/inactive, unstable or undecided"
     )
-    s.add_argument("model")
-    _add_domain(s)
-    _add_model_opts(s)
+    _add_model(s)
     _add_engine(s)
 
+
+def _add_verify_parser(sub) -> None:
     v = sub.add_parser(
         "verify", help="prove two networks equal on the domain, or find where they differ"
     )
@@ -182,9 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allowed difference (default: 1e-6, or for a float32 OTHER twice the proven bound "
         "on what rounding its weights to float32 can change)",
     )
-    v.add_argument(
-        "--time-limit", type=float, default=60.0, metavar="S", help="overall seconds (default: 60)"
-    )
+    _add_time_limit(v, 60.0, "overall seconds (default: 60)")
     v.add_argument(
         "--outputs",
         metavar="I,J,...",
@@ -201,21 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the --report of 'exactcomp compress' (or 'stability') on ORIGINAL over this "
         "domain: its stable-neuron claims are re-proven independently, then used",
     )
-    v.add_argument("--quiet", action="store_true", help="no progress display")
-    _add_regions_parser(sub)
-    return parser
+    _add_quiet(v)
 
 
 def _add_regions_parser(sub) -> None:
     r = sub.add_parser(
         "regions", help="count the linear (activation) regions over the domain, with bounds"
     )
-    r.add_argument("model", help="checkpoint: .pt/.pth (state_dict), .onnx or .nnet")
-    _add_domain(r)
-    _add_model_opts(r)
-    r.add_argument("--report", metavar="R.json", help="write the JSON report here")
+    _add_model(r, help="checkpoint: .pt/.pth (state_dict), .onnx or .nnet")
+    _add_report(r)
     r.add_argument("--limit", type=int, default=None, metavar="N", help="stop at N regions")
-    r.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    _add_jobs(r, 1, "worker processes (default 1)")
     r.add_argument("--plot", metavar="F.png", help="draw the regions on a 2-D slice")
     r.add_argument(
         "--plane",
@@ -239,17 +289,18 @@ def _add_regions_parser(sub) -> None:
     r.add_argument("--samples", type=int, default=20_000, help="points for the lower bound")
     r.add_argument("--lines", type=int, default=20, help="random lines for the lower bound")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument(
-        "--time-limit", type=float, default=10.0, metavar="S", help="seconds per stability MILP"
-    )
-    r.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_time_limit(r, 10.0, "seconds per stability MILP")
+    _add_quiet(r)
+
+
+# ---------------------------------------------------------------------- the commands
 
 
 def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io.atomic import check_output_path
     from .regions import Plane, parse_plane, plot_cells, slice_cells
-    from .report import regions_table, write_json
+    from .report import regions_table, write_document
 
     _check_positive("--limit", args.limit)
     _check_positive("--jobs", args.jobs)
@@ -312,34 +363,16 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             doc["plot"] = {"path": str(args.plot), "regions_drawn": len(cells)}
             console.print(f"wrote {args.plot} ({len(cells)} regions drawn)")
     if args.report:
-        write_json(args.report, doc)
+        write_document(args.report, "regions", doc)
     return EXIT_OK
-
-
-def _add_quantize(sub) -> None:
-    q = sub.add_parser(
-        "quantize", help="quantise the weights, with a proven bound on max |f - g| on the domain"
-    )
-    q.add_argument("model")
-    q.add_argument("-o", "--output", required=True, help="output .onnx (integer weights) or .pt")
-    _add_domain(q)
-    _add_model_opts(q)
-    q.add_argument("--bits", default=None, help="8, 4, 3, 2, 1.5 (ternary) or 16 (float16)")
-    q.add_argument(
-        "--tol", default=None, metavar="EPS", help="per layer the fewest bits proven within EPS"
-    )
-    q.add_argument("--data", metavar="F.npy", help="data: agreement with the original")
-    q.add_argument("--labels", metavar="F.npy", help="labels of --data: accuracy")
-    q.add_argument("--report", metavar="R.json", help="write the JSON report here")
-    q.add_argument("--quiet", action="store_true", help="no table")
 
 
 def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     """``quantize``, and ``compress --tol``: certified lossy compression (exactcomp.approx)."""
     from . import api
-    from .approx import check_tol, compress_lossy, quantize
+    from .approx import check_tol
     from .io import check_output_path, check_save_path
-    from .report import lossy_table, to_json_text, write_json
+    from .report import lossy_table, write_document
     from .rewrite.quantize import check_bits
 
     quantizing = args.command == "quantize"
@@ -355,18 +388,18 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     check_save_path(args.output, inputs)
     if args.report:
         check_output_path(args.report, inputs + [args.output])
-    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     boxes = _domain(args, net.input_size, console)
     data = _data(args)
     labels = _npy(args.labels, "labels") if args.labels else None
     if quantizing:
-        result = quantize(net, boxes, bits=bits, tol=tol, data=data, labels=labels)
+        result = api.quantize(net, boxes, bits=bits, tol=tol, data=data, labels=labels)
     else:
-        result = compress_lossy(net, boxes, tol, data=data, labels=labels)
+        result = api.compress_lossy(net, boxes, tol, data=data, labels=labels)
     result.report["bytes_before"] = Path(args.model).stat().st_size
     result.save(args.output, inputs=inputs)
     if args.report:
-        write_json(args.report, to_json_text(result.report))
+        write_document(args.report, "quantize" if quantizing else "lossy", result.report)
     _print_table(args, console, lossy_table(result.report))
     console.print(
         f"wrote {args.output}: proven max |f - g| <= {result.proven:.4g} "
@@ -386,6 +419,8 @@ def _npy(path: str, what: str) -> np.ndarray:
 
 
 def _domain(args: argparse.Namespace, n_inputs: int, console: Console) -> list[Box]:
+    from .domain import box_from_data, parse_box_string, read_box_file
+
     given = [k for k in ("box", "box_file", "box_from_data", "vnnlib") if getattr(args, k)]
     if len(given) != 1:
         raise InvalidOptionError(
@@ -490,7 +525,7 @@ def _check_positive(name: str, value: float | None) -> None:
 def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io import check_output_path, check_save_path
-    from .report import compression_table, to_json_text, write_json
+    from .report import compression_table, document_text, write_document
 
     if args.tol is not None:
         return cmd_lossy(args, console)
@@ -508,9 +543,13 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     with _progress(args, console) as progress:
-        result = api.compress(
+        checked = api.compress_verified(
             net,
             boxes,
+            dtype=args.dtype,
+            verify=args.verify,
+            verify_tol=args.verify_tol,
+            progress=progress,
             method=args.method,
             time_limit=args.time_limit,
             jobs=args.jobs,
@@ -518,44 +557,19 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             data=_data(args),
             solver=args.solver,
             check=args.check,
-            progress=progress,
             partial=args.partial,
         )
-        interrupted = bool(result.report["interrupted"])
-        if interrupted:
-            console.print(
-                "[yellow]interrupted: using the verdicts proven so far (--partial)[/yellow]"
-            )
-        # what the file will hold, and so what --verify must prove
-        written = api.stored(result.network, None if args.dtype == "input" else "float64")
-        result.report["dtype_written"] = written.dtype
-        verdict = None
-        if args.verify:
-            # re-proving from weaker, independent bounds costs more than proving: 4x the MILP time
-            budget = max(60.0, 4.0 * float(result.stability.stats.get("seconds_milp", 0.0)))
-            recheck = api.recheck_certificates(
-                net, result.stability, boxes, time_limit=budget, progress=progress
-            )
-            # derived from the proven effect of rounding the folded weights (tolerances.py)
-            derived = api.default_tolerance(written, boxes, exact=result.network)
-            tol = derived if args.verify_tol is None else args.verify_tol
-            verdict = api.verify_equivalence(
-                net,
-                written,
-                boxes,
-                tol=tol,
-                progress=progress,
-                certificates=result.stability,
-                rechecked=recheck,
-            )
-            result.report["certificates"] = {
-                "checked": recheck.checked,
-                "failures": len(recheck.failures),
-                "summary": recheck.summary(),
-            }
-            result.report["verification"] = verdict.to_json()
+    result, written, recheck, verdict = (
+        checked.compression,
+        checked.written,
+        checked.recheck,
+        checked.verdict,
+    )
+    interrupted = bool(result.report["interrupted"])
+    if interrupted:
+        console.print("[yellow]interrupted: using the verdicts proven so far (--partial)[/yellow]")
     _print_table(args, console, compression_table(result.report))
-    if verdict is not None and (verdict.status.name != "EQUIVALENT" or not recheck.ok):
+    if not checked.ok:
         rounded = args.dtype == "input" and written.dtype != "float64"
         hint = (
             f" (the folded weights were rounded to {written.dtype} for writing; --dtype float64"
@@ -568,12 +582,12 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             f"nothing written{hint}[/red]"
         )
         if recheck.ok:
-            console.print(_tol_hint(verdict, "--verify-tol", derived), markup=False)
+            console.print(_tol_hint(verdict, "--verify-tol", checked.rounding_tol), markup=False)
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
-    report_text = to_json_text(result.report)  # rendered before anything is written
+    report_text = document_text("compress", result.report)  # rendered before anything is written
     api.save(written, args.output, inputs=inputs)
     if args.report:
-        write_json(args.report, report_text)
+        write_document(args.report, "compress", report_text)
     console.print(
         f"wrote {args.output}: {result.report['neurons_before']} -> {result.report['neurons_after']} neurons, "
         f"re-checked on {result.check.points} points (max |diff| {result.check.max_abs_diff:.2g})"
@@ -606,7 +620,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
 def cmd_stability(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io.atomic import check_output_path
-    from .report import stability_doc, stability_table, write_json
+    from .report import stability_doc, stability_table, write_document
 
     _check_positive("--time-limit", args.time_limit)
     _check_positive("--jobs", args.jobs)
@@ -640,7 +654,7 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
             f"{counts[2]} unstable, {counts[3]} undecided"
         )
     if args.report:
-        write_json(args.report, doc)
+        write_document(args.report, "stability", doc)
     return EXIT_OK
 
 
@@ -659,7 +673,7 @@ def _output_list(text: str | None) -> list[int] | None:
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io.atomic import check_output_path
-    from .report import write_json
+    from .report import counterexample_doc, read_certificates, write_document
 
     _check_positive("--time-limit", args.time_limit)
     _check_positive("--tol", args.tol)
@@ -670,27 +684,20 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     g = api.load(args.other, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     _print_notes(args, console, f, g)
     boxes = _domain(args, f.input_size, console)
-    certificates = api.read_certificates(args.certificates, f) if args.certificates else None
-    recheck = None
-    t0 = time.perf_counter()
+    certificates = read_certificates(args.certificates, f) if args.certificates else None
     with _progress(args, console) as progress:
-        if certificates is not None:  # re-proven first, within the same overall limit
-            recheck = api.recheck_certificates(
-                f, certificates, boxes, time_limit=0.6 * args.time_limit, progress=progress
-            )
-        left = max(args.time_limit - (time.perf_counter() - t0), 0.1 * args.time_limit)
-        res = api.verify_equivalence(
+        done = api.verify_with_certificates(
             f,
             g,
             boxes,
+            certificates=certificates,
             mode=args.mode,
             tol=args.tol,
-            time_limit=left,
+            time_limit=args.time_limit,
             progress=progress,
-            certificates=certificates,
-            rechecked=recheck,
             outputs=outputs,
         )
+    res, recheck = done.result, done.recheck
     if recheck is not None:
         console.print(recheck.summary() + ("" if recheck.ok else ": certificates not used"))
     status = res.status.name
@@ -708,10 +715,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
             markup=False,
         )
         if args.counterexample:
-            write_json(
-                args.counterexample,
-                {"x": ce.x, "f_x": ce.f_x, "g_x": ce.g_x, "difference": float(ce.difference)},
-            )
+            write_document(args.counterexample, "counterexample", counterexample_doc(ce))
             console.print(f"counterexample saved to {args.counterexample}")
         return EXIT_DIFFERENT
     return EXIT_OK if status == "EQUIVALENT" else EXIT_UNKNOWN

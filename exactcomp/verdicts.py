@@ -14,6 +14,13 @@ from types import MappingProxyType
 
 import numpy as np
 
+#: The stability engines (``stable_neurons(method=...)``), fastest first: they differ in the
+#: order and kind of the proofs they try, never in what a verdict means. Defined here, beside
+#: the verdicts, so that the command line can offer them without importing the engine.
+METHODS = ("fast", "leo", "naive")
+#: The MILP solvers the stability engine can drive (``solver=...``).
+SOLVERS = ("highs", "gurobi", "cplex", "scip", "cbc")
+
 
 class Verdict(IntEnum):
     """What we proved about one neuron's sign over the whole domain."""

@@ -139,3 +139,41 @@ def test_verdict_bounds_never_read_minus_zero() -> None:
     assert np.copysign(1.0, res.to_json()["upper_bound"]) == 1.0
     doc = {"a": -0.0, "b": [1.0, -0.0], "c": {"d": np.float64(-0.0)}, "x": np.array([-0.0])}
     assert "-0.0" not in to_json_text(doc)
+
+
+def test_compress_verified_is_what_compress_verify_runs() -> None:
+    """The written network (float32: rounded folded weights) is proven, with every claim
+    re-checked; without ``verify`` only the dtype is recorded."""
+    from exactcomp import api
+
+    net = _deep_sparse()
+    net32 = Network(net.layers, dtype="float32", meta=dict(net.meta))
+    box = Box.uniform(-1.0, 1.0, 4)
+    plain = api.compress_verified(net32, box, check=2000)
+    assert plain.verdict is None and plain.ok and plain.written.dtype == "float32"
+    assert plain.compression.report["dtype_written"] == "float32"
+    assert "verification" not in plain.compression.report
+    done = api.compress_verified(net32, box, verify=True, check=2000)
+    assert done.ok, (done.verdict.summary(), done.recheck.summary())
+    assert done.recheck.ok and done.verdict.status.name == "EQUIVALENT"
+    assert done.rounding_tol is not None and done.rounding_tol >= 1e-6
+    report = done.compression.report
+    assert report["certificates"]["failures"] == 0
+    assert report["verification"]["status"] == "EQUIVALENT"
+    exact = api.compress_verified(net, box, verify=True, dtype="float64", check=2000)
+    assert exact.written.dtype == "float64" and exact.ok
+
+
+def test_verify_with_certificates_returns_the_recheck() -> None:
+    from exactcomp import api
+
+    net = _deep_sparse()
+    box = Box.uniform(-1.0, 1.0, 4)
+    res = exactcomp.compress(net, box, check=2000)
+    done = api.verify_with_certificates(
+        net, res.network, box, certificates=res.stability, time_limit=60
+    )
+    assert done.recheck is not None and done.recheck.ok
+    assert done.result.status.name == "EQUIVALENT"
+    alone = api.verify_with_certificates(net, res.network, box, time_limit=60)
+    assert alone.recheck is None and alone.result.status.name == "EQUIVALENT"

@@ -187,8 +187,8 @@ def test_every_bab_claim_is_true_per_the_oracle(case) -> None:
 @pytest.mark.parametrize("seed", [1, 5, 9, 13])
 def test_soak_split_cases_have_no_wrong_answers(seed: int) -> None:
     """The soak's deep few-input cases (``splits`` family; every check of the soak)."""
-    from benchmarks.soak_checks import SoakOptions
     from benchmarks.soak_families import run_case
+    from exactcomp.testing.soak_checks import SoakOptions
 
     case_json, result = run_case("splits", seed, SoakOptions(time_limit=5.0))
     assert 2 <= len(case_json["box"]["lower"]) <= 8

@@ -173,6 +173,27 @@ def test_isolated_run_past_its_budget_did_not_finish(tmp_path):
     assert outcome.report is None
 
 
+def test_isolated_run_returns_the_verdicts_and_proofs_of_an_in_process_run():
+    """The child's answer crosses processes as a report document: verdicts and each
+    neuron's proof kind arrive unchanged."""
+    from pathlib import Path
+
+    from exactcomp.api import load, stable_neurons
+
+    model = Path(__file__).resolve().parents[1] / "models" / "moons_2-16-16-1.pt"
+    spec = MethodSpec(
+        model=str(model), domain=uniform_domain(-1.5, 2.5), method="fast", time_limit=5.0, jobs=1
+    )
+    outcome = run_isolated(spec, budget=600.0)
+    assert outcome.status == "ok", outcome.status
+    here = stable_neurons(load(model), (-1.5, 2.5), time_limit=5.0, jobs=1)
+    assert outcome.seconds >= 0 and outcome.report.stats["milps"] == here.stats["milps"]
+    for a, b in zip(outcome.report.layers, here.layers, strict=True):
+        assert a.layer == b.layer
+        np.testing.assert_array_equal(a.verdict, b.verdict)
+        np.testing.assert_array_equal(a.proof, b.proof)
+
+
 def test_soak_subcommand_delegates(monkeypatch):
     from benchmarks.cli import main
 

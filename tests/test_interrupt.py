@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,29 +79,33 @@ def test_partial_flag_writes_a_valid_network(monkeypatch, tmp_path) -> None:
     np.testing.assert_allclose(g(x), f(x), atol=1e-4)
 
 
+#: The CLI in a child process whose analysis announces itself on stderr, then waits for a
+#: signal: the parent interrupts it exactly while it is analysing (an event, not a sleep).
+_CHILD = """
+import signal, sys
+from exactcomp import cli
+from exactcomp.stability.layer import LayerRun
+
+def classify(self):
+    sys.stderr.write("analysing\\n")
+    sys.stderr.flush()
+    signal.pause()  # the parent's SIGINT arrives here
+    raise AssertionError("no SIGINT came")
+
+LayerRun.classify = classify
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_real_sigint_leaves_no_file(tmp_path) -> None:
-    """A real SIGINT to the CLI process during a long (naive) analysis."""
+    """A real SIGINT to the CLI process while its analysis runs."""
     model = tmp_path / "model.pt"
     save(load(DIGITS), model)
     out = tmp_path / "small.pt"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exactcomp",
-            "compress",
-            str(model),
-            "--box",
-            "0,1",
-            "-o",
-            str(out),
-            "--method",
-            "naive",
-            "--jobs",
-            "1",
-            "--quiet",
-        ],
+        [sys.executable, "-c", _CHILD, "compress", str(model), "--box", "0,1", "-o", str(out)]
+        + ["--jobs", "1", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -111,11 +114,13 @@ def test_real_sigint_leaves_no_file(tmp_path) -> None:
         # ignored, and Python then keeps it ignored: restore the default for the child
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    time.sleep(6.0)
-    assert proc.poll() is None, "the naive run should still be working"
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # blocks until the analysis has started
+    assert line == "analysing\n", line + proc.stderr.read()
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    assert "interrupted; nothing was written" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 

@@ -9,7 +9,6 @@ change of domain (and its undoing) between claims.
 from __future__ import annotations
 
 import functools
-import time
 from types import SimpleNamespace
 
 import highspy
@@ -22,6 +21,7 @@ from exactcomp.bab import split
 from exactcomp.domain import Box
 from exactcomp.milp.encoding import build_prefix_model
 from exactcomp.network import Network
+from exactcomp.testing.clock import FakeClock
 from exactcomp.testing.oracle import exact_preactivation_ranges
 from exactcomp.testing.random_networks import random_case
 from exactcomp.tolerances import DEFAULT
@@ -215,9 +215,11 @@ def test_false_claim_with_relaxed_binaries_is_refuted(claim: Verdict) -> None:
 
 
 def _fake_timeouts(monkeypatch, hard: set[int], again: bool = False):
-    """The MILP calls numbered ``hard`` time out after sleeping their limit; later calls on
-    their questions run for real, or (``again``) time out at once. Every other call runs for
-    real. Returns the log of (question, limit, faked)."""
+    """The MILP calls numbered ``hard`` time out after their limit has passed (on a fake
+    clock, :class:`~exactcomp.testing.clock.FakeClock`, on which real work takes no time);
+    later calls on their questions run for real, or (``again``) time out at once. Every
+    other call runs for real. Returns the log of (question, limit, faked)."""
+    clock = FakeClock().install(monkeypatch)
     real = ObjectiveSolver._run
     log: list[tuple[str, float, bool]] = []
     hard_questions: set[str] = set()
@@ -230,7 +232,7 @@ def _fake_timeouts(monkeypatch, hard: set[int], again: bool = False):
         if not fake:
             return real(self, time_limit, options)
         hard_questions.add(q)
-        time.sleep(0.0 if retry else time_limit)
+        clock.sleep(0.0 if retry else time_limit)
         return SimpleNamespace(
             termination_condition=TC.maxTimeLimit,
             incumbent_objective=None,

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from benchmarks import soak
-from benchmarks.soak_checks import SoakOptions
 from benchmarks.soak_families import FAMILIES, family_for, parse_families, run_case
 from benchmarks.soak_nnet import _judge, _worst_excess
 from benchmarks.soak_onnx import build_model, disagreement, onnx_case, run_onnxruntime
@@ -26,6 +25,7 @@ from exactcomp.network import Layer, Network
 from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_case
 from exactcomp.testing.nnet_cases import nnet_case
 from exactcomp.testing.rational import compare_exactly
+from exactcomp.testing.soak_checks import SoakOptions
 from exactcomp.verify import EquivalenceStatus
 
 TINY = SoakOptions(max_neurons=6, inputs=(1, 2), depth=(1, 2), time_limit=2.0)

@@ -1,6 +1,6 @@
 """Soundness fuzzing (issue 8): every sound-claiming answer agrees with the exact oracle.
 
-A CI-sized run of the soak (:mod:`benchmarks.soak`; ``soak_checks.Checker`` holds the checks)
+A CI-sized run of the soak (:mod:`benchmarks.soak`; ``exactcomp.testing.soak_checks.Checker`` holds the checks)
 on two sources of nasty cases: the seeded generator (:func:`random_case`, mixed scales,
 ties at 0, duplicates, degenerate boxes) and hypothesis strategies (:mod:`strategies`,
 shrinkable). The oracle refutes a claim only with a concrete input of the box at which a
@@ -32,14 +32,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import network_and_box
 
-from benchmarks import soak, soak_checks, soak_families
-from benchmarks.soak_checks import Checker, SoakOptions, check_case, method_for, mutants
+from benchmarks import soak, soak_families
 from exactcomp.api import compress
 from exactcomp.bounds import interval_bounds
 from exactcomp.network import Network
 from exactcomp.stability import stable_neurons
+from exactcomp.testing import soak_checks
 from exactcomp.testing.oracle import max_output_difference
 from exactcomp.testing.random_networks import Case, random_case
+from exactcomp.testing.soak_checks import Checker, SoakOptions, check_case, method_for, mutants
 from exactcomp.verdicts import StabilityReport, Verdict
 from exactcomp.verify import Counterexample, EquivalenceResult, EquivalenceStatus
 

@@ -42,14 +42,12 @@ from ..network import Network
 from ..progress import SILENT, Progress
 from ..search import candidate_inputs
 from ..tolerances import DEFAULT, Tolerances
-from ..verdicts import LayerStability, Proof, StabilityReport, Verdict
+from ..verdicts import METHODS, SOLVERS, LayerStability, Proof, StabilityReport, Verdict
 from .layer import LayerRun
 from .merge import compact_witnesses, merge_reports
 from .milp_phase import Workers
 from .witnesses import WitnessPool
 
-METHODS = ("fast", "leo", "naive")
-SOLVERS = ("highs", "gurobi", "cplex", "scip", "cbc")
 _SAMPLES = 1024  # uniform samples; as many box vertices and near-vertex points again
 
 

@@ -1,7 +1,7 @@
 """Exact rational evaluation of small networks, for checks that must not trust float64.
 
 Every float64 weight, bias and input is a rational number; :class:`fractions.Fraction`
-evaluates the network on it with no rounding at all. The soak (``benchmarks.soak_checks``)
+evaluates the network on it with no rounding at all. The soak (``exactcomp.testing.soak_checks``)
 compares an original network and its compression this way at the witness points and region
 vertices of the oracle, so that neither float64 noise in the original (terms of ``1e9``
 cancelling to ``O(1)``) nor noise in the comparison can hide or fabricate a difference.

@@ -1,4 +1,4 @@
-"""The checks of the soundness soak, one case at a time (see :mod:`benchmarks.soak`).
+"""The checks of the soundness soak, one case at a time (run by :mod:`benchmarks.soak`).
 
 :class:`Checker` holds a case, its exact analysis (:mod:`exactcomp.testing.oracle`) and the
 findings so far; each method checks one component. :func:`check_case` runs them all. The
@@ -20,22 +20,22 @@ from typing import TypeVar
 
 import numpy as np
 
-from exactcomp.bounds import interval_bounds
-from exactcomp.bounds.linear import linear_bounds
-from exactcomp.bounds.lp import lp_layer_bounds
-from exactcomp.domain import Box
-from exactcomp.exact import exact_forward
-from exactcomp.network import Layer, Network
-from exactcomp.rewrite import compress_network
-from exactcomp.rewrite.channels import choose_structured
-from exactcomp.stability import stable_neurons
-from exactcomp.testing.oracle import ExactAnalysis, OracleError, exact_analysis
-from exactcomp.testing.oracle import max_output_difference as exact_max_difference
-from exactcomp.testing.random_networks import Case
-from exactcomp.testing.rational import compare_exactly
-from exactcomp.tolerances import DEFAULT
-from exactcomp.verdicts import StabilityReport, Verdict
-from exactcomp.verify import EquivalenceStatus, recheck_certificates, verify_equivalence
+from ..bounds import interval_bounds
+from ..bounds.linear import linear_bounds
+from ..bounds.lp import lp_layer_bounds
+from ..domain import Box
+from ..exact import exact_forward
+from ..network import Layer, Network
+from ..rewrite import compress_network
+from ..rewrite.channels import choose_structured
+from ..stability import stable_neurons
+from ..tolerances import DEFAULT
+from ..verdicts import StabilityReport, Verdict
+from ..verify import EquivalenceStatus, recheck_certificates, verify_equivalence
+from .oracle import ExactAnalysis, OracleError, exact_analysis
+from .oracle import max_output_difference as exact_max_difference
+from .random_networks import Case
+from .rational import compare_exactly
 
 UNSOUND = (
     "bound",

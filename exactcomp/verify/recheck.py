@@ -40,7 +40,7 @@ again afterwards: the branch and bound has about half the binaries (the compress
 same, :func:`~exactcomp.milp.encoding.feeding_binaries`). An input the relaxed solver
 returns is still re-evaluated in float64 before it refutes anything. When every binary is
 relaxed HiGHS solves an LP; its statuses (*optimal*, with the optimum as the bound) map
-through :func:`~exactcomp.verify.solve.decide` like a MILP's.
+through :func:`~exactcomp.highs.status.decide` like a MILP's.
 
 **Time.** All claims share one deadline; each box of a union gets an equal share of what
 is left. Each MILP gets ``left / remaining``, ``remaining`` counting the box's MILP claims not

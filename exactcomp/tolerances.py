@@ -33,8 +33,9 @@ class Tolerances:
     solver_abs, solver_rel:
         Margin a solver's (LP or MILP) dual bound must clear before we trust its sign:
         a MILP proves ``z <= 0`` only if its bound on ``max z`` is
-        ``<= -(solver_abs + solver_rel * M)`` with ``M`` the neuron's a-priori bound
-        magnitude. Covers HiGHS' primal/dual feasibility tolerance (1e-7).
+        ``<= -(solver_abs + solver_rel * max(M, 1))`` with ``M`` the neuron's a-priori bound
+        magnitude. Covers HiGHS' primal/dual feasibility tolerance (1e-7). Computed only by
+        :func:`exactcomp.highs.margins.solver_margin` (the maths is there).
     witness:
         A concrete input proves a sign only if the float64 forward pass gives
         ``z > witness`` (positive side) or ``z < -witness`` (negative side), relative to

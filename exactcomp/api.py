@@ -28,6 +28,7 @@ from .errors import (
     ResourceLimitError,
     VerificationError,
 )
+from .io.binding import DomainLike, ModelLike, as_domain, bind_domain, load
 from .network import Network
 from .progress import SILENT, Progress
 from .regions import RegionCount
@@ -63,22 +64,9 @@ def __getattr__(name: str) -> Any:
     return getattr(module, name)
 
 
-ModelLike = Any  # Network | torch.nn.Module | str | Path
-DomainLike = Any  # Box | Sequence[Box] | tuple[float, float]
-
 #: Of a ``verify`` time limit, the most the re-check of certificates may use (the proof gets
 #: the rest, and never less than a tenth of the limit).
 RECHECK_SHARE = 0.6
-
-
-def load(model: ModelLike, *, trust_pickle: bool = False, nnet_units: str = "raw") -> Network:
-    """Load a model (path, ``nn.Module`` or Network) into the float64 IR.
-
-    ``nnet_units``: for a ``.nnet`` file, ``"raw"`` (inputs and outputs in the file's units)
-    or ``"normalised"`` (the stored network; the box is then in normalised units)."""
-    if isinstance(model, Network):
-        return model
-    return _io.load(model, trust_pickle=trust_pickle, nnet_units=nnet_units)
 
 
 def save(network: Network, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
@@ -87,56 +75,6 @@ def save(network: Network, path: str | Path, *, inputs: Sequence[str | Path] = (
     ``inputs`` are paths that must never be overwritten (the model the network came from).
     """
     _io.save(network, path, inputs=tuple(inputs))
-
-
-def as_domain(domain: DomainLike, n_inputs: int) -> tuple[Box, ...]:
-    """Normalise the accepted domain forms to a tuple of boxes of the right size.
-
-    Accepted: a :class:`Box`; a non-empty sequence of boxes (their union); a pair ``(lo, hi)``
-    of numbers (``[lo, hi]^n``) or of per-feature arrays of length ``n``."""
-    if isinstance(domain, Box):
-        boxes: tuple[Box, ...] = (domain,)
-    elif (
-        isinstance(domain, (tuple, list))
-        and len(domain) == 2
-        and not any(isinstance(v, Box) for v in domain)
-    ):
-        lo, hi = (_bound_array(v, n_inputs) for v in domain)
-        boxes = (Box(lo, hi),)
-    elif isinstance(domain, Sequence) and domain and all(isinstance(b, Box) for b in domain):
-        boxes = tuple(domain)
-    else:
-        raise InvalidDomainError(
-            "the domain must be a Box, a sequence of Boxes, or a pair (lo, hi) of numbers or "
-            f"per-feature arrays; got {type(domain).__name__}"
-        )
-    for b in boxes:
-        b.check_size(n_inputs)
-    return boxes
-
-
-def bind_domain(domain: DomainLike, *nets: Network) -> tuple[Box, ...]:
-    """The boxes of ``domain`` for ``nets`` (same input size), each network checked against
-    the file it was read from on those boxes (:func:`exactcomp.io.check_source`): refused where
-    a file is exact only on part of the input space and a box leaves it, or where the file
-    computes something else somewhere on the domain. Every API entry binds its domain here."""
-    boxes = as_domain(domain, nets[0].input_size)
-    for net in nets:
-        _io.check_source(net, boxes)
-    return boxes
-
-
-def _bound_array(value: Any, n_inputs: int) -> np.ndarray:
-    """One side of a ``(lo, hi)`` domain: a number (every feature) or a per-feature array."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidDomainError(
-            f"a (lo, hi) domain needs numbers or arrays of numbers, got {type(value).__name__}"
-        ) from None
-    if arr.ndim == 0:
-        return np.full(n_inputs, float(arr))
-    return arr.reshape(-1)
 
 
 def memory_estimate(net: Network) -> int:

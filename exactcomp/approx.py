@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidOptionError
+from .io.binding import bind_domain, load
 from .network import Network
 from .rewrite.lossy import drop_unused_grids, search
 from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network
@@ -124,8 +125,6 @@ def quantize(
     (with ``bits`` given, at most that many) such that the whole network is still
     proven within ``tol``; layers that no width keeps within ``tol`` stay float32. Raises
     :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0."""
-    from .api import bind_domain, load
-
     t0 = time.perf_counter()
     if bits is None and tol is None:
         raise InvalidOptionError("give --bits, --tol or both")
@@ -243,8 +242,6 @@ def compress_lossy(
 ) -> LossyResult:
     """Prune ``model`` beyond exactness while ``max |f - g| <= tol`` stays proven on ``domain``
     (:func:`exactcomp.rewrite.lossy.search`), then drop the neurons left without effect."""
-    from .api import bind_domain, load
-
     t0 = time.perf_counter()
     tol = check_tol(tol)
     f = load(model)

@@ -33,8 +33,9 @@ class Tolerances:
     solver_abs, solver_rel:
         Margin a solver's (LP or MILP) dual bound must clear before we trust its sign:
         a MILP proves ``z <= 0`` only if its bound on ``max z`` is
-        ``<= -(solver_abs + solver_rel * M)`` with ``M`` the neuron's a-priori bound
-        magnitude. Covers HiGHS' primal/dual feasibility tolerance (1e-7).
+        ``<= -(solver_abs + solver_rel * max(M, 1))`` with ``M`` the neuron's a-priori bound
+        magnitude. Covers HiGHS' primal/dual feasibility tolerance (1e-7). Computed only by
+        :func:`exactcomp.highs.margins.solver_margin` (the maths is there).
     witness:
         A concrete input proves a sign only if the float64 forward pass gives
         ``z > witness`` (positive side) or ``z < -witness`` (negative side), relative to
@@ -88,6 +89,27 @@ class Tolerances:
 
 
 DEFAULT = Tolerances()
+
+# HiGHS' own tolerances, as every MILP of the package sets them (exactcomp.highs.runtime.
+# milp_options); the margins of exactcomp.highs.margins are computed from them.
+FEASIBILITY_TOLERANCE = 1e-6
+"""HiGHS' ``mip_feasibility_tolerance`` (its default, set explicitly on every solve): how far
+the solver lets a row, bound or integrality slip. Margins scale it by
+:func:`~exactcomp.milp.encoding.tolerance_amplification`."""
+PRECISE_FEASIBILITY_TOLERANCE = 1e-9
+"""The tolerance of a *precise* question: the MILP, primal and dual feasibility tolerances all
+set to it, for near ties, neurons whose extreme lies within the default margin of 0
+(mnist-net_256x2 prop_1 neuron 82: max z = -6.3e-4, margin 6.9e-4 at the default tolerance,
+2e-6 at this one)."""
+ROW_TOLERANCE = 1e-7
+"""HiGHS' ``primal_feasibility_tolerance``, the tightest row tolerance of a default solve."""
+SMALL_MATRIX_VALUE = 1e-12
+"""HiGHS drops matrix entries below ``small_matrix_value``; we lower it from 1e-9 to its
+minimum and count what it may still drop as rounding doubt
+(:func:`~exactcomp.highs.margins.rounding_doubt`)."""
+ROUNDING_BUDGET = 0.1
+"""Share of the solver's row tolerance that float64 rounding of a model may use
+(:func:`~exactcomp.highs.margins.rounding_doubt`)."""
 
 
 def rounding_deltas(

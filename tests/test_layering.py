@@ -1,9 +1,12 @@
 """Dependencies point one way: a module may import only modules of its own or a lower rank.
 
-errors/tolerances/progress -> network/domain -> verdicts/exact -> io, bounds, search -> milp,
-bab -> stability -> rewrite -> verify -> api, testing -> report -> cli (the engine never imports
-testing; testing's soak checks drive the engine). The IR (network, domain, verdicts)
-depends on numpy only, and ONNX stays inside io/.
+errors/tolerances/progress -> network/domain, highs -> verdicts/exact -> io, bounds, search
+-> milp, bab -> stability -> rewrite -> verify -> api, testing -> report -> cli (testing's soak
+checks drive the engine). The IR (network,
+domain, verdicts) depends on numpy only. Heavy third-party packages stay in the modules listed
+here (highspy in highs/ only; torch, pyomo, onnx where listed), no module imports another's
+private names, the module graph has no cycle (imports inside functions count), and no engine
+module imports exactcomp.testing.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ RANK = {
     "errors": 0,
     "tolerances": 0,
     "progress": 0,
-    "solver": 0,
     "network": 1,
+    "highs": 1,
     "conv": 1,
     "domain": 1,
     "exact": 2,
@@ -122,3 +125,162 @@ _STDLIB = {
     "itertools",
     "abc",
 }
+
+
+# Where each heavy third-party package may be imported (paths under exactcomp/; a folder ends
+# with "/"). A new module that needs one is added here on purpose, in review.
+ALLOWED_THIRD_PARTY = {
+    "highspy": {"highs/"},
+    "torch": {
+        "io/torch_chain.py",
+        "io/torch_conv.py",
+        "io/torch_io.py",
+        "io/torch_script.py",
+        "io/torch_state.py",
+    },
+    "pyomo": {
+        "__init__.py",  # only to switch off a slow Pyomo import hook, see its docstring
+        "milp/encoding.py",
+        "milp/highs.py",
+        "milp/solvers.py",
+        "verify/coupling.py",
+        "verify/formulation.py",
+        "verify/recheck.py",
+        "verify/solve.py",
+    },
+    "onnx": {
+        "io/onnx_graph.py",
+        "io/onnx_handlers.py",
+        "io/onnx_io.py",
+        "io/onnx_quant.py",
+        "io/onnx_types.py",
+    },
+    "onnxruntime": {"io/onnx_check.py"},
+}
+
+
+def _allowed(rel: str, places: set[str]) -> bool:
+    return any(rel.startswith(p) if p.endswith("/") else rel == p for p in places)
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED_THIRD_PARTY))
+def test_heavy_packages_only_where_listed(package: str) -> None:
+    places = ALLOWED_THIRD_PARTY[package]
+    bad = []
+    for path in MODULES:
+        rel = path.relative_to(PKG).as_posix()
+        roots = {t.split(".")[0] for t, level in _imports(path) if level == 0}
+        if package in roots and not _allowed(rel, places):
+            bad.append(rel)
+    assert not bad, f"{package} imported outside {sorted(places)}: {bad}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+NAMES = {_module_name(p): p for p in MODULES}
+
+
+def _edges(path: Path) -> list[tuple[str, str | None]]:
+    """(imported exactcomp module, imported name or None) of every import in ``path``, at
+    module level or inside functions; ``from pkg import sub`` resolves to the submodule."""
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    out: list[tuple[str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names if a.name.split(".")[0] == "exactcomp"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                base = node.module or ""
+                if base.split(".")[0] != "exactcomp":
+                    continue
+            else:
+                up = package.split(".")
+                up = up[: len(up) - (node.level - 1)]
+                base = ".".join(up + ([node.module] if node.module else []))
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                out.append((sub, None) if sub in NAMES else (base, a.name))
+    return out
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    bad = [
+        f"{_module_name(p)} imports {name} from {target}"
+        for p in MODULES
+        for target, name in _edges(p)
+        if name is not None
+        and name.startswith("_")
+        and not name.startswith("__")
+        and target != _module_name(p)
+    ]
+    assert not bad, "make the name public in its module, or move it: " + "; ".join(bad)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    found.append(sorted(comp))
+    return found
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle() -> None:
+    graph = {
+        name: {t for t, _ in _edges(path) if t in NAMES and t != name}
+        for name, path in NAMES.items()
+    }
+    assert not _cycles(graph), f"import cycles: {_cycles(graph)}"
+
+
+def test_engine_modules_never_import_testing() -> None:
+    bad = [
+        f"{_module_name(p)} imports {t}"
+        for p in MODULES
+        if p.relative_to(PKG).parts[0] != "testing"
+        for t, _ in _edges(p)
+        if t == "exactcomp.testing" or t.startswith("exactcomp.testing.")
+    ]
+    assert not bad, bad

@@ -430,3 +430,17 @@ def test_float64_rounding_never_makes_a_counterexample():
     res = verify_equivalence(f, g, box, tol=1e-6, time_limit=20)
     assert res.status is not EquivalenceStatus.NOT_EQUIVALENT
     assert res.counterexample is None
+
+
+def test_default_tol_is_read_from_the_tolerances() -> None:
+    """``Tolerances.equivalence`` is the default ``tol`` (it used to be a hard-coded 1e-6)."""
+    from dataclasses import replace
+
+    from exactcomp.tolerances import DEFAULT
+
+    f = mlp([2, 4, 2], seed=1)
+    res = verify_equivalence(
+        f, f, Box.uniform(-1, 1, 2), tolerances=replace(DEFAULT, equivalence=1e-3)
+    )
+    assert res.tol == 1e-3
+    assert verify_equivalence(f, f, Box.uniform(-1, 1, 2)).tol == DEFAULT.equivalence

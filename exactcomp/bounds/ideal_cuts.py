@@ -37,20 +37,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-import highspy
 import numpy as np
 import scipy.sparse as sp
 
 from ..domain import Box
+from ..highs.lp import Lp, lp_min
+from ..highs.margins import solver_margin
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .interval import Bounds, pad
-from .linear import _all_finite, finite_prefix_bounds
-from .lp import LPLayerResult, PrefixLP, _lp_min, _new_highs, build_prefix_lp
+from .linear import all_finite, finite_prefix_bounds
+from .lp import LPLayerResult, PrefixLP, build_prefix_lp
 
 __all__ = ["ideal_cut_layer_result"]
 
-_INF = highspy.kHighsInf
 _ROUNDS = 4
 """Separation rounds per question. On mnist-net_256x2 prop_1 every neuron the cuts decided
 needed at most 3; the others improve by a few percent a round after that."""
@@ -157,12 +157,12 @@ def ideal_cut_layer_result(
     lower, upper = pre[k][0].copy(), pre[k][1].copy()
     none = np.empty((0, net.input_size))
     idx = np.asarray(neurons, dtype=int).reshape(-1)
-    if k == 0 or idx.size == 0 or not _all_finite(pre[:k]):
+    if k == 0 or idx.size == 0 or not all_finite(pre[:k]):
         return LPLayerResult(lower, upper, none, 0, 0)
     lp, phases = _with_phases(build_prefix_lp(net, box, k, pre, tol))
     if not phases:  # no unstable ReLU before layer k: the LP is exact, nothing to cut
         return LPLayerResult(lower, upper, none, 0, 0)
-    h = _new_highs(lp)
+    solver = Lp.from_model(lp)
     base_rows = lp.matrix.shape[0]
     layer = net.layers[k]
     cost = np.zeros(lp.matrix.shape[1])
@@ -172,7 +172,7 @@ def ideal_cut_layer_result(
     for i, side in zip(idx.tolist(), np.asarray(sides, dtype=int).tolist(), strict=True):
         if asked >= _PROBE and settled < _MIN_SETTLED * asked:
             break  # the cuts do not pay on this layer: leave the rest to the MILP
-        margin = tol.solver_abs + tol.solver_rel * max(abs(lower[i]), abs(upper[i]))
+        margin = solver_margin(tol, max(abs(lower[i]), abs(upper[i])))
         b = float(layer.bias[i])
         for sign in {0: (1.0, -1.0), 1: (-1.0,), -1: (1.0,)}[int(np.sign(side))]:
             asked += 1
@@ -181,7 +181,7 @@ def ideal_cut_layer_result(
             for rnd in range(_ROUNDS + 1):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                got = _lp_min(h, cut_lp, cost, tol, None)
+                got = lp_min(solver, cut_lp, cost, tol, None)
                 if got is None or rnd == _ROUNDS:
                     break
                 if _settled(got[0], b, sign, margin, tol):
@@ -189,12 +189,9 @@ def ideal_cut_layer_result(
                 cols, coefs, rhss = _separate(net, cut_lp, phases, got[1], tol)
                 if not cols:
                     break
-                cut_lp = _add_rows(h, cut_lp, cols, coefs, rhss)
+                cut_lp = _add_rows(solver, cut_lp, cols, coefs, rhss)
             if cut_lp is not lp:
-                h.deleteRows(
-                    cut_lp.matrix.shape[0] - base_rows,
-                    np.arange(base_rows, cut_lp.matrix.shape[0], dtype=np.int32),
-                )
+                solver.delete_rows(base_rows, cut_lp.matrix.shape[0] - base_rows)
             if got is None:
                 failed += 1
                 continue
@@ -223,7 +220,7 @@ def _settled(bound: float, b: float, sign: float, margin: float, tol: Tolerances
 
 
 def _add_rows(
-    h: highspy.Highs,
+    solver: Lp,
     lp: PrefixLP,
     cols: list[np.ndarray],
     coefs: list[np.ndarray],
@@ -235,7 +232,7 @@ def _add_rows(
     index = np.concatenate(cols).astype(np.int32)
     value = np.concatenate(coefs)
     rhs = np.asarray(rhss, dtype=np.float64)
-    h.addRows(len(cols), np.full(len(cols), -_INF), rhs, index.size, starts, index, value)
+    solver.add_rows(np.full(len(cols), -np.inf), rhs, starts, index, value)
     ptr = np.concatenate([starts, [index.size]])
     rows = sp.csr_matrix((value, index, ptr), shape=(len(cols), ncol))
     return replace(

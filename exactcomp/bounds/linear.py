@@ -47,7 +47,7 @@ Mean width of the second layer's pre-activation bounds on random 10-100-100 netw
 (ReLU after both layers), box ``[0, 1]^10``, three seeds each; "sampled" is the observed range
 over 200,000 uniform points (a lower estimate of the true range)::
 
-    (python -c 'from exactcomp.bounds.linear import _main; _main()')
+    (python -c 'from exactcomp.bounds.lp import _main; _main()')
     weights N(0, 1/fan_in), 70% zeroed, bias N(0, 0.1)
         interval 0.90 / 0.73 / 1.03   linear 0.65 / 0.54 / 0.73
         LP       0.56 / 0.48 / 0.62   sampled 0.39 / 0.32 / 0.43
@@ -119,7 +119,7 @@ def relu_relaxation(
     return alpha, s, t
 
 
-def _all_finite(bounds: list[Bounds]) -> bool:
+def all_finite(bounds: list[Bounds]) -> bool:
     """True when every bound and every width ``u - l`` is finite (no overflow)."""
     return all(
         np.isfinite(lo).all() and np.isfinite(hi).all() and np.isfinite(hi - lo).all()
@@ -166,7 +166,7 @@ def linear_layer_bounds(
     if not 0 <= k < len(net.layers):
         raise IndexError(f"layer {k} does not exist (the network has {len(net.layers)} layers)")
     pre = finite_prefix_bounds(net, box, k, known, tol)
-    if k == 0 or not _all_finite(pre[:k]):
+    if k == 0 or not all_finite(pre[:k]):
         # k == 0: one affine map of the box, interval arithmetic is already exact. Overflowed
         # earlier bounds (weights near 1e300) would make the relaxation meaningless.
         return pre[k]
@@ -229,42 +229,3 @@ def linear_bounds(
         known = out + [p]
         out.append(linear_layer_bounds(net, box, k, known, tol))
     return [b for b in out if b is not None]
-
-
-def _demo(seed: int = 0, weights: str = "gauss") -> dict[str, float]:  # pragma: no cover
-    """Mean width of layer-1 bounds on a sparse random 10-100-100 net: interval, linear, LP,
-    sampled (the module docstring's table, printed by :func:`_main`)."""
-    from .lp import lp_layer_bounds
-
-    rng = np.random.default_rng(seed)
-    sizes = [10, 100, 100]
-    ws, bs = [], []
-    for i in range(2):
-        if weights == "gauss":
-            w = rng.normal(0.0, 1.0 / np.sqrt(sizes[i]), (sizes[i + 1], sizes[i]))
-            w[rng.random(w.shape) < 0.7] = 0.0
-            bs.append(rng.normal(0.0, 0.1, sizes[i + 1]))
-        else:
-            w = rng.laplace(0.0, 1.0, (sizes[i + 1], sizes[i]))
-            w[np.abs(w) < 0.7] = 0.0
-            bs.append(rng.normal(0.0, 1.0, sizes[i + 1]))
-        ws.append(w)
-    net = Network.from_arrays(ws, bs, relu_last=True, dtype="float64")
-    box = Box.uniform(0.0, 1.0, 10)
-    ib = interval_bounds(net, box)
-    lb = linear_bounds(net, box)
-    lpb = lp_layer_bounds(net, box, 1, lb)
-    z = net.preactivations(box.sample(200_000, rng))[1]
-    return {
-        "interval": float(np.mean(ib[1][1] - ib[1][0])),
-        "linear": float(np.mean(lb[1][1] - lb[1][0])),
-        "lp": float(np.mean(lpb[1] - lpb[0])),
-        "sampled": float(np.mean(z.max(0) - z.min(0))),
-    }
-
-
-def _main() -> None:  # pragma: no cover
-    """Print the module docstring's table."""
-    for kind in ("gauss", "laplace"):
-        for s in range(3):
-            print(kind, s, {k: round(v, 2) for k, v in _demo(s, kind).items()})

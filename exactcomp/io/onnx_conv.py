@@ -29,7 +29,9 @@ from .onnx_ops import Affine
 MAX_DENSE_ENTRIES = 200_000_000
 
 
-def _pads(at: dict, spatial: tuple[int, ...], kernel: tuple[int, ...], strides, dilations):
+def spatial_padding(
+    at: dict, spatial: tuple[int, ...], kernel: tuple[int, ...], strides, dilations
+):
     """Begin/end padding per spatial axis, from ``pads`` or ``auto_pad``."""
     mode = at.get("auto_pad", b"NOTSET")
     mode = mode.decode() if isinstance(mode, bytes) else str(mode)
@@ -68,7 +70,7 @@ def convolve(x: np.ndarray, w: np.ndarray, at: dict) -> np.ndarray:
     strides = tuple(int(s) for s in at.get("strides", (1, 1)))
     dil = tuple(int(d) for d in at.get("dilations", (1, 1)))
     group = int(at.get("group", 1))
-    begin, end = _pads(at, x.shape[2:], kernel, strides, dil)
+    begin, end = spatial_padding(at, x.shape[2:], kernel, strides, dil)
     xp = np.pad(x, ((0, 0), (0, 0), (begin[0], end[0]), (begin[1], end[1])))
     c_in, m = x.shape[1], w.shape[0]
     if c_in % group or m % group or w.shape[1] != c_in // group:

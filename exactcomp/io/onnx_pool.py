@@ -23,7 +23,7 @@ import numpy as np
 from ..conv import PoolLevel, channel_blocks, pool_layers, pool_matrices
 from ..errors import UnsupportedModelError
 from ..network import Layer
-from .onnx_conv import MAX_DENSE_ENTRIES, _pads
+from .onnx_conv import MAX_DENSE_ENTRIES, spatial_padding
 from .onnx_ops import Affine
 
 
@@ -84,7 +84,7 @@ def _geometry(x: Any, at: dict, kernel: tuple[int, ...] | None = None) -> dict:
     strides = tuple(int(s) for s in at.get("strides", (1, 1)))
     if any(int(d) != 1 for d in at.get("dilations", (1, 1))):
         raise UnsupportedModelError("has dilations other than 1; not supported")
-    begin, end = _pads(at, shape[2:], kernel, strides, (1, 1))
+    begin, end = spatial_padding(at, shape[2:], kernel, strides, (1, 1))
     pads = (begin[0], begin[1], end[0], end[1])
     if int(at.get("ceil_mode", 0)):
         for n, k, s, b, e in zip(shape[2:], kernel, strides, begin, end, strict=True):

@@ -1,7 +1,8 @@
 """MILP layer: the Pyomo big-M encoding of network prefixes and how we solve it (HiGHS).
 
 :mod:`.encoding` is the single source of the formulation; :mod:`.highs` compiles it to matrix
-form for fast repeated solves and maps solver statuses to decided/undecided.
+form for fast repeated solves and poses each question to :mod:`exactcomp.highs` (which
+solves it and says what its status proves).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ APPSI interface, which the tests use to cross-check the compiled path). Terminat
 differ between solvers, so no early stop here: the question "can ``s z_j > 0``?" is answered
 by minimising :math:`-s z_j` to optimality within the time limit, and it is **proven** (``s
 z_j <= -margin`` on the box) iff the termination condition is *optimal* and the reported
-lower (dual) bound is finite and ``>= margin``. The solution's inputs, when the solver has
+lower (dual) bound is finite and ``>= margin`` (:func:`exactcomp.highs.status.bound_proves`). The solution's inputs, when the solver has
 one, are candidate witnesses like any other (re-checked in float64 by the caller).
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pyomo.environ as pyo
-from pyomo.opt import TerminationCondition
 
 from ..errors import InvalidOptionError
+from ..highs.status import bound_proves, from_pyomo
 from .highs import Answer, CompiledMilp, Question
 
 _FACTORY = {
@@ -73,7 +73,7 @@ def pyomo_solver(
                     points = np.array([vals], dtype=np.float64)
         except Exception as exc:  # any solver failure proves nothing
             return Answer(q, False, f"error: {exc}", np.empty((0, len(xs))), 0.0)
-        proven = cond == TerminationCondition.optimal and np.isfinite(lb) and lb >= q.margin
+        proven = bound_proves(from_pyomo(cond), lb, q.margin)
         return Answer(q, bool(proven), str(cond), points, time.perf_counter() - t0)
 
     return solve

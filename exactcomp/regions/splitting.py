@@ -29,12 +29,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import highspy
 import numpy as np
 
 from ..domain import Box
+from ..highs.lp import Lp
+from ..highs.status import Termination
 from ..network import Network
-from ..solver import new_highs, run
 
 OnRegion = Callable[[np.ndarray, np.ndarray], None]
 """``on_region(pattern, interior_point)``; may raise to stop the search."""
@@ -74,14 +74,11 @@ class _Search:
         self.n = box.dim
         self.stats = SplitStats()
         self.rows = 0
-        h = new_highs()
         lower = np.append(box.lower, 0.0)
         upper = np.append(box.upper, max(1.0, float(np.max(box.upper - box.lower))))
-        h.addVars(self.n + 1, lower, upper)
-        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
-        h.changeColCost(self.n, 1.0)
-        h.setOptionValue("presolve", "off")  # tiny warm-started LPs: presolve only costs
-        self.h = h
+        # tiny warm-started LPs: presolve only costs
+        self.lp = Lp.from_columns(lower, upper, maximize=True, presolve=False)
+        self.lp.set_col_cost(self.n, 1.0)
         self.idx = np.arange(self.n + 1, dtype=np.int32)
         self.pats: list[np.ndarray] = []
         self.trail: list[tuple[np.ndarray, float, float]] = []
@@ -93,27 +90,26 @@ class _Search:
         """Add ``sign * (row x + const) / ||row|| >= t`` as ``-sign row/||row|| x + t <= ...``."""
         norm = float(np.linalg.norm(row))
         vals = np.append(-sign * row / norm, 1.0)
-        self.h.addRow(-highspy.kHighsInf, sign * const / norm, self.n + 1, self.idx, vals)
+        self.lp.add_row(-np.inf, sign * const / norm, self.idx, vals)
         self.rows += 1
         self.trail.append((row, const, sign))
 
     def pop(self) -> None:
         self.rows -= 1
         self.trail.pop()
-        self.h.deleteRows(1, np.array([self.rows], dtype=np.int32))
+        self.lp.delete_rows(self.rows, 1)
 
     def interior(self, row, const, sign) -> np.ndarray | None:
         """A point deep inside the current node on side ``sign`` of the row, or None."""
         self.push(row, const, sign)
         self.stats.lps += 1
-        status = run(self.h)
-        ms = self.h.getModelStatus()
+        solved = self.lp.solve()
         point = None
-        if status != highspy.HighsStatus.kError and ms == highspy.HighsModelStatus.kOptimal:
-            sol = np.asarray(self.h.getSolution().col_value)
+        if solved.values is not None:
+            sol = solved.values
             if sol[self.n] > self.tol:
                 point = self.box.clip(sol[: self.n])
-        elif ms != highspy.HighsModelStatus.kInfeasible:
+        elif solved.termination is not Termination.INFEASIBLE:
             self.stats.doubtful += 1
         self.pop()
         return point

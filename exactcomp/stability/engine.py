@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,23 +45,10 @@ from ..verdicts import METHODS, SOLVERS, LayerStability, Proof, StabilityReport,
 from .layer import LayerRun
 from .merge import compact_witnesses, merge_reports
 from .milp_phase import Workers
+from .options import Options
 from .witnesses import WitnessPool
 
 _SAMPLES = 1024  # uniform samples; as many box vertices and near-vertex points again
-
-
-@dataclass(frozen=True)
-class Options:
-    """The options of one analysis (passed explicitly; no global state)."""
-
-    method: str
-    time_limit: float
-    solver: str
-    tol: Tolerances
-    seed: int
-    data: np.ndarray | None
-    partial: bool = False
-    deadline: float | None = None
 
 
 def stable_neurons(

@@ -41,15 +41,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-import highspy
 import numpy as np
 
 from ..domain import Box
+from ..highs.lp import Lp
 from ..network import Network
-from ..solver import new_highs, run
 from ..verdicts import Verdict
-
-_INF = highspy.kHighsInf
 
 
 def _states(net: Network, bounds, verdicts, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,31 +92,27 @@ class _Lp:
     def __init__(self, box: Box, a, d, g, gb, negative: np.ndarray) -> None:
         n = box.dim
         self.a, self.n = a, n
-        h = new_highs()
         m = len(negative)
-        h.addVars(
-            n + m,
+        lp = Lp.from_columns(
             np.concatenate([box.lower, np.zeros(m)]),
-            np.concatenate([box.upper, np.full(m, _INF)]),
+            np.concatenate([box.upper, np.full(m, np.inf)]),
+            maximize=True,
+            presolve=False,  # re-solved from the previous basis each time
         )
         for r, i in enumerate(negative):  # t_i - a_i x >= d_i
-            idx = np.append(np.arange(n), n + r).astype(np.int32)
-            h.addRow(float(d[i]), _INF, n + 1, idx, np.append(-a[i], 1.0))
-        cols = np.arange(n, dtype=np.int32)
+            idx = np.append(np.arange(n), n + r)
+            lp.add_row(float(d[i]), np.inf, idx, np.append(-a[i], 1.0))
+        cols = np.arange(n)
         for row, b in zip(g, gb, strict=True):
-            h.addRow(-_INF, float(b), n, cols, row)
-        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
-        h.setOptionValue("presolve", "off")  # re-solved from the previous basis each time
-        self.h = h
+            lp.add_row(-np.inf, float(b), cols, row)
+        self.lp = lp
 
     def solve(self, linear: np.ndarray, cost_neg: np.ndarray) -> np.ndarray | None:
         """Maximise ``linear . z_p`` (over the rows of ``a``) plus ``cost_neg . t``."""
         obj = np.concatenate([linear @ self.a, cost_neg])
-        self.h.changeColsCost(obj.size, np.arange(obj.size, dtype=np.int32), obj)
-        run(self.h)
-        if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            return None
-        return np.array(self.h.getSolution().col_value[: self.n], dtype=np.float64)
+        self.lp.set_cost(obj)
+        values = self.lp.solve().values
+        return None if values is None else np.array(values[: self.n], dtype=np.float64)
 
 
 def region_search(

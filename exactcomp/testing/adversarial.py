@@ -27,7 +27,7 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Layer, Network
-from .random_networks import Case, IntRange, _draw, random_network, tie_bias
+from .random_networks import Case, IntRange, draw, random_network, tie_bias
 
 __all__ = ["dyadic_box", "near_dependent_case", "near_duplicate_case"]
 
@@ -89,7 +89,7 @@ def near_duplicate_case(
 ) -> Case:
     """A random network plus one or two near-duplicate pairs (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    n = _draw(rng, inputs)
+    n = draw(rng, inputs)
     box = dyadic_box(rng, n)
     pairs = 1 if max_neurons < 6 else int(rng.integers(1, 3))
     net = _base(rng, n, box, depth, max_neurons - 2 * pairs)
@@ -134,7 +134,7 @@ def near_dependent_case(
     """A random network plus stably active first-layer neurons, one of them a combination of
     the others up to a tiny perturbation, amplified (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    n = _draw(rng, inputs)
+    n = draw(rng, inputs)
     box = dyadic_box(rng, n)
     m = int(rng.integers(1, min(n, 3) + 1))  # sources
     net = _base(rng, n, box, depth, max_neurons - m - 1)

@@ -24,6 +24,7 @@ CLOCKED = (
     "exactcomp.bab.split",
     "exactcomp.bounds.ideal_cuts",
     "exactcomp.bounds.lp",
+    "exactcomp.highs.lp",
     "exactcomp.milp.highs",
     "exactcomp.milp.solvers",
     "exactcomp.regions.count",

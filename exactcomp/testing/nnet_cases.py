@@ -20,7 +20,7 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Layer, Network
-from .random_networks import IntRange, _draw, random_network
+from .random_networks import IntRange, draw, random_network
 from .rational import rational, rational_forward
 
 __all__ = ["NnetCase", "nnet_case", "write_nnet"]
@@ -127,7 +127,7 @@ def nnet_case(
     """A random ``.nnet`` case: limits, normalisation, and a box placed ``inside`` the limits,
     ``across`` them (leaving on some sides) or ``around`` them."""
     rng = np.random.default_rng(seed)
-    n = _draw(rng, inputs)
+    n = draw(rng, inputs)
     net = random_network(
         rng, depth=depth, width=width, inputs=n, max_neurons=max_neurons, box=Box.uniform(-1, 1, n)
     )

@@ -30,7 +30,7 @@ from ..network import Layer, Network
 IntRange = int | tuple[int, int]
 
 
-def _draw(rng: np.random.Generator, r: IntRange) -> int:
+def draw(rng: np.random.Generator, r: IntRange) -> int:
     lo, hi = (r, r) if isinstance(r, int) else r
     return int(rng.integers(lo, hi + 1))
 
@@ -96,7 +96,7 @@ def random_case(
 ) -> Case:
     """A network and a box drawn from ``numpy.random.default_rng(seed)``."""
     rng = np.random.default_rng(seed)
-    n = _draw(rng, inputs)
+    n = draw(rng, inputs)
     box = random_box(rng, n, degenerate_prob=0.15 if nasty else 0.0)
     net = random_network(
         rng,
@@ -130,9 +130,9 @@ def random_network(
     (when ``nasty``). The result has ``dtype="float64"``.
     """
     if box is None:
-        box = Box.uniform(-1.0, 1.0, _draw(rng, inputs))
+        box = Box.uniform(-1.0, 1.0, draw(rng, inputs))
     n = box.dim
-    widths = [_draw(rng, width) for _ in range(_draw(rng, depth))]
+    widths = [draw(rng, width) for _ in range(draw(rng, depth))]
     if max_neurons is not None:
         while sum(widths) > max_neurons:
             widths[int(np.argmax(widths))] -= 1
@@ -150,7 +150,7 @@ def random_network(
         biases.append(b)
         h = np.maximum(h @ w.T + b, 0.0)
         fan_in = w_out
-    m = _draw(rng, outputs)
+    m = draw(rng, outputs)
     w = _base_weights(rng, m, fan_in, nasty)
     if nasty and rng.random() < 0.2:
         w[int(rng.integers(m))] *= 1e6

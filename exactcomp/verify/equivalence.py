@@ -46,9 +46,9 @@ Proofs come in two kinds. *Differential bounds* (:mod:`exactcomp.verify.differen
 ``g - f`` directly by padded float64 arithmetic when the neurons of ``g`` match neurons of ``f``
 (a compressed, permuted or re-exported network): typically ``1e-8`` or less, no solver. The
 *MILP* handles the rest; its dual bound is trusted only with the margin
-``solver_abs + solver_rel * M`` (``M`` the largest a-priori output magnitude), so a ``tol``
-at or below that margin (about ``1e-6`` with the default tolerances) cannot be proven by the
-MILP: the answer is then UNKNOWN, with the reason in the result. Pass a larger ``tol`` (e.g.
+:func:`~exactcomp.highs.margins.solver_margin` of ``M``, the largest a-priori output
+magnitude, so a ``tol`` at or below that margin (about ``1e-6`` with the default tolerances)
+cannot be proven by the MILP: the answer is then UNKNOWN, with the reason in the result. Pass a larger ``tol`` (e.g.
 ``1e-4``, which also absorbs float32 rounding of a saved network) for unrelated networks.
 """
 
@@ -62,6 +62,7 @@ import numpy as np
 
 from ..domain import Box
 from ..errors import InvalidNetworkError, InvalidOptionError
+from ..highs.margins import solver_margin
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
@@ -98,7 +99,7 @@ def verify_equivalence(
     box: Box,
     *,
     mode: str = "linf",
-    tol: float = 1e-6,
+    tol: float | None = None,
     time_limit: float = 60.0,
     data: np.ndarray | None = None,
     progress: Progress = SILENT,
@@ -118,7 +119,8 @@ def verify_equivalence(
     mode:
         ``"linf"`` (``max ||f - g||_inf <= tol``) or ``"top1"`` (see the module docstring).
     tol:
-        The allowed difference; must exceed the solver margin to be provable.
+        The allowed difference (default ``tolerances.equivalence``); must exceed the solver
+        margin to be provable.
     time_limit:
         Seconds for the whole run; when it runs out the result is UNKNOWN with the bounds
         reached.
@@ -144,6 +146,7 @@ def verify_equivalence(
         EQUIVALENT only with a proof; NOT_EQUIVALENT only with a counterexample re-evaluated
         in float64 with the networks' own weights; otherwise UNKNOWN.
     """
+    tol = tolerances.equivalence if tol is None else tol
     _check(f, g, box, mode, tol, time_limit)
     outputs = _outputs(outputs, mode, f.output_size)
     run = _Run(f, g, box, mode, tol, time_limit, progress, tolerances, outputs)
@@ -427,7 +430,7 @@ class _Run:
         jm = build_joint_model(fl, gl, self.box, enc_f[0], enc_g[0], enc_f[1], enc_g[1])
         coupling.add_links(jm.model, links, enc_f, enc_g)
         self.timed("build", t)
-        margin = self.tolerances.solver_abs + self.tolerances.solver_rel * jm.scale
+        margin = solver_margin(self.tolerances, jm.scale)
         self.margin = margin
         if self.tol <= margin:
             return self.finish(

@@ -16,14 +16,14 @@ scratch, trusting nothing in the report but the claims themselves:
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides
    :math:`\max z_{kj} \le 0` (INACTIVE) or :math:`\max (-z_{kj}) \le 0` (ACTIVE) with the margin
-   ``solver_abs + solver_rel * M`` (:mod:`exactcomp.verify.solve`) plus how far the solver's
-   feasibility tolerance and its dropping of tiny coefficients can move :math:`z_{kj}`
+   :func:`~exactcomp.highs.margins.solver_margin` (:mod:`exactcomp.verify.solve`) plus how far
+   the solver's feasibility tolerance and its dropping of tiny coefficients can move :math:`z_{kj}`
    (:func:`~exactcomp.milp.encoding.tolerance_amplification`,
    :func:`~exactcomp.milp.encoding.negligible_contribution`); a layer whose model float64
    rounding cannot represent within the solver's tolerance
-   (:func:`~exactcomp.milp.highs.rounding_doubt`) gets no MILP proof at all. A claim whose
+   (:func:`~exactcomp.highs.margins.rounding_doubt`) gets no MILP proof at all. A claim whose
    extreme the solver finds within the margin of 0 (a near tie) is solved once more at
-   :data:`~exactcomp.milp.highs.PRECISE_FEASIBILITY_TOLERANCE`, with the margin that
+   :data:`~exactcomp.tolerances.PRECISE_FEASIBILITY_TOLERANCE`, with the margin that
    tolerance allows, where rounding permits it. A solver
    incumbent on the wrong side is re-evaluated in float64: if it reproduces, the claim is
    *refuted*.
@@ -40,7 +40,7 @@ again afterwards: the branch and bound has about half the binaries (the compress
 same, :func:`~exactcomp.milp.encoding.feeding_binaries`). An input the relaxed solver
 returns is still re-evaluated in float64 before it refutes anything. When every binary is
 relaxed HiGHS solves an LP; its statuses (*optimal*, with the optimum as the bound) map
-through :func:`~exactcomp.verify.solve.decide` like a MILP's.
+through :func:`~exactcomp.highs.status.decide` like a MILP's.
 
 **Time.** All claims share one deadline; each box of a union gets an equal share of what
 is left. Each MILP gets ``left / remaining``, ``remaining`` counting the box's MILP claims not
@@ -69,21 +69,22 @@ from ..bab.split import prove_signs, split_inputs
 from ..bounds import Bounds, interval_bounds
 from ..bounds.ideal_cuts import ideal_cut_layer_result
 from ..domain import Box
+from ..highs.margins import milp_doubt, rounding_doubt, solver_margin
 from ..milp.encoding import (
     build_prefix_model,
     feeding_binary_vars,
     negligible_contribution,
     tolerance_amplification,
 )
-from ..milp.highs import (
-    FEASIBILITY_TOLERANCE,
-    PRECISE_FEASIBILITY_TOLERANCE,
-    compile_model,
-    rounding_doubt,
-)
+from ..milp.highs import compile_model
 from ..network import Network
 from ..progress import SILENT, Progress
-from ..tolerances import DEFAULT, Tolerances
+from ..tolerances import (
+    DEFAULT,
+    FEASIBILITY_TOLERANCE,
+    PRECISE_FEASIBILITY_TOLERANCE,
+    Tolerances,
+)
 from ..verdicts import StabilityReport, Verdict
 from .falsify import candidate_points
 from .formulation import best_bounds
@@ -326,16 +327,15 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
             # z_k by (the same allowance as the compressor's, on this module's own bounds)
             amp = tolerance_amplification(net, box, k, bounds)
             negligible = negligible_contribution(net, box, k, bounds)
-            doubt = FEASIBILITY_TOLERANCE * amp + negligible
-            fine = PRECISE_FEASIBILITY_TOLERANCE * amp + negligible
+            doubt = milp_doubt(FEASIBILITY_TOLERANCE, amp, negligible)
+            fine = milp_doubt(PRECISE_FEASIBILITY_TOLERANCE, amp, negligible)
             for j, v in todo:
                 # once a claim has timed out, the second pass counts as one more claim
                 left = (deadline - time.perf_counter()) / (remaining + bool(retry))
                 remaining -= 1
                 if left <= 0:
                     continue
-                m = max(abs(bounds[k][0][j]), abs(bounds[k][1][j]), 1.0)
-                base = tol.solver_abs + tol.solver_rel * m
+                base = solver_margin(tol, max(abs(bounds[k][0][j]), abs(bounds[k][1][j])))
                 fine_margin = base + float(fine[j]) if precise else None
                 s = 1.0 if v == Verdict.INACTIVE else -1.0
                 seen = float(np.max(s * zs[:, j]))

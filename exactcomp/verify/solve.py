@@ -12,29 +12,25 @@ Each objective :math:`\varphi` (see :mod:`exactcomp.verify.formulation`) is solv
   :math:`\varphi \ge \tau + \mu`; its input is only a *candidate*: the caller re-evaluates it
   in float64 with the original weights before calling it a counterexample.
 
-The margin is :math:`\mu = \text{solver\_abs} + \text{solver\_rel} \cdot M` with :math:`M` the
-largest a-priori output magnitude (:class:`~exactcomp.tolerances.Tolerances`). Every other
-status (time limit, iteration limit, numerical trouble, "unknown") is UNDECIDED, never proven.
+The margin is :math:`\mu` of :func:`~exactcomp.highs.margins.solver_margin` with :math:`M` the
+largest a-priori output magnitude. Every other status (time limit, iteration limit, numerical
+trouble, "unknown") is UNDECIDED, never proven: the table is
+:func:`exactcomp.highs.status.decide`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
-from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.contrib.solver.solvers.highs import Highs
 
-from ..milp.highs import FEASIBILITY_TOLERANCE, milp_options
-from ..solver import HIGHS_THREADS, prepare_highs
+from ..highs.runtime import HIGHS_THREADS, milp_options, prepare_highs
+from ..highs.status import Decision, decide
+from ..tolerances import FEASIBILITY_TOLERANCE
 
-
-class Decision(Enum):
-    PROVEN = "proven"  # max phi <= tau (with margin)
-    FOUND = "found"  # an incumbent with phi >= tau + margin (to be re-checked in float64)
-    UNDECIDED = "undecided"
+__all__ = ["Decision", "ObjectiveSolver", "SolveOutcome", "decide"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,48 +45,12 @@ class SolveOutcome:
     seconds: float
 
 
-def decide(
-    condition: TC,
-    incumbent: float | None,
-    dual: float | None,
-    prove_at: float,
-    find_at: float,
-    margin: float,
-) -> tuple[Decision, float]:
-    """Map a solver answer for ``min -phi`` to a decision and a proven bound on ``max phi``.
-
-    ``incumbent``/``dual`` are the solver's primal and dual objective values of ``min -phi``
-    (``None`` when absent). Pure, so the soundness rules can be tested without a solver.
-    """
-    phi_inc = -incumbent if incumbent is not None and np.isfinite(incumbent) else None
-    phi_dual = -dual if dual is not None and np.isfinite(dual) else None
-    if condition in (TC.provenInfeasible, TC.infeasibleOrUnbounded, TC.objectiveLimit):
-        if phi_inc is not None and phi_inc >= find_at:
-            return Decision.FOUND, np.inf
-        if condition is not TC.objectiveLimit or phi_inc is None or phi_inc <= prove_at:
-            # Everything with phi > prove_at was pruned: the cut-off proved the bound.
-            return Decision.PROVEN, prove_at + margin
-        return Decision.UNDECIDED, np.inf
-    if condition is TC.convergenceCriteriaSatisfied and phi_dual is not None:
-        bound = max(phi_dual, prove_at) + margin
-        if phi_inc is not None and phi_inc >= find_at:
-            return Decision.FOUND, bound
-        if phi_dual <= prove_at:
-            return Decision.PROVEN, prove_at + margin
-        return Decision.UNDECIDED, bound
-    # Time limit or any other status: nothing is proven, and after a cut-off run HiGHS' dual
-    # bound is not a global bound, so none is reported.
-    if phi_inc is not None and phi_inc >= find_at:
-        return Decision.FOUND, np.inf
-    return Decision.UNDECIDED, np.inf
-
-
 class ObjectiveSolver:
     """A persistent HiGHS instance on one Pyomo model; only the objective changes.
 
     ``model`` must have a minimised objective component ``obj`` and input variables ``x``
     (indexed ``0..n-1``) whose values at an incumbent are returned as the candidate input.
-    It runs on :data:`~exactcomp.solver.HIGHS_THREADS` threads, like every HiGHS instance of
+    It runs on :data:`~exactcomp.highs.runtime.HIGHS_THREADS` threads, like every HiGHS instance of
     the package (HiGHS refuses a run whose thread count differs from its scheduler's).
     """
 

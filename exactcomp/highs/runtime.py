@@ -1,4 +1,5 @@
-"""A quiet, single-threaded HiGHS: the one place that creates ``highspy.Highs`` instances.
+"""A quiet, single-threaded HiGHS: the one place that creates ``highspy.Highs`` instances,
+and the options every MILP of the package runs with (:func:`milp_options`).
 
 HiGHS prints its banner ("Running HiGHS ...") on the first ``Highs()`` of a process, before
 any option can switch output off. That line would land in the middle of our progress display
@@ -20,6 +21,11 @@ import os
 import sys
 
 import highspy
+
+from ..tolerances import FEASIBILITY_TOLERANCE, ROW_TOLERANCE, SMALL_MATRIX_VALUE
+
+INF = highspy.kHighsInf
+"""HiGHS' infinity (a row or column side that is open)."""
 
 PRESOLVE_RULES_OFF = (1 << 13) | (1 << 14)
 """HiGHS ``presolve_rule_off`` mask for every MILP we solve: rule 13 (parallel rows and
@@ -85,3 +91,48 @@ def run(h: highspy.Highs) -> highspy.HighsStatus:
         highspy.Highs.resetGlobalScheduler(True)
         status = h.run()
     return status
+
+
+SEARCH_OPTIONS: dict[str, object] = {
+    # RINS and RENS (sub-MIP heuristics) took half the time of hard stability questions and,
+    # after a cut-off, returned points beyond it that turn a clean "infeasible" into an
+    # "optimal" needing a re-solve. Sampling and gradient search find witnesses more
+    # cheaply. mnist-net_256x2 layer 2, 16 questions at 8 s: 11 proven instead of 9, in 56 s
+    # instead of 65 s.
+    "mip_heuristic_run_rins": False,
+    "mip_heuristic_run_rens": False,
+    # Branch on pseudo-costs from the start instead of strong branching until they are
+    # "reliable": strong-branching LPs were 80% of the simplex iterations of the hard
+    # questions, whose answer is mostly an infeasibility proof. Simplex iterations (a
+    # load-independent measure): digits l1=1e-4's hardest question 29,005 (timed out at
+    # 10 s) -> 11,441 (proven); 14 hard mnist-net_256x2 prop_1 questions 180k -> 134k, one
+    # more decided within 15 s.
+    "mip_pscost_minreliable": 0,
+    # Separate cuts at the root only. At the nodes, separation on our dense rows (every
+    # first-layer pre-activation is a row over all inputs) cost more than the nodes it saved:
+    # 39 mnist-net_256x2 prop_1 questions 80.8 s -> 51.4 s (with the cut-off below), two
+    # more decided within 10 s; the hard digits l1=1e-4 question 3.2 s -> 2.2 s.
+    "mip_allow_cut_separation_at_nodes": False,
+}
+"""How HiGHS searches, for every MILP of the package (the stability questions of
+:mod:`exactcomp.milp.highs` and the re-check's and verification's MILPs in
+:mod:`exactcomp.verify.solve`). These options change the speed only: what counts as a proof
+does not depend on them."""
+
+
+def milp_options(feasibility: float = FEASIBILITY_TOLERANCE) -> dict[str, object]:
+    """The HiGHS options of every MILP of the package at the feasibility tolerance
+    ``feasibility`` (the margins assume them): the MILP tolerance at ``feasibility``, the LP
+    tolerances at it too where it is below their default, the matrix entries kept that
+    :func:`~exactcomp.highs.margins.rounding_doubt` assumes, the presolve rules off
+    (:data:`PRESOLVE_RULES_OFF`) and :data:`SEARCH_OPTIONS`. Every tolerance is set
+    explicitly, so that a persistent instance never keeps a precise one."""
+    lp_tolerance = min(feasibility, ROW_TOLERANCE)
+    return {
+        "mip_feasibility_tolerance": feasibility,
+        "primal_feasibility_tolerance": lp_tolerance,
+        "dual_feasibility_tolerance": lp_tolerance,
+        "small_matrix_value": SMALL_MATRIX_VALUE,
+        "presolve_rule_off": PRESOLVE_RULES_OFF,
+        **SEARCH_OPTIONS,
+    }

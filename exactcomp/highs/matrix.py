@@ -1,0 +1,80 @@
+r"""The one matrix builder: a sparse model :math:`\ell_r \le A v \le u_r`,
+:math:`\ell_c \le v \le u_c` handed to HiGHS.
+
+The LP bounds (:mod:`exactcomp.bounds.lp`, :mod:`exactcomp.bounds.ideal_cuts`) and the compiled
+MILP questions (:mod:`exactcomp.milp.highs`) both pass their models here. The model is passed
+as written: open sides (``±inf``) become HiGHS' infinity, nothing is scaled or reordered.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from .runtime import INF, new_highs
+
+__all__ = ["MatrixModel", "highs_with_model"]
+
+
+class MatrixModel(Protocol):
+    """What a matrix model exposes: the constraint matrix and the bounds of rows and columns."""
+
+    @property
+    def matrix(self) -> sp.spmatrix | sp.sparray: ...
+
+    @property
+    def row_lower(self) -> np.ndarray: ...
+
+    @property
+    def row_upper(self) -> np.ndarray: ...
+
+    @property
+    def col_lower(self) -> np.ndarray: ...
+
+    @property
+    def col_upper(self) -> np.ndarray: ...
+
+
+def _open(values: np.ndarray, side: float) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(values), values, side * INF)
+
+
+def highs_with_model(
+    model: MatrixModel,
+    cost: np.ndarray | None = None,
+    integer: np.ndarray | None = None,
+    maximize: bool = False,
+) -> highspy.Highs:
+    """A fresh quiet HiGHS instance (:func:`~exactcomp.highs.runtime.new_highs`) holding
+    ``model``, with objective ``cost`` (default zero; set per solve) and the columns marked in
+    ``integer`` integral (default none: an LP)."""
+    h = new_highs()
+    csc = sp.csc_array(model.matrix)
+    ncol, nrow = csc.shape[1], csc.shape[0]
+    lp = highspy.HighsLp()
+    lp.num_col_ = ncol
+    lp.num_row_ = nrow
+    lp.col_cost_ = np.zeros(ncol) if cost is None else np.asarray(cost, dtype=np.float64)
+    lp.col_lower_ = _open(model.col_lower, -1.0)
+    lp.col_upper_ = _open(model.col_upper, 1.0)
+    lp.row_lower_ = _open(model.row_lower, -1.0)
+    lp.row_upper_ = _open(model.row_upper, 1.0)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = csc.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = csc.indices.astype(np.int32)
+    lp.a_matrix_.value_ = csc.data.astype(np.float64)
+    lp.a_matrix_.num_col_ = ncol
+    lp.a_matrix_.num_row_ = nrow
+    if integer is not None:
+        lp.integrality_ = [
+            highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+            for i in integer
+        ]
+    if maximize:
+        lp.sense_ = highspy.ObjSense.kMaximize
+    h.passModel(lp)
+    return h

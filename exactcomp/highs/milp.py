@@ -1,0 +1,122 @@
+"""One HiGHS MILP run on a matrix model: options, cut-off, target, warm start, incumbents.
+
+What is asked and what the answer proves are the caller's (:mod:`exactcomp.milp.highs`, with
+the rules of :mod:`exactcomp.highs.status`); this module only drives the solver and reports
+how the run ended, keeping a Ctrl-C that arrives during the run for after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+
+from .matrix import MatrixModel, highs_with_model
+from .runtime import INF, run
+from .status import Termination, from_highs
+
+__all__ = ["MilpRun", "run_milp"]
+
+
+@dataclass(frozen=True, eq=False)
+class MilpRun:
+    """How one MILP run ended: its termination and HiGHS' words for it, the final solution's
+    column values (``None`` without a feasible one), the dual bound (``mip_dual_bound``: a
+    global bound only after a run without cut-off), and the error text if the solver failed."""
+
+    termination: Termination
+    text: str
+    values: np.ndarray | None
+    dual: float
+    error: str | None = None
+
+
+def run_milp(
+    model: MatrixModel,
+    cost: np.ndarray,
+    integer: np.ndarray,
+    *,
+    time_limit: float,
+    options: dict[str, object],
+    cutoff: float | None = None,
+    target: float | None = None,
+    row: tuple[int, float, float] | None = None,
+    start: np.ndarray | None = None,
+    on_incumbent: Callable[[object], None] | None = None,
+) -> MilpRun:
+    """Minimise ``cost . v`` over ``model`` with the columns in ``integer`` integral.
+
+    ``cutoff``/``target`` set HiGHS' ``objective_bound``/``objective_target``; ``row`` adds one
+    row ``(col, lower, upper)`` on a single column (coefficient 1); ``start`` is a full column
+    vector tried as the first incumbent; ``on_incumbent`` receives HiGHS' improving-solution
+    events. A solver exception ends the run as OTHER with its text in ``error``.
+    """
+    h = highs_with_model(model, cost=cost, integer=integer)
+    h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
+    for name, value in options.items():
+        h.setOptionValue(name, value)
+    if row is not None:
+        col, lo, hi = row
+        h.addRow(
+            float(lo) if np.isfinite(lo) else -INF,
+            float(hi) if np.isfinite(hi) else INF,
+            1,
+            np.array([col], dtype=np.int32),
+            np.array([1.0]),
+        )
+    if cutoff is not None:
+        h.setOptionValue("objective_bound", float(cutoff))
+    if target is not None:
+        h.setOptionValue("objective_target", float(target))
+    if on_incumbent is not None:
+        h.cbMipImprovingSolution.subscribe(on_incumbent)
+    if start is not None:
+        h.setSolution(int(start.size), np.arange(start.size, dtype=np.int32), start)
+    try:
+        with _ctrl_c_after_run():
+            status = run(h)
+        model_status = h.getModelStatus()
+        info = h.getInfo()
+        has_solution = info.primal_solution_status == highspy.kSolutionStatusFeasible
+        values = np.array(h.getSolution().col_value, dtype=np.float64) if has_solution else None
+        dual = float(info.mip_dual_bound)
+        text = h.modelStatusToString(model_status)
+    except Exception as exc:  # any solver error proves nothing
+        return MilpRun(Termination.OTHER, f"error: {exc}", None, np.nan, str(exc))
+    finally:
+        h.cbMipImprovingSolution.clear()
+    term = from_highs(model_status, status == highspy.HighsStatus.kError)
+    return MilpRun(term, text, values, dual)
+
+
+@contextlib.contextmanager
+def _ctrl_c_after_run() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives during a HiGHS run and deliver it after the run.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread is running Python code; during
+    a run that is our incumbent callback, and HiGHS swallows an exception raised there (the
+    run ends as "Solve error" and the analysis would go on, ignoring the Ctrl-C). So while the
+    solver runs, SIGINT only sets a flag; afterwards the previous handler gets the signal
+    (the default one raises ``KeyboardInterrupt``; an ignored SIGINT stays ignored). Only
+    possible in the main thread (elsewhere, e.g. a Dask worker thread, nothing changes).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        # None: a handler not installed from Python (embedding); the default is the closest
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if pending and previous is not signal.SIG_IGN:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        else:  # SIG_DFL or unknown: the same as Python's default
+            raise KeyboardInterrupt

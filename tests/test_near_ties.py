@@ -39,9 +39,7 @@ def no_cuts(monkeypatch):
     monkeypatch.setattr(LayerRun, "_ideal_cuts", lambda self: None)
     monkeypatch.setattr(split, "MAX_INPUTS", 0)
     # an ideal-cut phase that tightens nothing
-    monkeypatch.setattr(
-        recheck, "ideal_cut_phase", lambda net, box, k, known, *a, **kw: from_bounds(known[k])
-    )
+    monkeypatch.setattr(recheck, "ideal_cut_phase", lambda q: from_bounds(q.known[q.k]))
 
 
 def test_a_near_tie_is_proven_at_the_precise_tolerance_and_rechecked(no_cuts) -> None:

@@ -55,12 +55,14 @@ def test_every_phase_claim_holds_on_the_exact_ranges(seed: int) -> None:
         n = net.layers[k].out_features
         every = np.arange(n)
         sides = np.zeros(n, dtype=np.int64)
-        results = [
-            phases.linear_phase(net, box, k, known[: k + 1], DEFAULT),
-            phases.lp_phase(net, box, k, known[: k + 1], every, DEFAULT),
-            phases.ideal_cut_phase(net, box, k, known[: k + 1], every, sides, DEFAULT, None),
-            phases.input_split_phase(net, box, k, known[: k + 1], every, sides, DEFAULT, None),
-        ]
+        q = phases.PhaseInput(net, box, k, known[: k + 1], every, sides, DEFAULT)
+        phase_fns = (
+            phases.linear_phase,
+            phases.lp_phase,
+            phases.ideal_cut_phase,
+            phases.input_split_phase,
+        )
+        results = [phase(q) for phase in phase_fns]
         lo, hi = exact[k]
         for res in results:
             assert np.all(hi[res.inactive] <= 0.0)
@@ -87,6 +89,7 @@ def test_input_splits_prove_what_the_interval_bound_cannot() -> None:
     box = Box.uniform(-0.5, 0.5, 1)
     known = interval_bounds(net, box, tol=DEFAULT)
     assert known[1][0][0] < 0.0  # the interval bound alone cannot tell
-    res = phases.input_split_phase(net, box, 1, known, [0], [-1], DEFAULT, None)
+    q = phases.PhaseInput(net, box, 1, known, np.array([0]), np.array([-1]), DEFAULT)
+    res = phases.input_split_phase(q)
     assert res.active.tolist() == [True] and not res.inactive.any()
     assert res.nodes is not None and res.nodes >= 1

@@ -39,6 +39,7 @@ from ..search import gradient_points
 from ..verdicts import LayerStability, Proof, Verdict
 from .milp_phase import Task, Workers, run_questions
 from .phases import (
+    PhaseInput,
     PhaseResult,
     from_bounds,
     ideal_cut_phase,
@@ -144,8 +145,13 @@ class LayerRun:
         pos, neg = self._seen()
         return open_, np.where(pos[open_], -1, np.where(neg[open_], 1, 0))
 
-    def _known(self) -> list[Bounds]:
-        return [*self.bounds, (self.lower, self.upper)]
+    def _ask(self, neurons: np.ndarray, sides=None, deadline: float | None = None) -> PhaseInput:
+        """The phase question about ``neurons`` on the bounds proven so far."""
+        known = [*self.bounds, (self.lower, self.upper)]
+        sides = np.zeros(neurons.size, dtype=np.int64) if sides is None else sides
+        return PhaseInput(
+            self.net, self.box, self.k, known, neurons, sides, self.opts.tol, deadline
+        )
 
     def _left(self) -> float:
         """Seconds to the caller's deadline (``inf`` without one)."""
@@ -198,9 +204,7 @@ class LayerRun:
 
     # ------------------------------------------------------------------ phases
     def _linear(self) -> None:
-        self._apply(
-            linear_phase(self.net, self.box, self.k, self._known(), self.opts.tol), Proof.LINEAR
-        )
+        self._apply(linear_phase(self._ask(np.arange(self.inactive.size))), Proof.LINEAR)
 
     def _search(self) -> None:
         """Gradient search for the sign each open neuron has not shown yet (fast only)."""
@@ -212,8 +216,7 @@ class LayerRun:
         targets = self.open_neurons()
         if self.k < max(self.net.relu_layers):
             targets = np.flatnonzero(~(self.inactive | self.active))
-        res = lp_phase(self.net, self.box, self.k, self._known(), targets, self.opts.tol)
-        self._apply(res, Proof.LP)
+        self._apply(lp_phase(self._ask(targets)), Proof.LP)
 
     def _input_splits(self) -> None:
         """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each
@@ -221,10 +224,7 @@ class LayerRun:
         witnesses join the pool."""
         open_, sides = self._open_sides()
         deadline = min(self._left(), _SPLIT_TIME * self.opts.time_limit) + time.perf_counter()
-        res = input_split_phase(
-            self.net, self.box, self.k, self._known(), open_, sides, self.opts.tol, deadline
-        )
-        self._apply(res, Proof.BAB)
+        self._apply(input_split_phase(self._ask(open_, sides, deadline)), Proof.BAB)
 
     def _region_search(self) -> None:
         """LP local search over activation patterns for the sign each open neuron has not
@@ -246,17 +246,7 @@ class LayerRun:
         side each open neuron has not shown: most questions the triangle LP leaves open
         are settled here, for a fraction of a MILP."""
         open_, sides = self._open_sides()
-        res = ideal_cut_phase(
-            self.net,
-            self.box,
-            self.k,
-            self._known(),
-            open_,
-            sides,
-            self.opts.tol,
-            self.opts.deadline,
-        )
-        self._apply(res, Proof.LP)
+        self._apply(ideal_cut_phase(self._ask(open_, sides, self.opts.deadline)), Proof.LP)
 
     # ------------------------------------------------------------------ MILP
     def _tasks(self) -> list[Task]:

@@ -24,7 +24,6 @@ processes, the re-check one claim at a time with a share of its time budget.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +36,7 @@ from ..tolerances import Tolerances
 from ..verdicts import stable_masks
 
 __all__ = [
+    "PhaseInput",
     "PhaseResult",
     "from_bounds",
     "ideal_cut_phase",
@@ -44,6 +44,23 @@ __all__ = [
     "linear_phase",
     "lp_phase",
 ]
+
+
+@dataclass(frozen=True)
+class PhaseInput:
+    """The question a phase answers about layer ``k``: sound bounds ``known`` of layers
+    ``0..k`` (the re-check's own, or the engine's so far), the ``neurons`` asked about and the
+    claim each wants (``sides``), the tolerances, and a ``time.perf_counter()`` deadline
+    (``None``: none)."""
+
+    net: Network
+    box: Box
+    k: int
+    known: list[Bounds]
+    neurons: np.ndarray
+    sides: np.ndarray
+    tol: Tolerances
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,60 +89,41 @@ def _monotonic(deadline: float | None) -> float | None:
     return time.monotonic() + max(deadline - time.perf_counter(), 0.0)
 
 
-def linear_phase(net: Network, box: Box, k: int, known: list[Bounds], tol: Tolerances):
-    """Linear (CROWN-style) bounds of layer ``k`` from the sound bounds ``known`` of layers
-    ``0..k`` (:func:`exactcomp.bounds.linear.linear_layer_bounds`)."""
+def linear_phase(q: PhaseInput) -> PhaseResult:
+    """Linear (CROWN-style) bounds of the whole layer
+    (:func:`exactcomp.bounds.linear.linear_layer_bounds`)."""
     from ..bounds.linear import linear_layer_bounds
 
-    return from_bounds(linear_layer_bounds(net, box, k, known, tol))
+    return from_bounds(linear_layer_bounds(q.net, q.box, q.k, q.known, q.tol))
 
 
-def lp_phase(
-    net: Network, box: Box, k: int, known: list[Bounds], neurons: np.ndarray, tol: Tolerances
-) -> PhaseResult:
-    """Triangle-relaxation LP bounds of ``neurons`` (:func:`exactcomp.bounds.lp.lp_layer_bounds`)."""
+def lp_phase(q: PhaseInput) -> PhaseResult:
+    """Triangle-relaxation LP bounds of the neurons asked about, both sides
+    (:func:`exactcomp.bounds.lp.lp_layer_bounds`)."""
     from ..bounds.lp import lp_layer_bounds
 
-    return from_bounds(lp_layer_bounds(net, box, k, known, neurons=neurons, tol=tol))
+    return from_bounds(lp_layer_bounds(q.net, q.box, q.k, q.known, neurons=q.neurons, tol=q.tol))
 
 
-def ideal_cut_phase(
-    net: Network,
-    box: Box,
-    k: int,
-    known: list[Bounds],
-    neurons: Sequence[int],
-    sides: Sequence[int],
-    tol: Tolerances,
-    deadline: float | None,
-) -> PhaseResult:
+def ideal_cut_phase(q: PhaseInput) -> PhaseResult:
     """LP bounds with ideal-formulation cuts on the side each neuron asks for
-    (:func:`exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`); ``deadline`` a
-    ``time.perf_counter()`` instant or ``None``. Its LP optima are candidate witnesses."""
+    (:func:`exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`). Its LP optima are candidate
+    witnesses."""
     from ..bounds.ideal_cuts import ideal_cut_layer_result
 
-    res = ideal_cut_layer_result(
-        net, box, k, known, neurons, sides, tol, deadline=_monotonic(deadline)
-    )
+    deadline = _monotonic(q.deadline)
+    res = ideal_cut_layer_result(q.net, q.box, q.k, q.known, q.neurons, q.sides, q.tol, deadline)
     return from_bounds(res.bounds, res.points)
 
 
-def input_split_phase(
-    net: Network,
-    box: Box,
-    k: int,
-    known: list[Bounds],
-    neurons: Sequence[int],
-    sides: Sequence[int],
-    tol: Tolerances,
-    deadline: float | None,
-) -> PhaseResult:
+def input_split_phase(q: PhaseInput) -> PhaseResult:
     """Branch and bound over input splits (:func:`exactcomp.bab.split.prove_signs`) for the
-    side each neuron asks for, within its node budget and ``deadline`` (a
-    ``time.perf_counter()`` instant). A neuron proven both ways counts as inactive."""
-    idx = np.asarray(neurons, dtype=np.int64)
-    res = prove_signs(net, box, k, known, idx, np.asarray(sides), tol=tol, deadline=deadline)
-    n = net.layers[k].out_features
+    side each neuron asks for, within its node budget and the deadline. A neuron proven both
+    ways counts as inactive."""
+    idx = np.asarray(q.neurons, dtype=np.int64)
+    sides = np.asarray(q.sides)
+    res = prove_signs(q.net, q.box, q.k, q.known, idx, sides, tol=q.tol, deadline=q.deadline)
+    n = q.net.layers[q.k].out_features
     inactive, active = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     inactive[idx[res.inactive]] = True
     active[idx[res.active & ~res.inactive]] = True

@@ -83,7 +83,7 @@ from ..milp.highs import (
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..search import witness_margin
-from ..stability.phases import PhaseResult, ideal_cut_phase, input_split_phase
+from ..stability.phases import PhaseInput, PhaseResult, ideal_cut_phase, input_split_phase
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
 from .falsify import candidate_points
@@ -260,6 +260,13 @@ class _BoxCheck:
     milps: int = 0
     remaining: int = 0  # MILP claims not yet tried (each MILP's share of the time left)
 
+    def ask(self, k: int, bounds: list[Bounds], todo: list[tuple[int, Verdict]]) -> PhaseInput:
+        """The phase question for the claims ``todo`` of layer ``k``, on the re-check's bounds."""
+        neurons = np.array([j for j, _ in todo], dtype=np.int64)
+        sides = np.array(_sides(todo), dtype=np.int64)
+        known = bounds[: k + 1]
+        return PhaseInput(self.net, self.box, k, known, neurons, sides, self.tol, self.deadline)
+
     def mark(self, k: int, todo: list[tuple[int, Verdict]], res: PhaseResult, kind: str) -> list:
         """Count the claims of ``todo`` that the phase result proves; return those still open."""
         held = [_proves(res, v, j) for j, v in todo]
@@ -312,17 +319,12 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
     bounds = [(lo.copy(), hi.copy()) for lo, hi in fresh]
     for k in sorted({k for k, _ in claims}):
         todo = [(j, claims[(kk, j)]) for kk, j in claims if kk == k and (kk, j) not in run.proven]
-        known = bounds[: k + 1]
         if todo and k > 0:
             # LP with ideal cuts: most claims the linear bounds miss, for a fraction of a MILP
-            neurons = [j for j, _ in todo]
-            res = ideal_cut_phase(net, box, k, known, neurons, _sides(todo), tol, deadline)
-            todo = run.mark(k, todo, res, "lp")
+            todo = run.mark(k, todo, ideal_cut_phase(run.ask(k, bounds, todo)), "lp")
         if todo and k > 0 and net.input_size <= split_inputs():
             # input splits on this module's own bounds: the search is re-run from scratch
-            neurons = [j for j, _ in todo]
-            res = input_split_phase(net, box, k, known, neurons, _sides(todo), tol, deadline)
-            todo = run.mark(k, todo, res, "bab")
+            todo = run.mark(k, todo, input_split_phase(run.ask(k, bounds, todo)), "bab")
         if todo:
             _milp_layer(run, k, bounds, todo, samples)
         for j in range(len(bounds[k][0])):

@@ -11,7 +11,9 @@ scratch, trusting nothing in the report but the claims themselves:
    this is sound).
    For inputs of at most :data:`~exactcomp.bab.split.MAX_INPUTS` dimensions, the claims
    still open are then sought by branch and bound over input splits
-   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds.
+   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds. Both
+   are the engine's own phase functions (:mod:`exactcomp.stability.phases`), asked about
+   the claims with this module's bounds.
 2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides

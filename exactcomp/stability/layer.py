@@ -182,13 +182,19 @@ class LayerRun:
         fast, relu = self.opts.method == "fast", self.net.layers[self.k].relu
         self._apply(from_bounds((self.lower, self.upper)), Proof.INTERVAL)
         if fast:
-            self._phase("linear", "", self._linear)
+            every = self._ask(np.arange(self.inactive.size))
+            self._phase("linear", "", lambda: self._apply(linear_phase(every), Proof.LINEAR))
         if not relu:
             return self._result()
         self.progress.task(f"layer {self.k}", self.inactive.size)
         self._advance("bounds")
         if fast:
-            self._phase("witness", "witnesses", self._search)
+            # gradient search for the sign each open neuron has not shown yet
+            settled = self.inactive | self.active
+            seed = self.opts.seed
+            self._phase(
+                "witness", "witnesses", lambda: search_signs(self.pool, self.k, settled, seed)
+            )
             deep = self.k > 0
             if deep and self.open_neurons().size:
                 self._phase("lp", "lp", self._lp)
@@ -203,13 +209,6 @@ class LayerRun:
         return self._result()
 
     # ------------------------------------------------------------------ phases
-    def _linear(self) -> None:
-        self._apply(linear_phase(self._ask(np.arange(self.inactive.size))), Proof.LINEAR)
-
-    def _search(self) -> None:
-        """Gradient search for the sign each open neuron has not shown yet (fast only)."""
-        search_signs(self.pool, self.k, self.inactive | self.active, self.opts.seed)
-
     def _lp(self) -> None:
         """LP bounds decide open neurons; below the last ReLU layer they also tighten the
         bounds of unstable ones, the big-M constants of every later layer's MILPs."""

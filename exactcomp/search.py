@@ -12,28 +12,23 @@ Candidates (:func:`candidate_inputs`)
     exactly 0 at the vertex may take either sign) are cheap guesses at such points, uniform
     samples cover the rest, and data points reach the regions real inputs visit.
 
-Gradient search (:func:`gradient_search`)
-    Projected *signed* gradient ascent on ``sign * z_k[j](x)``:
+Gradient ascent (:func:`ascend`)
+    The one projected *signed* gradient ascent, of any objective with a gradient: a neuron's
+    ``sign * z_k[j](x)`` (:func:`neuron_objective`, :func:`gradient_points`: each row of the
+    batch pursues its own neuron) or a difference of two networks' outputs
+    (:mod:`exactcomp.verify.falsify`). The network may hold 1e6 and 1e-8 side by side: the
+    step depends only on the gradient's sign and the box width.
 
-    .. math::
-
-        x \leftarrow \Pi_{box}\big(x + \eta_t\,(hi - lo) \odot \operatorname{sign}
-        \nabla_x\, \sigma z_{k,j}(x)\big), \qquad \eta_t = \eta\,(1 - t / T),
-
-    the step of the FGSM/PGD attacks, scaled per coordinate by the box width (so a flat
-    coordinate never moves) and insensitive to the magnitude of the weights (the network may
-    hold 1e6 and 1e-8 side by side). Each row of the batch pursues its own neuron; the best
-    point seen per row is returned.
-
-Witnesses (:func:`sign_witnesses`, :func:`observe_signs`)
+Witnesses (:func:`witness_margin`, :func:`sign_witnesses`, :func:`observe_signs`)
     ``z`` is provably positive at ``x`` when the float64 forward pass gives
     ``z > tol.witness * (1 + scale)``, ``scale = |W_k| |h_{k-1}(x)| + |b_k|`` (the magnitude
     of the terms summed: rounding of the pass cannot flip such a sign); likewise negative.
+    :func:`witness_margin` is that rule; the engine's pool and the re-check call it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -43,11 +38,15 @@ from .network import Network
 from .tolerances import DEFAULT, Tolerances
 
 __all__ = [
+    "Ascent",
     "SignWitnesses",
+    "ascend",
     "candidate_inputs",
-    "gradient_search",
+    "gradient_points",
+    "neuron_objective",
     "observe_signs",
     "sign_witnesses",
+    "witness_margin",
 ]
 
 
@@ -65,6 +64,7 @@ def candidate_inputs(
     rng: np.random.Generator,
     data: np.ndarray | None = None,
     near: float = 1e-3,
+    vertices: int | None = None,
 ) -> np.ndarray:
     """Inputs worth probing: the centre, box vertices and their neighbourhoods, uniform samples,
     and the data points that lie in the box.
@@ -74,8 +74,7 @@ def candidate_inputs(
     box:
         The input box.
     n:
-        Number of uniform samples; also the number of vertices (all ``2^d`` of them when that
-        is at most ``n``, else ``n`` random ones) and of near-vertex points.
+        Number of uniform samples.
     rng:
         The random generator (results are deterministic given its state).
     data:
@@ -83,6 +82,9 @@ def candidate_inputs(
         the box are dropped.
     near:
         Near-vertex points move inwards from a vertex by up to ``near`` times the box width.
+    vertices:
+        How many vertices (and as many near-vertex points): all ``2^d`` of them when that is
+        at most ``vertices``, else ``vertices`` random ones. Default ``n``.
 
     Returns
     -------
@@ -94,11 +96,12 @@ def candidate_inputs(
         raise ValueError(f"n must be >= 0, got {n}")
     d = box.dim
     width = box.upper - box.lower
-    if d <= 20 and 2**d <= n:
+    vertices = n if vertices is None else vertices
+    if d <= 20 and 2**d <= vertices:
         bits = (np.arange(2**d)[:, None] >> np.arange(d)[None, :]) & 1
         pick = bits.astype(bool)
     else:
-        pick = rng.random((n, d)) < 0.5
+        pick = rng.random((vertices, d)) < 0.5
     verts = np.where(pick, box.upper, box.lower)
     inward = np.where(pick, -1.0, 1.0) * rng.random(verts.shape) * near * width
     parts = [box.center[None, :], verts, box.clip(verts + inward), box.sample(n, rng)]
@@ -111,111 +114,134 @@ def candidate_inputs(
     return np.concatenate(parts).astype(np.float64, copy=False)
 
 
-# ------------------------------------------------------------------------ gradient search
-def _targets(neurons: np.ndarray, sign: int | float | np.ndarray, rows: int) -> tuple:
-    m = neurons.size
-    if rows % m:
-        raise ValueError(
-            f"{rows} start rows cannot be shared among {m} neurons (need a multiple of {m})"
-        )
-    sgn = np.broadcast_to(np.sign(np.asarray(sign, dtype=np.float64)), (m,))
-    if np.any(sgn == 0):
-        raise ValueError("sign must be +1 or -1")
-    reps = rows // m
-    return np.tile(neurons, reps), np.tile(sgn, reps)
+# ------------------------------------------------------------------------ gradient ascent
+class Ascent(NamedTuple):
+    """Per row of the starts, the best point met (largest objective) and the last iterate."""
+
+    best: np.ndarray
+    last: np.ndarray
 
 
-def gradient_search(
-    net: Network,
-    box: Box,
-    k: int,
-    neurons: Sequence[int] | np.ndarray,
-    sign: int | np.ndarray,
-    starts: np.ndarray,
-    steps: int = 50,
-    lr: float = 0.1,
-) -> np.ndarray:
-    """Push ``z_k[j]`` towards ``sign`` by projected signed-gradient steps, batched.
-
-    Parameters
-    ----------
-    net, box:
-        The network and the input box (every iterate is projected onto it).
-    k:
-        The layer of the target neurons.
-    neurons:
-        Target neurons of layer ``k`` (``m`` of them).
-    sign:
-        ``+1`` (ascent: look for ``z > 0``) or ``-1`` (descent), or one sign per neuron.
-    starts:
-        Start points ``(r * m, input_size)``: row ``i`` pursues ``neurons[i % m]`` (one start
-        per neuron when ``r = 1``); a single row is used for every neuron.
-    steps, lr:
-        Number of steps and the initial step as a fraction of the box width (decays linearly).
-
-    Returns
-    -------
-    np.ndarray
-        Float64 ``(r * m, input_size)``: per row, the point in the box with the best
-        ``sign * z_k[j]`` met along the path (never worse than its start).
-    """
-    box.check_size(net.input_size)
-    neurons = np.asarray(neurons, dtype=np.int64).reshape(-1)
-    x0 = np.atleast_2d(np.asarray(starts, dtype=np.float64))
-    if neurons.size == 0:
-        return np.empty((0, net.input_size))
-    if x0.shape[0] == 1 and neurons.size > 1:
-        x0 = np.repeat(x0, neurons.size, axis=0)
-    target, sgn = _targets(neurons, sign, x0.shape[0])
-    best, _ = ascend(net, box, k, target, sgn, x0, [lr * (1.0 - t / steps) for t in range(steps)])
-    return best
+Objective = Callable[[np.ndarray], tuple[np.ndarray, Callable[[], np.ndarray]]]
+"""``objective(x) -> (value, gradient)``: per row of ``x`` the value to climb, and a function
+that returns its gradient w.r.t. ``x`` (called only when a step is taken)."""
 
 
 def ascend(
+    box: Box, starts: np.ndarray, step_sizes: Sequence[float], objective: Objective
+) -> Ascent:
+    r"""Projected sign-gradient ascent of ``objective`` from every row of ``starts``: the one
+    ascent of exactcomp (neuron signs here, output differences in :mod:`exactcomp.verify.falsify`).
+
+    Step ``t`` moves each coordinate by ``step_sizes[t]`` times the box width along the sign
+    of the gradient and projects onto the box:
+
+    .. math::
+
+        x \leftarrow \Pi_{box}\big(x + \eta_t\,(hi - lo) \odot \operatorname{sign}
+        \nabla_x\, \phi(x)\big),
+
+    the step of the FGSM/PGD attacks, scaled per coordinate by the box width (so a flat
+    coordinate never moves) and insensitive to the magnitude of the weights. The objective is
+    evaluated at every iterate (the start included); the best point per row is returned with
+    the last iterate: candidates only, which callers re-evaluate before they certify anything.
+    """
+    x = box.clip(np.array(starts, dtype=np.float64))
+    width = box.upper - box.lower
+    best_x, best_v = x.copy(), np.full(len(x), -np.inf)
+    steps = len(step_sizes)
+    for t in range(steps + 1):
+        value, gradient = objective(x)
+        better = value > best_v
+        best_v[better], best_x[better] = value[better], x[better]
+        if t == steps:
+            break
+        x = box.clip(x + step_sizes[t] * np.sign(gradient()) * width)
+    return Ascent(best_x, x)
+
+
+def neuron_objective(net: Network, k: int, neurons: np.ndarray, signs: np.ndarray) -> Objective:
+    r"""The objective ``signs[i] * z_k[neurons[i]](x)`` of row ``i``, for :func:`ascend`.
+
+    On each activation region the network is affine, so the gradient is exact there,
+    :math:`\nabla_x z_{kj} = W_k[j] D_{k-1} W_{k-1} \cdots D_0 W_0` (:math:`D_l` the 0/1
+    activation pattern), and one matrix product per layer gives it for the whole batch (plain
+    numpy: torch's thread start-up dominated for these small batches).
+    """
+    w_k = net.layers[k].weight[neurons] * np.asarray(signs, dtype=np.float64)[:, None]
+
+    def objective(x: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        h, masks = x, []
+        for layer in net.layers[:k]:
+            z = h @ layer.weight.T + layer.bias
+            masks.append(z > 0.0 if layer.relu else np.ones(z.shape, dtype=bool))
+            h = np.maximum(z, 0.0) if layer.relu else z
+
+        def gradient() -> np.ndarray:
+            g = w_k
+            for layer, mask in zip(net.layers[:k][::-1], masks[::-1], strict=True):
+                g = (g * mask) @ layer.weight
+            return g
+
+        return np.einsum("ij,ij->i", h, w_k), gradient
+
+    return objective
+
+
+def gradient_points(
     net: Network,
     box: Box,
     k: int,
     neurons: np.ndarray,
     signs: np.ndarray,
     starts: np.ndarray,
-    step_sizes: Sequence[float],
-) -> tuple[np.ndarray, np.ndarray]:
-    r"""Projected sign-gradient ascent of ``signs[i] * z_k[neurons[i]]`` from ``starts[i]``.
+    steps: int = 40,
+) -> np.ndarray:
+    """Candidate witnesses: row ``i`` of ``starts`` pushes ``signs[i] * z_k[neurons[i]]`` up
+    by :func:`ascend` with geometrically shrinking steps (``0.25 * 0.9^t`` of the box width).
 
-    On each activation region the network is affine, so the gradient is exact there,
-    :math:`\nabla_x z_{kj} = W_k[j] D_{k-1} W_{k-1} \cdots D_0 W_0` (:math:`D_l` the 0/1
-    activation pattern), and one matrix product per layer gives it for the whole batch (plain
-    numpy: torch's thread start-up dominated for these small batches). Step ``t`` moves by
-    ``step_sizes[t]`` times the box width along the gradient's sign, projected onto the box.
-    Returns per row the best point met and the last iterate: candidates only, which callers
-    re-evaluate in float64 before they certify anything.
+    Returns the best point of each path (never worse than its start), then the last iterates:
+    ``(2 * rows, input_size)``, every row inside the box.
     """
-    x = box.clip(np.array(starts, dtype=np.float64))
-    width = box.upper - box.lower
-    w_k = net.layers[k].weight[neurons] * np.asarray(signs, dtype=np.float64)[:, None]
-    best_x, best_v = x.copy(), np.full(len(x), -np.inf)
-    steps = len(step_sizes)
-    for t in range(steps + 1):
-        h, masks = x, []
-        for layer in net.layers[:k]:
-            z = h @ layer.weight.T + layer.bias
-            masks.append(z > 0.0 if layer.relu else np.ones(z.shape, dtype=bool))
-            h = np.maximum(z, 0.0) if layer.relu else z
-        value = np.einsum("ij,ij->i", h, w_k)
-        better = value > best_v
-        best_v[better], best_x[better] = value[better], x[better]
-        if t == steps:
-            break
-        g = w_k
-        for layer, mask in zip(net.layers[:k][::-1], masks[::-1], strict=True):
-            g = (g * mask) @ layer.weight
-        x = box.clip(x + step_sizes[t] * np.sign(g) * width)
-    return best_x, x
+    neurons = np.asarray(neurons, dtype=np.int64).reshape(-1)
+    signs = np.asarray(signs, dtype=np.float64).reshape(-1)
+    starts = np.asarray(starts, dtype=np.float64).reshape(-1, net.input_size)
+    if not neurons.size == signs.size == len(starts):
+        raise ValueError(
+            f"{len(starts)} start rows for {neurons.size} neurons and {signs.size} signs: "
+            "one row, neuron and sign each"
+        )
+    if not np.all(np.abs(signs) == 1.0):
+        raise ValueError("signs must be +1 or -1")
+    objective = neuron_objective(net, k, neurons, signs)
+    best, last = ascend(box, starts, [0.25 * 0.9**t for t in range(steps)], objective)
+    return np.concatenate([best, last])
 
 
 # ------------------------------------------------------------------------------ witnesses
-def _signs_one(z: np.ndarray, scale: np.ndarray, tol: Tolerances) -> SignWitnesses:
-    thr = tol.witness * (1.0 + scale)
+def witness_margin(
+    h: np.ndarray, weight: np.ndarray, bias: np.ndarray, tol: Tolerances
+) -> np.ndarray:
+    r"""The margin a float64 pre-activation must clear to witness its sign: the one witness
+    rule (the search, the engine's pool and the re-check all call it).
+
+    For inputs ``h`` (rows) of a layer :math:`z = W h + b`, computed by a float64 forward pass,
+
+    .. math::
+
+        \tau = \varepsilon_w\,\big(1 + |W|\,|h| + |b|\big), \qquad
+        z > \tau \Rightarrow z^{\text{exact}} > 0, \qquad
+        z < -\tau \Rightarrow z^{\text{exact}} < 0,
+
+    with :math:`\varepsilon_w` = ``tol.witness``. :math:`|W||h| + |b|` is the magnitude of the
+    terms summed; the rounding error of the float64 sum (and of every earlier layer's, which
+    is of the same relative size) stays far below :math:`\varepsilon_w` times it, so a value
+    beyond :math:`\tau` has the sign of the exact value at that input. Returns ``(rows, out)``.
+    """
+    return tol.witness * (1.0 + (np.abs(h) @ np.abs(weight.T) + np.abs(bias)))
+
+
+def _signs_one(z: np.ndarray, thr: np.ndarray) -> SignWitnesses:
     out = []
     for side in (z - thr, -z - thr):
         best = np.argmax(side, axis=0) if len(side) else np.zeros(z.shape[1], dtype=np.int64)
@@ -229,8 +255,7 @@ def _layers_signs(net: Network, x: np.ndarray, upto: int, tol: Tolerances) -> li
     zs = net.preactivations(x) if len(x) else [np.empty((0, la.out_features)) for la in net.layers]
     out, h = [], x
     for j, layer in enumerate(net.layers[: upto + 1]):
-        scale = np.abs(h) @ np.abs(layer.weight.T) + np.abs(layer.bias)
-        out.append(_signs_one(zs[j], scale, tol))
+        out.append(_signs_one(zs[j], witness_margin(h, layer.weight, layer.bias, tol)))
         h = np.maximum(zs[j], 0.0) if layer.relu else zs[j]
     return out
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +43,43 @@ class Proof(IntEnum):
     WITNESS = 5  # concrete inputs of both signs, re-checked in float64
     ENUMERATION = 6  # exact enumeration of activation regions (test oracle)
     BAB = 7  # linear bounds on every leaf of an input-split tree (exactcomp.bab)
+
+
+class SignMasks(NamedTuple):
+    """Per neuron of one layer: proven ``h = 0`` (inactive) and proven ``h = z`` (active)."""
+
+    inactive: np.ndarray
+    active: np.ndarray
+
+
+def stable_masks(
+    lower: np.ndarray,
+    upper: np.ndarray,
+    verdict: np.ndarray | None = None,
+    *,
+    exclusive: bool = True,
+) -> SignMasks:
+    r"""The proven states of a ReLU layer, from sound bounds on ``z`` and proven verdicts.
+
+    The one place where bounds and verdicts become masks:
+
+    .. math::
+
+        \text{inactive}_j = (u_j \le 0) \lor (v_j = \text{INACTIVE}), \qquad
+        \text{active}_j = (l_j \ge 0) \lor (v_j = \text{ACTIVE}),
+
+    and, with ``exclusive`` (for readers that encode the layer), ``active`` excludes
+    ``inactive`` (a neuron with :math:`l = u = 0` is encoded as 0). Without it the two are the
+    independent *claims* of the engine and the re-check, where both at once is a doubt.
+    ``verdict`` may be ``None`` (bounds alone).
+    """
+    lower, upper = np.asarray(lower), np.asarray(upper)
+    inactive, active = upper <= 0.0, lower >= 0.0
+    if verdict is not None:
+        v = np.asarray(verdict)
+        inactive = inactive | (v == Verdict.INACTIVE)
+        active = active | (v == Verdict.ACTIVE)
+    return SignMasks(inactive, active & ~inactive if exclusive else active)
 
 
 @dataclass(frozen=True, eq=False)

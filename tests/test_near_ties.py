@@ -17,6 +17,7 @@ from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
 from exactcomp.stability import stable_neurons
 from exactcomp.stability.layer import LayerRun
+from exactcomp.stability.phases import from_bounds
 from exactcomp.verdicts import Proof, Verdict
 from exactcomp.verify import recheck, recheck_certificates
 
@@ -37,16 +38,8 @@ def no_cuts(monkeypatch):
     """Without the ideal cuts and the input splits, which settle this small case on their own."""
     monkeypatch.setattr(LayerRun, "_ideal_cuts", lambda self: None)
     monkeypatch.setattr(split, "MAX_INPUTS", 0)
-    monkeypatch.setattr(
-        recheck, "ideal_cut_layer_result", lambda net, box, k, known, *a, **kw: _Same(known[k])
-    )
-
-
-class _Same:
-    """An ideal-cut result that tightens nothing."""
-
-    def __init__(self, bounds):
-        self.bounds = bounds
+    # an ideal-cut phase that tightens nothing
+    monkeypatch.setattr(recheck, "ideal_cut_phase", lambda q: from_bounds(q.known[q.k]))
 
 
 def test_a_near_tie_is_proven_at_the_precise_tolerance_and_rechecked(no_cuts) -> None:

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from exactcomp.bounds.interval import interval_bounds
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
+from exactcomp.search import gradient_points
 from exactcomp.stability.region_search import region_search
-from exactcomp.stability.witnesses import gradient_points
 from exactcomp.testing.random_networks import random_case
 from exactcomp.verdicts import Verdict
 

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from exactcomp.domain import Box
 from exactcomp.network import Network
-from exactcomp.search import candidate_inputs, gradient_search, observe_signs, sign_witnesses
+from exactcomp.search import (
+    ascend,
+    candidate_inputs,
+    gradient_points,
+    observe_signs,
+    sign_witnesses,
+    witness_margin,
+)
 from exactcomp.tolerances import DEFAULT
 
 SETTINGS = settings(
@@ -98,19 +105,26 @@ def test_candidates_reject_bad_data() -> None:
         candidate_inputs(Box.uniform(0, 1, 3), 4, np.random.default_rng(0), data=np.ones((2, 4)))
 
 
-# ------------------------------------------------------------------------ gradient search
-def test_gradient_search_reaches_the_maximising_vertex_of_an_affine_neuron() -> None:
+# ------------------------------------------------------------------------ gradient ascent
+def _climb(net, box, k, neurons, sign, starts, steps):
+    """The best point of each path of :func:`gradient_points` (the first half of its rows)."""
+    neurons = np.asarray(neurons)
+    signs = np.broadcast_to(np.asarray(sign, dtype=float), neurons.shape)
+    return gradient_points(net, box, k, neurons, signs, starts, steps)[: len(neurons)]
+
+
+def test_gradient_ascent_reaches_the_maximising_vertex_of_an_affine_neuron() -> None:
     """z = 2 x0 - 3 x1 + 0 x2 + 1 over [-1, 2] x [0, 1] x [5, 5]: max at (2, 0, 5) = 5,
     min at (-1, 1, 5) = -4."""
     net = Network.from_arrays([np.array([[2.0, -3.0, 0.0]])], [np.array([1.0])], dtype="float64")
     box = Box(np.array([-1.0, 0.0, 5.0]), np.array([2.0, 1.0, 5.0]))
-    up = gradient_search(net, box, 0, [0], +1, box.center[None, :], steps=40)
+    up = _climb(net, box, 0, [0], +1, box.center[None, :], steps=40)
     np.testing.assert_allclose(up[0], [2.0, 0.0, 5.0])
-    down = gradient_search(net, box, 0, [0], -1, box.center[None, :], steps=40)
+    down = _climb(net, box, 0, [0], -1, box.center[None, :], steps=40)
     np.testing.assert_allclose(down[0], [-1.0, 1.0, 5.0])
 
 
-def test_gradient_search_finds_a_small_positive_corner() -> None:
+def test_gradient_ascent_finds_a_small_positive_corner() -> None:
     r"""A second-layer neuron positive only near the corner (1, 1) of [0, 1]^2::
 
         a = relu(x0 + x1 - 1.9),  y = 10 a - 0.05      (y > 0 iff x0 + x1 > 1.905)
@@ -123,7 +137,7 @@ def test_gradient_search_finds_a_small_positive_corner() -> None:
     )
     box = Box.uniform(0.0, 1.0, 2)
     # from the centre a is 0 (flat): start near the diagonal so the gradient is informative
-    x = gradient_search(net, box, 1, [0], +1, np.array([[0.96, 0.96]]), steps=30)
+    x = _climb(net, box, 1, [0], +1, np.array([[0.96, 0.96]]), steps=30)
     assert net.preactivations(x)[1][0, 0] > 0.0
     pos, _ = sign_witnesses(net, 1, x)
     assert pos[0] == 0
@@ -131,28 +145,66 @@ def test_gradient_search_finds_a_small_positive_corner() -> None:
 
 @SETTINGS
 @given(networks_and_boxes(), st.integers(0, 2**16), st.sampled_from([1, -1]))
-def test_gradient_search_never_worse_and_stays_in_box(case, seed, sign) -> None:
+def test_gradient_ascent_never_worse_and_stays_in_box(case, seed, sign) -> None:
     net, box = case
     rng = np.random.default_rng(seed)
     k = int(rng.integers(len(net.layers)))
     n = net.layers[k].out_features
-    neurons = rng.permutation(n)[: min(n, 3)]
-    starts = box.sample(2 * neurons.size, rng)
-    x = gradient_search(net, box, k, neurons, sign, starts, steps=10)
-    assert x.shape == starts.shape and box.contains(x).all()
-    target = np.tile(neurons, 2)
+    neurons = np.tile(rng.permutation(n)[: min(n, 3)], 2)
+    starts = box.sample(neurons.size, rng)
+    both = gradient_points(net, box, k, neurons, np.full(neurons.size, sign), starts, 10)
+    assert both.shape == (2 * len(starts), starts.shape[1]) and box.contains(both).all()
+    x = both[: len(starts)]
     rows = np.arange(len(x))
-    before = sign * net.preactivations(starts)[k][rows, target]
-    after = sign * net.preactivations(x)[k][rows, target]
+    before = sign * net.preactivations(starts)[k][rows, neurons]
+    after = sign * net.preactivations(x)[k][rows, neurons]
     assert np.all(after >= before - 1e-9 * (1.0 + np.abs(before)))
 
 
-def test_gradient_search_rejects_mismatched_starts() -> None:
+def test_gradient_points_rejects_mismatched_starts() -> None:
     net = Network.from_arrays([np.ones((3, 2))], [np.zeros(3)], dtype="float64")
     box = Box.uniform(0.0, 1.0, 2)
-    with pytest.raises(ValueError, match="multiple"):
-        gradient_search(net, box, 0, [0, 1], 1, np.zeros((3, 2)))
-    assert gradient_search(net, box, 0, [], 1, np.zeros((0, 2))).shape == (0, 2)
+    with pytest.raises(ValueError, match="one row, neuron and sign"):
+        gradient_points(net, box, 0, np.array([0, 1]), np.ones(2), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="signs"):
+        gradient_points(net, box, 0, np.array([0]), np.zeros(1), np.zeros((1, 2)))
+    assert gradient_points(net, box, 0, np.array([]), np.array([]), np.zeros((0, 2))).shape == (
+        0,
+        2,
+    )
+
+
+def test_ascend_climbs_any_objective_and_keeps_the_best_point() -> None:
+    """phi(x) = -(x - 0.3)^2 on [0, 1]: the signed steps overshoot 0.3, the best point is kept
+    (never worse than the start), the last iterate is another point."""
+    box = Box.uniform(0.0, 1.0, 1)
+
+    def objective(x):
+        return -((x[:, 0] - 0.3) ** 2), lambda: -2.0 * (x - 0.3)
+
+    best, last = ascend(box, np.array([[1.0]]), [0.25, 0.25, 0.25, 0.25], objective)
+    assert best[0, 0] == pytest.approx(0.25)  # 1.0 -> 0.75 -> 0.5 -> 0.25 -> 0.5
+    assert last[0, 0] == pytest.approx(0.5)
+
+
+def test_witness_margin_is_the_rule_of_the_engine_pool_and_the_recheck() -> None:
+    """The three users of the witness rule agree on a value just inside and just outside the
+    margin: z = 1e9 x - 1e9 (x0 = 1 + d) has scale 2e9 + ..., margin 1e-9 (1 + scale)."""
+    from exactcomp.stability.witnesses import WitnessPool
+
+    net = Network.from_arrays(
+        [np.array([[1e9]])], [np.array([-1e9])], relu_last=True, dtype="float64"
+    )
+    box = Box.uniform(0.0, 2.0, 1)
+    x = np.array([[1.0 + 1e-9], [1.0 + 1e-8]])  # z = 1 and z = 10: margin about 2.0
+    thr = witness_margin(x, net.layers[0].weight, net.layers[0].bias, DEFAULT)
+    z = net.preactivations(x)[0]
+    assert list((z > thr)[:, 0]) == [False, True]
+    pos, _ = sign_witnesses(net, 0, x)
+    assert pos[0] == 1
+    pool = WitnessPool(net, box, DEFAULT)
+    pool.add(x)
+    assert pool.pos[0][0] == 1
 
 
 # ------------------------------------------------------------------------------ witnesses

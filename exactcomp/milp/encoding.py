@@ -52,7 +52,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 from ..domain import Box
 from ..errors import InvalidNetworkError
 from ..network import Layer, Network
-from ..verdicts import Verdict
+from ..verdicts import stable_masks
 
 BoundsList = Sequence[tuple[np.ndarray, np.ndarray]]
 VerdictList = Sequence[np.ndarray | None]
@@ -107,11 +107,11 @@ def _relu_block(blk: pyo.Block, z: pyo.Var, layer_index: int, bounds, verdict) -
     n = len(lo)
     outputs: _Terms = [None] * n
     unstable: list[int] = []
+    inactive, active = stable_masks(lo, hi, verdict)
     for j in range(n):
-        v = Verdict.UNDECIDED if verdict is None else Verdict(int(verdict[j]))
-        if v == Verdict.INACTIVE or hi[j] <= 0.0:
+        if inactive[j]:
             outputs[j] = None
-        elif v == Verdict.ACTIVE or lo[j] >= 0.0:
+        elif active[j]:
             outputs[j] = z[j]
         else:
             if not (np.isfinite(lo[j]) and np.isfinite(hi[j])):
@@ -204,11 +204,7 @@ def _encode(
 
 def _live(bounds, verdict) -> list[int]:
     """Neurons of a ReLU layer that are not stably inactive (the rule of :func:`_relu_block`)."""
-    hi = bounds[1]
-    dead = hi <= 0.0
-    if verdict is not None:
-        dead = dead | (np.asarray(verdict) == Verdict.INACTIVE)
-    return np.flatnonzero(~dead).tolist()
+    return np.flatnonzero(~stable_masks(*bounds, verdict).inactive).tolist()
 
 
 def add_input(block: pyo.Block, box: Box, name: str = "x") -> pyo.Var:
@@ -341,10 +337,7 @@ def tolerance_amplification(
         e_z = w @ e_h + 1.0 + w @ mag_h + np.abs(layer.bias)
         if layer.relu:
             v = verdicts[j] if verdicts is not None and j < len(verdicts) else None
-            inactive, active = hi <= 0.0, lo >= 0.0
-            if v is not None:
-                inactive = inactive | (np.asarray(v) == Verdict.INACTIVE)
-                active = active | (np.asarray(v) == Verdict.ACTIVE)
+            inactive, active = stable_masks(lo, hi, v)
             mag = np.maximum(np.abs(lo), np.abs(hi))
             e_h = np.where(inactive, 0.0, np.where(active, e_z, e_z + 1.0 + mag))
             mag_h = np.where(inactive, 0.0, np.maximum(hi, 0.0))
@@ -386,9 +379,7 @@ def negligible_contribution(
         lo, hi = bounds[j]
         if layer.relu:
             v = verdicts[j] if verdicts is not None and j < len(verdicts) else None
-            inactive = hi <= 0.0
-            if v is not None:
-                inactive = inactive | (np.asarray(v) == Verdict.INACTIVE)
+            inactive = stable_masks(lo, hi, v).inactive
             d_h = np.where(inactive, 0.0, d_z)
             mag_h = np.where(inactive, 0.0, np.maximum(hi, 0.0))
         else:

@@ -42,7 +42,7 @@ from ..progress import SILENT, Progress
 from ..search import candidate_inputs
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import METHODS, SOLVERS, LayerStability, Proof, StabilityReport, Verdict
-from .layer import LayerRun
+from .layer import BoxRun, LayerRun
 from .merge import compact_witnesses, merge_reports
 from .milp_phase import Workers
 from .options import Options
@@ -178,6 +178,7 @@ def _analyse_box(
         pool.add(candidate_inputs(box, _SAMPLES, rng, opts.data))
         stats["seconds_witness"] = time.perf_counter() - t
     box_bounds = interval_bounds(net, box, tol=opts.tol) if opts.method == "naive" else None
+    shared = BoxRun(net, box, pool, opts, workers, stats, progress)
     bounds: list[Bounds] = []
     verdicts: list[np.ndarray | None] = []
     layers: list[LayerStability] = []
@@ -193,7 +194,7 @@ def _analyse_box(
         else:
             lo, hi = (box.lower, box.upper) if k == 0 else _post(net, k - 1, bounds[k - 1])
             prior = interval_layer(layer, lo, hi, opts.tol)
-        run = LayerRun(net, box, k, prior, bounds, verdicts, pool, opts, workers, stats, progress)
+        run = LayerRun(shared, k, prior, bounds, verdicts)
         try:
             result = run.classify()
         except KeyboardInterrupt:

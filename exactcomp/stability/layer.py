@@ -9,12 +9,14 @@ it, or both claims) is numerical doubt: UNDECIDED, never stable.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..bab.split import prove_signs, split_inputs
+from ..bab.split import split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
 from ..highs.margins import milp_doubt, rounding_doubt, solver_margin
@@ -27,16 +29,25 @@ from ..milp.encoding import (
 from ..milp.highs import Answer, Question, compile_model
 from ..network import Network
 from ..progress import Progress
+from ..search import gradient_points
 from ..tolerances import FEASIBILITY_TOLERANCE, PRECISE_FEASIBILITY_TOLERANCE
 from ..verdicts import LayerStability, Proof, Verdict
 from .milp_phase import Task, Workers, run_questions
+from .phases import (
+    PhaseInput,
+    PhaseResult,
+    from_bounds,
+    ideal_cut_phase,
+    input_split_phase,
+    linear_phase,
+    lp_phase,
+)
 from .region_search import region_search
-from .witnesses import WitnessPool, gradient_points
+from .witnesses import WitnessPool, search_signs
 
 if TYPE_CHECKING:
     from .options import Options
 
-_SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, per layer
 _REGION_LPS = 16
 """LPs of the region search per open neuron. On mnist-net_256x2 (prop_1, layer 1) every
 witness it found took at most 14; questions it cannot settle are left to the MILP."""
@@ -47,35 +58,43 @@ _OTHER_SOLVER_TOLERANCE = 1e-5
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
 
 
-def _monotonic_deadline(left: float) -> float:
-    """``time.monotonic()`` instant ``left`` seconds from now (the LP modules' clock)."""
-    return time.monotonic() + max(left, 0.0)
+@dataclass(frozen=True)
+class BoxRun:
+    """What every layer of one box's analysis shares: the network and box, the witness pool,
+    the options, the MILP workers, the statistics and the progress display (owned by one
+    engine call; ``pool`` and ``stats`` accumulate)."""
+
+    net: Network
+    box: Box
+    pool: WitnessPool
+    opts: Options
+    workers: Workers
+    stats: dict[str, float]
+    progress: Progress
 
 
 class LayerRun:
-    """The mutable state of one layer's classification (owned by one engine call)."""
+    """The claims of one layer's classification, and the short driver over its phases.
+
+    The bound phases are the functions of :mod:`exactcomp.stability.phases` (shared with the
+    re-check); the MILP phase is below. Owned by one engine call.
+    """
 
     def __init__(
         self,
-        net: Network,
-        box: Box,
+        run: BoxRun,
         k: int,
         prior: Bounds,
         bounds: list[Bounds],
         verdicts: list[np.ndarray | None],
-        pool: WitnessPool,
-        opts: Options,
-        workers: Workers,
-        stats: dict[str, float],
-        progress: Progress,
     ) -> None:
-        self.net, self.box, self.k = net, box, k
+        self.net, self.box, self.k = run.net, run.box, k
         self.bounds, self.verdicts = bounds, verdicts
-        self.pool, self.opts, self.workers = pool, opts, workers
-        self.stats, self.progress = stats, progress
+        self.pool, self.opts, self.workers = run.pool, run.opts, run.workers
+        self.stats, self.progress = run.stats, run.progress
         self.lower, self.upper = np.array(prior[0], dtype=float), np.array(prior[1], dtype=float)
         self.magnitude = np.maximum(np.abs(self.lower), np.abs(self.upper))
-        n = net.layers[k].out_features
+        n = self.net.layers[k].out_features
         self.inactive = np.zeros(n, dtype=bool)
         self.active = np.zeros(n, dtype=bool)
         self.proof = np.zeros(n, dtype=np.int8)
@@ -87,14 +106,21 @@ class LayerRun:
         self._near: list[Task] = []  # unproven questions whose solutions were no witnesses
         self._feeding = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
-    # ------------------------------------------------------------------ helpers
-    def _time(self, phase: str, t0: float) -> None:
-        key = f"seconds_{phase}"
-        self.stats[key] = self.stats.get(key, 0.0) + time.perf_counter() - t0
-
-    def _claim_from_bounds(self, proof: Proof) -> None:
-        new_i = (self.upper <= 0.0) & ~self.inactive
-        new_a = (self.lower >= 0.0) & ~self.active
+    # ------------------------------------------------------------------ claims
+    def _apply(self, res: PhaseResult, proof: Proof) -> None:
+        """Take a phase's result: tighten the bounds, add its claims (each new claim keeps the
+        first proof kind that settled the neuron), pool its points."""
+        if res.bounds is not None:
+            self.lower = np.maximum(self.lower, res.bounds[0])
+            self.upper = np.minimum(self.upper, res.bounds[1])
+        if res.points is not None:
+            self.pool.add(res.points)
+        if res.nodes is not None:
+            self.stats["bab_nodes"] = self.stats.get("bab_nodes", 0) + res.nodes
+        if not self.net.layers[self.k].relu:
+            return
+        new_i = res.inactive & ~self.inactive
+        new_a = res.active & ~self.active
         self.proof[(new_i | new_a) & ~(self.inactive | self.active)] = proof
         self.inactive |= new_i
         self.active |= new_a
@@ -107,112 +133,92 @@ class LayerRun:
         pos, neg = self._seen()
         return np.flatnonzero(~(self.inactive | self.active) & ~(pos & neg))
 
+    def _open_sides(self) -> tuple[np.ndarray, np.ndarray]:
+        """The open neurons and the claim each can still have: ``+1`` inactive (no positive
+        value seen), ``-1`` active, ``0`` either."""
+        open_ = self.open_neurons()
+        pos, neg = self._seen()
+        return open_, np.where(pos[open_], -1, np.where(neg[open_], 1, 0))
+
+    def _ask(self, neurons: np.ndarray, sides=None, deadline: float | None = None) -> PhaseInput:
+        """The phase question about ``neurons`` on the bounds proven so far."""
+        known = [*self.bounds, (self.lower, self.upper)]
+        sides = np.zeros(neurons.size, dtype=np.int64) if sides is None else sides
+        return PhaseInput(
+            self.net, self.box, self.k, known, neurons, sides, self.opts.tol, deadline
+        )
+
+    def _left(self) -> float:
+        """Seconds to the caller's deadline (``inf`` without one)."""
+        d = self.opts.deadline
+        return np.inf if d is None else d - time.perf_counter()
+
+    def _time(self, phase: str, t0: float) -> None:
+        key = f"seconds_{phase}"
+        self.stats[key] = self.stats.get(key, 0.0) + time.perf_counter() - t0
+
     def _advance(self, info: str) -> None:
         decided = self.inactive.size - self.open_neurons().size
         self.progress.advance(decided - self._reported, info)
         self._reported = decided
 
-    # ------------------------------------------------------------------ phases
+    def _phase(self, name: str, info: str, step: Callable[[], None]) -> None:
+        """Run one phase, add its seconds to ``seconds_<name>``, report progress as ``info``."""
+        t0 = time.perf_counter()
+        step()
+        self._time(name, t0)
+        if info:
+            self._advance(info)
+
+    # ------------------------------------------------------------------ driver
     def classify(self) -> LayerStability:
-        method, layer = self.opts.method, self.net.layers[self.k]
-        self._claim_from_bounds(Proof.INTERVAL)
-        if method == "fast":
-            t0 = time.perf_counter()
-            self._tighten(self._linear(), Proof.LINEAR)
-            self._time("linear", t0)
-        if not layer.relu:
+        """The phases of ``opts.method`` in order of cost; each runs only while some neuron
+        is open (a later phase never undoes an earlier one's claim)."""
+        fast, relu = self.opts.method == "fast", self.net.layers[self.k].relu
+        self._apply(from_bounds((self.lower, self.upper)), Proof.INTERVAL)
+        if fast:
+            every = self._ask(np.arange(self.inactive.size))
+            self._phase("linear", "", lambda: self._apply(linear_phase(every), Proof.LINEAR))
+        if not relu:
             return self._result()
         self.progress.task(f"layer {self.k}", self.inactive.size)
         self._advance("bounds")
-        if method == "fast":
-            t0 = time.perf_counter()
-            self._search()
-            self._time("witness", t0)
-            self._advance("witnesses")
-            # LP bounds decide open neurons; below the last ReLU layer they also tighten the
-            # bounds of unstable ones, the big-M constants of every later layer's MILPs
-            targets = self.open_neurons()
-            if self.k < max(self.net.relu_layers):
-                targets = np.flatnonzero(~(self.inactive | self.active))
-            if self.open_neurons().size and self.k > 0:
-                t0 = time.perf_counter()
-                self._tighten(self._lp(targets), Proof.LP)
-                self._time("lp", t0)
-                self._advance("lp")
-            if self.open_neurons().size and self.k > 0 and self.net.input_size <= split_inputs():
-                t0 = time.perf_counter()
-                self._input_splits()
-                self._time("bab", t0)
-                self._advance("input splits")
-            if self.open_neurons().size and self.k > 0:
-                t0 = time.perf_counter()
-                self._region_search()
-                self._time("region", t0)
-                self._advance("region search")
-            if self.open_neurons().size and self.k > 0:
-                t0 = time.perf_counter()
-                self._ideal_cuts()
-                self._time("cuts", t0)
-                self._advance("ideal cuts")
+        if fast:
+            # gradient search for the sign each open neuron has not shown yet
+            settled = self.inactive | self.active
+            seed = self.opts.seed
+            self._phase(
+                "witness", "witnesses", lambda: search_signs(self.pool, self.k, settled, seed)
+            )
+            deep = self.k > 0
+            if deep and self.open_neurons().size:
+                self._phase("lp", "lp", self._lp)
+            if deep and self.open_neurons().size and self.net.input_size <= split_inputs():
+                self._phase("bab", "input splits", self._input_splits)
+            if deep and self.open_neurons().size:
+                self._phase("region", "region search", self._region_search)
+            if deep and self.open_neurons().size:
+                self._phase("cuts", "ideal cuts", self._ideal_cuts)
         self._milp_phase()
         self._advance("milp")
         return self._result()
 
-    def _search(self) -> None:
-        """Gradient search for the sign each open neuron has not shown yet (fast only).
-
-        A cheap round (the best pooled point and one random start per neuron, 25 steps),
-        then, for the few neurons still open, restarts from random points as far as a fixed
-        budget of arithmetic allows (about :data:`_SEARCH_FLOPS`): on small networks a
-        neuron that resists the first round usually flips within a few dozen restarts, much
-        sooner than a MILP finds it.
-        """
-        rng = np.random.default_rng([self.opts.seed, self.k])
-        for rnd in range(2):
-            open_ = self.open_neurons()
-            if not open_.size or not self.pool.size:
-                return
-            pos, _ = self._seen()
-            signs = np.where(pos[open_], -1, 1)
-            if rnd == 0:
-                reps, steps = 2, 25
-            else:
-                steps = 100
-                cost = 4.0 * sum(la.weight.size for la in self.net.layers[: self.k + 1])
-                reps = min(16, int(_SEARCH_FLOPS / (cost * steps * open_.size)))
-                if reps < 2:
-                    return
-            starts = [self.pool.best(self.k, open_, signs)]
-            starts += [self.box.sample(open_.size, rng) for _ in range(reps - 1)]
-            neurons, signs = np.tile(open_, reps), np.tile(signs, reps)
-            found = gradient_points(
-                self.net, self.box, self.k, neurons, signs, np.concatenate(starts), steps
-            )
-            self.pool.add(found)
+    # ------------------------------------------------------------------ phases
+    def _lp(self) -> None:
+        """LP bounds decide open neurons; below the last ReLU layer they also tighten the
+        bounds of unstable ones, the big-M constants of every later layer's MILPs."""
+        targets = self.open_neurons()
+        if self.k < max(self.net.relu_layers):
+            targets = np.flatnonzero(~(self.inactive | self.active))
+        self._apply(lp_phase(self._ask(targets)), Proof.LP)
 
     def _input_splits(self) -> None:
         """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each
         open neuron has not shown, within its node budget and the deadline; its float64
         witnesses join the pool."""
-        open_ = self.open_neurons()
-        pos, neg = self._seen()
-        sides = np.where(neg[open_], 1, np.where(pos[open_], -1, 0))
-        res = prove_signs(
-            self.net,
-            self.box,
-            self.k,
-            self._known(),
-            open_,
-            sides,
-            tol=self.opts.tol,
-            deadline=min(self._left(), _SPLIT_TIME * self.opts.time_limit) + time.perf_counter(),
-        )
-        self.stats["bab_nodes"] = self.stats.get("bab_nodes", 0) + res.nodes
-        self.pool.add(res.points)
-        for claim, store in ((res.inactive, self.inactive), (res.active, self.active)):
-            new = open_[claim & ~(self.inactive[open_] | self.active[open_])]
-            self.proof[new] = Proof.BAB
-            store[new] = True
+        open_, sides = self._open_sides()
+        deadline = min(self._left(), _SPLIT_TIME * self.opts.time_limit) + time.perf_counter()
+        self._apply(input_split_phase(self._ask(open_, sides, deadline)), Proof.BAB)
 
     def _region_search(self) -> None:
         """LP local search over activation patterns for the sign each open neuron has not
@@ -233,39 +239,8 @@ class LayerRun:
         """LP bounds with ideal-formulation cuts (:mod:`exactcomp.bounds.ideal_cuts`) on the
         side each open neuron has not shown: most questions the triangle LP leaves open
         are settled here, for a fraction of a MILP."""
-        from ..bounds.ideal_cuts import ideal_cut_layer_result
-
-        open_ = self.open_neurons()
-        pos, neg = self._seen()
-        # +1: only an upper bound can help (a positive value was not seen), -1: only a lower
-        sides = np.where(pos[open_], -1, np.where(neg[open_], 1, 0))
-        deadline = None if self.opts.deadline is None else _monotonic_deadline(self._left())
-        res = ideal_cut_layer_result(
-            self.net, self.box, self.k, self._known(), open_, sides, self.opts.tol, deadline
-        )
-        self._tighten(res.bounds, Proof.LP)
-        self.pool.add(res.points)
-
-    def _known(self) -> list[Bounds]:
-        return [*self.bounds, (self.lower, self.upper)]
-
-    def _linear(self) -> Bounds:
-        from ..bounds.linear import linear_layer_bounds
-
-        return linear_layer_bounds(self.net, self.box, self.k, self._known(), self.opts.tol)
-
-    def _lp(self, neurons: np.ndarray) -> Bounds:
-        from ..bounds.lp import lp_layer_bounds
-
-        return lp_layer_bounds(
-            self.net, self.box, self.k, self._known(), neurons=neurons, tol=self.opts.tol
-        )
-
-    def _tighten(self, b: Bounds, proof: Proof) -> None:
-        self.lower = np.maximum(self.lower, b[0])
-        self.upper = np.minimum(self.upper, b[1])
-        if self.net.layers[self.k].relu:
-            self._claim_from_bounds(proof)
+        open_, sides = self._open_sides()
+        self._apply(ideal_cut_phase(self._ask(open_, sides, self.opts.deadline)), Proof.LP)
 
     # ------------------------------------------------------------------ MILP
     def _tasks(self) -> list[Task]:
@@ -290,11 +265,6 @@ class LayerRun:
                 keyed.append((-np.inf, j, [Task(j, 1), Task(j, -1)]))
         keyed.sort(key=lambda e: (e[0], e[1]))
         return [t for _, _, ts in keyed for t in ts]
-
-    def _left(self) -> float:
-        """Seconds to the caller's deadline (``inf`` without one)."""
-        d = self.opts.deadline
-        return np.inf if d is None else d - time.perf_counter()
 
     def _moot(self, t: Task) -> bool:
         if self._left() <= 0.0:  # past the deadline: not asked, the neuron stays undecided

@@ -46,19 +46,13 @@ import numpy as np
 from ..domain import Box
 from ..highs.lp import Lp
 from ..network import Network
-from ..verdicts import Verdict
+from ..verdicts import stable_masks
 
 
 def _states(net: Network, bounds, verdicts, layer: int) -> tuple[np.ndarray, np.ndarray]:
     """Proven (inactive, active) masks of one layer from its bounds and verdicts."""
-    lo, hi = bounds[layer]
-    inactive, active = hi <= 0.0, lo >= 0.0
     v = verdicts[layer] if verdicts is not None and layer < len(verdicts) else None
-    if v is not None:
-        v = np.asarray(v)
-        inactive = inactive | (v == Verdict.INACTIVE)
-        active = active | (v == Verdict.ACTIVE)
-    return inactive, active & ~inactive
+    return stable_masks(*bounds[layer], v)
 
 
 def _affine_prefix(net, bounds, verdicts, p: int, x: np.ndarray):

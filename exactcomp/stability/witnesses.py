@@ -3,12 +3,12 @@
 A neuron seen strictly positive at one input of the box and strictly negative at another is
 unstable, and no bound or MILP is needed for it. "Strictly" means beyond the witness margin
 ``tol.witness * (1 + scale)`` where ``scale = |W_k| |h_{k-1}| + |b_k|`` is the magnitude of
-the terms summed (float64 rounding of the forward pass cannot flip such a sign).
+the terms summed (float64 rounding of the forward pass cannot flip such a sign): the rule of
+:func:`exactcomp.search.witness_margin`, applied here incrementally.
 
 Every point ever evaluated is kept in one pool, so that a witness is a row index into it; the
 pool is compacted to the rows actually cited when the report is written. The points come from
-:mod:`exactcomp.search` (candidates, gradient search) and from MILP incumbents; the margin
-rule is the one of :func:`exactcomp.search.sign_witnesses`, applied here incrementally.
+:mod:`exactcomp.search` (candidates, gradient ascent) and from MILP incumbents.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Network
-from ..search import ascend
+from ..search import gradient_points, witness_margin
 from ..tolerances import Tolerances
 
 
@@ -45,8 +45,7 @@ class WitnessPool:
         h = np.atleast_2d(np.asarray(x, dtype=np.float64))
         for layer in self.net.layers:
             z = h @ layer.weight.T + layer.bias
-            scale = np.abs(h) @ np.abs(layer.weight.T) + np.abs(layer.bias)
-            thr = self.tol.witness * (1.0 + scale)
+            thr = witness_margin(h, layer.weight, layer.bias, self.tol)
             out.append((z, z > thr, z < -thr))
             h = np.maximum(z, 0.0) if layer.relu else z
         return out
@@ -102,16 +101,36 @@ class WitnessPool:
         return self._rows[0] if self._rows else np.empty((0, self.box.dim))
 
 
-def gradient_points(
-    net: Network,
-    box: Box,
-    k: int,
-    neurons: np.ndarray,
-    signs: np.ndarray,
-    starts: np.ndarray,
-    steps: int = 40,
-) -> np.ndarray:
-    """Candidates from :func:`exactcomp.search.ascend` with geometrically shrinking steps
-    (``0.25 * 0.9^t`` of the box width): the best point of each path, then the last."""
-    best, last = ascend(net, box, k, neurons, signs, starts, [0.25 * 0.9**t for t in range(steps)])
-    return np.concatenate([best, last])
+SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, per layer
+
+
+def search_signs(pool: WitnessPool, k: int, settled: np.ndarray, seed: int) -> None:
+    """Gradient search for the sign each open neuron of layer ``k`` has not shown yet.
+
+    Open: not ``settled`` (a claim is proven) and not both signs in the pool. A cheap round
+    (the best pooled point and one random start per neuron, 25 steps), then, for the few
+    neurons still open, restarts from random points as far as a fixed budget of arithmetic
+    allows (about :data:`SEARCH_FLOPS`): on small networks a neuron that resists the first
+    round usually flips within a few dozen restarts, much sooner than a MILP finds it. What
+    is found joins the pool (whose margin rule decides what it witnesses).
+    """
+    net, box = pool.net, pool.box
+    rng = np.random.default_rng([seed, k])
+    for rnd in range(2):
+        pos, neg = pool.pos[k] >= 0, pool.neg[k] >= 0
+        open_ = np.flatnonzero(~settled & ~(pos & neg))
+        if not open_.size or not pool.size:
+            return
+        signs = np.where(pos[open_], -1, 1)
+        if rnd == 0:
+            reps, steps = 2, 25
+        else:
+            steps = 100
+            cost = 4.0 * sum(la.weight.size for la in net.layers[: k + 1])
+            reps = min(16, int(SEARCH_FLOPS / (cost * steps * open_.size)))
+            if reps < 2:
+                return
+        starts = [pool.best(k, open_, signs)]
+        starts += [box.sample(open_.size, rng) for _ in range(reps - 1)]
+        neurons, signs = np.tile(open_, reps), np.tile(signs, reps)
+        pool.add(gradient_points(net, box, k, neurons, signs, np.concatenate(starts), steps))

@@ -31,6 +31,7 @@ CLOCKED = (
     "exactcomp.rewrite.lossy",
     "exactcomp.stability.engine",
     "exactcomp.stability.layer",
+    "exactcomp.stability.phases",
     "exactcomp.verify.charge",
     "exactcomp.verify.differential",
     "exactcomp.verify.equivalence",

@@ -30,7 +30,7 @@ import pyomo.environ as pyo
 from ..bounds import Bounds
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
-from ..verdicts import Verdict
+from ..verdicts import Verdict, stable_masks
 
 MATCH_REL = 1e-4  # sampled pre-activations must agree to this relative accuracy to be paired
 # (loose enough for a network re-rounded to float32; a wrong pair only gives a wide link)
@@ -40,13 +40,14 @@ def post_activation(block, k: int, j: int, bounds: list[Bounds], verdicts) -> ob
     """The term holding ``h_kj`` in an encoding made by ``milp.encoding.add_network``: the
     ReLU variable, the pre-activation itself (stably active) or ``0.0`` (stably inactive)."""
     blk = block.component(f"layer{k}")
-    v = Verdict.UNDECIDED
+    v = None
     if verdicts is not None and k < len(verdicts) and verdicts[k] is not None:
-        v = Verdict(int(verdicts[k][j]))
+        v = verdicts[k][j : j + 1]
     lo, hi = bounds[k]
-    if v == Verdict.INACTIVE or hi[j] <= 0.0:
+    inactive, active = stable_masks(lo[j : j + 1], hi[j : j + 1], v)
+    if inactive[0]:
         return 0.0
-    if v == Verdict.ACTIVE or lo[j] >= 0.0:
+    if active[0]:
         return blk.z[j]
     return blk.h[j]
 

@@ -72,7 +72,7 @@ import numpy as np
 
 from ..bounds import Bounds
 from ..network import Network
-from ..verdicts import Verdict
+from ..verdicts import stable_masks
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,7 @@ class Side:
         lo, hi = self.bounds[k]
         if not layer.relu:
             return np.zeros(lo.size, bool), np.ones(lo.size, bool)
-        v = self.verdicts[k] if self.verdicts[k] is not None else np.zeros(lo.size, np.int8)
-        inactive = (v == Verdict.INACTIVE) | (hi <= 0.0)
-        active = ~inactive & ((v == Verdict.ACTIVE) | (lo >= 0.0))
-        return inactive, active
+        return stable_masks(lo, hi, self.verdicts[k])
 
     def post_bounds(self, k: int) -> Bounds:
         """Sound bounds on the outputs ``h`` of layer ``k``."""

@@ -2,8 +2,9 @@
 
 Most non-equivalent pairs are caught here in milliseconds: a few thousand float64 forward
 passes (uniform points, box corners, data points) and a projected gradient ascent on each
-objective. The MILP is only needed to *prove* equivalence, or to find a difference hiding in
-a region too small for sampling to hit.
+objective (the probes of :func:`exactcomp.search.candidate_inputs` and the one ascent,
+:func:`exactcomp.search.ascend`). The MILP is only needed to *prove* equivalence, or to find
+a difference hiding in a region too small for sampling to hit.
 
 The objectives (``s`` a sign, ``e_i`` a unit vector):
 
@@ -24,31 +25,27 @@ from fractions import Fraction
 
 import numpy as np
 
+from .. import search
 from ..domain import Box
 from ..exact import exact_forward
 from ..network import Network
+from ..search import candidate_inputs
 
 CORNER_LIMIT = 10  # enumerate all 2^n corners up to this many inputs, else sample corners
+NEAR_CORNER = 0.05  # points near the corners move inwards by up to this fraction of the width
 
 
 def candidate_points(box: Box, n: int, rng: np.random.Generator, data=None) -> np.ndarray:
-    """Uniform points, the centre, box corners (all when few) and the data rows in the box."""
-    parts = [box.sample(n, rng), box.center[None, :]]
+    """The probes of :func:`exactcomp.search.candidate_inputs` sized for falsification: every
+    corner up to :data:`CORNER_LIMIT` inputs (else ``min(n, 4096)`` random ones) and points
+    near them (a difference confined to a corner region is found there), ``n`` uniform
+    points, the centre, and the data rows in the box (data of another width is ignored)."""
     d = box.dim
-    if d <= CORNER_LIMIT:
-        bits = (np.arange(2**d)[:, None] >> np.arange(d)[None, :]) & 1
-    else:
-        bits = rng.integers(0, 2, size=(min(n, 4096), d))
-    parts.append(np.where(bits == 1, box.upper, box.lower))
-    # Points near the corners: a difference confined to a corner region is found here.
-    near = np.where(bits == 1, box.upper, box.lower)
-    shrink = rng.random(near.shape) * 0.1
-    parts.append(near + (box.center - near) * shrink)
     if data is not None:
         rows = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
-        if rows.shape[1] == d:
-            parts.append(rows[box.contains(rows)])
-    return np.concatenate(parts, axis=0)
+        data = rows if rows.shape[1] == d else None
+    corners = 2**d if d <= CORNER_LIMIT else min(n, 4096)
+    return candidate_inputs(box, n, rng, data, near=NEAR_CORNER, vertices=corners)
 
 
 def top1_disagreement(fx: np.ndarray, gx: np.ndarray) -> np.ndarray:
@@ -98,20 +95,22 @@ def ascend(
     coef_fn,
     steps: int = 40,
 ) -> np.ndarray:
-    """Projected signed-gradient ascent from ``starts``; returns the final points (in the box).
+    """The ascent of :func:`exactcomp.search.ascend` on ``cf . f(x) + cg . g(x)``, with steps
+    ``(0.25 (1 - t / steps) + 0.01)`` of the box width; returns the final points (in the box).
 
-    ``coef_fn(fx, gx) -> (cf, cg)`` gives, per row, the output weights of the objective
-    ``cf . f(x) + cg . g(x)`` to climb at the current point (so piecewise objectives such as
-    the top-1 surrogate can switch their active pieces as the point moves).
+    ``coef_fn(fx, gx) -> (cf, cg)`` gives, per row, the output weights of the objective to
+    climb at the current point (so piecewise objectives such as the top-1 surrogate can switch
+    their active pieces as the point moves).
     """
-    x = box.clip(np.array(starts, dtype=np.float64))
-    width = box.upper - box.lower
-    for t in range(steps):
-        step = width * (0.25 * (1.0 - t / steps) + 0.01)
-        cf, cg = coef_fn(f.forward(x), g.forward(x))
-        grad = _backprop(f, x, cf) + _backprop(g, x, cg)
-        x = box.clip(x + step * np.sign(grad))
-    return x
+
+    def objective(x: np.ndarray):
+        fx, gx = f.forward(x), g.forward(x)
+        cf, cg = coef_fn(fx, gx)
+        value = np.einsum("ij,ij->i", cf, fx) + np.einsum("ij,ij->i", cg, gx)
+        return value, lambda: _backprop(f, x, cf) + _backprop(g, x, cg)
+
+    sizes = [0.25 * (1.0 - t / steps) + 0.01 for t in range(steps)]
+    return search.ascend(box, starts, sizes, objective).last
 
 
 def linf_coefficients(m: int, i: int, s: float):

@@ -11,7 +11,9 @@ scratch, trusting nothing in the report but the claims themselves:
    this is sound).
    For inputs of at most :data:`~exactcomp.bab.split.MAX_INPUTS` dimensions, the claims
    still open are then sought by branch and bound over input splits
-   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds.
+   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds. Both
+   are the engine's own phase functions (:mod:`exactcomp.stability.phases`), asked about
+   the claims with this module's bounds.
 2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides
@@ -59,15 +61,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyomo.environ as pyo
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
-from ..bab.split import prove_signs, split_inputs
+from ..bab.split import split_inputs
 from ..bounds import Bounds, interval_bounds
-from ..bounds.ideal_cuts import ideal_cut_layer_result
 from ..domain import Box
 from ..highs.margins import milp_doubt, rounding_doubt, solver_margin
 from ..milp.encoding import (
@@ -79,6 +80,8 @@ from ..milp.encoding import (
 from ..milp.highs import compile_model
 from ..network import Network
 from ..progress import SILENT, Progress
+from ..search import witness_margin
+from ..stability.phases import PhaseInput, PhaseResult, ideal_cut_phase, input_split_phase
 from ..tolerances import (
     DEFAULT,
     FEASIBILITY_TOLERANCE,
@@ -160,6 +163,14 @@ def _holds(v: Verdict, b: Bounds, j: int) -> bool:
     return bool(b[1][j] <= 0.0) if v == Verdict.INACTIVE else bool(b[0][j] >= 0.0)
 
 
+def _proves(res: PhaseResult, v: Verdict, j: int) -> bool:
+    """Whether a phase proves claim ``v`` of neuron ``j``: by its bounds (:func:`_holds`, the
+    re-check's one bound test) or, for a phase without bounds, by its claim masks."""
+    if res.bounds is not None:
+        return _holds(v, res.bounds, j)
+    return bool(res.inactive[j] if v == Verdict.INACTIVE else res.active[j])
+
+
 @dataclass
 class _Attempt:
     """One MILP claim of one box: the solver of its layer's prefix model and its question."""
@@ -236,123 +247,134 @@ def _try(net, box, att: _Attempt, limit: float) -> tuple[SolveOutcome, ClaimFail
     return out, None
 
 
+@dataclass
+class _BoxCheck:
+    """The re-check of one box: what is proven, refuted or to be retried, and the MILP count."""
+
+    net: Network
+    box: Box
+    claims: dict[tuple[int, int], Verdict]
+    deadline: float
+    tol: Tolerances
+    checked: dict[str, int]
+    proven: set[tuple[int, int]] = field(default_factory=set)
+    refuted: list[ClaimFailure] = field(default_factory=list)
+    retry: list[_Attempt] = field(default_factory=list)
+    milps: int = 0
+    remaining: int = 0  # MILP claims not yet tried (each MILP's share of the time left)
+
+    def ask(self, k: int, bounds: list[Bounds], todo: list[tuple[int, Verdict]]) -> PhaseInput:
+        """The phase question for the claims ``todo`` of layer ``k``, on the re-check's bounds."""
+        neurons = np.array([j for j, _ in todo], dtype=np.int64)
+        sides = np.array(_sides(todo), dtype=np.int64)
+        known = bounds[: k + 1]
+        return PhaseInput(self.net, self.box, k, known, neurons, sides, self.tol, self.deadline)
+
+    def mark(self, k: int, todo: list[tuple[int, Verdict]], res: PhaseResult, kind: str) -> list:
+        """Count the claims of ``todo`` that the phase result proves; return those still open."""
+        held = [_proves(res, v, j) for j, v in todo]
+        for (j, _), ok in zip(todo, held, strict=True):
+            if ok:
+                self.proven.add((k, j))
+                self.checked[kind] += 1
+                self.remaining -= 1
+        return [c for c, ok in zip(todo, held, strict=True) if not ok]
+
+    def attempt(self, att: _Attempt, limit: float) -> None:
+        """One MILP try of a claim in ``limit`` seconds (:func:`_try`)."""
+        out, refutation = _try(self.net, self.box, att, limit)
+        self.milps += 1
+        if out.decision is Decision.PROVEN:
+            self.proven.add((att.k, att.j))
+            self.checked["milp"] += 1
+        elif refutation is not None:
+            self.refuted.append(refutation)
+        elif out.decision is Decision.UNDECIDED and out.status == TC.maxTimeLimit.name:
+            self.retry.append(att)
+
+
+def _sides(todo: list[tuple[int, Verdict]]) -> list[int]:
+    """The side each claim asks a phase to prove: ``+1`` INACTIVE, ``-1`` ACTIVE."""
+    return [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
+
+
 def _recheck_box(net, report, box, claims, deadline, tol, checked):
-    """Re-prove the claims on one box; returns (proven keys, refutations, MILPs solved)."""
+    """Re-prove the claims on one box; returns (proven keys, refutations, MILPs solved).
+
+    The phases of the engine (:mod:`exactcomp.stability.phases`), on this module's own bounds:
+    interval, then linear, then per layer the LP with ideal cuts, input splits and the MILP.
+    """
     fresh_i = interval_bounds(net, box, tol=tol)
     fresh = best_bounds(net, box, tol)
-    proven: set[tuple[int, int]] = set()
-    refuted: list[ClaimFailure] = []
-    milps = 0
+    run = _BoxCheck(net, box, claims, deadline, tol, checked)
     for key, v in claims.items():
         k, j = key
         if _holds(v, fresh_i[k], j):
-            proven.add(key)
+            run.proven.add(key)
             checked["interval"] += 1
         elif _holds(v, fresh[k], j):
-            proven.add(key)
+            run.proven.add(key)
             checked["linear"] += 1
-    remaining = sum(1 for key in claims if key not in proven)
-    retry: list[_Attempt] = []
+    run.remaining = sum(1 for key in claims if key not in run.proven)
     # real inputs, against which a solver's "infeasible" is sanity-checked (see _try)
     samples = candidate_points(box, _SAMPLES, np.random.default_rng(0))
-
-    def attempt(att: _Attempt, limit: float) -> None:
-        nonlocal milps
-        out, refutation = _try(net, box, att, limit)
-        milps += 1
-        if out.decision is Decision.PROVEN:
-            proven.add((att.k, att.j))
-            checked["milp"] += 1
-        elif refutation is not None:
-            refuted.append(refutation)
-        elif out.decision is Decision.UNDECIDED and out.status == TC.maxTimeLimit.name:
-            retry.append(att)
-
     # Layer by layer, so that claims re-proven in earlier layers tighten the big-Ms of later ones.
     bounds = [(lo.copy(), hi.copy()) for lo, hi in fresh]
     for k in sorted({k for k, _ in claims}):
-        todo = [(j, claims[(kk, j)]) for kk, j in claims if kk == k and (kk, j) not in proven]
+        todo = [(j, claims[(kk, j)]) for kk, j in claims if kk == k and (kk, j) not in run.proven]
         if todo and k > 0:
             # LP with ideal cuts: most claims the linear bounds miss, for a fraction of a MILP
-            sides = [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
-            left = max(deadline - time.perf_counter(), 0.0)
-            lp = ideal_cut_layer_result(
-                net,
-                box,
-                k,
-                bounds[: k + 1],
-                [j for j, _ in todo],
-                sides,
-                tol,
-                deadline=time.monotonic() + left,
-            ).bounds
-            for j, v in todo:
-                if _holds(v, lp, j):
-                    proven.add((k, j))
-                    checked["lp"] += 1
-                    remaining -= 1
-            todo = [(j, v) for j, v in todo if (k, j) not in proven]
+            todo = run.mark(k, todo, ideal_cut_phase(run.ask(k, bounds, todo)), "lp")
         if todo and k > 0 and net.input_size <= split_inputs():
             # input splits on this module's own bounds: the search is re-run from scratch
-            sides = [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
-            res = prove_signs(
-                net,
-                box,
-                k,
-                bounds[: k + 1],
-                [j for j, _ in todo],
-                sides,
-                tol=tol,
-                deadline=deadline,
-            )
-            for i, (j, v) in enumerate(todo):
-                if res.inactive[i] if v == Verdict.INACTIVE else res.active[i]:
-                    proven.add((k, j))
-                    checked["bab"] += 1
-                    remaining -= 1
-            todo = [(j, v) for j, v in todo if (k, j) not in proven]
+            todo = run.mark(k, todo, input_split_phase(run.ask(k, bounds, todo)), "bab")
         if todo:
-            model, zk = build_prefix_model(net, box, k, bounds)
-            magnitude = np.maximum(np.abs(bounds[k][0]), np.abs(bounds[k][1]))
-            compiled = compile_model(model, model.x, zk)[0]
-            precise = rounding_doubt(compiled, magnitude, PRECISE_FEASIBILITY_TOLERANCE) <= 1.0
-            if rounding_doubt(compiled, magnitude) > 1.0:
-                # float64 rounding reaches the solver's own tolerance: no answer is a proof
-                remaining -= len(todo)
-                todo = []
-        if todo:
-            solver = ObjectiveSolver(model, model.x)
-            zs = net.preactivations(samples)[k]
-            # what the solver's tolerances and its dropping of tiny coefficients can move
-            # z_k by (the same allowance as the compressor's, on this module's own bounds)
-            amp = tolerance_amplification(net, box, k, bounds)
-            negligible = negligible_contribution(net, box, k, bounds)
-            doubt = milp_doubt(FEASIBILITY_TOLERANCE, amp, negligible)
-            fine = milp_doubt(PRECISE_FEASIBILITY_TOLERANCE, amp, negligible)
-            for j, v in todo:
-                # once a claim has timed out, the second pass counts as one more claim
-                left = (deadline - time.perf_counter()) / (remaining + bool(retry))
-                remaining -= 1
-                if left <= 0:
-                    continue
-                base = solver_margin(tol, max(abs(bounds[k][0][j]), abs(bounds[k][1][j])))
-                fine_margin = base + float(fine[j]) if precise else None
-                s = 1.0 if v == Verdict.INACTIVE else -1.0
-                seen = float(np.max(s * zs[:, j]))
-                att = _Attempt(solver, zk, k, j, v, base + float(doubt[j]), fine_margin, seen=seen)
-                attempt(att, left)
+            _milp_layer(run, k, bounds, todo, samples)
         for j in range(len(bounds[k][0])):
             v = claims.get((k, j))
-            if v is not None and (k, j) in proven:
+            if v is not None and (k, j) in run.proven:
                 bounds[k][1 if v == Verdict.INACTIVE else 0][j] = 0.0
     # Second pass: the claims that ran out of time share what is left (a claim proven now no
     # longer tightens the later layers' models, which were built without it: still sound).
-    first = sorted(retry, key=lambda a: a.limit)
+    first = sorted(run.retry, key=lambda a: a.limit)
     for n, att in enumerate(first):
         left = (deadline - time.perf_counter()) / (len(first) - n)
         if left > att.limit:  # not if no longer than the first try: it would time out again
-            attempt(att, left)
-    return proven, refuted, milps
+            run.attempt(att, left)
+    return run.proven, run.refuted, run.milps
+
+
+def _milp_layer(run: _BoxCheck, k: int, bounds: list, todo: list, samples: np.ndarray) -> None:
+    """The MILP phase of layer ``k``: one claim at a time, each with its share of the time."""
+    net, box, tol, deadline = run.net, run.box, run.tol, run.deadline
+    model, zk = build_prefix_model(net, box, k, bounds)
+    magnitude = np.maximum(np.abs(bounds[k][0]), np.abs(bounds[k][1]))
+    compiled = compile_model(model, model.x, zk)[0]
+    precise = rounding_doubt(compiled, magnitude, PRECISE_FEASIBILITY_TOLERANCE) <= 1.0
+    if rounding_doubt(compiled, magnitude) > 1.0:
+        # float64 rounding reaches the solver's own tolerance: no answer is a proof
+        run.remaining -= len(todo)
+        return
+    solver = ObjectiveSolver(model, model.x)
+    zs = net.preactivations(samples)[k]
+    # what the solver's tolerances and its dropping of tiny coefficients can move
+    # z_k by (the same allowance as the compressor's, on this module's own bounds)
+    amp = tolerance_amplification(net, box, k, bounds)
+    negligible = negligible_contribution(net, box, k, bounds)
+    doubt = milp_doubt(FEASIBILITY_TOLERANCE, amp, negligible)
+    fine = milp_doubt(PRECISE_FEASIBILITY_TOLERANCE, amp, negligible)
+    for j, v in todo:
+        # once a claim has timed out, the second pass counts as one more claim
+        left = (deadline - time.perf_counter()) / (run.remaining + bool(run.retry))
+        run.remaining -= 1
+        if left <= 0:
+            continue
+        base = solver_margin(tol, max(abs(bounds[k][0][j]), abs(bounds[k][1][j])))
+        fine_margin = base + float(fine[j]) if precise else None
+        s = 1.0 if v == Verdict.INACTIVE else -1.0
+        seen = float(np.max(s * zs[:, j]))
+        att = _Attempt(solver, zk, k, j, v, base + float(doubt[j]), fine_margin, seen=seen)
+        run.attempt(att, left)
 
 
 def _check_witnesses(net, report, boxes, tol, checked) -> list[ClaimFailure]:
@@ -373,13 +395,9 @@ def _check_witnesses(net, report, boxes, tol, checked) -> list[ClaimFailure]:
                     ok, detail = False, f"no {'positive' if sign > 0 else 'negative'} witness"
                     break
                 z = pre[ls.layer][idx, j]
-                h = (
-                    np.abs(wit[idx])
-                    if ls.layer == 0
-                    else np.abs(_input_of(net, pre, ls.layer, idx))
-                )
-                scale = float(np.abs(layer.weight[j]) @ h + abs(layer.bias[j]))
-                if not sign * z > tol.witness * (1.0 + scale):
+                h = wit[idx] if ls.layer == 0 else _input_of(net, pre, ls.layer, idx)
+                w, b = layer.weight[j : j + 1], layer.bias[j : j + 1]
+                if not sign * z > witness_margin(h[None, :], w, b, tol)[0, 0]:
                     ok, detail = False, f"witness {idx} gives z = {z:.3g}"
                     break
             if ok:

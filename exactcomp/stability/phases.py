@@ -1,0 +1,130 @@
+r"""The proof phases of one layer, cheapest first: each a function of (network, domain, known
+bounds, open neurons) that returns what it proved, and nothing else.
+
+The engine (:mod:`exactcomp.stability.layer`) and the re-check of a report
+(:mod:`exactcomp.verify.recheck`) run the *same* functions, each with its own inputs: the
+engine with the bounds it has proven so far, the re-check with bounds it computes afresh (it
+trusts nothing from the report). A phase proves, for neuron :math:`j` of layer :math:`k`,
+
+.. math::
+
+    \text{inactive}_j:\ \max_{x \in X} z_{kj}(x) \le 0, \qquad
+    \text{active}_j:\ \min_{x \in X} z_{kj}(x) \ge 0,
+
+through sound (padded) bounds: :math:`u_{kj} \le 0` or :math:`l_{kj} \ge 0`
+(:func:`exactcomp.verdicts.stable_masks`). ``sides`` says which claim is wanted per neuron:
+``+1`` only inactive (a positive value was never seen, or the claim to re-prove is INACTIVE),
+``-1`` only active, ``0`` either. A phase's points are candidate inputs (in the box) which the
+caller re-evaluates in float64 before they witness anything.
+
+The MILP phase stays with each driver: the engine poses batched questions to worker
+processes, the re-check one claim at a time with a share of its time budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bab.split import prove_signs
+from ..bounds.interval import Bounds
+from ..domain import Box
+from ..network import Network
+from ..tolerances import Tolerances
+from ..verdicts import stable_masks
+
+__all__ = [
+    "PhaseInput",
+    "PhaseResult",
+    "from_bounds",
+    "ideal_cut_phase",
+    "input_split_phase",
+    "linear_phase",
+    "lp_phase",
+]
+
+
+@dataclass(frozen=True)
+class PhaseInput:
+    """The question a phase answers about layer ``k``: sound bounds ``known`` of layers
+    ``0..k`` (the re-check's own, or the engine's so far), the ``neurons`` asked about and the
+    claim each wants (``sides``), the tolerances, and a ``time.perf_counter()`` deadline
+    (``None``: none)."""
+
+    net: Network
+    box: Box
+    k: int
+    known: list[Bounds]
+    neurons: np.ndarray
+    sides: np.ndarray
+    tol: Tolerances
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """What one phase proved about layer ``k``: full-width claim masks, the (sound) bounds it
+    computed (``None``: none), candidate witnesses, and the branch-and-bound nodes it used
+    (``None``: not a branch and bound)."""
+
+    inactive: np.ndarray
+    active: np.ndarray
+    bounds: Bounds | None = None
+    points: np.ndarray | None = None
+    nodes: int | None = None
+
+
+def from_bounds(bounds: Bounds, points: np.ndarray | None = None) -> PhaseResult:
+    """The claims sound bounds prove: ``u <= 0`` inactive, ``l >= 0`` active (independently)."""
+    masks = stable_masks(bounds[0], bounds[1], exclusive=False)
+    return PhaseResult(masks.inactive, masks.active, bounds, points)
+
+
+def _monotonic(deadline: float | None) -> float | None:
+    """A ``time.perf_counter()`` instant as the ``time.monotonic()`` one of the LP modules."""
+    if deadline is None:
+        return None
+    return time.monotonic() + max(deadline - time.perf_counter(), 0.0)
+
+
+def linear_phase(q: PhaseInput) -> PhaseResult:
+    """Linear (CROWN-style) bounds of the whole layer
+    (:func:`exactcomp.bounds.linear.linear_layer_bounds`)."""
+    from ..bounds.linear import linear_layer_bounds
+
+    return from_bounds(linear_layer_bounds(q.net, q.box, q.k, q.known, q.tol))
+
+
+def lp_phase(q: PhaseInput) -> PhaseResult:
+    """Triangle-relaxation LP bounds of the neurons asked about, both sides
+    (:func:`exactcomp.bounds.lp.lp_layer_bounds`)."""
+    from ..bounds.lp import lp_layer_bounds
+
+    return from_bounds(lp_layer_bounds(q.net, q.box, q.k, q.known, neurons=q.neurons, tol=q.tol))
+
+
+def ideal_cut_phase(q: PhaseInput) -> PhaseResult:
+    """LP bounds with ideal-formulation cuts on the side each neuron asks for
+    (:func:`exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`). Its LP optima are candidate
+    witnesses."""
+    from ..bounds.ideal_cuts import ideal_cut_layer_result
+
+    deadline = _monotonic(q.deadline)
+    res = ideal_cut_layer_result(q.net, q.box, q.k, q.known, q.neurons, q.sides, q.tol, deadline)
+    return from_bounds(res.bounds, res.points)
+
+
+def input_split_phase(q: PhaseInput) -> PhaseResult:
+    """Branch and bound over input splits (:func:`exactcomp.bab.split.prove_signs`) for the
+    side each neuron asks for, within its node budget and the deadline. A neuron proven both
+    ways counts as inactive."""
+    idx = np.asarray(q.neurons, dtype=np.int64)
+    sides = np.asarray(q.sides)
+    res = prove_signs(q.net, q.box, q.k, q.known, idx, sides, tol=q.tol, deadline=q.deadline)
+    n = q.net.layers[q.k].out_features
+    inactive, active = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    inactive[idx[res.inactive]] = True
+    active[idx[res.active & ~res.inactive]] = True
+    return PhaseResult(inactive, active, None, res.points, res.nodes)

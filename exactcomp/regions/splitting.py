@@ -12,16 +12,32 @@ and inactive parts; a part is kept only if it has an interior, which one LP deci
     \text{ and the new one}), \qquad lo \le x \le hi, \qquad 0 \le t \le T,
 
 ``t`` being the radius of a ball around ``x`` (within the box's affine hull) on the right side
-of every row; the part has an interior iff ``t* > tol``. Three shortcuts keep LPs rare:
+of every row; the part has an interior iff ``t* > tol``. Four shortcuts keep LPs rare:
 
 * a neuron proven stable (``fixed``, from the stability engine) or whose sign interval
   arithmetic over the whole box settles never splits anything;
 * the node's interior point lies strictly on one side of ``z_j = 0``: that part needs no LP;
-* a part whose other side is empty needs no row: the row is redundant for the interior.
+* **witnesses**: every node keeps a pool of points of the box beyond each of its rows by more
+  than ``tol`` (random points of the box at the root, filtered at each split, and every point
+  an LP returns). A pool point beyond the new row by more than ``tol`` shows ``t* > tol``
+  without an LP: the decision is the LP's, only cheaper (an LP runs only when no witness is
+  found, and an empty part always needs its LP);
+* **settling at the layer's root**: on entering a ReLU layer (a region of the layers before,
+  on which the layer's pre-activations are one affine map), each of its free neurons is
+  tested once there. A neuron with one empty side there has that side empty in every node
+  below (they are subsets), so it never costs an LP again; a neuron that crosses leaves two
+  witnesses in the pool. Without this, a neuron that misses the region costs one
+  (infeasible) LP in every node of the region's subtree that reaches it.
 
 Rows are added to one HiGHS instance on the way down and deleted on the way back (a stack), so
 each LP warm-starts from the last basis. An LP that ends neither optimal nor infeasible
 (numerical trouble) drops that part and marks the count inexact (a lower bound).
+
+Why depth-first splitting rather than traversing the adjacency graph: traversal solves one LP
+per candidate facet of every region (each free neuron of each layer is a candidate: about
+``k`` LPs per region for ``k`` free neurons, 15-20 on the digits boxes), while splitting solves
+one LP per split plus one per empty part, and the witnesses and the settling above remove most
+of those (0.5-1 LP per region on the digits boxes, see ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -39,6 +55,9 @@ from ..solver import new_highs, run
 OnRegion = Callable[[np.ndarray, np.ndarray], None]
 """``on_region(pattern, interior_point)``; may raise to stop the search."""
 
+SEEDS = 64
+"""Random points of the box that start the witness pool (they only save LPs)."""
+
 
 @dataclass
 class SplitStats:
@@ -48,14 +67,17 @@ class SplitStats:
     doubtful: int = 0
     regions: int = 0
     depth: int = 0
+    witnesses: int = 0
+    conflicts: int = 0
     extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
 class Node:
     """A node of the search, cut off for another process: where to resume (layer ``k``,
-    neuron ``j``, the layer's map ``az, cz``, the pattern so far, an interior point) and the
-    rows ``(row, const, sign)`` that define its polytope."""
+    neuron ``j``, the layer's map ``az, cz``, the pattern so far, an interior point, the
+    signs settled at the layer's root) and the rows ``(row, const, sign)`` that define its
+    polytope."""
 
     k: int
     j: int
@@ -65,17 +87,38 @@ class Node:
     point: np.ndarray
     pats: tuple[np.ndarray, ...]
     trail: tuple[tuple[np.ndarray, float, float], ...]
+    known: np.ndarray | None = None
+
+
+@dataclass
+class _Layer:
+    """The search inside one region of the ReLU layers before the current one (the layer's
+    root): the stack depth there, the signs of the current layer's splits so far (0: not
+    split), and the learned conflicts: ``(j, sign) -> [(neurons, signs), ...]``, each a set
+    of splits under which side ``sign`` of neuron ``j`` is empty."""
+
+    base: int
+    cur: np.ndarray
+    norms: np.ndarray
+    conflicts: dict = field(default_factory=dict)
+
+    def refutes(self, j: int, sign: float) -> bool:
+        for idx, signs in self.conflicts.get((j, sign), ()):
+            if np.array_equal(self.cur[idx], signs):
+                return True
+        return False
 
 
 class _Search:
-    def __init__(self, net, box, fixed, tol, on_region):
+    def __init__(self, net, box, fixed, tol, on_region, settle=True, seeds=SEEDS):
         self.net, self.box, self.fixed, self.tol = net, box, fixed, tol
         self.on_region = on_region
+        self.settle = settle
         self.n = box.dim
         self.stats = SplitStats()
         self.rows = 0
         h = new_highs()
-        lower = np.append(box.lower, 0.0)
+        lower = np.append(box.lower, -highspy.kHighsInf)  # t free: every LP optimal
         upper = np.append(box.upper, max(1.0, float(np.max(box.upper - box.lower))))
         h.addVars(self.n + 1, lower, upper)
         h.changeObjectiveSense(highspy.ObjSense.kMaximize)
@@ -87,24 +130,63 @@ class _Search:
         self.trail: list[tuple[np.ndarray, float, float]] = []
         self.cut_depth: int | None = None
         self.frontier: list[Node] = []
+        self.mid, self.rad = box.center, box.radius
+        # the rows of the stack, normalised and signed: G x + g > tol on the node's interior
+        self.G = np.zeros((16, self.n))
+        self.g = np.zeros(16)
+        rng = np.random.default_rng(0)
+        self.pools: list[np.ndarray] = [box.sample(seeds, rng)]
+        self.keys: list[int] = []  # per stack row: the neuron it splits (-1: another layer's)
+        self.layer = _Layer(0, np.zeros(0, np.int8), np.zeros(0))
 
     # ------------------------------------------------------------------ LP rows
-    def push(self, row: np.ndarray, const: float, sign: float) -> None:
-        """Add ``sign * (row x + const) / ||row|| >= t`` as ``-sign row/||row|| x + t <= ...``."""
-        norm = float(np.linalg.norm(row))
+    def push(self, row: np.ndarray, const: float, sign: float, norm: float) -> None:
+        """Add ``sign * (row x + const) / norm >= t`` as ``-sign row/norm x + t <= ...``
+        (``norm``: the row's 2-norm)."""
         vals = np.append(-sign * row / norm, 1.0)
         self.h.addRow(-highspy.kHighsInf, sign * const / norm, self.n + 1, self.idx, vals)
+        if self.rows == len(self.g):
+            self.G = np.vstack((self.G, np.zeros_like(self.G)))
+            self.g = np.append(self.g, np.zeros_like(self.g))
+        self.G[self.rows] = -vals[: self.n]
+        self.g[self.rows] = sign * const / norm
         self.rows += 1
         self.trail.append((row, const, sign))
+        self.keys.append(-1)
 
     def pop(self) -> None:
         self.rows -= 1
         self.trail.pop()
+        self.keys.pop()
         self.h.deleteRows(1, np.array([self.rows], dtype=np.int32))
 
-    def interior(self, row, const, sign) -> np.ndarray | None:
-        """A point deep inside the current node on side ``sign`` of the row, or None."""
-        self.push(row, const, sign)
+    def split_push(self, j: int, row: np.ndarray, const: float, sign: float) -> None:
+        """:meth:`push` the row of a split of neuron ``j`` of the current layer (-1: of
+        another layer); the pool keeps its points beyond it."""
+        self.push(row, const, sign, self.layer.norms[j] if j >= 0 else np.linalg.norm(row))
+        self.keys[-1] = j
+        if j >= 0:
+            self.layer.cur[j] = sign
+        pool = self.pools[-1]
+        self.pools.append(pool[pool @ self.G[self.rows - 1] + self.g[self.rows - 1] > self.tol])
+
+    def split_pop(self) -> None:
+        if self.keys[-1] >= 0:
+            self.layer.cur[self.keys[-1]] = 0
+        self.pools.pop()
+        self.pop()
+
+    def interior(self, j, row, const, sign, norm) -> np.ndarray | None:
+        """A point deep inside the current node on side ``sign`` of the row, or None.
+
+        When the part is empty (``t* <= tol``), the rows nonbasic in the optimal basis carry
+        the dual certificate ``t* <= tol`` (basic rows have zero duals): the same LP over
+        just those rows, the box and the new row has the same optimum, so side ``sign`` of
+        neuron ``j`` is empty in every node that keeps them. The current layer's splits
+        among them are learned as a conflict (:class:`_Layer`); rows of earlier layers are
+        the same in the whole layer's subtree.
+        """
+        self.push(row, const, sign, norm)
         self.stats.lps += 1
         status = run(self.h)
         ms = self.h.getModelStatus()
@@ -113,10 +195,82 @@ class _Search:
             sol = np.asarray(self.h.getSolution().col_value)
             if sol[self.n] > self.tol:
                 point = self.box.clip(sol[: self.n])
-        elif ms != highspy.HighsModelStatus.kInfeasible:
+            elif j >= 0:
+                basic = highspy.HighsBasisStatus.kBasic
+                status_of = self.h.getBasis().row_status
+                lay = self.layer
+                idx = [
+                    self.keys[p] for p in range(lay.base, self.rows - 1) if status_of[p] != basic
+                ]
+                idx_a = np.array(idx, dtype=np.int64)
+                lay.conflicts.setdefault((j, sign), []).append((idx_a, lay.cur[idx_a].copy()))
+        else:
             self.stats.doubtful += 1
         self.pop()
+        if point is not None and np.all(
+            self.G[: self.rows] @ point + self.g[: self.rows] > self.tol
+        ):
+            self.pools[-1] = np.vstack((self.pools[-1], point))  # a witness for later tests
         return point
+
+    def sides(self, j, row, const, point) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Interior points of the node's active and inactive parts (None: empty): the node's
+        point, else a witness of the pool, else an LP."""
+        tol = self.tol
+        norm = float(self.layer.norms[j])
+        dist = (float(row @ point) + const) / norm
+        here = 1.0 if dist > tol else (-1.0 if dist < -tol else 0.0)
+        pool = self.pools[-1]
+        m = (pool @ row + const) / norm if len(pool) else None
+        out: list[np.ndarray | None] = []
+        for sign in (1.0, -1.0):
+            if sign == here:
+                out.append(point)
+                continue
+            if m is not None:
+                best = int(np.argmax(sign * m))
+                if sign * m[best] > tol:
+                    self.stats.witnesses += 1
+                    out.append(pool[best])
+                    continue
+            if self.layer.refutes(j, sign):
+                self.stats.conflicts += 1
+                out.append(None)
+                continue
+            out.append(self.interior(j, row, const, sign, norm))
+        return out[0], out[1]
+
+    def box_signs(self, az: np.ndarray, cz: np.ndarray) -> np.ndarray:
+        """Per neuron of the ReLU layer entered (``z = az x + cz``): 1/0 when it is active/
+        inactive on the whole box (proven stable, a zero row, or interval arithmetic), else
+        -1 (free)."""
+        rl = len(self.pats)
+        known = self.fixed[rl] if rl < len(self.fixed) else None
+        norms = self.layer.norms
+        radius = np.abs(az) @ self.rad
+        mid = az @ self.mid + cz
+        out = np.where(
+            mid - radius >= self.tol * norms, 1, np.where(mid + radius <= self.tol * norms, 0, -1)
+        )
+        out = np.where(norms == 0.0, (cz > 0).astype(int), out)
+        if known is not None:
+            out = np.where(known >= 0, known, out)
+        return out.astype(np.int8)
+
+    def layer_signs(self, az, cz, point) -> np.ndarray | None:
+        """Per neuron of the layer just entered: 1/0 when its sign is the same on the whole
+        node (box proofs; with ``settle``, also a test at this node), -1 when it may split.
+        None when the node has no interior (only after a doubtful LP)."""
+        known = self.box_signs(az, cz)
+        if not self.settle:
+            return known
+        for j in np.flatnonzero(known < 0):
+            act, ina = self.sides(int(j), az[j], float(cz[j]), point)
+            if act is None and ina is None:
+                return None
+            if act is None or ina is None:
+                known[j] = int(act is not None)
+        return known
 
     # ------------------------------------------------------------------ search
     def next_relu(self, k, a, c):
@@ -129,8 +283,18 @@ class _Search:
                 return k2, a, c
         return None
 
-    def visit(self, k: int, j: int, az, cz, mask, point) -> None:
-        box, tol = self.box, self.tol
+    def enter(self, k: int, az, cz, point) -> None:
+        """Search the node ``point`` is in, at the start of ReLU layer ``k``."""
+        norms = np.linalg.norm(az, axis=1)
+        outer, self.layer = self.layer, _Layer(self.rows, np.zeros(len(az), np.int8), norms)
+        try:
+            known = self.layer_signs(az, cz, point)
+            if known is not None:
+                self.visit(k, 0, az, cz, np.zeros(az.shape[0], bool), point, known)
+        finally:
+            self.layer = outer
+
+    def visit(self, k: int, j: int, az, cz, mask, point, known) -> None:
         while True:
             if j == az.shape[0]:
                 nxt = self.next_relu(k, az * mask[:, None], cz * mask)
@@ -140,57 +304,37 @@ class _Search:
                     return
                 self.pats.append(mask)
                 try:
-                    k2, naz, ncz = nxt
-                    self.visit(k2, 0, naz, ncz, np.zeros(naz.shape[0], bool), point)
+                    self.enter(*nxt, point)
                 finally:
                     self.pats.pop()
                 return
-            rl = len(self.pats)
-            known = self.fixed[rl] if rl < len(self.fixed) else None
-            if known is not None and known[j] >= 0:
+            if known[j] >= 0:
                 mask[j] = bool(known[j])
                 j += 1
                 continue
             row, const = az[j], float(cz[j])
-            norm = float(np.linalg.norm(row))
-            if norm == 0.0:
-                mask[j] = const > 0
-                j += 1
-                continue
-            radius = float(np.abs(row) @ box.radius)
-            mid = float(row @ box.center) + const
-            if mid - radius >= tol * norm:
-                mask[j] = True
-                j += 1
-                continue
-            if mid + radius <= tol * norm:
-                j += 1
-                continue
-            dist = (float(row @ point) + const) / norm
-            here = 1.0 if dist > tol else (-1.0 if dist < -tol else 0.0)
-            sides = {}
-            for sign in (1.0, -1.0):
-                sides[sign] = point if sign == here else self.interior(row, const, sign)
-            if sides[1.0] is None or sides[-1.0] is None:
-                mask[j] = sides[1.0] is not None
-                if sides[1.0] is None and sides[-1.0] is None:
+            act, ina = self.sides(j, row, const, point)
+            if act is None or ina is None:
+                if act is None and ina is None:
                     return  # the node itself is thinner than tol (only at a doubtful LP)
-                point = sides[1.0] if sides[1.0] is not None else sides[-1.0]
+                mask[j] = act is not None
+                point = act if act is not None else ina
                 j += 1
                 continue
-            for sign in (1.0, -1.0):
+            for sign, part in ((1.0, act), (-1.0, ina)):
                 m = mask.copy()
                 m[j] = sign > 0
-                self.push(row, const, sign)
+                self.split_push(j, row, const, sign)
                 self.stats.depth = max(self.stats.depth, self.rows)
                 try:
                     if self.cut_depth is not None and self.rows >= self.cut_depth:
-                        node = Node(k, j + 1, az, cz, m, sides[sign], (*self.pats,), (*self.trail,))
+                        trail = (*self.trail,)
+                        node = Node(k, j + 1, az, cz, m, part, (*self.pats,), trail, known)
                         self.frontier.append(node)
                         continue
-                    self.visit(k, j + 1, az, cz, m, sides[sign])
+                    self.visit(k, j + 1, az, cz, m, part, known)
                 finally:
-                    self.pop()
+                    self.split_pop()
             return
 
 
@@ -203,6 +347,8 @@ def split_regions(
     *,
     cut_depth: int | None = None,
     stats: SplitStats | None = None,
+    settle: bool = True,
+    seeds: int = SEEDS,
 ) -> tuple[SplitStats, list[Node]]:
     """Visit every activation region of ``net`` over ``box`` with an interior (see the module
     docstring); ``fixed[r][j]`` is 1/0 for a neuron of ReLU layer ``r`` proven active/inactive
@@ -211,9 +357,10 @@ def split_regions(
     With ``cut_depth``, nodes ``cut_depth`` splits deep are not searched but returned, to be
     searched by :func:`resume` (in other processes: the subtrees are disjoint). Returns the
     LP statistics (also kept up to date in ``stats``, if given, for a search that is stopped)
-    and those nodes.
+    and those nodes. ``settle`` and ``seeds`` (the witness pool's random start) only change
+    how many LPs the search solves, never the regions it finds.
     """
-    search = _Search(net, box, fixed, tol, on_region)
+    search = _Search(net, box, fixed, tol, on_region, settle, seeds)
     if stats is not None:
         search.stats = stats
     search.cut_depth = cut_depth
@@ -223,8 +370,7 @@ def split_regions(
         search.stats.regions = 1
         on_region(np.zeros(0, bool), box.center)
         return search.stats, []
-    k, az, cz = first
-    search.visit(k, 0, az, cz, np.zeros(az.shape[0], bool), box.center.copy())
+    search.enter(*first, box.center.copy())
     return search.stats, search.frontier
 
 
@@ -242,7 +388,14 @@ def resume(
     if stats is not None:
         search.stats = stats
     for row, const, sign in node.trail:
-        search.push(row, const, sign)
+        search.split_push(-1, row, const, sign)
+    norms = np.linalg.norm(node.az, axis=1)
+    search.layer = _Layer(search.rows, np.zeros(len(node.az), np.int8), norms)
+    if np.all(search.G[: search.rows] @ node.point + search.g[: search.rows] > tol):
+        search.pools[-1] = np.vstack((search.pools[-1], node.point))
     search.pats = list(node.pats)
-    search.visit(node.k, node.j, node.az, node.cz, node.mask.copy(), node.point)
+    known = node.known
+    if known is None:
+        known = np.full(node.az.shape[0], -1, np.int8)
+    search.visit(node.k, node.j, node.az, node.cz, node.mask.copy(), node.point, known)
     return search.stats

@@ -90,23 +90,34 @@ class Node:
     known: np.ndarray | None = None
 
 
-@dataclass
 class _Layer:
     """The search inside one region of the ReLU layers before the current one (the layer's
-    root): the stack depth there, the signs of the current layer's splits so far (0: not
-    split), and the learned conflicts: ``(j, sign) -> [(neurons, signs), ...]``, each a set
-    of splits under which side ``sign`` of neuron ``j`` is empty."""
+    root): the stack depth there, the signs of the current layer's splits so far (``cur``,
+    0: not split), and the learned conflicts. A conflict for side ``sign`` of neuron ``j`` is
+    a row of signs (0: any) under which that side is empty; they are kept stacked, one matrix
+    per ``(j, sign)``, so one numpy test checks them all."""
 
-    base: int
-    cur: np.ndarray
-    norms: np.ndarray
-    conflicts: dict = field(default_factory=dict)
+    def __init__(self, base: int, norms: np.ndarray) -> None:
+        self.base, self.norms = base, norms
+        self.cur = np.zeros(len(norms), np.int8)
+        self.rows: dict[tuple[int, float], list[np.ndarray]] = {}
+        self.stacked: dict[tuple[int, float], np.ndarray] = {}
+
+    def learn(self, j: int, sign: float, idx: list[int]) -> None:
+        row = np.zeros(len(self.cur), np.int8)
+        row[idx] = self.cur[idx]
+        self.rows.setdefault((j, sign), []).append(row)
+        self.stacked.pop((j, sign), None)
 
     def refutes(self, j: int, sign: float) -> bool:
-        for idx, signs in self.conflicts.get((j, sign), ()):
-            if np.array_equal(self.cur[idx], signs):
-                return True
-        return False
+        key = (j, sign)
+        if key not in self.rows:
+            return False
+        m = self.stacked.get(key)
+        if m is None:
+            m = self.stacked[key] = np.unique(np.array(self.rows[key]), axis=0)
+            self.rows[key] = list(m)
+        return bool(np.any(np.all((m == 0) | (m == self.cur), axis=1)))
 
 
 class _Search:
@@ -137,7 +148,7 @@ class _Search:
         rng = np.random.default_rng(0)
         self.pools: list[np.ndarray] = [box.sample(seeds, rng)]
         self.keys: list[int] = []  # per stack row: the neuron it splits (-1: another layer's)
-        self.layer = _Layer(0, np.zeros(0, np.int8), np.zeros(0))
+        self.layer = _Layer(0, np.zeros(0))
 
     # ------------------------------------------------------------------ LP rows
     def push(self, row: np.ndarray, const: float, sign: float, norm: float) -> None:
@@ -199,11 +210,8 @@ class _Search:
                 basic = highspy.HighsBasisStatus.kBasic
                 status_of = self.h.getBasis().row_status
                 lay = self.layer
-                idx = [
-                    self.keys[p] for p in range(lay.base, self.rows - 1) if status_of[p] != basic
-                ]
-                idx_a = np.array(idx, dtype=np.int64)
-                lay.conflicts.setdefault((j, sign), []).append((idx_a, lay.cur[idx_a].copy()))
+                rows = range(lay.base, self.rows - 1)
+                lay.learn(j, sign, [self.keys[p] for p in rows if status_of[p] != basic])
         else:
             self.stats.doubtful += 1
         self.pop()
@@ -286,7 +294,7 @@ class _Search:
     def enter(self, k: int, az, cz, point) -> None:
         """Search the node ``point`` is in, at the start of ReLU layer ``k``."""
         norms = np.linalg.norm(az, axis=1)
-        outer, self.layer = self.layer, _Layer(self.rows, np.zeros(len(az), np.int8), norms)
+        outer, self.layer = self.layer, _Layer(self.rows, norms)
         try:
             known = self.layer_signs(az, cz, point)
             if known is not None:
@@ -390,7 +398,7 @@ def resume(
     for row, const, sign in node.trail:
         search.split_push(-1, row, const, sign)
     norms = np.linalg.norm(node.az, axis=1)
-    search.layer = _Layer(search.rows, np.zeros(len(node.az), np.int8), norms)
+    search.layer = _Layer(search.rows, norms)
     if np.all(search.G[: search.rows] @ node.point + search.g[: search.rows] > tol):
         search.pools[-1] = np.vstack((search.pools[-1], node.point))
     search.pats = list(node.pats)

@@ -58,6 +58,9 @@ OnRegion = Callable[[np.ndarray, np.ndarray], None]
 SEEDS = 64
 """Random points of the box that start the witness pool (they only save LPs)."""
 
+CERTS = 8
+"""Dual certificates kept per neuron side, the most recent first (they only save LPs)."""
+
 
 @dataclass
 class SplitStats:
@@ -90,36 +93,6 @@ class Node:
     known: np.ndarray | None = None
 
 
-class _Layer:
-    """The search inside one region of the ReLU layers before the current one (the layer's
-    root): the stack depth there, the signs of the current layer's splits so far (``cur``,
-    0: not split), and the learned conflicts. A conflict for side ``sign`` of neuron ``j`` is
-    a row of signs (0: any) under which that side is empty; they are kept stacked, one matrix
-    per ``(j, sign)``, so one numpy test checks them all."""
-
-    def __init__(self, base: int, norms: np.ndarray) -> None:
-        self.base, self.norms = base, norms
-        self.cur = np.zeros(len(norms), np.int8)
-        self.rows: dict[tuple[int, float], list[np.ndarray]] = {}
-        self.stacked: dict[tuple[int, float], np.ndarray] = {}
-
-    def learn(self, j: int, sign: float, idx: list[int]) -> None:
-        row = np.zeros(len(self.cur), np.int8)
-        row[idx] = self.cur[idx]
-        self.rows.setdefault((j, sign), []).append(row)
-        self.stacked.pop((j, sign), None)
-
-    def refutes(self, j: int, sign: float) -> bool:
-        key = (j, sign)
-        if key not in self.rows:
-            return False
-        m = self.stacked.get(key)
-        if m is None:
-            m = self.stacked[key] = np.unique(np.array(self.rows[key]), axis=0)
-            self.rows[key] = list(m)
-        return bool(np.any(np.all((m == 0) | (m == self.cur), axis=1)))
-
-
 class _Search:
     def __init__(self, net, box, fixed, tol, on_region, settle=True, seeds=SEEDS):
         self.net, self.box, self.fixed, self.tol = net, box, fixed, tol
@@ -147,8 +120,10 @@ class _Search:
         self.g = np.zeros(16)
         rng = np.random.default_rng(0)
         self.pools: list[np.ndarray] = [box.sample(seeds, rng)]
-        self.keys: list[int] = []  # per stack row: the neuron it splits (-1: another layer's)
-        self.layer = _Layer(0, np.zeros(0))
+        self.keys: list[tuple] = []  # per stack row: (ReLU layer, neuron, sign) it splits
+        self.where: dict[tuple, int] = {}  # and back: the row of a key on the stack
+        self.certs: dict[tuple, list[tuple]] = {}  # (layer, neuron, sign) -> dual multipliers
+        self.norms = np.zeros(0)  # the 2-norms of the current layer's rows
 
     # ------------------------------------------------------------------ LP rows
     def push(self, row: np.ndarray, const: float, sign: float, norm: float) -> None:
@@ -163,39 +138,33 @@ class _Search:
         self.g[self.rows] = sign * const / norm
         self.rows += 1
         self.trail.append((row, const, sign))
-        self.keys.append(-1)
+        self.keys.append(())
 
     def pop(self) -> None:
         self.rows -= 1
         self.trail.pop()
-        self.keys.pop()
+        self.where.pop(self.keys.pop(), None)
         self.h.deleteRows(1, np.array([self.rows], dtype=np.int32))
 
     def split_push(self, j: int, row: np.ndarray, const: float, sign: float) -> None:
-        """:meth:`push` the row of a split of neuron ``j`` of the current layer (-1: of
-        another layer); the pool keeps its points beyond it."""
-        self.push(row, const, sign, self.layer.norms[j] if j >= 0 else np.linalg.norm(row))
-        self.keys[-1] = j
-        if j >= 0:
-            self.layer.cur[j] = sign
+        """:meth:`push` the row of a split of neuron ``j`` of the current layer (-1: a row of
+        a node resumed from another process); the pool keeps its points beyond it."""
+        self.push(row, const, sign, self.norms[j] if j >= 0 else np.linalg.norm(row))
+        key = (len(self.pats), j, sign) if j >= 0 else ("resumed", self.rows, sign)
+        self.keys[-1] = key
+        self.where[key] = self.rows - 1
         pool = self.pools[-1]
         self.pools.append(pool[pool @ self.G[self.rows - 1] + self.g[self.rows - 1] > self.tol])
 
     def split_pop(self) -> None:
-        if self.keys[-1] >= 0:
-            self.layer.cur[self.keys[-1]] = 0
         self.pools.pop()
         self.pop()
 
     def interior(self, j, row, const, sign, norm) -> np.ndarray | None:
         """A point deep inside the current node on side ``sign`` of the row, or None.
 
-        When the part is empty (``t* <= tol``), the rows nonbasic in the optimal basis carry
-        the dual certificate ``t* <= tol`` (basic rows have zero duals): the same LP over
-        just those rows, the box and the new row has the same optimum, so side ``sign`` of
-        neuron ``j`` is empty in every node that keeps them. The current layer's splits
-        among them are learned as a conflict (:class:`_Layer`); rows of earlier layers are
-        the same in the whole layer's subtree.
+        When the part is empty (``t* <= tol``), the LP's row duals are kept as multipliers
+        for :meth:`refuted`.
         """
         self.push(row, const, sign, norm)
         self.stats.lps += 1
@@ -206,12 +175,13 @@ class _Search:
             sol = np.asarray(self.h.getSolution().col_value)
             if sol[self.n] > self.tol:
                 point = self.box.clip(sol[: self.n])
-            elif j >= 0:
-                basic = highspy.HighsBasisStatus.kBasic
-                status_of = self.h.getBasis().row_status
-                lay = self.layer
-                rows = range(lay.base, self.rows - 1)
-                lay.learn(j, sign, [self.keys[p] for p in rows if status_of[p] != basic])
+            else:
+                duals = np.abs(np.asarray(self.h.getSolution().row_dual)[: self.rows])
+                on = np.flatnonzero(duals[:-1] > 0)
+                cert = ([self.keys[p] for p in on], duals[on].tolist(), float(duals[-1]))
+                certs = self.certs.setdefault((len(self.pats), j, sign), [])
+                certs.insert(0, cert)
+                del certs[CERTS:]
         else:
             self.stats.doubtful += 1
         self.pop()
@@ -225,7 +195,7 @@ class _Search:
         """Interior points of the node's active and inactive parts (None: empty): the node's
         point, else a witness of the pool, else an LP."""
         tol = self.tol
-        norm = float(self.layer.norms[j])
+        norm = float(self.norms[j])
         dist = (float(row @ point) + const) / norm
         here = 1.0 if dist > tol else (-1.0 if dist < -tol else 0.0)
         pool = self.pools[-1]
@@ -241,12 +211,46 @@ class _Search:
                     self.stats.witnesses += 1
                     out.append(pool[best])
                     continue
-            if self.layer.refutes(j, sign):
+            if self.refuted(j, row, const, sign, norm):
                 self.stats.conflicts += 1
                 out.append(None)
                 continue
             out.append(self.interior(j, row, const, sign, norm))
         return out[0], out[1]
+
+    def refuted(self, j: int, row, const: float, sign: float, norm: float) -> bool:
+        r"""Whether multipliers kept from an LP that found side ``sign`` of neuron ``j`` of this
+        layer empty (elsewhere in the search) prove it empty here too, without an LP.
+
+        For any weights :math:`\lambda \ge 0` on the node's rows and the new one (margins
+        :math:`m_r(x) = G_r x + g_r`), :math:`\min_r m_r(x) \le \sum_r \lambda_r m_r(x) /
+        \sum_r \lambda_r`, so :math:`t^* \le \max_{x \in box} \sum_r \lambda_r m_r(x) /
+        \sum_r \lambda_r`, a linear function's maximum over the box, in closed form. With
+        the LP's own duals this is its optimum (weak duality is tight); elsewhere the same
+        rows (by neuron and sign; in another region of the earlier layers their coefficients
+        differ) usually still prove ``t* <= tol``. Rows that are not on the stack here get
+        weight 0. Any weights give a valid bound, so a wrong guess only costs the LP.
+        """
+        certs = self.certs.get((len(self.pats), j, sign))
+        if not certs:
+            return False
+        new_a, new_b = sign * row / norm, sign * const / norm
+        where, G, g = self.where, self.G, self.g
+        for keys, weights, w_new in certs:
+            rows, ws = [], []
+            for k, w in zip(keys, weights, strict=True):
+                p = where.get(k)
+                if p is not None:
+                    rows.append(p)
+                    ws.append(w)
+            a, b, total = w_new * new_a, w_new * new_b, w_new + sum(ws)
+            if rows:
+                wv = np.array(ws)
+                a = a + wv @ G[rows]
+                b = b + float(wv @ g[rows])
+            if total > 0 and b + float(a @ self.mid + np.abs(a) @ self.rad) <= self.tol * total:
+                return True
+        return False
 
     def box_signs(self, az: np.ndarray, cz: np.ndarray) -> np.ndarray:
         """Per neuron of the ReLU layer entered (``z = az x + cz``): 1/0 when it is active/
@@ -254,7 +258,7 @@ class _Search:
         -1 (free)."""
         rl = len(self.pats)
         known = self.fixed[rl] if rl < len(self.fixed) else None
-        norms = self.layer.norms
+        norms = self.norms
         radius = np.abs(az) @ self.rad
         mid = az @ self.mid + cz
         out = np.where(
@@ -293,14 +297,13 @@ class _Search:
 
     def enter(self, k: int, az, cz, point) -> None:
         """Search the node ``point`` is in, at the start of ReLU layer ``k``."""
-        norms = np.linalg.norm(az, axis=1)
-        outer, self.layer = self.layer, _Layer(self.rows, norms)
+        outer, self.norms = self.norms, np.linalg.norm(az, axis=1)
         try:
             known = self.layer_signs(az, cz, point)
             if known is not None:
                 self.visit(k, 0, az, cz, np.zeros(az.shape[0], bool), point, known)
         finally:
-            self.layer = outer
+            self.norms = outer
 
     def visit(self, k: int, j: int, az, cz, mask, point, known) -> None:
         while True:
@@ -397,8 +400,7 @@ def resume(
         search.stats = stats
     for row, const, sign in node.trail:
         search.split_push(-1, row, const, sign)
-    norms = np.linalg.norm(node.az, axis=1)
-    search.layer = _Layer(search.rows, norms)
+    search.norms = np.linalg.norm(node.az, axis=1)
     if np.all(search.G[: search.rows] @ node.point + search.g[: search.rows] > tol):
         search.pools[-1] = np.vstack((search.pools[-1], node.point))
     search.pats = list(node.pats)

@@ -396,7 +396,7 @@ def test_lp_splitting_equals_oracle_on_small_boxes_in_8_to_16_inputs(seed: int) 
 
 
 def test_settling_and_conflicts_save_lps_not_regions() -> None:
-    """A 12-input network on a small box: the shortcuts must act (conflicts learned and used,
+    """A 12-input network on a small box: the shortcuts must act (dual certificates reused,
     witnesses found, fewer LPs) and find the same regions, pattern for pattern."""
     rng = np.random.default_rng(7)
     sizes = (12, 10, 10, 1)
@@ -415,7 +415,7 @@ def test_settling_and_conflicts_save_lps_not_regions() -> None:
         settle=False, seeds=0,
     )  # fmt: skip
     assert found["fast"] == found["plain"] and fast.regions == len(found["fast"]) > 50
-    assert fast.conflicts > 0 and fast.witnesses > 0
+    assert fast.refuted > 0 and fast.witnesses > 0
     assert fast.lps < plain.lps
 
 

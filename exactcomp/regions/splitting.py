@@ -8,36 +8,35 @@ and inactive parts; a part is kept only if it has an interior, which one LP deci
 .. math::
 
     \max\; t \quad \text{s.t.}\quad
-    \sigma_r \frac{a_r x + c_r}{\|a_r\|_2} \ge t \;\; (\text{every row of } P
-    \text{ and the new one}), \qquad lo \le x \le hi, \qquad 0 \le t \le T,
+    m_r(x) = \sigma_r \frac{a_r x + c_r}{\|a_r\|_2} \ge t \;\; (\text{every row of } P
+    \text{ and the new one}), \qquad lo \le x \le hi, \qquad t \le T,
 
 ``t`` being the radius of a ball around ``x`` (within the box's affine hull) on the right side
-of every row; the part has an interior iff ``t* > tol``. Four shortcuts keep LPs rare:
+of every row; the part has an interior iff ``t* > tol``. ``t`` is free below, so every LP has
+an optimum (and duals). Shortcuts that change the LP count, never the decisions:
 
-* a neuron proven stable (``fixed``, from the stability engine) or whose sign interval
-  arithmetic over the whole box settles never splits anything;
-* the node's interior point lies strictly on one side of ``z_j = 0``: that part needs no LP;
-* **witnesses**: every node keeps a pool of points of the box beyond each of its rows by more
-  than ``tol`` (random points of the box at the root, filtered at each split, and every point
-  an LP returns). A pool point beyond the new row by more than ``tol`` shows ``t* > tol``
-  without an LP: the decision is the LP's, only cheaper (an LP runs only when no witness is
-  found, and an empty part always needs its LP);
-* **settling at the layer's root**: on entering a ReLU layer (a region of the layers before,
-  on which the layer's pre-activations are one affine map), each of its free neurons is
-  tested once there. A neuron with one empty side there has that side empty in every node
-  below (they are subsets), so it never costs an LP again; a neuron that crosses leaves two
-  witnesses in the pool. Without this, a neuron that misses the region costs one
-  (infeasible) LP in every node of the region's subtree that reaches it.
+* a neuron proven stable (``fixed``, from the stability engine) or settled by interval
+  arithmetic over the box never splits anything;
+* the node's point lies strictly on one side of ``z_j = 0``: that part needs no LP;
+* **witnesses**: each node keeps a pool of points of the box beyond each of its rows by more
+  than ``tol`` (random points at the root, filtered at each split, plus every LP's point);
+  one beyond the new row by more than ``tol`` shows ``t* > tol`` without an LP;
+* **dual certificates**: an LP that finds a part empty leaves its row duals ``lambda``;
+  for any ``lambda >= 0``, ``t* <= max_{x in box} sum_r lambda_r m_r(x) / sum_r lambda_r``
+  (a linear function over a box: closed form), so the same weights on the same rows (by
+  neuron and sign) prove the part empty elsewhere in the search, checked in numpy
+  (:meth:`_Search.refuted`); a bound above ``tol`` just means the LP runs;
+* **settling at the layer's root**: on entering a ReLU layer (a region of the layers before),
+  each free neuron is tested there once; a side empty there is empty in every node below.
 
-Rows are added to one HiGHS instance on the way down and deleted on the way back (a stack), so
-each LP warm-starts from the last basis. An LP that ends neither optimal nor infeasible
-(numerical trouble) drops that part and marks the count inexact (a lower bound).
+Rows are added to one HiGHS instance on the way down and deleted on the way back (a stack).
+An LP that does not end optimal drops that part and marks the count inexact (a lower bound).
 
 Why depth-first splitting rather than traversing the adjacency graph: traversal solves one LP
-per candidate facet of every region (each free neuron of each layer is a candidate: about
-``k`` LPs per region for ``k`` free neurons, 15-20 on the digits boxes), while splitting solves
-one LP per split plus one per empty part, and the witnesses and the settling above remove most
-of those (0.5-1 LP per region on the digits boxes, see ``benchmarks/RESULTS.md``).
+per candidate facet of every region (each free neuron is a candidate: about ``k`` LPs per
+region for ``k`` free neurons, 15-20 on the digits boxes), while splitting needs one LP per
+split (a point on the new side) plus the empty parts the shortcuts do not catch: 1.1-1.4 LPs
+per region on the digits boxes (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ class SplitStats:
     regions: int = 0
     depth: int = 0
     witnesses: int = 0
-    conflicts: int = 0
+    refuted: int = 0  # empty parts proven by a kept dual certificate, without an LP
     extra: dict = field(default_factory=dict)
 
 
@@ -212,7 +211,7 @@ class _Search:
                     out.append(pool[best])
                     continue
             if self.refuted(j, row, const, sign, norm):
-                self.stats.conflicts += 1
+                self.stats.refuted += 1
                 out.append(None)
                 continue
             out.append(self.interior(j, row, const, sign, norm))

@@ -191,12 +191,12 @@ def suite_2d(opts: RegionOptions, bars: Any, rows: list[RegionRow], on_row=None)
 
 
 def digits_grid(quick: bool) -> tuple[ModelConfig, ...]:
-    """Widths x l1 (seed 0, 2 hidden layers); quick: the three shipped 100x100 models."""
+    """Widths x depths x l1 (seed 0): 2 hidden layers of 25, 50 or 100 and 3 of 50; quick:
+    the three shipped 100x100 models."""
     if quick:
         return tuple(ModelConfig((100, 100), l1, 0) for l1 in (0.0, 1e-4, 5e-4))
-    return tuple(
-        ModelConfig((w, w), l1, 0) for w in (25, 50, 100) for l1 in (0.0, 1e-4, 5e-4, 1e-3)
-    )
+    hidden = ((25, 25), (50, 50), (100, 100), (50, 50, 50))
+    return tuple(ModelConfig(h, l1, 0) for h in hidden for l1 in (0.0, 1e-4, 5e-4, 1e-3))
 
 
 def suite_digits(opts: RegionOptions, bars: Any, rows: list[RegionRow], on_row=None) -> None:

@@ -367,3 +367,60 @@ def test_adjacency_graph() -> None:
     stats = graph_stats(g)
     assert stats.nodes == len(cells) and stats.components == 1
     assert min(d for _, d in g.degree()) >= 1
+
+
+# --------------------------------------------------------------------------- the LP fast path
+def _small_box_case(seed: int, neurons: int = 14):
+    """8-16 inputs, a box a tenth the size of the drawn one around a random point of it: many
+    neurons stable or missing whole regions, which the settling, the learned conflicts and
+    the witnesses act on."""
+    case = random_case(
+        seed, inputs=(8, 16), depth=(2, 3), width=(3, 7), max_neurons=neurons, nasty=False
+    )
+    rng = np.random.default_rng(seed + 1000)
+    box = case.box
+    centre = box.sample(1, rng)[0]
+    half = 0.1 * (box.upper - box.lower)
+    return case.network, Box(
+        np.maximum(centre - half, box.lower), np.minimum(centre + half, box.upper)
+    )
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_lp_splitting_equals_oracle_on_small_boxes_in_8_to_16_inputs(seed: int) -> None:
+    net, box = _small_box_case(seed)
+    fast, _ = split_regions(net, box, [], TOL, lambda p, x: None)
+    plain, _ = split_regions(net, box, [], TOL, lambda p, x: None, settle=False, seeds=0)
+    assert fast.regions == plain.regions == _oracle(net, box)
+    assert fast.doubtful == plain.doubtful == 0
+
+
+def test_settling_and_conflicts_save_lps_not_regions() -> None:
+    """A 12-input network on a small box: the shortcuts must act (dual certificates reused,
+    witnesses found, fewer LPs) and find the same regions, pattern for pattern."""
+    rng = np.random.default_rng(7)
+    sizes = (12, 10, 10, 1)
+    layers = tuple(
+        Layer(rng.normal(size=(o, i)) / np.sqrt(i), rng.normal(size=o) * 0.05, k < 2)
+        for k, (i, o) in enumerate(zip(sizes, sizes[1:], strict=False))
+    )
+    net = Network(layers)
+    box = Box.uniform(-0.3, 0.3, 12)
+    found: dict[str, set[bytes]] = {"fast": set(), "plain": set()}
+    fast, _ = split_regions(
+        net, box, [], TOL, lambda p, x: found["fast"].add(np.packbits(p).tobytes())
+    )
+    plain, _ = split_regions(
+        net, box, [], TOL, lambda p, x: found["plain"].add(np.packbits(p).tobytes()),
+        settle=False, seeds=0,
+    )  # fmt: skip
+    assert found["fast"] == found["plain"] and fast.regions == len(found["fast"]) > 50
+    assert fast.refuted > 0 and fast.witnesses > 0
+    assert fast.lps < plain.lps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_jobs_split_the_lp_search_without_changing_the_count(seed: int) -> None:
+    net, box = _small_box_case(100 + seed)
+    truth = _oracle(net, box)
+    assert count_regions(net, box, jobs=2, samples=50, lines=1).regions == truth

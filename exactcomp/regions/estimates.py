@@ -16,8 +16,12 @@ of the earlier layers, whose dimension is at most ``n_0`` and at most the number
 neurons of each earlier layer. The paper refines it with the ranks of the weight matrices:
 the pre-activations of layer ``l`` live in an image of dimension at most ``rank W_i`` for every
 ``i <= l``, so ``rank W_1, ..., rank W_l`` join the ``min`` (:func:`serra_upper_bound`; with full
-ranks the bound is Theorem 1's). ``W_l`` is the map from the previous ReLU layer (or the
-input) to layer ``l``'s pre-activations, linear layers in between composed in.
+ranks the bound is Theorem 1's; the rank form is the paper's Theorem 7). ``W_l`` is the map
+from the previous ReLU layer (or the input) to layer ``l``'s pre-activations, linear layers in
+between composed in. ``tests/test_serra_bound.py`` checks the dynamic programme against the
+sum over ``J`` written out, and against hand-worked cases: ``n_0 = 1`` gives
+``prod_l (n_l + 1)``; ``n_0 >= n_1`` makes ``n_0`` irrelevant (2 inputs, widths 2, 2: 11, not
+16); a rank cap on one layer caps every later one.
 
 Evaluated on the compressed network, the bound shrinks: stable neurons leave the widths and
 can lower the ranks. That is the link between compressibility and expressiveness, in numbers.

@@ -96,7 +96,14 @@ def split_verify(
         rows = np.arange(len(lo))
         i_out, side = np.divmod(arg, 2)
         coef = np.where((side == 1)[:, None], b.hi_e[rows, :-1, i_out], -b.lo_e[rows, :-1, i_out])
-        score = b.unstable + 1e-9 * np.abs(coef)  # per input, times the width: the split rule
+        import os
+        rule = os.environ.get("DV_RULE", "unstable")
+        if rule == "grad":
+            score = b.gradient + 1e-9 * np.abs(coef)
+        elif rule == "mix":
+            score = b.unstable / np.maximum(b.unstable.sum(1, keepdims=True), 1e-300) + b.gradient / np.maximum(b.gradient.sum(1, keepdims=True), 1e-300)
+        else:
+            score = b.unstable + 1e-9 * np.abs(coef)  # per input, times the width: the split rule
         return w, flat[rows, arg], coef, score
 
     lo, hi = box.lower[None, :].copy(), box.upper[None, :].copy()

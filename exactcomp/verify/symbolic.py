@@ -82,7 +82,10 @@ from ..bounds.linear import linear_bounds
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
+from .backward import Relaxation, output_bounds, relu_relaxation
 
+import os
+BACKWARD = os.environ.get('DV_BACK', '1') == '1'
 CROWN_FROM = 2  # back-substitution bounds f's layers from this one on (1, 2: equal; 3, 4: worse)
 
 
@@ -185,6 +188,7 @@ class DifferenceBounds:
     lo_e: np.ndarray
     hi_e: np.ndarray
     unstable: np.ndarray  # (N, d): sum over f's unstable neurons of |dz/dx_j| / (u - l)
+    gradient: np.ndarray | None = None  # (N, d): max |.| of an interval of d(f - g)/dx_j
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,6 +234,8 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
     cur_lo, cur_hi = lo, hi  # concrete bounds of a^f
     last = len(f.layers) - 1
     zero = None
+    relax: list[Relaxation] = []  # per hidden layer, for the back-substitution
+    masks: list[tuple[np.ndarray, ...]] = []  # per layer: f active, inactive, g the same
     for k, (lf_, lg_) in enumerate(zip(f.layers, g.layers, strict=True)):
         rows = list(outputs) if k == last else slice(None)
         wf, bf = lf_.weight[rows], lf_.bias[rows]
@@ -262,20 +268,31 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
             d_lo[:, d] -= p
             d_hi[:, d] += p
         if k == last:
-            return DifferenceBounds(forms.low(d_lo), forms.high(d_hi), d_lo, d_hi, smear)
+            grad = _gradient(f, g, outputs, masks)
+            out_lo, out_hi = forms.low(d_lo), forms.high(d_hi)
+            if relax and BACKWARD:
+                b_lo, b_hi = output_bounds(f, g, outputs, relax, lo, hi, mag, tol)
+                out_lo, out_hi = np.maximum(out_lo, b_lo), np.minimum(out_hi, b_hi)
+            return DifferenceBounds(out_lo, out_hi, d_lo, d_hi, smear, grad)
         dl, du = forms.low(d_lo), forms.high(d_hi)
         if not lf_.relu:
+            masks.append(())
+            relax.append(Relaxation.linear(lf, uf, dl, du))
             x_lo, x_hi, cur_lo, cur_hi = zf_lo, zf_hi, lf, uf
             dl_e, dh_e = d_lo, d_hi
             continue
         slack = forms.pad(np.abs(lf) + np.abs(uf) + np.abs(dl) + np.abs(du))
         lg, ug = lf + dl - slack, uf + du + slack
+        # g's own forms z^f + d, concretised together, are tighter where d is loose
+        lg = np.maximum(lg, forms.low(zf_lo + d_lo) - slack)
+        ug = np.minimum(ug, forms.high(zf_hi + d_hi) + slack)
         if zero is None or zero.shape != zf_lo.shape:
             zero = np.zeros_like(zf_lo)
         # f after its ReLU
         act_f, ina_f = lf >= 0, uf <= 0
         act_g, ina_g = lg >= 0, ug <= 0
         unst = ~(act_f | ina_f)
+        masks.append((act_f, ina_f, act_g, ina_g))
         # splitting heuristic: each neuron unstable in f (or else in g) contributes the share
         # of its range due to each input (z^g is close to z^f: f's gradient serves for both)
         unst_g = ~(act_g | ina_g) & ~unst
@@ -283,21 +300,27 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
         inv += np.where(unst_g, 1.0 / np.where(unst_g, ug - lg, 1.0), 0.0)
         grad = np.abs(zf_lo[:, :d] + zf_hi[:, :d]) / 2  # (N, d, n)
         smear += np.einsum("ndk,nk->nd", grad, inv)
-        s = np.where(unst, uf / np.where(unst, uf - lf, 1.0), act_f.astype(float))
-        h_hi = _scaled(zf_hi, s, np.where(unst, lf, 0.0), forms)
+        # the chord of the upper form over [max(l, min Z_hi), u] (see "Tighter chords")
+        lf_c = np.minimum(np.maximum(lf, forms.low(zf_hi)), 0.0)
+        s = np.where(unst, uf / np.where(unst, uf - lf_c, 1.0), act_f.astype(float))
+        h_hi = _scaled(zf_hi, s, np.where(unst, lf_c, 0.0), forms)
         alpha = np.where(unst, (uf > -lf).astype(float), s)  # lower slope: CROWN's choice
         h_lo = zf_lo * alpha[:, None, :]
         p = forms.pad(np.maximum(s, alpha) * (forms.size(zf_hi) + forms.size(zf_lo) + np.abs(lf)))
         h_lo[:, d] -= p
         h_hi[:, d] += p
         # the post-activation difference
-        both = (dl < 0) & (du > 0)
-        sl = np.where(both, -dl / np.where(both, du - dl, 1.0), 0.0)
-        su = np.where(both, du / np.where(both, du - dl, 1.0), 0.0)
-        chord_lo = _scaled(d_lo, sl, du, forms)
-        chord_hi = _scaled(d_hi, su, dl, forms)
-        gen_lo = _where(dl >= 0, zero, _where(du <= 0, d_lo, chord_lo))
-        gen_hi = _where(du <= 0, zero, _where(dl >= 0, d_hi, chord_hi))
+        # min(0, d) >= chord of the lower form over [dl, min(du, max D_lo)]; max(0, d) <=
+        # chord of the upper form over [max(dl, min D_hi), du] (see "Tighter chords")
+        du_l = np.maximum(np.minimum(du, forms.high(d_lo)), dl)
+        dl_u = np.minimum(np.maximum(dl, forms.low(d_hi)), du)
+        both_l, both_u = (dl < 0) & (du_l > 0), (dl_u < 0) & (du > 0)
+        sl = np.where(both_l, -dl / np.where(both_l, du_l - dl, 1.0), 0.0)
+        su = np.where(both_u, du / np.where(both_u, du - dl_u, 1.0), 0.0)
+        chord_lo = _scaled(d_lo, sl, du_l, forms)
+        chord_hi = _scaled(d_hi, su, dl_u, forms)
+        gen_lo = _where(dl >= 0, zero, _where(du_l <= 0, d_lo, chord_lo))
+        gen_hi = _where(du <= 0, zero, _where(dl_u >= 0, d_hi, chord_hi))
         lo_e = _where(act_f, d_lo, _where(ina_f, zero, gen_lo))
         hi_e = _where(act_g, d_hi, _where(ina_g, zero, gen_hi))
         # exact cases
@@ -306,8 +329,10 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
         # the other route: bounds of a^g (g's own relaxation, z^g = z^f + d) minus those of
         # a^f; it shrinks with g's range where the one above shrinks only with d's
         mid_g = ~(act_g | ina_g)
-        sg = np.where(mid_g, ug / np.where(mid_g, ug - lg, 1.0), act_g.astype(float))
-        alt_hi = _scaled(zf_hi + d_hi, sg, np.where(mid_g, lg, 0.0), forms) - h_lo
+        zg_hi = zf_hi + d_hi
+        lg_c = np.minimum(np.maximum(lg, forms.low(zg_hi)), 0.0)
+        sg = np.where(mid_g, ug / np.where(mid_g, ug - lg_c, 1.0), act_g.astype(float))
+        alt_hi = _scaled(zg_hi, sg, np.where(mid_g, lg_c, 0.0), forms) - h_lo
         alpha_g = np.where(mid_g, (ug > -lg).astype(float), sg)
         alt_lo = (zf_lo + d_lo) * alpha_g[:, None, :] - h_hi
         p = forms.pad(
@@ -325,9 +350,37 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
         hi_e[:, d] += p
         alt_lo[:, d] -= p
         alt_hi[:, d] += p
-        lo_e = _where(forms.low(alt_lo) > forms.low(lo_e), alt_lo, lo_e)
-        hi_e = _where(forms.high(alt_hi) < forms.high(hi_e), alt_hi, hi_e)
+        use_lo = forms.low(alt_lo) > forms.low(lo_e)
+        use_hi = forms.high(alt_hi) < forms.high(hi_e)
+        relax.append(relu_relaxation(lf, uf, dl, du, lg, ug, use_lo, use_hi))
+        lo_e = _where(use_lo, alt_lo, lo_e)
+        hi_e = _where(use_hi, alt_hi, hi_e)
         dl_e, dh_e = lo_e, hi_e
         x_lo, x_hi = h_lo, h_hi
         cur_lo, cur_hi = np.maximum(lf, 0.0), np.maximum(uf, 0.0)
     raise AssertionError("unreachable: the last layer returns")  # pragma: no cover
+
+
+def _gradient(f: Network, g: Network, outputs, masks) -> np.ndarray:
+    """Per box, ``max(|lo_j|, |hi_j|)`` of an interval enclosing every partial derivative
+    ``d(f_i - g_i)/dx_j`` (``i`` the first output) on the box, from the neuron states: an
+    unstable neuron's slope is anywhere in [0, 1] (NeuroDiff's split rule)."""
+    n_box = next((len(m[0]) for m in masks if m), 1)
+    out = []
+    for net, sign, which in ((f, 1.0, 0), (g, -1.0, 2)):
+        last = net.layers[-1]
+        w = sign * last.weight[outputs[0]]
+        gl = np.broadcast_to(w, (n_box, len(w))).copy()
+        gu = gl.copy()
+        for k in range(len(net.layers) - 2, -1, -1):
+            layer = net.layers[k]
+            if layer.relu:
+                act, ina = masks[k][which], masks[k][which + 1]
+                unst = ~(act | ina)
+                gl = np.where(ina, 0.0, np.where(unst, np.minimum(gl, 0.0), gl))
+                gu = np.where(ina, 0.0, np.where(unst, np.maximum(gu, 0.0), gu))
+            wp, wn = np.maximum(layer.weight, 0.0), np.minimum(layer.weight, 0.0)
+            gl, gu = gl @ wp + gu @ wn, gu @ wp + gl @ wn
+        out.append((gl, gu))
+    lo, hi = out[0][0] + out[1][0], out[0][1] + out[1][1]
+    return np.maximum(np.abs(lo), np.abs(hi))

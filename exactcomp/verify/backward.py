@@ -116,9 +116,11 @@ def output_bounds(
     mu, nu = lam_d @ wg, lam_d @ (wg - wf)
     const = np.broadcast_to(sign @ (bg - bf), (n_box, 2 * m)).copy()
     r = relax[last - 1]
-    scale = _dot(np.abs(lam_d), np.abs(bg - bf)) + _dot(
-        np.abs(lam_d) @ np.abs(wg), r.mag_d
-    ) + _dot(np.abs(lam_d) @ np.abs(wg - wf), r.mag_a)
+    scale = (
+        _dot(np.abs(lam_d), np.abs(bg - bf))
+        + _dot(np.abs(lam_d) @ np.abs(wg), r.mag_d)
+        + _dot(np.abs(lam_d) @ np.abs(wg - wf), r.mag_a)
+    )
     for k in range(last - 1, -1, -1):
         r = relax[k]
         mup, mun = np.maximum(mu, 0.0), np.minimum(mu, 0.0)

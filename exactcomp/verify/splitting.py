@@ -84,30 +84,24 @@ def split_verify(
     widest = max(layer.out_features for layer in f.layers)
     batch = int(np.clip(ELEMENTS // (4 * widest * (widest + box.dim + 1)), 8, BATCH))
     closed = np.full((m, 2), -np.inf)  # max over proven leaves
-    pool = _Pool(box.dim, m)  # the open leaves
+    hidden = sum(4 * layer.out_features for layer in f.layers[:-1])
+    pool = _Pool(box.dim, m, hidden)  # the open leaves
     best_d, best_x = 0.0, box.center[None, :]
     nodes = splits = 0
 
-    def bound(lo, hi, parent):
-        b = difference_bounds(pair, lo, hi)
+    def bound(lo, hi, parent, known):
+        b = difference_bounds(pair, lo, hi, known)
         w = np.minimum(np.stack([-b.lo, b.hi], axis=2), parent)  # (N, m, 2)
         flat = w.reshape(len(lo), -1)
         arg = flat.argmax(axis=1)
         rows = np.arange(len(lo))
         i_out, side = np.divmod(arg, 2)
         coef = np.where((side == 1)[:, None], b.hi_e[rows, :-1, i_out], -b.lo_e[rows, :-1, i_out])
-        import os
-        rule = os.environ.get("DV_RULE", "unstable")
-        if rule == "grad":
-            score = b.gradient + 1e-9 * np.abs(coef)
-        elif rule == "mix":
-            score = b.unstable / np.maximum(b.unstable.sum(1, keepdims=True), 1e-300) + b.gradient / np.maximum(b.gradient.sum(1, keepdims=True), 1e-300)
-        else:
-            score = b.unstable + 1e-9 * np.abs(coef)  # per input, times the width: the split rule
-        return w, flat[rows, arg], coef, score
+        score = b.unstable + 1e-9 * np.abs(coef)  # per input, times the width: the split rule
+        return w, flat[rows, arg], coef, score, b.inner
 
     lo, hi = box.lower[None, :].copy(), box.upper[None, :].copy()
-    w, key, coef, score = bound(lo, hi, np.full((1, m, 2), np.inf))
+    w, key, coef, score, inner = bound(lo, hi, np.full((1, m, 2), np.inf), None)
     nodes += 1
     while True:
         # concrete points: each centre and the corner maximising the worst bound
@@ -131,7 +125,7 @@ def split_verify(
         done = key <= tol
         if done.any():
             closed = np.maximum(closed, w[done].max(axis=0))
-        pool.add(lo[~done], hi[~done], w[~done], score[~done], key[~done])
+        pool.add(lo[~done], hi[~done], w[~done], score[~done], key[~done], inner[~done])
         if pool.size == 0:
             return _outcome(
                 outputs, closed, True, best_x, best_d, nodes, splits, 0, "every box proven"
@@ -140,12 +134,12 @@ def split_verify(
             upper = np.maximum(closed, pool.w.max(axis=0))
             why = "time limit" if nodes < max_nodes else "node limit"
             return _outcome(outputs, upper, False, best_x, best_d, nodes, splits, pool.size, why)
-        plo, phi, pw, pscore = pool.take(batch)
+        plo, phi, pw, pscore, pinner = pool.take(batch)
         splits += len(plo)
         width = phi - plo
         dim = (pscore * width + 1e-12 * width).argmax(axis=1)
         lo, hi, parent = _halves(plo, phi, pw, dim)
-        w, key, coef, score = bound(lo, hi, parent)
+        w, key, coef, score, inner = bound(lo, hi, parent, np.repeat(pinner, 2, axis=0))
         nodes += len(lo)
 
 
@@ -165,15 +159,17 @@ def _halves(lo, hi, w, dim):
 class _Pool:
     """The open leaves: boxes, their bounds (N, m, 2), worst-bound scoreficients and keys."""
 
-    def __init__(self, d: int, m: int) -> None:
+    def __init__(self, d: int, m: int, h: int) -> None:
         self.lo, self.hi = np.zeros((0, d)), np.zeros((0, d))
+        self.inner = np.zeros((0, h))
         self.w, self.score, self.key = np.zeros((0, m, 2)), np.zeros((0, d)), np.zeros(0)
 
     @property
     def size(self) -> int:
         return len(self.key)
 
-    def add(self, lo, hi, w, score, key) -> None:
+    def add(self, lo, hi, w, score, key, inner) -> None:
+        self.inner = np.concatenate([self.inner, inner])
         self.lo, self.hi = np.concatenate([self.lo, lo]), np.concatenate([self.hi, hi])
         self.w, self.score = np.concatenate([self.w, w]), np.concatenate([self.score, score])
         self.key = np.concatenate([self.key, key])
@@ -186,8 +182,9 @@ class _Pool:
             idx = np.argpartition(-self.key, n)[:n]
         keep = np.ones(self.size, dtype=bool)
         keep[idx] = False
-        out = self.lo[idx], self.hi[idx], self.w[idx], self.score[idx]
+        out = self.lo[idx], self.hi[idx], self.w[idx], self.score[idx], self.inner[idx]
         self.lo, self.hi, self.w = self.lo[keep], self.hi[keep], self.w[keep]
+        self.inner = self.inner[keep]
         self.score, self.key = self.score[keep], self.key[keep]
         return out
 

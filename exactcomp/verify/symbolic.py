@@ -84,8 +84,7 @@ from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .backward import Relaxation, output_bounds, relu_relaxation
 
-import os
-BACKWARD = os.environ.get('DV_BACK', '1') == '1'
+BACKWARD = True  # also bound the outputs by back-substitution (exactcomp.verify.backward)
 CROWN_FROM = 2  # back-substitution bounds f's layers from this one on (1, 2: equal; 3, 4: worse)
 
 
@@ -188,7 +187,7 @@ class DifferenceBounds:
     lo_e: np.ndarray
     hi_e: np.ndarray
     unstable: np.ndarray  # (N, d): sum over f's unstable neurons of |dz/dx_j| / (u - l)
-    gradient: np.ndarray | None = None  # (N, d): max |.| of an interval of d(f - g)/dx_j
+    inner: np.ndarray  # (N, 4 H): per hidden layer, bounds of z^f and of d (for children)
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,9 +218,15 @@ class Pair:
         return cls(f, g, tuple(outputs), mag, root, pads, tol)
 
 
-def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceBounds:
+def difference_bounds(
+    pair: Pair, lo: np.ndarray, hi: np.ndarray, known: np.ndarray | None = None
+) -> DifferenceBounds:
     """Sound bounds of ``g_i - f_i`` (``i`` in ``pair.outputs``) on each box ``[lo[n], hi[n]]``
-    (boxes inside the root box). See the module docstring."""
+    (boxes inside the root box). See the module docstring.
+
+    ``known``: the ``inner`` bounds of boxes that contain these (a parent's, repeated per
+    child); they are intersected in (monotone refinement), before deciding which neurons
+    need back-substitution."""
     f, g, outputs, mag, tol = pair.f, pair.g, pair.outputs, pair.mag, pair.tol
     forms = _Forms(lo, hi, mag, tol)
     n_box, d = lo.shape
@@ -234,8 +239,9 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
     cur_lo, cur_hi = lo, hi  # concrete bounds of a^f
     last = len(f.layers) - 1
     zero = None
+    inner: list[np.ndarray] = []  # what children inherit (DifferenceBounds.inner)
+    pos = 0  # where this layer's bounds start in ``known``
     relax: list[Relaxation] = []  # per hidden layer, for the back-substitution
-    masks: list[tuple[np.ndarray, ...]] = []  # per layer: f active, inactive, g the same
     for k, (lf_, lg_) in enumerate(zip(f.layers, g.layers, strict=True)):
         rows = list(outputs) if k == last else slice(None)
         wf, bf = lf_.weight[rows], lf_.bias[rows]
@@ -245,6 +251,10 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
         zf_lo, zf_hi = forms.affine(wf, bf, x_lo, x_hi)
         il, ih = _interval(wf, bf, cur_lo, cur_hi, tol)
         lf, uf = np.maximum(forms.low(zf_lo), il), np.minimum(forms.high(zf_hi), ih)
+        width = lf.shape[1]
+        if known is not None and k < last:
+            lf = np.maximum(lf, known[:, pos : pos + width])
+            uf = np.minimum(uf, known[:, pos + width : pos + 2 * width])
         if k in pair.pads:  # back-substitution where a neuron is still unstable
             need = (lf < 0) & (uf > 0)
             boxes = np.flatnonzero(need.any(axis=1))
@@ -268,15 +278,19 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
             d_lo[:, d] -= p
             d_hi[:, d] += p
         if k == last:
-            grad = _gradient(f, g, outputs, masks)
             out_lo, out_hi = forms.low(d_lo), forms.high(d_hi)
             if relax and BACKWARD:
                 b_lo, b_hi = output_bounds(f, g, outputs, relax, lo, hi, mag, tol)
                 out_lo, out_hi = np.maximum(out_lo, b_lo), np.minimum(out_hi, b_hi)
-            return DifferenceBounds(out_lo, out_hi, d_lo, d_hi, smear, grad)
+            kept = np.concatenate(inner, axis=1) if inner else np.zeros((n_box, 0))
+            return DifferenceBounds(out_lo, out_hi, d_lo, d_hi, smear, kept)
         dl, du = forms.low(d_lo), forms.high(d_hi)
+        if known is not None:
+            dl = np.maximum(dl, known[:, pos + 2 * width : pos + 3 * width])
+            du = np.minimum(du, known[:, pos + 3 * width : pos + 4 * width])
+        inner += [lf, uf, dl, du]
+        pos += 4 * width
         if not lf_.relu:
-            masks.append(())
             relax.append(Relaxation.linear(lf, uf, dl, du))
             x_lo, x_hi, cur_lo, cur_hi = zf_lo, zf_hi, lf, uf
             dl_e, dh_e = d_lo, d_hi
@@ -292,7 +306,6 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
         act_f, ina_f = lf >= 0, uf <= 0
         act_g, ina_g = lg >= 0, ug <= 0
         unst = ~(act_f | ina_f)
-        masks.append((act_f, ina_f, act_g, ina_g))
         # splitting heuristic: each neuron unstable in f (or else in g) contributes the share
         # of its range due to each input (z^g is close to z^f: f's gradient serves for both)
         unst_g = ~(act_g | ina_g) & ~unst
@@ -359,28 +372,3 @@ def difference_bounds(pair: Pair, lo: np.ndarray, hi: np.ndarray) -> DifferenceB
         x_lo, x_hi = h_lo, h_hi
         cur_lo, cur_hi = np.maximum(lf, 0.0), np.maximum(uf, 0.0)
     raise AssertionError("unreachable: the last layer returns")  # pragma: no cover
-
-
-def _gradient(f: Network, g: Network, outputs, masks) -> np.ndarray:
-    """Per box, ``max(|lo_j|, |hi_j|)`` of an interval enclosing every partial derivative
-    ``d(f_i - g_i)/dx_j`` (``i`` the first output) on the box, from the neuron states: an
-    unstable neuron's slope is anywhere in [0, 1] (NeuroDiff's split rule)."""
-    n_box = next((len(m[0]) for m in masks if m), 1)
-    out = []
-    for net, sign, which in ((f, 1.0, 0), (g, -1.0, 2)):
-        last = net.layers[-1]
-        w = sign * last.weight[outputs[0]]
-        gl = np.broadcast_to(w, (n_box, len(w))).copy()
-        gu = gl.copy()
-        for k in range(len(net.layers) - 2, -1, -1):
-            layer = net.layers[k]
-            if layer.relu:
-                act, ina = masks[k][which], masks[k][which + 1]
-                unst = ~(act | ina)
-                gl = np.where(ina, 0.0, np.where(unst, np.minimum(gl, 0.0), gl))
-                gu = np.where(ina, 0.0, np.where(unst, np.maximum(gu, 0.0), gu))
-            wp, wn = np.maximum(layer.weight, 0.0), np.minimum(layer.weight, 0.0)
-            gl, gu = gl @ wp + gu @ wn, gu @ wp + gl @ wn
-        out.append((gl, gu))
-    lo, hi = out[0][0] + out[1][0], out[0][1] + out[1][1]
-    return np.maximum(np.abs(lo), np.abs(hi))

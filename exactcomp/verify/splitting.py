@@ -17,7 +17,8 @@ forms and ``w`` the box widths: the share of the neurons' ranges that each input
 Splitting by the smear of the output bound alone, or along the widest side, did not prove ACAS
 Xu 2_2's float16 copy at tol 0.05 within 15,000 to 48,000 boxes (this rule: 4,073): the
 difference is loose because neurons are unstable, not because the output depends on an input.
-A child box keeps its parent's bound where its own is looser (both hold on it). The centre and
+A child box keeps its parent's bound where its own is looser (both hold on it), and its
+parent's bounds of every hidden neuron and difference (``DifferenceBounds.inner``). The centre and
 the worst corner of each box are evaluated in float64; the caller re-checks the best ones as
 counterexamples. Proven upper bound: the largest bound over all leaves, open or proven.
 """

@@ -19,7 +19,7 @@ from exactcomp.domain import Box
 from exactcomp.io.vnnlib import read_vnnlib
 from exactcomp.network import Layer, Network
 from exactcomp.testing.oracle import max_output_difference
-from exactcomp.verify import symbolic
+from exactcomp.verify import splitting, symbolic
 from exactcomp.verify.backward import relu_relaxation
 from exactcomp.verify.splitting import split_verify
 from exactcomp.verify.symbolic import Pair, difference_bounds
@@ -115,8 +115,11 @@ def test_root_bound_is_never_below_the_exact_maximum(seed: int) -> None:
     assert max(-b.lo.min(), b.hi.max()) >= exact * (1 - 1e-9)
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_split_bound_is_never_below_the_exact_maximum(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "inherited"), [(0, None), (1, None), (1, 1)])
+def test_split_bound_is_never_below_the_exact_maximum(seed, inherited, monkeypatch) -> None:
+    """Also with no room for the inherited bounds (``INHERITED = 1``: children start afresh)."""
+    if inherited is not None:
+        monkeypatch.setattr(splitting, "INHERITED", inherited)
     f = mlp([2, 6, 6, 1], seed + 20)
     g = moved(f, 0.02, seed + 30)
     box = Box.uniform(-1.0, 1.0, 2)

@@ -40,6 +40,7 @@ __all__ = ["SplitOutcome", "comparable", "paired", "split_verify"]
 
 BATCH = 1024  # at most this many boxes are split per step (their children are bounded together)
 ELEMENTS = 12_000_000  # ... and fewer on wide networks: about this many floats per work array
+INHERITED = 50_000_000  # open leaves keep their hidden bounds while they take fewer floats
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def split_verify(
         width = phi - plo
         dim = (pscore * width + 1e-12 * width).argmax(axis=1)
         lo, hi, parent = _halves(plo, phi, pw, dim)
-        w, key, coef, score, inner = bound(lo, hi, parent, np.repeat(pinner, 2, axis=0))
+        known = np.repeat(pinner, 2, axis=0) if pinner.shape[1] else None
+        w, key, coef, score, inner = bound(lo, hi, parent, known)
         nodes += len(lo)
 
 
@@ -170,7 +172,9 @@ class _Pool:
         return len(self.key)
 
     def add(self, lo, hi, w, score, key, inner) -> None:
-        self.inner = np.concatenate([self.inner, inner])
+        if self.inner.shape[1] and (self.size + len(lo)) * self.inner.shape[1] > INHERITED:
+            self.inner = np.zeros((self.size, 0))  # too many leaves: children start afresh
+        self.inner = np.concatenate([self.inner, inner[:, : self.inner.shape[1]]])
         self.lo, self.hi = np.concatenate([self.lo, lo]), np.concatenate([self.hi, hi])
         self.w, self.score = np.concatenate([self.w, w]), np.concatenate([self.score, score])
         self.key = np.concatenate([self.key, key])

@@ -17,7 +17,8 @@ forms and ``w`` the box widths: the share of the neurons' ranges that each input
 Splitting by the smear of the output bound alone, or along the widest side, did not prove ACAS
 Xu 2_2's float16 copy at tol 0.05 within 15,000 to 48,000 boxes (this rule: 4,073): the
 difference is loose because neurons are unstable, not because the output depends on an input.
-A child box keeps its parent's bound where its own is looser (both hold on it). The centre and
+A child box keeps its parent's bound where its own is looser (both hold on it), and its
+parent's bounds of every hidden neuron and difference (``DifferenceBounds.inner``). The centre and
 the worst corner of each box are evaluated in float64; the caller re-checks the best ones as
 counterexamples. Proven upper bound: the largest bound over all leaves, open or proven.
 """
@@ -39,6 +40,7 @@ __all__ = ["SplitOutcome", "comparable", "paired", "split_verify"]
 
 BATCH = 1024  # at most this many boxes are split per step (their children are bounded together)
 ELEMENTS = 12_000_000  # ... and fewer on wide networks: about this many floats per work array
+INHERITED = 50_000_000  # open leaves keep their hidden bounds while they take fewer floats
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,13 @@ def split_verify(
     widest = max(layer.out_features for layer in f.layers)
     batch = int(np.clip(ELEMENTS // (4 * widest * (widest + box.dim + 1)), 8, BATCH))
     closed = np.full((m, 2), -np.inf)  # max over proven leaves
-    pool = _Pool(box.dim, m)  # the open leaves
+    hidden = sum(4 * layer.out_features for layer in f.layers[:-1])
+    pool = _Pool(box.dim, m, hidden)  # the open leaves
     best_d, best_x = 0.0, box.center[None, :]
     nodes = splits = 0
 
-    def bound(lo, hi, parent):
-        b = difference_bounds(pair, lo, hi)
+    def bound(lo, hi, parent, known):
+        b = difference_bounds(pair, lo, hi, known)
         w = np.minimum(np.stack([-b.lo, b.hi], axis=2), parent)  # (N, m, 2)
         flat = w.reshape(len(lo), -1)
         arg = flat.argmax(axis=1)
@@ -97,10 +100,10 @@ def split_verify(
         i_out, side = np.divmod(arg, 2)
         coef = np.where((side == 1)[:, None], b.hi_e[rows, :-1, i_out], -b.lo_e[rows, :-1, i_out])
         score = b.unstable + 1e-9 * np.abs(coef)  # per input, times the width: the split rule
-        return w, flat[rows, arg], coef, score
+        return w, flat[rows, arg], coef, score, b.inner
 
     lo, hi = box.lower[None, :].copy(), box.upper[None, :].copy()
-    w, key, coef, score = bound(lo, hi, np.full((1, m, 2), np.inf))
+    w, key, coef, score, inner = bound(lo, hi, np.full((1, m, 2), np.inf), None)
     nodes += 1
     while True:
         # concrete points: each centre and the corner maximising the worst bound
@@ -124,7 +127,7 @@ def split_verify(
         done = key <= tol
         if done.any():
             closed = np.maximum(closed, w[done].max(axis=0))
-        pool.add(lo[~done], hi[~done], w[~done], score[~done], key[~done])
+        pool.add(lo[~done], hi[~done], w[~done], score[~done], key[~done], inner[~done])
         if pool.size == 0:
             return _outcome(
                 outputs, closed, True, best_x, best_d, nodes, splits, 0, "every box proven"
@@ -133,12 +136,13 @@ def split_verify(
             upper = np.maximum(closed, pool.w.max(axis=0))
             why = "time limit" if nodes < max_nodes else "node limit"
             return _outcome(outputs, upper, False, best_x, best_d, nodes, splits, pool.size, why)
-        plo, phi, pw, pscore = pool.take(batch)
+        plo, phi, pw, pscore, pinner = pool.take(batch)
         splits += len(plo)
         width = phi - plo
         dim = (pscore * width + 1e-12 * width).argmax(axis=1)
         lo, hi, parent = _halves(plo, phi, pw, dim)
-        w, key, coef, score = bound(lo, hi, parent)
+        known = np.repeat(pinner, 2, axis=0) if pinner.shape[1] else None
+        w, key, coef, score, inner = bound(lo, hi, parent, known)
         nodes += len(lo)
 
 
@@ -158,15 +162,19 @@ def _halves(lo, hi, w, dim):
 class _Pool:
     """The open leaves: boxes, their bounds (N, m, 2), worst-bound scoreficients and keys."""
 
-    def __init__(self, d: int, m: int) -> None:
+    def __init__(self, d: int, m: int, h: int) -> None:
         self.lo, self.hi = np.zeros((0, d)), np.zeros((0, d))
+        self.inner = np.zeros((0, h))
         self.w, self.score, self.key = np.zeros((0, m, 2)), np.zeros((0, d)), np.zeros(0)
 
     @property
     def size(self) -> int:
         return len(self.key)
 
-    def add(self, lo, hi, w, score, key) -> None:
+    def add(self, lo, hi, w, score, key, inner) -> None:
+        if self.inner.shape[1] and (self.size + len(lo)) * self.inner.shape[1] > INHERITED:
+            self.inner = np.zeros((self.size, 0))  # too many leaves: children start afresh
+        self.inner = np.concatenate([self.inner, inner[:, : self.inner.shape[1]]])
         self.lo, self.hi = np.concatenate([self.lo, lo]), np.concatenate([self.hi, hi])
         self.w, self.score = np.concatenate([self.w, w]), np.concatenate([self.score, score])
         self.key = np.concatenate([self.key, key])
@@ -179,8 +187,9 @@ class _Pool:
             idx = np.argpartition(-self.key, n)[:n]
         keep = np.ones(self.size, dtype=bool)
         keep[idx] = False
-        out = self.lo[idx], self.hi[idx], self.w[idx], self.score[idx]
+        out = self.lo[idx], self.hi[idx], self.w[idx], self.score[idx], self.inner[idx]
         self.lo, self.hi, self.w = self.lo[keep], self.hi[keep], self.w[keep]
+        self.inner = self.inner[keep]
         self.score, self.key = self.score[keep], self.key[keep]
         return out
 

@@ -1,0 +1,151 @@
+"""The back-substitution of the output difference (:mod:`exactcomp.verify.backward`).
+
+Properties: each relaxation encloses ``relu(z)`` and ``relu(z + d) - relu(z)`` on random points
+of random bounds (ties at 0 included); the bounds enclose sampled differences and are never below
+the exact maximum (the oracle); on ACAS Xu 1_1 and its float16 copy they are tighter at the root
+than the forward forms alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exactcomp.api import load
+from exactcomp.domain import Box
+from exactcomp.io.vnnlib import read_vnnlib
+from exactcomp.network import Layer, Network
+from exactcomp.testing.oracle import max_output_difference
+from exactcomp.verify import splitting, symbolic
+from exactcomp.verify.backward import relu_relaxation
+from exactcomp.verify.splitting import split_verify
+from exactcomp.verify.symbolic import Pair, difference_bounds
+
+ACAS = Path(__file__).resolve().parents[1] / "models" / "real" / "acasxu"
+
+
+def mlp(sizes: list[int], seed: int) -> Network:
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    bs = [rng.normal(size=b) * 0.3 for b in sizes[1:]]
+    return Network.from_arrays(ws, bs, dtype="float64")
+
+
+def moved(net: Network, scale: float, seed: int) -> Network:
+    rng = np.random.default_rng(seed)
+    return net.replace_layers(
+        [
+            Layer(
+                layer.weight + scale * rng.normal(size=layer.weight.shape),
+                layer.bias + scale * rng.normal(size=layer.bias.shape),
+                layer.relu,
+            )
+            for layer in net.layers
+        ]
+    )
+
+
+def _bounds(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random intervals, a quarter of them with an end exactly at 0."""
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    tie = rng.random(n)
+    lo = np.where(tie < 0.12, 0.0, lo)
+    hi = np.where((tie > 0.12) & (tie < 0.25), 0.0, hi)
+    return np.minimum(lo, hi), np.maximum(lo, hi)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_relaxations_enclose_relu_and_its_difference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 400, 200
+    lf, uf = _bounds(rng, n)
+    dl, du = _bounds(rng, n)
+    dl, du = dl * 0.3, du * 0.3
+    z = lf + rng.random((k, n)) * (uf - lf)
+    d = dl + rng.random((k, n)) * (du - dl)
+    z = np.concatenate([z, lf[None], uf[None], lf[None], uf[None]])
+    d = np.concatenate([d, dl[None], du[None], du[None], dl[None]])
+    zg = z + d
+    # g's bounds: lf + dl .. uf + du, or the sampled range (tighter), sometimes ending at 0
+    lg, ug = lf + dl, uf + du
+    if seed % 2:
+        lg, ug = zg.min(axis=0), zg.max(axis=0)
+    alt_lo, alt_hi = rng.random(n) < 0.5, rng.random(n) < 0.5
+    b = lambda a: a[None, :]  # noqa: E731
+    r = relu_relaxation(b(lf), b(uf), b(dl), b(du), b(lg), b(ug), b(alt_lo), b(alt_hi))
+    af, delta = np.maximum(z, 0.0), np.maximum(zg, 0.0) - np.maximum(z, 0.0)
+    tiny = 1e-12
+    assert (r.alpha * z <= af + tiny).all() and (af <= r.s * z + r.t + tiny).all()
+    assert (r.lz * z + r.ld * d + r.l0 <= delta + tiny).all()
+    assert (delta <= r.uz * z + r.ud * d + r.u0 + tiny).all()
+    assert (np.abs(af) <= r.mag_a).all() and (np.abs(delta) <= r.mag_d + tiny).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_output_bounds_enclose_sampled_differences(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_in = 1 + seed % 3
+    f = mlp([n_in, 7, 7, 5, 2], seed)
+    g = moved(f, 0.03 * (1 + seed % 2), seed + 50)
+    root = Box.uniform(-1.0, 1.0, n_in)
+    pair = Pair.prepare(f, g, root, [0, 1])
+    c = root.sample(30, rng)
+    r = rng.random((30, n_in)) * 0.4
+    lo, hi = np.clip(c - r, -1, 1), np.clip(c + r, -1, 1)
+    b = difference_bounds(pair, lo, hi)
+    for n in range(30):
+        x = lo[n] + rng.random((200, n_in)) * (hi[n] - lo[n])
+        x = np.concatenate([x, lo[n][None], hi[n][None]])
+        diff = g.forward(x) - f.forward(x)
+        assert (diff >= b.lo[n] - 1e-12).all() and (diff <= b.hi[n] + 1e-12).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_root_bound_is_never_below_the_exact_maximum(seed: int) -> None:
+    n_in = 1 + seed % 2
+    f = mlp([n_in, 6, 6, 2], seed)
+    g = moved(f, 0.03, seed + 50)
+    root = Box.uniform(-1.0, 1.0, n_in)
+    exact = max_output_difference(f, g, root).value
+    b = difference_bounds(Pair.prepare(f, g, root, [0, 1]), root.lower[None], root.upper[None])
+    assert max(-b.lo.min(), b.hi.max()) >= exact * (1 - 1e-9)
+
+
+@pytest.mark.parametrize(("seed", "inherited"), [(0, None), (1, None), (1, 1)])
+def test_split_bound_is_never_below_the_exact_maximum(seed, inherited, monkeypatch) -> None:
+    """Also with no room for the inherited bounds (``INHERITED = 1``: children start afresh)."""
+    if inherited is not None:
+        monkeypatch.setattr(splitting, "INHERITED", inherited)
+    f = mlp([2, 6, 6, 1], seed + 20)
+    g = moved(f, 0.02, seed + 30)
+    box = Box.uniform(-1.0, 1.0, 2)
+    exact = max_output_difference(f, g, box).value
+    out = split_verify(f, g, box, [0], 1.05 * exact, time.perf_counter() + 60)
+    assert out.proven, out.reason
+    assert exact * (1 - 1e-9) <= max(out.bounds.values()) <= 1.05 * exact
+
+
+def test_back_substitution_tightens_acas_xu_at_the_root(monkeypatch) -> None:
+    """ACAS Xu 1_1 and its float16 copy, property 1's box, output 0: the forward forms alone
+    bound the difference by about 260, back-substitution by about 170."""
+    f = load(ACAS / "ACASXU_run2a_1_1_batch_2000.onnx")
+    g = f.replace_layers(
+        [
+            Layer(
+                la.weight.astype(np.float16).astype(np.float64),
+                la.bias.astype(np.float16).astype(np.float64),
+                la.relu,
+            )
+            for la in f.layers
+        ]
+    )
+    box = read_vnnlib(ACAS / "prop_1.vnnlib", f.input_size).boxes[0]
+    pair = Pair.prepare(f, g, box, [0])
+    both = difference_bounds(pair, box.lower[None], box.upper[None])
+    monkeypatch.setattr(symbolic, "BACKWARD", False)
+    forward = difference_bounds(pair, box.lower[None], box.upper[None])
+    assert both.hi[0, 0] < 0.8 * forward.hi[0, 0] and both.lo[0, 0] > 0.8 * forward.lo[0, 0]

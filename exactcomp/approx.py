@@ -24,6 +24,9 @@ from .verify.charge import Charger, sampled_max_difference
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
 BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
+#: Seconds (all boxes together) spent once per run tightening ``f``'s hidden-layer bounds by
+#: LP before any difference is bounded (:mod:`exactcomp.verify.tighten`); 0 turns it off.
+TIGHTEN_SECONDS = 20.0
 
 
 def check_tol(tol: Any, *, positive: bool = False) -> float:
@@ -112,6 +115,7 @@ def quantize(
     data: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     split_seconds: float = 10.0,
+    tighten_seconds: float = TIGHTEN_SECONDS,
 ) -> LossyResult:
     """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
 
@@ -123,7 +127,8 @@ def quantize(
     (:func:`_choose_bits`)
     (with ``bits`` given, at most that many) such that the whole network is still
     proven within ``tol``; layers that no width keeps within ``tol`` stay float32. Raises
-    :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0."""
+    :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0.
+    ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`)."""
     from .api import bind_domain, load
 
     t0 = time.perf_counter()
@@ -138,7 +143,7 @@ def quantize(
     else:
         f = base = load(model)
     boxes = bind_domain(domain, f)
-    charger = Charger(f, boxes)
+    charger = Charger(f, boxes, tighten_seconds=tighten_seconds)
     n = len(f.layers)
     if tol is None:
         chosen: list[float | None] = [bits] * n
@@ -240,16 +245,19 @@ def compress_lossy(
     time_limit: float = 60.0,
     data: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    tighten_seconds: float = TIGHTEN_SECONDS,
 ) -> LossyResult:
     """Prune ``model`` beyond exactness while ``max |f - g| <= tol`` stays proven on ``domain``
-    (:func:`exactcomp.rewrite.lossy.search`), then drop the neurons left without effect."""
+    (:func:`exactcomp.rewrite.lossy.search`), then drop the neurons left without effect.
+    ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`)."""
     from .api import bind_domain, load
 
     t0 = time.perf_counter()
     tol = check_tol(tol)
     f = load(model)
     boxes = bind_domain(domain, f)
-    out = search(f, boxes, tol, Charger(f, boxes), time_limit=time_limit)
+    charger = Charger(f, boxes, tighten_seconds=tighten_seconds)
+    out = search(f, boxes, tol, charger, time_limit=time_limit)
     g = drop_unused_grids(out.network, [None] * len(out.network.layers))[0]
     sampled = sampled_max_difference(f, out.network, boxes)
     doc = _report(

@@ -12,6 +12,9 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   (:func:`exactcomp.verify.tighten.tightened_pair`), and each box's bound is the smaller of
   the difference bounds with and without them (both are sound; the relaxations' slope choices
   make tighter root bounds give a *looser* difference bound now and then).
+  With ``lp_seconds`` > 0, the joint LP of ``f`` and ``g``
+  (:func:`exactcomp.verify.difflp.lp_difference_bounds`) tightens each output's bound further
+  (one LP per output and sign: seconds, so for a final claim, not inside a search loop).
 * :func:`sampled_max_difference` is a lower bound: the largest difference seen on uniform
   points, near-vertex points, the centre and after a projected gradient ascent from the worst
   of them (:func:`exactcomp.verify.falsify.ascend`).
@@ -32,6 +35,7 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from . import falsify
+from .difflp import lp_difference_bounds
 from .splitting import split_verify
 from .symbolic import Pair, comparable, difference_bounds
 from .tighten import tightened_pair
@@ -62,11 +66,18 @@ class Charger:
             ]
         self.calls = 0
 
-    def proven(self, g: Network, *, split_seconds: float = 0.0, target: float = 0.0) -> float:
+    def proven(
+        self,
+        g: Network,
+        *,
+        split_seconds: float = 0.0,
+        target: float = 0.0,
+        lp_seconds: float = 0.0,
+    ) -> float:
         r"""A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
 
         ``split_seconds`` > 0 lets input splitting (low input dimension only) tighten it,
-        aiming at ``target`` (the tolerance to prove)."""
+        aiming at ``target`` (the tolerance to prove); ``lp_seconds`` > 0 the joint LP."""
         if not comparable(self.f, g):
             raise ValueError("lossy changes must keep the architecture (layer shapes and ReLUs)")
         self.calls += 1
@@ -78,6 +89,10 @@ class Charger:
             per_output = _symbolic(pair, g, box)
             if other is not None:
                 per_output = np.minimum(per_output, _symbolic(other, g, box))
+            if lp_seconds > 0 and per_output.max(initial=0.0) > target:
+                share = lp_seconds / len(self.boxes)
+                lp = lp_difference_bounds(dataclasses.replace(pair, g=g), box, share)
+                per_output = np.minimum(per_output, lp)
             bound = float(max(per_output.max(initial=0.0), 0.0))
             if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and bound > target:
                 deadline = time.perf_counter() + split_seconds / len(self.boxes)

@@ -56,7 +56,6 @@ import scipy.sparse as sp
 from ..bounds.interval import pad
 from ..bounds.lp import PrefixLP, _lp_min, _new_highs
 from ..domain import Box
-from ..network import Network
 from ..tolerances import Tolerances
 from .symbolic import Pair, difference_bounds
 
@@ -251,14 +250,8 @@ def lp_difference_bounds(
                 worst = np.inf
                 break
             low = got[0] + sign * db
-            margin = float(pad(np.asarray(abs(db)), tol)) + tol.solver_abs
+            margin = float(pad(np.asarray(abs(db) + abs(got[0])), tol)) + tol.solver_abs
             margin += tol.solver_rel * float(np.abs(cost) @ np.maximum(-lp.col_lower, lp.col_upper))
             worst = max(worst, -(low - margin))  # max of -sign (g_i - f_i) <= -(min)
         out[o] = worst
     return out
-
-
-def lp_max_difference(f: Network, g: Network, pair: Pair, box: Box, seconds: float) -> float:
-    """Sound bound of ``max_x ||f(x) - g(x)||_inf`` on ``box`` by the joint LP (``inf`` when not
-    proven in time); ``pair`` is ``f``'s prepared pair (its root bounds are reused)."""
-    return float(lp_difference_bounds(dataclasses.replace(pair, f=f, g=g), box, seconds).max())

@@ -51,7 +51,7 @@ def __getattr__(name: str) -> Any:
     (``Charger``, ``sampled_max_difference``: :mod:`exactcomp.verify.charge`), a plain
     quantisation with no proof (``quantize_network``) and VNN-LIB properties
     (``read_vnnlib``)."""
-    if name in ("compress_lossy", "quantize", "LossyResult"):
+    if name in ("compress_lossy", "quantize", "LossyResult", "TIGHTEN_SECONDS"):
         from . import approx as module
     elif name == "quantize_network":
         from .rewrite import quantize as module

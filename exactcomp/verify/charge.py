@@ -8,6 +8,13 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   the domain (``f``'s own bounds, the expensive part, are computed once per box and reused for
   every candidate ``g``), and for at most :data:`SPLIT_MAX_INPUTS` inputs the tighter bound of
   input splitting (:func:`exactcomp.verify.splitting.split_verify`) within a time budget.
+  With ``tighten_seconds`` > 0, ``f``'s hidden-layer bounds are first tightened by LP, once
+  (:func:`exactcomp.verify.tighten.tightened_pair`), and each box's bound is the smaller of
+  the difference bounds with and without them (both are sound; the relaxations' slope choices
+  make tighter root bounds give a *looser* difference bound now and then).
+  With ``lp_seconds`` > 0, the joint LP of ``f`` and ``g``
+  (:func:`exactcomp.verify.difflp.lp_difference_bounds`) tightens each output's bound further
+  (one LP per output and sign: seconds, so for a final claim, not inside a search loop).
 * :func:`sampled_max_difference` is a lower bound: the largest difference seen on uniform
   points, near-vertex points, the centre and after a projected gradient ascent from the worst
   of them (:func:`exactcomp.verify.falsify.ascend`).
@@ -28,8 +35,10 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from . import falsify
+from .difflp import lp_difference_bounds
 from .splitting import split_verify
 from .symbolic import Pair, comparable, difference_bounds
+from .tighten import tightened_pair
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)
 
@@ -37,26 +46,54 @@ SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halve
 class Charger:
     """Proven bounds of ``max |f - g|`` for many ``g`` against one ``f`` on a union of boxes."""
 
-    def __init__(self, f: Network, boxes: Sequence[Box], tol: Tolerances = DEFAULT) -> None:
+    def __init__(
+        self,
+        f: Network,
+        boxes: Sequence[Box],
+        tol: Tolerances = DEFAULT,
+        *,
+        tighten_seconds: float = 0.0,
+    ) -> None:
         self.f, self.boxes = f, tuple(boxes)
         outputs = range(f.output_size)
         self._pairs = [Pair.prepare(f, f, b, outputs, tol) for b in self.boxes]
+        self._plain: list[Pair] | None = None  # the untightened pairs, when tightened
+        if tighten_seconds > 0:
+            share = tighten_seconds / len(self.boxes)
+            self._plain = self._pairs
+            self._pairs = [
+                tightened_pair(p, b, share) for p, b in zip(self._pairs, self.boxes, strict=True)
+            ]
         self.calls = 0
 
-    def proven(self, g: Network, *, split_seconds: float = 0.0, target: float = 0.0) -> float:
+    def proven(
+        self,
+        g: Network,
+        *,
+        split_seconds: float = 0.0,
+        target: float = 0.0,
+        lp_seconds: float = 0.0,
+    ) -> float:
         r"""A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
 
         ``split_seconds`` > 0 lets input splitting (low input dimension only) tighten it,
-        aiming at ``target`` (the tolerance to prove)."""
+        aiming at ``target`` (the tolerance to prove); ``lp_seconds`` > 0 the joint LP."""
         if not comparable(self.f, g):
             raise ValueError("lossy changes must keep the architecture (layer shapes and ReLUs)")
         self.calls += 1
         if _identical(self.f, g):
             return 0.0  # the same weights: the same function (the padded bound would be ~1e-7)
         worst = 0.0
-        for pair, box in zip(self._pairs, self.boxes, strict=True):
-            b = difference_bounds(dataclasses.replace(pair, g=g), box.lower[None], box.upper[None])
-            bound = float(max(-b.lo.min(), b.hi.max(), 0.0))
+        plain = self._plain or [None] * len(self.boxes)
+        for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
+            per_output = _symbolic(pair, g, box)
+            if other is not None:
+                per_output = np.minimum(per_output, _symbolic(other, g, box))
+            if lp_seconds > 0 and per_output.max(initial=0.0) > target:
+                share = lp_seconds / len(self.boxes)
+                lp = lp_difference_bounds(dataclasses.replace(pair, g=g), box, share)
+                per_output = np.minimum(per_output, lp)
+            bound = float(max(per_output.max(initial=0.0), 0.0))
             if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and bound > target:
                 deadline = time.perf_counter() + split_seconds / len(self.boxes)
                 out = split_verify(
@@ -67,6 +104,12 @@ class Charger:
                     bound = min(bound, float(split))
             worst = max(worst, bound)
         return worst
+
+
+def _symbolic(pair: Pair, g: Network, box: Box) -> np.ndarray:
+    """Per output ``i``, the differential bound of ``max |f_i - g_i|`` on ``box``."""
+    b = difference_bounds(dataclasses.replace(pair, g=g), box.lower[None], box.upper[None])
+    return np.maximum(-b.lo[0], b.hi[0])
 
 
 def _identical(f: Network, g: Network) -> bool:

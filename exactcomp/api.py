@@ -36,7 +36,7 @@ from .rewrite import RewriteResult, compress_network
 from .rewrite.channels import choose_structured
 from .stability import stable_neurons as _stable_neurons
 from .tolerances import DEFAULT, Tolerances, rounding_deltas, stored_rounding_bound
-from .verdicts import METHODS, StabilityReport, Verdict
+from .verdicts import METHODS, StabilityReport
 from .verify import EquivalenceResult, RecheckResult
 from .verify import EquivalenceStatus as EquivalenceStatus
 from .verify import recheck_certificates as _recheck_certificates
@@ -373,19 +373,9 @@ def build_report(
     small = rewritten.network
     layers = []
     for ls in stability.layers:
-        layers.append(
-            {
-                "layer": ls.layer,
-                "width_before": ls.width,
-                "width_after": _kept_per_layer(rewritten, ls.layer, ls.width),
-                "stably_active": ls.count(Verdict.ACTIVE),
-                "stably_inactive": ls.count(Verdict.INACTIVE),
-                "unstable": ls.count(Verdict.UNSTABLE),
-                "undecided": ls.count(Verdict.UNDECIDED),
-                "proofs": ls.proof_counts(),
-                "verdicts": [Verdict(int(v)).name.lower() for v in ls.verdict],
-            }
-        )
+        after = _kept_per_layer(rewritten, ls.layer, ls.width)
+        row = {"layer": ls.layer, "width_before": ls.width, "width_after": after}
+        layers.append({**row, **ls.summary()})
     return {
         "tool": "exactcomp",
         "method": method,

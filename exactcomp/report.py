@@ -150,20 +150,11 @@ def stability_doc(
     Dask scheduler address the MILPs were sent to, if any; ``notes``: the model reader's notes
     (``Network.meta["notes"]``); ``proof_per_neuron``: also each neuron's proof kind (the
     benchmarks compare them), as ``"proof_of_each"`` beside ``"verdicts"``."""
-    from .verdicts import Proof, Verdict
+    from .verdicts import Proof
 
     layers = []
     for ls in report.layers:
-        row = {
-            "layer": ls.layer,
-            "width_before": ls.width,
-            "stably_active": ls.count(Verdict.ACTIVE),
-            "stably_inactive": ls.count(Verdict.INACTIVE),
-            "unstable": ls.count(Verdict.UNSTABLE),
-            "undecided": ls.count(Verdict.UNDECIDED),
-            "proofs": ls.proof_counts(),
-            "verdicts": [Verdict(int(v)).name.lower() for v in ls.verdict],
-        }
+        row = {"layer": ls.layer, "width_before": ls.width, **ls.summary()}
         if proof_per_neuron:
             row["proof_of_each"] = [Proof(int(p)).name.lower() for p in ls.proof]
         layers.append(row)

@@ -114,6 +114,18 @@ class LayerStability:
         """How many neurons of this layer each proof kind settled."""
         return {p.name.lower(): int(np.count_nonzero(self.proof == p)) for p in Proof if p}
 
+    def summary(self) -> dict[str, object]:
+        """The counts, proof counts and verdicts of this layer, as the JSON documents list
+        them (the stability and the compression reports share them)."""
+        return {
+            "stably_active": self.count(Verdict.ACTIVE),
+            "stably_inactive": self.count(Verdict.INACTIVE),
+            "unstable": self.count(Verdict.UNSTABLE),
+            "undecided": self.count(Verdict.UNDECIDED),
+            "proofs": self.proof_counts(),
+            "verdicts": [Verdict(int(v)).name.lower() for v in self.verdict],
+        }
+
     @classmethod
     def undecided(cls, layer: int, width: int) -> LayerStability:
         return cls(

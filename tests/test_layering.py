@@ -145,7 +145,6 @@ ALLOWED_THIRD_PARTY = {
         "milp/solvers.py",
         "verify/coupling.py",
         "verify/formulation.py",
-        "verify/recheck.py",
         "verify/solve.py",
     },
     "onnx": {

@@ -1,25 +1,22 @@
 """The certificate re-check's exact relaxation of feeding binaries, and its two-pass timing.
 
 For the question "max s*z_kj", the binaries of layer k-1 whose weight has s*W_k[j,i] <= 0 are
-solved as continuous (:func:`exactcomp.verify.recheck.relaxable_binaries`); the optimum must
-not move, the decisions must not change, and the persistent solver must really see the
-change of domain (and its undoing) between claims.
+solved as continuous (:meth:`exactcomp.milp.layer.LayerMilp.relaxable`, the engine's column
+mask); the re-check's decisions must not change with it. That the relaxed optimum equals the
+exact one is checked against the oracle in ``tests/test_milp.py``.
 """
 
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 
-import highspy
 import numpy as np
-import pyomo.environ as pyo
 import pytest
-from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
 from exactcomp.bab import split
 from exactcomp.domain import Box
-from exactcomp.milp.encoding import build_prefix_model
+from exactcomp.milp.highs import Answer, solve_question
+from exactcomp.milp.layer import LayerMilp, layer_milp
 from exactcomp.network import Network
 from exactcomp.testing.clock import FakeClock
 from exactcomp.testing.oracle import exact_preactivation_ranges
@@ -28,7 +25,6 @@ from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import LayerStability, StabilityReport, Verdict
 from exactcomp.verify import recheck
 from exactcomp.verify.formulation import best_bounds
-from exactcomp.verify.solve import Decision, ObjectiveSolver
 
 SEEDS = range(6)
 
@@ -47,58 +43,14 @@ def _case(seed: int):
     return case.network, case.box, exact_preactivation_ranges(case.network, case.box)
 
 
-def _optimum(solver: ObjectiveSolver, expr) -> tuple[float, int]:
-    """``max -expr`` solved to optimality (no cut-offs), and the solver's integer columns."""
-    solver.model.obj.set_value(expr)
-    res = solver._run(30.0, {"output_flag": False, "mip_rel_gap": 0.0, "mip_abs_gap": 0.0})
-    assert res.termination_condition is TC.convergenceCriteriaSatisfied
-    lp = solver.opt._solver_model.getLp()
-    integers = sum(1 for t in lp.integrality_ if t == highspy.HighsVarType.kInteger)
-    return -res.incumbent_objective, integers
+def _binaries(layer: LayerMilp) -> int:
+    return int(layer.milp.integer.sum())
 
 
-def _binaries(model) -> int:
-    return sum(1 for v in model.component_data_objects(pyo.Var) if v.is_binary())
-
-
-def test_relaxed_optimum_equals_full_optimum_and_reaches_the_solver() -> None:
-    """Per neuron and sign, max s*z with the feeding binaries relaxed equals the full MILP's
-    (and the exact range from the region oracle); the persistent solver sees the relaxed
-    columns as continuous during the solve and as integer again after it. Relaxing *every*
-    binary does move some optima, so the equality is not vacuous."""
-    compared = relaxed_cols = pure_lp = moved = 0
-    for seed in SEEDS[:4]:
-        net, box, exact = _case(seed)
-        bounds = best_bounds(net, box, DEFAULT)
-        for k in range(1, len(net.layers)):
-            model, zk = build_prefix_model(net, box, k, bounds)
-            solver = ObjectiveSolver(model, model.x)
-            total = _binaries(model)
-            for j in range(net.layers[k].out_features):
-                for s in (1.0, -1.0):
-                    full, n_full = _optimum(solver, -s * zk[j])
-                    relax = recheck.relaxable_binaries(model, net, k, j, s)
-                    with recheck.relaxed(relax):
-                        opt, n_relaxed = _optimum(solver, -s * zk[j])
-                    assert all(v.is_binary() for v in relax)  # restored (and the
-                    # next question's full solve checks that the solver saw it: n_full)
-                    assert n_full == total
-                    assert n_relaxed == total - len(relax)
-                    scale = 1.0 + abs(full)
-                    assert abs(opt - full) <= 1e-7 * scale, (seed, k, j, s)
-                    oracle = exact[k][1][j] if s > 0 else -exact[k][0][j]
-                    assert abs(full - oracle) <= 1e-6 * scale, (seed, k, j, s)
-                    compared += 1
-                    relaxed_cols += len(relax)
-                    pure_lp += bool(total) and n_relaxed == 0
-                    if not moved:
-                        every = [v for v in model.component_data_objects(pyo.Var) if v.is_binary()]
-                        with recheck.relaxed(every):
-                            loose, _ = _optimum(solver, -s * zk[j])
-                        moved += loose > full + 1e-6 * scale
-    assert compared >= 30 and relaxed_cols >= 20
-    assert pure_lp >= 1  # the pure-LP path is exercised too
-    assert moved >= 1
+def _layer(net: Network, box: Box, k: int) -> LayerMilp:
+    bounds = best_bounds(net, box, DEFAULT)
+    magnitude = np.maximum(np.abs(bounds[k][0]), np.abs(bounds[k][1]))
+    return layer_milp(net, box, k, bounds, magnitude)
 
 
 def _claims_report(net: Network, box: Box, exact, clear: float = 1e-4):
@@ -132,11 +84,11 @@ def test_recheck_decisions_same_with_and_without_relaxation(monkeypatch) -> None
     """With every claim sent to the MILP (bounds disabled), the re-check proves exactly the
     true claims and refutes exactly the false ones, with and without the relaxation."""
     monkeypatch.setattr(recheck, "_holds", lambda v, b, j: False)
-    original = recheck.relaxable_binaries
+    original = LayerMilp.relaxable
     used = []
 
-    def spy(model, net, k, j, s):
-        out = original(model, net, k, j, s)
+    def spy(self, j, s):
+        out = original(self, j, s)
         used.append(len(out))
         return out
 
@@ -145,8 +97,8 @@ def test_recheck_decisions_same_with_and_without_relaxation(monkeypatch) -> None
         net, box, exact = _case(seed)
         report, true, false = _claims_report(net, box, exact)
         decisions = []
-        for relax in (spy, lambda *a: []):
-            monkeypatch.setattr(recheck, "relaxable_binaries", relax)
+        for relax in (spy, lambda *a: np.zeros(0, dtype=np.int64)):
+            monkeypatch.setattr(LayerMilp, "relaxable", relax)
             res = recheck.recheck_certificates(net, report, box, time_limit=30)
             assert res.checked["milp"] == len(true), seed
             failed = {(f.layer, f.neuron): f.refuted for f in res.failures}
@@ -180,8 +132,8 @@ def test_false_claim_with_relaxed_binaries_is_refuted(claim: Verdict) -> None:
     lo, hi = exact[1]
     j = int(np.flatnonzero((lo < -0.05) & (hi > 0.05))[0])
     s = 1.0 if claim == Verdict.INACTIVE else -1.0
-    model, zk = build_prefix_model(net, BOX, 1, best_bounds(net, BOX, DEFAULT))
-    assert 0 < len(recheck.relaxable_binaries(model, net, 1, j, s)) < _binaries(model)
+    layer = _layer(net, BOX, 1)
+    assert 0 < len(layer.relaxable(j, int(s))) < _binaries(layer)
     ls = LayerStability.undecided(1, 10)
     ls.verdict[j] = claim
     report = StabilityReport((LayerStability.undecided(0, 10), ls), np.zeros((0, 3)))
@@ -193,54 +145,53 @@ def test_false_claim_with_relaxed_binaries_is_refuted(claim: Verdict) -> None:
         claim.name,
         True,
     )
-    # pure LP: relax every binary of layer 0 on a question where that is exact
+    # pure LP: relax every binary of layer 0 on a question where that is exact; the question
+    # is shifted by the bias so that max z is just below or just above 0
     w = np.array([[-1.0, 0.0, 2.0], [0.5, -1.0, 1.0], [1.0, 1.0, -1.0]])
-    lp_net = Network.from_arrays(
-        [w, np.array([[-1.0, -2.0, -0.5]]), np.ones((1, 1))],
-        [np.array([0.2, 0.1, -0.3]), np.array([0.7]), np.zeros(1)],
-        dtype="float64",
-    )
     box = Box.uniform(-1, 1, 3)
-    model, zk = build_prefix_model(lp_net, box, 1, best_bounds(lp_net, box, DEFAULT))
-    solver = ObjectiveSolver(model, model.x)
-    relax = recheck.relaxable_binaries(model, lp_net, 1, 0, 1.0)
-    assert len(relax) == _binaries(model) == 3
-    top = exact_preactivation_ranges(lp_net, box)[1][1][0]
-    with recheck.relaxed(relax):
-        above = solver.solve(-zk[0], top + 1e-3, 1e-6, 10)
-        below = solver.solve(-zk[0], top - 1e-3, 1e-6, 10)
-    assert above.decision is Decision.PROVEN
-    assert below.decision is Decision.FOUND
-    assert lp_net.preactivations(box.clip(below.x))[1][0, 0] > top - 1e-3
+
+    def lp_net(bias: float) -> Network:
+        return Network.from_arrays(
+            [w, np.array([[-1.0, -2.0, -0.5]]), np.ones((1, 1))],
+            [np.array([0.2, 0.1, -0.3]), np.array([bias]), np.zeros(1)],
+            dtype="float64",
+        )
+
+    top = exact_preactivation_ranges(lp_net(0.0), box)[1][1][0]
+    for shift, proven in ((1e-3, True), (-1e-3, False)):
+        net_s = lp_net(-(top + shift))
+        layer = _layer(net_s, box, 1)
+        assert len(layer.relaxable(0, 1)) == _binaries(layer) == 3
+        answer = solve_question(layer.milp, layer.question(DEFAULT, 0, 1, 10.0))
+        assert answer.proven is proven
+        if not proven:
+            assert net_s.preactivations(box.clip(answer.points))[1][:, 0].max() > 0
 
 
 def _fake_timeouts(monkeypatch, hard: set[int], again: bool = False):
     """The MILP calls numbered ``hard`` time out after their limit has passed (on a fake
     clock, :class:`~exactcomp.testing.clock.FakeClock`, on which real work takes no time);
     later calls on their questions run for real, or (``again``) time out at once. Every
-    other call runs for real. Returns the log of (question, limit, faked)."""
+    other call runs for real. Returns the log of (question, limit, faked); a question is
+    ``(n, neuron, sign)`` with ``n`` the order in which its layer's MILP was first asked."""
     clock = FakeClock().install(monkeypatch)
-    real = ObjectiveSolver._run
-    log: list[tuple[str, float, bool]] = []
-    hard_questions: set[str] = set()
+    log: list[tuple[tuple[int, int, int], float, bool]] = []
+    hard_questions: set[tuple[int, int, int]] = set()
+    layers: dict[int, int] = {}
 
-    def run(self, time_limit, options):
-        q = f"{self.model.name}:{self.model.obj.expr}"
-        retry = q in hard_questions
+    def solve(milp, q):
+        key = (layers.setdefault(id(milp), len(layers)), q.neuron, q.sign)
+        retry = key in hard_questions
         fake = (len(log) in hard and not retry) or (again and retry)
-        log.append((q, time_limit, fake))
+        log.append((key, q.time_limit, fake))
         if not fake:
-            return real(self, time_limit, options)
-        hard_questions.add(q)
-        clock.sleep(0.0 if retry else time_limit)
-        return SimpleNamespace(
-            termination_condition=TC.maxTimeLimit,
-            incumbent_objective=None,
-            objective_bound=None,
-            solution_loader=None,
-        )
+            return solve_question(milp, q)
+        hard_questions.add(key)
+        clock.sleep(0.0 if retry else q.time_limit)
+        points = np.empty((0, milp.x_cols.size))
+        return Answer(q, False, "Time limit reached", points, q.time_limit, timed_out=True)
 
-    monkeypatch.setattr(ObjectiveSolver, "_run", run)
+    monkeypatch.setattr(recheck, "solve_question", solve)
     return log
 
 
@@ -289,7 +240,8 @@ def test_claims_timing_out_twice_are_not_reproven_never_refuted(monkeypatch) -> 
     assert all(t > log[0][1] for _, t, _ in log[-2:])
     assert len(res.failures) == 2
     assert all(f.detail == "not re-proven in time" for f in res.failures)
-    assert {f"prefix_{f.layer}" for f in res.failures} == {q.split(":")[0] for q in hard}
+    # both relu layers of mixed_net have MILP claims: the n-th MILP asked is layer n's
+    assert {(f.layer, f.neuron) for f in res.failures} == {(n, j) for n, j, _ in hard}
 
 
 @pytest.mark.parametrize("seed", [0, 28, 87])

@@ -36,6 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -229,19 +230,10 @@ class LPLayerResult:
         return self.lower, self.upper
 
 
-def lp_layer_bounds(
-    net: Network,
-    box: Box,
-    k: int,
-    known: Sequence[Bounds | None],
-    neurons: Sequence[int] | np.ndarray | None = None,
-    tol: Tolerances = DEFAULT,
-    time_limit: float | None = None,
-    sides: Sequence[int] | np.ndarray | None = None,
-) -> Bounds:
-    """Sound bounds of ``z_k`` from the triangle-relaxation LP; see :func:`lp_layer_result`
-    for the parameters (this is its ``bounds``)."""
-    return lp_layer_result(net, box, k, known, neurons, tol, time_limit, sides).bounds
+def lp_layer_bounds(*args: Any, **kwargs: Any) -> Bounds:
+    """Sound bounds of ``z_k`` from the triangle-relaxation LP: the ``bounds`` of
+    :func:`lp_layer_result`, called with the same arguments."""
+    return lp_layer_result(*args, **kwargs).bounds
 
 
 def lp_layer_result(

@@ -1,5 +1,7 @@
 """Atomic file writes and output-path checks: never a half-written or overwritten file.
 
+(Also :func:`read_text`, the readers' one way to read a text input with a one-line error.)
+
 A compressed network is only worth writing if it is complete. Writers therefore produce the
 file under a temporary name in the destination's own directory (so the final rename stays on
 one file system and is atomic), flush and ``fsync`` it, and only then ``os.replace`` it onto the
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import OutputPathError
+from ..errors import InputFileError, OutputPathError
 
 PathLike = str | os.PathLike[str]
 
@@ -49,19 +51,10 @@ def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
     untouched.
     """
     dest = Path(path)
-    directory = _directory(dest)
-    fd, tmp = _make_temp(dest, ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_directory(directory)
+    with _replacing(dest, ".tmp") as (fd, _tmp), os.fdopen(fd, "wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager
@@ -74,13 +67,21 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     file is removed and ``path`` is untouched.
     """
     dest = Path(path)
-    directory = _directory(dest)
-    fd, tmp = _make_temp(dest, f".tmp{dest.suffix}")
-    os.close(fd)
-    try:
+    with _replacing(dest, f".tmp{dest.suffix}") as (fd, tmp):
+        os.close(fd)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _replacing(dest: Path, suffix: str) -> Iterator[tuple[int, Path]]:
+    """A new temporary file next to ``dest`` (its descriptor and path) that replaces ``dest``
+    when the block ends cleanly and is removed when it raises (``BaseException`` included)."""
+    directory = _directory(dest)
+    fd, tmp = _make_temp(dest, suffix)
+    try:
+        yield fd, tmp
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -228,3 +229,14 @@ def _can_create_in(directory: Path) -> bool:
     with contextlib.suppress(OSError):
         os.unlink(name)
     return True
+
+
+def read_text(path: Path, what: str) -> str:
+    """The text of input file ``path`` (a ``what``, e.g. ``".nnet file"``), or a one-line
+    :class:`~exactcomp.errors.InputFileError` saying why it cannot be read."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise InputFileError(f"{what} {str(path)!r} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read {what} {str(path)!r}: {exc}") from None

@@ -52,6 +52,7 @@ import numpy as np
 from ..domain import Box
 from ..errors import InputFileError, InvalidDomainError, InvalidNetworkError
 from ..network import Layer, Network
+from .atomic import read_text
 
 
 class _Tokens:
@@ -105,12 +106,7 @@ class _Body:
 
 def _read_lines(path: Path) -> list[tuple[int, list[float]]]:
     """The numbers of each non-comment, non-blank line, with its line number."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputFileError(f".nnet file {str(path)!r} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"cannot read .nnet file {str(path)!r}: {exc}") from None
+    text = read_text(path, ".nnet file")
     lines: list[tuple[int, list[float]]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()

@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import InputFileError, UnsupportedModelError
 from ..network import Network
 from .torch_chain import ChainBuilder
+from .torch_zip import byte_order
 
 __all__ = ["load_export", "program_to_network"]
 
@@ -107,12 +108,9 @@ def _read_archive(path: Path) -> tuple[dict, dict[str, np.ndarray | str]]:
         if len(models) != 1:
             raise _Refused(f"holds {len(models)} exported programs; expected exactly one")
         model = models[0][len(prefix + "models/") : -len(".json")]
-        order = "<"
-        if prefix + "byteorder" in present:
-            mark = archive.read(prefix + "byteorder")
-            if mark not in (b"little", b"big"):
-                raise _Refused("unknown byte order record")
-            order = "<" if mark == b"little" else ">"
+        order = byte_order(archive, prefix, present)
+        if order is None:
+            raise _Refused("unknown byte order record")
         doc = json.loads(archive.read(models[0]))
         tensors: dict[str, np.ndarray | str] = {}
         for kind in ("weights", "constants"):

@@ -261,12 +261,9 @@ def _read(path: Path) -> Any:
             raise NotRecognised("unknown archive version")
         if prefix + "constants.pkl" in present or prefix + "data.pkl" not in present:
             raise NotRecognised("not a torch.save archive (TorchScript?)")
-        order = "<"
-        if prefix + "byteorder" in present:
-            mark = archive.read(prefix + "byteorder")
-            if mark not in (b"little", b"big"):
-                raise NotRecognised("unknown byte order")
-            order = "<" if mark == b"little" else ">"
+        order = byte_order(archive, prefix, present)
+        if order is None:
+            raise NotRecognised("unknown byte order")
         data = archive.read(prefix + "data.pkl")
         for opcode, _, _ in pickletools.genops(data):
             if opcode.name not in ALLOWED_OPCODES:
@@ -300,3 +297,12 @@ def _arrays(obj: Any, seen: set[int]) -> Any:
     else:
         raise NotRecognised(f"unexpected object {type(obj).__name__}")
     return obj
+
+
+def byte_order(archive: zipfile.ZipFile, prefix: str, present: set[str]) -> str | None:
+    """The numpy byte-order mark of a torch archive's tensors: ``"<"`` or ``">"`` by its
+    ``byteorder`` record, ``"<"`` without one, ``None`` for a record it cannot read."""
+    if prefix + "byteorder" not in present:
+        return "<"
+    mark = archive.read(prefix + "byteorder")
+    return {b"little": "<", b"big": ">"}.get(mark)

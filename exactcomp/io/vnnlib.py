@@ -30,6 +30,7 @@ import numpy as np
 
 from ..domain import Box
 from ..errors import InputFileError, InvalidDomainError
+from .atomic import read_text
 
 #: The largest number of boxes a file may expand to (a product of disjunctions).
 MAX_BOXES = 10_000
@@ -267,12 +268,7 @@ def read_vnnlib(path: str | Path, n_inputs: int | None = None) -> VnnlibSpec:
     """
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputFileError(f"VNN-LIB file {source!r} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"cannot read VNN-LIB file {source!r}: {exc}") from None
+    text = read_text(path, "VNN-LIB file")
     return parse_vnnlib(text, n_inputs=n_inputs, source=source)
 
 

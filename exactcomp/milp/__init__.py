@@ -2,7 +2,8 @@
 
 :mod:`.encoding` is the single source of the formulation; :mod:`.highs` compiles it to matrix
 form for fast repeated solves and poses each question to :mod:`exactcomp.highs` (which
-solves it and says what its status proves).
+solves it and says what its status proves); :mod:`.layer` builds one layer's model and its
+questions, for the stability engine and the certificate re-check alike.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
 from ..highs.milp import run_milp
 from ..highs.runtime import INF, milp_options
-from ..highs.status import bound_proves, cutoff_empty
+from ..highs.status import Termination, bound_proves, cutoff_empty
 from ..tolerances import FEASIBILITY_TOLERANCE
 
 _MAX_INCUMBENTS = 16
@@ -181,6 +181,8 @@ class Answer:
     status: str
     points: np.ndarray
     seconds: float
+    timed_out: bool = False
+    """Whether the (last) run ended at its time limit: a longer try may still decide it."""
 
 
 def solve_question(milp: CompiledMilp, q: Question) -> Answer:
@@ -193,15 +195,15 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
     cut-off as a row (``mode="row"``) in the time left.
     """
     t0 = time.perf_counter()
-    status, proven, points = _run(milp, q)
+    status, proven, points, timed_out = _run(milp, q)
     if q.mode == "early" and status == "Optimal" and not proven:
         left = q.time_limit - (time.perf_counter() - t0)
         if left > 0:
             again = replace(q, mode="row", time_limit=left)
-            status2, proven, more = _run(milp, again)
+            status2, proven, more, timed_out = _run(milp, again)
             status = f"{status}; then {status2}"
             points = np.concatenate([points, more])
-    return Answer(q, bool(proven), status, points, time.perf_counter() - t0)
+    return Answer(q, bool(proven), status, points, time.perf_counter() - t0, timed_out)
 
 
 def _incumbent_input(event, x_cols: np.ndarray) -> np.ndarray:
@@ -209,8 +211,9 @@ def _incumbent_input(event, x_cols: np.ndarray) -> np.ndarray:
     return np.array(event.data_out.mip_solution, dtype=np.float64)[x_cols]
 
 
-def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray]:
-    """One HiGHS run: (status text, proven by the rule of ``q.mode``, solution inputs)."""
+def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray, bool]:
+    """One HiGHS run: (status text, proven by the rule of ``q.mode``, solution inputs, whether
+    it ended at its time limit)."""
     if q.mode not in ("early", "row", "optimal"):
         raise ValueError(f"unknown question mode {q.mode!r}")
     found: list[np.ndarray] = []
@@ -249,10 +252,11 @@ def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray]:
         on_incumbent=_on_incumbent,
     )
     if out.error is not None:
-        return out.text, False, np.empty((0, xc.size))
+        return out.text, False, np.empty((0, xc.size)), False
     proven = (
         cutoff_empty(out.termination) if cut else bound_proves(out.termination, out.dual, q.margin)
     )
     rows = ([out.values[xc]] if out.values is not None else []) + found[::-1]
     points = np.array(rows) if rows else np.empty((0, xc.size))
-    return out.text, bool(proven), points
+    timed_out = out.termination is Termination.TIME_LIMIT
+    return out.text, bool(proven), points, timed_out

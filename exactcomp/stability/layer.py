@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,18 +18,12 @@ import numpy as np
 from ..bab.split import split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
-from ..highs.margins import milp_doubt, rounding_doubt, solver_margin
-from ..milp.encoding import (
-    build_prefix_model,
-    feeding_binaries,
-    negligible_contribution,
-    tolerance_amplification,
-)
-from ..milp.highs import Answer, Question, compile_model
+from ..milp.highs import Answer, Question
+from ..milp.layer import LayerMilp, layer_milp
 from ..network import Network
 from ..progress import Progress
 from ..search import gradient_points
-from ..tolerances import FEASIBILITY_TOLERANCE, PRECISE_FEASIBILITY_TOLERANCE
+from ..tolerances import FEASIBILITY_TOLERANCE
 from ..verdicts import LayerStability, Proof, Verdict
 from .milp_phase import Task, Workers, run_questions
 from .phases import (
@@ -101,10 +94,9 @@ class LayerRun:
         self._reported = 0
         self._milp_neurons: set[int] = set()
         self._trusted = True
-        self._doubt = np.zeros(n)
-        self._feasibility = FEASIBILITY_TOLERANCE
+        self._layer: LayerMilp | None = None  # the layer's MILP, built by _milp_phase
+        self._precise = False  # questions at PRECISE_FEASIBILITY_TOLERANCE (near ties)
         self._near: list[Task] = []  # unproven questions whose solutions were no witnesses
-        self._feeding = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     # ------------------------------------------------------------------ claims
     def _apply(self, res: PhaseResult, proof: Proof) -> None:
@@ -278,27 +270,16 @@ class LayerRun:
         return bool(pos[j] if t.sign > 0 else neg[j])
 
     def _question(self, t: Task) -> Question:
-        tol = self.opts.tol
-        margin = solver_margin(tol, float(self.magnitude[t.neuron]))
-        margin += float(self._doubt[t.neuron])
         # fast poses the cut-off as a constraint row ("row"): on the questions measured it
         # decided as many, sooner (mnist 256x2 layer 2, 16 questions: 38.7 s against 42.1 s;
         # the hard digits l1=1e-4 neuron: 6.6 s against 11.4 s). leo keeps the cut-off option.
+        # The baselines keep their textbook formulation (no relaxed feeding binaries).
         mode = {"naive": "optimal", "leo": "early"}.get(self.opts.method, "row")
-        continuous = None
-        if self.opts.method == "fast":  # the baselines keep their textbook formulation
-            cols, neurons = self._feeding
-            weights = self.net.layers[self.k].weight[t.neuron, neurons]
-            continuous = cols[t.sign * weights <= 0.0]
         limit = min(self.opts.time_limit, max(self._left(), 0.01))
-        return Question(
-            t.neuron,
-            t.sign,
-            margin,
-            mode,
-            limit,
-            continuous=continuous,
-            feasibility=self._feasibility,
+        fast = self.opts.method == "fast"
+        assert self._layer is not None
+        return self._layer.question(
+            self.opts.tol, t.neuron, t.sign, limit, mode=mode, precise=self._precise, relax=fast
         )
 
     def _consume(self, t: Task, answer: Answer) -> None:
@@ -340,50 +321,54 @@ class LayerRun:
         return bool(seen >= -self._question(t).margin)
 
     def _milp_phase(self) -> None:
+        """One MILP question per open (neuron, sign), in the order of :meth:`_tasks`.
+
+        The layer's model and each question come from :mod:`exactcomp.milp.layer`, as in
+        the re-check (:func:`exactcomp.verify.recheck._milp_layer`); the drivers differ on
+        purpose. Here the questions form one ordered list that workers may answer ahead of
+        time (:func:`~exactcomp.stability.milp_phase.run_questions`), an answer's incumbents
+        join the shared witness pool and can make later questions moot, and near ties are
+        asked again as one batch at the end. The re-check asks only the report's claims, one
+        at a time, in this process, each with its share of one deadline and a second pass for
+        the ones that timed out, and learns nothing from one claim for another.
+        """
         tasks = self._tasks()
         tasks = [t for t in tasks if not self._moot(t)]
         if not tasks:
             return
         t0 = time.perf_counter()
         verdicts = None if self.opts.method == "naive" else self.verdicts
-        model, zk = build_prefix_model(self.net, self.box, self.k, self.bounds, verdicts)
         eps = FEASIBILITY_TOLERANCE if self.opts.solver == "highs" else _OTHER_SOLVER_TOLERANCE
-        amp = tolerance_amplification(self.net, self.box, self.k, self.bounds, verdicts)
-        negligible = negligible_contribution(self.net, self.box, self.k, self.bounds, verdicts)
-        self._doubt = milp_doubt(eps, amp, negligible)
+        layer = layer_milp(
+            self.net, self.box, self.k, self.bounds, self.magnitude, verdicts, coarse=eps
+        )
+        self._layer = layer
         solve = None
         if self.opts.solver != "highs":
             from ..milp.solvers import pyomo_solver
 
-            solve = pyomo_solver(model, zk, self.opts.solver)
-        milp, columns = compile_model(model, model.x, zk)
-        self._feeding = feeding_binaries(model, self.k, columns)
-        self._trusted = rounding_doubt(milp, self.magnitude) <= 1.0
+            solve = pyomo_solver(layer.model, layer.zk, self.opts.solver)
+        self._trusted = layer.trusted()
         if not self._trusted:
             # float64 rounding reaches the solver's own tolerance: no answer is a proof here
             # (its solutions still serve as candidate witnesses, re-checked in float64).
             self.stats["untrusted_milp_layers"] = self.stats.get("untrusted_milp_layers", 0) + 1
             self.progress.note(f"layer {self.k}: values too large for a trustworthy MILP proof")
         extra = {} if solve is None else {"solve": solve}
-        run = partial(
-            run_questions,
-            milp,
-            moot=self._moot,
-            question=self._question,
-            consume=self._consume,
-            workers=self.workers,
-            **extra,
-        )
+
+        def run(batch: list[Task]) -> int:
+            calls = {"moot": self._moot, "question": self._question, "consume": self._consume}
+            return run_questions(layer.milp, batch, workers=self.workers, **calls, **extra)
+
         run(tasks)
         near = [t for t in self._near if not self._moot(t)]
         if near and self.opts.method == "fast" and solve is None:
             # Near ties: the solver found points within the margin of 0 but none is a
             # witness. Ask again at a 1000x finer tolerance, whose margin is that much
             # smaller, where float64 rounding allows it.
-            tight = PRECISE_FEASIBILITY_TOLERANCE
-            self._trusted = rounding_doubt(milp, self.magnitude, row_tolerance=tight) <= 1.0
+            self._trusted = layer.trusted(precise=True)
             if self._trusted:
-                self._feasibility, self._doubt = tight, milp_doubt(tight, amp, negligible)
+                self._precise = True
                 self.stats["precise_milps"] = self.stats.get("precise_milps", 0) + run(near)
         self.stats["milp_neurons"] += len(self._milp_neurons)
         self._time("milp", t0)

@@ -17,8 +17,9 @@ through sound (padded) bounds: :math:`u_{kj} \le 0` or :math:`l_{kj} \ge 0`
 ``-1`` only active, ``0`` either. A phase's points are candidate inputs (in the box) which the
 caller re-evaluates in float64 before they witness anything.
 
-The MILP phase stays with each driver: the engine poses batched questions to worker
-processes, the re-check one claim at a time with a share of its time budget.
+The MILP phase shares its model and questions (:mod:`exactcomp.milp.layer`) but not its
+driver: the engine poses an ordered list of questions to worker processes, the re-check one
+claim at a time with a share of its time budget.
 """
 
 from __future__ import annotations

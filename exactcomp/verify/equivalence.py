@@ -11,8 +11,9 @@ The run has five phases, cheapest first; each can end it:
    :data:`SPLIT_SHARE` of the time left. It proves quantised or perturbed copies that the
    phases below cannot; when it does not finish, its proven bounds carry over.
 2. **bounds and differential**: proven stability verdicts and bounds of both networks, neurons
-   of ``g`` paired with neurons of ``f`` that agree on the samples, and padded float64 bounds
-   on their differences (:mod:`exactcomp.verify.differential`); if the output differences are
+   of ``g`` paired with neurons of ``f`` that agree on the samples, and bounds on their
+   differences computed in exact dyadic arithmetic, rounded outwards once at the end
+   (:mod:`exactcomp.verify.differential`); if the output differences are
    proven within ``tol`` the run ends (EQUIVALENT, no solver). This settles compressed,
    permuted or re-exported networks in seconds.
 3. **gradient**: projected gradient ascent on every objective still open, from the best
@@ -43,8 +44,10 @@ Definitions (``tol`` = :math:`\tau`):
   (identical output rows) the answer may be UNKNOWN (see :mod:`exactcomp.verify.formulation`).
 
 Proofs come in two kinds. *Differential bounds* (:mod:`exactcomp.verify.differential`) bound
-``g - f`` directly by padded float64 arithmetic when the neurons of ``g`` match neurons of ``f``
-(a compressed, permuted or re-exported network): typically ``1e-8`` or less, no solver. The
+``g - f`` directly when the neurons of ``g`` match neurons of ``f`` (a compressed, permuted or
+re-exported network), with no solver and no rounding: every float64 is a dyadic rational
+:math:`m 2^e`, the back-substitution is carried exactly on integers, and only each final bound
+is rounded, outwards, to a float64 (so it is of the order of the networks' own round-off). The
 *MILP* handles the rest; its dual bound is trusted only with the margin
 :func:`~exactcomp.highs.margins.solver_margin` of ``M``, the largest a-priori output
 magnitude, so a ``tol`` at or below that margin (about ``1e-6`` with the default tolerances)

@@ -17,32 +17,25 @@ scratch, trusting nothing in the report but the claims themselves:
 2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides
-   :math:`\max z_{kj} \le 0` (INACTIVE) or :math:`\max (-z_{kj}) \le 0` (ACTIVE) with the margin
-   :func:`~exactcomp.highs.margins.solver_margin` (:mod:`exactcomp.verify.solve`) plus how far
-   the solver's feasibility tolerance and its dropping of tiny coefficients can move :math:`z_{kj}`
-   (:func:`~exactcomp.milp.encoding.tolerance_amplification`,
-   :func:`~exactcomp.milp.encoding.negligible_contribution`); a layer whose model float64
-   rounding cannot represent within the solver's tolerance
-   (:func:`~exactcomp.highs.margins.rounding_doubt`) gets no MILP proof at all. A claim whose
-   extreme the solver finds within the margin of 0 (a near tie) is solved once more at
+   :math:`\max z_{kj} \le 0` (INACTIVE) or :math:`\max (-z_{kj}) \le 0` (ACTIVE). The layer's
+   model, the margin (:func:`~exactcomp.highs.margins.milp_margin`), the rounding check
+   (:func:`~exactcomp.highs.margins.rounding_doubt`: a layer whose model float64 rounding
+   cannot represent within the solver's tolerance gets no MILP proof at all) and the feeding
+   binaries solved as continuous come from :mod:`exactcomp.milp.layer`, and each question is
+   answered by :func:`~exactcomp.milp.highs.solve_question`: the engine's own question
+   and solver call, built here from this module's bounds. A claim whose extreme the solver
+   finds within the margin of 0 (a near tie) is solved once more at
    :data:`~exactcomp.tolerances.PRECISE_FEASIBILITY_TOLERANCE`, with the margin that
-   tolerance allows, where rounding permits it. A solver
-   incumbent on the wrong side is re-evaluated in float64: if it reproduces, the claim is
-   *refuted*.
+   tolerance allows, where rounding permits it. Every input the solver returns is
+   re-evaluated in float64: if one is on the wrong side, the claim is *refuted*.
 3. **witnesses** of UNSTABLE claims are evaluated by a float64 forward pass: the neuron must be
    positive at its positive witness and negative at its negative one, with the witness margin.
 
-**Exact relaxation.** For the question :math:`\max s\, z_{kj}` nothing in the prefix model
-reads :math:`h_{k-1}` but :math:`z_{kj}` (the other targets are free variables), and a
-binary :math:`a_{k-1,i}` with :math:`s\, W_{k,ji} \le 0` wants :math:`h_{k-1,i}` as small as
-allowed; relaxed to :math:`a \in [0, 1]`, the big-M rows still force
-:math:`h \ge \max(0, z)`, the true ReLU, and allow it. So those binaries are solved as
-continuous for that claim (the optimum, hence every proof, is unchanged) and made binary
-again afterwards: the branch and bound has about half the binaries (the compressor does the
-same, :func:`~exactcomp.milp.encoding.feeding_binaries`). An input the relaxed solver
-returns is still re-evaluated in float64 before it refutes anything. When every binary is
-relaxed HiGHS solves an LP; its statuses (*optimal*, with the optimum as the bound) map
-through :func:`~exactcomp.highs.status.decide` like a MILP's.
+**Why its own MILP driver.** The engine's MILP phase
+(:meth:`exactcomp.stability.layer.LayerRun._milp_phase`) asks an ordered list of questions,
+possibly in worker processes, and lets each answer's incumbents settle later questions. The
+re-check must learn nothing from one claim for another and must spread one deadline over the
+claims, so it asks one claim at a time, in this process, with the time rules below.
 
 **Time.** All claims share one deadline; each box of a union gets an equal share of what
 is left. Each MILP gets ``left / remaining``, ``remaining`` counting the box's MILP claims not
@@ -59,40 +52,25 @@ network with the original on the domain: :func:`exactcomp.verify.verify_equivale
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
-import pyomo.environ as pyo
-from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
 from ..bab.split import split_inputs
 from ..bounds import Bounds, interval_bounds
 from ..domain import Box
-from ..highs.margins import milp_doubt, rounding_doubt, solver_margin
-from ..milp.encoding import (
-    build_prefix_model,
-    feeding_binary_vars,
-    negligible_contribution,
-    tolerance_amplification,
-)
-from ..milp.highs import compile_model
+from ..milp.highs import Answer, solve_question
+from ..milp.layer import LayerMilp, layer_milp
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..search import witness_margin
 from ..stability.phases import PhaseInput, PhaseResult, ideal_cut_phase, input_split_phase
-from ..tolerances import (
-    DEFAULT,
-    FEASIBILITY_TOLERANCE,
-    PRECISE_FEASIBILITY_TOLERANCE,
-    Tolerances,
-)
+from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
 from .falsify import candidate_points
 from .formulation import best_bounds
 from .result import ClaimFailure, RecheckResult
-from .solve import Decision, ObjectiveSolver, SolveOutcome
 
 _SAMPLES = 256  # uniform inputs per box (plus centre and corners) that sanity-check a proof
 
@@ -173,78 +151,51 @@ def _proves(res: PhaseResult, v: Verdict, j: int) -> bool:
 
 @dataclass
 class _Attempt:
-    """One MILP claim of one box: the solver of its layer's prefix model and its question."""
+    """One MILP claim of one box: its layer's MILP and the claim."""
 
-    solver: ObjectiveSolver
-    zk: object
+    layer: LayerMilp
     k: int
     j: int
     verdict: Verdict
-    margin: float
-    precise_margin: float | None = None  # at PRECISE_FEASIBILITY_TOLERANCE; None: not allowed
+    precise: bool  # whether a near tie may be asked again at the precise tolerance
     limit: float = 0.0  # the time limit of the last try
     seen: float = -np.inf  # the largest s * z_kj at the box's sample inputs (s: 1 inactive)
 
-
-def relaxable_binaries(model, net: Network, k: int, j: int, sign: float) -> list:
-    r"""The binaries :math:`a_{k-1,i}` of a :func:`build_prefix_model` model with
-    :math:`s\, W_{k,ji} \le 0`: solving them as continuous leaves :math:`\max s\, z_{kj}`
-    unchanged (module docstring)."""
-    a = feeding_binary_vars(model, k)
-    if a is None:
-        return []
-    w = net.layers[k].weight[j]
-    return [a[i] for i in a if sign * float(w[i]) <= 0.0]
+    @property
+    def sign(self) -> int:
+        """``+1``: the claim is INACTIVE (maximise ``z``), ``-1``: ACTIVE."""
+        return 1 if self.verdict == Verdict.INACTIVE else -1
 
 
-@contextmanager
-def relaxed(binaries: Sequence) -> Iterator[None]:
-    """Solve ``binaries`` as continuous in ``[0, 1]`` inside the block, binary again after.
-
-    The persistent HiGHS interface compares each variable's domain at the next solve and
-    passes a change on as a change of column integrality, so nothing has to be rebuilt.
-    """
-    for v in binaries:
-        v.domain = pyo.UnitInterval
-    try:
-        yield
-    finally:
-        for v in binaries:
-            v.domain = pyo.Binary
+def _refutation(net: Network, box: Box, att: _Attempt, answer: Answer) -> ClaimFailure | None:
+    """The claim's refutation by an input the solver returned, if one reproduces in float64."""
+    if not len(answer.points):
+        return None
+    z = net.preactivations(box.clip(answer.points))[att.k][:, att.j]
+    i = int(np.argmax(att.sign * z))
+    if att.sign * z[i] > 0:
+        return ClaimFailure(att.k, att.j, att.verdict.name, True, f"z = {z[i]:.6g} at a MILP input")
+    return None
 
 
-def _try(net, box, att: _Attempt, limit: float) -> tuple[SolveOutcome, ClaimFailure | None]:
-    """Solve one claim's MILP (feeding binaries relaxed) in ``limit`` seconds; a refutation
-    only if the solver's input reproduces in float64."""
+def _try(net, box, tol, att: _Attempt, limit: float) -> tuple[Answer, bool, ClaimFailure | None]:
+    """Solve one claim's question in ``limit`` seconds: (the last answer, proven, refutation).
+
+    Not proven when a sampled input meets the row the solver called infeasible (a solver
+    error, seen on badly scaled networks at the precise tolerance), as in the engine."""
     att.limit = limit
-    s = 1.0 if att.verdict == Verdict.INACTIVE else -1.0  # maximise s * z: must be <= 0
-    model = att.solver.model
-    margin = att.margin
-    with relaxed(relaxable_binaries(model, net, att.k, att.j, s)):
-        out = att.solver.solve(-s * att.zk[att.j], 0.0, margin, limit)
-        left = limit - out.seconds
-        if (
-            out.decision is Decision.UNDECIDED
-            and out.status != TC.maxTimeLimit.name
-            and att.precise_margin is not None
-            and left > 0
-        ):
-            # a near tie (the extreme lies within the margin of 0): once more at the finer
-            # tolerance, whose margin is smaller (as the compressor does)
-            margin = att.precise_margin
-            out = att.solver.solve(
-                -s * att.zk[att.j], 0.0, margin, left, PRECISE_FEASIBILITY_TOLERANCE
-            )
-    if out.decision is Decision.PROVEN and att.seen >= -margin:
-        # a sampled input meets the row the solver called infeasible: a solver error (seen on
-        # badly scaled networks at the precise tolerance), so no proof (as the compressor)
-        out = replace(out, decision=Decision.UNDECIDED, status="contradicted by a sample")
-    if out.decision is Decision.FOUND and out.x is not None:
-        z = net.preactivations(box.clip(out.x))[att.k][0, att.j]
-        if s * z > 0:
-            detail = f"z = {z:.6g} at a MILP input"
-            return out, ClaimFailure(att.k, att.j, att.verdict.name, True, detail)
-    return out, None
+    q = att.layer.question(tol, att.j, att.sign, limit)
+    answer = solve_question(att.layer.milp, q)
+    refuted = _refutation(net, box, att, answer)
+    left = limit - answer.seconds
+    if not (answer.proven or refuted or answer.timed_out) and att.precise and left > 0:
+        # a near tie (the extreme lies within the margin of 0): once more at the finer
+        # tolerance, whose margin is smaller (as the compressor does)
+        q = att.layer.question(tol, att.j, att.sign, left, precise=True)
+        answer = solve_question(att.layer.milp, q)
+        refuted = _refutation(net, box, att, answer)
+    proven = answer.proven and att.seen < -q.margin
+    return answer, proven, refuted
 
 
 @dataclass
@@ -282,14 +233,14 @@ class _BoxCheck:
 
     def attempt(self, att: _Attempt, limit: float) -> None:
         """One MILP try of a claim in ``limit`` seconds (:func:`_try`)."""
-        out, refutation = _try(self.net, self.box, att, limit)
+        answer, proven, refutation = _try(self.net, self.box, self.tol, att, limit)
         self.milps += 1
-        if out.decision is Decision.PROVEN:
+        if proven:
             self.proven.add((att.k, att.j))
             self.checked["milp"] += 1
         elif refutation is not None:
             self.refuted.append(refutation)
-        elif out.decision is Decision.UNDECIDED and out.status == TC.maxTimeLimit.name:
+        elif answer.timed_out:
             self.retry.append(att)
 
 
@@ -345,35 +296,26 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
 
 
 def _milp_layer(run: _BoxCheck, k: int, bounds: list, todo: list, samples: np.ndarray) -> None:
-    """The MILP phase of layer ``k``: one claim at a time, each with its share of the time."""
-    net, box, tol, deadline = run.net, run.box, run.tol, run.deadline
-    model, zk = build_prefix_model(net, box, k, bounds)
+    """The MILP phase of layer ``k``: one claim at a time, each with its share of the time.
+
+    The model, margins and relaxation are the engine's (:mod:`exactcomp.milp.layer`), on this
+    module's own bounds; why the driver is not the engine's: the module docstring."""
     magnitude = np.maximum(np.abs(bounds[k][0]), np.abs(bounds[k][1]))
-    compiled = compile_model(model, model.x, zk)[0]
-    precise = rounding_doubt(compiled, magnitude, PRECISE_FEASIBILITY_TOLERANCE) <= 1.0
-    if rounding_doubt(compiled, magnitude) > 1.0:
+    layer = layer_milp(run.net, run.box, k, bounds, magnitude)
+    if not layer.trusted():
         # float64 rounding reaches the solver's own tolerance: no answer is a proof
         run.remaining -= len(todo)
         return
-    solver = ObjectiveSolver(model, model.x)
-    zs = net.preactivations(samples)[k]
-    # what the solver's tolerances and its dropping of tiny coefficients can move
-    # z_k by (the same allowance as the compressor's, on this module's own bounds)
-    amp = tolerance_amplification(net, box, k, bounds)
-    negligible = negligible_contribution(net, box, k, bounds)
-    doubt = milp_doubt(FEASIBILITY_TOLERANCE, amp, negligible)
-    fine = milp_doubt(PRECISE_FEASIBILITY_TOLERANCE, amp, negligible)
+    precise = layer.trusted(precise=True)
+    zs = run.net.preactivations(samples)[k]
     for j, v in todo:
         # once a claim has timed out, the second pass counts as one more claim
-        left = (deadline - time.perf_counter()) / (run.remaining + bool(run.retry))
+        left = (run.deadline - time.perf_counter()) / (run.remaining + bool(run.retry))
         run.remaining -= 1
         if left <= 0:
             continue
-        base = solver_margin(tol, max(abs(bounds[k][0][j]), abs(bounds[k][1][j])))
-        fine_margin = base + float(fine[j]) if precise else None
-        s = 1.0 if v == Verdict.INACTIVE else -1.0
-        seen = float(np.max(s * zs[:, j]))
-        att = _Attempt(solver, zk, k, j, v, base + float(doubt[j]), fine_margin, seen=seen)
+        att = _Attempt(layer, k, j, v, precise)
+        att.seen = float(np.max(att.sign * zs[:, j]))
         run.attempt(att, left)
 
 

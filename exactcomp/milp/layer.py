@@ -1,0 +1,141 @@
+r"""One layer's prefix MILP, ready for questions: the one setup of the engine and the re-check.
+
+Both the stability engine (:meth:`exactcomp.stability.layer.LayerRun._milp_phase`) and the
+certificate re-check (:func:`exactcomp.verify.recheck._milp_layer`) ask, for neurons :math:`j`
+of layer :math:`k` and signs :math:`s`, "can :math:`s\, z_{kj} > 0` on the box?". They build
+the question the same way, here, from inputs each computes itself (the re-check passes its own
+fresh bounds, never the report's):
+
+1. the prefix model of layers :math:`< k` (:func:`~exactcomp.milp.encoding.build_prefix_model`),
+   compiled once to matrix form (:func:`~exactcomp.milp.highs.compile_model`);
+2. the margin :math:`m_j = \mu(M_j) + \varepsilon A_j + N_j`
+   (:func:`~exactcomp.highs.margins.milp_margin`), at the solver's coarse or precise
+   feasibility tolerance :math:`\varepsilon`;
+3. whether float64 rounding lets any answer be a proof at that tolerance
+   (:func:`~exactcomp.highs.margins.rounding_doubt` :math:`\le 1`);
+4. the feeding binaries that may be solved as continuous for that question, a column mask
+   (:func:`~exactcomp.milp.encoding.feeding_binaries`: the binaries
+   :math:`a_{k-1,i}` with :math:`s\, W_{k,ji} \le 0`; the optimum, hence every proof, is
+   unchanged). This is the package's one form of that relaxation.
+
+Each question is then answered by :func:`~exactcomp.milp.highs.solve_question` on a fresh
+HiGHS instance. What differs between the two callers is only the driver around it (the
+engine's ordered, moot-skipping, parallel list; the re-check's per-claim time shares).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..domain import Box
+from ..highs.margins import milp_margin, rounding_doubt
+from ..network import Network
+from ..tolerances import (
+    FEASIBILITY_TOLERANCE,
+    PRECISE_FEASIBILITY_TOLERANCE,
+    ROW_TOLERANCE,
+    Tolerances,
+)
+from .encoding import (
+    build_prefix_model,
+    feeding_binaries,
+    negligible_contribution,
+    tolerance_amplification,
+)
+from .highs import CompiledMilp, Question, compile_model
+
+__all__ = ["LayerMilp", "layer_milp"]
+
+
+@dataclass(frozen=True, eq=False)
+class LayerMilp:
+    """The compiled prefix MILP of layer ``k`` and what each question on it needs.
+
+    ``model``/``zk``: the Pyomo model and its target variables (for solvers other than
+    HiGHS); ``milp``: its matrix form; ``magnitude``: each target's a-priori
+    :math:`\\max(|l_j|, |u_j|)`; ``amplification``/``negligible``: the encoding's terms of
+    the margin; ``feeding``: (columns, neurons) of the binaries of layer ``k - 1``;
+    ``weight``: ``W_k``; ``coarse``: the feasibility tolerance assumed for a first try.
+    """
+
+    model: Any
+    zk: Any
+    milp: CompiledMilp
+    magnitude: np.ndarray
+    amplification: np.ndarray
+    negligible: np.ndarray
+    feeding: tuple[np.ndarray, np.ndarray]
+    weight: np.ndarray
+    coarse: float = FEASIBILITY_TOLERANCE
+
+    def tolerance(self, precise: bool) -> float:
+        """The solver's feasibility tolerance of a coarse or a precise question."""
+        return PRECISE_FEASIBILITY_TOLERANCE if precise else self.coarse
+
+    def trusted(self, precise: bool = False) -> bool:
+        """Whether float64 rounding leaves an answer at that tolerance a proof."""
+        row = PRECISE_FEASIBILITY_TOLERANCE if precise else ROW_TOLERANCE
+        return rounding_doubt(self.milp, self.magnitude, row_tolerance=row) <= 1.0
+
+    def margin(self, tol: Tolerances, j: int, precise: bool = False) -> float:
+        """The margin neuron ``j``'s answer must clear (module docstring, step 2)."""
+        eps = self.tolerance(precise)
+        a, n = self.amplification[j], self.negligible[j]
+        return float(milp_margin(tol, float(self.magnitude[j]), eps, a, n))
+
+    def relaxable(self, j: int, sign: int) -> np.ndarray:
+        """The columns of the feeding binaries that question ``(j, sign)`` may solve as
+        continuous (module docstring, step 4)."""
+        cols, neurons = self.feeding
+        return cols[sign * self.weight[j, neurons] <= 0.0]
+
+    def question(
+        self,
+        tol: Tolerances,
+        j: int,
+        sign: int,
+        time_limit: float,
+        *,
+        mode: str = "row",
+        precise: bool = False,
+        relax: bool = True,
+    ) -> Question:
+        """The question "can ``sign * z_j > 0``?" with its margin, tolerance and relaxation."""
+        return Question(
+            j,
+            sign,
+            self.margin(tol, j, precise),
+            mode,
+            time_limit,
+            continuous=self.relaxable(j, sign) if relax else None,
+            feasibility=self.tolerance(precise),
+        )
+
+
+def layer_milp(
+    net: Network,
+    box: Box,
+    k: int,
+    bounds: list,
+    magnitude: np.ndarray,
+    verdicts: list | None = None,
+    coarse: float = FEASIBILITY_TOLERANCE,
+) -> LayerMilp:
+    """Build and compile layer ``k``'s prefix MILP on ``bounds`` (of layers ``< k``; later
+    entries are not read) and, where given, the ``verdicts`` of earlier layers."""
+    model, zk = build_prefix_model(net, box, k, bounds, verdicts)
+    milp, columns = compile_model(model, model.x, zk)
+    return LayerMilp(
+        model=model,
+        zk=zk,
+        milp=milp,
+        magnitude=np.asarray(magnitude, dtype=np.float64),
+        amplification=tolerance_amplification(net, box, k, bounds, verdicts),
+        negligible=negligible_contribution(net, box, k, bounds, verdicts),
+        feeding=feeding_binaries(model, k, columns),
+        weight=net.layers[k].weight,
+        coarse=coarse,
+    )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..bab.relu import prove_signs_relu
 from ..bab.split import prove_signs, split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
@@ -159,6 +160,11 @@ class LayerRun:
                 self._ideal_cuts()
                 self._time("cuts", t0)
                 self._advance("ideal cuts")
+            if self.open_neurons().size and self.k > 0 and self.net.input_size > split_inputs():
+                t0 = time.perf_counter()
+                self._relu_splits()
+                self._time("bab", t0)
+                self._advance("relu splits")
         self._milp_phase()
         self._advance("milp")
         return self._result()
@@ -195,14 +201,22 @@ class LayerRun:
             )
             self.pool.add(found)
 
+    def _relu_splits(self) -> None:
+        """Branch and bound over ReLU splits (:mod:`exactcomp.bab.relu`) for the sign each
+        open neuron has not shown, within its node budget and the deadline."""
+        self._bab(prove_signs_relu, Proof.RELU_SPLIT)
+
     def _input_splits(self) -> None:
         """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each
         open neuron has not shown, within its node budget and the deadline; its float64
         witnesses join the pool."""
+        self._bab(prove_signs, Proof.BAB)
+
+    def _bab(self, search, kind: Proof) -> None:
         open_ = self.open_neurons()
         pos, neg = self._seen()
         sides = np.where(neg[open_], 1, np.where(pos[open_], -1, 0))
-        res = prove_signs(
+        res = search(
             self.net,
             self.box,
             self.k,
@@ -216,7 +230,7 @@ class LayerRun:
         self.pool.add(res.points)
         for claim, store in ((res.inactive, self.inactive), (res.active, self.active)):
             new = open_[claim & ~(self.inactive[open_] | self.active[open_])]
-            self.proof[new] = Proof.BAB
+            self.proof[new] = kind
             store[new] = True
 
     def _region_search(self) -> None:

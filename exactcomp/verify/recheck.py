@@ -11,7 +11,9 @@ scratch, trusting nothing in the report but the claims themselves:
    this is sound).
    For inputs of at most :data:`~exactcomp.bab.split.MAX_INPUTS` dimensions, the claims
    still open are then sought by branch and bound over input splits
-   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds.
+   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds; for
+   more inputs, by branch and bound over ReLU splits (:func:`exactcomp.bab.prove_signs_relu`),
+   likewise re-run from scratch.
 2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides
@@ -65,6 +67,7 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
+from ..bab.relu import prove_signs_relu
 from ..bab.split import prove_signs, split_inputs
 from ..bounds import Bounds, interval_bounds
 from ..bounds.ideal_cuts import ideal_cut_layer_result
@@ -121,7 +124,15 @@ def recheck_certificates(
     t0 = time.perf_counter()
     deadline = t0 + time_limit
     boxes = [box] if isinstance(box, Box) else list(box)
-    checked = {"interval": 0, "linear": 0, "lp": 0, "bab": 0, "milp": 0, "witness": 0}
+    checked = {
+        "interval": 0,
+        "linear": 0,
+        "lp": 0,
+        "bab": 0,
+        "relu_split": 0,
+        "milp": 0,
+        "witness": 0,
+    }
     failures: list[ClaimFailure] = []
     milps = 0
     claims = _claims(report)
@@ -291,10 +302,13 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
                     checked["lp"] += 1
                     remaining -= 1
             todo = [(j, v) for j, v in todo if (k, j) not in proven]
-        if todo and k > 0 and net.input_size <= split_inputs():
-            # input splits on this module's own bounds: the search is re-run from scratch
+        if todo and k > 0:
+            # input splits (few inputs) or ReLU splits (many) on this module's own bounds:
+            # the search is re-run from scratch
+            few = net.input_size <= split_inputs()
+            search, kind = (prove_signs, "bab") if few else (prove_signs_relu, "relu_split")
             sides = [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
-            res = prove_signs(
+            res = search(
                 net,
                 box,
                 k,
@@ -307,7 +321,7 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
             for i, (j, v) in enumerate(todo):
                 if res.inactive[i] if v == Verdict.INACTIVE else res.active[i]:
                     proven.add((k, j))
-                    checked["bab"] += 1
+                    checked[kind] += 1
                     remaining -= 1
             todo = [(j, v) for j, v in todo if (k, j) not in proven]
         if todo:

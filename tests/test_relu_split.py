@@ -167,3 +167,24 @@ def test_claims_agree_with_the_oracle_and_beat_crown() -> None:
             assert box.contains(res.points).all()
             gained += int(res.inactive.sum() + res.active.sum())
     assert gained >= 1
+
+
+def test_no_unstable_relu_to_split_claims_nothing() -> None:
+    """``z = relu(x0 + 2) - relu(x1 + 2) - 2`` has ``max z = 0`` exactly (a tie at a corner);
+    both first-layer ReLUs are active on the box, so the LP is exact but its padded bound is
+    not below 0, no input shows ``z > 0``, and nothing can be split: the question ends
+    without a claim (and without an error)."""
+    w0 = np.zeros((2, 8))
+    w0[0, 0], w0[1, 1] = 1.0, 1.0
+    net = Network(
+        (
+            Layer(w0, np.full(2, 2.0), relu=True),
+            Layer(np.array([[1.0, -1.0]]), np.array([-2.0]), relu=True),
+            Layer(np.array([[1.0]]), np.zeros(1), relu=False),
+        ),
+        dtype="float64",
+    )
+    box = Box.uniform(-1.0, 1.0, 8)
+    known = [(np.full(2, 1.0), np.full(2, 3.0)), (np.array([-3.0]), np.array([3.0]))]
+    res = prove_signs_relu(net, box, 1, known, [0], [1])
+    assert not res.inactive.any() and not res.active.any()

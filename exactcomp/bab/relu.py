@@ -283,8 +283,8 @@ def _question(
         if (found.pos if sign > 0 else found.neg)[j] >= 0:
             return False, nodes, [x[None]]
         score = slp.score(v, split)
-        i = int(np.argmax(score))
-        if score[i] <= 0.0:  # nothing left worth splitting here
+        i = int(np.argmax(score)) if score.size else -1
+        if i < 0 or score[i] <= 0.0:  # nothing left worth splitting here
             return None, nodes, []
         for s in (1, -1):
             child = split.copy()

@@ -18,7 +18,7 @@ import pyomo.environ as pyo
 import pytest
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
-from exactcomp.bab import split
+from exactcomp.bab import relu, split
 from exactcomp.domain import Box
 from exactcomp.milp.encoding import build_prefix_model
 from exactcomp.network import Network
@@ -37,6 +37,7 @@ SEEDS = range(6)
 def _no_input_splits(monkeypatch):
     """These tests are about the MILP claims: no input splits to settle them first."""
     monkeypatch.setattr(split, "MAX_INPUTS", 0)
+    monkeypatch.setattr(relu, "RELU_SPLITS", False)  # nor ReLU splits
 
 
 @functools.cache

@@ -55,7 +55,11 @@ from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
 from .split import SplitResult
 
-__all__ = ["prove_signs_relu", "MAX_NODES_RELU"]
+__all__ = ["prove_signs_relu", "relu_splits", "MAX_NODES_RELU", "RELU_SPLITS"]
+
+RELU_SPLITS = True
+"""Whether the ``fast`` engine and the re-check split ReLUs (networks with more than
+:data:`~exactcomp.bab.split.MAX_INPUTS` inputs)."""
 
 ORDER = "depth"
 """Node order: ``"depth"`` (the last child first) or ``"best"`` (the weakest bound first)."""
@@ -220,6 +224,12 @@ def prove_signs_relu(
     active &= ~both
     pts = np.concatenate(points) if points else none
     return SplitResult(neurons, inactive, active, pts, nodes, complete, time.perf_counter() - t0)
+
+
+def relu_splits() -> bool:
+    """:data:`RELU_SPLITS` (a function so that tests aimed at the phases after it can switch
+    it off, as :func:`exactcomp.bab.split.split_inputs` does for input splits)."""
+    return RELU_SPLITS
 
 
 def _budgets(max_nodes: int) -> list[int]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..bab.relu import prove_signs_relu
+from ..bab.relu import prove_signs_relu, relu_splits
 from ..bab.split import prove_signs, split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
@@ -160,7 +160,8 @@ class LayerRun:
                 self._ideal_cuts()
                 self._time("cuts", t0)
                 self._advance("ideal cuts")
-            if self.open_neurons().size and self.k > 0 and self.net.input_size > split_inputs():
+            few = self.net.input_size <= split_inputs()
+            if self.open_neurons().size and self.k > 0 and not few and relu_splits():
                 t0 = time.perf_counter()
                 self._relu_splits()
                 self._time("bab", t0)

@@ -67,7 +67,7 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
-from ..bab.relu import prove_signs_relu
+from ..bab.relu import prove_signs_relu, relu_splits
 from ..bab.split import prove_signs, split_inputs
 from ..bounds import Bounds, interval_bounds
 from ..bounds.ideal_cuts import ideal_cut_layer_result
@@ -302,10 +302,10 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
                     checked["lp"] += 1
                     remaining -= 1
             todo = [(j, v) for j, v in todo if (k, j) not in proven]
-        if todo and k > 0:
+        few = net.input_size <= split_inputs()
+        if todo and k > 0 and (few or relu_splits()):
             # input splits (few inputs) or ReLU splits (many) on this module's own bounds:
             # the search is re-run from scratch
-            few = net.input_size <= split_inputs()
             search, kind = (prove_signs, "bab") if few else (prove_signs_relu, "relu_split")
             sides = [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
             res = search(

@@ -214,9 +214,15 @@ class LayerRun:
         self._bab(prove_signs, Proof.BAB)
 
     def _bab(self, search, kind: Proof) -> None:
+        """Run ``search`` (input or ReLU splits) on the open neurons; the input splits stop
+        after :data:`_SPLIT_TIME` MILP time limits, the ReLU splits at their node budget
+        (:data:`~exactcomp.bab.relu.TOTAL_NODES_RELU`), both at the caller's deadline."""
         open_ = self.open_neurons()
         pos, neg = self._seen()
         sides = np.where(neg[open_], 1, np.where(pos[open_], -1, 0))
+        left = self._left()
+        if kind == Proof.BAB:
+            left = min(left, _SPLIT_TIME * self.opts.time_limit)
         res = search(
             self.net,
             self.box,
@@ -225,7 +231,7 @@ class LayerRun:
             open_,
             sides,
             tol=self.opts.tol,
-            deadline=min(self._left(), _SPLIT_TIME * self.opts.time_limit) + time.perf_counter(),
+            deadline=None if not np.isfinite(left) else left + time.perf_counter(),
         )
         self.stats["bab_nodes"] = self.stats.get("bab_nodes", 0) + res.nodes
         self.pool.add(res.points)

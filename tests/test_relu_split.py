@@ -188,3 +188,12 @@ def test_no_unstable_relu_to_split_claims_nothing() -> None:
     known = [(np.full(2, 1.0), np.full(2, 3.0)), (np.array([-3.0]), np.array([3.0]))]
     res = prove_signs_relu(net, box, 1, known, [0], [1])
     assert not res.inactive.any() and not res.active.any()
+
+
+def test_call_budget_stops_every_question() -> None:
+    """``total_nodes`` caps the LPs of the whole call: with 1 node, the root of the first
+    question only, and no claim."""
+    net = vee_net()
+    res = prove_signs_relu(net, BOX, 1, linear_bounds(net, BOX), [0], [0], total_nodes=1)
+    assert res.nodes == 1 and not res.complete
+    assert not res.inactive.any() and not res.active.any()

@@ -15,13 +15,19 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
 * the bound is rigorous: weak duality with the solver's row duals evaluated in float64 and
   padded (:func:`exactcomp.bounds.lp._lp_min`), plus the solver margin
   ``solver_abs + solver_rel * M`` as :func:`~exactcomp.bounds.lp.lp_layer_result` adds;
-* per question (neuron ``j``, the sign not yet seen) the search is best-first: the open node
-  with the weakest bound is split next, on the unstable, not yet split neuron with the largest
-  score ``|y_chord| * (-l u / (u - l))`` (the dual of its chord row at the node's optimum times
+* per question (neuron ``j``, the sign not yet seen) each open node is split on the unstable,
+  not yet split neuron with the largest score ``|y_chord| * (-l u / (u - l))`` (the dual of its chord row at the node's optimum times
   the chord's intercept: BaBSR's estimate of what the relaxation adds, read off the LP). On
   mnist-net_256x2 prop_1_0.05 (layer 1, neuron 72) it took the bound from 2.15 to 0.37 in 200
   nodes, against 1.45 with the "most infeasible" rule (largest ``h - relu(z)`` at the optimum);
-  the question is **proven** when every leaf proves the sign;
+  the question is **proven** when every leaf proves the sign. Nodes are taken depth first
+  (:data:`ORDER`): the tree a proof needs does not depend on the order, and a child differs
+  from the node solved just before by one bound, the best warm start (on 3 questions of that
+  layer, 4,000 nodes each: 23.5 s of CPU against 29.5 s best-first, weakest bound first);
+* the questions of a layer are asked in passes with growing node budgets (:func:`_budgets`),
+  so that the many that end within a few dozen nodes are not kept waiting by the hard ones,
+  under one node budget for the call (:data:`TOTAL_NODES_RELU`, nodes rather than seconds so
+  that the verdicts do not depend on the machine's load);
 * a node whose LP HiGHS finds infeasible is closed only if its dual ray certifies that, in
   float64 with the same padded weak-duality bound (cost 0: a positive bound means no input
   satisfies the node's splits);
@@ -33,7 +39,10 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
   budget and the deadline: the neuron goes on to the MILP or stays UNDECIDED, which is sound.
 
 The intermediate bounds of layers ``1..k-1`` (the triangles) are those proven on the whole
-box; they are not re-computed per node (sound, only looser on deep networks).
+box; they are not re-computed per node (sound, only looser on deep networks). One LP per node
+costs about 3.5 ms of CPU on mnist-net_256x2 (70 unstable ReLUs, 784 inputs), most of it in
+HiGHS' dual simplex; batched linear bounds over many nodes (alpha/beta-CROWN) would be cheaper
+per node but weaker unless their multipliers are optimised.
 """
 
 from __future__ import annotations

@@ -44,6 +44,11 @@ def milp_count(report: StabilityReport) -> int:
     return int(report.stats.get("milps", 0) or 0)
 
 
+def bab_nodes(report: StabilityReport) -> int:
+    """Branch-and-bound nodes the engine says it bounded (``stats["bab_nodes"]``)."""
+    return int(report.stats.get("bab_nodes", 0) or 0)
+
+
 def layer_counts(report: StabilityReport, json_report: dict[str, Any] | None) -> tuple:
     """Per hidden layer: width before/after and verdict counts.
 

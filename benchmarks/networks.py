@@ -58,6 +58,18 @@ def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
             (mnist / "prop_0_0.03.vnnlib", mnist / "prop_1_0.05.vnnlib"),
             large=True,
         ),
+        RealNetwork(
+            "mnist_256x4",
+            mnist / "mnist-net_256x4.onnx",
+            (mnist / "prop_0_0.03.vnnlib", mnist / "prop_1_0.05.vnnlib"),
+            large=True,
+        ),
+        RealNetwork(
+            "mnist_256x6",
+            mnist / "mnist-net_256x6.onnx",
+            (mnist / "prop_0_0.03.vnnlib", mnist / "prop_1_0.05.vnnlib"),
+            large=True,
+        ),
     )
     out = []
     for net in candidates:

@@ -16,7 +16,17 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-PROOF_ORDER = ("interval", "linear", "lp", "bab", "milp", "witness", "enumeration", "none")
+PROOF_ORDER = (
+    "interval",
+    "linear",
+    "lp",
+    "bab",
+    "relu_split",
+    "milp",
+    "witness",
+    "enumeration",
+    "none",
+)
 PROOF_COLOR = dict(zip(PROOF_ORDER, ("C0", "C2", "C9", "C1", "C3", "C4", "C5", "0.6"), strict=True))
 METHOD_STYLE = {"naive": "s--", "leo": "^-.", "fast": "o-"}
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .console import RichProgress
-from .measure import milp_count, proof_counts, verdict_counts, verify_boxes
+from .measure import bab_nodes, milp_count, proof_counts, verdict_counts, verify_boxes
 from .networks import RealNetwork, load_domain, vnnlib_domain
 from .rows import RealRow
 
@@ -91,6 +91,7 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
         proofs={k: v for k, v in proof_counts(result.stability).items() if v},
         seconds=float(result.seconds),
         milps=milp_count(result.stability),
+        bab_nodes=bab_nodes(result.stability),
         verdict=ver.verdict,
         verify_seconds=ver.seconds,
         verify_tol=ver.tol,

@@ -55,6 +55,7 @@ SECTIONS = (
             "proofs",
             "seconds",
             "milps",
+            "bab_nodes",
             "verdict",
             "verify_seconds",
             "verify_tol",

@@ -113,6 +113,7 @@ class RealRow:
     bytes_before: int = -1
     bytes_after: int = -1
     channels_removed: int = 0
+    bab_nodes: int = -1  # branch-and-bound nodes (input-split boxes, ReLU-split LPs)
 
 
 def _flat(value: Any) -> Any:

@@ -16,12 +16,15 @@ family                  cases                                           checks
 ``splits``              :func:`random_case` deep (2-6 layers) with      every check of
                         2-8 inputs: the input splits of                 :func:`check_case`
                         :mod:`exactcomp.bab`
+``relusplits``          :func:`random_case` deep (3-6 layers) with      every check of
+                        8-16 inputs: the ReLU splits of                 :func:`check_case`
+                        :mod:`exactcomp.bab.relu`
 ``conv``                :func:`random_conv_case`: small convolutions,   every check of
                         strides, padding, pooling (max pool as ReLUs),  :func:`check_case`, the
                         kept as structure                               channel rewrite too
 ======================  ==============================================  =====================
 
-Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 11 random;
+Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 12 random;
 ``conv`` only when named).
 """
 
@@ -37,9 +40,18 @@ from exactcomp.testing.random_conv import random_conv_case
 from exactcomp.testing.random_networks import random_case
 from exactcomp.testing.soak_checks import CaseResult, SoakOptions, check_case, method_for
 
-FAMILIES = ("random", "near-duplicate", "near-dependent", "nnet", "onnx", "splits", "conv")
+FAMILIES = (
+    "random",
+    "near-duplicate",
+    "near-dependent",
+    "nnet",
+    "onnx",
+    "splits",
+    "relusplits",
+    "conv",
+)
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
-ROTATION += ("near-dependent", "nnet", "onnx", "splits")
+ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits")
 """The default mix, one entry per seed modulo 11. ``conv`` runs only when asked for
 (``--family conv`` or ``all``): some of its cases take minutes (dense oracle on up to 50
 inputs)."""
@@ -47,6 +59,9 @@ DEFAULT_FAMILIES = tuple(dict.fromkeys(ROTATION))
 """The families of a soak run without ``--family``."""
 SPLIT_INPUTS = (2, 8)
 SPLIT_DEPTH = (2, 6)
+RELU_SPLIT_INPUTS = (8, 16)
+"""More than :data:`exactcomp.bab.split.MAX_INPUTS`: the engine splits ReLUs, not inputs."""
+RELU_SPLIT_DEPTH = (3, 6)
 
 
 def parse_families(text: str) -> tuple[str, ...]:
@@ -82,14 +97,14 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         hi = min(opts.inputs[1], 3)
         oc = onnx_case(seed, inputs=(min(opts.inputs[0], hi), hi), max_neurons=opts.max_neurons)
         return oc.to_json(), check_onnx_case(oc, opts, method)
-    if family in ("random", "splits"):
-        split = family == "splits"
+    if family in ("random", "splits", "relusplits"):
+        depth, inputs = {
+            "random": (opts.depth, opts.inputs),
+            "splits": (SPLIT_DEPTH, SPLIT_INPUTS),
+            "relusplits": (RELU_SPLIT_DEPTH, RELU_SPLIT_INPUTS),
+        }[family]
         case = random_case(
-            seed,
-            depth=SPLIT_DEPTH if split else opts.depth,
-            width=opts.width,
-            inputs=SPLIT_INPUTS if split else opts.inputs,
-            max_neurons=opts.max_neurons,
+            seed, depth=depth, width=opts.width, inputs=inputs, max_neurons=opts.max_neurons
         )
         result = dataclasses.replace(check_case(case, opts, method), family=family)
         return {"family": family, **case.to_json()}, result

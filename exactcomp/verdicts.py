@@ -43,6 +43,7 @@ class Proof(IntEnum):
     WITNESS = 5  # concrete inputs of both signs, re-checked in float64
     ENUMERATION = 6  # exact enumeration of activation regions (test oracle)
     BAB = 7  # linear bounds on every leaf of an input-split tree (exactcomp.bab)
+    RELU_SPLIT = 8  # LP bounds on every leaf of a ReLU-split tree (exactcomp.bab.relu)
 
 
 class SignMasks(NamedTuple):

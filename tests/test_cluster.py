@@ -20,7 +20,7 @@ import pytest
 
 from exactcomp import cli
 from exactcomp.api import compress
-from exactcomp.bab import split
+from exactcomp.bab import relu, split
 from exactcomp.errors import InvalidOptionError
 from exactcomp.io import save
 from exactcomp.milp.highs import solve_question
@@ -176,6 +176,7 @@ def cluster():
 @pytest.mark.parametrize(("seed", "method", "kw"), CASES)
 def test_cluster_gives_the_single_process_result(cluster, monkeypatch, seed, method, kw) -> None:
     monkeypatch.setattr(split, "MAX_INPUTS", 0)  # input splits would leave no MILP to send
+    monkeypatch.setattr(relu, "RELU_SPLITS", False)  # nor ReLU splits
     case = _case(seed, **kw)
     one = stable_neurons(case.network, case.box, method=method, jobs=1, time_limit=5.0)
     assert one.stats["milps"] >= 6

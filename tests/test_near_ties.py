@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exactcomp.bab import split
+from exactcomp.bab import relu, split
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
 from exactcomp.stability import stable_neurons
@@ -38,6 +38,7 @@ def no_cuts(monkeypatch):
     """Without the ideal cuts and the input splits, which settle this small case on their own."""
     monkeypatch.setattr(LayerRun, "_ideal_cuts", lambda self: None)
     monkeypatch.setattr(split, "MAX_INPUTS", 0)
+    monkeypatch.setattr(relu, "RELU_SPLITS", False)  # nor ReLU splits
     # an ideal-cut phase that tightens nothing
     monkeypatch.setattr(recheck, "ideal_cut_phase", lambda q: from_bounds(q.known[q.k]))
 

@@ -13,7 +13,7 @@ import functools
 import numpy as np
 import pytest
 
-from exactcomp.bab import split
+from exactcomp.bab import relu, split
 from exactcomp.domain import Box
 from exactcomp.milp.highs import Answer, solve_question
 from exactcomp.milp.layer import LayerMilp, layer_milp
@@ -33,6 +33,7 @@ SEEDS = range(6)
 def _no_input_splits(monkeypatch):
     """These tests are about the MILP claims: no input splits to settle them first."""
     monkeypatch.setattr(split, "MAX_INPUTS", 0)
+    monkeypatch.setattr(relu, "RELU_SPLITS", False)  # nor ReLU splits
 
 
 @functools.cache

@@ -116,6 +116,34 @@ class Lp:
         if count > 0:
             self.h.deleteRows(count, np.arange(first, first + count, dtype=np.int32))
 
+    def change_col_bounds(self, cols: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Set ``lower <= v[cols] <= upper`` (``±inf`` open); the basis is kept."""
+        idx = np.asarray(cols, dtype=np.int32)
+        lo = np.where(np.isfinite(lower), lower, -INF).astype(np.float64)
+        hi = np.where(np.isfinite(upper), upper, INF).astype(np.float64)
+        self.h.changeColsBounds(idx.size, idx, lo, hi)
+
+    def change_row_bounds(self, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Set the sides of ``rows`` (``±inf`` open); the basis is kept."""
+        idx = np.asarray(rows, dtype=np.int32)
+        lo = np.where(np.isfinite(lower), lower, -INF).astype(np.float64)
+        hi = np.where(np.isfinite(upper), upper, INF).astype(np.float64)
+        self.h.changeRowsBounds(idx.size, idx, lo, hi)
+
+    def row_duals(self) -> np.ndarray:
+        """The row duals of the last solve (meaningful after an OPTIMAL one)."""
+        return np.asarray(self.h.getSolution().row_dual, dtype=np.float64)
+
+    def dual_ray(self) -> np.ndarray | None:
+        """HiGHS' dual ray after an infeasible solve, or None (no ray, or a solver failure).
+        Only a certificate candidate: :func:`dual_bound` with cost 0 turns it into a proof."""
+        try:
+            _, has, ray = self.h.getDualRay()
+        except Exception:  # any solver failure means "no ray"
+            return None
+        ray = np.asarray(ray, dtype=np.float64)
+        return ray if has and np.isfinite(ray).all() else None
+
     def set_cost(self, cost: np.ndarray) -> None:
         """The objective coefficients of the first ``len(cost)`` columns."""
         cost = np.asarray(cost, dtype=np.float64)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..bab.relu import relu_splits
 from ..bab.split import split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
@@ -34,6 +35,7 @@ from .phases import (
     input_split_phase,
     linear_phase,
     lp_phase,
+    relu_split_phase,
 )
 from .region_search import region_search
 from .witnesses import WitnessPool, search_signs
@@ -191,6 +193,9 @@ class LayerRun:
                 self._phase("region", "region search", self._region_search)
             if deep and self.open_neurons().size:
                 self._phase("cuts", "ideal cuts", self._ideal_cuts)
+            few = self.net.input_size <= split_inputs()
+            if deep and self.open_neurons().size and not few and relu_splits():
+                self._phase("bab", "relu splits", self._relu_splits)
         self._milp_phase()
         self._advance("milp")
         return self._result()
@@ -211,6 +216,14 @@ class LayerRun:
         open_, sides = self._open_sides()
         deadline = min(self._left(), _SPLIT_TIME * self.opts.time_limit) + time.perf_counter()
         self._apply(input_split_phase(self._ask(open_, sides, deadline)), Proof.BAB)
+
+    def _relu_splits(self) -> None:
+        """Branch and bound over ReLU splits (:mod:`exactcomp.bab.relu`) for the sign each
+        open neuron has not shown, within its node budget and the deadline."""
+        open_, sides = self._open_sides()
+        left = self._left()
+        deadline = left + time.perf_counter() if np.isfinite(left) else None
+        self._apply(relu_split_phase(self._ask(open_, sides, deadline)), Proof.RELU_SPLIT)
 
     def _region_search(self) -> None:
         """LP local search over activation patterns for the sign each open neuron has not

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..bab.relu import prove_signs_relu
 from ..bab.split import prove_signs
 from ..bounds.interval import Bounds
 from ..domain import Box
@@ -121,9 +122,20 @@ def input_split_phase(q: PhaseInput) -> PhaseResult:
     """Branch and bound over input splits (:func:`exactcomp.bab.split.prove_signs`) for the
     side each neuron asks for, within its node budget and the deadline. A neuron proven both
     ways counts as inactive."""
+    return _split_phase(q, prove_signs)
+
+
+def relu_split_phase(q: PhaseInput) -> PhaseResult:
+    """Branch and bound over ReLU splits of earlier layers
+    (:func:`exactcomp.bab.relu.prove_signs_relu`), for networks with too many inputs to split
+    them; same contract as :func:`input_split_phase`."""
+    return _split_phase(q, prove_signs_relu)
+
+
+def _split_phase(q: PhaseInput, search) -> PhaseResult:
     idx = np.asarray(q.neurons, dtype=np.int64)
     sides = np.asarray(q.sides)
-    res = prove_signs(q.net, q.box, q.k, q.known, idx, sides, tol=q.tol, deadline=q.deadline)
+    res = search(q.net, q.box, q.k, q.known, idx, sides, tol=q.tol, deadline=q.deadline)
     n = q.net.layers[q.k].out_features
     inactive, active = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     inactive[idx[res.inactive]] = True

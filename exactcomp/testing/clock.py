@@ -21,6 +21,7 @@ from typing import Any
 CLOCKED = (
     "exactcomp.api",
     "exactcomp.approx",
+    "exactcomp.bab.relu",
     "exactcomp.bab.split",
     "exactcomp.bounds.ideal_cuts",
     "exactcomp.bounds.lp",

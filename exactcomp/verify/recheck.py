@@ -11,9 +11,10 @@ scratch, trusting nothing in the report but the claims themselves:
    this is sound).
    For inputs of at most :data:`~exactcomp.bab.split.MAX_INPUTS` dimensions, the claims
    still open are then sought by branch and bound over input splits
-   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds. Both
-   are the engine's own phase functions (:mod:`exactcomp.stability.phases`), asked about
-   the claims with this module's bounds.
+   (:func:`exactcomp.bab.prove_signs`), re-run here from scratch on these fresh bounds; for
+   more inputs, by branch and bound over ReLU splits (:func:`exactcomp.bab.prove_signs_relu`),
+   likewise re-run from scratch. All are the engine's own phase functions
+   (:mod:`exactcomp.stability.phases`), asked about the claims with this module's bounds.
 2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides
@@ -57,6 +58,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..bab.relu import relu_splits
 from ..bab.split import split_inputs
 from ..bounds import Bounds, interval_bounds
 from ..domain import Box
@@ -65,7 +67,13 @@ from ..milp.layer import LayerMilp, layer_milp
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..search import witness_margin
-from ..stability.phases import PhaseInput, PhaseResult, ideal_cut_phase, input_split_phase
+from ..stability.phases import (
+    PhaseInput,
+    PhaseResult,
+    ideal_cut_phase,
+    input_split_phase,
+    relu_split_phase,
+)
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
 from .falsify import candidate_points
@@ -103,7 +111,15 @@ def recheck_certificates(
     t0 = time.perf_counter()
     deadline = t0 + time_limit
     boxes = [box] if isinstance(box, Box) else list(box)
-    checked = {"interval": 0, "linear": 0, "lp": 0, "bab": 0, "milp": 0, "witness": 0}
+    checked = {
+        "interval": 0,
+        "linear": 0,
+        "lp": 0,
+        "bab": 0,
+        "relu_split": 0,
+        "milp": 0,
+        "witness": 0,
+    }
     failures: list[ClaimFailure] = []
     milps = 0
     claims = _claims(report)
@@ -276,9 +292,12 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
         if todo and k > 0:
             # LP with ideal cuts: most claims the linear bounds miss, for a fraction of a MILP
             todo = run.mark(k, todo, ideal_cut_phase(run.ask(k, bounds, todo)), "lp")
-        if todo and k > 0 and net.input_size <= split_inputs():
-            # input splits on this module's own bounds: the search is re-run from scratch
-            todo = run.mark(k, todo, input_split_phase(run.ask(k, bounds, todo)), "bab")
+        few = net.input_size <= split_inputs()
+        if todo and k > 0 and (few or relu_splits()):
+            # input splits (few inputs) or ReLU splits (many) on this module's own bounds:
+            # the search is re-run from scratch
+            phase, kind = (input_split_phase, "bab") if few else (relu_split_phase, "relu_split")
+            todo = run.mark(k, todo, phase(run.ask(k, bounds, todo)), kind)
         if todo:
             _milp_layer(run, k, bounds, todo, samples)
         for j in range(len(bounds[k][0])):

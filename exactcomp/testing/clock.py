@@ -35,11 +35,13 @@ CLOCKED = (
     "exactcomp.stability.phases",
     "exactcomp.verify.charge",
     "exactcomp.verify.differential",
+    "exactcomp.verify.difflp",
     "exactcomp.verify.equivalence",
     "exactcomp.verify.formulation",
     "exactcomp.verify.recheck",
     "exactcomp.verify.solve",
     "exactcomp.verify.splitting",
+    "exactcomp.verify.tighten",
 )
 
 

@@ -98,6 +98,15 @@ class ConvSpec:
         w[rows, cols] = self.kernel.reshape(-1)[entries]
         return w
 
+    def sparse(self):  # scipy.sparse.csr_array
+        """The same matrix as :meth:`dense`, as a ``scipy.sparse`` CSR array (taps only)."""
+        from scipy import sparse
+
+        rows, cols, entries = self.taps
+        vals = self.kernel.reshape(-1)[entries]
+        shape = (self.out_features, self.in_features)
+        return sparse.csr_array((vals, (rows, cols)), shape=shape)
+
     def replace(self, kernel: np.ndarray, in_channels: int) -> ConvSpec:
         """The same geometry with another kernel and number of input channels."""
         return ConvSpec(
@@ -375,7 +384,16 @@ def channel_blocks(mat: np.ndarray, channels: int) -> np.ndarray:
     return np.kron(np.eye(channels), mat)
 
 
-def pool_layers(pool: PoolLevel) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`pool_matrices` for all ``pool.channels`` channels (units channel by channel)."""
+def pool_layers(pool: PoolLevel, sparse: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`pool_matrices` for all ``pool.channels`` channels (units channel by channel);
+    with ``sparse``, each matrix is a ``scipy.sparse`` CSR array with the same entries."""
     c = pool.channels
+    if sparse:
+        from scipy import sparse as sp
+
+        eye = sp.identity(c, format="csr")
+        return [
+            (sp.csr_array(sp.kron(eye, sp.csr_array(m), format="csr")), np.tile(b, c))
+            for m, b in pool_matrices(pool)
+        ]
     return [(channel_blocks(m, c), np.tile(b, c)) for m, b in pool_matrices(pool)]

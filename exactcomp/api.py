@@ -35,6 +35,7 @@ from .regions import RegionCount
 from .rewrite import RewriteResult, compress_network
 from .rewrite.channels import choose_structured
 from .stability import stable_neurons as _stable_neurons
+from .stability.cones import stable_by_cones
 from .tolerances import DEFAULT, Tolerances, rounding_deltas, stored_rounding_bound
 from .verdicts import LayerStability, StabilityReport, Verdict
 from .verify import EquivalenceResult, RecheckResult
@@ -173,6 +174,16 @@ def stable_neurons(
     _check_options(method, time_limit)
     net = load(model, trust_pickle=trust_pickle)
     boxes = bind_domain(domain, net)
+    if any(la.sparse for la in net.layers):  # too large to analyse whole: cone by cone
+
+        def analyse(sub: Network, sub_boxes: list[Box], sub_data: np.ndarray | None):
+            return _stable_neurons(
+                sub, sub_boxes if len(sub_boxes) > 1 else sub_boxes[0], method=method,
+                time_limit=time_limit, jobs=jobs, data=sub_data, solver=solver, tol=tol,
+                seed=seed, cluster=cluster,
+            )  # fmt: skip
+
+        return stable_by_cones(net, boxes, analyse, data=data, progress=progress)
     check_memory(net)
     return _stable_neurons(
         net,
@@ -369,7 +380,8 @@ def compress(
         partial=partial,
         cluster=cluster,
     )
-    rewritten = compress_network(original, report, tol=tol)
+    sparse = any(la.sparse for la in original.layers)  # no dense position-level rewrite
+    rewritten = None if sparse else compress_network(original, report, tol=tol)
     rewritten, structure = choose_structured(original, report, rewritten, tol)
     progress.task("re-checking on sample points", 1)
     sc = sample_check(original, rewritten.network, boxes, points=check, tol=tol, seed=seed + 1)

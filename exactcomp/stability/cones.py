@@ -1,0 +1,196 @@
+"""Stability of a network too large to analyse whole, one small prefix cone at a time.
+
+A convolution or max-pool layer stored sparse (:attr:`~exactcomp.network.Layer.sparse`) has
+tens of thousands of neurons, each reading a few entries of the layer before. Neuron ``j``
+of layer ``k`` depends on the input only through its *prefix cone*: with ``P_i`` the
+non-zero pattern of ``W_i``,
+
+.. math::
+
+    S_k = G, \\qquad S_{i-1} = \\{\\, c : P_i[r, c] \\ne 0 \\text{ for some } r \\in S_i \\,\\},
+
+down to ``S_{-1}``, a set of input coordinates, for a group ``G`` of neurons of layer ``k``.
+The *cone network* has layers ``W_i[S_i][:, S_{i-1}]``, ``b_i[S_i]`` with the same ReLUs;
+every row of ``W_i`` restricted to ``S_i`` is zero outside ``S_{i-1}``, so each neuron of the
+cone computes exactly the same function of ``x[S_{-1}]`` as in the whole network. The box's
+projection on ``S_{-1}`` is the set of values ``x[S_{-1}]`` takes on the box, so every verdict
+on the cone network over the projected box is the verdict on the whole network over the box:
+a proof of stability carries over unchanged, and a witness ``x[S_{-1}]`` extends to a point
+of the box (any values elsewhere; we take the box's centre). Nothing is approximated.
+
+Groups are consecutive neurons of one layer (channel by channel, row by row: spatially
+close, so their cones overlap), halved until the cone has at most ``max_cone`` neurons. A
+neuron whose own cone is larger (a dense layer after the convolutions) stays UNDECIDED,
+which keeps it. Layers are covered from the last ReLU layer down; a neuron already
+classified inside a later group's cone is not analysed again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..domain import Box
+from ..network import Layer, Network
+from ..progress import SILENT, Progress
+from ..verdicts import LayerStability, Proof, StabilityReport, Verdict
+
+#: Largest cone (ReLU and linear units together) analysed as one dense network.
+MAX_CONE = 1500
+
+Analyse = Callable[[Network, list[Box], np.ndarray | None], StabilityReport]
+
+
+def _pattern(layer: Layer):  # scipy.sparse.csr_array of bools
+    from scipy import sparse
+
+    w = layer.weight if layer.sparse else sparse.csr_array(layer.weight)
+    p = sparse.csr_array(w != 0)
+    p.sort_indices()
+    return p
+
+
+def prefix_cone(patterns: Sequence, k: int, group: np.ndarray) -> list[np.ndarray]:
+    """``[S_{-1}, S_0, ..., S_k]`` (sorted indices) for ``group`` of layer ``k``."""
+    sets = [np.unique(np.asarray(group, dtype=np.int64))]
+    for i in range(k, -1, -1):
+        rows = patterns[i][sets[0]]
+        below = np.unique(rows.indices) if rows.nnz else np.zeros(0, np.int64)
+        sets.insert(0, below if len(below) else np.zeros(1, np.int64))  # never width 0
+    return sets
+
+
+def cone_network(net: Network, sets: list[np.ndarray]) -> Network:
+    """The cone network of :func:`prefix_cone`'s ``sets`` (dense; see the module docstring)."""
+    layers = []
+    for i, (cols, rows) in enumerate(zip(sets[:-1], sets[1:], strict=True)):
+        la = net.layers[i]
+        w = la.weight[rows][:, cols]
+        w = w.toarray() if la.sparse else np.asarray(w)
+        layers.append(Layer(w, la.bias[rows], la.relu))
+    return Network(tuple(layers), dtype=net.dtype)
+
+
+def _groups(patterns: Sequence, k: int, todo: np.ndarray, max_cone: int):
+    """Consecutive runs of ``todo`` whose cones fit ``max_cone``; singletons that do not fit
+    are yielded with ``None`` (left UNDECIDED)."""
+    start, size = 0, 64
+    while start < len(todo):
+        g = todo[start : start + size]
+        sets = prefix_cone(patterns, k, g)
+        if sum(len(s) for s in sets[1:]) <= max_cone:
+            yield g, sets
+            start += len(g)
+            size = min(size * 2, 4096)
+        elif len(g) == 1:
+            yield g, None
+            start += 1
+        else:
+            size = max(len(g) // 2, 1)
+
+
+def _better(old: int, new: int) -> bool:
+    rank = {Verdict.UNDECIDED: 0, Verdict.UNSTABLE: 1, Verdict.ACTIVE: 2, Verdict.INACTIVE: 2}
+    return rank[Verdict(new)] > rank[Verdict(old)]
+
+
+def stable_by_cones(
+    net: Network,
+    boxes: Sequence[Box],
+    analyse: Analyse,
+    *,
+    data: np.ndarray | None = None,
+    progress: Progress = SILENT,
+    max_cone: int = MAX_CONE,
+) -> StabilityReport:
+    """Classify every ReLU neuron of ``net`` over the union of ``boxes``, cone by cone.
+
+    ``analyse(cone_net, projected_boxes, projected_data)`` is the dense analysis (the
+    engine's ``stable_neurons`` with the caller's options); see the module docstring for why
+    its verdicts are those of ``net``.
+    """
+    t0 = time.perf_counter()
+    patterns = [_pattern(la) for la in net.layers]
+    relu = net.relu_layers
+    width = {k: net.layers[k].out_features for k in relu}
+    verdict = {k: np.zeros(width[k], np.int8) for k in relu}
+    proof = {k: np.zeros(width[k], np.int8) for k in relu}
+    lower = {k: np.full(width[k], -np.inf) for k in relu}
+    upper = {k: np.full(width[k], np.inf) for k in relu}
+    wpos = {k: np.full(width[k], -1, np.int64) for k in relu}
+    wneg = {k: np.full(width[k], -1, np.int64) for k in relu}
+    seen = {k: np.zeros(width[k], bool) for k in relu}
+    witnesses: list[np.ndarray] = []
+    stats: dict[str, float] = {}
+    centre = [(b.lower + b.upper) / 2 for b in boxes]
+    progress.task("stability, cone by cone", sum(width.values()))
+    cones = too_large = 0
+    for k in reversed(relu):
+        for group, sets in _groups(patterns, k, np.flatnonzero(~seen[k]), max_cone):
+            if sets is None:
+                seen[k][group] = True
+                too_large += 1
+                progress.advance(1)
+                continue
+            inputs = sets[0]
+            sub = cone_network(net, sets)
+            sub_boxes = [Box(b.lower[inputs], b.upper[inputs]) for b in boxes]
+            rep = analyse(sub, sub_boxes, None if data is None else data[:, inputs])
+            cones += 1
+            for key, v in rep.stats.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    stats[key] = stats.get(key, 0) + v
+            base = len(witnesses)
+            full = []
+            for w in np.asarray(rep.witnesses).reshape(-1, len(inputs)):
+                x = _extend(w, inputs, boxes, centre)
+                full.append(x)
+            witnesses.extend(x for x in full if x is not None)
+            index = np.full(len(full), -1, np.int64)
+            ok = [i for i, x in enumerate(full) if x is not None]
+            index[ok] = base + np.arange(len(ok))
+            done = 0
+            for ls in rep.layers:
+                rows = sets[ls.layer + 1]
+                k2 = ls.layer
+                for s, j in enumerate(rows):
+                    v = int(ls.verdict[s])
+                    if v == Verdict.UNSTABLE and (
+                        index[ls.witness_pos[s]] < 0 or index[ls.witness_neg[s]] < 0
+                    ):
+                        v = Verdict.UNDECIDED  # a witness that did not extend: prove nothing
+                    lower[k2][j] = max(lower[k2][j], ls.lower[s])
+                    upper[k2][j] = min(upper[k2][j], ls.upper[s])
+                    if not seen[k2][j]:
+                        done += 1
+                    seen[k2][j] = True
+                    if not _better(verdict[k2][j], v):
+                        continue
+                    verdict[k2][j], proof[k2][j] = v, ls.proof[s] if v != Verdict.UNDECIDED else 0
+                    if v == Verdict.UNSTABLE:
+                        wpos[k2][j] = index[ls.witness_pos[s]]
+                        wneg[k2][j] = index[ls.witness_neg[s]]
+            progress.advance(done)
+    layers = [
+        LayerStability(k, verdict[k], proof[k], lower[k], upper[k], wpos[k], wneg[k]) for k in relu
+    ]
+    stats.update(cones=cones, cones_too_large=too_large, seconds=time.perf_counter() - t0)
+    wit = np.array(witnesses) if witnesses else np.zeros((0, net.input_size))
+    return StabilityReport(tuple(layers), wit, stats)
+
+
+def _extend(
+    w: np.ndarray, inputs: np.ndarray, boxes: Sequence[Box], centre: list[np.ndarray]
+) -> np.ndarray | None:
+    """A point of one of ``boxes`` whose ``inputs`` coordinates are ``w``, or ``None``."""
+    for b, c in zip(boxes, centre, strict=True):
+        if np.all(b.lower[inputs] <= w) and np.all(w <= b.upper[inputs]):
+            x = c.copy()
+            x[inputs] = w
+            return x
+    return None
+
+
+__all__ = ["MAX_CONE", "Proof", "cone_network", "prefix_cone", "stable_by_cones"]

@@ -27,6 +27,7 @@ from .errors import (
     InvalidNetworkError,
     InvalidOptionError,
     ResourceLimitError,
+    UnsupportedModelError,
     VerificationError,
 )
 from .network import Network
@@ -518,6 +519,8 @@ def verify_equivalence(
             f"the networks end differently: {_head_label(fn)} vs {_head_label(gn)}; the logits "
             "before a Softmax head are compared, so both must have the same head (or none)"
         )
+    for net, name in ((fn, "the first"), (gn, "the second")):
+        refuse_sparse(net, f"{name} network", "proving equivalence")
     boxes = bind_domain(domain, fn, gn)
     kwargs: dict[str, Any] = dict(
         mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed
@@ -553,6 +556,15 @@ def verify_equivalence(
             return res
         results.append(res)
     return max(results, key=lambda r: r.upper_bound)
+
+
+def refuse_sparse(net: Network, what: str, task: str) -> None:
+    """Refuse, in one line, a ``task`` that needs dense layers on a network with sparse ones."""
+    if any(la.sparse for la in net.layers):
+        raise UnsupportedModelError(
+            f"{what} has convolution or max-pool layers too large to hold densely (analysed "
+            f"cone by cone); {task} is not supported for such networks yet"
+        )
 
 
 def _head_label(net: Network) -> str:
@@ -688,6 +700,7 @@ def recheck_certificates(
     """Re-prove every stability claim of ``report`` independently of the bounds that made it,
     and re-check every instability witness; failures are listed, never hidden."""
     net = load(model, trust_pickle=trust_pickle)
+    refuse_sparse(net, "the network", "re-checking certificates")
     boxes = bind_domain(domain, net)
     return _recheck_certificates(
         net,

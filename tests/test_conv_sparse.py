@@ -153,3 +153,20 @@ def test_compress_sparse_network_removes_the_dead_channel(tmp_path, monkeypatch)
         yb = b.run(None, {b.get_inputs()[0].name: feed})[0]
         assert np.abs(ya - yb).max() < 1e-5
     _ = stable_by_cones  # the API routes sparse networks there
+
+
+def test_verify_of_sparse_networks_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    from exactcomp import cli
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(4), path)
+    net = _sparse_load(path, monkeypatch)
+    with pytest.raises(api.UnsupportedModelError, match="not supported for such networks"):
+        api.verify_equivalence(net, net, BOX)
+    box = tmp_path / "box.json"
+    box.write_text('{"lower": %s, "upper": %s}' % ([-0.5] * 36, [0.5] * 36))
+    code = cli.main(
+        ["compress", str(path), "--box-file", str(box), "-o", str(tmp_path / "o.onnx"), "--verify"]
+    )
+    assert code == 2 and not (tmp_path / "o.onnx").exists()
+    assert "not supported for such networks" in capsys.readouterr().err.replace("\n", " ")

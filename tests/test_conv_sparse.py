@@ -13,6 +13,8 @@ pre-activations).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -164,7 +166,7 @@ def test_verify_of_sparse_networks_is_refused_in_one_line(tmp_path, monkeypatch,
     with pytest.raises(api.UnsupportedModelError, match="not supported for such networks"):
         api.verify_equivalence(net, net, BOX)
     box = tmp_path / "box.json"
-    box.write_text('{"lower": %s, "upper": %s}' % ([-0.5] * 36, [0.5] * 36))
+    box.write_text(json.dumps({"lower": [-0.5] * 36, "upper": [0.5] * 36}))
     code = cli.main(
         ["compress", str(path), "--box-file", str(box), "-o", str(tmp_path / "o.onnx"), "--verify"]
     )

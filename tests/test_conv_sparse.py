@@ -22,6 +22,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from exactcomp import api
+from exactcomp.conv import PoolLevel
 from exactcomp.domain import Box
 from exactcomp.io import onnx_handlers, onnx_pool
 from exactcomp.io.onnx_check import probe_points
@@ -30,7 +31,9 @@ from exactcomp.stability.cones import cone_network, prefix_cone, stable_by_cones
 from exactcomp.verdicts import Verdict
 
 
-def _model(seed: int, pads=(0, 0, 0, 0), pool=(2, 2), stride=(2, 2)) -> onnx.ModelProto:
+def _model(
+    seed: int, pads=(0, 0, 0, 0), pool=(2, 2), stride=(2, 2), kind="MaxPool", zero_pad=False
+) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     kernel = rng.normal(size=(4, 1, 2, 2)).astype(np.float32)
     bias = rng.normal(size=4).astype(np.float32) * 0.3
@@ -40,12 +43,17 @@ def _model(seed: int, pads=(0, 0, 0, 0), pool=(2, 2), stride=(2, 2)) -> onnx.Mod
     gemm = rng.normal(size=(3, 4 * out_hw * out_hw)).astype(np.float32)
     nodes = [
         helper.make_node("Conv", ["x", "K", "B"], ["c"], kernel_shape=[2, 2], pads=list(pads)),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=list(pool), strides=list(stride)),
+        helper.make_node("Relu", ["c"], ["r0"]),
+        helper.make_node("Pad", ["r0", "P"], ["r"])
+        if zero_pad
+        else helper.make_node("Identity", ["r0"], ["r"]),
+        helper.make_node(kind, ["r"], ["p"], kernel_shape=list(pool), strides=list(stride)),
         helper.make_node("Flatten", ["p"], ["f"]),
         helper.make_node("Gemm", ["f", "G", "g"], ["y"], transB=1),
     ]
     inits = {"K": kernel, "B": bias, "G": gemm, "g": np.zeros(3, np.float32)}
+    if zero_pad:  # a Pad that pads nothing, as in VNN-COMP's Convnet_avgpool
+        inits["P"] = np.zeros(8, np.int64)
     graph = helper.make_graph(
         nodes,
         "cnn",
@@ -67,7 +75,16 @@ def _sparse_load(path, monkeypatch):
 BOX = Box(np.full(36, -0.5), np.full(36, 0.5))
 
 
-@pytest.mark.parametrize("shape", [{}, {"pads": (1, 1, 0, 0)}, {"pool": (3, 3), "stride": (2, 2)}])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},
+        {"pads": (1, 1, 0, 0)},
+        {"pool": (3, 3), "stride": (2, 2)},
+        {"kind": "AveragePool", "zero_pad": True},
+        {"kind": "AveragePool", "pool": (3, 3), "stride": (1, 1)},
+    ],
+)
 def test_sparse_layers_read_exactly(tmp_path, monkeypatch, shape):
     path = tmp_path / "m.onnx"
     onnx.save(_model(0, **shape), path)
@@ -75,6 +92,11 @@ def test_sparse_layers_read_exactly(tmp_path, monkeypatch, shape):
     net = _sparse_load(path, monkeypatch)
     assert any(la.sparse for la in net.layers)
     assert [la.sparse for la in net.layers] == [la.structure is not None for la in net.layers]
+    assert [la.structure is not None for la in dense.layers] == [
+        la.structure is not None for la in net.layers
+    ]
+    # the pool is a layer of its own (a zero Pad before it changes nothing), written as a pool
+    assert sum(isinstance(la.structure, PoolLevel) for la in net.layers) >= 1
     for d, s in zip(dense.layers, net.layers, strict=True):
         w = s.weight.toarray() if s.sparse else s.weight
         assert np.array_equal(w, d.weight) and np.array_equal(s.bias, d.bias)

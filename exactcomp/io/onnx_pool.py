@@ -62,6 +62,8 @@ def _pad(st: Any, at: dict, xs: list) -> list:
         raise UnsupportedModelError(f"has {len(pads)} pads for {len(axes)} axes")
     if min(pads, default=0) < 0:
         raise UnsupportedModelError("has negative pads (cropping); not supported")
+    if not any(pads):
+        return [x]  # pads nothing: the identity (and a layer's output stays one)
     width = [(0, 0)] * rank
     for i, a in enumerate(axes):
         width[a] = (pads[i], pads[i + len(axes)])
@@ -117,7 +119,11 @@ def _average(st: Any, x: Any, pool: PoolLevel) -> list:
     if not _is_output(st, x):
         return [_apply(x, pool, mat)]  # composed into the layer being built
     c = pool.channels
-    layer = Layer(channel_blocks(mat, c), np.zeros(c * mat.shape[0]), False, pool)
+    if c * mat.size * c > SPARSE_ABOVE:
+        ((w, _),) = pool_layers(pool, sparse=True)
+    else:
+        w = channel_blocks(mat, c)
+    layer = Layer(w, np.zeros(c * mat.shape[0]), False, pool)
     return [st.append(layer, (1, c, *pool.out_hw))]
 
 

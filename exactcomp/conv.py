@@ -98,14 +98,11 @@ class ConvSpec:
         w[rows, cols] = self.kernel.reshape(-1)[entries]
         return w
 
-    def sparse(self):  # scipy.sparse.csr_array
-        """The same matrix as :meth:`dense`, as a ``scipy.sparse`` CSR array (taps only)."""
-        from scipy import sparse
-
+    def coo(self) -> Coo:
+        """The same matrix as :meth:`dense`, as its taps (build a sparse matrix from them)."""
         rows, cols, entries = self.taps
         vals = self.kernel.reshape(-1)[entries]
-        shape = (self.out_features, self.in_features)
-        return sparse.csr_array((vals, (rows, cols)), shape=shape)
+        return Coo(vals, rows, cols, (self.out_features, self.in_features))
 
     def replace(self, kernel: np.ndarray, in_channels: int) -> ConvSpec:
         """The same geometry with another kernel and number of input channels."""
@@ -384,16 +381,37 @@ def channel_blocks(mat: np.ndarray, channels: int) -> np.ndarray:
     return np.kron(np.eye(channels), mat)
 
 
-def pool_layers(pool: PoolLevel, sparse: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`pool_matrices` for all ``pool.channels`` channels (units channel by channel);
-    with ``sparse``, each matrix is a ``scipy.sparse`` CSR array with the same entries."""
+def pool_layers(pool: PoolLevel) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`pool_matrices` for all ``pool.channels`` channels (units channel by channel)."""
     c = pool.channels
-    if sparse:
-        from scipy import sparse as sp
-
-        eye = sp.identity(c, format="csr")
-        return [
-            (sp.csr_array(sp.kron(eye, sp.csr_array(m), format="csr")), np.tile(b, c))
-            for m, b in pool_matrices(pool)
-        ]
     return [(channel_blocks(m, c), np.tile(b, c)) for m, b in pool_matrices(pool)]
+
+
+@dataclass(frozen=True, eq=False)
+class Coo:
+    """A matrix of ``shape`` as its non-zero entries ``vals`` at ``(rows, cols)``: what a
+    ``scipy.sparse`` matrix is built from (this module stays numpy-only)."""
+
+    vals: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    shape: tuple[int, int]
+
+
+def channel_blocks_coo(mat: np.ndarray, channels: int) -> Coo:
+    """:func:`channel_blocks` as its non-zero entries, without the dense matrix."""
+    i, j = np.nonzero(mat)
+    ch = np.arange(channels)[:, None]
+    r, q = mat.shape
+    return Coo(
+        np.tile(mat[i, j], channels),
+        (ch * r + i).reshape(-1),
+        (ch * q + j).reshape(-1),
+        (channels * r, channels * q),
+    )
+
+
+def pool_layers_coo(pool: PoolLevel) -> list[tuple[Coo, np.ndarray]]:
+    """:func:`pool_layers` with each matrix as a :class:`Coo` (for the sparse layers)."""
+    c = pool.channels
+    return [(channel_blocks_coo(m, c), np.tile(b, c)) for m, b in pool_matrices(pool)]

@@ -57,7 +57,7 @@ class LoweringState:
         w, b = v.lin.reshape(n, -1).T, v.off.reshape(-1)
         spec = self._structure(w, b, v.shape)
         if spec is not None and w.size > SPARSE_ABOVE:
-            w = spec.sparse()  # the same entries, without the zeros
+            w = ops.csr(spec.coo())  # the same entries, without the zeros
         return self.append(Layer(w, b, relu, spec), v.shape)
 
     def append(self, layer: Layer, shape: tuple[int, ...], identity: bool = True) -> Affine:

@@ -18,10 +18,18 @@ caller. All arithmetic is float64.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import UnsupportedModelError
+
+
+def csr(coo: Any):  # scipy.sparse.csr_array
+    """The ``scipy.sparse`` CSR array of a :class:`~exactcomp.conv.Coo`."""
+    from scipy import sparse
+
+    return sparse.csr_array((coo.vals, (coo.rows, coo.cols)), shape=coo.shape)
 
 
 def _eye(n: int) -> np.ndarray:

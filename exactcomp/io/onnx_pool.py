@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ..conv import PoolLevel, channel_blocks, pool_layers, pool_matrices
+from ..conv import PoolLevel, channel_blocks, pool_layers, pool_layers_coo, pool_matrices
 from ..errors import UnsupportedModelError
 from ..network import Layer
 from .onnx_conv import SPARSE_ABOVE, _pads
-from .onnx_ops import Affine
+from .onnx_ops import Affine, csr
 
 
 def _text(v: object, default: str) -> str:
@@ -120,7 +120,8 @@ def _average(st: Any, x: Any, pool: PoolLevel) -> list:
         return [_apply(x, pool, mat)]  # composed into the layer being built
     c = pool.channels
     if c * mat.size * c > SPARSE_ABOVE:
-        ((w, _),) = pool_layers(pool, sparse=True)
+        ((coo, _),) = pool_layers_coo(pool)
+        w = csr(coo)
     else:
         w = channel_blocks(mat, c)
     layer = Layer(w, np.zeros(c * mat.shape[0]), False, pool)
@@ -161,7 +162,8 @@ def _max_pool(st: Any, at: dict, xs: list) -> list:
     rows, cols = mats[0][0].shape
     sparse = c * rows * c * cols > SPARSE_ABOVE  # kept as its taps: see SPARSE_ABOVE
     levels = len(mats) - 1
-    for level, (w, b) in enumerate(pool_layers(pool, sparse=sparse)):
+    layers = [(csr(m), b) for m, b in pool_layers_coo(pool)] if sparse else pool_layers(pool)
+    for level, (w, b) in enumerate(layers):
         last = level == levels
         tag = PoolLevel("max", nonneg=nonneg, level=level, levels=levels, **geo)
         shape = (1, c, *pool.out_hw) if last else (1, b.size)

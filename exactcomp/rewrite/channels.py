@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..conv import ConvSpec, PoolLevel, pool_layers
+from ..conv import ConvSpec, Coo, PoolLevel, pool_layers, pool_layers_coo
 from ..network import Layer, Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
@@ -152,6 +152,12 @@ def _whole(kept: np.ndarray, total: int, channels: int) -> np.ndarray | None:
     return chans
 
 
+def _csr(coo: Coo):  # scipy.sparse.csr_array
+    from scipy import sparse
+
+    return sparse.csr_array((coo.vals, (coo.rows, coo.cols)), shape=coo.shape)
+
+
 def _same(matrix, layer: Layer) -> bool:
     """``matrix`` equals ``layer.weight`` entry for entry (dense, or both sparse)."""
     if layer.sparse:
@@ -172,7 +178,9 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
             return None
         cand = spec.replace(spec.kernel[outs][:, ins], len(ins))
         b = new.bias.reshape(len(outs), -1)
-        if np.any(b != b[:, :1]) or not _same(cand.sparse() if new.sparse else cand.dense(), new):
+        if np.any(b != b[:, :1]) or not _same(
+            _csr(cand.coo()) if new.sparse else cand.dense(), new
+        ):
             return None
         return cand
     if isinstance(spec, PoolLevel):
@@ -180,7 +188,11 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
         if outs is None or not len(outs):
             return None
         tag = spec.with_channels(len(outs))
-        mat, bias = pool_layers(tag, sparse=new.sparse)[tag.level]
+        if new.sparse:
+            coo, bias = pool_layers_coo(tag)[tag.level]
+            mat = _csr(coo)
+        else:
+            mat, bias = pool_layers(tag)[tag.level]
         if not (np.array_equal(bias, new.bias) and _same(mat, new)):
             return None
         return tag

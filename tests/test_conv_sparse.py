@@ -194,3 +194,19 @@ def test_verify_of_sparse_networks_is_refused_in_one_line(tmp_path, monkeypatch,
     )
     assert code == 2 and not (tmp_path / "o.onnx").exists()
     assert "not supported for such networks" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_a_max_of_dead_units_is_settled_exactly(tmp_path, monkeypatch):
+    """Channel 1 is dead on the box, so its max-pool units compute ``relu(0 - 0)``: a tie at 0
+    that no bound with margin proves, settled by the exact constant rule."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(5), path)
+    net = _sparse_load(path, monkeypatch)
+    rep = api.stable_neurons(net, BOX, jobs=1)
+    assert rep.stats["constants"] > 0
+    pool = rep.for_layer(1)  # the first max-pool level: 4 channels x 4 windows x 4 units
+    per = pool.width // 4
+    dead = pool.verdict[per : 2 * per]
+    assert np.all(np.isin(dead, (Verdict.ACTIVE, Verdict.INACTIVE)))
+    z = net.preactivations(probe_points(BOX, 200, np.random.default_rng(6)))[1][:, per : 2 * per]
+    assert np.all(z[:, dead == Verdict.INACTIVE] <= 0) and np.all(z[:, dead == Verdict.ACTIVE] >= 0)

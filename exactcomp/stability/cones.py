@@ -17,6 +17,7 @@ projection on ``S_{-1}`` is the set of values ``x[S_{-1}]`` takes on the box, so
 on the cone network over the projected box is the verdict on the whole network over the box:
 a proof of stability carries over unchanged, and a witness ``x[S_{-1}]`` extends to a point
 of the box (any values elsewhere; we take the box's centre). Nothing is approximated.
+Finally, neurons reading only proven-inactive neurons are constant (:func:`_constants`).
 
 Groups are consecutive neurons of one layer (channel by channel, row by row: spatially
 close, so their cones overlap) whose cone has about ``target`` units; two groups with the
@@ -191,12 +192,45 @@ def stable_by_cones(
                         wpos[k2][j] = index[ls.witness_pos[s]]
                         wneg[k2][j] = index[ls.witness_neg[s]]
             progress.advance(done)
+    settled = _constants(net, patterns, verdict, proof, lower, upper)
     layers = [
         LayerStability(k, verdict[k], proof[k], lower[k], upper[k], wpos[k], wneg[k]) for k in relu
     ]
-    stats.update(cones=cones, cones_too_large=too_large, seconds=time.perf_counter() - t0)
+    stats.update(
+        cones=cones,
+        cones_reused=reused,
+        cones_too_large=too_large,
+        constants=settled,
+        seconds=time.perf_counter() - t0,
+    )
     wit = np.array(witnesses) if witnesses else np.zeros((0, net.input_size))
     return StabilityReport(tuple(layers), wit, stats)
+
+
+def _constants(net: Network, patterns: Sequence, verdict, proof, lower, upper) -> int:
+    """Settle, in exact arithmetic, the neurons that read only proven-INACTIVE neurons.
+
+    If every non-zero weight of row ``j`` of ``W_k`` reads a unit ``i`` of ReLU layer
+    ``k - 1`` with ``max z_i <= 0``, then ``h_i = relu(z_i) = 0`` exactly and
+    ``z_j = sum_i w_ji * 0 + b_j = b_j`` exactly (in floating point too: ``w * 0 = 0`` for
+    finite ``w``). So ``z_j`` is the constant ``b_j``: INACTIVE if ``b_j <= 0`` (a tie at
+    0 is inactive), else ACTIVE. A bound with margin cannot prove the tie ``z_j = 0``
+    (``max(a, b) - b`` of two dead units in a max-pool): this does. Layers in order, so
+    settled units feed the next layer's test. Returns how many it settled.
+    """
+    settled = 0
+    for k in net.relu_layers:
+        if k == 0 or not net.layers[k - 1].relu:
+            continue
+        dead = verdict[k - 1] == Verdict.INACTIVE
+        live = patterns[k].astype(np.int64) @ (~dead).astype(np.int64)
+        b = net.layers[k].bias
+        for j in np.flatnonzero((live == 0) & (verdict[k] == Verdict.UNDECIDED)):
+            verdict[k][j] = Verdict.INACTIVE if b[j] <= 0.0 else Verdict.ACTIVE
+            proof[k][j] = Proof.INTERVAL
+            lower[k][j] = upper[k][j] = b[j]
+            settled += 1
+    return settled
 
 
 def _key(sub: Network, boxes: list[Box], data: np.ndarray | None) -> bytes:

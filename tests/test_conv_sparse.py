@@ -14,6 +14,7 @@ pre-activations).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -210,3 +211,33 @@ def test_a_max_of_dead_units_is_settled_exactly(tmp_path, monkeypatch):
     assert np.all(np.isin(dead, (Verdict.ACTIVE, Verdict.INACTIVE)))
     z = net.preactivations(probe_points(BOX, 200, np.random.default_rng(6)))[1][:, per : 2 * per]
     assert np.all(z[:, dead == Verdict.INACTIVE] <= 0) and np.all(z[:, dead == Verdict.ACTIVE] >= 0)
+
+
+REAL = Path(__file__).resolve().parents[1] / "models" / "real" / "conv"
+
+
+@pytest.mark.parametrize(
+    ("name", "prop"),
+    [
+        ("Convnet_maxpool", "Convnet_maxpool_prop_0_0.004"),
+        ("Convnet_avgpool", "Convnet_avgpool_prop_0_0.02"),
+    ],
+)
+def test_verivital_nets_read_exactly(name, prop):
+    """VNN-COMP 2021 verivital: Conv 32x2x2 -> Relu -> (Pad 0) -> Max/AveragePool 4x4 -> Gemm.
+    Read with sparse conv and pool layers (23,328 ReLUs), equal to onnxruntime on the box's
+    corners, faces and samples."""
+    from exactcomp.io.vnnlib import read_vnnlib
+
+    path = REAL / f"{name}.onnx"
+    net = load_onnx(path)
+    assert net.layers[0].sparse and net.layers[0].out_features == 23328
+    assert net.num_parameters == 32 * 4 + 32 + 10 * 1152 + 10
+    (box,) = read_vnnlib(REAL / f"{prop}.vnnlib", 784).boxes
+    x = probe_points(box, 8, np.random.default_rng(7))[::25]
+    sess = ort.InferenceSession(str(path))
+    name_in = sess.get_inputs()[0].name
+    want = np.concatenate(
+        [sess.run(None, {name_in: r.reshape(1, 1, 28, 28).astype(np.float32)})[0] for r in x]
+    )
+    assert np.abs(net.forward(x) - want).max() < 1e-4

@@ -1,7 +1,10 @@
 """Structure a dense layer may carry: a 2-D convolution, or one level of an exact max-pool.
 
-Every consumer of the IR (bounds, MILPs, rewrites, verification) reads a layer's dense
-matrix; the structure here is an *exact, checked description* of that same matrix that the
+Every consumer of the IR (bounds, MILPs, rewrites, verification) reads a layer's matrix:
+dense, or for a layer too large to hold densely its taps as a ``scipy.sparse`` matrix built
+from :meth:`ConvSpec.coo` / :func:`pool_layers_coo` (analysed cone by cone,
+:mod:`exactcomp.stability.cones`). The structure here is an *exact, checked description* of
+that same matrix that the
 writers use to emit ``Conv``/``MaxPool`` instead of ``Gemm``, and that the channel rewrite
 (:mod:`exactcomp.rewrite.channels`) edits channel by channel. It is never trusted blindly:
 :func:`recognize_conv` attaches a :class:`ConvSpec` to a matrix only when rebuilding the

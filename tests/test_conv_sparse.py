@@ -243,29 +243,14 @@ def test_verivital_nets_read_exactly(name, prop):
     assert np.abs(net.forward(x) - want).max() < 1e-4
 
 
-def _as_sparse(net):
-    """``net`` with every structured layer's matrix held sparse (the same entries)."""
-    from scipy import sparse
-
-    from exactcomp.network import Layer
-
-    layers = [
-        Layer(sparse.csr_array(la.weight), la.bias, la.relu, la.structure)
-        if la.structure is not None
-        else la
-        for la in net.layers
-    ]
-    return net.replace_layers(layers)
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_cone_analysis_of_random_conv_networks_is_sound(seed):
     """The soak's random conv networks (pools, strides, padding), held sparse: every cone
     verdict agrees with the dense analysis where both decide, and with sampled inputs."""
-    from exactcomp.testing.random_conv import random_conv_case
+    from exactcomp.testing.random_conv import as_sparse, random_conv_case
 
     case = random_conv_case(seed)
-    net = _as_sparse(case.network)
+    net = as_sparse(case.network)
     want = api.stable_neurons(case.network, case.box, jobs=1)
     got = api.stable_neurons(net, case.box, jobs=1)
     z = net.preactivations(probe_points(case.box, 200, np.random.default_rng(seed)))

@@ -17,15 +17,16 @@ projection on ``S_{-1}`` is the set of values ``x[S_{-1}]`` takes on the box, so
 on the cone network over the projected box is the verdict on the whole network over the box:
 a proof of stability carries over unchanged, and a witness ``x[S_{-1}]`` extends to a point
 of the box (any values elsewhere; we take the box's centre). Nothing is approximated.
-Finally, neurons reading only proven-inactive neurons are constant (:func:`_constants`).
 
 Groups are consecutive neurons of one layer (channel by channel, row by row: spatially
 close, so their cones overlap) whose cone has about ``target`` units; two groups with the
 same cone network over the same projected box (background windows of an image, often) are
-analysed once. A
-neuron whose own cone is larger (a dense layer after the convolutions) stays UNDECIDED,
-which keeps it. Layers are covered from the last ReLU layer down; a neuron already
-classified inside a later group's cone is not analysed again.
+analysed once. A neuron whose own cone is larger (a dense layer after the convolutions)
+stays UNDECIDED, which keeps it. Layers are covered in order: before layer ``k`` is grouped,
+its neurons that read only proven-inactive neurons are settled exactly (:func:`_constants`:
+the max of a dead pool window is a tie at 0 that no bound with margin proves), and the
+proven-inactive neurons of earlier layers are left out of every cone (their output is
+exactly 0, so dropping their columns changes no sum).
 """
 
 from __future__ import annotations
@@ -60,12 +61,20 @@ def _pattern(layer: Layer):  # scipy.sparse.csr_array of bools
     return p
 
 
-def prefix_cone(patterns: Sequence, k: int, group: np.ndarray) -> list[np.ndarray]:
-    """``[S_{-1}, S_0, ..., S_k]`` (sorted indices) for ``group`` of layer ``k``."""
+def prefix_cone(
+    patterns: Sequence, k: int, group: np.ndarray, dead: dict[int, np.ndarray] | None = None
+) -> list[np.ndarray]:
+    """``[S_{-1}, S_0, ..., S_k]`` (sorted indices) for ``group`` of layer ``k``.
+
+    ``dead[i]``: units of ReLU layer ``i`` proven INACTIVE, left out of ``S_i``: their output
+    is exactly 0 on the box, so dropping their columns changes no sum (``w * 0 = 0``)."""
+    dead = dead or {}
     sets = [np.unique(np.asarray(group, dtype=np.int64))]
     for i in range(k, -1, -1):
         rows = patterns[i][sets[0]]
         below = np.unique(rows.indices) if rows.nnz else np.zeros(0, np.int64)
+        if i - 1 in dead and len(below):
+            below = below[~dead[i - 1][below]]
         sets.insert(0, below if len(below) else np.zeros(1, np.int64))  # never width 0
     return sets
 
@@ -81,7 +90,14 @@ def cone_network(net: Network, sets: list[np.ndarray]) -> Network:
     return Network(tuple(layers), dtype=net.dtype)
 
 
-def _groups(patterns: Sequence, k: int, todo: np.ndarray, target: int, max_cone: int):
+def _groups(
+    patterns: Sequence,
+    k: int,
+    todo: np.ndarray,
+    target: int,
+    max_cone: int,
+    dead: dict[int, np.ndarray],
+):
     """Consecutive runs of ``todo`` whose cones have about ``target`` units (a single
     neuron's cone up to ``max_cone``); a neuron whose own cone is larger is yielded with
     ``None`` (left UNDECIDED). Small cones are analysed fastest: the dense analysis grows
@@ -89,7 +105,7 @@ def _groups(patterns: Sequence, k: int, todo: np.ndarray, target: int, max_cone:
     start, size = 0, 1
     while start < len(todo):
         g = todo[start : start + size]
-        sets = prefix_cone(patterns, k, g)
+        sets = prefix_cone(patterns, k, g, dead)
         units = sum(len(s) for s in sets[1:])
         if units <= target or (len(g) == 1 and units <= max_cone):
             yield g, sets
@@ -140,8 +156,12 @@ def stable_by_cones(
     progress.task("stability, cone by cone", sum(width.values()))
     cones = reused = too_large = 0
     cache: dict[bytes, StabilityReport] = {}
-    for k in reversed(relu):
-        for group, sets in _groups(patterns, k, np.flatnonzero(~seen[k]), target, max_cone):
+    settled = 0
+    for k in relu:  # in order: the dead units of earlier layers leave every later cone
+        settled += _constants(net, patterns, verdict, proof, lower, upper, [k])
+        dead = {i: verdict[i] == Verdict.INACTIVE for i in relu if i < k}
+        todo = np.flatnonzero((verdict[k] == Verdict.UNDECIDED) & ~seen[k])
+        for group, sets in _groups(patterns, k, todo, target, max_cone, dead):
             if sets is None:
                 seen[k][group] = True
                 too_large += 1
@@ -192,7 +212,7 @@ def stable_by_cones(
                         wpos[k2][j] = index[ls.witness_pos[s]]
                         wneg[k2][j] = index[ls.witness_neg[s]]
             progress.advance(done)
-    settled = _constants(net, patterns, verdict, proof, lower, upper)
+    settled += _constants(net, patterns, verdict, proof, lower, upper, relu)
     layers = [
         LayerStability(k, verdict[k], proof[k], lower[k], upper[k], wpos[k], wneg[k]) for k in relu
     ]
@@ -207,7 +227,9 @@ def stable_by_cones(
     return StabilityReport(tuple(layers), wit, stats)
 
 
-def _constants(net: Network, patterns: Sequence, verdict, proof, lower, upper) -> int:
+def _constants(
+    net: Network, patterns: Sequence, verdict, proof, lower, upper, layers: Sequence[int]
+) -> int:
     """Settle, in exact arithmetic, the neurons that read only proven-INACTIVE neurons.
 
     If every non-zero weight of row ``j`` of ``W_k`` reads a unit ``i`` of ReLU layer
@@ -219,7 +241,7 @@ def _constants(net: Network, patterns: Sequence, verdict, proof, lower, upper) -
     settled units feed the next layer's test. Returns how many it settled.
     """
     settled = 0
-    for k in net.relu_layers:
+    for k in layers:
         if k == 0 or not net.layers[k - 1].relu:
             continue
         dead = verdict[k - 1] == Verdict.INACTIVE

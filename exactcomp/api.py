@@ -231,8 +231,9 @@ class CompressionResult:
         return to_torch_module(self.network)
 
 
-#: Largest ``points x inputs`` the re-check holds at once (128 MB of float64): an image
-#: network's 100,000 points are checked in chunks instead of one 2.5 GB array.
+#: Largest ``points x width`` the re-check holds at once (128 MB of float64; ``width`` the
+#: widest of the input and the layers): an image network's 100,000 points are checked in
+#: chunks instead of one 2.5 GB array (or 4 GB of a 23,328-unit convolution per chunk).
 CHECK_ENTRIES = 1 << 24
 
 
@@ -294,7 +295,8 @@ def sample_check(
     mismatch beyond ``check_abs + check_rel * max(1, |f(x)|) + check_scale * S(x)`` (see
     :class:`~exactcomp.tolerances.Tolerances`)."""
     rng = np.random.default_rng(seed)
-    dim = max(boxes[0].dim, 1)
+    # the widest array a chunk makes: its points, or a layer's outputs for them
+    dim = max(boxes[0].dim, *(la.out_features for la in original.layers), 1)
     if points * dim <= CHECK_ENTRIES:
         sizes = [points]
     else:  # wide inputs (images): the same number of points, drawn and checked in chunks

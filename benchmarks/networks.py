@@ -53,6 +53,12 @@ def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
             large=True,
         ),
         RealNetwork(
+            "convnet_avgpool",
+            conv / "Convnet_avgpool.onnx",
+            (conv / "Convnet_avgpool_prop_0_0.02.vnnlib",),
+            large=True,
+        ),
+        RealNetwork(
             "mnist_256x2",
             mnist / "mnist-net_256x2.onnx",
             (mnist / "prop_0_0.03.vnnlib", mnist / "prop_1_0.05.vnnlib"),

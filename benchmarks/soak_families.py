@@ -22,6 +22,9 @@ family                  cases                                           checks
 ``conv``                :func:`random_conv_case`: small convolutions,   every check of
                         strides, padding, pooling (max pool as ReLUs),  :func:`check_case`, the
                         kept as structure                               channel rewrite too
+``conv-sparse``         the same cases with their conv and pool layers  the claims of the cone
+                        held sparse (:func:`as_sparse`), as the reader  analysis against the
+                        holds large ones                                exact oracle
 ======================  ==============================================  =====================
 
 Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 12 random;
@@ -31,14 +34,19 @@ Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 1
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from exactcomp import api
 from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_case
 from exactcomp.testing.nnet_cases import nnet_case
-from exactcomp.testing.random_conv import random_conv_case
+from exactcomp.testing.oracle import OracleError
+from exactcomp.testing.random_conv import as_sparse, random_conv_case
 from exactcomp.testing.random_networks import random_case
-from exactcomp.testing.soak_checks import CaseResult, SoakOptions, check_case, method_for
+from exactcomp.testing.soak_checks import CaseResult, Checker, SoakOptions, check_case, method_for
+from exactcomp.verdicts import Verdict
 
 FAMILIES = (
     "random",
@@ -49,6 +57,7 @@ FAMILIES = (
     "splits",
     "relusplits",
     "conv",
+    "conv-sparse",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
 ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits")
@@ -78,7 +87,7 @@ def parse_families(text: str) -> tuple[str, ...]:
 def family_for(seed: int, families: Sequence[str]) -> str:
     """The family of case ``seed``: :data:`ROTATION` restricted to ``families`` (plus
     ``conv`` when it is named)."""
-    rotation = [f for f in (*ROTATION, "conv") if f in families]
+    rotation = [f for f in (*ROTATION, "conv", "conv-sparse") if f in families]
     return rotation[seed % len(rotation)]
 
 
@@ -108,6 +117,8 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         )
         result = dataclasses.replace(check_case(case, opts, method), family=family)
         return {"family": family, **case.to_json()}, result
+    if family == "conv-sparse":
+        return _conv_sparse(seed, opts, method)
     if family == "conv":
         case = random_conv_case(seed)
         result = dataclasses.replace(check_case(case, opts, method), family=family)
@@ -123,3 +134,46 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         raise ValueError(f"unknown family {family!r}")
     result = check_case(case, dataclasses.replace(opts, mutants=False), method)
     return {"family": family, **case.to_json()}, dataclasses.replace(result, family=family)
+
+
+def _conv_sparse(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
+    """A conv case held sparse: every claim of the cone-by-cone analysis against the exact
+    oracle of the same network (the rewrite and equivalence checks are the ``conv`` family's:
+    the verifier refuses sparse networks)."""
+    t0 = time.perf_counter()
+    case = random_conv_case(seed)
+    doc = {"family": "conv-sparse", **case.to_json()}
+    f = case.network
+    try:
+        c = Checker(case, opts, method)
+    except OracleError as exc:
+        return doc, CaseResult(
+            seed, f.num_neurons, 0, method, {}, {}, (), notes=(str(exc),), family="conv-sparse"
+        )
+    net = as_sparse(f)
+    report = c.guard(
+        f"stable_neurons[{method}, cones]",
+        lambda: api.stable_neurons(
+            net, case.box, method=method, jobs=1, time_limit=opts.time_limit, seed=seed
+        ),
+    )
+    claims: Counter[str] = Counter()
+    if report is not None:
+        for ls in report.layers:
+            claims.update(Verdict(v).name for v in ls.verdict)
+        c.claims(report, f"{method} cones")
+    oracle = Counter(Verdict(v).name if v else "AMBIGUOUS" for a in c.exact.stability for v in a)
+    return doc, CaseResult(
+        seed=seed,
+        neurons=f.num_neurons,
+        regions=c.exact.regions,
+        method=method,
+        oracle=dict(oracle),
+        claims=dict(claims),
+        findings=tuple(c.findings),
+        missed=c.missed,
+        seconds=time.perf_counter() - t0,
+        notes=tuple(c.notes),
+        exact_points=c.exact_points,
+        family="conv-sparse",
+    )

@@ -1,7 +1,10 @@
 """Structure a dense layer may carry: a 2-D convolution, or one level of an exact max-pool.
 
-Every consumer of the IR (bounds, MILPs, rewrites, verification) reads a layer's dense
-matrix; the structure here is an *exact, checked description* of that same matrix that the
+Every consumer of the IR (bounds, MILPs, rewrites, verification) reads a layer's matrix:
+dense, or for a layer too large to hold densely its taps as a ``scipy.sparse`` matrix built
+from :meth:`ConvSpec.coo` / :func:`pool_layers_coo` (analysed cone by cone,
+:mod:`exactcomp.stability.cones`). The structure here is an *exact, checked description* of
+that same matrix that the
 writers use to emit ``Conv``/``MaxPool`` instead of ``Gemm``, and that the channel rewrite
 (:mod:`exactcomp.rewrite.channels`) edits channel by channel. It is never trusted blindly:
 :func:`recognize_conv` attaches a :class:`ConvSpec` to a matrix only when rebuilding the
@@ -97,6 +100,12 @@ class ConvSpec:
         w = np.zeros((self.out_features, self.in_features))
         w[rows, cols] = self.kernel.reshape(-1)[entries]
         return w
+
+    def coo(self) -> Coo:
+        """The same matrix as :meth:`dense`, as its taps (build a sparse matrix from them)."""
+        rows, cols, entries = self.taps
+        vals = self.kernel.reshape(-1)[entries]
+        return Coo(vals, rows, cols, (self.out_features, self.in_features))
 
     def replace(self, kernel: np.ndarray, in_channels: int) -> ConvSpec:
         """The same geometry with another kernel and number of input channels."""
@@ -379,3 +388,33 @@ def pool_layers(pool: PoolLevel) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`pool_matrices` for all ``pool.channels`` channels (units channel by channel)."""
     c = pool.channels
     return [(channel_blocks(m, c), np.tile(b, c)) for m, b in pool_matrices(pool)]
+
+
+@dataclass(frozen=True, eq=False)
+class Coo:
+    """A matrix of ``shape`` as its non-zero entries ``vals`` at ``(rows, cols)``: what a
+    ``scipy.sparse`` matrix is built from (this module stays numpy-only)."""
+
+    vals: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    shape: tuple[int, int]
+
+
+def channel_blocks_coo(mat: np.ndarray, channels: int) -> Coo:
+    """:func:`channel_blocks` as its non-zero entries, without the dense matrix."""
+    i, j = np.nonzero(mat)
+    ch = np.arange(channels)[:, None]
+    r, q = mat.shape
+    return Coo(
+        np.tile(mat[i, j], channels),
+        (ch * r + i).reshape(-1),
+        (ch * q + j).reshape(-1),
+        (channels * r, channels * q),
+    )
+
+
+def pool_layers_coo(pool: PoolLevel) -> list[tuple[Coo, np.ndarray]]:
+    """:func:`pool_layers` with each matrix as a :class:`Coo` (for the sparse layers)."""
+    c = pool.channels
+    return [(channel_blocks_coo(m, c), np.tile(b, c)) for m, b in pool_matrices(pool)]

@@ -2,7 +2,9 @@
 
 Everything in exactcomp (bounds, MILPs, rewrites, verification) works on this one plain
 representation, in float64, so that folds and checks are computed at the highest precision
-numpy offers regardless of the checkpoint's dtype. It depends on numpy only.
+numpy offers regardless of the checkpoint's dtype. It depends on numpy only (a layer too large
+to hold densely may carry a ``scipy.sparse`` matrix, made by the reader that needs it; see
+:attr:`Layer.sparse`).
 
 A network computes ``h_0 = x``, ``z_k = W_k h_{k-1} + b_k``, ``h_k = relu(z_k)`` if layer
 ``k`` has a ReLU else ``h_k = z_k``; the output is ``h_L``. Layers with a ReLU hold the
@@ -21,6 +23,11 @@ from .conv import ConvSpec, PoolLevel
 from .errors import InvalidNetworkError
 
 
+def is_sparse(matrix: object) -> bool:
+    """True for a ``scipy.sparse`` matrix or array (tested without importing scipy)."""
+    return hasattr(matrix, "tocsr") and not isinstance(matrix, np.ndarray)
+
+
 @dataclass(frozen=True, eq=False)
 class Layer:
     """One affine map ``z = W h + b`` (``W`` of shape ``(out, in)``), optionally followed by ReLU.
@@ -37,13 +44,36 @@ class Layer:
     structure: ConvSpec | PoolLevel | None = None
 
     def __post_init__(self) -> None:
-        w = np.array(self.weight, dtype=np.float64, copy=True)
+        if is_sparse(self.weight):
+            w = self.weight.tocsr().astype(np.float64, copy=True)
+            w.sum_duplicates()
+        else:
+            w = np.array(self.weight, dtype=np.float64, copy=True)
+            w.setflags(write=False)
         b = np.array(self.bias, dtype=np.float64, copy=True).reshape(-1)
-        w.setflags(write=False)
         b.setflags(write=False)
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "bias", b)
         object.__setattr__(self, "relu", bool(self.relu))
+
+    @property
+    def sparse(self) -> bool:
+        """True when ``weight`` is a ``scipy.sparse`` CSR matrix (a convolution or pool too
+        large to hold densely). Its entries are those of the dense matrix, exactly; only the
+        engines that read it through :meth:`apply` and :meth:`abs_weight` (the forward pass,
+        the cone analysis :mod:`exactcomp.stability.cones`, the channel rewrite, the
+        writers) accept such a layer."""
+        return is_sparse(self.weight)
+
+    def apply(self, h: np.ndarray) -> np.ndarray:
+        """``h @ W.T`` for a batch ``h`` of shape ``(n, in_features)``, dense result."""
+        if self.sparse:
+            return np.asarray((self.weight @ h.T).T)
+        return h @ self.weight.T
+
+    def abs_weight(self):  # ndarray or scipy.sparse matrix
+        """``|W|`` entry by entry, in ``W``'s storage."""
+        return abs(self.weight)
 
     @property
     def in_features(self) -> int:
@@ -126,7 +156,8 @@ class Network:
                     f"layer {k}: bias has {layer.bias.size} entries but the layer has "
                     f"{layer.out_features} outputs"
                 )
-            if not (np.isfinite(layer.weight).all() and np.isfinite(layer.bias).all()):
+            values = layer.weight.data if layer.sparse else layer.weight
+            if not (np.isfinite(values).all() and np.isfinite(layer.bias).all()):
                 raise InvalidNetworkError(f"layer {k}: weights or biases contain NaN or inf")
             spec = layer.structure
             if isinstance(spec, ConvSpec) and (
@@ -174,7 +205,7 @@ class Network:
         h = self._as_batch(x)
         out = []
         for layer in self.layers:
-            z = h @ layer.weight.T + layer.bias
+            z = layer.apply(h) + layer.bias
             out.append(z)
             h = np.maximum(z, 0.0) if layer.relu else z
         return out
@@ -185,7 +216,7 @@ class Network:
         single = x.ndim == 1
         h = self._as_batch(x)
         for layer in self.layers:
-            h = h @ layer.weight.T + layer.bias
+            h = layer.apply(h) + layer.bias
             if layer.relu:
                 h = np.maximum(h, 0.0)
         return h[0] if single else h
@@ -198,7 +229,7 @@ class Network:
         network's) is a small multiple of ``2^-53 * s_L``; see ``Tolerances.check_scale``."""
         s = np.abs(self._as_batch(x))
         for layer in self.layers:
-            s = s @ np.abs(layer.weight).T + np.abs(layer.bias)
+            s = np.asarray((layer.abs_weight() @ s.T).T) + np.abs(layer.bias)
         return s
 
     def _as_batch(self, x: np.ndarray) -> np.ndarray:

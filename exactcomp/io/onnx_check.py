@@ -99,9 +99,12 @@ def partial_sum_size(net: Network, x: np.ndarray) -> np.ndarray:
     size = np.abs(x).max(axis=1, initial=0.0)
     for layer in net.layers:
         size = np.maximum(
-            size, (np.abs(h) @ np.abs(layer.weight).T + np.abs(layer.bias)).max(axis=1, initial=0.0)
+            size,
+            (np.asarray((layer.abs_weight() @ np.abs(h).T).T) + np.abs(layer.bias)).max(
+                axis=1, initial=0.0
+            ),
         )
-        h = h @ layer.weight.T + layer.bias
+        h = layer.apply(h) + layer.bias
         if layer.relu:
             h = np.maximum(h, 0.0)
     return size
@@ -179,7 +182,13 @@ def layers_digest(net: Network) -> str:
     """A fingerprint of ``net``'s layers: tells the network read from a file from a rewrite."""
     h = hashlib.sha256()
     for layer in net.layers:
-        h.update(np.ascontiguousarray(layer.weight).tobytes())
+        parts = (
+            (layer.weight.indptr, layer.weight.indices, layer.weight.data)
+            if layer.sparse
+            else (layer.weight,)
+        )
+        for part in parts:
+            h.update(np.ascontiguousarray(part).tobytes())
         h.update(np.ascontiguousarray(layer.bias).tobytes())
         h.update(b"r" if layer.relu else b"-")
     return h.hexdigest()

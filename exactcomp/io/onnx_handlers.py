@@ -22,7 +22,7 @@ from ..conv import ConvSpec, recognize_conv
 from ..errors import UnsupportedModelError
 from ..network import Layer
 from . import onnx_ops as ops
-from .onnx_conv import conv
+from .onnx_conv import SPARSE_ABOVE, conv
 from .onnx_ops import Affine, Value
 from .onnx_pool import POOL_HANDLERS
 
@@ -55,13 +55,19 @@ class LoweringState:
             )
         n = v.lin.shape[0]
         w, b = v.lin.reshape(n, -1).T, v.off.reshape(-1)
-        return self.append(Layer(w, b, relu, self._structure(w, b, v.shape)), v.shape)
+        spec = self._structure(w, b, v.shape)
+        if spec is not None and w.size > SPARSE_ABOVE:
+            w = ops.csr(spec.coo())  # the same entries, without the zeros
+        return self.append(Layer(w, b, relu, spec), v.shape)
 
-    def append(self, layer: Layer, shape: tuple[int, ...]) -> Affine:
-        """Add ``layer`` (output laid out in ``shape``); return the identity on its output."""
+    def append(self, layer: Layer, shape: tuple[int, ...], identity: bool = True) -> Affine:
+        """Add ``layer`` (output laid out in ``shape``); return the identity on its output
+        (``None`` with ``identity=False``, for a layer the next one is appended after)."""
         self.layers.append(layer)
         self.convs = []
         self.shapes[len(self.layers)] = tuple(shape)
+        if not identity:
+            return None  # type: ignore[return-value]
         return Affine.identity(tuple(shape), len(self.layers))
 
     def _structure(self, w: np.ndarray, b: np.ndarray, out: tuple[int, ...]) -> ConvSpec | None:

@@ -18,10 +18,30 @@ caller. All arithmetic is float64.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import UnsupportedModelError
+
+
+def csr(coo: Any):  # scipy.sparse.csr_array
+    """The ``scipy.sparse`` CSR array of a :class:`~exactcomp.conv.Coo`."""
+    from scipy import sparse
+
+    return sparse.csr_array((coo.vals, (coo.rows, coo.cols)), shape=coo.shape)
+
+
+def _eye(n: int) -> np.ndarray:
+    """The ``n x n`` identity as a read-only view of ``2n - 1`` numbers (row ``i`` starts
+    ``i`` entries before the single 1), so that the identity on a wide layer's output costs
+    ``O(n)`` memory until an operator really combines it."""
+    z = np.zeros(2 * n - 1)
+    z[n - 1] = 1.0
+    view = np.lib.stride_tricks.as_strided(
+        z[n - 1 :], shape=(n, n), strides=(-z.itemsize, z.itemsize), writeable=False
+    )
+    return view
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,14 +76,15 @@ class Affine:
     def identity(cls, shape: tuple[int, ...], base: int) -> Affine:
         """The tensor ``h`` itself, laid out in ``shape``."""
         n = int(np.prod(shape, dtype=np.int64))
-        return cls(np.eye(n).reshape((n, *shape)), np.zeros(shape), base, pure=True)
+        return cls(_eye(n).reshape((n, *shape)), np.zeros(shape), base, pure=True)
 
     def is_identity(self) -> bool:
         """True when this is exactly ``h`` (same entries, no offset)."""
         n = self.lin.shape[0]
         if self.off.size != n or np.any(self.off):
             return False
-        return bool(np.array_equal(self.lin.reshape(n, n), np.eye(n)))
+        m = self.lin.reshape(n, n)  # no n x n temporary: the identity of a wide layer is big
+        return bool(np.all(np.diagonal(m) == 1.0)) and int(np.count_nonzero(m)) == n
 
     def map(self, fn, *args) -> Affine:
         """Apply a structural operator ``fn(x, lead, *args)`` to both parts."""

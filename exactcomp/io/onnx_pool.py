@@ -10,8 +10,9 @@ composed into the layer being built (still exact, but dense).
 
 Refused, by name: ``Pad`` modes other than ``constant`` and negative pads (cropping);
 pooling that is not 2-D, has ``dilations`` other than 1, or whose ``ceil_mode`` adds a
-partial window; ``MaxPool``'s indices output (the driver refuses unsupported outputs); and a
-max-pool too large to encode densely (:data:`~exactcomp.io.onnx_conv.MAX_DENSE_ENTRIES`).
+partial window; ``MaxPool``'s indices output (the driver refuses unsupported outputs). A
+max-pool whose dense levels would be large is kept as sparse matrices
+(:data:`~exactcomp.io.onnx_conv.SPARSE_ABOVE`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ..conv import PoolLevel, channel_blocks, pool_layers, pool_matrices
+from ..conv import PoolLevel, channel_blocks, pool_layers, pool_layers_coo, pool_matrices
 from ..errors import UnsupportedModelError
 from ..network import Layer
-from .onnx_conv import MAX_DENSE_ENTRIES, spatial_padding
-from .onnx_ops import Affine
+from .onnx_conv import SPARSE_ABOVE, spatial_padding
+from .onnx_ops import Affine, csr
 
 
 def _text(v: object, default: str) -> str:
@@ -61,6 +62,8 @@ def _pad(st: Any, at: dict, xs: list) -> list:
         raise UnsupportedModelError(f"has {len(pads)} pads for {len(axes)} axes")
     if min(pads, default=0) < 0:
         raise UnsupportedModelError("has negative pads (cropping); not supported")
+    if not any(pads):
+        return [x]  # pads nothing: the identity (and a layer's output stays one)
     width = [(0, 0)] * rank
     for i, a in enumerate(axes):
         width[a] = (pads[i], pads[i + len(axes)])
@@ -116,7 +119,12 @@ def _average(st: Any, x: Any, pool: PoolLevel) -> list:
     if not _is_output(st, x):
         return [_apply(x, pool, mat)]  # composed into the layer being built
     c = pool.channels
-    layer = Layer(channel_blocks(mat, c), np.zeros(c * mat.shape[0]), False, pool)
+    if c * mat.size * c > SPARSE_ABOVE:
+        ((coo, _),) = pool_layers_coo(pool)
+        w = csr(coo)
+    else:
+        w = channel_blocks(mat, c)
+    layer = Layer(w, np.zeros(c * mat.shape[0]), False, pool)
     return [st.append(layer, (1, c, *pool.out_hw))]
 
 
@@ -152,16 +160,14 @@ def _max_pool(st: Any, at: dict, xs: list) -> list:
     if len(mats) == 1:
         return [_apply(x, pool, mats[0][0])]  # one-entry windows: a selection, linear
     rows, cols = mats[0][0].shape
-    if c * rows * c * cols > MAX_DENSE_ENTRIES:
-        raise UnsupportedModelError(
-            f"would need {c * rows} x {c * cols} dense ReLU weights; "
-            "this max-pool is too large for the dense network representation"
-        )
+    sparse = c * rows * c * cols > SPARSE_ABOVE  # kept as its taps: see SPARSE_ABOVE
     levels = len(mats) - 1
-    for level, (w, b) in enumerate(pool_layers(pool)):
+    layers = [(csr(m), b) for m, b in pool_layers_coo(pool)] if sparse else pool_layers(pool)
+    for level, (w, b) in enumerate(layers):
         last = level == levels
         tag = PoolLevel("max", nonneg=nonneg, level=level, levels=levels, **geo)
-        x = st.append(Layer(w, b, not last, tag), (1, c, *pool.out_hw) if last else (1, b.size))
+        shape = (1, c, *pool.out_hw) if last else (1, b.size)
+        x = st.append(Layer(w, b, not last, tag), shape, identity=last)
     return [x]
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..conv import ConvSpec, PoolLevel, pool_layers
+from ..conv import ConvSpec, Coo, PoolLevel, pool_layers, pool_layers_coo
 from ..network import Layer, Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
@@ -101,7 +101,7 @@ def _fold_constant(ed: Editor, net: Network, k: int, units: range, value: float)
     padding breaks at the borders). Returns whether it did."""
     cols = np.asarray(units)
     with np.errstate(over="ignore", invalid="ignore"):
-        bias = ed.biases[k + 1] + ed.weights[k + 1][:, cols].sum(axis=1) * value
+        bias = ed.biases[k + 1] + np.asarray(ed.weights[k + 1][:, cols].sum(axis=1)).ravel() * value
     if not np.all(np.isfinite(bias)):
         return False
     nxt = net.layers[k + 1].structure
@@ -152,6 +152,19 @@ def _whole(kept: np.ndarray, total: int, channels: int) -> np.ndarray | None:
     return chans
 
 
+def _csr(coo: Coo):  # scipy.sparse.csr_array
+    from scipy import sparse
+
+    return sparse.csr_array((coo.vals, (coo.rows, coo.cols)), shape=coo.shape)
+
+
+def _same(matrix, layer: Layer) -> bool:
+    """``matrix`` equals ``layer.weight`` entry for entry (dense, or both sparse)."""
+    if layer.sparse:
+        return matrix.shape == layer.weight.shape and (matrix != layer.weight).nnz == 0
+    return bool(np.array_equal(matrix, layer.weight))
+
+
 def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray | None):
     """The structure of ``new`` derived from ``old``'s, if it rebuilds ``new`` exactly."""
     spec = old.structure
@@ -165,7 +178,9 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
             return None
         cand = spec.replace(spec.kernel[outs][:, ins], len(ins))
         b = new.bias.reshape(len(outs), -1)
-        if np.any(b != b[:, :1]) or not np.array_equal(cand.dense(), new.weight):
+        if np.any(b != b[:, :1]) or not _same(
+            _csr(cand.coo()) if new.sparse else cand.dense(), new
+        ):
             return None
         return cand
     if isinstance(spec, PoolLevel):
@@ -173,8 +188,12 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
         if outs is None or not len(outs):
             return None
         tag = spec.with_channels(len(outs))
-        mat, bias = pool_layers(tag)[tag.level]
-        if not (np.array_equal(bias, new.bias) and np.array_equal(mat, new.weight)):
+        if new.sparse:
+            coo, bias = pool_layers_coo(tag)[tag.level]
+            mat = _csr(coo)
+        else:
+            mat, bias = pool_layers(tag)[tag.level]
+        if not (np.array_equal(bias, new.bias) and _same(mat, new)):
             return None
         return tag
     return None
@@ -222,17 +241,23 @@ def channel_summary(net: Network, report: StabilityReport) -> list[dict]:
 
 
 def choose_structured(
-    original: Network, report: StabilityReport, dense: RewriteResult, tol: Tolerances = DEFAULT
+    original: Network,
+    report: StabilityReport,
+    dense: RewriteResult | None,
+    tol: Tolerances = DEFAULT,
 ) -> tuple[RewriteResult, dict]:
     """The rewrite to write: fewest parameters as written, never more than ``original``'s.
 
-    Returns ``dense`` unchanged (and ``{}``) for a network without structure. Otherwise the
+    Returns ``dense`` unchanged (and ``{}``) for a network without structure. ``dense`` is
+    ``None`` for a network with sparse layers (no position-level candidate). Otherwise the
     candidates are ``dense``, the channel rewrite and ``original`` itself, preferred in the
     reverse order on ties; the dict says which won, the parameters of each, the channels
     removed and :func:`channel_summary`.
     """
     if not any(la.structure is not None for la in original.layers):
         return dense, {}
+    if dense is None:  # a sparse network: no position-level rewrite (it would be dense)
+        dense = compress_network(original, report, tol, passes=())
     passes = (remove_channels, dense_layers_only(original))
     chan = compress_network(original, report, tol, passes=passes)
     chan = RewriteResult(restructure(original, chan), chan.records, chan.neuron_map, chan.state)

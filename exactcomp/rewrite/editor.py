@@ -44,7 +44,10 @@ class Editor:
         self.name = name
         self.net = net
         self.state = state
-        self.weights = [np.array(la.weight, dtype=np.float64) for la in net.layers]
+        self.weights = [
+            la.weight.copy() if la.sparse else np.array(la.weight, dtype=np.float64)
+            for la in net.layers
+        ]
         self.biases = [np.array(la.bias, dtype=np.float64) for la in net.layers]
         self.relu = [la.relu for la in net.layers]
         self.keep = [np.ones(la.out_features, dtype=bool) for la in net.layers]

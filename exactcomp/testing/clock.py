@@ -30,6 +30,7 @@ CLOCKED = (
     "exactcomp.milp.solvers",
     "exactcomp.regions.count",
     "exactcomp.rewrite.lossy",
+    "exactcomp.stability.cones",
     "exactcomp.stability.engine",
     "exactcomp.stability.layer",
     "exactcomp.stability.phases",

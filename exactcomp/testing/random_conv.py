@@ -113,3 +113,18 @@ def _pool(rng: np.random.Generator, shape: tuple[int, int, int]) -> list[Layer]:
         t = PoolLevel(kind, shape, (2, 2), s, (0, 0, 0, 0), level, levels, True)
         out.append(Layer(w, b, level < levels, t))
     return out
+
+
+def as_sparse(net: Network) -> Network:
+    """``net`` with every structured layer's matrix held as ``scipy.sparse`` (the same
+    entries): what the reader makes of a convolution too large to hold densely, so that
+    small cases exercise the cone-by-cone analysis (:mod:`exactcomp.stability.cones`)."""
+    from scipy import sparse
+
+    layers = [
+        Layer(sparse.csr_array(la.weight), la.bias, la.relu, la.structure)
+        if la.structure is not None and not la.sparse
+        else la
+        for la in net.layers
+    ]
+    return net.replace_layers(layers)

@@ -40,6 +40,8 @@ PROPERTIES = {
     "acasxu/ACASXU_run2a_1_1_batch_2000.onnx": [f"acasxu/prop_{i}.vnnlib" for i in range(1, 5)],
     "acasxu_eran_format/ACASXU_run2a_1_1_batch_2000.onnx": ["acasxu/prop_1.vnnlib"],
     "mnistfc/mnist-net_256x2.onnx": ["mnistfc/prop_0_0.03.vnnlib", "mnistfc/prop_1_0.05.vnnlib"],
+    "mnistfc/mnist-net_256x4.onnx": ["mnistfc/prop_0_0.03.vnnlib"],
+    "mnistfc/mnist-net_256x6.onnx": ["mnistfc/prop_0_0.03.vnnlib"],
     "small/cartpole.onnx": ["small/cartpole_case_safe_14.vnnlib"],
     "small/vdp.onnx": ["small/vdp_0.vnnlib"],
 }
@@ -47,6 +49,8 @@ ARCHITECTURES = {
     "acasxu/ACASXU_run2a_1_1_batch_2000.onnx": "5-50r-50r-50r-50r-50r-50r-5",
     "acasxu_eran_format/ACASXU_run2a_1_1_batch_2000.onnx": "5-50r-50r-50r-50r-50r-50r-5",
     "mnistfc/mnist-net_256x2.onnx": "784-256r-256r-10",
+    "mnistfc/mnist-net_256x4.onnx": "784-256r-256r-256r-256r-10",
+    "mnistfc/mnist-net_256x6.onnx": "784-256r-256r-256r-256r-256r-256r-10",
     "small/cartpole.onnx": "4-64r-64r-2",
     "small/marabou_fc1.onnx": "2-25r-25r-25r-2",
     "small/test_small.onnx": "1-2r-2r-1",

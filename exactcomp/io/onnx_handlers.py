@@ -205,22 +205,21 @@ def _integer_constants(op: str, a: Value, b: Value) -> np.ndarray | None:
     return exact.astype(dt)
 
 
-def _add(st: LoweringState, at: dict, xs: list) -> list:
-    _no_legacy_broadcast(at)
-    exact = _integer_constants("Add", xs[0], xs[1])
-    return [exact if exact is not None else ops.add(xs[0], xs[1])]
+def _arithmetic(op: str, apply: Callable) -> Callable:
+    """The handler of a binary op: exact on integer constants (:func:`_integer_constants`),
+    else ``apply`` on the lowered operands."""
+
+    def handler(st: LoweringState, at: dict, xs: list) -> list:
+        _no_legacy_broadcast(at)
+        exact = _integer_constants(op, xs[0], xs[1])
+        return [exact if exact is not None else apply(xs[0], xs[1])]
+
+    return handler
 
 
-def _sub(st: LoweringState, at: dict, xs: list) -> list:
-    _no_legacy_broadcast(at)
-    exact = _integer_constants("Sub", xs[0], xs[1])
-    return [exact if exact is not None else ops.add(xs[0], ops.neg(xs[1]))]
-
-
-def _mul(st: LoweringState, at: dict, xs: list) -> list:
-    _no_legacy_broadcast(at)
-    exact = _integer_constants("Mul", xs[0], xs[1])
-    return [exact if exact is not None else ops.mul(xs[0], xs[1])]
+_add = _arithmetic("Add", ops.add)
+_sub = _arithmetic("Sub", lambda a, b: ops.add(a, ops.neg(b)))
+_mul = _arithmetic("Mul", ops.mul)
 
 
 def _div(st: LoweringState, at: dict, xs: list) -> list:

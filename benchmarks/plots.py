@@ -27,7 +27,9 @@ PROOF_ORDER = (
     "enumeration",
     "none",
 )
-PROOF_COLOR = dict(zip(PROOF_ORDER, ("C0", "C2", "C9", "C1", "C3", "C4", "C5", "0.6"), strict=True))
+PROOF_COLOR = dict(
+    zip(PROOF_ORDER, ("C0", "C2", "C9", "C1", "C6", "C3", "C4", "C5", "0.6"), strict=True)
+)
 METHOD_STYLE = {"naive": "s--", "leo": "^-.", "fast": "o-"}
 
 

@@ -103,12 +103,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds.batched import batched_layer_bounds, static_pad
+from ..bounds.batched import static_pad
 from ..bounds.linear import linear_bounds
+from ..bounds.linear import relu_relaxation as crown_relaxation
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .backward import Relaxation, output_bounds, relu_relaxation
+from .ragged import ragged_layer_bounds
 
 BACKWARD = True  # also bound the outputs by back-substitution (exactcomp.verify.backward)
 CROWN_FROM = 2  # back-substitution bounds f's layers from this one on (1, 2: equal; 3, 4: worse)
@@ -260,7 +262,7 @@ def difference_bounds(
     eye[:, np.arange(d), np.arange(d)] = 1.0
     x_lo = x_hi = eye  # the input itself: x <= x <= x
     smear = np.zeros((n_box, d))
-    pre_f: list[tuple[np.ndarray, np.ndarray]] = []  # concrete bounds of f's layers
+    crown: list[tuple[np.ndarray, ...]] = []  # f's relaxations, for back-substitution
     dl_e = dh_e = eye  # bounds of the post-activation difference (set after layer 0)
     cur_lo, cur_hi = lo, hi  # concrete bounds of a^f
     last = len(f.layers) - 1
@@ -281,18 +283,6 @@ def difference_bounds(
         if known is not None and k < last:
             lf = np.maximum(lf, known[:, pos : pos + width])
             uf = np.minimum(uf, known[:, pos + width : pos + 2 * width])
-        if k in pair.pads:  # back-substitution where a neuron is still unstable
-            need = (lf < 0) & (uf > 0)
-            boxes = np.flatnonzero(need.any(axis=1))
-            cols = np.flatnonzero(need[boxes].any(axis=0))
-            if len(boxes):
-                sub = [(pl[boxes], ph[boxes]) for pl, ph in pre_f]
-                cl, cu = batched_layer_bounds(f, k, lo[boxes], hi[boxes], sub, pair.pads[k], cols)
-                at = np.ix_(boxes, cols)
-                lf[at], uf[at] = np.maximum(lf[at], cl), np.minimum(uf[at], cu)
-        if k < last:
-            lf, uf = np.maximum(lf, pair.root[k][0]), np.minimum(uf, pair.root[k][1])
-        pre_f.append((lf, uf))
         # the difference
         if k == 0:
             d_lo, d_hi = forms.affine(dw, db, eye, eye)
@@ -314,6 +304,14 @@ def difference_bounds(
         if known is not None:
             dl = np.maximum(dl, known[:, pos + 2 * width : pos + 3 * width])
             du = np.minimum(du, known[:, pos + 3 * width : pos + 4 * width])
+        if k in pair.pads:  # back-substitution, per box, where f or g may be unstable
+            at = np.nonzero(((lf < 0) & (uf > 0)) | ((lf + dl < 0) & (uf + du > 0)))
+            if len(at[0]):
+                cl, cu = ragged_layer_bounds(f, k, lo, hi, crown, at[0], at[1], pair.pads[k])
+                lf[at], uf[at] = np.maximum(lf[at], cl), np.minimum(uf[at], cu)
+        if k < last:
+            lf, uf = np.maximum(lf, pair.root[k][0]), np.minimum(uf, pair.root[k][1])
+            crown.append(crown_relaxation(lf, uf, relu=lf_.relu))
         inner += [lf, uf, dl, du]
         pos += 4 * width
         if not lf_.relu:

@@ -18,6 +18,7 @@ from exactcomp.bounds.linear import linear_bounds, relu_relaxation
 from exactcomp.domain import Box
 from exactcomp.network import Network
 from exactcomp.tolerances import DEFAULT
+from exactcomp.verify import ragged
 from exactcomp.verify.ragged import ragged_layer_bounds
 
 
@@ -36,7 +37,9 @@ def _boxes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_ragged_bounds_equal_batched_and_enclose_samples(seed: int) -> None:
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_ragged_bounds_equal_batched_and_enclose_samples(seed, chunk, monkeypatch) -> None:
+    monkeypatch.setattr(ragged, "CHUNK", chunk)  # 3: pairs substituted in several chunks
     net = _net(seed)
     rng = np.random.default_rng(100 + seed)
     root_box = Box(-np.ones(3), np.ones(3))

@@ -33,6 +33,9 @@ from ..network import Network
 Relax = tuple[np.ndarray, np.ndarray, np.ndarray]  # (alpha, s, t), each (N, n_j)
 
 
+CHUNK = 1024  # pairs substituted together: their rows stay in the CPU cache through all layers
+
+
 def ragged_layer_bounds(
     net: Network,
     k: int,
@@ -50,32 +53,42 @@ def ragged_layer_bounds(
     root box's); ``padding`` is :func:`exactcomp.bounds.batched.static_pad` for layer ``k``.
     Returns ``(lower, upper)``, each of shape ``(P,)``, not intersected with anything.
     """
-    layer = net.layers[k]
     box, neuron = np.asarray(box), np.asarray(neuron)
+    used = np.unique(box)
+    steps = []  # per layer j < k: the columns kept, the weights, and which are unstable
+    for j in range(k - 1, -1, -1):
+        lj = net.layers[j]
+        alpha, s, t = relax[j]
+        keep = np.flatnonzero((s[used] != 0.0).any(axis=0))  # slope 0 on every box: drop
+        alpha, s, t = alpha[:, keep], s[:, keep], t[:, keep]
+        mid = np.flatnonzero(((s[used] != alpha[used]) | (t[used] != 0.0)).any(axis=0))
+        steps.append((keep, lj.weight[keep], lj.bias[keep], alpha, mid, s[:, mid], t[:, mid]))
+    lower, upper = np.empty(len(box)), np.empty(len(box))
+    for start in range(0, len(box), CHUNK):
+        part = slice(start, start + CHUNK)
+        lower[part], upper[part] = _substitute(net, k, lo, hi, steps, box[part], neuron[part])
+    n_out = net.layers[k].out_features
+    return lower - padding[neuron], upper + padding[neuron + n_out]
+
+
+def _substitute(net, k, lo, hi, steps, box, neuron):
+    """Lower and upper bounds (unpadded) of the pairs ``(box, neuron)``, one row each side."""
+    layer = net.layers[k]
     p = len(box)
     w, b = layer.weight[neuron], layer.bias[neuron]
     a = np.concatenate([w, -w])  # (2P, n_{k-1}): lower rows, then upper rows (negated)
     c = np.concatenate([b, -b])
     rows = np.concatenate([box, box])
-    for j in range(k - 1, -1, -1):
-        lj = net.layers[j]
-        alpha, s, t = relax[j]
-        used = np.unique(box)
-        keep = np.flatnonzero((s[used] != 0.0).any(axis=0))  # slope 0 on every box: drop
-        if len(keep) < s.shape[1]:
-            a, alpha, s, t = a[:, keep], alpha[:, keep], s[:, keep], t[:, keep]
-            wj, bj = lj.weight[keep], lj.bias[keep]
-        else:
-            wj, bj = lj.weight, lj.bias
-        mid = np.flatnonzero(((s[used] != alpha[used]) | (t[used] != 0.0)).any(axis=0))
+    for keep, wj, bj, alpha, mid, s_mid, t_mid in steps:
+        if len(keep) < a.shape[1]:
+            a = a[:, keep]
         az = a * alpha[rows]
         if len(mid):  # unstable on some box: negative coefficients take the upper line
             neg = np.minimum(a[:, mid], 0.0)
-            c = c + np.einsum("rj,rj->r", neg, t[np.ix_(rows, mid)])
-            az[:, mid] += neg * (s[np.ix_(rows, mid)] - alpha[np.ix_(rows, mid)])
+            c = c + np.einsum("rj,rj->r", neg, t_mid[rows])
+            az[:, mid] += neg * (s_mid[rows] - alpha[:, mid][rows])
         c = c + az @ bj
         a = az @ wj
     value = np.einsum("rd,rd->r", np.maximum(a, 0.0), lo[rows])
     value += np.einsum("rd,rd->r", np.minimum(a, 0.0), hi[rows]) + c
-    bound = value - padding[np.concatenate([neuron, neuron + layer.out_features])]
-    return bound[:p], -bound[p:]
+    return value[:p], -value[p:]

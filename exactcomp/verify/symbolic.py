@@ -156,20 +156,28 @@ class _Forms:
 
     def size(self, e: np.ndarray) -> np.ndarray:
         """``T(E)``: the largest sum of absolute terms of each function over the root box."""
-        return np.einsum("d,ndk->nk", self.mag, np.abs(e[:, : self.d])) + np.abs(e[:, self.d])
+        return self.mag @ np.abs(e[:, : self.d]) + np.abs(e[:, self.d])
 
     def pad(self, scale: np.ndarray) -> np.ndarray:
         return self.tol.bound_abs + self.tol.bound_rel * scale
 
+    def _ends(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each function's value at its box's centre, and its radius over the box plus the pad."""
+        d = self.d
+        ae = np.abs(e[:, :d])
+        mid = (self.c[:, None, :] @ e[:, :d])[:, 0] + e[:, d]
+        rad = (self.r[:, None, :] @ ae)[:, 0]
+        return mid, rad + self.pad(self.mag @ ae + np.abs(e[:, d]))
+
     def low(self, e: np.ndarray) -> np.ndarray:
         """Sound minimum of each function over its box."""
-        d = self.d
-        mid = np.einsum("nd,ndk->nk", self.c, e[:, :d]) + e[:, d]
-        rad = np.einsum("nd,ndk->nk", self.r, np.abs(e[:, :d]))
-        return mid - rad - self.pad(self.size(e))
+        mid, rad = self._ends(e)
+        return mid - rad
 
     def high(self, e: np.ndarray) -> np.ndarray:
-        return -self.low(-e)
+        """Sound maximum of each function over its box."""
+        mid, rad = self._ends(e)
+        return mid + rad
 
     def affine(self, w, b, lo_e, up_e) -> tuple[np.ndarray, np.ndarray]:
         """Bounds of ``W a + b`` from ``lo_e <= a <= up_e``, padded."""

@@ -675,6 +675,7 @@ def compress_verified(
     result.report["verification"] = verdict.to_json()
     return CheckedCompression(result, written, recheck, verdict, derived)
 
+
 def refuse_sparse(net: Network, what: str, task: str) -> None:
     """Refuse, in one line, a ``task`` that needs dense layers on a network with sparse ones."""
     if any(la.sparse for la in net.layers):

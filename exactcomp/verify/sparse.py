@@ -18,19 +18,24 @@ exact:
    zero has the constant pre-activation ``b_j`` (exactly): its claim holds iff ``b_j <= 0``
    (INACTIVE) or ``b_j >= 0`` (ACTIVE), the tie a bound with margin cannot prove.
 
-2. **g is f with proven-zero units removed** (:func:`match_removal`). Let ``Z_k`` be the
-   units of layer ``k`` of ``f`` that are exactly 0 on the box: re-proven INACTIVE, or
-   *structurally* zero (every weight of the row reads a unit of ``Z_{k-1}`` and the bias is
-   ``<= 0`` before a ReLU, ``= 0`` without one). Layer by layer, with ``m_{k-1}`` the map
-   from ``g``'s units of layer ``k-1`` to ``f``'s (the identity on the inputs), each row
-   ``i`` of ``g``'s layer ``k`` must equal, entry for entry and bias for bias, an ``f`` row
-   ``m_k(i)`` restricted to the columns ``m_{k-1}``, in order, and every ``f`` row skipped
-   must lie in ``Z_k``; the output layer keeps every row. Then, by induction, every unit of
-   ``g`` computes the same real function on the box as its ``f`` unit: the columns ``g``
-   lacks read units that are exactly 0 there. So ``max |f - g| = 0`` on the box, with no
-   rounding argument at all (the weights are compared as floats, i.e. exact dyadics).
+2. **g is f with proven-constant units removed** (:func:`match_removal`). Let ``C_k`` be the
+   units of layer ``k`` of ``f`` that are constant on the box, with their exact value
+   (:func:`constant_units`): 0 for a re-proven INACTIVE claim; and ``act(sum_l w_l c_l + b)``,
+   in rational arithmetic, for a unit whose row reads only units of ``C_{k-1}`` (a dead
+   channel, the pooled units after a removed channel, a constant channel). Layer by layer,
+   with ``m_{k-1}`` the map from ``g``'s units of layer ``k-1`` to ``f``'s (the identity on
+   the inputs), each row ``i`` of ``g``'s layer ``k`` must equal, entry for entry, an ``f`` row
+   ``r = m_k(i)`` restricted to the columns ``m_{k-1}``, in order; every ``f`` row skipped must
+   lie in ``C_k``; the output layer keeps every row. The columns ``g`` lacks read constants,
+   so ``f``'s unit computes ``g``'s row plus the exact bias
+   ``b'_r = b_r + sum_{l removed} w_{rl} c_l``; ``delta_i = |b^g_i - b'_r|`` is 0 unless the
+   compressor folded a constant in float64. By induction (ReLU is 1-Lipschitz),
+   ``|f - g| <= e_L`` on the box with ``e_0 = 0``, ``e_k = |W^g_k| e_{k-1} + delta_k``
+   (:func:`bias_bound`, rounded up): in the usual case every ``delta`` is 0 and
+   ``max |f - g| = 0`` exactly, with no rounding argument at all (weights are compared as
+   floats, i.e. exact dyadics). EQUIVALENT when ``e_L <= tol``.
 
-Anything else (a folded constant, a changed weight, a live unit removed, a cone too large to
+Anything else (a changed weight, a live unit removed, a cone too large to
 re-check, a claim not re-proven in time) is not proven: a search for a counterexample runs
 (float64 forward passes on sampled, corner and centre points; a difference counts only above
 the tolerance plus a proven bound on the float64 rounding of both passes), and without one

@@ -180,3 +180,17 @@ def test_unmatched_structure_is_unknown_in_one_line():
         f, as_sparse(other), constant_units(f, checked.compression.stability, checked.recheck)
     )
     assert m.reason is not None and "\n" not in m.reason
+
+
+def test_top1_needs_an_exact_match():
+    """Seed 9 folds a constant channel in float64 (bound ~1e-16 > 0): EQUIVALENT in linf,
+    but in top1 mode only an exact match counts, so UNKNOWN there."""
+    case, f, checked = _compressed(9)
+    assert 0 < checked.verdict.upper_bound <= checked.verdict.tol
+    cert = checked.compression.stability
+    res = api.verify_equivalence(f, checked.written, case.box, certificates=cert, mode="top1")
+    assert res.status is EquivalenceStatus.UNKNOWN
+    case, f, checked = _compressed(6)
+    cert = checked.compression.stability
+    res = api.verify_equivalence(f, checked.written, case.box, certificates=cert, mode="top1")
+    assert res.status is EquivalenceStatus.EQUIVALENT and res.upper_bound == 0.0

@@ -396,12 +396,13 @@ def verify_by_claims(
     seed: int = 0,
 ) -> EquivalenceResult:
     """Prove ``f == g`` on ``boxes`` from re-checked claims (module docstring), or find a
-    counterexample, or UNKNOWN with a one-line reason."""
+    counterexample (``linf``), or UNKNOWN with a one-line reason. In ``top1`` mode only an
+    exact match (bound 0) is EQUIVALENT."""
     t0 = time.perf_counter()
     match = match_removal(f, g, constant_units(f, certificates, recheck))
     reason = match.reason
     bound = np.inf if reason is not None else bias_bound(g, match.deltas)
-    if reason is None and not bound <= tol:
+    if reason is None and not bound <= (tol if mode == "linf" else 0.0):  # top1: only f == g
         reason = (
             f"g's biases differ from f's with the removed constants folded in by up to {bound:.3g}"
         )
@@ -415,8 +416,8 @@ def verify_by_claims(
     if reason is None:
         why = "g is f with units removed that are proven constant on the box (re-proven claims)"
         return result(EquivalenceStatus.EQUIVALENT, bound, 0.0, why=why)
-    cex = _falsify(f, g, boxes, tol, outputs if mode == "linf" else None, seed)
-    if cex is not None and mode == "linf":
+    cex = _falsify(f, g, boxes, tol, outputs, seed) if mode == "linf" else None
+    if cex is not None:
         return result(EquivalenceStatus.NOT_EQUIVALENT, bound, cex.difference, cex, reason)
     if not recheck.ok:
         reason += f" ({len(recheck.failures)} claims not re-proven)"

@@ -65,6 +65,9 @@ def test_a_channel_compression_is_proven_equivalent(seed):
     assert checked.compression.report["structure"]["written"] == "channels"
     assert checked.written.num_parameters < f.num_parameters
     assert checked.recheck.ok and checked.ok, checked.verdict.summary()
+    claims = checked.compression.stability.count(Verdict.INACTIVE)
+    claims += checked.compression.stability.count(Verdict.ACTIVE)
+    assert sum(checked.recheck.checked.values()) == claims  # each claim counted once
     v = checked.verdict
     assert v.status is EquivalenceStatus.EQUIVALENT and v.upper_bound <= v.tol
     assert _exact_gap(f, checked.written, case.box) <= Fraction(v.upper_bound)

@@ -178,7 +178,7 @@ def _recheck_cone(net, sets, boxes, claim, limit, tol, cache) -> RecheckResult:
     key = _digest(sub, sub_boxes, claim)
     if key in cache:  # the same cone, boxes and claims: the same (deterministic) re-check
         res = cache[key]
-        return RecheckResult(dict.fromkeys(res.checked, 0), res.failures, 0.0, 0)
+        return RecheckResult(res.checked, res.failures, 0.0, 0)  # its claims, counted again
     layers = []
     for k in sub.relu_layers:
         ls = LayerStability.undecided(k, sub.layers[k].out_features)

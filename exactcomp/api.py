@@ -473,9 +473,10 @@ def verify_equivalence(
             f"the networks end differently: {_head_label(fn)} vs {_head_label(gn)}; the logits "
             "before a Softmax head are compared, so both must have the same head (or none)"
         )
-    for net, name in ((fn, "the first"), (gn, "the second")):
-        refuse_sparse(net, f"{name} network", "proving equivalence")
     boxes = bind_domain(domain, fn, gn)
+    if any(la.sparse for la in fn.layers + gn.layers):  # no MILP: re-proven claims, exactly
+        return _verify_sparse(fn, gn, boxes, mode, tol, time_limit, certificates, rechecked,
+                              outputs, seed, progress)  # fmt: skip
     kwargs: dict[str, Any] = dict(
         mode=mode, time_limit=time_limit, data=data, progress=progress, seed=seed
     )
@@ -509,6 +510,25 @@ def verify_equivalence(
             return res
         results.append(res)
     return max(results, key=lambda r: r.upper_bound)
+
+
+def _verify_sparse(fn, gn, boxes, mode, tol, time_limit, certificates, rechecked, outputs,
+                   seed, progress) -> EquivalenceResult:  # fmt: skip
+    """:func:`verify_equivalence` for networks with sparse layers: only from certificates,
+    re-proven cone by cone, and ``g`` checked to be ``f`` with proven-zero units removed
+    (:mod:`exactcomp.verify.sparse`)."""
+    from .verify.sparse import recheck_by_cones, verify_by_claims
+
+    if certificates is None:
+        for net, name in ((fn, "the first"), (gn, "the second")):
+            refuse_sparse(net, f"{name} network", "proving equivalence without certificates")
+    recheck = rechecked or recheck_by_cones(
+        fn, certificates, boxes, time_limit=time_limit, progress=progress
+    )
+    tol = DEFAULT.equivalence if tol is None else tol
+    return verify_by_claims(
+        fn, gn, boxes, certificates, recheck, mode=mode, tol=tol, outputs=outputs, seed=seed
+    )
 
 
 def proof_time(time_limit: float, t0: float) -> float:
@@ -655,6 +675,7 @@ def compress_verified(
     result.report["verification"] = verdict.to_json()
     return CheckedCompression(result, written, recheck, verdict, derived)
 
+
 def refuse_sparse(net: Network, what: str, task: str) -> None:
     """Refuse, in one line, a ``task`` that needs dense layers on a network with sparse ones."""
     if any(la.sparse for la in net.layers):
@@ -725,7 +746,10 @@ def default_tolerance(
     from, if known). An exact compression written in float32 then passes, because rounding
     its weights moves its outputs by at most ``E`` (proven), while a difference above
     ``rounding_factor * E`` is still found. For a float64 ``g`` it is ``tol.equivalence``."""
-    e = rounding_bound(load(g), domain, exact)
+    g = load(g)
+    if any(la.sparse for la in g.layers):  # proven exactly or not at all (verify.sparse)
+        return tol.equivalence
+    e = rounding_bound(g, domain, exact)
     if not np.isfinite(e):
         return tol.equivalence
     return max(tol.equivalence, tol.rounding_factor * e)
@@ -759,8 +783,13 @@ def recheck_certificates(
     """Re-prove every stability claim of ``report`` independently of the bounds that made it,
     and re-check every instability witness; failures are listed, never hidden."""
     net = load(model, trust_pickle=trust_pickle)
-    refuse_sparse(net, "the network", "re-checking certificates")
     boxes = bind_domain(domain, net)
+    if any(la.sparse for la in net.layers):  # too large to re-check whole: cone by cone
+        from .verify.sparse import recheck_by_cones
+
+        return recheck_by_cones(
+            net, report, boxes, time_limit=time_limit, tol=tol, progress=progress
+        )
     return _recheck_certificates(
         net,
         report,

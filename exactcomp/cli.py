@@ -541,8 +541,6 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         check_output_path(args.report, inputs + [args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     _print_notes(args, console, net)
-    if args.verify:
-        api.refuse_sparse(net, "the network", "--verify")
     boxes = _domain(args, net.input_size, console)
     with _progress(args, console) as progress:
         checked = api.compress_verified(

@@ -180,7 +180,9 @@ def test_compress_sparse_network_removes_the_dead_channel(tmp_path, monkeypatch)
     _ = stable_by_cones  # the API routes sparse networks there
 
 
-def test_verify_of_sparse_networks_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+def test_verify_of_sparse_networks_needs_certificates(tmp_path, monkeypatch, capsys):
+    """Without certificates ``verify`` is refused in one line; ``compress --verify`` has them
+    (its own report's claims, re-proven cone by cone) and proves the file EQUIVALENT."""
     from exactcomp import cli
 
     path = tmp_path / "m.onnx"
@@ -190,11 +192,23 @@ def test_verify_of_sparse_networks_is_refused_in_one_line(tmp_path, monkeypatch,
         api.verify_equivalence(net, net, BOX)
     box = tmp_path / "box.json"
     box.write_text(json.dumps({"lower": [-0.5] * 36, "upper": [0.5] * 36}))
-    code = cli.main(
-        ["compress", str(path), "--box-file", str(box), "-o", str(tmp_path / "o.onnx"), "--verify"]
-    )
-    assert code == 2 and not (tmp_path / "o.onnx").exists()
-    assert "not supported for such networks" in capsys.readouterr().err.replace("\n", " ")
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    dom = ["--box-file", str(box)]
+    code = cli.main(["compress", str(path), *dom, "-o", str(out), "--verify", "--report", str(rep)])
+    assert code == 0 and out.exists()
+    assert "EQUIVALENT" in capsys.readouterr().out.replace("\n", " ")
+    verify = ["verify", str(path), str(out), *dom, "--certificates", str(rep)]
+    assert cli.main(verify) == 0 and "EQUIVALENT" in capsys.readouterr().out
+    small = onnx.load(out)  # one weight of the Gemm changed: never EQUIVALENT
+    gemm = next(t for t in small.graph.initializer if len(t.dims) == 2)
+    arr = numpy_helper.to_array(gemm).copy()
+    arr.flat[0] += 1.0
+    gemm.CopyFrom(numpy_helper.from_array(arr, gemm.name))
+    onnx.save(small, tmp_path / "bad.onnx")
+    assert cli.main([*verify[:2], str(tmp_path / "bad.onnx"), *verify[3:]]) in (1, 3)
+    assert "EQUIVALENT:" not in capsys.readouterr().out.replace("NOT_EQUIVALENT", "")
+    assert cli.main(verify[:-2]) == 2
+    assert "without certificates" in capsys.readouterr().err.replace("\n", " ")
 
 
 def test_a_max_of_dead_units_is_settled_exactly(tmp_path, monkeypatch):

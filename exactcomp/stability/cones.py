@@ -270,6 +270,28 @@ def _key(sub: Network, boxes: list[Box], data: np.ndarray | None) -> bytes:
     return h.digest()
 
 
+def sparsity_patterns(net: Network) -> list:
+    """Each layer's non-zero pattern (``scipy.sparse.csr_array`` of bools, sorted indices):
+    the ``patterns`` :func:`prefix_cone` and :func:`cone_groups` read."""
+    return [_pattern(la) for la in net.layers]
+
+
+def cone_groups(
+    patterns: Sequence,
+    k: int,
+    todo: np.ndarray,
+    dead: dict[int, np.ndarray],
+    *,
+    target: int = CONE_TARGET,
+    max_cone: int = MAX_CONE,
+):
+    """The groups of ``todo`` (neurons of layer ``k``) that :func:`stable_by_cones` analyses
+    together, with their :func:`prefix_cone` sets (``None`` for a neuron whose own cone has
+    more than ``max_cone`` units); also what the re-check of claims walks
+    (:mod:`exactcomp.verify.sparse`)."""
+    yield from _groups(patterns, k, todo, target, max_cone, dead)
+
+
 def _extend(
     w: np.ndarray, inputs: np.ndarray, boxes: Sequence[Box], centre: list[np.ndarray]
 ) -> np.ndarray | None:
@@ -282,4 +304,13 @@ def _extend(
     return None
 
 
-__all__ = ["CONE_TARGET", "MAX_CONE", "Proof", "cone_network", "prefix_cone", "stable_by_cones"]
+__all__ = [
+    "CONE_TARGET",
+    "MAX_CONE",
+    "Proof",
+    "cone_groups",
+    "cone_network",
+    "prefix_cone",
+    "sparsity_patterns",
+    "stable_by_cones",
+]

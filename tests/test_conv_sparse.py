@@ -277,3 +277,20 @@ def test_cone_analysis_of_random_conv_networks_is_sound(seed):
         zk = z[b.layer]
         assert np.all(zk[:, b.verdict == Verdict.ACTIVE] >= 0)
         assert np.all(zk[:, b.verdict == Verdict.INACTIVE] <= 0)
+
+
+def test_a_sparse_layer_that_would_lose_its_structure_is_not_written_dense(tmp_path, monkeypatch):
+    """Seed 6: the channel rewrite leaves a sparse pool level without its structure; that
+    candidate cannot be written (a sparse layer as a dense Gemm), so another one is chosen and
+    ``save`` writes a file equal to the input on samples (before: a traceback in the writer)."""
+    from exactcomp.testing.random_conv import random_conv_case
+
+    case = random_conv_case(6)
+    path, out = tmp_path / "f.onnx", tmp_path / "small.onnx"
+    api.save(case.network, path)
+    net = _sparse_load(path, monkeypatch)
+    assert any(la.sparse for la in net.layers)
+    res = api.compress(net, case.box, jobs=1, check=500)
+    api.save(res.network, out, inputs=[path])
+    x = case.box.sample(50, np.random.default_rng(0))
+    assert np.allclose(api.load(out).forward(x), net.forward(x), atol=1e-5)

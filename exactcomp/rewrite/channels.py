@@ -264,7 +264,13 @@ def choose_structured(
     same = compress_network(original, report, tol, passes=())
     options = {"original": same, "channels": chan, "dense": dense}
     params = {name: r.network.num_parameters for name, r in options.items()}
-    best = min(options, key=lambda name: params[name])  # dict order breaks ties
+    # a sparse layer can only be written with its structure (as a dense Gemm it would be huge)
+    writable = [
+        name
+        for name, r in options.items()
+        if all(la.structure is not None or not la.sparse for la in r.network.layers)
+    ]
+    best = min(writable, key=lambda name: params[name])  # list order breaks ties
     removed: dict[int, int] = {}
     for rec in chan.records:
         for (k, j), _ in rec.removed.items():

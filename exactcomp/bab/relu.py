@@ -80,8 +80,8 @@ mnist-net_256x2 prop_1_0.05 (layer 1, 46 questions left after the ideal cuts) 44
 proven within 1,920 nodes each; the 2 others were not within 6,190 (nor by a 10 s MILP)."""
 TOTAL_NODES_RELU = 10_000
 """Node budget of one call (all its questions together): about 35 s of one core at the
-3.5 ms per node measured on mnist-net_256x2. A budget of nodes rather than seconds keeps the
-verdicts independent of the machine's load."""
+3.5 ms per node measured on mnist-net_256x2, scaled down for larger LPs (:func:`node_budget`).
+A budget of nodes rather than seconds keeps the verdicts independent of the machine's load."""
 REFERENCE_LP_SIZE = 1_204
 """Rows plus columns of the prefix LP on which :data:`TOTAL_NODES_RELU` was measured
 (mnist-net_256x2 prop_1_0.05, layer 1: 280 rows, 924 columns). A larger LP costs more per

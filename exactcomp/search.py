@@ -269,7 +269,17 @@ def sign_witnesses(net: Network, k: int, x: np.ndarray, tol: Tolerances = DEFAUL
     """
     if not 0 <= k < len(net.layers):
         raise IndexError(f"layer {k} does not exist (the network has {len(net.layers)} layers)")
-    return _layers_signs(net, x, k, tol)[k]
+    # only layer k's margin: |W_j| of a wide earlier layer (a 2,048 x 3,072 convolution held
+    # densely) costs more than the whole forward pass, and the ReLU-split phase asks per node
+    h = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    if not len(h):
+        return _layers_signs(net, h, k, tol)[k]
+    for layer in net.layers[:k]:
+        z = layer.apply(h) + layer.bias
+        h = np.maximum(z, 0.0) if layer.relu else z
+    layer = net.layers[k]
+    z = layer.apply(h) + layer.bias
+    return _signs_one(z, witness_margin(h, layer.weight, layer.bias, tol))
 
 
 def observe_signs(net: Network, x: np.ndarray, tol: Tolerances = DEFAULT) -> list[SignWitnesses]:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from exactcomp.bab import prove_signs_relu
+from exactcomp.bab import relu as relu_split
 from exactcomp.bab import split as input_split
 from exactcomp.bounds import interval_bounds, linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
@@ -196,3 +197,27 @@ def test_call_budget_stops_every_question() -> None:
     res = prove_signs_relu(net, BOX, 1, linear_bounds(net, BOX), [0], [0], total_nodes=1)
     assert res.nodes == 1 and not res.complete
     assert not res.inactive.any() and not res.active.any()
+
+
+def test_node_budget_shrinks_with_the_lp() -> None:
+    """The call's node budget is ``total * REFERENCE_LP_SIZE / (rows + columns)`` for an LP
+    larger than the reference, unchanged for smaller ones, never 0 and never raised."""
+    ref = relu_split.REFERENCE_LP_SIZE
+    assert relu_split.node_budget(10_000, (280, 924)) == 10_000
+    assert relu_split.node_budget(10_000, (10, 10)) == 10_000
+    assert relu_split.node_budget(10_000, (2_738, 5_288)) == 10_000 * ref // 8_026
+    assert relu_split.node_budget(3, (ref, 100 * ref)) == 1
+
+
+def test_a_wide_lp_gets_fewer_nodes() -> None:
+    """The vee with 5,000 idle inputs: its LP has over 4 times the reference's rows and
+    columns, so a call budget of 20 nodes (enough for the narrow vee) becomes 4, too few
+    for the proof (no claim); the default budget still proves it."""
+    narrow = prove_signs_relu(vee_net(), BOX, 1, linear_bounds(vee_net(), BOX), [0], [1],
+                              total_nodes=20)  # fmt: skip
+    assert narrow.inactive[0] and narrow.nodes > 4
+    net, box = vee_net(5_000), Box.uniform(-1.0, 1.0, 5_002)
+    known = linear_bounds(net, box)
+    wide = prove_signs_relu(net, box, 1, known, [0], [1], total_nodes=20)
+    assert wide.nodes <= 4 and not wide.inactive.any() and not wide.complete
+    assert prove_signs_relu(net, box, 1, known, [0], [1]).inactive[0]

@@ -66,7 +66,7 @@ from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
 from .split import SplitResult
 
-__all__ = ["prove_signs_relu", "relu_splits", "MAX_NODES_RELU", "RELU_SPLITS"]
+__all__ = ["prove_signs_relu", "relu_splits", "node_budget", "MAX_NODES_RELU", "RELU_SPLITS"]
 
 RELU_SPLITS = True
 """Whether the ``fast`` engine and the re-check split ReLUs (networks with more than
@@ -80,8 +80,15 @@ mnist-net_256x2 prop_1_0.05 (layer 1, 46 questions left after the ideal cuts) 44
 proven within 1,920 nodes each; the 2 others were not within 6,190 (nor by a 10 s MILP)."""
 TOTAL_NODES_RELU = 10_000
 """Node budget of one call (all its questions together): about 35 s of one core at the
-3.5 ms per node measured on mnist-net_256x2. A budget of nodes rather than seconds keeps the
-verdicts independent of the machine's load."""
+3.5 ms per node measured on mnist-net_256x2, scaled down for larger LPs (:func:`node_budget`).
+A budget of nodes rather than seconds keeps the verdicts independent of the machine's load."""
+REFERENCE_LP_SIZE = 1_204
+"""Rows plus columns of the prefix LP on which :data:`TOTAL_NODES_RELU` was measured
+(mnist-net_256x2 prop_1_0.05, layer 1: 280 rows, 924 columns). A larger LP costs more per
+node: a call's node budget is scaled by ``REFERENCE_LP_SIZE / (rows + columns)`` (never up;
+:func:`node_budget`), so that the phase keeps to about the same CPU time. On a CIFAR-10-sized
+convolutional network (``python -m benchmarks.cifar``, layer 2: 2,738 rows, 5,288 columns)
+a node took 25 ms, and the 10,000 nodes 254 s for one neuron proven of 5."""
 FIRST = 30
 """Node budget of the first pass."""
 GROWTH = 8
@@ -204,6 +211,7 @@ def prove_signs_relu(
     if not all_finite(pre[:k]):
         return SplitResult(neurons, inactive, active, none, 0, False, 0.0)
     slp = _SplitLP(net, box, k, pre, tol)
+    total_nodes = node_budget(total_nodes, slp.lp.matrix.shape)
     points: list[np.ndarray] = []
     nodes = 0
     lim = None if deadline is None else deadline + time.monotonic() - time.perf_counter()
@@ -246,6 +254,16 @@ def relu_splits() -> bool:
     """:data:`RELU_SPLITS` (a function so that tests aimed at the phases after it can switch
     it off, as :func:`exactcomp.bab.split.split_inputs` does for input splits)."""
     return RELU_SPLITS
+
+
+def node_budget(total_nodes: int, shape: tuple[int, int]) -> int:
+    """The node budget of a call on a prefix LP of ``shape`` (rows, columns): ``total_nodes``
+    scaled down by the LP's size against :data:`REFERENCE_LP_SIZE` (a count of nodes, not
+    of seconds, so the verdicts still do not depend on the machine's load)."""
+    size = int(shape[0]) + int(shape[1])
+    if size <= REFERENCE_LP_SIZE:
+        return int(total_nodes)
+    return max(int(total_nodes * REFERENCE_LP_SIZE // size), 1)
 
 
 def _budgets(max_nodes: int) -> list[int]:

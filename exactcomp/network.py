@@ -28,6 +28,14 @@ def is_sparse(matrix: object) -> bool:
     return hasattr(matrix, "tocsr") and not isinstance(matrix, np.ndarray)
 
 
+#: A layer whose dense matrix would have more entries than this (2^24 float64 entries,
+#: 128 MiB) is held as a ``scipy.sparse`` matrix of its taps (:attr:`Layer.sparse`): the ONNX
+#: reader stores large convolutions and max-pools so, the analysis runs them cone by cone
+#: (:mod:`exactcomp.stability.cones`), and a sparse layer without its structure is written
+#: densely only up to this size.
+SPARSE_ABOVE = 1 << 24
+
+
 @dataclass(frozen=True, eq=False)
 class Layer:
     """One affine map ``z = W h + b`` (``W`` of shape ``(out, in)``), optionally followed by ReLU.

@@ -28,12 +28,6 @@ from .onnx_ops import Affine
 #: Largest linear part (entries) a lowered conv may have (2e8 float64 entries = 1.6 GB).
 MAX_DENSE_ENTRIES = 200_000_000
 
-#: A convolution or max-pool layer whose dense matrix would have more entries than this
-#: (2^24 float64 entries, 128 MiB) is stored as a ``scipy.sparse`` matrix of its taps
-#: (:attr:`~exactcomp.network.Layer.sparse`) and analysed cone by cone
-#: (:mod:`exactcomp.stability.cones`). Smaller layers stay dense, as before.
-SPARSE_ABOVE = 1 << 24
-
 
 def spatial_padding(
     at: dict, spatial: tuple[int, ...], kernel: tuple[int, ...], strides, dilations

@@ -20,9 +20,9 @@ from onnx import helper, numpy_helper
 
 from ..conv import ConvSpec, recognize_conv
 from ..errors import UnsupportedModelError
-from ..network import Layer
+from ..network import SPARSE_ABOVE, Layer
 from . import onnx_ops as ops
-from .onnx_conv import SPARSE_ABOVE, conv
+from .onnx_conv import conv
 from .onnx_ops import Affine, Value
 from .onnx_pool import POOL_HANDLERS
 

@@ -298,7 +298,8 @@ def _layer_nodes(
             layout = tuple(spec.out_shape)
         else:
             to((layer.in_features,), k)
-            inits.append(numpy_helper.from_array(layer.weight.astype(dt), w))
+            weight = layer.weight.toarray() if layer.sparse else layer.weight
+            inits.append(numpy_helper.from_array(weight.astype(dt), w))
             inits.append(numpy_helper.from_array(layer.bias.astype(dt), b))
             nodes.append(
                 helper.make_node("Gemm", [h, w, b], [f"ec_z{k}"], name=f"ec_gemm{k}", transB=1)

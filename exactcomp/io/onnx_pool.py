@@ -12,7 +12,7 @@ Refused, by name: ``Pad`` modes other than ``constant`` and negative pads (cropp
 pooling that is not 2-D, has ``dilations`` other than 1, or whose ``ceil_mode`` adds a
 partial window; ``MaxPool``'s indices output (the driver refuses unsupported outputs). A
 max-pool whose dense levels would be large is kept as sparse matrices
-(:data:`~exactcomp.io.onnx_conv.SPARSE_ABOVE`).
+(:data:`~exactcomp.network.SPARSE_ABOVE`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 
 from ..conv import PoolLevel, channel_blocks, pool_layers, pool_layers_coo, pool_matrices
 from ..errors import UnsupportedModelError
-from ..network import Layer
-from .onnx_conv import SPARSE_ABOVE, spatial_padding
+from ..network import SPARSE_ABOVE, Layer
+from .onnx_conv import spatial_padding
 from .onnx_ops import Affine, csr
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..conv import ConvSpec, Coo, PoolLevel, pool_layers, pool_layers_coo
-from ..network import Layer, Network
+from ..network import SPARSE_ABOVE, Layer, Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
 from .editor import Editor, PassResult
@@ -264,11 +264,15 @@ def choose_structured(
     same = compress_network(original, report, tol, passes=())
     options = {"original": same, "channels": chan, "dense": dense}
     params = {name: r.network.num_parameters for name, r in options.items()}
-    # a sparse layer can only be written with its structure (as a dense Gemm it would be huge)
+    # a sparse layer that lost its structure is written as a dense Gemm: only up to the size
+    # below which the reader would have held it densely anyway
     writable = [
         name
         for name, r in options.items()
-        if all(la.structure is not None or not la.sparse for la in r.network.layers)
+        if all(
+            la.structure is not None or not la.sparse or np.prod(la.weight.shape) <= SPARSE_ABOVE
+            for la in r.network.layers
+        )
     ]
     best = min(writable, key=lambda name: params[name])  # list order breaks ties
     removed: dict[int, int] = {}

@@ -41,6 +41,7 @@ CLOCKED = (
     "exactcomp.verify.formulation",
     "exactcomp.verify.recheck",
     "exactcomp.verify.solve",
+    "exactcomp.verify.sparse",
     "exactcomp.verify.splitting",
     "exactcomp.verify.tighten",
 )

@@ -243,6 +243,8 @@ def _add_rows(
     )
 
 
+# The same formulation in the node LPs of the ReLU-split search (:mod:`exactcomp.bab.relu`),
+# where a split fixes a phase column.
 with_phases = _with_phases
 separate = _separate
 add_cut_rows = _add_rows

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from exactcomp.bab import prove_signs_relu
-from exactcomp.bab import relu as relu_split
+from exactcomp.bab import relu as relu_bab
 from exactcomp.bab import split as input_split
 from exactcomp.bounds import interval_bounds, linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
@@ -71,11 +71,21 @@ def test_vee_is_out_of_reach_of_the_whole_box_bounds() -> None:
     assert exact_analysis(net, BOX).ranges[1][1][0] == pytest.approx(-0.5)
 
 
-def test_relu_splits_prove_the_vee_inactive() -> None:
+def test_relu_splits_prove_the_vee_inactive(monkeypatch) -> None:
     net = vee_net()
+    monkeypatch.setattr(relu_bab, "CUTS", False)  # the triangle LP: splits are needed
     res = prove_signs_relu(net, BOX, 1, linear_bounds(net, BOX), [0], [0])
     assert res.inactive.tolist() == [True] and res.active.tolist() == [False]
     assert res.complete and 3 <= res.nodes <= 7  # the root, at most two levels of splits
+
+
+def test_ideal_cuts_prove_the_vee_at_its_root() -> None:
+    """With the phase columns and one round of ideal cuts (the default) the root LP alone
+    is exact here (each first-layer ReLU's convex hull over the box): 2 LPs, no split."""
+    net = vee_net()
+    res = prove_signs_relu(net, BOX, 1, linear_bounds(net, BOX), [0], [0], max_nodes=2)
+    assert res.inactive.tolist() == [True] and res.active.tolist() == [False]
+    assert res.complete and res.nodes == 2
 
 
 def test_exhausted_budget_claims_nothing() -> None:
@@ -104,7 +114,7 @@ def test_fast_engine_records_relu_split_and_recheck_reproves_it(monkeypatch) -> 
     rep = stable_neurons(net, BOX, jobs=1)
     ls = rep.for_layer(1)
     assert ls.verdict[0] == Verdict.INACTIVE and ls.proof[0] == Proof.RELU_SPLIT
-    assert rep.stats["bab_nodes"] >= 3 and rep.stats["milps"] == 0
+    assert rep.stats["bab_nodes"] >= 2 and rep.stats["milps"] == 0
     # likewise the re-check's ideal cuts (they return the bounds they were given)
     monkeypatch.setattr(
         "exactcomp.verify.recheck.ideal_cut_phase", lambda q: from_bounds(q.known[q.k])
@@ -148,10 +158,13 @@ def _case(seed: int) -> tuple[Network, Box]:
     return net, box
 
 
-def test_claims_agree_with_the_oracle_and_beat_crown() -> None:
+@pytest.mark.parametrize("cuts", [True, False])
+def test_claims_agree_with_the_oracle_and_beat_crown(monkeypatch, cuts: bool) -> None:
     """Random 8-20 input networks, depth 3-5, about a dozen ReLUs: every claim is true per
     the exact oracle, every witness is an input of the box, and the splits prove some
-    neurons stable whose linear (CROWN-style) bounds straddle 0."""
+    neurons stable whose linear (CROWN-style) bounds straddle 0 (with and without the
+    ideal cuts in the node LPs)."""
+    monkeypatch.setattr(relu_bab, "CUTS", cuts)
     gained = 0
     for seed in SEEDS:
         net, box = _case(seed)
@@ -202,22 +215,24 @@ def test_call_budget_stops_every_question() -> None:
 def test_node_budget_shrinks_with_the_lp() -> None:
     """The call's node budget is ``total * REFERENCE_LP_SIZE / (rows + columns)`` for an LP
     larger than the reference, unchanged for smaller ones, never 0 and never raised."""
-    ref = relu_split.REFERENCE_LP_SIZE
-    assert relu_split.node_budget(10_000, (280, 924)) == 10_000
-    assert relu_split.node_budget(10_000, (10, 10)) == 10_000
-    assert relu_split.node_budget(10_000, (2_738, 5_288)) == 10_000 * ref // 8_026
-    assert relu_split.node_budget(3, (ref, 100 * ref)) == 1
+    ref = relu_bab.REFERENCE_LP_SIZE
+    assert relu_bab.node_budget(10_000, (280, 924)) == 10_000
+    assert relu_bab.node_budget(10_000, (10, 10)) == 10_000
+    assert relu_bab.node_budget(10_000, (2_738, 5_288)) == 10_000 * ref // 8_026
+    assert relu_bab.node_budget(3, (ref, 100 * ref)) == 1
 
 
-def test_a_wide_lp_gets_fewer_nodes() -> None:
-    """The vee with 5,000 idle inputs: its LP has over 4 times the reference's rows and
-    columns, so a call budget of 20 nodes (enough for the narrow vee) becomes 4, too few
-    for the proof (no claim); the default budget still proves it."""
+def test_a_wide_lp_gets_fewer_nodes(monkeypatch) -> None:
+    """The vee with 5,000 idle inputs: its LP has over 3 times the reference's rows and
+    columns, so a call budget of 16 nodes (enough for the narrow vee) becomes 4, too
+    few for the proof (no claim); the default budget still proves it. Without the cuts, which
+    prove the vee at its root."""
+    monkeypatch.setattr(relu_bab, "CUTS", False)
     narrow = prove_signs_relu(vee_net(), BOX, 1, linear_bounds(vee_net(), BOX), [0], [1],
-                              total_nodes=20)  # fmt: skip
+                              total_nodes=16)  # fmt: skip
     assert narrow.inactive[0] and narrow.nodes > 4
     net, box = vee_net(5_000), Box.uniform(-1.0, 1.0, 5_002)
     known = linear_bounds(net, box)
-    wide = prove_signs_relu(net, box, 1, known, [0], [1], total_nodes=20)
+    wide = prove_signs_relu(net, box, 1, known, [0], [1], total_nodes=16)
     assert wide.nodes <= 4 and not wide.inactive.any() and not wide.complete
     assert prove_signs_relu(net, box, 1, known, [0], [1]).inactive[0]

@@ -12,12 +12,25 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
   or :math:`z \le 0,\ h = 0` (column bounds). This is the bound beta-CROWN's optimised
   multipliers converge to, solved exactly. Every split is a change of bounds, so one HiGHS
   model serves the whole search and each node warm-starts from the last basis;
+* with :data:`CUTS` (the default) the LP also carries, per unstable ReLU, the phase column
+  :math:`a \in [0, 1]` and big-M rows of :mod:`exactcomp.bounds.ideal_cuts`, a split fixes
+  :math:`a` (1 on :math:`z \ge 0`, 0 on :math:`z \le 0`), and each question separates the
+  most violated ideal cut of every unstable ReLU once, at its root
+  (:data:`CUT_SEPARATIONS`). Every cut holds at every network point with its own phase, so
+  it holds on every node, and the node LP is still a relaxation of the network on the
+  node's inputs. The cuts removed what the triangle left to splitting: on mnist-net_256x2
+  prop_1_0.05, layer 1, all 46 questions the ideal-cut phase left were proven or witnessed
+  in 29.8 s of CPU, against 44.8 s for 44 of them without the cuts (neurons 29 and 45 not
+  proven within 2,500 LPs each, nor before within 6,190); neuron 72 took 266 LPs instead of
+  1,471;
 * the bound is rigorous: weak duality with the solver's row duals evaluated in float64 and
   padded (:func:`exactcomp.highs.lp.lp_min`), plus the solver margin
   :func:`~exactcomp.highs.margins.solver_margin`, as :func:`~exactcomp.bounds.lp.lp_layer_result` adds;
 * per question (neuron ``j``, the sign not yet seen) each open node is split on the unstable,
-  not yet split neuron with the largest score ``|y_chord| * (-l u / (u - l))`` (the dual of its chord row at the node's optimum times
-  the chord's intercept: BaBSR's estimate of what the relaxation adds, read off the LP). On
+  not yet split neuron with the largest score ``|y_chord| * (-l u / (u - l))`` (the dual of
+  its chord row at the node's optimum times the chord's intercept: BaBSR's estimate of what
+  the relaxation adds, read off the LP; with the cuts, the duals of every row bounding ``h``
+  from above). Without the cuts, on
   mnist-net_256x2 prop_1_0.05 (layer 1, neuron 72) it took the bound from 2.15 to 0.37 in 200
   nodes, against 1.45 with the "most infeasible" rule (largest ``h - relu(z)`` at the optimum);
   the question is **proven** when every leaf proves the sign. Nodes are taken depth first
@@ -40,9 +53,10 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
 
 The intermediate bounds of layers ``1..k-1`` (the triangles) are those proven on the whole
 box; they are not re-computed per node (sound, only looser on deep networks). One LP per node
-costs about 3.5 ms of CPU on mnist-net_256x2 (70 unstable ReLUs, 784 inputs), most of it in
-HiGHS' dual simplex; batched linear bounds over many nodes (alpha/beta-CROWN) would be cheaper
-per node but weaker unless their multipliers are optimised.
+costs about 3.5 ms of CPU on mnist-net_256x2 (70 unstable ReLUs, 784 inputs) without the cuts
+and about 5-7 ms with them (dense cut rows), most of it in HiGHS' dual simplex. Strong
+branching (solving both children of the 3 best-scored splits and keeping the best pair) was
+tried on neuron 72 and did worse than the score alone (not proven in 3,000 LPs against 1,471).
 """
 
 from __future__ import annotations
@@ -50,11 +64,12 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 
+from ..bounds.ideal_cuts import add_cut_rows, separate, with_phases
 from ..bounds.interval import Bounds, pad
 from ..bounds.linear import all_finite, finite_prefix_bounds
 from ..bounds.lp import PrefixLP, build_prefix_lp
@@ -73,26 +88,42 @@ RELU_SPLITS = True
 :data:`~exactcomp.bab.split.MAX_INPUTS` inputs)."""
 
 ORDER = "depth"
-"""Node order: ``"depth"`` (the last child first) or ``"best"`` (the weakest bound first)."""
-MAX_NODES_RELU = 2000
+"""Node order: ``"depth"`` (the last child first) or ``"best"`` (the weakest bound first).
+A proof visits every leaf either way: with the cuts, neurons 29 and 45 of mnist-net_256x2
+prop_1_0.05 took the same 1,843 and 1,125 LPs both ways."""
+MAX_NODES_RELU = 3000
 """Node budget (LP solves) of one question's tree in its last pass (:func:`_budgets`). On
-mnist-net_256x2 prop_1_0.05 (layer 1, 46 questions left after the ideal cuts) 44 were
-proven within 1,920 nodes each; the 2 others were not within 6,190 (nor by a 10 s MILP)."""
+mnist-net_256x2 prop_1_0.05 (layer 1, 46 questions left after the ideal cuts, both witnessed
+or proven) the hardest, neurons 29 and 45 (active), took 2,092 and 1,244 LPs with the cuts;
+without them they were not proven within 6,190 (nor by a 10 s MILP)."""
 TOTAL_NODES_RELU = 10_000
 """Node budget of one call (all its questions together): about 35 s of one core at the
 3.5 ms per node measured on mnist-net_256x2, scaled down for larger LPs (:func:`node_budget`).
 A budget of nodes rather than seconds keeps the verdicts independent of the machine's load."""
-REFERENCE_LP_SIZE = 1_204
-"""Rows plus columns of the prefix LP on which :data:`TOTAL_NODES_RELU` was measured
-(mnist-net_256x2 prop_1_0.05, layer 1: 280 rows, 924 columns). A larger LP costs more per
+REFERENCE_LP_SIZE = 1_414
+"""Rows plus columns of the node LP on which :data:`TOTAL_NODES_RELU` was measured
+(mnist-net_256x2 prop_1_0.05, layer 1, on its linear bounds: 420 rows, 994 columns with the
+phase columns and big-M rows of the cuts; 280 and 924 without them). A larger LP costs more per
 node: a call's node budget is scaled by ``REFERENCE_LP_SIZE / (rows + columns)`` (never up;
 :func:`node_budget`), so that the phase keeps to about the same CPU time. On a CIFAR-10-sized
 convolutional network (``python -m benchmarks.cifar``, layer 2: 2,738 rows, 5,288 columns)
 a node took 25 ms, and the 10,000 nodes 254 s for one neuron proven of 5."""
+CUTS = True
+"""Whether the node LP carries a phase column per unstable ReLU and the question's ideal cuts
+(:mod:`exactcomp.bounds.ideal_cuts`); a split then also fixes the phase. Off: the triangle LP
+with split rows of the first version (kept for comparison and for the tests)."""
+CUT_SEPARATIONS = 1
+"""Cut separations per question, at the first nodes whose bound does not settle it (the root
+first); each adds at most one cut per unstable ReLU and is followed by one more solve of that
+node. One, not more: each cut row is dense (up to the width of the previous layer), and on
+mnist-net_256x2 prop_1_0.05 neurons 29 and 45 took 17.1 s of CPU with one separation, 24.1 s
+with two (fewer LPs, 1,630 and 900, each slower)."""
 FIRST = 30
 """Node budget of the first pass."""
-GROWTH = 8
-"""Factor between the budgets of successive passes."""
+GROWTH = 10
+"""Factor between the budgets of successive passes (30, 300, 3,000). With 8 (30, 240,
+1,920, 3,000) neuron 29 of mnist-net_256x2 prop_1_0.05 (2,092 LPs) re-ran 2,190 LPs from
+its root before its last pass; with 10, 330."""
 
 
 class _SplitLP:
@@ -127,8 +158,46 @@ class _SplitLP:
         self.intercept = -lo * hi / (hi - lo) if n else np.zeros(0)
         if self.chord.size != n:  # pragma: no cover - the layout of build_prefix_lp changed
             raise RuntimeError("unexpected prefix LP layout")
+        self.phases = np.zeros(0, dtype=np.int64)
+        if CUTS and n:
+            self.lp, phases = with_phases(self.lp)
+            self.phases = np.concatenate(phases)
+        self.base = self.lp
         self.highs = Lp.from_model(self.lp)
         self.applied = np.zeros(n, dtype=np.int8)  # the splits the HiGHS model holds now
+        self._net, self._tol = net, tol
+        self.separations = 0
+        self._upper: sp.csr_matrix | None = None
+
+    def cut(self, v: np.ndarray) -> bool:
+        """Add the most violated ideal cut of each unstable ReLU at the LP point ``v``
+        (:func:`~exactcomp.bounds.ideal_cuts.separate`), at most :data:`CUT_SEPARATIONS`
+        times per question; True when rows were added. A cut holds on the whole box (every
+        network point satisfies it with its own phase), so it is valid on every node."""
+        if not self.phases.size or self.separations >= CUT_SEPARATIONS:
+            return False
+        self.separations += 1
+        cols, coefs, rhss = separate(self._net, self.lp, self._phase_list(), v, self._tol)
+        if not cols:
+            return False
+        self.lp = add_cut_rows(self.highs, self.lp, cols, coefs, rhss)
+        self._upper = None
+        return True
+
+    def drop_cuts(self) -> None:
+        """Remove the cut rows: each question separates its own."""
+        extra = self.lp.matrix.shape[0] - self.base.matrix.shape[0]
+        if extra:
+            self.highs.delete_rows(self.base.matrix.shape[0], extra)
+        self.lp, self.separations, self._upper = self.base, 0, None
+
+    def _phase_list(self) -> list[np.ndarray]:
+        """The phase columns, one array per layer of unstable ReLUs."""
+        out, at = [], 0
+        for r in self.lp.relus:
+            out.append(self.phases[at : at + r.neurons.size])
+            at += r.neurons.size
+        return out
 
     @property
     def size(self) -> int:
@@ -136,14 +205,32 @@ class _SplitLP:
 
     def score(self, v: np.ndarray, split: np.ndarray) -> np.ndarray:
         """Branching score of each unstable neuron at the last LP optimum ``v``: the dual
-        of its chord row times the chord's intercept at 0, ``-l u / (u - l)`` (what that
-        relaxation can add to the bound; the BaBSR idea read off the LP), ties broken by
-        how far the optimum sits above ``relu(z)``; ``-1`` for the neurons already split."""
+        weight holding its ``h`` down (the chord row's dual; with :data:`CUTS`, the duals of
+        every row bounding ``h`` from above, each times ``h``'s coefficient) times the
+        chord's intercept at 0, ``-l u / (u - l)`` (what that relaxation can add to the
+        bound; the BaBSR idea read off the LP), ties broken by how far the optimum sits
+        above ``relu(z)``; ``-1`` for the neurons already split."""
         y = self.highs.row_duals()
         gap = v[self.h] - np.maximum(v[self.z], 0.0)
-        out = np.abs(y[self.chord]) * self.intercept + 1e-9 * np.maximum(gap, 0.0)
+        if self.phases.size:
+            out = (np.abs(y) @ self._upper_rows()) * self.intercept
+        else:
+            out = np.abs(y[self.chord]) * self.intercept
+        out = out + 1e-9 * np.maximum(gap, 0.0)
         out[split != 0] = -1.0
         return out
+
+    def _upper_rows(self) -> sp.csr_matrix:
+        """Rows x unstable neurons: the coefficient of ``h_i`` in each row that bounds it
+        from above (a ``<=`` row with a positive coefficient; the chord, the phase rows and
+        the cuts), so that ``|y| @ this`` is the dual weight holding each ``h_i`` down."""
+        if self._upper is None:
+            a = self.lp.matrix.tocsc()[:, self.h].tocsr()
+            a.data[a.data < 0.0] = 0.0
+            keep = np.isneginf(self.lp.row_lower).astype(float)
+            keep[self.rows] = 0.0  # the split rows: only closed on split neurons
+            self._upper = sp.diags(keep) @ a
+        return self._upper
 
     def empty(self, lp: PrefixLP, tol: Tolerances) -> bool:
         """True when HiGHS found the node's LP infeasible *and* its dual ray certifies it:
@@ -167,9 +254,15 @@ class _SplitLP:
         cu[self.z[neg]] = np.minimum(cu[self.z[neg]], 0.0)
         cu[self.h[neg]] = 0.0
         ru[self.rows[pos]] = 0.0
+        if self.phases.size:  # the phase of a split neuron is fixed: a = 1 on z >= 0, 0 else
+            cl[self.phases[pos]] = 1.0
+            cu[self.phases[neg]] = 0.0
         changed = np.flatnonzero(split != self.applied)
         if changed.size:
-            cols = np.unique(np.concatenate([self.z[changed], self.h[changed]])).astype(np.int32)
+            parts = [self.z[changed], self.h[changed]]
+            if self.phases.size:
+                parts.append(self.phases[changed])
+            cols = np.unique(np.concatenate(parts)).astype(np.int32)
             self.highs.change_col_bounds(cols, cl[cols], cu[cols])
             rows = self.rows[changed].astype(np.int32)
             rl = np.full(rows.size, -np.inf)
@@ -235,6 +328,7 @@ def prove_signs_relu(
                 again.append((i, j, sign))
                 continue
             res, used, pts = _question(net, slp, k, j, sign, margin, tol, cap, lim)
+            slp.drop_cuts()
             nodes += used
             points += pts
             if res is True:
@@ -289,7 +383,7 @@ def _question(
     max_nodes: int,
     deadline: float | None,
 ) -> tuple[bool | None, int, list[np.ndarray]]:
-    """Best-first search for ``sign * z_kj <= 0`` (``+1``: inactive, ``-1``: active).
+    """Search for a proof of ``sign * z_kj <= 0`` (``+1``: inactive, ``-1``: active).
 
     Returns ``(proven, nodes, witness points)``: ``True`` proven, ``False`` refuted by a
     float64 witness, ``None`` no claim (budget, deadline, a failed LP).
@@ -300,42 +394,70 @@ def _question(
     # minimise -sign * (w h): sign * z = sign * (w h + b) <= -min + sign * b
     cost = np.zeros(lp.matrix.shape[1])
     cost[lp.out_cols[live]] = -sign * w[live]
-    heap: list[tuple[float, int, np.ndarray]] = [(-np.inf, 0, np.zeros(slp.size, np.int8))]
-    count, nodes = 1, 0
-    while heap:
-        if nodes >= max_nodes:
-            return None, nodes, []
-        _, _, split = heap.pop() if ORDER == "depth" else heapq.heappop(heap)
-        node_lp = slp.bounded(split)
-        got = lp_min(slp.highs, node_lp, cost, tol, deadline)
-        nodes += 1
-        if got is None:
-            if slp.empty(node_lp, tol):  # no input satisfies this node's splits
-                continue
-            return None, nodes, []
-        bound, v = got
-        slack = float(pad(np.asarray(abs(b) + abs(bound)), tol)) + margin
-        top = -bound + sign * b + slack  # sign * z_kj <= top on this node
-        if top <= 0.0:
-            continue
+    nodes = 0
+
+    def solve(split: np.ndarray) -> _Node | bool | None:
+        """The node's LP: ``True`` closed (proven or empty), ``None`` no claim, else the node."""
+        nonlocal nodes, cost
+        for again in (True, False):  # a second solve only after new cuts
+            node_lp = slp.bounded(split)
+            if cost.size < node_lp.matrix.shape[1]:
+                cost = np.concatenate([cost, np.zeros(node_lp.matrix.shape[1] - cost.size)])
+            got = lp_min(slp.highs, node_lp, cost, tol, deadline)
+            nodes += 1
+            if got is None:
+                return True if slp.empty(node_lp, tol) else None
+            bound, v = got
+            slack = float(pad(np.asarray(abs(b) + abs(bound)), tol)) + margin
+            top = -bound + sign * b + slack  # sign * z_kj <= top on this node
+            if top <= 0.0:
+                return True
+            if not (again and nodes < max_nodes and slp.cut(v)):
+                break
         x = np.clip(
             v[: net.input_size],
             node_lp.col_lower[: net.input_size],
             node_lp.col_upper[: net.input_size],
         )
-        found = sign_witnesses(net, k, x[None], tol)
+        return _Node(split, top, x, slp.score(v, split))
+
+    root = solve(np.zeros(slp.size, np.int8))
+    if root is True or root is None:
+        return root, nodes, []
+    stack: list[tuple[float, int, _Node]] = [(-root.top, 0, root)]
+    count = 1
+    while stack:
+        _, _, node = stack.pop() if ORDER == "depth" else heapq.heappop(stack)
+        found = sign_witnesses(net, k, node.x[None], tol)
         if (found.pos if sign > 0 else found.neg)[j] >= 0:
-            return False, nodes, [x[None]]
-        score = slp.score(v, split)
-        i = int(np.argmax(score)) if score.size else -1
-        if i < 0 or score[i] <= 0.0:  # nothing left worth splitting here
+            return False, nodes, [node.x[None]]
+        i = int(np.argmax(node.score)) if node.score.size else -1
+        if i < 0 or node.score[i] <= 0.0:  # nothing left worth splitting here
             return None, nodes, []
         for s in (1, -1):
-            child = split.copy()
-            child[i] = s
+            if nodes >= max_nodes:
+                return None, nodes, []
+            split = node.split.copy()
+            split[i] = s
+            child = solve(split)
+            if child is None:
+                return None, nodes, []
+            if child is True:
+                continue
             if ORDER == "depth":
-                heap.append((-top, count, child))
+                stack.append((-child.top, count, child))
             else:
-                heapq.heappush(heap, (-top, count, child))
+                heapq.heappush(stack, (-child.top, count, child))
             count += 1
     return True, nodes, []
+
+
+@dataclass(frozen=True, eq=False)
+class _Node:
+    """An open node: its splits, its bound ``sign * z <= top``, the ``x`` of its LP optimum
+    and the branching scores read off that optimum."""
+
+    split: np.ndarray
+    top: float
+    x: np.ndarray
+    score: np.ndarray

@@ -49,7 +49,7 @@ from .interval import Bounds, pad
 from .linear import all_finite, finite_prefix_bounds
 from .lp import LPLayerResult, PrefixLP, build_prefix_lp
 
-__all__ = ["ideal_cut_layer_result"]
+__all__ = ["add_cut_rows", "ideal_cut_layer_result", "separate", "with_phases"]
 
 _ROUNDS = 4
 """Separation rounds per question. On mnist-net_256x2 prop_1 every neuron the cuts decided
@@ -241,3 +241,10 @@ def _add_rows(
         row_lower=np.concatenate([lp.row_lower, np.full(len(cols), -np.inf)]),
         row_upper=np.concatenate([lp.row_upper, rhs]),
     )
+
+
+# The same formulation in the node LPs of the ReLU-split search (:mod:`exactcomp.bab.relu`),
+# where a split fixes a phase column.
+with_phases = _with_phases
+separate = _separate
+add_cut_rows = _add_rows

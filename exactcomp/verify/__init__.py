@@ -9,16 +9,9 @@ from __future__ import annotations
 
 from .equivalence import verify_equivalence
 from .recheck import recheck_certificates
-from .result import (
-    ClaimFailure,
-    Counterexample,
-    EquivalenceResult,
-    EquivalenceStatus,
-    RecheckResult,
-)
+from .result import Counterexample, EquivalenceResult, EquivalenceStatus, RecheckResult
 
 __all__ = [
-    "ClaimFailure",
     "Counterexample",
     "EquivalenceResult",
     "EquivalenceStatus",

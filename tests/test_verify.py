@@ -12,6 +12,7 @@ import pytest
 from exactcomp.domain import Box
 from exactcomp.errors import InvalidNetworkError, InvalidOptionError
 from exactcomp.network import Layer, Network
+from exactcomp.testing.random_networks import gaussian_mlp as mlp
 from exactcomp.verify import EquivalenceStatus, equivalence, verify_equivalence
 from exactcomp.verify.solve import ObjectiveSolver
 
@@ -20,14 +21,6 @@ EQ, NEQ, UNK = (
     EquivalenceStatus.NOT_EQUIVALENT,
     EquivalenceStatus.UNKNOWN,
 )
-
-
-def mlp(sizes: list[int], seed: int) -> Network:
-    """A random dense MLP (ReLU on every layer but the last)."""
-    rng = np.random.default_rng(seed)
-    ws = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
-    bs = [rng.normal(size=b) * 0.3 for b in sizes[1:]]
-    return Network.from_arrays(ws, bs, dtype="float64")
 
 
 def permuted(net: Network, seed: int) -> Network:

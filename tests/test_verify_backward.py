@@ -17,35 +17,16 @@ import pytest
 from exactcomp.api import load
 from exactcomp.domain import Box
 from exactcomp.io.vnnlib import read_vnnlib
-from exactcomp.network import Layer, Network
+from exactcomp.network import Layer
 from exactcomp.testing.oracle import max_output_difference
+from exactcomp.testing.random_networks import gaussian_mlp as mlp
+from exactcomp.testing.random_networks import perturbed as moved
 from exactcomp.verify import splitting, symbolic
 from exactcomp.verify.backward import relu_relaxation
 from exactcomp.verify.splitting import split_verify
 from exactcomp.verify.symbolic import Pair, difference_bounds
 
 ACAS = Path(__file__).resolve().parents[1] / "models" / "real" / "acasxu"
-
-
-def mlp(sizes: list[int], seed: int) -> Network:
-    rng = np.random.default_rng(seed)
-    ws = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
-    bs = [rng.normal(size=b) * 0.3 for b in sizes[1:]]
-    return Network.from_arrays(ws, bs, dtype="float64")
-
-
-def moved(net: Network, scale: float, seed: int) -> Network:
-    rng = np.random.default_rng(seed)
-    return net.replace_layers(
-        [
-            Layer(
-                layer.weight + scale * rng.normal(size=layer.weight.shape),
-                layer.bias + scale * rng.normal(size=layer.bias.shape),
-                layer.relu,
-            )
-            for layer in net.layers
-        ]
-    )
 
 
 def _bounds(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

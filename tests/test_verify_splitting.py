@@ -25,6 +25,8 @@ from exactcomp.errors import InvalidOptionError
 from exactcomp.io.vnnlib import read_vnnlib
 from exactcomp.network import Layer, Network
 from exactcomp.testing.oracle import grid_check, max_output_difference
+from exactcomp.testing.random_networks import gaussian_mlp as mlp
+from exactcomp.testing.random_networks import perturbed
 from exactcomp.verify import EquivalenceStatus, equivalence, verify_equivalence
 from exactcomp.verify.splitting import split_verify
 from exactcomp.verify.symbolic import Pair, difference_bounds, paired
@@ -35,28 +37,6 @@ EQ, NEQ, UNK = (
     EquivalenceStatus.UNKNOWN,
 )
 ACAS = Path(__file__).resolve().parents[1] / "models" / "real" / "acasxu"
-
-
-def mlp(sizes: list[int], seed: int) -> Network:
-    rng = np.random.default_rng(seed)
-    ws = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
-    bs = [rng.normal(size=b) * 0.3 for b in sizes[1:]]
-    return Network.from_arrays(ws, bs, dtype="float64")
-
-
-def perturbed(net: Network, scale: float, seed: int) -> Network:
-    """Every weight and bias moved by ``scale`` times a standard normal (same architecture)."""
-    rng = np.random.default_rng(seed)
-    return net.replace_layers(
-        [
-            Layer(
-                layer.weight + scale * rng.normal(size=layer.weight.shape),
-                layer.bias + scale * rng.normal(size=layer.bias.shape),
-                layer.relu,
-            )
-            for layer in net.layers
-        ]
-    )
 
 
 def float16(net: Network) -> Network:

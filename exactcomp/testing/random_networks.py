@@ -253,3 +253,27 @@ def _rescale_previous(
         elif rng.random() < 0.1:
             w_next[:, j] = 0.0  # a dead neuron
     return scale
+
+
+def gaussian_mlp(sizes: list[int], seed: int) -> Network:
+    """A float64 MLP of the given widths, weights N(0, 1/fan_in) and biases N(0, 0.09)."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    bs = [rng.normal(size=b) * 0.3 for b in sizes[1:]]
+    return Network.from_arrays(ws, bs, dtype="float64")
+
+
+def perturbed(net: Network, scale: float, seed: int) -> Network:
+    """``net`` with every weight and bias moved by ``scale`` times a standard normal (same
+    architecture): a second network for differential verification."""
+    rng = np.random.default_rng(seed)
+    return net.replace_layers(
+        [
+            Layer(
+                layer.weight + scale * rng.normal(size=layer.weight.shape),
+                layer.bias + scale * rng.normal(size=layer.bias.shape),
+                layer.relu,
+            )
+            for layer in net.layers
+        ]
+    )

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -24,9 +22,10 @@ from exactcomp.bounds import interval_bounds, linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
 from exactcomp.stability import stable_neurons
+from exactcomp.testing.adversarial import false_claim
 from exactcomp.testing.oracle import exact_preactivation_ranges
 from exactcomp.tolerances import DEFAULT
-from exactcomp.verdicts import Proof, StabilityReport, Verdict
+from exactcomp.verdicts import Proof, Verdict
 from exactcomp.verify import recheck_certificates
 
 BOX = Box(np.array([-1.0]), np.array([1.0]))
@@ -84,13 +83,7 @@ def test_recheck_does_not_reprove_a_false_claim() -> None:
     """The kink neuron claimed ACTIVE (false: ``z = -0.1`` at ``x = 0``): the re-check's own
     search proves nothing for it, and the MILP refutes it with an input."""
     net = kink_net()
-    rep = stable_neurons(net, BOX, jobs=1)
-    ls = rep.for_layer(1)
-    verdict = ls.verdict.copy()
-    verdict[0] = Verdict.ACTIVE
-    bad = StabilityReport(
-        (rep.layers[0], dataclasses.replace(ls, verdict=verdict)), rep.witnesses, rep.stats
-    )
+    bad = false_claim(stable_neurons(net, BOX, jobs=1), 1, 0, Verdict.ACTIVE)
     res = recheck_certificates(net, bad, BOX, time_limit=30)
     assert not res.ok and res.checked["bab"] == 0
     assert [(f.layer, f.neuron, f.refuted) for f in res.failures] == [(1, 0, True)]

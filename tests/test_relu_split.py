@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -25,9 +23,10 @@ from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
 from exactcomp.stability import stable_neurons
 from exactcomp.stability.phases import from_bounds
+from exactcomp.testing.adversarial import false_claim
 from exactcomp.testing.oracle import exact_analysis
 from exactcomp.testing.random_networks import random_network
-from exactcomp.verdicts import Proof, StabilityReport, Verdict
+from exactcomp.verdicts import Proof, Verdict
 from exactcomp.verify import recheck_certificates
 
 PAD = 6  # inputs with zero weights, so that the network has more than MAX_INPUTS inputs
@@ -128,13 +127,7 @@ def test_recheck_does_not_reprove_a_false_claim() -> None:
     """The vee neuron claimed ACTIVE (false: ``z = -2.5`` at ``x = 0``): the re-check's own
     ReLU-split search proves nothing for it, and the claim fails."""
     net = vee_net()
-    rep = stable_neurons(net, BOX, jobs=1)
-    ls = rep.for_layer(1)
-    verdict = ls.verdict.copy()
-    verdict[0] = Verdict.ACTIVE
-    bad = StabilityReport(
-        (rep.layers[0], dataclasses.replace(ls, verdict=verdict)), rep.witnesses, rep.stats
-    )
+    bad = false_claim(stable_neurons(net, BOX, jobs=1), 1, 0, Verdict.ACTIVE)
     res = recheck_certificates(net, bad, BOX, time_limit=30)
     assert not res.ok and res.checked["relu_split"] == 0
     assert [(f.layer, f.neuron) for f in res.failures] == [(1, 0)]

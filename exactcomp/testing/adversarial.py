@@ -23,10 +23,13 @@ from ``numpy.random.default_rng(seed)``: same seed, same case.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..domain import Box
 from ..network import Layer, Network
+from ..verdicts import StabilityReport, Verdict
 from .random_networks import Case, IntRange, draw, random_network, tie_bias
 
 __all__ = ["dyadic_box", "near_dependent_case", "near_duplicate_case"]
@@ -167,3 +170,17 @@ def _active_bias(rng: np.random.Generator, row: np.ndarray, box: Box) -> float:
     dyadic), so the neuron is clearly stably active."""
     lo = float(np.sum(np.minimum(row * box.lower, row * box.upper)))
     return -lo + float(rng.integers(1, 9)) / 4
+
+
+def false_claim(
+    report: StabilityReport, layer: int, neuron: int, verdict: Verdict
+) -> StabilityReport:
+    """``report`` with the verdict of one neuron replaced: a tampered certificate, for tests
+    that the re-check refuses a claim it cannot prove."""
+    ls = report.for_layer(layer)
+    verdicts = ls.verdict.copy()
+    verdicts[neuron] = verdict
+    layers = tuple(
+        dataclasses.replace(ls, verdict=verdicts) if x is ls else x for x in report.layers
+    )
+    return StabilityReport(layers, report.witnesses, report.stats)

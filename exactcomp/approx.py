@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +287,7 @@ def compress_lossy(
     domain: Any,
     tol: float,
     *,
-    time_limit: float = 60.0,
+    time_limit: float = 90.0,
     data: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     tighten_seconds: float = TIGHTEN_SECONDS,
@@ -296,17 +296,15 @@ def compress_lossy(
     """Prune ``model`` beyond exactness while ``max |f - g| <= tol`` stays proven on ``domain``
     (:func:`exactcomp.rewrite.lossy.search`), then drop the neurons left without effect.
     ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
-    ``lp_seconds``: the joint LP's budget for the final claim."""
+    ``lp_seconds``: the budget of one joint-LP proof (the search spends the slack the LP shows
+    over the symbolic bound, and the claim is the LP or symbolic proof of the final network,
+    the smaller); ``time_limit`` the search's, LP proofs included."""
     t0 = time.perf_counter()
     tol = check_tol(tol)
     f = load(model)
     boxes = bind_domain(domain, f)
     charger = Charger(f, boxes, tighten_seconds=tighten_seconds)
-    out = search(f, boxes, tol, charger, time_limit=time_limit)
-    if lp_seconds > 0 and out.proven > 0:  # the claim: the tighter of the two proofs
-        out = replace(
-            out, proven=min(out.proven, charger.proven(out.network, lp_seconds=lp_seconds))
-        )
+    out = search(f, boxes, tol, charger, time_limit=time_limit, lp_seconds=lp_seconds)
     g = drop_unused_grids(out.network, [None] * len(out.network.layers))[0]
     sampled = sampled_max_difference(f, out.network, boxes)
     doc = _report(
@@ -323,6 +321,7 @@ def compress_lossy(
         bytes_float32=4 * f.num_parameters,
         command="compress",
         proofs=out.proofs,
+        lp_rounds=out.rounds,
     )
     return LossyResult(f, g, None, out.proven, sampled, doc, out.network)
 

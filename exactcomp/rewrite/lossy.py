@@ -37,6 +37,8 @@ from ..domain import Box
 from ..network import Layer, Network
 
 PROBE_SHARE = 0.05  # the share of a layer's candidates in its amplification probe
+SYMBOLIC_SHARE = 0.5  # with LP proofs: the share of the time of the symbolic greedy first
+RATIO_SLACK = 0.01  # LP / symbolic above 1 - this: no slack worth spending
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class LossyOutcome:
     accepted: list[Candidate]
     proofs: int
     layers: list[dict] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)  # the LP-slack rounds (_spend_proof)
 
 
 def relu_ranges(f: Network, charger) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -132,13 +135,22 @@ def _is_float32(f: Network) -> bool:
 
 
 def search(
-    f: Network, boxes: Sequence[Box], eps: float, charger, *, time_limit: float = 60.0
+    f: Network,
+    boxes: Sequence[Box],
+    eps: float,
+    charger,
+    *,
+    time_limit: float = 60.0,
+    lp_seconds: float = 0.0,
 ) -> LossyOutcome:
     """Greedy certified pruning of ``f`` within ``eps`` (see the module docstring).
 
     ``charger``: the proof engine, an :class:`exactcomp.verify.charge.Charger` of ``f`` on
-    ``boxes`` (passed in: rewrite passes sit below verify)."""
-    t_end = time.perf_counter() + time_limit
+    ``boxes`` (passed in: rewrite passes sit below verify). ``lp_seconds`` > 0: the budget of
+    one joint-LP proof, and the search spends the slack it shows (:func:`_spend_proof`);
+    ``time_limit`` covers everything, the LP proofs included."""
+    t0 = time.perf_counter()
+    t_end = t0 + time_limit
     ranges = relu_ranges(f, charger)
     cands = candidates(f, ranges, boxes)
     base = apply(f, [], ranges)
@@ -149,34 +161,97 @@ def search(
     score = np.array([c.local * factors[_layer(c)] / c.saved for c in cands])
     order = [cands[i] for i in np.argsort(score, kind="stable")]
 
-    def ok(chosen: list[Candidate]) -> float | None:
-        bound = charger.proven(apply(f, chosen, ranges))
-        return bound if bound <= eps else None
+    def ok(chosen: list[Candidate]) -> bool:
+        return charger.proven(apply(f, chosen, ranges)) <= eps
 
     # the longest proven prefix, by bisection (each probe is one proof of the whole)
+    sym_end = t0 + SYMBOLIC_SHARE * time_limit if lp_seconds > 0 else t_end
     lo, hi = 0, len(order)
-    while lo < hi and time.perf_counter() < t_end:
+    while lo < hi and time.perf_counter() < sym_end:
         mid = (lo + hi + 1) // 2
-        b = ok(order[:mid])
-        if b is not None:
+        if ok(order[:mid]):
             lo = mid
         else:
             hi = mid - 1
     accepted = list(order[:lo])
-    # the rest in shrinking blocks
-    rest = order[lo + 1 :]
+    extra, rest = _blocks(accepted, order[lo + 1 :], ok, sym_end)
+    accepted += extra
+    rest = order[lo : lo + 1] + rest  # the one the bisection stopped at: retried with slack
+    final = apply(f, accepted, ranges)
+    proven = charger.proven(final)  # the claim: one proof of the original vs the final network
+    rounds: list[dict] = []
+    if lp_seconds > 0 and proven > 0:
+        accepted, proven, rounds = _spend_proof(
+            f, accepted, rest, ranges, charger, eps, lp_seconds, t_end
+        )
+        final = apply(f, accepted, ranges)
+    facts = _layer_facts(f, accepted, factors)
+    return LossyOutcome(final, proven, accepted, charger.calls, facts, rounds)
+
+
+def _blocks(accepted, rest, ok, t_end) -> tuple[list[Candidate], list[Candidate]]:
+    """Candidates of ``rest`` added to ``accepted`` in shrinking blocks, each kept if
+    ``ok(accepted + kept + block)``; returns the kept ones (in order) and those not kept."""
+    kept: list[Candidate] = []
+    dropped: list[Candidate] = []
     block = max(len(rest) // 8, 1)
     while rest and time.perf_counter() < t_end:
         head, rest = rest[:block], rest[block:]
-        b = ok(accepted + head)
-        if b is not None:
-            accepted += head
+        if ok(accepted + kept + head):
+            kept += head
         elif block > 1:  # retry the failed block in smaller ones; a single failure is dropped
             rest = head + rest
             block = max(block // 4, 1)
-    final = apply(f, accepted, ranges)
-    proven = charger.proven(final)  # the claim: one proof of the original vs the final network
-    return LossyOutcome(final, proven, accepted, charger.calls, _layer_facts(f, accepted, factors))
+        else:
+            dropped += head
+    return kept, dropped + rest
+
+
+def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
+    r"""Spend the slack of the joint-LP proof: the search accepts by the symbolic bound, which
+    the LP proves to be :math:`\rho` times too large (measured on the current network,
+    :math:`\rho = \text{LP} / \text{symbolic}`). Candidates are then accepted while the
+    symbolic bound stays within :math:`\varepsilon / \rho`, the result is proven by the LP,
+    and if that proof exceeds :math:`\varepsilon` the added candidates are bisected back (the
+    longest prefix the LP proves). Repeated while time is left. Every state returned is proven
+    within ``eps`` by one proof (LP or symbolic, the smaller) of the whole network; the ratio
+    only chooses what to try. Returns ``(accepted, proven, rounds)``."""
+
+    def strong(chosen):
+        left = min(lp_seconds, t_end - time.perf_counter())
+        return charger.proven(apply(f, chosen, ranges), lp_seconds=max(left, 1e-3))
+
+    proven = strong(accepted)
+    rounds = []
+    while rest and time.perf_counter() < t_end:
+        sym = charger.proven(apply(f, accepted, ranges))
+        ratio = proven / sym if sym > 0 else 1.0
+        if ratio >= 1.0 - RATIO_SLACK:
+            break
+        target = eps / ratio
+        # the symbolic greedy gets half of what is left, the LP proofs the rest
+        block_end = time.perf_counter() + (t_end - time.perf_counter()) / 2
+        extra, rest = _blocks(
+            accepted, rest, lambda c, t=target: charger.proven(apply(f, c, ranges)) <= t, block_end
+        )
+        if not extra:
+            break
+        got = strong(accepted + extra)
+        lo, hi, best = 0, len(extra), proven
+        if got <= eps:
+            lo, best = hi, got
+        while hi - lo > 1 and time.perf_counter() < t_end:  # the longest prefix the LP proves
+            mid = (lo + hi) // 2
+            b = strong(accepted + extra[:mid])
+            if b <= eps:
+                lo, best = mid, b
+            else:
+                hi = mid
+        rounds.append({"ratio": ratio, "symbolic_target": target, "tried": len(extra), "kept": lo})
+        accepted, proven = accepted + extra[:lo], best
+        if lo < len(extra):
+            break  # the ratio was too optimistic here: stop with the longest proven prefix
+    return accepted, proven, rounds
 
 
 def _layer(c: Candidate) -> int:

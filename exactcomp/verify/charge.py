@@ -15,6 +15,9 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   With ``lp_seconds`` > 0, the joint LP of ``f`` and ``g``
   (:func:`exactcomp.verify.difflp.lp_difference_bounds`) tightens each output's bound further
   (one LP per output and sign: seconds, so for a final claim, not inside a search loop).
+  With ``bab_seconds`` > 0, branch and bound on ``f``'s ReLU phases inside that LP
+  (:func:`exactcomp.verify.diffbab.bab_difference_bounds`, whose root is the joint LP)
+  instead, for ``lp_seconds + bab_seconds``.
 * :func:`sampled_max_difference` is a lower bound: the largest difference seen on uniform
   points, near-vertex points, the centre and after a projected gradient ascent from the worst
   of them (:func:`exactcomp.verify.falsify.ascend`).
@@ -35,6 +38,7 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from . import falsify
+from .diffbab import bab_difference_bounds
 from .difflp import lp_difference_bounds
 from .splitting import split_verify
 from .symbolic import Pair, comparable, difference_bounds
@@ -73,11 +77,14 @@ class Charger:
         split_seconds: float = 0.0,
         target: float = 0.0,
         lp_seconds: float = 0.0,
+        bab_seconds: float = 0.0,
     ) -> float:
         r"""A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
 
         ``split_seconds`` > 0 lets input splitting (low input dimension only) tighten it,
-        aiming at ``target`` (the tolerance to prove); ``lp_seconds`` > 0 the joint LP."""
+        aiming at ``target`` (the tolerance to prove); ``lp_seconds`` > 0 the joint LP;
+        ``bab_seconds`` > 0 branch and bound in the joint LP (sides at most ``target`` are
+        not split)."""
         if not comparable(self.f, g):
             raise ValueError("lossy changes must keep the architecture (layer shapes and ReLUs)")
         self.calls += 1
@@ -89,9 +96,13 @@ class Charger:
             per_output = _symbolic(pair, g, box)
             if other is not None:
                 per_output = np.minimum(per_output, _symbolic(other, g, box))
-            if lp_seconds > 0 and per_output.max(initial=0.0) > target:
-                share = lp_seconds / len(self.boxes)
-                lp = lp_difference_bounds(dataclasses.replace(pair, g=g), box, share)
+            if lp_seconds + bab_seconds > 0 and per_output.max(initial=0.0) > target:
+                share = (lp_seconds + bab_seconds) / len(self.boxes)
+                paired = dataclasses.replace(pair, g=g)
+                if bab_seconds > 0:
+                    lp = bab_difference_bounds(paired, box, share, target=target).bounds
+                else:
+                    lp = lp_difference_bounds(paired, box, share)
                 per_output = np.minimum(per_output, lp)
             bound = float(max(per_output.max(initial=0.0), 0.0))
             if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and bound > target:

@@ -153,7 +153,31 @@ def _coupling(rows: _Rows, hf, hg, zf, zg, dl: float, du: float, tol: Tolerances
 def build_joint_lp(
     pair: Pair, box: Box, deadline: float | None = None
 ) -> tuple[PrefixLP, list[int], list[int]]:
-    """The LP of the module docstring, and the columns of ``h^f_{L-1}`` and ``h^g_{L-1}``.
+    """The LP of the module docstring, and the columns of ``h^f_{L-1}`` and ``h^g_{L-1}``
+    (see :func:`joint_lp`)."""
+    lp, cols = joint_lp(pair, box, layer_differences(pair, box), deadline)
+    return lp, cols[-1].hf, cols[-1].hg
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerColumns:
+    """The LP columns of one hidden layer: ``z^f, z^g`` and ``h^f, h^g`` per neuron (``h`` is
+    ``z``'s own column for an active or non-ReLU neuron)."""
+
+    zf: list[int]
+    zg: list[int]
+    hf: list[int]
+    hg: list[int]
+
+
+def joint_lp(
+    pair: Pair,
+    box: Box,
+    diffs: list[tuple[np.ndarray, np.ndarray]],
+    deadline: float | None = None,
+) -> tuple[PrefixLP, list[LayerColumns]]:
+    """The LP of the module docstring on ``f``'s bounds ``pair.root`` and the difference
+    bounds ``diffs`` (:func:`layer_differences`), and its columns layer by layer.
 
     Before a hidden layer ``k >= 1``'s ReLUs are added, until ``deadline`` (``time.monotonic``),
     its bounds :math:`[\\underline{d}_k, \\overline{d}_k]` are tightened by the LP built so far
@@ -161,8 +185,8 @@ def build_joint_lp(
     chords of layer ``k`` then are those of the tighter range. Neurons not reached keep the
     symbolic bounds."""
     f, g, tol = pair.f, pair.g, pair.tol
-    diffs = layer_differences(pair, box)
     rows = _Rows()
+    cols: list[LayerColumns] = []
     hf = hg = [rows.col(a, b) for a, b in zip(box.lower, box.upper, strict=True)]
     for k in range(len(f.layers) - 1):
         lf_, lg_ = f.layers[k], g.layers[k]
@@ -194,7 +218,8 @@ def build_joint_lp(
             nf.append(af)
             ng.append(ag)
         hf, hg = nf, ng
-    return rows.lp(), hf, hg
+        cols.append(LayerColumns(zf, zg, hf, hg))
+    return rows.lp(), cols
 
 
 def _tighten_differences(rows: _Rows, zf, zg, dl, du, low, up, tol, deadline) -> None:
@@ -235,25 +260,44 @@ def lp_difference_bounds(
     start = time.monotonic()
     seconds = max(float(seconds), 0.0)
     deadline = start + seconds
-    f, g, tol = pair.f, pair.g, pair.tol
     lp, hf, hg = build_joint_lp(pair, box, start + diff_share * seconds if diff_share else None)
     h = Lp.from_model(lp)
     out = np.full(len(pair.outputs), np.inf)
-    last_f, last_g = f.layers[-1], g.layers[-1]
     for o, i in enumerate(pair.outputs):
-        db = float(last_g.bias[i]) - float(last_f.bias[i])
         worst = 0.0
-        for sign in (1.0, -1.0):  # min of sign * (g_i - f_i)
-            cost = np.zeros(lp.matrix.shape[1])
-            np.add.at(cost, hg, sign * last_g.weight[i])
-            np.add.at(cost, hf, -sign * last_f.weight[i])
-            got = lp_min(h, lp, cost, tol, deadline)
+        for sign in (1.0, -1.0):
+            got = side_bound(h, lp, pair, hf, hg, i, sign, deadline)
             if got is None:
                 worst = np.inf
                 break
-            low = got[0] + sign * db
-            scale = float(np.abs(cost) @ np.maximum(-lp.col_lower, lp.col_upper))
-            margin = float(pad(np.asarray(abs(db) + abs(got[0])), tol)) + solver_margin(tol, scale)
-            worst = max(worst, -(low - margin))  # max of -sign (g_i - f_i) <= -(min)
+            worst = max(worst, got[0])
         out[o] = worst
     return out
+
+
+def side_bound(
+    h: Lp,
+    lp: PrefixLP,
+    pair: Pair,
+    hf: list[int],
+    hg: list[int],
+    i: int,
+    sign: float,
+    deadline: float | None,
+) -> tuple[float, np.ndarray] | None:
+    r"""A sound bound of :math:`\max -\mathrm{sign}\,(g_i - f_i)` over the LP ``lp`` (held by
+    ``h``; ``hf, hg`` the columns of the last hidden layers) and the LP's optimum, or ``None``
+    when the solve is not optimal: the weak-duality bound of ``min sign (g_i - f_i)``, less the
+    solver margin, negated."""
+    last_f, last_g, tol = pair.f.layers[-1], pair.g.layers[-1], pair.tol
+    db = float(last_g.bias[i]) - float(last_f.bias[i])
+    cost = np.zeros(lp.matrix.shape[1])
+    np.add.at(cost, hg, sign * last_g.weight[i])
+    np.add.at(cost, hf, -sign * last_f.weight[i])
+    got = lp_min(h, lp, cost, tol, deadline)
+    if got is None:
+        return None
+    low = got[0] + sign * db
+    scale = float(np.abs(cost) @ np.maximum(-lp.col_lower, lp.col_upper))
+    margin = float(pad(np.asarray(abs(db) + abs(got[0])), tol)) + solver_margin(tol, scale)
+    return max(-(low - margin), 0.0), got[1]

@@ -105,12 +105,13 @@ def _branch(pair: Pair, cols: list[LayerColumns], values: np.ndarray, i: int):
 
 
 def bab_difference_bounds(
-    pair: Pair, box: Box, seconds: float, *, target: float = 0.0
+    pair: Pair, box: Box, seconds: float, *, target: float = 0.0, max_nodes: int | None = None
 ) -> BabBounds:
     """Per output ``i`` of ``pair.outputs``, a sound bound of ``max_x |g_i(x) - f_i(x)|`` on
     ``box`` (the root box of ``pair``) by best-first branch and bound on ``f``'s ReLU phases
     (module docstring) within ``seconds``; a side whose bound is at most ``target`` is not
-    split further."""
+    split further; ``max_nodes`` caps the node LPs solved (a count, so that a result does not
+    depend on the machine's load)."""
     deadline = time.monotonic() + max(float(seconds), 0.0)
     diffs = layer_differences(pair, box)
     outs = list(pair.outputs)
@@ -131,7 +132,8 @@ def bab_difference_bounds(
             heapq.heappush(heap, (-got[0], next(tie), o, s, {}, where))
     root = side.max(axis=1)
     leaves: dict[tuple[int, int], list[float]] = {}  # closed leaves per side
-    while heap and time.monotonic() < deadline:
+    cap = np.inf if max_nodes is None else max_nodes
+    while heap and time.monotonic() < deadline and nodes < cap:
         neg, _, o, s, fixed, where = heapq.heappop(heap)
         if where is None or -neg <= target:
             leaves.setdefault((o, s), []).append(-neg)

@@ -192,8 +192,9 @@ def plot(rows: Sequence[dict], path: Path) -> None:
 def soak(n: int, seed: int = 0) -> dict:
     """Random tiny networks (2-3 inputs, two hidden layers of 3-7), each with one random lossy
     edit (quantisation to 8/4/3/2/ternary bits, proven with or without LP-tightened bounds of
-    ``f``, by the symbolic bound and the joint LP or by input splitting; or ``compress --tol``,
-    whose claim is the tighter of the two): the exact ``max |f - g|``
+    ``f``, by the symbolic bound and the joint LP, branch and bound in it, or input splitting;
+    or ``compress --tol``, whose search spends the LP's slack and whose claim is the tighter of
+    the two): the exact ``max |f - g|``
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
     from exactcomp.testing import max_output_difference
 
@@ -214,7 +215,9 @@ def soak(n: int, seed: int = 0) -> dict:
             g = api.quantize_network(f, bits).network
             tighten = 1.0 if case % 2 else 0.0  # LP-tightened bounds of f on every other case
             charger = api.Charger(f, [box], tighten_seconds=tighten)
-            if case % 4 < 2:  # the joint LP alone (no splitting to hide it behind)
+            if case % 8 == 1:  # branch and bound on f's phases in the joint LP
+                proven = charger.proven(g, bab_seconds=2.0)
+            elif case % 4 < 2:  # the joint LP alone (no splitting to hide it behind)
                 proven = charger.proven(g, lp_seconds=5.0)
             else:
                 proven = charger.proven(g, split_seconds=1.0)

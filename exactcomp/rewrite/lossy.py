@@ -213,24 +213,31 @@ def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
     :math:`\rho = \text{LP} / \text{symbolic}`). Candidates are then accepted while the
     symbolic bound stays within :math:`\varepsilon / \rho`, the result is proven by the LP,
     and if that proof exceeds :math:`\varepsilon` the added candidates are bisected back (the
-    longest prefix the LP proves). Repeated while time is left. Every state returned is proven
-    within ``eps`` by one proof (LP or symbolic, the smaller) of the whole network; the ratio
-    only chooses what to try. Returns ``(accepted, proven, rounds)``."""
+    longest prefix the LP proves); from then on (or when :math:`\rho` shows no slack) the
+    greedy goes on at :math:`\varepsilon` itself. Time is kept for one last LP proof (as long
+    as the first one took). Every state returned is proven within ``eps`` by one proof (LP or
+    symbolic, the smaller) of the whole network; the ratio only chooses what to try. Returns
+    ``(accepted, proven, rounds)``."""
 
     def strong(chosen):
         left = min(lp_seconds, t_end - time.perf_counter())
         return charger.proven(apply(f, chosen, ranges), lp_seconds=max(left, 1e-3))
 
+    t = time.perf_counter()
     proven = strong(accepted)
-    rounds = []
-    while rest and time.perf_counter() < t_end:
+    lp_wall = time.perf_counter() - t
+    rounds, optimistic = [], True
+    while rest and time.perf_counter() < t_end - lp_wall:
+        now = time.perf_counter()
         sym = charger.proven(apply(f, accepted, ranges))
         ratio = proven / sym if sym > 0 else 1.0
-        if ratio >= 1.0 - RATIO_SLACK:
-            break
-        target = eps / ratio
-        # the symbolic greedy gets half of what is left, the LP proofs the rest
-        block_end = time.perf_counter() + (t_end - time.perf_counter()) / 2
+        target = eps / ratio if optimistic and ratio < 1.0 - RATIO_SLACK else eps
+        # with slack, the symbolic greedy gets half of what is left (the LP bisection the
+        # rest); without, all but one LP proof
+        if target > eps:
+            block_end = now + (t_end - now - lp_wall) / 2
+        else:
+            block_end = t_end - 1.5 * lp_wall
         extra, rest = _blocks(
             accepted, rest, lambda c, t=target: charger.proven(apply(f, c, ranges)) <= t, block_end
         )
@@ -249,8 +256,8 @@ def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
                 hi = mid
         rounds.append({"ratio": ratio, "symbolic_target": target, "tried": len(extra), "kept": lo})
         accepted, proven = accepted + extra[:lo], best
-        if lo < len(extra):
-            break  # the ratio was too optimistic here: stop with the longest proven prefix
+        if lo < len(extra):  # the ratio over-promised here: go on at eps, retrying the rest
+            optimistic, rest = False, extra[lo:] + rest
     return accepted, proven, rounds
 
 

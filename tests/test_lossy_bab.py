@@ -13,7 +13,8 @@ import pytest
 
 from exactcomp.domain import Box
 from exactcomp.network import Network
-from exactcomp.rewrite.lossy import Candidate, _spend_proof, apply
+from exactcomp.rewrite import lossy
+from exactcomp.rewrite.lossy import Candidate
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
@@ -91,11 +92,13 @@ class _Proofs:
         return s
 
 
-def test_search_spends_the_lp_slack_and_bisects_back_to_a_proven_prefix():
+@pytest.mark.parametrize("steps", [3, 100])
+def test_search_spends_the_lp_slack_and_bisects_back_to_a_proven_prefix(monkeypatch, steps):
     """Weights zeroed smallest first: the symbolic greedy stops at sum ``<= 1``; the LP shows
     a ratio of 1/2, so candidates up to ``s = 2`` are tried, the LP refuses them (``s > 1.2``)
-    and the longest prefix it proves (``s <= 1.2``) is kept: the final claim is that LP proof
-    of the whole, never the ratio times the symbolic bound."""
+    and a prefix it proves (``s <= 1.2``; the longest one with enough bisection steps) is
+    kept: the claim is that LP proof of the whole, never the ratio times the symbolic bound."""
+    monkeypatch.setattr(lossy, "BISECT_STEPS", steps)
     f = _net(0, (2, 8, 8, 2))
     w = f.layers[1].weight
     order = sorted(
@@ -105,15 +108,17 @@ def test_search_spends_the_lp_slack_and_bisects_back_to_a_proven_prefix():
     cum = np.cumsum([c.local for c in order])
     first = int((cum <= 1.0).sum())
     proofs = _Proofs(f)
-    accepted, proven, rounds = _spend_proof(
+    accepted, proven, rounds = lossy._spend_proof(
         f, order[:first], order[first:], None, proofs, 1.0, 1.0, time.perf_counter() + 600
     )
-    want = int((cum <= 1.2).sum())
-    assert len(accepted) == want > first
-    assert accepted == order[:want]
-    assert proven == pytest.approx(cum[want - 1] / 2) and proven <= 1.0
-    assert proofs.proven(apply(f, accepted, None), lp_seconds=1.0) == proven
-    assert rounds[0]["ratio"] == pytest.approx(0.5) and rounds[0]["kept"] == want - first
+    longest = int((cum <= 1.2).sum())
+    n = len(accepted)
+    assert first < n <= longest and accepted == order[:n]
+    if steps == 100:
+        assert n == longest
+    assert proven == pytest.approx(cum[n - 1] / 2) and proven <= 1.0
+    assert proofs.proven(lossy.apply(f, accepted, None), lp_seconds=1.0) == proven
+    assert rounds[0]["ratio"] == pytest.approx(0.5) and rounds[0]["kept"] == n - first
 
 
 def test_spent_search_is_proven_against_the_oracle():

@@ -39,6 +39,7 @@ from ..network import Layer, Network
 PROBE_SHARE = 0.05  # the share of a layer's candidates in its amplification probe
 SYMBOLIC_SHARE = 0.5  # with LP proofs: the share of the time of the symbolic greedy first
 RATIO_SLACK = 0.01  # LP / symbolic above 1 - this: no slack worth spending
+BISECT_STEPS = 3  # LP proofs per bisection back (each takes seconds on the digits model)
 
 
 @dataclass(frozen=True)
@@ -213,11 +214,11 @@ def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
     :math:`\rho = \text{LP} / \text{symbolic}`). Candidates are then accepted while the
     symbolic bound stays within :math:`\varepsilon / \rho`, the result is proven by the LP,
     and if that proof exceeds :math:`\varepsilon` the added candidates are bisected back (the
-    longest prefix the LP proves); from then on (or when :math:`\rho` shows no slack) the
-    greedy goes on at :math:`\varepsilon` itself. Time is kept for one last LP proof (as long
-    as the first one took). Every state returned is proven within ``eps`` by one proof (LP or
-    symbolic, the smaller) of the whole network; the ratio only chooses what to try. Returns
-    ``(accepted, proven, rounds)``."""
+    longest prefix the LP proves, to within :data:`BISECT_STEPS` halvings); from then on (or
+    when :math:`\rho` shows no slack) the greedy goes on at :math:`\varepsilon` itself. Time
+    is kept for one last LP proof (as long as the first one took). Every state returned is
+    proven within ``eps`` by one proof (LP or symbolic, the smaller) of the whole network; the
+    ratio only chooses what to try. Returns ``(accepted, proven, rounds)``."""
 
     def strong(chosen):
         left = min(lp_seconds, t_end - time.perf_counter())
@@ -247,7 +248,9 @@ def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
         lo, hi, best = 0, len(extra), proven
         if got <= eps:
             lo, best = hi, got
-        while hi - lo > 1 and time.perf_counter() < t_end:  # the longest prefix the LP proves
+        steps = 0  # the longest prefix the LP proves, within BISECT_STEPS proofs
+        while hi - lo > 1 and steps < BISECT_STEPS and time.perf_counter() < t_end:
+            steps += 1
             mid = (lo + hi) // 2
             b = strong(accepted + extra[:mid])
             if b <= eps:

@@ -133,3 +133,30 @@ def test_spent_search_is_proven_against_the_oracle():
     assert max_output_difference(f, pruned, BOX).value <= res.proven + 1e-9
     assert res.report["parameters_after"] < res.report["parameters_before"]
     assert "lp_rounds" in res.report
+
+
+def test_bab_time_out_returns_the_max_over_open_leaves(monkeypatch):
+    """On a fake clock each node LP "takes" 1 s: a 3.5 s budget stops the search after two
+    splits (the last children solved past the deadline keep their parent's bound), and the
+    claim is still the max over the leaves: never below the exact value, never above the
+    root's."""
+    from exactcomp.testing.clock import FakeClock
+    from exactcomp.verify import diffbab
+
+    clock = FakeClock().install(monkeypatch)
+    real = diffbab._solve
+
+    def slow(*args):
+        out = real(*args)
+        clock.advance(1.0)
+        return out
+
+    monkeypatch.setattr(diffbab, "_solve", slow)
+    f = _net(1, (2, 6, 6, 2))
+    g = quantize_network(f, [4] * 3).network
+    pair = Pair.prepare(f, g, BOX, range(2))
+    bab = diffbab.bab_difference_bounds(pair, BOX, 3.5)
+    exact = max_output_difference(f, g, BOX).value
+    assert 4 < bab.nodes <= 4 + 4
+    assert exact <= bab.bounds.max() + 1e-9
+    assert (bab.bounds <= bab.root + 1e-12).all()

@@ -35,6 +35,7 @@ CLOCKED = (
     "exactcomp.stability.layer",
     "exactcomp.stability.phases",
     "exactcomp.verify.charge",
+    "exactcomp.verify.diffbab",
     "exactcomp.verify.differential",
     "exactcomp.verify.difflp",
     "exactcomp.verify.equivalence",

@@ -126,6 +126,8 @@ def load_onnx(
         "input_dtype": lowered.input_dtype,
         "compute_dtype": lowered.compute_dtype,
     }
+    if any(lowered.carried):
+        meta["carried"] = list(lowered.carried)  # a DAG read as a chain: onnx_skip
     dtype = initializer_dtype(model, lowered.input_dtype)
     if dtype not in ("float32", "float64"):
         dtype = lowered.compute_dtype  # FLOAT16 weights: save in the type the graph computes in

@@ -231,3 +231,50 @@ def test_carry_neurons_are_proven_stable_and_compress_keeps_the_function(tmp_pat
     assert result.network.num_neurons <= net.num_neurons
     x = probe_points(box, 200, np.random.default_rng(1))
     np.testing.assert_allclose(result.network.forward(x), net.forward(x), rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- writing
+def _params(path) -> int:
+    m = onnx.load(str(path))
+    return sum(int(np.prod(t.dims)) for t in m.graph.initializer if t.data_type == 1)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_compress_writes_a_dag_no_larger_and_equal(tmp_path, conv):
+    """The chain pays for its carry neurons, the graph does not: when the chain rewrite is
+    not smaller, the source graph is written unchanged (``report["structure"]`` says so)."""
+    from exactcomp import cli
+
+    if conv:
+        nodes, inits, shape, out = CONV_BLOCK, _conv_inits(2, 3), [1, 2, 4, 4], [1, 2]
+    else:
+        nodes, inits, shape, out = ONE_BLOCK, ONE_INITS, [1, 3], [1, 2]
+    src, dst = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(_model(nodes, inits, shape, out, TensorProto.FLOAT), str(src))
+    args = ["compress", str(src), "-o", str(dst), "--box", "-1,1", "--jobs", "1", "--quiet"]
+    assert cli.main([*args, "--verify"]) == 0
+    assert dst.stat().st_size <= src.stat().st_size
+    assert _params(dst) <= _params(src)
+    box = Box.uniform(-1.0, 1.0, int(np.prod(shape)))
+    x = probe_points(box, 50, np.random.default_rng(2)).astype(np.float32)
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, dst)]
+    for r in x:
+        a, b = (s.run(None, {s.get_inputs()[0].name: r.reshape(shape)})[0] for s in runs)
+        np.testing.assert_allclose(a.reshape(-1), b.reshape(-1), rtol=0, atol=1e-5)
+
+
+def test_a_dead_residual_block_is_written_as_a_smaller_chain(tmp_path):
+    """A block whose ReLUs are all off on the box: ``o = relu(h)``, so the chain rewrite
+    (the carry neurons folded into one affine map) has fewer parameters than the graph."""
+    from exactcomp import api
+
+    inits = {**ONE_INITS, "W1": _w(4, 40), "b1": np.full(40, -100.0), "W2": _w(40, 4)}
+    src = tmp_path / "in.onnx"
+    onnx.save(_model(ONE_BLOCK, inits, [1, 3], [1, 2], TensorProto.FLOAT), str(src))
+    box = Box.uniform(-1.0, 1.0, 3)
+    result = api.compress(str(src), box, jobs=1)
+    assert result.report["structure"]["written"] == "dense"
+    assert result.network.num_parameters < _params(src)
+    dst = tmp_path / "out.onnx"
+    api.save(result.network, dst)
+    assert dst.stat().st_size < src.stat().st_size

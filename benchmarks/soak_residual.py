@@ -133,3 +133,47 @@ def run_residual_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, 
     case, drawn = residual_case(seed)
     result = dataclasses.replace(check_case(case, opts, method), family="conv-residual")
     return {"family": "conv-residual", "drawn": drawn, **case.to_json()}, result
+
+
+def example_graph(seed: int = 0) -> onnx.ModelProto:
+    """The residual conv net of RESULTS.md: ``1 x 2 x 6 x 6`` input, a 4-channel ``3 x 3``
+    stem, two residual blocks (conv, ReLU, conv, ``Add`` of the block's input, ReLU),
+    ``GlobalAveragePool`` and a dense head of 3 outputs; float32, random weights."""
+    rng = np.random.default_rng(seed)
+    inits: dict[str, np.ndarray] = {}
+    nodes = []
+
+    def conv(x: str, y: str, c_in: int) -> None:
+        inits[f"W_{y}"] = (rng.normal(size=(4, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)
+        inits[f"b_{y}"] = rng.normal(scale=0.3, size=4).astype(np.float32)
+        nodes.append(helper.make_node("Conv", [x, f"W_{y}", f"b_{y}"], [y], pads=[1, 1, 1, 1]))
+
+    conv("x", "s", 2)
+    nodes.append(helper.make_node("Relu", ["s"], ["h0"]))
+    for i in range(2):
+        conv(f"h{i}", f"a{i}", 4)
+        nodes.append(helper.make_node("Relu", [f"a{i}"], [f"r{i}"]))
+        conv(f"r{i}", f"c{i}", 4)
+        nodes.append(helper.make_node("Add", [f"c{i}", f"h{i}"], [f"o{i}"]))
+        nodes.append(helper.make_node("Relu", [f"o{i}"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("GlobalAveragePool", ["h2"], ["g"]))
+    nodes.append(helper.make_node("Flatten", ["g"], ["f"]))
+    inits["W_out"] = rng.normal(size=(4, 3)).astype(np.float32)
+    inits["b_out"] = np.zeros(3, np.float32)
+    nodes.append(helper.make_node("Gemm", ["f", "W_out", "b_out"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "residual_example",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+if __name__ == "__main__":  # python -m benchmarks.soak_residual OUT.onnx: the example net
+    import sys
+
+    onnx.save(example_graph(), sys.argv[1])

@@ -279,3 +279,14 @@ def test_a_dead_residual_block_is_written_as_a_smaller_chain(tmp_path):
     dst = tmp_path / "out.onnx"
     api.save(result.network, dst)
     assert dst.stat().st_size < src.stat().st_size
+
+
+def test_large_carry_layers_are_built_sparse(tmp_path, monkeypatch):
+    """Above ``SPARSE_ABOVE`` entries a layer with carries is CSR (its carry rows are
+    selections); the network read is the same function."""
+    from exactcomp.io import onnx_skip
+
+    monkeypatch.setattr(onnx_skip, "SPARSE_ABOVE", 100)
+    net = _check(tmp_path, CONV_BLOCK, _conv_inits(2, 3), [1, 2, 4, 4], [1, 2], double=False)
+    carried = [k for k, n in enumerate(net.meta["carried"]) if n]
+    assert carried and all(net.layers[k].sparse for k in carried)

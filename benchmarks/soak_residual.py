@@ -12,8 +12,8 @@ into a chain by carrying skip tensors through ReLU layers (:mod:`exactcomp.io.on
 - a ReLU, then a dense head of two outputs.
 
 Biases are drawn so that some units are dead or tied on the box. The graph is read with
-:func:`~exactcomp.io.onnx_io.load_onnx` (which checks it against onnxruntime on the box's
-corners, faces and samples), then the chain goes through every check of
+:func:`exactcomp.api.load` and compared with onnxruntime on the case's box (an ``onnx-load``
+finding otherwise), then the chain goes through every check of
 :func:`~exactcomp.testing.soak_checks.check_case` against the exact oracle.
 """
 
@@ -28,10 +28,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from exactcomp import api
 from exactcomp.domain import Box
-from exactcomp.io.onnx_io import load_onnx
 from exactcomp.testing.random_networks import Case, random_box
-from exactcomp.testing.soak_checks import CaseResult, SoakOptions, check_case
+from exactcomp.testing.regions import box_corners
+from exactcomp.testing.soak_checks import CaseResult, Finding, SoakOptions, check_case
 
 
 def _bias(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -115,23 +116,49 @@ def residual_graph(seed: int) -> tuple[onnx.ModelProto, tuple[int, ...], dict[st
     return model, shape, drawn
 
 
-def residual_case(seed: int) -> tuple[Case, dict[str, Any]]:
-    """Case ``seed``: the graph read as a chain (checked against onnxruntime on the box)."""
+def _onnxruntime(model: onnx.ModelProto, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    elem = model.graph.input[0].type.tensor_type.elem_type
+    dt = np.float64 if elem == TensorProto.DOUBLE else np.float32
+    rows = [sess.run(None, {"x": r.reshape(shape).astype(dt)})[0].reshape(-1) for r in x]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def residual_case(seed: int) -> tuple[Case, dict[str, Any], Finding | None]:
+    """Case ``seed``: the graph read as a chain through :func:`exactcomp.api.load`, and an
+    ``onnx-load`` finding if it differs from onnxruntime on the box's centre, corners and 64
+    random points beyond float32 rounding (:func:`~.soak_onnx.disagreement`)."""
+    from .soak_onnx import disagreement
+
     model, shape, drawn = residual_graph(seed)
     rng = np.random.default_rng(seed + 1)
     box: Box = random_box(rng, int(np.prod(shape)), degenerate_prob=0.1)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "residual.onnx"
         onnx.save(model, str(path))
-        net = load_onnx(path, check_box=box)
+        net = api.load(path)
     drawn["carried"] = list(net.meta.get("carried", ()))
-    return Case(net, box, seed), drawn
+    x = np.vstack([box_corners(box), rng.uniform(box.lower, box.upper, (64, box.lower.size))])
+    excess, at = disagreement(net, x, _onnxruntime(model, x, shape))
+    finding = None
+    if excess > 0:
+        finding = Finding(
+            "onnx-load", f"read differs from onnxruntime by {excess:.3g}", at.tolist()
+        )
+    return Case(net, box, seed), drawn, finding
 
 
 def run_residual_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
     """Generate and check case ``seed`` of ``conv-residual``: its JSON and its result."""
-    case, drawn = residual_case(seed)
+    case, drawn, finding = residual_case(seed)
     result = dataclasses.replace(check_case(case, opts, method), family="conv-residual")
+    if finding is not None:
+        result = dataclasses.replace(result, findings=(*result.findings, finding))
     return {"family": "conv-residual", "drawn": drawn, **case.to_json()}, result
 
 

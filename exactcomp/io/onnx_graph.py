@@ -11,7 +11,8 @@ output. Constants (initializers, ``Constant`` nodes, and any node whose inputs a
 constant, such as ``Constant -> Reshape -> Transpose``) are folded as they are met.
 
 ``Conv`` is lowered to a dense affine map by :mod:`exactcomp.io.onnx_conv` (small convs
-only); pooling (``MaxPool``) is not affine and stays unsupported.
+only); pooling and ``Pad`` are read by :mod:`exactcomp.io.onnx_pool` (``MaxPool`` as ReLU
+layers).
 
 Before each handler runs, :func:`exactcomp.io.onnx_types.audit_node` checks the node's element
 types (tracked per tensor): what the reader computes is the graph in real arithmetic, so a node
@@ -138,7 +139,8 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     ------
     UnsupportedModelError
         An operator outside :data:`SUPPORTED_OPS`, a non-affine use of a supported one, a
-        skip connection, or several inputs or outputs; the message names the node.
+        skip connection that cannot be carried (across a ``MaxPool``), or several inputs or
+        outputs; the message names the node.
     InvalidNetworkError
         Shapes that do not fit together.
     """

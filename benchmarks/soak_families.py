@@ -177,3 +177,29 @@ def _conv_sparse(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseR
         exact_points=c.exact_points,
         family="conv-sparse",
     )
+
+
+# ------------------------------------------------------------------- conv-residual (issue 19)
+# Residual Add / Concat graphs read by carrying skip tensors (benchmarks/soak_residual.py),
+# every check of check_case on the chain. Runs only when named, like ``conv``.
+FAMILIES = (*FAMILIES, "conv-residual")
+_family_for_chains = family_for
+_run_chain_case = run_case
+
+
+def family_for(seed: int, families: Sequence[str]) -> str:  # noqa: F811 - extends the above
+    """:func:`_family_for_chains`, with ``conv-residual`` last in the rotation when named."""
+    if "conv-residual" not in families:
+        return _family_for_chains(seed, families)
+    rotation = [f for f in (*ROTATION, "conv", "conv-sparse") if f in families]
+    rotation.append("conv-residual")
+    return rotation[seed % len(rotation)]
+
+
+def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any], CaseResult]:  # noqa: F811
+    """:func:`_run_chain_case`, and the ``conv-residual`` family."""
+    if family == "conv-residual":
+        from .soak_residual import run_residual_case
+
+        return run_residual_case(seed, opts, method_for(seed))
+    return _run_chain_case(family, seed, opts)

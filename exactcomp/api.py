@@ -647,6 +647,8 @@ def compress_verified(
     net = load(model, trust_pickle=trust_pickle, nnet_units=nnet_units)
     result = compress(net, domain, progress=progress, **options)
     written = stored(result.network, None if dtype == "input" else "float64")
+    if dtype == "input" and result.report.get("structure", {}).get("written") == "original":
+        written = result.network  # the file's own function, unrounded: the source is written
     result.report["dtype_written"] = written.dtype
     if not verify:
         return CheckedCompression(result, written)

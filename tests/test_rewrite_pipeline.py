@@ -211,11 +211,11 @@ def test_rank_folding_in_the_pipeline():
 
 def test_duplicates_that_appear_after_removing_an_inactive_neuron():
     """x in [-1,1]: layer 0 has z0 = x (UNSTABLE) and z1 = x - 5 (INACTIVE); layer 1 rows
-    [1, 4] and [2, -7] differ only on the inactive neuron, so once it is gone they are
-    duplicates (z3 = 2 z2) and merge into one neuron."""
+    [1, 4] and [2, -7] (biases -0.5 and -1) differ only on the inactive neuron, so once it is
+    gone they are duplicates (z3 = 2 z2) and merge into one neuron."""
     net = Network.from_arrays(
         [np.array([[1.0], [1.0]]), np.array([[1.0, 4.0], [2.0, -7.0]]), np.array([[1.0, 1.0]])],
-        [np.array([0.0, -5.0]), np.zeros(2), np.zeros(1)],
+        [np.array([0.0, -5.0]), np.array([-0.5, -1.0]), np.zeros(1)],
         dtype="float64",
     )
     box = Box.uniform(-1.0, 1.0, 1)

@@ -186,3 +186,8 @@ def test_soak_reports_per_family_counts(tmp_path) -> None:
     assert set(fams) == {"onnx", "nnet"} and sum(v["cases"] for v in fams.values()) == 4
     assert all({"neurons", "pairs", "unsound"} <= set(v) for v in fams.values())
     assert rc == (1 if doc["unsound_total"] else 0)
+
+
+def test_conv_residual_family_is_in_the_rotation_when_named() -> None:
+    assert family_for(0, ("conv-residual",)) == "conv-residual"
+    assert {family_for(s, ("onnx", "conv-residual")) for s in range(4)} == {"onnx", "conv-residual"}

@@ -4,6 +4,13 @@ For ``z = W h + b`` with ``h`` in ``[l, u]``: ``min z = W+ l + W- u + b`` and
 ``max z = W+ u + W- l + b`` (``W+ = max(W, 0)``, ``W- = min(W, 0)``). Each bound is padded by
 ``bound_abs + bound_rel * (|W| max(|l|,|u|) + |b|)`` so that float64 rounding cannot make it
 too tight.
+
+One exact refinement: a row whose every non-zero weight is positive and reads an input with
+``l >= 0``, and whose bias is ``>= 0``, has ``z >= 0`` exactly (a sum of non-negative products
+is non-negative in real arithmetic, and in floating point too), so its lower bound is raised
+to ``0`` without a pad. Such rows are the carry neurons of a skip connection
+(:mod:`exactcomp.io.onnx_skip`: ``relu(h) = h`` for a ReLU output ``h``), whose minimum is often
+exactly ``0``: a padded bound could never prove them active.
 """
 
 from __future__ import annotations
@@ -35,7 +42,24 @@ def interval_layer(
         p = pad(np.abs(w) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(layer.bias), tol)
         zlo, zhi = zlo - p, zhi + p
     # Overflow (weights near 1e300) gives inf or NaN (inf - inf): widen to the trivial bound.
-    return np.where(np.isnan(zlo), -np.inf, zlo), np.where(np.isnan(zhi), np.inf, zhi)
+    zlo = np.where(np.isnan(zlo), -np.inf, zlo)
+    zlo = np.where(nonneg_rows(layer, lo, hi), np.maximum(zlo, 0.0), zlo)
+    return zlo, np.where(np.isnan(zhi), np.inf, zhi)
+
+
+def nonneg_rows(layer: Layer, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Rows ``j`` with ``z_j >= 0`` exactly for every input in ``[lo, hi]``: ``b_j >= 0`` and
+    each non-zero ``w_ji`` positive with ``lo_i >= 0`` (see the module docstring). Rows that
+    may be identically ``0`` (``b_j = 0`` and no positive weight on an input with ``hi_i > 0``)
+    are left out: ``z = 0`` is INACTIVE by convention, and a bound proving both signs is a doubt
+    (:func:`~exactcomp.verdicts.stable_masks`)."""
+    w = layer.weight
+    pos = (w > 0).astype(np.float64)
+    negative = np.asarray((w < 0).astype(np.float64) @ np.ones(w.shape[1]))
+    below = np.asarray(pos @ (~(lo >= 0)).astype(np.float64))
+    lively = np.asarray(pos @ (hi > 0).astype(np.float64))
+    b = layer.bias
+    return (negative == 0) & (below == 0) & (b >= 0) & ((b > 0) | (lively > 0))
 
 
 def activation_bounds(layer: Layer, zb: Bounds) -> Bounds:

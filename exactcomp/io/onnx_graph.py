@@ -11,15 +11,21 @@ output. Constants (initializers, ``Constant`` nodes, and any node whose inputs a
 constant, such as ``Constant -> Reshape -> Transpose``) are folded as they are met.
 
 ``Conv`` is lowered to a dense affine map by :mod:`exactcomp.io.onnx_conv` (small convs
-only); pooling (``MaxPool``) is not affine and stays unsupported.
+only); pooling and ``Pad`` are read by :mod:`exactcomp.io.onnx_pool` (``MaxPool`` as ReLU
+layers).
 
 Before each handler runs, :func:`exactcomp.io.onnx_types.audit_node` checks the node's element
 types (tracked per tensor): what the reader computes is the graph in real arithmetic, so a node
 whose ONNX meaning rounds beyond the graph's compute dtype (``Cast`` to FLOAT16 or to an
 integer, FLOAT16 arithmetic, mixed operand types...) is refused by name, never approximated.
 
-Only a chain is representable: a tensor from before a ReLU may not be used after it (skip
-connections), and a node whose operator is not in :data:`SUPPORTED_OPS` is refused with an
+The IR is a chain, yet a tensor from before a ReLU may be used after it (a residual
+``Add``, a ``Concat`` of branches): the driver knows, before each node, which tensors a later
+node still reads, and a layer committed meanwhile carries them through as extra neurons
+(:mod:`exactcomp.io.onnx_skip` states the maths: one ReLU per entry of a tensor proven
+non-negative, two otherwise), so they are affine functions of the new ``h`` again. A node
+whose operator is not in :data:`SUPPORTED_OPS`, or that cannot be carried (a ``MaxPool``
+crossed by a skip connection), is refused with an
 :class:`~exactcomp.errors.UnsupportedModelError` naming it. Nodes that do not feed the
 output are ignored.
 """
@@ -51,6 +57,7 @@ class LoweredGraph:
     output_shape: tuple[int | str | None, ...]
     input_dtype: str
     compute_dtype: str
+    carried: tuple[int, ...] = ()  # per layer, its carry rows (a skip connection or Concat)
 
 
 # ------------------------------------------------------------------------- driver
@@ -113,6 +120,18 @@ def _input_shape(vi: onnx.ValueInfoProto) -> tuple[tuple[int | str | None, ...],
     return dims, tuple(concrete)
 
 
+def _live_groups(
+    env: dict[str, Value], last_use: dict[str, int], i: int
+) -> list[tuple[list[str], Affine]]:
+    """The input-dependent tensors a node after node ``i`` reads, one entry per distinct value
+    (with every name bound to it): those a layer committed by node ``i`` must carry."""
+    groups: dict[int, tuple[list[str], Affine]] = {}
+    for name, value in env.items():
+        if isinstance(value, Affine) and last_use.get(name, -1) > i:
+            groups.setdefault(id(value), ([], value))[0].append(name)
+    return list(groups.values())
+
+
 def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     """Turn a feed-forward ONNX model into affine+ReLU layers (see the module docstring).
 
@@ -120,7 +139,8 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     ------
     UnsupportedModelError
         An operator outside :data:`SUPPORTED_OPS`, a non-affine use of a supported one, a
-        skip connection, or several inputs or outputs; the message names the node.
+        skip connection that cannot be carried (across a ``MaxPool``), or several inputs or
+        outputs; the message names the node.
     InvalidNetworkError
         Shapes that do not fit together.
     """
@@ -154,6 +174,10 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     st.shapes[0] = tuple(concrete_in)
     needed = _needed_nodes(graph, vout.name)
     wanted = {t for i in needed for t in graph.node[i].input} | {vout.name}
+    last_use = {vout.name: len(graph.node)}
+    for i in needed:
+        for name in graph.node[i].input:
+            last_use[name] = max(last_use.get(name, -1), i)
     for i in needed:
         node = graph.node[i]
         label = _node_label(node, i)
@@ -177,6 +201,8 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
             ) from None
         attrs = node_attributes(node)
         in_types = [types.get(name) if name else None for name in node.input]
+        groups = _live_groups(env, last_use, i)
+        st.live = [v for _, v in groups]
         try:
             audit_node(node.op_type, attrs, in_types, [isinstance(x, Affine) for x in xs], compute)
             outs = handler(st, attrs, xs)
@@ -184,6 +210,9 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
             raise UnsupportedModelError(f"{label}: {exc}") from None
         except (ValueError, IndexError, KeyError, TypeError) as exc:
             raise InvalidNetworkError(f"{label}: cannot evaluate it ({exc})") from None
+        for (names, _), value in zip(groups, st.live, strict=True):
+            env.update(dict.fromkeys(names, value))  # carried through the layers committed
+        st.live = []
         out_types = output_types(node.op_type, attrs, in_types)
         for k, name in enumerate(node.output):
             if k < len(outs):
@@ -201,6 +230,7 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     declared_out = declared_dims(vout) or tuple(out.shape)
     return LoweredGraph(
         layers=tuple(st.layers),
+        carried=tuple(st.carried),
         input_name=vin.name,
         input_shape=declared_in,
         output_name=vout.name,

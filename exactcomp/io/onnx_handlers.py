@@ -18,10 +18,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..conv import ConvSpec, recognize_conv
+from ..conv import ConvSpec, PoolLevel, recognize_conv
 from ..errors import UnsupportedModelError
 from ..network import SPARSE_ABOVE, Layer
 from . import onnx_ops as ops
+from . import onnx_skip as skip
 from .onnx_conv import conv
 from .onnx_ops import Affine, Value
 from .onnx_pool import POOL_HANDLERS
@@ -41,34 +42,70 @@ class LoweringState:
     network's input), and ``convs`` the ``Conv`` nodes applied since the last commit: the
     committed layer gets a :class:`~exactcomp.conv.ConvSpec` when one of them describes its
     matrix exactly (:func:`~exactcomp.conv.recognize_conv`), and stays dense otherwise.
+    ``live`` holds the tensors still needed after the node being lowered (set by the
+    driver); a commit carries them through the new layer and replaces them by their values
+    after it (:mod:`exactcomp.io.onnx_skip`). ``nonneg[k]``: the output of layer ``k`` is
+    proven non-negative; ``carried[k]``: the carry rows layer ``k`` has.
     """
 
     layers: list[Layer] = field(default_factory=list)
     shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
     convs: list[dict] = field(default_factory=list)
+    live: list[Affine] = field(default_factory=list)
+    nonneg: list[bool] = field(default_factory=list)
+    carried: list[int] = field(default_factory=list)
 
     def commit(self, v: Affine, relu: bool) -> Affine:
         """Close the affine function ``v`` as a layer; return the identity on its output."""
-        if v.base != len(self.layers):
+        if v.base != len(self.layers) or any(t.base != v.base for t in self.live):
             raise UnsupportedModelError(
-                "uses a tensor from before an earlier ReLU (skip connections are not supported)"
+                "uses a tensor from before an earlier layer in a way the reader cannot carry"
             )
         n = v.lin.shape[0]
         w, b = v.lin.reshape(n, -1).T, v.off.reshape(-1)
+        if self.live:
+            layer, plan = skip.carry_layer((w, b), self.live, relu, self.h_nonneg())
+            base = len(self.layers) + 1
+            self.live = skip.read_back(self.live, plan, base)
+            self.append(layer, (1, plan.width), identity=False, carried=plan.width - b.size)
+            main = skip.selection(plan.width, tuple(v.shape), 0, None, base)
+            return Affine(main.lin, main.off, base)
         spec = self._structure(w, b, v.shape)
         if spec is not None and w.size > SPARSE_ABOVE:
             w = ops.csr(spec.coo())  # the same entries, without the zeros
         return self.append(Layer(w, b, relu, spec), v.shape)
 
-    def append(self, layer: Layer, shape: tuple[int, ...], identity: bool = True) -> Affine:
+    def append(
+        self, layer: Layer, shape: tuple[int, ...], identity: bool = True, carried: int = 0
+    ) -> Affine:
         """Add ``layer`` (output laid out in ``shape``); return the identity on its output
         (``None`` with ``identity=False``, for a layer the next one is appended after)."""
+        if self.live and not carried:
+            raise UnsupportedModelError(
+                "adds a pooling layer while a skip connection crosses it; not supported"
+            )
+        self.nonneg.append(self._output_nonneg(layer))
         self.layers.append(layer)
+        self.carried.append(carried)
         self.convs = []
         self.shapes[len(self.layers)] = tuple(shape)
         if not identity:
             return None  # type: ignore[return-value]
         return Affine.identity(tuple(shape), len(self.layers))
+
+    def h_nonneg(self) -> bool:
+        """True when the current ``h`` (the last layer's output) is proven non-negative."""
+        return bool(self.nonneg) and self.nonneg[-1]
+
+    def _output_nonneg(self, layer: Layer) -> bool:
+        pool = layer.structure
+        if layer.relu:
+            return True
+        if isinstance(pool, PoolLevel) and pool.kind == "max":
+            return pool.nonneg and pool.level == pool.levels
+        if isinstance(pool, PoolLevel) and pool.kind == "average":
+            return self.h_nonneg()
+        return False
 
     def _structure(self, w: np.ndarray, b: np.ndarray, out: tuple[int, ...]) -> ConvSpec | None:
         src = self.shapes.get(len(self.layers))
@@ -257,6 +294,8 @@ def _relu(st: LoweringState, at: dict, xs: list) -> list:
         return [ops.relu(np.asarray(x))]
     if st.layers and st.layers[-1].relu and st.is_layer_output(x):
         return [x]  # ReLU(ReLU(z)) = ReLU(z): no new layer
+    if st.carried and st.carried[-1] and skip.is_nonneg(x, st.h_nonneg()):
+        return [x]  # ReLU(t) = t for a t proven >= 0 (a ReLU output read back from a carry)
     return [st.commit(x, relu=True)]
 
 

@@ -38,6 +38,7 @@ from .onnx_check import (
     probe_points,
 )
 from .onnx_graph import declared_dims, initializer_dtype, lower_graph, opset_version
+from .onnx_handlers import FLOAT_TYPES
 
 __all__ = [
     "Comparison",
@@ -126,6 +127,14 @@ def load_onnx(
         "input_dtype": lowered.input_dtype,
         "compute_dtype": lowered.compute_dtype,
     }
+    if any(lowered.carried):  # a DAG read as a chain (onnx_skip): what its file costs
+        meta["carried"] = list(lowered.carried)
+        meta["source_parameters"] = sum(
+            int(np.prod(t.dims, dtype=np.int64))
+            for t in model.graph.initializer
+            if t.data_type in FLOAT_TYPES
+        )
+        meta["source_bytes"] = path.stat().st_size
     dtype = initializer_dtype(model, lowered.input_dtype)
     if dtype not in ("float32", "float64"):
         dtype = lowered.compute_dtype  # FLOAT16 weights: save in the type the graph computes in
@@ -370,7 +379,8 @@ def _unchanged_source(net: Network, built: onnx.ModelProto) -> onnx.ModelProto:
     except Exception:  # noqa: BLE001 - the source changed or went away: write ours
         return built
     spatial = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Pad"}
-    return source if any(n.op_type in spatial for n in source.graph.node) else built
+    dag = bool(meta.get("carried"))  # skip connections: the chain pays for its carries
+    return source if dag or any(n.op_type in spatial for n in source.graph.node) else built
 
 
 def save_onnx(

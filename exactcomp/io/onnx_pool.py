@@ -116,7 +116,7 @@ def _is_output(st: Any, x: Any) -> bool:
 
 def _average(st: Any, x: Any, pool: PoolLevel) -> list:
     ((mat, _),) = pool_matrices(pool)
-    if not _is_output(st, x):
+    if not _is_output(st, x) or st.live:
         return [_apply(x, pool, mat)]  # composed into the layer being built
     c = pool.channels
     if c * mat.size * c > SPARSE_ABOVE:
@@ -148,6 +148,11 @@ def _max_pool(st: Any, at: dict, xs: list) -> list:
     if int(at.get("storage_order", 0)):
         raise UnsupportedModelError("has storage_order=1; not supported")
     geo = _geometry(x, at)
+    if isinstance(x, Affine) and st.live:
+        raise UnsupportedModelError(
+            "is crossed by a skip connection (a tensor from before it is used after it); "
+            "not supported"
+        )
     if not isinstance(x, Affine):
         ys = np.asarray(x, dtype=np.float64)
         return [_max_of_constant(ys, PoolLevel("max", **geo))]

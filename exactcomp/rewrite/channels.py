@@ -254,6 +254,8 @@ def choose_structured(
     reverse order on ties; the dict says which won, the parameters of each, the channels
     removed and :func:`channel_summary`.
     """
+    if original.meta.get("carried"):
+        return choose_dag(original, report, dense, tol)
     if not any(la.structure is not None for la in original.layers):
         return dense, {}
     if dense is None:  # a sparse network: no position-level rewrite (it would be dense)
@@ -295,3 +297,46 @@ def choose_structured(
         "channels": channel_summary(original, report),
     }
     return options[best], doc
+
+
+#: Bytes a written layer costs beyond its weights (nodes, names, shapes): a generous
+#: estimate, so that a DAG's chain rewrite is never chosen when it may be the larger file.
+LAYER_BYTES = 256
+
+
+def choose_dag(
+    original: Network,
+    report: StabilityReport,
+    dense: RewriteResult | None,
+    tol: Tolerances = DEFAULT,
+) -> tuple[RewriteResult, dict]:
+    """The rewrite to write for a DAG read as a chain (a residual ``Add`` or a ``Concat``,
+    carried through layers by :mod:`exactcomp.io.onnx_skip`; ``meta["carried"]``).
+
+    The source graph stores a skip connection for free, the chain pays for its carry
+    neurons, and no structured rewrite of the graph itself exists yet. So the position-level
+    rewrite (written as a chain) is chosen only when it has fewer parameters than the source
+    graph (``meta["source_parameters"]``) and, at :data:`LAYER_BYTES` per layer on top of its
+    weights, fewer bytes (``meta["source_bytes"]``); otherwise the network read, unchanged,
+    which the writer writes as the source graph itself.
+    """
+    meta = original.meta
+    same = compress_network(original, report, tol, passes=())
+    src_params = int(meta.get("source_parameters", 0))
+    src_bytes = int(meta.get("source_bytes", 0))
+    params = {"original": src_params}
+    best = "original"
+    if dense is not None and not any(la.sparse for la in dense.network.layers):
+        net = dense.network
+        params["dense"] = net.num_parameters
+        item = np.dtype(net.dtype).itemsize if np.dtype(net.dtype).kind == "f" else 4
+        estimate = params["dense"] * item + LAYER_BYTES * (len(net.layers) + 1)
+        if params["dense"] < src_params and estimate < src_bytes:
+            best = "dense"
+    note = {
+        "original": "a graph with skip connections or Concat: the rewrite as a chain is not "
+        "smaller than the source graph, which is written unchanged",
+        "dense": "a graph with skip connections or Concat, written as a smaller chain",
+    }[best]
+    doc = {"written": best, "note": note, "parameters": params, "channels_removed": {}}
+    return (same if best == "original" else dense), doc  # type: ignore[return-value]

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("real", help="compress and verify the shipped real networks")
     common(p)
     p.add_argument("--method", default="fast", choices=("fast", "leo", "naive"))
+    p.add_argument(
+        "--budget", type=float, default=600.0, help="seconds of analysis per case (then UNDECIDED)"
+    )
     p.add_argument("--verify-time-limit", type=float, default=120.0)
     p.add_argument("--verify-tol", type=float, default=None, help="default: the library's")
 
@@ -248,6 +251,7 @@ def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], lis
         jobs=args.jobs,
         verify_time_limit=args.verify_time_limit,
         verify_tol=args.verify_tol,
+        budget=args.budget,
     )
     partial_meta = {**_meta(sys.argv[1:], args), "partial": True}
 

@@ -7,6 +7,7 @@ union (a neuron counts as stable only with the same sign on every box) and verif
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ class RealOptions:
     jobs: int | None = None
     verify_time_limit: float = 120.0
     verify_tol: float | None = None  # None: the library's default
+    budget: float | None = 600.0  # seconds of stability analysis per case (None: no limit)
 
 
 def real_cases(nets: tuple[RealNetwork, ...]) -> list[tuple[RealNetwork, str]]:
@@ -59,6 +61,8 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
 
     original = load(net.onnx)
     boxes = load_domain(vnnlib_domain(prop), original.input_size)
+    # the budget: nothing new starts after it, what is left stays UNDECIDED (and is kept)
+    deadline = None if opts.budget is None else time.perf_counter() + opts.budget
     result = compress(
         original,
         list(boxes),
@@ -66,6 +70,7 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichPr
         time_limit=opts.time_limit,
         jobs=opts.jobs,
         progress=bars,
+        deadline=deadline,
     )
     bars.task("verifying equivalence", 1)
     ver = verify_boxes(

@@ -126,6 +126,7 @@ def stable_neurons(
     seed: int = 0,
     partial: bool = False,
     cluster: str | None = None,
+    deadline: float | None = None,
 ) -> StabilityReport:
     """Classify every ReLU neuron of ``model`` over ``domain`` as stably active/inactive,
     unstable or undecided, each verdict with its proof kind.
@@ -133,7 +134,9 @@ def stable_neurons(
     With ``partial=True`` a Ctrl-C returns the verdicts proven so far (the rest UNDECIDED)
     instead of raising ``KeyboardInterrupt``. ``cluster``: the address of a Dask scheduler
     (``"tcp://host:8786"``; ``pip install 'exactcomp[cluster]'``) to solve the MILPs on; the
-    verdicts do not depend on it, nor on ``jobs``."""
+    verdicts do not depend on it, nor on ``jobs``. ``deadline``: a ``time.perf_counter()``
+    instant after which nothing new is started (what is left stays UNDECIDED; see
+    :func:`exactcomp.stability.engine.stable_neurons`)."""
     _check_options(method, time_limit)
     net = load(model, trust_pickle=trust_pickle)
     boxes = bind_domain(domain, net)
@@ -143,7 +146,7 @@ def stable_neurons(
             return _stable_neurons(
                 sub, sub_boxes if len(sub_boxes) > 1 else sub_boxes[0], method=method,
                 time_limit=time_limit, jobs=jobs, data=sub_data, solver=solver, tol=tol,
-                seed=seed, cluster=cluster,
+                seed=seed, cluster=cluster, deadline=deadline,
             )  # fmt: skip
 
         return stable_by_cones(net, boxes, analyse, data=data, progress=progress)
@@ -161,6 +164,7 @@ def stable_neurons(
         seed=seed,
         partial=partial,
         cluster=cluster,
+        deadline=deadline,
     )
 
 
@@ -306,6 +310,7 @@ def compress(
     partial: bool = False,
     cluster: str | None = None,
     nnet_units: str = "raw",
+    deadline: float | None = None,
 ) -> Any:  # CompressionResult, or a LossyResult for a number ``tol``
     """Compress ``model`` exactly over ``domain``.
 
@@ -320,7 +325,8 @@ def compress(
     A network with convolutions or pools is rewritten channel by channel as well, and the
     smaller as written of that, the position-level rewrite and the unchanged network is
     returned (:func:`~exactcomp.rewrite.channels.choose_structured`; ``report["structure"]``).
-    ``nnet_units``: see :func:`load`.
+    ``nnet_units``: see :func:`load`. ``deadline``: see :func:`stable_neurons` (the neurons
+    left UNDECIDED are kept, so the result is still exact).
     """
     if not isinstance(tol, Tolerances):
         from .approx import compress_lossy
@@ -344,6 +350,7 @@ def compress(
         seed=seed,
         partial=partial,
         cluster=cluster,
+        deadline=deadline,
     )
     sparse = any(la.sparse for la in original.layers)  # no dense position-level rewrite
     rewritten = None if sparse else compress_network(original, report, tol=tol)

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from pyomo.contrib.solver.common.results import TerminationCondition as TC
 from pyomo.opt import TerminationCondition as LegacyTC
 
-from exactcomp.highs.lp import Lp, dual_bound, lp_min
+from exactcomp.highs.lp import Lp, dual_bound, dual_bounds, lp_min
 from exactcomp.highs.margins import milp_doubt, milp_margin, solver_margin
 from exactcomp.highs.milp import run_milp
 from exactcomp.highs.runtime import milp_options
@@ -144,6 +144,32 @@ def test_dual_bound_holds_for_any_multipliers() -> None:
     rng = np.random.default_rng(0)
     for _ in range(50):
         assert dual_bound(model, cost, rng.normal(size=2) * 3, DEFAULT) <= 1.25
+
+
+def test_dual_bounds_is_dual_bound_per_column() -> None:
+    """The batched bound (both sign conventions in one pass, ``|A|^T`` given or not) equals
+    :func:`dual_bound` column by column, up to float64 summation order, and stays below the
+    optimum 1.25 for any multipliers."""
+    model = _triangle()
+    cost = np.array([1.0, 2.0])
+    rng = np.random.default_rng(1)
+    ys = rng.normal(size=(2, 40)) * 3
+    one = np.array([dual_bound(model, cost, ys[:, q], DEFAULT) for q in range(40)])
+    np.testing.assert_allclose(dual_bounds(model, cost, ys, DEFAULT), one, rtol=1e-12)
+    kept = Lp.from_model(model).abs_transpose(model)
+    np.testing.assert_allclose(dual_bounds(model, cost, ys, DEFAULT, kept), one, rtol=1e-12)
+    assert (one <= 1.25).all()
+
+
+def test_a_cost_is_sent_again_after_one_coefficient_changed() -> None:
+    """``set_cost`` skips a cost equal to the last one it sent, but not after
+    ``set_col_cost`` changed a coefficient behind it: ``min x + 2 y`` is 1.25 again."""
+    model = _triangle()
+    lp = Lp.from_model(model)
+    cost = np.array([1.0, 2.0])
+    assert lp_min(lp, model, cost, DEFAULT, None)[0] == pytest.approx(1.25, abs=1e-6)
+    lp.set_col_cost(1, -5.0)
+    assert lp_min(lp, model, cost, DEFAULT, None)[0] == pytest.approx(1.25, abs=1e-6)
 
 
 def test_lp_from_columns_maximises_and_reports_infeasible() -> None:

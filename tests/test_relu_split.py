@@ -229,3 +229,36 @@ def test_a_wide_lp_gets_fewer_nodes(monkeypatch) -> None:
     wide = prove_signs_relu(net, box, 1, known, [0], [1], total_nodes=16)
     assert wide.nodes <= 4 and not wide.inactive.any() and not wide.complete
     assert prove_signs_relu(net, box, 1, known, [0], [1]).inactive[0]
+
+
+def test_a_tree_resumed_between_passes_solves_no_lp_twice(monkeypatch) -> None:
+    """Passes of 1, 2, 4, ... LPs (``FIRST`` 1, ``GROWTH`` 2): each pass resumes the vee's
+    tree from its open nodes, so the proof takes exactly the LPs of one pass with the whole
+    budget (re-running it from its root would cost 1 + 2 + ... more). Without the cuts, so
+    that the proof needs splits."""
+    monkeypatch.setattr(relu_bab, "CUTS", False)
+    net = vee_net()
+    known = linear_bounds(net, BOX)
+    whole = prove_signs_relu(net, BOX, 1, known, [0], [1])
+    monkeypatch.setattr(relu_bab, "FIRST", 1)
+    monkeypatch.setattr(relu_bab, "GROWTH", 2)
+    resumed = prove_signs_relu(net, BOX, 1, known, [0], [1])
+    assert whole.inactive[0] and resumed.inactive[0] and resumed.complete
+    assert whole.nodes >= 3 and resumed.nodes == whole.nodes
+
+
+def test_resumed_trees_with_cuts_agree_with_the_oracle(monkeypatch) -> None:
+    """Passes of 1, 2, 4, ... LPs, with the ideal cuts (each question's cut rows are put
+    back when its tree resumes): every claim is still true per the exact oracle."""
+    monkeypatch.setattr(relu_bab, "FIRST", 1)
+    monkeypatch.setattr(relu_bab, "GROWTH", 2)
+    for seed in SEEDS[:4]:
+        net, box = _case(seed)
+        exact = exact_analysis(net, box).ranges
+        known = linear_bounds(net, box)
+        for k in net.relu_layers[1:]:
+            lo, hi = known[k]
+            open_ = np.flatnonzero((lo < 0) & (hi > 0))
+            res = prove_signs_relu(net, box, k, known, open_, np.zeros(open_.size, int))
+            assert (exact[k][1][open_][res.inactive] <= 1e-9).all(), (seed, k)
+            assert (exact[k][0][open_][res.active] >= -1e-9).all(), (seed, k)

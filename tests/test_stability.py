@@ -132,6 +132,21 @@ def test_a_deadline_leaves_neurons_undecided_never_wrong(method):
     _assert_sound(past, truth)
 
 
+def test_compress_past_its_deadline_keeps_every_neuron():
+    """``compress(..., deadline=...)`` (the per-case budget of ``python -m benchmarks real``):
+    past it, every neuron stays UNDECIDED, none is removed, and the result is still exact."""
+    import time
+
+    from exactcomp.api import compress
+
+    case = random_case(11, max_neurons=12, nasty=False)
+    res = compress(case.network, case.box, jobs=1, deadline=time.perf_counter())
+    assert res.stability.stats["out_of_time"] == 1
+    assert all((ls.verdict == D).all() for ls in res.stability.layers)
+    assert res.network.num_neurons == case.network.num_neurons
+    assert res.check.max_abs_diff <= 1e-9
+
+
 def _assert_sound(report, truth, ranges=None) -> None:
     for ls, t in zip(report.layers, truth, strict=True):
         for j, v in enumerate(ls.verdict):

@@ -40,7 +40,9 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
 * the questions of a layer are asked in passes with growing node budgets (:func:`_budgets`),
   so that the many that end within a few dozen nodes are not kept waiting by the hard ones,
   under one node budget for the call (:data:`TOTAL_NODES_RELU`, nodes rather than seconds so
-  that the verdicts do not depend on the machine's load);
+  that the verdicts do not depend on the machine's load); a question's tree is kept between
+  passes and resumed from its open nodes (on mnist-net_256x2 prop_1_0.05, layer 1: 5,224
+  LPs instead of 6,634 re-running each tree from its root);
 * a node whose LP HiGHS finds infeasible is closed only if its dual ray certifies that, in
   float64 with the same padded weak-duality bound (cost 0: a positive bound means no input
   satisfies the node's splits);
@@ -64,21 +66,19 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from ..bounds.ideal_cuts import add_cut_rows, separate, with_phases
 from ..bounds.interval import Bounds, pad
 from ..bounds.linear import all_finite, finite_prefix_bounds
-from ..bounds.lp import PrefixLP, build_prefix_lp
 from ..domain import Box
-from ..highs.lp import Lp, dual_bound, lp_min
+from ..highs.lp import lp_min
 from ..highs.margins import solver_margin
 from ..network import Network
 from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
+from .relu_lp import Cuts, SplitLP
 from .split import SplitResult
 
 __all__ = ["prove_signs_relu", "relu_splits", "node_budget", "MAX_NODES_RELU", "RELU_SPLITS"]
@@ -112,163 +112,11 @@ CUTS = True
 """Whether the node LP carries a phase column per unstable ReLU and the question's ideal cuts
 (:mod:`exactcomp.bounds.ideal_cuts`); a split then also fixes the phase. Off: the triangle LP
 with split rows of the first version (kept for comparison and for the tests)."""
-CUT_SEPARATIONS = 1
-"""Cut separations per question, at the first nodes whose bound does not settle it (the root
-first); each adds at most one cut per unstable ReLU and is followed by one more solve of that
-node. One, not more: each cut row is dense (up to the width of the previous layer), and on
-mnist-net_256x2 prop_1_0.05 neurons 29 and 45 took 17.1 s of CPU with one separation, 24.1 s
-with two (fewer LPs, 1,630 and 900, each slower)."""
 FIRST = 30
 """Node budget of the first pass."""
 GROWTH = 10
-"""Factor between the budgets of successive passes (30, 300, 3,000). With 8 (30, 240,
-1,920, 3,000) neuron 29 of mnist-net_256x2 prop_1_0.05 (2,092 LPs) re-ran 2,190 LPs from
-its root before its last pass; with 10, 330."""
-
-
-class _SplitLP:
-    """The prefix LP of layers ``0..k-1`` with, per unstable ReLU, a free row ``h - z`` that a
-    split ``z >= 0`` closes to ``h - z <= 0``; and the bound changes of any set of splits."""
-
-    def __init__(self, net: Network, box: Box, k: int, pre: Sequence[Bounds], tol: Tolerances):
-        base = build_prefix_lp(net, box, k, pre, tol)
-        z = np.concatenate([r.z for r in base.relus]) if base.relus else np.zeros(0, int)
-        h = np.concatenate([r.h for r in base.relus]) if base.relus else np.zeros(0, int)
-        n = z.size
-        ncol, nrow = base.matrix.shape[1], base.matrix.shape[0]
-        extra = sp.csr_matrix(
-            (
-                np.concatenate([np.ones(n), -np.ones(n)]),
-                (np.concatenate([np.arange(n)] * 2), np.concatenate([h, z])),
-            ),
-            shape=(n, ncol),
-        )
-        self.lp = replace(
-            base,
-            matrix=sp.vstack([base.matrix, extra]).tocsr(),
-            row_lower=np.concatenate([base.row_lower, np.full(n, -np.inf)]),
-            row_upper=np.concatenate([base.row_upper, np.full(n, np.inf)]),
-        )
-        self.z, self.h, self.rows = z, h, nrow + np.arange(n)
-        # the chord rows are the only rows of the base LP with no lower side, one per
-        # unstable neuron, in the same order as the ``relus`` (build_prefix_lp)
-        self.chord = np.flatnonzero(np.isneginf(base.row_lower))
-        lo = np.concatenate([r.lower for r in base.relus]) if n else np.zeros(0)
-        hi = np.concatenate([r.upper for r in base.relus]) if n else np.zeros(0)
-        self.intercept = -lo * hi / (hi - lo) if n else np.zeros(0)
-        if self.chord.size != n:  # pragma: no cover - the layout of build_prefix_lp changed
-            raise RuntimeError("unexpected prefix LP layout")
-        self.phases = np.zeros(0, dtype=np.int64)
-        if CUTS and n:
-            self.lp, phases = with_phases(self.lp)
-            self.phases = np.concatenate(phases)
-        self.base = self.lp
-        self.highs = Lp.from_model(self.lp)
-        self.applied = np.zeros(n, dtype=np.int8)  # the splits the HiGHS model holds now
-        self._net, self._tol = net, tol
-        self.separations = 0
-        self._upper: sp.csr_matrix | None = None
-
-    def cut(self, v: np.ndarray) -> bool:
-        """Add the most violated ideal cut of each unstable ReLU at the LP point ``v``
-        (:func:`~exactcomp.bounds.ideal_cuts.separate`), at most :data:`CUT_SEPARATIONS`
-        times per question; True when rows were added. A cut holds on the whole box (every
-        network point satisfies it with its own phase), so it is valid on every node."""
-        if not self.phases.size or self.separations >= CUT_SEPARATIONS:
-            return False
-        self.separations += 1
-        cols, coefs, rhss = separate(self._net, self.lp, self._phase_list(), v, self._tol)
-        if not cols:
-            return False
-        self.lp = add_cut_rows(self.highs, self.lp, cols, coefs, rhss)
-        self._upper = None
-        return True
-
-    def drop_cuts(self) -> None:
-        """Remove the cut rows: each question separates its own."""
-        extra = self.lp.matrix.shape[0] - self.base.matrix.shape[0]
-        if extra:
-            self.highs.delete_rows(self.base.matrix.shape[0], extra)
-        self.lp, self.separations, self._upper = self.base, 0, None
-
-    def _phase_list(self) -> list[np.ndarray]:
-        """The phase columns, one array per layer of unstable ReLUs."""
-        out, at = [], 0
-        for r in self.lp.relus:
-            out.append(self.phases[at : at + r.neurons.size])
-            at += r.neurons.size
-        return out
-
-    @property
-    def size(self) -> int:
-        return self.z.size
-
-    def score(self, v: np.ndarray, split: np.ndarray) -> np.ndarray:
-        """Branching score of each unstable neuron at the last LP optimum ``v``: the dual
-        weight holding its ``h`` down (the chord row's dual; with :data:`CUTS`, the duals of
-        every row bounding ``h`` from above, each times ``h``'s coefficient) times the
-        chord's intercept at 0, ``-l u / (u - l)`` (what that relaxation can add to the
-        bound; the BaBSR idea read off the LP), ties broken by how far the optimum sits
-        above ``relu(z)``; ``-1`` for the neurons already split."""
-        y = self.highs.row_duals()
-        gap = v[self.h] - np.maximum(v[self.z], 0.0)
-        if self.phases.size:
-            out = (np.abs(y) @ self._upper_rows()) * self.intercept
-        else:
-            out = np.abs(y[self.chord]) * self.intercept
-        out = out + 1e-9 * np.maximum(gap, 0.0)
-        out[split != 0] = -1.0
-        return out
-
-    def _upper_rows(self) -> sp.csr_matrix:
-        """Rows x unstable neurons: the coefficient of ``h_i`` in each row that bounds it
-        from above (a ``<=`` row with a positive coefficient; the chord, the phase rows and
-        the cuts), so that ``|y| @ this`` is the dual weight holding each ``h_i`` down."""
-        if self._upper is None:
-            a = self.lp.matrix.tocsc()[:, self.h].tocsr()
-            a.data[a.data < 0.0] = 0.0
-            keep = np.isneginf(self.lp.row_lower).astype(float)
-            keep[self.rows] = 0.0  # the split rows: only closed on split neurons
-            self._upper = sp.diags(keep) @ a
-        return self._upper
-
-    def empty(self, lp: PrefixLP, tol: Tolerances) -> bool:
-        """True when HiGHS found the node's LP infeasible *and* its dual ray certifies it:
-        with cost 0, the weak-duality bound of :func:`~exactcomp.highs.lp.dual_bound`
-        (float64, padded) is a lower bound of ``0`` over the feasible set; above 0, the set is
-        empty. Anything else is no proof."""
-        ray = self.highs.dual_ray()
-        if ray is None or ray.size != lp.matrix.shape[0]:
-            return False
-        zero = np.zeros(lp.matrix.shape[1])
-        return max(dual_bound(lp, zero, ray, tol), dual_bound(lp, zero, -ray, tol)) > 0.0
-
-    def bounded(self, split: np.ndarray) -> PrefixLP:
-        """The LP of a node (``split[i]``: ``+1`` for ``z_i >= 0``, ``-1`` for ``z_i <= 0``)
-        with its bounds set in the HiGHS model too (only the changed ones are sent)."""
-        lp = self.lp
-        cl, cu = lp.col_lower.copy(), lp.col_upper.copy()
-        ru = lp.row_upper.copy()
-        pos, neg = split > 0, split < 0
-        cl[self.z[pos]] = np.maximum(cl[self.z[pos]], 0.0)
-        cu[self.z[neg]] = np.minimum(cu[self.z[neg]], 0.0)
-        cu[self.h[neg]] = 0.0
-        ru[self.rows[pos]] = 0.0
-        if self.phases.size:  # the phase of a split neuron is fixed: a = 1 on z >= 0, 0 else
-            cl[self.phases[pos]] = 1.0
-            cu[self.phases[neg]] = 0.0
-        changed = np.flatnonzero(split != self.applied)
-        if changed.size:
-            parts = [self.z[changed], self.h[changed]]
-            if self.phases.size:
-                parts.append(self.phases[changed])
-            cols = np.unique(np.concatenate(parts)).astype(np.int32)
-            self.highs.change_col_bounds(cols, cl[cols], cu[cols])
-            rows = self.rows[changed].astype(np.int32)
-            rl = np.full(rows.size, -np.inf)
-            self.highs.change_row_bounds(rows, rl, ru[rows])
-            self.applied = split.copy()
-        return replace(lp, col_lower=cl, col_upper=cu, row_upper=ru)
+"""Factor between the budgets of successive passes (30, 300, 3,000). Trees are resumed
+between passes, so the factor only sets how long the easy questions wait for the hard ones."""
 
 
 def prove_signs_relu(
@@ -288,8 +136,8 @@ def prove_signs_relu(
 
     The parameters and the result are those of :func:`exactcomp.bab.prove_signs` (``sides``:
     ``+1`` seeks only ``max z <= 0``, ``-1`` only ``min z >= 0``, ``0`` both); ``max_nodes``
-    is the budget of LP solves per question, ``total_nodes`` that of the call, ``deadline`` a ``time.perf_counter()`` instant
-    after which no LP starts. ``nodes`` counts the LPs solved.
+    is the budget of LP solves per question, ``total_nodes`` that of the call, ``deadline`` a
+    ``time.perf_counter()`` instant after which no LP starts. ``nodes`` counts the LPs solved.
     """
     t0 = time.perf_counter()
     neurons = np.asarray(neurons, dtype=np.int64)
@@ -303,38 +151,37 @@ def prove_signs_relu(
     pre = finite_prefix_bounds(net, box, k, known, tol)
     if not all_finite(pre[:k]):
         return SplitResult(neurons, inactive, active, none, 0, False, 0.0)
-    slp = _SplitLP(net, box, k, pre, tol)
+    slp = SplitLP(net, box, k, pre, tol, cuts=CUTS)
     total_nodes = node_budget(total_nodes, slp.lp.matrix.shape)
     points: list[np.ndarray] = []
     nodes = 0
     lim = None if deadline is None else deadline + time.monotonic() - time.perf_counter()
     todo = [
-        (i, j, sign)
+        _Tree(net, slp, k, j, sign, i, tol)
         for i, j in enumerate(neurons.tolist())
         for sign in {0: (1, -1), 1: (1,), -1: (-1,)}[int(np.sign(sides[i]))]
     ]
     for budget in _budgets(max_nodes):
         again = []
-        for i, j, sign in todo:
-            if inactive[i] or active[i]:
+        for tree in todo:
+            if inactive[tree.index] or active[tree.index]:
                 continue
             if deadline is not None and time.perf_counter() >= deadline:
-                again.append((i, j, sign))
+                again.append(tree)
                 continue
-            mag = max(abs(pre[k][0][j]), abs(pre[k][1][j]))
-            margin = solver_margin(tol, mag)
-            cap = min(budget, total_nodes - nodes)
-            if cap <= 0:
-                again.append((i, j, sign))
+            cap = min(budget, tree.nodes + total_nodes - nodes)
+            if cap <= tree.nodes:
+                again.append(tree)
                 continue
-            res, used, pts = _question(net, slp, k, j, sign, margin, tol, cap, lim)
-            slp.drop_cuts()
-            nodes += used
-            points += pts
+            before = tree.nodes
+            res = tree.run(cap, lim)
+            nodes += tree.nodes - before
+            points += tree.points
+            tree.points = []
             if res is True:
-                (inactive if sign > 0 else active)[i] = True
-            elif res is None and used >= cap:  # out of nodes: a larger budget may do
-                again.append((i, j, sign))
+                (inactive if tree.sign > 0 else active)[tree.index] = True
+            elif res is None and tree.resumable:  # out of nodes: a larger budget may do
+                again.append(tree)
         todo = again
     complete = not todo
     both = inactive & active
@@ -363,93 +210,13 @@ def node_budget(total_nodes: int, shape: tuple[int, int]) -> int:
 def _budgets(max_nodes: int) -> list[int]:
     """The node budgets of the successive passes over the questions still open: most
     questions end at the root (a witness, or the LP alone), a few need hundreds of nodes, so
-    each pass gives the survivors :data:`GROWTH` times more, up to ``max_nodes``. A question
-    that fails in a pass is re-run from its root in the next (at most ``1 / (GROWTH - 1)`` of
-    the nodes wasted)."""
+    each pass lets the survivors grow their trees to :data:`GROWTH` times more nodes, up to
+    ``max_nodes``. A question's tree is kept between passes and resumed from its open
+    nodes, so no LP is solved twice."""
     out = [FIRST]
     while out[-1] < max_nodes:
         out.append(min(out[-1] * GROWTH, max_nodes))
     return [b for b in out if b <= max_nodes] or [max_nodes]
-
-
-def _question(
-    net: Network,
-    slp: _SplitLP,
-    k: int,
-    j: int,
-    sign: int,
-    margin: float,
-    tol: Tolerances,
-    max_nodes: int,
-    deadline: float | None,
-) -> tuple[bool | None, int, list[np.ndarray]]:
-    """Search for a proof of ``sign * z_kj <= 0`` (``+1``: inactive, ``-1``: active).
-
-    Returns ``(proven, nodes, witness points)``: ``True`` proven, ``False`` refuted by a
-    float64 witness, ``None`` no claim (budget, deadline, a failed LP).
-    """
-    lp = slp.lp
-    w, b = net.layers[k].weight[j], float(net.layers[k].bias[j])
-    live = lp.out_cols >= 0
-    # minimise -sign * (w h): sign * z = sign * (w h + b) <= -min + sign * b
-    cost = np.zeros(lp.matrix.shape[1])
-    cost[lp.out_cols[live]] = -sign * w[live]
-    nodes = 0
-
-    def solve(split: np.ndarray) -> _Node | bool | None:
-        """The node's LP: ``True`` closed (proven or empty), ``None`` no claim, else the node."""
-        nonlocal nodes, cost
-        for again in (True, False):  # a second solve only after new cuts
-            node_lp = slp.bounded(split)
-            if cost.size < node_lp.matrix.shape[1]:
-                cost = np.concatenate([cost, np.zeros(node_lp.matrix.shape[1] - cost.size)])
-            got = lp_min(slp.highs, node_lp, cost, tol, deadline)
-            nodes += 1
-            if got is None:
-                return True if slp.empty(node_lp, tol) else None
-            bound, v = got
-            slack = float(pad(np.asarray(abs(b) + abs(bound)), tol)) + margin
-            top = -bound + sign * b + slack  # sign * z_kj <= top on this node
-            if top <= 0.0:
-                return True
-            if not (again and nodes < max_nodes and slp.cut(v)):
-                break
-        x = np.clip(
-            v[: net.input_size],
-            node_lp.col_lower[: net.input_size],
-            node_lp.col_upper[: net.input_size],
-        )
-        return _Node(split, top, x, slp.score(v, split))
-
-    root = solve(np.zeros(slp.size, np.int8))
-    if root is True or root is None:
-        return root, nodes, []
-    stack: list[tuple[float, int, _Node]] = [(-root.top, 0, root)]
-    count = 1
-    while stack:
-        _, _, node = stack.pop() if ORDER == "depth" else heapq.heappop(stack)
-        found = sign_witnesses(net, k, node.x[None], tol)
-        if (found.pos if sign > 0 else found.neg)[j] >= 0:
-            return False, nodes, [node.x[None]]
-        i = int(np.argmax(node.score)) if node.score.size else -1
-        if i < 0 or node.score[i] <= 0.0:  # nothing left worth splitting here
-            return None, nodes, []
-        for s in (1, -1):
-            if nodes >= max_nodes:
-                return None, nodes, []
-            split = node.split.copy()
-            split[i] = s
-            child = solve(split)
-            if child is None:
-                return None, nodes, []
-            if child is True:
-                continue
-            if ORDER == "depth":
-                stack.append((-child.top, count, child))
-            else:
-                heapq.heappush(stack, (-child.top, count, child))
-            count += 1
-    return True, nodes, []
 
 
 @dataclass(frozen=True, eq=False)
@@ -461,3 +228,114 @@ class _Node:
     top: float
     x: np.ndarray
     score: np.ndarray
+
+
+class _Tree:
+    """The search for a proof of ``sign * z_kj <= 0`` (``+1``: inactive, ``-1``: active),
+    kept between passes.
+
+    ``open`` holds the solved nodes not yet split, ``pending`` the children of the node
+    being split that are not solved yet (a node's two children are solved one after the
+    other: they differ by one bound, the best warm start), ``cuts`` the question's cut rows
+    while it waits for its next pass. :meth:`run` goes on until ``cap`` LPs in all;
+    ``resumable`` is False once the question has its answer.
+    """
+
+    def __init__(
+        self, net: Network, slp: SplitLP, k: int, j: int, sign: int, index: int, tol: Tolerances
+    ) -> None:
+        self.net, self.slp, self.k, self.j, self.sign, self.index = net, slp, k, j, sign, index
+        self.tol = tol
+        lp = slp.lp
+        self.w, self.b = net.layers[k].weight[j], float(net.layers[k].bias[j])
+        live = lp.out_cols >= 0
+        # minimise -sign * (w h): sign * z = sign * (w h + b) <= -min + sign * b
+        self.cost = np.zeros(lp.matrix.shape[1])
+        self.cost[lp.out_cols[live]] = -sign * self.w[live]
+        pre_lo, pre_hi = slp.pre[k][0][j], slp.pre[k][1][j]
+        self.margin = solver_margin(tol, max(abs(pre_lo), abs(pre_hi)))
+        self.nodes = 0
+        self.open: list[tuple[float, int, _Node]] = []
+        self.pending: list[np.ndarray] = [np.zeros(slp.size, np.int8)]  # the root
+        self.count = 0
+        self.cuts = Cuts()
+        self.points: list[np.ndarray] = []
+        self.resumable = True
+
+    def run(self, cap: int, deadline: float | None) -> bool | None:
+        """Go on until the question is answered or ``cap`` LPs are solved in all: ``True``
+        proven, ``False`` refuted by a float64 witness (in ``points``), ``None`` no claim
+        (budget, deadline, a failed LP)."""
+        self.slp.restore(self.cuts)
+        try:
+            out = self._search(cap, deadline)
+        finally:
+            self.cuts = self.slp.drop_cuts()
+        if out is not None or not self.resumable:
+            self.resumable = False
+            self.open, self.pending = [], []
+        return out
+
+    def _search(self, cap: int, deadline: float | None) -> bool | None:
+        net, k, j = self.net, self.k, self.j
+        while True:
+            while self.pending:
+                if self.nodes >= cap:
+                    return None  # resumable
+                got = self._solve(self.pending[0], cap, deadline)
+                if got is None:
+                    self.resumable = False
+                    return None
+                self.pending.pop(0)
+                if got is not True:
+                    self._push(got)
+            if not self.open:
+                return True
+            _, _, node = self.open.pop() if ORDER == "depth" else heapq.heappop(self.open)
+            found = sign_witnesses(net, k, node.x[None], self.tol)
+            if (found.pos if self.sign > 0 else found.neg)[j] >= 0:
+                self.points.append(node.x[None])
+                return False
+            i = int(np.argmax(node.score)) if node.score.size else -1
+            if i < 0 or node.score[i] <= 0.0:  # nothing left worth splitting here
+                self.resumable = False
+                return None
+            for s in (1, -1):
+                split = node.split.copy()
+                split[i] = s
+                self.pending.append(split)
+
+    def _push(self, node: _Node) -> None:
+        item = (-node.top, self.count, node)
+        self.count += 1
+        if ORDER == "depth":
+            self.open.append(item)
+        else:
+            heapq.heappush(self.open, item)
+
+    def _solve(self, split: np.ndarray, cap: int, deadline: float | None) -> _Node | bool | None:
+        """The node's LP: ``True`` closed (proven or empty), ``None`` no claim, else the node.
+        One more solve after new cuts (:meth:`~exactcomp.bab.relu_lp.SplitLP.cut`)."""
+        slp, tol, net = self.slp, self.tol, self.net
+        for again in (True, False):
+            node_lp = slp.bounded(split)
+            if self.cost.size < node_lp.matrix.shape[1]:
+                pad_cols = node_lp.matrix.shape[1] - self.cost.size
+                self.cost = np.concatenate([self.cost, np.zeros(pad_cols)])
+            got = lp_min(slp.highs, node_lp, self.cost, tol, deadline)
+            self.nodes += 1
+            if got is None:
+                return True if slp.empty(node_lp, tol) else None
+            bound, v = got
+            slack = float(pad(np.asarray(abs(self.b) + abs(bound)), tol)) + self.margin
+            top = -bound + self.sign * self.b + slack  # sign * z_kj <= top on this node
+            if top <= 0.0:
+                return True
+            if not (again and self.nodes < cap and slp.cut(v)):
+                break
+        x = np.clip(
+            v[: net.input_size],
+            node_lp.col_lower[: net.input_size],
+            node_lp.col_upper[: net.input_size],
+        )
+        return _Node(split, top, x, slp.score(v, split))

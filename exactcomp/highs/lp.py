@@ -30,13 +30,14 @@ from dataclasses import dataclass
 
 import highspy
 import numpy as np
+import scipy.sparse as sp
 
 from ..tolerances import Tolerances
 from .matrix import MatrixModel, highs_with_model
 from .runtime import INF, new_highs, run
 from .status import Termination, from_highs
 
-__all__ = ["Lp", "LpSolution", "dual_bound", "lp_min"]
+__all__ = ["Lp", "LpSolution", "dual_bound", "dual_bounds", "lp_min"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +58,8 @@ class Lp:
 
     def __init__(self, h: highspy.Highs, presolve: bool = True) -> None:
         self.h = h
+        self._abs: tuple[object, sp.spmatrix | sp.sparray] | None = None
+        self._cost = np.zeros(0)
         if not presolve:
             h.setOptionValue("presolve", "off")
 
@@ -144,14 +147,27 @@ class Lp:
         ray = np.asarray(ray, dtype=np.float64)
         return ray if has and np.isfinite(ray).all() else None
 
+    def abs_transpose(self, model: MatrixModel) -> sp.spmatrix | sp.sparray:
+        """``|A|^T`` of ``model``'s matrix (for :func:`dual_bounds`), kept while the same
+        matrix object is asked for again: the nodes of a branch and bound change bounds
+        only, and share one matrix."""
+        if self._abs is None or self._abs[0] is not model.matrix:
+            self._abs = (model.matrix, abs(model.matrix).T.tocsr())
+        return self._abs[1]
+
     def set_cost(self, cost: np.ndarray) -> None:
-        """The objective coefficients of the first ``len(cost)`` columns."""
+        """The objective coefficients of the first ``len(cost)`` columns (not sent again when
+        they are those of the last call: a branch and bound re-solves one objective)."""
         cost = np.asarray(cost, dtype=np.float64)
+        if np.array_equal(cost, self._cost):
+            return
         self.h.changeColsCost(cost.size, np.arange(cost.size, dtype=np.int32), cost)
+        self._cost = cost.copy()
 
     def set_col_cost(self, col: int, value: float) -> None:
         """One objective coefficient."""
         self.h.changeColCost(int(col), float(value))
+        self._cost = np.zeros(0)  # what set_cost last sent is no longer the objective
 
     def solve(self, deadline: float | None = None) -> LpSolution:
         """Solve (within ``deadline``, a ``time.monotonic()`` instant); values and duals only
@@ -180,20 +196,40 @@ def dual_bound(model: MatrixModel, cost: np.ndarray, y: np.ndarray, tol: Toleran
     Weak duality (module docstring): multipliers on an infinite row side are zeroed, every
     column bound must be finite, and the float64 evaluation is padded for rounding.
     """
-    y = np.where(np.isfinite(model.row_lower), np.maximum(y, 0.0), 0.0) + np.where(
-        np.isfinite(model.row_upper), np.minimum(y, 0.0), 0.0
+    ys = np.asarray(y, dtype=np.float64).reshape(-1, 1)
+    return float(dual_bounds(model, cost, ys, tol)[0])
+
+
+def dual_bounds(
+    model: MatrixModel,
+    cost: np.ndarray,
+    ys: np.ndarray,
+    tol: Tolerances,
+    abs_transpose: sp.spmatrix | sp.sparray | None = None,
+) -> np.ndarray:
+    """:func:`dual_bound` for each column of ``ys`` (rows x q), in one pass over the matrix.
+
+    ``abs_transpose`` is ``|A|^T`` when the caller keeps it (:meth:`Lp.abs_transpose`);
+    it enters only the rounding pad's scale.
+    """
+    finite_lo = np.isfinite(model.row_lower)[:, None]
+    finite_hi = np.isfinite(model.row_upper)[:, None]
+    y = np.where(finite_lo, np.maximum(ys, 0.0), 0.0) + np.where(
+        finite_hi, np.minimum(ys, 0.0), 0.0
     )
-    d = cost - model.matrix.T @ y
-    row_side = np.where(y > 0.0, model.row_lower, model.row_upper)
+    cost = np.asarray(cost, dtype=np.float64)
+    d = cost[:, None] - model.matrix.T @ y
+    row_side = np.where(y > 0.0, model.row_lower[:, None], model.row_upper[:, None])
     row_terms = np.where(y != 0.0, y * np.where(y != 0.0, row_side, 0.0), 0.0)
-    col_side = np.where(d > 0.0, model.col_lower, model.col_upper)
+    col_side = np.where(d > 0.0, model.col_lower[:, None], model.col_upper[:, None])
     col_terms = d * col_side
-    value = float(row_terms.sum() + col_terms.sum())
-    if not np.isfinite(value):
-        return -np.inf  # overflow: no bound
+    value = row_terms.sum(axis=0) + col_terms.sum(axis=0)
     mag = np.maximum(np.abs(model.col_lower), np.abs(model.col_upper))
-    scale = np.abs(row_terms).sum() + (np.abs(cost) + abs(model.matrix).T @ np.abs(y)) @ mag
-    return value - (tol.bound_abs + tol.bound_rel * float(scale))
+    abs_t = abs(model.matrix).T if abs_transpose is None else abs_transpose
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow gives no bound below
+        scale = np.abs(row_terms).sum(axis=0) + np.abs(cost) @ mag + (abs_t @ np.abs(y)).T @ mag
+        out = value - (tol.bound_abs + tol.bound_rel * scale)
+    return np.where(np.isfinite(out), out, -np.inf)
 
 
 def lp_min(
@@ -210,5 +246,5 @@ def lp_min(
         return None
     # Weak duality holds for any multipliers, so trying both sign conventions of the row
     # duals and keeping the tighter bound is still sound (and robust to the convention).
-    bound = max(dual_bound(model, cost, y, tol), dual_bound(model, cost, -y, tol))
-    return bound, sol.values
+    both = dual_bounds(model, cost, np.stack([y, -y], axis=1), tol, lp.abs_transpose(model))
+    return float(both.max()), sol.values

@@ -17,7 +17,8 @@ bab            the same as interval, on every leaf of a tree of input splits
                (:mod:`exactcomp.bab`; only for at most ``bab.split.MAX_INPUTS`` inputs)
 relu_split     the same, on every leaf of a tree of ReLU splits of earlier layers, each
                bounded by the LP with the split rows (:mod:`exactcomp.bab.relu`; for
-               more than ``bab.split.MAX_INPUTS`` inputs, after the ideal cuts)
+               more than ``bab.split.MAX_INPUTS`` inputs, after the ideal cuts, or
+               instead of them on the last ReLU layer)
 milp           the remaining sign question, early-stopped (see :mod:`exactcomp.milp.highs`);
                a near tie is asked again at a finer solver tolerance
 =============  =====================================================================

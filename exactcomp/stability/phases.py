@@ -100,11 +100,14 @@ def linear_phase(q: PhaseInput) -> PhaseResult:
 
 
 def lp_phase(q: PhaseInput) -> PhaseResult:
-    """Triangle-relaxation LP bounds of the neurons asked about, both sides
-    (:func:`exactcomp.bounds.lp.lp_layer_bounds`)."""
+    """Triangle-relaxation LP bounds of the neurons asked about, on the side each asks for
+    (:func:`exactcomp.bounds.lp.lp_layer_bounds`; ``0``: both)."""
     from ..bounds.lp import lp_layer_bounds
 
-    return from_bounds(lp_layer_bounds(q.net, q.box, q.k, q.known, neurons=q.neurons, tol=q.tol))
+    bounds = lp_layer_bounds(
+        q.net, q.box, q.k, q.known, neurons=q.neurons, tol=q.tol, sides=q.sides
+    )
+    return from_bounds(bounds)
 
 
 def ideal_cut_phase(q: PhaseInput) -> PhaseResult:

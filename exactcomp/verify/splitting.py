@@ -34,15 +34,12 @@ import numpy as np
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
-from .monotone import monotone
 from .symbolic import Pair, comparable, difference_bounds, paired
 
 __all__ = ["SplitOutcome", "comparable", "paired", "split_verify"]
 
 BATCH = 1024  # at most this many boxes are split per step (their children are bounded together)
 ELEMENTS = 12_000_000  # ... and fewer on wide networks: about this many floats per work array
-STUCK = 0.97  # a child whose key is above this share of its parent's: try every input
-MONOTONE = True  # replace a box by two faces along an input where the difference is monotone
 INHERITED = 50_000_000  # open leaves keep their hidden bounds while they take fewer floats
 
 
@@ -102,13 +99,11 @@ def split_verify(
         rows = np.arange(len(lo))
         i_out, side = np.divmod(arg, 2)
         coef = np.where((side == 1)[:, None], b.hi_e[rows, :-1, i_out], -b.lo_e[rows, :-1, i_out])
-        choice = _split_choice(b, coef, hi - lo)
-        # a box no tighter than STUCK times its parent's key: try every input next time
-        stuck = flat[rows, arg] > STUCK * parent.reshape(len(lo), -1).max(axis=1)
-        return w, flat[rows, arg], coef, np.where(stuck, -1, choice), b.inner
+        score = b.unstable + 1e-9 * np.abs(coef)  # per input, times the width: the split rule
+        return w, flat[rows, arg], coef, score, b.inner
 
     lo, hi = box.lower[None, :].copy(), box.upper[None, :].copy()
-    w, key, coef, choice, inner = bound(lo, hi, np.full((1, m, 2), np.inf), None)
+    w, key, coef, score, inner = bound(lo, hi, np.full((1, m, 2), np.inf), None)
     nodes += 1
     while True:
         # concrete points: each centre and the corner maximising the worst bound
@@ -132,7 +127,7 @@ def split_verify(
         done = key <= tol
         if done.any():
             closed = np.maximum(closed, w[done].max(axis=0))
-        pool.add(lo[~done], hi[~done], w[~done], choice[~done], key[~done], inner[~done])
+        pool.add(lo[~done], hi[~done], w[~done], score[~done], key[~done], inner[~done])
         if pool.size == 0:
             return _outcome(
                 outputs, closed, True, best_x, best_d, nodes, splits, 0, "every box proven"
@@ -141,84 +136,36 @@ def split_verify(
             upper = np.maximum(closed, pool.w.max(axis=0))
             why = "time limit" if nodes < max_nodes else "node limit"
             return _outcome(outputs, upper, False, best_x, best_d, nodes, splits, pool.size, why)
-        plo, phi, pw, pchoice, pinner = pool.take(batch)
+        plo, phi, pw, pscore, pinner = pool.take(batch)
         splits += len(plo)
-        # every input for the stuck boxes (choice -1), the chosen one for the others
-        look = pchoice < 0
-        reps = np.where(look, box.dim, 1)
-        src = np.repeat(np.arange(len(plo)), reps)
-        tried = np.where(look[src], np.arange(len(src)) - np.repeat(np.cumsum(reps) - reps, reps), pchoice[src])
-        lo, hi, parent = _halves(plo[src], phi[src], pw[src], tried)
-        known = np.repeat(pinner[src], 2, axis=0) if pinner.shape[1] else None
-        w, key, coef, choice, inner = bound(lo, hi, parent, known)
+        width = phi - plo
+        dim = (pscore * width + 1e-12 * width).argmax(axis=1)
+        lo, hi, parent = _halves(plo, phi, pw, dim)
+        known = np.repeat(pinner, 2, axis=0) if pinner.shape[1] else None
+        w, key, coef, score, inner = bound(lo, hi, parent, known)
         nodes += len(lo)
-        if look.any():
-            keep = _best_pairs(key, src, look[src], (phi - plo)[src, tried % box.dim] > 0)
-            w, key, coef, choice, inner = w[keep], key[keep], coef[keep], choice[keep], inner[keep]
-            lo, hi = lo[keep], hi[keep]
 
 
-def _best_pairs(key, src, looked, wide):
-    """Rows of the children to keep: both halves of every plain split, and for each box whose
-    every input was tried (``looked``), the two halves whose worse key is the smallest
-    (only inputs of nonzero width, ``wide``)."""
-    worse = np.maximum(key[0::2], key[1::2])
-    worse = np.where(wide, worse, np.inf)
-    order = np.lexsort((worse, src))  # by box, best pair first
-    first = np.ones(len(src), dtype=bool)
-    first[1:] = src[order][1:] != src[order][:-1]
-    chosen = np.zeros(len(src), dtype=bool)
-    chosen[order[first]] = True
-    chosen |= ~looked
-    return np.repeat(chosen, 2)
-
-
-def _split_choice(b, coef, width):
-    """Per box, the input to split, plus ``d`` when the box is to be replaced by its two
-    faces along it (every compared difference monotone along that input:
-    :mod:`exactcomp.verify.monotone`; the one of largest smear ``max |gradient| * width``,
-    NeuroDiff's choice). Otherwise the split rule of the module docstring."""
-    d = width.shape[1]
-    score = (b.unstable + 1e-9 * np.abs(coef)) * width + 1e-12 * width
-    dim = score.argmax(axis=1)
-    import os
-    if os.environ.get("RULE") == "nd":
-        dim = (np.maximum(b.grad_hi, -b.grad_lo).max(axis=1) * width).argmax(axis=1)
-    if os.environ.get("RULE") == "coef":
-        dim = (np.abs(coef) * width).argmax(axis=1)
-    if not MONOTONE:
-        return dim
-    mono = monotone(b.grad_lo, b.grad_hi) & (width > 0)
-    smear = np.maximum(b.grad_hi, -b.grad_lo).max(axis=1) * width
-    mono_dim = np.where(mono, smear, -1.0).argmax(axis=1)
-    has = mono.any(axis=1)
-    return np.where(has, mono_dim + d, dim)
-
-
-def _halves(lo, hi, w, choice):
-    """The two halves of each box along input ``choice`` (rows ``2 b`` and ``2 b + 1``), or
-    its two faces along input ``choice - d`` when ``choice >= d``, each inheriting its
-    parent's bounds ``w``."""
+def _halves(lo, hi, w, dim):
+    """The two halves of each box along its ``dim`` (rows ``2 b`` and ``2 b + 1``), each
+    inheriting its parent's bounds ``w``."""
     r = np.arange(len(lo))
-    d = lo.shape[1]
-    face = choice >= d
-    dim = np.where(face, choice - d, choice)
     mid = (lo[r, dim] + hi[r, dim]) / 2
     left_hi, right_lo = hi.copy(), lo.copy()
-    left_hi[r, dim] = np.where(face, lo[r, dim], mid)
-    right_lo[r, dim] = np.where(face, hi[r, dim], mid)
+    left_hi[r, dim] = mid
+    right_lo[r, dim] = mid
     out_lo = np.stack([lo, right_lo], axis=1).reshape(2 * len(lo), -1)
     out_hi = np.stack([left_hi, hi], axis=1).reshape(2 * len(lo), -1)
     return out_lo, out_hi, np.repeat(w, 2, axis=0)
 
 
 class _Pool:
-    """The open leaves: boxes, their bounds (N, m, 2), split choices and keys."""
+    """The open leaves: boxes, their bounds (N, m, 2), worst-bound scoreficients and keys."""
 
     def __init__(self, d: int, m: int, h: int) -> None:
         self.lo, self.hi = np.zeros((0, d)), np.zeros((0, d))
         self.inner = np.zeros((0, h))
-        self.w, self.score, self.key = np.zeros((0, m, 2)), np.zeros(0, dtype=int), np.zeros(0)
+        self.w, self.score, self.key = np.zeros((0, m, 2)), np.zeros((0, d)), np.zeros(0)
 
     @property
     def size(self) -> int:

@@ -115,12 +115,11 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .backward import Relaxation, output_bounds, ragged_difference_bounds, relu_relaxation
-from .monotone import Pattern, difference_gradient
 from .ragged import ragged_layer_bounds
 
 BACKWARD = True  # also bound the outputs by back-substitution (exactcomp.verify.backward)
-CHUNK = 512  # boxes bounded together: their forms stay in the CPU's cache
-DIFF_BACKWARD = True  # back-substitute the hidden differences too (backward.py)
+CHUNK = 256  # boxes bounded together: their forms stay in the CPU's cache
+DIFF_FROM = 2  # the hidden differences are back-substituted from this layer on (1: the same)
 CROWN_FROM = 2  # back-substitution bounds f's layers from this one on (1, 2: equal; 3, 4: worse)
 
 
@@ -232,8 +231,6 @@ class DifferenceBounds:
     hi_e: np.ndarray
     unstable: np.ndarray  # (N, d): sum over f's unstable neurons of |dz/dx_j| / (u - l)
     inner: np.ndarray  # (N, 4 H): per hidden layer, bounds of z^f and of d (for children)
-    grad_lo: np.ndarray  # (N, m, d): interval gradient of g_i - f_i on the box
-    grad_hi: np.ndarray  # (exactcomp.verify.monotone)
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,7 +270,10 @@ def difference_bounds(
         return _difference_bounds(pair, lo, hi, known)
     parts = [
         _difference_bounds(
-            pair, lo[i : i + CHUNK], hi[i : i + CHUNK], None if known is None else known[i : i + CHUNK]
+            pair,
+            lo[i : i + CHUNK],
+            hi[i : i + CHUNK],
+            None if known is None else known[i : i + CHUNK],
         )
         for i in range(0, len(lo), CHUNK)
     ]
@@ -306,8 +306,6 @@ def _difference_bounds(
     inner: list[np.ndarray] = []  # what children inherit (DifferenceBounds.inner)
     pos = 0  # where this layer's bounds start in ``known``
     relax: list[Relaxation] = []  # per hidden layer, for the back-substitution
-    pat_f: list[Pattern] = []  # per hidden layer, activation patterns (monotone.py)
-    pat_g: list[Pattern] = []
     for k, (lf_, lg_) in enumerate(zip(f.layers, g.layers, strict=True)):
         rows = list(outputs) if k == last else slice(None)
         wf, bf = lf_.weight[rows], lf_.bias[rows]
@@ -337,8 +335,7 @@ def _difference_bounds(
                 b_lo, b_hi = output_bounds(f, g, outputs, relax, lo, hi, mag, tol)
                 out_lo, out_hi = np.maximum(out_lo, b_lo), np.minimum(out_hi, b_hi)
             kept = np.concatenate(inner, axis=1) if inner else np.zeros((n_box, 0))
-            gl, gh = difference_gradient(f, g, outputs, pat_f, pat_g, n_box, tol)
-            return DifferenceBounds(out_lo, out_hi, d_lo, d_hi, smear, kept, gl, gh)
+            return DifferenceBounds(out_lo, out_hi, d_lo, d_hi, smear, kept)
         dl, du = forms.low(d_lo), forms.high(d_hi)
         if known is not None:
             dl = np.maximum(dl, known[:, pos + 2 * width : pos + 3 * width])
@@ -348,9 +345,9 @@ def _difference_bounds(
             if len(at[0]):
                 cl, cu = ragged_layer_bounds(f, k, lo, hi, crown, at[0], at[1], pair.pads[k])
                 lf[at], uf[at] = np.maximum(lf[at], cl), np.minimum(uf[at], cu)
-            # and the difference itself, where a chord over [dl, du] will be used
+        if DIFF_FROM <= k < last:  # the difference itself, where a chord over [dl, du] is used
             at = np.nonzero(((lf < 0) & (uf > 0)) | ((lf + dl < 0) & (uf + du > 0)))
-            if DIFF_BACKWARD and len(at[0]):
+            if len(at[0]):
                 bl, bu = ragged_difference_bounds(f, g, k, relax, lo, hi, mag, tol, *at)
                 dl[at], du[at] = np.maximum(dl[at], bl), np.minimum(du[at], bu)
         if k < last:
@@ -360,8 +357,6 @@ def _difference_bounds(
         pos += 4 * width
         if not lf_.relu:
             relax.append(Relaxation.linear(lf, uf, dl, du))
-            pat_f.append(None)
-            pat_g.append(None)
             x_lo, x_hi, cur_lo, cur_hi = zf_lo, zf_hi, lf, uf
             dl_e, dh_e = d_lo, d_hi
             continue
@@ -376,8 +371,6 @@ def _difference_bounds(
         act_f, ina_f = lf >= 0, uf <= 0
         act_g, ina_g = lg >= 0, ug <= 0
         unst = ~(act_f | ina_f)
-        pat_f.append((act_f, unst))
-        pat_g.append((act_g, ~(act_g | ina_g)))
         # splitting heuristic: each neuron unstable in f (or else in g) contributes the share
         # of its range due to each input (z^g is close to z^f: f's gradient serves for both)
         unst_g = ~(act_g | ina_g) & ~unst

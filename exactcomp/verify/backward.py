@@ -27,6 +27,10 @@ box's concrete bounds :math:`[l, u]` of :math:`z^f`, :math:`[\underline d, \over
 :math:`d` and :math:`[l^g, u^g]` of :math:`z^g`; see :mod:`exactcomp.verify.symbolic` for
 each case.
 
+The same substitution bounds a *hidden* layer's differences :math:`d_k` (rows ``\pm e_n``
+of layer ``k`` instead of the outputs), per (box, neuron) pair with that box's relaxations
+(:func:`ragged_difference_bounds`).
+
 Floating point
 --------------
 As in :mod:`exactcomp.bounds.linear`: a ``scale`` per row accumulates ``|coefficients|`` times

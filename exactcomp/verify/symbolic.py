@@ -97,8 +97,8 @@ are built: the forward forms of ``d`` part by ``|W|`` times their gap at every l
 both networks are stable, and the chords over a loose ``[dl, du]`` then loosen the outputs
 however small the box (ACAS Xu 2_1's float16 copy at tol 0.01, a stuck box: ``d`` bounds 16-30
 times the sampled widths at layers 3-5, output bound 0.0145 against a true 0.0017). With it,
-NeuroDiff's question at eps 0.01 needs 465 boxes on 2_1 (more than 200,000 before), 1,133 on
-4_2 and 14,239 on 3_3 (neither proven in 200,000 before).
+NeuroDiff's question at eps 0.01 needs 465 boxes on 2_1 (not proven in 150,000 before), 1,133 on
+4_2 and 14,239 on 3_3 (neither proven in 100,000 before).
 
 Floating point
 --------------

@@ -213,8 +213,8 @@ def test_deep_split_bound_is_never_below_the_exact_maximum(seed) -> None:
 
 def test_acas_xu_2_1_float16_copy_at_eps_0_01_in_few_boxes(tmp_path) -> None:
     """NeuroDiff's question on ACAS Xu 2_1 at eps 0.01 (its stored run: 13,138 splits): proven
-    within 2,000 boxes; with the forward forms of the hidden differences alone, 200,000 boxes
-    did not prove it (bound 0.0146)."""
+    within 2,000 boxes; with the forward forms of the hidden differences alone, 150,000 boxes
+    did not prove it (bound 0.0106)."""
     from benchmarks import neurodiff as nd
 
     a, b = (nd.unpack(p, tmp_path) for p in nd.acas_pairs()["2_1"])

@@ -105,8 +105,8 @@ def stable_neurons(
         raising: the layer in progress and all later ones are UNDECIDED, which is always
         sound (undecided neurons are kept). ``stats["interrupted"]`` is then 1.
     deadline:
-        A ``time.perf_counter()`` value after which no layer and no MILP question is started
-        (a running one is capped to the time left): what was not decided stays UNDECIDED,
+        A ``time.perf_counter()`` value after which no layer, LP, search or MILP question is
+        started (a running one is capped to the time left): what was not decided stays UNDECIDED,
         which is sound. ``stats["out_of_time"]`` is then 1. For callers with an overall
         budget (``verify``); the result then depends on the machine's speed.
 
@@ -217,6 +217,8 @@ def _analyse_box(
         else:
             bounds.append((result.lower, result.upper))
     stats["undecided"] = sum(ls.count(Verdict.UNDECIDED) for ls in layers)
+    if stats["undecided"] and opts.deadline is not None and time.perf_counter() >= opts.deadline:
+        stats["out_of_time"] = 1  # the deadline passed within a layer's phases
     layers_c, rows = compact_witnesses(layers, pool.rows())
     return StabilityReport(tuple(layers_c), rows, stats)
 

@@ -217,11 +217,12 @@ class LayerRun:
         MILPs. On the last ReLU layer only the claim each open neuron can still have is
         asked (one LP instead of two where a sign was seen: mnist-net_256x4 prop_0_0.03,
         layer 3)."""
+        deadline = self.opts.deadline  # past it, no LP starts (those neurons stay open)
         if not self._last():
             targets = np.flatnonzero(~(self.inactive | self.active))
-            self._apply(lp_phase(self._ask(targets)), Proof.LP)
+            self._apply(lp_phase(self._ask(targets, None, deadline)), Proof.LP)
         else:
-            self._apply(lp_phase(self._ask(*self._open_sides())), Proof.LP)
+            self._apply(lp_phase(self._ask(*self._open_sides(), deadline)), Proof.LP)
 
     def _input_splits(self) -> None:
         """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each
@@ -242,16 +243,20 @@ class LayerRun:
     def _region_search(self) -> None:
         """LP local search over activation patterns for the sign each open neuron has not
         shown (:mod:`exactcomp.stability.region_search`), from its best pooled point; what it
-        finds also shows other neurons' signs. Capped at :data:`_REGION_LPS` LPs a neuron."""
+        finds also shows other neurons' signs. Capped at :data:`_REGION_LPS` LPs a neuron, and
+        no LP starts past the deadline (it only finds witnesses: stopping proves nothing)."""
         open_ = self.open_neurons()
         pos, _ = self._seen()
         signs = np.where(pos[open_], -1, 1)
         starts = self.pool.best(self.k, open_, signs)
+        left = self._left()  # as a time.monotonic() instant, that of the LP module
+        deadline = time.monotonic() + max(left, 0.0) if np.isfinite(left) else None
         for j, s, x in zip(open_.tolist(), signs.tolist(), starts, strict=True):
-            if not self._moot(Task(j, s)):
+            if not self._moot(Task(j, s)):  # (moot past the deadline)
                 found = region_search(
-                    self.net, self.box, self.k, self.bounds, self.verdicts, j, s, x, _REGION_LPS
-                )
+                    self.net, self.box, self.k, self.bounds, self.verdicts, j, s, x,
+                    _REGION_LPS, deadline,
+                )  # fmt: skip
                 self.pool.add(found)
 
     def _ideal_cuts(self) -> None:

@@ -101,11 +101,13 @@ def linear_phase(q: PhaseInput) -> PhaseResult:
 
 def lp_phase(q: PhaseInput) -> PhaseResult:
     """Triangle-relaxation LP bounds of the neurons asked about, on the side each asks for
-    (:func:`exactcomp.bounds.lp.lp_layer_bounds`; ``0``: both)."""
+    (:func:`exactcomp.bounds.lp.lp_layer_bounds`; ``0``: both), until the deadline: an LP
+    that would start past it is not solved, so its neuron keeps its input bound."""
     from ..bounds.lp import lp_layer_bounds
 
+    left = None if q.deadline is None else max(q.deadline - time.perf_counter(), 0.0)
     bounds = lp_layer_bounds(
-        q.net, q.box, q.k, q.known, neurons=q.neurons, tol=q.tol, sides=q.sides
+        q.net, q.box, q.k, q.known, neurons=q.neurons, tol=q.tol, time_limit=left, sides=q.sides
     )
     return from_bounds(bounds)
 

@@ -29,7 +29,8 @@ constraints are then rows of the LP). The search:
 2. when stuck, try toggling one neuron in or out of :math:`S` (one LP each; those whose
    term :math:`|c_i z_{pi}(x)|` is smallest first, i.e. nearest their kink) and restart 1
    from the first toggle that improves the true value;
-3. stop at a positive value, when no toggle improves, or after ``max_lps`` LPs.
+3. stop at a positive value, when no toggle improves, after ``max_lps`` LPs, or at the
+   deadline (checked before each LP, and the running LP is capped to the time left).
 
 Everything returned is only a *candidate*: the caller evaluates it in float64 through the
 whole network (:class:`~exactcomp.stability.witnesses.WitnessPool`), so a mistake here can
@@ -39,6 +40,7 @@ cost time but never soundness.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -101,11 +103,14 @@ class _Lp:
             lp.add_row(-np.inf, float(b), cols, row)
         self.lp = lp
 
-    def solve(self, linear: np.ndarray, cost_neg: np.ndarray) -> np.ndarray | None:
-        """Maximise ``linear . z_p`` (over the rows of ``a``) plus ``cost_neg . t``."""
+    def solve(
+        self, linear: np.ndarray, cost_neg: np.ndarray, deadline: float | None = None
+    ) -> np.ndarray | None:
+        """Maximise ``linear . z_p`` (over the rows of ``a``) plus ``cost_neg . t``, within
+        ``deadline`` (``time.monotonic()``; ``None`` past it)."""
         obj = np.concatenate([linear @ self.a, cost_neg])
         self.lp.set_cost(obj)
-        values = self.lp.solve().values
+        values = self.lp.solve(deadline).values
         return None if values is None else np.array(values[: self.n], dtype=np.float64)
 
 
@@ -119,12 +124,14 @@ def region_search(
     sign: int,
     start: np.ndarray,
     max_lps: int,
+    deadline: float | None = None,
 ) -> np.ndarray:
     """Candidate inputs with large ``sign * z[k][neuron]`` (see the module docstring).
 
     ``bounds``/``verdicts``: proven bounds and verdicts of layers ``< k`` (they only decide
-    which neurons need a pattern; nothing is trusted beyond that). Returns the visited points
-    (the best last), possibly none.
+    which neurons need a pattern; nothing is trusted beyond that). ``deadline``: a
+    ``time.monotonic()`` instant after which no LP starts. Returns the visited points (the
+    best last), possibly none.
     """
     p = k - 1
     if p < 0 or not net.layers[p].relu:
@@ -150,10 +157,13 @@ def region_search(
         lps += 1
         linear = always.copy()
         linear[chosen] += c[chosen]
-        y = lp.solve(linear, cost_neg)
+        y = lp.solve(linear, cost_neg, deadline)
         return None if y is None else box.clip(y[None, :])[0]
 
-    while lps < max_lps and best <= 0.0:
+    def late() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
+    while lps < max_lps and best <= 0.0 and not late():
         zp = a[positive] @ x + d[positive]
         on = positive[zp > 0.0]
         moved = False
@@ -161,7 +171,7 @@ def region_search(
         order = positive[np.argsort(np.abs(c[positive] * zp), kind="stable")]
         candidates = itertools.chain([on], (np.setxor1d(on, [i]) for i in order))
         for chosen in candidates:
-            if lps >= max_lps:
+            if lps >= max_lps or late():
                 break
             y = step(chosen)
             if y is None:

@@ -34,6 +34,7 @@ CLOCKED = (
     "exactcomp.stability.engine",
     "exactcomp.stability.layer",
     "exactcomp.stability.phases",
+    "exactcomp.stability.region_search",
     "exactcomp.verify.charge",
     "exactcomp.verify.diffbab",
     "exactcomp.verify.differential",

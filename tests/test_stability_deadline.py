@@ -1,0 +1,143 @@
+"""The stability engine's deadline inside a layer: no LP of the LP phase and no LP of the
+region (witness) search starts past it, and what is left stays UNDECIDED, never wrong.
+
+A slow phase is simulated on a fake clock (:class:`exactcomp.testing.clock.FakeClock`): each
+LP of the phase under test that HiGHS really solves lets one second pass, so "the deadline
+passes after N LPs" is exact on any machine load. Every LP solved is logged with whether the
+clock was already past the deadline when it started. The verdicts are checked against the
+brute-force oracle (:mod:`exactcomp.testing.oracle`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exactcomp.highs import lp as highs_lp
+from exactcomp.stability import layer as stability_layer
+from exactcomp.stability import stable_neurons
+from exactcomp.stability.phases import PhaseInput, lp_phase
+from exactcomp.testing.clock import FakeClock
+from exactcomp.testing.oracle import AMBIGUOUS, exact_analysis
+from exactcomp.testing.random_networks import random_case
+from exactcomp.tolerances import DEFAULT
+from exactcomp.verdicts import Verdict
+
+START = 1000.0  # the fake clock's reading when a test begins
+
+
+class SlowLps:
+    """Stands in for ``Lp.solve``: logs every LP HiGHS really solves as ``(phase, late)``
+    (``late``: started at or past ``deadline``) and lets a second pass after each one of
+    ``phase`` (``None``: of every phase)."""
+
+    def __init__(self, monkeypatch, clock: FakeClock, phase: str | None, deadline: float):
+        self.clock, self.phase, self.deadline = clock, phase, deadline
+        self.log: list[tuple[str, bool]] = []
+        self.current = "other"
+        real = highs_lp.Lp.solve
+
+        def solve(lp, deadline=None):
+            ran = deadline is None or clock.monotonic() < deadline  # else: not started
+            out = real(lp, deadline)
+            if ran:
+                self.log.append((self.current, clock.perf_counter() >= self.deadline))
+                if self.phase in (None, self.current):
+                    clock.advance(1.0)
+            return out
+
+        monkeypatch.setattr(highs_lp.Lp, "solve", solve)
+        for name in ("_lp", "_region_search", "_ideal_cuts", "_input_splits", "_relu_splits"):
+            monkeypatch.setattr(stability_layer.LayerRun, name, self._tagged(name))
+
+    def _tagged(self, name: str):
+        real = getattr(stability_layer.LayerRun, name)
+
+        def run(layer_run) -> None:
+            self.current = name
+            try:
+                real(layer_run)
+            finally:
+                self.current = "other"
+
+        return run
+
+    def count(self, phase: str) -> int:
+        return sum(p == phase for p, _ in self.log)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """The only clock exactcomp reads during the test."""
+    return FakeClock(START).install(monkeypatch)
+
+
+def _assert_sound(report, exact) -> None:
+    """Every ACTIVE / INACTIVE / UNSTABLE verdict is the oracle's (UNDECIDED is always sound)."""
+    for ls, truth in zip(report.layers, exact.stability, strict=True):
+        lo = exact.ranges[ls.layer][0]
+        for j, v in enumerate(ls.verdict):
+            if v == Verdict.UNDECIDED or truth[j] == AMBIGUOUS:
+                continue
+            if v == Verdict.ACTIVE and truth[j] == Verdict.INACTIVE and lo[j] >= 0:
+                continue  # z = 0 on the whole box: both claims hold
+            assert v == truth[j], f"layer {ls.layer} neuron {j}: {Verdict(v).name}"
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_the_lp_phase_starts_no_lp_past_the_deadline(monkeypatch, clock, n):
+    """``lp_phase`` with a deadline that passes after ``n`` LPs solves exactly ``n`` (the
+    other neurons keep their input bounds), and its bounds still enclose the exact ranges."""
+    case = random_case(7, max_neurons=12, nasty=False)
+    net, box, k = case.network, case.box, 1
+    exact = exact_analysis(net, box).ranges
+    known = [(lo - 1.0, hi + 1.0) for lo, hi in exact[: k + 1]]  # sound, loose on purpose
+    neurons = np.arange(net.layers[k].out_features)
+    sides = np.zeros(neurons.size, dtype=np.int64)
+    lps = SlowLps(monkeypatch, clock, None, START + n - 0.5)
+    none = lp_phase(PhaseInput(net, box, k, known, neurons, sides, DEFAULT, START - 1.0))
+    q = PhaseInput(net, box, k, known, neurons, sides, DEFAULT, START + n - 0.5)
+    res = lp_phase(q)
+    assert len(lps.log) == n and not any(late for _, late in lps.log)
+    lower, upper = res.bounds
+    assert (lower <= exact[k][0] + 1e-9).all() and (upper >= exact[k][1] - 1e-9).all()
+    # the bounds whose LPs were not solved are those no LP tightened
+    untouched = (lower == none.bounds[0]).sum() + (upper == none.bounds[1]).sum()
+    assert untouched >= 2 * neurons.size - n
+    free = lp_phase(PhaseInput(net, box, k, known, neurons, sides, DEFAULT))
+    assert len(lps.log) > n + 2 * neurons.size - 1  # without a deadline: two LPs a neuron
+    assert (free.bounds[1] <= upper).all() and (free.bounds[0] >= lower).all()
+
+
+@pytest.mark.parametrize(
+    ("seed", "phase", "n"),
+    [
+        (7, "_lp", 2),
+        (7, "_lp", 5),
+        (32, "_region_search", 1),
+        (32, "_region_search", 3),
+        (7, "_region_search", 1),
+    ],
+)
+def test_past_the_deadline_a_phase_stops_and_the_rest_stays_undecided(
+    monkeypatch, clock, seed, phase, n
+):
+    """Each LP of ``phase`` takes a second; the deadline passes after ``n`` of them. Then no
+    LP of any phase starts (the LP phase, the region search, the ideal cuts, the splits),
+    ``out_of_time`` is set, and every verdict given is the oracle's."""
+    case = random_case(seed, max_neurons=12, nasty=False)
+    exact = exact_analysis(case.network, case.box)
+    deadline = START + n - 0.5
+    lps = SlowLps(monkeypatch, clock, phase, deadline)
+    report = stable_neurons(case.network, case.box, jobs=1, deadline=deadline)
+    assert lps.count(phase) == n
+    assert not [p for p, late in lps.log if late], lps.log
+    assert report.stats["out_of_time"] == 1
+    _assert_sound(report, exact)
+    # without the deadline the same analysis solves more LPs of that phase
+    more = SlowLps(monkeypatch, clock, phase, np.inf)
+    full = stable_neurons(case.network, case.box, jobs=1)
+    assert more.count(phase) > n
+    _assert_sound(full, exact)
+    decided = sum(int((ls.verdict != Verdict.UNDECIDED).sum()) for ls in report.layers)
+    assert decided <= sum(int((ls.verdict != Verdict.UNDECIDED).sum()) for ls in full.layers)

@@ -511,7 +511,16 @@ def _tol_hint(verdict, option: str, rounding_tol: float | None = None) -> str:
                 "allows it"
             )
         return f"a real difference of {verdict.lower_bound:.3g} was found"
+    cause = getattr(verdict, "cause", "")
+    if cause == "structure":  # the method cannot prove this pair: more time will not help
+        return (
+            "the second network is not the first with proven-constant units removed, the only "
+            "change the sparse (convolutional) verifier can prove; more --time-limit will not "
+            "help: compare with the network exactcomp compress wrote"
+        )
     value = api.suggest_tolerance(verdict)
+    if value is None and cause == "claims":
+        return "stability claims were not re-proven in time; give more --time-limit"
     if value is None:
         return "no bound was proven in time; give more --time-limit"
     return f"{option} {value:.2g} would be proven"

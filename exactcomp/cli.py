@@ -299,7 +299,7 @@ def _add_regions_parser(sub) -> None:
 def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io.atomic import check_output_path
-    from .regions import Plane, parse_plane, plot_cells, slice_cells
+    from .regions import Plane, parse_plane
     from .report import regions_table, write_document
 
     _check_positive("--limit", args.limit)
@@ -349,19 +349,21 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             raise InvalidOptionError("--graph needs 2 inputs, or --plot (the graph of the slice)")
         plane = Plane.axes(boxes[0], 0, 1)
     if plane is not None:
-        whole = net.input_size == 2 and args.plane is None and bool(res.cells)
-        cells = res.cells if whole else slice_cells(net, boxes[0], plane, limit=args.limit)
-        if args.graph:
-            from .regions.graph import adjacency, graph_stats
+        from .regions.drawing import draw_regions
 
-            stats = graph_stats(adjacency(net, cells, plane, boxes[0].lower, boxes[0].upper))
-            doc["graph"] = {"of": "the box" if whole else "the slice", **stats.to_json()}
-            console.print(f"adjacency graph of {doc['graph']['of']}: {stats.to_json()}")
-        if args.plot:
-            title = f"{net.describe()}: {len(cells)} regions" + ("" if whole else " on the slice")
-            plot_cells(cells, args.plot, title=title, labels=plane.labels)
-            doc["plot"] = {"path": str(args.plot), "regions_drawn": len(cells)}
-            console.print(f"wrote {args.plot} ({len(cells)} regions drawn)")
+        drawing = draw_regions(
+            net,
+            boxes[0],
+            res,
+            plane,
+            whole=net.input_size == 2 and args.plane is None,
+            plot=args.plot,
+            graph=args.graph,
+            limit=args.limit,
+        )
+        doc.update(drawing.to_json())
+        for line in drawing.lines:
+            console.print(line)
     if args.report:
         write_document(args.report, "regions", doc)
     return EXIT_OK

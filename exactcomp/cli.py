@@ -596,7 +596,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             console.print(_tol_hint(verdict, "--verify-tol", checked.rounding_tol), markup=False)
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
     report_text = document_text("compress", result.report)  # rendered before anything is written
-    api.save(written, args.output, inputs=inputs)
+    api.save(written, args.output, inputs=inputs, domain=boxes)
     if args.report:
         write_document(args.report, "compress", report_text)
     console.print(

@@ -186,3 +186,50 @@ def test_soak_reports_per_family_counts(tmp_path) -> None:
     assert set(fams) == {"onnx", "nnet"} and sum(v["cases"] for v in fams.values()) == 4
     assert all({"neurons", "pairs", "unsound"} <= set(v) for v in fams.values())
     assert rc == (1 if doc["unsound_total"] else 0)
+
+
+def test_conv_onnx_cases_draw_every_aimed_feature() -> None:
+    """Over 24 seeds the conv ONNX graphs draw each feature, stay small for the oracle, and
+    the reader keeps their convolutions as structure (groups and asymmetric pads included)."""
+    from benchmarks.soak_conv import FEATURES, conv_onnx_case
+    from exactcomp.conv import ConvSpec
+
+    seen: set[str] = set()
+    specs = []
+    for seed in range(1, 37):
+        if seed % 3 == 0:
+            continue
+        oc = conv_onnx_case(seed)
+        seen.update(oc.features)
+        assert oc.case.network.input_size <= 16
+        specs += [
+            la.structure for la in oc.case.network.layers if isinstance(la.structure, ConvSpec)
+        ]
+    assert seen == set(FEATURES)
+    assert any(s.groups > 1 for s in specs)
+    assert any(s.pads[:2] != s.pads[2:] for s in specs)
+    assert any(s.strides != (1, 1) and any(s.pads) for s in specs)
+    assert any(s.dilations != (1, 1) for s in specs)
+
+
+def test_conv_file_checks_flag_a_changed_network() -> None:
+    """``onnx-load``: the network read differs from the file; ``onnx-written``: the
+    compressed network written differs from the source. Neither fires on the true pair."""
+    from types import SimpleNamespace
+
+    from benchmarks.soak_conv import ConvOnnxCase, check_read, check_written, conv_onnx_case
+
+    oc = conv_onnx_case(2)
+    f = oc.case.network
+    layers = list(f.layers)
+    head = layers[-1]
+    layers[-1] = Layer(head.weight, head.bias + 0.5, head.relu, head.structure)
+    wrong = f.replace_layers(layers)
+    assert check_read(oc) == []
+    bad = ConvOnnxCase(oc.model, type(oc.case)(wrong, oc.case.box, 2), oc.features)
+    assert [x.kind for x in check_read(bad)] == ["onnx-load"]
+    c = SimpleNamespace(box=oc.case.box, seed=2, findings=[])
+    check_written(c, f, f)
+    assert c.findings == []
+    check_written(c, wrong, f)
+    assert [x.kind for x in c.findings] == ["onnx-written"]

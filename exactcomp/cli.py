@@ -551,6 +551,10 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     if args.report:
         check_output_path(args.report, inputs + [args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    if Path(args.output).suffix.lower() in (".pt", ".pth"):  # refused before the analysis
+        from .io.torch_io import check_torch_target
+
+        check_torch_target(net)
     _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     with _progress(args, console) as progress:

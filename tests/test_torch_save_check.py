@@ -88,3 +88,16 @@ def test_a_sparse_layer_is_refused_by_name(tmp_path: Path) -> None:
         api.save(as_sparse(_conv_net()), tmp_path / "small.pt")
     assert isinstance(e.value, ExactCompError) and "\n" not in str(e.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_compress_to_pt_refuses_a_sparse_network_before_the_analysis(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    src, out = tmp_path / "net.onnx", tmp_path / "small.pt"
+    api.save(_conv_net(), src)
+    monkeypatch.setattr(api, "load", lambda *a, **k: as_sparse(_conv_net()))
+    monkeypatch.setattr(api, "compress_verified", lambda *a, **k: pytest.fail("analysed"))
+    assert cli.main(["compress", str(src), "--box=-1,1", "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "layer 0 (ConvSpec" in err and "write .onnx" in err
+    assert not out.exists()

@@ -292,6 +292,19 @@ def to_torch_module(net: Network) -> nn.Sequential:
     return nn.Sequential(*modules).eval()
 
 
+def check_torch_target(net: Network) -> None:
+    """Refuse, by layer, a network a ``.pt`` state_dict cannot hold: a layer held sparse (a
+    convolution or max pool too large to hold densely) has no dense ``nn.Linear``."""
+    for k, layer in enumerate(net.layers):
+        if layer.sparse:
+            what = type(layer.structure).__name__ if layer.structure is not None else "layer"
+            raise UnsupportedModelError(
+                f"layer {k} ({what}, {layer.out_features} x {layer.in_features}) is held as "
+                "sparse taps, too large for the dense nn.Linear of a .pt state_dict; write "
+                ".onnx (Conv and pooling nodes) instead"
+            )
+
+
 def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> None:
     """Write ``to_torch_module(net).state_dict()`` to ``path`` atomically, in ``net.dtype``.
 
@@ -334,14 +347,7 @@ def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> Non
 
     from .torch_state import check_saved_state
 
-    for k, layer in enumerate(net.layers):
-        if layer.sparse:
-            what = type(layer.structure).__name__ if layer.structure is not None else "layer"
-            raise UnsupportedModelError(
-                f"layer {k} ({what}, {layer.out_features} x {layer.in_features}) is held as "
-                "sparse taps, too large for the dense nn.Linear of a .pt state_dict; write "
-                ".onnx (Conv and pooling nodes) instead"
-            )
+    check_torch_target(net)
     module = to_torch_module(net)
     state = module.state_dict()
     metadata = getattr(state, "_metadata", None)

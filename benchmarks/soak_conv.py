@@ -27,9 +27,9 @@ Sizes stay small (at most 16 inputs, 24 units per convolution) for the exact ora
 Besides every check of :func:`~exactcomp.testing.soak_checks.check_case` on the network read,
 the family checks the files: the network read against onnxruntime on the probe points of the
 box (``onnx-load``), and the compressed network written by ``save_onnx`` (Conv nodes where the
-structure allows), run by onnxruntime, against the source network (:func:`check_written`,
-``onnx-written``), both allowed 64 units of float32 rounding per layer of the partial sums
-(:mod:`exactcomp.io.onnx_check`).
+structure allows), run by onnxruntime, and as a ``.pt`` state_dict read back, against the
+source network (:func:`check_written`: ``onnx-written``, ``torch-written``), all allowed 64
+units of float32 rounding per layer of the partial sums (:mod:`exactcomp.io.onnx_check`).
 """
 
 from __future__ import annotations
@@ -226,16 +226,28 @@ def check_read(oc: ConvOnnxCase) -> list[Finding]:
 
 
 def check_written(c: Checker, g: Network, f: Network) -> None:
-    """``onnx-written``: ``g`` stored in its dtype and written as ONNX (named like ``f``'s
-    file), run by onnxruntime on the probe points of the box, against ``f``."""
+    """``g`` stored in its dtype and written, against ``f`` on the probe points of the box:
+    ``onnx-written`` (the ONNX file, named like ``f``'s, run by onnxruntime) and
+    ``torch-written`` (the ``.pt`` file read back by ``exactcomp.load``; ``api.save`` itself
+    runs it in torch first and refuses to write a file that differs)."""
     from exactcomp import api
-    from exactcomp.io.onnx_check import check_boxes
+    from exactcomp.io.onnx_check import Comparison, check_boxes, partial_sum_size, probe_points
     from exactcomp.io.onnx_io import save_onnx
 
+    written = api.stored(g)
     with tempfile.TemporaryDirectory(prefix="soak-conv-") as tmp:
         path = Path(tmp) / "small.onnx"
-        save_onnx(api.stored(g), path, like=f)
+        save_onnx(written, path, like=f)
         worst = check_boxes(path, f, [c.box], seed=c.seed)
+        api.save(written, Path(tmp) / "small.pt", domain=c.box)
+        back = api.load(Path(tmp) / "small.pt")
     if worst.excess > 0:
         detail = f"written file vs f: {worst.max_abs_diff!r} > {worst.allowed_at_worst!r}"
         c.findings.append(Finding("onnx-written", detail))
+    x = probe_points(c.box, 64, np.random.default_rng(c.seed))
+    u = np.finfo(np.float32).eps / 2  # the files are float32
+    allowed = 64 * u * len(f.layers) * partial_sum_size(f, x)[:, None] + 1e-12
+    pt = Comparison.of(np.abs(back.forward(x) - f.forward(x)), allowed)
+    if pt.excess > 0:
+        detail = f".pt file read back vs f: {pt.max_abs_diff!r} > {pt.allowed_at_worst!r}"
+        c.findings.append(Finding("torch-written", detail))

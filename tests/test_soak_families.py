@@ -232,4 +232,4 @@ def test_conv_file_checks_flag_a_changed_network() -> None:
     check_written(c, f, f)
     assert c.findings == []
     check_written(c, wrong, f)
-    assert [x.kind for x in c.findings] == ["onnx-written"]
+    assert [x.kind for x in c.findings] == ["onnx-written", "torch-written"]

@@ -51,6 +51,7 @@ UNSOUND = (
     "onnx-load",
     "onnx-equivalent",
     "onnx-written",
+    "torch-written",
 )
 ROUNDING = 1e-12
 T = TypeVar("T")

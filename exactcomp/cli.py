@@ -351,16 +351,8 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     if plane is not None:
         from .regions.drawing import draw_regions
 
-        drawing = draw_regions(
-            net,
-            boxes[0],
-            res,
-            plane,
-            whole=net.input_size == 2 and args.plane is None,
-            plot=args.plot,
-            graph=args.graph,
-            limit=args.limit,
-        )
+        whole = net.input_size == 2 and args.plane is None
+        drawing = draw_regions(net, boxes[0], res, plane, whole, args.plot, args.graph, args.limit)
         doc.update(drawing.to_json())
         for line in drawing.lines:
             console.print(line)

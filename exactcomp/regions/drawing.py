@@ -45,7 +45,6 @@ def draw_regions(
     box: Box,
     counted: RegionCount,
     plane: Plane,
-    *,
     whole: bool,
     plot: str | Path | None = None,
     graph: bool = False,

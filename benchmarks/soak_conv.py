@@ -4,7 +4,7 @@
 
     [Pad] -> Conv -> [BatchNormalization] -> Relu -> [MaxPool | AveragePool] -> ... -> Gemm
 
-and reads it with :func:`~exactcomp.io.onnx_io.load_onnx`, so that the reader's lowering
+and reads it with ``exactcomp.load``, so that the reader's lowering
 (and the structure it keeps) is what the analysis, the channel rewrite and the writer see.
 Each block draws from the shapes that are easy to get wrong:
 
@@ -28,7 +28,7 @@ Besides every check of :func:`~exactcomp.testing.soak_checks.check_case` on the 
 the family checks the files: the network read against onnxruntime on the probe points of the
 box (``onnx-load``), and the compressed network written by ``save_onnx`` (Conv nodes where the
 structure allows), run by onnxruntime, and as a ``.pt`` state_dict read back, against the
-source network (:func:`check_written`: ``onnx-written``, ``torch-written``), all allowed 64
+source network (:mod:`exactcomp.testing.written_checks`: ``onnx-written``, ``torch-written``), all allowed 64
 units of float32 rounding per layer of the partial sums (:mod:`exactcomp.io.onnx_check`).
 """
 
@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from exactcomp.domain import Box
-from exactcomp.network import Network
 from exactcomp.testing.random_networks import Case, random_box
-from exactcomp.testing.soak_checks import Checker, Finding
+from exactcomp.testing.written_checks import check_read, check_written
+
+__all__ = ["FEATURES", "ConvOnnxCase", "check_read", "check_written", "conv_onnx_case"]
 
 FEATURES = (
     "stride-pad",
@@ -162,11 +163,11 @@ def _block(g: _Graph, rng, x: str, shape, feats: set[str], first: bool):
 
 def conv_onnx_case(seed: int, *, outputs: int = 2) -> ConvOnnxCase:
     """A small conv net as an ONNX graph (see the module docstring) and a box, from ``seed``;
-    the network is read back by :func:`~exactcomp.io.onnx_io.load_onnx` (its structure
+    the network is read back by ``exactcomp.load`` (its structure
     kept)."""
     from onnx import TensorProto, helper
 
-    from exactcomp.io.onnx_io import load_onnx
+    from exactcomp import api
 
     rng = np.random.default_rng(seed)
     for _ in range(20):
@@ -205,49 +206,10 @@ def conv_onnx_case(seed: int, *, outputs: int = 2) -> ConvOnnxCase:
         with tempfile.TemporaryDirectory(prefix="soak-conv-") as tmp:
             path = Path(tmp) / "case.onnx"
             path.write_bytes(data)
-            net = load_onnx(path)
+            net = api.load(path)
         box: Box = random_box(rng, c * h * w, degenerate_prob=0.1)
         if rng.random() < 0.5:  # narrower: fewer regions for the oracle, more stable units
             mid, half = box.center, (box.upper - box.lower) / 8
             box = Box(mid - half, mid + half)
         return ConvOnnxCase(data, Case(net, box, seed), tuple(sorted(feats)))
     raise ValueError(f"seed {seed}: no conv graph fits the size limits")
-
-
-def check_read(oc: ConvOnnxCase) -> list[Finding]:
-    """``onnx-load``: the network read against onnxruntime on the probe points of the box."""
-    from exactcomp.io.onnx_check import check_boxes
-
-    read = check_boxes(oc.model, oc.case.network, [oc.case.box], seed=oc.case.seed)
-    if read.excess > 0:
-        detail = f"read vs onnxruntime: {read.max_abs_diff!r} > {read.allowed_at_worst!r}"
-        return [Finding("onnx-load", detail)]
-    return []
-
-
-def check_written(c: Checker, g: Network, f: Network) -> None:
-    """``g`` stored in its dtype and written, against ``f`` on the probe points of the box:
-    ``onnx-written`` (the ONNX file, named like ``f``'s, run by onnxruntime) and
-    ``torch-written`` (the ``.pt`` file read back by ``exactcomp.load``; ``api.save`` itself
-    runs it in torch first and refuses to write a file that differs)."""
-    from exactcomp import api
-    from exactcomp.io.onnx_check import Comparison, check_boxes, partial_sum_size, probe_points
-    from exactcomp.io.onnx_io import save_onnx
-
-    written = api.stored(g)
-    with tempfile.TemporaryDirectory(prefix="soak-conv-") as tmp:
-        path = Path(tmp) / "small.onnx"
-        save_onnx(written, path, like=f)
-        worst = check_boxes(path, f, [c.box], seed=c.seed)
-        api.save(written, Path(tmp) / "small.pt", domain=c.box)
-        back = api.load(Path(tmp) / "small.pt")
-    if worst.excess > 0:
-        detail = f"written file vs f: {worst.max_abs_diff!r} > {worst.allowed_at_worst!r}"
-        c.findings.append(Finding("onnx-written", detail))
-    x = probe_points(c.box, 64, np.random.default_rng(c.seed))
-    u = np.finfo(np.float32).eps / 2  # the files are float32
-    allowed = 64 * u * len(f.layers) * partial_sum_size(f, x)[:, None] + 1e-12
-    pt = Comparison.of(np.abs(back.forward(x) - f.forward(x)), allowed)
-    if pt.excess > 0:
-        detail = f".pt file read back vs f: {pt.max_abs_diff!r} > {pt.allowed_at_worst!r}"
-        c.findings.append(Finding("torch-written", detail))

@@ -233,3 +233,11 @@ def test_conv_file_checks_flag_a_changed_network() -> None:
     assert c.findings == []
     check_written(c, wrong, f)
     assert [x.kind for x in c.findings] == ["onnx-written", "torch-written"]
+
+
+def test_a_grouped_conv_with_every_channel_kept_compresses() -> None:
+    """Soak seed 1028 (``conv``, ``group`` 2): the channel rewrite indexed the grouped
+    kernel's axis 1 (c/groups wide) with all c input channels (IndexError)."""
+    _, result = run_case("conv", 1028, SoakOptions())
+    assert not result.errors and not result.unsound, [f.detail for f in result.findings]
+    assert result.compressions == 1

@@ -26,7 +26,9 @@ above), ``nnet`` files with boxes inside and outside their input limits
 (:mod:`benchmarks.soak_nnet`: ``nnet-compress``, ``nnet-equivalent``), and ``onnx`` graphs with
 casts and non-affine ops (:mod:`benchmarks.soak_onnx`: ``onnx-load``, ``onnx-equivalent``),
 and ``splits``: deep random networks with 2-8 inputs for the input splits of
-:mod:`exactcomp.bab`. The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
+:mod:`exactcomp.bab`; ``conv`` and ``conv-sparse``: small convolutional networks, most of them
+ONNX graphs aimed at the conv paths (:mod:`benchmarks.soak_conv`: ``onnx-load``, and
+``onnx-written`` and ``torch-written`` for the compressed files). The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
 
 A refutation needs a concrete input of the box where the oracle's float64 forward pass
 contradicts the claim beyond rounding (``1e-12`` relative to the interval magnitude of the

@@ -19,16 +19,21 @@ family                  cases                                           checks
 ``relusplits``          :func:`random_case` deep (3-6 layers) with      every check of
                         8-16 inputs: the ReLU splits of                 :func:`check_case`
                         :mod:`exactcomp.bab.relu`
-``conv``                :func:`random_conv_case`: small convolutions,   every check of
-                        strides, padding, pooling (max pool as ReLUs),  :func:`check_case`, the
-                        kept as structure                               channel rewrite too
+``conv``                two seeds in three :func:`conv_onnx_case`:      every check of
+                        ONNX graphs read by the reader (stride with     :func:`check_case`, the
+                        padding, dilation, groups, asymmetric pads,     channel rewrite too; the
+                        ``Pad``, pools after padding, BatchNorm, zero   file read and the one
+                        kernels); the third :func:`random_conv_case`    written vs onnxruntime
 ``conv-sparse``         the same cases with their conv and pool layers  the claims of the cone
                         held sparse (:func:`as_sparse`), as the reader  analysis against the
                         holds large ones                                exact oracle
+``conv-residual``       residual ``Add`` / ``Concat`` graphs read by    every check of
+                        carrying skip tensors                           :func:`check_case`
+                        (:mod:`benchmarks.soak_residual`)
 ======================  ==============================================  =====================
 
 Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 12 random;
-``conv`` only when named).
+the conv families only when named).
 """
 
 from __future__ import annotations
@@ -44,8 +49,15 @@ from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_ca
 from exactcomp.testing.nnet_cases import nnet_case
 from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.random_conv import as_sparse, random_conv_case
-from exactcomp.testing.random_networks import random_case
-from exactcomp.testing.soak_checks import CaseResult, Checker, SoakOptions, check_case, method_for
+from exactcomp.testing.random_networks import Case, random_case
+from exactcomp.testing.soak_checks import (
+    CaseResult,
+    Checker,
+    SoakOptions,
+    check_case,
+    method_for,
+    skipped_result,
+)
 from exactcomp.verdicts import Verdict
 
 FAMILIES = (
@@ -58,6 +70,7 @@ FAMILIES = (
     "relusplits",
     "conv",
     "conv-sparse",
+    "conv-residual",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
 ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits")
@@ -86,8 +99,8 @@ def parse_families(text: str) -> tuple[str, ...]:
 
 def family_for(seed: int, families: Sequence[str]) -> str:
     """The family of case ``seed``: :data:`ROTATION` restricted to ``families`` (plus
-    ``conv`` when it is named)."""
-    rotation = [f for f in (*ROTATION, "conv", "conv-sparse") if f in families]
+    the conv families when they are named)."""
+    rotation = [f for f in (*ROTATION, "conv", "conv-sparse", "conv-residual") if f in families]
     return rotation[seed % len(rotation)]
 
 
@@ -120,9 +133,11 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
     if family == "conv-sparse":
         return _conv_sparse(seed, opts, method)
     if family == "conv":
-        case = random_conv_case(seed)
-        result = dataclasses.replace(check_case(case, opts, method), family=family)
-        return {"family": family, **case.to_json()}, result
+        return _conv(seed, opts, method)
+    if family == "conv-residual":
+        from .soak_residual import run_residual_case
+
+        return run_residual_case(seed, opts, method)
     if family == "near-duplicate":
         case = near_duplicate_case(seed, inputs=opts.inputs, max_neurons=opts.max_neurons)
     elif family == "near-dependent":
@@ -136,21 +151,45 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
     return {"family": family, **case.to_json()}, dataclasses.replace(result, family=family)
 
 
+def _conv_case(seed: int) -> tuple[dict[str, Any], Case, Any]:
+    """Case ``seed`` of the conv families: an aimed ONNX graph (:func:`.soak_conv.conv_onnx_case`)
+    for two seeds in three, else :func:`random_conv_case`; its JSON, the case, and the
+    :class:`~.soak_conv.ConvOnnxCase` (or None)."""
+    if seed % 3:
+        from .soak_conv import conv_onnx_case
+
+        oc = conv_onnx_case(seed)
+        return oc.to_json(), oc.case, oc
+    case = random_conv_case(seed)
+    return case.to_json(), case, None
+
+
+def _conv(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
+    """A conv case: every check of :func:`check_case`; for an ONNX case also the files
+    against onnxruntime (:mod:`.soak_conv`: ``onnx-load``, ``onnx-written``)."""
+    doc, case, oc = _conv_case(seed)
+    doc = {"family": "conv", **doc}
+    if oc is None:
+        return doc, dataclasses.replace(check_case(case, opts, method), family="conv")
+    from .soak_conv import check_read, check_written
+
+    read = check_read(oc)
+    result = check_case(case, opts, method, written=lambda c, g: check_written(c, g, case.network))
+    return doc, dataclasses.replace(result, family="conv", findings=result.findings + tuple(read))
+
+
 def _conv_sparse(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
     """A conv case held sparse: every claim of the cone-by-cone analysis against the exact
     oracle of the same network (the rewrite and equivalence checks are the ``conv`` family's:
     the verifier refuses sparse networks)."""
     t0 = time.perf_counter()
-    case = random_conv_case(seed)
-    doc = {"family": "conv-sparse", **case.to_json()}
-    f = case.network
+    doc, case, _ = _conv_case(seed)
+    doc = {"family": "conv-sparse", **doc}
     try:
         c = Checker(case, opts, method)
     except OracleError as exc:
-        return doc, CaseResult(
-            seed, f.num_neurons, 0, method, {}, {}, (), notes=(str(exc),), family="conv-sparse"
-        )
-    net = as_sparse(f)
+        return doc, skipped_result(case, method, exc, family="conv-sparse")
+    net = as_sparse(case.network)
     report = c.guard(
         f"stable_neurons[{method}, cones]",
         lambda: api.stable_neurons(
@@ -162,44 +201,4 @@ def _conv_sparse(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseR
         for ls in report.layers:
             claims.update(Verdict(v).name for v in ls.verdict)
         c.claims(report, f"{method} cones")
-    oracle = Counter(Verdict(v).name if v else "AMBIGUOUS" for a in c.exact.stability for v in a)
-    return doc, CaseResult(
-        seed=seed,
-        neurons=f.num_neurons,
-        regions=c.exact.regions,
-        method=method,
-        oracle=dict(oracle),
-        claims=dict(claims),
-        findings=tuple(c.findings),
-        missed=c.missed,
-        seconds=time.perf_counter() - t0,
-        notes=tuple(c.notes),
-        exact_points=c.exact_points,
-        family="conv-sparse",
-    )
-
-
-# ------------------------------------------------------------------- conv-residual (issue 19)
-# Residual Add / Concat graphs read by carrying skip tensors (benchmarks/soak_residual.py),
-# every check of check_case on the chain. Runs only when named, like ``conv``.
-FAMILIES = (*FAMILIES, "conv-residual")
-_family_for_chains = family_for
-_run_chain_case = run_case
-
-
-def family_for(seed: int, families: Sequence[str]) -> str:  # noqa: F811 - extends the above
-    """:func:`_family_for_chains`, with ``conv-residual`` last in the rotation when named."""
-    if "conv-residual" not in families:
-        return _family_for_chains(seed, families)
-    rotation = [f for f in (*ROTATION, "conv", "conv-sparse") if f in families]
-    rotation.append("conv-residual")
-    return rotation[seed % len(rotation)]
-
-
-def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any], CaseResult]:  # noqa: F811
-    """:func:`_run_chain_case`, and the ``conv-residual`` family."""
-    if family == "conv-residual":
-        from .soak_residual import run_residual_case
-
-        return run_residual_case(seed, opts, method_for(seed))
-    return _run_chain_case(family, seed, opts)
+    return doc, c.result(claims, t0, family="conv-sparse")

@@ -71,12 +71,22 @@ def __getattr__(name: str) -> Any:
 RECHECK_SHARE = 0.6
 
 
-def save(network: Network, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
+def save(
+    network: Network,
+    path: str | Path,
+    *,
+    inputs: Sequence[str | Path] = (),
+    domain: DomainLike | None = None,
+) -> None:
     """Write ``network`` atomically in the format given by the suffix of ``path``.
 
     ``inputs`` are paths that must never be overwritten (the model the network came from).
+    The file is run before it is renamed into place (onnxruntime, or torch in float64) and
+    compared with ``network`` on the corners and samples of ``[-1, 1]^n`` (and, for a ``.pt``
+    file, of ``domain``); nothing is written if they differ beyond rounding.
     """
-    _io.save(network, path, inputs=tuple(inputs))
+    boxes = () if domain is None else as_domain(domain, network.input_size)
+    _io.save(network, path, inputs=tuple(inputs), boxes=boxes)
 
 
 def memory_estimate(net: Network) -> int:

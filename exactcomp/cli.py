@@ -299,7 +299,7 @@ def _add_regions_parser(sub) -> None:
 def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     from . import api
     from .io.atomic import check_output_path
-    from .regions import Plane, parse_plane, plot_cells, slice_cells
+    from .regions import Plane, parse_plane
     from .report import regions_table, write_document
 
     _check_positive("--limit", args.limit)
@@ -349,19 +349,13 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             raise InvalidOptionError("--graph needs 2 inputs, or --plot (the graph of the slice)")
         plane = Plane.axes(boxes[0], 0, 1)
     if plane is not None:
-        whole = net.input_size == 2 and args.plane is None and bool(res.cells)
-        cells = res.cells if whole else slice_cells(net, boxes[0], plane, limit=args.limit)
-        if args.graph:
-            from .regions.graph import adjacency, graph_stats
+        from .regions.drawing import draw_regions
 
-            stats = graph_stats(adjacency(net, cells, plane, boxes[0].lower, boxes[0].upper))
-            doc["graph"] = {"of": "the box" if whole else "the slice", **stats.to_json()}
-            console.print(f"adjacency graph of {doc['graph']['of']}: {stats.to_json()}")
-        if args.plot:
-            title = f"{net.describe()}: {len(cells)} regions" + ("" if whole else " on the slice")
-            plot_cells(cells, args.plot, title=title, labels=plane.labels)
-            doc["plot"] = {"path": str(args.plot), "regions_drawn": len(cells)}
-            console.print(f"wrote {args.plot} ({len(cells)} regions drawn)")
+        whole = net.input_size == 2 and args.plane is None
+        drawing = draw_regions(net, boxes[0], res, plane, whole, args.plot, args.graph, args.limit)
+        doc.update(drawing.to_json())
+        for line in drawing.lines:
+            console.print(line)
     if args.report:
         write_document(args.report, "regions", doc)
     return EXIT_OK
@@ -511,7 +505,16 @@ def _tol_hint(verdict, option: str, rounding_tol: float | None = None) -> str:
                 "allows it"
             )
         return f"a real difference of {verdict.lower_bound:.3g} was found"
+    cause = getattr(verdict, "cause", "")
+    if cause == "structure":  # the method cannot prove this pair: more time will not help
+        return (
+            "the second network is not the first with proven-constant units removed, the only "
+            "change the sparse (convolutional) verifier can prove; more --time-limit will not "
+            "help: compare with the network exactcomp compress wrote"
+        )
     value = api.suggest_tolerance(verdict)
+    if value is None and cause == "claims":
+        return "stability claims were not re-proven in time; give more --time-limit"
     if value is None:
         return "no bound was proven in time; give more --time-limit"
     return f"{option} {value:.2g} would be proven"
@@ -540,6 +543,10 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     if args.report:
         check_output_path(args.report, inputs + [args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    if Path(args.output).suffix.lower() in (".pt", ".pth"):  # refused before the analysis
+        from .io.torch_io import check_torch_target
+
+        check_torch_target(net)
     _print_notes(args, console, net)
     boxes = _domain(args, net.input_size, console)
     with _progress(args, console) as progress:
@@ -585,7 +592,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             console.print(_tol_hint(verdict, "--verify-tol", checked.rounding_tol), markup=False)
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
     report_text = document_text("compress", result.report)  # rendered before anything is written
-    api.save(written, args.output, inputs=inputs)
+    api.save(written, args.output, inputs=inputs, domain=boxes)
     if args.report:
         write_document(args.report, "compress", report_text)
     console.print(

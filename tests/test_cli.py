@@ -377,3 +377,31 @@ def test_tables_fit_80_columns() -> None:
             assert word in text
         for token in [f"{k}:{v}" for k, v in proofs.items()] + ["1024", "456"]:
             assert token in text, token
+
+
+def _unknown(cause: str, upper: float = float("inf")):
+    from exactcomp.verify.result import EquivalenceResult, EquivalenceStatus
+
+    return EquivalenceResult(EquivalenceStatus.UNKNOWN, "linf", 1e-6, upper, 0.0, cause=cause)
+
+
+def test_the_advice_after_unknown_matches_its_cause() -> None:
+    """More --time-limit is advised only when time could decide it."""
+    assert "more --time-limit" in cli._tol_hint(_unknown(""), "--tol")
+    assert "re-proven in time" in cli._tol_hint(_unknown("claims"), "--tol")
+    structural = cli._tol_hint(_unknown("structure"), "--tol")
+    assert "will not help" in structural and "give more" not in structural
+    assert cli._tol_hint(_unknown("", 3e-6), "--tol") == "--tol 5e-06 would be proven"
+
+
+def test_verify_prints_the_structural_advice(model_path, monkeypatch, capsys) -> None:
+    from exactcomp.api import Verification
+
+    monkeypatch.setattr(
+        exactcomp.api,
+        "verify_with_certificates",
+        lambda *a, **k: Verification(_unknown("structure")),
+    )
+    assert cli.main(["verify", str(model_path), str(model_path), "--box", "0,1", "--quiet"]) == 3
+    out = capsys.readouterr().out
+    assert "will not help" in out and "give more --time-limit" not in out

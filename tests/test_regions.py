@@ -424,3 +424,19 @@ def test_jobs_split_the_lp_search_without_changing_the_count(seed: int) -> None:
     net, box = _small_box_case(100 + seed)
     truth = _oracle(net, box)
     assert count_regions(net, box, jobs=2, samples=50, lines=1).regions == truth
+
+
+def test_draw_regions_on_a_slice() -> None:
+    """Three inputs, the plane x2 = 0 through the box: the slice of four lines x0 + x1 = c
+    is five regions in a row, the same graph as on the 2-input box; nothing drawn without a
+    path (``regions.drawing``, what the CLI's --graph runs)."""
+    from exactcomp.regions.drawing import draw_regions
+
+    w, b = np.array([[1.0, 1.0, 0.0]] * 4), -np.array([-1.2, -0.4, 0.4, 1.2])
+    net = Network((Layer(w, b, True), Layer(np.ones((1, 4)), np.zeros(1), False)))
+    box = Box.uniform(-1.0, 1.0, 3)
+    counted = count_regions(net, box)
+    d = draw_regions(net, box, counted, Plane.axes(box, 0, 1), whole=False, graph=True)
+    assert d.plot is None and d.graph is not None
+    assert (d.graph["of"], d.graph["nodes"], d.graph["edges"]) == ("the slice", 5, 4)
+    assert set(d.to_json()) == {"graph"} and len(d.lines) == 1

@@ -191,3 +191,57 @@ def test_soak_reports_per_family_counts(tmp_path) -> None:
 def test_conv_residual_family_is_in_the_rotation_when_named() -> None:
     assert family_for(0, ("conv-residual",)) == "conv-residual"
     assert {family_for(s, ("onnx", "conv-residual")) for s in range(4)} == {"onnx", "conv-residual"}
+
+def test_conv_onnx_cases_draw_every_aimed_feature() -> None:
+    """Over 24 seeds the conv ONNX graphs draw each feature, stay small for the oracle, and
+    the reader keeps their convolutions as structure (groups and asymmetric pads included)."""
+    from benchmarks.soak_conv import FEATURES, conv_onnx_case
+    from exactcomp.conv import ConvSpec
+
+    seen: set[str] = set()
+    specs = []
+    for seed in range(1, 37):
+        if seed % 3 == 0:
+            continue
+        oc = conv_onnx_case(seed)
+        seen.update(oc.features)
+        assert oc.case.network.input_size <= 16
+        specs += [
+            la.structure for la in oc.case.network.layers if isinstance(la.structure, ConvSpec)
+        ]
+    assert seen == set(FEATURES)
+    assert any(s.groups > 1 for s in specs)
+    assert any(s.pads[:2] != s.pads[2:] for s in specs)
+    assert any(s.strides != (1, 1) and any(s.pads) for s in specs)
+    assert any(s.dilations != (1, 1) for s in specs)
+
+
+def test_conv_file_checks_flag_a_changed_network() -> None:
+    """``onnx-load``: the network read differs from the file; ``onnx-written``: the
+    compressed network written differs from the source. Neither fires on the true pair."""
+    from types import SimpleNamespace
+
+    from benchmarks.soak_conv import ConvOnnxCase, check_read, check_written, conv_onnx_case
+
+    oc = conv_onnx_case(2)
+    f = oc.case.network
+    layers = list(f.layers)
+    head = layers[-1]
+    layers[-1] = Layer(head.weight, head.bias + 0.5, head.relu, head.structure)
+    wrong = f.replace_layers(layers)
+    assert check_read(oc) == []
+    bad = ConvOnnxCase(oc.model, type(oc.case)(wrong, oc.case.box, 2), oc.features)
+    assert [x.kind for x in check_read(bad)] == ["onnx-load"]
+    c = SimpleNamespace(box=oc.case.box, seed=2, findings=[])
+    check_written(c, f, f)
+    assert c.findings == []
+    check_written(c, wrong, f)
+    assert [x.kind for x in c.findings] == ["onnx-written", "torch-written"]
+
+
+def test_a_grouped_conv_with_every_channel_kept_compresses() -> None:
+    """Soak seed 1028 (``conv``, ``group`` 2): the channel rewrite indexed the grouped
+    kernel's axis 1 (c/groups wide) with all c input channels (IndexError)."""
+    _, result = run_case("conv", 1028, SoakOptions())
+    assert not result.errors and not result.unsound, [f.detail for f in result.findings]
+    assert result.compressions == 1

@@ -197,3 +197,17 @@ def test_top1_needs_an_exact_match():
     cert = checked.compression.stability
     res = api.verify_equivalence(f, checked.written, case.box, certificates=cert, mode="top1")
     assert res.status is EquivalenceStatus.EQUIVALENT and res.upper_bound == 0.0
+
+
+def test_a_structural_unknown_says_so():
+    """A weight moved by 2^-30 (far below the tolerance, so no counterexample): UNKNOWN
+    because ``g`` is not ``f`` with units removed, whatever the time limit; the verdict says
+    so (``cause="structure"``), so the CLI does not advise more time."""
+    case, f, checked = _compressed(6)
+    g = _tampered(checked.written, 2.0**-30)
+    cert = checked.compression.stability
+    res = api.verify_equivalence(f, g, case.box, certificates=cert, tol=1e-3)
+    assert res.status is EquivalenceStatus.UNKNOWN
+    assert res.cause == "structure" and res.to_json()["cause"] == "structure"
+    ok = api.verify_equivalence(f, checked.written, case.box, certificates=cert)
+    assert ok.status is EquivalenceStatus.EQUIVALENT and ok.cause == ""

@@ -119,6 +119,7 @@ def save(
     *,
     inputs: Iterable[str | Path | None] = (),
     like: Any = None,
+    boxes: Iterable[Any] = (),
 ) -> None:
     """Write ``net`` to ``path`` atomically, in the format given by the suffix.
 
@@ -133,6 +134,10 @@ def save(
         :func:`check_output_path`, which also checks the directory is writable).
     like:
         For ONNX only: a source model whose input/output names and shapes to mirror.
+    boxes:
+        For PyTorch files: boxes on whose corners and samples the file read back is run in
+        torch against ``net``, besides ``[-1, 1]^n`` (ONNX files are run in onnxruntime on
+        ``[-1, 1]^n``).
 
     Raises
     ------
@@ -145,7 +150,7 @@ def save(
     if fmt == "torch":
         from .torch_io import save_torch
 
-        save_torch(net, target)
+        save_torch(net, target, list(boxes))
         return
     onnx_io = _import("onnx_io", "ONNX")
     with atomic_path(target) as tmp:

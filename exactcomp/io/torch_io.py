@@ -35,15 +35,16 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputFileError, UnsupportedModelError
+from ..domain import Box
+from ..errors import InputFileError, UnsupportedModelError, VerificationError
 from ..network import Network
-from .atomic import atomic_open
+from .atomic import atomic_path
 from .torch_chain import HEADS, LAYER_KINDS, ChainBuilder, feed
 from .torch_state import METADATA_KEY, state_dict_to_network
 from .torch_zip import read_zip_checkpoint
@@ -291,8 +292,28 @@ def to_torch_module(net: Network) -> nn.Sequential:
     return nn.Sequential(*modules).eval()
 
 
-def save_torch(net: Network, path: str | Path) -> None:
+def check_torch_target(net: Network) -> None:
+    """Refuse, by layer, a network a ``.pt`` state_dict cannot hold: a layer held sparse (a
+    convolution or max pool too large to hold densely) has no dense ``nn.Linear``."""
+    for k, layer in enumerate(net.layers):
+        if layer.sparse:
+            what = type(layer.structure).__name__ if layer.structure is not None else "layer"
+            raise UnsupportedModelError(
+                f"layer {k} ({what}, {layer.out_features} x {layer.in_features}) is held as "
+                "sparse taps, too large for the dense nn.Linear of a .pt state_dict; write "
+                ".onnx (Conv and pooling nodes) instead"
+            )
+
+
+def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> None:
     """Write ``to_torch_module(net).state_dict()`` to ``path`` atomically, in ``net.dtype``.
+
+    Before the rename, the file is read back into the module and run in torch (float64) on
+    the corners, faces and samples of ``[-1, 1]^n`` and of ``boxes``
+    (:func:`~exactcomp.io.torch_state.check_saved_state`); if it differs from ``net`` beyond
+    the rounding of its weights, nothing is written (:class:`VerificationError`). A layer held
+    sparse (a convolution too large to hold densely) cannot be a dense ``nn.Linear``: it is
+    refused by name (:class:`UnsupportedModelError`); write ``.onnx`` for those.
 
     The keys are the ``nn.Sequential`` indices: ``0.weight``, ``0.bias``, ``2.weight``, ...
     (index ``i + 1`` holds the ReLU after Linear ``i``, so it has no key). To load the file
@@ -324,12 +345,24 @@ def save_torch(net: Network, path: str | Path) -> None:
     """
     import torch
 
-    state = to_torch_module(net).state_dict()
+    from .torch_state import check_saved_state
+
+    check_torch_target(net)
+    module = to_torch_module(net)
+    state = module.state_dict()
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:
         record: dict[str, Any] = {"relu": [layer.relu for layer in net.layers]}
         if net.meta.get("head") in HEADS:
             record["head"] = net.meta["head"]
         metadata[METADATA_KEY] = record
-    with atomic_open(path) as handle:
-        torch.save(state, handle)
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+        worst = check_saved_state(tmp, net, module, boxes)
+        if worst.excess > 0:
+            raise VerificationError(
+                f"the .pt file written for {str(path)!r} differs from the network by up to "
+                f"{worst.max_abs_diff:.3g} in torch (allowed {worst.allowed_at_worst:.3g}); "
+                "nothing was written"
+            )

@@ -12,17 +12,21 @@ under ``_metadata[METADATA_KEY]``; those are read as recorded, without a note.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..domain import Box
 from ..errors import InvalidNetworkError, UnsupportedModelError
 from ..network import Layer, Network
 from .torch_chain import HEADS, build_network, head_note, to_float64
 
 if TYPE_CHECKING:
     import torch
+
+    from .onnx_check import Comparison
 
 #: Key under the ``state_dict``'s ``_metadata`` where :func:`save_torch` records ReLU flags.
 METADATA_KEY = "exactcomp"
@@ -144,3 +148,49 @@ def _recorded(state_dict: Mapping[str, Any], n: int) -> dict[str, Any] | None:
     ):
         return {"relu": list(flags), "head": head}
     return None
+
+
+def check_saved_state(
+    path: str | Path,
+    net: Network,
+    module: Any,
+    boxes: Sequence[Box] = (),
+    *,
+    samples: int = 64,
+    seed: int = 0,
+) -> Comparison:
+    """Run the ``state_dict`` saved at ``path``, loaded into ``module``, against ``net``.
+
+    The file is read back with ``torch.load(weights_only=True)`` into ``module`` (the layout
+    :func:`~exactcomp.io.torch_io.to_torch_module` built it from, ``strict``), widened to
+    float64 (exact), and evaluated in torch on the probe points
+    (:func:`~exactcomp.io.onnx_check.probe_points`: corners, faces, centre, random points) of
+    ``[-1, 1]^n`` and of each box of ``boxes``. A Softmax/LogSoftmax head is left out (it has
+    no parameters; ``net`` computes the logits). The allowance is the ONNX check's,
+    ``64 u depth S(x)`` with ``u`` the unit roundoff of the weights' dtype
+    (:mod:`exactcomp.io.onnx_check`): what rounding the weights to ``net.dtype`` can do, far
+    below any layout mistake (a transposed, missing or misplaced layer).
+    """
+    import torch
+
+    from .onnx_check import Comparison, partial_sum_size, probe_points
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module = module.double()
+    module.load_state_dict({k: v.double() for k, v in state.items()}, strict=True)
+    layers = list(module)
+    if net.meta.get("head") in HEADS:  # to_torch_module appended it last
+        layers = layers[:-1]
+    rng = np.random.default_rng(seed)
+    x = np.vstack(
+        [probe_points(b, samples, rng) for b in (Box.uniform(-1.0, 1.0, net.input_size), *boxes)]
+    )
+    with torch.no_grad():
+        got = torch.nn.Sequential(*layers)(torch.from_numpy(x)).numpy().reshape(len(x), -1)
+    want = net.forward(x)
+    if got.shape != want.shape:
+        return Comparison(float("inf"), float("inf"), 0.0)
+    dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype(np.float64)
+    u = float(np.finfo(dt).eps) / 2
+    allowed = 64 * u * max(len(net.layers), 1) * partial_sum_size(net, x)[:, None] + 1e-12
+    return Comparison.of(np.abs(got - want), allowed)

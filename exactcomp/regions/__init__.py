@@ -4,7 +4,7 @@
   interior of a network over a box (polygon splitting for 2 inputs, depth-first splitting
   with LPs otherwise), with a lower bound, an estimate and Serra et al.'s upper bound.
 * :func:`slice_cells` and :func:`plot_cells`: the regions on a 2-D slice, as polygons/PNG;
-  :mod:`.graph`: their adjacency graph (networkx).
+  :mod:`.graph`: their adjacency graph (networkx); :mod:`.drawing`: both, as the CLI runs them.
 * :func:`fixed_signs` / :func:`bound_verdicts`: the neurons proven stable, which never split.
 
 The public entry point with model loading and stability proofs is

@@ -176,7 +176,10 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
             return None
         if spec.groups != 1 and (len(outs) < m or len(ins) < c):
             return None
-        cand = spec.replace(spec.kernel[outs][:, ins], len(ins))
+        # a grouped kernel's axis 1 is the c/groups channels of a group, not all c: it is
+        # only ever kept whole (above)
+        kernel = spec.kernel[outs] if spec.groups != 1 else spec.kernel[outs][:, ins]
+        cand = spec.replace(kernel, len(ins))
         b = new.bias.reshape(len(outs), -1)
         if np.any(b != b[:, :1]) or not _same(
             _csr(cand.coo()) if new.sparse else cand.dense(), new

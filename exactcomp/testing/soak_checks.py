@@ -50,6 +50,8 @@ UNSOUND = (
     "nnet-equivalent",
     "onnx-load",
     "onnx-equivalent",
+    "onnx-written",
+    "torch-written",
 )
 ROUNDING = 1e-12
 T = TypeVar("T")
@@ -125,6 +127,31 @@ class Checker:
         self.slack = [ROUNDING * (1.0 + np.maximum(np.abs(lo), np.abs(hi))) for lo, hi in ib]
         self.compressions = self.equivalences = self.missed = self.exact_points = 0
         self.statuses: Counter[str] = Counter()
+
+    def result(self, claims: Counter[str], t0: float, family: str = "random") -> CaseResult:
+        """The case's :class:`CaseResult`: the engine's ``claims`` (verdict counts), the
+        oracle's verdicts and every count and finding collected so far; ``t0`` is the
+        ``time.perf_counter()`` at which the case started."""
+        oracle = Counter(
+            Verdict(v).name if v else "AMBIGUOUS" for a in self.exact.stability for v in a
+        )
+        return CaseResult(
+            seed=self.seed,
+            neurons=self.f.num_neurons,
+            regions=self.exact.regions,
+            method=self.method,
+            oracle=dict(oracle),
+            claims=dict(claims),
+            findings=tuple(self.findings),
+            compressions=self.compressions,
+            equivalences=self.equivalences,
+            missed=self.missed,
+            statuses=dict(self.statuses),
+            seconds=time.perf_counter() - t0,
+            notes=tuple(self.notes),
+            exact_points=self.exact_points,
+            family=family,
+        )
 
     def guard(self, what: str, fn: Callable[[], T]) -> T | None:
         try:
@@ -374,14 +401,21 @@ def mutants(f: Network, exact: ExactAnalysis, tol: float) -> list[tuple[str, Net
     return out
 
 
-def check_case(case: Case, opts: SoakOptions = SoakOptions(), method: str = "fast") -> CaseResult:
-    """All the checks on one case (see the module docstring)."""
+def check_case(
+    case: Case,
+    opts: SoakOptions = SoakOptions(),
+    method: str = "fast",
+    written: Callable[[Checker, Network], None] | None = None,
+) -> CaseResult:
+    """All the checks on one case (see the module docstring). ``written(checker, g)``, if
+    given, also checks the compressed network ``g`` once written (the conv family's ONNX
+    file)."""
     t0 = time.perf_counter()
     f, box = case.network, case.box
     try:
         c = Checker(case, opts, method)
     except OracleError as exc:  # too many regions for the oracle: nothing can be checked
-        return CaseResult(case.seed, f.num_neurons, 0, method, {}, {}, (), notes=(str(exc),))
+        return skipped_result(case, method, exc)
     c.all_bounds()
     claims: Counter[str] = Counter()
 
@@ -402,6 +436,8 @@ def check_case(case: Case, opts: SoakOptions = SoakOptions(), method: str = "fas
             if union is not None:
                 c.claims(union, f"{method} union")
         g = c.compression(report)
+        if g is not None and written is not None:
+            c.guard("written", lambda: written(c, g))
         if g is not None and opts.equivalence:
             c.equivalence(g, "compressed")
         if g is not None and opts.equivalence and opts.mutants:
@@ -410,23 +446,16 @@ def check_case(case: Case, opts: SoakOptions = SoakOptions(), method: str = "fas
             muts = mutants(f, c.exact, tol)
             label, mutant = muts[case.seed % len(muts)]
             c.equivalence(mutant, label)
-    oracle = Counter(Verdict(v).name if v else "AMBIGUOUS" for a in c.exact.stability for v in a)
+    return c.result(claims, t0)
+
+
+def skipped_result(case: Case, method: str, exc: OracleError, family: str = "random") -> CaseResult:
+    """The :class:`CaseResult` of a case the oracle cannot enumerate (too many regions):
+    nothing checked, the reason kept as a note."""
     return CaseResult(
-        seed=case.seed,
-        neurons=f.num_neurons,
-        regions=c.exact.regions,
-        method=method,
-        oracle=dict(oracle),
-        claims=dict(claims),
-        findings=tuple(c.findings),
-        compressions=c.compressions,
-        equivalences=c.equivalences,
-        missed=c.missed,
-        statuses=dict(c.statuses),
-        seconds=time.perf_counter() - t0,
-        notes=tuple(c.notes),
-        exact_points=c.exact_points,
-    )
+        case.seed, case.network.num_neurons, 0, method, {}, {}, (), notes=(str(exc),),
+        family=family,
+    )  # fmt: skip
 
 
 def _halves(box: Box) -> tuple[Box, Box]:

@@ -24,6 +24,11 @@ class EquivalenceStatus(Enum):
     UNKNOWN = "unknown"  # neither (time limit, solver doubt, bound inside the margin)
 
 
+#: The values of :attr:`EquivalenceResult.cause`: the budget (``""``), claims not re-proven,
+#: or a structure the method cannot prove.
+UNKNOWN_CAUSES = ("", "claims", "structure")
+
+
 @dataclass(frozen=True, eq=False)
 class Counterexample:
     """An input of the box where the two networks differ by more than the tolerance.
@@ -85,6 +90,12 @@ class EquivalenceResult:
     margin:
         The solver margin of this comparison (a MILP proves only a ``tol`` above it); NaN
         when no MILP model was built.
+    cause:
+        Why an UNKNOWN is unknown, for advice: ``"structure"`` (the method cannot prove this
+        pair at any budget: :mod:`exactcomp.verify.sparse` proves only that ``g`` is ``f``
+        with proven-constant units removed), ``"claims"`` (stability claims it relies on were
+        not re-proven in the budget) or ``""`` (the time limit or a solver's doubt: more time
+        may decide it). :data:`UNKNOWN_CAUSES` lists them.
     """
 
     status: EquivalenceStatus
@@ -101,9 +112,12 @@ class EquivalenceResult:
     timings: Mapping[str, float] = field(default_factory=dict)
     reason: str = ""
     margin: float = float("nan")
+    cause: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timings", MappingProxyType(dict(self.timings)))
+        if self.cause not in UNKNOWN_CAUSES:
+            raise ValueError(f"unknown cause {self.cause!r}; one of {UNKNOWN_CAUSES}")
         for name in ("upper_bound", "lower_bound"):  # -0.0 + 0.0 is 0.0: never print "-0"
             object.__setattr__(self, name, float(getattr(self, name)) + 0.0)
         if (self.status is EquivalenceStatus.NOT_EQUIVALENT) != (self.counterexample is not None):
@@ -142,6 +156,7 @@ class EquivalenceResult:
             "seconds": dict(self.timings),
             "reason": self.reason,
             "margin": float(self.margin) if np.isfinite(self.margin) else None,
+            "cause": self.cause,
         }
 
 

@@ -407,10 +407,10 @@ def verify_by_claims(
             f"g's biases differ from f's with the removed constants folded in by up to {bound:.3g}"
         )
 
-    def result(status, ub, lb, cex=None, why=""):
+    def result(status, ub, lb, cex=None, why="", cause=""):
         return EquivalenceResult(
             status, mode, tol, ub, lb, cex, timings={"total": time.perf_counter() - t0},
-            reason=why,
+            reason=why, cause=cause,
         )  # fmt: skip
 
     if reason is None:
@@ -419,6 +419,8 @@ def verify_by_claims(
     cex = _falsify(f, g, boxes, tol, outputs, seed) if mode == "linf" else None
     if cex is not None:
         return result(EquivalenceStatus.NOT_EQUIVALENT, bound, cex.difference, cex, reason)
+    cause = "structure" if match.reason is not None else ""  # else: a bias bound above tol
     if not recheck.ok:
         reason += f" ({len(recheck.failures)} claims not re-proven)"
-    return result(EquivalenceStatus.UNKNOWN, bound, 0.0, why=reason)
+        cause = "claims"
+    return result(EquivalenceStatus.UNKNOWN, bound, 0.0, why=reason, cause=cause)

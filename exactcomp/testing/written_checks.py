@@ -1,0 +1,61 @@
+"""The soak's checks of files: a network read from, and written to, ONNX and ``.pt`` files.
+
+Used by the ``conv`` family (:mod:`benchmarks.soak_conv`). Each compares a file, run by
+onnxruntime or read back, with the network it should compute, on the probe points
+(:func:`~exactcomp.io.onnx_check.probe_points`: corners, faces, centre, samples) of the
+case's box, allowed ``64 u depth S(x)`` (:mod:`exactcomp.io.onnx_check`; ``u`` float32's).
+A disagreement is a :class:`~exactcomp.testing.soak_checks.Finding`: ``onnx-load`` (the
+network read differs from its file), ``onnx-written`` and ``torch-written`` (the compressed
+network's file differs from the source network).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..network import Network
+from .soak_checks import Checker, Finding
+
+
+def check_read(oc: Any) -> list[Finding]:
+    """``onnx-load``: ``oc.case.network`` (read from the ONNX bytes ``oc.model``) against
+    onnxruntime on the probe points of ``oc.case.box``."""
+    from ..io.onnx_check import check_boxes
+
+    read = check_boxes(oc.model, oc.case.network, [oc.case.box], seed=oc.case.seed)
+    if read.excess > 0:
+        detail = f"read vs onnxruntime: {read.max_abs_diff!r} > {read.allowed_at_worst!r}"
+        return [Finding("onnx-load", detail)]
+    return []
+
+
+def check_written(c: Checker, g: Network, f: Network) -> None:
+    """``g`` stored in its dtype and written, against ``f`` on the probe points of the box:
+    ``onnx-written`` (the ONNX file, named like ``f``'s, run by onnxruntime) and
+    ``torch-written`` (the ``.pt`` file read back by ``exactcomp.load``; ``api.save`` itself
+    runs it in torch first and refuses to write a file that differs)."""
+    from .. import api
+    from ..io.onnx_check import Comparison, check_boxes, partial_sum_size, probe_points
+    from ..io.onnx_io import save_onnx
+
+    written = api.stored(g)
+    with tempfile.TemporaryDirectory(prefix="soak-conv-") as tmp:
+        path = Path(tmp) / "small.onnx"
+        save_onnx(written, path, like=f)
+        worst = check_boxes(path, f, [c.box], seed=c.seed)
+        api.save(written, Path(tmp) / "small.pt", domain=c.box)
+        back = api.load(Path(tmp) / "small.pt")
+    if worst.excess > 0:
+        detail = f"written file vs f: {worst.max_abs_diff!r} > {worst.allowed_at_worst!r}"
+        c.findings.append(Finding("onnx-written", detail))
+    x = probe_points(c.box, 64, np.random.default_rng(c.seed))
+    u = np.finfo(np.float32).eps / 2  # the files are float32
+    allowed = 64 * u * len(f.layers) * partial_sum_size(f, x)[:, None] + 1e-12
+    pt = Comparison.of(np.abs(back.forward(x) - f.forward(x)), allowed)
+    if pt.excess > 0:
+        detail = f".pt file read back vs f: {pt.max_abs_diff!r} > {pt.allowed_at_worst!r}"
+        c.findings.append(Finding("torch-written", detail))

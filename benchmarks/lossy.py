@@ -194,7 +194,7 @@ def soak(n: int, seed: int = 0) -> dict:
     edit (quantisation to 8/4/3/2/ternary bits, proven with or without LP-tightened bounds of
     ``f``, by the symbolic bound and the joint LP, branch and bound in it, or input splitting;
     or ``compress --tol``, whose search spends the LP's slack and whose claim is the tighter of
-    the two): the exact ``max |f - g|``
+    the two, every other one with neurons removed with refit and centred weights): the exact ``max |f - g|``
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
     from exactcomp.testing import max_output_difference
 
@@ -208,7 +208,9 @@ def soak(n: int, seed: int = 0) -> dict:
         f = Network.from_arrays(ws, bs, dtype="float64")
         box = Box(-rng.random(d) - 0.1, rng.random(d) + 0.1)
         if case % 3 == 2:
-            res = api.compress_lossy(f, box, float(rng.choice([0.01, 0.1, 0.5])), time_limit=2.0)
+            tol = float(rng.choice([0.01, 0.1, 0.5]))
+            fitted = bool((case // 3) % 2)  # every other one with refits and centred weights
+            res = api.compress_lossy(f, box, tol, time_limit=2.0, centre=fitted, refit=fitted)
             g, proven = res.network, res.proven
         else:
             bits = [float(rng.choice([8, 4, 3, 2, 1.5])) for _ in f.layers]

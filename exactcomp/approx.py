@@ -301,6 +301,8 @@ def compress_lossy(
     tighten_seconds: float = TIGHTEN_SECONDS,
     lp_seconds: float = LP_SECONDS / 2,
     bab_seconds: float = 0.0,
+    centre: bool = False,
+    refit: bool = False,
 ) -> LossyResult:
     """Prune ``model`` beyond exactness while ``max |f - g| <= tol`` stays proven on ``domain``
     (:func:`exactcomp.rewrite.lossy.search`), then drop the neurons left without effect.
@@ -308,13 +310,23 @@ def compress_lossy(
     ``lp_seconds``: the budget of one joint-LP proof (the search spends the slack the LP shows
     over the symbolic bound, and the claim is the LP or symbolic proof of the final network,
     the smaller); ``time_limit`` the search's, LP proofs included; ``bab_seconds`` > 0: then
-    branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`)."""
+    branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
+    ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`."""
     t0 = time.perf_counter()
     tol = check_tol(tol)
     f = load(model)
     boxes = bind_domain(domain, f)
     charger = Charger(f, boxes, tighten_seconds=tighten_seconds)
-    out = search(f, boxes, tol, charger, time_limit=time_limit, lp_seconds=lp_seconds)
+    out = search(
+        f,
+        boxes,
+        tol,
+        charger,
+        time_limit=time_limit,
+        lp_seconds=lp_seconds,
+        centre=centre,
+        use_refit=refit,
+    )
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
         bab = charger.proven(out.network, bab_seconds=bab_seconds)
         out = dataclasses.replace(out, proven=min(out.proven, bab))

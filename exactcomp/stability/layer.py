@@ -210,6 +210,9 @@ class LayerRun:
                 self._phase("bab", "relu splits", self._relu_splits)
         self._milp_phase()
         self._advance("milp")
+        deeper = relu and self.k > 0 and not self._last()
+        if fast and deeper and self.net.input_size > split_inputs() and relu_splits():
+            self._phase("tighten", "", self._tighten)
         return self._result()
 
     # ------------------------------------------------------------------ phases
@@ -283,6 +286,19 @@ class LayerRun:
         are settled here, for a fraction of a MILP."""
         open_, sides = self._open_sides()
         self._apply(ideal_cut_phase(self._ask(open_, sides, self.opts.deadline)), Proof.LP)
+
+    def _tighten(self) -> None:
+        """Ideal-cut LP bounds on both sides of the layer's neurons with no claim (unstable
+        or undecided), for the relaxations and big-M constants of every later layer. Below
+        the last ReLU layer with ReLU splits only: the LP phase bounded them without cuts,
+        the cut phase on one side at most. On mnist-net_256x6 prop_0_0.03 (layer 2, 15
+        unstable neurons, 2.4 s of CPU) the widths went from 204.5 to 183.8 in all, and
+        layer 3's LP phase left 184 neurons open instead of 191. A claim these bounds
+        prove is a claim like any phase's (against a witness: numerical doubt, UNDECIDED)."""
+        free = np.flatnonzero(~(self.inactive | self.active))
+        if free.size == 0:
+            return
+        self._apply(ideal_cut_phase(self._ask(free, None, self.opts.deadline), False), Proof.LP)
 
     # ------------------------------------------------------------------ MILP
     def _tasks(self) -> list[Task]:

@@ -143,6 +143,7 @@ def ideal_cut_layer_result(
     sides: Sequence[int] | np.ndarray,
     tol: Tolerances = DEFAULT,
     deadline: float | None = None,
+    probe: bool = True,
 ) -> LPLayerResult:
     """Sound bounds of ``z_k`` for ``neurons`` from the triangle LP with ideal cuts.
 
@@ -151,7 +152,8 @@ def ideal_cut_layer_result(
     ``time.monotonic()`` instant after which no further LP is solved. Cuts are added per
     question and removed after it, so each question's bound depends on that question only.
     Once the cuts have settled too few questions (:data:`_MIN_SETTLED`) the call stops, and
-    the remaining neurons keep their input bounds.
+    the remaining neurons keep their input bounds; ``probe=False`` asks every question (to
+    tighten the bounds of neurons whose sign is not in question, none of which settles).
     """
     pre = finite_prefix_bounds(net, box, k, known, tol)
     lower, upper = pre[k][0].copy(), pre[k][1].copy()
@@ -170,7 +172,7 @@ def ideal_cut_layer_result(
     points: list[np.ndarray] = []
     failed = asked = settled = 0
     for i, side in zip(idx.tolist(), np.asarray(sides, dtype=int).tolist(), strict=True):
-        if asked >= _PROBE and settled < _MIN_SETTLED * asked:
+        if probe and asked >= _PROBE and settled < _MIN_SETTLED * asked:
             break  # the cuts do not pay on this layer: leave the rest to the MILP
         margin = solver_margin(tol, max(abs(lower[i]), abs(upper[i])))
         b = float(layer.bias[i])

@@ -21,6 +21,8 @@ relu_split     the same, on every leaf of a tree of ReLU splits of earlier layer
                instead of them on the last ReLU layer)
 milp           the remaining sign question, early-stopped (see :mod:`exactcomp.milp.highs`);
                a near tie is asked again at a finer solver tolerance
+tighten        (below the last ReLU layer, with ReLU splits) the neurons left without a
+               claim get ideal-cut LP bounds on both sides, for every later layer
 =============  =====================================================================
 
 Methods: ``fast`` runs every phase. ``leo`` (CPAIOR 2020 style) runs interval bounds, then a

@@ -112,14 +112,16 @@ def lp_phase(q: PhaseInput) -> PhaseResult:
     return from_bounds(bounds)
 
 
-def ideal_cut_phase(q: PhaseInput) -> PhaseResult:
+def ideal_cut_phase(q: PhaseInput, probe: bool = True) -> PhaseResult:
     """LP bounds with ideal-formulation cuts on the side each neuron asks for
-    (:func:`exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`). Its LP optima are candidate
-    witnesses."""
+    (:func:`exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`; ``probe=False``: every
+    question asked, for bounds rather than signs). Its LP optima are candidate witnesses."""
     from ..bounds.ideal_cuts import ideal_cut_layer_result
 
     deadline = _monotonic(q.deadline)
-    res = ideal_cut_layer_result(q.net, q.box, q.k, q.known, q.neurons, q.sides, q.tol, deadline)
+    res = ideal_cut_layer_result(
+        q.net, q.box, q.k, q.known, q.neurons, q.sides, q.tol, deadline, probe=probe
+    )
     return from_bounds(res.bounds, res.points)
 
 

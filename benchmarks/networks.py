@@ -59,6 +59,15 @@ def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
             large=True,
         ),
         RealNetwork(
+            "cifar_base_kw",
+            conv / "cifar_base_kw.onnx",
+            (
+                conv / "cifar_base_kw-img4549-eps0.00392156862745098.vnnlib",
+                conv / "cifar_base_kw-img2908-eps0.019869281045751634.vnnlib",
+            ),
+            large=True,
+        ),
+        RealNetwork(
             "mnist_256x2",
             mnist / "mnist-net_256x2.onnx",
             (mnist / "prop_0_0.03.vnnlib", mnist / "prop_1_0.05.vnnlib"),

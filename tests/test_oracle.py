@@ -262,3 +262,37 @@ def test_random_box_degenerate_coordinates() -> None:
     boxes = [random_box(rng, 4, degenerate_prob=0.5) for _ in range(20)]
     assert any(np.any(b.lower == b.upper) for b in boxes)
     assert all(np.all(b.lower <= b.upper) for b in boxes)
+
+
+def test_wrong_verdicts_names_a_flipped_claim_and_accepts_the_true_ones():
+    """``ExactAnalysis.wrong_verdicts``: the oracle's own verdicts and UNDECIDED pass; a
+    decided neuron's verdict flipped is reported by layer and neuron."""
+    from types import SimpleNamespace
+
+    case = random_case(3, max_neurons=8, nasty=False)
+    from exactcomp.testing.oracle import exact_analysis
+
+    exact = exact_analysis(case.network, case.box)
+
+    def report(verdicts):
+        return SimpleNamespace(
+            layers=[
+                SimpleNamespace(layer=k, verdict=v)
+                for k, v in zip(case.network.relu_layers, verdicts, strict=True)
+            ]
+        )
+
+    assert exact.wrong_verdicts(report(exact.stability)) == []
+    undecided = [np.full_like(v, Verdict.UNDECIDED) for v in exact.stability]
+    assert exact.wrong_verdicts(report(undecided)) == []
+    k, j = next(
+        (k, j)
+        for k, v in enumerate(exact.stability)
+        for j, t in enumerate(v)
+        if t == Verdict.UNSTABLE
+    )
+    flipped = [v.copy() for v in exact.stability]
+    flipped[k][j] = Verdict.INACTIVE
+    assert exact.wrong_verdicts(report(flipped)) == [
+        f"layer {case.network.relu_layers[k]} neuron {j}: INACTIVE, oracle UNSTABLE"
+    ]

@@ -13,7 +13,7 @@ import pytest
 from exactcomp.bab import split
 from exactcomp.stability import layer as stability_layer
 from exactcomp.stability import stable_neurons
-from exactcomp.testing.oracle import AMBIGUOUS, exact_analysis
+from exactcomp.testing.oracle import exact_analysis
 from exactcomp.testing.random_networks import random_case
 from exactcomp.verdicts import Verdict
 
@@ -21,15 +21,10 @@ SEEDS = list(range(8))
 
 
 def _check(report, exact) -> None:
-    for ls, truth in zip(report.layers, exact.stability, strict=True):
+    assert exact.wrong_verdicts(report) == []
+    for ls in report.layers:
         lo, hi = exact.ranges[ls.layer]
         assert (ls.lower <= lo + 1e-9).all() and (ls.upper >= hi - 1e-9).all()
-        for j, v in enumerate(ls.verdict):
-            if v == Verdict.UNDECIDED or truth[j] == AMBIGUOUS:
-                continue
-            if v == Verdict.ACTIVE and truth[j] == Verdict.INACTIVE and lo[j] >= 0:
-                continue  # z = 0 on the whole box: both claims hold
-            assert v == truth[j], f"layer {ls.layer} neuron {j}: {Verdict(v).name}"
 
 
 @pytest.mark.parametrize("seed", SEEDS)

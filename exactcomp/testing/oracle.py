@@ -92,6 +92,25 @@ class ExactAnalysis:
     points: np.ndarray
     regions: int
 
+    def wrong_verdicts(self, report) -> list[str]:
+        """The claims of a stability ``report`` that contradict this analysis, one line each.
+
+        UNDECIDED is always sound, and so is any claim on an ``AMBIGUOUS`` neuron. ACTIVE
+        where the oracle says INACTIVE holds when the exact minimum is ``>= 0`` (``z = 0`` on
+        the whole box: both claims are true)."""
+        wrong = []
+        for ls, truth in zip(report.layers, self.stability, strict=True):
+            lo = self.ranges[ls.layer][0]
+            for j, v in enumerate(ls.verdict):
+                if v == Verdict.UNDECIDED or truth[j] in (AMBIGUOUS, v):
+                    continue
+                if v == Verdict.ACTIVE and truth[j] == Verdict.INACTIVE and lo[j] >= 0:
+                    continue
+                wrong.append(
+                    f"layer {ls.layer} neuron {j}: {Verdict(v).name}, oracle {Verdict(truth[j]).name}"
+                )
+        return wrong
+
 
 def exact_analysis(
     net: Network, box: Box, margin: float = 1e-7, *, max_regions: int = MAX_REGIONS

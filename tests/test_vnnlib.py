@@ -23,6 +23,8 @@ SHIPPED = {
     "small/cartpole_case_safe_14.vnnlib": (4, 2, 1),
     "small/vdp_0.vnnlib": (3, 3, 5),
     "conv/Convnet_avgpool_prop_0_0.02.vnnlib": (784, 10, 9),
+    "conv/cifar_base_kw-img2908-eps0.019869281045751634.vnnlib": (3072, 10, 9),
+    "conv/cifar_base_kw-img4549-eps0.00392156862745098.vnnlib": (3072, 10, 9),
     "conv/Convnet_maxpool_prop_0_0.004.vnnlib": (784, 10, 9),
     "conv/marabou_conv_mp1_box_0.02.vnnlib": (192, 5, 1),
 }

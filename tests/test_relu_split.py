@@ -159,7 +159,18 @@ def test_claims_agree_with_the_oracle_and_beat_crown(monkeypatch, cuts: bool) ->
     ideal cuts in the node LPs)."""
     monkeypatch.setattr(relu_bab, "CUTS", cuts)
     gained = 0
-    for seed in SEEDS:
+    for seed, k, box, res, (true_lo, true_hi) in _open_questions(SEEDS):
+        assert (true_hi[res.inactive] <= 1e-9).all(), (seed, k)
+        assert (true_lo[res.active] >= -1e-9).all(), (seed, k)
+        assert box.contains(res.points).all()
+        gained += int(res.inactive.sum() + res.active.sum())
+    assert gained >= 1
+
+
+def _open_questions(seeds):
+    """For each case and ReLU layer past the first: the ReLU-split answer on the neurons the
+    linear bounds leave open, with their exact ranges from the oracle."""
+    for seed in seeds:
         net, box = _case(seed)
         exact = exact_analysis(net, box).ranges
         known = linear_bounds(net, box)
@@ -167,12 +178,7 @@ def test_claims_agree_with_the_oracle_and_beat_crown(monkeypatch, cuts: bool) ->
             lo, hi = known[k]
             open_ = np.flatnonzero((lo < 0) & (hi > 0))
             res = prove_signs_relu(net, box, k, known, open_, np.zeros(open_.size, int))
-            true_lo, true_hi = exact[k][0][open_], exact[k][1][open_]
-            assert (true_hi[res.inactive] <= 1e-9).all(), (seed, k)
-            assert (true_lo[res.active] >= -1e-9).all(), (seed, k)
-            assert box.contains(res.points).all()
-            gained += int(res.inactive.sum() + res.active.sum())
-    assert gained >= 1
+            yield seed, k, box, res, (exact[k][0][open_], exact[k][1][open_])
 
 
 def test_no_unstable_relu_to_split_claims_nothing() -> None:
@@ -252,13 +258,6 @@ def test_resumed_trees_with_cuts_agree_with_the_oracle(monkeypatch) -> None:
     back when its tree resumes): every claim is still true per the exact oracle."""
     monkeypatch.setattr(relu_bab, "FIRST", 1)
     monkeypatch.setattr(relu_bab, "GROWTH", 2)
-    for seed in SEEDS[:4]:
-        net, box = _case(seed)
-        exact = exact_analysis(net, box).ranges
-        known = linear_bounds(net, box)
-        for k in net.relu_layers[1:]:
-            lo, hi = known[k]
-            open_ = np.flatnonzero((lo < 0) & (hi > 0))
-            res = prove_signs_relu(net, box, k, known, open_, np.zeros(open_.size, int))
-            assert (exact[k][1][open_][res.inactive] <= 1e-9).all(), (seed, k)
-            assert (exact[k][0][open_][res.active] >= -1e-9).all(), (seed, k)
+    for seed, k, _, res, (true_lo, true_hi) in _open_questions(SEEDS[:4]):
+        assert (true_hi[res.inactive] <= 1e-9).all(), (seed, k)
+        assert (true_lo[res.active] >= -1e-9).all(), (seed, k)

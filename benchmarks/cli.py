@@ -10,6 +10,7 @@ overwrites the committed figures under ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from .console import RichProgress, print_rows
+from .engines import PREVIOUS_COMMIT
 from .rows import write_rows
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verify-time-limit", type=float, default=120.0)
     p.add_argument("--verify-tol", type=float, default=None, help="default: the library's")
+    p.add_argument(
+        "--previous",
+        default=PREVIOUS_COMMIT,
+        metavar="COMMIT",
+        help="also run the engine of this commit on every case ('none': only this checkout; "
+        f"default {PREVIOUS_COMMIT}, the last commit before branch and bound)",
+    )
 
     p = sub.add_parser("scaling", help="cost vs width and depth, per method")
     common(p)
@@ -159,7 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, columns, plots = runner[args.command](args, stem)
     meta = _meta(argv, args)
     paths = write_rows(rows, args.out, stem, meta)
-    print_rows(console, f"{args.command} ({len(rows)} rows)", rows, columns)
+    if args.command == "real":  # 80 columns on the console; the files keep every column
+        from .rows import RealConsoleRow
+
+        shown = [RealConsoleRow.of(r) for r in rows]
+        print_rows(console, f"real ({len(rows)} rows)", shown, None, compact=True)
+    else:
+        print_rows(console, f"{args.command} ({len(rows)} rows)", rows, columns)
     for path in [*paths, *plots]:
         console.print(f"wrote {path}")
     return 0
@@ -181,6 +196,7 @@ def _meta(argv: list[str], args: argparse.Namespace) -> dict[str, Any]:
         "utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
         "git_commit": commit,
         "cpus": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
         "options": {k: str(v) for k, v in vars(args).items()},
     }
 
@@ -235,6 +251,7 @@ def _stability(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str]
 
 
 def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:
+    from .engines import current_engine, previous_engine
     from .networks import real_networks
     from .plots import plot_proofs
     from .real import RealOptions, real_cases, run_real
@@ -253,13 +270,19 @@ def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], lis
         verify_tol=args.verify_tol,
         budget=args.budget,
     )
-    partial_meta = {**_meta(sys.argv[1:], args), "partial": True}
+    with contextlib.ExitStack() as stack:
+        engines = [current_engine()]
+        if args.previous.lower() != "none":
+            engines.insert(0, stack.enter_context(previous_engine(args.previous)))
+        # recorded in the JSON's options: which commit each engine row ran
+        args.engines = ",".join(f"{e.name}={e.commit}" for e in engines)
+        partial_meta = {**_meta(sys.argv[1:], args), "partial": True}
 
-    def save_partial(rows: list) -> None:
-        write_rows(rows, args.out, stem, partial_meta)
+        def save_partial(rows: list) -> None:
+            write_rows(rows, args.out, stem, partial_meta)
 
-    with RichProgress("real", len(cases)) as bars:
-        rows = run_real(cases, opts, bars, on_row=save_partial)
+        with RichProgress("real", len(cases) * len(engines)) as bars:
+            rows = run_real(cases, opts, bars, engines, on_row=save_partial)
     plot = plot_proofs(rows, args.out / f"{stem}_proofs.png", ("network", "prop"))
     return rows, None, [plot]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich.box import SIMPLE_HEAD
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -80,15 +81,24 @@ class RichProgress:
 
 
 def print_rows(
-    console: Console, title: str, rows: Sequence[Any], columns: Sequence[str] | None = None
+    console: Console,
+    title: str,
+    rows: Sequence[Any],
+    columns: Sequence[str] | None = None,
+    compact: bool = False,
 ) -> None:
-    """Print rows as a rich table (all flat columns, or just ``columns``)."""
+    """Print rows as a rich table (all flat columns, or just ``columns``).
+
+    ``compact``: no vertical rules and no outer padding, so that short rows fit 80 columns."""
     if not rows:
         console.print(f"[yellow]{title}: no rows[/yellow]")
         return
     flat = [flatten(r) for r in rows]
     cols = list(columns) if columns else list(flat[0])
-    table = Table(title=title, show_lines=False)
+    if compact:
+        table = Table(title=title, box=SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    else:
+        table = Table(title=title, show_lines=False)
     for c in cols:
         table.add_column(c, overflow="fold")
     for row in flat:

@@ -33,11 +33,15 @@ def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
     mnist = root / "mnistfc"
     small = root / "small"
     conv = root / "conv"
+    eran = root / "eran"
     candidates = (
-        RealNetwork(
-            "acasxu_1_1",
-            acas / "ACASXU_run2a_1_1_batch_2000.onnx",
-            tuple(acas / f"prop_{i}.vnnlib" for i in (1, 2, 3, 4)),
+        *(
+            RealNetwork(
+                f"acasxu_{ij}",
+                acas / f"ACASXU_run2a_{ij}_batch_2000.onnx",
+                tuple(acas / f"prop_{i}.vnnlib" for i in (1, 2, 3, 4)),
+            )
+            for ij in ("1_1", "1_2", "2_1", "3_3")
         ),
         RealNetwork("cartpole", small / "cartpole.onnx", (small / "cartpole_case_safe_14.vnnlib",)),
         RealNetwork("vdp", small / "vdp.onnx", (small / "vdp_0.vnnlib",)),
@@ -77,6 +81,15 @@ def real_networks(root: Path = REAL_DIR) -> tuple[RealNetwork, ...]:
             "mnist_256x4",
             mnist / "mnist-net_256x4.onnx",
             (mnist / "prop_0_0.03.vnnlib", mnist / "prop_1_0.05.vnnlib"),
+            large=True,
+        ),
+        RealNetwork(
+            "eran_9x200",
+            eran / "mnist_relu_9_200.onnx",
+            (
+                eran / "mnist_spec_idx_1013_eps_0.01500.vnnlib",
+                eran / "mnist_spec_idx_186_eps_0.01500.vnnlib",
+            ),
             large=True,
         ),
         RealNetwork(

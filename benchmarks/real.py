@@ -2,17 +2,20 @@
 
 A VNN-LIB property may describe a disjunction of boxes; the network is compressed for their
 union (a neuron counts as stable only with the same sign on every box) and verified on each.
+
+Every case runs once per engine (:mod:`benchmarks.engines`): the code of an earlier commit
+(the "previous engine", before branch and bound) and this checkout, each in a fresh child
+process with the same boxes, options and budget, so both rows of a case come from one run.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .console import RichProgress
-from .measure import bab_nodes, milp_count, proof_counts, verdict_counts, verify_boxes
+from .engines import CaseSpec, ChildResult, Engine, run_case
 from .networks import RealNetwork, load_domain, vnnlib_domain
 from .rows import RealRow
 
@@ -32,98 +35,108 @@ def real_cases(nets: tuple[RealNetwork, ...]) -> list[tuple[RealNetwork, str]]:
     return [(net, str(p)) for net in nets for p in net.props]
 
 
+def prop_name(prop: str) -> str:
+    """The property's file name without folder and ``.vnnlib``."""
+    return prop.rsplit("/", 1)[-1].removesuffix(".vnnlib")
+
+
 def run_real(
     cases: list[tuple[RealNetwork, str]],
     opts: RealOptions,
     bars: RichProgress,
+    engines: Sequence[Engine],
     on_row: Callable[[list], None] | None = None,
 ) -> list[RealRow]:
-    """Compress and verify each case; errors become rows, not crashes.
+    """Compress and verify each case with each engine; errors become rows, not crashes.
 
-    ``on_row`` receives the rows so far after each case (the CLI saves them).
+    ``on_row`` receives the rows so far after each row (the CLI saves them).
     """
     rows = []
     for net, prop in cases:
-        name = prop.rsplit("/", 1)[-1].removesuffix(".vnnlib")
-        bars.row(f"{net.name} {name}")
-        try:
-            rows.append(_one(net, prop, name, opts, bars))
-        except Exception as exc:  # a failed case is a result too
-            rows.append(_error(net, name, f"{type(exc).__name__}: {exc}"))
-        bars.row_done()
-        if on_row is not None:
-            on_row(rows)
+        name = prop_name(prop)
+        for engine in engines:
+            bars.row(f"{net.name} {name} ({engine.name})")
+            try:
+                rows.append(_one(net, prop, name, opts, engine))
+            except Exception as exc:  # a failed case is a result too
+                rows.append(_error(net, name, engine.name, f"{type(exc).__name__}: {exc}"))
+            bars.row_done()
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
-def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, bars: RichProgress) -> RealRow:
-    from exactcomp.api import compress, load
+def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, engine: Engine) -> RealRow:
+    from exactcomp.api import load
 
-    original = load(net.onnx)
-    boxes = load_domain(vnnlib_domain(prop), original.input_size)
-    # the budget: nothing new starts after it, what is left stays UNDECIDED (and is kept)
-    deadline = None if opts.budget is None else time.perf_counter() + opts.budget
-    result = compress(
-        original,
-        list(boxes),
+    n_inputs = load(net.onnx).input_size
+    boxes = load_domain(vnnlib_domain(prop), n_inputs)
+    spec = CaseSpec(
+        model=str(net.onnx.resolve()),
+        boxes=boxes,
         method=opts.method,
         time_limit=opts.time_limit,
         jobs=opts.jobs,
-        progress=bars,
-        deadline=deadline,
+        budget=opts.budget,
+        verify_time_limit=opts.verify_time_limit,
+        verify_tol=opts.verify_tol,
     )
-    bars.task("verifying equivalence", 1)
-    ver = verify_boxes(
-        original,
-        result.network,
-        boxes,
-        time_limit=opts.verify_time_limit,
-        tol=opts.verify_tol,
-        certificates=result.stability,
-    )
-    bars.advance()
-    before, after = original.num_neurons, result.network.num_neurons
-    written = _written_bytes(result.network)
-    structure = result.report.get("structure", {})
-    counts = verdict_counts(result.stability)
+    return to_row(net, name, len(boxes), engine.name, run_case(engine, spec))
+
+
+def to_row(net: RealNetwork, name: str, n_boxes: int, engine: str, res: ChildResult) -> RealRow:
+    """The row of one child run: what it wrote, and how far it got."""
+    doc = res.doc
+    status = res.status
+    if status.startswith("error: KeyboardInterrupt"):  # the budget's Ctrl-C landed after
+        status = "did not finish"  # the analysis (rewriting or re-checking): over budget
+    if "neurons_before" not in doc:  # never got through compress
+        row = _error(net, name, engine, status)
+        return row if status != "did not finish" else _replace_status(row, status)
+    before, after = doc["neurons_before"], doc["neurons_after"]
+    stable = doc.get("active", 0) + doc.get("inactive", 0)
+    verified = doc.get("stage") == "verified"
+    if status == "ok" and doc.get("interrupted"):
+        status = "budget"  # stopped at the budget; what is not proven stays and is kept
     return RealRow(
         network=net.name,
         prop=name,
-        boxes=len(boxes),
+        boxes=n_boxes,
         neurons_before=before,
         neurons_after=after,
         pct_removed=100.0 * (before - after) / before if before else 0.0,
-        proofs={k: v for k, v in proof_counts(result.stability).items() if v},
-        seconds=float(result.seconds),
-        milps=milp_count(result.stability),
-        bab_nodes=bab_nodes(result.stability),
-        verdict=ver.verdict,
-        verify_seconds=ver.seconds,
-        verify_tol=ver.tol,
-        verify_note=ver.note[:200],
-        parameters_before=original.num_parameters,
-        parameters_after=result.network.num_parameters,
+        active=doc.get("active", -1),
+        inactive=doc.get("inactive", -1),
+        unstable=doc.get("unstable", -1),
+        undecided=doc.get("undecided", -1),
+        proofs={k: v for k, v in doc.get("proofs", {}).items() if v},
+        seconds=float(doc["seconds"]),
+        milps=int(doc.get("milps", -1)),
+        verdict=doc["verdict"] if verified else "did not finish",
+        verify_seconds=float(doc["verify_seconds"]) if verified else math.nan,
+        verify_tol=float(doc.get("verify_tol", math.nan)) if verified else math.nan,
+        verify_note=str(doc.get("verify_note", ""))[:200],
+        error=status[:300] if status.startswith("error") else "",
+        parameters_before=int(doc["parameters_before"]),
+        parameters_after=int(doc["parameters_after"]),
         bytes_before=net.onnx.stat().st_size,
-        bytes_after=written,
-        channels_removed=sum(structure.get("channels_removed", {}).values()),
-        **counts,
+        bytes_after=int(doc["bytes_after"]),
+        channels_removed=int(doc.get("channels_removed", 0)),
+        bab_nodes=int(doc.get("bab_nodes", -1)),
+        engine=engine,
+        status=status,
+        cpu_seconds=float(doc.get("cpu_seconds", math.nan)),
+        pct_stable=100.0 * stable / before if before else math.nan,
     )
 
 
-def _written_bytes(network) -> int:
-    """Size of the ONNX file ``exactcomp compress -o out.onnx`` writes for ``network``."""
-    import tempfile
-    from pathlib import Path
+def _replace_status(row: RealRow, status: str) -> RealRow:
+    from dataclasses import replace
 
-    from exactcomp.api import save, stored
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out.onnx"
-        save(stored(network), out)
-        return out.stat().st_size
+    return replace(row, status=status, verdict=status, error="")
 
 
-def _error(net: RealNetwork, name: str, message: str) -> RealRow:
+def _error(net: RealNetwork, name: str, engine: str, message: str) -> RealRow:
     return RealRow(
         network=net.name,
         prop=name,
@@ -141,4 +154,6 @@ def _error(net: RealNetwork, name: str, message: str) -> RealRow:
         verdict="ERROR",
         verify_seconds=math.nan,
         error=message.splitlines()[0][:300] if message else "error",
+        engine=engine,
+        status="error",
     )

@@ -114,6 +114,53 @@ class RealRow:
     bytes_after: int = -1
     channels_removed: int = 0
     bab_nodes: int = -1  # branch-and-bound nodes (input-split boxes, ReLU-split LPs)
+    # which code ran it (benchmarks.engines): "current" (this checkout) or "previous"
+    engine: str = "current"
+    # "ok"; "budget" (analysis stopped at the budget, the rest kept as UNDECIDED);
+    # "did not finish" (stopped by the parent: no figures, or no verdict); "error"
+    status: str = "ok"
+    cpu_seconds: float = math.nan  # compress's CPU seconds, MILP worker processes included
+    pct_stable: float = math.nan  # neurons proven stably active or inactive, in %
+
+
+@dataclass(frozen=True)
+class RealConsoleRow:
+    """The columns of a :class:`RealRow` that fit an 80-column console (JSON keeps all)."""
+
+    net: str
+    prop: str
+    eng: str
+    undec: str
+    sec: str
+    milp: str
+    nodes: str
+    neurons: str
+    verdict: str
+
+    @classmethod
+    def of(cls, row: RealRow) -> RealConsoleRow:
+        """The short form of ``row`` (``-`` where there is no figure)."""
+
+        def num(v: float, fmt: str = "{:.0f}") -> str:
+            return (
+                "-"
+                if v is None or (isinstance(v, float) and math.isnan(v)) or v < 0
+                else fmt.format(v)
+            )
+
+        prop = row.prop.replace("mnist_spec_idx_", "idx").replace("cifar_base_kw-", "")
+        verdict = {"EQUIVALENT": "EQUIV", "did not finish": "DNF"}.get(row.verdict, row.verdict)
+        return cls(
+            net=row.network[:14],
+            prop=prop[:11],
+            eng=row.engine[:4],
+            undec=num(row.undecided) + ("*" if row.status == "budget" else ""),
+            sec=num(row.seconds, "{:.1f}"),
+            milp=num(row.milps),
+            nodes=num(row.bab_nodes),
+            neurons="-" if row.neurons_before < 0 else f"{row.neurons_before}>{row.neurons_after}",
+            verdict=verdict[:7],
+        )
 
 
 def _flat(value: Any) -> Any:

@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the engine of this commit on every case ('none': only this checkout; "
         f"default {PREVIOUS_COMMIT}, the last commit before branch and bound)",
     )
+    p.add_argument(
+        "--previous-budget",
+        type=float,
+        default=None,
+        help="seconds of analysis per case for the previous engine (default: --budget)",
+    )
 
     p = sub.add_parser("scaling", help="cost vs width and depth, per method")
     common(p)
@@ -269,6 +275,7 @@ def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], lis
         verify_time_limit=args.verify_time_limit,
         verify_tol=args.verify_tol,
         budget=args.budget,
+        previous_budget=args.previous_budget,
     )
     with contextlib.ExitStack() as stack:
         engines = [current_engine()]

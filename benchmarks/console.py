@@ -96,7 +96,9 @@ def print_rows(
     flat = [flatten(r) for r in rows]
     cols = list(columns) if columns else list(flat[0])
     if compact:
-        table = Table(title=title, box=SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table = Table(
+            title=title, box=SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0)
+        )
     else:
         table = Table(title=title, show_lines=False)
     for c in cols:

@@ -120,8 +120,13 @@ class ChildResult:
     wall_seconds: float
 
 
-def run_case(engine: Engine, spec: CaseSpec, poll: float = 0.25) -> ChildResult:
-    """Run one case against ``engine`` in a child process group, within the budget."""
+def run_case(
+    engine: Engine, spec: CaseSpec, grace: float = GRACE, poll: float = 0.25
+) -> ChildResult:
+    """Run one case against ``engine`` in a child process group, within the budget.
+
+    The child is stopped ``grace`` seconds after its budget if it has not compressed by then,
+    and ``grace`` seconds after 1.2 times the verification's time limit if it has."""
     with tempfile.TemporaryDirectory(prefix="exactcomp-real-") as tmp:
         child = Path(tmp) / "real_child.py"  # alone in its folder: nothing else to import
         shutil.copyfile(CHILD, child)
@@ -129,7 +134,7 @@ def run_case(engine: Engine, spec: CaseSpec, poll: float = 0.25) -> ChildResult:
         spec_path.write_text(json.dumps(spec.to_json()))
         env = {**_environ(), "PYTHONPATH": str(engine.root)}
         start = time.perf_counter()
-        compress_by = math.inf if spec.budget is None else start + spec.budget + GRACE
+        compress_by = math.inf if spec.budget is None else start + spec.budget + grace
         verify_by = math.inf
         with err_path.open("w") as err:
             proc = subprocess.Popen(
@@ -145,7 +150,7 @@ def run_case(engine: Engine, spec: CaseSpec, poll: float = 0.25) -> ChildResult:
                 while proc.poll() is None:
                     now = time.perf_counter()
                     if verify_by == math.inf and _stage(out_path) == "compressed":
-                        verify_by = now + spec.verify_time_limit * 1.2 + GRACE
+                        verify_by = now + spec.verify_time_limit * 1.2 + grace
                     if now > (compress_by if verify_by == math.inf else verify_by):
                         _stop_group(proc)
                         stopped = True

@@ -28,6 +28,7 @@ class RealOptions:
     verify_time_limit: float = 120.0
     verify_tol: float | None = None  # None: the library's default
     budget: float | None = 600.0  # seconds of stability analysis per case (None: no limit)
+    previous_budget: float | None = None  # the previous engine's budget (None: ``budget``)
 
 
 def real_cases(nets: tuple[RealNetwork, ...]) -> list[tuple[RealNetwork, str]]:
@@ -77,7 +78,9 @@ def _one(net: RealNetwork, prop: str, name: str, opts: RealOptions, engine: Engi
         method=opts.method,
         time_limit=opts.time_limit,
         jobs=opts.jobs,
-        budget=opts.budget,
+        budget=opts.previous_budget
+        if engine.name == "previous" and opts.previous_budget is not None
+        else opts.budget,
         verify_time_limit=opts.verify_time_limit,
         verify_tol=opts.verify_tol,
     )

@@ -43,11 +43,11 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _has(module: str) -> bool:
-    """Whether the tree has ``module`` (the previous engine has no branch and bound)."""
-    import importlib.util
+def _has(package: Path, name: str) -> bool:
+    """Whether the tree has the subpackage ``name`` (the previous engine has no ``bab``).
 
-    return importlib.util.find_spec(module) is not None
+    Looked up on disk: an editable install's import hook would find it in another tree."""
+    return (package / name / "__init__.py").is_file()
 
 
 def _interrupt(signum, frame):  # noqa: ARG001 - the signal handler's signature
@@ -62,7 +62,11 @@ def main(spec_path: str, out_path: str) -> int:
     from exactcomp.domain import Box
     from exactcomp.verdicts import Proof, Verdict
 
-    doc: dict = {"stage": "started", "exactcomp": str(Path(api.__file__).resolve().parent)}
+    package = Path(api.__file__).resolve().parent
+    tree = Path(os.environ.get("PYTHONPATH", "")).resolve()
+    if not package.is_relative_to(tree):  # never measure one tree under another's name
+        raise RuntimeError(f"imported exactcomp from {package}, not from {tree}")
+    doc: dict = {"stage": "started", "exactcomp": str(package)}
     _write(out_path, doc)
     original = api.load(spec["model"])
     boxes = [Box(np.asarray(lo), np.asarray(hi)) for lo, hi in spec["boxes"]]
@@ -103,7 +107,7 @@ def main(spec_path: str, out_path: str) -> int:
         bytes_after=written,
         channels_removed=sum((structure.get("channels_removed") or {}).values()),
         milps=int(report.stats.get("milps", 0) or 0),
-        bab_nodes=int(report.stats.get("bab_nodes", 0) or 0) if _has("exactcomp.bab") else -1,
+        bab_nodes=int(report.stats.get("bab_nodes", 0) or 0) if _has(package, "bab") else -1,
         proofs={
             p.name.lower(): sum(int((ls.proof == p).sum()) for ls in report.layers) for p in Proof
         },

@@ -139,28 +139,33 @@ class RealConsoleRow:
 
     @classmethod
     def of(cls, row: RealRow) -> RealConsoleRow:
-        """The short form of ``row`` (``-`` where there is no figure)."""
-
-        def num(v: float, fmt: str = "{:.0f}") -> str:
-            return (
-                "-"
-                if v is None or (isinstance(v, float) and math.isnan(v)) or v < 0
-                else fmt.format(v)
-            )
-
+        """The short form of ``row`` (``-`` where there is no figure; ``*``: budget reached)."""
         prop = row.prop.replace("mnist_spec_idx_", "idx").replace("cifar_base_kw-", "")
-        verdict = {"EQUIVALENT": "EQUIV", "did not finish": "DNF"}.get(row.verdict, row.verdict)
+        verdict = {"EQUIVALENT": "EQUIV", "did not finish": "DNF", "UNKNOWN": "UNKN"}
         return cls(
-            net=row.network[:14],
-            prop=prop[:11],
+            net=row.network[:12],
+            prop=prop[:9],
             eng=row.engine[:4],
-            undec=num(row.undecided) + ("*" if row.status == "budget" else ""),
-            sec=num(row.seconds, "{:.1f}"),
-            milp=num(row.milps),
-            nodes=num(row.bab_nodes),
-            neurons="-" if row.neurons_before < 0 else f"{row.neurons_before}>{row.neurons_after}",
-            verdict=verdict[:7],
+            undec=_short(row.undecided) + ("*" if row.status == "budget" else ""),
+            sec=_short(row.seconds, 1),
+            milp=_short(row.milps),
+            nodes=_short(row.bab_nodes),
+            neurons="-"
+            if row.neurons_before < 0
+            else f"{_short(row.neurons_before)}>{_short(row.neurons_after)}",
+            verdict=verdict.get(row.verdict, row.verdict)[:5],
         )
+
+
+def _short(v: float, decimals: int = 0) -> str:
+    """At most 5 characters: ``-`` for no figure, ``123k``, ``1.2M``; one decimal below 1000."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v < 0:
+        return "-"
+    if v >= 1e6:
+        return f"{v / 1e6:.1f}M"
+    if v >= 1e5:
+        return f"{v / 1e3:.0f}k"
+    return f"{v:.{decimals if v < 1000 else 0}f}"
 
 
 def _flat(value: Any) -> Any:

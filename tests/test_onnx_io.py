@@ -38,7 +38,12 @@ ONNX_FILES = sorted(
 )
 PROPERTIES = {
     "acasxu/ACASXU_run2a_1_1_batch_2000.onnx": [f"acasxu/prop_{i}.vnnlib" for i in range(1, 5)],
+    **{
+        f"acasxu/ACASXU_run2a_{ij}_batch_2000.onnx": [f"acasxu/prop_{i}.vnnlib" for i in (1, 3)]
+        for ij in ("1_2", "2_1", "3_3")
+    },
     "acasxu_eran_format/ACASXU_run2a_1_1_batch_2000.onnx": ["acasxu/prop_1.vnnlib"],
+    "eran/mnist_relu_9_200.onnx": ["eran/mnist_spec_idx_1013_eps_0.01500.vnnlib"],
     "mnistfc/mnist-net_256x2.onnx": ["mnistfc/prop_0_0.03.vnnlib", "mnistfc/prop_1_0.05.vnnlib"],
     "mnistfc/mnist-net_256x4.onnx": ["mnistfc/prop_0_0.03.vnnlib"],
     "mnistfc/mnist-net_256x6.onnx": ["mnistfc/prop_0_0.03.vnnlib"],
@@ -47,7 +52,12 @@ PROPERTIES = {
 }
 ARCHITECTURES = {
     "acasxu/ACASXU_run2a_1_1_batch_2000.onnx": "5-50r-50r-50r-50r-50r-50r-5",
+    **{
+        f"acasxu/ACASXU_run2a_{ij}_batch_2000.onnx": "5-50r-50r-50r-50r-50r-50r-5"
+        for ij in ("1_2", "2_1", "3_3")
+    },
     "acasxu_eran_format/ACASXU_run2a_1_1_batch_2000.onnx": "5-50r-50r-50r-50r-50r-50r-5",
+    "eran/mnist_relu_9_200.onnx": "784" + "-200r" * 8 + "-10r",
     "mnistfc/mnist-net_256x2.onnx": "784-256r-256r-10",
     "mnistfc/mnist-net_256x4.onnx": "784-256r-256r-256r-256r-10",
     "mnistfc/mnist-net_256x6.onnx": "784-256r-256r-256r-256r-256r-256r-10",

@@ -151,11 +151,12 @@ def section(results: Path, stem: str, title: str, columns: tuple, plots: tuple) 
     for optional in ("error", "verify_note"):  # columns shown only when some row has one
         if rows and not any(r.get(optional) for r in rows):
             rows = [{c: v for c, v in r.items() if c != optional} for r in rows]
+    load = f", 1-minute load average {meta['load_average']:.1f}" if "load_average" in meta else ""
     lines = [
         f"### {title}{' (quick)' if stem.endswith('_quick') else ''}",
         "",
         f"Command: `{meta.get('command', '?')}` — run {meta.get('utc', '?')} UTC at commit "
-        f"`{meta.get('git_commit', '?')}` on {meta.get('cpus', '?')} CPUs. "
+        f"`{meta.get('git_commit', '?')}` on {meta.get('cpus', '?')} CPUs{load}. "
         f"Rows: [`{stem}.csv`](results/{stem}.csv), [`{stem}.json`](results/{stem}.json).",
         "",
     ]

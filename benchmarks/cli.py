@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -260,7 +261,7 @@ def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], lis
     from .engines import current_engine, previous_engine
     from .networks import real_networks
     from .plots import plot_proofs
-    from .real import RealOptions, real_cases, run_real
+    from .real import RealOptions, engines_markdown, real_cases, run_real
 
     nets = real_networks()
     if args.quick:
@@ -291,7 +292,9 @@ def _real(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], lis
         with RichProgress("real", len(cases) * len(engines)) as bars:
             rows = run_real(cases, opts, bars, engines, on_row=save_partial)
     plot = plot_proofs(rows, args.out / f"{stem}_proofs.png", ("network", "prop"))
-    return rows, None, [plot]
+    side_by_side = args.out / f"{stem}_engines.md"  # previous / current, one line per case
+    side_by_side.write_text(engines_markdown([dataclasses.asdict(r) for r in rows]) + "\n")
+    return rows, None, [plot, side_by_side]
 
 
 def _scaling(args: argparse.Namespace, stem: str) -> tuple[list, Sequence[str], list[Path]]:

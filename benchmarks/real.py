@@ -160,3 +160,62 @@ def _error(net: RealNetwork, name: str, engine: str, message: str) -> RealRow:
         engine=engine,
         status="error",
     )
+
+
+def engines_markdown(rows: Sequence[dict]) -> str:
+    """Previous and current engine side by side, one line per case (rows as JSON dicts).
+
+    ``a / b`` cells are previous / current; ``-`` where a figure is missing (an error, or a
+    case stopped before it got that far); ``*`` marks an analysis stopped at its budget.
+    """
+    by_case: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        by_case.setdefault((r["network"], r["prop"]), {})[r["engine"]] = r
+
+    def cell(r: dict | None, key: str, fmt: str = "{:.0f}") -> str:
+        v = None if r is None else r.get(key)
+        if v is None or (isinstance(v, (int, float)) and (v != v or v < 0)):
+            return "-"
+        text = fmt.format(v) if isinstance(v, (int, float)) else str(v)
+        return text + ("*" if key == "undecided" and r.get("status") == "budget" else "")
+
+    def pair(case: dict, key: str, fmt: str = "{:.0f}") -> str:
+        return f"{cell(case.get('previous'), key, fmt)} / {cell(case.get('current'), key, fmt)}"
+
+    def verdict(r: dict | None) -> str:
+        if r is None:
+            return "-"
+        if r.get("status") == "error":
+            return "error: " + str(r.get("error", ""))[:60].replace("|", "/")
+        return str(r.get("verdict", "-"))
+
+    head = (
+        "| network | prop | undecided | s wall | s CPU | MILPs | BaB nodes | neurons after "
+        "(of) | stable % | params after (of) | bytes after (of) | channels removed | verify |"
+    )
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for (net, prop), case in by_case.items():
+        cur = case.get("current") or {}
+        prev = case.get("previous")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    net,
+                    prop,
+                    pair(case, "undecided"),
+                    pair(case, "seconds", "{:.1f}"),
+                    pair(case, "cpu_seconds", "{:.1f}"),
+                    pair(case, "milps"),
+                    cell(cur, "bab_nodes"),
+                    f"{pair(case, 'neurons_after')} ({cell(cur or prev, 'neurons_before')})",
+                    pair(case, "pct_stable", "{:.1f}"),
+                    f"{pair(case, 'parameters_after')} ({cell(cur or prev, 'parameters_before')})",
+                    f"{pair(case, 'bytes_after')} ({cell(cur or prev, 'bytes_before')})",
+                    pair(case, "channels_removed"),
+                    f"{verdict(prev)} / {verdict(case.get('current'))}",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)

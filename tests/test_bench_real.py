@@ -7,6 +7,7 @@ with a stand-in ``exactcomp`` tree whose ``compress`` blocks on a pipe that is n
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import subprocess
@@ -29,7 +30,7 @@ from benchmarks.engines import (
     run_case,
 )
 from benchmarks.networks import RealNetwork, real_networks
-from benchmarks.real import RealOptions, run_real, to_row
+from benchmarks.real import RealOptions, engines_markdown, run_real, to_row
 from benchmarks.rows import RealConsoleRow
 from exactcomp.domain import Box
 from exactcomp.io import load
@@ -198,3 +199,19 @@ def test_the_added_networks_are_listed_with_their_properties() -> None:
     for name in ("acasxu_1_2", "acasxu_2_1", "acasxu_3_3"):
         assert [p.name for p in nets[name].props] == [f"prop_{i}.vnnlib" for i in (1, 2, 3, 4)]
     assert len(nets["eran_9x200"].props) == 2 and nets["eran_9x200"].large
+
+
+def test_the_side_by_side_table_pairs_the_engines_of_each_case() -> None:
+    net = RealNetwork("acasxu_1_1", SMALL, ())
+    done = _doc(stage="verified", verdict="EQUIVALENT", verify_seconds=1.0, verify_tol=1e-6)
+    cur = {**done, "interrupted": False, "undecided": 0, "bab_nodes": 1989, "milps": 0}
+    rows = [
+        to_row(net, "prop_1", 1, "previous", ChildResult("ok", done, 9.0)),
+        to_row(net, "prop_1", 1, "current", ChildResult("ok", cur, 9.0)),
+        to_row(net, "prop_2", 1, "previous", ChildResult("error: OSError: x|y", {}, 1.0)),
+    ]
+    text = engines_markdown([dataclasses.asdict(r) for r in rows])
+    lines = text.splitlines()
+    assert len(lines) == 4 and len({ln.count("|") for ln in lines}) == 1
+    assert "| acasxu_1_1 | prop_1 | 50* / 0 | 3.0 / 3.0 | 2.0 / 2.0 | 12 / 0 | 1989 |" in text
+    assert "error: OSError: x/y / -" in lines[3]

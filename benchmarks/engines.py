@@ -118,6 +118,18 @@ class ChildResult:
     status: str
     doc: dict[str, Any]
     wall_seconds: float
+    where: str = ""  # why it did not finish: stopped by the parent, or the last frame hit
+
+
+def _last_frame(lines: list[str]) -> str:
+    """``exactcomp/x.py:12 in f`` from the deepest traceback frame of ``lines`` ("" if none)."""
+    for ln in reversed(lines):
+        text = ln.strip()
+        if text.startswith('File "') and "/exactcomp/" in text:
+            path, _, rest = text[6:].partition('", line ')
+            line, _, func = rest.partition(", in ")
+            return f"{path[path.rfind('/exactcomp/') + 1 :]}:{line} in {func}"
+    return ""
 
 
 def run_case(
@@ -162,12 +174,12 @@ def run_case(
         wall = time.perf_counter() - start
         doc = _read(out_path)
         if stopped:
-            return ChildResult("did not finish", doc, wall)
+            where = "compress" if verify_by == math.inf else "verify"
+            return ChildResult("did not finish", doc, wall, f"{where} stopped {grace:.0f} s late")
         if proc.returncode != 0:
             lines = [ln for ln in err_path.read_text().splitlines() if ln.strip()]
-            return ChildResult(
-                f"error: {lines[-1] if lines else f'exit code {proc.returncode}'}", doc, wall
-            )
+            last = lines[-1] if lines else f"exit code {proc.returncode}"
+            return ChildResult(f"error: {last}", doc, wall, _last_frame(lines))
         return ChildResult("ok", doc, wall)
 
 

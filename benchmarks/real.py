@@ -91,11 +91,13 @@ def to_row(net: RealNetwork, name: str, n_boxes: int, engine: str, res: ChildRes
     """The row of one child run: what it wrote, and how far it got."""
     doc = res.doc
     status = res.status
-    if status.startswith("error: KeyboardInterrupt"):  # the budget's Ctrl-C landed after
-        status = "did not finish"  # the analysis (rewriting or re-checking): over budget
+    why = res.where
+    if status.startswith("error: KeyboardInterrupt"):  # the budget's Ctrl-C landed outside
+        status = "did not finish"  # the analysis (rewriting, re-checking): over budget
+        why = f"Ctrl-C at the budget landed in {why or '?'}"
     if "neurons_before" not in doc:  # never got through compress
         row = _error(net, name, engine, status)
-        return row if status != "did not finish" else _replace_status(row, status)
+        return row if status != "did not finish" else _replace_status(row, status, why)
     before, after = doc["neurons_before"], doc["neurons_after"]
     stable = doc.get("active", 0) + doc.get("inactive", 0)
     verified = doc.get("stage") == "verified"
@@ -118,7 +120,7 @@ def to_row(net: RealNetwork, name: str, n_boxes: int, engine: str, res: ChildRes
         verdict=doc["verdict"] if verified else "did not finish",
         verify_seconds=float(doc["verify_seconds"]) if verified else math.nan,
         verify_tol=float(doc.get("verify_tol", math.nan)) if verified else math.nan,
-        verify_note=str(doc.get("verify_note", ""))[:200],
+        verify_note=str(doc.get("verify_note", "") if verified else why)[:200],
         error=status[:300] if status.startswith("error") else "",
         parameters_before=int(doc["parameters_before"]),
         parameters_after=int(doc["parameters_after"]),
@@ -133,10 +135,10 @@ def to_row(net: RealNetwork, name: str, n_boxes: int, engine: str, res: ChildRes
     )
 
 
-def _replace_status(row: RealRow, status: str) -> RealRow:
+def _replace_status(row: RealRow, status: str, why: str) -> RealRow:
     from dataclasses import replace
 
-    return replace(row, status=status, verdict=status, error="")
+    return replace(row, status=status, verdict=status, error="", verify_note=why[:200])
 
 
 def _error(net: RealNetwork, name: str, engine: str, message: str) -> RealRow:

@@ -137,6 +137,10 @@ def test_a_case_over_its_budget_did_not_finish(tmp_path: Path, stubborn: bool) -
     row = to_row(RealNetwork("stand_in", SMALL, ()), "box", 1, "previous", res)
     assert row.status == "did not finish" and row.verdict == "did not finish"
     assert row.error == "" and math.isnan(row.seconds)
+    if stubborn:
+        assert row.verify_note == "compress stopped 2 s late"
+    else:  # the stand-in's frame where the Ctrl-C landed
+        assert row.verify_note.startswith("Ctrl-C at the budget landed in exactcomp/api.py:")
 
 
 def _doc(**extra) -> dict:

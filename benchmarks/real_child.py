@@ -10,9 +10,10 @@ channel rewrite) is looked up by name and recorded as absent, never faked.
 The spec (plain JSON) holds the model path, the input boxes as ``lower``/``upper`` lists (read
 by the parent, so both engines get the very same boxes), the options and ``budget``. The
 budget stops the stability analysis by the tree's own means: ``compress(deadline=...)`` where
-the tree has it, and in any case a Ctrl-C (``SIGALRM`` raising ``KeyboardInterrupt``) with
+the tree has it, otherwise a Ctrl-C (``SIGALRM`` raising ``KeyboardInterrupt``) with
 ``partial=True``, which every tree since the November release turns into "compress with what
-is proven so far". ``OUT.json`` is written (atomically) after the compression and again after
+is proven so far". (No Ctrl-C for a tree with a deadline: landing in the re-check after the
+analysis, it would turn a late result into none.) ``OUT.json`` is written (atomically) after the compression and again after
 the verification, so a parent that must stop a slow verification still has the first half.
 """
 
@@ -76,14 +77,11 @@ def main(spec_path: str, out_path: str) -> int:
     params = inspect.signature(api.compress).parameters
     budget = spec["budget"]
     start, cpu0 = time.perf_counter(), _cpu()
-    if budget is not None:
-        if "deadline" in params:  # the tree's own budget; the alarm below is only a backstop
-            options["deadline"] = start + budget
-            alarm = budget + max(30.0, 0.25 * budget)
-        else:
-            alarm = budget
+    if budget is not None and "deadline" in params:  # the tree's own budget
+        options["deadline"] = start + budget
+    elif budget is not None:  # an older tree: Ctrl-C, which ``partial=True`` turns into a result
         signal.signal(signal.SIGALRM, _interrupt)
-        signal.setitimer(signal.ITIMER_REAL, alarm)
+        signal.setitimer(signal.ITIMER_REAL, budget)
     try:
         result = api.compress(original, boxes, **options)
     finally:

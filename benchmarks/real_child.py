@@ -97,7 +97,11 @@ def main(spec_path: str, out_path: str) -> int:
         stage="compressed",
         seconds=seconds,
         cpu_seconds=cpu,
-        interrupted=bool(result.report.get("interrupted") or report.stats.get("interrupted")),
+        interrupted=bool(
+            result.report.get("interrupted")
+            or report.stats.get("interrupted")
+            or report.stats.get("out_of_time")  # a tree's own deadline passed
+        ),
         neurons_before=original.num_neurons,
         neurons_after=result.network.num_neurons,
         parameters_before=original.num_parameters,

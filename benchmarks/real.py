@@ -175,7 +175,8 @@ def engines_markdown(rows: Sequence[dict]) -> str:
         by_case.setdefault((r["network"], r["prop"]), {})[r["engine"]] = r
 
     def cell(r: dict | None, key: str, fmt: str = "{:.0f}") -> str:
-        v = None if r is None else r.get(key)
+        figures = r is not None and (r.get("neurons_before") or -1) >= 0
+        v = r.get(key) if figures else None
         if v is None or (isinstance(v, (int, float)) and (v != v or v < 0)):
             return "-"
         text = fmt.format(v) if isinstance(v, (int, float)) else str(v)
@@ -188,7 +189,8 @@ def engines_markdown(rows: Sequence[dict]) -> str:
         if r is None:
             return "-"
         if r.get("status") == "error":
-            return "error: " + str(r.get("error", ""))[:60].replace("|", "/")
+            text = str(r.get("error", "")).removeprefix("error: ").removeprefix("exactcomp.errors.")
+            return "error: " + text[:70].replace("|", "/")
         return str(r.get("verdict", "-"))
 
     head = (
@@ -197,8 +199,8 @@ def engines_markdown(rows: Sequence[dict]) -> str:
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for (net, prop), case in by_case.items():
-        cur = case.get("current") or {}
-        prev = case.get("previous")
+        known = [r for r in case.values() if (r.get("neurons_before") or -1) >= 0]
+        first = known[0] if known else None  # the "before" figures, from either engine
         lines.append(
             "| "
             + " | ".join(
@@ -209,13 +211,13 @@ def engines_markdown(rows: Sequence[dict]) -> str:
                     pair(case, "seconds", "{:.1f}"),
                     pair(case, "cpu_seconds", "{:.1f}"),
                     pair(case, "milps"),
-                    cell(cur, "bab_nodes"),
-                    f"{pair(case, 'neurons_after')} ({cell(cur or prev, 'neurons_before')})",
+                    cell(case.get("current"), "bab_nodes"),
+                    f"{pair(case, 'neurons_after')} ({cell(first, 'neurons_before')})",
                     pair(case, "pct_stable", "{:.1f}"),
-                    f"{pair(case, 'parameters_after')} ({cell(cur or prev, 'parameters_before')})",
-                    f"{pair(case, 'bytes_after')} ({cell(cur or prev, 'bytes_before')})",
+                    f"{pair(case, 'parameters_after')} ({cell(first, 'parameters_before')})",
+                    f"{pair(case, 'bytes_after')} ({cell(first, 'bytes_before')})",
                     pair(case, "channels_removed"),
-                    f"{verdict(prev)} / {verdict(case.get('current'))}",
+                    f"{verdict(case.get('previous'))} / {verdict(case.get('current'))}",
                 ]
             )
             + " |"

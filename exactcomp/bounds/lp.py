@@ -245,6 +245,7 @@ def lp_layer_result(
     tol: Tolerances = DEFAULT,
     time_limit: float | None = None,
     sides: Sequence[int] | np.ndarray | None = None,
+    first: Sequence[int] | np.ndarray | None = None,
 ) -> LPLayerResult:
     """Sound bounds of ``z_k`` from the triangle-relaxation LP of layers ``0..k-1``.
 
@@ -267,6 +268,12 @@ def lp_layer_result(
     sides:
         Optional, one entry per requested neuron: ``+1`` tightens only its upper bound (all a
         proof of inactivity needs), ``-1`` only its lower bound, ``0`` both (the default).
+    first:
+        Optional, one entry per requested neuron, for those whose ``sides`` entry is ``0``:
+        ``+1`` solves the upper bound first, ``-1`` the lower bound first, and the other side
+        only if the first did not prove a sign (``u <= 0`` or ``l >= 0``); ``0`` both. A
+        stable neuron needs no second bound: inactive, its ``h`` is 0 whatever ``l``; active,
+        ``h = z`` and no later relaxation depends on ``u`` (an LP keeps it as a column bound).
 
     Returns
     -------
@@ -289,6 +296,9 @@ def lp_layer_result(
     want = np.zeros(idx.size, dtype=int) if sides is None else np.asarray(sides, dtype=int)
     if want.shape != idx.shape:
         raise ValueError(f"sides has {want.size} entries for {idx.size} neurons")
+    lead = np.zeros(idx.size, dtype=int) if first is None else np.asarray(first, dtype=int)
+    if lead.shape != idx.shape:
+        raise ValueError(f"first has {lead.size} entries for {idx.size} neurons")
     if idx.size == 0:
         return LPLayerResult(lower, upper, none, 0, 0)
     deadline = None if time_limit is None else time.monotonic() + float(time_limit)
@@ -298,10 +308,12 @@ def lp_layer_result(
     live = lp.out_cols >= 0
     points: list[np.ndarray] = []
     failed = 0
-    for i, side in zip(idx.tolist(), want.tolist(), strict=True):
+    for i, side, go in zip(idx.tolist(), want.tolist(), lead.tolist(), strict=True):
         margin = solver_margin(tol, max(abs(lower[i]), abs(upper[i])))
         b = float(layer.bias[i])
-        for sign in {0: (1.0, -1.0), 1: (-1.0,), -1: (1.0,)}[int(np.sign(side))]:
+        for sign in _signs(side, go):
+            if go and side == 0 and (upper[i] <= 0.0 or lower[i] >= 0.0):
+                break  # the first side proved a sign: the other bound is not needed
             cost[lp.out_cols[live]] = sign * layer.weight[i][live]
             got = lp_min(solver, lp, cost, tol, deadline)
             if got is None:
@@ -316,6 +328,14 @@ def lp_layer_result(
                 upper[i] = min(upper[i], -bound + b + slack)
     pts = np.vstack(points) if points else none
     return LPLayerResult(lower, upper, pts, len(points), failed)
+
+
+def _signs(side: int, first: int) -> tuple[float, ...]:
+    """The objective signs to solve for one neuron, in order (``+1.0``: its lower bound,
+    ``-1.0``: its upper bound), from its ``sides`` and ``first`` entries."""
+    if side != 0:
+        return (-1.0,) if side > 0 else (1.0,)
+    return (-1.0, 1.0) if first > 0 else (1.0, -1.0)
 
 
 def _demo(seed: int = 0, weights: str = "gauss") -> dict[str, float]:  # pragma: no cover

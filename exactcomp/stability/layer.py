@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -235,9 +235,21 @@ class LayerRun:
         deadline = self.opts.deadline  # past it, no LP starts (those neurons stay open)
         if not self._last():
             targets = np.flatnonzero(~(self.inactive | self.active))
-            self._apply(lp_phase(self._ask(targets, None, deadline)), Proof.LP)
+            q = replace(self._ask(targets, None, deadline), first=self._first(targets))
+            self._apply(lp_phase(q), Proof.LP)
         else:
             self._apply(lp_phase(self._ask(*self._open_sides(), deadline)), Proof.LP)
+
+    def _first(self, targets: np.ndarray) -> np.ndarray:
+        """The bound the LP phase solves first for each target (``+1`` upper, ``-1`` lower,
+        ``0`` both), the second only if the first proved no sign: the claim a neuron can still
+        have (a witnessed sign rules the other out), else the one its bounds lean to (upper
+        first when ``u < -l``). Both where both signs were seen (unstable: the relaxations of
+        later layers need both). On mnist-net_256x6 prop_0_0.03, layer 4, 250 of 253 neurons
+        proven stable with two LPs each before."""
+        pos, neg = (a[targets] for a in self._seen())
+        lean = np.where(self.upper[targets] < -self.lower[targets], 1, -1)
+        return np.where(pos & neg, 0, np.where(pos, -1, np.where(neg, 1, lean)))
 
     def _input_splits(self) -> None:
         """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each

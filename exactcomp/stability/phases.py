@@ -158,4 +158,14 @@ def _split_phase(q: PhaseInput, search) -> PhaseResult:
     inactive, active = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     inactive[idx[res.inactive]] = True
     active[idx[res.active & ~res.inactive]] = True
-    return PhaseResult(inactive, active, None, res.points, res.nodes)
+    bounds = None
+    if res.lower is not None and res.upper is not None:
+        # the bounds of the trees that ran out of nodes, and 0 on each proven side, so that
+        # the bounds say what the masks do (the re-check reads the bounds of a phase first)
+        lower, upper = np.full(n, -np.inf), np.full(n, np.inf)
+        np.maximum.at(lower, idx, res.lower)
+        np.minimum.at(upper, idx, res.upper)
+        upper[inactive] = np.minimum(upper[inactive], 0.0)
+        lower[active] = np.maximum(lower[active], 0.0)
+        bounds = (lower, upper)
+    return PhaseResult(inactive, active, bounds, res.points, res.nodes)

@@ -51,7 +51,12 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
   (the neuron is unstable) and joins the pool;
 * a node whose LP is not solved to optimality (time, numerical trouble, an infeasibility
   without a certificate) ends the question without a claim, and so do the node
-  budget and the deadline: the neuron goes on to the MILP or stays UNDECIDED, which is sound.
+  budget and the deadline: the neuron goes on to the MILP or stays UNDECIDED, which is sound;
+* a tree stopped by the node budget or the deadline still bounds its neuron: its leaves
+  cover the box, so ``sign * z_kj`` is at most the largest ``top`` of its open nodes (a
+  pending child counts its parent's, a closed leaf 0) (:meth:`_Tree.bound`). The result
+  carries these bounds (``lower``/``upper``), which the engine keeps for the relaxations
+  and big-M constants of the later layers.
 
 The intermediate bounds of layers ``1..k-1`` (the triangles) are those proven on the whole
 box; they are not re-computed per node (sound, only looser on deep networks). One LP per node

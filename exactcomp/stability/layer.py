@@ -229,7 +229,8 @@ class LayerRun:
     def _lp(self) -> None:
         """LP bounds decide open neurons; below the last ReLU layer they also tighten the
         bounds of unstable ones (both sides), the big-M constants of every later layer's
-        MILPs. On the last ReLU layer only the claim each open neuron can still have is
+        MILPs, and the side of :meth:`_first` is solved first (the other only if it proved
+        no sign). On the last ReLU layer only the claim each open neuron can still have is
         asked (one LP instead of two where a sign was seen: mnist-net_256x4 prop_0_0.03,
         layer 3)."""
         deadline = self.opts.deadline  # past it, no LP starts (those neurons stay open)

@@ -300,10 +300,10 @@ def lp_layer_result(
         proof of inactivity needs), ``-1`` only its lower bound, ``0`` both (the default).
     first:
         Optional, one entry per requested neuron, for those whose ``sides`` entry is ``0``:
-        ``+1`` solves the upper bound first, ``-1`` the lower bound first, and the other side
-        only if the first did not prove a sign (``u <= 0`` or ``l >= 0``); ``0`` both. A
-        stable neuron needs no second bound: inactive, its ``h`` is 0 whatever ``l``; active,
-        ``h = z`` and no later relaxation depends on ``u`` (an LP keeps it as a column bound).
+        ``+1`` solves the upper bound first and the lower bound only if ``u <= 0`` was not
+        proven (an inactive neuron's ``h`` is 0 whatever ``l``); ``-1`` the lower bound first,
+        then the upper one (an active neuron's ``h = z`` keeps both bounds as column bounds
+        in later LPs); ``0`` both.
 
     Returns
     -------
@@ -342,8 +342,8 @@ def lp_layer_result(
         margin = solver_margin(tol, max(abs(lower[i]), abs(upper[i])))
         b = float(layer.bias[i])
         for sign in _signs(side, go):
-            if go and side == 0 and (upper[i] <= 0.0 or lower[i] >= 0.0):
-                break  # the first side proved a sign: the other bound is not needed
+            if go and side == 0 and upper[i] <= 0.0:
+                break  # proven inactive: h = 0 whatever the lower bound
             cost[lp.out_cols[live]] = sign * layer.weight[i][live]
             got = lp_min(solver, lp, cost, tol, deadline)
             if got is None:

@@ -246,9 +246,9 @@ class LayerRun:
         ``0`` both), the lower one only if the upper one did not prove the neuron inactive:
         the claim a neuron can still have (a witnessed sign rules the other out), else the
         one its bounds lean to (upper first when ``u < -l``). Both where both signs were seen
-        (unstable: the relaxations of later layers need both). On mnist-net_256x6 prop_0_0.03, layer 3 (231 targets):
-        311 LPs instead of 462 (10 more where active neurons keep both sides), 11.5 s of CPU
-        instead of 22.9, the same 151 claims."""
+        (unstable: the relaxations of later layers need both). On mnist-net_256x6
+        prop_0_0.03, layer 3 (231 targets): 311 LPs instead of 462 (10 more where active
+        neurons keep both sides), 11.5 s of CPU instead of 22.9, the same 151 claims."""
         pos, neg = (a[targets] for a in self._seen())
         lean = np.where(self.upper[targets] < -self.lower[targets], 1, -1)
         return np.where(pos & neg, 0, np.where(pos, -1, np.where(neg, 1, lean)))

@@ -51,7 +51,12 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
   (the neuron is unstable) and joins the pool;
 * a node whose LP is not solved to optimality (time, numerical trouble, an infeasibility
   without a certificate) ends the question without a claim, and so do the node
-  budget and the deadline: the neuron goes on to the MILP or stays UNDECIDED, which is sound.
+  budget and the deadline: the neuron goes on to the MILP or stays UNDECIDED, which is sound;
+* a tree stopped by the node budget or the deadline still bounds its neuron: its leaves
+  cover the box, so ``sign * z_kj`` is at most the largest ``top`` of its open nodes (a
+  pending child counts its parent's, a closed leaf 0) (:meth:`_Tree.bound`). The result
+  carries these bounds (``lower``/``upper``), which the engine keeps for the relaxations
+  and big-M constants of the later layers.
 
 The intermediate bounds of layers ``1..k-1`` (the triangles) are those proven on the whole
 box; they are not re-computed per node (sound, only looser on deep networks). One LP per node
@@ -188,7 +193,15 @@ def prove_signs_relu(
     inactive &= ~both
     active &= ~both
     pts = np.concatenate(points) if points else none
-    return SplitResult(neurons, inactive, active, pts, nodes, complete, time.perf_counter() - t0)
+    lower, upper = np.full(m, -np.inf), np.full(m, np.inf)
+    for tree in todo:  # out of nodes or time, its leaves intact: their weakest bound holds
+        top = tree.bound()
+        if tree.sign > 0:
+            upper[tree.index] = min(upper[tree.index], top)
+        else:
+            lower[tree.index] = max(lower[tree.index], -top)
+    seconds = time.perf_counter() - t0
+    return SplitResult(neurons, inactive, active, pts, nodes, complete, seconds, lower, upper)
 
 
 def relu_splits() -> bool:
@@ -257,6 +270,7 @@ class _Tree:
         self.nodes = 0
         self.open: list[tuple[float, int, _Node]] = []
         self.pending: list[np.ndarray] = [np.zeros(slp.size, np.int8)]  # the root
+        self.parent_top = np.inf  # the bound of the node whose children are pending
         self.count = 0
         self.cuts = Cuts()
         self.points: list[np.ndarray] = []
@@ -275,6 +289,17 @@ class _Tree:
             self.resumable = False
             self.open, self.pending = [], []
         return out
+
+    def bound(self) -> float:
+        """A sound bound ``sign * z_kj <= bound()`` on the box while the tree is intact
+        (resumable): its leaves cover the box, a closed leaf proves ``<= 0``, an open one
+        its ``top``, and a pending child (not solved yet) its parent's ``top``."""
+        if not self.resumable:
+            return np.inf
+        tops = [node.top for _, _, node in self.open]
+        if self.pending:
+            tops.append(self.parent_top)
+        return max([0.0, *tops])
 
     def _search(self, cap: int, deadline: float | None) -> bool | None:
         net, k, j = self.net, self.k, self.j
@@ -300,6 +325,7 @@ class _Tree:
             if i < 0 or node.score[i] <= 0.0:  # nothing left worth splitting here
                 self.resumable = False
                 return None
+            self.parent_top = node.top
             for s in (1, -1):
                 split = node.split.copy()
                 split[i] = s

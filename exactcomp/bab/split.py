@@ -91,6 +91,9 @@ class SplitResult:
     ``inactive[i]``/``active[i]`` refer to ``neurons[i]``; ``points`` are the float64 inputs
     (inside the box) that showed a sign beyond the witness margin; ``nodes`` counts the
     sub-boxes bounded; ``complete`` is False when the budget or deadline stopped the search.
+    ``lower``/``upper`` (``None``: not computed) are sound bounds of each asked neuron that
+    the search proved on the way (``-inf``/``inf`` where none): the ReLU-split search returns
+    the weakest bound over the leaves of a tree that ran out of nodes.
     """
 
     neurons: np.ndarray
@@ -100,6 +103,8 @@ class SplitResult:
     nodes: int
     complete: bool
     seconds: float
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
 
 
 def split_inputs() -> int:

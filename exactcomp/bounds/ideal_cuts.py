@@ -47,7 +47,7 @@ from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .interval import Bounds, pad
 from .linear import all_finite, finite_prefix_bounds
-from .lp import LPLayerResult, PrefixLP, build_prefix_lp
+from .lp import LPLayerResult, PrefixLP, build_prefix_lp, layer_lp
 
 __all__ = ["add_cut_rows", "ideal_cut_layer_result", "separate", "with_phases"]
 
@@ -164,7 +164,7 @@ def ideal_cut_layer_result(
     lp, phases = _with_phases(build_prefix_lp(net, box, k, pre, tol))
     if not phases:  # no unstable ReLU before layer k: the LP is exact, nothing to cut
         return LPLayerResult(lower, upper, none, 0, 0)
-    solver = Lp.from_model(lp)
+    solver = layer_lp(lp)
     base_rows = lp.matrix.shape[0]
     layer = net.layers[k]
     cost = np.zeros(lp.matrix.shape[1])

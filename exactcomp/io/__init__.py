@@ -29,8 +29,10 @@ __all__ = [
     "check_output_path",
     "check_source",
     "check_save_path",
+    "larger_than_input",
     "load",
     "save",
+    "to_torch_module",
 ]
 
 #: Suffix -> format name, for reading and for writing.
@@ -155,6 +157,14 @@ def save(
     onnx_io = _import("onnx_io", "ONNX")
     with atomic_path(target) as tmp:
         onnx_io.save_onnx(net, tmp, like=like)
+
+
+def to_torch_module(net: Network) -> Any:  # -> torch.nn.Sequential
+    """``net`` as a ``torch.nn.Sequential`` (flat in, flat out, in ``net.dtype``): Linear/ReLU,
+    with ``Conv2d`` and pool modules where the layers carry a convolution or pool; see
+    :func:`exactcomp.io.torch_io.to_torch_module`. ``to_torch_module(load("small.pt"))``
+    rebuilds the module a ``.pt`` file written by :func:`save` holds."""
+    return _import("torch_io", "PyTorch").to_torch_module(net)
 
 
 def larger_than_input(output: str | Path, model: Any) -> str | None:

@@ -85,6 +85,14 @@ def test_float32_rounding_of_the_weights_passes(tmp_path: Path) -> None:
     assert (tmp_path / "f32.pt").is_file()
 
 
+@pytest.fixture
+def tiny_sparse_above(monkeypatch):
+    """A dense nn.Linear of more than 0 entries is 'too large' (as 23,328 x 784 is)."""
+    from exactcomp.io import torch_conv
+
+    monkeypatch.setattr(torch_conv, "SPARSE_ABOVE", 0)
+
+
 def _unstructured(net: Network) -> Network:
     """``net`` with its first layer held sparse and without its convolution: no Conv2d to
     write it as, and a dense nn.Linear is what SPARSE_ABOVE rules out."""
@@ -107,7 +115,9 @@ def test_a_sparse_convolution_is_written_as_its_kernel(tmp_path: Path) -> None:
     np.testing.assert_allclose(api.load(tmp_path / "small.pt").forward(x), net.forward(x))
 
 
-def test_a_sparse_layer_without_structure_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_sparse_layer_without_structure_is_refused_by_name(
+    tmp_path: Path, tiny_sparse_above
+) -> None:
     with pytest.raises(UnsupportedModelError, match=r"layer 0 \(18 x 25\).*write \.onnx") as e:
         api.save(_unstructured(_conv_net()), tmp_path / "small.pt")
     assert isinstance(e.value, ExactCompError) and "\n" not in str(e.value)
@@ -115,7 +125,7 @@ def test_a_sparse_layer_without_structure_is_refused_by_name(tmp_path: Path) -> 
 
 
 def test_compress_to_pt_refuses_a_sparse_network_before_the_analysis(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch, capsys, tiny_sparse_above
 ) -> None:
     src, out = tmp_path / "net.onnx", tmp_path / "small.pt"
     api.save(_conv_net(), src)
@@ -125,3 +135,10 @@ def test_compress_to_pt_refuses_a_sparse_network_before_the_analysis(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "layer 0 (18 x 25)" in err and "write .onnx" in err
     assert not out.exists()
+
+
+def test_a_small_sparse_layer_without_structure_is_written_densely(tmp_path: Path) -> None:
+    net = _unstructured(_conv_net())
+    api.save(net, tmp_path / "small.pt")
+    x = Box.uniform(-1.0, 1.0, 25).sample(50, np.random.default_rng(2))
+    np.testing.assert_allclose(api.load(tmp_path / "small.pt").forward(x), net.forward(x))

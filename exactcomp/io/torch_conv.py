@@ -26,7 +26,7 @@ import numpy as np
 
 from ..conv import ConvSpec, PoolLevel
 from ..errors import InputFileError, UnsupportedModelError
-from ..network import Layer, Network
+from ..network import SPARSE_ABOVE, Layer, Network
 from .torch_state import METADATA_KEY
 
 if TYPE_CHECKING:
@@ -44,24 +44,32 @@ def torch_dtype(name: str) -> torch.dtype:
     return torch.float32
 
 
-def linear_module(layer: Layer, dtype: torch.dtype, what: str) -> nn.Linear:
-    """``nn.Linear`` holding the layer's matrix and bias; a layer held sparse (a convolution
-    or pool without its structure) is refused by name."""
-    import torch
-    from torch import nn
-
-    if layer.sparse:
+def check_linear(layer: Layer, what: str) -> None:
+    """Refuse, by name, a layer held sparse without a structure to write it as whose dense
+    matrix has more than :data:`~exactcomp.network.SPARSE_ABOVE` entries (the size above
+    which the readers would not hold it densely either); a smaller one is written densely,
+    as the ONNX writer does."""
+    if layer.sparse and layer.out_features * layer.in_features > SPARSE_ABOVE:
         raise UnsupportedModelError(
             f"{what} ({layer.out_features} x {layer.in_features}) is held as sparse taps "
             "without a convolution or pool to write it as, too large for a dense nn.Linear "
             "in a .pt file; write .onnx instead"
         )
+
+
+def linear_module(layer: Layer, dtype: torch.dtype, what: str) -> nn.Linear:
+    """``nn.Linear`` holding the layer's matrix and bias (see :func:`check_linear`)."""
+    import torch
+    from torch import nn
+
+    check_linear(layer, what)
+    weight = layer.weight.toarray() if layer.sparse else layer.weight.copy()
     with warnings.catch_warnings():
         # nn.Linear(n, 0) warns that initialising an empty tensor is a no-op: harmless.
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
         linear = nn.Linear(layer.in_features, layer.out_features, dtype=dtype)
     with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(layer.weight.copy()))
+        linear.weight.copy_(torch.from_numpy(weight))
         linear.bias.copy_(torch.from_numpy(layer.bias.copy()))
     return linear
 

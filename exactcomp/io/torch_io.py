@@ -20,7 +20,9 @@ this was assumed, which the CLI prints and the report stores. Files written by
 :func:`save_torch` record the exact ReLU pattern (and a Softmax head) in the ``state_dict``'s
 ``_metadata`` (which ``load_state_dict`` ignores): those are read without assumption, so
 networks with a ReLU after the output layer, or two affine layers in a row, survive a round
-trip.
+trip. A convolutional network is saved as the ``state_dict`` of its ``Conv2d``/pool module
+(:mod:`exactcomp.io.torch_conv`) with that module's layout recorded there too; reading the
+file rebuilds the module and reads it with :func:`module_to_network`.
 
 The formats that carry the graph are read exactly: ``torch.export`` programs (``.pt2``, by
 :mod:`exactcomp.io.torch_export`, without torch and without unpickling anything) and
@@ -46,6 +48,7 @@ from ..network import Network
 from .atomic import atomic_path
 from .torch_chain import HEADS, LAYER_KINDS, ChainBuilder
 from .torch_conv import (
+    check_linear,
     has_structure,
     linear_module,
     plan,
@@ -205,12 +208,16 @@ def _object_to_network(obj: Any, *, source: str, depth: int = 0) -> Network:
 
 
 def module_to_network(module: nn.Module) -> Network:
-    """Read an ``nn.Sequential`` (nested ones too) of the layers :func:`feed` accepts.
+    """Read an ``nn.Sequential`` (nested ones too) of the layers :data:`MODULE_KINDS`.
 
     Linear, ReLU, an eval-mode BatchNorm1d right after a Linear (folded into it), Dropout,
     Flatten, Identity, and a final Softmax/LogSoftmax kept as the head (see
-    :mod:`~exactcomp.io.torch_chain`). Any other layer raises :class:`UnsupportedModelError`
-    naming it; so does a subclass of an accepted layer (its ``forward`` may differ).
+    :mod:`~exactcomp.io.torch_chain`); and, after an ``nn.Unflatten(1, (C, H, W))`` that
+    gives the flat input its image shape, Conv2d (with a ZeroPad2d before it and a
+    BatchNorm2d after it), MaxPool2d, AvgPool2d, kept as convolutions and pools
+    (:mod:`~exactcomp.io.torch_spatial`). Any other layer raises
+    :class:`UnsupportedModelError` naming it; so does a subclass of an accepted layer (its
+    ``forward`` may differ).
     """
     chain = ChainBuilder("module")
     steps = SpatialSteps(chain)
@@ -297,15 +304,11 @@ def to_torch_module(net: Network) -> nn.Sequential:
 def check_torch_target(net: Network) -> None:
     """Refuse, by layer, a network a ``.pt`` state_dict cannot hold: a layer held sparse (a
     convolution or max pool too large to hold densely) that is not written as a ``Conv2d``
-    or pool (it has lost its structure) has no dense ``nn.Linear``."""
+    or pool (it has lost its structure) is too large for a dense ``nn.Linear``
+    (:func:`~exactcomp.io.torch_conv.check_linear`)."""
     for kind, k, _ in plan(net):
-        layer = net.layers[k]
-        if kind == "linear" and layer.sparse:
-            raise UnsupportedModelError(
-                f"layer {k} ({layer.out_features} x {layer.in_features}) is held as sparse "
-                "taps without a convolution or pool to write it as, too large for the dense "
-                "nn.Linear of a .pt state_dict; write .onnx instead"
-            )
+        if kind == "linear":
+            check_linear(net.layers[k], f"layer {k}")
 
 
 def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> int:

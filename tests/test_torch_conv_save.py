@@ -227,3 +227,32 @@ def test_pads_batchnorm_and_same_padding_are_read_exactly():
     back = module_to_network(to_torch_module(net))  # written and read: the same layers
     assert [la.structure for la in back.layers][-2:] == [la.structure for la in net.layers][-2:]
     np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_channel_goes_through_a_max_pool_then_an_average_pool(tmp_path: Path):
+    """``Conv -> ReLU -> MaxPool2d -> AvgPool2d -> Linear``: channel 2 is never active on
+    the box, so its units go from the conv and from both pools, which stay pools (before,
+    the average pool after a max pool lost its structure and the rewrite was not chosen)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Unflatten(1, (1, 6, 6)),
+        nn.Conv2d(1, 3, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2, stride=1),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3, 2),
+    ).double()
+    with torch.no_grad():
+        m[1].weight[2] = -m[1].weight[2].abs()
+        m[1].bias[2] = -0.1
+    net, box = module_to_network(m.eval()), Box.uniform(0.0, 1.0, 36)
+    result = api.compress(net, box)
+    assert result.report["structure"]["written"] == "channels"
+    small = result.network
+    assert all(la.structure is not None for la in small.layers[:-1])
+    api.save(small, tmp_path / "small.pt", domain=box)
+    module = to_torch_module(api.load(tmp_path / "small.pt"))
+    assert [type(x).__name__ for x in module][1:5] == ["Conv2d", "ReLU", "MaxPool2d", "AvgPool2d"]
+    x = probe_points(box, 64, RNG)
+    np.testing.assert_allclose(_run(module, x), net.forward(x), rtol=1e-10, atol=1e-12)

@@ -200,8 +200,9 @@ class CompressionResult:
     report: dict
 
     def to_module(self):  # -> torch.nn.Sequential
-        """The compressed network as a plain ``torch.nn.Sequential`` of Linear/ReLU (then the
-        Softmax/LogSoftmax head, if the model ended with one)."""
+        """The compressed network as a plain ``torch.nn.Sequential`` of Linear/ReLU, with
+        Conv2d and pool modules for its convolutions and pools (then the Softmax/LogSoftmax
+        head, if the model ended with one)."""
         from .io.torch_io import to_torch_module
 
         return to_torch_module(self.network)

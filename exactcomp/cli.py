@@ -526,7 +526,7 @@ def _check_positive(name: str, value: float | None) -> None:
 
 
 def cmd_compress(args: argparse.Namespace, console: Console) -> int:
-    from . import api
+    from . import api, io
     from .io import check_output_path, check_save_path
     from .report import compression_table, document_text, write_document
 
@@ -593,6 +593,11 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
     report_text = document_text("compress", result.report)  # rendered before anything is written
     api.save(written, args.output, inputs=inputs, domain=boxes)
+    larger = io.larger_than_input(args.output, args.model)  # never larger: else say so
+    if larger:
+        result.report["size_warning"] = larger
+        report_text = document_text("compress", result.report)
+        console.print(f"warning: {larger}", markup=False)
     if args.report:
         write_document(args.report, "compress", report_text)
     console.print(
@@ -608,12 +613,6 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             "parameters as written)",
             markup=False,
         )
-        if str(args.output).lower().endswith((".pt", ".pth")):
-            console.print(
-                "note: a .pt file holds dense Linear layers; write .onnx to keep the Conv and "
-                "pooling nodes (or build the module with exactcomp.io.torch_conv)",
-                markup=False,
-            )
     if interrupted:
         Console(stderr=True, highlight=False).print(
             "exactcomp: interrupted; wrote the network proven before the interrupt (--partial)",

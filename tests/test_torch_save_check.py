@@ -8,7 +8,8 @@ ReLUs), a dense head::
 
 ``exactcomp compress net.onnx -o small.pt`` writes a state_dict that computes the network on
 the box; a writer that puts a wrong weight in the file is caught before the rename (nothing
-written), and a layer held sparse is refused by name.
+written); a convolution held sparse is written as its Conv2d kernel, and a sparse layer
+without a structure to write it as is refused by name.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def test_a_wrong_weight_in_the_pt_file_is_caught(tmp_path: Path, monkeypatch) ->
         import torch
 
         module = real(net)
+        first = next(m for m in module if getattr(m, "bias", None) is not None)
         with torch.no_grad():
-            module[0].bias[0] += 0.5
+            first.bias[0] += 0.5
         return module
 
     monkeypatch.setattr(torch_io, "to_torch_module", wrong)
@@ -83,21 +85,60 @@ def test_float32_rounding_of_the_weights_passes(tmp_path: Path) -> None:
     assert (tmp_path / "f32.pt").is_file()
 
 
-def test_a_sparse_layer_is_refused_by_name(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedModelError, match=r"layer 0 \(ConvSpec.*write \.onnx") as e:
-        api.save(as_sparse(_conv_net()), tmp_path / "small.pt")
+@pytest.fixture
+def tiny_sparse_above(monkeypatch):
+    """A dense nn.Linear of more than 0 entries is 'too large' (as 23,328 x 784 is)."""
+    from exactcomp.io import torch_conv
+
+    monkeypatch.setattr(torch_conv, "SPARSE_ABOVE", 0)
+
+
+def _unstructured(net: Network) -> Network:
+    """``net`` with its first layer held sparse and without its convolution: no Conv2d to
+    write it as, and a dense nn.Linear is what SPARSE_ABOVE rules out."""
+    first = as_sparse(net).layers[0]
+    return net.replace_layers([Layer(first.weight, first.bias, first.relu), *net.layers[1:]])
+
+
+def test_a_sparse_convolution_is_written_as_its_kernel(tmp_path: Path) -> None:
+    """A convolution held sparse (too large to hold densely) is a Conv2d in the file."""
+    import torch
+
+    net = as_sparse(_conv_net())
+    api.save(net, tmp_path / "small.pt", domain=Box.uniform(-2.0, 2.0, 25))
+    sd = torch.load(tmp_path / "small.pt", weights_only=True)
+    assert [tuple(v.shape) for k, v in sd.items() if k.endswith("weight")] == [
+        (2, 1, 3, 3),
+        (2, 18),
+    ]
+    x = Box.uniform(-2.0, 2.0, 25).sample(50, np.random.default_rng(1))
+    np.testing.assert_allclose(api.load(tmp_path / "small.pt").forward(x), net.forward(x))
+
+
+def test_a_sparse_layer_without_structure_is_refused_by_name(
+    tmp_path: Path, tiny_sparse_above
+) -> None:
+    with pytest.raises(UnsupportedModelError, match=r"layer 0 \(18 x 25\).*write \.onnx") as e:
+        api.save(_unstructured(_conv_net()), tmp_path / "small.pt")
     assert isinstance(e.value, ExactCompError) and "\n" not in str(e.value)
     assert not list(tmp_path.iterdir())
 
 
 def test_compress_to_pt_refuses_a_sparse_network_before_the_analysis(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch, capsys, tiny_sparse_above
 ) -> None:
     src, out = tmp_path / "net.onnx", tmp_path / "small.pt"
     api.save(_conv_net(), src)
-    monkeypatch.setattr(api, "load", lambda *a, **k: as_sparse(_conv_net()))
+    monkeypatch.setattr(api, "load", lambda *a, **k: _unstructured(_conv_net()))
     monkeypatch.setattr(api, "compress_verified", lambda *a, **k: pytest.fail("analysed"))
     assert cli.main(["compress", str(src), "--box=-1,1", "-o", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "layer 0 (ConvSpec" in err and "write .onnx" in err
+    assert "\n" not in err and "layer 0 (18 x 25)" in err and "write .onnx" in err
     assert not out.exists()
+
+
+def test_a_small_sparse_layer_without_structure_is_written_densely(tmp_path: Path) -> None:
+    net = _unstructured(_conv_net())
+    api.save(net, tmp_path / "small.pt")
+    x = Box.uniform(-1.0, 1.0, 25).sample(50, np.random.default_rng(2))
+    np.testing.assert_allclose(api.load(tmp_path / "small.pt").forward(x), net.forward(x))

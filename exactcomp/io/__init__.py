@@ -29,8 +29,10 @@ __all__ = [
     "check_output_path",
     "check_source",
     "check_save_path",
+    "larger_than_input",
     "load",
     "save",
+    "to_torch_module",
 ]
 
 #: Suffix -> format name, for reading and for writing.
@@ -155,6 +157,41 @@ def save(
     onnx_io = _import("onnx_io", "ONNX")
     with atomic_path(target) as tmp:
         onnx_io.save_onnx(net, tmp, like=like)
+
+
+def to_torch_module(net: Network) -> Any:  # -> torch.nn.Sequential
+    """``net`` as a ``torch.nn.Sequential`` (flat in, flat out, in ``net.dtype``): Linear/ReLU,
+    with ``Conv2d`` and pool modules where the layers carry a convolution or pool; see
+    :func:`exactcomp.io.torch_io.to_torch_module`. ``to_torch_module(load("small.pt"))``
+    rebuilds the module a ``.pt`` file written by :func:`save` holds."""
+    return _import("torch_io", "PyTorch").to_torch_module(net)
+
+
+def larger_than_input(output: str | Path, model: Any) -> str | None:
+    """The warning to give when the PyTorch file written at ``output`` is larger in bytes than
+    the PyTorch file ``model`` it came from; ``None`` otherwise (or when either is not one).
+
+    The rewrite written has the fewest parameters as written of the candidates, the network
+    read among them (:func:`~exactcomp.rewrite.channels.choose_structured`), and
+    :func:`~exactcomp.io.torch_io.save_torch` writes convolutions as ``Conv2d``, so a file of
+    the same structure is never larger; a larger one means the input stored the same network
+    more compactly (another layout or dtype), which the user must be told.
+    """
+    torch_suffixes = {s for s, f in LOAD_SUFFIXES.items() if f == "torch"}
+    if not isinstance(model, str | Path):
+        return None
+    src, out = Path(model), Path(output)
+    if src.suffix.lower() not in torch_suffixes or out.suffix.lower() not in torch_suffixes:
+        return None
+    if not (src.is_file() and out.is_file()):
+        return None
+    n_out, n_src = out.stat().st_size, src.stat().st_size
+    if n_out <= n_src:
+        return None
+    return (
+        f"the file written ({n_out:,} bytes) is larger than the input {src.name} ({n_src:,} "
+        "bytes): the input holds the network more compactly; keep the input if size matters"
+    )
 
 
 def check_save_path(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:

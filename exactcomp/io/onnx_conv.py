@@ -123,6 +123,7 @@ def conv(st: Any, at: dict, xs: list) -> list:
                     "strides": tuple(int(s) for s in at.get("strides", (1, 1))),
                     "dilations": tuple(int(d) for d in at.get("dilations", (1, 1))),
                     "groups": int(at.get("group", 1)),
+                    "in_shape": tuple(int(d) for d in shape[1:]),
                 }
             )
         lin = convolve(x.lin.reshape(n * shape[0], *shape[1:]), w, at)

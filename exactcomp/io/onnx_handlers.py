@@ -108,13 +108,19 @@ class LoweringState:
         return False
 
     def _structure(self, w: np.ndarray, b: np.ndarray, out: tuple[int, ...]) -> ConvSpec | None:
+        """The conv whose matrix ``w`` is, exactly; its input laid out as the layer's input
+        tensor, or (a flat input reshaped before the ``Conv``) as the ``Conv``'s input."""
         src = self.shapes.get(len(self.layers))
-        if src is None or len(src) != 4 or len(out) != 4 or src[0] != 1 or out[0] != 1:
+        if src is None or len(out) != 4 or out[0] != 1:
             return None
         for c in reversed(self.convs):
-            spec = recognize_conv(w, b, src[1:], out[1:], **c)
-            if spec is not None:
-                return spec
+            args = {k: v for k, v in c.items() if k != "in_shape"}
+            shapes = [src[1:]] if len(src) == 4 and src[0] == 1 else []
+            shapes += [c["in_shape"]] if int(np.prod(c["in_shape"])) == w.shape[1] else []
+            for in_shape in shapes:
+                spec = recognize_conv(w, b, in_shape, out[1:], **args)
+                if spec is not None:
+                    return spec
         return None
 
     def is_layer_output(self, x: Affine) -> bool:

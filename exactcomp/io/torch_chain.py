@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..conv import ConvSpec, PoolLevel
 from ..errors import InvalidNetworkError, UnsupportedModelError
 from ..network import Layer, Network
 
@@ -104,6 +105,7 @@ class ChainBuilder:
         self._weights: list[np.ndarray] = []
         self._biases: list[np.ndarray] = []
         self._relu: list[bool] = []
+        self._structures: list[ConvSpec | PoolLevel | None] = []
         self._dtypes: list[Any] = []
         self._foldable = False  # the last step was a Linear (or a BatchNorm folded into one)
         self._head: tuple[str, str] | None = None  # (kind, step name)
@@ -139,8 +141,40 @@ class ChainBuilder:
         self._weights.append(w)
         self._biases.append(b)
         self._relu.append(False)
+        self._structures.append(None)
         self._dtypes.append(weight.dtype)
         self._foldable = True
+
+    def layer(self, name: str, layer: Layer, dtype: Any) -> None:
+        """A layer built whole by a reader of convolutions and pools
+        (:mod:`~exactcomp.io.torch_spatial`): its matrix, bias and structure, no ReLU yet."""
+        self._check_open(name, "layer")
+        if self._weights and self._weights[-1].shape[0] != layer.in_features:
+            raise InvalidNetworkError(
+                f"{self.source} layer {name!r} expects {layer.in_features} inputs but the layer "
+                f"before it has {self._weights[-1].shape[0]} outputs"
+            )
+        self._weights.append(layer.weight)
+        self._biases.append(layer.bias)
+        self._relu.append(layer.relu)
+        self._structures.append(layer.structure)
+        self._dtypes.append(dtype)
+        self._foldable = False
+
+    @property
+    def width(self) -> int | None:
+        """The number of outputs of the last layer (``None`` before the first)."""
+        return int(self._weights[-1].shape[0]) if self._weights else None
+
+    @property
+    def last_dtype(self) -> Any:
+        """The dtype of the last layer's parameters (float32 before the first)."""
+        return self._dtypes[-1] if self._dtypes else np.dtype(np.float32)
+
+    @property
+    def last_relu(self) -> bool:
+        """True when the last layer is followed by a ReLU (its output is non-negative)."""
+        return bool(self._relu) and self._relu[-1]
 
     def relu(self, name: str) -> None:
         self._check_open(name, "ReLU")
@@ -214,7 +248,10 @@ class ChainBuilder:
         if not self._weights:
             raise InvalidNetworkError(f"the {self.source} model has no Linear layer")
         layers = tuple(
-            Layer(w, b, r) for w, b, r in zip(self._weights, self._biases, self._relu, strict=True)
+            Layer(w, b, r, s)
+            for w, b, r, s in zip(
+                self._weights, self._biases, self._relu, self._structures, strict=True
+            )
         )
         if self._training:
             self.notes.append(

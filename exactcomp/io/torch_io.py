@@ -20,7 +20,9 @@ this was assumed, which the CLI prints and the report stores. Files written by
 :func:`save_torch` record the exact ReLU pattern (and a Softmax head) in the ``state_dict``'s
 ``_metadata`` (which ``load_state_dict`` ignores): those are read without assumption, so
 networks with a ReLU after the output layer, or two affine layers in a row, survive a round
-trip.
+trip. A convolutional network is saved as the ``state_dict`` of its ``Conv2d``/pool module
+(:mod:`exactcomp.io.torch_conv`) with that module's layout recorded there too; reading the
+file rebuilds the module and reads it with :func:`module_to_network`.
 
 The formats that carry the graph are read exactly: ``torch.export`` programs (``.pt2``, by
 :mod:`exactcomp.io.torch_export`, without torch and without unpickling anything) and
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import re
 import sys
-import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,12 +46,21 @@ from ..domain import Box
 from ..errors import InputFileError, UnsupportedModelError, VerificationError
 from ..network import Network
 from .atomic import atomic_path
-from .torch_chain import HEADS, LAYER_KINDS, ChainBuilder, feed
+from .torch_chain import HEADS, LAYER_KINDS, ChainBuilder
+from .torch_conv import (
+    check_linear,
+    has_structure,
+    linear_module,
+    plan,
+    recorded_module,
+    to_torch_conv_module,
+    torch_dtype,
+)
+from .torch_spatial import SPATIAL_KINDS, SpatialSteps
 from .torch_state import METADATA_KEY, state_dict_to_network
 from .torch_zip import read_zip_checkpoint
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 #: Checkpoint-dict keys that may hold the model's ``state_dict`` (or the module), in order.
@@ -184,7 +194,8 @@ def _object_to_network(obj: Any, *, source: str, depth: int = 0) -> Network:
     if _is_module(obj):
         return module_to_network(obj)
     if isinstance(obj, Mapping) and obj and all(_is_tensor(v) for v in obj.values()):
-        return state_dict_to_network(obj)
+        module = recorded_module(obj)  # a convolutional network written by save_torch
+        return state_dict_to_network(obj) if module is None else module_to_network(module)
     if isinstance(obj, Mapping) and depth < 2:
         for key in WRAPPER_KEYS:
             if key in obj and (isinstance(obj[key], Mapping) or _is_module(obj[key])):
@@ -197,17 +208,27 @@ def _object_to_network(obj: Any, *, source: str, depth: int = 0) -> Network:
 
 
 def module_to_network(module: nn.Module) -> Network:
-    """Read an ``nn.Sequential`` (nested ones too) of the layers :func:`feed` accepts.
+    """Read an ``nn.Sequential`` (nested ones too) of the layers :data:`MODULE_KINDS`.
 
     Linear, ReLU, an eval-mode BatchNorm1d right after a Linear (folded into it), Dropout,
     Flatten, Identity, and a final Softmax/LogSoftmax kept as the head (see
-    :mod:`~exactcomp.io.torch_chain`). Any other layer raises :class:`UnsupportedModelError`
-    naming it; so does a subclass of an accepted layer (its ``forward`` may differ).
+    :mod:`~exactcomp.io.torch_chain`); and, after an ``nn.Unflatten(1, (C, H, W))`` that
+    gives the flat input its image shape, Conv2d (with a ZeroPad2d before it and a
+    BatchNorm2d after it), MaxPool2d, AvgPool2d, kept as convolutions and pools
+    (:mod:`~exactcomp.io.torch_spatial`). Any other layer raises
+    :class:`UnsupportedModelError` naming it; so does a subclass of an accepted layer (its
+    ``forward`` may differ).
     """
     chain = ChainBuilder("module")
+    steps = SpatialSteps(chain)
     for name, leaf in _leaves(module, ""):
-        feed(chain, name, _kind(leaf, name), leaf)
+        steps.feed(name, _kind(leaf, name), leaf)
+    steps.finish()
     return chain.network()
+
+
+#: Every layer kind the module reader accepts: the chain's and the spatial ones.
+MODULE_KINDS = (*LAYER_KINDS, *SPATIAL_KINDS)
 
 
 def _kind(leaf: nn.Module, name: str) -> str:
@@ -215,9 +236,9 @@ def _kind(leaf: nn.Module, name: str) -> str:
     from torch import nn
 
     cls = type(leaf)
-    if cls.__name__ in LAYER_KINDS and getattr(nn, cls.__name__, None) is cls:
+    if cls.__name__ in MODULE_KINDS and getattr(nn, cls.__name__, None) is cls:
         return cls.__name__
-    base = next((k for k in LAYER_KINDS if isinstance(leaf, getattr(nn, k))), None)
+    base = next((k for k in MODULE_KINDS if isinstance(leaf, getattr(nn, k))), None)
     if base is not None:
         raise UnsupportedModelError(
             f"layer {name!r} ({cls.__name__}) subclasses nn.{base}; only the torch.nn class "
@@ -225,7 +246,7 @@ def _kind(leaf: nn.Module, name: str) -> str:
         )
     raise UnsupportedModelError(
         f"unsupported layer {name!r} ({cls.__name__}); supported in nn.Sequential: "
-        f"{', '.join(LAYER_KINDS)}"
+        f"{', '.join(MODULE_KINDS)}"
     )
 
 
@@ -239,7 +260,7 @@ def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
             out += _leaves(child, f"{name}.{child_name}" if name else child_name)
         return out
     custom = isinstance(module, nn.Sequential) or type(module) is nn.Module
-    if custom or (list(module.children()) and type(module).__name__ not in LAYER_KINDS):
+    if custom or (list(module.children()) and type(module).__name__ not in MODULE_KINDS):
         raise UnsupportedModelError(
             f"module {name or '<root>'!r} ({type(module).__name__}) has a custom forward() that "
             "cannot be read; pass an nn.Sequential, or save a torch.export program (.pt2)"
@@ -248,16 +269,6 @@ def _leaves(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
 
 
 # --------------------------------------------------------------------------- saving
-def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype named ``name`` (``"float32"``...); float32 for an unknown name."""
-    import torch
-
-    candidate = getattr(torch, name, None)
-    if isinstance(candidate, torch.dtype) and candidate.is_floating_point:
-        return candidate
-    return torch.float32
-
-
 def to_torch_module(net: Network) -> nn.Sequential:
     """The network as ``nn.Sequential(Linear, ReLU, Linear, ...)`` in ``net.dtype``.
 
@@ -267,21 +278,19 @@ def to_torch_module(net: Network) -> nn.Sequential:
     last module, so the module computes the original function, not the logits.
     Zero-width layers (``nn.Linear(n, 0)``) are built as well: they compute an empty vector,
     and the next layer then has zero inputs and outputs only its bias.
+
+    A network with convolutions or pools (layers carrying a :class:`~exactcomp.conv.ConvSpec`
+    or :class:`~exactcomp.conv.PoolLevel`) gets ``Conv2d``/pool modules for them instead
+    (:func:`~exactcomp.io.torch_conv.to_torch_conv_module`; still flat in, flat out).
     """
-    import torch
     from torch import nn
 
+    if has_structure(net):
+        return to_torch_conv_module(net)
     dtype = torch_dtype(net.dtype)
     modules: list[nn.Module] = []
-    for layer in net.layers:
-        with warnings.catch_warnings():
-            # nn.Linear(n, 0) warns that initialising an empty tensor is a no-op: harmless.
-            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-            linear = nn.Linear(layer.in_features, layer.out_features, dtype=dtype)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(layer.weight.copy()))
-            linear.bias.copy_(torch.from_numpy(layer.bias.copy()))
-        modules.append(linear)
+    for k, layer in enumerate(net.layers):
+        modules.append(linear_module(layer, dtype, f"layer {k}"))
         if layer.relu:
             modules.append(nn.ReLU())
     head = net.meta.get("head")
@@ -294,30 +303,26 @@ def to_torch_module(net: Network) -> nn.Sequential:
 
 def check_torch_target(net: Network) -> None:
     """Refuse, by layer, a network a ``.pt`` state_dict cannot hold: a layer held sparse (a
-    convolution or max pool too large to hold densely) has no dense ``nn.Linear``."""
-    for k, layer in enumerate(net.layers):
-        if layer.sparse:
-            what = type(layer.structure).__name__ if layer.structure is not None else "layer"
-            raise UnsupportedModelError(
-                f"layer {k} ({what}, {layer.out_features} x {layer.in_features}) is held as "
-                "sparse taps, too large for the dense nn.Linear of a .pt state_dict; write "
-                ".onnx (Conv and pooling nodes) instead"
-            )
+    convolution or max pool too large to hold densely) that is not written as a ``Conv2d``
+    or pool (it has lost its structure) is too large for a dense ``nn.Linear``
+    (:func:`~exactcomp.io.torch_conv.check_linear`)."""
+    for kind, k, _ in plan(net):
+        if kind == "linear":
+            check_linear(net.layers[k], f"layer {k}")
 
 
-def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> None:
+def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> int:
     """Write ``to_torch_module(net).state_dict()`` to ``path`` atomically, in ``net.dtype``.
 
-    Before the rename, the file is read back into the module and run in torch (float64) on
-    the corners, faces and samples of ``[-1, 1]^n`` and of ``boxes``
-    (:func:`~exactcomp.io.torch_state.check_saved_state`); if it differs from ``net`` beyond
-    the rounding of its weights, nothing is written (:class:`VerificationError`). A layer held
-    sparse (a convolution too large to hold densely) cannot be a dense ``nn.Linear``: it is
-    refused by name (:class:`UnsupportedModelError`); write ``.onnx`` for those.
+    Returns the number of bytes written. Before the rename, the file is read back into the
+    module and run in torch (float64) on the corners, faces and samples of ``[-1, 1]^n`` and
+    of ``boxes`` (:func:`~exactcomp.io.torch_state.check_saved_state`); if it differs from
+    ``net`` beyond the rounding of its weights, nothing is written (:class:`VerificationError`).
 
-    The keys are the ``nn.Sequential`` indices: ``0.weight``, ``0.bias``, ``2.weight``, ...
-    (index ``i + 1`` holds the ReLU after Linear ``i``, so it has no key). To load the file
-    into a plain ``nn.Sequential``, rebuild the modules from the weight shapes::
+    **MLPs.** The keys are the ``nn.Sequential`` indices: ``0.weight``, ``0.bias``,
+    ``2.weight``, ... (index ``i + 1`` holds the ReLU after Linear ``i``, so it has no key).
+    To load the file into a plain ``nn.Sequential``, rebuild the modules from the weight
+    shapes::
 
         import torch
         from torch import nn
@@ -338,13 +343,37 @@ def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> Non
     different layout: use ``exactcomp.io.to_torch_module(exactcomp.load("small.pt"))``, which
     reads the ReLU flags recorded in ``sd._metadata["exactcomp"]["relu"]``.
 
+    **Convolutional networks** (layers with a convolution or pool structure) are written as
+    the ``state_dict`` of :func:`~exactcomp.io.torch_conv.to_torch_conv_module`: ``Conv2d``
+    weights stay 4-D kernels, pools have no parameters, and ``nn.Unflatten``/``nn.Flatten``
+    keep the module flat in, flat out. A layer held sparse is written too when it is a
+    convolution or pool. The layout is recorded as ``sd._metadata["exactcomp"]["modules"]``
+    (:func:`~exactcomp.io.torch_conv.module_record`: one dict of constructor arguments per
+    module), from which the module is rebuilt::
+
+        import torch
+        from torch import nn
+
+        sd = torch.load("small.pt", weights_only=True)
+        modules = []
+        for spec in sd._metadata["exactcomp"]["modules"]:
+            args = {k: tuple(v) if isinstance(v, list) else v
+                    for k, v in spec.items() if k != "kind"}
+            modules.append(getattr(nn, spec["kind"])(**args))
+        model = nn.Sequential(*modules).to(next(iter(sd.values())).dtype)
+        model.load_state_dict(sd)   # strict
+
+    or, in one line, ``exactcomp.io.to_torch_module(exactcomp.load("small.pt"))``: reading
+    the file rebuilds that module and reads it back with :func:`module_to_network`.
+
     A network with a Softmax/LogSoftmax head (read from a model that ended with one) records
-    it as ``sd._metadata["exactcomp"]["head"]``; the state_dict has no entry for it (it has no
-    parameters), so append ``nn.Softmax(dim=-1)`` to the recipe's module, or use
-    ``to_torch_module``, which does.
+    it as ``sd._metadata["exactcomp"]["head"]`` (MLP) or as the last module (conv); the
+    state_dict has no entry for it (it has no parameters), so append ``nn.Softmax(dim=-1)``
+    to the MLP recipe's module, or use ``to_torch_module``, which does.
     """
     import torch
 
+    from .torch_conv import module_record
     from .torch_state import check_saved_state
 
     check_torch_target(net)
@@ -352,9 +381,13 @@ def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> Non
     state = module.state_dict()
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:
-        record: dict[str, Any] = {"relu": [layer.relu for layer in net.layers]}
-        if net.meta.get("head") in HEADS:
-            record["head"] = net.meta["head"]
+        record: dict[str, Any]
+        if has_structure(net):
+            record = {"modules": module_record(module)}
+        else:
+            record = {"relu": [layer.relu for layer in net.layers]}
+            if net.meta.get("head") in HEADS:
+                record["head"] = net.meta["head"]
         metadata[METADATA_KEY] = record
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as handle:
@@ -366,3 +399,4 @@ def save_torch(net: Network, path: str | Path, boxes: Sequence[Box] = ()) -> Non
                 f"{worst.max_abs_diff:.3g} in torch (allowed {worst.allowed_at_worst:.3g}); "
                 "nothing was written"
             )
+        return tmp.stat().st_size

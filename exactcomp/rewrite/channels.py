@@ -40,18 +40,27 @@ from .state import LayerState, RewriteState
 
 
 def _block_after(net: Network, k: int, channels: int) -> list[int]:
-    """Layers after ``k`` forming a pooling block over its ``channels`` (empty when none)."""
+    """Layers after ``k`` forming pooling blocks over its ``channels``, one after another
+    (a max pool then an average pool: each pools its channel alone, so zeros stay zeros);
+    empty when none. An unfinished block ends the list."""
     out: list[int] = []
     i = k + 1
-    while i < len(net.layers):
-        tag = net.layers[i].structure
-        if not isinstance(tag, PoolLevel) or tag.channels != channels or tag.level != len(out):
-            break
-        out.append(i)
-        if tag.level == tag.levels:
+    while True:
+        block: list[int] = []
+        while i < len(net.layers):
+            tag = net.layers[i].structure
+            if not isinstance(tag, PoolLevel) or tag.channels != channels:
+                break
+            if tag.level != len(block):
+                break
+            block.append(i)
+            i += 1
+            if tag.level == tag.levels:
+                break
+        last = net.layers[block[-1]].structure if block else None
+        if not isinstance(last, PoolLevel) or last.level != last.levels:
             return out
-        i += 1
-    return []
+        out += block
 
 
 def remove_channels(net: Network, state, tol: Tolerances = DEFAULT) -> PassResult:

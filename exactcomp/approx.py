@@ -317,7 +317,8 @@ def compress_lossy(
     tol = check_tol(tol)
     f = load(model)
     boxes = bind_domain(domain, f)
-    charger = Charger(f, boxes, tighten_seconds=tighten_seconds)
+    # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
+    charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
     out = search(
         f,
         boxes,

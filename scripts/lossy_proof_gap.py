@@ -107,7 +107,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     points = np.concatenate([rng.random((20000, 64)), (rng.random((20000, 64)) < 0.5) * 1.0])
     root = Pair.prepare(f, f, box, range(10))
-    tight = tightened_pair(root, box, 60.0)
+    tight = tightened_pair(root, box, 60.0, cuts=False)
+    cut = tightened_pair(root, box, 60.0)  # the LP, then ideal cuts (the default since lossy5)
     f_lo, f_hi = _layer1_ranges([f], points)
     print(
         f"f layer 1 mean width: root {np.mean(root.root[1][1] - root.root[1][0]):.2f}, "
@@ -123,7 +124,8 @@ def main() -> None:
         )
         print("| f's layer-1 bounds | symbolic | + d1 back-subst. | joint LP | + phases |")
         print("|---|---|---|---|---|")
-        for label, p in (("root", root), ("LP", tight), ("sampled (optimistic)", sampled)):
+        rows = (("root", root), ("LP", tight), ("LP + ideal cuts", cut), ("sampled", sampled))
+        for label, p in rows:
             pg = dataclasses.replace(p, g=g)
             s1 = _symbolic(p, g, box).max()
             symbolic.DIFF_FROM = 1

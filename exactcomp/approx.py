@@ -309,20 +309,22 @@ def compress_lossy(
     ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
     ``lp_seconds``: the budget of one joint-LP proof (the search spends the slack the LP shows
     over the symbolic bound, and the claim is the LP or symbolic proof of the final network,
-    the smaller); ``time_limit`` the search's, LP proofs included; ``bab_seconds`` > 0: then
+    the smaller); ``time_limit`` the search's, LP proofs and the tightening of ``f``'s bounds
+    included; ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
     ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`."""
     t0 = time.perf_counter()
     tol = check_tol(tol)
     f = load(model)
     boxes = bind_domain(domain, f)
-    charger = Charger(f, boxes, tighten_seconds=tighten_seconds)
+    # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
+    charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
     out = search(
         f,
         boxes,
         tol,
         charger,
-        time_limit=time_limit,
+        time_limit=max(time_limit - (time.perf_counter() - t0), 1.0),  # after f's tightening
         lp_seconds=lp_seconds,
         centre=centre,
         use_refit=refit,

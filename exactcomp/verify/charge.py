@@ -14,7 +14,11 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   make tighter root bounds give a *looser* difference bound now and then).
   With ``lp_seconds`` > 0, the joint LP of ``f`` and ``g``
   (:func:`exactcomp.verify.difflp.lp_difference_bounds`) tightens each output's bound further
-  (one LP per output and sign: seconds, so for a final claim, not inside a search loop).
+  (one LP per output and sign: seconds, so for a final claim, not inside a search loop;
+  with the phase columns that tie each unstable ReLU's triangle to its difference, 1.5 %
+  tighter on the digits model at 8 bits for 3x the LP time, measured in benchmarks/RESULTS.md
+  "lossy5" with the other candidates: back-substituted hidden differences, exact bounds of
+  ``f``).
   With ``bab_seconds`` > 0, branch and bound on ``f``'s ReLU phases inside that LP
   (:func:`exactcomp.verify.diffbab.bab_difference_bounds`, whose root is the joint LP)
   instead, for ``lp_seconds + bab_seconds``.

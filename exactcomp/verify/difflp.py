@@ -38,6 +38,31 @@ box: the triangles are ReLU's convex hull on :math:`[l, u]`, and :math:`\Delta =
 :math:`[\underline{d}, \overline{d}]` are the two lines above. So the LP's minimum is a lower
 bound of the true one.
 
+Phases
+------
+The chords ignore where :math:`z^f` sits in :math:`[l, u]`; the triangles ignore the
+difference. A phase column ties them (``phases=True``, the default). For ``f``'s unstable
+neuron, :math:`\sigma^f = [z^f > 0]` satisfies the big-M rows
+
+.. math::
+
+    u\,\sigma^f \ge z^f, \quad -l\,\sigma^f \le z^f - l, \quad
+    h^f \le u\,\sigma^f, \quad h^f \le z^f - l\,(1 - \sigma^f), \quad 0 \le \sigma^f \le 1,
+
+and :math:`\Delta \ge \sigma^f d` (``f`` active: :math:`\Delta = \max(d, -z^f) \ge d`;
+inactive: :math:`\Delta = \mathrm{relu}(z^g) \ge 0`), relaxed by McCormick over
+:math:`d \in [\underline d, \overline d]`: :math:`\Delta \ge \underline d\,\sigma^f` and
+:math:`\Delta \ge d - \overline d\,(1 - \sigma^f)`. Mirrored for ``g``'s unstable neuron
+(:math:`\sigma^g = [z^g > 0]` on :math:`[l^g, u^g]`): :math:`\Delta \le \sigma^g d`, i.e.
+:math:`\Delta \le \overline d\,\sigma^g` and :math:`\Delta \le d - \underline
+d\,(1 - \sigma^g)`. All hold at the true point with :math:`\sigma \in \{0, 1\}`, so the
+LP stays a relaxation (and with binary :math:`\sigma` it is the exact MILP). Measured: 1.5 %
+on the digits model at 8 bits (3.706 -> 3.649 with LP-tightened bounds of ``f``) for 3x the LP
+time; 2-17 % on tiny networks (``tests/test_lossy_phases.py``). The McCormick rows without
+the big-M rows buy nothing (root bounds of ``f``: 3.775 -> 3.774): the gain is the one
+:math:`\sigma` shared by :math:`h` and :math:`\Delta`; ``f``'s rows alone give 3.748,
+``g``'s 3.737, both 3.708.
+
 Soundness of the number: the optimum is never trusted. The bound is HiGHS' row duals put
 through weak duality (:mod:`exactcomp.highs.lp`: padded for rounding, every column bounded),
 less the solver margin (:func:`exactcomp.highs.margins.solver_margin`); a
@@ -73,6 +98,7 @@ class _Rows:
         self.hi: list[float] = []
         self.col_lo: list[float] = []
         self.col_hi: list[float] = []
+        self.phases: list[int] = []  # the phase columns (binary in the MILP of this LP)
 
     def col(self, lo: float, hi: float) -> int:
         self.col_lo.append(float(lo))
@@ -150,12 +176,39 @@ def _coupling(rows: _Rows, hf, hg, zf, zg, dl: float, du: float, tol: Tolerances
         rows.row(cols, [1.0, -1.0, -su, su], -np.inf, -su * dl + p)
 
 
+def _phases(rows: _Rows, hf, hg, zf, zg, bounds, tol: Tolerances) -> None:
+    r"""The phase rows of one neuron (module docstring, "Phases"): :math:`\Delta \ge
+    \sigma^f d` when ``f`` is unstable, :math:`\Delta \le \sigma^g d` when ``g`` is,
+    each product by McCormick over :math:`[\underline d, \overline d]`, each phase by big-M
+    on its neuron's bounds. ``bounds`` is ``(l, u, l^g, u^g, dl, du)``."""
+    lo, hi, lg, ug, dl, du = bounds
+    p = float(pad(np.asarray(abs(dl) + abs(du) + abs(lo) + abs(hi) + abs(lg) + abs(ug) + 1.0), tol))
+    if lo < 0.0 < hi:  # sigma^f: u s >= z, -l s <= z - l; h^f <= u s, h^f <= z - l (1 - s)
+        s = rows.col(0.0, 1.0)
+        rows.phases.append(s)
+        rows.row([s, zf], [hi, -1.0], -p, np.inf)
+        rows.row([s, zf], [-lo, -1.0], -np.inf, -lo + p)
+        rows.row([hf, s], [1.0, -hi], -np.inf, p)
+        rows.row([hf, zf, s], [1.0, -1.0, -lo], -np.inf, -lo + p)
+        rows.row([hg, hf, s], [1.0, -1.0, -dl], -p, np.inf)  # Delta >= s dl
+        rows.row([hg, hf, zg, zf, s], [1.0, -1.0, -1.0, 1.0, -du], -du - p, np.inf)
+    if lg < 0.0 < ug:  # sigma^g, alike; Delta <= s du and Delta <= d - dl (1 - s)
+        s = rows.col(0.0, 1.0)
+        rows.phases.append(s)
+        rows.row([s, zg], [ug, -1.0], -p, np.inf)
+        rows.row([s, zg], [-lg, -1.0], -np.inf, -lg + p)
+        rows.row([hg, s], [1.0, -ug], -np.inf, p)
+        rows.row([hg, zg, s], [1.0, -1.0, -lg], -np.inf, -lg + p)
+        rows.row([hg, hf, s], [1.0, -1.0, -du], -np.inf, p)
+        rows.row([hg, hf, zg, zf, s], [1.0, -1.0, -1.0, 1.0, -dl], -np.inf, -dl + p)
+
+
 def build_joint_lp(
-    pair: Pair, box: Box, deadline: float | None = None
+    pair: Pair, box: Box, deadline: float | None = None, *, phases: bool = True
 ) -> tuple[PrefixLP, list[int], list[int]]:
     """The LP of the module docstring, and the columns of ``h^f_{L-1}`` and ``h^g_{L-1}``
     (see :func:`joint_lp`)."""
-    lp, cols = joint_lp(pair, box, layer_differences(pair, box), deadline)
+    lp, cols = joint_lp(pair, box, layer_differences(pair, box), deadline, phases=phases)
     return lp, cols[-1].hf, cols[-1].hg
 
 
@@ -168,6 +221,7 @@ class LayerColumns:
     zg: list[int]
     hf: list[int]
     hg: list[int]
+    phases: tuple[int, ...] = ()  # the phase columns sigma in [0, 1] (binary: a MILP)
 
 
 def joint_lp(
@@ -175,6 +229,8 @@ def joint_lp(
     box: Box,
     diffs: list[tuple[np.ndarray, np.ndarray]],
     deadline: float | None = None,
+    *,
+    phases: bool = True,
 ) -> tuple[PrefixLP, list[LayerColumns]]:
     """The LP of the module docstring on ``f``'s bounds ``pair.root`` and the difference
     bounds ``diffs`` (:func:`layer_differences`), and its columns layer by layer.
@@ -205,7 +261,7 @@ def joint_lp(
             _tighten_differences(rows, zf, zg, dl, du, low, up, tol, deadline)
         slack = pad(np.abs(low) + np.abs(up) + np.abs(dl) + np.abs(du), tol)
         lg, ug = low + dl - slack, up + du + slack
-        nf, ng = [], []
+        nf, ng, n_phase = [], [], len(rows.phases)
         for n in range(lf_.out_features):
             rows.col_lo[zg[n]], rows.col_hi[zg[n]] = float(lg[n]), float(ug[n])
             rows.lo[drow[n]], rows.hi[drow[n]] = float(dl[n]), float(du[n])
@@ -213,12 +269,15 @@ def joint_lp(
                 af = _relu(rows, zf[n], low[n], up[n], tol)
                 ag = _relu(rows, zg[n], lg[n], ug[n], tol)
                 _coupling(rows, af, ag, zf[n], zg[n], dl[n], du[n], tol)
+                if phases:
+                    bounds = (low[n], up[n], lg[n], ug[n], dl[n], du[n])
+                    _phases(rows, af, ag, zf[n], zg[n], bounds, tol)
             else:
                 af, ag = zf[n], zg[n]
             nf.append(af)
             ng.append(ag)
         hf, hg = nf, ng
-        cols.append(LayerColumns(zf, zg, hf, hg))
+        cols.append(LayerColumns(zf, zg, hf, hg, tuple(rows.phases[n_phase:])))
     return rows.lp(), cols
 
 
@@ -249,7 +308,7 @@ def _tighten_differences(rows: _Rows, zf, zg, dl, du, low, up, tol, deadline) ->
 
 
 def lp_difference_bounds(
-    pair: Pair, box: Box, seconds: float, *, diff_share: float = 0.0
+    pair: Pair, box: Box, seconds: float, *, diff_share: float = 0.0, phases: bool = True
 ) -> np.ndarray:
     """Per output ``i`` of ``pair.outputs``, a sound bound of ``max_x |g_i(x) - f_i(x)|`` on
     ``box`` from the joint LP (``inf`` for an output not proven within ``seconds``).
@@ -260,7 +319,9 @@ def lp_difference_bounds(
     start = time.monotonic()
     seconds = max(float(seconds), 0.0)
     deadline = start + seconds
-    lp, hf, hg = build_joint_lp(pair, box, start + diff_share * seconds if diff_share else None)
+    lp, hf, hg = build_joint_lp(
+        pair, box, start + diff_share * seconds if diff_share else None, phases=phases
+    )
     h = Lp.from_model(lp)
     out = np.full(len(pair.outputs), np.inf)
     for o, i in enumerate(pair.outputs):

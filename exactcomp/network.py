@@ -242,9 +242,10 @@ class Network:
         single = x.ndim == 1
         h = self._as_batch(x)
         for layer in self.layers:
-            h = layer.apply(h) + layer.bias
+            h = layer.apply(h)  # a new array: updated in place
+            h += layer.bias
             if layer.relu:
-                h = np.maximum(h, 0.0)
+                np.maximum(h, 0.0, out=h)
         return h[0] if single else h
 
     __call__ = forward
@@ -255,7 +256,8 @@ class Network:
         network's) is a small multiple of ``2^-53 * s_L``; see ``Tolerances.check_scale``."""
         s = np.abs(self._as_batch(x))
         for layer in self.layers:
-            s = layer.apply_abs(s) + np.abs(layer.bias)
+            s = layer.apply_abs(s)
+            s += np.abs(layer.bias)
         return s
 
     def _as_batch(self, x: np.ndarray) -> np.ndarray:

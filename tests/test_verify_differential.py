@@ -294,3 +294,24 @@ def test_deep_network_with_a_real_difference_is_not_proven() -> None:
     sampled = float(np.abs(f(x) - g(x)).max())
     assert sampled > 1e-6
     assert differential_bound(f, g, box) >= sampled
+
+
+def test_exact_matrix_of_non_zero_entries_multiplies_like_the_dense_one() -> None:
+    """``DyadicMatrix`` (a convolution's taps only) gives ``c @ W`` and its rows exactly."""
+    from exactcomp.conv import ConvSpec
+    from exactcomp.verify.dyadic import DyadicMatrix
+
+    rng = np.random.default_rng(11)
+    conv = ConvSpec((2, 5, 5), rng.normal(size=(3, 2, 3, 3)), (2, 2), (1, 1, 1, 1)).dense()
+    dense = rng.normal(size=(6, 7)) * (rng.random((6, 7)) < 0.6)
+    for w in (conv, dense, np.zeros((3, 4))):
+        m = DyadicMatrix(w)
+        assert m.vals.ints.size == np.count_nonzero(w)  # memory: the non-zero entries only
+        c = rng.normal(size=w.shape[0]) * (rng.random(w.shape[0]) < 0.7)
+        got = m.rmatmul(_Vec.of(c))
+        want = [sum((Fraction(c[r]) * Fraction(w[r, j]) for r in range(w.shape[0])), Fraction(0))
+                for j in range(w.shape[1])]  # fmt: skip
+        assert [got.value(j) for j in range(w.shape[1])] == want
+        for q in range(w.shape[0]):
+            row = m.row(q)
+            assert [row.value(j) for j in range(w.shape[1])] == [Fraction(v) for v in w[q]]

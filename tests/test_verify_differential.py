@@ -315,3 +315,42 @@ def test_exact_matrix_of_non_zero_entries_multiplies_like_the_dense_one() -> Non
         for q in range(w.shape[0]):
             row = m.row(q)
             assert [row.value(j) for j in range(w.shape[1])] == [Fraction(v) for v in w[q]]
+
+
+def _match_all_pairs(f: Network, g: Network, points: np.ndarray) -> list:
+    """The pairing rule of match_neurons, comparing every g neuron with every f neuron."""
+    from exactcomp.verify.coupling import MATCH_REL
+
+    zf, zg = f.preactivations(points), g.preactivations(points)
+    pairs = []
+    for gk in g.relu_layers:
+        for q in range(g.layers[gk].out_features):
+            col, best = zg[gk][:, q], None
+            for fk in f.relu_layers:
+                dev = np.abs(zf[fk] - col[:, None]).max(axis=0)
+                scale = 1.0 + np.maximum(np.abs(zf[fk]).max(axis=0), np.abs(col).max())
+                p = int(np.argmin(dev / scale))
+                if dev[p] <= MATCH_REL * scale[p] and (best is None or dev[p] < best[0]):
+                    best = (dev[p], fk, p)
+            if best is not None:
+                pairs.append((gk, q, best[1], best[2]))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_neuron_matching_by_projection_finds_the_pairs_of_the_full_comparison(seed) -> None:
+    """Compressed, permuted, re-rounded (float32), slightly perturbed and duplicated-neuron
+    copies: the projected search pairs exactly as comparing every pair does."""
+    rng = np.random.default_rng(seed)
+    case = random_case(rng)
+    f, box = case.network, case.box
+    g = compress_network(f, proven_report(f, box)).network
+    copies = [g, permuted(f, rng), perturbed(f, rng, 1e-7), perturbed(f, rng, 1e-3)]
+    dup = f.layers[0]
+    twin = Layer(np.vstack([dup.weight, dup.weight[:1]]), np.r_[dup.bias, dup.bias[:1]], dup.relu)
+    nxt = f.layers[1]
+    w1 = np.hstack([nxt.weight, np.zeros((nxt.out_features, 1))])
+    copies.append(f.replace_layers([twin, Layer(w1, nxt.bias, nxt.relu), *f.layers[2:]]))
+    pts = probe(box, 64, seed)
+    for h in copies:
+        assert match_neurons(f, h, pts) == _match_all_pairs(f, h, pts)

@@ -354,3 +354,28 @@ def test_neuron_matching_by_projection_finds_the_pairs_of_the_full_comparison(se
     pts = probe(box, 64, seed)
     for h in copies:
         assert match_neurons(f, h, pts) == _match_all_pairs(f, h, pts)
+
+
+def test_sampled_consistency_check_in_chunks_still_finds_the_one_bad_point(monkeypatch) -> None:
+    """``inconsistency`` holds a chunk of points at a time (coupling.CHECK_ENTRIES); a link
+    contradicted at a single point is still found, and true facts pass."""
+    from exactcomp.verify import coupling
+
+    rng = np.random.default_rng(3)
+    case = random_case(rng)
+    f, box = with_linear_output(case.network), case.box
+    g = with_linear_output(permuted(case.network, rng))
+    fs = Side(f, *proven_encoding(f, box, DEFAULT, None))
+    gs = Side(g, *proven_encoding(g, box, DEFAULT, None))
+    pts = probe(box, 40)
+    diff = bound_differences(fs, gs, match_neurons(f, g, pts), (box.lower, box.upper))
+    assert diff.links
+    monkeypatch.setattr(coupling, "CHECK_ENTRIES", 1)  # one point per chunk
+    assert inconsistency(fs, gs, diff.links, pts) is None
+    (gk, q), (fk, p, *_) = next(iter(diff.links.items()))
+    d = g.preactivations(pts)[gk][:, q] - f.preactivations(pts)[fk][:, p]
+    far = 10.0 * (1.0 + float(np.abs(d).max()))
+    bad = np.argmax(d)  # a link that holds everywhere but at the largest difference
+    links = {(gk, q): (fk, p, -far, float(d[bad]) - 1.0, -far, far)}
+    found = inconsistency(fs, gs, links, pts)
+    assert found is not None and "link" in found

@@ -32,6 +32,8 @@ from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import Verdict, stable_masks
 
+#: At most this many values (64 MiB of float64) in one array of the sampled check.
+CHECK_ENTRIES = 1 << 23
 MATCH_REL = 1e-4  # sampled pre-activations must agree to this relative accuracy to be paired
 # (loose enough for a network re-rounded to float32; a wrong pair only gives a wide link)
 
@@ -137,7 +139,20 @@ def inconsistency(f, g, links: dict, points: np.ndarray, tol: Tolerances = DEFAU
     ``links`` come from :func:`~exactcomp.verify.differential.bound_differences`. Links are
     exact (of the order of round-off) while a float64 forward pass is not, so a link is
     contradicted only by more than ``check_scale`` times the size of the terms summed.
+    The points are checked in chunks of at most :data:`CHECK_ENTRIES` values per array (an
+    image network's thousands of points would otherwise hold gigabytes at once).
     """
+    width = sum(la.out_features for side in (f, g) for la in side.net.layers)
+    per = max(1, CHECK_ENTRIES // max(1, width))
+    for start in range(0, len(points), per):
+        found = _contradiction(f, g, links, points[start : start + per], tol)
+        if found is not None:
+            return found
+    return None
+
+
+def _contradiction(f, g, links: dict, points: np.ndarray, tol: Tolerances) -> str | None:
+    """:func:`inconsistency` on one chunk of points."""
     zs, scales = {}, {}
     for name, side in (("f", f), ("g", g)):
         zs[name] = side.net.preactivations(points)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 import numpy as np
 
 from .conv import ConvSpec, PoolLevel
+from .conv_eval import conv_apply, matching_spec
 from .errors import InvalidNetworkError
 
 
@@ -73,11 +75,27 @@ class Layer:
         writers) accept such a layer."""
         return is_sparse(self.weight)
 
+    @cached_property
+    def conv(self) -> ConvSpec | None:
+        """The layer's convolution when ``structure`` is one whose matrix is exactly the dense
+        ``weight`` (checked once, :func:`~exactcomp.conv_eval.matching_spec`), else None.
+        :meth:`apply` and :meth:`apply_abs` then convolve instead of multiplying by ``W``."""
+        return None if self.sparse else matching_spec(self.structure, self.weight)
+
     def apply(self, h: np.ndarray) -> np.ndarray:
-        """``h @ W.T`` for a batch ``h`` of shape ``(n, in_features)``, dense result."""
+        """``h @ W.T`` for a batch ``h`` of shape ``(n, in_features)``, dense result (a
+        convolution is evaluated as one: :mod:`exactcomp.conv_eval`)."""
         if self.sparse:
             return np.asarray((self.weight @ h.T).T)
+        if self.conv is not None:
+            return conv_apply(self.conv, h)
         return h @ self.weight.T
+
+    def apply_abs(self, h: np.ndarray) -> np.ndarray:
+        """``h @ |W|.T`` for a batch ``h``, as :meth:`apply` does it."""
+        if self.conv is not None:
+            return conv_apply(self.conv, h, np.abs(self.conv.kernel))
+        return np.asarray((self.abs_weight() @ h.T).T)
 
     def abs_weight(self):  # ndarray or scipy.sparse matrix
         """``|W|`` entry by entry, in ``W``'s storage."""
@@ -224,9 +242,10 @@ class Network:
         single = x.ndim == 1
         h = self._as_batch(x)
         for layer in self.layers:
-            h = layer.apply(h) + layer.bias
+            h = layer.apply(h)  # a new array: updated in place
+            h += layer.bias
             if layer.relu:
-                h = np.maximum(h, 0.0)
+                np.maximum(h, 0.0, out=h)
         return h[0] if single else h
 
     __call__ = forward
@@ -237,7 +256,8 @@ class Network:
         network's) is a small multiple of ``2^-53 * s_L``; see ``Tolerances.check_scale``."""
         s = np.abs(self._as_batch(x))
         for layer in self.layers:
-            s = np.asarray((layer.abs_weight() @ s.T).T) + np.abs(layer.bias)
+            s = layer.apply_abs(s)
+            s += np.abs(layer.bias)
         return s
 
     def _as_batch(self, x: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ RANK = {
     "network": 1,
     "highs": 1,
     "conv": 1,
+    "conv_eval": 1,
     "domain": 1,
     "exact": 2,
     "verdicts": 2,
@@ -45,7 +46,17 @@ RANK = {
     "__main__": 11,
     "__init__": 11,
 }
-NUMPY_ONLY = {"network", "conv", "domain", "verdicts", "exact", "errors", "tolerances", "progress"}
+NUMPY_ONLY = {
+    "network",
+    "conv",
+    "conv_eval",
+    "domain",
+    "verdicts",
+    "exact",
+    "errors",
+    "tolerances",
+    "progress",
+}
 
 
 def _top(module_path: Path) -> str:

@@ -52,3 +52,24 @@ def test_tightening_narrows_some_unstable_neuron(monkeypatch):
             width = (ls.upper - ls.lower)[unstable]
             narrowed += int((width < (ps.upper - ps.lower)[unstable] - 1e-9).sum())
     assert ran > 0 and narrowed > 0, (ran, narrowed)
+
+
+def test_tightening_gets_the_time_of_one_milp_question_at_most(monkeypatch):
+    """The step's deadline is at most ``time_limit`` seconds away, with or without the
+    caller's deadline (uncapped, it ran for over 15 minutes on cifar_base_kw)."""
+    import time
+
+    monkeypatch.setattr(split, "MAX_INPUTS", 0)
+    asked = []
+    real = stability_layer.ideal_cut_phase
+
+    def spy(q, probe=True):
+        if not probe:  # the tighten step asks every question
+            asked.append(q.deadline - time.perf_counter())
+        return real(q, probe)
+
+    monkeypatch.setattr(stability_layer, "ideal_cut_phase", spy)
+    for seed in SEEDS:
+        case = random_case(seed, max_neurons=12, nasty=False)
+        stable_neurons(case.network, case.box, jobs=1, time_limit=0.5)
+    assert asked and all(left <= 0.5 for left in asked)

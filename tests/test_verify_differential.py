@@ -294,3 +294,88 @@ def test_deep_network_with_a_real_difference_is_not_proven() -> None:
     sampled = float(np.abs(f(x) - g(x)).max())
     assert sampled > 1e-6
     assert differential_bound(f, g, box) >= sampled
+
+
+def test_exact_matrix_of_non_zero_entries_multiplies_like_the_dense_one() -> None:
+    """``DyadicMatrix`` (a convolution's taps only) gives ``c @ W`` and its rows exactly."""
+    from exactcomp.conv import ConvSpec
+    from exactcomp.verify.dyadic import DyadicMatrix
+
+    rng = np.random.default_rng(11)
+    conv = ConvSpec((2, 5, 5), rng.normal(size=(3, 2, 3, 3)), (2, 2), (1, 1, 1, 1)).dense()
+    dense = rng.normal(size=(6, 7)) * (rng.random((6, 7)) < 0.6)
+    for w in (conv, dense, np.zeros((3, 4))):
+        m = DyadicMatrix(w)
+        assert m.vals.ints.size == np.count_nonzero(w)  # memory: the non-zero entries only
+        c = rng.normal(size=w.shape[0]) * (rng.random(w.shape[0]) < 0.7)
+        got = m.rmatmul(_Vec.of(c))
+        want = [sum((Fraction(c[r]) * Fraction(w[r, j]) for r in range(w.shape[0])), Fraction(0))
+                for j in range(w.shape[1])]  # fmt: skip
+        assert [got.value(j) for j in range(w.shape[1])] == want
+        for q in range(w.shape[0]):
+            row = m.row(q)
+            assert [row.value(j) for j in range(w.shape[1])] == [Fraction(v) for v in w[q]]
+
+
+def _match_all_pairs(f: Network, g: Network, points: np.ndarray) -> list:
+    """The pairing rule of match_neurons, comparing every g neuron with every f neuron."""
+    from exactcomp.verify.coupling import MATCH_REL
+
+    zf, zg = f.preactivations(points), g.preactivations(points)
+    pairs = []
+    for gk in g.relu_layers:
+        for q in range(g.layers[gk].out_features):
+            col, best = zg[gk][:, q], None
+            for fk in f.relu_layers:
+                dev = np.abs(zf[fk] - col[:, None]).max(axis=0)
+                scale = 1.0 + np.maximum(np.abs(zf[fk]).max(axis=0), np.abs(col).max())
+                p = int(np.argmin(dev / scale))
+                if dev[p] <= MATCH_REL * scale[p] and (best is None or dev[p] < best[0]):
+                    best = (dev[p], fk, p)
+            if best is not None:
+                pairs.append((gk, q, best[1], best[2]))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_neuron_matching_by_projection_finds_the_pairs_of_the_full_comparison(seed) -> None:
+    """Compressed, permuted, re-rounded (float32), slightly perturbed and duplicated-neuron
+    copies: the projected search pairs exactly as comparing every pair does."""
+    rng = np.random.default_rng(seed)
+    case = random_case(rng)
+    f, box = case.network, case.box
+    g = compress_network(f, proven_report(f, box)).network
+    copies = [g, permuted(f, rng), perturbed(f, rng, 1e-7), perturbed(f, rng, 1e-3)]
+    dup = f.layers[0]
+    twin = Layer(np.vstack([dup.weight, dup.weight[:1]]), np.r_[dup.bias, dup.bias[:1]], dup.relu)
+    nxt = f.layers[1]
+    w1 = np.hstack([nxt.weight, np.zeros((nxt.out_features, 1))])
+    copies.append(f.replace_layers([twin, Layer(w1, nxt.bias, nxt.relu), *f.layers[2:]]))
+    pts = probe(box, 64, seed)
+    for h in copies:
+        assert match_neurons(f, h, pts) == _match_all_pairs(f, h, pts)
+
+
+def test_sampled_consistency_check_in_chunks_still_finds_the_one_bad_point(monkeypatch) -> None:
+    """``inconsistency`` holds a chunk of points at a time (coupling.CHECK_ENTRIES); a link
+    contradicted at a single point is still found, and true facts pass."""
+    from exactcomp.verify import coupling
+
+    rng = np.random.default_rng(3)
+    case = random_case(rng)
+    f, box = with_linear_output(case.network), case.box
+    g = with_linear_output(permuted(case.network, rng))
+    fs = Side(f, *proven_encoding(f, box, DEFAULT, None))
+    gs = Side(g, *proven_encoding(g, box, DEFAULT, None))
+    pts = probe(box, 40)
+    diff = bound_differences(fs, gs, match_neurons(f, g, pts), (box.lower, box.upper))
+    assert diff.links
+    monkeypatch.setattr(coupling, "CHECK_ENTRIES", 1)  # one point per chunk
+    assert inconsistency(fs, gs, diff.links, pts) is None
+    (gk, q), (fk, p, *_) = next(iter(diff.links.items()))
+    d = g.preactivations(pts)[gk][:, q] - f.preactivations(pts)[fk][:, p]
+    far = 10.0 * (1.0 + float(np.abs(d).max()))
+    bad = np.argmax(d)  # a link that holds everywhere but at the largest difference
+    links = {(gk, q): (fk, p, -far, float(d[bad]) - 1.0, -far, far)}
+    found = inconsistency(fs, gs, links, pts)
+    assert found is not None and "link" in found

@@ -183,7 +183,7 @@ def ideal_cut_layer_result(
             for rnd in range(_ROUNDS + 1):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                got = lp_min(solver, cut_lp, cost, tol, None)
+                got = lp_min(solver, cut_lp, cost, tol, deadline)  # capped: no LP overruns it
                 if got is None or rnd == _ROUNDS:
                     break
                 if _settled(got[0], b, sign, margin, tol):

@@ -32,6 +32,8 @@ from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import Verdict, stable_masks
 
+#: At most this many values (64 MiB of float64) in one array of the sampled check.
+CHECK_ENTRIES = 1 << 23
 MATCH_REL = 1e-4  # sampled pre-activations must agree to this relative accuracy to be paired
 # (loose enough for a network re-rounded to float32; a wrong pair only gives a wide link)
 
@@ -53,25 +55,52 @@ def post_activation(block, k: int, j: int, bounds: list[Bounds], verdicts) -> ob
 
 
 def match_neurons(f: Network, g: Network, points: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Pairs ``(gk, q, fk, p)`` of ReLU neurons whose pre-activations agree on ``points``.
+    r"""Pairs ``(gk, q, fk, p)`` of ReLU neurons whose pre-activations agree on ``points``.
 
     A candidate only: the pairing is used after :func:`prove_links` has proven it on the box.
-    Each ``g`` neuron gets the ``f`` neuron (any ReLU layer) with the smallest disagreement.
+    Each ``g`` neuron gets the ``f`` neuron (any ReLU layer) with the smallest disagreement
+    ``dev / scale`` among those with ``dev <= MATCH_REL * scale``, where ``dev`` is the largest
+    difference over the points and ``scale = 1 + max |z|`` of the two.
+
+    Not every pair is compared: each neuron's values are projected on one random direction
+    ``r`` of the points, and only the ``f`` neurons whose projections lie within
+    ``|r|_1 * MATCH_REL * (1 + M)`` of the ``g`` neuron's are (``M`` the largest ``|z|`` of
+    either side), which contains every neuron that agrees
+    (:math:`|r \cdot (z^g - z^f)| \le |r|_1 \, dev`): the same pairs as comparing all,
+    in a sort and a few comparisons per neuron instead of (neurons of ``g``) x (neurons of
+    ``f``) x points.
     """
     zf, zg = f.preactivations(points), g.preactivations(points)
-    pairs = []
-    for gk in g.relu_layers:
-        for q in range(g.layers[gk].out_features):
-            col = zg[gk][:, q]
-            best = None
-            for fk in f.relu_layers:
-                dev = np.abs(zf[fk] - col[:, None]).max(axis=0)
-                scale = 1.0 + np.maximum(np.abs(zf[fk]).max(axis=0), np.abs(col).max())
-                p = int(np.argmin(dev / scale))
-                if dev[p] <= MATCH_REL * scale[p] and (best is None or dev[p] < best[0]):
-                    best = (dev[p], fk, p)
-            if best is not None:
-                pairs.append((gk, q, best[1], best[2]))
+    r = np.random.default_rng(0).normal(size=len(points))
+    r1 = float(np.abs(r).sum())
+    index = []
+    with np.errstate(invalid="ignore", over="ignore"):
+        for fk in f.relu_layers:
+            key = r @ zf[fk]
+            order = np.argsort(key, kind="stable")
+            index.append((fk, zf[fk], np.abs(zf[fk]).max(axis=0, initial=0.0), key[order], order))
+        pairs = []
+        for gk in g.relu_layers:
+            keys, gmax = r @ zg[gk], np.abs(zg[gk]).max(axis=0, initial=0.0)
+            for q in range(g.layers[gk].out_features):
+                col = zg[gk][:, q]
+                best = None
+                for fk, z, fmax, sorted_keys, order in index:
+                    # 1% more: the float64 projections carry their own round-off
+                    reach = 1.01 * r1 * MATCH_REL * (1.0 + max(fmax.max(initial=0.0), gmax[q]))
+                    lo, hi = np.searchsorted(sorted_keys, [keys[q] - reach, keys[q] + reach])
+                    cand = np.sort(order[lo:hi])
+                    if not np.isfinite(reach) or not np.isfinite(keys[q]):
+                        cand = np.arange(z.shape[1])  # overflowed values: compare all
+                    if cand.size == 0:
+                        continue
+                    dev = np.abs(z[:, cand] - col[:, None]).max(axis=0)
+                    scale = 1.0 + np.maximum(fmax[cand], gmax[q])
+                    i = int(np.argmin(dev / scale))
+                    if dev[i] <= MATCH_REL * scale[i] and (best is None or dev[i] < best[0]):
+                        best = (dev[i], fk, int(cand[i]))
+                if best is not None:
+                    pairs.append((gk, q, best[1], best[2]))
     return pairs
 
 
@@ -110,7 +139,20 @@ def inconsistency(f, g, links: dict, points: np.ndarray, tol: Tolerances = DEFAU
     ``links`` come from :func:`~exactcomp.verify.differential.bound_differences`. Links are
     exact (of the order of round-off) while a float64 forward pass is not, so a link is
     contradicted only by more than ``check_scale`` times the size of the terms summed.
+    The points are checked in chunks of at most :data:`CHECK_ENTRIES` values per array (an
+    image network's thousands of points would otherwise hold gigabytes at once).
     """
+    width = sum(la.out_features for side in (f, g) for la in side.net.layers)
+    per = max(1, CHECK_ENTRIES // max(1, width))
+    for start in range(0, len(points), per):
+        found = _contradiction(f, g, links, points[start : start + per], tol)
+        if found is not None:
+            return found
+    return None
+
+
+def _contradiction(f, g, links: dict, points: np.ndarray, tol: Tolerances) -> str | None:
+    """:func:`inconsistency` on one chunk of points."""
     zs, scales = {}, {}
     for name, side in (("f", f), ("g", g)):
         zs[name] = side.net.preactivations(points)
@@ -135,6 +177,6 @@ def _term_scales(net: Network, x: np.ndarray) -> list[np.ndarray]:
     """Per layer, the size of the terms a float64 pass at ``x`` sums (``Network.term_scale``)."""
     s, out = np.abs(x), []
     for layer in net.layers:
-        s = s @ np.abs(layer.weight).T + np.abs(layer.bias)
+        s = layer.apply_abs(s) + np.abs(layer.bias)  # a convolution as one
         out.append(s)
     return out

@@ -73,6 +73,10 @@ import numpy as np
 from ..bounds import Bounds
 from ..network import Network
 from ..verdicts import stable_masks
+from .dyadic import DyadicArray as _Vec
+from .dyadic import DyadicMatrix as _Matrix
+from .dyadic import outward as _outward
+from .dyadic import zeros as _zeros
 
 
 @dataclass(frozen=True)
@@ -99,110 +103,12 @@ class Side:
         return lo, hi
 
 
-# --------------------------------------------------------------------------- exact arithmetic
-class _Vec:
-    """An exact dyadic array: ``ints * 2**exp`` (``ints`` a numpy object array of Python ints)."""
-
-    __slots__ = ("ints", "exp")
-
-    def __init__(self, ints: np.ndarray, exp: int) -> None:
-        self.ints, self.exp = ints, exp
-
-    @classmethod
-    def of(cls, a) -> _Vec:
-        """The exact value of a finite float64 array (any shape)."""
-        a = np.asarray(a, dtype=np.float64)
-        if not np.all(np.isfinite(a)):
-            raise ValueError("only finite numbers have an exact dyadic form")
-        m, e = np.frexp(a)
-        mant = (m * 2.0**53).astype(np.int64)  # exact: |m| < 1 has at most 53 significant bits
-        expo = e.astype(np.int64) - 53
-        nz = mant != 0
-        if not nz.any():
-            return cls(np.zeros(a.shape, dtype=object), 0)
-        tz = np.zeros(a.shape, np.int64)  # strip trailing zero bits (float32 weights have 29)
-        tz[nz] = np.frexp((mant[nz] & -mant[nz]).astype(np.float64))[1] - 1
-        mant, expo = mant >> tz, expo + tz
-        low = int(expo[nz].min())
-        shift = np.where(nz, expo - low, 0).astype(object)
-        return cls(mant.astype(object) << shift, low)
-
-    @classmethod
-    def of_fractions(cls, values: list[Fraction]) -> _Vec:
-        """Exact dyadic fractions (denominators powers of two) as one array."""
-        if any(v.denominator & (v.denominator - 1) for v in values):
-            raise ValueError("not a dyadic fraction")
-        k = max((v.denominator.bit_length() - 1 for v in values), default=0)
-        ints = [v.numerator << (k - (v.denominator.bit_length() - 1)) for v in values]
-        return cls(np.array(ints, dtype=object), -k)
-
-    def at(self, i) -> _Vec:
-        return _Vec(self.ints[i], self.exp)
-
-    def value(self, i: int) -> Fraction:
-        """Entry ``i`` of a vector, exactly."""
-        return _frac(int(self.ints[i]), self.exp)
-
-    def __add__(self, other: _Vec) -> _Vec:
-        e = min(self.exp, other.exp)  # align: shift the ints of the coarser one left
-        return _Vec((self.ints << (self.exp - e)) + (other.ints << (other.exp - e)), e)
-
-    def __neg__(self) -> _Vec:
-        return _Vec(-self.ints, self.exp)
-
-    def nonzero(self) -> np.ndarray:
-        return self.ints != 0
-
-    def where(self, mask: np.ndarray) -> _Vec:
-        """The entries under ``mask``, the others set to 0."""
-        return _Vec(np.where(mask, self.ints, 0), self.exp)
-
-    def dot(self, other: _Vec) -> Fraction:
-        return _frac(int((self.ints * other.ints).sum()), self.exp + other.exp)
-
-    def matmul(self, w: _Vec) -> _Vec:
-        """``self @ w`` (``self`` a vector, ``w`` a matrix), skipping zero coefficients."""
-        idx = np.flatnonzero(self.ints != 0)
-        if idx.size == 0:
-            return _Vec(np.zeros(w.ints.shape[1], dtype=object), 0)
-        return _Vec(self.ints[idx].dot(w.ints[idx]), self.exp + w.exp)
-
-    def interval(self, bounds: _Vec) -> tuple[Fraction, Fraction]:
-        """``min``/``max`` of ``self . v`` over ``bounds[0] <= v <= bounds[1]``."""
-        lo, hi = self.ints * bounds.ints[0], self.ints * bounds.ints[1]
-        e = self.exp + bounds.exp
-        return _frac(int(np.minimum(lo, hi).sum()), e), _frac(int(np.maximum(lo, hi).sum()), e)
-
-
-def _frac(n: int, e: int) -> Fraction:
-    return Fraction(n << e) if e >= 0 else Fraction(n, 1 << -e)
-
-
-def _zeros(n: int) -> _Vec:
-    return _Vec(np.zeros(n, dtype=object), 0)
-
-
-def _outward(lo: Fraction | float, hi: Fraction | float) -> tuple[float, float]:
-    """The float64 interval enclosing ``[lo, hi]`` (each end rounded outwards)."""
-
-    def rounded(v: Fraction | float, up: bool) -> float:
-        try:
-            x = float(v)
-        except OverflowError:
-            return np.inf if up else -np.inf
-        if isinstance(v, Fraction) and (Fraction(x) < v if up else Fraction(x) > v):
-            x = float(np.nextafter(x, np.inf if up else -np.inf))
-        return x
-
-    return rounded(lo, False), rounded(hi, True)
-
-
 class _Exact:
     """One network's weights, biases, masks and post-activation bounds in exact form."""
 
     def __init__(self, side: Side) -> None:
         layers = side.net.layers
-        self.w = [_Vec.of(la.weight) for la in layers]
+        self.w = [_Matrix(la.weight) for la in layers]  # as their non-zero entries
         self.b = [_Vec.of(la.bias) for la in layers]
         self.status = [side.status(k) for k in range(len(layers))]
         self.post: list[_Vec | None] = []
@@ -260,7 +166,7 @@ class _Form:
 
     def down(self, side: str, e: _Exact, layer: int, c: _Vec) -> None:
         """``c . h_layer`` with ``h = W h' + b`` exactly: move it to ``layer - 1``."""
-        self.add(side, layer - 1, c.matmul(e.w[layer]))
+        self.add(side, layer - 1, e.w[layer].rmatmul(c))
         const = c.dot(e.b[layer])
         self.shift(const, const)
 
@@ -287,8 +193,8 @@ class _Argument:
     def bound(self, gk: int, q: int, fk: int, p: int) -> tuple[Fraction, Fraction]:
         """Exact ``(lo, hi)`` with ``lo <= z^g[gk][q] - z^f[fk][p] <= hi`` on the box."""
         form = _Form(self.eg.b[gk].value(q) - self.ef.b[fk].value(p))
-        form.add("g", gk - 1, self.eg.w[gk].at(q))
-        form.add("f", fk - 1, -self.ef.w[fk].at(p))
+        form.add("g", gk - 1, self.eg.w[gk].row(q))
+        form.add("f", fk - 1, -self.ef.w[fk].row(p))
         while (lg := form.top("g")) >= 0 or form.top("f") >= 0:
             lf = form.top("f")
             if lg >= 0 and self.reach[lg] >= lf:

@@ -12,6 +12,7 @@ import torch
 
 import exactcomp
 from exactcomp import cli
+from exactcomp.cli.common import tol_hint
 from exactcomp.domain import Box
 from exactcomp.io import load, save
 from exactcomp.network import Network
@@ -387,11 +388,11 @@ def _unknown(cause: str, upper: float = float("inf")):
 
 def test_the_advice_after_unknown_matches_its_cause() -> None:
     """More --time-limit is advised only when time could decide it."""
-    assert "more --time-limit" in cli._tol_hint(_unknown(""), "--tol")
-    assert "re-proven in time" in cli._tol_hint(_unknown("claims"), "--tol")
-    structural = cli._tol_hint(_unknown("structure"), "--tol")
+    assert "more --time-limit" in tol_hint(_unknown(""), "--tol")
+    assert "re-proven in time" in tol_hint(_unknown("claims"), "--tol")
+    structural = tol_hint(_unknown("structure"), "--tol")
     assert "will not help" in structural and "give more" not in structural
-    assert cli._tol_hint(_unknown("", 3e-6), "--tol") == "--tol 5e-06 would be proven"
+    assert tol_hint(_unknown("", 3e-6), "--tol") == "--tol 5e-06 would be proven"
 
 
 def test_verify_prints_the_structural_advice(model_path, monkeypatch, capsys) -> None:

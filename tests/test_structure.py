@@ -120,7 +120,7 @@ def test_every_clock_reading_module_is_reached_by_the_fake_clock() -> None:
     assert not from_time, (
         f"read the clock as time.perf_counter(), not from time import: {from_time}"
     )
-    reading.discard("exactcomp.cli")  # the command line measures, it never decides by time
+    reading = {m for m in reading if m.split(".")[:2] != ["exactcomp", "cli"]}  # it measures only
     assert reading <= set(CLOCKED), (
         f"add to testing.clock.CLOCKED: {sorted(reading - set(CLOCKED))}"
     )

@@ -1,0 +1,228 @@
+"""``exactcomp compress``, ``stability`` and ``verify``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from ..errors import InvalidOptionError
+from .common import (
+    EXIT_DIFFERENT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    check_positive,
+    domain_boxes,
+    print_notes,
+    print_table,
+    progress_display,
+    read_data,
+    show_vector,
+    tol_hint,
+)
+from .lossy import cmd_lossy
+
+
+def cmd_compress(args: argparse.Namespace, console: Console) -> int:
+    from .. import api, io
+    from ..io import check_output_path, check_save_path
+    from ..report import compression_table, document_text, write_document
+
+    if args.tol is not None:
+        return cmd_lossy(args, console)
+    check_positive("--time-limit", args.time_limit)
+    check_positive("--jobs", args.jobs)
+    check_positive("--verify-tol", args.verify_tol)
+    check_positive("--check", args.check)
+    inputs = [args.model] + [
+        p for p in (args.data, args.box_file, args.box_from_data, args.vnnlib) if p
+    ]
+    check_save_path(args.output, inputs)
+    if args.report:
+        check_output_path(args.report, inputs + [args.output])
+    net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    if Path(args.output).suffix.lower() in (".pt", ".pth"):  # refused before the analysis
+        from ..io.torch_io import check_torch_target
+
+        check_torch_target(net)
+    print_notes(args, console, net)
+    boxes = domain_boxes(args, net.input_size, console)
+    with progress_display(args, console) as progress:
+        checked = api.compress_verified(
+            net,
+            boxes,
+            dtype=args.dtype,
+            verify=args.verify,
+            verify_tol=args.verify_tol,
+            progress=progress,
+            method=args.method,
+            time_limit=args.time_limit,
+            jobs=args.jobs,
+            cluster=args.cluster,
+            data=read_data(args),
+            solver=args.solver,
+            check=args.check,
+            partial=args.partial,
+        )
+    result, written, recheck, verdict = (
+        checked.compression,
+        checked.written,
+        checked.recheck,
+        checked.verdict,
+    )
+    interrupted = bool(result.report["interrupted"])
+    if interrupted:
+        console.print("[yellow]interrupted: using the verdicts proven so far (--partial)[/yellow]")
+    print_table(args, console, compression_table(result.report))
+    if not checked.ok:
+        rounded = args.dtype == "input" and written.dtype != "float64"
+        hint = (
+            f" (the folded weights were rounded to {written.dtype} for writing; --dtype float64"
+            " writes exactly the network that was analysed)"
+            if rounded
+            else ""
+        )
+        console.print(
+            f"[red]verification failed: {verdict.summary()}; {recheck.summary()}; "
+            f"nothing written{hint}[/red]"
+        )
+        if recheck.ok:
+            console.print(tol_hint(verdict, "--verify-tol", checked.rounding_tol), markup=False)
+        return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
+    report_text = document_text("compress", result.report)  # rendered before anything is written
+    api.save(written, args.output, inputs=inputs, domain=boxes)
+    larger = io.larger_than_input(args.output, args.model)  # never larger: else say so
+    if larger:
+        result.report["size_warning"] = larger
+        report_text = document_text("compress", result.report)
+        console.print(f"warning: {larger}", markup=False)
+    if args.report:
+        write_document(args.report, "compress", report_text)
+    console.print(
+        f"wrote {args.output}: {result.report['neurons_before']} -> {result.report['neurons_after']} neurons, "
+        f"re-checked on {result.check.points} points (max |diff| {result.check.max_abs_diff:.2g})"
+        + (f"\n{recheck.summary()}\n{verdict.summary()}" if verdict is not None else "")
+    )
+    structure = result.report.get("structure")
+    if structure:  # a convolutional network: what was written, and why
+        params = structure["parameters"]
+        console.print(
+            f"{structure['note']} ({params['original']} -> {params[structure['written']]} "
+            "parameters as written)",
+            markup=False,
+        )
+    if interrupted:
+        Console(stderr=True, highlight=False).print(
+            "exactcomp: interrupted; wrote the network proven before the interrupt (--partial)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_stability(args: argparse.Namespace, console: Console) -> int:
+    from .. import api
+    from ..io.atomic import check_output_path
+    from ..report import stability_doc, stability_table, write_document
+
+    check_positive("--time-limit", args.time_limit)
+    check_positive("--jobs", args.jobs)
+    if args.report:
+        check_output_path(args.report, [args.model])
+    net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    print_notes(args, console, net)
+    boxes = domain_boxes(args, net.input_size, console)
+    t0 = time.perf_counter()
+    with progress_display(args, console) as progress:
+        rep = api.stable_neurons(
+            net,
+            boxes,
+            method=args.method,
+            time_limit=args.time_limit,
+            jobs=args.jobs,
+            cluster=args.cluster,
+            data=read_data(args),
+            solver=args.solver,
+            progress=progress,
+        )
+    doc = stability_doc(
+        rep, time.perf_counter() - t0, cluster=args.cluster, notes=net.meta.get("notes", ())
+    )
+    print_table(args, console, stability_table(doc))
+    if args.quiet:
+        keys = ("stably_active", "stably_inactive", "unstable", "undecided")
+        counts = [sum(r[k] for r in doc["layers"]) for k in keys]
+        console.print(
+            f"{doc['neurons']} neurons: {counts[0]} stably active, {counts[1]} stably inactive, "
+            f"{counts[2]} unstable, {counts[3]} undecided"
+        )
+    if args.report:
+        write_document(args.report, "stability", doc)
+    return EXIT_OK
+
+
+def _output_list(text: str | None) -> list[int] | None:
+    """Parse ``--outputs 0,2`` (the range is checked by the API against the networks)."""
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        raise InvalidOptionError(
+            f"--outputs expects comma-separated output indices such as 0,2, got {text!r}"
+        ) from None
+
+
+def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    from .. import api
+    from ..io.atomic import check_output_path
+    from ..report import counterexample_doc, read_certificates, write_document
+
+    check_positive("--time-limit", args.time_limit)
+    check_positive("--tol", args.tol)
+    outputs = _output_list(args.outputs)
+    if args.counterexample:
+        check_output_path(args.counterexample, [args.original, args.other])
+    f = api.load(args.original, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    g = api.load(args.other, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    print_notes(args, console, f, g)
+    boxes = domain_boxes(args, f.input_size, console)
+    certificates = read_certificates(args.certificates, f) if args.certificates else None
+    with progress_display(args, console) as progress:
+        done = api.verify_with_certificates(
+            f,
+            g,
+            boxes,
+            certificates=certificates,
+            mode=args.mode,
+            tol=args.tol,
+            time_limit=args.time_limit,
+            progress=progress,
+            outputs=outputs,
+        )
+    res, recheck = done.result, done.recheck
+    if recheck is not None:
+        console.print(recheck.summary() + ("" if recheck.ok else ": certificates not used"))
+    status = res.status.name
+    colour = {"EQUIVALENT": "green", "NOT_EQUIVALENT": "red"}.get(status, "yellow")
+    console.print(f"[bold {colour}]{res.summary()}[/bold {colour}]")
+    if status == "UNKNOWN":
+        console.print(tol_hint(res, "--tol"), markup=False)
+    if status == "NOT_EQUIVALENT":
+        ce = res.counterexample
+        console.print(
+            f"counterexample: x = {show_vector(ce.x)}\n"
+            f"  original(x) = {show_vector(ce.f_x)}\n"
+            f"  other(x)    = {show_vector(ce.g_x)}\n"
+            f"  difference  = {float(ce.difference):.6g}",
+            markup=False,
+        )
+        if args.counterexample:
+            write_document(args.counterexample, "counterexample", counterexample_doc(ce))
+            console.print(f"counterexample saved to {args.counterexample}")
+        return EXIT_DIFFERENT
+    return EXIT_OK if status == "EQUIVALENT" else EXIT_UNKNOWN

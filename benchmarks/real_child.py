@@ -59,11 +59,12 @@ def main(spec_path: str, out_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     import numpy as np
 
+    import exactcomp
     from exactcomp import api
     from exactcomp.domain import Box
     from exactcomp.verdicts import Proof, Verdict
 
-    package = Path(api.__file__).resolve().parent
+    package = Path(exactcomp.__file__).resolve().parent
     tree = Path(os.environ.get("PYTHONPATH", "")).resolve()
     if not package.is_relative_to(tree):  # never measure one tree under another's name
         raise RuntimeError(f"imported exactcomp from {package}, not from {tree}")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import exactcomp
+import exactcomp.api.checking
 from exactcomp import cli
 from exactcomp.cli.common import tol_hint
 from exactcomp.domain import Box
@@ -126,7 +126,7 @@ def test_verify_unknown_exit_code(model_path, monkeypatch, capsys) -> None:
         res = real(*args, **kwargs)
         return type(res)(**{**res.__dict__, "status": type(res.status)["UNKNOWN"]})
 
-    monkeypatch.setattr(exactcomp.api, "verify_equivalence", unknown)
+    monkeypatch.setattr(exactcomp.api.checking, "verify_equivalence", unknown)
     assert cli.main(["verify", str(model_path), str(model_path), "--box", "0,1", "--quiet"]) == 3
 
 
@@ -179,7 +179,7 @@ def test_verify_proves_the_file_that_is_written(
 ) -> None:
     """--verify is about the written file: float32 storage of folded weights is what gets
     proven by default; --dtype float64 writes (and proves) exactly the analysed network."""
-    import exactcomp.api as ec_api
+    import exactcomp.api.checking as ec_api
 
     proven: list = []
     real = ec_api.verify_equivalence

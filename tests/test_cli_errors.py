@@ -178,12 +178,12 @@ def test_data_file_missing(model, tmp_path, capsys) -> None:
 
 def test_unknown_output_suffix_is_refused_before_the_analysis(model, tmp_path, capsys, monkeypatch):
     """``-o x.bin`` used to fail only after the whole analysis (issue 18, item 10)."""
-    import exactcomp.api
+    import exactcomp.api.checking
 
     def no_analysis(*args, **kwargs):
         raise AssertionError("the analysis ran before the output path was checked")
 
-    monkeypatch.setattr(exactcomp.api, "compress", no_analysis)
+    monkeypatch.setattr(exactcomp.api.checking, "compress", no_analysis)
     out = tmp_path / "x.bin"
     argv = ["compress", model, "--box", "0,1", "-o", out]
     _assert_clear_error(capsys, argv, "unknown file type '.bin'", out)

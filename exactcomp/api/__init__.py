@@ -1,0 +1,118 @@
+"""The public Python API: ``compress``, ``stable_neurons``, ``verify_equivalence``, ``load``, ``save``.
+
+Each function accepts a model as a :class:`~exactcomp.network.Network`, an in-memory
+``torch.nn.Module``, or a path to a checkpoint (``.pt``/``.pth``/``.onnx``/``.nnet``), and a
+domain as a :class:`~exactcomp.domain.Box`, a sequence of boxes (their union), or a pair
+``(lo, hi)`` of numbers meaning ``[lo, hi]^n``. The CLI is a thin layer over these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..domain import Box
+from ..errors import UnsupportedModelError
+from ..io.binding import DomainLike, ModelLike, as_domain, bind_domain, load
+from ..network import Network
+from ..regions import RegionCount
+from ..verdicts import StabilityReport
+from ..verify import EquivalenceResult, EquivalenceStatus, RecheckResult
+from .checking import (
+    RECHECK_SHARE,
+    CheckedCompression,
+    Verification,
+    compress_verified,
+    default_tolerance,
+    proof_time,
+    recheck_certificates,
+    refuse_sparse,
+    rounding_bound,
+    suggest_tolerance,
+    verification_budget,
+    verify_equivalence,
+    verify_with_certificates,
+)
+from .compressing import (
+    CHECK_ENTRIES,
+    CompressionResult,
+    SampleCheck,
+    build_report,
+    check_memory,
+    check_options,
+    check_points,
+    compress,
+    memory_estimate,
+    peak_memory_mb,
+    sample_check,
+    save,
+    stable_neurons,
+    stored,
+)
+from .regions import count_regions
+
+#: Where each part lives: :mod:`.compressing` (analysis, rewrite, re-check, report),
+#: :mod:`.checking` (verification and compress-then-verify), :mod:`.regions`.
+__all__ = [
+    "Box",
+    "CHECK_ENTRIES",
+    "CheckedCompression",
+    "CompressionResult",
+    "DomainLike",
+    "EquivalenceResult",
+    "EquivalenceStatus",
+    "ModelLike",
+    "Network",
+    "RECHECK_SHARE",
+    "RecheckResult",
+    "RegionCount",
+    "SampleCheck",
+    "StabilityReport",
+    "UnsupportedModelError",
+    "Verification",
+    "as_domain",
+    "bind_domain",
+    "build_report",
+    "check_memory",
+    "check_options",
+    "check_points",
+    "compress",
+    "compress_verified",
+    "count_regions",
+    "default_tolerance",
+    "load",
+    "memory_estimate",
+    "peak_memory_mb",
+    "proof_time",
+    "recheck_certificates",
+    "refuse_sparse",
+    "rounding_bound",
+    "sample_check",
+    "save",
+    "stable_neurons",
+    "stored",
+    "suggest_tolerance",
+    "verification_budget",
+    "verify_equivalence",
+    "verify_with_certificates",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Names also public here, for scripts and benchmarks, which use exactcomp through this
+    module only; imported on first use (they would cost every command's start-up):
+    certified lossy compression and quantisation (``compress_lossy``, ``quantize``,
+    ``LossyResult``: :mod:`exactcomp.approx`), the proven and the sampled ``max |f - g|``
+    (``Charger``, ``sampled_max_difference``: :mod:`exactcomp.verify.charge`), a plain
+    quantisation with no proof (``quantize_network``) and VNN-LIB properties
+    (``read_vnnlib``)."""
+    if name in ("compress_lossy", "quantize", "LossyResult", "TIGHTEN_SECONDS"):
+        from .. import approx as module
+    elif name == "quantize_network":
+        from ..rewrite import quantize as module
+    elif name in ("Charger", "sampled_max_difference"):
+        from ..verify import charge as module
+    elif name == "read_vnnlib":
+        from ..io import vnnlib as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(module, name)

@@ -1,0 +1,396 @@
+"""``compress`` and ``stable_neurons``: the analysis, the rewrite, the sample re-check, the report."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import io as _io
+from ..conv import rounded
+from ..domain import Box
+from ..errors import (
+    InvalidOptionError,
+    ResourceLimitError,
+    VerificationError,
+)
+from ..io.binding import DomainLike, ModelLike, as_domain, bind_domain, load
+from ..network import Network
+from ..progress import SILENT, Progress
+from ..rewrite import RewriteResult, compress_network
+from ..rewrite.channels import choose_structured
+from ..stability import stable_neurons as _stable_neurons
+from ..stability.cones import stable_by_cones
+from ..tolerances import DEFAULT, Tolerances
+from ..verdicts import METHODS, StabilityReport
+from ..verify import EquivalenceStatus as EquivalenceStatus
+
+
+def save(
+    network: Network,
+    path: str | Path,
+    *,
+    inputs: Sequence[str | Path] = (),
+    domain: DomainLike | None = None,
+) -> None:
+    """Write ``network`` atomically in the format given by the suffix of ``path``.
+
+    ``inputs`` are paths that must never be overwritten (the model the network came from).
+    The file is run before it is renamed into place (onnxruntime, or torch in float64) and
+    compared with ``network`` on the corners and samples of ``[-1, 1]^n`` (and, for a ``.pt``
+    file, of ``domain``); nothing is written if they differ beyond rounding.
+    """
+    boxes = () if domain is None else as_domain(domain, network.input_size)
+    _io.save(network, path, inputs=tuple(inputs), boxes=boxes)
+
+
+def memory_estimate(net: Network) -> int:
+    """Bytes the analysis needs at its peak, roughly: the witness pool (about 3,000 inputs'
+    pre-activations of every neuron) plus the linear-bound back-substitution matrices of the
+    widest layer (lower and upper, positive and negative parts)."""
+    widths = [layer.out_features for layer in net.layers]
+    fan_in = [net.input_size] + widths[:-1]
+    widest_prefix = max(max(w, f) for w, f in zip(widths, fan_in, strict=True))
+    pool = 3 * 1024 * sum(widths)
+    crown = 4 * max(widths) * widest_prefix
+    return 8 * (pool + crown)
+
+
+def check_memory(net: Network, available: int | None = None) -> None:
+    """Fail early, with an estimate, when ``net`` would need more than half the memory."""
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = memory_estimate(net)
+    if need > available // 2:
+        raise ResourceLimitError(
+            f"the network ({net.describe()}, {net.num_neurons} neurons) needs about "
+            f"{need / 2**30:.1f} GiB for its bounds, more than half of the {available / 2**30:.1f} GiB "
+            "of memory here; run it on a larger machine"
+        )
+
+
+def check_options(method: str, time_limit: float) -> None:
+    if method not in METHODS:
+        raise InvalidOptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not time_limit > 0:
+        raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
+
+
+def stable_neurons(
+    model: ModelLike,
+    domain: DomainLike,
+    *,
+    method: str = "fast",
+    time_limit: float = 10.0,
+    jobs: int | None = None,
+    data: np.ndarray | None = None,
+    solver: str = "highs",
+    trust_pickle: bool = False,
+    progress: Progress = SILENT,
+    tol: Tolerances = DEFAULT,
+    seed: int = 0,
+    partial: bool = False,
+    cluster: str | None = None,
+    deadline: float | None = None,
+) -> StabilityReport:
+    """Classify every ReLU neuron of ``model`` over ``domain`` as stably active/inactive,
+    unstable or undecided, each verdict with its proof kind.
+
+    With ``partial=True`` a Ctrl-C returns the verdicts proven so far (the rest UNDECIDED)
+    instead of raising ``KeyboardInterrupt``. ``cluster``: the address of a Dask scheduler
+    (``"tcp://host:8786"``; ``pip install 'exactcomp[cluster]'``) to solve the MILPs on; the
+    verdicts do not depend on it, nor on ``jobs``. ``deadline``: a ``time.perf_counter()``
+    instant after which nothing new is started (what is left stays UNDECIDED; see
+    :func:`exactcomp.stability.engine.stable_neurons`)."""
+    check_options(method, time_limit)
+    net = load(model, trust_pickle=trust_pickle)
+    boxes = bind_domain(domain, net)
+    if any(la.sparse for la in net.layers):  # too large to analyse whole: cone by cone
+
+        def analyse(sub: Network, sub_boxes: list[Box], sub_data: np.ndarray | None):
+            return _stable_neurons(
+                sub, sub_boxes if len(sub_boxes) > 1 else sub_boxes[0], method=method,
+                time_limit=time_limit, jobs=jobs, data=sub_data, solver=solver, tol=tol,
+                seed=seed, cluster=cluster, deadline=deadline,
+            )  # fmt: skip
+
+        return stable_by_cones(net, boxes, analyse, data=data, progress=progress)
+    check_memory(net)
+    return _stable_neurons(
+        net,
+        boxes if len(boxes) > 1 else boxes[0],
+        method=method,
+        time_limit=time_limit,
+        jobs=jobs,
+        data=data,
+        solver=solver,
+        progress=progress,
+        tol=tol,
+        seed=seed,
+        partial=partial,
+        cluster=cluster,
+        deadline=deadline,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class SampleCheck:
+    """Result of re-evaluating original and compressed networks on many points of the domain."""
+
+    points: int
+    max_abs_diff: float
+    float32_max_deviation: float  # extra deviation caused by storing the result in its dtype
+
+
+@dataclass(frozen=True, eq=False)
+class CompressionResult:
+    """What :func:`compress` returns: the smaller network, its proofs, and a JSON-able report."""
+
+    original: Network
+    network: Network
+    stability: StabilityReport
+    rewrite: RewriteResult
+    check: SampleCheck
+    seconds: float
+    report: dict
+
+    def to_module(self):  # -> torch.nn.Sequential
+        """The compressed network as a plain ``torch.nn.Sequential`` of Linear/ReLU, with
+        Conv2d and pool modules for its convolutions and pools (then the Softmax/LogSoftmax
+        head, if the model ended with one)."""
+        from ..io.torch_io import to_torch_module
+
+        return to_torch_module(self.network)
+
+
+#: Largest ``points x width`` the re-check holds at once (128 MB of float64; ``width`` the
+#: widest of the input and the layers): an image network's 100,000 points are checked in
+#: chunks instead of one 2.5 GB array (or 4 GB of a 23,328-unit convolution per chunk).
+CHECK_ENTRIES = 1 << 24
+
+
+def check_points(boxes: Sequence[Box], n: int, rng: np.random.Generator) -> np.ndarray:
+    """Points to re-check on: uniform in each box, plus points near random box vertices
+    (where stability arguments are most often wrong), plus each box's centre."""
+    per_box = max(1, n // len(boxes))
+    parts = []
+    for b in boxes:
+        n_vert = per_box // 4
+        uniform = b.sample(per_box - n_vert, rng)
+        vertices = np.where(rng.random((n_vert, b.dim)) < 0.5, b.lower, b.upper)
+        jitter = rng.random((n_vert, b.dim)) * 0.01 * (b.upper - b.lower)
+        near = b.clip(np.where(vertices == b.lower, vertices + jitter, vertices - jitter))
+        parts += [uniform, near, b.center[None, :]]
+    return np.concatenate(parts)
+
+
+def stored(net: Network, dtype: str | None = None) -> Network:
+    """The network a saved file holds: weights rounded to ``dtype`` (default: ``net.dtype``,
+    the precision of the checkpoint it came from), which becomes its dtype.
+
+    Folding stably active neurons computes new float64 weights; a float32 file rounds them, so
+    it holds a (very slightly) different function. Verify *this* network when the claim is
+    about the file; ``dtype="float64"`` keeps exactly the network that was analysed."""
+    name = dtype or net.dtype
+    dt = np.dtype(name) if name in ("float16", "float32", "float64") else np.dtype(np.float64)
+    layers = [
+        type(la)(
+            la.weight.astype(dt).astype(np.float64),
+            la.bias.astype(dt).astype(np.float64),
+            la.relu,
+            rounded(la.structure, dt),
+        )
+        for la in net.layers
+    ]
+    return Network(tuple(layers), dtype=dt.name, meta=dict(net.meta))
+
+
+def sample_check(
+    original: Network,
+    compressed: Network,
+    boxes: Sequence[Box],
+    *,
+    points: int,
+    tol: Tolerances,
+    seed: int = 0,
+) -> SampleCheck:
+    """Re-check ``compressed == original`` by evaluation; raise :class:`VerificationError` on a
+    mismatch beyond ``check_abs + check_rel * max(1, |f(x)|) + check_scale * S(x)`` (see
+    :class:`~exactcomp.tolerances.Tolerances`)."""
+    rng = np.random.default_rng(seed)
+    # the widest array a chunk makes: its points, or a layer's outputs for them
+    dim = max(boxes[0].dim, *(la.out_features for la in original.layers), 1)
+    if points * dim <= CHECK_ENTRIES:
+        sizes = [points]
+    else:  # wide inputs (images): the same number of points, drawn and checked in chunks
+        per = max(1, CHECK_ENTRIES // dim)
+        sizes = [per] * (points // per) + ([points % per] if points % per else [])
+    kept = stored(compressed)
+    total, worst, deviation = 0, 0.0, 0.0
+    for size in sizes:
+        x = check_points(boxes, size, rng)
+        fx = original.forward(x)
+        diff = np.abs(fx - compressed.forward(x))
+        allowed = (
+            tol.check_abs
+            + tol.check_rel * np.maximum(1.0, np.abs(fx))
+            + tol.check_scale * original.term_scale(x)
+        )
+        bad = np.argwhere(diff > allowed)
+        if bad.size:
+            i, j = bad[0]
+            raise VerificationError(
+                f"the compressed network differs from the original by {diff[i, j]:.3g} at "
+                f"output {j} (input row {total + i} of the re-check); this is a bug, nothing "
+                "was written"
+            )
+        worst = max(worst, float(diff.max(initial=0.0)))
+        # the written (rounded) network against f(x), already computed
+        deviation = max(deviation, float(np.abs(fx - kept.forward(x)).max(initial=0.0)))
+        total += len(x)
+    return SampleCheck(points=total, max_abs_diff=worst, float32_max_deviation=deviation)
+
+
+def compress(
+    model: ModelLike,
+    domain: DomainLike,
+    *,
+    method: str = "fast",
+    time_limit: float = 10.0,
+    jobs: int | None = None,
+    data: np.ndarray | None = None,
+    solver: str = "highs",
+    trust_pickle: bool = False,
+    check: int = 100_000,
+    progress: Progress = SILENT,
+    tol: Tolerances | float = DEFAULT,
+    seed: int = 0,
+    partial: bool = False,
+    cluster: str | None = None,
+    nnet_units: str = "raw",
+    deadline: float | None = None,
+) -> Any:  # CompressionResult, or a LossyResult for a number ``tol``
+    """Compress ``model`` exactly over ``domain``.
+
+    Classifies every neuron (:func:`stable_neurons`), rewrites the network using only proven
+    verdicts, and re-checks the result on ``check`` points of the domain before returning it
+    (a mismatch raises :class:`VerificationError`: a bug, never a silent wrong network).
+    With ``partial=True``, a Ctrl-C during the stability analysis compresses with the verdicts
+    proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
+    ``cluster``: a Dask scheduler address to solve the MILPs on (see :func:`stable_neurons`).
+    ``tol`` a number: certified *lossy* compression, ``max |f - g|`` proven ``<= tol`` on the
+    domain (:func:`exactcomp.approx.compress_lossy`, which returns a ``LossyResult``).
+    A network with convolutions or pools is rewritten channel by channel as well, and the
+    smaller as written of that, the position-level rewrite and the unchanged network is
+    returned (:func:`~exactcomp.rewrite.channels.choose_structured`; ``report["structure"]``).
+    ``nnet_units``: see :func:`load`. ``deadline``: see :func:`stable_neurons` (the neurons
+    left UNDECIDED are kept, so the result is still exact).
+    """
+    if not isinstance(tol, Tolerances):
+        from ..approx import compress_lossy
+
+        return compress_lossy(model, domain, tol, time_limit=max(time_limit, 60.0), data=data)
+    if not check >= 1:
+        raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")
+    t0 = time.perf_counter()
+    original = load(model, trust_pickle=trust_pickle, nnet_units=nnet_units)
+    boxes = bind_domain(domain, original)
+    report = stable_neurons(
+        original,
+        list(boxes),
+        method=method,
+        time_limit=time_limit,
+        jobs=jobs,
+        data=data,
+        solver=solver,
+        progress=progress,
+        tol=tol,
+        seed=seed,
+        partial=partial,
+        cluster=cluster,
+        deadline=deadline,
+    )
+    sparse = any(la.sparse for la in original.layers)  # no dense position-level rewrite
+    rewritten = None if sparse else compress_network(original, report, tol=tol)
+    rewritten, structure = choose_structured(original, report, rewritten, tol)
+    progress.task("re-checking on sample points", 1)
+    sc = sample_check(original, rewritten.network, boxes, points=check, tol=tol, seed=seed + 1)
+    progress.advance()
+    seconds = time.perf_counter() - t0
+    doc = build_report(
+        original, rewritten, report, sc, seconds, method=method, boxes=boxes, cluster=cluster
+    )
+    if structure:
+        doc["structure"] = structure
+    return CompressionResult(
+        original=original,
+        network=rewritten.network,
+        stability=report,
+        rewrite=rewritten,
+        check=sc,
+        seconds=seconds,
+        report=doc,
+    )
+
+
+def _kept_per_layer(rewritten: RewriteResult, layer: int, width: int) -> int:
+    """How many neurons of original ReLU layer ``layer`` survive as ReLU neurons."""
+    return sum(1 for j in range(width) if rewritten.kept(layer, j))
+
+
+def build_report(
+    original: Network,
+    rewritten: RewriteResult,
+    stability: StabilityReport,
+    check: SampleCheck,
+    seconds: float,
+    *,
+    method: str,
+    boxes: Sequence[Box],
+    cluster: str | None = None,
+) -> dict:
+    """The JSON report of a compression (documented in the README)."""
+    small = rewritten.network
+    layers = []
+    for ls in stability.layers:
+        after = _kept_per_layer(rewritten, ls.layer, ls.width)
+        row = {"layer": ls.layer, "width_before": ls.width, "width_after": after}
+        layers.append({**row, **ls.summary()})
+    return {
+        "tool": "exactcomp",
+        "method": method,
+        "cluster": cluster,
+        "architecture_before": original.describe(),
+        "architecture_after": small.describe(),
+        "neurons_before": original.num_neurons,
+        "neurons_after": small.num_neurons,
+        "parameters_before": original.num_parameters,
+        "parameters_after": small.num_parameters,
+        "seconds": round(seconds, 4),
+        "layers": layers,
+        "passes": [r.summary() for r in rewritten.records],
+        "stability_stats": {k: float(v) for k, v in stability.stats.items()},
+        "check": {
+            "points": check.points,
+            "max_abs_diff": check.max_abs_diff,
+            "stored_dtype": small.dtype,
+            "stored_dtype_max_deviation": check.float32_max_deviation,
+        },
+        "domain": {"boxes": len(boxes), "dim": boxes[0].dim},
+        "interrupted": bool(stability.stats.get("interrupted", 0)),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        # what the reader assumed or set aside (e.g. a state_dict's architecture, a head)
+        "notes": list(original.meta.get("notes", ())),
+        "head": original.meta.get("head"),
+    }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -118,14 +118,19 @@ def _average(st: Any, x: Any, pool: PoolLevel) -> list:
     ((mat, _),) = pool_matrices(pool)
     if not _is_output(st, x) or st.live:
         return [_apply(x, pool, mat)]  # composed into the layer being built
+    return [st.append(average_layer(pool, mat), (1, pool.channels, *pool.out_hw))]
+
+
+def average_layer(pool: PoolLevel, mat: np.ndarray) -> Layer:
+    """The average pool as one linear layer (no ReLU): ``mat`` (one channel's pooling matrix)
+    repeated per channel, held sparse when the block-diagonal matrix would be too large."""
     c = pool.channels
     if c * mat.size * c > SPARSE_ABOVE:
         ((coo, _),) = pool_layers_coo(pool)
         w = csr(coo)
     else:
         w = channel_blocks(mat, c)
-    layer = Layer(w, np.zeros(c * mat.shape[0]), False, pool)
-    return [st.append(layer, (1, c, *pool.out_hw))]
+    return Layer(w, np.zeros(c * mat.shape[0]), False, pool)
 
 
 def _average_pool(st: Any, at: dict, xs: list) -> list:

@@ -36,7 +36,6 @@ import numpy as np
 from ..conv import (
     ConvSpec,
     PoolLevel,
-    channel_blocks,
     pool_layers,
     pool_layers_coo,
     pool_matrices,
@@ -44,6 +43,7 @@ from ..conv import (
 from ..errors import InvalidNetworkError, UnsupportedModelError
 from ..network import SPARSE_ABOVE, Layer
 from .onnx_ops import csr
+from .onnx_pool import average_layer
 from .torch_chain import ChainBuilder, feed, to_float64
 
 #: The spatial layer kinds (torch.nn class names) read here, besides the chain's own.
@@ -290,7 +290,7 @@ class SpatialSteps:
         for level, (w, b) in enumerate(layers):
             tag = PoolLevel("max", nonneg=nonneg, level=level, levels=levels, **geo)
             self.chain.layer(name, Layer(w, b, level < levels, tag), self.chain.last_dtype)
-        self.shape = (c, *pool.out_hw)
+        self.shape = (pool.channels, *pool.out_hw)
 
     def _avg_pool(self, name: str, leaf: Any, pad: tuple[str, Pads, float] | None) -> None:
         if getattr(leaf, "divisor_override", None) is not None:
@@ -310,12 +310,5 @@ class SpatialSteps:
             ((mat, _),) = pool_matrices(pool)
         except ValueError as exc:
             raise UnsupportedModelError(f"AvgPool2d {name!r}: {exc}") from exc
-        c = pool.channels
-        if c * mat.size * c > SPARSE_ABOVE:
-            ((coo, _),) = pool_layers_coo(pool)
-            w = csr(coo)
-        else:
-            w = channel_blocks(mat, c)
-        layer = Layer(w, np.zeros(c * mat.shape[0]), False, pool)
-        self.chain.layer(name, layer, self.chain.last_dtype)
-        self.shape = (c, *pool.out_hw)
+        self.chain.layer(name, average_layer(pool, mat), self.chain.last_dtype)
+        self.shape = (pool.channels, *pool.out_hw)

@@ -27,6 +27,8 @@ SHIPPED = {
     "conv/cifar_base_kw-img4549-eps0.00392156862745098.vnnlib": (3072, 10, 9),
     "conv/Convnet_maxpool_prop_0_0.004.vnnlib": (784, 10, 9),
     "conv/marabou_conv_mp1_box_0.02.vnnlib": (192, 5, 1),
+    "eran/mnist_spec_idx_1013_eps_0.01500.vnnlib": (784, 10, 9),
+    "eran/mnist_spec_idx_186_eps_0.01500.vnnlib": (784, 10, 9),
 }
 
 

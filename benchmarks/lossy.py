@@ -124,10 +124,12 @@ def _row(name, method, setting, f, g, box, charger, x, y, seconds, size_bytes=No
     }
 
 
-def run(quick: bool, out: Path) -> list[dict]:
+def run(quick: bool, out: Path, stem: str = "", models: Sequence[str] = ()) -> list[dict]:
+    """Every row of the benchmark; with ``stem``, ``out/<stem>.json`` is rewritten after each
+    row, so that a run stopped early leaves the rows it finished."""
     x, y = test_set()
-    rows: list[dict] = []
-    for name in MODELS[:1] if quick else MODELS:
+    rows = _Rows(out / f"{stem}.json" if stem else None)
+    for name in models or (MODELS[:1] if quick else MODELS):
         f = api.load(ROOT / "models" / f"{name}.pt")
         box = Box(np.zeros(64), np.ones(64))
         charger = api.Charger(f, [box], tighten_seconds=api.TIGHTEN_SECONDS)
@@ -155,8 +157,22 @@ def run(quick: bool, out: Path) -> list[dict]:
             base = round_to_nearest(f, bits)
             rows.append(_row(name, "round-to-nearest", bits, f, base, box, charger, x, y, 0.0,
                              size))  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    return rows
+    return list(rows)
+
+
+class _Rows(list):
+    """The rows so far, written to ``path`` (when given) after each one."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__()
+        self.path = path
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        print(json.dumps(row), flush=True)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(list(self), indent=1))
 
 
 def plot(rows: Sequence[dict], path: Path) -> None:
@@ -237,14 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the l1 = 0 model only, 20 s per search")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--soak", type=int, default=0, metavar="N", help="only the soundness soak")
+    p.add_argument("--models", nargs="*", default=(), help="these of MODELS only (a subset)")
     args = p.parse_args(argv)
     if args.soak:
         print(json.dumps(soak(args.soak), indent=1))
         return 0
     out = args.out or (ROOT / ("out/benchmarks" if args.quick else "benchmarks/results"))
     stem = "lossy_quick" if args.quick else "lossy"
-    rows = run(args.quick, out)
-    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+    rows = run(args.quick, out, stem, args.models)
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

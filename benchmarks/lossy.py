@@ -208,7 +208,8 @@ def plot(rows: Sequence[dict], path: Path) -> None:
 def soak(n: int, seed: int = 0) -> dict:
     """Random tiny networks (2-3 inputs, two hidden layers of 3-7), each with one random lossy
     edit (quantisation to 8/4/3/2/ternary bits, proven with or without LP-tightened bounds of
-    ``f``, by the symbolic bound and the joint LP, branch and bound in it, or input splitting;
+    ``f``, by the symbolic bound and the joint LP, branch and bound in it, the exact joint MILP
+    asked at 0.99 or 1.01 x the exact value, or input splitting;
     or ``compress --tol``, whose search spends the LP's slack and whose claim is the tighter of
     the two, every other one with neurons removed with refit and centred weights): the exact ``max |f - g|``
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
@@ -235,6 +236,9 @@ def soak(n: int, seed: int = 0) -> dict:
             charger = api.Charger(f, [box], tighten_seconds=tighten)
             if case % 8 == 1:  # branch and bound on f's phases in the joint LP
                 proven = charger.proven(g, bab_seconds=2.0)
+            elif case % 8 == 5:  # the exact joint MILP asked at a target near the exact value
+                target = max_output_difference(f, g, box).value * float(rng.choice([0.99, 1.01]))
+                proven = charger.proven(g, target=target, lp_seconds=2.0, milp_seconds=5.0)
             elif case % 4 < 2:  # the joint LP alone (no splitting to hide it behind)
                 proven = charger.proven(g, lp_seconds=5.0)
             else:

@@ -21,7 +21,7 @@ from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .network import Network
 from .rewrite.lossy import drop_unused_grids, search
-from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network
+from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network, storage_bits
 from .verify.charge import Charger, sampled_max_difference
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
@@ -280,7 +280,7 @@ def _narrow_with_lp(
 
 
 def _storage(b: float) -> int:
-    return 16 if b == 16 else (8 if b > 4 else 4)
+    return storage_bits(b)
 
 
 def _source_bytes(model: Any) -> int | None:

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..errors import InvalidOptionError
 from .onnx_io import build_model, write_checked
 
 INT4_OPSET = 21
@@ -36,7 +37,12 @@ def _int_tensor(q: np.ndarray, name: str, storage: int) -> onnx.TensorProto:
         return numpy_helper.from_array(q.astype(np.int8), name)
     import ml_dtypes  # a dependency of onnx: its numpy int4 / int2 types (packed)
 
-    small = ml_dtypes.int4 if storage == 4 else ml_dtypes.int2
+    small = ml_dtypes.int4 if storage == 4 else getattr(ml_dtypes, "int2", None)
+    if small is None or not hasattr(TensorProto, "INT2"):
+        raise InvalidOptionError(
+            "2-bit and ternary weights are written as ONNX INT2, which needs onnx >= 1.20; "
+            "upgrade onnx or choose --bits 3 or more"
+        )
     return numpy_helper.from_array(q.astype(np.int8).astype(small), name)
 
 

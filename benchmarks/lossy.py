@@ -177,32 +177,35 @@ class _Rows(list):
 
 
 def plot(rows: Sequence[dict], path: Path) -> None:
+    """Proven (solid) and sampled (faint) error against nonzero parameters, one panel per
+    model, ours and the pruning baselines."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig = Figure(figsize=(6.5 * len(models), 4.5))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    model = rows[0]["model"]
-    for method, style in (
-        ("ours: compress", "o-"),
-        ("magnitude (global)", "s--"),
-        ("magnitude (neurons)", "^--"),
-    ):
-        pts = sorted(
-            (r["parameters"], r["proven"], r["sampled"])
-            for r in rows
-            if r["method"] == method and r["model"] == model
-        )
-        if pts:
-            p, pr, sa = zip(*pts, strict=True)
-            ax.plot(p, pr, style, label=f"{method}, proven")
-            ax.plot(p, sa, style, alpha=0.35, label=f"{method}, sampled")
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("nonzero parameters")
-    ax.set_ylabel("max |f - g| on [0,1]^64 (logits)")
-    ax.set_title(model)
-    ax.legend(fontsize=7)
+    for n, model in enumerate(models):
+        ax = fig.add_subplot(1, len(models), n + 1)
+        for method, style in (
+            ("ours: compress", "o-"),
+            ("magnitude (global)", "s--"),
+            ("magnitude (neurons)", "^--"),
+        ):
+            pts = sorted(
+                (r["parameters"], r["proven"], r["sampled"])
+                for r in rows
+                if r["method"] == method and r["model"] == model
+            )
+            if pts:
+                p, pr, sa = zip(*pts, strict=True)
+                ax.plot(p, pr, style, label=f"{method}, proven")
+                ax.plot(p, sa, style, alpha=0.35, label=f"{method}, sampled")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("nonzero parameters")
+        ax.set_ylabel("max |f - g| on [0,1]^64 (logits)")
+        ax.set_title(model, fontsize=9)
+        ax.legend(fontsize=7)
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 

@@ -25,7 +25,6 @@ import numpy as np
 from exactcomp import api
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
-from exactcomp.rewrite.quantize import storage_bits
 
 from .digits import test_set
 
@@ -151,7 +150,7 @@ def run(quick: bool, out: Path, stem: str = "", models: Sequence[str] = ()) -> l
             res = api.quantize(f, box, bits=bits, split_seconds=0.0)
             size = (
                 4 * sum(la.bias.size for la in f.layers)
-                + sum(la.weight.size for la in f.layers) * storage_bits(bits) // 8
+                + sum(la.weight.size for la in f.layers) * api.storage_bits(bits) // 8
             )
             rows.append(_row(name, "ours: quantize", bits, f, res.pruned, box, charger, x, y,
                              time.perf_counter() - t, size))  # fmt: skip

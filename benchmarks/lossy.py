@@ -124,10 +124,12 @@ def _row(name, method, setting, f, g, box, charger, x, y, seconds, size_bytes=No
     }
 
 
-def run(quick: bool, out: Path) -> list[dict]:
+def run(quick: bool, out: Path, stem: str = "", models: Sequence[str] = ()) -> list[dict]:
+    """Every row of the benchmark; with ``stem``, ``out/<stem>.json`` is rewritten after each
+    row, so that a run stopped early leaves the rows it finished."""
     x, y = test_set()
-    rows: list[dict] = []
-    for name in MODELS[:1] if quick else MODELS:
+    rows = _Rows(out / f"{stem}.json" if stem else None)
+    for name in models or (MODELS[:1] if quick else MODELS):
         f = api.load(ROOT / "models" / f"{name}.pt")
         box = Box(np.zeros(64), np.ones(64))
         charger = api.Charger(f, [box], tighten_seconds=api.TIGHTEN_SECONDS)
@@ -148,51 +150,69 @@ def run(quick: bool, out: Path) -> list[dict]:
             res = api.quantize(f, box, bits=bits, split_seconds=0.0)
             size = (
                 4 * sum(la.bias.size for la in f.layers)
-                + sum(la.weight.size for la in f.layers) * (8 if bits == 8 else 4) // 8
+                + sum(la.weight.size for la in f.layers) * api.storage_bits(bits) // 8
             )
             rows.append(_row(name, "ours: quantize", bits, f, res.pruned, box, charger, x, y,
                              time.perf_counter() - t, size))  # fmt: skip
             base = round_to_nearest(f, bits)
             rows.append(_row(name, "round-to-nearest", bits, f, base, box, charger, x, y, 0.0,
                              size))  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    return rows
+    return list(rows)
+
+
+class _Rows(list):
+    """The rows so far, written to ``path`` (when given) after each one."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__()
+        self.path = path
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        print(json.dumps(row), flush=True)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(list(self), indent=1))
 
 
 def plot(rows: Sequence[dict], path: Path) -> None:
+    """Proven (solid) and sampled (faint) error against nonzero parameters, one panel per
+    model, ours and the pruning baselines."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig = Figure(figsize=(6.5 * len(models), 4.5))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    model = rows[0]["model"]
-    for method, style in (
-        ("ours: compress", "o-"),
-        ("magnitude (global)", "s--"),
-        ("magnitude (neurons)", "^--"),
-    ):
-        pts = sorted(
-            (r["parameters"], r["proven"], r["sampled"])
-            for r in rows
-            if r["method"] == method and r["model"] == model
-        )
-        if pts:
-            p, pr, sa = zip(*pts, strict=True)
-            ax.plot(p, pr, style, label=f"{method}, proven")
-            ax.plot(p, sa, style, alpha=0.35, label=f"{method}, sampled")
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("nonzero parameters")
-    ax.set_ylabel("max |f - g| on [0,1]^64 (logits)")
-    ax.set_title(model)
-    ax.legend(fontsize=7)
+    for n, model in enumerate(models):
+        ax = fig.add_subplot(1, len(models), n + 1)
+        for method, style in (
+            ("ours: compress", "o-"),
+            ("magnitude (global)", "s--"),
+            ("magnitude (neurons)", "^--"),
+        ):
+            pts = sorted(
+                (r["parameters"], r["proven"], r["sampled"])
+                for r in rows
+                if r["method"] == method and r["model"] == model
+            )
+            if pts:
+                p, pr, sa = zip(*pts, strict=True)
+                ax.plot(p, pr, style, label=f"{method}, proven")
+                ax.plot(p, sa, style, alpha=0.35, label=f"{method}, sampled")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("nonzero parameters")
+        ax.set_ylabel("max |f - g| on [0,1]^64 (logits)")
+        ax.set_title(model, fontsize=9)
+        ax.legend(fontsize=7)
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def soak(n: int, seed: int = 0) -> dict:
     """Random tiny networks (2-3 inputs, two hidden layers of 3-7), each with one random lossy
     edit (quantisation to 8/4/3/2/ternary bits, proven with or without LP-tightened bounds of
-    ``f``, by the symbolic bound and the joint LP, branch and bound in it, or input splitting;
+    ``f``, by the symbolic bound and the joint LP, branch and bound in it, the exact joint MILP
+    asked at 0.99 or 1.01 x the exact value, or input splitting;
     or ``compress --tol``, whose search spends the LP's slack and whose claim is the tighter of
     the two, every other one with neurons removed with refit and centred weights): the exact ``max |f - g|``
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
@@ -219,6 +239,9 @@ def soak(n: int, seed: int = 0) -> dict:
             charger = api.Charger(f, [box], tighten_seconds=tighten)
             if case % 8 == 1:  # branch and bound on f's phases in the joint LP
                 proven = charger.proven(g, bab_seconds=2.0)
+            elif case % 8 == 5:  # the exact joint MILP asked at a target near the exact value
+                target = max_output_difference(f, g, box).value * float(rng.choice([0.99, 1.01]))
+                proven = charger.proven(g, target=target, lp_seconds=2.0, milp_seconds=5.0)
             elif case % 4 < 2:  # the joint LP alone (no splitting to hide it behind)
                 proven = charger.proven(g, lp_seconds=5.0)
             else:
@@ -237,14 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the l1 = 0 model only, 20 s per search")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--soak", type=int, default=0, metavar="N", help="only the soundness soak")
+    p.add_argument("--models", nargs="*", default=(), help="these of MODELS only (a subset)")
     args = p.parse_args(argv)
     if args.soak:
         print(json.dumps(soak(args.soak), indent=1))
         return 0
     out = args.out or (ROOT / ("out/benchmarks" if args.quick else "benchmarks/results"))
     stem = "lossy_quick" if args.quick else "lossy"
-    rows = run(args.quick, out)
-    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+    rows = run(args.quick, out, stem, args.models)
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

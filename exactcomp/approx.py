@@ -21,7 +21,7 @@ from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .network import Network
 from .rewrite.lossy import drop_unused_grids, search
-from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network
+from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network, storage_bits
 from .verify.charge import Charger, sampled_max_difference
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
@@ -127,6 +127,7 @@ def quantize(
     tighten_seconds: float = TIGHTEN_SECONDS,
     lp_seconds: float = LP_SECONDS,
     bab_seconds: float = 0.0,
+    milp_seconds: float = 0.0,
 ) -> LossyResult:
     """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
 
@@ -141,7 +142,10 @@ def quantize(
     :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0.
     ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
     ``bab_seconds`` > 0: the final claim by branch and bound in the joint LP
-    (:mod:`exactcomp.verify.diffbab`; off by default: 1 % tighter in 120 s at 8 bits)."""
+    (:mod:`exactcomp.verify.diffbab`; off by default: 1 % tighter in 120 s at 8 bits);
+    ``milp_seconds`` > 0 (with ``tol``): last, the exact joint MILP's decision "within
+    ``tol``?" (:mod:`exactcomp.verify.diffmilp`; off by default: exact on small networks, no
+    verdict in 60 s per side on the digits model, 400 phase binaries)."""
     t0 = time.perf_counter()
     if bits is None and tol is None:
         raise InvalidOptionError("give --bits, --tol or both")
@@ -172,6 +176,7 @@ def quantize(
         target=tol or 0.0,
         lp_seconds=left,
         bab_seconds=bab_seconds,
+        milp_seconds=milp_seconds,
     )
     proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
     sampled = sampled_max_difference(f, qn.network, boxes)
@@ -280,7 +285,7 @@ def _narrow_with_lp(
 
 
 def _storage(b: float) -> int:
-    return 16 if b == 16 else (8 if b > 4 else 4)
+    return storage_bits(b)
 
 
 def _source_bytes(model: Any) -> int | None:

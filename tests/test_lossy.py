@@ -96,7 +96,7 @@ def test_drop_unused_is_exact():
     assert np.array_equal(f.forward(x), g.forward(x))
 
 
-@pytest.mark.parametrize("bits", [8, 4, 1.5, 16])
+@pytest.mark.parametrize("bits", [8, 4, 3, 2, 1.5, 16])
 def test_quantized_onnx_runs_and_reads_back_exactly(tmp_path, bits):
     f = _net(3)
     res = quantize(f, BOX, bits=bits)
@@ -106,7 +106,29 @@ def test_quantized_onnx_runs_and_reads_back_exactly(tmp_path, bits):
     for a, b in zip(back.layers, res.network.layers, strict=True):
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
     kinds = {t.data_type for t in onnx.load(str(path)).graph.initializer}
-    assert (TensorProto.INT8 in kinds or TensorProto.INT4 in kinds) != (bits == 16)
+    stored = {8: TensorProto.INT8, 4: TensorProto.INT4, 3: TensorProto.INT4}
+    stored |= {2: TensorProto.INT2, 1.5: TensorProto.INT2, 16: TensorProto.FLOAT16}
+    assert stored[bits] in kinds
+    assert not ({TensorProto.INT8, TensorProto.INT4, TensorProto.INT2} - {stored[bits]}) & kinds
+
+
+def test_quantized_onnx_takes_the_stored_bits_per_weight(tmp_path):
+    """A 64-256-2 network: each halving of the stored bits (INT8 -> INT4 -> INT2) saves half of
+    the integers' bytes in the file (17,154 weights and zero points: 8,577 then 4,289 bytes),
+    and onnxruntime computes the network from each file (``save`` checks it)."""
+    rng = np.random.default_rng(0)
+    out = np.sign(rng.normal(size=(2, 256)))  # +-1: on every grid, so no neuron is dropped
+    f = Network.from_arrays([rng.normal(size=(256, 64)), out], [np.zeros(256), np.zeros(2)])
+    box = Box(-np.ones(64), np.ones(64))
+    size = {}
+    for bits in (8, 4, 2):
+        path = tmp_path / f"q{bits}.onnx"
+        res = quantize(f, box, bits=bits, split_seconds=0.0, lp_seconds=0.0, tighten_seconds=0.0)
+        res.save(path)
+        size[bits] = path.stat().st_size
+    integers = 256 * 64 + 2 * 256 + 256 + 2  # the weights and the zero points
+    assert size[8] - size[4] == pytest.approx(integers / 2, abs=16)
+    assert size[4] - size[2] == pytest.approx(integers / 4, abs=16)
 
 
 def test_dequantize_that_rounds_is_refused(tmp_path):

@@ -103,11 +103,12 @@ def __getattr__(name: str) -> Any:
     certified lossy compression and quantisation (``compress_lossy``, ``quantize``,
     ``LossyResult``: :mod:`exactcomp.approx`), the proven and the sampled ``max |f - g|``
     (``Charger``, ``sampled_max_difference``: :mod:`exactcomp.verify.charge`), a plain
-    quantisation with no proof (``quantize_network``) and VNN-LIB properties
+    quantisation with no proof (``quantize_network``), the bits a grid takes in the written
+    file (``storage_bits``) and VNN-LIB properties
     (``read_vnnlib``)."""
     if name in ("compress_lossy", "quantize", "LossyResult", "TIGHTEN_SECONDS"):
         from .. import approx as module
-    elif name == "quantize_network":
+    elif name in ("quantize_network", "storage_bits"):
         from ..rewrite import quantize as module
     elif name in ("Charger", "sampled_max_difference"):
         from ..verify import charge as module

@@ -372,7 +372,7 @@ def _dequantize(st: LoweringState, at: dict, xs: list) -> list:
     type (exactcomp's quantised files choose their scales so); otherwise refused."""
     x = _const(xs[0], "a constant quantised tensor")
     scale = _const(xs[1], "a constant scale")
-    integer = x.dtype.kind in "iu" or str(x.dtype) in ("int4", "uint4")  # ml_dtypes' 4 bits
+    integer = x.dtype.kind in "iu" or str(x.dtype) in ("int4", "uint4", "int2", "uint2")
     if not integer or scale.dtype.kind != "f" or scale.dtype.itemsize < 2:
         raise UnsupportedModelError(f"dequantises {x.dtype} with a {scale.dtype} scale")
     if "block_size" in at and int(at["block_size"]):

@@ -50,6 +50,13 @@ def check_bits(bits: float) -> float:
     return b
 
 
+def storage_bits(bits: float) -> int:
+    """Bits per stored weight of a ``bits`` grid in the ONNX file: 16 (float16), 8 (8-bit
+    grid, INT8), 4 (3- and 4-bit grids, INT4) or 2 (2-bit and ternary grids, whose integers
+    are -1, 0, 1: INT2, ONNX opset 25)."""
+    return 16 if bits == 16 else (8 if bits > 4 else (4 if bits > 2 else 2))
+
+
 @dataclass(frozen=True, eq=False)
 class QuantizedWeight:
     """One quantised matrix: integers ``q`` (int8; float16 for ``bits == 16``), float32
@@ -65,8 +72,8 @@ class QuantizedWeight:
 
     @property
     def storage_bits(self) -> int:
-        """Bits per stored weight: 16 (float16), 8 (8-bit grid) or 4 (grids of 4 bits or less)."""
-        return 16 if self.bits == 16 else (8 if self.bits > 4 else 4)
+        """Bits per stored weight (:func:`storage_bits`)."""
+        return storage_bits(self.bits)
 
     def entropy(self) -> float:
         """Empirical entropy of the stored values, in bits per weight (what Huffman coding of

@@ -40,6 +40,7 @@ CLOCKED = (
     "exactcomp.verify.charge",
     "exactcomp.verify.diffbab",
     "exactcomp.verify.differential",
+    "exactcomp.verify.diffmilp",
     "exactcomp.verify.difflp",
     "exactcomp.verify.equivalence",
     "exactcomp.verify.formulation",

@@ -47,7 +47,16 @@ from .encoding import (
 )
 from .highs import CompiledMilp, Question, compile_model
 
-__all__ = ["LayerMilp", "layer_milp"]
+__all__ = ["WALL_PER_CPU", "LayerMilp", "layer_milp"]
+
+WALL_PER_CPU = 10.0
+"""Wall-clock seconds a stability question may take per CPU second of its limit. The
+engine's per-question limit (``time_limit``) is CPU seconds of the solving process
+(:func:`exactcomp.highs.milp.run_milp`), so that a question's verdict does not depend on the
+machine's load: at load 10-13 on 2 cores a 10 s wall-clock limit gave each of
+mnist-net_256x6's questions 1-2 s of CPU, and they settled none of the 17 that the quiet
+machine's run settled 3 of. This factor bounds the wall-clock time anyway (a run that
+seldom reaches the solver's interrupt check), and the caller's deadline bounds it too."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,8 +111,10 @@ class LayerMilp:
         mode: str = "row",
         precise: bool = False,
         relax: bool = True,
+        cpu_limit: float | None = None,
     ) -> Question:
-        """The question "can ``sign * z_j > 0``?" with its margin, tolerance and relaxation."""
+        """The question "can ``sign * z_j > 0``?" with its margin, tolerance and relaxation;
+        ``time_limit`` is wall-clock seconds, ``cpu_limit`` (optional) CPU seconds."""
         return Question(
             j,
             sign,
@@ -112,6 +123,7 @@ class LayerMilp:
             time_limit,
             continuous=self.relaxable(j, sign) if relax else None,
             feasibility=self.tolerance(precise),
+            cpu_limit=cpu_limit,
         )
 
 

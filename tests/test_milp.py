@@ -19,6 +19,7 @@ from exactcomp.milp.solvers import pyomo_solver
 from exactcomp.network import Network
 from exactcomp.testing.oracle import exact_preactivation_ranges
 from exactcomp.testing.random_networks import random_case
+from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import Verdict
 
 
@@ -223,13 +224,15 @@ def test_a_cpu_limit_claims_nothing_and_a_decision_equals_the_exact_sign(seed):
         for j in range(len(zk)):
             for sign in (1, -1):
                 top = exact[k][1][j] if sign > 0 else -exact[k][0][j]  # max of sign * z
-                full = solve_question(milp, Question(j, sign, margin, "row", 30.0, cpu_limit=30.0))
+                deep = k >= 2  # reliability branching where two layers may have binaries
+                q = Question(j, sign, margin, "row", 30.0, cpu_limit=30.0, deep=deep)
+                full = solve_question(milp, q)
                 assert not full.timed_out
                 if top > 0:
                     assert not full.proven
                 if top < -10 * margin * max(1.0, abs(top)):
                     assert full.proven
-                cut = solve_question(milp, Question(j, sign, margin, "row", 30.0, cpu_limit=0.0))
+                cut = solve_question(milp, dataclasses.replace(q, cpu_limit=0.0))
                 if cut.timed_out:
                     assert not cut.proven and cut.status == "CPU time limit reached"
                 else:  # decided before the first interrupt check: the same decision
@@ -247,3 +250,19 @@ def test_a_cpu_limit_stops_a_search_that_needs_nodes():
     ans = solve_question(milp, Question(0, 1, 1e-6, "row", 30.0, cpu_limit=1e-6))
     assert ans.timed_out and not ans.proven
     assert ans.status == "CPU time limit reached"
+
+
+def test_deep_prefixes_are_marked_for_reliability_branching():
+    """``LayerMilp.deep`` (how HiGHS branches) counts the layers that have binaries."""
+    from exactcomp.milp.encoding import binary_layers
+    from exactcomp.milp.layer import layer_milp
+    from exactcomp.testing.random_networks import gaussian_mlp
+
+    net, box = gaussian_mlp([4, 6, 6, 6, 1], 0), Box.uniform(-1.0, 1.0, 4)
+    bounds = interval_bounds(net, box)
+    for k, layers in ((1, 1), (2, 2), (3, 3)):
+        model, _ = build_prefix_model(net, box, k, bounds)
+        assert binary_layers(model, k) == layers
+        layer = layer_milp(net, box, k, bounds, np.ones(6))
+        assert layer.deep == (layers >= 2)
+        assert layer.question(DEFAULT, 0, 1, 1.0).deep == layer.deep

@@ -168,6 +168,9 @@ class Question:
     cpu_limit: float | None = None
     """CPU seconds of this process the question may use (``None``: only ``time_limit``, which
     is wall-clock); see :func:`exactcomp.highs.milp.run_milp`."""
+    deep: bool = False
+    """Whether the MILP has binaries in two or more layers: HiGHS then branches with
+    reliability branching (:data:`~exactcomp.highs.runtime.DEEP_OPTIONS`); speed only."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,7 +251,7 @@ def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray, bool]:
         cost,
         integer,
         time_limit=q.time_limit,
-        options=milp_options(q.feasibility),
+        options=milp_options(q.feasibility, q.deep),
         cutoff=float(q.margin) if cut else None,
         target=-float(q.margin) if cut else None,
         row=row,

@@ -40,6 +40,7 @@ from ..tolerances import (
     Tolerances,
 )
 from .encoding import (
+    binary_layers,
     build_prefix_model,
     feeding_binaries,
     negligible_contribution,
@@ -67,7 +68,8 @@ class LayerMilp:
     HiGHS); ``milp``: its matrix form; ``magnitude``: each target's a-priori
     :math:`\\max(|l_j|, |u_j|)`; ``amplification``/``negligible``: the encoding's terms of
     the margin; ``feeding``: (columns, neurons) of the binaries of layer ``k - 1``;
-    ``weight``: ``W_k``; ``coarse``: the feasibility tolerance assumed for a first try.
+    ``weight``: ``W_k``; ``coarse``: the feasibility tolerance assumed for a first try;
+    ``deep``: binaries in two or more layers (how HiGHS branches, :class:`Question`).
     """
 
     model: Any
@@ -79,6 +81,7 @@ class LayerMilp:
     feeding: tuple[np.ndarray, np.ndarray]
     weight: np.ndarray
     coarse: float = FEASIBILITY_TOLERANCE
+    deep: bool = False
 
     def tolerance(self, precise: bool) -> float:
         """The solver's feasibility tolerance of a coarse or a precise question."""
@@ -124,6 +127,7 @@ class LayerMilp:
             continuous=self.relaxable(j, sign) if relax else None,
             feasibility=self.tolerance(precise),
             cpu_limit=cpu_limit,
+            deep=self.deep,
         )
 
 
@@ -150,4 +154,5 @@ def layer_milp(
         feeding=feeding_binaries(model, k, columns),
         weight=net.layers[k].weight,
         coarse=coarse,
+        deep=binary_layers(model, k) >= 2,
     )

@@ -11,8 +11,8 @@ the bounds and verdicts of earlier layers, the layer's own bounds, the tolerance
 ordered question list (after the moot ones are dropped). The MILPs then run as usual; each
 answer is recorded with its CPU seconds (``time.process_time``) and printed as one JSON line.
 
-``replay`` answers the captured questions again with the current code, one at a time, each
-on its own (no witness sharing between questions: a question is asked whatever the others
+``replay`` answers the captured questions again with the current code (``TIME_LIMIT`` CPU
+seconds each, as the engine now poses them), one at a time, each on its own (no witness sharing between questions: a question is asked whatever the others
 answered), and prints per question the verdict (``proven`` / ``open``), the status and the
 CPU and wall seconds, as JSON lines.
 """
@@ -117,7 +117,7 @@ def load_captured(path: str) -> list[dict]:
 
 def replay(argv: list[str]) -> None:
     from exactcomp.milp.highs import solve_question
-    from exactcomp.milp.layer import layer_milp
+    from exactcomp.milp.layer import WALL_PER_CPU, layer_milp
 
     captured = load_captured(argv[0])
     limit = float(argv[1]) if len(argv) > 1 else 10.0
@@ -132,7 +132,7 @@ def replay(argv: list[str]) -> None:
         for j, s in cap["tasks"]:
             if only and str(k) not in only and f"{k}:{j}" not in only:
                 continue
-            q = layer.question(cap["tol"], j, s, limit)
+            q = layer.question(cap["tol"], j, s, WALL_PER_CPU * limit, cpu_limit=limit)
             c0, t0 = time.process_time(), time.perf_counter()
             a = solve_question(layer.milp, q)
             rec = {"layer": k, "neuron": j, "sign": s, "proven": bool(a.proven)}

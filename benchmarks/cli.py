@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--jobs", type=int, default=None, help="engine worker processes")
         p.add_argument(
-            "--time-limit", type=float, default=10.0, help="seconds per MILP (default 10)"
+            "--time-limit", type=float, default=10.0, help="CPU seconds per MILP (default 10)"
         )
         p.add_argument(
             "--only",

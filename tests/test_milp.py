@@ -19,6 +19,7 @@ from exactcomp.milp.solvers import pyomo_solver
 from exactcomp.network import Network
 from exactcomp.testing.oracle import exact_preactivation_ranges
 from exactcomp.testing.random_networks import random_case
+from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import Verdict
 
 
@@ -200,3 +201,68 @@ def test_relaxing_the_feeding_binaries_keeps_the_exact_optimum(seed):
                 assert solve_question(milp, bound).proven
     if not relaxed_some:
         pytest.skip("no binary could be relaxed in this network")
+
+
+@settings(max_examples=12, derandomize=True, deadline=None)
+@given(st.integers(0, 10_000))
+def test_a_cpu_limit_claims_nothing_and_a_decision_equals_the_exact_sign(seed):
+    """Decision questions ("row" mode) with a CPU-second limit (``cpu_limit``).
+
+    With room to finish, a question is proven exactly when the oracle's exact extreme has
+    the other sign with room to spare (``sign * z <= -margin`` everywhere) and never when the
+    box has a point of its sign; with a CPU limit too small for any search, a question that
+    runs out ends as a time limit and claims nothing.
+    """
+    case = random_case(seed, max_neurons=10, width=(2, 5), depth=(2, 3), nasty=False)
+    net, box = case.network, case.box
+    exact = exact_preactivation_ranges(net, box)
+    bounds = interval_bounds(net, box)
+    margin = 1e-6
+    for k in range(1, len(net.layers)):
+        model, zk = build_prefix_model(net, box, k, bounds)
+        milp, _ = compile_model(model, model.x, zk)
+        for j in range(len(zk)):
+            for sign in (1, -1):
+                top = exact[k][1][j] if sign > 0 else -exact[k][0][j]  # max of sign * z
+                deep = k >= 2  # reliability branching where two layers may have binaries
+                q = Question(j, sign, margin, "row", 30.0, cpu_limit=30.0, deep=deep)
+                full = solve_question(milp, q)
+                assert not full.timed_out
+                if top > 0:
+                    assert not full.proven
+                if top < -10 * margin * max(1.0, abs(top)):
+                    assert full.proven
+                cut = solve_question(milp, dataclasses.replace(q, cpu_limit=0.0))
+                if cut.timed_out:
+                    assert not cut.proven and cut.status == "CPU time limit reached"
+                else:  # decided before the first interrupt check: the same decision
+                    assert cut.proven == full.proven
+
+
+def test_a_cpu_limit_stops_a_search_that_needs_nodes():
+    """A question whose search needs branch and bound nodes, given no CPU time, ends at its
+    CPU limit (long before its 30 s wall-clock limit) as a time-out, proving nothing."""
+    from exactcomp.testing.random_networks import gaussian_mlp
+
+    net, box = gaussian_mlp([10, 30, 30, 1], 0), Box.uniform(-1.0, 1.0, 10)
+    model, zk = build_prefix_model(net, box, 2, interval_bounds(net, box))
+    milp, _ = compile_model(model, model.x, zk)
+    ans = solve_question(milp, Question(0, 1, 1e-6, "row", 30.0, cpu_limit=1e-6))
+    assert ans.timed_out and not ans.proven
+    assert ans.status == "CPU time limit reached"
+
+
+def test_deep_prefixes_are_marked_for_reliability_branching():
+    """``LayerMilp.deep`` (how HiGHS branches) counts the layers that have binaries."""
+    from exactcomp.milp.encoding import binary_layers
+    from exactcomp.milp.layer import layer_milp
+    from exactcomp.testing.random_networks import gaussian_mlp
+
+    net, box = gaussian_mlp([4, 6, 6, 6, 1], 0), Box.uniform(-1.0, 1.0, 4)
+    bounds = interval_bounds(net, box)
+    for k, layers in ((1, 1), (2, 2), (3, 3)):
+        model, _ = build_prefix_model(net, box, k, bounds)
+        assert binary_layers(model, k) == layers
+        layer = layer_milp(net, box, k, bounds, np.ones(6))
+        assert layer.deep == (layers >= 2)
+        assert layer.question(DEFAULT, 0, 1, 1.0).deep == layer.deep

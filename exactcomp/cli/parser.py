@@ -87,7 +87,7 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         choices=METHODS,
         help="stability engine (default: fast)",
     )
-    _add_time_limit(p, 10.0, "seconds per MILP (default: 10)")
+    _add_time_limit(p, 10.0, "CPU seconds per MILP (default: 10)")
     _add_jobs(p, None, "worker processes (default: all cores)")
     p.add_argument(
         "--cluster",
@@ -268,5 +268,5 @@ def _add_regions_parser(sub) -> None:
     r.add_argument("--samples", type=int, default=20_000, help="points for the lower bound")
     r.add_argument("--lines", type=int, default=20, help="random lines for the lower bound")
     r.add_argument("--seed", type=int, default=0)
-    _add_time_limit(r, 10.0, "seconds per stability MILP")
+    _add_time_limit(r, 10.0, "CPU seconds per stability MILP")
     _add_quiet(r)

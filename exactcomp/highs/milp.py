@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ def run_milp(
     row: tuple[int, float, float] | None = None,
     start: np.ndarray | None = None,
     on_incumbent: Callable[[object], None] | None = None,
+    cpu_limit: float | None = None,
 ) -> MilpRun:
     """Minimise ``cost . v`` over ``model`` with the columns in ``integer`` integral.
 
@@ -55,6 +57,17 @@ def run_milp(
     row ``(col, lower, upper)`` on a single column (coefficient 1); ``start`` is a full column
     vector tried as the first incumbent; ``on_incumbent`` receives HiGHS' improving-solution
     events. A solver exception ends the run as OTHER with its text in ``error``.
+
+    ``time_limit`` is wall-clock seconds (HiGHS' own ``time_limit``). ``cpu_limit``, when
+    given, also stops the run once this process has used that many CPU seconds
+    (``time.process_time``) since the run started: HiGHS has no CPU-time option, so the
+    branch and bound's interrupt callback (``cbMipInterrupt``, called between nodes) checks
+    the clock and interrupts. Such a run ends as TIME_LIMIT, which proves nothing, exactly
+    as a wall-clock time-out. A CPU limit makes a question's verdict independent of the
+    machine's load (a loaded machine gives the run fewer CPU seconds per wall second); the
+    wall-clock limit stays as the outer cap (a caller's deadline). The process's clock
+    counts every thread of the process, so where other threads work at the same time the
+    run is stopped sooner, never later.
     """
     h = highs_with_model(model, cost=cost, integer=integer)
     h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
@@ -75,6 +88,16 @@ def run_milp(
         h.setOptionValue("objective_target", float(target))
     if on_incumbent is not None:
         h.cbMipImprovingSolution.subscribe(on_incumbent)
+    out_of_cpu = [False]
+    if cpu_limit is not None:
+        stop_at = time.process_time() + max(float(cpu_limit), 1e-3)
+
+        def _check_cpu(event) -> None:
+            if time.process_time() >= stop_at:
+                out_of_cpu[0] = True
+                event.interrupt()
+
+        h.cbMipInterrupt.subscribe(_check_cpu)
     if start is not None:
         h.setSolution(int(start.size), np.arange(start.size, dtype=np.int32), start)
     try:
@@ -90,7 +113,10 @@ def run_milp(
         return MilpRun(Termination.OTHER, f"error: {exc}", None, np.nan, str(exc))
     finally:
         h.cbMipImprovingSolution.clear()
+        h.cbMipInterrupt.clear()
     term = from_highs(model_status, status == highspy.HighsStatus.kError)
+    if out_of_cpu[0] and model_status == highspy.HighsModelStatus.kInterrupt:
+        term, text = Termination.TIME_LIMIT, "CPU time limit reached"
     return MilpRun(term, text, values, dual)
 
 

@@ -251,6 +251,16 @@ def feeding_binary_vars(model: pyo.ConcreteModel, k: int) -> pyo.Var | None:
     return None if blk is None else blk.component("a")
 
 
+def binary_layers(model: pyo.ConcreteModel, k: int) -> int:
+    """How many of layers ``0..k-1`` of a :func:`build_prefix_model` model have binaries."""
+    count = 0
+    for i in range(k):
+        blk = model.net.component(f"layer{i}")
+        a = None if blk is None else blk.component("a")
+        count += int(a is not None and len(a) > 0)
+    return count
+
+
 def feeding_binaries(
     model: pyo.ConcreteModel, k: int, columns: Sequence[pyo.Var]
 ) -> tuple[np.ndarray, np.ndarray]:

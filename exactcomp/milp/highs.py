@@ -165,6 +165,12 @@ class Question:
     :func:`~exactcomp.milp.encoding.feeding_binaries`)."""
     feasibility: float = FEASIBILITY_TOLERANCE
     """The solver's feasibility tolerance; ``margin`` must be computed with it."""
+    cpu_limit: float | None = None
+    """CPU seconds of this process the question may use (``None``: only ``time_limit``, which
+    is wall-clock); see :func:`exactcomp.highs.milp.run_milp`."""
+    deep: bool = False
+    """Whether the MILP has binaries in two or more layers: HiGHS then branches with
+    reliability branching (:data:`~exactcomp.highs.runtime.DEEP_OPTIONS`); speed only."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,12 +200,13 @@ def solve_question(milp: CompiledMilp, q: Question) -> Answer:
     solution beyond it) decides nothing by itself: the question is then re-solved with the
     cut-off as a row (``mode="row"``) in the time left.
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     status, proven, points, timed_out = _run(milp, q)
     if q.mode == "early" and status == "Optimal" and not proven:
         left = q.time_limit - (time.perf_counter() - t0)
-        if left > 0:
-            again = replace(q, mode="row", time_limit=left)
+        cpu = None if q.cpu_limit is None else q.cpu_limit - (time.process_time() - c0)
+        if left > 0 and (cpu is None or cpu > 0):
+            again = replace(q, mode="row", time_limit=left, cpu_limit=cpu)
             status2, proven, more, timed_out = _run(milp, again)
             status = f"{status}; then {status2}"
             points = np.concatenate([points, more])
@@ -244,12 +251,13 @@ def _run(milp: CompiledMilp, q: Question) -> tuple[str, bool, np.ndarray, bool]:
         cost,
         integer,
         time_limit=q.time_limit,
-        options=milp_options(q.feasibility),
+        options=milp_options(q.feasibility, q.deep),
         cutoff=float(q.margin) if cut else None,
         target=-float(q.margin) if cut else None,
         row=row,
         start=q.start,
         on_incumbent=_on_incumbent,
+        cpu_limit=q.cpu_limit,
     )
     if out.error is not None:
         return out.text, False, np.empty((0, xc.size)), False

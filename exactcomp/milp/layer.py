@@ -40,6 +40,7 @@ from ..tolerances import (
     Tolerances,
 )
 from .encoding import (
+    binary_layers,
     build_prefix_model,
     feeding_binaries,
     negligible_contribution,
@@ -47,7 +48,16 @@ from .encoding import (
 )
 from .highs import CompiledMilp, Question, compile_model
 
-__all__ = ["LayerMilp", "layer_milp"]
+__all__ = ["WALL_PER_CPU", "LayerMilp", "layer_milp"]
+
+WALL_PER_CPU = 10.0
+"""Wall-clock seconds a stability question may take per CPU second of its limit. The
+engine's per-question limit (``time_limit``) is CPU seconds of the solving process
+(:func:`exactcomp.highs.milp.run_milp`), so that a question's verdict does not depend on the
+machine's load: at load 10-13 on 2 cores a 10 s wall-clock limit gave each of
+mnist-net_256x6's questions 1-2 s of CPU, and they settled none of the 17 that the quiet
+machine's run settled 3 of. This factor bounds the wall-clock time anyway (a run that
+seldom reaches the solver's interrupt check), and the caller's deadline bounds it too."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +68,8 @@ class LayerMilp:
     HiGHS); ``milp``: its matrix form; ``magnitude``: each target's a-priori
     :math:`\\max(|l_j|, |u_j|)`; ``amplification``/``negligible``: the encoding's terms of
     the margin; ``feeding``: (columns, neurons) of the binaries of layer ``k - 1``;
-    ``weight``: ``W_k``; ``coarse``: the feasibility tolerance assumed for a first try.
+    ``weight``: ``W_k``; ``coarse``: the feasibility tolerance assumed for a first try;
+    ``deep``: binaries in two or more layers (how HiGHS branches, :class:`Question`).
     """
 
     model: Any
@@ -70,6 +81,7 @@ class LayerMilp:
     feeding: tuple[np.ndarray, np.ndarray]
     weight: np.ndarray
     coarse: float = FEASIBILITY_TOLERANCE
+    deep: bool = False
 
     def tolerance(self, precise: bool) -> float:
         """The solver's feasibility tolerance of a coarse or a precise question."""
@@ -102,8 +114,10 @@ class LayerMilp:
         mode: str = "row",
         precise: bool = False,
         relax: bool = True,
+        cpu_limit: float | None = None,
     ) -> Question:
-        """The question "can ``sign * z_j > 0``?" with its margin, tolerance and relaxation."""
+        """The question "can ``sign * z_j > 0``?" with its margin, tolerance and relaxation;
+        ``time_limit`` is wall-clock seconds, ``cpu_limit`` (optional) CPU seconds."""
         return Question(
             j,
             sign,
@@ -112,6 +126,8 @@ class LayerMilp:
             time_limit,
             continuous=self.relaxable(j, sign) if relax else None,
             feasibility=self.tolerance(precise),
+            cpu_limit=cpu_limit,
+            deep=self.deep,
         )
 
 
@@ -138,4 +154,5 @@ def layer_milp(
         feeding=feeding_binaries(model, k, columns),
         weight=net.layers[k].weight,
         coarse=coarse,
+        deep=binary_layers(model, k) >= 2,
     )

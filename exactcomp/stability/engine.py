@@ -85,7 +85,9 @@ def stable_neurons(
     method:
         ``"fast"`` (default), ``"leo"`` or ``"naive"`` (baselines; see the module docstring).
     time_limit:
-        Seconds per MILP; a MILP that runs out proves nothing (its neuron is UNDECIDED).
+        Seconds per MILP, CPU seconds of the solving process (so that verdicts do not
+        depend on the machine's load; wall-clock at most ten times as long, and within
+        ``deadline``); a MILP that runs out proves nothing (its neuron is UNDECIDED).
     jobs:
         Worker processes for the MILPs of a layer (default: all cores; ``1``: in-process).
         The result does not depend on it.

@@ -20,7 +20,7 @@ from ..bab.split import split_inputs
 from ..bounds.interval import Bounds
 from ..domain import Box
 from ..milp.highs import Answer, Question
-from ..milp.layer import LayerMilp, layer_milp
+from ..milp.layer import WALL_PER_CPU, LayerMilp, layer_milp
 from ..network import Network
 from ..progress import Progress
 from ..search import gradient_points
@@ -360,12 +360,15 @@ class LayerRun:
         # the hard digits l1=1e-4 neuron: 6.6 s against 11.4 s). leo keeps the cut-off option.
         # The baselines keep their textbook formulation (no relaxed feeding binaries).
         mode = {"naive": "optimal", "leo": "early"}.get(self.opts.method, "row")
-        limit = min(self.opts.time_limit, max(self._left(), 0.01))
+        # time_limit is CPU seconds (verdicts independent of the load); wall-clock: the
+        # deadline, and at most WALL_PER_CPU times as long (exactcomp.milp.layer)
+        wall = min(WALL_PER_CPU * self.opts.time_limit, max(self._left(), 0.01))
         fast = self.opts.method == "fast"
         assert self._layer is not None
         return self._layer.question(
-            self.opts.tol, t.neuron, t.sign, limit, mode=mode, precise=self._precise, relax=fast
-        )
+            self.opts.tol, t.neuron, t.sign, wall, mode=mode, precise=self._precise,
+            relax=fast, cpu_limit=self.opts.time_limit,
+        )  # fmt: skip
 
     def _consume(self, t: Task, answer: Answer) -> None:
         j = t.neuron

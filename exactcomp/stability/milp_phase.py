@@ -14,8 +14,10 @@ verdicts, the proof kinds or the witness rows. Each question is solved by the sa
 MILP (pickled, or scattered once per layer to the cluster), which makes its answer independent
 of where it ran; a question whose worker failed is answered in-process, with the same answer.
 (Time limits are the one exception, for every ``jobs`` alike: a question that runs out of time
-on a slower or busier machine proves nothing. That is sound, an undecided neuron is kept, but
-it may leave undecided a neuron that a faster run decides.)
+on a slower machine proves nothing. That is sound, an undecided neuron is kept, but it may
+leave undecided a neuron that a faster run decides. The engine's limit is CPU seconds of the
+solving process (:data:`~exactcomp.milp.layer.WALL_PER_CPU`), so a *busier* machine costs
+wall-clock time, not verdicts, up to the caller's deadline.)
 
 Local worker processes are started with ``spawn`` (never ``fork``: HiGHS keeps a thread pool
 that a forked child would inherit in a broken state), and only once the MILPs have proven slow

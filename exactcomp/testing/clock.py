@@ -28,6 +28,7 @@ CLOCKED = (
     "exactcomp.bounds.ideal_cuts",
     "exactcomp.bounds.lp",
     "exactcomp.highs.lp",
+    "exactcomp.highs.milp",
     "exactcomp.milp.highs",
     "exactcomp.milp.solvers",
     "exactcomp.regions.count",

@@ -19,6 +19,7 @@ import json
 import pickle
 import sys
 import time
+
 import numpy as np
 
 sys.path.insert(0, "scripts")

@@ -107,3 +107,20 @@ def test_engine_with_tree_bounds_agrees_with_the_oracle(monkeypatch, seed):
     for ls in report.layers:
         lo, hi = exact.ranges[ls.layer]
         assert (ls.lower <= lo + 1e-9).all() and (ls.upper >= hi - 1e-9).all()
+
+
+def test_a_stalled_question_gives_up_and_keeps_its_tree_bound(monkeypatch):
+    """With the give-up rule made strict (any open share after the first pass), the vee's
+    question stops after its first pass: no claim, not complete, its tree's bound kept (and
+    as sound as when it runs on); with the rule off the same call proves it."""
+    monkeypatch.setattr(relu_bab, "CUTS", False)
+    net = vee_net()
+    lin = linear_bounds(net, BOX)
+    monkeypatch.setattr(relu_bab, "FIRST", 1)
+    monkeypatch.setattr(relu_bab, "GIVE_UP_NODES", 1)
+    monkeypatch.setattr(relu_bab, "GIVE_UP_LEFT", 0.0)
+    res = prove_signs_relu(net, BOX, 1, lin, [0], [1])
+    assert not res.inactive[0] and not res.complete and res.nodes == 1
+    assert res.upper is not None and -0.5 <= res.upper[0] < np.inf
+    monkeypatch.setattr(relu_bab, "GIVE_UP_LEFT", 1.0)
+    assert prove_signs_relu(net, BOX, 1, lin, [0], [1]).inactive[0]

@@ -59,7 +59,23 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
   and big-M constants of the later layers.
 
 The intermediate bounds of layers ``1..k-1`` (the triangles) are those proven on the whole
-box; they are not re-computed per node (sound, only looser on deep networks). One LP per node
+box. With :data:`NODE_BOUNDS` a node first bounds the unstable neurons of the layers after
+its last split again on the node (back-substitution with the split neurons exact,
+:mod:`exactcomp.bab.node_bounds`) and puts them in as column bounds of ``z`` and ``h``; a
+neuron they prove stable has its phase fixed as a split would. Off by default: on
+mnist-net_256x6 prop_0_0.03 (the captured questions of layers 2, 3 and 5 replayed with
+``scripts/relu_split_replay.py``) no tree changed (the same 7,307 / 5,510 / 3,762 LPs and
+claims) for 17-25 % more CPU, since the back-substituted node bounds were tighter than the
+whole-box LP-and-cut bounds for only 6 % (layer 2) and 39 % (layer 5) of the rows, by
+little, and proved 9 and 22 neurons stable in all.
+
+Between passes the open questions are ordered closest to their proof first
+(:data:`CLOSEST_FIRST`, :meth:`_Tree.left`), and a question whose tree still leaves more than
+:data:`GIVE_UP_LEFT` of its root's bound open after :data:`GIVE_UP_NODES` LPs gets no further
+pass (its tree's bound is kept). On the same replays (CPU s, questions left open):
+layer 2 39.0 s, 2 -> 41.3 s, 1 (closest first) -> 26.5 s, 2 (and give-up); layer 3 57.9 s,
+11 -> 56.8 s, 9 -> 56.6 s, 9; layer 5 49.1 s, 3 -> 47.7 s, 2 -> 21.9 s, 2. Neither changed a
+claim of mnist-net_256x2 prop_1_0.05 (layer 1: 5,432 LPs, the same 114 claims). One LP per node
 costs about 3.5 ms of CPU on mnist-net_256x2 (70 unstable ReLUs, 784 inputs) without the cuts
 and about 5-7 ms with them (dense cut rows), most of it in HiGHS' dual simplex. Strong
 branching (solving both children of the 3 best-scored splits and keeping the best pair) was
@@ -113,6 +129,21 @@ node: a call's node budget is scaled by ``REFERENCE_LP_SIZE / (rows + columns)``
 :func:`node_budget`), so that the phase keeps to about the same CPU time. On a CIFAR-10-sized
 convolutional network (``python -m benchmarks.cifar``, layer 2: 2,738 rows, 5,288 columns)
 a node took 25 ms, and the 10,000 nodes 254 s for one neuron proven of 5."""
+CLOSEST_FIRST = True
+"""Whether each pass (:func:`_budgets`) resumes the open questions closest to their proof
+first (:meth:`_Tree.left`), so that the call's node budget goes to those before the ones
+whose trees barely moved."""
+GIVE_UP_NODES = 300
+GIVE_UP_LEFT = 0.8
+"""A question whose tree has solved at least :data:`GIVE_UP_NODES` LPs and still leaves more
+than this share of its root's bound open (:meth:`_Tree.left`) gets no further pass: its
+nodes go to the others, and its tree's bound is kept."""
+NODE_BOUNDS = False
+"""Whether each node bounds the unstable neurons of the layers after its splits again
+(:mod:`exactcomp.bab.node_bounds`) and puts them in its LP as column bounds. Off: on
+mnist-net_256x6 prop_0_0.03 (layers 2, 3, 5 replayed) they changed no tree (the same
+nodes and claims) and cost 17-25 % more CPU: back-substitution on a node is looser than the
+whole-box LP-and-cut bounds of ~94 % of the rows it bounds (see the module)."""
 CUTS = True
 """Whether the node LP carries a phase column per unstable ReLU and the question's ideal cuts
 (:mod:`exactcomp.bounds.ideal_cuts`); a split then also fixes the phase. Off: the triangle LP
@@ -166,6 +197,7 @@ def prove_signs_relu(
         for i, j in enumerate(neurons.tolist())
         for sign in {0: (1, -1), 1: (1,), -1: (-1,)}[int(np.sign(sides[i]))]
     ]
+    dropped: list[_Tree] = []  # stalled (GIVE_UP_LEFT): no more nodes, their bounds kept
     for budget in _budgets(max_nodes):
         again = []
         for tree in todo:
@@ -187,8 +219,13 @@ def prove_signs_relu(
                 (inactive if tree.sign > 0 else active)[tree.index] = True
             elif res is None and tree.resumable:  # out of nodes: a larger budget may do
                 again.append(tree)
-        todo = again
-    complete = not todo
+        if CLOSEST_FIRST:
+            again.sort(key=_Tree.left)  # stable: ties keep the order of the questions
+        stalled = [t for t in again if t.nodes >= GIVE_UP_NODES and t.left() > GIVE_UP_LEFT]
+        dropped += stalled
+        todo = [t for t in again if t not in stalled]
+    complete = not todo and not dropped
+    todo += dropped
     both = inactive & active
     inactive &= ~both
     active &= ~both
@@ -234,13 +271,29 @@ def _budgets(max_nodes: int) -> list[int]:
 
 @dataclass(frozen=True, eq=False)
 class _Node:
-    """An open node: its splits, its bound ``sign * z <= top``, the ``x`` of its LP optimum
-    and the branching scores read off that optimum."""
+    """An open node: its splits, its bound ``sign * z <= top``, the ``x`` of its LP optimum,
+    the branching scores read off that optimum, and its node bounds of the unstable
+    neurons' ``z`` (:class:`~exactcomp.bab.node_bounds.NodeBounds`), which its children
+    start from."""
 
     split: np.ndarray
     top: float
     x: np.ndarray
     score: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Child:
+    """A node not solved yet: its splits, the bounds it starts from (its parent's, clipped by
+    its splits) and the shallowest layer whose bounds that changed (the deeper ones are
+    bounded again on the node)."""
+
+    split: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    after: int
 
 
 class _Tree:
@@ -269,9 +322,12 @@ class _Tree:
         self.margin = solver_margin(tol, max(abs(pre_lo), abs(pre_hi)))
         self.nodes = 0
         self.open: list[tuple[float, int, _Node]] = []
-        self.pending: list[np.ndarray] = [np.zeros(slp.size, np.int8)]  # the root
+        root = np.zeros(slp.size, np.int8)
+        nb = slp.nb
+        self.pending: list[_Child] = [_Child(root, nb.box_lo, nb.box_hi, k)]  # the root
         self.parent_top = np.inf  # the bound of the node whose children are pending
         self.count = 0
+        self.root_top = np.inf  # the root's bound, once solved
         self.cuts = Cuts()
         self.points: list[np.ndarray] = []
         self.resumable = True
@@ -301,6 +357,13 @@ class _Tree:
             tops.append(self.parent_top)
         return max([0.0, *tops])
 
+    def left(self) -> float:
+        """The share of the root's bound that the tree has not closed yet (``bound() /
+        root top``, 1 before the root is solved): how far the question is from its proof."""
+        if not (self.resumable and np.isfinite(self.root_top) and self.root_top > 0.0):
+            return 1.0
+        return min(self.bound() / self.root_top, 1.0)
+
     def _search(self, cap: int, deadline: float | None) -> bool | None:
         net, k, j = self.net, self.k, self.j
         while True:
@@ -312,6 +375,8 @@ class _Tree:
                     self.resumable = False
                     return None
                 self.pending.pop(0)
+                if not np.isfinite(self.root_top) and isinstance(got, _Node):
+                    self.root_top = got.top
                 if got is not True:
                     self._push(got)
             if not self.open:
@@ -326,10 +391,12 @@ class _Tree:
                 self.resumable = False
                 return None
             self.parent_top = node.top
+            after = int(self.slp.nb.layer_of[i])
             for s in (1, -1):
                 split = node.split.copy()
                 split[i] = s
-                self.pending.append(split)
+                lower, upper = self.slp.nb.clip(split, node.lower, node.upper)
+                self.pending.append(_Child(split, lower, upper, after))
 
     def _push(self, node: _Node) -> None:
         item = (-node.top, self.count, node)
@@ -339,12 +406,25 @@ class _Tree:
         else:
             heapq.heappush(self.open, item)
 
-    def _solve(self, split: np.ndarray, cap: int, deadline: float | None) -> _Node | bool | None:
+    def _solve(self, child: _Child, cap: int, deadline: float | None) -> _Node | bool | None:
         """The node's LP: ``True`` closed (proven or empty), ``None`` no claim, else the node.
-        One more solve after new cuts (:meth:`~exactcomp.bab.relu_lp.SplitLP.cut`)."""
+        One more solve after new cuts (:meth:`~exactcomp.bab.relu_lp.SplitLP.cut`).
+
+        With :data:`NODE_BOUNDS` the unstable neurons deeper than the last split's layer are
+        bounded again on the node first; a neuron they prove stable has its phase fixed as a
+        split would (the same bound changes), and crossing bounds close the node (no input
+        has its splits)."""
         slp, tol, net = self.slp, self.tol, self.net
+        split, lower, upper = child.split, child.lower, child.upper
+        if NODE_BOUNDS and child.after < self.k:
+            lower, upper = slp.nb.tighten(split, lower, upper, child.after)
+            if (lower > upper).any():
+                return True
+        fixed = split.copy()
+        fixed[(split == 0) & (lower >= 0.0)] = 1
+        fixed[(split == 0) & (upper <= 0.0)] = -1
         for again in (True, False):
-            node_lp = slp.bounded(split)
+            node_lp = slp.bounded(fixed, lower, upper)
             if self.cost.size < node_lp.matrix.shape[1]:
                 pad_cols = node_lp.matrix.shape[1] - self.cost.size
                 self.cost = np.concatenate([self.cost, np.zeros(pad_cols)])
@@ -364,4 +444,4 @@ class _Tree:
             node_lp.col_lower[: net.input_size],
             node_lp.col_upper[: net.input_size],
         )
-        return _Node(split, top, x, slp.score(v, split))
+        return _Node(split, top, x, slp.score(v, fixed, lower, upper), lower, upper)

@@ -25,6 +25,7 @@ from ..domain import Box
 from ..highs.lp import Lp, dual_bound
 from ..network import Network
 from ..tolerances import Tolerances
+from .node_bounds import NodeBounds
 
 __all__ = ["CUT_SEPARATIONS", "NODE_LP_OPTIONS", "Cuts", "SplitLP"]
 
@@ -104,6 +105,9 @@ class SplitLP:
         for name, value in NODE_LP_OPTIONS.items():
             self.highs.h.setOptionValue(name, value)
         self.applied = np.zeros(n, dtype=np.int8)  # the splits the HiGHS model holds now
+        # the column bounds the HiGHS model holds now (the node bounds of the last node)
+        self.held_lower, self.held_upper = self.lp.col_lower.copy(), self.lp.col_upper.copy()
+        self.nb = NodeBounds(net, box, pre, [(r.layer, r.neurons) for r in base.relus], tol)
         self._net, self._tol = net, tol
         self.cuts = Cuts()
         self._upper: sp.csr_matrix | None = None
@@ -157,19 +161,31 @@ class SplitLP:
     def size(self) -> int:
         return self.z.size
 
-    def score(self, v: np.ndarray, split: np.ndarray) -> np.ndarray:
+    def score(
+        self,
+        v: np.ndarray,
+        split: np.ndarray,
+        lower: np.ndarray | None = None,
+        upper: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Branching score of each unstable neuron at the last LP optimum ``v``: the dual
         weight holding its ``h`` down (the chord row's dual; with the phase columns, the duals of
         every row bounding ``h`` from above, each times ``h``'s coefficient) times the
         chord's intercept at 0, ``-l u / (u - l)`` (what that relaxation can add to the
         bound; the BaBSR idea read off the LP), ties broken by how far the optimum sits
-        above ``relu(z)``; ``-1`` for the neurons already split."""
+        above ``relu(z)``; ``-1`` for the neurons already split. ``lower, upper``: the node
+        bounds (the chord's intercept then uses them: what a split there can still gain)."""
         y = self.highs.row_duals()
+        intercept = self.intercept
+        if lower is not None and upper is not None:
+            lo, hi = np.minimum(lower, 0.0), np.maximum(upper, 0.0)
+            width = np.where(hi > lo, hi - lo, 1.0)
+            intercept = np.minimum(intercept, -lo * hi / width)
         gap = v[self.h] - np.maximum(v[self.z], 0.0)
         if self.phases.size:
-            out = (np.abs(y) @ self._upper_rows()) * self.intercept
+            out = (np.abs(y) @ self._upper_rows()) * intercept
         else:
-            out = np.abs(y[self.chord]) * self.intercept
+            out = np.abs(y[self.chord]) * intercept
         out = out + 1e-9 * np.maximum(gap, 0.0)
         out[split != 0] = -1.0
         return out
@@ -197,12 +213,23 @@ class SplitLP:
         zero = np.zeros(lp.matrix.shape[1])
         return max(dual_bound(lp, zero, ray, tol), dual_bound(lp, zero, -ray, tol)) > 0.0
 
-    def bounded(self, split: np.ndarray) -> PrefixLP:
+    def bounded(
+        self, split: np.ndarray, lower: np.ndarray | None = None, upper: np.ndarray | None = None
+    ) -> PrefixLP:
         """The LP of a node (``split[i]``: ``+1`` for ``z_i >= 0``, ``-1`` for ``z_i <= 0``)
-        with its bounds set in the HiGHS model too (only the changed ones are sent)."""
+        with its bounds set in the HiGHS model too (only the changed ones are sent).
+
+        ``lower, upper``: the node bounds of the unstable neurons' ``z``
+        (:class:`~exactcomp.bab.node_bounds.NodeBounds`; ``None``: the whole box's), put in
+        as column bounds of ``z`` and of ``h`` (``h <= max(u', 0)``). Only bound changes: the
+        chord and big-M rows keep the whole box's bounds (still valid on the node)."""
         lp = self.lp
         cl, cu = lp.col_lower.copy(), lp.col_upper.copy()
         ru = lp.row_upper.copy()
+        if lower is not None and upper is not None:
+            cl[self.z] = np.maximum(cl[self.z], lower)
+            cu[self.z] = np.minimum(cu[self.z], upper)
+            cu[self.h] = np.minimum(cu[self.h], np.maximum(upper, 0.0))
         pos, neg = split > 0, split < 0
         cl[self.z[pos]] = np.maximum(cl[self.z[pos]], 0.0)
         cu[self.z[neg]] = np.minimum(cu[self.z[neg]], 0.0)
@@ -211,13 +238,15 @@ class SplitLP:
         if self.phases.size:  # the phase of a split neuron is fixed: a = 1 on z >= 0, 0 else
             cl[self.phases[pos]] = 1.0
             cu[self.phases[neg]] = 0.0
+        parts = [self.z, self.h] + ([self.phases] if self.phases.size else [])
+        cols = np.concatenate(parts)
+        moved = (cl[cols] != self.held_lower[cols]) | (cu[cols] != self.held_upper[cols])
+        if moved.any():
+            cols = np.unique(cols[moved]).astype(np.int32)
+            self.highs.change_col_bounds(cols, cl[cols], cu[cols])
+            self.held_lower[cols], self.held_upper[cols] = cl[cols], cu[cols]
         changed = np.flatnonzero(split != self.applied)
         if changed.size:
-            parts = [self.z[changed], self.h[changed]]
-            if self.phases.size:
-                parts.append(self.phases[changed])
-            cols = np.unique(np.concatenate(parts)).astype(np.int32)
-            self.highs.change_col_bounds(cols, cl[cols], cu[cols])
             rows = self.rows[changed].astype(np.int32)
             rl = np.full(rows.size, -np.inf)
             self.highs.change_row_bounds(rows, rl, ru[rows])

@@ -1,0 +1,88 @@
+"""Capture the ReLU-split phase's questions of one analysis, and replay them alone.
+
+A measurement script, not an API (from the repository root)::
+
+    PYTHONPATH=. python scripts/relu_split_replay.py capture NET.onnx PROP.vnnlib OUT.pkl [CAP]
+    PYTHONPATH=. python scripts/relu_split_replay.py replay OUT.pkl [LAYER ...]
+
+``capture`` runs :mod:`scripts.stability_trace` (same JSON line) with the ReLU-split phase
+wrapped so that each call's :class:`~exactcomp.stability.phases.PhaseInput` and its claims
+are pickled to ``OUT.pkl``. ``replay`` asks each captured layer's questions again (no
+deadline) with the current code and prints, per layer, CPU seconds, nodes, the claims
+and the questions left open, beside the captured ones. The captured inputs are the engine's
+bounds at that point, so a replay isolates the split trees from every earlier phase.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, "scripts")
+
+
+def _counts(res, q) -> dict:
+    idx = np.asarray(q.neurons)
+    return {
+        "asked": int(idx.size),
+        "inactive": int(res.inactive[idx].sum()),
+        "active": int(res.active[idx].sum()),
+        "nodes": res.nodes,
+    }
+
+
+def capture(argv: list[str]) -> None:
+    import stability_trace
+
+    from exactcomp.stability import layer as stability_layer
+
+    out: list[dict] = []
+    real = stability_layer.relu_split_phase
+
+    def wrapped(q):
+        c0 = time.process_time()
+        res = real(q)
+        cpu = time.process_time() - c0
+        qq = {"k": q.k, "known": q.known, "neurons": q.neurons, "sides": q.sides}
+        out.append({"args": argv[:2], "q": qq, "cpu": cpu, **_counts(res, q)})
+        with open(argv[2], "wb") as f:
+            pickle.dump(out, f)
+        return res
+
+    stability_layer.relu_split_phase = wrapped
+    stability_trace.main([argv[0], argv[1], *argv[3:]])
+
+
+def replay(argv: list[str]) -> None:
+    from exactcomp.api import load, read_vnnlib
+    from exactcomp.stability.phases import PhaseInput, relu_split_phase
+    from exactcomp.tolerances import DEFAULT
+
+    with open(argv[0], "rb") as f:
+        calls = pickle.load(f)
+    net = load(calls[0]["args"][0])
+    box = read_vnnlib(calls[0]["args"][1], net.input_size).boxes[0]
+    layers = {int(a) for a in argv[1:]}
+    for call in calls:
+        q = PhaseInput(net, box, tol=DEFAULT, **call["q"])
+        if layers and q.k not in layers:
+            continue
+        c0 = time.process_time()
+        res = relu_split_phase(q)
+        cpu = time.process_time() - c0
+        now = _counts(res, q)
+        was = {key: call[key] for key in ("asked", "inactive", "active", "nodes")}
+        row = {"layer": q.k, "cpu": round(cpu, 1), **now, "was_cpu": round(call["cpu"], 1)}
+        row["was"] = was
+        row["open"] = [
+            int(j) for j in np.asarray(q.neurons) if not (res.inactive[j] or res.active[j])
+        ]
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    {"capture": capture, "replay": replay}[sys.argv[1]](sys.argv[2:])

@@ -129,3 +129,56 @@ def test_past_the_deadline_a_phase_stops_and_the_rest_stays_undecided(
     assert exact.wrong_verdicts(full) == []
     decided = sum(int((ls.verdict != Verdict.UNDECIDED).sum()) for ls in report.layers)
     assert decided <= sum(int((ls.verdict != Verdict.UNDECIDED).sum()) for ls in full.layers)
+
+
+def test_each_later_layer_keeps_a_reserve_of_the_budget():
+    """``layer_deadline``: the caller's deadline less ``LATE_RESERVE`` of the budget per
+    later ReLU layer; the last ReLU layer (and a call without a deadline) is unchanged."""
+    from exactcomp.stability.engine import LATE_RESERVE, layer_deadline
+
+    assert layer_deadline(None, 0.0, 3) is None
+    assert layer_deadline(150.0, 30.0, 0) == 150.0
+    assert layer_deadline(150.0, 30.0, 3) == pytest.approx(150.0 - 3 * LATE_RESERVE * 120.0)
+    assert layer_deadline(10.0, 30.0, 2) == 10.0  # a deadline already past: no reserve
+
+
+def test_a_layer_past_its_own_deadline_leaves_the_rest_to_later_layers(monkeypatch, clock):
+    """With the reserve of each later layer set to the whole budget, every ReLU layer but the
+    last is past its own deadline when it starts: it gets its bounds and its witness search
+    and nothing more (no LP phase), and the last layer still runs every phase. (Before the
+    reserve, the first deep layer took the deadline's whole time and the later ones none:
+    on mnist-net_256x4 prop_1_0.05, 512 neurons reported undecided unvisited.) Every
+    verdict is the oracle's."""
+    from exactcomp.stability import engine
+
+    case = random_case(6, depth=(3, 3), width=(3, 6), inputs=(2, 3), nasty=False)
+    net, box = case.network, case.box
+    relu = list(net.relu_layers)
+    assert len(relu) == 3
+    exact = exact_analysis(net, box)
+    calls: dict[str, list[int]] = {"lp": [], "witness": []}
+    real_lp, real_search = stability_layer.LayerRun._lp, stability_layer.search_signs
+
+    def lp(run) -> None:
+        calls["lp"].append(run.k)
+        real_lp(run)
+
+    def search(pool, k, settled, seed) -> None:
+        calls["witness"].append(k)
+        real_search(pool, k, settled, seed)
+
+    monkeypatch.setattr(stability_layer.LayerRun, "_lp", lp)
+    monkeypatch.setattr(stability_layer, "search_signs", search)
+    monkeypatch.setattr(engine, "LATE_RESERVE", 1.0)
+    report = stable_neurons(net, box, jobs=1, deadline=START + 100.0)
+    assert calls["witness"] == relu  # every layer visited
+    assert calls["lp"] == relu[-1:]  # only the last one had time for proofs
+    assert exact.wrong_verdicts(report) == []
+    assert report.for_layer(relu[-1]).count(Verdict.UNDECIDED) == 0
+    # the same call without the deadline: the same verdicts wherever both decided
+    calls["lp"].clear()
+    full = stable_neurons(net, box, jobs=1)
+    assert calls["lp"] == relu[1:]
+    for a, b in zip(report.layers, full.layers, strict=True):
+        both = (a.verdict != Verdict.UNDECIDED) & (b.verdict != Verdict.UNDECIDED)
+        np.testing.assert_array_equal(a.verdict[both], b.verdict[both])

@@ -89,8 +89,10 @@ class LayerRun:
         prior: Bounds,
         bounds: list[Bounds],
         verdicts: list[np.ndarray | None],
+        deadline: float | None = None,
     ) -> None:
         self.net, self.box, self.k = run.net, run.box, k
+        self.deadline = deadline  # this layer's part of the caller's (engine.layer_deadline)
         self.bounds, self.verdicts = bounds, verdicts
         self.pool, self.opts, self.workers = run.pool, run.opts, run.workers
         self.stats, self.progress = run.stats, run.progress
@@ -155,8 +157,8 @@ class LayerRun:
         )
 
     def _left(self) -> float:
-        """Seconds to the caller's deadline (``inf`` without one)."""
-        d = self.opts.deadline
+        """Seconds to this layer's deadline (``inf`` without one)."""
+        d = self.deadline
         return np.inf if d is None else d - time.perf_counter()
 
     def _time(self, phase: str, t0: float) -> None:
@@ -196,6 +198,10 @@ class LayerRun:
             self._phase(
                 "witness", "witnesses", lambda: search_signs(self.pool, self.k, settled, seed)
             )
+        if self._left() <= 0.0:  # past this layer's deadline (engine.layer_deadline)
+            self.stats["out_of_time"] = 1
+            return self._result()
+        if fast:
             deep = self.k > 0
             if deep and self.open_neurons().size:
                 self._phase("lp", "lp", self._lp)
@@ -213,6 +219,8 @@ class LayerRun:
         deeper = relu and self.k > 0 and not self._last()
         if fast and deeper and self.net.input_size > split_inputs() and relu_splits():
             self._phase("tighten", "", self._tighten)
+        if self.open_neurons().size and self._left() <= 0.0:
+            self.stats["out_of_time"] = 1  # this layer's time ran out (engine.layer_deadline)
         return self._result()
 
     # ------------------------------------------------------------------ phases
@@ -233,7 +241,7 @@ class LayerRun:
         no sign). On the last ReLU layer only the claim each open neuron can still have is
         asked (one LP instead of two where a sign was seen: mnist-net_256x4 prop_0_0.03,
         layer 3)."""
-        deadline = self.opts.deadline  # past it, no LP starts (those neurons stay open)
+        deadline = self.deadline  # past it, no LP starts (those neurons stay open)
         if not self._last():
             targets = np.flatnonzero(~(self.inactive | self.active))
             q = replace(self._ask(targets, None, deadline), first=self._first(targets))
@@ -299,7 +307,7 @@ class LayerRun:
         side each open neuron has not shown: most questions the triangle LP leaves open
         are settled here, for a fraction of a MILP."""
         open_, sides = self._open_sides()
-        self._apply(ideal_cut_phase(self._ask(open_, sides, self.opts.deadline)), Proof.LP)
+        self._apply(ideal_cut_phase(self._ask(open_, sides, self.deadline)), Proof.LP)
 
     def _tighten(self) -> None:
         """Ideal-cut LP bounds on both sides of the layer's neurons with no claim (unstable

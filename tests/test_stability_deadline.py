@@ -182,3 +182,18 @@ def test_a_layer_past_its_own_deadline_leaves_the_rest_to_later_layers(monkeypat
     for a, b in zip(report.layers, full.layers, strict=True):
         both = (a.verdict != Verdict.UNDECIDED) & (b.verdict != Verdict.UNDECIDED)
         np.testing.assert_array_equal(a.verdict[both], b.verdict[both])
+
+
+def test_layers_reached_past_the_deadline_keep_what_costs_nothing(monkeypatch, clock):
+    """A deadline already past when the analysis starts: no phase runs (no LP, no search), yet
+    every layer reports what its interval bounds prove and the signs the pooled candidate
+    inputs show, each the oracle's verdict (before: every neuron UNDECIDED)."""
+    case = random_case(6, depth=(3, 3), width=(3, 6), inputs=(2, 3), nasty=False)
+    exact = exact_analysis(case.network, case.box)
+    ran: list[int] = []
+    monkeypatch.setattr(stability_layer.LayerRun, "classify", lambda run: ran.append(run.k))
+    report = stable_neurons(case.network, case.box, jobs=1, deadline=START - 1.0)
+    assert ran == [] and report.stats["out_of_time"] == 1
+    assert exact.wrong_verdicts(report) == []
+    unstable = [ls.count(Verdict.UNSTABLE) for ls in report.layers]
+    assert all(n > 0 for n in unstable), unstable

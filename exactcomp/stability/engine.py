@@ -111,10 +111,14 @@ def stable_neurons(
         raising: the layer in progress and all later ones are UNDECIDED, which is always
         sound (undecided neurons are kept). ``stats["interrupted"]`` is then 1.
     deadline:
-        A ``time.perf_counter()`` value after which no layer, LP, search or MILP question is
+        A ``time.perf_counter()`` value after which no LP, search or MILP question is
         started (a running one is capped to the time left): what was not decided stays UNDECIDED,
-        which is sound. ``stats["out_of_time"]`` is then 1. For callers with an overall
-        budget (``verify``); the result then depends on the machine's speed.
+        which is sound. ``stats["out_of_time"]`` is then 1. Each ReLU layer but the last
+        stops its proof phases early enough to leave every later layer a reserve for its
+        bounds and witness search (:func:`layer_deadline`); a layer reached past the deadline
+        keeps only its interval claims and the pooled witnesses. For callers with an overall
+        budget (``verify``, ``benchmarks real``, ``stability --budget``); the result then
+        depends on the machine's speed.
 
     Returns
     -------

@@ -197,3 +197,26 @@ def test_layers_reached_past_the_deadline_keep_what_costs_nothing(monkeypatch, c
     assert exact.wrong_verdicts(report) == []
     unstable = [ls.count(Verdict.UNSTABLE) for ls in report.layers]
     assert all(n > 0 for n in unstable), unstable
+
+
+def test_costly_phases_get_an_equal_share_with_later_layers(monkeypatch, clock):
+    """The MILP phase (like the ReLU splits) of a layer with ``n`` ReLU layers from it to
+    the last runs within ``1/n`` of the time left to the layer's own deadline; the last
+    layer's gets all of it. (ERAN mnist_relu_9_200: its middle layers' splits and MILPs
+    otherwise left the deeper layers no time for their LP phases.) Here the clock stands
+    still, so each share is exact."""
+    from exactcomp.stability import engine
+
+    case = random_case(6, depth=(3, 3), width=(3, 6), inputs=(2, 3), nasty=False)
+    seen: dict[int, float] = {}
+    real = stability_layer.LayerRun._milp_phase
+
+    def milp(run) -> None:
+        seen[run.k] = run.deadline
+        real(run)
+
+    monkeypatch.setattr(stability_layer.LayerRun, "_milp_phase", milp)
+    stable_neurons(case.network, case.box, jobs=1, deadline=START + 100.0)
+    r = engine.LATE_RESERVE * 100.0
+    expected = {0: (100.0 - 2 * r) / 3, 1: (100.0 - r) / 2, 2: 100.0}
+    assert seen == pytest.approx({k: START + v for k, v in expected.items()})

@@ -205,8 +205,9 @@ def _analyse_box(
         else:
             lo, hi = (box.lower, box.upper) if k == 0 else _post(net, k - 1, bounds[k - 1])
             prior = interval_layer(layer, lo, hi, opts.tol)
-        own = layer_deadline(opts.deadline, start, sum(j > k for j in net.relu_layers))
-        run = LayerRun(shared, k, prior, bounds, verdicts, own)
+        later = sum(j > k for j in net.relu_layers)
+        own = layer_deadline(opts.deadline, start, later)
+        run = LayerRun(shared, k, prior, bounds, verdicts, own, later + 1)
         try:
             late = opts.deadline is not None and time.perf_counter() >= opts.deadline
             result = run.late() if late else run.classify()

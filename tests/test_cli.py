@@ -141,6 +141,28 @@ def test_stability_report_lists_every_neuron(model_path, tmp_path, capsys) -> No
     assert doc["complete"] is True
 
 
+def test_stability_budget_passes_a_deadline(model_path, tmp_path, capsys, monkeypatch) -> None:
+    """``stability --budget S``: the analysis gets the deadline ``start + S`` (a budget that
+    is ample changes nothing); a budget that is not a positive number is refused (exit 2)."""
+    import exactcomp.api
+
+    seen: list[float | None] = []
+    real = exactcomp.api.stable_neurons
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("deadline"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exactcomp.api, "stable_neurons", spy)
+    rep = tmp_path / "stab.json"
+    argv = ["stability", str(model_path), "--box", "0,1", "--quiet", "--report", str(rep)]
+    assert cli.main([*argv, "--budget", "600"]) == 0
+    assert len(seen) == 1 and seen[0] is not None
+    assert json.loads(rep.read_text())["complete"] is True
+    assert cli.main([*argv[:-2], "--budget", "0"]) == 2
+    assert "--budget must be > 0" in capsys.readouterr().err
+
+
 def test_box_forms_agree(model_path, tmp_path) -> None:
     np.save(tmp_path / "box.npy", np.array([np.zeros(6), np.ones(6)]))
     np.save(tmp_path / "data.npy", np.vstack([np.zeros(6), np.ones(6), np.full(6, 0.5)]))

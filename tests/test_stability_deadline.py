@@ -129,3 +129,94 @@ def test_past_the_deadline_a_phase_stops_and_the_rest_stays_undecided(
     assert exact.wrong_verdicts(full) == []
     decided = sum(int((ls.verdict != Verdict.UNDECIDED).sum()) for ls in report.layers)
     assert decided <= sum(int((ls.verdict != Verdict.UNDECIDED).sum()) for ls in full.layers)
+
+
+def test_each_later_layer_keeps_a_reserve_of_the_budget():
+    """``layer_deadline``: the caller's deadline less ``LATE_RESERVE`` of the budget per
+    later ReLU layer; the last ReLU layer (and a call without a deadline) is unchanged."""
+    from exactcomp.stability.engine import LATE_RESERVE, layer_deadline
+
+    assert layer_deadline(None, 0.0, 3) is None
+    assert layer_deadline(150.0, 30.0, 0) == 150.0
+    assert layer_deadline(150.0, 30.0, 3) == pytest.approx(150.0 - 3 * LATE_RESERVE * 120.0)
+    assert layer_deadline(10.0, 30.0, 2) == 10.0  # a deadline already past: no reserve
+
+
+def test_a_layer_past_its_own_deadline_leaves_the_rest_to_later_layers(monkeypatch, clock):
+    """With the reserve of each later layer set to the whole budget, every ReLU layer but the
+    last is past its own deadline when it starts: it gets its bounds and its witness search
+    and nothing more (no LP phase), and the last layer still runs every phase. (Before the
+    reserve, the first deep layer took the deadline's whole time and the later ones none:
+    on mnist-net_256x4 prop_1_0.05, 512 neurons reported undecided unvisited.) Every
+    verdict is the oracle's."""
+    from exactcomp.stability import engine
+
+    case = random_case(6, depth=(3, 3), width=(3, 6), inputs=(2, 3), nasty=False)
+    net, box = case.network, case.box
+    relu = list(net.relu_layers)
+    assert len(relu) == 3
+    exact = exact_analysis(net, box)
+    calls: dict[str, list[int]] = {"lp": [], "witness": []}
+    real_lp, real_search = stability_layer.LayerRun._lp, stability_layer.search_signs
+
+    def lp(run) -> None:
+        calls["lp"].append(run.k)
+        real_lp(run)
+
+    def search(pool, k, settled, seed) -> None:
+        calls["witness"].append(k)
+        real_search(pool, k, settled, seed)
+
+    monkeypatch.setattr(stability_layer.LayerRun, "_lp", lp)
+    monkeypatch.setattr(stability_layer, "search_signs", search)
+    monkeypatch.setattr(engine, "LATE_RESERVE", 1.0)
+    report = stable_neurons(net, box, jobs=1, deadline=START + 100.0)
+    assert calls["witness"] == relu  # every layer visited
+    assert calls["lp"] == relu[-1:]  # only the last one had time for proofs
+    assert exact.wrong_verdicts(report) == []
+    assert report.for_layer(relu[-1]).count(Verdict.UNDECIDED) == 0
+    # the same call without the deadline: the same verdicts wherever both decided
+    calls["lp"].clear()
+    full = stable_neurons(net, box, jobs=1)
+    assert calls["lp"] == relu[1:]
+    for a, b in zip(report.layers, full.layers, strict=True):
+        both = (a.verdict != Verdict.UNDECIDED) & (b.verdict != Verdict.UNDECIDED)
+        np.testing.assert_array_equal(a.verdict[both], b.verdict[both])
+
+
+def test_layers_reached_past_the_deadline_keep_what_costs_nothing(monkeypatch, clock):
+    """A deadline already past when the analysis starts: no phase runs (no LP, no search), yet
+    every layer reports what its interval bounds prove and the signs the pooled candidate
+    inputs show, each the oracle's verdict (before: every neuron UNDECIDED)."""
+    case = random_case(6, depth=(3, 3), width=(3, 6), inputs=(2, 3), nasty=False)
+    exact = exact_analysis(case.network, case.box)
+    ran: list[int] = []
+    monkeypatch.setattr(stability_layer.LayerRun, "classify", lambda run: ran.append(run.k))
+    report = stable_neurons(case.network, case.box, jobs=1, deadline=START - 1.0)
+    assert ran == [] and report.stats["out_of_time"] == 1
+    assert exact.wrong_verdicts(report) == []
+    unstable = [ls.count(Verdict.UNSTABLE) for ls in report.layers]
+    assert all(n > 0 for n in unstable), unstable
+
+
+def test_costly_phases_get_an_equal_share_with_later_layers(monkeypatch, clock):
+    """The MILP phase (like the ReLU splits) of a layer with ``n`` ReLU layers from it to
+    the last runs within ``1/n`` of the time left to the layer's own deadline; the last
+    layer's gets all of it. (ERAN mnist_relu_9_200: its middle layers' splits and MILPs
+    otherwise left the deeper layers no time for their LP phases.) Here the clock stands
+    still, so each share is exact."""
+    from exactcomp.stability import engine
+
+    case = random_case(6, depth=(3, 3), width=(3, 6), inputs=(2, 3), nasty=False)
+    seen: dict[int, float] = {}
+    real = stability_layer.LayerRun._milp_phase
+
+    def milp(run) -> None:
+        seen[run.k] = run.deadline
+        real(run)
+
+    monkeypatch.setattr(stability_layer.LayerRun, "_milp_phase", milp)
+    stable_neurons(case.network, case.box, jobs=1, deadline=START + 100.0)
+    r = engine.LATE_RESERVE * 100.0
+    expected = {0: (100.0 - 2 * r) / 3, 1: (100.0 - r) / 2, 2: 100.0}
+    assert seen == pytest.approx({k: START + v for k, v in expected.items()})

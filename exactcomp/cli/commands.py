@@ -131,12 +131,14 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
 
     check_positive("--time-limit", args.time_limit)
     check_positive("--jobs", args.jobs)
+    check_positive("--budget", args.budget)
     if args.report:
         check_output_path(args.report, [args.model])
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     print_notes(args, console, net)
     boxes = domain_boxes(args, net.input_size, console)
     t0 = time.perf_counter()
+    deadline = None if args.budget is None else t0 + args.budget
     with progress_display(args, console) as progress:
         rep = api.stable_neurons(
             net,
@@ -148,6 +150,7 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
             data=read_data(args),
             solver=args.solver,
             progress=progress,
+            deadline=deadline,
         )
     doc = stability_doc(
         rep, time.perf_counter() - t0, cluster=args.cluster, notes=net.meta.get("notes", ())

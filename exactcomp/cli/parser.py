@@ -193,6 +193,12 @@ def _add_stability_parser(sub) -> None:
     )
     _add_model(s)
     _add_engine(s)
+    s.add_argument(
+        "--budget",
+        type=float,
+        metavar="S",
+        help="stop the analysis after S seconds: what is not proven by then stays undecided",
+    )
 
 
 def _add_verify_parser(sub) -> None:

@@ -55,6 +55,10 @@ the 5th search. Stopping only gives up candidate witnesses: the neurons stay ope
 proof phases, never decided by it."""
 _SPLIT_TIME = 3.0
 """Seconds of the input-split phase per layer, in MILP time limits (its node budget aside)."""
+_MILP_START = 2.0
+"""Seconds to the layer's deadline under which the MILP phase is not started: building the
+layer's model alone (mnist-net_256x4 prop_1_0.05, layer 1, at load 8) overran the deadline
+by 2.9 s, leaving later layers no time."""
 _OTHER_SOLVER_TOLERANCE = 1e-5
 """Feasibility/integrality tolerance assumed for Pyomo solvers other than HiGHS (Gurobi's
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
@@ -89,8 +93,12 @@ class LayerRun:
         prior: Bounds,
         bounds: list[Bounds],
         verdicts: list[np.ndarray | None],
+        deadline: float | None = None,
+        spread: int = 1,
     ) -> None:
         self.net, self.box, self.k = run.net, run.box, k
+        self.spread = max(spread, 1)  # ReLU layers from this one to the last
+        self.deadline = deadline  # this layer's part of the caller's (engine.layer_deadline)
         self.bounds, self.verdicts = bounds, verdicts
         self.pool, self.opts, self.workers = run.pool, run.opts, run.workers
         self.stats, self.progress = run.stats, run.progress
@@ -155,8 +163,8 @@ class LayerRun:
         )
 
     def _left(self) -> float:
-        """Seconds to the caller's deadline (``inf`` without one)."""
-        d = self.opts.deadline
+        """Seconds to this layer's deadline (``inf`` without one)."""
+        d = self.deadline
         return np.inf if d is None else d - time.perf_counter()
 
     def _time(self, phase: str, t0: float) -> None:
@@ -196,6 +204,10 @@ class LayerRun:
             self._phase(
                 "witness", "witnesses", lambda: search_signs(self.pool, self.k, settled, seed)
             )
+        if self._left() <= 0.0:  # past this layer's deadline (engine.layer_deadline)
+            self.stats["out_of_time"] = 1
+            return self._result()
+        if fast:
             deep = self.k > 0
             if deep and self.open_neurons().size:
                 self._phase("lp", "lp", self._lp)
@@ -207,12 +219,38 @@ class LayerRun:
             if deep and self.open_neurons().size and not (splits and self._last()):
                 self._phase("cuts", "ideal cuts", self._ideal_cuts)
             if splits and self.open_neurons().size:
-                self._phase("bab", "relu splits", self._relu_splits)
-        self._milp_phase()
+                self._phase("bab", "relu splits", lambda: self._costly(self._relu_splits))
+        self._costly(self._milp_phase)
         self._advance("milp")
         deeper = relu and self.k > 0 and not self._last()
         if fast and deeper and self.net.input_size > split_inputs() and relu_splits():
             self._phase("tighten", "", self._tighten)
+        if self.open_neurons().size and self._left() <= 0.0:
+            self.stats["out_of_time"] = 1  # this layer's time ran out (engine.layer_deadline)
+        return self._result()
+
+    def _costly(self, step: Callable[[], None]) -> None:
+        """Run a costly phase (ReLU splits, MILPs) within an equal share, with each later
+        ReLU layer, of the time left to this layer's deadline: their few decisions per second
+        are worth less than the cheap LP phases of later layers. On ERAN mnist_relu_9_200
+        (idx 1013, 120 s budget) layers 2-3's splits and MILPs took 35 s of CPU for 16
+        neurons, and layers 4-6 (65 open) got only their witness search: 90 undecided in
+        all, 69 with the splits' share (load 5)."""
+        own = self.deadline
+        if own is not None and self.spread > 1:
+            now = time.perf_counter()
+            self.deadline = now + max(own - now, 0.0) / self.spread
+        try:
+            step()
+        finally:
+            self.deadline = own
+
+    def late(self) -> LayerStability:
+        """The layer reached past the caller's deadline: nothing is computed, only what its
+        interval bounds prove and the signs the pooled inputs already show (witnesses found
+        for earlier layers often show later layers' signs too); the rest stays UNDECIDED."""
+        self.stats["out_of_time"] = 1
+        self._apply(from_bounds((self.lower, self.upper)), Proof.INTERVAL)
         return self._result()
 
     # ------------------------------------------------------------------ phases
@@ -233,7 +271,7 @@ class LayerRun:
         no sign). On the last ReLU layer only the claim each open neuron can still have is
         asked (one LP instead of two where a sign was seen: mnist-net_256x4 prop_0_0.03,
         layer 3)."""
-        deadline = self.opts.deadline  # past it, no LP starts (those neurons stay open)
+        deadline = self.deadline  # past it, no LP starts (those neurons stay open)
         if not self._last():
             targets = np.flatnonzero(~(self.inactive | self.active))
             q = replace(self._ask(targets, None, deadline), first=self._first(targets))
@@ -299,7 +337,7 @@ class LayerRun:
         side each open neuron has not shown: most questions the triangle LP leaves open
         are settled here, for a fraction of a MILP."""
         open_, sides = self._open_sides()
-        self._apply(ideal_cut_phase(self._ask(open_, sides, self.opts.deadline)), Proof.LP)
+        self._apply(ideal_cut_phase(self._ask(open_, sides, self.deadline)), Proof.LP)
 
     def _tighten(self) -> None:
         """Ideal-cut LP bounds on both sides of the layer's neurons with no claim (unstable
@@ -422,7 +460,7 @@ class LayerRun:
         """
         tasks = self._tasks()
         tasks = [t for t in tasks if not self._moot(t)]
-        if not tasks:
+        if not tasks or self._left() < _MILP_START:
             return
         t0 = time.perf_counter()
         verdicts = None if self.opts.method == "naive" else self.verdicts

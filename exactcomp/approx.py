@@ -319,7 +319,10 @@ def compress_lossy(
     the smaller); ``time_limit`` the search's, LP proofs and the tightening of ``f``'s bounds
     included; ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
-    ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`."""
+    ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`.
+    Global magnitude pruning (:func:`exactcomp.rewrite.magnitude.search_magnitude`, first, with
+    :data:`MAGNITUDE_SHARE` of the time) is the other candidate: the result is the one that
+    keeps fewer parameters (:func:`_better`), so never less than that baseline proven by us."""
     t0 = time.perf_counter()
     tol = check_tol(tol)
     f = load(model)

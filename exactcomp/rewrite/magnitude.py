@@ -33,9 +33,9 @@ from .lossy import (
     RATIO_SLACK,
     Candidate,
     LossyOutcome,
-    _layer_facts,
     apply,
     candidates,
+    layer_facts,
     relu_ranges,
 )
 
@@ -104,5 +104,5 @@ def search_magnitude(
                 hi = n - 1
         pick = lo
     accepted = order[:pick]
-    facts = _layer_facts(f, accepted, {})
+    facts = layer_facts(f, accepted, {})
     return LossyOutcome(net(pick), proven, accepted, charger.calls, facts)

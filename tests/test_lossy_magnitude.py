@@ -29,7 +29,7 @@ def _net(seed: int, widths=(2, 6, 6, 2)) -> Network:
     return Network.from_arrays(ws, bs)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("tol", [0.05, 0.5])
 @pytest.mark.parametrize("lp_seconds", [0.0, 5.0])
 def test_magnitude_candidate_zeroes_the_smallest_weights_within_tol(seed, tol, lp_seconds):
@@ -50,7 +50,7 @@ def test_magnitude_candidate_zeroes_the_smallest_weights_within_tol(seed, tol, l
         assert max(zeroed) <= min(kept)  # global magnitude order
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize("tol", [0.05, 0.5])
 def test_compress_is_within_tol_and_no_larger_than_either_candidate(seed, tol):
     f = _net(seed)

@@ -194,7 +194,7 @@ def search(
     base = apply(f, [], ranges)
     base_bound = charger.proven(base)
     if base_bound > eps or not cands:
-        return LossyOutcome(base, base_bound, [], charger.calls, _layer_facts(f, [], {}))
+        return LossyOutcome(base, base_bound, [], charger.calls, layer_facts(f, [], {}))
     factors = _amplification(f, cands, ranges, charger)
     score = np.array([c.local * factors[_layer(c)] / c.saved for c in cands])
     order = [cands[i] for i in np.argsort(score, kind="stable")]
@@ -225,7 +225,7 @@ def search(
             f, accepted, rest, (ranges, fit), charger, eps, lp_seconds, t_end
         )
         final = apply(f, accepted, ranges, fit)
-    facts = _layer_facts(f, accepted, factors)
+    facts = layer_facts(f, accepted, factors)
     return LossyOutcome(final, proven, accepted, charger.calls, facts, rounds)
 
 
@@ -329,7 +329,7 @@ def _amplification(f: Network, cands, ranges, charger) -> dict[int, float]:
     return factors
 
 
-def _layer_facts(f: Network, accepted: Sequence[Candidate], factors: dict[int, float]) -> list:
+def layer_facts(f: Network, accepted: Sequence[Candidate], factors: dict[int, float]) -> list:
     """Per layer: neurons replaced by constants, weights zeroed, the measured factor and the
     sum of the local charges of its accepted edits (an estimate; the claim is the proof)."""
     facts = []

@@ -1,0 +1,83 @@
+"""``compress --tol`` never returns less than global magnitude pruning proven by our verifier.
+
+The oracle :func:`exactcomp.testing.max_output_difference` gives the exact ``max |f - g|``
+on tiny networks: the returned network is within ``tol`` by it, and no proven bound is below
+it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exactcomp.approx import _better, _nonzero, compress_lossy
+from exactcomp.domain import Box
+from exactcomp.network import Network
+from exactcomp.rewrite.lossy import LossyOutcome, drop_unused
+from exactcomp.rewrite.magnitude import search_magnitude
+from exactcomp.testing import max_output_difference
+from exactcomp.verify.charge import Charger
+
+BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
+
+
+def _net(seed: int, widths=(2, 6, 6, 2)) -> Network:
+    """A tiny random MLP ``2-6r-6r-2`` (ReLU after the hidden layers)."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(b, a)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
+    return Network.from_arrays(ws, bs)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("tol", [0.05, 0.5])
+@pytest.mark.parametrize("lp_seconds", [0.0, 5.0])
+def test_magnitude_candidate_zeroes_the_smallest_weights_within_tol(seed, tol, lp_seconds):
+    f = _net(seed)
+    out = search_magnitude(f, [BOX], tol, Charger(f, [BOX]), lp_seconds=lp_seconds)
+    exact = max_output_difference(f, out.network, BOX).value
+    assert exact <= out.proven + 1e-9
+    assert out.proven <= tol
+    zeroed, kept = [], []
+    for la, lg in zip(f.layers, out.network.layers, strict=True):
+        assert np.array_equal(la.bias, lg.bias)  # biases untouched
+        changed = lg.weight != la.weight
+        assert (lg.weight[changed] == 0).all()  # only zeroed, never moved
+        zeroed += list(np.abs(la.weight[changed]))
+        kept += list(np.abs(la.weight[~changed]))
+    assert len(zeroed) == len(out.accepted)
+    if zeroed and kept:
+        assert max(zeroed) <= min(kept)  # global magnitude order
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("tol", [0.05, 0.5])
+def test_compress_is_within_tol_and_no_larger_than_either_candidate(seed, tol):
+    f = _net(seed)
+    res = compress_lossy(f, BOX, tol, time_limit=20.0, tighten_seconds=0.0)
+    rep = res.report
+    assert res.proven <= tol
+    exact = max_output_difference(f, res.pruned, BOX).value
+    assert exact <= res.proven + 1e-9
+    assert exact <= tol + 1e-12
+    assert rep["strategy"] in ("search", "magnitude")
+    sizes = [s["parameters_after"] for s in rep["strategies"].values()]
+    assert rep["parameters_after"] == min(sizes)
+    mag = search_magnitude(f, [BOX], tol, Charger(f, [BOX]), lp_seconds=5.0)
+    assert rep["parameters_after"] <= _nonzero(drop_unused(mag.network))
+
+
+def test_the_candidate_that_removes_more_wins_if_proven_within_tol():
+    """``2-1r-1``: ``search`` keeps 5 parameters, ``magnitude`` 3 (a weight and a bias zeroed)."""
+    f = Network.from_arrays([np.array([[1.0, 2.0]]), np.array([[3.0]])], [np.ones(1), np.ones(1)])
+    g = Network.from_arrays([np.array([[0.0, 2.0]]), np.array([[3.0]])], [np.zeros(1), np.ones(1)])
+    search_out = LossyOutcome(f, 0.0, [], 1)
+    mag_out = LossyOutcome(g, 0.3, [], 1)
+    best, facts = _better(search_out, mag_out, 0.5)
+    assert best is mag_out and facts["strategy"] == "magnitude"
+    assert facts["strategies"]["magnitude"]["parameters_after"] == 3
+    assert facts["strategies"]["search"]["parameters_after"] == 5
+    best, facts = _better(search_out, mag_out, 0.2)  # not proven within tol: never taken
+    assert best is search_out and facts["strategy"] == "search"
+    best, facts = _better(search_out, search_out, 0.5)  # a tie: the search
+    assert facts["strategy"] == "search"

@@ -33,6 +33,7 @@ CLOCKED = (
     "exactcomp.milp.solvers",
     "exactcomp.regions.count",
     "exactcomp.rewrite.lossy",
+    "exactcomp.rewrite.magnitude",
     "exactcomp.stability.cones",
     "exactcomp.stability.engine",
     "exactcomp.stability.layer",

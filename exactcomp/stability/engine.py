@@ -48,7 +48,8 @@ from ..progress import SILENT, Progress
 from ..search import candidate_inputs
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import METHODS, SOLVERS, LayerStability, Proof, StabilityReport, Verdict
-from .layer import BoxRun, LayerRun
+from .claims import BoxRun
+from .layer import LayerRun
 from .merge import compact_witnesses, merge_reports
 from .milp_phase import Workers
 from .options import Options

@@ -92,7 +92,8 @@ def stable_neurons(
     time_limit:
         Seconds per MILP, CPU seconds of the solving process (so that verdicts do not
         depend on the machine's load; wall-clock at most ten times as long, and within
-        ``deadline``); a MILP that runs out proves nothing (its neuron is UNDECIDED).
+        ``deadline``); a MILP that runs out proves nothing (its neuron is UNDECIDED). The
+        ideal-cut LPs that tighten a layer's bounds for later layers get as much, in all.
     jobs:
         Worker processes for the MILPs of a layer (default: all cores; ``1``: in-process).
         The result does not depend on it.

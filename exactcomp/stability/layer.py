@@ -15,6 +15,7 @@ import numpy as np
 
 from ..bab.relu import relu_splits
 from ..bab.split import split_inputs
+from ..milp.layer import WALL_PER_CPU
 from ..verdicts import LayerStability, Proof
 from .claims import LayerClaims
 from .milp_phase import Task
@@ -244,12 +245,18 @@ class LayerRun(LayerClaims):
         unstable neurons, 2.4 s of CPU) the widths went from 204.5 to 183.8 in all, and
         layer 3's LP phase left 184 neurons open instead of 191. A claim these bounds
         prove is a claim like any phase's (against a witness: numerical doubt, UNDECIDED).
-        It gets the time of one MILP question (``time_limit``) at most: on cifar_base_kw
-        img4549 (layer 1 below 3,072 inputs and 2,048 neurons, each cut LP seconds) the
-        uncapped step ran for over 15 minutes where the whole analysis took 6 s of CPU
-        without it; the neurons it does not reach keep their LP-phase bounds."""
+        It gets the time of one MILP question at most, capped the same way: ``time_limit``
+        CPU seconds (no cut LP starts past them), and wall-clock at most
+        :data:`~exactcomp.milp.layer.WALL_PER_CPU` times as long and within the layer's
+        deadline, so that later layers' bounds, and so the verdicts, do not depend on the
+        machine's load. On cifar_base_kw img4549 (layer 1 below 3,072 inputs and 2,048
+        neurons, each cut LP seconds) the uncapped step ran for over 15 minutes where the
+        whole analysis took 6 s of CPU without it; the neurons it does not reach keep their
+        LP-phase bounds."""
         free = np.flatnonzero(~(self.inactive | self.active))
         if free.size == 0:
             return
-        deadline = min(self.left(), self.opts.time_limit) + time.perf_counter()
-        self._apply(ideal_cut_phase(self._ask(free, None, deadline), False), Proof.LP)
+        limit = self.opts.time_limit
+        deadline = min(self.left(), WALL_PER_CPU * limit) + time.perf_counter()
+        q = replace(self._ask(free, None, deadline), cpu_limit=limit)
+        self._apply(ideal_cut_phase(q, False), Proof.LP)

@@ -54,3 +54,21 @@ def test_cuts_close_the_gap_of_the_triangle_relaxation():
     cut = ideal_cut_layer_result(net, box, 1, known, [0], [1]).upper[0]
     assert abs(triangle - 0.5) < 1e-5
     assert 0.25 <= cut <= 0.25 + 1e-5
+
+
+def test_a_spent_cpu_limit_starts_no_lp():
+    """``cpu_limit`` (CPU seconds of this process) stops the cut LPs as ``deadline`` does:
+    at 0 none starts and the neuron keeps the bounds it came with (here the interval ones);
+    a generous one changes nothing (the network of the test above)."""
+    net = Network(
+        [
+            Layer(np.array([[1.0, -1.0], [1.0, 0.0]]), np.array([0.0, 0.0]), True),
+            Layer(np.array([[1.0, -0.75]]), np.array([0.0]), True),
+        ]
+    )
+    box = Box.uniform(0.0, 1.0, 2)
+    known = interval_bounds(net, box)
+    spent = ideal_cut_layer_result(net, box, 1, known, [0], [1], cpu_limit=0.0)
+    assert spent.upper[0] == known[1][1][0] >= 1.0 and spent.solved == 0
+    ample = ideal_cut_layer_result(net, box, 1, known, [0], [1], cpu_limit=60.0).upper[0]
+    assert 0.25 <= ample <= 0.25 + 1e-5

@@ -55,9 +55,13 @@ def test_tightening_narrows_some_unstable_neuron(monkeypatch):
 
 
 def test_tightening_gets_the_time_of_one_milp_question_at_most(monkeypatch):
-    """The step's deadline is at most ``time_limit`` seconds away, with or without the
-    caller's deadline (uncapped, it ran for over 15 minutes on cifar_base_kw)."""
+    """The step is capped like one MILP question: ``time_limit`` CPU seconds (checked between
+    its cut LPs, so that later layers' bounds do not depend on the machine's load), and a
+    wall-clock deadline at most ``WALL_PER_CPU`` times as far, with or without the caller's
+    deadline (uncapped, it ran for over 15 minutes on cifar_base_kw)."""
     import time
+
+    from exactcomp.milp.layer import WALL_PER_CPU
 
     monkeypatch.setattr(split, "MAX_INPUTS", 0)
     asked = []
@@ -65,11 +69,11 @@ def test_tightening_gets_the_time_of_one_milp_question_at_most(monkeypatch):
 
     def spy(q, probe=True):
         if not probe:  # the tighten step asks every question
-            asked.append(q.deadline - time.perf_counter())
+            asked.append((q.deadline - time.perf_counter(), q.cpu_limit))
         return real(q, probe)
 
     monkeypatch.setattr(stability_layer, "ideal_cut_phase", spy)
     for seed in SEEDS:
         case = random_case(seed, max_neurons=12, nasty=False)
         stable_neurons(case.network, case.box, jobs=1, time_limit=0.5)
-    assert asked and all(left <= 0.5 for left in asked)
+    assert asked and all(left <= WALL_PER_CPU * 0.5 and cpu == 0.5 for left, cpu in asked)

@@ -144,12 +144,17 @@ def ideal_cut_layer_result(
     tol: Tolerances = DEFAULT,
     deadline: float | None = None,
     probe: bool = True,
+    cpu_limit: float | None = None,
 ) -> LPLayerResult:
     """Sound bounds of ``z_k`` for ``neurons`` from the triangle LP with ideal cuts.
 
     ``sides`` (one per neuron) as in :func:`~exactcomp.bounds.lp.lp_layer_result`: ``+1``
     tightens only the upper bound, ``-1`` only the lower, ``0`` both. ``deadline`` is a
-    ``time.monotonic()`` instant after which no further LP is solved. Cuts are added per
+    ``time.monotonic()`` instant after which no further LP is solved; ``cpu_limit`` the CPU
+    seconds of this process (``time.process_time()``, HiGHS solving in it) after which none
+    starts either, so that a cap on a load-bound machine cuts off as many LPs as on a quiet
+    one (the cut LPs are many and short: the cap is checked between them, and a started LP
+    runs to its end or ``deadline``). Cuts are added per
     question and removed after it, so each question's bound depends on that question only.
     Once the cuts have settled too few questions (:data:`_MIN_SETTLED`) the call stops, and
     the remaining neurons keep their input bounds; ``probe=False`` asks every question (to
@@ -171,6 +176,7 @@ def ideal_cut_layer_result(
     live = lp.out_cols >= 0
     points: list[np.ndarray] = []
     failed = asked = settled = 0
+    cpu_end = None if cpu_limit is None else time.process_time() + cpu_limit
     for i, side in zip(idx.tolist(), np.asarray(sides, dtype=int).tolist(), strict=True):
         if probe and asked >= _PROBE and settled < _MIN_SETTLED * asked:
             break  # the cuts do not pay on this layer: leave the rest to the MILP
@@ -182,6 +188,8 @@ def ideal_cut_layer_result(
             got, cut_lp = None, lp
             for rnd in range(_ROUNDS + 1):
                 if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if cpu_end is not None and time.process_time() >= cpu_end:
                     break
                 got = lp_min(solver, cut_lp, cost, tol, deadline)  # capped: no LP overruns it
                 if got is None or rnd == _ROUNDS:

@@ -1,6 +1,6 @@
 r"""One layer's prefix MILP, ready for questions: the one setup of the engine and the re-check.
 
-Both the stability engine (:meth:`exactcomp.stability.layer.LayerRun._milp_phase`) and the
+Both the stability engine (:meth:`exactcomp.stability.milp_questions.MilpQuestions.run`) and the
 certificate re-check (:func:`exactcomp.verify.recheck._milp_layer`) ask, for neurons :math:`j`
 of layer :math:`k` and signs :math:`s`, "can :math:`s\, z_{kj} > 0` on the box?". They build
 the question the same way, here, from inputs each computes itself (the re-check passes its own

@@ -48,7 +48,8 @@ from ..progress import SILENT, Progress
 from ..search import candidate_inputs
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import METHODS, SOLVERS, LayerStability, Proof, StabilityReport, Verdict
-from .layer import BoxRun, LayerRun
+from .claims import BoxRun
+from .layer import LayerRun
 from .merge import compact_witnesses, merge_reports
 from .milp_phase import Workers
 from .options import Options
@@ -91,7 +92,8 @@ def stable_neurons(
     time_limit:
         Seconds per MILP, CPU seconds of the solving process (so that verdicts do not
         depend on the machine's load; wall-clock at most ten times as long, and within
-        ``deadline``); a MILP that runs out proves nothing (its neuron is UNDECIDED).
+        ``deadline``); a MILP that runs out proves nothing (its neuron is UNDECIDED). The
+        ideal-cut LPs that tighten a layer's bounds for later layers get as much, in all.
     jobs:
         Worker processes for the MILPs of a layer (default: all cores; ``1``: in-process).
         The result does not depend on it.

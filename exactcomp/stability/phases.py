@@ -54,7 +54,9 @@ class PhaseInput:
     ``0..k`` (the re-check's own, or the engine's so far), the ``neurons`` asked about and the
     claim each wants (``sides``), the tolerances, a ``time.perf_counter()`` deadline
     (``None``: none), and for the LP phase the side to solve first where ``sides`` is 0
-    (``first``, as in :func:`exactcomp.bounds.lp.lp_layer_result`; ``None``: both sides)."""
+    (``first``, as in :func:`exactcomp.bounds.lp.lp_layer_result`; ``None``: both sides),
+    and for the ideal-cut phase a cap in CPU seconds of this process (``cpu_limit``, checked
+    between its LPs; ``None``: none)."""
 
     net: Network
     box: Box
@@ -65,6 +67,7 @@ class PhaseInput:
     tol: Tolerances
     deadline: float | None = None
     first: np.ndarray | None = None
+    cpu_limit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ def ideal_cut_phase(q: PhaseInput, probe: bool = True) -> PhaseResult:
 
     deadline = _monotonic(q.deadline)
     res = ideal_cut_layer_result(
-        q.net, q.box, q.k, q.known, q.neurons, q.sides, q.tol, deadline, probe=probe
+        q.net, q.box, q.k, q.known, q.neurons, q.sides, q.tol, deadline, probe, q.cpu_limit
     )
     return from_bounds(res.bounds, res.points)
 

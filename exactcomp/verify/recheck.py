@@ -33,7 +33,7 @@ scratch, trusting nothing in the report but the claims themselves:
    positive at its positive witness and negative at its negative one, with the witness margin.
 
 **Why its own MILP driver.** The engine's MILP phase
-(:meth:`exactcomp.stability.layer.LayerRun._milp_phase`) asks an ordered list of questions,
+(:meth:`exactcomp.stability.milp_questions.MilpQuestions.run`) asks an ordered list of questions,
 possibly in worker processes, and lets each answer's incumbents settle later questions. The
 re-check must learn nothing from one claim for another and must spread one deadline over the
 claims, so it asks one claim at a time, in this process, with the time rules below.

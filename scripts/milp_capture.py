@@ -27,7 +27,9 @@ import time
 import numpy as np
 
 from exactcomp.api import load, read_vnnlib, stable_neurons
+from exactcomp.milp.highs import solve_question
 from exactcomp.stability import layer as stability_layer
+from exactcomp.stability import milp_questions
 
 
 def capture(argv: list[str]) -> None:
@@ -37,10 +39,10 @@ def capture(argv: list[str]) -> None:
     cap = float(argv[3]) if len(argv) > 3 else None
     captured: list[dict] = []
     real_milp = stability_layer.LayerRun._milp_phase
-    real_run = stability_layer.run_questions
+    real_run = milp_questions.run_questions
 
     def milp(run) -> None:
-        tasks = [t for t in run._tasks() if not run._moot(t)]
+        tasks = [t for t in milp_questions.MilpQuestions(run)._tasks() if not run.moot(t)]
         if tasks:
             captured.append(
                 {
@@ -66,7 +68,7 @@ def capture(argv: list[str]) -> None:
         print(json.dumps({"layer": run.k, "milp_cpu": round(time.process_time() - c0, 2)}))
 
     def run_questions(milp_, tasks, **kw):
-        solve = kw.pop("solve", stability_layer.solve_question_default)
+        solve = kw.pop("solve", solve_question)
 
         def timed(m, q):
             c0, t0 = time.process_time(), time.perf_counter()
@@ -86,11 +88,8 @@ def capture(argv: list[str]) -> None:
 
         return real_run(milp_, tasks, solve=timed, **kw)
 
-    from exactcomp.milp.highs import solve_question
-
-    stability_layer.solve_question_default = solve_question
     stability_layer.LayerRun._milp_phase = milp
-    stability_layer.run_questions = run_questions
+    milp_questions.run_questions = run_questions
     c0, t0 = time.process_time(), time.perf_counter()
     rep = stable_neurons(net, box, jobs=1, deadline=None if cap is None else t0 + cap)
     und = [int((ls.verdict == 0).sum()) for ls in rep.layers]

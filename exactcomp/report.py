@@ -87,12 +87,14 @@ def compression_table(doc: dict) -> Table:
 
 
 def lossy_table(doc: dict) -> Table:
-    """Per layer what a lossy command did, and the proven/sampled totals in the caption."""
+    """Per layer what a lossy command did, and the proven/sampled totals in the caption (with
+    the ``strategy`` that won, for ``compress --tol``)."""
     t = Table(
         title=f"{doc['command']}: proven max |f - g| <= {doc['proven_max_abs_diff']:.4g} "
         f"(tol {doc['tol']}), sampled {doc['sampled_max_abs_diff']:.4g}",
         caption=f"neurons {doc['neurons_before']} -> {doc['neurons_after']}, parameters "
-        f"{doc['parameters_before']} -> {doc['parameters_after']}",
+        f"{doc['parameters_before']} -> {doc['parameters_after']}"
+        + (f" ({doc['strategy']})" if "strategy" in doc else ""),
     )
     keys = [k for k in doc["layers"][0] if k != "layer"] if doc["layers"] else []
     for c in ["layer", *keys]:

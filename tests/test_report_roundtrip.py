@@ -172,3 +172,27 @@ def test_cli_refuses_certificates_of_another_kind(documents, tmp_path, capsys) -
     err = capsys.readouterr().err
     assert "regions.json" in err and "expected stability or compress" in err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_the_lossy_table_names_the_winning_strategy():
+    """``compress --tol`` reports which candidate won; the console table says it too."""
+    from rich.console import Console
+
+    from exactcomp.report import lossy_table
+
+    doc = {
+        "command": "compress",
+        "tol": 1.0,
+        "proven_max_abs_diff": 0.5,
+        "sampled_max_abs_diff": 0.25,
+        "neurons_before": 3,
+        "neurons_after": 2,
+        "parameters_before": 10,
+        "parameters_after": 6,
+        "layers": [{"layer": 1, "removed": 4}],
+    }
+    console = Console(width=80, record=True)
+    console.print(lossy_table({**doc, "strategy": "magnitude"}))
+    assert "parameters 10 -> 6 (magnitude)" in " ".join(console.export_text().split())
+    console.print(lossy_table(doc))
+    assert "(magnitude)" not in console.export_text()

@@ -96,6 +96,17 @@ def test_exhausted_budget_claims_nothing() -> None:
     assert not res.inactive.any() and not res.active.any()
 
 
+def test_a_spent_cpu_limit_starts_no_batch() -> None:
+    """The CPU-second cap (so that verdicts do not depend on the machine's load) stops the
+    search like the node budget: no batch starts, nothing is claimed; a generous one proves."""
+    net = kink_net()
+    res = prove_signs(net, BOX, 1, linear_bounds(net, BOX), [0], [0], cpu_limit=0.0)
+    assert res.nodes == 0 and not res.complete
+    assert not res.inactive.any() and not res.active.any()
+    res = prove_signs(net, BOX, 1, linear_bounds(net, BOX), [0], [0], cpu_limit=60.0)
+    assert res.inactive.tolist() == [True] and res.complete
+
+
 def test_sides_limit_the_claims() -> None:
     """Asked only for ``min z >= 0`` (a negative value was seen), nothing is claimed."""
     net = kink_net()

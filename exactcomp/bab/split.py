@@ -141,6 +141,7 @@ def prove_signs(
     tol: Tolerances = DEFAULT,
     max_nodes: int = MAX_NODES,
     deadline: float | None = None,
+    cpu_limit: float | None = None,
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` or ``min z_kj >= 0`` for each ``j`` in ``neurons`` by input splits.
 
@@ -161,10 +162,12 @@ def prove_signs(
         ``min z >= 0`` is out), ``-1``: only ``min z >= 0``, ``0``: either.
     tol:
         Tolerances: the bounds' rounding pad and the witness margin.
-    max_nodes, deadline:
-        The node budget and a ``time.perf_counter()`` instant after which no batch starts.
+    max_nodes, deadline, cpu_limit:
+        The node budget, a ``time.perf_counter()`` instant after which no batch starts, and
+        CPU seconds of this process after which no batch starts (``None``: no cap).
     """
     t0 = time.perf_counter()
+    cpu_stop = None if cpu_limit is None else time.process_time() + cpu_limit
     neurons = np.asarray(neurons, dtype=np.int64)
     sides = np.asarray(sides)
     m = neurons.size
@@ -179,7 +182,11 @@ def prove_signs(
     stack = [_Chunk(box.lower[None].copy(), box.upper[None].copy(), np.ones((1, m), bool), None)]
     nodes = 0
     while stack and m:
-        if nodes >= max_nodes or (deadline is not None and time.perf_counter() >= deadline):
+        if (
+            nodes >= max_nodes
+            or (deadline is not None and time.perf_counter() >= deadline)
+            or (cpu_stop is not None and time.process_time() >= cpu_stop)
+        ):
             break
         chunk = _pop(stack, min(BATCH, max_nodes - nodes))
         give_up = no_inactive & no_active | failed

@@ -87,7 +87,11 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         choices=METHODS,
         help="stability engine (default: fast)",
     )
-    _add_time_limit(p, 10.0, "CPU seconds per MILP, and per layer's bound tightening (default: 10)")
+    _add_time_limit(
+        p,
+        10.0,
+        "CPU seconds per MILP, and per layer's bound tightening (3x for input splits; default: 10)",
+    )
     _add_jobs(p, None, "worker processes (default: all cores)")
     p.add_argument(
         "--cluster",

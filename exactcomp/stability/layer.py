@@ -43,7 +43,8 @@ mnist-net_256x2 prop_1_0.05 (layer 1, 124 searches, 8 finding signs) the first s
 the 5th search. Stopping only gives up candidate witnesses: the neurons stay open for the
 proof phases, never decided by it."""
 _SPLIT_TIME = 3.0
-"""Seconds of the input-split phase per layer, in MILP time limits (its node budget aside)."""
+"""CPU seconds of the input-split phase per layer, in MILP time limits (its node budget
+aside); wall-clock at most :data:`~exactcomp.milp.layer.WALL_PER_CPU` times as long."""
 
 
 class LayerRun(LayerClaims):
@@ -194,8 +195,10 @@ class LayerRun(LayerClaims):
         open neuron has not shown, within its node budget and the deadline; its float64
         witnesses join the pool."""
         open_, sides = self._open_sides()
-        deadline = min(self.left(), _SPLIT_TIME * self.opts.time_limit) + time.perf_counter()
-        self._apply(input_split_phase(self._ask(open_, sides, deadline)), Proof.BAB)
+        limit = _SPLIT_TIME * self.opts.time_limit
+        deadline = min(self.left(), WALL_PER_CPU * limit) + time.perf_counter()
+        q = replace(self._ask(open_, sides, deadline), cpu_limit=limit)
+        self._apply(input_split_phase(q), Proof.BAB)
 
     def _relu_splits(self) -> None:
         """Branch and bound over ReLU splits (:mod:`exactcomp.bab.relu`) for the sign each

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -55,8 +56,8 @@ class PhaseInput:
     claim each wants (``sides``), the tolerances, a ``time.perf_counter()`` deadline
     (``None``: none), and for the LP phase the side to solve first where ``sides`` is 0
     (``first``, as in :func:`exactcomp.bounds.lp.lp_layer_result`; ``None``: both sides),
-    and for the ideal-cut phase a cap in CPU seconds of this process (``cpu_limit``, checked
-    between its LPs; ``None``: none)."""
+    and for the ideal-cut and input-split phases a cap in CPU seconds of this process
+    (``cpu_limit``, checked between their LPs or batches of nodes; ``None``: none)."""
 
     net: Network
     box: Box
@@ -141,9 +142,9 @@ def ideal_cut_phase(q: PhaseInput, probe: bool = True) -> PhaseResult:
 
 def input_split_phase(q: PhaseInput) -> PhaseResult:
     """Branch and bound over input splits (:func:`exactcomp.bab.split.prove_signs`) for the
-    side each neuron asks for, within its node budget and the deadline. A neuron proven both
-    ways counts as inactive."""
-    return _split_phase(q, prove_signs)
+    side each neuron asks for, within its node budget, the deadline and ``cpu_limit``. A
+    neuron proven both ways counts as inactive."""
+    return _split_phase(q, partial(prove_signs, cpu_limit=q.cpu_limit))
 
 
 def relu_split_phase(q: PhaseInput) -> PhaseResult:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,6 +49,104 @@ def magnitude_order(f: Network, cands: Sequence[Candidate]) -> list[Candidate]:
     return [weights[i] for i in np.argsort(mags, kind="stable")]
 
 
+@dataclass(frozen=True)
+class MagnitudePick:
+    """The cheap half of global magnitude pruning: the weights in pruning order, the ReLU
+    ranges, the symbolic pick ``n`` (its symbolic bound ``bound`` <= ``eps``, or ``n`` = 0)
+    and ``reach``: the symbolic pick for ``eps / rho``, what a joint LP ``1 / rho`` times
+    tighter than the symbolic bound could at most extend it to (an estimate, never a proof)."""
+
+    order: list[Candidate]
+    ranges: list
+    n: int
+    bound: float
+    reach: int
+
+    def network(self, f: Network, n: int | None = None) -> Network:
+        """``f`` with the ``n`` (default: the pick's) smallest weights set to 0."""
+        return apply(f, self.order[: self.n if n is None else n], self.ranges)
+
+
+def _symbolic_prefix(f, pick_order, ranges, charger, lo, hi, target, t_end) -> int:
+    # the largest n in [lo, hi] whose symbolic bound is within target (lo is)
+    while lo < hi and time.perf_counter() < t_end:
+        mid = (lo + hi + 1) // 2
+        if charger.proven(apply(f, pick_order[:mid], ranges)) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def magnitude_pick(
+    f: Network,
+    boxes: Sequence[Box],
+    eps: float,
+    charger,
+    *,
+    time_limit: float = 20.0,
+    rho: float = 1.0,
+) -> MagnitudePick:
+    """The symbolic bisection of global magnitude pruning (seconds: symbolic proofs only),
+    and its optimistic ``reach`` for a joint LP ``rho`` (<= 1) times the symbolic bound."""
+    t_end = time.perf_counter() + time_limit
+    ranges = relu_ranges(f, charger)
+    order = magnitude_order(f, candidates(f, ranges, boxes))
+    base = charger.proven(apply(f, [], ranges))
+    n = 0
+    if base <= eps:
+        n = _symbolic_prefix(f, order, ranges, charger, 0, len(order), eps, t_end)
+    bound = charger.proven(apply(f, order[:n], ranges))
+    reach = n
+    if rho < 1.0 and base <= eps:
+        reach = _symbolic_prefix(f, order, ranges, charger, n, len(order), eps / rho, t_end)
+    return MagnitudePick(order, ranges, n, bound, reach)
+
+
+def prove_magnitude(
+    f: Network,
+    pick: MagnitudePick,
+    eps: float,
+    charger,
+    *,
+    time_limit: float = 20.0,
+    lp_seconds: float = 0.0,
+) -> LossyOutcome:
+    """The expensive half: the joint-LP proof of ``pick`` and the LP bisection towards the
+    ratio's pick (module docstring); ``lp_seconds`` <= 0: no LP, the pick with its symbolic
+    bound. ``time_limit`` covers every proof."""
+    t_end = time.perf_counter() + time_limit
+    order, ranges = pick.order, pick.ranges
+
+    def strong(n: int) -> float:
+        left = t_end - time.perf_counter()
+        if lp_seconds <= 0:
+            return charger.proven(pick.network(f, n))
+        return charger.proven(pick.network(f, n), lp_seconds=max(min(lp_seconds, left), 1e-3))
+
+    n = pick.n
+    proven = strong(n) if lp_seconds > 0 else pick.bound  # the final proof of the pick
+    sym = pick.bound
+    ratio = proven / sym if sym > 0 else 1.0
+    if lp_seconds > 0 and ratio < 1.0 - RATIO_SLACK and proven <= eps:
+        far = _symbolic_prefix(f, order, ranges, charger, n, len(order), eps / ratio, t_end)
+        lo, hi, steps = n, far, 0
+        while hi > lo and steps <= BISECT_STEPS and time.perf_counter() < t_end:
+            m = hi if steps == 0 else (lo + hi + 1) // 2
+            steps += 1
+            b = strong(m)
+            if b <= eps:
+                lo, proven = m, b
+                if m == hi:
+                    break
+            else:
+                hi = m - 1
+        n = lo
+    accepted = order[:n]
+    facts = layer_facts(f, accepted, {})
+    return LossyOutcome(pick.network(f, n), proven, accepted, charger.calls, facts)
+
+
 def search_magnitude(
     f: Network,
     boxes: Sequence[Box],
@@ -58,51 +157,12 @@ def search_magnitude(
     lp_seconds: float = 0.0,
 ) -> LossyOutcome:
     """Global magnitude pruning of ``f`` at the largest count of zeroed weights proven within
-    ``eps`` (module docstring). ``charger``: an :class:`~exactcomp.verify.charge.Charger` of
-    ``f`` on ``boxes``; ``lp_seconds`` > 0: the budget of one joint-LP proof (0: symbolic
-    proofs only); ``time_limit`` covers every proof. Zeroed weights keep their input out of
-    the bias (no centring), as the baseline does."""
+    ``eps`` (module docstring): :func:`magnitude_pick`, then :func:`prove_magnitude`.
+    ``charger``: an :class:`~exactcomp.verify.charge.Charger` of ``f`` on ``boxes``;
+    ``lp_seconds`` > 0: the budget of one joint-LP proof (0: symbolic proofs only);
+    ``time_limit`` covers every proof. Zeroed weights keep their input out of the bias (no
+    centring), as the baseline does."""
     t_end = time.perf_counter() + time_limit
-    ranges = relu_ranges(f, charger)
-    order = magnitude_order(f, candidates(f, ranges, boxes))
-
-    def net(n: int) -> Network:
-        return apply(f, order[:n], ranges)
-
-    def symbolic_prefix(lo: int, hi: int, target: float) -> int:
-        # the largest n in [lo, hi] whose symbolic bound is within target (lo is)
-        while lo < hi and time.perf_counter() < t_end:
-            mid = (lo + hi + 1) // 2
-            if charger.proven(net(mid)) <= target:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
-
-    def strong(n: int) -> float:
-        left = t_end - time.perf_counter()
-        if lp_seconds <= 0:
-            return charger.proven(net(n))
-        return charger.proven(net(n), lp_seconds=max(min(lp_seconds, left), 1e-3))
-
-    pick = symbolic_prefix(0, len(order), eps) if charger.proven(net(0)) <= eps else 0
-    proven = strong(pick)  # the final proof (LP or symbolic, the smaller) of the pick
-    sym = charger.proven(net(pick))
-    ratio = proven / sym if sym > 0 else 1.0
-    if lp_seconds > 0 and ratio < 1.0 - RATIO_SLACK and proven <= eps:
-        far = symbolic_prefix(pick, len(order), eps / ratio)
-        lo, hi, steps = pick, far, 0
-        while hi > lo and steps <= BISECT_STEPS and time.perf_counter() < t_end:
-            n = hi if steps == 0 else (lo + hi + 1) // 2
-            steps += 1
-            b = strong(n)
-            if b <= eps:
-                lo, proven = n, b
-                if n == hi:
-                    break
-            else:
-                hi = n - 1
-        pick = lo
-    accepted = order[:pick]
-    facts = layer_facts(f, accepted, {})
-    return LossyOutcome(net(pick), proven, accepted, charger.calls, facts)
+    pick = magnitude_pick(f, boxes, eps, charger, time_limit=time_limit)
+    left = max(t_end - time.perf_counter(), 1e-3)
+    return prove_magnitude(f, pick, eps, charger, time_limit=left, lp_seconds=lp_seconds)

@@ -21,7 +21,7 @@ from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .network import Network
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
-from .rewrite.magnitude import MagnitudePick, magnitude_pick, prove_magnitude
+from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network, storage_bits
 from .verify.charge import Charger, sampled_max_difference
 
@@ -34,9 +34,7 @@ TIGHTEN_SECONDS = 20.0
 #: the symbolic bound, seconds per proof on the digits model): the final claim of each command
 #: and, for ``quantize --tol``, the narrowing steps it proves after the symbolic greedy.
 LP_SECONDS = 60.0
-MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the global magnitude candidate's proofs
-MAGNITUDE_RHO = 0.5  # the tightest LP / symbolic ratio assumed when judging the magnitude LP
-MAGNITUDE_LP_MIN_SHARE = 0.2  # magnitude's LP is reserved only if its reach removes this much
+MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candidate's proofs
 #: ``quantize --tol``: a narrowing is tried with the LP only if its symbolic bound is at most
 #: this many times ``tol`` (measured: the LP bound is 1.5-3x below the symbolic one).
 LP_GAIN = 4.0
@@ -323,9 +321,9 @@ def compress_lossy(
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
     ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`.
     Global magnitude pruning (:mod:`exactcomp.rewrite.magnitude`) is the other candidate: its
-    symbolic bisection first, its joint-LP proof after the search and only where it can still
-    win (:func:`_magnitude_first`); the result is the one that keeps fewer parameters
-    (:func:`_better`), so never less than that baseline proven by us."""
+    symbolic bisection first, its joint-LP proof after the search, only where it can still win
+    (``magnitude_first``, ``magnitude_last``), in time reserved before the search; the result
+    keeps fewer parameters (:func:`_better`), so never less than that baseline proven by us."""
     t0 = time.perf_counter()
     tol = check_tol(tol)
     f = load(model)
@@ -333,7 +331,9 @@ def compress_lossy(
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
     charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
     left = time_limit - (time.perf_counter() - t0)  # after f's tightening
-    mag, lp_reserve = _magnitude_first(f, boxes, tol, charger, left, lp_seconds)
+    mag, lp_reserve = magnitude_first(
+        f, boxes, tol, charger, time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
+    )
     out = search(
         f,
         boxes,
@@ -344,7 +344,7 @@ def compress_lossy(
         centre=centre,
         use_refit=refit,
     )
-    mag = _magnitude_last(f, mag, out, tol, charger, lp_reserve, lp_seconds)
+    mag = magnitude_last(f, mag, out, tol, charger, reserve=lp_reserve, lp_seconds=lp_seconds)
     out, strategies = _better(out, mag.outcome, tol)
     strategies["strategies"]["magnitude"].update(mag.facts)
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
@@ -370,64 +370,6 @@ def compress_lossy(
         **strategies,
     )
     return LossyResult(f, g, None, out.proven, sampled, doc, out.network)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Magnitude:
-    """The magnitude candidate between its two halves: the symbolic pick, its outcome so far
-    (the pick with its symbolic bound) and the report's facts about it."""
-
-    pick: MagnitudePick
-    outcome: LossyOutcome
-    facts: dict
-
-
-def _magnitude_first(
-    f: Network, boxes, tol: float, charger, left: float, lp_seconds: float
-) -> tuple[_Magnitude, float]:
-    """The symbolic half of the magnitude candidate (:func:`magnitude_pick`, at most
-    :data:`MAGNITUDE_SHARE` of ``left``), and the seconds to reserve for its joint-LP proof
-    before the search starts: none when no LP is asked for or when even its optimistic
-    ``reach`` (an LP :data:`MAGNITUDE_RHO` times the symbolic bound) removes less than
-    :data:`MAGNITUDE_LP_MIN_SHARE` of the parameters; else at most ``lp_seconds``, within
-    the share."""
-    t0 = time.perf_counter()
-    share = MAGNITUDE_SHARE * left
-    pick = magnitude_pick(f, boxes, tol, charger, time_limit=share, rho=MAGNITUDE_RHO)
-    outcome = prove_magnitude(f, pick, tol, charger, lp_seconds=0.0)
-    before = _nonzero(drop_unused_grids(f, [None] * len(f.layers))[0])
-    reach = _nonzero(_dropped(pick.network(f, pick.reach)))
-    reserve = 0.0
-    if lp_seconds > 0 and before - reach >= MAGNITUDE_LP_MIN_SHARE * before:
-        reserve = max(min(lp_seconds, share - (time.perf_counter() - t0)), 0.0)
-    facts = {
-        "symbolic_pick": pick.n,
-        "symbolic_bound": pick.bound,
-        "reach_parameters_after": reach,
-        "lp_reserved_seconds": reserve,
-        "lp_proof": False,
-    }
-    return _Magnitude(pick, outcome, facts), reserve
-
-
-def _magnitude_last(
-    f: Network, mag: _Magnitude, search_out: LossyOutcome, tol, charger, reserve, lp_seconds
-) -> _Magnitude:
-    """The expensive half (:func:`prove_magnitude`, within the ``reserve`` taken from the
-    search), run only if the symbolic pick's optimistic reach keeps fewer parameters than the
-    search's result: else it could not win, and the pick keeps its symbolic proof."""
-    if reserve <= 0 or mag.facts["reach_parameters_after"] >= _nonzero(
-        _dropped(search_out.network)
-    ):
-        return mag
-    out = prove_magnitude(f, mag.pick, tol, charger, time_limit=reserve, lp_seconds=lp_seconds)
-    if out.proven > tol and mag.outcome.proven <= tol:  # the LP never undoes a proven pick
-        out = mag.outcome
-    return dataclasses.replace(mag, outcome=out, facts={**mag.facts, "lp_proof": True})
-
-
-def _dropped(net: Network) -> Network:
-    return drop_unused_grids(net, [None] * len(net.layers))[0]
 
 
 def _better(

@@ -21,7 +21,7 @@ from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .network import Network
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
-from .rewrite.magnitude import search_magnitude
+from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.quantize import BITS, QuantizedWeight, check_bits, quantize_network, storage_bits
 from .verify.charge import Charger, sampled_max_difference
 
@@ -34,7 +34,7 @@ TIGHTEN_SECONDS = 20.0
 #: the symbolic bound, seconds per proof on the digits model): the final claim of each command
 #: and, for ``quantize --tol``, the narrowing steps it proves after the symbolic greedy.
 LP_SECONDS = 60.0
-MAGNITUDE_SHARE = 0.25  # of compress --tol's time: the global magnitude candidate's proofs
+MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candidate's proofs
 #: ``quantize --tol``: a narrowing is tried with the LP only if its symbolic bound is at most
 #: this many times ``tol`` (measured: the LP bound is 1.5-3x below the symbolic one).
 LP_GAIN = 4.0
@@ -320,8 +320,9 @@ def compress_lossy(
     included; ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
     ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`.
-    Global magnitude pruning (:func:`exactcomp.rewrite.magnitude.search_magnitude`, first, with
-    :data:`MAGNITUDE_SHARE` of the time) is the other candidate: the result is the one that
+    Global magnitude pruning (:mod:`exactcomp.rewrite.magnitude`) is the other candidate: its
+    symbolic bisection first, its joint-LP proof after the search, only where it can still win
+    (``magnitude_first``, ``magnitude_last``), in time reserved before the search; the result
     keeps fewer parameters (:func:`_better`), so never less than that baseline proven by us."""
     t0 = time.perf_counter()
     tol = check_tol(tol)
@@ -330,7 +331,7 @@ def compress_lossy(
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
     charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
     left = time_limit - (time.perf_counter() - t0)  # after f's tightening
-    mag = search_magnitude(
+    mag, lp_reserve = magnitude_first(
         f, boxes, tol, charger, time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
     )
     out = search(
@@ -338,12 +339,14 @@ def compress_lossy(
         boxes,
         tol,
         charger,
-        time_limit=max(time_limit - (time.perf_counter() - t0), 1.0),
+        time_limit=max(time_limit - (time.perf_counter() - t0) - lp_reserve, 1.0),
         lp_seconds=lp_seconds,
         centre=centre,
         use_refit=refit,
     )
-    out, strategies = _better(out, mag, tol)
+    mag = magnitude_last(f, mag, out, tol, charger, reserve=lp_reserve, lp_seconds=lp_seconds)
+    out, strategies = _better(out, mag.outcome, tol)
+    strategies["strategies"]["magnitude"].update(mag.facts)
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
         bab = charger.proven(out.network, bab_seconds=bab_seconds)
         out = dataclasses.replace(out, proven=min(out.proven, bab))

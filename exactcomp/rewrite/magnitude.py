@@ -17,12 +17,18 @@ bisection on :math:`[0, N]`. The pick then gets the final proof of the search's 
 runs again for ``eps / rho``, its pick :math:`n_\rho` is proven by the LP, and if that
 proof exceeds ``eps`` the LP bisects :math:`[n_s, n_\rho]` back within
 :data:`~exactcomp.rewrite.lossy.BISECT_STEPS` proofs. A ratio only chooses what to try.
+
+**Two halves.** ``compress --tol`` runs the bisection (:func:`magnitude_first`, seconds)
+before the greedy search and the joint LP (:func:`magnitude_last`, ~15 s on the digits
+models) after it, only where the LP could still make magnitude pruning win; the LP's time is
+reserved before the search starts, and only when its optimistic reach is large.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,9 +41,13 @@ from .lossy import (
     LossyOutcome,
     apply,
     candidates,
+    drop_unused_grids,
     layer_facts,
     relu_ranges,
 )
+
+MAGNITUDE_RHO = 0.5  # the tightest LP / symbolic ratio assumed when judging magnitude's LP
+LP_MIN_SHARE = 0.2  # magnitude's LP is reserved only if its reach removes this share
 
 
 def magnitude_order(f: Network, cands: Sequence[Candidate]) -> list[Candidate]:
@@ -46,6 +56,104 @@ def magnitude_order(f: Network, cands: Sequence[Candidate]) -> list[Candidate]:
     weights = [c for c in cands if c.kind == "weight"]
     mags = np.array([abs(f.layers[c.index[0]].weight[c.index[1], c.index[2]]) for c in weights])
     return [weights[i] for i in np.argsort(mags, kind="stable")]
+
+
+@dataclass(frozen=True)
+class MagnitudePick:
+    """The cheap half of global magnitude pruning: the weights in pruning order, the ReLU
+    ranges, the symbolic pick ``n`` (its symbolic bound ``bound`` <= ``eps``, or ``n`` = 0)
+    and ``reach``: the symbolic pick for ``eps / rho``, what a joint LP ``1 / rho`` times
+    tighter than the symbolic bound could at most extend it to (an estimate, never a proof)."""
+
+    order: list[Candidate]
+    ranges: list
+    n: int
+    bound: float
+    reach: int
+
+    def network(self, f: Network, n: int | None = None) -> Network:
+        """``f`` with the ``n`` (default: the pick's) smallest weights set to 0."""
+        return apply(f, self.order[: self.n if n is None else n], self.ranges)
+
+
+def _symbolic_prefix(f, pick_order, ranges, charger, lo, hi, target, t_end) -> int:
+    # the largest n in [lo, hi] whose symbolic bound is within target (lo is)
+    while lo < hi and time.perf_counter() < t_end:
+        mid = (lo + hi + 1) // 2
+        if charger.proven(apply(f, pick_order[:mid], ranges)) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def magnitude_pick(
+    f: Network,
+    boxes: Sequence[Box],
+    eps: float,
+    charger,
+    *,
+    time_limit: float = 20.0,
+    rho: float = 1.0,
+) -> MagnitudePick:
+    """The symbolic bisection of global magnitude pruning (seconds: symbolic proofs only),
+    and its optimistic ``reach`` for a joint LP ``rho`` (<= 1) times the symbolic bound."""
+    t_end = time.perf_counter() + time_limit
+    ranges = relu_ranges(f, charger)
+    order = magnitude_order(f, candidates(f, ranges, boxes))
+    base = charger.proven(apply(f, [], ranges))
+    n = 0
+    if base <= eps:
+        n = _symbolic_prefix(f, order, ranges, charger, 0, len(order), eps, t_end)
+    bound = charger.proven(apply(f, order[:n], ranges))
+    reach = n
+    if rho < 1.0 and base <= eps:
+        reach = _symbolic_prefix(f, order, ranges, charger, n, len(order), eps / rho, t_end)
+    return MagnitudePick(order, ranges, n, bound, reach)
+
+
+def prove_magnitude(
+    f: Network,
+    pick: MagnitudePick,
+    eps: float,
+    charger,
+    *,
+    time_limit: float = 20.0,
+    lp_seconds: float = 0.0,
+) -> LossyOutcome:
+    """The expensive half: the joint-LP proof of ``pick`` and the LP bisection towards the
+    ratio's pick (module docstring); ``lp_seconds`` <= 0: no LP, the pick with its symbolic
+    bound. ``time_limit`` covers every proof."""
+    t_end = time.perf_counter() + time_limit
+    order, ranges = pick.order, pick.ranges
+
+    def strong(n: int) -> float:
+        left = t_end - time.perf_counter()
+        if lp_seconds <= 0:
+            return charger.proven(pick.network(f, n))
+        return charger.proven(pick.network(f, n), lp_seconds=max(min(lp_seconds, left), 1e-3))
+
+    n = pick.n
+    proven = strong(n) if lp_seconds > 0 else pick.bound  # the final proof of the pick
+    sym = pick.bound
+    ratio = proven / sym if sym > 0 else 1.0
+    if lp_seconds > 0 and ratio < 1.0 - RATIO_SLACK and proven <= eps:
+        far = _symbolic_prefix(f, order, ranges, charger, n, len(order), eps / ratio, t_end)
+        lo, hi, steps = n, far, 0
+        while hi > lo and steps <= BISECT_STEPS and time.perf_counter() < t_end:
+            m = hi if steps == 0 else (lo + hi + 1) // 2
+            steps += 1
+            b = strong(m)
+            if b <= eps:
+                lo, proven = m, b
+                if m == hi:
+                    break
+            else:
+                hi = m - 1
+        n = lo
+    accepted = order[:n]
+    facts = layer_facts(f, accepted, {})
+    return LossyOutcome(pick.network(f, n), proven, accepted, charger.calls, facts)
 
 
 def search_magnitude(
@@ -58,51 +166,86 @@ def search_magnitude(
     lp_seconds: float = 0.0,
 ) -> LossyOutcome:
     """Global magnitude pruning of ``f`` at the largest count of zeroed weights proven within
-    ``eps`` (module docstring). ``charger``: an :class:`~exactcomp.verify.charge.Charger` of
-    ``f`` on ``boxes``; ``lp_seconds`` > 0: the budget of one joint-LP proof (0: symbolic
-    proofs only); ``time_limit`` covers every proof. Zeroed weights keep their input out of
-    the bias (no centring), as the baseline does."""
+    ``eps`` (module docstring): :func:`magnitude_pick`, then :func:`prove_magnitude`.
+    ``charger``: an :class:`~exactcomp.verify.charge.Charger` of ``f`` on ``boxes``;
+    ``lp_seconds`` > 0: the budget of one joint-LP proof (0: symbolic proofs only);
+    ``time_limit`` covers every proof. Zeroed weights keep their input out of the bias (no
+    centring), as the baseline does."""
     t_end = time.perf_counter() + time_limit
-    ranges = relu_ranges(f, charger)
-    order = magnitude_order(f, candidates(f, ranges, boxes))
+    pick = magnitude_pick(f, boxes, eps, charger, time_limit=time_limit)
+    left = max(t_end - time.perf_counter(), 1e-3)
+    return prove_magnitude(f, pick, eps, charger, time_limit=left, lp_seconds=lp_seconds)
 
-    def net(n: int) -> Network:
-        return apply(f, order[:n], ranges)
 
-    def symbolic_prefix(lo: int, hi: int, target: float) -> int:
-        # the largest n in [lo, hi] whose symbolic bound is within target (lo is)
-        while lo < hi and time.perf_counter() < t_end:
-            mid = (lo + hi + 1) // 2
-            if charger.proven(net(mid)) <= target:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+def kept_parameters(net: Network) -> int:
+    """The nonzero weights and biases of ``net`` once the neurons without effect are dropped."""
+    g = drop_unused_grids(net, [None] * len(net.layers))[0]
+    return int(sum(np.count_nonzero(la.weight) + np.count_nonzero(la.bias) for la in g.layers))
 
-    def strong(n: int) -> float:
-        left = t_end - time.perf_counter()
-        if lp_seconds <= 0:
-            return charger.proven(net(n))
-        return charger.proven(net(n), lp_seconds=max(min(lp_seconds, left), 1e-3))
 
-    pick = symbolic_prefix(0, len(order), eps) if charger.proven(net(0)) <= eps else 0
-    proven = strong(pick)  # the final proof (LP or symbolic, the smaller) of the pick
-    sym = charger.proven(net(pick))
-    ratio = proven / sym if sym > 0 else 1.0
-    if lp_seconds > 0 and ratio < 1.0 - RATIO_SLACK and proven <= eps:
-        far = symbolic_prefix(pick, len(order), eps / ratio)
-        lo, hi, steps = pick, far, 0
-        while hi > lo and steps <= BISECT_STEPS and time.perf_counter() < t_end:
-            n = hi if steps == 0 else (lo + hi + 1) // 2
-            steps += 1
-            b = strong(n)
-            if b <= eps:
-                lo, proven = n, b
-                if n == hi:
-                    break
-            else:
-                hi = n - 1
-        pick = lo
-    accepted = order[:pick]
-    facts = layer_facts(f, accepted, {})
-    return LossyOutcome(net(pick), proven, accepted, charger.calls, facts)
+@dataclass(frozen=True)
+class MagnitudeCandidate:
+    """The magnitude candidate between its two halves: the symbolic pick, its outcome so far
+    (the pick with its symbolic bound, or with the LP's once proven) and the report's facts."""
+
+    pick: MagnitudePick
+    outcome: LossyOutcome
+    facts: dict
+
+
+def magnitude_first(
+    f: Network,
+    boxes: Sequence[Box],
+    eps: float,
+    charger,
+    *,
+    time_limit: float,
+    lp_seconds: float,
+) -> tuple[MagnitudeCandidate, float]:
+    """The symbolic half of the magnitude candidate (:func:`magnitude_pick`; all of it within
+    ``time_limit``, the candidate's share of ``compress --tol``), and the seconds to reserve
+    for its joint-LP proof before the greedy search starts.
+
+    The rule: nothing is reserved when no LP is asked for, or when even the optimistic
+    ``reach`` (an LP :data:`MAGNITUDE_RHO` times the symbolic bound, which the digits models
+    never showed: 0.97-1.0) removes less than :data:`LP_MIN_SHARE` of the parameters
+    (magnitude pruning then trails the search: 745 weights against the search's 1,818
+    parameters on the l1 = 0 digits model at tol 1.0); else ``lp_seconds``, within what is
+    left of ``time_limit``."""
+    t_end = time.perf_counter() + time_limit
+    pick = magnitude_pick(f, boxes, eps, charger, time_limit=time_limit, rho=MAGNITUDE_RHO)
+    outcome = prove_magnitude(f, pick, eps, charger, lp_seconds=0.0)
+    before = kept_parameters(f)
+    reach = kept_parameters(pick.network(f, pick.reach))
+    reserve = 0.0
+    if lp_seconds > 0 and before - reach >= LP_MIN_SHARE * before:
+        reserve = max(min(lp_seconds, t_end - time.perf_counter()), 0.0)
+    facts = {
+        "symbolic_pick": pick.n,
+        "symbolic_bound": pick.bound,
+        "reach_parameters_after": reach,
+        "lp_reserved_seconds": reserve,
+        "lp_proof": False,
+    }
+    return MagnitudeCandidate(pick, outcome, facts), reserve
+
+
+def magnitude_last(
+    f: Network,
+    mag: MagnitudeCandidate,
+    search_out: LossyOutcome,
+    eps: float,
+    charger,
+    *,
+    reserve: float,
+    lp_seconds: float,
+) -> MagnitudeCandidate:
+    """The expensive half (:func:`prove_magnitude`, within the ``reserve`` the search left),
+    run only if the pick's optimistic reach keeps fewer parameters than the search's result
+    ``search_out``: else magnitude cannot win, and the pick keeps its symbolic proof."""
+    if reserve <= 0 or mag.facts["reach_parameters_after"] >= kept_parameters(search_out.network):
+        return mag
+    out = prove_magnitude(f, mag.pick, eps, charger, time_limit=reserve, lp_seconds=lp_seconds)
+    if out.proven > eps and mag.outcome.proven <= eps:  # an LP cut short never undoes the pick
+        out = mag.outcome
+    return MagnitudeCandidate(mag.pick, out, {**mag.facts, "lp_proof": True})

@@ -19,6 +19,33 @@ network the proofs are about. Nothing is rounded after the proof.
 
 The quantised network keeps the architecture, so the differential bounds of
 :mod:`exactcomp.verify.symbolic` compare it with the original neuron by neuron.
+
+**Compensation on the domain** (``compensation=`` :class:`Compensation`; the post-training
+quantisation recipe aimed at the domain the error is proven on). Layer :math:`k`'s weight
+error :math:`E = Q - W` adds :math:`E\,a(x)` to its pre-activation, :math:`a = a_{k-1}` the
+original network's input to the layer (:math:`a_{-1} = x`). Over points :math:`x^{(1..N)}`
+drawn uniformly from the domain let :math:`\mu` be the mean of :math:`a` and :math:`C` its
+covariance.
+
+* *Bias correction*: the float32 bias becomes :math:`b - E \mu`, so the layer adds
+  :math:`E\,(a - \mu)`, whose mean over the domain is 0: the shift that every point pays
+  is gone, and what is left is the error's spread. (The centre of proven interval bounds of
+  :math:`a`, which minimises the row's interval worst case :math:`|E_i c| + |E_i|\, r`, was
+  measured too: worse sampled error, the same proven one; benchmarks/RESULTS.md "quant7".)
+  Nothing is stored differently: the bias stays float32.
+* *Scale search* (grids of at most :data:`SEARCH_MAX_BITS` bits): per row, the scale
+  :math:`s_i = \rho \max_j |W_{ij}| / (2^{B-1}-1)` for each clipping ratio :math:`\rho` of
+  :data:`CLIP_RATIOS` (1 first), rounded as above, :math:`q = \mathrm{clip}(\mathrm{round}
+  (W_i / s_i))`; the row keeps the :math:`\rho` of least cost :math:`E_i C E_i^\top` (the
+  variance the row adds over the domain; ties: the larger ratio), so no row costs more than
+  round-to-nearest at :math:`\rho = 1`. The interval cost :math:`\sum_j |E_{ij}|\, r_j`
+  (:math:`r` the proven half-widths) was measured too: the proven bound about the same,
+  the sampled error larger. At 8 bits half a step is 0.4 % of :math:`\max |W_i|`: clipping
+  only re-rounds, and it measured worse, so 8-bit grids keep :math:`\rho = 1`.
+* *Rounding direction* stays round-to-nearest (no AdaRound-like floor/ceil choice): not
+  built in this round.
+
+None of this is a proof: the claim stays the verifier's (:mod:`exactcomp.verify.charge`).
 """
 
 from __future__ import annotations
@@ -35,6 +62,10 @@ from ..network import Layer, Network
 BITS: tuple[float, ...] = (16, 8, 4, 3, 2, 1.5)
 SCALE_BITS = 16  # significant bits of a scale: q * s is exact in float32 for |q| <= 127
 TERNARY_THRESHOLD = 0.7  # |w| <= 0.7 mean |w| goes to 0 (ternary weight networks)
+#: Clipping ratios of ``max |w|`` tried per row by the scale search, 1 first (1 down to 0.8).
+CLIP_RATIOS: tuple[float, ...] = tuple(1.0 - 0.01 * i for i in range(21))
+SEARCH_MAX_BITS = 4  # the scale search runs on grids of at most this many bits
+COVARIANCE_MAX = 4096  # wider inputs keep only the variances (the diagonal of C)
 
 
 def check_bits(bits: float) -> float:
@@ -94,8 +125,12 @@ def _round_scale(s: np.ndarray) -> np.ndarray:
     return np.ldexp(mant, exp).astype(np.float32)
 
 
-def quantize_weight(w: np.ndarray, bits: float) -> QuantizedWeight:
-    """Quantise a matrix per row (see the module docstring)."""
+def quantize_weight(
+    w: np.ndarray, bits: float, covariance: np.ndarray | None = None
+) -> QuantizedWeight:
+    """Quantise a matrix per row (see the module docstring); with ``covariance`` (the
+    covariance :math:`C` of the layer's input over the domain, or its diagonal), a grid of at
+    most :data:`SEARCH_MAX_BITS` bits gets the per-row scale search."""
     bits = check_bits(bits)
     w = np.asarray(w, dtype=np.float64)
     if bits == 16:
@@ -109,9 +144,66 @@ def quantize_weight(w: np.ndarray, bits: float) -> QuantizedWeight:
         q = np.where(keep, np.sign(w), 0.0)
         return QuantizedWeight(q.astype(np.int8), scale, bits)
     top = 2 ** (int(bits) - 1) - 1
-    scale = _round_scale(mag.max(axis=1, initial=0.0) / top)
-    q = np.clip(np.rint(w / scale.astype(np.float64)[:, None]), -top, top)
+    peak = mag.max(axis=1, initial=0.0)
+    scale = _round_scale(peak / top)
+    q = _on_grid(w, scale, top)
+    if covariance is not None and bits <= SEARCH_MAX_BITS:
+        cov = np.asarray(covariance, dtype=np.float64)
+        if cov.shape not in ((w.shape[1],), (w.shape[1], w.shape[1])):
+            raise InvalidOptionError(f"an input covariance {cov.shape} for a matrix {w.shape}")
+        cost = _row_cost(w, q, scale, cov)
+        for ratio in CLIP_RATIOS[1:]:  # 1 is the start: no row ends worse than at 1
+            s = _round_scale(ratio * peak / top)
+            qs = _on_grid(w, s, top)
+            c = _row_cost(w, qs, s, cov)
+            better = c < cost
+            q[better], scale[better], cost[better] = qs[better], s[better], c[better]
     return QuantizedWeight(q.astype(np.int8), scale, bits)
+
+
+def _on_grid(w: np.ndarray, scale: np.ndarray, top: int) -> np.ndarray:
+    """Round to nearest on the grid of each row's ``scale``, clipped to ``[-top, top]``."""
+    return np.clip(np.rint(w / scale.astype(np.float64)[:, None]), -top, top)
+
+
+def _row_cost(w: np.ndarray, q: np.ndarray, scale: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Per row, the variance ``E_i C E_i^T`` of the error of the grid ``q * scale`` (``cov``
+    1-D: its diagonal only)."""
+    e = q * scale.astype(np.float64)[:, None] - w
+    if cov.ndim == 1:
+        return (e * e) @ cov
+    return np.einsum("ij,ij->i", e @ cov, e)
+
+
+@dataclass(frozen=True, eq=False)
+class Compensation:
+    """What the corrected quantiser knows of the domain, per layer ``k``: the mean
+    ``centre[k]`` of its input :math:`a_{k-1}` over domain points (folded by bias correction)
+    and its covariance ``covariance[k]`` (1-D: the variances only, for inputs wider than
+    :data:`COVARIANCE_MAX`; the scale search's cost). See the module docstring."""
+
+    centre: tuple[np.ndarray, ...]
+    covariance: tuple[np.ndarray, ...]
+
+    @classmethod
+    def of_points(cls, net: Network, x: np.ndarray) -> Compensation:
+        """The moments of each layer's input in ``net`` (float64) over the points ``x``
+        (rows; at least 2)."""
+        a = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if len(a) < 2:
+            raise InvalidOptionError("compensation needs at least 2 domain points")
+        centre, covariance = [], []
+        for layer in net.layers:
+            mu = a.mean(axis=0)
+            d = a - mu
+            wide = a.shape[1] > COVARIANCE_MAX
+            cov = (d * d).sum(axis=0) if wide else d.T @ d
+            centre.append(mu)
+            covariance.append(cov / (len(a) - 1))
+            a = layer.apply(a) + layer.bias
+            if layer.relu:
+                a = np.maximum(a, 0.0)
+        return cls(tuple(centre), tuple(covariance))
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,16 +232,28 @@ class QuantizedNetwork:
         return bits / max(total, 1)
 
 
-def quantize_network(net: Network, bits: Sequence[float | None]) -> QuantizedNetwork:
+def quantize_network(
+    net: Network, bits: Sequence[float | None], compensation: Compensation | None = None
+) -> QuantizedNetwork:
     """Quantise layer ``k`` to ``bits[k]`` (None: keep it); biases are rounded to float32,
-    and the result is a float32 network (what the written file holds, exactly)."""
+    and the result is a float32 network (what the written file holds, exactly).
+    ``compensation`` (the moments of each layer's input on the domain): the scale search and
+    the bias correction of the module docstring; None: plain round-to-nearest."""
     if len(bits) != len(net.layers):
         raise InvalidOptionError(f"{len(bits)} bit widths for {len(net.layers)} layers")
+    if compensation is not None and len(compensation.centre) != len(net.layers):
+        raise InvalidOptionError(
+            f"moments of {len(compensation.centre)} layers for {len(net.layers)} layers"
+        )
     layers, grids = [], []
-    for layer, b in zip(net.layers, bits, strict=True):
-        qw = None if b is None else quantize_weight(layer.weight, b)
+    for k, (layer, b) in enumerate(zip(net.layers, bits, strict=True)):
+        cov = None if compensation is None else compensation.covariance[k]
+        qw = None if b is None else quantize_weight(layer.weight, b, cov)
         w = layer.weight.astype(np.float32) if qw is None else qw.dequantized
-        layers.append(Layer(w, layer.bias.astype(np.float32), layer.relu))
+        bias = layer.bias
+        if qw is not None and compensation is not None:
+            bias = bias - (w - layer.weight) @ compensation.centre[k]  # b - E c
+        layers.append(Layer(w, bias.astype(np.float32), layer.relu))
         grids.append(qw)
     return QuantizedNetwork(
         Network(tuple(layers), dtype="float32", meta=dict(net.meta)), tuple(grids)

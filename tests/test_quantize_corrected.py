@@ -14,12 +14,15 @@ from exactcomp.approx import quantize
 from exactcomp.cli import main
 from exactcomp.domain import Box
 from exactcomp.errors import InvalidOptionError
-from exactcomp.network import Network
+from exactcomp.network import Layer, Network
 from exactcomp.rewrite.quantize import (
+    ROUNDING_BAND,
     SCALE_BITS,
     Compensation,
+    QuantizedWeight,
     quantize_network,
     quantize_weight,
+    round_jointly,
 )
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
@@ -132,3 +135,49 @@ def test_method_is_checked_and_rtn_is_plain_round_to_nearest(tmp_path):
     args = ["quantize", str(model), "--box", "0,1", "--bits", "4", "-o", str(out), "--quiet"]
     assert main([*args, "--method", "nearest"]) == 2 and not out.exists()
     assert main([*args, "--method", "rtn"]) == 0 and out.exists()
+
+
+def test_rounding_direction_cancels_errors_across_rows():
+    """Two equal rows ``[1, 0.45]`` on a 2-bit grid of scale 1 feed one output with weight 1
+    each (``M`` = all ones): round-to-nearest errs ``-0.45`` in both, ``-0.9`` in the sum;
+    moving one row's 0.45 up to 1 leaves ``+0.1``."""
+    w = np.array([[1.0, 0.45], [1.0, 0.45]])
+    qw = QuantizedWeight(np.array([[1, 0], [1, 0]], np.int8), np.ones(2, np.float32), 2)
+    out = round_jointly(w, qw, np.ones((2, 2)), np.eye(2))
+    assert sorted(out.q[:, 1]) == [0, 1] and np.array_equal(out.q[:, 0], [1, 1])
+    assert np.array_equal(out.scale, qw.scale)
+    assert (out.dequantized - w)[:, 1].sum() == pytest.approx(0.1)
+
+
+def test_rounding_direction_moves_only_near_ties_and_lowers_the_output_error():
+    rng = np.random.default_rng(3)
+    w, cov, moment = rng.normal(size=(12, 10)), _cov(10, 3), _cov(12, 4)
+    plain = quantize_weight(w, 4)
+    out = round_jointly(w, plain, moment, cov)
+    moved = out.q != plain.q
+    assert moved.any()
+    r = w / plain.scale.astype(np.float64)[:, None]
+    assert (np.abs(r - plain.q)[moved] >= 0.5 - ROUNDING_BAND).all()
+    assert (np.abs(out.q.astype(int) - plain.q) <= 1).all()
+
+    def loss(qw):
+        e = qw.dequantized - w
+        return np.trace(moment @ e @ cov @ e.T)
+
+    assert loss(out) < loss(plain)
+
+
+def test_corrected_network_cancels_what_round_to_nearest_adds():
+    """``2-2-1`` without ReLUs: ``f = h_1 + h_2``, ``h_1 = h_2 = x_1 + (10.45/127) x_2``; the
+    8-bit grid of scale ~1/127 rounds both second weights down by ~0.45 steps: the exact
+    max error is ~0.9 steps for round-to-nearest and ~0.05 corrected."""
+    w0 = np.array([[1.0, 10.45 / 127], [1.0, 10.45 / 127]])
+    f = Network((Layer(w0, np.zeros(2), False), Layer(np.ones((1, 2)), np.zeros(1), False)))
+    box = Box(np.zeros(2), np.ones(2))
+    comp = Compensation.of_points(f, box.sample(4000, np.random.default_rng(0)))
+    plain = quantize_network(f, [8, None]).network
+    fixed = quantize_network(f, [8, None], comp).network
+    before = max_output_difference(f, plain, box).value
+    after = max_output_difference(f, fixed, box).value
+    assert before == pytest.approx(0.9 / 127, rel=0.01)
+    assert after < 0.1 * before

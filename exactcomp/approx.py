@@ -180,7 +180,7 @@ def quantize(
         f = base = load(model)
     boxes = bind_domain(domain, f)
     charger = Charger(f, boxes, tighten_seconds=tighten_seconds)
-    comp = _compensation(base, boxes) if method == "corrected" else None
+    comp = domain_compensation(base, boxes) if method == "corrected" else None
     n = len(f.layers)
     lp_end = time.perf_counter() + lp_seconds
     lp_bound = np.inf  # a joint-LP proof of the chosen network, when narrowing made one
@@ -236,7 +236,7 @@ def quantize(
     return LossyResult(f, small, tuple(grids), proven, sampled, doc, qn.network)
 
 
-def _compensation(net: Network, boxes) -> Compensation:
+def domain_compensation(net: Network, boxes) -> Compensation:
     """The moments of ``net``'s layer inputs over :data:`COMPENSATION_POINTS` uniform points
     of the boxes (seeded: the same network every run)."""
     rng = np.random.default_rng(0)

@@ -62,6 +62,18 @@ def test_scale_search_never_costs_a_row_more_than_round_to_nearest(bits):
     assert (cost(searched) < cost(plain)).any()  # the search finds something on 20 rows
 
 
+def test_scale_search_with_a_spread_never_raises_a_rows_worst_case():
+    rng = np.random.default_rng(8)
+    w, cov, spread = rng.normal(size=(30, 12)), _cov(12, 8), rng.random(12)
+    plain, searched = quantize_weight(w, 3), quantize_weight(w, 3, cov, spread)
+
+    def worst(qw):
+        return np.abs(qw.dequantized - w) @ spread
+
+    assert (worst(searched) <= worst(plain)).all()
+    assert not np.array_equal(searched.scale, plain.scale)
+
+
 def test_eight_bit_grids_keep_round_to_nearest_and_ternary_is_unchanged():
     w = np.random.default_rng(2).normal(size=(5, 6))
     for bits in (8, 1.5, 16):

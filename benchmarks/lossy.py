@@ -25,6 +25,7 @@ import numpy as np
 from exactcomp import api
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
+from exactcomp.rewrite.quantize import Compensation
 
 from .digits import test_set
 
@@ -210,7 +211,7 @@ def plot(rows: Sequence[dict], path: Path) -> None:
 
 def soak(n: int, seed: int = 0) -> dict:
     """Random tiny networks (2-3 inputs, two hidden layers of 3-7), each with one random lossy
-    edit (quantisation to 8/4/3/2/ternary bits, proven with or without LP-tightened bounds of
+    edit (quantisation to 8/4/3/2/ternary bits, plain or corrected, proven with or without LP-tightened bounds of
     ``f``, by the symbolic bound and the joint LP, branch and bound in it, the exact joint MILP
     asked at 0.99 or 1.01 x the exact value, or input splitting;
     or ``compress --tol``, whose search spends the LP's slack and whose claim is the tighter of
@@ -234,7 +235,10 @@ def soak(n: int, seed: int = 0) -> dict:
             g, proven = res.network, res.proven
         else:
             bits = [float(rng.choice([8, 4, 3, 2, 1.5])) for _ in f.layers]
-            g = api.quantize_network(f, bits).network
+            comp = None  # every other one corrected (bias correction and scale search)
+            if (case // 2) % 2:
+                comp = Compensation.of_points(f, box.sample(512, rng))
+            g = api.quantize_network(f, bits, comp).network
             tighten = 1.0 if case % 2 else 0.0  # LP-tightened bounds of f on every other case
             charger = api.Charger(f, [box], tighten_seconds=tighten)
             if case % 8 == 1:  # branch and bound on f's phases in the joint LP

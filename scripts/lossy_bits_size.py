@@ -5,8 +5,10 @@ the ONNX file :func:`exactcomp.io.onnx_quant.save_quantized_onnx` writes (INT8, 
 and 4-bit grids, INT2 for 2-bit and ternary; read back and compared), the ratio to the
 float32 file (73,857 B), the sampled max |f - g| (sampling + gradient ascent, a lower bound)
 and, with ``--proven``, the proven bound (``f``'s bounds tightened, then the joint LP).
+``--method``: the quantiser, ``corrected`` (the default of ``quantize``) or ``rtn``;
+``--bits 4,4,8 ...``: these assignments only.
 
-Run: ``PYTHONPATH=. python scripts/lossy_bits_size.py [--proven]``.
+Run: ``PYTHONPATH=. python scripts/lossy_bits_size.py [--proven] [--method rtn]``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from exactcomp.approx import domain_compensation
 from exactcomp.domain import Box
 from exactcomp.io.binding import load
 from exactcomp.io.onnx_quant import save_quantized_onnx
@@ -35,15 +38,19 @@ ASSIGNMENTS = [
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--proven", action="store_true", help="also the proven bound (slow)")
+    p.add_argument("--method", choices=("corrected", "rtn"), default="corrected")
+    p.add_argument("--bits", nargs="*", default=(), help="assignments such as 4,4,8")
     a = p.parse_args()
     f = load(MODEL)
     box = Box(np.zeros(64), np.ones(64))
+    comp = domain_compensation(f, [box]) if a.method == "corrected" else None
+    todo = [tuple(float(b) for b in s.split(",")) for s in a.bits] or ASSIGNMENTS
     charger = Charger(f, [box], tighten_seconds=20.0) if a.proven else None
     print("| bits per layer | bytes | vs float32 | sampled | proven |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for bits in ASSIGNMENTS:
-            qn = quantize_network(f, list(bits))
+        for bits in todo:
+            qn = quantize_network(f, list(bits), comp)
             small, grids = drop_unused_grids(qn.network, qn.weights)
             path = Path(tmp) / "q.onnx"
             save_quantized_onnx(small, grids, path)  # checked in onnxruntime first

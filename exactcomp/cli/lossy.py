@@ -43,7 +43,9 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     data = read_data(args)
     labels = read_npy(args.labels, "labels") if args.labels else None
     if quantizing:
-        result = api.quantize(net, boxes, bits=bits, tol=tol, data=data, labels=labels)
+        result = api.quantize(
+            net, boxes, bits=bits, tol=tol, data=data, labels=labels, method=args.method
+        )
     else:
         result = api.compress_lossy(net, boxes, tol, data=data, labels=labels)
     result.report["bytes_before"] = Path(args.model).stat().st_size

@@ -186,6 +186,13 @@ def _add_quantize_parser(sub) -> None:
     q.add_argument(
         "--tol", default=None, metavar="EPS", help="per layer the fewest bits proven within EPS"
     )
+    q.add_argument(
+        "--method",
+        default="corrected",
+        choices=("corrected", "rtn"),
+        help="corrected (default): bias correction and scale search on the domain; "
+        "rtn: plain round-to-nearest",
+    )
     _add_data(q, "data: agreement with the original", "labels of --data: accuracy")
     _add_report(q)
     _add_quiet(q, "no table")

@@ -19,6 +19,49 @@ network the proofs are about. Nothing is rounded after the proof.
 
 The quantised network keeps the architecture, so the differential bounds of
 :mod:`exactcomp.verify.symbolic` compare it with the original neuron by neuron.
+
+**Compensation on the domain** (``compensation=`` :class:`Compensation`; the post-training
+quantisation recipe aimed at the domain the error is proven on). Layer :math:`k`'s weight
+error :math:`E = Q - W` adds :math:`E\,a(x)` to its pre-activation, :math:`a = a_{k-1}` the
+original network's input to the layer (:math:`a_{-1} = x`). Over points :math:`x^{(1..N)}`
+drawn uniformly from the domain let :math:`\mu` be the mean of :math:`a` and :math:`C` its
+covariance.
+
+* *Bias correction*: the float32 bias becomes :math:`b - E \mu`, so the layer adds
+  :math:`E\,(a - \mu)`, whose mean over the domain is 0: the shift that every point pays
+  is gone, and what is left is the error's spread. (The centre of proven interval bounds of
+  :math:`a`, which minimises the row's interval worst case :math:`|E_i c| + |E_i|\, r`, was
+  measured too: worse sampled error, the same proven one; benchmarks/RESULTS.md "quant7".)
+  Nothing is stored differently: the bias stays float32.
+* *Scale search* (grids of at most :data:`SEARCH_MAX_BITS` bits): per row, the scale
+  :math:`s_i = \rho \max_j |W_{ij}| / (2^{B-1}-1)` for each clipping ratio :math:`\rho` of
+  :data:`CLIP_RATIOS` (1 first), rounded as above, :math:`q = \mathrm{clip}(\mathrm{round}
+  (W_i / s_i))`; the row keeps the :math:`\rho` of least cost :math:`E_i C E_i^\top` (the
+  variance the row adds over the domain; ties: the larger ratio), so no row costs more than
+  round-to-nearest at :math:`\rho = 1`; and only if the row's worst case over the points'
+  spread, :math:`\sum_j |E_{ij}| \max_x |a_j - \mu_j|`, is no larger than at :math:`\rho = 1`
+  (the guard: the same proven bound, a lower sampled error on 4 of 5 assignments measured;
+  "quant7" also records the one assignment, [8, 4, 8], whose sampled error the search
+  raises). The interval cost :math:`\sum_j |E_{ij}|\, r_j` (:math:`r` the proven
+  half-widths) was measured too: the proven bound about the same, the sampled error larger. At 8 bits half a step is 0.4 % of :math:`\max |W_i|`: clipping
+  only re-rounds, and it measured worse, so 8-bit grids keep :math:`\rho = 1`.
+* *Rounding direction* (grids of 2-8 bits; AdaRound's floor-or-ceil choice, aimed at the
+  outputs): with :math:`J(x) = \partial f / \partial z_k` the original's output Jacobian
+  with respect to the layer's pre-activation and :math:`M = \mathrm{mean}_x J^\top J`, the
+  output error the layer adds is about :math:`J E (a - \mu)`, of mean square
+  :math:`L(E) = \mathrm{tr}(M E C E^\top)` (taking :math:`J` and :math:`a` as uncorrelated).
+  Per-row costs are separable, so round-to-nearest already minimises them; :math:`L` is not:
+  rows' errors can cancel in the outputs. Greedy: with :math:`G = \partial L / \partial E =
+  2 M E C`, moving weight :math:`(i, j)` to its other grid neighbour (:math:`\delta = \pm
+  s_i`) changes :math:`L` by :math:`G_{ij} \delta + M_{ii} C_{jj} \delta^2`; the most
+  negative move is made and :math:`G` updated by :math:`2 \delta M_{:,i} C_{j,:}`, until no
+  move lowers :math:`L` (or :data:`ROUNDING_STEPS` moves). Only weights within
+  :data:`ROUNDING_BAND` of a tie (:math:`|W_{ij}/s_i - q_{ij}| \ge 1/2 -` band) may move:
+  each move then raises :math:`|E_{ij}|` by at most 2 band :math:`s_i`, so the per-row
+  worst case a proof pays grows little (unrestricted moves lowered the sampled error more
+  and raised the proven bound, measured in "quant7").
+
+None of this is a proof: the claim stays the verifier's (:mod:`exactcomp.verify.charge`).
 """
 
 from __future__ import annotations
@@ -35,6 +78,14 @@ from ..network import Layer, Network
 BITS: tuple[float, ...] = (16, 8, 4, 3, 2, 1.5)
 SCALE_BITS = 16  # significant bits of a scale: q * s is exact in float32 for |q| <= 127
 TERNARY_THRESHOLD = 0.7  # |w| <= 0.7 mean |w| goes to 0 (ternary weight networks)
+#: Clipping ratios of ``max |w|`` tried per row by the scale search, 1 first (1 down to 0.8).
+CLIP_RATIOS: tuple[float, ...] = tuple(1.0 - 0.01 * i for i in range(21))
+SEARCH_MAX_BITS = 4  # the scale search runs on grids of at most this many bits
+COVARIANCE_MAX = 4096  # wider inputs keep only the variances (the diagonal of C)
+ROUNDING_BAND = 0.1  # a weight may take its other grid neighbour only this close to a tie
+ROUNDING_STEPS = 4096  # at most this many greedy moves per matrix
+JACOBIAN_POINTS = 1024  # domain points (of the moments' points) averaged into M
+JACOBIAN_MAX = 2**25  # entries of the Jacobians held at once; above it no rounding search
 
 
 def check_bits(bits: float) -> float:
@@ -94,8 +145,17 @@ def _round_scale(s: np.ndarray) -> np.ndarray:
     return np.ldexp(mant, exp).astype(np.float32)
 
 
-def quantize_weight(w: np.ndarray, bits: float) -> QuantizedWeight:
-    """Quantise a matrix per row (see the module docstring)."""
+def quantize_weight(
+    w: np.ndarray,
+    bits: float,
+    covariance: np.ndarray | None = None,
+    spread: np.ndarray | None = None,
+) -> QuantizedWeight:
+    """Quantise a matrix per row (see the module docstring); with ``covariance`` (the
+    covariance :math:`C` of the layer's input over the domain, or its diagonal), a grid of at
+    most :data:`SEARCH_MAX_BITS` bits gets the per-row scale search; with ``spread`` (the
+    largest :math:`|a_j - \\mu_j|` seen), a ratio is taken only if it also keeps the row's
+    :math:`\\sum_j |E_{ij}|\\, \\mathrm{spread}_j` at most that of ratio 1."""
     bits = check_bits(bits)
     w = np.asarray(w, dtype=np.float64)
     if bits == 16:
@@ -109,9 +169,110 @@ def quantize_weight(w: np.ndarray, bits: float) -> QuantizedWeight:
         q = np.where(keep, np.sign(w), 0.0)
         return QuantizedWeight(q.astype(np.int8), scale, bits)
     top = 2 ** (int(bits) - 1) - 1
-    scale = _round_scale(mag.max(axis=1, initial=0.0) / top)
-    q = np.clip(np.rint(w / scale.astype(np.float64)[:, None]), -top, top)
+    peak = mag.max(axis=1, initial=0.0)
+    scale = _round_scale(peak / top)
+    q = _on_grid(w, scale, top)
+    if covariance is not None and bits <= SEARCH_MAX_BITS:
+        cov = np.asarray(covariance, dtype=np.float64)
+        if cov.shape not in ((w.shape[1],), (w.shape[1], w.shape[1])):
+            raise InvalidOptionError(f"an input covariance {cov.shape} for a matrix {w.shape}")
+        cost = _row_cost(w, q, scale, cov)
+        guard = None if spread is None else np.asarray(spread, dtype=np.float64)
+        worst = None if guard is None else _row_worst(w, q, scale, guard)
+        for ratio in CLIP_RATIOS[1:]:  # 1 is the start: no row ends worse than at 1
+            s = _round_scale(ratio * peak / top)
+            qs = _on_grid(w, s, top)
+            c = _row_cost(w, qs, s, cov)
+            better = c < cost
+            if guard is not None:
+                better &= _row_worst(w, qs, s, guard) <= worst
+            q[better], scale[better], cost[better] = qs[better], s[better], c[better]
     return QuantizedWeight(q.astype(np.int8), scale, bits)
+
+
+def _on_grid(w: np.ndarray, scale: np.ndarray, top: int) -> np.ndarray:
+    """Round to nearest on the grid of each row's ``scale``, clipped to ``[-top, top]``."""
+    return np.clip(np.rint(w / scale.astype(np.float64)[:, None]), -top, top)
+
+
+def _row_worst(w: np.ndarray, q: np.ndarray, scale: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per row, ``sum_j |E_ij| spread_j``: the largest ``|E_i (a - mu)|`` over inputs within
+    ``spread`` of the mean."""
+    return np.abs(q * scale.astype(np.float64)[:, None] - w) @ spread
+
+
+def _row_cost(w: np.ndarray, q: np.ndarray, scale: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Per row, the variance ``E_i C E_i^T`` of the error of the grid ``q * scale`` (``cov``
+    1-D: its diagonal only)."""
+    e = q * scale.astype(np.float64)[:, None] - w
+    if cov.ndim == 1:
+        return (e * e) @ cov
+    return np.einsum("ij,ij->i", e @ cov, e)
+
+
+def round_jointly(
+    w: np.ndarray, qw: QuantizedWeight, moment: np.ndarray, covariance: np.ndarray
+) -> QuantizedWeight:
+    """``qw`` with weights near a tie moved to their other grid neighbour, greedily, while
+    :math:`\\mathrm{tr}(M E C E^\\top)` decreases (``moment`` = :math:`M`, ``covariance`` =
+    :math:`C`; module docstring). The scales are kept, so the result is on the same grid."""
+    w = np.asarray(w, dtype=np.float64)
+    top = 2 ** (int(qw.bits) - 1) - 1
+    s = qw.scale.astype(np.float64)[:, None]
+    q = qw.q.astype(np.float64)
+    r = w / s
+    grad = 2 * moment @ (q * s - w) @ covariance
+    curvature = np.diag(moment)[:, None] * np.diag(covariance)[None, :]
+    for _ in range(ROUNDING_STEPS):
+        other = np.where(q > r, q - 1, q + 1)
+        movable = (np.abs(r - q) >= 0.5 - ROUNDING_BAND) & (np.abs(other) <= top)
+        d = (other - q) * s
+        change = np.where(movable, grad * d + curvature * d * d, np.inf)
+        i, j = np.unravel_index(int(np.argmin(change)), change.shape)
+        if not change[i, j] < 0:
+            break
+        q[i, j] = other[i, j]
+        grad += 2 * d[i, j] * np.outer(moment[:, i], covariance[j, :])
+    return QuantizedWeight(q.astype(np.int8), qw.scale, qw.bits)
+
+
+@dataclass(frozen=True, eq=False)
+class Compensation:
+    """What the corrected quantiser knows of the domain, per layer ``k``: the mean
+    ``centre[k]`` of its input :math:`a_{k-1}` over domain points (folded by bias correction)
+    and its covariance ``covariance[k]`` (1-D: the variances only, for inputs wider than
+    :data:`COVARIANCE_MAX`; the scale search's cost), and ``moment[k]``, the mean of
+    :math:`J^\\top J` for the output Jacobian :math:`J` with respect to the layer's
+    pre-activation (None: no rounding search for that layer), and ``spread[k]``, the largest
+    :math:`|a - \\mu|` seen per input (the scale search's guard). See the module docstring."""
+
+    centre: tuple[np.ndarray, ...]
+    covariance: tuple[np.ndarray, ...]
+    moment: tuple[np.ndarray | None, ...] | None = None
+    spread: tuple[np.ndarray, ...] | None = None
+
+    @classmethod
+    def of_points(cls, net: Network, x: np.ndarray) -> Compensation:
+        """The moments of each layer's input in ``net`` (float64) over the points ``x``
+        (rows; at least 2)."""
+        a = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if len(a) < 2:
+            raise InvalidOptionError("compensation needs at least 2 domain points")
+        centre, covariance, spread, pre = [], [], [], []
+        for layer in net.layers:
+            mu = a.mean(axis=0)
+            d = a - mu
+            wide = a.shape[1] > COVARIANCE_MAX
+            cov = (d * d).sum(axis=0) if wide else d.T @ d
+            centre.append(mu)
+            spread.append(np.abs(d).max(axis=0))
+            covariance.append(cov / (len(a) - 1))
+            a = layer.apply(a) + layer.bias
+            pre.append(a[:JACOBIAN_POINTS])
+            if layer.relu:
+                a = np.maximum(a, 0.0)
+        moments = _jacobian_moments(net, pre)
+        return cls(tuple(centre), tuple(covariance), moments, tuple(spread))
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,16 +301,60 @@ class QuantizedNetwork:
         return bits / max(total, 1)
 
 
-def quantize_network(net: Network, bits: Sequence[float | None]) -> QuantizedNetwork:
+def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray | None, ...]:
+    """Per layer ``k``, the mean over the points of :math:`J^\\top J`, :math:`J` the output
+    Jacobian with respect to the layer's pre-activations ``pre[k]`` (None where a later layer
+    is sparse or the Jacobians would exceed :data:`JACOBIAN_MAX` entries)."""
+    n = len(net.layers)
+    out: list[np.ndarray | None] = [None] * n
+    m = net.layers[-1].out_features
+    jac = np.broadcast_to(np.eye(m), (len(pre[-1]), m, m))
+    out[-1] = np.eye(m)
+    for k in range(n - 2, -1, -1):
+        after, layer = net.layers[k + 1], net.layers[k]
+        if after.sparse or len(pre[k]) * m * layer.out_features > JACOBIAN_MAX:
+            break
+        jac = jac @ np.asarray(after.weight, dtype=np.float64)
+        if layer.relu:
+            jac = jac * (pre[k] > 0)[:, None, :]
+        out[k] = np.einsum("noi,noj->ij", jac, jac) / len(jac)
+    return tuple(out)
+
+
+def quantize_network(
+    net: Network, bits: Sequence[float | None], compensation: Compensation | None = None
+) -> QuantizedNetwork:
     """Quantise layer ``k`` to ``bits[k]`` (None: keep it); biases are rounded to float32,
-    and the result is a float32 network (what the written file holds, exactly)."""
+    and the result is a float32 network (what the written file holds, exactly).
+    ``compensation`` (the moments of each layer's input on the domain): the scale search and
+    the bias correction of the module docstring; None: plain round-to-nearest."""
     if len(bits) != len(net.layers):
         raise InvalidOptionError(f"{len(bits)} bit widths for {len(net.layers)} layers")
+    if compensation is not None and len(compensation.centre) != len(net.layers):
+        raise InvalidOptionError(
+            f"moments of {len(compensation.centre)} layers for {len(net.layers)} layers"
+        )
     layers, grids = [], []
-    for layer, b in zip(net.layers, bits, strict=True):
-        qw = None if b is None else quantize_weight(layer.weight, b)
+    for k, (layer, b) in enumerate(zip(net.layers, bits, strict=True)):
+        cov = None if compensation is None else compensation.covariance[k]
+        spread = (
+            None
+            if compensation is None or compensation.spread is None
+            else (compensation.spread[k])
+        )
+        qw = None if b is None else quantize_weight(layer.weight, b, cov, spread)
+        moment = (
+            None
+            if compensation is None or compensation.moment is None
+            else (compensation.moment[k])
+        )
+        if qw is not None and 2 <= qw.bits <= 8 and moment is not None and cov.ndim == 2:
+            qw = round_jointly(layer.weight, qw, moment, cov)
         w = layer.weight.astype(np.float32) if qw is None else qw.dequantized
-        layers.append(Layer(w, layer.bias.astype(np.float32), layer.relu))
+        bias = layer.bias
+        if qw is not None and compensation is not None:
+            bias = bias - (w - layer.weight) @ compensation.centre[k]  # b - E c
+        layers.append(Layer(w, bias.astype(np.float32), layer.relu))
         grids.append(qw)
     return QuantizedNetwork(
         Network(tuple(layers), dtype="float32", meta=dict(net.meta)), tuple(grids)

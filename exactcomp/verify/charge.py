@@ -110,7 +110,8 @@ class Charger:
             per_output = _symbolic(pair, g, box)
             if other is not None:
                 per_output = np.minimum(per_output, _symbolic(other, g, box))
-            if lp_seconds + bab_seconds > 0 and per_output.max(initial=0.0) > target:
+            deep = len(self.f.layers) > 1  # one affine layer: the symbolic bound is exact
+            if deep and lp_seconds + bab_seconds > 0 and per_output.max(initial=0.0) > target:
                 share = (lp_seconds + bab_seconds) / len(self.boxes)
                 paired = dataclasses.replace(pair, g=g)
                 if bab_seconds > 0:

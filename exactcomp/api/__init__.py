@@ -101,12 +101,19 @@ def __getattr__(name: str) -> Any:
     """Names also public here, for scripts and benchmarks, which use exactcomp through this
     module only; imported on first use (they would cost every command's start-up):
     certified lossy compression and quantisation (``compress_lossy``, ``quantize``,
-    ``LossyResult``: :mod:`exactcomp.approx`), the proven and the sampled ``max |f - g|``
+    ``LossyResult``, the corrected quantiser's moments ``domain_compensation``:
+    :mod:`exactcomp.approx`), the proven and the sampled ``max |f - g|``
     (``Charger``, ``sampled_max_difference``: :mod:`exactcomp.verify.charge`), a plain
     quantisation with no proof (``quantize_network``), the bits a grid takes in the written
     file (``storage_bits``) and VNN-LIB properties
     (``read_vnnlib``)."""
-    if name in ("compress_lossy", "quantize", "LossyResult", "TIGHTEN_SECONDS"):
+    if name in (
+        "compress_lossy",
+        "quantize",
+        "LossyResult",
+        "TIGHTEN_SECONDS",
+        "domain_compensation",
+    ):
         from .. import approx as module
     elif name in ("quantize_network", "storage_bits"):
         from ..rewrite import quantize as module

@@ -423,7 +423,8 @@ class _Tree:
         fixed = split.copy()
         fixed[(split == 0) & (lower >= 0.0)] = 1
         fixed[(split == 0) & (upper <= 0.0)] = -1
-        for again in (True, False):
+        again = True
+        while True:
             node_lp = slp.bounded(fixed, lower, upper)
             if self.cost.size < node_lp.matrix.shape[1]:
                 pad_cols = node_lp.matrix.shape[1] - self.cost.size
@@ -437,8 +438,11 @@ class _Tree:
             top = -bound + self.sign * self.b + slack  # sign * z_kj <= top on this node
             if top <= 0.0:
                 return True
+            if slp.add_violated(v):  # lazy rows that cut this optimum: solve it again
+                continue
             if not (again and self.nodes < cap and slp.cut(v)):
                 break
+            again = False
         x = np.clip(
             v[: net.input_size],
             node_lp.col_lower[: net.input_size],

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from ..bounds.ideal_cuts import add_cut_rows, separate, with_phases
 from ..bounds.interval import Bounds
-from ..bounds.lp import PrefixLP, build_prefix_lp
+from ..bounds.lp import LAZY_ROWS, PrefixLP, add_lazy_rows, build_prefix_lp
 from ..domain import Box
 from ..highs.lp import Lp, dual_bound
 from ..network import Network
@@ -68,7 +68,7 @@ class SplitLP:
         tol: Tolerances,
         cuts: bool = True,
     ) -> None:
-        base = build_prefix_lp(net, box, k, pre, tol)
+        base = build_prefix_lp(net, box, k, pre, tol, lazy=LAZY_ROWS)
         self.pre = pre
         z = np.concatenate([r.z for r in base.relus]) if base.relus else np.zeros(0, int)
         h = np.concatenate([r.h for r in base.relus]) if base.relus else np.zeros(0, int)
@@ -128,6 +128,20 @@ class SplitLP:
         added = (c.cols + tuple(cols), c.coefs + tuple(coefs), c.rhss + tuple(rhss))
         self.cuts = Cuts(*added, separations=c.separations + 1)
         self._upper = None
+        return True
+
+    def add_violated(self, v: np.ndarray) -> bool:
+        """Move the lazy rows (:class:`~exactcomp.bounds.lp.LazyRows`: deeper stably inactive
+        neurons) that the LP point ``v`` violates into the model, for every later node too;
+        True when there were any (the node is then solved again). The question's cut rows
+        stay after them."""
+        lazy = self.base.lazy
+        rows = lazy.violated(v) if lazy is not None else np.zeros(0, dtype=np.int64)
+        if not rows.size:
+            return False
+        held = self.drop_cuts()
+        self.base = self.lp = add_lazy_rows(self.highs, self.base, rows)
+        self.restore(held)
         return True
 
     def drop_cuts(self) -> Cuts:

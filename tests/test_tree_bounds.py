@@ -123,41 +123,4 @@ def test_a_stalled_question_gives_up_and_keeps_its_tree_bound(monkeypatch):
     assert not res.inactive[0] and not res.complete and res.nodes == 1
     assert res.upper is not None and -0.5 <= res.upper[0] < np.inf
     monkeypatch.setattr(relu_bab, "GIVE_UP_LEFT", 1.0)
-    monkeypatch.setattr(relu_bab, "GIVE_UP_CLOSED", 0.0)
     assert prove_signs_relu(net, BOX, 1, lin, [0], [1]).inactive[0]
-
-
-def test_a_tree_that_closes_too_little_of_the_box_gives_up(monkeypatch):
-    """The closed-share rule alone (the bound rule off): the vee's question, which needs
-    more than one node, stops after its first pass when it must have closed all of the box
-    by then, and is proven when the rule asks for none."""
-    monkeypatch.setattr(relu_bab, "CUTS", False)
-    net = vee_net()
-    lin = linear_bounds(net, BOX)
-    monkeypatch.setattr(relu_bab, "FIRST", 1)
-    monkeypatch.setattr(relu_bab, "GIVE_UP_NODES", 1)
-    monkeypatch.setattr(relu_bab, "GIVE_UP_LEFT", 1.0)
-    monkeypatch.setattr(relu_bab, "GIVE_UP_CLOSED", 1.0)
-    res = prove_signs_relu(net, BOX, 1, lin, [0], [1])
-    assert not res.inactive[0] and not res.complete and res.nodes == 1
-    monkeypatch.setattr(relu_bab, "GIVE_UP_CLOSED", 0.0)
-    assert prove_signs_relu(net, BOX, 1, lin, [0], [1]).inactive[0]
-
-
-def test_a_proven_tree_has_closed_the_whole_box(monkeypatch):
-    """The closed leaves of a proven tree cover the box: their shares ``2^-depth`` sum to 1
-    exactly (the vee needs a split; the random cases of the oracle test many)."""
-    monkeypatch.setattr(relu_bab, "CUTS", False)
-    shares: list[tuple[bool | None, float, int]] = []
-    run = relu_bab._Tree.run
-
-    def spy(self, cap, deadline):
-        out = run(self, cap, deadline)
-        shares.append((out, self.closed, self.nodes))
-        return out
-
-    monkeypatch.setattr(relu_bab._Tree, "run", spy)
-    net = vee_net()
-    assert prove_signs_relu(net, BOX, 1, linear_bounds(net, BOX), [0], [1]).inactive[0]
-    proven = [(c, n) for out, c, n in shares if out is True]
-    assert proven and all(c == 1.0 for c, _ in proven) and max(n for _, n in proven) > 1

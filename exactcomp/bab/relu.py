@@ -135,18 +135,9 @@ first (:meth:`_Tree.left`), so that the call's node budget goes to those before 
 whose trees barely moved."""
 GIVE_UP_NODES = 300
 GIVE_UP_LEFT = 0.8
-GIVE_UP_CLOSED = 0.05
 """A question whose tree has solved at least :data:`GIVE_UP_NODES` LPs and still leaves more
-than :data:`GIVE_UP_LEFT` of its root's bound open (:meth:`_Tree.left`), or has closed less
-than :data:`GIVE_UP_CLOSED` of the box (:attr:`_Tree.closed`: a leaf at depth ``d`` covers
-``2^-d`` of it), gets no further pass: its nodes go to the others, and its tree's bound is
-kept. The closed share tells a tree that closes leaves slowly from one that is nearly done
-better than the bound does, which a depth-first search barely moves until its last leaves:
-on mnist-net_256x6 prop_0_0.03 (the captured questions of layers 2, 3 and 5) every question
-proven after 300 LPs had closed at least 0.17 of the box by then (layer 5's neuron 199: 0.17,
-proven at 760 LPs; layer 3's 73 and 161: 0.34, proven at about 1,500), and the nine that
-were never proven 0.002 to 0.13; layer 5's neurons 22 and 158 (0.019 and 0.013) took 6,000
-LPs, 35 s of CPU, for nothing."""
+than this share of its root's bound open (:meth:`_Tree.left`) gets no further pass: its
+nodes go to the others, and its tree's bound is kept."""
 NODE_BOUNDS = False
 """Whether each node bounds the unstable neurons of the layers after its splits again
 (:mod:`exactcomp.bab.node_bounds`) and puts them in its LP as column bounds. Off: on
@@ -230,7 +221,7 @@ def prove_signs_relu(
                 again.append(tree)
         if CLOSEST_FIRST:
             again.sort(key=_Tree.left)  # stable: ties keep the order of the questions
-        stalled = [t for t in again if t.nodes >= GIVE_UP_NODES and t.stalled()]
+        stalled = [t for t in again if t.nodes >= GIVE_UP_NODES and t.left() > GIVE_UP_LEFT]
         dropped += stalled
         todo = [t for t in again if t not in stalled]
     complete = not todo and not dropped
@@ -337,7 +328,6 @@ class _Tree:
         self.parent_top = np.inf  # the bound of the node whose children are pending
         self.count = 0
         self.root_top = np.inf  # the root's bound, once solved
-        self.closed = 0.0  # the share of the box its closed leaves cover (2^-depth each)
         self.cuts = Cuts()
         self.points: list[np.ndarray] = []
         self.resumable = True
@@ -367,11 +357,6 @@ class _Tree:
             tops.append(self.parent_top)
         return max([0.0, *tops])
 
-    def stalled(self) -> bool:
-        """Whether the tree is too far from its proof to get another pass
-        (:data:`GIVE_UP_LEFT`, :data:`GIVE_UP_CLOSED`)."""
-        return self.left() > GIVE_UP_LEFT or self.closed < GIVE_UP_CLOSED
-
     def left(self) -> float:
         """The share of the root's bound that the tree has not closed yet (``bound() /
         root top``, 1 before the root is solved): how far the question is from its proof."""
@@ -389,9 +374,7 @@ class _Tree:
                 if got is None:
                     self.resumable = False
                     return None
-                child = self.pending.pop(0)
-                if got is True:
-                    self.closed += 0.5 ** int(np.count_nonzero(child.split))
+                self.pending.pop(0)
                 if not np.isfinite(self.root_top) and isinstance(got, _Node):
                     self.root_top = got.top
                 if got is not True:

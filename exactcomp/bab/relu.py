@@ -408,7 +408,9 @@ class _Tree:
 
     def _solve(self, child: _Child, cap: int, deadline: float | None) -> _Node | bool | None:
         """The node's LP: ``True`` closed (proven or empty), ``None`` no claim, else the node.
-        One more solve after new cuts (:meth:`~exactcomp.bab.relu_lp.SplitLP.cut`).
+        One more solve after new cuts (:meth:`~exactcomp.bab.relu_lp.SplitLP.cut`), and
+        one after lazy rows its optimum violates joined the LP
+        (:meth:`~exactcomp.bab.relu_lp.SplitLP.add_violated`; every solve counts as a node).
 
         With :data:`NODE_BOUNDS` the unstable neurons deeper than the last split's layer are
         bounded again on the node first; a neuron they prove stable has its phase fixed as a

@@ -408,7 +408,9 @@ class _Tree:
 
     def _solve(self, child: _Child, cap: int, deadline: float | None) -> _Node | bool | None:
         """The node's LP: ``True`` closed (proven or empty), ``None`` no claim, else the node.
-        One more solve after new cuts (:meth:`~exactcomp.bab.relu_lp.SplitLP.cut`).
+        One more solve after new cuts (:meth:`~exactcomp.bab.relu_lp.SplitLP.cut`), and
+        one after lazy rows its optimum violates joined the LP
+        (:meth:`~exactcomp.bab.relu_lp.SplitLP.add_violated`; every solve counts as a node).
 
         With :data:`NODE_BOUNDS` the unstable neurons deeper than the last split's layer are
         bounded again on the node first; a neuron they prove stable has its phase fixed as a
@@ -423,7 +425,8 @@ class _Tree:
         fixed = split.copy()
         fixed[(split == 0) & (lower >= 0.0)] = 1
         fixed[(split == 0) & (upper <= 0.0)] = -1
-        for again in (True, False):
+        again = True
+        while True:
             node_lp = slp.bounded(fixed, lower, upper)
             if self.cost.size < node_lp.matrix.shape[1]:
                 pad_cols = node_lp.matrix.shape[1] - self.cost.size
@@ -437,8 +440,11 @@ class _Tree:
             top = -bound + self.sign * self.b + slack  # sign * z_kj <= top on this node
             if top <= 0.0:
                 return True
+            if slp.add_violated(v):  # lazy rows that cut this optimum: solve it again
+                continue
             if not (again and self.nodes < cap and slp.cut(v)):
                 break
+            again = False
         x = np.clip(
             v[: net.input_size],
             node_lp.col_lower[: net.input_size],

@@ -5,6 +5,12 @@ The prefix LP of layers ``0..k-1`` (:func:`exactcomp.bounds.lp.build_prefix_lp`)
 unstable ReLU, a free row ``h - z`` that a split ``z >= 0`` closes to ``h - z <= 0`` (the
 split ``z <= 0`` is the column bounds ``z <= 0, h = 0``), and the phase column ``a`` and big-M rows of :mod:`exactcomp.bounds.ideal_cuts` when asked (``cuts``; a
 split fixes ``a``).
+Rows of deeper stably inactive neurons wait outside the model until a node's optimum violates
+one (:class:`~exactcomp.bounds.lazy.LazyRows`, :meth:`SplitLP.add_violated`; the node is then
+solved again): on mnist-net_256x6 prop_0_0.03 they are 888 of layer 5's 1,644 rows, and a
+node LP of layers 3 and 5 took 6.8 and 7.0 ms of CPU instead of 10.5 and 12.3 (the captured
+questions replayed; the node budget, scaled by the LP's size, grew with it: 8,307 and 6,881
+LPs instead of 5,540 and 3,790, and layer 3 proved 33 of its 40 questions instead of 31).
 A question's ideal cuts are rows added on top (:meth:`SplitLP.cut`) and removed after it
 (:meth:`SplitLP.drop_cuts`); :meth:`SplitLP.restore` puts them back when the question's
 tree is resumed in a later pass, so that its open nodes are bounded by the same LP.
@@ -20,7 +26,7 @@ import scipy.sparse as sp
 
 from ..bounds.ideal_cuts import add_cut_rows, separate, with_phases
 from ..bounds.interval import Bounds
-from ..bounds.lp import PrefixLP, build_prefix_lp
+from ..bounds.lp import LAZY_ROWS, PrefixLP, add_lazy_rows, build_prefix_lp
 from ..domain import Box
 from ..highs.lp import Lp, dual_bound
 from ..network import Network
@@ -68,7 +74,7 @@ class SplitLP:
         tol: Tolerances,
         cuts: bool = True,
     ) -> None:
-        base = build_prefix_lp(net, box, k, pre, tol)
+        base = build_prefix_lp(net, box, k, pre, tol, lazy=LAZY_ROWS)
         self.pre = pre
         z = np.concatenate([r.z for r in base.relus]) if base.relus else np.zeros(0, int)
         h = np.concatenate([r.h for r in base.relus]) if base.relus else np.zeros(0, int)
@@ -128,6 +134,20 @@ class SplitLP:
         added = (c.cols + tuple(cols), c.coefs + tuple(coefs), c.rhss + tuple(rhss))
         self.cuts = Cuts(*added, separations=c.separations + 1)
         self._upper = None
+        return True
+
+    def add_violated(self, v: np.ndarray) -> bool:
+        """Move the lazy rows (:class:`~exactcomp.bounds.lp.LazyRows`: deeper stably inactive
+        neurons) that the LP point ``v`` violates into the model, for every later node too;
+        True when there were any (the node is then solved again). The question's cut rows
+        stay after them."""
+        lazy = self.base.lazy
+        rows = lazy.violated(v) if lazy is not None else np.zeros(0, dtype=np.int64)
+        if not rows.size:
+            return False
+        held = self.drop_cuts()
+        self.base = self.lp = add_lazy_rows(self.highs, self.base, rows)
+        self.restore(held)
         return True
 
     def drop_cuts(self) -> Cuts:

@@ -47,7 +47,7 @@ from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .interval import Bounds, pad
 from .linear import all_finite, finite_prefix_bounds
-from .lp import LPLayerResult, PrefixLP, build_prefix_lp, layer_lp
+from .lp import LAZY_ROWS, LPLayerResult, PrefixLP, add_lazy_rows, build_prefix_lp, layer_lp
 
 __all__ = ["add_cut_rows", "ideal_cut_layer_result", "separate", "with_phases"]
 
@@ -166,7 +166,7 @@ def ideal_cut_layer_result(
     idx = np.asarray(neurons, dtype=int).reshape(-1)
     if k == 0 or idx.size == 0 or not all_finite(pre[:k]):
         return LPLayerResult(lower, upper, none, 0, 0)
-    lp, phases = _with_phases(build_prefix_lp(net, box, k, pre, tol))
+    lp, phases = _with_phases(build_prefix_lp(net, box, k, pre, tol, lazy=LAZY_ROWS))
     if not phases:  # no unstable ReLU before layer k: the LP is exact, nothing to cut
         return LPLayerResult(lower, upper, none, 0, 0)
     solver = layer_lp(lp)
@@ -192,6 +192,13 @@ def ideal_cut_layer_result(
                 if cpu_end is not None and time.process_time() >= cpu_end:
                     break
                 got = lp_min(solver, cut_lp, cost, tol, deadline)  # capped: no LP overruns it
+                while got is not None and lp.lazy is not None:  # lazy rows it violates join
+                    rows = lp.lazy.violated(got[1])
+                    if not rows.size:
+                        break
+                    lp, cut_lp = _move_lazy(solver, lp, cut_lp, rows)
+                    base_rows = lp.matrix.shape[0]
+                    got = lp_min(solver, cut_lp, cost, tol, deadline)
                 if got is None or rnd == _ROUNDS:
                     break
                 if _settled(got[0], b, sign, margin, tol):
@@ -213,6 +220,32 @@ def ideal_cut_layer_result(
                 upper[i] = min(upper[i], _side(got[0], b, sign, margin, tol))
     pts = np.vstack(points) if points else none
     return LPLayerResult(lower, upper, pts, len(points), failed)
+
+
+def _move_lazy(
+    solver: Lp, lp: PrefixLP, cut_lp: PrefixLP, rows: np.ndarray
+) -> tuple[PrefixLP, PrefixLP]:
+    """Move the lazy rows ``rows`` into the base LP ``lp`` (for every later question too),
+    before the question's cut rows (the rows of ``cut_lp`` after those of ``lp``, taken out
+    of the solver and put back after them); returns the new ``lp`` and ``cut_lp``."""
+    base_rows = lp.matrix.shape[0]
+    extra = cut_lp.matrix[base_rows:]
+    solver.delete_rows(base_rows, extra.shape[0])
+    lp = add_lazy_rows(solver, lp, rows)
+    if not extra.shape[0]:
+        return lp, lp
+    ptr = extra.indptr
+    solver.add_rows(
+        cut_lp.row_lower[base_rows:], cut_lp.row_upper[base_rows:], ptr[:-1], extra.indices,
+        extra.data,
+    )  # fmt: skip
+    cut_lp = replace(
+        lp,
+        matrix=sp.vstack([lp.matrix, extra], format="csr"),
+        row_lower=np.concatenate([lp.row_lower, cut_lp.row_lower[base_rows:]]),
+        row_upper=np.concatenate([lp.row_upper, cut_lp.row_upper[base_rows:]]),
+    )
+    return lp, cut_lp
 
 
 def _side(bound: float, b: float, sign: float, margin: float, tol: Tolerances) -> float:

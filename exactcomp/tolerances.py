@@ -96,6 +96,11 @@ FEASIBILITY_TOLERANCE = 1e-6
 """HiGHS' ``mip_feasibility_tolerance`` (its default, set explicitly on every solve): how far
 the solver lets a row, bound or integrality slip. Margins scale it by
 :func:`~exactcomp.milp.encoding.tolerance_amplification`."""
+LAZY_ROW_TOLERANCE = 1e-7
+"""Violation of a lazy row (:mod:`exactcomp.bounds.lazy`, relative to ``1 + |a| . |v|``) above
+which it joins the LP: HiGHS' primal feasibility tolerance, below which the full LP would not
+have cut the point either. Tightness only: a row left out is a relaxation, so the bound stays
+sound whatever this value."""
 PRECISE_FEASIBILITY_TOLERANCE = 1e-9
 """The tolerance of a *precise* question: the MILP, primal and dual feasibility tolerances all
 set to it, for near ties, neurons whose extreme lies within the default margin of 0

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..highs.lp import Lp, lp_min
-from ..tolerances import Tolerances
+from ..tolerances import LAZY_ROW_TOLERANCE, Tolerances
 
 __all__ = ["LazyRows", "add_lazy_rows", "lazy_lp_min"]
 
@@ -48,7 +48,7 @@ class LazyRows:
         if not self.upper.size:
             return np.zeros(0, dtype=np.int64)
         r = self.matrix @ v[: self.matrix.shape[1]]
-        slack = _LAZY_TOLERANCE * (1.0 + np.abs(self.matrix) @ np.abs(v[: self.matrix.shape[1]]))
+        slack = LAZY_ROW_TOLERANCE * (1.0 + np.abs(self.matrix) @ np.abs(v[: self.matrix.shape[1]]))
         return np.flatnonzero((r > self.upper + slack) | (r < self.lower - slack))
 
 
@@ -62,11 +62,6 @@ class _Model(Protocol):
 
 
 PrefixLP = TypeVar("PrefixLP", bound=_Model)
-
-
-_LAZY_TOLERANCE = 1e-7
-"""Violation of a lazy row (relative to ``1 + |a| . |v|``) above which it joins the LP: HiGHS'
-primal feasibility tolerance, below which the full LP would not have cut the point either."""
 
 
 def add_lazy_rows(solver: Lp, lp: PrefixLP, rows: np.ndarray) -> PrefixLP:

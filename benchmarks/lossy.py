@@ -10,6 +10,15 @@ error *proven by our verifier* (the differential bounds against the original), i
 accuracy and its agreement with the original on the digits test split. Writes
 ``lossy[_quick].json`` / ``.md`` and a Pareto plot ``lossy[_quick].png`` (proven error
 against nonzero parameters).
+
+``--models`` also takes the shipped real networks of :data:`REAL` (``models/real/``), each over
+the boxes of one VNN-LIB property: the same rows, with the tolerances scaled to the network's
+output range (:data:`REAL_TOL_FRACTIONS`), and, as no labelled test set is shipped with them,
+agreement of the predicted class on :data:`AGREEMENT_POINTS` seeded points of the boxes instead
+of accuracy (empty). ACAS Xu's advisory is the *smallest* score, so its agreement is that of
+the argmin. On few inputs (at most ``SPLIT_MAX_INPUTS``) every row's proof may also split the
+input box (:data:`REAL_SPLIT_SECONDS`). A run of real networks only is written as
+``lossy_real.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +35,7 @@ import numpy as np
 from exactcomp import api
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
+from exactcomp.verify.charge import SPLIT_MAX_INPUTS
 
 from .digits import test_set
 
@@ -34,6 +45,98 @@ MODELS = ("digits_64-100-100-10_l1-0e+00_s0", "digits_64-100-100-10_l1-1e-04_s0"
 TOLS = (0.0, 1e-3, 1e-2, 5e-2, 1e-1, 1.0)
 BITS = (8, 4, 2)
 PROOF_LP_SECONDS = 30.0  # the joint LP per row (ours and baselines), after the symbolic bound
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """A shipped real network and the VNN-LIB property whose input boxes are its domain.
+
+    ``advisory``: ``"argmax"`` (the predicted class) or ``"argmin"`` (ACAS Xu: the advisory
+    is the output with the smallest score)."""
+
+    onnx: str  # under models/real/
+    vnnlib: str  # under models/real/
+    advisory: str = "argmax"
+    tol_fractions: tuple[float, ...] | None = None  # None: REAL_TOL_FRACTIONS
+
+
+#: ``compress --tol`` on a real network: fractions of its sampled output span (the largest
+#: minus the smallest output over :data:`AGREEMENT_POINTS` seeded points of the boxes), six
+#: rows as for the digits. MNIST's outputs are logits (span ~1.03 on prop_0_0.03): 0.1 % to
+#: 30 %, about the digits' absolute :data:`TOLS`. ACAS Xu's are normalised scores (span ~0.011 on prop_1)
+#: and nothing is removed below 10 % of it (measured: 0 parameters at 1 % and 10 %, 3,446 at
+#: 100 %, searches of 60 s): 10 % to 10 x.
+REAL_TOL_FRACTIONS = (0.0, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+ACAS_TOL_FRACTIONS = (0.0, 1e-1, 3e-1, 1.0, 3.0, 10.0)
+#: The real networks ``--models`` accepts (names are the network and its property).
+REAL = {
+    "acasxu_1_1_prop_1": RealModel(
+        "acasxu/ACASXU_run2a_1_1_batch_2000.onnx",
+        "acasxu/prop_1.vnnlib",
+        "argmin",
+        ACAS_TOL_FRACTIONS,
+    ),
+    "mnist-net_256x2_prop_0_0.03": RealModel(
+        "mnistfc/mnist-net_256x2.onnx", "mnistfc/prop_0_0.03.vnnlib"
+    ),
+}
+AGREEMENT_POINTS = 4096  # seeded uniform points of the boxes (agreement and the span)
+REAL_SPLIT_SECONDS = 10.0  # input splitting per row's proof, on at most SPLIT_MAX_INPUTS inputs
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model of the benchmark: the network, its domain, and the points its rows are
+    scored on (``labels`` None: agreement only), with the tolerances of its rows."""
+
+    name: str
+    f: Network
+    boxes: tuple[Box, ...]
+    x: np.ndarray
+    labels: np.ndarray | None
+    advisory: str  # "argmax" or "argmin"
+    tols: tuple[float, ...]
+    split_seconds: float = 0.0
+
+
+def box_points(boxes: Sequence[Box], n: int, seed: int = 0) -> np.ndarray:
+    """``n`` seeded uniform points of the union of ``boxes`` (split evenly among them)."""
+    rng = np.random.default_rng(seed)
+    per = [n // len(boxes) + (i < n % len(boxes)) for i in range(len(boxes))]
+    return np.concatenate(
+        [
+            b.lower + rng.random((k, b.dim)) * (b.upper - b.lower)
+            for b, k in zip(boxes, per, strict=True)
+        ]
+    )
+
+
+def output_span(f: Network, x: np.ndarray) -> float:
+    """The largest minus the smallest output of ``f`` on the points ``x``."""
+    y = f.forward(x)
+    return float(y.max() - y.min())
+
+
+def _fractions(spec: RealModel) -> tuple[float, ...]:
+    return REAL_TOL_FRACTIONS if spec.tol_fractions is None else spec.tol_fractions
+
+
+def real_case(name: str, root: Path = ROOT / "models" / "real", spec: RealModel | None = None):
+    """The :class:`Case` of the real network ``name`` of :data:`REAL` (or ``spec``)."""
+    spec = spec or REAL[name]
+    f = api.load(root / spec.onnx)
+    boxes = tuple(api.read_vnnlib(root / spec.vnnlib, f.input_size).boxes)
+    x = box_points(boxes, AGREEMENT_POINTS)
+    split = REAL_SPLIT_SECONDS if f.input_size <= SPLIT_MAX_INPUTS else 0.0
+    tols = tuple(q * output_span(f, x) for q in _fractions(spec))
+    return Case(name, f, boxes, x, None, spec.advisory, tols, split)
+
+
+def digits_case(name: str, tols: Sequence[float] = TOLS) -> Case:
+    """The :class:`Case` of the digits model ``name`` over ``[0, 1]^64``, on the test split."""
+    x, y = test_set()
+    f = api.load(ROOT / "models" / f"{name}.pt")
+    return Case(name, f, (Box(np.zeros(64), np.ones(64)),), x, y, "argmax", tuple(tols))
 
 
 def _nonzero(net: Network) -> int:
@@ -106,20 +209,27 @@ def round_to_nearest(f: Network, bits: int) -> Network:
     return Network(tuple(layers), dtype="float32")
 
 
-def _row(name, method, setting, f, g, box, charger, x, y, seconds, size_bytes=None) -> dict:
+def _pick(y: np.ndarray, advisory: str) -> np.ndarray:
+    return y.argmin(1) if advisory == "argmin" else y.argmax(1)
+
+
+def _row(case: Case, method, setting, g, charger, seconds, size_bytes=None) -> dict:
     # ours and the baselines proven alike: the tighter of the symbolic bound and the joint LP
-    proven = charger.proven(g, lp_seconds=PROOF_LP_SECONDS)
+    # (and, on few inputs, input splitting)
+    f, x = case.f, case.x
+    proven = charger.proven(g, lp_seconds=PROOF_LP_SECONDS, split_seconds=case.split_seconds)
+    picked = _pick(g.forward(x), case.advisory)
     return {
-        "model": name,
+        "model": case.name,
         "method": method,
         "setting": setting,
         "parameters": _nonzero(g),
         "parameters_removed": _nonzero(f) - _nonzero(g),
         "bytes": size_bytes,
         "proven": proven,
-        "sampled": api.sampled_max_difference(f, g, [box]),
-        "accuracy": float((g.forward(x).argmax(1) == y).mean()),
-        "agreement": float((g.forward(x).argmax(1) == f.forward(x).argmax(1)).mean()),
+        "sampled": api.sampled_max_difference(f, g, case.boxes),
+        "accuracy": None if case.labels is None else float((picked == case.labels).mean()),
+        "agreement": float((picked == _pick(f.forward(x), case.advisory)).mean()),
         "seconds": round(seconds, 2),
     }
 
@@ -127,37 +237,40 @@ def _row(name, method, setting, f, g, box, charger, x, y, seconds, size_bytes=No
 def run(quick: bool, out: Path, stem: str = "", models: Sequence[str] = ()) -> list[dict]:
     """Every row of the benchmark; with ``stem``, ``out/<stem>.json`` is rewritten after each
     row, so that a run stopped early leaves the rows it finished."""
-    x, y = test_set()
     rows = _Rows(out / f"{stem}.json" if stem else None)
     for name in models or (MODELS[:1] if quick else MODELS):
-        f = api.load(ROOT / "models" / f"{name}.pt")
-        box = Box(np.zeros(64), np.ones(64))
-        charger = api.Charger(f, [box], tighten_seconds=api.TIGHTEN_SECONDS)
-        for tol in TOLS:
-            t = time.perf_counter()
-            res = api.compress_lossy(f, box, tol, time_limit=20.0 if quick else 60.0)
-            g = res.pruned  # the same function as res.network, in f's architecture
-            rows.append(_row(name, "ours: compress", tol, f, g, box, charger, x, y,
-                             time.perf_counter() - t))  # fmt: skip
-            removed = _nonzero(f) - _nonzero(g)
-            base = magnitude_global(f, removed)
-            rows.append(_row(name, "magnitude (global)", tol, f, base, box, charger, x, y, 0.0))
-            share = 1 - res.network.num_neurons / f.num_neurons
-            base = magnitude_neurons(f, share)
-            rows.append(_row(name, "magnitude (neurons)", tol, f, base, box, charger, x, y, 0.0))
-        for bits in BITS:
-            t = time.perf_counter()
-            res = api.quantize(f, box, bits=bits, split_seconds=0.0)
-            size = (
-                4 * sum(la.bias.size for la in f.layers)
-                + sum(la.weight.size for la in f.layers) * api.storage_bits(bits) // 8
-            )
-            rows.append(_row(name, "ours: quantize", bits, f, res.pruned, box, charger, x, y,
-                             time.perf_counter() - t, size))  # fmt: skip
-            base = round_to_nearest(f, bits)
-            rows.append(_row(name, "round-to-nearest", bits, f, base, box, charger, x, y, 0.0,
-                             size))  # fmt: skip
+        case = real_case(name) if name in REAL else digits_case(name)
+        run_case(case, rows, time_limit=20.0 if quick else 60.0)
     return list(rows)
+
+
+def run_case(case: Case, rows: list, time_limit: float = 60.0) -> None:
+    """Append the rows of one model: ``compress --tol`` at each of its tolerances with the
+    pruning baselines at the same size, then ``quantize`` to :data:`BITS` and round-to-nearest."""
+    f, boxes = case.f, case.boxes
+    charger = api.Charger(f, boxes, tighten_seconds=api.TIGHTEN_SECONDS)
+    for tol in case.tols:
+        t = time.perf_counter()
+        res = api.compress_lossy(f, boxes, tol, time_limit=time_limit)
+        g = res.pruned  # the same function as res.network, in f's architecture
+        rows.append(_row(case, "ours: compress", tol, g, charger, time.perf_counter() - t))
+        removed = _nonzero(f) - _nonzero(g)
+        base = magnitude_global(f, removed)
+        rows.append(_row(case, "magnitude (global)", tol, base, charger, 0.0))
+        share = 1 - res.network.num_neurons / f.num_neurons
+        base = magnitude_neurons(f, share)
+        rows.append(_row(case, "magnitude (neurons)", tol, base, charger, 0.0))
+    for bits in BITS:
+        t = time.perf_counter()
+        res = api.quantize(f, boxes, bits=bits, split_seconds=0.0)
+        size = (
+            4 * sum(la.bias.size for la in f.layers)
+            + sum(la.weight.size for la in f.layers) * api.storage_bits(bits) // 8
+        )
+        rows.append(_row(case, "ours: quantize", bits, res.pruned, charger,
+                         time.perf_counter() - t, size))  # fmt: skip
+        base = round_to_nearest(f, bits)
+        rows.append(_row(case, "round-to-nearest", bits, base, charger, 0.0, size))
 
 
 class _Rows(list):
@@ -202,7 +315,7 @@ def plot(rows: Sequence[dict], path: Path) -> None:
                 ax.plot(p, sa, style, alpha=0.35, label=f"{method}, sampled")
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_xlabel("nonzero parameters")
-        ax.set_ylabel("max |f - g| on [0,1]^64 (logits)")
+        ax.set_ylabel("max |f - g| on the domain (outputs)")
         ax.set_title(model, fontsize=9)
         ax.legend(fontsize=7)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -258,24 +371,61 @@ def soak(n: int, seed: int = 0) -> dict:
     return {"cases": cases, "violations": violations, "max_exact_over_proven": worst_ratio}
 
 
+def markdown(rows: Sequence[dict]) -> list[str]:
+    """The rows as a Markdown table (an empty cell where a value is None)."""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [
+            "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def notes(models: Sequence[str]) -> list[str]:
+    """What the table's columns mean for the real networks among ``models`` (none: [])."""
+    lines = []
+    for name in models:
+        if name in REAL:
+            spec = REAL[name]
+            case = real_case(name)
+            span = output_span(case.f, case.x)
+            pick = (
+                "argmin (ACAS Xu's advisory is the smallest score)"
+                if spec.advisory == "argmin"
+                else "argmax"
+            )
+            lines.append(
+                f"- `{name}`: `models/real/{spec.onnx}` over `{spec.vnnlib}`; `setting` of "
+                f"compress = tol = {', '.join(f'{q:g}' for q in _fractions(spec))} x the "
+                f"sampled output span {span:.4g}; accuracy empty (no labelled test set); "
+                f"agreement of the {pick} with the original's on {AGREEMENT_POINTS} seeded "
+                f"points of the box; proofs split the input for "
+                f"{case.split_seconds:g} s per row."
+            )
+    return lines + ([""] if lines else [])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks lossy")
     p.add_argument("--quick", action="store_true", help="the l1 = 0 model only, 20 s per search")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--soak", type=int, default=0, metavar="N", help="only the soundness soak")
-    p.add_argument("--models", nargs="*", default=(), help="these of MODELS only (a subset)")
+    p.add_argument("--models", nargs="*", default=(),
+                   help="these of MODELS and REAL only (a subset)")  # fmt: skip
     args = p.parse_args(argv)
     if args.soak:
         print(json.dumps(soak(args.soak), indent=1))
         return 0
+    unknown = [m for m in args.models if m not in MODELS and m not in REAL]
+    if unknown:
+        p.error(f"unknown models {', '.join(unknown)}; known: {', '.join([*MODELS, *REAL])}")
     out = args.out or (ROOT / ("out/benchmarks" if args.quick else "benchmarks/results"))
-    stem = "lossy_quick" if args.quick else "lossy"
+    real_only = bool(args.models) and all(m in REAL for m in args.models)
+    stem = "lossy_quick" if args.quick else "lossy_real" if real_only else "lossy"
     rows = run(args.quick, out, stem, args.models)
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = [*notes(args.models), *markdown(rows)]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     plot(rows, out / f"{stem}.png")
     print("\n".join(lines))

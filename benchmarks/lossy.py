@@ -35,7 +35,6 @@ import numpy as np
 from exactcomp import api
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
-from exactcomp.verify.charge import SPLIT_MAX_INPUTS
 
 from .digits import test_set
 
@@ -127,7 +126,7 @@ def real_case(name: str, root: Path = ROOT / "models" / "real", spec: RealModel 
     f = api.load(root / spec.onnx)
     boxes = tuple(api.read_vnnlib(root / spec.vnnlib, f.input_size).boxes)
     x = box_points(boxes, AGREEMENT_POINTS)
-    split = REAL_SPLIT_SECONDS if f.input_size <= SPLIT_MAX_INPUTS else 0.0
+    split = REAL_SPLIT_SECONDS if f.input_size <= api.SPLIT_MAX_INPUTS else 0.0
     tols = tuple(q * output_span(f, x) for q in _fractions(spec))
     return Case(name, f, boxes, x, None, spec.advisory, tols, split)
 

@@ -103,7 +103,8 @@ def __getattr__(name: str) -> Any:
     certified lossy compression and quantisation (``compress_lossy``, ``quantize``,
     ``LossyResult``, the corrected quantiser's moments ``domain_compensation``:
     :mod:`exactcomp.approx`), the proven and the sampled ``max |f - g|``
-    (``Charger``, ``sampled_max_difference``: :mod:`exactcomp.verify.charge`), a plain
+    (``Charger``, ``sampled_max_difference``, and ``SPLIT_MAX_INPUTS``, the input count up to
+    which its proofs may split the box: :mod:`exactcomp.verify.charge`), a plain
     quantisation with no proof (``quantize_network``), the bits a grid takes in the written
     file (``storage_bits``) and VNN-LIB properties
     (``read_vnnlib``)."""
@@ -117,7 +118,7 @@ def __getattr__(name: str) -> Any:
         from .. import approx as module
     elif name in ("quantize_network", "storage_bits"):
         from ..rewrite import quantize as module
-    elif name in ("Charger", "sampled_max_difference"):
+    elif name in ("Charger", "sampled_max_difference", "SPLIT_MAX_INPUTS"):
         from ..verify import charge as module
     elif name == "read_vnnlib":
         from ..io import vnnlib as module

@@ -108,8 +108,9 @@ def __getattr__(name: str) -> Any:
     quantisation with no proof (``quantize_network``), the bits a grid takes in the written
     file (``storage_bits``) and VNN-LIB properties
     (``read_vnnlib``)."""
-    if name in (
-        "compress_lossy",
+    if name == "compress_lossy":  # the exact passes first, then approx's search
+        from . import compressing as module
+    elif name in (
         "quantize",
         "LossyResult",
         "TIGHTEN_SECONDS",

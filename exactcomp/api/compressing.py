@@ -285,7 +285,7 @@ def compress(
     proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
     ``cluster``: a Dask scheduler address to solve the MILPs on (see :func:`stable_neurons`).
     ``tol`` a number: certified *lossy* compression, ``max |f - g|`` proven ``<= tol`` on the
-    domain (:func:`exactcomp.approx.compress_lossy`, which returns a ``LossyResult``).
+    domain (:func:`compress_lossy`, which returns a ``LossyResult``).
     A network with convolutions or pools is rewritten channel by channel as well, and the
     smaller as written of that, the position-level rewrite and the unchanged network is
     returned (:func:`~exactcomp.rewrite.channels.choose_structured`; ``report["structure"]``).
@@ -293,8 +293,6 @@ def compress(
     left UNDECIDED are kept, so the result is still exact).
     """
     if not isinstance(tol, Tolerances):
-        from ..approx import compress_lossy
-
         return compress_lossy(model, domain, tol, time_limit=max(time_limit, 60.0), data=data)
     if not check >= 1:
         raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")
@@ -337,6 +335,15 @@ def compress(
         seconds=seconds,
         report=doc,
     )
+
+
+def compress_lossy(model: ModelLike, domain: DomainLike, tol: float, **options: Any) -> Any:
+    """Certified lossy compression (``compress --tol``): :func:`compress` first, exact on the
+    domain, then the lossy search on its network, the claim proven against it
+    (:func:`exactcomp.approx.compress_lossy` with ``exact``; ``options`` are its own)."""
+    from ..approx import compress_lossy as lossy
+
+    return lossy(model, domain, tol, exact=compress, **options)
 
 
 def _kept_per_layer(rewritten: RewriteResult, layer: int, width: int) -> int:

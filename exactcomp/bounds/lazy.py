@@ -1,5 +1,5 @@
 """Lazy rows: the rows of deeper stably inactive neurons that a prefix LP
-(:func:`exactcomp.bounds.lp.build_prefix_lp` with ``lazy=True``) leaves out until an LP
+(:func:`exactcomp.bounds.prefix_lp.build_prefix_lp` with ``lazy=True``) leaves out until an LP
 optimum violates one.
 
 A stably inactive neuron ``j`` of a layer past the first has ``h_j = 0``, so nothing later
@@ -27,7 +27,7 @@ __all__ = ["LazyRows", "add_lazy_rows", "lazy_lp_min"]
 
 @dataclass(frozen=True, eq=False)
 class LazyRows:
-    """The rows a :class:`~exactcomp.bounds.lp.PrefixLP` built with ``lazy=True`` leaves out: one per stably
+    """The rows a :class:`~exactcomp.bounds.prefix_lp.PrefixLP` built with ``lazy=True`` leaves out: one per stably
     inactive ReLU of layers ``j >= 1``, ``lower <= W_j h_{j-1} <= upper`` over the LP's
     columns (its proven bounds ``l <= z <= u`` minus the bias, padded outwards for the
     rounding of that subtraction), until an LP optimum violates it (:func:`add_lazy_rows`).
@@ -53,7 +53,7 @@ class LazyRows:
 
 
 class _Model(Protocol):
-    """What these functions use of a :class:`~exactcomp.bounds.lp.PrefixLP`."""
+    """What these functions use of a :class:`~exactcomp.bounds.prefix_lp.PrefixLP`."""
 
     matrix: sp.csr_matrix
     row_lower: np.ndarray

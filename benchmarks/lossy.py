@@ -19,6 +19,9 @@ of accuracy (empty). ACAS Xu's advisory is the *smallest* score, so its agreemen
 the argmin. On few inputs (at most ``SPLIT_MAX_INPUTS``) every row's proof may also split the
 input box (:data:`REAL_SPLIT_SECONDS`). A run of real networks only is written as
 ``lossy_real.{json,md,png}``.
+
+Here: the cases, the rows and the report; the baselines are in :mod:`benchmarks.lossy_baselines`
+and the soundness soak (``--soak N``) in :mod:`benchmarks.lossy_soak`.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ import numpy as np
 
 from exactcomp import api
 from exactcomp.domain import Box
-from exactcomp.network import Layer, Network
+from exactcomp.network import Network
 
 from .digits import test_set
+from .lossy_baselines import magnitude_global, magnitude_neurons, round_to_nearest
+from .lossy_soak import soak
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("digits_64-100-100-10_l1-0e+00_s0", "digits_64-100-100-10_l1-1e-04_s0",
@@ -140,72 +145,6 @@ def digits_case(name: str, tols: Sequence[float] = TOLS) -> Case:
 
 def _nonzero(net: Network) -> int:
     return int(sum(np.count_nonzero(la.weight) + np.count_nonzero(la.bias) for la in net.layers))
-
-
-def _torch(net: Network):
-    import torch
-
-    mods = []
-    for la in net.layers:
-        lin = torch.nn.Linear(la.in_features, la.out_features)
-        with torch.no_grad():
-            lin.weight.copy_(torch.tensor(la.weight))
-            lin.bias.copy_(torch.tensor(la.bias))
-        mods += [lin] + ([torch.nn.ReLU()] if la.relu else [])
-    return torch.nn.Sequential(*mods)
-
-
-def _from_torch(seq, like: Network) -> Network:
-    lins = [m for m in seq if hasattr(m, "weight")]
-    layers = [
-        Layer(m.weight.detach().double().numpy(), m.bias.detach().double().numpy(), la.relu)
-        for m, la in zip(lins, like.layers, strict=True)
-    ]
-    return Network(tuple(layers), dtype="float32")
-
-
-def magnitude_global(f: Network, zeros: int) -> Network:
-    """Global unstructured L1 pruning of ``zeros`` weights (torch.nn.utils.prune)."""
-    from torch.nn.utils import prune
-
-    seq = _torch(f)
-    lins = [(m, "weight") for m in seq if hasattr(m, "weight")]
-    if zeros > 0:
-        prune.global_unstructured(lins, pruning_method=prune.L1Unstructured, amount=int(zeros))
-        for m, name in lins:
-            prune.remove(m, name)
-    return _from_torch(seq, f)
-
-
-def magnitude_neurons(f: Network, share: float) -> Network:
-    """Per-neuron L2 pruning of ``share`` of each hidden layer's rows (prune.ln_structured)."""
-    from torch.nn.utils import prune
-
-    seq = _torch(f)
-    lins = [m for m in seq if hasattr(m, "weight")]
-    for m in lins[:-1]:
-        if share > 0:
-            prune.ln_structured(m, "weight", amount=share, n=2, dim=0)
-            prune.remove(m, "weight")
-            with torch_no_grad():
-                m.bias[~m.weight.detach().any(dim=1)] = 0.0
-    return _from_torch(seq, f)
-
-
-def torch_no_grad():
-    import torch
-
-    return torch.no_grad()
-
-
-def round_to_nearest(f: Network, bits: int) -> Network:
-    """Plain per-tensor symmetric round-to-nearest quantisation of every weight matrix."""
-    layers = []
-    for la in f.layers:
-        top = 2 ** (bits - 1) - 1
-        s = np.abs(la.weight).max() / top
-        layers.append(Layer(np.rint(la.weight / s) * s, la.bias, la.relu))
-    return Network(tuple(layers), dtype="float32")
 
 
 def _pick(y: np.ndarray, advisory: str) -> np.ndarray:
@@ -329,64 +268,6 @@ def plot(rows: Sequence[dict], path: Path) -> None:
         ax.set_title(model, fontsize=9)
         ax.legend(fontsize=7)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-
-
-def soak(n: int, seed: int = 0) -> dict:
-    """Random tiny networks (2-3 inputs, two hidden layers of 3-7), each with one random lossy
-    edit (quantisation to 8/4/3/2/ternary bits, plain or corrected, proven with or without LP-tightened bounds of
-    ``f``, by the symbolic bound and the joint LP, branch and bound in it, the exact joint MILP
-    asked at 0.99 or 1.01 x the exact value, or input splitting;
-    or ``compress --tol``, whose search spends the LP's slack and whose claim is the tighter of
-    the two, every other one with neurons removed with refit and centred weights; it runs the
-    exact passes first, so each of its networks gets a stably inactive and a stably active
-    neuron in the first hidden layer): the exact ``max |f - g|`` against the original
-    (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
-    from exactcomp.testing import max_output_difference
-
-    rng = np.random.default_rng(seed)
-    worst_ratio, violations, cases, noise = 0.0, [], 0, 0.0
-    for case in range(n):
-        d = int(rng.integers(2, 4))
-        widths = [d, int(rng.integers(3, 8)), int(rng.integers(3, 8)), int(rng.integers(1, 4))]
-        ws = [rng.normal(size=(b, a)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
-        bs = [rng.normal(size=b) * 0.5 for b in widths[1:]]
-        f = Network.from_arrays(ws, bs, dtype="float64")
-        box = Box(-rng.random(d) - 0.1, rng.random(d) + 0.1)
-        if case % 3 == 2:
-            reach = np.abs(ws[0]) @ np.maximum(-box.lower, box.upper)  # >= |W x| on the box
-            bs[0][0], bs[0][1] = -reach[0] - 0.1, reach[1] + 0.1  # inactive, active
-            f = Network.from_arrays(ws, bs, dtype="float64")
-            tol = float(rng.choice([0.01, 0.1, 0.5]))
-            fitted = bool((case // 3) % 2)  # every other one with refits and centred weights
-            res = api.compress_lossy(f, box, tol, time_limit=2.0, centre=fitted, refit=fitted)
-            g, proven = res.network, res.proven
-        else:
-            bits = [float(rng.choice([8, 4, 3, 2, 1.5])) for _ in f.layers]
-            comp = None  # every other one corrected (bias correction and scale search)
-            if (case // 2) % 2:
-                comp = api.domain_compensation(f, [box])
-            g = api.quantize_network(f, bits, comp).network
-            tighten = 1.0 if case % 2 else 0.0  # LP-tightened bounds of f on every other case
-            charger = api.Charger(f, [box], tighten_seconds=tighten)
-            if case % 8 == 1:  # branch and bound on f's phases in the joint LP
-                proven = charger.proven(g, bab_seconds=2.0)
-            elif case % 8 == 5:  # the exact joint MILP asked at a target near the exact value
-                target = max_output_difference(f, g, box).value * float(rng.choice([0.99, 1.01]))
-                proven = charger.proven(g, target=target, lp_seconds=2.0, milp_seconds=5.0)
-            elif case % 4 < 2:  # the joint LP alone (no splitting to hide it behind)
-                proven = charger.proven(g, lp_seconds=5.0)
-            else:
-                proven = charger.proven(g, split_seconds=1.0)
-        exact = max_output_difference(f, g, box).value
-        cases += 1
-        if exact > proven + 1e-9:
-            violations.append({"case": case, "exact": exact, "proven": proven})
-        if exact > 0 and proven > 0:
-            worst_ratio = max(worst_ratio, exact / proven)
-        elif proven == 0:  # the exact pass's float64 folds: f_exact = f to rounding only
-            noise = max(noise, exact)
-    return {"cases": cases, "violations": violations, "max_exact_over_proven": worst_ratio,
-            "max_exact_where_proven_0": noise}  # fmt: skip
 
 
 def markdown(rows: Sequence[dict]) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .network import Network
+from .rewrite.bitwidths import choose_bits, narrow_with_lp
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.quantize import (
@@ -28,7 +29,6 @@ from .rewrite.quantize import (
     QuantizedWeight,
     check_bits,
     quantize_network,
-    storage_bits,
 )
 from .verify.charge import Charger, sampled_max_difference
 
@@ -46,9 +46,6 @@ MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candi
 #: 0.8-2.0 s on the digits models, 3.0 s on ACAS Xu 1_1 prop_1, 8.4 s on MNIST 256x2
 #: prop_0_0.03, each with 0 undecided; it stops at the deadline, still exact).
 EXACT_SHARE = 0.25
-#: ``quantize --tol``: a narrowing is tried with the LP only if its symbolic bound is at most
-#: this many times ``tol`` (measured: the LP bound is 1.5-3x below the symbolic one).
-LP_GAIN = 4.0
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
 #: :class:`~exactcomp.rewrite.quantize.Compensation`) or ``rtn`` (plain round-to-nearest).
 METHODS: tuple[str, ...] = ("corrected", "rtn")
@@ -159,7 +156,8 @@ def quantize(
     sampled difference, the data and the sizes before are the original's.
     ``bits``: every layer to this width (8, 4, 3, 2, 1.5 = ternary, 16 = float16). With
     ``tol``: per layer the fewest bits of :data:`BIT_LADDER` by a measured greedy rule
-    (:func:`_choose_bits`)
+    (:func:`exactcomp.rewrite.bitwidths.choose_bits`, then
+    :func:`~exactcomp.rewrite.bitwidths.narrow_with_lp`)
     (with ``bits`` given, at most that many) such that the whole network is still
     proven within ``tol``; layers that no width keeps within ``tol`` stay float32. Raises
     :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0.
@@ -197,8 +195,8 @@ def quantize(
         chosen: list[float | None] = [bits] * n
     else:
         ladder = [b for b in BIT_LADDER if bits is None or b <= bits]
-        chosen = _choose_bits(base, charger, tol, ladder, comp)
-        chosen, lp_bound = _narrow_with_lp(base, charger, tol, ladder, chosen, lp_end, comp)
+        chosen = choose_bits(base, charger, tol, ladder, comp)
+        chosen, lp_bound = narrow_with_lp(base, charger, tol, ladder, chosen, lp_end, comp)
     qn = quantize_network(base, chosen, comp)
     left = 0.0 if np.isfinite(lp_bound) else max(lp_end - time.perf_counter(), 0.0)
     proven = charger.proven(
@@ -252,89 +250,6 @@ def domain_compensation(net: Network, boxes) -> Compensation:
     each = max(COMPENSATION_POINTS // len(boxes), 2)
     x = np.concatenate([b.lower + (b.upper - b.lower) * rng.random((each, b.dim)) for b in boxes])
     return Compensation.of_points(net, x)
-
-
-def _choose_bits(
-    f: Network, charger: Charger, tol: float, ladder: list, comp: Compensation | None
-) -> list:
-    """Per layer bits by a measured greedy rule: start from the widest width that is proven
-    (else float32), then repeatedly take the one-step narrowing of a layer that saves the most
-    bits per unit of *proven* bound added, while the whole stays proven within ``tol``."""
-    n = len(f.layers)
-    top = len(ladder) - 1
-    level: list[int | None] = [top] * n  # index into the ladder; None = float32
-
-    def bits_of(lv):
-        return [None if i is None else ladder[i] for i in lv]
-
-    current = charger.proven(quantize_network(f, bits_of(level), comp).network)
-    if current > tol:
-        level, current = (
-            [None] * n,
-            charger.proven(quantize_network(f, bits_of([None] * n), comp).network),
-        )
-    while True:
-        best = None
-        for k in range(n):
-            i = level[k]
-            nxt = top if i is None else i - 1
-            if nxt < 0:
-                continue
-            trial = list(level)
-            trial[k] = nxt
-            bound = charger.proven(quantize_network(f, bits_of(trial), comp).network)
-            if bound > tol:
-                continue
-            old = 32 if i is None else _storage(ladder[i])
-            gain = f.layers[k].weight.size * (old - _storage(ladder[nxt]))
-            value = gain / max(bound - current, 1e-12)
-            if best is None or value > best[0]:
-                best = (value, trial, bound)
-        if best is None:
-            return bits_of(level)
-        _, level, current = best
-
-
-def _narrow_with_lp(
-    f: Network,
-    charger: Charger,
-    tol: float,
-    ladder: list,
-    bits: list,
-    end: float,
-    comp: Compensation | None,
-) -> tuple[list, float]:
-    """After :func:`_choose_bits`: narrow one layer one step at a time, largest layer first,
-    while the joint LP (tighter than the symbolic bound the greedy used) proves the whole
-    within ``tol``, until ``end`` (``time.perf_counter``). Only a narrowing whose symbolic
-    bound is within :data:`LP_GAIN` times ``tol`` is tried. Returns the bits and the LP
-    proof of the last narrowing (``inf`` when none was made)."""
-    proof = np.inf
-    order = sorted(range(len(f.layers)), key=lambda k: -f.layers[k].weight.size)
-    progress = True
-    while progress:
-        progress = False
-        for k in order:
-            left = end - time.perf_counter()
-            if left <= 0:
-                return bits, proof
-            i = None if bits[k] is None else ladder.index(bits[k])
-            if i == 0 or not ladder:
-                continue
-            trial = list(bits)
-            trial[k] = ladder[-1] if i is None else ladder[i - 1]
-            g = quantize_network(f, trial, comp).network
-            if charger.proven(g) > LP_GAIN * tol:
-                continue
-            bound = charger.proven(g, target=tol, lp_seconds=left)
-            if bound <= tol:
-                bits, proof, progress = trial, bound, True
-                break
-    return bits, proof
-
-
-def _storage(b: float) -> int:
-    return storage_bits(b)
 
 
 def _source_bytes(model: Any) -> int | None:

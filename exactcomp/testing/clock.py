@@ -32,6 +32,7 @@ CLOCKED = (
     "exactcomp.milp.highs",
     "exactcomp.milp.solvers",
     "exactcomp.regions.count",
+    "exactcomp.rewrite.bitwidths",
     "exactcomp.rewrite.lossy",
     "exactcomp.rewrite.magnitude",
     "exactcomp.stability.claims",

@@ -42,9 +42,9 @@ TIGHTEN_SECONDS = 20.0
 #: and, for ``quantize --tol``, the narrowing steps it proves after the symbolic greedy.
 LP_SECONDS = 60.0
 MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candidate's proofs
-#: Of ``compress --tol``'s time, the deadline of the exact pass that runs first (measured:
-#: 0.8-2.0 s on the digits models, 3.0 s on ACAS Xu 1_1 prop_1, 8.4 s on MNIST 256x2
-#: prop_0_0.03, each with 0 undecided; it stops at the deadline, still exact).
+#: Of ``compress --tol``'s time, the deadline of the exact pass that runs first (measured at
+#: load 2-4, 0 undecided each: 1.8-2.2 s on the digits models, 5.1-10.7 s on ACAS Xu 1_1
+#: prop_1, 11.8 s on MNIST 256x2 prop_0_0.03; past it nothing new starts, still exact).
 EXACT_SHARE = 0.25
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
 #: :class:`~exactcomp.rewrite.quantize.Compensation`) or ``rtn`` (plain round-to-nearest).

@@ -10,8 +10,9 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   input splitting (:func:`exactcomp.verify.splitting.split_verify`, ``exactcomp verify``'s
   search, in its ``tightest`` mode: worst leaf first, closing leaves within a narrowing factor
   of the largest difference seen) within a time budget. It runs before the LPs below, which
-  are skipped when it finishes (on ACAS Xu 1_1 over prop_1 at 8 bits: 0.0047 in 10 s against
-  the LP's 974 in 30 s, benchmarks/RESULTS.md "acasq8").
+  are skipped when it finishes (then no LP could be lower by more than that factor; on ACAS
+  Xu 1_1 over prop_1 at 8 bits: 0.0043 in 10 s against the LP's 974 in 30 s,
+  benchmarks/RESULTS.md "acasq8"); when it does not, the LP runs too and the smaller holds.
   With ``tighten_seconds`` > 0, ``f``'s hidden-layer bounds are first tightened by LP, once
   (:func:`exactcomp.verify.tighten.tightened_pair`), and each box's bound is the smaller of
   the difference bounds with and without them (both are sound; the relaxations' slope choices
@@ -61,9 +62,6 @@ from .symbolic import Pair, comparable, difference_bounds
 from .tighten import tightened_pair
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)
-# the joint LP is skipped after input splitting that beat the symbolic bound by this factor:
-# the LP's own gain over it is 1-3 % on the digits model, 1.6x on ACAS Xu 1_1 at 8 bits
-SPLIT_BEATS_LP = 0.1
 
 
 class Charger:
@@ -117,15 +115,12 @@ class Charger:
             per_output = _symbolic(pair, g, box)
             if other is not None:
                 per_output = np.minimum(per_output, _symbolic(other, g, box))
-            root = per_output.max(initial=0.0)
-            settled = root <= target
+            settled = per_output.max(initial=0.0) <= target
             if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and not settled:
                 seconds = split_seconds / len(self.boxes)
                 split, settled = _split(self.f, g, box, max(target, 0.0), seconds)
                 per_output = np.minimum(per_output, split)
-                settled = settled or per_output.max(initial=0.0) <= max(
-                    target, SPLIT_BEATS_LP * root
-                )
+                settled = settled or per_output.max(initial=0.0) <= target
             deep = len(self.f.layers) > 1  # one affine layer: the symbolic bound is exact
             if deep and lp_seconds + bab_seconds > 0 and not settled:
                 share = (lp_seconds + bab_seconds) / len(self.boxes)

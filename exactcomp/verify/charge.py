@@ -99,8 +99,10 @@ class Charger:
     ) -> float:
         r"""A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
 
-        ``split_seconds`` > 0 lets input splitting (low input dimension only) tighten it,
-        aiming at ``target`` (the tolerance to prove); ``lp_seconds`` > 0 the joint LP;
+        ``split_seconds`` > 0 lets input splitting (low input dimension only) tighten it
+        first, for its tightest bound (leaves within ``target``, the tolerance to prove, are
+        not split; with ``target`` 0, those near the largest difference seen); ``lp_seconds``
+        > 0 the joint LP, unless splitting finished;
         ``bab_seconds`` > 0 branch and bound in the joint LP (sides at most ``target`` are
         not split); ``milp_seconds`` > 0 (with ``target`` > 0) then the exact joint MILP's
         decision "within ``target``?" (module docstring)."""

@@ -24,7 +24,7 @@ from exactcomp.network import Layer, Network
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.testing import max_output_difference
 from exactcomp.testing.oracle import grid_check
-from exactcomp.verify import EquivalenceStatus, verify_equivalence
+from exactcomp.verify import EquivalenceStatus, splitting, verify_equivalence
 from exactcomp.verify.charge import Charger
 from exactcomp.verify.equivalence import SPLIT_UNPAIRED_NODES
 from exactcomp.verify.splitting import GAP_END, paired, split_verify
@@ -56,10 +56,13 @@ def test_split_charge_is_sound_and_strictly_tighter(seed, n_in, bits):
     assert split <= 1.5 * GAP_END * exact  # finished: within the gap of the largest seen
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_tightest_bounds_hold_at_every_node_limit(seed):
+@pytest.mark.parametrize(("seed", "inherited"), [(0, None), (1, None), (0, 1)])
+def test_tightest_bounds_hold_at_every_node_limit(seed, inherited, monkeypatch):
     """Stopped early (any phase, leaves reopened or not), the bound is still >= the exact
-    max of each objective; finished, it is within GAP_END of the largest difference seen."""
+    max of each objective; finished, it is within GAP_END of the largest difference seen.
+    ``inherited`` = 1: no leaf may keep its hidden bounds (the memory cap of long searches)."""
+    if inherited is not None:
+        monkeypatch.setattr(splitting, "INHERITED", inherited)
     f, g, box = _pair(10 + seed, 2, 4)
     exact = max_output_difference(f, g, box).value
     for nodes in (1, 7, 40, 200, 2_000_000):

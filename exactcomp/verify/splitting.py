@@ -222,9 +222,14 @@ class _Shelf:
 
     def __init__(self) -> None:
         self.chunks: list[tuple] = []
+        self.floats = 0  # held in hidden bounds; past INHERITED, none are kept
 
-    def add(self, *leaves) -> None:
-        self.chunks.append(leaves)
+    def add(self, lo, hi, w, score, key, inner) -> None:
+        self.floats += inner.size
+        if self.floats > INHERITED:  # reopened leaves will start afresh (looser, sound)
+            self.chunks = [(*c[:5], c[5][:, :0]) for c in self.chunks]
+            inner = inner[:, :0]
+        self.chunks.append((lo, hi, w, score, key, inner))
 
     def reopen(self, key: float, pool: _Pool) -> np.ndarray:
         """Move the leaves whose key exceeds ``key`` into ``pool``; the largest bounds (m, 2)

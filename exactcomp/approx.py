@@ -30,7 +30,7 @@ from .rewrite.quantize import (
     check_bits,
     quantize_network,
 )
-from .verify.charge import Charger, sampled_max_difference
+from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
 BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
@@ -273,6 +273,7 @@ def compress_lossy(
     centre: bool = False,
     refit: bool = False,
     exact: Callable[..., Any] | None = None,
+    split_seconds: float = 10.0,
 ) -> LossyResult:
     """Prune ``model`` beyond exactness while ``max |f - g| <= tol`` stays proven on ``domain``
     (:func:`exactcomp.rewrite.lossy.search`), then drop the neurons left without effect.
@@ -295,6 +296,8 @@ def compress_lossy(
     tightening of ``f``'s bounds included; ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
     ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`.
+    ``split_seconds``: on at most :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs,
+    input splitting for the claim too (as ``bab_seconds``, on top of ``time_limit``).
     Global magnitude pruning (:mod:`exactcomp.rewrite.magnitude`) is the other candidate: its
     symbolic bisection first, its joint-LP proof after the search, only where it can still win
     (``magnitude_first``, ``magnitude_last``), in time reserved before the search; the result
@@ -330,6 +333,9 @@ def compress_lossy(
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
         bab = charger.proven(out.network, bab_seconds=bab_seconds)
         out = dataclasses.replace(out, proven=min(out.proven, bab))
+    if split_seconds > 0 and out.proven > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:
+        split = charger.proven(out.network, split_seconds=split_seconds)
+        out = dataclasses.replace(out, proven=min(out.proven, split))
     g = drop_unused_grids(out.network, [None] * len(out.network.layers))[0]
     sampled = sampled_max_difference(original, out.network, boxes)
     if exact_facts:

@@ -7,7 +7,12 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
 * :meth:`Charger.proven` is a sound upper bound: the symbolic difference bound on each box of
   the domain (``f``'s own bounds, the expensive part, are computed once per box and reused for
   every candidate ``g``), and for at most :data:`SPLIT_MAX_INPUTS` inputs the tighter bound of
-  input splitting (:func:`exactcomp.verify.splitting.split_verify`) within a time budget.
+  input splitting (:func:`exactcomp.verify.splitting.split_verify`, ``exactcomp verify``'s
+  search, in its ``tightest`` mode: worst leaf first, closing leaves within a narrowing factor
+  of the largest difference seen) within a time budget. It runs before the LPs below, which
+  are skipped when it finishes (then no LP could be lower by more than that factor; on ACAS
+  Xu 1_1 over prop_1 at 8 bits: 0.0043 in 10 s against the LP's 974 in 30 s,
+  benchmarks/RESULTS.md "acasq8"); when it does not, the LP runs too and the smaller holds.
   With ``tighten_seconds`` > 0, ``f``'s hidden-layer bounds are first tightened by LP, once
   (:func:`exactcomp.verify.tighten.tightened_pair`), and each box's bound is the smaller of
   the difference bounds with and without them (both are sound; the relaxations' slope choices
@@ -94,8 +99,10 @@ class Charger:
     ) -> float:
         r"""A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
 
-        ``split_seconds`` > 0 lets input splitting (low input dimension only) tighten it,
-        aiming at ``target`` (the tolerance to prove); ``lp_seconds`` > 0 the joint LP;
+        ``split_seconds`` > 0 lets input splitting (low input dimension only) tighten it
+        first, for its tightest bound (leaves within ``target``, the tolerance to prove, are
+        not split; with ``target`` 0, those near the largest difference seen); ``lp_seconds``
+        > 0 the joint LP, unless splitting finished;
         ``bab_seconds`` > 0 branch and bound in the joint LP (sides at most ``target`` are
         not split); ``milp_seconds`` > 0 (with ``target`` > 0) then the exact joint MILP's
         decision "within ``target``?" (module docstring)."""
@@ -110,8 +117,14 @@ class Charger:
             per_output = _symbolic(pair, g, box)
             if other is not None:
                 per_output = np.minimum(per_output, _symbolic(other, g, box))
+            settled = per_output.max(initial=0.0) <= target
+            if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and not settled:
+                seconds = split_seconds / len(self.boxes)
+                split, settled = _split(self.f, g, box, max(target, 0.0), seconds)
+                per_output = np.minimum(per_output, split)
+                settled = settled or per_output.max(initial=0.0) <= target
             deep = len(self.f.layers) > 1  # one affine layer: the symbolic bound is exact
-            if deep and lp_seconds + bab_seconds > 0 and per_output.max(initial=0.0) > target:
+            if deep and lp_seconds + bab_seconds > 0 and not settled:
                 share = (lp_seconds + bab_seconds) / len(self.boxes)
                 paired = dataclasses.replace(pair, g=g)
                 if bab_seconds > 0:
@@ -122,17 +135,24 @@ class Charger:
             if milp_seconds > 0 and target > 0 and per_output.max(initial=0.0) > target:
                 per_output = _milp(dataclasses.replace(pair, g=g), box, per_output, target,
                                    milp_seconds / len(self.boxes))  # fmt: skip
-            bound = float(max(per_output.max(initial=0.0), 0.0))
-            if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and bound > target:
-                deadline = time.perf_counter() + split_seconds / len(self.boxes)
-                out = split_verify(
-                    self.f, g, box, range(self.f.output_size), max(target, 0.0), deadline
-                )
-                split = max(out.bounds.values())
-                if np.isfinite(split):
-                    bound = min(bound, float(split))
-            worst = max(worst, bound)
+            worst = max(worst, float(max(per_output.max(initial=0.0), 0.0)))
         return worst
+
+
+def _split(f: Network, g: Network, box: Box, target: float, seconds: float):
+    """Per output, input splitting's bound of ``|f_i - g_i|`` on ``box`` in ``seconds``, and
+    whether it finished: every leaf within ``target`` or within
+    :data:`~exactcomp.verify.splitting.GAP_END` times the largest difference seen, which no
+    later bound (the joint LP) can beat by more than that factor.
+
+    The search is :func:`~exactcomp.verify.splitting.split_verify` in its ``tightest`` mode
+    (the one ``exactcomp verify`` runs, asked for a bound rather than a decision): asked to
+    decide ``target`` = 0, it would stop at the first sampled difference with nothing proven.
+    """
+    m = f.output_size
+    out = split_verify(f, g, box, range(m), target, time.perf_counter() + seconds, tightest=True)
+    per_output = np.array([max(out.bounds[(i, 1.0)], out.bounds[(i, -1.0)]) for i in range(m)])
+    return per_output, out.proven
 
 
 def _milp(pair: Pair, box: Box, per_output: np.ndarray, target: float, seconds: float):

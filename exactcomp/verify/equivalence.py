@@ -6,7 +6,8 @@ The run has five phases, cheapest first; each can end it:
    centre and the user's data rows; a difference above ``tol`` ends the run (NOT_EQUIVALENT).
 1b. **input splitting** (``linf``, networks of the same architecture; with more than
    :data:`SPLIT_MAX_INPUTS` free inputs, those with ``lower < upper``, only
-   :data:`SPLIT_WIDE_NODES` boxes, enough when few splits suffice): differential bounds of
+   :data:`SPLIT_WIDE_NODES` boxes, enough when few splits suffice; at most
+   :data:`SPLIT_UNPAIRED_NODES` when paired neurons look far apart): differential bounds of
    paired neurons, linear in the input, on sub-boxes split until each is proven (:mod:`exactcomp.verify.splitting`); within
    :data:`SPLIT_SHARE` of the time left. It proves quantised or perturbed copies that the
    phases below cannot; when it does not finish, its proven bounds carry over.
@@ -94,6 +95,10 @@ MIN_MILP_SECONDS = 0.05  # the shortest per-MILP limit of the stability analyses
 SPLIT_MAX_INPUTS = 12  # input splitting runs in full for at most this many free inputs
 SPLIT_WIDE_NODES = 64  # ... and with more free inputs, bounds at most this many boxes
 SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after sampling
+# ... and bounds at most this many boxes when paired neurons differ by more than a quarter of
+# their size (permuted copies; but also ACAS Xu 1_1 at 2 or 4 bits or pruned, whose outputs
+# differ by 0.007-0.03: proven with 361-3,317 boxes, benchmarks/RESULTS.md "acasq8")
+SPLIT_UNPAIRED_NODES = 4096
 
 
 def verify_equivalence(
@@ -288,8 +293,11 @@ class _Run:
         if self.mode != "linf" or SPLIT_MAX_INPUTS <= 0:
             return None
         free = int(np.count_nonzero(self.box.upper > self.box.lower))  # fixed inputs never split
-        if not splitting.paired(f, g, self.points[:MATCH_POINTS]):
+        if not splitting.comparable(f, g):
             return None
+        nodes = 2_000_000 if free <= SPLIT_MAX_INPUTS else SPLIT_WIDE_NODES
+        if not splitting.paired(f, g, self.points[:MATCH_POINTS]):
+            nodes = min(nodes, SPLIT_UNPAIRED_NODES)
         t = time.perf_counter()
         self.progress.task("input splitting", 1)
         out = splitting.split_verify(
@@ -299,7 +307,7 @@ class _Run:
             self.outputs,
             self.tol,
             t + SPLIT_SHARE * self.left(),
-            max_nodes=2_000_000 if free <= SPLIT_MAX_INPUTS else SPLIT_WIDE_NODES,
+            max_nodes=nodes,
             tolerances=self.tolerances,
         )
         self.boxes = out.nodes

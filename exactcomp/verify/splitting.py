@@ -41,6 +41,8 @@ __all__ = ["SplitOutcome", "comparable", "paired", "split_verify"]
 BATCH = 1024  # at most this many boxes are split per step (their children are bounded together)
 ELEMENTS = 12_000_000  # ... and fewer on wide networks: about this many floats per work array
 INHERITED = 50_000_000  # open leaves keep their hidden bounds while they take fewer floats
+GAP_START = 8.0  # tightest: the first phase closes leaves within this factor of the lower bound
+GAP_END = 1.05  # ... each next phase within the square root of the last, down to this factor
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,23 @@ def split_verify(
     deadline: float,
     max_nodes: int = 2_000_000,
     tolerances: Tolerances = DEFAULT,
+    *,
+    tightest: bool = False,
 ) -> SplitOutcome:
     """Bound ``max_x s (f_i(x) - g_i(x))`` for every ``i`` in ``outputs`` by input splitting.
 
     Stops when every leaf is proven ``<= tol``, when a float64 difference above ``tol`` is seen
     (the points are returned for re-checking), or at ``deadline`` (``time.perf_counter``) or
     ``max_nodes`` boxes bounded. Requires :func:`comparable` networks.
+
+    ``tightest=True`` asks for the smallest bound instead of a decision about ``tol``: a
+    difference above ``tol`` does not stop the search, and a leaf is closed once its bound is
+    at most the larger of ``tol`` and the largest float64 difference seen so far (it can no
+    longer lower the answer by more than the gap between the two bounds). The others are split
+    worst first until none is left (``proven``: the bound is then within that gap) or the
+    deadline; the bounds returned are the largest over all leaves, open or closed, finite. With
+    ``tol = 0`` this is how a lossy change is charged when no tolerance is given (a search
+    aimed at ``0`` stops on the first sampled difference, with nothing proven).
     """
     outputs = list(outputs)
     m = len(outputs)
@@ -88,6 +101,9 @@ def split_verify(
     closed = np.full((m, 2), -np.inf)  # max over proven leaves
     hidden = sum(4 * layer.out_features for layer in f.layers[:-1])
     pool = _Pool(box.dim, m, hidden)  # the open leaves
+    # tightest: the closed leaves, kept to be reopened when the closing gap narrows
+    shut = _Shelf()
+    gap = GAP_START if tightest else 1.0
     best_d, best_x = 0.0, box.center[None, :]
     nodes = splits = 0
 
@@ -111,7 +127,7 @@ def split_verify(
         diff = np.abs(f.forward(pts)[:, outputs] - g.forward(pts)[:, outputs]).max(axis=1)
         if diff.max() > best_d:
             best_d, best_x = float(diff.max()), pts[np.argsort(-diff)[:8]]
-        if best_d > tol:
+        if best_d > tol and not tightest:
             inf = np.full((m, 2), np.inf)
             return _outcome(
                 outputs,
@@ -124,14 +140,18 @@ def split_verify(
                 pool.size + len(lo),
                 "a sampled input exceeds tol",
             )
-        done = key <= tol
+        done = key <= (max(tol, gap * best_d) if tightest else tol)
         if done.any():
             closed = np.maximum(closed, w[done].max(axis=0))
+            if tightest:
+                shut.add(lo[done], hi[done], w[done], score[done], key[done], inner[done])
         pool.add(lo[~done], hi[~done], w[~done], score[~done], key[~done], inner[~done])
+        while pool.size == 0 and gap > GAP_END and gap * best_d > tol:
+            gap = max(GAP_END, float(np.sqrt(gap)))  # the next, tighter phase
+            closed = shut.reopen(max(tol, gap * best_d), pool)
         if pool.size == 0:
-            return _outcome(
-                outputs, closed, True, best_x, best_d, nodes, splits, 0, "every box proven"
-            )
+            why = "every box within tol or the difference seen" if tightest else "every box proven"
+            return _outcome(outputs, closed, True, best_x, best_d, nodes, splits, 0, why)
         if time.perf_counter() > deadline or nodes >= max_nodes:
             upper = np.maximum(closed, pool.w.max(axis=0))
             why = "time limit" if nodes < max_nodes else "node limit"
@@ -174,6 +194,8 @@ class _Pool:
     def add(self, lo, hi, w, score, key, inner) -> None:
         if self.inner.shape[1] and (self.size + len(lo)) * self.inner.shape[1] > INHERITED:
             self.inner = np.zeros((self.size, 0))  # too many leaves: children start afresh
+        if inner.shape[1] < self.inner.shape[1]:  # reopened leaves that kept none
+            self.inner = np.zeros((self.size, 0))
         self.inner = np.concatenate([self.inner, inner[:, : self.inner.shape[1]]])
         self.lo, self.hi = np.concatenate([self.lo, lo]), np.concatenate([self.hi, hi])
         self.w, self.score = np.concatenate([self.w, w]), np.concatenate([self.score, score])
@@ -192,6 +214,31 @@ class _Pool:
         self.inner = self.inner[keep]
         self.score, self.key = self.score[keep], self.key[keep]
         return out
+
+
+class _Shelf:
+    """The closed leaves of a ``tightest`` search, in chunks (as :meth:`_Pool.add` takes them:
+    no copying per step), until a narrower gap reopens those above it."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple] = []
+        self.floats = 0  # held in hidden bounds; past INHERITED, none are kept
+
+    def add(self, lo, hi, w, score, key, inner) -> None:
+        self.floats += inner.size
+        if self.floats > INHERITED:  # reopened leaves will start afresh (looser, sound)
+            self.chunks = [(*c[:5], c[5][:, :0]) for c in self.chunks]
+            inner = inner[:, :0]
+        self.chunks.append((lo, hi, w, score, key, inner))
+
+    def reopen(self, key: float, pool: _Pool) -> np.ndarray:
+        """Move the leaves whose key exceeds ``key`` into ``pool``; the largest bounds (m, 2)
+        of those left (``-inf`` when none)."""
+        lo, hi, w, score, keys, inner = (np.concatenate(a) for a in zip(*self.chunks, strict=True))
+        up = keys > key
+        pool.add(lo[up], hi[up], w[up], score[up], keys[up], inner[up])
+        self.chunks = [tuple(a[~up] for a in (lo, hi, w, score, keys, inner))]
+        return w[~up].max(axis=0, initial=-np.inf)
 
 
 def _outcome(outputs, upper, proven, x, lower, nodes, splits, open_, reason) -> SplitOutcome:

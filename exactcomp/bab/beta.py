@@ -62,14 +62,14 @@ from .split import SplitResult
 
 __all__ = ["BetaModel", "prove_signs_beta", "BATCH", "STEPS", "MAX_NODES_BETA"]
 
-BATCH = 128
+BATCH = 512
 """Nodes bounded together (children of the worst open nodes of every open question)."""
-STEPS = 20
+STEPS = 10
 """Projected Adam steps per batch (children start from their parent's multipliers)."""
 LR_ALPHA = 0.1
 LR_BETA = 0.03
 """Adam step sizes of ``alpha`` and ``beta`` (speed only: any value gives valid bounds)."""
-MAX_NODES_BETA = 2000
+MAX_NODES_BETA = 4000
 """Node budget of one question's tree."""
 TOTAL_NODES_BETA = 40_000
 """Node budget of one call (all its questions together)."""
@@ -312,10 +312,10 @@ def prove_signs_beta(
     sides: np.ndarray,
     *,
     tol: Tolerances = DEFAULT,
-    max_nodes: int = MAX_NODES_BETA,
-    total_nodes: int = TOTAL_NODES_BETA,
-    batch: int = BATCH,
-    steps: int = STEPS,
+    max_nodes: int | None = None,
+    total_nodes: int | None = None,
+    batch: int | None = None,
+    steps: int | None = None,
     deadline: float | None = None,
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` / ``min z_kj >= 0`` for each ``j`` in ``neurons`` by branch and
@@ -323,9 +323,15 @@ def prove_signs_beta(
 
     Same parameters and result as :func:`exactcomp.bab.relu.prove_signs_relu` (``sides``:
     ``+1`` only ``max z <= 0``, ``-1`` only ``min z >= 0``, ``0`` both); ``nodes`` counts the
-    nodes bounded; ``lower``/``upper`` are the bounds of the trees left open.
+    nodes bounded; ``lower``/``upper`` are the bounds of the trees left open. ``None``:
+    :data:`MAX_NODES_BETA`, :data:`TOTAL_NODES_BETA`, :data:`BATCH`, :data:`STEPS`.
     """
     from ..bounds.linear import all_finite, finite_prefix_bounds
+
+    max_nodes = MAX_NODES_BETA if max_nodes is None else max_nodes
+    total_nodes = TOTAL_NODES_BETA if total_nodes is None else total_nodes
+    batch = BATCH if batch is None else batch
+    steps = STEPS if steps is None else steps
 
     t0 = time.perf_counter()
     neurons = np.asarray(neurons, dtype=np.int64)
@@ -421,3 +427,56 @@ def _bound(model: BetaModel, chunk, tol: Tolerances, steps: int):
     alpha, beta = model.optimise(rows, signs, split, alpha, beta, steps)
     top, x, score = model.evaluate(rows, signs, split, alpha, beta, tol)
     return top, x, score, alpha, beta
+
+
+def batched_first(
+    lp_search,
+    net: Network,
+    box: Box,
+    k: int,
+    known: Sequence[Bounds],
+    neurons: np.ndarray,
+    sides: np.ndarray,
+    tol: Tolerances,
+    max_nodes: int,
+    total_nodes: int,
+    deadline: float | None,
+) -> SplitResult:
+    """:func:`prove_signs_beta` on the questions, then ``lp_search`` (the LP trees of
+    :mod:`exactcomp.bab.relu`, same signature) on the signs it neither proved nor refuted
+    by a witness; the claims, points and tree bounds of both, merged (each is sound alone)."""
+    t0 = time.perf_counter()
+    neurons = np.asarray(neurons, dtype=np.int64)
+    sides = np.asarray(sides)
+    first = prove_signs_beta(net, box, k, known, neurons, sides, tol=tol, deadline=deadline)
+    seen = sign_witnesses(net, k, first.points, tol)
+    pos_open = (np.sign(sides) >= 0) & (seen.pos[neurons] < 0)
+    neg_open = (np.sign(sides) <= 0) & (seen.neg[neurons] < 0)
+    rest = ~(first.inactive | first.active) & (pos_open | neg_open)
+    sub = np.flatnonzero(rest)
+    new_sides = np.where(pos_open & neg_open, 0, np.where(pos_open, 1, -1))[sub]
+    second = lp_search(
+        net,
+        box,
+        k,
+        known,
+        neurons[sub],
+        new_sides,
+        tol=tol,
+        max_nodes=max_nodes,
+        total_nodes=total_nodes,
+        deadline=deadline,
+    )
+    inactive, active = first.inactive.copy(), first.active.copy()
+    inactive[sub] |= second.inactive
+    active[sub] |= second.active
+    lower = first.lower.copy() if first.lower is not None else np.full(neurons.size, -np.inf)
+    upper = first.upper.copy() if first.upper is not None else np.full(neurons.size, np.inf)
+    if second.lower is not None and second.upper is not None:
+        lower[sub] = np.maximum(lower[sub], second.lower)
+        upper[sub] = np.minimum(upper[sub], second.upper)
+    points = np.concatenate([first.points, second.points])
+    nodes = first.nodes + second.nodes
+    seconds = time.perf_counter() - t0
+    complete = second.complete
+    return SplitResult(neurons, inactive, active, points, nodes, complete, seconds, lower, upper)

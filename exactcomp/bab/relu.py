@@ -148,6 +148,9 @@ CUTS = True
 """Whether the node LP carries a phase column per unstable ReLU and the question's ideal cuts
 (:mod:`exactcomp.bounds.ideal_cuts`); a split then also fixes the phase. Off: the triangle LP
 with split rows of the first version (kept for comparison and for the tests)."""
+BATCHED_FIRST = False
+"""Whether the batched optimised linear bounds of :mod:`exactcomp.bab.beta` ask the questions
+first, the LP trees getting those they leave (see that module for the measurements)."""
 FIRST = 30
 """Node budget of the first pass."""
 GROWTH = 10
@@ -173,8 +176,44 @@ def prove_signs_relu(
     The parameters and the result are those of :func:`exactcomp.bab.prove_signs` (``sides``:
     ``+1`` seeks only ``max z <= 0``, ``-1`` only ``min z >= 0``, ``0`` both); ``max_nodes``
     is the budget of LP solves per question, ``total_nodes`` that of the call, ``deadline`` a
-    ``time.perf_counter()`` instant after which no LP starts. ``nodes`` counts the LPs solved.
+    ``time.perf_counter()`` instant after which no LP starts. ``nodes`` counts the LPs solved
+    (and, with :data:`BATCHED_FIRST`, the nodes of the batched engine before them).
     """
+    if BATCHED_FIRST:
+        from .beta import batched_first
+
+        lp = _prove_signs_lp
+        return batched_first(
+            lp, net, box, k, known, neurons, sides, tol, max_nodes, total_nodes, deadline
+        )
+    return _prove_signs_lp(
+        net,
+        box,
+        k,
+        known,
+        neurons,
+        sides,
+        tol=tol,
+        max_nodes=max_nodes,
+        total_nodes=total_nodes,
+        deadline=deadline,
+    )
+
+
+def _prove_signs_lp(
+    net: Network,
+    box: Box,
+    k: int,
+    known: Sequence[Bounds],
+    neurons: np.ndarray,
+    sides: np.ndarray,
+    *,
+    tol: Tolerances = DEFAULT,
+    max_nodes: int = MAX_NODES_RELU,
+    total_nodes: int = TOTAL_NODES_RELU,
+    deadline: float | None = None,
+) -> SplitResult:
+    """:func:`prove_signs_relu` with the LP trees alone."""
     t0 = time.perf_counter()
     neurons = np.asarray(neurons, dtype=np.int64)
     sides = np.asarray(sides)

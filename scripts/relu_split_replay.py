@@ -94,7 +94,7 @@ def replay(argv: list[str], search=None) -> None:
 
 
 def batched(argv: list[str]) -> None:
-    from exactcomp.bab.beta import prove_signs_beta
+    from exactcomp.bab.beta_tree import prove_signs_beta
     from exactcomp.stability import phases
 
     def search(q):

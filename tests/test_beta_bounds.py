@@ -22,7 +22,8 @@ from test_node_bounds import node_ranges
 from test_relu_split import vee_net
 
 from exactcomp.bab import relu as relu_bab
-from exactcomp.bab.beta import BetaModel, prove_signs_beta
+from exactcomp.bab.beta import BetaModel
+from exactcomp.bab.beta_tree import prove_signs_beta
 from exactcomp.bounds import linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
 from exactcomp.network import Network

@@ -180,7 +180,7 @@ def prove_signs_relu(
     (and, with :data:`BATCHED_FIRST`, the nodes of the batched engine before them).
     """
     if BATCHED_FIRST:
-        from .beta import batched_first
+        from .beta_tree import batched_first
 
         lp = _prove_signs_lp
         return batched_first(

@@ -3,13 +3,14 @@ ReLU-split trees (:mod:`exactcomp.bab.relu`, with its ideal cuts) on the same no
 
 A measurement script, not an API (from the repository root)::
 
-    PYTHONPATH=. python scripts/beta_node_compare.py SPLITS.pkl LAYER [NODES] [SEED]
+    PYTHONPATH=. python scripts/beta_node_compare.py SPLITS.pkl LAYER [NODES] [SEED] [cuts]
 
 ``SPLITS.pkl`` is a capture of ``scripts/relu_split_replay.py``. Nodes: the roots of the
 layer's questions, then ``NODES`` random nodes (1-6 random splits on unstable neurons of
 random questions). Prints, per set, the median and quartiles of ``batched / LP`` bounds and
 of their difference (nodes that either closes are counted apart), and the CPU seconds per
-node of each, the batched one at B = 32, 128, 512.
+node of each, the batched one at B = 32, 128, 512. ``cuts``: the batched bounds get the
+ideal cuts of the questions' root LPs (:func:`exactcomp.bab.beta_tree.root_cuts`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> None:
     from exactcomp.api import load, read_vnnlib
     from exactcomp.bab import relu as relu_bab
     from exactcomp.bab.beta import BetaModel
-    from exactcomp.bab.beta_tree import STEPS
+    from exactcomp.bab.beta_tree import STEPS, root_cuts
     from exactcomp.bab.relu_lp import SplitLP
     from exactcomp.bounds.linear import finite_prefix_bounds
     from exactcomp.tolerances import DEFAULT as tol
@@ -48,6 +49,11 @@ def main(argv: list[str]) -> None:
     ]
     slp = SplitLP(net, box, k, pre, tol, cuts=relu_bab.CUTS)
     model = BetaModel(net, box, k, pre)
+    if len(argv) > 4 and argv[4] == "cuts":
+        c0 = time.process_time()
+        qn = np.asarray(q["neurons"])
+        model.with_cuts(root_cuts(net, box, k, q["known"], qn, np.asarray(q["sides"]), tol))
+        print(f"{model.ncuts} cuts in {time.process_time() - c0:.1f} s of CPU", flush=True)
     # the LP's split index of each entry of the batched engine's split vector
     lp_at = {}
     at = 0
@@ -91,7 +97,7 @@ def main(argv: list[str]) -> None:
         for b0 in range(0, len(nodes), 512):
             sl = slice(b0, b0 + 512)
             al = np.tile(model.init_alpha, (len(rows[sl]), 1))
-            be = np.zeros((len(rows[sl]), 2 * model.width))
+            be = np.zeros((len(rows[sl]), model.nbeta))
             al, be = model.optimise(rows[sl], sg[sl], sp[sl], al, be, steps)
             tops.append(model.evaluate(rows[sl], sg[sl], sp[sl], al, be, tol)[0])
         top = np.concatenate(tops)
@@ -116,7 +122,7 @@ def main(argv: list[str]) -> None:
             sg[sl],
             sp[sl],
             np.tile(model.init_alpha, (n, 1)),
-            np.zeros((n, 2 * model.width)),
+            np.zeros((n, model.nbeta)),
             STEPS,
         )
         model.evaluate(rows[sl], sg[sl], sp[sl], al, be, tol)

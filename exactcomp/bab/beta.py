@@ -133,6 +133,46 @@ class BetaModel:
             np.concatenate([la.init for la in layers]) if off else np.zeros(0, np.float64)
         )
         self._t: list | None = None
+        self.cuts: dict[int, tuple[np.ndarray, ...]] = {}
+        self.ncuts = 0
+
+    @property
+    def nbeta(self) -> int:
+        """Length of a node's ``beta``: ``mu`` and ``nu`` of every neuron, then one
+        multiplier per cut (:meth:`with_cuts`)."""
+        return 2 * self.width + self.ncuts
+
+    def with_cuts(self, cuts: Sequence[tuple[int, int, np.ndarray, float, float]]) -> None:
+        """Take the ideal cuts ``h_{j,n} <= w . h_{j-1} + big a_n + const`` (``(j, n, w, big,
+        const)``, ``w`` dense over layer ``j``'s inputs, ``a_n`` the phase of the unstable
+        neuron ``n``), each with a multiplier ``>= 0`` at the end of ``beta``."""
+        by: dict[int, list] = {}
+        for cut in cuts:
+            by.setdefault(int(cut[0]), []).append(cut)
+        at = 2 * self.width
+        for j, rows in sorted(by.items()):
+            la = self.layers[j]
+            where = {int(n): i for i, n in enumerate(la.idx)}
+            target = np.array([int(r[1]) for r in rows])
+            pos = np.array([la.off + where[int(r[1])] for r in rows])
+            one = np.zeros((len(rows), la.lo.size))
+            one[np.arange(len(rows)), target] = 1.0
+            w = np.stack([np.asarray(r[2], np.float64) for r in rows])
+            big = np.array([float(r[3]) for r in rows])
+            const = np.array([float(r[4]) for r in rows])
+            mag_in = self._mag_in(j)
+            scale = 2.0 * (la.mag_z[target] + np.abs(w) @ mag_in + np.abs(big) + np.abs(const))
+            self.cuts[j] = (one, pos, w, big, const, scale, np.array([at, at + len(rows)]))
+            at += len(rows)
+        self.ncuts = at - 2 * self.width
+        self._t = None
+
+    def _mag_in(self, j: int) -> np.ndarray:
+        """``max |h_{j-1}|`` (the box's ``max |x|`` for ``j = 0``)."""
+        if j == 0:
+            return np.maximum(np.abs(self.xlo), np.abs(self.xhi))
+        la = self.layers[j - 1]
+        return np.maximum(la.hi, 0.0) if la.relu else la.mag_z
 
     def evaluate(
         self,
@@ -154,7 +194,21 @@ class BetaModel:
         c = signs * self.bk[rows]
         scale = np.abs(a) @ self.top_mag + np.abs(c)
         score = np.full(split.shape, -1.0)
-        for la in reversed(self.layers):
+        for j in range(len(self.layers) - 1, -1, -1):
+            la = self.layers[j]
+            cut = self.cuts.get(j)
+            if cut is not None:  # mu (w . h_{j-1} + big a + const - h_n) >= 0, a maximised
+                one, pos, cw, big, const, cscale, span = cut
+                mu = beta[:, span[0] : span[1]]
+                a = a - mu @ one
+                s_c = split[:, pos]
+                term = mu * big
+                c = (
+                    c
+                    + mu @ const
+                    + np.where(s_c > 0, term, np.where(s_c < 0, 0.0, np.maximum(term, 0.0))).sum(1)
+                )
+                scale = scale + mu @ cscale
             dp = beta[:, la.doff : la.doff + la.lo.size]
             dn = beta[:, self.width + la.doff : self.width + la.doff + la.lo.size]
             d = dp - dn
@@ -183,6 +237,8 @@ class BetaModel:
             scale = scale + np.abs(az) @ la.below
             c = c + az @ la.b
             a = az @ la.w
+            if cut is not None:
+                a = a + mu @ cw
         value = np.maximum(a, 0.0) @ self.xhi + np.minimum(a, 0.0) @ self.xlo + c
         scale = scale + np.abs(a) @ np.maximum(np.abs(self.xlo), np.abs(self.xhi)) + np.abs(c)
         x = np.where(a > 0.0, self.xhi, self.xlo)
@@ -223,6 +279,11 @@ class BetaModel:
                 + (torch.as_tensor(la.idx),)
                 for la in self.layers
             ]
+            self._tc = {
+                j: tuple(torch.tensor(v, dtype=f) for v in (one, cw, big, const))
+                + (torch.as_tensor(pos), span)
+                for j, (one, pos, cw, big, const, _, span) in self.cuts.items()
+            }
             self._tx = (torch.tensor(self.xlo, dtype=f), torch.tensor(self.xhi, dtype=f))
         sp = torch.as_tensor(split, dtype=f)
         al = torch.tensor(alpha, dtype=f, requires_grad=True)
@@ -234,9 +295,18 @@ class BetaModel:
         best_al, best_be = al.detach().clone(), be.detach().clone()
         for step in range(steps + 1):
             a, c = a0, c0
-            for la, (w, b, act, slope, icpt, lo, hi, idx) in zip(
-                reversed(self.layers), reversed(self._t), strict=True
-            ):
+            for j in range(len(self.layers) - 1, -1, -1):
+                la = self.layers[j]
+                w, b, act, slope, icpt, lo, hi, idx = self._t[j]
+                cut = self._tc.get(j)
+                if cut is not None:
+                    one, cw, big, const, cpos, span = cut
+                    mu = be[:, span[0] : span[1]]
+                    a = a - mu @ one
+                    s_c = sp[:, cpos]
+                    term = mu * big
+                    term = (s_c > 0).to(f) * term + (s_c == 0).to(f) * term.clamp(min=0.0)
+                    c = c + mu @ const + term.sum(1)
                 dp = be[:, la.doff : la.doff + la.lo.size]
                 dn = be[:, self.width + la.doff : self.width + la.doff + la.lo.size]
                 c = c - dp @ lo + dn @ hi
@@ -259,6 +329,8 @@ class BetaModel:
                     az = az.index_add(1, idx, azu)
                 c = c + az @ b
                 a = az @ w
+                if cut is not None:
+                    a = a + mu @ cw
             xlo, xhi = self._tx
             val = a.clamp(min=0.0) @ xhi + a.clamp(max=0.0) @ xlo + c
             with torch.no_grad():

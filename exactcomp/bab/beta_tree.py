@@ -62,6 +62,11 @@ STEPS = 10
 """Projected Adam steps per batch (children start from their parent's multipliers)."""
 MAX_NODES_BETA = 1000
 """Node budget of one question's tree."""
+CUTS = True
+"""Whether :func:`batched_first` gives the batched bounds the ideal cuts that the LP trees
+separate at each question's root (:func:`root_cuts`)."""
+CUTS_PER_NEURON = 2
+"""Cuts kept per unstable neuron (from different questions), each with its multiplier."""
 TOTAL_NODES_BETA = 40_000
 """Node budget of one call (all its questions together)."""
 
@@ -95,6 +100,7 @@ def prove_signs_beta(
     batch: int | None = None,
     steps: int | None = None,
     deadline: float | None = None,
+    cuts: Sequence[tuple[int, int, np.ndarray, float, float]] = (),
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` / ``min z_kj >= 0`` for each ``j`` in ``neurons`` by branch and
     bound over ReLU splits with optimised linear bounds (module docstring).
@@ -103,6 +109,7 @@ def prove_signs_beta(
     ``+1`` only ``max z <= 0``, ``-1`` only ``min z >= 0``, ``0`` both); ``nodes`` counts the
     nodes bounded; ``lower``/``upper`` are the bounds of the trees left open. ``None``:
     :data:`MAX_NODES_BETA`, :data:`TOTAL_NODES_BETA`, :data:`BATCH`, :data:`STEPS`.
+    ``cuts``: ideal cuts valid on the box (:meth:`~exactcomp.bab.beta.BetaModel.with_cuts`).
     """
     max_nodes = MAX_NODES_BETA if max_nodes is None else max_nodes
     total_nodes = TOTAL_NODES_BETA if total_nodes is None else total_nodes
@@ -122,13 +129,15 @@ def prove_signs_beta(
     if not all_finite(pre[:k]):
         return SplitResult(neurons, inactive, active, none, 0, False, 0.0, lower, upper)
     model = BetaModel(net, box, k, pre)
+    if cuts:
+        model.with_cuts(cuts)
     qs = [
         _Question(i, j, s, [])
         for i, j in enumerate(neurons.tolist())
         for s in {0: (1, -1), 1: (1,), -1: (-1,)}[int(np.sign(sides[i]))]
     ]
     u = model.size
-    root = (np.zeros(u, np.int8), model.init_alpha.copy(), np.zeros(2 * model.width))
+    root = (np.zeros(u, np.int8), model.init_alpha.copy(), np.zeros(model.nbeta))
     work: list[tuple[_Question, tuple]] = [(q, root) for q in qs]
     points: list[np.ndarray] = []
     nodes, count = 0, 0
@@ -224,7 +233,10 @@ def batched_first(
     t0 = time.perf_counter()
     neurons = np.asarray(neurons, dtype=np.int64)
     sides = np.asarray(sides)
-    first = prove_signs_beta(net, box, k, known, neurons, sides, tol=tol, deadline=deadline)
+    cuts = root_cuts(net, box, k, known, neurons, sides, tol) if CUTS else ()
+    first = prove_signs_beta(
+        net, box, k, known, neurons, sides, tol=tol, deadline=deadline, cuts=cuts
+    )
     seen = sign_witnesses(net, k, first.points, tol)
     pos_open = (np.sign(sides) >= 0) & (seen.pos[neurons] < 0)
     neg_open = (np.sign(sides) <= 0) & (seen.neg[neurons] < 0)
@@ -256,3 +268,50 @@ def batched_first(
     seconds = time.perf_counter() - t0
     complete = second.complete
     return SplitResult(neurons, inactive, active, points, nodes, complete, seconds, lower, upper)
+
+
+def root_cuts(
+    net: Network,
+    box: Box,
+    k: int,
+    known: Sequence[Bounds],
+    neurons: np.ndarray,
+    sides: np.ndarray,
+    tol: Tolerances,
+) -> list[tuple[int, int, np.ndarray, float, float]]:
+    """The ideal cuts the LP trees separate at the root of each question
+    (:class:`~exactcomp.bab.relu_lp.SplitLP`), at most :data:`CUTS_PER_NEURON` per unstable
+    neuron, as :meth:`~exactcomp.bab.beta.BetaModel.with_cuts` takes them. Every cut holds at
+    every network point of the box with its own phase, whatever question separated it."""
+    from .relu import _Tree
+    from .relu_lp import SplitLP
+
+    pre = finite_prefix_bounds(net, box, k, known, tol)
+    if not all_finite(pre[:k]):
+        return []
+    slp = SplitLP(net, box, k, pre, tol, cuts=True)
+    if not slp.phases.size:
+        return []
+    where = {}  # LP column -> (layer, neuron) of h and a; input columns per layer
+    inputs = {}
+    for r in slp.lp.relus:
+        for i, n in enumerate(r.neurons):
+            where[int(r.h[i])] = (int(r.layer), int(n))
+        inputs[int(r.layer)] = {int(col): t for t, col in enumerate(r.inputs) if col >= 0}
+    out: dict[int, list] = {}
+    signs = {0: (1, -1), 1: (1,), -1: (-1,)}
+    for i, j in enumerate(np.asarray(neurons).tolist()):
+        for s in signs[int(np.sign(sides[i]))]:
+            tree = _Tree(net, slp, k, j, s, 0, tol)
+            slp.restore(tree.cuts)
+            tree._solve(tree.pending[0], 2, None)
+            held = slp.drop_cuts()
+            for cols, coefs, rhs in zip(held.cols, held.coefs, held.rhss, strict=True):
+                layer, n = where[int(cols[0])]
+                w = np.zeros(net.layers[layer].weight.shape[1])
+                t = np.array([inputs[layer][int(col)] for col in cols[2:]], dtype=np.int64)
+                np.add.at(w, t, -np.asarray(coefs[2:], np.float64))
+                kept = out.setdefault(int(cols[0]), [])
+                if len(kept) < CUTS_PER_NEURON:
+                    kept.append((layer, n, w, -float(coefs[1]), float(rhs)))
+    return [cut for kept in out.values() for cut in kept]

@@ -23,7 +23,14 @@ On a node, every ReLU of layer ``i < k`` satisfies, with those bounds:
   beta-CROWN's split multiplier; on the other neurons these are the multipliers of the LP's
   column bounds, without which optimised back-substitution stays far above the triangle LP
   (on mnist-net_256x6 layer 3, the roots of the 40 questions: median 1.83 times the LP's
-  bound with ``alpha`` alone, 1.00 with both).
+  bound with CROWN's slopes, 1.62 with ``alpha`` optimised alone, 1.00 with both);
+* an ideal cut of an unstable neuron ``n`` of layer ``j`` (:mod:`exactcomp.bounds.ideal_cuts`,
+  as the LP trees separate them), :math:`h_n \le w^\top h_{j-1} + C a_n + d` with the phase
+  :math:`a_n \in \{0, 1\}` of the network point, gets a multiplier :math:`\lambda \ge 0`
+  (:meth:`BetaModel.with_cuts`, at the end of ``beta``): :math:`-\lambda` joins the coefficient
+  of :math:`h_n`, :math:`\lambda w` that of :math:`h_{j-1}`, and :math:`\lambda (C a_n + d)`
+  the constant with :math:`a_n` maximised over :math:`[0, 1]` (1 on a node with
+  :math:`z_n \ge 0`, 0 with :math:`z_n \le 0`).
 
 An upper bound of :math:`g = a^\top h_{k-1} + c` (start: :math:`a = s W_{k,j},\ c = s b_{kj}`)
 goes one layer down by replacing each :math:`a_n h_n` by :math:`a_n^+ (\sigma_n z_n + t_n) +
@@ -41,7 +48,7 @@ the best multipliers seen per node are kept). The bound *claimed* is evaluated o
 float64 numpy at the chosen multipliers (clipped to their ranges), padded as
 :mod:`exactcomp.bounds.linear` pads: per row a ``scale`` over-approximates the sum of the
 absolute values of every term (``|a| (|z| + |t|)`` and ``2 (mu + nu) |z|`` at each ReLU
-layer, ``|a_z| (|W| |h| + |b|)`` at each affine map, ``|a| |x| + |c|`` at the input) and the
+layer, ``2 lambda (|h_n| + |w| |h_{j-1}| + |C| + |d|)`` per cut, ``|a_z| (|W| |h| + |b|)`` at each affine map, ``|a| |x| + |c|`` at the input) and the
 bound gains :func:`~exactcomp.bounds.interval.pad` of it.
 """
 

@@ -19,14 +19,16 @@ r"""Branch and bound over ReLU splits with the batched optimised bounds of
   :mod:`exactcomp.bab.relu` (:data:`~exactcomp.bab.relu.BATCHED_FIRST`).
 
 Measured (mnist-net_256x6 prop_0_0.03, the captured ReLU-split questions of layers 2, 3 and
-5 replayed, ``scripts/relu_split_replay.py``, CPU seconds, 2 cores at load 2-4): the batched
-engine bounds 1,000-2,000 nodes per CPU second at B = 32-512 (10 steps), 8-15 times the node
-LP's 127 per second in its depth-first trees, but its bounds are 1.35 times the LP's with
-ideal cuts (median over the 40 roots and 300 random nodes of layer 3, 1.24 with 50 steps):
-the cuts are what it lacks. Alone it decides 28 / 31 / 8 of the 31 / 40 / 11 questions in
-18 / 35 / 14 s (the LP trees 29 / 33 / 9 in 30 / 66 / 54 s); before the LP trees, the same
-questions but layer 3's neuron 171 are decided, in 25 / 62 / (see RESULTS) s against
-30 / 66 / 54 s: no clear win, so it is off by default.
+5 replayed with ``scripts/relu_split_replay.py``, ``scripts/beta_node_compare.py``; CPU
+seconds, 2 cores at load 3-4; benchmarks/RESULTS.md "beta8"): the batched bounds cost
+1,000-2,000 nodes per CPU second at B = 32-512 (10 steps; 0.7-1.6 thousand with the cuts),
+8-15 times the 127 LPs per second of the node LP in its depth-first trees, but they are
+looser: 1.34 times the LP-with-cuts bound at the median over 300 random layer-3 nodes with
+the root cuts and 10 steps (1.16 with 50). In the trees this is a draw: before the LP trees
+(:func:`batched_first`, 1,000 nodes per question) layers 2 / 3 / 5 took 25.4 / 62.1 / 52.1 s
+and decided 29 / 34 / 9 questions, the LP trees alone 29.7 / 65.5 / 53.8 s and 29 / 33 / 9;
+the whole trace of the network 269.6 s against 266.7 s of CPU, 8 undecided against 9.
+Hence off by default (:data:`~exactcomp.bab.relu.BATCHED_FIRST`).
 """
 
 from __future__ import annotations

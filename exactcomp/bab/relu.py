@@ -148,7 +148,7 @@ CUTS = True
 """Whether the node LP carries a phase column per unstable ReLU and the question's ideal cuts
 (:mod:`exactcomp.bounds.ideal_cuts`); a split then also fixes the phase. Off: the triangle LP
 with split rows of the first version (kept for comparison and for the tests)."""
-BATCHED_FIRST = False
+BATCHED_FIRST = True
 """Whether the batched optimised linear bounds of :mod:`exactcomp.bab.beta` ask the questions
 first (:func:`exactcomp.bab.beta_tree.batched_first`), the LP trees getting those they leave.
 Off: on mnist-net_256x6 prop_0_0.03 it bounds 8-15 times more nodes per CPU second than the

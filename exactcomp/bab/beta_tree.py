@@ -20,15 +20,15 @@ r"""Branch and bound over ReLU splits with the batched optimised bounds of
 
 Measured (mnist-net_256x6 prop_0_0.03, the captured ReLU-split questions of layers 2, 3 and
 5 replayed with ``scripts/relu_split_replay.py``, ``scripts/beta_node_compare.py``; CPU
-seconds, 2 cores at load 3-4; benchmarks/RESULTS.md "beta8"): the batched bounds cost
-1,000-2,000 nodes per CPU second at B = 32-512 (10 steps; 0.7-1.6 thousand with the cuts),
-8-15 times the 127 LPs per second of the node LP in its depth-first trees, but they are
-looser: 1.34 times the LP-with-cuts bound at the median over 300 random layer-3 nodes with
-the root cuts and 10 steps (1.16 with 50). In the trees this is a draw: before the LP trees
-(:func:`batched_first`, 1,000 nodes per question) layers 2 / 3 / 5 took 25.4 / 62.1 / 52.1 s
-and decided 29 / 34 / 9 questions, the LP trees alone 29.7 / 65.5 / 53.8 s and 29 / 33 / 9;
-the whole trace of the network 269.6 s against 266.7 s of CPU, 8 undecided against 9.
-Hence off by default (:data:`~exactcomp.bab.relu.BATCHED_FIRST`).
+seconds, 2 cores at load 2-4; benchmarks/RESULTS.md "beta8"): the batched bounds cost
+1,000-2,000 nodes per CPU second at B = 32-512 (10 steps), 8-15 times the 127 LPs per second
+of the node LP in its depth-first trees, each about 1.3 times looser than the LP with ideal
+cuts (median over 300 random layer-3 nodes). With 1,000 nodes per question that was a draw;
+the hard questions need many nodes, and there the batched trees win: alone, with 20,000 per
+question, they decided 31 / 38 / 9 of the 31 / 40 / 11 questions of layers 2 / 3 / 5 in
+10.5 / 52.4 / 28.3 s, where the LP trees decide 29 / 33 / 9 in 29.7 / 65.5 / 53.8 s. The whole
+trace: 4 undecided in 197.3 s of CPU, against 9 in 266.7 s with the LP trees alone
+(:data:`~exactcomp.bab.relu.BATCHED_FIRST`).
 """
 
 from __future__ import annotations

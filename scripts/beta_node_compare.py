@@ -10,7 +10,7 @@ layer's questions, then ``NODES`` random nodes (1-6 random splits on unstable ne
 random questions). Prints, per set, the median and quartiles of ``batched / LP`` bounds and
 of their difference (nodes that either closes are counted apart), and the CPU seconds per
 node of each, the batched one at B = 32, 128, 512. ``cuts``: the batched bounds get the
-ideal cuts of the questions' root LPs (:func:`exactcomp.bab.beta_tree.root_cuts`).
+ideal cuts of the questions' root LPs (:func:`exactcomp.bab.relu.root_cuts`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def main(argv: list[str]) -> None:
     from exactcomp.api import load, read_vnnlib
     from exactcomp.bab import relu as relu_bab
     from exactcomp.bab.beta import BetaModel
-    from exactcomp.bab.beta_tree import STEPS, root_cuts
+    from exactcomp.bab.beta_tree import CUTS_PER_NEURON, STEPS
+    from exactcomp.bab.relu import root_cuts
     from exactcomp.bab.relu_lp import SplitLP
     from exactcomp.bounds.linear import finite_prefix_bounds
     from exactcomp.tolerances import DEFAULT as tol
@@ -52,7 +53,8 @@ def main(argv: list[str]) -> None:
     if len(argv) > 4 and argv[4] == "cuts":
         c0 = time.process_time()
         qn = np.asarray(q["neurons"])
-        model.with_cuts(root_cuts(net, box, k, q["known"], qn, np.asarray(q["sides"]), tol))
+        found = root_cuts(net, box, k, q["known"], qn, np.asarray(q["sides"]), tol, CUTS_PER_NEURON)
+        model.with_cuts(found)
         print(f"{model.ncuts} cuts in {time.process_time() - c0:.1f} s of CPU", flush=True)
     # the LP's split index of each entry of the batched engine's split vector
     lp_at = {}

@@ -24,7 +24,8 @@ from test_relu_split import vee_net
 
 from exactcomp.bab import relu as relu_bab
 from exactcomp.bab.beta import BetaModel
-from exactcomp.bab.beta_tree import prove_signs_beta, root_cuts
+from exactcomp.bab.beta_tree import CUTS_PER_NEURON, prove_signs_beta
+from exactcomp.bab.relu import root_cuts
 from exactcomp.bounds import linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
 from exactcomp.network import Network
@@ -65,7 +66,9 @@ def test_node_bounds_enclose_the_exact_node_max(seed, cuts):
     model = BetaModel(net, box, k, pre[:k])
     if cuts:
         n = net.layers[k].out_features
-        found = root_cuts(net, box, k, pre, np.arange(n), np.zeros(n, int), DEFAULT)
+        found = root_cuts(
+            net, box, k, pre, np.arange(n), np.zeros(n, int), DEFAULT, CUTS_PER_NEURON
+        )
         if not found:
             pytest.skip("no ideal cut separated")
         model.with_cuts(found)
@@ -147,9 +150,12 @@ def test_the_batched_tree_proves_the_vee_and_refutes_the_other_sign():
 def test_a_spent_budget_claims_nothing():
     net, box = vee_net(), Box.uniform(-1.0, 1.0, 8)
     pre = linear_bounds(net, box)
-    res = prove_signs_beta(net, box, 1, pre, np.array([0]), np.array([1]), max_nodes=1)
+    spent: list[tuple[int, int]] = []
+    one = np.array([0])
+    res = prove_signs_beta(net, box, 1, pre, one, np.array([1]), max_nodes=1, spent=spent)
     assert not res.inactive[0] and not res.complete
     assert res.upper[0] >= 0.5 - 1e-6  # the root's bound, still sound
+    assert spent == [(0, 1)]  # the LP trees do not get it again (LP_AFTER_SPENT)
 
 
 @pytest.mark.parametrize("seed", range(8))

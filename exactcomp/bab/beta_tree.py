@@ -71,9 +71,15 @@ reach -0.27 / -0.24. With 1,000 nodes per question, before the LP trees, the bat
 was a draw (see the module docstring)."""
 CUTS = False
 """Whether :func:`batched_first` gives the batched bounds the ideal cuts that the LP trees
-separate at each question's root (:func:`root_cuts`). Off: 77 cuts on layer 3 brought the
+separate at each question's root (:func:`exactcomp.bab.relu.root_cuts`). Off: 77 cuts on layer 3 brought the
 median node bound from 1.40 to 1.34 times the LP's (10 steps) for 25 % more CPU per node,
 and the same decisions in the trees."""
+LP_AFTER_SPENT = False
+"""Whether :func:`batched_first` still gives the LP trees a question whose batched tree used
+its whole budget (:data:`MAX_NODES_BETA`). Off: on mnist-net_256x6 such trees had gone much
+further than the LP trees get in their budget (layer 5's two: -0.06 / -0.08 against -0.27 /
+-0.24), and the LP trees spent about 36 s on them for nothing. Questions cut off by the
+call's budget, the deadline or a dead end still go to the LP trees."""
 CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""
 TOTAL_NODES_BETA = 120_000
@@ -112,6 +118,7 @@ def prove_signs_beta(
     steps: int | None = None,
     deadline: float | None = None,
     cuts: Sequence[tuple[int, int, np.ndarray, float, float]] = (),
+    spent: list[tuple[int, int]] | None = None,
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` / ``min z_kj >= 0`` for each ``j`` in ``neurons`` by branch and
     bound over ReLU splits with optimised linear bounds (module docstring).
@@ -121,6 +128,8 @@ def prove_signs_beta(
     nodes bounded; ``lower``/``upper`` are the bounds of the trees left open. ``None``:
     :data:`MAX_NODES_BETA`, :data:`TOTAL_NODES_BETA`, :data:`BATCH`, :data:`STEPS`.
     ``cuts``: ideal cuts valid on the box (:meth:`~exactcomp.bab.beta.BetaModel.with_cuts`).
+    ``spent``: if given, gets ``(i, sign)`` of every question left open with its whole node
+    budget ``max_nodes`` used (not cut off by the call's budget, the deadline or a dead end).
     """
     max_nodes = MAX_NODES_BETA if max_nodes is None else max_nodes
     total_nodes = TOTAL_NODES_BETA if total_nodes is None else total_nodes
@@ -199,6 +208,9 @@ def prove_signs_beta(
         if not work:
             break
     for q in qs:
+        decided = inactive[q.index] or active[q.index]
+        if spent is not None and q.state == "open" and not decided and q.nodes + 2 > max_nodes:
+            spent.append((q.index, q.sign))
         if q.state in ("open", "stuck"):
             if q.sign > 0:
                 upper[q.index] = min(upper[q.index], q.bound())
@@ -238,6 +250,7 @@ def batched_first(
     max_nodes: int,
     total_nodes: int,
     deadline: float | None,
+    cuts: Sequence[tuple[int, int, np.ndarray, float, float]] = (),
 ) -> SplitResult:
     """:func:`prove_signs_beta` on the questions, then ``lp_search`` (the LP trees of
     :mod:`exactcomp.bab.relu`, same signature) on the signs it neither proved nor refuted
@@ -245,13 +258,18 @@ def batched_first(
     t0 = time.perf_counter()
     neurons = np.asarray(neurons, dtype=np.int64)
     sides = np.asarray(sides)
-    cuts = root_cuts(net, box, k, known, neurons, sides, tol) if CUTS else ()
+    spent: list[tuple[int, int]] = []
     first = prove_signs_beta(
-        net, box, k, known, neurons, sides, tol=tol, deadline=deadline, cuts=cuts
+        net, box, k, known, neurons, sides, tol=tol, deadline=deadline, cuts=cuts, spent=spent
     )
     seen = sign_witnesses(net, k, first.points, tol)
     pos_open = (np.sign(sides) >= 0) & (seen.pos[neurons] < 0)
     neg_open = (np.sign(sides) <= 0) & (seen.neg[neurons] < 0)
+    dropped = False
+    if not LP_AFTER_SPENT:  # the batched tree went further than an LP tree would
+        for i, sign in spent:
+            (pos_open if sign > 0 else neg_open)[i] = False
+            dropped = True
     rest = ~(first.inactive | first.active) & (pos_open | neg_open)
     sub = np.flatnonzero(rest)
     new_sides = np.where(pos_open & neg_open, 0, np.where(pos_open, 1, -1))[sub]
@@ -278,52 +296,5 @@ def batched_first(
     points = np.concatenate([first.points, second.points])
     nodes = first.nodes + second.nodes
     seconds = time.perf_counter() - t0
-    complete = second.complete
+    complete = second.complete and not dropped
     return SplitResult(neurons, inactive, active, points, nodes, complete, seconds, lower, upper)
-
-
-def root_cuts(
-    net: Network,
-    box: Box,
-    k: int,
-    known: Sequence[Bounds],
-    neurons: np.ndarray,
-    sides: np.ndarray,
-    tol: Tolerances,
-) -> list[tuple[int, int, np.ndarray, float, float]]:
-    """The ideal cuts the LP trees separate at the root of each question
-    (:class:`~exactcomp.bab.relu_lp.SplitLP`), at most :data:`CUTS_PER_NEURON` per unstable
-    neuron, as :meth:`~exactcomp.bab.beta.BetaModel.with_cuts` takes them. Every cut holds at
-    every network point of the box with its own phase, whatever question separated it."""
-    from .relu import _Tree
-    from .relu_lp import SplitLP
-
-    pre = finite_prefix_bounds(net, box, k, known, tol)
-    if not all_finite(pre[:k]):
-        return []
-    slp = SplitLP(net, box, k, pre, tol, cuts=True)
-    if not slp.phases.size:
-        return []
-    where = {}  # LP column -> (layer, neuron) of h and a; input columns per layer
-    inputs = {}
-    for r in slp.lp.relus:
-        for i, n in enumerate(r.neurons):
-            where[int(r.h[i])] = (int(r.layer), int(n))
-        inputs[int(r.layer)] = {int(col): t for t, col in enumerate(r.inputs) if col >= 0}
-    out: dict[int, list] = {}
-    signs = {0: (1, -1), 1: (1,), -1: (-1,)}
-    for i, j in enumerate(np.asarray(neurons).tolist()):
-        for s in signs[int(np.sign(sides[i]))]:
-            tree = _Tree(net, slp, k, j, s, 0, tol)
-            slp.restore(tree.cuts)
-            tree._solve(tree.pending[0], 2, None)
-            held = slp.drop_cuts()
-            for cols, coefs, rhs in zip(held.cols, held.coefs, held.rhss, strict=True):
-                layer, n = where[int(cols[0])]
-                w = np.zeros(net.layers[layer].weight.shape[1])
-                t = np.array([inputs[layer][int(col)] for col in cols[2:]], dtype=np.int64)
-                np.add.at(w, t, -np.asarray(coefs[2:], np.float64))
-                kept = out.setdefault(int(cols[0]), [])
-                if len(kept) < CUTS_PER_NEURON:
-                    kept.append((layer, n, w, -float(coefs[1]), float(rhs)))
-    return [cut for kept in out.values() for cut in kept]

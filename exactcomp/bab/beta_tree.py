@@ -27,7 +27,9 @@ cuts (median over 300 random layer-3 nodes). With 1,000 nodes per question that 
 the hard questions need many nodes, and there the batched trees win: alone, with 20,000 per
 question, they decided 31 / 38 / 9 of the 31 / 40 / 11 questions of layers 2 / 3 / 5 in
 10.5 / 52.4 / 28.3 s, where the LP trees decide 29 / 33 / 9 in 29.7 / 65.5 / 53.8 s. The whole
-trace: 4 undecided in 197.3 s of CPU, against 9 in 266.7 s with the LP trees alone
+trace: 4 undecided in 165.3 s of CPU (197.3 s while the questions that spent their batched
+budget still went to the LP trees, :data:`LP_AFTER_SPENT`), against 9 in 266.7 s with the LP
+trees alone
 (:data:`~exactcomp.bab.relu.BATCHED_FIRST`).
 """
 

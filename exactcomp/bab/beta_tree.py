@@ -27,9 +27,7 @@ cuts (median over 300 random layer-3 nodes). With 1,000 nodes per question that 
 the hard questions need many nodes, and there the batched trees win: alone, with 20,000 per
 question, they decided 31 / 38 / 9 of the 31 / 40 / 11 questions of layers 2 / 3 / 5 in
 10.5 / 52.4 / 28.3 s, where the LP trees decide 29 / 33 / 9 in 29.7 / 65.5 / 53.8 s. The whole
-trace: 4 undecided in 165.3 s of CPU (197.3 s while the questions that spent their batched
-budget still went to the LP trees, :data:`LP_AFTER_SPENT`), against 9 in 266.7 s with the LP
-trees alone
+trace: 4 undecided in 197.3 s of CPU, against 9 in 266.7 s with the LP trees alone
 (:data:`~exactcomp.bab.relu.BATCHED_FIRST`).
 """
 
@@ -76,12 +74,12 @@ CUTS = False
 separate at each question's root (:func:`exactcomp.bab.relu.root_cuts`). Off: 77 cuts on layer 3 brought the
 median node bound from 1.40 to 1.34 times the LP's (10 steps) for 25 % more CPU per node,
 and the same decisions in the trees."""
-LP_AFTER_SPENT = False
+LP_AFTER_SPENT = True
 """Whether :func:`batched_first` still gives the LP trees a question whose batched tree used
-its whole budget (:data:`MAX_NODES_BETA`). Off: on mnist-net_256x6 such trees had gone much
-further than the LP trees get in their budget (layer 5's two: -0.06 / -0.08 against -0.27 /
--0.24), and the LP trees spent about 36 s on them for nothing. Questions cut off by the
-call's budget, the deadline or a dead end still go to the LP trees."""
+its whole budget (:data:`MAX_NODES_BETA`). Off, mnist-net_256x6 prop_0_0.03 took 165.3 s of
+CPU instead of 197.3 s (the same 4 undecided: the LP trees got nowhere on them), but
+mnist-net_256x2 prop_1_0.05 left 1 neuron undecided instead of 0: on its first layer the LP
+trees with their ideal cuts prove questions that 20,000 batched nodes do not."""
 CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""
 TOTAL_NODES_BETA = 120_000

@@ -155,7 +155,7 @@ def test_a_spent_budget_claims_nothing():
     res = prove_signs_beta(net, box, 1, pre, one, np.array([1]), max_nodes=1, spent=spent)
     assert not res.inactive[0] and not res.complete
     assert res.upper[0] >= 0.5 - 1e-6  # the root's bound, still sound
-    assert spent == [(0, 1)]  # the LP trees do not get it again (LP_AFTER_SPENT)
+    assert spent == [(0, 1)]  # what batched_first reads for LP_AFTER_SPENT
 
 
 @pytest.mark.parametrize("seed", range(8))

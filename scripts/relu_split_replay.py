@@ -3,7 +3,8 @@
 A measurement script, not an API (from the repository root)::
 
     PYTHONPATH=. python scripts/relu_split_replay.py capture NET.onnx PROP.vnnlib OUT.pkl [CAP]
-    PYTHONPATH=. python scripts/relu_split_replay.py replay OUT.pkl [LAYER ...]
+    PYTHONPATH=. python scripts/relu_split_replay.py replay OUT.pkl [LAYER ...] [--batched]
+    PYTHONPATH=. python scripts/relu_split_replay.py batched OUT.pkl [LAYER ...]
 
 ``capture`` runs :mod:`scripts.stability_trace` (same JSON line) with the ReLU-split phase
 wrapped so that each call's :class:`~exactcomp.stability.phases.PhaseInput` and its claims
@@ -11,6 +12,8 @@ are pickled to ``OUT.pkl``. ``replay`` asks each captured layer's questions agai
 deadline) with the current code and prints, per layer, CPU seconds, nodes, the claims
 and the questions left open, beside the captured ones. The captured inputs are the engine's
 bounds at that point, so a replay isolates the split trees from every earlier phase.
+``--batched`` switches :data:`exactcomp.bab.relu.BATCHED_FIRST` on for the replay; ``batched``
+runs the batched engine alone (:func:`exactcomp.bab.beta.prove_signs_beta`).
 """
 
 from __future__ import annotations
@@ -57,11 +60,17 @@ def capture(argv: list[str]) -> None:
     stability_trace.main([argv[0], argv[1], *argv[3:]])
 
 
-def replay(argv: list[str]) -> None:
+def replay(argv: list[str], search=None) -> None:
     from exactcomp.api import load, read_vnnlib
     from exactcomp.stability.phases import PhaseInput, relu_split_phase
     from exactcomp.tolerances import DEFAULT
 
+    search = search or relu_split_phase
+    from exactcomp.bab import relu as relu_bab
+
+    if "--batched" in argv:
+        argv = [a for a in argv if a != "--batched"]
+        relu_bab.BATCHED_FIRST = True
     with open(argv[0], "rb") as f:
         calls = pickle.load(f)
     net = load(calls[0]["args"][0])
@@ -72,7 +81,7 @@ def replay(argv: list[str]) -> None:
         if layers and q.k not in layers:
             continue
         c0 = time.process_time()
-        res = relu_split_phase(q)
+        res = search(q)
         cpu = time.process_time() - c0
         now = _counts(res, q)
         was = {key: call[key] for key in ("asked", "inactive", "active", "nodes")}
@@ -84,5 +93,16 @@ def replay(argv: list[str]) -> None:
         print(json.dumps(row), flush=True)
 
 
+def batched(argv: list[str]) -> None:
+    from exactcomp.bab.beta_tree import prove_signs_beta
+    from exactcomp.stability import phases
+
+    def search(q):
+        phases_search = phases._split_phase
+        return phases_search(q, prove_signs_beta)
+
+    replay(argv, search)
+
+
 if __name__ == "__main__":
-    {"capture": capture, "replay": replay}[sys.argv[1]](sys.argv[2:])
+    {"capture": capture, "replay": replay, "batched": batched}[sys.argv[1]](sys.argv[2:])

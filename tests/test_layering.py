@@ -143,6 +143,7 @@ _STDLIB = {
 ALLOWED_THIRD_PARTY = {
     "highspy": {"highs/"},
     "torch": {
+        "bab/beta.py",  # autograd of the batched ReLU-split bounds, imported when it runs
         "io/torch_chain.py",
         "io/torch_conv.py",
         "io/torch_io.py",

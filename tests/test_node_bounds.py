@@ -28,6 +28,13 @@ SLACK = 1e-6
 outside a region (HiGHS' feasibility tolerance on the scaled rows)."""
 
 
+@pytest.fixture(autouse=True)
+def _lp_trees_alone(monkeypatch):
+    """These tests are about the LP trees: the batched engine that asks first by default
+    (:data:`~exactcomp.bab.relu.BATCHED_FIRST`, tested in ``test_beta_bounds.py``) is off."""
+    monkeypatch.setattr(relu_bab, "BATCHED_FIRST", False)
+
+
 def _affine_maps(net: Network, pattern: tuple[np.ndarray, ...]) -> list[tuple[np.ndarray, ...]]:
     """``z_j = A_j x + c_j`` of every layer on the region with this activation pattern."""
     n = net.input_size

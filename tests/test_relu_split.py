@@ -32,6 +32,13 @@ from exactcomp.verify import recheck_certificates
 PAD = 6  # inputs with zero weights, so that the network has more than MAX_INPUTS inputs
 
 
+@pytest.fixture(autouse=True)
+def _lp_trees_alone(monkeypatch):
+    """These tests are about the LP trees: the batched engine that asks first by default
+    (:data:`~exactcomp.bab.relu.BATCHED_FIRST`, tested in ``test_beta_bounds.py``) is off."""
+    monkeypatch.setattr(relu_bab, "BATCHED_FIRST", False)
+
+
 def vee_net(pad: int = PAD) -> Network:
     r"""``z = relu(x0 + x1) + relu(x0 - x1) - 2.5`` on ``[-1, 1]^(2 + pad)``: the two ReLUs
     sum to at most 2 (``2 x0`` where both are on, ``x0 + |x1| <= 2`` otherwise), so

@@ -23,6 +23,13 @@ from exactcomp.tolerances import DEFAULT
 BOX = Box.uniform(-1.0, 1.0, 8)
 
 
+@pytest.fixture(autouse=True)
+def _lp_trees_alone(monkeypatch):
+    """These tests are about the LP trees: the batched engine that asks first by default
+    (:data:`~exactcomp.bab.relu.BATCHED_FIRST`, tested in ``test_beta_bounds.py``) is off."""
+    monkeypatch.setattr(relu_bab, "BATCHED_FIRST", False)
+
+
 def vee_net() -> Network:
     r"""``z = relu(x0 + x1) + relu(x0 - x1) - 2.5`` on ``[-1, 1]^8`` (six inputs unused):
     ``max z = -0.5``, the triangle LP reaches ``0.5``, two levels of splits prove it::

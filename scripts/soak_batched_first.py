@@ -1,0 +1,39 @@
+"""Run ``python -m benchmarks soak ...`` with :data:`exactcomp.bab.relu.BATCHED_FIRST` on.
+
+A one-off (the engine is off by default)::
+
+    PYTHONPATH=. python scripts/soak_batched_first.py --family relusplits --cases 30 --time-limit 2
+
+The soak runs its cases in this process (``jobs=1``), so the switch reaches every case; the
+calls of the batched engine, its nodes and its claims are counted and printed at the end.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+from exactcomp.bab import beta_tree as beta
+from exactcomp.bab import relu
+
+relu.BATCHED_FIRST = True
+seen = {"calls": 0, "questions": 0, "nodes": 0, "claims": 0, "points": 0}
+real = beta.prove_signs_beta
+
+
+def counted(*args, **kwargs):
+    res = real(*args, **kwargs)
+    seen["calls"] += 1
+    seen["questions"] += int(res.neurons.size)
+    seen["nodes"] += res.nodes
+    seen["claims"] += int(res.inactive.sum() + res.active.sum())
+    seen["points"] += int(res.points.shape[0])
+    return res
+
+
+beta.prove_signs_beta = counted
+sys.argv = ["benchmarks", "soak", *sys.argv[1:]]
+try:
+    runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
+finally:
+    print("batched engine:", seen, flush=True)

@@ -26,6 +26,7 @@ import numpy as np
 def main(argv: list[str]) -> None:
     from exactcomp.api import load, read_vnnlib
     from exactcomp.bab import relu as relu_bab
+    from exactcomp.bab import relu_tree
     from exactcomp.bab.beta import BetaModel
     from exactcomp.bab.beta_tree import CUTS_PER_NEURON, STEPS
     from exactcomp.bab.relu import root_cuts
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> None:
     for i, split in nodes:
         j, s = qs[i]
         if i not in trees:  # the question's root first: its ideal cuts, as in the tree
-            t = relu_bab._Tree(net, slp, k, j, s, 0, tol)
+            t = relu_tree.Tree(net, slp, k, j, s, 0, tol)
             slp.restore(t.cuts)
             t._solve(t.pending[0], 10, None)
             trees[i] = (t, slp.drop_cuts())
@@ -85,7 +86,7 @@ def main(argv: list[str]) -> None:
         lsplit = np.zeros(slp.size, np.int8)
         lsplit[perm] = split
         lo, hi = slp.nb.clip(lsplit, slp.nb.box_lo, slp.nb.box_hi)
-        got = t._solve(relu_bab._Child(lsplit, lo, hi, k), 1, None)
+        got = t._solve(relu_tree.Child(lsplit, lo, hi, k), 1, None)
         trees[i] = (t, slp.drop_cuts())
         lp_top.append(-np.inf if got is True else (np.nan if got is None else got.top))
     lp_cpu = (time.process_time() - c0) / len(nodes)

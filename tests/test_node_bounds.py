@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from exactcomp.bab import prove_signs_relu
+from exactcomp.bab import prove_signs_relu, relu_tree
 from exactcomp.bab import relu as relu_bab
 from exactcomp.bab.node_bounds import NodeBounds
 from exactcomp.bounds import linear_bounds
@@ -158,7 +158,7 @@ def _neuron(nb: NodeBounds, i: int) -> int:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_the_split_search_with_node_bounds_keeps_the_oracles_verdicts(seed, monkeypatch):
-    monkeypatch.setattr(relu_bab, "NODE_BOUNDS", True)
+    monkeypatch.setattr(relu_tree, "NODE_BOUNDS", True)
     monkeypatch.setattr("exactcomp.bab.split.MAX_INPUTS", 0)  # ReLU splits on any input size
     case = random_case(100 + seed, depth=(3, 4), width=(3, 4), inputs=(2, 3), max_neurons=12)
     truth = exact_analysis(case.network, case.box)
@@ -177,14 +177,14 @@ def test_the_node_lp_uses_the_node_bounds_on_two_ramps(monkeypatch, node_bounds,
     """``max relu(z)`` on the node ``x0 <= 0`` of :func:`two_ramps`: 0.5. The node LP with
     the whole-box triangle of ``z`` (``[-0.5, 1.5]``) reaches 0.75; with the node bounds of
     ``z`` (``[-0.5, 0.5]``) as column bounds, 0.5."""
-    monkeypatch.setattr(relu_bab, "NODE_BOUNDS", node_bounds)
+    monkeypatch.setattr(relu_tree, "NODE_BOUNDS", node_bounds)
     monkeypatch.setattr(relu_bab, "CUTS", False)
     net, box = two_ramps(), Box.uniform(-1.0, 1.0, 2)
     pre = linear_bounds(net, box)
     slp = relu_bab.SplitLP(net, box, 2, pre[:3], DEFAULT, cuts=False)
-    tree = relu_bab._Tree(net, slp, 2, 0, 1, 0, DEFAULT)
+    tree = relu_tree.Tree(net, slp, 2, 0, 1, 0, DEFAULT)
     split = np.array([-1, 0, 0], dtype=np.int8)
     lower, upper = slp.nb.clip(split, slp.nb.box_lo, slp.nb.box_hi)
-    node = tree._solve(relu_bab._Child(split, lower, upper, 0), 10, None)
-    assert isinstance(node, relu_bab._Node)
+    node = tree._solve(relu_tree.Child(split, lower, upper, 0), 10, None)
+    assert isinstance(node, relu_tree.Node)
     assert node.top == pytest.approx(top, abs=1e-5)

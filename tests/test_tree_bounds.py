@@ -1,5 +1,5 @@
 """A ReLU-split tree that runs out of nodes still bounds its neuron: the weakest bound over
-its leaves (:meth:`exactcomp.bab.relu._Tree.bound`), which the engine keeps as the neuron's
+its leaves (:meth:`exactcomp.bab.relu_tree.Tree.bound`), which the engine keeps as the neuron's
 bound for the later layers. The bounds enclose the oracle's exact ranges, tighten as the
 tree grows, and the engine's verdicts stay the oracle's.
 """

@@ -54,7 +54,7 @@ earlier layers, so those are split instead (the idea of BaBSR, beta-CROWN, OVAL)
   budget and the deadline: the neuron goes on to the MILP or stays UNDECIDED, which is sound;
 * a tree stopped by the node budget or the deadline still bounds its neuron: its leaves
   cover the box, so ``sign * z_kj`` is at most the largest ``top`` of its open nodes (a
-  pending child counts its parent's, a closed leaf 0) (:meth:`_Tree.bound`). The result
+  pending child counts its parent's, a closed leaf 0) (:meth:`Tree.bound`). The result
   carries these bounds (``lower``/``upper``), which the engine keeps for the relaxations
   and big-M constants of the later layers.
 
@@ -70,7 +70,7 @@ whole-box LP-and-cut bounds for only 6 % (layer 2) and 39 % (layer 5) of the row
 little, and proved 9 and 22 neurons stable in all.
 
 Between passes the open questions are ordered closest to their proof first
-(:data:`CLOSEST_FIRST`, :meth:`_Tree.left`), and a question whose tree still leaves more than
+(:data:`CLOSEST_FIRST`, :meth:`Tree.left`), and a question whose tree still leaves more than
 :data:`GIVE_UP_LEFT` of its root's bound open after :data:`GIVE_UP_NODES` LPs gets no further
 pass (its tree's bound is kept). On the same replays (CPU s, questions left open):
 layer 2 39.0 s, 2 -> 41.3 s, 1 (closest first) -> 26.5 s, 2 (and give-up); layer 3 57.9 s,
@@ -84,22 +84,18 @@ tried on neuron 72 and did worse than the score alone (not proven in 3,000 LPs a
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds.interval import Bounds, pad
+from ..bounds.interval import Bounds
 from ..bounds.linear import all_finite, finite_prefix_bounds
 from ..domain import Box
-from ..highs.lp import lp_min
-from ..highs.margins import solver_margin
 from ..network import Network
-from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
-from .relu_lp import Cuts, SplitLP
+from .relu_lp import SplitLP
+from .relu_tree import Tree
 from .split import SplitResult
 
 __all__ = [
@@ -115,10 +111,6 @@ RELU_SPLITS = True
 """Whether the ``fast`` engine and the re-check split ReLUs (networks with more than
 :data:`~exactcomp.bab.split.MAX_INPUTS` inputs)."""
 
-ORDER = "depth"
-"""Node order: ``"depth"`` (the last child first) or ``"best"`` (the weakest bound first).
-A proof visits every leaf either way: with the cuts, neurons 29 and 45 of mnist-net_256x2
-prop_1_0.05 took the same 1,843 and 1,125 LPs both ways."""
 MAX_NODES_RELU = 3000
 """Node budget (LP solves) of one question's tree in its last pass (:func:`_budgets`). On
 mnist-net_256x2 prop_1_0.05 (layer 1, 46 questions left after the ideal cuts, both witnessed
@@ -138,19 +130,13 @@ convolutional network (``python -m benchmarks.cifar``, layer 2: 2,738 rows, 5,28
 a node took 25 ms, and the 10,000 nodes 254 s for one neuron proven of 5."""
 CLOSEST_FIRST = True
 """Whether each pass (:func:`_budgets`) resumes the open questions closest to their proof
-first (:meth:`_Tree.left`), so that the call's node budget goes to those before the ones
+first (:meth:`Tree.left`), so that the call's node budget goes to those before the ones
 whose trees barely moved."""
 GIVE_UP_NODES = 300
 GIVE_UP_LEFT = 0.8
 """A question whose tree has solved at least :data:`GIVE_UP_NODES` LPs and still leaves more
-than this share of its root's bound open (:meth:`_Tree.left`) gets no further pass: its
+than this share of its root's bound open (:meth:`Tree.left`) gets no further pass: its
 nodes go to the others, and its tree's bound is kept."""
-NODE_BOUNDS = False
-"""Whether each node bounds the unstable neurons of the layers after its splits again
-(:mod:`exactcomp.bab.node_bounds`) and puts them in its LP as column bounds. Off: on
-mnist-net_256x6 prop_0_0.03 (layers 2, 3, 5 replayed) they changed no tree (the same
-nodes and claims) and cost 17-25 % more CPU: back-substitution on a node is looser than the
-whole-box LP-and-cut bounds of ~94 % of the rows it bounds (see the module)."""
 CUTS = True
 """Whether the node LP carries a phase column per unstable ReLU and the question's ideal cuts
 (:mod:`exactcomp.bounds.ideal_cuts`); a split then also fixes the phase. Off: the triangle LP
@@ -247,11 +233,11 @@ def _prove_signs_lp(
     nodes = 0
     lim = None if deadline is None else deadline + time.monotonic() - time.perf_counter()
     todo = [
-        _Tree(net, slp, k, j, sign, i, tol)
+        Tree(net, slp, k, j, sign, i, tol)
         for i, j in enumerate(neurons.tolist())
         for sign in {0: (1, -1), 1: (1,), -1: (-1,)}[int(np.sign(sides[i]))]
     ]
-    dropped: list[_Tree] = []  # stalled (GIVE_UP_LEFT): no more nodes, their bounds kept
+    dropped: list[Tree] = []  # stalled (GIVE_UP_LEFT): no more nodes, their bounds kept
     for budget in _budgets(max_nodes):
         again = []
         for tree in todo:
@@ -274,7 +260,7 @@ def _prove_signs_lp(
             elif res is None and tree.resumable:  # out of nodes: a larger budget may do
                 again.append(tree)
         if CLOSEST_FIRST:
-            again.sort(key=_Tree.left)  # stable: ties keep the order of the questions
+            again.sort(key=Tree.left)  # stable: ties keep the order of the questions
         stalled = [t for t in again if t.nodes >= GIVE_UP_NODES and t.left() > GIVE_UP_LEFT]
         dropped += stalled
         todo = [t for t in again if t not in stalled]
@@ -323,190 +309,6 @@ def _budgets(max_nodes: int) -> list[int]:
     return [b for b in out if b <= max_nodes] or [max_nodes]
 
 
-@dataclass(frozen=True, eq=False)
-class _Node:
-    """An open node: its splits, its bound ``sign * z <= top``, the ``x`` of its LP optimum,
-    the branching scores read off that optimum, and its node bounds of the unstable
-    neurons' ``z`` (:class:`~exactcomp.bab.node_bounds.NodeBounds`), which its children
-    start from."""
-
-    split: np.ndarray
-    top: float
-    x: np.ndarray
-    score: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-
-
-@dataclass(frozen=True, eq=False)
-class _Child:
-    """A node not solved yet: its splits, the bounds it starts from (its parent's, clipped by
-    its splits) and the shallowest layer whose bounds that changed (the deeper ones are
-    bounded again on the node)."""
-
-    split: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    after: int
-
-
-class _Tree:
-    """The search for a proof of ``sign * z_kj <= 0`` (``+1``: inactive, ``-1``: active),
-    kept between passes.
-
-    ``open`` holds the solved nodes not yet split, ``pending`` the children of the node
-    being split that are not solved yet (a node's two children are solved one after the
-    other: they differ by one bound, the best warm start), ``cuts`` the question's cut rows
-    while it waits for its next pass. :meth:`run` goes on until ``cap`` LPs in all;
-    ``resumable`` is False once the question has its answer.
-    """
-
-    def __init__(
-        self, net: Network, slp: SplitLP, k: int, j: int, sign: int, index: int, tol: Tolerances
-    ) -> None:
-        self.net, self.slp, self.k, self.j, self.sign, self.index = net, slp, k, j, sign, index
-        self.tol = tol
-        lp = slp.lp
-        self.w, self.b = net.layers[k].weight[j], float(net.layers[k].bias[j])
-        live = lp.out_cols >= 0
-        # minimise -sign * (w h): sign * z = sign * (w h + b) <= -min + sign * b
-        self.cost = np.zeros(lp.matrix.shape[1])
-        self.cost[lp.out_cols[live]] = -sign * self.w[live]
-        pre_lo, pre_hi = slp.pre[k][0][j], slp.pre[k][1][j]
-        self.margin = solver_margin(tol, max(abs(pre_lo), abs(pre_hi)))
-        self.nodes = 0
-        self.open: list[tuple[float, int, _Node]] = []
-        root = np.zeros(slp.size, np.int8)
-        nb = slp.nb
-        self.pending: list[_Child] = [_Child(root, nb.box_lo, nb.box_hi, k)]  # the root
-        self.parent_top = np.inf  # the bound of the node whose children are pending
-        self.count = 0
-        self.root_top = np.inf  # the root's bound, once solved
-        self.cuts = Cuts()
-        self.points: list[np.ndarray] = []
-        self.resumable = True
-
-    def run(self, cap: int, deadline: float | None) -> bool | None:
-        """Go on until the question is answered or ``cap`` LPs are solved in all: ``True``
-        proven, ``False`` refuted by a float64 witness (in ``points``), ``None`` no claim
-        (budget, deadline, a failed LP)."""
-        self.slp.restore(self.cuts)
-        try:
-            out = self._search(cap, deadline)
-        finally:
-            self.cuts = self.slp.drop_cuts()
-        if out is not None or not self.resumable:
-            self.resumable = False
-            self.open, self.pending = [], []
-        return out
-
-    def bound(self) -> float:
-        """A sound bound ``sign * z_kj <= bound()`` on the box while the tree is intact
-        (resumable): its leaves cover the box, a closed leaf proves ``<= 0``, an open one
-        its ``top``, and a pending child (not solved yet) its parent's ``top``."""
-        if not self.resumable:
-            return np.inf
-        tops = [node.top for _, _, node in self.open]
-        if self.pending:
-            tops.append(self.parent_top)
-        return max([0.0, *tops])
-
-    def left(self) -> float:
-        """The share of the root's bound that the tree has not closed yet (``bound() /
-        root top``, 1 before the root is solved): how far the question is from its proof."""
-        if not (self.resumable and np.isfinite(self.root_top) and self.root_top > 0.0):
-            return 1.0
-        return min(self.bound() / self.root_top, 1.0)
-
-    def _search(self, cap: int, deadline: float | None) -> bool | None:
-        net, k, j = self.net, self.k, self.j
-        while True:
-            while self.pending:
-                if self.nodes >= cap:
-                    return None  # resumable
-                got = self._solve(self.pending[0], cap, deadline)
-                if got is None:
-                    self.resumable = False
-                    return None
-                self.pending.pop(0)
-                if not np.isfinite(self.root_top) and isinstance(got, _Node):
-                    self.root_top = got.top
-                if got is not True:
-                    self._push(got)
-            if not self.open:
-                return True
-            _, _, node = self.open.pop() if ORDER == "depth" else heapq.heappop(self.open)
-            found = sign_witnesses(net, k, node.x[None], self.tol)
-            if (found.pos if self.sign > 0 else found.neg)[j] >= 0:
-                self.points.append(node.x[None])
-                return False
-            i = int(np.argmax(node.score)) if node.score.size else -1
-            if i < 0 or node.score[i] <= 0.0:  # nothing left worth splitting here
-                self.resumable = False
-                return None
-            self.parent_top = node.top
-            after = int(self.slp.nb.layer_of[i])
-            for s in (1, -1):
-                split = node.split.copy()
-                split[i] = s
-                lower, upper = self.slp.nb.clip(split, node.lower, node.upper)
-                self.pending.append(_Child(split, lower, upper, after))
-
-    def _push(self, node: _Node) -> None:
-        item = (-node.top, self.count, node)
-        self.count += 1
-        if ORDER == "depth":
-            self.open.append(item)
-        else:
-            heapq.heappush(self.open, item)
-
-    def _solve(self, child: _Child, cap: int, deadline: float | None) -> _Node | bool | None:
-        """The node's LP: ``True`` closed (proven or empty), ``None`` no claim, else the node.
-        One more solve after new cuts (:meth:`~exactcomp.bab.relu_lp.SplitLP.cut`), and
-        one after lazy rows its optimum violates joined the LP
-        (:meth:`~exactcomp.bab.relu_lp.SplitLP.add_violated`; every solve counts as a node).
-
-        With :data:`NODE_BOUNDS` the unstable neurons deeper than the last split's layer are
-        bounded again on the node first; a neuron they prove stable has its phase fixed as a
-        split would (the same bound changes), and crossing bounds close the node (no input
-        has its splits)."""
-        slp, tol, net = self.slp, self.tol, self.net
-        split, lower, upper = child.split, child.lower, child.upper
-        if NODE_BOUNDS and child.after < self.k:
-            lower, upper = slp.nb.tighten(split, lower, upper, child.after)
-            if (lower > upper).any():
-                return True
-        fixed = split.copy()
-        fixed[(split == 0) & (lower >= 0.0)] = 1
-        fixed[(split == 0) & (upper <= 0.0)] = -1
-        again = True
-        while True:
-            node_lp = slp.bounded(fixed, lower, upper)
-            if self.cost.size < node_lp.matrix.shape[1]:
-                pad_cols = node_lp.matrix.shape[1] - self.cost.size
-                self.cost = np.concatenate([self.cost, np.zeros(pad_cols)])
-            got = lp_min(slp.highs, node_lp, self.cost, tol, deadline)
-            self.nodes += 1
-            if got is None:
-                return True if slp.empty(node_lp, tol) else None
-            bound, v = got
-            slack = float(pad(np.asarray(abs(self.b) + abs(bound)), tol)) + self.margin
-            top = -bound + self.sign * self.b + slack  # sign * z_kj <= top on this node
-            if top <= 0.0:
-                return True
-            if slp.add_violated(v):  # lazy rows that cut this optimum: solve it again
-                continue
-            if not (again and self.nodes < cap and slp.cut(v)):
-                break
-            again = False
-        x = np.clip(
-            v[: net.input_size],
-            node_lp.col_lower[: net.input_size],
-            node_lp.col_upper[: net.input_size],
-        )
-        return _Node(split, top, x, slp.score(v, fixed, lower, upper), lower, upper)
-
-
 def root_cuts(
     net: Network,
     box: Box,
@@ -537,7 +339,7 @@ def root_cuts(
     signs = {0: (1, -1), 1: (1,), -1: (-1,)}
     for i, j in enumerate(np.asarray(neurons).tolist()):
         for s in signs[int(np.sign(sides[i]))]:
-            tree = _Tree(net, slp, k, j, s, 0, tol)
+            tree = Tree(net, slp, k, j, s, 0, tol)
             slp.restore(tree.cuts)
             tree._solve(tree.pending[0], 2, None)
             held = slp.drop_cuts()

@@ -23,6 +23,7 @@ CLOCKED = (
     "exactcomp.api.compressing",
     "exactcomp.api.regions",
     "exactcomp.approx",
+    "exactcomp.bab.beta_tree",
     "exactcomp.bab.relu",
     "exactcomp.bab.split",
     "exactcomp.bounds.ideal_cuts",

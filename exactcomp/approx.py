@@ -20,7 +20,14 @@ import numpy as np
 from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .network import Network
-from .rewrite.bitwidths import choose_bits, narrow_with_lp, narrow_with_split
+from .rewrite.bitwidths import (
+    SPLIT_PROOF_SECONDS,
+    SPLIT_SAMPLE_POINTS,
+    SPLIT_SEARCH_SECONDS,
+    choose_bits,
+    narrow_with_lp,
+    narrow_with_split,
+)
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.quantize import (
@@ -41,15 +48,6 @@ TIGHTEN_SECONDS = 20.0
 #: the symbolic bound, seconds per proof on the digits model): the final claim of each command
 #: and, for ``quantize --tol``, the narrowing steps it proves after the symbolic greedy.
 LP_SECONDS = 60.0
-#: ``quantize --tol`` on at most :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs:
-#: seconds of input splitting per proof of a narrowing
-#: (:func:`~exactcomp.rewrite.bitwidths.narrow_with_split`), and of that search in all
-#: (wall; ``split_seconds`` = 0 turns it off). Measured on ACAS Xu 1_1 prop_1 (RESULTS.md
-#: "lowdim8"): a narrowing within ``tol`` is proven in well under a second.
-SPLIT_PROOF_SECONDS = 3.0
-SPLIT_SEARCH_SECONDS = 40.0
-#: Uniform points (plus gradient ascents) of the sampled difference that orders those trials.
-SPLIT_SAMPLE_POINTS = 1024
 MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candidate's proofs
 #: Of ``compress --tol``'s time, the deadline of the exact pass that runs first (measured at
 #: load 2-4, 0 undecided each: 1.8-2.2 s on the digits models, 5.1-10.7 s on ACAS Xu 1_1
@@ -169,7 +167,8 @@ def quantize(
     :func:`~exactcomp.rewrite.bitwidths.narrow_with_lp`; on at most
     :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs, with ``split_seconds`` > 0,
     :func:`~exactcomp.rewrite.bitwidths.narrow_with_split` between them, under the input
-    splitting proof, :data:`SPLIT_PROOF_SECONDS` each, :data:`SPLIT_SEARCH_SECONDS` in all)
+    splitting proof, :data:`~exactcomp.rewrite.bitwidths.SPLIT_PROOF_SECONDS` each,
+    :data:`~exactcomp.rewrite.bitwidths.SPLIT_SEARCH_SECONDS` in all)
     (with ``bits`` given, at most that many) such that the whole network is still
     proven within ``tol``; layers that no width keeps within ``tol`` stay float32. Raises
     :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0.

@@ -22,6 +22,15 @@ import numpy as np
 from ..network import Network
 from .quantize import Compensation, quantize_network, storage_bits
 
+#: ``quantize --tol`` on at most :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs:
+#: seconds of input splitting per proof of a narrowing
+#: (:func:`~exactcomp.rewrite.bitwidths.narrow_with_split`), and of that search in all
+#: (wall; ``split_seconds`` = 0 turns it off). Measured on ACAS Xu 1_1 prop_1 (RESULTS.md
+#: "lowdim8"): a narrowing within ``tol`` is proven in well under a second.
+SPLIT_PROOF_SECONDS = 3.0
+SPLIT_SEARCH_SECONDS = 40.0
+#: Uniform points (plus gradient ascents) of the sampled difference that orders those trials.
+SPLIT_SAMPLE_POINTS = 1024
 #: A narrowing is tried with the LP only if its symbolic bound is at most this many times
 #: ``tol`` (measured: the LP bound is 1.5-3x below the symbolic one).
 LP_GAIN = 4.0

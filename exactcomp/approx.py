@@ -31,6 +31,9 @@ from .rewrite.quantize import (
     quantize_network,
 )
 from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
+from .verify.margin import top1_tolerance
+
+TOL_MODES: tuple[str, ...] = ("linf", "top1")  # compress --tol-mode
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
 BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
@@ -262,8 +265,10 @@ def _source_bytes(model: Any) -> int | None:
 def compress_lossy(
     model: Any,
     domain: Any,
-    tol: float,
+    tol: float | None,
     *,
+    tol_mode: str = "linf",
+    top1_class: str = "argmax",
     time_limit: float = 90.0,
     data: np.ndarray | None = None,
     labels: np.ndarray | None = None,
@@ -301,16 +306,24 @@ def compress_lossy(
     Global magnitude pruning (:mod:`exactcomp.rewrite.magnitude`) is the other candidate: its
     symbolic bisection first, its joint-LP proof after the search, only where it can still win
     (``magnitude_first``, ``magnitude_last``), in time reserved before the search; the result
-    keeps fewer parameters (:func:`_better`), so never less than that baseline proven by us."""
+    keeps fewer parameters (:func:`_better`), so never less than that baseline proven by us.
+    ``tol_mode="top1"``: the class of ``f`` (``top1_class``: ``argmax`` or ``argmin``) must
+    be proven constant on each box, with margin ``m``; the search runs in ``linf`` at
+    ``tol = min(tol, m / 2)`` less a slack (``tol`` may be None), so the class of ``g`` is
+    proven unchanged (:func:`exactcomp.verify.margin.top1_tolerance`; report ``top1_proven``)."""
     t0 = time.perf_counter()
-    tol = check_tol(tol)
+    if tol_mode not in TOL_MODES:
+        raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
+    tol = None if tol is None and tol_mode == "top1" else check_tol(tol)
     original = load(model)
     boxes = bind_domain(domain, original)
-    f, exact_facts = original, {}
+    f, exact_facts = original, {"tol_mode": tol_mode}
+    if tol_mode == "top1":
+        tol, exact_facts = top1_tolerance(original, list(boxes), tol, rule=top1_class)
     if exact is not None:
         t1 = time.perf_counter()
         done = exact(original, list(boxes), deadline=t0 + EXACT_SHARE * time_limit)
-        f, exact_facts = done.network, {"exact_pass": _exact_facts(original, done, t1)}
+        f, exact_facts["exact_pass"] = done.network, _exact_facts(original, done, t1)
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
     charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
     left = time_limit - (time.perf_counter() - t0)  # after f's tightening
@@ -338,7 +351,9 @@ def compress_lossy(
         out = dataclasses.replace(out, proven=min(out.proven, split))
     g = drop_unused_grids(out.network, [None] * len(out.network.layers))[0]
     sampled = sampled_max_difference(original, out.network, boxes)
-    if exact_facts:
+    if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
+        exact_facts["top1_proven"] = bool(out.proven < exact_facts["margin_proven_min"] / 2)
+    if "exact_pass" in exact_facts:
         exact_facts["lossy_search"] = {
             "neurons_removed": f.num_neurons - g.num_neurons,
             "parameters_removed": _nonzero(f) - _nonzero(g),

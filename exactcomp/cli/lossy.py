@@ -47,12 +47,25 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
             net, boxes, bits=bits, tol=tol, data=data, labels=labels, method=args.method
         )
     else:
-        result = api.compress_lossy(net, boxes, tol, data=data, labels=labels)
+        result = api.compress_lossy(
+            net,
+            boxes,
+            tol,
+            data=data,
+            labels=labels,
+            tol_mode=args.tol_mode,
+            top1_class=args.top1_class,
+        )
     result.report["bytes_before"] = Path(args.model).stat().st_size
     result.save(args.output, inputs=inputs)
     if args.report:
         write_document(args.report, "quantize" if quantizing else "lossy", result.report)
     print_table(args, console, lossy_table(result.report))
+    if result.report.get("tol_mode") == "top1":
+        console.print(
+            f"class margin proven >= {result.report['margin_proven_min']:.4g}: class "
+            f"{'proven unchanged' if result.report['top1_proven'] else 'NOT proven unchanged'}"
+        )
     console.print(
         f"wrote {args.output}: proven max |f - g| <= {result.proven:.4g} "
         f"(sampled {result.sampled:.4g}), {result.report['bytes_before']} -> "

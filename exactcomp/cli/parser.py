@@ -174,6 +174,19 @@ def _add_compress_parser(sub) -> None:
         help="certified lossy compression: prune further while max |f - g| over the domain is "
         "proven <= EPS (logit units)",
     )
+    c.add_argument(
+        "--tol-mode",
+        default="linf",
+        choices=("linf", "top1"),
+        help="lossy: linf (default) keeps max |f - g| <= EPS; top1 proves the predicted class "
+        "unchanged on every box (EPS optional: at most half the proven class margin)",
+    )
+    c.add_argument(
+        "--top1-class",
+        default="argmax",
+        choices=("argmax", "argmin"),
+        help="top1: the class is the largest output (default) or the smallest (ACAS Xu)",
+    )
     c.add_argument("--labels", metavar="F.npy", help="labels of --data (lossy: accuracy)")
 
 

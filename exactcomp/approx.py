@@ -34,6 +34,9 @@ from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
 from .verify.margin import top1_tolerance
 
 TOL_MODES: tuple[str, ...] = ("linf", "top1")  # compress --tol-mode
+#: top1: at most these seconds (and a quarter of the time) of stability-engine proofs of a
+#: larger class margin than the LP's (:func:`exactcomp.verify.margin.class_margin`).
+TOP1_ENGINE_SECONDS = 30.0
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
 BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
@@ -319,7 +322,10 @@ def compress_lossy(
     boxes = bind_domain(domain, original)
     f, exact_facts = original, {"tol_mode": tol_mode}
     if tol_mode == "top1":
-        tol, exact_facts = top1_tolerance(original, list(boxes), tol, rule=top1_class)
+        engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by MILP
+        tol, exact_facts = top1_tolerance(
+            original, list(boxes), tol, rule=top1_class, milp_seconds=engine
+        )
     if exact is not None:
         t1 = time.perf_counter()
         done = exact(original, list(boxes), deadline=t0 + EXACT_SHARE * time_limit)

@@ -115,3 +115,27 @@ def test_cli_top1_refusals_are_one_line_exit_2_no_file(tmp_path, model, capsys, 
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def _random_net(seed: int = 4) -> Network:
+    """A seeded ``2-8r-8r-2`` network whose class is 0 on all of ``WIDE`` (grid margin 1.10)
+    with unstable ReLUs: the LP margin is negative, the stability engine proves 0.5 / 0.7 /
+    0.85 of the sampled one."""
+    rng = np.random.default_rng(seed)
+    widths = (2, 8, 8, 2)
+    ws = [rng.normal(size=(b, a)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    return Network.from_arrays(ws, [rng.normal(size=b) * 0.3 for b in widths[1:]])
+
+
+def test_the_engine_proves_a_margin_the_lp_cannot():
+    net = _random_net()
+    y = net.forward(_grid(WIDE))
+    exact = float((y[:, 0] - y[:, 1]).min())
+    assert not class_margin(net, WIDE, seconds=2.0).proven
+    got = class_margin(net, WIDE, seconds=2.0, milp_seconds=20.0)
+    assert got.label == 0 and 0.5 * exact < got.margin <= exact
+    res = api.compress_lossy(net, [WIDE], None, tol_mode="top1", time_limit=20.0)
+    x = _grid(WIDE)
+    assert (res.network.forward(x).argmax(axis=1) == 0).all()
+    assert res.report["top1_proven"] is True
+    assert res.report["margin_proven_min"] <= exact

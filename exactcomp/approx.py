@@ -327,8 +327,8 @@ def compress_lossy(
             original, list(boxes), tol, rule=top1_class, milp_seconds=engine
         )
     if exact is not None:
-        t1 = time.perf_counter()
-        done = exact(original, list(boxes), deadline=t0 + EXACT_SHARE * time_limit)
+        t1 = time.perf_counter()  # after top1's margin proofs: the exact pass keeps its share
+        done = exact(original, list(boxes), deadline=t1 + EXACT_SHARE * time_limit)
         f, exact_facts["exact_pass"] = done.network, _exact_facts(original, done, t1)
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
     charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))

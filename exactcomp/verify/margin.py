@@ -153,9 +153,10 @@ def top1_tolerance(
     """The ``linf`` tolerance of a top1 compression: ``(1 - TOP1_SLACK) * min_i m_i / 2`` over
     the boxes' proven margins ``m_i``, capped by the user's ``tol`` if given; and the report's
     keys (``tol_mode``, ``top1_class``, ``classes``, ``margin_proven`` per box,
-    ``margin_proven_min``, ``margin_seconds``). Raises :class:`InvalidOptionError` naming the first box on which
-    the class of ``f`` is not proven constant (``seconds`` of LP and ``milp_seconds`` of the
-    stability engine's proofs of larger margins, all boxes together)."""
+    ``margin_proven_min``, ``tol_requested``, ``margin_seconds``). Raises
+    :class:`InvalidOptionError` naming the first box on which the class of ``f`` is not
+    proven constant (``seconds`` of LP and ``milp_seconds`` of the stability engine's proofs
+    of larger margins, all boxes together)."""
     t0, n = time.perf_counter(), max(len(boxes), 1)
     got = [
         class_margin(f, b, seconds=seconds / n, rule=rule, milp_seconds=milp_seconds / n)

@@ -153,6 +153,8 @@ def quantize(
     bab_seconds: float = 0.0,
     milp_seconds: float = 0.0,
     method: str = "corrected",
+    tol_mode: str = "linf",
+    top1_class: str = "argmax",
 ) -> LossyResult:
     """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
 
@@ -176,11 +178,15 @@ def quantize(
     ``method``: ``corrected`` (default) folds each layer's mean weight error on the domain
     into its float32 bias and searches each row's scale of 2-4-bit grids
     (:mod:`exactcomp.rewrite.quantize`, moments over :data:`COMPENSATION_POINTS` uniform
-    domain points); ``rtn``: plain round-to-nearest. Either way the claim is the verifier's."""
+    domain points); ``rtn``: plain round-to-nearest. Either way the claim is the verifier's.
+    ``tol_mode="top1"``: ``tol`` becomes ``min(tol, m / 2)`` less a slack for the proven
+    class margin ``m`` of the original (as :func:`compress_lossy`; ``tol`` may be None)."""
     t0 = time.perf_counter()
     if method not in METHODS:
         raise InvalidOptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if bits is None and tol is None:
+    if tol_mode not in TOL_MODES:
+        raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
+    if bits is None and tol is None and tol_mode == "linf":
         raise InvalidOptionError("give --bits, --tol or both")
     if bits is not None:
         bits = check_bits(bits)
@@ -192,6 +198,11 @@ def quantize(
     else:
         f = base = ref = load(model)
     boxes = bind_domain(domain, f)
+    top1: dict = {"tol_mode": tol_mode}
+    if tol_mode == "top1":
+        tol, top1 = top1_tolerance(
+            f, list(boxes), tol, rule=top1_class, milp_seconds=TOP1_ENGINE_SECONDS
+        )
     charger = Charger(ref, boxes, tighten_seconds=tighten_seconds)
     comp = domain_compensation(base, boxes) if method == "corrected" else None
     n = len(base.layers)
@@ -245,7 +256,10 @@ def quantize(
         bits_per_weight=qn.bits_per_weight(),
         entropy_bits_per_weight=qn.entropy_bits(),
         proofs=charger.calls,
+        **top1,
     )
+    if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
+        doc["top1_proven"] = bool(proven < top1["margin_proven_min"] / 2)
     return LossyResult(f, small, tuple(grids), proven, sampled, doc, qn.network, ref)
 
 
@@ -322,7 +336,7 @@ def compress_lossy(
     boxes = bind_domain(domain, original)
     f, exact_facts = original, {"tol_mode": tol_mode}
     if tol_mode == "top1":
-        engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by MILP
+        engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by the engine
         tol, exact_facts = top1_tolerance(
             original, list(boxes), tol, rule=top1_class, milp_seconds=engine
         )

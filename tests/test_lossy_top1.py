@@ -139,3 +139,16 @@ def test_the_engine_proves_a_margin_the_lp_cannot():
     assert (res.network.forward(x).argmax(axis=1) == 0).all()
     assert res.report["top1_proven"] is True
     assert res.report["margin_proven_min"] <= exact
+
+
+def test_quantize_top1_keeps_the_class_on_a_grid(tmp_path, model, small_box):
+    res = api.quantize(TWO, [SMALL], tol_mode="top1")
+    x = _grid(SMALL)
+    assert (res.network.forward(x).argmax(axis=1) == 0).all()
+    assert (
+        res.report["top1_proven"] is True
+        and res.report["tol"] < res.report["margin_proven_min"] / 2
+    )
+    out = tmp_path / "q.onnx"
+    argv = ["quantize", model, "--box-file", small_box, "--tol-mode", "top1", "-o", out]
+    assert main([str(a) for a in argv]) == 0 and out.exists()

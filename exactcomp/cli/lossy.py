@@ -30,7 +30,7 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     if bits is not None:
         bits = check_bits(bits)
     tol = None if args.tol is None else check_tol(args.tol, positive=bits is not None)
-    if quantizing and bits is None and tol is None:
+    if quantizing and bits is None and tol is None and args.tol_mode == "linf":
         raise InvalidOptionError("quantize needs --bits, --tol or both")
     inputs = [args.model] + [
         p for p in (args.data, args.labels, args.box_file, args.box_from_data, args.vnnlib) if p
@@ -44,7 +44,15 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     labels = read_npy(args.labels, "labels") if args.labels else None
     if quantizing:
         result = api.quantize(
-            net, boxes, bits=bits, tol=tol, data=data, labels=labels, method=args.method
+            net,
+            boxes,
+            bits=bits,
+            tol=tol,
+            data=data,
+            labels=labels,
+            method=args.method,
+            tol_mode=args.tol_mode,
+            top1_class=args.top1_class,
         )
     else:
         result = api.compress_lossy(

@@ -38,6 +38,12 @@ from .rewrite.quantize import (
     quantize_network,
 )
 from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
+from .verify.margin import top1_tolerance
+
+TOL_MODES: tuple[str, ...] = ("linf", "top1")  # compress --tol-mode
+#: top1: at most these seconds (and a quarter of the time) of stability-engine proofs of a
+#: larger class margin than the LP's (:func:`exactcomp.verify.margin.class_margin`).
+TOP1_ENGINE_SECONDS = 30.0
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
 BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
@@ -154,6 +160,8 @@ def quantize(
     bab_seconds: float = 0.0,
     milp_seconds: float = 0.0,
     method: str = "corrected",
+    tol_mode: str = "linf",
+    top1_class: str = "argmax",
 ) -> LossyResult:
     """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
 
@@ -181,11 +189,15 @@ def quantize(
     ``method``: ``corrected`` (default) folds each layer's mean weight error on the domain
     into its float32 bias and searches each row's scale of 2-4-bit grids
     (:mod:`exactcomp.rewrite.quantize`, moments over :data:`COMPENSATION_POINTS` uniform
-    domain points); ``rtn``: plain round-to-nearest. Either way the claim is the verifier's."""
+    domain points); ``rtn``: plain round-to-nearest. Either way the claim is the verifier's.
+    ``tol_mode="top1"``: ``tol`` becomes ``min(tol, m / 2)`` less a slack for the proven
+    class margin ``m`` of the original (as :func:`compress_lossy`; ``tol`` may be None)."""
     t0 = time.perf_counter()
     if method not in METHODS:
         raise InvalidOptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if bits is None and tol is None:
+    if tol_mode not in TOL_MODES:
+        raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
+    if bits is None and tol is None and tol_mode == "linf":
         raise InvalidOptionError("give --bits, --tol or both")
     if bits is not None:
         bits = check_bits(bits)
@@ -197,6 +209,11 @@ def quantize(
     else:
         f = base = ref = load(model)
     boxes = bind_domain(domain, f)
+    top1: dict = {"tol_mode": tol_mode}
+    if tol_mode == "top1":
+        tol, top1 = top1_tolerance(
+            f, list(boxes), tol, rule=top1_class, milp_seconds=TOP1_ENGINE_SECONDS
+        )
     charger = Charger(ref, boxes, tighten_seconds=tighten_seconds)
     comp = domain_compensation(base, boxes) if method == "corrected" else None
     n = len(base.layers)
@@ -262,7 +279,10 @@ def quantize(
         bits_per_weight=qn.bits_per_weight(),
         entropy_bits_per_weight=qn.entropy_bits(),
         proofs=charger.calls,
+        **top1,
     )
+    if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
+        doc["top1_proven"] = bool(proven < top1["margin_proven_min"] / 2)
     return LossyResult(f, small, tuple(grids), proven, sampled, doc, qn.network, ref)
 
 
@@ -285,8 +305,10 @@ def _source_bytes(model: Any) -> int | None:
 def compress_lossy(
     model: Any,
     domain: Any,
-    tol: float,
+    tol: float | None,
     *,
+    tol_mode: str = "linf",
+    top1_class: str = "argmax",
     time_limit: float = 90.0,
     data: np.ndarray | None = None,
     labels: np.ndarray | None = None,
@@ -324,16 +346,27 @@ def compress_lossy(
     Global magnitude pruning (:mod:`exactcomp.rewrite.magnitude`) is the other candidate: its
     symbolic bisection first, its joint-LP proof after the search, only where it can still win
     (``magnitude_first``, ``magnitude_last``), in time reserved before the search; the result
-    keeps fewer parameters (:func:`_better`), so never less than that baseline proven by us."""
+    keeps fewer parameters (:func:`_better`), so never less than that baseline proven by us.
+    ``tol_mode="top1"``: the class of ``f`` (``top1_class``: ``argmax`` or ``argmin``) must
+    be proven constant on each box, with margin ``m``; the search runs in ``linf`` at
+    ``tol = min(tol, m / 2)`` less a slack (``tol`` may be None), so the class of ``g`` is
+    proven unchanged (:func:`exactcomp.verify.margin.top1_tolerance`; report ``top1_proven``)."""
     t0 = time.perf_counter()
-    tol = check_tol(tol)
+    if tol_mode not in TOL_MODES:
+        raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
+    tol = None if tol is None and tol_mode == "top1" else check_tol(tol)
     original = load(model)
     boxes = bind_domain(domain, original)
-    f, exact_facts = original, {}
+    f, exact_facts = original, {"tol_mode": tol_mode}
+    if tol_mode == "top1":
+        engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by the engine
+        tol, exact_facts = top1_tolerance(
+            original, list(boxes), tol, rule=top1_class, milp_seconds=engine
+        )
     if exact is not None:
-        t1 = time.perf_counter()
-        done = exact(original, list(boxes), deadline=t0 + EXACT_SHARE * time_limit)
-        f, exact_facts = done.network, {"exact_pass": _exact_facts(original, done, t1)}
+        t1 = time.perf_counter()  # after top1's margin proofs: the exact pass keeps its share
+        done = exact(original, list(boxes), deadline=t1 + EXACT_SHARE * time_limit)
+        f, exact_facts["exact_pass"] = done.network, _exact_facts(original, done, t1)
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
     charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
     left = time_limit - (time.perf_counter() - t0)  # after f's tightening
@@ -361,7 +394,9 @@ def compress_lossy(
         out = dataclasses.replace(out, proven=min(out.proven, split))
     g = drop_unused_grids(out.network, [None] * len(out.network.layers))[0]
     sampled = sampled_max_difference(original, out.network, boxes)
-    if exact_facts:
+    if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
+        exact_facts["top1_proven"] = bool(out.proven < exact_facts["margin_proven_min"] / 2)
+    if "exact_pass" in exact_facts:
         exact_facts["lossy_search"] = {
             "neurons_removed": f.num_neurons - g.num_neurons,
             "parameters_removed": _nonzero(f) - _nonzero(g),

@@ -116,6 +116,11 @@ ROUNDING_BUDGET = 0.1
 """Share of the solver's row tolerance that float64 rounding of a model may use
 (:func:`~exactcomp.highs.margins.rounding_doubt`)."""
 
+TOP1_SLACK = 1e-6
+"""``compress --tol-mode top1``: the linf tolerance is ``(1 - TOP1_SLACK) * m / 2`` for a proven
+class margin ``m`` (:mod:`exactcomp.verify.margin`), so that a proven ``max |f - g| <= tol`` is
+strictly below ``m / 2`` and no output of ``g`` can tie with the class."""
+
 
 def rounding_deltas(
     weight: np.ndarray, bias: np.ndarray, dtype: str

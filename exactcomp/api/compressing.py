@@ -275,6 +275,7 @@ def compress(
     cluster: str | None = None,
     nnet_units: str = "raw",
     deadline: float | None = None,
+    tol_mode: str = "linf",
 ) -> Any:  # CompressionResult, or a LossyResult for a number ``tol``
     """Compress ``model`` exactly over ``domain``.
 
@@ -285,15 +286,20 @@ def compress(
     proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
     ``cluster``: a Dask scheduler address to solve the MILPs on (see :func:`stable_neurons`).
     ``tol`` a number: certified *lossy* compression, ``max |f - g|`` proven ``<= tol`` on the
-    domain (:func:`compress_lossy`, which returns a ``LossyResult``).
+    domain (:func:`compress_lossy`, which returns a ``LossyResult``). ``tol_mode="top1"``:
+    lossy, the predicted class proven unchanged on the domain (``tol`` a number caps the
+    ``linf`` tolerance or may be left out; :func:`exactcomp.approx.compress_lossy`).
     A network with convolutions or pools is rewritten channel by channel as well, and the
     smaller as written of that, the position-level rewrite and the unchanged network is
     returned (:func:`~exactcomp.rewrite.channels.choose_structured`; ``report["structure"]``).
     ``nnet_units``: see :func:`load`. ``deadline``: see :func:`stable_neurons` (the neurons
     left UNDECIDED are kept, so the result is still exact).
     """
-    if not isinstance(tol, Tolerances):
-        return compress_lossy(model, domain, tol, time_limit=max(time_limit, 60.0), data=data)
+    if not isinstance(tol, Tolerances) or tol_mode != "linf":
+        eps = None if isinstance(tol, Tolerances) else tol
+        return compress_lossy(
+            model, domain, eps, tol_mode=tol_mode, time_limit=max(time_limit, 60.0), data=data
+        )
     if not check >= 1:
         raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")
     t0 = time.perf_counter()
@@ -337,7 +343,7 @@ def compress(
     )
 
 
-def compress_lossy(model: ModelLike, domain: DomainLike, tol: float, **options: Any) -> Any:
+def compress_lossy(model: ModelLike, domain: DomainLike, tol: float | None, **options: Any) -> Any:
     """Certified lossy compression (``compress --tol``): :func:`compress` first, exact on the
     domain, then the lossy search on its network, the claim proven against it
     (:func:`exactcomp.approx.compress_lossy` with ``exact``; ``options`` are its own)."""

@@ -31,7 +31,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     from ..io import check_output_path, check_save_path
     from ..report import compression_table, document_text, write_document
 
-    if args.tol is not None:
+    if args.tol is not None or args.tol_mode != "linf":
         return cmd_lossy(args, console)
     check_positive("--time-limit", args.time_limit)
     check_positive("--jobs", args.jobs)

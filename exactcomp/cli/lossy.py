@@ -30,7 +30,7 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     if bits is not None:
         bits = check_bits(bits)
     tol = None if args.tol is None else check_tol(args.tol, positive=bits is not None)
-    if quantizing and bits is None and tol is None:
+    if quantizing and bits is None and tol is None and args.tol_mode == "linf":
         raise InvalidOptionError("quantize needs --bits, --tol or both")
     inputs = [args.model] + [
         p for p in (args.data, args.labels, args.box_file, args.box_from_data, args.vnnlib) if p
@@ -44,15 +44,36 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     labels = read_npy(args.labels, "labels") if args.labels else None
     if quantizing:
         result = api.quantize(
-            net, boxes, bits=bits, tol=tol, data=data, labels=labels, method=args.method
+            net,
+            boxes,
+            bits=bits,
+            tol=tol,
+            data=data,
+            labels=labels,
+            method=args.method,
+            tol_mode=args.tol_mode,
+            top1_class=args.top1_class,
         )
     else:
-        result = api.compress_lossy(net, boxes, tol, data=data, labels=labels)
+        result = api.compress_lossy(
+            net,
+            boxes,
+            tol,
+            data=data,
+            labels=labels,
+            tol_mode=args.tol_mode,
+            top1_class=args.top1_class,
+        )
     result.report["bytes_before"] = Path(args.model).stat().st_size
     result.save(args.output, inputs=inputs)
     if args.report:
         write_document(args.report, "quantize" if quantizing else "lossy", result.report)
     print_table(args, console, lossy_table(result.report))
+    if result.report.get("tol_mode") == "top1":
+        console.print(
+            f"class margin proven >= {result.report['margin_proven_min']:.4g}: class "
+            f"{'proven unchanged' if result.report['top1_proven'] else 'NOT proven unchanged'}"
+        )
     console.print(
         f"wrote {args.output}: proven max |f - g| <= {result.proven:.4g} "
         f"(sampled {result.sampled:.4g}), {result.report['bytes_before']} -> "

@@ -174,7 +174,24 @@ def _add_compress_parser(sub) -> None:
         help="certified lossy compression: prune further while max |f - g| over the domain is "
         "proven <= EPS (logit units)",
     )
+    _add_tol_mode(c)
     c.add_argument("--labels", metavar="F.npy", help="labels of --data (lossy: accuracy)")
+
+
+def _add_tol_mode(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tol-mode",
+        default="linf",
+        choices=("linf", "top1"),
+        help="lossy: linf (default) keeps max |f - g| <= EPS; top1 proves the predicted class "
+        "unchanged on every box (EPS optional: at most half the proven class margin)",
+    )
+    p.add_argument(
+        "--top1-class",
+        default="argmax",
+        choices=("argmax", "argmin"),
+        help="top1: the class is the largest output (default) or the smallest (ACAS Xu)",
+    )
 
 
 def _add_quantize_parser(sub) -> None:
@@ -193,6 +210,7 @@ def _add_quantize_parser(sub) -> None:
         help="corrected (default): bias correction and scale search on the domain; "
         "rtn: plain round-to-nearest",
     )
+    _add_tol_mode(q)
     _add_data(q, "data: agreement with the original", "labels of --data: accuracy")
     _add_report(q)
     _add_quiet(q, "no table")

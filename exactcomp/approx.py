@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
+from .lossy_result import (
+    LossyResult,
+    nonzero_parameters,
+    report_document,
+    source_bytes,
+)
 from .network import Network
 from .rewrite.bitwidths import (
     SPLIT_PROOF_SECONDS,
@@ -33,7 +37,6 @@ from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.quantize import (
     BITS,
     Compensation,
-    QuantizedWeight,
     check_bits,
     quantize_network,
 )
@@ -76,74 +79,6 @@ def check_tol(tol: Any, *, positive: bool = False) -> float:
         need = "> 0" if positive else ">= 0"
         raise InvalidOptionError(f"--tol must be a finite number {need}, got {tol}")
     return t
-
-
-@dataclass(frozen=True, eq=False)
-class LossyResult:
-    """A lossy result: ``network`` (what is written), its grids for ONNX (quantise), report."""
-
-    original: Network
-    network: Network
-    grids: tuple[QuantizedWeight | None, ...] | None
-    proven: float
-    sampled: float
-    report: dict
-    pruned: Network | None = None  # same architecture as ``reference`` (before dropping)
-    #: what ``proven`` is proven against: ``original``, or its exact compression (equal to it
-    #: on the domain, :func:`compress_lossy`); None: ``original``
-    reference: Network | None = None
-
-    def save(self, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
-        """Write atomically: ONNX with integer initialisers for a quantised ``.onnx``, else the
-        dequantised float32 weights in the suffix's format."""
-        from . import io as _io
-
-        target = Path(path)
-        if self.grids is not None and target.suffix.lower() == ".onnx":
-            from .io.onnx_quant import save_quantized_onnx
-
-            _io.check_save_path(target, inputs)
-            save_quantized_onnx(self.network, self.grids, target, like=self.original.meta)
-        else:
-            _io.save(self.network, target, inputs=tuple(inputs))
-        self.report["bytes_after"] = target.stat().st_size
-
-
-def _nonzero(net: Network) -> int:
-    return int(sum(np.count_nonzero(la.weight) + np.count_nonzero(la.bias) for la in net.layers))
-
-
-def _data_facts(f: Network, g: Network, data, labels) -> dict:
-    if data is None:
-        return {}
-    x = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
-    pf, pg = f.forward(x).argmax(axis=1), g.forward(x).argmax(axis=1)
-    out = {"data_points": len(x), "agreement": float((pf == pg).mean())}
-    if labels is not None:
-        y = np.asarray(labels).reshape(-1)
-        out["accuracy_before"] = float((pf == y).mean())
-        out["accuracy_after"] = float((pg == y).mean())
-    return out
-
-
-def _report(f, g, tol, proven, sampled, seconds, layers, data, labels, **extra) -> dict:
-    doc = {
-        "tool": "exactcomp",
-        "tol": tol,
-        "proven_max_abs_diff": proven,
-        "sampled_max_abs_diff": sampled,
-        "neurons_before": f.num_neurons,
-        "neurons_after": g.num_neurons,
-        "parameters_before": _nonzero(f),
-        "parameters_after": _nonzero(g),
-        "bytes_before": extra.pop("bytes_before", None),
-        "bytes_after": None,
-        "seconds": round(seconds, 3),
-        "layers": layers,
-    }
-    doc.update(extra)
-    doc.update(_data_facts(f, g, data, labels))
-    return doc
 
 
 def quantize(
@@ -261,7 +196,7 @@ def quantize(
         }
         for k, g in enumerate(grids)
     ]
-    doc = _report(
+    doc = report_document(
         f,
         small,
         tol,
@@ -271,7 +206,7 @@ def quantize(
         layers,
         data,
         labels,
-        bytes_before=_source_bytes(model),
+        bytes_before=source_bytes(model),
         bytes_float32=4 * f.num_parameters,
         command="quantize",
         method=method,
@@ -293,13 +228,6 @@ def domain_compensation(net: Network, boxes) -> Compensation:
     each = max(COMPENSATION_POINTS // len(boxes), 2)
     x = np.concatenate([b.lower + (b.upper - b.lower) * rng.random((each, b.dim)) for b in boxes])
     return Compensation.of_points(net, x)
-
-
-def _source_bytes(model: Any) -> int | None:
-    """The size of the model's file, when it was given as a path."""
-    if isinstance(model, (str, Path)) and Path(model).is_file():
-        return Path(model).stat().st_size
-    return None
 
 
 def compress_lossy(
@@ -399,9 +327,9 @@ def compress_lossy(
     if "exact_pass" in exact_facts:
         exact_facts["lossy_search"] = {
             "neurons_removed": f.num_neurons - g.num_neurons,
-            "parameters_removed": _nonzero(f) - _nonzero(g),
+            "parameters_removed": nonzero_parameters(f) - nonzero_parameters(g),
         }
-    doc = _report(
+    doc = report_document(
         original,
         g,
         tol,
@@ -411,7 +339,7 @@ def compress_lossy(
         out.layers,
         data,
         labels,
-        bytes_before=_source_bytes(model),
+        bytes_before=source_bytes(model),
         bytes_float32=4 * original.num_parameters,
         command="compress",
         proofs=charger.calls,
@@ -427,7 +355,7 @@ def _exact_facts(original: Network, done: Any, t0: float) -> dict:
     stats = done.stability.stats
     return {
         "neurons_removed": original.num_neurons - done.network.num_neurons,
-        "parameters_removed": _nonzero(original) - _nonzero(done.network),
+        "parameters_removed": nonzero_parameters(original) - nonzero_parameters(done.network),
         "seconds": round(time.perf_counter() - t0, 3),
         "undecided": int(stats.get("undecided", 0)),
         "architecture_after": done.network.describe(),
@@ -445,7 +373,7 @@ def _better(
     outs = {"search": search_out, "magnitude": magnitude_out}
     facts = {
         name: {
-            "parameters_after": _nonzero(
+            "parameters_after": nonzero_parameters(
                 drop_unused_grids(o.network, [None] * len(o.network.layers))[0]
             ),
             "proven_max_abs_diff": o.proven,

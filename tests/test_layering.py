@@ -39,6 +39,7 @@ RANK = {
     "stability": 5,
     "rewrite": 6,
     "verify": 7,
+    "lossy_result": 7,
     "api": 8,
     "approx": 8,
     "report": 9,

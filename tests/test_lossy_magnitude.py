@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exactcomp.approx import _better, _nonzero, compress_lossy
+from exactcomp.approx import _better, compress_lossy
 from exactcomp.domain import Box
+from exactcomp.lossy_result import nonzero_parameters as _nonzero
 from exactcomp.network import Network
 from exactcomp.rewrite.lossy import LossyOutcome, drop_unused
 from exactcomp.rewrite.magnitude import (

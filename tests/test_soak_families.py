@@ -192,6 +192,7 @@ def test_conv_residual_family_is_in_the_rotation_when_named() -> None:
     assert family_for(0, ("conv-residual",)) == "conv-residual"
     assert {family_for(s, ("onnx", "conv-residual")) for s in range(4)} == {"onnx", "conv-residual"}
 
+
 def test_conv_onnx_cases_draw_every_aimed_feature() -> None:
     """Over 24 seeds the conv ONNX graphs draw each feature, stay small for the oracle, and
     the reader keeps their convolutions as structure (groups and asymmetric pads included)."""

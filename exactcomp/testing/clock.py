@@ -44,6 +44,7 @@ CLOCKED = (
     "exactcomp.stability.phases",
     "exactcomp.stability.region_search",
     "exactcomp.verify.charge",
+    "exactcomp.verify.margin",
     "exactcomp.verify.diffbab",
     "exactcomp.verify.differential",
     "exactcomp.verify.diffmilp",

@@ -1,0 +1,92 @@
+"""What a lossy command returns and reports: :class:`LossyResult` (the network, its proven and
+sampled difference from the original, the JSON report; written atomically) and the report's
+common keys (README, "Certified lossy compression")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .network import Network
+from .rewrite.quantize import QuantizedWeight
+
+__all__ = ["LossyResult", "data_facts", "nonzero_parameters", "report_document", "source_bytes"]
+
+
+@dataclass(frozen=True, eq=False)
+class LossyResult:
+    """A lossy result: ``network`` (what is written), its grids for ONNX (quantise), report."""
+
+    original: Network
+    network: Network
+    grids: tuple[QuantizedWeight | None, ...] | None
+    proven: float
+    sampled: float
+    report: dict
+    pruned: Network | None = None  # same architecture as ``reference`` (before dropping)
+    #: what ``proven`` is proven against: ``original``, or its exact compression (equal to it
+    #: on the domain, :func:`compress_lossy`); None: ``original``
+    reference: Network | None = None
+
+    def save(self, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
+        """Write atomically: ONNX with integer initialisers for a quantised ``.onnx``, else the
+        dequantised float32 weights in the suffix's format."""
+        from . import io as _io
+
+        target = Path(path)
+        if self.grids is not None and target.suffix.lower() == ".onnx":
+            from .io.onnx_quant import save_quantized_onnx
+
+            _io.check_save_path(target, inputs)
+            save_quantized_onnx(self.network, self.grids, target, like=self.original.meta)
+        else:
+            _io.save(self.network, target, inputs=tuple(inputs))
+        self.report["bytes_after"] = target.stat().st_size
+
+
+def nonzero_parameters(net: Network) -> int:
+    return int(sum(np.count_nonzero(la.weight) + np.count_nonzero(la.bias) for la in net.layers))
+
+
+def data_facts(f: Network, g: Network, data, labels) -> dict:
+    if data is None:
+        return {}
+    x = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
+    pf, pg = f.forward(x).argmax(axis=1), g.forward(x).argmax(axis=1)
+    out = {"data_points": len(x), "agreement": float((pf == pg).mean())}
+    if labels is not None:
+        y = np.asarray(labels).reshape(-1)
+        out["accuracy_before"] = float((pf == y).mean())
+        out["accuracy_after"] = float((pg == y).mean())
+    return out
+
+
+def report_document(f, g, tol, proven, sampled, seconds, layers, data, labels, **extra) -> dict:
+    doc = {
+        "tool": "exactcomp",
+        "tol": tol,
+        "proven_max_abs_diff": proven,
+        "sampled_max_abs_diff": sampled,
+        "neurons_before": f.num_neurons,
+        "neurons_after": g.num_neurons,
+        "parameters_before": nonzero_parameters(f),
+        "parameters_after": nonzero_parameters(g),
+        "bytes_before": extra.pop("bytes_before", None),
+        "bytes_after": None,
+        "seconds": round(seconds, 3),
+        "layers": layers,
+    }
+    doc.update(extra)
+    doc.update(data_facts(f, g, data, labels))
+    return doc
+
+
+def source_bytes(model: Any) -> int | None:
+    """The size of the model's file, when it was given as a path."""
+    if isinstance(model, (str, Path)) and Path(model).is_file():
+        return Path(model).stat().st_size
+    return None

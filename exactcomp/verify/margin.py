@@ -32,9 +32,13 @@ every ``j != c`` and ``x in B``. So a top1 compression is a ``linf`` one at
 ``tol = (1 - TOP1_SLACK) * m / 2`` (:data:`exactcomp.tolerances.TOP1_SLACK` makes the
 inequality strict).
 
-Floating point: ``W_c - W_j`` is rounded once in float64 (relative error ``2^-53``), far inside
-the bounds' own padding ``bound_rel * scale`` (:mod:`exactcomp.tolerances`), which is
-relative to the same terms.
+Floating point: the rows ``s (W_c - W_j)`` and ``s (b_c - b_j)`` are rounded once in float64,
+each entry within ``u |a - b| <= u (|a| + |b|)`` (``u = 2^-53``) of the exact difference, so
+the network bounded differs from the exact margin by at most
+:math:`e_j = u ((|W_c| + |W_j|) \bar h + |b_c| + |b_j|)` with :math:`\bar h` a bound of
+:math:`|h(x)|` on the box (the root bounds of the last hidden layer, or the box itself); the
+proven margin is the bound found minus :math:`\max_j e_j`, doubled for the float64 evaluation
+of that bound (:func:`_rounding_of_rows`).
 """
 
 from __future__ import annotations
@@ -122,7 +126,23 @@ def class_margin(
     margin = float(lower.min())
     if milp_seconds > 0:
         margin = _engine_margin(fm, box, margin, time.perf_counter() + milp_seconds, tol)
-    return ClassMargin(label, margin)
+    if last > 0:
+        mag = np.maximum(pair.root[last - 1][1], 0.0)  # h = relu(z) of the last hidden layer
+    else:
+        mag = np.maximum(np.abs(box.lower), np.abs(box.upper))
+    return ClassMargin(label, margin - _rounding_of_rows(f, label, mag))
+
+
+def _rounding_of_rows(f: Network, label: int, mag: np.ndarray) -> float:
+    """``max_j e_j`` of the module docstring (doubled): how far the float64 rows of
+    :func:`margin_network` may put its outputs from the exact ``s (f_label - f_j)`` on the box,
+    for inputs ``|h| <= mag`` of the last layer."""
+    last = f.layers[-1]
+    w = np.abs(np.asarray(last.weight.todense() if last.sparse else last.weight))
+    b = np.abs(np.asarray(last.bias, dtype=np.float64))
+    others = [j for j in range(f.output_size) if j != label]
+    e = (w[label][None, :] + w[others]) @ np.asarray(mag, dtype=np.float64) + b[label] + b[others]
+    return float(2.0 * np.finfo(np.float64).eps / 2.0 * e.max(initial=0.0))
 
 
 def _engine_margin(fm: Network, box: Box, proven: float, deadline: float, tol: Tolerances):

@@ -183,9 +183,19 @@ def prove_signs_relu(
             if beta_tree.CUTS
             else ()
         )
-        lp = _prove_signs_lp
         return beta_tree.batched_first(
-            lp, net, box, k, known, neurons, sides, tol, max_nodes, total_nodes, deadline, cuts
+            _prove_signs_lp,
+            net,
+            box,
+            k,
+            known,
+            neurons,
+            sides,
+            tol,
+            max_nodes,
+            total_nodes,
+            deadline,
+            cuts,
         )
     return _prove_signs_lp(
         net,

@@ -33,6 +33,7 @@ from .rewrite.bitwidths import (
     narrow_with_split,
 )
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
+from .rewrite.lowrank import expand, rounding_pad, search_lowrank, written_frozen
 from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.quantize import (
     BITS,
@@ -58,6 +59,10 @@ TIGHTEN_SECONDS = 20.0
 #: and, for ``quantize --tol``, the narrowing steps it proves after the symbolic greedy.
 LP_SECONDS = 60.0
 MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candidate's proofs
+#: Of the search's time, the share of the low-rank strategy's greedy search, when some rank is
+#: proven within its budget (:func:`exactcomp.rewrite.lowrank.search_lowrank`; else it costs
+#: a few symbolic proofs and the plain search keeps all the time).
+LOWRANK_TIME_SHARE = 0.5
 #: Of ``compress --tol``'s time, the deadline of the exact pass that runs first (measured at
 #: load 2-4, 0 undecided each: 1.8-2.2 s on the digits models, 5.1-10.7 s on ACAS Xu 1_1
 #: prop_1, 11.8 s on MNIST 256x2 prop_0_0.03; past it nothing new starts, still exact).
@@ -301,27 +306,34 @@ def compress_lossy(
     mag, lp_reserve = magnitude_first(
         f, boxes, tol, charger, time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
     )
+    options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit}
+    t_lr, left = time.perf_counter(), time_limit - (time.perf_counter() - t0) - lp_reserve
+    low = search_lowrank(
+        f, boxes, tol, charger, time_limit=max(LOWRANK_TIME_SHARE * left, 1.0), **options
+    )
+    lr_seconds = time.perf_counter() - t_lr
     out = search(
         f,
         boxes,
         tol,
         charger,
         time_limit=max(time_limit - (time.perf_counter() - t0) - lp_reserve, 1.0),
-        lp_seconds=lp_seconds,
-        centre=centre,
-        use_refit=refit,
+        **options,
     )
     mag = magnitude_last(f, mag, out, tol, charger, reserve=lp_reserve, lp_seconds=lp_seconds)
-    out, strategies = _better(out, mag.outcome, tol)
+    out, strategies = _better(out, mag.outcome, tol, low)
+    ranks = strategies["strategies"].get("lowrank", {}).pop("ranks", [])
+    strategies["lowrank"] = {"ranks": ranks, "seconds": round(lr_seconds, 3)}
     strategies["strategies"]["magnitude"].update(mag.facts)
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
-        bab = charger.proven(out.network, bab_seconds=bab_seconds)
+        bab = charger.proven(out.network, bab_seconds=bab_seconds) + _pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, bab))
     if split_seconds > 0 and out.proven > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:
-        split = charger.proven(out.network, split_seconds=split_seconds)
+        split = charger.proven(out.network, split_seconds=split_seconds) + _pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, split))
-    g = drop_unused_grids(out.network, [None] * len(out.network.layers))[0]
-    sampled = sampled_max_difference(original, out.network, boxes)
+    written = _written(out)
+    g = drop_unused_grids(written, [None] * len(written.layers))[0]
+    sampled = sampled_max_difference(original, written, boxes)
     if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
         exact_facts["top1_proven"] = bool(out.proven < exact_facts["margin_proven_min"] / 2)
     if "exact_pass" in exact_facts:
@@ -362,24 +374,48 @@ def _exact_facts(original: Network, done: Any, t0: float) -> dict:
     }
 
 
+def _pad(out: LossyOutcome, boxes) -> float:
+    """What the written factors' real products may add to a proof of ``out.network``."""
+    if not out.factors:
+        return 0.0
+    return rounding_pad(out.network, written_frozen(out.network, out.factors), boxes)
+
+
+def _written(out: LossyOutcome) -> Network:
+    """The network an outcome writes: its low-rank layers as factor pairs, if any."""
+    return expand(out.network, out.factors) if out.factors else out.network
+
+
 def _better(
-    search_out: LossyOutcome, magnitude_out: LossyOutcome, tol: float
+    search_out: LossyOutcome,
+    magnitude_out: LossyOutcome,
+    tol: float,
+    lowrank_out: LossyOutcome | None = None,
 ) -> tuple[LossyOutcome, dict]:
-    """Of the greedy search's result and global magnitude pruning's
-    (:mod:`exactcomp.rewrite.magnitude`), each proven by one proof of the whole against the
-    original: the one proven within ``tol`` that keeps fewer nonzero parameters once the
-    neurons without effect are dropped (a tie: the smaller proof, then the search). Returns
-    it and the report's keys ``strategy`` and ``strategies`` (each one's size and proof)."""
+    """Of the greedy search's result, global magnitude pruning's
+    (:mod:`exactcomp.rewrite.magnitude`) and the low-rank strategy's
+    (:mod:`exactcomp.rewrite.lowrank`, when it found a rank), each proven by one proof of the
+    whole against the original: the one proven within ``tol`` that keeps fewer nonzero
+    parameters as written (factors counted) once the neurons without effect are dropped (a
+    tie: the smaller proof, then the search). Returns it and the report's keys ``strategy``
+    and ``strategies`` (each one's size and proof; the low-rank one's per-layer ranks)."""
     outs = {"search": search_out, "magnitude": magnitude_out}
+    if lowrank_out is not None:
+        outs["lowrank"] = lowrank_out
     facts = {
         name: {
             "parameters_after": nonzero_parameters(
-                drop_unused_grids(o.network, [None] * len(o.network.layers))[0]
+                drop_unused_grids(_written(o), [None] * len(_written(o).layers))[0]
             ),
             "proven_max_abs_diff": o.proven,
         }
         for name, o in outs.items()
     }
+    if lowrank_out is not None:
+        facts["lowrank"]["ranks"] = [
+            {"layer": fa.layer, "rank": fa.rank, "of": fa.full_rank, "charge": fa.charge}
+            for fa in lowrank_out.factors
+        ]
 
     def key(name: str) -> tuple:
         return (outs[name].proven > tol, facts[name]["parameters_after"], outs[name].proven)

@@ -175,3 +175,23 @@ def stored_rounding_bound(
         a = np.abs(np.asarray(w, dtype=np.float64)) + dw
         e = a @ e + dw @ np.asarray(mag, dtype=np.float64) + db
     return e * (1.0 + 1e-6)
+
+
+def product_rounding_delta(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    r"""Bound, entry by entry, on :math:`|UV - \mathrm{fl}(UV)|`: the real product of the
+    factors of a low-rank layer (:mod:`exactcomp.rewrite.lowrank`) against the float64 one
+    that is proven, summed as :func:`~exactcomp.rewrite.lowrank.dense_product` does (``r``
+    products, each rounded, added in order).
+
+    Each entry is a sum of ``r`` products, so the standard bound of a dot product computed
+    in floating point (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1) gives
+    :math:`|\mathrm{fl}(UV)_{ij} - (UV)_{ij}| \le \gamma_r \sum_l |U_{il}| |V_{lj}|` with
+    :math:`\gamma_r = r u / (1 - r u)` and :math:`u = 2^{-53}`. The factors hold float32 (or
+    float64) numbers far from float64's underflow (a product of two float32 numbers is a
+    normal float64 number), so there is no absolute term. :math:`|U||V|` is itself computed
+    in float64, within a relative :math:`\gamma_r` of its true value: the relative ``1e-6``
+    pad covers that."""
+    r = u.shape[1]
+    unit = 2.0**-53
+    gamma = r * unit / (1.0 - r * unit)
+    return gamma * (np.abs(u) @ np.abs(v)) * (1.0 + 1e-6)

@@ -70,6 +70,9 @@ class LossyOutcome:
     proofs: int
     layers: list[dict] = field(default_factory=list)
     rounds: list[dict] = field(default_factory=list)  # the LP-slack rounds (_spend_proof)
+    #: low-rank factors (:class:`~exactcomp.rewrite.lowrank.Factor`) of ``network``'s frozen
+    #: layers: the written network is :func:`~exactcomp.rewrite.lowrank.expand` of it
+    factors: list = field(default_factory=list)
 
 
 def relu_ranges(f: Network, charger) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -86,12 +89,18 @@ def relu_ranges(f: Network, charger) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def candidates(
-    f: Network, ranges, boxes: Sequence[Box], *, centre: bool = False
+    f: Network,
+    ranges,
+    boxes: Sequence[Box],
+    *,
+    centre: bool = False,
+    frozen: frozenset[int] = frozenset(),
 ) -> list[Candidate]:
     """Every neuron -> constant and every nonzero weight -> 0 edit, with its local charge.
     ``centre``: a zeroed weight's input is replaced by the midpoint ``m_j`` of its proven
     range ``[l_j, u_j]`` (``b_i += w_ij m_j``): the charge is ``|w_ij| (u_j - l_j) / 2``
-    instead of ``|w_ij| max(|l_j|, |u_j|)``."""
+    instead of ``|w_ij| max(|l_j|, |u_j|)``. Layers in ``frozen`` (low-rank products,
+    :mod:`exactcomp.rewrite.lowrank`) get no weight edits."""
     out: list[Candidate] = []
     last = len(f.layers) - 1
     x_lo = np.min([b.lower for b in boxes], axis=0)
@@ -101,7 +110,8 @@ def candidates(
         mid = (lo + hi) / 2 if centre else np.zeros_like(lo)
         h_mag = np.maximum(np.abs(lo - mid), np.abs(hi - mid))
         w = layer.weight
-        for i, j in zip(*np.nonzero(w), strict=True):
+        nonzero = () if k in frozen else zip(*np.nonzero(w), strict=True)
+        for i, j in nonzero:
             local = float(abs(w[i, j]) * h_mag[j])
             out.append(Candidate("weight", (k, int(i), int(j)), local, 1, float(mid[j])))
         if layer.relu and k < last:
@@ -117,9 +127,17 @@ def candidates(
     return out
 
 
-def apply(f: Network, chosen: Sequence[Candidate], ranges, fit=None) -> Network:
+def apply(
+    f: Network,
+    chosen: Sequence[Candidate],
+    ranges,
+    fit=None,
+    frozen: frozenset[int] = frozenset(),
+) -> Network:
     """``f`` with the edits applied (refits first, then weights, then neurons; see the module
-    docstring). ``fit``: the :class:`~exactcomp.rewrite.refit.FitData` of "refit" edits."""
+    docstring). ``fit``: the :class:`~exactcomp.rewrite.refit.FitData` of "refit" edits.
+    ``frozen``: layers whose weights (float64 products of low-rank factors) are kept as they
+    are, never rounded to the file's dtype; their rows and columns may only be zeroed."""
     ws = [np.array(la.weight) for la in f.layers]
     bs = [np.array(la.bias) for la in f.layers]
     removed: dict[int, list[int]] = {}
@@ -145,10 +163,10 @@ def apply(f: Network, chosen: Sequence[Candidate], ranges, fit=None) -> Network:
             bs[k][j] = 0.0
     # what the written file holds is what is proven: float32 when f's weights are float32
     # numbers (then the file stays float32), else float64
-    dt = np.float32 if _is_float32(f) else np.float64
+    dt = np.float32 if is_float32(f, frozen) else np.float64
     layers = [
-        Layer(w.astype(dt), b.astype(dt), la.relu)
-        for w, b, la in zip(ws, bs, f.layers, strict=True)
+        Layer(w if k in frozen else w.astype(dt), b.astype(dt), la.relu)
+        for k, (w, b, la) in enumerate(zip(ws, bs, f.layers, strict=True))
     ]
     return Network(tuple(layers), dtype=np.dtype(dt).name, meta=dict(f.meta))
 
@@ -158,11 +176,13 @@ def as_refit(c: Candidate) -> Candidate:
     return replace(c, kind="refit") if c.kind == "neuron" else c
 
 
-def _is_float32(f: Network) -> bool:
+def is_float32(f: Network, frozen: frozenset[int] = frozenset()) -> bool:
+    """True when every weight and bias of ``f`` (biases only in ``frozen`` layers) is a
+    float32 number: then the edited network is written, and proven, in float32."""
     return all(
         np.array_equal(a.astype(np.float32).astype(np.float64), a)
-        for la in f.layers
-        for a in (la.weight, la.bias)
+        for k, la in enumerate(f.layers)
+        for a in ((la.bias,) if k in frozen else (la.weight, la.bias))
     )
 
 
@@ -176,6 +196,7 @@ def search(
     lp_seconds: float = 0.0,
     centre: bool = False,
     use_refit: bool = False,
+    frozen: frozenset[int] = frozenset(),
 ) -> LossyOutcome:
     """Greedy certified pruning of ``f`` within ``eps`` (see the module docstring).
 
@@ -185,24 +206,26 @@ def search(
     ``time_limit`` covers everything, the LP proofs included. ``centre``: zeroed weights move
     their input's midpoint into the bias (:func:`candidates`); ``use_refit``: neurons are
     removed with refit (:mod:`exactcomp.rewrite.refit`) instead of set to constants, ranked
-    as the constants are."""
+    as the constants are. ``frozen``: layers of ``f`` that are low-rank products
+    (:mod:`exactcomp.rewrite.lowrank`): no weight edits there, weights never rounded, and
+    the neurons feeding them are set to constants rather than refitted."""
     t0 = time.perf_counter()
     t_end = t0 + time_limit
     ranges = relu_ranges(f, charger)
-    cands = candidates(f, ranges, boxes, centre=centre)
+    cands = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
     fit = refit.fit_data(f, boxes) if use_refit else None
-    base = apply(f, [], ranges)
+    base = apply(f, [], ranges, frozen=frozen)
     base_bound = charger.proven(base)
     if base_bound > eps or not cands:
         return LossyOutcome(base, base_bound, [], charger.calls, layer_facts(f, [], {}))
-    factors = _amplification(f, cands, ranges, charger)
+    factors = _amplification(f, cands, ranges, charger, frozen)
     score = np.array([c.local * factors[_layer(c)] / c.saved for c in cands])
     order = [cands[i] for i in np.argsort(score, kind="stable")]
     if use_refit:
-        order = [as_refit(c) for c in order]
+        order = [c if c.index[0] + 1 in frozen else as_refit(c) for c in order]
 
     def ok(chosen: list[Candidate]) -> bool:
-        return charger.proven(apply(f, chosen, ranges, fit)) <= eps
+        return charger.proven(apply(f, chosen, ranges, fit, frozen)) <= eps
 
     # the longest proven prefix, by bisection (each probe is one proof of the whole)
     sym_end = t0 + SYMBOLIC_SHARE * time_limit if lp_seconds > 0 else t_end
@@ -217,14 +240,14 @@ def search(
     extra, rest = _blocks(accepted, order[lo + 1 :], ok, sym_end)
     accepted += extra
     rest = order[lo : lo + 1] + rest  # the one the bisection stopped at: retried with slack
-    final = apply(f, accepted, ranges, fit)
+    final = apply(f, accepted, ranges, fit, frozen)
     proven = charger.proven(final)  # the claim: one proof of the original vs the final network
     rounds: list[dict] = []
     if lp_seconds > 0 and proven > 0:
         accepted, proven, rounds = _spend_proof(
-            f, accepted, rest, (ranges, fit), charger, eps, lp_seconds, t_end
+            f, accepted, rest, (ranges, fit, frozen), charger, eps, lp_seconds, t_end
         )
-        final = apply(f, accepted, ranges, fit)
+        final = apply(f, accepted, ranges, fit, frozen)
     facts = layer_facts(f, accepted, factors)
     return LossyOutcome(final, proven, accepted, charger.calls, facts, rounds)
 
@@ -259,11 +282,12 @@ def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
     proven within ``eps`` by one proof (LP or symbolic, the smaller) of the whole network; the
     ratio only chooses what to try. Returns ``(accepted, proven, rounds)``."""
 
-    ranges, fit = ranges
+    ranges, fit, frozen = ranges
 
     def strong(chosen):
         left = min(lp_seconds, t_end - time.perf_counter())
-        return charger.proven(apply(f, chosen, ranges, fit), lp_seconds=max(left, 1e-3))
+        g = apply(f, chosen, ranges, fit, frozen)
+        return charger.proven(g, lp_seconds=max(left, 1e-3))
 
     t = time.perf_counter()
     proven = strong(accepted)
@@ -271,7 +295,7 @@ def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
     rounds, optimistic = [], True
     while rest and time.perf_counter() < t_end - lp_wall:
         now = time.perf_counter()
-        sym = charger.proven(apply(f, accepted, ranges, fit))
+        sym = charger.proven(apply(f, accepted, ranges, fit, frozen))
         ratio = proven / sym if sym > 0 else 1.0
         target = eps / ratio if optimistic and ratio < 1.0 - RATIO_SLACK else eps
         # with slack, the symbolic greedy gets half of what is left (the LP bisection the
@@ -283,7 +307,7 @@ def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
         extra, rest = _blocks(
             accepted,
             rest,
-            lambda c, t=target: charger.proven(apply(f, c, ranges, fit)) <= t,
+            lambda c, t=target: charger.proven(apply(f, c, ranges, fit, frozen)) <= t,
             block_end,
         )
         if not extra:
@@ -314,7 +338,7 @@ def _layer(c: Candidate) -> int:
     return c.index[0] if c.kind == "weight" else c.index[0] + 1
 
 
-def _amplification(f: Network, cands, ranges, charger) -> dict[int, float]:
+def _amplification(f: Network, cands, ranges, charger, frozen=frozenset()) -> dict[int, float]:
     """Per layer, proven error of a probe / sum of its local charges (the measured rule)."""
     factors: dict[int, float] = {}
     for k in range(len(f.layers)):
@@ -323,7 +347,7 @@ def _amplification(f: Network, cands, ranges, charger) -> dict[int, float]:
             continue
         probe = mine[: max(1, int(PROBE_SHARE * len(mine)))]
         local = sum(c.local for c in probe)
-        proven = charger.proven(apply(f, probe, ranges))
+        proven = charger.proven(apply(f, probe, ranges, frozen=frozen))
         factors[k] = proven / local if local > 0 else 1.0
         factors[k] = max(factors[k], 1e-12)
     return factors

@@ -22,7 +22,8 @@ def soak(n: int, seed: int = 0) -> dict:
     or ``compress --tol``, whose search spends the LP's slack and whose claim is the tighter of
     the two, every other one with neurons removed with refit and centred weights; it runs the
     exact passes first, so each of its networks gets a stably inactive and a stably active
-    neuron in the first hidden layer): the exact ``max |f - g|`` against the original
+    neuron in the first hidden layer); every fourth case also a low-rank case
+    (:func:`_lowrank_case`): the exact ``max |f - g|`` against the original
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
     from exactcomp.testing import max_output_difference
 
@@ -60,13 +61,53 @@ def soak(n: int, seed: int = 0) -> dict:
                 proven = charger.proven(g, lp_seconds=5.0)
             else:
                 proven = charger.proven(g, split_seconds=1.0)
-        exact = max_output_difference(f, g, box).value
-        cases += 1
-        if exact > proven + 1e-9:
-            violations.append({"case": case, "exact": exact, "proven": proven})
-        if exact > 0 and proven > 0:
-            worst_ratio = max(worst_ratio, exact / proven)
-        elif proven == 0:  # the exact pass's float64 folds: f_exact = f to rounding only
-            noise = max(noise, exact)
+        checks = [(f, g, proven, "")]
+        if case % 4 == 3:  # and a low-rank case (its own generator: the others' draws stay)
+            checks.append(_lowrank_case(np.random.default_rng([seed, case]), d, box))
+        for f, g, proven, family in checks:
+            exact = max_output_difference(f, g, box).value
+            cases += 1
+            if exact > proven + 1e-9:
+                violations.append({"case": case, "exact": exact, "proven": proven})
+                violations[-1].update({"family": family} if family else {})
+            if exact > 0 and proven > 0:
+                worst_ratio = max(worst_ratio, exact / proven)
+            elif proven == 0:  # the exact pass's float64 folds: f_exact = f to rounding only
+                noise = max(noise, exact)
     return {"cases": cases, "violations": violations, "max_exact_over_proven": worst_ratio,
             "max_exact_where_proven_0": noise}  # fmt: skip
+
+
+def _lowrank_case(rng: np.random.Generator, d: int, box: Box):
+    """A low-rank case (:mod:`exactcomp.rewrite.lowrank`): ``d-n-n-m`` whose middle layer is
+    a float32 rank-``p`` product plus noise (none, small or large), one layer factored at a
+    random rank (the weighted SVD), proven by the symbolic bound or the joint LP plus the
+    rounding pad; every other case instead ``compress --tol``'s low-rank strategy (ranks by
+    bisection, then the greedy search on the frozen product). Returns ``(f, written g,
+    proven, "lowrank")``: the written network has the factor pairs (one layer deeper)."""
+    from exactcomp.rewrite import lowrank
+    from exactcomp.rewrite.lossy import relu_ranges
+
+    n, m, p = int(rng.integers(4, 8)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    noise = float(rng.choice([0.0, 0.01, 0.3]))
+    mid = rng.normal(size=(n, p)).astype(np.float32) @ rng.normal(size=(p, n)).astype(np.float32)
+    ws = [rng.normal(size=(n, d)), mid + noise * rng.normal(size=(n, n)), rng.normal(size=(m, n))]
+    bs = [rng.normal(size=n) * 0.5, rng.normal(size=n) * 0.5, rng.normal(size=m) * 0.5]
+    ws = [w.astype(np.float32).astype(np.float64) for w in ws]
+    bs = [b.astype(np.float32).astype(np.float64) for b in bs]
+    f = Network.from_arrays(ws, bs)
+    charger = api.Charger(f, [box])
+    if rng.random() < 0.5:
+        out = lowrank.search_lowrank(f, [box], float(rng.choice([0.05, 0.5, 2.0])), charger,
+                                     time_limit=2.0, lp_seconds=float(rng.choice([0.0, 1.0])))  # fmt: skip
+        if out is not None and out.factors:
+            return f, lowrank.expand(out.network, out.factors), out.proven, "lowrank"
+    k = int(rng.integers(0, 3))
+    la = f.layers[k]
+    top = max(lowrank.max_rank(la.out_features, la.in_features), 1)
+    lo, hi = (box.lower, box.upper) if k == 0 else relu_ranges(f, charger)[k - 1]
+    fa = lowrank.factorize(f, k, int(rng.integers(1, top + 1)), lo, hi, np.float32)
+    g = lowrank.with_factors(f, [fa])
+    lp = float(rng.choice([0.0, 2.0]))
+    proven = lowrank.proven(charger, g, lowrank.frozen_of([fa]), [box], lp_seconds=lp)
+    return f, lowrank.expand(g, [fa]), proven, "lowrank"

@@ -175,3 +175,24 @@ def test_a_factored_network_saves_and_compresses(tmp_path):
     done = compress(back, BOX)
     x = _grid(21)
     assert np.abs(done.network.forward(x) - back.forward(x)).max() <= 1e-9
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_soak_lowrank_family_is_within_its_proof(seed):
+    from benchmarks.lossy_soak import _lowrank_case
+
+    rng = np.random.default_rng([seed, 3])
+    box = Box(-rng.random(2) - 0.1, rng.random(2) + 0.1)
+    f, g, proven, family = _lowrank_case(rng, 2, box)
+    assert family == "lowrank" and len(g.layers) == len(f.layers) + 1
+    assert max_output_difference(f, g, box).value <= proven + 1e-9
+
+
+def test_compress_tol_on_a_factored_network_does_not_crash():
+    """A hidden layer without ReLU in the input of ``compress --tol``."""
+    f = _planted()
+    fa = lowrank.factorize(f, 1, 2, np.zeros(8), np.ones(8), np.float32)
+    net = lowrank.expand(lowrank.with_factors(f, [fa]), [fa])
+    res = compress_lossy(net, BOX, 0.05, time_limit=5.0, tighten_seconds=0.0)
+    assert res.proven <= 0.05
+    assert max_output_difference(net, res.network, BOX).value <= res.proven + 1e-9

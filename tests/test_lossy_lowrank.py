@@ -196,3 +196,20 @@ def test_compress_tol_on_a_factored_network_does_not_crash():
     res = compress_lossy(net, BOX, 0.05, time_limit=5.0, tighten_seconds=0.0)
     assert res.proven <= 0.05
     assert max_output_difference(net, res.network, BOX).value <= res.proven + 1e-9
+
+
+def test_verify_cli_on_a_factored_output(tmp_path, capsys):
+    """``exactcomp verify ORIGINAL OUT --tol T`` on a factored output (one layer deeper):
+    NOT_EQUIVALENT below the exact difference, EQUIVALENT above its proven bound."""
+    from exactcomp.cli import main
+
+    f = _planted(0, 0.05)
+    fa = lowrank.factorize(f, 1, 2, np.zeros(8), np.full(8, 5.0), np.float32)
+    dense = lowrank.with_factors(f, [fa])
+    exact = max_output_difference(f, dense, BOX).value
+    save(f, tmp_path / "f.pt")
+    save(lowrank.expand(dense, [fa]), tmp_path / "g.pt")
+    base = ["verify", str(tmp_path / "f.pt"), str(tmp_path / "g.pt"), "--box", "-1,1"]
+    assert main([*base, "--tol", f"{0.9 * exact:.6g}"]) == 1
+    assert main([*base, "--tol", f"{1.1 * exact:.6g}"]) == 0
+    assert "EQUIVALENT" in capsys.readouterr().out

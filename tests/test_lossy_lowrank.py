@@ -213,3 +213,22 @@ def test_verify_cli_on_a_factored_output(tmp_path, capsys):
     assert main([*base, "--tol", f"{0.9 * exact:.6g}"]) == 1
     assert main([*base, "--tol", f"{1.1 * exact:.6g}"]) == 0
     assert "EQUIVALENT" in capsys.readouterr().out
+
+
+def test_written_onnx_holds_the_factors(tmp_path):
+    """The ONNX file stores ``V`` and ``U`` as two Gemms (the reader folds them back into one
+    dense layer in float64, within the rounding delta of the real product)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    f = _planted()
+    fa = lowrank.factorize(f, 1, 2, np.zeros(8), np.ones(8), np.float32)
+    dense = lowrank.with_factors(f, [fa])
+    save(lowrank.expand(dense, [fa]), tmp_path / "g.onnx")
+    model = onnx.load(str(tmp_path / "g.onnx"))
+    shapes = [numpy_helper.to_array(t).shape for t in model.graph.initializer]
+    assert (2, 8) in shapes and (8, 2) in shapes and (8, 8) not in shapes
+    back = load(tmp_path / "g.onnx")
+    assert len(back.layers) == len(f.layers)  # folded by the reader
+    delta = product_rounding_delta(fa.u, fa.v)
+    assert (np.abs(back.layers[1].weight - dense.layers[1].weight) <= 2 * delta).all()

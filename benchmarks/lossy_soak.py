@@ -85,9 +85,7 @@ def _lowrank_case(rng: np.random.Generator, d: int, box: Box):
     rounding pad; every other case instead ``compress --tol``'s low-rank strategy (ranks by
     bisection, then the greedy search on the frozen product). Returns ``(f, written g,
     proven, "lowrank")``: the written network has the factor pairs (one layer deeper)."""
-    from exactcomp.rewrite import lowrank
-    from exactcomp.rewrite.lossy import relu_ranges
-
+    lowrank = api.lowrank
     n, m, p = int(rng.integers(4, 8)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
     noise = float(rng.choice([0.0, 0.01, 0.3]))
     mid = rng.normal(size=(n, p)).astype(np.float32) @ rng.normal(size=(p, n)).astype(np.float32)
@@ -105,7 +103,7 @@ def _lowrank_case(rng: np.random.Generator, d: int, box: Box):
     k = int(rng.integers(0, 3))
     la = f.layers[k]
     top = max(lowrank.max_rank(la.out_features, la.in_features), 1)
-    lo, hi = (box.lower, box.upper) if k == 0 else relu_ranges(f, charger)[k - 1]
+    lo, hi = lowrank.input_range([box], lowrank.relu_ranges(f, charger), k)
     fa = lowrank.factorize(f, k, int(rng.integers(1, top + 1)), lo, hi, np.float32)
     g = lowrank.with_factors(f, [fa])
     lp = float(rng.choice([0.0, 2.0]))

@@ -106,8 +106,8 @@ def __getattr__(name: str) -> Any:
     (``Charger``, ``sampled_max_difference``, and ``SPLIT_MAX_INPUTS``, the input count up to
     which its proofs may split the box: :mod:`exactcomp.verify.charge`), a plain
     quantisation with no proof (``quantize_network``), the bits a grid takes in the written
-    file (``storage_bits``) and VNN-LIB properties
-    (``read_vnnlib``)."""
+    file (``storage_bits``), VNN-LIB properties (``read_vnnlib``) and the low-rank candidate
+    of ``compress --tol`` (the module ``lowrank``: :mod:`exactcomp.rewrite.lowrank`)."""
     if name == "compress_lossy":  # the exact passes first, then approx's search
         from . import compressing as module
     elif name in (
@@ -123,6 +123,10 @@ def __getattr__(name: str) -> Any:
         from ..verify import charge as module
     elif name == "read_vnnlib":
         from ..io import vnnlib as module
+    elif name == "lowrank":
+        from ..rewrite import lowrank
+
+        return lowrank
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(module, name)

@@ -167,6 +167,15 @@ def frozen_of(factors: Sequence[Factor]) -> dict[int, tuple[np.ndarray, np.ndarr
     return {fa.layer: (fa.u, fa.v) for fa in factors}
 
 
+def input_range(boxes: Sequence[Box], ranges, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A sound range of layer ``k``'s input on the union of ``boxes``: the boxes' hull for
+    ``k = 0``, else ``ranges[k - 1]`` (``ranges``: sound ranges of every layer's output,
+    :func:`exactcomp.rewrite.lossy.relu_ranges`)."""
+    if k == 0:
+        return np.min([b.lower for b in boxes], axis=0), np.max([b.upper for b in boxes], axis=0)
+    return ranges[k - 1]
+
+
 def choose(
     f: Network,
     charger,
@@ -178,8 +187,6 @@ def choose(
     """Per layer (most parameters saved first) the smallest rank proven within ``budget``
     with the factors chosen before it (module docstring); ``ranges``: sound ranges of every
     layer's output on the domain (:func:`exactcomp.rewrite.lossy.relu_ranges`)."""
-    x_lo = np.min([b.lower for b in boxes], axis=0)
-    x_hi = np.max([b.upper for b in boxes], axis=0)
     order = sorted(
         range(len(f.layers)),
         key=lambda k: -f.layers[k].out_features * f.layers[k].in_features,
@@ -190,7 +197,7 @@ def choose(
         top = max_rank(la.out_features, la.in_features)
         if top < 1 or la.sparse or la.structure is not None:
             continue
-        lo_in, hi_in = (x_lo, x_hi) if k == 0 else ranges[k - 1]
+        lo_in, hi_in = input_range(boxes, ranges, k)
         best, lo, hi = None, 1, top
         while lo <= hi:  # the smallest proven rank, by bisection; only proven ranks are kept
             r = (lo + hi) // 2

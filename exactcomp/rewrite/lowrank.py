@@ -15,9 +15,9 @@ weights make the error :math:`E = W - UV` small where the differential proof cha
 by (measured on the digits model: the proven bound 6-14 % below the plain SVD's at ranks
 30-50 of the middle layer; least squares on 4,000 uniform samples of the layer's input, the
 SVD of :math:`W C^{1/2}` with :math:`C` their second moments, samples 25-65 % lower errors
-but proves 1-7 % higher ones: 24.6 against 23.0 at rank 40). The bias is kept: moving the error at the inputs' midpoint into
-it (centring) made both the proven and the sampled error larger there (28.23 against 28.16,
-1.34 against 1.12 at rank 30).
+at ranks 10-40 but proves up to 7 % higher ones: 24.6 against 23.0 at rank 40). The bias is
+kept: moving the error at the inputs' midpoint into it (centring) made both the proven and the
+sampled error larger there (28.23 against 28.16, 1.34 against 1.12 at rank 30).
 
 **The proof.** The proven network is ``g_dense``: the same architecture as ``f`` with
 :math:`W_k := \mathrm{fl}(UV)`, the float64 product of the stored factors

@@ -35,6 +35,7 @@ from .rewrite.bitwidths import (
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.lowrank import expand, rounding_pad, search_lowrank, written_frozen
 from .rewrite.magnitude import magnitude_first, magnitude_last
+from .rewrite.storage import store
 from .rewrite.quantize import (
     BITS,
     Compensation,
@@ -325,6 +326,14 @@ def compress_lossy(
     ranks = strategies["strategies"].get("lowrank", {}).pop("ranks", [])
     strategies["lowrank"] = {"ranks": ranks, "seconds": round(lr_seconds, 3)}
     strategies["strategies"]["magnitude"].update(mag.facts)
+    out, stored = store(  # the model's dtype, proven again (the claims below are of it)
+        out,
+        original.dtype,
+        tol,
+        charger.proven,
+        boxes,
+        lambda g: charger.proven(g, lp_seconds=lp_seconds) if lp_seconds > 0 else np.inf,
+    )
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
         bab = charger.proven(out.network, bab_seconds=bab_seconds) + _pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, bab))
@@ -356,6 +365,7 @@ def compress_lossy(
         command="compress",
         proofs=charger.calls,
         lp_rounds=out.rounds,
+        **stored,
         **strategies,
         **exact_facts,
     )

@@ -35,13 +35,13 @@ from .rewrite.bitwidths import (
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.lowrank import expand, rounding_pad, search_lowrank, written_frozen
 from .rewrite.magnitude import magnitude_first, magnitude_last
-from .rewrite.storage import store
 from .rewrite.quantize import (
     BITS,
     Compensation,
     check_bits,
     quantize_network,
 )
+from .rewrite.storage import store
 from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
 from .verify.margin import top1_tolerance
 

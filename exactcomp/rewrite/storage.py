@@ -84,17 +84,21 @@ def store(
     prove: Callable[[Network], float],
     boxes: Sequence[Box],
     prove_harder: Callable[[Network], float] | None = None,
+    harder_above: float | None = None,
 ) -> tuple[LossyOutcome, dict]:
     """The outcome to write and the report's ``stored_dtype`` keys (module docstring).
 
     ``dtype``: the model's; ``prove(g)``: a sound bound of ``max |f - g|`` on the domain
     (the claim's proof); ``prove_harder``: a tighter, costlier one, run when ``prove`` does
-    not reach ``out.proven`` (the joint LP where the search's claim used it). The rounded
+    exceed ``harder_above`` (default ``out.proven``: the joint LP where the search's claim used
+    it; ``tol`` where a tighter claim of the result follows anyway). The rounded
     outcome's ``proven`` is its own proof (plus the rounding pad of its factors, if any);
     when that exceeds ``tol``, or rounding fails, ``out`` is returned unchanged with a
     ``stored_dtype_reason``."""
     frozen = frozenset(fa.layer for fa in out.factors)
     same = out.network.dtype == dtype and holds(out.network, dtype, frozen)
+    same = same and all(np.array_equal(rounded(a, dtype), a) for fa in out.factors
+                        for a in (fa.u, fa.v))  # fmt: skip
     if dtype not in ROUNDED_DTYPES or same:
         return out, {"stored_dtype": out.network.dtype}
     try:
@@ -105,7 +109,8 @@ def store(
     if r.factors:
         pad = rounding_pad(r.network, written_frozen(r.network, r.factors), boxes)
     bound = prove(r.network) + pad
-    if bound > out.proven and prove_harder is not None:
+    limit = out.proven if harder_above is None else harder_above
+    if bound > limit and prove_harder is not None:
         bound = min(bound, prove_harder(r.network) + pad)
     if not bound <= tol:
         return out, _kept(out, f"the {dtype} network is proven within {bound:.6g} > tol {tol:g}")

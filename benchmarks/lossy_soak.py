@@ -22,13 +22,14 @@ def soak(n: int, seed: int = 0) -> dict:
     or ``compress --tol``, whose search spends the LP's slack and whose claim is the tighter of
     the two, every other one with neurons removed with refit and centred weights; it runs the
     exact passes first, so each of its networks gets a stably inactive and a stably active
-    neuron in the first hidden layer); every fourth case also a low-rank case
+    neuron in the first hidden layer; half of them float32 models, whose results are
+    rounded to float32 and proven again); every fourth case also a low-rank case
     (:func:`_lowrank_case`): the exact ``max |f - g|`` against the original
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
     from exactcomp.testing import max_output_difference
 
     rng = np.random.default_rng(seed)
-    worst_ratio, violations, cases, noise = 0.0, [], 0, 0.0
+    worst_ratio, violations, cases, noise, stored32 = 0.0, [], 0, 0.0, 0
     for case in range(n):
         d = int(rng.integers(2, 4))
         widths = [d, int(rng.integers(3, 8)), int(rng.integers(3, 8)), int(rng.integers(1, 4))]
@@ -39,11 +40,14 @@ def soak(n: int, seed: int = 0) -> dict:
         if case % 3 == 2:
             reach = np.abs(ws[0]) @ np.maximum(-box.lower, box.upper)  # >= |W x| on the box
             bs[0][0], bs[0][1] = -reach[0] - 0.1, reach[1] + 0.1  # inactive, active
-            f = Network.from_arrays(ws, bs, dtype="float64")
+            dtype = "float32" if (case // 6) % 2 else "float64"  # float32: rounded, proven again
+            ws, bs = ([a.astype(dtype).astype(np.float64) for a in arr] for arr in (ws, bs))
+            f = Network.from_arrays(ws, bs, dtype=dtype)
             tol = float(rng.choice([0.01, 0.1, 0.5]))
             fitted = bool((case // 3) % 2)  # every other one with refits and centred weights
             res = api.compress_lossy(f, box, tol, time_limit=2.0, centre=fitted, refit=fitted)
             g, proven = res.network, res.proven
+            stored32 += res.report["stored_dtype"] == "float32" and dtype == "float32"
         else:
             bits = [float(rng.choice([8, 4, 3, 2, 1.5])) for _ in f.layers]
             comp = None  # every other one corrected (bias correction and scale search)
@@ -75,7 +79,7 @@ def soak(n: int, seed: int = 0) -> dict:
             elif proven == 0:  # the exact pass's float64 folds: f_exact = f to rounding only
                 noise = max(noise, exact)
     return {"cases": cases, "violations": violations, "max_exact_over_proven": worst_ratio,
-            "max_exact_where_proven_0": noise}  # fmt: skip
+            "max_exact_where_proven_0": noise, "float32_written": stored32}  # fmt: skip
 
 
 def _lowrank_case(rng: np.random.Generator, d: int, box: Box):

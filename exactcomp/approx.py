@@ -41,6 +41,7 @@ from .rewrite.quantize import (
     check_bits,
     quantize_network,
 )
+from .rewrite.storage import store
 from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
 from .verify.margin import top1_tolerance
 
@@ -325,10 +326,20 @@ def compress_lossy(
     ranks = strategies["strategies"].get("lowrank", {}).pop("ranks", [])
     strategies["lowrank"] = {"ranks": ranks, "seconds": round(lr_seconds, 3)}
     strategies["strategies"]["magnitude"].update(mag.facts)
+    splits = split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS
+    out, stored = store(  # the model's dtype, proven again (the claims below are of it)
+        out,
+        original.dtype,
+        tol,
+        charger.proven,
+        boxes,
+        lambda g: charger.proven(g, lp_seconds=lp_seconds) if lp_seconds > 0 else np.inf,
+        harder_above=tol if splits or bab_seconds > 0 else None,  # they tighten it after
+    )
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
         bab = charger.proven(out.network, bab_seconds=bab_seconds) + _pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, bab))
-    if split_seconds > 0 and out.proven > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:
+    if splits and out.proven > 0:
         split = charger.proven(out.network, split_seconds=split_seconds) + _pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, split))
     written = _written(out)
@@ -356,6 +367,7 @@ def compress_lossy(
         command="compress",
         proofs=charger.calls,
         lp_rounds=out.rounds,
+        **stored,
         **strategies,
         **exact_facts,
     )

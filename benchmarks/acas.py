@@ -64,15 +64,15 @@ def box_within_limits(nnet: Path, prop: Path) -> tuple[list[float], list[float]]
 
     Raises ``ValueError`` when the property has more than one box or the intersection is empty.
     """
-    from exactcomp.io.nnet import load_nnet, nnet_input_limits
-    from exactcomp.io.vnnlib import read_vnnlib
+    from exactcomp.api import load, read_vnnlib
 
-    limits = nnet_input_limits(load_nnet(nnet, units="normalised"))
-    boxes = read_vnnlib(prop, limits.lower.size).boxes
+    meta = load(nnet, nnet_units="normalised").meta  # the limits in the units read
+    limits_lo, limits_hi = np.asarray(meta["input_min"]), np.asarray(meta["input_max"])
+    boxes = read_vnnlib(prop, limits_lo.size).boxes
     if len(boxes) != 1:
         raise ValueError(f"{prop.name}: {len(boxes)} boxes, expected one")
-    lo = np.maximum(boxes[0].lower, limits.lower)
-    hi = np.minimum(boxes[0].upper, limits.upper)
+    lo = np.maximum(boxes[0].lower, limits_lo)
+    hi = np.minimum(boxes[0].upper, limits_hi)
     if np.any(lo > hi):
         raise ValueError(f"{prop.name}: the box lies outside {nnet.name}'s input limits")
     return lo.tolist(), hi.tolist()

@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="exactcomp vs NeuroDiff on its ACAS Xu float16 benchmark (benchmarks/diffverify.py)",
     )
 
+    sub.add_parser(
+        "acas", help="compress --verify on the 45 ACAS Xu networks x props 1-4 (benchmarks/acas.py)"
+    )
+
     p = sub.add_parser("markdown", help="regenerate RESULTS.md's measured part from --out")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder to read")
     p.add_argument("--md", type=Path, default=REPO_ROOT / "benchmarks" / "RESULTS.md")
@@ -147,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .lossy import main as lossy_main
 
         return int(lossy_main(argv[1:]) or 0)
+    if argv and argv[0] == "acas":
+        from .acas import main as acas_main
+
+        return int(acas_main(argv[1:]) or 0)
     if argv and argv[0] == "diffverify":
         from .diffverify import main as diffverify_main
 

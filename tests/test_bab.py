@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from strategies import network_and_box
 
 from exactcomp.bab import batch_bounds, prove_signs
-from exactcomp.bab.split import split_dimension
+from exactcomp.bab.split import TIE, split_dimension
 from exactcomp.bounds import interval_bounds, linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
@@ -132,6 +132,36 @@ def test_a_tie_on_a_face_leaves_the_tree_at_once() -> None:
     res = prove_signs(net, box, 1, linear_bounds(net, box), [0], [0])
     assert not res.inactive.any() and not res.active.any()
     assert res.nodes <= 8
+
+
+def test_a_loose_near_tie_gets_a_tree_of_its_own() -> None:
+    r"""The kink with bias -1: ``z = relu(x) - relu(2x) - 1`` on ``[-1, 1]``, ``max z = -1``
+    (INACTIVE)::
+
+        x ──┬── relu(x)  ──(+1)──┐
+            └── relu(2x) ──(-1)──┴── z = . - 1 ── relu ── out
+
+    CROWN's bound on the whole box, ``0.5 x + 0.5 - 1 <= 0`` plus its rounding pad, lands
+    within ``TIE`` pads of 0, but ``z`` is -2 at the corner ``x = 1`` that maximises it: the
+    bound is loose, not a tie. The shared tree gives the neuron up there (it used to stay
+    undecided); the second tree splits at ``x = 0`` and proves it (1 + 3 nodes)."""
+    net = Network(
+        (
+            Layer(np.array([[1.0], [2.0]]), np.zeros(2), relu=True),
+            Layer(np.array([[1.0, -1.0]]), np.array([-1.0]), relu=True),
+            Layer(np.array([[1.0]]), np.zeros(1), relu=False),
+        ),
+        dtype="float64",
+    )
+    known = linear_bounds(net, BOX)
+    bb = batch_bounds(net, BOX.lower[None], BOX.upper[None], 1, known, DEFAULT, rows=np.array([0]))
+    assert 0.0 < bb.upper[1][0, 0] <= TIE * bb.pads[0, 1]  # a near tie at the root
+    assert exact_preactivation_ranges(net, BOX)[1][1][0] == pytest.approx(-1.0)
+    res = prove_signs(net, BOX, 1, known, [0], [0])
+    assert res.inactive.tolist() == [True] and res.active.tolist() == [False]
+    assert res.complete and res.nodes == 4
+    alone = prove_signs(net, BOX, 1, known, [0], [0], rule="smear")  # no second tree
+    assert alone.inactive.tolist() == [True] and alone.nodes == 3
 
 
 def test_split_dimension_follows_the_smear() -> None:

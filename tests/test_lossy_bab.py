@@ -109,7 +109,14 @@ def test_search_spends_the_lp_slack_and_bisects_back_to_a_proven_prefix(monkeypa
     first = int((cum <= 1.0).sum())
     proofs = _Proofs(f)
     accepted, proven, rounds = lossy._spend_proof(
-        f, order[:first], order[first:], (None, None), proofs, 1.0, 1.0, time.perf_counter() + 600
+        f,
+        order[:first],
+        order[first:],
+        (None, None, frozenset()),
+        proofs,
+        1.0,
+        1.0,
+        time.perf_counter() + 600,
     )
     longest = int((cum <= 1.2).sum())
     n = len(accepted)

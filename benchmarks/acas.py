@@ -141,6 +141,7 @@ def _nothing() -> dict:
         "milps": -1,
         "verdict": "-",
         "verify_s": math.nan,
+        "recheck_s": math.nan,
     }
 
 
@@ -159,6 +160,7 @@ def _from_report(path: Path) -> dict:
         "milps": int(stats.get("milps", 0)),
         "verdict": str(verification.get("status", "-")),
         "verify_s": float((verification.get("seconds") or {}).get("total", math.nan)),
+        "recheck_s": float((doc.get("certificates") or {}).get("seconds", math.nan)),
     }
 
 

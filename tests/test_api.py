@@ -159,6 +159,7 @@ def test_compress_verified_is_what_compress_verify_runs() -> None:
     assert done.rounding_tol is not None and done.rounding_tol >= 1e-6
     report = done.compression.report
     assert report["certificates"]["failures"] == 0
+    assert report["certificates"]["seconds"] >= 0.0
     assert report["verification"]["status"] == "EQUIVALENT"
     exact = api.compress_verified(net, box, verify=True, dtype="float64", check=2000)
     assert exact.written.dtype == "float64" and exact.ok

@@ -278,6 +278,7 @@ def compress_verified(
         "checked": recheck.checked,
         "failures": len(recheck.failures),
         "summary": recheck.summary(),
+        "seconds": round(recheck.seconds, 4),
     }
     result.report["verification"] = verdict.to_json()
     return CheckedCompression(result, written, recheck, verdict, derived)

@@ -92,6 +92,10 @@ of 7e-7 on a node 1e-4 wide in four inputs and 0.125 in the fifth, where its max
 -0.398): alone, smear gave it up after 4,635 nodes (and with the tie rule off, 100,000 nodes
 did not decide it), widest proved it inactive in 21,311 nodes (11-17 s). It used to stay
 undecided after a 15 s MILP."""
+SLOPES: tuple[str, ...] = ("adaptive", "zero", "one", "chord")
+"""Lower-slope rules of :data:`exactcomp.bab.batch.SLOPES` tried on each node (the tightest
+bound kept); ``ALL_LAYERS``: for the earlier layers' bounds too."""
+ALL_LAYERS = False
 SPLIT_RULE = "smear"
 """``"smear"`` (default) or ``"widest"`` (the measured alternative; module docstring)."""
 
@@ -226,6 +230,8 @@ def prove_signs(
             rows=neurons[cols],
             parent=chunk.parent,
             linear=linear,
+            slopes=SLOPES,
+            all_layers=ALL_LAYERS,
         )
         nodes += len(chunk.lo)
         lo_k, hi_k = bb.lower[k][:, neurons], bb.upper[k][:, neurons]

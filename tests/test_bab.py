@@ -206,6 +206,8 @@ def test_the_tightest_lower_slope_proves_without_a_split() -> None:
     assert -0.1 <= best.upper[1][0, 0] <= -0.1 + 1e-6  # the pad: about 1.5e-8
     assert best.pads[0, 1] < 1e-6  # the pad of the bound kept (the chord's)
     assert abs(best.coef[0, 1, 0]) < 1e-6  # and its input coefficient (negated upper row)
+    # the split rule reads the largest coefficient of any rule, here CROWN's
+    assert best.spread is not None and (best.spread >= np.abs(adaptive.coef)).all()
     res = prove_signs(net, box, 1, known, [0], [0])
     assert res.inactive.tolist() == [True] and res.nodes == 1
 

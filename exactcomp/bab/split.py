@@ -265,7 +265,7 @@ def prove_signs(
         chunk.open &= ~(no_inactive & no_active)[None]
         live = chunk.open.any(1)
         unknown = chunk.open[live][:, cols]
-        coef = bb.coef[live]
+        coef = (bb.coef if bb.spread is None else bb.spread)[live]
         parent = [(lo[live], hi[live]) for lo, hi in zip(bb.lower, bb.upper, strict=True)]
         kids, stuck = _split(chunk.lo[live], chunk.hi[live], coef, unknown, rule or SPLIT_RULE)
         failed |= (chunk.open[live] & stuck[:, None]).any(0)

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from strategies import network_and_box
 
 from exactcomp.bab import batch_bounds, prove_signs
+from exactcomp.bab.batch import SLOPES
 from exactcomp.bab.split import TIE, split_dimension
 from exactcomp.bounds import interval_bounds, linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
@@ -173,6 +174,44 @@ def test_split_dimension_follows_the_smear() -> None:
     assert split_dimension(lo, hi, 0 * coef, np.array([[True]])).tolist() == [0]
 
 
+def slope_net() -> Network:
+    r"""``z = -relu(x) + (2/3) relu(x + 1) - 2/3 - 0.1 = -relu(x) + (2/3) x - 0.1`` on
+    ``x in [-1, 2]``: ``max z = -0.1`` at ``x = 0`` (INACTIVE)::
+
+        x ──┬── relu(x)     ──(-1) ──┐
+            └── relu(x + 1) ──(2/3)──┴── z = . - 2/3 - 0.1 ── relu ── out
+
+    The upper bound of ``z`` uses the *lower* relaxation ``h >= alpha x`` of ``relu(x)``
+    (``relu(x + 1) = x + 1`` is exact). CROWN's adaptive slope is 1 (``u = 2 > -l = 1``):
+    ``z <= -x/3 - 0.1``, ``max 0.233``; slope 0: ``max 1.233``; the chord's slope
+    ``u / (u - l) = 2/3`` gives ``z <= -0.1``, the exact maximum, with no split.
+    """
+    return Network(
+        (
+            Layer(np.array([[1.0], [1.0]]), np.array([0.0, 1.0]), relu=True),
+            Layer(np.array([[-1.0, 2.0 / 3.0]]), np.array([-2.0 / 3.0 - 0.1]), relu=True),
+            Layer(np.array([[1.0]]), np.zeros(1), relu=False),
+        ),
+        dtype="float64",
+    )
+
+
+def test_the_tightest_lower_slope_proves_without_a_split() -> None:
+    net, box = slope_net(), Box(np.array([-1.0]), np.array([2.0]))
+    known = linear_bounds(net, box)
+    lo, hi, rows = box.lower[None], box.upper[None], np.array([0])
+    adaptive = batch_bounds(net, lo, hi, 1, known, DEFAULT, rows=rows)
+    assert adaptive.upper[1][0, 0] == pytest.approx(0.7 / 3.0)
+    best = batch_bounds(net, lo, hi, 1, known, DEFAULT, rows=rows, slopes=SLOPES)
+    assert -0.1 <= best.upper[1][0, 0] <= -0.1 + 1e-6  # the pad: about 1.5e-8
+    assert best.pads[0, 1] < 1e-6  # the pad of the bound kept (the chord's)
+    assert abs(best.coef[0, 1, 0]) < 1e-6  # and its input coefficient (negated upper row)
+    # the split rule reads the largest coefficient of any rule, here CROWN's
+    assert best.spread is not None and (best.spread >= np.abs(adaptive.coef)).all()
+    res = prove_signs(net, box, 1, known, [0], [0])
+    assert res.inactive.tolist() == [True] and res.nodes == 1
+
+
 def _sub_boxes(box: Box, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     a, b = box.sample(n, rng), box.sample(n, rng)
     return np.minimum(a, b), np.maximum(a, b)
@@ -187,7 +226,7 @@ def test_batch_bounds_enclose_samples_of_each_sub_box(case) -> None:
     rng = np.random.default_rng(0)
     lo, hi = _sub_boxes(box, rng, 6)
     rows = np.arange(net.layers[k].out_features)
-    bb = batch_bounds(net, lo, hi, k, known, DEFAULT, rows=rows)
+    bb = batch_bounds(net, lo, hi, k, known, DEFAULT, rows=rows, slopes=SLOPES, all_layers=True)
     for b in range(len(lo)):
         sub = Box(lo[b], hi[b])
         x = np.vstack([sub.sample(200, rng), lo[b], hi[b]])

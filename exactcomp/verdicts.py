@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -146,15 +146,19 @@ class StabilityReport:
 
     ``layers[i]`` describes ``network.layers[layers[i].layer]``. ``witnesses`` holds the
     concrete inputs (rows) that certify instability. ``stats`` records counts and timings
-    (``milps``, ``seconds``, per-phase seconds) for reports and benchmarks.
+    (``milps``, ``seconds``, per-phase seconds) for reports and benchmarks. ``trees``: the
+    records of the input-split trees the analysis grew (``exactcomp.bab.split_tree.SplitTree``),
+    in memory only (never written), a hint for the re-check of the claims to replay.
     """
 
     layers: tuple[LayerStability, ...]
     witnesses: np.ndarray
     stats: Mapping[str, float] = field(default_factory=dict)
+    trees: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "trees", tuple(self.trees))
         object.__setattr__(self, "stats", MappingProxyType(dict(self.stats)))
 
     def for_layer(self, k: int) -> LayerStability:

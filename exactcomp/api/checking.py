@@ -263,6 +263,7 @@ def compress_verified(
         domain,
         time_limit=verification_budget(result.stability),
         progress=progress,
+        trees=result.stability.trees,  # where the analysis cut: a hint, replayed
     )
     derived = default_tolerance(written, domain, exact=result.network)
     verdict = verify_equivalence(
@@ -387,9 +388,13 @@ def recheck_certificates(
     trust_pickle: bool = False,
     progress: Progress = SILENT,
     tol: Tolerances = DEFAULT,
+    trees: Sequence[Any] = (),
 ) -> RecheckResult:
     """Re-prove every stability claim of ``report`` independently of the bounds that made it,
-    and re-check every instability witness; failures are listed, never hidden."""
+    and re-check every instability witness; failures are listed, never hidden. ``trees``: the
+    analysis's records of its input-split trees (``report.trees`` of a report made in this
+    process), replayed with the re-check's own bounds (a hint only; see
+    :func:`exactcomp.verify.recheck_certificates`)."""
     net = load(model, trust_pickle=trust_pickle)
     boxes = bind_domain(domain, net)
     if any(la.sparse for la in net.layers):  # too large to re-check whole: cone by cone
@@ -405,4 +410,5 @@ def recheck_certificates(
         time_limit=time_limit,
         tol=tol,
         progress=progress,
+        trees=trees,
     )

@@ -52,6 +52,7 @@ from ..network import Network
 from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
 from .batch import BatchBounds, batch_bounds
+from .split_tree import SplitTree, record_tree
 
 __all__ = [
     "SplitResult",
@@ -119,7 +120,8 @@ class SplitResult:
     sub-boxes bounded; ``complete`` is False when the budget or deadline stopped the search.
     ``lower``/``upper`` (``None``: not computed) are sound bounds of each asked neuron that
     the search proved on the way (``-inf``/``inf`` where none): the ReLU-split search returns
-    the weakest bound over the leaves of a tree that ran out of nodes.
+    the weakest bound over the leaves of a tree that ran out of nodes. ``trees``: the
+    record of each input-split tree grown (:mod:`exactcomp.bab.split_tree`), for a replay.
     """
 
     neurons: np.ndarray
@@ -131,6 +133,7 @@ class SplitResult:
     seconds: float
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
+    trees: tuple[SplitTree, ...] = ()
 
 
 def split_inputs() -> int:
@@ -169,6 +172,7 @@ def prove_signs(
     deadline: float | None = None,
     cpu_limit: float | None = None,
     rule: str | None = None,
+    start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` or ``min z_kj >= 0`` for each ``j`` in ``neurons`` by input splits.
 
@@ -197,6 +201,11 @@ def prove_signs(
         (:data:`RETRY_RULE`) for the neurons it gave up on a near tie that was not true,
         within the nodes and time left; else the split rule of a tree that keeps splitting
         on such ties (and has no second tree).
+    start:
+        ``(lower[B, n], upper[B, n], open[B, m])``: search only these sub-boxes of ``box``,
+        each for the neurons open there (default: the box for all); a claim is then proven
+        on their union only, and no tree is recorded (:func:`exactcomp.bab.replay.replay_signs`
+        searches the leaves its walk could not settle).
     """
     t0 = time.perf_counter()
     cpu_stop = None if cpu_limit is None else time.process_time() + cpu_limit
@@ -213,8 +222,11 @@ def prove_signs(
     failed = np.zeros(m, dtype=bool)  # a node could not be split further: no claim
     loose = np.zeros(m, dtype=bool)  # given up on a near tie that was not true ...
     tied = np.zeros(m, dtype=bool)  # ... and never on a true one
-    stack = [_Chunk(box.lower[None].copy(), box.upper[None].copy(), np.ones((1, m), bool), None)]
-    nodes = 0
+    root = (box.lower[None].copy(), box.upper[None].copy(), np.ones((1, m), bool))
+    root = root if start is None else tuple(np.asarray(a) for a in start)
+    stack = [_Chunk(*root, None, np.arange(len(root[0])))]
+    links: list = []  # the record of the tree: per split batch, (ids, inputs, left, right)
+    nodes, count = 0, len(root[0])
     while stack and m:
         if (
             nodes >= max_nodes
@@ -281,17 +293,23 @@ def prove_signs(
         ok = ~stuck
         if ok.any():
             both = np.concatenate([np.flatnonzero(ok)] * 2)
+            ids = count + np.arange(both.size)
+            cut = np.argmax(kids[1][ok] < chunk.hi[live][ok], axis=1)  # the one input cut
+            links.append((chunk.ids[live][ok], cut, ids[: ok.sum()], ids[ok.sum() :]))
+            count += both.size
             stack.append(
                 _Chunk(
                     np.concatenate([kids[0][ok], kids[2][ok]]),
                     np.concatenate([kids[1][ok], kids[3][ok]]),
                     chunk.open[live][both],
                     [(lo[both], hi[both]) for lo, hi in parent],
+                    ids,
                 )
             )
     left = np.zeros(m, dtype=bool)
     for ch in stack:
         left |= ch.open.any(0)
+    trees = (record_tree(k, box.lower, box.upper, neurons, links, count),) if start is None else ()
     done = ~(left | failed | (no_inactive & no_active))
     inactive = done & ~no_inactive
     active = done & ~no_active & ~inactive
@@ -308,29 +326,32 @@ def prove_signs(
                     deadline=deadline,
                     cpu_limit=cpu_left,
                     rule=RETRY_RULE,
+                    start=None if start is None else (*root[:2], root[2][:, retry]),
                 )
                 inactive[retry], active[retry] = again.inactive, again.active
                 nodes += again.nodes
                 points.append(again.points)
                 left[retry] |= not again.complete
+                trees += again.trees
     pts = np.concatenate(points) if points else np.empty((0, box.dim))
-    return SplitResult(
-        neurons, inactive, active, pts, nodes, not left.any(), time.perf_counter() - t0
-    )
+    seconds = time.perf_counter() - t0
+    return SplitResult(neurons, inactive, active, pts, nodes, not left.any(), seconds, trees=trees)
 
 
 @dataclass(eq=False)
 class _Chunk:
-    """Sub-boxes waiting to be bounded: corners, per neuron still open, parent bounds."""
+    """Sub-boxes waiting to be bounded: corners, per neuron still open, parent bounds, and
+    node ids (the tree's record)."""
 
     lo: np.ndarray
     hi: np.ndarray
     open: np.ndarray
     parent: list[Bounds] | None
+    ids: np.ndarray
 
     def select(self, mask: np.ndarray) -> _Chunk:
         par = None if self.parent is None else [(a[mask], b[mask]) for a, b in self.parent]
-        return _Chunk(self.lo[mask], self.hi[mask], self.open[mask], par)
+        return _Chunk(self.lo[mask], self.hi[mask], self.open[mask], par, self.ids[mask])
 
 
 def _pop(stack: list[_Chunk], n: int) -> _Chunk:

@@ -11,7 +11,7 @@ bound phases) and :mod:`exactcomp.stability.milp_questions` (the MILP phase).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 class BoxRun:
     """What every layer of one box's analysis shares: the network and box, the witness pool,
     the options, the MILP workers, the statistics and the progress display (owned by one
-    engine call; ``pool`` and ``stats`` accumulate)."""
+    engine call; ``pool``, ``stats`` and ``trees``, the records of the input-split trees,
+    accumulate)."""
 
     net: Network
     box: Box
@@ -42,6 +43,7 @@ class BoxRun:
     workers: Workers
     stats: dict[str, float]
     progress: Progress
+    trees: list = field(default_factory=list)
 
 
 class LayerClaims:
@@ -63,7 +65,7 @@ class LayerClaims:
         self.deadline = deadline  # this layer's part of the caller's (engine.layer_deadline)
         self.bounds, self.verdicts = bounds, verdicts
         self.pool, self.opts, self.workers = run.pool, run.opts, run.workers
-        self.stats, self.progress = run.stats, run.progress
+        self.stats, self.progress, self.trees = run.stats, run.progress, run.trees
         self.lower, self.upper = np.array(prior[0], dtype=float), np.array(prior[1], dtype=float)
         self.magnitude = np.maximum(np.abs(self.lower), np.abs(self.upper))
         n = self.net.layers[k].out_features
@@ -81,6 +83,7 @@ class LayerClaims:
             self.pool.add(res.points)
         if res.nodes is not None:
             self.stats["bab_nodes"] = self.stats.get("bab_nodes", 0) + res.nodes
+        self.trees += res.trees
         if not self.net.layers[self.k].relu:
             return
         new_i = res.inactive & ~self.inactive

@@ -171,7 +171,8 @@ def stable_neurons(
     if cluster is not None:
         stats["cluster_milps"] = workers.remote
         stats["cluster_failed"] = int(workers.broken)
-    return StabilityReport(report.layers, report.witnesses, stats)
+    trees = tuple(t for r in reports for t in r.trees)  # each names its box
+    return StabilityReport(report.layers, report.witnesses, stats, trees)
 
 
 def _undecided(net: Network, k: int) -> LayerStability:
@@ -234,7 +235,7 @@ def _analyse_box(
     if stats["undecided"] and opts.deadline is not None and time.perf_counter() >= opts.deadline:
         stats["out_of_time"] = 1  # the deadline passed within a layer's phases
     layers_c, rows = compact_witnesses(layers, pool.rows())
-    return StabilityReport(tuple(layers_c), rows, stats)
+    return StabilityReport(tuple(layers_c), rows, stats, tuple(shared.trees))
 
 
 def layer_deadline(deadline: float | None, start: float, later: int) -> float | None:

@@ -25,13 +25,16 @@ claim at a time with a share of its time budget.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from ..bab.relu import prove_signs_relu
+from ..bab.replay import replay_signs
 from ..bab.split import prove_signs
+from ..bab.split_tree import SplitTree
 from ..bounds.interval import Bounds
 from ..domain import Box
 from ..network import Network
@@ -44,6 +47,7 @@ __all__ = [
     "from_bounds",
     "ideal_cut_phase",
     "input_split_phase",
+    "replay_split_phase",
     "linear_phase",
     "lp_phase",
 ]
@@ -74,14 +78,16 @@ class PhaseInput:
 @dataclass(frozen=True)
 class PhaseResult:
     """What one phase proved about layer ``k``: full-width claim masks, the (sound) bounds it
-    computed (``None``: none), candidate witnesses, and the branch-and-bound nodes it used
-    (``None``: not a branch and bound)."""
+    computed (``None``: none), candidate witnesses, the branch-and-bound nodes it used
+    (``None``: not a branch and bound), and the record of each input-split tree it grew
+    (:mod:`exactcomp.bab.split_tree`)."""
 
     inactive: np.ndarray
     active: np.ndarray
     bounds: Bounds | None = None
     points: np.ndarray | None = None
     nodes: int | None = None
+    trees: tuple[SplitTree, ...] = ()
 
 
 def from_bounds(bounds: Bounds, points: np.ndarray | None = None) -> PhaseResult:
@@ -147,6 +153,13 @@ def input_split_phase(q: PhaseInput) -> PhaseResult:
     return _split_phase(q, partial(prove_signs, cpu_limit=q.cpu_limit))
 
 
+def replay_split_phase(q: PhaseInput, trees: Sequence[SplitTree]) -> PhaseResult:
+    """Input splits that first walk recorded trees (:func:`exactcomp.bab.replay.replay_signs`:
+    the caller's own bounds at each node, a search where the walk leaves a claim); same
+    contract as :func:`input_split_phase`, for the claims ``sides`` (``+1``/``-1``)."""
+    return _split_phase(q, partial(replay_signs, trees=trees, cpu_limit=q.cpu_limit))
+
+
 def relu_split_phase(q: PhaseInput) -> PhaseResult:
     """Branch and bound over ReLU splits of earlier layers
     (:func:`exactcomp.bab.relu.prove_signs_relu`), for networks with too many inputs to split
@@ -172,4 +185,4 @@ def _split_phase(q: PhaseInput, search) -> PhaseResult:
         upper[inactive] = np.minimum(upper[inactive], 0.0)
         lower[active] = np.maximum(lower[active], 0.0)
         bounds = (lower, upper)
-    return PhaseResult(inactive, active, bounds, res.points, res.nodes)
+    return PhaseResult(inactive, active, bounds, res.points, res.nodes, res.trees)

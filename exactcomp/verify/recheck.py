@@ -55,11 +55,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from ..bab.relu import relu_splits
 from ..bab.split import split_inputs
+from ..bab.split_tree import SplitTree
 from ..bounds import Bounds, interval_bounds
 from ..domain import Box
 from ..milp.highs import Answer, solve_question
@@ -73,6 +75,7 @@ from ..stability.phases import (
     ideal_cut_phase,
     input_split_phase,
     relu_split_phase,
+    replay_split_phase,
 )
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport, Verdict
@@ -91,6 +94,7 @@ def recheck_certificates(
     time_limit: float = 60.0,
     tol: Tolerances = DEFAULT,
     progress: Progress = SILENT,
+    trees: Sequence[SplitTree] = (),
 ) -> RecheckResult:
     """Re-prove every INACTIVE/ACTIVE claim of ``report`` and re-check every UNSTABLE witness.
 
@@ -107,6 +111,11 @@ def recheck_certificates(
         were not refuted.
     tol:
         Margins for bounds, the solver and witnesses.
+    trees:
+        Records of the input-split trees the analysis grew (``report.trees`` of the
+        analysis, in memory): a hint where to cut, which the input-split phase replays with
+        this module's own bounds (:func:`exactcomp.bab.replay.replay_signs`); a record that
+        does not fit the layer and box is ignored, and a claim it leaves is searched for.
     """
     t0 = time.perf_counter()
     deadline = t0 + time_limit
@@ -130,7 +139,10 @@ def recheck_certificates(
         # each box gets an equal share of what is left; an easy box's leftover rolls over
         share = (deadline - time.perf_counter()) / (len(boxes) - n_box)
         box_deadline = time.perf_counter() + share
-        proven, refuted, n = _recheck_box(original, report, b, claims, box_deadline, tol, checked)
+        hints = [t for t in trees if isinstance(t, SplitTree)]
+        proven, refuted, n = _recheck_box(
+            original, report, b, claims, box_deadline, tol, checked, hints
+        )
         milps += n
         failures += [f for f in refuted if (f.layer, f.neuron) in open_claims]
         open_claims -= {(f.layer, f.neuron) for f in refuted}
@@ -265,7 +277,7 @@ def _sides(todo: list[tuple[int, Verdict]]) -> list[int]:
     return [1 if v == Verdict.INACTIVE else -1 for _, v in todo]
 
 
-def _recheck_box(net, report, box, claims, deadline, tol, checked):
+def _recheck_box(net, report, box, claims, deadline, tol, checked, trees=()):
     """Re-prove the claims on one box; returns (proven keys, refutations, MILPs solved).
 
     The phases of the engine (:mod:`exactcomp.stability.phases`), on this module's own bounds:
@@ -289,7 +301,8 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
     bounds = [(lo.copy(), hi.copy()) for lo, hi in fresh]
     for k in sorted({k for k, _ in claims}):
         todo = [(j, claims[(kk, j)]) for kk, j in claims if kk == k and (kk, j) not in run.proven]
-        for phase, kind in _proof_phases(net) if k > 0 else ():
+        fit = [t for t in trees if t.fits(box.lower, box.upper, k)]
+        for phase, kind in _proof_phases(net, fit) if k > 0 else ():
             if todo:
                 todo = run.mark(k, todo, phase(run.ask(k, bounds, todo)), kind)
         if todo:
@@ -308,7 +321,9 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked):
     return run.proven, run.refuted, run.milps
 
 
-def _proof_phases(net: Network) -> list[tuple[Callable[[PhaseInput], PhaseResult], str]]:
+def _proof_phases(
+    net: Network, trees: Sequence[SplitTree] = ()
+) -> list[tuple[Callable[[PhaseInput], PhaseResult], str]]:
     """The bound phases a layer's open claims go through before the MILP, in order, with the
     ``checked`` key each counts under.
 
@@ -319,9 +334,14 @@ def _proof_phases(net: Network) -> list[tuple[Callable[[PhaseInput], PhaseResult
     on ACAS Xu 1_6 over prop_1, the cuts took 2.5 s of CPU for layers 1-5 and proved 7 of 100
     claims (layer 1 only), all of which a tree proves in a few dozen nodes. Many inputs: the
     cuts first, then ReLU splits (when on), each re-run from scratch on this module's bounds.
+
+    ``trees``: the analysis's records of this layer's trees on this box; with one, the input
+    splits walk it (:func:`~exactcomp.bab.replay.replay_signs`: where to cut comes from the
+    record, every bound from this module) instead of searching the same tree again.
     """
     if net.input_size <= split_inputs():
-        return [(input_split_phase, "bab"), (ideal_cut_phase, "lp")]
+        splits = partial(replay_split_phase, trees=tuple(trees)) if trees else input_split_phase
+        return [(splits, "bab"), (ideal_cut_phase, "lp")]
     out = [(ideal_cut_phase, "lp")]
     if relu_splits():
         out.append((relu_split_phase, "relu_split"))

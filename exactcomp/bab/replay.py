@@ -109,7 +109,8 @@ def replay_signs(
     if (sides == 0).any():
         return prove_signs(net, box, k, known, neurons, sides, tol=tol, max_nodes=max_nodes,
                            deadline=deadline, cpu_limit=cpu_limit)  # fmt: skip
-    shapes = [t.shape() for t in trees if t.fits(box.lower, box.upper, k)]
+    fit = [t for t in trees if isinstance(t, SplitTree) and t.fits(box.lower, box.upper, k)]
+    shapes = [t.shape() for t in fit]
     held = np.zeros(m, dtype=bool)
     walks: list[_Walk] = []
     nodes = 0

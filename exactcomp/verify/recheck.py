@@ -14,7 +14,10 @@ scratch, trusting nothing in the report but the claims themselves:
    (:mod:`exactcomp.bounds.ideal_cuts`); for more inputs, the cuts, then branch and bound over
    ReLU splits (:func:`exactcomp.bab.prove_signs_relu`). All are the engine's own phase
    functions (:mod:`exactcomp.stability.phases`), asked about the claims with this module's
-   bounds.
+   bounds. Given the analysis's records of its input-split trees (``trees``, in memory within
+   one ``compress --verify``), the input splits walk them instead of searching the same
+   trees again (:func:`exactcomp.bab.replay.replay_signs`): a record says only where to cut;
+   every bound is computed here, and a claim a walk leaves is searched for.
 2. **per-neuron MILP** for the claims the bounds cannot settle: layers ``< k`` are encoded with
    the fresh bounds as big-M constants (tightened only by claims *this module* has already
    re-proven, layer by layer), and the solver decides

@@ -359,7 +359,9 @@ class Checker:
     def recheck(self, report: StabilityReport) -> None:
         rc = self.guard(
             "recheck_certificates",
-            lambda: recheck_certificates(self.f, report, self.box, time_limit=self.opts.time_limit),
+            lambda: recheck_certificates(
+                self.f, report, self.box, time_limit=self.opts.time_limit, trees=report.trees
+            ),  # with the analysis's split trees, as compress --verify
         )
         if rc is None:
             return

@@ -149,59 +149,74 @@ def _walk(net, box, k, known, neurons, sides, shape: TreeShape, tol, max_nodes, 
     """Walk one recorded tree, depth first in batches, for the claims of ``neurons``."""
     m = neurons.size
     linear = [np.flatnonzero((lo < 0.0) & (hi > 0.0)) for lo, hi in known]
+    whole = [(np.full((1, a.size), -np.inf), np.full((1, a.size), np.inf)) for a, _ in known]
     # a stack of batches: node ids, depths, corners, claims still open, parent bounds
     stack = [(np.zeros(1, np.int64), np.zeros(1, np.int64), box.lower[None].copy(),
-              box.upper[None].copy(), np.ones((1, m), bool), None)]  # fmt: skip
+              box.upper[None].copy(), np.ones((1, m), bool), whole)]  # fmt: skip
     fails: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     nodes = 0
     while stack:
         if _stopped(nodes, max_nodes, deadline, cpu_stop):  # the rest fail where they are
             fails += [(lo, hi, opn) for _, _, lo, hi, opn, _ in stack]
             break
-        ids, depth, lo, hi, opn, parent = _pop(stack, BATCH)
-        dims = shape.dims[ids]
-        # bounded: the leaves, and every STRIDE-th level (their bounds tighten the nodes
-        # below); the nodes between are cut unbounded and pass their parent bounds down
-        bound = (dims < 0) | (depth % stride == 0)
-        if parent is None:
-            parent = [(np.full((len(lo), a.size), -np.inf), np.full((len(lo), a.size), np.inf))
-                      for a, _ in known]  # fmt: skip
-        par = [(a.copy(), b.copy()) for a, b in parent]
-        b_i = np.flatnonzero(bound)
-        if b_i.size:
-            sub = [(a[b_i], b[b_i]) for a, b in parent]
-            cols = np.flatnonzero(opn[b_i].any(0))
-            # the earlier layers' linear rows: only neurons straddling 0 in some parent here
-            lin = [idx[((a[:, idx] < 0.0) & (b[:, idx] > 0.0)).any(0)]
-                   for idx, (a, b) in zip(linear, sub, strict=True)]  # fmt: skip
-            bb = batch_bounds(net, lo[b_i], hi[b_i], k, known, tol, rows=neurons[cols],
-                              parent=sub, linear=lin, slopes=SLOPES)  # fmt: skip
-            nodes += b_i.size
-            lo_k, hi_k = bb.lower[k][:, neurons], bb.upper[k][:, neurons]
-            opn[b_i] &= ~np.where(sides > 0, hi_k <= 0.0, lo_k >= 0.0)
-            for (a, b), (pa, pb) in zip(par, zip(bb.lower, bb.upper, strict=True), strict=True):
-                a[b_i], b[b_i] = pa, pb
+        # the nodes between bounded levels are cut at once, without bounds, and pass their
+        # parent bounds down: every node of the batch is then a leaf or on a bounded level
+        ids, depth, lo, hi, opn, parent = _expand(_pop(stack, BATCH // 4), shape, stride)
+        cols = np.flatnonzero(opn.any(0))
+        # the earlier layers' linear rows: only neurons straddling 0 in some parent here
+        lin = [idx[((a[:, idx] < 0.0) & (b[:, idx] > 0.0)).any(0)]
+               for idx, (a, b) in zip(linear, parent, strict=True)]  # fmt: skip
+        bb = batch_bounds(net, lo, hi, k, known, tol, rows=neurons[cols], parent=parent,
+                          linear=lin, slopes=SLOPES)  # fmt: skip
+        nodes += len(lo)
+        lo_k, hi_k = bb.lower[k][:, neurons], bb.upper[k][:, neurons]
+        opn = opn & ~np.where(sides > 0, hi_k <= 0.0, lo_k >= 0.0)
         live = opn.any(1)
+        dims = shape.dims[ids]
         leaf = live & (dims < 0)
         if leaf.any():
             fails.append((lo[leaf], hi[leaf], opn[leaf]))
         cut = np.flatnonzero(live & (dims >= 0))
-        if not cut.size:
-            continue
-        rows, d = np.arange(cut.size), dims[cut]
-        mid = midpoint(lo[cut], hi[cut])[rows, d]
-        hi1, lo2 = hi[cut].copy(), lo[cut].copy()
-        hi1[rows, d], lo2[rows, d] = mid, mid
-        both = np.concatenate([cut, cut])
-        kids = np.concatenate([shape.left[ids[cut]], shape.right[ids[cut]]])
-        stack.append((kids, depth[both] + 1, np.concatenate([lo[cut], lo2]),
-                      np.concatenate([hi1, hi[cut]]), opn[both],
-                      [(a[both], b[both]) for a, b in par]))  # fmt: skip
+        if cut.size:
+            par = [(a[cut], b[cut]) for a, b in zip(bb.lower, bb.upper, strict=True)]
+            stack.append(_children(shape, (ids, depth, lo, hi, opn, par), cut))
     n = box.dim
     flo = np.concatenate([f[0] for f in fails]) if fails else np.empty((0, n))
     fhi = np.concatenate([f[1] for f in fails]) if fails else np.empty((0, n))
     failed = np.concatenate([f[2] for f in fails]) if fails else np.empty((0, m), bool)
     return _Walk(~failed.any(0), flo, fhi, failed, nodes)
+
+
+def _children(shape: TreeShape, entry: tuple, cut: np.ndarray) -> tuple:
+    """The two children of the nodes ``cut`` of a batch (whose parent bounds, ``entry[5]``,
+    are already those of ``cut``'s rows), cut where the record says at their midpoints."""
+    ids, depth, lo, hi, opn, par = entry
+    rows, d = np.arange(cut.size), shape.dims[ids[cut]]
+    mid = midpoint(lo[cut], hi[cut])[rows, d]
+    hi1, lo2 = hi[cut].copy(), lo[cut].copy()
+    hi1[rows, d], lo2[rows, d] = mid, mid
+    both = np.concatenate([cut, cut])
+    twice = np.concatenate([rows, rows])
+    kids = np.concatenate([shape.left[ids[cut]], shape.right[ids[cut]]])
+    return (kids, depth[both] + 1, np.concatenate([lo[cut], lo2]), np.concatenate([hi1, hi[cut]]),
+            opn[both], [(a[twice], b[twice]) for a, b in par])  # fmt: skip
+
+
+def _expand(entry: tuple, shape: TreeShape, stride: int) -> tuple:
+    """Replace the batch's internal nodes off the bounded levels (every ``stride``-th) by
+    their children, until none is left; the children keep their parent's parent bounds."""
+    while True:
+        ids, depth, lo, hi, opn, par = entry
+        skip = (shape.dims[ids] >= 0) & (depth % stride != 0)
+        if not skip.any():
+            return entry
+        keep, cut = np.flatnonzero(~skip), np.flatnonzero(skip)
+        kids = _children(shape, (ids, depth, lo, hi, opn, [(a[cut], b[cut]) for a, b in par]), cut)
+        entry = tuple(
+            [np.concatenate([x[keep], y]) for x, y in zip(entry[:5], kids[:5], strict=True)]
+            + [[(np.concatenate([a[keep], ka]), np.concatenate([b[keep], kb]))
+                for (a, b), (ka, kb) in zip(par, kids[5], strict=True)]]
+        )  # fmt: skip
 
 
 def _pop(stack: list, n: int) -> tuple:
@@ -216,8 +231,7 @@ def _pop(stack: list, n: int) -> tuple:
 
 def _rows(entry: tuple, sel: slice) -> tuple:
     ids, depth, lo, hi, opn, parent = entry
-    par = None if parent is None else [(a[sel], b[sel]) for a, b in parent]
-    return ids[sel], depth[sel], lo[sel], hi[sel], opn[sel], par
+    return ids[sel], depth[sel], lo[sel], hi[sel], opn[sel], [(a[sel], b[sel]) for a, b in parent]
 
 
 def _search(net, box, k, known, neurons, sides, held, walks, tol, max_nodes, deadline,

@@ -32,6 +32,7 @@ from .rewrite.bitwidths import (
     narrow_with_lp,
     narrow_with_split,
 )
+from .rewrite import merging
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.lowrank import expand, rounding_pad, search_lowrank, written_frozen
 from .rewrite.magnitude import magnitude_first, magnitude_last
@@ -387,15 +388,19 @@ def _exact_facts(original: Network, done: Any, t0: float) -> dict:
 
 
 def _pad(out: LossyOutcome, boxes) -> float:
-    """What the written factors' real products may add to a proof of ``out.network``."""
+    """What the written factors' real products and the folded merges may add to a proof of
+    ``out.network``."""
+    pad = merging.fold_pad(out.network, out.merges, boxes)
     if not out.factors:
-        return 0.0
-    return rounding_pad(out.network, written_frozen(out.network, out.factors), boxes)
+        return pad
+    return pad + rounding_pad(out.network, written_frozen(out.network, out.factors), boxes)
 
 
 def _written(out: LossyOutcome) -> Network:
-    """The network an outcome writes: its low-rank layers as factor pairs, if any."""
-    return expand(out.network, out.factors) if out.factors else out.network
+    """The network an outcome writes: its merges folded, its low-rank layers as factor
+    pairs, if any."""
+    net = merging.fold(out.network, out.merges) if out.merges else out.network
+    return expand(net, out.factors) if out.factors else net
 
 
 def _better(

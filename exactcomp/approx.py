@@ -24,6 +24,7 @@ from .lossy_result import (
     source_bytes,
 )
 from .network import Network
+from .rewrite import merging
 from .rewrite.bitwidths import (
     SPLIT_PROOF_SECONDS,
     SPLIT_SAMPLE_POINTS,
@@ -32,7 +33,6 @@ from .rewrite.bitwidths import (
     narrow_with_lp,
     narrow_with_split,
 )
-from .rewrite import merging
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.lowrank import expand, rounding_pad, search_lowrank, written_frozen
 from .rewrite.magnitude import magnitude_first, magnitude_last

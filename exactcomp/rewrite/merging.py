@@ -101,8 +101,10 @@ def merge_candidates(
         pairs, alphas = _proposals(layer, pre[k])
         if not pairs:
             continue
-        rows = np.array([layer.weight[j] - a * layer.weight[i] for (j, i), a in zip(pairs, alphas)])
-        bias = np.array([layer.bias[j] - a * layer.bias[i] for (j, i), a in zip(pairs, alphas)])
+        js, is_ = np.array(pairs).T
+        a = np.array(alphas)
+        rows = layer.weight[js] - a[:, None] * layer.weight[is_]
+        bias = layer.bias[js] - a * layer.bias[is_]
         lo_d, hi_d = _bounds(f, k, rows, bias, boxes, roots)
         a_lo, a_hi = ranges[k]
         col = np.abs(nxt.weight).sum(axis=0)

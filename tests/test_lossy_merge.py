@@ -82,13 +82,17 @@ def test_anti_parallel_neurons_are_never_merged():
         assert all(m[1] > 0 for m in merges.values())
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(3))
 def test_merge_charge_into_the_output_layer_is_never_below_the_exact_change(seed):
     """Into a linear output layer the local charge bounds ``|f - g|`` itself; the proof of the
-    whole is never below the exact value either."""
+    whole plus the fold's pad is never below the exact value either (the planted pairs and
+    the cheapest other merge of each layer)."""
     f = _net(seed, twin=0.1)
     charger, ranges, merges = _merges(f)
-    for (k, j), (i, alpha, shift, local) in merges.items():
+    picked = {(k, 5) for k in (0, 1)} | {
+        min((m for m in merges if m[0] == k), key=lambda m: merges[m][3]) for k in (0, 1)
+    }
+    for (k, j), (i, alpha, shift, local) in ((m, merges[m]) for m in sorted(picked)):
         p = lossy.apply(f, [lossy.Candidate("merge", (k, j, i), local, 1, shift, alpha)], ranges)
         folds = merging.foldable(p, [(k, j, i, alpha)])
         assert folds  # nothing else edited: the fold holds
@@ -108,11 +112,13 @@ def test_search_merges_a_near_parallel_pair_and_the_proof_holds(seed):
         lossy.candidates(f, ranges, [BOX]),
         merging.merge_candidates(f, ranges, [BOX], lossy._roots(charger)),
     )
-    merge = next(c for c in cands if c.kind == "merge" and c.index[:2] == (1, 5))
-    assert merge.index[2] == 0 and merge.scale > 0
+    pair = {c.index for c in cands if c.kind == "merge"} & {(1, 5, 0), (1, 0, 5)}
+    assert len(pair) == 1  # the planted pair, one way only (never j -> i and i -> j)
     out = lossy.search(f, [BOX], 0.5, charger, time_limit=10.0)
     assert out.proven <= 0.5
-    g = merging.fold(out.network, out.merges)
+    assert {m[:3] for m in out.merges} & {(1, 5, 0), (1, 0, 5)}  # folded in the written net
+    g = lossy.drop_unused(merging.fold(out.network, out.merges))
+    assert g.layers[1].out_features < 6
     assert max_output_difference(f, g, BOX).value <= out.proven
 
 
@@ -122,4 +128,4 @@ def test_compress_with_merges_is_proven_within_tol_and_never_below_the_exact_max
     res = compress_lossy(f, BOX, 0.2, time_limit=10.0)
     assert res.proven <= 0.2
     assert max_output_difference(f, res.network, BOX).value <= res.proven
-    assert "neurons_merged" in res.report["layers"][0]
+    assert sum(r["neurons_merged"] for r in res.report["layers"]) >= 1

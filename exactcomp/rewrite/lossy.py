@@ -277,12 +277,21 @@ def search(
 
 def with_merges(cands: list[Candidate], merges: dict) -> list[Candidate]:
     """``cands`` with each neuron -> constant edit replaced by the neuron's merge
-    (:func:`~exactcomp.rewrite.merging.merge_candidates`) where that is charged less."""
+    (:func:`~exactcomp.rewrite.merging.merge_candidates`) where that is charged less. A
+    neuron is never both a merge's source and a merge's target (else ``j -> i`` and
+    ``i -> j`` could both be accepted and neither fold): merges are taken by charge,
+    cheapest first, each only if its source is no target and its target no source yet."""
+    const = {c.index: c.local for c in cands if c.kind == "neuron"}
+    sources: set = set()
+    targets: set = set()
+    for (k, j), (i, _a, _c, local) in sorted(merges.items(), key=lambda kv: kv[1][3]):
+        if local < const.get((k, j), -np.inf) and (k, j) not in targets and (k, i) not in sources:
+            sources.add((k, j))
+            targets.add((k, i))
     out = []
     for c in cands:
-        m = merges.get(c.index) if c.kind == "neuron" else None
-        if m is not None and m[3] < c.local:
-            i, alpha, shift, local = m
+        if c.kind == "neuron" and c.index in sources:
+            i, alpha, shift, local = merges[c.index]
             c = Candidate("merge", (*c.index, i), local, c.saved, shift, alpha)
         out.append(c)
     return out

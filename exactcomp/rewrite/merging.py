@@ -151,7 +151,35 @@ def foldable(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> list:
 def fold(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> Network:
     r"""``G``: each merge of :func:`foldable` ``(k, j, i, alpha)`` folded, :math:`W_{k+1}[:,
     i] \mathrel{+}= \alpha W_{k+1}[:, j]` (rounded to ``p``'s dtype) and ``j``'s row, bias
-    and column zeroed (:func:`~exactcomp.rewrite.lossy.drop_unused` then removes it)."""
+    and column zeroed (:func:`~exactcomp.rewrite.lossy.drop_unused` then removes it); layer
+    by layer, the last first (a fold of layer ``k`` changes columns of layer ``k + 1``,
+    whose folded rows are then zero already)."""
+    for k in sorted({m[0] for m in merges}, reverse=True):
+        p = _fold_layer(p, [m for m in merges if m[0] == k])
+    return p
+
+
+def fold_pad(p: Network, merges: Sequence[tuple[int, int, int, float]], boxes) -> float:
+    r"""A sound bound of :math:`\max_D \|G - P\|_\infty` for ``G = fold(p, merges)``: the
+    sum, over the layers :func:`fold` folds (in its order), of each step's bound (the
+    triangle inequality). One step, ``P -> G`` for the merges of one layer: in real
+    arithmetic ``G`` equals ``G'``, which is ``P`` with row and bias of ``j`` exactly
+    :math:`\alpha` times ``i``'s and column ``i`` :math:`V_i - \alpha W_{k+1}[:, j]` (``V_i``
+    the folded column as stored), since :math:`\mathrm{relu}(\alpha z) = \alpha\,
+    \mathrm{relu}(z)` for :math:`\alpha > 0`. ``G'`` has ``P``'s shape and weights within
+    the measured (float64-padded) entry differences of ``P``'s, so
+    :func:`~exactcomp.tolerances.stored_rounding_bound` bounds the change on interval bounds
+    of ``P``'s layers."""
+    total = 0.0
+    for k in sorted({m[0] for m in merges}, reverse=True):
+        mine = [m for m in merges if m[0] == k]
+        total += _layer_pad(p, mine, boxes)
+        p = _fold_layer(p, mine)
+    return total
+
+
+def _fold_layer(p: Network, merges) -> Network:
+    """:func:`fold` of merges that all sit in one layer."""
     ws = [np.array(la.weight) for la in p.layers]
     bs = [np.array(la.bias) for la in p.layers]
     for k, j, i, alpha in merges:
@@ -165,19 +193,9 @@ def fold(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> Network:
     return p.replace_layers(layers)
 
 
-def fold_pad(p: Network, merges: Sequence[tuple[int, int, int, float]], boxes) -> float:
-    r"""A sound bound of :math:`\max_D \|G - P\|_\infty` for ``G = fold(p, merges)``.
-
-    In real arithmetic ``G`` equals ``G'``: ``P`` with row and bias of ``j`` exactly
-    :math:`\alpha` times ``i``'s and column ``i`` :math:`V_i - \alpha W_{k+1}[:, j]` (``V_i``
-    the folded column as stored), since :math:`\mathrm{relu}(\alpha z) = \alpha\,
-    \mathrm{relu}(z)` for :math:`\alpha > 0`. ``G'`` has ``P``'s shape and weights within
-    the measured (float64-padded) entry differences of ``P``'s, so
-    :func:`~exactcomp.tolerances.stored_rounding_bound` bounds the change on interval bounds
-    of ``P``'s layers."""
-    if not merges:
-        return 0.0
-    g = fold(p, merges)
+def _layer_pad(p: Network, merges, boxes) -> float:
+    """:func:`fold_pad` of merges that all sit in one layer."""
+    g = _fold_layer(p, merges)
     unit = 2.0**-52
     deltas = [(np.zeros(la.weight.shape), np.zeros(la.out_features)) for la in p.layers]
     moved: dict[tuple[int, int], np.ndarray] = {}  # per target column, sum of alpha v_j

@@ -13,11 +13,15 @@ Candidates (each keeps the architecture, so the differential bounds of
   *centred* (``centre=True``), the input's midpoint :math:`m_j` moves into the bias
   (:math:`b_{k,i} \mathrel{+}= W_{k,ij} m_j`) and the charge is :math:`|W_{k,ij}| (u_j - l_j)/2`.
 * **neuron merged** ``(k, j, i)`` (``use_merge=True``, :mod:`exactcomp.rewrite.merging`):
-  neuron ``j`` folded into a near-parallel neuron ``i`` of its layer, ``alpha > 0`` times its
-  outgoing column added to ``i``'s and a centring constant to the next bias; the local
-  charge is :math:`\|W_{k+1}[:, j]\|_1` times the half-width of a proven range of
-  :math:`\mathrm{relu}(z_j) - \alpha\,\mathrm{relu}(z_i)`. It replaces neuron ``j``'s
-  constant candidate where its charge is smaller (the same parameters saved).
+  in the searched network row and bias of ``j`` become ``alpha > 0`` times those of a
+  near-parallel neuron ``i`` of its layer and a centring constant moves into the next bias
+  (the architecture kept, so the verifier pairs ``j`` with ``j``); the written network folds
+  ``j`` into ``i`` (``alpha`` times its column added to ``i``'s), exact in real arithmetic,
+  and the claim adds a proven pad for that rounding (``LossyOutcome.merges``). Local charge
+  :math:`\|W_{k+1}[:, j]\|_1` times the half-width of a proven range of
+  :math:`\mathrm{relu}(z_j) - \alpha\,\mathrm{relu}(z_i)`; it replaces neuron ``j``'s
+  constant candidate where its charge is smaller (the same parameters saved), ranked by the
+  constants' measured layer factor.
 * **neuron removed with refit** ``(k, j)`` (``use_refit=True``): the neuron -> constant edit
   with the least-squares fit of :mod:`exactcomp.rewrite.refit` instead of the midpoint, ranked
   as the constant (measured on the digits model: the sampled error drops 7-8x, the proof grows).
@@ -229,15 +233,16 @@ def search(
     t0 = time.perf_counter()
     t_end = t0 + time_limit
     ranges = relu_ranges(f, charger)
-    cands = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
+    cands = plain = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
     if use_merge and not frozen:
-        cands = with_merges(cands, merging.merge_candidates(f, ranges, boxes, _roots(charger)))
+        cands = with_merges(plain, merging.merge_candidates(f, ranges, boxes, _roots(charger)))
     fit = refit.fit_data(f, boxes) if use_refit else None
     base = apply(f, [], ranges, frozen=frozen)
     base_bound = charger.proven(base)
     if base_bound > eps or not cands:
         return LossyOutcome(base, base_bound, [], charger.calls, layer_facts(f, [], {}))
-    factors = _amplification(f, cands, ranges, charger, frozen)
+    # measured on the edits without merges: a merge enters where its neuron's constant does
+    factors = _amplification(f, plain, ranges, charger, frozen)
     score = np.array([c.local * factors[_layer(c)] / c.saved for c in cands])
     order = [cands[i] for i in np.argsort(score, kind="stable")]
     if use_refit:
@@ -276,25 +281,22 @@ def search(
 
 
 def with_merges(cands: list[Candidate], merges: dict) -> list[Candidate]:
-    """``cands`` with each neuron -> constant edit replaced by the neuron's merge
-    (:func:`~exactcomp.rewrite.merging.merge_candidates`) where that is charged less. A
-    neuron is never both a merge's source and a merge's target (else ``j -> i`` and
-    ``i -> j`` could both be accepted and neither fold): merges are taken by charge,
-    cheapest first, each only if its source is no target and its target no source yet."""
-    const = {c.index: c.local for c in cands if c.kind == "neuron"}
-    sources: set = set()
-    targets: set = set()
-    for (k, j), (i, _a, _c, local) in sorted(merges.items(), key=lambda kv: kv[1][3]):
-        if local < const.get((k, j), -np.inf) and (k, j) not in targets and (k, i) not in sources:
-            sources.add((k, j))
-            targets.add((k, i))
-    out = []
-    for c in cands:
-        if c.kind == "neuron" and c.index in sources:
-            i, alpha, shift, local = merges[c.index]
-            c = Candidate("merge", (*c.index, i), local, c.saved, shift, alpha)
-        out.append(c)
-    return out
+    """``cands`` with the neuron -> constant edits of :func:`~exactcomp.rewrite.merging.pick`
+    replaced by the neurons' merges."""
+    chosen = merging.pick(merges, {c.index: c.local for c in cands if c.kind == "neuron"})
+    return [
+        Candidate(
+            "merge",
+            (*c.index, chosen[c.index][0]),
+            chosen[c.index][3],
+            c.saved,
+            chosen[c.index][2],
+            chosen[c.index][1],
+        )  # fmt: skip
+        if c.kind == "neuron" and c.index in chosen
+        else c
+        for c in cands
+    ]
 
 
 def _roots(charger) -> list:

@@ -120,6 +120,20 @@ def merge_candidates(
     return out
 
 
+def pick(merges: dict, constant: dict) -> dict:
+    """The merges of :func:`merge_candidates` that replace their neuron's constant edit
+    (``constant``: ``(k, j)`` -> its charge): charged less, and no neuron both a source and a
+    target (else ``j -> i`` and ``i -> j`` could both be accepted and neither fold); taken by
+    charge, cheapest first."""
+    out: dict = {}
+    targets: set = set()
+    for (k, j), m in sorted(merges.items(), key=lambda kv: kv[1][3]):
+        if m[3] < constant.get((k, j), -np.inf) and (k, j) not in targets and (k, m[0]) not in out:
+            out[(k, j)] = m
+            targets.add((k, m[0]))
+    return out
+
+
 def apply_merge(ws: list, bs: list, k: int, j: int, i: int, alpha: float, c: float) -> None:
     """Neuron ``j`` of layer ``k`` made ``alpha`` times neuron ``i`` in the float64 arrays
     ``ws``/``bs`` (in place; the caller's copies), its centring ``c`` moved into the next

@@ -252,6 +252,7 @@ def compress_lossy(
     bab_seconds: float = 0.0,
     centre: bool = False,
     refit: bool = False,
+    merge: bool = True,
     exact: Callable[..., Any] | None = None,
     split_seconds: float = 10.0,
 ) -> LossyResult:
@@ -275,7 +276,8 @@ def compress_lossy(
     the smaller); ``time_limit`` the whole call's, the exact pass, LP proofs and the
     tightening of ``f``'s bounds included; ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
-    ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`.
+    ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`;
+    ``merge``: its near-parallel neuron merges (:mod:`exactcomp.rewrite.merging`).
     ``split_seconds``: on at most :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs,
     input splitting for the claim too (as ``bab_seconds``, on top of ``time_limit``).
     Global magnitude pruning (:mod:`exactcomp.rewrite.magnitude`) is the other candidate: its
@@ -308,7 +310,7 @@ def compress_lossy(
     mag, lp_reserve = magnitude_first(
         f, boxes, tol, charger, time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
     )
-    options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit}
+    options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit, "use_merge": merge}
     t_lr, left = time.perf_counter(), time_limit - (time.perf_counter() - t0) - lp_reserve
     low = search_lowrank(
         f, boxes, tol, charger, time_limit=max(LOWRANK_TIME_SHARE * left, 1.0), **options

@@ -129,3 +129,10 @@ def test_compress_with_merges_is_proven_within_tol_and_never_below_the_exact_max
     assert res.proven <= 0.2
     assert max_output_difference(f, res.network, BOX).value <= res.proven
     assert sum(r["neurons_merged"] for r in res.report["layers"]) >= 1
+
+
+def test_compress_without_merges_merges_nothing():
+    f = _net(0, twin=0.05)
+    res = compress_lossy(f, BOX, 0.2, time_limit=10.0, merge=False)
+    assert res.proven <= 0.2
+    assert sum(r["neurons_merged"] for r in res.report["layers"]) == 0

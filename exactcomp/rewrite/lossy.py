@@ -306,8 +306,8 @@ def _screen_merges(f, cands, plain, ranges, charger, eps) -> list[Candidate]:
     only where one proof of it alone is within ``eps`` and below that of its neuron's
     constant edit, else the constant edit is restored. Measured on the digits l1 = 0 model
     at tol 1.0: the 11 merges charged below their constants are proven 2.9 or more alone
-    (their constants 4.9 or more) and never accepted; unscreened, each sits ahead of where its constant
-    was in the order and costs the greedy failed proofs (RESULTS.md "merge10")."""
+    (their constants 4.9 or more) and never accepted; unscreened, each sits ahead of where
+    its constant was in the order and costs the greedy failed proofs (RESULTS.md "merge10")."""
     const = {c.index: c for c in plain if c.kind == "neuron"}
     merges = sorted((c for c in cands if c.kind == "merge"), key=lambda c: c.local)
     keep = set()

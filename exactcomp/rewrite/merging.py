@@ -162,6 +162,19 @@ def foldable(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> list:
     return out
 
 
+def restore_rows(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> Network:
+    """``p`` with row and bias of each merge's ``j`` set again to ``alpha`` times ``i``'s as
+    ``p``'s dtype stores them (after ``p`` was rounded to another dtype, which rounds the
+    two rows apart); the result is a new network, to be proven again."""
+    ws = [np.array(la.weight) for la in p.layers]
+    bs = [np.array(la.bias) for la in p.layers]
+    for k, j, i, alpha in merges:
+        ws[k][j] = _stored(alpha * ws[k][i], p.dtype)
+        bs[k][j] = _stored(np.array([alpha * bs[k][i]]), p.dtype)[0]
+    layers = [Layer(w, b, la.relu) for w, b, la in zip(ws, bs, p.layers, strict=True)]
+    return p.replace_layers(layers)
+
+
 def fold(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> Network:
     r"""``G``: each merge of :func:`foldable` ``(k, j, i, alpha)`` folded, :math:`W_{k+1}[:,
     i] \mathrel{+}= \alpha W_{k+1}[:, j]` (rounded to ``p``'s dtype) and ``j``'s row, bias

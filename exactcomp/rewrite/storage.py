@@ -16,8 +16,9 @@ the proven layer becomes the float64 product :math:`\mathrm{fl}(U_r V_r)` of the
 factors (with the rows of ``U`` and columns of ``V`` the greedy zeroed zeroed again), and the
 claim is the proof of that network plus its
 :func:`~exactcomp.rewrite.lowrank.rounding_pad`, as for any low-rank outcome. Merges
-(:mod:`exactcomp.rewrite.merging`) are folded only where the rounded rows are still exact
-multiples, and the claim adds their :func:`~exactcomp.rewrite.merging.fold_pad`.
+(:mod:`exactcomp.rewrite.merging`): each merged row is set again to its multiple as the dtype
+stores it (:func:`~exactcomp.rewrite.merging.restore_rows`) before that proof, and the claim
+adds their :func:`~exactcomp.rewrite.merging.fold_pad`.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def store(
     pad = 0.0
     if r.factors:
         pad = rounding_pad(r.network, written_frozen(r.network, r.factors), boxes)
-    if r.merges:  # the folds that still hold exactly after rounding, and their pad
+    if r.merges:  # merged rows made exact multiples again in dtype (proven below), their pad
+        r = replace(r, network=merging.restore_rows(r.network, r.merges))
         r = replace(r, merges=merging.foldable(r.network, r.merges))
         pad += merging.fold_pad(r.network, r.merges, boxes)
     bound = prove(r.network) + pad

@@ -24,12 +24,13 @@ def soak(n: int, seed: int = 0) -> dict:
     exact passes first, so each of its networks gets a stably inactive and a stably active
     neuron in the first hidden layer; half of them float32 models, whose results are
     rounded to float32 and proven again); every fourth case also a low-rank case
-    (:func:`_lowrank_case`): the exact ``max |f - g|`` against the original
+    (:func:`_lowrank_case`) and every fourth (others) a merge case (:func:`_merge_case`): the exact ``max |f - g|`` against the original
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
     from exactcomp.testing import max_output_difference
 
     rng = np.random.default_rng(seed)
     worst_ratio, violations, cases, noise, stored32 = 0.0, [], 0, 0.0, 0
+    families: dict[str, int] = {}
     for case in range(n):
         d = int(rng.integers(2, 4))
         widths = [d, int(rng.integers(3, 8)), int(rng.integers(3, 8)), int(rng.integers(1, 4))]
@@ -68,9 +69,12 @@ def soak(n: int, seed: int = 0) -> dict:
         checks = [(f, g, proven, "")]
         if case % 4 == 3:  # and a low-rank case (its own generator: the others' draws stay)
             checks.append(_lowrank_case(np.random.default_rng([seed, case]), d, box))
+        if case % 4 == 1:  # and a merge case (its own generator too)
+            checks.append(_merge_case(np.random.default_rng([seed, case, 1]), d, box))
         for f, g, proven, family in checks:
             exact = max_output_difference(f, g, box).value
             cases += 1
+            families[family or "edit"] = families.get(family or "edit", 0) + 1
             if exact > proven + 1e-9:
                 violations.append({"case": case, "exact": exact, "proven": proven})
                 violations[-1].update({"family": family} if family else {})
@@ -79,7 +83,41 @@ def soak(n: int, seed: int = 0) -> dict:
             elif proven == 0:  # the exact pass's float64 folds: f_exact = f to rounding only
                 noise = max(noise, exact)
     return {"cases": cases, "violations": violations, "max_exact_over_proven": worst_ratio,
-            "max_exact_where_proven_0": noise, "float32_written": stored32}  # fmt: skip
+            "max_exact_where_proven_0": noise, "float32_written": stored32,
+            "families": families}  # fmt: skip
+
+
+def _merge_case(rng: np.random.Generator, d: int, box: Box):
+    """A merge case (:mod:`exactcomp.rewrite.merging`): ``d-n-n-m`` float32 whose hidden
+    layers hold near-parallel pairs (row ``j`` = a positive multiple of row ``i`` plus noise
+    none, small or large) and an anti-parallel one; one random merge candidate proven by the
+    symbolic bound or the joint LP, folded, its pad added; every third case instead the
+    greedy search (merges on) at a random tolerance, folded as written. Returns ``(f,
+    written g, proven, "merge")``."""
+    lossy, merging = api.lossy, api.merging
+    n, m = int(rng.integers(4, 8)), int(rng.integers(1, 4))
+    noise = float(rng.choice([0.0, 0.02, 0.3]))
+    ws = [rng.normal(size=(n, d)), rng.normal(size=(n, n)), rng.normal(size=(m, n))]
+    bs = [rng.normal(size=n) * 0.5, rng.normal(size=n) * 0.5, rng.normal(size=m) * 0.5]
+    for w, b in zip(ws[:2], bs[:2], strict=True):
+        scale = float(rng.choice([0.5, 2.0, rng.uniform(0.3, 3.0)]))
+        w[1], b[1] = scale * w[0] + noise * rng.normal(size=w.shape[1]), scale * b[0]
+        w[2], b[2] = -w[0], -b[0]  # anti-parallel: never merged (relu(-z) != -relu(z))
+    ws = [w.astype(np.float32).astype(np.float64) for w in ws]
+    bs = [b.astype(np.float32).astype(np.float64) for b in bs]
+    f = Network.from_arrays(ws, bs, dtype="float32")
+    charger = api.Charger(f, [box])
+    if rng.random() < 1 / 3:
+        out = lossy.search(f, [box], float(rng.choice([0.05, 0.5, 2.0])), charger, time_limit=2.0)
+        return f, merging.fold(out.network, out.merges), out.proven, "merge"
+    ranges = lossy.relu_ranges(f, charger)
+    merges = merging.merge_candidates(f, ranges, [box], [p.root for p in charger._pairs])
+    assert all(v[1] > 0 for v in merges.values()), "a scale <= 0 proposed"
+    (k, j), (i, alpha, shift, local) = list(merges.items())[int(rng.integers(len(merges)))]
+    p = lossy.apply(f, [lossy.Candidate("merge", (k, j, i), local, 1, shift, alpha)], ranges)
+    folds = merging.foldable(p, [(k, j, i, alpha)])
+    proven = charger.proven(p, lp_seconds=float(rng.choice([0.0, 2.0])))
+    return f, merging.fold(p, folds), proven + merging.fold_pad(p, folds, [box]), "merge"
 
 
 def _lowrank_case(rng: np.random.Generator, d: int, box: Box):

@@ -24,6 +24,7 @@ from .lossy_result import (
     source_bytes,
 )
 from .network import Network
+from .rewrite import merging
 from .rewrite.bitwidths import (
     SPLIT_PROOF_SECONDS,
     SPLIT_SAMPLE_POINTS,
@@ -251,6 +252,7 @@ def compress_lossy(
     bab_seconds: float = 0.0,
     centre: bool = False,
     refit: bool = False,
+    merge: bool = True,
     exact: Callable[..., Any] | None = None,
     split_seconds: float = 10.0,
 ) -> LossyResult:
@@ -274,7 +276,8 @@ def compress_lossy(
     the smaller); ``time_limit`` the whole call's, the exact pass, LP proofs and the
     tightening of ``f``'s bounds included; ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
-    ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`.
+    ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`;
+    ``merge``: its near-parallel neuron merges (:mod:`exactcomp.rewrite.merging`).
     ``split_seconds``: on at most :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs,
     input splitting for the claim too (as ``bab_seconds``, on top of ``time_limit``).
     Global magnitude pruning (:mod:`exactcomp.rewrite.magnitude`) is the other candidate: its
@@ -307,7 +310,7 @@ def compress_lossy(
     mag, lp_reserve = magnitude_first(
         f, boxes, tol, charger, time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
     )
-    options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit}
+    options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit, "use_merge": merge}
     t_lr, left = time.perf_counter(), time_limit - (time.perf_counter() - t0) - lp_reserve
     low = search_lowrank(
         f, boxes, tol, charger, time_limit=max(LOWRANK_TIME_SHARE * left, 1.0), **options
@@ -387,15 +390,19 @@ def _exact_facts(original: Network, done: Any, t0: float) -> dict:
 
 
 def _pad(out: LossyOutcome, boxes) -> float:
-    """What the written factors' real products may add to a proof of ``out.network``."""
+    """What the written factors' real products and the folded merges may add to a proof of
+    ``out.network``."""
+    pad = merging.fold_pad(out.network, out.merges, boxes)
     if not out.factors:
-        return 0.0
-    return rounding_pad(out.network, written_frozen(out.network, out.factors), boxes)
+        return pad
+    return pad + rounding_pad(out.network, written_frozen(out.network, out.factors), boxes)
 
 
 def _written(out: LossyOutcome) -> Network:
-    """The network an outcome writes: its low-rank layers as factor pairs, if any."""
-    return expand(out.network, out.factors) if out.factors else out.network
+    """The network an outcome writes: its merges folded, its low-rank layers as factor
+    pairs, if any."""
+    net = merging.fold(out.network, out.merges) if out.merges else out.network
+    return expand(net, out.factors) if out.factors else net
 
 
 def _better(

@@ -107,7 +107,8 @@ def __getattr__(name: str) -> Any:
     which its proofs may split the box: :mod:`exactcomp.verify.charge`), a plain
     quantisation with no proof (``quantize_network``), the bits a grid takes in the written
     file (``storage_bits``), VNN-LIB properties (``read_vnnlib``) and the low-rank candidate
-    of ``compress --tol`` (the module ``lowrank``: :mod:`exactcomp.rewrite.lowrank`)."""
+    of ``compress --tol`` (the module ``lowrank``: :mod:`exactcomp.rewrite.lowrank`; also
+    ``lossy`` and ``merging``, :mod:`exactcomp.rewrite.merging`)."""
     if name == "compress_lossy":  # the exact passes first, then approx's search
         from . import compressing as module
     elif name in (
@@ -127,6 +128,10 @@ def __getattr__(name: str) -> Any:
         from ..rewrite import lowrank
 
         return lowrank
+    elif name in ("lossy", "merging"):  # the greedy search and its merge edits (soak)
+        import importlib
+
+        return importlib.import_module(f"exactcomp.rewrite.{name}")
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(module, name)

@@ -12,6 +12,16 @@ Candidates (each keeps the architecture, so the differential bounds of
 * **small weight -> 0** ``(k, i, j)``: local charge :math:`|W_{k,ij}|\, \max_D |h_{k-1,j}|`;
   *centred* (``centre=True``), the input's midpoint :math:`m_j` moves into the bias
   (:math:`b_{k,i} \mathrel{+}= W_{k,ij} m_j`) and the charge is :math:`|W_{k,ij}| (u_j - l_j)/2`.
+* **neuron merged** ``(k, j, i)`` (``use_merge=True``, :mod:`exactcomp.rewrite.merging`):
+  in the searched network row and bias of ``j`` become ``alpha > 0`` times those of a
+  near-parallel neuron ``i`` of its layer and a centring constant moves into the next bias
+  (the architecture kept, so the verifier pairs ``j`` with ``j``); the written network folds
+  ``j`` into ``i`` (``alpha`` times its column added to ``i``'s), exact in real arithmetic,
+  and the claim adds a proven pad for that rounding (``LossyOutcome.merges``). Local charge
+  :math:`\|W_{k+1}[:, j]\|_1` times the half-width of a proven range of
+  :math:`\mathrm{relu}(z_j) - \alpha\,\mathrm{relu}(z_i)`; it replaces neuron ``j``'s
+  constant candidate where its charge is smaller (the same parameters saved), ranked by the
+  constants' measured layer factor.
 * **neuron removed with refit** ``(k, j)`` (``use_refit=True``): the neuron -> constant edit
   with the least-squares fit of :mod:`exactcomp.rewrite.refit` instead of the midpoint, ranked
   as the constant (measured on the digits model: the sampled error drops 7-8x, the proof grows).
@@ -40,23 +50,26 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Layer, Network
-from . import refit
+from . import merging, refit
 
 PROBE_SHARE = 0.05  # the share of a layer's candidates in its amplification probe
 SYMBOLIC_SHARE = 0.5  # with LP proofs: the share of the time of the symbolic greedy first
 RATIO_SLACK = 0.01  # LP / symbolic above 1 - this: no slack worth spending
+MERGE_SCREEN = 64  # merges proven alone (two proofs each) before the search
 BISECT_STEPS = 3  # LP proofs per bisection back (each takes seconds on the digits model)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One lossy edit: ``kind`` "neuron" (``index = (k, j)``) or "weight" (``(k, i, j)``)."""
+    """One lossy edit: ``kind`` "neuron" or "refit" (``index = (k, j)``), "weight"
+    (``(k, i, j)``) or "merge" (``(k, j, i)``: ``j`` into ``i``, ``scale`` alpha, ``shift`` c)."""
 
     kind: str
     index: tuple[int, ...]
     local: float  # proven change of the next pre-activation (neuron) or of z_k (weight)
     saved: int  # parameters it sets to zero
     shift: float = 0.0  # weight: the input value whose contribution moves into the bias
+    scale: float = 0.0  # merge: alpha > 0, the multiple of j's outgoing column added to i's
 
 
 @dataclass
@@ -73,6 +86,9 @@ class LossyOutcome:
     #: low-rank factors (:class:`~exactcomp.rewrite.lowrank.Factor`) of ``network``'s frozen
     #: layers: the written network is :func:`~exactcomp.rewrite.lowrank.expand` of it
     factors: list = field(default_factory=list)
+    #: merges ``(k, j, i, alpha)`` of ``network`` folded when written
+    #: (:func:`~exactcomp.rewrite.merging.fold`; ``proven`` includes their rounding pad)
+    merges: list = field(default_factory=list)
 
 
 def relu_ranges(f: Network, charger) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -153,6 +169,9 @@ def apply(
             k, i, j = c.index
             bs[k][i] = bs[k][i] + ws[k][i, j] * c.shift
             ws[k][i, j] = 0.0
+    for c in chosen:  # merges before constants: a constant of i then carries j's share too
+        if c.kind == "merge":
+            merging.apply_merge(ws, bs, *c.index, c.scale, c.shift)
     for c in chosen:
         if c.kind == "neuron":
             k, j = c.index
@@ -196,6 +215,7 @@ def search(
     lp_seconds: float = 0.0,
     centre: bool = False,
     use_refit: bool = False,
+    use_merge: bool = True,
     frozen: frozenset[int] = frozenset(),
 ) -> LossyOutcome:
     """Greedy certified pruning of ``f`` within ``eps`` (see the module docstring).
@@ -206,19 +226,25 @@ def search(
     ``time_limit`` covers everything, the LP proofs included. ``centre``: zeroed weights move
     their input's midpoint into the bias (:func:`candidates`); ``use_refit``: neurons are
     removed with refit (:mod:`exactcomp.rewrite.refit`) instead of set to constants, ranked
-    as the constants are. ``frozen``: layers of ``f`` that are low-rank products
+    as the constants are; ``use_merge``: a neuron's merge into a near-parallel one replaces
+    its constant edit where it is charged less (:func:`with_merges`; not on low-rank
+    starts, whose layers differ from the charger's ``f``). ``frozen``: layers of ``f`` that are low-rank products
     (:mod:`exactcomp.rewrite.lowrank`): no weight edits there, weights never rounded, and
     the neurons feeding them are set to constants rather than refitted."""
     t0 = time.perf_counter()
     t_end = t0 + time_limit
     ranges = relu_ranges(f, charger)
-    cands = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
+    cands = plain = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
+    if use_merge and not frozen:
+        cands = with_merges(plain, merging.merge_candidates(f, ranges, boxes, _roots(charger)))
+        cands = _screen_merges(f, cands, plain, ranges, charger, eps)
     fit = refit.fit_data(f, boxes) if use_refit else None
     base = apply(f, [], ranges, frozen=frozen)
     base_bound = charger.proven(base)
     if base_bound > eps or not cands:
         return LossyOutcome(base, base_bound, [], charger.calls, layer_facts(f, [], {}))
-    factors = _amplification(f, cands, ranges, charger, frozen)
+    # measured on the edits without merges: a merge enters where its neuron's constant does
+    factors = _amplification(f, plain, ranges, charger, frozen)
     score = np.array([c.local * factors[_layer(c)] / c.saved for c in cands])
     order = [cands[i] for i in np.argsort(score, kind="stable")]
     if use_refit:
@@ -248,8 +274,53 @@ def search(
             f, accepted, rest, (ranges, fit, frozen), charger, eps, lp_seconds, t_end
         )
         final = apply(f, accepted, ranges, fit, frozen)
-    facts = layer_facts(f, accepted, factors)
-    return LossyOutcome(final, proven, accepted, charger.calls, facts, rounds)
+    folds = merging.foldable(final, [(*c.index, c.scale) for c in accepted if c.kind == "merge"])
+    pad = merging.fold_pad(final, folds, boxes)
+    if proven + pad > eps:  # the merged rows stay in the network, unfolded (and unpadded)
+        folds, pad = [], 0.0
+    facts = layer_facts(f, accepted, factors, folds)
+    return LossyOutcome(final, proven + pad, accepted, charger.calls, facts, rounds, merges=folds)
+
+
+def with_merges(cands: list[Candidate], merges: dict) -> list[Candidate]:
+    """``cands`` with the neuron -> constant edits of :func:`~exactcomp.rewrite.merging.pick`
+    replaced by the neurons' merges."""
+    chosen = merging.pick(merges, {c.index: c.local for c in cands if c.kind == "neuron"})
+    return [
+        Candidate(
+            "merge",
+            (*c.index, chosen[c.index][0]),
+            chosen[c.index][3],
+            c.saved,
+            chosen[c.index][2],
+            chosen[c.index][1],
+        )  # fmt: skip
+        if c.kind == "neuron" and c.index in chosen
+        else c
+        for c in cands
+    ]
+
+
+def _screen_merges(f, cands, plain, ranges, charger, eps) -> list[Candidate]:
+    """Each merge (at most :data:`MERGE_SCREEN`, cheapest first; the others revert) kept
+    only where one proof of it alone is within ``eps`` and below that of its neuron's
+    constant edit, else the constant edit is restored. Measured on the digits l1 = 0 model
+    at tol 1.0: the 11 merges charged below their constants are proven 2.9 or more alone
+    (their constants 4.9 or more) and never accepted; unscreened, each sits ahead of where
+    its constant was in the order and costs the greedy failed proofs (RESULTS.md "merge10")."""
+    const = {c.index: c for c in plain if c.kind == "neuron"}
+    merges = sorted((c for c in cands if c.kind == "merge"), key=lambda c: c.local)
+    keep = set()
+    for c in merges[:MERGE_SCREEN]:
+        alone = charger.proven(apply(f, [c], ranges))
+        if alone <= eps and alone < charger.proven(apply(f, [const[c.index[:2]]], ranges)):
+            keep.add(c.index)
+    return [const[c.index[:2]] if c.kind == "merge" and c.index not in keep else c for c in cands]
+
+
+def _roots(charger) -> list:
+    """Per box of the charger, ``f``'s proven pre-activation bounds of every layer."""
+    return [p.root for p in charger._pairs]
 
 
 def _blocks(accepted, rest, ok, t_end) -> tuple[list[Candidate], list[Candidate]]:
@@ -353,8 +424,10 @@ def _amplification(f: Network, cands, ranges, charger, frozen=frozenset()) -> di
     return factors
 
 
-def layer_facts(f: Network, accepted: Sequence[Candidate], factors: dict[int, float]) -> list:
-    """Per layer: neurons replaced by constants, weights zeroed, the measured factor and the
+def layer_facts(
+    f: Network, accepted: Sequence[Candidate], factors: dict[int, float], folds: Sequence = ()
+) -> list:
+    """Per layer: neurons replaced by constants, refitted or merged (``folds``), weights zeroed, the measured factor and the
     sum of the local charges of its accepted edits (an estimate; the claim is the proof)."""
     facts = []
     for k in range(len(f.layers)):
@@ -368,6 +441,7 @@ def layer_facts(f: Network, accepted: Sequence[Candidate], factors: dict[int, fl
                 "neurons_refitted": sum(
                     1 for c in accepted if c.kind == "refit" and c.index[0] == k
                 ),
+                "neurons_merged": sum(1 for m in folds if m[0] == k),
                 "weights_zeroed": sum(1 for c in mine if c.kind == "weight"),
                 "amplification": factors.get(k),
                 "charged": float(sum(c.local * factors.get(k, 1.0) for c in mine)),

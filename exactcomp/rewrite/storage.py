@@ -15,7 +15,10 @@ A low-rank outcome (:mod:`exactcomp.rewrite.lowrank`) stores factors: they are r
 the proven layer becomes the float64 product :math:`\mathrm{fl}(U_r V_r)` of the rounded
 factors (with the rows of ``U`` and columns of ``V`` the greedy zeroed zeroed again), and the
 claim is the proof of that network plus its
-:func:`~exactcomp.rewrite.lowrank.rounding_pad`, as for any low-rank outcome.
+:func:`~exactcomp.rewrite.lowrank.rounding_pad`, as for any low-rank outcome. Merges
+(:mod:`exactcomp.rewrite.merging`): each merged row is set again to its multiple as the dtype
+stores it (:func:`~exactcomp.rewrite.merging.restore_rows`) before that proof, and the claim
+adds their :func:`~exactcomp.rewrite.merging.fold_pad`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Layer, Network
+from . import merging
 from .lossy import LossyOutcome
 from .lowrank import dense_product, expand, rounding_pad, written_frozen
 
@@ -108,6 +112,10 @@ def store(
     pad = 0.0
     if r.factors:
         pad = rounding_pad(r.network, written_frozen(r.network, r.factors), boxes)
+    if r.merges:  # merged rows made exact multiples again in dtype (proven below), their pad
+        r = replace(r, network=merging.restore_rows(r.network, r.merges))
+        r = replace(r, merges=merging.foldable(r.network, r.merges))
+        pad += merging.fold_pad(r.network, r.merges, boxes)
     bound = prove(r.network) + pad
     limit = out.proven if harder_above is None else harder_above
     if bound > limit and prove_harder is not None:

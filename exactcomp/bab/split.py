@@ -51,6 +51,7 @@ from ..domain import Box
 from ..network import Network
 from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
+from .alpha import tighten_open
 from .batch import BatchBounds, batch_bounds
 
 __all__ = [
@@ -84,7 +85,7 @@ otherwise spend the whole node budget. Such a tie is *true* when the neuron's fl
 at the node's bound-extremising corner lies within ``2 TIE`` pads of the bound
 (:func:`_true_ties`); a neuron that left the tree on a tie that is not true (a loose bound
 that happened to land near 0) gets a tree of its own afterwards (see :data:`RETRY_RULE`)."""
-RETRY_RULE = "widest"
+RETRY_RULE = "smear"
 """The split rule of the second tree, for the neurons that left the shared tree on a near tie
 that was not true. There a loose bound stays in the band only while the slack of the earlier
 layers' relaxations dominates, which the smear of the last layer's coefficients does not see:
@@ -106,6 +107,11 @@ about 3): 2_4 decided in 2,743 nodes (1.9 s) against 50,000 (17.7 s) with neuron
 1_9 in 1,221 (0.9 s) against 50,000 (16.3 s) with neuron 48 open; 3_1's layer 5 30,817
 nodes against 31,117. The four rules on the earlier layers' bounds as well (``all_layers``)
 did not pay: 2_4 50,000 nodes, 66.7 s, neuron 21 open."""
+OPTIMISE = True
+"""Whether the nodes that the fixed slopes leave open get optimised slopes
+(:func:`exactcomp.bab.alpha.tighten_open`)."""
+OPTIMISE_AFTER = 0
+"""Nodes a tree spends before :data:`OPTIMISE` applies."""
 SPLIT_RULE = "smear"
 """``"smear"`` (default) or ``"widest"`` (the measured alternative; module docstring)."""
 
@@ -243,6 +249,11 @@ def prove_signs(
             slopes=SLOPES,
         )
         nodes += len(chunk.lo)
+        if OPTIMISE and nodes > OPTIMISE_AFTER:
+            lc, hc = bb.lower[k][:, neurons[cols]], bb.upper[k][:, neurons[cols]]
+            either = chunk.open[:, cols] & (lc < 0.0) & (hc > 0.0)
+            want = (either & ~no_active[cols], either & ~no_inactive[cols])
+            bb = tighten_open(net, k, chunk.lo, chunk.hi, bb, *want, SLOPES, tol)
         lo_k, hi_k = bb.lower[k][:, neurons], bb.upper[k][:, neurons]
         neg, pos = hi_k <= 0.0, lo_k >= 0.0
         pl, pu = np.split(TIE * bb.pads, 2, axis=1)

@@ -46,7 +46,7 @@ __all__ = ["STEPS", "STEP", "SlopeBounds", "optimise_slopes", "tighten_open"]
 STEPS = 6
 """Ascent steps per open node (each one back-substitution and one forward pass)."""
 SPREAD = "max"
-STEP = 0.5
+STEP = 1.0
 """The first step's largest slope change per row (halved after each step)."""
 
 

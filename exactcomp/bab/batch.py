@@ -43,7 +43,8 @@ class BatchBounds:
     the linear functions of the input whose minima gave the lower (first ``m`` rows) and the
     negated upper bounds of the ``m`` neurons ``rows`` of layer ``k`` (zeros where a box kept
     its interval bounds); the split heuristic reads them. ``pads`` (``[B, 2 m]``, same rows)
-    are the rounding pads subtracted from those linear bounds (``inf`` where none).
+    are the rounding pads subtracted from those linear bounds (``inf`` where none);
+    ``winner`` (``[B, 2 m]``, same rows) the index in ``slopes`` of the rule that gave each.
     ``spread`` (same shape as ``coef``): per input, the largest ``|coefficient|`` over the
     slope rules tried, which the split heuristic reads. With the winning rule's alone, a
     slope-0 bound that does not depend on an input hid that input from the smear: on ACAS
@@ -57,6 +58,7 @@ class BatchBounds:
     coef: np.ndarray
     pads: np.ndarray
     spread: np.ndarray | None = None
+    winner: np.ndarray | None = None
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
@@ -97,22 +99,63 @@ def _linear_rows(
     """CROWN-style bounds of neurons ``rows`` of layer ``j >= 1`` in every box (see the
     module docstring); returns ``(lower[B, m], upper[B, m], coef[B, 2m, n_0], pads[B, 2m])``,
     not yet checked for finiteness."""
-    bsz, m = xlo.shape[0], rows.size
+    m = rows.size
+    w, b = _f64(net.layers[j].weight)[rows], _f64(net.layers[j].bias)[rows]
+    bound, a, pads = back_substitute(
+        net, j, np.concatenate([w, -w]), np.concatenate([b, -b]), xlo, xhi, pre, tol, slope
+    )
+    return bound[:, :m], -bound[:, m:], a, pads
+
+
+def back_substitute(
+    net: Network,
+    j: int,
+    w: np.ndarray,
+    b: np.ndarray,
+    xlo: np.ndarray,
+    xhi: np.ndarray,
+    pre: list[Bounds],
+    tol: Tolerances,
+    slope: str = "adaptive",
+    alphas: Sequence[np.ndarray] | None = None,
+    trace: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded lower bounds of the ``r`` linear functions ``w h_{j-1} + b`` of layer ``j``'s
+    input (``w[r, n]``, ``b[r]``, or per box ``w[B, r, n]``, ``b[B, r]``; a neuron's upper
+    bound is the negated lower bound of its negated row) in every box, by back-substitution through the relaxations of layers ``j-1..0`` on the
+    boxes' bounds ``pre``; returns ``(bound[B, r], coef[B, r, n_0], pads[B, r])``.
+
+    The lower ReLU slopes of the unstable neurons are those of rule ``slope``, or with
+    ``alphas`` (per layer ``i < j``, ``[B, r, n_i]``, values in ``[0, 1]``) one slope per box,
+    row and neuron (alpha-CROWN's form; :mod:`exactcomp.bab.alpha`); every slope in
+    ``[0, 1]`` is a valid relaxation and the pad sums the magnitudes of the terms it scales,
+    so each choice gives a sound bound. ``trace``: a list that receives, per layer ``j-1..0``,
+    the coefficients ``[B, r, n_i]`` of its ReLU outputs (the gradient of the slopes reads
+    their signs)."""
+    bsz, r = xlo.shape[0], w.shape[0]
     post = [_post(net, i, lo, hi) for i, (lo, hi) in enumerate(pre[:j])]
     mag_h = [np.maximum(np.abs(lo), np.abs(hi)) for lo, hi in post]
     mag_x = np.maximum(np.abs(xlo), np.abs(xhi))
-    layer = net.layers[j]
-    w, b = _f64(layer.weight)[rows], _f64(layer.bias)[rows]
-    a = np.broadcast_to(np.concatenate([w, -w])[None], (bsz, 2 * m, w.shape[1]))
-    c = np.broadcast_to(np.concatenate([b, -b])[None], (bsz, 2 * m))
-    top = mag_h[j - 1] @ np.abs(w).T + np.abs(b)
-    scale = np.concatenate([top, top], axis=1)
+    if w.ndim == 3:  # rows of their own per box
+        r = w.shape[1]
+        a, c = w, b
+        scale = _bmv(np.abs(w), mag_h[j - 1]) + np.abs(b)
+    else:
+        a = np.broadcast_to(w[None], (bsz, r, w.shape[1]))
+        c = np.broadcast_to(b[None], (bsz, r))
+        scale = mag_h[j - 1] @ np.abs(w).T + np.abs(b)
     for i in range(j - 1, -1, -1):
         li = net.layers[i]
         lo_i, hi_i = pre[i]
         alpha, s, t = relu_relaxation(lo_i, hi_i, relu=li.relu)
         if slope != "adaptive" and li.relu:
             alpha = _slope(alpha, s, lo_i, hi_i, slope)
+        alpha = alpha[:, None, :]
+        if alphas is not None and li.relu:
+            unstable = ((lo_i < 0.0) & (hi_i > 0.0))[:, None, :]
+            alpha = np.where(unstable, np.clip(alphas[i], 0.0, 1.0), alpha)
+        if trace is not None:
+            trace.append(a)
         ap = np.maximum(a, 0.0)
         an = np.subtract(a, ap)  # min(a, 0), exactly
         mag = np.maximum(np.abs(lo_i), np.abs(hi_i)) + np.abs(t)
@@ -121,17 +164,16 @@ def _linear_rows(
         wi, bi = _f64(li.weight), _f64(li.bias)
         below = mag_h[i - 1] if i > 0 else mag_x
         v = below @ np.abs(wi).T + np.abs(bi)
-        np.multiply(ap, alpha[:, None, :], out=ap)
+        np.multiply(ap, alpha, out=ap)
         np.multiply(an, s[:, None, :], out=an)
         scale = scale + _bmv(ap, v) - _bmv(an, v)  # |az| v (alpha, s >= 0)
         az = np.add(ap, an, out=ap)
-        c = c + _bmv(az, np.broadcast_to(bi, alpha.shape))
-        a = (az.reshape(bsz * 2 * m, -1) @ wi).reshape(bsz, 2 * m, wi.shape[1])
+        c = c + _bmv(az, np.broadcast_to(bi, s.shape))
+        a = (az.reshape(bsz * r, -1) @ wi).reshape(bsz, r, wi.shape[1])
     value = _bmv(np.maximum(a, 0.0), xlo) + _bmv(np.minimum(a, 0.0), xhi) + c
     scale = scale + _bmv(np.abs(a), mag_x) + np.abs(c)
     pads = pad(scale, tol)
-    bound = value - pads
-    return bound[:, :m], -bound[:, m:], a, pads
+    return value - pads, a, pads
 
 
 SLOPES = ("adaptive", "zero", "one", "chord")
@@ -197,6 +239,7 @@ def batch_bounds(
     coef = np.zeros((bsz, 2 * rows.size, xlo.shape[1]))
     spread = np.zeros_like(coef)
     pads = np.full((bsz, 2 * rows.size), np.inf)
+    winner = np.zeros((bsz, 2 * rows.size), dtype=np.int64)
     plo, phi = xlo, xhi
     with np.errstate(over="ignore", invalid="ignore"):
         for j in range(k + 1):
@@ -215,16 +258,32 @@ def batch_bounds(
                 if sel.size:
                     modes = slopes if (j == k or all_layers) else ("adaptive",)
                     lo, hi = _tighten(
-                        net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, spread, j == k, modes
+                        net,
+                        j,
+                        sel,
+                        xlo,
+                        xhi,
+                        pre,
+                        lo,
+                        hi,
+                        tol,
+                        coef,
+                        pads,
+                        spread,
+                        winner,
+                        j == k,
+                        modes,
                     )
             lower.append(lo)
             upper.append(hi)
             pre.append((lo, hi))
             plo, phi = _post(net, j, lo, hi)
-    return BatchBounds(tuple(lower), tuple(upper), rows, coef, pads, spread)
+    return BatchBounds(tuple(lower), tuple(upper), rows, coef, pads, spread, winner)
 
 
-def _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, spread, last, modes) -> Bounds:
+def _tighten(
+    net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, spread, winner, last, modes
+) -> Bounds:
     """Intersect the linear bounds of neurons ``sel`` of layer ``j`` into ``(lo, hi)``, per
     box where they are valid (every earlier bound finite, the result finite), the tightest
     over the slope rules ``modes``."""
@@ -237,13 +296,15 @@ def _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, spread, last, 
     safe = [(np.where(ok[:, None], a, 0.0), np.where(ok[:, None], b, 0.0)) for a, b in pre]
     llo, lhi, a, p = _linear_rows(net, j, sel, xlo, xhi, safe, tol, modes[0])
     spread_j = np.abs(a)
-    for mode in modes[1:]:
+    win = np.zeros(p.shape, dtype=np.int64)
+    for n, mode in enumerate(modes[1:], start=1):
         olo, ohi, oa, op = _linear_rows(net, j, sel, xlo, xhi, safe, tol, mode)
         better = np.concatenate([olo > llo, ohi < lhi], axis=1)  # [B, 2m]
         llo, lhi = np.maximum(llo, olo), np.minimum(lhi, ohi)
         spread_j = np.maximum(spread_j, np.abs(oa))
         a = np.where(better[:, :, None], oa, a)
         p = np.where(better, op, p)
+        win = np.where(better, n, win)
     ok &= np.isfinite(llo).all(1) & np.isfinite(lhi).all(1)
     lo, hi = lo.copy(), hi.copy()
     lo[:, sel] = np.where(ok[:, None], np.maximum(lo[:, sel], llo), lo[:, sel])
@@ -252,4 +313,5 @@ def _tighten(net, j, sel, xlo, xhi, pre, lo, hi, tol, coef, pads, spread, last, 
         coef[ok] = a[ok]
         pads[ok] = p[ok]
         spread[ok] = spread_j[ok]
+        winner[ok] = win[ok]
     return lo, hi

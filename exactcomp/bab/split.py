@@ -6,6 +6,7 @@ all the open neurons of layer ``k``:
 
 * each node is a sub-box; its bounds (:func:`exactcomp.bab.batch.batch_bounds`, interval then
   CROWN-style on the sub-box, the tightest over four lower ReLU slopes (:data:`SLOPES`),
+  then optimised slopes where those leave a neuron open (:data:`OPTIMISE`),
   intersected with the parent's and the whole box's proven bounds, float64-padded) settle,
   per open neuron, ``u <= 0`` or ``l >= 0`` on that node;
 * a neuron is **INACTIVE** when ``u <= 0`` was proven on every leaf of the tree that was
@@ -51,6 +52,7 @@ from ..domain import Box
 from ..network import Network
 from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
+from .alpha import tighten_open
 from .batch import BatchBounds, batch_bounds
 from .split_tree import SplitTree, record_tree
 
@@ -85,15 +87,17 @@ otherwise spend the whole node budget. Such a tie is *true* when the neuron's fl
 at the node's bound-extremising corner lies within ``2 TIE`` pads of the bound
 (:func:`_true_ties`); a neuron that left the tree on a tie that is not true (a loose bound
 that happened to land near 0) gets a tree of its own afterwards (see :data:`RETRY_RULE`)."""
-RETRY_RULE = "widest"
+RETRY_RULE = "smear"
 """The split rule of the second tree, for the neurons that left the shared tree on a near tie
-that was not true. There a loose bound stays in the band only while the slack of the earlier
-layers' relaxations dominates, which the smear of the last layer's coefficients does not see:
-ACAS Xu 1_6 over prop_1, layer 5's neuron 40 (maximum -0.1007; bound 1.8e-6 against a pad
-of 7e-7 on a node 1e-4 wide in four inputs and 0.125 in the fifth, where its maximum is
--0.398): alone, smear gave it up after 4,635 nodes (and with the tie rule off, 100,000 nodes
-did not decide it), widest proved it inactive in 21,311 nodes (11-17 s). It used to stay
-undecided after a 15 s MILP."""
+that was not true; there they are the only rows the smear reads. It was ``"widest"``, for
+ACAS Xu 1_6 prop_1's layer-5 neuron 40 (maximum -0.1007; smear alone gave it up after 4,635
+nodes, widest proved it in 21,311); with the optimised slopes (:data:`OPTIMISE`) the shared
+tree decides that layer in 1,850 nodes with no second tree, and a smear tree proves neuron
+40 alone in 415. Widest could not find tiny positive regions: on 4_6 prop_1, layer 5's
+neurons 5 and 20 (maxima 0.0011 and 0.0017, found by a smear tree of each alone in 2,375 and
+3,315 nodes; sampled maxima -2.4 and -0.03) left the shared tree on loose ties, and the
+widest tree spent the remaining 38,105 nodes of the budget without a witness (the run kept
+one neuron UNDECIDED); the smear tree settles both in 4,989 nodes."""
 SLOPES: tuple[str, ...] = ("adaptive", "zero", "one", "chord")
 """The lower ReLU slopes (:data:`exactcomp.bab.batch.SLOPES`) whose bounds of the asked
 neurons are computed on every node, the tightest kept per neuron (each slope in ``[0, 1]`` is
@@ -107,6 +111,11 @@ about 3): 2_4 decided in 2,743 nodes (1.9 s) against 50,000 (17.7 s) with neuron
 1_9 in 1,221 (0.9 s) against 50,000 (16.3 s) with neuron 48 open; 3_1's layer 5 30,817
 nodes against 31,117. The four rules on the earlier layers' bounds as well (``all_layers``)
 did not pay: 2_4 50,000 nodes, 66.7 s, neuron 21 open."""
+OPTIMISE = True
+"""Whether the (node, neuron, side) pairs that the fixed slopes (:data:`SLOPES`) leave open
+get optimised slopes (:func:`exactcomp.bab.alpha.tighten_open`; measured there)."""
+OPTIMISE_AFTER = 0
+"""Nodes a tree spends before :data:`OPTIMISE` applies (0: from the root)."""
 SPLIT_RULE = "smear"
 """``"smear"`` (default) or ``"widest"`` (the measured alternative; module docstring)."""
 
@@ -255,6 +264,11 @@ def prove_signs(
             slopes=SLOPES,
         )
         nodes += len(chunk.lo)
+        if OPTIMISE and nodes > OPTIMISE_AFTER:
+            lc, hc = bb.lower[k][:, neurons[cols]], bb.upper[k][:, neurons[cols]]
+            either = chunk.open[:, cols] & (lc < 0.0) & (hc > 0.0)
+            want = (either & ~no_active[cols], either & ~no_inactive[cols])
+            bb = tighten_open(net, k, chunk.lo, chunk.hi, bb, *want, SLOPES, tol)
         lo_k, hi_k = bb.lower[k][:, neurons], bb.upper[k][:, neurons]
         neg, pos = hi_k <= 0.0, lo_k >= 0.0
         pl, pu = np.split(TIE * bb.pads, 2, axis=1)

@@ -40,6 +40,8 @@ from ..bounds.interval import Bounds
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
+from . import split
+from .alpha import tighten_open
 from .batch import batch_bounds
 from .split import BATCH, MAX_NODES, SLOPES, SplitResult, prove_signs
 from .split_tree import SplitTree, TreeShape, midpoint
@@ -169,6 +171,12 @@ def _walk(net, box, k, known, neurons, sides, shape: TreeShape, tol, max_nodes, 
         bb = batch_bounds(net, lo, hi, k, known, tol, rows=neurons[cols], parent=parent,
                           linear=lin, slopes=SLOPES)  # fmt: skip
         nodes += len(lo)
+        if split.OPTIMISE:  # the search's optimised slopes, on the claims still open here
+            lc, hc = bb.lower[k][:, neurons[cols]], bb.upper[k][:, neurons[cols]]
+            still, side = opn[:, cols] & (lc < 0.0) & (hc > 0.0), sides[cols][None]
+            bb = tighten_open(
+                net, k, lo, hi, bb, still & (side < 0), still & (side > 0), SLOPES, tol
+            )
         lo_k, hi_k = bb.lower[k][:, neurons], bb.upper[k][:, neurons]
         opn = opn & ~np.where(sides > 0, hi_k <= 0.0, lo_k >= 0.0)
         live = opn.any(1)

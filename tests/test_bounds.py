@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exactcomp.bounds import interval_bounds
+from exactcomp.bounds.interval import input_magnitudes
 from exactcomp.bounds.linear import linear_bounds, linear_layer_bounds, relu_relaxation
 from exactcomp.bounds.lp import build_prefix_lp, lp_layer_bounds, lp_layer_result
 from exactcomp.domain import Box
@@ -91,6 +92,22 @@ def test_interval_and_linear_enclose_samples_and_vertices(case) -> None:
     assert_encloses(ib, zs)
     assert_encloses(lb, zs)
     assert_within(lb, ib, "linear looser than interval")
+
+
+@SETTINGS
+@given(networks_and_boxes())
+def test_input_magnitudes_enclose_every_layer_input(case) -> None:
+    """``input_magnitudes[k]`` bounds ``|h_{k-1}|`` (the box for ``k = 0``) at every probe,
+    from interval and from linear bounds; one entry per layer."""
+    net, box = case
+    xs = probe(box, np.random.default_rng(2))
+    zs = net.preactivations(xs)
+    hs = [xs] + [np.maximum(z, 0.0) if la.relu else z for la, z in zip(net.layers, zs, strict=True)]
+    for pre in (interval_bounds(net, box), linear_bounds(net, box)):
+        mags = input_magnitudes(net, box, pre)
+        assert len(mags) == len(net.layers)
+        for k, mag in enumerate(mags):
+            assert np.all(np.abs(hs[k]) <= mag), f"layer {k}: an input above its magnitude"
 
 
 @SETTINGS

@@ -13,7 +13,7 @@ import pytest
 
 from exactcomp.domain import Box
 from exactcomp.network import Network
-from exactcomp.rewrite import lossy
+from exactcomp.rewrite import acceptance, lossy
 from exactcomp.rewrite.lossy import Candidate
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.testing import max_output_difference
@@ -98,7 +98,7 @@ def test_search_spends_the_lp_slack_and_bisects_back_to_a_proven_prefix(monkeypa
     a ratio of 1/2, so candidates up to ``s = 2`` are tried, the LP refuses them (``s > 1.2``)
     and a prefix it proves (``s <= 1.2``; the longest one with enough bisection steps) is
     kept: the claim is that LP proof of the whole, never the ratio times the symbolic bound."""
-    monkeypatch.setattr(lossy, "BISECT_STEPS", steps)
+    monkeypatch.setattr(acceptance, "BISECT_STEPS", steps)
     f = _net(0, (2, 8, 8, 2))
     w = f.layers[1].weight
     order = sorted(
@@ -108,11 +108,10 @@ def test_search_spends_the_lp_slack_and_bisects_back_to_a_proven_prefix(monkeypa
     cum = np.cumsum([c.local for c in order])
     first = int((cum <= 1.0).sum())
     proofs = _Proofs(f)
-    accepted, proven, rounds = lossy._spend_proof(
-        f,
+    accepted, proven, rounds = acceptance.spend_proof(
+        lambda chosen: lossy.apply(f, chosen, None),
         order[:first],
         order[first:],
-        (None, None, frozenset()),
         proofs,
         1.0,
         1.0,
@@ -167,3 +166,22 @@ def test_bab_time_out_returns_the_max_over_open_leaves(monkeypatch):
     assert 4 < bab.nodes <= 4 + 4
     assert exact <= bab.bounds.max() + 1e-9
     assert (bab.bounds <= bab.root + 1e-12).all()
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 16])
+def test_longest_prefix_finds_the_last_passing_length_and_never_probes_hi(n):
+    """A monotone pass (lengths ``<= t`` pass) over every ``t``: the bisection returns ``t``
+    and its bound, never asks about ``hi = n + 1`` (taken to fail) and, capped at one step,
+    returns a passing length."""
+    for t in range(n + 1):
+        asked = []
+
+        def bound(m, t=t, asked=asked):
+            asked.append(m)
+            return float(m) if m <= t else 10.0 * n + 10
+
+        lo, best = acceptance.longest_prefix(bound, float(t), 0, n + 1, time.perf_counter() + 600)
+        assert lo == t and (best is None if t == 0 else best == t)
+        assert all(0 < m <= n for m in asked)
+        lo, _ = acceptance.longest_prefix(bound, float(t), 0, n + 1, time.perf_counter() + 600, 1)
+        assert lo <= t

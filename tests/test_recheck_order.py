@@ -22,7 +22,7 @@ import exactcomp.verify.recheck as recheck
 from exactcomp.domain import Box
 from exactcomp.stability import stable_neurons
 from exactcomp.stability.phases import PhaseResult
-from exactcomp.testing.adversarial import false_claim
+from exactcomp.testing.adversarial import planted_claims
 from exactcomp.testing.oracle import exact_preactivation_ranges
 from exactcomp.testing.random_networks import random_network
 from exactcomp.verdicts import Verdict
@@ -103,13 +103,9 @@ def test_planted_false_claims_are_never_reproven(seed, net, box) -> None:
     good = recheck_certificates(net, rep, box, time_limit=30)
     assert good.ok, good.failures
     planted = 0
-    for k in net.relu_layers:
-        lo, hi = exact[k]
-        for j in np.flatnonzero((lo < -1e-3) & (hi > 1e-3)):
-            for v in (Verdict.INACTIVE, Verdict.ACTIVE):
-                bad = false_claim(rep, k, int(j), v)
-                res = recheck_certificates(net, bad, box, time_limit=30)
-                assert not res.ok
-                assert (k, int(j)) in {(f.layer, f.neuron) for f in res.failures}
-                planted += 1
+    for k, j, bad in planted_claims(net, rep, exact):
+        res = recheck_certificates(net, bad, box, time_limit=30)
+        assert not res.ok
+        assert (k, j) in {(f.layer, f.neuron) for f in res.failures}
+        planted += 1
     assert planted > 0

@@ -23,10 +23,9 @@ from exactcomp.bab.split_tree import SplitTree, midpoint
 from exactcomp.bounds.linear import linear_bounds
 from exactcomp.domain import Box
 from exactcomp.stability import stable_neurons
-from exactcomp.testing.adversarial import false_claim
+from exactcomp.testing.adversarial import planted_claims
 from exactcomp.testing.oracle import exact_preactivation_ranges
 from exactcomp.testing.random_networks import random_network
-from exactcomp.verdicts import Verdict
 from exactcomp.verify import recheck_certificates
 
 
@@ -190,14 +189,10 @@ def test_recheck_with_the_analysis_s_trees_rejects_planted_claims(seed, net, box
     good = recheck_certificates(net, rep, box, time_limit=30, trees=rep.trees)
     assert good.ok, good.failures
     planted = 0
-    for k in net.relu_layers:
-        lo, hi = exact[k]
-        for j in np.flatnonzero((lo < -1e-3) & (hi > 1e-3)):
-            for v in (Verdict.INACTIVE, Verdict.ACTIVE):
-                bad = false_claim(rep, k, int(j), v)
-                res = recheck_certificates(net, bad, box, time_limit=30, trees=rep.trees)
-                assert (k, int(j)) in {(f.layer, f.neuron) for f in res.failures}
-                planted += 1
+    for k, j, bad in planted_claims(net, rep, exact):
+        res = recheck_certificates(net, bad, box, time_limit=30, trees=rep.trees)
+        assert (k, j) in {(f.layer, f.neuron) for f in res.failures}
+        planted += 1
     assert planted > 0
 
 

@@ -321,7 +321,7 @@ def rounding_bound(net: Network, domain: DomainLike, exact: Network | None = Non
     Without ``exact``, any network whose weights round to ``net``'s is allowed (a looser
     bound, from :func:`~exactcomp.tolerances.rounding_deltas`). 0.0 when ``net`` is not stored
     in a narrower dtype."""
-    from ..bounds.interval import activation_bounds
+    from ..bounds.interval import input_magnitudes
     from ..bounds.linear import linear_bounds
 
     dt = _stored_dtype(net)
@@ -337,10 +337,7 @@ def rounding_bound(net: Network, domain: DomainLike, exact: Network | None = Non
         deltas = [rounding_deltas(la.weight, la.bias, dt.name) for la in net.layers]
     worst = 0.0
     for box in as_domain(domain, net.input_size):
-        mags = [np.maximum(np.abs(box.lower), np.abs(box.upper))]
-        for layer, zb in zip(net.layers[:-1], linear_bounds(net, box), strict=False):
-            lo, hi = activation_bounds(layer, zb)
-            mags.append(np.maximum(np.abs(lo), np.abs(hi)))
+        mags = input_magnitudes(net, box, linear_bounds(net, box))
         worst = max(worst, float(np.max(stored_rounding_bound(layers, deltas, mags))))
     return worst
 

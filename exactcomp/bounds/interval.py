@@ -70,6 +70,17 @@ def activation_bounds(layer: Layer, zb: Bounds) -> Bounds:
     return lo, hi
 
 
+def input_magnitudes(network: Network, box: Box, pre: list[Bounds]) -> list[np.ndarray]:
+    """``max |h_k|`` on ``box`` for the input (``k = 0``) and each hidden layer's output, from
+    sound pre-activation bounds ``pre`` (one per layer; the last one unused): the input
+    magnitudes of every layer that :func:`~exactcomp.tolerances.stored_rounding_bound` takes."""
+    mags = [np.maximum(np.abs(box.lower), np.abs(box.upper))]
+    for layer, zb in zip(network.layers[:-1], pre, strict=False):
+        lo, hi = activation_bounds(layer, zb)
+        mags.append(np.maximum(np.abs(lo), np.abs(hi)))
+    return mags
+
+
 def intersect(a: Bounds, b: Bounds | None) -> Bounds:
     """The tighter of two sound bounds (both hold, so their intersection holds)."""
     if b is None:

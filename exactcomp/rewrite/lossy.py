@@ -35,7 +35,8 @@ budget goes where the proven error per parameter is smallest, across layers.
 **Acceptance.** Candidates in score order; the longest prefix whose *whole* network is proven
 within ``eps`` against the original (:class:`~exactcomp.verify.charge.Charger`) is found by
 bisection, then the remaining candidates are tried in shrinking blocks, each kept only if the
-whole is still proven within ``eps``. Every accepted state is proven; no charge is summed.
+whole is still proven within ``eps`` (:mod:`exactcomp.rewrite.acceptance`). Every accepted
+state is proven; no charge is summed.
 Finally neurons left without effect (zero outgoing column, or zero row and bias) are dropped,
 which is exact (no arithmetic).
 """
@@ -51,12 +52,11 @@ import numpy as np
 from ..domain import Box
 from ..network import Layer, Network
 from . import merging, refit
+from .acceptance import blocks, longest_prefix, spend_proof
 
 PROBE_SHARE = 0.05  # the share of a layer's candidates in its amplification probe
 SYMBOLIC_SHARE = 0.5  # with LP proofs: the share of the time of the symbolic greedy first
-RATIO_SLACK = 0.01  # LP / symbolic above 1 - this: no slack worth spending
 MERGE_SCREEN = 64  # merges proven alone (two proofs each) before the search
-BISECT_STEPS = 3  # LP proofs per bisection back (each takes seconds on the digits model)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class LossyOutcome:
     accepted: list[Candidate]
     proofs: int
     layers: list[dict] = field(default_factory=list)
-    rounds: list[dict] = field(default_factory=list)  # the LP-slack rounds (_spend_proof)
+    rounds: list[dict] = field(default_factory=list)  # the LP-slack rounds (spend_proof)
     #: low-rank factors (:class:`~exactcomp.rewrite.lowrank.Factor`) of ``network``'s frozen
     #: layers: the written network is :func:`~exactcomp.rewrite.lowrank.expand` of it
     factors: list = field(default_factory=list)
@@ -222,15 +222,16 @@ def search(
 
     ``charger``: the proof engine, an :class:`exactcomp.verify.charge.Charger` of ``f`` on
     ``boxes`` (passed in: rewrite passes sit below verify). ``lp_seconds`` > 0: the budget of
-    one joint-LP proof, and the search spends the slack it shows (:func:`_spend_proof`);
+    one joint-LP proof, and the search spends the slack it shows
+    (:func:`~exactcomp.rewrite.acceptance.spend_proof`);
     ``time_limit`` covers everything, the LP proofs included. ``centre``: zeroed weights move
     their input's midpoint into the bias (:func:`candidates`); ``use_refit``: neurons are
     removed with refit (:mod:`exactcomp.rewrite.refit`) instead of set to constants, ranked
     as the constants are; ``use_merge``: a neuron's merge into a near-parallel one replaces
     its constant edit where it is charged less (:func:`with_merges`; not on low-rank
-    starts, whose layers differ from the charger's ``f``). ``frozen``: layers of ``f`` that are low-rank products
-    (:mod:`exactcomp.rewrite.lowrank`): no weight edits there, weights never rounded, and
-    the neurons feeding them are set to constants rather than refitted."""
+    starts, whose layers differ from the charger's ``f``). ``frozen``: layers of ``f`` that
+    are low-rank products (:mod:`exactcomp.rewrite.lowrank`): no weight edits there, weights
+    never rounded, and the neurons feeding them are set to constants rather than refitted."""
     t0 = time.perf_counter()
     t_end = t0 + time_limit
     ranges = relu_ranges(f, charger)
@@ -250,30 +251,28 @@ def search(
     if use_refit:
         order = [c if c.index[0] + 1 in frozen else as_refit(c) for c in order]
 
-    def ok(chosen: list[Candidate]) -> bool:
-        return charger.proven(apply(f, chosen, ranges, fit, frozen)) <= eps
+    def build(chosen: Sequence[Candidate]) -> Network:
+        return apply(f, chosen, ranges, fit, frozen)
 
-    # the longest proven prefix, by bisection (each probe is one proof of the whole)
+    # the longest proven prefix (each probe one proof of the whole; len + 1 is never probed)
     sym_end = t0 + SYMBOLIC_SHARE * time_limit if lp_seconds > 0 else t_end
-    lo, hi = 0, len(order)
-    while lo < hi and time.perf_counter() < sym_end:
-        mid = (lo + hi + 1) // 2
-        if ok(order[:mid]):
-            lo = mid
-        else:
-            hi = mid - 1
+    lo, _ = longest_prefix(
+        lambda m: charger.proven(build(order[:m])), eps, 0, len(order) + 1, sym_end
+    )
     accepted = list(order[:lo])
-    extra, rest = _blocks(accepted, order[lo + 1 :], ok, sym_end)
+    extra, rest = blocks(
+        accepted, order[lo + 1 :], lambda c: charger.proven(build(c)) <= eps, sym_end
+    )
     accepted += extra
     rest = order[lo : lo + 1] + rest  # the one the bisection stopped at: retried with slack
-    final = apply(f, accepted, ranges, fit, frozen)
+    final = build(accepted)
     proven = charger.proven(final)  # the claim: one proof of the original vs the final network
     rounds: list[dict] = []
     if lp_seconds > 0 and proven > 0:
-        accepted, proven, rounds = _spend_proof(
-            f, accepted, rest, (ranges, fit, frozen), charger, eps, lp_seconds, t_end
+        accepted, proven, rounds = spend_proof(
+            build, accepted, rest, charger, eps, lp_seconds, t_end
         )
-        final = apply(f, accepted, ranges, fit, frozen)
+        final = build(accepted)
     folds = merging.foldable(final, [(*c.index, c.scale) for c in accepted if c.kind == "merge"])
     pad = merging.fold_pad(final, folds, boxes)
     if proven + pad > eps:  # the merged rows stay in the network, unfolded (and unpadded)
@@ -321,86 +320,6 @@ def _screen_merges(f, cands, plain, ranges, charger, eps) -> list[Candidate]:
 def _roots(charger) -> list:
     """Per box of the charger, ``f``'s proven pre-activation bounds of every layer."""
     return [p.root for p in charger._pairs]
-
-
-def _blocks(accepted, rest, ok, t_end) -> tuple[list[Candidate], list[Candidate]]:
-    """Candidates of ``rest`` added to ``accepted`` in shrinking blocks, each kept if
-    ``ok(accepted + kept + block)``; returns the kept ones (in order) and those not kept."""
-    kept: list[Candidate] = []
-    dropped: list[Candidate] = []
-    block = max(len(rest) // 8, 1)
-    while rest and time.perf_counter() < t_end:
-        head, rest = rest[:block], rest[block:]
-        if ok(accepted + kept + head):
-            kept += head
-        elif block > 1:  # retry the failed block in smaller ones; a single failure is dropped
-            rest = head + rest
-            block = max(block // 4, 1)
-        else:
-            dropped += head
-    return kept, dropped + rest
-
-
-def _spend_proof(f, accepted, rest, ranges, charger, eps, lp_seconds, t_end):
-    r"""Spend the slack of the joint-LP proof: the search accepts by the symbolic bound, which
-    the LP proves to be :math:`\rho` times too large (measured on the current network,
-    :math:`\rho = \text{LP} / \text{symbolic}`). Candidates are then accepted while the
-    symbolic bound stays within :math:`\varepsilon / \rho`, the result is proven by the LP,
-    and if that proof exceeds :math:`\varepsilon` the added candidates are bisected back (the
-    longest prefix the LP proves, to within :data:`BISECT_STEPS` halvings); from then on (or
-    when :math:`\rho` shows no slack) the greedy goes on at :math:`\varepsilon` itself. Time
-    is kept for one last LP proof (as long as the first one took). Every state returned is
-    proven within ``eps`` by one proof (LP or symbolic, the smaller) of the whole network; the
-    ratio only chooses what to try. Returns ``(accepted, proven, rounds)``."""
-
-    ranges, fit, frozen = ranges
-
-    def strong(chosen):
-        left = min(lp_seconds, t_end - time.perf_counter())
-        g = apply(f, chosen, ranges, fit, frozen)
-        return charger.proven(g, lp_seconds=max(left, 1e-3))
-
-    t = time.perf_counter()
-    proven = strong(accepted)
-    lp_wall = time.perf_counter() - t
-    rounds, optimistic = [], True
-    while rest and time.perf_counter() < t_end - lp_wall:
-        now = time.perf_counter()
-        sym = charger.proven(apply(f, accepted, ranges, fit, frozen))
-        ratio = proven / sym if sym > 0 else 1.0
-        target = eps / ratio if optimistic and ratio < 1.0 - RATIO_SLACK else eps
-        # with slack, the symbolic greedy gets half of what is left (the LP bisection the
-        # rest); without, all but one LP proof
-        if target > eps:
-            block_end = now + (t_end - now - lp_wall) / 2
-        else:
-            block_end = t_end - 1.5 * lp_wall
-        extra, rest = _blocks(
-            accepted,
-            rest,
-            lambda c, t=target: charger.proven(apply(f, c, ranges, fit, frozen)) <= t,
-            block_end,
-        )
-        if not extra:
-            break
-        got = strong(accepted + extra)
-        lo, hi, best = 0, len(extra), proven
-        if got <= eps:
-            lo, best = hi, got
-        steps = 0  # the longest prefix the LP proves, within BISECT_STEPS proofs
-        while hi - lo > 1 and steps < BISECT_STEPS and time.perf_counter() < t_end:
-            steps += 1
-            mid = (lo + hi) // 2
-            b = strong(accepted + extra[:mid])
-            if b <= eps:
-                lo, best = mid, b
-            else:
-                hi = mid
-        rounds.append({"ratio": ratio, "symbolic_target": target, "tried": len(extra), "kept": lo})
-        accepted, proven = accepted + extra[:lo], best
-        if lo < len(extra):  # the ratio over-promised here: go on at eps, retrying the rest
-            optimistic, rest = False, extra[lo:] + rest
-    return accepted, proven, rounds
 
 
 def _layer(c: Candidate) -> int:

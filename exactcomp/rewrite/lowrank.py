@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..bounds.interval import interval_bounds
+from ..bounds.interval import input_magnitudes, interval_bounds
 from ..domain import Box
 from ..network import Layer, Network
 from ..tolerances import product_rounding_delta, stored_rounding_bound
@@ -143,13 +143,7 @@ def rounding_pad(g: Network, frozen: dict[int, tuple[np.ndarray, np.ndarray]], b
         return 0.0
     worst = 0.0
     for box in boxes:
-        pre = interval_bounds(g, box)
-        mags = [np.maximum(np.abs(box.lower), np.abs(box.upper))]
-        for k, la in enumerate(g.layers[:-1]):
-            lo, hi = pre[k]
-            if la.relu:
-                lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
-            mags.append(np.maximum(np.abs(lo), np.abs(hi)))
+        mags = input_magnitudes(g, box, interval_bounds(g, box))
         deltas = []
         for k, la in enumerate(g.layers):
             dw = product_rounding_delta(*frozen[k]) if k in frozen else np.zeros(la.weight.shape)

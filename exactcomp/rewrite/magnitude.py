@@ -13,10 +13,10 @@ brackets :math:`n`: the largest :math:`n_s` whose symbolic bound is within ``eps
 bisection on :math:`[0, N]`. The pick then gets the final proof of the search's result
 (the joint LP, ``lp_seconds``; the smaller of it and the symbolic bound). The LP is
 :math:`\rho = \mathrm{LP}/\mathrm{symbolic}` times tighter at :math:`n_s`; when
-:math:`\rho < 1 - ` :data:`~exactcomp.rewrite.lossy.RATIO_SLACK`, the symbolic bisection
+:math:`\rho < 1 - ` :data:`~exactcomp.rewrite.acceptance.RATIO_SLACK`, the symbolic bisection
 runs again for ``eps / rho``, its pick :math:`n_\rho` is proven by the LP, and if that
 proof exceeds ``eps`` the LP bisects :math:`[n_s, n_\rho]` back within
-:data:`~exactcomp.rewrite.lossy.BISECT_STEPS` proofs. A ratio only chooses what to try.
+:data:`~exactcomp.rewrite.acceptance.BISECT_STEPS` proofs. A ratio only chooses what to try.
 
 **Two halves.** ``compress --tol`` runs the bisection (:func:`magnitude_first`, seconds)
 before the greedy search and the joint LP (:func:`magnitude_last`, ~15 s on the digits
@@ -34,9 +34,8 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Network
+from .acceptance import BISECT_STEPS, RATIO_SLACK, longest_prefix
 from .lossy import (
-    BISECT_STEPS,
-    RATIO_SLACK,
     Candidate,
     LossyOutcome,
     apply,
@@ -78,13 +77,10 @@ class MagnitudePick:
 
 def _symbolic_prefix(f, pick_order, ranges, charger, lo, hi, target, t_end) -> int:
     # the largest n in [lo, hi] whose symbolic bound is within target (lo is)
-    while lo < hi and time.perf_counter() < t_end:
-        mid = (lo + hi + 1) // 2
-        if charger.proven(apply(f, pick_order[:mid], ranges)) <= target:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    def bound(m: int) -> float:
+        return charger.proven(apply(f, pick_order[:m], ranges))
+
+    return longest_prefix(bound, target, lo, hi + 1, t_end)[0]
 
 
 def magnitude_pick(
@@ -139,18 +135,13 @@ def prove_magnitude(
     ratio = proven / sym if sym > 0 else 1.0
     if lp_seconds > 0 and ratio < 1.0 - RATIO_SLACK and proven <= eps:
         far = _symbolic_prefix(f, order, ranges, charger, n, len(order), eps / ratio, t_end)
-        lo, hi, steps = n, far, 0
-        while hi > lo and steps <= BISECT_STEPS and time.perf_counter() < t_end:
-            m = hi if steps == 0 else (lo + hi + 1) // 2
-            steps += 1
-            b = strong(m)
+        if far > n and time.perf_counter() < t_end:
+            b = strong(far)
             if b <= eps:
-                lo, proven = m, b
-                if m == hi:
-                    break
-            else:
-                hi = m - 1
-        n = lo
+                n, proven = far, b
+            else:  # far fails: back from it within BISECT_STEPS proofs
+                n, b = longest_prefix(strong, eps, n, far, t_end, BISECT_STEPS)
+                proven = proven if b is None else b
     accepted = order[:n]
     facts = layer_facts(f, accepted, {})
     return LossyOutcome(pick.network(f, n), proven, accepted, charger.calls, facts)

@@ -64,7 +64,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..bounds.interval import interval_bounds
+from ..bounds.interval import input_magnitudes, interval_bounds
 from ..bounds.linear import linear_layer_bounds
 from ..domain import Box
 from ..network import Layer, Network
@@ -243,13 +243,7 @@ def _layer_pad(p: Network, merges, boxes) -> float:
         deltas[k + 1][0][:, i] = np.abs(v - total - c) + 2 * n * unit * scale
     worst = 0.0
     for box in boxes:
-        pre = interval_bounds(p, box)
-        mags = [np.maximum(np.abs(box.lower), np.abs(box.upper))]
-        for k, la in enumerate(p.layers[:-1]):
-            lo, hi = pre[k]
-            if la.relu:
-                lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
-            mags.append(np.maximum(np.abs(lo), np.abs(hi)))
+        mags = input_magnitudes(p, box, interval_bounds(p, box))
         pairs = [(la.weight, la.bias) for la in p.layers]
         e = stored_rounding_bound(pairs, deltas, mags)
         worst = max(worst, float(np.max(e, initial=0.0)))

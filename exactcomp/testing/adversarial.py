@@ -24,6 +24,7 @@ from ``numpy.random.default_rng(seed)``: same seed, same case.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -184,3 +185,17 @@ def false_claim(
         dataclasses.replace(ls, verdict=verdicts) if x is ls else x for x in report.layers
     )
     return StabilityReport(layers, report.witnesses, report.stats)
+
+
+def planted_claims(
+    net: Network, report: StabilityReport, exact: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> Iterator[tuple[int, int, StabilityReport]]:
+    """``(layer, neuron, tampered report)`` for each ReLU neuron whose ``exact`` pre-activation
+    range (per layer, e.g. :func:`~exactcomp.testing.exact_preactivation_ranges`) crosses 0 by
+    more than 1e-3 on both sides, claimed INACTIVE and then ACTIVE (:func:`false_claim`): the
+    claims a re-check must refuse."""
+    for k in net.relu_layers:
+        lo, hi = exact[k]
+        for j in np.flatnonzero((lo < -1e-3) & (hi > 1e-3)):
+            for v in (Verdict.INACTIVE, Verdict.ACTIVE):
+                yield k, int(j), false_claim(report, k, int(j), v)

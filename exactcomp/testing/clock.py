@@ -34,6 +34,7 @@ CLOCKED = (
     "exactcomp.milp.highs",
     "exactcomp.milp.solvers",
     "exactcomp.regions.count",
+    "exactcomp.rewrite.acceptance",
     "exactcomp.rewrite.bitwidths",
     "exactcomp.rewrite.lossy",
     "exactcomp.rewrite.magnitude",

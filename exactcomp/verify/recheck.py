@@ -33,7 +33,8 @@ scratch, trusting nothing in the report but the claims themselves:
    tolerance allows, where rounding permits it. Every input the solver returns is
    re-evaluated in float64: if one is on the wrong side, the claim is *refuted*.
 3. **witnesses** of UNSTABLE claims are evaluated by a float64 forward pass: the neuron must be
-   positive at its positive witness and negative at its negative one, with the witness margin.
+   positive at its positive witness and negative at its negative one, with the witness margin
+   (:mod:`exactcomp.verify.witnesses`).
 
 **Why its own MILP driver.** The engine's MILP phase
 (:meth:`exactcomp.stability.milp_questions.MilpQuestions.run`) asks an ordered list of questions,
@@ -71,7 +72,6 @@ from ..milp.highs import Answer, solve_question
 from ..milp.layer import LayerMilp, layer_milp
 from ..network import Network
 from ..progress import SILENT, Progress
-from ..search import witness_margin
 from ..stability.phases import (
     PhaseInput,
     PhaseResult,
@@ -85,6 +85,7 @@ from ..verdicts import StabilityReport, Verdict
 from .falsify import candidate_points
 from .formulation import best_bounds
 from .result import ClaimFailure, RecheckResult
+from .witnesses import check_witnesses
 
 _SAMPLES = 256  # uniform inputs per box (plus centre and corners) that sanity-check a proof
 
@@ -154,7 +155,7 @@ def recheck_certificates(
             failures.append(ClaimFailure(k, j, claims[key].name, False, "not re-proven in time"))
             open_claims.discard(key)
     progress.advance(len(claims))
-    failures += _check_witnesses(original, report, boxes, tol, checked)
+    failures += check_witnesses(original, report, boxes, tol, checked)
     failures.sort(key=lambda c: (c.layer, c.neuron))
     return RecheckResult(checked, tuple(failures), time.perf_counter() - t0, milps)
 
@@ -373,38 +374,3 @@ def _milp_layer(run: _BoxCheck, k: int, bounds: list, todo: list, samples: np.nd
         att = _Attempt(layer, k, j, v, precise)
         att.seen = float(np.max(att.sign * zs[:, j]))
         run.attempt(att, left)
-
-
-def _check_witnesses(net, report, boxes, tol, checked) -> list[ClaimFailure]:
-    """Every UNSTABLE claim needs a positive and a negative witness inside the domain."""
-    failures = []
-    wit = np.asarray(report.witnesses, dtype=np.float64)
-    inside = np.zeros(len(wit), dtype=bool)
-    for b in boxes:
-        if len(wit):
-            inside |= b.contains(wit)
-    pre = net.preactivations(wit) if len(wit) else None
-    for ls in report.layers:
-        layer = net.layers[ls.layer]
-        for j in ls.indices(Verdict.UNSTABLE):
-            ok, detail = True, ""
-            for idx, sign in ((ls.witness_pos[j], 1.0), (ls.witness_neg[j], -1.0)):
-                if idx < 0 or idx >= len(wit) or not inside[idx]:
-                    ok, detail = False, f"no {'positive' if sign > 0 else 'negative'} witness"
-                    break
-                z = pre[ls.layer][idx, j]
-                h = wit[idx] if ls.layer == 0 else _input_of(net, pre, ls.layer, idx)
-                w, b = layer.weight[j : j + 1], layer.bias[j : j + 1]
-                if not sign * z > witness_margin(h[None, :], w, b, tol)[0, 0]:
-                    ok, detail = False, f"witness {idx} gives z = {z:.3g}"
-                    break
-            if ok:
-                checked["witness"] += 1
-            else:
-                failures.append(ClaimFailure(ls.layer, int(j), "UNSTABLE", False, detail))
-    return failures
-
-
-def _input_of(net: Network, pre: list[np.ndarray], k: int, row: int) -> np.ndarray:
-    z = pre[k - 1][row]
-    return np.maximum(z, 0.0) if net.layers[k - 1].relu else z

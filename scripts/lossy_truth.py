@@ -30,7 +30,7 @@ rational arithmetic at the best point):
 
 The points with ``|f - g| > tol`` (exact arithmetic; tol 0.5 for 8 bits, 2.0 for 6x, 1.0 for
 20 % removed) are saved under ``--save`` as ``truth15_<group>.npy``, one row per such pair in
-the table's order.
+the table's order (``--suffix`` appended to the name).
 
 Run: ``PYTHONPATH=. python scripts/lossy_truth.py --pairs 8bit [6x] [prune] [--milp 60]``.
 """
@@ -195,7 +195,7 @@ def region_ascent(f, g, box, x, i, s, a):
         if v > best_v:
             best_x, best_v = y, v
         walls = []
-        for net, on in ((f, on_f), (g, on_g)):
+        for net in (f, g):
             zs = net.preactivations(y[None])[:-1]
             for k, z in enumerate(zs):
                 for j in np.flatnonzero(np.abs(z[0]) < 1e-6):
@@ -325,6 +325,7 @@ def main() -> None:
     p.add_argument("--bits", nargs="*", default=(), help="6x: only these, such as 4,4,8")
     p.add_argument("--models", nargs="*", default=(), help="prune: also these networks")
     p.add_argument("--stop", action="store_true", help="stop a pair's stages past its tol")
+    p.add_argument("--suffix", default="", help="of the saved file names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default="benchmarks/results")
     a = p.parse_args()
@@ -338,7 +339,7 @@ def main() -> None:
         pairs = prune_pairs(f, a.models) if which == "prune" else quant_pairs(f, which, only)
         lowest = (np.inf, "")
         found: list[np.ndarray] = []
-        path = Path(a.save) / f"truth15_{which}.npy"
+        path = Path(a.save) / f"truth15_{which}{a.suffix}.npy"
         for name, g, tol in pairs:
             rng = np.random.default_rng(a.seed)
             got = strong_search(f, g, BOX, a, rng, tol if a.stop else np.inf)

@@ -25,11 +25,15 @@ def soak(n: int, seed: int = 0) -> dict:
     neuron in the first hidden layer; half of them float32 models, whose results are
     rounded to float32 and proven again); every fourth case also a low-rank case
     (:func:`_lowrank_case`) and every fourth (others) a merge case (:func:`_merge_case`): the exact ``max |f - g|`` against the original
-    (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound."""
+    (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound, and
+    the lower bound :func:`~exactcomp.verify.charge.sampled_max_difference` (sampling, ascent,
+    the coordinate local search over the case's box) never exceed the exact one
+    (``lower_violations``; ``min_sampled_over_exact``: how close it gets)."""
     from exactcomp.testing import max_output_difference
 
     rng = np.random.default_rng(seed)
     worst_ratio, violations, cases, noise, stored32 = 0.0, [], 0, 0.0, 0
+    lower_violations, closest = [], np.inf
     families: dict[str, int] = {}
     for case in range(n):
         d = int(rng.integers(2, 4))
@@ -75,6 +79,11 @@ def soak(n: int, seed: int = 0) -> dict:
             exact = max_output_difference(f, g, box).value
             cases += 1
             families[family or "edit"] = families.get(family or "edit", 0) + 1
+            sampled = api.sampled_max_difference(f, g, [box])
+            if sampled > exact + 1e-9:
+                lower_violations.append({"case": case, "exact": exact, "sampled": sampled})
+            if exact > 0:
+                closest = min(closest, sampled / exact)
             if exact > proven + 1e-9:
                 violations.append({"case": case, "exact": exact, "proven": proven})
                 violations[-1].update({"family": family} if family else {})
@@ -84,7 +93,8 @@ def soak(n: int, seed: int = 0) -> dict:
                 noise = max(noise, exact)
     return {"cases": cases, "violations": violations, "max_exact_over_proven": worst_ratio,
             "max_exact_where_proven_0": noise, "float32_written": stored32,
-            "families": families}  # fmt: skip
+            "families": families, "lower_violations": lower_violations,
+            "min_sampled_over_exact": closest}  # fmt: skip
 
 
 def _merge_case(rng: np.random.Generator, d: int, box: Box):

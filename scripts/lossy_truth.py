@@ -10,14 +10,16 @@ search's order, with refit, the searched network itself).
 Per pair, stage by stage (each a float64 lower bound, re-checked at the end in exact
 rational arithmetic at the best point):
 
-1. ``sampled``: :func:`exactcomp.verify.charge.sampled_max_difference` (what reports give);
+1. ``sampled``: :func:`exactcomp.verify.charge.sampled_max_difference` (what reports give;
+   its point, :func:`~exactcomp.verify.charge.sampled_worst`, starts every side below);
 2. ``ascent``: per output and sign, projected sign-gradient ascent
    (:func:`exactcomp.verify.falsify.ascend`) from ``--starts`` random corners and as many
    uniform points, plus the side's best sampled points;
-3. ``coordinate``: :func:`exactcomp.verify.falsify.coordinate_search` from the ``--keep``
-   best ascent points of each side;
-4. ``kicks``: ``--kicks`` rounds of iterated local search: the best point of each side with
-   a random 1/8 of its coordinates re-drawn in {0, 1/2, 1}, then the coordinate search;
+3. ``coordinate``: the climb of :func:`exactcomp.verify.falsify.local_search` (greedy
+   coordinate moves to 0, 1/2 or 1) from the ``--keep`` best ascent points of each side;
+4. ``kicks``: :func:`~exactcomp.verify.falsify.local_search` with ``--kicks`` kicks from the
+   best point of each side (a random 1/8 of its coordinates re-drawn in {0, 1/2, 1}, then
+   the climb again, the better point kept);
 5. ``region``: per side, from its best point, an exact local search over activation regions:
    on the joint activation region of ``f`` and ``g`` at the point, ``s (f_o - g_o)`` is
    affine, so its maximum over region and box is one LP (:class:`exactcomp.highs.lp.Lp`);
@@ -57,7 +59,7 @@ from exactcomp.rewrite.lossy import drop_unused_grids
 from exactcomp.rewrite.magnitude import magnitude_order
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.verify import falsify
-from exactcomp.verify.charge import Charger, sampled_max_difference
+from exactcomp.verify.charge import Charger, sampled_worst
 
 MODEL = "models/digits_64-100-100-10_l1-0e+00_s0.pt"
 FLOAT32_BYTES = 73_857
@@ -79,16 +81,16 @@ def strong_search(
     sides = [(i, s) for i in range(m) for s in (1.0, -1.0)]
     out: dict = {}
     w, c = _clock()
-    out["sampled"] = (sampled_max_difference(f, g, [box]), *np.subtract(_clock(), (w, c)))
+    v0, x0 = sampled_worst(f, g, [box])
+    out["sampled"] = (v0, *np.subtract(_clock(), (w, c)))
+    outs, sgn = np.array([i for i, _ in sides]), np.array([s for _, s in sides])
+    best_x = np.repeat(x0[None, :], len(sides), axis=0)  # every side starts at sampled's point
+    best_v = falsify.side_values(f, g, best_x, outs, sgn)
+    if v0 > stop:
+        return _finish(out, sides, best_x, best_v)
+    w, c = _clock()
     probe = falsify.candidate_points(box, 4096, rng)
     diff = f.forward(probe) - g.forward(probe)
-    if np.abs(diff).max() > stop:  # a probe point suffices
-        r, i = np.unravel_index(np.argmax(np.abs(diff)), diff.shape)
-        out["best"] = (probe[r], (int(i), float(np.sign(diff[r, i]))))
-        return out
-    w, c = _clock()
-    best_x = np.zeros((len(sides), d))
-    best_v = np.full(len(sides), -np.inf)
     pools = []
     for n, (i, s) in enumerate(sides):
         seeds = probe[np.argsort(-s * diff[:, i])[: a.keep]]
@@ -98,15 +100,16 @@ def strong_search(
         v = falsify.side_values(f, g, y, np.full(len(y), i), np.full(len(y), s))
         top = np.argsort(-v)[: a.keep]
         pools.append(y[top])
-        best_x[n], best_v[n] = y[top[0]], v[top[0]]
+        if v[top[0]] > best_v[n]:
+            best_x[n], best_v[n] = y[top[0]], v[top[0]]
     out["ascent"] = (float(best_v.max()), *np.subtract(_clock(), (w, c)))
     if best_v.max() > stop:
         return _finish(out, sides, best_x, best_v)
     w, c = _clock()
     xs = np.concatenate(pools)
-    outs = np.repeat([i for i, _ in sides], a.keep)
-    sgn = np.repeat([s for _, s in sides], a.keep)
-    y, v = falsify.coordinate_search(f, g, box, xs, outs, sgn)
+    y, v = falsify.local_search(
+        f, g, box, xs, np.repeat(outs, a.keep), np.repeat(sgn, a.keep), rng, kicks=0
+    )
     for n in range(len(sides)):
         part = slice(n * a.keep, (n + 1) * a.keep)
         k = int(np.argmax(v[part]))
@@ -116,15 +119,7 @@ def strong_search(
     if best_v.max() > stop:
         return _finish(out, sides, best_x, best_v)
     w, c = _clock()
-    outs, sgn = np.array([i for i, _ in sides]), np.array([s for _, s in sides])
-    for _ in range(a.kicks):
-        kick = best_x.copy()
-        flip = rng.random(kick.shape) < 0.125
-        pick = rng.choice(falsify.COORDINATE_VALUES, size=kick.shape)
-        kick[flip] = (box.lower + pick * (box.upper - box.lower))[flip]
-        y, v = falsify.coordinate_search(f, g, box, kick, outs, sgn)
-        better = v > best_v
-        best_x[better], best_v[better] = y[better], v[better]
+    best_x, best_v = falsify.local_search(f, g, box, best_x, outs, sgn, rng, kicks=a.kicks)
     out["kicks"] = (float(best_v.max()), *np.subtract(_clock(), (w, c)))
     if a.region_lps > 0:
         w, c = _clock()

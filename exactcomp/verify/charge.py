@@ -185,15 +185,32 @@ def sampled_max_difference(
 ) -> float:
     r"""A lower bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty` by sampling, gradient
     ascent from the four worst points and a local search from the ascents' ends
-    (:func:`exactcomp.verify.falsify.local_search`; float64 evaluation)."""
+    (:func:`exactcomp.verify.falsify.local_search`; float64 evaluation): the value of
+    :func:`sampled_worst`."""
+    return sampled_worst(f, g, boxes, points=points, seed=seed)[0]
+
+
+def sampled_worst(
+    f: Network, g: Network, boxes: Sequence[Box], *, points: int = 4096, seed: int = 0
+) -> tuple[float, np.ndarray | None]:
+    """:func:`sampled_max_difference`'s search: the largest float64 ``max_i |f_i - g_i|`` it
+    meets and the input where it met it (None: no box)."""
     rng = np.random.default_rng(seed)
-    worst = 0.0
+    worst, where = 0.0, None
     m = f.output_size
     rows = falsify.search_rows(f, g) / len(boxes)
+
+    def consider(x: np.ndarray) -> None:
+        nonlocal worst, where
+        d = np.abs(f.forward(x) - g.forward(x)).reshape(len(x), -1).max(axis=1, initial=0.0)
+        r = int(np.argmax(d))
+        if where is None or d[r] > worst:
+            worst, where = float(d[r]), x[r].copy()
+
     for box in boxes:
         x = falsify.candidate_points(box, max(points // len(boxes), 16), rng)
         diff = f.forward(x) - g.forward(x)
-        worst = max(worst, float(np.abs(diff).max(initial=0.0)))
+        consider(x)
         flat = np.abs(diff).reshape(len(x), -1)
         best = np.argsort(-flat.max(axis=1))[:4]
         ends, sides = [], []
@@ -201,13 +218,13 @@ def sampled_max_difference(
             i = int(flat[r].argmax())
             s = float(np.sign(diff[r, i])) or 1.0
             y = falsify.ascend(f, g, box, x[r][None, :], falsify.linf_coefficients(m, i, s))
-            worst = max(worst, float(np.abs(f.forward(y) - g.forward(y)).max()))
+            consider(y)
             ends.append(y[0])
             sides.append((i, s))
         if ends:
             out, sign = np.array(sides).T
-            _, v = falsify.local_search(
+            y, _ = falsify.local_search(
                 f, g, box, np.array(ends), out.astype(int), sign, rng, max_rows=rows
             )
-            worst = max(worst, float(v.max()))
-    return worst
+            consider(y)
+    return worst, where

@@ -82,7 +82,7 @@ def soak(n: int, seed: int = 0) -> dict:
             sampled = api.sampled_max_difference(f, g, [box])
             if sampled > exact + 1e-9:
                 lower_violations.append({"case": case, "exact": exact, "sampled": sampled})
-            if exact > 0:
+            if exact > 1e-9:  # below: the exact passes' float64 folds, rounding only
                 closest = min(closest, sampled / exact)
             if exact > proven + 1e-9:
                 violations.append({"case": case, "exact": exact, "proven": proven})

@@ -34,7 +34,11 @@ The points with ``|f - g| > tol`` (exact arithmetic; tol 0.5 for 8 bits, 2.0 for
 20 % removed) are saved under ``--save`` as ``truth15_<group>.npy``, one row per such pair in
 the table's order (``--suffix`` appended to the name).
 
-Run: ``PYTHONPATH=. python scripts/lossy_truth.py --pairs 8bit [6x] [prune] [--milp 60]``.
+Run: ``PYTHONPATH=. python scripts/lossy_truth.py --pairs 8bit [6x] [prune] [--milp 60]``;
+the runs of benchmarks/RESULTS.md "truth15": ``--pairs 8bit --starts 200 --kicks 100
+--region-lps 100 --milp 60``; ``--pairs 6x --stop`` (stop a pair's stages once past its tol);
+``--pairs 6x --bits 4,4,4 4,4,8 ... --region-lps 40 --suffix _hardest``; ``--pairs prune
+--region-lps 40 --models c3.pt c5.pt`` (networks written by ``compress --tol 3`` and ``5``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A measurement script, not an API (from the repository root)::
 
     PYTHONPATH=. python scripts/split_diagnose.py OUT.pkl LAYER:J[,J...] [...] \
-        [--nodes N] [--restarts R] [--milp SECONDS] [--fsb K]
+        [--nodes N] [--restarts R] [--milp SECONDS] [--fsb K] [--lps L] [--starts S]
 
 ``OUT.pkl`` is a capture of ``scripts/relu_split_replay.py``. For each neuron ``j`` of layer
 ``k`` (the captured bounds of that layer's call) and each sign the call asked for, prints one
@@ -15,6 +15,9 @@ JSON line with:
 * ``pgd``: the largest ``sign * z`` reached by projected gradient ascent from ``R`` random
   starts (torch, Adam on the box, 300 steps) and by the engine's sign-gradient ascent
   (:func:`exactcomp.search.gradient_points`) from the same starts;
+* ``region``: the largest ``sign * z`` of the engine's LP region search
+  (:func:`exactcomp.stability.region_search.region_search`, ``L`` LPs) from the best
+  point of the Adam ascent and the ``S`` best ``x*`` of the tree;
 * ``milp``: the largest ``sign * z`` at the incumbents of the layer's MILP maximising
   ``sign * z`` for ``SECONDS`` (HiGHS, ``mode="optimal"``), and whether it was proven.
 
@@ -76,6 +79,7 @@ def main(argv: list[str]) -> None:
     from exactcomp.milp.highs import solve_question
     from exactcomp.milp.layer import layer_milp
     from exactcomp.search import gradient_points
+    from exactcomp.stability.region_search import region_search
     from exactcomp.tolerances import DEFAULT
 
     def opt(name, default):
@@ -90,6 +94,8 @@ def main(argv: list[str]) -> None:
     restarts = opt("--restarts", 2000)
     milp_s = opt("--milp", 0.0)
     fsb = opt("--fsb", 1)
+    lps = opt("--lps", 0)
+    starts_n = opt("--starts", 1)
     with open(argv[0], "rb") as f:
         calls = pickle.load(f)
     net = load(calls[0]["args"][0])
@@ -108,12 +114,20 @@ def main(argv: list[str]) -> None:
                 lo, hi = q["known"][k][0][j], q["known"][k][1][j]
                 row["known"] = [float(lo), float(hi)]
                 # the tree alone, recording the primal points of its nodes
-                seen = [-np.inf]
+                seen, pool = [-np.inf], []
                 real = beta_tree._bound
 
-                def spy(model, chunk, tol, steps, real=real, sign=sign, j=j, k=k, seen=seen):
+                def spy(
+                    model, chunk, tol, steps, real=real, sign=sign, j=j, k=k, seen=seen, pool=pool
+                ):
                     got = real(model, chunk, tol, steps)
-                    seen[0] = max(seen[0], _value(net, k, j, sign, got[1]))
+                    v = sign * net.preactivations(got[1])[k][:, j]
+                    if v.max() > seen[0]:
+                        seen[0] = float(v.max())
+                    for at in np.argsort(-v)[:starts_n]:
+                        pool.append((float(v[at]), got[1][at]))
+                    pool.sort(key=lambda t: -t[0])
+                    del pool[starts_n:]
                     return got
 
                 beta_tree._bound = spy
@@ -141,7 +155,7 @@ def main(argv: list[str]) -> None:
                 }
                 c0 = time.process_time()
                 starts = box.sample(restarts, rng)
-                best, _ = _pgd(net, box, k, j, sign, starts)
+                best, best_x = _pgd(net, box, k, j, sign, starts)
                 pts = gradient_points(
                     net, box, k, np.full(restarts, j), np.full(restarts, sign), starts, 100
                 )
@@ -151,6 +165,18 @@ def main(argv: list[str]) -> None:
                     "restarts": restarts,
                     "cpu": round(time.process_time() - c0, 1),
                 }
+                if lps > 0:
+                    c0 = time.process_time()
+                    found = [
+                        region_search(net, box, k, q["known"], None, j, sign, x0, lps)
+                        for x0 in [best_x] + [x for _, x in pool]
+                    ]
+                    found = [f for f in found if len(f)]
+                    row["region"] = {
+                        "best": _value(net, k, j, sign, np.concatenate(found)) if found else None,
+                        "lps": lps,
+                        "cpu": round(time.process_time() - c0, 1),
+                    }
                 if milp_s > 0:
                     c0 = time.process_time()
                     mag = np.maximum(np.abs(q["known"][k][0]), np.abs(q["known"][k][1]))

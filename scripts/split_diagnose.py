@@ -3,14 +3,15 @@
 A measurement script, not an API (from the repository root)::
 
     PYTHONPATH=. python scripts/split_diagnose.py OUT.pkl LAYER:J[,J...] [...] \
-        [--nodes N] [--restarts R] [--milp SECONDS] [--fsb K] [--lps L] [--starts S]
+        [--nodes N] [--restarts R] [--milp SECONDS] [--fsb K] [--fsb-steps T] [--lps L] [--starts S]
 
 ``OUT.pkl`` is a capture of ``scripts/relu_split_replay.py``. For each neuron ``j`` of layer
 ``k`` (the captured bounds of that layer's call) and each sign the call asked for, prints one
 JSON line with:
 
 * ``tree``: the batched tree's proven bound of ``sign * z`` after ``N`` nodes (alone, ``K``
-  candidates per node for the branching rule), and
+  candidates per node for the branching rule, each child given ``T`` Adam steps before
+  they are compared), and
   the largest ``sign * z`` (float64) at any ``x*`` of its nodes (the leaves' primal points);
 * ``pgd``: the largest ``sign * z`` reached by projected gradient ascent from ``R`` random
   starts (torch, Adam on the box, 300 steps) and by the engine's sign-gradient ascent
@@ -96,6 +97,7 @@ def main(argv: list[str]) -> None:
     fsb = opt("--fsb", 1)
     lps = opt("--lps", 0)
     starts_n = opt("--starts", 1)
+    beta_tree.FSB_STEPS = opt("--fsb-steps", 0)
     with open(argv[0], "rb") as f:
         calls = pickle.load(f)
     net = load(calls[0]["args"][0])

@@ -87,6 +87,9 @@ CUTS_PER_NEURON = 2
 FSB = 1
 """Candidates per node of filtered smart branching (:func:`choose_splits`); 1: the largest
 score alone."""
+FSB_STEPS = 0
+"""Adam steps on each candidate child before its bound is compared (0: the parent's
+multipliers as they are)."""
 TOTAL_NODES_BETA = 120_000
 """Node budget of one call (all its questions together): about 90 s of CPU at the 1,300
 nodes per second of a deep layer of mnist-net_256x6. Nodes, not seconds, so that the
@@ -282,14 +285,12 @@ def choose_splits(
     tops = np.empty(len(rows))
     for at in range(0, len(rows), BATCH):
         sl = slice(at, at + BATCH)
-        tops[sl] = model.evaluate(
-            np.array(rows[sl], np.int64),
-            np.array(signs[sl], np.float64),
-            np.stack(splits[sl]),
-            np.stack(alphas[sl]).astype(np.float64),
-            np.stack(betas[sl]).astype(np.float64),
-            tol,
-        )[0]
+        r, g = np.array(rows[sl], np.int64), np.array(signs[sl], np.float64)
+        sp = np.stack(splits[sl])
+        al = np.stack(alphas[sl]).astype(np.float64)
+        be = np.stack(betas[sl]).astype(np.float64)
+        al, be = model.optimise(r, g, sp, al, be, FSB_STEPS)
+        tops[sl] = model.evaluate(r, g, sp, al, be, tol)[0]
     out, at = [], 0
     for cand in picks:
         worse = tops[at : at + 2 * cand.size].reshape(-1, 2).max(1)

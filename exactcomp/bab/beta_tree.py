@@ -8,8 +8,12 @@ r"""Branch and bound over ReLU splits with the batched optimised bounds of
 * Each round takes the worst open nodes of every open question (an equal share of
   :data:`BATCH` / 2 each), splits each on the unsplit unstable neuron with the largest
   ``a^+ t`` (the chord intercept its bound pays for that neuron: BaBSR's estimate, read off
-  the back-substitution), and bounds all the children in batches of :data:`BATCH`, each
-  child starting from its parent's multipliers (:data:`STEPS` Adam steps).
+  the back-substitution; :func:`choose_splits`, which can pick by filtered smart branching
+  instead, :data:`FSB`, off by measurement), and bounds all the children in batches of
+  :data:`BATCH`, each child starting from its parent's multipliers (:data:`STEPS` Adam
+  steps). A question left without a neuron worth splitting keeps the nodes it popped in
+  that round as open leaves (so its tree's bound stays the largest over leaves covering
+  the box).
 * The ``x*`` of every bound is evaluated in float64 with the witness rule of
   :func:`exactcomp.search.sign_witnesses`: a witness of the other sign, from any node of the
   batch, ends the question (unstable) and joins the points.
@@ -86,10 +90,19 @@ CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""
 FSB = 1
 """Candidates per node of filtered smart branching (:func:`choose_splits`); 1: the largest
-score alone."""
+score alone, chosen by measurement (benchmarks/RESULTS.md "fsb11"; mnist-net_256x6
+prop_0_0.03, the captured questions). Trees of 8,000 nodes, bound of ``-z`` left on layer 5's
+158 / 22 and layer 3's 88: K = 1 0.085 / 0.064 / 1.163 (9.2 / 6.9 / 4.2 s of CPU); K = 2
+0.090 / 0.073 / 1.205; K = 4 0.097 / 0.079 / 1.161 (9.7 / 8.5 / 5.6 s); K = 8 0.099 / 0.083 /
+1.232; K = 16 0.099 / 0.083 / 1.288 (16.2 / 14.0 / 9.3 s). Layer replays, K = 1 against 4:
+layer 5 6 of 8 decided in 43.0 s against 51.9 s; layer 3 38 of 40 in 74.9 s against 36 of 40
+in 106.8 s (the call's 120,000 nodes spent). The children's bound after the parent's
+multipliers predicts their bound after their own 10 steps well, but the trees the worse-child
+rule builds are not smaller."""
 FSB_STEPS = 0
 """Adam steps on each candidate child before its bound is compared (0: the parent's
-multipliers as they are)."""
+multipliers as they are). With K = 4, 1 and 3 steps left the same trees' bounds at 0.097 /
+0.079 / 1.217 and 0.097 / 0.080 / 1.219 for 1.6-2.1 times the CPU of K = 1."""
 TOTAL_NODES_BETA = 120_000
 """Node budget of one call (all its questions together): about 90 s of CPU at the 1,300
 nodes per second of a deep layer of mnist-net_256x6. Nodes, not seconds, so that the

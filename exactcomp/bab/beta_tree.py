@@ -102,7 +102,7 @@ rule builds are not smaller."""
 FSB_STEPS = 0
 """Adam steps on each candidate child before its bound is compared (0: the parent's
 multipliers as they are). With K = 4, 1 and 3 steps left the same trees' bounds at 0.097 /
-0.079 / 1.217 and 0.097 / 0.080 / 1.219 for 1.6-2.1 times the CPU of K = 1."""
+0.079 / 1.217 and 0.097 / 0.080 / 1.219 for 1.8-3.0 times the CPU of K = 1."""
 TOTAL_NODES_BETA = 120_000
 """Node budget of one call (all its questions together): about 90 s of CPU at the 1,300
 nodes per second of a deep layer of mnist-net_256x6. Nodes, not seconds, so that the

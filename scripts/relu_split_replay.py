@@ -3,8 +3,8 @@
 A measurement script, not an API (from the repository root)::
 
     PYTHONPATH=. python scripts/relu_split_replay.py capture NET.onnx PROP.vnnlib OUT.pkl [CAP]
-    PYTHONPATH=. python scripts/relu_split_replay.py replay OUT.pkl [LAYER ...] [--batched]
-    PYTHONPATH=. python scripts/relu_split_replay.py batched OUT.pkl [LAYER ...]
+    PYTHONPATH=. python scripts/relu_split_replay.py replay OUT.pkl [LAYER ...] [--batched] [--fsb K]
+    PYTHONPATH=. python scripts/relu_split_replay.py batched OUT.pkl [LAYER ...] [--fsb K]
 
 ``capture`` runs :mod:`scripts.stability_trace` (same JSON line) with the ReLU-split phase
 wrapped so that each call's :class:`~exactcomp.stability.phases.PhaseInput` and its claims
@@ -13,7 +13,8 @@ deadline) with the current code and prints, per layer, CPU seconds, nodes, the c
 and the questions left open, beside the captured ones. The captured inputs are the engine's
 bounds at that point, so a replay isolates the split trees from every earlier phase.
 ``--batched`` switches :data:`exactcomp.bab.relu.BATCHED_FIRST` on for the replay; ``batched``
-runs the batched engine alone (:func:`exactcomp.bab.beta.prove_signs_beta`).
+runs the batched engine alone (:func:`exactcomp.bab.beta.prove_signs_beta`). ``--fsb K`` sets
+:data:`exactcomp.bab.beta_tree.FSB` (candidates per node of the branching rule).
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ def replay(argv: list[str], search=None) -> None:
     from exactcomp.tolerances import DEFAULT
 
     search = search or relu_split_phase
+    from exactcomp.bab import beta_tree
+
+    if "--fsb" in argv:
+        at = argv.index("--fsb")
+        beta_tree.FSB = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
     from exactcomp.bab import relu as relu_bab
 
     if "--batched" in argv:

@@ -3,6 +3,9 @@
 A one-off (the engine is off by default)::
 
     PYTHONPATH=. python scripts/soak_batched_first.py --family relusplits --cases 30 --time-limit 2
+    FSB=4 PYTHONPATH=. python scripts/soak_batched_first.py --family relusplits --cases 40
+
+``FSB=K`` (environment) sets :data:`exactcomp.bab.beta_tree.FSB` (filtered smart branching).
 
 The soak runs its cases in this process (``jobs=1``), so the switch reaches every case; the
 calls of the batched engine, its nodes and its claims are counted and printed at the end.
@@ -10,6 +13,7 @@ calls of the batched engine, its nodes and its claims are counted and printed at
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 
@@ -17,6 +21,7 @@ from exactcomp.bab import beta_tree as beta
 from exactcomp.bab import relu
 
 relu.BATCHED_FIRST = True
+beta.FSB = int(os.environ.get("FSB", beta.FSB))
 seen = {"calls": 0, "questions": 0, "nodes": 0, "claims": 0, "points": 0}
 real = beta.prove_signs_beta
 

@@ -11,7 +11,9 @@ exact ground truth.
 - the named ``vee`` network: the batched tree proves the neuron inactive and refutes the
   other sign with a real witness;
 - every claim of :func:`~exactcomp.bab.beta.prove_signs_beta` is true per the exact oracle,
-  and the ``fast`` engine with :data:`~exactcomp.bab.relu.BATCHED_FIRST` keeps the oracle's
+  with the largest score and with filtered smart branching (:func:`choose_splits`), and
+  both rules make the same claims; every split :func:`choose_splits` picks is an unsplit
+  unstable neuron of the node; the ``fast`` engine with :data:`~exactcomp.bab.relu.BATCHED_FIRST` keeps the oracle's
   verdicts.
 """
 
@@ -24,7 +26,7 @@ from test_relu_split import vee_net
 
 from exactcomp.bab import relu as relu_bab
 from exactcomp.bab.beta import BetaModel
-from exactcomp.bab.beta_tree import CUTS_PER_NEURON, prove_signs_beta
+from exactcomp.bab.beta_tree import CUTS_PER_NEURON, _Question, choose_splits, prove_signs_beta
 from exactcomp.bab.relu import root_cuts
 from exactcomp.bounds import linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
@@ -166,12 +168,46 @@ def test_every_claim_is_true_per_the_oracle(seed):
     pre = linear_bounds(net, box)
     for k in range(1, len(net.layers)):
         n = net.layers[k].out_features
-        res = prove_signs_beta(net, box, k, pre, np.arange(n), np.zeros(n, int))
-        true_lo, true_hi = exact[k]
-        assert (true_hi[res.inactive] <= 1e-9).all(), (seed, k)
-        assert (true_lo[res.active] >= -1e-9).all(), (seed, k)
-        assert box.contains(res.points).all()
-        assert (true_lo >= res.lower - 1e-9).all() and (true_hi <= res.upper + 1e-9).all()
+        claims = []
+        for fsb in (1, 4):  # the largest score, then filtered smart branching
+            res = prove_signs_beta(net, box, k, pre, np.arange(n), np.zeros(n, int), fsb=fsb)
+            true_lo, true_hi = exact[k]
+            assert (true_hi[res.inactive] <= 1e-9).all(), (seed, k, fsb)
+            assert (true_lo[res.active] >= -1e-9).all(), (seed, k, fsb)
+            assert box.contains(res.points).all()
+            assert (true_lo >= res.lower - 1e-9).all() and (true_hi <= res.upper + 1e-9).all()
+            claims.append((res.inactive.tolist(), res.active.tolist(), res.complete))
+        assert claims[0] == claims[1], (seed, k)  # complete trees: the same claims
+
+
+@pytest.mark.parametrize("fsb", [1, 2, 4, 50])
+def test_choose_splits_picks_an_unsplit_unstable_neuron(fsb):
+    case = random_case(7, depth=(4, 4), width=(4, 4), inputs=(2, 3), max_neurons=16)
+    net, box = case.network, case.box
+    k = len(net.layers) - 1
+    model = BetaModel(net, box, k, linear_bounds(net, box)[:k])
+    if model.size < 2:
+        pytest.skip("fewer than two unstable neurons")
+    rng = np.random.default_rng(fsb)
+    popped, n = [], net.layers[k].out_features
+    for t in range(40):
+        split = np.zeros(model.size, np.int8)
+        picks = rng.choice(model.size, size=rng.integers(0, model.size), replace=False)
+        split[picks] = rng.choice([-1, 1], size=picks.size)
+        q = _Question(0, t % n, 1 if t % 2 else -1, [])
+        al, be = model.init_alpha[None], rng.exponential(0.3, (1, model.nbeta))
+        _, _, score = model.evaluate(
+            np.array([q.j]), np.array([float(q.sign)]), split[None], al, be, DEFAULT
+        )
+        if score[0].max() > 0.0:  # what the tree pops: a node with a neuron worth splitting
+            popped.append((q, (0.0, t, split, al[0], be[0], score[0])))
+    chosen = choose_splits(model, popped, DEFAULT, fsb)
+    assert len(chosen) == len(popped)
+    for (_, item), i in zip(popped, chosen, strict=True):
+        split, score = item[2], item[5]
+        assert 0 <= i < model.size and split[i] == 0 and score[i] > 0.0
+        if fsb == 1:
+            assert i == int(np.argmax(score))
 
 
 @pytest.mark.parametrize("seed", range(6))

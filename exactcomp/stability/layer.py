@@ -54,7 +54,9 @@ measured, while more split time did: on mnist-net_256x4 prop_1_0.05, layer 1 (12
 load 2-5) the MILPs took 12.1 s of CPU for 0 of 39 questions, and its split trees, replayed
 alone, decided 24 of 65 questions in 30 s of wall time and 35 in 80 s; on mnist-net_256x6
 prop_1_0.05, layer 1, 6.7 s of MILPs decided 0 of 61, the trees 3 in 13 s and 13 in 45 s.
-Without a budget nothing changes."""
+Traced side by side with the previous rule at 120 s: 256x4 496 -> 489 undecided, 256x6 952
+-> 944, the same CPU seconds (benchmarks/RESULTS.md, "wide11"). Without a budget nothing
+changes."""
 
 
 class LayerRun(LayerClaims):

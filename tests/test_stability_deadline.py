@@ -220,3 +220,46 @@ def test_costly_phases_get_an_equal_share_with_later_layers(monkeypatch, clock):
     r = engine.LATE_RESERVE * 100.0
     expected = {0: (100.0 - 2 * r) / 3, 1: (100.0 - r) / 2, 2: 100.0}
     assert seen == pytest.approx({k: START + v for k, v in expected.items()})
+
+
+def test_relu_splits_and_their_milps_share_one_window(monkeypatch, clock):
+    """With ReLU splits (forced here on 2-3 inputs), a layer's split phase and then the MILP
+    phase on the questions it leaves run in one window of ``SPLIT_SHARES`` of the equal
+    shares of :func:`test_costly_phases_get_an_equal_share_with_later_layers` (all of the
+    time left at most): both see the same deadline. The clock stands still, so each window
+    is exact; the splits are left out (the MILPs decide), and every verdict is the
+    oracle's."""
+    from exactcomp.stability import engine
+
+    case = random_case(4, depth=(4, 4), width=(3, 5), inputs=(2, 3), nasty=False)
+    net, box = case.network, case.box
+    relu = list(net.relu_layers)
+    assert len(relu) == 4
+    monkeypatch.setattr(stability_layer, "split_inputs", lambda: 0)
+    for name in ("_lp", "_ideal_cuts", "_region_search"):  # leave the splits questions
+        monkeypatch.setattr(stability_layer.LayerRun, name, lambda run: None)
+    seen: dict[int, list[tuple[str, float]]] = {}
+    real_milp = stability_layer.LayerRun._milp_phase
+
+    def splits(run) -> None:  # the window only: the MILPs decide the questions
+        seen.setdefault(run.k, []).append(("splits", run.deadline))
+
+    def milp(run) -> None:
+        seen.setdefault(run.k, []).append(("milp", run.deadline))
+        real_milp(run)
+
+    monkeypatch.setattr(stability_layer.LayerRun, "_relu_splits", splits)
+    monkeypatch.setattr(stability_layer.LayerRun, "_milp_phase", milp)
+    report = stable_neurons(net, box, jobs=1, deadline=START + 100.0)
+    assert exact_analysis(net, box).wrong_verdicts(report) == []
+    r = engine.LATE_RESERVE * 100.0
+    with_splits = 0
+    for k, calls in seen.items():
+        n = len(relu) - relu.index(k)  # ReLU layers from this one to the last
+        own = 100.0 - (n - 1) * r
+        names = [name for name, _ in calls]
+        shares = stability_layer.SPLIT_SHARES if names == ["splits", "milp"] else 1
+        with_splits += shares > 1 and n > 1
+        expected = START + own * min(shares / n, 1.0)
+        assert [d for _, d in calls] == pytest.approx([expected] * len(calls)), (k, calls)
+    assert with_splits >= 1  # the case has the shared window below the last layer

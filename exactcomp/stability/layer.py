@@ -46,6 +46,18 @@ _SPLIT_TIME = 3.0
 """CPU seconds of the input-split phase per layer, in MILP time limits (its node budget
 aside); wall-clock at most :data:`~exactcomp.milp.layer.WALL_PER_CPU` times as long."""
 
+SPLIT_SHARES = 2
+"""Shares of the time left (:meth:`LayerRun._costly`) of one window in which the ReLU splits
+run, and then the MILP phase on the questions they leave (before: a share each, the splits
+first). Under a budget the MILPs after the split trees decided nothing in the traces
+measured, while more split time did: on mnist-net_256x4 prop_1_0.05, layer 1 (120 s budget,
+load 2-5) the MILPs took 12.1 s of CPU for 0 of 39 questions, and its split trees, replayed
+alone, decided 24 of 65 questions in 30 s of wall time and 35 in 80 s; on mnist-net_256x6
+prop_1_0.05, layer 1, 6.7 s of MILPs decided 0 of 61, the trees 3 in 13 s and 13 in 45 s.
+Traced side by side with the previous rule at 120 s: 256x4 496 -> 489 undecided, 256x6 952
+-> 944, the same CPU seconds (benchmarks/RESULTS.md, "wide11"). Without a budget nothing
+changes."""
+
 
 class LayerRun(LayerClaims):
     """The short driver over one layer's phases, on its claims (:class:`LayerClaims`).
@@ -101,6 +113,7 @@ class LayerRun(LayerClaims):
         if self.left() <= 0.0:  # past this layer's deadline (engine.layer_deadline)
             self.stats["out_of_time"] = 1
             return self._result()
+        splits = False
         if fast:
             deep = self.k > 0
             if deep and self.open_neurons().size:
@@ -112,9 +125,10 @@ class LayerRun(LayerClaims):
             splits = deep and self.net.input_size > split_inputs() and relu_splits()
             if deep and self.open_neurons().size and not (splits and self._last()):
                 self._phase("cuts", "ideal cuts", self._ideal_cuts)
-            if splits and self.open_neurons().size:
-                self._phase("bab", "relu splits", lambda: self._costly(self._relu_splits))
-        self._costly(self._milp_phase)
+        if splits and self.open_neurons().size:
+            self._costly(self._splits_then_milp, SPLIT_SHARES)
+        else:
+            self._costly(self._milp_phase)
         self._advance("milp")
         deeper = relu and self.k > 0 and not self._last()
         if fast and deeper and self.net.input_size > split_inputs() and relu_splits():
@@ -123,17 +137,17 @@ class LayerRun(LayerClaims):
             self.stats["out_of_time"] = 1  # this layer's time ran out (engine.layer_deadline)
         return self._result()
 
-    def _costly(self, step: Callable[[], None]) -> None:
-        """Run a costly phase (ReLU splits, MILPs) within an equal share, with each later
-        ReLU layer, of the time left to this layer's deadline: their few decisions per second
-        are worth less than the cheap LP phases of later layers. On ERAN mnist_relu_9_200
-        (idx 1013, 120 s budget) layers 2-3's splits and MILPs took 35 s of CPU for 16
-        neurons, and layers 4-6 (65 open) got only their witness search: 90 undecided in
-        all, 69 with the splits' share (load 5)."""
+    def _costly(self, step: Callable[[], None], shares: int = 1) -> None:
+        """Run a costly phase (ReLU splits, MILPs) within ``shares`` equal shares, with each
+        later ReLU layer, of the time left to this layer's deadline (all of it at most):
+        their few decisions per second are worth less than the cheap LP phases of later
+        layers. On ERAN mnist_relu_9_200 (idx 1013, 120 s budget) layers 2-3's splits and
+        MILPs took 35 s of CPU for 16 neurons, and layers 4-6 (65 open) got only their
+        witness search: 90 undecided in all, 69 with the splits' share (load 5)."""
         own = self.deadline
         if own is not None and self.spread > 1:
             now = time.perf_counter()
-            self.deadline = now + max(own - now, 0.0) / self.spread
+            self.deadline = now + max(own - now, 0.0) * min(shares / self.spread, 1.0)
         try:
             step()
         finally:
@@ -148,6 +162,12 @@ class LayerRun(LayerClaims):
         return self._result()
 
     # ------------------------------------------------------------------ phases
+    def _splits_then_milp(self) -> None:
+        """The ReLU splits, then the MILP phase on the questions they leave, in one window
+        (:data:`SPLIT_SHARES`)."""
+        self._phase("bab", "relu splits", self._relu_splits)
+        self._milp_phase()
+
     def _milp_phase(self) -> None:
         """The MILP phase (:class:`~exactcomp.stability.milp_questions.MilpQuestions`): one
         question per open (neuron, sign), within the layer's deadline."""

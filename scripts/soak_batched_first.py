@@ -1,6 +1,8 @@
-"""Run ``python -m benchmarks soak ...`` with :data:`exactcomp.bab.relu.BATCHED_FIRST` on.
+"""Run ``python -m benchmarks soak ...`` with the batched engine on every ReLU-split call.
 
-A one-off (the engine is off by default)::
+:data:`exactcomp.bab.relu.BATCHED_FIRST` is on by default, but only for calls of at least
+:data:`exactcomp.bab.relu.BATCHED_MIN_QUESTIONS` neurons, which the soak's small networks
+rarely ask; this script asks it for every call::
 
     PYTHONPATH=. python scripts/soak_batched_first.py --family relusplits --cases 30 --time-limit 2
     FSB=4 PYTHONPATH=. python scripts/soak_batched_first.py --family relusplits --cases 40
@@ -21,6 +23,7 @@ from exactcomp.bab import beta_tree as beta
 from exactcomp.bab import relu
 
 relu.BATCHED_FIRST = True
+relu.BATCHED_MIN_QUESTIONS = 1
 beta.FSB = int(os.environ.get("FSB", beta.FSB))
 seen = {"calls": 0, "questions": 0, "nodes": 0, "claims": 0, "points": 0}
 real = beta.prove_signs_beta

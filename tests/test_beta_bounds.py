@@ -213,6 +213,7 @@ def test_choose_splits_picks_an_unsplit_unstable_neuron(fsb):
 @pytest.mark.parametrize("seed", range(6))
 def test_the_fast_engine_with_batched_first_keeps_the_oracles_verdicts(seed, monkeypatch):
     monkeypatch.setattr(relu_bab, "BATCHED_FIRST", True)
+    monkeypatch.setattr(relu_bab, "BATCHED_MIN_QUESTIONS", 1)  # tiny layers ask few questions
     monkeypatch.setattr("exactcomp.bab.split.MAX_INPUTS", 0)  # ReLU splits on any input size
     case = random_case(100 + seed, depth=(3, 4), width=(3, 4), inputs=(2, 3), max_neurons=12)
     truth = exact_analysis(case.network, case.box)

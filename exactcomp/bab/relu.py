@@ -147,6 +147,15 @@ first (:func:`exactcomp.bab.beta_tree.batched_first`), the LP trees getting thos
 On mnist-net_256x6 prop_0_0.03 the whole trace went from 9 undecided neurons in 266.7 s of
 CPU to 4 in 197.3 s: it bounds 8-15 times more nodes per CPU second than the node LP, each
 about 1.3 times looser, and the hard questions need the nodes (:mod:`exactcomp.bab.beta_tree`)."""
+BATCHED_MIN_QUESTIONS = 4
+"""Fewer neurons than this in a call: the LP trees alone, even with :data:`BATCHED_FIRST`. The
+batched engine's first call in a process imports torch (about 3 s of CPU on this machine),
+which a layer with a question or two does not repay: on the digits models over [0,1]^64
+(``python -m benchmarks stability --suite digits --methods fast``) the one ReLU-split question
+of l1 = 1e-4 and of l1 = 5e-4 took 2.7 and 2.4 s of CPU with it, against 0.64 and 0.07 s
+before the batched engine (LP trees alone, the same verdicts; benchmarks/RESULTS.md "End-of-stop
+checks (2026-12-06, fourth stop)"). Layers of the MNIST networks that need the batched trees
+ask it tens of questions (31, 40 and 11 on mnist-net_256x6 prop_0_0.03)."""
 FIRST = 30
 """Node budget of the first pass."""
 GROWTH = 10
@@ -175,7 +184,7 @@ def prove_signs_relu(
     ``time.perf_counter()`` instant after which no LP starts. ``nodes`` counts the LPs solved
     (and, with :data:`BATCHED_FIRST`, the nodes of the batched engine before them).
     """
-    if BATCHED_FIRST:
+    if BATCHED_FIRST and len(neurons) >= BATCHED_MIN_QUESTIONS:
         from . import beta_tree
 
         cuts = (

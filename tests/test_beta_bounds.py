@@ -219,3 +219,24 @@ def test_the_fast_engine_with_batched_first_keeps_the_oracles_verdicts(seed, mon
     truth = exact_analysis(case.network, case.box)
     report = stable_neurons(case.network, case.box, jobs=1)
     assert truth.wrong_verdicts(report) == []
+
+
+def test_the_hand_written_adam_step_is_torchs():
+    """:class:`exactcomp.bab.beta._Adam` (written out to spare the ``torch._dynamo`` import)
+    takes the same steps as ``torch.optim.Adam``, bit for bit, on a random quadratic."""
+    torch = pytest.importorskip("torch")
+    from exactcomp.bab.beta import _Adam
+
+    rng = np.random.default_rng(0)
+    ours = [torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    ref = [torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    adam = _Adam(torch, ((ours[0], 0.1), (ours[1], 0.03)))
+    opt = torch.optim.Adam([{"params": [ref[0]], "lr": 0.1}, {"params": [ref[1]], "lr": 0.03}])
+    for _ in range(20):
+        w = [torch.tensor(rng.normal(size=p.shape), dtype=torch.float32) for p in ours]
+        sum((p * c).sum() + (p**2).sum() for p, c in zip(ours, w, strict=True)).backward()
+        adam.step()
+        opt.zero_grad()
+        sum((p * c).sum() + (p**2).sum() for p, c in zip(ref, w, strict=True)).backward()
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, ref, strict=True))

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as _RichProgress
 from rich.table import Table
+from rich.text import Text
 
 from .errors import InputFileError
 from .io.atomic import atomic_write
@@ -86,22 +87,41 @@ def compression_table(doc: dict) -> Table:
     return t
 
 
-def lossy_table(doc: dict) -> Table:
-    """Per layer what a lossy command did, and the proven/sampled totals in the caption (with
-    the ``strategy`` that won, for ``compress --tol``)."""
-    t = Table(
-        title=f"{doc['command']}: proven max |f - g| <= {doc['proven_max_abs_diff']:.4g} "
-        f"(tol {doc['tol']}), sampled {doc['sampled_max_abs_diff']:.4g}",
-        caption=f"neurons {doc['neurons_before']} -> {doc['neurons_after']}, parameters "
+# Short console headers for the per-layer keys of a lossy report (the JSON keeps the long ones).
+_LOSSY_HEADERS = {
+    "neurons_to_constant": "const",
+    "neurons_refitted": "refit",
+    "neurons_merged": "merged",
+    "weights_zeroed": "zeroed",
+    "amplification": "amplif.",
+    "entropy_bits": "entropy",
+}
+
+
+def lossy_table(doc: dict) -> Group:
+    """Per layer what a lossy command did (at 80 columns), under a line with the proven and
+    sampled totals and above one with the sizes (and the ``strategy`` that won, for ``compress
+    --tol``) and, with ``--data``, the agreement and accuracies."""
+    caption = (
+        f"neurons {doc['neurons_before']} -> {doc['neurons_after']}, parameters "
         f"{doc['parameters_before']} -> {doc['parameters_after']}"
-        + (f" ({doc['strategy']})" if "strategy" in doc else ""),
+        + (f" ({doc['strategy']})" if "strategy" in doc else "")
     )
+    if doc.get("agreement") is not None:
+        caption += f"\nagreement {100 * doc['agreement']:.2f} % on {doc['data_points']} inputs"
+    if doc.get("accuracy_before") is not None:
+        caption += (
+            f", accuracy {100 * doc['accuracy_before']:.2f} -> {100 * doc['accuracy_after']:.2f} %"
+        )
     keys = [k for k in doc["layers"][0] if k != "layer"] if doc["layers"] else []
-    for c in ["layer", *keys]:
-        t.add_column(c)
+    t = _table(None, ("layer", *(_LOSSY_HEADERS.get(k, k) for k in keys), ""))
     for row in doc["layers"]:
-        t.add_row(*(_cell(row[k]) for k in ["layer", *keys]))
-    return t
+        t.add_row(*(_cell(row[k]) for k in ["layer", *keys]), "")
+    title = (
+        f"{doc['command']}: proven max |f - g| <= {doc['proven_max_abs_diff']:.4g} "
+        f"(tol {doc['tol']}), sampled {doc['sampled_max_abs_diff']:.4g}"
+    )
+    return Group(Text(title, style="bold"), t, Text(caption))
 
 
 def _cell(v: Any) -> str:
@@ -119,7 +139,7 @@ def stability_table(doc: dict) -> Table:
     return t
 
 
-def _table(title: str, columns: tuple[str, ...]) -> Table:
+def _table(title: str | None, columns: tuple[str, ...]) -> Table:
     """A table that reads at 80 columns: no vertical rules, numbers never squeezed, and the
     proofs (the last column) wrapped between its ``kind:count`` entries."""
     t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)

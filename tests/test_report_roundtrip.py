@@ -196,3 +196,42 @@ def test_the_lossy_table_names_the_winning_strategy():
     assert "parameters 10 -> 6 (magnitude)" in " ".join(console.export_text().split())
     console.print(lossy_table(doc))
     assert "(magnitude)" not in console.export_text()
+
+
+def test_the_lossy_table_fits_80_columns_and_gives_the_data_figures():
+    """The long per-layer keys get short headers; ``--data`` adds agreement and accuracies."""
+    from rich.console import Console
+
+    from exactcomp.report import lossy_table
+
+    row = {
+        "layer": 0,
+        "neurons_to_constant": 13,
+        "neurons_refitted": 0,
+        "neurons_merged": 2,
+        "weights_zeroed": 1236,
+        "amplification": 0.06844,
+        "charged": 7.988,
+    }
+    doc = {
+        "command": "compress",
+        "tol": 1.0,
+        "proven_max_abs_diff": 0.9999,
+        "sampled_max_abs_diff": 0.4971,
+        "neurons_before": 200,
+        "neurons_after": 187,
+        "parameters_before": 17610,
+        "parameters_after": 15687,
+        "strategy": "search",
+        "layers": [row, {**row, "layer": 1}],
+        "agreement": 0.9978,
+        "data_points": 450,
+        "accuracy_before": 0.9756,
+        "accuracy_after": 0.9733,
+    }
+    console = Console(width=80, record=True)
+    console.print(lossy_table(doc))
+    text = console.export_text()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "agreement 99.78 % on 450 inputs, accuracy 97.56 -> 97.33 %" in text
+    assert "const" in text and "1236" in text

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exactcomp.domain import Box
-from exactcomp.network import Network
+from exactcomp.network import Layer, Network
 from exactcomp.search import (
     ascend,
     candidate_inputs,
@@ -205,6 +205,26 @@ def test_witness_margin_is_the_rule_of_the_engine_pool_and_the_recheck() -> None
     pool = WitnessPool(net, box, DEFAULT)
     pool.add(x)
     assert pool.pos[0][0] == 1
+
+
+def test_the_sign_search_skips_constant_neurons_of_an_emptied_network() -> None:
+    """A compression that removes whole layers leaves later neurons with no weight reaching
+    them (``weight`` of shape ``(m, 0)``): constants, whose missing sign no search can find.
+    The second search round used to divide its arithmetic budget by a cost of 0 (found by the
+    conv soak, seed 30057)."""
+    from exactcomp.stability.witnesses import WitnessPool, search_signs
+
+    net = Network(
+        (
+            Layer(np.zeros((0, 2)), np.zeros(0), relu=True),
+            Layer(np.zeros((2, 0)), np.array([1.0, -1.0]), relu=True),
+            Layer(np.ones((1, 2)), np.zeros(1), relu=False),
+        )
+    )
+    pool = WitnessPool(net, Box.uniform(0.0, 1.0, 2), DEFAULT)
+    pool.add(np.array([[0.5, 0.5]]))
+    search_signs(pool, 1, np.zeros(2, dtype=bool), seed=0)
+    assert list(pool.pos[1] >= 0) == [True, False] and list(pool.neg[1] >= 0) == [False, True]
 
 
 # ------------------------------------------------------------------------------ witnesses

@@ -127,6 +127,8 @@ def search_signs(pool: WitnessPool, k: int, settled: np.ndarray, seed: int) -> N
         else:
             steps = 100
             cost = 4.0 * sum(la.weight.size for la in net.layers[: k + 1])
+            if cost == 0:  # no weight reaches layer k (emptied layers): its neurons are constants
+                return
             reps = min(16, int(SEARCH_FLOPS / (cost * steps * open_.size)))
             if reps < 2:
                 return

@@ -71,6 +71,7 @@ FAMILIES = (
     "conv",
     "conv-sparse",
     "conv-residual",
+    "degenerate",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
 ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits")
@@ -100,7 +101,8 @@ def parse_families(text: str) -> tuple[str, ...]:
 def family_for(seed: int, families: Sequence[str]) -> str:
     """The family of case ``seed``: :data:`ROTATION` restricted to ``families`` (plus
     the conv families when they are named)."""
-    rotation = [f for f in (*ROTATION, "conv", "conv-sparse", "conv-residual") if f in families]
+    extra = ("conv", "conv-sparse", "conv-residual", "degenerate")
+    rotation = [f for f in (*ROTATION, *extra) if f in families]
     return rotation[seed % len(rotation)]
 
 
@@ -138,6 +140,10 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         from .soak_residual import run_residual_case
 
         return run_residual_case(seed, opts, method)
+    if family == "degenerate":
+        from .soak_degenerate import run_degenerate_case
+
+        return run_degenerate_case(seed, opts, method)
     if family == "near-duplicate":
         case = near_duplicate_case(seed, inputs=opts.inputs, max_neurons=opts.max_neurons)
     elif family == "near-dependent":

@@ -52,6 +52,9 @@ UNSOUND = (
     "onnx-equivalent",
     "onnx-written",
     "torch-written",
+    "file-written",
+    "lossy-bound",
+    "cli",
 )
 ROUNDING = 1e-12
 T = TypeVar("T")

@@ -1,0 +1,239 @@
+"""The soak's ``degenerate`` family: what compression produces, through every later step.
+
+Each case (:func:`exactcomp.testing.degenerate.degenerate_case`: emptied and all-zero
+layers, constant and affine networks, duplicates, widths of 1, point, wide and tiny boxes,
+weights ``1e-8..1e4``) runs every check of :func:`~exactcomp.testing.soak_checks.check_case`,
+then, on the compressed network ``g`` (often with zero-width layers):
+
+- ``stable``, ``bound``, ``unstable``: ``stable_neurons(g)`` against the exact oracle of ``g``;
+- ``equivalent``, ``counterexample``, ``equiv-bound``: ``verify_equivalence(g, f)`` (the
+  pair the other way round) against the oracle's exact ``max |f - g|``;
+- ``file-written``: ``g`` written to ``.onnx`` and ``.pt`` and read back, and written as a
+  ``.nnet`` text (:func:`~exactcomp.testing.nnet_cases.write_nnet`, limits = the box) and
+  read back, each against ``g`` on the probe points of the box; ``save`` to ``.nnet``
+  must refuse (a read-only format);
+- ``lossy-bound``: ``quantize`` (the public API, 8/4/2 bits) and ``compress --tol`` on ``g``
+  (odd seeds) or ``f`` (even seeds): the exact ``max |input - result|`` (oracle) must not
+  exceed the proven bound (as :mod:`benchmarks.lossy_soak`);
+- ``cli``: on every :data:`CLI_EVERY`-th seed, ``exactcomp compress/verify/stability
+  /quantize/regions`` end to end through :func:`exactcomp.cli.main` on ONNX files: exit code
+  0 (or ``verify``'s 3, UNKNOWN), or 2 with one line on stderr and no output file; the
+  input file never overwritten (``-o`` equal to the input must be refused, the bytes kept).
+
+A clean :class:`~exactcomp.errors.ExactCompError` is a refusal (counted, not a finding);
+any other exception is an ``error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from exactcomp import api
+from exactcomp.errors import ExactCompError
+from exactcomp.network import Network
+from exactcomp.testing.degenerate import degenerate_case
+from exactcomp.testing.oracle import OracleError
+from exactcomp.testing.oracle import max_output_difference as exact_max_difference
+from exactcomp.testing.random_networks import Case
+from exactcomp.testing.soak_checks import CaseResult, Checker, Finding, SoakOptions, check_case
+
+CLI_EVERY = 10
+"""One case in ten also runs the command line end to end (about 10 s each)."""
+
+
+@dataclasses.dataclass
+class Extra:
+    """What the checks of the compressed network add to the case's counts."""
+
+    refused: int = 0
+    equivalences: int = 0
+    statuses: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def run_degenerate_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
+    """Generate case ``seed``, check it (see the module docstring)."""
+    dc = degenerate_case(seed, max_neurons=opts.max_neurons)
+    extra = Extra()
+    result = check_case(dc.case, opts, method, written=lambda c, g: _compressed(c, g, extra))
+    found = list(result.findings)
+    if seed % CLI_EVERY == 0:
+        found += _guard("cli", lambda: cli_checks(dc.case))
+    statuses = dict(result.statuses)
+    for k, v in extra.statuses.items():
+        statuses[k] = statuses.get(k, 0) + v
+    result = dataclasses.replace(
+        result,
+        family="degenerate",
+        findings=tuple(found),
+        refused=result.refused + extra.refused,
+        equivalences=result.equivalences + extra.equivalences,
+        statuses=statuses,
+    )
+    return dc.to_json(), result
+
+
+def _guard(what: str, fn) -> list[Finding]:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - every failure of a check is a finding
+        tb = traceback.format_exc(limit=-3).strip().splitlines()
+        return [Finding("error", f"{what}: {exc!r} [{' | '.join(tb[-3:])}]")]
+
+
+def _compressed(c: Checker, g: Network, extra: Extra) -> None:
+    """The checks of the compressed network ``g`` of ``c``'s case (module docstring)."""
+    case = Case(g, c.box, c.seed)
+    try:
+        c2 = Checker(case, c.opts, c.method)
+    except OracleError as exc:
+        c.notes.append(f"compressed: oracle skipped: {exc}")
+        c2 = None
+    if c2 is not None:
+        report = c2.guard(
+            "stable_neurons[compressed]",
+            lambda: api.stable_neurons(g, c.box, method=c.method, jobs=1, seed=c.seed,
+                                       time_limit=c.opts.time_limit),
+        )  # fmt: skip
+        if report is not None:
+            c2.claims(report, "compressed")
+        if c.opts.equivalence:
+            c2.equivalence(c.f, "reverse")
+        c.findings.extend(dataclasses.replace(f, detail=f"g: {f.detail}") for f in c2.findings)
+        extra.equivalences += c2.equivalences
+        for k, v in c2.statuses.items():
+            extra.statuses[k] = extra.statuses.get(k, 0) + v
+    c.findings.extend(_guard("files", lambda: file_checks(c, g, extra)))
+    c.findings.extend(_guard("lossy", lambda: lossy_checks(c, g, extra)))
+
+
+def _allowed(g: Network, x: np.ndarray) -> np.ndarray:
+    """What a float32 file may differ from ``g`` at ``x``: ``64 u depth S(x)``."""
+    from exactcomp.io.onnx_check import partial_sum_size
+
+    u = np.finfo(np.float32).eps / 2
+    return 64 * u * len(g.layers) * partial_sum_size(g, x)[:, None] + 1e-12
+
+
+def file_checks(c: Checker, g: Network, extra: Extra) -> list[Finding]:
+    """``g`` to ``.onnx``, ``.pt`` and ``.nnet`` and back (``file-written``)."""
+    from exactcomp.io.onnx_check import probe_points
+    from exactcomp.testing.nnet_cases import write_nnet
+
+    x = probe_points(c.box, 32, np.random.default_rng(c.seed))
+    want, allowed = g.forward(x), _allowed(g, x)
+    out: list[Finding] = []
+    with tempfile.TemporaryDirectory(prefix="soak-degen-") as tmp:
+        for suffix in (".onnx", ".pt", ".nnet"):
+            path = Path(tmp) / f"g{suffix}"
+            try:
+                if suffix == ".nnet":
+                    with contextlib.suppress(ExactCompError):
+                        api.save(g, path)
+                        out.append(Finding("file-written", "save to .nnet did not refuse"))
+                    lo, hi = c.box.lower, c.box.upper
+                    write_nnet(path, g, lo, hi, np.zeros(g.input_size + 1), np.ones(len(lo) + 1))
+                else:
+                    api.save(g, path, domain=c.box)
+                back = api.load(path)
+            except ExactCompError:
+                extra.refused += 1
+                continue
+            d = np.abs(back.forward(x) - want)
+            if d.shape != want.shape or np.any(d > allowed):
+                i = int(np.argmax(np.max(d - allowed, axis=1))) if d.shape == want.shape else 0
+                detail = f"{suffix} read back differs: {float(np.max(d))!r}"
+                out.append(Finding("file-written", detail, x[i].tolist()))
+    return out
+
+
+def lossy_checks(c: Checker, g: Network, extra: Extra) -> list[Finding]:
+    """``quantize`` and ``compress --tol`` on ``g`` (odd seeds) or ``f`` (even seeds): the
+    exact ``max |input - result|`` within the proven bound (``lossy-bound``)."""
+    src = g if c.seed % 2 else c.f
+    bits = float((8, 4, 2)[c.seed % 3])
+    out: list[Finding] = []
+    runs = (
+        ("quantize", lambda: api.quantize(src, c.box, bits=bits, split_seconds=1.0)),
+        ("compress --tol", lambda: api.compress_lossy(src, c.box, 0.1, time_limit=5.0)),
+    )
+    for what, fn in runs:
+        try:
+            res = fn()
+        except ExactCompError:
+            extra.refused += 1
+            continue
+        try:
+            exact = exact_max_difference(src, res.network, c.box).value
+        except OracleError as exc:
+            c.notes.append(f"{what}: oracle skipped: {exc}")
+            continue
+        scale = 1.0 + float(np.max(np.abs(c.exact.ranges[-1])))
+        if exact > res.proven + 1e-9 * scale:
+            out.append(Finding("lossy-bound", f"{what}: exact {exact!r} > proven {res.proven!r}"))
+    return out
+
+
+# ------------------------------------------------------------------------------- CLI
+def _cli(argv: list[str]) -> tuple[int, str]:
+    """``exactcomp.cli.main(argv)``: its exit code and stderr."""
+    from exactcomp.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, err.getvalue()
+
+
+def cli_checks(case: Case) -> list[Finding]:
+    """The commands on ``case`` end to end (module docstring); ``cli`` findings."""
+    out: list[Finding] = []
+    with tempfile.TemporaryDirectory(prefix="soak-degen-cli-") as tmp:
+        d = Path(tmp)
+        try:
+            api.save(case.network, d / "f.onnx")
+        except ExactCompError:
+            return []
+        box = d / "box.json"
+        box.write_text(json.dumps(case.box.to_json()))
+        dom = ["--box-file", str(box)]
+        f, g = str(d / "f.onnx"), str(d / "g.onnx")
+        runs: list[tuple[list[str], str | None, tuple[int, ...]]] = [
+            (["compress", f, *dom, "-o", g, "--time-limit", "5", "--quiet"], g, (0,)),
+            (["verify", f, g, *dom, "--time-limit", "5"], None, (0, 3)),
+            (["stability", g, *dom, "--time-limit", "5", "--quiet"], None, (0,)),
+            (["quantize", g, *dom, "--bits", "8", "-o", str(d / "q.onnx")], str(d / "q.onnx"), (0,)),
+            (["compress", g, *dom, "--tol", "0.1", "-o", str(d / "l.pt")], str(d / "l.pt"), (0,)),
+            (["regions", g, *dom, "--limit", "2000"], None, (0,)),
+        ]
+        before = (d / "f.onnx").read_bytes()
+        for argv, target, ok in runs:
+            if argv[1] == g and not Path(g).exists():
+                continue
+            out += _one_cli(argv, target, ok)
+        out += _one_cli(["compress", f, *dom, "-o", f], None, (2,))
+        if (d / "f.onnx").read_bytes() != before:
+            out.append(Finding("cli", "compress -o INPUT overwrote its input"))
+    return out
+
+
+def _one_cli(argv: list[str], target: str | None, ok: tuple[int, ...]) -> list[Finding]:
+    try:
+        rc, err = _cli(argv)
+    except BaseException as exc:  # noqa: BLE001 - a traceback out of main is the finding
+        tb = traceback.format_exc(limit=-3).strip().splitlines()
+        return [Finding("cli", f"{argv[0]}: {exc!r} [{' | '.join(tb[-3:])}]")]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if rc in ok and rc != 2:
+        return []
+    if rc != 2:
+        return [Finding("cli", f"{argv[0]}: exit code {rc}: {err.strip()[:300]}")]
+    bad = len(lines) != 1 or (target is not None and Path(target).exists())
+    return [Finding("cli", f"{argv[0]}: exit 2 with {err.strip()[:300]!r}")] if bad else []

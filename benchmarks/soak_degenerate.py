@@ -111,6 +111,8 @@ def _compressed(c: Checker, g: Network, extra: Extra) -> None:
         for k, v in c2.statuses.items():
             extra.statuses[k] = extra.statuses.get(k, 0) + v
     c.findings.extend(_guard("files", lambda: file_checks(c, g, extra)))
+    if any(la.out_features == 0 for la in c.f.layers):  # f itself hollow: its files too
+        c.findings.extend(_guard("files[f]", lambda: file_checks(c, c.f, extra)))
     c.findings.extend(_guard("lossy", lambda: lossy_checks(c, g, extra)))
 
 

@@ -8,6 +8,9 @@ the features below (:data:`FEATURES`), each aimed at an edge of the engines:
   ``-(w+ . hi + w- . lo)`` of the layer's interval inputs, minus a margin), so that
   ``compress`` removes it whole and the compressed network has zero-width layers;
 - ``constant``: the first hidden layer dead: the network is constant on the box;
+- ``hollow``: with ``empty`` or ``constant``, that dead layer given zero width (weights of
+  shape ``(0, n)``, the next layer's ``(m, 0)``): the same function on the box, the shapes
+  ``compress`` leaves when it empties a layer, in the network every engine reads;
 - ``linear``: every hidden layer active on the box (biases above the interval minimum):
   the network is affine there and ``compress`` folds it to one layer;
 - ``zeros``: zero rows (constant neurons), zero columns (dead inputs), and with
@@ -20,7 +23,7 @@ the features below (:data:`FEATURES`), each aimed at an edge of the engines:
 Widths of 1, one input and one output are drawn often (``thin`` is not a feature: a width
 is 1 with probability ``0.3``). The box (:data:`BOX_KINDS`) is ``plain``, a ``point``
 (``lo == hi`` everywhere), ``some-points`` (some coordinates), ``wide`` (``+-1e3``) or
-``tiny`` (``1e-9`` wide).
+``tiny`` (``1e-9`` wide), plain with probability ``0.4`` (:data:`BOX_ODDS`).
 
 Everything is drawn from ``numpy.random.default_rng(seed)``: same seed, same case.
 """
@@ -35,8 +38,9 @@ from ..domain import Box
 from ..network import Layer, Network
 from .random_networks import Case
 
-FEATURES = ("empty", "constant", "linear", "zeros", "dups", "scales")
+FEATURES = ("empty", "constant", "hollow", "linear", "zeros", "dups", "scales")
 BOX_KINDS = ("plain", "point", "some-points", "wide", "tiny")
+BOX_ODDS = (0.4, 0.15, 0.15, 0.15, 0.15)
 MARGIN = 1e-3
 """Relative margin of the dead and active biases (``MARGIN * (1 + |reach|)``): far above the
 float64 rounding of the interval bounds, so the verdicts are clear-cut."""
@@ -81,7 +85,7 @@ def degenerate_case(seed: int, *, max_neurons: int = 10) -> DegenerateCase:
     widths = [1 if rng.random() < 0.3 else int(rng.integers(2, 5)) for _ in range(depth)]
     while sum(widths) > max_neurons:
         widths[int(np.argmax(widths))] -= 1
-    kind = str(rng.choice(BOX_KINDS))
+    kind = str(rng.choice(BOX_KINDS, p=BOX_ODDS))
     box = degenerate_box(rng, n, kind)
     dead = {0} if "constant" in features else set()
     if "empty" in features:
@@ -105,6 +109,11 @@ def degenerate_case(seed: int, *, max_neurons: int = 10) -> DegenerateCase:
     if "scales" in features:
         keep = set(range(depth)) if "linear" in features else dead
         _scale(rng, ws, bs, keep)
+    if "hollow" in features and not dead:
+        features = tuple(f for f in features if f != "hollow")
+    if "hollow" in features:
+        k = max(dead)
+        ws[k], bs[k], ws[k + 1] = ws[k][:0], bs[k][:0], ws[k + 1][:, :0]
     layers = [Layer(w, b, relu=i < depth) for i, (w, b) in enumerate(zip(ws, bs, strict=True))]
     return DegenerateCase(Case(Network(tuple(layers), dtype="float64"), box, seed), features, kind)
 

@@ -217,6 +217,8 @@ def round_jointly(
     :math:`\\mathrm{tr}(M E C E^\\top)` decreases (``moment`` = :math:`M`, ``covariance`` =
     :math:`C`; module docstring). The scales are kept, so the result is on the same grid."""
     w = np.asarray(w, dtype=np.float64)
+    if w.size == 0:  # a layer of width 0 (emptied by a compression): no weight to move
+        return qw
     top = 2 ** (int(qw.bits) - 1) - 1
     s = qw.scale.astype(np.float64)[:, None]
     q = qw.q.astype(np.float64)

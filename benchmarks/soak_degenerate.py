@@ -16,7 +16,8 @@ then, on the compressed network ``g`` (often with zero-width layers):
   (odd seeds) or ``f`` (even seeds): the exact ``max |input - result|`` (oracle) must not
   exceed the proven bound (as :mod:`benchmarks.lossy_soak`);
 - ``cli``: on every :data:`CLI_EVERY`-th seed, ``exactcomp compress/verify/stability
-  /quantize/regions`` end to end through :func:`exactcomp.cli.main` on ONNX files: exit code
+  /quantize/regions`` end to end through :func:`exactcomp.cli.main` on the case written as
+  ``.onnx``, ``.pt`` or ``.nnet`` (limits = the box), in turn: exit code
   0 (or ``verify``'s 3, UNKNOWN), or 2 with one line on stderr and no output file; the
   input file never overwritten (``-o`` equal to the input must be refused, the bytes kept).
 
@@ -40,10 +41,12 @@ from exactcomp import api
 from exactcomp.errors import ExactCompError
 from exactcomp.network import Network
 from exactcomp.testing.degenerate import degenerate_case
+from exactcomp.testing.nnet_cases import write_nnet
 from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_networks import Case
 from exactcomp.testing.soak_checks import CaseResult, Checker, Finding, SoakOptions, check_case
+from exactcomp.testing.written_checks import check_files
 
 CLI_EVERY = 10
 """One case in ten also runs the command line end to end (about 10 s each)."""
@@ -110,50 +113,16 @@ def _compressed(c: Checker, g: Network, extra: Extra) -> None:
         extra.equivalences += c2.equivalences
         for k, v in c2.statuses.items():
             extra.statuses[k] = extra.statuses.get(k, 0) + v
-    c.findings.extend(_guard("files", lambda: file_checks(c, g, extra)))
-    if any(la.out_features == 0 for la in c.f.layers):  # f itself hollow: its files too
-        c.findings.extend(_guard("files[f]", lambda: file_checks(c, c.f, extra)))
+    nets = [g, c.f] if any(la.out_features == 0 for la in c.f.layers) else [g]  # f hollow
+    for net in nets:
+        c.findings.extend(_guard("files", lambda net=net: _files(c, net, extra)))
     c.findings.extend(_guard("lossy", lambda: lossy_checks(c, g, extra)))
 
 
-def _allowed(g: Network, x: np.ndarray) -> np.ndarray:
-    """What a float32 file may differ from ``g`` at ``x``: ``64 u depth S(x)``."""
-    from exactcomp.io.onnx_check import partial_sum_size
-
-    u = np.finfo(np.float32).eps / 2
-    return 64 * u * len(g.layers) * partial_sum_size(g, x)[:, None] + 1e-12
-
-
-def file_checks(c: Checker, g: Network, extra: Extra) -> list[Finding]:
-    """``g`` to ``.onnx``, ``.pt`` and ``.nnet`` and back (``file-written``)."""
-    from exactcomp.io.onnx_check import probe_points
-    from exactcomp.testing.nnet_cases import write_nnet
-
-    x = probe_points(c.box, 32, np.random.default_rng(c.seed))
-    want, allowed = g.forward(x), _allowed(g, x)
-    out: list[Finding] = []
-    with tempfile.TemporaryDirectory(prefix="soak-degen-") as tmp:
-        for suffix in (".onnx", ".pt", ".nnet"):
-            path = Path(tmp) / f"g{suffix}"
-            try:
-                if suffix == ".nnet":
-                    with contextlib.suppress(ExactCompError):
-                        api.save(g, path)
-                        out.append(Finding("file-written", "save to .nnet did not refuse"))
-                    lo, hi = c.box.lower, c.box.upper
-                    write_nnet(path, g, lo, hi, np.zeros(g.input_size + 1), np.ones(len(lo) + 1))
-                else:
-                    api.save(g, path, domain=c.box)
-                back = api.load(path)
-            except ExactCompError:
-                extra.refused += 1
-                continue
-            d = np.abs(back.forward(x) - want)
-            if d.shape != want.shape or np.any(d > allowed):
-                i = int(np.argmax(np.max(d - allowed, axis=1))) if d.shape == want.shape else 0
-                detail = f"{suffix} read back differs: {float(np.max(d))!r}"
-                out.append(Finding("file-written", detail, x[i].tolist()))
-    return out
+def _files(c: Checker, net: Network, extra: Extra) -> list[Finding]:
+    found, refused = check_files(c.box, net, c.seed)
+    extra.refused += refused
+    return found
 
 
 def lossy_checks(c: Checker, g: Network, extra: Extra) -> list[Finding]:
@@ -199,14 +168,20 @@ def cli_checks(case: Case) -> list[Finding]:
     out: list[Finding] = []
     with tempfile.TemporaryDirectory(prefix="soak-degen-cli-") as tmp:
         d = Path(tmp)
+        suffix = (".onnx", ".pt", ".nnet")[(case.seed // CLI_EVERY) % 3]
+        src = d / f"f{suffix}"
         try:
-            api.save(case.network, d / "f.onnx")
+            if suffix == ".nnet":  # the box as the file's input limits
+                n, (lo, hi) = case.network.input_size, (case.box.lower, case.box.upper)
+                write_nnet(src, case.network, lo, hi, np.zeros(n + 1), np.ones(n + 1))
+            else:
+                api.save(case.network, src)
         except ExactCompError:
             return []
         box = d / "box.json"
         box.write_text(json.dumps(case.box.to_json()))
         dom = ["--box-file", str(box)]
-        f, g = str(d / "f.onnx"), str(d / "g.onnx")
+        f, g = str(src), str(d / "g.onnx")
         runs: list[tuple[list[str], str | None, tuple[int, ...]]] = [
             (["compress", f, *dom, "-o", g, "--time-limit", "5", "--quiet"], g, (0,)),
             (["verify", f, g, *dom, "--time-limit", "5"], None, (0, 3)),
@@ -215,13 +190,13 @@ def cli_checks(case: Case) -> list[Finding]:
             (["compress", g, *dom, "--tol", "0.1", "-o", str(d / "l.pt")], str(d / "l.pt"), (0,)),
             (["regions", g, *dom, "--limit", "2000"], None, (0,)),
         ]
-        before = (d / "f.onnx").read_bytes()
+        before = src.read_bytes()
         for argv, target, ok in runs:
             if argv[1] == g and not Path(g).exists():
                 continue
             out += _one_cli(argv, target, ok)
         out += _one_cli(["compress", f, *dom, "-o", f], None, (2,))
-        if (d / "f.onnx").read_bytes() != before:
+        if src.read_bytes() != before:
             out.append(Finding("cli", "compress -o INPUT overwrote its input"))
     return out
 

@@ -12,9 +12,10 @@ then, on the compressed network ``g`` (often with zero-width layers):
   ``.nnet`` text (:func:`~exactcomp.testing.nnet_cases.write_nnet`, limits = the box) and
   read back, each against ``g`` on the probe points of the box; ``save`` to ``.nnet``
   must refuse (a read-only format);
-- ``lossy-bound``: ``quantize`` (the public API, 8/4/2 bits) and ``compress --tol`` on ``g``
-  (odd seeds) or ``f`` (even seeds): the exact ``max |input - result|`` (oracle) must not
-  exceed the proven bound (as :mod:`benchmarks.lossy_soak`);
+- ``lossy-bound``: ``quantize`` (the public API, 8/4/2/16 bits; ``--tol 0.05`` on every
+  third seed) and ``compress --tol`` on ``g`` (odd seeds) or ``f`` (even seeds): the exact
+  ``max |input - result|`` (oracle) must not exceed the proven bound (as
+  :mod:`benchmarks.lossy_soak`);
 - ``cli``: on every :data:`CLI_EVERY`-th seed, ``exactcomp compress/verify/stability
   /quantize/regions`` end to end through :func:`exactcomp.cli.main` on the case written as
   ``.onnx``, ``.pt`` or ``.nnet`` (limits = the box), in turn: exit code
@@ -49,7 +50,7 @@ from exactcomp.testing.soak_checks import CaseResult, Checker, Finding, SoakOpti
 from exactcomp.testing.written_checks import check_files
 
 CLI_EVERY = 10
-"""One case in ten also runs the command line end to end (about 10 s each)."""
+"""One case in ten also runs the command line end to end (11 commands, about 10-20 s)."""
 
 
 @dataclasses.dataclass
@@ -129,12 +130,14 @@ def lossy_checks(c: Checker, g: Network, extra: Extra) -> list[Finding]:
     """``quantize`` and ``compress --tol`` on ``g`` (odd seeds) or ``f`` (even seeds): the
     exact ``max |input - result|`` within the proven bound (``lossy-bound``)."""
     src = g if c.seed % 2 else c.f
-    bits = float((8, 4, 2)[c.seed % 3])
+    bits = float((8, 4, 2, 16)[c.seed % 4])
     out: list[Finding] = []
-    runs = (
+    runs = [
         ("quantize", lambda: api.quantize(src, c.box, bits=bits, split_seconds=1.0)),
         ("compress --tol", lambda: api.compress_lossy(src, c.box, 0.1, time_limit=5.0)),
-    )
+    ]
+    if c.seed % 3 == 0:
+        runs.append(("quantize --tol", lambda: api.quantize(src, c.box, tol=0.05)))
     for what, fn in runs:
         try:
             res = fn()
@@ -182,18 +185,26 @@ def cli_checks(case: Case) -> list[Finding]:
         box.write_text(json.dumps(case.box.to_json()))
         dom = ["--box-file", str(box)]
         f, g = str(src), str(d / "g.onnx")
+        t = ["--time-limit", "5"]
+        o = {name: str(d / name) for name in ("r.json", "q.onnx", "h.onnx", "l.pt", "t.pt")}
         runs: list[tuple[list[str], str | None, tuple[int, ...]]] = [
-            (["compress", f, *dom, "-o", g, "--time-limit", "5", "--quiet"], g, (0,)),
-            (["verify", f, g, *dom, "--time-limit", "5"], None, (0, 3)),
-            (["stability", g, *dom, "--time-limit", "5", "--quiet"], None, (0,)),
-            (["quantize", g, *dom, "--bits", "8", "-o", str(d / "q.onnx")], str(d / "q.onnx"), (0,)),
-            (["compress", g, *dom, "--tol", "0.1", "-o", str(d / "l.pt")], str(d / "l.pt"), (0,)),
+            (["compress", f, *dom, "-o", g, *t, "--verify", "--report", o["r.json"]], g, (0,)),
+            (["verify", f, g, *dom, *t], None, (0, 3)),
+            (["verify", f, g, *dom, *t, "--mode", "top1"], None, (0, 3)),
+            (["stability", g, *dom, *t, "--quiet"], None, (0,)),
+            (["quantize", g, *dom, "--bits", "8", "-o", o["q.onnx"]], o["q.onnx"], (0,)),
+            (["quantize", f, *dom, "--bits", "16", "-o", o["h.onnx"]], o["h.onnx"], (0,)),
+            (["quantize", f, *dom, "--tol", "0.05", "-o", o["h.onnx"]], o["h.onnx"], (0,)),
+            (["compress", g, *dom, "--tol", "0.1", "-o", o["l.pt"]], o["l.pt"], (0,)),
+            (["compress", f, *dom, "--tol-mode", "top1", "-o", o["t.pt"]], o["t.pt"], (0,)),
             (["regions", g, *dom, "--limit", "2000"], None, (0,)),
         ]
         before = src.read_bytes()
         for argv, target, ok in runs:
             if argv[1] == g and not Path(g).exists():
                 continue
+            if target is not None and Path(target).exists():
+                Path(target).unlink()  # written by an earlier command: "no output" must show
             out += _one_cli(argv, target, ok)
         out += _one_cli(["compress", f, *dom, "-o", f], None, (2,))
         if src.read_bytes() != before:

@@ -100,6 +100,7 @@ class Summary:
     oracle_skipped: int = 0
     exact_points: int = 0
     refused: int = 0
+    lossy: int = 0
     families: dict[str, Counter] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -112,6 +113,7 @@ class Summary:
             pairs=r.equivalences,
             compressions=r.compressions,
             refused=r.refused,
+            lossy=r.lossy,
             unsound=len(r.unsound),
             unsound_cases=int(bool(r.unsound)),
             errors=len(r.errors),
@@ -119,6 +121,7 @@ class Summary:
         )
         self.exact_points += r.exact_points
         self.refused += r.refused
+        self.lossy += r.lossy
         self.cases += 1
         self.neurons_checked += r.neurons
         self.regions += r.regions
@@ -155,7 +158,8 @@ def _table(s: Summary) -> Table:
         ("methods", ", ".join(f"{k} {v}" for k, v in sorted(s.methods.items()))),
         ("compressions checked", s.compressions_checked),
         ("  points compared in exact rationals", s.exact_points),
-        ("files refused with a clean error", s.refused),
+        ("files and options refused with a clean error", s.refused),
+        ("lossy bounds checked against the exact max", s.lossy),
         ("equivalence checks", s.equivalence_checks),
         ("  verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.equivalence_verdicts.items()))),
         ("clear-cut stable neurons left UNDECIDED", s.missed_stable),

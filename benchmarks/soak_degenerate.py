@@ -58,6 +58,7 @@ class Extra:
     """What the checks of the compressed network add to the case's counts."""
 
     refused: int = 0
+    lossy: int = 0
     equivalences: int = 0
     statuses: dict[str, int] = dataclasses.field(default_factory=dict)
 
@@ -78,6 +79,7 @@ def run_degenerate_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
         family="degenerate",
         findings=tuple(found),
         refused=result.refused + extra.refused,
+        lossy=extra.lossy,
         equivalences=result.equivalences + extra.equivalences,
         statuses=statuses,
     )
@@ -149,6 +151,7 @@ def lossy_checks(c: Checker, g: Network, extra: Extra) -> list[Finding]:
         except OracleError as exc:
             c.notes.append(f"{what}: oracle skipped: {exc}")
             continue
+        extra.lossy += 1
         scale = 1.0 + float(np.max(np.abs(c.exact.ranges[-1])))
         if exact > res.proven + 1e-9 * scale:
             out.append(Finding("lossy-bound", f"{what}: exact {exact!r} > proven {res.proven!r}"))

@@ -105,6 +105,7 @@ class CaseResult:
     exact_points: int = 0
     family: str = "random"
     refused: int = 0  # files the public API refused with a clean one-line error
+    lossy: int = 0  # proven lossy bounds checked against the oracle's exact max |f - g|
 
     @property
     def unsound(self) -> tuple[Finding, ...]:

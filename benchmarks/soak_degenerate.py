@@ -5,7 +5,8 @@ layers, constant and affine networks, duplicates, widths of 1, point, wide and t
 weights ``1e-8..1e4``) runs every check of :func:`~exactcomp.testing.soak_checks.check_case`,
 then, on the compressed network ``g`` (often with zero-width layers):
 
-- ``stable``, ``bound``, ``unstable``: ``stable_neurons(g)`` against the exact oracle of ``g``;
+- ``bound``, ``stable``, ``unstable``: the interval, linear and LP bounds of ``g`` and
+  ``stable_neurons(g)`` against the exact oracle of ``g``;
 - ``equivalent``, ``counterexample``, ``equiv-bound``: ``verify_equivalence(g, f)`` (the
   pair the other way round) against the oracle's exact ``max |f - g|``;
 - ``file-written``: ``g`` written to ``.onnx`` and ``.pt`` and read back, and written as a
@@ -103,6 +104,7 @@ def _compressed(c: Checker, g: Network, extra: Extra) -> None:
         c.notes.append(f"compressed: oracle skipped: {exc}")
         c2 = None
     if c2 is not None:
+        c2.all_bounds()
         report = c2.guard(
             "stable_neurons[compressed]",
             lambda: api.stable_neurons(g, c.box, method=c.method, jobs=1, seed=c.seed,
@@ -132,7 +134,7 @@ def lossy_checks(c: Checker, g: Network, extra: Extra) -> list[Finding]:
     """``quantize`` and ``compress --tol`` on ``g`` (odd seeds) or ``f`` (even seeds): the
     exact ``max |input - result|`` within the proven bound (``lossy-bound``)."""
     src = g if c.seed % 2 else c.f
-    bits = float((8, 4, 2, 16)[c.seed % 4])
+    bits = float((8, 4, 2, 16)[(c.seed // 2) % 4])
     out: list[Finding] = []
     runs = [
         ("quantize", lambda: api.quantize(src, c.box, bits=bits, split_seconds=1.0)),

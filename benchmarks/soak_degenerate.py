@@ -20,8 +20,9 @@ then, on the compressed network ``g`` (often with zero-width layers):
 - ``cli``: on every :data:`CLI_EVERY`-th seed, ``exactcomp compress/verify/stability
   /quantize/regions`` end to end through :func:`exactcomp.cli.main` on the case written as
   ``.onnx``, ``.pt`` or ``.nnet`` (limits = the box), in turn: exit code
-  0 (or ``verify``'s 3, UNKNOWN), or 2 with one line on stderr and no output file; the
-  input file never overwritten (``-o`` equal to the input must be refused, the bytes kept).
+  0 (or ``verify``'s 3, UNKNOWN), or 2 with one line on stderr (else an ``error``) and no
+  output file; the input file never overwritten (``-o`` equal to the input must be
+  refused, the bytes kept).
 
 A clean :class:`~exactcomp.errors.ExactCompError` is a refusal (counted, not a finding);
 any other exception is an ``error``.
@@ -218,15 +219,21 @@ def cli_checks(case: Case) -> list[Finding]:
 
 
 def _one_cli(argv: list[str], target: str | None, ok: tuple[int, ...]) -> list[Finding]:
+    """One command: a traceback, an exit code not in ``ok`` (nor 2) or an exit 2 with more
+    than one line on stderr is an ``error``; an output file left after an exit 2 is ``cli``
+    (a partial output: unsound, as a file that reads back different)."""
     try:
         rc, err = _cli(argv)
     except BaseException as exc:  # noqa: BLE001 - a traceback out of main is the finding
         tb = traceback.format_exc(limit=-3).strip().splitlines()
-        return [Finding("cli", f"{argv[0]}: {exc!r} [{' | '.join(tb[-3:])}]")]
+        return [Finding("error", f"cli {argv[0]}: {exc!r} [{' | '.join(tb[-3:])}]")]
     lines = [ln for ln in err.splitlines() if ln.strip()]
     if rc in ok and rc != 2:
         return []
     if rc != 2:
-        return [Finding("cli", f"{argv[0]}: exit code {rc}: {err.strip()[:300]}")]
-    bad = len(lines) != 1 or (target is not None and Path(target).exists())
-    return [Finding("cli", f"{argv[0]}: exit 2 with {err.strip()[:300]!r}")] if bad else []
+        return [Finding("error", f"cli {argv[0]}: exit code {rc}: {err.strip()[:300]}")]
+    if target is not None and Path(target).exists():
+        return [Finding("cli", f"{argv[0]}: exit 2 but {target} was written")]
+    if len(lines) != 1:
+        return [Finding("error", f"cli {argv[0]}: exit 2 with {err.strip()[:300]!r}")]
+    return []

@@ -28,7 +28,10 @@ casts and non-affine ops (:mod:`benchmarks.soak_onnx`: ``onnx-load``, ``onnx-equ
 and ``splits``: deep random networks with 2-8 inputs for the input splits of
 :mod:`exactcomp.bab`; ``conv`` and ``conv-sparse``: small convolutional networks, most of them
 ONNX graphs aimed at the conv paths (:mod:`benchmarks.soak_conv`: ``onnx-load``, and
-``onnx-written`` and ``torch-written`` for the compressed files). The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
+``onnx-written`` and ``torch-written`` for the compressed files); ``degenerate``: emptied,
+zero-width, duplicate and width-1 layers, point, tiny and wide boxes, the compressed network
+through every later step (:mod:`benchmarks.soak_degenerate`: ``file-written``, ``lossy-bound``
+and ``cli``). The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
 
 A refutation needs a concrete input of the box where the oracle's float64 forward pass
 contradicts the claim beyond rounding (``1e-12`` relative to the interval magnitude of the

@@ -28,7 +28,10 @@ casts and non-affine ops (:mod:`benchmarks.soak_onnx`: ``onnx-load``, ``onnx-equ
 and ``splits``: deep random networks with 2-8 inputs for the input splits of
 :mod:`exactcomp.bab`; ``conv`` and ``conv-sparse``: small convolutional networks, most of them
 ONNX graphs aimed at the conv paths (:mod:`benchmarks.soak_conv`: ``onnx-load``, and
-``onnx-written`` and ``torch-written`` for the compressed files). The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
+``onnx-written`` and ``torch-written`` for the compressed files); ``degenerate``: emptied,
+zero-width, duplicate and width-1 layers, point, tiny and wide boxes, the compressed network
+through every later step (:mod:`benchmarks.soak_degenerate`: ``file-written``, ``lossy-bound``
+and ``cli``). The summary counts cases, neurons, pairs (equivalence checks) and unsound findings per family.
 
 A refutation needs a concrete input of the box where the oracle's float64 forward pass
 contradicts the claim beyond rounding (``1e-12`` relative to the interval magnitude of the
@@ -100,6 +103,7 @@ class Summary:
     oracle_skipped: int = 0
     exact_points: int = 0
     refused: int = 0
+    lossy: int = 0
     families: dict[str, Counter] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -112,6 +116,7 @@ class Summary:
             pairs=r.equivalences,
             compressions=r.compressions,
             refused=r.refused,
+            lossy=r.lossy,
             unsound=len(r.unsound),
             unsound_cases=int(bool(r.unsound)),
             errors=len(r.errors),
@@ -119,6 +124,7 @@ class Summary:
         )
         self.exact_points += r.exact_points
         self.refused += r.refused
+        self.lossy += r.lossy
         self.cases += 1
         self.neurons_checked += r.neurons
         self.regions += r.regions
@@ -155,7 +161,8 @@ def _table(s: Summary) -> Table:
         ("methods", ", ".join(f"{k} {v}" for k, v in sorted(s.methods.items()))),
         ("compressions checked", s.compressions_checked),
         ("  points compared in exact rationals", s.exact_points),
-        ("files refused with a clean error", s.refused),
+        ("files and options refused with a clean error", s.refused),
+        ("lossy bounds checked against the exact max", s.lossy),
         ("equivalence checks", s.equivalence_checks),
         ("  verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.equivalence_verdicts.items()))),
         ("clear-cut stable neurons left UNDECIDED", s.missed_stable),

@@ -30,9 +30,16 @@ family                  cases                                           checks
 ``conv-residual``       residual ``Add`` / ``Concat`` graphs read by    every check of
                         carrying skip tensors                           :func:`check_case`
                         (:mod:`benchmarks.soak_residual`)
+``degenerate``          :func:`~exactcomp.testing.degenerate.           every check of
+                        degenerate_case`: emptied and zero-width        :func:`check_case`; on
+                        layers, zero rows and columns, duplicates,      the compressed network
+                        widths of 1, point / tiny / wide boxes,         stability, reverse
+                        weights ``1e-8..1e4``, affine and constant      equivalence, files,
+                        networks                                        lossy bounds, the CLI
+                                                                        (:mod:`.soak_degenerate`)
 ======================  ==============================================  =====================
 
-Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 12 random;
+Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 13 random;
 the conv families only when named).
 """
 
@@ -71,10 +78,13 @@ FAMILIES = (
     "conv",
     "conv-sparse",
     "conv-residual",
+    "degenerate",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
-ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits")
-"""The default mix, one entry per seed modulo 11. ``conv`` runs only when asked for
+ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits", "degenerate")
+"""The default mix, one entry per seed modulo 13. ``degenerate`` (since degen12) takes 2.6 s a
+case (its CLI cases 10-50 s) against the mix's mean of 1.5 s (near-duplicate's 6.0): the
+default soak about 6% longer per case (RESULTS.md, degen12). ``conv`` runs only when asked for
 (``--family conv`` or ``all``): some of its cases take minutes (dense oracle on up to 50
 inputs)."""
 DEFAULT_FAMILIES = tuple(dict.fromkeys(ROTATION))
@@ -100,7 +110,8 @@ def parse_families(text: str) -> tuple[str, ...]:
 def family_for(seed: int, families: Sequence[str]) -> str:
     """The family of case ``seed``: :data:`ROTATION` restricted to ``families`` (plus
     the conv families when they are named)."""
-    rotation = [f for f in (*ROTATION, "conv", "conv-sparse", "conv-residual") if f in families]
+    extra = ("conv", "conv-sparse", "conv-residual")
+    rotation = [f for f in (*ROTATION, *extra) if f in families]
     return rotation[seed % len(rotation)]
 
 
@@ -138,6 +149,10 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         from .soak_residual import run_residual_case
 
         return run_residual_case(seed, opts, method)
+    if family == "degenerate":
+        from .soak_degenerate import run_degenerate_case
+
+        return run_degenerate_case(seed, opts, method)
     if family == "near-duplicate":
         case = near_duplicate_case(seed, inputs=opts.inputs, max_neurons=opts.max_neurons)
     elif family == "near-dependent":

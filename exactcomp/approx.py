@@ -40,6 +40,7 @@ from .rewrite.quantize import (
     BITS,
     Compensation,
     check_bits,
+    fits_float16,
     quantize_network,
 )
 from .rewrite.storage import store
@@ -164,7 +165,9 @@ def quantize(
     if tol is None:
         chosen: list[float | None] = [bits] * n
     else:
-        ladder = [b for b in BIT_LADDER if bits is None or b <= bits]
+        # float16 only where every layer fits it (else its weights would be inf)
+        fits = all(fits_float16(la.weight) for la in base.layers)
+        ladder = [b for b in BIT_LADDER if (bits is None or b <= bits) and (b != 16 or fits)]
         chosen = choose_bits(base, charger, tol, ladder, comp)
         if split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:
             chosen = narrow_with_split(

@@ -120,3 +120,23 @@ def test_the_ascent_direction_is_the_bounds_derivative() -> None:
     got = optimise_slopes(net, k, w, b, xlo, xhi, pre, np.zeros((1, 1), int), SLOPES, DEFAULT)
     start = back_substitute(net, k, w, b, xlo, xhi, pre, DEFAULT)[0]
     assert got.bound[0, 0] >= start[0, 0]
+
+
+def test_slopes_across_an_emptied_layer() -> None:
+    """Layer 0 emptied by a compression (weights ``(0, 1)``), layer 1 a constant
+    ``relu(0.5)``, then ``z = 2 * 0.5 - 1.25 = -0.25`` exactly. The ascent's step scale took
+    the max of layer 0's empty gradient (degenerate soak seed 20, a ValueError); now the
+    bound is ``-0.25`` less its margin (``4.5e-9``)."""
+    net = Network(
+        (
+            Layer(np.zeros((0, 1)), np.zeros(0), relu=True),
+            Layer(np.zeros((1, 0)), np.array([0.5]), relu=True),
+            Layer(np.array([[2.0]]), np.array([-1.25]), relu=True),
+            Layer(np.ones((1, 1)), np.zeros(1), relu=False),
+        )
+    )
+    xlo, xhi = BOX.lower[None], BOX.upper[None]
+    pre = [(np.zeros((1, 0)), np.zeros((1, 0))), (np.full((1, 1), 0.5), np.full((1, 1), 0.5))]
+    w, b = net.layers[2].weight, net.layers[2].bias
+    got = optimise_slopes(net, 2, w, b, xlo, xhi, pre, np.zeros((1, 1), int), SLOPES, DEFAULT)
+    assert got.bound[0, 0] <= -0.25 and got.bound[0, 0] == pytest.approx(-0.25, abs=1e-7)

@@ -277,3 +277,48 @@ def test_joint_lp_is_strictly_tighter_on_a_quantised_copy():
         charger = Charger(f, [BOX])
         gains.append(charger.proven(g) - charger.proven(g, lp_seconds=30.0))
     assert min(gains) >= 0 and max(gains) > 1e-6
+
+
+def _emptied() -> Network:
+    """A compressed network whose first hidden layer was emptied: weights ``(0, 2)``, the
+    next ``(2, 0)``; the constant ``relu(1) + 3 relu(-1) + 0.5 = 1.5``."""
+    from exactcomp.network import Layer
+
+    return Network(
+        (
+            Layer(np.zeros((0, 2)), np.zeros(0), relu=True),
+            Layer(np.zeros((2, 0)), np.array([1.0, -1.0]), relu=True),
+            Layer(np.array([[1.0, 3.0]]), np.array([0.5]), relu=False),
+        ),
+        dtype="float64",
+    )
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_an_emptied_network_quantised_writes_its_constant(tmp_path, bits):
+    """The quantised ONNX writer looked up ``ec_W1`` in the one-``Gemm`` graph that
+    :func:`~exactcomp.io.onnx_io.build_model` writes for a network with a layer of width 0
+    (a KeyError; degenerate soak seed 25). Now the file holds the constant 1.5."""
+    f = _emptied()
+    res = quantize(f, BOX, bits=bits)
+    res.save(tmp_path / "q.onnx")  # checked against onnxruntime before the rename
+    back = api.load(tmp_path / "q.onnx")
+    assert np.array_equal(
+        back.forward(BOX.sample(8, np.random.default_rng(0))), np.full((8, 1), 1.5)
+    )
+    assert max_output_difference(f, res.network, BOX).value <= res.proven
+
+
+def test_float16_refuses_weights_beyond_its_range_and_the_ladder_skips_it():
+    """``relu(1e5 x) * 1e-5`` on ``[0, 1]``: ``1e5`` is ``inf`` in float16 (65504 at most).
+    ``--bits 16`` used to write inf and fail later with a traceback's warnings (degenerate
+    soak seeds 7, 20); now it refuses by name, and ``--tol`` never proposes float16 for it
+    (a finite, sound bound)."""
+    f = Network.from_arrays([np.array([[1e5]]), np.array([[1e-5]])], [np.zeros(1), np.zeros(1)])
+    box = Box(np.zeros(1), np.ones(1))
+    with pytest.raises(InvalidOptionError, match="float16's range"):
+        quantize(f, box, bits=16)
+    res = quantize(f, box, tol=0.01)
+    assert all(layer["action"] != "float16" for layer in res.report["layers"])
+    assert np.all(np.isfinite(res.network.layers[0].weight))
+    assert max_output_difference(f, res.network, box).value <= res.proven <= 0.01

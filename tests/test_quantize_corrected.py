@@ -193,3 +193,22 @@ def test_corrected_network_cancels_what_round_to_nearest_adds():
     after = max_output_difference(f, fixed, box).value
     assert before == pytest.approx(0.9 / 127, rel=0.01)
     assert after < 0.1 * before
+
+
+def test_a_network_with_an_emptied_layer_quantises_with_a_sound_bound() -> None:
+    """A compressed network whose first hidden layer was emptied (weights ``(0, 2)``, the
+    next ``(2, 0)``): the constant ``relu(1) + 3 relu(-1) + 0.5 = 1.5``. The corrected
+    quantiser's joint rounding took the argmin of an empty change matrix (degenerate soak
+    seed 0, a ValueError); now it quantises, and the proven bound holds the exact one."""
+    net = Network(
+        (
+            Layer(np.zeros((0, 2)), np.zeros(0), relu=True),
+            Layer(np.zeros((2, 0)), np.array([1.0, -1.0]), relu=True),
+            Layer(np.array([[1.0, 3.0]]), np.array([0.5]), relu=False),
+        ),
+        dtype="float64",
+    )
+    box = Box.uniform(-1.0, 1.0, 2)
+    res = quantize(net, box, bits=8.0, split_seconds=1.0)
+    assert net.forward(box.center[None])[0, 0] == 1.5
+    assert max_output_difference(net, res.network, box).value <= res.proven

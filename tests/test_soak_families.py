@@ -246,3 +246,49 @@ def test_a_grouped_conv_with_every_channel_kept_compresses() -> None:
     _, result = run_case("conv", 1028, SoakOptions())
     assert not result.errors and not result.unsound, [f.detail for f in result.findings]
     assert result.compressions == 1
+
+
+def test_degenerate_cases_draw_every_feature_and_box_kind() -> None:
+    """Over 60 seeds the degenerate family draws each feature and box kind, widths of 1, one
+    input and one output; every layer built dead is dead (the oracle's exact ranges) and
+    ``compress`` removes it whole, leaving zero-width layers."""
+    from exactcomp.rewrite import compress_network
+    from exactcomp.stability import stable_neurons
+    from exactcomp.testing.degenerate import BOX_KINDS, FEATURES, degenerate_case
+    from exactcomp.testing.oracle import exact_analysis
+
+    seen, kinds, emptied = set(), set(), 0
+    for seed in range(60):
+        dc = degenerate_case(seed, max_neurons=8)
+        seen.update(dc.features)
+        kinds.add(dc.box_kind)
+        f = dc.case.network
+        assert f.num_neurons <= 8 and len(f.layers) <= 7
+        if "constant" in dc.features and seed < 30:
+            exact = exact_analysis(f, dc.case.box)
+            assert np.all(exact.ranges[0][1] < 0)  # the first layer dead: f is constant
+            report = stable_neurons(f, dc.case.box, jobs=1, seed=seed)
+            g = compress_network(f, report).network
+            emptied += any(la.out_features == 0 for la in g.layers[:-1]) or g.num_neurons == 0
+    assert seen == set(FEATURES) and kinds == set(BOX_KINDS) and emptied >= 2
+
+
+def test_degenerate_file_checks_flag_a_changed_network(monkeypatch) -> None:
+    """``file-written``: an emptied network (zero-width layers) written to ``.onnx``, ``.pt``
+    and ``.nnet`` reads back equal; a reader that returned another network is flagged."""
+    from exactcomp import api
+    from exactcomp.testing.written_checks import check_files
+
+    g = Network(
+        (
+            Layer(np.zeros((0, 2)), np.zeros(0), relu=True),
+            Layer(np.zeros((2, 0)), np.array([1.0, -1.0]), relu=True),
+            Layer(np.ones((1, 2)), np.zeros(1), relu=False),
+        ),
+        dtype="float64",
+    )
+    box = Box.uniform(0.0, 1.0, 2)
+    assert check_files(box, g, 0) == ([], 1)  # refused: .nnet has no layer of width 0
+    shifted = g.replace_layers((*g.layers[:-1], Layer(np.ones((1, 2)), np.ones(1), relu=False)))
+    monkeypatch.setattr(api, "load", lambda path: shifted)
+    assert [x.kind for x in check_files(box, g, 0)[0]] == ["file-written"] * 3

@@ -159,7 +159,8 @@ def optimise_slopes(
         if n == steps:
             break
         grads = _gradients(net, k, xlo, xhi, pre, alphas, coef, trace)
-        top = np.max([np.abs(g).max(axis=2) for g in grads], axis=0)  # [B, r]
+        # [B, r]; a layer of width 0 (emptied by a compression) has no slope to move
+        top = np.max([np.abs(g).max(axis=2, initial=0.0) for g in grads], axis=0)
         scale = np.where(top > 0.0, step / np.where(top > 0.0, top, 1.0), 0.0)[:, :, None]
         alphas = [np.clip(a + scale * g, 0.0, 1.0) for a, g in zip(alphas, grads, strict=True)]
         step *= 0.5

@@ -47,8 +47,15 @@ def _int_tensor(q: np.ndarray, name: str, storage: int) -> onnx.TensorProto:
 
 
 def build_quantized_model(net, grids: Sequence[Any], like: Any = None):
-    """The ONNX model of a quantised ``net`` (``grids[k]`` None: layer ``k`` kept as float)."""
+    """The ONNX model of a quantised ``net`` (``grids[k]`` None: layer ``k`` kept as float).
+
+    A network with a layer of width 0 is a constant, which :func:`build_model` writes as one
+    ``Gemm`` of zero weights and that constant as bias: no weight of it is stored, so it is
+    written as such (its grids had no ``ec_W{k}`` to replace: a KeyError, degenerate soak
+    seed 25)."""
     model = build_model(net, like)
+    if any(layer.out_features == 0 for layer in net.layers):
+        return model
     storage = {g.storage_bits for g in grids if g is not None}
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}

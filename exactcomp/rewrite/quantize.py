@@ -145,6 +145,16 @@ def _round_scale(s: np.ndarray) -> np.ndarray:
     return np.ldexp(mant, exp).astype(np.float32)
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+"""65504: a weight beyond it is ``inf`` in float16 (degenerate soak seeds 7 and 20: rows
+scaled by ``1e-8`` with their outgoing column by ``1e8``, then ``--bits 16``)."""
+
+
+def fits_float16(w: np.ndarray) -> bool:
+    """Every entry of ``w`` within float16's finite range (:data:`FLOAT16_MAX`)."""
+    return not w.size or float(np.max(np.abs(w))) <= FLOAT16_MAX
+
+
 def quantize_weight(
     w: np.ndarray,
     bits: float,
@@ -158,6 +168,11 @@ def quantize_weight(
     :math:`\\sum_j |E_{ij}|\\, \\mathrm{spread}_j` at most that of ratio 1."""
     bits = check_bits(bits)
     w = np.asarray(w, dtype=np.float64)
+    if bits == 16 and not fits_float16(w):
+        raise InvalidOptionError(
+            f"weights up to {float(np.max(np.abs(w))):.3g} exceed float16's range "
+            f"({FLOAT16_MAX:g}); choose --bits 8 or fewer"
+        )
     if bits == 16:
         return QuantizedWeight(w.astype(np.float16), np.ones(w.shape[0], np.float32), bits)
     mag = np.abs(w)
@@ -217,6 +232,8 @@ def round_jointly(
     :math:`\\mathrm{tr}(M E C E^\\top)` decreases (``moment`` = :math:`M`, ``covariance`` =
     :math:`C`; module docstring). The scales are kept, so the result is on the same grid."""
     w = np.asarray(w, dtype=np.float64)
+    if w.size == 0:  # a layer of width 0 (emptied by a compression): no weight to move
+        return qw
     top = 2 ** (int(qw.bits) - 1) - 1
     s = qw.scale.astype(np.float64)[:, None]
     q = qw.q.astype(np.float64)

@@ -52,6 +52,9 @@ UNSOUND = (
     "onnx-equivalent",
     "onnx-written",
     "torch-written",
+    "file-written",
+    "lossy-bound",
+    "cli",
 )
 ROUNDING = 1e-12
 T = TypeVar("T")
@@ -102,6 +105,7 @@ class CaseResult:
     exact_points: int = 0
     family: str = "random"
     refused: int = 0  # files the public API refused with a clean one-line error
+    lossy: int = 0  # proven lossy bounds checked against the oracle's exact max |f - g|
 
     @property
     def unsound(self) -> tuple[Finding, ...]:

@@ -6,7 +6,9 @@ onnxruntime or read back, with the network it should compute, on the probe point
 case's box, allowed ``64 u depth S(x)`` (:mod:`exactcomp.io.onnx_check`; ``u`` float32's).
 A disagreement is a :class:`~exactcomp.testing.soak_checks.Finding`: ``onnx-load`` (the
 network read differs from its file), ``onnx-written`` and ``torch-written`` (the compressed
-network's file differs from the source network).
+network's file differs from the source network); and for the ``degenerate`` family
+(:mod:`benchmarks.soak_degenerate`) ``file-written``: a network written to ``.onnx``, ``.pt``
+and ``.nnet`` reads back different (:func:`check_files`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..domain import Box
+from ..errors import ExactCompError
 from ..network import Network
+from .nnet_cases import write_nnet
 from .soak_checks import Checker, Finding
 
 
@@ -59,3 +64,44 @@ def check_written(c: Checker, g: Network, f: Network) -> None:
     if pt.excess > 0:
         detail = f".pt file read back vs f: {pt.max_abs_diff!r} > {pt.allowed_at_worst!r}"
         c.findings.append(Finding("torch-written", detail))
+
+
+def check_files(box: Box, g: Network, seed: int) -> tuple[list[Finding], int]:
+    """``g`` written to ``.onnx`` and ``.pt`` (:func:`exactcomp.api.save`) and as ``.nnet``
+    text (:func:`~.nnet_cases.write_nnet`, limits = ``box``), each read back by
+    :func:`exactcomp.api.load` and compared with ``g`` on the probe points of ``box``, allowed
+    ``64 u depth S(x)`` (``u`` float32's): ``file-written`` findings, and the number of files
+    refused with a clean :class:`~exactcomp.errors.ExactCompError` (a ``.nnet`` file has no
+    layer of width 0). ``api.save`` to ``.nnet`` must refuse: the format is read-only."""
+    from .. import api
+    from ..io.onnx_check import partial_sum_size, probe_points
+
+    x = probe_points(box, 32, np.random.default_rng(seed))
+    want = g.forward(x)
+    u = np.finfo(np.float32).eps / 2
+    allowed = 64 * u * len(g.layers) * partial_sum_size(g, x)[:, None] + 1e-12
+    found, refused = [], 0
+    with tempfile.TemporaryDirectory(prefix="soak-files-") as tmp:
+        for suffix in (".onnx", ".pt", ".nnet"):
+            path = Path(tmp) / f"g{suffix}"
+            try:
+                if suffix == ".nnet":
+                    try:
+                        api.save(g, path)
+                        found.append(Finding("file-written", "save to .nnet did not refuse"))
+                    except ExactCompError:
+                        pass
+                    n = g.input_size
+                    write_nnet(path, g, box.lower, box.upper, np.zeros(n + 1), np.ones(n + 1))
+                else:
+                    api.save(g, path, domain=box)
+                back = api.load(path)
+            except ExactCompError:
+                refused += 1
+                continue
+            d = np.abs(back.forward(x) - want)
+            if d.shape != want.shape or np.any(d > allowed):
+                i = int(np.argmax(np.max(d - allowed, axis=1))) if d.shape == want.shape else 0
+                detail = f"{suffix} read back differs: {float(np.max(d))!r}"
+                found.append(Finding("file-written", detail, x[i].tolist()))
+    return found, refused

@@ -1,0 +1,59 @@
+r"""When a ReLU-split tree cannot prove its question within its node budget: stop it early.
+
+A question of :mod:`exactcomp.bab.beta_tree` seeks :math:`s z_{kj} \le 0` on the box. After
+:math:`N` nodes its tree proves :math:`s z \le B(N)` (the largest bound of its open leaves),
+and the primal points :math:`x^*` of its nodes reach :math:`A = \max s z(x^*) \le 0` (a value
+above the witness margin would have refuted it). Since :math:`A \le \max s z \le B(N)`, a proof
+(:math:`B \le 0`) needs the gap :math:`G(N) = B(N) - A` to fall to :math:`-A`. On
+mnist-net_256x6 prop_0_0.03 the gap of the hard questions falls as a power of the nodes,
+:math:`G \propto N^{-p}` with :math:`p \approx 0.35` (benchmarks/RESULTS.md "fsb11").
+
+The tree records :math:`(N_i, G_i)` at :math:`N_i = ` :data:`FIRST_MARK` :math:`\cdot 2^i`
+nodes. From the last two marks, :math:`p = \log(G_{i-1} / G_i) / \log(N_i / N_{i-1})`, and
+the nodes a proof needs at that rate are
+
+.. math::
+
+    N^\star = N_i \, (G_i / (-A))^{1/p}  \qquad (\infty \text{ where } p \le 0).
+
+The question is **hopeless** when :math:`N^\star >` :data:`SLACK` times its node budget: its
+tree stops there and claims nothing (UNDECIDED, kept); its bound :math:`B` stays a valid bound,
+since its open leaves still cover the box. Soundness does not depend on the rule: it only
+decides how many nodes a question gets. :math:`A` is the best value the tree has seen, not the
+true maximum, so :math:`-A` over-states what the gap must reach, and :math:`N^\star` is
+optimistic: the rule stops late rather than early.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["FIRST_MARK", "SLACK", "STOP_HOPELESS", "hopeless", "needed_nodes"]
+
+STOP_HOPELESS = True
+"""Whether :func:`exactcomp.bab.beta_tree.prove_signs_beta` stops hopeless questions."""
+FIRST_MARK = 1000
+"""Nodes of a question's first mark; the rule reads two marks, so no question stops before
+``2 * FIRST_MARK`` nodes."""
+SLACK = 1.0
+"""Multiple of the question's node budget that :math:`N^\\star` may reach and the tree go on."""
+
+
+def needed_nodes(marks: list[tuple[int, float]], best: float) -> float:
+    """:math:`N^\\star` (module docstring) from the marks ``(nodes, bound)`` and the best value
+    ``best`` (:math:`A`) seen; ``0`` where the last bound already proves the question or the
+    best value is not negative (nothing to extrapolate), ``inf`` where the gap did not fall."""
+    (n0, b0), (n1, b1) = marks[-2], marks[-1]
+    if b1 <= 0.0 or not best < 0.0:
+        return 0.0
+    g0, g1, need = b0 - best, b1 - best, -best  # g1 > need, as b1 > 0
+    if not g1 < g0:
+        return math.inf
+    p = math.log(g0 / g1) / math.log(n1 / n0)
+    return n1 * (g1 / need) ** (1.0 / p)
+
+
+def hopeless(marks: list[tuple[int, float]], best: float, budget: int) -> bool:
+    """Whether a question with these marks and best value cannot reach a proof within
+    :data:`SLACK` times its node budget ``budget`` at its measured rate."""
+    return len(marks) >= 2 and needed_nodes(marks, best) > SLACK * budget

@@ -26,7 +26,9 @@ JSON line with:
   (:func:`~exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`, ``probe=False``) and, with
   ``--tighten-milp S``, by a MILP per side (``S`` CPU seconds each, dual bound plus margin);
   prints the binaries and bound widths per layer before and after, the CPU of each step,
-  and the MILP's status, dual bound and best ``sign * z`` (``--tree`` 0 skips the tree).
+  and the MILP's status, dual bound and best ``sign * z``.
+
+``--no-stop`` switches :data:`exactcomp.bab.outlook.STOP_HOPELESS` off (the tree runs to ``N``).
 
 A positive value would be a witness of the unproven sign (the engine's rule decides);
 the gap between ``tree`` and the attacks says how far the proof is.
@@ -186,6 +188,11 @@ def main(argv: list[str]) -> None:
     starts_n = opt("--starts", 1)
     beta_tree.FSB_STEPS = opt("--fsb-steps", 0)
     prefix_s = opt("--prefix", 0.0)
+    if "--no-stop" in argv:  # the tree alone, without outlook's early stop
+        from exactcomp.bab import outlook
+
+        outlook.STOP_HOPELESS = False
+        argv.remove("--no-stop")
     tighten_s = opt("--tighten-milp", 0.0)
     with open(argv[0], "rb") as f:
         calls = pickle.load(f)
@@ -223,6 +230,7 @@ def main(argv: list[str]) -> None:
 
                 beta_tree._bound = spy
                 c0 = time.process_time()
+                log: list = []
                 res = beta_tree.prove_signs_beta(
                     net,
                     box,
@@ -233,6 +241,7 @@ def main(argv: list[str]) -> None:
                     max_nodes=nodes,
                     total_nodes=nodes,
                     fsb=fsb,
+                    log=log,
                 )
                 beta_tree._bound = real
                 bound = res.upper[0] if sign > 0 else -res.lower[0]
@@ -242,6 +251,7 @@ def main(argv: list[str]) -> None:
                     "bound": float(bound),
                     "proven": proven,
                     "best_xstar": seen[0],
+                    "marks": [[m, round(b, 4)] for m, b in log[0][5]] if log else [],
                     "cpu": round(time.process_time() - c0, 1),
                 }
                 c0 = time.process_time()

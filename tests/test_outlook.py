@@ -64,9 +64,7 @@ def test_stopped_questions_claim_nothing_and_keep_sound_bounds(seed, eager):
     for k in range(1, len(net.layers)):
         n = net.layers[k].out_features
         log: list = []
-        res = prove_signs_beta(
-            net, box, k, pre, np.arange(n), np.zeros(n, int), batch=4, log=log
-        )
+        res = prove_signs_beta(net, box, k, pre, np.arange(n), np.zeros(n, int), batch=4, log=log)
         true_lo, true_hi = exact[k]
         assert (true_hi[res.inactive] <= 1e-9).all(), (seed, k)
         assert (true_lo[res.active] >= -1e-9).all(), (seed, k)
@@ -88,25 +86,19 @@ def test_the_eager_rule_stops_some_question():
         mp.setattr(outlook, "FIRST_MARK", 2)
         mp.setattr(outlook, "SLACK", 1e-9)
         for seed in range(8):
-            case = random_case(
-                40 + seed, depth=(3, 4), width=(3, 4), inputs=(2, 4), max_neurons=14
-            )
+            case = random_case(40 + seed, depth=(3, 4), width=(3, 4), inputs=(2, 4), max_neurons=14)
             net, box = case.network, case.box
             pre = linear_bounds(net, box)
             for k in range(1, len(net.layers)):
                 n = net.layers[k].out_features
                 log: list = []
-                prove_signs_beta(
-                    net, box, k, pre, np.arange(n), np.zeros(n, int), batch=4, log=log
-                )
+                prove_signs_beta(net, box, k, pre, np.arange(n), np.zeros(n, int), batch=4, log=log)
                 stopped += sum(state == "hopeless" for _, _, state, *_ in log)
     assert stopped > 0
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_the_fast_engine_keeps_the_oracles_verdicts_with_the_eager_rule(
-    seed, eager, monkeypatch
-):
+def test_the_fast_engine_keeps_the_oracles_verdicts_with_the_eager_rule(seed, eager, monkeypatch):
     monkeypatch.setattr(relu_bab, "BATCHED_FIRST", True)
     monkeypatch.setattr(relu_bab, "BATCHED_MIN_QUESTIONS", 1)
     monkeypatch.setattr("exactcomp.bab.split.MAX_INPUTS", 0)  # ReLU splits on any input size

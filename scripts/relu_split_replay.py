@@ -16,7 +16,10 @@ bounds at that point, so a replay isolates the split trees from every earlier ph
 per question (neuron, sign) the batched nodes and their share of the batched CPU (a batch's
 CPU split over its nodes), and each batched tree of at least 2,000 nodes: its state, nodes,
 best ``sign * z`` at its ``x*`` and its marks (:mod:`exactcomp.bab.outlook`). ``--no-stop``
-switches :data:`exactcomp.bab.outlook.STOP_HOPELESS` off. ``--batched`` switches
+switches :data:`exactcomp.bab.outlook.STOP_HOPELESS` off; ``--slack S`` sets
+:data:`exactcomp.bab.outlook.SLACK`; ``--budget N T`` sets the batched trees' node budgets
+(:data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA` per question, ``T`` the call's
+:data:`~exactcomp.bab.beta_tree.TOTAL_NODES_BETA`). ``--batched`` switches
 :data:`exactcomp.bab.relu.BATCHED_FIRST` on for the replay; ``batched``
 runs the batched engine alone (:func:`exactcomp.bab.beta.prove_signs_beta`). ``--fsb K`` sets
 :data:`exactcomp.bab.beta_tree.FSB` (candidates per node of the branching rule).
@@ -82,9 +85,17 @@ def replay(argv: list[str], search=None) -> None:
 
     prof = _Profile() if "--profile" in argv else None
     argv = [a for a in argv if a != "--profile"]
-    if "--no-stop" in argv:
-        from exactcomp.bab import outlook
+    from exactcomp.bab import outlook
 
+    if "--slack" in argv:
+        at = argv.index("--slack")
+        outlook.SLACK = float(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
+    if "--budget" in argv:
+        at = argv.index("--budget")
+        beta_tree.MAX_NODES_BETA, beta_tree.TOTAL_NODES_BETA = map(int, argv[at + 1 : at + 3])
+        argv = argv[:at] + argv[at + 3 :]
+    if "--no-stop" in argv:
         outlook.STOP_HOPELESS = False
         argv = [a for a in argv if a != "--no-stop"]
     if "--batched" in argv:

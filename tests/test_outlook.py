@@ -29,7 +29,8 @@ from exactcomp.testing.random_networks import random_case
 from exactcomp.verdicts import Verdict
 
 
-def test_the_extrapolation_of_a_power_law():
+def test_the_extrapolation_of_a_power_law(monkeypatch):
+    monkeypatch.setattr(outlook, "SLACK", 1.0)
     # best -0.1: the gap must reach 0.1; it is 0.8 at 1,000 and 0.4 at 2,000 nodes (p = 1)
     marks = [(1000, 0.7), (2000, 0.3)]
     assert outlook.needed_nodes(marks, -0.1) == pytest.approx(8000.0)
@@ -38,7 +39,8 @@ def test_the_extrapolation_of_a_power_law():
     assert not outlook.hopeless(marks[:1], -0.1, 1)  # one mark: no rate yet
 
 
-def test_a_stalled_gap_is_hopeless_and_a_proof_never_is():
+def test_a_stalled_gap_is_hopeless_and_a_proof_never_is(monkeypatch):
+    monkeypatch.setattr(outlook, "SLACK", 1.0)
     assert outlook.needed_nodes([(1000, 0.5), (2000, 0.5)], -0.1) == math.inf
     assert outlook.hopeless([(1000, 0.5), (2000, 0.6)], -0.1, 10**9)
     assert outlook.needed_nodes([(1000, 0.5), (2000, 0.0)], -0.1) == 0.0  # proven

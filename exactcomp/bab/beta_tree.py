@@ -88,9 +88,15 @@ its whole budget (:data:`MAX_NODES_BETA`). Off, mnist-net_256x6 prop_0_0.03 took
 CPU instead of 197.3 s (the same 4 undecided: the LP trees got nowhere on them), but
 mnist-net_256x2 prop_1_0.05 left 1 neuron undecided instead of 0: on its first layer the LP
 trees with their ideal cuts prove questions that 20,000 batched nodes do not."""
-LP_AFTER_HOPELESS = True
+LP_AFTER_HOPELESS = False
 """Whether :func:`batched_first` still gives the LP trees a question whose batched tree was
-stopped as hopeless (:mod:`exactcomp.bab.outlook`)."""
+stopped as hopeless (:mod:`exactcomp.bab.outlook`). Off: on mnist-net_256x6 prop_0_0.03 the
+LP trees took 42.0 s of CPU on layer 5's two stopped questions (22, 158) and 3.2 s on layer
+3's (88, 177), and proved none (``scripts/relu_split_replay.py replay OUT.pkl 3 5
+--profile``). The one measured question that the LP trees prove after a batched tree left it
+open, mnist-net_256x2 prop_1_0.05's neuron 29, is not stopped: its worst N* is
+9.3 times its budget, under :data:`~exactcomp.bab.outlook.SLACK` (a thin margin: the reason
+:data:`~exactcomp.bab.outlook.SLACK` is not lower)."""
 CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""
 FSB = 1

@@ -95,7 +95,7 @@ LP trees took 42.0 s of CPU on layer 5's two stopped questions (22, 158) and 3.2
 3's (88, 177), and proved none (``scripts/relu_split_replay.py replay OUT.pkl 3 5
 --profile``). The one measured question that the LP trees prove after a batched tree left it
 open, mnist-net_256x2 prop_1_0.05's neuron 29, is not stopped: its worst N* is
-9.3 times its budget, under :data:`~exactcomp.bab.outlook.SLACK` (a thin margin: the reason
+9.1 times its budget, under :data:`~exactcomp.bab.outlook.SLACK` (a thin margin: the reason
 :data:`~exactcomp.bab.outlook.SLACK` is not lower)."""
 CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""

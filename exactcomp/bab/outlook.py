@@ -31,7 +31,15 @@ import math
 __all__ = ["FIRST_MARK", "SLACK", "STOP_HOPELESS", "hopeless", "needed_nodes"]
 
 STOP_HOPELESS = True
-"""Whether :func:`exactcomp.bab.beta_tree.prove_signs_beta` stops hopeless questions."""
+"""Whether :func:`exactcomp.bab.beta_tree.prove_signs_beta` stops hopeless questions. On
+mnist-net_256x6 prop_0_0.03 (``scripts/stability_trace.py``, 300 s cap) the trace went from
+226.7 s of CPU to 91.0 s with the same 4 undecided neurons, the stopped questions' LP trees
+(:data:`~exactcomp.bab.beta_tree.LP_AFTER_HOPELESS`) and MILPs
+(:data:`~exactcomp.stability.milp_questions.SKIP_HOPELESS`) skipped too; 256x4 prop_0_0.03
+and 256x2 prop_1_0.05 grew the same trees (benchmarks/RESULTS.md "tail12"). Three of the
+four it stops (layer 3's 88 and 177, layer 5's 22) are proven by trees of 57,000-82,000
+nodes, past the budget of :data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`: the rule stops
+what the budget cannot reach, not what no budget can."""
 FIRST_MARK = 1000
 """Nodes of a question's first mark; the rule reads two marks, so no question stops before
 ``2 * FIRST_MARK`` nodes."""
@@ -44,8 +52,8 @@ budget of 20,000 at each mark from the second): the trees that end proven reache
 4.9 (mnist-net_256x6 prop_0_0.03 layer 3's neuron 85, proven at 19,353 nodes; then 2.6, 1.4,
 1.0), 4.4 (139, proven at 11,725), 2.6 (mnist-net_256x2 prop_1_0.05's 45, at 15,037), 1.05
 (256x6 layer 2's 164, at 8,357); 256x2's 29, which the batched tree leaves open and the LP
-trees prove, 9.3 at its second mark, then 3.2, 2.2, 1.3. The four that stay open: layer 5's
-158 about 400 and more at every mark, layer 3's 88 350 and 177 41 at their second marks,
+trees prove, 9.1 at its second mark, then 3.2, 2.2, 1.3. The four that stay open: layer 5's
+158 404 and more at every mark, layer 3's 88 344 and 177 39 at their second marks,
 layer 5's 22 1.7 then 19."""
 
 

@@ -49,7 +49,7 @@ from ..bounds.interval import Bounds
 from ..bounds.linear import all_finite, finite_prefix_bounds
 from ..domain import Box
 from ..network import Network
-from ..search import sign_witnesses
+from ..search import layer_signs, sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
 from . import outlook
 from .beta import BetaModel
@@ -206,8 +206,7 @@ def prove_signs_beta(
             chunk = work[at : at + batch]
             got = _bound(model, chunk, tol, steps)
             nodes += len(chunk)
-            found = sign_witnesses(net, k, got[1], tol)
-            zk = _values(net, k, got[1])
+            found, zk = layer_signs(net, k, got[1], tol)
             for (q, (split, _, _)), top, zx, score, al, be in zip(
                 chunk, got[0], zk, *got[2:], strict=True
             ):
@@ -230,7 +229,7 @@ def prove_signs_beta(
         work = []
         for q in qs:
             if q.state == "open" and not done[q.index]:
-                _mark(q, max_nodes)
+                outlook.mark(q, max_nodes)
         live = [q for q in qs if q.state == "open" and not done[q.index]]
         if not live or nodes >= total_nodes:
             break
@@ -341,26 +340,6 @@ def choose_splits(
         out.append(int(cand[int(np.argmin(worse))]))  # argmin: the first of ties, larger score
         at += 2 * cand.size
     return out
-
-
-def _mark(q: _Question, max_nodes: int) -> None:
-    """Record the question's bound at each of its marks (:mod:`exactcomp.bab.outlook`), and
-    stop it there if hopeless (with :data:`~exactcomp.bab.outlook.STOP_HOPELESS`)."""
-    at = outlook.FIRST_MARK * 2 ** len(q.marks)
-    if q.nodes < at:
-        return
-    q.marks.append((q.nodes, q.bound()))
-    if outlook.STOP_HOPELESS and outlook.hopeless(q.marks, q.best, max_nodes):
-        q.state = "hopeless"
-
-
-def _values(net: Network, k: int, x: np.ndarray) -> np.ndarray:
-    """``z_k`` at the rows of ``x`` (float64 forward pass)."""
-    h = np.asarray(x, dtype=np.float64)
-    for layer in net.layers[:k]:
-        z = layer.apply(h) + layer.bias
-        h = np.maximum(z, 0.0) if layer.relu else z
-    return net.layers[k].apply(h) + net.layers[k].bias
 
 
 def _bound(model: BetaModel, chunk, tol: Tolerances, steps: int):

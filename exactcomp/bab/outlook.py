@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["FIRST_MARK", "SLACK", "STOP_HOPELESS", "hopeless", "needed_nodes"]
+__all__ = ["FIRST_MARK", "SLACK", "STOP_HOPELESS", "hopeless", "mark", "needed_nodes"]
 
 STOP_HOPELESS = True
 """Whether :func:`exactcomp.bab.beta_tree.prove_signs_beta` stops hopeless questions. On
@@ -69,6 +69,17 @@ def needed_nodes(marks: list[tuple[int, float]], best: float) -> float:
         return math.inf
     p = math.log(g0 / g1) / math.log(n1 / n0)
     return n1 * (g1 / need) ** (1.0 / p)
+
+
+def mark(q, max_nodes: int) -> None:
+    """Record the bound of the tree ``q`` (a :class:`~exactcomp.bab.beta_tree._Question`) at
+    each of its marks, and set its state to ``"hopeless"`` there if it is (with
+    :data:`STOP_HOPELESS`)."""
+    if q.nodes < FIRST_MARK * 2 ** len(q.marks):
+        return
+    q.marks.append((q.nodes, q.bound()))
+    if STOP_HOPELESS and hopeless(q.marks, q.best, max_nodes):
+        q.state = "hopeless"
 
 
 def hopeless(marks: list[tuple[int, float]], best: float, budget: int) -> bool:

@@ -267,19 +267,27 @@ def sign_witnesses(net: Network, k: int, x: np.ndarray, tol: Tolerances = DEFAUL
     ``tol.witness * (1 + scale)`` (module docstring). Of the qualifying rows the one with the
     largest margin is returned; ``-1`` where no row qualifies.
     """
+    return layer_signs(net, k, x, tol)[0]
+
+
+def layer_signs(
+    net: Network, k: int, x: np.ndarray, tol: Tolerances = DEFAULT
+) -> tuple[SignWitnesses, np.ndarray]:
+    """:func:`sign_witnesses` and the values ``z_k`` at the rows of ``x`` it read them from
+    (one float64 forward pass for both)."""
     if not 0 <= k < len(net.layers):
         raise IndexError(f"layer {k} does not exist (the network has {len(net.layers)} layers)")
     # only layer k's margin: |W_j| of a wide earlier layer (a 2,048 x 3,072 convolution held
     # densely) costs more than the whole forward pass, and the ReLU-split phase asks per node
     h = np.atleast_2d(np.asarray(x, dtype=np.float64))
     if not len(h):
-        return _layers_signs(net, h, k, tol)[k]
+        return _layers_signs(net, h, k, tol)[k], np.empty((0, net.layers[k].out_features))
     for layer in net.layers[:k]:
         z = layer.apply(h) + layer.bias
         h = np.maximum(z, 0.0) if layer.relu else z
     layer = net.layers[k]
     z = layer.apply(h) + layer.bias
-    return _signs_one(z, witness_margin(h, layer.weight, layer.bias, tol))
+    return _signs_one(z, witness_margin(h, layer.weight, layer.bias, tol)), z
 
 
 def observe_signs(net: Network, x: np.ndarray, tol: Tolerances = DEFAULT) -> list[SignWitnesses]:

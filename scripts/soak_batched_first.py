@@ -8,6 +8,9 @@ rarely ask; this script asks it for every call::
     FSB=4 PYTHONPATH=. python scripts/soak_batched_first.py --family relusplits --cases 40
 
 ``FSB=K`` (environment) sets :data:`exactcomp.bab.beta_tree.FSB` (filtered smart branching).
+``OUTLOOK=eager`` makes the early stop of hopeless questions (:mod:`exactcomp.bab.outlook`) as
+eager as it gets: a mark every doubling from 2 nodes, any predicted need stops the tree, the
+LP trees and the MILPs skip the stopped questions (counted as ``hopeless`` at the end).
 
 The soak runs its cases in this process (``jobs=1``), so the switch reaches every case; the
 calls of the batched engine, its nodes and its claims are counted and printed at the end.
@@ -20,12 +23,15 @@ import runpy
 import sys
 
 from exactcomp.bab import beta_tree as beta
-from exactcomp.bab import relu
+from exactcomp.bab import outlook, relu
 
 relu.BATCHED_FIRST = True
 relu.BATCHED_MIN_QUESTIONS = 1
 beta.FSB = int(os.environ.get("FSB", beta.FSB))
-seen = {"calls": 0, "questions": 0, "nodes": 0, "claims": 0, "points": 0}
+if os.environ.get("OUTLOOK") == "eager":
+    outlook.FIRST_MARK, outlook.SLACK, outlook.STOP_HOPELESS = 2, 1e-9, True
+    beta.LP_AFTER_HOPELESS = False
+seen = {"calls": 0, "questions": 0, "nodes": 0, "claims": 0, "points": 0, "hopeless": 0}
 real = beta.prove_signs_beta
 
 
@@ -36,6 +42,7 @@ def counted(*args, **kwargs):
     seen["nodes"] += res.nodes
     seen["claims"] += int(res.inactive.sum() + res.active.sum())
     seen["points"] += int(res.points.shape[0])
+    seen["hopeless"] += int((res.hopeless != 0).sum()) if res.hopeless is not None else 0
     return res
 
 

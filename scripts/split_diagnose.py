@@ -20,7 +20,15 @@ JSON line with:
   (:func:`exactcomp.stability.region_search.region_search`, ``L`` LPs) from the best
   point of the Adam ascent and the ``S`` best ``x*`` of the tree;
 * ``milp``: the largest ``sign * z`` at the incumbents of the layer's MILP maximising
-  ``sign * z`` for ``SECONDS`` (HiGHS, ``mode="optimal"``), and whether it was proven.
+  ``sign * z`` for ``SECONDS`` (HiGHS, ``mode="optimal"``), and whether it was proven;
+* ``prefix`` (``--prefix SECONDS``): the same MILP after the unstable neurons of layers
+  ``1..k-1`` are bounded again, layer by layer, by the ideal-cut LPs on both sides
+  (:func:`~exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`, ``probe=False``) and, with
+  ``--tighten-milp S``, by a MILP per side (``S`` CPU seconds each, dual bound plus margin);
+  prints the binaries and bound widths per layer before and after, the CPU of each step,
+  and the MILP's status, dual bound and best ``sign * z``.
+
+``--no-stop`` switches :data:`exactcomp.bab.outlook.STOP_HOPELESS` off (the tree runs to ``N``).
 
 A positive value would be a witness of the unproven sign (the engine's rule decides);
 the gap between ``tree`` and the attacks says how far the proof is.
@@ -74,6 +82,87 @@ def _value(net, k, j, sign, x):
     return float((sign * z).max())
 
 
+def _tighten(net, box, k, known, milp_s, log):
+    """The captured ``known`` with the unstable neurons of layers ``1..k-1`` bounded again
+    (ideal-cut LPs, then MILPs of ``milp_s`` CPU seconds per side); sound bounds only."""
+    from exactcomp.bounds.ideal_cuts import ideal_cut_layer_result
+    from exactcomp.bounds.linear import finite_prefix_bounds
+    from exactcomp.highs.milp import run_milp
+    from exactcomp.highs.runtime import milp_options
+    from exactcomp.milp.layer import layer_milp
+    from exactcomp.tolerances import DEFAULT
+
+    known = [(lo.copy(), hi.copy()) for lo, hi in finite_prefix_bounds(net, box, k, known, DEFAULT)]
+    for i in range(1, k):
+        lo, hi = known[i]
+        un = np.flatnonzero((lo < 0) & (hi > 0))
+        row = {"layer": i, "unstable": int(un.size), "width": float((hi - lo)[un].sum())}
+        c0 = time.process_time()
+        res = ideal_cut_layer_result(net, box, i, known, un, np.zeros(un.size, int), probe=False)
+        lo, hi = np.maximum(lo, res.lower), np.minimum(hi, res.upper)
+        known[i] = (lo, hi)
+        row["cuts_cpu"] = round(time.process_time() - c0, 1)
+        un2 = np.flatnonzero((lo < 0) & (hi > 0))
+        row["after_cuts"] = {"unstable": int(un2.size), "width": float((hi - lo)[un2].sum())}
+        if milp_s > 0 and un2.size:
+            c0 = time.process_time()
+            mag = np.maximum(np.abs(lo), np.abs(hi))
+            lm = layer_milp(net, box, i, known, mag)
+            for j in un2.tolist():
+                for sign in (1, -1):
+                    cost = np.zeros(lm.milp.num_cols)
+                    cost[lm.milp.target_cols[j]] = -float(sign)
+                    out = run_milp(
+                        lm.milp, cost, lm.milp.integer, time_limit=10 * milp_s,
+                        options=milp_options(lm.coarse, lm.deep), cpu_limit=milp_s,
+                    )  # fmt: skip
+                    if out.error is not None or not np.isfinite(out.dual):
+                        continue
+                    top = -out.dual + lm.margin(DEFAULT, j)  # sign * z <= top
+                    if sign > 0:
+                        hi[j] = min(hi[j], top)
+                    else:
+                        lo[j] = max(lo[j], -top)
+            known[i] = (lo, hi)
+            un3 = np.flatnonzero((lo < 0) & (hi > 0))
+            row["after_milps"] = {"unstable": int(un3.size), "width": float((hi - lo)[un3].sum())}
+            row["milps_cpu"] = round(time.process_time() - c0, 1)
+        log.append(row)
+    return known
+
+
+def _prefix(net, box, k, known, j, sign, seconds, milp_s):
+    """The layer's MILP on re-tightened bounds (module docstring, ``prefix``)."""
+    from exactcomp.highs.milp import run_milp
+    from exactcomp.highs.runtime import milp_options
+    from exactcomp.milp.layer import layer_milp
+    from exactcomp.tolerances import DEFAULT
+
+    log: list = []
+    c0 = time.process_time()
+    known = _tighten(net, box, k, known, milp_s, log)
+    tighten_cpu = time.process_time() - c0
+    c0 = time.process_time()
+    mag = np.maximum(np.abs(known[k][0]), np.abs(known[k][1]))
+    lm = layer_milp(net, box, k, known, mag)
+    cost = np.zeros(lm.milp.num_cols)
+    cost[lm.milp.target_cols[j]] = -float(sign)
+    out = run_milp(
+        lm.milp, cost, lm.milp.integer, time_limit=10 * seconds,
+        options=milp_options(lm.coarse, lm.deep), cpu_limit=seconds,
+    )  # fmt: skip
+    inc = None if out.values is None else _value(net, k, j, sign, out.values[lm.milp.x_cols])
+    return {
+        "layers": log,
+        "tighten_cpu": round(tighten_cpu, 1),
+        "binaries": int(lm.milp.integer.sum()),
+        "status": out.text,
+        "max_bound": -out.dual + lm.margin(DEFAULT, j),
+        "incumbent": inc,
+        "cpu": round(time.process_time() - c0, 1),
+    }
+
+
 def main(argv: list[str]) -> None:
     from exactcomp.api import load, read_vnnlib
     from exactcomp.bab import beta_tree
@@ -98,6 +187,13 @@ def main(argv: list[str]) -> None:
     lps = opt("--lps", 0)
     starts_n = opt("--starts", 1)
     beta_tree.FSB_STEPS = opt("--fsb-steps", 0)
+    prefix_s = opt("--prefix", 0.0)
+    if "--no-stop" in argv:  # the tree alone, without outlook's early stop
+        from exactcomp.bab import outlook
+
+        outlook.STOP_HOPELESS = False
+        argv.remove("--no-stop")
+    tighten_s = opt("--tighten-milp", 0.0)
     with open(argv[0], "rb") as f:
         calls = pickle.load(f)
     net = load(calls[0]["args"][0])
@@ -134,6 +230,7 @@ def main(argv: list[str]) -> None:
 
                 beta_tree._bound = spy
                 c0 = time.process_time()
+                log: list = []
                 res = beta_tree.prove_signs_beta(
                     net,
                     box,
@@ -144,6 +241,7 @@ def main(argv: list[str]) -> None:
                     max_nodes=nodes,
                     total_nodes=nodes,
                     fsb=fsb,
+                    log=log,
                 )
                 beta_tree._bound = real
                 bound = res.upper[0] if sign > 0 else -res.lower[0]
@@ -153,6 +251,7 @@ def main(argv: list[str]) -> None:
                     "bound": float(bound),
                     "proven": proven,
                     "best_xstar": seen[0],
+                    "marks": [[m, round(b, 4)] for m, b in log[0][5]] if log else [],
                     "cpu": round(time.process_time() - c0, 1),
                 }
                 c0 = time.process_time()
@@ -193,6 +292,8 @@ def main(argv: list[str]) -> None:
                         "incumbent": inc,
                         "cpu": round(time.process_time() - c0, 1),
                     }
+                if prefix_s > 0:
+                    row["prefix"] = _prefix(net, box, k, q["known"], j, sign, prefix_s, tighten_s)
                 print(json.dumps(row), flush=True)
 
 

@@ -18,7 +18,8 @@ r"""Branch and bound over ReLU splits with the batched optimised bounds of
   :func:`exactcomp.search.sign_witnesses`: a witness of the other sign, from any node of the
   batch, ends the question (unstable) and joins the points.
 * A question out of nodes (:data:`MAX_NODES_BETA`, :data:`TOTAL_NODES_BETA` for the call),
-  time or neurons worth splitting claims nothing; its tree's bound (the largest of its open
+  time or neurons worth splitting, or whose gap to its best ``x*`` closes too slowly to reach a
+  proof within its budget (:mod:`exactcomp.bab.outlook`, "hopeless"), claims nothing; its tree's bound (the largest of its open
   leaves) is returned. :func:`batched_first` then hands it to the LP trees of
   :mod:`exactcomp.bab.relu` (:data:`~exactcomp.bab.relu.BATCHED_FIRST`).
 
@@ -40,7 +41,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,10 +49,11 @@ from ..bounds.interval import Bounds
 from ..bounds.linear import all_finite, finite_prefix_bounds
 from ..domain import Box
 from ..network import Network
-from ..search import sign_witnesses
+from ..search import layer_signs, sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
+from . import outlook
 from .beta import BetaModel
-from .split import SplitResult
+from .split import SplitResult, hopeless_bit
 
 __all__ = [
     "BATCH",
@@ -86,6 +88,15 @@ its whole budget (:data:`MAX_NODES_BETA`). Off, mnist-net_256x6 prop_0_0.03 took
 CPU instead of 197.3 s (the same 4 undecided: the LP trees got nowhere on them), but
 mnist-net_256x2 prop_1_0.05 left 1 neuron undecided instead of 0: on its first layer the LP
 trees with their ideal cuts prove questions that 20,000 batched nodes do not."""
+LP_AFTER_HOPELESS = False
+"""Whether :func:`batched_first` still gives the LP trees a question whose batched tree was
+stopped as hopeless (:mod:`exactcomp.bab.outlook`). Off: on mnist-net_256x6 prop_0_0.03 the
+LP trees took 42.0 s of CPU on layer 5's two stopped questions (22, 158) and 3.2 s on layer
+3's (88, 177), and proved none (``scripts/relu_split_replay.py replay OUT.pkl 3 5
+--profile``). The one measured question that the LP trees prove after a batched tree left it
+open, mnist-net_256x2 prop_1_0.05's neuron 29, is not stopped: its worst N* is
+9.1 times its budget, under :data:`~exactcomp.bab.outlook.SLACK` (a thin margin: the reason
+:data:`~exactcomp.bab.outlook.SLACK` is not lower)."""
 CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""
 FSB = 1
@@ -118,7 +129,9 @@ class _Question:
     sign: int
     open: list
     nodes: int = 0
-    state: str = "open"  # "open", "proven", "refuted", "stuck"
+    state: str = "open"  # "open", "proven", "refuted", "stuck", "hopeless"
+    best: float = -np.inf  # the largest sign * z at its nodes' x* (outlook's A)
+    marks: list = field(default_factory=list)  # (nodes, bound) at outlook's marks
 
     def bound(self) -> float:
         return max([0.0, *(-item[0] for item in self.open)])
@@ -141,6 +154,7 @@ def prove_signs_beta(
     cuts: Sequence[tuple[int, int, np.ndarray, float, float]] = (),
     spent: list[tuple[int, int]] | None = None,
     fsb: int | None = None,
+    log: list | None = None,
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` / ``min z_kj >= 0`` for each ``j`` in ``neurons`` by branch and
     bound over ReLU splits with optimised linear bounds (module docstring).
@@ -153,6 +167,8 @@ def prove_signs_beta(
     ``spent``: if given, gets ``(i, sign)`` of every question left open with its whole node
     budget ``max_nodes`` used (not cut off by the call's budget, the deadline or a dead end).
     ``fsb``: candidates per node of :func:`choose_splits` (``None``: :data:`FSB`).
+    ``log``: if given, gets ``(j, sign, state, nodes, best, marks)`` of every question at the
+    end (:mod:`exactcomp.bab.outlook`; measurement only).
     """
     max_nodes = MAX_NODES_BETA if max_nodes is None else max_nodes
     total_nodes = TOTAL_NODES_BETA if total_nodes is None else total_nodes
@@ -190,11 +206,14 @@ def prove_signs_beta(
             chunk = work[at : at + batch]
             got = _bound(model, chunk, tol, steps)
             nodes += len(chunk)
-            found = sign_witnesses(net, k, got[1], tol)
-            for (q, (split, _, _)), top, _x, score, al, be in zip(chunk, *got, strict=True):
+            found, zk = layer_signs(net, k, got[1], tol)
+            for (q, (split, _, _)), top, zx, score, al, be in zip(
+                chunk, got[0], zk, *got[2:], strict=True
+            ):
                 q.nodes += 1
                 if q.state != "open":
                     continue
+                q.best = max(q.best, q.sign * float(zx[q.j]))
                 hit = (found.pos if q.sign > 0 else found.neg)[q.j]
                 if hit >= 0:
                     q.state = "refuted"
@@ -208,6 +227,9 @@ def prove_signs_beta(
                 (inactive if q.sign > 0 else active)[q.index] = True
         done = inactive | active
         work = []
+        for q in qs:
+            if q.state == "open" and not done[q.index]:
+                outlook.mark(q, max_nodes)
         live = [q for q in qs if q.state == "open" and not done[q.index]]
         if not live or nodes >= total_nodes:
             break
@@ -242,7 +264,9 @@ def prove_signs_beta(
         decided = inactive[q.index] or active[q.index]
         if spent is not None and q.state == "open" and not decided and q.nodes + 2 > max_nodes:
             spent.append((q.index, q.sign))
-        if q.state in ("open", "stuck"):
+        if log is not None:
+            log.append((q.j, q.sign, q.state, q.nodes, q.best, list(q.marks)))
+        if q.state in ("open", "stuck", "hopeless"):
             if q.sign > 0:
                 upper[q.index] = min(upper[q.index], q.bound())
             else:
@@ -250,10 +274,16 @@ def prove_signs_beta(
     both = inactive & active
     inactive &= ~both
     active &= ~both
+    hopeless = np.zeros(m, np.int8)
+    for q in qs:
+        if q.state == "hopeless" and not (inactive[q.index] or active[q.index]):
+            hopeless[q.index] |= hopeless_bit(q.sign)
     complete = all(q.state in ("proven", "refuted") for q in qs)
     pts = np.concatenate(points) if points else none
     seconds = time.perf_counter() - t0
-    return SplitResult(neurons, inactive, active, pts, nodes, complete, seconds, lower, upper)
+    return SplitResult(
+        neurons, inactive, active, pts, nodes, complete, seconds, lower, upper, hopeless=hopeless
+    )
 
 
 def choose_splits(
@@ -357,6 +387,11 @@ def batched_first(
         for i, sign in spent:
             (pos_open if sign > 0 else neg_open)[i] = False
             dropped = True
+    hopeless = first.hopeless if first.hopeless is not None else np.zeros(neurons.size, np.int8)
+    if not LP_AFTER_HOPELESS:
+        dropped |= bool(hopeless.any())
+        pos_open &= (hopeless & hopeless_bit(1)) == 0
+        neg_open &= (hopeless & hopeless_bit(-1)) == 0
     rest = ~(first.inactive | first.active) & (pos_open | neg_open)
     sub = np.flatnonzero(rest)
     new_sides = np.where(pos_open & neg_open, 0, np.where(pos_open, 1, -1))[sub]
@@ -384,4 +419,7 @@ def batched_first(
     nodes = first.nodes + second.nodes
     seconds = time.perf_counter() - t0
     complete = second.complete and not dropped
-    return SplitResult(neurons, inactive, active, points, nodes, complete, seconds, lower, upper)
+    hopeless = np.where(inactive | active, 0, hopeless).astype(np.int8)
+    return SplitResult(
+        neurons, inactive, active, points, nodes, complete, seconds, lower, upper, hopeless=hopeless
+    )

@@ -131,6 +131,10 @@ class SplitResult:
     the search proved on the way (``-inf``/``inf`` where none): the ReLU-split search returns
     the weakest bound over the leaves of a tree that ran out of nodes. ``trees``: the
     record of each input-split tree grown (:mod:`exactcomp.bab.split_tree`), for a replay.
+    ``hopeless`` (``None``: not computed): per asked neuron left undecided, the questions
+    whose tree was stopped as unable to reach a proof within its budget
+    (:mod:`exactcomp.bab.outlook`), as bits: :data:`HOPELESS_UPPER` for ``max z <= 0``,
+    :data:`HOPELESS_LOWER` for ``min z >= 0``.
     """
 
     neurons: np.ndarray
@@ -143,6 +147,16 @@ class SplitResult:
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
     trees: tuple[SplitTree, ...] = ()
+    hopeless: np.ndarray | None = None
+
+
+HOPELESS_UPPER = 1
+HOPELESS_LOWER = 2
+
+
+def hopeless_bit(sign: int) -> int:
+    """The bit of :attr:`SplitResult.hopeless` of the question ``sign * z <= 0``."""
+    return HOPELESS_UPPER if sign > 0 else HOPELESS_LOWER
 
 
 def split_inputs() -> int:

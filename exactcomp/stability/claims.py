@@ -72,6 +72,7 @@ class LayerClaims:
         self.inactive = np.zeros(n, dtype=bool)
         self.active = np.zeros(n, dtype=bool)
         self.proof = np.zeros(n, dtype=np.int8)
+        self.hopeless = np.zeros(n, dtype=np.int8)  # SplitResult.hopeless bits
 
     def _apply(self, res: PhaseResult, proof: Proof) -> None:
         """Take a phase's result: tighten the bounds, add its claims (each new claim keeps the
@@ -84,6 +85,8 @@ class LayerClaims:
         if res.nodes is not None:
             self.stats["bab_nodes"] = self.stats.get("bab_nodes", 0) + res.nodes
         self.trees += res.trees
+        if res.hopeless is not None:
+            self.hopeless |= res.hopeless
         if not self.net.layers[self.k].relu:
             return
         new_i = res.inactive & ~self.inactive

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from ..bab.split import hopeless_bit
 from ..milp.highs import Answer, Question
 from ..milp.layer import WALL_PER_CPU, LayerMilp, layer_milp
 from ..search import gradient_points
@@ -26,6 +27,13 @@ MILP_START = 2.0
 """Seconds to the layer's deadline under which the MILP phase is not started: building the
 layer's model alone (mnist-net_256x4 prop_1_0.05, layer 1, at load 8) overran the deadline
 by 2.9 s, leaving later layers no time."""
+SKIP_HOPELESS = True
+"""Whether ``fast`` skips the questions a ReLU-split tree judged hopeless
+(:mod:`exactcomp.bab.outlook`): they stay UNDECIDED. On mnist-net_256x6 prop_0_0.03 the
+MILPs of its four undecided neurons took 41 s of CPU and decided none (10 s each; a 60 s
+MILP of layer 3's neuron 88 on bounds tightened again by ideal cuts left its bound at 3.1,
+benchmarks/RESULTS.md "tail12"); no other MNIST network of the benchmarks asks a MILP after
+its split trees."""
 _OTHER_SOLVER_TOLERANCE = 1e-5
 """Feasibility/integrality tolerance assumed for Pyomo solvers other than HiGHS (Gurobi's
 default ``IntFeasTol`` is 1e-5, the loosest of the usual defaults)."""
@@ -66,7 +74,10 @@ class MilpQuestions:
             else:
                 keyed.append((-np.inf, j, [Task(j, 1), Task(j, -1)]))
         keyed.sort(key=lambda e: (e[0], e[1]))
-        return [t for _, _, ts in keyed for t in ts]
+        tasks = [t for _, _, ts in keyed for t in ts]
+        if SKIP_HOPELESS:
+            tasks = [t for t in tasks if not c.hopeless[t.neuron] & hopeless_bit(t.sign)]
+        return tasks
 
     def _question(self, t: Task) -> Question:
         # fast poses the cut-off as a constraint row ("row"): on the questions measured it

@@ -79,8 +79,9 @@ class PhaseInput:
 class PhaseResult:
     """What one phase proved about layer ``k``: full-width claim masks, the (sound) bounds it
     computed (``None``: none), candidate witnesses, the branch-and-bound nodes it used
-    (``None``: not a branch and bound), and the record of each input-split tree it grew
-    (:mod:`exactcomp.bab.split_tree`)."""
+    (``None``: not a branch and bound), the record of each input-split tree it grew
+    (:mod:`exactcomp.bab.split_tree`), and per neuron the questions a ReLU-split tree judged
+    hopeless (bits of :attr:`~exactcomp.bab.split.SplitResult.hopeless`; ``None``: none)."""
 
     inactive: np.ndarray
     active: np.ndarray
@@ -88,6 +89,7 @@ class PhaseResult:
     points: np.ndarray | None = None
     nodes: int | None = None
     trees: tuple[SplitTree, ...] = ()
+    hopeless: np.ndarray | None = None
 
 
 def from_bounds(bounds: Bounds, points: np.ndarray | None = None) -> PhaseResult:
@@ -185,4 +187,8 @@ def _split_phase(q: PhaseInput, search) -> PhaseResult:
         upper[inactive] = np.minimum(upper[inactive], 0.0)
         lower[active] = np.maximum(lower[active], 0.0)
         bounds = (lower, upper)
-    return PhaseResult(inactive, active, bounds, res.points, res.nodes, res.trees)
+    hopeless = None
+    if res.hopeless is not None:
+        hopeless = np.zeros(n, dtype=np.int8)
+        np.bitwise_or.at(hopeless, idx, res.hopeless)
+    return PhaseResult(inactive, active, bounds, res.points, res.nodes, res.trees, hopeless)

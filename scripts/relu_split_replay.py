@@ -22,7 +22,7 @@ switches :data:`exactcomp.bab.outlook.STOP_HOPELESS` off; ``--slack S`` sets
 :data:`~exactcomp.bab.beta_tree.TOTAL_NODES_BETA`). ``--batched`` switches
 :data:`exactcomp.bab.relu.BATCHED_FIRST` on for the replay; ``batched``
 runs the batched engine alone (:func:`exactcomp.bab.beta.prove_signs_beta`). ``--fsb K`` sets
-:data:`exactcomp.bab.beta_tree.FSB` (candidates per node of the branching rule).
+:data:`exactcomp.bab.branching.FSB` (candidates per node of the branching rule).
 """
 
 from __future__ import annotations
@@ -75,11 +75,11 @@ def replay(argv: list[str], search=None) -> None:
     from exactcomp.tolerances import DEFAULT
 
     search = search or relu_split_phase
-    from exactcomp.bab import beta_tree
+    from exactcomp.bab import beta_tree, branching
 
     if "--fsb" in argv:
         at = argv.index("--fsb")
-        beta_tree.FSB = int(argv[at + 1])
+        branching.FSB = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2 :]
     from exactcomp.bab import relu as relu_bab
 

@@ -7,7 +7,7 @@ rarely ask; this script asks it for every call::
     PYTHONPATH=. python scripts/soak_batched_first.py --family relusplits --cases 30 --time-limit 2
     FSB=4 PYTHONPATH=. python scripts/soak_batched_first.py --family relusplits --cases 40
 
-``FSB=K`` (environment) sets :data:`exactcomp.bab.beta_tree.FSB` (filtered smart branching).
+``FSB=K`` (environment) sets :data:`exactcomp.bab.branching.FSB` (filtered smart branching).
 ``OUTLOOK=eager`` makes the early stop of hopeless questions (:mod:`exactcomp.bab.outlook`) as
 eager as it gets: a mark every doubling from 2 nodes, any predicted need stops the tree, the
 LP trees and the MILPs skip the stopped questions (counted as ``hopeless`` at the end).
@@ -23,11 +23,11 @@ import runpy
 import sys
 
 from exactcomp.bab import beta_tree as beta
-from exactcomp.bab import outlook, relu
+from exactcomp.bab import branching, outlook, relu
 
 relu.BATCHED_FIRST = True
 relu.BATCHED_MIN_QUESTIONS = 1
-beta.FSB = int(os.environ.get("FSB", beta.FSB))
+branching.FSB = int(os.environ.get("FSB", branching.FSB))
 if os.environ.get("OUTLOOK") == "eager":
     outlook.FIRST_MARK, outlook.SLACK, outlook.STOP_HOPELESS = 2, 1e-9, True
     beta.LP_AFTER_HOPELESS = False

@@ -165,7 +165,7 @@ def _prefix(net, box, k, known, j, sign, seconds, milp_s):
 
 def main(argv: list[str]) -> None:
     from exactcomp.api import load, read_vnnlib
-    from exactcomp.bab import beta_tree
+    from exactcomp.bab import beta_tree, branching
     from exactcomp.milp.highs import solve_question
     from exactcomp.milp.layer import layer_milp
     from exactcomp.search import gradient_points
@@ -186,7 +186,7 @@ def main(argv: list[str]) -> None:
     fsb = opt("--fsb", 1)
     lps = opt("--lps", 0)
     starts_n = opt("--starts", 1)
-    beta_tree.FSB_STEPS = opt("--fsb-steps", 0)
+    branching.FSB_STEPS = opt("--fsb-steps", 0)
     prefix_s = opt("--prefix", 0.0)
     if "--no-stop" in argv:  # the tree alone, without outlook's early stop
         from exactcomp.bab import outlook

@@ -26,7 +26,8 @@ from test_relu_split import vee_net
 
 from exactcomp.bab import relu as relu_bab
 from exactcomp.bab.beta import BetaModel
-from exactcomp.bab.beta_tree import CUTS_PER_NEURON, _Question, choose_splits, prove_signs_beta
+from exactcomp.bab.beta_tree import BATCH, CUTS_PER_NEURON, _Question, prove_signs_beta
+from exactcomp.bab.branching import choose_splits
 from exactcomp.bab.relu import root_cuts
 from exactcomp.bounds import linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
@@ -201,7 +202,7 @@ def test_choose_splits_picks_an_unsplit_unstable_neuron(fsb):
         )
         if score[0].max() > 0.0:  # what the tree pops: a node with a neuron worth splitting
             popped.append((q, (0.0, t, split, al[0], be[0], score[0])))
-    chosen = choose_splits(model, popped, DEFAULT, fsb)
+    chosen = choose_splits(model, popped, DEFAULT, fsb, BATCH)
     assert len(chosen) == len(popped)
     for (_, item), i in zip(popped, chosen, strict=True):
         split, score = item[2], item[5]

@@ -8,8 +8,8 @@ r"""Branch and bound over ReLU splits with the batched optimised bounds of
 * Each round takes the worst open nodes of every open question (an equal share of
   :data:`BATCH` / 2 each), splits each on the unsplit unstable neuron with the largest
   ``a^+ t`` (the chord intercept its bound pays for that neuron: BaBSR's estimate, read off
-  the back-substitution; :func:`choose_splits`, which can pick by filtered smart branching
-  instead, :data:`FSB`, off by measurement), and bounds all the children in batches of
+  the back-substitution; :func:`~exactcomp.bab.branching.choose_splits`, which can pick by
+  filtered smart branching instead, :data:`~exactcomp.bab.branching.FSB`, off by measurement), and bounds all the children in batches of
   :data:`BATCH`, each child starting from its parent's multipliers (:data:`STEPS` Adam
   steps). A question left without a neuron worth splitting keeps the nodes it popped in
   that round as open leaves (so its tree's bound stays the largest over leaves covering
@@ -51,18 +51,17 @@ from ..domain import Box
 from ..network import Network
 from ..search import layer_signs, sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
-from . import outlook
+from . import branching, outlook
 from .beta import BetaModel
+from .branching import choose_splits
 from .split import SplitResult, hopeless_bit
 
 __all__ = [
     "BATCH",
-    "FSB",
     "MAX_NODES_BETA",
     "STEPS",
     "TOTAL_NODES_BETA",
     "batched_first",
-    "choose_splits",
     "prove_signs_beta",
 ]
 
@@ -99,21 +98,6 @@ open, mnist-net_256x2 prop_1_0.05's neuron 29, is not stopped: its worst N* is
 :data:`~exactcomp.bab.outlook.SLACK` is not lower)."""
 CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""
-FSB = 1
-"""Candidates per node of filtered smart branching (:func:`choose_splits`); 1: the largest
-score alone, chosen by measurement (benchmarks/RESULTS.md "fsb11"; mnist-net_256x6
-prop_0_0.03, the captured questions). Trees of 8,000 nodes, bound of ``-z`` left on layer 5's
-158 / 22 and layer 3's 88: K = 1 0.085 / 0.064 / 1.163 (9.2 / 6.9 / 4.2 s of CPU); K = 2
-0.090 / 0.073 / 1.205; K = 4 0.097 / 0.079 / 1.161 (9.7 / 8.5 / 5.6 s); K = 8 0.099 / 0.083 /
-1.232; K = 16 0.099 / 0.083 / 1.288 (16.2 / 14.0 / 9.3 s). Layer replays, K = 1 against 4:
-layer 5 6 of 8 decided in 43.0 s against 51.9 s; layer 3 38 of 40 in 74.9 s against 36 of 40
-in 106.8 s (the call's 120,000 nodes spent). The children's bound after the parent's
-multipliers predicts their bound after their own 10 steps well, but the trees the worse-child
-rule builds are not smaller."""
-FSB_STEPS = 0
-"""Adam steps on each candidate child before its bound is compared (0: the parent's
-multipliers as they are). With K = 4, 1 and 3 steps left the same trees' bounds at 0.097 /
-0.079 / 1.217 and 0.097 / 0.080 / 1.219 for 1.8-3.0 times the CPU of K = 1."""
 TOTAL_NODES_BETA = 120_000
 """Node budget of one call (all its questions together): about 90 s of CPU at the 1,300
 nodes per second of a deep layer of mnist-net_256x6. Nodes, not seconds, so that the
@@ -166,7 +150,8 @@ def prove_signs_beta(
     ``cuts``: ideal cuts valid on the box (:meth:`~exactcomp.bab.beta.BetaModel.with_cuts`).
     ``spent``: if given, gets ``(i, sign)`` of every question left open with its whole node
     budget ``max_nodes`` used (not cut off by the call's budget, the deadline or a dead end).
-    ``fsb``: candidates per node of :func:`choose_splits` (``None``: :data:`FSB`).
+    ``fsb``: candidates per node of :func:`~exactcomp.bab.branching.choose_splits` (``None``:
+    :data:`~exactcomp.bab.branching.FSB`).
     ``log``: if given, gets ``(j, sign, state, nodes, best, marks)`` of every question at the
     end (:mod:`exactcomp.bab.outlook`; measurement only).
     """
@@ -174,7 +159,7 @@ def prove_signs_beta(
     total_nodes = TOTAL_NODES_BETA if total_nodes is None else total_nodes
     batch = BATCH if batch is None else batch
     steps = STEPS if steps is None else steps
-    fsb = FSB if fsb is None else fsb
+    fsb = branching.FSB if fsb is None else fsb
 
     t0 = time.perf_counter()
     neurons = np.asarray(neurons, dtype=np.int64)
@@ -252,7 +237,7 @@ def prove_signs_beta(
                 heapq.heappush(q.open, item)
         popped = [(q, item) for q, item in popped if q.state == "open"]
         for (q, (_, _, split, al, be, _)), i in zip(
-            popped, choose_splits(model, popped, tol, fsb), strict=True
+            popped, choose_splits(model, popped, tol, fsb, BATCH), strict=True
         ):
             for s in (1, -1):
                 child = split.copy()
@@ -284,62 +269,6 @@ def prove_signs_beta(
     return SplitResult(
         neurons, inactive, active, pts, nodes, complete, seconds, lower, upper, hopeless=hopeless
     )
-
-
-def choose_splits(
-    model: BetaModel, popped: Sequence[tuple[_Question, tuple]], tol: Tolerances, fsb: int
-) -> list[int]:
-    r"""The neuron to split for each popped node (filtered smart branching when ``fsb > 1``).
-
-    Each node's shortlist is its ``fsb`` unsplit unstable neurons of largest score ``a^+ t``
-    (positive scores only; :meth:`~exactcomp.bab.beta.BetaModel.evaluate`). Both children of
-    every candidate are bounded in one batch with the parent's multipliers, no step
-    (:meth:`~exactcomp.bab.beta.BetaModel.evaluate`: any multipliers give a valid bound, so
-    this is an estimate of what the child's own optimisation starts from), and the candidate
-    whose worse child bound :math:`\max(top_+, top_-)` is lowest is split (ties: the larger
-    score). With ``fsb <= 1``, or one candidate, the largest score. Only the choice of the
-    neuron changes: whichever is chosen, the two children cover the node.
-    """
-    picks = []
-    for _, item in popped:
-        score = item[5]
-        if fsb <= 1:
-            picks.append(np.array([int(np.argmax(score))]))
-            continue
-        n = min(fsb, score.size)
-        top = np.argpartition(-score, n - 1)[:n]
-        top = top[score[top] > 0.0]
-        picks.append(top[np.argsort(-score[top], kind="stable")])
-    sizes = [p.size for p in picks]
-    if max(sizes, default=0) <= 1:
-        return [int(p[0]) for p in picks]
-    rows, signs, splits, alphas, betas = [], [], [], [], []
-    for (q, item), cand in zip(popped, picks, strict=True):
-        _, _, split, al, be, _ = item
-        for i in cand.tolist():
-            for s in (1, -1):
-                child = split.copy()
-                child[i] = s
-                rows.append(q.j)
-                signs.append(q.sign)
-                splits.append(child)
-                alphas.append(al)
-                betas.append(be)
-    tops = np.empty(len(rows))
-    for at in range(0, len(rows), BATCH):
-        sl = slice(at, at + BATCH)
-        r, g = np.array(rows[sl], np.int64), np.array(signs[sl], np.float64)
-        sp = np.stack(splits[sl])
-        al = np.stack(alphas[sl]).astype(np.float64)
-        be = np.stack(betas[sl]).astype(np.float64)
-        al, be = model.optimise(r, g, sp, al, be, FSB_STEPS)
-        tops[sl] = model.evaluate(r, g, sp, al, be, tol)[0]
-    out, at = [], 0
-    for cand in picks:
-        worse = tops[at : at + 2 * cand.size].reshape(-1, 2).max(1)
-        out.append(int(cand[int(np.argmin(worse))]))  # argmin: the first of ties, larger score
-        at += 2 * cand.size
-    return out
 
 
 def _bound(model: BetaModel, chunk, tol: Tolerances, steps: int):

@@ -125,6 +125,8 @@ def lossy_table(doc: dict) -> Group:
 
 
 def _cell(v: Any) -> str:
+    if v is None:  # not applicable to this layer (e.g. the entropy of a float32 layer)
+        return "-"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 

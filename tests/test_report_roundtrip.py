@@ -189,10 +189,11 @@ def test_the_lossy_table_names_the_winning_strategy():
         "neurons_after": 2,
         "parameters_before": 10,
         "parameters_after": 6,
-        "layers": [{"layer": 1, "removed": 4}],
+        "layers": [{"layer": 1, "removed": 4, "entropy_bits": None}],
     }
     console = Console(width=80, record=True)
     console.print(lossy_table({**doc, "strategy": "magnitude"}))
+    assert "None" not in console.export_text(clear=False)  # a key that does not apply reads "-"
     assert "parameters 10 -> 6 (magnitude)" in " ".join(console.export_text().split())
     console.print(lossy_table(doc))
     assert "(magnitude)" not in console.export_text()

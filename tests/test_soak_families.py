@@ -288,7 +288,7 @@ def test_degenerate_file_checks_flag_a_changed_network(monkeypatch) -> None:
         dtype="float64",
     )
     box = Box.uniform(0.0, 1.0, 2)
-    assert check_files(box, g, 0) == ([], 1)  # refused: .nnet has no layer of width 0
+    assert check_files(box, g, 0) == ([], 0)  # .nnet: a dead neuron stands in for width 0
     shifted = g.replace_layers((*g.layers[:-1], Layer(np.ones((1, 2)), np.ones(1), relu=False)))
     monkeypatch.setattr(api, "load", lambda path: shifted)
     assert [x.kind for x in check_files(box, g, 0)[0]] == ["file-written"] * 3

@@ -343,7 +343,7 @@ def test_dispatch_errors(tmp_path: Path) -> None:
     with pytest.raises(OutputPathError, match="unknown file type"):
         eio.save(net, tmp_path / "model.h5")
     with pytest.raises(OutputPathError, match="not supported"):
-        eio.save(net, tmp_path / "model.nnet")
+        eio.save(net, tmp_path / "model.pt2")
     with pytest.raises(InputFileError, match="cannot load"):
         eio.load(42)
     assert eio.load(net) is net

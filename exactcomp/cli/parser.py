@@ -131,7 +131,7 @@ def _add_compress_parser(sub) -> None:
     _add_model(
         c,
         help="model: .pt/.pth (state_dict, TorchScript), .pt2 (torch.export), .onnx or .nnet",
-        output="output path; its suffix (.pt, .onnx) picks the format",
+        output="output path; its suffix (.pt, .onnx, .nnet) picks the format",
     )
     _add_engine(c)
     c.add_argument(

@@ -43,7 +43,7 @@ LOAD_SUFFIXES = {
     ".onnx": "onnx",
     ".nnet": "nnet",
 }
-SAVE_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx"}
+SAVE_SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnx", ".nnet": "nnet"}
 
 
 def load(path_or_module: Any, *, trust_pickle: bool = False, nnet_units: str = "raw") -> Network:
@@ -130,7 +130,8 @@ def save(
     net:
         The network; saved in ``net.dtype`` (the precision of the checkpoint it came from).
     path:
-        Destination ending in ``.pt``, ``.pth`` or ``.onnx``.
+        Destination ending in ``.pt``, ``.pth``, ``.onnx`` or ``.nnet``
+        (:func:`exactcomp.io.nnet.save_nnet`: exact, read back and compared).
     inputs:
         Files the run read; ``path`` must not be any of them (checked with
         :func:`check_output_path`, which also checks the directory is writable).
@@ -139,7 +140,8 @@ def save(
     boxes:
         For PyTorch files: boxes on whose corners and samples the file read back is run in
         torch against ``net``, besides ``[-1, 1]^n`` (ONNX files are run in onnxruntime on
-        ``[-1, 1]^n``).
+        ``[-1, 1]^n``). For ``.nnet`` files of a network not read from one: the input limits
+        are the hull of the boxes.
 
     Raises
     ------
@@ -153,6 +155,11 @@ def save(
         from .torch_io import save_torch
 
         save_torch(net, target, list(boxes))
+        return
+    if fmt == "nnet":
+        nnet = _import("nnet", ".nnet")
+        with atomic_path(target) as tmp:
+            nnet.save_nnet(net, tmp, list(boxes))
         return
     onnx_io = _import("onnx_io", "ONNX")
     with atomic_path(target) as tmp:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..domain import Box
+from ..io.nnet import nnet_text
 from ..network import Layer, Network
 from .random_networks import IntRange, draw, random_network
 from .rational import rational, rational_forward
@@ -98,22 +99,11 @@ def write_nnet(
     mean: np.ndarray,
     rng: np.ndarray,
 ) -> Path:
-    """Write ``net`` (ReLU on every layer but the last) in the ``.nnet`` text format."""
+    """Write ``net`` (ReLU on every layer but the last) in the ``.nnet`` text format under the
+    given header (any normalisation, unlike :func:`exactcomp.io.nnet.save_nnet`)."""
     path = Path(path)
-    sizes = [net.input_size] + [la.out_features for la in net.layers]
-
-    def line(values) -> str:
-        return ",".join(repr(float(v)) for v in values) + ","
-
-    out = ["// written by exactcomp.testing.nnet_cases"]
-    out.append(f"{len(net.layers)},{sizes[0]},{sizes[-1]},{max(sizes)},")
-    out.append(",".join(str(s) for s in sizes) + ",")
-    out.append("0,")
-    out += [line(lower), line(upper), line(mean), line(rng)]
-    for la in net.layers:
-        out += [line(row) for row in la.weight]
-        out += [line([b]) for b in la.bias]
-    path.write_text("\n".join(out) + "\n")
+    layers = [(la.weight, la.bias) for la in net.layers]
+    path.write_text(nnet_text(layers, lower, upper, mean, rng, "written by exactcomp.testing"))
     return path
 
 

@@ -22,7 +22,6 @@ import numpy as np
 from ..domain import Box
 from ..errors import ExactCompError
 from ..network import Network
-from .nnet_cases import write_nnet
 from .soak_checks import Checker, Finding
 
 
@@ -67,12 +66,11 @@ def check_written(c: Checker, g: Network, f: Network) -> None:
 
 
 def check_files(box: Box, g: Network, seed: int) -> tuple[list[Finding], int]:
-    """``g`` written to ``.onnx`` and ``.pt`` (:func:`exactcomp.api.save`) and as ``.nnet``
-    text (:func:`~.nnet_cases.write_nnet`, limits = ``box``), each read back by
-    :func:`exactcomp.api.load` and compared with ``g`` on the probe points of ``box``, allowed
-    ``64 u depth S(x)`` (``u`` float32's): ``file-written`` findings, and the number of files
-    refused with a clean :class:`~exactcomp.errors.ExactCompError` (a ``.nnet`` file has no
-    layer of width 0). ``api.save`` to ``.nnet`` must refuse: the format is read-only."""
+    """``g`` written to ``.onnx``, ``.pt`` and ``.nnet`` (:func:`exactcomp.api.save`; the
+    ``.nnet``'s limits are then ``box``), each read back by :func:`exactcomp.api.load` and
+    compared with ``g`` on the probe points of ``box``, allowed ``64 u depth S(x)`` (``u``
+    float32's): ``file-written`` findings, and the number of files refused with a clean
+    :class:`~exactcomp.errors.ExactCompError`."""
     from .. import api
     from ..io.onnx_check import partial_sum_size, probe_points
 
@@ -85,16 +83,7 @@ def check_files(box: Box, g: Network, seed: int) -> tuple[list[Finding], int]:
         for suffix in (".onnx", ".pt", ".nnet"):
             path = Path(tmp) / f"g{suffix}"
             try:
-                if suffix == ".nnet":
-                    try:
-                        api.save(g, path)
-                        found.append(Finding("file-written", "save to .nnet did not refuse"))
-                    except ExactCompError:
-                        pass
-                    n = g.input_size
-                    write_nnet(path, g, box.lower, box.upper, np.zeros(n + 1), np.ones(n + 1))
-                else:
-                    api.save(g, path, domain=box)
+                api.save(g, path, domain=box)
                 back = api.load(path)
             except ExactCompError:
                 refused += 1

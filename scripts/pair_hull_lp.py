@@ -1,0 +1,290 @@
+"""Does the pairwise ReLU hull (:mod:`exactcomp.bounds.pair_hull`) prove neurons the triangle LP
+cannot? A measurement script, not an API (from the repository root)::
+
+    PYTHONPATH=. OPENBLAS_NUM_THREADS=1 python scripts/pair_hull_lp.py CAPTURE.pkl K N \
+        [--pairs-in J[,J2]] [--top T] [--rounds R] [--rule influence|gap] [--neurons i,...]
+        [--oracle]
+
+``CAPTURE.pkl`` comes from ``scripts/relu_split_replay.py capture`` (the engine's bounds when
+the ReLU-split phase of layer ``K`` was called, and the neurons it asked about with their
+sides). For the first ``N`` of those neurons (or ``--neurons``), it solves the triangle LP of
+layers ``0..K-1`` (:func:`~exactcomp.bounds.prefix_lp.build_prefix_lp`, the bound read from
+the duals as :func:`~exactcomp.bounds.lp.lp_layer_result` does), then the same LP plus the
+pair-hull rows of all pairs among the ``T`` unstable neurons of layer ``J`` (default 0) with
+the largest score for that neuron, and prints one JSON line per neuron: both sound bounds of
+``side * z`` (a proof needs ``<= 0``), rows added, CPU seconds; then a summary line.
+
+Octagons: on layer 0 exact (:func:`~exactcomp.bounds.pair_hull.first_layer_octagons`);
+deeper, ``z_a +- z_b`` bounded by the triangle LP itself (two LPs each, dual bound plus
+the solver margin, as every LP bound here).
+
+Scores (``--rule``): ``influence``: ``|c_a| (u_a - l_a)`` with ``c`` the neuron's weights
+back-substituted to layer ``J`` through the triangle's upper slopes ``u / (u - l)`` of the
+layers in between (1 active, 0 inactive); ``gap``: ``|c_a| (h_a - relu(z_a))`` at the
+triangle LP's optimum for that neuron (how far inside its triangle it sits).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import time
+
+import numpy as np
+
+from exactcomp.api import load, read_vnnlib
+from exactcomp.bounds.ideal_cuts import add_cut_rows
+from exactcomp.bounds.interval import pad
+from exactcomp.bounds.linear import finite_prefix_bounds
+from exactcomp.bounds.lp import layer_lp
+from exactcomp.bounds.pair_hull import Octagon, first_layer_octagons, pair_hull_rows
+from exactcomp.bounds.prefix_lp import build_prefix_lp
+from exactcomp.highs.lp import lp_min
+from exactcomp.highs.margins import solver_margin
+from exactcomp.tolerances import DEFAULT
+
+
+def _opt(argv: list[str], name: str, default: str) -> tuple[str, list[str]]:
+    if name in argv:
+        at = argv.index(name)
+        return argv[at + 1], argv[:at] + argv[at + 2 :]
+    return default, argv
+
+
+def _sound_min(solver, lp, cost, magnitude) -> tuple[float, np.ndarray] | None:
+    """A sound lower bound of ``min cost . v`` (dual bound minus the solver margin)."""
+    got = lp_min(solver, lp, cost, DEFAULT, None)
+    if got is None:
+        return None
+    bound, v = got
+    return bound - float(pad(np.asarray(abs(bound)), DEFAULT)) - solver_margin(
+        DEFAULT, magnitude
+    ), v
+
+
+def _side_bound(bound: float, sign: float, b: float) -> float:
+    """``max side * z`` from a sound ``bound <= min sign * w . h`` (``sign = -side``,
+    ``z = w . h + b``): ``side * z = -(sign * w . h + sign * b) <= -(bound + sign * b)``."""
+    return -(bound + sign * b) + float(pad(np.asarray(abs(bound) + abs(b)), DEFAULT))
+
+
+def _coefs(net, pre, k: int, i: int, j: int) -> np.ndarray:
+    """Neuron ``i`` of layer ``k`` back-substituted to ``h_j`` through upper triangle slopes."""
+    c = net.layers[k].weight[i].copy()
+    for m in range(k - 1, j, -1):
+        lo, hi = pre[m]
+        lam = np.where(lo >= 0, 1.0, np.where(hi <= 0, 0.0, hi / np.maximum(hi - lo, 1e-300)))
+        c = (c * lam) @ net.layers[m].weight
+    return c
+
+
+def main(argv: list[str]) -> None:
+    pairs_in, argv = _opt(argv, "--pairs-in", "0")
+    rounds, argv = _opt(argv, "--rounds", "1")
+    top, argv = _opt(argv, "--top", "20")
+    rule, argv = _opt(argv, "--rule", "influence")
+    only, argv = _opt(argv, "--neurons", "")
+    oracle = "--oracle" in argv
+    argv = [a for a in argv if a != "--oracle"]
+    layers = [int(j) for j in pairs_in.split(",")]
+    top, rounds = int(top), int(rounds)
+    with open(argv[0], "rb") as f:
+        calls = pickle.load(f)
+    k, n = int(argv[1]), int(argv[2])
+    call = next(c for c in calls if c["q"]["k"] == k)
+    net = load(call["args"][0])
+    box = read_vnnlib(call["args"][1], net.input_size).boxes[0]
+    q = call["q"]
+    neurons, sides = np.asarray(q["neurons"]), np.asarray(q["sides"])
+    if only:
+        want = [int(s) for s in only.split(",")]
+        pick = [int(np.flatnonzero(neurons == w)[0]) for w in want]
+    else:
+        pick = list(range(min(n, neurons.size)))
+    pre = finite_prefix_bounds(net, box, k, q["known"], DEFAULT)
+    zs = None
+    if oracle:  # NOT SOUND: sampled ranges of layers 1..k-1, a diagnostic only
+        zs = _pool(net, box, k)
+        pre = [pre[0]] + [(zs[j].min(0), zs[j].max(0)) for j in range(1, k)] + [pre[k]]
+    c0 = time.process_time()
+    lp = build_prefix_lp(net, box, k, pre, DEFAULT, lazy=False)
+    solver = layer_lp(lp)
+    build_cpu = time.process_time() - c0
+    base_rows = lp.matrix.shape[0]
+    live = lp.out_cols >= 0
+    layer = net.layers[k]
+    caches: dict[int, dict[tuple[int, int], Octagon]] = {j: {} for j in layers}
+    summary = {"asked": 0, "proven_triangle": 0, "proven_pairs": 0, "cpu_triangle": 0.0}
+    summary.update(cpu_pairs=0.0, cpu_octagons=0.0, rows=0, build_cpu=round(build_cpu, 2))
+    gains = []
+    for p in pick:
+        i, side = int(neurons[p]), int(sides[p])
+        sign = -1.0 if side > 0 else 1.0  # side +1: bound max z, i.e. min -z
+        cost = np.zeros(lp.matrix.shape[1])
+        cost[lp.out_cols[live]] = sign * layer.weight[i][live]
+        mag = max(abs(pre[k][0][i]), abs(pre[k][1][i]))
+        b = float(layer.bias[i])
+        t0 = time.process_time()
+        got = _sound_min(solver, lp, cost, mag)
+        t_tri = time.process_time() - t0
+        if got is None:
+            print(json.dumps({"neuron": i, "failed": "triangle"}), flush=True)
+            continue
+        tri = _side_bound(got[0], sign, b)  # max side * z <= tri
+        t_oct = t_pair = 0.0
+        cut, pair, marks = lp, tri, []
+        chosen = {j: np.zeros(0, dtype=int) for j in layers}
+        for _ in range(rounds):
+            if got is None or pair <= 0.0:
+                break
+            v = got[1]
+            t1 = time.process_time()
+            cols, coefs, rhss = [], [], []
+            for jl in layers:
+                relus = next(r for r in lp.relus if r.layer == jl)
+                c = _coefs(net, pre, k, i, jl)[relus.neurons]
+                if rule == "gap":
+                    gap = v[relus.h] - np.maximum(v[relus.z], 0.0)
+                    score = np.abs(c) * np.maximum(gap, 0.0)
+                else:
+                    score = np.abs(c) * (relus.upper - relus.lower)
+                score[chosen[jl]] = -1.0
+                new = np.argsort(-score)[:top]
+                new = new[score[new] > 0]
+                old = chosen[jl]
+                chosen[jl] = np.concatenate([old, new])
+                aa, bb = np.triu_indices(chosen[jl].size, 1)
+                keep = bb >= old.size  # pairs with at least one new neuron
+                pa, pb = chosen[jl][aa[keep]], chosen[jl][bb[keep]]
+                t2 = time.process_time()
+                if zs is not None and jl > 0:
+                    octs = _sampled_octagons(zs[jl][:, relus.neurons], pa, pb)
+                else:
+                    octs = _octagons(net, box, solver, lp, jl, relus, pa, pb, pre, caches[jl])
+                t_oct += time.process_time() - t2
+                for x, y, o in zip(pa.tolist(), pb.tolist(), octs, strict=True):
+                    rows = pair_hull_rows(o, DEFAULT)
+                    idx = np.array([relus.z[x], relus.z[y], relus.h[x], relus.h[y]])
+                    for r in range(rows.rhs.size):
+                        nz = rows.coef[r] != 0.0
+                        cols.append(idx[nz])
+                        coefs.append(rows.coef[r][nz])
+                        rhss.append(float(rows.rhs[r]))
+            if not cols:
+                break
+            cut = add_cut_rows(solver, cut, cols, coefs, rhss)
+            got = _sound_min(solver, cut, cost, mag)
+            t_pair += time.process_time() - t1
+            if got is not None:
+                pair = min(pair, _side_bound(got[0], sign, b))
+            marks.append([cut.matrix.shape[0] - base_rows, round(pair, 4)])
+        t_pair -= t_oct
+        solver.delete_rows(base_rows, cut.matrix.shape[0] - base_rows)
+        cols = range(cut.matrix.shape[0] - base_rows)
+        row = {"neuron": i, "side": side, "triangle": round(tri, 4)}
+        row.update(pairs=None if pair is None else round(pair, 4), rows=len(cols))
+        row["marks"] = marks
+        row.update(cpu_tri=round(t_tri, 2), cpu_oct=round(t_oct, 2), cpu_pairs=round(t_pair, 2))
+        print(json.dumps(row), flush=True)
+        summary["asked"] += 1
+        summary["proven_triangle"] += int(tri <= 0.0)
+        summary["proven_pairs"] += int(pair is not None and pair <= 0.0)
+        summary["cpu_triangle"] += t_tri
+        summary["cpu_pairs"] += t_pair
+        summary["cpu_octagons"] += t_oct
+        summary["rows"] += len(cols)
+        if pair is not None:
+            gains.append((tri - pair, tri))
+    if gains:
+        g = np.array(gains)
+        summary["median_triangle"] = round(float(np.median(g[:, 1])), 4)
+        summary["median_pairs"] = round(float(np.median(g[:, 1] - g[:, 0])), 4)
+        summary["median_gain"] = round(float(np.median(g[:, 0])), 4)
+        summary["median_gain_share"] = round(float(np.median(g[:, 0] / np.abs(g[:, 1]))), 4)
+    for key in ("cpu_triangle", "cpu_pairs", "cpu_octagons"):
+        summary[key] = round(summary[key], 2)
+    print(
+        json.dumps(
+            {
+                "summary": summary,
+                "oracle": oracle,
+                "k": k,
+                "pairs_in": layers,
+                "rounds": rounds,
+                "top": top,
+                "rule": rule,
+            }
+        )
+    )
+
+
+def _pool(net, box, k: int) -> list[np.ndarray]:
+    """Pre-activations of sampled inputs: 2,000 uniform points and a sign-gradient ascent
+    from random starts per neuron and sign of layers ``1..k-1`` (wide11's oracle pool)."""
+    from exactcomp.search import gradient_points
+
+    rng = np.random.default_rng(0)
+    pts = [box.sample(2000, rng)]
+    for j in range(1, k):
+        m = net.layers[j].out_features
+        for s in (1.0, -1.0):
+            for _ in range(2):
+                starts = box.sample(m, rng)
+                pts.append(gradient_points(net, box, j, np.arange(m), np.full(m, s), starts, 60))
+    return net.preactivations(np.concatenate(pts))
+
+
+def _sampled_octagons(z: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> list[Octagon]:
+    """NOT SOUND: octagons of sampled pre-activations (columns of ``z``), a diagnostic."""
+    out = []
+    for x, y in zip(pa.tolist(), pb.tolist(), strict=True):
+        a, b = z[:, x], z[:, y]
+        out.append(
+            Octagon(
+                (float(a.min()), float(a.max())),
+                (float(b.min()), float(b.max())),
+                (float((a + b).min()), float((a + b).max())),
+                (float((a - b).min()), float((a - b).max())),
+            )
+        )
+    return out
+
+
+def _octagons(net, box, solver, lp, jl, relus, pa, pb, pre, cache) -> list[Octagon]:
+    """Octagons of the pairs ``(pa[i], pb[i])`` (positions in ``relus``): exact on layer 0,
+    else from the triangle LP (two solves per sum or difference, cached per pair)."""
+    lo, hi = relus.lower, relus.upper
+    if jl == 0:
+        full = first_layer_octagons(
+            net.layers[0], box, relus.neurons[pa], relus.neurons[pb], pre[0], DEFAULT
+        )
+        return full
+    out = []
+    for x, y in zip(pa.tolist(), pb.tolist(), strict=True):
+        if (x, y) not in cache:
+            sides = []
+            for s in (1.0, -1.0):
+                cost = np.zeros(lp.matrix.shape[1])
+                cost[relus.z[x]], cost[relus.z[y]] = 1.0, s
+                mag = max(abs(lo[x]), abs(hi[x])) + max(abs(lo[y]), abs(hi[y]))
+                got_lo = _sound_min(solver, lp, cost, mag)
+                got_hi = _sound_min(solver, lp, -cost, mag)
+                slack = float(pad(np.asarray(mag), DEFAULT))
+                s_lo = lo[x] + s * (lo[y] if s > 0 else hi[y]) - slack
+                s_hi = hi[x] + s * (hi[y] if s > 0 else lo[y]) + slack
+                sides.append(
+                    (
+                        s_lo if got_lo is None else max(s_lo, got_lo[0]),
+                        s_hi if got_hi is None else min(s_hi, -got_hi[0]),
+                    )
+                )
+            cache[(x, y)] = Octagon(
+                (float(lo[x]), float(hi[x])), (float(lo[y]), float(hi[y])), sides[0], sides[1]
+            )
+        out.append(cache[(x, y)])
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

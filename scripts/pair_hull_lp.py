@@ -2,17 +2,19 @@
 cannot? A measurement script, not an API (from the repository root)::
 
     PYTHONPATH=. OPENBLAS_NUM_THREADS=1 python scripts/pair_hull_lp.py CAPTURE.pkl K N \
-        [--pairs-in J[,J2]] [--top T] [--rounds R] [--rule influence|gap] [--neurons i,...]
-        [--oracle]
+        [--pairs-in J[,J2...]] [--top T] [--rounds R] [--rule influence|gap] \
+        [--neurons i,...] [--triples T3] [--tighten J:T:R] [--oracle]
 
 ``CAPTURE.pkl`` comes from ``scripts/relu_split_replay.py capture`` (the engine's bounds when
 the ReLU-split phase of layer ``K`` was called, and the neurons it asked about with their
 sides). For the first ``N`` of those neurons (or ``--neurons``), it solves the triangle LP of
 layers ``0..K-1`` (:func:`~exactcomp.bounds.prefix_lp.build_prefix_lp`, the bound read from
 the duals as :func:`~exactcomp.bounds.lp.lp_layer_result` does), then the same LP plus the
-pair-hull rows of all pairs among the ``T`` unstable neurons of layer ``J`` (default 0) with
-the largest score for that neuron, and prints one JSON line per neuron: both sound bounds of
-``side * z`` (a proof needs ``<= 0``), rows added, CPU seconds; then a summary line.
+pair-hull rows of all pairs among the ``T`` unstable neurons of each layer ``J`` (default 0)
+with the largest score for that neuron, in ``R`` rounds (each round re-scores at the new
+optimum and adds the pairs of ``T`` more neurons), and prints one JSON line per neuron: both
+sound bounds of ``side * z`` (a proof needs ``<= 0``), rows added, CPU seconds (``cpu_oct``:
+octagons and triples; ``cpu_pairs``: the hulls and the LP solves); then a summary line.
 
 Octagons: on layer 0 exact (:func:`~exactcomp.bounds.pair_hull.first_layer_octagons`);
 deeper, ``z_a +- z_b`` bounded by the triangle LP itself (two LPs each, dual bound plus
@@ -22,16 +24,27 @@ Scores (``--rule``): ``influence``: ``|c_a| (u_a - l_a)`` with ``c`` the neuron'
 back-substituted to layer ``J`` through the triangle's upper slopes ``u / (u - l)`` of the
 layers in between (1 active, 0 inactive); ``gap``: ``|c_a| (h_a - relu(z_a))`` at the
 triangle LP's optimum for that neuron (how far inside its triangle it sits).
+
+``--triples T3``: in the first round, also the hull rows of every triple among layer 0's
+``T3`` best-scored neurons (:func:`triple_rows`; needs ``0`` in ``--pairs-in``).
+``--tighten J:T:R``: first, both bounds of every unstable neuron of layer ``J`` by this LP
+with pairs in ``J - 1`` (top ``T``, ``R`` rounds), intersected into the engine's bounds.
+``--oracle`` (**not sound, a diagnostic**): layers ``1..K-1`` get the ranges of sampled
+inputs (2,000 uniform points and a sign-gradient ascent per neuron, as "wide11"'s oracle),
+and their octagons the sampled ranges of ``z_a +- z_b``: what pairs could do with exact
+earlier bounds (the sampled ranges are narrower than the exact ones).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import sys
 import time
 
 import numpy as np
+from scipy.spatial import ConvexHull, QhullError
 
 from exactcomp.api import load, read_vnnlib
 from exactcomp.bounds.ideal_cuts import add_cut_rows
@@ -79,12 +92,144 @@ def _coefs(net, pre, k: int, i: int, j: int) -> np.ndarray:
     return c
 
 
+class PairLP:
+    """The triangle LP of layers ``0..k-1`` (one HiGHS model) and, per question, pair rows
+    added in rounds and removed after it (the module docstring's options)."""
+
+    def __init__(self, net, box, k, pre, layers, top, rounds, rule, zs=None, triples=0) -> None:
+        self.triples = triples
+        self.net, self.box, self.k, self.pre, self.zs = net, box, k, pre, zs
+        self.layers, self.top, self.rounds, self.rule = layers, top, rounds, rule
+        self.lp = build_prefix_lp(net, box, k, pre, DEFAULT, lazy=False)
+        self.solver = layer_lp(self.lp)
+        self.caches: dict[int, dict[tuple[int, int], Octagon]] = {j: {} for j in layers}
+
+    def ask(self, i: int, side: int) -> dict:
+        """Sound bounds of ``max side * z_{k,i}``: the triangle LP's, then with pair rows."""
+        net, lp, solver, k, pre = self.net, self.lp, self.solver, self.k, self.pre
+        base_rows = lp.matrix.shape[0]
+        live = lp.out_cols >= 0
+        layer = net.layers[k]
+        sign = -1.0 if side > 0 else 1.0  # side +1: bound max z, i.e. min -z
+        cost = np.zeros(lp.matrix.shape[1])
+        cost[lp.out_cols[live]] = sign * layer.weight[i][live]
+        mag = max(abs(pre[k][0][i]), abs(pre[k][1][i]))
+        b = float(layer.bias[i])
+        t0 = time.process_time()
+        got = _sound_min(solver, lp, cost, mag)
+        t_tri = time.process_time() - t0
+        if got is None:
+            return {"neuron": i, "side": side, "failed": "triangle"}
+        tri = _side_bound(got[0], sign, b)  # max side * z <= tri
+        t_oct = t_pair = 0.0
+        cut, pair, marks = lp, tri, []
+        chosen = {j: np.zeros(0, dtype=int) for j in self.layers}
+        for _ in range(self.rounds):
+            if got is None or pair <= 0.0:
+                break
+            v = got[1]
+            t1 = time.process_time()
+            cols, coefs, rhss = [], [], []
+            for jl in self.layers:
+                relus = next(r for r in lp.relus if r.layer == jl)
+                c = _coefs(net, pre, k, i, jl)[relus.neurons]
+                if self.rule == "gap":
+                    gap = v[relus.h] - np.maximum(v[relus.z], 0.0)
+                    score = np.abs(c) * np.maximum(gap, 0.0)
+                else:
+                    score = np.abs(c) * (relus.upper - relus.lower)
+                score[chosen[jl]] = -1.0
+                new = np.argsort(-score)[: self.top]
+                new = new[score[new] > 0]
+                old = chosen[jl]
+                chosen[jl] = np.concatenate([old, new])
+                aa, bb = np.triu_indices(chosen[jl].size, 1)
+                keep = bb >= old.size  # pairs with at least one new neuron
+                pa, pb = chosen[jl][aa[keep]], chosen[jl][bb[keep]]
+                t2 = time.process_time()
+                if self.zs is not None and jl > 0:
+                    octs = _sampled_octagons(self.zs[jl][:, relus.neurons], pa, pb)
+                else:
+                    octs = _octagons(
+                        net, self.box, solver, lp, jl, relus, pa, pb, pre, self.caches[jl]
+                    )
+                t_oct += time.process_time() - t2
+                for x, y, o in zip(pa.tolist(), pb.tolist(), octs, strict=True):
+                    rows = pair_hull_rows(o, DEFAULT)
+                    idx = np.array([relus.z[x], relus.z[y], relus.h[x], relus.h[y]])
+                    for r in range(rows.rhs.size):
+                        nz = rows.coef[r] != 0.0
+                        cols.append(idx[nz])
+                        coefs.append(rows.coef[r][nz])
+                        rhss.append(float(rows.rhs[r]))
+            if self.triples and not marks:  # first round: triples of layer 0's top neurons
+                relus = next(r for r in lp.relus if r.layer == 0)
+                best = chosen[0][: self.triples]
+                t2 = time.process_time()
+                for tri3 in itertools.combinations(best.tolist(), 3):
+                    ids = relus.neurons[list(tri3)]
+                    bounds = (pre[0][0][ids], pre[0][1][ids])
+                    w0, c0_ = net.layers[0].weight[ids], net.layers[0].bias[ids]
+                    coef, rhs = triple_rows(w0, c0_, self.box, bounds)
+                    idx = np.concatenate([relus.z[list(tri3)], relus.h[list(tri3)]])
+                    for r in range(rhs.size):
+                        nz = coef[r] != 0.0
+                        cols.append(idx[nz])
+                        coefs.append(coef[r][nz])
+                        rhss.append(float(rhs[r]))
+                t_oct += time.process_time() - t2
+            if not cols:
+                break
+            cut = add_cut_rows(solver, cut, cols, coefs, rhss)
+            got = _sound_min(solver, cut, cost, mag)
+            t_pair += time.process_time() - t1
+            if got is not None:
+                pair = min(pair, _side_bound(got[0], sign, b))
+            marks.append([cut.matrix.shape[0] - base_rows, round(pair, 4)])
+        added = cut.matrix.shape[0] - base_rows
+        solver.delete_rows(base_rows, added)
+        row = {"neuron": i, "side": side, "triangle": round(tri, 4), "pairs": round(pair, 4)}
+        row.update(rows=added, marks=marks, cpu_tri=round(t_tri, 2))
+        row.update(cpu_oct=round(t_oct, 2), cpu_pairs=round(t_pair - t_oct, 2))
+        row.update(tri_exact=tri, pairs_exact=pair)
+        return row
+
+
+def _tighten(net, box, pre, k, layers, top, rounds, rule) -> tuple[list, dict]:
+    """Layer ``k``'s unstable neurons' bounds, both sides, by the pair LP of layers ``< k``;
+    returns ``pre`` with them intersected in (sound: each side a sound bound)."""
+    c0 = time.process_time()
+    ctx = PairLP(net, box, k, pre, layers, top, rounds, rule)
+    lo, hi = pre[k][0].copy(), pre[k][1].copy()
+    unstable = np.flatnonzero((lo < 0) & (hi > 0))
+    tri_lo, tri_hi = lo.copy(), hi.copy()
+    for i in unstable.tolist():
+        up, down = ctx.ask(i, 1), ctx.ask(i, -1)
+        if "failed" not in up:
+            hi[i] = min(hi[i], up["pairs_exact"])
+            tri_hi[i] = min(tri_hi[i], up["tri_exact"])
+        if "failed" not in down:
+            lo[i] = max(lo[i], -down["pairs_exact"])
+            tri_lo[i] = max(tri_lo[i], -down["tri_exact"])
+    out = list(pre)
+    out[k] = (lo, hi)
+    w0, wt, wp = (pre[k][1] - pre[k][0]), (tri_hi - tri_lo), (hi - lo)
+    info = {"layer": k, "unstable": int(unstable.size), "cpu": round(time.process_time() - c0, 1)}
+    info.update(width_before=round(float(np.median(w0[unstable])), 4))
+    info.update(width_triangle=round(float(np.median(wt[unstable])), 4))
+    info.update(width_pairs=round(float(np.median(wp[unstable])), 4))
+    info.update(unstable_after=int(((lo < 0) & (hi > 0)).sum()))
+    return out, info
+
+
 def main(argv: list[str]) -> None:
     pairs_in, argv = _opt(argv, "--pairs-in", "0")
     rounds, argv = _opt(argv, "--rounds", "1")
     top, argv = _opt(argv, "--top", "20")
     rule, argv = _opt(argv, "--rule", "influence")
     only, argv = _opt(argv, "--neurons", "")
+    tighten, argv = _opt(argv, "--tighten", "")
+    triples, argv = _opt(argv, "--triples", "0")
     oracle = "--oracle" in argv
     argv = [a for a in argv if a != "--oracle"]
     layers = [int(j) for j in pairs_in.split(",")]
@@ -107,95 +252,31 @@ def main(argv: list[str]) -> None:
     if oracle:  # NOT SOUND: sampled ranges of layers 1..k-1, a diagnostic only
         zs = _pool(net, box, k)
         pre = [pre[0]] + [(zs[j].min(0), zs[j].max(0)) for j in range(1, k)] + [pre[k]]
+    if tighten:  # --tighten J:T:R: layer J's bounds first, pairs in J-1, top T, R rounds
+        jt, tt, rt = (int(x) for x in tighten.split(":"))
+        pre, info = _tighten(net, box, pre, jt, [jt - 1], tt, rt, rule)
+        print(json.dumps({"tighten": info}), flush=True)
     c0 = time.process_time()
-    lp = build_prefix_lp(net, box, k, pre, DEFAULT, lazy=False)
-    solver = layer_lp(lp)
+    ctx = PairLP(net, box, k, pre, layers, top, rounds, rule, zs, int(triples))
     build_cpu = time.process_time() - c0
-    base_rows = lp.matrix.shape[0]
-    live = lp.out_cols >= 0
-    layer = net.layers[k]
-    caches: dict[int, dict[tuple[int, int], Octagon]] = {j: {} for j in layers}
     summary = {"asked": 0, "proven_triangle": 0, "proven_pairs": 0, "cpu_triangle": 0.0}
     summary.update(cpu_pairs=0.0, cpu_octagons=0.0, rows=0, build_cpu=round(build_cpu, 2))
     gains = []
     for p in pick:
-        i, side = int(neurons[p]), int(sides[p])
-        sign = -1.0 if side > 0 else 1.0  # side +1: bound max z, i.e. min -z
-        cost = np.zeros(lp.matrix.shape[1])
-        cost[lp.out_cols[live]] = sign * layer.weight[i][live]
-        mag = max(abs(pre[k][0][i]), abs(pre[k][1][i]))
-        b = float(layer.bias[i])
-        t0 = time.process_time()
-        got = _sound_min(solver, lp, cost, mag)
-        t_tri = time.process_time() - t0
-        if got is None:
-            print(json.dumps({"neuron": i, "failed": "triangle"}), flush=True)
+        row = ctx.ask(int(neurons[p]), int(sides[p]))
+        if "failed" in row:
+            print(json.dumps(row), flush=True)
             continue
-        tri = _side_bound(got[0], sign, b)  # max side * z <= tri
-        t_oct = t_pair = 0.0
-        cut, pair, marks = lp, tri, []
-        chosen = {j: np.zeros(0, dtype=int) for j in layers}
-        for _ in range(rounds):
-            if got is None or pair <= 0.0:
-                break
-            v = got[1]
-            t1 = time.process_time()
-            cols, coefs, rhss = [], [], []
-            for jl in layers:
-                relus = next(r for r in lp.relus if r.layer == jl)
-                c = _coefs(net, pre, k, i, jl)[relus.neurons]
-                if rule == "gap":
-                    gap = v[relus.h] - np.maximum(v[relus.z], 0.0)
-                    score = np.abs(c) * np.maximum(gap, 0.0)
-                else:
-                    score = np.abs(c) * (relus.upper - relus.lower)
-                score[chosen[jl]] = -1.0
-                new = np.argsort(-score)[:top]
-                new = new[score[new] > 0]
-                old = chosen[jl]
-                chosen[jl] = np.concatenate([old, new])
-                aa, bb = np.triu_indices(chosen[jl].size, 1)
-                keep = bb >= old.size  # pairs with at least one new neuron
-                pa, pb = chosen[jl][aa[keep]], chosen[jl][bb[keep]]
-                t2 = time.process_time()
-                if zs is not None and jl > 0:
-                    octs = _sampled_octagons(zs[jl][:, relus.neurons], pa, pb)
-                else:
-                    octs = _octagons(net, box, solver, lp, jl, relus, pa, pb, pre, caches[jl])
-                t_oct += time.process_time() - t2
-                for x, y, o in zip(pa.tolist(), pb.tolist(), octs, strict=True):
-                    rows = pair_hull_rows(o, DEFAULT)
-                    idx = np.array([relus.z[x], relus.z[y], relus.h[x], relus.h[y]])
-                    for r in range(rows.rhs.size):
-                        nz = rows.coef[r] != 0.0
-                        cols.append(idx[nz])
-                        coefs.append(rows.coef[r][nz])
-                        rhss.append(float(rows.rhs[r]))
-            if not cols:
-                break
-            cut = add_cut_rows(solver, cut, cols, coefs, rhss)
-            got = _sound_min(solver, cut, cost, mag)
-            t_pair += time.process_time() - t1
-            if got is not None:
-                pair = min(pair, _side_bound(got[0], sign, b))
-            marks.append([cut.matrix.shape[0] - base_rows, round(pair, 4)])
-        t_pair -= t_oct
-        solver.delete_rows(base_rows, cut.matrix.shape[0] - base_rows)
-        cols = range(cut.matrix.shape[0] - base_rows)
-        row = {"neuron": i, "side": side, "triangle": round(tri, 4)}
-        row.update(pairs=None if pair is None else round(pair, 4), rows=len(cols))
-        row["marks"] = marks
-        row.update(cpu_tri=round(t_tri, 2), cpu_oct=round(t_oct, 2), cpu_pairs=round(t_pair, 2))
+        tri, pair = row.pop("tri_exact"), row.pop("pairs_exact")
         print(json.dumps(row), flush=True)
         summary["asked"] += 1
         summary["proven_triangle"] += int(tri <= 0.0)
-        summary["proven_pairs"] += int(pair is not None and pair <= 0.0)
-        summary["cpu_triangle"] += t_tri
-        summary["cpu_pairs"] += t_pair
-        summary["cpu_octagons"] += t_oct
-        summary["rows"] += len(cols)
-        if pair is not None:
-            gains.append((tri - pair, tri))
+        summary["proven_pairs"] += int(pair <= 0.0)
+        summary["cpu_triangle"] += row["cpu_tri"]
+        summary["cpu_pairs"] += row["cpu_pairs"]
+        summary["cpu_octagons"] += row["cpu_oct"]
+        summary["rows"] += row["rows"]
+        gains.append((tri - pair, tri))
     if gains:
         g = np.array(gains)
         summary["median_triangle"] = round(float(np.median(g[:, 1])), 4)
@@ -204,19 +285,61 @@ def main(argv: list[str]) -> None:
         summary["median_gain_share"] = round(float(np.median(g[:, 0] / np.abs(g[:, 1]))), 4)
     for key in ("cpu_triangle", "cpu_pairs", "cpu_octagons"):
         summary[key] = round(summary[key], 2)
-    print(
-        json.dumps(
-            {
-                "summary": summary,
-                "oracle": oracle,
-                "k": k,
-                "pairs_in": layers,
-                "rounds": rounds,
-                "top": top,
-                "rule": rule,
-            }
-        )
+    out = {"summary": summary, "oracle": oracle, "k": k, "pairs_in": layers, "rounds": rounds}
+    print(json.dumps({**out, "top": top, "rule": rule, "tighten": tighten, "triples": triples}))
+
+
+_DIRS = np.array(
+    [d for d in itertools.product((-1, 0, 1), repeat=3) if any(d) and d[np.flatnonzero(d)[0]] > 0],
+    dtype=np.float64,
+)  # the 13 directions of {-1, 0, 1}^3 up to sign
+
+
+def triple_rows(w: np.ndarray, c: np.ndarray, box, known) -> tuple[np.ndarray, np.ndarray]:
+    """Facets of the hull of three first-layer ReLUs ``z = w x + c`` (``w``: 3 rows) over
+    the polytope ``lo_d <= d . z <= hi_d`` of the 13 directions ``d`` (exact interval sums,
+    padded; unit directions also within ``known``), that involve all three neurons; each
+    constant recomputed over all candidate points and padded, as for the pairs
+    (:mod:`exactcomp.bounds.pair_hull`; here a 3x3 solve per vertex, error ~1e-15 relative,
+    far inside the 1e-9 pad). Returns ``(coef (m, 6), rhs)`` on ``(z_1..3, h_1..3)``."""
+    lo, hi = box.lower, box.upper
+    dw, dc = _DIRS @ w, _DIRS @ c
+    slack = pad(
+        np.abs(_DIRS) @ (np.abs(w) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(c)), DEFAULT
     )
+    dlo = np.maximum(dw, 0) @ lo + np.minimum(dw, 0) @ hi + dc - slack
+    dhi = np.maximum(dw, 0) @ hi + np.minimum(dw, 0) @ lo + dc + slack
+    for t in range(3):  # unit directions: also the known bounds
+        u = int(np.flatnonzero((np.abs(_DIRS) == np.eye(3)[t]).all(1))[0])
+        dlo[u], dhi[u] = max(dlo[u], known[0][t]), min(dhi[u], known[1][t])
+    normals = np.vstack([_DIRS, _DIRS, np.eye(3)])
+    consts = np.concatenate([dlo, dhi, np.zeros(3)])
+    combos = np.array(list(itertools.combinations(range(normals.shape[0]), 3)))
+    a = normals[combos]
+    ok = np.abs(np.linalg.det(a)) > 0.5
+    z = np.linalg.solve(a[ok], consts[combos[ok]][..., None])[..., 0]
+    scale = max(1.0, float(np.abs(consts).max()))
+    proj = z @ _DIRS.T
+    feas = ((proj >= dlo - 1e-9 * scale) & (proj <= dhi + 1e-9 * scale)).all(1)
+    z = z[feas]
+    pts = []
+    for sig in itertools.product((-1.0, 1.0), repeat=3):
+        s = np.array(sig)
+        inq = ((s * z) >= -1e-9 * scale).all(1)
+        pts.append(np.hstack([z[inq], np.where(s > 0, z[inq], 0.0)]))
+    v = np.unique(np.vstack(pts), axis=0)
+    none = (np.zeros((0, 6)), np.zeros(0))
+    try:
+        eq = ConvexHull(v).equations
+    except QhullError:
+        return none
+    n = eq[:, :6] / np.abs(eq[:, :6]).max(1, keepdims=True)
+    n = np.unique(np.round(np.where(np.abs(n) < 1e-9, 0.0, n), 12), axis=0)
+    per = np.abs(n[:, [0, 3]]).max(1), np.abs(n[:, [1, 4]]).max(1), np.abs(n[:, [2, 5]]).max(1)
+    n = n[(per[0] > 0) & (per[1] > 0) & (per[2] > 0) & (np.abs(n[:, 3:]).max(1) > 0)]
+    if not n.shape[0]:
+        return none
+    return n, (n @ v.T).max(1) + pad(np.abs(n) @ np.abs(v).T, DEFAULT).max(1)
 
 
 def _pool(net, box, k: int) -> list[np.ndarray]:

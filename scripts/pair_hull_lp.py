@@ -3,7 +3,7 @@ cannot? A measurement script, not an API (from the repository root)::
 
     PYTHONPATH=. OPENBLAS_NUM_THREADS=1 python scripts/pair_hull_lp.py CAPTURE.pkl K N \
         [--pairs-in J[,J2...]] [--top T] [--rounds R] [--rule influence|gap] \
-        [--neurons i,...] [--triples T3] [--tighten J:T:R] [--oracle]
+        [--neurons i,...] [--triples T3] [--tighten J:T:R] [--oracle] [--ideal T]
 
 ``CAPTURE.pkl`` comes from ``scripts/relu_split_replay.py capture`` (the engine's bounds when
 the ReLU-split phase of layer ``K`` was called, and the neurons it asked about with their
@@ -29,6 +29,8 @@ triangle LP's optimum for that neuron (how far inside its triangle it sits).
 ``T3`` best-scored neurons (:func:`triple_rows`; needs ``0`` in ``--pairs-in``).
 ``--tighten J:T:R``: first, both bounds of every unstable neuron of layer ``J`` by this LP
 with pairs in ``J - 1`` (top ``T``, ``R`` rounds), intersected into the engine's bounds.
+``--ideal T``: instead, the engine's ideal-cut LP on those neurons, with the pair rows of
+all pairs among layer 0's ``T`` most influential unstable neurons (:func:`ideal_with_pairs`).
 ``--oracle`` (**not sound, a diagnostic**): layers ``1..K-1`` get the ranges of sampled
 inputs (2,000 uniform points and a sign-gradient ascent per neuron, as "wide11"'s oracle),
 and their octagons the sampled ranges of ``z_a +- z_b``: what pairs could do with exact
@@ -42,8 +44,10 @@ import json
 import pickle
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.spatial import ConvexHull, QhullError
 
 from exactcomp.api import load, read_vnnlib
@@ -222,6 +226,70 @@ def _tighten(net, box, pre, k, layers, top, rounds, rule) -> tuple[list, dict]:
     return out, info
 
 
+def ideal_with_pairs(net, box, k, pre, neurons, sides, top: int) -> dict:
+    """The engine's ideal-cut LP (:func:`~exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`,
+    every question asked) on the prefix LP plus the pair rows of all pairs among layer 0's
+    ``top`` unstable neurons of largest influence summed over the questions (each
+    question's scores scaled to a maximum of 1); ``top = 0``: the cuts alone."""
+    from exactcomp.bounds import ideal_cuts
+    from exactcomp.bounds.ideal_cuts import ideal_cut_layer_result
+
+    real = ideal_cuts.build_prefix_lp
+    added = {"rows": 0}
+
+    def with_pairs(net_, box_, k_, pre_, tol, lazy=False):
+        lp = real(net_, box_, k_, pre_, tol, lazy=lazy)
+        relus = next((r for r in lp.relus if r.layer == 0), None)
+        if relus is None or top == 0:
+            return lp
+        score = np.zeros(relus.neurons.size)
+        for i in np.asarray(neurons).tolist():
+            s = np.abs(_coefs(net, pre, k, i, 0)[relus.neurons]) * (relus.upper - relus.lower)
+            score += s / max(s.max(), 1e-300)
+        best = np.argsort(-score)[:top]
+        aa, bb = np.triu_indices(best.size, 1)
+        pa, pb = best[aa], best[bb]
+        octs = first_layer_octagons(
+            net.layers[0], box, relus.neurons[pa], relus.neurons[pb], pre[0], DEFAULT
+        )
+        r_, c_, v_, hi = [], [], [], []
+        for x, y, o in zip(pa.tolist(), pb.tolist(), octs, strict=True):
+            rows = pair_hull_rows(o, DEFAULT)
+            idx = np.array([relus.z[x], relus.z[y], relus.h[x], relus.h[y]])
+            for r in range(rows.rhs.size):
+                nz = rows.coef[r] != 0.0
+                r_.append(np.full(int(nz.sum()), len(hi)))
+                c_.append(idx[nz])
+                v_.append(rows.coef[r][nz])
+                hi.append(float(rows.rhs[r]))
+        extra = sp.csr_matrix(
+            (np.concatenate(v_), (np.concatenate(r_), np.concatenate(c_))),
+            shape=(len(hi), lp.matrix.shape[1]),
+        )
+        added["rows"] = len(hi)
+        return replace(
+            lp,
+            matrix=sp.vstack([lp.matrix, extra], format="csr"),
+            row_lower=np.concatenate([lp.row_lower, np.full(len(hi), -np.inf)]),
+            row_upper=np.concatenate([lp.row_upper, np.array(hi)]),
+        )
+
+    ideal_cuts.build_prefix_lp = with_pairs
+    try:
+        c0 = time.process_time()
+        res = ideal_cut_layer_result(net, box, k, pre, neurons, sides, DEFAULT, probe=False)
+        cpu = time.process_time() - c0
+    finally:
+        ideal_cuts.build_prefix_lp = real
+    idx = np.asarray(neurons)
+    v = np.where(np.asarray(sides) > 0, res.upper[idx], -res.lower[idx])
+    out = {"ideal_cuts_top": top, "rows": added["rows"], "asked": int(idx.size)}
+    out.update(median=round(float(np.median(v)), 4), proven=int((v <= 0).sum()))
+    out.update(proven_neurons=[int(j) for j in idx[v <= 0]])
+    out.update(cpu=round(cpu, 1), values=[round(float(x), 4) for x in v])
+    return out
+
+
 def main(argv: list[str]) -> None:
     pairs_in, argv = _opt(argv, "--pairs-in", "0")
     rounds, argv = _opt(argv, "--rounds", "1")
@@ -230,6 +298,7 @@ def main(argv: list[str]) -> None:
     only, argv = _opt(argv, "--neurons", "")
     tighten, argv = _opt(argv, "--tighten", "")
     triples, argv = _opt(argv, "--triples", "0")
+    ideal, argv = _opt(argv, "--ideal", "")
     oracle = "--oracle" in argv
     argv = [a for a in argv if a != "--oracle"]
     layers = [int(j) for j in pairs_in.split(",")]
@@ -256,6 +325,10 @@ def main(argv: list[str]) -> None:
         jt, tt, rt = (int(x) for x in tighten.split(":"))
         pre, info = _tighten(net, box, pre, jt, [jt - 1], tt, rt, rule)
         print(json.dumps({"tighten": info}), flush=True)
+    if ideal:  # --ideal T: the ideal-cut LP with pairs among T layer-0 neurons, then stop
+        idx = np.asarray(pick)
+        print(json.dumps(ideal_with_pairs(net, box, k, pre, neurons[idx], sides[idx], int(ideal))))
+        return
     c0 = time.process_time()
     ctx = PairLP(net, box, k, pre, layers, top, rounds, rule, zs, int(triples))
     build_cpu = time.process_time() - c0

@@ -44,11 +44,8 @@ import json
 import pickle
 import sys
 import time
-from dataclasses import replace
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.spatial import ConvexHull, QhullError
 
 from exactcomp.api import load, read_vnnlib
 from exactcomp.bounds.ideal_cuts import add_cut_rows
@@ -60,6 +57,15 @@ from exactcomp.bounds.prefix_lp import build_prefix_lp
 from exactcomp.highs.lp import lp_min
 from exactcomp.highs.margins import solver_margin
 from exactcomp.tolerances import DEFAULT
+
+sys.path.insert(0, "scripts")
+from pair_hull_variants import (  # noqa: E402
+    back_coefs,
+    ideal_with_pairs,
+    pool,
+    sampled_octagons,
+    triple_rows,
+)
 
 
 def _opt(argv: list[str], name: str, default: str) -> tuple[str, list[str]]:
@@ -84,16 +90,6 @@ def _side_bound(bound: float, sign: float, b: float) -> float:
     """``max side * z`` from a sound ``bound <= min sign * w . h`` (``sign = -side``,
     ``z = w . h + b``): ``side * z = -(sign * w . h + sign * b) <= -(bound + sign * b)``."""
     return -(bound + sign * b) + float(pad(np.asarray(abs(bound) + abs(b)), DEFAULT))
-
-
-def _coefs(net, pre, k: int, i: int, j: int) -> np.ndarray:
-    """Neuron ``i`` of layer ``k`` back-substituted to ``h_j`` through upper triangle slopes."""
-    c = net.layers[k].weight[i].copy()
-    for m in range(k - 1, j, -1):
-        lo, hi = pre[m]
-        lam = np.where(lo >= 0, 1.0, np.where(hi <= 0, 0.0, hi / np.maximum(hi - lo, 1e-300)))
-        c = (c * lam) @ net.layers[m].weight
-    return c
 
 
 class PairLP:
@@ -136,7 +132,7 @@ class PairLP:
             cols, coefs, rhss = [], [], []
             for jl in self.layers:
                 relus = next(r for r in lp.relus if r.layer == jl)
-                c = _coefs(net, pre, k, i, jl)[relus.neurons]
+                c = back_coefs(net, pre, k, i, jl)[relus.neurons]
                 if self.rule == "gap":
                     gap = v[relus.h] - np.maximum(v[relus.z], 0.0)
                     score = np.abs(c) * np.maximum(gap, 0.0)
@@ -152,7 +148,7 @@ class PairLP:
                 pa, pb = chosen[jl][aa[keep]], chosen[jl][bb[keep]]
                 t2 = time.process_time()
                 if self.zs is not None and jl > 0:
-                    octs = _sampled_octagons(self.zs[jl][:, relus.neurons], pa, pb)
+                    octs = sampled_octagons(self.zs[jl][:, relus.neurons], pa, pb)
                 else:
                     octs = _octagons(
                         net, self.box, solver, lp, jl, relus, pa, pb, pre, self.caches[jl]
@@ -226,70 +222,6 @@ def _tighten(net, box, pre, k, layers, top, rounds, rule) -> tuple[list, dict]:
     return out, info
 
 
-def ideal_with_pairs(net, box, k, pre, neurons, sides, top: int) -> dict:
-    """The engine's ideal-cut LP (:func:`~exactcomp.bounds.ideal_cuts.ideal_cut_layer_result`,
-    every question asked) on the prefix LP plus the pair rows of all pairs among layer 0's
-    ``top`` unstable neurons of largest influence summed over the questions (each
-    question's scores scaled to a maximum of 1); ``top = 0``: the cuts alone."""
-    from exactcomp.bounds import ideal_cuts
-    from exactcomp.bounds.ideal_cuts import ideal_cut_layer_result
-
-    real = ideal_cuts.build_prefix_lp
-    added = {"rows": 0}
-
-    def with_pairs(net_, box_, k_, pre_, tol, lazy=False):
-        lp = real(net_, box_, k_, pre_, tol, lazy=lazy)
-        relus = next((r for r in lp.relus if r.layer == 0), None)
-        if relus is None or top == 0:
-            return lp
-        score = np.zeros(relus.neurons.size)
-        for i in np.asarray(neurons).tolist():
-            s = np.abs(_coefs(net, pre, k, i, 0)[relus.neurons]) * (relus.upper - relus.lower)
-            score += s / max(s.max(), 1e-300)
-        best = np.argsort(-score)[:top]
-        aa, bb = np.triu_indices(best.size, 1)
-        pa, pb = best[aa], best[bb]
-        octs = first_layer_octagons(
-            net.layers[0], box, relus.neurons[pa], relus.neurons[pb], pre[0], DEFAULT
-        )
-        r_, c_, v_, hi = [], [], [], []
-        for x, y, o in zip(pa.tolist(), pb.tolist(), octs, strict=True):
-            rows = pair_hull_rows(o, DEFAULT)
-            idx = np.array([relus.z[x], relus.z[y], relus.h[x], relus.h[y]])
-            for r in range(rows.rhs.size):
-                nz = rows.coef[r] != 0.0
-                r_.append(np.full(int(nz.sum()), len(hi)))
-                c_.append(idx[nz])
-                v_.append(rows.coef[r][nz])
-                hi.append(float(rows.rhs[r]))
-        extra = sp.csr_matrix(
-            (np.concatenate(v_), (np.concatenate(r_), np.concatenate(c_))),
-            shape=(len(hi), lp.matrix.shape[1]),
-        )
-        added["rows"] = len(hi)
-        return replace(
-            lp,
-            matrix=sp.vstack([lp.matrix, extra], format="csr"),
-            row_lower=np.concatenate([lp.row_lower, np.full(len(hi), -np.inf)]),
-            row_upper=np.concatenate([lp.row_upper, np.array(hi)]),
-        )
-
-    ideal_cuts.build_prefix_lp = with_pairs
-    try:
-        c0 = time.process_time()
-        res = ideal_cut_layer_result(net, box, k, pre, neurons, sides, DEFAULT, probe=False)
-        cpu = time.process_time() - c0
-    finally:
-        ideal_cuts.build_prefix_lp = real
-    idx = np.asarray(neurons)
-    v = np.where(np.asarray(sides) > 0, res.upper[idx], -res.lower[idx])
-    out = {"ideal_cuts_top": top, "rows": added["rows"], "asked": int(idx.size)}
-    out.update(median=round(float(np.median(v)), 4), proven=int((v <= 0).sum()))
-    out.update(proven_neurons=[int(j) for j in idx[v <= 0]])
-    out.update(cpu=round(cpu, 1), values=[round(float(x), 4) for x in v])
-    return out
-
-
 def main(argv: list[str]) -> None:
     pairs_in, argv = _opt(argv, "--pairs-in", "0")
     rounds, argv = _opt(argv, "--rounds", "1")
@@ -319,7 +251,7 @@ def main(argv: list[str]) -> None:
     pre = finite_prefix_bounds(net, box, k, q["known"], DEFAULT)
     zs = None
     if oracle:  # NOT SOUND: sampled ranges of layers 1..k-1, a diagnostic only
-        zs = _pool(net, box, k)
+        zs = pool(net, box, k)
         pre = [pre[0]] + [(zs[j].min(0), zs[j].max(0)) for j in range(1, k)] + [pre[k]]
     if tighten:  # --tighten J:T:R: layer J's bounds first, pairs in J-1, top T, R rounds
         jt, tt, rt = (int(x) for x in tighten.split(":"))
@@ -360,91 +292,6 @@ def main(argv: list[str]) -> None:
         summary[key] = round(summary[key], 2)
     out = {"summary": summary, "oracle": oracle, "k": k, "pairs_in": layers, "rounds": rounds}
     print(json.dumps({**out, "top": top, "rule": rule, "tighten": tighten, "triples": triples}))
-
-
-_DIRS = np.array(
-    [d for d in itertools.product((-1, 0, 1), repeat=3) if any(d) and d[np.flatnonzero(d)[0]] > 0],
-    dtype=np.float64,
-)  # the 13 directions of {-1, 0, 1}^3 up to sign
-
-
-def triple_rows(w: np.ndarray, c: np.ndarray, box, known) -> tuple[np.ndarray, np.ndarray]:
-    """Facets of the hull of three first-layer ReLUs ``z = w x + c`` (``w``: 3 rows) over
-    the polytope ``lo_d <= d . z <= hi_d`` of the 13 directions ``d`` (exact interval sums,
-    padded; unit directions also within ``known``), that involve all three neurons; each
-    constant recomputed over all candidate points and padded, as for the pairs
-    (:mod:`exactcomp.bounds.pair_hull`; here a 3x3 solve per vertex, error ~1e-15 relative,
-    far inside the 1e-9 pad). Returns ``(coef (m, 6), rhs)`` on ``(z_1..3, h_1..3)``."""
-    lo, hi = box.lower, box.upper
-    dw, dc = _DIRS @ w, _DIRS @ c
-    slack = pad(
-        np.abs(_DIRS) @ (np.abs(w) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(c)), DEFAULT
-    )
-    dlo = np.maximum(dw, 0) @ lo + np.minimum(dw, 0) @ hi + dc - slack
-    dhi = np.maximum(dw, 0) @ hi + np.minimum(dw, 0) @ lo + dc + slack
-    for t in range(3):  # unit directions: also the known bounds
-        u = int(np.flatnonzero((np.abs(_DIRS) == np.eye(3)[t]).all(1))[0])
-        dlo[u], dhi[u] = max(dlo[u], known[0][t]), min(dhi[u], known[1][t])
-    normals = np.vstack([_DIRS, _DIRS, np.eye(3)])
-    consts = np.concatenate([dlo, dhi, np.zeros(3)])
-    combos = np.array(list(itertools.combinations(range(normals.shape[0]), 3)))
-    a = normals[combos]
-    ok = np.abs(np.linalg.det(a)) > 0.5
-    z = np.linalg.solve(a[ok], consts[combos[ok]][..., None])[..., 0]
-    scale = max(1.0, float(np.abs(consts).max()))
-    proj = z @ _DIRS.T
-    feas = ((proj >= dlo - 1e-9 * scale) & (proj <= dhi + 1e-9 * scale)).all(1)
-    z = z[feas]
-    pts = []
-    for sig in itertools.product((-1.0, 1.0), repeat=3):
-        s = np.array(sig)
-        inq = ((s * z) >= -1e-9 * scale).all(1)
-        pts.append(np.hstack([z[inq], np.where(s > 0, z[inq], 0.0)]))
-    v = np.unique(np.vstack(pts), axis=0)
-    none = (np.zeros((0, 6)), np.zeros(0))
-    try:
-        eq = ConvexHull(v).equations
-    except QhullError:
-        return none
-    n = eq[:, :6] / np.abs(eq[:, :6]).max(1, keepdims=True)
-    n = np.unique(np.round(np.where(np.abs(n) < 1e-9, 0.0, n), 12), axis=0)
-    per = np.abs(n[:, [0, 3]]).max(1), np.abs(n[:, [1, 4]]).max(1), np.abs(n[:, [2, 5]]).max(1)
-    n = n[(per[0] > 0) & (per[1] > 0) & (per[2] > 0) & (np.abs(n[:, 3:]).max(1) > 0)]
-    if not n.shape[0]:
-        return none
-    return n, (n @ v.T).max(1) + pad(np.abs(n) @ np.abs(v).T, DEFAULT).max(1)
-
-
-def _pool(net, box, k: int) -> list[np.ndarray]:
-    """Pre-activations of sampled inputs: 2,000 uniform points and a sign-gradient ascent
-    from random starts per neuron and sign of layers ``1..k-1`` (wide11's oracle pool)."""
-    from exactcomp.search import gradient_points
-
-    rng = np.random.default_rng(0)
-    pts = [box.sample(2000, rng)]
-    for j in range(1, k):
-        m = net.layers[j].out_features
-        for s in (1.0, -1.0):
-            for _ in range(2):
-                starts = box.sample(m, rng)
-                pts.append(gradient_points(net, box, j, np.arange(m), np.full(m, s), starts, 60))
-    return net.preactivations(np.concatenate(pts))
-
-
-def _sampled_octagons(z: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> list[Octagon]:
-    """NOT SOUND: octagons of sampled pre-activations (columns of ``z``), a diagnostic."""
-    out = []
-    for x, y in zip(pa.tolist(), pb.tolist(), strict=True):
-        a, b = z[:, x], z[:, y]
-        out.append(
-            Octagon(
-                (float(a.min()), float(a.max())),
-                (float(b.min()), float(b.max())),
-                (float((a + b).min()), float((a + b).max())),
-                (float((a - b).min()), float((a - b).max())),
-            )
-        )
-    return out
 
 
 def _octagons(net, box, solver, lp, jl, relus, pa, pb, pre, cache) -> list[Octagon]:

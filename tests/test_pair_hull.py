@@ -31,6 +31,7 @@ from exactcomp.bounds.pair_hull import (
 )
 from exactcomp.domain import Box
 from exactcomp.network import Network
+from exactcomp.tolerances import DEFAULT
 
 SQUARE_CUT = Octagon((-1.0, 1.0), (-1.0, 1.0), (-2.0, 0.5), (-2.0, 2.0))
 
@@ -170,3 +171,56 @@ def test_first_layer_octagons_are_the_exact_ranges() -> None:
         ):
             assert lo <= vals.min() and vals.max() <= hi
             assert vals.min() - lo < 1e-6 and hi - vals.max() < 1e-6
+
+
+def test_pair_rows_in_the_prefix_lp_bound_a_tiny_network_soundly() -> None:
+    """A 2-6-1 network on a box: the triangle LP plus every pair's rows bounds ``z_1`` on
+    each side between the triangle LP's bound and the range on a dense grid (which lies
+    inside the exact range, so a sound bound never cuts into it), and is tighter than the
+    triangles on at least one side."""
+    from exactcomp.bounds.ideal_cuts import add_cut_rows
+    from exactcomp.bounds.linear import finite_prefix_bounds
+    from exactcomp.bounds.lp import layer_lp
+    from exactcomp.bounds.prefix_lp import build_prefix_lp
+    from exactcomp.highs.lp import lp_min
+
+    rng = np.random.default_rng(5)
+    w0, b0 = rng.normal(size=(6, 2)), rng.normal(0, 0.3, 6)
+    w1, b1 = rng.normal(size=(1, 6)), rng.normal(0, 0.3, 1)
+    net = Network.from_arrays([w0, w1], [b0, b1], dtype="float64")
+    box = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
+    g = np.linspace(-1, 1, 801)
+    x = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    z = net.preactivations(x)[1][:, 0]
+    pre = finite_prefix_bounds(net, box, 1, None)
+    lp = build_prefix_lp(net, box, 1, pre)
+    r = lp.relus[0]
+    cols, coefs, rhss = [], [], []
+    a, b = np.triu_indices(r.neurons.size, 1)
+    for i, j, o in zip(
+        a,
+        b,
+        first_layer_octagons(net.layers[0], box, r.neurons[a], r.neurons[b], pre[0]),
+        strict=True,
+    ):
+        rows = pair_hull_rows(o)
+        idx = np.array([r.z[i], r.z[j], r.h[i], r.h[j]])
+        for coef, rhs in zip(rows.coef, rows.rhs, strict=True):
+            cols.append(idx[coef != 0])
+            coefs.append(coef[coef != 0])
+            rhss.append(float(rhs))
+    assert cols
+    solver = layer_lp(lp)
+    live = lp.out_cols >= 0
+    found = []
+    for sign in (1.0, -1.0):
+        cost = np.zeros(lp.matrix.shape[1])
+        cost[lp.out_cols[live]] = sign * w1[0][live]
+        tri = lp_min(solver, lp, cost, DEFAULT, None)[0]
+        cut = add_cut_rows(solver, lp, cols, coefs, rhss)
+        both = lp_min(solver, cut, cost, DEFAULT, None)[0]
+        solver.delete_rows(lp.matrix.shape[0], len(cols))
+        truth = (sign * (z - b1[0])).min()
+        assert tri - 1e-9 <= both <= truth  # sound: the grid's minimum is >= the true one
+        found.append(both - tri)
+    assert max(found) > 1e-3, found

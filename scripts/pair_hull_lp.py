@@ -62,6 +62,7 @@ sys.path.insert(0, "scripts")
 from pair_hull_variants import (  # noqa: E402
     back_coefs,
     ideal_with_pairs,
+    lp_tree,
     pool,
     sampled_octagons,
     triple_rows,
@@ -195,6 +196,38 @@ class PairLP:
         return row
 
 
+def _root_octagons(self, i: int, side: int) -> dict:
+    """The octagons of the pairs among the top ``T`` neurons (gap rule) of each layer of
+    ``--pairs-in`` at the root optimum of question ``(i, side)``, by ``(layer, a, b)``."""
+    lp, k = self.lp, self.k
+    live = lp.out_cols >= 0
+    sign = -1.0 if side > 0 else 1.0
+    cost = np.zeros(lp.matrix.shape[1])
+    cost[lp.out_cols[live]] = sign * self.net.layers[k].weight[i][live]
+    got = _sound_min(self.solver, lp, cost, 1.0)
+    out = {}
+    for jl in self.layers:
+        relus = next(r for r in lp.relus if r.layer == jl)
+        c = back_coefs(self.net, self.pre, k, i, jl)[relus.neurons]
+        v = got[1]
+        score = np.abs(c) * np.maximum(v[relus.h] - np.maximum(v[relus.z], 0.0), 0.0)
+        best = np.argsort(-score)[: self.top]
+        best = best[score[best] > 0]
+        aa, bb = np.triu_indices(best.size, 1)
+        pa, pb = best[aa], best[bb]
+        octs = _octagons(
+            self.net, self.box, self.solver, lp, jl, relus, pa, pb, self.pre, self.caches[jl]
+        )
+        for x, y, o in zip(pa.tolist(), pb.tolist(), octs, strict=True):
+            out[(jl, int(relus.neurons[x]), int(relus.neurons[y]))] = o
+    return out
+
+
+PairLP.root_octagons = _root_octagons
+PairLP.sound_min = staticmethod(_sound_min)
+PairLP.side_bound = staticmethod(_side_bound)
+
+
 def _tighten(net, box, pre, k, layers, top, rounds, rule) -> tuple[list, dict]:
     """Layer ``k``'s unstable neurons' bounds, both sides, by the pair LP of layers ``< k``;
     returns ``pre`` with them intersected in (sound: each side a sound bound)."""
@@ -231,6 +264,7 @@ def main(argv: list[str]) -> None:
     tighten, argv = _opt(argv, "--tighten", "")
     triples, argv = _opt(argv, "--triples", "0")
     ideal, argv = _opt(argv, "--ideal", "")
+    tree, argv = _opt(argv, "--tree", "")
     oracle = "--oracle" in argv
     argv = [a for a in argv if a != "--oracle"]
     layers = [int(j) for j in pairs_in.split(",")]
@@ -260,6 +294,16 @@ def main(argv: list[str]) -> None:
     if ideal:  # --ideal T: the ideal-cut LP with pairs among T layer-0 neurons, then stop
         idx = np.asarray(pick)
         print(json.dumps(ideal_with_pairs(net, box, k, pre, neurons[idx], sides[idx], int(ideal))))
+        return
+    if tree:  # --tree N: the LP tree on each question, without then with the pair rows
+        ctx = PairLP(net, box, k, pre, layers, top, 1, "gap")
+        for p in pick:
+            i, side = int(neurons[p]), int(sides[p])
+            for with_pairs in (False, True):
+                c0 = time.process_time()
+                marks = lp_tree(ctx, i, side, int(tree), with_pairs)
+                cpu = round(time.process_time() - c0, 1)
+                print(json.dumps({"neuron": i, "pairs": with_pairs, "marks": marks, "cpu": cpu}))
         return
     c0 = time.process_time()
     ctx = PairLP(net, box, k, pre, layers, top, rounds, rule, zs, int(triples))

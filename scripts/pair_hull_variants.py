@@ -176,3 +176,104 @@ def sampled_octagons(z: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> list[Octa
             )
         )
     return out
+
+
+def lp_tree(ctx, i: int, side: int, nodes: int, with_pairs: bool) -> list[list[float]]:
+    """A small best-first ReLU-split tree on ``max side * z_{k,i}`` with one triangle LP per
+    node (``--tree N``): a split clips the neuron's bounds at 0 in the node's ``pre`` (the
+    rebuilt LP then fixes ``h = 0`` or ``h = z``; deeper bounds stay valid on the sub-box), on
+    the open neuron of largest ``|c| (h - relu(z))`` at the node's optimum. With
+    ``with_pairs`` each node LP also gets the rows of the pairs ``ctx`` chose at the root
+    (top ``T`` per layer of ``--pairs-in``, by the gap rule) whose two neurons are both still
+    unstable there; their octagons are the root's (valid on every sub-box). Returns
+    ``[nodes, bound, CPU s]`` marks (the CPU from the root's solve; the root's octagons,
+    computed before, are not in it): the bound is the largest over the open leaves (a leaf whose LP
+    fails keeps its parent's bound)."""
+    from exactcomp.bounds.ideal_cuts import add_cut_rows
+    from exactcomp.bounds.lp import layer_lp
+    from exactcomp.bounds.prefix_lp import build_prefix_lp
+
+    net, box, k = ctx.net, ctx.box, ctx.k
+    layer = net.layers[k]
+    sign = -1.0 if side > 0 else 1.0
+    b = float(layer.bias[i])
+    mag = max(abs(ctx.pre[k][0][i]), abs(ctx.pre[k][1][i]))
+    octs = ctx.root_octagons(i, side) if with_pairs else {}
+    w0, b0 = net.layers[0].weight, net.layers[0].bias
+
+    def solve(pre):
+        lp = build_prefix_lp(net, box, k, pre, DEFAULT, lazy=False)
+        solver = layer_lp(lp)
+        cost = np.zeros(lp.matrix.shape[1])
+        live = lp.out_cols >= 0
+        cost[lp.out_cols[live]] = sign * layer.weight[i][live]
+        model = lp
+        if octs:
+            cols, coefs, rhss = [], [], []
+            for r in lp.relus:
+                pos = {int(n): p for p, n in enumerate(r.neurons)}
+                for (jl, na, nb), o in octs.items():
+                    if jl != r.layer or na not in pos or nb not in pos:
+                        continue
+                    x, y = pos[na], pos[nb]
+                    rows = pair_hull_rows(o, DEFAULT)
+                    idx = np.array([r.z[x], r.z[y], r.h[x], r.h[y]])
+                    for coef, rhs in zip(rows.coef, rows.rhs, strict=True):
+                        cols.append(idx[coef != 0])
+                        coefs.append(coef[coef != 0])
+                        rhss.append(float(rhs))
+            if cols:
+                model = add_cut_rows(solver, lp, cols, coefs, rhss)
+        # a layer-0 neuron split inactive: the LP drops its row (module docstring of
+        # prefix_lp), so its half-space W x + b <= 0 is added back here
+        off = np.flatnonzero((pre[0][1] <= 0.0) & (ctx.pre[0][1] > 0.0))
+        if off.size:
+            xs = np.arange(net.input_size)
+            model = add_cut_rows(
+                solver, model, [xs] * off.size, list(w0[off]), [-float(b0[n]) for n in off]
+            )
+        got = ctx.sound_min(solver, model, cost, mag)
+        if got is None:
+            return None
+        return ctx.side_bound(got[0], sign, b), got[1], lp
+
+    c0 = time.process_time()
+    root = solve(list(ctx.pre))
+    leaves = [(root[0], list(ctx.pre), root[1], root[2])]
+    marks = [[1, round(root[0], 4), round(time.process_time() - c0, 1)]]
+    count = 1
+    while count < nodes and leaves:
+        leaves.sort(key=lambda t: -t[0])
+        bound, pre, v, lp = leaves.pop(0)
+        if bound <= 0.0:
+            leaves.append((bound, pre, v, lp))
+            break
+        best, pick = -1.0, None
+        for r in lp.relus:
+            c = back_coefs(net, pre, k, i, r.layer)[r.neurons]
+            s = np.abs(c) * np.maximum(v[r.h] - np.maximum(v[r.z], 0.0), 0.0)
+            j = int(np.argmax(s)) if s.size else -1
+            if j >= 0 and s[j] > best:
+                best, pick = float(s[j]), (r.layer, int(r.neurons[j]))
+        if pick is None:
+            leaves.append((bound, pre, v, lp))
+            break
+        jl, n = pick
+        for clip in ("inactive", "active"):
+            child = list(pre)
+            lo, hi = child[jl][0].copy(), child[jl][1].copy()
+            if clip == "inactive":
+                hi[n] = 0.0
+            else:
+                lo[n] = 0.0
+            child[jl] = (lo, hi)
+            got = solve(child)
+            count += 1
+            if got is None:
+                leaves.append((bound, child, v, lp))
+            else:
+                leaves.append((min(got[0], bound), child, got[1], got[2]))
+        top = max(t[0] for t in leaves)
+        if count in (3, 11, 51, 101, 201, 401, 801) or count >= nodes:
+            marks.append([count, round(top, 4), round(time.process_time() - c0, 1)])
+    return marks

@@ -3,7 +3,7 @@ cannot? A measurement script, not an API (from the repository root)::
 
     PYTHONPATH=. OPENBLAS_NUM_THREADS=1 python scripts/pair_hull_lp.py CAPTURE.pkl K N \
         [--pairs-in J[,J2...]] [--top T] [--rounds R] [--rule influence|gap] \
-        [--neurons i,...] [--triples T3] [--tighten J:T:R] [--oracle] [--ideal T]
+        [--neurons i,...] [--triples T3] [--tighten J:T:R] [--oracle] [--ideal T] [--tree N]
 
 ``CAPTURE.pkl`` comes from ``scripts/relu_split_replay.py capture`` (the engine's bounds when
 the ReLU-split phase of layer ``K`` was called, and the neurons it asked about with their
@@ -31,6 +31,8 @@ triangle LP's optimum for that neuron (how far inside its triangle it sits).
 with pairs in ``J - 1`` (top ``T``, ``R`` rounds), intersected into the engine's bounds.
 ``--ideal T``: instead, the engine's ideal-cut LP on those neurons, with the pair rows of
 all pairs among layer 0's ``T`` most influential unstable neurons (:func:`ideal_with_pairs`).
+``--tree N``: instead, per question a best-first ReLU-split tree of ``N`` node LPs, once
+without and once with the root's pair rows (:func:`lp_tree`), printing its bound by nodes.
 ``--oracle`` (**not sound, a diagnostic**): layers ``1..K-1`` get the ranges of sampled
 inputs (2,000 uniform points and a sign-gradient ascent per neuron, as "wide11"'s oracle),
 and their octagons the sampled ranges of ``z_a +- z_b``: what pairs could do with exact

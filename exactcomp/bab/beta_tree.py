@@ -42,6 +42,7 @@ import heapq
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -104,9 +105,22 @@ nodes per second of a deep layer of mnist-net_256x6. Nodes, not seconds, so that
 verdicts do not depend on the machine's load."""
 
 
+class Spreading(Protocol):
+    """Where :func:`prove_signs_beta` may grow its trees after the first ``after`` nodes
+    (:class:`exactcomp.bab.beta_parts.Spread`)."""
+
+    parts: int
+    after: int
+
+    def resume(self, setup: tuple, model: BetaModel, qs: list, grown: Grown, *args) -> None:
+        """Grow the trees of ``qs`` on, in ``parts`` parts (``args``: :func:`grow`'s)."""
+
+
 @dataclass(eq=False)
-class _Question:
-    """One question's tree: open nodes ``(-top, id, split, alpha, beta, score)`` in a heap."""
+class Question:
+    """One question's tree: open nodes ``(-top, id, split, alpha, beta, score)`` in a heap;
+    ``far``: the largest bound of its leaves grown elsewhere (:mod:`exactcomp.bab.beta_parts`),
+    ``nodes`` in units of :func:`grow`'s ``weight``."""
 
     index: int
     j: int
@@ -116,9 +130,10 @@ class _Question:
     state: str = "open"  # "open", "proven", "refuted", "stuck", "hopeless"
     best: float = -np.inf  # the largest sign * z at its nodes' x* (outlook's A)
     marks: list = field(default_factory=list)  # (nodes, bound) at outlook's marks
+    far: float = 0.0
 
     def bound(self) -> float:
-        return max([0.0, *(-item[0] for item in self.open)])
+        return max([0.0, self.far, *(-item[0] for item in self.open)])
 
 
 def prove_signs_beta(
@@ -139,6 +154,7 @@ def prove_signs_beta(
     spent: list[tuple[int, int]] | None = None,
     fsb: int | None = None,
     log: list | None = None,
+    spread: Spreading | None = None,
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` / ``min z_kj >= 0`` for each ``j`` in ``neurons`` by branch and
     bound over ReLU splits with optimised linear bounds (module docstring).
@@ -154,6 +170,9 @@ def prove_signs_beta(
     :data:`~exactcomp.bab.branching.FSB`).
     ``log``: if given, gets ``(j, sign, state, nodes, best, marks)`` of every question at the
     end (:mod:`exactcomp.bab.outlook`; measurement only).
+    ``spread``: other processes to grow the trees in (:class:`exactcomp.bab.beta_parts.Spread`;
+    ``None`` or one part: all here). The trees grow here for the first ``spread.after`` nodes;
+    the open leaves of those still growing are then dealt to ``spread.parts`` parts.
     """
     max_nodes = MAX_NODES_BETA if max_nodes is None else max_nodes
     total_nodes = TOTAL_NODES_BETA if total_nodes is None else total_nodes
@@ -177,74 +196,21 @@ def prove_signs_beta(
     if cuts:
         model.with_cuts(cuts)
     qs = [
-        _Question(i, j, s, [])
+        Question(i, j, s, [])
         for i, j in enumerate(neurons.tolist())
         for s in {0: (1, -1), 1: (1,), -1: (-1,)}[int(np.sign(sides[i]))]
     ]
     u = model.size
     root = (np.zeros(u, np.int8), model.init_alpha.copy(), np.zeros(model.nbeta))
-    work: list[tuple[_Question, tuple]] = [(q, root) for q in qs]
-    points: list[np.ndarray] = []
-    nodes, count = 0, 0
-    while work:
-        for at in range(0, len(work), batch):
-            chunk = work[at : at + batch]
-            got = _bound(model, chunk, tol, steps)
-            nodes += len(chunk)
-            found, zk = layer_signs(net, k, got[1], tol)
-            for (q, (split, _, _)), top, zx, score, al, be in zip(
-                chunk, got[0], zk, *got[2:], strict=True
-            ):
-                q.nodes += 1
-                if q.state != "open":
-                    continue
-                q.best = max(q.best, q.sign * float(zx[q.j]))
-                hit = (found.pos if q.sign > 0 else found.neg)[q.j]
-                if hit >= 0:
-                    q.state = "refuted"
-                    points.append(got[1][hit][None])
-                elif top > 0.0:
-                    heapq.heappush(q.open, (-top, count, split, al, be, score))
-                    count += 1
-        for q in qs:
-            if q.state == "open" and not q.open:
-                q.state = "proven"
-                (inactive if q.sign > 0 else active)[q.index] = True
-        done = inactive | active
-        work = []
-        for q in qs:
-            if q.state == "open" and not done[q.index]:
-                outlook.mark(q, max_nodes)
-        live = [q for q in qs if q.state == "open" and not done[q.index]]
-        if not live or nodes >= total_nodes:
-            break
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        share = max(1, (batch // 2) // len(live))
-        popped: list[tuple[_Question, tuple]] = []
-        for q in live:
-            for _ in range(min(share, len(q.open))):
-                if q.nodes + 2 > max_nodes or nodes + 2 * (len(popped) + 1) > total_nodes:
-                    break
-                item = heapq.heappop(q.open)
-                if not item[5].size or item[5].max() <= 0.0:
-                    heapq.heappush(q.open, item)
-                    q.state = "stuck"
-                    break
-                popped.append((q, item))
-        for q, item in popped:  # a stuck question keeps its popped nodes as leaves
-            if q.state == "stuck":
-                heapq.heappush(q.open, item)
-        popped = [(q, item) for q, item in popped if q.state == "open"]
-        for (q, (_, _, split, al, be, _)), i in zip(
-            popped, choose_splits(model, popped, tol, fsb, BATCH), strict=True
-        ):
-            for s in (1, -1):
-                child = split.copy()
-                child[i] = s
-                work.append((q, (child, al, be)))
-        if not work:
-            break
+    work: list[tuple[Question, tuple]] = [(q, root) for q in qs]
+    cap = total_nodes if spread is None or spread.parts < 2 else min(total_nodes, spread.after)
+    grown = Grown(inactive, active)
+    grow(model, qs, work, grown, tol, steps, batch, fsb, max_nodes, cap, deadline)
+    if cap < total_nodes and any(q.nodes + 2 <= max_nodes for q in live(qs, grown)):
+        setup = (net, box, k, pre, tuple(cuts))
+        args = (tol, steps, batch, fsb, max_nodes, total_nodes, deadline)
+        spread.resume(setup, model, qs, grown, *args)
+    points, nodes = grown.points, grown.nodes
     for q in qs:
         decided = inactive[q.index] or active[q.index]
         if spent is not None and q.state == "open" and not decided and q.nodes + 2 > max_nodes:
@@ -269,6 +235,113 @@ def prove_signs_beta(
     return SplitResult(
         neurons, inactive, active, pts, nodes, complete, seconds, lower, upper, hopeless=hopeless
     )
+
+
+@dataclass(eq=False)
+class Grown:
+    """What :func:`grow` has found so far, over all its questions: per asked neuron the proven
+    claims (``inactive``/``active``), the witness points and the nodes bounded (in units of
+    ``weight``)."""
+
+    inactive: np.ndarray
+    active: np.ndarray
+    points: list = field(default_factory=list)
+    nodes: int = 0
+    final: bool = True  # False in a part: a closed part of a tree proves nothing alone
+
+
+def live(qs: Sequence[Question], grown: Grown) -> list[Question]:
+    """The questions still growing: open, and their neuron not decided."""
+    done = grown.inactive | grown.active
+    return [q for q in qs if q.state == "open" and not done[q.index]]
+
+
+def grow(
+    model: BetaModel,
+    qs: Sequence[Question],
+    work: list,
+    grown: Grown,
+    tol: Tolerances,
+    steps: int,
+    batch: int,
+    fsb: int,
+    max_nodes: int,
+    total_nodes: int,
+    deadline: float | None,
+    weight: int = 1,
+) -> None:
+    """Bound ``work`` (``(question, node)`` pairs), then grow the trees of ``qs`` in rounds
+    (module docstring) until each question ends or the budgets or the deadline stop them;
+    ``qs`` and ``grown`` are updated in place. Each node bounded counts ``weight`` nodes
+    towards both budgets (a part of a tree dealt to one of ``weight`` processes,
+    :mod:`exactcomp.bab.beta_parts`: its budgets stay those of the whole tree)."""
+    inactive, active, points = grown.inactive, grown.active, grown.points
+    nodes = grown.nodes
+    count = 1 + max((item[1] for q in qs for item in q.open), default=-1)
+    while True:
+        for at in range(0, len(work), batch):
+            chunk = work[at : at + batch]
+            got = _bound(model, chunk, tol, steps)
+            nodes += len(chunk) * weight
+            found, zk = layer_signs(model.net, model.k, got[1], tol)
+            for (q, (split, _, _)), top, zx, score, al, be in zip(
+                chunk, got[0], zk, *got[2:], strict=True
+            ):
+                q.nodes += weight
+                if q.state != "open":
+                    continue
+                q.best = max(q.best, q.sign * float(zx[q.j]))
+                hit = (found.pos if q.sign > 0 else found.neg)[q.j]
+                if hit >= 0:
+                    q.state = "refuted"
+                    points.append(got[1][hit][None])
+                elif top > 0.0:
+                    heapq.heappush(q.open, (-top, count, split, al, be, score))
+                    count += 1
+        for q in qs:
+            if q.state == "open" and not q.open:
+                q.state = "proven"
+                if grown.final:
+                    (inactive if q.sign > 0 else active)[q.index] = True
+        done = inactive | active
+        work = []
+        for q in qs:
+            if q.state == "open" and not done[q.index]:
+                outlook.mark(q, max_nodes)
+        growing = [q for q in qs if q.state == "open" and not done[q.index]]
+        if not growing or nodes >= total_nodes:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        share = max(1, (batch // 2) // len(growing))
+        popped: list[tuple[Question, tuple]] = []
+        for q in growing:
+            for _ in range(min(share, len(q.open))):
+                if (
+                    q.nodes + 2 * weight > max_nodes
+                    or nodes + 2 * weight * (len(popped) + 1) > total_nodes
+                ):
+                    break
+                item = heapq.heappop(q.open)
+                if not item[5].size or item[5].max() <= 0.0:
+                    heapq.heappush(q.open, item)
+                    q.state = "stuck"
+                    break
+                popped.append((q, item))
+        for q, item in popped:  # a stuck question keeps its popped nodes as leaves
+            if q.state == "stuck":
+                heapq.heappush(q.open, item)
+        popped = [(q, item) for q, item in popped if q.state == "open"]
+        for (q, (_, _, split, al, be, _)), i in zip(
+            popped, choose_splits(model, popped, tol, fsb, BATCH), strict=True
+        ):
+            for s in (1, -1):
+                child = split.copy()
+                child[i] = s
+                work.append((q, (child, al, be)))
+        if not work:
+            break
+    grown.nodes = nodes
 
 
 def _bound(model: BetaModel, chunk, tol: Tolerances, steps: int):
@@ -297,17 +370,20 @@ def batched_first(
     total_nodes: int,
     deadline: float | None,
     cuts: Sequence[tuple[int, int, np.ndarray, float, float]] = (),
+    spread: Spreading | None = None,
 ) -> SplitResult:
-    """:func:`prove_signs_beta` on the questions, then ``lp_search`` (the LP trees of
-    :mod:`exactcomp.bab.relu`, same signature) on the signs it neither proved nor refuted
-    by a witness; the claims, points and tree bounds of both, merged (each is sound alone)."""
+    """:func:`prove_signs_beta` on the questions (its trees grown in other processes too,
+    with ``spread``), then ``lp_search`` (the LP trees of :mod:`exactcomp.bab.relu`, same
+    signature) on the signs it neither proved nor refuted by a witness; the claims, points
+    and tree bounds of both, merged (each is sound alone)."""
     t0 = time.perf_counter()
     neurons = np.asarray(neurons, dtype=np.int64)
     sides = np.asarray(sides)
     spent: list[tuple[int, int]] = []
     first = prove_signs_beta(
-        net, box, k, known, neurons, sides, tol=tol, deadline=deadline, cuts=cuts, spent=spent
-    )
+        net, box, k, known, neurons, sides, tol=tol, deadline=deadline, cuts=cuts, spent=spent,
+        spread=spread,
+    )  # fmt: skip
     seen = sign_witnesses(net, k, first.points, tol)
     pos_open = (np.sign(sides) >= 0) & (seen.pos[neurons] < 0)
     neg_open = (np.sign(sides) <= 0) & (seen.neg[neurons] < 0)

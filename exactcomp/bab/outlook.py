@@ -72,7 +72,7 @@ def needed_nodes(marks: list[tuple[int, float]], best: float) -> float:
 
 
 def mark(q, max_nodes: int) -> None:
-    """Record the bound of the tree ``q`` (a :class:`~exactcomp.bab.beta_tree._Question`) at
+    """Record the bound of the tree ``q`` (a :class:`~exactcomp.bab.beta_tree.Question`) at
     each of its marks, and set its state to ``"hopeless"`` there if it is (with
     :data:`STOP_HOPELESS`)."""
     if q.nodes < FIRST_MARK * 2 ** len(q.marks):

@@ -24,6 +24,7 @@ CLOCKED = (
     "exactcomp.api.regions",
     "exactcomp.approx",
     "exactcomp.bab.beta_tree",
+    "exactcomp.bab.beta_parts",
     "exactcomp.bab.replay",
     "exactcomp.bab.relu",
     "exactcomp.bab.split",

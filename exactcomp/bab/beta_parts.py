@@ -1,0 +1,161 @@
+r"""The batched ReLU-split trees of one layer grown in several processes at once.
+
+A layer's hard questions (:mod:`exactcomp.bab.beta_tree`) take tens of thousands of nodes each,
+in one process: on mnist-net_256x6 prop_0_0.03 the ReLU-split phase is most of the run while
+the second core waits. The trees are split between processes by their *leaves*, not by
+their questions: one hard question can be most of a layer (layer 5's neuron 22 takes 70,000
+of its 79,000 nodes with a budget of 90,000 per question), and dealing each question's
+leaves to every part balances the hard questions themselves, with no estimate of which are
+hard.
+
+**The deal.** The trees first grow in this process for :data:`SPREAD_AFTER` nodes (most
+questions of a layer end within a few hundred nodes, and a layer whose questions all end
+there never starts a process). Then the open leaves :math:`L_q` of every question :math:`q`
+still growing, sorted by bound (the worst first), are dealt to :math:`P` parts (``parts``,
+the engine's ``jobs``): part :math:`p` gets the leaves at positions :math:`p, p + P, \ldots`
+of each. Part 0 grows in this process, the others in worker processes (the engine's pool,
+:class:`exactcomp.stability.milp_phase.Workers`), each with the same rule as one process
+(:func:`~exactcomp.bab.beta_tree.grow`) on its leaves alone.
+
+**Soundness.** The leaves :math:`L_q` and the closed leaves cover the box, so the parts'
+leaves do too. Question :math:`q` is **proven** only if every part closed all of its
+leaves; a witness from any part refutes it (it is an input evaluated in float64, as in one
+process); otherwise its tree's bound is the largest of the parts' bounds, each a bound over
+its part's leaves. A part whose worker fails is grown again in this process with the same
+inputs, so it gives the same answer.
+
+**Budgets, in nodes** (so that the verdicts depend on ``parts``, never on the load or on
+which process ran a part): every node a part bounds counts :math:`P` nodes towards both
+budgets of :func:`~exactcomp.bab.beta_tree.grow`, the question's
+(:data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`) and the call's
+(:data:`~exactcomp.bab.beta_tree.TOTAL_NODES_BETA`), from where the first stage left them.
+So the :math:`P` parts together bound about the nodes one process would, and the call's
+budget is shared equally: each part gets :math:`(T - N_0) / P` of the :math:`T - N_0` left
+after the first :math:`N_0`. The early stop of hopeless questions (:mod:`exactcomp.bab.outlook`)
+reads each part's marks on the same scale (its counted nodes against its own bound).
+With ``parts = 1`` nothing changes: the call is the one-process search.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+from .beta import BetaModel
+from .beta_tree import Grown, Question, grow, live
+
+__all__ = ["SPREAD_AFTER", "Spread", "grow_part"]
+
+SPREAD_AFTER = 5_000
+"""Nodes the trees of one call grow in this process before the rest is dealt to the parts."""
+
+
+@dataclass(frozen=True)
+class Spread:
+    """``parts`` processes (this one included) to grow the trees in; ``submit(fn, *args)``
+    runs ``fn(*args)`` in a worker process and returns its future (``None``: no worker, run
+    it here)."""
+
+    parts: int
+    submit: Callable[..., Future | None]
+    after: int = SPREAD_AFTER
+
+    def resume(self, setup: tuple, model: BetaModel, qs: list, grown: Grown, *args) -> None:
+        """Deal the open leaves of the questions of ``qs`` still growing to :attr:`parts`
+        parts, grow them (``args``: ``tol, steps, batch, fsb, max_nodes, total_nodes,
+        deadline`` of :func:`~exactcomp.bab.beta_tree.grow`) and merge the parts' answers into
+        ``qs`` and ``grown`` (module docstring)."""
+        dealt = [q for q in live(qs, grown) if q.open]
+        tol, steps, batch, fsb, max_nodes, total_nodes, deadline = args
+        left = None if deadline is None else deadline - time.perf_counter()
+        jobs = []
+        for p in range(self.parts):
+            part = [
+                Question(q.index, q.j, q.sign, _heap(sorted(q.open)[p :: self.parts]), q.nodes,
+                         best=q.best, marks=list(q.marks))
+                for q in dealt
+            ]  # fmt: skip
+            budgets = (max_nodes, total_nodes, grown.nodes, self.parts, left)
+            jobs.append((setup, part, grown.inactive.size, tol, steps, batch, fsb, budgets))
+        futures = [self.submit(grow_part, *job) for job in jobs[1:]]
+        answers = [grow_part(*jobs[0], model=model)]
+        for job, fut in zip(jobs[1:], futures, strict=True):
+            answers.append(_answer(fut, job))
+        _merge(dealt, answers, grown)
+
+
+def _heap(items: list) -> list:
+    heapq.heapify(items)
+    return items
+
+
+def _answer(fut: Future | None, job: tuple) -> tuple:
+    """The answer of a part sent to a worker, or the same part grown here if it failed."""
+    if fut is not None:
+        try:
+            return fut.result()
+        except Exception:  # a broken pool, a worker that died: the same part, here
+            pass
+    return grow_part(*job)
+
+
+def grow_part(
+    setup: tuple,
+    qs: list[Question],
+    m: int,
+    tol,
+    steps: int,
+    batch: int,
+    fsb: int,
+    budgets: tuple,
+    model: BetaModel | None = None,
+) -> tuple:
+    """Grow one part's leaves (:func:`~exactcomp.bab.beta_tree.grow`, each node counted
+    ``parts`` times); its answer per question ``(state, nodes bounded, best, marks,
+    bound)``, its witness points and the nodes it bounded. Runs in a worker process: the
+    model is built from ``setup = (net, box, k, pre, cuts)`` unless given."""
+    max_nodes, total_nodes, nodes0, parts, left = budgets
+    if model is None:
+        net, box, k, pre, cuts = setup
+        model = BetaModel(net, box, k, pre)
+        if cuts:
+            model.with_cuts(cuts)
+    deadline = None if left is None else time.perf_counter() + left
+    grown = Grown(np.zeros(m, bool), np.zeros(m, bool), nodes=nodes0, final=False)
+    before = [q.nodes for q in qs]
+    grow(model, qs, [], grown, tol, steps, batch, fsb, max_nodes, total_nodes, deadline, parts)
+    per = [
+        (q.state, (q.nodes - n) // parts, q.best, q.marks, q.bound())
+        for q, n in zip(qs, before, strict=True)
+    ]
+    points = np.concatenate(grown.points) if grown.points else np.empty((0, setup[1].dim))
+    return per, points, (grown.nodes - nodes0) // parts
+
+
+def _merge(dealt: list[Question], answers: list[tuple], grown: Grown) -> None:
+    """The parts' answers as one tree per question: refuted by any part, proven by all, else
+    the largest of the parts' bounds (``far``) and the first part's marks."""
+    for i, q in enumerate(dealt):
+        got = [per[i] for per, _, _ in answers]
+        states = [g[0] for g in got]
+        if "refuted" in states:
+            q.state = "refuted"
+        elif all(s == "proven" for s in states):
+            q.state = "proven"
+            (grown.inactive if q.sign > 0 else grown.active)[q.index] = True
+        else:
+            q.state = next((s for s in ("hopeless", "stuck") if s in states), "open")
+        q.nodes += sum(g[1] for g in got)
+        q.best = max(g[2] for g in got)
+        q.marks = got[0][3]
+        q.far = max(g[4] for g in got)
+        q.open = []
+    for _, points, nodes in answers:
+        if len(points):
+            grown.points.append(points)
+        grown.nodes += nodes

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from ..bab import beta_parts
 from ..bab.beta_parts import Spread
 from ..errors import InvalidOptionError
 from ..milp.highs import Answer, CompiledMilp, Question, solve_question
@@ -157,7 +158,7 @@ class Workers:
         this process) with one job, a cluster, or workers that failed."""
         if self.jobs == 1 or self.cluster is not None or self.broken:
             return None
-        return Spread(self.jobs, self._submit)
+        return Spread(self.jobs, self._submit, beta_parts.SPREAD_AFTER)
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future | None:
         """``fn(*args)`` in the local pool (started now if need be), or None: run it here."""

@@ -49,29 +49,47 @@ import numpy as np
 from .beta import BetaModel
 from .beta_tree import Grown, Question, grow, live
 
-__all__ = ["SPREAD_AFTER", "Spread", "grow_part"]
+__all__ = [
+    "MAX_NODES_SPREAD",
+    "SLACK_SPREAD",
+    "SPREAD_AFTER",
+    "Spread",
+    "TOTAL_NODES_SPREAD",
+    "grow_part",
+]
 
 SPREAD_AFTER = 5_000
 """Nodes the trees of one call grow in this process before the rest is dealt to the parts."""
+MAX_NODES_SPREAD: int | None = None
+TOTAL_NODES_SPREAD: int | None = None
+SLACK_SPREAD: float | None = None
+"""The node budgets (per question, per call) and the early stop's slack of the engine's calls
+whose trees may be spread over two or more processes (:meth:`Workers.spread`); ``None``: those
+of one process (:data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`,
+:data:`~exactcomp.bab.beta_tree.TOTAL_NODES_BETA`, :data:`~exactcomp.bab.outlook.SLACK`)."""
 
 
 @dataclass(frozen=True)
 class Spread:
     """``parts`` processes (this one included) to grow the trees in; ``submit(fn, *args)``
     runs ``fn(*args)`` in a worker process and returns its future (``None``: no worker, run
-    it here)."""
+    it here); ``after``: :data:`SPREAD_AFTER`; the node budgets and the early stop's slack of
+    the call when it is spread (``None``: those of one process)."""
 
     parts: int
     submit: Callable[..., Future | None]
     after: int = SPREAD_AFTER
+    max_nodes: int | None = None
+    total_nodes: int | None = None
+    slack: float | None = None
 
     def resume(self, setup: tuple, model: BetaModel, qs: list, grown: Grown, *args) -> None:
         """Deal the open leaves of the questions of ``qs`` still growing to :attr:`parts`
         parts, grow them (``args``: ``tol, steps, batch, fsb, max_nodes, total_nodes,
-        deadline`` of :func:`~exactcomp.bab.beta_tree.grow`) and merge the parts' answers into
+        deadline, slack`` of :func:`~exactcomp.bab.beta_tree.grow`) and merge the parts' answers into
         ``qs`` and ``grown`` (module docstring)."""
         dealt = [q for q in live(qs, grown) if q.open]
-        tol, steps, batch, fsb, max_nodes, total_nodes, deadline = args
+        tol, steps, batch, fsb, max_nodes, total_nodes, deadline, slack = args
         left = None if deadline is None else deadline - time.perf_counter()
         jobs = []
         for p in range(self.parts):
@@ -80,7 +98,7 @@ class Spread:
                          best=q.best, marks=list(q.marks))
                 for q in dealt
             ]  # fmt: skip
-            budgets = (max_nodes, total_nodes, grown.nodes, self.parts, left)
+            budgets = (max_nodes, total_nodes, grown.nodes, self.parts, left, slack)
             jobs.append((setup, part, grown.inactive.size, tol, steps, batch, fsb, budgets))
         futures = [self.submit(grow_part, *job) for job in jobs[1:]]
         answers = [grow_part(*jobs[0], model=model)]
@@ -119,7 +137,7 @@ def grow_part(
     ``parts`` times); its answer per question ``(state, nodes bounded, best, marks,
     bound)``, its witness points and the nodes it bounded. Runs in a worker process: the
     model is built from ``setup = (net, box, k, pre, cuts)`` unless given."""
-    max_nodes, total_nodes, nodes0, parts, left = budgets
+    max_nodes, total_nodes, nodes0, parts, left, slack = budgets
     if model is None:
         net, box, k, pre, cuts = setup
         model = BetaModel(net, box, k, pre)
@@ -128,7 +146,8 @@ def grow_part(
     deadline = None if left is None else time.perf_counter() + left
     grown = Grown(np.zeros(m, bool), np.zeros(m, bool), nodes=nodes0, final=False)
     before = [q.nodes for q in qs]
-    grow(model, qs, [], grown, tol, steps, batch, fsb, max_nodes, total_nodes, deadline, parts)
+    args = (tol, steps, batch, fsb, max_nodes, total_nodes, deadline, parts, slack)
+    grow(model, qs, [], grown, *args)
     per = [
         (q.state, (q.nodes - n) // parts, q.best, q.marks, q.bound())
         for q, n in zip(qs, before, strict=True)

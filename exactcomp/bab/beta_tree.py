@@ -111,6 +111,9 @@ class Spreading(Protocol):
 
     parts: int
     after: int
+    max_nodes: int | None
+    total_nodes: int | None
+    slack: float | None
 
     def resume(self, setup: tuple, model: BetaModel, qs: list, grown: Grown, *args) -> None:
         """Grow the trees of ``qs`` on, in ``parts`` parts (``args``: :func:`grow`'s)."""
@@ -172,8 +175,15 @@ def prove_signs_beta(
     end (:mod:`exactcomp.bab.outlook`; measurement only).
     ``spread``: other processes to grow the trees in (:class:`exactcomp.bab.beta_parts.Spread`;
     ``None`` or one part: all here). The trees grow here for the first ``spread.after`` nodes;
-    the open leaves of those still growing are then dealt to ``spread.parts`` parts.
+    the open leaves of those still growing are then dealt to ``spread.parts`` parts. Its
+    ``max_nodes``, ``total_nodes`` and ``slack`` (of :mod:`~exactcomp.bab.outlook`) replace
+    the one-process ones where not ``None`` (and ``max_nodes``/``total_nodes`` not given).
     """
+    slack = None
+    if spread is not None and spread.parts > 1:  # the budgets of several processes
+        max_nodes = spread.max_nodes if max_nodes is None else max_nodes
+        total_nodes = spread.total_nodes if total_nodes is None else total_nodes
+        slack = spread.slack
     max_nodes = MAX_NODES_BETA if max_nodes is None else max_nodes
     total_nodes = TOTAL_NODES_BETA if total_nodes is None else total_nodes
     batch = BATCH if batch is None else batch
@@ -205,10 +215,10 @@ def prove_signs_beta(
     work: list[tuple[Question, tuple]] = [(q, root) for q in qs]
     cap = total_nodes if spread is None or spread.parts < 2 else min(total_nodes, spread.after)
     grown = Grown(inactive, active)
-    grow(model, qs, work, grown, tol, steps, batch, fsb, max_nodes, cap, deadline)
+    grow(model, qs, work, grown, tol, steps, batch, fsb, max_nodes, cap, deadline, 1, slack)
     if cap < total_nodes and any(q.nodes + 2 <= max_nodes for q in live(qs, grown)):
         setup = (net, box, k, pre, tuple(cuts))
-        args = (tol, steps, batch, fsb, max_nodes, total_nodes, deadline)
+        args = (tol, steps, batch, fsb, max_nodes, total_nodes, deadline, slack)
         spread.resume(setup, model, qs, grown, *args)
     points, nodes = grown.points, grown.nodes
     for q in qs:
@@ -269,12 +279,14 @@ def grow(
     total_nodes: int,
     deadline: float | None,
     weight: int = 1,
+    slack: float | None = None,
 ) -> None:
     """Bound ``work`` (``(question, node)`` pairs), then grow the trees of ``qs`` in rounds
     (module docstring) until each question ends or the budgets or the deadline stop them;
     ``qs`` and ``grown`` are updated in place. Each node bounded counts ``weight`` nodes
     towards both budgets (a part of a tree dealt to one of ``weight`` processes,
-    :mod:`exactcomp.bab.beta_parts`: its budgets stay those of the whole tree)."""
+    :mod:`exactcomp.bab.beta_parts`: its budgets stay those of the whole tree). ``slack``:
+    that of the early stop (:func:`~exactcomp.bab.outlook.mark`)."""
     inactive, active, points = grown.inactive, grown.active, grown.points
     nodes = grown.nodes
     count = 1 + max((item[1] for q in qs for item in q.open), default=-1)
@@ -307,7 +319,7 @@ def grow(
         work = []
         for q in qs:
             if q.state == "open" and not done[q.index]:
-                outlook.mark(q, max_nodes)
+                outlook.mark(q, max_nodes, slack)
         growing = [q for q in qs if q.state == "open" and not done[q.index]]
         if not growing or nodes >= total_nodes:
             break

@@ -71,18 +71,22 @@ def needed_nodes(marks: list[tuple[int, float]], best: float) -> float:
     return n1 * (g1 / need) ** (1.0 / p)
 
 
-def mark(q, max_nodes: int) -> None:
+def mark(q, max_nodes: int, slack: float | None = None) -> None:
     """Record the bound of the tree ``q`` (a :class:`~exactcomp.bab.beta_tree.Question`) at
     each of its marks, and set its state to ``"hopeless"`` there if it is (with
-    :data:`STOP_HOPELESS`)."""
+    :data:`STOP_HOPELESS`; ``slack``: :data:`SLACK` where ``None``)."""
     if q.nodes < FIRST_MARK * 2 ** len(q.marks):
         return
     q.marks.append((q.nodes, q.bound()))
-    if STOP_HOPELESS and hopeless(q.marks, q.best, max_nodes):
+    if STOP_HOPELESS and hopeless(q.marks, q.best, max_nodes, slack):
         q.state = "hopeless"
 
 
-def hopeless(marks: list[tuple[int, float]], best: float, budget: int) -> bool:
+def hopeless(
+    marks: list[tuple[int, float]], best: float, budget: int, slack: float | None = None
+) -> bool:
     """Whether a question with these marks and best value cannot reach a proof within
-    :data:`SLACK` times its node budget ``budget`` at its measured rate."""
-    return len(marks) >= 2 and needed_nodes(marks, best) > SLACK * budget
+    ``slack`` (:data:`SLACK` where ``None``) times its node budget ``budget`` at its
+    measured rate."""
+    slack = SLACK if slack is None else slack
+    return len(marks) >= 2 and needed_nodes(marks, best) > slack * budget

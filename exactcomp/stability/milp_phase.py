@@ -158,7 +158,10 @@ class Workers:
         this process) with one job, a cluster, or workers that failed."""
         if self.jobs == 1 or self.cluster is not None or self.broken:
             return None
-        return Spread(self.jobs, self._submit, beta_parts.SPREAD_AFTER)
+        budgets = (beta_parts.MAX_NODES_SPREAD, beta_parts.TOTAL_NODES_SPREAD)
+        return Spread(
+            self.jobs, self._submit, beta_parts.SPREAD_AFTER, *budgets, beta_parts.SLACK_SPREAD
+        )
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future | None:
         """``fn(*args)`` in the local pool (started now if need be), or None: run it here."""

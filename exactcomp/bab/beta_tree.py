@@ -122,8 +122,7 @@ class Spreading(Protocol):
 @dataclass(eq=False)
 class Question:
     """One question's tree: open nodes ``(-top, id, split, alpha, beta, score)`` in a heap;
-    ``far``: the largest bound of its leaves grown elsewhere (:mod:`exactcomp.bab.beta_parts`),
-    ``nodes`` in units of :func:`grow`'s ``weight``."""
+    ``far``: the largest bound of its leaves grown elsewhere (:mod:`exactcomp.bab.beta_parts`)."""
 
     index: int
     j: int
@@ -250,8 +249,8 @@ def prove_signs_beta(
 @dataclass(eq=False)
 class Grown:
     """What :func:`grow` has found so far, over all its questions: per asked neuron the proven
-    claims (``inactive``/``active``), the witness points and the nodes bounded (in units of
-    ``weight``)."""
+    claims (``inactive``/``active``), the witness points and the nodes bounded (each counted
+    ``weight`` times)."""
 
     inactive: np.ndarray
     active: np.ndarray
@@ -284,9 +283,10 @@ def grow(
     """Bound ``work`` (``(question, node)`` pairs), then grow the trees of ``qs`` in rounds
     (module docstring) until each question ends or the budgets or the deadline stop them;
     ``qs`` and ``grown`` are updated in place. Each node bounded counts ``weight`` nodes
-    towards both budgets (a part of a tree dealt to one of ``weight`` processes,
-    :mod:`exactcomp.bab.beta_parts`: its budgets stay those of the whole tree). ``slack``:
-    that of the early stop (:func:`~exactcomp.bab.outlook.mark`)."""
+    towards the call's budget ``total_nodes`` (a part of the trees dealt to one of ``weight``
+    processes, :mod:`exactcomp.bab.beta_parts`, gets its share of the budget) and one towards
+    its question's ``max_nodes``. ``slack``: that of the early stop
+    (:func:`~exactcomp.bab.outlook.mark`)."""
     inactive, active, points = grown.inactive, grown.active, grown.points
     nodes = grown.nodes
     count = 1 + max((item[1] for q in qs for item in q.open), default=-1)
@@ -299,7 +299,7 @@ def grow(
             for (q, (split, _, _)), top, zx, score, al, be in zip(
                 chunk, got[0], zk, *got[2:], strict=True
             ):
-                q.nodes += weight
+                q.nodes += 1
                 if q.state != "open":
                     continue
                 q.best = max(q.best, q.sign * float(zx[q.j]))
@@ -329,10 +329,7 @@ def grow(
         popped: list[tuple[Question, tuple]] = []
         for q in growing:
             for _ in range(min(share, len(q.open))):
-                if (
-                    q.nodes + 2 * weight > max_nodes
-                    or nodes + 2 * weight * (len(popped) + 1) > total_nodes
-                ):
+                if q.nodes + 2 > max_nodes or nodes + 2 * weight * (len(popped) + 1) > total_nodes:
                     break
                 item = heapq.heappop(q.open)
                 if not item[5].size or item[5].max() <= 0.0:

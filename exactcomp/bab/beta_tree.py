@@ -133,6 +133,7 @@ class Question:
     best: float = -np.inf  # the largest sign * z at its nodes' x* (outlook's A)
     marks: list = field(default_factory=list)  # (nodes, bound) at outlook's marks
     far: float = 0.0
+    dealt: int = 0  # its nodes when its leaves were dealt to parts (beta_parts)
 
     def bound(self) -> float:
         return max([0.0, self.far, *(-item[0] for item in self.open)])
@@ -285,8 +286,8 @@ def grow(
     ``qs`` and ``grown`` are updated in place. Each node bounded counts ``weight`` nodes
     towards the call's budget ``total_nodes`` (a part of the trees dealt to one of ``weight``
     processes, :mod:`exactcomp.bab.beta_parts`, gets its share of the budget) and one towards
-    its question's ``max_nodes``. ``slack``: that of the early stop
-    (:func:`~exactcomp.bab.outlook.mark`)."""
+    its question's ``max_nodes``; the early stop (:func:`~exactcomp.bab.outlook.mark`, with
+    ``slack``) reads a question's nodes since the deal ``weight`` times, as the whole tree's."""
     inactive, active, points = grown.inactive, grown.active, grown.points
     nodes = grown.nodes
     count = 1 + max((item[1] for q in qs for item in q.open), default=-1)
@@ -319,7 +320,7 @@ def grow(
         work = []
         for q in qs:
             if q.state == "open" and not done[q.index]:
-                outlook.mark(q, max_nodes, slack)
+                outlook.mark(q, max_nodes, slack, q.dealt + weight * (q.nodes - q.dealt))
         growing = [q for q in qs if q.state == "open" and not done[q.index]]
         if not growing or nodes >= total_nodes:
             break

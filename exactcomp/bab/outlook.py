@@ -71,13 +71,16 @@ def needed_nodes(marks: list[tuple[int, float]], best: float) -> float:
     return n1 * (g1 / need) ** (1.0 / p)
 
 
-def mark(q, max_nodes: int, slack: float | None = None) -> None:
+def mark(q, max_nodes: int, slack: float | None = None, nodes: int | None = None) -> None:
     """Record the bound of the tree ``q`` (a :class:`~exactcomp.bab.beta_tree.Question`) at
     each of its marks, and set its state to ``"hopeless"`` there if it is (with
-    :data:`STOP_HOPELESS`; ``slack``: :data:`SLACK` where ``None``)."""
-    if q.nodes < FIRST_MARK * 2 ** len(q.marks):
+    :data:`STOP_HOPELESS`; ``slack``: :data:`SLACK` where ``None``). ``nodes``: the tree's
+    nodes on the scale of a whole tree (``None``: ``q.nodes``; a part of a tree grown in one
+    of several processes counts its own nodes as many times, :mod:`exactcomp.bab.beta_parts`)."""
+    nodes = q.nodes if nodes is None else nodes
+    if nodes < FIRST_MARK * 2 ** len(q.marks):
         return
-    q.marks.append((q.nodes, q.bound()))
+    q.marks.append((nodes, q.bound()))
     if STOP_HOPELESS and hopeless(q.marks, q.best, max_nodes, slack):
         q.state = "hopeless"
 

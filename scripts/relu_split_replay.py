@@ -76,7 +76,7 @@ def replay(argv: list[str], search=None) -> None:
     from exactcomp.stability.phases import relu_split_phase
 
     search = search or relu_split_phase
-    from exactcomp.bab import beta_tree, branching
+    from exactcomp.bab import beta_parts, beta_tree, branching
 
     if "--fsb" in argv:
         at = argv.index("--fsb")
@@ -90,11 +90,13 @@ def replay(argv: list[str], search=None) -> None:
 
     if "--slack" in argv:
         at = argv.index("--slack")
-        outlook.SLACK = float(argv[at + 1])
+        outlook.SLACK = beta_parts.SLACK_SPREAD = float(argv[at + 1])
         argv = argv[:at] + argv[at + 2 :]
     if "--budget" in argv:
         at = argv.index("--budget")
         beta_tree.MAX_NODES_BETA, beta_tree.TOTAL_NODES_BETA = map(int, argv[at + 1 : at + 3])
+        beta_parts.MAX_NODES_SPREAD = beta_tree.MAX_NODES_BETA
+        beta_parts.TOTAL_NODES_SPREAD = beta_tree.TOTAL_NODES_BETA
         argv = argv[:at] + argv[at + 3 :]
     if "--no-stop" in argv:
         outlook.STOP_HOPELESS = False
@@ -109,9 +111,9 @@ def replay(argv: list[str], search=None) -> None:
         argv = argv[:at] + argv[at + 2 :]
     with open(argv[0], "rb") as f:
         calls = pickle.load(f)
-    from exactcomp.stability.milp_phase import Workers
-
     import resource
+
+    from exactcomp.stability.milp_phase import Workers
 
     c0, t0 = time.process_time(), time.perf_counter()
     with Workers(jobs) as workers:

@@ -16,7 +16,8 @@ bounds at that point, so a replay isolates the split trees from every earlier ph
 per question (neuron, sign) the batched nodes and their share of the batched CPU (a batch's
 CPU split over its nodes), and each batched tree of at least 2,000 nodes: its state, nodes,
 best ``sign * z`` at its ``x*`` and its marks (:mod:`exactcomp.bab.outlook`). ``--jobs N``
-grows the batched trees in N processes (:mod:`exactcomp.bab.beta_parts`; the row adds
+grows the batched trees in N processes (``--spread-after M``:
+:data:`~exactcomp.bab.beta_parts.SPREAD_AFTER`) (:mod:`exactcomp.bab.beta_parts`; the row adds
 ``wall``; a last line gives the total ``cpu``, ``wall`` and ``children_cpu``, the CPU
 seconds of the worker processes). ``--no-stop``
 switches :data:`exactcomp.bab.outlook.STOP_HOPELESS` off; ``--slack S`` sets
@@ -108,6 +109,10 @@ def replay(argv: list[str], search=None) -> None:
     if "--jobs" in argv:
         at = argv.index("--jobs")
         jobs = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
+    if "--spread-after" in argv:
+        at = argv.index("--spread-after")
+        beta_parts.SPREAD_AFTER = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2 :]
     with open(argv[0], "rb") as f:
         calls = pickle.load(f)

@@ -56,7 +56,7 @@ def _cases():
 
 @pytest.mark.parametrize("submit", [_here, _broken, lambda fn, *a: None])
 def test_two_parts_claim_what_one_process_claims(submit):
-    dealt = 0
+    dealt, claims = 0, 0
     real = Spread.resume
 
     def counting(self, *args):
@@ -76,10 +76,11 @@ def test_two_parts_claim_what_one_process_claims(submit):
                 two = prove_signs_beta(*ask, batch=4, spread=Spread(2, submit, after=2))
                 same = zip(_claims(one), _claims(two), strict=True)
                 assert all((a == b).all() for a, b in same), (seed, k)
+                claims += int(two.inactive.sum() + two.active.sum())
                 lo, hi = exact[k]
                 assert (hi[two.inactive] <= 1e-9).all() and (lo[two.active] >= -1e-9).all()
                 assert (lo >= two.lower - 1e-9).all() and (hi <= two.upper + 1e-9).all()
-    assert dealt > 0  # the cases do deal trees to parts
+    assert dealt > 0 and claims > 0  # the cases do deal trees to parts, and prove
 
 
 def test_a_pool_that_cannot_start_leaves_the_trees_here(monkeypatch):

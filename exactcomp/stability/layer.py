@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..bab import relu as relu_bab
 from ..bab.relu import relu_splits
 from ..bab.split import split_inputs
 from ..milp.layer import WALL_PER_CPU
@@ -227,7 +228,11 @@ class LayerRun(LayerClaims):
         open_, sides = self._open_sides()
         left = self.left()
         deadline = left + time.perf_counter() if np.isfinite(left) else None
-        q = replace(self._ask(open_, sides, deadline), spread=self.workers.spread())
+        # fewer questions: the LP trees alone, here (and beta_parts, torch not imported)
+        few = open_.size < relu_bab.BATCHED_MIN_QUESTIONS
+        q = replace(
+            self._ask(open_, sides, deadline), spread=None if few else self.workers.spread()
+        )
         self._apply(relu_split_phase(q), Proof.RELU_SPLIT)
 
     def _region_search(self) -> None:

@@ -42,13 +42,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..bab import beta_parts
-from ..bab.beta_parts import Spread
 from ..errors import InvalidOptionError
 from ..milp.highs import Answer, CompiledMilp, Question, solve_question
 from ..progress import SILENT, Progress
+
+if TYPE_CHECKING:
+    from ..bab.beta_parts import Spread
 
 _MIN_QUESTIONS_FOR_WORKERS = 6
 _START_AFTER_SECONDS = 5.0
@@ -158,6 +159,9 @@ class Workers:
         this process) with one job, a cluster, or workers that failed."""
         if self.jobs == 1 or self.cluster is not None or self.broken:
             return None
+        from ..bab import beta_parts  # only where ReLU splits run (their import is not free)
+        from ..bab.beta_parts import Spread
+
         budgets = (beta_parts.MAX_NODES_SPREAD, beta_parts.TOTAL_NODES_SPREAD)
         return Spread(
             self.jobs, self._submit, beta_parts.SPREAD_AFTER, *budgets, beta_parts.SLACK_SPREAD

@@ -28,10 +28,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..bab.beta_parts import Spread
 from ..bab.relu import prove_signs_relu
 from ..bab.replay import replay_signs
 from ..bab.split import prove_signs
@@ -41,6 +41,9 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import Tolerances
 from ..verdicts import stable_masks
+
+if TYPE_CHECKING:
+    from ..bab.beta_parts import Spread
 
 __all__ = [
     "PhaseInput",

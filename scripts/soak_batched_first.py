@@ -26,7 +26,7 @@ import os
 import runpy
 import sys
 
-from exactcomp.bab import beta_parts, branching, outlook, relu
+from exactcomp.bab import beta_first, beta_parts, branching, outlook, relu
 from exactcomp.bab import beta_tree as beta
 from exactcomp.stability import milp_phase
 
@@ -35,7 +35,7 @@ relu.BATCHED_MIN_QUESTIONS = 1
 branching.FSB = int(os.environ.get("FSB", branching.FSB))
 if os.environ.get("OUTLOOK") == "eager":
     outlook.FIRST_MARK, outlook.SLACK, outlook.STOP_HOPELESS = 2, 1e-9, True
-    beta.LP_AFTER_HOPELESS = False
+    beta_first.LP_AFTER_HOPELESS = False
 seen = {"calls": 0, "questions": 0, "nodes": 0, "claims": 0, "points": 0, "hopeless": 0}
 real = beta.prove_signs_beta
 

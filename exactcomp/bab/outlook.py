@@ -34,7 +34,7 @@ STOP_HOPELESS = True
 """Whether :func:`exactcomp.bab.beta_tree.prove_signs_beta` stops hopeless questions. On
 mnist-net_256x6 prop_0_0.03 (``scripts/stability_trace.py``, 300 s cap) the trace went from
 226.7 s of CPU to 91.0 s with the same 4 undecided neurons, the stopped questions' LP trees
-(:data:`~exactcomp.bab.beta_tree.LP_AFTER_HOPELESS`) and MILPs
+(:data:`~exactcomp.bab.beta_first.LP_AFTER_HOPELESS`) and MILPs
 (:data:`~exactcomp.stability.milp_questions.SKIP_HOPELESS`) skipped too; 256x4 prop_0_0.03
 and 256x2 prop_1_0.05 grew the same trees (benchmarks/RESULTS.md "tail12"). Three of the
 four it stops (layer 3's 88 and 177, layer 5's 22) are proven by trees of 57,000-82,000

@@ -23,6 +23,7 @@ CLOCKED = (
     "exactcomp.api.compressing",
     "exactcomp.api.regions",
     "exactcomp.approx",
+    "exactcomp.bab.beta_first",
     "exactcomp.bab.beta_tree",
     "exactcomp.bab.beta_parts",
     "exactcomp.bab.replay",

@@ -102,8 +102,9 @@ class Spread:
     def resume(self, setup: tuple, model: BetaModel, qs: list, grown: Grown, *args) -> None:
         """Deal the open leaves of the questions of ``qs`` still growing to :attr:`parts`
         parts, grow them (``args``: ``tol, steps, batch, fsb, max_nodes, total_nodes,
-        deadline, slack`` of :func:`~exactcomp.bab.beta_tree.grow`) and merge the parts' answers into
-        ``qs`` and ``grown`` (module docstring)."""
+        deadline, slack`` of :func:`~exactcomp.bab.beta_tree.grow`) and merge the parts'
+        answers into ``qs`` and ``grown`` (module docstring). Part 0 grows here, on
+        ``model``; the others are sent to workers, and grown here if a worker fails."""
         dealt = [q for q in live(qs, grown) if q.open]
         tol, steps, batch, fsb, max_nodes, total_nodes, deadline, slack = args
         left = None if deadline is None else deadline - time.perf_counter()
@@ -150,9 +151,11 @@ def grow_part(
     model: BetaModel | None = None,
 ) -> tuple:
     """Grow one part's leaves (:func:`~exactcomp.bab.beta_tree.grow`, each node counted
-    ``parts`` times towards the call's budget); its answer per question ``(state, nodes bounded, best, marks,
-    bound)``, its witness points and the nodes it bounded. Runs in a worker process: the
-    model is built from ``setup = (net, box, k, pre, cuts)`` unless given."""
+    ``parts`` times towards the call's budget); its answer per question ``(state, nodes
+    bounded, best, marks, bound)``, its witness points and the nodes it bounded. ``budgets``:
+    ``(max_nodes, total_nodes, nodes so far, parts, seconds to the deadline or None,
+    slack)``. Runs in a worker process: the model is built from ``setup = (net, box, k, pre,
+    cuts)`` unless given."""
     max_nodes, total_nodes, nodes0, parts, left, slack = budgets
     if model is None:
         net, box, k, pre, cuts = setup

@@ -26,8 +26,8 @@ __all__ = ["LP_AFTER_HOPELESS", "LP_AFTER_SPENT", "batched_first"]
 
 LP_AFTER_SPENT = True
 """Whether :func:`batched_first` still gives the LP trees a question whose batched tree used
-its whole budget (:data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`). Off, mnist-net_256x6 prop_0_0.03 took 165.3 s of
-CPU instead of 197.3 s (the same 4 undecided: the LP trees got nowhere on them), but
+its whole budget (:data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`). Off, mnist-net_256x6
+prop_0_0.03 took 165.3 s of CPU instead of 197.3 s (the same 4 undecided: the LP trees got nowhere on them), but
 mnist-net_256x2 prop_1_0.05 left 1 neuron undecided instead of 0: on its first layer the LP
 trees with their ideal cuts prove questions that 20,000 batched nodes do not."""
 LP_AFTER_HOPELESS = False

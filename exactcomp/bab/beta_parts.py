@@ -31,12 +31,12 @@ bounds counts :math:`P` towards it, so each part gets :math:`(T - N_0) / P` of t
 :math:`T - N_0` left after the first stage's :math:`N_0`, and the parts together bound at
 most the nodes one process would. A question's budget :math:`M`
 (:data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`) is not divided: each part may grow its
-leaves of the question up to :math:`M` nodes counted from the deal (the question's nodes so far
-plus the part's own), since the halves of a tree need not be equal (a first version that
-divided it, with 90,000 nodes per question, left one of layer 3's questions of
-mnist-net_256x6 prop_0_0.03 open that one process proves: 88 takes 81,921 nodes alone). So a question that one process proves within
-:math:`M` nodes is not lost to its budget by the deal: each part's leaves need at most the
-whole tree's nodes. The early stop of hopeless questions (:mod:`exactcomp.bab.outlook`) reads
+leaves of the question up to :math:`M` nodes counted from the deal (the question's nodes so
+far plus the part's own), since the halves of a tree need not be equal (a first version that
+divided it, with 90,000 nodes per question, left open one of layer 3's questions of
+mnist-net_256x6 prop_0_0.03 that one process proves: 88 takes 81,921 nodes alone). So a
+question that one process proves within :math:`M` nodes is not lost to its budget by the
+deal: each part's leaves need at most the whole tree's nodes. The early stop of hopeless questions (:mod:`exactcomp.bab.outlook`) reads
 each part's bound at the nodes the whole tree would have, :math:`N_q + P n` after the part's
 own :math:`n` (:math:`N_q`: the question's nodes at the deal): a part's half of the leaves
 falls about as the whole tree does at twice its nodes. Counted unscaled, layer 5's neuron 158

@@ -77,9 +77,9 @@ trees' bounds were -0.21 / -0.22 after 1,000 nodes each, -0.11 / -0.12 after 4,0
 reach -0.27 / -0.24. With 1,000 nodes per question, before the LP trees, the batched engine
 was a draw (see the module docstring)."""
 CUTS = False
-"""Whether :func:`~exactcomp.bab.beta_first.batched_first` gives the batched bounds the ideal cuts that the LP trees
-separate at each question's root (:func:`exactcomp.bab.relu.root_cuts`). Off: 77 cuts on layer 3 brought the
-median node bound from 1.40 to 1.34 times the LP's (10 steps) for 25 % more CPU per node,
+"""Whether :func:`~exactcomp.bab.beta_first.batched_first` gives the batched bounds the ideal
+cuts that the LP trees separate at each question's root
+(:func:`exactcomp.bab.relu.root_cuts`). Off: 77 cuts on layer 3 brought the median node bound from 1.40 to 1.34 times the LP's (10 steps) for 25 % more CPU per node,
 and the same decisions in the trees."""
 CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""

@@ -76,13 +76,20 @@ per second of mnist-net_256x6. With 2,000 instead, mnist-net_256x6 prop_0_0.03 w
 --spread-budget 90000 400000 500``, load 2-4) took 121.9 s of CPU in this process instead of
 116.9 s (72.5 s in the worker both times), 301,080 nodes instead of 297,158, the same one
 neuron undecided: the halves of layer 3's trees were less even."""
-MAX_NODES_SPREAD: int | None = None
-TOTAL_NODES_SPREAD: int | None = None
-SLACK_SPREAD: float | None = None
+MAX_NODES_SPREAD: int | None = 90_000
+TOTAL_NODES_SPREAD: int | None = 400_000
+SLACK_SPREAD: float | None = 500.0
 """The node budgets (per question, per call) and the early stop's slack of the engine's calls
-whose trees may be spread over two or more processes (:meth:`Workers.spread`); ``None``: those
-of one process (:data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`,
-:data:`~exactcomp.bab.beta_tree.TOTAL_NODES_BETA`, :data:`~exactcomp.bab.outlook.SLACK`)."""
+whose trees may be spread over two or more processes (:meth:`Workers.spread`, ``jobs >= 2``;
+``None``: those of one process, :data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`,
+:data:`~exactcomp.bab.beta_tree.TOTAL_NODES_BETA`, :data:`~exactcomp.bab.outlook.SLACK`).
+The values of benchmarks/RESULTS.md "tail12" table 3, under which one process decides
+mnist-net_256x6 prop_0_0.03's layer 3 neurons 88 and 177 and layer 5's 22 (57,000-82,000
+nodes each) and stops only 158, in about 228 s of CPU. Spread over 2 processes on this
+2-core machine the trace (``scripts/stability_trace.py ... 900 --jobs 2``) took **117.2 s of
+wall time** (111.3 s of CPU here, 67.0 s in the worker; load 0.5-1.7), the same 297,158
+nodes as under load, 1 neuron undecided instead of 4 with the one-process budgets
+(benchmarks/RESULTS.md "par13"). ``jobs=1`` keeps the one-process budgets, unchanged."""
 
 
 @dataclass(frozen=True)

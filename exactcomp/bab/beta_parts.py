@@ -86,9 +86,11 @@ whose trees may be spread over two or more processes (:meth:`Workers.spread`, ``
 The values of benchmarks/RESULTS.md "tail12" table 3, under which one process decides
 mnist-net_256x6 prop_0_0.03's layer 3 neurons 88 and 177 and layer 5's 22 (57,000-82,000
 nodes each) and stops only 158, in about 228 s of CPU. Spread over 2 processes on this
-2-core machine the trace (``scripts/stability_trace.py ... 900 --jobs 2``) took **117.2 s of
-wall time** (111.3 s of CPU here, 67.0 s in the worker; load 0.5-1.7), the same 297,158
-nodes as under load, 1 neuron undecided instead of 4 with the one-process budgets
+2-core machine the trace (``scripts/stability_trace.py ... --jobs 2``) took **117.2 s and
+126.3 s of wall time** in two runs (111.3 / 124.2 s of CPU here, 67.0 / 75.6 s in the worker;
+load 0.5-1.8), the same 297,158 nodes both times and under load, 1 neuron undecided
+instead of 4 (53.0 s with the one-process budgets); mnist-net_256x2 prop_1_0.05 took 11.7 s
+instead of 19.7 s with ``jobs=1``; the wide boxes under 120 s left 469 and 917 undecided
 (benchmarks/RESULTS.md "par13"). ``jobs=1`` keeps the one-process budgets, unchanged."""
 
 

@@ -76,22 +76,24 @@ per second of mnist-net_256x6. With 2,000 instead, mnist-net_256x6 prop_0_0.03 w
 --spread-budget 90000 400000 500``, load 2-4) took 121.9 s of CPU in this process instead of
 116.9 s (72.5 s in the worker both times), 301,080 nodes instead of 297,158, the same one
 neuron undecided: the halves of layer 3's trees were less even."""
-MAX_NODES_SPREAD: int | None = 90_000
-TOTAL_NODES_SPREAD: int | None = 400_000
-SLACK_SPREAD: float | None = 500.0
+MAX_NODES_SPREAD: int | None = None
+TOTAL_NODES_SPREAD: int | None = None
+SLACK_SPREAD: float | None = None
 """The node budgets (per question, per call) and the early stop's slack of the engine's calls
 whose trees may be spread over two or more processes (:meth:`Workers.spread`, ``jobs >= 2``;
 ``None``: those of one process, :data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA`,
 :data:`~exactcomp.bab.beta_tree.TOTAL_NODES_BETA`, :data:`~exactcomp.bab.outlook.SLACK`).
-The values of benchmarks/RESULTS.md "tail12" table 3, under which one process decides
-mnist-net_256x6 prop_0_0.03's layer 3 neurons 88 and 177 and layer 5's 22 (57,000-82,000
-nodes each) and stops only 158, in about 228 s of CPU. Spread over 2 processes on this
-2-core machine the trace (``scripts/stability_trace.py ... --jobs 2``) took **117.2 s and
-126.3 s of wall time** in two runs (111.3 / 124.2 s of CPU here, 67.0 / 75.6 s in the worker;
-load 0.5-1.8), the same 297,158 nodes both times and under load, 1 neuron undecided
-instead of 4 (53.0 s with the one-process budgets); mnist-net_256x2 prop_1_0.05 took 11.7 s
-instead of 19.7 s with ``jobs=1``; the wide boxes under 120 s left 469 and 917 undecided
-(benchmarks/RESULTS.md "par13"). ``jobs=1`` keeps the one-process budgets, unchanged."""
+Measured with the values of benchmarks/RESULTS.md "tail12" table 3 (90,000, 400,000, 500:
+one process then decides mnist-net_256x6 prop_0_0.03's layer 3 neurons 88 and 177 and layer
+5's 22, 57,000-82,000 nodes each, and stops only 158, in about 228 s of CPU): spread over 2
+processes on this 2-core machine the trace (``scripts/stability_trace.py ... --jobs 2
+--spread-budget 90000 400000 500``) left 1 neuron undecided in **117.2, 126.3 and 127.5 s of
+wall time** (three runs, load 0.5-1.8; 111-126 s of CPU here, 67-76 s in the worker; the
+same 297,158 nodes each time and under load), against 4 undecided in 53.0 s with the
+one-process budgets; mnist-net_256x2 prop_1_0.05 took 11.7 s instead of 19.7 s with
+``jobs=1``; the wide boxes under 120 s left 469 and 917 undecided against 486 and 926 with
+``jobs=1`` (benchmarks/RESULTS.md "par13"). Not the default: the 1-undecided run does not
+keep to 120 s (two runs of three over by 5-6 %); setting the three values makes it so."""
 
 
 @dataclass(frozen=True)

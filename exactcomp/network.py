@@ -144,6 +144,11 @@ class Network:
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
         self.validate()
 
+    def __reduce__(self) -> tuple:
+        """Pickled with its ``meta`` as a dict (a mapping proxy does not pickle), for the
+        engine's worker processes (:mod:`exactcomp.bab.beta_parts`)."""
+        return (type(self), (self.layers, self.dtype, dict(self.meta)))
+
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_arrays(

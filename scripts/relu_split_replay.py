@@ -3,7 +3,7 @@
 A measurement script, not an API (from the repository root)::
 
     PYTHONPATH=. python scripts/relu_split_replay.py capture NET.onnx PROP.vnnlib OUT.pkl [CAP]
-    PYTHONPATH=. python scripts/relu_split_replay.py replay OUT.pkl [LAYER ...] [--batched] [--fsb K] [--profile]
+    PYTHONPATH=. python scripts/relu_split_replay.py replay OUT.pkl [LAYER ...] [--batched] [--fsb K] [--profile] [--jobs N]
     PYTHONPATH=. python scripts/relu_split_replay.py batched OUT.pkl [LAYER ...] [--fsb K]
 
 ``capture`` runs :mod:`scripts.stability_trace` (same JSON line) with the ReLU-split phase
@@ -15,7 +15,11 @@ bounds at that point, so a replay isolates the split trees from every earlier ph
 ``--profile`` adds, per call, the CPU seconds of the batched trees and of the LP trees, and
 per question (neuron, sign) the batched nodes and their share of the batched CPU (a batch's
 CPU split over its nodes), and each batched tree of at least 2,000 nodes: its state, nodes,
-best ``sign * z`` at its ``x*`` and its marks (:mod:`exactcomp.bab.outlook`). ``--no-stop``
+best ``sign * z`` at its ``x*`` and its marks (:mod:`exactcomp.bab.outlook`). ``--jobs N``
+grows the batched trees in N processes (``--spread-after M``:
+:data:`~exactcomp.bab.beta_parts.SPREAD_AFTER`) (:mod:`exactcomp.bab.beta_parts`; the row adds
+``wall``; a last line gives the total ``cpu``, ``wall`` and ``children_cpu``, the CPU
+seconds of the worker processes). ``--no-stop``
 switches :data:`exactcomp.bab.outlook.STOP_HOPELESS` off; ``--slack S`` sets
 :data:`exactcomp.bab.outlook.SLACK`; ``--budget N T`` sets the batched trees' node budgets
 (:data:`~exactcomp.bab.beta_tree.MAX_NODES_BETA` per question, ``T`` the call's
@@ -70,12 +74,10 @@ def capture(argv: list[str]) -> None:
 
 
 def replay(argv: list[str], search=None) -> None:
-    from exactcomp.api import load, read_vnnlib
-    from exactcomp.stability.phases import PhaseInput, relu_split_phase
-    from exactcomp.tolerances import DEFAULT
+    from exactcomp.stability.phases import relu_split_phase
 
     search = search or relu_split_phase
-    from exactcomp.bab import beta_tree, branching
+    from exactcomp.bab import beta_parts, beta_tree, branching
 
     if "--fsb" in argv:
         at = argv.index("--fsb")
@@ -89,11 +91,13 @@ def replay(argv: list[str], search=None) -> None:
 
     if "--slack" in argv:
         at = argv.index("--slack")
-        outlook.SLACK = float(argv[at + 1])
+        outlook.SLACK = beta_parts.SLACK_SPREAD = float(argv[at + 1])
         argv = argv[:at] + argv[at + 2 :]
     if "--budget" in argv:
         at = argv.index("--budget")
         beta_tree.MAX_NODES_BETA, beta_tree.TOTAL_NODES_BETA = map(int, argv[at + 1 : at + 3])
+        beta_parts.MAX_NODES_SPREAD = beta_tree.MAX_NODES_BETA
+        beta_parts.TOTAL_NODES_SPREAD = beta_tree.TOTAL_NODES_BETA
         argv = argv[:at] + argv[at + 3 :]
     if "--no-stop" in argv:
         outlook.STOP_HOPELESS = False
@@ -101,25 +105,58 @@ def replay(argv: list[str], search=None) -> None:
     if "--batched" in argv:
         argv = [a for a in argv if a != "--batched"]
         relu_bab.BATCHED_FIRST = True
+    jobs = 1
+    if "--jobs" in argv:
+        at = argv.index("--jobs")
+        jobs = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
+    if "--spread-after" in argv:
+        at = argv.index("--spread-after")
+        beta_parts.SPREAD_AFTER = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
     with open(argv[0], "rb") as f:
         calls = pickle.load(f)
+    import resource
+
+    from exactcomp.stability.milp_phase import Workers
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    with Workers(jobs) as workers:
+        _replay_calls(argv, calls, search, prof, workers)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = {"cpu": round(time.process_time() - c0, 1), "wall": round(time.perf_counter() - t0, 1)}
+    total["children_cpu"] = round(kids.ru_utime + kids.ru_stime, 1)
+    print(json.dumps({"total": total}), flush=True)
+
+
+def _replay_calls(argv, calls, search, prof, workers) -> None:
+    import resource
+
+    from exactcomp.api import load, read_vnnlib
+    from exactcomp.stability.phases import PhaseInput
+    from exactcomp.tolerances import DEFAULT
+
     net = load(calls[0]["args"][0])
     box = read_vnnlib(calls[0]["args"][1], net.input_size).boxes[0]
     layers = {int(a) for a in argv[1:]}
     for call in calls:
-        q = PhaseInput(net, box, tol=DEFAULT, **call["q"])
+        q = PhaseInput(net, box, tol=DEFAULT, **call["q"], spread=workers.spread())
         if layers and q.k not in layers:
             continue
         if prof is not None:
             prof.reset()
-        c0 = time.process_time()
+        c0, t0 = time.process_time(), time.perf_counter()
+        k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         res = search(q)
         cpu = time.process_time() - c0
+        k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        kids = k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime
         now = _counts(res, q)
         if prof is not None:
             now["profile"] = prof.report()
         was = {key: call[key] for key in ("asked", "inactive", "active", "nodes")}
-        row = {"layer": q.k, "cpu": round(cpu, 1), **now, "was_cpu": round(call["cpu"], 1)}
+        row = {"layer": q.k, "cpu": round(cpu, 1), "wall": round(time.perf_counter() - t0, 1)}
+        row |= {"children_cpu": round(kids, 1), **now, "was_cpu": round(call["cpu"], 1)}
         row["was"] = was
         row["open"] = [
             int(j) for j in np.asarray(q.neurons) if not (res.inactive[j] or res.active[j])

@@ -11,8 +11,12 @@ rarely ask; this script asks it for every call::
 ``OUTLOOK=eager`` makes the early stop of hopeless questions (:mod:`exactcomp.bab.outlook`) as
 eager as it gets: a mark every doubling from 2 nodes, any predicted need stops the tree, the
 LP trees and the MILPs skip the stopped questions (counted as ``hopeless`` at the end).
+``SPREAD=P`` grows the batched trees in ``P`` processes (:mod:`exactcomp.bab.beta_parts`; the
+soak's ``jobs=1`` replaced by ``P``) once they have grown ``SPREAD_AFTER`` nodes (default 2:
+every tree of more than one round), counted as ``spread``.
 
-The soak runs its cases in this process (``jobs=1``), so the switch reaches every case; the
+The soak runs its cases in this process (``jobs=1``), so the switch reaches every case (and
+with ``SPREAD`` the worker processes, which import this file); the
 calls of the batched engine, its nodes and its claims are counted and printed at the end.
 """
 
@@ -22,15 +26,16 @@ import os
 import runpy
 import sys
 
+from exactcomp.bab import beta_first, beta_parts, branching, outlook, relu
 from exactcomp.bab import beta_tree as beta
-from exactcomp.bab import branching, outlook, relu
+from exactcomp.stability import milp_phase
 
 relu.BATCHED_FIRST = True
 relu.BATCHED_MIN_QUESTIONS = 1
 branching.FSB = int(os.environ.get("FSB", branching.FSB))
 if os.environ.get("OUTLOOK") == "eager":
     outlook.FIRST_MARK, outlook.SLACK, outlook.STOP_HOPELESS = 2, 1e-9, True
-    beta.LP_AFTER_HOPELESS = False
+    beta_first.LP_AFTER_HOPELESS = False
 seen = {"calls": 0, "questions": 0, "nodes": 0, "claims": 0, "points": 0, "hopeless": 0}
 real = beta.prove_signs_beta
 
@@ -47,8 +52,25 @@ def counted(*args, **kwargs):
 
 
 beta.prove_signs_beta = counted
-sys.argv = ["benchmarks", "soak", *sys.argv[1:]]
-try:
-    runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
-finally:
-    print("batched engine:", seen, flush=True)
+if os.environ.get("SPREAD"):
+    real_init = milp_phase.Workers.__init__
+
+    def init(self, jobs, *args, **kwargs):
+        real_init(self, int(os.environ["SPREAD"]), *args, **kwargs)
+
+    milp_phase.Workers.__init__ = init
+    beta_parts.SPREAD_AFTER = int(os.environ.get("SPREAD_AFTER", "2"))
+    real_resume = beta_parts.Spread.resume
+
+    def resumed(self, *args):
+        seen["spread"] = seen.get("spread", 0) + 1
+        return real_resume(self, *args)
+
+    beta_parts.Spread.resume = resumed
+
+if __name__ == "__main__":  # the worker processes (spawn) import this file too
+    sys.argv = ["benchmarks", "soak", *sys.argv[1:]]
+    try:
+        runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
+    finally:
+        print("batched engine:", seen, flush=True)

@@ -26,7 +26,7 @@ from test_relu_split import vee_net
 
 from exactcomp.bab import relu as relu_bab
 from exactcomp.bab.beta import BetaModel
-from exactcomp.bab.beta_tree import BATCH, CUTS_PER_NEURON, _Question, prove_signs_beta
+from exactcomp.bab.beta_tree import BATCH, CUTS_PER_NEURON, Question, prove_signs_beta
 from exactcomp.bab.branching import choose_splits
 from exactcomp.bab.relu import root_cuts
 from exactcomp.bounds import linear_bounds, lp_layer_bounds
@@ -195,7 +195,7 @@ def test_choose_splits_picks_an_unsplit_unstable_neuron(fsb):
         split = np.zeros(model.size, np.int8)
         picks = rng.choice(model.size, size=rng.integers(0, model.size), replace=False)
         split[picks] = rng.choice([-1, 1], size=picks.size)
-        q = _Question(0, t % n, 1 if t % 2 else -1, [])
+        q = Question(0, t % n, 1 if t % 2 else -1, [])
         al, be = model.init_alpha[None], rng.exponential(0.3, (1, model.nbeta))
         _, _, score = model.evaluate(
             np.array([q.j]), np.array([float(q.sign)]), split[None], al, be, DEFAULT

@@ -104,7 +104,7 @@ def test_the_fast_engine_keeps_the_oracles_verdicts_with_the_eager_rule(seed, ea
     monkeypatch.setattr(relu_bab, "BATCHED_FIRST", True)
     monkeypatch.setattr(relu_bab, "BATCHED_MIN_QUESTIONS", 1)
     monkeypatch.setattr("exactcomp.bab.split.MAX_INPUTS", 0)  # ReLU splits on any input size
-    monkeypatch.setattr("exactcomp.bab.beta_tree.LP_AFTER_HOPELESS", False)
+    monkeypatch.setattr("exactcomp.bab.beta_first.LP_AFTER_HOPELESS", False)
     case = random_case(100 + seed, depth=(3, 4), width=(3, 4), inputs=(2, 3), max_neurons=12)
     truth = exact_analysis(case.network, case.box)
     report = stable_neurons(case.network, case.box, jobs=1)

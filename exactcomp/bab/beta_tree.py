@@ -42,6 +42,7 @@ import heapq
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -49,7 +50,7 @@ from ..bounds.interval import Bounds
 from ..bounds.linear import all_finite, finite_prefix_bounds
 from ..domain import Box
 from ..network import Network
-from ..search import layer_signs, sign_witnesses
+from ..search import layer_signs
 from ..tolerances import DEFAULT, Tolerances
 from . import branching, outlook
 from .beta import BetaModel
@@ -61,7 +62,6 @@ __all__ = [
     "MAX_NODES_BETA",
     "STEPS",
     "TOTAL_NODES_BETA",
-    "batched_first",
     "prove_signs_beta",
 ]
 
@@ -77,25 +77,10 @@ trees' bounds were -0.21 / -0.22 after 1,000 nodes each, -0.11 / -0.12 after 4,0
 reach -0.27 / -0.24. With 1,000 nodes per question, before the LP trees, the batched engine
 was a draw (see the module docstring)."""
 CUTS = False
-"""Whether :func:`batched_first` gives the batched bounds the ideal cuts that the LP trees
-separate at each question's root (:func:`exactcomp.bab.relu.root_cuts`). Off: 77 cuts on layer 3 brought the
-median node bound from 1.40 to 1.34 times the LP's (10 steps) for 25 % more CPU per node,
+"""Whether :func:`~exactcomp.bab.beta_first.batched_first` gives the batched bounds the ideal
+cuts that the LP trees separate at each question's root
+(:func:`exactcomp.bab.relu.root_cuts`). Off: 77 cuts on layer 3 brought the median node bound from 1.40 to 1.34 times the LP's (10 steps) for 25 % more CPU per node,
 and the same decisions in the trees."""
-LP_AFTER_SPENT = True
-"""Whether :func:`batched_first` still gives the LP trees a question whose batched tree used
-its whole budget (:data:`MAX_NODES_BETA`). Off, mnist-net_256x6 prop_0_0.03 took 165.3 s of
-CPU instead of 197.3 s (the same 4 undecided: the LP trees got nowhere on them), but
-mnist-net_256x2 prop_1_0.05 left 1 neuron undecided instead of 0: on its first layer the LP
-trees with their ideal cuts prove questions that 20,000 batched nodes do not."""
-LP_AFTER_HOPELESS = False
-"""Whether :func:`batched_first` still gives the LP trees a question whose batched tree was
-stopped as hopeless (:mod:`exactcomp.bab.outlook`). Off: on mnist-net_256x6 prop_0_0.03 the
-LP trees took 42.0 s of CPU on layer 5's two stopped questions (22, 158) and 3.2 s on layer
-3's (88, 177), and proved none (``scripts/relu_split_replay.py replay OUT.pkl 3 5
---profile``). The one measured question that the LP trees prove after a batched tree left it
-open, mnist-net_256x2 prop_1_0.05's neuron 29, is not stopped: its worst N* is
-9.1 times its budget, under :data:`~exactcomp.bab.outlook.SLACK` (a thin margin: the reason
-:data:`~exactcomp.bab.outlook.SLACK` is not lower)."""
 CUTS_PER_NEURON = 2
 """Cuts kept per unstable neuron (from different questions), each with its multiplier."""
 TOTAL_NODES_BETA = 120_000
@@ -104,9 +89,24 @@ nodes per second of a deep layer of mnist-net_256x6. Nodes, not seconds, so that
 verdicts do not depend on the machine's load."""
 
 
+class Spreading(Protocol):
+    """Where :func:`prove_signs_beta` may grow its trees after the first ``after`` nodes
+    (:class:`exactcomp.bab.beta_parts.Spread`)."""
+
+    parts: int
+    after: int
+    max_nodes: int | None
+    total_nodes: int | None
+    slack: float | None
+
+    def resume(self, setup: tuple, model: BetaModel, qs: list, grown: Grown, *args) -> None:
+        """Grow the trees of ``qs`` on, in ``parts`` parts (``args``: :func:`grow`'s)."""
+
+
 @dataclass(eq=False)
-class _Question:
-    """One question's tree: open nodes ``(-top, id, split, alpha, beta, score)`` in a heap."""
+class Question:
+    """One question's tree: open nodes ``(-top, id, split, alpha, beta, score)`` in a heap;
+    ``far``: the largest bound of its leaves grown elsewhere (:mod:`exactcomp.bab.beta_parts`)."""
 
     index: int
     j: int
@@ -116,9 +116,11 @@ class _Question:
     state: str = "open"  # "open", "proven", "refuted", "stuck", "hopeless"
     best: float = -np.inf  # the largest sign * z at its nodes' x* (outlook's A)
     marks: list = field(default_factory=list)  # (nodes, bound) at outlook's marks
+    far: float = 0.0
+    dealt: int = 0  # its nodes when its leaves were dealt to parts (beta_parts)
 
     def bound(self) -> float:
-        return max([0.0, *(-item[0] for item in self.open)])
+        return max([0.0, self.far, *(-item[0] for item in self.open)])
 
 
 def prove_signs_beta(
@@ -139,6 +141,7 @@ def prove_signs_beta(
     spent: list[tuple[int, int]] | None = None,
     fsb: int | None = None,
     log: list | None = None,
+    spread: Spreading | None = None,
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` / ``min z_kj >= 0`` for each ``j`` in ``neurons`` by branch and
     bound over ReLU splits with optimised linear bounds (module docstring).
@@ -154,7 +157,17 @@ def prove_signs_beta(
     :data:`~exactcomp.bab.branching.FSB`).
     ``log``: if given, gets ``(j, sign, state, nodes, best, marks)`` of every question at the
     end (:mod:`exactcomp.bab.outlook`; measurement only).
+    ``spread``: other processes to grow the trees in (:class:`exactcomp.bab.beta_parts.Spread`;
+    ``None`` or one part: all here). The trees grow here for the first ``spread.after`` nodes;
+    the open leaves of those still growing are then dealt to ``spread.parts`` parts. Its
+    ``max_nodes``, ``total_nodes`` and ``slack`` (of :mod:`~exactcomp.bab.outlook`) replace
+    the one-process ones where not ``None`` (and ``max_nodes``/``total_nodes`` not given).
     """
+    slack = None
+    if spread is not None and spread.parts > 1:  # the budgets of several processes
+        max_nodes = spread.max_nodes if max_nodes is None else max_nodes
+        total_nodes = spread.total_nodes if total_nodes is None else total_nodes
+        slack = spread.slack
     max_nodes = MAX_NODES_BETA if max_nodes is None else max_nodes
     total_nodes = TOTAL_NODES_BETA if total_nodes is None else total_nodes
     batch = BATCH if batch is None else batch
@@ -177,74 +190,21 @@ def prove_signs_beta(
     if cuts:
         model.with_cuts(cuts)
     qs = [
-        _Question(i, j, s, [])
+        Question(i, j, s, [])
         for i, j in enumerate(neurons.tolist())
         for s in {0: (1, -1), 1: (1,), -1: (-1,)}[int(np.sign(sides[i]))]
     ]
     u = model.size
     root = (np.zeros(u, np.int8), model.init_alpha.copy(), np.zeros(model.nbeta))
-    work: list[tuple[_Question, tuple]] = [(q, root) for q in qs]
-    points: list[np.ndarray] = []
-    nodes, count = 0, 0
-    while work:
-        for at in range(0, len(work), batch):
-            chunk = work[at : at + batch]
-            got = _bound(model, chunk, tol, steps)
-            nodes += len(chunk)
-            found, zk = layer_signs(net, k, got[1], tol)
-            for (q, (split, _, _)), top, zx, score, al, be in zip(
-                chunk, got[0], zk, *got[2:], strict=True
-            ):
-                q.nodes += 1
-                if q.state != "open":
-                    continue
-                q.best = max(q.best, q.sign * float(zx[q.j]))
-                hit = (found.pos if q.sign > 0 else found.neg)[q.j]
-                if hit >= 0:
-                    q.state = "refuted"
-                    points.append(got[1][hit][None])
-                elif top > 0.0:
-                    heapq.heappush(q.open, (-top, count, split, al, be, score))
-                    count += 1
-        for q in qs:
-            if q.state == "open" and not q.open:
-                q.state = "proven"
-                (inactive if q.sign > 0 else active)[q.index] = True
-        done = inactive | active
-        work = []
-        for q in qs:
-            if q.state == "open" and not done[q.index]:
-                outlook.mark(q, max_nodes)
-        live = [q for q in qs if q.state == "open" and not done[q.index]]
-        if not live or nodes >= total_nodes:
-            break
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        share = max(1, (batch // 2) // len(live))
-        popped: list[tuple[_Question, tuple]] = []
-        for q in live:
-            for _ in range(min(share, len(q.open))):
-                if q.nodes + 2 > max_nodes or nodes + 2 * (len(popped) + 1) > total_nodes:
-                    break
-                item = heapq.heappop(q.open)
-                if not item[5].size or item[5].max() <= 0.0:
-                    heapq.heappush(q.open, item)
-                    q.state = "stuck"
-                    break
-                popped.append((q, item))
-        for q, item in popped:  # a stuck question keeps its popped nodes as leaves
-            if q.state == "stuck":
-                heapq.heappush(q.open, item)
-        popped = [(q, item) for q, item in popped if q.state == "open"]
-        for (q, (_, _, split, al, be, _)), i in zip(
-            popped, choose_splits(model, popped, tol, fsb, BATCH), strict=True
-        ):
-            for s in (1, -1):
-                child = split.copy()
-                child[i] = s
-                work.append((q, (child, al, be)))
-        if not work:
-            break
+    work: list[tuple[Question, tuple]] = [(q, root) for q in qs]
+    cap = total_nodes if spread is None or spread.parts < 2 else min(total_nodes, spread.after)
+    grown = Grown(inactive, active)
+    grow(model, qs, work, grown, tol, steps, batch, fsb, max_nodes, cap, deadline, 1, slack)
+    if cap < total_nodes and any(q.nodes + 2 <= max_nodes for q in live(qs, grown)):
+        setup = (net, box, k, pre, tuple(cuts))
+        args = (tol, steps, batch, fsb, max_nodes, total_nodes, deadline, slack)
+        spread.resume(setup, model, qs, grown, *args)
+    points, nodes = grown.points, grown.nodes
     for q in qs:
         decided = inactive[q.index] or active[q.index]
         if spent is not None and q.state == "open" and not decided and q.nodes + 2 > max_nodes:
@@ -271,6 +231,113 @@ def prove_signs_beta(
     )
 
 
+@dataclass(eq=False)
+class Grown:
+    """What :func:`grow` has found so far, over all its questions: per asked neuron the proven
+    claims (``inactive``/``active``), the witness points and the nodes bounded (each counted
+    ``weight`` times)."""
+
+    inactive: np.ndarray
+    active: np.ndarray
+    points: list = field(default_factory=list)
+    nodes: int = 0
+    final: bool = True  # False in a part: a closed part of a tree proves nothing alone
+
+
+def live(qs: Sequence[Question], grown: Grown) -> list[Question]:
+    """The questions still growing: open, and their neuron not decided."""
+    done = grown.inactive | grown.active
+    return [q for q in qs if q.state == "open" and not done[q.index]]
+
+
+def grow(
+    model: BetaModel,
+    qs: Sequence[Question],
+    work: list,
+    grown: Grown,
+    tol: Tolerances,
+    steps: int,
+    batch: int,
+    fsb: int,
+    max_nodes: int,
+    total_nodes: int,
+    deadline: float | None,
+    weight: int = 1,
+    slack: float | None = None,
+) -> None:
+    """Bound ``work`` (``(question, node)`` pairs), then grow the trees of ``qs`` in rounds
+    (module docstring) until each question ends or the budgets or the deadline stop them;
+    ``qs`` and ``grown`` are updated in place. Each node bounded counts ``weight`` nodes
+    towards the call's budget ``total_nodes`` (a part of the trees dealt to one of ``weight``
+    processes, :mod:`exactcomp.bab.beta_parts`, gets its share of the budget) and one towards
+    its question's ``max_nodes``; the early stop (:func:`~exactcomp.bab.outlook.mark`, with
+    ``slack``) reads a question's nodes since the deal ``weight`` times, as the whole tree's."""
+    inactive, active, points = grown.inactive, grown.active, grown.points
+    nodes = grown.nodes
+    count = 1 + max((item[1] for q in qs for item in q.open), default=-1)
+    while True:
+        for at in range(0, len(work), batch):
+            chunk = work[at : at + batch]
+            got = _bound(model, chunk, tol, steps)
+            nodes += len(chunk) * weight
+            found, zk = layer_signs(model.net, model.k, got[1], tol)
+            for (q, (split, _, _)), top, zx, score, al, be in zip(
+                chunk, got[0], zk, *got[2:], strict=True
+            ):
+                q.nodes += 1
+                if q.state != "open":
+                    continue
+                q.best = max(q.best, q.sign * float(zx[q.j]))
+                hit = (found.pos if q.sign > 0 else found.neg)[q.j]
+                if hit >= 0:
+                    q.state = "refuted"
+                    points.append(got[1][hit][None])
+                elif top > 0.0:
+                    heapq.heappush(q.open, (-top, count, split, al, be, score))
+                    count += 1
+        for q in qs:
+            if q.state == "open" and not q.open:
+                q.state = "proven"
+                if grown.final:
+                    (inactive if q.sign > 0 else active)[q.index] = True
+        done = inactive | active
+        work = []
+        for q in qs:
+            if q.state == "open" and not done[q.index]:
+                outlook.mark(q, max_nodes, slack, q.dealt + weight * (q.nodes - q.dealt))
+        growing = [q for q in qs if q.state == "open" and not done[q.index]]
+        if not growing or nodes >= total_nodes:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        share = max(1, (batch // 2) // len(growing))
+        popped: list[tuple[Question, tuple]] = []
+        for q in growing:
+            for _ in range(min(share, len(q.open))):
+                if q.nodes + 2 > max_nodes or nodes + 2 * weight * (len(popped) + 1) > total_nodes:
+                    break
+                item = heapq.heappop(q.open)
+                if not item[5].size or item[5].max() <= 0.0:
+                    heapq.heappush(q.open, item)
+                    q.state = "stuck"
+                    break
+                popped.append((q, item))
+        for q, item in popped:  # a stuck question keeps its popped nodes as leaves
+            if q.state == "stuck":
+                heapq.heappush(q.open, item)
+        popped = [(q, item) for q, item in popped if q.state == "open"]
+        for (q, (_, _, split, al, be, _)), i in zip(
+            popped, choose_splits(model, popped, tol, fsb, BATCH), strict=True
+        ):
+            for s in (1, -1):
+                child = split.copy()
+                child[i] = s
+                work.append((q, (child, al, be)))
+        if not work:
+            break
+    grown.nodes = nodes
+
+
 def _bound(model: BetaModel, chunk, tol: Tolerances, steps: int):
     """Optimise and evaluate (float64, padded) one batch of ``(question, node)`` pairs."""
     rows = np.array([q.j for q, _ in chunk], np.int64)
@@ -282,73 +349,3 @@ def _bound(model: BetaModel, chunk, tol: Tolerances, steps: int):
     top, x, score = model.evaluate(rows, signs, split, alpha, beta, tol)
     # kept in float32 (the optimiser's own precision): a tree holds thousands of nodes
     return top, x, score, alpha.astype(np.float32), beta.astype(np.float32)
-
-
-def batched_first(
-    lp_search,
-    net: Network,
-    box: Box,
-    k: int,
-    known: Sequence[Bounds],
-    neurons: np.ndarray,
-    sides: np.ndarray,
-    tol: Tolerances,
-    max_nodes: int,
-    total_nodes: int,
-    deadline: float | None,
-    cuts: Sequence[tuple[int, int, np.ndarray, float, float]] = (),
-) -> SplitResult:
-    """:func:`prove_signs_beta` on the questions, then ``lp_search`` (the LP trees of
-    :mod:`exactcomp.bab.relu`, same signature) on the signs it neither proved nor refuted
-    by a witness; the claims, points and tree bounds of both, merged (each is sound alone)."""
-    t0 = time.perf_counter()
-    neurons = np.asarray(neurons, dtype=np.int64)
-    sides = np.asarray(sides)
-    spent: list[tuple[int, int]] = []
-    first = prove_signs_beta(
-        net, box, k, known, neurons, sides, tol=tol, deadline=deadline, cuts=cuts, spent=spent
-    )
-    seen = sign_witnesses(net, k, first.points, tol)
-    pos_open = (np.sign(sides) >= 0) & (seen.pos[neurons] < 0)
-    neg_open = (np.sign(sides) <= 0) & (seen.neg[neurons] < 0)
-    dropped = False
-    if not LP_AFTER_SPENT:  # the batched tree went further than an LP tree would
-        for i, sign in spent:
-            (pos_open if sign > 0 else neg_open)[i] = False
-            dropped = True
-    hopeless = first.hopeless if first.hopeless is not None else np.zeros(neurons.size, np.int8)
-    if not LP_AFTER_HOPELESS:
-        dropped |= bool(hopeless.any())
-        pos_open &= (hopeless & hopeless_bit(1)) == 0
-        neg_open &= (hopeless & hopeless_bit(-1)) == 0
-    rest = ~(first.inactive | first.active) & (pos_open | neg_open)
-    sub = np.flatnonzero(rest)
-    new_sides = np.where(pos_open & neg_open, 0, np.where(pos_open, 1, -1))[sub]
-    second = lp_search(
-        net,
-        box,
-        k,
-        known,
-        neurons[sub],
-        new_sides,
-        tol=tol,
-        max_nodes=max_nodes,
-        total_nodes=total_nodes,
-        deadline=deadline,
-    )
-    inactive, active = first.inactive.copy(), first.active.copy()
-    inactive[sub] |= second.inactive
-    active[sub] |= second.active
-    lower = first.lower.copy() if first.lower is not None else np.full(neurons.size, -np.inf)
-    upper = first.upper.copy() if first.upper is not None else np.full(neurons.size, np.inf)
-    if second.lower is not None and second.upper is not None:
-        lower[sub] = np.maximum(lower[sub], second.lower)
-        upper[sub] = np.minimum(upper[sub], second.upper)
-    points = np.concatenate([first.points, second.points])
-    nodes = first.nodes + second.nodes
-    seconds = time.perf_counter() - t0
-    complete = second.complete and not dropped
-    hopeless = np.where(inactive | active, 0, hopeless).astype(np.int8)
-    return SplitResult(
-        neurons, inactive, active, points, nodes, complete, seconds, lower, upper, hopeless=hopeless
-    )

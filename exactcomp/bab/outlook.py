@@ -34,7 +34,7 @@ STOP_HOPELESS = True
 """Whether :func:`exactcomp.bab.beta_tree.prove_signs_beta` stops hopeless questions. On
 mnist-net_256x6 prop_0_0.03 (``scripts/stability_trace.py``, 300 s cap) the trace went from
 226.7 s of CPU to 91.0 s with the same 4 undecided neurons, the stopped questions' LP trees
-(:data:`~exactcomp.bab.beta_tree.LP_AFTER_HOPELESS`) and MILPs
+(:data:`~exactcomp.bab.beta_first.LP_AFTER_HOPELESS`) and MILPs
 (:data:`~exactcomp.stability.milp_questions.SKIP_HOPELESS`) skipped too; 256x4 prop_0_0.03
 and 256x2 prop_1_0.05 grew the same trees (benchmarks/RESULTS.md "tail12"). Three of the
 four it stops (layer 3's 88 and 177, layer 5's 22) are proven by trees of 57,000-82,000
@@ -71,18 +71,25 @@ def needed_nodes(marks: list[tuple[int, float]], best: float) -> float:
     return n1 * (g1 / need) ** (1.0 / p)
 
 
-def mark(q, max_nodes: int) -> None:
-    """Record the bound of the tree ``q`` (a :class:`~exactcomp.bab.beta_tree._Question`) at
+def mark(q, max_nodes: int, slack: float | None = None, nodes: int | None = None) -> None:
+    """Record the bound of the tree ``q`` (a :class:`~exactcomp.bab.beta_tree.Question`) at
     each of its marks, and set its state to ``"hopeless"`` there if it is (with
-    :data:`STOP_HOPELESS`)."""
-    if q.nodes < FIRST_MARK * 2 ** len(q.marks):
+    :data:`STOP_HOPELESS`; ``slack``: :data:`SLACK` where ``None``). ``nodes``: the tree's
+    nodes on the scale of a whole tree (``None``: ``q.nodes``; a part of a tree grown in one
+    of several processes counts its own nodes as many times, :mod:`exactcomp.bab.beta_parts`)."""
+    nodes = q.nodes if nodes is None else nodes
+    if nodes < FIRST_MARK * 2 ** len(q.marks):
         return
-    q.marks.append((q.nodes, q.bound()))
-    if STOP_HOPELESS and hopeless(q.marks, q.best, max_nodes):
+    q.marks.append((nodes, q.bound()))
+    if STOP_HOPELESS and hopeless(q.marks, q.best, max_nodes, slack):
         q.state = "hopeless"
 
 
-def hopeless(marks: list[tuple[int, float]], best: float, budget: int) -> bool:
+def hopeless(
+    marks: list[tuple[int, float]], best: float, budget: int, slack: float | None = None
+) -> bool:
     """Whether a question with these marks and best value cannot reach a proof within
-    :data:`SLACK` times its node budget ``budget`` at its measured rate."""
-    return len(marks) >= 2 and needed_nodes(marks, best) > SLACK * budget
+    ``slack`` (:data:`SLACK` where ``None``) times its node budget ``budget`` at its
+    measured rate."""
+    slack = SLACK if slack is None else slack
+    return len(marks) >= 2 and needed_nodes(marks, best) > slack * budget

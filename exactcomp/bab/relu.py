@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -97,6 +98,9 @@ from ..tolerances import DEFAULT, Tolerances
 from .relu_lp import SplitLP
 from .relu_tree import Tree
 from .split import SplitResult
+
+if TYPE_CHECKING:
+    from .beta_tree import Spreading
 
 __all__ = [
     "prove_signs_relu",
@@ -143,7 +147,7 @@ CUTS = True
 with split rows of the first version (kept for comparison and for the tests)."""
 BATCHED_FIRST = True
 """Whether the batched optimised linear bounds of :mod:`exactcomp.bab.beta` ask the questions
-first (:func:`exactcomp.bab.beta_tree.batched_first`), the LP trees getting those they leave.
+first (:func:`exactcomp.bab.beta_first.batched_first`), the LP trees getting those they leave.
 On mnist-net_256x6 prop_0_0.03 the whole trace went from 9 undecided neurons in 266.7 s of
 CPU to 4 in 197.3 s: it bounds 8-15 times more nodes per CPU second than the node LP, each
 about 1.3 times looser, and the hard questions need the nodes (:mod:`exactcomp.bab.beta_tree`)."""
@@ -175,6 +179,7 @@ def prove_signs_relu(
     max_nodes: int = MAX_NODES_RELU,
     total_nodes: int = TOTAL_NODES_RELU,
     deadline: float | None = None,
+    spread: Spreading | None = None,
 ) -> SplitResult:
     """Prove ``max z_kj <= 0`` or ``min z_kj >= 0`` for each ``j`` in ``neurons`` by ReLU splits.
 
@@ -183,6 +188,7 @@ def prove_signs_relu(
     is the budget of LP solves per question, ``total_nodes`` that of the call, ``deadline`` a
     ``time.perf_counter()`` instant after which no LP starts. ``nodes`` counts the LPs solved
     (and, with :data:`BATCHED_FIRST`, the nodes of the batched engine before them).
+    ``spread``: other processes for the batched trees (:mod:`exactcomp.bab.beta_parts`).
     """
     if BATCHED_FIRST and len(neurons) >= BATCHED_MIN_QUESTIONS:
         from . import beta_tree
@@ -192,7 +198,9 @@ def prove_signs_relu(
             if beta_tree.CUTS
             else ()
         )
-        return beta_tree.batched_first(
+        from .beta_first import batched_first
+
+        return batched_first(
             _prove_signs_lp,
             net,
             box,
@@ -205,6 +213,7 @@ def prove_signs_relu(
             total_nodes,
             deadline,
             cuts,
+            spread,
         )
     return _prove_signs_lp(
         net,

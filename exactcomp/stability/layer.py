@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..bab import relu as relu_bab
 from ..bab.relu import relu_splits
 from ..bab.split import split_inputs
 from ..milp.layer import WALL_PER_CPU
@@ -222,11 +223,17 @@ class LayerRun(LayerClaims):
 
     def _relu_splits(self) -> None:
         """Branch and bound over ReLU splits (:mod:`exactcomp.bab.relu`) for the sign each
-        open neuron has not shown, within its node budget and the deadline."""
+        open neuron has not shown, within its node budget and the deadline; its batched
+        trees grow in the engine's worker processes too (:meth:`Workers.spread`)."""
         open_, sides = self._open_sides()
         left = self.left()
         deadline = left + time.perf_counter() if np.isfinite(left) else None
-        self._apply(relu_split_phase(self._ask(open_, sides, deadline)), Proof.RELU_SPLIT)
+        # fewer questions: the LP trees alone, here (and beta_parts, torch not imported)
+        few = open_.size < relu_bab.BATCHED_MIN_QUESTIONS
+        q = replace(
+            self._ask(open_, sides, deadline), spread=None if few else self.workers.spread()
+        )
+        self._apply(relu_split_phase(q), Proof.RELU_SPLIT)
 
     def _region_search(self) -> None:
         """LP local search over activation patterns for the sign each open neuron has not

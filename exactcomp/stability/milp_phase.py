@@ -42,11 +42,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidOptionError
 from ..milp.highs import Answer, CompiledMilp, Question, solve_question
 from ..progress import SILENT, Progress
+
+if TYPE_CHECKING:
+    from ..bab.beta_parts import Spread
 
 _MIN_QUESTIONS_FOR_WORKERS = 6
 _START_AFTER_SECONDS = 5.0
@@ -141,9 +144,38 @@ class Workers:
             or (self.solve_seconds < _START_AFTER_SECONDS and remaining < _MANY_QUESTIONS)
         ):
             return None
+        return self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
         return self._pool
+
+    def spread(self) -> Spread | None:
+        """The processes a layer's batched ReLU-split trees may grow in
+        (:mod:`exactcomp.bab.beta_parts`): ``jobs`` parts, this process taking one and the
+        local pool (started at the first part sent, only once the trees have outgrown
+        :data:`~exactcomp.bab.beta_parts.SPREAD_AFTER` nodes) the others; ``None`` (all in
+        this process) with one job, a cluster, or workers that failed."""
+        if self.jobs == 1 or self.cluster is not None or self.broken:
+            return None
+        from ..bab import beta_parts  # only where ReLU splits run (their import is not free)
+        from ..bab.beta_parts import Spread
+
+        budgets = (beta_parts.MAX_NODES_SPREAD, beta_parts.TOTAL_NODES_SPREAD)
+        return Spread(
+            self.jobs, self._submit, beta_parts.SPREAD_AFTER, *budgets, beta_parts.SLACK_SPREAD
+        )
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future | None:
+        """``fn(*args)`` in the local pool (started now if need be), or None: run it here."""
+        if self.broken:
+            return None
+        try:
+            return (self._pool or self._start()).submit(fn, *args)
+        except Exception:  # a broken pool, one that cannot start
+            self.broken = True
+            return None
 
     def ahead(self, milp: CompiledMilp, remaining: int) -> Ahead | None:
         """How to run questions on ``milp`` ahead, or None: answer in-process."""

@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import Tolerances
 from ..verdicts import stable_masks
+
+if TYPE_CHECKING:
+    from ..bab.beta_parts import Spread
 
 __all__ = [
     "PhaseInput",
@@ -61,7 +65,9 @@ class PhaseInput:
     (``None``: none), and for the LP phase the side to solve first where ``sides`` is 0
     (``first``, as in :func:`exactcomp.bounds.lp.lp_layer_result`; ``None``: both sides),
     and for the ideal-cut and input-split phases a cap in CPU seconds of this process
-    (``cpu_limit``, checked between their LPs or batches of nodes; ``None``: none)."""
+    (``cpu_limit``, checked between their LPs or batches of nodes; ``None``: none), and for
+    the ReLU-split phase the processes its batched trees may grow in (``spread``,
+    :class:`~exactcomp.bab.beta_parts.Spread`; ``None``: this one)."""
 
     net: Network
     box: Box
@@ -73,6 +79,7 @@ class PhaseInput:
     deadline: float | None = None
     first: np.ndarray | None = None
     cpu_limit: float | None = None
+    spread: Spread | None = None
 
 
 @dataclass(frozen=True)
@@ -165,8 +172,9 @@ def replay_split_phase(q: PhaseInput, trees: Sequence[SplitTree]) -> PhaseResult
 def relu_split_phase(q: PhaseInput) -> PhaseResult:
     """Branch and bound over ReLU splits of earlier layers
     (:func:`exactcomp.bab.relu.prove_signs_relu`), for networks with too many inputs to split
-    them; same contract as :func:`input_split_phase`."""
-    return _split_phase(q, prove_signs_relu)
+    them; same contract as :func:`input_split_phase`, its batched trees grown in the
+    processes of ``q.spread``."""
+    return _split_phase(q, partial(prove_signs_relu, spread=q.spread))
 
 
 def _split_phase(q: PhaseInput, search) -> PhaseResult:

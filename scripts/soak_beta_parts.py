@@ -35,6 +35,9 @@ def _here(fn, *args):
 
 
 def main(argv: list[str]) -> None:
+    if not argv or "--help" in argv or "-h" in argv:
+        print(__doc__)
+        return
     pool = "--pool" in argv
     argv = [a for a in argv if a != "--pool"]
     cases, seed = int(argv[0]), int(argv[1]) if len(argv) > 1 else 0

@@ -3,7 +3,6 @@
 - on random depth-3-4 networks, the trees dealt to 2 parts right after their first round
   claim exactly what one process claims, every claim is true per the exact oracle, and the
   bounds of the trees left open contain the exact range;
-- the deal gives every open leaf to exactly one part, the counts even within one leaf;
 - a part whose worker fails (a broken pool, a pool that cannot start) is grown in this
   process, with the same answer;
 - the ``fast`` engine with ``jobs=2``, the trees spread to a real 2-process pool, keeps the
@@ -139,24 +138,3 @@ def test_the_engine_with_two_jobs_keeps_the_verdicts(monkeypatch):
             assert (a.verdict == b.verdict).all(), seed
         assert sum(int((ls.verdict != Verdict.UNDECIDED).sum()) for ls in two.layers) > 0
     assert dealt > 0 and remote > 0
-
-
-def test_the_deal_gives_every_leaf_to_one_part_and_the_parts_even_counts():
-    """Leaves as (bound, id): every leaf goes to exactly one part, each part's leaves of a
-    question keep their order, and the parts' counts differ by at most one in all, also
-    when every question has one leaf (dealt from position p of each, part 0 got them all)."""
-    rng = np.random.default_rng(0)
-    for counts in ([1] * 7, [3, 1, 2, 5, 0, 1], [4, 4], [0], []):
-        leaves, uid = [], 0
-        for n in counts:
-            leaves.append([(float(rng.normal()), uid + i) for i in range(n)])
-            uid += n
-        for parts in (1, 2, 3):
-            dealt = beta_parts.deal(leaves, parts)
-            assert len(dealt) == parts and all(len(d) == len(leaves) for d in dealt)
-            for q, items in enumerate(leaves):
-                got = sorted(x for d in dealt for x in d[q])
-                assert got == sorted(items)  # a partition of the question's leaves
-                assert all(d[q] == sorted(d[q]) for d in dealt)
-            sizes = [sum(len(x) for x in d) for d in dealt]
-            assert max(sizes, default=0) - min(sizes, default=0) <= 1, (counts, parts, sizes)

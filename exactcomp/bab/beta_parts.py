@@ -12,13 +12,8 @@ hard.
 questions of a layer end within a few hundred nodes, and a layer whose questions all end
 there never starts a process). Then the open leaves :math:`L_q` of every question :math:`q`
 still growing, sorted by bound (the worst first), are dealt to :math:`P` parts (``parts``,
-the engine's ``jobs``) in turn, question after question (:func:`deal`): with :math:`c_q` the
-leaves of the questions dealt before :math:`q`, part :math:`p` gets the leaves of
-:math:`L_q` at the positions :math:`i` with :math:`i + c_q \equiv p \pmod P`, so the parts'
-counts differ by at most one leaf in all. (Dealt from position :math:`p` of each question,
-part 0 got the first and worst leaf of every question and the odd one of every odd count:
-a question with one open leaf went to this process alone.) Part 0 grows in this process,
-the others in worker processes (the engine's pool,
+the engine's ``jobs``): part :math:`p` gets the leaves at positions :math:`p, p + P, \ldots`
+of each. Part 0 grows in this process, the others in worker processes (the engine's pool,
 :class:`exactcomp.stability.milp_phase.Workers`), each with the same rule as one process
 (:func:`~exactcomp.bab.beta_tree.grow`) on its leaves alone.
 
@@ -69,7 +64,6 @@ __all__ = [
     "SPREAD_AFTER",
     "Spread",
     "TOTAL_NODES_SPREAD",
-    "deal",
     "grow_part",
 ]
 
@@ -126,11 +120,11 @@ class Spread:
         tol, steps, batch, fsb, max_nodes, total_nodes, deadline, slack = args
         left = None if deadline is None else deadline - time.perf_counter()
         jobs = []
-        for leaves in deal([q.open for q in dealt], self.parts):
+        for p in range(self.parts):
             part = [
-                Question(q.index, q.j, q.sign, _heap(mine), q.nodes,
+                Question(q.index, q.j, q.sign, _heap(sorted(q.open)[p :: self.parts]), q.nodes,
                          best=q.best, marks=list(q.marks), dealt=q.nodes)
-                for q, mine in zip(dealt, leaves, strict=True)
+                for q in dealt
             ]  # fmt: skip
             budgets = (max_nodes, total_nodes, grown.nodes, self.parts, left, slack)
             jobs.append((setup, part, grown.inactive.size, tol, steps, batch, fsb, budgets))
@@ -139,20 +133,6 @@ class Spread:
         for job, fut in zip(jobs[1:], futures, strict=True):
             answers.append(_answer(fut, job))
         _merge(dealt, answers, grown)
-
-
-def deal(leaves: list[list], parts: int) -> list[list[list]]:
-    """Per part, its leaves of each question: each question's leaves sorted (the worst bound
-    first), then all of them in a row, question after question, dealt in turn, so that the
-    parts' counts differ by at most one leaf in all (module docstring)."""
-    out: list[list[list]] = [[] for _ in range(parts)]
-    at = 0
-    for items in leaves:
-        ranked = sorted(items)
-        for p in range(parts):
-            out[p].append(ranked[(p - at) % parts :: parts])
-        at += len(ranked)
-    return out
 
 
 def _heap(items: list) -> list:

@@ -105,7 +105,10 @@ def stable_neurons(
     With ``partial=True`` a Ctrl-C returns the verdicts proven so far (the rest UNDECIDED)
     instead of raising ``KeyboardInterrupt``. ``cluster``: the address of a Dask scheduler
     (``"tcp://host:8786"``; ``pip install 'exactcomp[cluster]'``) to solve the MILPs on; the
-    verdicts do not depend on it, nor on ``jobs``. ``deadline``: a ``time.perf_counter()``
+    verdicts do not depend on it, nor on the load. ``jobs`` >= 2 also deals the leaves of a
+    layer's ReLU-split trees to the workers (:mod:`exactcomp.bab.beta_parts`), whose node
+    budgets differ from one process's, so a hard neuron may be decided with one ``jobs`` and
+    left UNDECIDED with another (every verdict is proven either way). ``deadline``: a ``time.perf_counter()``
     instant after which nothing new is started (what is left stays UNDECIDED; see
     :func:`exactcomp.stability.engine.stable_neurons`)."""
     check_options(method, time_limit)

@@ -394,9 +394,9 @@ def save_nnet(net: Network, path: str | Path, boxes: Iterable[Box] = ()) -> None
         layers.append((np.eye(m), np.zeros(m)))
     n = net.input_size
     header = net.meta.get("file_header")
+    normalised = net.meta.get("units") == "normalised"
     if net.meta.get("format") == "nnet" and header is not None:
         lo, hi = header["min"], header["max"]
-        normalised = net.meta.get("units") == "normalised"
         mean = header["mean"] if normalised else [0.0] * (n + 1)
         rng = header["range"] if normalised else [1.0] * (n + 1)
     else:
@@ -406,7 +406,7 @@ def save_nnet(net: Network, path: str | Path, boxes: Iterable[Box] = ()) -> None
         mean, rng = [0.0] * (n + 1), [1.0] * (n + 1)
     path = Path(path)
     path.write_text(nnet_text(layers, lo, hi, mean, rng), encoding="utf-8")
-    back = load_nnet(path, units="normalised" if net.meta.get("units") == "normalised" else "raw")
+    back = load_nnet(path, units="normalised" if normalised else "raw")
     for la, (w, b) in zip(back.layers, layers, strict=True):
         if not (np.array_equal(la.weight, w) and np.array_equal(la.bias, b)):
             raise RuntimeError(f"{path}: the .nnet written does not read back to the network")

@@ -34,6 +34,11 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   claims nothing and the bound above stands. Exact on small networks (the oracle's value to
   the margin); on the digits model at 8 bits (400 binaries) no verdict in 60 s per side and
   HiGHS' dual bound 3.25 -> 3.20 (RESULTS.md "lossy6"), so it is off by default.
+  With ``head_seconds`` > 0 and a ``target`` > 0, where ``g`` changes ``f``'s last layer
+  alone (its error is then affine in ``f``'s last hidden layer), the stability engine decides
+  whether every output stays within ``target``, as one network
+  (:func:`exactcomp.verify.head.head_bounds`; on the digits model with its output layer at 8
+  bits 0.4 proven in 8.5 s against the symbolic 0.48, RESULTS.md "head14").
 * :func:`sampled_max_difference` is a lower bound: the largest difference seen on uniform
   points, near-vertex points, the centre, after a projected gradient ascent from the worst
   of them (:func:`exactcomp.verify.falsify.ascend`) and after a coordinate local search from
@@ -59,6 +64,7 @@ from . import falsify
 from .diffbab import bab_difference_bounds
 from .difflp import lp_difference_bounds
 from .diffmilp import milp_within
+from .head import head_bounds, shared_body
 from .splitting import split_verify
 from .symbolic import Pair, comparable, difference_bounds
 from .tighten import tightened_pair
@@ -98,6 +104,7 @@ class Charger:
         lp_seconds: float = 0.0,
         bab_seconds: float = 0.0,
         milp_seconds: float = 0.0,
+        head_seconds: float = 0.0,
     ) -> float:
         r"""A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
 
@@ -107,7 +114,9 @@ class Charger:
         > 0 the joint LP, unless splitting finished;
         ``bab_seconds`` > 0 branch and bound in the joint LP (sides at most ``target`` are
         not split); ``milp_seconds`` > 0 (with ``target`` > 0) then the exact joint MILP's
-        decision "within ``target``?" (module docstring)."""
+        decision "within ``target``?" (module docstring); ``head_seconds`` > 0 (with
+        ``target`` > 0), where ``g`` differs from ``f`` in its last layer alone, the stability
+        engine's decision of the same (:mod:`exactcomp.verify.head`)."""
         if not comparable(self.f, g):
             raise ValueError("lossy changes must keep the architecture (layer shapes and ReLUs)")
         self.calls += 1
@@ -137,6 +146,9 @@ class Charger:
             if milp_seconds > 0 and target > 0 and per_output.max(initial=0.0) > target:
                 per_output = _milp(dataclasses.replace(pair, g=g), box, per_output, target,
                                    milp_seconds / len(self.boxes))  # fmt: skip
+            if head_seconds > 0 and target > 0 and per_output.max(initial=0.0) > target:
+                per_output = np.minimum(per_output, _head(self.f, g, box, target,
+                                                          head_seconds / len(self.boxes)))  # fmt: skip
             worst = max(worst, float(max(per_output.max(initial=0.0), 0.0)))
         return worst
 
@@ -165,6 +177,18 @@ def _milp(pair: Pair, box: Box, per_output: np.ndarray, target: float, seconds: 
     if milp_within(pair, box, target, seconds, sides):
         return np.minimum(per_output, target)
     return per_output
+
+
+def _head(f: Network, g: Network, box: Box, target: float, seconds: float) -> np.ndarray:
+    """Per output, the stability engine's bound of ``|f_i - g_i|`` on ``box`` when ``g`` is
+    ``f`` with another last layer, asked to decide ``target`` (``inf`` where it does not
+    apply)."""
+    m = f.output_size
+    if not shared_body(f, g):
+        return np.full(m, np.inf)
+    sides = [(i, s) for i in range(m) for s in (1.0, -1.0)]
+    out = head_bounds(f, g, box, sides, target, deadline=time.perf_counter() + seconds)
+    return np.array([max(out.bounds[(i, 1.0)], out.bounds[(i, -1.0)]) for i in range(m)])
 
 
 def _symbolic(pair: Pair, g: Network, box: Box) -> np.ndarray:

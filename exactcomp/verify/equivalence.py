@@ -11,6 +11,10 @@ The run has five phases, cheapest first; each can end it:
    paired neurons, linear in the input, on sub-boxes split until each is proven (:mod:`exactcomp.verify.splitting`); within
    :data:`SPLIT_SHARE` of the time left. It proves quantised or perturbed copies that the
    phases below cannot; when it does not finish, its proven bounds carry over.
+1c. **shared body** (``linf``, ``f`` and ``g`` equal but for their last layer: a quantised or
+   pruned output layer, a head fine-tuned on a frozen body): each output's difference is
+   affine in the common last hidden layer, a question of one network that the stability
+   engine decides (:mod:`exactcomp.verify.head`), within :data:`HEAD_SHARE` of the time left.
 2. **bounds and differential**: proven stability verdicts and bounds of both networks, neurons
    of ``g`` paired with neurons of ``f`` that agree on the samples, and bounds on their
    differences computed in exact dyadic arithmetic, rounded outwards once at the end
@@ -71,7 +75,7 @@ from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport
-from . import coupling, differential, falsify, splitting
+from . import coupling, differential, falsify, head, splitting
 from .formulation import (
     StabilityBudget,
     build_joint_model,
@@ -99,6 +103,10 @@ SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after 
 # their size (permuted copies; but also ACAS Xu 1_1 at 2 or 4 bits or pruned, whose outputs
 # differ by 0.007-0.03: proven with 361-3,317 boxes, benchmarks/RESULTS.md "acasq8")
 SPLIT_UNPAIRED_NODES = 4096
+# networks that share every hidden layer: the stability engine may use this share of the time
+# left after input splitting (digits l1 = 0, output layer at 8 bits: 0.4 proven in 8.5 s
+# where the later phases end at 0.86 in 60 s; benchmarks/RESULTS.md "head14")
+HEAD_SHARE = 0.75
 
 
 def verify_equivalence(
@@ -274,6 +282,8 @@ class _Run:
         if cex is not None:
             return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
         done = self.split()
+        if done is None:
+            done = self.head()
         return done if done is not None else self.prove()
 
     def sample(self, rng: np.random.Generator, data) -> Counterexample | None:
@@ -323,6 +333,42 @@ class _Run:
                 max(*out.bounds.values(), 0.0),
                 proven=len(self.objectives),
                 reason=f"input splitting over differential bounds ({out.nodes} boxes)",
+            )
+        return None
+
+    def head(self) -> EquivalenceResult | None:
+        """Phase 1c (``linf``, networks that share every hidden layer exactly): each side of
+        each compared output is a row on the shared body, asked of the stability engine
+        (:mod:`exactcomp.verify.head`) within :data:`HEAD_SHARE` of the time left; a result
+        when it settles the question, else None (its proven bounds are kept in ``self.known``)."""
+        if self.mode != "linf" or not head.shared_body(self.f, self.g):
+            return None
+        todo = [o for o in self.objectives if not self.known.get(o, np.inf) <= self.tol]
+        t = time.perf_counter()
+        self.progress.task("shared body", 1)
+        out = head.head_bounds(
+            self.f,
+            self.g,
+            self.box,
+            todo,
+            self.tol,
+            deadline=t + HEAD_SHARE * self.left(),
+            tol=self.tolerances,
+        )
+        self.progress.advance(1)
+        self.timed("shared body", t)
+        cex = self.counterexample(out.points, "shared body") if len(out.points) else None
+        if cex is not None:
+            return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
+        for o, b in out.bounds.items():
+            self.known[o] = min(self.known.get(o, np.inf), b)
+        if all(self.known.get(o, np.inf) <= self.tol for o in self.objectives):
+            return self.finish(
+                EquivalenceStatus.EQUIVALENT,
+                max(*self.known.values(), 0.0),
+                proven=len(self.objectives),
+                reason="the shared hidden layers: each output's difference proven by the "
+                "stability engine as one network",
             )
         return None
 

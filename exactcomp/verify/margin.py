@@ -35,10 +35,11 @@ inequality strict).
 Floating point: the rows ``s (W_c - W_j)`` and ``s (b_c - b_j)`` are rounded once in float64,
 each entry within ``u |a - b| <= u (|a| + |b|)`` (``u = 2^-53``) of the exact difference, so
 the network bounded differs from the exact margin by at most
-:math:`e_j = u ((|W_c| + |W_j|) \bar h + |b_c| + |b_j|)` with :math:`\bar h` a bound of
-:math:`|h(x)|` on the box (the root bounds of the last hidden layer, or the box itself); the
-proven margin is the bound found minus :math:`\max_j e_j`, doubled for the float64 evaluation
-of that bound (:func:`_rounding_of_rows`).
+:math:`e_j = u ((|W_c| + |W_j|) \bar h + |b_c| + |b_j| + |t|)` with :math:`\bar h` a bound of
+:math:`|h(x)|` on the box (the root bounds of the last hidden layer, or the box itself) and
+``t`` the threshold subtracted from the biases; the proven margin is the bound found minus
+:math:`\max_j e_j`, doubled for the float64 evaluation of that bound (:func:`_rounding_of_rows`,
+the argument of :mod:`exactcomp.verify.head`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from ..network import Layer, Network
 from ..stability.engine import stable_neurons
 from ..tolerances import DEFAULT, TOP1_SLACK, Tolerances
 from ..verdicts import Verdict
+from .head import rows_rounding
 from .symbolic import Pair
 from .tighten import tightened_pair
 
@@ -130,19 +132,19 @@ def class_margin(
         mag = np.maximum(pair.root[last - 1][1], 0.0)  # h = relu(z) of the last hidden layer
     else:
         mag = np.maximum(np.abs(box.lower), np.abs(box.upper))
-    return ClassMargin(label, margin - _rounding_of_rows(f, label, mag))
+    return ClassMargin(label, margin - _rounding_of_rows(f, label, mag, margin))
 
 
-def _rounding_of_rows(f: Network, label: int, mag: np.ndarray) -> float:
-    """``max_j e_j`` of the module docstring (doubled): how far the float64 rows of
-    :func:`margin_network` may put its outputs from the exact ``s (f_label - f_j)`` on the box,
-    for inputs ``|h| <= mag`` of the last layer."""
+def _rounding_of_rows(f: Network, label: int, mag: np.ndarray, t: float) -> float:
+    """The largest rounding of the rows of :func:`margin_network` offset by ``t``
+    (:func:`exactcomp.verify.head.rows_rounding`: the same argument, for rows that are
+    differences of one layer's rows), for inputs ``|h| <= mag`` of the last layer."""
     last = f.layers[-1]
-    w = np.abs(np.asarray(last.weight.todense() if last.sparse else last.weight))
-    b = np.abs(np.asarray(last.bias, dtype=np.float64))
+    w = np.asarray(last.weight.todense() if last.sparse else last.weight)
+    b = np.asarray(last.bias, dtype=np.float64)
     others = [j for j in range(f.output_size) if j != label]
-    e = (w[label][None, :] + w[others]) @ np.asarray(mag, dtype=np.float64) + b[label] + b[others]
-    return float(2.0 * np.finfo(np.float64).eps / 2.0 * e.max(initial=0.0))
+    e = rows_rounding(w[label][None, :], b[label], w[others], b[others], mag, t)
+    return float(e.max(initial=0.0))
 
 
 def _engine_margin(fm: Network, box: Box, proven: float, deadline: float, tol: Tolerances):

@@ -105,10 +105,11 @@ def test_compression_preserves_the_function(case: tuple[Network, object]) -> Non
 
 
 @settings(max_examples=30, derandomize=True, deadline=None)
-@given(network_and_box(max_neurons=6), st.integers(0, 3))
+@given(network_and_box(max_neurons=6), st.integers(0, 4))
 def test_equivalence_verdicts_agree_with_exact_difference(case, which: int) -> None:
-    """The compressed network, outputs shifted by twice and by half the tolerance, and one
-    unstable neuron dropped: every verdict agrees with the exact max difference."""
+    """The compressed network, outputs shifted by twice and by half the tolerance, one
+    unstable neuron dropped, the last layer's weights moved by about the tolerance: every
+    verdict agrees with the exact max difference."""
     net, box = case
     checker = Checker(Case(net, box, 0), OPTS, "fast")
     lo, hi = checker.exact.ranges[-1]

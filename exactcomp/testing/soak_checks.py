@@ -386,7 +386,10 @@ def _exact_pair(f: Network, g: Network, x: np.ndarray):
 
 def mutants(f: Network, exact: ExactAnalysis, tol: float) -> list[tuple[str, Network]]:
     """Networks near ``f``: output shifted by ``2 tol`` and ``tol / 2``; one unstable neuron
-    dropped (its outgoing weights zeroed)."""
+    dropped (its outgoing weights zeroed), if any; the last layer's
+    weights moved by about ``tol`` over the last hidden layer's exact range (a shared body,
+    proven as one network by :mod:`exactcomp.verify.head`, within ``tol`` or not by a
+    little)."""
     out = []
     for factor in (2.0, 0.5):
         last = f.layers[-1]
@@ -404,6 +407,12 @@ def mutants(f: Network, exact: ExactAnalysis, tol: float) -> list[tuple[str, Net
             layers[k + 1] = Layer(w, nxt.bias, nxt.relu)
             out.append((f"drop ({k},{unstable[0]})", f.replace_layers(layers)))
             break
+    if len(f.layers) > 1:
+        last = f.layers[-1]
+        top = float(np.maximum(exact.ranges[-2][1], 0.0).sum())
+        move = np.random.default_rng(len(f.layers)).normal(size=last.weight.shape)
+        moved = Layer(last.weight + move * tol / max(top, 1.0), last.bias, last.relu)
+        out.append(("head tol", f.replace_layers((*f.layers[:-1], moved))))
     return out
 
 

@@ -38,7 +38,7 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   alone (its error is then affine in ``f``'s last hidden layer), the stability engine decides
   whether every output stays within ``target``, as one network
   (:func:`exactcomp.verify.head.head_bounds`; on the digits model with its output layer at 8
-  bits 0.4 proven in 8.5 s against the symbolic 0.48, RESULTS.md "head14").
+  bits, 0.4 proven in 8.5 s where the differential bounds end at 0.86, RESULTS.md "head14").
 * :func:`sampled_max_difference` is a lower bound: the largest difference seen on uniform
   points, near-vertex points, the centre, after a projected gradient ascent from the worst
   of them (:func:`exactcomp.verify.falsify.ascend`) and after a coordinate local search from

@@ -104,8 +104,8 @@ SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after 
 # differ by 0.007-0.03: proven with 361-3,317 boxes, benchmarks/RESULTS.md "acasq8")
 SPLIT_UNPAIRED_NODES = 4096
 # networks that share every hidden layer: the stability engine may use this share of the time
-# left after input splitting (digits l1 = 0, output layer at 8 bits: 0.4 proven in 8.5 s
-# where the later phases end at 0.86 in 60 s; benchmarks/RESULTS.md "head14")
+# left after input splitting (digits l1 = 0, output layer at 8 bits: EQUIVALENT at tol 0.4 in
+# 12 s where the later phases end at 0.86 in 60 s; benchmarks/RESULTS.md "head14")
 HEAD_SHARE = 0.75
 
 

@@ -108,3 +108,20 @@ def test_the_lossy_charger_proves_a_last_layer_change_with_the_engine() -> None:
     bound = charger.proven(g, target=target, head_seconds=30.0)
     assert exact - 1e-9 <= bound
     assert bound <= max(target, charger.proven(g))
+
+
+def test_unchanged_rows_are_constants_bounded_without_the_engine(monkeypatch) -> None:
+    from exactcomp.verify import head
+
+    f, _, box = case(2)
+    last = f.layers[-1]
+    shift = np.zeros(last.out_features)
+    shift[0] = 0.1 + 2.0**-40  # not a float64 sum: the bound rounds up
+    g = with_last(f, last.weight, last.bias + shift)
+    monkeypatch.setattr(head, "stable_neurons", lambda *a, **k: 1 / 0)  # never asked
+    sides = [(i, s) for i in range(f.output_size) for s in (1.0, -1.0)]
+    got = head_bounds(f, g, box, sides, 0.05)
+    exact = Fraction(float(g.layers[-1].bias[0])) - Fraction(float(last.bias[0]))
+    assert Fraction(got.bounds[(0, -1.0)]) >= exact > Fraction(got.bounds[(0, -1.0)]) - 1e-15
+    assert got.bounds[(0, 1.0)] <= 0.0 and len(got.points) >= 1  # the centre: above 0.05
+    assert all(got.bounds[(i, s)] == 0.0 for i, s in sides if i > 0)

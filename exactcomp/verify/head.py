@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -105,7 +106,31 @@ def head_bounds(
     ``box`` (module docstring), ``f`` and ``g`` sharing their body (:func:`shared_body`): the
     head's rows are offset by ``t`` less twice their rounding, so a side proven within its
     row's bound is within ``t`` with the rounding added.
-    ``deadline`` (``time.perf_counter()``) and ``time_limit`` (per MILP) bound the engine."""
+    ``deadline`` (``time.perf_counter()``) and ``time_limit`` (per MILP) bound the engine.
+    A side whose row is unchanged (``W_i = W'_i``) is the constant ``s (b_i - b'_i)``, bounded
+    exactly without the engine (an identical copy asks nothing of it)."""
+    last, other = f.layers[-1], g.layers[-1]
+    bounds, points = {}, [np.empty((0, box.dim))]
+    moved = []  # the sides whose rows differ; the others are constants
+    for i, s in sides:
+        if np.array_equal(last.weight[i], other.weight[i]):
+            c = s * (Fraction(float(last.bias[i])) - Fraction(float(other.bias[i])))
+            bounds[(i, s)] = _ceil(c)
+            if c > t:
+                points.append(box.center[None, :])
+        else:
+            moved.append((i, s))
+    if moved:
+        got, seen = _engine(f, g, box, moved, t, deadline, time_limit, tol)
+        bounds.update(got)
+        points.append(seen)
+    return HeadBounds({side: bounds[side] for side in sides}, np.vstack(points))
+
+
+def _engine(f, g, box, sides, t, deadline, time_limit, tol) -> tuple[dict, np.ndarray]:
+    """:func:`head_bounds` for sides whose rows differ: the head network's rows offset by
+    ``t`` less twice their rounding, asked of the stability engine; per side its bound, and
+    the witnesses of rows seen above the offset."""
     last, other = f.layers[-1], g.layers[-1]
     idx = np.array([i for i, _ in sides], dtype=np.int64)
     sign = np.array([s for _, s in sides], dtype=np.float64)[:, None]
@@ -125,7 +150,13 @@ def head_bounds(
             u = min(u, 0.0)
         bounds[side] = _up(_up(ask + u) + float(err[r]))
     seen = got.witness_pos[got.witness_pos >= 0]
-    return HeadBounds(bounds, report.witnesses[seen])
+    return bounds, report.witnesses[seen]
+
+
+def _ceil(c: Fraction) -> float:
+    """The least float64 at or above the rational ``c``."""
+    x = float(c)
+    return x if Fraction(x) >= c else _up(x)
 
 
 def _up(x: float) -> float:

@@ -4,6 +4,10 @@ The run has five phases, cheapest first; each can end it:
 
 1. **sampling**: both networks on uniform points, the box corners (and points near them), the
    centre and the user's data rows; a difference above ``tol`` ends the run (NOT_EQUIVALENT).
+1a. **shared body** (``linf``, ``f`` and ``g`` equal but for their last layer: a quantised or
+   pruned output layer, a head fine-tuned on a frozen body): each output's difference is
+   affine in the common last hidden layer, a question of one network that the stability
+   engine decides (:mod:`exactcomp.verify.head`), within :data:`HEAD_SHARE` of the time left.
 1b. **input splitting** (``linf``, networks of the same architecture; with more than
    :data:`SPLIT_MAX_INPUTS` free inputs, those with ``lower < upper``, only
    :data:`SPLIT_WIDE_NODES` boxes, enough when few splits suffice; at most
@@ -11,10 +15,6 @@ The run has five phases, cheapest first; each can end it:
    paired neurons, linear in the input, on sub-boxes split until each is proven (:mod:`exactcomp.verify.splitting`); within
    :data:`SPLIT_SHARE` of the time left. It proves quantised or perturbed copies that the
    phases below cannot; when it does not finish, its proven bounds carry over.
-1c. **shared body** (``linf``, ``f`` and ``g`` equal but for their last layer: a quantised or
-   pruned output layer, a head fine-tuned on a frozen body): each output's difference is
-   affine in the common last hidden layer, a question of one network that the stability
-   engine decides (:mod:`exactcomp.verify.head`), within :data:`HEAD_SHARE` of the time left.
 2. **bounds and differential**: proven stability verdicts and bounds of both networks, neurons
    of ``g`` paired with neurons of ``f`` that agree on the samples, and bounds on their
    differences computed in exact dyadic arithmetic, rounded outwards once at the end
@@ -104,7 +104,7 @@ SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after 
 # differ by 0.007-0.03: proven with 361-3,317 boxes, benchmarks/RESULTS.md "acasq8")
 SPLIT_UNPAIRED_NODES = 4096
 # networks that share every hidden layer: the stability engine may use this share of the time
-# left after input splitting (digits l1 = 0, output layer at 8 bits: EQUIVALENT at tol 0.4 in
+# left after sampling (digits l1 = 0, output layer at 8 bits: EQUIVALENT at tol 0.4 in
 # 12 s where the later phases end at 0.86 in 60 s; benchmarks/RESULTS.md "head14")
 HEAD_SHARE = 0.75
 
@@ -281,9 +281,9 @@ class _Run:
         cex = self.sample(rng, data)
         if cex is not None:
             return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
-        done = self.split()
+        done = self.head()
         if done is None:
-            done = self.head()
+            done = self.split()
         return done if done is not None else self.prove()
 
     def sample(self, rng: np.random.Generator, data) -> Counterexample | None:
@@ -326,7 +326,8 @@ class _Run:
         self.timed("splitting", t)
         if cex is not None:
             return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
-        self.known = dict(out.bounds)
+        for o, b in out.bounds.items():  # with what the shared body proved, if it ran
+            self.known[o] = min(self.known.get(o, np.inf), b)
         if out.proven:
             return self.finish(
                 EquivalenceStatus.EQUIVALENT,
@@ -337,10 +338,11 @@ class _Run:
         return None
 
     def head(self) -> EquivalenceResult | None:
-        """Phase 1c (``linf``, networks that share every hidden layer exactly): each side of
+        """Phase 1a (``linf``, networks that share every hidden layer exactly): each side of
         each compared output is a row on the shared body, asked of the stability engine
         (:mod:`exactcomp.verify.head`) within :data:`HEAD_SHARE` of the time left; a result
-        when it settles the question, else None (its proven bounds are kept in ``self.known``)."""
+        when it settles the question, else None (its proven bounds are kept in ``self.known``
+        and carried by the phases after it)."""
         if self.mode != "linf" or not head.shared_body(self.f, self.g):
             return None
         todo = [o for o in self.objectives if not self.known.get(o, np.inf) <= self.tol]

@@ -7,7 +7,8 @@ The run has five phases, cheapest first; each can end it:
 1a. **shared body** (``linf``, ``f`` and ``g`` equal but for their last layer: a quantised or
    pruned output layer, a head fine-tuned on a frozen body): each output's difference is
    affine in the common last hidden layer, a question of one network that the stability
-   engine decides (:mod:`exactcomp.verify.head`), within :data:`HEAD_SHARE` of the time left.
+   engine decides (:mod:`exactcomp.verify.head`), within :data:`HEAD_SHARE` of the time left;
+   after 1b on at most :data:`SPLIT_MAX_INPUTS` free inputs, before it beyond.
 1b. **input splitting** (``linf``, networks of the same architecture; with more than
    :data:`SPLIT_MAX_INPUTS` free inputs, those with ``lower < upper``, only
    :data:`SPLIT_WIDE_NODES` boxes, enough when few splits suffice; at most
@@ -281,10 +282,16 @@ class _Run:
         cex = self.sample(rng, data)
         if cex is not None:
             return self.finish(EquivalenceStatus.NOT_EQUIVALENT, np.inf, cex, reason=cex.source)
-        done = self.head()
-        if done is None:
-            done = self.split()
-        return done if done is not None else self.prove()
+        # on few inputs input splitting proves a last-layer change 4-10x faster than the
+        # stability engine (ACAS Xu, output layer at 4 bits, RESULTS.md "head14"); beyond, the
+        # engine first (mnist-net_256x2/256x4: 1.9-7.9 s against 25-43 s or UNKNOWN)
+        free = int(np.count_nonzero(self.box.upper > self.box.lower))
+        phases = (self.split, self.head) if free <= SPLIT_MAX_INPUTS else (self.head, self.split)
+        for phase in phases:
+            done = phase()
+            if done is not None:
+                return done
+        return self.prove()
 
     def sample(self, rng: np.random.Generator, data) -> Counterexample | None:
         """Phase 1: both networks on the candidate points (uniform, corners, data)."""
@@ -338,7 +345,8 @@ class _Run:
         return None
 
     def head(self) -> EquivalenceResult | None:
-        """Phase 1a (``linf``, networks that share every hidden layer exactly): each side of
+        """Phase 1a (``linf``, networks that share every hidden layer exactly; after 1b on
+        few inputs): each side of
         each compared output is a row on the shared body, asked of the stability engine
         (:mod:`exactcomp.verify.head`) within :data:`HEAD_SHARE` of the time left; a result
         when it settles the question, else None (its proven bounds are kept in ``self.known``

@@ -428,3 +428,22 @@ def test_verify_prints_the_structural_advice(model_path, monkeypatch, capsys) ->
     assert cli.main(["verify", str(model_path), str(model_path), "--box", "0,1", "--quiet"]) == 3
     out = capsys.readouterr().out
     assert "will not help" in out and "give more --time-limit" not in out
+
+
+def test_verify_notes_a_default_tolerance_large_next_to_the_outputs(tmp_path, capsys) -> None:
+    """ACAS Xu 1_1 over prop_1: the default tolerance (twice the proven float32 rounding bound,
+    about 1.5) dwarfs the outputs' span there (about 0.01), so a copy with output 0 moved by
+    0.5 passes under it: the note says so; with --tol it is refuted."""
+    acas = Path(__file__).resolve().parents[1] / "models" / "real" / "acasxu"
+    f = load(acas / "ACASXU_run2a_1_1_batch_2000.onnx")
+    last = f.layers[-1]
+    moved = tmp_path / "moved.onnx"
+    bias = last.bias + np.eye(last.out_features)[0] * 0.5
+    save(f.replace_layers([*f.layers[:-1], type(last)(last.weight, bias, False)]), moved)
+    args = ["verify", str(acas / "ACASXU_run2a_1_1_batch_2000.onnx"), str(moved)]
+    args += ["--vnnlib", str(acas / "prop_1.vnnlib"), "--quiet"]
+    assert cli.main(args) == 0
+    text = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "is large next to the original's outputs" in text and "give --tol" in text
+    assert cli.main([*args, "--tol", "0.01"]) == 1
+    assert "is large next" not in capsys.readouterr().out

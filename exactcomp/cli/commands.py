@@ -180,6 +180,29 @@ def _output_list(text: str | None) -> list[int] | None:
         ) from None
 
 
+def _note_large_default_tol(args, console: Console, f, g, boxes) -> None:
+    """A note when the default tolerance is large next to the original's outputs on the
+    domain (:data:`~exactcomp.tolerances.LARGE_DEFAULT_TOL`), so that a user reads an
+    EQUIVALENT under it for what it is and gives ``--tol``."""
+    import numpy as np
+
+    from .. import api
+    from ..tolerances import LARGE_DEFAULT_TOL
+
+    tol = api.default_tolerance(g, boxes)
+    rng = np.random.default_rng(0)
+    x = np.vstack([b.lower + (b.upper - b.lower) * rng.random((256, b.dim)) for b in boxes])
+    out = f.forward(x)
+    span = float(out.max() - out.min()) if out.size else 0.0
+    if tol > LARGE_DEFAULT_TOL * span:
+        console.print(
+            f"note: the default tolerance {tol:.3g} (twice the proven effect of rounding "
+            f"{Path(args.other).name}'s weights) is large next to the original's outputs, "
+            f"which span {span:.3g} on this domain; give --tol",
+            markup=False,
+        )
+
+
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     from .. import api
     from ..io.atomic import check_output_path
@@ -195,6 +218,8 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     print_notes(args, console, f, g)
     boxes = domain_boxes(args, f.input_size, console)
     certificates = read_certificates(args.certificates, f) if args.certificates else None
+    if args.tol is None and args.mode == "linf":
+        _note_large_default_tol(args, console, f, g, boxes)
     with progress_display(args, console) as progress:
         done = api.verify_with_certificates(
             f,

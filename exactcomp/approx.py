@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .domain import sample_rows
 from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .lossy_result import (
@@ -89,6 +90,15 @@ def check_tol(tol: Any, *, positive: bool = False) -> float:
     return t
 
 
+def check_data(net: Network, data: Any, labels: Any) -> None:
+    """``data`` and ``labels`` (``--data``, ``--labels``) checked before any work: they are
+    read only at the end, for the report (:func:`~exactcomp.domain.sample_rows`)."""
+    if labels is not None and data is None:
+        raise InvalidOptionError("--labels needs --data (the samples that the labels are of)")
+    if data is not None:
+        sample_rows(data, net.input_size, labels)
+
+
 def quantize(
     model: Any,
     domain: Any,
@@ -152,6 +162,7 @@ def quantize(
     else:
         f = base = ref = load(model)
     boxes = bind_domain(domain, f)
+    check_data(f, data, labels)
     top1: dict = {"tol_mode": tol_mode}
     if tol_mode == "top1":
         tol, top1 = top1_tolerance(
@@ -297,6 +308,7 @@ def compress_lossy(
     tol = None if tol is None and tol_mode == "top1" else check_tol(tol)
     original = load(model)
     boxes = bind_domain(domain, original)
+    check_data(original, data, labels)
     f, exact_facts = original, {"tol_mode": tol_mode}
     if tol_mode == "top1":
         engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by the engine

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputFileError, InvalidDomainError
+from .errors import InputFileError, InvalidDomainError, InvalidOptionError
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,3 +140,25 @@ def box_from_data(path: str | Path) -> Box:
         )
     arr = arr.reshape(arr.shape[0], -1)
     return Box(arr.min(axis=0), arr.max(axis=0))
+
+
+def sample_rows(data: np.ndarray, n_inputs: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """``data`` (``--data``) as float64 rows of ``n_inputs`` features; a 1-D array is one sample.
+
+    Checked before any work, since a mistake found after it costs the whole run: no samples,
+    rows of another width, or ``labels`` (``--labels``) that are not one per row raise
+    :class:`InvalidOptionError` naming the shapes."""
+    arr = np.asarray(data, dtype=np.float64)
+    if arr.size == 0:
+        raise InvalidOptionError(f"the data holds no samples (shape {arr.shape})")
+    rows = arr.reshape(1, -1) if arr.ndim < 2 else arr.reshape(arr.shape[0], -1)
+    if rows.shape[1] != n_inputs:
+        raise InvalidOptionError(
+            f"data must hold rows of {n_inputs} features, got shape {arr.shape}"
+        )
+    if labels is not None and np.asarray(labels).reshape(-1).shape[0] != rows.shape[0]:
+        raise InvalidOptionError(
+            f"the labels must be one per data row: {np.asarray(labels).size} labels for "
+            f"{rows.shape[0]} rows"
+        )
+    return rows

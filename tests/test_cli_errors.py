@@ -212,3 +212,44 @@ def test_ctrl_c_with_partial_says_interrupted_and_exits_130(model, tmp_path, cap
     assert code == 130
     assert "interrupted" in captured.err and "--partial" in captured.err
     assert out.exists() and load(out).describe() == load(model).describe()  # nothing proven
+
+
+# ---------------------------------------------------------------- a new user's review (user14)
+@pytest.mark.parametrize("command", ["compress", "stability", "quantize"])
+def test_empty_data_file_is_refused(model, tmp_path, capsys, command) -> None:
+    """``--data`` holding no samples ended in a numpy traceback (reshape of size 0)."""
+    import numpy as np
+
+    data = tmp_path / "x.npy"
+    np.save(data, np.zeros((0, 3)))
+    out = tmp_path / "o.pt"
+    argv = [command, model, "--box", "0,1", "--data", data]
+    argv += [] if command == "stability" else ["-o", out]
+    argv += ["--bits", "8"] if command == "quantize" else []
+    _assert_clear_error(capsys, argv, "no samples", out)
+
+
+@pytest.mark.parametrize("command", ["quantize", "compress"])
+def test_labels_not_matching_data_are_refused_before_the_work(
+    model, tmp_path, capsys, monkeypatch, command
+) -> None:
+    """``--labels`` of another length than ``--data`` ended in a numpy traceback after the
+    whole lossy search; ``--labels`` without ``--data`` was silently ignored."""
+    import numpy as np
+
+    import exactcomp.approx
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the lossy work ran before --data/--labels were checked")
+
+    monkeypatch.setattr(exactcomp.approx, "Charger", no_work)
+    data, labels = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(data, np.random.default_rng(0).random((10, 3)))
+    np.save(labels, np.zeros(5, dtype=np.int64))
+    out = tmp_path / "o.pt"
+    lossy = ["--bits", "8"] if command == "quantize" else ["--tol", "0.5"]
+    argv = [command, model, "--box", "0,1", "-o", out, *lossy]
+    _assert_clear_error(capsys, argv + ["--data", data, "--labels", labels], "labels", out)
+    _assert_clear_error(capsys, argv + ["--labels", labels], "--data", out)
+    np.save(data, np.random.default_rng(0).random((10, 2)))
+    _assert_clear_error(capsys, argv + ["--data", data], "3 features", out)

@@ -24,7 +24,7 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     check_positive("--limit", args.limit)
     check_positive("--jobs", args.jobs)
     check_positive("--time-limit", args.time_limit)
-    for name in ("samples", "lines"):
+    for name in ("samples", "lines", "seed"):
         if getattr(args, name) < 0:
             raise InvalidOptionError(f"--{name} must be >= 0, got {getattr(args, name)}")
     inputs = [args.model] + [p for p in (args.box_file, args.box_from_data, args.vnnlib) if p]

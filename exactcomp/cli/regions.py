@@ -33,7 +33,7 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             check_output_path(out, inputs)
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidOptionError(f"--plot writes PNG; give a .png path, got {args.plot!r}")
-    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     boxes = domain_boxes(args, net.input_size, console)
     plane = None
     if args.plane is not None:

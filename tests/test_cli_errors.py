@@ -253,3 +253,49 @@ def test_labels_not_matching_data_are_refused_before_the_work(
     _assert_clear_error(capsys, argv + ["--labels", labels], "--data", out)
     np.save(data, np.random.default_rng(0).random((10, 2)))
     _assert_clear_error(capsys, argv + ["--data", data], "3 features", out)
+
+
+MOONS = Path(__file__).resolve().parents[1] / "models" / "moons_2-16-16-1.pt"
+TINY_NNET = Path(__file__).resolve().parent / "data" / "tiny.nnet"
+
+
+def test_regions_negative_seed_is_refused(capsys) -> None:
+    """``regions --seed -1`` ended in numpy's traceback (a negative seed)."""
+    _assert_clear_error(capsys, ["regions", MOONS, "--box=-1.5,2.5", "--seed", "-1"], "--seed", None)
+
+
+def test_regions_reads_nnet_units(tmp_path, capsys) -> None:
+    """``regions --nnet-units normalised`` was accepted and ignored: the box was read in raw
+    units, so a box in normalised units was refused as outside the file's limits."""
+    report = tmp_path / "r.json"
+    argv = ["regions", TINY_NNET, "--box=-0.4,0.4", "--nnet-units", "normalised"]
+    code, err = _run(capsys, argv + ["--report", report, "--quiet"])
+    assert code == 0, err
+    assert json.loads(report.read_text())["regions"] >= 1
+
+
+def test_no_output_overwrites_a_domain_or_certificate_file(model, tmp_path, capsys) -> None:
+    """``stability --vnnlib p.vnnlib --report p.vnnlib`` (or ``--box-file``) and
+    ``verify --certificates r.json --counterexample r.json`` overwrote that input file."""
+    import numpy as np
+
+    spec = tmp_path / "p.vnnlib"
+    spec.write_text(
+        "".join(f"(declare-const X_{i} Real)\n" for i in range(3))
+        + "".join(f"(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))\n" for i in range(3))
+    )
+    box = tmp_path / "box.npy"
+    np.save(box, np.array([[0.0] * 3, [1.0] * 3]))
+    small, cert = tmp_path / "small.pt", tmp_path / "r.json"
+    assert main([str(a) for a in ["compress", model, "--box", "0,1", "-o", small]]) == 0
+    assert main([str(a) for a in ["stability", model, "--box", "0,1", "--report", cert]]) == 0
+    capsys.readouterr()
+    cases = [
+        (["stability", model, "--vnnlib", spec, "--report", spec], spec),
+        (["stability", model, "--box-file", box, "--report", box], box),
+        (["verify", model, small, "--box", "0,2", "--certificates", cert, "--counterexample", cert], cert),
+    ]
+    for argv, victim in cases:
+        before = victim.read_bytes()
+        _assert_clear_error(capsys, argv, "input file", None)
+        assert victim.read_bytes() == before, argv

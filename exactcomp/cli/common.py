@@ -17,6 +17,26 @@ if TYPE_CHECKING:  # the domain readers load on use: --help stays quick
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+#: The options that name a file the command reads (``args`` attributes): no output may be one.
+INPUT_OPTIONS = (
+    "model",
+    "original",
+    "other",
+    "data",
+    "labels",
+    "box_file",
+    "box_from_data",
+    "vnnlib",
+    "certificates",
+    "plane",
+)
+
+
+def input_paths(args: argparse.Namespace) -> list[str]:
+    """Every file the command reads, for :func:`exactcomp.io.check_output_path`."""
+    return [getattr(args, k) for k in INPUT_OPTIONS if getattr(args, k, None)]
+
+
 def read_npy(path: str, what: str) -> np.ndarray:
     if not Path(path).is_file():
         raise InputFileError(f"{what} file not found: {path}")

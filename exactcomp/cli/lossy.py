@@ -11,6 +11,7 @@ from ..errors import InvalidOptionError
 from .common import (
     EXIT_OK,
     domain_boxes,
+    input_paths,
     print_table,
     read_data,
     read_npy,
@@ -32,9 +33,7 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     tol = None if args.tol is None else check_tol(args.tol, positive=bits is not None)
     if quantizing and bits is None and tol is None and args.tol_mode == "linf":
         raise InvalidOptionError("quantize needs --bits, --tol or both")
-    inputs = [args.model] + [
-        p for p in (args.data, args.labels, args.box_file, args.box_from_data, args.vnnlib) if p
-    ]
+    inputs = input_paths(args)
     check_save_path(args.output, inputs)
     if args.report:
         check_output_path(args.report, inputs + [args.output])

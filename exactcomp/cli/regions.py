@@ -11,6 +11,7 @@ from .common import (
     EXIT_OK,
     check_positive,
     domain_boxes,
+    input_paths,
     progress_display,
 )
 
@@ -27,7 +28,7 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     for name in ("samples", "lines", "seed"):
         if getattr(args, name) < 0:
             raise InvalidOptionError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    inputs = [args.model] + [p for p in (args.box_file, args.box_from_data, args.vnnlib) if p]
+    inputs = input_paths(args)
     for out in (args.report, args.plot):
         if out:
             check_output_path(out, inputs)

@@ -261,7 +261,20 @@ TINY_NNET = Path(__file__).resolve().parent / "data" / "tiny.nnet"
 
 def test_regions_negative_seed_is_refused(capsys) -> None:
     """``regions --seed -1`` ended in numpy's traceback (a negative seed)."""
-    _assert_clear_error(capsys, ["regions", MOONS, "--box=-1.5,2.5", "--seed", "-1"], "--seed", None)
+    _assert_clear_error(
+        capsys, ["regions", MOONS, "--box=-1.5,2.5", "--seed", "-1"], "--seed", None
+    )
+
+
+def test_two_outputs_on_one_path_are_refused(model, tmp_path, capsys) -> None:
+    """``regions --plot p.png --report p.png`` wrote the plot, then the report over it (exit 0);
+    ``compress -o o.pt --report o.pt`` was refused as if o.pt were an input file."""
+    png = tmp_path / "p.png"
+    argv = ["regions", MOONS, "--box=-1.5,2.5", "--plot", png, "--report", png]
+    _assert_clear_error(capsys, argv, "another output", png)
+    out = tmp_path / "o.pt"
+    argv = ["compress", model, "--box", "0,1", "-o", out, "--report", out]
+    _assert_clear_error(capsys, argv, "another output", out)
 
 
 def test_regions_reads_nnet_units(tmp_path, capsys) -> None:
@@ -293,7 +306,20 @@ def test_no_output_overwrites_a_domain_or_certificate_file(model, tmp_path, caps
     cases = [
         (["stability", model, "--vnnlib", spec, "--report", spec], spec),
         (["stability", model, "--box-file", box, "--report", box], box),
-        (["verify", model, small, "--box", "0,2", "--certificates", cert, "--counterexample", cert], cert),
+        (
+            [
+                "verify",
+                model,
+                small,
+                "--box",
+                "0,2",
+                "--certificates",
+                cert,
+                "--counterexample",
+                cert,
+            ],
+            cert,
+        ),
     ]
     for argv, victim in cases:
         before = victim.read_bytes()

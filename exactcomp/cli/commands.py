@@ -41,7 +41,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     inputs = input_paths(args)
     check_save_path(args.output, inputs)
     if args.report:
-        check_output_path(args.report, inputs + [args.output])
+        check_output_path(args.report, inputs, outputs=[args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     if Path(args.output).suffix.lower() in (".pt", ".pth"):  # refused before the analysis
         from ..io.torch_io import check_torch_target

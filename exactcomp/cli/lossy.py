@@ -36,7 +36,7 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     inputs = input_paths(args)
     check_save_path(args.output, inputs)
     if args.report:
-        check_output_path(args.report, inputs + [args.output])
+        check_output_path(args.report, inputs, outputs=[args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     boxes = domain_boxes(args, net.input_size, console)
     data = read_data(args)

@@ -29,9 +29,10 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
         if getattr(args, name) < 0:
             raise InvalidOptionError(f"--{name} must be >= 0, got {getattr(args, name)}")
     inputs = input_paths(args)
-    for out in (args.report, args.plot):
-        if out:
-            check_output_path(out, inputs)
+    if args.report:
+        check_output_path(args.report, inputs)
+    if args.plot:
+        check_output_path(args.plot, inputs, outputs=[args.report])
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidOptionError(f"--plot writes PNG; give a .png path, got {args.plot!r}")
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)

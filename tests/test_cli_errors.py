@@ -325,3 +325,15 @@ def test_no_output_overwrites_a_domain_or_certificate_file(model, tmp_path, caps
         before = victim.read_bytes()
         _assert_clear_error(capsys, argv, "input file", None)
         assert victim.read_bytes() == before, argv
+
+
+@pytest.mark.parametrize(
+    "option", [["--time-limit", "-1"], ["--jobs", "0"], ["--verify"], ["--dtype", "float64"]]
+)
+def test_compress_tol_refuses_the_exact_options_it_ignored(model, tmp_path, capsys, option):
+    """``compress --tol`` went to the lossy search before any option of exact compression was
+    read: ``--time-limit -1`` and ``--jobs 0`` passed, ``--verify`` and ``--dtype float64``
+    had no effect, all silently (exit 0)."""
+    out = tmp_path / "o.pt"
+    argv = ["compress", model, "--box", "0,1", "-o", out, "--tol", "0.5", *option]
+    _assert_clear_error(capsys, argv, option[0], out)

@@ -17,6 +17,36 @@ from .common import (
     read_npy,
 )
 
+#: ``compress`` options of exact compression that ``--tol``'s lossy search does not take.
+EXACT_ONLY = (
+    "verify",
+    "verify_tol",
+    "dtype",
+    "partial",
+    "check",
+    "method",
+    "time_limit",
+    "jobs",
+    "cluster",
+    "solver",
+)
+
+
+def refuse_exact_options(args: argparse.Namespace) -> None:
+    """``compress --tol`` given an option of exact compression: an error naming it, since it
+    would be ignored (the lossy claim is proven whatever they say). The defaults come from
+    the parser itself."""
+    from .parser import build_parser
+
+    default = build_parser().parse_args(["compress", "M", "-o", "O"])
+    given = [k for k in EXACT_ONLY if getattr(args, k) != getattr(default, k)]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise InvalidOptionError(
+            f"compress --tol does not take {names} (options of exact compression; the lossy "
+            "claim is proven in any case): leave them out"
+        )
+
 
 def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     """``quantize``, and ``compress --tol``: certified lossy compression (exactcomp.approx)."""
@@ -27,6 +57,8 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     from ..rewrite.quantize import check_bits
 
     quantizing = args.command == "quantize"
+    if not quantizing:
+        refuse_exact_options(args)
     bits = getattr(args, "bits", None)
     if bits is not None:
         bits = check_bits(bits)

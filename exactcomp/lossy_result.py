@@ -79,6 +79,7 @@ def report_document(f, g, tol, proven, sampled, seconds, layers, data, labels, *
         "bytes_after": None,
         "seconds": round(seconds, 3),
         "layers": layers,
+        "notes": list(f.meta.get("notes", ())),  # what the model reader assumed
     }
     doc.update(extra)
     doc.update(data_facts(f, g, data, labels))

@@ -337,3 +337,14 @@ def test_compress_tol_refuses_the_exact_options_it_ignored(model, tmp_path, caps
     out = tmp_path / "o.pt"
     argv = ["compress", model, "--box", "0,1", "-o", out, "--tol", "0.5", *option]
     _assert_clear_error(capsys, argv, option[0], out)
+
+
+@pytest.mark.parametrize("lossy", [["quantize", "--bits", "8"], ["compress", "--tol", "0.5"]])
+def test_lossy_commands_say_what_the_reader_assumed(model, tmp_path, capsys, lossy) -> None:
+    """``quantize`` and ``compress --tol`` of a bare state_dict printed no ``note:`` line and
+    their reports had no ``notes``, as ``compress`` and ``stability`` have (README)."""
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    argv = [lossy[0], model, "--box", "0,1", "-o", out, *lossy[1:], "--report", report]
+    assert main([str(a) for a in argv]) == 0
+    assert "note: architecture assumed from a state_dict" in capsys.readouterr().out
+    assert "state_dict" in json.loads(report.read_text())["notes"][0]

@@ -12,6 +12,7 @@ from .common import (
     EXIT_OK,
     domain_boxes,
     input_paths,
+    print_notes,
     print_table,
     read_data,
     read_npy,
@@ -70,6 +71,7 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     if args.report:
         check_output_path(args.report, inputs, outputs=[args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    print_notes(args, console, net)
     boxes = domain_boxes(args, net.input_size, console)
     data = read_data(args)
     labels = read_npy(args.labels, "labels") if args.labels else None

@@ -25,9 +25,6 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     check_positive("--limit", args.limit)
     check_positive("--jobs", args.jobs)
     check_positive("--time-limit", args.time_limit)
-    for name in ("samples", "lines", "seed"):
-        if getattr(args, name) < 0:
-            raise InvalidOptionError(f"--{name} must be >= 0, got {getattr(args, name)}")
     inputs = input_paths(args)
     if args.report:
         check_output_path(args.report, inputs)

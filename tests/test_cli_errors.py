@@ -348,3 +348,14 @@ def test_lossy_commands_say_what_the_reader_assumed(model, tmp_path, capsys, los
     assert main([str(a) for a in argv]) == 0
     assert "note: architecture assumed from a state_dict" in capsys.readouterr().out
     assert "state_dict" in json.loads(report.read_text())["notes"][0]
+
+
+@pytest.mark.parametrize("lossy", [["quantize", "--bits", "8"], ["compress", "--tol", "0.5"]])
+def test_lossy_commands_show_progress(model, tmp_path, capsys, lossy) -> None:
+    """``quantize`` and ``compress --tol`` printed nothing until the end (93 s for the README's
+    ``compress --tol 1.0``); now each phase shows on the progress display, unless --quiet."""
+    argv = [lossy[0], model, "--box", "0,1", "-o", tmp_path / "o.onnx", *lossy[1:]]
+    assert main([str(a) for a in argv]) == 0
+    assert "final proof" in capsys.readouterr().out
+    assert main([str(a) for a in [*argv, "--quiet"]]) == 0
+    assert "final proof" not in capsys.readouterr().out

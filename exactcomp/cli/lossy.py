@@ -14,6 +14,7 @@ from .common import (
     input_paths,
     print_notes,
     print_table,
+    progress_display,
     read_data,
     read_npy,
 )
@@ -75,28 +76,19 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     boxes = domain_boxes(args, net.input_size, console)
     data = read_data(args)
     labels = read_npy(args.labels, "labels") if args.labels else None
-    if quantizing:
-        result = api.quantize(
-            net,
-            boxes,
-            bits=bits,
-            tol=tol,
-            data=data,
-            labels=labels,
-            method=args.method,
-            tol_mode=args.tol_mode,
-            top1_class=args.top1_class,
-        )
-    else:
-        result = api.compress_lossy(
-            net,
-            boxes,
-            tol,
-            data=data,
-            labels=labels,
-            tol_mode=args.tol_mode,
-            top1_class=args.top1_class,
-        )
+    options = {
+        "data": data,
+        "labels": labels,
+        "tol_mode": args.tol_mode,
+        "top1_class": args.top1_class,
+    }
+    with progress_display(args, console) as progress:
+        if quantizing:
+            result = api.quantize(
+                net, boxes, bits=bits, tol=tol, method=args.method, progress=progress, **options
+            )
+        else:
+            result = api.compress_lossy(net, boxes, tol, progress=progress, **options)
     result.report["bytes_before"] = Path(args.model).stat().st_size
     result.save(args.output, inputs=inputs)
     if args.report:

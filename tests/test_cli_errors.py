@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -359,3 +360,21 @@ def test_lossy_commands_show_progress(model, tmp_path, capsys, lossy) -> None:
     assert "final proof" in capsys.readouterr().out
     assert main([str(a) for a in [*argv, "--quiet"]]) == 0
     assert "final proof" not in capsys.readouterr().out
+
+
+def test_tables_fit_80_columns(tmp_path, capsys) -> None:
+    """Piped output is 120 columns wide (so that plain lines do not wrap); the tables filled
+    it: the regions table was 100 columns, compress's 104. They now fit 80, wrapping cells."""
+    runs = [
+        ["regions", MOONS, "--box=-1.5,2.5"],
+        ["stability", MOONS, "--box=-1.5,2.5"],
+        ["compress", MOONS, "--box=-1.5,2.5", "-o", tmp_path / "s.pt"],
+        ["quantize", MOONS, "--box=-1.5,2.5", "-o", tmp_path / "q.onnx", "--bits", "8"],
+    ]
+    for argv in runs:
+        assert main([str(a) for a in argv]) == 0
+        out = capsys.readouterr().out
+        lines = [ln for ln in out.splitlines() if not re.search(r"\d:\d\d:\d\d", ln)]
+        table = [ln for ln in lines if any(c in ln for c in "│─━┃")]  # no progress bars
+        assert table, out
+        assert max(len(ln.rstrip()) for ln in table) <= 80, out

@@ -111,10 +111,14 @@ def print_notes(args: argparse.Namespace, console: Console, *nets: object) -> No
                 console.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
+#: Tables fit this many columns (cells wrap), also where plain lines may run wider.
+TABLE_COLUMNS = 80
+
+
 def print_table(args: argparse.Namespace, console: Console, table) -> None:
-    """Print a summary table unless --quiet."""
+    """Print a summary table unless --quiet, at most :data:`TABLE_COLUMNS` wide."""
     if not args.quiet:
-        console.print(table)
+        console.print(table, width=min(console.width, TABLE_COLUMNS))
 
 
 def show_vector(v: np.ndarray, limit: int = 8) -> str:

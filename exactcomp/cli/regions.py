@@ -9,6 +9,7 @@ from rich.console import Console
 from ..errors import InvalidOptionError
 from .common import (
     EXIT_OK,
+    TABLE_COLUMNS,
     check_positive,
     domain_boxes,
     input_paths,
@@ -61,7 +62,7 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             progress=progress,
         )
     doc = res.to_json()
-    console.print(regions_table(doc))
+    console.print(regions_table(doc), width=min(console.width, TABLE_COLUMNS))  # even --quiet
     if args.graph and plane is None:
         if net.input_size != 2:
             raise InvalidOptionError("--graph needs 2 inputs, or --plot (the graph of the slice)")

@@ -378,3 +378,17 @@ def test_tables_fit_80_columns(tmp_path, capsys) -> None:
         table = [ln for ln in lines if any(c in ln for c in "│─━┃")]  # no progress bars
         assert table, out
         assert max(len(ln.rstrip()) for ln in table) <= 80, out
+
+
+@pytest.mark.parametrize("option", ["--box-file", "--box-from-data", "--data"])
+def test_npy_of_strings_is_refused(model, tmp_path, capsys, option) -> None:
+    """A ``.npy`` of strings as the box or data ended in numpy's traceback (float conversion)."""
+    import numpy as np
+
+    bad = tmp_path / "s.npy"
+    np.save(bad, np.array([["a", "b", "c"], ["d", "e", "f"]]))
+    out = tmp_path / "o.pt"
+    argv = ["compress", model, "-o", out, option, bad] + (
+        [] if "box" in option else ["--box", "0,1"]
+    )
+    _assert_clear_error(capsys, argv, "must hold numbers", out)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
-from ..errors import InputFileError, InvalidOptionError
+from ..errors import InvalidOptionError
 
 if TYPE_CHECKING:  # the domain readers load on use: --help stays quick
     from ..domain import Box
@@ -38,12 +37,9 @@ def input_paths(args: argparse.Namespace) -> list[str]:
 
 
 def read_npy(path: str, what: str) -> np.ndarray:
-    if not Path(path).is_file():
-        raise InputFileError(f"{what} file not found: {path}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputFileError(f"cannot read {what} file {path} as .npy: {exc}") from None
+    from ..domain import read_npy_numbers
+
+    return read_npy_numbers(path, what)
 
 
 def domain_boxes(args: argparse.Namespace, n_inputs: int, console: Console) -> list[Box]:
@@ -77,15 +73,7 @@ def domain_boxes(args: argparse.Namespace, n_inputs: int, console: Console) -> l
 
 
 def read_data(args: argparse.Namespace) -> np.ndarray | None:
-    if not getattr(args, "data", None):
-        return None
-    path = Path(args.data)
-    if not path.is_file():
-        raise InputFileError(f"data file not found: {path}")
-    try:
-        return np.load(path, allow_pickle=False).astype(np.float64)
-    except (ValueError, OSError) as exc:
-        raise InputFileError(f"cannot read data file {path} as .npy: {exc}") from None
+    return read_npy(args.data, "data") if getattr(args, "data", None) else None
 
 
 def progress_display(args: argparse.Namespace, console: Console):

@@ -212,7 +212,7 @@ def regions_table(doc: dict) -> Table:
         )
     for key, what in (("upper_bound", "stable neurons removed"), ("upper_bound_original", "")):
         v = doc[key]
-        shown = f"{v:,}" if v < 10**15 else f"{float(v):.3e}"
+        shown = f"{v:,}" if v < 10**15 else _scientific(v)
         t.add_row(key.replace("_", " "), shown, "Serra et al. 2018 " + what)
     t.add_row("neurons fixed", f"{doc['fixed_neurons']} of {doc['neurons']}", "proven stable")
     rate = doc["regions_per_second"]
@@ -222,6 +222,14 @@ def regions_table(doc: dict) -> Table:
         f"count {doc['count_seconds']:.3f} s: {doc['lps']} LPs, {rate or 0:,.0f} regions/s",
     )
     return t
+
+
+def _scientific(v: float | int) -> str:
+    """``v`` as ``d.ddde+k``; an int may lie beyond float64 (conv networks' region bounds)."""
+    if not isinstance(v, int):
+        return f"{v:.3e}"
+    digits = str(v)
+    return f"{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
 
 
 def to_json_text(doc: dict) -> str:

@@ -392,3 +392,14 @@ def test_npy_of_strings_is_refused(model, tmp_path, capsys, option) -> None:
         [] if "box" in option else ["--box", "0,1"]
     )
     _assert_clear_error(capsys, argv, "must hold numbers", out)
+
+
+def test_lossy_output_larger_than_the_input_is_said(model, tmp_path, capsys) -> None:
+    """``quantize`` of the shipped marabou_conv_mp1.onnx wrote 543,233 bytes from 18,784 (the
+    dense matrices of its convolutions) and only the byte counts said so; ``compress`` warns."""
+    out, report = tmp_path / "q.pt", tmp_path / "r.json"
+    argv = ["quantize", model, "--box", "0,1", "-o", out, "--bits", "8", "--report", report]
+    assert main([str(a) for a in argv]) == 0
+    assert out.stat().st_size > model.stat().st_size  # float32 weights and the layout, again
+    assert "warning: the file written" in capsys.readouterr().out
+    assert "larger than the input" in json.loads(report.read_text())["size_warning"]

@@ -52,7 +52,7 @@ def refuse_exact_options(args: argparse.Namespace) -> None:
 
 def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     """``quantize``, and ``compress --tol``: certified lossy compression (exactcomp.approx)."""
-    from .. import api
+    from .. import api, io
     from ..approx import check_tol
     from ..io import check_output_path, check_save_path
     from ..report import lossy_table, write_document
@@ -91,6 +91,9 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
             result = api.compress_lossy(net, boxes, tol, progress=progress, **options)
     result.report["bytes_before"] = Path(args.model).stat().st_size
     result.save(args.output, inputs=inputs)
+    larger = io.larger_than_input(args.output, args.model, torch_only=False)
+    if larger:
+        result.report["size_warning"] = larger
     if args.report:
         write_document(args.report, "quantize" if quantizing else "lossy", result.report)
     print_table(args, console, lossy_table(result.report))
@@ -99,6 +102,8 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
             f"class margin proven >= {result.report['margin_proven_min']:.4g}: class "
             f"{'proven unchanged' if result.report['top1_proven'] else 'NOT proven unchanged'}"
         )
+    if larger:
+        console.print(f"warning: {larger}", markup=False)
     console.print(
         f"wrote {args.output}: proven max |f - g| <= {result.proven:.4g} "
         f"(sampled {result.sampled:.4g}), {result.report['bytes_before']} -> "

@@ -403,3 +403,22 @@ def test_lossy_output_larger_than_the_input_is_said(model, tmp_path, capsys) -> 
     assert out.stat().st_size > model.stat().st_size  # float32 weights and the layout, again
     assert "warning: the file written" in capsys.readouterr().out
     assert "larger than the input" in json.loads(report.read_text())["size_warning"]
+
+
+def test_quiet_leaves_out_the_vnnlib_note(model, tmp_path, capsys) -> None:
+    """``--quiet`` prints only the final lines (README), but the note that a VNN-LIB file's
+    output constraints are ignored was printed still; reader notes were already left out."""
+    spec = tmp_path / "p.vnnlib"
+    spec.write_text(
+        "".join(
+            f"(declare-const X_{i} Real)\n(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))\n"
+            for i in range(3)
+        )
+        + "(declare-const Y_0 Real)\n(assert (<= Y_0 1.0))\n"
+    )
+    argv = ["stability", model, "--vnnlib", spec]
+    assert main([str(a) for a in argv]) == 0
+    assert "output constraint" in capsys.readouterr().out
+    assert main([str(a) for a in [*argv, "--quiet"]]) == 0
+    out = capsys.readouterr().out
+    assert "output constraint" not in out and "note:" not in out

@@ -62,7 +62,7 @@ def domain_boxes(args: argparse.Namespace, n_inputs: int, console: Console) -> l
 
         spec = read_vnnlib(args.vnnlib, n_inputs)
         boxes = list(spec.boxes)
-        if spec.output_constraints:
+        if spec.output_constraints and not getattr(args, "quiet", False):
             console.print(
                 f"[dim]{args.vnnlib}: {len(boxes)} input box(es); {spec.output_constraints} output "
                 "constraint(s) ignored (compression keeps the whole function)[/dim]"

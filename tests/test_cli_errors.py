@@ -422,3 +422,12 @@ def test_quiet_leaves_out_the_vnnlib_note(model, tmp_path, capsys) -> None:
     assert main([str(a) for a in [*argv, "--quiet"]]) == 0
     out = capsys.readouterr().out
     assert "output constraint" not in out and "note:" not in out
+
+
+def test_a_directory_as_report_path_suggests_no_checkpoint_name(model, tmp_path, capsys) -> None:
+    """``--report DIR`` (or ``--plot``, ``--counterexample``) suggested 'DIR/small.pt'."""
+    argv = ["compress", model, "--box", "0,1", "-o", tmp_path / "o.pt", "--report", tmp_path]
+    _assert_clear_error(capsys, argv, "is a directory", None)
+    argv = ["stability", model, "--box", "0,1", "--report", tmp_path]
+    code, err = _run(capsys, argv)
+    assert code == 2 and "small.pt" not in err and "a file name inside it" in err

@@ -211,8 +211,7 @@ def check_output_path(
             )
     if dest.is_dir():
         raise OutputPathError(
-            f"the output path {str(dest)!r} is a directory; give a file name such as "
-            f"{str(dest / 'small.pt')!r}"
+            f"the output path {str(dest)!r} is a directory; give a file name inside it"
         )
     directory = _directory(dest)
     if not directory.is_dir():

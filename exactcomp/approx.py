@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .domain import sample_rows
 from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
+    check_data,
     nonzero_parameters,
     report_document,
     source_bytes,
@@ -89,15 +89,6 @@ def check_tol(tol: Any, *, positive: bool = False) -> float:
         need = "> 0" if positive else ">= 0"
         raise InvalidOptionError(f"--tol must be a finite number {need}, got {tol}")
     return t
-
-
-def check_data(net: Network, data: Any, labels: Any) -> None:
-    """``data`` and ``labels`` (``--data``, ``--labels``) checked before any work: they are
-    read only at the end, for the report (:func:`~exactcomp.domain.sample_rows`)."""
-    if labels is not None and data is None:
-        raise InvalidOptionError("--labels needs --data (the samples that the labels are of)")
-    if data is not None:
-        sample_rows(data, net.input_size, labels)
 
 
 def quantize(

@@ -431,3 +431,22 @@ def test_a_directory_as_report_path_suggests_no_checkpoint_name(model, tmp_path,
     argv = ["stability", model, "--box", "0,1", "--report", tmp_path]
     code, err = _run(capsys, argv)
     assert code == 2 and "small.pt" not in err and "a file name inside it" in err
+
+
+def test_plot_is_written_atomically(tmp_path, capsys, monkeypatch) -> None:
+    """``regions --plot`` saved the PNG straight to its path (matplotlib's ``savefig``): a
+    failure or Ctrl-C midway left half a PNG. Now a temporary file, then the rename."""
+    import matplotlib.figure
+
+    def half_then_interrupt(self, fname, **kwargs):
+        if isinstance(fname, (str, Path)):
+            Path(fname).write_bytes(b"\x89PNG half")
+        else:
+            fname.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_then_interrupt)
+    png = tmp_path / "p.png"
+    code = main([str(a) for a in ["regions", MOONS, "--box=-1.5,2.5", "--plot", png, "--quiet"]])
+    assert code == 130
+    assert not png.exists() and not list(tmp_path.glob(".p.png*"))

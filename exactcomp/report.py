@@ -212,8 +212,7 @@ def regions_table(doc: dict) -> Table:
         )
     for key, what in (("upper_bound", "stable neurons removed"), ("upper_bound_original", "")):
         v = doc[key]
-        shown = f"{v:,}" if v < 10**15 else _scientific(v)
-        t.add_row(key.replace("_", " "), shown, "Serra et al. 2018 " + what)
+        t.add_row(key.replace("_", " "), count_text(v), "Serra et al. 2018 " + what)
     t.add_row("neurons fixed", f"{doc['fixed_neurons']} of {doc['neurons']}", "proven stable")
     rate = doc["regions_per_second"]
     t.add_row(
@@ -224,8 +223,11 @@ def regions_table(doc: dict) -> Table:
     return t
 
 
-def _scientific(v: float | int) -> str:
-    """``v`` as ``d.ddde+k``; an int may lie beyond float64 (conv networks' region bounds)."""
+def count_text(v: float | int) -> str:
+    """A count or bound as ``12,345``, or from 1e15 on as ``d.ddde+k``; an int may lie beyond
+    float64 (conv networks' region bounds), so it is read from its digits."""
+    if v < 10**15:
+        return f"{v:,}"
     if not isinstance(v, int):
         return f"{v:.3e}"
     digits = str(v)

@@ -450,3 +450,12 @@ def test_plot_is_written_atomically(tmp_path, capsys, monkeypatch) -> None:
     code = main([str(a) for a in ["regions", MOONS, "--box=-1.5,2.5", "--plot", png, "--quiet"]])
     assert code == 130
     assert not png.exists() and not list(tmp_path.glob(".p.png*"))
+
+
+def test_regions_quiet_prints_one_line(capsys) -> None:
+    """``--quiet`` prints no table, only the final lines (README); ``regions --quiet`` printed
+    its whole table. Now one line with the count and the bounds, as ``stability --quiet``."""
+    assert main([str(a) for a in ["regions", MOONS, "--box=-1.5,2.5", "--quiet"]]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "│" not in lines[0], lines
+    assert lines[0].startswith("166 regions (exact)") and "16,577" in lines[0]

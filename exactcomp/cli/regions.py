@@ -21,7 +21,7 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     from .. import api
     from ..io.atomic import check_output_path
     from ..regions import Plane, parse_plane
-    from ..report import regions_table, write_document
+    from ..report import count_text, regions_table, write_document
 
     check_positive("--limit", args.limit)
     check_positive("--jobs", args.jobs)
@@ -62,7 +62,13 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             progress=progress,
         )
     doc = res.to_json()
-    console.print(regions_table(doc), width=min(console.width, TABLE_COLUMNS))  # even --quiet
+    if args.quiet:  # the result on one line
+        console.print(
+            f"{doc['regions']:,} regions ({'exact' if doc['exact'] else 'stopped: ' + str(doc['stopped'])}); "
+            f"bounds [{count_text(doc['lower_bound'])}, {count_text(doc['upper_bound'])}]"
+        )
+    else:
+        console.print(regions_table(doc), width=min(console.width, TABLE_COLUMNS))
     if args.graph and plane is None:
         if net.input_size != 2:
             raise InvalidOptionError("--graph needs 2 inputs, or --plot (the graph of the slice)")

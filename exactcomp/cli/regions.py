@@ -63,8 +63,9 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
         )
     doc = res.to_json()
     if args.quiet:  # the result on one line
+        how = "exact" if doc["exact"] else f"stopped: {doc['stopped']}"
         console.print(
-            f"{doc['regions']:,} regions ({'exact' if doc['exact'] else 'stopped: ' + str(doc['stopped'])}); "
+            f"{doc['regions']:,} regions ({how}); "
             f"bounds [{count_text(doc['lower_bound'])}, {count_text(doc['upper_bound'])}]"
         )
     else:

@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("soak", help="soundness soak (benchmarks/soak.py); arguments pass through")
     sub.add_parser(
+        "lossy",
+        help="certified lossy compression and quantisation against magnitude pruning and "
+        "round-to-nearest (benchmarks/lossy.py)",
+    )
+    sub.add_parser(
         "diffverify",
         help="exactcomp vs NeuroDiff on its ACAS Xu float16 benchmark (benchmarks/diffverify.py)",
     )

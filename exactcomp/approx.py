@@ -19,11 +19,13 @@ from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
+    check_data,
     nonzero_parameters,
     report_document,
     source_bytes,
 )
 from .network import Network
+from .progress import SILENT, Progress
 from .rewrite import merging
 from .rewrite.bitwidths import (
     SPLIT_PROOF_SECONDS,
@@ -109,6 +111,7 @@ def quantize(
     method: str = "corrected",
     tol_mode: str = "linf",
     top1_class: str = "argmax",
+    progress: Progress = SILENT,
 ) -> LossyResult:
     """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
 
@@ -138,7 +141,8 @@ def quantize(
     (:mod:`exactcomp.rewrite.quantize`, moments over :data:`COMPENSATION_POINTS` uniform
     domain points); ``rtn``: plain round-to-nearest. Either way the claim is the verifier's.
     ``tol_mode="top1"``: ``tol`` becomes ``min(tol, m / 2)`` less a slack for the proven
-    class margin ``m`` of the original (as :func:`compress_lossy`; ``tol`` may be None)."""
+    class margin ``m`` of the original (as :func:`compress_lossy`; ``tol`` may be None).
+    ``progress``: each phase is announced as a task of one step (its name and time shown)."""
     t0 = time.perf_counter()
     if method not in METHODS:
         raise InvalidOptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -156,11 +160,14 @@ def quantize(
     else:
         f = base = ref = load(model)
     boxes = bind_domain(domain, f)
+    check_data(f, data, labels)
     top1: dict = {"tol_mode": tol_mode}
     if tol_mode == "top1":
+        progress.task("class margin", 1)
         tol, top1 = top1_tolerance(
             f, list(boxes), tol, rule=top1_class, milp_seconds=TOP1_ENGINE_SECONDS
         )
+    progress.task("bounds of the original", 1)
     charger = Charger(ref, boxes, tighten_seconds=tighten_seconds)
     comp = domain_compensation(base, boxes) if method == "corrected" else None
     n = len(base.layers)
@@ -172,6 +179,7 @@ def quantize(
         # float16 only where every layer fits it (else its weights would be inf)
         fits = all(fits_float16(la.weight) for la in base.layers)
         ladder = [b for b in BIT_LADDER if (bits is None or b <= bits) and (b != 16 or fits)]
+        progress.task("choosing bits", 1)
         chosen = choose_bits(base, charger, tol, ladder, comp)
         if split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:
             chosen = narrow_with_split(
@@ -186,6 +194,7 @@ def quantize(
                 end=time.perf_counter() + SPLIT_SEARCH_SECONDS,
             )
         chosen, lp_bound = narrow_with_lp(base, charger, tol, ladder, chosen, lp_end, comp)
+    progress.task("final proof", 1)
     qn = quantize_network(base, chosen, comp)
     left = 0.0 if np.isfinite(lp_bound) else max(lp_end - time.perf_counter(), 0.0)
     proven = charger.proven(
@@ -198,7 +207,9 @@ def quantize(
         head_seconds=HEAD_SECONDS,
     )
     proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
+    progress.task("sampling", 1)
     sampled = sampled_max_difference(f, qn.network, boxes)
+    progress.advance()
     small, grids = drop_unused_grids(qn.network, qn.weights)
     layers = [
         {
@@ -263,6 +274,7 @@ def compress_lossy(
     merge: bool = True,
     exact: Callable[..., Any] | None = None,
     split_seconds: float = 10.0,
+    progress: Progress = SILENT,
 ) -> LossyResult:
     """Prune ``model`` beyond exactness while ``max |f - g| <= tol`` stays proven on ``domain``
     (:func:`exactcomp.rewrite.lossy.search`), then drop the neurons left without effect.
@@ -295,35 +307,43 @@ def compress_lossy(
     ``tol_mode="top1"``: the class of ``f`` (``top1_class``: ``argmax`` or ``argmin``) must
     be proven constant on each box, with margin ``m``; the search runs in ``linf`` at
     ``tol = min(tol, m / 2)`` less a slack (``tol`` may be None), so the class of ``g`` is
-    proven unchanged (:func:`exactcomp.verify.margin.top1_tolerance`; report ``top1_proven``)."""
+    proven unchanged (:func:`exactcomp.verify.margin.top1_tolerance`; report ``top1_proven``).
+    ``progress``: each phase is announced as a task of one step (its name and time shown)."""
     t0 = time.perf_counter()
     if tol_mode not in TOL_MODES:
         raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
     tol = None if tol is None and tol_mode == "top1" else check_tol(tol)
     original = load(model)
     boxes = bind_domain(domain, original)
+    check_data(original, data, labels)
     f, exact_facts = original, {"tol_mode": tol_mode}
     if tol_mode == "top1":
         engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by the engine
+        progress.task("class margin", 1)
         tol, exact_facts = top1_tolerance(
             original, list(boxes), tol, rule=top1_class, milp_seconds=engine
         )
     if exact is not None:
         t1 = time.perf_counter()  # after top1's margin proofs: the exact pass keeps its share
+        progress.task("exact pass", 1)
         done = exact(original, list(boxes), deadline=t1 + EXACT_SHARE * time_limit)
         f, exact_facts["exact_pass"] = done.network, _exact_facts(original, done, t1)
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
+    progress.task("bounds of the original", 1)
     charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
     left = time_limit - (time.perf_counter() - t0)  # after f's tightening
+    progress.task("magnitude pruning", 1)
     mag, lp_reserve = magnitude_first(
         f, boxes, tol, charger, time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
     )
     options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit, "use_merge": merge}
     t_lr, left = time.perf_counter(), time_limit - (time.perf_counter() - t0) - lp_reserve
+    progress.task("low rank", 1)
     low = search_lowrank(
         f, boxes, tol, charger, time_limit=max(LOWRANK_TIME_SHARE * left, 1.0), **options
     )
     lr_seconds = time.perf_counter() - t_lr
+    progress.task("greedy search", 1)
     out = search(
         f,
         boxes,
@@ -338,6 +358,7 @@ def compress_lossy(
     strategies["lowrank"] = {"ranks": ranks, "seconds": round(lr_seconds, 3)}
     strategies["strategies"]["magnitude"].update(mag.facts)
     splits = split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS
+    progress.task("final proof", 1)
     out, stored = store(  # the model's dtype, proven again (the claims below are of it)
         out,
         original.dtype,
@@ -355,7 +376,9 @@ def compress_lossy(
         out = dataclasses.replace(out, proven=min(out.proven, split))
     written = _written(out)
     g = drop_unused_grids(written, [None] * len(written.layers))[0]
+    progress.task("sampling", 1)
     sampled = sampled_max_difference(original, written, boxes)
+    progress.advance()
     if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
         exact_facts["top1_proven"] = bool(out.proven < exact_facts["margin_proven_min"] / 2)
     if "exact_pass" in exact_facts:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputFileError, InvalidDomainError
+from .errors import InputFileError, InvalidDomainError, InvalidOptionError
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,16 +98,29 @@ def parse_box_string(text: str, n_inputs: int) -> Box:
     return Box.uniform(lo, hi, n_inputs)
 
 
+def read_npy_numbers(path: str | Path, what: str) -> np.ndarray:
+    """The float64 array in the ``.npy`` file ``path`` (a ``what`` file: box, data, labels),
+    or a one-line :class:`InputFileError`: not found, not a .npy, or not numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{what} file not found: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(f"cannot read {what} file {path} as .npy: {exc}") from None
+    try:
+        return np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputFileError(f"{what} file {path} must hold numbers, got {arr.dtype}") from None
+
+
 def read_box_file(path: str | Path) -> Box:
     """Read a box from ``.npy`` (shape ``(2, n)``) or JSON (``{"lower": [...], "upper": [...]}``)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"box file not found: {path}")
     if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputFileError(f"cannot read box file {path} as .npy: {exc}") from None
+        arr = read_npy_numbers(path, "box")
         if arr.ndim != 2 or arr.shape[0] != 2:
             raise InvalidDomainError(
                 f"box file {path} must hold an array of shape (2, n), got {arr.shape}"
@@ -126,17 +139,32 @@ def read_box_file(path: str | Path) -> Box:
 
 def box_from_data(path: str | Path) -> Box:
     """The per-feature min/max box of a data array saved as ``.npy`` (shape ``(samples, n)``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"data file not found: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputFileError(f"cannot read data file {path} as .npy: {exc}") from None
-    arr = np.asarray(arr, dtype=np.float64)
+    arr = read_npy_numbers(path, "data")
     if arr.ndim < 2 or arr.shape[0] == 0:
         raise InvalidDomainError(
             f"data file {path} must hold a non-empty array of samples, got shape {arr.shape}"
         )
     arr = arr.reshape(arr.shape[0], -1)
     return Box(arr.min(axis=0), arr.max(axis=0))
+
+
+def sample_rows(data: np.ndarray, n_inputs: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """``data`` (``--data``) as float64 rows of ``n_inputs`` features; a 1-D array is one sample.
+
+    Checked before any work, since a mistake found after it costs the whole run: no samples,
+    rows of another width, or ``labels`` (``--labels``) that are not one per row raise
+    :class:`InvalidOptionError` naming the shapes."""
+    arr = np.asarray(data, dtype=np.float64)
+    if arr.size == 0:
+        raise InvalidOptionError(f"the data holds no samples (shape {arr.shape})")
+    rows = arr.reshape(1, -1) if arr.ndim < 2 else arr.reshape(arr.shape[0], -1)
+    if rows.shape[1] != n_inputs:
+        raise InvalidOptionError(
+            f"data must hold rows of {n_inputs} features, got shape {arr.shape}"
+        )
+    if labels is not None and np.asarray(labels).reshape(-1).shape[0] != rows.shape[0]:
+        raise InvalidOptionError(
+            f"the labels must be one per data row: {np.asarray(labels).size} labels for "
+            f"{rows.shape[0]} rows"
+        )
+    return rows

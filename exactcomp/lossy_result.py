@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .domain import sample_rows
+from .errors import InvalidOptionError
 from .network import Network
 from .rewrite.quantize import QuantizedWeight
 
@@ -52,6 +54,15 @@ def nonzero_parameters(net: Network) -> int:
     return int(sum(np.count_nonzero(la.weight) + np.count_nonzero(la.bias) for la in net.layers))
 
 
+def check_data(net: Network, data: Any, labels: Any) -> None:
+    """``data`` and ``labels`` (``--data``, ``--labels``) checked before any work: they are
+    read only at the end, for the report (:func:`~exactcomp.domain.sample_rows`)."""
+    if labels is not None and data is None:
+        raise InvalidOptionError("--labels needs --data (the samples that the labels are of)")
+    if data is not None:
+        sample_rows(data, net.input_size, labels)
+
+
 def data_facts(f: Network, g: Network, data, labels) -> dict:
     if data is None:
         return {}
@@ -79,6 +90,7 @@ def report_document(f, g, tol, proven, sampled, seconds, layers, data, labels, *
         "bytes_after": None,
         "seconds": round(seconds, 3),
         "layers": layers,
+        "notes": list(f.meta.get("notes", ())),  # what the model reader assumed
     }
     doc.update(extra)
     doc.update(data_facts(f, g, data, labels))

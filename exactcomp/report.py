@@ -212,8 +212,7 @@ def regions_table(doc: dict) -> Table:
         )
     for key, what in (("upper_bound", "stable neurons removed"), ("upper_bound_original", "")):
         v = doc[key]
-        shown = f"{v:,}" if v < 10**15 else f"{float(v):.3e}"
-        t.add_row(key.replace("_", " "), shown, "Serra et al. 2018 " + what)
+        t.add_row(key.replace("_", " "), count_text(v), "Serra et al. 2018 " + what)
     t.add_row("neurons fixed", f"{doc['fixed_neurons']} of {doc['neurons']}", "proven stable")
     rate = doc["regions_per_second"]
     t.add_row(
@@ -222,6 +221,17 @@ def regions_table(doc: dict) -> Table:
         f"count {doc['count_seconds']:.3f} s: {doc['lps']} LPs, {rate or 0:,.0f} regions/s",
     )
     return t
+
+
+def count_text(v: float | int) -> str:
+    """A count or bound as ``12,345``, or from 1e15 on as ``d.ddde+k``; an int may lie beyond
+    float64 (conv networks' region bounds), so it is read from its digits."""
+    if v < 10**15:
+        return f"{v:,}"
+    if not isinstance(v, int):
+        return f"{v:.3e}"
+    digits = str(v)
+    return f"{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
 
 
 def to_json_text(doc: dict) -> str:

@@ -178,3 +178,16 @@ def test_verify_with_certificates_returns_the_recheck() -> None:
     assert done.result.status.name == "EQUIVALENT"
     alone = api.verify_with_certificates(net, res.network, box, time_limit=60)
     assert alone.recheck is None and alone.result.status.name == "EQUIVALENT"
+
+
+def test_api_options_out_of_range_are_input_errors() -> None:
+    """``count_regions(seed=-1)`` raised numpy's ValueError and ``samples=-1`` was accepted
+    (only the CLI checked them)."""
+    import pytest
+
+    from exactcomp.errors import InvalidOptionError
+
+    net = Network.from_arrays([np.array([[1.0, -1.0]]), np.array([[1.0]])], [np.zeros(1), [0.0]])
+    for option in ({"seed": -1}, {"samples": -1}, {"lines": -2}):
+        with pytest.raises(InvalidOptionError, match=f"--{next(iter(option))} must be >= 0"):
+            exactcomp.count_regions(net, (-1.0, 1.0), **option)

@@ -71,3 +71,20 @@ def test_python_blocks_run_as_written(workdir, monkeypatch, capsys) -> None:
         exec(compile(code, f"README.md python block {i + 1}", "exec"), namespace)
     assert "EQUIVALENT" in capsys.readouterr().out
     assert (workdir / "small.onnx").is_file()
+
+
+def test_regions_example_prints_what_the_readme_shows(workdir, monkeypatch, capsys) -> None:
+    """The ``exactcomp regions`` example and the table printed under it: its counts and bounds
+    are still what the command prints (times aside). They were made before ``--stability``
+    defaulted to ``bounds`` and no longer held (4 of 32 neurons fixed, not 8)."""
+    (command,) = re.findall(r"^python -m exactcomp (regions .*)$", README, re.MULTILINE)
+    table = README[README.index(command) :].split("```")[2]  # the block after the command's
+    shown = dict(re.findall(r"│ ([a-z ]+?) +│ +([\d,]+(?: of \d+)?) │", table))
+    monkeypatch.chdir(workdir)
+    (workdir / "docs").mkdir(exist_ok=True)
+    assert cli.main(shlex.split(command)) == 0, capsys.readouterr()
+    doc = json.loads((workdir / "regions.json").read_text())
+    assert shown["regions"] == f"{doc['regions']:,}"
+    assert shown["upper bound"] == f"{doc['upper_bound']:,}"
+    assert shown["upper bound original"] == f"{doc['upper_bound_original']:,}"
+    assert shown["neurons fixed"] == f"{doc['fixed_neurons']} of {doc['neurons']}"

@@ -236,3 +236,33 @@ def test_the_lossy_table_fits_80_columns_and_gives_the_data_figures():
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
     assert "agreement 99.78 % on 450 inputs, accuracy 97.56 -> 97.33 %" in text
     assert "const" in text and "1236" in text
+
+
+def test_regions_table_shows_an_upper_bound_beyond_float() -> None:
+    """``regions`` on the shipped conv network (marabou_conv_mp1) ended in OverflowError: its
+    Serra upper bound is an int beyond float64, which the table converted to float."""
+    from rich.console import Console
+
+    from exactcomp.report import regions_table
+
+    doc = {
+        "exact": False,
+        "stopped": "bounds only",
+        "method": "none",
+        "regions": 3,
+        "lower_bound": 3,
+        "lower_bound_kind": "distinct patterns",
+        "estimate": None,
+        "upper_bound": 12345 * 10**996,
+        "upper_bound_original": 10**1200,
+        "fixed_neurons": 1,
+        "neurons": 9,
+        "seconds": 0.1,
+        "count_seconds": 0.0,
+        "lps": 0,
+        "regions_per_second": None,
+    }
+    console = Console(width=80, record=True)
+    console.print(regions_table(doc))
+    text = console.export_text()
+    assert "1.234e+1000" in text and "1.000e+1200" in text

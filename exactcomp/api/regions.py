@@ -61,6 +61,9 @@ def count_regions(
     box = _region_box(bind_domain(domain, net), net)
     if stability not in ("none", "bounds", "full"):
         raise InvalidOptionError(f"stability must be none, bounds or full, got {stability!r}")
+    for name, value in (("samples", samples), ("lines", lines), ("seed", seed)):
+        if int(value) < 0:
+            raise InvalidOptionError(f"--{name} must be >= 0, got {value}")
     fixed: list[np.ndarray] = []
     compressed = None
     if stability != "none" and net.num_neurons:

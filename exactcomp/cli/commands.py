@@ -16,6 +16,7 @@ from .common import (
     EXIT_UNKNOWN,
     check_positive,
     domain_boxes,
+    input_paths,
     print_notes,
     print_table,
     progress_display,
@@ -37,12 +38,10 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     check_positive("--jobs", args.jobs)
     check_positive("--verify-tol", args.verify_tol)
     check_positive("--check", args.check)
-    inputs = [args.model] + [
-        p for p in (args.data, args.box_file, args.box_from_data, args.vnnlib) if p
-    ]
+    inputs = input_paths(args)
     check_save_path(args.output, inputs)
     if args.report:
-        check_output_path(args.report, inputs + [args.output])
+        check_output_path(args.report, inputs, outputs=[args.output])
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     if Path(args.output).suffix.lower() in (".pt", ".pth"):  # refused before the analysis
         from ..io.torch_io import check_torch_target
@@ -133,7 +132,7 @@ def cmd_stability(args: argparse.Namespace, console: Console) -> int:
     check_positive("--jobs", args.jobs)
     check_positive("--budget", args.budget)
     if args.report:
-        check_output_path(args.report, [args.model])
+        check_output_path(args.report, input_paths(args))
     net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     print_notes(args, console, net)
     boxes = domain_boxes(args, net.input_size, console)
@@ -212,7 +211,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     check_positive("--tol", args.tol)
     outputs = _output_list(args.outputs)
     if args.counterexample:
-        check_output_path(args.counterexample, [args.original, args.other])
+        check_output_path(args.counterexample, input_paths(args))
     f = api.load(args.original, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     g = api.load(args.other, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     print_notes(args, console, f, g)

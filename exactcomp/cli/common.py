@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
-from ..errors import InputFileError, InvalidOptionError
+from ..errors import InvalidOptionError
 
 if TYPE_CHECKING:  # the domain readers load on use: --help stays quick
     from ..domain import Box
@@ -17,13 +16,30 @@ if TYPE_CHECKING:  # the domain readers load on use: --help stays quick
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+#: The options that name a file the command reads (``args`` attributes): no output may be one.
+INPUT_OPTIONS = (
+    "model",
+    "original",
+    "other",
+    "data",
+    "labels",
+    "box_file",
+    "box_from_data",
+    "vnnlib",
+    "certificates",
+    "plane",
+)
+
+
+def input_paths(args: argparse.Namespace) -> list[str]:
+    """Every file the command reads, for :func:`exactcomp.io.check_output_path`."""
+    return [getattr(args, k) for k in INPUT_OPTIONS if getattr(args, k, None)]
+
+
 def read_npy(path: str, what: str) -> np.ndarray:
-    if not Path(path).is_file():
-        raise InputFileError(f"{what} file not found: {path}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputFileError(f"cannot read {what} file {path} as .npy: {exc}") from None
+    from ..domain import read_npy_numbers
+
+    return read_npy_numbers(path, what)
 
 
 def domain_boxes(args: argparse.Namespace, n_inputs: int, console: Console) -> list[Box]:
@@ -46,7 +62,7 @@ def domain_boxes(args: argparse.Namespace, n_inputs: int, console: Console) -> l
 
         spec = read_vnnlib(args.vnnlib, n_inputs)
         boxes = list(spec.boxes)
-        if spec.output_constraints:
+        if spec.output_constraints and not getattr(args, "quiet", False):
             console.print(
                 f"[dim]{args.vnnlib}: {len(boxes)} input box(es); {spec.output_constraints} output "
                 "constraint(s) ignored (compression keeps the whole function)[/dim]"
@@ -57,15 +73,7 @@ def domain_boxes(args: argparse.Namespace, n_inputs: int, console: Console) -> l
 
 
 def read_data(args: argparse.Namespace) -> np.ndarray | None:
-    if not getattr(args, "data", None):
-        return None
-    path = Path(args.data)
-    if not path.is_file():
-        raise InputFileError(f"data file not found: {path}")
-    try:
-        return np.load(path, allow_pickle=False).astype(np.float64)
-    except (ValueError, OSError) as exc:
-        raise InputFileError(f"cannot read data file {path} as .npy: {exc}") from None
+    return read_npy(args.data, "data") if getattr(args, "data", None) else None
 
 
 def progress_display(args: argparse.Namespace, console: Console):
@@ -91,10 +99,14 @@ def print_notes(args: argparse.Namespace, console: Console, *nets: object) -> No
                 console.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
+#: Tables fit this many columns (cells wrap), also where plain lines may run wider.
+TABLE_COLUMNS = 80
+
+
 def print_table(args: argparse.Namespace, console: Console, table) -> None:
-    """Print a summary table unless --quiet."""
+    """Print a summary table unless --quiet, at most :data:`TABLE_COLUMNS` wide."""
     if not args.quiet:
-        console.print(table)
+        console.print(table, width=min(console.width, TABLE_COLUMNS))
 
 
 def show_vector(v: np.ndarray, limit: int = 8) -> str:

@@ -304,4 +304,4 @@ def _add_regions_parser(sub) -> None:
     r.add_argument("--lines", type=int, default=20, help="random lines for the lower bound")
     r.add_argument("--seed", type=int, default=0)
     _add_time_limit(r, 10.0, "CPU seconds per stability MILP")
-    _add_quiet(r)
+    _add_quiet(r, "no progress display; the result on one line instead of the table")

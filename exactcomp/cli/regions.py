@@ -9,8 +9,10 @@ from rich.console import Console
 from ..errors import InvalidOptionError
 from .common import (
     EXIT_OK,
+    TABLE_COLUMNS,
     check_positive,
     domain_boxes,
+    input_paths,
     progress_display,
 )
 
@@ -19,21 +21,19 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     from .. import api
     from ..io.atomic import check_output_path
     from ..regions import Plane, parse_plane
-    from ..report import regions_table, write_document
+    from ..report import count_text, regions_table, write_document
 
     check_positive("--limit", args.limit)
     check_positive("--jobs", args.jobs)
     check_positive("--time-limit", args.time_limit)
-    for name in ("samples", "lines"):
-        if getattr(args, name) < 0:
-            raise InvalidOptionError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    inputs = [args.model] + [p for p in (args.box_file, args.box_from_data, args.vnnlib) if p]
-    for out in (args.report, args.plot):
-        if out:
-            check_output_path(out, inputs)
+    inputs = input_paths(args)
+    if args.report:
+        check_output_path(args.report, inputs)
+    if args.plot:
+        check_output_path(args.plot, inputs, outputs=[args.report])
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidOptionError(f"--plot writes PNG; give a .png path, got {args.plot!r}")
-    net = api.load(args.model, trust_pickle=args.trust_pickle)
+    net = api.load(args.model, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     boxes = domain_boxes(args, net.input_size, console)
     plane = None
     if args.plane is not None:
@@ -62,7 +62,14 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
             progress=progress,
         )
     doc = res.to_json()
-    console.print(regions_table(doc))
+    if args.quiet:  # the result on one line
+        how = "exact" if doc["exact"] else f"stopped: {doc['stopped']}"
+        console.print(
+            f"{doc['regions']:,} regions ({how}); "
+            f"bounds [{count_text(doc['lower_bound'])}, {count_text(doc['upper_bound'])}]"
+        )
+    else:
+        console.print(regions_table(doc), width=min(console.width, TABLE_COLUMNS))
     if args.graph and plane is None:
         if net.input_size != 2:
             raise InvalidOptionError("--graph needs 2 inputs, or --plot (the graph of the slice)")

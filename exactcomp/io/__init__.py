@@ -174,9 +174,11 @@ def to_torch_module(net: Network) -> Any:  # -> torch.nn.Sequential
     return _import("torch_io", "PyTorch").to_torch_module(net)
 
 
-def larger_than_input(output: str | Path, model: Any) -> str | None:
+def larger_than_input(output: str | Path, model: Any, *, torch_only: bool = True) -> str | None:
     """The warning to give when the PyTorch file written at ``output`` is larger in bytes than
     the PyTorch file ``model`` it came from; ``None`` otherwise (or when either is not one).
+    ``torch_only=False``: files of any format (a lossy result, which is meant to be smaller:
+    ``quantize`` writes dense matrices, so a convolutional network's file grows).
 
     The rewrite written has the fewest parameters as written of the candidates, the network
     read among them (:func:`~exactcomp.rewrite.channels.choose_structured`), and
@@ -188,7 +190,8 @@ def larger_than_input(output: str | Path, model: Any) -> str | None:
     if not isinstance(model, str | Path):
         return None
     src, out = Path(model), Path(output)
-    if src.suffix.lower() not in torch_suffixes or out.suffix.lower() not in torch_suffixes:
+    kinds = {src.suffix.lower(), out.suffix.lower()}
+    if torch_only and not kinds <= torch_suffixes:
         return None
     if not (src.is_file() and out.is_file()):
         return None

@@ -167,7 +167,9 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_path(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
+def check_output_path(
+    out: PathLike, inputs: Iterable[PathLike | None] = (), outputs: Iterable[PathLike | None] = ()
+) -> Path:
     """Refuse an output path that would overwrite an input or cannot be written.
 
     Parameters
@@ -177,6 +179,8 @@ def check_output_path(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> 
     inputs:
         Paths of the files the run reads (``None`` entries, e.g. an in-memory model, are
         skipped).
+    outputs:
+        Paths of the run's other outputs (``None`` skipped): one would overwrite the other.
 
     Returns
     -------
@@ -186,9 +190,9 @@ def check_output_path(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> 
     Raises
     ------
     OutputPathError
-        If ``out`` is the same file as one of ``inputs`` (compared after resolving symlinks and
-        by inode), is an existing directory, or its directory does not exist or is not
-        writable. The message says what to do instead.
+        If ``out`` is the same file as one of ``inputs`` or ``outputs`` (compared after
+        resolving symlinks and by inode), is an existing directory, or its directory does not
+        exist or is not writable. The message says what to do instead.
     """
     dest = Path(out)
     for item in inputs:
@@ -199,10 +203,15 @@ def check_output_path(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> 
                 f"the output path {str(dest)!r} is the input file {str(item)!r}; "
                 "choose a different output path (the input is never overwritten)"
             )
+    for item in outputs:
+        if item is not None and _same_file(dest, Path(item)):
+            raise OutputPathError(
+                f"the output path {str(dest)!r} is also another output's path; give each "
+                "output its own path"
+            )
     if dest.is_dir():
         raise OutputPathError(
-            f"the output path {str(dest)!r} is a directory; give a file name such as "
-            f"{str(dest / 'small.pt')!r}"
+            f"the output path {str(dest)!r} is a directory; give a file name inside it"
         )
     directory = _directory(dest)
     if not directory.is_dir():

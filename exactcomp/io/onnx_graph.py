@@ -142,13 +142,16 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
         skip connection that cannot be carried (across a ``MaxPool``), or several inputs or
         outputs; the message names the node.
     InvalidNetworkError
-        Shapes that do not fit together.
+        Shapes that do not fit together, or an initializer holding NaN or inf.
     """
     graph = model.graph
     try:
         consts: dict[str, Value] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     except Exception as exc:  # noqa: BLE001 - onnx raises assorted types for bad tensors
         raise InputFileError(f"cannot read the model's weights: {exc}") from exc
+    for name, value in consts.items():  # else numpy warns while lowering, before the refusal
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise InvalidNetworkError(f"initializer {name!r} holds NaN or inf")
     inputs = [vi for vi in graph.input if vi.name not in consts]
     if len(inputs) != 1:
         names = [vi.name for vi in inputs]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.atomic import atomic_write
 from .planar import Cell
 
 
@@ -57,6 +58,8 @@ def plot_cells(
     ax.set_title(title or f"{len(cells)} activation regions")
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, format="png")
-    plt.close(fig)
+    try:  # a temporary file, then the rename: never half a PNG
+        atomic_write(out, lambda handle: fig.savefig(handle, format="png"))
+    finally:
+        plt.close(fig)
     return out

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..bounds import interval_bounds, interval_layer
 from ..bounds.interval import Bounds
-from ..domain import Box
+from ..domain import Box, sample_rows
 from ..errors import InvalidOptionError
 from ..network import Network
 from ..progress import SILENT, Progress
@@ -145,13 +145,7 @@ def stable_neurons(
     for box in boxes:
         box.check_size(net.input_size)
     if data is not None:
-        data = np.asarray(data, dtype=np.float64)
-        rows = data.reshape(len(data), -1) if data.ndim >= 2 else data.reshape(1, -1)
-        if rows.shape[1] != net.input_size:
-            raise InvalidOptionError(
-                f"data must hold rows of {net.input_size} features, got shape {data.shape}"
-            )
-        data = rows
+        data = sample_rows(data, net.input_size)
     opts = Options(method, float(time_limit), solver, tol, int(seed), data, bool(partial), deadline)
     t0 = time.perf_counter()
     reports: list[StabilityReport] = []

@@ -437,3 +437,13 @@ def test_default_tol_is_read_from_the_tolerances() -> None:
     )
     assert res.tol == 1e-3
     assert verify_equivalence(f, f, Box.uniform(-1, 1, 2)).tol == DEFAULT.equivalence
+
+
+@pytest.mark.parametrize("tol", ["x", None, -1.0, float("nan"), [0.1]])
+def test_a_tol_that_is_not_a_number_is_an_input_error(tol) -> None:
+    from exactcomp.errors import InvalidOptionError
+    from exactcomp.verify.equivalence import _check
+
+    f = mlp([2, 3, 1], seed=0)
+    with pytest.raises(InvalidOptionError, match="tol must be a finite number"):
+        _check(f, f, Box.uniform(-1, 1, 2), "linf", tol, 10.0)

@@ -63,6 +63,7 @@ cannot be proven by the MILP: the answer is then UNKNOWN, with the reason in the
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Sequence
 from fractions import Fraction
@@ -174,8 +175,8 @@ def verify_equivalence(
 def _check(f: Network, g: Network, box: Box, mode: str, tol: float, time_limit: float) -> None:
     if mode not in MODES:
         raise InvalidOptionError(f"mode must be one of {MODES}, got {mode!r}")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise InvalidOptionError(f"tol must be a finite number >= 0, got {tol}")
+    if not (isinstance(tol, numbers.Real) and np.isfinite(float(tol)) and tol >= 0):
+        raise InvalidOptionError(f"tol must be a finite number >= 0, got {tol!r}")
     if not time_limit > 0:
         raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
     if f.input_size != g.input_size or f.output_size != g.output_size:

@@ -125,3 +125,15 @@ def test_unchanged_rows_are_constants_bounded_without_the_engine(monkeypatch) ->
     assert Fraction(got.bounds[(0, -1.0)]) >= exact > Fraction(got.bounds[(0, -1.0)]) - 1e-15
     assert got.bounds[(0, 1.0)] <= 0.0 and len(got.points) >= 1  # the centre: above 0.05
     assert all(got.bounds[(i, s)] == 0.0 for i, s in sides if i > 0)
+
+
+def test_verify_the_same_network_twice_is_instant_on_few_inputs(monkeypatch) -> None:
+    """An unchanged last layer is exact without the engine, so it runs before input splitting
+    even on few inputs (a .nnet in raw units against itself took 45 s of splitting)."""
+    from exactcomp.verify import splitting
+
+    monkeypatch.setattr(splitting, "split_verify", lambda *a, **k: 1 / 0)  # never reached
+    f, _, box = case(1)
+    res = verify_equivalence(f, f, box, tol=1e-9, time_limit=60)
+    assert res.status is EquivalenceStatus.EQUIVALENT and res.upper_bound == 0.0
+    assert "shared hidden layers" in res.reason

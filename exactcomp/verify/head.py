@@ -138,8 +138,9 @@ def _engine(f, g, box, sides, t, deadline, time_limit, tol) -> tuple[dict, np.nd
     rows = sign * (wa - wb)
     body = f.layers[:-1]
     mag = np.maximum(interval_bounds(f, box, tol=tol)[-2][1], 0.0)  # h = relu(z) of the body
-    err = rows_rounding(wa, ba, wb, bb, mag, t)
-    ask = t - 2.0 * float(err.max(initial=0.0)) - 4.0 * float(np.spacing(abs(t)))
+    first = float(rows_rounding(wa, ba, wb, bb, mag, t).max(initial=0.0))
+    ask = t - 2.0 * first - 4.0 * float(np.spacing(abs(t)))
+    err = rows_rounding(wa, ba, wb, bb, mag, max(abs(t), abs(ask)))  # the offset rounded too
     head = Network((*body, Layer(rows, sign[:, 0] * (ba - bb) - ask, relu=True)))
     report = stable_neurons(head, box, jobs=1, tol=tol, deadline=deadline, time_limit=time_limit)
     got = report.for_layer(len(body))

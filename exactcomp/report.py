@@ -277,6 +277,7 @@ KINDS = {
     "compress": "exactcomp compress --report (api.compress(...).report)",
     "stability": "exactcomp stability --report (stability_doc)",
     "counterexample": "exactcomp verify --counterexample (counterexample_doc)",
+    "verify": "exactcomp verify --report (verify_doc)",
     "lossy": "exactcomp compress --tol --report (approx.compress_lossy(...).report)",
     "quantize": "exactcomp quantize --report (approx.quantize(...).report)",
     "regions": "exactcomp regions --report (RegionCount.to_json())",
@@ -327,6 +328,21 @@ def read_document(path: str | Path, *kinds: str) -> dict:
 def counterexample_doc(ce: Any) -> dict:
     """The content of a ``counterexample`` document (``verify --counterexample``)."""
     return {"x": ce.x, "f_x": ce.f_x, "g_x": ce.g_x, "difference": float(ce.difference)}
+
+
+def verify_doc(res: Any, seconds: float, inputs: Mapping[str, Any]) -> dict:
+    """The content of a ``verify`` document (``verify --report``): the verdict (``verdict``),
+    ``tol`` (``tol_default``: derived, no ``--tol``), the proven ``upper_bound`` (``None``:
+    none proven) and the best ``lower_bound`` found, the ``counterexample`` with
+    ``written_to`` (its ``--counterexample`` path or ``None``), ``seconds`` of the whole call,
+    the rest of :meth:`~exactcomp.verify.EquivalenceResult.to_json` (``timings`` per phase),
+    then ``inputs``: the two model paths, ``domain`` (the boxes), ``outputs``, ``recheck``."""
+    doc = res.to_json()
+    doc = {"verdict": doc.pop("status"), **doc, "timings": doc.pop("seconds")}
+    doc["seconds"] = round(seconds, 4)
+    if doc["counterexample"] is not None:
+        doc["counterexample"]["written_to"] = inputs.get("counterexample")
+    return {**doc, **{k: v for k, v in inputs.items() if k != "counterexample"}}
 
 
 def read_counterexample(path: str | Path) -> dict:

@@ -447,3 +447,55 @@ def test_verify_notes_a_default_tolerance_large_next_to_the_outputs(tmp_path, ca
     assert "is large next to the original's outputs" in text and "give --tol" in text
     assert cli.main([*args, "--tol", "0.01"]) == 1
     assert "is large next" not in capsys.readouterr().out
+
+
+def test_verify_report_holds_the_verdict_bounds_and_inputs(model_path, tmp_path, capsys) -> None:
+    """``verify --report`` (every other command had one): the verdict, the tolerance, the
+    proven upper and the best lower bound, the counterexample and where it was written, the
+    two models and the domain; a brute-force sample never exceeds the proven bound."""
+    f = load(model_path)
+    layer = f.layers[-1]
+    g = f.replace_layers(
+        [*f.layers[:-1], type(layer)(layer.weight, layer.bias + [0, 0, 0.01], layer.relu)]
+    )
+    other, rep, ce = tmp_path / "other.pt", tmp_path / "v.json", tmp_path / "ce.json"
+    save(g, other)
+    args = ["verify", str(model_path), str(other), "--box", "0,1", "--quiet"]
+    assert cli.main([*args, "--report", str(rep), "--counterexample", str(ce)]) == 1
+    doc = json.loads(rep.read_text())
+    assert doc["kind"] == "verify" and doc["verdict"] == "NOT_EQUIVALENT"
+    assert doc["original"] == str(model_path) and doc["other"] == str(other)
+    assert doc["domain"]["boxes"] == 1 and doc["domain"]["lower"] == [[0.0] * 6]
+    assert doc["mode"] == "linf" and doc["outputs"] is None and doc["tol_default"]
+    assert doc["counterexample"]["written_to"] == str(ce)
+    assert doc["lower_bound"] == doc["counterexample"]["difference"] > doc["tol"]
+    x = Box.uniform(0, 1, 6).sample(20_000, np.random.default_rng(5))
+    sampled = float(np.abs(f(x) - g(x)).max())
+    assert doc["upper_bound"] is None or doc["upper_bound"] >= sampled - 1e-9
+    assert doc["seconds"] >= 0
+    # EQUIVALENT: the proven upper bound within tol, no counterexample
+    assert cli.main([*args[:2], str(model_path), *args[3:], "--report", str(rep)]) == 0
+    doc = json.loads(rep.read_text())
+    assert doc["verdict"] == "EQUIVALENT" and doc["counterexample"] is None
+    assert doc["upper_bound"] <= doc["tol"]
+    # --outputs and --tol are recorded as given
+    assert cli.main([*args, "--report", str(rep), "--outputs", "0,1", "--tol", "0.5"]) == 0
+    doc = json.loads(rep.read_text())
+    assert doc["outputs"] == [0, 1] and doc["tol"] == 0.5 and not doc["tol_default"]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("clash", ["model", "other", "counterexample"])
+def test_verify_report_never_overwrites_an_input_or_the_counterexample(
+    model_path, tmp_path, clash, capsys
+) -> None:
+    other = tmp_path / "other.pt"
+    save(load(model_path), other)
+    ce = tmp_path / "ce.json"
+    target = {"model": model_path, "other": other, "counterexample": ce}[clash]
+    before = target.read_bytes() if target.exists() else None
+    args = ["verify", str(model_path), str(other), "--box", "0,1", "--quiet"]
+    code = cli.main([*args, "--counterexample", str(ce), "--report", str(target)])
+    assert code == 2
+    assert (target.read_bytes() if target.exists() else None) == before
+    assert str(target) in capsys.readouterr().err.replace("\n", "")

@@ -205,13 +205,16 @@ def _note_large_default_tol(args, console: Console, f, g, boxes) -> None:
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     from .. import api
     from ..io.atomic import check_output_path
-    from ..report import counterexample_doc, read_certificates, write_document
+    from ..report import counterexample_doc, read_certificates, verify_doc, write_document
 
     check_positive("--time-limit", args.time_limit)
     check_positive("--tol", args.tol)
     outputs = _output_list(args.outputs)
+    inputs = input_paths(args)
     if args.counterexample:
-        check_output_path(args.counterexample, input_paths(args))
+        check_output_path(args.counterexample, inputs, outputs=[args.report])
+    if args.report:
+        check_output_path(args.report, inputs)
     f = api.load(args.original, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     g = api.load(args.other, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     print_notes(args, console, f, g)
@@ -219,6 +222,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     certificates = read_certificates(args.certificates, f) if args.certificates else None
     if args.tol is None and args.mode == "linf":
         _note_large_default_tol(args, console, f, g, boxes)
+    t0 = time.perf_counter()
     with progress_display(args, console) as progress:
         done = api.verify_with_certificates(
             f,
@@ -231,6 +235,7 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
             progress=progress,
             outputs=outputs,
         )
+    seconds = time.perf_counter() - t0
     res, recheck = done.result, done.recheck
     if recheck is not None:
         console.print(recheck.summary() + ("" if recheck.ok else ": certificates not used"))
@@ -239,8 +244,8 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold {colour}]{res.summary()}[/bold {colour}]")
     if status == "UNKNOWN":
         console.print(tol_hint(res, "--tol"), markup=False)
-    if status == "NOT_EQUIVALENT":
-        ce = res.counterexample
+    ce = res.counterexample
+    if ce is not None:
         console.print(
             f"counterexample: x = {show_vector(ce.x)}\n"
             f"  original(x) = {show_vector(ce.f_x)}\n"
@@ -251,5 +256,26 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         if args.counterexample:
             write_document(args.counterexample, "counterexample", counterexample_doc(ce))
             console.print(f"counterexample saved to {args.counterexample}")
+    if args.report:
+        described = {
+            "original": args.original,
+            "other": args.other,
+            "domain": {
+                "boxes": len(boxes),
+                "source": next(
+                    f"--{k.replace('_', '-')} {getattr(args, k)}"
+                    for k in ("box", "box_file", "box_from_data", "vnnlib")
+                    if getattr(args, k)
+                ),
+                "lower": [b.lower for b in boxes],
+                "upper": [b.upper for b in boxes],
+            },
+            "tol_default": args.tol is None,
+            "outputs": outputs,
+            "counterexample": args.counterexample if ce is not None else None,
+            "recheck": None if recheck is None else recheck.summary(),
+        }
+        write_document(args.report, "verify", verify_doc(res, seconds, described))
+    if status == "NOT_EQUIVALENT":
         return EXIT_DIFFERENT
     return EXIT_OK if status == "EQUIVALENT" else EXIT_UNKNOWN

@@ -264,6 +264,11 @@ def _add_verify_parser(sub) -> None:
         help="also save the counterexample (printed when found) here as JSON",
     )
     v.add_argument(
+        "--report",
+        metavar="R.json",
+        help="write the verdict, tolerance, proven and found bounds, inputs and domain as JSON",
+    )
+    v.add_argument(
         "--certificates",
         metavar="R.json",
         help="the --report of 'exactcomp compress' (or 'stability') on ORIGINAL over this "

@@ -32,6 +32,7 @@ from exactcomp.report import (
     read_stability,
     stability_doc,
     to_json_text,
+    verify_doc,
     write_document,
 )
 from exactcomp.verdicts import Proof, Verdict
@@ -64,6 +65,11 @@ def documents() -> dict[str, dict]:
         "compress": compressed.report,
         "stability": stability_doc(report, 0.5, notes=("a note",), proof_per_neuron=True),
         "counterexample": counterexample_doc(ce),
+        "verify": verify_doc(
+            api.verify_equivalence(net, net, BOX, time_limit=10.0),
+            0.5,
+            {"original": "a.pt", "other": "b.pt", "domain": {"boxes": 1}, "outputs": None},
+        ),
         "regions": regions.to_json(),
         "quantize": quantize(net, BOX, bits=8).report,
         "lossy": compress_lossy(net, BOX, 0.5).report,

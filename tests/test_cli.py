@@ -499,3 +499,23 @@ def test_verify_report_never_overwrites_an_input_or_the_counterexample(
     assert code == 2
     assert (target.read_bytes() if target.exists() else None) == before
     assert str(target) in capsys.readouterr().err.replace("\n", "")
+
+
+def test_verify_computes_the_default_tolerance_once(model_path, tmp_path, monkeypatch) -> None:
+    """Without ``--tol`` the default (a proven rounding bound: bounds on the whole network)
+    was computed twice, once for the note on a large default and once for the proof; the
+    note now reads the tolerance the verdict used."""
+    calls = []
+    real = exactcomp.api.checking.default_tolerance
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exactcomp.api.checking, "default_tolerance", counted)
+    monkeypatch.setattr(exactcomp.api, "default_tolerance", counted)
+    rep = tmp_path / "v.json"
+    args = ["verify", str(model_path), str(model_path), "--box", "0,1", "--quiet"]
+    assert cli.main([*args, "--report", str(rep)]) == 0
+    assert len(calls) == 1
+    assert json.loads(rep.read_text())["tol"] == real(load(model_path), Box.uniform(0, 1, 6))

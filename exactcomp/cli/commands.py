@@ -179,16 +179,14 @@ def _output_list(text: str | None) -> list[int] | None:
         ) from None
 
 
-def _note_large_default_tol(args, console: Console, f, g, boxes) -> None:
-    """A note when the default tolerance is large next to the original's outputs on the
-    domain (:data:`~exactcomp.tolerances.LARGE_DEFAULT_TOL`), so that a user reads an
-    EQUIVALENT under it for what it is and gives ``--tol``."""
+def _note_large_default_tol(args, console: Console, f, tol: float, boxes) -> None:
+    """A note when the default tolerance ``tol`` (the one the verdict used) is large next to
+    the original's outputs on the domain (:data:`~exactcomp.tolerances.LARGE_DEFAULT_TOL`),
+    so that a user reads an EQUIVALENT under it for what it is and gives ``--tol``."""
     import numpy as np
 
-    from .. import api
     from ..tolerances import LARGE_DEFAULT_TOL
 
-    tol = api.default_tolerance(g, boxes)
     rng = np.random.default_rng(0)
     x = np.vstack([b.lower + (b.upper - b.lower) * rng.random((256, b.dim)) for b in boxes])
     out = f.forward(x)
@@ -220,8 +218,6 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     print_notes(args, console, f, g)
     boxes = domain_boxes(args, f.input_size, console)
     certificates = read_certificates(args.certificates, f) if args.certificates else None
-    if args.tol is None and args.mode == "linf":
-        _note_large_default_tol(args, console, f, g, boxes)
     t0 = time.perf_counter()
     with progress_display(args, console) as progress:
         done = api.verify_with_certificates(
@@ -242,6 +238,8 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     status = res.status.name
     colour = {"EQUIVALENT": "green", "NOT_EQUIVALENT": "red"}.get(status, "yellow")
     console.print(f"[bold {colour}]{res.summary()}[/bold {colour}]")
+    if args.tol is None and args.mode == "linf":  # the default the verdict used, computed once
+        _note_large_default_tol(args, console, f, res.tol, boxes)
     if status == "UNKNOWN":
         console.print(tol_hint(res, "--tol"), markup=False)
     ce = res.counterexample

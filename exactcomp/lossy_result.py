@@ -34,19 +34,23 @@ class LossyResult:
     #: on the domain, :func:`compress_lossy`); None: ``original``
     reference: Network | None = None
 
-    def save(self, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
+    def save(
+        self, path: str | Path, *, inputs: Sequence[str | Path] = (), overwrite: bool = False
+    ) -> None:
         """Write atomically: ONNX with integer initialisers for a quantised ``.onnx``, else the
-        dequantised float32 weights in the suffix's format."""
+        dequantised float32 weights in the suffix's format; never over the file the original
+        was read from unless ``overwrite`` (:func:`exactcomp.io.check_not_source`)."""
         from . import io as _io
 
         target = Path(path)
+        _io.check_not_source(target, self.original, overwrite)
         if self.grids is not None and target.suffix.lower() == ".onnx":
             from .io.onnx_quant import save_quantized_onnx
 
             _io.check_save_path(target, inputs)
             save_quantized_onnx(self.network, self.grids, target, like=self.original.meta)
         else:
-            _io.save(self.network, target, inputs=tuple(inputs))
+            _io.save(self.network, target, inputs=tuple(inputs), overwrite=overwrite)
         self.report["bytes_after"] = target.stat().st_size
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 import exactcomp
 from exactcomp.domain import Box
@@ -191,3 +194,35 @@ def test_api_options_out_of_range_are_input_errors() -> None:
     for option in ({"seed": -1}, {"samples": -1}, {"lines": -2}):
         with pytest.raises(InvalidOptionError, match=f"--{next(iter(option))} must be >= 0"):
             exactcomp.count_regions(net, (-1.0, 1.0), **option)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".onnx", ".nnet"])
+def test_save_refuses_the_file_the_network_was_read_from(tmp_path, suffix) -> None:
+    """``exactcomp.save(net, path)`` overwrote the file ``net`` was loaded from (the CLI
+    refuses that, the API did not): a compressed copy saved over its original loses the
+    original. Refused by default, naming the path (also through another spelling or a
+    symlink, and for a network derived from the one read); ``overwrite=True`` writes."""
+    from exactcomp.errors import OutputPathError
+
+    path = tmp_path / f"m{suffix}"
+    exactcomp.save(_deep_sparse(), path, domain=(0.0, 1.0))
+    before = path.read_bytes()
+    net = exactcomp.load(path)
+    small = exactcomp.compress(net, (0.0, 1.0), jobs=1, check=100).network
+    link = tmp_path / f"link{suffix}"
+    link.symlink_to(path)
+    for target in (path, tmp_path / "." / path.name, link):
+        for g in (net, small):
+            with pytest.raises(OutputPathError, match=re.escape(str(path))) as info:
+                exactcomp.save(g, target, domain=(0.0, 1.0))
+            assert "overwrite=True" in str(info.value)
+            assert path.read_bytes() == before
+    if suffix != ".nnet":  # a quantised copy (integer ONNX, or dequantised weights) likewise
+        quantised = exactcomp.quantize(net, (0.0, 1.0), bits=8)
+        with pytest.raises(OutputPathError, match="overwrite=True"):
+            quantised.save(path)
+        assert path.read_bytes() == before
+    exactcomp.save(small, tmp_path / f"other{suffix}", domain=(0.0, 1.0))  # elsewhere: fine
+    exactcomp.save(small, path, domain=(0.0, 1.0), overwrite=True)
+    x = Box.uniform(0.0, 1.0, net.input_size).sample(500, np.random.default_rng(0))
+    np.testing.assert_allclose(exactcomp.load(path)(x), net(x), atol=1e-5)

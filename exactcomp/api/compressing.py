@@ -38,16 +38,19 @@ def save(
     *,
     inputs: Sequence[str | Path] = (),
     domain: DomainLike | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Write ``network`` atomically in the format given by the suffix of ``path``.
 
-    ``inputs`` are paths that must never be overwritten (the model the network came from).
+    ``inputs`` are paths that must never be overwritten. Nor is the file ``network`` (or the
+    network it was compressed from) was loaded from, unless ``overwrite=True``: saving a
+    compressed copy there would lose the original (:class:`~exactcomp.errors.OutputPathError`).
     The file is run before it is renamed into place (onnxruntime, or torch in float64) and
     compared with ``network`` on the corners and samples of ``[-1, 1]^n`` (and, for a ``.pt``
     file, of ``domain``); nothing is written if they differ beyond rounding.
     """
     boxes = () if domain is None else as_domain(domain, network.input_size)
-    _io.save(network, path, inputs=tuple(inputs), boxes=boxes)
+    _io.save(network, path, inputs=tuple(inputs), boxes=boxes, overwrite=overwrite)
 
 
 def memory_estimate(net: Network) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "check_output_path",
+    "check_not_source",
     "check_source",
     "check_save_path",
     "larger_than_input",
@@ -82,7 +83,8 @@ def load(path_or_module: Any, *, trust_pickle: bool = False, nnet_units: str = "
     if fmt == "torch":
         from .torch_io import load_torch
 
-        return load_torch(path, trust_pickle=trust_pickle)
+        net = load_torch(path, trust_pickle=trust_pickle)  # as the other readers: the source
+        return Network(net.layers, net.dtype, {**net.meta, "source": str(path)})
     if not path.is_file():
         raise InputFileError(f"model file {str(path)!r} not found; check the path")
     if fmt == "onnx":
@@ -122,8 +124,13 @@ def save(
     inputs: Iterable[str | Path | None] = (),
     like: Any = None,
     boxes: Iterable[Any] = (),
+    overwrite: bool = False,
 ) -> None:
     """Write ``net`` to ``path`` atomically, in the format given by the suffix.
+
+    Never over the file ``net`` (or the network it was derived from: passes keep ``meta``)
+    was read from, ``net.meta["source"]``, unless ``overwrite``: a compressed copy saved over
+    its original loses the original, which is what the comparison needs.
 
     Parameters
     ----------
@@ -135,6 +142,8 @@ def save(
     inputs:
         Files the run read; ``path`` must not be any of them (checked with
         :func:`check_output_path`, which also checks the directory is writable).
+    overwrite:
+        Allow ``path`` to be ``net.meta["source"]`` (never one of ``inputs``).
     like:
         For ONNX only: a source model whose input/output names and shapes to mirror.
     boxes:
@@ -146,11 +155,13 @@ def save(
     Raises
     ------
     OutputPathError
-        Unknown or read-only suffix, ``path`` equal to an input, or an unwritable directory.
+        Unknown or read-only suffix, ``path`` equal to an input or (without ``overwrite``)
+        to the file ``net`` was read from, or an unwritable directory.
     """
     target = Path(path)
     fmt = _format(target, SAVE_SUFFIXES, "write")
     check_output_path(target, inputs)
+    check_not_source(target, net, overwrite)
     if fmt == "torch":
         from .torch_io import save_torch
 
@@ -202,6 +213,20 @@ def larger_than_input(output: str | Path, model: Any, *, torch_only: bool = True
         f"the file written ({n_out:,} bytes) is larger than the input {src.name} ({n_src:,} "
         "bytes): the input holds the network more compactly; keep the input if size matters"
     )
+
+
+def check_not_source(path: str | Path, net: Network, overwrite: bool = False) -> None:
+    """Refuse (:class:`OutputPathError`) to write over ``net.meta["source"]``, the file ``net``
+    or the network it was derived from was read from, unless ``overwrite``."""
+    source = net.meta.get("source")
+    if source and not overwrite:
+        try:
+            check_output_path(path, [str(source)])
+        except OutputPathError:
+            raise OutputPathError(
+                f"{str(path)!r} is the file this network was read from ({str(source)!r}); "
+                "save it elsewhere, or pass overwrite=True to replace that file"
+            ) from None
 
 
 def check_save_path(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:

@@ -405,6 +405,19 @@ def test_lossy_output_larger_than_the_input_is_said(model, tmp_path, capsys) -> 
     assert "larger than the input" in json.loads(report.read_text())["size_warning"]
 
 
+def test_compress_output_larger_than_an_onnx_input_is_said(tmp_path, capsys) -> None:
+    """README: a compressed file that comes out larger in bytes "is written with a warning";
+    only a ``.pt`` from a ``.pt`` was compared, so the shipped test_tiny.onnx (MatMul/Add, 232
+    bytes) compressed to a 462-byte Gemm chain with no word (the sweep of issue 15)."""
+    tiny = Path(__file__).resolve().parents[1] / "models" / "real" / "small" / "test_tiny.onnx"
+    out, report = tmp_path / "c.onnx", tmp_path / "r.json"
+    argv = ["compress", tiny, "--box=-1,1", "-o", out, "--report", report, "--quiet"]
+    assert main([str(a) for a in argv]) == 0
+    assert out.stat().st_size > tiny.stat().st_size
+    assert "warning: the file written" in capsys.readouterr().out
+    assert "larger than the input" in json.loads(report.read_text())["size_warning"]
+
+
 def test_quiet_leaves_out_the_vnnlib_note(model, tmp_path, capsys) -> None:
     """``--quiet`` prints only the final lines (README), but the note that a VNN-LIB file's
     output constraints are ignored was printed still; reader notes were already left out."""

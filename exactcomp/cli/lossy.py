@@ -91,7 +91,7 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
             result = api.compress_lossy(net, boxes, tol, progress=progress, **options)
     result.report["bytes_before"] = Path(args.model).stat().st_size
     result.save(args.output, inputs=inputs)
-    larger = io.larger_than_input(args.output, args.model, torch_only=False)
+    larger = io.larger_than_input(args.output, args.model, any_format=True)
     if larger:
         result.report["size_warning"] = larger
     if args.report:

@@ -185,24 +185,24 @@ def to_torch_module(net: Network) -> Any:  # -> torch.nn.Sequential
     return _import("torch_io", "PyTorch").to_torch_module(net)
 
 
-def larger_than_input(output: str | Path, model: Any, *, torch_only: bool = True) -> str | None:
-    """The warning to give when the PyTorch file written at ``output`` is larger in bytes than
-    the PyTorch file ``model`` it came from; ``None`` otherwise (or when either is not one).
-    ``torch_only=False``: files of any format (a lossy result, which is meant to be smaller:
-    ``quantize`` writes dense matrices, so a convolutional network's file grows).
+def larger_than_input(output: str | Path, model: Any, *, any_format: bool = False) -> str | None:
+    """The warning to give when the file written at ``output`` is larger in bytes than the
+    file ``model`` it came from, both of one format (PyTorch, ONNX or ``.nnet``); ``None``
+    otherwise (or when either is not a file). ``any_format=True``: files of any two formats
+    (a lossy result, which is meant to be smaller: ``quantize`` writes dense matrices, so a
+    convolutional network's file grows).
 
     The rewrite written has the fewest parameters as written of the candidates, the network
-    read among them (:func:`~exactcomp.rewrite.channels.choose_structured`), and
-    :func:`~exactcomp.io.torch_io.save_torch` writes convolutions as ``Conv2d``, so a file of
-    the same structure is never larger; a larger one means the input stored the same network
-    more compactly (another layout or dtype), which the user must be told.
+    read among them (:func:`~exactcomp.rewrite.channels.choose_structured`), and the writers
+    keep convolutions as such, so a larger file of the same format means the input stored
+    the network more compactly (another layout or dtype, or ``MatMul``/``Add`` where a dense
+    ONNX file is written as ``Gemm`` with its reshapes), which the user must be told.
     """
-    torch_suffixes = {s for s, f in LOAD_SUFFIXES.items() if f == "torch"}
     if not isinstance(model, str | Path):
         return None
     src, out = Path(model), Path(output)
-    kinds = {src.suffix.lower(), out.suffix.lower()}
-    if torch_only and not kinds <= torch_suffixes:
+    kinds = {LOAD_SUFFIXES.get(src.suffix.lower()), LOAD_SUFFIXES.get(out.suffix.lower())}
+    if not any_format and len(kinds) != 1:
         return None
     if not (src.is_file() and out.is_file()):
         return None

@@ -147,7 +147,7 @@ def runs(net: dict) -> list[tuple[str, list[str]]]:
             "compress",
             ["compress", model, *dom, "-o", f"c{ext}", "--time-limit", "1", "--report", "c.json"],
         ),
-        ("verify", ["verify", model, f"c{ext}", *dom, "--time-limit", "10"]),
+        ("verify", ["verify", model, f"c{ext}", *dom, "--time-limit", "10", "--report", "v.json"]),
         (
             "compress-verify",
             [
@@ -174,7 +174,19 @@ def runs(net: dict) -> list[tuple[str, list[str]]]:
     ]
     if net.get("other"):
         cmds.append(
-            ("verify-pair", ["verify", model, str(net["other"]), *dom, "--time-limit", "10"])
+            (
+                "verify-pair",
+                [
+                    "verify",
+                    model,
+                    str(net["other"]),
+                    *dom,
+                    "--time-limit",
+                    "10",
+                    "--report",
+                    "vp.json",
+                ],
+            )
         )
     if not net.get("conv"):
         cmds.append(
@@ -245,13 +257,66 @@ def sweep_network(net: dict, out: Path, commands: set[str], log) -> None:
         log(row)
 
 
+def _result(folder: Path, row: dict) -> str:
+    """A few words on what a run claimed, from its report (or its last printed line)."""
+    rc, cmd = row["rc"], row["command"]
+    if rc == 124:
+        return "timeout"
+    if rc == 2:
+        return "error: " + " ".join(row["stderr_tail"][-1:])[18:70]
+    name = {"compress": "c", "compress-verify": "cv", "stability": "s", "regions": "r"}.get(cmd)
+    name = name or {"verify": "v", "verify-pair": "vp", "quantize": "q", "tol": "t"}[cmd]
+    try:
+        doc = json.loads((folder / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return "(no report)"
+    if cmd in ("compress", "compress-verify"):
+        und = sum(r["undecided"] for r in doc["layers"])
+        text = f"{doc['neurons_before']}->{doc['neurons_after']}, {und} und."
+        ver = doc.get("verification")
+        return text + (f", {ver['status'][:5]} <={ver['upper_bound']:.2g}" if ver else "")
+    if cmd == "stability":
+        return f"{sum(r['undecided'] for r in doc['layers'])} undecided"
+    if cmd == "regions":
+        return f"{doc['regions']:,}" + (" exact" if doc["exact"] else f" ({doc['stopped']})")
+    if cmd.startswith("verify"):
+        ub = doc["upper_bound"]
+        return f"{doc['verdict'][:5]} [{doc['lower_bound']:.2g}, {'inf' if ub is None else f'{ub:.2g}'}]"
+    return f"proven {doc['proven_max_abs_diff']:.3g}, sampled {doc['sampled_max_abs_diff']:.3g}"
+
+
+def table(out: Path) -> str:
+    """The sweep as markdown: one row per network, per command ``exit code, wall / CPU s,
+    result`` (the last run of each)."""
+    rows: dict[str, dict[str, dict]] = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rows.setdefault(row["net"], {})[row["command"]] = row
+    lines = ["| network | " + " | ".join(COMMANDS) + " |", "|---" * (len(COMMANDS) + 1) + "|"]
+    for net, by in rows.items():
+        cells = []
+        for cmd in COMMANDS:
+            r = by.get(cmd)
+            cells.append(
+                ""
+                if r is None
+                else f"{r['rc']}, {r['wall_s']:.0f}/{r['cpu_s']:.0f} s, {_result(out / net, r)}"
+            )
+        lines.append(f"| {net} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
+    ap.add_argument("--table", action="store_true", help="print the markdown table of OUT")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", default=None, help="network names, comma-separated")
     ap.add_argument("--commands", default=",".join(COMMANDS))
     args = ap.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     nets = networks(args.out)
     if args.only:

@@ -440,3 +440,39 @@ def test_draw_regions_on_a_slice() -> None:
     assert d.plot is None and d.graph is not None
     assert (d.graph["of"], d.graph["nodes"], d.graph["edges"]) == ("the slice", 5, 4)
     assert set(d.to_json()) == {"graph"} and len(d.lines) == 1
+
+
+@pytest.mark.parametrize(
+    "options", [[], ["--bounds-only"], ["--stability", "none"], ["--stability", "full"]]
+)
+def test_regions_refuses_a_layer_held_sparse_by_name(tmp_path, options, capsys) -> None:
+    """A convolution too large to hold densely is a CSR layer; the region count and its bounds
+    read dense matrices, and ``regions`` on the shipped Convnet_maxpool.onnx ended in a scipy
+    traceback with exit code 1 (NOT_EQUIVALENT's) whatever the options (the sweep of issue
+    15). Refused in one line, exit 2, nothing written; the API raises the same error."""
+    import scipy.sparse as sp
+
+    from exactcomp.errors import UnsupportedModelError
+
+    w = sp.csr_matrix(np.array([[1.0, -1.0], [0.5, 1.0]]))
+    net = Network(
+        (Layer(w, np.array([0.0, -0.5]), True), Layer(np.ones((1, 2)), np.zeros(1), False)),
+        dtype="float64",
+    )
+    with pytest.raises(UnsupportedModelError, match="sparse"):
+        api.count_regions(net, Box.uniform(-1.0, 1.0, 2))
+    model, report = tmp_path / "m.onnx", tmp_path / "r.json"
+    api.save(Network.from_arrays([w.toarray(), np.ones((1, 2))], [[0.0, -0.5], [0.0]]), model)
+    from exactcomp.io import load as io_load
+
+    assert not any(la.sparse for la in io_load(model).layers)  # a small file reads dense
+    import exactcomp.api.regions as regions_api
+
+    real = regions_api.load
+    with pytest.MonkeyPatch.context() as mp:  # read as the large conv file is: sparse
+        mp.setattr(regions_api, "load", lambda *a, **k: net)
+        code = main(["regions", str(model), "--box=-1,1", "--report", str(report), *options])
+    assert regions_api.load is real
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "sparse" in err and not report.exists()

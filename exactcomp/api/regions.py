@@ -12,6 +12,7 @@ from ..domain import Box
 from ..errors import (
     InvalidDomainError,
     InvalidOptionError,
+    UnsupportedModelError,
 )
 from ..io.binding import DomainLike, ModelLike, bind_domain, load
 from ..network import Network
@@ -58,6 +59,13 @@ def count_regions(
 
     t0 = time.perf_counter()
     net = load(model, trust_pickle=trust_pickle)
+    sparse = [k for k, la in enumerate(net.layers) if la.sparse]
+    if sparse:  # the LPs, bounds and patterns below read dense matrices
+        raise UnsupportedModelError(
+            f"counting regions needs dense layers; layers {sparse} of this network are held "
+            "sparse (convolutions too large to hold densely), which only compress, stability "
+            "and verify --certificates read"
+        )
     box = _region_box(bind_domain(domain, net), net)
     if stability not in ("none", "bounds", "full"):
         raise InvalidOptionError(f"stability must be none, bounds or full, got {stability!r}")

@@ -213,8 +213,9 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         check_output_path(args.counterexample, inputs, outputs=[args.report])
     if args.report:
         check_output_path(args.report, inputs)
-    f = api.load(args.original, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    # OTHER first: usually the smaller (a compressed copy), so an error in it comes early
     g = api.load(args.other, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
+    f = api.load(args.original, trust_pickle=args.trust_pickle, nnet_units=args.nnet_units)
     print_notes(args, console, f, g)
     boxes = domain_boxes(args, f.input_size, console)
     certificates = read_certificates(args.certificates, f) if args.certificates else None

@@ -540,3 +540,30 @@ def test_verify_finds_a_missing_other_before_reading_the_original(
     missing = tmp_path / "missing.pt"
     assert cli.main(["verify", str(model_path), str(missing), "--box", "0,1", "--quiet"]) == 2
     assert read == [str(missing)] and "missing.pt" in capsys.readouterr().err
+
+
+def test_an_unknown_against_a_smaller_other_advises_certificates(
+    model_path, tmp_path, monkeypatch, capsys
+) -> None:
+    """``verify NET.onnx c.onnx`` of ACAS Xu 1_1 against its own exact compression, without
+    certificates, is UNKNOWN in 10 s with the advice "--tol 700 would be proven" (outputs span
+    0.009 there), while ``--certificates`` (compress's report) proves it in seconds (the
+    sweep of issue 15): with OTHER smaller and no certificates, the advice names them."""
+    from exactcomp.api import Verification
+
+    small, rep = tmp_path / "small.pt", tmp_path / "r.json"
+    args = ["--box", "0,1", "--quiet"]
+    assert (
+        cli.main(["compress", str(model_path), "-o", str(small), "--report", str(rep), *args]) == 0
+    )
+    capsys.readouterr()
+    monkeypatch.setattr(
+        exactcomp.api, "verify_with_certificates", lambda *a, **k: Verification(_unknown("", 700.0))
+    )
+    assert cli.main(["verify", str(model_path), str(small), *args]) == 3
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--certificates" in out and "--report" in out
+    assert cli.main(["verify", str(model_path), str(model_path), *args]) == 3  # same size
+    assert "--certificates" not in capsys.readouterr().out
+    assert cli.main(["verify", str(model_path), str(small), *args, "--certificates", str(rep)]) == 3
+    assert "give that run's" not in capsys.readouterr().out

@@ -243,6 +243,13 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         _note_large_default_tol(args, console, f, res.tol, boxes)
     if status == "UNKNOWN":
         console.print(tol_hint(res, "--tol"), markup=False)
+        if certificates is None and g.num_neurons < f.num_neurons:
+            console.print(
+                f"{Path(args.other).name} has fewer neurons: if exactcomp compress wrote it, "
+                "give that run's --report as --certificates (its claims are re-proven, then "
+                "the proof sees through the neurons it removed)",
+                markup=False,
+            )
     ce = res.counterexample
     if ce is not None:
         console.print(

@@ -163,6 +163,27 @@ def test_stability_budget_passes_a_deadline(model_path, tmp_path, capsys, monkey
     assert "--budget must be > 0" in capsys.readouterr().err
 
 
+def test_compress_budget_keeps_what_is_not_proven(model_path, tmp_path, capsys) -> None:
+    """``compress --budget S`` gives the analysis the deadline ``start + S``: with a budget
+    spent at once only the cheapest claims stand, the rest is kept, and what is written is
+    still the same function (the re-check passes, exit 0); an ample budget compresses as
+    without it. ``--tol`` refuses it by name (the lossy search has no such deadline)."""
+    import exactcomp
+
+    base = ["compress", str(model_path), "--box", "0,1", "--quiet"]
+    full, tight = tmp_path / "full.pt", tmp_path / "tight.pt"
+    assert cli.main([*base, "-o", str(full), "--budget", "600"]) == 0
+    assert cli.main([*base, "-o", str(tight), "--budget", "1e-9"]) == 0
+    f, a, b = (exactcomp.load(p) for p in (model_path, full, tight))
+    assert a.num_neurons <= b.num_neurons <= f.num_neurons
+    x = np.random.default_rng(0).random((500, f.input_size))
+    assert np.allclose(f.forward(x), b.forward(x), atol=1e-5)
+    capsys.readouterr()
+    argv = [*base, "-o", str(tmp_path / "l.pt"), "--tol", "0.1", "--budget", "5"]
+    assert cli.main(argv) == 2
+    assert "--budget" in capsys.readouterr().err
+
+
 def test_box_forms_agree(model_path, tmp_path) -> None:
     np.save(tmp_path / "box.npy", np.array([np.zeros(6), np.ones(6)]))
     np.save(tmp_path / "data.npy", np.vstack([np.zeros(6), np.ones(6), np.full(6, 0.5)]))

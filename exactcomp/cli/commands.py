@@ -38,6 +38,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     check_positive("--jobs", args.jobs)
     check_positive("--verify-tol", args.verify_tol)
     check_positive("--check", args.check)
+    check_positive("--budget", args.budget)
     inputs = input_paths(args)
     check_save_path(args.output, inputs)
     if args.report:
@@ -49,6 +50,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         check_torch_target(net)
     print_notes(args, console, net)
     boxes = domain_boxes(args, net.input_size, console)
+    deadline = None if args.budget is None else time.perf_counter() + args.budget
     with progress_display(args, console) as progress:
         checked = api.compress_verified(
             net,
@@ -65,6 +67,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             solver=args.solver,
             check=args.check,
             partial=args.partial,
+            deadline=deadline,
         )
     result, written, recheck, verdict = (
         checked.compression,

@@ -25,6 +25,7 @@ EXACT_ONLY = (
     "verify_tol",
     "dtype",
     "partial",
+    "budget",
     "check",
     "method",
     "time_limit",

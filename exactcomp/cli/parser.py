@@ -162,6 +162,7 @@ def _add_compress_parser(sub) -> None:
         "rounded to it and --verify proves the rounded network) or float64 (exactly the "
         "network that was analysed; an ONNX file then has double inputs and outputs)",
     )
+    _add_budget(c, "analysis")
     c.add_argument(
         "--partial",
         action="store_true",
@@ -222,11 +223,16 @@ def _add_stability_parser(sub) -> None:
     )
     _add_model(s)
     _add_engine(s)
-    s.add_argument(
+    _add_budget(s, "analysis")
+
+
+def _add_budget(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
         "--budget",
         type=float,
         metavar="S",
-        help="stop the analysis after S seconds: what is not proven by then stays undecided",
+        help=f"stop the {what} after S seconds: what is not proven by then stays undecided "
+        "(and is kept)",
     )
 
 

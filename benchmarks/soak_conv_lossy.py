@@ -11,7 +11,8 @@ that width), then:
 
 - ``lossy-bound``: the exact ``max |f - g|`` over the box (joint regions, one LP each:
   :func:`~exactcomp.testing.oracle.max_output_difference`) must not exceed the proven bound;
-- ``file-written``: the result written to ``.onnx`` (integer kernels, ``DequantizeLinear``
+- ``file-written`` (:func:`~exactcomp.testing.written_checks.check_quantized_file`): the
+  result written to ``.onnx`` (integer kernels, ``DequantizeLinear``
   into ``Conv``; checked in onnxruntime by the writer) and read back by exactcomp's reader
   must be the proven network entry for entry, each convolution still a convolution; and
   every convolution of ``f`` is a convolution of the quantised network (never a dense
@@ -23,22 +24,21 @@ exception is an ``error``.
 
 from __future__ import annotations
 
-import tempfile
+import dataclasses
 import time
 import traceback
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from exactcomp import api
-from exactcomp.conv import ConvSpec
 from exactcomp.errors import ExactCompError
 from exactcomp.network import Network
 from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_conv import as_sparse, random_conv_case
 from exactcomp.testing.soak_checks import CaseResult, Checker, Finding, SoakOptions, skipped_result
+from exactcomp.testing.written_checks import check_quantized_file
 
 BITS = (8.0, 4.0, 3.0, 2.0, 1.5, 16.0)
 
@@ -63,7 +63,7 @@ def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
     for what, kw in runs:
         try:
             res = api.quantize(net, case.box, split_seconds=1.0, lp_seconds=2.0, **kw)
-            found = _written(res, case.network, what)
+            found = check_quantized_file(res, case.network, what)
         except ExactCompError:
             refused += 1
             continue
@@ -87,31 +87,4 @@ def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
 
 
 def _counted(result: CaseResult, refused: int, lossy: int) -> CaseResult:
-    import dataclasses
-
     return dataclasses.replace(result, refused=refused, lossy=lossy)
-
-
-def _written(res, f: Network, what: str) -> list[Finding]:
-    """``res`` written to ``.onnx`` and read back: the proven network, conv for conv."""
-    from exactcomp.io import load
-
-    out: list[Finding] = []
-    g = res.network
-    for k, (a, b) in enumerate(zip(f.layers, g.layers, strict=True)):
-        if isinstance(a.structure, ConvSpec) and not isinstance(b.structure, ConvSpec):
-            out.append(Finding("file-written", f"{what}: layer {k} lost its convolution"))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "q.onnx"
-        res.save(path)
-        back = load(path)
-    if len(back.layers) != len(g.layers):
-        return [*out, Finding("file-written", f"{what}: {len(back.layers)} layers read back")]
-    for k, (a, b) in enumerate(zip(back.layers, g.layers, strict=True)):
-        wa = a.weight.toarray() if a.sparse else a.weight
-        wb = b.weight.toarray() if b.sparse else b.weight
-        if not (np.array_equal(wa, wb) and np.array_equal(a.bias, b.bias)):
-            out.append(Finding("file-written", f"{what}: layer {k} read back differs"))
-        if isinstance(b.structure, ConvSpec) and not isinstance(a.structure, ConvSpec):
-            out.append(Finding("file-written", f"{what}: layer {k} not written as a Conv"))
-    return out

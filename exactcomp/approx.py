@@ -36,7 +36,7 @@ from .rewrite.bitwidths import (
     narrow_with_lp,
     narrow_with_split,
 )
-from .rewrite.kernels import stored_weights
+from .rewrite.kernels import restore_structure, stored_weights
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.lowrank import expand, rounding_pad, search_lowrank, written_frozen
 from .rewrite.magnitude import magnitude_first, magnitude_last
@@ -382,7 +382,7 @@ def compress_lossy(
     if splits and out.proven > 0:
         split = charger.proven(out.network, split_seconds=split_seconds) + _pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, split))
-    written = _written(out)
+    written = restore_structure(f, _written(out))  # a conv still a conv: written as one
     g = drop_unused_grids(written, [None] * len(written.layers))[0]
     progress.task("sampling", 1)
     sampled = sampled_max_difference(original, written, boxes)

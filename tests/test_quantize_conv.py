@@ -213,3 +213,20 @@ def test_sparse_network_quantize_through_the_cli(tmp_path, capsys):
         assert len(err) == 1 and "too large to hold densely" in err[0]
     finally:
         mp.undo()
+
+
+def test_restore_structure_only_where_the_layer_is_still_exactly_a_convolution():
+    from exactcomp.rewrite.kernels import restore_structure
+
+    f = random_conv_case(3).network  # conv, 3 max-pool levels, dense head
+    plain = f.replace_layers([Layer(la.weight, la.bias, la.relu) for la in f.layers])
+    back = restore_structure(f, plain)
+    assert [type(a.structure) for a in back.layers] == [type(a.structure) for a in f.layers]
+    assert np.array_equal(back.layers[0].structure.kernel, f.layers[0].structure.kernel)
+    w = np.array(f.layers[0].weight)
+    w[0, np.flatnonzero(w[0])[0]] += 0.5  # one tap changed: no longer a convolution
+    changed = plain.replace_layers([Layer(w, f.layers[0].bias, True), *plain.layers[1:]])
+    assert restore_structure(f, changed).layers[0].structure is None
+    res = api.compress_lossy(Network(f.layers, dtype="float32"), random_conv_case(3).box, 0.1,
+                             time_limit=5.0)  # fmt: skip
+    assert isinstance(res.network.layers[0].structure, ConvSpec)

@@ -17,6 +17,13 @@ give a matrix that is no longer a convolution, written densely (a 29x larger fil
   the claim is the verifier's proof of the network built.
 * A pooling layer (:class:`~exactcomp.conv.PoolLevel`) has no parameter to store (its weights
   are 1, -1 or 1/k, written as ``MaxPool``/``AveragePool``): it is kept exactly.
+* A pass that edits matrices entry by entry (``compress --tol``'s search, the rounding to the
+  model's dtype) gives layers without structure. :func:`restore_structure` gives each back
+  the structure of the reference's layer at the same place *where it still describes the
+  layer exactly*: the kernel read from the layer's own taps must rebuild its matrix entry for
+  entry (:func:`~exactcomp.conv_eval.matching_spec`: no other non-zero, every tap of a kernel
+  entry equal) with one bias per channel; a pool layer must equal the reference's. Nothing is
+  changed but how the writers store the layer.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..conv import ConvSpec, PoolLevel
-from ..conv_eval import conv_apply
-from ..network import Layer
+from ..conv_eval import conv_apply, matching_spec
+from ..network import Layer, Network
 
 
 def stored_weights(layer: Layer) -> int:
@@ -70,3 +77,33 @@ def channel_shift(spec: ConvSpec, error: np.ndarray, centre: np.ndarray) -> np.n
     the kernel ``error`` and :math:`\\mu` = ``centre`` (module docstring)."""
     shift = conv_apply(spec, np.asarray(centre, dtype=np.float64)[None, :], error)
     return shift.reshape(spec.out_shape[0], -1).mean(axis=1)
+
+
+def restore_structure(reference: Network, net: Network) -> Network:
+    """``net`` with the structures of ``reference`` given back where they still describe
+    its layers exactly (module docstring); ``net`` itself when the layer counts differ."""
+    if len(reference.layers) != len(net.layers):
+        return net
+    layers = [_restored(ref, la) for ref, la in zip(reference.layers, net.layers, strict=True)]
+    return net.replace_layers(layers)
+
+
+def _restored(ref: Layer, layer: Layer) -> Layer:
+    spec = ref.structure
+    if layer.structure is not None or layer.sparse or layer.weight.shape != ref.weight.shape:
+        return layer
+    if isinstance(spec, PoolLevel) and not ref.sparse:
+        same = np.array_equal(layer.weight, ref.weight) and np.array_equal(layer.bias, ref.bias)
+        return Layer(layer.weight, layer.bias, layer.relu, spec) if same else layer
+    if not isinstance(spec, ConvSpec):
+        return layer
+    rows, cols, entries = spec.taps
+    kernel = np.zeros(spec.kernel.size)
+    kernel[entries] = layer.weight[rows, cols]
+    if not np.array_equal(kernel[entries], layer.weight[rows, cols]):
+        return layer  # two taps of one kernel entry differ: not a convolution
+    cand = spec.replace(kernel.reshape(spec.kernel.shape), spec.in_shape[0])
+    bias = layer.bias.reshape(spec.out_shape[0], -1)
+    if np.any(bias != bias[:, :1]) or matching_spec(cand, layer.weight) is None:
+        return layer
+    return Layer(layer.weight, layer.bias, layer.relu, cand)

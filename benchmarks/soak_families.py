@@ -30,6 +30,9 @@ family                  cases                                           checks
 ``conv-residual``       residual ``Add`` / ``Concat`` graphs read by    every check of
                         carrying skip tensors                           :func:`check_case`
                         (:mod:`benchmarks.soak_residual`)
+``conv-lossy``          :func:`random_conv_case` in float32, sparse on  proven bound vs the
+                        odd seeds, quantised at 8/4/3/2/1.5/16 bits     exact max |f - g|; the
+                        (:mod:`benchmarks.soak_conv_lossy`)             .onnx read back
 ``degenerate``          :func:`~exactcomp.testing.degenerate.           every check of
                         degenerate_case`: emptied and zero-width        :func:`check_case`; on
                         layers, zero rows and columns, duplicates,      the compressed network
@@ -78,6 +81,7 @@ FAMILIES = (
     "conv",
     "conv-sparse",
     "conv-residual",
+    "conv-lossy",
     "degenerate",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
@@ -110,7 +114,7 @@ def parse_families(text: str) -> tuple[str, ...]:
 def family_for(seed: int, families: Sequence[str]) -> str:
     """The family of case ``seed``: :data:`ROTATION` restricted to ``families`` (plus
     the conv families when they are named)."""
-    extra = ("conv", "conv-sparse", "conv-residual")
+    extra = ("conv", "conv-sparse", "conv-residual", "conv-lossy")
     rotation = [f for f in (*ROTATION, *extra) if f in families]
     return rotation[seed % len(rotation)]
 
@@ -149,6 +153,10 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         from .soak_residual import run_residual_case
 
         return run_residual_case(seed, opts, method)
+    if family == "conv-lossy":
+        from .soak_conv_lossy import run_conv_lossy_case
+
+        return run_conv_lossy_case(seed, opts, method)
     if family == "degenerate":
         from .soak_degenerate import run_degenerate_case
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidOptionError
+from .conv import PoolLevel
+from .errors import InvalidOptionError, UnsupportedModelError
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
@@ -35,6 +36,7 @@ from .rewrite.bitwidths import (
     narrow_with_lp,
     narrow_with_split,
 )
+from .rewrite.kernels import restore_structure, stored_weights
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.lowrank import expand, rounding_pad, search_lowrank, written_frozen
 from .rewrite.magnitude import magnitude_first, magnitude_last
@@ -214,13 +216,11 @@ def quantize(
     layers = [
         {
             "layer": k,
-            "action": "float32"
-            if g is None
-            else ("float16" if g.bits == 16 else f"{g.bits:g}-bit"),
-            "bits": 32 if g is None else g.storage_bits,
+            "action": _action(g, la),
+            "bits": (32 if stored_weights(la) else 0) if g is None else g.storage_bits,
             "entropy_bits": None if g is None else g.entropy(),
         }
-        for k, g in enumerate(grids)
+        for k, (g, la) in enumerate(zip(grids, small.layers, strict=True))
     ]
     doc = report_document(
         f,
@@ -245,6 +245,13 @@ def quantize(
     if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
         doc["top1_proven"] = bool(proven < top1["margin_proven_min"] / 2)
     return LossyResult(f, small, tuple(grids), proven, sampled, doc, qn.network, ref)
+
+
+def _action(g, layer) -> str:
+    """A layer's row of the report: its grid, ``pool`` (no parameter: kept exactly) or float32."""
+    if g is not None:
+        return "float16" if g.bits == 16 else f"{g.bits:g}-bit"
+    return "float32" if stored_weights(layer) else "pool"
 
 
 def domain_compensation(net: Network, boxes) -> Compensation:
@@ -314,6 +321,7 @@ def compress_lossy(
         raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
     tol = None if tol is None and tol_mode == "top1" else check_tol(tol)
     original = load(model)
+    refuse_sparse(original)
     boxes = bind_domain(domain, original)
     check_data(original, data, labels)
     f, exact_facts = original, {"tol_mode": tol_mode}
@@ -374,7 +382,7 @@ def compress_lossy(
     if splits and out.proven > 0:
         split = charger.proven(out.network, split_seconds=split_seconds) + _pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, split))
-    written = _written(out)
+    written = restore_structure(f, _written(out))  # a conv still a conv: written as one
     g = drop_unused_grids(written, [None] * len(written.layers))[0]
     progress.task("sampling", 1)
     sampled = sampled_max_difference(original, written, boxes)
@@ -406,6 +414,21 @@ def compress_lossy(
         **exact_facts,
     )
     return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f)
+
+
+def refuse_sparse(net: Network) -> None:
+    """:class:`UnsupportedModelError` naming the first layer held sparse: ``compress --tol``'s
+    search (neurons, weights, merges, low rank, magnitude) edits dense matrices entry by
+    entry; on such a network ``quantize`` works (it edits kernels) and so does exact
+    ``compress``."""
+    for k, la in enumerate(net.layers):
+        if la.sparse:
+            kind = "pool" if isinstance(la.structure, PoolLevel) else "convolution"
+            raise UnsupportedModelError(
+                f"compress --tol: layer {k} is a {kind} too large to hold densely, and the "
+                "lossy search edits dense matrices; use quantize (it quantises the kernels) "
+                "or compress without --tol"
+            )
 
 
 def _exact_facts(original: Network, done: Any, t0: float) -> dict:

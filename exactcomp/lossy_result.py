@@ -13,7 +13,7 @@ import numpy as np
 
 from .domain import sample_rows
 from .errors import InvalidOptionError
-from .network import Network
+from .network import Network, is_sparse
 from .rewrite.quantize import QuantizedWeight
 
 __all__ = ["LossyResult", "data_facts", "nonzero_parameters", "report_document", "source_bytes"]
@@ -55,7 +55,12 @@ class LossyResult:
 
 
 def nonzero_parameters(net: Network) -> int:
-    return int(sum(np.count_nonzero(la.weight) + np.count_nonzero(la.bias) for la in net.layers))
+    return int(sum(_nonzero(la.weight) + np.count_nonzero(la.bias) for la in net.layers))
+
+
+def _nonzero(weight) -> int:
+    """Non-zero entries of a dense or ``scipy.sparse`` matrix."""
+    return int(weight.count_nonzero() if is_sparse(weight) else np.count_nonzero(weight))
 
 
 def check_data(net: Network, data: Any, labels: Any) -> None:

@@ -33,18 +33,27 @@ def interval_layer(
     layer: Layer, lo: np.ndarray, hi: np.ndarray, tol: Tolerances = DEFAULT
 ) -> Bounds:
     """Sound bounds on ``z = W h + b`` for ``h`` in ``[lo, hi]`` (the layer's input)."""
-    w = layer.weight
-    wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
+    wp, wn = signed_parts(layer)
     with np.errstate(over="ignore", invalid="ignore"):
         zlo = wp @ lo + wn @ hi + layer.bias
         zhi = wp @ hi + wn @ lo + layer.bias
     with np.errstate(over="ignore", invalid="ignore"):
-        p = pad(np.abs(w) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(layer.bias), tol)
+        mag = layer.abs_weight() @ np.maximum(np.abs(lo), np.abs(hi))
+        p = pad(mag + np.abs(layer.bias), tol)
         zlo, zhi = zlo - p, zhi + p
     # Overflow (weights near 1e300) gives inf or NaN (inf - inf): widen to the trivial bound.
     zlo = np.where(np.isnan(zlo), -np.inf, zlo)
     zlo = np.where(nonneg_rows(layer, lo, hi), np.maximum(zlo, 0.0), zlo)
     return zlo, np.where(np.isnan(zhi), np.inf, zhi)
+
+
+def signed_parts(layer: Layer):  # two ndarrays, or two scipy.sparse matrices
+    """``(W+, W-)`` = ``(max(W, 0), min(W, 0))`` entry by entry, in ``W``'s storage (a sparse
+    layer, :attr:`~exactcomp.network.Layer.sparse`, stays sparse)."""
+    w = layer.weight
+    if layer.sparse:
+        return w.maximum(0.0), w.minimum(0.0)
+    return np.maximum(w, 0.0), np.minimum(w, 0.0)
 
 
 def nonneg_rows(layer: Layer, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

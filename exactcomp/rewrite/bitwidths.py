@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..network import Network
+from .kernels import stored_weights
 from .quantize import Compensation, quantize_network, storage_bits
 
 #: ``quantize --tol`` on at most :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs:
@@ -62,7 +63,7 @@ def choose_bits(
         for k in range(n):
             i = level[k]
             nxt = top if i is None else i - 1
-            if nxt < 0:
+            if nxt < 0 or not stored_weights(f.layers[k]):  # a pool: nothing to narrow
                 continue
             trial = list(level)
             trial[k] = nxt
@@ -70,7 +71,7 @@ def choose_bits(
             if bound > tol:
                 continue
             old = 32 if i is None else storage_bits(ladder[i])
-            gain = f.layers[k].weight.size * (old - storage_bits(ladder[nxt]))
+            gain = stored_weights(f.layers[k]) * (old - storage_bits(ladder[nxt]))
             value = gain / max(bound - current, 1e-12)
             if best is None or value > best[0]:
                 best = (value, trial, bound)
@@ -94,7 +95,8 @@ def narrow_with_lp(
     bound is within :data:`LP_GAIN` times ``tol`` is tried. Returns the bits and the LP
     proof of the last narrowing (``inf`` when none was made)."""
     proof = np.inf
-    order = sorted(range(len(f.layers)), key=lambda k: -f.layers[k].weight.size)
+    order = sorted((k for k, la in enumerate(f.layers) if stored_weights(la)),
+                   key=lambda k: -stored_weights(f.layers[k]))  # fmt: skip
     progress = True
     while progress:
         progress = False
@@ -150,7 +152,7 @@ def narrow_with_split(
             top = len(ladder) if bits[k] is None else rank[bits[k]]
             old = 32 if bits[k] is None else storage_bits(bits[k])
             for b in ladder[:top]:
-                gain = layer.weight.size * (old - storage_bits(b))
+                gain = stored_weights(layer) * (old - storage_bits(b))
                 if (k, b) in failed or gain <= 0 or time.perf_counter() >= end:
                     continue
                 trial = list(bits)

@@ -377,10 +377,13 @@ def drop_unused(net: Network) -> Network:
 
 def drop_unused_grids(net: Network, grids: Sequence) -> tuple[Network, list]:
     """:func:`drop_unused`, slicing the quantised grids (``q`` rows and columns, ``scale``
-    rows; :class:`~exactcomp.rewrite.quantize.QuantizedWeight`) of the layers it touches."""
+    rows; :class:`~exactcomp.rewrite.quantize.QuantizedWeight`) of the layers it touches.
+    A pair of layers with a structure (a convolution or pool: removing one unit would unmake
+    it) or held sparse is left alone."""
     layers, grids = list(net.layers), list(grids)
     for k in range(len(layers) - 1):
-        if not layers[k].relu:
+        pair = layers[k : k + 2]
+        if not layers[k].relu or any(la.sparse or la.structure is not None for la in pair):
             continue
         w, b, nxt = layers[k].weight, layers[k].bias, layers[k + 1].weight
         dead = ~nxt.any(axis=0) | (~w.any(axis=1) & (b <= 0))

@@ -71,8 +71,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..conv import PoolLevel
 from ..errors import InvalidOptionError
 from ..network import Layer, Network
+from .kernels import channel_shift, conv_layer, conv_spec, stored_weights
 
 #: Supported ``bits``: uniform grids, ternary (1.5) and float16 (16).
 BITS: tuple[float, ...] = (16, 8, 4, 3, 2, 1.5)
@@ -110,8 +112,9 @@ def storage_bits(bits: float) -> int:
 
 @dataclass(frozen=True, eq=False)
 class QuantizedWeight:
-    """One quantised matrix: integers ``q`` (int8; float16 for ``bits == 16``), float32
-    ``scale`` per row, and ``bits``. ``dequantized`` is ``q * scale``, exact in float32."""
+    """One quantised matrix or convolution kernel: integers ``q`` (int8; float16 for
+    ``bits == 16``; a kernel's shape ``(M, C/g, kh, kw)``), float32 ``scale`` per row (output
+    channel), and ``bits``. ``dequantized`` is ``q * scale``, exact in float32."""
 
     q: np.ndarray
     scale: np.ndarray
@@ -119,7 +122,8 @@ class QuantizedWeight:
 
     @property
     def dequantized(self) -> np.ndarray:
-        return self.q.astype(np.float64) * self.scale.astype(np.float64)[:, None]
+        s = self.scale.astype(np.float64).reshape((-1,) + (1,) * (self.q.ndim - 1))
+        return self.q.astype(np.float64) * s
 
     @property
     def storage_bits(self) -> int:
@@ -300,28 +304,26 @@ class QuantizedNetwork:
     weights: tuple[QuantizedWeight | None, ...]
 
     def bits_per_weight(self) -> float:
-        """Stored bits per weight over all layers (32 for a layer kept in float32)."""
-        total = sum(la.weight.size for la in self.network.layers)
-        stored = sum(
-            la.weight.size * (32 if qw is None else qw.storage_bits)
-            for la, qw in zip(self.network.layers, self.weights, strict=True)
-        )
-        return stored / max(total, 1)
+        """Stored bits per weight over all stored weights (:func:`~exactcomp.rewrite.kernels.
+        stored_weights`: a kernel's entries, a pool's none; 32 for a layer kept in float32)."""
+        sizes = [stored_weights(la) for la in self.network.layers]
+        stored = sum(n * (32 if qw is None else qw.storage_bits)
+                     for n, qw in zip(sizes, self.weights, strict=True))  # fmt: skip
+        return stored / max(sum(sizes), 1)
 
     def entropy_bits(self) -> float:
         """Empirical entropy per weight, averaged over all weights (float32 layers count 32)."""
-        total = sum(la.weight.size for la in self.network.layers)
-        bits = sum(
-            la.weight.size * (32.0 if qw is None else qw.entropy())
-            for la, qw in zip(self.network.layers, self.weights, strict=True)
-        )
-        return bits / max(total, 1)
+        sizes = [stored_weights(la) for la in self.network.layers]
+        bits = sum(n * (32.0 if qw is None else qw.entropy())
+                   for n, qw in zip(sizes, self.weights, strict=True))  # fmt: skip
+        return bits / max(sum(sizes), 1)
 
 
 def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray | None, ...]:
     """Per layer ``k``, the mean over the points of :math:`J^\\top J`, :math:`J` the output
     Jacobian with respect to the layer's pre-activations ``pre[k]`` (None where a later layer
-    is sparse or the Jacobians would exceed :data:`JACOBIAN_MAX` entries)."""
+    is sparse or the Jacobians would exceed :data:`JACOBIAN_MAX` entries, and for a layer with
+    a structure: its kernel or pool is not rounded jointly)."""
     n = len(net.layers)
     out: list[np.ndarray | None] = [None] * n
     m = net.layers[-1].out_features
@@ -334,8 +336,32 @@ def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray |
         jac = jac @ np.asarray(after.weight, dtype=np.float64)
         if layer.relu:
             jac = jac * (pre[k] > 0)[:, None, :]
-        out[k] = np.einsum("noi,noj->ij", jac, jac) / len(jac)
+        if layer.structure is None:  # a convolution or pool has no rounding search
+            out[k] = np.einsum("noi,noj->ij", jac, jac) / len(jac)
     return tuple(out)
+
+
+def _quantize_structured(
+    layer: Layer, bits: float | None, centre: np.ndarray | None
+) -> tuple[Layer, QuantizedWeight | None]:
+    """A pool layer kept exactly; a convolution's *kernel* quantised per output channel
+    (round to nearest; with ``centre``, the channel-wise bias correction), or rounded to
+    float32, and the layer rebuilt from it in its storage (:mod:`exactcomp.rewrite.kernels`)."""
+    if isinstance(layer.structure, PoolLevel):
+        return layer, None  # no parameter stored: kept as it is
+    spec = conv_spec(layer)
+    m = spec.out_shape[0]
+    bias = layer.bias.reshape(m, -1)[:, 0]
+    if bits is None:
+        kernel, qw = spec.kernel.astype(np.float32).astype(np.float64), None
+    else:
+        qw = quantize_weight(spec.kernel.reshape(m, -1), bits)
+        qw = QuantizedWeight(qw.q.reshape(spec.kernel.shape), qw.scale, qw.bits)
+        kernel = qw.dequantized
+        if centre is not None:
+            bias = bias - channel_shift(spec, kernel - spec.kernel, centre)
+    new = spec.replace(kernel, spec.in_shape[0])
+    return conv_layer(new, bias.astype(np.float32), layer.relu, layer.sparse), qw
 
 
 def quantize_network(
@@ -344,7 +370,11 @@ def quantize_network(
     """Quantise layer ``k`` to ``bits[k]`` (None: keep it); biases are rounded to float32,
     and the result is a float32 network (what the written file holds, exactly).
     ``compensation`` (the moments of each layer's input on the domain): the scale search and
-    the bias correction of the module docstring; None: plain round-to-nearest."""
+    the bias correction of the module docstring; None: plain round-to-nearest.
+    A convolution's kernel is quantised (per output channel, round to nearest, a bias
+    correction per channel) and its layer rebuilt from it; a pool layer is kept exactly
+    (:mod:`exactcomp.rewrite.kernels`). A layer held sparse without a convolution raises
+    :class:`InvalidOptionError`."""
     if len(bits) != len(net.layers):
         raise InvalidOptionError(f"{len(bits)} bit widths for {len(net.layers)} layers")
     if compensation is not None and len(compensation.centre) != len(net.layers):
@@ -353,6 +383,17 @@ def quantize_network(
         )
     layers, grids = [], []
     for k, (layer, b) in enumerate(zip(net.layers, bits, strict=True)):
+        if isinstance(layer.structure, PoolLevel) or conv_spec(layer) is not None:
+            centre = None if compensation is None else compensation.centre[k]
+            new, qw = _quantize_structured(layer, b, centre)
+            layers.append(new)
+            grids.append(qw)
+            continue
+        if layer.sparse:
+            raise InvalidOptionError(
+                f"quantize: layer {k} is held sparse (too large to hold densely) without a "
+                "convolution structure; it cannot be quantised"
+            )
         cov = None if compensation is None else compensation.covariance[k]
         spread = (
             None

@@ -8,7 +8,9 @@ A disagreement is a :class:`~exactcomp.testing.soak_checks.Finding`: ``onnx-load
 network read differs from its file), ``onnx-written`` and ``torch-written`` (the compressed
 network's file differs from the source network); and for the ``degenerate`` family
 (:mod:`benchmarks.soak_degenerate`) ``file-written``: a network written to ``.onnx``, ``.pt``
-and ``.nnet`` reads back different (:func:`check_files`).
+and ``.nnet`` reads back different (:func:`check_files`); for ``conv-lossy`` a quantised
+file that is not the proven network, or a convolution written as a matrix
+(:func:`check_quantized_file`).
 """
 
 from __future__ import annotations
@@ -94,3 +96,30 @@ def check_files(box: Box, g: Network, seed: int) -> tuple[list[Finding], int]:
                 detail = f"{suffix} read back differs: {float(np.max(d))!r}"
                 found.append(Finding("file-written", detail, x[i].tolist()))
     return found, refused
+
+
+def check_quantized_file(res: Any, f: Network, what: str) -> list[Finding]:
+    """``file-written`` for a quantised result ``res`` of ``f`` (the ``conv-lossy`` family,
+    :mod:`benchmarks.soak_conv_lossy`): written to ``.onnx`` and read back by exactcomp's
+    reader, it must be ``res.network`` (the proven network) entry for entry, and every
+    convolution of ``f`` a convolution of both (never a dense matrix)."""
+    from ..conv import ConvSpec
+    from ..io import load
+
+    out: list[Finding] = []
+    g = res.network
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "q.onnx"
+        res.save(path)
+        back = load(path)
+    if len(back.layers) != len(g.layers):
+        return [Finding("file-written", f"{what}: {len(back.layers)} layers read back")]
+    for k, (a, b, o) in enumerate(zip(back.layers, g.layers, f.layers, strict=True)):
+        wa = a.weight.toarray() if a.sparse else a.weight
+        wb = b.weight.toarray() if b.sparse else b.weight
+        if not (np.array_equal(wa, wb) and np.array_equal(a.bias, b.bias)):
+            out.append(Finding("file-written", f"{what}: layer {k} read back differs"))
+        conv = [isinstance(la.structure, ConvSpec) for la in (o, b, a)]
+        if conv[0] and not all(conv):
+            out.append(Finding("file-written", f"{what}: layer {k} is no longer a convolution"))
+    return out

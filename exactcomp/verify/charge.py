@@ -45,6 +45,12 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   the ascents' ends (:func:`exactcomp.verify.falsify.local_search`: vertices one coordinate
   at a time, then kicks; on the digits model at 8 bits 0.198 -> 0.272 for 0.25 s of CPU).
 
+On a network with a layer too large to hold densely (:attr:`~exactcomp.network.Layer.sparse`,
+a large convolution or pool) none of the above fits in memory (each holds a dense row of
+coefficients per neuron): :meth:`Charger.proven` is then the differential interval bound of
+:mod:`exactcomp.verify.diffinterval` alone (sparse products only; every option above is
+ignored), looser and sound.
+
 The claim a lossy command reports is one :meth:`Charger.proven` of the original against the
 final network, never a sum of per-step charges.
 """
@@ -58,10 +64,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..domain import Box
-from ..network import Network
+from ..network import Network, is_sparse
 from ..tolerances import DEFAULT, Tolerances
 from . import falsify
 from .diffbab import bab_difference_bounds
+from .diffinterval import interval_difference
 from .difflp import lp_difference_bounds
 from .diffmilp import milp_within
 from .head import head_bounds, shared_body
@@ -83,11 +90,15 @@ class Charger:
         *,
         tighten_seconds: float = 0.0,
     ) -> None:
-        self.f, self.boxes = f, tuple(boxes)
+        self.f, self.boxes, self.tol = f, tuple(boxes), tol
+        #: a layer held sparse: the differential interval bound alone (module docstring)
+        self.sparse = any(la.sparse for la in f.layers)
         outputs = range(f.output_size)
-        self._pairs = [Pair.prepare(f, f, b, outputs, tol) for b in self.boxes]
+        self._pairs = (
+            [] if self.sparse else [Pair.prepare(f, f, b, outputs, tol) for b in self.boxes]
+        )
         self._plain: list[Pair] | None = None  # the untightened pairs, when tightened
-        if tighten_seconds > 0:
+        if tighten_seconds > 0 and not self.sparse:
             share = tighten_seconds / len(self.boxes)
             self._plain = self._pairs
             self._pairs = [
@@ -122,6 +133,9 @@ class Charger:
         self.calls += 1
         if _identical(self.f, g):
             return 0.0  # the same weights: the same function (the padded bound would be ~1e-7)
+        if self.sparse:
+            bounds = [interval_difference(self.f, g, b, self.tol) for b in self.boxes]
+            return max(float(max(b.max(initial=0.0), 0.0)) for b in bounds)
         worst = 0.0
         plain = self._plain or [None] * len(self.boxes)
         for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
@@ -198,10 +212,15 @@ def _symbolic(pair: Pair, g: Network, box: Box) -> np.ndarray:
 
 
 def _identical(f: Network, g: Network) -> bool:
-    return all(
-        np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
-        for a, b in zip(f.layers, g.layers, strict=True)
-    )
+    return all(_same(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+               for a, b in zip(f.layers, g.layers, strict=True))  # fmt: skip
+
+
+def _same(a, b) -> bool:
+    """Two matrices equal entry by entry (dense or ``scipy.sparse``)."""
+    if is_sparse(a) or is_sparse(b):
+        return a.shape == b.shape and not abs(a - b).sum()
+    return bool(np.array_equal(a, b))
 
 
 def sampled_max_difference(

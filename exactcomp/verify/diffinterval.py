@@ -1,0 +1,103 @@
+r"""Differential interval bounds: :math:`\max |f - g|` of two paired networks by intervals alone.
+
+The bound the lossy commands prove on a network with a layer too large to hold densely
+(:attr:`~exactcomp.network.Layer.sparse`: a large convolution or pool), where the symbolic
+forms of :mod:`exactcomp.verify.symbolic` (one dense row of input coefficients per neuron)
+would not fit: every step is a product of a (sparse) matrix with a vector.
+
+Maths
+-----
+As in :mod:`exactcomp.verify.symbolic`, neuron ``j`` of layer ``k`` of ``f`` is paired with
+neuron ``j`` of layer ``k`` of ``g``. On a box :math:`B`, let :math:`z^f_k \in [l_k, u_k]` be
+``f``'s interval bounds (:func:`~exactcomp.bounds.interval.interval_bounds`), :math:`a^f_k`
+its outputs (:math:`a^f_{-1} = x`), :math:`d_k = z^g_k - z^f_k`, :math:`\Delta_k = a^g_k -
+a^f_k` (:math:`\Delta_{-1} = 0`), :math:`E_k = W^g_k - W^f_k`, :math:`e_k = b^g_k - b^f_k`.
+Then exactly
+
+.. math::
+
+    d_k = W^g_k \Delta_{k-1} + E_k\, a^f_{k-1} + e_k ,
+
+and each of the two products is bounded by interval arithmetic
+(:func:`~exactcomp.bounds.interval.interval_layer`) from intervals of :math:`\Delta_{k-1}`
+and :math:`a^f_{k-1}`. Without a ReLU :math:`\Delta_k = d_k`. With one,
+:math:`\Delta_k = \varphi(z^f_k, d_k)`, :math:`\varphi(z, d) = \mathrm{relu}(z + d) -
+\mathrm{relu}(z)`, which is nondecreasing in :math:`d` (ReLU is monotone), nondecreasing in
+:math:`z` for :math:`d \ge 0` and nonincreasing in :math:`z` for :math:`d \le 0`. Every pair
+:math:`(z^f_k(x), d_k(x))`, :math:`x \in B`, lies in the rectangle :math:`[l, u] \times
+[\underline d, \overline d]`, on which the extremes of :math:`\varphi` are, per neuron,
+
+.. math::
+
+    \max \varphi = \varphi(u, \overline d) \text{ if } \overline d \ge 0 \text{ else }
+    \varphi(l, \overline d), \qquad
+    \min \varphi = \varphi(l, \underline d) \text{ if } \underline d \ge 0 \text{ else }
+    \varphi(u, \underline d).
+
+The bound of output ``i`` is :math:`\max(-\underline d_{L,i}, \overline d_{L,i})`. Sound, and
+looser than the symbolic bound (no cancellation between neurons): on a dense network the
+charger uses that one.
+
+Floating point
+--------------
+Each interval product is padded by :func:`~exactcomp.bounds.interval.interval_layer`; the sum
+of its two bounds and each value of :math:`\varphi` (two roundings, at most
+:math:`2^{-52}(|z| + |d|)`) are padded outwards by ``bound_abs + bound_rel * S``, ``S`` the
+absolute sum of the terms (``bound_rel`` = 1e-9, far above the rounding).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..bounds.interval import activation_bounds, interval_bounds, interval_layer, pad
+from ..domain import Box
+from ..network import Layer, Network, is_sparse
+from ..tolerances import DEFAULT, Tolerances
+
+
+def interval_difference(f: Network, g: Network, box: Box, tol: Tolerances = DEFAULT) -> np.ndarray:
+    """Per output ``i``, a sound bound of :math:`\\max_{x \\in B} |f_i(x) - g_i(x)|` (module
+    docstring); ``f`` and ``g`` of the same layer shapes and ReLUs."""
+    pre = interval_bounds(f, box, tol=tol)
+    lo, hi = box.lower, box.upper  # a^f_{k-1}
+    dlo = dhi = None  # Delta_{k-1}; None: 0 (the input)
+    for (lf, lg), (zl, zu) in zip(zip(f.layers, g.layers, strict=True), pre, strict=True):
+        el, eu = interval_layer(Layer(_minus(lg.weight, lf.weight), lg.bias - lf.bias, False),
+                                lo, hi, tol)  # fmt: skip
+        if dlo is not None:
+            wl, wu = interval_layer(Layer(lg.weight, np.zeros(lg.out_features), False),
+                                    dlo, dhi, tol)  # fmt: skip
+            p = pad(np.abs(el) + np.abs(eu) + np.abs(wl) + np.abs(wu), tol)
+            el, eu = el + wl - p, eu + wu + p
+        if lg.relu:
+            dlo, dhi = _phi_range(zl, zu, el, eu, tol)
+        else:
+            dlo, dhi = el, eu
+        lo, hi = activation_bounds(lf, (zl, zu))
+    with np.errstate(invalid="ignore"):
+        out = np.maximum(-dlo, dhi)
+    return np.where(np.isnan(out), np.inf, out)
+
+
+def _phi_range(zl, zu, dl, du, tol: Tolerances) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of ``relu(z + d) - relu(z)`` over ``[l, u] x [dl, du]``, padded outwards."""
+
+    def phi(z, d):
+        with np.errstate(invalid="ignore", over="ignore"):
+            v = np.maximum(z + d, 0.0) - np.maximum(z, 0.0)
+            return v, pad(np.abs(z) + np.abs(d), tol)
+
+    top, ptop = phi(np.where(du >= 0, zu, zl), du)
+    low, plow = phi(np.where(dl >= 0, zl, zu), dl)
+    low, top = low - plow, top + ptop
+    return np.where(np.isnan(low), -np.inf, low), np.where(np.isnan(top), np.inf, top)
+
+
+def _minus(a, b):
+    """``a - b`` for two matrices of one shape, dense or ``scipy.sparse`` (kept sparse)."""
+    if is_sparse(a) != is_sparse(b):
+        from scipy import sparse
+
+        a, b = sparse.csr_array(a), sparse.csr_array(b)
+    return a - b

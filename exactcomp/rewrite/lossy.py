@@ -116,7 +116,10 @@ def candidates(
     ``centre``: a zeroed weight's input is replaced by the midpoint ``m_j`` of its proven
     range ``[l_j, u_j]`` (``b_i += w_ij m_j``): the charge is ``|w_ij| (u_j - l_j) / 2``
     instead of ``|w_ij| max(|l_j|, |u_j|)``. Layers in ``frozen`` (low-rank products,
-    :mod:`exactcomp.rewrite.lowrank`) get no weight edits."""
+    :mod:`exactcomp.rewrite.lowrank`) get no weight edits. A layer with a structure (a
+    convolution or pool) gets no edit at all, nor does a neuron feeding one: an edited entry
+    of its matrix would unmake the convolution, which is then written as a dense matrix,
+    larger than the input (marabou_conv_mp1: 18,784 -> 255,840 bytes, RESULTS.md "convq15")."""
     out: list[Candidate] = []
     last = len(f.layers) - 1
     x_lo = np.min([b.lower for b in boxes], axis=0)
@@ -126,11 +129,13 @@ def candidates(
         mid = (lo + hi) / 2 if centre else np.zeros_like(lo)
         h_mag = np.maximum(np.abs(lo - mid), np.abs(hi - mid))
         w = layer.weight
+        if layer.structure is not None:
+            continue
         nonzero = () if k in frozen else zip(*np.nonzero(w), strict=True)
         for i, j in nonzero:
             local = float(abs(w[i, j]) * h_mag[j])
             out.append(Candidate("weight", (k, int(i), int(j)), local, 1, float(mid[j])))
-        if layer.relu and k < last:
+        if layer.relu and k < last and f.layers[k + 1].structure is None:
             nxt = f.layers[k + 1].weight
             lo, hi = ranges[k]
             for j in range(layer.out_features):

@@ -210,7 +210,7 @@ def quantize(
     )
     proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
     progress.task("sampling", 1)
-    sampled = sampled_max_difference(f, qn.network, boxes)
+    sampled = sampled_max_difference(f, qn.network, boxes, proven=proven)
     progress.advance()
     small, grids = drop_unused_grids(qn.network, qn.weights)
     layers = [
@@ -385,7 +385,7 @@ def compress_lossy(
     written = restore_structure(f, _written(out))  # a conv still a conv: written as one
     g = drop_unused_grids(written, [None] * len(written.layers))[0]
     progress.task("sampling", 1)
-    sampled = sampled_max_difference(original, written, boxes)
+    sampled = sampled_max_difference(original, written, boxes, proven=out.proven)
     progress.advance()
     if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
         exact_facts["top1_proven"] = bool(out.proven < exact_facts["margin_proven_min"] / 2)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from exactcomp.domain import Box
-from exactcomp.network import Network
+from exactcomp.network import Layer, Network
 from exactcomp.testing import max_output_difference
 from exactcomp.verify import falsify
 from exactcomp.verify.charge import sampled_max_difference
@@ -91,3 +91,17 @@ def test_the_lower_bound_never_passes_the_exact_max_on_tiny_pairs(seed):
     got = sampled_max_difference(f, g, [box])
     assert got <= exact + 1e-9
     assert got >= 0.9 * exact  # and, on these, close to it
+
+
+def test_a_float_difference_above_the_proven_bound_is_replaced_by_the_exact_one():
+    """``f(x) = relu(x + 1) - 1`` and ``g(x) = x`` are equal on [0, 1] exactly, but float64
+    evaluates ``(x + 1) - 1`` with rounding: the sampled value was then above a proven 0
+    (user15: test_small.onnx, "proven 0, sampled 1.4e-14"). Given the proof, the sample's
+    value is the exact difference at its input."""
+    f = Network(
+        (Layer(np.ones((1, 1)), np.ones(1), True), Layer(np.ones((1, 1)), -np.ones(1), False))
+    )
+    g = Network((Layer(np.ones((1, 1)), np.zeros(1), False),))
+    box = Box(np.zeros(1), np.ones(1))
+    assert sampled_max_difference(f, g, [box]) > 0.0  # float64 rounding alone
+    assert sampled_max_difference(f, g, [box], proven=0.0) == 0.0

@@ -36,13 +36,13 @@ from .rewrite.bitwidths import (
     narrow_with_lp,
     narrow_with_split,
 )
+from .rewrite.compensation import Compensation
 from .rewrite.kernels import restore_structure, stored_weights
 from .rewrite.lossy import LossyOutcome, drop_unused_grids, search
 from .rewrite.lowrank import expand, rounding_pad, search_lowrank, written_frozen
 from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.quantize import (
     BITS,
-    Compensation,
     check_bits,
     fits_float16,
     quantize_network,
@@ -79,7 +79,7 @@ LOWRANK_TIME_SHARE = 0.5
 #: prop_1, 11.8 s on MNIST 256x2 prop_0_0.03; past it nothing new starts, still exact).
 EXACT_SHARE = 0.25
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
-#: :class:`~exactcomp.rewrite.quantize.Compensation`) or ``rtn`` (plain round-to-nearest).
+#: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
 METHODS: tuple[str, ...] = ("corrected", "rtn")
 #: Uniform domain points (all boxes together, seeded) whose moments ``corrected`` uses.
 COMPENSATION_POINTS = 8192

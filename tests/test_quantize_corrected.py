@@ -15,10 +15,10 @@ from exactcomp.cli import main
 from exactcomp.domain import Box
 from exactcomp.errors import InvalidOptionError
 from exactcomp.network import Layer, Network
+from exactcomp.rewrite.compensation import Compensation
 from exactcomp.rewrite.quantize import (
     ROUNDING_BAND,
     SCALE_BITS,
-    Compensation,
     QuantizedWeight,
     quantize_network,
     quantize_weight,

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..network import Network
+from .compensation import Compensation
 from .kernels import stored_weights
-from .quantize import Compensation, quantize_network, storage_bits
+from .quantize import quantize_network, storage_bits
 
 #: ``quantize --tol`` on at most :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs:
 #: seconds of input splitting per proof of a narrowing

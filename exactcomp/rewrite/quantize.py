@@ -74,6 +74,7 @@ import numpy as np
 from ..conv import PoolLevel
 from ..errors import InvalidOptionError
 from ..network import Layer, Network
+from .compensation import Compensation
 from .kernels import channel_shift, conv_layer, conv_spec, stored_weights
 
 #: Supported ``bits``: uniform grids, ternary (1.5) and float16 (16).
@@ -83,11 +84,8 @@ TERNARY_THRESHOLD = 0.7  # |w| <= 0.7 mean |w| goes to 0 (ternary weight network
 #: Clipping ratios of ``max |w|`` tried per row by the scale search, 1 first (1 down to 0.8).
 CLIP_RATIOS: tuple[float, ...] = tuple(1.0 - 0.01 * i for i in range(21))
 SEARCH_MAX_BITS = 4  # the scale search runs on grids of at most this many bits
-COVARIANCE_MAX = 4096  # wider inputs keep only the variances (the diagonal of C)
 ROUNDING_BAND = 0.1  # a weight may take its other grid neighbour only this close to a tie
 ROUNDING_STEPS = 4096  # at most this many greedy moves per matrix
-JACOBIAN_POINTS = 1024  # domain points (of the moments' points) averaged into M
-JACOBIAN_MAX = 2**25  # entries of the Jacobians held at once; above it no rounding search
 
 
 def check_bits(bits: float) -> float:
@@ -258,45 +256,6 @@ def round_jointly(
 
 
 @dataclass(frozen=True, eq=False)
-class Compensation:
-    """What the corrected quantiser knows of the domain, per layer ``k``: the mean
-    ``centre[k]`` of its input :math:`a_{k-1}` over domain points (folded by bias correction)
-    and its covariance ``covariance[k]`` (1-D: the variances only, for inputs wider than
-    :data:`COVARIANCE_MAX`; the scale search's cost), and ``moment[k]``, the mean of
-    :math:`J^\\top J` for the output Jacobian :math:`J` with respect to the layer's
-    pre-activation (None: no rounding search for that layer), and ``spread[k]``, the largest
-    :math:`|a - \\mu|` seen per input (the scale search's guard). See the module docstring."""
-
-    centre: tuple[np.ndarray, ...]
-    covariance: tuple[np.ndarray, ...]
-    moment: tuple[np.ndarray | None, ...] | None = None
-    spread: tuple[np.ndarray, ...] | None = None
-
-    @classmethod
-    def of_points(cls, net: Network, x: np.ndarray) -> Compensation:
-        """The moments of each layer's input in ``net`` (float64) over the points ``x``
-        (rows; at least 2)."""
-        a = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        if len(a) < 2:
-            raise InvalidOptionError("compensation needs at least 2 domain points")
-        centre, covariance, spread, pre = [], [], [], []
-        for layer in net.layers:
-            mu = a.mean(axis=0)
-            d = a - mu
-            wide = a.shape[1] > COVARIANCE_MAX
-            cov = (d * d).sum(axis=0) if wide else d.T @ d
-            centre.append(mu)
-            spread.append(np.abs(d).max(axis=0))
-            covariance.append(cov / (len(a) - 1))
-            a = layer.apply(a) + layer.bias
-            pre.append(a[:JACOBIAN_POINTS])
-            if layer.relu:
-                a = np.maximum(a, 0.0)
-        moments = _jacobian_moments(net, pre)
-        return cls(tuple(centre), tuple(covariance), moments, tuple(spread))
-
-
-@dataclass(frozen=True, eq=False)
 class QuantizedNetwork:
     """A network whose weights are dequantised grids, and the grids (None: layer kept as is)."""
 
@@ -317,28 +276,6 @@ class QuantizedNetwork:
         bits = sum(n * (32.0 if qw is None else qw.entropy())
                    for n, qw in zip(sizes, self.weights, strict=True))  # fmt: skip
         return bits / max(sum(sizes), 1)
-
-
-def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray | None, ...]:
-    """Per layer ``k``, the mean over the points of :math:`J^\\top J`, :math:`J` the output
-    Jacobian with respect to the layer's pre-activations ``pre[k]`` (None where a later layer
-    is sparse or the Jacobians would exceed :data:`JACOBIAN_MAX` entries, and for a layer with
-    a structure: its kernel or pool is not rounded jointly)."""
-    n = len(net.layers)
-    out: list[np.ndarray | None] = [None] * n
-    m = net.layers[-1].out_features
-    jac = np.broadcast_to(np.eye(m), (len(pre[-1]), m, m))
-    out[-1] = np.eye(m)
-    for k in range(n - 2, -1, -1):
-        after, layer = net.layers[k + 1], net.layers[k]
-        if after.sparse or len(pre[k]) * m * layer.out_features > JACOBIAN_MAX:
-            break
-        jac = jac @ np.asarray(after.weight, dtype=np.float64)
-        if layer.relu:
-            jac = jac * (pre[k] > 0)[:, None, :]
-        if layer.structure is None:  # a convolution or pool has no rounding search
-            out[k] = np.einsum("noi,noj->ij", jac, jac) / len(jac)
-    return tuple(out)
 
 
 def _quantize_structured(

@@ -1,0 +1,126 @@
+r"""What the corrected quantiser knows of the domain: moments of each layer's input over points.
+
+For a network ``f`` and points :math:`x^{(1..N)}` drawn from the domain, layer :math:`k`'s input
+:math:`a = a_{k-1}(x)` (:math:`a_{-1} = x`) has, over the points, the mean :math:`\mu_k`, the
+covariance :math:`C_k` (the variances only for inputs wider than :data:`COVARIANCE_MAX`), the
+spread :math:`\max_x |a - \mu_k|` per input, and the output Jacobian moment :math:`M_k =
+\mathrm{mean}_x J^\top J` (:math:`J = \partial f / \partial z_k`) over the first
+:data:`JACOBIAN_POINTS` points. :mod:`exactcomp.rewrite.quantize` says how each is used (bias
+correction, scale search, rounding direction); none of it is a proof.
+
+Memory. The points go through the network in chunks of :data:`JACOBIAN_POINTS` rows, so at
+most one chunk's activations are held (a convolution's output of 23,328 values for 8,192 points
+would be 1.5 GB per copy). The chunks' moments are combined exactly as one pass would give
+them, up to rounding, by the pairwise update of Chan, Golub and LeVeque: for parts :math:`A`
+and :math:`B` with counts :math:`n_A, n_B`, means :math:`\mu_A, \mu_B` and centred sums of
+products :math:`S_A, S_B`, with :math:`\delta = \mu_B - \mu_A` and :math:`n = n_A + n_B`,
+
+.. math::
+
+    \mu = \mu_A + \delta\, n_B / n, \qquad
+    S = S_A + S_B + \delta \delta^\top n_A n_B / n ,
+
+and :math:`C = S / (n - 1)`; the spread is :math:`\max(\max_x a - \mu, \mu - \min_x a)` from
+running extremes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidOptionError
+from ..network import Network
+
+COVARIANCE_MAX = 4096  # wider inputs keep only the variances (the diagonal of C)
+JACOBIAN_POINTS = 1024  # domain points (the first of the moments' points) averaged into M;
+# also the rows per chunk of the moments' pass
+JACOBIAN_MAX = 2**25  # entries of the Jacobians held at once; above it no rounding search
+
+
+@dataclass(frozen=True, eq=False)
+class Compensation:
+    """Per layer ``k``: the mean ``centre[k]`` of its input over domain points, its covariance
+    ``covariance[k]`` (1-D: the variances only, for inputs wider than :data:`COVARIANCE_MAX`),
+    ``moment[k]`` (:math:`M_k`; None: no rounding search for that layer) and ``spread[k]``, the
+    largest :math:`|a - \\mu|` seen per input. See the module docstring."""
+
+    centre: tuple[np.ndarray, ...]
+    covariance: tuple[np.ndarray, ...]
+    moment: tuple[np.ndarray | None, ...] | None = None
+    spread: tuple[np.ndarray, ...] | None = None
+
+    @classmethod
+    def of_points(cls, net: Network, x: np.ndarray) -> Compensation:
+        """The moments of each layer's input in ``net`` (float64) over the points ``x``
+        (rows; at least 2), in chunks of :data:`JACOBIAN_POINTS` rows."""
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if len(x) < 2:
+            raise InvalidOptionError("compensation needs at least 2 domain points")
+        moments: list[_Moments] = [_Moments() for _ in net.layers]
+        pre: list[np.ndarray] = []
+        for start in range(0, len(x), JACOBIAN_POINTS):
+            a = x[start : start + JACOBIAN_POINTS]
+            for k, layer in enumerate(net.layers):
+                moments[k].add(a)
+                a = layer.apply(a) + layer.bias
+                if start == 0:
+                    pre.append(a)
+                if layer.relu:
+                    a = np.maximum(a, 0.0)
+        return cls(
+            tuple(m.mean for m in moments),
+            tuple(m.sums / (m.count - 1) for m in moments),
+            _jacobian_moments(net, pre),
+            tuple(np.maximum(m.high - m.mean, m.mean - m.low) for m in moments),
+        )
+
+
+class _Moments:
+    """Running count, mean, centred sums of products (or squares) and extremes of rows."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, a: np.ndarray) -> None:
+        """Combine the rows ``a`` into the moments (the update of the module docstring)."""
+        n_b, mu_b = len(a), a.mean(axis=0)
+        d = a - mu_b
+        s_b = (d * d).sum(axis=0) if a.shape[1] > COVARIANCE_MAX else d.T @ d
+        if self.count == 0:
+            self.count, self.mean, self.sums = n_b, mu_b, s_b
+            self.low, self.high = a.min(axis=0), a.max(axis=0)
+            return
+        n = self.count + n_b
+        delta = mu_b - self.mean
+        outer = delta * delta if s_b.ndim == 1 else np.outer(delta, delta)
+        self.sums = self.sums + s_b + outer * (self.count * n_b / n)
+        self.mean = self.mean + delta * (n_b / n)
+        self.count = n
+        self.low, self.high = (
+            np.minimum(self.low, a.min(axis=0)),
+            np.maximum(self.high, a.max(axis=0)),
+        )
+
+
+def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray | None, ...]:
+    """Per layer ``k``, the mean over the points of :math:`J^\\top J`, :math:`J` the output
+    Jacobian with respect to the layer's pre-activations ``pre[k]`` (None where a later layer
+    is sparse or the Jacobians would exceed :data:`JACOBIAN_MAX` entries, and for a layer with
+    a structure: its kernel or pool is not rounded jointly)."""
+    n = len(net.layers)
+    out: list[np.ndarray | None] = [None] * n
+    m = net.layers[-1].out_features
+    jac = np.broadcast_to(np.eye(m), (len(pre[-1]), m, m))
+    out[-1] = np.eye(m)
+    for k in range(n - 2, -1, -1):
+        after, layer = net.layers[k + 1], net.layers[k]
+        if after.sparse or len(pre[k]) * m * layer.out_features > JACOBIAN_MAX:
+            break
+        jac = jac @ np.asarray(after.weight, dtype=np.float64)
+        if layer.relu:
+            jac = jac * (pre[k] > 0)[:, None, :]
+        if layer.structure is None:  # a convolution or pool has no rounding search
+            out[k] = np.einsum("noi,noj->ij", jac, jac) / len(jac)
+    return tuple(out)

@@ -30,12 +30,28 @@ def is_sparse(matrix: object) -> bool:
     return hasattr(matrix, "tocsr") and not isinstance(matrix, np.ndarray)
 
 
+def minus(a, b):
+    """``a - b`` for two matrices of one shape, dense or ``scipy.sparse`` (kept sparse when
+    either is)."""
+    if is_sparse(a) != is_sparse(b):
+        from scipy import sparse
+
+        a, b = sparse.csr_array(a), sparse.csr_array(b)
+    return a - b
+
+
 #: A layer whose dense matrix would have more entries than this (2^24 float64 entries,
 #: 128 MiB) is held as a ``scipy.sparse`` matrix of its taps (:attr:`Layer.sparse`): the ONNX
 #: reader stores large convolutions and max-pools so, the analysis runs them cone by cone
 #: (:mod:`exactcomp.stability.cones`), and a sparse layer without its structure is written
 #: densely only up to this size.
 SPARSE_ABOVE = 1 << 24
+
+#: :meth:`Network.forward` evaluates a batch in chunks of rows holding at most this many
+#: activations of the widest layer (2^22 float64, 32 MiB per copy): 4,096 points through a
+#: convolution of 23,328 outputs would otherwise hold 0.76 GB per copy, and the sampling of
+#: the lossy commands kept several (Convnet_maxpool's ``quantize`` peaked at 7.1 GB).
+FORWARD_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,6 +262,9 @@ class Network:
         x = np.asarray(x, dtype=np.float64)
         single = x.ndim == 1
         h = self._as_batch(x)
+        rows = max(FORWARD_CHUNK // max(la.out_features for la in self.layers), 1)
+        if len(h) > rows:  # the rows are independent: chunks give the same values
+            return np.concatenate([self.forward(h[i : i + rows]) for i in range(0, len(h), rows)])
         for layer in self.layers:
             h = layer.apply(h)  # a new array: updated in place
             h += layer.bias

@@ -69,3 +69,19 @@ def test_invalid_networks_are_clear_errors(weights, biases, message) -> None:
 def test_wrong_input_size_is_a_clear_error() -> None:
     with pytest.raises(InvalidNetworkError, match="expects 2 features"):
         tiny().forward(np.zeros((4, 3)))
+
+
+def test_forward_in_chunks_gives_the_same_values(monkeypatch):
+    """A batch evaluated in chunks of rows (:data:`~exactcomp.network.FORWARD_CHUNK`, set
+    small) is the batch evaluated at once, bit for bit, and keeps its shape."""
+    import exactcomp.network as network_module
+
+    rng = np.random.default_rng(3)
+    ws = [rng.normal(size=(7, 3)), rng.normal(size=(2, 7))]
+    net = Network.from_arrays(ws, [rng.normal(size=7), rng.normal(size=2)])
+    x = rng.normal(size=(50, 3))
+    whole = net.forward(x)
+    monkeypatch.setattr(network_module, "FORWARD_CHUNK", 7 * 4)  # 4 rows per chunk
+    chunked = net.forward(x)
+    assert chunked.shape == (50, 2)
+    np.testing.assert_array_equal(chunked, whole)

@@ -256,9 +256,10 @@ def sampled_worst(
     m = f.output_size
     rows = falsify.search_rows(f, g) / len(boxes)
 
-    def consider(x: np.ndarray) -> None:
+    def consider(x: np.ndarray, diff: np.ndarray | None = None) -> None:
         nonlocal worst, where
-        d = np.abs(f.forward(x) - g.forward(x)).reshape(len(x), -1).max(axis=1, initial=0.0)
+        diff = f.forward(x) - g.forward(x) if diff is None else diff
+        d = np.abs(diff).reshape(len(x), -1).max(axis=1, initial=0.0)
         r = int(np.argmax(d))
         if where is None or d[r] > worst:
             worst, where = float(d[r]), x[r].copy()
@@ -266,7 +267,7 @@ def sampled_worst(
     for box in boxes:
         x = falsify.candidate_points(box, max(points // len(boxes), 16), rng)
         diff = f.forward(x) - g.forward(x)
-        consider(x)
+        consider(x, diff)
         flat = np.abs(diff).reshape(len(x), -1)
         best = np.argsort(-flat.max(axis=1))[:4]
         ends, sides = [], []

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..network import Network
+from ..network import Network, is_sparse, minus
 from ..tolerances import Tolerances
 
 
@@ -81,9 +81,13 @@ class Relaxation:
         return cls(one, one, zero, zero, one, zero, zero, one, zero, mag_a, mag_d)
 
 
-def _mm(coef: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``coef @ w`` for coefficients (N, R, n) or (R, n) and a matrix (n, n')."""
-    return coef @ w
+def _mm(coef: np.ndarray, w) -> np.ndarray:
+    """``coef @ w`` for coefficients (N, R, n) or (R, n) and a matrix (n, n'), dense or
+    ``scipy.sparse`` (a layer too large to hold densely; the product is dense)."""
+    if not is_sparse(w):
+        return coef @ w
+    flat = coef.reshape(-1, coef.shape[-1])
+    return np.asarray((w.T @ flat.T).T).reshape(*coef.shape[:-1], w.shape[1])
 
 
 def _dot(coef: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -117,13 +121,13 @@ def output_bounds(
     # coefficients on Delta_{L-1} (mu) and a^f_{L-1} (nu); the same for every box
     lam_z = np.zeros((n_box, 2 * m, wf.shape[0]))
     lam_d = np.broadcast_to(sign, (n_box, 2 * m, m))
-    mu, nu = lam_d @ wg, lam_d @ (wg - wf)
+    mu, nu = _mm(lam_d, wg), _mm(lam_d, minus(wg, wf))
     const = np.broadcast_to(sign @ (bg - bf), (n_box, 2 * m)).copy()
     r = relax[last - 1]
     scale = (
         _dot(np.abs(lam_d), np.abs(bg - bf))
-        + _dot(np.abs(lam_d) @ np.abs(wg), r.mag_d)
-        + _dot(np.abs(lam_d) @ np.abs(wg - wf), r.mag_a)
+        + _dot(_mm(np.abs(lam_d), abs(wg)), r.mag_d)
+        + _dot(_mm(np.abs(lam_d), abs(minus(wg, wf))), r.mag_a)
     )
     for k in range(last - 1, -1, -1):
         r = relax[k]
@@ -137,7 +141,7 @@ def output_bounds(
         scale += _dot(np.abs(mu), 2 * (r.mag_a + r.mag_d) + off)
         scale += _dot(np.abs(nu), r.mag_a + np.abs(r.t))
         fk, gk = f.layers[k], g.layers[k]
-        dw, db = gk.weight - fk.weight, gk.bias - fk.bias
+        dw, db = minus(gk.weight, fk.weight), gk.bias - fk.bias
         const += lam_z @ fk.bias + lam_d @ db
         if k == 0:
             below_a = below_d = mag_x
@@ -145,12 +149,12 @@ def output_bounds(
             below_a, below_d = relax[k - 1].mag_a, relax[k - 1].mag_d
         az, ad = np.abs(lam_z), np.abs(lam_d)
         scale += az @ np.abs(fk.bias) + ad @ np.abs(db)
-        scale += _dot(az @ np.abs(fk.weight) + ad @ np.abs(dw), below_a)
+        scale += _dot(_mm(az, abs(fk.weight)) + _mm(ad, abs(dw)), below_a)
         if k == 0:
-            coef = lam_z @ fk.weight + lam_d @ dw  # on x
+            coef = _mm(lam_z, fk.weight) + _mm(lam_d, dw)  # on x
             break
-        scale += _dot(ad @ np.abs(gk.weight), below_d)
-        mu, nu = lam_d @ gk.weight, lam_z @ fk.weight + lam_d @ dw
+        scale += _dot(_mm(ad, abs(gk.weight)), below_d)
+        mu, nu = _mm(lam_d, gk.weight), _mm(lam_z, fk.weight) + _mm(lam_d, dw)
     c, rad = (lo + hi) / 2, (hi - lo) / 2
     value = _dot(coef, c) + _dot(np.abs(coef), rad) + const
     scale += _dot(np.abs(coef), mag_x) + np.abs(const)

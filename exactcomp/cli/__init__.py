@@ -8,7 +8,8 @@ input error (one line naming the problem, no output file), 130 interrupted (noth
 or with ``compress --partial`` the network proven before the Ctrl-C).
 
 The package: :mod:`.parser` (every option), :mod:`.common` (exit codes, the domain and data
-options read, progress, tables), one module per group of commands (:mod:`.commands`:
+options read, progress, tables), :mod:`.tables` (the rich tables and progress bar), one module
+per group of commands (:mod:`.commands`:
 ``compress``, ``stability``, ``verify``; :mod:`.lossy`; :mod:`.regions`), and here the
 entry point.
 """

@@ -78,7 +78,7 @@ def read_data(args: argparse.Namespace) -> np.ndarray | None:
 
 def progress_display(args: argparse.Namespace, console: Console):
     from ..progress import SILENT
-    from ..report import RichProgress
+    from .tables import RichProgress
 
     if args.quiet:
         import contextlib

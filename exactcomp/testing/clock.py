@@ -56,6 +56,7 @@ CLOCKED = (
     "exactcomp.verify.equivalence",
     "exactcomp.verify.formulation",
     "exactcomp.verify.recheck",
+    "exactcomp.verify.run",
     "exactcomp.verify.solve",
     "exactcomp.verify.sparse",
     "exactcomp.verify.splitting",

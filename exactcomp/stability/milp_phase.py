@@ -36,7 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import multiprocessing.util
 import os
+import signal
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -58,6 +61,7 @@ _CONNECT_SECONDS = 10.0  # to reach the scheduler
 _FIRST_WORKER_SECONDS = 30.0  # for a cluster with no worker yet to get one
 _POLL_SECONDS = 1.0  # how often a wait for an answer checks that the cluster has workers
 _NO_WORKER_SECONDS = 60.0  # without any worker before the cluster is given up
+_STOP_GRACE_SECONDS = 2.0  # for workers told to stop (SIGTERM) before they are killed
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,9 @@ class Workers:
 
     def _start(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.jobs, mp_context=ctx, initializer=_worker_start
+        )
         return self._pool
 
     def spread(self) -> Spread | None:
@@ -270,9 +276,48 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
+            if exc[0] is not None:  # Ctrl-C, SIGTERM or a bug: no running question is awaited
+                _stop_processes(self._pool)
             self._pool.shutdown(wait=not self.broken, cancel_futures=True)
             self._pool = None
         self._drop_client()
+
+
+def _stop_processes(pool: ProcessPoolExecutor) -> None:
+    """End ``pool``'s worker processes now, so that its shutdown does not wait for the
+    questions they are solving (a MILP may run for its whole time limit): SIGTERM
+    (:func:`_worker_stop`), and SIGKILL for any still running :data:`_STOP_GRACE_SECONDS`
+    later. The processes are the executor's ``_processes`` (no public handle before Python
+    3.14's ``terminate_workers``, which sends the same SIGTERM)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        with contextlib.suppress(Exception):  # already gone
+            proc.terminate()
+    stop_by = time.monotonic() + _STOP_GRACE_SECONDS
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(max(0.0, stop_by - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+
+
+def _worker_start() -> None:
+    """The initializer of each local worker process: SIGTERM stops it cleanly."""
+    signal.signal(signal.SIGTERM, _worker_stop)
+
+
+def _worker_stop(signum: int, _frame: object) -> None:
+    """A worker's SIGTERM: run multiprocessing's exit finalizers, then exit at once.
+
+    The finalizers unlink the named semaphores the worker's imports created (Pyomo makes a
+    ``multiprocessing.Lock`` on import, and in a spawned process it is named and registered
+    with the resource tracker); a worker ended by the default SIGTERM skips them, and the
+    tracker reports "There appear to be N leaked semaphore objects" when the run ends. No
+    exception is raised, which HiGHS could swallow in a callback or the pool's worker loop
+    would return as the question's answer: the handler runs at the solver's next callback
+    or return, and :data:`_STOP_GRACE_SECONDS` bounds the wait for it."""
+    multiprocessing.util._exit_function()
+    os._exit(128 + signum)
 
 
 def _line(exc: BaseException) -> str:

@@ -44,6 +44,7 @@ CLOCKED = (
     "exactcomp.stability.cones",
     "exactcomp.stability.engine",
     "exactcomp.stability.layer",
+    "exactcomp.stability.milp_phase",
     "exactcomp.stability.milp_questions",
     "exactcomp.stability.phases",
     "exactcomp.stability.region_search",

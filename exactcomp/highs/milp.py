@@ -8,6 +8,7 @@ how the run ended, keeping a Ctrl-C that arrives during the run for after it.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import signal
 import threading
 import time
@@ -132,15 +133,17 @@ def _signals_after_run() -> Iterator[None]:
     (the default one raises ``KeyboardInterrupt``; an ignored SIGINT stays ignored). SIGTERM
     likewise when a Python handler is installed (the CLI's raises
     :class:`~exactcomp.errors.Terminated`); its default action, ending the process at once,
-    swallows nothing and is left alone. Only possible in the main thread (elsewhere, e.g. a
-    Dask worker thread, nothing changes).
+    swallows nothing and is left alone, and so is the handler of a worker process
+    (:mod:`exactcomp.stability.milp_phase`: it exits at once without raising, and must not
+    wait for the run to end). Only possible in the main thread (elsewhere, e.g. a Dask worker
+    thread, nothing changes).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pending: list[int] = []
     held = [signal.SIGINT]
-    if callable(signal.getsignal(signal.SIGTERM)):
+    if callable(signal.getsignal(signal.SIGTERM)) and multiprocessing.parent_process() is None:
         held.append(signal.SIGTERM)
     previous = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in held}
     try:

@@ -64,8 +64,8 @@ _FIRST_WORKER_SECONDS = 30.0  # for a cluster with no worker yet to get one
 _POLL_SECONDS = 1.0  # how often a wait for an answer checks that the cluster has workers
 _NO_WORKER_SECONDS = 60.0  # without any worker before the cluster is given up
 # for workers told to stop (SIGTERM) before they are killed: a worker inside a HiGHS run stops
-# at its next callback or return (2 workers, digits --method naive: 3 of 4 within 1.1-1.6 s,
-# one killed at 2 s; benchmarks/RESULTS.md "split16")
+# at its next callback or return (2 workers, digits --method naive, SIGTERM 3 or 6 s in: all 8
+# within 0.03 s; benchmarks/RESULTS.md "split16"); the margin is for a long phase without one
 _STOP_GRACE_SECONDS = 2.0
 
 

@@ -37,7 +37,8 @@ from exactcomp.network import Network
 from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_conv import as_sparse, random_conv_case
-from exactcomp.testing.soak_checks import CaseResult, Checker, Finding, SoakOptions, skipped_result
+from exactcomp.testing.soak_checks import Checker
+from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions, skipped_result
 from exactcomp.testing.written_checks import check_quantized_file
 
 BITS = (8.0, 4.0, 3.0, 2.0, 1.5, 16.0)

@@ -48,7 +48,8 @@ from exactcomp.testing.nnet_cases import write_nnet
 from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_networks import Case
-from exactcomp.testing.soak_checks import CaseResult, Checker, Finding, SoakOptions, check_case
+from exactcomp.testing.soak_checks import Checker, check_case
+from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 from exactcomp.testing.written_checks import check_files
 
 CLI_EVERY = 10

@@ -34,7 +34,7 @@ from exactcomp.network import Network
 from exactcomp.testing.nnet_cases import NnetCase
 from exactcomp.testing.oracle import OracleError, box_corners, exact_analysis
 from exactcomp.testing.rational import rational
-from exactcomp.testing.soak_checks import CaseResult, Finding, SoakOptions
+from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import Verdict
 

@@ -37,7 +37,7 @@ from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
 from exactcomp.testing.oracle import box_corners
 from exactcomp.testing.random_networks import random_box, random_network
-from exactcomp.testing.soak_checks import CaseResult, Finding, SoakOptions
+from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 
 from .soak_nnet import _call
 

@@ -32,7 +32,8 @@ from exactcomp import api
 from exactcomp.domain import Box
 from exactcomp.testing.random_networks import Case, random_box
 from exactcomp.testing.regions import box_corners
-from exactcomp.testing.soak_checks import CaseResult, Finding, SoakOptions, check_case
+from exactcomp.testing.soak_checks import check_case
+from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 
 
 def _bias(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -42,3 +42,14 @@ class VerificationError(ExactCompError):
 
 class ResourceLimitError(ExactCompError):
     """The network is too large for this machine with the chosen method (estimated up front)."""
+
+
+class Terminated(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """The process was asked to stop (SIGTERM, e.g. ``timeout``): raised by the CLI's handler.
+
+    A :class:`BaseException`, like ``KeyboardInterrupt``, so that no ``except Exception`` of
+    the engine takes it for a failure and carries on; but not a ``KeyboardInterrupt`` either,
+    so that nothing treats it as a Ctrl-C that keeps what was proven (``--partial``, a
+    partial region count). The stack unwinds: worker pools are stopped and temporary files
+    removed, and the CLI writes nothing.
+    """

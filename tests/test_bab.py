@@ -18,7 +18,7 @@ from strategies import network_and_box
 
 from exactcomp.bab import batch_bounds, prove_signs, split
 from exactcomp.bab.batch import SLOPES
-from exactcomp.bab.split import TIE, split_dimension
+from exactcomp.bab.split_boxes import TIE, split_dimension
 from exactcomp.bounds import interval_bounds, linear_bounds, lp_layer_bounds
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
@@ -263,7 +263,7 @@ def test_every_bab_claim_is_true_per_the_oracle(case) -> None:
 def test_soak_split_cases_have_no_wrong_answers(seed: int) -> None:
     """The soak's deep few-input cases (``splits`` family; every check of the soak)."""
     from benchmarks.soak_families import run_case
-    from exactcomp.testing.soak_checks import SoakOptions
+    from exactcomp.testing.soak_results import SoakOptions
 
     case_json, result = run_case("splits", seed, SoakOptions(time_limit=5.0))
     assert 2 <= len(case_json["box"]["lower"]) <= 8

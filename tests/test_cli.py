@@ -389,7 +389,7 @@ def test_tables_fit_80_columns() -> None:
 
     from rich.console import Console
 
-    from exactcomp.report import compression_table, stability_table
+    from exactcomp.cli.tables import compression_table, stability_table
 
     proofs = {"interval": 120, "linear": 300, "lp": 40, "milp": 17, "witness": 400}
     row = {

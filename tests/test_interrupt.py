@@ -146,3 +146,85 @@ def test_ctrl_c_inside_a_solver_callback_is_not_swallowed(monkeypatch) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         highs.solve_question(milp, highs.Question(0, 1, 1e-6, "optimal", 30.0))
+
+
+#: The CLI in a child process that stops, waiting for a signal, once a question has come back
+#: from a worker process (the pool started at the first MILP questions): the parent's SIGTERM
+#: then arrives while the workers solve the questions sent ahead (an event, not a sleep).
+_WORKERS_CHILD = """
+import signal, sys
+from exactcomp import cli
+from exactcomp.stability import milp_phase
+
+milp_phase._START_AFTER_SECONDS = 0.0
+milp_phase._MIN_QUESTIONS_FOR_WORKERS = 1
+milp_phase._MANY_QUESTIONS = 1
+real = milp_phase.Workers.result
+
+def result(self, fut):
+    answer = real(self, fut)
+    if answer is not None:
+        sys.stderr.write("answered by a worker\\n")
+        sys.stderr.flush()
+        signal.pause()  # the parent's SIGTERM arrives here
+    return answer
+
+milp_phase.Workers.result = result
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_the_workers_cleanly_and_writes_nothing(tmp_path) -> None:
+    """SIGTERM (``timeout``) while worker processes solve MILPs: exit code 143 and one line;
+    no traceback, no "leaked semaphore" warning of the resource tracker (the workers' and
+    this process's semaphores are released), no output file, and no worker left running
+    (one would hold the stderr pipe open: ``communicate`` would time out)."""
+    model = tmp_path / "model.pt"
+    save(load(DIGITS), model)
+    out = tmp_path / "small.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WORKERS_CHILD, "compress", str(model), "--box", "0,1"]
+        + ["-o", str(out), "--jobs", "2", "--method", "naive", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # blocks until a worker has answered
+    assert line == "answered by a worker\n", line + proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err == "exactcomp: terminated (SIGTERM); nothing was written\n", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_sigterm_inside_a_solver_callback_is_not_swallowed(monkeypatch) -> None:
+    """As a Ctrl-C: a SIGTERM handled in Python (the CLI's raises ``Terminated``) that arrives
+    inside our incumbent callback stops the analysis once the HiGHS run returns."""
+    from exactcomp.bounds import interval_bounds
+    from exactcomp.errors import Terminated
+    from exactcomp.milp import build_prefix_model, highs
+
+    net = load(DIGITS)
+    box = Box.uniform(0, 1, net.input_size)
+    model, zk = build_prefix_model(net, box, 1, interval_bounds(net, box))
+    milp, _ = highs.compile_model(model, model.x, zk)
+    real = highs._incumbent_input
+
+    def terminated(event, x_cols):  # a real SIGTERM while HiGHS calls back into Python
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(event, x_cols)
+
+    def raise_terminated(signum, _frame):
+        raise Terminated(signum)
+
+    monkeypatch.setattr(highs, "_incumbent_input", terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        with pytest.raises(Terminated):
+            highs.solve_question(milp, highs.Question(0, 1, 1e-6, "optimal", 30.0))
+    finally:
+        signal.signal(signal.SIGTERM, previous)

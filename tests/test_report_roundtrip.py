@@ -184,7 +184,7 @@ def test_the_lossy_table_names_the_winning_strategy():
     """``compress --tol`` reports which candidate won; the console table says it too."""
     from rich.console import Console
 
-    from exactcomp.report import lossy_table
+    from exactcomp.cli.tables import lossy_table
 
     doc = {
         "command": "compress",
@@ -209,7 +209,7 @@ def test_the_lossy_table_fits_80_columns_and_gives_the_data_figures():
     """The long per-layer keys get short headers; ``--data`` adds agreement and accuracies."""
     from rich.console import Console
 
-    from exactcomp.report import lossy_table
+    from exactcomp.cli.tables import lossy_table
 
     row = {
         "layer": 0,
@@ -249,7 +249,7 @@ def test_regions_table_shows_an_upper_bound_beyond_float() -> None:
     Serra upper bound is an int beyond float64, which the table converted to float."""
     from rich.console import Console
 
-    from exactcomp.report import regions_table
+    from exactcomp.cli.tables import regions_table
 
     doc = {
         "exact": False,

@@ -25,7 +25,7 @@ from exactcomp.network import Layer, Network
 from exactcomp.testing.adversarial import near_dependent_case, near_duplicate_case
 from exactcomp.testing.nnet_cases import nnet_case
 from exactcomp.testing.rational import compare_exactly
-from exactcomp.testing.soak_checks import SoakOptions
+from exactcomp.testing.soak_results import SoakOptions
 from exactcomp.verify import EquivalenceStatus
 
 TINY = SoakOptions(max_neurons=6, inputs=(1, 2), depth=(1, 2), time_limit=2.0)

@@ -37,10 +37,11 @@ from exactcomp.api import compress
 from exactcomp.bounds import interval_bounds
 from exactcomp.network import Network
 from exactcomp.stability import stable_neurons
-from exactcomp.testing import soak_checks
+from exactcomp.testing import soak_checks, soak_results
 from exactcomp.testing.oracle import max_output_difference
 from exactcomp.testing.random_networks import Case, random_case
-from exactcomp.testing.soak_checks import Checker, SoakOptions, check_case, method_for, mutants
+from exactcomp.testing.soak_checks import Checker, check_case, mutants
+from exactcomp.testing.soak_results import SoakOptions, method_for
 from exactcomp.verdicts import StabilityReport, Verdict
 from exactcomp.verify import Counterexample, EquivalenceResult, EquivalenceStatus
 
@@ -193,8 +194,8 @@ def test_soak_driver_writes_a_summary_and_fails_on_an_unsound_case(monkeypatch, 
     assert summary["complete"] and summary["cases"] == 2 and summary["unsound_total"] == 0
 
     def planted(case, opts, method):
-        finding = soak_checks.Finding("stable", "planted", [0.0])
-        return soak_checks.CaseResult(case.seed, 1, 1, method, {}, {}, (finding,))
+        finding = soak_results.Finding("stable", "planted", [0.0])
+        return soak_results.CaseResult(case.seed, 1, 1, method, {}, {}, (finding,))
 
     monkeypatch.setattr(soak_families, "check_case", planted)
     argv = ["--cases", "1", "--seed", "7", "--family", "random", "--out", str(tmp_path / "bad")]

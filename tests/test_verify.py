@@ -442,8 +442,8 @@ def test_default_tol_is_read_from_the_tolerances() -> None:
 @pytest.mark.parametrize("tol", ["x", None, -1.0, float("nan"), [0.1]])
 def test_a_tol_that_is_not_a_number_is_an_input_error(tol) -> None:
     from exactcomp.errors import InvalidOptionError
-    from exactcomp.verify.equivalence import _check
+    from exactcomp.verify.run import check_arguments
 
     f = mlp([2, 3, 1], seed=0)
     with pytest.raises(InvalidOptionError, match="tol must be a finite number"):
-        _check(f, f, Box.uniform(-1, 1, 2), "linf", tol, 10.0)
+        check_arguments(f, f, Box.uniform(-1, 1, 2), "linf", tol, 10.0)

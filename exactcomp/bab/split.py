@@ -18,20 +18,14 @@ all the open neurons of layer ``k``:
   :func:`exactcomp.search.sign_witnesses`: a positive witness rules INACTIVE out, a negative
   one ACTIVE (a leaf proven ``l >= 0`` does the same for INACTIVE); a neuron with both
   ruled out leaves the tree (both witnesses found: UNSTABLE; else left to the MILPs);
-* nodes with some neuron still unknown are cut in two along one input (see
-  :func:`split_dimension`), depth first in batches so that memory stays bounded;
+* nodes with some neuron still unknown are cut in two along one input (the split rule, and
+  the sub-boxes' bookkeeping: :mod:`exactcomp.bab.split_boxes`), depth first in batches so
+  that memory stays bounded;
 * a node budget and a deadline stop the search: every neuron with a node still open is
   left undecided (no claim), which is always sound.
 
-The split dimension ("smear", after ReluVal, here on the CROWN coefficients): the bound of
-an unknown neuron is :math:`\min_{x \in box} a^\top x + c`, whose slack over the box is
-:math:`\sum_d |a_d| (u_d - l_d)`; the input with the largest share
-:math:`\sum_{\text{unknown rows}} |a_d| (u_d - l_d)` is cut. Measured against cutting the
-widest input, on ACAS Xu 1_1, 2_2, 3_3 over prop_1, prop_3, prop_4 (every neuron of layers
-0-5 open after linear bounds asked, 50,000 nodes a layer): 119,310 nodes in all against
-343,005, and 104 s against 397 s.
-
-Measured alternatives that did not pay (same cases, layers 1-5): forward symbolic bounds
+Measured alternatives that did not pay (ACAS Xu 1_1, 2_2, 3_3 over prop_1, prop_3, prop_4,
+layers 1-5): forward symbolic bounds
 (ReluVal/Neurify style, linear functions of the input carried forward) for the intermediate
 layers instead of back-substitution: 4-6 times cheaper per node but so much looser on large
 boxes that 3-7 times more nodes were needed and the total time was higher on 3 of 4 cases;
@@ -53,13 +47,22 @@ from ..network import Network
 from ..search import sign_witnesses
 from ..tolerances import DEFAULT, Tolerances
 from .alpha import tighten_open
-from .batch import BatchBounds, batch_bounds
+from .batch import batch_bounds
+from .split_boxes import (
+    SPLIT_RULE,
+    TIE,
+    Chunk,
+    box_centres,
+    cut_boxes,
+    pop_batch,
+    true_ties,
+    witness_corners,
+)
 from .split_tree import SplitTree, record_tree
 
 __all__ = [
     "SplitResult",
     "prove_signs",
-    "split_dimension",
     "split_inputs",
     "MAX_INPUTS",
     "MAX_NODES",
@@ -79,14 +82,6 @@ verdicts 2-12 s slower; n = 12, 16: nothing gained, 6-11 s lost."""
 MAX_NODES = 50_000
 """Default node budget of one layer's tree (ACAS Xu 1_1, prop_1 to prop_4: at most about
 3,000 per layer decide every neuron)."""
-TIE = 4.0
-"""Near ties: a neuron whose bound on some node is within ``TIE`` times that bound's own
-rounding pad of 0 (on the wrong side) leaves the tree unclaimed: splitting cannot remove the
-pad, and a pre-activation that touches 0 on a face of the box (its maximum exactly 0) would
-otherwise spend the whole node budget. Such a tie is *true* when the neuron's float64 value
-at the node's bound-extremising corner lies within ``2 TIE`` pads of the bound
-(:func:`_true_ties`); a neuron that left the tree on a tie that is not true (a loose bound
-that happened to land near 0) gets a tree of its own afterwards (see :data:`RETRY_RULE`)."""
 RETRY_RULE = "smear"
 """The split rule of the second tree, for the neurons that left the shared tree on a near tie
 that was not true; there they are the only rows the smear reads. It was ``"widest"``, for
@@ -116,8 +111,6 @@ OPTIMISE = True
 get optimised slopes (:func:`exactcomp.bab.alpha.tighten_open`; measured there)."""
 OPTIMISE_AFTER = 0
 """Nodes a tree spends before :data:`OPTIMISE` applies (0: from the root)."""
-SPLIT_RULE = "smear"
-"""``"smear"`` (default) or ``"widest"`` (the measured alternative; module docstring)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,23 +156,6 @@ def split_inputs() -> int:
     """The largest input dimension that input splitting is used for (:data:`MAX_INPUTS`;
     a function so that tests aimed at the phases after it can set it to 0)."""
     return MAX_INPUTS
-
-
-def split_dimension(
-    xlo: np.ndarray, xhi: np.ndarray, coef: np.ndarray, unknown: np.ndarray, rule: str = ""
-) -> np.ndarray:
-    """Per box, the input to cut: the largest smear ``sum |a_d| (u_d - l_d)`` over the rows
-    of the neurons still unknown there (``unknown[B, m]``; ``coef[B, 2m, n]``), or the widest
-    input where those coefficients are all zero."""
-    width = xhi - xlo
-    rows = np.concatenate([unknown, unknown], axis=1).astype(np.float64)
-    smear = np.matmul(rows[:, None, :], np.abs(coef))[:, 0, :] * width
-    if (rule or SPLIT_RULE) == "widest":
-        smear = np.zeros_like(smear)
-    widest = np.argmax(width, axis=1)
-    best = np.argmax(smear, axis=1)
-    has = smear[np.arange(len(best)), best] > 0.0
-    return np.where(has, best, widest)
 
 
 def prove_signs(
@@ -247,7 +223,7 @@ def prove_signs(
     tied = np.zeros(m, dtype=bool)  # ... and never on a true one
     root = (box.lower[None].copy(), box.upper[None].copy(), np.ones((1, m), bool))
     root = root if start is None else tuple(np.asarray(a) for a in start)
-    stack = [_Chunk(*root, None, np.arange(len(root[0])))]
+    stack = [Chunk(*root, None, np.arange(len(root[0])))]
     links: list = []  # the record of the tree: per split batch, (ids, inputs, left, right)
     nodes, count = 0, len(root[0])
     while stack and m:
@@ -257,7 +233,7 @@ def prove_signs(
             or (cpu_stop is not None and time.process_time() >= cpu_stop)
         ):
             break
-        chunk = _pop(stack, min(BATCH, max_nodes - nodes))
+        chunk = pop_batch(stack, min(BATCH, max_nodes - nodes))
         give_up = no_inactive & no_active | failed
         chunk.open &= ~give_up[None]
         keep = chunk.open.any(1)
@@ -290,7 +266,7 @@ def prove_signs(
         either = chunk.open[:, cols] & ~neg[:, cols] & ~pos[:, cols]
         near_lo, near_hi = either & (lc < 0.0) & (lc >= -pl), either & (hc > 0.0) & (hc <= pu)
         if near_lo.any() or near_hi.any():
-            true, seen = _true_ties(net, chunk, bb, k, near_lo, near_hi)
+            true, seen = true_ties(net, chunk, bb, k, near_lo, near_hi)
             failed[cols] |= true if rule is not None else seen
             loose[cols] |= seen & ~true
             tied[cols] |= true
@@ -302,7 +278,7 @@ def prove_signs(
         if not live.any():
             continue
         centres = np.concatenate(
-            [_centres(chunk.lo[live], chunk.hi[live]), _corners(chunk, bb, cols, live)]
+            [box_centres(chunk.lo[live], chunk.hi[live]), witness_corners(chunk, bb, cols, live)]
         )
         found = sign_witnesses(net, k, centres, tol)
         wp, wn = found.pos[neurons], found.neg[neurons]
@@ -316,7 +292,7 @@ def prove_signs(
         unknown = chunk.open[live][:, cols]
         coef = (bb.coef if bb.spread is None else bb.spread)[live]
         parent = [(lo[live], hi[live]) for lo, hi in zip(bb.lower, bb.upper, strict=True)]
-        kids, stuck = _split(chunk.lo[live], chunk.hi[live], coef, unknown, rule or SPLIT_RULE)
+        kids, stuck = cut_boxes(chunk.lo[live], chunk.hi[live], coef, unknown, rule or SPLIT_RULE)
         failed |= (chunk.open[live] & stuck[:, None]).any(0)
         ok = ~stuck
         if ok.any():
@@ -326,7 +302,7 @@ def prove_signs(
             links.append((chunk.ids[live][ok], cut, ids[: ok.sum()], ids[ok.sum() :]))
             count += both.size
             stack.append(
-                _Chunk(
+                Chunk(
                     np.concatenate([kids[0][ok], kids[2][ok]]),
                     np.concatenate([kids[1][ok], kids[3][ok]]),
                     chunk.open[live][both],
@@ -364,97 +340,3 @@ def prove_signs(
     pts = np.concatenate(points) if points else np.empty((0, box.dim))
     seconds = time.perf_counter() - t0
     return SplitResult(neurons, inactive, active, pts, nodes, not left.any(), seconds, trees=trees)
-
-
-@dataclass(eq=False)
-class _Chunk:
-    """Sub-boxes waiting to be bounded: corners, per neuron still open, parent bounds, and
-    node ids (the tree's record)."""
-
-    lo: np.ndarray
-    hi: np.ndarray
-    open: np.ndarray
-    parent: list[Bounds] | None
-    ids: np.ndarray
-
-    def select(self, mask: np.ndarray) -> _Chunk:
-        par = None if self.parent is None else [(a[mask], b[mask]) for a, b in self.parent]
-        return _Chunk(self.lo[mask], self.hi[mask], self.open[mask], par, self.ids[mask])
-
-
-def _pop(stack: list[_Chunk], n: int) -> _Chunk:
-    """The last ``n`` boxes of the stack (depth first)."""
-    top = stack[-1]
-    if len(top.lo) <= n:
-        return stack.pop()
-    cut = len(top.lo) - n
-    stack[-1] = top.select(np.arange(len(top.lo)) < cut)
-    return top.select(np.arange(len(top.lo)) >= cut)
-
-
-def _centres(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return np.clip(lo + 0.5 * (hi - lo), lo, hi)
-
-
-def _corners(chunk: _Chunk, bb: BatchBounds, cols: np.ndarray, live: np.ndarray) -> np.ndarray:
-    """Candidate witnesses: per neuron ``cols[i]`` open in some live box, the input corner
-    that minimises the linear lower bound of the box with the lowest lower bound, and the
-    one that maximises the linear upper bound of the box with the highest upper bound."""
-    lo, hi, opn = chunk.lo[live], chunk.hi[live], chunk.open[live][:, cols]
-    m = cols.size
-    z_lo = np.where(opn, bb.lower[-1][live][:, bb.rows], np.inf)
-    z_hi = np.where(opn, bb.upper[-1][live][:, bb.rows], -np.inf)
-    has = opn.any(0)
-    out = []
-    for rowoff, best in ((0, np.argmin(z_lo, axis=0)), (m, np.argmax(z_hi, axis=0))):
-        b = best[has]
-        a = bb.coef[live][b, rowoff + np.flatnonzero(has)]
-        out.append(np.where(a > 0.0, lo[b], hi[b]))
-    return np.concatenate(out)
-
-
-def _true_ties(
-    net: Network, chunk: _Chunk, bb: BatchBounds, k: int, near_lo: np.ndarray, near_hi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per column of ``bb.rows``: whether some node's near tie (``near_lo``/``near_hi``,
-    ``[B, len(rows)]``: the bound within ``TIE`` pads of 0) is true, and whether it had any.
-
-    True: the neuron's float64 value at the corner that extremises that bound's linear
-    function is within ``2 TIE`` pads of the bound, so the bound is about a value the neuron
-    takes and no split can move it out of the band. Decides only when to stop splitting,
-    never a claim."""
-    m = bb.rows.size
-    true, seen = np.zeros(m, dtype=bool), np.zeros(m, dtype=bool)
-    for near, off, sign in ((near_lo, 0, 1.0), (near_hi, m, -1.0)):
-        b, c = np.nonzero(near)
-        if not b.size:
-            continue
-        h = np.where(bb.coef[b, off + c] > 0.0, chunk.lo[b], chunk.hi[b])
-        for layer in net.layers[:k]:
-            h = layer.apply(h) + layer.bias
-            h = np.maximum(h, 0.0) if layer.relu else h
-        j = bb.rows[c]
-        z = (net.layers[k].apply(h) + net.layers[k].bias)[np.arange(b.size), j]
-        bound = (bb.lower if off == 0 else bb.upper)[k][b, j]
-        seen[c] = True
-        np.logical_or.at(true, c, sign * (z - bound) <= 2.0 * TIE * bb.pads[b, off + c])
-    return true, seen
-
-
-def _split(lo: np.ndarray, hi: np.ndarray, coef: np.ndarray, unknown: np.ndarray, rule: str):
-    """Cut each box in two at the midpoint of its chosen input (``rule``: ``"smear"`` or
-    ``"widest"``); ``stuck`` marks boxes with no input whose midpoint lies strictly inside
-    (too thin to split)."""
-    idx = np.arange(len(lo))
-    d = split_dimension(lo, hi, coef, unknown, rule)
-    mid = _centres(lo, hi)
-    inside = (mid > lo) & (mid < hi)
-    bad = ~inside[idx, d]
-    if bad.any():  # the chosen input is too thin: the widest one that can still be cut
-        width = np.where(inside, hi - lo, -1.0)
-        d = np.where(bad, np.argmax(width, axis=1), d)
-    stuck = ~inside[idx, d]
-    hi1, lo2 = hi.copy(), lo.copy()
-    hi1[idx, d] = mid[idx, d]
-    lo2[idx, d] = mid[idx, d]
-    return (lo, hi1, lo2, hi), stuck

@@ -30,7 +30,8 @@ from .lossy import cmd_lossy
 def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     from .. import api, io
     from ..io import check_output_path, check_save_path
-    from ..report import compression_table, document_text, write_document
+    from ..report import document_text, write_document
+    from .tables import compression_table
 
     if args.tol is not None or args.tol_mode != "linf":
         return cmd_lossy(args, console)
@@ -129,7 +130,8 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
 def cmd_stability(args: argparse.Namespace, console: Console) -> int:
     from .. import api
     from ..io.atomic import check_output_path
-    from ..report import stability_doc, stability_table, write_document
+    from ..report import stability_doc, write_document
+    from .tables import stability_table
 
     check_positive("--time-limit", args.time_limit)
     check_positive("--jobs", args.jobs)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the domain readers load on use: --help stays quick
     from ..domain import Box
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 
 
 #: The options that name a file the command reads (``args`` attributes): no output may be one.
@@ -78,7 +79,7 @@ def read_data(args: argparse.Namespace) -> np.ndarray | None:
 
 def progress_display(args: argparse.Namespace, console: Console):
     from ..progress import SILENT
-    from ..report import RichProgress
+    from .tables import RichProgress
 
     if args.quiet:
         import contextlib

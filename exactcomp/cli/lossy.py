@@ -56,8 +56,9 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     from .. import api, io
     from ..approx import check_tol
     from ..io import check_output_path, check_save_path
-    from ..report import lossy_table, write_document
+    from ..report import write_document
     from ..rewrite.quantize import check_bits
+    from .tables import lossy_table
 
     quantizing = args.command == "quantize"
     if not quantizing:

@@ -21,7 +21,8 @@ def cmd_regions(args: argparse.Namespace, console: Console) -> int:
     from .. import api
     from ..io.atomic import check_output_path
     from ..regions import Plane, parse_plane
-    from ..report import count_text, regions_table, write_document
+    from ..report import write_document
+    from .tables import count_text, regions_table
 
     check_positive("--limit", args.limit)
     check_positive("--jobs", args.jobs)

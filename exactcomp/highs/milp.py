@@ -8,6 +8,7 @@ how the run ended, keeping a Ctrl-C that arrives during the run for after it.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import signal
 import threading
 import time
@@ -101,7 +102,7 @@ def run_milp(
     if start is not None:
         h.setSolution(int(start.size), np.arange(start.size, dtype=np.int32), start)
     try:
-        with _ctrl_c_after_run():
+        with _signals_after_run():
             status = run(h)
         model_status = h.getModelStatus()
         info = h.getInfo()
@@ -121,28 +122,41 @@ def run_milp(
 
 
 @contextlib.contextmanager
-def _ctrl_c_after_run() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) that arrives during a HiGHS run and deliver it after the run.
+def _signals_after_run() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT), or a SIGTERM that Python handles, that arrives during a HiGHS run
+    and deliver it after the run.
 
     Python raises ``KeyboardInterrupt`` wherever the main thread is running Python code; during
     a run that is our incumbent callback, and HiGHS swallows an exception raised there (the
     run ends as "Solve error" and the analysis would go on, ignoring the Ctrl-C). So while the
     solver runs, SIGINT only sets a flag; afterwards the previous handler gets the signal
-    (the default one raises ``KeyboardInterrupt``; an ignored SIGINT stays ignored). Only
-    possible in the main thread (elsewhere, e.g. a Dask worker thread, nothing changes).
+    (the default one raises ``KeyboardInterrupt``; an ignored SIGINT stays ignored). SIGTERM
+    likewise when a Python handler is installed (the CLI's raises
+    :class:`~exactcomp.errors.Terminated`); its default action, ending the process at once,
+    swallows nothing and is left alone, and so is the handler of a worker process
+    (:mod:`exactcomp.stability.milp_phase`: it exits at once without raising, and must not
+    wait for the run to end). Only possible in the main thread (elsewhere, e.g. a Dask worker
+    thread, nothing changes).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pending: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    held = [signal.SIGINT]
+    if callable(signal.getsignal(signal.SIGTERM)) and multiprocessing.parent_process() is None:
+        held.append(signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in held}
     try:
         yield
     finally:
         # None: a handler not installed from Python (embedding); the default is the closest
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if pending and previous is not signal.SIG_IGN:
-        if callable(previous):
-            previous(signal.SIGINT, None)
-        else:  # SIG_DFL or unknown: the same as Python's default
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+    for s in dict.fromkeys(pending):  # each signal once, in the order it came
+        handler = previous[s]
+        if handler is signal.SIG_IGN:
+            continue
+        if callable(handler):
+            handler(s, None)
+        else:  # SIG_DFL or unknown (SIGINT only): the same as Python's default
             raise KeyboardInterrupt

@@ -21,7 +21,9 @@ wall-clock time, not verdicts, up to the caller's deadline.)
 
 Local worker processes are started with ``spawn`` (never ``fork``: HiGHS keeps a thread pool
 that a forked child would inherit in a broken state), and only once the MILPs have proven slow
-enough to pay for their start-up (each worker imports the package: seconds).
+enough to pay for their start-up (each worker imports the package: seconds). When the work
+ends by an exception (Ctrl-C, the CLI's SIGTERM, a bug) they are stopped, not awaited
+(:func:`_stop_processes`), and each releases its semaphores on the way out.
 
 A cluster (``cluster="tcp://scheduler:8786"``, the ``cluster`` extra: Dask distributed) is used
 from the first question on: its workers are already running. ``distributed`` is imported only
@@ -36,7 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import multiprocessing.util
 import os
+import signal
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -58,6 +63,10 @@ _CONNECT_SECONDS = 10.0  # to reach the scheduler
 _FIRST_WORKER_SECONDS = 30.0  # for a cluster with no worker yet to get one
 _POLL_SECONDS = 1.0  # how often a wait for an answer checks that the cluster has workers
 _NO_WORKER_SECONDS = 60.0  # without any worker before the cluster is given up
+# for workers told to stop (SIGTERM) before they are killed: a worker inside a HiGHS run stops
+# at its next callback or return (2 workers, digits --method naive, SIGTERM 3 or 6 s in: all 8
+# within 0.03 s; benchmarks/RESULTS.md "split16"); the margin is for a long phase without one
+_STOP_GRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,9 @@ class Workers:
 
     def _start(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.jobs, mp_context=ctx, initializer=_worker_start
+        )
         return self._pool
 
     def spread(self) -> Spread | None:
@@ -270,9 +281,48 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
+            if exc[0] is not None:  # Ctrl-C, SIGTERM or a bug: no running question is awaited
+                _stop_processes(self._pool)
             self._pool.shutdown(wait=not self.broken, cancel_futures=True)
             self._pool = None
         self._drop_client()
+
+
+def _stop_processes(pool: ProcessPoolExecutor) -> None:
+    """End ``pool``'s worker processes now, so that its shutdown does not wait for the
+    questions they are solving (a MILP may run for its whole time limit): SIGTERM
+    (:func:`_worker_stop`), and SIGKILL for any still running :data:`_STOP_GRACE_SECONDS`
+    later. The processes are the executor's ``_processes`` (no public handle before Python
+    3.14's ``terminate_workers``, which sends the same SIGTERM)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        with contextlib.suppress(Exception):  # already gone
+            proc.terminate()
+    stop_by = time.monotonic() + _STOP_GRACE_SECONDS
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(max(0.0, stop_by - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+
+
+def _worker_start() -> None:
+    """The initializer of each local worker process: SIGTERM stops it cleanly."""
+    signal.signal(signal.SIGTERM, _worker_stop)
+
+
+def _worker_stop(signum: int, _frame: object) -> None:
+    """A worker's SIGTERM: run multiprocessing's exit finalizers, then exit at once.
+
+    The finalizers unlink the named semaphores the worker's imports created (Pyomo makes a
+    ``multiprocessing.Lock`` on import, and in a spawned process it is named and registered
+    with the resource tracker); a worker ended by the default SIGTERM skips them, and the
+    tracker reports "There appear to be N leaked semaphore objects" when the run ends. No
+    exception is raised, which HiGHS could swallow in a callback or the pool's worker loop
+    would return as the question's answer: the handler runs at the solver's next callback
+    or return, and :data:`_STOP_GRACE_SECONDS` bounds the wait for it."""
+    multiprocessing.util._exit_function()
+    os._exit(128 + signum)
 
 
 def _line(exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 
 :class:`Checker` holds a case, its exact analysis (:mod:`exactcomp.testing.oracle`) and the
 findings so far; each method checks one component. :func:`check_case` runs them all. The
-tests (``tests/test_soundness_fuzz.py``) call the same methods on hypothesis cases.
+tests (``tests/test_soundness_fuzz.py``) call the same methods on hypothesis cases. What they
+find, and the options they read, are the types of :mod:`exactcomp.testing.soak_results`.
 
 A refutation needs a concrete input of the box at which the oracle's float64 forward pass
 contradicts the claim beyond rounding (``ROUNDING`` relative to the interval magnitude of
@@ -15,7 +16,6 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -36,87 +36,12 @@ from .oracle import ExactAnalysis, OracleError, exact_analysis
 from .oracle import max_output_difference as exact_max_difference
 from .random_networks import Case
 from .rational import compare_exactly
+from .soak_results import CaseResult, Finding, SoakOptions, skipped_result
 
-UNSOUND = (
-    "bound",
-    "stable",
-    "compress",
-    "compress-exact",
-    "equivalent",
-    "counterexample",
-    "equiv-bound",
-    "recheck",
-    "nnet-compress",
-    "nnet-equivalent",
-    "onnx-load",
-    "onnx-equivalent",
-    "onnx-written",
-    "torch-written",
-    "file-written",
-    "lossy-bound",
-    "cli",
-)
 ROUNDING = 1e-12
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One wrong answer (``kind`` in :data:`UNSOUND`, or ``unstable``) or engine ``error``."""
-
-    kind: str
-    detail: str
-    x: list[float] | None = None
-
-
-@dataclass(frozen=True)
-class SoakOptions:
-    """What to check per case: sizes of the generated cases, engine time limits."""
-
-    max_neurons: int = 10
-    inputs: tuple[int, int] = (1, 4)
-    depth: tuple[int, int] = (1, 4)
-    width: tuple[int, int] = (1, 12)
-    time_limit: float = 5.0
-    equivalence: bool = True
-    max_regions: int = 20_000
-    exact_points: int = 96  # rational check: at most this many oracle points (and witnesses)
-    exact_neurons: int = 16  # ... on networks of at most this many neurons
-    mutants: bool = True  # also verify_equivalence on a mutant (off: the compressed one only)
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    """The checks of one case: counts, and every finding."""
-
-    seed: int
-    neurons: int
-    regions: int
-    method: str
-    oracle: dict[str, int]
-    claims: dict[str, int]
-    findings: tuple[Finding, ...]
-    compressions: int = 0
-    equivalences: int = 0
-    missed: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    notes: tuple[str, ...] = field(default=())
-    exact_points: int = 0
-    family: str = "random"
-    refused: int = 0  # files the public API refused with a clean one-line error
-    lossy: int = 0  # proven lossy bounds checked against the oracle's exact max |f - g|
-
-    @property
-    def unsound(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.kind in UNSOUND)
-
-    @property
-    def errors(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.kind == "error")
-
-
-# ----------------------------------------------------------------------------- checks
 class Checker:
     """Runs the checks of one case, collecting findings instead of stopping at the first."""
 
@@ -418,7 +343,7 @@ def mutants(f: Network, exact: ExactAnalysis, tol: float) -> list[tuple[str, Net
 
 def check_case(
     case: Case,
-    opts: SoakOptions = SoakOptions(),
+    opts: SoakOptions = SoakOptions(),  # noqa: B008 - a frozen dataclass (soak_results)
     method: str = "fast",
     written: Callable[[Checker, Network], None] | None = None,
 ) -> CaseResult:
@@ -464,15 +389,6 @@ def check_case(
     return c.result(claims, t0)
 
 
-def skipped_result(case: Case, method: str, exc: OracleError, family: str = "random") -> CaseResult:
-    """The :class:`CaseResult` of a case the oracle cannot enumerate (too many regions):
-    nothing checked, the reason kept as a note."""
-    return CaseResult(
-        case.seed, case.network.num_neurons, 0, method, {}, {}, (), notes=(str(exc),),
-        family=family,
-    )  # fmt: skip
-
-
 def _halves(box: Box) -> tuple[Box, Box]:
     """The box cut in two along its widest coordinate (their union is the box)."""
     i = int(np.argmax(box.upper - box.lower))
@@ -480,8 +396,3 @@ def _halves(box: Box) -> tuple[Box, Box]:
     hi1, lo2 = box.upper.copy(), box.lower.copy()
     hi1[i], lo2[i] = mid, mid
     return Box(box.lower, hi1), Box(lo2, box.upper)
-
-
-def method_for(seed: int) -> str:
-    """Mostly ``fast``; every 7th case ``leo`` and every 11th ``naive`` (the baselines)."""
-    return "naive" if seed % 11 == 3 else "leo" if seed % 7 == 2 else "fast"

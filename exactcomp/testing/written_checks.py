@@ -4,7 +4,7 @@ Used by the ``conv`` family (:mod:`benchmarks.soak_conv`). Each compares a file,
 onnxruntime or read back, with the network it should compute, on the probe points
 (:func:`~exactcomp.io.onnx_check.probe_points`: corners, faces, centre, samples) of the
 case's box, allowed ``64 u depth S(x)`` (:mod:`exactcomp.io.onnx_check`; ``u`` float32's).
-A disagreement is a :class:`~exactcomp.testing.soak_checks.Finding`: ``onnx-load`` (the
+A disagreement is a :class:`~exactcomp.testing.soak_results.Finding`: ``onnx-load`` (the
 network read differs from its file), ``onnx-written`` and ``torch-written`` (the compressed
 network's file differs from the source network); and for the ``degenerate`` family
 (:mod:`benchmarks.soak_degenerate`) ``file-written``: a network written to ``.onnx``, ``.pt``
@@ -24,7 +24,8 @@ import numpy as np
 from ..domain import Box
 from ..errors import ExactCompError
 from ..network import Network
-from .soak_checks import Checker, Finding
+from .soak_checks import Checker
+from .soak_results import Finding
 
 
 def check_read(oc: Any) -> list[Finding]:

@@ -31,10 +31,10 @@ The run has five phases, cheapest first; each can end it:
    the bounds reached.
 
 **Time.** ``time_limit`` bounds the whole run. The stability analyses of phase 2 end by
-:data:`STABILITY_SHARE` of the time left (no layer or MILP question starts past their
-deadline; what they did not decide keeps only cheap bounds, its neurons their binaries), the
-differential bounds stop linking at the deadline, and the phases after it are skipped once no
-time is left. Running out of time gives UNKNOWN, never a proof.
+:data:`~exactcomp.verify.run.STABILITY_SHARE` of the time left (no layer or MILP question
+starts past their deadline; what they did not decide keeps only cheap bounds, its neurons
+their binaries), the differential bounds stop linking at the deadline, and the phases after
+it are skipped once no time is left. Running out of time gives UNKNOWN, never a proof.
 
 Definitions (``tol`` = :math:`\tau`):
 
@@ -63,41 +63,28 @@ cannot be proven by the MILP: the answer is then UNKNOWN, with the reason in the
 
 from __future__ import annotations
 
-import numbers
 import time
 from collections.abc import Sequence
-from fractions import Fraction
 
 import numpy as np
 
 from ..domain import Box
-from ..errors import InvalidNetworkError, InvalidOptionError
 from ..highs.margins import solver_margin
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import StabilityReport
 from . import coupling, differential, falsify, head, splitting
-from .formulation import (
-    StabilityBudget,
-    build_joint_model,
-    linf_objective,
-    proven_encoding,
-    set_top1_condition,
-    top1_objective,
-    with_linear_output,
-)
+from .formulation import StabilityBudget, build_joint_model, proven_encoding, with_linear_output
 from .result import Counterexample, EquivalenceResult, EquivalenceStatus
-from .solve import Decision, ObjectiveSolver
+from .run import EquivalenceRun, check_arguments, compared_outputs
+from .solve import ObjectiveSolver, solve_objectives
 
-MODES = ("linf", "top1")
 SAMPLES = 4096  # uniform points in the falsification phase
 GRADIENT_STARTS = 4  # starting points per objective for gradient ascent
 MATCH_POINTS = 512  # sampled inputs used to pair neurons of f and g
 FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + gradients
 DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long when time allows
-STABILITY_SHARE = 0.5  # the stability analyses of f and g end by this share of the time left
-MIN_MILP_SECONDS = 0.05  # the shortest per-MILP limit of the stability analyses
 SPLIT_MAX_INPUTS = 12  # input splitting runs in full for at most this many free inputs
 SPLIT_WIDE_NODES = 64  # ... and with more free inputs, bounds at most this many boxes
 SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after sampling
@@ -165,118 +152,15 @@ def verify_equivalence(
         in float64 with the networks' own weights; otherwise UNKNOWN.
     """
     tol = tolerances.equivalence if tol is None else tol
-    _check(f, g, box, mode, tol, time_limit)
-    outputs = _outputs(outputs, mode, f.output_size)
+    check_arguments(f, g, box, mode, tol, time_limit)
+    outputs = compared_outputs(outputs, mode, f.output_size)
     run = _Run(f, g, box, mode, tol, time_limit, progress, tolerances, outputs)
     run.known_f = known_f
     return run.execute(np.random.default_rng(seed), data)
 
 
-def _check(f: Network, g: Network, box: Box, mode: str, tol: float, time_limit: float) -> None:
-    if mode not in MODES:
-        raise InvalidOptionError(f"mode must be one of {MODES}, got {mode!r}")
-    if not (isinstance(tol, numbers.Real) and np.isfinite(float(tol)) and tol >= 0):
-        raise InvalidOptionError(f"tol must be a finite number >= 0, got {tol!r}")
-    if not time_limit > 0:
-        raise InvalidOptionError(f"the time limit must be > 0 seconds, got {time_limit}")
-    if f.input_size != g.input_size or f.output_size != g.output_size:
-        raise InvalidNetworkError(
-            f"the networks are not comparable: {f.describe()} has {f.input_size} inputs and "
-            f"{f.output_size} outputs, {g.describe()} has {g.input_size} and {g.output_size}"
-        )
-    box.check_size(f.input_size)
-
-
-def _outputs(outputs: Sequence[int] | None, mode: str, m: int) -> list[int]:
-    """The compared output indices: all by default; a subset only in ``linf`` mode."""
-    if outputs is None:
-        return list(range(m))
-    if mode != "linf":
-        raise InvalidOptionError("a subset of outputs can be compared only in linf mode")
-    out = [int(i) for i in outputs]
-    if not out:
-        raise InvalidOptionError("the list of outputs to compare is empty")
-    bad = [i for i in out if not 0 <= i < m]
-    if bad:
-        raise InvalidOptionError(f"output {bad[0]} does not exist (the networks have {m})")
-    if len(set(out)) != len(out):
-        raise InvalidOptionError(f"outputs {out} name an output twice")
-    return out
-
-
-class _Run:
-    """The state of one verification run (the time budget and what has been found so far)."""
-
-    def __init__(self, f, g, box, mode, tol, time_limit, progress, tolerances, outputs) -> None:
-        self.f, self.g, self.box, self.mode, self.tol = f, g, box, mode, float(tol)
-        self.progress, self.tolerances = progress, tolerances
-        self.t0 = time.perf_counter()
-        self.deadline = self.t0 + time_limit
-        self.timings: dict[str, float] = {}
-        self.lower = 0.0  # largest difference seen at a concrete input
-        self.points = box.center[None, :]  # the sampled inputs (for neuron matching)
-        self.links = 0  # neurons of g proven to match a neuron of f
-        self.known: dict[tuple, float] = {}  # objective -> bound proven without a solver
-        self.box_bounds = (box.lower, box.upper)
-        self.known_f: StabilityReport | None = None  # re-proven verdicts of f, if given
-        self.margin = float("nan")  # the solver margin, once the MILP model is built
-        m = f.output_size
-        self.outputs = outputs  # compared outputs (linf)
-        self.boxes = 0  # boxes bounded by input splitting
-        if mode == "linf":
-            self.objectives = [(i, s) for i in outputs for s in (1.0, -1.0)]
-        else:
-            self.objectives = [(i, j) for i in range(m) for j in range(m) if i != j]
-
-    # ------------------------------------------------------------------ helpers
-    def left(self) -> float:
-        return self.deadline - time.perf_counter()
-
-    def measure(self, x: np.ndarray) -> np.ndarray:
-        """The difference measured at each row of ``x`` (float64, original weights)."""
-        fx, gx = self.f.forward(x), self.g.forward(x)
-        if self.mode == "linf":
-            return np.abs(fx - gx)[:, self.outputs].max(axis=1)
-        return falsify.top1_disagreement(fx, gx)
-
-    def counterexample(self, x: np.ndarray, source: str) -> Counterexample | None:
-        """A counterexample at the best row of ``x`` if one differs by more than ``tol``."""
-        x = self.box.clip(np.atleast_2d(x))
-        d = self.measure(x)
-        k = int(np.argmax(d))
-        if not d[k] > self.tol:
-            self.lower = max(self.lower, float(d[k]))
-            return None
-        # confirmed in exact arithmetic: float64 rounding must not fabricate a difference
-        exact = falsify.exact_difference(self.f, self.g, x[k], self.mode, self.outputs)
-        self.lower = max(self.lower, float(exact))
-        if not exact > Fraction(self.tol):
-            return None
-        return Counterexample(
-            x[k], self.f.forward(x[k]), self.g.forward(x[k]), float(exact), source
-        )
-
-    def finish(self, status, upper, cex=None, milps=0, proven=0, reason="") -> EquivalenceResult:
-        self.timings["total"] = time.perf_counter() - self.t0
-        return EquivalenceResult(
-            status=status,
-            mode=self.mode,
-            tol=self.tol,
-            upper_bound=float(upper),
-            lower_bound=self.lower,
-            counterexample=cex,
-            milps=milps,
-            objectives_proven=proven,
-            objectives_total=len(self.objectives),
-            links=self.links,
-            boxes=self.boxes,
-            timings=self.timings,
-            reason=reason,
-            margin=self.margin,
-        )
-
-    def timed(self, phase: str, t: float) -> None:
-        self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t
+class _Run(EquivalenceRun):
+    """The phases of one verification run, in the order of the module docstring."""
 
     # ------------------------------------------------------------------ phases
     def execute(self, rng: np.random.Generator, data) -> EquivalenceResult:
@@ -420,31 +304,6 @@ class _Run:
         self.timed("gradient", t)
         return cex
 
-    def out_of_time(self, phase: str) -> EquivalenceResult:
-        """UNKNOWN: the time limit ran out before ``phase`` (nothing proven is lost: the
-        differential bounds found so far, if any, are the upper bound)."""
-        known = self.known
-        return self.finish(
-            EquivalenceStatus.UNKNOWN,
-            max(*known.values(), self.lower) if known else np.inf,
-            proven=sum(b <= self.tol for b in known.values()),
-            reason=f"time limit reached before the {phase}",
-        )
-
-    def stability_budgets(self) -> tuple[float, float, float]:
-        """Per-MILP seconds and the deadlines of the stability analyses of ``f`` and ``g``.
-
-        Together they end by :data:`STABILITY_SHARE` of the time left (``f`` first, with half
-        of it; ``g`` gets what ``f`` leaves), so that the differential bounds and the MILPs
-        keep the rest. No layer or MILP question of an analysis starts past its deadline and a
-        running question is capped to it, so an analysis overruns it by one cheap phase at most.
-        """
-        left = self.left()
-        now = time.perf_counter()
-        window = STABILITY_SHARE * left
-        per_milp = max(MIN_MILP_SECONDS, min(2.0, 0.01 * left))
-        return per_milp, now + 0.5 * window, now + window
-
     def prove(self) -> EquivalenceResult:
         t = time.perf_counter()
         self.progress.task("bounds and stable neurons", 2)
@@ -513,80 +372,4 @@ class _Run:
                 reason=f"tol {self.tol:g} is not above the solver margin {margin:.2g}; "
                 "no MILP bound can prove it",
             )
-        return self.solve_objectives(jm, ObjectiveSolver(jm.model, jm.x), margin)
-
-    def differential_objective_bounds(self, out) -> dict[tuple, float]:
-        """Sound upper bounds on each objective from the differential bounds of the outputs.
-
-        With ``g_i - f_i`` in ``[lo_i, hi_i]``: ``linf`` objective ``(i, +1)`` (``f_i - g_i``)
-        is at most ``-lo_i`` and ``(i, -1)`` at most ``hi_i``; the ``top1`` pair ``(i, j)``
-        (``g_j - g_i`` where ``f_i >= f_j``) is at most
-        ``(g_j - f_j) + (f_j - f_i) + (f_i - g_i) <= hi_j - lo_i``.
-        """
-        if self.mode == "linf":
-            return {(i, s): (-out[i][0] if s > 0 else out[i][1]) for i, s in self.objectives}
-        return {(i, j): out[j][1] - out[i][0] for i, j in self.objectives}
-
-    def solve_objectives(self, jm, solver: ObjectiveSolver, margin: float) -> EquivalenceResult:
-        """Decide each objective in turn; time-outs get a second pass with the time left."""
-        t = time.perf_counter()
-        bounds = dict(self.known)  # objective -> best proven upper bound
-        pending = [o for o in self.objectives if not bounds.get(o, np.inf) <= self.tol]
-        condition = None  # the class i whose "top class of f" constraints are in the model
-        statuses: set[str] = set()  # solver statuses of the objectives left undecided
-        self.progress.task("milp", len(pending))
-        for attempt in range(2):
-            undecided = []
-            for n, obj in enumerate(pending):
-                share = self.left() / (len(pending) - n)
-                if share <= 0:
-                    undecided.append(obj)
-                    continue
-                if self.mode == "linf":
-                    expr = linf_objective(jm, *obj)
-                else:
-                    if condition != obj[0]:
-                        condition = obj[0]
-                        set_top1_condition(jm, condition)
-                    expr = top1_objective(jm, *obj)
-                out = solver.solve(expr, self.tol, margin, share)
-                bounds[obj] = min(bounds.get(obj, np.inf), out.upper_bound)
-                if out.decision is Decision.FOUND and out.x is not None:
-                    cex = self.counterexample(out.x, "milp")
-                    if cex is not None:
-                        self.timed("milp", t)
-                        return self.finish(
-                            EquivalenceStatus.NOT_EQUIVALENT,
-                            np.inf,
-                            cex,
-                            milps=solver.solves,
-                            proven=sum(b <= self.tol for b in bounds.values()),
-                            reason="found by the MILP",
-                        )
-                if out.decision is Decision.PROVEN:
-                    self.progress.advance(1, f"{obj}: <= {out.upper_bound:.2g}")
-                else:
-                    undecided.append(obj)
-                    statuses.add(out.status)
-            pending = undecided
-            if not pending or self.left() <= 0 or attempt == 1:
-                break
-        self.timed("milp", t)
-        proven = len(self.objectives) - len(pending)
-        upper = max(bounds.get(o, np.inf) for o in self.objectives)
-        if pending:
-            return self.finish(
-                EquivalenceStatus.UNKNOWN,
-                max(upper, self.lower),
-                milps=solver.solves,
-                proven=proven,
-                reason=f"{len(pending)} objective(s) undecided (solver: "
-                f"{', '.join(sorted(statuses)) or 'no time left'})",
-            )
-        return self.finish(
-            EquivalenceStatus.EQUIVALENT,
-            upper,
-            milps=solver.solves,
-            proven=proven,
-            reason="every objective proven by the MILP",
-        )
+        return solve_objectives(self, jm, ObjectiveSolver(jm.model, jm.x), margin)

@@ -1,4 +1,4 @@
-r"""Solving one equivalence objective with HiGHS, and reading the answer soundly.
+r"""Solving the equivalence objectives with HiGHS, and reading each answer soundly.
 
 Each objective :math:`\varphi` (see :mod:`exactcomp.verify.formulation`) is solved as
 :math:`\min -\varphi` with two HiGHS cut-offs, so that the solver stops as soon as the question
@@ -16,6 +16,12 @@ The margin is :math:`\mu` of :func:`~exactcomp.highs.margins.solver_margin` with
 largest a-priori output magnitude. Every other status (time limit, iteration limit, numerical
 trouble, "unknown") is UNDECIDED, never proven: the table is
 :func:`exactcomp.highs.status.decide`.
+
+:func:`solve_objectives` is the MILP phase of a run (:mod:`exactcomp.verify.equivalence`):
+the objectives not yet proven, one at a time, each within an equal share of the time left;
+those left undecided get a second pass with the time that remains. An incumbent ends the run
+only once it reproduces in exact arithmetic
+(:meth:`~exactcomp.verify.run.EquivalenceRun.counterexample`).
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ from pyomo.contrib.solver.solvers.highs import Highs
 from ..highs.runtime import HIGHS_THREADS, milp_options, prepare_highs
 from ..highs.status import Decision, decide
 from ..tolerances import FEASIBILITY_TOLERANCE
+from .formulation import linf_objective, set_top1_condition, top1_objective
+from .result import EquivalenceResult, EquivalenceStatus
+from .run import EquivalenceRun
 
-__all__ = ["Decision", "ObjectiveSolver", "SolveOutcome", "decide"]
+__all__ = ["Decision", "ObjectiveSolver", "SolveOutcome", "decide", "solve_objectives"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,3 +120,71 @@ class ObjectiveSolver:
         return SolveOutcome(
             decision, bound, x, res.termination_condition.name, time.perf_counter() - t0
         )
+
+
+def solve_objectives(
+    run: EquivalenceRun, jm, solver: ObjectiveSolver, margin: float
+) -> EquivalenceResult:
+    """Phase 4 of ``run``: decide each objective still open in turn on the joint model ``jm``
+    (:mod:`exactcomp.verify.formulation`); time-outs get a second pass with the time left."""
+    t = time.perf_counter()
+    bounds = dict(run.known)  # objective -> best proven upper bound
+    pending = [o for o in run.objectives if not bounds.get(o, np.inf) <= run.tol]
+    condition = None  # the class i whose "top class of f" constraints are in the model
+    statuses: set[str] = set()  # solver statuses of the objectives left undecided
+    run.progress.task("milp", len(pending))
+    for attempt in range(2):
+        undecided = []
+        for n, obj in enumerate(pending):
+            share = run.left() / (len(pending) - n)
+            if share <= 0:
+                undecided.append(obj)
+                continue
+            if run.mode == "linf":
+                expr = linf_objective(jm, *obj)
+            else:
+                if condition != obj[0]:
+                    condition = obj[0]
+                    set_top1_condition(jm, condition)
+                expr = top1_objective(jm, *obj)
+            out = solver.solve(expr, run.tol, margin, share)
+            bounds[obj] = min(bounds.get(obj, np.inf), out.upper_bound)
+            if out.decision is Decision.FOUND and out.x is not None:
+                cex = run.counterexample(out.x, "milp")
+                if cex is not None:
+                    run.timed("milp", t)
+                    return run.finish(
+                        EquivalenceStatus.NOT_EQUIVALENT,
+                        np.inf,
+                        cex,
+                        milps=solver.solves,
+                        proven=sum(b <= run.tol for b in bounds.values()),
+                        reason="found by the MILP",
+                    )
+            if out.decision is Decision.PROVEN:
+                run.progress.advance(1, f"{obj}: <= {out.upper_bound:.2g}")
+            else:
+                undecided.append(obj)
+                statuses.add(out.status)
+        pending = undecided
+        if not pending or run.left() <= 0 or attempt == 1:
+            break
+    run.timed("milp", t)
+    proven = len(run.objectives) - len(pending)
+    upper = max(bounds.get(o, np.inf) for o in run.objectives)
+    if pending:
+        return run.finish(
+            EquivalenceStatus.UNKNOWN,
+            max(upper, run.lower),
+            milps=solver.solves,
+            proven=proven,
+            reason=f"{len(pending)} objective(s) undecided (solver: "
+            f"{', '.join(sorted(statuses)) or 'no time left'})",
+        )
+    return run.finish(
+        EquivalenceStatus.EQUIVALENT,
+        upper,
+        milps=solver.solves,
+        proven=proven,
+        reason="every objective proven by the MILP",
+    )

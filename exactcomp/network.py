@@ -30,16 +30,6 @@ def is_sparse(matrix: object) -> bool:
     return hasattr(matrix, "tocsr") and not isinstance(matrix, np.ndarray)
 
 
-def minus(a, b):
-    """``a - b`` for two matrices of one shape, dense or ``scipy.sparse`` (kept sparse when
-    either is)."""
-    if is_sparse(a) != is_sparse(b):
-        from scipy import sparse
-
-        a, b = sparse.csr_array(a), sparse.csr_array(b)
-    return a - b
-
-
 #: A layer whose dense matrix would have more entries than this (2^24 float64 entries,
 #: 128 MiB) is held as a ``scipy.sparse`` matrix of its taps (:attr:`Layer.sparse`): the ONNX
 #: reader stores large convolutions and max-pools so, the analysis runs them cone by cone

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..domain import Box
-from ..network import Layer, Network
+from ..network import Layer, Network, is_sparse
 from ..tolerances import DEFAULT, Tolerances
 
 Bounds = tuple[np.ndarray, np.ndarray]
@@ -45,6 +45,16 @@ def interval_layer(
     zlo = np.where(np.isnan(zlo), -np.inf, zlo)
     zlo = np.where(nonneg_rows(layer, lo, hi), np.maximum(zlo, 0.0), zlo)
     return zlo, np.where(np.isnan(zhi), np.inf, zhi)
+
+
+def minus(a, b):
+    """``a - b`` for two matrices of one shape, dense or ``scipy.sparse`` (kept sparse when
+    either is)."""
+    if is_sparse(a) != is_sparse(b):
+        from scipy import sparse
+
+        a, b = sparse.csr_array(a), sparse.csr_array(b)
+    return a - b
 
 
 def signed_parts(layer: Layer):  # two ndarrays, or two scipy.sparse matrices

@@ -47,7 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..network import Network, is_sparse, minus
+from ..bounds.interval import minus
+from ..network import Network, is_sparse
 from ..tolerances import Tolerances
 
 

@@ -62,9 +62,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bounds.interval import activation_bounds, interval_bounds, interval_layer, pad
+from ..bounds.interval import activation_bounds, interval_bounds, interval_layer, minus, pad
 from ..domain import Box
-from ..network import Layer, Network, minus
+from ..network import Layer, Network
 from ..tolerances import DEFAULT, Tolerances
 from .backward import Relaxation, output_bounds, relu_relaxation
 

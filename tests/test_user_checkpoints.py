@@ -162,3 +162,25 @@ def test_head_cannot_be_written_to_nnet(tmp_path, capsys) -> None:
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert code == 2 and len(err) == 1 and "softmax head, which .nnet cannot hold" in err[0]
     assert not out.exists()
+
+
+def test_state_dict_with_batchnorm_says_how_to_save_the_architecture(tmp_path, capsys) -> None:
+    """model.state_dict() of Linear -> BatchNorm1d -> ReLU -> Linear: the file has no layers,
+    only tensors; the one-line refusal names the entry and the forms that carry layers."""
+    from exactcomp.cli import main
+
+    m = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    src, out = tmp_path / "m.pt", tmp_path / "c.onnx"
+    torch.save(m.state_dict(), src)
+    code = main(["compress", str(src), "--box=-1,1", "-o", str(out), "--quiet"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert "'1.running_mean'" in err[0] and "--trust-pickle" in err[0] and ".pt2" in err[0]
+    assert not out.exists()
+    torch.save(m, src)  # the whole module: BatchNorm1d folded into the Linear before it
+    assert main(["compress", str(src), "--trust-pickle", "--box=-1,1", "-o", str(out)]) == 0
+    x = np.random.default_rng(0).uniform(-1, 1, (30, 4))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    assert np.abs(_ort(out, x) - want).max() < 1e-5
+    capsys.readouterr()

@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 TIMEOUT_S = 120
-COMMANDS = ("load", "stability", "compress-onnx", "compress-pt", "verify", "regions", "quantize")
+COMMANDS = ("load", "compress-onnx", "compress-pt", "verify", "regions", "stability", "quantize")
 #: max |read - reference| allowed, relative to 1 + max |reference|: float32 reference runs.
 ATOL32 = 1e-4
 
@@ -752,8 +752,9 @@ def argv(c: dict, command: str, out: Path) -> list[str] | None:
             "--check",
             "1000",
         ]
-    if command == "verify":
-        return ["verify", model, model, *box, *trust, "--quiet", "--time-limit", "5"]
+    if command == "verify":  # the input against its compressed .onnx copy, across formats
+        other = f"{stem}.c.onnx"
+        return ["verify", model, other, *box, *trust, "--quiet", "--time-limit", "5"]
     if command == "regions":
         return ["regions", model, *box, *trust, "--quiet", "--bounds-only"]
     if command == "quantize":
@@ -868,11 +869,11 @@ def verdict(r: dict) -> str:
 
 def wanted(c: dict, command: str) -> bool:
     """Every command on a checkpoint meant to be read; one CLI command (and the reader) on
-    one meant to be refused (all commands share the reader); two on a domain."""
+    one meant to be refused (all commands share the reader) and on a domain."""
     if c.get("domain_only"):
-        return command in ("stability", "compress-onnx")
+        return command == "compress-onnx"
     if c["expect"] == "refuse":
-        return command in ("load", "stability")
+        return command in ("load", "compress-onnx")
     return True
 
 
@@ -894,9 +895,13 @@ def main() -> None:
     cases = build(a.out)
     if a.only:
         cases = [c for c in cases if any(s in c["name"] for s in a.only.split(","))]
-    runs = [(c, cmd) for c in cases for cmd in a.commands.split(",") if wanted(c, cmd)]
+    commands = a.commands.split(",")
+
+    def one_case(c: dict) -> list[dict]:  # in order: verify reads what compress wrote
+        return [run_one(c, cmd, a.out, a.code) for cmd in commands if wanted(c, cmd)]
+
     with ThreadPoolExecutor(a.workers) as pool:
-        results = list(pool.map(lambda cc: run_one(cc[0], cc[1], a.out, a.code), runs))
+        results = [r for rs in pool.map(one_case, cases) for r in rs]
     with open(a.out / "results.jsonl", "w") as f:
         for r in results:
             r["verdict"] = verdict(r)

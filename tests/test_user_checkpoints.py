@@ -184,3 +184,35 @@ def test_state_dict_with_batchnorm_says_how_to_save_the_architecture(tmp_path, c
         want = m.double()(torch.tensor(x)).numpy()
     assert np.abs(_ort(out, x) - want).max() < 1e-5
     capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- TorchScript
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+@pytest.mark.parametrize("seed", ["0", "1"])
+def test_torchscript_from_a_session_that_scripted_other_models_is_read(tmp_path, seed) -> None:
+    """A training script that scripts a few models saves archives whose classes are mangled
+    (``activation/___torch_mangle_N.py``), grouped into files and with constants ordered
+    differently from what a fresh process writes (the order follows the hash seed). Before,
+    a fresh ``exactcomp`` process refused such archives as "not what torch writes"; the same
+    archive read in the process that wrote it passed."""
+    import os
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    for dim in (0, 1):  # earlier work in the session: other ReLU and Softmax variants
+        torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Softmax(dim)))
+    m = nn.Sequential(
+        nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(inplace=True), nn.Dropout(0.1),
+        nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3), nn.Softmax(dim=1),
+    ).eval()  # fmt: skip
+    src, out = tmp_path / "m.pt", tmp_path / "c.onnx"
+    torch.jit.save(torch.jit.script(m), src)
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    argv = [sys.executable, "-m", "exactcomp", "compress", str(src), "--box=-1,1", "-o", str(out)]
+    run = subprocess.run([*argv, "--quiet"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    x = np.random.default_rng(0).uniform(-1, 1, (30, 4))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    assert np.abs(_ort(out, x) - want).max() < 1e-5

@@ -812,7 +812,7 @@ def run_one(c: dict, command: str, out: Path, code: Path) -> dict:
     )
     err_lines = p.stderr.strip().splitlines()
     cpu = sum(float(v) for v in err_lines[-1].split()) if err_lines else 0.0
-    err_lines = err_lines[:-1]
+    err_lines = [ln for ln in err_lines[:-1] if not ln.startswith("Command exited with")]
     rec.update(
         rc=p.returncode,
         wall_s=round(time.time() - t0, 2),
@@ -821,7 +821,7 @@ def run_one(c: dict, command: str, out: Path, code: Path) -> dict:
         stderr_lines=len([ln for ln in err_lines if ln.strip()]),
         last=(err_lines or p.stdout.strip().splitlines() or [""])[-1],
     )
-    written = [a for a in args if a.startswith(str(out / c["name"]) + ".")]
+    written = [args[args.index("-o") + 1]] if "-o" in args else []
     if p.returncode == 0 and written and ref is not None:
         rec["check"] = check_written(written[0], ref, c["shape"], command)
     elif p.returncode != 0 and written:

@@ -216,3 +216,26 @@ def test_torchscript_from_a_session_that_scripted_other_models_is_read(tmp_path,
     with torch.no_grad():
         want = m.double()(torch.tensor(x)).numpy()
     assert np.abs(_ort(out, x) - want).max() < 1e-5
+
+
+def test_float16_checkpoint_compressed_to_onnx_is_read_back(tmp_path, capsys) -> None:
+    """A float16 state_dict compressed to .onnx: before, the file computed in FLOAT16 and
+    exactcomp refused to read its own output ("computes in FLOAT16, which rounds"). Now the
+    weights are stored as FLOAT16 and cast to FLOAT: the same size class, read back exactly."""
+    import onnx
+
+    from exactcomp.cli import main
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).half()
+    src, out = tmp_path / "m.pt", tmp_path / "c.onnx"
+    torch.save(m.state_dict(), src)
+    assert main(["compress", str(src), "--box=-1,1", "-o", str(out), "--quiet"]) == 0
+    stored = {t.data_type for t in onnx.load(str(out)).graph.initializer}
+    assert stored == {onnx.TensorProto.FLOAT16}
+    x = np.random.default_rng(0).uniform(-1, 1, (30, 4))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    assert np.abs(load(out).forward(x) - want).max() == 0.0
+    assert np.abs(_ort(out, x) - want).max() < 1e-5
+    capsys.readouterr()

@@ -340,6 +340,8 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
     """
     in_name, in_shape, out_name, out_shape = _io_facts(net, like)
     dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype(np.float32)
+    if dt == np.float16:  # computed in float32 (save_onnx stores it in float16: _half_storage)
+        dt = np.dtype(np.float32)
     elem = helper.np_dtype_to_tensor_dtype(dt)
     layers = list(net.layers)
     if any(layer.out_features == 0 for layer in layers):
@@ -378,6 +380,27 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
     model.ir_version = WRITE_IR_VERSION
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _half_storage(model: onnx.ModelProto) -> None:
+    """Store each float32 initializer whose values are all float16 numbers as FLOAT16, read
+    through a ``Cast`` to FLOAT (exact: float16 -> float32 is a widening). A float16 network
+    is so written at its checkpoint's size and computed in float32, the arithmetic the reader
+    accepts; a graph computing in FLOAT16 rounds every step and is refused by
+    :mod:`~exactcomp.io.onnx_types` (as exactcomp's own output, before: issue 18 sweep)."""
+    graph = model.graph
+    casts = []
+    for t in list(graph.initializer):
+        a = numpy_helper.to_array(t)
+        if a.dtype != np.float32 or not np.array_equal(a.astype(np.float16).astype(np.float32), a):
+            continue
+        graph.initializer.remove(t)
+        graph.initializer.append(numpy_helper.from_array(a.astype(np.float16), f"{t.name}_h"))
+        casts.append(helper.make_node("Cast", [f"{t.name}_h"], [t.name], name=f"{t.name}_cast",
+                                      to=onnx.TensorProto.FLOAT))  # fmt: skip
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _unchanged_source(net: Network, built: onnx.ModelProto) -> onnx.ModelProto:
@@ -426,7 +449,10 @@ def save_onnx(
     OutputPathError
         The destination directory cannot be written.
     """
-    model = _unchanged_source(net, build_model(net, like))
+    built = build_model(net, like)
+    if net.dtype == "float16":
+        _half_storage(built)
+    model = _unchanged_source(net, built)
     write_checked(model, net, path, "ONNX", check_samples, seed)
 
 

@@ -368,7 +368,14 @@ def save_nnet(net: Network, path: str | Path, boxes: Iterable[Box] = ()) -> None
     the same function (module docstring), and check that it reads back to the same weights.
 
     Raises :class:`OutputPathError` for a network the format cannot hold: a hidden layer
-    without a ReLU, or a layer stored sparse (too large to write densely)."""
+    without a ReLU, a layer stored sparse (too large to write densely), or a head (a final
+    Softmax/LogSoftmax, which the format has no way to state: written, the file would compute
+    the logits instead)."""
+    if net.meta.get("head"):
+        raise OutputPathError(
+            f"the network ends in a {net.meta['head']} head, which .nnet cannot hold (the file "
+            "would compute the logits instead): write .onnx or .pt"
+        )
     layers = []
     for k, la in enumerate(net.layers):
         if la.sparse:

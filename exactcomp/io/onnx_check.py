@@ -163,7 +163,7 @@ def compare_with_onnxruntime(
         xin = np.asarray(x, dtype=np.float64).astype(dt)
     got = _run_session(sess, xin, input_name, input_shape)
     x64 = xin.astype(np.float64)
-    want = net.forward(x64)
+    want = apply_head(net.forward(x64), net.meta.get("head"))
     if got.shape != want.shape:
         raise InvalidNetworkError(
             f"onnxruntime returns {got.shape[1]} outputs per sample but the network read has "
@@ -175,7 +175,24 @@ def compare_with_onnxruntime(
         weight_dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype("f4")
         u = max(np.finfo(dt).eps, np.finfo(weight_dt).eps) / 2
     allowed = 64 * u * len(net.layers) * partial_sum_size(net, x64)[:, None] + 1e-12
+    if net.meta.get("head"):
+        allowed = allowed + 64 * u * (1 + np.abs(want))
     return Comparison.of(np.abs(got - want), allowed)
+
+
+def apply_head(logits: np.ndarray, head: str | None) -> np.ndarray:
+    """``logits`` (one row per sample) through the head, in float64: ``softmax`` is
+    ``exp(z - max z) / sum exp(z - max z)``, ``log_softmax`` is ``z - max z - log sum exp(z -
+    max z)`` (shifted by the row maximum, so nothing overflows); ``None``: unchanged."""
+    if head is None:
+        return logits
+    z = logits - logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+    if head == "log_softmax":
+        return z - lse
+    if head == "softmax":
+        return np.exp(z - lse)
+    raise InvalidNetworkError(f"unknown head {head!r}")
 
 
 def layers_digest(net: Network) -> str:

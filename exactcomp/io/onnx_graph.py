@@ -28,6 +28,16 @@ whose operator is not in :data:`SUPPORTED_OPS`, or that cannot be carried (a ``M
 crossed by a skip connection), is refused with an
 :class:`~exactcomp.errors.UnsupportedModelError` naming it. Nodes that do not feed the
 output are ignored.
+
+A ``Softmax`` or ``LogSoftmax`` that produces the graph's output over all the features of a
+sample is kept as the *head*, as the PyTorch readers keep a final ``nn.Softmax``
+(:mod:`exactcomp.io.torch_chain`): the network lowered is the logits network before it, and
+``LoweredGraph.head`` names the head (``"softmax"`` or ``"log_softmax"``). "Over all the
+features" is the operator's own axis rule on the logits' shape ``s`` (batch first when the
+rank is >= 2, axis ``a`` taken modulo the rank): before opset 13 the input is coerced to 2-D
+at ``a``, so ``a`` must be past the batch and ``s[1:a]`` all ones; from opset 13 the operator
+acts along ``a`` alone, so every other non-batch dimension must be 1. Any other axis mixes
+or splits samples' features and is refused by name.
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ class LoweredGraph:
     input_dtype: str
     compute_dtype: str
     carried: tuple[int, ...] = ()  # per layer, its carry rows (a skip connection or Concat)
+    head: str | None = None  # a final Softmax/LogSoftmax kept outside the layers
 
 
 # ------------------------------------------------------------------------- driver
@@ -79,6 +90,36 @@ def declared_dims(value_info: onnx.ValueInfoProto) -> tuple[int | str | None, ..
 def _node_label(node: onnx.NodeProto, index: int) -> str:
     name = node.name or f"#{index} (output {node.output[0] if node.output else '?'!r})"
     return f"node {name!r} ({node.op_type})"
+
+
+HEAD_OPS = {"Softmax": "softmax", "LogSoftmax": "log_softmax"}
+
+
+def _head_node(graph: onnx.GraphProto, output: str) -> tuple[int, onnx.NodeProto] | None:
+    """The final Softmax/LogSoftmax node producing ``output`` (index, node), or None."""
+    for i, node in enumerate(graph.node):
+        if output in node.output and node.op_type in HEAD_OPS and node.domain in ("", "ai.onnx"):
+            return i, node
+    return None
+
+
+def _check_head_axis(label: str, node: onnx.NodeProto, shape: tuple[int, ...], opset: int) -> None:
+    """Refuse a head whose axis is not over all of a sample's features (module docstring)."""
+    r = len(shape)
+    default = 1 if opset < 13 else -1
+    axis = int(node_attributes(node).get("axis", default))
+    a = axis % r if r else 0
+    rest = [d for i, d in enumerate(shape) if i != a and not (i == 0 and r >= 2)]
+    if opset < 13:
+        ok = (r == 1 and a == 0) or (r >= 2 and a >= 1 and all(d == 1 for d in shape[1:a]))
+    else:
+        ok = (r == 1 or a >= 1) and all(d == 1 for d in rest)
+    if not ok:
+        raise UnsupportedModelError(
+            f"{label}: {node.op_type} over axis {axis} of a tensor of shape {list(shape)} is "
+            "not over all the features of a sample; only a final (Log)Softmax over them is "
+            "supported"
+        )
 
 
 def _needed_nodes(graph: onnx.GraphProto, output: str) -> list[int]:
@@ -167,6 +208,8 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
             f"{onnx.TensorProto.DataType.Name(in_type)}; only float inputs are supported"
         )
     declared_in, concrete_in = _input_shape(vin)
+    final = _head_node(graph, vout.name)
+    target = final[1].input[0] if final else vout.name
 
     st = LoweringState()
     env: dict[str, Value] = dict(consts)
@@ -175,9 +218,9 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     compute = compute_type(in_type)
     env[vin.name] = Affine.identity(concrete_in, 0)
     st.shapes[0] = tuple(concrete_in)
-    needed = _needed_nodes(graph, vout.name)
-    wanted = {t for i in needed for t in graph.node[i].input} | {vout.name}
-    last_use = {vout.name: len(graph.node)}
+    needed = _needed_nodes(graph, target)
+    wanted = {t for i in needed for t in graph.node[i].input} | {target}
+    last_use = {target: len(graph.node)}
     for i in needed:
         for name in graph.node[i].input:
             last_use[name] = max(last_use.get(name, -1), i)
@@ -223,11 +266,13 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
                 types[name] = out_types[k] if k < len(out_types) else None
             elif name in wanted:
                 raise UnsupportedModelError(f"{label}: its output #{k} ({name!r}) is not supported")
-    if vout.name not in env:
-        raise InputFileError(f"no node produces the output {vout.name!r}")
-    out = env[vout.name]
+    if target not in env:
+        raise InputFileError(f"no node produces the output {target!r}")
+    out = env[target]
     if not isinstance(out, Affine):
-        raise UnsupportedModelError(f"the output {vout.name!r} does not depend on the input")
+        raise UnsupportedModelError(f"the output {target!r} does not depend on the input")
+    if final:
+        _check_head_axis(_node_label(final[1], final[0]), final[1], out.shape, opset_version(model))
     if not (st.layers and st.is_layer_output(out)):
         st.commit(out, relu=False)
     declared_out = declared_dims(vout) or tuple(out.shape)
@@ -240,6 +285,7 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
         output_shape=declared_out,
         input_dtype=FLOAT_TYPES[in_type],
         compute_dtype=FLOAT_TYPES[compute],
+        head=HEAD_OPS[final[1].op_type] if final else None,
     )
 
 

@@ -39,6 +39,7 @@ from .onnx_check import (
 )
 from .onnx_graph import declared_dims, initializer_dtype, lower_graph, opset_version
 from .onnx_handlers import FLOAT_TYPES
+from .torch_chain import head_note
 
 __all__ = [
     "Comparison",
@@ -48,6 +49,9 @@ __all__ = [
     "partial_sum_size",
     "save_onnx",
 ]
+
+#: The ONNX operator written for each head (see :mod:`exactcomp.io.onnx_graph`).
+HEAD_NAMES = {"softmax": "Softmax", "log_softmax": "LogSoftmax"}
 
 #: Opset and IR version of the files we write (supported by every onnxruntime since 1.10).
 WRITE_OPSET = 13
@@ -127,6 +131,9 @@ def load_onnx(
         "input_dtype": lowered.input_dtype,
         "compute_dtype": lowered.compute_dtype,
     }
+    if lowered.head:  # the logits network is analysed; the file's (Log)Softmax is the head
+        meta["head"] = lowered.head
+        meta["notes"] = (head_note(lowered.head),)
     if any(lowered.carried):  # a DAG read as a chain (onnx_skip): what its file costs
         meta["carried"] = list(lowered.carried)
         meta["source_parameters"] = sum(
@@ -325,13 +332,16 @@ def _layer_nodes(
 def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
     """The ONNX model of ``net``: per layer ``Conv`` (a layer with a convolution structure)
     or ``Gemm``, each with its ``Relu``, and one ``MaxPool``/``AveragePool`` per intact
-    pooling block (:class:`~exactcomp.conv.PoolLevel`), in ``net.dtype``.
+    pooling block (:class:`~exactcomp.conv.PoolLevel`), in ``net.dtype``; then the head
+    (``net.meta["head"]``: ``Softmax``/``LogSoftmax`` over the flattened logits), if any.
 
     A network with a layer of width zero computes a constant; it is written as one ``Gemm``
     with zero weights and that constant as bias (the same function, and a valid graph).
     """
     in_name, in_shape, out_name, out_shape = _io_facts(net, like)
     dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype(np.float32)
+    if dt == np.float16:  # computed in float32 (save_onnx stores it in float16: _half_storage)
+        dt = np.dtype(np.float32)
     elem = helper.np_dtype_to_tensor_dtype(dt)
     layers = list(net.layers)
     if any(layer.out_features == 0 for layer in layers):
@@ -339,7 +349,18 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
         layers = [Layer(np.zeros((net.output_size, net.input_size)), const, relu=False)]
     nodes, inits = _layer_nodes(layers, dt, in_name, in_shape)
     h = nodes[-1].output[0]
-    if len(out_shape) == 2 and nodes[-1].op_type in ("Gemm", "Relu") and _flat_end(layers):
+    head = net.meta.get("head")
+    if head:  # over the flat logits of each sample, as read (onnx_graph) and as torch applies it
+        if not _flat_end(layers):
+            nodes.append(helper.make_node("Flatten", [h], ["ec_logits"], name="ec_flat", axis=1))
+            h = "ec_logits"
+        nodes.append(helper.make_node(HEAD_NAMES[head], [h], ["ec_head"], name="ec_head", axis=1))
+        h = "ec_head"
+    if (
+        len(out_shape) == 2
+        and (head or nodes[-1].op_type in ("Gemm", "Relu"))
+        and (head or _flat_end(layers))
+    ):
         nodes[-1].output[0] = out_name
     else:
         inits.append(numpy_helper.from_array(_reshape_target(out_shape), "ec_out_shape"))
@@ -359,6 +380,27 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
     model.ir_version = WRITE_IR_VERSION
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _half_storage(model: onnx.ModelProto) -> None:
+    """Store each float32 initializer whose values are all float16 numbers as FLOAT16, read
+    through a ``Cast`` to FLOAT (exact: float16 -> float32 is a widening). A float16 network
+    is so written at its checkpoint's size and computed in float32, the arithmetic the reader
+    accepts; a graph computing in FLOAT16 rounds every step and is refused by
+    :mod:`~exactcomp.io.onnx_types` (as exactcomp's own output, before: issue 18 sweep)."""
+    graph = model.graph
+    casts = []
+    for t in list(graph.initializer):
+        a = numpy_helper.to_array(t)
+        if a.dtype != np.float32 or not np.array_equal(a.astype(np.float16).astype(np.float32), a):
+            continue
+        graph.initializer.remove(t)
+        graph.initializer.append(numpy_helper.from_array(a.astype(np.float16), f"{t.name}_h"))
+        casts.append(helper.make_node("Cast", [f"{t.name}_h"], [t.name], name=f"{t.name}_cast",
+                                      to=onnx.TensorProto.FLOAT))  # fmt: skip
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _unchanged_source(net: Network, built: onnx.ModelProto) -> onnx.ModelProto:
@@ -407,7 +449,10 @@ def save_onnx(
     OutputPathError
         The destination directory cannot be written.
     """
-    model = _unchanged_source(net, build_model(net, like))
+    built = build_model(net, like)
+    if net.dtype == "float16":
+        _half_storage(built)
+    model = _unchanged_source(net, built)
     write_checked(model, net, path, "ONNX", check_samples, seed)
 
 

@@ -273,10 +273,9 @@ def head_note(kind: str) -> str:
     """The one-line note that a Softmax/LogSoftmax head was set aside for the analysis."""
     label = _head_label(kind)
     return (
-        f"the final {label}(dim=-1) is kept as the head: the network analysed, compressed and "
-        f"verified is the logits before it ({label} is not affine); a written .pt records the "
-        f"head (exactcomp.io.to_torch_module re-attaches it), a written .onnx holds the logits "
-        "only"
+        f"the final {label} is kept as the head: the network analysed, compressed and "
+        f"verified is the logits before it ({label} is not affine); a written .pt or .onnx "
+        "re-attaches it (a .nnet file cannot hold it)"
     )
 
 

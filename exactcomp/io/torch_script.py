@@ -37,6 +37,11 @@ _ADVICE = (
     "(x,)), 'model.pt2')"
 )
 _MANGLE = re.compile(r"___torch_mangle_\d+")
+#: A mangled segment of a module path (``activation.___torch_mangle_5.ReLU``, or as a file
+#: ``activation/___torch_mangle_5.py``), removed whole.
+_MANGLED = re.compile(r"[./]___torch_mangle_\d+(?=[.])")
+_FINAL = re.compile(r"^\s+\w+ : Final\[")
+_TEMP = re.compile(r"\b_\d+\b")
 _NN = "__torch__.torch.nn.modules."
 
 
@@ -102,16 +107,60 @@ def _code_files(source: Path | io.BytesIO) -> dict[str, bytes]:
 
 
 def _normalised(code: dict[str, bytes]) -> list[tuple[str, str]]:
-    """Code files with the archive folder and the mangling counters taken out of names, as a
-    sorted list (not a dict: two mangled files that normalise to one name must both be kept,
-    or an edited one could hide behind a genuine one)."""
-    return sorted(
-        (
-            _MANGLE.sub("M", name.split("/", 1)[-1]),
-            _MANGLE.sub("M", text.decode("utf-8", "replace")),
-        )
-        for name, text in code.items()
-    )
+    """The archive's code as a sorted list of (module path, top-level ``class``/``def``
+    block), with what differs between two scriptings of the same layers taken out:
+
+    - the grouping into files and the mangling: a session that scripts a second variant of
+      a class (``nn.ReLU(inplace=True)`` beside ``nn.ReLU()``, ``nn.Softmax`` of another
+      ``dim``, a second model) names it ``activation.___torch_mangle_5.ReLU`` in the file
+      ``activation/___torch_mangle_5.py``, while a fresh process puts the same class in
+      ``activation.py`` beside others. Blocks are compared one by one, the mangled segment
+      removed from paths and code alike;
+    - the numbering of temporaries (``_0 = ...``), which runs on through a file: renumbered
+      by first appearance in each block (a consistent renaming of locals);
+    - the order of a class's ``Final`` constant declarations, which follows a set's
+      iteration order and so the process's hash seed: each run of them is sorted.
+
+    A list, not a dict: blocks that normalise to one path must all be kept, each compared
+    whole (a class's constants are in its text), or an edited one could hide behind a
+    genuine one.
+    """
+    blocks = []
+    for name, raw in code.items():
+        path = _MANGLED.sub("", name.split("/", 1)[-1]).removesuffix(".py")
+        text = _MANGLED.sub("", raw.decode("utf-8", "replace"))
+        for block in _top_level_blocks(text):
+            blocks.append((path, _renumbered(_sorted_finals(block))))
+    return sorted(blocks)
+
+
+def _top_level_blocks(text: str) -> list[str]:
+    """``text`` cut before every unindented line (a ``class``, ``def`` or other statement)."""
+    blocks: list[list[str]] = []
+    for line in text.splitlines():
+        if not blocks or (line and not line[0].isspace()):
+            blocks.append([])
+        blocks[-1].append(line)
+    return ["\n".join(b).rstrip() for b in blocks if any(ln.strip() for ln in b)]
+
+
+def _renumbered(block: str) -> str:
+    """The temporaries ``_0, _1, ...`` of ``block`` renamed by order of first appearance."""
+    names: dict[str, str] = {}
+    return _TEMP.sub(lambda m: names.setdefault(m.group(0), f"_{len(names)}"), block)
+
+
+def _sorted_finals(text: str) -> str:
+    """``text`` with each run of consecutive ``name : Final[...] = ...`` lines sorted."""
+    out: list[str] = []
+    run: list[str] = []
+    for line in text.splitlines():
+        if _FINAL.match(line):
+            run.append(line)
+            continue
+        out += sorted(run) + [line]
+        run = []
+    return "\n".join(out + sorted(run))
 
 
 def _rebuild(chain: ChainBuilder, module: Any, name: str) -> Any:

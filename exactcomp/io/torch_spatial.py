@@ -18,6 +18,12 @@ exact structure, the same ones the ONNX reader builds (:mod:`exactcomp.conv`):
   maximum, which is how the pool's own padding counts too);
 * ``AvgPool2d`` is one linear layer (``count_include_pad`` honoured; a ``ZeroPad2d`` before
   a pool without padding of its own is padding whose zeros count);
+* ``AdaptiveAvgPool2d((oh, ow))`` on an ``H x W`` image averages output cell ``i`` over rows
+  ``[floor(i H / oh), ceil((i + 1) H / oh))`` (columns likewise). When ``oh`` divides ``H``
+  these are the windows ``[i k, (i + 1) k)`` with ``k = H / oh``: the ``AvgPool2d`` of kernel
+  and stride ``(H / oh, W / ow)``, no padding, read as above (``AdaptiveAvgPool2d(1)`` is the
+  global average, ONNX's ``GlobalAveragePool``). Otherwise the windows overlap and differ in
+  size: refused by name. A ``None`` in the output size keeps that dimension (``k = 1``);
 * ``Flatten`` returns to the flat layout (the IR's vectors are the tensors in C order).
 
 Refused, by name: ``ceil_mode`` that adds a partial window, pool dilation, ``return_indices``,
@@ -52,6 +58,7 @@ SPATIAL_KINDS = (
     "BatchNorm2d",
     "MaxPool2d",
     "AvgPool2d",
+    "AdaptiveAvgPool2d",
     "ZeroPad2d",
     "ConstantPad2d",
     "Unflatten",
@@ -97,6 +104,8 @@ class SpatialSteps:
             self._max_pool(name, leaf, pad)
         elif kind == "AvgPool2d":
             self._avg_pool(name, leaf, pad)
+        elif kind == "AdaptiveAvgPool2d":
+            self._avg_pool(name, self._adaptive(name, leaf, pad), pad)
         elif pad is not None:
             raise UnsupportedModelError(
                 f"module {pad[0]!r} (a pad) is followed by {kind} {name!r}; a pad is supported "
@@ -291,6 +300,34 @@ class SpatialSteps:
             tag = PoolLevel("max", nonneg=nonneg, level=level, levels=levels, **geo)
             self.chain.layer(name, Layer(w, b, level < levels, tag), self.chain.last_dtype)
         self.shape = (pool.channels, *pool.out_hw)
+
+    def _adaptive(self, name: str, leaf: Any, pad: tuple[str, Pads, float] | None) -> Any:
+        """The ``AvgPool2d`` equal to an ``AdaptiveAvgPool2d`` (see the module docstring)."""
+        from types import SimpleNamespace
+
+        if pad is not None:
+            raise UnsupportedModelError(
+                f"module {pad[0]!r} (a pad) is followed by AdaptiveAvgPool2d {name!r}; not "
+                "supported"
+            )
+        _, h, w = self._image(name, "AdaptiveAvgPool2d")
+        size = leaf.output_size
+        size = (size, size) if isinstance(size, int | np.integer) or size is None else size
+        out = tuple(n if o is None else int(o) for n, o in zip((h, w), size, strict=True))
+        if any(o < 1 or n % o for n, o in zip((h, w), out, strict=True)):
+            raise UnsupportedModelError(
+                f"AdaptiveAvgPool2d {name!r} maps {h}x{w} to {out[0]}x{out[1]}, which does not "
+                "divide it (overlapping windows of unequal size); not supported"
+            )
+        k = (h // out[0], w // out[1])
+        return SimpleNamespace(
+            kernel_size=k,
+            stride=k,
+            padding=0,
+            ceil_mode=False,
+            count_include_pad=True,
+            divisor_override=None,
+        )
 
     def _avg_pool(self, name: str, leaf: Any, pad: tuple[str, Pads, float] | None) -> None:
         if getattr(leaf, "divisor_override", None) is not None:

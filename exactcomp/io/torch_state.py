@@ -57,7 +57,9 @@ def state_dict_to_network(state_dict: Mapping[str, torch.Tensor | np.ndarray]) -
         if name not in ("weight", "bias"):
             raise UnsupportedModelError(
                 f"state_dict entry {key!r} is not a Linear weight or bias (a normalisation or "
-                "other unsupported layer?); only Linear/ReLU MLPs are supported"
+                "other layer?): a state_dict holds no architecture, and only a Linear/ReLU MLP "
+                "is assumed; save the model itself instead (torch.save(model) read with "
+                "--trust-pickle, torch.jit.script, or a torch.export .pt2 program)"
             )
         groups.setdefault(prefix, {})[name] = value
     weights, biases, dtypes = [], [], []

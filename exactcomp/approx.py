@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv import PoolLevel
-from .errors import InvalidOptionError, UnsupportedModelError
+from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
@@ -321,7 +320,6 @@ def compress_lossy(
         raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
     tol = None if tol is None and tol_mode == "top1" else check_tol(tol)
     original = load(model)
-    refuse_sparse(original)
     boxes = bind_domain(domain, original)
     check_data(original, data, labels)
     f, exact_facts = original, {"tol_mode": tol_mode}
@@ -414,21 +412,6 @@ def compress_lossy(
         **exact_facts,
     )
     return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f)
-
-
-def refuse_sparse(net: Network) -> None:
-    """:class:`UnsupportedModelError` naming the first layer held sparse: ``compress --tol``'s
-    search (neurons, weights, merges, low rank, magnitude) edits dense matrices entry by
-    entry; on such a network ``quantize`` works (it edits kernels) and so does exact
-    ``compress``."""
-    for k, la in enumerate(net.layers):
-        if la.sparse:
-            kind = "pool" if isinstance(la.structure, PoolLevel) else "convolution"
-            raise UnsupportedModelError(
-                f"compress --tol: layer {k} is a {kind} too large to hold densely, and the "
-                "lossy search edits dense matrices; use quantize (it quantises the kernels) "
-                "or compress without --tol"
-            )
 
 
 def _exact_facts(original: Network, done: Any, t0: float) -> dict:

@@ -142,13 +142,14 @@ def rounding_pad(g: Network, frozen: dict[int, tuple[np.ndarray, np.ndarray]], b
     if not frozen:
         return 0.0
     worst = 0.0
+    first = min(frozen)  # e_k = 0 before it (no delta there): start at it (no sparse layer)
     for box in boxes:
-        mags = input_magnitudes(g, box, interval_bounds(g, box))
+        mags = input_magnitudes(g, box, interval_bounds(g, box))[first:]
         deltas = []
-        for k, la in enumerate(g.layers):
+        for k, la in enumerate(g.layers[first:], start=first):
             dw = product_rounding_delta(*frozen[k]) if k in frozen else np.zeros(la.weight.shape)
             deltas.append((dw, np.zeros(la.out_features)))
-        pairs = [(la.weight, la.bias) for la in g.layers]
+        pairs = [(la.weight, la.bias) for la in g.layers[first:]]
         e = stored_rounding_bound(pairs, deltas, mags)
         worst = max(worst, float(np.max(e, initial=0.0)))
     return worst if np.isfinite(worst) else float("inf")

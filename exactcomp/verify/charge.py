@@ -66,8 +66,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..bounds.interval import intersect, interval_bounds
 from ..domain import Box
-from ..bounds.interval import interval_bounds, intersect
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from . import falsify

@@ -115,7 +115,8 @@ class Charger:
             ]
         if self.sparse:
             self._roots = [interval_bounds(f, b, tol=tol) for b in self.boxes]
-            if self.cut < len(f.layers) and _finite(self._roots):
+            tails = self.cut < len(f.layers) and f.layers[self.cut].in_features > 0
+            if tails and _finite(self._roots):
                 boxes_a = [tail_box(f, self.cut, b, tol) for b in self.boxes]
                 self._tail = Charger(tail(f, self.cut), boxes_a, tol,
                                      tighten_seconds=tighten_seconds)  # fmt: skip

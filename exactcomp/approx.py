@@ -333,7 +333,10 @@ def compress_lossy(
         t1 = time.perf_counter()  # after top1's margin proofs: the exact pass keeps its share
         progress.task("exact pass", 1)
         done = exact(original, list(boxes), deadline=t1 + EXACT_SHARE * time_limit)
-        f, exact_facts["exact_pass"] = done.network, exact_facts(original, done, t1)
+        f, exact_facts["exact_pass"] = (
+            done.network,
+            exact_facts(original, done, time.perf_counter() - t1),
+        )
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
     progress.task("bounds of the original", 1)
     charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))

@@ -46,7 +46,7 @@ from .rewrite.quantize import (
     quantize_network,
 )
 from .rewrite.storage import store
-from .strategies import better, pad, written_network
+from .strategies import better, exact_pass_facts, pad, written_network
 from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
 from .verify.margin import top1_tolerance
 
@@ -335,7 +335,7 @@ def compress_lossy(
         done = exact(original, list(boxes), deadline=t1 + EXACT_SHARE * time_limit)
         f, exact_facts["exact_pass"] = (
             done.network,
-            exact_facts(original, done, time.perf_counter() - t1),
+            exact_pass_facts(original, done, time.perf_counter() - t1),
         )
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
     progress.task("bounds of the original", 1)

@@ -7,7 +7,7 @@ The greedy search (:mod:`exactcomp.rewrite.lossy`), global magnitude pruning
 original. The network it writes folds its merges and expands its low-rank layers into factor
 pairs (:func:`written_network`); the proof of the outcome's network plus :func:`pad` bounds
 the written one; :func:`better` keeps the outcome within ``tol`` with the fewest parameters as
-written. :func:`exact_facts`: what the exact pass that runs first removed (the report's
+written. :func:`exact_pass_facts`: what the exact pass that runs first removed (the report's
 ``exact_pass``).
 """
 
@@ -21,7 +21,7 @@ from .rewrite import merging
 from .rewrite.lossy import LossyOutcome, drop_unused_grids
 from .rewrite.lowrank import expand, rounding_pad, written_frozen
 
-__all__ = ["better", "exact_facts", "pad", "written_network"]
+__all__ = ["better", "exact_pass_facts", "pad", "written_network"]
 
 
 def pad(out: LossyOutcome, boxes) -> float:
@@ -78,7 +78,7 @@ def better(
     return outs[best], {"strategy": best, "strategies": facts}
 
 
-def exact_facts(original: Network, done: Any, seconds: float) -> dict:
+def exact_pass_facts(original: Network, done: Any, seconds: float) -> dict:
     """What the exact pass (a ``CompressionResult``) removed, and its ``seconds``."""
     stats = done.stability.stats
     return {

@@ -57,8 +57,6 @@ from exactcomp.testing.oracle import max_output_difference as exact_max_differen
 from exactcomp.testing.random_conv import as_sparse, random_conv_case
 from exactcomp.testing.soak_checks import CaseResult, Checker, Finding, SoakOptions, skipped_result
 from exactcomp.testing.written_checks import check_quantized_file
-from exactcomp.verify.charge import Charger
-from exactcomp.verify.prefix import cut
 
 BITS = (8.0, 4.0, 3.0, 2.0, 1.5, 16.0)
 TOL_SHARES = (0.01, 0.05, 0.1, 0.3)  # conv-compress: tol as a share of the output span
@@ -141,13 +139,14 @@ def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[d
         refused += 1
     except Exception:  # noqa: BLE001 - the soak reports it, never stops at it
         c.findings.append(Finding("error", f"{what}: {traceback.format_exc(limit=-4)}"))
-    k = cut(net)
+    charger = api.Charger(net, [box])
+    k = charger.cut  # the first layer of the dense tail
     for first, last in ((k, k + 1), (len(f.layers) - 1, len(f.layers)), (k, len(f.layers))):
         size = EDIT_SIZES[(seed + first + last) % len(EDIT_SIZES)]
         g = _edited(net, first, last, size, seed)
         what = f"prefix bound, layers {first}..{last - 1} edited by {size:g}"
         try:
-            proven = Charger(net, [box]).proven(g, lp_seconds=0.5, head_seconds=0.5, target=tol)
+            proven = charger.proven(g, lp_seconds=0.5, head_seconds=0.5, target=tol)
             checked += _check_bound(c, f, g, proven, what, scale)
         except Exception:  # noqa: BLE001
             c.findings.append(Finding("error", f"{what}: {traceback.format_exc(limit=-4)}"))

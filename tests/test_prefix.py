@@ -122,18 +122,3 @@ def test_compress_tol_on_a_sparse_network_is_sound_and_keeps_it_sparse(seed):
         assert b.sparse and b.structure is a.structure
         assert not abs(a.weight - b.weight).sum() and np.array_equal(a.bias, b.bias)
     assert res.report["parameters_after"] < res.report["parameters_before"]
-
-
-def test_the_cone_analysis_starts_no_cone_past_its_deadline():
-    """``compress --tol``'s exact pass on a network held sparse: past the deadline no cone
-    is analysed (neurons UNDECIDED, kept), and the compression is still exact."""
-    import time
-
-    f, box = _case(1)
-    s = as_sparse(f)
-    late = api.stable_neurons(s, box, deadline=time.perf_counter() - 1.0)
-    full = api.stable_neurons(s, box)
-    assert late.stats["layers_cut"] >= 1 and full.stats["layers_cut"] == 0
-    assert late.stats["cones"] == 0 < full.stats["cones"]
-    done = api.compress(s, box, deadline=time.perf_counter() - 1.0)
-    assert max_output_difference(f, done.network, box).value <= 1e-9

@@ -126,7 +126,7 @@ def stable_neurons(
                 seed=seed, cluster=cluster, deadline=deadline,
             )  # fmt: skip
 
-        return stable_by_cones(net, boxes, analyse, data=data, progress=progress, deadline=deadline)
+        return stable_by_cones(net, boxes, analyse, data=data, progress=progress)
     check_memory(net)
     return _stable_neurons(
         net,

@@ -132,17 +132,12 @@ def stable_by_cones(
     progress: Progress = SILENT,
     target: int = CONE_TARGET,
     max_cone: int = MAX_CONE,
-    deadline: float | None = None,
 ) -> StabilityReport:
     """Classify every ReLU neuron of ``net`` over the union of ``boxes``, cone by cone.
 
     ``analyse(cone_net, projected_boxes, projected_data)`` is the dense analysis (the
     engine's ``stable_neurons`` with the caller's options); see the module docstring for why
-    its verdicts are those of ``net``. ``deadline`` (``time.perf_counter()``): past it no new
-    cone is analysed (its neurons stay UNDECIDED, the constants are still settled; stats
-    ``layers_cut``: the layers whose remaining cones were skipped): each cone's engine call
-    stops at it, but the cones, thousands on Convnet_maxpool, are many (``compress --tol``'s
-    exact pass took 722 s of its 22.5 s before).
+    its verdicts are those of ``net``.
     """
     t0 = time.perf_counter()
     patterns = [_pattern(la) for la in net.layers]
@@ -159,7 +154,7 @@ def stable_by_cones(
     stats: dict[str, float] = {}
     centre = [(b.lower + b.upper) / 2 for b in boxes]
     progress.task("stability, cone by cone", sum(width.values()))
-    cones = reused = too_large = cut = 0
+    cones = reused = too_large = 0
     cache: dict[bytes, StabilityReport] = {}
     settled = 0
     for k in relu:  # in order: the dead units of earlier layers leave every later cone
@@ -167,9 +162,6 @@ def stable_by_cones(
         dead = {i: verdict[i] == Verdict.INACTIVE for i in relu if i < k}
         todo = np.flatnonzero((verdict[k] == Verdict.UNDECIDED) & ~seen[k])
         for group, sets in _groups(patterns, k, todo, target, max_cone, dead):
-            if deadline is not None and time.perf_counter() >= deadline:
-                cut += 1
-                break
             if sets is None:
                 seen[k][group] = True
                 too_large += 1
@@ -228,7 +220,6 @@ def stable_by_cones(
         cones=cones,
         cones_reused=reused,
         cones_too_large=too_large,
-        layers_cut=cut,
         constants=settled,
         seconds=time.perf_counter() - t0,
     )

@@ -75,10 +75,9 @@ MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candi
 LOWRANK_TIME_SHARE = 0.5
 #: Of ``compress --tol``'s time, the deadline of the exact pass that runs first (measured at
 #: load 2-4, 0 undecided each: 1.8-2.2 s on the digits models, 5.1-10.7 s on ACAS Xu 1_1
-#: prop_1, 11.8 s on MNIST 256x2 prop_0_0.03; past it nothing new starts, still exact). Where
-#: it runs past its deadline (Convnet_avgpool held sparse: 116 s of its 22.5 s, most of it
-#: the re-check on sample points, which left the search 1 s and no edit), the phases after it
-#: keep their share all the same.
+#: prop_1, 11.8 s on MNIST 256x2 prop_0_0.03; past it nothing new starts, still exact). Past
+#: it (Convnet_avgpool held sparse: 116 s, mostly the re-check on sample points; the search
+#: was left 1 s and no edit), the phases after it keep their share.
 EXACT_SHARE = 0.25
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
 #: :class:`~exactcomp.rewrite.quantize.Compensation`) or ``rtn`` (plain round-to-nearest).

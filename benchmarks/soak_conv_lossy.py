@@ -18,6 +18,24 @@ that width), then:
   every convolution of ``f`` is a convolution of the quantised network (never a dense
   matrix).
 
+The ``conv-compress`` family (:func:`run_conv_compress_case`) aims at ``compress --tol`` on
+networks held sparse and its proof of the dense tail on a box of the prefix's outputs
+(:mod:`exactcomp.verify.prefix`): the same cases, always sparse, two seeds in three with a
+dense ReLU layer between the last convolution or pool and the output
+(``random_conv_case(hidden=...)``: the first dense layer right after the flatten, a
+near-parallel pair in it), in float32:
+
+- ``lossy-bound``: ``compress --tol`` at a tolerance rotating through 1, 5, 10 and 30 % of
+  the exact output span; the exact ``max |f - g|`` of the written network against the
+  original must not exceed the claim, nor the claim ``tol``;
+- ``sparse-kept``: every layer held sparse in the exact pass's network is held sparse, with
+  the same matrix and structure, in the result (nothing densified);
+- ``prefix-bound``: ``f`` with its dense tail perturbed (the first dense layer after the
+  flatten alone, the output layer alone, or every dense layer; relative sizes ``1e-3`` to
+  ``0.3``), proven by the charger with the joint LP and the head proof on: the exact max must
+  not exceed it (a box ``A`` too small, an edit before the cut mistaken for a shared prefix,
+  a tail bound that forgets the rounding, would show here).
+
 A clean :class:`~exactcomp.errors.ExactCompError` is a refusal (counted); any other
 exception is an ``error``.
 """
@@ -33,7 +51,7 @@ import numpy as np
 
 from exactcomp import api
 from exactcomp.errors import ExactCompError
-from exactcomp.network import Network
+from exactcomp.network import Layer, Network
 from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_conv import as_sparse, random_conv_case
@@ -42,6 +60,8 @@ from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions, ski
 from exactcomp.testing.written_checks import check_quantized_file
 
 BITS = (8.0, 4.0, 3.0, 2.0, 1.5, 16.0)
+TOL_SHARES = (0.01, 0.05, 0.1, 0.3)  # conv-compress: tol as a share of the output span
+EDIT_SIZES = (1e-3, 0.01, 0.1, 0.3)  # conv-compress: relative size of the tail's edits
 
 
 def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
@@ -89,3 +109,86 @@ def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
 
 def _counted(result: CaseResult, refused: int, lossy: int) -> CaseResult:
     return dataclasses.replace(result, refused=refused, lossy=lossy)
+
+
+def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
+    """Case ``seed`` of ``conv-compress``: its JSON and the :class:`CaseResult` of the checks
+    in the module docstring."""
+    t0 = time.perf_counter()
+    hidden = 0 if seed % 3 == 0 else 2 + seed % 5
+    case = random_conv_case(seed, hidden=hidden)
+    case = type(case)(Network(case.network.layers, dtype="float32"), case.box, seed)
+    share = TOL_SHARES[seed % len(TOL_SHARES)]
+    doc = {"family": "conv-compress", "hidden": hidden, "tol_share": share, **case.to_json()}
+    try:
+        c = Checker(case, opts, method)
+    except OracleError as exc:
+        return doc, skipped_result(case, method, exc, family="conv-compress")
+    f, box, net = case.network, case.box, as_sparse(case.network)
+    span = float(np.max(c.exact.ranges[-1][1]) - np.min(c.exact.ranges[-1][0]))
+    tol = share * max(span, 1e-3)
+    scale = 1.0 + float(np.max(np.abs(c.exact.ranges[-1])))
+    refused = checked = 0
+    what = f"compress --tol {tol:.4g}"
+    try:
+        res = api.compress_lossy(net, box, tol, time_limit=8.0, lp_seconds=1.0, split_seconds=1.0)
+        c.findings.extend(_kept_sparse(res, what))
+        if res.proven > tol:
+            c.findings.append(Finding("lossy-bound", f"{what}: claim {res.proven!r} > tol"))
+        checked += _check_bound(c, f, res.network, res.proven, what, scale)
+    except ExactCompError:
+        refused += 1
+    except Exception:  # noqa: BLE001 - the soak reports it, never stops at it
+        c.findings.append(Finding("error", f"{what}: {traceback.format_exc(limit=-4)}"))
+    charger = api.Charger(net, [box])
+    k = charger.cut  # the first layer of the dense tail
+    for first, last in ((k, k + 1), (len(f.layers) - 1, len(f.layers)), (k, len(f.layers))):
+        size = EDIT_SIZES[(seed + first + last) % len(EDIT_SIZES)]
+        g = _edited(net, first, last, size, seed)
+        what = f"prefix bound, layers {first}..{last - 1} edited by {size:g}"
+        try:
+            proven = charger.proven(g, lp_seconds=0.5, head_seconds=0.5, target=tol)
+            checked += _check_bound(c, f, g, proven, what, scale)
+        except Exception:  # noqa: BLE001
+            c.findings.append(Finding("error", f"{what}: {traceback.format_exc(limit=-4)}"))
+    result = c.result(Counter(), t0, family="conv-compress")
+    return doc, _counted(result, refused, checked)
+
+
+def _check_bound(c: Checker, f: Network, g: Network, proven: float, what: str, scale: float):
+    """1 when the exact max |f - g| was compared with ``proven`` (a finding if above it)."""
+    try:
+        exact = exact_max_difference(f, g, c.box).value
+    except OracleError as exc:
+        c.notes.append(f"{what}: oracle skipped: {exc}")
+        return 0
+    if exact > proven + 1e-9 * scale:
+        c.findings.append(Finding("lossy-bound", f"{what}: exact {exact!r} > proven {proven!r}"))
+    return 1
+
+
+def _kept_sparse(res, what: str) -> list[Finding]:
+    """``sparse-kept`` findings: a layer held sparse in the reference and not in the result
+    (or another matrix or structure)."""
+    out = []
+    for k, (a, b) in enumerate(zip(res.reference.layers, res.network.layers, strict=False)):
+        if not a.sparse:
+            break
+        same = b.sparse and b.structure is a.structure and not abs(a.weight - b.weight).sum()
+        if not same:
+            out.append(Finding("sparse-kept", f"{what}: layer {k} held sparse was changed"))
+    return out
+
+
+def _edited(net: Network, first: int, last: int, size: float, seed: int) -> Network:
+    """``net`` with its dense layers ``first..last-1`` perturbed by ``size`` times each
+    weight's and bias's magnitude (seeded)."""
+    rng = np.random.default_rng(seed)
+    layers = list(net.layers)
+    for k in range(first, last):
+        la = layers[k]
+        w = np.array(la.weight)
+        w = w + size * np.abs(w) * rng.normal(size=w.shape)
+        b = la.bias + size * (np.abs(la.bias) + 0.1) * rng.normal(size=la.out_features)
+        layers[k] = Layer(w, b, la.relu)
+    return net.replace_layers(layers)

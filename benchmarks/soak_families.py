@@ -33,6 +33,10 @@ family                  cases                                           checks
 ``conv-lossy``          :func:`random_conv_case` in float32, sparse on  proven bound vs the
                         odd seeds, quantised at 8/4/3/2/1.5/16 bits     exact max |f - g|; the
                         (:mod:`benchmarks.soak_conv_lossy`)             .onnx read back
+``conv-compress``       :func:`random_conv_case` held sparse, a dense   claim vs the exact
+                        ReLU layer after the flatten on two seeds in    max |f - g|; sparse
+                        three: ``compress --tol``, tail edits           layers kept; the
+                        (:mod:`benchmarks.soak_conv_lossy`)             prefix proof's bound
 ``degenerate``          :func:`~exactcomp.testing.degenerate.           every check of
                         degenerate_case`: emptied and zero-width        :func:`check_case`; on
                         layers, zero rows and columns, duplicates,      the compressed network
@@ -76,6 +80,7 @@ FAMILIES = (
     "conv-sparse",
     "conv-residual",
     "conv-lossy",
+    "conv-compress",
     "degenerate",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
@@ -108,7 +113,7 @@ def parse_families(text: str) -> tuple[str, ...]:
 def family_for(seed: int, families: Sequence[str]) -> str:
     """The family of case ``seed``: :data:`ROTATION` restricted to ``families`` (plus
     the conv families when they are named)."""
-    extra = ("conv", "conv-sparse", "conv-residual", "conv-lossy")
+    extra = ("conv", "conv-sparse", "conv-residual", "conv-lossy", "conv-compress")
     rotation = [f for f in (*ROTATION, *extra) if f in families]
     return rotation[seed % len(rotation)]
 
@@ -151,6 +156,10 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         from .soak_conv_lossy import run_conv_lossy_case
 
         return run_conv_lossy_case(seed, opts, method)
+    if family == "conv-compress":
+        from .soak_conv_lossy import run_conv_compress_case
+
+        return run_conv_compress_case(seed, opts, method)
     if family == "degenerate":
         from .soak_degenerate import run_degenerate_case
 

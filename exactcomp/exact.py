@@ -62,10 +62,29 @@ def _align(v: np.ndarray, e: int, target: int) -> np.ndarray:
 
 
 def _affine(w: tuple[np.ndarray, int], b: tuple[np.ndarray, int], h: tuple[np.ndarray, int]):
-    (wm, ew), (bm, eb), (hm, eh) = w, b, h
+    (wm, ew), (hm, eh) = w, h
     prod = wm.dot(hm) if wm.size else np.zeros(wm.shape[0], dtype=object)
-    e = min(ew + eh, eb)
-    return _align(prod, ew + eh, e) + _align(bm, eb, e), e
+    return _plus(prod, ew + eh, b)
+
+
+def _sparse_affine(weight, b: tuple[np.ndarray, int], h: tuple[np.ndarray, int], absolute: bool):
+    """:func:`_affine` for a ``scipy.sparse`` CSR matrix: its stored numbers only (a dense
+    copy of a large convolution's matrix in Python integers would not fit)."""
+    dm, ew = scaled_ints(weight.data)
+    if absolute:
+        dm = np.abs(dm)
+    terms = dm * h[0][weight.indices] if dm.size else dm
+    ptr = weight.indptr
+    prod = np.empty(weight.shape[0], dtype=object)
+    prod[:] = [sum(terms[s:e], 0) for s, e in zip(ptr[:-1], ptr[1:], strict=True)]
+    return _plus(prod, ew + h[1], b)
+
+
+def _plus(prod: np.ndarray, ep: int, b: tuple[np.ndarray, int]):
+    """``prod * 2**ep + b`` exactly, with one exponent."""
+    bm, eb = b
+    e = min(ep, eb)
+    return _align(prod, ep, e) + _align(bm, eb, e), e
 
 
 def _fractions(v: tuple[np.ndarray, int]) -> list[Fraction]:
@@ -79,10 +98,14 @@ def _run(net: Network, x: np.ndarray, absolute: bool) -> list[Fraction]:
     if absolute:
         h = (np.abs(h[0]), h[1])
     for layer in net.layers:
-        w, b = scaled_ints(layer.weight), scaled_ints(layer.bias)
+        b = scaled_ints(layer.bias)
         if absolute:
-            w, b = (np.abs(w[0]), w[1]), (np.abs(b[0]), b[1])
-        h = _affine(w, b, h)
+            b = (np.abs(b[0]), b[1])
+        if layer.sparse:
+            h = _sparse_affine(layer.weight, b, h, absolute)
+        else:
+            w = scaled_ints(layer.weight)
+            h = _affine((np.abs(w[0]), w[1]) if absolute else w, b, h)
         if layer.relu and not absolute:
             h = (np.array([v if v > 0 else 0 for v in h[0]], dtype=object), h[1])
     return _fractions(h)

@@ -40,6 +40,7 @@ RANK = {
     "rewrite": 6,
     "verify": 7,
     "lossy_result": 7,
+    "strategies": 7,
     "api": 8,
     "approx": 8,
     "report": 9,

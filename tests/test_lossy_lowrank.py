@@ -232,3 +232,12 @@ def test_written_onnx_holds_the_factors(tmp_path):
     assert len(back.layers) == len(f.layers)  # folded by the reader
     delta = product_rounding_delta(fa.u, fa.v)
     assert (np.abs(back.layers[1].weight - dense.layers[1].weight) <= 2 * delta).all()
+
+
+def test_max_rank_of_an_emptied_layer_is_zero():
+    """A layer the exact pass emptied (0 rows or columns) has no rank to try (it divided by
+    zero: soak conv-compress cases 16 and 20)."""
+    from exactcomp.rewrite.lowrank import max_rank
+
+    assert max_rank(0, 0) == 0 and max_rank(0, 5) == 0 and max_rank(5, 0) == 0
+    assert max_rank(10, 10) == 4

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exactcomp.approx import _better, compress_lossy
+from exactcomp.approx import compress_lossy
 from exactcomp.domain import Box
 from exactcomp.lossy_result import nonzero_parameters as _nonzero
 from exactcomp.network import Network
@@ -23,6 +23,7 @@ from exactcomp.rewrite.magnitude import (
     prove_magnitude,
     search_magnitude,
 )
+from exactcomp.strategies import better as _better
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
 

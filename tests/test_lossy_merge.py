@@ -49,7 +49,7 @@ def _parallel(scale: float) -> Network:
 def _merges(f: Network, box: Box = BOX):
     charger = Charger(f, [box])
     ranges = lossy.relu_ranges(f, charger)
-    return charger, ranges, merging.merge_candidates(f, ranges, [box], lossy._roots(charger))
+    return charger, ranges, merging.merge_candidates(f, ranges, [box], charger.roots())
 
 
 @pytest.mark.parametrize("scale", [2.0, 0.5])
@@ -110,7 +110,7 @@ def test_search_merges_a_near_parallel_pair_and_the_proof_holds(seed):
     ranges = lossy.relu_ranges(f, charger)
     cands = lossy.with_merges(
         lossy.candidates(f, ranges, [BOX]),
-        merging.merge_candidates(f, ranges, [BOX], lossy._roots(charger)),
+        merging.merge_candidates(f, ranges, [BOX], charger.roots()),
     )
     pair = {c.index for c in cands if c.kind == "merge"} & {(1, 5, 0), (1, 0, 5)}
     assert len(pair) == 1  # the planted pair, one way only (never j -> i and i -> j)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..domain import Box
-from ..network import Layer, Network
+from ..network import Layer, Network, is_sparse
 from . import merging, refit
 from .acceptance import blocks, longest_prefix, spend_proof
 
@@ -95,9 +95,10 @@ def relu_ranges(f: Network, charger) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sound ranges ``[relu(l), relu(u)]`` of every layer's output over the domain (the
     union of the charger's boxes: the widest over boxes)."""
     out = []
+    roots = charger.roots()
     for k in range(len(f.layers)):
-        lo = np.min([p.root[k][0] for p in charger._pairs], axis=0)
-        hi = np.max([p.root[k][1] for p in charger._pairs], axis=0)
+        lo = np.min([r[k][0] for r in roots], axis=0)
+        hi = np.max([r[k][1] for r in roots], axis=0)
         if f.layers[k].relu:
             lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
         out.append((lo, hi))
@@ -117,7 +118,9 @@ def candidates(
     range ``[l_j, u_j]`` (``b_i += w_ij m_j``): the charge is ``|w_ij| (u_j - l_j) / 2``
     instead of ``|w_ij| max(|l_j|, |u_j|)``. Layers in ``frozen`` (low-rank products,
     :mod:`exactcomp.rewrite.lowrank`) get no weight edits. A layer with a structure (a
-    convolution or pool) gets no edit at all, nor does a neuron feeding one: an edited entry
+    convolution or pool) or held sparse gets no edit at all, nor does a neuron feeding one
+    (a sparse layer is never densified; the proof of a network edited only after its last
+    sparse layer is :mod:`exactcomp.verify.prefix`'s): an edited entry
     of its matrix would unmake the convolution, which is then written as a dense matrix,
     larger than the input (marabou_conv_mp1: 18,784 -> 255,840 bytes, RESULTS.md "convq15")."""
     out: list[Candidate] = []
@@ -129,13 +132,13 @@ def candidates(
         mid = (lo + hi) / 2 if centre else np.zeros_like(lo)
         h_mag = np.maximum(np.abs(lo - mid), np.abs(hi - mid))
         w = layer.weight
-        if layer.structure is not None:
+        if layer.structure is not None or layer.sparse:
             continue
         nonzero = () if k in frozen else zip(*np.nonzero(w), strict=True)
         for i, j in nonzero:
             local = float(abs(w[i, j]) * h_mag[j])
             out.append(Candidate("weight", (k, int(i), int(j)), local, 1, float(mid[j])))
-        if layer.relu and k < last and f.layers[k + 1].structure is None:
+        if layer.relu and k < last and _plain(f.layers[k + 1]):
             nxt = f.layers[k + 1].weight
             lo, hi = ranges[k]
             for j in range(layer.out_features):
@@ -146,6 +149,11 @@ def candidates(
                 local = float(np.abs(nxt[:, j]).sum() * (hi[j] - lo[j]) / 2)
                 out.append(Candidate("neuron", (k, j), local, saved))
     return out
+
+
+def _plain(layer: Layer) -> bool:
+    """True for a layer the search may edit: dense, without a structure."""
+    return layer.structure is None and not layer.sparse
 
 
 def apply(
@@ -159,7 +167,7 @@ def apply(
     docstring). ``fit``: the :class:`~exactcomp.rewrite.refit.FitData` of "refit" edits.
     ``frozen``: layers whose weights (float64 products of low-rank factors) are kept as they
     are, never rounded to the file's dtype; their rows and columns may only be zeroed."""
-    ws = [np.array(la.weight) for la in f.layers]
+    ws = [la.weight if la.sparse else np.array(la.weight) for la in f.layers]
     bs = [np.array(la.bias) for la in f.layers]
     removed: dict[int, list[int]] = {}
     for c in chosen:
@@ -189,7 +197,9 @@ def apply(
     # numbers (then the file stays float32), else float64
     dt = np.float32 if is_float32(f, frozen) else np.float64
     layers = [
-        Layer(w if k in frozen else w.astype(dt), b.astype(dt), la.relu)
+        la  # held sparse: no edit reaches it (candidates), kept as it is, never densified
+        if la.sparse
+        else Layer(w if k in frozen else w.astype(dt), b.astype(dt), la.relu)
         for k, (w, b, la) in enumerate(zip(ws, bs, f.layers, strict=True))
     ]
     return Network(tuple(layers), dtype=np.dtype(dt).name, meta=dict(f.meta))
@@ -206,8 +216,13 @@ def is_float32(f: Network, frozen: frozenset[int] = frozenset()) -> bool:
     return all(
         np.array_equal(a.astype(np.float32).astype(np.float64), a)
         for k, la in enumerate(f.layers)
-        for a in ((la.bias,) if k in frozen else (la.weight, la.bias))
+        for a in ((la.bias,) if k in frozen else (_numbers(la.weight), la.bias))
     )
+
+
+def _numbers(weight) -> np.ndarray:
+    """A matrix's stored numbers: its entries, or a ``scipy.sparse`` matrix's nonzeros."""
+    return weight.data if is_sparse(weight) else weight
 
 
 def search(
@@ -242,7 +257,7 @@ def search(
     ranges = relu_ranges(f, charger)
     cands = plain = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
     if use_merge and not frozen:
-        cands = with_merges(plain, merging.merge_candidates(f, ranges, boxes, _roots(charger)))
+        cands = with_merges(plain, merging.merge_candidates(f, ranges, boxes, charger.roots()))
         cands = _screen_merges(f, cands, plain, ranges, charger, eps)
     fit = refit.fit_data(f, boxes) if use_refit else None
     base = apply(f, [], ranges, frozen=frozen)
@@ -320,11 +335,6 @@ def _screen_merges(f, cands, plain, ranges, charger, eps) -> list[Candidate]:
         if alone <= eps and alone < charger.proven(apply(f, [const[c.index[:2]]], ranges)):
             keep.add(c.index)
     return [const[c.index[:2]] if c.kind == "merge" and c.index not in keep else c for c in cands]
-
-
-def _roots(charger) -> list:
-    """Per box of the charger, ``f``'s proven pre-activation bounds of every layer."""
-    return [p.root for p in charger._pairs]
 
 
 def _layer(c: Candidate) -> int:

@@ -101,7 +101,10 @@ def dense_product(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def max_rank(out: int, inp: int) -> int:
-    """The largest rank that saves at least one parameter (0: none does)."""
+    """The largest rank that saves at least one parameter (0: none does, e.g. a layer the
+    exact pass emptied: the soak's conv-compress cases 16 and 20)."""
+    if out == 0 or inp == 0:
+        return 0
     return max((out * inp - 1) // (out + inp), 0)
 
 
@@ -142,13 +145,14 @@ def rounding_pad(g: Network, frozen: dict[int, tuple[np.ndarray, np.ndarray]], b
     if not frozen:
         return 0.0
     worst = 0.0
+    first = min(frozen)  # e_k = 0 before it (no delta there): start at it (no sparse layer)
     for box in boxes:
-        mags = input_magnitudes(g, box, interval_bounds(g, box))
+        mags = input_magnitudes(g, box, interval_bounds(g, box))[first:]
         deltas = []
-        for k, la in enumerate(g.layers):
+        for k, la in enumerate(g.layers[first:], start=first):
             dw = product_rounding_delta(*frozen[k]) if k in frozen else np.zeros(la.weight.shape)
             deltas.append((dw, np.zeros(la.out_features)))
-        pairs = [(la.weight, la.bias) for la in g.layers]
+        pairs = [(la.weight, la.bias) for la in g.layers[first:]]
         e = stored_rounding_bound(pairs, deltas, mags)
         worst = max(worst, float(np.max(e, initial=0.0)))
     return worst if np.isfinite(worst) else float("inf")

@@ -171,7 +171,13 @@ def search_magnitude(
 def kept_parameters(net: Network) -> int:
     """The nonzero weights and biases of ``net`` once the neurons without effect are dropped."""
     g = drop_unused_grids(net, [None] * len(net.layers))[0]
-    return int(sum(np.count_nonzero(la.weight) + np.count_nonzero(la.bias) for la in g.layers))
+    return int(
+        sum(
+            (la.weight.count_nonzero() if la.sparse else np.count_nonzero(la.weight))
+            + np.count_nonzero(la.bias)
+            for la in g.layers
+        )
+    )
 
 
 @dataclass(frozen=True)

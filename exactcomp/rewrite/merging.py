@@ -64,7 +64,12 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..bounds.interval import input_magnitudes, interval_bounds
+from ..bounds.interval import (
+    activation_bounds,
+    input_magnitudes,
+    interval_bounds,
+    interval_layer,
+)
 from ..bounds.linear import linear_layer_bounds
 from ..domain import Box
 from ..network import Layer, Network
@@ -94,7 +99,7 @@ def merge_candidates(
     pre = _sampled_pre_activations(f, boxes)
     for k, layer in enumerate(f.layers[:last]):
         nxt = f.layers[k + 1]
-        if not layer.relu or k + 1 in frozen or layer.sparse or nxt.sparse:
+        if not layer.relu or k + 1 in frozen or layer.sparse or nxt.sparse or not layer.in_features:
             continue
         if not 2 <= layer.out_features <= MAX_WIDTH:
             continue
@@ -166,13 +171,21 @@ def restore_rows(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> N
     """``p`` with row and bias of each merge's ``j`` set again to ``alpha`` times ``i``'s as
     ``p``'s dtype stores them (after ``p`` was rounded to another dtype, which rounds the
     two rows apart); the result is a new network, to be proven again."""
-    ws = [np.array(la.weight) for la in p.layers]
-    bs = [np.array(la.bias) for la in p.layers]
+    ws, bs = _arrays(p)
     for k, j, i, alpha in merges:
         ws[k][j] = _stored(alpha * ws[k][i], p.dtype)
         bs[k][j] = _stored(np.array([alpha * bs[k][i]]), p.dtype)[0]
-    layers = [Layer(w, b, la.relu) for w, b, la in zip(ws, bs, p.layers, strict=True)]
+    layers = [
+        la if la.sparse else Layer(w, b, la.relu) for w, b, la in zip(ws, bs, p.layers, strict=True)
+    ]
     return p.replace_layers(layers)
+
+
+def _arrays(p: Network) -> tuple[list, list]:
+    """Copies of ``p``'s weights and biases to edit; a layer held sparse (never merged, nor
+    next to a merge: :func:`merge_candidates`) keeps its matrix, never densified."""
+    ws = [la.weight if la.sparse else np.array(la.weight) for la in p.layers]
+    return ws, [np.array(la.bias) for la in p.layers]
 
 
 def fold(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> Network:
@@ -207,15 +220,15 @@ def fold_pad(p: Network, merges: Sequence[tuple[int, int, int, float]], boxes) -
 
 def _fold_layer(p: Network, merges) -> Network:
     """:func:`fold` of merges that all sit in one layer."""
-    ws = [np.array(la.weight) for la in p.layers]
-    bs = [np.array(la.bias) for la in p.layers]
+    ws, bs = _arrays(p)
     for k, j, i, alpha in merges:
         ws[k + 1][:, i] = ws[k + 1][:, i] + alpha * ws[k + 1][:, j]
         ws[k + 1][:, j] = 0.0
         ws[k][j, :] = 0.0
         bs[k][j] = 0.0
     layers = [
-        Layer(_stored(w, p.dtype), b, la.relu) for w, b, la in zip(ws, bs, p.layers, strict=True)
+        la if la.sparse else Layer(_stored(w, p.dtype), b, la.relu)
+        for w, b, la in zip(ws, bs, p.layers, strict=True)
     ]
     return p.replace_layers(layers)
 
@@ -224,7 +237,11 @@ def _layer_pad(p: Network, merges, boxes) -> float:
     """:func:`fold_pad` of merges that all sit in one layer."""
     g = _fold_layer(p, merges)
     unit = 2.0**-52
-    deltas = [(np.zeros(la.weight.shape), np.zeros(la.out_features)) for la in p.layers]
+    first = min(m[0] for m in merges)  # no delta before it: e = 0 there (sparse layers too)
+    deltas = [
+        (np.zeros(la.weight.shape), np.zeros(la.out_features)) if k >= first else None
+        for k, la in enumerate(p.layers)
+    ]
     moved: dict[tuple[int, int], np.ndarray] = {}  # per target column, sum of alpha v_j
     for k, j, i, alpha in merges:
         la, nxt = p.layers[k], p.layers[k + 1]
@@ -243,9 +260,9 @@ def _layer_pad(p: Network, merges, boxes) -> float:
         deltas[k + 1][0][:, i] = np.abs(v - total - c) + 2 * n * unit * scale
     worst = 0.0
     for box in boxes:
-        mags = input_magnitudes(p, box, interval_bounds(p, box))
-        pairs = [(la.weight, la.bias) for la in p.layers]
-        e = stored_rounding_bound(pairs, deltas, mags)
+        mags = input_magnitudes(p, box, interval_bounds(p, box))[first:]
+        pairs = [(la.weight, la.bias) for la in p.layers[first:]]
+        e = stored_rounding_bound(pairs, deltas[first:], mags)
         worst = max(worst, float(np.max(e, initial=0.0)))
     return worst * (1 + 1e-6) if np.isfinite(worst) else float("inf")
 
@@ -287,11 +304,17 @@ def _proposals(layer: Layer, z: np.ndarray) -> tuple[list[tuple[int, int]], list
 
 def _bounds(f: Network, k: int, rows, bias, boxes, roots) -> tuple[np.ndarray, np.ndarray]:
     """Sound bounds, over the union of ``boxes``, of ``rows @ h_{k-1} + bias`` (CROWN through
-    ``f``'s first ``k`` layers, with ``f``'s proven bounds of them)."""
+    ``f``'s first ``k`` layers, with ``f``'s proven bounds of them; where one of them is held
+    sparse, interval arithmetic on ``f``'s proven bounds of ``h_{k-1}``)."""
     probe = Network((*f.layers[:k], Layer(rows, bias, False)))
+    sparse = any(la.sparse for la in f.layers[:k])
     lo, hi = np.full(len(rows), np.inf), np.full(len(rows), -np.inf)
     for box, root in zip(boxes, roots, strict=True):
-        b_lo, b_hi = linear_layer_bounds(probe, box, k, list(root[:k]) + [None])
+        if sparse:
+            h_lo, h_hi = activation_bounds(f.layers[k - 1], root[k - 1])
+            b_lo, b_hi = interval_layer(probe.layers[-1], h_lo, h_hi)
+        else:
+            b_lo, b_hi = linear_layer_bounds(probe, box, k, list(root[:k]) + [None])
         lo, hi = np.minimum(lo, b_lo), np.maximum(hi, b_hi)
     return lo, hi
 
@@ -316,7 +339,7 @@ def _sampled_pre_activations(f: Network, boxes: Sequence[Box]) -> list[np.ndarra
     h = np.concatenate([b.lower + (b.upper - b.lower) * rng.random((each, b.dim)) for b in boxes])
     out = []
     for layer in f.layers:
-        z = h @ layer.weight.T + layer.bias
+        z = layer.apply(h) + layer.bias
         out.append(z)
         h = np.maximum(z, 0.0) if layer.relu else z
     return out

@@ -49,7 +49,9 @@ def holds(net: Network, dtype: str, skip: frozenset[int] = frozenset()) -> bool:
     return all(
         np.array_equal(rounded(a, dtype), a)
         for k, la in enumerate(net.layers)
-        for a in ((la.bias,) if k in skip else (la.weight, la.bias))
+        for a in (
+            (la.bias,) if k in skip else (la.weight.data if la.sparse else la.weight, la.bias)
+        )
     )
 
 
@@ -62,6 +64,11 @@ def round_outcome(out: LossyOutcome, dtype: str) -> LossyOutcome:
     layers, factors = [], []
     for k, la in enumerate(out.network.layers):
         fa = by_layer.get(k)
+        if la.sparse:  # never edited (the original's numbers): kept, or not rounded at all
+            if not np.array_equal(rounded(la.weight.data, dtype), la.weight.data):
+                raise ValueError(f"layer {k} is held sparse and its numbers are not {dtype}")
+            layers.append(Layer(la.weight, rounded(la.bias, dtype), la.relu, la.structure))
+            continue
         if fa is None:
             w = rounded(la.weight, dtype)
         else:

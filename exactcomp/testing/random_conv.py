@@ -67,8 +67,11 @@ def _biases(rng: np.random.Generator, spec: ConvSpec, box_lo: np.ndarray, box_hi
     return spec.replace(kernel, spec.in_shape[0]), bias
 
 
-def random_conv_case(seed: int, *, outputs: int = 2) -> Case:
-    """A small convolutional network (with structure) and a box, from ``seed``."""
+def random_conv_case(seed: int, *, outputs: int = 2, hidden: int = 0) -> Case:
+    """A small convolutional network (with structure) and a box, from ``seed``; ``hidden`` > 0:
+    a dense ReLU layer of that width (rows of a few nonzeros, one near-copy of another row)
+    between the last convolution or pool and the output layer, for the lossy search to
+    edit right after the flatten."""
     rng = np.random.default_rng(seed)
     c, h, w = int(rng.integers(1, 3)), int(rng.integers(3, 6)), int(rng.integers(3, 6))
     n = c * h * w
@@ -90,6 +93,13 @@ def random_conv_case(seed: int, *, outputs: int = 2) -> Case:
         size = int(np.prod(shape))  # a rough reach of the next layer's inputs
         lo, hi = np.zeros(size), np.full(size, 10.0)
     width = int(np.prod(shape))
+    if hidden > 0:
+        w = rng.normal(size=(hidden, width)).round(3) * (rng.random((hidden, width)) < 0.5)
+        b = rng.normal(size=hidden).round(3)
+        if hidden > 1:  # a near-parallel pair: a merge candidate
+            w[1], b[1] = (1.5 * w[0]).round(3), 1.5 * b[0] + 0.01
+        layers.append(Layer(w, b, True))
+        width = hidden
     layers.append(Layer(rng.normal(size=(outputs, width)).round(3), rng.normal(size=outputs),
                         False))  # fmt: skip
     return Case(Network(tuple(layers), dtype="float64"), box, seed)

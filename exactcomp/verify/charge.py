@@ -48,8 +48,11 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
 On a network with a layer too large to hold densely (:attr:`~exactcomp.network.Layer.sparse`,
 a large convolution or pool) none of the above fits in memory (each holds a dense row of
 coefficients per neuron): :meth:`Charger.proven` is then the differential interval bound of
-:mod:`exactcomp.verify.diffinterval` alone (sparse products only; every option above is
-ignored), looser and sound.
+:mod:`exactcomp.verify.diffinterval` (sparse products only), looser and sound, and, where ``g``
+equals ``f`` on every layer up to the last sparse one (``cut``: the lossy search edits only
+the dense head), the smaller of it and the bound of the dense tails on a box enclosing ``f``'s
+outputs of layer ``cut - 1`` (:mod:`exactcomp.verify.prefix`): a second charger of the tails,
+with every option above.
 
 The claim a lossy command reports is one :meth:`Charger.proven` of the original against the
 final network, never a sum of per-step charges.
@@ -63,8 +66,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..bounds.interval import intersect, interval_bounds
 from ..domain import Box
-from ..network import Network, is_sparse
+from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from . import falsify
 from .diffbab import bab_difference_bounds
@@ -72,6 +76,7 @@ from .diffinterval import interval_difference
 from .difflp import lp_difference_bounds
 from .diffmilp import milp_within
 from .head import head_bounds, shared_body
+from .prefix import cut, shared_prefix, tail, tail_box
 from .splitting import split_verify
 from .symbolic import Pair, comparable, difference_bounds
 from .tighten import tightened_pair
@@ -91,8 +96,12 @@ class Charger:
         tighten_seconds: float = 0.0,
     ) -> None:
         self.f, self.boxes, self.tol = f, tuple(boxes), tol
-        #: a layer held sparse: the differential interval bound alone (module docstring)
+        #: a layer held sparse: the differential interval bound, and the dense tails' bound
+        #: from layer ``cut`` on where ``g`` shares ``f``'s layers before it (module docstring)
         self.sparse = any(la.sparse for la in f.layers)
+        self.cut = cut(f)
+        self._tail: Charger | None = None
+        self._roots: list | None = None  # sparse: per box, f's bounds of every layer
         outputs = range(f.output_size)
         self._pairs = (
             [] if self.sparse else [Pair.prepare(f, f, b, outputs, tol) for b in self.boxes]
@@ -104,6 +113,20 @@ class Charger:
             self._pairs = [
                 tightened_pair(p, b, share) for p, b in zip(self._pairs, self.boxes, strict=True)
             ]
+        if self.sparse:
+            self._roots = [interval_bounds(f, b, tol=tol) for b in self.boxes]
+            tails = self.cut < len(f.layers) and f.layers[self.cut].in_features > 0
+            if tails and _finite(self._roots):
+                boxes_a = [tail_box(f, self.cut, b, tol) for b in self.boxes]
+                self._tail = Charger(tail(f, self.cut), boxes_a, tol,
+                                     tighten_seconds=tighten_seconds)  # fmt: skip
+                self._roots = [
+                    [
+                        *r[: self.cut],
+                        *(intersect(a, b) for a, b in zip(r[self.cut :], t, strict=True)),
+                    ]
+                    for r, t in zip(self._roots, self._tail.roots(), strict=True)
+                ]
         self.calls = 0
 
     def proven(
@@ -135,7 +158,13 @@ class Charger:
             return 0.0  # the same weights: the same function (the padded bound would be ~1e-7)
         if self.sparse:
             bounds = [interval_difference(self.f, g, b, self.tol) for b in self.boxes]
-            return max(float(max(b.max(initial=0.0), 0.0)) for b in bounds)
+            bound = max(float(max(b.max(initial=0.0), 0.0)) for b in bounds)
+            if self._tail is not None and bound > 0 and shared_prefix(self.f, g) >= self.cut:
+                options = {"split_seconds": split_seconds, "target": target,
+                           "lp_seconds": lp_seconds, "bab_seconds": bab_seconds,
+                           "milp_seconds": milp_seconds, "head_seconds": head_seconds}  # fmt: skip
+                bound = min(bound, self._tail.proven(tail(g, self.cut), **options))
+            return bound
         worst = 0.0
         plain = self._plain or [None] * len(self.boxes)
         for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
@@ -165,6 +194,14 @@ class Charger:
                                                           head_seconds / len(self.boxes)))  # fmt: skip
             worst = max(worst, float(max(per_output.max(initial=0.0), 0.0)))
         return worst
+
+    def roots(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Per box, ``f``'s proven pre-activation bounds of every layer: the symbolic pairs'
+        (tightened when asked); on a sparse network the interval bounds, met with the tail
+        charger's bounds of the tail's layers on its boxes (which enclose ``f``'s there)."""
+        if self._roots is not None:
+            return self._roots
+        return [list(p.root) for p in self._pairs]
 
 
 def _split(f: Network, g: Network, box: Box, target: float, seconds: float):
@@ -212,15 +249,12 @@ def _symbolic(pair: Pair, g: Network, box: Box) -> np.ndarray:
 
 
 def _identical(f: Network, g: Network) -> bool:
-    return all(_same(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
-               for a, b in zip(f.layers, g.layers, strict=True))  # fmt: skip
+    return shared_prefix(f, g) == len(f.layers)
 
 
-def _same(a, b) -> bool:
-    """Two matrices equal entry by entry (dense or ``scipy.sparse``)."""
-    if is_sparse(a) or is_sparse(b):
-        return a.shape == b.shape and not abs(a - b).sum()
-    return bool(np.array_equal(a, b))
+def _finite(roots: list) -> bool:
+    """True when every bound of every box is finite (a box can be built from them)."""
+    return all(np.isfinite(lo).all() and np.isfinite(hi).all() for r in roots for lo, hi in r)
 
 
 def sampled_max_difference(

@@ -47,27 +47,23 @@ from ..network import Layer, Network
 from ..stability.engine import stable_neurons
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import Verdict
+from .prefix import shared_prefix
 
 __all__ = ["HeadBounds", "head_bounds", "rows_rounding", "shared_body"]
 
 
 def shared_body(f: Network, g: Network) -> bool:
-    """True when ``f`` and ``g`` have the same hidden layers exactly and last layers of the
-    same shape without ReLU (dense), so that their difference is affine in the body's output."""
+    """True when ``f`` and ``g`` have the same hidden layers exactly
+    (:func:`~exactcomp.verify.prefix.shared_prefix`: all but the last), none held sparse, and
+    last layers of the same shape without ReLU (dense), so that their difference is affine in
+    the body's output."""
     if len(f.layers) != len(g.layers) or len(f.layers) < 2:
         return False
     a, b = f.layers[-1], g.layers[-1]
     if a.relu or b.relu or a.sparse or b.sparse or a.weight.shape != b.weight.shape:
         return False
-    return all(
-        x.relu == y.relu
-        and not x.sparse
-        and not y.sparse
-        and x.weight.shape == y.weight.shape
-        and np.array_equal(x.weight, y.weight)
-        and np.array_equal(x.bias, y.bias)
-        for x, y in zip(f.layers[:-1], g.layers[:-1], strict=True)
-    )
+    dense = not any(la.sparse for la in (*f.layers[:-1], *g.layers[:-1]))
+    return dense and shared_prefix(f, g) >= len(f.layers) - 1
 
 
 def rows_rounding(

@@ -26,8 +26,9 @@ from exactcomp.rewrite.channels import choose_structured
 from exactcomp.testing.random_conv import as_sparse, random_conv_case
 from exactcomp.verdicts import LayerStability, StabilityReport, Verdict
 from exactcomp.verify import EquivalenceStatus
+from exactcomp.verify.cone_recheck import recheck_by_cones
 from exactcomp.verify.falsify import candidate_points
-from exactcomp.verify.sparse import constant_units, match_removal, recheck_by_cones
+from exactcomp.verify.sparse import constant_units, match_removal
 
 # seeds whose compression removes channels: inactive (4, 8), dead and pooled (6, 7), and
 # constant channels folded into the next bias (9, 11: a float64 fold, bounded exactly)

@@ -122,7 +122,8 @@ def _verify_sparse(fn, gn, boxes, mode, tol, time_limit, certificates, rechecked
     """:func:`verify_equivalence` for networks with sparse layers: only from certificates,
     re-proven cone by cone, and ``g`` checked to be ``f`` with proven-zero units removed
     (:mod:`exactcomp.verify.sparse`)."""
-    from ..verify.sparse import recheck_by_cones, verify_by_claims
+    from ..verify.cone_recheck import recheck_by_cones
+    from ..verify.sparse import verify_by_claims
 
     if certificates is None:
         for net, name in ((fn, "the first"), (gn, "the second")):
@@ -395,7 +396,7 @@ def recheck_certificates(
     net = load(model, trust_pickle=trust_pickle)
     boxes = bind_domain(domain, net)
     if any(la.sparse for la in net.layers):  # too large to re-check whole: cone by cone
-        from ..verify.sparse import recheck_by_cones
+        from ..verify.cone_recheck import recheck_by_cones
 
         return recheck_by_cones(
             net, report, boxes, time_limit=time_limit, tol=tol, progress=progress

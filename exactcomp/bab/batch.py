@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds.interval import Bounds, pad
+from ..bounds.interval import Bounds, interval_rows, pad
 from ..bounds.linear import relu_relaxation
 from ..network import Network
 from ..tolerances import Tolerances
@@ -68,16 +68,6 @@ def _f64(a: np.ndarray) -> np.ndarray:
 def _bmv(a: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Batched matrix-vector product: ``a[B, r, n] . v[B, n] -> [B, r]``."""
     return np.matmul(a, v[:, :, None])[:, :, 0]
-
-
-def _interval(w: np.ndarray, b: np.ndarray, plo, phi, tol: Tolerances) -> Bounds:
-    """Interval bounds of ``z = W h + b`` for ``h`` in ``[plo, phi]`` (rows: boxes)."""
-    wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
-    zlo = plo @ wp.T + phi @ wn.T + b
-    zhi = phi @ wp.T + plo @ wn.T + b
-    p = pad(np.maximum(np.abs(plo), np.abs(phi)) @ np.abs(w).T + np.abs(b), tol)
-    zlo, zhi = zlo - p, zhi + p
-    return np.where(np.isnan(zlo), -np.inf, zlo), np.where(np.isnan(zhi), np.inf, zhi)
 
 
 def _post(net: Network, j: int, lo: np.ndarray, hi: np.ndarray) -> Bounds:
@@ -244,7 +234,7 @@ def batch_bounds(
     with np.errstate(over="ignore", invalid="ignore"):
         for j in range(k + 1):
             layer = net.layers[j]
-            lo, hi = _interval(_f64(layer.weight), _f64(layer.bias), plo, phi, tol)
+            lo, hi = interval_rows(_f64(layer.weight), _f64(layer.bias), plo, phi, tol)
             lo, hi = np.maximum(lo, known[j][0]), np.minimum(hi, known[j][1])
             if parent is not None:
                 lo, hi = np.maximum(lo, parent[j][0]), np.minimum(hi, parent[j][1])

@@ -47,6 +47,18 @@ def interval_layer(
     return zlo, np.where(np.isnan(zhi), np.inf, zhi)
 
 
+def interval_rows(w: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol: Tolerances):
+    """:func:`interval_layer` for a dense ``W`` on many inputs at once: each row of ``lo, hi``
+    (shape (N, n)) is one box of ``h``; returns bounds of shape (N, m), padded the same way."""
+    wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        zlo = lo @ wp.T + hi @ wn.T + b
+        zhi = hi @ wp.T + lo @ wn.T + b
+        p = pad(np.maximum(np.abs(lo), np.abs(hi)) @ np.abs(w).T + np.abs(b), tol)
+        zlo, zhi = zlo - p, zhi + p
+    return np.where(np.isnan(zlo), -np.inf, zlo), np.where(np.isnan(zhi), np.inf, zhi)
+
+
 def minus(a, b):
     """``a - b`` for two matrices of one shape, dense or ``scipy.sparse`` (kept sparse when
     either is)."""

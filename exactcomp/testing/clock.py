@@ -49,6 +49,7 @@ CLOCKED = (
     "exactcomp.stability.phases",
     "exactcomp.stability.region_search",
     "exactcomp.verify.charge",
+    "exactcomp.verify.cone_recheck",
     "exactcomp.verify.margin",
     "exactcomp.verify.diffbab",
     "exactcomp.verify.differential",

@@ -119,12 +119,14 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..bounds.batched import static_pad
+from ..bounds.interval import interval_rows
 from ..bounds.linear import linear_bounds
 from ..bounds.linear import relu_relaxation as crown_relaxation
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from .backward import Relaxation, output_bounds, ragged_difference_bounds, relu_relaxation
+from .forms import Forms, choose, scaled
 from .ragged import ragged_layer_bounds
 
 BACKWARD = True  # also bound the outputs by back-substitution (exactcomp.verify.backward)
@@ -156,77 +158,6 @@ def paired(f: Network, g: Network, points: np.ndarray, rel: float = 0.25) -> boo
         if (np.abs(zg - zf).max(axis=0) > rel * scale).any():
             return False
     return True
-
-
-# ---------------------------------------------------------------------------- affine forms
-# A batch of affine functions of x is an array E of shape (N, d + 1, n): E[:, :d, j] are the
-# coefficients of function j on box N, E[:, d, j] its constant.
-
-
-class _Forms:
-    """Concretisation and padding helpers for one batch of boxes."""
-
-    def __init__(self, lo: np.ndarray, hi: np.ndarray, mag: np.ndarray, tol: Tolerances):
-        self.c, self.r = (lo + hi) / 2, (hi - lo) / 2
-        self.mag = mag  # max |x| over the root box, per input (d,)
-        self.d, self.tol = lo.shape[1], tol
-
-    def size(self, e: np.ndarray) -> np.ndarray:
-        """``T(E)``: the largest sum of absolute terms of each function over the root box."""
-        return self.mag @ np.abs(e[:, : self.d]) + np.abs(e[:, self.d])
-
-    def pad(self, scale: np.ndarray) -> np.ndarray:
-        return self.tol.bound_abs + self.tol.bound_rel * scale
-
-    def _ends(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each function's value at its box's centre, and its radius over the box plus the pad."""
-        d = self.d
-        ae = np.abs(e[:, :d])
-        mid = (self.c[:, None, :] @ e[:, :d])[:, 0] + e[:, d]
-        rad = (self.r[:, None, :] @ ae)[:, 0]
-        return mid, rad + self.pad(self.mag @ ae + np.abs(e[:, d]))
-
-    def low(self, e: np.ndarray) -> np.ndarray:
-        """Sound minimum of each function over its box."""
-        mid, rad = self._ends(e)
-        return mid - rad
-
-    def high(self, e: np.ndarray) -> np.ndarray:
-        """Sound maximum of each function over its box."""
-        mid, rad = self._ends(e)
-        return mid + rad
-
-    def affine(self, w, b, lo_e, up_e) -> tuple[np.ndarray, np.ndarray]:
-        """Bounds of ``W a + b`` from ``lo_e <= a <= up_e``, padded."""
-        m, r = (lo_e + up_e) / 2, (up_e - lo_e) / 2
-        mid, rad = m @ w.T, r @ np.abs(w).T
-        scale = (self.size(lo_e) + self.size(up_e)) @ np.abs(w).T + np.abs(b)
-        mid[:, self.d] += b
-        lo_n, up_n = mid - rad, mid + rad
-        p = self.pad(scale)
-        lo_n[:, self.d] -= p
-        up_n[:, self.d] += p
-        return lo_n, up_n
-
-
-def _interval(w, b, lo, hi, tol: Tolerances) -> tuple[np.ndarray, np.ndarray]:
-    """Interval arithmetic for a batch: ``lo, hi`` of shape (N, n)."""
-    m, r = (lo + hi) / 2, (hi - lo) / 2
-    mid, rad = m @ w.T + b, r @ np.abs(w).T
-    p = tol.bound_abs + tol.bound_rel * (np.maximum(np.abs(lo), np.abs(hi)) @ np.abs(w).T + abs(b))
-    return mid - rad - p, mid + rad + p
-
-
-def _where(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per function (last axis) choice between two batches of affine forms."""
-    return np.where(mask[:, None, :], a, b)
-
-
-def _scaled(e: np.ndarray, s: np.ndarray, shift: np.ndarray, forms: _Forms) -> np.ndarray:
-    """``s (E - shift)`` per function, unpadded (the caller pads)."""
-    out = e * s[:, None, :]
-    out[:, forms.d] -= s * shift
-    return out
 
 
 @dataclass(frozen=True)
@@ -302,7 +233,7 @@ def _difference_bounds(
     child); they are intersected in (monotone refinement), before deciding which neurons
     need back-substitution."""
     f, g, outputs, mag, tol = pair.f, pair.g, pair.outputs, pair.mag, pair.tol
-    forms = _Forms(lo, hi, mag, tol)
+    forms = Forms(lo, hi, mag, tol)
     n_box, d = lo.shape
     eye = np.zeros((n_box, d + 1, d))
     eye[:, np.arange(d), np.arange(d)] = 1.0
@@ -323,7 +254,7 @@ def _difference_bounds(
         dw, db = wg - wf, bg - bf
         # f's pre-activation
         zf_lo, zf_hi = forms.affine(wf, bf, x_lo, x_hi)
-        il, ih = _interval(wf, bf, cur_lo, cur_hi, tol)
+        il, ih = interval_rows(wf, bf, cur_lo, cur_hi, tol)
         lf, uf = np.maximum(forms.low(zf_lo), il), np.minimum(forms.high(zf_hi), ih)
         width = lf.shape[1]
         if known is not None and k < last:
@@ -391,7 +322,7 @@ def _difference_bounds(
         # the chord of the upper form over [max(l, min Z_hi), u] (see "Tighter chords")
         lf_c = np.minimum(np.maximum(lf, forms.low(zf_hi)), 0.0)
         s = np.where(unst, uf / np.where(unst, uf - lf_c, 1.0), act_f.astype(float))
-        h_hi = _scaled(zf_hi, s, np.where(unst, lf_c, 0.0), forms)
+        h_hi = scaled(zf_hi, s, np.where(unst, lf_c, 0.0), forms)
         alpha = np.where(unst, (uf > -lf).astype(float), s)  # lower slope: CROWN's choice
         h_lo = zf_lo * alpha[:, None, :]
         p = forms.pad(np.maximum(s, alpha) * (forms.size(zf_hi) + forms.size(zf_lo) + np.abs(lf)))
@@ -405,22 +336,22 @@ def _difference_bounds(
         both_l, both_u = (dl < 0) & (du_l > 0), (dl_u < 0) & (du > 0)
         sl = np.where(both_l, -dl / np.where(both_l, du_l - dl, 1.0), 0.0)
         su = np.where(both_u, du / np.where(both_u, du - dl_u, 1.0), 0.0)
-        chord_lo = _scaled(d_lo, sl, du_l, forms)
-        chord_hi = _scaled(d_hi, su, dl_u, forms)
-        gen_lo = _where(dl >= 0, zero, _where(du_l <= 0, d_lo, chord_lo))
-        gen_hi = _where(du <= 0, zero, _where(dl_u >= 0, d_hi, chord_hi))
-        lo_e = _where(act_f, d_lo, _where(ina_f, zero, gen_lo))
-        hi_e = _where(act_g, d_hi, _where(ina_g, zero, gen_hi))
+        chord_lo = scaled(d_lo, sl, du_l, forms)
+        chord_hi = scaled(d_hi, su, dl_u, forms)
+        gen_lo = choose(dl >= 0, zero, choose(du_l <= 0, d_lo, chord_lo))
+        gen_hi = choose(du <= 0, zero, choose(dl_u >= 0, d_hi, chord_hi))
+        lo_e = choose(act_f, d_lo, choose(ina_f, zero, gen_lo))
+        hi_e = choose(act_g, d_hi, choose(ina_g, zero, gen_hi))
         # exact cases
-        lo_e = _where(act_f & ina_g, -zf_hi, _where(ina_f & act_g, zf_lo + d_lo, lo_e))
-        hi_e = _where(act_f & ina_g, -zf_lo, _where(ina_f & act_g, zf_hi + d_hi, hi_e))
+        lo_e = choose(act_f & ina_g, -zf_hi, choose(ina_f & act_g, zf_lo + d_lo, lo_e))
+        hi_e = choose(act_f & ina_g, -zf_lo, choose(ina_f & act_g, zf_hi + d_hi, hi_e))
         # the other route: bounds of a^g (g's own relaxation, z^g = z^f + d) minus those of
         # a^f; it shrinks with g's range where the one above shrinks only with d's
         mid_g = ~(act_g | ina_g)
         zg_hi = zf_hi + d_hi
         lg_c = np.minimum(np.maximum(lg, forms.low(zg_hi)), 0.0)
         sg = np.where(mid_g, ug / np.where(mid_g, ug - lg_c, 1.0), act_g.astype(float))
-        alt_hi = _scaled(zg_hi, sg, np.where(mid_g, lg_c, 0.0), forms) - h_lo
+        alt_hi = scaled(zg_hi, sg, np.where(mid_g, lg_c, 0.0), forms) - h_lo
         alpha_g = np.where(mid_g, (ug > -lg).astype(float), sg)
         alt_lo = (zf_lo + d_lo) * alpha_g[:, None, :] - h_hi
         p = forms.pad(
@@ -441,8 +372,8 @@ def _difference_bounds(
         use_lo = forms.low(alt_lo) > forms.low(lo_e)
         use_hi = forms.high(alt_hi) < forms.high(hi_e)
         relax.append(relu_relaxation(lf, uf, dl, du, lg, ug, use_lo, use_hi))
-        lo_e = _where(use_lo, alt_lo, lo_e)
-        hi_e = _where(use_hi, alt_hi, hi_e)
+        lo_e = choose(use_lo, alt_lo, lo_e)
+        hi_e = choose(use_hi, alt_hi, hi_e)
         dl_e, dh_e = lo_e, hi_e
         x_lo, x_hi = h_lo, h_hi
         cur_lo, cur_hi = np.maximum(lf, 0.0), np.maximum(uf, 0.0)

@@ -93,7 +93,9 @@ def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
             continue
         c.findings.extend(found)
         try:
-            exact = exact_max_difference(case.network, res.network, case.box).value
+            exact = exact_max_difference(
+                case.network, res.network, case.box, max_regions=opts.max_regions
+            ).value
         except OracleError as exc:
             c.notes.append(f"{what}: oracle skipped: {exc}")
             continue
@@ -158,7 +160,7 @@ def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[d
 def _check_bound(c: Checker, f: Network, g: Network, proven: float, what: str, scale: float):
     """1 when the exact max |f - g| was compared with ``proven`` (a finding if above it)."""
     try:
-        exact = exact_max_difference(f, g, c.box).value
+        exact = exact_max_difference(f, g, c.box, max_regions=c.opts.max_regions).value
     except OracleError as exc:
         c.notes.append(f"{what}: oracle skipped: {exc}")
         return 0

@@ -151,7 +151,9 @@ def lossy_checks(c: Checker, g: Network, extra: Extra) -> list[Finding]:
             extra.refused += 1
             continue
         try:
-            exact = exact_max_difference(src, res.network, c.box).value
+            exact = exact_max_difference(
+                src, res.network, c.box, max_regions=c.opts.max_regions
+            ).value
         except OracleError as exc:
             c.notes.append(f"{what}: oracle skipped: {exc}")
             continue

@@ -274,7 +274,7 @@ class PoolLevel:
         return replace(self, level=level)
 
 
-def _windows(pool: PoolLevel) -> list[list[int]]:
+def pool_windows(pool: PoolLevel) -> list[list[int]]:
     """Per output position of one channel, the flat input positions of its window."""
     (_, h, w), (kh, kw), (s0, s1) = pool.in_shape, pool.kernel, pool.strides
     top, left = pool.pads[:2]
@@ -338,7 +338,7 @@ def pool_matrices(pool: PoolLevel) -> list[tuple[np.ndarray, np.ndarray]]:
     out of their windows. Exact in real arithmetic; a MILP sees only ReLUs and linear maps.
     """
     (_, h, w) = pool.in_shape
-    wins = _windows(pool)
+    wins = pool_windows(pool)
     if any(not win for win in wins):
         raise ValueError("a pooling window lies entirely in the padding")
     if pool.kind == "average":

@@ -20,6 +20,7 @@ import numpy as np
 from ..domain import Box
 from ..network import Layer, Network, is_sparse
 from ..tolerances import DEFAULT, Tolerances
+from .pool_block import max_pool_blocks
 
 Bounds = tuple[np.ndarray, np.ndarray]
 
@@ -126,12 +127,19 @@ def interval_bounds(
     tol: Tolerances = DEFAULT,
 ) -> list[Bounds]:
     """Pre-activation bounds of every layer; ``prior[k]``, if given, are already-proven bounds
-    of layer ``k`` that are intersected in before propagating further (progressive tightening)."""
+    of layer ``k`` that are intersected in before propagating further (progressive tightening).
+    A checked max-pool block's outputs also get the maxima of its windows' input bounds
+    (:mod:`exactcomp.bounds.pool_block`)."""
     box.check_size(network.input_size)
+    blocks = max_pool_blocks(network)
     lo, hi = box.lower, box.upper
+    inputs: list[Bounds] = []
     out: list[Bounds] = []
     for k, layer in enumerate(network.layers):
+        inputs.append((lo, hi))
         zb = interval_layer(layer, lo, hi, tol)
+        if k in blocks:  # a max-pool's outputs: the maxima of its windows' bounds
+            zb = intersect(zb, blocks[k].bounds(*inputs[blocks[k].first]))
         if prior is not None and k < len(prior):
             zb = intersect(zb, prior[k])
         out.append(zb)

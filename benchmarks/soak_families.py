@@ -44,6 +44,11 @@ family                  cases                                           checks
                         weights ``1e-8..1e4``, affine and constant      equivalence, files,
                         networks                                        lossy bounds, the CLI
                                                                         (:mod:`.soak_degenerate`)
+``pools``               :func:`~exactcomp.testing.random_conv.          bounds, claims (dense
+                        random_pool_case`: max-pools of every           and sparse) and the
+                        geometry on 2-3 inputs, signed, mistagged and   differential bound vs
+                        altered blocks                                  the exact oracle
+                                                                        (:mod:`.soak_pools`)
 ======================  ==============================================  =====================
 
 Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 13 random;
@@ -82,6 +87,7 @@ FAMILIES = (
     "conv-lossy",
     "conv-compress",
     "degenerate",
+    "pools",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
 ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits", "degenerate")
@@ -113,7 +119,7 @@ def parse_families(text: str) -> tuple[str, ...]:
 def family_for(seed: int, families: Sequence[str]) -> str:
     """The family of case ``seed``: :data:`ROTATION` restricted to ``families`` (plus
     the conv families when they are named)."""
-    extra = ("conv", "conv-sparse", "conv-residual", "conv-lossy", "conv-compress")
+    extra = ("conv", "conv-sparse", "conv-residual", "conv-lossy", "conv-compress", "pools")
     rotation = [f for f in (*ROTATION, *extra) if f in families]
     return rotation[seed % len(rotation)]
 
@@ -160,6 +166,10 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         from .soak_conv_lossy import run_conv_compress_case
 
         return run_conv_compress_case(seed, opts, method)
+    if family == "pools":
+        from .soak_pools import run_pool_case
+
+        return run_pool_case(seed, opts, method)
     if family == "degenerate":
         from .soak_degenerate import run_degenerate_case
 

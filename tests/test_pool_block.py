@@ -162,3 +162,33 @@ def test_the_differential_bound_holds_and_is_tighter_through_max_pools(seed, mon
     assert exact <= bound.max() + 1e-12
     _without_blocks(monkeypatch)
     assert np.all(bound <= interval_difference(f, g, box) + 1e-12)
+
+
+def test_pool_cases_draw_trusted_signed_mistagged_and_altered_blocks():
+    """Over 30 seeds the soak's generator (``pools`` family) draws each kind of block."""
+    from exactcomp.testing.random_conv import random_pool_case
+
+    kinds = set()
+    for seed in range(30):
+        net = random_pool_case(seed).network
+        tag = net.layers[1].structure
+        trusted = bool(max_pool_blocks(net))
+        kinds.add(("trusted" if trusted else "refused", tag.nonneg, net.layers[0].relu))
+    assert {("trusted", True, True), ("trusted", False, False)} <= kinds
+    assert {("refused", True, False), ("refused", True, True)} <= kinds
+
+
+def test_the_pools_soak_flags_a_block_trusted_without_its_check(monkeypatch):
+    """With the matrices no longer checked against the tag, the altered block of case 1 is
+    bounded as a max-pool and the oracle's exact ranges fall outside the bounds."""
+    from benchmarks.soak_pools import run_pool_case
+    from exactcomp.testing.soak_results import SoakOptions
+
+    def trusting(layers, first, pool):
+        return pool_block.MaxPoolBlock(first, first + pool.levels, pool_block._window_array(pool))
+
+    monkeypatch.setattr(pool_block, "_checked", trusting)
+    monkeypatch.setattr(pool_block, "_CACHE", type(pool_block._CACHE)())
+    _, result = run_pool_case(1, SoakOptions(), "fast")
+    assert any(f.kind == "bound" for f in result.findings)
+    assert not result.errors

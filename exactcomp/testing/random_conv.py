@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..conv import ConvSpec, PoolLevel, pool_layers
+from ..conv import ConvSpec, PoolLevel, pool_layers, pool_windows
 from ..domain import Box
 from ..network import Layer, Network
 from .random_networks import Case, random_box
@@ -123,6 +123,67 @@ def _pool(rng: np.random.Generator, shape: tuple[int, int, int]) -> list[Layer]:
         t = PoolLevel(kind, shape, (2, 2), s, (0, 0, 0, 0), level, levels, True)
         out.append(Layer(w, b, level < levels, t))
     return out
+
+
+def random_pool_case(seed: int, *, inputs: int | None = None) -> Case:
+    """A max-pool between a dense layer and a dense head, on 2-3 inputs (``inputs``): the
+    failure modes of bounding a pool by its windows (:mod:`exactcomp.bounds.pool_block`).
+
+    The pool's geometry is drawn wide (kernels 1-3 x 1-3 but not 1 x 1, strides 1-3, padding
+    below the kernel on each side, 1-2 channels of 2-4 x 2-4). The layer before is a ReLU layer (a non-negative
+    block, as the readers build after a ReLU) or, one seed in three, linear (a signed block);
+    one seed in five the block claims a non-negative input after that linear layer (a tag the
+    readers never write: its carries then compute ``max(b, -1)``, not ``b``), and one seed in
+    four one entry, bias or ReLU of a level differs from the tag. A dense ReLU layer follows
+    the pool on odd seeds. Bounds that trust such a tag would be caught by the exact oracle.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(inputs or rng.integers(2, 4))
+    while True:
+        shape = (int(rng.integers(1, 3)), int(rng.integers(2, 5)), int(rng.integers(2, 5)))
+        kernel = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        if kernel == (1, 1):
+            continue
+        strides = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        pads = tuple(int(rng.integers(0, kernel[i % 2])) for i in range(4))
+        tag = PoolLevel("max", shape, kernel, strides, pads)
+        oh, ow = tag.out_hw
+        if oh >= 1 and ow >= 1 and all(pool_windows(tag)):
+            break
+    linear = seed % 3 == 0
+    nonneg = not linear or seed % 5 == 0
+    tag = PoolLevel("max", shape, kernel, strides, pads, nonneg=nonneg)
+    units = int(np.prod(shape))
+    layers = [Layer(rng.normal(size=(units, n)).round(3), rng.normal(size=units).round(3),
+                    not linear)]  # fmt: skip
+    mats = pool_layers(tag)
+    levels = len(mats) - 1
+    for level, (w, b) in enumerate(mats):
+        t = PoolLevel("max", shape, kernel, strides, pads, level, levels, nonneg)
+        layers.append(Layer(w, b, level < levels, t))
+    if seed % 4 == 1:
+        k = 1 + int(rng.integers(0, levels + 1))
+        layers[k] = _mutated(rng, layers[k])
+    width = mats[-1][0].shape[0]
+    if seed % 2:
+        layers.append(Layer(rng.normal(size=(3, width)).round(3), rng.normal(size=3), True))
+        width = 3
+    layers.append(Layer(rng.normal(size=(2, width)).round(3), rng.normal(size=2), False))
+    return Case(Network(tuple(layers), dtype="float64"), random_box(rng, n), seed)
+
+
+def _mutated(rng: np.random.Generator, la: Layer) -> Layer:
+    """``la`` with one entry or its bias moved, or its ReLU flipped; the same tag."""
+    w, b, relu = np.array(la.weight), np.array(la.bias), la.relu
+    what = int(rng.integers(0, 3))
+    if what == 0:
+        i, j = np.argwhere(w != 0)[int(rng.integers(0, np.count_nonzero(w)))]
+        w[i, j] *= 1.5
+    elif what == 1:
+        b[int(rng.integers(0, len(b)))] += 0.5
+    else:
+        relu = not relu
+    return Layer(w, b, relu, la.structure)
 
 
 def as_sparse(net: Network) -> Network:

@@ -48,7 +48,7 @@ family                  cases                                           checks
                         random_pool_case`: max-pools of every           and sparse) and the
                         geometry on 2-3 inputs, signed, mistagged and   differential bound vs
                         altered blocks                                  the exact oracle
-                                                                        (:mod:`.soak_pools`)
+                                                                        (``testing.pool_checks``)
 ======================  ==============================================  =====================
 
 Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 13 random;
@@ -167,7 +167,7 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
 
         return run_conv_compress_case(seed, opts, method)
     if family == "pools":
-        from .soak_pools import run_pool_case
+        from exactcomp.testing.pool_checks import run_pool_case
 
         return run_pool_case(seed, opts, method)
     if family == "degenerate":

@@ -181,7 +181,7 @@ def test_pool_cases_draw_trusted_signed_mistagged_and_altered_blocks():
 def test_the_pools_soak_flags_a_block_trusted_without_its_check(monkeypatch):
     """With the matrices no longer checked against the tag, the altered block of case 1 is
     bounded as a max-pool and the oracle's exact ranges fall outside the bounds."""
-    from benchmarks.soak_pools import run_pool_case
+    from exactcomp.testing.pool_checks import run_pool_case
     from exactcomp.testing.soak_results import SoakOptions
 
     def trusting(layers, first, pool):

@@ -22,17 +22,17 @@ import dataclasses
 import time
 from collections import Counter
 
-from exactcomp import api
-from exactcomp.bounds.interval import interval_bounds
-from exactcomp.bounds.pool_block import max_pool_blocks
-from exactcomp.rewrite.quantize import quantize_network
-from exactcomp.testing.oracle import OracleError
-from exactcomp.testing.oracle import max_output_difference as exact_max_difference
-from exactcomp.testing.random_conv import as_sparse, random_pool_case
-from exactcomp.testing.soak_checks import Checker
-from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions, skipped_result
-from exactcomp.verdicts import Verdict
-from exactcomp.verify.diffinterval import interval_difference
+from ..bounds.interval import interval_bounds
+from ..bounds.pool_block import max_pool_blocks
+from ..rewrite.quantize import quantize_network
+from ..stability import stable_neurons
+from ..verdicts import Verdict
+from ..verify.diffinterval import interval_difference
+from .oracle import OracleError
+from .oracle import max_output_difference as exact_max_difference
+from .random_conv import as_sparse, random_pool_case
+from .soak_checks import Checker
+from .soak_results import CaseResult, Finding, SoakOptions, skipped_result
 
 BITS = (8, 4, 3, 2)
 
@@ -57,7 +57,7 @@ def run_pool_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, Case
     for name, net in (("dense", f), ("sparse", sparse)):
         report = c.guard(
             f"stable_neurons[{method}, {name}]",
-            lambda net=net: api.stable_neurons(
+            lambda net=net: stable_neurons(
                 net, box, method=method, jobs=1, time_limit=opts.time_limit, seed=seed
             ),
         )

@@ -7,7 +7,8 @@ tag), checked against the exact oracle of the same network:
 
 - ``bound``: every bound of :meth:`~exactcomp.testing.soak_checks.Checker.all_bounds` held
   dense, and the interval bounds held sparse, contain the exact pre-activation ranges;
-- ``stable``: the claims of ``stable_neurons`` held dense and held sparse (cone by cone);
+- ``stable``: the claims of :func:`exactcomp.api.stable_neurons` held dense and held sparse
+  (cone by cone);
 - ``lossy-bound``: for the case quantised to 8, 4, 3 or 2 bits (by seed), the differential
   interval bound (:func:`~exactcomp.verify.diffinterval.interval_difference`), dense and
   sparse, is at least the exact ``max |f - g|``.
@@ -22,10 +23,10 @@ import dataclasses
 import time
 from collections import Counter
 
+from .. import api
 from ..bounds.interval import interval_bounds
 from ..bounds.pool_block import max_pool_blocks
 from ..rewrite.quantize import quantize_network
-from ..stability import stable_neurons
 from ..verdicts import Verdict
 from ..verify.diffinterval import interval_difference
 from .oracle import OracleError
@@ -57,7 +58,7 @@ def run_pool_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, Case
     for name, net in (("dense", f), ("sparse", sparse)):
         report = c.guard(
             f"stable_neurons[{method}, {name}]",
-            lambda net=net: stable_neurons(
+            lambda net=net: api.stable_neurons(
                 net, box, method=method, jobs=1, time_limit=opts.time_limit, seed=seed
             ),
         )

@@ -61,8 +61,11 @@ def test_adaptive_avg_pool_that_does_not_divide_is_refused_by_name() -> None:
 
 
 # ----------------------------------------------------------------------------- softmax heads
-def _onnx_mlp(path, op: str | None, opset: int, axis: int | None = None) -> None:
-    """x[N, 4] -> Gemm -> Relu -> Gemm -> (op over axis) -> p[N, 3], as exporters write it."""
+def _onnx_mlp(
+    path, op: str | None, opset: int, axis: int | None = None, identity: bool = False
+) -> None:
+    """x[N, 4] -> Gemm -> Relu -> Gemm -> (op over axis) -> (Identity) -> p[N, 3], as
+    exporters write it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -75,7 +78,10 @@ def _onnx_mlp(path, op: str | None, opset: int, axis: int | None = None) -> None
         helper.make_node("Gemm", ["r", "W2", "b2"], ["y" if op else "p"], transB=1),
     ]
     if op:
-        nodes.append(helper.make_node(op, ["y"], ["p"], **({} if axis is None else {"axis": axis})))
+        attrs = {} if axis is None else {"axis": axis}
+        nodes.append(helper.make_node(op, ["y"], ["q" if identity else "p"], **attrs))
+    if identity:
+        nodes.append(helper.make_node("Identity", ["q"], ["p"]))
     graph = helper.make_graph(
         nodes,
         "g",
@@ -142,6 +148,20 @@ def test_torch_softmax_head_reaches_a_written_onnx(tmp_path, capsys) -> None:
         want = m.double()(torch.tensor(x)).numpy()
     assert np.abs(_ort(out, x) - want).max() < 1e-5
     capsys.readouterr()
+
+
+def test_head_named_through_an_identity_is_kept(tmp_path) -> None:
+    """Gemm -> Relu -> Gemm -> Softmax -> Identity -> p (a graph that names its output with
+    an Identity, found by the ``readers`` soak, seed 0): before, the head was looked for only
+    at the output, so the Softmax was met inside the graph and refused as "not affine"."""
+    src = tmp_path / "m.onnx"
+    _onnx_mlp(src, "Softmax", 13, identity=True)
+    net = load(src)
+    assert net.meta["head"] == "softmax"
+    x = np.random.default_rng(1).uniform(-1, 1, (40, 4)).astype(np.float32)
+    z = net.forward(x.astype(np.float64))
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    assert np.abs(p / p.sum(axis=1, keepdims=True) - _ort(src, x)).max() < 1e-6
 
 
 def test_softmax_over_the_batch_axis_is_refused_by_name(tmp_path) -> None:

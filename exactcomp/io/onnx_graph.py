@@ -96,10 +96,20 @@ HEAD_OPS = {"Softmax": "softmax", "LogSoftmax": "log_softmax"}
 
 
 def _head_node(graph: onnx.GraphProto, output: str) -> tuple[int, onnx.NodeProto] | None:
-    """The final Softmax/LogSoftmax node producing ``output`` (index, node), or None."""
-    for i, node in enumerate(graph.node):
-        if output in node.output and node.op_type in HEAD_OPS and node.domain in ("", "ai.onnx"):
+    """The final head node (index, node) producing ``output``, directly or through
+    ``Identity`` nodes (as exporters and hand-written graphs name their output), or None."""
+    producers = {name: (i, node) for i, node in enumerate(graph.node) for name in node.output}
+    for _ in range(len(graph.node)):  # a malformed cycle of Identity nodes ends here
+        if output not in producers:
+            return None
+        i, node = producers[output]
+        if node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type in HEAD_OPS:
             return i, node
+        if node.op_type != "Identity" or not node.input:
+            return None
+        output = node.input[0]
     return None
 
 

@@ -45,7 +45,7 @@ from exactcomp.testing.reader_checks import check_written, compare, onnxruntime_
 from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 
 FORMS = ("module", "pickle", "state_dict", "checkpoint", "script", "onnx", "onnx-hand", "nnet")
-HEADS = ("", "", "Softmax", "LogSoftmax")
+HEADS = ("", "", "Softmax", "LogSoftmax", "Sigmoid", "Tanh")
 VARIANTS = ("plain", "plain", "flatten", "bn", "bn-after-relu", "conv")
 TORCH_FORMS = ("module", "pickle", "state_dict", "checkpoint", "script")
 
@@ -234,7 +234,7 @@ def _hand_onnx(case: ReaderCase, model: Any) -> bytes:
     """``model`` as an ONNX graph written by hand: a ``Flatten`` or ``Reshape([-1, n])`` in
     front (``flatten`` variant), each Linear as ``Gemm(transB=1)`` or ``MatMul`` + ``Add``
     (by the seed's bits), ``Relu``, and the head node."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     dt = np.dtype(case.dtype)
     elem = helper.np_dtype_to_tensor_dtype(dt)

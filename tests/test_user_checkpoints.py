@@ -259,3 +259,81 @@ def test_float16_checkpoint_compressed_to_onnx_is_read_back(tmp_path, capsys) ->
     assert np.abs(load(out).forward(x) - want).max() == 0.0
     assert np.abs(_ort(out, x) - want).max() < 1e-5
     capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- sigmoid, tanh
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+@pytest.mark.parametrize("form", ["pickle", "script"])
+@pytest.mark.parametrize("head", ["Sigmoid", "Tanh"])
+def test_torch_sigmoid_tanh_head_is_kept_and_written_back(tmp_path, capsys, head, form):
+    """nn.Sequential(..., nn.Sigmoid()) / nn.Tanh(): read as logits + head (before: refused
+    by name), compressed to .onnx and .pt files that compute what torch computes."""
+    from exactcomp.cli import main
+    from exactcomp.io import to_torch_module
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3), getattr(nn, head)()).eval()
+    src = tmp_path / "m.pt"
+    torch.save(m, src) if form == "pickle" else torch.jit.save(torch.jit.script(m), src)
+    net = load(src, trust_pickle=True)
+    assert net.meta["head"] == head.lower() and net.output_size == 3
+    x = np.random.default_rng(1).uniform(-1, 1, (40, 4))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    for suffix in (".onnx", ".pt"):
+        out = tmp_path / f"c{suffix}"
+        argv = ["compress", str(src), "--trust-pickle", "--box=-1,1", "-o", str(out), "--quiet"]
+        assert main(argv) == 0
+        back = load(out)
+        assert back.meta["head"] == head.lower()
+        if suffix == ".onnx":
+            got = _ort(out, x)
+        else:
+            got = to_torch_module(back)(torch.tensor(x, dtype=torch.float32)).detach().numpy()
+        assert np.abs(got - want).max() < 1e-6, suffix
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
+def test_onnx_sigmoid_tanh_head_is_kept_and_written_back(tmp_path, capsys, op) -> None:
+    """An ONNX graph ending in Sigmoid / Tanh (through an Identity or not): the head is kept
+    and the compressed .onnx computes what onnxruntime computes on the source file."""
+    from exactcomp.cli import main
+
+    x = np.random.default_rng(1).uniform(-1, 1, (40, 4)).astype(np.float32)
+    for identity in (False, True):
+        src, out = tmp_path / "m.onnx", tmp_path / "c.onnx"
+        _onnx_mlp(src, op, 13, identity=identity)
+        assert load(src).meta["head"] == op.lower()
+        assert main(["compress", str(src), "--box=-1,1", "-o", str(out), "--quiet"]) == 0
+        assert np.abs(_ort(out, x) - _ort(src, x)).max() < 1e-6
+    capsys.readouterr()
+
+
+def test_sigmoid_before_the_last_layer_is_refused_by_name() -> None:
+    """A Sigmoid inside the network is not a head: refused, naming the layer after it."""
+    m = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 3)).eval()
+    with pytest.raises(UnsupportedModelError, match="Linear '2' follows the Sigmoid '1'"):
+        load(m)
+
+
+def test_tolerance_with_a_sigmoid_head_bounds_the_probabilities(tmp_path, capsys) -> None:
+    """``compress --tol t`` bounds the logits' difference by ``t``; through a sigmoid
+    (1/4-Lipschitz) the probabilities differ by at most ``t / 4`` (exactcomp.io.heads)."""
+    from exactcomp.cli import main
+
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2), nn.Sigmoid()).eval()
+    src, out, tol = tmp_path / "m.pt", tmp_path / "c.onnx", 0.2
+    torch.save(m, src)
+    argv = ["compress", str(src), "--trust-pickle", "--box=-1,1", "--tol", str(tol)]
+    assert main([*argv, "-o", str(out), "--quiet"]) == 0
+    x = np.random.default_rng(0).uniform(-1, 1, (2000, 2))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+        logits = m[:-1].double()(torch.tensor(x)).numpy()
+    small = load(out)
+    assert small.meta["head"] == "sigmoid"
+    assert np.abs(small.forward(x) - logits).max() <= tol
+    assert np.abs(_ort(out, x) - want).max() <= tol / 4 + 1e-6
+    capsys.readouterr()

@@ -38,6 +38,7 @@ import numpy as np
 from ..domain import Box
 from ..errors import InputFileError, InvalidNetworkError
 from ..network import Network
+from .heads import apply_head
 
 Dims = tuple[int | str | None, ...]
 
@@ -211,21 +212,6 @@ def compare_outputs(
     if net.meta.get("head"):
         allowed = allowed + 64 * u * (1 + np.abs(want))
     return Comparison.of(np.abs(got - want), allowed)
-
-
-def apply_head(logits: np.ndarray, head: str | None) -> np.ndarray:
-    """``logits`` (one row per sample) through the head, in float64: ``softmax`` is
-    ``exp(z - max z) / sum exp(z - max z)``, ``log_softmax`` is ``z - max z - log sum exp(z -
-    max z)`` (shifted by the row maximum, so nothing overflows); ``None``: unchanged."""
-    if head is None:
-        return logits
-    z = logits - logits.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
-    if head == "log_softmax":
-        return z - lse
-    if head == "softmax":
-        return np.exp(z - lse)
-    raise InvalidNetworkError(f"unknown head {head!r}")
 
 
 def layers_digest(net: Network) -> str:

@@ -51,6 +51,7 @@ from onnx import numpy_helper
 
 from ..errors import InputFileError, InvalidNetworkError, UnsupportedModelError
 from ..network import Layer
+from .heads import HEAD_OF, ROW_HEADS
 from .onnx_handlers import FLOAT_TYPES, HANDLERS, SUPPORTED_OPS, LoweringState, node_attributes
 from .onnx_ops import Affine, Value
 from .onnx_types import audit_node, compute_type, output_types
@@ -92,7 +93,7 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return f"node {name!r} ({node.op_type})"
 
 
-HEAD_OPS = {"Softmax": "softmax", "LogSoftmax": "log_softmax"}
+HEAD_OPS = HEAD_OF
 
 
 def _head_node(graph: onnx.GraphProto, output: str) -> tuple[int, onnx.NodeProto] | None:
@@ -281,7 +282,7 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     out = env[target]
     if not isinstance(out, Affine):
         raise UnsupportedModelError(f"the output {target!r} does not depend on the input")
-    if final:
+    if final and HEAD_OF[final[1].op_type] in ROW_HEADS:
         _check_head_axis(_node_label(final[1], final[0]), final[1], out.shape, opset_version(model))
     if not (st.layers and st.is_layer_output(out)):
         st.commit(out, relu=False)

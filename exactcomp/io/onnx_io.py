@@ -29,6 +29,7 @@ from ..domain import Box
 from ..errors import InputFileError, InvalidNetworkError, VerificationError
 from ..network import Layer, Network
 from .atomic import atomic_path
+from .heads import HEAD_CLASSES, ROW_HEADS, head_note
 from .onnx_check import (
     Comparison,
     check_boxes,
@@ -39,7 +40,6 @@ from .onnx_check import (
 )
 from .onnx_graph import declared_dims, initializer_dtype, lower_graph, opset_version
 from .onnx_handlers import FLOAT_TYPES
-from .torch_chain import head_note
 
 __all__ = [
     "Comparison",
@@ -49,9 +49,6 @@ __all__ = [
     "partial_sum_size",
     "save_onnx",
 ]
-
-#: The ONNX operator written for each head (see :mod:`exactcomp.io.onnx_graph`).
-HEAD_NAMES = {"softmax": "Softmax", "log_softmax": "LogSoftmax"}
 
 #: Opset and IR version of the files we write (supported by every onnxruntime since 1.10).
 WRITE_OPSET = 13
@@ -354,7 +351,8 @@ def build_model(net: Network, like: Any = None) -> onnx.ModelProto:
         if not _flat_end(layers):
             nodes.append(helper.make_node("Flatten", [h], ["ec_logits"], name="ec_flat", axis=1))
             h = "ec_logits"
-        nodes.append(helper.make_node(HEAD_NAMES[head], [h], ["ec_head"], name="ec_head", axis=1))
+        axis = {"axis": 1} if head in ROW_HEADS else {}
+        nodes.append(helper.make_node(HEAD_CLASSES[head], [h], ["ec_head"], name="ec_head", **axis))
         h = "ec_head"
     if (
         len(out_shape) == 2

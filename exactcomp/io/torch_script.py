@@ -203,6 +203,8 @@ def _genuine(cls_name: str, m: Any) -> Any:
         )
     if cls_name in ("Softmax", "LogSoftmax"):
         return getattr(nn, cls_name)(dim=m.dim)
+    if cls_name in ("Sigmoid", "Tanh"):
+        return getattr(nn, cls_name)()
     if cls_name == "Flatten":
         return nn.Flatten(m.start_dim, m.end_dim)
     if cls_name in ("Dropout", "AlphaDropout", "FeatureAlphaDropout"):

@@ -1,0 +1,94 @@
+"""ONNX handlers on constant tensors: ``Constant``, ``Shape``, ``Gather`` and
+``DequantizeLinear``, and :func:`const`, which every handler uses to read a constant input.
+
+Each computes a numpy constant exactly (shape arithmetic feeding a ``Reshape``, weights
+stored quantised); a tensor that depends on the input is refused by :func:`const`. The
+affine handlers are in :mod:`exactcomp.io.onnx_handlers`, which dispatches to these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import numpy_helper
+
+from ..errors import UnsupportedModelError
+from .onnx_ops import Affine, Value
+
+
+def const(v: Value | None, what: str) -> np.ndarray:
+    """The constant input ``v`` (``what`` names it in a refusal): refuses a missing input and
+    one that depends on the network's input."""
+    if v is None:
+        raise UnsupportedModelError(f"needs {what}, which is missing")
+    if isinstance(v, Affine):
+        raise UnsupportedModelError(f"needs {what} to be a constant, but it depends on the input")
+    return np.asarray(v)
+
+
+def constant(st: Any, at: dict, xs: list) -> list:
+    if "value" in at:
+        return [numpy_helper.to_array(at["value"])]
+    for key in ("value_float", "value_int"):
+        if key in at:
+            return [np.asarray(at[key])]
+    for key in ("value_floats", "value_ints"):
+        if key in at:
+            return [np.asarray(list(at[key]))]
+    raise UnsupportedModelError(f"has an unsupported constant kind ({', '.join(at) or 'none'})")
+
+
+def shape(st: Any, at: dict, xs: list) -> list:
+    x = xs[0]
+    shape = np.asarray(x.shape if isinstance(x, Affine) else np.shape(x), dtype=np.int64)
+    start = int(at.get("start", 0))
+    end = at.get("end")
+    return [shape[start : None if end is None else int(end)]]
+
+
+def gather(st: Any, at: dict, xs: list) -> list:
+    data = const(xs[0], "constant data")
+    idx = const(xs[1], "constant indices")
+    return [np.take(data, idx.astype(np.int64), axis=int(at.get("axis", 0)))]
+
+
+def dequantize(st: Any, at: dict, xs: list) -> list:
+    """``DequantizeLinear`` of a constant integer tensor: ``(x - zero_point) * scale`` per
+    ``axis`` (or one scale), computed exactly in float64. onnxruntime computes it in the
+    scale's type (FLOAT16/FLOAT), so it is read only where every product is exact in that
+    type (exactcomp's quantised files choose their scales so); otherwise refused."""
+    x = const(xs[0], "a constant quantised tensor")
+    scale = const(xs[1], "a constant scale")
+    integer = x.dtype.kind in "iu" or str(x.dtype) in ("int4", "uint4", "int2", "uint2")
+    if not integer or scale.dtype.kind != "f" or scale.dtype.itemsize < 2:
+        raise UnsupportedModelError(f"dequantises {x.dtype} with a {scale.dtype} scale")
+    if "block_size" in at and int(at["block_size"]):
+        raise UnsupportedModelError("uses blocked quantisation; not supported")
+    zp = np.zeros((), np.int64) if len(xs) < 3 or xs[2] is None else const(xs[2], "a zero point")
+    q = x.astype(np.int64) - zp.astype(np.int64).reshape(axis_shape(x, zp, at))
+    s = scale.astype(np.float64).reshape(axis_shape(x, scale, at))
+    out = q.astype(np.float64) * s
+    if not np.array_equal(out.astype(scale.dtype).astype(np.float64), out):
+        raise UnsupportedModelError(
+            f"(x - zero_point) * scale rounds in {scale.dtype}; not supported (not exact)"
+        )
+    return [out.astype(scale.dtype)]
+
+
+def axis_shape(x: np.ndarray, v: np.ndarray, at: dict) -> tuple[int, ...]:
+    """Shape that broadcasts a per-axis vector ``v`` (or a scalar) against ``x``."""
+    if v.size == 1:
+        return ()
+    axis = int(at.get("axis", 1)) % x.ndim
+    if v.ndim != 1 or v.size != x.shape[axis]:
+        raise UnsupportedModelError(f"has a scale or zero point of shape {v.shape}")
+    return tuple(-1 if i == axis else 1 for i in range(x.ndim))
+
+
+CONST_HANDLERS = {
+    "Constant": constant,
+    "Shape": shape,
+    "Gather": gather,
+    "DequantizeLinear": dequantize,
+}

@@ -194,7 +194,7 @@ def _torch_cases(out: Path) -> list[dict]:
                 form,
                 shape=s,
                 box=conv_box,
-                expect="ok" if form == "pickle" else "refuse",
+                expect="ok",
             )
     return cases
 

@@ -337,3 +337,61 @@ def test_tolerance_with_a_sigmoid_head_bounds_the_probabilities(tmp_path, capsys
     assert np.abs(small.forward(x) - logits).max() <= tol
     assert np.abs(_ort(out, x) - want).max() <= tol / 4 + 1e-6
     capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- TorchScript conv
+def _conv_nets() -> dict:
+    def bn2(k: int) -> nn.Module:
+        b = nn.BatchNorm2d(k)
+        b.running_mean.uniform_(-0.5, 0.5)
+        b.running_var.uniform_(0.5, 2.0)
+        return b
+
+    torch.manual_seed(0)
+    u = nn.Unflatten(1, (1, 6, 6))
+    return {
+        "same_maxpool": nn.Sequential(u, nn.Conv2d(1, 4, 3, padding="same"), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3)),
+        "groups_dilation": nn.Sequential(u, nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                                         nn.Conv2d(4, 4, 3, groups=2, dilation=2), nn.ReLU(),
+                                         nn.Flatten(), nn.Linear(16, 3)),
+        "adaptive_softmax": nn.Sequential(u, nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                          nn.Flatten(), nn.Linear(4, 3), nn.Softmax(dim=1)),
+        "pad_bn2d_avg_tanh": nn.Sequential(u, nn.ZeroPad2d(1), nn.Conv2d(1, 4, 3, bias=False),
+                                           bn2(4), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                                           nn.Linear(36, 3), nn.Tanh()),
+    }  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+@pytest.mark.parametrize("name", list(_conv_nets()))
+def test_torchscript_conv_sequential_is_read_exactly(tmp_path, capsys, name) -> None:
+    """A scripted nn.Sequential of Unflatten, Conv2d (padding 'same', groups, dilation), pads,
+    BatchNorm2d, pools, AdaptiveAvgPool2d and a head: before, refused by name ("Conv2d is not
+    supported in a scripted nn.Sequential") though the same module pickled was read. Now read
+    as the pickled module is, and compressed to an .onnx that computes what torch computes."""
+    from exactcomp.cli import main
+
+    m = _conv_nets()[name].eval()
+    src, out = tmp_path / "m.pt", tmp_path / "c.onnx"
+    torch.jit.save(torch.jit.script(m), src)
+    net = load(src)
+    from exactcomp.io.heads import apply_head
+
+    x = np.random.default_rng(0).random((40, 36))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    assert np.abs(apply_head(net.forward(x), net.meta.get("head")) - want).max() < 1e-12
+    assert main(["compress", str(src), "--box=0,1", "-o", str(out), "--quiet"]) == 0
+    assert np.abs(_ort(out, x) - want).max() < 1e-5
+    capsys.readouterr()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_traced_conv_sequential_is_still_refused(tmp_path) -> None:
+    """A traced (not scripted) conv net keeps no hyper-parameters: refused by name."""
+    m = _conv_nets()["same_maxpool"].eval()
+    src = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.trace(m, torch.zeros(1, 36)), src)
+    with pytest.raises(UnsupportedModelError, match="traced"):
+        load(src)

@@ -335,7 +335,7 @@ def run_reader_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, Ca
             rc, err = _cli(argv)
             statuses[f"compress exit {rc}"] = 1
             if rc == 0:
-                found += check_written(out, x, want)
+                found += check_written(out, x, want, case.dtype)
             elif rc == 2 and len(err.strip().splitlines()) == 1 and not out.exists():
                 refused += 1
                 notes.append(f"compress refused: {err.strip()}")

@@ -395,3 +395,26 @@ def test_traced_conv_sequential_is_still_refused(tmp_path) -> None:
     torch.jit.save(torch.jit.trace(m, torch.zeros(1, 36)), src)
     with pytest.raises(UnsupportedModelError, match="traced"):
         load(src)
+
+
+def test_float16_fold_rounded_for_writing_is_said(tmp_path, capsys) -> None:
+    """A float16 checkpoint whose active neurons are folded: the folded weights are rounded
+    to float16 for writing (``--dtype input``), so the file differs from the checkpoint by
+    float16 rounding (found by the readers soak, seed 1206: 7.7e-5 on outputs of 0.28) while
+    the console said "max |diff| 0". Now the line says how far the stored network moved."""
+    from exactcomp.cli import main
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3)).half().eval()
+    with torch.no_grad():
+        m[0].weight.abs_()
+        m[0].bias.fill_(1.0)  # every hidden neuron active on [0.5, 1]^2: all folded
+    src, out = tmp_path / "m.pt", tmp_path / "c.onnx"
+    torch.save(m.state_dict(), src)
+    assert main(["compress", str(src), "--box=0.5,1", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "as stored in float16" in said and "4 -> 0 neurons" in said
+    x = np.random.default_rng(0).uniform(0.5, 1, (50, 2))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    assert 0 < np.abs(load(out).forward(x) - want).max() < 1e-2

@@ -1,5 +1,5 @@
-"""ONNX handlers on constant tensors: ``Constant``, ``Shape``, ``Gather`` and
-``DequantizeLinear``, and :func:`const`, which every handler uses to read a constant input.
+"""ONNX handlers on constant tensors: ``Shape``, ``Gather`` and ``DequantizeLinear``, and
+:func:`const`, which every handler uses to read a constant input.
 
 Each computes a numpy constant exactly (shape arithmetic feeding a ``Reshape``, weights
 stored quantised); a tensor that depends on the input is refused by :func:`const`. The
@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import numpy_helper
 
 from ..errors import UnsupportedModelError
 from .onnx_ops import Affine, Value
@@ -25,18 +24,6 @@ def const(v: Value | None, what: str) -> np.ndarray:
     if isinstance(v, Affine):
         raise UnsupportedModelError(f"needs {what} to be a constant, but it depends on the input")
     return np.asarray(v)
-
-
-def constant(st: Any, at: dict, xs: list) -> list:
-    if "value" in at:
-        return [numpy_helper.to_array(at["value"])]
-    for key in ("value_float", "value_int"):
-        if key in at:
-            return [np.asarray(at[key])]
-    for key in ("value_floats", "value_ints"):
-        if key in at:
-            return [np.asarray(list(at[key]))]
-    raise UnsupportedModelError(f"has an unsupported constant kind ({', '.join(at) or 'none'})")
 
 
 def shape(st: Any, at: dict, xs: list) -> list:
@@ -87,7 +74,6 @@ def axis_shape(x: np.ndarray, v: np.ndarray, at: dict) -> tuple[int, ...]:
 
 
 CONST_HANDLERS = {
-    "Constant": constant,
     "Shape": shape,
     "Gather": gather,
     "DequantizeLinear": dequantize,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from ..conv import ConvSpec, PoolLevel, recognize_conv
 from ..errors import UnsupportedModelError
@@ -315,6 +315,18 @@ def _batchnorm(st: LoweringState, at: dict, xs: list) -> list:
     return [ops.add(ops.mul(x, coef.reshape(-1, *tail)), shift.reshape(-1, *tail))]
 
 
+def _constant(st: LoweringState, at: dict, xs: list) -> list:
+    if "value" in at:
+        return [numpy_helper.to_array(at["value"])]
+    for key in ("value_float", "value_int"):
+        if key in at:
+            return [np.asarray(at[key])]
+    for key in ("value_floats", "value_ints"):
+        if key in at:
+            return [np.asarray(list(at[key]))]
+    raise UnsupportedModelError(f"has an unsupported constant kind ({', '.join(at) or 'none'})")
+
+
 def _concat(st: LoweringState, at: dict, xs: list) -> list:
     axis = int(at["axis"])
     affs = [x for x in xs if isinstance(x, Affine)]
@@ -355,6 +367,7 @@ HANDLERS: dict[str, Handler] = {
     "Conv": conv,
     "Concat": _concat,
     **POOL_HANDLERS,
+    "Constant": _constant,
     **CONST_HANDLERS,
 }
 

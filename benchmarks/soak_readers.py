@@ -107,7 +107,7 @@ def _expect(form: str, variant: str) -> str:
     if variant == "bn-after-relu":
         return "refuse" if form in TORCH_FORMS else "either"
     if variant == "conv":
-        return "either" if form == "onnx" else "ok"
+        return "ok"
     return "ok"
 
 

@@ -1,5 +1,5 @@
-"""ONNX handlers on constant tensors: ``Shape``, ``Gather`` and ``DequantizeLinear``, and
-:func:`const`, which every handler uses to read a constant input.
+"""ONNX handlers on constant tensors: ``Shape``, ``Gather``, ``Slice``, ``Mod`` and
+``DequantizeLinear``, and :func:`const`, which every handler uses to read a constant input.
 
 Each computes a numpy constant exactly (shape arithmetic feeding a ``Reshape``, weights
 stored quantised); a tensor that depends on the input is refused by :func:`const`. The
@@ -73,8 +73,50 @@ def axis_shape(x: np.ndarray, v: np.ndarray, at: dict) -> tuple[int, ...]:
     return tuple(-1 if i == axis else 1 for i in range(x.ndim))
 
 
+def slice_(st: Any, at: dict, xs: list) -> list:
+    """``Slice`` of a constant (the shape arithmetic ``torch.onnx.export`` writes for
+    ``nn.Unflatten`` with a dynamic batch): ``starts``/``ends``/``axes``/``steps`` as inputs
+    (opset 10+) or attributes (before); negative indices count from the end and both ends are
+    clamped to the axis, as numpy's slices do for positive steps. Other steps are refused."""
+    data = const(xs[0], "constant data")
+
+    def arg(k: int, name: str) -> np.ndarray | None:
+        if len(xs) > k and xs[k] is not None:
+            return const(xs[k], name).astype(np.int64).reshape(-1)
+        return np.asarray(at[name], np.int64).reshape(-1) if name in at else None
+
+    starts, ends = arg(1, "starts"), arg(2, "ends")
+    if starts is None or ends is None:
+        raise UnsupportedModelError("needs starts and ends")
+    axes = arg(3, "axes")
+    steps = arg(4, "steps")
+    axes = np.arange(len(starts)) if axes is None else axes
+    steps = np.ones(len(starts), np.int64) if steps is None else steps
+    if np.any(steps <= 0):
+        raise UnsupportedModelError(
+            f"has steps {steps.tolist()}; only positive steps are supported"
+        )
+    index = [slice(None)] * data.ndim
+    for a, b, e, k in zip(axes, starts, ends, steps, strict=True):
+        index[int(a) % data.ndim] = slice(int(b), int(e), int(k))
+    return [data[tuple(index)]]
+
+
+def mod(st: Any, at: dict, xs: list) -> list:
+    """``Mod`` of integer constants: the sign of the divisor's (``fmod=0``, numpy's ``mod``)
+    or of the dividend's (``fmod=1``, numpy's ``fmod``); a zero divisor is refused."""
+    a, b = const(xs[0], "a constant dividend"), const(xs[1], "a constant divisor")
+    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
+        raise UnsupportedModelError(f"of {a.dtype} by {b.dtype}; only integer constants")
+    if np.any(b == 0):
+        raise UnsupportedModelError("divides by zero")
+    return [(np.fmod if int(at.get("fmod", 0)) else np.mod)(a, b)]
+
+
 CONST_HANDLERS = {
     "Shape": shape,
     "Gather": gather,
+    "Slice": slice_,
+    "Mod": mod,
     "DequantizeLinear": dequantize,
 }

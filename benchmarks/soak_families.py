@@ -49,10 +49,14 @@ family                  cases                                           checks
                         geometry on 2-3 inputs, signed, mistagged and   differential bound vs
                         altered blocks                                  the exact oracle
                                                                         (``testing.pool_checks``)
+``readers``             :func:`~.soak_readers.reader_case`: a tiny      read vs torch /
+                        network as a module, pickle, state_dict,        onnxruntime; compress's
+                        TorchScript, ONNX (exported, by hand), .nnet;   file read back and run;
+                        float16/32/64; heads; Flatten, BatchNorm, conv  refusals one line, no file
 ======================  ==============================================  =====================
 
 Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 13 random;
-the conv families only when named).
+the conv families, ``pools`` and ``readers`` only when named).
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ FAMILIES = (
     "conv-compress",
     "degenerate",
     "pools",
+    "readers",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
 ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits", "degenerate")
@@ -120,6 +125,7 @@ def family_for(seed: int, families: Sequence[str]) -> str:
     """The family of case ``seed``: :data:`ROTATION` restricted to ``families`` (plus
     the conv families when they are named)."""
     extra = ("conv", "conv-sparse", "conv-residual", "conv-lossy", "conv-compress", "pools")
+    extra += ("readers",)
     rotation = [f for f in (*ROTATION, *extra) if f in families]
     return rotation[seed % len(rotation)]
 
@@ -174,6 +180,10 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         from .soak_degenerate import run_degenerate_case
 
         return run_degenerate_case(seed, opts, method)
+    if family == "readers":
+        from .soak_readers import run_reader_case
+
+        return run_reader_case(seed, opts, method)
     if family == "near-duplicate":
         case = near_duplicate_case(seed, inputs=opts.inputs, max_neurons=opts.max_neurons)
     elif family == "near-dependent":

@@ -162,6 +162,8 @@ ALLOWED_THIRD_PARTY = {
         "verify/solve.py",
     },
     "onnx": {
+        "io/onnx_build.py",
+        "io/onnx_consts.py",
         "io/onnx_graph.py",
         "io/onnx_handlers.py",
         "io/onnx_io.py",

@@ -124,3 +124,45 @@ def test_input_dependent_weights_are_refused(tmp_path):
     model = _model(nodes, {"W": RNG.normal(size=(1, 1, 3, 3))}, [1, 1, 3, 3], [1, 1, 1, 1])
     with pytest.raises(UnsupportedModelError, match="'odd'.*input-dependent weights"):
         _load(tmp_path, model)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_exported_unflatten_with_a_dynamic_batch_is_read(tmp_path, opset) -> None:
+    """``torch.onnx.export`` of ``nn.Unflatten`` with a dynamic batch writes its target shape
+    as ``Shape -> Slice``, ``Mod``, ``Add``, ``Concat`` on constants (found by the readers
+    soak: refused before, "operator 'Mod' is not supported"). Read, exact against torch."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Unflatten(1, (1, 4, 4)), nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(8, 2)).eval()  # fmt: skip
+    p = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, torch.zeros(1, 16), p, opset_version=opset, dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "b"}})  # fmt: skip
+    assert {"Mod", "Slice"} <= {n.op_type for n in onnx.load(str(p)).graph.node}
+    x = RNG.random((30, 16))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    assert np.abs(load_onnx(p).forward(x) - want).max() < 1e-12
+
+
+def test_slice_with_a_negative_step_is_refused_by_name(tmp_path) -> None:
+    n = helper.make_node
+    inits = {"s": np.array([3, 3]), "b": np.array([-1]), "e": np.array([-3]), "a": np.array([0]),
+             "k": np.array([-1])}  # fmt: skip
+    nodes = [
+        n("Slice", ["s", "b", "e", "a", "k"], ["t"], name="sl"),
+        n("Reshape", ["x", "t"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 3])],
+        initializer=[numpy_helper.from_array(v.astype(np.int64), k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    with pytest.raises(UnsupportedModelError, match=r"'sl' \(Slice\).*only positive steps"):
+        _load(tmp_path, model)

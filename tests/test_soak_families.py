@@ -292,3 +292,33 @@ def test_degenerate_file_checks_flag_a_changed_network(monkeypatch) -> None:
     shifted = g.replace_layers((*g.layers[:-1], Layer(np.ones((1, 2)), np.ones(1), relu=False)))
     monkeypatch.setattr(api, "load", lambda path: shifted)
     assert [x.kind for x in check_files(box, g, 0)[0]] == ["file-written"] * 3
+
+
+# ----------------------------------------------------------------------------- readers
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit / torch.onnx.export
+@pytest.mark.parametrize("seed", range(8))
+def test_readers_family_is_clean(seed: int) -> None:
+    """The ``readers`` family's cases (torch, TorchScript, ONNX, .nnet; heads; BatchNorm,
+    conv) read and compress without a finding on the fixed code."""
+    pytest.importorskip("torch")
+    doc, result = run_case("readers", seed, TINY)
+    assert doc["family"] == result.family == "readers"
+    assert not result.findings, result.findings
+
+
+def test_reader_check_catches_a_dropped_head() -> None:
+    """A reader that lost the Softmax head (the logits read as the output) is a ``read``
+    finding; the same network with its head is not."""
+    from exactcomp.testing.reader_checks import compare
+
+    net = Network(
+        (Layer(np.array([[1.0, -1.0], [2.0, 0.5]]), np.array([0.1, -0.2]), relu=False),),
+        dtype="float64",
+    )
+    x = np.random.default_rng(0).uniform(-1, 1, (20, 2))
+    z = net.forward(x)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    u = np.finfo(np.float64).eps / 2
+    assert [f.kind for f in compare(net, x, p, u, "read", "no head")] == ["read"]
+    with_head = Network(net.layers, dtype="float64", meta={"head": "softmax"})
+    assert compare(with_head, x, p, u, "read", "softmax") == []

@@ -219,8 +219,8 @@ def test_zero_width_layer_is_handled(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- refusals
 def test_unknown_layer_is_named() -> None:
-    with pytest.raises(UnsupportedModelError, match="Sigmoid"):
-        load_torch(nn.Sequential(nn.Linear(3, 2), nn.Sigmoid()))
+    with pytest.raises(UnsupportedModelError, match="GELU"):
+        load_torch(nn.Sequential(nn.Linear(3, 2), nn.GELU()))
 
 
 def test_unknown_layer_in_a_pickled_module_is_named(tmp_path: Path) -> None:

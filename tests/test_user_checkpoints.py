@@ -61,8 +61,11 @@ def test_adaptive_avg_pool_that_does_not_divide_is_refused_by_name() -> None:
 
 
 # ----------------------------------------------------------------------------- softmax heads
-def _onnx_mlp(path, op: str | None, opset: int, axis: int | None = None) -> None:
-    """x[N, 4] -> Gemm -> Relu -> Gemm -> (op over axis) -> p[N, 3], as exporters write it."""
+def _onnx_mlp(
+    path, op: str | None, opset: int, axis: int | None = None, identity: bool = False
+) -> None:
+    """x[N, 4] -> Gemm -> Relu -> Gemm -> (op over axis) -> (Identity) -> p[N, 3], as
+    exporters write it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -75,7 +78,10 @@ def _onnx_mlp(path, op: str | None, opset: int, axis: int | None = None) -> None
         helper.make_node("Gemm", ["r", "W2", "b2"], ["y" if op else "p"], transB=1),
     ]
     if op:
-        nodes.append(helper.make_node(op, ["y"], ["p"], **({} if axis is None else {"axis": axis})))
+        attrs = {} if axis is None else {"axis": axis}
+        nodes.append(helper.make_node(op, ["y"], ["q" if identity else "p"], **attrs))
+    if identity:
+        nodes.append(helper.make_node("Identity", ["q"], ["p"]))
     graph = helper.make_graph(
         nodes,
         "g",
@@ -142,6 +148,20 @@ def test_torch_softmax_head_reaches_a_written_onnx(tmp_path, capsys) -> None:
         want = m.double()(torch.tensor(x)).numpy()
     assert np.abs(_ort(out, x) - want).max() < 1e-5
     capsys.readouterr()
+
+
+def test_head_named_through_an_identity_is_kept(tmp_path) -> None:
+    """Gemm -> Relu -> Gemm -> Softmax -> Identity -> p (a graph that names its output with
+    an Identity, found by the ``readers`` soak, seed 0): before, the head was looked for only
+    at the output, so the Softmax was met inside the graph and refused as "not affine"."""
+    src = tmp_path / "m.onnx"
+    _onnx_mlp(src, "Softmax", 13, identity=True)
+    net = load(src)
+    assert net.meta["head"] == "softmax"
+    x = np.random.default_rng(1).uniform(-1, 1, (40, 4)).astype(np.float32)
+    z = net.forward(x.astype(np.float64))
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    assert np.abs(p / p.sum(axis=1, keepdims=True) - _ort(src, x)).max() < 1e-6
 
 
 def test_softmax_over_the_batch_axis_is_refused_by_name(tmp_path) -> None:
@@ -239,3 +259,162 @@ def test_float16_checkpoint_compressed_to_onnx_is_read_back(tmp_path, capsys) ->
     assert np.abs(load(out).forward(x) - want).max() == 0.0
     assert np.abs(_ort(out, x) - want).max() < 1e-5
     capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- sigmoid, tanh
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+@pytest.mark.parametrize("form", ["pickle", "script"])
+@pytest.mark.parametrize("head", ["Sigmoid", "Tanh"])
+def test_torch_sigmoid_tanh_head_is_kept_and_written_back(tmp_path, capsys, head, form):
+    """nn.Sequential(..., nn.Sigmoid()) / nn.Tanh(): read as logits + head (before: refused
+    by name), compressed to .onnx and .pt files that compute what torch computes."""
+    from exactcomp.cli import main
+    from exactcomp.io import to_torch_module
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3), getattr(nn, head)()).eval()
+    src = tmp_path / "m.pt"
+    torch.save(m, src) if form == "pickle" else torch.jit.save(torch.jit.script(m), src)
+    net = load(src, trust_pickle=True)
+    assert net.meta["head"] == head.lower() and net.output_size == 3
+    x = np.random.default_rng(1).uniform(-1, 1, (40, 4))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    for suffix in (".onnx", ".pt"):
+        out = tmp_path / f"c{suffix}"
+        argv = ["compress", str(src), "--trust-pickle", "--box=-1,1", "-o", str(out), "--quiet"]
+        assert main(argv) == 0
+        back = load(out)
+        assert back.meta["head"] == head.lower()
+        if suffix == ".onnx":
+            got = _ort(out, x)
+        else:
+            got = to_torch_module(back)(torch.tensor(x, dtype=torch.float32)).detach().numpy()
+        assert np.abs(got - want).max() < 1e-6, suffix
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
+def test_onnx_sigmoid_tanh_head_is_kept_and_written_back(tmp_path, capsys, op) -> None:
+    """An ONNX graph ending in Sigmoid / Tanh (through an Identity or not): the head is kept
+    and the compressed .onnx computes what onnxruntime computes on the source file."""
+    from exactcomp.cli import main
+
+    x = np.random.default_rng(1).uniform(-1, 1, (40, 4)).astype(np.float32)
+    for identity in (False, True):
+        src, out = tmp_path / "m.onnx", tmp_path / "c.onnx"
+        _onnx_mlp(src, op, 13, identity=identity)
+        assert load(src).meta["head"] == op.lower()
+        assert main(["compress", str(src), "--box=-1,1", "-o", str(out), "--quiet"]) == 0
+        assert np.abs(_ort(out, x) - _ort(src, x)).max() < 1e-6
+    capsys.readouterr()
+
+
+def test_sigmoid_before_the_last_layer_is_refused_by_name() -> None:
+    """A Sigmoid inside the network is not a head: refused, naming the layer after it."""
+    m = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 3)).eval()
+    with pytest.raises(UnsupportedModelError, match="Linear '2' follows the Sigmoid '1'"):
+        load(m)
+
+
+def test_tolerance_with_a_sigmoid_head_bounds_the_probabilities(tmp_path, capsys) -> None:
+    """``compress --tol t`` bounds the logits' difference by ``t``; through a sigmoid
+    (1/4-Lipschitz) the probabilities differ by at most ``t / 4`` (exactcomp.io.heads)."""
+    from exactcomp.cli import main
+
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2), nn.Sigmoid()).eval()
+    src, out, tol = tmp_path / "m.pt", tmp_path / "c.onnx", 0.2
+    torch.save(m, src)
+    argv = ["compress", str(src), "--trust-pickle", "--box=-1,1", "--tol", str(tol)]
+    assert main([*argv, "-o", str(out), "--quiet"]) == 0
+    x = np.random.default_rng(0).uniform(-1, 1, (2000, 2))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+        logits = m[:-1].double()(torch.tensor(x)).numpy()
+    small = load(out)
+    assert small.meta["head"] == "sigmoid"
+    assert np.abs(small.forward(x) - logits).max() <= tol
+    assert np.abs(_ort(out, x) - want).max() <= tol / 4 + 1e-6
+    capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- TorchScript conv
+def _conv_nets() -> dict:
+    def bn2(k: int) -> nn.Module:
+        b = nn.BatchNorm2d(k)
+        b.running_mean.uniform_(-0.5, 0.5)
+        b.running_var.uniform_(0.5, 2.0)
+        return b
+
+    torch.manual_seed(0)
+    u = nn.Unflatten(1, (1, 6, 6))
+    return {
+        "same_maxpool": nn.Sequential(u, nn.Conv2d(1, 4, 3, padding="same"), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3)),
+        "groups_dilation": nn.Sequential(u, nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                                         nn.Conv2d(4, 4, 3, groups=2, dilation=2), nn.ReLU(),
+                                         nn.Flatten(), nn.Linear(16, 3)),
+        "adaptive_softmax": nn.Sequential(u, nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                          nn.Flatten(), nn.Linear(4, 3), nn.Softmax(dim=1)),
+        "pad_bn2d_avg_tanh": nn.Sequential(u, nn.ZeroPad2d(1), nn.Conv2d(1, 4, 3, bias=False),
+                                           bn2(4), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                                           nn.Linear(36, 3), nn.Tanh()),
+    }  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+@pytest.mark.parametrize("name", list(_conv_nets()))
+def test_torchscript_conv_sequential_is_read_exactly(tmp_path, capsys, name) -> None:
+    """A scripted nn.Sequential of Unflatten, Conv2d (padding 'same', groups, dilation), pads,
+    BatchNorm2d, pools, AdaptiveAvgPool2d and a head: before, refused by name ("Conv2d is not
+    supported in a scripted nn.Sequential") though the same module pickled was read. Now read
+    as the pickled module is, and compressed to an .onnx that computes what torch computes."""
+    from exactcomp.cli import main
+
+    m = _conv_nets()[name].eval()
+    src, out = tmp_path / "m.pt", tmp_path / "c.onnx"
+    torch.jit.save(torch.jit.script(m), src)
+    net = load(src)
+    from exactcomp.io.heads import apply_head
+
+    x = np.random.default_rng(0).random((40, 36))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    assert np.abs(apply_head(net.forward(x), net.meta.get("head")) - want).max() < 1e-12
+    assert main(["compress", str(src), "--box=0,1", "-o", str(out), "--quiet"]) == 0
+    assert np.abs(_ort(out, x) - want).max() < 1e-5
+    capsys.readouterr()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_traced_conv_sequential_is_still_refused(tmp_path) -> None:
+    """A traced (not scripted) conv net keeps no hyper-parameters: refused by name."""
+    m = _conv_nets()["same_maxpool"].eval()
+    src = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.trace(m, torch.zeros(1, 36)), src)
+    with pytest.raises(UnsupportedModelError, match="traced"):
+        load(src)
+
+
+def test_float16_fold_rounded_for_writing_is_said(tmp_path, capsys) -> None:
+    """A float16 checkpoint whose active neurons are folded: the folded weights are rounded
+    to float16 for writing (``--dtype input``), so the file differs from the checkpoint by
+    float16 rounding (found by the readers soak, seed 1206: 7.7e-5 on outputs of 0.28) while
+    the console said "max |diff| 0". Now the line says how far the stored network moved."""
+    from exactcomp.cli import main
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3)).half().eval()
+    with torch.no_grad():
+        m[0].weight.abs_()
+        m[0].bias.fill_(1.0)  # every hidden neuron active on [0.5, 1]^2: all folded
+    src, out = tmp_path / "m.pt", tmp_path / "c.onnx"
+    torch.save(m.state_dict(), src)
+    assert main(["compress", str(src), "--box=0.5,1", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "as stored in float16" in said and "4 -> 0 neurons" in said
+    x = np.random.default_rng(0).uniform(0.5, 1, (50, 2))
+    with torch.no_grad():
+        want = m.double()(torch.tensor(x)).numpy()
+    assert 0 < np.abs(load(out).forward(x) - want).max() < 1e-2

@@ -38,6 +38,7 @@ import numpy as np
 from ..domain import Box
 from ..errors import InputFileError, InvalidNetworkError
 from ..network import Network
+from .heads import apply_head
 
 Dims = tuple[int | str | None, ...]
 
@@ -131,6 +132,28 @@ def _run_session(sess: Any, xin: np.ndarray, name: str, shape: Dims) -> np.ndarr
         raise InputFileError(f"onnxruntime fails to run the model: {exc}") from None
 
 
+def run_file(model: bytes | str | Path, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """onnxruntime's outputs of ``model`` at the rows of ``x`` (rounded to the input's dtype,
+    each reshaped to the input's shape), one float64 row per point, and the unit roundoff
+    of the input's dtype: the reference the soak compares a reader with
+    (:mod:`exactcomp.testing.reader_checks`)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    src = model if isinstance(model, bytes) else str(model)
+    sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    dt = np.dtype(
+        {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(inp.type, np.float32)
+    )
+    dims = tuple(d if isinstance(d, int) else None for d in inp.shape)
+    with np.errstate(over="ignore"):
+        xin = np.asarray(x, dtype=np.float64).astype(dt)
+    return _run_session(sess, xin, inp.name, dims), float(np.finfo(dt).eps) / 2
+
+
 def compare_with_onnxruntime(
     model: bytes | str | Path,
     net: Network,
@@ -162,37 +185,33 @@ def compare_with_onnxruntime(
     with np.errstate(over="ignore"):
         xin = np.asarray(x, dtype=np.float64).astype(dt)
     got = _run_session(sess, xin, input_name, input_shape)
-    x64 = xin.astype(np.float64)
-    want = apply_head(net.forward(x64), net.meta.get("head"))
-    if got.shape != want.shape:
-        raise InvalidNetworkError(
-            f"onnxruntime returns {got.shape[1]} outputs per sample but the network read has "
-            f"{want.shape[1]}"
-        )
     if compute_dtype is not None:
         u = np.finfo(np.dtype(compute_dtype)).eps / 2
     else:
         weight_dt = np.dtype(net.dtype) if np.dtype(net.dtype).kind == "f" else np.dtype("f4")
         u = max(np.finfo(dt).eps, np.finfo(weight_dt).eps) / 2
-    allowed = 64 * u * len(net.layers) * partial_sum_size(net, x64)[:, None] + 1e-12
+    return compare_outputs(net, xin.astype(np.float64), got, u, "onnxruntime")
+
+
+def compare_outputs(
+    net: Network, x: np.ndarray, got: np.ndarray, u: float, what: str = "the reference"
+) -> Comparison:
+    """``got`` (a reference runtime's outputs at the rows of ``x``, computed with unit
+    roundoff ``u``) against ``net`` in float64, head included: allowed ``64 u depth S(x)``
+    plus ``1e-12`` (module docstring), and with a head ``64 u (1 + |y|)`` more for the
+    rounding of the head itself. Every head is at most 2-Lipschitz in the max norm
+    (log-softmax; softmax and tanh 1, sigmoid 1/4), and ``64`` is a dozen times the ``5 u S``
+    measured on the logits, so the logits' allowance covers their error through the head."""
+    want = apply_head(net.forward(x), net.meta.get("head"))
+    if got.shape != want.shape:
+        raise InvalidNetworkError(
+            f"{what} returns {got.shape[-1]} outputs per sample but the network read has "
+            f"{want.shape[1]}"
+        )
+    allowed = 64 * u * len(net.layers) * partial_sum_size(net, x)[:, None] + 1e-12
     if net.meta.get("head"):
         allowed = allowed + 64 * u * (1 + np.abs(want))
     return Comparison.of(np.abs(got - want), allowed)
-
-
-def apply_head(logits: np.ndarray, head: str | None) -> np.ndarray:
-    """``logits`` (one row per sample) through the head, in float64: ``softmax`` is
-    ``exp(z - max z) / sum exp(z - max z)``, ``log_softmax`` is ``z - max z - log sum exp(z -
-    max z)`` (shifted by the row maximum, so nothing overflows); ``None``: unchanged."""
-    if head is None:
-        return logits
-    z = logits - logits.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
-    if head == "log_softmax":
-        return z - lse
-    if head == "softmax":
-        return np.exp(z - lse)
-    raise InvalidNetworkError(f"unknown head {head!r}")
 
 
 def layers_digest(net: Network) -> str:

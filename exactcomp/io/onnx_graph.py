@@ -51,6 +51,7 @@ from onnx import numpy_helper
 
 from ..errors import InputFileError, InvalidNetworkError, UnsupportedModelError
 from ..network import Layer
+from .heads import HEAD_OF, ROW_HEADS
 from .onnx_handlers import FLOAT_TYPES, HANDLERS, SUPPORTED_OPS, LoweringState, node_attributes
 from .onnx_ops import Affine, Value
 from .onnx_types import audit_node, compute_type, output_types
@@ -92,14 +93,24 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return f"node {name!r} ({node.op_type})"
 
 
-HEAD_OPS = {"Softmax": "softmax", "LogSoftmax": "log_softmax"}
+HEAD_OPS = HEAD_OF
 
 
 def _head_node(graph: onnx.GraphProto, output: str) -> tuple[int, onnx.NodeProto] | None:
-    """The final Softmax/LogSoftmax node producing ``output`` (index, node), or None."""
-    for i, node in enumerate(graph.node):
-        if output in node.output and node.op_type in HEAD_OPS and node.domain in ("", "ai.onnx"):
+    """The final head node (index, node) producing ``output``, directly or through
+    ``Identity`` nodes (as exporters and hand-written graphs name their output), or None."""
+    producers = {name: (i, node) for i, node in enumerate(graph.node) for name in node.output}
+    for _ in range(len(graph.node)):  # a malformed cycle of Identity nodes ends here
+        if output not in producers:
+            return None
+        i, node = producers[output]
+        if node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type in HEAD_OPS:
             return i, node
+        if node.op_type != "Identity" or not node.input:
+            return None
+        output = node.input[0]
     return None
 
 
@@ -271,7 +282,7 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
     out = env[target]
     if not isinstance(out, Affine):
         raise UnsupportedModelError(f"the output {target!r} does not depend on the input")
-    if final:
+    if final and HEAD_OF[final[1].op_type] in ROW_HEADS:
         _check_head_axis(_node_label(final[1], final[0]), final[1], out.shape, opset_version(model))
     if not (st.layers and st.is_layer_output(out)):
         st.commit(out, relu=False)

@@ -5,7 +5,9 @@ constants or :class:`~exactcomp.io.onnx_ops.Affine`), and returns its output val
 only handler with a side effect is ``Relu``, which commits the affine function built so far
 as a layer (:meth:`LoweringState.commit`). Anything not affine raises
 :class:`~exactcomp.errors.UnsupportedModelError`; the driver in
-:mod:`exactcomp.io.onnx_graph` adds the node's name to the message.
+:mod:`exactcomp.io.onnx_graph` adds the node's name to the message. The handlers of
+constant tensors are in :mod:`exactcomp.io.onnx_consts`, of convolutions and pools in
+:mod:`exactcomp.io.onnx_conv` and :mod:`exactcomp.io.onnx_pool`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..errors import UnsupportedModelError
 from ..network import SPARSE_ABOVE, Layer
 from . import onnx_ops as ops
 from . import onnx_skip as skip
+from .onnx_consts import CONST_HANDLERS, const
 from .onnx_conv import conv
 from .onnx_ops import Affine, Value
 from .onnx_pool import POOL_HANDLERS
@@ -133,14 +136,6 @@ def node_attributes(node: onnx.NodeProto) -> dict[str, object]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _const(v: Value | None, what: str) -> np.ndarray:
-    if v is None:
-        raise UnsupportedModelError(f"needs {what}, which is missing")
-    if isinstance(v, Affine):
-        raise UnsupportedModelError(f"needs {what} to be a constant, but it depends on the input")
-    return np.asarray(v)
-
-
 def _ints(v: object) -> tuple[int, ...]:
     return tuple(int(i) for i in np.asarray(v).reshape(-1))
 
@@ -163,7 +158,7 @@ def _identity(st: LoweringState, at: dict, xs: list) -> list:
 def _dropout(st: LoweringState, at: dict, xs: list) -> list:
     """Inference-mode dropout is the identity; the optional mask output is not supported."""
     training = xs[2] if len(xs) > 2 else None
-    if training is not None and bool(np.any(_const(training, "a constant training_mode"))):
+    if training is not None and bool(np.any(const(training, "a constant training_mode"))):
         raise UnsupportedModelError("is in training mode")
     return [xs[0]]
 
@@ -196,7 +191,7 @@ def _flatten(st: LoweringState, at: dict, xs: list) -> list:
 
 
 def _reshape(st: LoweringState, at: dict, xs: list) -> list:
-    target = at["shape"] if "shape" in at else _const(xs[1] if len(xs) > 1 else None, "a shape")
+    target = at["shape"] if "shape" in at else const(xs[1] if len(xs) > 1 else None, "a shape")
     return [_structural(ops.reshape, xs[0], np.asarray(target), int(at.get("allowzero", 0)))]
 
 
@@ -204,7 +199,7 @@ def _axes(at: dict, xs: list) -> tuple[int, ...] | None:
     if "axes" in at:
         return _ints(at["axes"])
     if len(xs) > 1 and xs[1] is not None:
-        return _ints(_const(xs[1], "axes"))
+        return _ints(const(xs[1], "axes"))
     return None
 
 
@@ -310,7 +305,7 @@ def _batchnorm(st: LoweringState, at: dict, xs: list) -> list:
     if int(at.get("training_mode", 0)):
         raise UnsupportedModelError("is in training mode")
     x = xs[0]
-    scale, bias, mean, var = (_const(v, "batch-norm statistics") for v in xs[1:5])
+    scale, bias, mean, var = (const(v, "batch-norm statistics") for v in xs[1:5])
     rank = len(x.shape) if isinstance(x, Affine) else np.ndim(x)
     coef = scale.astype(np.float64) / np.sqrt(
         var.astype(np.float64) + float(at.get("epsilon", 1e-5))
@@ -332,20 +327,6 @@ def _constant(st: LoweringState, at: dict, xs: list) -> list:
     raise UnsupportedModelError(f"has an unsupported constant kind ({', '.join(at) or 'none'})")
 
 
-def _shape(st: LoweringState, at: dict, xs: list) -> list:
-    x = xs[0]
-    shape = np.asarray(x.shape if isinstance(x, Affine) else np.shape(x), dtype=np.int64)
-    start = int(at.get("start", 0))
-    end = at.get("end")
-    return [shape[start : None if end is None else int(end)]]
-
-
-def _gather(st: LoweringState, at: dict, xs: list) -> list:
-    data = _const(xs[0], "constant data")
-    idx = _const(xs[1], "constant indices")
-    return [np.take(data, idx.astype(np.int64), axis=int(at.get("axis", 0)))]
-
-
 def _concat(st: LoweringState, at: dict, xs: list) -> list:
     axis = int(at["axis"])
     affs = [x for x in xs if isinstance(x, Affine)]
@@ -365,41 +346,7 @@ def _concat(st: LoweringState, at: dict, xs: list) -> list:
     return [Affine(lin, off, base)]
 
 
-def _dequantize(st: LoweringState, at: dict, xs: list) -> list:
-    """``DequantizeLinear`` of a constant integer tensor: ``(x - zero_point) * scale`` per
-    ``axis`` (or one scale), computed exactly in float64. onnxruntime computes it in the
-    scale's type (FLOAT16/FLOAT), so it is read only where every product is exact in that
-    type (exactcomp's quantised files choose their scales so); otherwise refused."""
-    x = _const(xs[0], "a constant quantised tensor")
-    scale = _const(xs[1], "a constant scale")
-    integer = x.dtype.kind in "iu" or str(x.dtype) in ("int4", "uint4", "int2", "uint2")
-    if not integer or scale.dtype.kind != "f" or scale.dtype.itemsize < 2:
-        raise UnsupportedModelError(f"dequantises {x.dtype} with a {scale.dtype} scale")
-    if "block_size" in at and int(at["block_size"]):
-        raise UnsupportedModelError("uses blocked quantisation; not supported")
-    zp = np.zeros((), np.int64) if len(xs) < 3 or xs[2] is None else _const(xs[2], "a zero point")
-    q = x.astype(np.int64) - zp.astype(np.int64).reshape(_axis_shape(x, zp, at))
-    s = scale.astype(np.float64).reshape(_axis_shape(x, scale, at))
-    out = q.astype(np.float64) * s
-    if not np.array_equal(out.astype(scale.dtype).astype(np.float64), out):
-        raise UnsupportedModelError(
-            f"(x - zero_point) * scale rounds in {scale.dtype}; not supported (not exact)"
-        )
-    return [out.astype(scale.dtype)]
-
-
-def _axis_shape(x: np.ndarray, v: np.ndarray, at: dict) -> tuple[int, ...]:
-    """Shape that broadcasts a per-axis vector ``v`` (or a scalar) against ``x``."""
-    if v.size == 1:
-        return ()
-    axis = int(at.get("axis", 1)) % x.ndim
-    if v.ndim != 1 or v.size != x.shape[axis]:
-        raise UnsupportedModelError(f"has a scale or zero point of shape {v.shape}")
-    return tuple(-1 if i == axis else 1 for i in range(x.ndim))
-
-
 HANDLERS: dict[str, Handler] = {
-    "DequantizeLinear": _dequantize,
     "Identity": _identity,
     "Dropout": _dropout,
     "Cast": _cast,
@@ -418,11 +365,10 @@ HANDLERS: dict[str, Handler] = {
     "Relu": _relu,
     "BatchNormalization": _batchnorm,
     "Conv": conv,
-    "Constant": _constant,
-    "Shape": _shape,
-    "Gather": _gather,
     "Concat": _concat,
     **POOL_HANDLERS,
+    "Constant": _constant,
+    **CONST_HANDLERS,
 }
 
 #: The ONNX operators the reader understands (default domain only).

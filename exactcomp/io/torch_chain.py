@@ -15,8 +15,9 @@ describe a network as a chain of steps; each reader walks its own format and cal
   ReLU, or first) is refused: folding it would need the *next* layer, which this reader does
   not do;
 * Dropout (any kind), Flatten and Identity are the identity at inference on flat inputs;
-* a final ``Softmax``/``LogSoftmax`` over the feature dimension is kept as the *head*: it is
-  not affine, so it is not part of the IR. The network analysed is the logits network before
+* a final ``Softmax``/``LogSoftmax`` over the feature dimension, or a final ``Sigmoid`` /
+  ``Tanh``, is kept as the *head* (:mod:`exactcomp.io.heads`): it is not affine, so it is
+  not part of the IR. The network analysed is the logits network before
   it; since the head is a fixed function of the logits, a compressed logits network followed
   by the same head equals the original exactly. The head's name is stored in
   ``Network.meta["head"]`` and written back by :func:`~exactcomp.io.torch_io.save_torch`.
@@ -35,12 +36,10 @@ import numpy as np
 from ..conv import ConvSpec, PoolLevel
 from ..errors import InvalidNetworkError, UnsupportedModelError
 from ..network import Layer, Network
+from .heads import HEAD_OF, ROW_HEADS, head_label, head_note
 
 #: Bits of the float dtypes a tensor may have, by name (for the widest-dtype rule).
 FLOAT_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
-
-#: Heads kept outside the IR (the function applied to the logits), by step kind.
-HEADS = ("softmax", "log_softmax")
 
 
 def to_float64(t: Any, name: str) -> np.ndarray:
@@ -115,8 +114,8 @@ class ChainBuilder:
         if self._head is not None:
             kind, head_name = self._head
             raise UnsupportedModelError(
-                f"{self.source} {what} {name!r} follows the {_head_label(kind)} {head_name!r}; "
-                "a Softmax/LogSoftmax is supported only as the last layer"
+                f"{self.source} {what} {name!r} follows the {head_label(kind)} {head_name!r}; "
+                "a Softmax, LogSoftmax, Sigmoid or Tanh is supported only as the last layer"
             )
 
     def linear(self, name: str, weight: Any, bias: Any | None) -> None:
@@ -225,15 +224,16 @@ class ChainBuilder:
         self._dtypes += [x.dtype for x in (mean, var, gamma, beta) if x is not None]
 
     def head(self, name: str, kind: str, dim: int | None, ndim: int = 2) -> None:
-        """A final Softmax/LogSoftmax over the feature dimension of ``ndim``-D activations."""
-        self._check_open(name, _head_label(kind))
+        """A final head (:mod:`exactcomp.io.heads`); a Softmax/LogSoftmax over the feature
+        dimension of ``ndim``-D activations."""
+        self._check_open(name, head_label(kind))
         if not self._weights:
             raise UnsupportedModelError(
-                f"{self.source} {_head_label(kind)} {name!r} comes before any Linear layer"
+                f"{self.source} {head_label(kind)} {name!r} comes before any Linear layer"
             )
-        if dim not in (None, -1, ndim - 1):
+        if kind in ROW_HEADS and dim not in (None, -1, ndim - 1):
             raise UnsupportedModelError(
-                f"{self.source} {_head_label(kind)} {name!r} is over dim={dim}, not the feature "
+                f"{self.source} {head_label(kind)} {name!r} is over dim={dim}, not the feature "
                 "dimension; only dim=-1 is supported"
             )
         self._head = (kind, name)
@@ -265,25 +265,11 @@ class ChainBuilder:
         return build_network(layers, self._dtypes, notes=tuple(self.notes), head=head)
 
 
-def _head_label(kind: str) -> str:
-    return {"softmax": "Softmax", "log_softmax": "LogSoftmax"}.get(kind, kind)
-
-
-def head_note(kind: str) -> str:
-    """The one-line note that a Softmax/LogSoftmax head was set aside for the analysis."""
-    label = _head_label(kind)
-    return (
-        f"the final {label} is kept as the head: the network analysed, compressed and "
-        f"verified is the logits before it ({label} is not affine); a written .pt or .onnx "
-        "re-attaches it (a .nnet file cannot hold it)"
-    )
-
-
 #: Layers that compute nothing at inference on flat ``(batch, features)`` inputs.
 IDENTITY_KINDS = ("Identity", "Flatten", "Dropout", "AlphaDropout", "FeatureAlphaDropout")
 
 #: Every layer kind :func:`feed` reads (the class names of the torch.nn modules).
-LAYER_KINDS = ("Linear", "ReLU", "BatchNorm1d", "Softmax", "LogSoftmax", *IDENTITY_KINDS)
+LAYER_KINDS = ("Linear", "ReLU", "BatchNorm1d", *HEAD_OF, *IDENTITY_KINDS)
 
 
 def feed(chain: ChainBuilder, name: str, kind: str, leaf: Any) -> None:
@@ -304,8 +290,8 @@ def feed(chain: ChainBuilder, name: str, kind: str, leaf: Any) -> None:
         chain.batchnorm(
             name, leaf.weight, leaf.bias, leaf.running_mean, leaf.running_var, float(leaf.eps)
         )
-    elif kind in ("Softmax", "LogSoftmax"):
-        chain.head(name, "softmax" if kind == "Softmax" else "log_softmax", leaf.dim)
+    elif kind in HEAD_OF:
+        chain.head(name, HEAD_OF[kind], getattr(leaf, "dim", None))
     elif kind == "Flatten":
         if (leaf.start_dim, leaf.end_dim) != (1, -1):
             raise UnsupportedModelError(

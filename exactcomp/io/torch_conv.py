@@ -27,6 +27,7 @@ import numpy as np
 from ..conv import ConvSpec, PoolLevel
 from ..errors import InputFileError, UnsupportedModelError
 from ..network import SPARSE_ABOVE, Layer, Network
+from .heads import HEAD_CLASSES, ROW_HEADS
 from .torch_state import METADATA_KEY
 
 if TYPE_CHECKING:
@@ -178,12 +179,19 @@ def to_torch_conv_module(net: Network) -> Any:  # -> torch.nn.Sequential
         if layer.relu:
             modules.append(nn.ReLU())
     to(None)
-    head = net.meta.get("head")  # as to_torch_module: the original function, not the logits
-    if head == "softmax":
-        modules.append(nn.Softmax(dim=-1))
-    elif head == "log_softmax":
-        modules.append(nn.LogSoftmax(dim=-1))
+    modules += head_modules(net)  # as to_torch_module: the original function, not the logits
     return nn.Sequential(*modules).eval()
+
+
+def head_modules(net: Network) -> list[Any]:
+    """``[the torch module of net's head]`` (:mod:`exactcomp.io.heads`), or ``[]``."""
+    from torch import nn
+
+    head = net.meta.get("head")
+    if head is None:
+        return []
+    cls = getattr(nn, HEAD_CLASSES[head])
+    return [cls(dim=-1) if head in ROW_HEADS else cls()]
 
 
 #: What :func:`module_record` stores of each module kind: the constructor's arguments.
@@ -207,6 +215,8 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "ReLU": (),
     "Softmax": ("dim",),
     "LogSoftmax": ("dim",),
+    "Sigmoid": (),
+    "Tanh": (),
 }
 
 

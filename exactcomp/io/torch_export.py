@@ -56,6 +56,8 @@ _HEAD_OPS = {
     "_softmax.default": "softmax",
     "log_softmax.int": "log_softmax",
     "_log_softmax.default": "log_softmax",
+    "sigmoid.default": "sigmoid",
+    "tanh.default": "tanh",
 }
 
 

@@ -46,10 +46,12 @@ from ..domain import Box
 from ..errors import InputFileError, UnsupportedModelError, VerificationError
 from ..network import Network
 from .atomic import atomic_path
-from .torch_chain import HEADS, LAYER_KINDS, ChainBuilder
+from .heads import HEADS
+from .torch_chain import LAYER_KINDS, ChainBuilder
 from .torch_conv import (
     check_linear,
     has_structure,
+    head_modules,
     linear_module,
     plan,
     recorded_module,
@@ -293,11 +295,7 @@ def to_torch_module(net: Network) -> nn.Sequential:
         modules.append(linear_module(layer, dtype, f"layer {k}"))
         if layer.relu:
             modules.append(nn.ReLU())
-    head = net.meta.get("head")
-    if head == "softmax":
-        modules.append(nn.Softmax(dim=-1))
-    elif head == "log_softmax":
-        modules.append(nn.LogSoftmax(dim=-1))
+    modules += head_modules(net)
     return nn.Sequential(*modules).eval()
 
 

@@ -2,7 +2,9 @@
 
 A TorchScript module carries its graph as TorchScript code, but reading that code in general
 is an interpreter's job. What is read here is the common case, a scripted ``nn.Sequential``
-of the layers :func:`~exactcomp.io.torch_chain.feed` accepts, and it is read *exactly*:
+of the layers the module reader accepts (:func:`~exactcomp.io.torch_chain.feed`'s, and the
+convolutions, pools, pads and ``Unflatten`` of :mod:`~exactcomp.io.torch_spatial`), and it
+is read *exactly*:
 
 1. before loading, the archive may hold code only for ``torch.nn`` modules (files under
    ``code/__torch__/torch/nn/``) and none may define ``__setstate__`` (the one hook that
@@ -28,7 +30,8 @@ from typing import Any
 
 from ..errors import InputFileError, UnsupportedModelError
 from ..network import Network
-from .torch_chain import LAYER_KINDS, ChainBuilder, feed
+from .torch_chain import LAYER_KINDS, ChainBuilder
+from .torch_spatial import SPATIAL_KINDS, SpatialSteps
 
 __all__ = ["load_torchscript"]
 
@@ -67,8 +70,10 @@ def load_torchscript(path: str | Path) -> Network:
             f"could not load TorchScript archive {str(path)!r} ({type(exc).__name__}); {_ADVICE}"
         ) from None
     chain = ChainBuilder("TorchScript")
+    steps = SpatialSteps(chain)
     try:
-        reference = _rebuild(chain, module, "")
+        reference = _rebuild(steps, module, "")
+        steps.finish()
     except AttributeError as exc:  # traced modules keep only tensors, not hyper-parameters
         raise UnsupportedModelError(
             f"{str(path)!r}: a TorchScript layer lacks an attribute ({exc}); a traced module "
@@ -163,26 +168,30 @@ def _sorted_finals(text: str) -> str:
     return "\n".join(out + sorted(run))
 
 
-def _rebuild(chain: ChainBuilder, module: Any, name: str) -> Any:
-    """Feed ``module``'s layers to ``chain``; return the same layout of genuine nn modules."""
+#: The torch.nn classes read from a scripted ``nn.Sequential``.
+SCRIPT_KINDS = (*LAYER_KINDS, *SPATIAL_KINDS)
+
+
+def _rebuild(steps: SpatialSteps, module: Any, name: str) -> Any:
+    """Feed ``module``'s layers to ``steps``; return the same layout of genuine nn modules."""
     from torch import nn
 
     kind = _MANGLE.sub("", module._c._type().qualified_name()).replace("..", ".")
     if kind == _NN + "container.Sequential":
         children = [
-            (child_name, _rebuild(chain, child, f"{name}.{child_name}" if name else child_name))
+            (child_name, _rebuild(steps, child, f"{name}.{child_name}" if name else child_name))
             for child_name, child in module.named_children()
         ]
         from collections import OrderedDict
 
         return nn.Sequential(OrderedDict(children))
     cls_name = kind.rsplit(".", 1)[-1]
-    if not kind.startswith(_NN) or cls_name not in LAYER_KINDS:
+    if not kind.startswith(_NN) or cls_name not in SCRIPT_KINDS:
         raise UnsupportedModelError(
             f"TorchScript module {name or '<root>'!r} ({kind.removeprefix('__torch__.')}) is "
-            f"not supported; supported in a scripted nn.Sequential: {', '.join(LAYER_KINDS)}"
+            f"not supported; supported in a scripted nn.Sequential: {', '.join(SCRIPT_KINDS)}"
         )
-    feed(chain, name or "<root>", cls_name, module)
+    steps.feed(name or "<root>", cls_name, module)
     return _genuine(cls_name, module)
 
 
@@ -203,10 +212,53 @@ def _genuine(cls_name: str, m: Any) -> Any:
         )
     if cls_name in ("Softmax", "LogSoftmax"):
         return getattr(nn, cls_name)(dim=m.dim)
+    if cls_name in ("Sigmoid", "Tanh"):
+        return getattr(nn, cls_name)()
     if cls_name == "Flatten":
         return nn.Flatten(m.start_dim, m.end_dim)
     if cls_name in ("Dropout", "AlphaDropout", "FeatureAlphaDropout"):
         return getattr(nn, cls_name)(p=m.p, inplace=m.inplace)
     if cls_name == "ReLU":
         return nn.ReLU(inplace=m.inplace)
+    if cls_name in SPATIAL_KINDS:
+        return _genuine_spatial(cls_name, m)
     return nn.Identity()
+
+
+#: The constructor arguments of each spatial class, read from the scripted module.
+_SPATIAL_ARGS = {
+    "Conv2d": (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "padding_mode",
+    ),  # fmt: skip
+    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "MaxPool2d": ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode"),
+    "AvgPool2d": (
+        "kernel_size",
+        "stride",
+        "padding",
+        "ceil_mode",
+        "count_include_pad",
+        "divisor_override",
+    ),  # fmt: skip
+    "AdaptiveAvgPool2d": ("output_size",),
+    "ZeroPad2d": ("padding",),
+    "ConstantPad2d": ("padding", "value"),
+    "Unflatten": ("dim", "unflattened_size"),
+}
+
+
+def _genuine_spatial(cls_name: str, m: Any) -> Any:
+    """A real ``torch.nn`` convolution, pool, pad or ``Unflatten`` with ``m``'s constants."""
+    from torch import nn
+
+    args = {a: getattr(m, a) for a in _SPATIAL_ARGS[cls_name]}
+    if cls_name == "Conv2d":
+        args["bias"] = m.bias is not None
+    return getattr(nn, cls_name)(**args)

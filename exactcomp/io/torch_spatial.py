@@ -48,6 +48,7 @@ from ..conv import (
 )
 from ..errors import InvalidNetworkError, UnsupportedModelError
 from ..network import SPARSE_ABOVE, Layer
+from .heads import HEAD_OF
 from .onnx_ops import csr
 from .onnx_pool import average_layer
 from .torch_chain import ChainBuilder, feed, to_float64
@@ -120,8 +121,7 @@ class SpatialSteps:
             if self.shape is not None and kind in (
                 "Linear",
                 "BatchNorm1d",
-                "Softmax",
-                "LogSoftmax",
+                *HEAD_OF,
             ):
                 raise UnsupportedModelError(
                     f"module {kind} {name!r} acts on a (C, H, W) = {self.shape} tensor; add "

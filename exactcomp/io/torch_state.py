@@ -21,7 +21,8 @@ import numpy as np
 from ..domain import Box
 from ..errors import InvalidNetworkError, UnsupportedModelError
 from ..network import Layer, Network
-from .torch_chain import HEADS, build_network, head_note, to_float64
+from .heads import HEADS, head_note
+from .torch_chain import build_network, to_float64
 
 if TYPE_CHECKING:
     import torch

@@ -25,6 +25,7 @@ UNSOUND = (
     "nnet-compress",
     "nnet-equivalent",
     "onnx-load",
+    "read",
     "onnx-equivalent",
     "onnx-written",
     "torch-written",

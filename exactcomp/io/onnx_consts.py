@@ -1,0 +1,122 @@
+"""ONNX handlers on constant tensors: ``Shape``, ``Gather``, ``Slice``, ``Mod`` and
+``DequantizeLinear``, and :func:`const`, which every handler uses to read a constant input.
+
+Each computes a numpy constant exactly (shape arithmetic feeding a ``Reshape``, weights
+stored quantised); a tensor that depends on the input is refused by :func:`const`. The
+affine handlers are in :mod:`exactcomp.io.onnx_handlers`, which dispatches to these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedModelError
+from .onnx_ops import Affine, Value
+
+
+def const(v: Value | None, what: str) -> np.ndarray:
+    """The constant input ``v`` (``what`` names it in a refusal): refuses a missing input and
+    one that depends on the network's input."""
+    if v is None:
+        raise UnsupportedModelError(f"needs {what}, which is missing")
+    if isinstance(v, Affine):
+        raise UnsupportedModelError(f"needs {what} to be a constant, but it depends on the input")
+    return np.asarray(v)
+
+
+def shape(st: Any, at: dict, xs: list) -> list:
+    x = xs[0]
+    shape = np.asarray(x.shape if isinstance(x, Affine) else np.shape(x), dtype=np.int64)
+    start = int(at.get("start", 0))
+    end = at.get("end")
+    return [shape[start : None if end is None else int(end)]]
+
+
+def gather(st: Any, at: dict, xs: list) -> list:
+    data = const(xs[0], "constant data")
+    idx = const(xs[1], "constant indices")
+    return [np.take(data, idx.astype(np.int64), axis=int(at.get("axis", 0)))]
+
+
+def dequantize(st: Any, at: dict, xs: list) -> list:
+    """``DequantizeLinear`` of a constant integer tensor: ``(x - zero_point) * scale`` per
+    ``axis`` (or one scale), computed exactly in float64. onnxruntime computes it in the
+    scale's type (FLOAT16/FLOAT), so it is read only where every product is exact in that
+    type (exactcomp's quantised files choose their scales so); otherwise refused."""
+    x = const(xs[0], "a constant quantised tensor")
+    scale = const(xs[1], "a constant scale")
+    integer = x.dtype.kind in "iu" or str(x.dtype) in ("int4", "uint4", "int2", "uint2")
+    if not integer or scale.dtype.kind != "f" or scale.dtype.itemsize < 2:
+        raise UnsupportedModelError(f"dequantises {x.dtype} with a {scale.dtype} scale")
+    if "block_size" in at and int(at["block_size"]):
+        raise UnsupportedModelError("uses blocked quantisation; not supported")
+    zp = np.zeros((), np.int64) if len(xs) < 3 or xs[2] is None else const(xs[2], "a zero point")
+    q = x.astype(np.int64) - zp.astype(np.int64).reshape(axis_shape(x, zp, at))
+    s = scale.astype(np.float64).reshape(axis_shape(x, scale, at))
+    out = q.astype(np.float64) * s
+    if not np.array_equal(out.astype(scale.dtype).astype(np.float64), out):
+        raise UnsupportedModelError(
+            f"(x - zero_point) * scale rounds in {scale.dtype}; not supported (not exact)"
+        )
+    return [out.astype(scale.dtype)]
+
+
+def axis_shape(x: np.ndarray, v: np.ndarray, at: dict) -> tuple[int, ...]:
+    """Shape that broadcasts a per-axis vector ``v`` (or a scalar) against ``x``."""
+    if v.size == 1:
+        return ()
+    axis = int(at.get("axis", 1)) % x.ndim
+    if v.ndim != 1 or v.size != x.shape[axis]:
+        raise UnsupportedModelError(f"has a scale or zero point of shape {v.shape}")
+    return tuple(-1 if i == axis else 1 for i in range(x.ndim))
+
+
+def slice_(st: Any, at: dict, xs: list) -> list:
+    """``Slice`` of a constant (the shape arithmetic ``torch.onnx.export`` writes for
+    ``nn.Unflatten`` with a dynamic batch): ``starts``/``ends``/``axes``/``steps`` as inputs
+    (opset 10+) or attributes (before); negative indices count from the end and both ends are
+    clamped to the axis, as numpy's slices do for positive steps. Other steps are refused."""
+    data = const(xs[0], "constant data")
+
+    def arg(k: int, name: str) -> np.ndarray | None:
+        if len(xs) > k and xs[k] is not None:
+            return const(xs[k], name).astype(np.int64).reshape(-1)
+        return np.asarray(at[name], np.int64).reshape(-1) if name in at else None
+
+    starts, ends = arg(1, "starts"), arg(2, "ends")
+    if starts is None or ends is None:
+        raise UnsupportedModelError("needs starts and ends")
+    axes = arg(3, "axes")
+    steps = arg(4, "steps")
+    axes = np.arange(len(starts)) if axes is None else axes
+    steps = np.ones(len(starts), np.int64) if steps is None else steps
+    if np.any(steps <= 0):
+        raise UnsupportedModelError(
+            f"has steps {steps.tolist()}; only positive steps are supported"
+        )
+    index = [slice(None)] * data.ndim
+    for a, b, e, k in zip(axes, starts, ends, steps, strict=True):
+        index[int(a) % data.ndim] = slice(int(b), int(e), int(k))
+    return [data[tuple(index)]]
+
+
+def mod(st: Any, at: dict, xs: list) -> list:
+    """``Mod`` of integer constants: the sign of the divisor's (``fmod=0``, numpy's ``mod``)
+    or of the dividend's (``fmod=1``, numpy's ``fmod``); a zero divisor is refused."""
+    a, b = const(xs[0], "a constant dividend"), const(xs[1], "a constant divisor")
+    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
+        raise UnsupportedModelError(f"of {a.dtype} by {b.dtype}; only integer constants")
+    if np.any(b == 0):
+        raise UnsupportedModelError("divides by zero")
+    return [(np.fmod if int(at.get("fmod", 0)) else np.mod)(a, b)]
+
+
+CONST_HANDLERS = {
+    "Shape": shape,
+    "Gather": gather,
+    "Slice": slice_,
+    "Mod": mod,
+    "DequantizeLinear": dequantize,
+}

@@ -28,6 +28,9 @@ near-parallel pair in it), in float32:
 - ``lossy-bound``: ``compress --tol`` at a tolerance rotating through 1, 5, 10 and 30 % of
   the exact output span; the exact ``max |f - g|`` of the written network against the
   original must not exceed the claim, nor the claim ``tol``;
+- ``file-written``: the result written to ``.onnx`` (a pruned ``Gemm`` weight as a sparse
+  ``Constant`` where that saves bytes, :mod:`exactcomp.io.onnx_sparse`; checked in
+  onnxruntime by the writer) and read back must be the proven network entry for entry;
 - ``sparse-kept``: every layer held sparse in the exact pass's network is held sparse, with
   the same matrix and structure, in the result (nothing densified);
 - ``prefix-bound``: ``f`` with its dense tail perturbed (the first dense layer after the
@@ -43,9 +46,11 @@ exception is an ``error``.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 import traceback
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -135,6 +140,7 @@ def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[d
     try:
         res = api.compress_lossy(net, box, tol, time_limit=8.0, lp_seconds=1.0, split_seconds=1.0)
         c.findings.extend(_kept_sparse(res, what))
+        c.findings.extend(_read_back(res, what))
         if res.proven > tol:
             c.findings.append(Finding("lossy-bound", f"{what}: claim {res.proven!r} > tol"))
         checked += _check_bound(c, f, res.network, res.proven, what, scale)
@@ -167,6 +173,25 @@ def _check_bound(c: Checker, f: Network, g: Network, proven: float, what: str, s
     if exact > proven + 1e-9 * scale:
         c.findings.append(Finding("lossy-bound", f"{what}: exact {exact!r} > proven {proven!r}"))
     return 1
+
+
+def _read_back(res, what: str) -> list[Finding]:
+    """``file-written`` findings: ``res`` written to ``.onnx`` (a pruned ``Gemm`` weight as a
+    sparse ``Constant`` where that saves bytes) and read back must be ``res.network`` entry for
+    entry (a float64 result's convolutions are written as ``Gemm``: no structure compared)."""
+    with tempfile.TemporaryDirectory(prefix="soak-cc-") as tmp:
+        path = Path(tmp) / "g.onnx"
+        res.save(path)
+        back = api.load(path)
+    if len(back.layers) != len(res.network.layers):
+        return [Finding("file-written", f"{what}: {len(back.layers)} layers read back")]
+    out = []
+    for k, (a, b) in enumerate(zip(back.layers, res.network.layers, strict=True)):
+        wa = a.weight.toarray() if a.sparse else a.weight
+        wb = b.weight.toarray() if b.sparse else b.weight
+        if not (np.array_equal(wa, wb) and np.array_equal(a.bias, b.bias)):
+            out.append(Finding("file-written", f"{what}: layer {k} read back differs"))
+    return out
 
 
 def _kept_sparse(res, what: str) -> list[Finding]:

@@ -38,10 +38,14 @@ def is_sparse(matrix: object) -> bool:
 SPARSE_ABOVE = 1 << 24
 
 #: :meth:`Network.forward` evaluates a batch in chunks of rows holding at most this many
-#: activations of the widest layer (2^22 float64, 32 MiB per copy): 4,096 points through a
+#: activations of the widest layer (2^20 float64, 8 MiB per copy): 4,096 points through a
 #: convolution of 23,328 outputs would otherwise hold 0.76 GB per copy, and the sampling of
 #: the lossy commands kept several (Convnet_maxpool's ``quantize`` peaked at 7.1 GB).
-FORWARD_CHUNK = 1 << 22
+#: CPU seconds per 100,000 points at 2^19 / 2^20 / 2^21 / 2^22 (RESULTS.md "budget17"):
+#: Convnet_avgpool held sparse 8.7 / 6.8 / 7.1 / 11.3, Convnet_maxpool 17.3 / 15.5 / 18.1 /
+#: 26.9, cifar_base_kw 9.4 / 8.7 / 9.4 / 9.2, the digits model 0.11 / 0.12 / 0.16 / 0.34:
+#: chunks that stay in cache.
+FORWARD_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, eq=False)

@@ -79,7 +79,8 @@ def better(
 
 
 def exact_pass_facts(original: Network, done: Any, seconds: float) -> dict:
-    """What the exact pass (a ``CompressionResult``) removed, and its ``seconds``."""
+    """What the exact pass (a ``CompressionResult``) removed, its ``seconds``, and the points
+    its re-check evaluated (``check_points``: :mod:`exactcomp.api.sampling`)."""
     stats = done.stability.stats
     return {
         "neurons_removed": original.num_neurons - done.network.num_neurons,
@@ -87,4 +88,5 @@ def exact_pass_facts(original: Network, done: Any, seconds: float) -> dict:
         "seconds": round(seconds, 3),
         "undecided": int(stats.get("undecided", 0)),
         "architecture_after": done.network.describe(),
+        "check_points": int(done.check.points),
     }

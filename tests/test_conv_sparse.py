@@ -294,3 +294,40 @@ def test_a_sparse_layer_that_would_lose_its_structure_is_not_written_dense(tmp_p
     api.save(res.network, out, inputs=[path])
     x = case.box.sample(50, np.random.default_rng(0))
     assert np.allclose(api.load(out).forward(x), net.forward(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [0, -1])  # the sparse convolution, the dense Gemm head
+def test_the_default_recheck_catches_a_wrong_rewrite_of_a_sparse_network(
+    tmp_path, monkeypatch, layer
+):
+    """A deliberately wrong rewrite (the largest weight of one layer of the compressed network
+    times 1.01) is refused by ``compress``'s re-check at its default point count, through the
+    public API: the savings of :mod:`exactcomp.api.sampling` keep it a safety net."""
+    import dataclasses
+
+    from exactcomp.api import compressing
+    from exactcomp.errors import VerificationError
+    from exactcomp.network import Layer
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(3), path)
+    net = _sparse_load(path, monkeypatch)
+    real = compressing.choose_structured
+
+    def wrong(*args, **kwargs):
+        rewritten, structure = real(*args, **kwargs)
+        g = rewritten.network
+        la = g.layers[layer]
+        w = la.weight.copy()
+        values = w.data if la.sparse else w.reshape(-1)
+        values[np.argmax(np.abs(values))] *= 1.01
+        bad = Layer(w, la.bias, la.relu)
+        layers = list(g.layers)
+        layers[layer] = bad
+        return dataclasses.replace(rewritten, network=g.replace_layers(layers)), structure
+
+    assert net.layers[0].sparse and not net.layers[-1].sparse
+    assert api.compress(net, BOX, jobs=1).check.points >= 2000  # the floor, at least
+    monkeypatch.setattr(compressing, "choose_structured", wrong)
+    with pytest.raises(VerificationError, match="this is a bug"):
+        api.compress(net, BOX, jobs=1)

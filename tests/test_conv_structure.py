@@ -462,7 +462,7 @@ def test_sample_check_in_chunks_checks_every_point_and_still_catches_a_change(mo
     from exactcomp.network import Layer, Network
     from exactcomp.tolerances import DEFAULT
 
-    monkeypatch.setattr(api.compressing, "CHECK_ENTRIES", 40)  # 4 points of 9 inputs per chunk
+    monkeypatch.setattr(api.sampling, "CHECK_ENTRIES", 40)  # 4 points of 9 inputs per chunk
     f = Network((Layer(RNG.normal(size=(2, 9)), [0.0, 1.0], True),), dtype="float64")
     box = Box.uniform(0.0, 1.0, 9)
     sc = api.sample_check(f, f, [box], points=30, tol=DEFAULT)

@@ -168,6 +168,7 @@ ALLOWED_THIRD_PARTY = {
         "io/onnx_handlers.py",
         "io/onnx_io.py",
         "io/onnx_quant.py",
+        "io/onnx_sparse.py",
         "io/onnx_types.py",
     },
     "onnxruntime": {"io/onnx_check.py"},

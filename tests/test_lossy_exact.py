@@ -63,6 +63,7 @@ def test_tol_zero_removes_the_stable_neurons_the_search_alone_keeps():
     assert doc["exact_pass"]["neurons_removed"] == 1
     assert doc["exact_pass"]["parameters_removed"] > 0
     assert doc["exact_pass"]["seconds"] >= 0.0
+    assert doc["exact_pass"]["check_points"] >= 2000  # its re-check: the floor at least
     assert doc["lossy_search"] == {"neurons_removed": 0, "parameters_removed": 0}
     assert (doc["neurons_before"], doc["neurons_after"]) == (4, 3)
     assert doc["parameters_before"] == 13  # the original's nonzero ones, not the exact pass's

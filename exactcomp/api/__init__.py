@@ -33,24 +33,21 @@ from .checking import (
     verify_with_certificates,
 )
 from .compressing import (
-    CHECK_ENTRIES,
     CompressionResult,
-    SampleCheck,
     build_report,
     check_memory,
     check_options,
-    check_points,
     compress,
     memory_estimate,
     peak_memory_mb,
-    sample_check,
     save,
     stable_neurons,
-    stored,
 )
 from .regions import count_regions
+from .sampling import CHECK_ENTRIES, SampleCheck, check_points, sample_check, stored
 
-#: Where each part lives: :mod:`.compressing` (analysis, rewrite, re-check, report),
+#: Where each part lives: :mod:`.compressing` (analysis, rewrite, report), :mod:`.sampling`
+#: (the re-check on sample points),
 #: :mod:`.checking` (verification and compress-then-verify), :mod:`.regions`.
 __all__ = [
     "Box",

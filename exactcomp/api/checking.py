@@ -23,7 +23,8 @@ from ..verify import EquivalenceResult, RecheckResult
 from ..verify import EquivalenceStatus as EquivalenceStatus
 from ..verify import recheck_certificates as _recheck_certificates
 from ..verify import verify_equivalence as _verify_equivalence
-from .compressing import CompressionResult, compress, stored
+from .compressing import CompressionResult, compress
+from .sampling import stored
 
 #: Of a ``verify`` time limit, the most the re-check of certificates may use (the proof gets
 #: the rest, and never less than a tenth of the limit).

@@ -13,13 +13,8 @@ from typing import Any
 import numpy as np
 
 from .. import io as _io
-from ..conv import rounded
 from ..domain import Box
-from ..errors import (
-    InvalidOptionError,
-    ResourceLimitError,
-    VerificationError,
-)
+from ..errors import InvalidOptionError, ResourceLimitError
 from ..io.binding import DomainLike, ModelLike, as_domain, bind_domain, load
 from ..network import Network
 from ..progress import SILENT, Progress
@@ -30,6 +25,7 @@ from ..stability.cones import stable_by_cones
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import METHODS, StabilityReport
 from ..verify import EquivalenceStatus as EquivalenceStatus
+from .sampling import CHECK_POINTS, SampleCheck, check_seconds, sample_check
 
 
 def save(
@@ -146,15 +142,6 @@ def stable_neurons(
 
 
 @dataclass(frozen=True, eq=False)
-class SampleCheck:
-    """Result of re-evaluating original and compressed networks on many points of the domain."""
-
-    points: int
-    max_abs_diff: float
-    float32_max_deviation: float  # extra deviation caused by storing the result in its dtype
-
-
-@dataclass(frozen=True, eq=False)
 class CompressionResult:
     """What :func:`compress` returns: the smaller network, its proofs, and a JSON-able report."""
 
@@ -175,94 +162,6 @@ class CompressionResult:
         return to_torch_module(self.network)
 
 
-#: Largest ``points x width`` the re-check holds at once (128 MB of float64; ``width`` the
-#: widest of the input and the layers): an image network's 100,000 points are checked in
-#: chunks instead of one 2.5 GB array (or 4 GB of a 23,328-unit convolution per chunk).
-CHECK_ENTRIES = 1 << 24
-
-
-def check_points(boxes: Sequence[Box], n: int, rng: np.random.Generator) -> np.ndarray:
-    """Points to re-check on: uniform in each box, plus points near random box vertices
-    (where stability arguments are most often wrong), plus each box's centre."""
-    per_box = max(1, n // len(boxes))
-    parts = []
-    for b in boxes:
-        n_vert = per_box // 4
-        uniform = b.sample(per_box - n_vert, rng)
-        vertices = np.where(rng.random((n_vert, b.dim)) < 0.5, b.lower, b.upper)
-        jitter = rng.random((n_vert, b.dim)) * 0.01 * (b.upper - b.lower)
-        near = b.clip(np.where(vertices == b.lower, vertices + jitter, vertices - jitter))
-        parts += [uniform, near, b.center[None, :]]
-    return np.concatenate(parts)
-
-
-def stored(net: Network, dtype: str | None = None) -> Network:
-    """The network a saved file holds: weights rounded to ``dtype`` (default: ``net.dtype``,
-    the precision of the checkpoint it came from), which becomes its dtype.
-
-    Folding stably active neurons computes new float64 weights; a float32 file rounds them, so
-    it holds a (very slightly) different function. Verify *this* network when the claim is
-    about the file; ``dtype="float64"`` keeps exactly the network that was analysed."""
-    name = dtype or net.dtype
-    dt = np.dtype(name) if name in ("float16", "float32", "float64") else np.dtype(np.float64)
-    layers = [
-        type(la)(
-            la.weight.astype(dt).astype(np.float64),
-            la.bias.astype(dt).astype(np.float64),
-            la.relu,
-            rounded(la.structure, dt),
-        )
-        for la in net.layers
-    ]
-    return Network(tuple(layers), dtype=dt.name, meta=dict(net.meta))
-
-
-def sample_check(
-    original: Network,
-    compressed: Network,
-    boxes: Sequence[Box],
-    *,
-    points: int,
-    tol: Tolerances,
-    seed: int = 0,
-) -> SampleCheck:
-    """Re-check ``compressed == original`` by evaluation; raise :class:`VerificationError` on a
-    mismatch beyond ``check_abs + check_rel * max(1, |f(x)|) + check_scale * S(x)`` (see
-    :class:`~exactcomp.tolerances.Tolerances`)."""
-    rng = np.random.default_rng(seed)
-    # the widest array a chunk makes: its points, or a layer's outputs for them
-    dim = max(boxes[0].dim, *(la.out_features for la in original.layers), 1)
-    if points * dim <= CHECK_ENTRIES:
-        sizes = [points]
-    else:  # wide inputs (images): the same number of points, drawn and checked in chunks
-        per = max(1, CHECK_ENTRIES // dim)
-        sizes = [per] * (points // per) + ([points % per] if points % per else [])
-    kept = stored(compressed)
-    total, worst, deviation = 0, 0.0, 0.0
-    for size in sizes:
-        x = check_points(boxes, size, rng)
-        fx = original.forward(x)
-        diff = np.abs(fx - compressed.forward(x))
-        allowed = (
-            tol.check_abs
-            + tol.check_rel * np.maximum(1.0, np.abs(fx))
-            + tol.check_scale * original.term_scale(x)
-        )
-        bad = np.argwhere(diff > allowed)
-        if bad.size:
-            i, j = bad[0]
-            raise VerificationError(
-                f"the compressed network differs from the original by {diff[i, j]:.3g} at "
-                f"output {j} (input row {total + i} of the re-check); this is a bug, nothing "
-                "was written"
-            )
-        worst = max(worst, float(diff.max(initial=0.0)))
-        # the written (rounded) network against f(x), already computed
-        deviation = max(deviation, float(np.abs(fx - kept.forward(x)).max(initial=0.0)))
-        total += len(x)
-    return SampleCheck(points=total, max_abs_diff=worst, float32_max_deviation=deviation)
-
-
 def compress(
     model: ModelLike,
     domain: DomainLike,
@@ -273,7 +172,7 @@ def compress(
     data: np.ndarray | None = None,
     solver: str = "highs",
     trust_pickle: bool = False,
-    check: int = 100_000,
+    check: int | None = None,
     progress: Progress = SILENT,
     tol: Tolerances | float = DEFAULT,
     seed: int = 0,
@@ -287,7 +186,9 @@ def compress(
 
     Classifies every neuron (:func:`stable_neurons`), rewrites the network using only proven
     verdicts, and re-checks the result on ``check`` points of the domain before returning it
-    (a mismatch raises :class:`VerificationError`: a bug, never a silent wrong network).
+    (a mismatch raises :class:`VerificationError`: a bug, never a silent wrong network;
+    ``check=None``: up to 100,000 points within 10 s, or ``deadline``, never fewer than
+    2,000: :mod:`exactcomp.api.sampling`; ``report["check"]["points"]`` says how many).
     With ``partial=True``, a Ctrl-C during the stability analysis compresses with the verdicts
     proven so far (still exact; ``report["interrupted"]`` is True) instead of raising.
     ``cluster``: a Dask scheduler address to solve the MILPs on (see :func:`stable_neurons`).
@@ -299,14 +200,14 @@ def compress(
     smaller as written of that, the position-level rewrite and the unchanged network is
     returned (:func:`~exactcomp.rewrite.channels.choose_structured`; ``report["structure"]``).
     ``nnet_units``: see :func:`load`. ``deadline``: see :func:`stable_neurons` (the neurons
-    left UNDECIDED are kept, so the result is still exact).
+    left UNDECIDED are kept, so the result is still exact), and the re-check's time.
     """
     if not isinstance(tol, Tolerances) or tol_mode != "linf":
         eps = None if isinstance(tol, Tolerances) else tol
         return compress_lossy(
             model, domain, eps, tol_mode=tol_mode, time_limit=max(time_limit, 60.0), data=data
         )
-    if not check >= 1:
+    if check is not None and not check >= 1:
         raise InvalidOptionError(f"the number of re-check points must be >= 1, got {check}")
     t0 = time.perf_counter()
     original = load(model, trust_pickle=trust_pickle, nnet_units=nnet_units)
@@ -330,7 +231,15 @@ def compress(
     rewritten = None if sparse else compress_network(original, report, tol=tol)
     rewritten, structure = choose_structured(original, report, rewritten, tol)
     progress.task("re-checking on sample points", 1)
-    sc = sample_check(original, rewritten.network, boxes, points=check, tol=tol, seed=seed + 1)
+    sc = sample_check(
+        original,
+        rewritten.network,
+        boxes,
+        points=CHECK_POINTS if check is None else check,
+        tol=tol,
+        seed=seed + 1,
+        seconds=check_seconds(deadline) if check is None else None,
+    )
     progress.advance()
     seconds = time.perf_counter() - t0
     doc = build_report(

@@ -137,9 +137,10 @@ def _add_compress_parser(sub) -> None:
     c.add_argument(
         "--check",
         type=int,
-        default=100_000,
+        default=None,
         metavar="N",
-        help="re-check points before writing, >= 1 (default: 100000)",
+        help="re-check on N points before writing, >= 1 (default: up to 100000 within 10 s, "
+        "at least 2000)",
     )
     c.add_argument(
         "--verify",

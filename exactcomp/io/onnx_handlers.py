@@ -29,6 +29,7 @@ from .onnx_consts import CONST_HANDLERS, const
 from .onnx_conv import conv
 from .onnx_ops import Affine, Value
 from .onnx_pool import POOL_HANDLERS
+from .onnx_sparse import dense_of_sparse
 
 FLOAT_TYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -318,6 +319,8 @@ def _batchnorm(st: LoweringState, at: dict, xs: list) -> list:
 def _constant(st: LoweringState, at: dict, xs: list) -> list:
     if "value" in at:
         return [numpy_helper.to_array(at["value"])]
+    if "sparse_value" in at:  # a pruned weight matrix, as exactcomp writes it
+        return [dense_of_sparse(at["sparse_value"])]
     for key in ("value_float", "value_int"):
         if key in at:
             return [np.asarray(at[key])]

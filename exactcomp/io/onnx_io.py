@@ -38,6 +38,7 @@ from .onnx_check import (
 )
 from .onnx_graph import declared_dims, initializer_dtype, lower_graph, opset_version
 from .onnx_handlers import FLOAT_TYPES
+from .onnx_sparse import sparse_storage
 
 __all__ = [
     "Comparison",
@@ -196,6 +197,8 @@ def save_onnx(
     built = build_model(net, like)
     if net.dtype == "float16":
         half_storage(built)
+    else:  # a pruned Gemm weight: sparse where that saves bytes
+        sparse_storage(built)
     model = _unchanged_source(net, built)
     write_checked(model, net, path, "ONNX", check_samples, seed)
 

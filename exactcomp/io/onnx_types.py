@@ -114,6 +114,8 @@ def output_types(op: str, at: dict, in_types: Sequence[int | None]) -> list[int 
     if op == "Shape":
         return [T.INT64]
     if op == "Constant":
+        if "sparse_value" in at:
+            return [int(at["sparse_value"].values.data_type)]
         for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
             if key in at:
                 return [constant_type(at[key])]

@@ -22,6 +22,7 @@ CLOCKED = (
     "exactcomp.api.checking",
     "exactcomp.api.compressing",
     "exactcomp.api.regions",
+    "exactcomp.api.sampling",
     "exactcomp.approx",
     "exactcomp.bab.beta_first",
     "exactcomp.bab.beta_tree",

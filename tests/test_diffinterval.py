@@ -50,3 +50,16 @@ def test_the_bound_contains_the_exact_maximum(seed):
     box = Box(-rng.random(2), rng.random(2))
     exact = max_output_difference(f, g, box).value
     assert exact <= interval_difference(f, g, box).max() + 1e-12
+
+
+def test_a_layer_emptied_by_the_exact_pass_held_sparse():
+    """A hidden layer of width 0 held sparse (what the exact pass leaves when it removes a
+    whole layer's units): the bound is the output layer's constant difference, no crash
+    (conv-compress soak case 4 raised in the backward products' reshape)."""
+    from scipy import sparse
+
+    f = Network((Layer(sparse.csr_array(np.zeros((0, 2))), np.zeros(0), True),
+                 Layer(np.zeros((1, 0)), np.array([0.5]), False)))  # fmt: skip
+    g = Network((f.layers[0], Layer(np.zeros((1, 0)), np.array([0.75]), False)))
+    bound = interval_difference(f, g, Box(np.zeros(2), np.ones(2)))
+    assert 0.25 <= bound[0] < 0.25 + 1e-6

@@ -87,7 +87,7 @@ def _mm(coef: np.ndarray, w) -> np.ndarray:
     ``scipy.sparse`` (a layer too large to hold densely; the product is dense)."""
     if not is_sparse(w):
         return coef @ w
-    flat = coef.reshape(-1, coef.shape[-1])
+    flat = coef.reshape(int(np.prod(coef.shape[:-1])), coef.shape[-1])  # also for n = 0
     return np.asarray((w.T @ flat.T).T).reshape(*coef.shape[:-1], w.shape[1])
 
 

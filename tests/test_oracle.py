@@ -296,3 +296,20 @@ def test_wrong_verdicts_names_a_flipped_claim_and_accepts_the_true_ones():
     assert exact.wrong_verdicts(report(flipped)) == [
         f"layer {case.network.relu_layers[k]} neuron {j}: INACTIVE, oracle UNSTABLE"
     ]
+
+
+def test_an_enumeration_stops_after_its_lp_budget(monkeypatch):
+    """Past ``LPS_PER_REGION * max_regions`` branching LPs the enumeration stops with
+    :class:`OracleError` (a soak case then notes a skip, never runs for hours); with the
+    default budget the same network is enumerated in full."""
+    from exactcomp.testing import regions as mod
+
+    rng = np.random.default_rng(0)
+    net = Network((Layer(rng.normal(size=(12, 2)), rng.normal(size=12), True),
+                   Layer(rng.normal(size=(1, 12)), np.zeros(1), False)))  # fmt: skip
+    box = Box(-np.ones(2), np.ones(2))
+    assert sum(1 for _ in mod.enumerate_regions(net, box, max_regions=10_000)) > 1
+    monkeypatch.setattr(mod, "LPS_PER_REGION", 0)
+    with pytest.raises(mod.OracleError, match="LPs"):
+        for _ in mod.enumerate_regions(net, box, max_regions=10_000):
+            pass

@@ -35,6 +35,11 @@ from ..domain import Box
 from ..network import Network
 
 MAX_REGIONS = 200_000
+#: Branching LPs allowed per region of ``max_regions`` (an enumeration stops with
+#: :class:`OracleError` past ``LPS_PER_REGION * max_regions`` of them): a deep network can
+#: spend millions of feasibility LPs on few regions (a soak case of ``conv-lossy``, seed
+#: 900xx, ran for over an hour inside one enumeration of fewer than 20,000 regions).
+LPS_PER_REGION = 20
 
 
 class OracleError(RuntimeError):
@@ -124,7 +129,7 @@ def enumerate_regions(
     for net in nets:
         box.check_size(net.input_size)
     n = box.dim
-    state = {"regions": 0}
+    state = {"regions": 0, "lps": 0}
 
     def count() -> None:
         state["regions"] += 1
@@ -171,6 +176,11 @@ def enumerate_regions(
             for side in (1.0, -1.0):
                 if (pos if side > 0 else neg) or box_max(side * row, side * const, box) <= 0:
                     continue
+                state["lps"] += 1
+                if state["lps"] > LPS_PER_REGION * max_regions:
+                    raise OracleError(
+                        f"more than {LPS_PER_REGION * max_regions} LPs: the network is too large"
+                    )
                 x = lp_argmax(side * row, poly, box)
                 if x is not None and side * (x @ row + const) > 0:
                     pts = np.vstack([pts, x])

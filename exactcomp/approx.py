@@ -334,7 +334,7 @@ def compress_lossy(
     if exact is not None:
         t1 = time.perf_counter()  # after top1's margin proofs: the exact pass keeps its share
         progress.task("exact pass", 1)
-        done = exact(original, list(boxes), deadline=t1 + EXACT_SHARE * time_limit)
+        done = exact(original, boxes, deadline=t1 + EXACT_SHARE * time_limit)
         spent = time.perf_counter() - t1
         f, exact_facts["exact_pass"] = done.network, exact_pass_facts(original, done, spent)
         t0 += max(spent - EXACT_SHARE * time_limit, 0.0)  # an overrun keeps the rest's share

@@ -73,6 +73,9 @@ MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candi
 #: proven within its budget (:func:`exactcomp.rewrite.lowrank.search_lowrank`; else it costs
 #: a few symbolic proofs and the plain search keeps all the time).
 LOWRANK_TIME_SHARE = 0.5
+#: ``compress --tol``'s time in seconds: of the API call, and in the CLI of the whole command
+#: (loading the model included: 4.4-5.7 s of the sparse conv networks, RESULTS.md "budget18").
+TIME_LIMIT = 90.0
 #: Of ``compress --tol``'s time, the deadline of the exact pass that runs first (measured at
 #: load 2-4, 0 undecided each: 1.8-2.2 s on the digits models, 5.1-10.7 s on ACAS Xu 1_1
 #: prop_1, 11.8 s on MNIST 256x2 prop_0_0.03; past it nothing new starts, still exact, but
@@ -279,7 +282,7 @@ def compress_lossy(
     *,
     tol_mode: str = "linf",
     top1_class: str = "argmax",
-    time_limit: float = 90.0,
+    time_limit: float = TIME_LIMIT,
     data: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     tighten_seconds: float = TIGHTEN_SECONDS,

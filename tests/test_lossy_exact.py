@@ -171,3 +171,32 @@ def test_one_deadline_the_search_ends_before_the_final_reserve(monkeypatch, exac
         assert sampled_at[0] - start <= exact_seconds + floor + 1e-9
         assert floor - approx.LP_SECONDS / 2 <= given[0] <= floor  # less the LP's reserve
     assert max_output_difference(f, res.network, BOX).value <= 0.5 + 1e-9
+
+
+@pytest.mark.parametrize("load_seconds", [6.0, 70.0])
+def test_the_cli_counts_the_load_in_the_time_limit(tmp_path, monkeypatch, load_seconds):
+    """``compress --tol`` in the CLI: the search gets ``TIME_LIMIT`` less what loading the
+    model took (the fake clock: a load of ``load_seconds``), never less than half of it."""
+    from exactcomp import approx, io
+    from exactcomp.cli import main
+    from exactcomp.testing.clock import FakeClock
+
+    clock = FakeClock().install(monkeypatch)
+    model = tmp_path / "f.onnx"
+    io.save(stable_pair(), model)
+    real_load, real_lossy = api.load, api.compress_lossy
+    given = []
+
+    def slow_load(*args, **kw):
+        clock.advance(load_seconds)
+        return real_load(*args, **kw)
+
+    def lossy(*args, time_limit, **kw):
+        given.append(time_limit)
+        return real_lossy(*args, time_limit=time_limit, **kw)
+
+    monkeypatch.setattr(api, "load", slow_load)
+    monkeypatch.setattr(api, "compress_lossy", lossy)
+    out = tmp_path / "g.onnx"
+    assert main(["compress", str(model), "--box=-1,1", "--tol", "0.5", "-o", str(out)]) == 0
+    assert given == [max(approx.TIME_LIMIT - load_seconds, approx.TIME_LIMIT / 2)]

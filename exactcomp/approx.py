@@ -73,12 +73,23 @@ MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candi
 #: proven within its budget (:func:`exactcomp.rewrite.lowrank.search_lowrank`; else it costs
 #: a few symbolic proofs and the plain search keeps all the time).
 LOWRANK_TIME_SHARE = 0.5
+#: ``compress --tol``'s time in seconds: of the API call, and in the CLI of the whole command
+#: (loading the model included: 4.4-5.7 s of the sparse conv networks, RESULTS.md "budget18").
+TIME_LIMIT = 90.0
 #: Of ``compress --tol``'s time, the deadline of the exact pass that runs first (measured at
 #: load 2-4, 0 undecided each: 1.8-2.2 s on the digits models, 5.1-10.7 s on ACAS Xu 1_1
-#: prop_1, 11.8 s on MNIST 256x2 prop_0_0.03; past it nothing new starts, still exact). Past
-#: it (Convnet_avgpool held sparse: 116 s, mostly the re-check on sample points; the search
-#: was left 1 s and no edit), the phases after it keep their share.
+#: prop_1, 11.8 s on MNIST 256x2 prop_0_0.03; past it nothing new starts, still exact, but
+#: the cone-by-cone stability of a network held sparse runs its cones to the end:
+#: Convnet_maxpool 38.9 s of stability at load 4-5, RESULTS.md "budget18").
 EXACT_SHARE = 0.25
+#: Of ``compress --tol``'s time, kept after the search for the final proof of the stored
+#: network and the sampled difference (``sampled_max_difference``: 3.3-3.6 s wall at load 4-5
+#: on the sparse conv networks, 0.3 s on the digits model, RESULTS.md "budget18"; 9 s of 90).
+FINAL_SHARE = 0.1
+#: Of ``compress --tol``'s time, the least the phases between the exact pass and the final
+#: proof get when the exact pass overran into their time (one deadline for the call: they end
+#: at ``time_limit`` less ``FINAL_SHARE``, but with 1 s the search made no edit: lossy16).
+SEARCH_FLOOR = 0.25
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
 #: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
 METHODS: tuple[str, ...] = ("corrected", "rtn")
@@ -271,7 +282,7 @@ def compress_lossy(
     *,
     tol_mode: str = "linf",
     top1_class: str = "argmax",
-    time_limit: float = 90.0,
+    time_limit: float = TIME_LIMIT,
     data: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     tighten_seconds: float = TIGHTEN_SECONDS,
@@ -302,7 +313,9 @@ def compress_lossy(
     ``lp_seconds``: the budget of one joint-LP proof (the search spends the slack the LP shows
     over the symbolic bound, and the claim is the LP or symbolic proof of the final network,
     the smaller); ``time_limit`` the whole call's, the exact pass, LP proofs and the
-    tightening of ``f``'s bounds included; ``bab_seconds`` > 0: then
+    tightening of ``f``'s bounds included: the search phases end :data:`FINAL_SHARE` of it
+    before its end (the final proof and the sampling), an exact pass past its share taking
+    their time down to :data:`SEARCH_FLOOR` of it; ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
     ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`;
     ``merge``: its near-parallel neuron merges (:mod:`exactcomp.rewrite.merging`).
@@ -317,7 +330,7 @@ def compress_lossy(
     ``tol = min(tol, m / 2)`` less a slack (``tol`` may be None), so the class of ``g`` is
     proven unchanged (:func:`exactcomp.verify.margin.top1_tolerance`; report ``top1_proven``).
     ``progress``: each phase is announced as a task of one step (its name and time shown)."""
-    t0 = start = time.perf_counter()  # t0: the phases' clock; start: the report's seconds
+    start = time.perf_counter()  # the one deadline's start, and the report's seconds
     if tol_mode not in TOL_MODES:
         raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
     tol = None if tol is None and tol_mode == "top1" else check_tol(tol)
@@ -334,20 +347,23 @@ def compress_lossy(
     if exact is not None:
         t1 = time.perf_counter()  # after top1's margin proofs: the exact pass keeps its share
         progress.task("exact pass", 1)
-        done = exact(original, list(boxes), deadline=t1 + EXACT_SHARE * time_limit)
+        done = exact(original, boxes, deadline=t1 + EXACT_SHARE * time_limit)
         spent = time.perf_counter() - t1
         f, exact_facts["exact_pass"] = done.network, exact_pass_facts(original, done, spent)
-        t0 += max(spent - EXACT_SHARE * time_limit, 0.0)  # an overrun keeps the rest's share
+    # one deadline: the search phases end FINAL_SHARE before it (an exact pass that overran
+    # takes their time, down to SEARCH_FLOOR), the final proof and sampling fit in the rest
+    now = time.perf_counter()
+    stop = max(start + (1 - FINAL_SHARE) * time_limit, now + SEARCH_FLOOR * time_limit)
     # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
     progress.task("bounds of the original", 1)
     charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
-    left = time_limit - (time.perf_counter() - t0)  # after f's tightening
+    left = stop - time.perf_counter()  # after f's tightening
     progress.task("magnitude pruning", 1)
     mag, lp_reserve = magnitude_first(
         f, boxes, tol, charger, time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
     )
     options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit, "use_merge": merge}
-    t_lr, left = time.perf_counter(), time_limit - (time.perf_counter() - t0) - lp_reserve
+    t_lr, left = time.perf_counter(), stop - time.perf_counter() - lp_reserve
     progress.task("low rank", 1)
     low = search_lowrank(
         f, boxes, tol, charger, time_limit=max(LOWRANK_TIME_SHARE * left, 1.0), **options
@@ -359,7 +375,7 @@ def compress_lossy(
         boxes,
         tol,
         charger,
-        time_limit=max(time_limit - (time.perf_counter() - t0) - lp_reserve, 1.0),
+        time_limit=max(stop - time.perf_counter() - lp_reserve, 1.0),
         **options,
     )
     mag = magnitude_last(f, mag, out, tol, charger, reserve=lp_reserve, lp_seconds=lp_seconds)

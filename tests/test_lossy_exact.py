@@ -129,3 +129,74 @@ def test_bad_tol_is_refused_before_any_work(tol):
     with pytest.raises(InvalidOptionError, match="--tol must be"):
         api.compress_lossy(stable_pair(), BOX, tol)
     assert not calls
+
+
+@pytest.mark.parametrize("exact_seconds", [5.0, 40.0, 200.0])
+def test_one_deadline_the_search_ends_before_the_final_reserve(monkeypatch, exact_seconds):
+    """The fake clock: an exact pass of ``exact_seconds`` and a greedy search that spends all
+    it is given. The sampling starts by ``(1 - FINAL_SHARE) * time_limit`` after the start
+    whenever the exact pass leaves the search at least ``SEARCH_FLOOR`` of the time, else
+    the search gets that floor; the result is still within tol by the oracle."""
+    from exactcomp import approx
+    from exactcomp.testing.clock import FakeClock
+
+    clock = FakeClock().install(monkeypatch)
+    start, limit = clock.now, 90.0
+    real_search, real_sampled = approx.search, approx.sampled_max_difference
+    given, sampled_at = [], []
+
+    def slow_exact(*args, **kw):
+        out = api.compress(*args, **kw)
+        clock.advance(exact_seconds)
+        return out
+
+    def spending_search(*args, time_limit, **kw):
+        given.append(time_limit)
+        out = real_search(*args, time_limit=time_limit, **kw)
+        clock.advance(time_limit)
+        return out
+
+    def sampled(*args, **kw):
+        sampled_at.append(clock.now)
+        return real_sampled(*args, **kw)
+
+    monkeypatch.setattr(approx, "search", spending_search)
+    monkeypatch.setattr(approx, "sampled_max_difference", sampled)
+    f = stable_pair()
+    res = search_only(f, BOX, 0.5, time_limit=limit, exact=slow_exact, split_seconds=0.0)
+    floor = approx.SEARCH_FLOOR * limit
+    if exact_seconds + floor <= (1 - approx.FINAL_SHARE) * limit:
+        assert sampled_at[0] - start <= (1 - approx.FINAL_SHARE) * limit + 1e-9
+    else:  # the exact pass overran into the search's time: the search keeps its floor
+        assert sampled_at[0] - start <= exact_seconds + floor + 1e-9
+        assert floor - approx.LP_SECONDS / 2 <= given[0] <= floor  # less the LP's reserve
+    assert max_output_difference(f, res.network, BOX).value <= 0.5 + 1e-9
+
+
+@pytest.mark.parametrize("load_seconds", [6.0, 70.0])
+def test_the_cli_counts_the_load_in_the_time_limit(tmp_path, monkeypatch, load_seconds):
+    """``compress --tol`` in the CLI: the search gets ``TIME_LIMIT`` less what loading the
+    model took (the fake clock: a load of ``load_seconds``), never less than half of it."""
+    from exactcomp import approx, io
+    from exactcomp.cli import main
+    from exactcomp.testing.clock import FakeClock
+
+    clock = FakeClock().install(monkeypatch)
+    model = tmp_path / "f.onnx"
+    io.save(stable_pair(), model)
+    real_load, real_lossy = api.load, api.compress_lossy
+    given = []
+
+    def slow_load(*args, **kw):
+        clock.advance(load_seconds)
+        return real_load(*args, **kw)
+
+    def lossy(*args, time_limit, **kw):
+        given.append(time_limit)
+        return real_lossy(*args, time_limit=time_limit, **kw)
+
+    monkeypatch.setattr(api, "load", slow_load)
+    monkeypatch.setattr(api, "compress_lossy", lossy)
+    out = tmp_path / "g.onnx"
+    assert main(["compress", str(model), "--box=-1,1", "--tol", "0.5", "-o", str(out)]) == 0
+    assert given == [max(approx.TIME_LIMIT - load_seconds, approx.TIME_LIMIT / 2)]

@@ -476,3 +476,36 @@ def test_domain_check_reruns_the_file_on_the_bound_domain(tmp_path):
         api.stable_neurons(net, box)
     rewritten = net.replace_layers([Layer(np.full((1, 2), 1.001), np.zeros(1), relu=False)])
     check_on_domain(rewritten, [box])  # a rewrite is not compared with the source file
+
+
+def test_the_domain_is_checked_once_per_command_and_again_for_another_network(
+    tmp_path, monkeypatch
+):
+    """``compress --tol`` binds its boxes once: the exact pass and its stability analysis take
+    them bound, and run onnxruntime on them no more; a network not among those checked (a copy,
+    a rewrite, another model) is checked on them again, and refused if its file disagrees."""
+    from exactcomp.io import binding
+
+    p = _sum_file(tmp_path)
+    net, box = load_onnx(p), Box.uniform(-1.0, 1.0, 2)
+    seen: list[Network] = []
+
+    def counting(n: Network, boxes) -> None:
+        seen.append(n)
+        check_on_domain(n, boxes)
+
+    monkeypatch.setattr(binding, "check_source", counting)
+    api.compress_lossy(net, box, 0.1, time_limit=5.0)
+    assert sum(n is net for n in seen) == 1
+    bound = binding.bind_domain(box, net)
+    nodes = [n("MatMul", ["x", "W"], ["y"])]
+    onnx.save(_model(nodes, {"W": np.full((2, 1), 1.001, np.float32)}, ["N", 2], ["N", 1]), p)
+    assert binding.bind_domain(bound, net) == bound  # checked on these boxes already
+    copy = Network(net.layers, net.dtype, dict(net.meta))
+    with pytest.raises(InvalidNetworkError, match="on the domain"):
+        binding.bind_domain(bound, copy)
+    with pytest.raises(InvalidNetworkError, match="on the domain"):
+        binding.bind_domain(tuple(bound), net)  # plain boxes: checked again
+    import pickle
+
+    assert type(pickle.loads(pickle.dumps(bound))) is tuple  # a worker checks again

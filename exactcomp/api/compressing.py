@@ -214,7 +214,7 @@ def compress(
     boxes = bind_domain(domain, original)
     report = stable_neurons(
         original,
-        list(boxes),
+        boxes,
         method=method,
         time_limit=time_limit,
         jobs=jobs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -53,8 +54,9 @@ def refuse_exact_options(args: argparse.Namespace) -> None:
 
 def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     """``quantize``, and ``compress --tol``: certified lossy compression (exactcomp.approx)."""
+    begun = time.perf_counter()  # compress --tol: TIME_LIMIT is the command's, load included
     from .. import api, io
-    from ..approx import check_tol
+    from ..approx import TIME_LIMIT, check_tol
     from ..io import check_output_path, check_save_path
     from ..report import write_document
     from ..rewrite.quantize import check_bits
@@ -90,7 +92,10 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
                 net, boxes, bits=bits, tol=tol, method=args.method, progress=progress, **options
             )
         else:
-            result = api.compress_lossy(net, boxes, tol, progress=progress, **options)
+            left = max(TIME_LIMIT - (time.perf_counter() - begun), TIME_LIMIT / 2)
+            result = api.compress_lossy(
+                net, boxes, tol, progress=progress, time_limit=left, **options
+            )
     result.report["bytes_before"] = Path(args.model).stat().st_size
     result.save(args.output, inputs=inputs)
     larger = io.larger_than_input(args.output, args.model, any_format=True)

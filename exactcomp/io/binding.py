@@ -3,6 +3,13 @@
 domain-like (a box, a union of boxes, a ``(lo, hi)`` pair) to boxes checked against the
 file each network came from. Every API entry (:mod:`exactcomp.api`, :mod:`exactcomp.approx`)
 binds its inputs here.
+
+Once per command. An entry that calls another (``compress --tol``: the lossy search calls
+``compress``, which calls ``stable_neurons``) passes its :class:`BoundBoxes` down; they name
+the networks (by identity) whose files were checked on them, so :func:`bind_domain` checks
+only a network not among them (a rewritten network, another model). The check is the same,
+run once instead of once per entry (onnxruntime on the probe points of every box: 1.9-17 s
+of ``compress --tol`` on the sparse conv networks, three times; RESULTS.md "budget17").
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from ..network import Network
 from . import check_source
 from . import load as load_file
 
-__all__ = ["DomainLike", "ModelLike", "as_domain", "bind_domain", "load"]
+__all__ = ["BoundBoxes", "DomainLike", "ModelLike", "as_domain", "bind_domain", "load"]
 
 ModelLike = Any  # Network | torch.nn.Module | str | Path
 DomainLike = Any  # Box | Sequence[Box] | tuple[float, float]
@@ -60,15 +67,36 @@ def as_domain(domain: DomainLike, n_inputs: int) -> tuple[Box, ...]:
     return boxes
 
 
-def bind_domain(domain: DomainLike, *nets: Network) -> tuple[Box, ...]:
+class BoundBoxes(tuple):
+    """Boxes that :func:`bind_domain` returned: a tuple of :class:`Box` that also names the
+    networks (``checked``, compared by identity) whose source files were checked on them.
+
+    It pickles as a plain tuple (a worker process checks again, never trusts a copy)."""
+
+    checked: tuple[Network, ...]
+
+    def __new__(cls, boxes: tuple[Box, ...], checked: tuple[Network, ...]) -> BoundBoxes:
+        obj = super().__new__(cls, boxes)
+        obj.checked = checked
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (tuple, (tuple(self),))
+
+
+def bind_domain(domain: DomainLike, *nets: Network) -> BoundBoxes:
     """The boxes of ``domain`` for ``nets`` (same input size), each network checked against
     the file it was read from on those boxes (:func:`exactcomp.io.check_source`): refused where
     a file is exact only on part of the input space and a box leaves it, or where the file
-    computes something else somewhere on the domain. Every API entry binds its domain here."""
+    computes something else somewhere on the domain. Every API entry binds its domain here;
+    a network already checked on these very boxes (``domain`` a :class:`BoundBoxes` naming
+    it) is not checked again."""
     boxes = as_domain(domain, nets[0].input_size)
+    done = domain.checked if isinstance(domain, BoundBoxes) else ()
     for net in nets:
-        check_source(net, boxes)
-    return boxes
+        if not any(net is seen for seen in done):
+            check_source(net, boxes)
+    return BoundBoxes(boxes, (*done, *(n for n in nets if not any(n is s for s in done))))
 
 
 def _bound_array(value: Any, n_inputs: int) -> np.ndarray:

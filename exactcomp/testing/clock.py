@@ -24,6 +24,7 @@ CLOCKED = (
     "exactcomp.api.regions",
     "exactcomp.api.sampling",
     "exactcomp.approx",
+    "exactcomp.cli.lossy",
     "exactcomp.bab.beta_first",
     "exactcomp.bab.beta_tree",
     "exactcomp.bab.beta_parts",

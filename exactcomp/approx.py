@@ -24,7 +24,6 @@ from .lossy_result import (
     report_document,
     source_bytes,
 )
-from .network import Network
 from .progress import SILENT, Progress
 from .rewrite.bitwidths import (
     SPLIT_PROOF_SECONDS,
@@ -34,7 +33,7 @@ from .rewrite.bitwidths import (
     narrow_with_lp,
     narrow_with_split,
 )
-from .rewrite.compensation import Compensation
+from .rewrite.compensation import domain_compensation
 from .rewrite.kernels import restore_structure, stored_weights
 from .rewrite.lossy import drop_unused_grids, search
 from .rewrite.lowrank import search_lowrank
@@ -93,8 +92,6 @@ SEARCH_FLOOR = 0.25
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
 #: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
 METHODS: tuple[str, ...] = ("corrected", "rtn")
-#: Uniform domain points (all boxes together, seeded) whose moments ``corrected`` uses.
-COMPENSATION_POINTS = 8192
 
 
 def check_tol(tol: Any, *, positive: bool = False) -> float:
@@ -152,7 +149,8 @@ def quantize(
     verdict in 60 s per side on the digits model, 400 phase binaries).
     ``method``: ``corrected`` (default) folds each layer's mean weight error on the domain
     into its float32 bias and searches each row's scale of 2-4-bit grids
-    (:mod:`exactcomp.rewrite.quantize`, moments over :data:`COMPENSATION_POINTS` uniform
+    (:mod:`exactcomp.rewrite.quantize`, moments over
+    :data:`~exactcomp.rewrite.compensation.COMPENSATION_POINTS` uniform
     domain points); ``rtn``: plain round-to-nearest. Either way the claim is the verifier's.
     ``tol_mode="top1"``: ``tol`` becomes ``min(tol, m / 2)`` less a slack for the proven
     class margin ``m`` of the original (as :func:`compress_lossy`; ``tol`` may be None).
@@ -264,15 +262,6 @@ def _action(g, layer) -> str:
     if g is not None:
         return "float16" if g.bits == 16 else f"{g.bits:g}-bit"
     return "float32" if stored_weights(layer) else "pool"
-
-
-def domain_compensation(net: Network, boxes) -> Compensation:
-    """The moments of ``net``'s layer inputs over :data:`COMPENSATION_POINTS` uniform points
-    of the boxes (seeded: the same network every run)."""
-    rng = np.random.default_rng(0)
-    each = max(COMPENSATION_POINTS // len(boxes), 2)
-    x = np.concatenate([b.lower + (b.upper - b.lower) * rng.random((each, b.dim)) for b in boxes])
-    return Compensation.of_points(net, x)
 
 
 def compress_lossy(

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from exactcomp.approx import domain_compensation
 from exactcomp.domain import Box
 from exactcomp.io.binding import load
 from exactcomp.io.onnx_quant import save_quantized_onnx
+from exactcomp.rewrite.compensation import domain_compensation
 from exactcomp.rewrite.lossy import drop_unused_grids
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.verify.charge import Charger, sampled_max_difference

@@ -52,13 +52,13 @@ from pathlib import Path
 
 import numpy as np
 
-from exactcomp.approx import domain_compensation
 from exactcomp.domain import Box
 from exactcomp.io.binding import load
 from exactcomp.io.onnx_quant import save_quantized_onnx
 from exactcomp.lossy_result import nonzero_parameters
 from exactcomp.network import Network
 from exactcomp.rewrite import lossy, lowrank, refit
+from exactcomp.rewrite.compensation import domain_compensation
 from exactcomp.rewrite.lossy import drop_unused_grids
 from exactcomp.rewrite.magnitude import magnitude_order
 from exactcomp.rewrite.quantize import quantize_network

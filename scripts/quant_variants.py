@@ -21,10 +21,10 @@ import numpy as np
 
 import exactcomp.rewrite.quantize as quant
 from benchmarks.digits import test_set
-from exactcomp.approx import domain_compensation
 from exactcomp.bounds.linear import linear_bounds
 from exactcomp.domain import Box
 from exactcomp.io.binding import load
+from exactcomp.rewrite.compensation import domain_compensation
 from exactcomp.verify.charge import Charger, sampled_max_difference
 
 MODEL = "models/digits_64-100-100-10_l1-0e+00_s0.pt"

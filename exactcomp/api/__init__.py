@@ -98,8 +98,8 @@ def __getattr__(name: str) -> Any:
     """Names also public here, for scripts and benchmarks, which use exactcomp through this
     module only; imported on first use (they would cost every command's start-up):
     certified lossy compression and quantisation (``compress_lossy``, ``quantize``,
-    ``LossyResult``, the corrected quantiser's moments ``domain_compensation``:
-    :mod:`exactcomp.approx`), the proven and the sampled ``max |f - g|``
+    ``LossyResult``: :mod:`exactcomp.approx`; the corrected quantiser's moments
+    ``domain_compensation``: :mod:`exactcomp.rewrite.compensation`), the proven and the sampled ``max |f - g|``
     (``Charger``, ``sampled_max_difference``, and ``SPLIT_MAX_INPUTS``, the input count up to
     which its proofs may split the box: :mod:`exactcomp.verify.charge`), a plain
     quantisation with no proof (``quantize_network``), the bits a grid takes in the written
@@ -108,13 +108,10 @@ def __getattr__(name: str) -> Any:
     ``lossy`` and ``merging``, :mod:`exactcomp.rewrite.merging`)."""
     if name == "compress_lossy":  # the exact passes first, then approx's search
         from . import compressing as module
-    elif name in (
-        "quantize",
-        "LossyResult",
-        "TIGHTEN_SECONDS",
-        "domain_compensation",
-    ):
+    elif name in ("quantize", "LossyResult", "TIGHTEN_SECONDS"):
         from .. import approx as module
+    elif name == "domain_compensation":
+        from ..rewrite import compensation as module
     elif name in ("quantize_network", "storage_bits"):
         from ..rewrite import quantize as module
     elif name in ("Charger", "sampled_max_difference", "SPLIT_MAX_INPUTS"):

@@ -39,6 +39,10 @@ JACOBIAN_POINTS = 1024  # domain points (the first of the moments' points) avera
 JACOBIAN_MAX = 2**25  # entries of the Jacobians held at once; above it no rounding search
 
 
+#: Uniform domain points (all boxes together, seeded) whose moments ``corrected`` uses.
+COMPENSATION_POINTS = 8192
+
+
 @dataclass(frozen=True, eq=False)
 class Compensation:
     """Per layer ``k``: the mean ``centre[k]`` of its input over domain points, its covariance
@@ -135,3 +139,12 @@ def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray |
         if layer.structure is None:  # a convolution or pool has no rounding search
             out[k] = np.einsum("noi,noj->ij", jac, jac) / len(jac)
     return tuple(out)
+
+
+def domain_compensation(net: Network, boxes) -> Compensation:
+    """The moments of ``net``'s layer inputs over :data:`COMPENSATION_POINTS` uniform points
+    of the boxes (seeded: the same network every run)."""
+    rng = np.random.default_rng(0)
+    each = max(COMPENSATION_POINTS // len(boxes), 2)
+    x = np.concatenate([b.lower + (b.upper - b.lower) * rng.random((each, b.dim)) for b in boxes])
+    return Compensation.of_points(net, x)

@@ -44,10 +44,15 @@ from exactcomp.testing.random_networks import random_box
 from exactcomp.testing.reader_checks import check_written, compare, onnxruntime_outputs, probe, read
 from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 
-FORMS = ("module", "pickle", "state_dict", "checkpoint", "script", "onnx", "onnx-hand", "nnet")
+FORMS = (
+    "module", "pickle", "state_dict", "checkpoint", "script", "onnx", "onnx-hand", "nnet", "trace",
+    "trace-functional",
+)  # fmt: skip
 HEADS = ("", "", "Softmax", "LogSoftmax", "Sigmoid", "Tanh")
 VARIANTS = ("plain", "plain", "flatten", "bn", "bn-after-relu", "conv")
-TORCH_FORMS = ("module", "pickle", "state_dict", "checkpoint", "script")
+TORCH_FORMS = (
+    "module", "pickle", "state_dict", "checkpoint", "script", "trace", "trace-functional",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -161,8 +166,9 @@ def _model(rng: np.random.Generator, variant: str, head: str) -> tuple[Any, tupl
 def write_torch(model: Any, path: Path, form: str, shape: tuple[int, ...]) -> None:
     """``model`` saved at ``path`` the way users save it: ``state_dict``, ``checkpoint`` (a
     dict with ``model_state_dict``), ``pickle`` (the module whole), ``cuda_state_dict`` /
-    ``cuda_pickle`` (every storage tagged ``cuda:0``, as saved on a GPU), ``script`` or
-    ``trace`` (TorchScript)."""
+    ``cuda_pickle`` (every storage tagged ``cuda:0``, as saved on a GPU), ``script``,
+    ``trace`` (TorchScript) or ``trace-functional`` (traced with a forward of functional calls:
+    :func:`_functional`)."""
     import torch
 
     if form == "state_dict":
@@ -182,11 +188,43 @@ def write_torch(model: Any, path: Path, form: str, shape: tuple[int, ...]) -> No
             ser.location_tag = tag
     elif form == "script":
         torch.jit.save(torch.jit.script(model), path)
-    elif form == "trace":
+    elif form in ("trace", "trace-functional"):
         dt = next(model.parameters()).dtype
-        torch.jit.save(torch.jit.trace(model, torch.zeros(1, *shape, dtype=dt)), path)
+        traced = _functional(model) if form == "trace-functional" else model
+        torch.jit.save(torch.jit.trace(traced, torch.zeros(2, *shape, dtype=dt)), path)
     else:
         raise ValueError(f"unknown torch form {form!r}")
+
+
+def _functional(model: Any) -> Any:
+    """``model`` (an ``nn.Sequential``) behind a ``forward`` of functional calls, as users
+    write them: ``F.linear``, ``F.relu``, ``x.reshape(x.shape[0], -1)`` for ``Flatten`` and
+    ``x.view(x.size(0), C, H, W)`` for ``Unflatten`` (so the traced graph holds size ops and
+    views, not the modules' ops); other layers are called as modules."""
+    import torch
+    import torch.nn.functional as F
+
+    class Functional(torch.nn.Module):
+        def __init__(self, seq: Any) -> None:
+            super().__init__()
+            self.seq = seq
+
+        def forward(self, x: Any) -> Any:
+            for m in self.seq:
+                kind = type(m).__name__
+                if kind == "ReLU":
+                    x = F.relu(x)
+                elif kind == "Linear":
+                    x = F.linear(x, m.weight, m.bias)
+                elif kind == "Flatten":
+                    x = x.reshape(x.shape[0], -1)
+                elif kind == "Unflatten":
+                    x = x.view(x.size(0), *m.unflattened_size)
+                else:
+                    x = m(x)
+            return x
+
+    return Functional(model).eval()
 
 
 def _write(case: ReaderCase, model: Any, d: Path) -> Path:

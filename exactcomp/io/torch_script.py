@@ -1,22 +1,25 @@
-"""TorchScript archives (``torch.jit.save`` of ``torch.jit.script(nn.Sequential(...))``).
+"""TorchScript archives (``torch.jit.save`` of a scripted or traced module).
 
-A TorchScript module carries its graph as TorchScript code, but reading that code in general
-is an interpreter's job. What is read here is the common case, a scripted ``nn.Sequential``
-of the layers the module reader accepts (:func:`~exactcomp.io.torch_chain.feed`'s, and the
-convolutions, pools, pads and ``Unflatten`` of :mod:`~exactcomp.io.torch_spatial`), and it
-is read *exactly*:
+A TorchScript module carries its graph as TorchScript code. Two readings, both exact:
 
-1. before loading, the archive may hold code only for ``torch.nn`` modules (files under
-   ``code/__torch__/torch/nn/``) and none may define ``__setstate__`` (the one hook that
-   ``torch.jit.load`` runs), so loading runs no code of the file's;
-2. the loaded module's children are read by attribute (weights, ``eps``, ``dim``...);
-3. the layout is rebuilt from genuine ``torch.nn`` classes with those attributes, scripted,
-   and its TorchScript code compared with the archive's, file by file. Only if every file is
-   identical is the network returned: a file that claims to be ``nn.Linear`` but computes
-   something else, or a traced (not scripted) module, is refused.
+* a scripted ``nn.Sequential`` of the layers the module reader accepts
+  (:func:`~exactcomp.io.torch_chain.feed`'s, and the convolutions, pools, pads and
+  ``Unflatten`` of :mod:`~exactcomp.io.torch_spatial`) is read by its layers:
 
-Anything else (a custom module, a traced model, another torch version's code) is refused
-with advice to save a ``torch.export`` program instead.
+  1. the module's children are read by attribute (weights, ``eps``, ``dim``...);
+  2. the layout is rebuilt from genuine ``torch.nn`` classes with those attributes,
+     scripted, and its TorchScript code compared with the archive's, file by file. Only if
+     every file is identical is this network returned;
+
+* any other module (traced, whose layers keep no hyper-parameters; scripted with its own
+  ``forward``; or code that differs from what torch writes, e.g. edited) is read from its
+  inlined graph by :mod:`~exactcomp.io.torch_graph`, which refuses every op outside a chain
+  of known layers by name: a file that claims to be ``nn.Linear`` but computes something
+  else is read as what it computes, or refused.
+
+No archive whose code defines ``__setstate__`` (the one hook ``torch.jit.load`` runs) is
+loaded, so loading runs no code of the file's. Refusals advise saving a ``torch.export``
+program instead.
 """
 
 from __future__ import annotations
@@ -49,15 +52,16 @@ _NN = "__torch__.torch.nn.modules."
 
 
 def load_torchscript(path: str | Path) -> Network:
-    """Read a TorchScript archive of a scripted ``nn.Sequential`` (see the module docs)."""
+    """Read a TorchScript archive: a scripted ``nn.Sequential`` by its layers, checked
+    against the code torch writes for them (see the module docs); any other module (traced,
+    or scripted with its own ``forward``) by its graph
+    (:func:`~exactcomp.io.torch_graph.graph_to_network`)."""
     path = Path(path)
     code = _code_files(path)
-    bad = [n for n in code if "/code/__torch__/torch/nn/" not in n]
-    if bad or any(b"__setstate__" in text for text in code.values()):
+    if any(b"__setstate__" in text for text in code.values()):
         raise UnsupportedModelError(
-            f"{str(path)!r} is a TorchScript archive with code outside torch.nn "
-            f"({(bad or ['__setstate__'])[0]}); only a scripted nn.Sequential of torch.nn "
-            f"layers is read: {_ADVICE}"
+            f"{str(path)!r} is a TorchScript archive whose code defines __setstate__ (run "
+            f"when it is loaded); it is not read: {_ADVICE}"
         )
     import torch
 
@@ -69,16 +73,31 @@ def load_torchscript(path: str | Path) -> Network:
         raise InputFileError(
             f"could not load TorchScript archive {str(path)!r} ({type(exc).__name__}); {_ADVICE}"
         ) from None
+    if all("/code/__torch__/torch/nn/" in n for n in code):
+        network = _scripted_sequential(path, code, module)
+        if network is not None:
+            return network
+    from .torch_graph import graph_to_network
+
+    try:
+        return graph_to_network(module, repr(str(path)))
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{exc}; or {_ADVICE}") from None
+
+
+def _scripted_sequential(path: Path, code: dict[str, bytes], module: Any) -> Network | None:
+    """The network of a scripted ``nn.Sequential`` whose code is exactly what torch writes
+    for its layers; None where it is not one (traced: its layers lack their attributes, or
+    its code differs), for the graph reader to read."""
+    import torch
+
     chain = ChainBuilder("TorchScript")
     steps = SpatialSteps(chain)
     try:
         reference = _rebuild(steps, module, "")
         steps.finish()
-    except AttributeError as exc:  # traced modules keep only tensors, not hyper-parameters
-        raise UnsupportedModelError(
-            f"{str(path)!r}: a TorchScript layer lacks an attribute ({exc}); a traced module "
-            f"cannot be read, only a scripted one; {_ADVICE}"
-        ) from None
+    except AttributeError:  # traced modules keep only tensors, not hyper-parameters
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -90,11 +109,7 @@ def load_torchscript(path: str | Path) -> Network:
             f"{_ADVICE}"
         ) from None
     if _normalised(code) != _normalised(_code_files(buffer)):
-        raise UnsupportedModelError(
-            f"{str(path)!r}: its TorchScript code is not what torch {torch.__version__} writes "
-            f"for these torch.nn layers (traced, edited, or from another torch version); "
-            f"{_ADVICE}"
-        )
+        return None
     return chain.network()
 
 

@@ -1,0 +1,288 @@
+"""TorchScript read from its graph: traced modules (``torch.jit.trace``) and straight-line
+scripted ones that are not a plain ``nn.Sequential``.
+
+A traced module keeps its weights but not its layers' hyper-parameters (a traced ``Conv2d``
+has no ``stride`` attribute): what it computes is its graph, recorded when it was traced.
+That graph (``module.inlined_graph``: every submodule's ``forward`` inlined) is read here node
+by node, exactly as the network computes:
+
+* ``prim::Constant``, ``prim::ListConstruct`` and ``prim::GetAttr`` (a submodule, a weight,
+  a flag) are evaluated to Python values; ``aten::size(x, 0)`` is the batch size, a symbol
+  that may only stand first in a ``view``/``reshape`` size (``prim::NumToTensor``,
+  ``aten::Int`` pass it on; ``aten::size(x)`` is ``(batch, *features)``, indexed by
+  ``aten::__getitem__``);
+* every other node must take the current activation (the graph's one input, then each op's
+  output: a chain) and is one of the layers the module reader knows, with its constants:
+
+  ==============================================  =====================================
+  ``aten::linear(x, W, b)``                        ``Linear``
+  ``aten::relu``, ``aten::relu_``                  ``ReLU``
+  ``aten::_convolution`` (not transposed),         ``Conv2d``
+  ``aten::conv2d``, ``aten::_convolution_mode``
+  ``aten::batch_norm(training=False)``             ``BatchNorm2d`` on an image, else
+                                                   ``BatchNorm1d``
+  ``aten::max_pool2d``, ``aten::avg_pool2d``,      the pools
+  ``aten::adaptive_avg_pool2d``
+  ``aten::constant_pad_nd``, ``aten::pad``         ``ConstantPad2d``
+  (constant, 4 pads)
+  ``aten::flatten(x, 1, -1)``, ``view``/           ``Flatten``
+  ``reshape`` to ``(batch, n)``
+  ``aten::unflatten(x, 1, (C, H, W))``,            ``Unflatten``
+  ``view``/``reshape`` to ``(batch, C, H, W)``
+  ``aten::dropout(train=False)``, ``contiguous``,  the identity
+  ``clone``, ``detach``
+  ``softmax``/``log_softmax`` (no dtype),          the head (last op only)
+  ``sigmoid``, ``tanh``
+  ==============================================  =====================================
+
+  and is handed to :class:`~exactcomp.io.torch_spatial.SpatialSteps` as the layer of that
+  kind with those constants (the same checks and folds as a module's layer).
+
+Anything else is refused by name: another op, an op on weights (a weight computed in
+``forward``), control flow (``prim::If``, ``prim::Loop``), an op that combines or reuses
+activations (a residual), a tuple output, a graph whose input is an image (a traced graph
+does not keep its input's shape: start the model with ``nn.Unflatten(1, (C, H, W))``).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from ..errors import UnsupportedModelError
+from ..network import Network
+from .torch_chain import ChainBuilder
+from .torch_spatial import SpatialSteps
+
+__all__ = ["graph_to_network"]
+
+
+class _Batch:
+    """The batch size of the input (``aten::size(x, 0)``): only a ``view`` size's first entry."""
+
+
+_BATCH = _Batch()
+#: Ops that pass a scalar on unchanged (the batch size traced through a tensor and back).
+_PASS = ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit")
+_IDENTITY = ("aten::contiguous", "aten::clone", "aten::detach", "aten::alias")
+_HEADS = {
+    "aten::softmax": "Softmax",
+    "aten::log_softmax": "LogSoftmax",
+    "aten::sigmoid": "Sigmoid",
+    "aten::tanh": "Tanh",
+}
+
+
+class _Act:
+    """The current activation (the value a chain op must take)."""
+
+
+_STALE = object()  # an activation a chain op has consumed: no later op may use it
+
+
+def graph_to_network(module: Any, source: str) -> Network:
+    """Read the inlined graph of the TorchScript ``module`` (see the module docstring)."""
+    graph = module.inlined_graph
+    inputs = list(graph.inputs())
+    if len(inputs) != 2:
+        raise UnsupportedModelError(
+            f"{source}: its forward takes {len(inputs) - 1} inputs; only one is supported"
+        )
+    reader = _Reader(source)
+    reader.values[inputs[0].unique()] = module
+    reader.paths[inputs[0].unique()] = ""
+    reader.current = inputs[1].unique()
+    reader.values[reader.current] = _Act()
+    for index, node in enumerate(graph.nodes()):
+        reader.node(node, index)
+    outputs = list(graph.outputs())
+    if len(outputs) != 1 or outputs[0].unique() != reader.current:
+        raise UnsupportedModelError(
+            f"{source}: the graph's output is not the end of its chain of layers (a tuple "
+            "output, or a value computed beside the chain)"
+        )
+    reader.steps.finish()
+    return reader.chain.network()
+
+
+class _Reader:
+    """The values of one graph walk and the layers it feeds."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.values: dict[int, Any] = {}
+        self.paths: dict[int, str] = {}  # a submodule's path, for layer names
+        self.current = -1
+        self.chain = ChainBuilder("TorchScript")
+        self.steps = SpatialSteps(self.chain)
+
+    def refuse(self, node: Any, why: str = "") -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"{self.source}: TorchScript op {node.kind()} is not supported{why}; a traced "
+            "graph is read when it is a chain of Linear, Conv2d, ReLU, BatchNorm, pools, "
+            "pads, flatten/unflatten, eval-mode dropout and a final softmax/sigmoid/tanh"
+        )
+
+    def node(self, node: Any, index: int) -> None:
+        kind = node.kind()
+        outs = [o.unique() for o in node.outputs()]
+        if list(node.blocks()):
+            raise self.refuse(node, " (control flow)")
+        if kind == "prim::Constant":
+            self.values[outs[0]] = node.output().toIValue()
+            return
+        args = [self.values.get(i.unique(), None) for i in node.inputs()]
+        if kind == "prim::GetAttr":
+            name = node.s("name")
+            self.values[outs[0]] = getattr(args[0], name)
+            parent = self.paths.get(node.input().unique(), "")
+            self.paths[outs[0]] = f"{parent}.{name}" if parent else name
+            return
+        if kind == "prim::ListConstruct":
+            self.values[outs[0]] = list(args)
+            return
+        acts = [a for a in args if isinstance(a, _Act)]
+        if kind in _PASS and not acts:
+            self.values[outs[0]] = args[0]
+            return
+        if kind == "aten::size" and acts:  # size(x, 0), or size(x) = (batch, *features)
+            self.values[outs[0]] = self._size(node, args[1] if len(args) > 1 else None)
+            return
+        if kind == "aten::__getitem__" and not acts and isinstance(args[0], list):
+            self.values[outs[0]] = args[0][args[1]]
+            return
+        if kind.endswith("_") and kind != "aten::relu_":
+            raise self.refuse(
+                node,
+                " (an in-place update: a BatchNorm traced in training mode? trace the "
+                "model after model.eval())",
+            )
+        if any(a is _STALE for a in args):
+            raise self.refuse(node, " on an earlier activation (a residual? not a chain)")
+        if not acts:
+            raise self.refuse(node, " (an op on weights or constants)")
+        first = next(iter(node.inputs())).unique()
+        if len(acts) != 1 or len(outs) != 1 or first != self.current:
+            raise self.refuse(node, " (it combines activations: not a chain)")
+        self._layer(node, kind, self._name(node, index), args[1:])
+        self.values[outs[0]], self.values[self.current] = self.values[self.current], _STALE
+        self.current = outs[0]
+
+    def _size(self, node: Any, dim: int | None) -> Any:
+        """The batch symbol (``dim`` 0), or the list (batch, *features) (``dim`` None)."""
+        if dim == 0:
+            return _BATCH
+        features = self.steps.shape or (self.chain.width,)
+        if dim is not None or None in features:
+            raise self.refuse(node, f" of dimension {dim} (only the batch size is read)")
+        return [_BATCH, *features]
+
+    def _name(self, node: Any, index: int) -> str:
+        """The submodule a node's weights come from, else ``op #index``."""
+        for i in node.inputs():
+            producer = i.node()
+            if producer.kind() == "prim::GetAttr":
+                path = self.paths.get(producer.input().unique(), "")
+                if path:
+                    return path
+        return f"{node.kind().split('::')[-1]} #{index}"
+
+    def _layer(self, node: Any, kind: str, name: str, a: list) -> None:
+        feed = self.steps.feed
+        ns = SimpleNamespace
+        if kind == "aten::linear":
+            feed(name, "Linear", ns(weight=a[0], bias=a[1]))
+        elif kind in ("aten::relu", "aten::relu_"):
+            feed(name, "ReLU", ns())
+        elif kind in ("aten::_convolution", "aten::conv2d", "aten::_convolution_mode"):
+            if kind == "aten::_convolution":  # (w, b, stride, pad, dil, transposed, _, groups)
+                if a[5]:
+                    raise self.refuse(node, " (a transposed convolution)")
+                stride, padding, dilation, groups = a[2], a[3], a[4], a[7]
+            else:  # (w, b, stride, padding, dilation, groups)
+                stride, padding, dilation, groups = a[2:6]
+            if a[0].dim() != 4:
+                raise self.refuse(node, " (a convolution that is not 2-D)")
+            layer = ns(
+                weight=a[0],
+                bias=a[1],
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=int(groups),
+                in_channels=int(a[0].shape[1]) * int(groups),
+                padding_mode="zeros",
+            )
+            feed(name, "Conv2d", layer)
+        elif kind == "aten::batch_norm":
+            if a[4]:
+                raise self.refuse(node, " in training mode (trace the model after model.eval())")
+            bn = ns(weight=a[0], bias=a[1], running_mean=a[2], running_var=a[3], eps=a[6])
+            feed(name, "BatchNorm2d" if self.steps.shape is not None else "BatchNorm1d", bn)
+        elif kind == "aten::max_pool2d":
+            pool = ns(
+                kernel_size=a[0],
+                stride=a[1] or a[0],
+                padding=a[2],
+                dilation=a[3],
+                ceil_mode=a[4],
+                return_indices=False,
+            )
+            feed(name, "MaxPool2d", pool)
+        elif kind == "aten::avg_pool2d":
+            pool = ns(
+                kernel_size=a[0],
+                stride=a[1] or a[0],
+                padding=a[2],
+                ceil_mode=a[3],
+                count_include_pad=a[4],
+                divisor_override=a[5],
+            )
+            feed(name, "AvgPool2d", pool)
+        elif kind == "aten::adaptive_avg_pool2d":
+            feed(name, "AdaptiveAvgPool2d", ns(output_size=tuple(a[0])))
+        elif kind in ("aten::constant_pad_nd", "aten::pad"):  # (pads, value), (pads, mode, value)
+            value = a[1] if kind == "aten::constant_pad_nd" else a[2]
+            if kind == "aten::pad" and a[1] != "constant":
+                raise self.refuse(node, f" in mode {a[1]!r} (only 'constant')")
+            if len(a[0]) != 4:
+                raise self.refuse(node, f" with {len(a[0])} pads (only 4, an image's)")
+            feed(name, "ConstantPad2d", ns(padding=tuple(a[0]), value=float(value or 0.0)))
+        elif kind == "aten::flatten":
+            feed(name, "Flatten", ns(start_dim=a[0], end_dim=a[1]))
+        elif kind == "aten::unflatten":
+            feed(name, "Unflatten", ns(dim=a[0], unflattened_size=tuple(a[1])))
+        elif kind in ("aten::view", "aten::reshape"):
+            self._view(node, name, a[0])
+        elif kind in ("aten::dropout", "aten::feature_dropout"):
+            if a[1]:
+                raise self.refuse(node, " in training mode (trace the model after model.eval())")
+        elif kind in _IDENTITY:
+            pass
+        elif kind in _HEADS:  # softmax(x, dim, dtype); sigmoid(x), tanh(x)
+            if len(a) > 1 and a[1] is not None:
+                raise self.refuse(node, " (with a dtype conversion)")
+            feed(name, _HEADS[kind], ns(dim=a[0] if a else None))
+        else:
+            raise self.refuse(node)
+
+    def _view(self, node: Any, name: str, size: Any) -> None:
+        """``view``/``reshape`` to ``(batch, n)`` (a flatten) or, from a flat tensor, to
+        ``(batch, C, H, W)`` (an unflatten); the batch entry is the traced size or -1."""
+        if not isinstance(size, list) or not size or not (size[0] is _BATCH or size[0] == -1):
+            raise self.refuse(node, f" to size {size} (the batch must come first)")
+        rest = size[1:]
+        if any(not isinstance(v, int) for v in rest):
+            raise self.refuse(node, f" to size {size} (a size computed from the input)")
+        if len(rest) == 1:
+            features = self.steps.shape or (self.chain.width,)
+            n = 1
+            for v in features:
+                n = n * v if v is not None else -2
+            if rest[0] != -1 and n != -2 and rest[0] != n:
+                raise self.refuse(node, f" to size {size} (the input has {n} features)")
+            self.steps.feed(name, "Flatten", SimpleNamespace(start_dim=1, end_dim=-1))
+        elif len(rest) == 3 and min(rest) > 0:
+            self.steps.feed(name, "Unflatten", SimpleNamespace(dim=1, unflattened_size=rest))
+        else:
+            raise self.refuse(node, f" to size {size} (only to (batch, n) or (batch, C, H, W))")

@@ -127,7 +127,11 @@ class _Reader:
         kind = node.kind()
         outs = [o.unique() for o in node.outputs()]
         if list(node.blocks()):
-            raise self.refuse(node, " (control flow)")
+            raise self.refuse(
+                node,
+                " (control flow, such as a scripted layer's checks: trace the model "
+                "with torch.jit.trace, whose graph is straight-line)",
+            )
         if kind == "prim::Constant":
             self.values[outs[0]] = node.output().toIValue()
             return

@@ -14,6 +14,7 @@ from torch import nn
 
 import exactcomp.io as eio
 from exactcomp.errors import UnsupportedModelError
+from exactcomp.io.heads import apply_head
 
 
 def _save(model: nn.Module, path: Path, n_in: int, *, trace: bool = True) -> Path:
@@ -31,17 +32,7 @@ def _check(model: nn.Module, path: Path, n_in: int, rtol: float = 1e-9) -> None:
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         want = model(torch.from_numpy(x).to(dtype)).double().numpy()
-    if net.meta.get("head"):  # the IR holds the logits; compare after the head
-        got = torch.from_numpy(net.forward(x))
-        kind = net.meta["head"]
-        got = {
-            "softmax": lambda t: t.softmax(1),
-            "log_softmax": lambda t: t.log_softmax(1),
-            "sigmoid": torch.sigmoid,
-            "tanh": torch.tanh,
-        }[kind](got).numpy()
-    else:
-        got = net.forward(x)
+    got = apply_head(net.forward(x), net.meta.get("head"))  # the IR holds the logits
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
 
 

@@ -364,17 +364,21 @@ def _conv_nets() -> dict:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+@pytest.mark.parametrize("form", ["script", "trace"])
 @pytest.mark.parametrize("name", list(_conv_nets()))
-def test_torchscript_conv_sequential_is_read_exactly(tmp_path, capsys, name) -> None:
+def test_torchscript_conv_sequential_is_read_exactly(tmp_path, capsys, name, form) -> None:
     """A scripted nn.Sequential of Unflatten, Conv2d (padding 'same', groups, dilation), pads,
     BatchNorm2d, pools, AdaptiveAvgPool2d and a head: before, refused by name ("Conv2d is not
     supported in a scripted nn.Sequential") though the same module pickled was read. Now read
-    as the pickled module is, and compressed to an .onnx that computes what torch computes."""
+    as the pickled module is, and compressed to an .onnx that computes what torch computes.
+    Traced, it was refused (a traced layer keeps no hyper-parameters); now read from its
+    graph (``exactcomp.io.torch_graph``)."""
     from exactcomp.cli import main
 
     m = _conv_nets()[name].eval()
     src, out = tmp_path / "m.pt", tmp_path / "c.onnx"
-    torch.jit.save(torch.jit.script(m), src)
+    ts = torch.jit.script(m) if form == "script" else torch.jit.trace(m, torch.zeros(2, 36))
+    torch.jit.save(ts, src)
     net = load(src)
     from exactcomp.io.heads import apply_head
 
@@ -385,16 +389,6 @@ def test_torchscript_conv_sequential_is_read_exactly(tmp_path, capsys, name) -> 
     assert main(["compress", str(src), "--box=0,1", "-o", str(out), "--quiet"]) == 0
     assert np.abs(_ort(out, x) - want).max() < 1e-5
     capsys.readouterr()
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_traced_conv_sequential_is_still_refused(tmp_path) -> None:
-    """A traced (not scripted) conv net keeps no hyper-parameters: refused by name."""
-    m = _conv_nets()["same_maxpool"].eval()
-    src = tmp_path / "m.pt"
-    torch.jit.save(torch.jit.trace(m, torch.zeros(1, 36)), src)
-    with pytest.raises(UnsupportedModelError, match="traced"):
-        load(src)
 
 
 def test_float16_fold_rounded_for_writing_is_said(tmp_path, capsys) -> None:

@@ -51,6 +51,7 @@ from typing import Any
 
 from ..errors import UnsupportedModelError
 from ..network import Network
+from .heads import HEAD_CLASSES
 from .torch_chain import ChainBuilder
 from .torch_spatial import SpatialSteps
 
@@ -65,12 +66,8 @@ _BATCH = _Batch()
 #: Ops that pass a scalar on unchanged (the batch size traced through a tensor and back).
 _PASS = ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit")
 _IDENTITY = ("aten::contiguous", "aten::clone", "aten::detach", "aten::alias")
-_HEADS = {
-    "aten::softmax": "Softmax",
-    "aten::log_softmax": "LogSoftmax",
-    "aten::sigmoid": "Sigmoid",
-    "aten::tanh": "Tanh",
-}
+#: The head ops (``aten::softmax``...: the heads' own names) and their torch.nn classes.
+_HEADS = {f"aten::{kind}": cls for kind, cls in HEAD_CLASSES.items()}
 
 
 class _Act:

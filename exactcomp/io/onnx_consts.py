@@ -76,8 +76,11 @@ def axis_shape(x: np.ndarray, v: np.ndarray, at: dict) -> tuple[int, ...]:
 def slice_(st: Any, at: dict, xs: list) -> list:
     """``Slice`` of a constant (the shape arithmetic ``torch.onnx.export`` writes for
     ``nn.Unflatten`` with a dynamic batch): ``starts``/``ends``/``axes``/``steps`` as inputs
-    (opset 10+) or attributes (before); negative indices count from the end and both ends are
-    clamped to the axis, as numpy's slices do for positive steps. Other steps are refused."""
+    (opset 10+) or attributes (before), as the ONNX specification states them: a negative
+    start or end counts from the end (``+ dim``); then, for a step ``k > 0``, both are clamped
+    to ``[0, dim]``; for ``k < 0``, the start to ``[0, dim - 1]`` and the end to
+    ``[-1, dim - 1]`` (``-1``: up to and including index 0, which numpy's slices cannot say);
+    the indices taken are ``start, start + k, ...`` before the end. A zero step is refused."""
     data = const(xs[0], "constant data")
 
     def arg(k: int, name: str) -> np.ndarray | None:
@@ -92,25 +95,34 @@ def slice_(st: Any, at: dict, xs: list) -> list:
     steps = arg(4, "steps")
     axes = np.arange(len(starts)) if axes is None else axes
     steps = np.ones(len(starts), np.int64) if steps is None else steps
-    if np.any(steps <= 0):
-        raise UnsupportedModelError(
-            f"has steps {steps.tolist()}; only positive steps are supported"
-        )
-    index = [slice(None)] * data.ndim
+    if np.any(steps == 0):
+        raise UnsupportedModelError(f"has steps {steps.tolist()}; a step of 0 is invalid")
     for a, b, e, k in zip(axes, starts, ends, steps, strict=True):
-        index[int(a) % data.ndim] = slice(int(b), int(e), int(k))
-    return [data[tuple(index)]]
+        axis = int(a) % data.ndim
+        dim, b, e, k = data.shape[axis], int(b), int(e), int(k)
+        b, e = b + dim if b < 0 else b, e + dim if e < 0 else e
+        if k > 0:
+            b, e = min(max(b, 0), dim), min(max(e, 0), dim)
+        else:
+            b, e = min(max(b, 0), dim - 1), min(max(e, -1), dim - 1)
+        data = np.take(data, np.arange(b, e, k, dtype=np.int64), axis=axis)
+    return [data]
 
 
 def mod(st: Any, at: dict, xs: list) -> list:
-    """``Mod`` of integer constants: the sign of the divisor's (``fmod=0``, numpy's ``mod``)
-    or of the dividend's (``fmod=1``, numpy's ``fmod``); a zero divisor is refused."""
+    """``Mod`` of constants: of integers, the sign of the divisor's (``fmod=0``, numpy's
+    ``mod``) or of the dividend's (``fmod=1``, numpy's ``fmod``); of floats, C's ``fmod``
+    (the specification requires ``fmod=1`` for them); a zero divisor is refused."""
     a, b = const(xs[0], "a constant dividend"), const(xs[1], "a constant divisor")
-    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
-        raise UnsupportedModelError(f"of {a.dtype} by {b.dtype}; only integer constants")
+    fmod = int(at.get("fmod", 0))
+    floats = a.dtype.kind == "f" and b.dtype.kind == "f"
+    if not floats and (a.dtype.kind not in "iu" or b.dtype.kind not in "iu"):
+        raise UnsupportedModelError(f"of {a.dtype} by {b.dtype}; only integer or float constants")
+    if floats and not fmod:
+        raise UnsupportedModelError("of floats with fmod=0 (the specification requires fmod=1)")
     if np.any(b == 0):
         raise UnsupportedModelError("divides by zero")
-    return [(np.fmod if int(at.get("fmod", 0)) else np.mod)(a, b)]
+    return [(np.fmod if fmod else np.mod)(a, b)]
 
 
 CONST_HANDLERS = {

@@ -164,6 +164,15 @@ class _LeakyCustom(nn.Module):
         return nn.functional.leaky_relu(self.a(x))
 
 
+class _Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.a(torch.cat([x, x], 1)[:, :3])
+
+
 class _Image(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -177,6 +186,7 @@ class _Image(nn.Module):
     ("model", "trace", "match"),
     [
         (_Residual(), True, "earlier activation"),
+        (_Concat(), True, "concatenation"),
         (nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.ReflectionPad1d(1)), True, "reflect"),
         (_Branch(), False, "control flow"),
         (_Scaled(), True, "on weights"),
@@ -186,6 +196,7 @@ class _Image(nn.Module):
     ],
     ids=[
         "residual",
+        "concat",
         "reflection pad",
         "control flow",
         "weight computed",

@@ -140,6 +140,8 @@ class _Reader:
             self.paths[outs[0]] = f"{parent}.{name}" if parent else name
             return
         if kind == "prim::ListConstruct":
+            if any(isinstance(a, _Act) or a is _STALE for a in args):
+                raise self.refuse(node, " of activations (a concatenation? not a chain)")
             self.values[outs[0]] = list(args)
             return
         acts = [a for a in args if isinstance(a, _Act)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exactcomp import approx
+from exactcomp import quantization as approx
 from exactcomp.domain import Box
 from exactcomp.network import Network
 from exactcomp.testing import max_output_difference

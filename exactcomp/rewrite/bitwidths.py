@@ -87,13 +87,14 @@ def choose_bits(
             if nxt < 0 or not stored_weights(f.layers[k]):  # a pool: nothing to narrow
                 continue
             old = 32 if i is None else storage_bits(ladder[i])
-            trials.append((stored_weights(f.layers[k]) * (old - storage_bits(ladder[nxt])), k))
+            gain = stored_weights(f.layers[k]) * (old - storage_bits(ladder[nxt]))
+            trials.append((gain, k, nxt))
         best = None
-        for gain, k in sorted(trials, key=lambda t: (-t[0], t[1])):
+        for gain, k, nxt in sorted(trials, key=lambda t: (-t[0], t[1])):
             if time.perf_counter() + last > end:
                 return bits_of(level if best is None else best[2])
             trial = list(level)
-            trial[k] = level[k] - 1 if level[k] is not None else top
+            trial[k] = nxt
             bound = proof(trial)
             if bound > tol:
                 continue

@@ -1,6 +1,7 @@
-"""Certified lossy compression and quantisation: the API behind ``compress --tol`` and ``quantize``.
+"""Certified lossy compression: the API behind ``compress --tol``, and the one deadline of a call.
 
-Both return a :class:`LossyResult`: the new network, one *proven* bound of
+:func:`compress_lossy` (and :func:`exactcomp.quantization.quantize`, which shares this
+module's time limit, deadline shares and tolerances) returns a :class:`LossyResult`: the new network, one *proven* bound of
 ``max_x |f(x) - g(x)|`` over the domain against the original ``f`` (the differential bounds of
 :mod:`exactcomp.verify.symbolic`, via :class:`~exactcomp.verify.charge.Charger`), the
 *sampled* lower bound, and a JSON report (keys documented in the README).
@@ -25,25 +26,10 @@ from .lossy_result import (
     source_bytes,
 )
 from .progress import SILENT, Progress
-from .rewrite.bitwidths import (
-    SPLIT_PROOF_SECONDS,
-    SPLIT_SAMPLE_POINTS,
-    SPLIT_SEARCH_SECONDS,
-    choose_bits,
-    narrow_with_lp,
-    narrow_with_split,
-)
-from .rewrite.compensation import domain_compensation
-from .rewrite.kernels import restore_structure, stored_weights
+from .rewrite.kernels import restore_structure
 from .rewrite.lossy import drop_unused_grids, search
 from .rewrite.lowrank import search_lowrank
 from .rewrite.magnitude import magnitude_first, magnitude_last
-from .rewrite.quantize import (
-    BITS,
-    check_bits,
-    fits_float16,
-    quantize_network,
-)
 from .rewrite.storage import store
 from .strategies import better, exact_pass_facts, pad, written_network
 from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
@@ -54,8 +40,6 @@ TOL_MODES: tuple[str, ...] = ("linf", "top1")  # compress --tol-mode
 #: larger class margin than the LP's (:func:`exactcomp.verify.margin.class_margin`).
 TOP1_ENGINE_SECONDS = 30.0
 
-#: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
-BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
 #: Seconds (all boxes together) spent once per run tightening ``f``'s hidden-layer bounds by
 #: LP before any difference is bounded (:mod:`exactcomp.verify.tighten`); 0 turns it off.
 TIGHTEN_SECONDS = 20.0
@@ -63,17 +47,14 @@ TIGHTEN_SECONDS = 20.0
 #: the symbolic bound, seconds per proof on the digits model): the final claim of each command
 #: and, for ``quantize --tol``, the narrowing steps it proves after the symbolic greedy.
 LP_SECONDS = 60.0
-#: Seconds of the stability engine for the final claim of ``quantize --tol`` when only the
-#: last layer is quantised (:mod:`exactcomp.verify.head`: the error is then affine in ``f``'s
-#: last hidden layer, a question of one network; RESULTS.md "head14").
-HEAD_SECONDS = 60.0
 MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candidate's proofs
 #: Of the search's time, the share of the low-rank strategy's greedy search, when some rank is
 #: proven within its budget (:func:`exactcomp.rewrite.lowrank.search_lowrank`; else it costs
 #: a few symbolic proofs and the plain search keeps all the time).
 LOWRANK_TIME_SHARE = 0.5
-#: ``compress --tol``'s time in seconds: of the API call, and in the CLI of the whole command
-#: (loading the model included: 4.4-5.7 s of the sparse conv networks, RESULTS.md "budget18").
+#: ``compress --tol``'s and ``quantize``'s time in seconds: of the API call, and in the CLI of
+#: the whole command (loading the model included: 4.4-5.7 s of the sparse conv networks,
+#: RESULTS.md "budget18").
 TIME_LIMIT = 90.0
 #: Of ``compress --tol``'s time, the deadline of the exact pass that runs first (measured at
 #: load 2-4, 0 undecided each: 1.8-2.2 s on the digits models, 5.1-10.7 s on ACAS Xu 1_1
@@ -81,7 +62,7 @@ TIME_LIMIT = 90.0
 #: the cone-by-cone stability of a network held sparse runs its cones to the end:
 #: Convnet_maxpool 38.9 s of stability at load 4-5, RESULTS.md "budget18").
 EXACT_SHARE = 0.25
-#: Of ``compress --tol``'s time, kept after the search for the final proof of the stored
+#: Of ``compress --tol``'s (and ``quantize``'s) time, kept after the search for the final proof of the stored
 #: network and the sampled difference (``sampled_max_difference``: 3.3-3.6 s wall at load 4-5
 #: on the sparse conv networks, 0.3 s on the digits model, RESULTS.md "budget18"; 9 s of 90).
 FINAL_SHARE = 0.1
@@ -89,9 +70,6 @@ FINAL_SHARE = 0.1
 #: proof get when the exact pass overran into their time (one deadline for the call: they end
 #: at ``time_limit`` less ``FINAL_SHARE``, but with 1 s the search made no edit: lossy16).
 SEARCH_FLOOR = 0.25
-#: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
-#: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
-METHODS: tuple[str, ...] = ("corrected", "rtn")
 
 
 def check_tol(tol: Any, *, positive: bool = False) -> float:
@@ -104,164 +82,6 @@ def check_tol(tol: Any, *, positive: bool = False) -> float:
         need = "> 0" if positive else ">= 0"
         raise InvalidOptionError(f"--tol must be a finite number {need}, got {tol}")
     return t
-
-
-def quantize(
-    model: Any,
-    domain: Any,
-    *,
-    bits: float | None = None,
-    tol: float | None = None,
-    data: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    split_seconds: float = 10.0,
-    tighten_seconds: float = TIGHTEN_SECONDS,
-    lp_seconds: float = LP_SECONDS,
-    bab_seconds: float = 0.0,
-    milp_seconds: float = 0.0,
-    method: str = "corrected",
-    tol_mode: str = "linf",
-    top1_class: str = "argmax",
-    progress: Progress = SILENT,
-) -> LossyResult:
-    """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
-
-    ``model`` may be the :class:`LossyResult` of :func:`compress_lossy`: its pruned network
-    is quantised and the bound is proven against *its* reference (its original, or the exact
-    compression of it that equals it on the domain: the composition, end to end); the
-    sampled difference, the data and the sizes before are the original's.
-    ``bits``: every layer to this width (8, 4, 3, 2, 1.5 = ternary, 16 = float16). With
-    ``tol``: per layer the fewest bits of :data:`BIT_LADDER` by a measured greedy rule
-    (:func:`exactcomp.rewrite.bitwidths.choose_bits`, then
-    :func:`~exactcomp.rewrite.bitwidths.narrow_with_lp`; on at most
-    :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs, with ``split_seconds`` > 0,
-    :func:`~exactcomp.rewrite.bitwidths.narrow_with_split` between them, under the input
-    splitting proof, :data:`~exactcomp.rewrite.bitwidths.SPLIT_PROOF_SECONDS` each,
-    :data:`~exactcomp.rewrite.bitwidths.SPLIT_SEARCH_SECONDS` in all)
-    (with ``bits`` given, at most that many) such that the whole network is still
-    proven within ``tol``; layers that no width keeps within ``tol`` stay float32. Raises
-    :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0.
-    ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
-    ``bab_seconds`` > 0: the final claim by branch and bound in the joint LP
-    (:mod:`exactcomp.verify.diffbab`; off by default: 1 % tighter in 120 s at 8 bits);
-    ``milp_seconds`` > 0 (with ``tol``): last, the exact joint MILP's decision "within
-    ``tol``?" (:mod:`exactcomp.verify.diffmilp`; off by default: exact on small networks, no
-    verdict in 60 s per side on the digits model, 400 phase binaries).
-    ``method``: ``corrected`` (default) folds each layer's mean weight error on the domain
-    into its float32 bias and searches each row's scale of 2-4-bit grids
-    (:mod:`exactcomp.rewrite.quantize`, moments over
-    :data:`~exactcomp.rewrite.compensation.COMPENSATION_POINTS` uniform
-    domain points); ``rtn``: plain round-to-nearest. Either way the claim is the verifier's.
-    ``tol_mode="top1"``: ``tol`` becomes ``min(tol, m / 2)`` less a slack for the proven
-    class margin ``m`` of the original (as :func:`compress_lossy`; ``tol`` may be None).
-    ``progress``: each phase is announced as a task of one step (its name and time shown)."""
-    t0 = time.perf_counter()
-    if method not in METHODS:
-        raise InvalidOptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if tol_mode not in TOL_MODES:
-        raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
-    if bits is None and tol is None and tol_mode == "linf":
-        raise InvalidOptionError("give --bits, --tol or both")
-    if bits is not None:
-        bits = check_bits(bits)
-    if tol is not None:
-        tol = check_tol(tol, positive=True)
-    if isinstance(model, LossyResult):
-        f, base = model.original, model.pruned if model.pruned is not None else model.network
-        ref = model.reference if model.reference is not None else f
-    else:
-        f = base = ref = load(model)
-    boxes = bind_domain(domain, f)
-    check_data(f, data, labels)
-    top1: dict = {"tol_mode": tol_mode}
-    if tol_mode == "top1":
-        progress.task("class margin", 1)
-        tol, top1 = top1_tolerance(
-            f, list(boxes), tol, rule=top1_class, milp_seconds=TOP1_ENGINE_SECONDS
-        )
-    progress.task("bounds of the original", 1)
-    charger = Charger(ref, boxes, tighten_seconds=tighten_seconds)
-    comp = domain_compensation(base, boxes) if method == "corrected" else None
-    n = len(base.layers)
-    lp_end = time.perf_counter() + lp_seconds
-    lp_bound = np.inf  # a joint-LP proof of the chosen network, when narrowing made one
-    if tol is None:
-        chosen: list[float | None] = [bits] * n
-    else:
-        # float16 only where every layer fits it (else its weights would be inf)
-        fits = all(fits_float16(la.weight) for la in base.layers)
-        ladder = [b for b in BIT_LADDER if (bits is None or b <= bits) and (b != 16 or fits)]
-        progress.task("choosing bits", 1)
-        chosen = choose_bits(base, charger, tol, ladder, comp)
-        if split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:
-            chosen = narrow_with_split(
-                base,
-                charger,
-                tol,
-                ladder,
-                chosen,
-                comp,
-                sampled=lambda g: sampled_max_difference(ref, g, boxes, points=SPLIT_SAMPLE_POINTS),
-                proof_seconds=SPLIT_PROOF_SECONDS,
-                end=time.perf_counter() + SPLIT_SEARCH_SECONDS,
-            )
-        chosen, lp_bound = narrow_with_lp(base, charger, tol, ladder, chosen, lp_end, comp)
-    progress.task("final proof", 1)
-    qn = quantize_network(base, chosen, comp)
-    left = 0.0 if np.isfinite(lp_bound) else max(lp_end - time.perf_counter(), 0.0)
-    proven = charger.proven(
-        qn.network,
-        split_seconds=split_seconds,
-        target=tol or 0.0,
-        lp_seconds=left,
-        bab_seconds=bab_seconds,
-        milp_seconds=milp_seconds,
-        head_seconds=HEAD_SECONDS,
-    )
-    proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
-    progress.task("sampling", 1)
-    sampled = sampled_max_difference(f, qn.network, boxes, proven=proven)
-    progress.advance()
-    small, grids = drop_unused_grids(qn.network, qn.weights)
-    layers = [
-        {
-            "layer": k,
-            "action": _action(g, la),
-            "bits": (32 if stored_weights(la) else 0) if g is None else g.storage_bits,
-            "entropy_bits": None if g is None else g.entropy(),
-        }
-        for k, (g, la) in enumerate(zip(grids, small.layers, strict=True))
-    ]
-    doc = report_document(
-        f,
-        small,
-        tol,
-        proven,
-        sampled,
-        time.perf_counter() - t0,
-        layers,
-        data,
-        labels,
-        bytes_before=source_bytes(model),
-        bytes_float32=4 * f.num_parameters,
-        command="quantize",
-        method=method,
-        bits=bits,
-        bits_per_weight=qn.bits_per_weight(),
-        entropy_bits_per_weight=qn.entropy_bits(),
-        proofs=charger.calls,
-        **top1,
-    )
-    if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
-        doc["top1_proven"] = bool(proven < top1["margin_proven_min"] / 2)
-    return LossyResult(f, small, tuple(grids), proven, sampled, doc, qn.network, ref)
-
-
-def _action(g, layer) -> str:
-    """A layer's row of the report: its grid, ``pool`` (no parameter: kept exactly) or float32."""
-    if g is not None:
-        return "float16" if g.bits == 16 else f"{g.bits:g}-bit"
-    return "float32" if stored_weights(layer) else "pool"
 
 
 def compress_lossy(
@@ -423,4 +243,4 @@ def compress_lossy(
     return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f)
 
 
-__all__ = ["BITS", "LossyResult", "check_tol", "compress_lossy", "quantize"]
+__all__ = ["LossyResult", "check_tol", "compress_lossy"]

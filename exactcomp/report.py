@@ -101,7 +101,7 @@ KINDS = {
     "counterexample": "exactcomp verify --counterexample (counterexample_doc)",
     "verify": "exactcomp verify --report (verify_doc)",
     "lossy": "exactcomp compress --tol --report (approx.compress_lossy(...).report)",
-    "quantize": "exactcomp quantize --report (approx.quantize(...).report)",
+    "quantize": "exactcomp quantize --report (quantization.quantize(...).report)",
     "regions": "exactcomp regions --report (RegionCount.to_json())",
     "benchmark-spec": "benchmarks/isolate.py: one isolated stability run",
 }

@@ -43,6 +43,7 @@ RANK = {
     "strategies": 7,
     "api": 8,
     "approx": 8,
+    "quantization": 8,
     "report": 9,
     "cli": 10,
     "__main__": 11,

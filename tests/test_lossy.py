@@ -15,11 +15,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from exactcomp import api
-from exactcomp.approx import compress_lossy, quantize
+from exactcomp.approx import compress_lossy
 from exactcomp.cli import main
 from exactcomp.domain import Box
 from exactcomp.errors import InvalidOptionError, UnsupportedModelError
 from exactcomp.network import Network
+from exactcomp.quantization import quantize
 from exactcomp.rewrite.lossy import drop_unused
 from exactcomp.rewrite.quantize import quantize_network, quantize_weight
 from exactcomp.testing import max_output_difference

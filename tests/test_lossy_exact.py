@@ -14,10 +14,10 @@ import pytest
 
 from exactcomp import api
 from exactcomp.approx import compress_lossy as search_only
-from exactcomp.approx import quantize
 from exactcomp.domain import Box
 from exactcomp.errors import InvalidOptionError
 from exactcomp.network import Network
+from exactcomp.quantization import quantize
 from exactcomp.testing import max_output_difference
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))

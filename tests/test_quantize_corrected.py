@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exactcomp.approx import quantize
 from exactcomp.cli import main
 from exactcomp.domain import Box
 from exactcomp.errors import InvalidOptionError
 from exactcomp.network import Layer, Network
+from exactcomp.quantization import quantize
 from exactcomp.rewrite.compensation import Compensation
 from exactcomp.rewrite.quantize import (
     ROUNDING_BAND,

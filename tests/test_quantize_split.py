@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exactcomp import approx
+from exactcomp import quantization
 from exactcomp.domain import Box
 from exactcomp.network import Network
 from exactcomp.testing import max_output_difference
@@ -34,16 +34,16 @@ def _net(seed: int, widths=(2, 8, 8, 8, 2)) -> Network:
     return Network.from_arrays(ws, bs)
 
 
-def _storage(res: approx.LossyResult) -> int:
+def _storage(res: quantization.LossyResult) -> int:
     return sum(layer["bits"] for layer in res.report["layers"])
 
 
 def test_split_proof_chooses_fewer_bits_and_the_claim_holds(monkeypatch):
     f, tol = _net(0), 0.2
-    monkeypatch.setattr(approx, "SPLIT_SEARCH_SECONDS", 0.0)  # the choice before
-    before = approx.quantize(f, BOX, tol=tol, **FAST)
-    monkeypatch.setattr(approx, "SPLIT_SEARCH_SECONDS", 20.0)
-    after = approx.quantize(f, BOX, tol=tol, **FAST)
+    monkeypatch.setattr(quantization, "SPLIT_SEARCH_SECONDS", 0.0)  # the choice before
+    before = quantization.quantize(f, BOX, tol=tol, **FAST)
+    monkeypatch.setattr(quantization, "SPLIT_SEARCH_SECONDS", 20.0)
+    after = quantization.quantize(f, BOX, tol=tol, **FAST)
     assert _storage(after) < _storage(before)
     exact = max_output_difference(f, after.network, BOX).value
     assert exact <= after.proven + 1e-9
@@ -53,7 +53,7 @@ def test_split_proof_chooses_fewer_bits_and_the_claim_holds(monkeypatch):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_split_choice_is_never_below_the_exact_max(seed):
     f = _net(seed)
-    res = approx.quantize(f, BOX, tol=0.05, **FAST)
+    res = quantization.quantize(f, BOX, tol=0.05, **FAST)
     assert res.proven <= 0.05
     assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
 
@@ -62,7 +62,7 @@ def test_many_inputs_do_not_take_the_split_search(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("narrow_with_split ran on 13 inputs")
 
-    monkeypatch.setattr(approx, "narrow_with_split", refuse)
+    monkeypatch.setattr(quantization, "narrow_with_split", refuse)
     f = _net(3, widths=(13, 6, 2))
-    res = approx.quantize(f, Box.uniform(0.0, 1.0, 13), tol=0.05, **FAST)
+    res = quantization.quantize(f, Box.uniform(0.0, 1.0, 13), tol=0.05, **FAST)
     assert res.proven <= 0.05

@@ -54,7 +54,8 @@ def _normal(kind: str, doc: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def documents() -> dict[str, dict]:
-    from exactcomp.approx import compress_lossy, quantize
+    from exactcomp.approx import compress_lossy
+    from exactcomp.quantization import quantize
 
     net = tiny()
     compressed = api.compress(net, BOX, check=2000, jobs=1)

@@ -98,7 +98,7 @@ def __getattr__(name: str) -> Any:
     """Names also public here, for scripts and benchmarks, which use exactcomp through this
     module only; imported on first use (they would cost every command's start-up):
     certified lossy compression and quantisation (``compress_lossy``, ``quantize``,
-    ``LossyResult``: :mod:`exactcomp.approx`; the corrected quantiser's moments
+    ``LossyResult``: :mod:`exactcomp.approx`, :mod:`exactcomp.quantization`; the corrected quantiser's moments
     ``domain_compensation``: :mod:`exactcomp.rewrite.compensation`), the proven and the sampled ``max |f - g|``
     (``Charger``, ``sampled_max_difference``, and ``SPLIT_MAX_INPUTS``, the input count up to
     which its proofs may split the box: :mod:`exactcomp.verify.charge`), a plain
@@ -108,7 +108,9 @@ def __getattr__(name: str) -> Any:
     ``lossy`` and ``merging``, :mod:`exactcomp.rewrite.merging`)."""
     if name == "compress_lossy":  # the exact passes first, then approx's search
         from . import compressing as module
-    elif name in ("quantize", "LossyResult", "TIGHTEN_SECONDS"):
+    elif name == "quantize":
+        from .. import quantization as module
+    elif name in ("LossyResult", "TIGHTEN_SECONDS"):
         from .. import approx as module
     elif name == "domain_compensation":
         from ..rewrite import compensation as module

@@ -54,7 +54,7 @@ def refuse_exact_options(args: argparse.Namespace) -> None:
 
 def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
     """``quantize``, and ``compress --tol``: certified lossy compression (exactcomp.approx)."""
-    begun = time.perf_counter()  # compress --tol: TIME_LIMIT is the command's, load included
+    begun = time.perf_counter()  # TIME_LIMIT is the command's, the model's load included
     from .. import api, io
     from ..approx import TIME_LIMIT, check_tol
     from ..io import check_output_path, check_save_path
@@ -87,12 +87,19 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
         "top1_class": args.top1_class,
     }
     with progress_display(args, console) as progress:
+        left = max(TIME_LIMIT - (time.perf_counter() - begun), TIME_LIMIT / 2)
         if quantizing:
             result = api.quantize(
-                net, boxes, bits=bits, tol=tol, method=args.method, progress=progress, **options
+                net,
+                boxes,
+                bits=bits,
+                tol=tol,
+                method=args.method,
+                progress=progress,
+                time_limit=left,
+                **options,
             )
         else:
-            left = max(TIME_LIMIT - (time.perf_counter() - begun), TIME_LIMIT / 2)
             result = api.compress_lossy(
                 net, boxes, tol, progress=progress, time_limit=left, **options
             )

@@ -41,44 +41,69 @@ __all__ = ["LP_GAIN", "choose_bits", "narrow_with_lp", "narrow_with_split"]
 
 
 def choose_bits(
-    f: Network, charger: Any, tol: float, ladder: list, comp: Compensation | None
+    f: Network,
+    charger: Any,
+    tol: float,
+    ladder: list,
+    comp: Compensation | None,
+    *,
+    end: float = np.inf,
 ) -> list:
     """Per layer bits by a measured greedy rule: start from the widest width that is proven
     (else float32), then repeatedly take the one-step narrowing of a layer that saves the most
-    bits per unit of *proven* bound added, while the whole stays proven within ``tol``."""
+    bits per unit of *proven* bound added, while the whole stays proven within ``tol``.
+
+    Until ``end`` (``time.perf_counter``): a trial is started only while the last proof's
+    seconds still fit before it. A round's trials are proven largest saving first (stored
+    weights times bits saved), so a round cut short at ``end`` has tried the narrowings worth
+    the most; the best proven of those is taken and the search ends there (every level it
+    returns was proven within ``tol``; the claim is still the caller's final proof). The
+    choice of a finished round does not depend on the order (largest value, then the lowest
+    layer)."""
     n = len(f.layers)
     top = len(ladder) - 1
     level: list[int | None] = [top] * n  # index into the ladder; None = float32
+    cache: dict = {}  # each layer quantised once per width (quantize_network)
+    last = 0.0  # seconds of the last proof: a trial is started only if as many still fit
 
     def bits_of(lv):
         return [None if i is None else ladder[i] for i in lv]
 
-    current = charger.proven(quantize_network(f, bits_of(level), comp).network)
+    def proof(lv) -> float:
+        nonlocal last
+        begun = time.perf_counter()
+        bound = charger.proven(quantize_network(f, bits_of(lv), comp, cache).network)
+        last = time.perf_counter() - begun
+        return bound
+
+    current = proof(level)
     if current > tol:
-        level, current = (
-            [None] * n,
-            charger.proven(quantize_network(f, bits_of([None] * n), comp).network),
-        )
+        level, current = [None] * n, proof([None] * n)
     while True:
-        best = None
+        trials = []
         for k in range(n):
             i = level[k]
             nxt = top if i is None else i - 1
             if nxt < 0 or not stored_weights(f.layers[k]):  # a pool: nothing to narrow
                 continue
-            trial = list(level)
-            trial[k] = nxt
-            bound = charger.proven(quantize_network(f, bits_of(trial), comp).network)
-            if bound > tol:
-                continue
             old = 32 if i is None else storage_bits(ladder[i])
             gain = stored_weights(f.layers[k]) * (old - storage_bits(ladder[nxt]))
-            value = gain / max(bound - current, 1e-12)
+            trials.append((gain, k, nxt))
+        best = None
+        for gain, k, nxt in sorted(trials, key=lambda t: (-t[0], t[1])):
+            if time.perf_counter() + last > end:
+                return bits_of(level if best is None else best[2])
+            trial = list(level)
+            trial[k] = nxt
+            bound = proof(trial)
+            if bound > tol:
+                continue
+            value = (gain / max(bound - current, 1e-12), -k)
             if best is None or value > best[0]:
-                best = (value, trial, bound)
+                best = (value, bound, trial)
         if best is None:
             return bits_of(level)
-        _, level, current = best
+        _, current, level = best
 
 
 def narrow_with_lp(
@@ -95,7 +120,7 @@ def narrow_with_lp(
     within ``tol``, until ``end`` (``time.perf_counter``). Only a narrowing whose symbolic
     bound is within :data:`LP_GAIN` times ``tol`` is tried. Returns the bits and the LP
     proof of the last narrowing (``inf`` when none was made)."""
-    proof = np.inf
+    proof, cache = np.inf, {}  # each layer quantised once per width (quantize_network)
     order = sorted((k for k, la in enumerate(f.layers) if stored_weights(la)),
                    key=lambda k: -stored_weights(f.layers[k]))  # fmt: skip
     progress = True
@@ -110,7 +135,7 @@ def narrow_with_lp(
                 continue
             trial = list(bits)
             trial[k] = ladder[-1] if i is None else ladder[i - 1]
-            g = quantize_network(f, trial, comp).network
+            g = quantize_network(f, trial, comp, cache).network
             if charger.proven(g) > LP_GAIN * tol:
                 continue
             bound = charger.proven(g, target=tol, lp_seconds=left)
@@ -146,7 +171,8 @@ def narrow_with_split(
     bits = list(bits)
     rank = {b: i for i, b in enumerate(ladder)}
     failed: set[tuple[int, float]] = set()
-    current = sampled(quantize_network(f, bits, comp).network)
+    cache: dict = {}  # each layer quantised once per width (quantize_network)
+    current = sampled(quantize_network(f, bits, comp, cache).network)
     while time.perf_counter() < end:
         trials = []
         for k, layer in enumerate(f.layers):
@@ -158,7 +184,7 @@ def narrow_with_split(
                     continue
                 trial = list(bits)
                 trial[k] = b
-                s = sampled(quantize_network(f, trial, comp).network)
+                s = sampled(quantize_network(f, trial, comp, cache).network)
                 if s <= tol:
                     trials.append((-gain / max(s - current, 1e-12), k, b, trial, s))
         trials.sort(key=lambda t: t[:3])
@@ -166,7 +192,7 @@ def narrow_with_split(
             left = min(proof_seconds, end - time.perf_counter())
             if left <= 0:
                 return bits
-            g = quantize_network(f, trial, comp).network
+            g = quantize_network(f, trial, comp, cache).network
             if charger.proven(g, split_seconds=left, target=tol) <= tol:
                 bits, current = trial, s
                 break

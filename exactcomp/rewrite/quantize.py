@@ -302,7 +302,10 @@ def _quantize_structured(
 
 
 def quantize_network(
-    net: Network, bits: Sequence[float | None], compensation: Compensation | None = None
+    net: Network,
+    bits: Sequence[float | None],
+    compensation: Compensation | None = None,
+    cache: dict | None = None,
 ) -> QuantizedNetwork:
     """Quantise layer ``k`` to ``bits[k]`` (None: keep it); biases are rounded to float32,
     and the result is a float32 network (what the written file holds, exactly).
@@ -311,7 +314,10 @@ def quantize_network(
     A convolution's kernel is quantised (per output channel, round to nearest, a bias
     correction per channel) and its layer rebuilt from it; a pool layer is kept exactly
     (:mod:`exactcomp.rewrite.kernels`). A layer held sparse without a convolution raises
-    :class:`InvalidOptionError`."""
+    :class:`InvalidOptionError`.
+    ``cache``: a dict kept by the caller across calls on the same ``net`` and
+    ``compensation`` (a bit search: one layer's width changes per trial): each layer's result
+    is a function of its own width alone, so it is quantised once per width and reused."""
     if len(bits) != len(net.layers):
         raise InvalidOptionError(f"{len(bits)} bit widths for {len(net.layers)} layers")
     if compensation is not None and len(compensation.centre) != len(net.layers):
@@ -319,38 +325,41 @@ def quantize_network(
             f"moments of {len(compensation.centre)} layers for {len(net.layers)} layers"
         )
     layers, grids = [], []
-    for k, (layer, b) in enumerate(zip(net.layers, bits, strict=True)):
-        if isinstance(layer.structure, PoolLevel) or conv_spec(layer) is not None:
-            centre = None if compensation is None else compensation.centre[k]
-            new, qw = _quantize_structured(layer, b, centre)
-            layers.append(new)
-            grids.append(qw)
-            continue
-        if layer.sparse:
-            raise InvalidOptionError(
-                f"quantize: layer {k} is held sparse (too large to hold densely) without a "
-                "convolution structure; it cannot be quantised"
-            )
-        cov = None if compensation is None else compensation.covariance[k]
-        spread = (
-            None
-            if compensation is None or compensation.spread is None
-            else (compensation.spread[k])
-        )
-        qw = None if b is None else quantize_weight(layer.weight, b, cov, spread)
-        moment = (
-            None
-            if compensation is None or compensation.moment is None
-            else (compensation.moment[k])
-        )
-        if qw is not None and 2 <= qw.bits <= 8 and moment is not None and cov.ndim == 2:
-            qw = round_jointly(layer.weight, qw, moment, cov)
-        w = layer.weight.astype(np.float32) if qw is None else qw.dequantized
-        bias = layer.bias
-        if qw is not None and compensation is not None:
-            bias = bias - (w - layer.weight) @ compensation.centre[k]  # b - E c
-        layers.append(Layer(w, bias.astype(np.float32), layer.relu))
+    for k, b in enumerate(bits):
+        if cache is not None and (k, b) in cache:
+            new, qw = cache[k, b]
+        else:
+            new, qw = _quantize_layer(net, k, b, compensation)
+            if cache is not None:
+                cache[k, b] = new, qw
+        layers.append(new)
         grids.append(qw)
     return QuantizedNetwork(
         Network(tuple(layers), dtype="float32", meta=dict(net.meta)), tuple(grids)
     )
+
+
+def _quantize_layer(
+    net: Network, k: int, b: float | None, compensation: Compensation | None
+) -> tuple[Layer, QuantizedWeight | None]:
+    """Layer ``k`` of ``net`` quantised to ``b`` bits (:func:`quantize_network`)."""
+    layer = net.layers[k]
+    if isinstance(layer.structure, PoolLevel) or conv_spec(layer) is not None:
+        centre = None if compensation is None else compensation.centre[k]
+        return _quantize_structured(layer, b, centre)
+    if layer.sparse:
+        raise InvalidOptionError(
+            f"quantize: layer {k} is held sparse (too large to hold densely) without a "
+            "convolution structure; it cannot be quantised"
+        )
+    cov = None if compensation is None else compensation.covariance[k]
+    spread = None if compensation is None or compensation.spread is None else compensation.spread[k]
+    qw = None if b is None else quantize_weight(layer.weight, b, cov, spread)
+    moment = None if compensation is None or compensation.moment is None else compensation.moment[k]
+    if qw is not None and 2 <= qw.bits <= 8 and moment is not None and cov.ndim == 2:
+        qw = round_jointly(layer.weight, qw, moment, cov)
+    w = layer.weight.astype(np.float32) if qw is None else qw.dequantized
+    bias = layer.bias
+    if qw is not None and compensation is not None:
+        bias = bias - (w - layer.weight) @ compensation.centre[k]  # b - E c
+    return Layer(w, bias.astype(np.float32), layer.relu), qw

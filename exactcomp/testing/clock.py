@@ -25,6 +25,7 @@ CLOCKED = (
     "exactcomp.api.sampling",
     "exactcomp.approx",
     "exactcomp.cli.lossy",
+    "exactcomp.quantization",
     "exactcomp.bab.beta_first",
     "exactcomp.bab.beta_tree",
     "exactcomp.bab.beta_parts",

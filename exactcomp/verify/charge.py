@@ -61,6 +61,7 @@ final network, never a sum of per-step charges.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Sequence
 
@@ -128,6 +129,11 @@ class Charger:
                     for r, t in zip(self._roots, self._tail.roots(), strict=True)
                 ]
         self.calls = 0
+        #: per network proven (its weights' digest), the symbolic bounds per box: a search
+        #: proves the network it keeps again (the final claim, the LP after its symbolic
+        #: bound), and on a dense conv network one symbolic proof takes 30 s (RESULTS.md
+        #: "qbudget19")
+        self._symbolic: dict[bytes, list[np.ndarray]] = {}
 
     def proven(
         self,
@@ -166,11 +172,9 @@ class Charger:
                 bound = min(bound, self._tail.proven(tail(g, self.cut), **options))
             return bound
         worst = 0.0
-        plain = self._plain or [None] * len(self.boxes)
-        for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
-            per_output = _symbolic(pair, g, box)
-            if other is not None:
-                per_output = np.minimum(per_output, _symbolic(other, g, box))
+        for pair, symbolic, box in zip(self._pairs, self._symbolic_bounds(g), self.boxes,
+                                       strict=True):  # fmt: skip
+            per_output = symbolic.copy()
             settled = per_output.max(initial=0.0) <= target
             if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and not settled:
                 seconds = split_seconds / len(self.boxes)
@@ -194,6 +198,29 @@ class Charger:
                                                           head_seconds / len(self.boxes)))  # fmt: skip
             worst = max(worst, float(max(per_output.max(initial=0.0), 0.0)))
         return worst
+
+    def _symbolic_bounds(self, g: Network) -> list[np.ndarray]:
+        """Per box, the symbolic bound of ``|f_i - g_i|`` per output (the smaller with and
+        without the tightened bounds of ``f``), computed once per network ``g``: the key is a
+        SHA-256 digest of its layers' shapes, ReLUs and weights' bytes, so the same bounds
+        come back only for the same numbers."""
+        digest = hashlib.sha256()
+        for la in g.layers:
+            for a in (la.weight, la.bias):
+                a = np.ascontiguousarray(a)
+                digest.update(f"{a.dtype}{a.shape}{la.relu}".encode())
+                digest.update(a.data)
+        key = digest.digest()
+        if key not in self._symbolic:
+            plain = self._plain or [None] * len(self.boxes)
+            bounds = []
+            for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
+                per_output = _symbolic(pair, g, box)
+                if other is not None:
+                    per_output = np.minimum(per_output, _symbolic(other, g, box))
+                bounds.append(per_output)
+            self._symbolic[key] = bounds
+        return self._symbolic[key]
 
     def roots(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
         """Per box, ``f``'s proven pre-activation bounds of every layer: the symbolic pairs'

@@ -59,6 +59,23 @@ class Forms:
         up_n[:, self.d] += p
         return lo_n, up_n
 
+    def of_input(self, w, b) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`affine` of the input itself (``x <= x <= x``: the identity forms), the
+        same numbers (a zero's sign aside) without its two products by the identity
+        (``I W^T = W^T``, and the radius is 0): on a CIFAR network's first layer of 2,048 x
+        3,072 weights these were two thirds of a symbolic proof's multiplications."""
+        n_box, d = len(self.c), self.d
+        mid = np.zeros((n_box, d + 1, w.shape[0]))
+        mid[:, :d] = w.T
+        mid += 0.0  # the product's zeros are +0 (x + 0.0 turns -0.0 into +0.0, nothing else)
+        scale = np.tile(self.mag + self.mag, (n_box, 1)) @ np.abs(w).T + np.abs(b)
+        mid[:, d] += b
+        lo_n, up_n = mid.copy(), mid
+        p = self.pad(scale)
+        lo_n[:, d] -= p
+        up_n[:, d] += p
+        return lo_n, up_n
+
 
 def choose(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per function (last axis) choice between two batches of affine forms."""

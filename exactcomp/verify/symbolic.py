@@ -235,12 +235,11 @@ def _difference_bounds(
     f, g, outputs, mag, tol = pair.f, pair.g, pair.outputs, pair.mag, pair.tol
     forms = Forms(lo, hi, mag, tol)
     n_box, d = lo.shape
-    eye = np.zeros((n_box, d + 1, d))
-    eye[:, np.arange(d), np.arange(d)] = 1.0
-    x_lo = x_hi = eye  # the input itself: x <= x <= x
+    # forms of a^f and of the post-activation difference, set by each hidden layer (layer 0
+    # maps the input itself, x <= x <= x: Forms.of_input)
+    x_lo = x_hi = dl_e = dh_e = np.zeros((n_box, d + 1, 0))
     smear = np.zeros((n_box, d))
     crown: list[tuple[np.ndarray, ...]] = []  # f's relaxations, for back-substitution
-    dl_e = dh_e = eye  # bounds of the post-activation difference (set after layer 0)
     cur_lo, cur_hi = lo, hi  # concrete bounds of a^f
     last = len(f.layers) - 1
     zero = None
@@ -253,7 +252,7 @@ def _difference_bounds(
         wg, bg = lg_.weight[rows], lg_.bias[rows]
         dw, db = wg - wf, bg - bf
         # f's pre-activation
-        zf_lo, zf_hi = forms.affine(wf, bf, x_lo, x_hi)
+        zf_lo, zf_hi = forms.of_input(wf, bf) if k == 0 else forms.affine(wf, bf, x_lo, x_hi)
         il, ih = interval_rows(wf, bf, cur_lo, cur_hi, tol)
         lf, uf = np.maximum(forms.low(zf_lo), il), np.minimum(forms.high(zf_hi), ih)
         width = lf.shape[1]
@@ -262,7 +261,7 @@ def _difference_bounds(
             uf = np.minimum(uf, known[:, pos + width : pos + 2 * width])
         # the difference
         if k == 0:
-            d_lo, d_hi = forms.affine(dw, db, eye, eye)
+            d_lo, d_hi = forms.of_input(dw, db)
         else:
             a_lo, a_hi = forms.affine(wg, np.zeros_like(bg), dl_e, dh_e)
             b_lo, b_hi = forms.affine(dw, db, x_lo, x_hi)

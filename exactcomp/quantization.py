@@ -1,0 +1,230 @@
+"""Certified quantisation: the API behind ``quantize``, within the call's one deadline.
+
+:func:`quantize` returns a :class:`~exactcomp.lossy_result.LossyResult` like
+:func:`exactcomp.approx.compress_lossy`, and keeps to one time limit the same way
+(:data:`~exactcomp.approx.TIME_LIMIT`, of which :data:`~exactcomp.approx.FINAL_SHARE` is kept
+for the final proof and the sampling): the bit search (:mod:`exactcomp.rewrite.bitwidths`)
+stops trying narrowings at ``(1 - FINAL_SHARE) * time_limit`` after the call's start and keeps
+what it has proven so far; every width is only *chosen* there, the claim is the final proof
+of the chosen network.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .approx import (
+    FINAL_SHARE,
+    LP_SECONDS,
+    TIGHTEN_SECONDS,
+    TIME_LIMIT,
+    TOL_MODES,
+    TOP1_ENGINE_SECONDS,
+    check_tol,
+)
+from .errors import InvalidOptionError
+from .io.binding import bind_domain, load
+from .lossy_result import LossyResult, check_data, report_document, source_bytes
+from .progress import SILENT, Progress
+from .rewrite.bitwidths import (
+    SPLIT_PROOF_SECONDS,
+    SPLIT_SAMPLE_POINTS,
+    SPLIT_SEARCH_SECONDS,
+    choose_bits,
+    narrow_with_lp,
+    narrow_with_split,
+)
+from .rewrite.compensation import domain_compensation
+from .rewrite.kernels import stored_weights
+from .rewrite.lossy import drop_unused_grids
+from .rewrite.quantize import BITS, check_bits, fits_float16, quantize_network
+from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
+from .verify.margin import top1_tolerance
+
+#: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
+BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
+#: Seconds of the stability engine for the final claim of ``quantize --tol`` when only the
+#: last layer is quantised (:mod:`exactcomp.verify.head`: the error is then affine in ``f``'s
+#: last hidden layer, a question of one network; RESULTS.md "head14").
+HEAD_SECONDS = 60.0
+#: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
+#: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
+METHODS: tuple[str, ...] = ("corrected", "rtn")
+
+
+def quantize(
+    model: Any,
+    domain: Any,
+    *,
+    bits: float | None = None,
+    tol: float | None = None,
+    data: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    split_seconds: float = 10.0,
+    tighten_seconds: float = TIGHTEN_SECONDS,
+    lp_seconds: float = LP_SECONDS,
+    bab_seconds: float = 0.0,
+    milp_seconds: float = 0.0,
+    method: str = "corrected",
+    tol_mode: str = "linf",
+    top1_class: str = "argmax",
+    time_limit: float = TIME_LIMIT,
+    progress: Progress = SILENT,
+) -> LossyResult:
+    """Quantise the weights of ``model`` and prove ``max |f - g|`` over ``domain``.
+
+    ``model`` may be the :class:`LossyResult` of :func:`~exactcomp.approx.compress_lossy`: its pruned network
+    is quantised and the bound is proven against *its* reference (its original, or the exact
+    compression of it that equals it on the domain: the composition, end to end); the
+    sampled difference, the data and the sizes before are the original's.
+    ``bits``: every layer to this width (8, 4, 3, 2, 1.5 = ternary, 16 = float16). With
+    ``tol``: per layer the fewest bits of :data:`BIT_LADDER` by a measured greedy rule
+    (:func:`exactcomp.rewrite.bitwidths.choose_bits`, then
+    :func:`~exactcomp.rewrite.bitwidths.narrow_with_lp`; on at most
+    :data:`~exactcomp.verify.charge.SPLIT_MAX_INPUTS` inputs, with ``split_seconds`` > 0,
+    :func:`~exactcomp.rewrite.bitwidths.narrow_with_split` between them, under the input
+    splitting proof, :data:`~exactcomp.rewrite.bitwidths.SPLIT_PROOF_SECONDS` each,
+    :data:`~exactcomp.rewrite.bitwidths.SPLIT_SEARCH_SECONDS` in all)
+    (with ``bits`` given, at most that many) such that the whole network is still
+    proven within ``tol``; layers that no width keeps within ``tol`` stay float32. Raises
+    :class:`InvalidOptionError` for bits outside the set or ``tol`` not > 0.
+    ``time_limit``: the whole call's seconds, as :func:`~exactcomp.approx.compress_lossy`'s
+    (the class margin's engine and the tightening of ``f``'s bounds each capped at a quarter
+    of it): the bit search (the greedy, the splitting and the LP narrowings) stops starting
+    trials :data:`~exactcomp.approx.FINAL_SHARE` of it before its end and keeps the widths
+    proven so far (a trial is started only if the last proof's seconds still fit), and the
+    final proof's LP and head engine end half that share before it (the rest: the sampling).
+    ``lp_seconds`` counts from the end of the tightening; ``bab_seconds``, ``milp_seconds`` and the
+    final proof's ``split_seconds`` come on top of ``time_limit`` (off, or at most 10 s).
+    ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
+    ``bab_seconds`` > 0: the final claim by branch and bound in the joint LP
+    (:mod:`exactcomp.verify.diffbab`; off by default: 1 % tighter in 120 s at 8 bits);
+    ``milp_seconds`` > 0 (with ``tol``): last, the exact joint MILP's decision "within
+    ``tol``?" (:mod:`exactcomp.verify.diffmilp`; off by default: exact on small networks, no
+    verdict in 60 s per side on the digits model, 400 phase binaries).
+    ``method``: ``corrected`` (default) folds each layer's mean weight error on the domain
+    into its float32 bias and searches each row's scale of 2-4-bit grids
+    (:mod:`exactcomp.rewrite.quantize`, moments over
+    :data:`~exactcomp.rewrite.compensation.COMPENSATION_POINTS` uniform
+    domain points); ``rtn``: plain round-to-nearest. Either way the claim is the verifier's.
+    ``tol_mode="top1"``: ``tol`` becomes ``min(tol, m / 2)`` less a slack for the proven
+    class margin ``m`` of the original (as :func:`~exactcomp.approx.compress_lossy`; ``tol`` may be None).
+    ``progress``: each phase is announced as a task of one step (its name and time shown)."""
+    t0 = time.perf_counter()  # the one deadline's start, and the report's seconds
+    if method not in METHODS:
+        raise InvalidOptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if tol_mode not in TOL_MODES:
+        raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
+    if bits is None and tol is None and tol_mode == "linf":
+        raise InvalidOptionError("give --bits, --tol or both")
+    if bits is not None:
+        bits = check_bits(bits)
+    if tol is not None:
+        tol = check_tol(tol, positive=True)
+    if isinstance(model, LossyResult):
+        f, base = model.original, model.pruned if model.pruned is not None else model.network
+        ref = model.reference if model.reference is not None else f
+    else:
+        f = base = ref = load(model)
+    boxes = bind_domain(domain, f)
+    check_data(f, data, labels)
+    top1: dict = {"tol_mode": tol_mode}
+    if tol_mode == "top1":
+        progress.task("class margin", 1)
+        engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by the engine
+        tol, top1 = top1_tolerance(f, list(boxes), tol, rule=top1_class, milp_seconds=engine)
+    # one deadline: the bit search stops FINAL_SHARE before it, the final proof's solvers half
+    # that share before it, the sampling takes the rest
+    stop = t0 + (1 - FINAL_SHARE) * time_limit
+    final_end = t0 + (1 - FINAL_SHARE / 2) * time_limit
+    progress.task("bounds of the original", 1)
+    charger = Charger(ref, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
+    comp = domain_compensation(base, boxes) if method == "corrected" else None
+    n = len(base.layers)
+    lp_end = time.perf_counter() + lp_seconds
+    lp_bound = np.inf  # a joint-LP proof of the chosen network, when narrowing made one
+    if tol is None:
+        chosen: list[float | None] = [bits] * n
+    else:
+        # float16 only where every layer fits it (else its weights would be inf)
+        fits = all(fits_float16(la.weight) for la in base.layers)
+        ladder = [b for b in BIT_LADDER if (bits is None or b <= bits) and (b != 16 or fits)]
+        progress.task("choosing bits", 1)
+        chosen = choose_bits(base, charger, tol, ladder, comp, end=stop)
+        if split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:
+            chosen = narrow_with_split(
+                base,
+                charger,
+                tol,
+                ladder,
+                chosen,
+                comp,
+                sampled=lambda g: sampled_max_difference(ref, g, boxes, points=SPLIT_SAMPLE_POINTS),
+                proof_seconds=SPLIT_PROOF_SECONDS,
+                end=min(time.perf_counter() + SPLIT_SEARCH_SECONDS, stop),
+            )
+        end = min(lp_end, stop)
+        chosen, lp_bound = narrow_with_lp(base, charger, tol, ladder, chosen, end, comp)
+    progress.task("final proof", 1)
+    qn = quantize_network(base, chosen, comp)
+    now = time.perf_counter()
+    left = 0.0 if np.isfinite(lp_bound) else max(min(lp_end, final_end) - now, 0.0)
+    proven = charger.proven(
+        qn.network,
+        split_seconds=split_seconds,
+        target=tol or 0.0,
+        lp_seconds=left,
+        bab_seconds=bab_seconds,
+        milp_seconds=milp_seconds,
+        head_seconds=max(min(HEAD_SECONDS, final_end - now), 0.0),
+    )
+    proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
+    progress.task("sampling", 1)
+    sampled = sampled_max_difference(f, qn.network, boxes, proven=proven)
+    progress.advance()
+    small, grids = drop_unused_grids(qn.network, qn.weights)
+    layers = [
+        {
+            "layer": k,
+            "action": _action(g, la),
+            "bits": (32 if stored_weights(la) else 0) if g is None else g.storage_bits,
+            "entropy_bits": None if g is None else g.entropy(),
+        }
+        for k, (g, la) in enumerate(zip(grids, small.layers, strict=True))
+    ]
+    doc = report_document(
+        f,
+        small,
+        tol,
+        proven,
+        sampled,
+        time.perf_counter() - t0,
+        layers,
+        data,
+        labels,
+        bytes_before=source_bytes(model),
+        bytes_float32=4 * f.num_parameters,
+        command="quantize",
+        method=method,
+        bits=bits,
+        bits_per_weight=qn.bits_per_weight(),
+        entropy_bits_per_weight=qn.entropy_bits(),
+        proofs=charger.calls,
+        **top1,
+    )
+    if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
+        doc["top1_proven"] = bool(proven < top1["margin_proven_min"] / 2)
+    return LossyResult(f, small, tuple(grids), proven, sampled, doc, qn.network, ref)
+
+
+def _action(g, layer) -> str:
+    """A layer's row of the report: its grid, ``pool`` (no parameter: kept exactly) or float32."""
+    if g is not None:
+        return "float16" if g.bits == 16 else f"{g.bits:g}-bit"
+    return "float32" if stored_weights(layer) else "pool"
+
+
+__all__ = ["BITS", "BIT_LADDER", "HEAD_SECONDS", "METHODS", "quantize"]

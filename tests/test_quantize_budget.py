@@ -1,0 +1,204 @@
+"""``quantize --tol`` within one deadline (issue 15), and the waste it no longer pays.
+
+The networks are tiny deep ``f`` on two inputs, quantised per layer::
+
+    x (2 inputs) -> [4 ReLU] -> [8 ReLU] -> [3 ReLU] -> 2 outputs    f
+    x            -> [the same, each layer at its chosen bits]         g
+
+Time is the fake clock's (:mod:`exactcomp.testing.clock`): each proof is made to take a fixed
+number of seconds, so which trials run before the deadline is exact on any machine. Ground
+truth of every claim: the exact ``max |f - g|`` of the region-enumeration oracle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exactcomp import approx, quantization
+from exactcomp.domain import Box
+from exactcomp.network import Network
+from exactcomp.rewrite.bitwidths import choose_bits
+from exactcomp.rewrite.compensation import domain_compensation
+from exactcomp.rewrite.kernels import stored_weights
+from exactcomp.rewrite.quantize import quantize_network, storage_bits
+from exactcomp.testing import max_output_difference
+from exactcomp.testing.clock import FakeClock
+from exactcomp.verify.charge import Charger
+
+BOX = Box.uniform(-1.0, 1.0, 2)
+LADDER = [1.5, 2, 3, 4, 8, 16]
+FAST = {"tighten_seconds": 0.0, "lp_seconds": 0.0, "split_seconds": 0.0}
+
+
+def _net(seed: int, widths=(2, 4, 8, 3, 2)) -> Network:
+    rng = np.random.default_rng(seed)
+    ws = [
+        rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(widths[:-1], widths[1:], strict=True)
+    ]
+    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
+    return Network.from_arrays(ws, bs)
+
+
+def _old_greedy(f, charger, tol, ladder, comp) -> list:
+    """The greedy before the deadline (layers tried in order, the first best kept): the
+    oracle that the reordered, cached, memoised one chooses the same bits."""
+    n, top = len(f.layers), len(ladder) - 1
+    level = [top] * n
+
+    def bits_of(lv):
+        return [None if i is None else ladder[i] for i in lv]
+
+    current = charger.proven(quantize_network(f, bits_of(level), comp).network)
+    if current > tol:
+        level = [None] * n
+        current = charger.proven(quantize_network(f, bits_of(level), comp).network)
+    while True:
+        best = None
+        for k in range(n):
+            i = level[k]
+            nxt = top if i is None else i - 1
+            if nxt < 0:
+                continue
+            trial = list(level)
+            trial[k] = nxt
+            bound = charger.proven(quantize_network(f, bits_of(trial), comp).network)
+            if bound > tol:
+                continue
+            old = 32 if i is None else storage_bits(ladder[i])
+            gain = stored_weights(f.layers[k]) * (old - storage_bits(ladder[nxt]))
+            value = gain / max(bound - current, 1e-12)
+            if best is None or value > best[0]:
+                best = (value, trial, bound)
+        if best is None:
+            return bits_of(level)
+        _, level, current = best
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("tol", [0.05, 0.3])
+def test_without_a_deadline_the_greedy_chooses_what_it_chose_before(seed, tol):
+    f = _net(seed)
+    comp = domain_compensation(f, [BOX])
+    old = _old_greedy(f, Charger(f, [BOX]), tol, LADDER, comp)
+    assert choose_bits(f, Charger(f, [BOX]), tol, LADDER, comp) == old
+
+
+class _Timed:
+    """A charger whose every proof takes ``seconds`` on the fake clock; records when each
+    proof started, and of which bits."""
+
+    def __init__(self, charger: Charger, clock: FakeClock, seconds: float) -> None:
+        self.charger, self.clock, self.seconds = charger, clock, seconds
+        self.started: list[tuple[float, Network]] = []
+
+    def proven(self, g: Network, **kw) -> float:
+        self.started.append((self.clock.now, g))
+        self.clock.advance(self.seconds)
+        return self.charger.proven(g, **kw)
+
+
+@pytest.mark.parametrize("budget", [0.0, 15.0, 25.0, 45.0])
+def test_the_greedy_starts_no_proof_that_would_end_past_its_deadline(monkeypatch, budget):
+    """Proofs of 10 s: none starts later than ``end`` less 10 s (the first, the widest grid,
+    always runs); a round cut short keeps the best narrowing proven so far, largest layer
+    first (layer 1: 32 weights, then 24, 8, 6), and every width it returns is proven."""
+    clock = FakeClock().install(monkeypatch)
+    f, tol = _net(0), 0.3
+    comp = domain_compensation(f, [BOX])
+    timed = _Timed(Charger(f, [BOX]), clock, 10.0)
+    start = clock.now
+    bits = choose_bits(f, timed, tol, LADDER, comp, end=start + budget)
+    assert all(t + 10.0 <= start + budget + 1e-9 for t, _ in timed.started[1:])
+    assert len(timed.started) == 1 + max(int(budget // 10) - 1, 0)
+    g = quantize_network(f, bits, comp).network
+    assert any(np.array_equal(g.layers[1].weight, h.layers[1].weight) for _, h in timed.started)
+    proven = Charger(f, [BOX]).proven(g)
+    assert proven <= tol
+    assert max_output_difference(f, g, BOX).value <= proven + 1e-9
+    if budget >= 20.0:  # the first trial of the first round: the largest layer, narrowed
+        assert bits[1] == 8 and bits.count(16) == 3
+
+
+@pytest.mark.parametrize("limit", [30.0, 60.0, 3000.0])
+def test_quantize_keeps_one_deadline(monkeypatch, limit):
+    """Every proof of the bit search ends by ``(1 - FINAL_SHARE) * time_limit`` after the
+    call's start (proofs of 5 s); the final proof comes after them, and the claim holds."""
+    clock = FakeClock().install(monkeypatch)
+    real = Charger.proven
+    started: list[float] = []
+
+    def slow(self, g, **kw):
+        started.append(clock.now)
+        clock.advance(5.0)
+        return real(self, g, **kw)
+
+    monkeypatch.setattr(Charger, "proven", slow)
+    f, tol, start = _net(1), 0.3, clock.now
+    res = quantization.quantize(f, BOX, tol=tol, time_limit=limit, **FAST)
+    stop = start + (1 - approx.FINAL_SHARE) * limit
+    assert all(t + 5.0 <= stop + 1e-9 for t in started[1:-1])  # the first always runs
+    assert res.proven <= tol
+    assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
+    if limit == 3000.0:  # time enough: the same bits as with no deadline at all
+        unlimited = quantization.quantize(f, BOX, tol=tol, time_limit=np.inf, **FAST)
+        assert res.report["layers"] == unlimited.report["layers"]
+
+
+def test_the_same_network_is_proven_once_and_another_is_not_served_from_it():
+    """The charger keeps each network's symbolic bounds: the same weights give the same
+    bound without a second proof, a weight moved by one ulp gets its own proof."""
+    f = _net(2)
+    g = quantize_network(f, [8, 8, 8, 8]).network
+    charger = Charger(f, [BOX])
+    first = charger.proven(g)
+    assert charger.proven(g) == first and len(charger._symbolic) == 1
+    w = g.layers[2].weight.copy()
+    w[0, 0] = np.nextafter(w[0, 0], np.inf)
+    layers = list(g.layers)
+    layers[2] = type(g.layers[2])(w, g.layers[2].bias, g.layers[2].relu)
+    h = Network(tuple(layers), dtype=g.dtype, meta=dict(g.meta))
+    assert charger.proven(h) == Charger(f, [BOX]).proven(h)
+    assert len(charger._symbolic) == 2
+    assert max_output_difference(f, g, BOX).value <= first + 1e-9
+
+
+def test_the_layer_cache_gives_the_same_network():
+    f = _net(3)
+    comp = domain_compensation(f, [BOX])
+    cache: dict = {}
+    for bits in ([8, 4, 8, 16], [8, 3, 8, 16], [8, 4, 8, 16], [None, 4, 2, 16]):
+        a = quantize_network(f, bits, comp, cache)
+        b = quantize_network(f, bits, comp)
+        for la, lb in zip(a.network.layers, b.network.layers, strict=True):
+            assert np.array_equal(la.weight, lb.weight) and np.array_equal(la.bias, lb.bias)
+        assert a.bits_per_weight() == b.bits_per_weight()
+    assert len(cache) == 4 * 1 + 1 + 1 + 1  # layer 1 at 4 and 3, layer 0 and 2 at two widths
+
+
+@pytest.mark.parametrize("load_seconds", [6.0, 70.0])
+def test_the_cli_counts_the_load_in_quantizes_time_limit(tmp_path, monkeypatch, load_seconds):
+    """``quantize`` in the CLI: the call gets ``TIME_LIMIT`` less what loading the model
+    took (the fake clock), never less than half of it, as ``compress --tol``."""
+    from exactcomp import api, io
+    from exactcomp.cli import main
+
+    clock = FakeClock().install(monkeypatch)
+    model = tmp_path / "f.onnx"
+    io.save(_net(0, widths=(2, 4, 2)), model)
+    real_load, real_quantize = api.load, api.quantize
+    given = []
+
+    def slow_load(*args, **kw):
+        clock.advance(load_seconds)
+        return real_load(*args, **kw)
+
+    def quantize(*args, time_limit, **kw):
+        given.append(time_limit)
+        return real_quantize(*args, time_limit=time_limit, **kw)
+
+    monkeypatch.setattr(api, "load", slow_load)
+    monkeypatch.setattr(api, "quantize", quantize)
+    out = tmp_path / "g.onnx"
+    assert main(["quantize", str(model), "--box=-1,1", "--tol", "0.5", "-o", str(out)]) == 0
+    assert given == [max(approx.TIME_LIMIT - load_seconds, approx.TIME_LIMIT / 2)]

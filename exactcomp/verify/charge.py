@@ -202,16 +202,11 @@ class Charger:
     def _symbolic_bounds(self, g: Network) -> list[np.ndarray]:
         """Per box, the symbolic bound of ``|f_i - g_i|`` per output (the smaller with and
         without the tightened bounds of ``f``), computed once per network ``g``: the key is a
-        SHA-256 digest of its layers' shapes, ReLUs and weights' bytes, so the same bounds
-        come back only for the same numbers."""
-        digest = hashlib.sha256()
-        for la in g.layers:
-            for a in (la.weight, la.bias):
-                a = np.ascontiguousarray(a)
-                digest.update(f"{a.dtype}{a.shape}{la.relu}".encode())
-                digest.update(a.data)
-        key = digest.digest()
-        if key not in self._symbolic:
+        SHA-256 digest of its layers' shapes, dtypes, ReLUs, structures and weights' bytes, so
+        the same bounds come back only for the same numbers (a layer held sparse is never
+        memoised: its matrix has no one byte string)."""
+        key = _digest(g)
+        if key is None or key not in self._symbolic:
             plain = self._plain or [None] * len(self.boxes)
             bounds = []
             for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
@@ -219,6 +214,8 @@ class Charger:
                 if other is not None:
                     per_output = np.minimum(per_output, _symbolic(other, g, box))
                 bounds.append(per_output)
+            if key is None:
+                return bounds
             self._symbolic[key] = bounds
         return self._symbolic[key]
 
@@ -346,3 +343,17 @@ def sampled_worst(
             )
             consider(y)
     return worst, where
+
+
+def _digest(g: Network) -> bytes | None:
+    """A SHA-256 digest of everything ``g`` computes with, or None if a layer is sparse."""
+    digest = hashlib.sha256()
+    for la in g.layers:
+        if la.sparse:
+            return None
+        digest.update(f"{la.relu}{la.structure!r}".encode())
+        for a in (la.weight, la.bias):
+            a = np.ascontiguousarray(a)
+            digest.update(f"{a.dtype}{a.shape}".encode())
+            digest.update(a.data)
+    return digest.digest()

@@ -78,12 +78,18 @@ class CaseWorker:
     def _start(self) -> Connection:
         ours, theirs = self._ctx.Pipe()
         # not a daemon: a daemonic process may not start the processes a case may need
-        self._proc = self._ctx.Process(target=_serve, args=(theirs, self._run), daemon=False)
-        self._proc.start()
+        proc = self._ctx.Process(target=_serve, args=(theirs, self._run), daemon=False)
+        self._proc = proc
+        proc.start()
         theirs.close()
-        if ours.recv() != "ready":  # EOFError if it died while importing: a real failure
-            raise RuntimeError("soak worker did not start")
         self._conn = ours
+        try:
+            ours.recv()  # "ready": in its own session, its imports done
+        except EOFError:  # it died while importing: nothing can run, say so
+            proc.join()
+            code = proc.exitcode
+            self.stop()
+            raise RuntimeError(f"the soak worker did not start (exit code {code})") from None
         return ours
 
     def run(

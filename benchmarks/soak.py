@@ -47,8 +47,8 @@ failing case is saved as JSON (weights, box, findings) for reproduction; the exi
 when any unsound verdict was found, 3 when only errors or time-outs were, else 0: a
 timed-out case, like an engine error, is a case whose claims were never checked, so a run
 with one has not shown what a clean exit says (and a case past minutes means a missing
-budget somewhere, a bug of its own). The checks themselves
-live in :mod:`exactcomp.testing.soak_checks`.
+budget somewhere, a bug of its own). The checks themselves live in
+:mod:`exactcomp.testing.soak_checks`.
 """
 
 from __future__ import annotations
@@ -124,16 +124,15 @@ class Summary:
     seconds: float = 0.0
 
     def add_timeout(self, family: str, seed: int, limit: float, replay: str) -> None:
-        """A case stopped at ``limit`` seconds: counted apart (not in ``cases``), replayable."""
+        """A case stopped at ``limit`` seconds: counted apart (not in ``cases``, nor in the
+        family's ``max_seconds``, the slowest checked case), replayable."""
         fam = self.families.setdefault(family, Counter())
         fam.update(timed_out=1, seconds=limit)
-        fam["max_seconds"] = max(fam["max_seconds"], limit)
         self.timed_out.append({"family": family, "seed": seed, "replay": replay})
 
-    def add(self, r: CaseResult, wall: float = 0.0) -> None:
-        """Count case ``r``, which took ``wall`` seconds in the worker (pipe included)."""
+    def add(self, r: CaseResult) -> None:
         fam = self.families.setdefault(r.family, Counter())
-        fam["max_seconds"] = max(fam["max_seconds"], wall)
+        fam["max_seconds"] = max(fam["max_seconds"], r.seconds)  # the slowest checked case
         fam.update(
             cases=1,
             neurons=r.neurons,
@@ -310,14 +309,13 @@ def main(argv: Sequence[str] | None = None, run: RunCase = run_case) -> int:
         task = bars.add_task("soak", total=args.cases, info="")
         for seed in range(args.seed, args.seed + args.cases):
             family = family_for(seed, args.family)
-            start = time.perf_counter()
             answer = worker.run(family, seed, opts, limit)
             if answer is None:  # stopped at the limit: counted, replayable, never dropped
                 replay = _replay(family, seed, opts, args.case_seconds)
                 summary.add_timeout(family, seed, args.case_seconds, replay)
                 console.print(f"[yellow]case {seed} ({family}) timed out; replay: {replay}")
             else:
-                summary.add(answer[1], time.perf_counter() - start)
+                summary.add(answer[1])
                 _save(summary, args.out / f"case-{seed}.json", *answer)
             bad = sum(summary.unsound.values())
             info = f"unsound {bad}, errors {summary.errors}, timed out {len(summary.timed_out)}"
@@ -325,8 +323,9 @@ def main(argv: Sequence[str] | None = None, run: RunCase = run_case) -> int:
             summary.seconds = time.perf_counter() - t0  # after every case: a killed run says
             _write(summary, args.out / "summary.json", argv, opts, done=False)
     summary.seconds = time.perf_counter() - t0
-    Console().print(_table(summary))
-    Console().print(_family_table(summary))
+    out = Console(width=None if sys.stdout.isatty() else 132)  # a log keeps every column
+    out.print(_table(summary))
+    out.print(_family_table(summary))
     _write(summary, args.out / "summary.json", argv, opts, done=True)
     console.print(f"wrote {args.out / 'summary.json'}")
     if sum(summary.unsound.values()):

@@ -22,7 +22,7 @@ SLOW_SEED = 2
 
 
 def _result(family: str, seed: int, findings: tuple[Finding, ...] = ()) -> CaseResult:
-    return CaseResult(seed, 3, 1, method_for(seed), {}, {}, findings, family=family)
+    return CaseResult(seed, 3, 1, method_for(seed), {}, {}, findings, seconds=0.01, family=family)
 
 
 def blocking_run(family: str, seed: int, opts: SoakOptions) -> tuple[dict, CaseResult]:
@@ -72,7 +72,8 @@ def test_a_blocking_case_is_stopped_and_reported_as_timed_out(tmp_path, monkeypa
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert rc == 3 and doc["complete"]
     assert doc["cases"] == 3 and doc["timed_out_total"] == 1 and doc["unsound_total"] == 0
-    assert doc["families"]["nnet"]["timed_out"] == 1 and doc["families"]["nnet"]["cases"] == 3
+    fam = doc["families"]["nnet"]
+    assert fam["timed_out"] == 1 and fam["cases"] == 3 and fam["max_seconds"] < 1.0
     (t,) = doc["timed_out"]
     assert t["family"] == "nnet" and t["seed"] == SLOW_SEED
     assert f"--cases 1 --seed {SLOW_SEED} --family nnet" in t["replay"]

@@ -10,7 +10,10 @@ time-out kills its whole process group with ``SIGKILL``: the worker and anything
 The worker is started with ``spawn`` (no state copied from the parent but ``sys.path``) and
 says "ready" once it has imported what it runs, so the start-up (about 1.5 s of imports) is
 not charged to a case. The same worker runs case after case until one times out or the pipe
-closes (the soak ended, or was killed: the worker then ends after its current case).
+closes. A thread of the worker waits on a second pipe whose only other end the driver holds:
+when the driver ends or is killed (``timeout`` sends its signal to its own process group,
+which the worker has left), that pipe closes and the thread kills the worker's group, so no
+case outlives its soak.
 An exception out of the case function is the case's ``error`` finding, and a worker that dies
 (a segfault, the kernel's OOM killer) answers an ``error`` too: the soak goes on either way.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -32,9 +36,10 @@ RunCase = Callable[[str, int, SoakOptions], tuple[dict[str, Any], CaseResult]]
 test's stand-in; a module-level function (it is pickled by name into the worker)."""
 
 
-def _serve(conn: Connection, run: RunCase) -> None:
+def _serve(conn: Connection, alive: Connection, run: RunCase) -> None:
     """The worker's loop: a session of its own, then run each case sent until EOF."""
     os.setsid()
+    threading.Thread(target=_die_with_driver, args=(alive,), daemon=True).start()
     conn.send("ready")
     while True:
         try:
@@ -49,6 +54,15 @@ def _serve(conn: Connection, run: RunCase) -> None:
                 _error(family, seed, traceback.format_exc()),
             )
         conn.send(answer)
+
+
+def _die_with_driver(alive: Connection) -> None:
+    """Block until the driver's end of ``alive`` closes, then kill this process group."""
+    try:
+        alive.recv()
+    except EOFError:
+        pass
+    os.killpg(0, signal.SIGKILL)
 
 
 def _error(family: str, seed: int, detail: str) -> CaseResult:
@@ -68,6 +82,7 @@ class CaseWorker:
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Connection | None = None
+        self._alive: Connection | None = None  # closed: the worker kills its group
 
     def __enter__(self) -> CaseWorker:
         return self
@@ -77,11 +92,13 @@ class CaseWorker:
 
     def _start(self) -> Connection:
         ours, theirs = self._ctx.Pipe()
+        watch, self._alive = self._ctx.Pipe(duplex=False)
         # not a daemon: a daemonic process may not start the processes a case may need
-        proc = self._ctx.Process(target=_serve, args=(theirs, self._run), daemon=False)
+        proc = self._ctx.Process(target=_serve, args=(theirs, watch, self._run), daemon=False)
         self._proc = proc
         proc.start()
         theirs.close()
+        watch.close()
         self._conn = ours
         try:
             ours.recv()  # "ready": in its own session, its imports done
@@ -114,9 +131,10 @@ class CaseWorker:
     def stop(self) -> None:
         """Kill the worker's process group (the worker and every process it started)."""
         proc, self._proc = self._proc, None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._alive):
+            if conn is not None:
+                conn.close()
+        self._conn = self._alive = None
         if proc is None:
             return
         try:

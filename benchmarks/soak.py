@@ -38,7 +38,9 @@ case passes ``--case-seconds`` (default :data:`CASE_SECONDS`) of wall clock: the
 counted as **timed out** (per family too), never as unsound and never dropped, and the
 summary lists its family, seed and the command that replays it alone (``--cases 1 --seed S
 --family F``). The summary JSON is rewritten (atomically) after every case, so a run that
-is killed still reports every case it finished (``"complete": false``).
+is killed still reports every case it finished (``"complete": false``). A worker restarts
+from the files on disk: a checkout edited under a long run can keep the next one from
+starting (an import error); the run then stops with its summary (``stopped``, exit 3).
 
 A refutation needs a concrete input of the box where the oracle's float64 forward pass
 contradicts the claim beyond rounding (``1e-12`` relative to the interval magnitude of the
@@ -123,6 +125,7 @@ class Summary:
     families: dict[str, Counter] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     timed_out: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str = ""  # why the run ended before its last case (no worker would start)
     seconds: float = 0.0
 
     def add_timeout(self, family: str, seed: int, limit: float, replay: str) -> None:
@@ -311,7 +314,12 @@ def main(argv: Sequence[str] | None = None, run: RunCase = run_case) -> int:
         task = bars.add_task("soak", total=args.cases, info="")
         for seed in range(args.seed, args.seed + args.cases):
             family = family_for(seed, args.family)
-            answer = worker.run(family, seed, opts, limit)
+            try:
+                answer = worker.run(family, seed, opts, limit)
+            except RuntimeError as exc:  # no worker starts: stop, with what was checked
+                summary.stopped = f"stopped before case {seed}: {exc}"
+                console.print(f"[red]{summary.stopped}")
+                break
             if answer is None:  # stopped at the limit: counted, replayable, never dropped
                 replay = _replay(family, seed, opts, args.case_seconds)
                 summary.add_timeout(family, seed, args.case_seconds, replay)
@@ -328,12 +336,12 @@ def main(argv: Sequence[str] | None = None, run: RunCase = run_case) -> int:
     out = Console(width=None if sys.stdout.isatty() else 132)  # a log keeps every column
     out.print(_table(summary))
     out.print(_family_table(summary))
-    _write(summary, args.out / "summary.json", argv, opts, done=True)
+    _write(summary, args.out / "summary.json", argv, opts, done=not summary.stopped)
     console.print(f"wrote {args.out / 'summary.json'}")
     if sum(summary.unsound.values()):
         console.print(f"[red]UNSOUND verdicts found; cases saved in {args.out / 'failures'}")
         return 1
-    return 3 if summary.errors or summary.timed_out else 0
+    return 3 if summary.errors or summary.timed_out or summary.stopped else 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from benchmarks import soak
+from benchmarks import soak, soak_worker
 from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions, method_for
 
 SLOW_SEED = 2
@@ -97,3 +97,20 @@ def test_a_case_that_raises_is_an_error_and_the_run_goes_on(tmp_path) -> None:
     assert doc["cases"] == 3 and doc["errors"] == 1 and doc["unsound_total"] == 0
     saved = json.loads((tmp_path / "failures" / "case-1.json").read_text())
     assert "planted failure" in saved["result"]["findings"][0]["detail"]
+
+
+def test_a_worker_that_will_not_start_ends_the_run_with_a_summary(tmp_path, monkeypatch) -> None:
+    """The case after the first cannot get a worker (an import error, the files edited under
+    the run): the run stops there, still with its summary: one case, ``stopped``, exit 3."""
+
+    def run(self, family, seed, opts, limit):
+        if seed > 0:
+            raise RuntimeError("the soak worker did not start (exit code 1)")
+        return blocking_run(family, seed, opts)
+
+    monkeypatch.setattr(soak_worker.CaseWorker, "run", run)
+    argv = ["--cases", "3", "--seed", "0", "--family", "nnet", "--out", str(tmp_path)]
+    assert soak.main(argv) == 3
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["cases"] == 1 and not doc["complete"]
+    assert doc["stopped"].startswith("stopped before case 1: the soak worker did not start")

@@ -27,10 +27,11 @@ from .lossy_result import (
 )
 from .progress import SILENT, Progress
 from .rewrite.kernels import restore_structure
-from .rewrite.lossy import drop_unused_grids, search
+from .rewrite.lossy import search
 from .rewrite.lowrank import search_lowrank
 from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.storage import store
+from .rewrite.structural import drop_unused_grids
 from .strategies import better, exact_pass_facts, pad, written_network
 from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
 from .verify.margin import top1_tolerance

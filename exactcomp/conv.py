@@ -7,8 +7,9 @@ from :meth:`ConvSpec.coo` / :func:`pool_layers_coo` (analysed cone by cone,
 that same matrix that the
 writers use to emit ``Conv``/``MaxPool`` instead of ``Gemm``, and that the channel rewrite
 (:mod:`exactcomp.rewrite.channels`) edits channel by channel. It is never trusted blindly:
-:func:`recognize_conv` attaches a :class:`ConvSpec` to a matrix only when rebuilding the
-matrix from the spec gives back every entry bit for bit.
+:func:`~exactcomp.io.conv_recognition.recognize_conv` (the ONNX reader's) attaches a
+:class:`ConvSpec` to a matrix only when rebuilding the matrix from the spec gives back every
+entry bit for bit.
 
 Convolution (ONNX ``Conv`` without its bias, NCHW, one sample). With input ``x`` of shape
 ``(C, H, W)``, kernel ``K`` of shape ``(M, C/g, kh, kw)``, strides ``s``, dilations ``d``,
@@ -168,71 +169,6 @@ def conv_taps(
     cols = ((ch * h + y) * w + x)[ok]
     entries = (((mm * cg + cc) * kh + aa) * kw + bb)[ok]
     return rows.astype(np.int64), cols.astype(np.int64), entries.astype(np.int64), m * oh * ow
-
-
-def recognize_conv(
-    weight: np.ndarray,
-    bias: np.ndarray,
-    in_shape: Shape3,
-    out_shape: Shape3,
-    kernel_hw: tuple[int, int],
-    strides: tuple[int, int],
-    dilations: tuple[int, int],
-    groups: int,
-) -> ConvSpec | None:
-    """The convolution whose matrix is exactly ``weight`` (and bias constant per channel).
-
-    Tries every top/left padding that fits the output size (a ``Pad`` node before a ``Conv``
-    moves it); returns ``None`` unless one rebuilds ``weight`` entry for entry, with no other
-    non-zero entry, and ``bias`` is one value per output channel. Exact comparison, no
-    tolerance: the structure is a description of the matrix, never an approximation of it.
-    """
-    c, h, w = (int(v) for v in in_shape)
-    m, oh, ow = (int(v) for v in out_shape)
-    kh, kw = kernel_hw
-    if c % groups or m % groups or weight.shape != (m * oh * ow, c * h * w):
-        return None
-    b = np.asarray(bias).reshape(m, oh * ow)
-    if np.any(b != b[:, :1]):
-        return None
-    nonzero = int(np.count_nonzero(weight))
-    kshape = (m, c // groups, kh, kw)
-    # the largest top/left padding that still fits the output size with no end padding
-    most = [
-        max((o - 1) * st + d * (kk - 1) + st - n, 0)
-        for o, st, d, kk, n in zip((oh, ow), strides, dilations, (kh, kw), (h, w), strict=True)
-    ]
-    for top in range(most[0] + 1):
-        for left in range(most[1] + 1):
-            rows, cols, entries, _ = conv_taps(
-                (c, h, w), kshape, strides, (top, left), dilations, (oh, ow)
-            )
-            vals = weight[rows, cols]
-            if int(np.count_nonzero(vals)) != nonzero:
-                continue
-            kernel = np.zeros(int(np.prod(kshape)))
-            kernel[entries] = vals
-            if not np.array_equal(kernel[entries], vals):
-                continue  # two positions disagree on one kernel entry: not a convolution
-            bottom = (oh - 1) * strides[0] + dilations[0] * (kh - 1) + 1 - h - top
-            right = (ow - 1) * strides[1] + dilations[1] * (kw - 1) + 1 - w - left
-            if bottom < 0 or right < 0:
-                # a smaller end padding than the taps need: only if ONNX's floor still fits
-                bottom, right = max(bottom, 0), max(right, 0)
-            try:
-                spec = ConvSpec(
-                    (c, h, w),
-                    kernel.reshape(kshape),
-                    strides,
-                    (top, left, bottom, right),
-                    dilations,
-                    groups,
-                )
-            except ValueError:
-                continue
-            if spec.out_shape == (m, oh, ow):
-                return spec
-    return None
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from .rewrite.bitwidths import (
 )
 from .rewrite.compensation import domain_compensation
 from .rewrite.kernels import stored_weights
-from .rewrite.lossy import drop_unused_grids
 from .rewrite.quantize import BITS, check_bits, fits_float16, quantize_network
+from .rewrite.structural import drop_unused_grids
 from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
 from .verify.margin import top1_tolerance
 

@@ -18,8 +18,9 @@ from typing import Any
 from .lossy_result import nonzero_parameters
 from .network import Network
 from .rewrite import merging
-from .rewrite.lossy import LossyOutcome, drop_unused_grids
+from .rewrite.lossy import LossyOutcome
 from .rewrite.lowrank import expand, rounding_pad, written_frozen
+from .rewrite.structural import drop_unused_grids
 
 __all__ = ["better", "exact_pass_facts", "pad", "written_network"]
 

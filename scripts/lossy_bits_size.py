@@ -23,8 +23,8 @@ from exactcomp.domain import Box
 from exactcomp.io.binding import load
 from exactcomp.io.onnx_quant import save_quantized_onnx
 from exactcomp.rewrite.compensation import domain_compensation
-from exactcomp.rewrite.lossy import drop_unused_grids
 from exactcomp.rewrite.quantize import quantize_network
+from exactcomp.rewrite.structural import drop_unused_grids
 from exactcomp.verify.charge import Charger, sampled_max_difference
 
 MODEL = "models/digits_64-100-100-10_l1-0e+00_s0.pt"

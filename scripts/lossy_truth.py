@@ -59,9 +59,9 @@ from exactcomp.lossy_result import nonzero_parameters
 from exactcomp.network import Network
 from exactcomp.rewrite import lossy, lowrank, refit
 from exactcomp.rewrite.compensation import domain_compensation
-from exactcomp.rewrite.lossy import drop_unused_grids
 from exactcomp.rewrite.magnitude import magnitude_order
 from exactcomp.rewrite.quantize import quantize_network
+from exactcomp.rewrite.structural import drop_unused_grids
 from exactcomp.verify import falsify
 from exactcomp.verify.charge import Charger, sampled_worst
 

@@ -318,7 +318,7 @@ def test_recognize_conv_round_trip_and_refuses_a_perturbed_matrix(seed, tmp_path
     """A random conv (strides, dilations, pads, groups) is recognised from its own matrix,
     written as Conv (save_onnx checks it in onnxruntime), and one changed entry, or a bias
     that differs at one position, makes the matrix dense again."""
-    from exactcomp.conv import recognize_conv
+    from exactcomp.io.conv_recognition import recognize_conv
     from exactcomp.network import Layer, Network
 
     rng = np.random.default_rng(seed)

@@ -21,8 +21,8 @@ from exactcomp.domain import Box
 from exactcomp.errors import InvalidOptionError, UnsupportedModelError
 from exactcomp.network import Network
 from exactcomp.quantization import quantize
-from exactcomp.rewrite.lossy import drop_unused
 from exactcomp.rewrite.quantize import quantize_network, quantize_weight
+from exactcomp.rewrite.structural import drop_unused
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger, sampled_max_difference
 

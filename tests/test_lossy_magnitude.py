@@ -14,7 +14,7 @@ from exactcomp.approx import compress_lossy
 from exactcomp.domain import Box
 from exactcomp.lossy_result import nonzero_parameters as _nonzero
 from exactcomp.network import Network
-from exactcomp.rewrite.lossy import LossyOutcome, drop_unused
+from exactcomp.rewrite.lossy import LossyOutcome
 from exactcomp.rewrite.magnitude import (
     LP_MIN_SHARE,
     magnitude_first,
@@ -23,6 +23,7 @@ from exactcomp.rewrite.magnitude import (
     prove_magnitude,
     search_magnitude,
 )
+from exactcomp.rewrite.structural import drop_unused
 from exactcomp.strategies import better as _better
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger

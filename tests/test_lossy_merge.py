@@ -14,6 +14,7 @@ from exactcomp.approx import compress_lossy
 from exactcomp.domain import Box
 from exactcomp.network import Network
 from exactcomp.rewrite import lossy, merging
+from exactcomp.rewrite.structural import drop_unused
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
 
@@ -62,7 +63,7 @@ def test_merge_of_exactly_parallel_neurons_is_charged_zero_and_exact(scale):
     p = lossy.apply(f, [edit], ranges)  # the proven network: row 2 = scale * row 0
     assert charger.proven(p) == 0.0
     folds = merging.foldable(p, [(0, 2, 0, alpha)])
-    g = lossy.drop_unused(merging.fold(p, folds))
+    g = drop_unused(merging.fold(p, folds))
     assert folds and g.layers[0].out_features == 2
     pad = merging.fold_pad(p, folds, [BOX])
     assert max_output_difference(f, g, BOX).value <= pad <= 1e-12
@@ -117,7 +118,7 @@ def test_search_merges_a_near_parallel_pair_and_the_proof_holds(seed):
     out = lossy.search(f, [BOX], 0.5, charger, time_limit=10.0)
     assert out.proven <= 0.5
     assert {m[:3] for m in out.merges} & {(1, 5, 0), (1, 0, 5)}  # folded in the written net
-    g = lossy.drop_unused(merging.fold(out.network, out.merges))
+    g = drop_unused(merging.fold(out.network, out.merges))
     assert g.layers[1].out_features < 6
     assert max_output_difference(f, g, BOX).value <= out.proven
 

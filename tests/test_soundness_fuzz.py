@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -186,20 +187,27 @@ def test_planted_wrong_equivalence_answers_are_caught(monkeypatch, status: str) 
     assert {f.kind for f in checker.findings} == expected
 
 
-def test_soak_driver_writes_a_summary_and_fails_on_an_unsound_case(monkeypatch, tmp_path) -> None:
+def _planted(case, opts, method):
+    finding = soak_results.Finding("stable", "planted", [0.0])
+    return soak_results.CaseResult(case.seed, 1, 1, method, {}, {}, (finding,))
+
+
+def planted_run(family, seed, opts):
+    """The soak's case function with a check that reports an unsound answer (patched in the
+    soak's worker process, where this runs)."""
+    with mock.patch.object(soak_families, "check_case", _planted):
+        return soak_families.run_case(family, seed, opts)
+
+
+def test_soak_driver_writes_a_summary_and_fails_on_an_unsound_case(tmp_path) -> None:
     """``python -m benchmarks.soak``: exit 0 and a complete summary on good cases; exit 1
     and the failing case's weights and box saved when a check reports an unsound answer."""
     assert soak.main(["--cases", "2", "--max-neurons", "4", "--out", str(tmp_path / "ok")]) == 0
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert summary["complete"] and summary["cases"] == 2 and summary["unsound_total"] == 0
 
-    def planted(case, opts, method):
-        finding = soak_results.Finding("stable", "planted", [0.0])
-        return soak_results.CaseResult(case.seed, 1, 1, method, {}, {}, (finding,))
-
-    monkeypatch.setattr(soak_families, "check_case", planted)
     argv = ["--cases", "1", "--seed", "7", "--family", "random", "--out", str(tmp_path / "bad")]
-    assert soak.main(argv) == 1
+    assert soak.main(argv, run=planted_run) == 1
     saved = json.loads((tmp_path / "bad" / "failures" / "case-7.json").read_text())
     d = SoakOptions()
     same = random_case(7, depth=d.depth, width=d.width, inputs=d.inputs, max_neurons=d.max_neurons)

@@ -26,8 +26,6 @@ from .checking import (
     proof_time,
     recheck_certificates,
     refuse_sparse,
-    rounding_bound,
-    suggest_tolerance,
     verification_budget,
     verify_equivalence,
     verify_with_certificates,
@@ -43,6 +41,7 @@ from .compressing import (
     save,
     stable_neurons,
 )
+from .equivalence_tolerance import rounding_bound, suggest_tolerance
 from .regions import count_regions
 from .sampling import CHECK_ENTRIES, SampleCheck, check_points, sample_check, stored
 

@@ -138,7 +138,7 @@ def save(
         The network; saved in ``net.dtype`` (the precision of the checkpoint it came from).
     path:
         Destination ending in ``.pt``, ``.pth``, ``.onnx`` or ``.nnet``
-        (:func:`exactcomp.io.nnet.save_nnet`: exact, read back and compared).
+        (:func:`exactcomp.io.nnet_writer.save_nnet`: exact, read back and compared).
     inputs:
         Files the run read; ``path`` must not be any of them (checked with
         :func:`check_output_path`, which also checks the directory is writable).
@@ -168,9 +168,9 @@ def save(
         save_torch(net, target, list(boxes))
         return
     if fmt == "nnet":
-        nnet = _import("nnet", ".nnet")
+        nnet_writer = _import("nnet_writer", ".nnet")
         with atomic_path(target) as tmp:
-            nnet.save_nnet(net, tmp, list(boxes))
+            nnet_writer.save_nnet(net, tmp, list(boxes))
         return
     onnx_io = _import("onnx_io", "ONNX")
     with atomic_path(target) as tmp:

@@ -20,11 +20,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..conv import ConvSpec, PoolLevel, recognize_conv
+from ..conv import ConvSpec, PoolLevel
 from ..errors import UnsupportedModelError
 from ..network import SPARSE_ABOVE, Layer
 from . import onnx_ops as ops
 from . import onnx_skip as skip
+from .conv_recognition import recognize_conv
 from .onnx_consts import CONST_HANDLERS, const
 from .onnx_conv import conv
 from .onnx_ops import Affine, Value
@@ -45,7 +46,7 @@ class LoweringState:
     ``shapes[k]`` is the tensor shape of the input of layer ``k`` (``shapes[0]``: the
     network's input), and ``convs`` the ``Conv`` nodes applied since the last commit: the
     committed layer gets a :class:`~exactcomp.conv.ConvSpec` when one of them describes its
-    matrix exactly (:func:`~exactcomp.conv.recognize_conv`), and stays dense otherwise.
+    matrix exactly (:func:`~exactcomp.io.conv_recognition.recognize_conv`), and stays dense otherwise.
     ``live`` holds the tensors still needed after the node being lowered (set by the
     driver); a commit carries them through the new layer and replaces them by their values
     after it (:mod:`exactcomp.io.onnx_skip`). ``nonneg[k]``: the output of layer ``k`` is

@@ -25,7 +25,7 @@ an optimum (and duals). Shortcuts that change the LP count, never the decisions:
   for any ``lambda >= 0``, ``t* <= max_{x in box} sum_r lambda_r m_r(x) / sum_r lambda_r``
   (a linear function over a box: closed form), so the same weights on the same rows (by
   neuron and sign) prove the part empty elsewhere in the search, checked in numpy
-  (:meth:`_Search.refuted`); a bound above ``tol`` just means the LP runs;
+  (:mod:`exactcomp.regions.certificates`); a bound above ``tol`` just means the LP runs;
 * **settling at the layer's root**: on entering a ReLU layer (a region of the layers before),
   each free neuron is tested there once; a side empty there is empty in every node below.
 
@@ -49,15 +49,13 @@ import numpy as np
 from ..domain import Box
 from ..highs.lp import Lp
 from ..network import Network
+from .certificates import Certificates
 
 OnRegion = Callable[[np.ndarray, np.ndarray], None]
 """``on_region(pattern, interior_point)``; may raise to stop the search."""
 
 SEEDS = 64
 """Random points of the box that start the witness pool (they only save LPs)."""
-
-CERTS = 8
-"""Dual certificates kept per neuron side, the most recent first (they only save LPs)."""
 
 
 @dataclass
@@ -117,7 +115,7 @@ class _Search:
         self.pools: list[np.ndarray] = [box.sample(seeds, rng)]
         self.keys: list[tuple] = []  # per stack row: (ReLU layer, neuron, sign) it splits
         self.where: dict[tuple, int] = {}  # and back: the row of a key on the stack
-        self.certs: dict[tuple, list[tuple]] = {}  # (layer, neuron, sign) -> dual multipliers
+        self.certs = Certificates()  # (layer, neuron, sign) -> dual multipliers
         self.norms = np.zeros(0)  # the 2-norms of the current layer's rows
 
     # ------------------------------------------------------------------ LP rows
@@ -172,10 +170,10 @@ class _Search:
             else:
                 duals = np.abs(solved.duals[: self.rows])
                 on = np.flatnonzero(duals[:-1] > 0)
-                cert = ([self.keys[p] for p in on], duals[on].tolist(), float(duals[-1]))
-                certs = self.certs.setdefault((len(self.pats), j, sign), [])
-                certs.insert(0, cert)
-                del certs[CERTS:]
+                side = (len(self.pats), j, sign)
+                self.certs.keep(
+                    side, [self.keys[p] for p in on], duals[on].tolist(), float(duals[-1])
+                )
         else:
             self.stats.doubtful += 1
         self.pop()
@@ -213,38 +211,12 @@ class _Search:
         return out[0], out[1]
 
     def refuted(self, j: int, row, const: float, sign: float, norm: float) -> bool:
-        r"""Whether multipliers kept from an LP that found side ``sign`` of neuron ``j`` of this
-        layer empty (elsewhere in the search) prove it empty here too, without an LP.
-
-        For any weights :math:`\lambda \ge 0` on the node's rows and the new one (margins
-        :math:`m_r(x) = G_r x + g_r`), :math:`\min_r m_r(x) \le \sum_r \lambda_r m_r(x) /
-        \sum_r \lambda_r`, so :math:`t^* \le \max_{x \in box} \sum_r \lambda_r m_r(x) /
-        \sum_r \lambda_r`, a linear function's maximum over the box, in closed form. With
-        the LP's own duals this is its optimum (weak duality is tight); elsewhere the same
-        rows (by neuron and sign; in another region of the earlier layers their coefficients
-        differ) usually still prove ``t* <= tol``. Rows that are not on the stack here get
-        weight 0. Any weights give a valid bound, so a wrong guess only costs the LP.
-        """
-        certs = self.certs.get((len(self.pats), j, sign))
-        if not certs:
-            return False
-        new_a, new_b = sign * row / norm, sign * const / norm
-        where, G, g = self.where, self.G, self.g
-        for keys, weights, w_new in certs:
-            rows, ws = [], []
-            for k, w in zip(keys, weights, strict=True):
-                p = where.get(k)
-                if p is not None:
-                    rows.append(p)
-                    ws.append(w)
-            a, b, total = w_new * new_a, w_new * new_b, w_new + sum(ws)
-            if rows:
-                wv = np.array(ws)
-                a = a + wv @ G[rows]
-                b = b + float(wv @ g[rows])
-            if total > 0 and b + float(a @ self.mid + np.abs(a) @ self.rad) <= self.tol * total:
-                return True
-        return False
+        """Whether a dual certificate kept from an LP that found side ``sign`` of neuron ``j``
+        of this layer empty (elsewhere in the search) proves it empty here, without an LP."""
+        side, new_a, new_b = (len(self.pats), j, sign), sign * row / norm, sign * const / norm
+        return self.certs.refute(
+            side, new_a, new_b, self.where, self.G, self.g, self.mid, self.rad, self.tol
+        )
 
     def box_signs(self, az: np.ndarray, cz: np.ndarray) -> np.ndarray:
         """Per neuron of the ReLU layer entered (``z = az x + cz``): 1/0 when it is active/

@@ -40,10 +40,10 @@ from .lossy import (
     LossyOutcome,
     apply,
     candidates,
-    drop_unused_grids,
     layer_facts,
     relu_ranges,
 )
+from .structural import drop_unused_grids
 
 MAGNITUDE_RHO = 0.5  # the tightest LP / symbolic ratio assumed when judging magnitude's LP
 LP_MIN_SHARE = 0.2  # magnitude's LP is reserved only if its reach removes this share

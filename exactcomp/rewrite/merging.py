@@ -191,7 +191,7 @@ def _arrays(p: Network) -> tuple[list, list]:
 def fold(p: Network, merges: Sequence[tuple[int, int, int, float]]) -> Network:
     r"""``G``: each merge of :func:`foldable` ``(k, j, i, alpha)`` folded, :math:`W_{k+1}[:,
     i] \mathrel{+}= \alpha W_{k+1}[:, j]` (rounded to ``p``'s dtype) and ``j``'s row, bias
-    and column zeroed (:func:`~exactcomp.rewrite.lossy.drop_unused` then removes it); layer
+    and column zeroed (:func:`~exactcomp.rewrite.structural.drop_unused` then removes it); layer
     by layer, the last first (a fold of layer ``k`` changes columns of layer ``k + 1``,
     whose folded rows are then zero already)."""
     for k in sorted({m[0] for m in merges}, reverse=True):

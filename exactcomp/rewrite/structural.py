@@ -2,13 +2,18 @@
 
 They still matter after the stability passes: removing neurons leaves zero columns and
 rows behind, and merging a layer can create constant or duplicated neurons in the next.
+:func:`drop_unused` does the same after the lossy passes, on a network without a rewrite
+state (and on its quantised grids: :func:`drop_unused_grids`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import numpy as np
 
-from ..network import Network
+from ..network import Layer, Network
 from ..tolerances import DEFAULT, Tolerances
 from .algebra import positive_duplicates
 from .editor import Editor, PassResult, finite
@@ -82,3 +87,33 @@ def merge_duplicates(net: Network, state: RewriteState, tol: Tolerances = DEFAUL
             nxt[:, d.keep] = col
             ed.remove(k, d.dup, Reason.DUPLICATE, fold=Fold(((k, d.keep),), (d.factor,), 0.0))
     return ed.finish()
+
+
+def drop_unused(net: Network) -> Network:
+    """Remove ReLU neurons that cannot affect the output (zero outgoing column, or zero row
+    and bias so that they output 0): exact, no arithmetic."""
+    return drop_unused_grids(net, [None] * len(net.layers))[0]
+
+
+def drop_unused_grids(net: Network, grids: Sequence) -> tuple[Network, list]:
+    """:func:`drop_unused`, slicing the quantised grids (``q`` rows and columns, ``scale``
+    rows; :class:`~exactcomp.rewrite.quantize.QuantizedWeight`) of the layers it touches.
+    A pair of layers with a structure (a convolution or pool: removing one unit would unmake
+    it) or held sparse is left alone."""
+    layers, grids = list(net.layers), list(grids)
+    for k in range(len(layers) - 1):
+        pair = layers[k : k + 2]
+        if not layers[k].relu or any(la.sparse or la.structure is not None for la in pair):
+            continue
+        w, b, nxt = layers[k].weight, layers[k].bias, layers[k + 1].weight
+        dead = ~nxt.any(axis=0) | (~w.any(axis=1) & (b <= 0))
+        if not dead.any() or dead.all():
+            continue
+        keep = ~dead
+        layers[k] = Layer(w[keep], b[keep], True)
+        layers[k + 1] = Layer(nxt[:, keep], layers[k + 1].bias, layers[k + 1].relu)
+        if grids[k] is not None:
+            grids[k] = replace(grids[k], q=grids[k].q[keep], scale=grids[k].scale[keep])
+        if grids[k + 1] is not None:
+            grids[k + 1] = replace(grids[k + 1], q=grids[k + 1].q[:, keep])
+    return net.replace_layers(layers), grids

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..domain import Box
-from ..io.nnet import nnet_text
+from ..io.nnet_writer import nnet_text
 from ..network import Layer, Network
 from .random_networks import IntRange, draw, random_network
 from .rational import rational, rational_forward
@@ -100,7 +100,7 @@ def write_nnet(
     rng: np.ndarray,
 ) -> Path:
     """Write ``net`` (ReLU on every layer but the last) in the ``.nnet`` text format under the
-    given header (any normalisation, unlike :func:`exactcomp.io.nnet.save_nnet`)."""
+    given header (any normalisation, unlike :func:`exactcomp.io.nnet_writer.save_nnet`)."""
     path = Path(path)
     layers = [(la.weight, la.bias) for la in net.layers]
     path.write_text(nnet_text(layers, lower, upper, mean, rng, "written by exactcomp.testing"))

@@ -50,6 +50,14 @@ BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
 #: last layer is quantised (:mod:`exactcomp.verify.head`: the error is then affine in ``f``'s
 #: last hidden layer, a question of one network; RESULTS.md "head14").
 HEAD_SECONDS = 60.0
+#: The bounds phase of ``quantize`` (the domain's moments, ``f``'s symbolic bounds, then their
+#: LP tightening, which stops here) ends this share of ``time_limit`` after the call's start.
+#: Measured on cifar_base_kw at load 1-2 (RESULTS.md "qbudget19b"): moments 3.8 s CPU,
+#: bounds 2.0 s, then the full :data:`~exactcomp.approx.TIGHTEN_SECONDS` (20 s): 26 s of the
+#: CLI's ~87; the digits model's tightening ends by itself in 10 s. Under load the tightening
+#: is what gives way (at load 7 the first two took 45 s wall), and with it the second
+#: symbolic bound of every proof (:class:`~exactcomp.verify.charge.Charger`).
+BOUNDS_SHARE = 1 / 3
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
 #: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
 METHODS: tuple[str, ...] = ("corrected", "rtn")
@@ -96,7 +104,10 @@ def quantize(
     of it): the bit search (the greedy, the splitting and the LP narrowings) stops starting
     trials :data:`~exactcomp.approx.FINAL_SHARE` of it before its end and keeps the widths
     proven so far (a trial is started only if the last proof's seconds still fit), and the
-    final proof's LP and head engine end half that share before it (the rest: the sampling).
+    final proof's LP and head engine end half that share before it (the rest: the sampling,
+    its points cut to what fits: :func:`~exactcomp.verify.charge.affordable_points`); the
+    bounds of the original end :data:`BOUNDS_SHARE` of it after the start (the LP tightening
+    stops there, keeping what it has tightened).
     ``lp_seconds`` counts from the end of the tightening; ``bab_seconds``, ``milp_seconds`` and the
     final proof's ``split_seconds`` come on top of ``time_limit`` (off, or at most 10 s).
     ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
@@ -141,8 +152,14 @@ def quantize(
     stop = t0 + (1 - FINAL_SHARE) * time_limit
     final_end = t0 + (1 - FINAL_SHARE / 2) * time_limit
     progress.task("bounds of the original", 1)
-    charger = Charger(ref, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
+    # the bounds phase ends BOUNDS_SHARE into the deadline: the tightening, last, stops there
     comp = domain_compensation(base, boxes) if method == "corrected" else None
+    charger = Charger(
+        ref,
+        boxes,
+        tighten_seconds=min(tighten_seconds, time_limit / 4),
+        tighten_end=t0 + BOUNDS_SHARE * time_limit,
+    )
     n = len(base.layers)
     lp_end = time.perf_counter() + lp_seconds
     lp_bound = np.inf  # a joint-LP proof of the chosen network, when narrowing made one
@@ -183,7 +200,7 @@ def quantize(
     )
     proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
     progress.task("sampling", 1)
-    sampled = sampled_max_difference(f, qn.network, boxes, proven=proven)
+    sampled = sampled_max_difference(f, qn.network, boxes, proven=proven, deadline=t0 + time_limit)
     progress.advance()
     small, grids = drop_unused_grids(qn.network, qn.weights)
     layers = [
@@ -227,4 +244,4 @@ def _action(g, layer) -> str:
     return "float32" if stored_weights(layer) else "pool"
 
 
-__all__ = ["BITS", "BIT_LADDER", "HEAD_SECONDS", "METHODS", "quantize"]
+__all__ = ["BITS", "BIT_LADDER", "BOUNDS_SHARE", "HEAD_SECONDS", "METHODS", "quantize"]

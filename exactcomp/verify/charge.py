@@ -16,7 +16,9 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   With ``tighten_seconds`` > 0, ``f``'s hidden-layer bounds are first tightened by LP, once
   (:func:`exactcomp.verify.tighten.tightened_pair`), and each box's bound is the smaller of
   the difference bounds with and without them (both are sound; the relaxations' slope choices
-  make tighter root bounds give a *looser* difference bound now and then).
+  make tighter root bounds give a *looser* difference bound now and then); where the
+  tightening moved no bound (its seconds ran out before an LP finished) the box keeps one
+  pair, and a proof one symbolic bound instead of two equal ones.
   With ``lp_seconds`` > 0, the joint LP of ``f`` and ``g``
   (:func:`exactcomp.verify.difflp.lp_difference_bounds`) tightens each output's bound further
   (one LP per output and sign: seconds, so for a final claim, not inside a search loop;
@@ -83,6 +85,14 @@ from .symbolic import Pair, comparable, difference_bounds
 from .tighten import tightened_pair
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)
+#: :func:`sampled_max_difference` before a deadline (:func:`affordable_points`): the share of
+#: the seconds left for its candidate points (the four ascents per box take the rest: 1.4 of
+#: 8.8 s CPU on cifar_base_kw with 4,096 points, 5.2 the candidates), the points never fewer
+#: than the floor, and the probe timed. Chosen for ``quantize``'s reserve (RESULTS.md
+#: "qbudget19b": 4,096 points took 33 s wall at load 7 against 9 s).
+SAMPLE_SHARE = 0.5
+SAMPLE_FLOOR = 256
+SAMPLE_PROBE = 32
 
 
 class Charger:
@@ -95,7 +105,10 @@ class Charger:
         tol: Tolerances = DEFAULT,
         *,
         tighten_seconds: float = 0.0,
+        tighten_end: float | None = None,
     ) -> None:
+        """``tighten_end`` (a ``time.perf_counter()`` value): the tightening ends by then too
+        (every bound it has tightened is kept: each is sound on its own)."""
         self.f, self.boxes, self.tol = f, tuple(boxes), tol
         #: a layer held sparse: the differential interval bound, and the dense tails' bound
         #: from layer ``cut`` on where ``g`` shares ``f``'s layers before it (module docstring)
@@ -107,20 +120,29 @@ class Charger:
         self._pairs = (
             [] if self.sparse else [Pair.prepare(f, f, b, outputs, tol) for b in self.boxes]
         )
-        self._plain: list[Pair] | None = None  # the untightened pairs, when tightened
+        self._plain: list[Pair | None] | None = None  # the untightened pairs, when tightened
+        if tighten_end is not None:
+            tighten_seconds = min(tighten_seconds, tighten_end - time.perf_counter())
         if tighten_seconds > 0 and not self.sparse:
             share = tighten_seconds / len(self.boxes)
             self._plain = self._pairs
             self._pairs = [
                 tightened_pair(p, b, share) for p, b in zip(self._pairs, self.boxes, strict=True)
             ]
+            # a box whose bounds the tightening did not move (no LP finished in time) has one
+            # pair: the two would give the same bound (the pads are functions of the root)
+            moved = [_moved(t, p) for t, p in zip(self._pairs, self._plain, strict=True)]
+            self._plain = [p if m else None for p, m in zip(self._plain, moved, strict=True)]
+            if not any(moved):
+                self._plain = None
         if self.sparse:
             self._roots = [interval_bounds(f, b, tol=tol) for b in self.boxes]
             tails = self.cut < len(f.layers) and f.layers[self.cut].in_features > 0
             if tails and _finite(self._roots):
                 boxes_a = [tail_box(f, self.cut, b, tol) for b in self.boxes]
                 self._tail = Charger(tail(f, self.cut), boxes_a, tol,
-                                     tighten_seconds=tighten_seconds)  # fmt: skip
+                                     tighten_seconds=max(tighten_seconds, 0.0),
+                                     tighten_end=tighten_end)  # fmt: skip
                 self._roots = [
                     [
                         *r[: self.cut],
@@ -272,6 +294,14 @@ def _symbolic(pair: Pair, g: Network, box: Box) -> np.ndarray:
     return np.maximum(-b.lo[0], b.hi[0])
 
 
+def _moved(tightened: Pair, plain: Pair) -> bool:
+    """True when the tightening changed some root bound of ``plain``."""
+    return any(
+        not (np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]))
+        for a, b in zip(tightened.root, plain.root, strict=True)
+    )
+
+
 def _identical(f: Network, g: Network) -> bool:
     return shared_prefix(f, g) == len(f.layers)
 
@@ -289,6 +319,7 @@ def sampled_max_difference(
     points: int = 4096,
     seed: int = 0,
     proven: float | None = None,
+    deadline: float | None = None,
 ) -> float:
     r"""A lower bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty` by sampling, gradient
     ascent from the four worst points and a local search from the ascents' ends
@@ -297,11 +328,36 @@ def sampled_max_difference(
     the exact rational difference at its input: two float64 forward passes round, and put
     ``f - g`` at 1.4e-14 where it is exactly 0 and proven 0 (test_small.onnx, RESULTS.md
     "user15"); the exact value is a true lower bound, and above ``proven`` only if the proof
-    is wrong (then reported as it is)."""
+    is wrong (then reported as it is). ``deadline`` (a ``time.perf_counter()`` value): the
+    points are cut to what :func:`affordable_points` predicts fits before it."""
+    if deadline is not None:
+        points = affordable_points(f, g, boxes, points, deadline, seed)
     value, where = sampled_worst(f, g, boxes, points=points, seed=seed)
     if proven is not None and where is not None and value > proven:
         value = float(falsify.exact_difference(f, g, where, "linf"))
     return value
+
+
+def affordable_points(
+    f: Network, g: Network, boxes: Sequence[Box], points: int, deadline: float, seed: int = 0
+) -> int:
+    """``points``, or fewer (never below :data:`SAMPLE_FLOOR`): as many as the candidates of
+    :func:`sampled_worst` (about ``1 + 2 corners + n`` rows per box, both networks evaluated
+    on each) take in :data:`SAMPLE_SHARE` of the seconds left to ``deadline``, the rest for
+    the ascents. The seconds per row are timed on :data:`SAMPLE_PROBE` points' candidates
+    (another seed: the points drawn are those of ``points`` when it fits)."""
+    start = time.perf_counter()
+    probe = falsify.candidate_points(boxes[0], SAMPLE_PROBE, np.random.default_rng(seed + 1))
+    f.forward(probe) - g.forward(probe)
+    per_row = (time.perf_counter() - start) / len(probe)
+    budget = SAMPLE_SHARE * (deadline - time.perf_counter())
+    d = boxes[0].dim
+    n = max(points // len(boxes), 16)
+    corners = 2**d if d <= falsify.CORNER_LIMIT else min(n, 4096)
+    predicted = per_row * (1 + 2 * corners + n) * len(boxes)
+    if predicted <= budget:
+        return points
+    return max(SAMPLE_FLOOR, int(points * max(budget, 0.0) / predicted))
 
 
 def sampled_worst(

@@ -151,6 +151,9 @@ class Charger:
                     for r, t in zip(self._roots, self._tail.roots(), strict=True)
                 ]
         self.calls = 0
+        #: wall seconds of the last symbolic bound computed (a memoised one costs none): what
+        #: a search with a deadline expects the next proof to take
+        self.seconds = 0.0
         #: per network proven (its weights' digest), the symbolic bounds per box: a search
         #: proves the network it keeps again (the final claim, the LP after its symbolic
         #: bound), and on a dense conv network one symbolic proof takes 30 s (RESULTS.md
@@ -229,6 +232,7 @@ class Charger:
         memoised: its matrix has no one byte string)."""
         key = _digest(g)
         if key is None or key not in self._symbolic:
+            begun = time.perf_counter()
             plain = self._plain or [None] * len(self.boxes)
             bounds = []
             for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
@@ -236,6 +240,7 @@ class Charger:
                 if other is not None:
                     per_output = np.minimum(per_output, _symbolic(other, g, box))
                 bounds.append(per_output)
+            self.seconds = time.perf_counter() - begun
             if key is None:
                 return bounds
             self._symbolic[key] = bounds

@@ -58,6 +58,13 @@ HEAD_SECONDS = 60.0
 #: is what gives way (at load 7 the first two took 45 s wall), and with it the second
 #: symbolic bound of every proof (:class:`~exactcomp.verify.charge.Charger`).
 BOUNDS_SHARE = 1 / 3
+#: ... and the tightening runs only if ``f``'s symbolic bounds took at most this share of
+#: ``time_limit`` (:class:`~exactcomp.verify.charge.Charger`'s ``tighten_under``): they took
+#: 2.0 s wall on cifar_base_kw at load 1 (2.2 % of 90 s), whose proofs (4-10 s CPU each)
+#: the tightened pair doubles, and 2 ms on the digits model. Measured at equal load 2.1-2.6
+#: (RESULTS.md "qbudget19b"): cifar within 90 s proves float16 everywhere (213,211 bytes)
+#: with the 20 s tightening, and layer 2 at 8 bits (111,382 bytes, bound 0.0334) without.
+PREPARE_SHARE = 0.01
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
 #: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
 METHODS: tuple[str, ...] = ("corrected", "rtn")
@@ -107,7 +114,8 @@ def quantize(
     final proof's LP and head engine end half that share before it (the rest: the sampling,
     its points cut to what fits: :func:`~exactcomp.verify.charge.affordable_points`); the
     bounds of the original end :data:`BOUNDS_SHARE` of it after the start (the LP tightening
-    stops there, keeping what it has tightened).
+    stops there, keeping what it has tightened; it is skipped where ``f``'s symbolic bounds
+    took more than :data:`PREPARE_SHARE` of it).
     ``lp_seconds`` counts from the end of the tightening; ``bab_seconds``, ``milp_seconds`` and the
     final proof's ``split_seconds`` come on top of ``time_limit`` (off, or at most 10 s).
     ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
@@ -159,6 +167,7 @@ def quantize(
         boxes,
         tighten_seconds=min(tighten_seconds, time_limit / 4),
         tighten_end=t0 + BOUNDS_SHARE * time_limit,
+        tighten_under=PREPARE_SHARE * time_limit,
     )
     n = len(base.layers)
     lp_end = time.perf_counter() + lp_seconds
@@ -244,4 +253,12 @@ def _action(g, layer) -> str:
     return "float32" if stored_weights(layer) else "pool"
 
 
-__all__ = ["BITS", "BIT_LADDER", "BOUNDS_SHARE", "HEAD_SECONDS", "METHODS", "quantize"]
+__all__ = [
+    "BITS",
+    "BIT_LADDER",
+    "BOUNDS_SHARE",
+    "HEAD_SECONDS",
+    "METHODS",
+    "PREPARE_SHARE",
+    "quantize",
+]

@@ -246,9 +246,10 @@ def test_the_jacobian_moments_stop_at_the_lowest_dense_layer():
 
 
 def test_a_tightening_that_moves_nothing_leaves_one_pair(monkeypatch):
-    """``tighten_end`` already past: no tightening, one pair per box, the plain bound; a
-    tightening that runs keeps both pairs only where it moved a bound, and its bound is at
-    most the plain one and holds (the oracle)."""
+    """``tighten_end`` already past, or ``f``'s bounds slower than ``tighten_under``: no
+    tightening, one pair per box, the plain bound; a tightening that runs keeps both pairs
+    only where it moved a bound, and its bound is at most the plain one and holds (the
+    oracle)."""
     clock = FakeClock().install(monkeypatch)
     f = _net(4)
     g = quantize_network(f, [8, 4, 8, 8]).network
@@ -265,6 +266,16 @@ def test_a_tightening_that_moves_nothing_leaves_one_pair(monkeypatch):
     tight = Charger(f, [BOX], tighten_seconds=20.0, tighten_end=clock.now + 20.0)
     assert tight._plain is not None  # layer 1's LP moved a bound: both pairs
     assert tight.proven(g) <= plain.proven(g)
+    real_prepare = charge.Pair.prepare
+
+    def slow_prepare(*args):  # f's symbolic bounds take 2 s: too costly to tighten
+        clock.advance(2.0)
+        return real_prepare(*args)
+
+    monkeypatch.setattr(charge.Pair, "prepare", slow_prepare)
+    costly = Charger(f, [BOX], tighten_seconds=20.0, tighten_under=1.0)
+    assert costly._plain is None and costly.proven(g) == plain.proven(g)
+    assert Charger(f, [BOX], tighten_seconds=20.0, tighten_under=3.0)._plain is not None
     assert max_output_difference(f, g, BOX).value <= tight.proven(g) + 1e-9
 
 

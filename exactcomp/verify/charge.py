@@ -106,9 +106,14 @@ class Charger:
         *,
         tighten_seconds: float = 0.0,
         tighten_end: float | None = None,
+        tighten_under: float = np.inf,
     ) -> None:
         """``tighten_end`` (a ``time.perf_counter()`` value): the tightening ends by then too
-        (every bound it has tightened is kept: each is sound on its own)."""
+        (every bound it has tightened is kept: each is sound on its own). ``tighten_under``:
+        the tightening runs only if ``f``'s symbolic bounds took at most this many seconds (a
+        network whose proofs are costly pays for the tightening twice: its seconds, and a
+        second symbolic bound in every proof)."""
+        begun = time.perf_counter()
         self.f, self.boxes, self.tol = f, tuple(boxes), tol
         #: a layer held sparse: the differential interval bound, and the dense tails' bound
         #: from layer ``cut`` on where ``g`` shares ``f``'s layers before it (module docstring)
@@ -123,6 +128,8 @@ class Charger:
         self._plain: list[Pair | None] | None = None  # the untightened pairs, when tightened
         if tighten_end is not None:
             tighten_seconds = min(tighten_seconds, tighten_end - time.perf_counter())
+        if time.perf_counter() - begun > tighten_under:
+            tighten_seconds = 0.0
         if tighten_seconds > 0 and not self.sparse:
             share = tighten_seconds / len(self.boxes)
             self._plain = self._pairs
@@ -142,7 +149,8 @@ class Charger:
                 boxes_a = [tail_box(f, self.cut, b, tol) for b in self.boxes]
                 self._tail = Charger(tail(f, self.cut), boxes_a, tol,
                                      tighten_seconds=max(tighten_seconds, 0.0),
-                                     tighten_end=tighten_end)  # fmt: skip
+                                     tighten_end=tighten_end,
+                                     tighten_under=tighten_under)  # fmt: skip
                 self._roots = [
                     [
                         *r[: self.cut],

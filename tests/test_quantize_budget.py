@@ -314,7 +314,7 @@ def test_the_sampling_keeps_to_the_time_left(monkeypatch):
     the ones asked for and the value is the one without a deadline; with less, the points
     fall with the time left, never below the floor; every value is at most the exact
     ``max |f - g|`` (a lower bound)."""
-    from exactcomp.verify import charge
+    from exactcomp.verify import charge, falsify
 
     clock = FakeClock().install(monkeypatch)
     real_forward = Network.forward
@@ -328,13 +328,13 @@ def test_the_sampling_keeps_to_the_time_left(monkeypatch):
     exact = max_output_difference(f, g, BOX).value
     free = charge.sampled_max_difference(f, g, [BOX], points=512)
     monkeypatch.setattr(Network, "forward", slow)
-    assert charge.affordable_points(f, g, [BOX], 512, clock.now + 100.0) == 512
+    assert falsify.affordable_points(f, g, [BOX], 512, clock.now + 100.0) == 512
     assert (
         charge.sampled_max_difference(f, g, [BOX], points=512, deadline=clock.now + 100.0) == free
     )
-    counts = [charge.affordable_points(f, g, [BOX], 4096, clock.now + s) for s in (10, 5, 2, 0)]
+    counts = [falsify.affordable_points(f, g, [BOX], 4096, clock.now + s) for s in (10, 5, 2, 0)]
     assert counts[0] < 4096 and counts == sorted(counts, reverse=True)
-    assert counts[-1] == charge.SAMPLE_FLOOR
+    assert counts[-1] == falsify.SAMPLE_FLOOR
     # 1 + 2 x 4 corners + 4,096 rows at 2 ms (8.2 s) within half of 10 s: about 2,475 points
     assert abs(counts[0] - 2475) < 100
     for s in (10, 0):

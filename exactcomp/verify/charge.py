@@ -85,14 +85,6 @@ from .symbolic import Pair, comparable, difference_bounds
 from .tighten import tightened_pair
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)
-#: :func:`sampled_max_difference` before a deadline (:func:`affordable_points`): the share of
-#: the seconds left for its candidate points (the four ascents per box take the rest: 1.4 of
-#: 8.8 s CPU on cifar_base_kw with 4,096 points, 5.2 the candidates), the points never fewer
-#: than the floor, and the probe timed. Chosen for ``quantize``'s reserve (RESULTS.md
-#: "qbudget19b": 4,096 points took 33 s wall at load 7 against 9 s).
-SAMPLE_SHARE = 0.5
-SAMPLE_FLOOR = 256
-SAMPLE_PROBE = 32
 
 
 class Charger:
@@ -342,35 +334,14 @@ def sampled_max_difference(
     ``f - g`` at 1.4e-14 where it is exactly 0 and proven 0 (test_small.onnx, RESULTS.md
     "user15"); the exact value is a true lower bound, and above ``proven`` only if the proof
     is wrong (then reported as it is). ``deadline`` (a ``time.perf_counter()`` value): the
-    points are cut to what :func:`affordable_points` predicts fits before it."""
+    points are cut to what :func:`~exactcomp.verify.falsify.affordable_points` predicts
+    fits before it."""
     if deadline is not None:
-        points = affordable_points(f, g, boxes, points, deadline, seed)
+        points = falsify.affordable_points(f, g, boxes, points, deadline, seed)
     value, where = sampled_worst(f, g, boxes, points=points, seed=seed)
     if proven is not None and where is not None and value > proven:
         value = float(falsify.exact_difference(f, g, where, "linf"))
     return value
-
-
-def affordable_points(
-    f: Network, g: Network, boxes: Sequence[Box], points: int, deadline: float, seed: int = 0
-) -> int:
-    """``points``, or fewer (never below :data:`SAMPLE_FLOOR`): as many as the candidates of
-    :func:`sampled_worst` (about ``1 + 2 corners + n`` rows per box, both networks evaluated
-    on each) take in :data:`SAMPLE_SHARE` of the seconds left to ``deadline``, the rest for
-    the ascents. The seconds per row are timed on :data:`SAMPLE_PROBE` points' candidates
-    (another seed: the points drawn are those of ``points`` when it fits)."""
-    start = time.perf_counter()
-    probe = falsify.candidate_points(boxes[0], SAMPLE_PROBE, np.random.default_rng(seed + 1))
-    f.forward(probe) - g.forward(probe)
-    per_row = (time.perf_counter() - start) / len(probe)
-    budget = SAMPLE_SHARE * (deadline - time.perf_counter())
-    d = boxes[0].dim
-    n = max(points // len(boxes), 16)
-    corners = 2**d if d <= falsify.CORNER_LIMIT else min(n, 4096)
-    predicted = per_row * (1 + 2 * corners + n) * len(boxes)
-    if predicted <= budget:
-        return points
-    return max(SAMPLE_FLOOR, int(points * max(budget, 0.0) / predicted))
 
 
 def sampled_worst(

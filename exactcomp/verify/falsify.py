@@ -82,8 +82,9 @@ def affordable_points(
     """``points``, or fewer (never below :data:`SAMPLE_FLOOR`): as many as the candidates of
     :func:`~exactcomp.verify.charge.sampled_worst` (about ``1 + 2 corners + n`` rows per box,
     both networks evaluated on each) take in :data:`SAMPLE_SHARE` of the seconds left to
-    ``deadline``, the rest for the ascents. The seconds per row are timed on :data:`SAMPLE_PROBE` points' candidates
-    (another seed: the points drawn are those of ``points`` when it fits)."""
+    ``deadline``, the rest for the ascents. The seconds per row are timed on the candidates
+    of :data:`SAMPLE_PROBE` points (another seed: the points drawn are those of ``points``
+    when it fits)."""
     start = time.perf_counter()
     probe = candidate_points(boxes[0], SAMPLE_PROBE, np.random.default_rng(seed + 1))
     f.forward(probe) - g.forward(probe)

@@ -202,3 +202,175 @@ def test_the_cli_counts_the_load_in_quantizes_time_limit(tmp_path, monkeypatch, 
     out = tmp_path / "g.onnx"
     assert main(["quantize", str(model), "--box=-1,1", "--tol", "0.5", "-o", str(out)]) == 0
     assert given == [max(approx.TIME_LIMIT - load_seconds, approx.TIME_LIMIT / 2)]
+
+
+# ------------------------------------------------------- the bounds phase and the sampling
+
+
+def test_the_jacobian_moments_stop_at_the_lowest_dense_layer():
+    """A convolution at the bottom, dense layers above (``random_conv_case`` with a hidden
+    layer)::
+
+        x -> Conv (+ pool) -> ... -> [4 ReLU] -> 2 outputs
+
+    The moments of the dense layers are the brute-force mean of ``J^T J`` over the points
+    (``J`` each point's output Jacobian at that layer, built row by row); the convolutions'
+    are None, as before the cut."""
+    from exactcomp.rewrite.compensation import JACOBIAN_POINTS, Compensation
+    from exactcomp.testing.random_conv import random_conv_case
+
+    case = random_conv_case(3, hidden=4)
+    f, box = case.network, case.box
+    assert f.layers[0].structure is not None and f.layers[-2].structure is None
+    x = box.sample(300, np.random.default_rng(0))
+    comp = Compensation.of_points(f, x)
+    n = len(f.layers)
+    for k, layer in enumerate(f.layers):
+        if layer.structure is not None:
+            assert comp.moment[k] is None
+            continue
+        total = np.zeros((layer.out_features, layer.out_features))
+        for p in x[:JACOBIAN_POINTS]:
+            a, pre = p, []
+            for la in f.layers:
+                z = la.weight @ a + la.bias
+                pre.append(z)
+                a = np.maximum(z, 0.0) if la.relu else z
+            jac = np.eye(f.output_size)
+            for j in range(n - 1, k, -1):
+                jac = jac @ f.layers[j].weight
+                if f.layers[j - 1].relu:
+                    jac = jac * (pre[j - 1] > 0)
+            total += jac.T @ jac
+        np.testing.assert_allclose(comp.moment[k], total / len(x[:JACOBIAN_POINTS]), atol=1e-9)
+
+
+def test_a_tightening_that_moves_nothing_leaves_one_pair(monkeypatch):
+    """``tighten_end`` already past, or ``f``'s bounds slower than ``tighten_under``: no
+    tightening, one pair per box, the plain bound; a tightening that runs keeps both pairs
+    only where it moved a bound, and its bound is at most the plain one and holds (the
+    oracle)."""
+    clock = FakeClock().install(monkeypatch)
+    f = _net(4)
+    g = quantize_network(f, [8, 4, 8, 8]).network
+    plain = Charger(f, [BOX])
+    late = Charger(f, [BOX], tighten_seconds=20.0, tighten_end=clock.now - 1.0)
+    assert late._plain is None and late.proven(g) == plain.proven(g)
+    import exactcomp.verify.charge as charge
+
+    real = charge.tightened_pair
+    monkeypatch.setattr(charge, "tightened_pair", lambda p, b, s: real(p, b, 0.0))
+    still = Charger(f, [BOX], tighten_seconds=20.0)  # runs, but no LP in its 0 s
+    assert still._plain is None and still.proven(g) == plain.proven(g)
+    monkeypatch.setattr(charge, "tightened_pair", real)
+    tight = Charger(f, [BOX], tighten_seconds=20.0, tighten_end=clock.now + 20.0)
+    assert tight._plain is not None  # layer 1's LP moved a bound: both pairs
+    assert tight.proven(g) <= plain.proven(g)
+    real_prepare = charge.Pair.prepare
+
+    def slow_prepare(*args):  # f's symbolic bounds take 2 s: too costly to tighten
+        clock.advance(2.0)
+        return real_prepare(*args)
+
+    monkeypatch.setattr(charge.Pair, "prepare", slow_prepare)
+    costly = Charger(f, [BOX], tighten_seconds=20.0, tighten_under=1.0)
+    assert costly._plain is None and costly.proven(g) == plain.proven(g)
+    assert Charger(f, [BOX], tighten_seconds=20.0, tighten_under=3.0)._plain is not None
+    assert max_output_difference(f, g, BOX).value <= tight.proven(g) + 1e-9
+
+
+@pytest.mark.parametrize("moments_seconds", [0.0, 20.0, 40.0])
+def test_the_bounds_phase_keeps_to_its_share(monkeypatch, moments_seconds):
+    """The domain's moments take ``moments_seconds`` (fake clock), then the tightening gets
+    what is left of :data:`~exactcomp.quantization.BOUNDS_SHARE` of the 90 s, at most its
+    own 20 s: 20, 10 and none (past the share: no tightening, a proven claim still)."""
+    clock = FakeClock().install(monkeypatch)
+    real_comp, given = quantization.domain_compensation, []
+
+    def slow_comp(*args, **kw):
+        clock.advance(moments_seconds)
+        return real_comp(*args, **kw)
+
+    import exactcomp.verify.charge as charge
+
+    real_tight = charge.tightened_pair
+
+    def tightened(pair, box, seconds, **kw):
+        given.append(seconds)
+        return real_tight(pair, box, seconds, **kw)
+
+    monkeypatch.setattr(quantization, "domain_compensation", slow_comp)
+    monkeypatch.setattr(charge, "tightened_pair", tightened)
+    f, tol = _net(1), 0.3
+    res = quantization.quantize(f, BOX, tol=tol, time_limit=90.0, lp_seconds=0.0, split_seconds=0.0)
+    share = quantization.BOUNDS_SHARE * 90.0
+    assert given == ([min(20.0, share - moments_seconds)] if moments_seconds < share else [])
+    assert res.proven <= tol
+    assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
+
+
+def test_the_sampling_keeps_to_the_time_left(monkeypatch):
+    """Each row of a forward pass takes 1 ms (fake clock): with time enough the points are
+    the ones asked for and the value is the one without a deadline; with less, the points
+    fall with the time left, never below the floor; every value is at most the exact
+    ``max |f - g|`` (a lower bound)."""
+    from exactcomp.verify import charge, falsify
+
+    clock = FakeClock().install(monkeypatch)
+    real_forward = Network.forward
+
+    def slow(self, x):
+        clock.advance(1e-3 * len(np.atleast_2d(x)))
+        return real_forward(self, x)
+
+    f = _net(5)
+    g = quantize_network(f, [4, 4, 4, 4]).network
+    exact = max_output_difference(f, g, BOX).value
+    free = charge.sampled_max_difference(f, g, [BOX], points=512)
+    monkeypatch.setattr(Network, "forward", slow)
+    assert falsify.affordable_points(f, g, [BOX], 512, clock.now + 100.0) == 512
+    assert (
+        charge.sampled_max_difference(f, g, [BOX], points=512, deadline=clock.now + 100.0) == free
+    )
+    counts = [falsify.affordable_points(f, g, [BOX], 4096, clock.now + s) for s in (10, 5, 2, 0)]
+    assert counts[0] < 4096 and counts == sorted(counts, reverse=True)
+    assert counts[-1] == falsify.SAMPLE_FLOOR
+    # 1 + 2 x 4 corners + 4,096 rows at 2 ms (8.2 s) within half of 10 s: about 2,475 points
+    assert abs(counts[0] - 2475) < 100
+    for s in (10, 0):
+        assert (
+            charge.sampled_max_difference(f, g, [BOX], points=4096, deadline=clock.now + s)
+            <= exact + 1e-9
+        )
+    assert free <= exact + 1e-9
+
+
+@pytest.mark.parametrize("budget", [9.0, 25.0, 45.0])
+def test_the_lp_narrowing_starts_no_proof_that_would_end_past_its_deadline(monkeypatch, budget):
+    """Each symbolic proof takes 10 s (fake clock): ``narrow_with_lp`` starts one only if the
+    charger's last (:attr:`Charger.seconds`) still fits before ``end``, so every proof ends
+    by then; what it narrows is proven within ``tol`` (the oracle)."""
+    import exactcomp.verify.charge as charge
+    from exactcomp.rewrite.bitwidths import narrow_with_lp
+
+    clock = FakeClock().install(monkeypatch)
+    real, ends = charge._symbolic, []
+
+    def slow(*args):
+        clock.advance(10.0)
+        ends.append(clock.now)
+        return real(*args)
+
+    monkeypatch.setattr(charge, "_symbolic", slow)
+    f, tol = _net(0), 0.3
+    comp = domain_compensation(f, [BOX])
+    charger, bits = Charger(f, [BOX]), [16, 16, 16, 16]
+    charger.proven(quantize_network(f, bits, comp).network)  # the search's last proof
+    assert charger.seconds == 10.0
+    end, before = clock.now + budget, len(ends)
+    out, proof = narrow_with_lp(f, charger, tol, LADDER, bits, end, comp)
+    assert all(t <= end + 1e-9 for t in ends)
+    assert len(ends) - before == int(budget // 10)
+    if out != bits:
+        g = quantize_network(f, out, comp).network
+        assert proof <= tol and max_output_difference(f, g, BOX).value <= proof + 1e-9

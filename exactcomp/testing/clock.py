@@ -59,6 +59,7 @@ CLOCKED = (
     "exactcomp.verify.diffmilp",
     "exactcomp.verify.difflp",
     "exactcomp.verify.equivalence",
+    "exactcomp.verify.falsify",
     "exactcomp.verify.formulation",
     "exactcomp.verify.recheck",
     "exactcomp.verify.run",

@@ -16,7 +16,9 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   With ``tighten_seconds`` > 0, ``f``'s hidden-layer bounds are first tightened by LP, once
   (:func:`exactcomp.verify.tighten.tightened_pair`), and each box's bound is the smaller of
   the difference bounds with and without them (both are sound; the relaxations' slope choices
-  make tighter root bounds give a *looser* difference bound now and then).
+  make tighter root bounds give a *looser* difference bound now and then); where the
+  tightening moved no bound (its seconds ran out before an LP finished) the box keeps one
+  pair, and a proof one symbolic bound instead of two equal ones.
   With ``lp_seconds`` > 0, the joint LP of ``f`` and ``g``
   (:func:`exactcomp.verify.difflp.lp_difference_bounds`) tightens each output's bound further
   (one LP per output and sign: seconds, so for a final claim, not inside a search loop;
@@ -95,7 +97,15 @@ class Charger:
         tol: Tolerances = DEFAULT,
         *,
         tighten_seconds: float = 0.0,
+        tighten_end: float | None = None,
+        tighten_under: float = np.inf,
     ) -> None:
+        """``tighten_end`` (a ``time.perf_counter()`` value): the tightening ends by then too
+        (every bound it has tightened is kept: each is sound on its own). ``tighten_under``:
+        the tightening runs only if ``f``'s symbolic bounds took at most this many seconds (a
+        network whose proofs are costly pays for the tightening twice: its seconds, and a
+        second symbolic bound in every proof)."""
+        begun = time.perf_counter()
         self.f, self.boxes, self.tol = f, tuple(boxes), tol
         #: a layer held sparse: the differential interval bound, and the dense tails' bound
         #: from layer ``cut`` on where ``g`` shares ``f``'s layers before it (module docstring)
@@ -107,20 +117,32 @@ class Charger:
         self._pairs = (
             [] if self.sparse else [Pair.prepare(f, f, b, outputs, tol) for b in self.boxes]
         )
-        self._plain: list[Pair] | None = None  # the untightened pairs, when tightened
+        self._plain: list[Pair | None] | None = None  # the untightened pairs, when tightened
+        if tighten_end is not None:
+            tighten_seconds = min(tighten_seconds, tighten_end - time.perf_counter())
+        if time.perf_counter() - begun > tighten_under:
+            tighten_seconds = 0.0
         if tighten_seconds > 0 and not self.sparse:
             share = tighten_seconds / len(self.boxes)
             self._plain = self._pairs
             self._pairs = [
                 tightened_pair(p, b, share) for p, b in zip(self._pairs, self.boxes, strict=True)
             ]
+            # a box whose bounds the tightening did not move (no LP finished in time) has one
+            # pair: the two would give the same bound (the pads are functions of the root)
+            moved = [_moved(t, p) for t, p in zip(self._pairs, self._plain, strict=True)]
+            self._plain = [p if m else None for p, m in zip(self._plain, moved, strict=True)]
+            if not any(moved):
+                self._plain = None
         if self.sparse:
             self._roots = [interval_bounds(f, b, tol=tol) for b in self.boxes]
             tails = self.cut < len(f.layers) and f.layers[self.cut].in_features > 0
             if tails and _finite(self._roots):
                 boxes_a = [tail_box(f, self.cut, b, tol) for b in self.boxes]
                 self._tail = Charger(tail(f, self.cut), boxes_a, tol,
-                                     tighten_seconds=tighten_seconds)  # fmt: skip
+                                     tighten_seconds=max(tighten_seconds, 0.0),
+                                     tighten_end=tighten_end,
+                                     tighten_under=tighten_under)  # fmt: skip
                 self._roots = [
                     [
                         *r[: self.cut],
@@ -129,6 +151,9 @@ class Charger:
                     for r, t in zip(self._roots, self._tail.roots(), strict=True)
                 ]
         self.calls = 0
+        #: wall seconds of the last symbolic bound computed (a memoised one costs none): what
+        #: a search with a deadline expects the next proof to take
+        self.seconds = 0.0
         #: per network proven (its weights' digest), the symbolic bounds per box: a search
         #: proves the network it keeps again (the final claim, the LP after its symbolic
         #: bound), and on a dense conv network one symbolic proof takes 30 s (RESULTS.md
@@ -207,6 +232,7 @@ class Charger:
         memoised: its matrix has no one byte string)."""
         key = _digest(g)
         if key is None or key not in self._symbolic:
+            begun = time.perf_counter()
             plain = self._plain or [None] * len(self.boxes)
             bounds = []
             for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
@@ -214,6 +240,7 @@ class Charger:
                 if other is not None:
                     per_output = np.minimum(per_output, _symbolic(other, g, box))
                 bounds.append(per_output)
+            self.seconds = time.perf_counter() - begun
             if key is None:
                 return bounds
             self._symbolic[key] = bounds
@@ -272,6 +299,14 @@ def _symbolic(pair: Pair, g: Network, box: Box) -> np.ndarray:
     return np.maximum(-b.lo[0], b.hi[0])
 
 
+def _moved(tightened: Pair, plain: Pair) -> bool:
+    """True when the tightening changed some root bound of ``plain``."""
+    return any(
+        not (np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]))
+        for a, b in zip(tightened.root, plain.root, strict=True)
+    )
+
+
 def _identical(f: Network, g: Network) -> bool:
     return shared_prefix(f, g) == len(f.layers)
 
@@ -289,6 +324,7 @@ def sampled_max_difference(
     points: int = 4096,
     seed: int = 0,
     proven: float | None = None,
+    deadline: float | None = None,
 ) -> float:
     r"""A lower bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty` by sampling, gradient
     ascent from the four worst points and a local search from the ascents' ends
@@ -297,7 +333,11 @@ def sampled_max_difference(
     the exact rational difference at its input: two float64 forward passes round, and put
     ``f - g`` at 1.4e-14 where it is exactly 0 and proven 0 (test_small.onnx, RESULTS.md
     "user15"); the exact value is a true lower bound, and above ``proven`` only if the proof
-    is wrong (then reported as it is)."""
+    is wrong (then reported as it is). ``deadline`` (a ``time.perf_counter()`` value): the
+    points are cut to what :func:`~exactcomp.verify.falsify.affordable_points` predicts
+    fits before it."""
+    if deadline is not None:
+        points = falsify.affordable_points(f, g, boxes, points, deadline, seed)
     value, where = sampled_worst(f, g, boxes, points=points, seed=seed)
     if proven is not None and where is not None and value > proven:
         value = float(falsify.exact_difference(f, g, where, "linf"))

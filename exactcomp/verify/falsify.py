@@ -20,6 +20,7 @@ which is all a heuristic search needs. Every point returned is inside the box.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -50,6 +51,18 @@ KICKS = 20
 LOCAL_SEARCH_MACS = 5e9
 
 
+#: :func:`~exactcomp.verify.charge.sampled_max_difference` before a deadline
+#: (:func:`affordable_points`): the share of the seconds left for its candidate points (the
+#: four ascents per box take the rest: 1.4 of 8.8 s CPU on cifar_base_kw with 4,096 points,
+#: 5.2 the candidates), the points never fewer than the floor, and the probe timed. Chosen
+#: for ``quantize``'s reserve (RESULTS.md "qbudget19b": 4,096 points took 33 s wall at load
+#: 7 against 9 s). The prediction is optimistic on images (the probe's rows pay no page
+#: faults of the 300 MB arrays: 13 s taken where 7 s were predicted), hence half.
+SAMPLE_SHARE = 0.5
+SAMPLE_FLOOR = 256
+SAMPLE_PROBE = 32
+
+
 def candidate_points(box: Box, n: int, rng: np.random.Generator, data=None) -> np.ndarray:
     """The probes of :func:`exactcomp.search.candidate_inputs` sized for falsification: every
     corner up to :data:`CORNER_LIMIT` inputs (else ``min(n, 4096)`` random ones) and points
@@ -61,6 +74,29 @@ def candidate_points(box: Box, n: int, rng: np.random.Generator, data=None) -> n
         data = rows if rows.shape[1] == d else None
     corners = 2**d if d <= CORNER_LIMIT else min(n, 4096)
     return candidate_inputs(box, n, rng, data, near=NEAR_CORNER, vertices=corners)
+
+
+def affordable_points(
+    f: Network, g: Network, boxes: Sequence[Box], points: int, deadline: float, seed: int = 0
+) -> int:
+    """``points``, or fewer (never below :data:`SAMPLE_FLOOR`): as many as the candidates of
+    :func:`~exactcomp.verify.charge.sampled_worst` (about ``1 + 2 corners + n`` rows per box,
+    both networks evaluated on each) take in :data:`SAMPLE_SHARE` of the seconds left to
+    ``deadline``, the rest for the ascents. The seconds per row are timed on the candidates
+    of :data:`SAMPLE_PROBE` points (another seed: the points drawn are those of ``points``
+    when it fits)."""
+    start = time.perf_counter()
+    probe = candidate_points(boxes[0], SAMPLE_PROBE, np.random.default_rng(seed + 1))
+    f.forward(probe) - g.forward(probe)
+    per_row = (time.perf_counter() - start) / len(probe)
+    budget = SAMPLE_SHARE * (deadline - time.perf_counter())
+    d = boxes[0].dim
+    n = max(points // len(boxes), 16)
+    corners = 2**d if d <= CORNER_LIMIT else min(n, 4096)
+    predicted = per_row * (1 + 2 * corners + n) * len(boxes)
+    if predicted <= budget:
+        return points
+    return max(SAMPLE_FLOOR, int(points * max(budget, 0.0) / predicted))
 
 
 def top1_disagreement(fx: np.ndarray, gx: np.ndarray) -> np.ndarray:

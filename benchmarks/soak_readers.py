@@ -31,6 +31,7 @@ import copy
 import json
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,12 +187,16 @@ def write_torch(model: Any, path: Path, form: str, shape: tuple[int, ...]) -> No
             torch.save(model if form == "cuda_pickle" else model.state_dict(), path)
         finally:
             ser.location_tag = tag
-    elif form == "script":
-        torch.jit.save(torch.jit.script(model), path)
-    elif form in ("trace", "trace-functional"):
-        dt = next(model.parameters()).dtype
-        traced = _functional(model) if form == "trace-functional" else model
-        torch.jit.save(torch.jit.trace(traced, torch.zeros(2, *shape, dtype=dt)), path)
+    elif form in ("script", "trace", "trace-functional"):
+        with warnings.catch_warnings():  # torch.jit is deprecated; the tracer's own warnings
+            warnings.simplefilter("ignore")
+            if form == "script":
+                ts = torch.jit.script(model)
+            else:
+                dt = next(model.parameters()).dtype
+                traced = _functional(model) if form == "trace-functional" else model
+                ts = torch.jit.trace(traced, torch.zeros(2, *shape, dtype=dt))
+            torch.jit.save(ts, path)
     else:
         raise ValueError(f"unknown torch form {form!r}")
 

@@ -120,6 +120,7 @@ class Summary:
     equivalence_verdicts: Counter = field(default_factory=Counter)
     missed_stable: int = 0
     oracle_skipped: int = 0
+    checks_skipped: int = 0  # single checks of a checked case the oracle could not answer
     exact_points: int = 0
     refused: int = 0
     lossy: int = 0
@@ -168,6 +169,7 @@ class Summary:
         self.equivalence_verdicts.update(r.statuses)
         self.missed_stable += r.missed
         self.oracle_skipped += int(r.regions == 0)
+        self.checks_skipped += sum("oracle skipped" in n for n in r.notes)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}
@@ -186,6 +188,7 @@ def _table(s: Summary) -> Table:
         ("neurons checked", s.neurons_checked),
         ("activation regions enumerated", s.regions),
         ("cases too large for the oracle (skipped)", s.oracle_skipped),
+        ("  single checks too large for it (skipped)", s.checks_skipped),
         ("engine verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.engine_verdicts.items()))),
         ("oracle verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.oracle_verdicts.items()))),
         ("methods", ", ".join(f"{k} {v}" for k, v in sorted(s.methods.items()))),

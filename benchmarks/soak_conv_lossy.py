@@ -40,7 +40,8 @@ near-parallel pair in it), in float32:
   a tail bound that forgets the rounding, would show here).
 
 A clean :class:`~exactcomp.errors.ExactCompError` is a refusal (counted); any other
-exception is an ``error``.
+exception is an ``error``. A bound whose joint enumeration would pass :data:`JOINT_REGIONS`
+is left unchecked with a note (the case's other checks still count).
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ from exactcomp.testing.written_checks import check_quantized_file
 BITS = (8.0, 4.0, 3.0, 2.0, 1.5, 16.0)
 TOL_SHARES = (0.01, 0.05, 0.1, 0.3)  # conv-compress: tol as a share of the output span
 EDIT_SIZES = (1e-3, 0.01, 0.1, 0.3)  # conv-compress: relative size of the tail's edits
+#: The exact ``max |f - g|`` enumerates the joint regions of ``f`` and its copy: 1-26x the
+#: regions of ``f`` alone (conv-lossy seeds 90000-90019: 20 -> 191, 417 -> 11,039), about
+#: 18 ms each here. Past this many the bound is not checked (a note, like any oracle skip),
+#: so that one check stays near 200 s, within the soak's ``--case-seconds``: seed 90010
+#: (6,159 regions of ``f``) spent 408 s in a joint enumeration that stopped at 20,000.
+JOINT_REGIONS = 12_000
 
 
 def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
@@ -97,19 +104,8 @@ def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
             c.findings.append(Finding("error", f"{what}: {traceback.format_exc(limit=-4)}"))
             continue
         c.findings.extend(found)
-        try:
-            exact = exact_max_difference(
-                case.network, res.network, case.box, max_regions=opts.max_regions
-            ).value
-        except OracleError as exc:
-            c.notes.append(f"{what}: oracle skipped: {exc}")
-            continue
-        checked += 1
         scale = 1.0 + float(np.max(np.abs(c.exact.ranges[-1])))
-        if exact > res.proven + 1e-9 * scale:
-            c.findings.append(
-                Finding("lossy-bound", f"{what}: exact {exact!r} > proven {res.proven!r}")
-            )
+        checked += _check_bound(c, case.network, res.network, res.proven, what, scale)
     result = c.result(Counter(), t0, family="conv-lossy")
     return doc, _counted(result, refused, checked)
 
@@ -164,9 +160,15 @@ def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[d
 
 
 def _check_bound(c: Checker, f: Network, g: Network, proven: float, what: str, scale: float):
-    """1 when the exact max |f - g| was compared with ``proven`` (a finding if above it)."""
+    """1 when the exact max |f - g| was compared with ``proven`` (a finding if above it); 0
+    with a note when the joint enumeration would pass :data:`JOINT_REGIONS` (at once where
+    ``f`` alone has more than a third of them)."""
+    cap = min(JOINT_REGIONS, c.opts.max_regions)
+    if 3 * c.exact.regions > cap:
+        c.notes.append(f"{what}: oracle skipped: f has {c.exact.regions} regions (cap {cap})")
+        return 0
     try:
-        exact = exact_max_difference(f, g, c.box, max_regions=c.opts.max_regions).value
+        exact = exact_max_difference(f, g, c.box, max_regions=cap).value
     except OracleError as exc:
         c.notes.append(f"{what}: oracle skipped: {exc}")
         return 0

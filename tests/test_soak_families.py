@@ -322,3 +322,29 @@ def test_reader_check_catches_a_dropped_head() -> None:
     assert [f.kind for f in compare(net, x, p, u, "read", "no head")] == ["read"]
     with_head = Network(net.layers, dtype="float64", meta={"head": "softmax"})
     assert compare(with_head, x, p, u, "read", "softmax") == []
+
+
+def test_a_joint_enumeration_past_the_cap_is_skipped_and_counted() -> None:
+    """``conv-lossy``/``conv-compress``: where ``f`` alone has more than a third of
+    ``JOINT_REGIONS`` regions, the exact ``max |f - g|`` is not attempted (seed 90010 spent
+    408 s reaching the oracle's cap); the check is a note, and the summary counts it."""
+    from types import SimpleNamespace
+
+    from benchmarks.soak_conv_lossy import JOINT_REGIONS, _check_bound
+    from exactcomp.testing.soak_results import CaseResult
+
+    f = Network([Layer(np.ones((1, 1)), np.zeros(1), False)])
+    c = SimpleNamespace(
+        exact=SimpleNamespace(regions=JOINT_REGIONS // 3 + 1),
+        opts=SoakOptions(),
+        notes=[],
+        findings=[],
+        box=Box(np.zeros(1), np.ones(1)),
+    )
+    assert _check_bound(c, f, f, 0.0, "quantize", 1.0) == 0
+    assert not c.findings and "oracle skipped" in c.notes[0]
+    c.exact.regions = 1
+    assert _check_bound(c, f, f, 0.0, "quantize", 1.0) == 1
+    summary = soak.Summary()
+    summary.add(CaseResult(1, 1, 1, "fast", {}, {}, (), notes=tuple(c.notes)))
+    assert summary.checks_skipped == 1 and summary.oracle_skipped == 0

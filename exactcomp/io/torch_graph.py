@@ -1,5 +1,5 @@
-"""TorchScript read from its graph: traced modules (``torch.jit.trace``) and straight-line
-scripted ones that are not a plain ``nn.Sequential``.
+"""TorchScript read from its graph: traced modules (``torch.jit.trace``) and scripted ones
+that are not a plain ``nn.Sequential`` (their ``if``s on known flags evaluated).
 
 A traced module keeps its weights but not its layers' hyper-parameters (a traced ``Conv2d``
 has no ``stride`` attribute): what it computes is its graph, recorded when it was traced.
@@ -38,10 +38,21 @@ by node, exactly as the network computes:
   and is handed to :class:`~exactcomp.io.torch_spatial.SpatialSteps` as the layer of that
   kind with those constants (the same checks and folds as a module's layer).
 
+* ``prim::If`` whose condition is known (a scripted module's flags and checks, evaluated by
+  :mod:`~exactcomp.io.torch_graph_eval` from constants, attributes and ``aten::dim`` of the
+  current activation) is read by its taken branch alone, the ``if``'s outputs bound to that
+  branch's returns; the untaken branch is never read. The rank of the activation is the
+  chain's: 4 on an image, else 2, the graph's input included: an input is read as a batch of
+  flat vectors ``(batch, n)``, as the box's points are (a note says so when ``forward`` tests
+  its input's rank). A taken branch that raises (``prim::RaiseException``) is refused with its
+  message; so is any read of ``self.training`` that is True (a module saved in training mode
+  computes batch statistics or random dropout).
+
 Anything else is refused by name: another op, an op on weights (a weight computed in
-``forward``), control flow (``prim::If``, ``prim::Loop``), an op that combines or reuses
-activations (a residual), a tuple output, a graph whose input is an image (a traced graph
-does not keep its input's shape: start the model with ``nn.Unflatten(1, (C, H, W))``).
+``forward``), an ``if`` on a value computed from the input (its values or its batch size),
+``prim::Loop``, an op that combines or reuses activations (a residual), a tuple output, a
+graph whose input is an image (a traced graph does not keep its input's shape: start the
+model with ``nn.Unflatten(1, (C, H, W))``).
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from ..errors import UnsupportedModelError
 from ..network import Network
 from .heads import HEAD_CLASSES
 from .torch_chain import ChainBuilder
+from .torch_graph_eval import UNINITIALIZED, UNKNOWN, evaluate, is_type, raise_message
 from .torch_spatial import SpatialSteps
 
 __all__ = ["graph_to_network"]
@@ -65,7 +77,13 @@ class _Batch:
 _BATCH = _Batch()
 #: Ops that pass a scalar on unchanged (the batch size traced through a tensor and back).
 _PASS = ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit")
-_IDENTITY = ("aten::contiguous", "aten::clone", "aten::detach", "aten::alias")
+_IDENTITY = (
+    "aten::contiguous",
+    "aten::clone",
+    "aten::detach",
+    "aten::alias",
+    "prim::unchecked_cast",
+)
 #: The head ops (``aten::softmax``...: the heads' own names) and their torch.nn classes.
 _HEADS = {f"aten::{kind}": cls for kind, cls in HEAD_CLASSES.items()}
 
@@ -75,6 +93,12 @@ class _Act:
 
 
 _STALE = object()  # an activation a chain op has consumed: no later op may use it
+_MISSING = object()  # a value no node read so far has produced
+#: The note of a ``forward`` that tests its input's rank.
+RANK_NOTE = (
+    "its forward tests its input's rank (x.dim()): read as called on a batch of flat vectors, "
+    "shape (batch, n)"
+)
 
 
 def graph_to_network(module: Any, source: str) -> Network:
@@ -88,10 +112,9 @@ def graph_to_network(module: Any, source: str) -> Network:
     reader = _Reader(source)
     reader.values[inputs[0].unique()] = module
     reader.paths[inputs[0].unique()] = ""
-    reader.current = inputs[1].unique()
+    reader.current = reader.input = inputs[1].unique()
     reader.values[reader.current] = _Act()
-    for index, node in enumerate(graph.nodes()):
-        reader.node(node, index)
+    reader.block(graph)
     outputs = list(graph.outputs())
     if len(outputs) != 1 or outputs[0].unique() != reader.current:
         raise UnsupportedModelError(
@@ -109,7 +132,8 @@ class _Reader:
         self.source = source
         self.values: dict[int, Any] = {}
         self.paths: dict[int, str] = {}  # a submodule's path, for layer names
-        self.current = -1
+        self.current = self.input = -1
+        self.index = 0  # nodes read so far, for layer names
         self.chain = ChainBuilder("TorchScript")
         self.steps = SpatialSteps(self.chain)
 
@@ -120,24 +144,47 @@ class _Reader:
             "pads, flatten/unflatten, eval-mode dropout and a final softmax/sigmoid/tanh"
         )
 
+    def block(self, block: Any) -> None:
+        """Read the nodes of a graph or of an ``if``'s taken branch, in order."""
+        for node in block.nodes():
+            self.index += 1
+            self.node(node, self.index - 1)
+
     def node(self, node: Any, index: int) -> None:
         kind = node.kind()
         outs = [o.unique() for o in node.outputs()]
+        if kind == "prim::If":
+            return self._if(node)
         if list(node.blocks()):
             raise self.refuse(
                 node,
-                " (control flow, such as a scripted layer's checks: trace the model "
-                "with torch.jit.trace, whose graph is straight-line)",
+                " (a loop: trace the model with torch.jit.trace, whose graph is straight-line)",
             )
         if kind == "prim::Constant":
             self.values[outs[0]] = node.output().toIValue()
             return
-        args = [self.values.get(i.unique(), None) for i in node.inputs()]
+        if kind == "prim::Uninitialized":
+            self.values[outs[0]] = UNINITIALIZED
+            return
+        args = [self.values.get(i.unique(), _MISSING) for i in node.inputs()]
+        if any(a is _MISSING or a is UNINITIALIZED for a in args):
+            raise self.refuse(node, " (on a value this reader did not compute)")
+        if kind == "prim::RaiseException":
+            raise UnsupportedModelError(
+                f"{self.source}: its forward raises {raise_message(args)} (prim::RaiseException "
+                "on the branch taken for an input of shape (batch, n), in eval mode)"
+            )
         if kind == "prim::GetAttr":
             name = node.s("name")
             self.values[outs[0]] = getattr(args[0], name)
             parent = self.paths.get(node.input().unique(), "")
             self.paths[outs[0]] = f"{parent}.{name}" if parent else name
+            if name == "training" and self.values[outs[0]] is True:
+                raise UnsupportedModelError(
+                    f"{self.source}: module {parent or '<root>'!r} is in training mode (its "
+                    "forward reads self.training, which is True: batch statistics, random "
+                    "dropout); call model.eval() before torch.jit.script and save"
+                )
             return
         if kind == "prim::ListConstruct":
             if any(isinstance(a, _Act) or a is _STALE for a in args):
@@ -145,8 +192,10 @@ class _Reader:
             self.values[outs[0]] = list(args)
             return
         acts = [a for a in args if isinstance(a, _Act)]
-        if kind in _PASS and not acts:
+        if kind in _PASS and not acts and (args[0] is _BATCH or kind == "prim::NumToTensor"):
             self.values[outs[0]] = args[0]
+            return
+        if self._scalar(node, kind, args, outs):
             return
         if kind == "aten::size" and acts:  # size(x, 0), or size(x) = (batch, *features)
             self.values[outs[0]] = self._size(node, args[1] if len(args) > 1 else None)
@@ -170,6 +219,68 @@ class _Reader:
         self._layer(node, kind, self._name(node, index), args[1:])
         self.values[outs[0]], self.values[self.current] = self.values[self.current], _STALE
         self.current = outs[0]
+
+    def _if(self, node: Any) -> None:
+        """Read the branch an ``if`` on a known condition takes; bind its outputs."""
+        cond = self.values.get(node.input().unique(), _MISSING)
+        if type(cond) is not bool:
+            raise self.refuse(
+                node,
+                " on a condition computed from the input (its values or batch size): only an "
+                "if on the module's constants and the activation's rank is read",
+            )
+        taken = list(node.blocks())[0 if cond else 1]
+        self.block(taken)
+        for out, ret in zip(node.outputs(), taken.outputs(), strict=True):
+            value = self.values.get(ret.unique(), _MISSING)
+            self.values[out.unique()] = value
+            if ret.unique() in self.paths:
+                self.paths[out.unique()] = self.paths[ret.unique()]
+            if ret.unique() == self.current:  # the activation, under the if's name now
+                self.values[ret.unique()], self.current = _STALE, out.unique()
+
+    def _scalar(self, node: Any, kind: str, args: list, outs: list[int]) -> bool:
+        """Evaluate a scalar op (:mod:`~exactcomp.io.torch_graph_eval`): ``aten::dim`` of the
+        current activation, ``is None`` tests, ``isinstance`` and the ops of ``SCALAR_OPS``.
+        False where ``kind`` is none of these and no scalar op of known values."""
+        first = next(iter(node.inputs()), None)
+        if kind == "aten::dim":
+            if first is None or first.unique() != self.current:
+                raise self.refuse(node, " (the rank of a value other than the activation)")
+            if self.current == self.input and RANK_NOTE not in self.chain.notes:
+                self.chain.notes.append(RANK_NOTE)
+            value: Any = 4 if self.steps.shape is not None else 2
+        elif kind in ("aten::__is__", "aten::__isnot__"):
+            if None not in args:
+                raise self.refuse(node, " (an identity test other than `is None`)")
+            value = args[0] is None and args[1] is None  # an activation is never None
+            value = value if kind == "aten::__is__" else not value
+        elif kind == "prim::isinstance":
+            value = is_type(self._type_name(first), [str(t) for t in node.tys("types")])
+            if value is None:
+                raise self.refuse(node, f" of a {first.type()} value")
+        elif kind == "prim::unchecked_cast" and not isinstance(args[0], _Act):
+            value = args[0]
+        else:
+            if any(isinstance(a, _Act) or a is _STALE for a in args):
+                return False
+            value = evaluate(kind, args)
+            if value is UNKNOWN:
+                if any(a is _BATCH for a in args):
+                    raise self.refuse(
+                        node, " on the batch size (read only as a view's first entry)"
+                    )
+                return False
+        self.values[outs[0]] = value
+        return True
+
+    def _type_name(self, value: Any) -> str | None:
+        """The TorchScript type name of a value ``isinstance`` tests (None: not known)."""
+        v = self.values.get(value.unique(), _MISSING)
+        if isinstance(v, _Act):
+            return "Tensor"
+        plain = {type(None): "NoneType", bool: "bool", int: "int", float: "float", str: "str"}
+        return plain.get(type(v))
 
     def _size(self, node: Any, dim: int | None) -> Any:
         """The batch symbol (``dim`` 0), or the list (batch, *features) (``dim`` None)."""

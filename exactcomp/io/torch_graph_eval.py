@@ -1,0 +1,148 @@
+"""The scalar values of a TorchScript graph, evaluated exactly: what decides its ``prim::If``.
+
+A scripted module's inlined graph holds control flow whose conditions are known once the
+module is fixed (saved in eval mode): ``BatchNorm``'s ``if self.training:``, its
+``_check_input_dim`` (``if input.dim() != 4: raise ...``), ``F.relu``'s ``if inplace:``,
+``F.dropout``'s range check on ``p``, a user's ``if self.flag:`` or ``if self.depth > 1:``.
+Their conditions are computed from constants, attributes and the activation's rank by the
+scalar ops below, evaluated here in Python with TorchScript's own semantics (a TorchScript
+``int`` is a 64-bit integer and a ``float`` a double, as Python's for the small values of
+these tests; ``bool`` is Python's):
+
+===========================================  ================================================
+``aten::eq/ne/lt/le/gt/ge``                  two numbers (``bool``, ``int``, ``float``), or
+                                             two strings (``eq``/``ne``)
+``aten::__not__/__and__/__or__/__xor__``     booleans
+``aten::add/sub/mul``, ``aten::neg``         integers and floats (``add``: strings too)
+``aten::len``                                a list or string of known values
+``aten::Bool/Int/Float``                     a number (``Int`` truncates, as TorchScript)
+``aten::format``                             the message of a ``prim::RaiseException``
+``aten::__is__/__isnot__``                   one side ``None``: the other is known to be
+                                             ``None`` or not (an activation is not)
+``prim::isinstance``                         a value whose TorchScript type is known
+===========================================  ================================================
+
+Anything else, or an argument that is not a known scalar (a tensor, the activation, the
+batch size, which a traced graph alone fixes), is :data:`UNKNOWN`: the reader then refuses
+the op by name, and an ``if`` on it is never guessed.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SCALAR_OPS", "UNKNOWN", "UNINITIALIZED", "evaluate", "is_type", "raise_message"]
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: An op's value that is not a known scalar (the caller refuses the op).
+UNKNOWN = _Marker("UNKNOWN")
+#: ``prim::Uninitialized``: the value a raising branch returns; any use of it is refused.
+UNINITIALIZED = _Marker("UNINITIALIZED")
+
+_NUMBER = (bool, int, float)
+
+
+def _numbers(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``f`` on numbers only (a list times an int, a tensor...: unknown)."""
+    return lambda *a: f(*a) if all(type(v) in _NUMBER for v in a) else UNKNOWN
+
+
+def _compare(f: Callable[[Any, Any], bool], strings: bool) -> Callable[..., Any]:
+    def compare(a: Any, b: Any) -> Any:
+        if type(a) in _NUMBER and type(b) in _NUMBER:
+            return f(a, b)
+        if strings and type(a) is str and type(b) is str:
+            return f(a, b)
+        return UNKNOWN
+
+    return compare
+
+
+def _bools(f: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda *a: f(*a) if all(type(v) is bool for v in a) else UNKNOWN
+
+
+def _add(a: Any, b: Any) -> Any:
+    if type(a) is str and type(b) is str:
+        return a + b
+    return _numbers(operator.add)(a, b)
+
+
+def _len(a: Any) -> Any:
+    if type(a) is str or (type(a) is list and all(type(v) in (*_NUMBER, str) for v in a)):
+        return len(a)
+    return UNKNOWN
+
+
+def _format(template: Any, *args: Any) -> Any:
+    if type(template) is not str:
+        return UNKNOWN
+    try:
+        return template.format(*args)
+    except (IndexError, KeyError, ValueError):  # an odd template: keep it as it is
+        return template
+
+
+#: The scalar ops evaluated (see the module docstring), by TorchScript kind.
+SCALAR_OPS: dict[str, Callable[..., Any]] = {
+    "aten::eq": _compare(operator.eq, strings=True),
+    "aten::ne": _compare(operator.ne, strings=True),
+    "aten::lt": _compare(operator.lt, strings=False),
+    "aten::le": _compare(operator.le, strings=False),
+    "aten::gt": _compare(operator.gt, strings=False),
+    "aten::ge": _compare(operator.ge, strings=False),
+    "aten::__not__": _bools(operator.not_),
+    "aten::__and__": _bools(operator.and_),
+    "aten::__or__": _bools(operator.or_),
+    "aten::__xor__": _bools(operator.xor),
+    "aten::add": _add,
+    "aten::sub": _numbers(operator.sub),
+    "aten::mul": _numbers(operator.mul),
+    "aten::neg": _numbers(operator.neg),
+    "aten::len": _len,
+    "aten::Bool": _numbers(bool),
+    "aten::Int": _numbers(int),
+    "aten::Float": _numbers(float),
+    "aten::format": _format,
+}
+
+
+def evaluate(kind: str, args: list[Any]) -> Any:
+    """The value of the scalar op ``kind`` on ``args``, or :data:`UNKNOWN`."""
+    op = SCALAR_OPS.get(kind)
+    if op is None:
+        return UNKNOWN
+    try:
+        return op(*args)
+    except (TypeError, ArithmeticError):  # wrong arity, an overflow: not evaluated
+        return UNKNOWN
+
+
+def is_type(type_name: str | None, types: list[str]) -> bool | None:
+    """``isinstance`` of a value of TorchScript type ``type_name`` against ``types`` (their
+    names): True or False where every name is one of the plain types compared here, else
+    None (unknown: a subclass or container relation is not decided here)."""
+    plain = {"Tensor", "NoneType", "bool", "int", "float", "str"}
+    if type_name is None:
+        return None
+    if type_name in types:
+        return True
+    return False if all(t in plain for t in types) else None
+
+
+def raise_message(args: list[Any]) -> str:
+    """The text of a ``prim::RaiseException(message, exception class)``."""
+    words = [a for a in args if type(a) is str]
+    if len(words) >= 2:
+        return f"{words[1].removeprefix('builtins.')}: {words[0]}"
+    return words[0] if words else "an exception"

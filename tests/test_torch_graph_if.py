@@ -281,7 +281,7 @@ def test_branches_not_known_or_raising_are_refused_by_name(model, match, tmp_pat
 def test_scalar_ops_are_evaluated_only_on_known_scalars() -> None:
     """Numbers, booleans and strings are evaluated with TorchScript's meaning; anything else
     (a list times an int, a comparison with None, an unknown op) is unknown."""
-    from exactcomp.io.torch_graph_eval import UNKNOWN
+    from exactcomp.io.torch_graph_eval import TENSOR, UNKNOWN
 
     assert evaluate("aten::ne", [4, 2]) is True and evaluate("aten::eq", ["a", "a"]) is True
     assert evaluate("aten::lt", [0.5, 0.0]) is False and evaluate("aten::__not__", [False])
@@ -292,5 +292,9 @@ def test_scalar_ops_are_evaluated_only_on_known_scalars() -> None:
     assert evaluate("aten::eq", [None, 1]) is UNKNOWN
     assert evaluate("aten::__and__", [1, True]) is UNKNOWN
     assert evaluate("aten::sum", [1, 2]) is UNKNOWN
+    assert evaluate("aten::mul", [2**62, 2]) is UNKNOWN  # a 64-bit overflow in TorchScript
     assert is_type("Tensor", ["Tensor"]) is True and is_type("int", ["Tensor", "str"]) is False
-    assert is_type("Tensor", ["List[Tensor]"]) is None and is_type(None, ["Tensor"]) is None
+    assert is_type("Tensor", ["List[Tensor]"]) is UNKNOWN and is_type(None, ["Tensor"]) is UNKNOWN
+    assert evaluate("aten::__isnot__", [TENSOR, None]) is True
+    assert evaluate("aten::__is__", [TENSOR, 1.0]) is UNKNOWN
+    assert evaluate("prim::isinstance", [TENSOR], ["Tensor"]) is True

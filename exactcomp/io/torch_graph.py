@@ -64,7 +64,7 @@ from ..errors import UnsupportedModelError
 from ..network import Network
 from .heads import HEAD_CLASSES
 from .torch_chain import ChainBuilder
-from .torch_graph_eval import UNINITIALIZED, UNKNOWN, evaluate, is_type, raise_message
+from .torch_graph_eval import TENSOR, UNINITIALIZED, UNKNOWN, evaluate, raise_message
 from .torch_spatial import SpatialSteps
 
 __all__ = ["graph_to_network"]
@@ -240,47 +240,27 @@ class _Reader:
                 self.values[ret.unique()], self.current = _STALE, out.unique()
 
     def _scalar(self, node: Any, kind: str, args: list, outs: list[int]) -> bool:
-        """Evaluate a scalar op (:mod:`~exactcomp.io.torch_graph_eval`): ``aten::dim`` of the
-        current activation, ``is None`` tests, ``isinstance`` and the ops of ``SCALAR_OPS``.
-        False where ``kind`` is none of these and no scalar op of known values."""
-        first = next(iter(node.inputs()), None)
+        """Evaluate ``aten::dim`` of the current activation or a scalar op of known values
+        (:func:`~exactcomp.io.torch_graph_eval.evaluate`); False where it is neither."""
         if kind == "aten::dim":
-            if first is None or first.unique() != self.current:
+            if next(iter(node.inputs())).unique() != self.current:
                 raise self.refuse(node, " (the rank of a value other than the activation)")
             if self.current == self.input and RANK_NOTE not in self.chain.notes:
                 self.chain.notes.append(RANK_NOTE)
             value: Any = 4 if self.steps.shape is not None else 2
-        elif kind in ("aten::__is__", "aten::__isnot__"):
-            if None not in args:
-                raise self.refuse(node, " (an identity test other than `is None`)")
-            value = args[0] is None and args[1] is None  # an activation is never None
-            value = value if kind == "aten::__is__" else not value
-        elif kind == "prim::isinstance":
-            value = is_type(self._type_name(first), [str(t) for t in node.tys("types")])
-            if value is None:
-                raise self.refuse(node, f" of a {first.type()} value")
         elif kind == "prim::unchecked_cast" and not isinstance(args[0], _Act):
             value = args[0]
         else:
-            if any(isinstance(a, _Act) or a is _STALE for a in args):
+            if any(a is _STALE for a in args):
                 return False
-            value = evaluate(kind, args)
+            types = [str(t) for t in node.tys("types")] if kind == "prim::isinstance" else []
+            value = evaluate(kind, [TENSOR if isinstance(a, _Act) else a for a in args], types)
             if value is UNKNOWN:
                 if any(a is _BATCH for a in args):
-                    raise self.refuse(
-                        node, " on the batch size (read only as a view's first entry)"
-                    )
+                    raise self.refuse(node, " on the batch size (only a view's first entry)")
                 return False
         self.values[outs[0]] = value
         return True
-
-    def _type_name(self, value: Any) -> str | None:
-        """The TorchScript type name of a value ``isinstance`` tests (None: not known)."""
-        v = self.values.get(value.unique(), _MISSING)
-        if isinstance(v, _Act):
-            return "Tensor"
-        plain = {type(None): "NoneType", bool: "bool", int: "int", float: "float", str: "str"}
-        return plain.get(type(v))
 
     def _size(self, node: Any, dim: int | None) -> Any:
         """The batch symbol (``dim`` 0), or the list (batch, *features) (``dim`` None)."""

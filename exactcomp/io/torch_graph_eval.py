@@ -5,9 +5,9 @@ module is fixed (saved in eval mode): ``BatchNorm``'s ``if self.training:``, its
 ``_check_input_dim`` (``if input.dim() != 4: raise ...``), ``F.relu``'s ``if inplace:``,
 ``F.dropout``'s range check on ``p``, a user's ``if self.flag:`` or ``if self.depth > 1:``.
 Their conditions are computed from constants, attributes and the activation's rank by the
-scalar ops below, evaluated here in Python with TorchScript's own semantics (a TorchScript
-``int`` is a 64-bit integer and a ``float`` a double, as Python's for the small values of
-these tests; ``bool`` is Python's):
+scalar ops below, evaluated here in Python with TorchScript's own meaning (a TorchScript
+``float`` is a double and ``bool`` is Python's; its ``int`` is a 64-bit integer, which
+Python's equals while no result leaves ``[-2**63, 2**63)``: one that does is unknown):
 
 ===========================================  ================================================
 ``aten::eq/ne/lt/le/gt/ge``                  two numbers (``bool``, ``int``, ``float``), or
@@ -33,7 +33,15 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SCALAR_OPS", "UNKNOWN", "UNINITIALIZED", "evaluate", "is_type", "raise_message"]
+__all__ = [
+    "SCALAR_OPS",
+    "TENSOR",
+    "UNINITIALIZED",
+    "UNKNOWN",
+    "evaluate",
+    "is_type",
+    "raise_message",
+]
 
 
 class _Marker:
@@ -48,6 +56,8 @@ class _Marker:
 UNKNOWN = _Marker("UNKNOWN")
 #: ``prim::Uninitialized``: the value a raising branch returns; any use of it is refused.
 UNINITIALIZED = _Marker("UNINITIALIZED")
+#: A tensor whose values are not known (the activation): only its type and ``is None``.
+TENSOR = _Marker("TENSOR")
 
 _NUMBER = (bool, int, float)
 
@@ -117,27 +127,45 @@ SCALAR_OPS: dict[str, Callable[..., Any]] = {
 }
 
 
-def evaluate(kind: str, args: list[Any]) -> Any:
-    """The value of the scalar op ``kind`` on ``args``, or :data:`UNKNOWN`."""
+def evaluate(kind: str, args: list[Any], types: list[str] | None = None) -> Any:
+    """The value of the scalar op ``kind`` on ``args`` (:data:`TENSOR` for a tensor whose
+    values are unknown), or :data:`UNKNOWN`; ``types`` are ``prim::isinstance``'s."""
+    if kind in ("aten::__is__", "aten::__isnot__"):
+        if len(args) != 2 or None not in args:
+            return UNKNOWN
+        both = args[0] is None and args[1] is None  # a tensor, a number... is not None
+        return both if kind == "aten::__is__" else not both
+    if kind == "prim::isinstance":
+        if len(args) != 1:
+            return UNKNOWN
+        return is_type(
+            "Tensor" if args[0] is TENSOR else _TYPE_NAMES.get(type(args[0])), types or []
+        )
     op = SCALAR_OPS.get(kind)
     if op is None:
         return UNKNOWN
     try:
-        return op(*args)
+        value = op(*args)
     except (TypeError, ArithmeticError):  # wrong arity, an overflow: not evaluated
         return UNKNOWN
+    if type(value) is int and not -(2**63) <= value < 2**63:  # TorchScript's int overflows
+        return UNKNOWN
+    return value
 
 
-def is_type(type_name: str | None, types: list[str]) -> bool | None:
+_PLAIN = ("Tensor", "NoneType", "bool", "int", "float", "str")
+_TYPE_NAMES = {type(None): "NoneType", bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def is_type(type_name: str | None, types: list[str]) -> Any:
     """``isinstance`` of a value of TorchScript type ``type_name`` against ``types`` (their
     names): True or False where every name is one of the plain types compared here, else
-    None (unknown: a subclass or container relation is not decided here)."""
-    plain = {"Tensor", "NoneType", "bool", "int", "float", "str"}
+    :data:`UNKNOWN` (a subclass or container relation is not decided here)."""
     if type_name is None:
-        return None
+        return UNKNOWN
     if type_name in types:
         return True
-    return False if all(t in plain for t in types) else None
+    return False if all(t in _PLAIN for t in types) else UNKNOWN
 
 
 def raise_message(args: list[Any]) -> str:

@@ -37,18 +37,19 @@ def _bn(m: nn.Module) -> nn.Module:
 
 
 class ConvNet(nn.Module):
-    """x -> view(b, 1, 6, 6) -> Conv2d -> BatchNorm2d -> relu -> MaxPool2d -> flatten -> Linear."""
+    """x -> view(b, 1, 6, 6) -> Conv2d -> BatchNorm2d -> relu -> MaxPool2d -> AdaptiveAvgPool2d
+    (its check ``len(x.size()) > 2``) -> flatten -> Linear."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 4, 3, padding=1, dtype=D)
         self.bn1 = _bn(nn.BatchNorm2d(4, dtype=D))
-        self.pool = nn.MaxPool2d(2)
+        self.pool, self.avg = nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(3)
         self.fc = nn.Linear(36, 3, dtype=D)
 
     def forward(self, x):
         x = x.view(x.size(0), 1, 6, 6)
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        x = self.avg(self.pool(F.relu(self.bn1(self.conv1(x)))))
         return self.fc(torch.flatten(x, 1))
 
 

@@ -14,7 +14,7 @@ Python's equals while no result leaves ``[-2**63, 2**63)``: one that does is unk
                                              two strings (``eq``/``ne``)
 ``aten::__not__/__and__/__or__/__xor__``     booleans
 ``aten::add/sub/mul``, ``aten::neg``         integers and floats (``add``: strings too)
-``aten::len``                                a list or string of known values
+``aten::len``                                a list (``x.size()``: the rank) or string
 ``aten::Bool/Int/Float``                     a number (``Int`` truncates, as TorchScript)
 ``aten::format``                             the message of a ``prim::RaiseException``
 ``aten::__is__/__isnot__``                   one side ``None``: the other is known to be
@@ -89,9 +89,9 @@ def _add(a: Any, b: Any) -> Any:
 
 
 def _len(a: Any) -> Any:
-    if type(a) is str or (type(a) is list and all(type(v) in (*_NUMBER, str) for v in a)):
-        return len(a)
-    return UNKNOWN
+    """A list's length whatever it holds (``len(x.size())`` is the rank; the batch entry is
+    a symbol); a string's."""
+    return len(a) if type(a) in (list, str) else UNKNOWN
 
 
 def _format(template: Any, *args: Any) -> Any:

@@ -19,8 +19,10 @@ def write_torch(model: Any, path: Path, form: str, shape: tuple[int, ...]) -> No
     dict with ``model_state_dict``), ``pickle`` (the module whole), ``cuda_state_dict`` /
     ``cuda_pickle`` (every storage tagged ``cuda:0``, as saved on a GPU), ``script``,
     ``trace`` (TorchScript), ``trace-functional`` (traced with a forward of functional calls:
-    :func:`_functional`), ``script-custom`` or ``script-custom-frozen`` (scripted inside a
-    module whose ``forward`` branches on flags, :func:`_custom`; ``torch.jit.freeze``d)."""
+    :func:`_functional`), ``script-frozen`` (scripted, then ``torch.jit.freeze`` as users call
+    it: BatchNorm folded into the weights in their dtype), ``script-custom`` or
+    ``script-custom-frozen`` (scripted inside a module whose ``forward`` branches on flags,
+    :func:`_custom`; frozen with the stored weights kept, ``optimize_numerics=False``)."""
     import torch
 
     if form == "state_dict":
@@ -38,19 +40,22 @@ def write_torch(model: Any, path: Path, form: str, shape: tuple[int, ...]) -> No
             torch.save(model if form == "cuda_pickle" else model.state_dict(), path)
         finally:
             ser.location_tag = tag
-    elif form in ("script", "trace", "trace-functional", "script-custom", "script-custom-frozen"):
+    elif form.startswith(("script", "trace")):
         with warnings.catch_warnings():  # torch.jit is deprecated; the tracer's own warnings
             warnings.simplefilter("ignore")
-            if form == "script":
+            if form in ("script", "script-frozen"):
                 ts = torch.jit.script(model)
+                ts = torch.jit.freeze(ts) if form == "script-frozen" else ts
             elif form.startswith("script-custom"):
                 ts = torch.jit.script(_custom(model))
                 if form.endswith("frozen"):  # the stored weights kept (no BatchNorm folds)
                     ts = torch.jit.freeze(ts, optimize_numerics=False)
-            else:
+            elif form in ("trace", "trace-functional"):
                 dt = next(model.parameters()).dtype
                 traced = _functional(model) if form == "trace-functional" else model
                 ts = torch.jit.trace(traced, torch.zeros(2, *shape, dtype=dt))
+            else:
+                raise ValueError(f"unknown torch form {form!r}")
             torch.jit.save(ts, path)
     else:
         raise ValueError(f"unknown torch form {form!r}")

@@ -130,6 +130,23 @@ class UnionInput(nn.Module):
         return self.fc2(self.fc1(x[0]))
 
 
+class Dropouts(nn.Module):
+    """``Dropout2d`` (its ``dim() not in (3, 4)`` check), ``Dropout(inplace=True)``
+    (``aten::dropout_``), ``AlphaDropout``, and ``F.softmax`` without ``dim`` (a warning,
+    then the dim from the rank): the identity and a Softmax(dim=1) head in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.drop2d = nn.Conv2d(1, 2, 3, dtype=D), nn.Dropout2d(0.2)
+        self.fc1, self.drop = nn.Linear(32, 4, dtype=D), nn.Dropout(0.3, inplace=True)
+        self.alpha, self.fc2 = nn.AlphaDropout(0.1), nn.Linear(4, 2, dtype=D)
+
+    def forward(self, x):
+        h = self.drop2d(F.relu(self.conv(x.view(-1, 1, 6, 6))))
+        h = self.drop(F.relu(self.fc1(h.flatten(1))))
+        return F.softmax(self.fc2(self.alpha(h)))
+
+
 def _models() -> dict[str, tuple[nn.Module, int]]:
     torch.manual_seed(0)
     return {
@@ -141,6 +158,7 @@ def _models() -> dict[str, tuple[nn.Module, int]]:
         "flags mode": (Flags(True, 2, 0.2, "other"), 4),
         "rank check": (RankCheck(), 36),
         "union input": (UnionInput(), 4),
+        "dropouts, softmax without dim": (Dropouts(), 36),
         "sequential bn1d": (
             nn.Sequential(
                 nn.Linear(4, 6, dtype=D),
@@ -162,6 +180,7 @@ def _save(model: nn.Module, path: Path, freeze: bool) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:Implicit dimension choice")  # torch's reference run
 @pytest.mark.parametrize("freeze", [False, True], ids=["script", "freeze"])
 @pytest.mark.parametrize("name", list(_models()))
 def test_scripted_module_with_known_ifs_is_read_exactly(name, freeze, tmp_path) -> None:
@@ -292,6 +311,8 @@ def test_scalar_ops_are_evaluated_only_on_known_scalars() -> None:
     assert evaluate("aten::lt", ["a", "b"]) is UNKNOWN
     assert evaluate("aten::eq", [None, 1]) is UNKNOWN
     assert evaluate("aten::__and__", [1, True]) is UNKNOWN
+    assert evaluate("aten::__contains__", [[3, 4], 4]) is True
+    assert evaluate("aten::__contains__", [[TENSOR], 4]) is UNKNOWN
     assert evaluate("aten::sum", [1, 2]) is UNKNOWN
     assert evaluate("aten::mul", [2**62, 2]) is UNKNOWN  # a 64-bit overflow in TorchScript
     assert is_type("Tensor", ["Tensor"]) is True and is_type("int", ["Tensor", "str"]) is False

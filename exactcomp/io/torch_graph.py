@@ -29,8 +29,8 @@ by node, exactly as the network computes:
   ``reshape`` to ``(batch, n)``
   ``aten::unflatten(x, 1, (C, H, W))``,            ``Unflatten``
   ``view``/``reshape`` to ``(batch, C, H, W)``
-  ``aten::dropout(train=False)``, ``contiguous``,  the identity
-  ``clone``, ``detach``
+  ``aten::dropout(train=False)`` (feature, alpha,  the identity
+  in place), ``contiguous``, ``clone``, ``detach``
   ``softmax``/``log_softmax`` (no dtype),          the head (last op only)
   ``sigmoid``, ``tanh``
   ==============================================  =====================================
@@ -77,6 +77,12 @@ class _Batch:
 _BATCH = _Batch()
 #: Ops that pass a scalar on unchanged (the batch size traced through a tensor and back).
 _PASS = ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit")
+#: Dropout's ops (``nn.Dropout``, ``Dropout2d``, ``AlphaDropout``..., ``inplace`` or not).
+_DROPOUTS = tuple(
+    f"aten::{k}{s}" for k in ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
+    for s in ("", "_")
+)  # fmt: skip
+_IN_PLACE_READ = ("aten::relu_", *_DROPOUTS)  # the in-place ops read (``__not__`` is none)
 _IDENTITY = (
     "aten::contiguous",
     "aten::clone",
@@ -176,6 +182,8 @@ class _Reader:
             )
         if kind == "prim::GetAttr":
             name = node.s("name")
+            if not hasattr(args[0], name):  # an activation's, a missing attribute
+                raise self.refuse(node, f" of {name!r} on a value that has none")
             self.values[outs[0]] = getattr(args[0], name)
             parent = self.paths.get(node.input().unique(), "")
             self.paths[outs[0]] = f"{parent}.{name}" if parent else name
@@ -203,7 +211,9 @@ class _Reader:
         if kind == "aten::__getitem__" and not acts and isinstance(args[0], list):
             self.values[outs[0]] = args[0][args[1]]
             return
-        if kind.endswith("_") and kind != "aten::relu_":
+        if kind == "aten::warn":  # a warning (F.dropout2d's on the rank): computes nothing
+            return
+        if kind.endswith("_") and not kind.endswith("__") and kind not in _IN_PLACE_READ:
             raise self.refuse(
                 node,
                 " (an in-place update: a BatchNorm traced in training mode? trace the "
@@ -348,7 +358,7 @@ class _Reader:
             feed(name, "Unflatten", ns(dim=a[0], unflattened_size=tuple(a[1])))
         elif kind in ("aten::view", "aten::reshape"):
             self._view(node, name, a[0])
-        elif kind in ("aten::dropout", "aten::feature_dropout"):
+        elif kind in _DROPOUTS:  # (x, p, train): the identity in eval mode, in place or not
             if a[1]:
                 raise self.refuse(node, " in training mode (trace the model after model.eval())")
         elif kind in _IDENTITY:

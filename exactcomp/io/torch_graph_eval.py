@@ -15,6 +15,7 @@ Python's equals while no result leaves ``[-2**63, 2**63)``: one that does is unk
 ``aten::__not__/__and__/__or__/__xor__``     booleans
 ``aten::add/sub/mul``, ``aten::neg``         integers and floats (``add``: strings too)
 ``aten::len``                                a list (``x.size()``: the rank) or string
+``aten::__contains__``                       a number or string in a list of them
 ``aten::Bool/Int/Float``                     a number (``Int`` truncates, as TorchScript)
 ``aten::format``                             the message of a ``prim::RaiseException``
 ``aten::__is__/__isnot__``                   one side ``None``: the other is known to be
@@ -94,6 +95,15 @@ def _len(a: Any) -> Any:
     return len(a) if type(a) in (list, str) else UNKNOWN
 
 
+def _contains(items: Any, item: Any) -> Any:
+    """``item in items`` for a list of numbers or strings (``dim not in (3, 4)``)."""
+    if type(items) is not list or type(item) not in (*_NUMBER, str):
+        return UNKNOWN
+    if not all(type(v) in (*_NUMBER, str) for v in items):
+        return UNKNOWN
+    return item in items
+
+
 def _format(template: Any, *args: Any) -> Any:
     if type(template) is not str:
         return UNKNOWN
@@ -120,6 +130,7 @@ SCALAR_OPS: dict[str, Callable[..., Any]] = {
     "aten::mul": _numbers(operator.mul),
     "aten::neg": _numbers(operator.neg),
     "aten::len": _len,
+    "aten::__contains__": _contains,
     "aten::Bool": _numbers(bool),
     "aten::Int": _numbers(int),
     "aten::Float": _numbers(float),

@@ -4,7 +4,10 @@ compressed, against the reference runtime.
 Each case (:func:`reader_case`, drawn from its seed) is a random ``nn.Sequential`` (1-5
 inputs, 1-3 hidden ReLU layers of width 1-8, 1-4 outputs) in one :data:`FORMS` entry: the
 module in memory, pickled whole, its ``state_dict`` (bare or in a checkpoint dict),
-TorchScript, ``torch.onnx.export`` (opset 11/13/17), an ONNX graph written by hand
+TorchScript (scripted, traced, traced through a functional ``forward``, or scripted inside a
+user's module whose ``forward`` branches on flags and checks, plain or frozen:
+:mod:`~benchmarks.torch_forms`),
+``torch.onnx.export`` (opset 11/13/17), an ONNX graph written by hand
 (``Gemm`` with ``transB`` or ``MatMul`` + ``Add``, a ``Flatten``/``Reshape`` in front) or a
 ``.nnet`` file; in float32, float64 or float16 (ONNX: float32/float64; ``.nnet``: text);
 ending in no head or one of :data:`HEADS`; one of :data:`VARIANTS`: plain, ``Flatten`` /
@@ -45,14 +48,17 @@ from exactcomp.testing.random_networks import random_box
 from exactcomp.testing.reader_checks import check_written, compare, onnxruntime_outputs, probe, read
 from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 
+from .torch_forms import write_torch
+
 FORMS = (
     "module", "pickle", "state_dict", "checkpoint", "script", "onnx", "onnx-hand", "nnet", "trace",
-    "trace-functional",
+    "trace-functional", "script-custom",
 )  # fmt: skip
 HEADS = ("", "", "Softmax", "LogSoftmax", "Sigmoid", "Tanh")
 VARIANTS = ("plain", "plain", "flatten", "bn", "bn-after-relu", "conv")
 TORCH_FORMS = (
     "module", "pickle", "state_dict", "checkpoint", "script", "trace", "trace-functional",
+    "script-custom",
 )  # fmt: skip
 
 
@@ -164,89 +170,26 @@ def _model(rng: np.random.Generator, variant: str, head: str) -> tuple[Any, tupl
 
 
 # ----------------------------------------------------------------------------- writers
-def write_torch(model: Any, path: Path, form: str, shape: tuple[int, ...]) -> None:
-    """``model`` saved at ``path`` the way users save it: ``state_dict``, ``checkpoint`` (a
-    dict with ``model_state_dict``), ``pickle`` (the module whole), ``cuda_state_dict`` /
-    ``cuda_pickle`` (every storage tagged ``cuda:0``, as saved on a GPU), ``script``,
-    ``trace`` (TorchScript) or ``trace-functional`` (traced with a forward of functional calls:
-    :func:`_functional`)."""
-    import torch
-
-    if form == "state_dict":
-        torch.save(model.state_dict(), path)
-    elif form == "checkpoint":
-        state = {"epoch": 3, "model_state_dict": model.state_dict(), "optimizer_state_dict": {}}
-        torch.save(state, path)
-    elif form == "pickle":
-        torch.save(model, path)
-    elif form.startswith("cuda_"):
-        import torch.serialization as ser
-
-        tag, ser.location_tag = ser.location_tag, lambda storage: "cuda:0"
-        try:
-            torch.save(model if form == "cuda_pickle" else model.state_dict(), path)
-        finally:
-            ser.location_tag = tag
-    elif form in ("script", "trace", "trace-functional"):
-        with warnings.catch_warnings():  # torch.jit is deprecated; the tracer's own warnings
-            warnings.simplefilter("ignore")
-            if form == "script":
-                ts = torch.jit.script(model)
-            else:
-                dt = next(model.parameters()).dtype
-                traced = _functional(model) if form == "trace-functional" else model
-                ts = torch.jit.trace(traced, torch.zeros(2, *shape, dtype=dt))
-            torch.jit.save(ts, path)
-    else:
-        raise ValueError(f"unknown torch form {form!r}")
-
-
-def _functional(model: Any) -> Any:
-    """``model`` (an ``nn.Sequential``) behind a ``forward`` of functional calls, as users
-    write them: ``F.linear``, ``F.relu``, ``x.reshape(x.shape[0], -1)`` for ``Flatten`` and
-    ``x.view(x.size(0), C, H, W)`` for ``Unflatten`` (so the traced graph holds size ops and
-    views, not the modules' ops); other layers are called as modules."""
-    import torch
-    import torch.nn.functional as F
-
-    class Functional(torch.nn.Module):
-        def __init__(self, seq: Any) -> None:
-            super().__init__()
-            self.seq = seq
-
-        def forward(self, x: Any) -> Any:
-            for m in self.seq:
-                kind = type(m).__name__
-                if kind == "ReLU":
-                    x = F.relu(x)
-                elif kind == "Linear":
-                    x = F.linear(x, m.weight, m.bias)
-                elif kind == "Flatten":
-                    x = x.reshape(x.shape[0], -1)
-                elif kind == "Unflatten":
-                    x = x.view(x.size(0), *m.unflattened_size)
-                else:
-                    x = m(x)
-            return x
-
-    return Functional(model).eval()
-
-
 def _write(case: ReaderCase, model: Any, d: Path) -> Path:
-    """The case's file in ``d`` (for ``module``: a pickle, for the CLI)."""
+    """The case's file in ``d`` (for ``module``: a pickle, for the CLI; ``script-custom``
+    frozen on odd seeds)."""
     import torch
 
     if case.form in TORCH_FORMS:
         path = d / "m.pt"
-        write_torch(model, path, "pickle" if case.form == "module" else case.form, case.shape)
+        form = "pickle" if case.form == "module" else case.form
+        form += "-frozen" if form == "script-custom" and case.seed % 2 else ""
+        write_torch(model, path, form, case.shape)
     elif case.form == "onnx":
         path = d / "m.onnx"
         opset = (11, 13, 17)[case.seed % 3] if case.variant != "conv" else 13  # Unflatten: 13+
         x0 = torch.zeros(1, *case.shape, dtype=next(model.parameters()).dtype)
         dynamic = {"dynamic_axes": {"x": {0: "batch"}}} if case.seed % 2 else {}
-        torch.onnx.export(
-            model, x0, path, opset_version=opset, dynamo=False, input_names=["x"], **dynamic
-        )
+        with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model, x0, path, opset_version=opset, dynamo=False, input_names=["x"], **dynamic
+            )
     elif case.form == "onnx-hand":
         path = d / "m.onnx"
         path.write_bytes(_hand_onnx(case, model))

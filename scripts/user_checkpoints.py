@@ -122,6 +122,28 @@ def _torch_cases(out: Path) -> list[dict]:
     nested = Nested().eval()
     for form in ("state_dict", "pickle", "script", "trace"):
         add(f"pt_nested_{form}", nested, form, expect="refuse" if form == "pickle" else "ok")
+    # scripted custom modules whose forward branches on known flags (BatchNorm's training
+    # and dimension checks, F.dropout's flag, the user's own bool/int attributes), plain,
+    # frozen by torch.jit.freeze, traced; and one left in training mode (refused by name)
+    conv_bn, bn_mlp, flagged = user_models.ConvBN(), user_models.BnDropMlp(), user_models.Flagged()
+    for m in (conv_bn.bn1, bn_mlp.bn1):
+        m.running_mean.uniform_(-0.5, 0.5)
+        m.running_var.uniform_(0.5, 2.0)
+    for name, m, shape, box in (
+        ("convbn", conv_bn, (36,), ("--box=0,1",)),
+        ("bnmlp", bn_mlp, (4,), ("--box=-1,1",)),
+        ("flags", flagged, (4,), ("--box=-1,1",)),
+    ):
+        for form in ("script", "script-frozen", "trace"):
+            add(f"pt_custom_{name}_{form}", m.eval(), form, shape=shape, box=box)
+    add(
+        "pt_custom_bnmlp_training_script",
+        user_models.BnDropMlp().train(),
+        "script",
+        expect="refuse",
+    )
+    for form in ("script-custom", "script-custom-frozen"):
+        add(f"pt_bn1d_in_custom_{form}", bn, form)
     for dt in ("float64", "float16", "bfloat16"):
         m = mlp(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(getattr(torch, dt))
         add(f"pt_{dt}_state_dict", m, "state_dict")
@@ -199,7 +221,8 @@ def _torch_cases(out: Path) -> list[dict]:
     return cases
 
 
-USER_MODELS = """import torch.nn as nn
+USER_MODELS = """import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -210,6 +233,51 @@ class Custom(nn.Module):
 
     def forward(self, x):
         return self.head(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(36, 3)
+
+    def forward(self, x):
+        x = x.view(x.size(0), 1, 6, 6)
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+class BnDropMlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bn1, self.fc2 = nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        h = self.drop(F.relu(self.bn1(self.fc1(x))))
+        return self.fc2(F.dropout(h, 0.1, self.training))
+
+
+class Flagged(nn.Module):
+    use_relu: bool
+    depth: int
+
+    def __init__(self):
+        super().__init__()
+        self.use_relu, self.depth = True, 2
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        if x.dim() != 2:
+            raise ValueError("expected (batch, 4)")
+        h = self.fc1(x)
+        if self.use_relu:
+            h = F.relu(h)
+        else:
+            h = torch.tanh(h)
+        if self.depth > 1:
+            h = self.fc2(h)
+        return h
 
 
 class Nested(nn.Module):

@@ -135,13 +135,15 @@ class _Residual(nn.Module):
 
 
 class _Branch(nn.Module):
+    """An ``if`` on the input's values (a branch on a known flag is read:
+    ``tests/test_torch_graph_if.py``)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Linear(3, 2)
-        self.flag = True
 
     def forward(self, x):
-        if self.flag:
+        if bool(x.max() > 0):
             return self.a(x)
         return torch.relu(self.a(x))
 
@@ -188,7 +190,7 @@ class _Image(nn.Module):
         (_Residual(), True, "earlier activation"),
         (_Concat(), True, "concatenation"),
         (nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.ReflectionPad1d(1)), True, "reflect"),
-        (_Branch(), False, "control flow"),
+        (_Branch(), False, "aten::max"),
         (_Scaled(), True, "on weights"),
         (nn.Sequential(nn.Linear(3, 2), nn.LeakyReLU()), True, "LeakyReLU"),
         (_LeakyCustom(), True, "aten::leaky_relu"),

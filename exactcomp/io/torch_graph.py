@@ -1,5 +1,5 @@
-"""TorchScript read from its graph: traced modules (``torch.jit.trace``) and straight-line
-scripted ones that are not a plain ``nn.Sequential``.
+"""TorchScript read from its graph: traced modules (``torch.jit.trace``) and scripted ones
+that are not a plain ``nn.Sequential`` (their ``if``s on known flags evaluated).
 
 A traced module keeps its weights but not its layers' hyper-parameters (a traced ``Conv2d``
 has no ``stride`` attribute): what it computes is its graph, recorded when it was traced.
@@ -29,8 +29,8 @@ by node, exactly as the network computes:
   ``reshape`` to ``(batch, n)``
   ``aten::unflatten(x, 1, (C, H, W))``,            ``Unflatten``
   ``view``/``reshape`` to ``(batch, C, H, W)``
-  ``aten::dropout(train=False)``, ``contiguous``,  the identity
-  ``clone``, ``detach``
+  ``aten::dropout(train=False)`` (feature, alpha,  the identity
+  in place), ``contiguous``, ``clone``, ``detach``
   ``softmax``/``log_softmax`` (no dtype),          the head (last op only)
   ``sigmoid``, ``tanh``
   ==============================================  =====================================
@@ -38,10 +38,21 @@ by node, exactly as the network computes:
   and is handed to :class:`~exactcomp.io.torch_spatial.SpatialSteps` as the layer of that
   kind with those constants (the same checks and folds as a module's layer).
 
+* ``prim::If`` whose condition is known (a scripted module's flags and checks, evaluated by
+  :mod:`~exactcomp.io.torch_graph_eval` from constants, attributes and ``aten::dim`` of the
+  current activation) is read by its taken branch alone, the ``if``'s outputs bound to that
+  branch's returns; the untaken branch is never read. The rank of the activation is the
+  chain's: 4 on an image, else 2, the graph's input included: an input is read as a batch of
+  flat vectors ``(batch, n)``, as the box's points are (a note says so when ``forward`` tests
+  its input's rank). A taken branch that raises (``prim::RaiseException``) is refused with its
+  message; so is any read of ``self.training`` that is True (a module saved in training mode
+  computes batch statistics or random dropout).
+
 Anything else is refused by name: another op, an op on weights (a weight computed in
-``forward``), control flow (``prim::If``, ``prim::Loop``), an op that combines or reuses
-activations (a residual), a tuple output, a graph whose input is an image (a traced graph
-does not keep its input's shape: start the model with ``nn.Unflatten(1, (C, H, W))``).
+``forward``), an ``if`` on a value computed from the input (its values or its batch size),
+``prim::Loop``, an op that combines or reuses activations (a residual), a tuple output, a
+graph whose input is an image (a traced graph does not keep its input's shape: start the
+model with ``nn.Unflatten(1, (C, H, W))``).
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from ..errors import UnsupportedModelError
 from ..network import Network
 from .heads import HEAD_CLASSES
 from .torch_chain import ChainBuilder
+from .torch_graph_eval import TENSOR, UNINITIALIZED, UNKNOWN, evaluate, raise_message
 from .torch_spatial import SpatialSteps
 
 __all__ = ["graph_to_network"]
@@ -65,7 +77,19 @@ class _Batch:
 _BATCH = _Batch()
 #: Ops that pass a scalar on unchanged (the batch size traced through a tensor and back).
 _PASS = ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit")
-_IDENTITY = ("aten::contiguous", "aten::clone", "aten::detach", "aten::alias")
+#: Dropout's ops (``nn.Dropout``, ``Dropout2d``, ``AlphaDropout``..., ``inplace`` or not).
+_DROPOUTS = tuple(
+    f"aten::{k}{s}" for k in ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
+    for s in ("", "_")
+)  # fmt: skip
+_IN_PLACE_READ = ("aten::relu_", *_DROPOUTS)  # the in-place ops read (``__not__`` is none)
+_IDENTITY = (
+    "aten::contiguous",
+    "aten::clone",
+    "aten::detach",
+    "aten::alias",
+    "prim::unchecked_cast",
+)
 #: The head ops (``aten::softmax``...: the heads' own names) and their torch.nn classes.
 _HEADS = {f"aten::{kind}": cls for kind, cls in HEAD_CLASSES.items()}
 
@@ -75,6 +99,12 @@ class _Act:
 
 
 _STALE = object()  # an activation a chain op has consumed: no later op may use it
+_MISSING = object()  # a value no node read so far has produced
+#: The note of a ``forward`` that tests its input's rank.
+RANK_NOTE = (
+    "its forward tests its input's rank (x.dim()): read as called on a batch of flat vectors, "
+    "shape (batch, n)"
+)
 
 
 def graph_to_network(module: Any, source: str) -> Network:
@@ -88,10 +118,9 @@ def graph_to_network(module: Any, source: str) -> Network:
     reader = _Reader(source)
     reader.values[inputs[0].unique()] = module
     reader.paths[inputs[0].unique()] = ""
-    reader.current = inputs[1].unique()
+    reader.current = reader.input = inputs[1].unique()
     reader.values[reader.current] = _Act()
-    for index, node in enumerate(graph.nodes()):
-        reader.node(node, index)
+    reader.block(graph)
     outputs = list(graph.outputs())
     if len(outputs) != 1 or outputs[0].unique() != reader.current:
         raise UnsupportedModelError(
@@ -109,7 +138,8 @@ class _Reader:
         self.source = source
         self.values: dict[int, Any] = {}
         self.paths: dict[int, str] = {}  # a submodule's path, for layer names
-        self.current = -1
+        self.current = self.input = -1
+        self.index = 0  # nodes read so far, for layer names
         self.chain = ChainBuilder("TorchScript")
         self.steps = SpatialSteps(self.chain)
 
@@ -120,24 +150,49 @@ class _Reader:
             "pads, flatten/unflatten, eval-mode dropout and a final softmax/sigmoid/tanh"
         )
 
+    def block(self, block: Any) -> None:
+        """Read the nodes of a graph or of an ``if``'s taken branch, in order."""
+        for node in block.nodes():
+            self.index += 1
+            self.node(node, self.index - 1)
+
     def node(self, node: Any, index: int) -> None:
         kind = node.kind()
         outs = [o.unique() for o in node.outputs()]
+        if kind == "prim::If":
+            return self._if(node)
         if list(node.blocks()):
             raise self.refuse(
                 node,
-                " (control flow, such as a scripted layer's checks: trace the model "
-                "with torch.jit.trace, whose graph is straight-line)",
+                " (a loop: trace the model with torch.jit.trace, whose graph is straight-line)",
             )
         if kind == "prim::Constant":
             self.values[outs[0]] = node.output().toIValue()
             return
-        args = [self.values.get(i.unique(), None) for i in node.inputs()]
+        if kind == "prim::Uninitialized":
+            self.values[outs[0]] = UNINITIALIZED
+            return
+        args = [self.values.get(i.unique(), _MISSING) for i in node.inputs()]
+        if any(a is _MISSING or a is UNINITIALIZED for a in args):
+            raise self.refuse(node, " (on a value this reader did not compute)")
+        if kind == "prim::RaiseException":
+            raise UnsupportedModelError(
+                f"{self.source}: its forward raises {raise_message(args)} (prim::RaiseException "
+                "on the branch taken for an input of shape (batch, n), in eval mode)"
+            )
         if kind == "prim::GetAttr":
             name = node.s("name")
+            if not hasattr(args[0], name):  # an activation's, a missing attribute
+                raise self.refuse(node, f" of {name!r} on a value that has none")
             self.values[outs[0]] = getattr(args[0], name)
             parent = self.paths.get(node.input().unique(), "")
             self.paths[outs[0]] = f"{parent}.{name}" if parent else name
+            if name == "training" and self.values[outs[0]] is True:
+                raise UnsupportedModelError(
+                    f"{self.source}: module {parent or '<root>'!r} is in training mode (its "
+                    "forward reads self.training, which is True: batch statistics, random "
+                    "dropout); call model.eval() before torch.jit.script and save"
+                )
             return
         if kind == "prim::ListConstruct":
             if any(isinstance(a, _Act) or a is _STALE for a in args):
@@ -145,8 +200,10 @@ class _Reader:
             self.values[outs[0]] = list(args)
             return
         acts = [a for a in args if isinstance(a, _Act)]
-        if kind in _PASS and not acts:
+        if kind in _PASS and not acts and (args[0] is _BATCH or kind == "prim::NumToTensor"):
             self.values[outs[0]] = args[0]
+            return
+        if self._scalar(node, kind, args, outs):
             return
         if kind == "aten::size" and acts:  # size(x, 0), or size(x) = (batch, *features)
             self.values[outs[0]] = self._size(node, args[1] if len(args) > 1 else None)
@@ -154,7 +211,9 @@ class _Reader:
         if kind == "aten::__getitem__" and not acts and isinstance(args[0], list):
             self.values[outs[0]] = args[0][args[1]]
             return
-        if kind.endswith("_") and kind != "aten::relu_":
+        if kind == "aten::warn":  # a warning (F.dropout2d's on the rank): computes nothing
+            return
+        if kind.endswith("_") and not kind.endswith("__") and kind not in _IN_PLACE_READ:
             raise self.refuse(
                 node,
                 " (an in-place update: a BatchNorm traced in training mode? trace the "
@@ -170,6 +229,48 @@ class _Reader:
         self._layer(node, kind, self._name(node, index), args[1:])
         self.values[outs[0]], self.values[self.current] = self.values[self.current], _STALE
         self.current = outs[0]
+
+    def _if(self, node: Any) -> None:
+        """Read the branch an ``if`` on a known condition takes; bind its outputs."""
+        cond = self.values.get(node.input().unique(), _MISSING)
+        if type(cond) is not bool:
+            raise self.refuse(
+                node,
+                " on a condition computed from the input (its values or batch size): only an "
+                "if on the module's constants and the activation's rank is read",
+            )
+        taken = list(node.blocks())[0 if cond else 1]
+        self.block(taken)
+        for out, ret in zip(node.outputs(), taken.outputs(), strict=True):
+            value = self.values.get(ret.unique(), _MISSING)
+            self.values[out.unique()] = value
+            if ret.unique() in self.paths:
+                self.paths[out.unique()] = self.paths[ret.unique()]
+            if ret.unique() == self.current:  # the activation, under the if's name now
+                self.values[ret.unique()], self.current = _STALE, out.unique()
+
+    def _scalar(self, node: Any, kind: str, args: list, outs: list[int]) -> bool:
+        """Evaluate ``aten::dim`` of the current activation or a scalar op of known values
+        (:func:`~exactcomp.io.torch_graph_eval.evaluate`); False where it is neither."""
+        if kind == "aten::dim":
+            if next(iter(node.inputs())).unique() != self.current:
+                raise self.refuse(node, " (the rank of a value other than the activation)")
+            if self.current == self.input and RANK_NOTE not in self.chain.notes:
+                self.chain.notes.append(RANK_NOTE)
+            value: Any = 4 if self.steps.shape is not None else 2
+        elif kind == "prim::unchecked_cast" and not isinstance(args[0], _Act):
+            value = args[0]
+        else:
+            if any(a is _STALE for a in args):
+                return False
+            types = [str(t) for t in node.tys("types")] if kind == "prim::isinstance" else []
+            value = evaluate(kind, [TENSOR if isinstance(a, _Act) else a for a in args], types)
+            if value is UNKNOWN:
+                if any(a is _BATCH for a in args):
+                    raise self.refuse(node, " on the batch size (only a view's first entry)")
+                return False
+        self.values[outs[0]] = value
+        return True
 
     def _size(self, node: Any, dim: int | None) -> Any:
         """The batch symbol (``dim`` 0), or the list (batch, *features) (``dim`` None)."""
@@ -257,7 +358,7 @@ class _Reader:
             feed(name, "Unflatten", ns(dim=a[0], unflattened_size=tuple(a[1])))
         elif kind in ("aten::view", "aten::reshape"):
             self._view(node, name, a[0])
-        elif kind in ("aten::dropout", "aten::feature_dropout"):
+        elif kind in _DROPOUTS:  # (x, p, train): the identity in eval mode, in place or not
             if a[1]:
                 raise self.refuse(node, " in training mode (trace the model after model.eval())")
         elif kind in _IDENTITY:

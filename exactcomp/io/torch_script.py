@@ -13,9 +13,10 @@ A TorchScript module carries its graph as TorchScript code. Two readings, both e
 
 * any other module (traced, whose layers keep no hyper-parameters; scripted with its own
   ``forward``; or code that differs from what torch writes, e.g. edited) is read from its
-  inlined graph by :mod:`~exactcomp.io.torch_graph`, which refuses every op outside a chain
-  of known layers by name: a file that claims to be ``nn.Linear`` but computes something
-  else is read as what it computes, or refused.
+  inlined graph by :mod:`~exactcomp.io.torch_graph`, which reads an ``if`` on known flags
+  (a scripted module's BatchNorm, dropout, its own attributes) by its taken branch and
+  refuses every op outside a chain of known layers by name: a file that claims to be
+  ``nn.Linear`` but computes something else is read as what it computes, or refused.
 
 No archive whose code defines ``__setstate__`` (the one hook ``torch.jit.load`` runs) is
 loaded, so loading runs no code of the file's. Refusals advise saving a ``torch.export``

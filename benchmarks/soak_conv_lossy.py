@@ -40,8 +40,8 @@ near-parallel pair in it), in float32:
   a tail bound that forgets the rounding, would show here).
 
 A clean :class:`~exactcomp.errors.ExactCompError` is a refusal (counted); any other
-exception is an ``error``. A bound whose joint enumeration would pass :data:`JOINT_REGIONS`
-is left unchecked with a note (the case's other checks still count).
+exception is an ``error``. A case whose ``f`` has more than :data:`F_REGIONS` regions is skipped
+as too large for the oracle; a bound past the case's :data:`JOINT_REGIONS` is a note.
 """
 
 from __future__ import annotations
@@ -70,10 +70,14 @@ TOL_SHARES = (0.01, 0.05, 0.1, 0.3)  # conv-compress: tol as a share of the outp
 EDIT_SIZES = (1e-3, 0.01, 0.1, 0.3)  # conv-compress: relative size of the tail's edits
 #: The exact ``max |f - g|`` enumerates the joint regions of ``f`` and its copy: 1-26x the
 #: regions of ``f`` alone (conv-lossy seeds 90000-90019: 20 -> 191, 417 -> 11,039), about
-#: 18 ms each here. Past this many the bound is not checked (a note, like any oracle skip),
-#: so that one check stays near 200 s, within the soak's ``--case-seconds``: seed 90010
-#: (6,159 regions of ``f``) spent 408 s in a joint enumeration that stopped at 20,000.
-JOINT_REGIONS = 12_000
+#: 18 ms each here; ``f``'s own (with every neuron's range) about 38 ms each. So that a case
+#: stays within the soak's ``--case-seconds`` (seed 90010 spent 196 s on ``f``'s 6,159
+#: regions and 408 s on a joint enumeration stopped at 20,000; seed 90020, 560 s on ``f``'s
+#: 14,688), a case whose ``f`` has more than ``F_REGIONS`` regions is skipped as too large,
+#: and a case's joint enumerations stop, all together, at ``JOINT_REGIONS`` (the bounds left
+#: are notes, like any oracle skip): about 95 + 180 s at most.
+F_REGIONS = 2_500
+JOINT_REGIONS = 10_000
 
 
 def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
@@ -85,7 +89,7 @@ def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
     bits = BITS[(seed // 2) % len(BITS)]
     doc = {"family": "conv-lossy", "sparse": sparse, "bits": bits, **case.to_json()}
     try:
-        c = Checker(case, opts, method)
+        c = Checker(case, _capped(opts), method)
     except OracleError as exc:
         return doc, skipped_result(case, method, exc, family="conv-lossy")
     net = as_sparse(case.network) if sparse else case.network
@@ -93,6 +97,7 @@ def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
     if seed % 4 == 0:
         runs.append((f"quantize --tol 0.05 --bits {bits:g}", {"bits": bits, "tol": 0.05}))
     refused = checked = 0
+    joint = _Joint()
     for what, kw in runs:
         try:
             res = api.quantize(net, case.box, split_seconds=1.0, lp_seconds=2.0, **kw)
@@ -105,7 +110,7 @@ def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict
             continue
         c.findings.extend(found)
         scale = 1.0 + float(np.max(np.abs(c.exact.ranges[-1])))
-        checked += _check_bound(c, case.network, res.network, res.proven, what, scale)
+        checked += _check_bound(c, joint, case.network, res.network, res.proven, what, scale)
     result = c.result(Counter(), t0, family="conv-lossy")
     return doc, _counted(result, refused, checked)
 
@@ -124,7 +129,7 @@ def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[d
     share = TOL_SHARES[seed % len(TOL_SHARES)]
     doc = {"family": "conv-compress", "hidden": hidden, "tol_share": share, **case.to_json()}
     try:
-        c = Checker(case, opts, method)
+        c = Checker(case, _capped(opts), method)
     except OracleError as exc:
         return doc, skipped_result(case, method, exc, family="conv-compress")
     f, box, net = case.network, case.box, as_sparse(case.network)
@@ -132,6 +137,7 @@ def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[d
     tol = share * max(span, 1e-3)
     scale = 1.0 + float(np.max(np.abs(c.exact.ranges[-1])))
     refused = checked = 0
+    joint = _Joint()
     what = f"compress --tol {tol:.4g}"
     try:
         res = api.compress_lossy(net, box, tol, time_limit=8.0, lp_seconds=1.0, split_seconds=1.0)
@@ -139,7 +145,7 @@ def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[d
         c.findings.extend(_read_back(res, what, c.exact.points, scale))
         if res.proven > tol:
             c.findings.append(Finding("lossy-bound", f"{what}: claim {res.proven!r} > tol"))
-        checked += _check_bound(c, f, res.network, res.proven, what, scale)
+        checked += _check_bound(c, joint, f, res.network, res.proven, what, scale)
     except ExactCompError:
         refused += 1
     except Exception:  # noqa: BLE001 - the soak reports it, never stops at it
@@ -152,26 +158,38 @@ def run_conv_compress_case(seed: int, opts: SoakOptions, method: str) -> tuple[d
         what = f"prefix bound, layers {first}..{last - 1} edited by {size:g}"
         try:
             proven = charger.proven(g, lp_seconds=0.5, head_seconds=0.5, target=tol)
-            checked += _check_bound(c, f, g, proven, what, scale)
+            checked += _check_bound(c, joint, f, g, proven, what, scale)
         except Exception:  # noqa: BLE001
             c.findings.append(Finding("error", f"{what}: {traceback.format_exc(limit=-4)}"))
     result = c.result(Counter(), t0, family="conv-compress")
     return doc, _counted(result, refused, checked)
 
 
-def _check_bound(c: Checker, f: Network, g: Network, proven: float, what: str, scale: float):
+def _capped(opts: SoakOptions) -> SoakOptions:
+    """``opts`` with the exact analysis of ``f`` stopped at :data:`F_REGIONS` regions."""
+    return dataclasses.replace(opts, max_regions=min(opts.max_regions, F_REGIONS))
+
+
+@dataclasses.dataclass
+class _Joint:
+    """The joint regions a case may still enumerate (:data:`JOINT_REGIONS` in all)."""
+
+    left: int = JOINT_REGIONS
+
+
+def _check_bound(
+    c: Checker, joint: _Joint, f: Network, g: Network, proven: float, what: str, scale: float
+) -> int:
     """1 when the exact max |f - g| was compared with ``proven`` (a finding if above it); 0
-    with a note when the joint enumeration would pass :data:`JOINT_REGIONS` (at once where
-    ``f`` alone has more than a third of them)."""
-    cap = min(JOINT_REGIONS, c.opts.max_regions)
-    if 3 * c.exact.regions > cap:
-        c.notes.append(f"{what}: oracle skipped: f has {c.exact.regions} regions (cap {cap})")
-        return 0
+    with a note when the case's joint regions are spent."""
     try:
-        exact = exact_max_difference(f, g, c.box, max_regions=cap).value
+        found = exact_max_difference(f, g, c.box, max_regions=max(joint.left, 0))
     except OracleError as exc:
+        joint.left = 0
         c.notes.append(f"{what}: oracle skipped: {exc}")
         return 0
+    joint.left -= found.regions
+    exact = found.value
     if exact > proven + 1e-9 * scale:
         c.findings.append(Finding("lossy-bound", f"{what}: exact {exact!r} > proven {proven!r}"))
     return 1

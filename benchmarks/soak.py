@@ -98,7 +98,9 @@ the files left in /tmp) are ``conv`` 65 s (64 cases), ``conv-lossy`` and ``conv-
 is 4x the slowest of them, room for a loaded machine. ``conv-lossy`` from seed 90000 (soak19):
 6 of 40 cases past 300 s at load 6-8, 3 at load 1-3, where the slowest checked case took
 296 s; one of them (90010) ends alone in 1,113 s (501 s CPU), enumerating 6,159 regions and
-checking no lossy bound. The limit is a choice, not a bound on honest cases."""
+checking no lossy bound. Since lead20 those two families cap their oracle (``f``'s regions,
+and a case's joint regions: ``benchmarks/soak_conv_lossy.py``): the same 40 cases in 460 s,
+none past the limit, the slowest 130 s. The limit is a choice, not a bound on honest cases."""
 
 
 # ----------------------------------------------------------------------------- driver

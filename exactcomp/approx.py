@@ -1,7 +1,7 @@
 """Certified lossy compression: the API behind ``compress --tol``, and the one deadline of a call.
 
 :func:`compress_lossy` (and :func:`exactcomp.quantization.quantize`, which shares this
-module's time limit, deadline shares and tolerances) returns a :class:`LossyResult`: the new network, one *proven* bound of
+module's time limit, deadline shares, the charger of the original (:func:`original_charger`) and tolerances) returns a :class:`LossyResult`: the new network, one *proven* bound of
 ``max_x |f(x) - g(x)|`` over the domain against the original ``f`` (the differential bounds of
 :mod:`exactcomp.verify.symbolic`, via :class:`~exactcomp.verify.charge.Charger`), the
 *sampled* lower bound, and a JSON report (keys documented in the README).
@@ -160,9 +160,15 @@ def compress_lossy(
     ``lp_seconds``: the budget of one joint-LP proof (the search spends the slack the LP shows
     over the symbolic bound, and the claim is the LP or symbolic proof of the final network,
     the smaller); ``time_limit`` the whole call's, the exact pass, LP proofs and the
-    tightening of ``f``'s bounds included: the search phases end :data:`FINAL_SHARE` of it
-    before its end (the final proof and the sampling), an exact pass past its share taking
-    their time down to :data:`SEARCH_FLOOR` of it; ``bab_seconds`` > 0: then
+    tightening of ``f``'s bounds included: the tightening ends :data:`BOUNDS_SHARE` of it
+    after the start, and runs only where ``f``'s symbolic bounds are cheap
+    (:func:`original_charger`); the search phases end :data:`FINAL_SHARE` of it before its
+    end (the final proof and the sampling), an exact pass past its share taking their time
+    down to :data:`SEARCH_FLOOR` of it, and each phase starts no proof that the last one's
+    seconds say would end past the phase's end (:class:`~exactcomp.rewrite.acceptance.Gate`:
+    a refused proof keeps no edit); the final proof's solvers end half that share before
+    the end, and the sampling keeps to the end
+    (:func:`~exactcomp.verify.falsify.sampled_worst`); ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
     ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`;
     ``merge``: its near-parallel neuron merges (:mod:`exactcomp.rewrite.merging`).

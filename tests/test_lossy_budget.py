@@ -174,3 +174,34 @@ def test_no_merge_is_proposed_in_or_into_a_convolution():
     charger = Charger(f, [box])
     merges = merging.merge_candidates(f, relu_ranges(f, charger), [box], charger.roots())
     assert merges and all(k == 1 for k, _ in merges)
+
+
+def test_past_the_deadline_no_exact_check_and_the_value_capped_at_the_proof(monkeypatch):
+    """A sampled float64 value above the ``proven`` bound handed in (half the true maximum
+    here, to force it) is checked in exact arithmetic when there is time, and past the
+    deadline (fake clock: every forward row 1 ms) capped at ``proven`` without the check."""
+    from exactcomp.verify import falsify
+
+    clock = FakeClock().install(monkeypatch)
+    f = _net(4)
+    g = _pruned(_pruned(f, 1, 0, 0), 2, 1, 1)
+    exact = max_output_difference(f, g, BOX).value
+    checks: list[int] = []
+    real_exact = falsify.exact_difference
+
+    def counted(*args, **kw):
+        checks.append(1)
+        return real_exact(*args, **kw)
+
+    monkeypatch.setattr(falsify, "exact_difference", counted)
+    free = falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2)
+    assert checks == [1] and exact / 2 < free <= exact + 1e-9
+    real_forward = Network.forward
+
+    def slow(self, x):
+        clock.advance(1e-3 * len(np.atleast_2d(x)))
+        return real_forward(self, x)
+
+    monkeypatch.setattr(Network, "forward", slow)
+    late = falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=clock.now)
+    assert checks == [1] and late == exact / 2

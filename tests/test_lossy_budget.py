@@ -178,8 +178,9 @@ def test_no_merge_is_proposed_in_or_into_a_convolution():
 
 def test_past_the_deadline_no_exact_check_and_the_value_capped_at_the_proof(monkeypatch):
     """A sampled float64 value above the ``proven`` bound handed in (half the true maximum
-    here, to force it) is checked in exact arithmetic when there is time, and past the
-    deadline (fake clock: every forward row 1 ms) capped at ``proven`` without the check."""
+    here, to force it) is checked in exact arithmetic when there is time (no deadline, or
+    one far enough), and past the deadline (fake clock: every forward row 1 ms) capped at
+    ``proven`` without the check."""
     from exactcomp.verify import falsify
 
     clock = FakeClock().install(monkeypatch)
@@ -205,3 +206,6 @@ def test_past_the_deadline_no_exact_check_and_the_value_capped_at_the_proof(monk
     monkeypatch.setattr(Network, "forward", slow)
     late = falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=clock.now)
     assert checks == [1] and late == exact / 2
+    ample = clock.now + 1000.0  # time enough for every point and the check
+    assert falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=ample) == free
+    assert checks == [1, 1]

@@ -373,6 +373,8 @@ def layer_facts(
     facts = []
     for k in range(len(f.layers)):
         mine = [c for c in accepted if _layer(c) == k]
+        factor = factors.get(k)  # inf where its probe's proof was refused at a deadline
+        factor = factor if factor is None or np.isfinite(factor) else None
         facts.append(
             {
                 "layer": k,
@@ -384,8 +386,8 @@ def layer_facts(
                 ),
                 "neurons_merged": sum(1 for m in folds if m[0] == k),
                 "weights_zeroed": sum(1 for c in mine if c.kind == "weight"),
-                "amplification": factors.get(k),
-                "charged": float(sum(c.local * factors.get(k, 1.0) for c in mine)),
+                "amplification": factor,
+                "charged": float(sum(c.local * (factor or 1.0) for c in mine)),
             }
         )
     return facts

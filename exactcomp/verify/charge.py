@@ -41,7 +41,8 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   whether every output stays within ``target``, as one network
   (:func:`exactcomp.verify.head.head_bounds`; on the digits model with its output layer at 8
   bits, 0.4 proven in 8.5 s where the differential bounds end at 0.86, RESULTS.md "head14").
-* :func:`sampled_max_difference` is a lower bound: the largest difference seen on uniform
+* :func:`~exactcomp.verify.falsify.sampled_max_difference` (re-exported here) is a lower bound:
+  the largest difference seen on uniform
   points, near-vertex points, the centre, after a projected gradient ascent from the worst
   of them (:func:`exactcomp.verify.falsify.ascend`) and after a coordinate local search from
   the ascents' ends (:func:`exactcomp.verify.falsify.local_search`: vertices one coordinate

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import search
 from ..domain import Box
-from ..exact import exact_forward
+from ..exact import exact_forward, exact_seconds
 from ..network import Network
 from ..search import candidate_inputs
 
@@ -62,12 +62,6 @@ LOCAL_SEARCH_MACS = 5e9
 #: every batch small).
 SAMPLE_SHARE = 0.5
 SAMPLE_CHUNK = 256
-#: CPU seconds per multiply-add of an exact (Python integer) forward pass
-#: (:func:`exact_seconds`): on cifar_base_kw (16.8 million for the original and the exact
-#: pass's network) the exact difference took 3.6-3.9 s CPU, 5.3-12 s wall at load 4-6
-#: (RESULTS.md "lossybudget20"); the sampling starts it only where this estimate, times the
-#: load it measured, fits before its deadline.
-EXACT_MAC_SECONDS = 2.4e-7
 MAX_CORNERS = 4096  # random corners (and as many near them) at most, above CORNER_LIMIT inputs
 
 
@@ -295,30 +289,20 @@ def sampled_max_difference(
     value is a true lower bound, and above ``proven`` only if the proof is wrong (then
     reported as it is). ``deadline`` (a ``time.perf_counter()`` value): the search keeps to
     it (:func:`sampled_worst`; fewer points never make the value anything but a lower bound),
-    and the exact difference is computed only if :func:`exact_seconds` of it, times the
-    wall seconds per CPU second the search took (the load), fit before it; else the value is
-    capped at ``proven`` (the float64 value exceeds a sound proof by its rounding alone)."""
+    and the exact difference is computed only if :func:`exactcomp.exact.exact_seconds` of
+    it, times the wall seconds per CPU second the search took (the load), fit before it; else
+    the value is capped at ``proven`` (the float64 value exceeds a sound proof by its rounding
+    alone)."""
     wall, cpu = time.perf_counter(), time.process_time()
     value, where = sampled_worst(f, g, boxes, points=points, seed=seed, deadline=deadline)
     if proven is not None and where is not None and value > proven:
         if deadline is not None:
             now = time.perf_counter()
             load = max((now - wall) / max(time.process_time() - cpu, 1e-9), 1.0)
-            if now + load * exact_seconds(f, g) > deadline:
+            if now + load * exact_seconds(f, g) > deadline:  # both networks' passes
                 return proven
         value = float(exact_difference(f, g, where, "linf"))
     return value
-
-
-def exact_seconds(f: Network, g: Network) -> float:
-    """The CPU seconds :func:`exact_difference` is expected to take:
-    :data:`EXACT_MAC_SECONDS` per multiply-add of both networks (a matrix held sparse: its
-    stored entries)."""
-    macs = sum(
-        la.weight.nnz if la.sparse else la.in_features * la.out_features
-        for la in (*f.layers, *g.layers)
-    )
-    return EXACT_MAC_SECONDS * macs
 
 
 def sampled_worst(

@@ -1,7 +1,7 @@
 """Certified lossy compression: the API behind ``compress --tol``, and the one deadline of a call.
 
 :func:`compress_lossy` (and :func:`exactcomp.quantization.quantize`, which shares this
-module's time limit, deadline shares and tolerances) returns a :class:`LossyResult`: the new network, one *proven* bound of
+module's time limit, deadline shares, the charger of the original (:func:`original_charger`) and tolerances) returns a :class:`LossyResult`: the new network, one *proven* bound of
 ``max_x |f(x) - g(x)|`` over the domain against the original ``f`` (the differential bounds of
 :mod:`exactcomp.verify.symbolic`, via :class:`~exactcomp.verify.charge.Charger`), the
 *sampled* lower bound, and a JSON report (keys documented in the README).
@@ -26,14 +26,16 @@ from .lossy_result import (
     source_bytes,
 )
 from .progress import SILENT, Progress
+from .rewrite.acceptance import Gate
 from .rewrite.kernels import restore_structure
-from .rewrite.lossy import search
+from .rewrite.lossy import LossyOutcome, layer_facts, search
 from .rewrite.lowrank import search_lowrank
 from .rewrite.magnitude import magnitude_first, magnitude_last
 from .rewrite.storage import store
 from .rewrite.structural import drop_unused_grids
 from .strategies import better, exact_pass_facts, pad, written_network
-from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
+from .verify.charge import SPLIT_MAX_INPUTS, Charger
+from .verify.falsify import sampled_max_difference
 from .verify.margin import top1_tolerance
 
 TOL_MODES: tuple[str, ...] = ("linf", "top1")  # compress --tol-mode
@@ -71,6 +73,24 @@ FINAL_SHARE = 0.1
 #: proof get when the exact pass overran into their time (one deadline for the call: they end
 #: at ``time_limit`` less ``FINAL_SHARE``, but with 1 s the search made no edit: lossy16).
 SEARCH_FLOOR = 0.25
+#: The bounds phase of a lossy call (``f``'s symbolic bounds, then their LP tightening, which
+#: stops here; :func:`original_charger`) ends this share of ``time_limit`` after the call's
+#: start. Measured on cifar_base_kw at load 1-2 (RESULTS.md "qbudget19b"): ``quantize``'s
+#: moments 3.8 s CPU, bounds 2.0 s, then the full :data:`TIGHTEN_SECONDS` (20 s): 26 s of the
+#: CLI's ~87; the digits model's tightening ends by itself in 9-10 s (after ``compress
+#: --tol``'s exact pass: 0.7 s, RESULTS.md "lossybudget20"). Under load the tightening is
+#: what gives way, and with it the second symbolic bound of every proof
+#: (:class:`~exactcomp.verify.charge.Charger`).
+BOUNDS_SHARE = 1 / 3
+#: ... and the tightening runs only if ``f``'s symbolic bounds took at most this share of
+#: ``time_limit`` (:class:`~exactcomp.verify.charge.Charger`'s ``tighten_under``): they took
+#: 2.0 s wall on cifar_base_kw at load 1 (2.2 % of 90 s), whose proofs (4-10 s CPU each)
+#: the tightened pair doubles, and 2 ms on the digits model. Measured at equal load 2.1-2.6
+#: (RESULTS.md "qbudget19b"): cifar within 90 s proves float16 everywhere (213,211 bytes)
+#: with the 20 s tightening, and layer 2 at 8 bits (111,382 bytes, bound 0.0334) without;
+#: ``compress --tol 0.05`` on it spent 21 s tightening and made 29 proofs of 6-11 s
+#: (RESULTS.md "lossybudget20").
+PREPARE_SHARE = 0.01
 
 
 def check_tol(tol: Any, *, positive: bool = False) -> float:
@@ -83,6 +103,23 @@ def check_tol(tol: Any, *, positive: bool = False) -> float:
         need = "> 0" if positive else ">= 0"
         raise InvalidOptionError(f"--tol must be a finite number {need}, got {tol}")
     return t
+
+
+def original_charger(
+    f: Any, boxes: Any, start: float, time_limit: float, tighten_seconds: float
+) -> Charger:
+    """The proof engine of a lossy call that started at ``start`` (``time.perf_counter``):
+    ``f``'s symbolic bounds on ``boxes``, then their LP tightening (``tighten_seconds``, at
+    most a quarter of ``time_limit``) until :data:`BOUNDS_SHARE` of ``time_limit`` after
+    ``start``, skipped where the symbolic bounds took more than :data:`PREPARE_SHARE` of it
+    (``compress --tol`` and ``quantize`` alike)."""
+    return Charger(
+        f,
+        boxes,
+        tighten_seconds=min(tighten_seconds, time_limit / 4),
+        tighten_end=start + BOUNDS_SHARE * time_limit,
+        tighten_under=PREPARE_SHARE * time_limit,
+    )
 
 
 def compress_lossy(
@@ -123,9 +160,15 @@ def compress_lossy(
     ``lp_seconds``: the budget of one joint-LP proof (the search spends the slack the LP shows
     over the symbolic bound, and the claim is the LP or symbolic proof of the final network,
     the smaller); ``time_limit`` the whole call's, the exact pass, LP proofs and the
-    tightening of ``f``'s bounds included: the search phases end :data:`FINAL_SHARE` of it
-    before its end (the final proof and the sampling), an exact pass past its share taking
-    their time down to :data:`SEARCH_FLOOR` of it; ``bab_seconds`` > 0: then
+    tightening of ``f``'s bounds included: the tightening ends :data:`BOUNDS_SHARE` of it
+    after the start, and runs only where ``f``'s symbolic bounds are cheap
+    (:func:`original_charger`); the search phases end :data:`FINAL_SHARE` of it before its
+    end (the final proof and the sampling), an exact pass past its share taking their time
+    down to :data:`SEARCH_FLOOR` of it, and each phase starts no proof that the last one's
+    seconds say would end past the phase's end (:class:`~exactcomp.rewrite.acceptance.Gate`:
+    a refused proof keeps no edit); the final proof's solvers end half that share before
+    the end, and the sampling keeps to the end
+    (:func:`~exactcomp.verify.falsify.sampled_worst`); ``bab_seconds`` > 0: then
     branch and bound in the joint LP for the claim (:mod:`exactcomp.verify.diffbab`);
     ``centre`` and ``refit``: the compensating edits of :func:`exactcomp.rewrite.lossy.search`;
     ``merge``: its near-parallel neuron merges (:mod:`exactcomp.rewrite.merging`).
@@ -164,44 +207,45 @@ def compress_lossy(
     # takes their time, down to SEARCH_FLOOR), the final proof and sampling fit in the rest
     now = time.perf_counter()
     stop = max(start + (1 - FINAL_SHARE) * time_limit, now + SEARCH_FLOOR * time_limit)
-    # the tightening (ideal cuts spend what the LP leaves) is capped at a quarter of the time
+    final_end = max(start + (1 - FINAL_SHARE / 2) * time_limit, stop)  # the claim's solvers
     progress.task("bounds of the original", 1)
-    charger = Charger(f, boxes, tighten_seconds=min(tighten_seconds, time_limit / 4))
+    charger = original_charger(f, boxes, start, time_limit, tighten_seconds)
+    # each phase starts no proof past its end (Gate): a refused proof keeps no edit
     left = stop - time.perf_counter()  # after f's tightening
     progress.task("magnitude pruning", 1)
+    end = time.perf_counter() + MAGNITUDE_SHARE * left
     mag, lp_reserve = magnitude_first(
-        f, boxes, tol, charger, time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
+        f, boxes, tol, Gate(charger, end), time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
     )
     options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit, "use_merge": merge}
     t_lr, left = time.perf_counter(), stop - time.perf_counter() - lp_reserve
     progress.task("low rank", 1)
-    low = search_lowrank(
-        f, boxes, tol, charger, time_limit=max(LOWRANK_TIME_SHARE * left, 1.0), **options
-    )
+    span = max(LOWRANK_TIME_SHARE * left, 1.0)
+    low = search_lowrank(f, boxes, tol, Gate(charger, t_lr + span), time_limit=span, **options)
     lr_seconds = time.perf_counter() - t_lr
     progress.task("greedy search", 1)
-    out = search(
-        f,
-        boxes,
-        tol,
-        charger,
-        time_limit=max(stop - time.perf_counter() - lp_reserve, 1.0),
-        **options,
+    span = max(stop - time.perf_counter() - lp_reserve, 1.0)
+    gate = Gate(charger, time.perf_counter() + span)
+    out = search(f, boxes, tol, gate, time_limit=span, **options)
+    mag = magnitude_last(
+        f, mag, out, tol, Gate(charger, stop), reserve=lp_reserve, lp_seconds=lp_seconds
     )
-    mag = magnitude_last(f, mag, out, tol, charger, reserve=lp_reserve, lp_seconds=lp_seconds)
     out, strategies = better(out, mag.outcome, tol, low)
+    if not out.proven <= tol:  # every strategy's claim refused at a deadline: f itself
+        out = LossyOutcome(f, 0.0, [], charger.calls, layer_facts(f, [], {}))
     ranks = strategies["strategies"].get("lowrank", {}).pop("ranks", [])
     strategies["lowrank"] = {"ranks": ranks, "seconds": round(lr_seconds, 3)}
     strategies["strategies"]["magnitude"].update(mag.facts)
     splits = split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS
     progress.task("final proof", 1)
+    claim = Gate(charger, final_end)  # refused: the search's network is written unrounded
     out, stored = store(  # the model's dtype, proven again (the claims below are of it)
         out,
         original.dtype,
         tol,
-        charger.proven,
+        claim.proven,
         boxes,
-        lambda g: charger.proven(g, lp_seconds=lp_seconds) if lp_seconds > 0 else np.inf,
+        lambda g: claim.proven(g, lp_seconds=lp_seconds) if lp_seconds > 0 else np.inf,
         harder_above=tol if splits or bab_seconds > 0 else None,  # they tighten it after
     )
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
@@ -213,7 +257,9 @@ def compress_lossy(
     written = restore_structure(f, written_network(out))  # a conv still a conv: written as one
     g = drop_unused_grids(written, [None] * len(written.layers))[0]
     progress.task("sampling", 1)
-    sampled = sampled_max_difference(original, written, boxes, proven=out.proven)
+    sampled = sampled_max_difference(
+        original, written, boxes, proven=out.proven, deadline=start + time_limit
+    )
     progress.advance()
     if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
         exact_facts["top1_proven"] = bool(out.proven < exact_facts["margin_proven_min"] / 2)

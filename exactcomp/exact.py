@@ -26,7 +26,14 @@ import numpy as np
 
 from .network import Network
 
-__all__ = ["dyadic", "exact_forward", "exact_term_scale", "scaled_ints"]
+__all__ = ["dyadic", "exact_forward", "exact_seconds", "exact_term_scale", "scaled_ints"]
+
+#: CPU seconds per multiply-add of :func:`exact_forward` (:func:`exact_seconds`): on
+#: cifar_base_kw (16.8 million for the original and the exact pass's network) the exact
+#: difference of :mod:`exactcomp.verify.falsify` took 3.6-3.9 s CPU, 5.3-12 s wall at load
+#: 4-6 (RESULTS.md "lossybudget20"); the sampling starts it only where this estimate, times
+#: the load it measured, fits before its deadline.
+EXACT_MAC_SECONDS = 2.4e-7
 
 
 def dyadic(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +121,17 @@ def _run(net: Network, x: np.ndarray, absolute: bool) -> list[Fraction]:
 def exact_forward(net: Network, x: np.ndarray) -> list[Fraction]:
     """``net(x)`` in exact rational arithmetic, for one input ``x`` of float64 values."""
     return _run(net, x, absolute=False)
+
+
+def exact_seconds(*nets: Network) -> float:
+    """The CPU seconds :func:`exact_forward` of each of ``nets`` is expected to take in all:
+    :data:`EXACT_MAC_SECONDS` per multiply-add (a matrix held sparse: its stored entries)."""
+    macs = sum(
+        la.weight.nnz if la.sparse else la.in_features * la.out_features
+        for net in nets
+        for la in net.layers
+    )
+    return EXACT_MAC_SECONDS * macs
 
 
 def exact_term_scale(net: Network, x: np.ndarray) -> list[Fraction]:

@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 
 from .approx import (
+    BOUNDS_SHARE,
     FINAL_SHARE,
     LP_SECONDS,
+    PREPARE_SHARE,
     TIGHTEN_SECONDS,
     TIME_LIMIT,
     TOL_MODES,
     TOP1_ENGINE_SECONDS,
     check_tol,
+    original_charger,
 )
 from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
@@ -41,7 +44,8 @@ from .rewrite.compensation import domain_compensation
 from .rewrite.kernels import stored_weights
 from .rewrite.quantize import BITS, check_bits, fits_float16, quantize_network
 from .rewrite.structural import drop_unused_grids
-from .verify.charge import SPLIT_MAX_INPUTS, Charger, sampled_max_difference
+from .verify.charge import SPLIT_MAX_INPUTS
+from .verify.falsify import sampled_max_difference
 from .verify.margin import top1_tolerance
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
@@ -50,21 +54,6 @@ BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
 #: last layer is quantised (:mod:`exactcomp.verify.head`: the error is then affine in ``f``'s
 #: last hidden layer, a question of one network; RESULTS.md "head14").
 HEAD_SECONDS = 60.0
-#: The bounds phase of ``quantize`` (the domain's moments, ``f``'s symbolic bounds, then their
-#: LP tightening, which stops here) ends this share of ``time_limit`` after the call's start.
-#: Measured on cifar_base_kw at load 1-2 (RESULTS.md "qbudget19b"): moments 3.8 s CPU,
-#: bounds 2.0 s, then the full :data:`~exactcomp.approx.TIGHTEN_SECONDS` (20 s): 26 s of the
-#: CLI's ~87; the digits model's tightening ends by itself in 10 s. Under load the tightening
-#: is what gives way (at load 7 the first two took 45 s wall), and with it the second
-#: symbolic bound of every proof (:class:`~exactcomp.verify.charge.Charger`).
-BOUNDS_SHARE = 1 / 3
-#: ... and the tightening runs only if ``f``'s symbolic bounds took at most this share of
-#: ``time_limit`` (:class:`~exactcomp.verify.charge.Charger`'s ``tighten_under``): they took
-#: 2.0 s wall on cifar_base_kw at load 1 (2.2 % of 90 s), whose proofs (4-10 s CPU each)
-#: the tightened pair doubles, and 2 ms on the digits model. Measured at equal load 2.1-2.6
-#: (RESULTS.md "qbudget19b"): cifar within 90 s proves float16 everywhere (213,211 bytes)
-#: with the 20 s tightening, and layer 2 at 8 bits (111,382 bytes, bound 0.0334) without.
-PREPARE_SHARE = 0.01
 #: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
 #: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
 METHODS: tuple[str, ...] = ("corrected", "rtn")
@@ -112,10 +101,11 @@ def quantize(
     trials :data:`~exactcomp.approx.FINAL_SHARE` of it before its end and keeps the widths
     proven so far (a trial is started only if the last proof's seconds still fit), and the
     final proof's LP and head engine end half that share before it (the rest: the sampling,
-    its points cut to what fits: :func:`~exactcomp.verify.charge.affordable_points`); the
-    bounds of the original end :data:`BOUNDS_SHARE` of it after the start (the LP tightening
-    stops there, keeping what it has tightened; it is skipped where ``f``'s symbolic bounds
-    took more than :data:`PREPARE_SHARE` of it).
+    kept to the time left: :func:`~exactcomp.verify.falsify.sampled_worst`); the bounds of
+    the original end :data:`~exactcomp.approx.BOUNDS_SHARE` of it after the start (the LP
+    tightening stops there, keeping what it has tightened; it is skipped where ``f``'s
+    symbolic bounds took more than :data:`~exactcomp.approx.PREPARE_SHARE` of it:
+    :func:`~exactcomp.approx.original_charger`, as ``compress --tol``'s).
     ``lp_seconds`` counts from the end of the tightening; ``bab_seconds``, ``milp_seconds`` and the
     final proof's ``split_seconds`` come on top of ``time_limit`` (off, or at most 10 s).
     ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
@@ -162,13 +152,7 @@ def quantize(
     progress.task("bounds of the original", 1)
     # the bounds phase ends BOUNDS_SHARE into the deadline: the tightening, last, stops there
     comp = domain_compensation(base, boxes) if method == "corrected" else None
-    charger = Charger(
-        ref,
-        boxes,
-        tighten_seconds=min(tighten_seconds, time_limit / 4),
-        tighten_end=t0 + BOUNDS_SHARE * time_limit,
-        tighten_under=PREPARE_SHARE * time_limit,
-    )
+    charger = original_charger(ref, boxes, t0, time_limit, tighten_seconds)
     n = len(base.layers)
     lp_end = time.perf_counter() + lp_seconds
     lp_bound = np.inf  # a joint-LP proof of the chosen network, when narrowing made one

@@ -310,38 +310,43 @@ def test_the_bounds_phase_keeps_to_its_share(monkeypatch, moments_seconds):
 
 
 def test_the_sampling_keeps_to_the_time_left(monkeypatch):
-    """Each row of a forward pass takes 1 ms (fake clock): with time enough the points are
-    the ones asked for and the value is the one without a deadline; with less, the points
-    fall with the time left, never below the floor; every value is at most the exact
+    """Each row of a forward pass takes 1 ms (fake clock). The candidates come in chunks,
+    each started only while the slowest so far fits in half the time left, the ascents and
+    the local search in the rest: the search ends by the deadline whenever the floor (the
+    first chunk, the first ascent) fits in it; the rows grow with the time; with time enough
+    the value is the one without a deadline; every value is at most the exact
     ``max |f - g|`` (a lower bound)."""
-    from exactcomp.verify import charge, falsify
+    from exactcomp.verify import falsify
 
     clock = FakeClock().install(monkeypatch)
     real_forward = Network.forward
+    rows = [0]
 
     def slow(self, x):
-        clock.advance(1e-3 * len(np.atleast_2d(x)))
+        n = len(np.atleast_2d(x))
+        rows[0] += n
+        clock.advance(1e-3 * n)
         return real_forward(self, x)
 
     f = _net(5)
     g = quantize_network(f, [4, 4, 4, 4]).network
     exact = max_output_difference(f, g, BOX).value
-    free = charge.sampled_max_difference(f, g, [BOX], points=512)
+    free = falsify.sampled_max_difference(f, g, [BOX], points=4096)
     monkeypatch.setattr(Network, "forward", slow)
-    assert falsify.affordable_points(f, g, [BOX], 512, clock.now + 100.0) == 512
-    assert (
-        charge.sampled_max_difference(f, g, [BOX], points=512, deadline=clock.now + 100.0) == free
-    )
-    counts = [falsify.affordable_points(f, g, [BOX], 4096, clock.now + s) for s in (10, 5, 2, 0)]
-    assert counts[0] < 4096 and counts == sorted(counts, reverse=True)
-    assert counts[-1] == falsify.SAMPLE_FLOOR
-    # 1 + 2 x 4 corners + 4,096 rows at 2 ms (8.2 s) within half of 10 s: about 2,475 points
-    assert abs(counts[0] - 2475) < 100
-    for s in (10, 0):
-        assert (
-            charge.sampled_max_difference(f, g, [BOX], points=4096, deadline=clock.now + s)
-            <= exact + 1e-9
-        )
+    taken, counts = {}, {}
+    for s in (0.0, 2.0, 5.0, 10.0, 1000.0):
+        rows[0], begun = 0, clock.now
+        value = falsify.sampled_max_difference(f, g, [BOX], points=4096, deadline=begun + s)
+        taken[s], counts[s] = clock.now - begun, rows[0]
+        assert value <= exact + 1e-9
+        if s == 1000.0:  # time enough: every point, the value without a deadline
+            assert value == free
+    # the floor: one chunk of 256 uniform points, the 4 corners and 4 near them, the centre
+    # (265 rows of both networks), and one ascent
+    assert 2 * 265e-3 <= taken[0.0] < 1.0
+    assert all(taken[s] <= s + 1e-9 for s in (2.0, 5.0, 10.0, 1000.0))
+    assert [counts[s] for s in sorted(counts)] == sorted(counts.values())
+    assert counts[0.0] < counts[10.0] < counts[1000.0]
     assert free <= exact + 1e-9
 
 

@@ -14,15 +14,45 @@ here, always by one proof of the whole edited network against the original, neve
 * **The LP slack** (:func:`spend_proof`): the joint-LP proof may be :math:`\rho` times the
   symbolic bound (:math:`\rho < 1`); the blocks then run at :math:`\varepsilon / \rho` by the
   symbolic bound and the LP proves (or bisects back) what they added.
+* **A deadline** (:class:`Gate`): a charger that starts no proof that would end past it.
+  Without a proof an edit is not kept, so a refused proof (``inf``) is sound wherever a
+  failed one is; only the edits kept change.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 BISECT_STEPS = 3  # LP proofs per bisection back (each takes seconds on the digits model)
 RATIO_SLACK = 0.01  # LP / symbolic above 1 - this: no slack worth spending
+
+
+class Gate:
+    """A charger (:class:`~exactcomp.verify.charge.Charger`, passed in: rewrite passes sit
+    below verify) that keeps to ``end`` (``time.perf_counter``): :meth:`proven` of a network
+    whose proof is not known already (``charger.known``) is refused, ``inf``, once the
+    charger's last proof (``charger.seconds``) no longer fits before ``end``, and the
+    solvers' seconds (the joint LP's, ...) are cut to the time left. On cifar_base_kw a
+    symbolic proof takes 4-10 s: the phases of ``compress --tol`` started 29 proofs past
+    their ends, 285 s for a 90 s limit (RESULTS.md "lossybudget20"). Everything else is the
+    charger's (``roots``, ``calls``, ...)."""
+
+    def __init__(self, charger: Any, end: float) -> None:
+        self.charger, self.end = charger, end
+
+    def proven(self, g: Any, **options: float) -> float:
+        now = time.perf_counter()
+        if now + self.charger.seconds > self.end and not self.charger.known(g):
+            return math.inf  # no proof started: nothing is claimed of g
+        left = max(self.end - now, 0.0)
+        cut = {k: min(v, left) if k.endswith("_seconds") else v for k, v in options.items()}
+        return self.charger.proven(g, **cut)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.charger, name)
 
 
 def longest_prefix(

@@ -52,11 +52,15 @@ import numpy as np
 from ..domain import Box
 from ..network import Layer, Network, is_sparse
 from . import merging, refit
-from .acceptance import blocks, longest_prefix, spend_proof
+from .acceptance import Gate, blocks, longest_prefix, spend_proof
 
 PROBE_SHARE = 0.05  # the share of a layer's candidates in its amplification probe
 SYMBOLIC_SHARE = 0.5  # with LP proofs: the share of the time of the symbolic greedy first
 MERGE_SCREEN = 64  # merges proven alone (two proofs each) before the search
+#: ... within this share of the search's time (:class:`~exactcomp.rewrite.acceptance.Gate`):
+#: on cifar_base_kw each proof takes 4-10 s, and 13 merges screened took 110 s where the
+#: whole search had 1 s (RESULTS.md "lossybudget20"); the digits model's take milliseconds.
+MERGE_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -258,7 +262,8 @@ def search(
     cands = plain = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
     if use_merge and not frozen:
         cands = with_merges(plain, merging.merge_candidates(f, ranges, boxes, charger.roots()))
-        cands = _screen_merges(f, cands, plain, ranges, charger, eps)
+        screen = Gate(charger, t0 + MERGE_SHARE * time_limit)
+        cands = _screen_merges(f, cands, plain, ranges, screen, eps)
     fit = refit.fit_data(f, boxes) if use_refit else None
     base = apply(f, [], ranges, frozen=frozen)
     base_bound = charger.proven(base)
@@ -287,6 +292,8 @@ def search(
     rest = order[lo : lo + 1] + rest  # the one the bisection stopped at: retried with slack
     final = build(accepted)
     proven = charger.proven(final)  # the claim: one proof of the original vs the final network
+    if proven > eps:  # no proof of it started before a deadline (a Gate): nothing is kept
+        return LossyOutcome(base, base_bound, [], charger.calls, layer_facts(f, [], factors))
     rounds: list[dict] = []
     if lp_seconds > 0 and proven > 0:
         accepted, proven, rounds = spend_proof(
@@ -366,6 +373,8 @@ def layer_facts(
     facts = []
     for k in range(len(f.layers)):
         mine = [c for c in accepted if _layer(c) == k]
+        factor = factors.get(k)  # inf where its probe's proof was refused at a deadline
+        factor = factor if factor is None or np.isfinite(factor) else None
         facts.append(
             {
                 "layer": k,
@@ -377,8 +386,8 @@ def layer_facts(
                 ),
                 "neurons_merged": sum(1 for m in folds if m[0] == k),
                 "weights_zeroed": sum(1 for c in mine if c.kind == "weight"),
-                "amplification": factors.get(k),
-                "charged": float(sum(c.local * factors.get(k, 1.0) for c in mine)),
+                "amplification": factor,
+                "charged": float(sum(c.local * (factor or 1.0) for c in mine)),
             }
         )
     return facts

@@ -41,7 +41,8 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   whether every output stays within ``target``, as one network
   (:func:`exactcomp.verify.head.head_bounds`; on the digits model with its output layer at 8
   bits, 0.4 proven in 8.5 s where the differential bounds end at 0.86, RESULTS.md "head14").
-* :func:`sampled_max_difference` is a lower bound: the largest difference seen on uniform
+* :func:`~exactcomp.verify.falsify.sampled_max_difference` (re-exported here) is a lower bound:
+  the largest difference seen on uniform
   points, near-vertex points, the centre, after a projected gradient ascent from the worst
   of them (:func:`exactcomp.verify.falsify.ascend`) and after a coordinate local search from
   the ascents' ends (:func:`exactcomp.verify.falsify.local_search`: vertices one coordinate
@@ -73,11 +74,14 @@ from ..bounds.interval import intersect, interval_bounds
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
-from . import falsify
 from .diffbab import bab_difference_bounds
 from .diffinterval import interval_difference
 from .difflp import lp_difference_bounds
 from .diffmilp import milp_within
+
+# re-exported: their home before they moved to falsify
+from .falsify import sampled_max_difference as sampled_max_difference
+from .falsify import sampled_worst as sampled_worst
 from .head import head_bounds, shared_body
 from .prefix import cut, shared_prefix, tail, tail_box
 from .splitting import split_verify
@@ -151,8 +155,8 @@ class Charger:
                     for r, t in zip(self._roots, self._tail.roots(), strict=True)
                 ]
         self.calls = 0
-        #: wall seconds of the last symbolic bound computed (a memoised one costs none): what
-        #: a search with a deadline expects the next proof to take
+        #: wall seconds of the last symbolic bound computed (a memoised one costs none; held
+        #: sparse: of the last proof): what a search with a deadline expects the next to take
         self.seconds = 0.0
         #: per network proven (its weights' digest), the symbolic bounds per box: a search
         #: proves the network it keeps again (the final claim, the LP after its symbolic
@@ -188,6 +192,7 @@ class Charger:
         if _identical(self.f, g):
             return 0.0  # the same weights: the same function (the padded bound would be ~1e-7)
         if self.sparse:
+            begun = time.perf_counter()
             bounds = [interval_difference(self.f, g, b, self.tol) for b in self.boxes]
             bound = max(float(max(b.max(initial=0.0), 0.0)) for b in bounds)
             if self._tail is not None and bound > 0 and shared_prefix(self.f, g) >= self.cut:
@@ -195,6 +200,7 @@ class Charger:
                            "lp_seconds": lp_seconds, "bab_seconds": bab_seconds,
                            "milp_seconds": milp_seconds, "head_seconds": head_seconds}  # fmt: skip
                 bound = min(bound, self._tail.proven(tail(g, self.cut), **options))
+            self.seconds = time.perf_counter() - begun
             return bound
         worst = 0.0
         for pair, symbolic, box in zip(self._pairs, self._symbolic_bounds(g), self.boxes,
@@ -223,6 +229,18 @@ class Charger:
                                                           head_seconds / len(self.boxes)))  # fmt: skip
             worst = max(worst, float(max(per_output.max(initial=0.0), 0.0)))
         return worst
+
+    def known(self, g: Network) -> bool:
+        """True when :meth:`proven` of ``g`` costs next to nothing: ``g`` is ``f``, or its
+        symbolic bounds are memoised (held sparse: its dense tail's, the interval part is
+        recomputed: milliseconds on Convnet_avgpool). What a deadline lets through
+        (:class:`~exactcomp.rewrite.acceptance.Gate`)."""
+        if _identical(self.f, g):
+            return True
+        if self.sparse:
+            shared = self._tail is not None and shared_prefix(self.f, g) >= self.cut
+            return shared and self._tail.known(tail(g, self.cut))
+        return _digest(g) in self._symbolic
 
     def _symbolic_bounds(self, g: Network) -> list[np.ndarray]:
         """Per box, the symbolic bound of ``|f_i - g_i|`` per output (the smaller with and
@@ -314,75 +332,6 @@ def _identical(f: Network, g: Network) -> bool:
 def _finite(roots: list) -> bool:
     """True when every bound of every box is finite (a box can be built from them)."""
     return all(np.isfinite(lo).all() and np.isfinite(hi).all() for r in roots for lo, hi in r)
-
-
-def sampled_max_difference(
-    f: Network,
-    g: Network,
-    boxes: Sequence[Box],
-    *,
-    points: int = 4096,
-    seed: int = 0,
-    proven: float | None = None,
-    deadline: float | None = None,
-) -> float:
-    r"""A lower bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty` by sampling, gradient
-    ascent from the four worst points and a local search from the ascents' ends
-    (:func:`exactcomp.verify.falsify.local_search`; float64 evaluation): the value of
-    :func:`sampled_worst`. Given the ``proven`` bound, a float64 value above it is replaced by
-    the exact rational difference at its input: two float64 forward passes round, and put
-    ``f - g`` at 1.4e-14 where it is exactly 0 and proven 0 (test_small.onnx, RESULTS.md
-    "user15"); the exact value is a true lower bound, and above ``proven`` only if the proof
-    is wrong (then reported as it is). ``deadline`` (a ``time.perf_counter()`` value): the
-    points are cut to what :func:`~exactcomp.verify.falsify.affordable_points` predicts
-    fits before it."""
-    if deadline is not None:
-        points = falsify.affordable_points(f, g, boxes, points, deadline, seed)
-    value, where = sampled_worst(f, g, boxes, points=points, seed=seed)
-    if proven is not None and where is not None and value > proven:
-        value = float(falsify.exact_difference(f, g, where, "linf"))
-    return value
-
-
-def sampled_worst(
-    f: Network, g: Network, boxes: Sequence[Box], *, points: int = 4096, seed: int = 0
-) -> tuple[float, np.ndarray | None]:
-    """:func:`sampled_max_difference`'s search: the largest float64 ``max_i |f_i - g_i|`` it
-    meets and the input where it met it (None: no box)."""
-    rng = np.random.default_rng(seed)
-    worst, where = 0.0, None
-    m = f.output_size
-    rows = falsify.search_rows(f, g) / len(boxes)
-
-    def consider(x: np.ndarray, diff: np.ndarray | None = None) -> None:
-        nonlocal worst, where
-        diff = f.forward(x) - g.forward(x) if diff is None else diff
-        d = np.abs(diff).reshape(len(x), -1).max(axis=1, initial=0.0)
-        r = int(np.argmax(d))
-        if where is None or d[r] > worst:
-            worst, where = float(d[r]), x[r].copy()
-
-    for box in boxes:
-        x = falsify.candidate_points(box, max(points // len(boxes), 16), rng)
-        diff = f.forward(x) - g.forward(x)
-        consider(x, diff)
-        flat = np.abs(diff).reshape(len(x), -1)
-        best = np.argsort(-flat.max(axis=1))[:4]
-        ends, sides = [], []
-        for r in best:
-            i = int(flat[r].argmax())
-            s = float(np.sign(diff[r, i])) or 1.0
-            y = falsify.ascend(f, g, box, x[r][None, :], falsify.linf_coefficients(m, i, s))
-            consider(y)
-            ends.append(y[0])
-            sides.append((i, s))
-        if ends:
-            out, sign = np.array(sides).T
-            y, _ = falsify.local_search(
-                f, g, box, np.array(ends), out.astype(int), sign, rng, max_rows=rows
-            )
-            consider(y)
-    return worst, where
 
 
 def _digest(g: Network) -> bytes | None:

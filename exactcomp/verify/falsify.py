@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import search
 from ..domain import Box
-from ..exact import exact_forward
+from ..exact import exact_forward, exact_seconds
 from ..network import Network
 from ..search import candidate_inputs
 
@@ -51,52 +51,37 @@ KICKS = 20
 LOCAL_SEARCH_MACS = 5e9
 
 
-#: :func:`~exactcomp.verify.charge.sampled_max_difference` before a deadline
-#: (:func:`affordable_points`): the share of the seconds left for its candidate points (the
-#: four ascents per box take the rest: 1.4 of 8.8 s CPU on cifar_base_kw with 4,096 points,
-#: 5.2 the candidates), the points never fewer than the floor, and the probe timed. Chosen
-#: for ``quantize``'s reserve (RESULTS.md "qbudget19b": 4,096 points took 33 s wall at load
-#: 7 against 9 s). The prediction is optimistic on images (the probe's rows pay no page
-#: faults of the 300 MB arrays: 13 s taken where 7 s were predicted), hence half.
+#: :func:`sampled_max_difference` before a deadline: its candidate points are drawn and
+#: evaluated in chunks of :data:`SAMPLE_CHUNK` points (the first always: the floor), a chunk
+#: started only while the slowest chunk so far still fits in :data:`SAMPLE_SHARE` of the
+#: seconds left; each ascent started only while the slowest ascent so far still fits before
+#: the deadline (the first always). Measured, it replaces a prediction from a 32-point probe
+#: that was 2-3x optimistic on cifar_base_kw (RESULTS.md "lossybudget20": 4,096 points
+#: predicted 1.5 s, taken 3.2 s and 1.0 s of ascents; rows cost 0.11 ms each in batches of
+#: 97-1,537, 0.23 ms in one of 6,145, whose 150 MB arrays fault their pages in: chunks keep
+#: every batch small).
 SAMPLE_SHARE = 0.5
-SAMPLE_FLOOR = 256
-SAMPLE_PROBE = 32
+SAMPLE_CHUNK = 256
+MAX_CORNERS = 4096  # random corners (and as many near them) at most, above CORNER_LIMIT inputs
 
 
-def candidate_points(box: Box, n: int, rng: np.random.Generator, data=None) -> np.ndarray:
+def candidate_points(
+    box: Box, n: int, rng: np.random.Generator, data=None, corners: int | None = None
+) -> np.ndarray:
     """The probes of :func:`exactcomp.search.candidate_inputs` sized for falsification: every
-    corner up to :data:`CORNER_LIMIT` inputs (else ``min(n, 4096)`` random ones) and points
-    near them (a difference confined to a corner region is found there), ``n`` uniform
-    points, the centre, and the data rows in the box (data of another width is ignored)."""
+    corner up to :data:`CORNER_LIMIT` inputs (else ``min(n, MAX_CORNERS)`` random ones; or
+    ``corners`` random ones when given, 0 included) and points near them (a difference
+    confined to a corner region is found there), ``n`` uniform points, the centre, and the
+    data rows in the box (data of another width is ignored)."""
     d = box.dim
     if data is not None:
         rows = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
         data = rows if rows.shape[1] == d else None
-    corners = 2**d if d <= CORNER_LIMIT else min(n, 4096)
+    if corners is None:
+        corners = 2**d if d <= CORNER_LIMIT else min(n, MAX_CORNERS)
+    elif d <= CORNER_LIMIT and corners < 2**d:
+        corners = 0  # candidate_inputs would draw random corners of a small box: none asked
     return candidate_inputs(box, n, rng, data, near=NEAR_CORNER, vertices=corners)
-
-
-def affordable_points(
-    f: Network, g: Network, boxes: Sequence[Box], points: int, deadline: float, seed: int = 0
-) -> int:
-    """``points``, or fewer (never below :data:`SAMPLE_FLOOR`): as many as the candidates of
-    :func:`~exactcomp.verify.charge.sampled_worst` (about ``1 + 2 corners + n`` rows per box,
-    both networks evaluated on each) take in :data:`SAMPLE_SHARE` of the seconds left to
-    ``deadline``, the rest for the ascents. The seconds per row are timed on the candidates
-    of :data:`SAMPLE_PROBE` points (another seed: the points drawn are those of ``points``
-    when it fits)."""
-    start = time.perf_counter()
-    probe = candidate_points(boxes[0], SAMPLE_PROBE, np.random.default_rng(seed + 1))
-    f.forward(probe) - g.forward(probe)
-    per_row = (time.perf_counter() - start) / len(probe)
-    budget = SAMPLE_SHARE * (deadline - time.perf_counter())
-    d = boxes[0].dim
-    n = max(points // len(boxes), 16)
-    corners = 2**d if d <= CORNER_LIMIT else min(n, 4096)
-    predicted = per_row * (1 + 2 * corners + n) * len(boxes)
-    if predicted <= budget:
-        return points
-    return max(SAMPLE_FLOOR, int(points * max(budget, 0.0) / predicted))
 
 
 def top1_disagreement(fx: np.ndarray, gx: np.ndarray) -> np.ndarray:
@@ -283,3 +268,129 @@ def top1_coefficients(i: int, j: int, lam: float = 1.0):
         return cf, cg
 
     return coef
+
+
+def sampled_max_difference(
+    f: Network,
+    g: Network,
+    boxes: Sequence[Box],
+    *,
+    points: int = 4096,
+    seed: int = 0,
+    proven: float | None = None,
+    deadline: float | None = None,
+) -> float:
+    r"""A lower bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty` by sampling, gradient
+    ascent from the four worst points and a local search from the ascents' ends
+    (:func:`local_search`; float64 evaluation): the value of :func:`sampled_worst`. Given
+    the ``proven`` bound, a float64 value above it is replaced by the exact rational
+    difference at its input: two float64 forward passes round, and put ``f - g`` at 1.4e-14
+    where it is exactly 0 and proven 0 (test_small.onnx, RESULTS.md "user15"); the exact
+    value is a true lower bound, and above ``proven`` only if the proof is wrong (then
+    reported as it is). ``deadline`` (a ``time.perf_counter()`` value): the search keeps to
+    it (:func:`sampled_worst`; fewer points never make the value anything but a lower bound),
+    and the exact difference is computed only if :func:`exactcomp.exact.exact_seconds` of
+    it, times the wall seconds per CPU second the search took (the load), fit before it; else
+    the value is capped at ``proven`` (the float64 value exceeds a sound proof by its rounding
+    alone)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    value, where = sampled_worst(f, g, boxes, points=points, seed=seed, deadline=deadline)
+    if proven is not None and where is not None and value > proven:
+        if deadline is not None:
+            now = time.perf_counter()
+            load = max((now - wall) / max(time.process_time() - cpu, 1e-9), 1.0)
+            if now + load * exact_seconds(f, g) > deadline:  # both networks' passes
+                return proven
+        value = float(exact_difference(f, g, where, "linf"))
+    return value
+
+
+def sampled_worst(
+    f: Network,
+    g: Network,
+    boxes: Sequence[Box],
+    *,
+    points: int = 4096,
+    seed: int = 0,
+    deadline: float | None = None,
+) -> tuple[float, np.ndarray | None]:
+    """:func:`sampled_max_difference`'s search: the largest float64 ``max_i |f_i - g_i|`` it
+    meets and the input where it met it (None: no box). Per box (each its share of the time
+    left to ``deadline``): the candidates of :func:`candidate_points` for ``points`` spread
+    over the boxes, in chunks (:func:`_chunks`, until :data:`SAMPLE_SHARE` of the box's
+    time), the ascents from the four worst (until the box's time: the first always), then
+    the local search from their ends (its rows as many as the time left allows at the
+    chunks' seconds per row)."""
+    rng = np.random.default_rng(seed)
+    worst, where = 0.0, None
+    m = f.output_size
+    rows = search_rows(f, g) / len(boxes)
+    end = np.inf if deadline is None else deadline
+
+    def consider(x: np.ndarray, diff: np.ndarray | None = None) -> np.ndarray:
+        nonlocal worst, where
+        diff = f.forward(x) - g.forward(x) if diff is None else diff
+        d = np.abs(diff).reshape(len(x), -1).max(axis=1, initial=0.0)
+        r = int(np.argmax(d))
+        if where is None or d[r] > worst:
+            worst, where = float(d[r]), x[r].copy()
+        return diff
+
+    for b, box in enumerate(boxes):
+        now = time.perf_counter()
+        box_end = now + (end - now) / (len(boxes) - b)
+        n = max(points // len(boxes), 16)
+        starts, per_row = _chunks(box, n, rng, now + SAMPLE_SHARE * (box_end - now), consider)
+        ends, sides, slowest = [], [], 0.0
+        for x, i, s in starts:
+            begun = time.perf_counter()
+            if ends and begun + slowest > box_end:
+                break
+            y = ascend(f, g, box, x[None, :], linf_coefficients(m, i, s))
+            consider(y)
+            ends.append(y[0])
+            sides.append((i, s))
+            slowest = max(slowest, time.perf_counter() - begun)
+        if ends:  # its rows cut to the time left, at the slowest chunk's seconds per row
+            out, sign = np.array(sides).T
+            left = max(box_end - time.perf_counter(), 0.0)
+            # less a kick's rows (evaluated before its climb checks the count) and the check
+            fit = left / per_row - 2 * len(ends) if per_row > 0 else np.inf
+            y, _ = local_search(
+                f, g, box, np.array(ends), out.astype(int), sign, rng, max_rows=min(rows, fit)
+            )
+            consider(y)
+    return worst, where
+
+
+def _chunks(box: Box, n: int, rng: np.random.Generator, end: float, consider) -> tuple[list, float]:
+    """The candidates of ``candidate_points(box, n)`` drawn and evaluated (``consider(x)``
+    returns ``f(x) - g(x)``) in chunks of :data:`SAMPLE_CHUNK` uniform points, as many random
+    corners and points near them (every corner of a box of at most :data:`CORNER_LIMIT`
+    inputs in the first chunk; at most :data:`MAX_CORNERS` in all), a chunk started only
+    while the slowest so far still fits before ``end`` (the first always). Returns the four
+    worst rows seen as ``(x, output, sign)``, worst first, and the most seconds a row took
+    (a chunk's seconds over its rows)."""
+    top: list[tuple[float, np.ndarray, int, float]] = []
+    done, corners, slowest, per_row = 0, 0, 0.0, 0.0
+    while done < n:
+        begun = time.perf_counter()
+        if done and begun + slowest > end:
+            break
+        k = min(SAMPLE_CHUNK, n - done)
+        c = (
+            (0 if done else 2**box.dim)
+            if box.dim <= CORNER_LIMIT
+            else min(k, MAX_CORNERS - corners)
+        )
+        x = candidate_points(box, k, rng, corners=c)
+        diff = consider(x)
+        flat = np.abs(diff).reshape(len(x), -1)
+        for r in np.argsort(-flat.max(axis=1))[:4]:
+            i = int(flat[r].argmax())
+            top.append((float(flat[r, i]), x[r], i, float(np.sign(diff[r, i])) or 1.0))
+        top = sorted(top, key=lambda t: -t[0])[:4]
+        done, corners = done + k, corners + c
+        slowest = max(slowest, time.perf_counter() - begun)
+        per_row = max(per_row, (time.perf_counter() - begun) / len(x))
+    return [t[1:] for t in top], per_row

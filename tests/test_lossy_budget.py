@@ -1,0 +1,211 @@
+"""``compress --tol`` within one deadline (issue 15): no proof started past its phase's end.
+
+The networks are tiny deep ``f`` on two inputs::
+
+    x (2 inputs) -> [4 ReLU] -> [8 ReLU] -> [3 ReLU] -> 2 outputs    f
+    x            -> [the same, pruned by the search]                  g
+
+Time is the fake clock's (:mod:`exactcomp.testing.clock`): each symbolic bound is made to
+take a fixed number of seconds, so which proofs start before a deadline is exact on any
+machine. Ground truth of every claim: the exact ``max |f - g|`` of the region-enumeration
+oracle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exactcomp import approx
+from exactcomp.conv import ConvSpec
+from exactcomp.domain import Box
+from exactcomp.network import Layer, Network
+from exactcomp.rewrite import merging
+from exactcomp.rewrite.acceptance import Gate
+from exactcomp.rewrite.lossy import relu_ranges
+from exactcomp.testing import max_output_difference
+from exactcomp.testing.clock import FakeClock
+from exactcomp.verify import charge
+from exactcomp.verify.charge import Charger
+
+BOX = Box.uniform(-1.0, 1.0, 2)
+FAST = {"tighten_seconds": 0.0, "lp_seconds": 0.0, "split_seconds": 0.0}
+
+
+def _net(seed: int, widths=(2, 4, 8, 3, 2)) -> Network:
+    rng = np.random.default_rng(seed)
+    ws = [
+        rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(widths[:-1], widths[1:], strict=True)
+    ]
+    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
+    return Network.from_arrays(ws, bs, dtype="float64")
+
+
+def _pruned(f: Network, k: int, i: int, j: int) -> Network:
+    """``f`` with weight ``(i, j)`` of layer ``k`` set to 0."""
+    layers = list(f.layers)
+    w = np.array(layers[k].weight)
+    w[i, j] = 0.0
+    layers[k] = Layer(w, layers[k].bias, layers[k].relu)
+    return Network(tuple(layers), dtype=f.dtype)
+
+
+def _slow_symbolic(monkeypatch, clock, seconds: float) -> list[float]:
+    """Every symbolic bound computed takes ``seconds`` (memoised ones none); returns the list
+    of their start times."""
+    real, started = charge._symbolic, []
+
+    def slow(pair, g, box):
+        started.append(clock.now)
+        clock.advance(seconds)
+        return real(pair, g, box)
+
+    monkeypatch.setattr(charge, "_symbolic", slow)
+    return started
+
+
+def test_the_gate_starts_no_proof_that_would_end_past_its_end(monkeypatch):
+    """Proofs of 10 s, a gate ending 25 s on: the first two run (the second starts at 10 s,
+    ends at 20), the third would end at 30: refused (``inf``, nothing claimed); a network
+    proven before is still served, its joint LP cut to the time left (past the end: none,
+    the symbolic bound). Every bound holds (the oracle)."""
+    clock = FakeClock().install(monkeypatch)
+    started = _slow_symbolic(monkeypatch, clock, 10.0)
+    lp_given: list[float] = []
+    real_lp = charge.lp_difference_bounds
+
+    def lp(pair, box, seconds):
+        lp_given.append(seconds)
+        return real_lp(pair, box, seconds)
+
+    monkeypatch.setattr(charge, "lp_difference_bounds", lp)
+    f = _net(0)
+    gs = [_pruned(f, 1, i, 0) for i in range(3)]
+    begun = clock.now
+    gate = Gate(Charger(f, [BOX]), begun + 25.0)
+    first, second = gate.proven(gs[0]), gate.proven(gs[1])
+    assert gate.proven(gs[2]) == np.inf
+    assert started == [begun, begun + 10.0] and clock.now == begun + 20.0
+    assert gate.proven(gs[0]) == first  # memoised: served past the last start
+    assert gate.proven(gs[1], lp_seconds=60.0) <= second and lp_given == [5.0]
+    clock.advance(10.0)
+    assert gate.proven(gs[1], lp_seconds=60.0) == second and lp_given == [5.0]
+    assert gate.calls == 5  # the charger's: the refused proof is not counted
+    for g, bound in zip(gs, (first, second), strict=False):
+        assert max_output_difference(f, g, BOX).value <= bound + 1e-9
+
+
+@pytest.mark.parametrize("limit", [20.0, 45.0, 90.0])
+def test_compress_tol_starts_no_proof_past_its_deadline(monkeypatch, limit):
+    """Symbolic proofs of 5 s (fake clock): every proof ends by the claim's end,
+    ``(1 - FINAL_SHARE / 2) * time_limit`` after the call's start, those of the search
+    phases by ``(1 - FINAL_SHARE) * time_limit``; the report's seconds are within the
+    limit, and the claim holds (the oracle)."""
+    clock = FakeClock().install(monkeypatch)
+    started = _slow_symbolic(monkeypatch, clock, 5.0)
+    sampled_at: list[float] = []
+    real_sampled = approx.sampled_max_difference
+
+    def sampled(*args, **kw):
+        sampled_at.append(clock.now)
+        return real_sampled(*args, **kw)
+
+    monkeypatch.setattr(approx, "sampled_max_difference", sampled)
+    f, tol, begun = _net(1), 0.5, clock.now
+    res = approx.compress_lossy(f, BOX, tol, time_limit=limit, **FAST)
+    assert len(started) >= 2
+    assert all(t + 5.0 <= begun + (1 - approx.FINAL_SHARE / 2) * limit + 1e-9 for t in started)
+    search_end = begun + (1 - approx.FINAL_SHARE) * limit
+    assert all(t + 5.0 <= search_end + 1e-9 for t in started if t < sampled_at[0] - 5.0)
+    assert res.report["seconds"] <= limit
+    assert res.proven <= tol
+    assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
+
+
+def test_with_time_enough_compress_tol_keeps_what_it_found_without_a_deadline(monkeypatch):
+    """Proofs of 5 s and 3,000 s: the same network as with no time limit at all."""
+    clock = FakeClock().install(monkeypatch)
+    _slow_symbolic(monkeypatch, clock, 5.0)
+    f, tol = _net(2), 0.5
+    res = approx.compress_lossy(f, BOX, tol, time_limit=3000.0, **FAST)
+    free = approx.compress_lossy(f, BOX, tol, time_limit=np.inf, **FAST)
+    assert res.report["parameters_after"] == free.report["parameters_after"] < 82
+    for a, b in zip(res.network.layers, free.network.layers, strict=True):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+    assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
+
+
+@pytest.mark.parametrize("prepare_seconds", [0.0, 2.0])
+def test_compress_tol_tightens_only_where_the_bounds_are_cheap(monkeypatch, prepare_seconds):
+    """``f``'s symbolic bounds take ``prepare_seconds`` (fake clock): at most
+    :data:`~exactcomp.approx.PREPARE_SHARE` of the 90 s (0.9 s), the LP tightening runs with
+    its 20 s; above, none (a proven claim still)."""
+    clock = FakeClock().install(monkeypatch)
+    real_prepare, real_tight, given = charge.Pair.prepare, charge.tightened_pair, []
+
+    def slow_prepare(*args, **kw):
+        clock.advance(prepare_seconds)
+        return real_prepare(*args, **kw)
+
+    def tightened(pair, box, seconds, **kw):
+        given.append(seconds)
+        return real_tight(pair, box, seconds, **kw)
+
+    monkeypatch.setattr(charge.Pair, "prepare", slow_prepare)
+    monkeypatch.setattr(charge, "tightened_pair", tightened)
+    f, tol = _net(3), 0.3
+    res = approx.compress_lossy(f, BOX, tol, time_limit=90.0, lp_seconds=0.0, split_seconds=0.0)
+    assert given == ([20.0] if prepare_seconds == 0.0 else [])
+    assert res.proven <= tol
+    assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
+
+
+def test_no_merge_is_proposed_in_or_into_a_convolution():
+    """x[1,3,3] -> Conv 2x(2x2) -> Relu -> dense 3 -> Relu -> dense 1: the search edits no
+    neuron of the convolution (nor one feeding it), so no merge is proposed there; the
+    dense layer's neurons still get theirs."""
+    rng = np.random.default_rng(0)
+    spec = ConvSpec((1, 3, 3), np.array([[[[1.0, -1.0], [0.5, 2.0]]], [[[-1.0, 1.0], [1.0, 1.0]]]]))
+    conv = Layer(spec.dense(), np.repeat([0.0, -0.5], 4), True, spec)
+    w = rng.normal(size=(3, 8))
+    dense = Layer(np.vstack([w[:2], 1.01 * w[0]]), np.array([0.1, 0.2, 0.1]), True)
+    f = Network((conv, dense, Layer(rng.normal(size=(1, 3)), [0.0], False)), dtype="float64")
+    box = Box.uniform(-1.0, 1.0, 9)
+    charger = Charger(f, [box])
+    merges = merging.merge_candidates(f, relu_ranges(f, charger), [box], charger.roots())
+    assert merges and all(k == 1 for k, _ in merges)
+
+
+def test_past_the_deadline_no_exact_check_and_the_value_capped_at_the_proof(monkeypatch):
+    """A sampled float64 value above the ``proven`` bound handed in (half the true maximum
+    here, to force it) is checked in exact arithmetic when there is time (no deadline, or
+    one far enough), and past the deadline (fake clock: every forward row 1 ms) capped at
+    ``proven`` without the check."""
+    from exactcomp.verify import falsify
+
+    clock = FakeClock().install(monkeypatch)
+    f = _net(4)
+    g = _pruned(_pruned(f, 1, 0, 0), 2, 1, 1)
+    exact = max_output_difference(f, g, BOX).value
+    checks: list[int] = []
+    real_exact = falsify.exact_difference
+
+    def counted(*args, **kw):
+        checks.append(1)
+        return real_exact(*args, **kw)
+
+    monkeypatch.setattr(falsify, "exact_difference", counted)
+    free = falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2)
+    assert checks == [1] and exact / 2 < free <= exact + 1e-9
+    real_forward = Network.forward
+
+    def slow(self, x):
+        clock.advance(1e-3 * len(np.atleast_2d(x)))
+        return real_forward(self, x)
+
+    monkeypatch.setattr(Network, "forward", slow)
+    late = falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=clock.now)
+    assert checks == [1] and late == exact / 2
+    ample = clock.now + 1000.0  # time enough for every point and the check
+    assert falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=ample) == free
+    assert checks == [1, 1]

@@ -139,3 +139,17 @@ def network_and_box(draw: st.DrawFn, **kwargs) -> tuple[Network, Box]:
     inputs = kwargs.pop("inputs", (1, 3))
     box = draw(boxes(draw(st.integers(*inputs))))
     return draw(networks(box=box, **kwargs)), box
+
+
+def gaussian_mlp(
+    seed: int, widths: tuple[int, ...], *, scaled: bool = False, dtype: str = "float32"
+) -> Network:
+    """A seeded random MLP with ReLU after its hidden layers, the lossy tests' tiny network:
+    weights ``N(0, 1)`` (divided by the square root of the fan-in where ``scaled``), biases
+    ``0.3 N(0, 1)``."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(b, a)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    if scaled:
+        ws = [w / np.sqrt(w.shape[1]) for w in ws]
+    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
+    return Network.from_arrays(ws, bs, dtype=dtype)

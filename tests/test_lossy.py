@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from strategies import gaussian_mlp
 
 from exactcomp import api
 from exactcomp.approx import compress_lossy
@@ -28,11 +29,7 @@ from exactcomp.verify.charge import Charger, sampled_max_difference
 
 
 def _net(seed: int, widths=(2, 5, 4, 2)) -> Network:
-    """A tiny random MLP ``2-5r-4r-2`` (ReLU after the hidden layers)."""
-    rng = np.random.default_rng(seed)
-    ws = [rng.normal(size=(b, a)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
-    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
-    return Network.from_arrays(ws, bs)
+    return gaussian_mlp(seed, widths)
 
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from strategies import gaussian_mlp
 
 from exactcomp.approx import compress_lossy
 from exactcomp.domain import Box
@@ -20,10 +21,7 @@ BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
 
 
 def _net(seed: int, widths=(2, 6, 6, 2)) -> Network:
-    rng = np.random.default_rng(seed)
-    ws = [rng.normal(size=(b, a)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
-    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
-    return Network.from_arrays(ws, bs)
+    return gaussian_mlp(seed, widths)
 
 
 def _doubled() -> Network:

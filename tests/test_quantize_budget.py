@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from strategies import gaussian_mlp
 
 from exactcomp import approx, quantization
 from exactcomp.domain import Box
@@ -32,12 +33,7 @@ FAST = {"tighten_seconds": 0.0, "lp_seconds": 0.0, "split_seconds": 0.0}
 
 
 def _net(seed: int, widths=(2, 4, 8, 3, 2)) -> Network:
-    rng = np.random.default_rng(seed)
-    ws = [
-        rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(widths[:-1], widths[1:], strict=True)
-    ]
-    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
-    return Network.from_arrays(ws, bs)
+    return gaussian_mlp(seed, widths, scaled=True)
 
 
 def _old_greedy(f, charger, tol, ladder, comp) -> list:

@@ -13,8 +13,8 @@ proof. Ground truth: the exact ``max |f - g|`` of the region-enumeration oracle.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from strategies import gaussian_mlp
 
 from exactcomp import quantization
 from exactcomp.domain import Box
@@ -26,12 +26,7 @@ FAST = {"tighten_seconds": 0.0, "lp_seconds": 2.0, "split_seconds": 2.0}
 
 
 def _net(seed: int, widths=(2, 8, 8, 8, 2)) -> Network:
-    rng = np.random.default_rng(seed)
-    ws = [
-        rng.normal(size=(b, a)) / np.sqrt(a) for a, b in zip(widths[:-1], widths[1:], strict=True)
-    ]
-    bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
-    return Network.from_arrays(ws, bs)
+    return gaussian_mlp(seed, widths, scaled=True)
 
 
 def _storage(res: quantization.LossyResult) -> int:

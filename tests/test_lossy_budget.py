@@ -172,11 +172,12 @@ def test_no_merge_is_proposed_in_or_into_a_convolution():
     assert merges and all(k == 1 for k, _ in merges)
 
 
-def test_past_the_deadline_no_exact_check_and_the_value_capped_at_the_proof(monkeypatch):
-    """A sampled float64 value above the ``proven`` bound handed in (half the true maximum
-    here, to force it) is checked in exact arithmetic when there is time (no deadline, or
-    one far enough), and past the deadline (fake clock: every forward row 1 ms) capped at
-    ``proven`` without the check."""
+def test_past_the_deadline_a_rounding_excess_is_capped_and_a_wrong_proof_still_shows(monkeypatch):
+    """A sampled float64 value above the ``proven`` bound handed in is checked in exact
+    arithmetic when there is time (no deadline, or one far enough). Past the deadline (fake
+    clock: every forward row 1 ms) an excess within the re-check's evaluation tolerance is
+    capped at ``proven`` without the check, and a larger one (``proven`` half the true
+    maximum here: a wrong proof) is checked all the same, and shows."""
     from exactcomp.verify import falsify
 
     clock = FakeClock().install(monkeypatch)
@@ -200,8 +201,11 @@ def test_past_the_deadline_no_exact_check_and_the_value_capped_at_the_proof(monk
         return real_forward(self, x)
 
     monkeypatch.setattr(Network, "forward", slow)
-    late = falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=clock.now)
-    assert checks == [1] and late == exact / 2
+    found = falsify.sampled_max_difference(f, g, [BOX], deadline=clock.now)
+    late = falsify.sampled_max_difference(f, g, [BOX], proven=found - 1e-8, deadline=clock.now)
+    assert checks == [1] and late == found - 1e-8
+    wrong = falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=clock.now)
+    assert checks == [1, 1] and wrong > exact / 2
     ample = clock.now + 1000.0  # time enough for every point and the check
     assert falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=ample) == free
-    assert checks == [1, 1]
+    assert checks == [1, 1, 1]

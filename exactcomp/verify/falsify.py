@@ -31,6 +31,7 @@ from ..domain import Box
 from ..exact import exact_forward, exact_seconds
 from ..network import Network
 from ..search import candidate_inputs
+from ..tolerances import DEFAULT
 
 CORNER_LIMIT = 10  # enumerate all 2^n corners up to this many inputs, else sample corners
 NEAR_CORNER = 0.05  # points near the corners move inwards by up to this fraction of the width
@@ -290,13 +291,16 @@ def sampled_max_difference(
     reported as it is). ``deadline`` (a ``time.perf_counter()`` value): the search keeps to
     it (:func:`sampled_worst`; fewer points never make the value anything but a lower bound),
     and the exact difference is computed only if :func:`exactcomp.exact.exact_seconds` of
-    it, times the wall seconds per CPU second the search took (the load), fit before it; else
-    the value is capped at ``proven`` (the float64 value exceeds a sound proof by its rounding
-    alone)."""
+    it, times the wall seconds per CPU second the search took (the load), fit before it, or
+    the float64 excess over ``proven`` passes the re-check's evaluation tolerance
+    (``check_abs + check_rel * max(1, proven)``, :mod:`exactcomp.tolerances`: then a wrong
+    proof must show, whatever the time); else the value is capped at ``proven`` (the float64
+    value exceeds a sound proof by its rounding alone)."""
     wall, cpu = time.perf_counter(), time.process_time()
     value, where = sampled_worst(f, g, boxes, points=points, seed=seed, deadline=deadline)
     if proven is not None and where is not None and value > proven:
-        if deadline is not None:
+        noise = DEFAULT.check_abs + DEFAULT.check_rel * max(1.0, proven)
+        if deadline is not None and value - proven <= noise:
             now = time.perf_counter()
             load = max((now - wall) / max(time.process_time() - cpu, 1e-9), 1.0)
             if now + load * exact_seconds(f, g) > deadline:  # both networks' passes

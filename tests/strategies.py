@@ -153,3 +153,16 @@ def gaussian_mlp(
         ws = [w / np.sqrt(w.shape[1]) for w in ws]
     bs = [rng.normal(size=b) * 0.3 for b in widths[1:]]
     return Network.from_arrays(ws, bs, dtype=dtype)
+
+
+def trained_batchnorm(m):
+    """``m``, a torch BatchNorm module, given statistics and an affine part as training
+    leaves them (not the identity of a fresh module), in place; returns ``m``."""
+    import torch
+
+    with torch.no_grad():
+        m.running_mean.uniform_(-0.5, 0.5)
+        m.running_var.uniform_(0.5, 2.0)
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.uniform_(-0.3, 0.3)
+    return m

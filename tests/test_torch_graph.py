@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from strategies import trained_batchnorm
 from torch import nn
 
 import exactcomp.io as eio
@@ -36,15 +37,6 @@ def _check(model: nn.Module, path: Path, n_in: int, rtol: float = 1e-9) -> None:
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
 
 
-def _bn(m: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        m.running_mean.uniform_(-0.5, 0.5)
-        m.running_var.uniform_(0.5, 2.0)
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.uniform_(-0.3, 0.3)
-    return m
-
-
 class _View(nn.Module):
     """A custom forward: reshapes by ``view`` with the traced batch size."""
 
@@ -65,7 +57,7 @@ def _models() -> dict[str, tuple[nn.Module, int]]:
         nn.Unflatten(1, (2, 6, 6)),
         nn.ZeroPad2d((1, 0, 1, 0)),
         nn.Conv2d(2, 4, 3, stride=(1, 2), dilation=1, dtype=d),
-        _bn(nn.BatchNorm2d(4, dtype=d)),
+        trained_batchnorm(nn.BatchNorm2d(4, dtype=d)),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
@@ -86,7 +78,7 @@ def _models() -> dict[str, tuple[nn.Module, int]]:
     )
     mlp = nn.Sequential(
         nn.Linear(5, 7, dtype=d),
-        _bn(nn.BatchNorm1d(7, dtype=d)),
+        trained_batchnorm(nn.BatchNorm1d(7, dtype=d)),
         nn.ReLU(inplace=True),
         nn.Dropout(0.5),
         nn.Linear(7, 3, bias=False, dtype=d),

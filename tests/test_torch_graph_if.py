@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from strategies import trained_batchnorm
 from torch import nn
 
 import exactcomp.io as eio
@@ -27,15 +28,6 @@ from exactcomp.io.torch_graph_eval import evaluate, is_type
 D = torch.float64
 
 
-def _bn(m: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        m.running_mean.uniform_(-0.5, 0.5)
-        m.running_var.uniform_(0.5, 2.0)
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.uniform_(-0.3, 0.3)
-    return m
-
-
 class ConvNet(nn.Module):
     """x -> view(b, 1, 6, 6) -> Conv2d -> BatchNorm2d -> relu -> MaxPool2d -> AdaptiveAvgPool2d
     (its check ``len(x.size()) > 2``) -> flatten -> Linear."""
@@ -43,7 +35,7 @@ class ConvNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 4, 3, padding=1, dtype=D)
-        self.bn1 = _bn(nn.BatchNorm2d(4, dtype=D))
+        self.bn1 = trained_batchnorm(nn.BatchNorm2d(4, dtype=D))
         self.pool, self.avg = nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(3)
         self.fc = nn.Linear(36, 3, dtype=D)
 
@@ -58,7 +50,7 @@ class BnMlp(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fc1, self.bn1 = nn.Linear(4, 8, dtype=D), _bn(nn.BatchNorm1d(8, dtype=D))
+        self.fc1, self.bn1 = nn.Linear(4, 8, dtype=D), trained_batchnorm(nn.BatchNorm1d(8, dtype=D))
         self.drop, self.fc2 = nn.Dropout(0.3), nn.Linear(8, 3, dtype=D)
 
     def forward(self, x):
@@ -106,7 +98,10 @@ class RankCheck(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv, self.bn = nn.Conv2d(1, 2, 3, dtype=D), _bn(nn.BatchNorm2d(2, dtype=D))
+        self.conv, self.bn = (
+            nn.Conv2d(1, 2, 3, dtype=D),
+            trained_batchnorm(nn.BatchNorm2d(2, dtype=D)),
+        )
         self.fc = nn.Linear(32, 2, dtype=D)
 
     def forward(self, x):
@@ -162,7 +157,7 @@ def _models() -> dict[str, tuple[nn.Module, int]]:
         "sequential bn1d": (
             nn.Sequential(
                 nn.Linear(4, 6, dtype=D),
-                _bn(nn.BatchNorm1d(6, dtype=D)),
+                trained_batchnorm(nn.BatchNorm1d(6, dtype=D)),
                 nn.ReLU(),
                 nn.Dropout(),
                 nn.Linear(6, 2, dtype=D),

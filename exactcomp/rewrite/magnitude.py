@@ -57,6 +57,19 @@ def magnitude_order(f: Network, cands: Sequence[Candidate]) -> list[Candidate]:
     return [weights[i] for i in np.argsort(mags, kind="stable")]
 
 
+def probe(f: Network, boxes: Sequence[Box], charger) -> tuple[int, int]:
+    """Prove the first network :func:`magnitude_pick`'s bisection proves (the smaller half
+    of the ranked weights set to 0), so that ``charger`` has measured one proof
+    (``charger.seconds``) before the phases of ``compress --tol`` are planned, and memoised it
+    for the bisection. Returns the weights ranked and the candidates of the greedy search
+    (:func:`~exactcomp.rewrite.lossy.candidates`, without merges)."""
+    ranges = relu_ranges(f, charger)
+    cands = candidates(f, ranges, boxes)
+    order = magnitude_order(f, cands)
+    charger.proven(apply(f, order[: (len(order) + 1) // 2], ranges))
+    return len(order), len(cands)
+
+
 @dataclass(frozen=True)
 class MagnitudePick:
     """The cheap half of global magnitude pruning: the weights in pruning order, the ReLU

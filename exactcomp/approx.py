@@ -98,8 +98,9 @@ PREPARE_SHARE = 0.01
 @dataclass(frozen=True)
 class PhasePlan:
     r"""Which search phases of ``compress --tol`` run, by the proofs they need against those
-    that fit at the measured proof seconds :math:`p` (one proof, magnitude's first probe,
-    before the phases: :func:`~exactcomp.rewrite.magnitude.probe`; :func:`plan_phases`).
+    that fit at the measured proof seconds :math:`p` (one proof before the phases, the greedy
+    search's first, memoised for it: :func:`~exactcomp.rewrite.magnitude.probe`;
+    :func:`plan_phases`).
 
     With :math:`T` the seconds left for the search phases, a phase whose share :math:`\sigma T`
     holds fewer proofs than it needs to finish, :math:`\sigma T / p < n`, is skipped and its
@@ -266,7 +267,7 @@ def compress_lossy(
     # each phase starts no proof past its end (Gate): a refused proof keeps no edit
     left = stop - time.perf_counter()  # after f's tightening
     progress.task("magnitude pruning", 1)
-    weights, cands = probe(f, boxes, Gate(charger, stop))  # measures a proof: the plan
+    weights, cands = probe(f, boxes, Gate(charger, stop), centre=centre)  # a proof measured
     left = stop - time.perf_counter()
     plan = plan_phases(
         charger.seconds,

@@ -10,8 +10,10 @@ module's time limit, deadline shares, the charger of the original (:func:`origin
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,9 +30,9 @@ from .lossy_result import (
 from .progress import SILENT, Progress
 from .rewrite.acceptance import Gate
 from .rewrite.kernels import restore_structure
-from .rewrite.lossy import LossyOutcome, layer_facts, search
-from .rewrite.lowrank import search_lowrank
-from .rewrite.magnitude import magnitude_first, magnitude_last
+from .rewrite.lossy import SYMBOLIC_SHARE, LossyOutcome, layer_facts, search
+from .rewrite.lowrank import rank_proofs, search_lowrank
+from .rewrite.magnitude import magnitude_first, magnitude_last, probe
 from .rewrite.storage import store
 from .rewrite.structural import drop_unused_grids
 from .strategies import better, exact_pass_facts, pad, written_network
@@ -91,6 +93,59 @@ BOUNDS_SHARE = 1 / 3
 #: ``compress --tol 0.05`` on it spent 21 s tightening and made 29 proofs of 6-11 s
 #: (RESULTS.md "lossybudget20").
 PREPARE_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    r"""Which search phases of ``compress --tol`` run, by the proofs they need against those
+    that fit at the measured proof seconds :math:`p` (one proof before the phases, the greedy
+    search's first, memoised for it: :func:`~exactcomp.rewrite.magnitude.probe`;
+    :func:`plan_phases`).
+
+    With :math:`T` the seconds left for the search phases, a phase whose share :math:`\sigma T`
+    holds fewer proofs than it needs to finish, :math:`\sigma T / p < n`, is skipped and its
+    time goes to the phases after it (the greedy search, last, keeps whatever is left):
+
+    * magnitude pruning (:data:`MAGNITUDE_SHARE`): its bisection over the :math:`N` ranked
+      weights, :math:`n = \lceil \log_2 (N + 1) \rceil` proofs;
+    * low rank (:data:`LOWRANK_TIME_SHARE` of the rest): its rank bisections,
+      :func:`~exactcomp.rewrite.lowrank.rank_proofs`;
+    * the joint LP's slack (``lp_seconds``: magnitude's LP proof, the search's
+      :func:`~exactcomp.rewrite.acceptance.spend_proof`) only where the greedy's own bisection
+      over its :math:`C` candidates fits in the symbolic share of its time
+      (:data:`~exactcomp.rewrite.lossy.SYMBOLIC_SHARE`): :math:`\lceil \log_2 (C + 2) \rceil`
+      proofs, plus one per layer for its amplification probes (the final claim keeps its
+      LP: it is one proof, within its own share).
+
+    Measured on cifar_base_kw ``--tol 0.05`` (proofs of 6-12 s wall at load 2-3, ~45 s left
+    after the exact pass: RESULTS.md "cifartol21"): magnitude's bisection given all of it
+    made 6 proofs for 5,122 parameters, the greedy search's first probe alone proved
+    12,623 (its next steps were cut for a joint LP of 35 s); low rank made 1-4 proofs there
+    for nothing. On the digits models (proofs of milliseconds) every phase fits: as before."""
+
+    proof_seconds: float
+    magnitude: bool
+    lowrank: bool
+    lp: bool
+
+    def facts(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def plan_phases(
+    proof_seconds: float, left: float, magnitude: int, lowrank: int, search: int
+) -> PhasePlan:
+    """The :class:`PhasePlan` for ``left`` seconds of search phases, proofs of
+    ``proof_seconds`` (0: not measured, every phase runs) and the proofs each phase needs."""
+
+    def fits(need: int, seconds: float) -> bool:
+        return proof_seconds <= 0 or need * proof_seconds <= seconds
+
+    mag = fits(magnitude, MAGNITUDE_SHARE * left)
+    left *= 1 - MAGNITUDE_SHARE if mag else 1.0
+    low = fits(lowrank, LOWRANK_TIME_SHARE * left)
+    left *= 1 - LOWRANK_TIME_SHARE if low else 1.0
+    return PhasePlan(proof_seconds, mag, low, fits(search, SYMBOLIC_SHARE * left))
 
 
 def check_tol(tol: Any, *, positive: bool = False) -> float:
@@ -213,28 +268,46 @@ def compress_lossy(
     # each phase starts no proof past its end (Gate): a refused proof keeps no edit
     left = stop - time.perf_counter()  # after f's tightening
     progress.task("magnitude pruning", 1)
-    end = time.perf_counter() + MAGNITUDE_SHARE * left
-    mag, lp_reserve = magnitude_first(
-        f, boxes, tol, Gate(charger, end), time_limit=MAGNITUDE_SHARE * left, lp_seconds=lp_seconds
+    weights, cands = probe(f, boxes, Gate(charger, stop), centre=centre)  # a proof measured
+    left = stop - time.perf_counter()
+    plan = plan_phases(
+        charger.seconds,
+        left,
+        magnitude=math.ceil(math.log2(weights + 1)),
+        lowrank=rank_proofs(f),
+        search=math.ceil(math.log2(cands + 2)) + len(f.layers),
     )
-    options = {"lp_seconds": lp_seconds, "centre": centre, "use_refit": refit, "use_merge": merge}
+    lp_search = lp_seconds if plan.lp else 0.0  # the final claim keeps its LP
+    share = MAGNITUDE_SHARE * left if plan.magnitude else 0.0  # skipped: no proof, no edit
+    mag, lp_reserve = magnitude_first(
+        f,
+        boxes,
+        tol,
+        Gate(charger, time.perf_counter() + share),
+        time_limit=share,
+        lp_seconds=lp_search,
+    )
+    options = {"lp_seconds": lp_search, "centre": centre, "use_refit": refit, "use_merge": merge}
     t_lr, left = time.perf_counter(), stop - time.perf_counter() - lp_reserve
     progress.task("low rank", 1)
-    span = max(LOWRANK_TIME_SHARE * left, 1.0)
-    low = search_lowrank(f, boxes, tol, Gate(charger, t_lr + span), time_limit=span, **options)
+    low = None
+    if plan.lowrank:
+        span = max(LOWRANK_TIME_SHARE * left, 1.0)
+        low = search_lowrank(f, boxes, tol, Gate(charger, t_lr + span), time_limit=span, **options)
     lr_seconds = time.perf_counter() - t_lr
     progress.task("greedy search", 1)
     span = max(stop - time.perf_counter() - lp_reserve, 1.0)
     gate = Gate(charger, time.perf_counter() + span)
     out = search(f, boxes, tol, gate, time_limit=span, **options)
     mag = magnitude_last(
-        f, mag, out, tol, Gate(charger, stop), reserve=lp_reserve, lp_seconds=lp_seconds
+        f, mag, out, tol, Gate(charger, stop), reserve=lp_reserve, lp_seconds=lp_search
     )
     out, strategies = better(out, mag.outcome, tol, low)
     if not out.proven <= tol:  # every strategy's claim refused at a deadline: f itself
         out = LossyOutcome(f, 0.0, [], charger.calls, layer_facts(f, [], {}))
     ranks = strategies["strategies"].get("lowrank", {}).pop("ranks", [])
     strategies["lowrank"] = {"ranks": ranks, "seconds": round(lr_seconds, 3)}
+    strategies["phase_plan"] = plan.facts()
     strategies["strategies"]["magnitude"].update(mag.facts)
     splits = split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS
     progress.task("final proof", 1)
@@ -290,4 +363,4 @@ def compress_lossy(
     return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f)
 
 
-__all__ = ["LossyResult", "check_tol", "compress_lossy"]
+__all__ = ["LossyResult", "PhasePlan", "check_tol", "compress_lossy", "plan_phases"]

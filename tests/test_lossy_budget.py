@@ -209,3 +209,56 @@ def test_past_the_deadline_a_rounding_excess_is_capped_and_a_wrong_proof_still_s
     ample = clock.now + 1000.0  # time enough for every point and the check
     assert falsify.sampled_max_difference(f, g, [BOX], proven=exact / 2, deadline=ample) == free
     assert checks == [1, 1, 1]
+
+
+# ------------------------------------- the phases planned by the proofs that fit (cifartol21)
+
+
+def test_a_phase_runs_only_where_the_proofs_it_needs_fit_in_its_share():
+    """cifar_base_kw's figures: proofs of 7 s, 45 s left: magnitude's bisection (15 proofs)
+    does not fit in its quarter, low rank's 11 not in half the rest, the greedy's bisection
+    (17 + 4 amplification probes) not in the symbolic half of its time: no LP. Proofs of
+    10 ms (the digits models) or not measured (0): every phase."""
+    plan = approx.plan_phases(7.0, 45.0, magnitude=15, lowrank=11, search=21)
+    assert (plan.magnitude, plan.lowrank, plan.lp) == (False, False, False)
+    assert approx.plan_phases(0.01, 45.0, 15, 11, 21).facts() == {
+        "proof_seconds": 0.01, "magnitude": True, "lowrank": True, "lp": True,
+    }  # fmt: skip
+    assert approx.plan_phases(0.0, 1.0, 15, 11, 21) == approx.PhasePlan(0.0, True, True, True)
+    # the shares pass on: magnitude skipped leaves low rank half of all 45 s (3 proofs fit)
+    assert approx.plan_phases(7.0, 45.0, 15, 3, 21).lowrank
+    assert not approx.plan_phases(7.0, 45.0, 1, 3, 21).lowrank  # after magnitude's quarter: 2
+
+
+def test_a_refused_proof_ends_the_bisection():
+    """``longest_prefix`` on [0, 64): the second probe is refused (``inf``): no third."""
+    from exactcomp.rewrite.acceptance import longest_prefix
+
+    asked: list[int] = []
+
+    def bound(m: int) -> float:
+        asked.append(m)
+        return 0.0 if len(asked) == 1 else np.inf
+
+    assert longest_prefix(bound, 1.0, 0, 64, np.inf) == (32, 0.0)
+    assert asked == [32, 48]
+
+
+@pytest.mark.parametrize("seconds", [5.0, 0.001])
+def test_compress_tol_skips_the_phases_that_cannot_finish(monkeypatch, seconds):
+    """Symbolic proofs of 5 s (fake clock), 90 s: magnitude's bisection over the 70 weights
+    needs 7 proofs, 35 s, more than its quarter of the ~71 s left after the probe: skipped
+    (no proof but the probe, nothing picked), its time the greedy search's; proofs of 1 ms:
+    every phase runs, as before. The claim holds (the oracle), the deadline too."""
+    clock = FakeClock().install(monkeypatch)
+    started = _slow_symbolic(monkeypatch, clock, seconds)
+    f, tol, begun = _net(1), 0.5, clock.now
+    res = approx.compress_lossy(f, BOX, tol, time_limit=90.0, **FAST)
+    plan = res.report["phase_plan"]
+    assert plan["proof_seconds"] == pytest.approx(seconds) and plan["magnitude"] == (seconds < 1)
+    if seconds > 1.0:
+        assert res.report["strategies"]["magnitude"]["symbolic_pick"] == 0
+    assert all(t + seconds <= begun + 90.0 + 1e-9 for t in started)
+    assert res.report["seconds"] <= 90.0
+    assert res.proven <= tol
+    assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9

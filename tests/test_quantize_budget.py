@@ -98,7 +98,9 @@ class _Timed:
 def test_the_greedy_starts_no_proof_that_would_end_past_its_deadline(monkeypatch, budget):
     """Proofs of 10 s: none starts later than ``end`` less 10 s (the first, the widest grid,
     always runs); a round cut short keeps the best narrowing proven so far, largest layer
-    first (layer 1: 32 weights, then 24, 8, 6), and every width it returns is proven."""
+    first (layer 1: 32 weights, then 24, 8, 6), a round that no later trial can win ends
+    early (:func:`~exactcomp.rewrite.bitwidths.slack_floor`), and every width it returns is
+    proven."""
     clock = FakeClock().install(monkeypatch)
     f, tol = _net(0), 0.3
     comp = domain_compensation(f, [BOX])
@@ -112,8 +114,10 @@ def test_the_greedy_starts_no_proof_that_would_end_past_its_deadline(monkeypatch
     proven = Charger(f, [BOX]).proven(g)
     assert proven <= tol
     assert max_output_difference(f, g, BOX).value <= proven + 1e-9
-    if budget >= 20.0:  # the first trial of the first round: the largest layer, narrowed
-        assert bits[1] == 8 and bits.count(16) == 3
+    if budget >= 20.0:  # the first trial of each round: the largest layer, narrowed; when
+        # rounds are short no other trial can beat it (slack_floor): 8, then 4 bits, then
+        # layer 2 (its 3 bits store as 4: no gain)
+        assert bits == ([16, 8, 16, 16] if budget < 40.0 else [16, 4, 8, 16])
 
 
 @pytest.mark.parametrize("limit", [30.0, 60.0, 3000.0])
@@ -375,3 +379,73 @@ def test_the_lp_narrowing_starts_no_proof_that_would_end_past_its_deadline(monke
     if out != bits:
         g = quantize_network(f, out, comp).network
         assert proof <= tol and max_output_difference(f, g, BOX).value <= proof + 1e-9
+
+
+# ------------------------------------------------- the greedy's rounds when time is short
+
+
+def test_the_slack_floor_is_the_slack_over_the_rounds_that_fit():
+    """``s / R`` with ``R = T / (L p)``: 0.04 of slack, 40 s left, rounds of 4 proofs of
+    5 s: two rounds fit, a trial is charged at least 0.02; no deadline or no measured proof
+    time: 0 (the greedy as before)."""
+    from exactcomp.rewrite.bitwidths import slack_floor
+
+    assert slack_floor(0.04, 40.0, 4, 5.0) == pytest.approx(0.02)
+    assert slack_floor(0.04, 10.0, 4, 5.0) == pytest.approx(0.08)  # half a round: > slack
+    assert slack_floor(0.04, np.inf, 4, 5.0) == 0.0
+    assert slack_floor(0.04, 40.0, 4, 0.0) == 0.0
+    assert slack_floor(-1.0, 40.0, 4, 5.0) == 0.0
+
+
+class _Additive:
+    """A charger of bits, not networks: ``quantize_network`` is replaced by the bits
+    themselves, and the bound of a choice is the sum of its layers' errors (``ERRORS``), each
+    proof ``seconds`` on the fake clock. Layer 0 holds 1,000 of the 1,104 weights::
+
+        x (20) -> [50 ReLU] -> [2 ReLU] -> 2 outputs       (1,000 + 100 + 4 weights)
+    """
+
+    ERRORS = {  # layer -> bits -> error added; None: float32 (0)
+        0: {16: 5e-4, 8: 1e-3, 4: 0.015, 3: 0.06, 2: 0.2, 1.5: 0.5},
+        1: {16: 0.0, 8: 1e-5, 4: 2e-5, 3: 0.08, 2: 0.2, 1.5: 0.5},
+        2: {16: 0.0, 8: 1e-5, 4: 2e-5, 3: 0.08, 2: 0.2, 1.5: 0.5},
+    }
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock, self.seconds, self.started = clock, seconds, []
+
+    def proven(self, bits) -> float:
+        self.started.append(tuple(bits))
+        self.clock.advance(self.seconds)
+        return sum(0.0 if b is None else self.ERRORS[k][b] for k, b in enumerate(bits))
+
+
+class _Bits:
+    def __init__(self, bits) -> None:
+        self.network = tuple(bits)
+
+
+@pytest.mark.parametrize("budget", [50.0, 60.0, 80.0])
+def test_when_rounds_are_short_the_largest_layer_is_narrowed_first(monkeypatch, budget):
+    """Proofs of 10 s, 5-8 of them: the old value ``gain / delta`` spends the rounds on the
+    1,004 small weights (their error ~1e-5) and leaves layer 0 at 16 or 8 bits; charged at
+    least ``slack / R``, layer 0 goes to 4 bits in two rounds of one proof each (no later
+    trial could beat it: the round ends), the small layers after. Every choice within tol;
+    with no deadline the greedy is the old one (the small layers first, then layer 0)."""
+    from exactcomp.rewrite import bitwidths
+
+    clock = FakeClock().install(monkeypatch)
+    monkeypatch.setattr(bitwidths, "quantize_network", lambda f, bits, comp, cache: _Bits(bits))
+    f, tol = _net(0, widths=(20, 50, 2, 2)), 0.05
+    assert [stored_weights(la) for la in f.layers] == [1000, 100, 4]
+    charger = _Additive(clock, 10.0)
+    start = clock.now
+    bits = choose_bits(f, charger, tol, LADDER, None, end=start + budget)
+    assert bits[0] == 4
+    assert charger.started[1:3] == [(8, 16, 16), (4, 16, 16)]  # one proof a round
+    assert charger.proven(bits) <= tol
+    assert len(charger.started) - 1 <= budget // 10
+    unlimited = _Additive(clock, 10.0)
+    old = choose_bits(f, unlimited, tol, LADDER, None)
+    assert old == [4, 4, 4]
+    assert unlimited.started[1:4] == [(8, 16, 16), (16, 8, 16), (16, 16, 8)]  # whole rounds

@@ -350,14 +350,21 @@ def _layer(c: Candidate) -> int:
     return c.index[0] if c.kind == "weight" else c.index[0] + 1
 
 
+def amplification_probes(f: Network, cands) -> dict[int, list[Candidate]]:
+    """Per layer with candidates, its probe: the :data:`PROBE_SHARE` of them cheapest per
+    parameter saved (the first also measures a proof: :func:`.magnitude.probe`)."""
+    probes = {}
+    for k in range(len(f.layers)):
+        mine = sorted((c for c in cands if _layer(c) == k), key=lambda c: c.local / c.saved)
+        if mine:
+            probes[k] = mine[: max(1, int(PROBE_SHARE * len(mine)))]
+    return probes
+
+
 def _amplification(f: Network, cands, ranges, charger, frozen=frozenset()) -> dict[int, float]:
     """Per layer, proven error of a probe / sum of its local charges (the measured rule)."""
     factors: dict[int, float] = {}
-    for k in range(len(f.layers)):
-        mine = sorted((c for c in cands if _layer(c) == k), key=lambda c: c.local / c.saved)
-        if not mine:
-            continue
-        probe = mine[: max(1, int(PROBE_SHARE * len(mine)))]
+    for k, probe in amplification_probes(f, cands).items():
         local = sum(c.local for c in probe)
         proven = charger.proven(apply(f, probe, ranges, frozen=frozen))
         factors[k] = proven / local if local > 0 else 1.0

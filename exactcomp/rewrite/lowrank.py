@@ -213,6 +213,16 @@ def choose(
     return sorted(chosen, key=lambda fa: fa.layer)
 
 
+def rank_proofs(f: Network) -> int:
+    """The proofs :func:`choose`'s bisections make at most: per layer it tries,
+    ``bit_length(top)`` for ranks ``1..top`` (the greedy search after them not counted)."""
+    return sum(
+        max_rank(la.out_features, la.in_features).bit_length()
+        for la in f.layers
+        if not la.sparse and la.structure is None
+    )
+
+
 def expand(g: Network, factors: Sequence[Factor]) -> Network:
     """The written network of ``g`` (a ``g_dense`` after the greedy edits): each factored
     layer as ``Layer(V, 0, relu=False)`` then ``Layer(U, b, relu)``, with the rows of ``U``

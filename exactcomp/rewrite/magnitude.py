@@ -38,6 +38,7 @@ from .acceptance import BISECT_STEPS, RATIO_SLACK, longest_prefix
 from .lossy import (
     Candidate,
     LossyOutcome,
+    amplification_probes,
     apply,
     candidates,
     layer_facts,
@@ -55,6 +56,20 @@ def magnitude_order(f: Network, cands: Sequence[Candidate]) -> list[Candidate]:
     weights = [c for c in cands if c.kind == "weight"]
     mags = np.array([abs(f.layers[c.index[0]].weight[c.index[1], c.index[2]]) for c in weights])
     return [weights[i] for i in np.argsort(mags, kind="stable")]
+
+
+def probe(f: Network, boxes: Sequence[Box], charger, *, centre: bool = False) -> tuple[int, int]:
+    """Prove the first network the greedy search proves (its first layer's amplification
+    probe, :func:`~exactcomp.rewrite.lossy.amplification_probes`), so that ``charger`` has
+    measured one proof (``charger.seconds``) before the phases of ``compress --tol`` are
+    planned, and memoised it for the search (``centre``: the search's). Returns the weights
+    magnitude pruning ranks and the search's candidates (without merges)."""
+    ranges = relu_ranges(f, charger)
+    cands = candidates(f, ranges, boxes, centre=centre)
+    probes = list(amplification_probes(f, cands).values())
+    if probes:
+        charger.proven(apply(f, probes[0], ranges))
+    return sum(c.kind == "weight" for c in cands), len(cands)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ pattern of every neuron), and each region is a polytope. Enumerating the regions
 network (a dozen neurons; :mod:`exactcomp.testing.regions`) and solving one LP per
 question in each region gives the exact answer to every question the engine answers with
 bounds and MILPs, by a route that shares no code with it: numpy and
-:func:`scipy.optimize.linprog` (HiGHS) only.
+numpy and HiGHS only (:func:`~exactcomp.testing.regions.lp_argmax` builds each LP itself).
 
 What "exact" means here (the LP tolerance, honestly)
 ----------------------------------------------------

@@ -1,7 +1,11 @@
 """Activation regions of ReLU networks over a box, enumerated depth first with LPs.
 
-The engine of the test oracle (:mod:`exactcomp.testing.oracle`); numpy and
-:func:`scipy.optimize.linprog` (HiGHS) only, sharing no code with the engine it checks.
+The engine of the test oracle (:mod:`exactcomp.testing.oracle`); numpy and HiGHS only
+(:func:`lp_argmax` builds each LP itself through ``highspy``), sharing no LP code with the
+engine it checks: of :mod:`exactcomp.highs` it takes only the plumbing of a quiet,
+single-threaded instance (:func:`~exactcomp.highs.runtime.new_highs`, the banner muted, and
+:func:`~exactcomp.highs.runtime.run`, the thread scheduler), never a model, a status rule or a
+margin.
 
 How the enumeration works
 -------------------------
@@ -21,6 +25,15 @@ The LP tolerance
 HiGHS accepts points that violate a constraint by up to its feasibility tolerance (1e-7);
 constraint rows are scaled to unit infinity norm so that this is a distance in input
 units, not in units of the weights. LP optima are clipped to the box.
+
+The LP call
+-----------
+Each LP is passed to HiGHS directly (a fresh instance, HiGHS' default options: presolve on,
+as :func:`scipy.optimize.linprog` runs it). The oracle solves hundreds of thousands of tiny
+LPs (at most a dozen columns) per soak case, and ``linprog``'s wrapper (argument checks, its
+own presolve of the bounds, the result object) cost 1.6-1.9 ms of each, of which 0.3 ms in
+HiGHS (RESULTS.md "lead20"); the direct call about 0.6 ms. The optima are the same HiGHS
+optima (``tests/test_regions.py`` compares both on random LPs and on the oracle's answers).
 """
 
 from __future__ import annotations
@@ -28,10 +41,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
-from scipy.optimize import linprog
 
 from ..domain import Box
+from ..highs.runtime import new_highs, run
 from ..network import Network
 
 MAX_REGIONS = 200_000
@@ -61,20 +75,36 @@ class Polytope:
 
 
 def lp_argmax(row: np.ndarray, poly: Polytope, box: Box) -> np.ndarray | None:
-    """A point of the polytope maximising ``row . x`` (clipped to the box), or None if empty."""
+    """A point of the polytope maximising ``row . x`` (clipped to the box), or None if empty.
+
+    HiGHS' model status decides: optimal gives the point, infeasible (or "unbounded or
+    infeasible", which on a box, where nothing is unbounded, means infeasible) gives None,
+    anything else is an :class:`OracleError`."""
     scale = float(np.max(np.abs(row)))
-    res = linprog(
-        -row / scale,
-        A_ub=poly.a if poly.a.size else None,
-        b_ub=poly.b if poly.a.size else None,
-        bounds=list(zip(box.lower, box.upper, strict=True)),
-        method="highs",
-    )
-    if res.status == 2:
+    m, n = poly.a.shape
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, m
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.col_cost_ = np.asarray(row, dtype=np.float64) / scale
+    lp.col_lower_, lp.col_upper_ = box.lower, box.upper
+    lp.row_lower_, lp.row_upper_ = np.full(m, -highspy.kHighsInf), poly.b
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = np.arange(0, m * n + 1, max(n, 1), dtype=np.int32)[: m + 1]
+    lp.a_matrix_.index_ = np.tile(np.arange(n, dtype=np.int32), m)
+    lp.a_matrix_.value_ = np.ascontiguousarray(poly.a, dtype=np.float64).ravel()
+    h = new_highs()
+    h.passModel(lp)
+    run(h)
+    status = h.getModelStatus()
+    if status in (
+        highspy.HighsModelStatus.kInfeasible,
+        highspy.HighsModelStatus.kUnboundedOrInfeasible,
+    ):
         return None
-    if res.status != 0 or res.x is None:
-        raise OracleError(f"LP failed: status {res.status} ({res.message})")
-    return box.clip(np.asarray(res.x, dtype=np.float64))
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise OracleError(f"LP failed: HiGHS model status {h.modelStatusToString(status)}")
+    x = np.asarray(h.getSolution().col_value, dtype=np.float64)
+    return box.clip(x)
 
 
 def box_max(row: np.ndarray, const: float, box: Box) -> float:

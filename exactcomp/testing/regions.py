@@ -28,12 +28,16 @@ units, not in units of the weights. LP optima are clipped to the box.
 
 The LP call
 -----------
-Each LP is passed to HiGHS directly (a fresh instance, HiGHS' default options: presolve on,
-as :func:`scipy.optimize.linprog` runs it). The oracle solves hundreds of thousands of tiny
-LPs (at most a dozen columns) per soak case, and ``linprog``'s wrapper (argument checks, its
-own presolve of the bounds, the result object) cost 1.6-1.9 ms of each, of which 0.3 ms in
-HiGHS (RESULTS.md "lead20"); the direct call about 0.6 ms. The optima are the same HiGHS
-optima (``tests/test_regions.py`` compares both on random LPs and on the oracle's answers).
+Each LP is passed to HiGHS directly (a fresh instance, as :func:`scipy.optimize.linprog`
+passes it: minimise ``-row``, the non-zeros by columns, dual simplex, presolve on). The
+oracle solves hundreds of thousands of tiny LPs (at most a dozen columns) per soak case, and
+``linprog``'s wrapper (argument checks, the result object) cost 1.6-1.9 ms of each, of which
+0.3 ms in HiGHS (RESULTS.md "lead20"); the direct call about 0.6 ms ("ccsoak21"). The optimal
+values are the same (``tests/test_oracle_lp.py``: on random LPs, and the oracle's ranges,
+stability and ``max |f - g|`` through either route); the optimal *point* of a degenerate LP
+may be another vertex of the same face (scipy 1.17 bundles HiGHS 1.12, highspy is 1.16), so the count of
+regions, which includes regions thinner than the LP tolerance, may differ slightly (a conv
+soak case: 1,099 against 1,128), never an answer.
 """
 
 from __future__ import annotations
@@ -82,17 +86,19 @@ def lp_argmax(row: np.ndarray, poly: Polytope, box: Box) -> np.ndarray | None:
     anything else is an :class:`OracleError`."""
     scale = float(np.max(np.abs(row)))
     m, n = poly.a.shape
-    lp = highspy.HighsLp()
+    lp = highspy.HighsLp()  # as linprog passes it: minimise -row, by columns, dual simplex
     lp.num_col_, lp.num_row_ = n, m
-    lp.sense_ = highspy.ObjSense.kMaximize
-    lp.col_cost_ = np.asarray(row, dtype=np.float64) / scale
+    lp.col_cost_ = -np.asarray(row, dtype=np.float64) / scale
     lp.col_lower_, lp.col_upper_ = box.lower, box.upper
     lp.row_lower_, lp.row_upper_ = np.full(m, -highspy.kHighsInf), poly.b
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.start_ = np.arange(0, m * n + 1, max(n, 1), dtype=np.int32)[: m + 1]
-    lp.a_matrix_.index_ = np.tile(np.arange(n, dtype=np.int32), m)
-    lp.a_matrix_.value_ = np.ascontiguousarray(poly.a, dtype=np.float64).ravel()
+    at = np.asarray(poly.a, dtype=np.float64).T  # the non-zeros, column by column
+    nz = at != 0.0
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int32)
+    lp.a_matrix_.index_ = np.nonzero(nz)[1].astype(np.int32)
+    lp.a_matrix_.value_ = at[nz]
     h = new_highs()
+    h.setOptionValue("simplex_strategy", 1)  # dual
     h.passModel(lp)
     run(h)
     status = h.getModelStatus()

@@ -35,9 +35,9 @@ oracle solves hundreds of thousands of tiny LPs (at most a dozen columns) per so
 0.3 ms in HiGHS (RESULTS.md "lead20"); the direct call about 0.6 ms ("ccsoak21"). The optimal
 values are the same (``tests/test_oracle_lp.py``: on random LPs, and the oracle's ranges,
 stability and ``max |f - g|`` through either route); the optimal *point* of a degenerate LP
-may be another vertex of the same face (scipy 1.17 bundles HiGHS 1.12, highspy is 1.16), so the count of
-regions, which includes regions thinner than the LP tolerance, may differ slightly (a conv
-soak case: 1,099 against 1,128), never an answer.
+may be another vertex of the same face (scipy 1.17 bundles HiGHS 1.12, highspy is 1.16),
+so the count of regions, which includes regions thinner than the LP tolerance, may differ
+slightly (a conv soak case: 1,099 against 1,128), never an answer.
 """
 
 from __future__ import annotations

@@ -91,3 +91,32 @@ def test_the_oracle_answers_the_same_through_either_lp(seed, monkeypatch) -> Non
     for a, b in zip(ours.stability, ref.stability, strict=True):
         assert np.array_equal(a, b)
     assert abs(ours_diff - ref_diff) <= 1e-9 * (1.0 + abs(ref_diff))
+
+
+def test_an_lp_budget_counts_every_lp_of_the_enumerations_and_stops_them(monkeypatch) -> None:
+    """:class:`LpBudget` counts each LP that ``max_output_difference`` solves (the
+    enumeration's branching LPs and the maxima), shared across calls; with fewer LPs than a
+    call needs, the call raises :class:`OracleError` after spending exactly the budget."""
+    case = random_case(3, inputs=(2, 3), depth=(2, 3), width=(3, 5), max_neurons=10)
+    f, box = case.network, case.box
+    g = f.replace_layers([type(la)(la.weight * 1.01, la.bias, la.relu) for la in f.layers])
+    solved = []
+
+    def counted(row, poly, box):
+        solved.append(1)
+        return lp_argmax(row, poly, box)
+
+    monkeypatch.setattr(regions, "lp_argmax", counted)
+    monkeypatch.setattr(oracle, "lp_argmax", counted)
+    free = oracle.max_output_difference(f, g, box)
+    needed = len(solved)
+    assert needed > 10
+    budget = regions.LpBudget(10 * needed)
+    for _ in range(2):  # shared: two calls spend twice
+        again = oracle.max_output_difference(f, g, box, budget=budget)
+        assert again.value == free.value and again.regions == free.regions
+    assert budget.spent == 2 * needed
+    short = regions.LpBudget(needed - 1)
+    with pytest.raises(OracleError, match="LPs"):
+        oracle.max_output_difference(f, g, box, budget=short)
+    assert short.spent == needed - 1

@@ -64,6 +64,23 @@ class OracleError(RuntimeError):
     """The oracle could not do its job (an LP failed, or the network is too large)."""
 
 
+@dataclass
+class LpBudget:
+    """LPs that one or more enumerations may still solve, all together (a soak case's share:
+    the LPs, not the regions, are what an enumeration's time is made of). :meth:`spend`
+    raises :class:`OracleError` once ``total`` are spent; the caller then reports the
+    question as too large for the oracle, as for too many regions."""
+
+    total: int
+    spent: int = 0
+
+    def spend(self) -> None:
+        """Count one LP, or raise :class:`OracleError` when it would pass ``total``."""
+        if self.spent >= self.total:
+            raise OracleError(f"more than {self.total} LPs: too large for the oracle's budget")
+        self.spent += 1
+
+
 # --------------------------------------------------------------------------- LP helpers
 @dataclass(frozen=True)
 class Polytope:
@@ -152,6 +169,7 @@ def enumerate_regions(
     *,
     on_node: NodeHook | None = None,
     max_regions: int = MAX_REGIONS,
+    budget: LpBudget | None = None,
 ) -> Iterator[Region]:
     """Yield the joint activation regions of one or more networks over a box.
 
@@ -159,7 +177,8 @@ def enumerate_regions(
     the other, so each region is one pattern of *all* neurons (used to compare two
     networks exactly). ``on_node`` is called once per node where a layer's pre-activations
     become affine (before its neurons branch); the points it returns must lie in the node
-    and are handed down to the branches.
+    and are handed down to the branches. ``budget``: every branching LP is also counted
+    there (:class:`LpBudget`, shared with other enumerations; past it, :class:`OracleError`).
     """
     nets = (nets,) if isinstance(nets, Network) else tuple(nets)
     for net in nets:
@@ -217,6 +236,8 @@ def enumerate_regions(
                     raise OracleError(
                         f"more than {LPS_PER_REGION * max_regions} LPs: the network is too large"
                     )
+                if budget is not None:
+                    budget.spend()
                 x = lp_argmax(side * row, poly, box)
                 if x is not None and side * (x @ row + const) > 0:
                     pts = np.vstack([pts, x])

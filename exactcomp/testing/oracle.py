@@ -4,8 +4,8 @@ A ReLU network is affine on each *activation region* (the inputs that share one 
 pattern of every neuron), and each region is a polytope. Enumerating the regions of a tiny
 network (a dozen neurons; :mod:`exactcomp.testing.regions`) and solving one LP per
 question in each region gives the exact answer to every question the engine answers with
-bounds and MILPs, by a route that shares no code with it: numpy and
-numpy and HiGHS only (:func:`~exactcomp.testing.regions.lp_argmax` builds each LP itself).
+bounds and MILPs, by a route that shares no LP code with it: numpy and HiGHS only
+(:func:`~exactcomp.testing.regions.lp_argmax` builds each LP itself).
 
 What "exact" means here (the LP tolerance, honestly)
 ----------------------------------------------------

@@ -76,7 +76,8 @@ EDIT_SIZES = (1e-3, 0.01, 0.1, 0.3)  # conv-compress: relative size of the tail'
 #: regions and 408 s on a joint enumeration stopped at 20,000; seed 90020, 560 s on ``f``'s
 #: 14,688), a case whose ``f`` has more than ``F_REGIONS`` regions is skipped as too large,
 #: and a case's joint enumerations stop, all together, at ``JOINT_REGIONS`` (the bounds left
-#: are notes, like any oracle skip): about 95 + 180 s at most.
+#: are notes, like any oracle skip; 10,000 in lead20, 20,000 since the LPs below bound the
+#: time).
 F_REGIONS = 2_500
 JOINT_REGIONS = 20_000
 #: ... and a case's joint enumerations share this many LPs (branching and maxima), what their
@@ -85,7 +86,8 @@ JOINT_REGIONS = 20_000
 #: against its compressed copy, 1,128 -> 13,752 regions by 86,021 LPs, 196 s with
 #: ``linprog`` at load 2-3, where the case's four bounds, each capped at 20,000 regions
 #: alone, ran past the soak's 300 s; "ccsoak21"). The region cap alone let a case spend
-#: 20 LPs per region.
+#: 20 LPs per region. 100,000 of the oracle's LPs (0.3-0.6 ms CPU each through highspy): 155 s
+#: wall at load 3.4-3.8, the slowest cases 195-203 s in all.
 JOINT_LPS = 100_000
 
 

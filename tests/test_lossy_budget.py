@@ -118,6 +118,45 @@ def test_compress_tol_starts_no_proof_past_its_deadline(monkeypatch, limit):
     assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
 
 
+@pytest.mark.parametrize("rewrite_seconds", [0.0, 5.0, 9.0])
+def test_the_exact_pass_keeps_its_rewrite_within_its_share(monkeypatch, rewrite_seconds):
+    """``compress --tol``'s exact pass (``api.compress``) with an analysis that takes all the
+    time it is given and a rewrite of ``rewrite_seconds`` (neither looks at the clock after
+    it starts): the analysis ends ``EXACT_REWRITE_SHARE`` of the pass's share before the
+    pass's deadline, so a rewrite within that part ends by the deadline (at 90 s: 9 s of
+    22.5 s). Before, the analysis ran to the deadline and the rewrite came on top."""
+    from exactcomp import api
+    from exactcomp.api import compressing
+
+    clock = FakeClock().install(monkeypatch)
+    real_stable, real_rewrite = compressing.stable_neurons, compressing.compress_network
+    asked, ended = [], []
+
+    def slow_stable(*args, deadline=None, **kw):
+        asked.append(deadline)
+        clock.advance(max(deadline - clock.now, 0.0))
+        return real_stable(*args, deadline=deadline, **kw)
+
+    def slow_rewrite(*args, **kw):
+        clock.advance(rewrite_seconds)
+        return real_rewrite(*args, **kw)
+
+    def exact(*args, **kw):
+        out = api.compress(*args, **kw)
+        ended.append((clock.now, kw["deadline"]))
+        return out
+
+    monkeypatch.setattr(compressing, "stable_neurons", slow_stable)
+    monkeypatch.setattr(compressing, "compress_network", slow_rewrite)
+    f, limit = _net(3), 90.0
+    res = approx.compress_lossy(f, BOX, 0.5, time_limit=limit, exact=exact, **FAST)
+    (now, deadline), share = ended[0], approx.EXACT_SHARE * limit
+    assert asked == [pytest.approx(deadline - approx.EXACT_REWRITE_SHARE * share)]
+    assert now <= deadline + 1e-9
+    assert res.report["seconds"] <= limit
+    assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
+
+
 def test_with_time_enough_compress_tol_keeps_what_it_found_without_a_deadline(monkeypatch):
     """Proofs of 5 s and 3,000 s: the same network as with no time limit at all."""
     clock = FakeClock().install(monkeypatch)

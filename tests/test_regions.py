@@ -1,7 +1,7 @@
 """Linear-region counting against brute force, compression invariance, bounds, CLI errors.
 
 Ground truth is the test oracle's enumeration of activation regions
-(:func:`exactcomp.testing.oracle.enumerate_regions`: numpy + scipy's linprog, no shared code).
+(:func:`exactcomp.testing.oracle.enumerate_regions`: numpy + its own HiGHS LPs, no shared code).
 """
 
 from __future__ import annotations

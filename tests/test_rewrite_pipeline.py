@@ -303,3 +303,48 @@ def test_overflowing_merge_is_not_done():
     )
     res = compress_network(net, report_from(net, [[Verdict.ACTIVE]], Proof.ENUMERATION))
     assert res.network.describe() == "1-1r-1"
+
+
+def _rounds(net: Network, report: StabilityReport, passes) -> tuple[Network, int]:
+    """The fixed point as it was computed before: whole rounds of every pass until a round
+    changes nothing; the network and the passes run."""
+    from exactcomp.rewrite.state import initial_state
+    from exactcomp.tolerances import DEFAULT
+
+    current, state, runs, changed = net, initial_state(net, report), 0, True
+    while changed:
+        changed = False
+        for rewrite in passes:
+            out = rewrite(current, state, DEFAULT)
+            runs += 1
+            changed |= out.record.changed
+            current, state = out.network, out.state
+    return current, runs
+
+
+@settings(max_examples=30, derandomize=True, deadline=None)
+@given(case=network_and_box(max_neurons=8), exact=st.booleans())
+def test_the_fixed_point_stops_mid_round_with_the_same_network(case, exact):
+    """The pipeline stops once every pass has run on the current network without a change
+    (possibly mid-round): the network of whole rounds, entry for entry, in fewer pass runs."""
+    net, box = case
+    if exact:
+        rep = report_from(net, exact_stability(net, box), Proof.ENUMERATION)
+    else:
+        rep = interval_report(net, box)
+    runs = []
+    counted = []
+    for p in DEFAULT_PASSES:
+
+        def run(n, s, t, _p=p):
+            runs.append(_p.__name__)
+            return _p(n, s, t)
+
+        counted.append(run)
+    ours = compress_network(net, rep, passes=tuple(counted))
+    ref, ref_runs = _rounds(net, rep, DEFAULT_PASSES)
+    assert len(ours.network.layers) == len(ref.layers)
+    for a, b in zip(ours.network.layers, ref.layers, strict=True):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+        assert a.relu == b.relu
+    assert len(DEFAULT_PASSES) <= len(runs) <= ref_runs

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import network_and_box
 
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
@@ -273,3 +274,33 @@ def test_empty_inputs_give_no_witnesses() -> None:
     net = Network.from_arrays([np.ones((2, 3)), np.ones((1, 2))], [np.zeros(2), np.zeros(1)])
     (w,) = observe_signs(net, np.empty((0, 3)))
     assert (w.pos == -1).all() and (w.neg == -1).all()
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(
+    case=network_and_box(max_neurons=10, inputs=(1, 4)),
+    seed=st.integers(0, 2**16),
+    scale=st.sampled_from([1e-12, 1e-3, 1.0, 1e6]),
+)
+def test_the_pool_signs_are_the_witness_rule_exactly(case, seed, scale) -> None:
+    """``WitnessPool.signs`` computes the margin only where its cheap bound leaves an entry
+    undecided; every sign is still exactly ``z > tau`` / ``z < -tau`` of
+    :func:`witness_margin`, on inputs in and around the box (near-zero pre-activations and
+    points at the margin included: inputs shrunk towards a zero of the first neuron)."""
+    from exactcomp.stability.witnesses import WitnessPool
+
+    net, box = case
+    rng = np.random.default_rng(seed)
+    x = box.sample(24, rng) * scale
+    w0, b0 = net.layers[0].weight[0], net.layers[0].bias[0]
+    if np.any(w0):  # points on the first neuron's hyperplane, and just off it
+        on = x - ((x @ w0 + b0) / (w0 @ w0))[:, None] * w0
+        x = np.vstack([x, on, on + 1e-9 * w0, on - 1e-12 * w0])
+    pool = WitnessPool(net, box, DEFAULT)
+    h = x
+    for layer, (z, pos, neg) in zip(net.layers, pool.signs(x), strict=True):
+        ref_z = h @ layer.weight.T + layer.bias
+        thr = witness_margin(h, layer.weight, layer.bias, DEFAULT)
+        assert np.array_equal(z, ref_z)
+        assert np.array_equal(pos, ref_z > thr) and np.array_equal(neg, ref_z < -thr)
+        h = np.maximum(ref_z, 0.0) if layer.relu else ref_z

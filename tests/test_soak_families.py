@@ -345,3 +345,34 @@ def test_joint_enumerations_stop_at_the_case_budget_and_are_counted() -> None:
     summary.add(CaseResult(1, 1, 1, "fast", {}, {}, (), notes=tuple(c.notes)))
     assert summary.checks_skipped == 1 and summary.oracle_skipped == 0
     assert _capped(SoakOptions()).max_regions == F_REGIONS
+
+
+def test_joint_enumerations_share_the_case_lp_budget() -> None:
+    """A case's ``max |f - g|`` enumerations also share ``JOINT_LPS`` LPs (what their time is
+    made of: conv-compress seed 6 spent 196 s in one enumeration of 13,752 regions, its four
+    bounds past the soak's 300 s): each check spends its LPs there, and a check that would
+    pass them is a note, after which the case checks no more bounds."""
+    from types import SimpleNamespace
+
+    from benchmarks.soak_conv_lossy import _check_bound, _Joint
+    from exactcomp.testing.oracle import LpBudget
+
+    rng = np.random.default_rng(0)
+    f = Network(
+        [
+            Layer(rng.normal(size=(4, 2)), rng.normal(size=4), True),
+            Layer(rng.normal(size=(1, 4)), np.zeros(1), False),
+        ]
+    )
+    g = f.replace_layers([f.layers[0], Layer(f.layers[1].weight * 1.1, np.zeros(1), False)])
+    c = SimpleNamespace(notes=[], findings=[], box=Box(-np.ones(2), np.ones(2)))
+    joint = _Joint(lps=LpBudget(10**6))
+    assert _check_bound(c, joint, f, g, np.inf, "quantize", 1.0) == 1
+    one = joint.lps.spent
+    assert one > 0 and not c.notes
+    joint = _Joint(lps=LpBudget(one + one // 2))  # room for one check, not two
+    assert _check_bound(c, joint, f, g, np.inf, "first", 1.0) == 1
+    assert _check_bound(c, joint, f, g, np.inf, "second", 1.0) == 0
+    assert joint.left == 0 and "second: oracle skipped" in c.notes[0] and "LPs" in c.notes[0]
+    assert _check_bound(c, joint, f, g, np.inf, "third", 1.0) == 0  # the case's budget is spent
+    assert not c.findings

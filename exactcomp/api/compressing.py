@@ -181,6 +181,7 @@ def compress(
     nnet_units: str = "raw",
     deadline: float | None = None,
     tol_mode: str = "linf",
+    analysis_end: float | None = None,
 ) -> Any:  # CompressionResult, or a LossyResult for a number ``tol``
     """Compress ``model`` exactly over ``domain``.
 
@@ -201,6 +202,10 @@ def compress(
     returned (:func:`~exactcomp.rewrite.channels.choose_structured`; ``report["structure"]``).
     ``nnet_units``: see :func:`load`. ``deadline``: see :func:`stable_neurons` (the neurons
     left UNDECIDED are kept, so the result is still exact), and the re-check's time.
+    ``analysis_end``: where sooner, the stability analysis's own deadline instead, so that a
+    caller whose ``deadline`` is the whole call's (``compress --tol``'s exact pass) keeps the
+    rewrite and the re-check's floor within it: they start only after the analysis and do
+    not look at the clock.
     """
     if not isinstance(tol, Tolerances) or tol_mode != "linf":
         eps = None if isinstance(tol, Tolerances) else tol
@@ -212,6 +217,7 @@ def compress(
     t0 = time.perf_counter()
     original = load(model, trust_pickle=trust_pickle, nnet_units=nnet_units)
     boxes = bind_domain(domain, original)
+    ends = [t for t in (deadline, analysis_end) if t is not None]
     report = stable_neurons(
         original,
         boxes,
@@ -225,7 +231,7 @@ def compress(
         seed=seed,
         partial=partial,
         cluster=cluster,
-        deadline=deadline,
+        deadline=min(ends, default=None),
     )
     sparse = any(la.sparse for la in original.layers)  # no dense position-level rewrite
     rewritten = None if sparse else compress_network(original, report, tol=tol)

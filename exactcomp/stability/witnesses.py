@@ -20,6 +20,9 @@ from ..network import Network
 from ..search import gradient_points, witness_margin
 from ..tolerances import Tolerances
 
+#: Relative padding of the cheap upper bound on the witness margin (:meth:`WitnessPool.signs`).
+BOUND_PAD = 1e-6
+
 
 class WitnessPool:
     """All inputs evaluated so far, and per ReLU layer the first row showing each sign.
@@ -40,13 +43,32 @@ class WitnessPool:
         self.argmax = {k: np.full(n, -1, dtype=np.int64) for k, n in w.items()}
 
     def signs(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per layer ``(z, positive, negative)`` for a batch: the margin-checked signs."""
+        """Per layer ``(z, positive, negative)`` for a batch: the margin-checked signs.
+
+        The margin ``tau`` of :func:`~exactcomp.search.witness_margin` needs ``|h| |W|^T``, a
+        product as large as the layer's own. Since ``|h| . |W_j| <= max|h| * sum|W_j|``, the
+        margin that bound gives (padded by :data:`BOUND_PAD` relative, far above the float64
+        rounding of either side) is at least ``tau``: an entry beyond it is beyond ``tau``
+        with the same sign, and ``tau`` itself is computed only for the rows and neurons that
+        have an entry within it. The signs are exactly those of ``z > tau``, ``z < -tau``
+        (cifar_base_kw's pool of 3,073 points: 2.3 -> 1.6 s CPU; RESULTS.md "ccsoak21")."""
         out = []
         h = np.atleast_2d(np.asarray(x, dtype=np.float64))
         for layer in self.net.layers:
-            z = h @ layer.weight.T + layer.bias
-            thr = witness_margin(h, layer.weight, layer.bias, self.tol)
-            out.append((z, z > thr, z < -thr))
+            w, b = layer.weight, layer.bias
+            z = h @ w.T + b
+            rowsum = np.asarray(abs(w).sum(axis=1), dtype=np.float64).ravel()  # also CSR
+            scale = np.max(np.abs(h), axis=1, initial=0.0)[:, None] * rowsum
+            bound = self.tol.witness * (1.0 + scale * (1.0 + BOUND_PAD) + np.abs(b))
+            pos, neg = z > bound, z < -bound
+            near = np.abs(z) <= bound
+            rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
+            if rows.size:
+                sub = np.ix_(rows, cols)
+                thr = witness_margin(h[rows], w[cols], b[cols], self.tol)
+                pos[sub] |= near[sub] & (z[sub] > thr)
+                neg[sub] |= near[sub] & (z[sub] < -thr)
+            out.append((z, pos, neg))
             h = np.maximum(z, 0.0) if layer.relu else z
         return out
 

@@ -4,8 +4,8 @@ A ReLU network is affine on each *activation region* (the inputs that share one 
 pattern of every neuron), and each region is a polytope. Enumerating the regions of a tiny
 network (a dozen neurons; :mod:`exactcomp.testing.regions`) and solving one LP per
 question in each region gives the exact answer to every question the engine answers with
-bounds and MILPs, by a route that shares no code with it: numpy and
-:func:`scipy.optimize.linprog` (HiGHS) only.
+bounds and MILPs, by a route that shares no LP code with it: numpy and HiGHS only
+(:func:`~exactcomp.testing.regions.lp_argmax` builds each LP itself).
 
 What "exact" means here (the LP tolerance, honestly)
 ----------------------------------------------------
@@ -35,6 +35,7 @@ from ..network import Network
 from ..verdicts import Verdict
 from .regions import (
     MAX_REGIONS,
+    LpBudget,
     OracleError,
     Polytope,
     Region,
@@ -49,6 +50,7 @@ __all__ = [
     "Bounds",
     "ExactAnalysis",
     "GridCheck",
+    "LpBudget",
     "MaxDifference",
     "OracleError",
     "Region",
@@ -283,7 +285,13 @@ class MaxDifference:
 
 
 def max_output_difference(
-    f: Network, g: Network, box: Box, *, floor: float = 0.0, max_regions: int = MAX_REGIONS
+    f: Network,
+    g: Network,
+    box: Box,
+    *,
+    floor: float = 0.0,
+    max_regions: int = MAX_REGIONS,
+    budget: LpBudget | None = None,
 ) -> MaxDifference:
     """Exact ``max_{x in box} ||f(x) - g(x)||_inf`` by enumerating the joint regions of both
     networks (one LP per output and sign per region; tiny networks only).
@@ -291,6 +299,8 @@ def max_output_difference(
     ``floor`` skips every LP that cannot find a difference above it: the value is then
     exact when it exceeds ``floor``, and otherwise only known to be ``<= floor`` (set it
     to a fraction of the tolerance in question to save time on equal networks).
+    ``budget``: every LP, the enumeration's and the maxima's, is counted there
+    (:class:`~exactcomp.testing.regions.LpBudget`; past it, :class:`OracleError`).
     """
     if f.output_size != g.output_size:
         raise OracleError(f"output sizes differ: {f.output_size} vs {g.output_size}")
@@ -304,7 +314,7 @@ def max_output_difference(
 
     consider(box_corners(box))
     regions = 0
-    for region in enumerate_regions((f, g), box, max_regions=max_regions):
+    for region in enumerate_regions((f, g), box, max_regions=max_regions, budget=budget):
         regions += 1
         consider(region.points)
         (af, cf), (ag, cg) = region.maps
@@ -316,6 +326,8 @@ def max_output_difference(
             for side in (1.0, -1.0):
                 if box_max(side * dmat[o], side * dvec[o], box) <= max(best["value"], floor):
                     continue
+                if budget is not None:
+                    budget.spend()
                 x = lp_argmax(side * dmat[o], poly, box)
                 if x is not None:
                     consider(np.atleast_2d(x))

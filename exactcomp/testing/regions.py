@@ -1,7 +1,11 @@
 """Activation regions of ReLU networks over a box, enumerated depth first with LPs.
 
-The engine of the test oracle (:mod:`exactcomp.testing.oracle`); numpy and
-:func:`scipy.optimize.linprog` (HiGHS) only, sharing no code with the engine it checks.
+The engine of the test oracle (:mod:`exactcomp.testing.oracle`); numpy and HiGHS only
+(:func:`lp_argmax` builds each LP itself through ``highspy``), sharing no LP code with the
+engine it checks: of :mod:`exactcomp.highs` it takes only the plumbing of a quiet,
+single-threaded instance (:func:`~exactcomp.highs.runtime.new_highs`, the banner muted, and
+:func:`~exactcomp.highs.runtime.run`, the thread scheduler), never a model, a status rule or a
+margin.
 
 How the enumeration works
 -------------------------
@@ -21,6 +25,19 @@ The LP tolerance
 HiGHS accepts points that violate a constraint by up to its feasibility tolerance (1e-7);
 constraint rows are scaled to unit infinity norm so that this is a distance in input
 units, not in units of the weights. LP optima are clipped to the box.
+
+The LP call
+-----------
+Each LP is passed to HiGHS directly (a fresh instance, as :func:`scipy.optimize.linprog`
+passes it: minimise ``-row``, the non-zeros by columns, dual simplex, presolve on). The
+oracle solves hundreds of thousands of tiny LPs (at most a dozen columns) per soak case, and
+``linprog``'s wrapper (argument checks, the result object) cost 1.6-1.9 ms of each, of which
+0.3 ms in HiGHS (RESULTS.md "lead20"); the direct call about 0.6 ms ("ccsoak21"). The optimal
+values are the same (``tests/test_oracle_lp.py``: on random LPs, and the oracle's ranges,
+stability and ``max |f - g|`` through either route); the optimal *point* of a degenerate LP
+may be another vertex of the same face (scipy 1.17 bundles HiGHS 1.12, highspy is 1.16),
+so the count of regions, which includes regions thinner than the LP tolerance, may differ
+slightly (a conv soak case: 1,099 against 1,128), never an answer.
 """
 
 from __future__ import annotations
@@ -28,10 +45,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
-from scipy.optimize import linprog
 
 from ..domain import Box
+from ..highs.runtime import new_highs, run
 from ..network import Network
 
 MAX_REGIONS = 200_000
@@ -44,6 +62,23 @@ LPS_PER_REGION = 20
 
 class OracleError(RuntimeError):
     """The oracle could not do its job (an LP failed, or the network is too large)."""
+
+
+@dataclass
+class LpBudget:
+    """LPs that one or more enumerations may still solve, all together (a soak case's share:
+    the LPs, not the regions, are what an enumeration's time is made of). :meth:`spend`
+    raises :class:`OracleError` once ``total`` are spent; the caller then reports the
+    question as too large for the oracle, as for too many regions."""
+
+    total: int
+    spent: int = 0
+
+    def spend(self) -> None:
+        """Count one LP, or raise :class:`OracleError` when it would pass ``total``."""
+        if self.spent >= self.total:
+            raise OracleError(f"more than {self.total} LPs: too large for the oracle's budget")
+        self.spent += 1
 
 
 # --------------------------------------------------------------------------- LP helpers
@@ -61,20 +96,38 @@ class Polytope:
 
 
 def lp_argmax(row: np.ndarray, poly: Polytope, box: Box) -> np.ndarray | None:
-    """A point of the polytope maximising ``row . x`` (clipped to the box), or None if empty."""
+    """A point of the polytope maximising ``row . x`` (clipped to the box), or None if empty.
+
+    HiGHS' model status decides: optimal gives the point, infeasible (or "unbounded or
+    infeasible", which on a box, where nothing is unbounded, means infeasible) gives None,
+    anything else is an :class:`OracleError`."""
     scale = float(np.max(np.abs(row)))
-    res = linprog(
-        -row / scale,
-        A_ub=poly.a if poly.a.size else None,
-        b_ub=poly.b if poly.a.size else None,
-        bounds=list(zip(box.lower, box.upper, strict=True)),
-        method="highs",
-    )
-    if res.status == 2:
+    m, n = poly.a.shape
+    lp = highspy.HighsLp()  # as linprog passes it: minimise -row, by columns, dual simplex
+    lp.num_col_, lp.num_row_ = n, m
+    lp.col_cost_ = -np.asarray(row, dtype=np.float64) / scale
+    lp.col_lower_, lp.col_upper_ = box.lower, box.upper
+    lp.row_lower_, lp.row_upper_ = np.full(m, -highspy.kHighsInf), poly.b
+    at = np.asarray(poly.a, dtype=np.float64).T  # the non-zeros, column by column
+    nz = at != 0.0
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int32)
+    lp.a_matrix_.index_ = np.nonzero(nz)[1].astype(np.int32)
+    lp.a_matrix_.value_ = at[nz]
+    h = new_highs()
+    h.setOptionValue("simplex_strategy", 1)  # dual
+    h.passModel(lp)
+    run(h)
+    status = h.getModelStatus()
+    if status in (
+        highspy.HighsModelStatus.kInfeasible,
+        highspy.HighsModelStatus.kUnboundedOrInfeasible,
+    ):
         return None
-    if res.status != 0 or res.x is None:
-        raise OracleError(f"LP failed: status {res.status} ({res.message})")
-    return box.clip(np.asarray(res.x, dtype=np.float64))
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise OracleError(f"LP failed: HiGHS model status {h.modelStatusToString(status)}")
+    x = np.asarray(h.getSolution().col_value, dtype=np.float64)
+    return box.clip(x)
 
 
 def box_max(row: np.ndarray, const: float, box: Box) -> float:
@@ -116,6 +169,7 @@ def enumerate_regions(
     *,
     on_node: NodeHook | None = None,
     max_regions: int = MAX_REGIONS,
+    budget: LpBudget | None = None,
 ) -> Iterator[Region]:
     """Yield the joint activation regions of one or more networks over a box.
 
@@ -123,7 +177,8 @@ def enumerate_regions(
     the other, so each region is one pattern of *all* neurons (used to compare two
     networks exactly). ``on_node`` is called once per node where a layer's pre-activations
     become affine (before its neurons branch); the points it returns must lie in the node
-    and are handed down to the branches.
+    and are handed down to the branches. ``budget``: every branching LP is also counted
+    there (:class:`LpBudget`, shared with other enumerations; past it, :class:`OracleError`).
     """
     nets = (nets,) if isinstance(nets, Network) else tuple(nets)
     for net in nets:
@@ -181,6 +236,8 @@ def enumerate_regions(
                     raise OracleError(
                         f"more than {LPS_PER_REGION * max_regions} LPs: the network is too large"
                     )
+                if budget is not None:
+                    budget.spend()
                 x = lp_argmax(side * row, poly, box)
                 if x is not None and side * (x @ row + const) > 0:
                     pts = np.vstack([pts, x])

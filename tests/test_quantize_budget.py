@@ -19,7 +19,7 @@ from strategies import gaussian_mlp
 from exactcomp import approx, quantization
 from exactcomp.domain import Box
 from exactcomp.network import Network
-from exactcomp.rewrite.bitwidths import choose_bits
+from exactcomp.rewrite.bitwidths import choose_bits, narrower
 from exactcomp.rewrite.compensation import domain_compensation
 from exactcomp.rewrite.kernels import stored_weights
 from exactcomp.rewrite.quantize import quantize_network, storage_bits
@@ -53,8 +53,8 @@ def _old_greedy(f, charger, tol, ladder, comp) -> list:
         best = None
         for k in range(n):
             i = level[k]
-            nxt = top if i is None else i - 1
-            if nxt < 0:
+            nxt = narrower(ladder, i)
+            if nxt is None:
                 continue
             trial = list(level)
             trial[k] = nxt
@@ -449,3 +449,27 @@ def test_when_rounds_are_short_the_largest_layer_is_narrowed_first(monkeypatch, 
     old = choose_bits(f, unlimited, tol, LADDER, None)
     assert old == [4, 4, 4]
     assert unlimited.started[1:4] == [(8, 16, 16), (16, 8, 16), (16, 16, 8)]  # whole rounds
+
+
+def test_narrower_skips_the_widths_that_store_as_many_bits():
+    """3 bits are stored as INT4 like 4, ternary as INT2 like 2: a step never lands on them."""
+    steps, i = [], None
+    while (i := narrower(LADDER, i)) is not None:
+        steps.append(LADDER[i])
+    assert steps == [16, 8, 4, 2]
+    assert narrower([3, 4], 1) is None and narrower([], None) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("tol", [0.05, 0.3, 2.0])
+def test_the_greedy_returns_no_width_that_saves_nothing_over_a_wider_one(seed, tol):
+    """Every chosen width stores fewer bits than the next wider one of the ladder (so never
+    3 bits or ternary), and the claim of the chosen bits is above the exact maximum."""
+    f = _net(seed)
+    comp = domain_compensation(f, [BOX])
+    bits = choose_bits(f, Charger(f, [BOX]), tol, LADDER, comp)
+    assert not {3, 1.5} & {b for b in bits if b is not None}
+    g = quantize_network(f, bits, comp).network
+    proven = Charger(f, [BOX]).proven(g)
+    assert max_output_difference(f, g, BOX).value <= proven + 1e-9
+    assert proven <= tol

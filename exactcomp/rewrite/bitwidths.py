@@ -38,7 +38,30 @@ SPLIT_SAMPLE_POINTS = 1024
 LP_GAIN = 4.0
 
 
-__all__ = ["LP_GAIN", "choose_bits", "narrow_with_lp", "narrow_with_split", "slack_floor"]
+__all__ = [
+    "LP_GAIN",
+    "choose_bits",
+    "narrow_with_lp",
+    "narrow_with_split",
+    "narrower",
+    "slack_floor",
+]
+
+
+def narrower(ladder: list, i: int | None) -> int | None:
+    """The index in ``ladder`` (narrowest first) of the next width below ``ladder[i]``
+    (``None``: float32) that stores fewer bits per weight, or ``None`` when there is none.
+
+    A width that stores as many bits as the current one saves no byte and only moves the
+    outputs more: the 3-bit grid is stored as INT4 like the 4-bit one, ternary as INT2 like
+    the 2-bit one (:func:`~exactcomp.rewrite.quantize.storage_bits`). A one-step greedy that
+    tried them would pay a proof for a gain of 0 and, taking it only when nothing else is
+    proven, would rarely reach the width after it."""
+    old = 32 if i is None else storage_bits(ladder[i])
+    j = len(ladder) - 1 if i is None else i - 1
+    while j >= 0 and storage_bits(ladder[j]) >= old:
+        j -= 1
+    return j if j >= 0 else None
 
 
 def slack_floor(slack: float, seconds_left: float, trials: int, proof_seconds: float) -> float:
@@ -76,8 +99,9 @@ def choose_bits(
     end: float = np.inf,
 ) -> list:
     """Per layer bits by a measured greedy rule: start from the widest width that is proven
-    (else float32), then repeatedly take the one-step narrowing of a layer that saves the most
-    bits per unit of *proven* bound added, while the whole stays proven within ``tol``.
+    (else float32), then repeatedly take the one-step narrowing of a layer (:func:`narrower`)
+    that saves the most bits per unit of *proven* bound added, while the whole stays proven
+    within ``tol``.
 
     Until ``end`` (``time.perf_counter``): a trial is started only while the last proof's
     seconds still fit before it. A round's trials are proven largest saving first (stored
@@ -110,8 +134,8 @@ def choose_bits(
         trials = []
         for k in range(n):
             i = level[k]
-            nxt = top if i is None else i - 1
-            if nxt < 0 or not stored_weights(f.layers[k]):  # a pool: nothing to narrow
+            nxt = narrower(ladder, i)
+            if nxt is None or not stored_weights(f.layers[k]):  # a pool: nothing to narrow
                 continue
             old = 32 if i is None else storage_bits(ladder[i])
             gain = stored_weights(f.layers[k]) * (old - storage_bits(ladder[nxt]))
@@ -163,10 +187,11 @@ def narrow_with_lp(
             if time.perf_counter() + charger.seconds >= end:
                 return bits, proof
             i = None if bits[k] is None else ladder.index(bits[k])
-            if i == 0 or not ladder:
+            nxt = narrower(ladder, i) if ladder else None
+            if nxt is None:
                 continue
             trial = list(bits)
-            trial[k] = ladder[-1] if i is None else ladder[i - 1]
+            trial[k] = ladder[nxt]
             g = quantize_network(f, trial, comp, cache).network
             if charger.proven(g) > LP_GAIN * tol:
                 continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies import gaussian_mlp
+from test_lossy_budget import _net, _slow_symbolic  # the same networks and slow proofs
 
 from exactcomp.domain import Box
 from exactcomp.network import Network
@@ -33,24 +33,6 @@ from exactcomp.verify import charge
 from exactcomp.verify.charge import Charger
 
 BOX = Box.uniform(-1.0, 1.0, 2)
-
-
-def _net(seed: int, widths=(2, 4, 8, 3, 2)) -> Network:
-    return gaussian_mlp(seed, widths, scaled=True, dtype="float64")
-
-
-def _slow_symbolic(monkeypatch, clock, seconds: float) -> list[float]:
-    """Every symbolic bound computed takes ``seconds`` (memoised ones none); returns the list
-    of their start times."""
-    real, started = charge._symbolic, []
-
-    def slow(pair, g, box):
-        started.append(clock.now)
-        clock.advance(seconds)
-        return real(pair, g, box)
-
-    monkeypatch.setattr(charge, "_symbolic", slow)
-    return started
 
 
 def test_blocks_end_at_a_refused_proof():
@@ -98,13 +80,10 @@ def test_the_lp_after_a_symbolic_bound_gets_what_it_leaves(monkeypatch):
     clock = FakeClock().install(monkeypatch)
     _slow_symbolic(monkeypatch, clock, 10.0)
     given: list[float] = []
-    real_lp = charge.lp_difference_bounds
-
-    def lp(pair, box, seconds):
-        given.append(seconds)
-        return real_lp(pair, box, seconds)
-
-    monkeypatch.setattr(charge, "lp_difference_bounds", lp)
+    real = charge.lp_difference_bounds
+    monkeypatch.setattr(
+        charge, "lp_difference_bounds", lambda p, b, s: given.append(s) or real(p, b, s)
+    )
     f = _net(0)
     charger = Charger(f, [BOX])
     charger.seconds = 10.0  # as measured by an earlier proof

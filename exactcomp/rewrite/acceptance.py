@@ -17,6 +17,12 @@ here, always by one proof of the whole edited network against the original, neve
 * **A deadline** (:class:`Gate`): a charger that starts no proof that would end past it.
   Without a proof an edit is not kept, so a refused proof (``inf``) is sound wherever a
   failed one is; only the edits kept change.
+* **One rule for every step** (:func:`affords`, :func:`attempt`): a step of a search (a
+  bisection probe, a block, a merge screened, an amplification probe) first asks whether the
+  proofs it needs still fit before its gate's end, at the last proof's seconds, and builds
+  no network when they do not: a refused proof ends the step, since every later one would be
+  refused too (on cifar_base_kw each refused block built its network for nothing, 0.1 s
+  each, 13-48 of them a run: RESULTS.md "cifartol21", "span21").
 """
 
 from __future__ import annotations
@@ -43,16 +49,39 @@ class Gate:
     def __init__(self, charger: Any, end: float) -> None:
         self.charger, self.end = charger, end
 
+    def fits(self, proofs: int = 1) -> bool:
+        """True when ``proofs`` more proofs, each as long as the last, end by ``end``."""
+        return time.perf_counter() + proofs * self.charger.seconds <= self.end
+
     def proven(self, g: Any, **options: float) -> float:
-        now = time.perf_counter()
-        if now + self.charger.seconds > self.end and not self.charger.known(g):
+        known = self.charger.known(g)
+        if not known and not self.fits():
             return math.inf  # no proof started: nothing is claimed of g
-        left = max(self.end - now, 0.0)
+        # the solvers (a joint LP, ...) run after the symbolic bound: they get what it leaves
+        left = max(self.end - time.perf_counter() - (0.0 if known else self.charger.seconds), 0.0)
         cut = {k: min(v, left) if k.endswith("_seconds") else v for k, v in options.items()}
         return self.charger.proven(g, **cut)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.charger, name)
+
+
+def affords(charger: Any, proofs: int = 1, g: Any = None) -> bool:
+    """True when ``charger`` has time for ``proofs`` more proofs: a :class:`Gate` by its
+    end and its last proof's seconds (:meth:`Gate.fits`) or, given ``g``, when ``g``'s proof
+    is memoised (``known``); any other charger always."""
+    if not isinstance(charger, Gate):
+        return True
+    return charger.fits(proofs) or (g is not None and charger.known(g))
+
+
+def attempt(charger: Any, build: Callable[[Any], Any], chosen: Any, **options: float) -> float:
+    """The proven bound of ``build(chosen)``, or ``inf`` (nothing claimed) without building
+    it when ``charger`` has no time left for a proof (:func:`affords`): the one rule every
+    step of a search keeps before it builds a network."""
+    if not affords(charger):
+        return math.inf
+    return charger.proven(build(chosen), **options)
 
 
 def longest_prefix(
@@ -84,15 +113,21 @@ def longest_prefix(
     return lo, best
 
 
-def blocks(accepted: list, rest: list, ok: Callable[[list], bool], t_end: float):
+def blocks(accepted: list, rest: list, bound: Callable[[list], float], limit: float, t_end: float):
     """Candidates of ``rest`` added to ``accepted`` in shrinking blocks, each kept if
-    ``ok(accepted + kept + block)``; returns the kept ones (in order) and those not kept."""
+    ``bound(accepted + kept + block) <= limit``; a bound of ``inf`` (a proof refused at a
+    deadline, :func:`attempt`) ends the blocks, as it ends :func:`longest_prefix`. Returns
+    the kept ones (in order) and those not kept."""
     kept: list = []
     dropped: list = []
     block = max(len(rest) // 8, 1)
     while rest and time.perf_counter() < t_end:
         head, rest = rest[:block], rest[block:]
-        if ok(accepted + kept + head):
+        b = bound(accepted + kept + head)
+        if b == math.inf:  # refused: so would every later block be
+            rest = head + rest
+            break
+        if b <= limit:
             kept += head
         elif block > 1:  # retry the failed block in smaller ones; a single failure is dropped
             rest = head + rest
@@ -126,10 +161,12 @@ def spend_proof(
 
     def strong(chosen):
         left = min(lp_seconds, t_end - time.perf_counter())
-        return charger.proven(build(chosen), lp_seconds=max(left, 1e-3))
+        return attempt(charger, build, chosen, lp_seconds=max(left, 1e-3))
 
     t = time.perf_counter()
     proven = strong(accepted)
+    if proven == math.inf:  # no time for the LP: the symbolic proof of ``accepted`` stands
+        return accepted, charger.proven(build(accepted)), []
     lp_wall = time.perf_counter() - t
     rounds, optimistic = [], True
     while rest and time.perf_counter() < t_end - lp_wall:
@@ -144,7 +181,7 @@ def spend_proof(
         else:
             block_end = t_end - 1.5 * lp_wall
         extra, rest = blocks(
-            accepted, rest, lambda c, t=target: charger.proven(build(c)) <= t, block_end
+            accepted, rest, lambda c: attempt(charger, build, c), target, block_end
         )
         if not extra:
             break

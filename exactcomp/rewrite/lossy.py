@@ -43,6 +43,7 @@ which is exact (no arithmetic: :func:`~exactcomp.rewrite.structural.drop_unused`
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,7 @@ import numpy as np
 from ..domain import Box
 from ..network import Layer, Network, is_sparse
 from . import merging, refit
-from .acceptance import Gate, blocks, longest_prefix, spend_proof
+from .acceptance import Gate, affords, attempt, blocks, longest_prefix, spend_proof
 
 PROBE_SHARE = 0.05  # the share of a layer's candidates in its amplification probe
 SYMBOLIC_SHARE = 0.5  # with LP proofs: the share of the time of the symbolic greedy first
@@ -61,6 +62,10 @@ MERGE_SCREEN = 64  # merges proven alone (two proofs each) before the search
 #: on cifar_base_kw each proof takes 4-10 s, and 13 merges screened took 110 s where the
 #: whole search had 1 s (RESULTS.md "lossybudget20"); the digits model's take milliseconds.
 MERGE_SHARE = 0.1
+#: A step that only orders later proofs (an amplification probe, a merge screened) runs only
+#: where its proofs and this many after it fit before its gate's end (``affords``): else it
+#: takes the proofs the bisection needs (cifar_base_kw, proofs of 3-10 s: RESULTS.md "span21").
+USE_AFTER = 1
 
 
 @dataclass(frozen=True)
@@ -282,11 +287,11 @@ def search(
     # the longest proven prefix (each probe one proof of the whole; len + 1 is never probed)
     sym_end = t0 + SYMBOLIC_SHARE * time_limit if lp_seconds > 0 else t_end
     lo, _ = longest_prefix(
-        lambda m: charger.proven(build(order[:m])), eps, 0, len(order) + 1, sym_end
+        lambda m: attempt(charger, build, order[:m]), eps, 0, len(order) + 1, sym_end
     )
     accepted = list(order[:lo])
     extra, rest = blocks(
-        accepted, order[lo + 1 :], lambda c: charger.proven(build(c)) <= eps, sym_end
+        accepted, order[lo + 1 :], lambda c: attempt(charger, build, c), eps, sym_end
     )
     accepted += extra
     rest = order[lo : lo + 1] + rest  # the one the bisection stopped at: retried with slack
@@ -309,22 +314,14 @@ def search(
 
 
 def with_merges(cands: list[Candidate], merges: dict) -> list[Candidate]:
-    """``cands`` with the neuron -> constant edits of :func:`~exactcomp.rewrite.merging.pick`
-    replaced by the neurons' merges."""
+    """``cands`` with the neuron -> constant edits of ``merging.pick`` made merges."""
     chosen = merging.pick(merges, {c.index: c.local for c in cands if c.kind == "neuron"})
-    return [
-        Candidate(
-            "merge",
-            (*c.index, chosen[c.index][0]),
-            chosen[c.index][3],
-            c.saved,
-            chosen[c.index][2],
-            chosen[c.index][1],
-        )  # fmt: skip
-        if c.kind == "neuron" and c.index in chosen
-        else c
-        for c in cands
-    ]
+
+    def merge(c: Candidate, i: int, scale: float, shift: float, local: float) -> Candidate:
+        return Candidate("merge", (*c.index, i), local, c.saved, shift, scale)
+
+    return [merge(c, *chosen[c.index]) if c.kind == "neuron" and c.index in chosen else c
+            for c in cands]  # fmt: skip
 
 
 def _screen_merges(f, cands, plain, ranges, charger, eps) -> list[Candidate]:
@@ -333,11 +330,15 @@ def _screen_merges(f, cands, plain, ranges, charger, eps) -> list[Candidate]:
     constant edit, else the constant edit is restored. Measured on the digits l1 = 0 model
     at tol 1.0: the 11 merges charged below their constants are proven 2.9 or more alone
     (their constants 4.9 or more) and never accepted; unscreened, each sits ahead of where
-    its constant was in the order and costs the greedy failed proofs (RESULTS.md "merge10")."""
+    its constant was in the order and costs the greedy failed proofs (RESULTS.md "merge10").
+    A merge is screened only where its two proofs fit (:data:`USE_AFTER`), else the screen
+    ends: none is built for a proof its gate would refuse."""
     const = {c.index: c for c in plain if c.kind == "neuron"}
     merges = sorted((c for c in cands if c.kind == "merge"), key=lambda c: c.local)
     keep = set()
     for c in merges[:MERGE_SCREEN]:
+        if not affords(charger, 2 + USE_AFTER):  # no time: the rest keep their constants
+            break
         alone = charger.proven(apply(f, [c], ranges))
         if alone <= eps and alone < charger.proven(apply(f, [const[c.index[:2]]], ranges)):
             keep.add(c.index)
@@ -345,14 +346,12 @@ def _screen_merges(f, cands, plain, ranges, charger, eps) -> list[Candidate]:
 
 
 def _layer(c: Candidate) -> int:
-    """The layer whose output the edit changes first: ``k`` for a weight, ``k + 1`` for a
-    neuron (its change enters through the next layer)."""
+    """The layer whose output the edit changes first: ``k`` (a weight), ``k + 1`` (a neuron)."""
     return c.index[0] if c.kind == "weight" else c.index[0] + 1
 
 
 def amplification_probes(f: Network, cands) -> dict[int, list[Candidate]]:
-    """Per layer with candidates, its probe: the :data:`PROBE_SHARE` of them cheapest per
-    parameter saved (the first also measures a proof: :func:`.magnitude.probe`)."""
+    """Per layer with candidates, its probe: the :data:`PROBE_SHARE` cheapest per parameter."""
     probes = {}
     for k in range(len(f.layers)):
         mine = sorted((c for c in cands if _layer(c) == k), key=lambda c: c.local / c.saved)
@@ -362,11 +361,17 @@ def amplification_probes(f: Network, cands) -> dict[int, list[Candidate]]:
 
 
 def _amplification(f: Network, cands, ranges, charger, frozen=frozenset()) -> dict[int, float]:
-    """Per layer, proven error of a probe / sum of its local charges (the measured rule)."""
+    """Per layer, proven error of a probe / sum of its local charges (the measured rule).
+    A probe not proven already (the first is, :func:`.magnitude.probe`) runs only where it
+    and :data:`USE_AFTER` proofs fit; else it and the later ones are refused (``inf``: their
+    layers' candidates go last)."""
     factors: dict[int, float] = {}
+    refused = False
     for k, probe in amplification_probes(f, cands).items():
         local = sum(c.local for c in probe)
-        proven = charger.proven(apply(f, probe, ranges, frozen=frozen))
+        g = apply(f, probe, ranges, frozen=frozen)
+        refused = refused or not affords(charger, 1 + USE_AFTER, g)
+        proven = math.inf if refused else charger.proven(g)
         factors[k] = proven / local if local > 0 else 1.0
         factors[k] = max(factors[k], 1e-12)
     return factors
@@ -382,19 +387,14 @@ def layer_facts(
         mine = [c for c in accepted if _layer(c) == k]
         factor = factors.get(k)  # inf where its probe's proof was refused at a deadline
         factor = factor if factor is None or np.isfinite(factor) else None
-        facts.append(
-            {
-                "layer": k,
-                "neurons_to_constant": sum(
-                    1 for c in accepted if c.kind == "neuron" and c.index[0] == k
-                ),
-                "neurons_refitted": sum(
-                    1 for c in accepted if c.kind == "refit" and c.index[0] == k
-                ),
-                "neurons_merged": sum(1 for m in folds if m[0] == k),
-                "weights_zeroed": sum(1 for c in mine if c.kind == "weight"),
-                "amplification": factor,
-                "charged": float(sum(c.local * (factor or 1.0) for c in mine)),
-            }
-        )
+        kinds = [c.kind for c in accepted if c.index[0] == k]  # a neuron's layer is its own
+        facts.append({
+            "layer": k,
+            "neurons_to_constant": kinds.count("neuron"),
+            "neurons_refitted": kinds.count("refit"),
+            "neurons_merged": sum(1 for m in folds if m[0] == k),
+            "weights_zeroed": sum(1 for c in mine if c.kind == "weight"),
+            "amplification": factor,
+            "charged": float(sum(c.local * (factor or 1.0) for c in mine)),
+        })  # fmt: skip
     return facts

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Network
-from .acceptance import BISECT_STEPS, RATIO_SLACK, longest_prefix
+from .acceptance import BISECT_STEPS, RATIO_SLACK, attempt, longest_prefix
 from .lossy import (
     Candidate,
     LossyOutcome,
@@ -93,7 +93,7 @@ class MagnitudePick:
 def _symbolic_prefix(f, pick_order, ranges, charger, lo, hi, target, t_end) -> int:
     # the largest n in [lo, hi] whose symbolic bound is within target (lo is)
     def bound(m: int) -> float:
-        return charger.proven(apply(f, pick_order[:m], ranges))
+        return attempt(charger, lambda c: apply(f, c, ranges), pick_order[:m])
 
     return longest_prefix(bound, target, lo, hi + 1, t_end)[0]
 

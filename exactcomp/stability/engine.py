@@ -189,7 +189,7 @@ def _analyse_box(
     if opts.method == "fast":
         t = time.perf_counter()
         rng = np.random.default_rng(opts.seed)
-        pool.add(candidate_inputs(box, _SAMPLES, rng, opts.data))
+        pool.add_until(candidate_inputs(box, _SAMPLES, rng, opts.data), opts.deadline)
         stats["seconds_witness"] = time.perf_counter() - t
     box_bounds = interval_bounds(net, box, tol=opts.tol) if opts.method == "naive" else None
     shared = BoxRun(net, box, pool, opts, workers, stats, progress)

@@ -13,6 +13,8 @@ pool is compacted to the rows actually cited when the report is written. The poi
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..domain import Box
@@ -22,6 +24,10 @@ from ..tolerances import Tolerances
 
 #: Relative padding of the cheap upper bound on the witness margin (:meth:`WitnessPool.signs`).
 BOUND_PAD = 1e-6
+#: Rows evaluated at once by :meth:`WitnessPool.add_until` between looks at the deadline:
+#: cifar_base_kw's 3,073 candidates take 1.6 s CPU (RESULTS.md "ccsoak21"), so a chunk is
+#: ~0.25 s there, and a few milliseconds on the MLPs (one chunk: their pools are as before).
+POOL_CHUNK = 512
 
 
 class WitnessPool:
@@ -95,6 +101,17 @@ class WitnessPool:
                 continue
             self._record(k, cols, idx, z, pos, neg)
         return idx
+
+    def add_until(self, x: np.ndarray, deadline: float | None) -> None:
+        """:meth:`add` of ``x`` in chunks of :data:`POOL_CHUNK` rows (in order: the pool is
+        the one :meth:`add` of all of them makes), none started past ``deadline`` after the
+        first. Sound: fewer witnesses only leave neurons open for the later phases, and a
+        neuron left undecided is kept."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        for at in range(0, len(x), POOL_CHUNK):
+            if at and deadline is not None and time.perf_counter() >= deadline:
+                return
+            self.add(x[at : at + POOL_CHUNK])
 
     def _record(self, k, cols, idx, z, pos, neg) -> None:
         for sel, store in ((pos, self.pos[k]), (neg, self.neg[k])):

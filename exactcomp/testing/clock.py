@@ -51,6 +51,7 @@ CLOCKED = (
     "exactcomp.stability.milp_questions",
     "exactcomp.stability.phases",
     "exactcomp.stability.region_search",
+    "exactcomp.stability.witnesses",
     "exactcomp.verify.charge",
     "exactcomp.verify.cone_recheck",
     "exactcomp.verify.margin",

@@ -166,3 +166,20 @@ def trained_batchnorm(m):
         m.weight.uniform_(0.5, 1.5)
         m.bias.uniform_(-0.3, 0.3)
     return m
+
+
+def slow_symbolic_proofs(monkeypatch, clock, seconds: float) -> list[float]:
+    """Make every symbolic bound a :class:`~exactcomp.verify.charge.Charger` computes take
+    ``seconds`` on the fake ``clock`` (:mod:`exactcomp.testing.clock`; memoised bounds none);
+    returns the list of their start times."""
+    from exactcomp.verify import charge
+
+    real, started = charge._symbolic, []
+
+    def slow(pair, g, box):
+        started.append(clock.now)
+        clock.advance(seconds)
+        return real(pair, g, box)
+
+    monkeypatch.setattr(charge, "_symbolic", slow)
+    return started

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies import gaussian_mlp
+from strategies import gaussian_mlp, slow_symbolic_proofs
 
 from exactcomp import approx
 from exactcomp.conv import ConvSpec
@@ -46,27 +46,13 @@ def _pruned(f: Network, k: int, i: int, j: int) -> Network:
     return Network(tuple(layers), dtype=f.dtype)
 
 
-def _slow_symbolic(monkeypatch, clock, seconds: float) -> list[float]:
-    """Every symbolic bound computed takes ``seconds`` (memoised ones none); returns the list
-    of their start times."""
-    real, started = charge._symbolic, []
-
-    def slow(pair, g, box):
-        started.append(clock.now)
-        clock.advance(seconds)
-        return real(pair, g, box)
-
-    monkeypatch.setattr(charge, "_symbolic", slow)
-    return started
-
-
 def test_the_gate_starts_no_proof_that_would_end_past_its_end(monkeypatch):
     """Proofs of 10 s, a gate ending 25 s on: the first two run (the second starts at 10 s,
     ends at 20), the third would end at 30: refused (``inf``, nothing claimed); a network
     proven before is still served, its joint LP cut to the time left (past the end: none,
     the symbolic bound). Every bound holds (the oracle)."""
     clock = FakeClock().install(monkeypatch)
-    started = _slow_symbolic(monkeypatch, clock, 10.0)
+    started = slow_symbolic_proofs(monkeypatch, clock, 10.0)
     lp_given: list[float] = []
     real_lp = charge.lp_difference_bounds
 
@@ -98,7 +84,7 @@ def test_compress_tol_starts_no_proof_past_its_deadline(monkeypatch, limit):
     phases by ``(1 - FINAL_SHARE) * time_limit``; the report's seconds are within the
     limit, and the claim holds (the oracle)."""
     clock = FakeClock().install(monkeypatch)
-    started = _slow_symbolic(monkeypatch, clock, 5.0)
+    started = slow_symbolic_proofs(monkeypatch, clock, 5.0)
     sampled_at: list[float] = []
     real_sampled = approx.sampled_max_difference
 
@@ -160,7 +146,7 @@ def test_the_exact_pass_keeps_its_rewrite_within_its_share(monkeypatch, rewrite_
 def test_with_time_enough_compress_tol_keeps_what_it_found_without_a_deadline(monkeypatch):
     """Proofs of 5 s and 3,000 s: the same network as with no time limit at all."""
     clock = FakeClock().install(monkeypatch)
-    _slow_symbolic(monkeypatch, clock, 5.0)
+    slow_symbolic_proofs(monkeypatch, clock, 5.0)
     f, tol = _net(2), 0.5
     res = approx.compress_lossy(f, BOX, tol, time_limit=3000.0, **FAST)
     free = approx.compress_lossy(f, BOX, tol, time_limit=np.inf, **FAST)
@@ -290,7 +276,7 @@ def test_compress_tol_skips_the_phases_that_cannot_finish(monkeypatch, seconds):
     (no proof but the probe, nothing picked), its time the greedy search's; proofs of 1 ms:
     every phase runs, as before. The claim holds (the oracle), the deadline too."""
     clock = FakeClock().install(monkeypatch)
-    started = _slow_symbolic(monkeypatch, clock, seconds)
+    started = slow_symbolic_proofs(monkeypatch, clock, seconds)
     f, tol, begun = _net(1), 0.5, clock.now
     res = approx.compress_lossy(f, BOX, tol, time_limit=90.0, **FAST)
     plan = res.report["phase_plan"]

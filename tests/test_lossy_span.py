@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_lossy_budget import _net, _slow_symbolic  # the same networks and slow proofs
+from strategies import gaussian_mlp, slow_symbolic_proofs
 
 from exactcomp.domain import Box
 from exactcomp.network import Network
@@ -33,6 +33,11 @@ from exactcomp.verify import charge
 from exactcomp.verify.charge import Charger
 
 BOX = Box.uniform(-1.0, 1.0, 2)
+
+
+def _net(seed: int) -> Network:
+    """The tiny network of tests/test_lossy_budget.py."""
+    return gaussian_mlp(seed, (2, 4, 8, 3, 2), scaled=True, dtype="float64")
 
 
 def test_blocks_end_at_a_refused_proof():
@@ -55,7 +60,7 @@ def test_attempt_builds_nothing_a_gate_would_refuse(monkeypatch):
     ``affords`` is False and ``attempt`` answers ``inf`` without building the third; a plain
     charger affords everything."""
     clock = FakeClock().install(monkeypatch)
-    _slow_symbolic(monkeypatch, clock, 10.0)
+    slow_symbolic_proofs(monkeypatch, clock, 10.0)
     f = _net(0)
     charger = Charger(f, [BOX])
     gate = Gate(charger, clock.now + 25.0)
@@ -78,7 +83,7 @@ def test_the_lp_after_a_symbolic_bound_gets_what_it_leaves(monkeypatch):
     yet: the LP gets 25 - 10 = 15 s (the symbolic bound runs first), so the proof ends by
     the gate's end."""
     clock = FakeClock().install(monkeypatch)
-    _slow_symbolic(monkeypatch, clock, 10.0)
+    slow_symbolic_proofs(monkeypatch, clock, 10.0)
     given: list[float] = []
     real = charge.lp_difference_bounds
     monkeypatch.setattr(
@@ -100,7 +105,7 @@ def test_the_search_builds_no_network_its_gate_would_refuse(monkeypatch, end):
     blocks (at most one per amplification probe, whose proof may be memoised); every proof
     ends by the gate's end, and the search's claim holds (the oracle)."""
     clock = FakeClock().install(monkeypatch)
-    started = _slow_symbolic(monkeypatch, clock, 10.0)
+    started = slow_symbolic_proofs(monkeypatch, clock, 10.0)
     f = _net(1)
     charger = Charger(f, [BOX])
     gate = Gate(charger, clock.now + end)
@@ -138,7 +143,7 @@ def test_the_merge_screen_runs_only_where_its_proofs_fit(monkeypatch, end):
     and one after them: none is proven, every merge reverts to its neuron's constant; with
     time, merges are screened (two proofs each)."""
     clock = FakeClock().install(monkeypatch)
-    started = _slow_symbolic(monkeypatch, clock, 5.0)
+    started = slow_symbolic_proofs(monkeypatch, clock, 5.0)
     f = _twins(0)
     charger = Charger(f, [BOX])
     charger.seconds = 5.0  # as measured by an earlier proof

@@ -587,3 +587,26 @@ def test_non_finite_initializer_is_refused_by_name(tmp_path, bad):
     model = _model(nodes, {"W": w}, [1, 3], [1, 4])
     with pytest.raises(InvalidNetworkError, match="initializer 'W' holds NaN or inf"):
         _load(tmp_path, model)
+
+
+def test_a_layer_of_width_zero_is_written_with_the_same_numbers(tmp_path):
+    """Layer 0 emptied (every neuron removed): layer 1 outputs relu(its bias), and the file
+    holds that bias and the layers after it as they are, so it reads back as the same
+    function exactly; the output constant, a float64 sum of float32 products, would be
+    rounded to float32 (3.8e-9 off in the conv-compress soak, seed 94011)."""
+    rng = np.random.default_rng(0)
+    w2 = rng.normal(size=(2, 3)).astype(np.float32).astype(np.float64)
+    net = Network(
+        (
+            Layer(np.zeros((0, 4)), np.zeros(0), relu=True),
+            Layer(np.zeros((3, 0)), np.array([0.212, -0.5, 1.3], dtype=np.float32), relu=True),
+            Layer(w2, np.array([0.1, -0.7], dtype=np.float32), relu=False),
+        ),
+        dtype="float32",
+    )
+    const = net.forward(np.zeros(4))
+    assert not np.array_equal(const.astype(np.float32).astype(np.float64), const)  # rounds
+    save_onnx(net, tmp_path / "g.onnx")
+    back = load_onnx(tmp_path / "g.onnx")
+    x = rng.uniform(-1, 1, size=(5, 4))
+    assert np.array_equal(back.forward(x), net.forward(x))

@@ -610,3 +610,36 @@ def test_a_layer_of_width_zero_is_written_with_the_same_numbers(tmp_path):
     back = load_onnx(tmp_path / "g.onnx")
     x = rng.uniform(-1, 1, size=(5, 4))
     assert np.array_equal(back.forward(x), net.forward(x))
+
+
+def test_zero_and_pruned_weights_are_stored_sparsely_in_float16_too(tmp_path):
+    """A float16 network's mostly-zero ``Gemm`` weights (a pruned layer; the zero weights of
+    the layer after an emptied one) are stored as a sparse float16 constant where that saves
+    bytes, as in float32; the file reads back as the same function."""
+    rng = np.random.default_rng(2)
+    w0 = np.zeros((300, 200))
+    w0[rng.integers(0, 300, 40), rng.integers(0, 200, 40)] = rng.normal(size=40)
+    w0 = w0.astype(np.float16).astype(np.float64)
+    w1 = rng.normal(size=(3, 300)).astype(np.float16).astype(np.float64)
+    net = Network(
+        (Layer(w0, np.zeros(300), relu=True), Layer(w1, np.zeros(3), relu=False)),
+        dtype="float16",
+    )
+    save_onnx(net, tmp_path / "p.onnx")
+    assert (tmp_path / "p.onnx").stat().st_size < 300 * 200 * 2 // 4
+    back = load_onnx(tmp_path / "p.onnx")
+    x = rng.uniform(-1, 1, size=(5, 200))
+    assert np.array_equal(back.forward(x), net.forward(x))
+
+    empty = Network(
+        (
+            Layer(np.zeros((0, 200)), np.zeros(0), relu=True),
+            Layer(np.zeros((300, 0)), np.full(300, 0.5), relu=True),
+            Layer(w1, np.zeros(3), relu=False),
+        ),
+        dtype="float16",
+    )
+    save_onnx(empty, tmp_path / "e.onnx")
+    assert (tmp_path / "e.onnx").stat().st_size < 300 * 200 * 2 // 4
+    back = load_onnx(tmp_path / "e.onnx")
+    assert np.array_equal(back.forward(x), empty.forward(x))

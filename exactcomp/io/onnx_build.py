@@ -211,14 +211,14 @@ def _without_empty(net: Network) -> list[Layer]:
     The file then computes exactly what ``net`` computes: no constant is formed from the
     weights and rounded to the dtype (the output constant of the whole network, computed in
     float64 and rounded to float32, moved a lossy result's outputs by 3.8e-9: conv-compress
-    soak seed 94011). Where layer ``k + 1`` has a structure, the whole network is written as
-    that constant, as before."""
+    soak seed 94011). A structure of layer ``k + 1`` is dropped: the layers after it are
+    written from their matrices where their pooling block is broken. Mostly zero, the weights
+    are stored sparsely (:func:`~exactcomp.io.onnx_sparse.sparse_storage`)."""
     layers = list(net.layers)
     k = max(i for i, la in enumerate(layers) if la.out_features == 0)
-    nxt = layers[k + 1] if k + 1 < len(layers) else None
-    if nxt is None or nxt.structure is not None:
-        const = net.forward(np.zeros(net.input_size))
-        return [Layer(np.zeros((net.output_size, net.input_size)), const, relu=False)]
+    if k + 1 == len(layers):  # no output: an empty constant
+        return [Layer(np.zeros((0, net.input_size)), np.zeros(0), relu=False)]
+    nxt = layers[k + 1]
     zero = np.zeros((nxt.out_features, net.input_size))
     return [Layer(zero, np.asarray(nxt.bias, dtype=np.float64), nxt.relu), *layers[k + 2 :]]
 

@@ -195,10 +195,10 @@ def save_onnx(
         The destination directory cannot be written.
     """
     built = build_model(net, like)
-    if net.dtype == "float16":
+    half = net.dtype == "float16"
+    sparse_storage(built, half)  # a pruned Gemm weight: sparse where that saves bytes
+    if half:
         half_storage(built)
-    else:  # a pruned Gemm weight: sparse where that saves bytes
-        sparse_storage(built)
     model = _unchanged_source(net, built)
     write_checked(model, net, path, "ONNX", check_samples, seed)
 

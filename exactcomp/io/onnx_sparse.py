@@ -1,13 +1,13 @@
 """Pruned weight matrices stored sparsely in ONNX: a ``Constant`` node with ``sparse_value``.
 
 Size. A matrix of ``n`` entries, ``k`` of them nonzero, takes ``n s`` bytes as a dense
-initializer (``s`` = 4 in float32, 8 in float64) and about ``k (s + 8)`` as an ONNX sparse
-tensor: its ``k`` values and one int64 linear index each (ONNX refuses any narrower index
-type: "Sparse tensor indices must have INT64 type", onnx 1.x). Sparse storage pays only below
-a density of ``s / (s + 8)`` (1/3 in float32, 1/2 in float64), so :func:`sparse_storage`
-uses it only where it saves at least :data:`SPARSE_MIN_SAVING` bytes. Measured
-(RESULTS.md "budget17"): ``compress --tol 0.3`` zeroes 71 % of Convnet_avgpool's 10 x 900
-``Gemm`` head; written sparsely the file drops from 37,152 to about 32,600 bytes.
+initializer (``s`` = 2 in float16, 4 in float32, 8 in float64) and about ``k (s + 8)`` as an
+ONNX sparse tensor: its ``k`` values and one int64 linear index each (ONNX refuses any narrower
+index type: "Sparse tensor indices must have INT64 type", onnx 1.x). Sparse storage pays only
+below a density of ``s / (s + 8)`` (1/5 in float16, 1/3 in float32, 1/2 in float64), so
+:func:`sparse_storage` uses it only where it saves at least :data:`SPARSE_MIN_SAVING` bytes.
+Measured (RESULTS.md "budget17"): ``compress --tol 0.3`` zeroes 71 % of Convnet_avgpool's
+10 x 900 ``Gemm`` head; written sparsely the file drops from 37,152 to about 32,600 bytes.
 
 Form. A ``Constant`` node whose ``sparse_value`` is the tensor, whose (dense) output feeds
 the ``Gemm``; the graph's ``sparse_initializer`` list would be the other place, but onnx's full
@@ -33,9 +33,12 @@ from ..errors import InvalidNetworkError, UnsupportedModelError
 SPARSE_MIN_SAVING = 256
 
 
-def sparse_storage(model: onnx.ModelProto) -> None:
+def sparse_storage(model: onnx.ModelProto, half: bool = False) -> None:
     """Store each ``Gemm`` weight initializer (``B``) sparsely where that saves at least
-    :data:`SPARSE_MIN_SAVING` bytes (module docstring), in place; the function is unchanged."""
+    :data:`SPARSE_MIN_SAVING` bytes (module docstring), in place; the function is unchanged.
+    With ``half`` (a float16 network computed in float32: :func:`~exactcomp.io.onnx_build.
+    half_storage`) the dense size to beat and the values are float16, read through a ``Cast``
+    to FLOAT (exact: a widening)."""
     graph = model.graph
     weights = {node.input[1] for node in graph.node if node.op_type == "Gemm"}
     consts = []
@@ -45,16 +48,23 @@ def sparse_storage(model: onnx.ModelProto) -> None:
         a = numpy_helper.to_array(t)
         if a.dtype.kind != "f" or a.ndim != 2:
             continue
-        idx = np.flatnonzero(a)
-        if idx.size * (a.itemsize + 8) + SPARSE_MIN_SAVING > a.nbytes:
+        stored = a.astype(np.float16) if half else a
+        if not np.array_equal(stored, a):  # not float16 numbers: stays for half_storage to skip
             continue
-        values = numpy_helper.from_array(a.reshape(-1)[idx], f"{t.name}_values")
+        idx = np.flatnonzero(a)
+        if idx.size * (stored.itemsize + 8) + SPARSE_MIN_SAVING > stored.nbytes:
+            continue
+        values = numpy_helper.from_array(stored.reshape(-1)[idx], f"{t.name}_values")
         indices = numpy_helper.from_array(idx.astype(np.int64), f"{t.name}_indices")
         sparse = helper.make_sparse_tensor(values, indices, list(a.shape))
         graph.initializer.remove(t)
+        out = f"{t.name}_h" if half else t.name
         consts.append(
-            helper.make_node("Constant", [], [t.name], name=f"{t.name}_sparse", sparse_value=sparse)
+            helper.make_node("Constant", [], [out], name=f"{t.name}_sparse", sparse_value=sparse)
         )
+        if half:
+            consts.append(helper.make_node("Cast", [out], [t.name], name=f"{t.name}_cast",
+                                           to=onnx.TensorProto.FLOAT))  # fmt: skip
     if consts:
         nodes = consts + list(graph.node)
         del graph.node[:]

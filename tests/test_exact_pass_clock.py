@@ -24,7 +24,7 @@ from exactcomp.stability import stable_neurons, witnesses
 from exactcomp.stability.witnesses import WitnessPool
 from exactcomp.testing.clock import FakeClock
 from exactcomp.testing.oracle import exact_analysis
-from exactcomp.testing.random_conv import random_conv_case
+from exactcomp.testing.random_conv import as_sparse, random_conv_case
 from exactcomp.testing.random_networks import random_case
 from exactcomp.tolerances import DEFAULT
 
@@ -68,30 +68,36 @@ def _removing_case():
 
 
 def test_the_rewrite_stops_between_passes_at_its_deadline_and_stays_exact(clock):
-    """Passes of 1 s, a deadline 2.5 s on: three passes run (the first whatever the clock),
-    none starts past it, and the network is the original function with no more neurons
-    removed than the whole fixed point removes."""
+    """Passes of 1 s, a deadline 2.5 s on: three passes run, none starts past it but the late
+    one (``remove_inactive``, once more), and the network is the original function with no
+    more neurons removed than the whole fixed point removes; past the deadline from the
+    start, ``remove_inactive`` alone runs, and removes what the whole fixed point's own
+    ``remove_inactive`` would remove first."""
     case, report, full = _removing_case()
     log: list[str] = []
-    cut = compress_network(
-        case.network, report, passes=_timed(DEFAULT_PASSES, clock, log), deadline=START + 2.5
-    )
-    assert log == [p.__name__ for p in DEFAULT_PASSES[:3]]
+    timed = _timed(DEFAULT_PASSES, clock, log)
+    late = (timed[2],)  # remove_inactive
+    cut = compress_network(case.network, report, passes=timed, deadline=START + 2.5,
+                           late_passes=late)  # fmt: skip
+    names = [p.__name__ for p in DEFAULT_PASSES]
+    assert log == [*names[:3], "remove_inactive"]
     _same(case.network, cut.network, case.box)
     assert cut.network.num_neurons >= full.network.num_neurons
     removed = {u for u, fate in cut.neuron_map.items() if fate.position is None}
     assert removed <= {u for u, fate in full.neuron_map.items() if fate.position is None}
     log.clear()
-    late = compress_network(
-        case.network, report, passes=_timed(DEFAULT_PASSES, clock, log), deadline=START
-    )
-    assert len(log) == 1  # past the deadline: the first pass only
-    _same(case.network, late.network, case.box)
+    first = compress_network(case.network, report, passes=timed, deadline=clock.now,
+                             late_passes=late)  # fmt: skip
+    assert log == ["remove_inactive"]
+    _same(case.network, first.network, case.box)
+    alone = compress_network(case.network, report, passes=(DEFAULT_PASSES[2],))
+    assert first.network.num_neurons == alone.network.num_neurons
 
 
 def test_past_its_deadline_the_structured_choice_makes_no_channel_rewrite(clock):
     """A convolutional network: with the deadline passed, the choice is between the dense
-    rewrite and the original (both exact), no channel rewrite is built; before it, as ever."""
+    rewrite and the original (both exact), no channel rewrite is built; before it, as ever;
+    held sparse (no dense rewrite), the channel rewrite is made past it too."""
     case = random_conv_case(3)
     f, box = case.network, case.box
     report = stable_neurons(f, box, jobs=1)
@@ -102,6 +108,10 @@ def test_past_its_deadline_the_structured_choice_makes_no_channel_rewrite(clock)
     assert set(doc["parameters"]) == {"original", "dense"}
     assert doc["written"] in ("original", "dense")
     _same(f, late.network, box, 500)
+    # held sparse: the channel rewrite is the only one, made however late
+    s = as_sparse(f)
+    _, doc = channels.choose_structured(s, report, None, deadline=0.0)  # f's own verdicts
+    assert "channels" in doc["parameters"]
 
 
 def test_past_its_end_the_floor_of_the_re_check_is_one_chunk_and_says_so(clock):
@@ -122,19 +132,22 @@ def test_compress_with_a_split_deadline_keeps_every_step_after_the_analysis_to_i
     monkeypatch, clock
 ):
     """``api.compress(deadline=D, analysis_end=A)`` with every pass 1 s and the analysis
-    ending at once: the rewrite stops at ``D``, the re-check checks one chunk after it, and the
-    result is exact; without ``analysis_end`` (``compress --budget``) the rewrite runs whole."""
+    ending at once: the rewrite stops at ``D`` (then ``remove_inactive`` once), the re-check
+    checks one chunk after it, and the result is exact; without ``analysis_end``
+    (``compress --budget``) the rewrite runs whole."""
     case, _, full = _removing_case()
     log: list[str] = []
     timed = _timed(DEFAULT_PASSES, clock, log)
     real = compress_network
 
     def slow(net, report, tol=DEFAULT, *, passes=DEFAULT_PASSES, deadline=None):
-        return real(net, report, tol, passes=timed if passes else passes, deadline=deadline)
+        if passes != DEFAULT_PASSES:
+            return real(net, report, tol, passes=passes, deadline=deadline)
+        return real(net, report, tol, passes=timed, deadline=deadline, late_passes=timed[2:3])
 
     monkeypatch.setattr(compressing, "compress_network", slow)
     out = api.compress(case.network, case.box, jobs=1, deadline=START + 1.5, analysis_end=START)
-    assert len(log) == 2
+    assert log == ["drop_dead", "merge_duplicates", "remove_inactive"]  # the last one late
     assert out.check.points == sampling.FLOOR_CHUNK + 1
     _same(case.network, out.network, case.box)
     log.clear()

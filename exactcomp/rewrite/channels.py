@@ -26,8 +26,6 @@ so the output is never larger than the input.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..conv import ConvSpec, Coo, PoolLevel, pool_layers, pool_layers_coo
@@ -259,7 +257,6 @@ def choose_structured(
     report: StabilityReport,
     dense: RewriteResult | None,
     tol: Tolerances = DEFAULT,
-    deadline: float | None = None,
 ) -> tuple[RewriteResult, dict]:
     """The rewrite to write: fewest parameters as written, never more than ``original``'s.
 
@@ -267,27 +264,19 @@ def choose_structured(
     ``None`` for a network with sparse layers (no position-level candidate). Otherwise the
     candidates are ``dense``, the channel rewrite and ``original`` itself, preferred in the
     reverse order on ties; the dict says which won, the parameters of each, the channels
-    removed and :func:`channel_summary`. Past ``deadline`` (a ``time.perf_counter()``
-    instant) the channel rewrite is not made where ``dense`` is given (the choice is then
-    between ``dense`` and ``original``, both exact; on cifar_base_kw the choice took 0.3-0.5 s
-    CPU, RESULTS.md "ccsoak21"); on a sparse network it is the only rewrite and is made, its
-    passes stopping at ``deadline`` (:func:`~exactcomp.rewrite.pipeline.compress_network`).
+    removed and :func:`channel_summary`.
     """
     if original.meta.get("carried"):
         return choose_dag(original, report, dense, tol)
     if not any(la.structure is not None for la in original.layers):
         return dense, {}
-    sparse = dense is None
-    if sparse:  # a sparse network: no position-level rewrite (it would be dense)
+    if dense is None:  # a sparse network: no position-level rewrite (it would be dense)
         dense = compress_network(original, report, tol, passes=())
+    passes = (remove_channels, dense_layers_only(original))
+    chan = compress_network(original, report, tol, passes=passes)
+    chan = RewriteResult(restructure(original, chan), chan.records, chan.neuron_map, chan.state)
     same = compress_network(original, report, tol, passes=())
-    options = {"original": same, "dense": dense}
-    chan = None
-    if sparse or deadline is None or time.perf_counter() < deadline:
-        passes = (remove_channels, dense_layers_only(original))
-        chan = compress_network(original, report, tol, passes=passes, deadline=deadline)
-        chan = RewriteResult(restructure(original, chan), chan.records, chan.neuron_map, chan.state)
-        options = {"original": same, "channels": chan, "dense": dense}
+    options = {"original": same, "channels": chan, "dense": dense}
     params = {name: r.network.num_parameters for name, r in options.items()}
     # a sparse layer that lost its structure is written as a dense Gemm: only up to the size
     # below which the reader would have held it densely anyway
@@ -301,7 +290,7 @@ def choose_structured(
     ]
     best = min(writable, key=lambda name: params[name])  # list order breaks ties
     removed: dict[int, int] = {}
-    for rec in chan.records if chan is not None else ():
+    for rec in chan.records:
         for (k, j), _ in rec.removed.items():
             spec = original.layers[k].structure
             if isinstance(spec, ConvSpec) and j % (spec.out_features // spec.out_shape[0]) == 0:
@@ -332,7 +321,6 @@ def choose_dag(
     report: StabilityReport,
     dense: RewriteResult | None,
     tol: Tolerances = DEFAULT,
-    deadline: float | None = None,
 ) -> tuple[RewriteResult, dict]:
     """The rewrite to write for a DAG read as a chain (a residual ``Add`` or a ``Concat``,
     carried through layers by :mod:`exactcomp.io.onnx_skip`; ``meta["carried"]``).

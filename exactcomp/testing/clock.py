@@ -41,7 +41,6 @@ CLOCKED = (
     "exactcomp.regions.count",
     "exactcomp.rewrite.acceptance",
     "exactcomp.rewrite.bitwidths",
-    "exactcomp.rewrite.channels",
     "exactcomp.rewrite.lossy",
     "exactcomp.rewrite.magnitude",
     "exactcomp.rewrite.pipeline",

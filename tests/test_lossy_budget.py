@@ -56,9 +56,9 @@ def test_the_gate_starts_no_proof_that_would_end_past_its_end(monkeypatch):
     lp_given: list[float] = []
     real_lp = charge.lp_difference_bounds
 
-    def lp(pair, box, seconds):
+    def lp(pair, box, seconds, **kw):
         lp_given.append(seconds)
-        return real_lp(pair, box, seconds)
+        return real_lp(pair, box, seconds, **kw)
 
     monkeypatch.setattr(charge, "lp_difference_bounds", lp)
     f = _net(0)

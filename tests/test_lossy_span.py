@@ -87,7 +87,7 @@ def test_the_lp_after_a_symbolic_bound_gets_what_it_leaves(monkeypatch):
     given: list[float] = []
     real = charge.lp_difference_bounds
     monkeypatch.setattr(
-        charge, "lp_difference_bounds", lambda p, b, s: given.append(s) or real(p, b, s)
+        charge, "lp_difference_bounds", lambda p, b, s, **kw: given.append(s) or real(p, b, s, **kw)
     )
     f = _net(0)
     charger = Charger(f, [BOX])

@@ -29,7 +29,8 @@ the re-check from four sparse passes per point to two (RESULTS.md "budget17").
 Point count. ``points`` is what ``--check N`` asks for, checked in full. Without ``--check``,
 the API checks up to :data:`CHECK_POINTS` points but stops drawing new chunks once the next
 would end more than :data:`CHECK_SECONDS` (or the caller's deadline, whichever is sooner)
-after the re-check began, never before :data:`CHECK_FLOOR` points; the number checked is in the
+after the re-check began, never before :data:`CHECK_FLOOR` points (:data:`FLOOR_CHUNK` past
+the caller's ``end``); the number checked is in the
 report (``check.points``) as always. Small networks are checked on all 100,000 points in well
 under a second; networks held sparse get as many as the time allows.
 """
@@ -65,6 +66,10 @@ CHECK_SECONDS = 10.0
 #: ... but never fewer than this many points (a quarter of them near vertices of the box,
 #: one its centre, :func:`check_points`): the first chunk, checked whatever the clock says.
 CHECK_FLOOR = 2_000
+#: ... except past the caller's ``end`` (``compress --tol``'s exact pass): then the floor is
+#: checked in chunks of this many points and none starts past ``end`` after the first (on
+#: cifar_base_kw the floor took 0.3 s CPU, 1.2 s wall at load ~5: RESULTS.md "ccsoak21").
+FLOOR_CHUNK = 250
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,19 +147,23 @@ def sample_check(
     tol: Tolerances,
     seed: int = 0,
     seconds: float | None = None,
+    end: float | None = None,
 ) -> SampleCheck:
     """Re-check ``compressed == original`` by evaluation; raise :class:`VerificationError` on a
     mismatch beyond ``check_abs + check_rel * max(1, |f(x)|) + check_scale * S(x)`` (see
     :class:`~exactcomp.tolerances.Tolerances`). ``points``: how many; with ``seconds``, at
     least :data:`CHECK_FLOOR` of them and after those only while the next chunk is predicted
-    to end within ``seconds`` (see the module docstring)."""
+    to end within ``seconds`` (see the module docstring). ``end`` (a ``time.perf_counter()``
+    instant, with ``seconds``): the floor too is drawn in chunks of :data:`FLOOR_CHUNK`,
+    and no chunk after the first starts past ``end`` (the count checked is ``points``)."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     # the widest array a chunk makes: its points, or a layer's outputs for them
     dim = max(boxes[0].dim, *(la.out_features for la in original.layers), 1)
     per = max(1, CHECK_ENTRIES // dim)
     first = points if seconds is None else min(points, CHECK_FLOOR)
-    sizes = [first] if first <= per else [per] * (first // per) + [first % per]
+    step = per if end is None or seconds is None else min(per, FLOOR_CHUNK)
+    sizes = [first] if first <= step else [step] * (first // step) + [first % step]
     rest = points - first  # wide inputs (images): checked in chunks of ``per``
     sizes += [per] * (rest // per) + [rest % per]
     kept = stored(compressed)
@@ -164,6 +173,8 @@ def sample_check(
         spent = time.perf_counter() - t0
         if seconds is not None and total >= first and spent * (1 + size / total) > seconds:
             break
+        if seconds is not None and end is not None and total and time.perf_counter() >= end:
+            break  # the floor's chunks too, after the first
         x = check_points(boxes, size, rng)
         fx = original.forward(x)
         diff = np.abs(fx - compressed.forward(x))

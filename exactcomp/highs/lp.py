@@ -21,6 +21,15 @@ where a multiplier whose row side is infinite is set to 0. :func:`dual_bound` ev
 with HiGHS' row duals in float64 and pads it for rounding (``bound_abs + bound_rel * scale``,
 ``scale`` the sum of the absolute terms). The solver margin a caller adds on top is
 :func:`~exactcomp.highs.margins.solver_margin`.
+
+Time limits
+-----------
+HiGHS (1.16) stops a run when the run time of *all* runs of the instance so far
+(``getRunTime``) passes its ``time_limit``, so an :class:`Lp` re-solved with "the seconds
+left" as its limit answered TIME_LIMIT at once as soon as its earlier solves had used more
+than that: on cifar_base_kw's joint LP the first solve took 27 s of a 44.7 s budget and the
+nineteen others stopped at once with 16.7 s left (RESULTS.md "clock22"). :meth:`Lp.solve`
+sets the limit to the run time so far plus the seconds left.
 """
 
 from __future__ import annotations
@@ -176,7 +185,9 @@ class Lp:
             left = deadline - time.monotonic()
             if left <= 0:
                 return LpSolution(Termination.TIME_LIMIT, None, None)
-            self.h.setOptionValue("time_limit", float(left))
+            # HiGHS compares its time limit with the run time of every solve of this instance
+            # together (getRunTime), not of this one (module docstring, "Time limits")
+            self.h.setOptionValue("time_limit", self.h.getRunTime() + float(left))
         try:
             status = run(self.h)
             term = from_highs(self.h.getModelStatus(), status == highspy.HighsStatus.kError)

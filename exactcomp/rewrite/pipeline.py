@@ -18,6 +18,7 @@ a unit or a layer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from ..network import Network
@@ -46,6 +47,8 @@ def compress_network(
     tol: Tolerances = DEFAULT,
     *,
     passes: Sequence[Pass] = DEFAULT_PASSES,
+    deadline: float | None = None,
+    late_passes: Sequence[Pass] = (remove_inactive,),
 ) -> RewriteResult:
     """Rewrite ``net`` into a network with the same function on the report's domain.
 
@@ -60,6 +63,18 @@ def compress_network(
         ``tol.fold_rel`` bounds the float64 rounding of every (proven exact) fold.
     passes:
         The passes of one round, in order (default :data:`DEFAULT_PASSES`).
+    deadline:
+        A ``time.perf_counter()`` instant past which the fixed point stops between two
+        passes: the passes of ``late_passes`` among ``passes`` then run once more on the
+        network so far, and it is returned. Each pass is exact on its own, so a fixed point
+        cut short computes the original function too, only with fewer neurons removed
+        (``compress --tol``'s exact pass under load: the rewrite took 1.9-2.2 s CPU of
+        cifar_base_kw at wall/CPU ~4, RESULTS.md "ccsoak21").
+    late_passes:
+        What still runs past ``deadline`` (default :func:`remove_inactive`: it spends the
+        analysis's proofs, and on cifar_base_kw it is the one pass that changes anything,
+        0.03 s of the 2.2 s CPU; ``merge_duplicates`` takes 1.2 s and ``fold_active`` 0.6 s
+        there for nothing: RESULTS.md "clock22").
 
     Returns
     -------
@@ -77,13 +92,23 @@ def compress_network(
     # round would change nothing either; stopping there, mid-round, gives the network that
     # finishing the round gives (on cifar_base_kw it skips the last round's fold_active: 0.55
     # of 2.6 s; RESULTS.md "ccsoak21")
-    unchanged, turn = 0, 0
+    unchanged, turn, late = 0, 0, ()
     while passes and unchanged < len(passes):
-        out = passes[turn % len(passes)](current, state, tol)
+        if deadline is not None and time.perf_counter() >= deadline:
+            late = tuple(p for p in late_passes if p in passes)  # then stop
+            break
+        step = passes[turn % len(passes)]
         turn += 1
         unchanged += 1
+        out = step(current, state, tol)
         if out.record.changed:
             unchanged = 0
+            records.append(out.record)
+            _note_removals(out.record, state, neurons, fates, dropped)
+        current, state = out.network, out.state
+    for step in late:  # past the deadline: each late pass once more on the network so far
+        out = step(current, state, tol)
+        if out.record.changed:
             records.append(out.record)
             _note_removals(out.record, state, neurons, fates, dropped)
         current, state = out.network, out.state

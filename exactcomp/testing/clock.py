@@ -43,6 +43,7 @@ CLOCKED = (
     "exactcomp.rewrite.bitwidths",
     "exactcomp.rewrite.lossy",
     "exactcomp.rewrite.magnitude",
+    "exactcomp.rewrite.pipeline",
     "exactcomp.stability.claims",
     "exactcomp.stability.cones",
     "exactcomp.stability.engine",

@@ -163,6 +163,11 @@ class Charger:
         #: bound), and on a dense conv network one symbolic proof takes 30 s (RESULTS.md
         #: "qbudget19")
         self._symbolic: dict[bytes, list[np.ndarray]] = {}
+        #: ... and per box the pass's ranges of every hidden difference, with the seconds of
+        #: one pass: the joint LP starts from them (on cifar_base_kw its own prefix bounds
+        #: took 11 s CPU, RESULTS.md "clock22")
+        self._ranges: dict[bytes, tuple[list, float]] = {}
+        self._last_ranges: tuple[list, float] = ([None] * len(self.boxes), 0.0)  # of the last g
 
     def proven(
         self,
@@ -203,8 +208,10 @@ class Charger:
             self.seconds = time.perf_counter() - begun
             return bound
         worst = 0.0
-        for pair, symbolic, box in zip(self._pairs, self._symbolic_bounds(g), self.boxes,
-                                       strict=True):  # fmt: skip
+        bounds = self._symbolic_bounds(g)
+        ranges, pass_seconds = self._last_ranges
+        for pair, symbolic, box, known in zip(self._pairs, bounds, self.boxes, ranges,
+                                              strict=True):  # fmt: skip
             per_output = symbolic.copy()
             settled = per_output.max(initial=0.0) <= target
             if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and not settled:
@@ -219,7 +226,8 @@ class Charger:
                 if bab_seconds > 0:
                     lp = bab_difference_bounds(paired, box, share, target=target).bounds
                 else:
-                    lp = lp_difference_bounds(paired, box, share)
+                    lp = lp_difference_bounds(paired, box, share, known=known,
+                                              pass_seconds=pass_seconds)  # fmt: skip
                 per_output = np.minimum(per_output, lp)
             if milp_seconds > 0 and target > 0 and per_output.max(initial=0.0) > target:
                 per_output = _milp(dataclasses.replace(pair, g=g), box, per_output, target,
@@ -252,16 +260,21 @@ class Charger:
         if key is None or key not in self._symbolic:
             begun = time.perf_counter()
             plain = self._plain or [None] * len(self.boxes)
-            bounds = []
+            bounds, ranges = [], []
             for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
-                per_output = _symbolic(pair, g, box)
+                per_output, diffs = _symbolic(pair, g, box)
                 if other is not None:
-                    per_output = np.minimum(per_output, _symbolic(other, g, box))
+                    per_output = np.minimum(per_output, _symbolic(other, g, box)[0])
                 bounds.append(per_output)
+                ranges.append(diffs)
             self.seconds = time.perf_counter() - begun
+            passes = len(self.boxes) * (1 if self._plain is None else 2)
+            self._last_ranges = (ranges, self.seconds / passes)
             if key is None:
                 return bounds
             self._symbolic[key] = bounds
+            self._ranges[key] = self._last_ranges
+        self._last_ranges = self._ranges[key]
         return self._symbolic[key]
 
     def roots(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
@@ -311,10 +324,11 @@ def _head(f: Network, g: Network, box: Box, target: float, seconds: float) -> np
     return np.array([max(out.bounds[(i, 1.0)], out.bounds[(i, -1.0)]) for i in range(m)])
 
 
-def _symbolic(pair: Pair, g: Network, box: Box) -> np.ndarray:
-    """Per output ``i``, the differential bound of ``max |f_i - g_i|`` on ``box``."""
+def _symbolic(pair: Pair, g: Network, box: Box) -> tuple[np.ndarray, list]:
+    """Per output ``i``, the differential bound of ``max |f_i - g_i|`` on ``box``, and the
+    pass's bounds of every hidden layer's difference (the joint LP's ranges)."""
     b = difference_bounds(dataclasses.replace(pair, g=g), box.lower[None], box.upper[None])
-    return np.maximum(-b.lo[0], b.hi[0])
+    return np.maximum(-b.lo[0], b.hi[0]), b.differences(pair.f)
 
 
 def _moved(tightened: Pair, plain: Pair) -> bool:

@@ -76,62 +76,55 @@ import dataclasses
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..bounds.interval import pad
 from ..bounds.lp import PrefixLP
 from ..domain import Box
 from ..highs.lp import Lp, lp_min
 from ..highs.margins import solver_margin
-from ..tolerances import Tolerances
+from .jointrows import Rows, coupling_rows, phase_rows, relu_rows
 from .symbolic import Pair, difference_bounds
 
-
-class _Rows:
-    """Sparse rows ``lo <= sum v x_c <= hi`` collected one at a time, and bounded columns."""
-
-    def __init__(self) -> None:
-        self.r: list[int] = []
-        self.c: list[int] = []
-        self.v: list[float] = []
-        self.lo: list[float] = []
-        self.hi: list[float] = []
-        self.col_lo: list[float] = []
-        self.col_hi: list[float] = []
-        self.phases: list[int] = []  # the phase columns (binary in the MILP of this LP)
-
-    def col(self, lo: float, hi: float) -> int:
-        self.col_lo.append(float(lo))
-        self.col_hi.append(float(hi))
-        return len(self.col_lo) - 1
-
-    def row(self, cols, vals, lo: float, hi: float) -> None:
-        n = len(self.lo)
-        self.r += [n] * len(cols)
-        self.c += [int(c) for c in cols]
-        self.v += [float(v) for v in vals]
-        self.lo.append(float(lo))
-        self.hi.append(float(hi))
-
-    def lp(self) -> PrefixLP:
-        shape = (len(self.lo), len(self.col_lo))
-        matrix = sp.csr_matrix((self.v, (self.r, self.c)), shape=shape)
-        return PrefixLP(
-            matrix=matrix,
-            row_lower=np.array(self.lo),
-            row_upper=np.array(self.hi),
-            col_lower=np.array(self.col_lo),
-            col_upper=np.array(self.col_hi),
-            out_cols=np.zeros(0, dtype=np.int64),
-        )
+#: Where the difference ranges come from the one symbolic pass of the whole pair (``known``,
+#: :meth:`~exactcomp.verify.symbolic.DifferenceBounds.differences`), the bound of each
+#: prefix pair (tighter: its last layer back-substituted whole) is met with them for hidden
+#: layer ``k >= 1`` only while ``PREFIX_COST`` times that pass's seconds still fit before
+#: ``PREFIX_SHARE`` of the LP's seconds. On cifar_base_kw the prefixes took 11 s CPU (the
+#: 960-neuron one 7.4 s, 1.9 times the whole pass) to narrow the ranges by 0.05 % and 1.3 %
+#: (RESULTS.md "clock22"); on the digits models they take milliseconds and always run.
+PREFIX_SHARE = 0.25
+PREFIX_COST = 2.0
 
 
-def layer_differences(pair: Pair, box: Box) -> list[tuple[np.ndarray, np.ndarray]]:
+class Late(Exception):
+    """The joint LP's seconds ran out before its model was built (nothing is claimed)."""
+
+
+def layer_differences(
+    pair: Pair,
+    box: Box,
+    known: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    *,
+    end: float | None = None,
+    prefix_end: float | None = None,
+    pass_seconds: float = 0.0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     r"""Sound bounds of :math:`z^g_k - z^f_k` for every hidden layer ``k`` on ``box`` (the
-    root box of ``pair``): the symbolic bounds of the prefix pair ending at layer ``k``."""
+    root box of ``pair``): the symbolic bounds of the prefix pair ending at layer ``k``, met
+    with ``known`` (sound bounds of the same, e.g. the whole pair's pass) where given; with
+    ``known``, a prefix is bounded only while :data:`PREFIX_COST` ``* pass_seconds`` fits before
+    ``prefix_end`` (``time.monotonic``), never for layer 0 (its difference is affine: the pass
+    has it exactly). :class:`Late` once ``end`` has passed between two layers."""
     f, g = pair.f, pair.g
     out = []
     for k in range(len(f.layers) - 1):
+        if end is not None and time.monotonic() > end:
+            raise Late
+        have = None if known is None else known[k]
+        late = prefix_end is not None and time.monotonic() + PREFIX_COST * pass_seconds > prefix_end
+        if have is not None and (k == 0 or late):
+            out.append(have)
+            continue
         fp = f.replace_layers(list(f.layers[: k + 1]))
         gp = g.replace_layers(list(g.layers[: k + 1]))
         sub = dataclasses.replace(
@@ -143,64 +136,11 @@ def layer_differences(pair: Pair, box: Box) -> list[tuple[np.ndarray, np.ndarray
             pads={j: p for j, p in pair.pads.items() if j < k},
         )
         b = difference_bounds(sub, box.lower[None], box.upper[None])
-        out.append((b.lo[0], b.hi[0]))
+        lo, hi = b.lo[0], b.hi[0]
+        if have is not None:
+            lo, hi = np.maximum(lo, have[0]), np.minimum(hi, have[1])
+        out.append((lo, hi))
     return out
-
-
-def _relu(rows: _Rows, z: int, lo: float, hi: float, tol: Tolerances) -> int:
-    """The column of ``h = relu(z)`` for ``z`` in ``[lo, hi]`` (its triangle when unstable)."""
-    if hi <= 0.0:
-        return rows.col(0.0, 0.0)
-    if lo >= 0.0:
-        return z
-    h = rows.col(0.0, hi)
-    rows.row([h, z], [1.0, -1.0], 0.0, np.inf)
-    rhs = -hi * lo + float(pad(np.asarray(abs(hi * lo) + (hi - lo) * hi), tol))
-    rows.row([h, z], [hi - lo, -hi], -np.inf, rhs)
-    return h
-
-
-def _coupling(rows: _Rows, hf, hg, zf, zg, dl: float, du: float, tol: Tolerances) -> None:
-    r"""The chords of :math:`\min(0, d) \le h^g - h^f \le \max(0, d)` on ``[dl, du]``."""
-    cols = [hg, hf, zg, zf]
-    if dl >= 0.0:
-        rows.row(cols[:2], [1.0, -1.0], 0.0, np.inf)
-        rows.row(cols, [1.0, -1.0, -1.0, 1.0], -np.inf, 0.0)
-    elif du <= 0.0:
-        rows.row(cols[:2], [1.0, -1.0], -np.inf, 0.0)
-        rows.row(cols, [1.0, -1.0, -1.0, 1.0], 0.0, np.inf)
-    else:
-        sl, su = -dl / (du - dl), du / (du - dl)
-        p = float(pad(np.asarray(abs(du) + abs(dl) + 1.0), tol))
-        rows.row(cols, [1.0, -1.0, -sl, sl], -sl * du - p, np.inf)
-        rows.row(cols, [1.0, -1.0, -su, su], -np.inf, -su * dl + p)
-
-
-def _phases(rows: _Rows, hf, hg, zf, zg, bounds, tol: Tolerances) -> None:
-    r"""The phase rows of one neuron (module docstring, "Phases"): :math:`\Delta \ge
-    \sigma^f d` when ``f`` is unstable, :math:`\Delta \le \sigma^g d` when ``g`` is,
-    each product by McCormick over :math:`[\underline d, \overline d]`, each phase by big-M
-    on its neuron's bounds. ``bounds`` is ``(l, u, l^g, u^g, dl, du)``."""
-    lo, hi, lg, ug, dl, du = bounds
-    p = float(pad(np.asarray(abs(dl) + abs(du) + abs(lo) + abs(hi) + abs(lg) + abs(ug) + 1.0), tol))
-    if lo < 0.0 < hi:  # sigma^f: u s >= z, -l s <= z - l; h^f <= u s, h^f <= z - l (1 - s)
-        s = rows.col(0.0, 1.0)
-        rows.phases.append(s)
-        rows.row([s, zf], [hi, -1.0], -p, np.inf)
-        rows.row([s, zf], [-lo, -1.0], -np.inf, -lo + p)
-        rows.row([hf, s], [1.0, -hi], -np.inf, p)
-        rows.row([hf, zf, s], [1.0, -1.0, -lo], -np.inf, -lo + p)
-        rows.row([hg, hf, s], [1.0, -1.0, -dl], -p, np.inf)  # Delta >= s dl
-        rows.row([hg, hf, zg, zf, s], [1.0, -1.0, -1.0, 1.0, -du], -du - p, np.inf)
-    if lg < 0.0 < ug:  # sigma^g, alike; Delta <= s du and Delta <= d - dl (1 - s)
-        s = rows.col(0.0, 1.0)
-        rows.phases.append(s)
-        rows.row([s, zg], [ug, -1.0], -p, np.inf)
-        rows.row([s, zg], [-lg, -1.0], -np.inf, -lg + p)
-        rows.row([hg, s], [1.0, -ug], -np.inf, p)
-        rows.row([hg, zg, s], [1.0, -1.0, -lg], -np.inf, -lg + p)
-        rows.row([hg, hf, s], [1.0, -1.0, -du], -np.inf, p)
-        rows.row([hg, hf, zg, zf, s], [1.0, -1.0, -1.0, 1.0, -dl], -np.inf, -dl + p)
 
 
 def build_joint_lp(
@@ -231,6 +171,7 @@ def joint_lp(
     deadline: float | None = None,
     *,
     phases: bool = True,
+    end: float | None = None,
 ) -> tuple[PrefixLP, list[LayerColumns]]:
     """The LP of the module docstring on ``f``'s bounds ``pair.root`` and the difference
     bounds ``diffs`` (:func:`layer_differences`), and its columns layer by layer.
@@ -239,24 +180,35 @@ def joint_lp(
     its bounds :math:`[\\underline{d}_k, \\overline{d}_k]` are tightened by the LP built so far
     (min and max of :math:`z^g_k - z^f_k`, weak-duality bounds less the solver margin): the
     chords of layer ``k`` then are those of the tighter range. Neurons not reached keep the
-    symbolic bounds."""
+    symbolic bounds. :class:`Late` once ``end`` (``time.monotonic``) has passed between two
+    layers."""
     f, g, tol = pair.f, pair.g, pair.tol
-    rows = _Rows()
+    rows = Rows()
     cols: list[LayerColumns] = []
     hf = hg = [rows.col(a, b) for a, b in zip(box.lower, box.upper, strict=True)]
     for k in range(len(f.layers) - 1):
+        if end is not None and time.monotonic() > end:
+            raise Late
         lf_, lg_ = f.layers[k], g.layers[k]
         low, up = pair.root[k]
         dl, du = (a.copy() for a in diffs[k])
-        zf, zg, drow = [], [], []
-        for n in range(lf_.out_features):
+        m = lf_.out_features
+        zf, zg = [], []
+        for n in range(m):  # the columns and rows in the order of one neuron at a time
             zf.append(rows.col(low[n], up[n]))
             zg.append(rows.col(-np.inf, np.inf))  # bounded below, once d's range is known
-            b_f, b_g = float(lf_.bias[n]), float(lg_.bias[n])
-            rows.row([zf[n], *hf], [1.0, *(-lf_.weight[n])], b_f, b_f)
-            rows.row([zg[n], *hg], [1.0, *(-lg_.weight[n])], b_g, b_g)
-            drow.append(len(rows.lo))
-            rows.row([zg[n], zf[n]], [1.0, -1.0], dl[n], du[n])
+        first = len(rows.lo)
+        at = first + 3 * np.arange(m)  # per neuron: its row of z^f, of z^g, of d
+        rows.lo += [0.0] * (3 * m)
+        rows.hi += [0.0] * (3 * m)
+        rows.affine(at, zf, hf, lf_.weight, lf_.bias)
+        rows.affine(at + 1, zg, hg, lg_.weight, lg_.bias)
+        drow = (at + 2).tolist()
+        for n in range(m):
+            rows.r += [drow[n], drow[n]]
+            rows.c += [zg[n], zf[n]]
+            rows.v += [1.0, -1.0]
+            rows.lo[drow[n]], rows.hi[drow[n]] = float(dl[n]), float(du[n])
         if k >= 1 and deadline is not None:
             _tighten_differences(rows, zf, zg, dl, du, low, up, tol, deadline)
         slack = pad(np.abs(low) + np.abs(up) + np.abs(dl) + np.abs(du), tol)
@@ -266,12 +218,12 @@ def joint_lp(
             rows.col_lo[zg[n]], rows.col_hi[zg[n]] = float(lg[n]), float(ug[n])
             rows.lo[drow[n]], rows.hi[drow[n]] = float(dl[n]), float(du[n])
             if lf_.relu:
-                af = _relu(rows, zf[n], low[n], up[n], tol)
-                ag = _relu(rows, zg[n], lg[n], ug[n], tol)
-                _coupling(rows, af, ag, zf[n], zg[n], dl[n], du[n], tol)
+                af = relu_rows(rows, zf[n], low[n], up[n], tol)
+                ag = relu_rows(rows, zg[n], lg[n], ug[n], tol)
+                coupling_rows(rows, af, ag, zf[n], zg[n], dl[n], du[n], tol)
                 if phases:
                     bounds = (low[n], up[n], lg[n], ug[n], dl[n], du[n])
-                    _phases(rows, af, ag, zf[n], zg[n], bounds, tol)
+                    phase_rows(rows, af, ag, zf[n], zg[n], bounds, tol)
             else:
                 af, ag = zf[n], zg[n]
             nf.append(af)
@@ -281,7 +233,7 @@ def joint_lp(
     return rows.lp(), cols
 
 
-def _tighten_differences(rows: _Rows, zf, zg, dl, du, low, up, tol, deadline) -> None:
+def _tighten_differences(rows: Rows, zf, zg, dl, du, low, up, tol, deadline) -> None:
     """``dl, du`` (in place) tightened by min/max of ``z^g - z^f`` over the LP so far (the
     ``z^g`` columns bounded by the current range meanwhile)."""
     slack = pad(np.abs(low) + np.abs(up) + np.abs(dl) + np.abs(du), tol)
@@ -308,26 +260,52 @@ def _tighten_differences(rows: _Rows, zf, zg, dl, du, low, up, tol, deadline) ->
 
 
 def lp_difference_bounds(
-    pair: Pair, box: Box, seconds: float, *, diff_share: float = 0.0, phases: bool = True
+    pair: Pair,
+    box: Box,
+    seconds: float,
+    *,
+    diff_share: float = 0.0,
+    phases: bool = True,
+    known: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    pass_seconds: float = 0.0,
 ) -> np.ndarray:
     """Per output ``i`` of ``pair.outputs``, a sound bound of ``max_x |g_i(x) - f_i(x)|`` on
-    ``box`` from the joint LP (``inf`` for an output not proven within ``seconds``).
+    ``box`` from the joint LP (``inf`` for an output not proven within ``seconds``: the
+    caller's bound before the LP stands; an optimum is never a bound, only its duals).
 
-    ``diff_share`` > 0: up to that share of the time first tightens the hidden layers'
-    difference ranges by LP (:func:`build_joint_lp`). Off by default: on the digits model
-    at 8 bits it took 30 s for 3.706 -> 3.685."""
+    ``known``, ``pass_seconds``: the difference ranges of the pair's symbolic pass and its
+    seconds (:func:`layer_differences`). ``diff_share`` > 0: up to that share of the time
+    first tightens the hidden layers' difference ranges by LP (:func:`joint_lp`). Off by
+    default: on the digits model at 8 bits it took 30 s for 3.706 -> 3.685.
+
+    The call ends within ``seconds`` plus one step that does not look at the clock: a prefix
+    pair's symbolic bound, one layer's rows, the model handed to HiGHS, or HiGHS' own
+    overrun of its limit. Every solve ends ``reserve`` before the end, the seconds that
+    handing the model to HiGHS took (a pass over the matrix, as the duals' re-check of each
+    solve in :func:`~exactcomp.highs.lp.lp_min`). On cifar_base_kw the build ignored the
+    clock: 32 s for 17.6 s asked (RESULTS.md "clock22")."""
     start = time.monotonic()
     seconds = max(float(seconds), 0.0)
-    deadline = start + seconds
-    lp, hf, hg = build_joint_lp(
-        pair, box, start + diff_share * seconds if diff_share else None, phases=phases
-    )
-    h = Lp.from_model(lp)
+    end = start + seconds
     out = np.full(len(pair.outputs), np.inf)
+    try:
+        diffs = layer_differences(pair, box, known, end=end, prefix_end=start + PREFIX_SHARE * seconds,
+                                  pass_seconds=pass_seconds)  # fmt: skip
+        tighten = start + diff_share * seconds if diff_share else None
+        lp, cols = joint_lp(pair, box, diffs, tighten, phases=phases, end=end)
+    except Late:
+        return out
+    if time.monotonic() > end:
+        return out
+    t = time.monotonic()
+    h = Lp.from_model(lp)
+    h.abs_transpose(lp)  # kept for every solve's re-check
+    reserve = time.monotonic() - t
+    hf, hg = cols[-1].hf, cols[-1].hg
     for o, i in enumerate(pair.outputs):
         worst = 0.0
         for sign in (1.0, -1.0):
-            got = side_bound(h, lp, pair, hf, hg, i, sign, deadline)
+            got = side_bound(h, lp, pair, hf, hg, i, sign, end - reserve)
             if got is None:
                 worst = np.inf
                 break

@@ -173,6 +173,17 @@ class DifferenceBounds:
     unstable: np.ndarray  # (N, d): sum over f's unstable neurons of |dz/dx_j| / (u - l)
     inner: np.ndarray  # (N, 4 H): per hidden layer, bounds of z^f and of d (for children)
 
+    def differences(self, f: Network, n: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Box ``n``'s bounds of ``d_k = z^g_k - z^f_k`` per hidden layer ``k`` (from ``inner``)."""
+        out, pos = [], 0
+        for la in f.layers[:-1]:
+            w = la.out_features
+            out.append(
+                (self.inner[n, pos + 2 * w : pos + 3 * w], self.inner[n, pos + 3 * w : pos + 4 * w])
+            )
+            pos += 4 * w
+        return out
+
 
 @dataclass(frozen=True, eq=False)
 class Pair:

@@ -193,12 +193,12 @@ def test_unknown_output_suffix_is_refused_before_the_analysis(model, tmp_path, c
 @pytest.mark.parametrize("command", ["compress", "stability", "quantize"])
 def test_out_of_memory_is_one_line_and_exit_2(model, tmp_path, capsys, monkeypatch, command):
     """nn4sys' normal_100 ran the reader out of memory: a traceback and exit 1 (audit22)."""
-    import exactcomp.io
+    import exactcomp.io.torch_io
 
     def exhausted(*args, **kwargs):
         raise MemoryError("Out of memory in matmul")
 
-    monkeypatch.setattr(exactcomp.io, "load", exhausted)
+    monkeypatch.setattr(exactcomp.io.torch_io, "load_torch", exhausted)
     out = tmp_path / "o.onnx"
     argv = [command, model, "--box", "0,1"] + (["--bits", "8"] if command == "quantize" else [])
     argv += [] if command == "stability" else ["-o", out]

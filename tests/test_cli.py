@@ -451,6 +451,24 @@ def test_verify_prints_the_structural_advice(model_path, monkeypatch, capsys) ->
     assert "will not help" in out and "give more --time-limit" not in out
 
 
+def test_compress_verify_out_of_time_advises_what_compress_can_do(
+    model_path, tmp_path, monkeypatch, capsys
+) -> None:
+    """compress's --time-limit is per MILP and its proof's seconds follow from the analysis:
+    "give more --time-limit" (what cifar_deep_kw printed, audit22) would not help; the advice
+    is the path that does: write with --report, then ``verify --certificates``."""
+    import exactcomp.api.checking
+
+    monkeypatch.setattr(exactcomp.api.checking, "verify_equivalence", lambda *a, **k: _unknown(""))
+    out = tmp_path / "small.pt"
+    argv = ["compress", str(model_path), "--box", "0,1", "-o", str(out), "--verify", "--quiet"]
+    assert cli.main(argv) == 3
+    text = " ".join(capsys.readouterr().out.split())
+    assert "nothing written" in text and not out.exists()
+    assert "give more --time-limit" not in text
+    assert "verify MODEL OUT --certificates R.json --time-limit S" in text
+
+
 def test_verify_notes_a_default_tolerance_large_next_to_the_outputs(tmp_path, capsys) -> None:
     """ACAS Xu 1_1 over prop_1: the default tolerance (twice the proven float32 rounding bound,
     about 1.5) dwarfs the outputs' span there (about 0.01), so a copy with output 0 moved by

@@ -190,6 +190,21 @@ def test_unknown_output_suffix_is_refused_before_the_analysis(model, tmp_path, c
     _assert_clear_error(capsys, argv, "unknown file type '.bin'", out)
 
 
+@pytest.mark.parametrize("command", ["compress", "stability", "quantize"])
+def test_out_of_memory_is_one_line_and_exit_2(model, tmp_path, capsys, monkeypatch, command):
+    """nn4sys' normal_100 ran the reader out of memory: a traceback and exit 1 (audit22)."""
+    import exactcomp.io.torch_io
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Out of memory in matmul")
+
+    monkeypatch.setattr(exactcomp.io.torch_io, "load_torch", exhausted)
+    out = tmp_path / "o.onnx"
+    argv = [command, model, "--box", "0,1"] + (["--bits", "8"] if command == "quantize" else [])
+    argv += [] if command == "stability" else ["-o", out]
+    _assert_clear_error(capsys, argv, "out of memory (Out of memory in matmul)", out)
+
+
 @pytest.mark.parametrize("check", ["0", "-5"])
 def test_check_must_be_positive(model, tmp_path, capsys, check) -> None:
     out = tmp_path / "o.pt"

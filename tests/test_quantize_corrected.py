@@ -161,6 +161,57 @@ def test_rounding_direction_cancels_errors_across_rows():
     assert (out.dequantized - w)[:, 1].sum() == pytest.approx(0.1)
 
 
+def _greedy_by_the_definition(w, qw, moment, cov, steps):
+    """The greedy of the module docstring, the whole matrix recomputed at every move."""
+    top = 2 ** (int(qw.bits) - 1) - 1
+    s, q = qw.scale.astype(np.float64)[:, None], qw.q.astype(np.float64)
+    r = w / s
+    grad = 2 * moment @ (q * s - w) @ cov
+    curvature = np.diag(moment)[:, None] * np.diag(cov)[None, :]
+    for _ in range(steps):
+        other = np.where(q > r, q - 1, q + 1)
+        movable = (np.abs(r - q) >= 0.5 - ROUNDING_BAND) & (np.abs(other) <= top)
+        d = (other - q) * s
+        change = np.where(movable, grad * d + curvature * d * d, np.inf)
+        i, j = np.unravel_index(int(np.argmin(change)), change.shape)
+        if not change[i, j] < 0:
+            break
+        q[i, j] = other[i, j]
+        grad += 2 * d[i, j] * np.outer(moment[:, i], cov[j, :])
+    return q.astype(np.int8)
+
+
+@pytest.mark.parametrize(("shape", "bits"), [((30, 40), 8), ((64, 50), 4), ((40, 64), 2)])
+def test_rounding_direction_is_the_greedy_of_its_definition(shape, bits):
+    """Only the movable entries are kept, as vectors (a move cost the whole matrix: 300 s on
+    marabou-cifar10's 1800 x 3072 first layer, audit22); the moves are the same, bit for bit."""
+    rng = np.random.default_rng(shape[0])
+    w, cov, moment = rng.normal(size=shape), _cov(shape[1], 1), _cov(shape[0], 2)
+    qw = quantize_weight(w, bits)
+    want = _greedy_by_the_definition(w, qw, moment, cov, steps=10**6)
+    assert np.count_nonzero(want != qw.q) > 20  # many moves, each one the same
+    assert np.array_equal(round_jointly(w, qw, moment, cov).q, want)
+
+
+def test_rounding_direction_of_a_matrix_with_many_movable_entries_makes_fewer_moves(
+    monkeypatch,
+):
+    """Each move reads every movable entry: ``ROUNDING_WORK // movable`` moves at most."""
+    from exactcomp.rewrite import quantize as module
+
+    rng = np.random.default_rng(5)
+    w, cov, moment = rng.normal(size=(40, 50)), _cov(50, 5), _cov(40, 6)
+    qw = quantize_weight(w, 8)
+    top = 127
+    r = w / qw.scale.astype(np.float64)[:, None]
+    other = np.where(qw.q > r, qw.q - 1, qw.q + 1)
+    movable = int(np.count_nonzero((np.abs(r - qw.q) >= 0.5 - ROUNDING_BAND) & (abs(other) <= top)))
+    monkeypatch.setattr(module, "ROUNDING_WORK", 7 * movable)
+    out = round_jointly(w, qw, moment, cov)
+    assert np.array_equal(out.q, _greedy_by_the_definition(w, qw, moment, cov, steps=7))
+    assert np.count_nonzero(out.q != qw.q) == 7
+
+
 def test_rounding_direction_moves_only_near_ties_and_lowers_the_output_error():
     rng = np.random.default_rng(3)
     w, cov, moment = rng.normal(size=(12, 10)), _cov(10, 3), _cov(12, 4)

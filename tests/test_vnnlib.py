@@ -22,6 +22,7 @@ SHIPPED = {
     "mnistfc/prop_1_0.05.vnnlib": (784, 10, 9),
     "small/cartpole_case_safe_14.vnnlib": (4, 2, 1),
     "small/vdp_0.vnnlib": (3, 3, 5),
+    "small/tll_property_N8_0.vnnlib": (2, 1, 1),
     "conv/Convnet_avgpool_prop_0_0.02.vnnlib": (784, 10, 9),
     "conv/cifar_base_kw-img2908-eps0.019869281045751634.vnnlib": (3072, 10, 9),
     "conv/cifar_base_kw-img4549-eps0.00392156862745098.vnnlib": (3072, 10, 9),

@@ -4,7 +4,7 @@ No logic of its own: budgets, compress-then-verify and every JSON document live 
 :mod:`exactcomp.api` and :mod:`exactcomp.report`.
 
 Exit codes: 0 success (``verify``: EQUIVALENT), 1 NOT_EQUIVALENT, 3 UNKNOWN, 2 a usage or
-input error (one line naming the problem, no output file), 130 interrupted (nothing written,
+input error or memory exhausted (one line naming the problem, no output file), 130 interrupted (nothing written,
 or with ``compress --partial`` the network proven before the Ctrl-C), 143 terminated by
 SIGTERM (e.g. ``timeout``: worker processes stopped, nothing written, ``--partial`` or not).
 
@@ -95,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command](args, console)
     except ExactCompError as exc:
         err.print(f"exactcomp: error: {exc}", markup=False, soft_wrap=True)
+        return EXIT_ERROR
+    except MemoryError as exc:  # the environment's limit, not a bug to show as a traceback
+        detail = f" ({exc})" if str(exc) else ""
+        err.print(
+            f"exactcomp: error: out of memory{detail}; nothing was written (a smaller network, "
+            "fewer --jobs or more memory)",
+            markup=False,
+            soft_wrap=True,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         err.print("exactcomp: interrupted; nothing was written", markup=False)

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..errors import InvalidOptionError
 from .common import (
+    COMPRESS_MORE_TIME,
     EXIT_DIFFERENT,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -93,7 +94,8 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
             f"nothing written{hint}[/red]"
         )
         if recheck.ok:
-            console.print(tol_hint(verdict, "--verify-tol", checked.rounding_tol), markup=False)
+            hint = tol_hint(verdict, "--verify-tol", checked.rounding_tol, COMPRESS_MORE_TIME)
+            console.print(hint, markup=False)
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
     report_text = document_text("compress", result.report)  # rendered before anything is written
     api.save(written, args.output, inputs=inputs, domain=boxes)

@@ -117,11 +117,24 @@ def show_vector(v: np.ndarray, limit: int = 8) -> str:
     return f"[{head}{f', ... ({v.size - limit} more)' if v.size > limit else ''}]"
 
 
-def tol_hint(verdict, option: str, rounding_tol: float | None = None) -> str:
+#: What ``compress --verify`` advises when no bound was proven in time: its proof's seconds
+#: follow from the analysis (``api.checking.verification_budget``), and its ``--time-limit``
+#: is per MILP, so "give more --time-limit" would not help (cifar_deep_kw, audit22).
+COMPRESS_MORE_TIME = (
+    "write it without --verify, with --report R.json, then prove the file with more time: "
+    "exactcomp verify MODEL OUT --certificates R.json --time-limit S"
+)
+
+
+def tol_hint(
+    verdict, option: str, rounding_tol: float | None = None, more_time: str | None = None
+) -> str:
     """Advice after a failed verification: a tolerance that works, when one is known.
 
     ``rounding_tol``: the default derived from the proven effect of rounding the written
-    weights (:func:`exactcomp.api.default_tolerance`), when that is what separates them."""
+    weights (:func:`exactcomp.api.default_tolerance`), when that is what separates them.
+    ``more_time``: what to do when time, not the tolerance, was short (default: give more
+    ``--time-limit``, the option of ``verify``)."""
     from .. import api
 
     if verdict.status.name == "NOT_EQUIVALENT":
@@ -140,10 +153,11 @@ def tol_hint(verdict, option: str, rounding_tol: float | None = None) -> str:
             "help: compare with the network exactcomp compress wrote"
         )
     value = api.suggest_tolerance(verdict)
+    more = more_time or "give more --time-limit"
     if value is None and cause == "claims":
-        return "stability claims were not re-proven in time; give more --time-limit"
+        return f"stability claims were not re-proven in time; {more}"
     if value is None:
-        return "no bound was proven in time; give more --time-limit"
+        return f"no bound was proven in time; {more}"
     return f"{option} {value:.2g} would be proven"
 
 

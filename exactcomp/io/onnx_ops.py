@@ -61,12 +61,18 @@ class Affine:
         True when only layout operators (reshape, transpose, identity...) were applied to
         ``h``: an identity-valued ``pure`` output needs no extra layer, while an explicit
         identity ``MatMul`` in the file stays a layer of its own.
+    eye:
+        True when ``lin``, read in row-major order as an ``n x n`` matrix, is the identity
+        (``h`` itself, reshaped at most): a product with a weight is then the weight, taken
+        without reading the ``n x n`` view (numpy would copy it to a contiguous ``n x n``
+        array first: 29 GB for the 60,100 ReLUs of VNN-COMP's nn4sys ``normal_100``).
     """
 
     lin: np.ndarray
     off: np.ndarray
     base: int
     pure: bool = False
+    eye: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -76,7 +82,7 @@ class Affine:
     def identity(cls, shape: tuple[int, ...], base: int) -> Affine:
         """The tensor ``h`` itself, laid out in ``shape``."""
         n = int(np.prod(shape, dtype=np.int64))
-        return cls(_eye(n).reshape((n, *shape)), np.zeros(shape), base, pure=True)
+        return cls(_eye(n).reshape((n, *shape)), np.zeros(shape), base, pure=True, eye=True)
 
     def is_identity(self) -> bool:
         """True when this is exactly ``h`` (same entries, no offset)."""
@@ -87,8 +93,10 @@ class Affine:
         return bool(np.all(np.diagonal(m) == 1.0)) and int(np.count_nonzero(m)) == n
 
     def map(self, fn, *args) -> Affine:
-        """Apply a structural operator ``fn(x, lead, *args)`` to both parts."""
-        return Affine(fn(self.lin, 1, *args), fn(self.off, 0, *args), self.base, self.pure)
+        """Apply a structural operator ``fn(x, lead, *args)`` to both parts (one that keeps
+        the entries' row-major order keeps ``eye``)."""
+        eye = self.eye and fn in _ORDER_PRESERVING
+        return Affine(fn(self.lin, 1, *args), fn(self.off, 0, *args), self.base, self.pure, eye)
 
 
 Value = np.ndarray | Affine
@@ -221,17 +229,35 @@ def matmul(a: Value, b: Value) -> Value:
         w = np.asarray(b, dtype=np.float64)
         if w.ndim > 2 and w.ndim > len(a.shape):
             raise UnsupportedModelError(f"MatMul with a {w.ndim}-D weight is not supported")
-        return Affine(np.matmul(a.lin, w), np.matmul(a.off, w), a.base)
+        lin = _eye_matmul(a, w)
+        lin = np.matmul(a.lin, w) if lin is None else lin
+        return Affine(lin, np.matmul(a.off, w), a.base)
     w = np.asarray(a, dtype=np.float64)
     x = b
     if len(x.shape) == 1:
         if w.ndim > 2:
             raise UnsupportedModelError(f"MatMul with a {w.ndim}-D weight is not supported")
-        lin = x.lin @ w if w.ndim == 1 else x.lin @ w.T
+        if x.eye:  # h itself: the product is the weight (no n x n temporary)
+            lin = w.copy() if w.ndim == 1 else np.ascontiguousarray(w.T)
+        else:
+            lin = x.lin @ w if w.ndim == 1 else x.lin @ w.T
         return Affine(lin, np.matmul(w, x.off), x.base)
     if w.ndim > len(x.shape):
         raise UnsupportedModelError(f"MatMul with a {w.ndim}-D weight is not supported")
     return Affine(np.matmul(w, x.lin), np.matmul(w, x.off), x.base)
+
+
+#: The structural operators that keep the entries in row-major order (an identity stays one).
+_ORDER_PRESERVING = (flatten, reshape, squeeze, unsqueeze)
+
+
+def _eye_matmul(x: Affine, w: np.ndarray) -> np.ndarray | None:
+    """``matmul(x.lin, w)`` for an identity ``x`` whose shape is ``(1, ..., 1, n)``: row ``j``
+    of the product is row ``j`` of ``w``; ``None`` where that shortcut does not apply."""
+    n = x.lin.shape[0]
+    if not x.eye or w.ndim != 2 or x.shape[-1] != n or w.shape[0] != n:
+        return None
+    return w.reshape((n, *x.shape[:-1], w.shape[1])).copy()
 
 
 def relu(a: np.ndarray) -> np.ndarray:

@@ -53,6 +53,7 @@ from .torch_conv import (
     has_structure,
     head_modules,
     linear_module,
+    permute_class,
     plan,
     recorded_module,
     to_torch_conv_module,
@@ -238,9 +239,12 @@ def _kind(leaf: nn.Module, name: str) -> str:
     from torch import nn
 
     cls = type(leaf)
+    if cls is permute_class():  # exactcomp's own (torch.nn has none): a channels-last input
+        return "Permute"
     if cls.__name__ in MODULE_KINDS and getattr(nn, cls.__name__, None) is cls:
         return cls.__name__
-    base = next((k for k in MODULE_KINDS if isinstance(leaf, getattr(nn, k))), None)
+    bases = [getattr(nn, k) for k in MODULE_KINDS if hasattr(nn, k)]
+    base = next((b.__name__ for b in bases if isinstance(leaf, b)), None)
     if base is not None:
         raise UnsupportedModelError(
             f"layer {name!r} ({cls.__name__}) subclasses nn.{base}; only the torch.nn class "

@@ -101,6 +101,14 @@ def permute_module(dims: list[int]) -> nn.Module:
     return permute_class()(dims)
 
 
+def nn_class(kind: str) -> type | None:
+    """The module class named ``kind`` that exactcomp writes and reads: ``torch.nn``'s, or
+    its own ``Permute`` (:func:`permute_class`); None for neither."""
+    from torch import nn
+
+    return permute_class() if kind == "Permute" else getattr(nn, kind, None)
+
+
 def _pool_block(net: Network, k: int) -> int:
     """The number of layers of the intact pooling block starting at layer ``k`` (0: none).
 
@@ -287,8 +295,7 @@ def module_from_record(record: Any, dtype: Any) -> Any:  # -> torch.nn.Sequentia
         if kind in ("Conv2d", "Linear"):
             args["dtype"] = dtype
         try:
-            cls = permute_class() if kind == "Permute" else getattr(nn, kind)
-            modules.append(cls(**args))
+            modules.append(nn_class(kind)(**args))  # type: ignore[misc]
         except (TypeError, ValueError, RuntimeError) as exc:
             raise UnsupportedModelError(f"module {i} ({kind}) of the record: {exc}") from exc
     return nn.Sequential(*modules).eval()

@@ -53,7 +53,7 @@ from .torch_conv import (
     has_structure,
     head_modules,
     linear_module,
-    permute_class,
+    nn_class,
     plan,
     recorded_module,
     to_torch_conv_module,
@@ -236,15 +236,10 @@ MODULE_KINDS = (*LAYER_KINDS, *SPATIAL_KINDS)
 
 def _kind(leaf: nn.Module, name: str) -> str:
     """The class name of a ``torch.nn`` layer of an accepted type (exactly that class)."""
-    from torch import nn
-
     cls = type(leaf)
-    if cls is permute_class():  # exactcomp's own (torch.nn has none): a channels-last input
-        return "Permute"
-    if cls.__name__ in MODULE_KINDS and getattr(nn, cls.__name__, None) is cls:
+    if cls.__name__ in MODULE_KINDS and nn_class(cls.__name__) is cls:
         return cls.__name__
-    bases = [getattr(nn, k) for k in MODULE_KINDS if hasattr(nn, k)]
-    base = next((b.__name__ for b in bases if isinstance(leaf, b)), None)
+    base = next((k for k in MODULE_KINDS if isinstance(leaf, nn_class(k) or ())), None)
     if base is not None:
         raise UnsupportedModelError(
             f"layer {name!r} ({cls.__name__}) subclasses nn.{base}; only the torch.nn class "

@@ -24,6 +24,16 @@ where out-of-range input positions are zero (the padding). Flattened in C order,
 is ``W x`` with ``W[(m, i, j), (c, y, x)] = K[m, c', a, b]`` for the taps in range and 0
 elsewhere; :meth:`ConvSpec.taps` lists exactly those (row, column, kernel entry) triples.
 The numbers of parameters are ``K.size`` plus one bias per output channel.
+
+Input permutation (a channels-last export: ``Transpose(perm=0,3,1,2)`` into the ``Conv``).
+With ``in_axes`` set, the layer's input is a tensor ``x`` of :attr:`ConvSpec.source_shape`
+and the convolution reads ``z = transpose(x, in_axes)`` (numpy's and ONNX's meaning:
+``z.shape[i] = x.shape[in_axes[i]]``), of shape ``in_shape``. The matrix is then ``W P`` with
+``P`` the permutation matrix of that transpose: column ``k`` of the plain matrix (position
+``k`` of ``z`` in C order) moves to column ``perm[k]``, where
+``perm = arange(n).reshape(source_shape).transpose(in_axes).ravel()``. :meth:`ConvSpec.taps`
+(and so :meth:`~ConvSpec.dense`, :meth:`~ConvSpec.coo`) apply it; a consumer that reads the
+geometry itself must honour it or drop the structure (the layer's matrix stays the truth).
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ class ConvSpec:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
     dilations: tuple[int, int] = (1, 1)
     groups: int = 1
+    in_axes: tuple[int, int, int] | None = None  # input permutation (module docstring)
 
     def __post_init__(self) -> None:
         k = np.array(self.kernel, dtype=np.float64, copy=True)
@@ -58,6 +69,29 @@ class ConvSpec:
             raise ValueError(f"kernel {k.shape} does not fit {c} input channels in {g} groups")
         if min(self.out_shape) < 1:
             raise ValueError("the kernel is larger than the padded input")
+        axes = None if self.in_axes is None else tuple(int(a) for a in self.in_axes)
+        if axes is not None and sorted(axes) != [0, 1, 2]:
+            raise ValueError(f"in_axes {axes} is not a permutation of (0, 1, 2)")
+        object.__setattr__(self, "in_axes", None if axes == (0, 1, 2) else axes)
+
+    @property
+    def source_shape(self) -> Shape3:
+        """The shape of the layer's input tensor: ``in_shape`` unless ``in_axes`` permutes it."""
+        if self.in_axes is None:
+            return self.in_shape
+        src = [0, 0, 0]
+        for i, a in enumerate(self.in_axes):
+            src[a] = self.in_shape[i]
+        return (src[0], src[1], src[2])
+
+    def permuted_input(self, h: np.ndarray) -> np.ndarray:
+        """A batch ``h`` of shape ``(n, in_features)`` laid out as the convolution reads it
+        (``transpose(x, in_axes)`` of each sample, flattened); ``h`` itself without ``in_axes``."""
+        if self.in_axes is None:
+            return h
+        n = h.shape[0]
+        x = h.reshape(n, *self.source_shape)
+        return x.transpose(0, *(a + 1 for a in self.in_axes)).reshape(n, -1)
 
     @property
     def out_shape(self) -> Shape3:
@@ -86,14 +120,19 @@ class ConvSpec:
     @cached_property
     def taps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rows, cols, entries)``: ``W[rows, cols] = kernel.flat[entries]``, taps in range."""
-        return conv_taps(
+        rows, cols, entries, _ = conv_taps(
             self.in_shape,
             self.kernel.shape,
             self.strides,
             self.pads[:2],
             self.dilations,
             self.out_shape[1:],
-        )[:3]
+        )
+        if self.in_axes is not None:
+            n = self.in_features
+            perm = np.arange(n).reshape(self.source_shape).transpose(self.in_axes).reshape(-1)
+            cols = perm[cols]
+        return rows, cols, entries
 
     def dense(self) -> np.ndarray:
         """The ``(out_features, in_features)`` matrix of the convolution."""
@@ -109,7 +148,8 @@ class ConvSpec:
         return Coo(vals, rows, cols, (self.out_features, self.in_features))
 
     def replace(self, kernel: np.ndarray, in_channels: int) -> ConvSpec:
-        """The same geometry with another kernel and number of input channels."""
+        """The same geometry (input permutation included) with another kernel and number of
+        input channels."""
         return ConvSpec(
             (in_channels, *self.in_shape[1:]),
             kernel,
@@ -117,6 +157,7 @@ class ConvSpec:
             self.pads,
             self.dilations,
             self.groups,
+            self.in_axes,
         )
 
 

@@ -59,7 +59,7 @@ def conv_apply(spec: ConvSpec, h: np.ndarray, kernel: np.ndarray | None = None) 
     """``h @ W.T`` for a batch ``h`` of shape ``(n, in_features)`` (``W`` the matrix of
     ``spec``), computed as a convolution; ``kernel`` replaces the spec's (e.g. ``|K|``)."""
     k = spec.kernel if kernel is None else kernel
-    h = np.asarray(h, dtype=np.float64)
+    h = spec.permuted_input(np.asarray(h, dtype=np.float64))  # a channels-last input
     n = h.shape[0]
     c, hh, ww = spec.in_shape
     m, oh, ow = spec.out_shape

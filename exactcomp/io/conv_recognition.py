@@ -10,6 +10,9 @@ matrix, it never approximates it.
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+
 import numpy as np
 
 from ..conv import ConvSpec, Shape3, conv_taps
@@ -77,4 +80,40 @@ def recognize_conv(
                 continue
             if spec.out_shape == (m, oh, ow):
                 return spec
+    return None
+
+
+def permuted_conv(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    source: tuple[int, ...],
+    in_shape: tuple[int, ...],
+    out_shape: Shape3,
+    args: dict,
+) -> ConvSpec | None:
+    """The convolution of a transposed input whose matrix is exactly ``weight``.
+
+    A channels-last export feeds its ``(H, W, C)`` input through ``Transpose(0, 3, 1, 2)``
+    into the ``Conv``, so the layer's matrix is a convolution's with its columns permuted.
+    For each axis order ``p`` that turns ``source`` (the layer's input tensor) into
+    ``in_shape`` (the ``Conv``'s), the columns are put back in the ``Conv``'s order and
+    :func:`recognize_conv` decides, exactly; the spec found carries ``in_axes = p``, so its
+    matrix (:meth:`~exactcomp.conv.ConvSpec.taps`) is ``weight`` itself, entry for entry
+    (checked once more here).
+    """
+    src = tuple(int(v) for v in source)
+    for axes in itertools.permutations(range(3)):
+        if axes == (0, 1, 2) or tuple(src[a] for a in axes) != tuple(in_shape):
+            continue
+        perm = np.arange(weight.shape[1]).reshape(src).transpose(axes).reshape(-1)
+        spec = recognize_conv(weight[:, perm], bias, in_shape, out_shape, **args)  # type: ignore[arg-type]
+        if spec is None:
+            continue
+        spec = replace(spec, in_axes=axes)
+        rows, cols, entries = spec.taps
+        vals = spec.kernel.reshape(-1)[entries]
+        if np.array_equal(weight[rows, cols], vals) and int(np.count_nonzero(vals)) == int(
+            np.count_nonzero(weight)
+        ):
+            return spec
     return None

@@ -121,7 +121,7 @@ def _layer_nodes(
     layers: list[Layer], dt: np.dtype, h: str, in_shape: Dims
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Nodes and initializers computing ``layers`` from the tensor ``h``: ``Conv`` for a
-    layer with a :class:`ConvSpec`, one ``MaxPool``/``AveragePool`` per intact pooling block,
+    layer with a :class:`ConvSpec` (after a ``Transpose`` for one with ``in_axes``), one ``MaxPool``/``AveragePool`` per intact pooling block,
     ``Gemm`` otherwise, with a ``Reshape`` wherever the layout changes. In float64 a
     convolution or average pool is written as ``Gemm``: onnxruntime implements neither in
     double precision, and a file it cannot run is no use."""
@@ -168,7 +168,13 @@ def _layer_nodes(
             continue
         w, b = f"ec_W{k}", f"ec_b{k}"
         if isinstance(spec, ConvSpec):
-            to(tuple(spec.in_shape), k)
+            to(tuple(spec.source_shape), k)
+            if spec.in_axes is not None:  # a channels-last input: transposed, as it was read
+                perm = [0, *(a + 1 for a in spec.in_axes)]
+                nodes.append(
+                    helper.make_node("Transpose", [h], [f"ec_t{k}"], name=f"ec_tr{k}", perm=perm)
+                )
+                h = f"ec_t{k}"
             m = spec.out_shape[0]
             inits.append(numpy_helper.from_array(spec.kernel.astype(dt), w))
             inits.append(numpy_helper.from_array(layer.bias.reshape(m, -1)[:, 0].astype(dt), b))

@@ -25,7 +25,7 @@ from ..errors import UnsupportedModelError
 from ..network import SPARSE_ABOVE, Layer
 from . import onnx_ops as ops
 from . import onnx_skip as skip
-from .conv_recognition import recognize_conv
+from .conv_recognition import permuted_conv, recognize_conv
 from .onnx_consts import CONST_HANDLERS, const
 from .onnx_conv import conv
 from .onnx_ops import Affine, Value
@@ -124,6 +124,10 @@ class LoweringState:
             shapes += [c["in_shape"]] if int(np.prod(c["in_shape"])) == w.shape[1] else []
             for in_shape in shapes:
                 spec = recognize_conv(w, b, in_shape, out[1:], **args)
+                if spec is not None:
+                    return spec
+            if len(src) == 4 and src[0] == 1 and int(np.prod(src)) == w.shape[1]:
+                spec = permuted_conv(w, b, src[1:], c["in_shape"], out[1:], args)
                 if spec is not None:
                     return spec
         return None

@@ -7,7 +7,9 @@ symmetric, which ``Conv2d`` cannot express), an intact max-pool block ``nn.MaxPo
 ``nn.ConstantPad2d(-inf)`` for asymmetric padding), an average pool ``nn.AvgPool2d`` when its
 padding is symmetric; anything else is an ``nn.Linear`` on the flattened tensor, exactly as
 the dense writer does. ``nn.Unflatten``/``nn.Flatten`` adapt the layout between them, so the
-module takes and returns flat ``(batch, features)`` tensors like the dense one.
+module takes and returns flat ``(batch, features)`` tensors like the dense one. A convolution
+of a channels-last input (``ConvSpec.in_axes``) is preceded by :func:`permute_module`,
+``x.permute(0, ...)`` (torch has no such ``nn`` class; torchvision's ``ops.Permute`` is the same).
 
 :func:`module_record` describes such a module in plain values (kinds, shapes, strides...),
 which :func:`~exactcomp.io.torch_io.save_torch` stores beside its ``state_dict`` so that
@@ -18,6 +20,7 @@ weights, :mod:`exactcomp.io.torch_spatial` for the spatial layers).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -73,6 +76,37 @@ def linear_module(layer: Layer, dtype: torch.dtype, what: str) -> nn.Linear:
         linear.weight.copy_(torch.from_numpy(weight))
         linear.bias.copy_(torch.from_numpy(layer.bias.copy()))
     return linear
+
+
+@functools.cache
+def permute_class() -> type:
+    from torch import nn
+
+    class Permute(nn.Module):
+        """``x.permute(*dims)``, as torchvision's ``ops.Permute``: a channels-last tensor put
+        in the ``(N, C, H, W)`` order a ``Conv2d`` reads (no parameters)."""
+
+        def __init__(self, dims: list[int]) -> None:
+            super().__init__()
+            self.dims = [int(d) for d in dims]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.permute(*self.dims)
+
+    return Permute
+
+
+def permute_module(dims: list[int]) -> nn.Module:
+    """The module computing ``x.permute(*dims)`` (see :func:`permute_class`)."""
+    return permute_class()(dims)
+
+
+def nn_class(kind: str) -> type | None:
+    """The module class named ``kind`` that exactcomp writes and reads: ``torch.nn``'s, or
+    its own ``Permute`` (:func:`permute_class`); None for neither."""
+    from torch import nn
+
+    return permute_class() if kind == "Permute" else getattr(nn, kind, None)
 
 
 def _pool_block(net: Network, k: int) -> int:
@@ -158,7 +192,10 @@ def to_torch_conv_module(net: Network) -> Any:  # -> torch.nn.Sequential
                 )
             layout = (spec.channels, *spec.out_hw)
         elif kind == "conv" and isinstance(spec, ConvSpec):
-            to(tuple(spec.in_shape))
+            to(tuple(spec.source_shape))
+            if spec.in_axes is not None:  # a channels-last input, transposed as it was read
+                modules.append(permute_module([0, *(a + 1 for a in spec.in_axes)]))
+                layout = tuple(spec.in_shape)
             t, le, b, r = spec.pads
             symmetric = (t, le) == (b, r)
             if not symmetric:
@@ -207,6 +244,7 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
         "dilation",
         "groups",
     ),  # fmt: skip
+    "Permute": ("dims",),
     "ZeroPad2d": ("padding",),
     "ConstantPad2d": ("padding", "value"),
     "MaxPool2d": ("kernel_size", "stride"),
@@ -257,7 +295,7 @@ def module_from_record(record: Any, dtype: Any) -> Any:  # -> torch.nn.Sequentia
         if kind in ("Conv2d", "Linear"):
             args["dtype"] = dtype
         try:
-            modules.append(getattr(nn, kind)(**args))
+            modules.append(nn_class(kind)(**args))  # type: ignore[misc]
         except (TypeError, ValueError, RuntimeError) as exc:
             raise UnsupportedModelError(f"module {i} ({kind}) of the record: {exc}") from exc
     return nn.Sequential(*modules).eval()

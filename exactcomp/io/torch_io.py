@@ -53,6 +53,7 @@ from .torch_conv import (
     has_structure,
     head_modules,
     linear_module,
+    nn_class,
     plan,
     recorded_module,
     to_torch_conv_module,
@@ -235,12 +236,10 @@ MODULE_KINDS = (*LAYER_KINDS, *SPATIAL_KINDS)
 
 def _kind(leaf: nn.Module, name: str) -> str:
     """The class name of a ``torch.nn`` layer of an accepted type (exactly that class)."""
-    from torch import nn
-
     cls = type(leaf)
-    if cls.__name__ in MODULE_KINDS and getattr(nn, cls.__name__, None) is cls:
+    if cls.__name__ in MODULE_KINDS and nn_class(cls.__name__) is cls:
         return cls.__name__
-    base = next((k for k in MODULE_KINDS if isinstance(leaf, getattr(nn, k))), None)
+    base = next((k for k in MODULE_KINDS if isinstance(leaf, nn_class(k) or ())), None)
     if base is not None:
         raise UnsupportedModelError(
             f"layer {name!r} ({cls.__name__}) subclasses nn.{base}; only the torch.nn class "

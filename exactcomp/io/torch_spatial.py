@@ -24,7 +24,12 @@ exact structure, the same ones the ONNX reader builds (:mod:`exactcomp.conv`):
   and stride ``(H / oh, W / ow)``, no padding, read as above (``AdaptiveAvgPool2d(1)`` is the
   global average, ONNX's ``GlobalAveragePool``). Otherwise the windows overlap and differ in
   size: refused by name. A ``None`` in the output size keeps that dimension (``k = 1``);
-* ``Flatten`` returns to the flat layout (the IR's vectors are the tensors in C order).
+* ``Flatten`` returns to the flat layout (the IR's vectors are the tensors in C order);
+* a ``Permute`` (``dims`` of the form ``(0, ...)``: torchvision's ``ops.Permute``, the one
+  :func:`~exactcomp.io.torch_conv.permute_module` writes) of an ``(H, W, C)`` tensor directly
+  before a ``Conv2d`` (or its pad) is the convolution's input permutation
+  (:attr:`~exactcomp.conv.ConvSpec.in_axes`), the same structure the ONNX reader gives a
+  ``Transpose`` into a ``Conv``; anywhere else it is refused by name.
 
 Refused, by name: ``ceil_mode`` that adds a partial window, pool dilation, ``return_indices``,
 ``divisor_override``, other padding modes or constants, a pad not directly before the layer
@@ -63,6 +68,7 @@ SPATIAL_KINDS = (
     "ZeroPad2d",
     "ConstantPad2d",
     "Unflatten",
+    "Permute",
 )
 
 Pads = tuple[int, int, int, int]  # top, left, bottom, right
@@ -86,6 +92,7 @@ class SpatialSteps:
         self.shape: tuple[int, int, int] | None = None  # None: flat
         self.pad: tuple[str, Pads, float] | None = None  # (name, pads, value) not yet absorbed
         self.conv: tuple[str, ConvSpec, np.ndarray, Any] | None = None  # not yet committed
+        self.perm: tuple[str, tuple[int, int, int]] | None = None  # a Permute before a Conv2d
 
     # ----------------------------------------------------------------- dispatch
     def feed(self, name: str, kind: str, leaf: Any) -> None:
@@ -94,6 +101,14 @@ class SpatialSteps:
             self._batchnorm(name, leaf)
             return
         self._flush()
+        if self.perm is not None and kind not in ("Conv2d", "ZeroPad2d"):
+            raise UnsupportedModelError(
+                f"module {self.perm[0]!r} (a Permute) is followed by {kind} {name!r}; a Permute "
+                "is supported only directly before a Conv2d (or its ZeroPad2d)"
+            )
+        if kind == "Permute":
+            self._permute(name, leaf)
+            return
         if kind in ("ZeroPad2d", "ConstantPad2d"):
             self._pad(name, kind, leaf)
             return
@@ -134,6 +149,20 @@ class SpatialSteps:
         self._flush()
         if self.pad is not None:
             raise UnsupportedModelError(f"module {self.pad[0]!r} (a pad) is the last layer")
+        if self.perm is not None:
+            raise UnsupportedModelError(f"module {self.perm[0]!r} (a Permute) is the last layer")
+
+    def _permute(self, name: str, leaf: Any) -> None:
+        dims = tuple(int(d) for d in leaf.dims)
+        if self.shape is None or len(dims) != 4 or dims[0] != 0 or sorted(dims) != [0, 1, 2, 3]:
+            raise UnsupportedModelError(
+                f"Permute {name!r} (dims={list(dims)}): only a Permute(0, ...) of an "
+                "(H, W, C) tensor after nn.Unflatten is supported"
+            )
+        axes = (dims[1] - 1, dims[2] - 1, dims[3] - 1)
+        self.perm = (name, axes)
+        src = self.shape
+        self.shape = (src[axes[0]], src[axes[1]], src[axes[2]])
 
     # ----------------------------------------------------------------- layout
     def _unflatten(self, name: str, leaf: Any) -> None:
@@ -209,8 +238,9 @@ class SpatialSteps:
             own = (ph, pw, ph, pw)
         extra = self._take_pad(0.0)
         pads = tuple(a + b for a, b in zip(own, extra, strict=True))
+        axes, self.perm = (None if self.perm is None else self.perm[1]), None
         try:
-            spec = ConvSpec(shape, kernel, _pair(leaf.stride), pads, dil, int(leaf.groups))
+            spec = ConvSpec(shape, kernel, _pair(leaf.stride), pads, dil, int(leaf.groups), axes)
         except ValueError as exc:
             raise InvalidNetworkError(f"Conv2d {name!r}: {exc}") from exc
         m = spec.out_shape[0]

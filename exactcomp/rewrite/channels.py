@@ -180,6 +180,12 @@ def _checked(old: Layer, new: Layer, kept_out: np.ndarray, kept_in: np.ndarray |
     if isinstance(spec, ConvSpec):
         m, c = spec.out_shape[0], spec.in_shape[0]
         outs = _whole(kept_out, old.out_features, m)
+        if (
+            spec.in_axes is not None
+            and kept_in is not None
+            and len(kept_in) != c * (old.in_features // c)
+        ):
+            return None  # a channels-last input is not laid out channel by channel
         ins = np.arange(c) if kept_in is None else _whole(kept_in, old.in_features, c)
         if outs is None or ins is None or not (len(outs) and len(ins)):
             return None

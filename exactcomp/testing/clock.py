@@ -41,6 +41,7 @@ CLOCKED = (
     "exactcomp.regions.count",
     "exactcomp.rewrite.acceptance",
     "exactcomp.rewrite.bitwidths",
+    "exactcomp.rewrite.compensation",
     "exactcomp.rewrite.lossy",
     "exactcomp.rewrite.magnitude",
     "exactcomp.rewrite.pipeline",

@@ -43,6 +43,7 @@ CLOCKED = (
     "exactcomp.rewrite.bitwidths",
     "exactcomp.rewrite.compensation",
     "exactcomp.rewrite.lossy",
+    "exactcomp.rewrite.lowrank",
     "exactcomp.rewrite.magnitude",
     "exactcomp.rewrite.pipeline",
     "exactcomp.stability.claims",

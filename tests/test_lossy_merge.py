@@ -137,3 +137,18 @@ def test_compress_without_merges_merges_nothing():
     res = compress_lossy(f, BOX, 0.2, time_limit=10.0, merge=False)
     assert res.proven <= 0.2
     assert sum(r["neurons_merged"] for r in res.report["layers"]) == 0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_merge_proposals_bounded_in_chunks_are_the_same(monkeypatch, seed):
+    """The proposals' difference rows bounded a few at a time (``CHUNK_BYTES`` of 3 rows of
+    the 6-wide layers, with every layer's proposals split unevenly) give the merges of one
+    chunk, up to rounding, and each stays within the charge the oracle checks."""
+    f = _net(seed, widths=(2, 6, 6, 6, 2), twin=0.05)
+    _, _, whole = _merges(f)
+    monkeypatch.setattr(merging, "CHUNK_BYTES", 3 * 8 * 6)
+    _, _, chunked = _merges(f)
+    assert whole and whole.keys() == chunked.keys()
+    for key, (i, alpha, shift, local) in whole.items():
+        assert chunked[key][:2] == (i, alpha)
+        np.testing.assert_allclose(chunked[key][2:], (shift, local), rtol=1e-12, atol=1e-12)

@@ -45,6 +45,7 @@ CLOCKED = (
     "exactcomp.rewrite.lossy",
     "exactcomp.rewrite.lowrank",
     "exactcomp.rewrite.magnitude",
+    "exactcomp.rewrite.merging",
     "exactcomp.rewrite.pipeline",
     "exactcomp.stability.claims",
     "exactcomp.stability.cones",

@@ -61,8 +61,6 @@ MERGE_SCREEN = 64  # merges proven alone (two proofs each) before the search
 #: ... within this share of the search's time (:class:`~exactcomp.rewrite.acceptance.Gate`):
 #: on cifar_base_kw each proof takes 4-10 s, and 13 merges screened took 110 s where the
 #: whole search had 1 s (RESULTS.md "lossybudget20"); the digits model's take milliseconds.
-#: The merge proposals' bounds stop there too (resnet_2b: 82,210 CROWN rows of a 2,048-wide
-#: layer, minutes; RESULTS.md "wide22").
 MERGE_SHARE = 0.1
 #: A step that only orders later proofs (an amplification probe, a merge screened) runs only
 #: where its proofs and this many after it fit before its gate's end (``affords``): else it
@@ -264,17 +262,12 @@ def search(
     are low-rank products (:mod:`exactcomp.rewrite.lowrank`): no weight edits there, weights
     never rounded, and the neurons feeding them are set to constants rather than refitted."""
     t0 = time.perf_counter()
-    t_end = t0 + time_limit
+    t_end, m_end = t0 + time_limit, t0 + MERGE_SHARE * time_limit  # m_end: merges' proposals
     ranges = relu_ranges(f, charger)
     cands = plain = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
     if use_merge and not frozen:
-        cands = with_merges(
-            plain,
-            merging.merge_candidates(
-                f, ranges, boxes, charger.roots(), end=t0 + MERGE_SHARE * time_limit
-            ),
-        )
-        screen = Gate(charger, t0 + MERGE_SHARE * time_limit)
+        found = merging.merge_candidates(f, ranges, boxes, charger.roots(), end=m_end)
+        cands, screen = with_merges(plain, found), Gate(charger, m_end)  # and their screen
         cands = _screen_merges(f, cands, plain, ranges, screen, eps)
     fit = refit.fit_data(f, boxes) if use_refit else None
     base = apply(f, [], ranges, frozen=frozen)

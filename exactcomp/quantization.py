@@ -18,6 +18,7 @@ import numpy as np
 
 from .approx import (
     BOUNDS_SHARE,
+    COMPENSATION_SHARE,
     FINAL_SHARE,
     LP_SECONDS,
     PREPARE_SHARE,
@@ -151,7 +152,8 @@ def quantize(
     final_end = t0 + (1 - FINAL_SHARE / 2) * time_limit
     progress.task("bounds of the original", 1)
     # the bounds phase ends BOUNDS_SHARE into the deadline: the tightening, last, stops there
-    comp = domain_compensation(base, boxes) if method == "corrected" else None
+    moments_end = t0 + COMPENSATION_SHARE * time_limit
+    comp = domain_compensation(base, boxes, moments_end) if method == "corrected" else None
     charger = original_charger(ref, boxes, t0, time_limit, tighten_seconds)
     n = len(base.layers)
     lp_end = time.perf_counter() + lp_seconds

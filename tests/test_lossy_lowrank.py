@@ -241,3 +241,65 @@ def test_max_rank_of_an_emptied_layer_is_zero():
 
     assert max_rank(0, 0) == 0 and max_rank(0, 5) == 0 and max_rank(5, 0) == 0
     assert max_rank(10, 10) == 4
+
+
+def test_one_svd_per_layer_serves_every_rank_of_the_bisection(monkeypatch):
+    """``choose`` decomposes each layer once (three layers tried here), and its factors are
+    bit-equal to those of a decomposition per rank (:func:`lowrank.factorize` alone)."""
+    f = _planted(0, 0.05)
+    charger = Charger(f, [BOX])
+    ranges = relu_ranges(f, charger)
+    real, calls = lowrank.weighted_svd, []
+
+    def counted(g, k, lo, hi):
+        calls.append(k)
+        return real(g, k, lo, hi)
+
+    monkeypatch.setattr(lowrank, "weighted_svd", counted)
+    factors = lowrank.choose(f, charger, [BOX], 20.0, ranges, np.float32)
+    assert sorted(calls) == [0, 1, 2] and factors
+    for fa in factors:
+        lo, hi = lowrank.input_range([BOX], ranges, fa.layer)
+        alone = lowrank.factorize(f, fa.layer, fa.rank, lo, hi, np.float32)
+        assert np.array_equal(alone.u, fa.u) and np.array_equal(alone.v, fa.v)
+
+
+@pytest.mark.parametrize("svd_seconds", [0.0, 4.0, 30.0])
+def test_the_rank_search_starts_no_svd_or_proof_past_its_end(monkeypatch, svd_seconds):
+    """Fake clock: each proof takes 1 s, each SVD ``svd_seconds`` per 512 multiply-adds
+    (the 8 x 8 middle layer's 512; 32 for the 8 x 2 and 2 x 8 ones), the phase 20 s. Every
+    proof and SVD starts before the end, the next SVD only when its estimate (by the last
+    one's rate) and a proof fit; with 30 s the first SVD alone overruns and nothing follows."""
+    from exactcomp.rewrite.acceptance import Gate
+    from exactcomp.testing.clock import FakeClock
+
+    clock = FakeClock().install(monkeypatch)
+    f = _planted(0, 0.05)
+    charger = Charger(f, [BOX])
+    ranges = relu_ranges(f, charger)
+    real_svd, real_proven, starts = lowrank.weighted_svd, charger.proven, []
+
+    def slow_svd(g, k, lo, hi):
+        la = g.layers[k]
+        starts.append(("svd", clock.now))
+        clock.advance(svd_seconds * la.out_features * la.in_features**2 / 512)
+        return real_svd(g, k, lo, hi)
+
+    def slow_proven(g, **kw):
+        starts.append(("proof", clock.now))
+        clock.advance(1.0)
+        charger.seconds = 1.0
+        return real_proven(g, **kw)
+
+    monkeypatch.setattr(lowrank, "weighted_svd", slow_svd)
+    monkeypatch.setattr(charger, "proven", slow_proven)
+    charger.seconds = 1.0
+    end = clock.now + 20.0
+    lowrank.choose(f, Gate(charger, end), [BOX], 20.0, ranges, np.float32)
+    assert all(t + 1.0 <= end for kind, t in starts if kind == "proof")
+    svds = [t for kind, t in starts if kind == "svd"]
+    assert svds and all(t < end for t in svds)
+    if svd_seconds == 30.0:
+        assert starts == [("svd", end - 20.0)]  # the first SVD ran past the end: no proof
+    if svd_seconds == 0.0:
+        assert len(svds) == 3  # every layer decomposed within the 20 s

@@ -137,3 +137,46 @@ def test_compress_without_merges_merges_nothing():
     res = compress_lossy(f, BOX, 0.2, time_limit=10.0, merge=False)
     assert res.proven <= 0.2
     assert sum(r["neurons_merged"] for r in res.report["layers"]) == 0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_merge_proposals_bounded_in_chunks_are_the_same(monkeypatch, seed):
+    """The proposals' difference rows bounded a few at a time (``CHUNK_BYTES`` of 3 rows of
+    the 6-wide layers, with every layer's proposals split unevenly) give the merges of one
+    chunk, up to rounding, and each stays within the charge the oracle checks."""
+    f = _net(seed, widths=(2, 6, 6, 6, 2), twin=0.05)
+    _, _, whole = _merges(f)
+    monkeypatch.setattr(merging, "CHUNK_BYTES", 3 * 8 * 6)
+    _, _, chunked = _merges(f)
+    assert whole and whole.keys() == chunked.keys()
+    for key, (i, alpha, shift, local) in whole.items():
+        assert chunked[key][:2] == (i, alpha)
+        np.testing.assert_allclose(chunked[key][2:], (shift, local), rtol=1e-12, atol=1e-12)
+
+
+def test_merge_proposals_start_no_chunk_of_bounds_past_the_end(monkeypatch):
+    """Fake clock: each chunk of bounds takes 1 s, chunks of 3 rows, the end 2.5 s away: at
+    most three chunks start (all before the end), and the merges found are some of those
+    found without an end, the same."""
+    from exactcomp.testing.clock import FakeClock
+
+    f = _net(0, widths=(2, 6, 6, 6, 2), twin=0.05)
+    _, _, whole = _merges(f)
+    clock = FakeClock().install(monkeypatch)
+    monkeypatch.setattr(merging, "CHUNK_BYTES", 3 * 8 * 6)
+    real, starts = merging._bounds, []
+
+    def slow(*args):
+        starts.append(clock.now)
+        clock.advance(1.0)
+        return real(*args)
+
+    monkeypatch.setattr(merging, "_bounds", slow)
+    charger = Charger(f, [BOX])
+    ranges = lossy.relu_ranges(f, charger)
+    end = clock.now + 2.5
+    some = merging.merge_candidates(f, ranges, [BOX], charger.roots(), end=end)
+    assert 1 <= len(starts) <= 3 and all(t < end for t in starts)
+    assert set(some) < set(whole)
+    for key, m in some.items():
+        assert m[:2] == whole[key][:2]

@@ -22,10 +22,28 @@ products :math:`S_A, S_B`, with :math:`\delta = \mu_B - \mu_A` and :math:`n = n_
 
 and :math:`C = S / (n - 1)`; the spread is :math:`\max(\max_x a - \mu, \mu - \min_x a)` from
 running extremes.
+
+Work. A layer's share of the pass costs, per point, the products of its input (:math:`w^2`
+multiply-adds for an input of width :math:`w` with a covariance, :math:`w` without) and its
+forward product (:math:`w \cdot w'` for a dense :math:`w' \times w` matrix). Layer :math:`k`
+takes the first :math:`n_k = \min(n_{k-1}, \max(\text{MOMENTS\_MIN\_POINTS}, \lfloor
+\text{MOMENTS\_WORK} / c_k \rfloor))` points (:math:`n_{-1}` all of them, :math:`c_k` its
+cost per point; a convolution or pool costs nothing here, as before), so that no layer costs
+more than :data:`MOMENTS_WORK` multiply-adds and a chunk goes only as deep as a layer still
+wants points: every layer up to 1,024 wide keeps all 8,192 points; resnet_2b's dense layers
+2,048-3,072 wide take 1,365-1,638 (102.8 s CPU before, RESULTS.md "wide22"). The Jacobian
+moment of layer :math:`k` is averaged over the first rows that keep its products
+(:math:`m w'' w + m w^2` per row, :math:`m` outputs, :math:`w''` the next layer's width)
+within :data:`MOMENTS_WORK`, at least :data:`MOMENTS_MIN_POINTS` (else none, as past
+:data:`JACOBIAN_MAX`), and the rows only shrink downwards. Past the ``deadline`` no further
+chunk is added (the first always is) and no further Jacobian is carried down. Fewer points
+only make the moments rougher estimates; they are never a proof (the charger proves whatever
+network the quantiser builds from them).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +55,9 @@ COVARIANCE_MAX = 4096  # wider inputs keep only the variances (the diagonal of C
 JACOBIAN_POINTS = 1024  # domain points (the first of the moments' points) averaged into M;
 # also the rows per chunk of the moments' pass
 JACOBIAN_MAX = 2**25  # entries of the Jacobians held at once; above it no rounding search
+MOMENTS_WORK = 2**34  # multiply-adds one layer's moments (or Jacobian moment) may cost; keeps
+# every layer up to 1,024 wide at all COMPENSATION_POINTS (2**34 = 8,192 x 1,024 x 2,048)
+MOMENTS_MIN_POINTS = 64  # the fewest points a layer's moments take, whatever their cost
 
 
 #: Uniform domain points (all boxes together, seeded) whose moments ``corrected`` uses.
@@ -59,17 +80,25 @@ class Compensation:
     spread: tuple[np.ndarray | None, ...] | None = None
 
     @classmethod
-    def of_points(cls, net: Network, x: np.ndarray) -> Compensation:
+    def of_points(cls, net: Network, x: np.ndarray, deadline: float | None = None) -> Compensation:
         """The moments of each layer's input in ``net`` (float64) over the points ``x``
-        (rows; at least 2), in chunks of :data:`JACOBIAN_POINTS` rows."""
+        (rows; at least 2), in chunks of :data:`JACOBIAN_POINTS` rows, each layer over the
+        first :func:`point_counts` of them; no chunk after the first is added past
+        ``deadline`` (a ``time.perf_counter()`` value)."""
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         if len(x) < 2:
             raise InvalidOptionError("compensation needs at least 2 domain points")
         moments = [_Moments(second=la.structure is None) for la in net.layers]
+        wanted = point_counts(net, len(x))
         pre: list[np.ndarray] = []
-        for start in range(0, len(x), JACOBIAN_POINTS):
+        for start in range(0, wanted[0], JACOBIAN_POINTS):
+            if start > 0 and deadline is not None and time.perf_counter() >= deadline:
+                break
             a = x[start : start + JACOBIAN_POINTS]
             for k, layer in enumerate(net.layers):
+                a = a[: max(wanted[k] - start, 0)]  # counts only shrink with depth
+                if len(a) == 0:
+                    break
                 moments[k].add(a)
                 a = layer.apply(a) + layer.bias
                 if start == 0:
@@ -78,12 +107,28 @@ class Compensation:
                     a = np.maximum(a, 0.0)
         return cls(
             tuple(m.mean for m in moments),
-            tuple(m.sums / (m.count - 1) if m.second else None for m in moments),
-            _jacobian_moments(net, pre),
+            tuple(m.sums / max(m.count - 1, 1) if m.second else None for m in moments),
+            _jacobian_moments(net, pre, deadline),
             tuple(
                 np.maximum(m.high - m.mean, m.mean - m.low) if m.second else None for m in moments
             ),  # fmt: skip
         )
+
+
+def point_counts(net: Network, points: int) -> list[int]:
+    """How many of ``points`` each layer's moments take (the module docstring's :math:`n_k`):
+    at most :data:`MOMENTS_WORK` multiply-adds a layer, never more than the layer above."""
+    counts, n = [], points
+    for layer in net.layers:
+        cost = 0
+        if layer.structure is None:  # a convolution or pool: its mean alone, as before
+            w = layer.in_features
+            forward = layer.weight.nnz if layer.sparse else w * layer.out_features
+            cost = (w * w if w <= COVARIANCE_MAX else w) + forward
+        if cost > 0:
+            n = min(n, max(MOMENTS_MIN_POINTS, MOMENTS_WORK // cost))
+        counts.append(min(n, points))
+    return counts
 
 
 class _Moments:
@@ -119,7 +164,9 @@ class _Moments:
         )
 
 
-def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray | None, ...]:
+def _jacobian_moments(
+    net: Network, pre: list[np.ndarray], deadline: float | None = None
+) -> tuple[np.ndarray | None, ...]:
     """Per layer ``k``, the mean over the points of :math:`J^\\top J`, :math:`J` the output
     Jacobian with respect to the layer's pre-activations ``pre[k]`` (None where a later layer
     is sparse or the Jacobians would exceed :data:`JACOBIAN_MAX` entries, and for a layer with
@@ -128,7 +175,9 @@ def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray |
     The Jacobians are carried down only to the lowest layer without a structure: below it
     every entry would be None, and the products were half the moments' time on cifar_base_kw
     (two convolutions at the bottom: 3.0 of 6.8 s CPU, ``1024 x 10 x 1024 x 2048``
-    multiply-adds for layer 0 alone; RESULTS.md "qbudget19b"). The moments are the same."""
+    multiply-adds for layer 0 alone; RESULTS.md "qbudget19b"). The moments are the same.
+    Each step keeps only the first rows whose products stay within :data:`MOMENTS_WORK`
+    (at least :data:`MOMENTS_MIN_POINTS`, else it stops), and none starts past ``deadline``."""
     n = len(net.layers)
     out: list[np.ndarray | None] = [None] * n
     m = net.layers[-1].out_features
@@ -139,18 +188,23 @@ def _jacobian_moments(net: Network, pre: list[np.ndarray]) -> tuple[np.ndarray |
         after, layer = net.layers[k + 1], net.layers[k]
         if after.sparse or len(pre[k]) * m * layer.out_features > JACOBIAN_MAX:
             break
-        jac = jac @ np.asarray(after.weight, dtype=np.float64)
+        width = layer.out_features
+        rows = min(len(jac), MOMENTS_WORK // max(m * (after.out_features + width) * width, 1))
+        if rows < MOMENTS_MIN_POINTS or (deadline is not None and time.perf_counter() >= deadline):
+            break
+        jac = jac[:rows] @ np.asarray(after.weight, dtype=np.float64)
         if layer.relu:
-            jac = jac * (pre[k] > 0)[:, None, :]
+            jac = jac * (pre[k][:rows] > 0)[:, None, :]
         if layer.structure is None:  # a convolution or pool has no rounding search
-            out[k] = np.einsum("noi,noj->ij", jac, jac) / len(jac)
+            flat = jac.reshape(len(jac) * m, width)
+            out[k] = flat.T @ flat / rows
     return tuple(out)
 
 
-def domain_compensation(net: Network, boxes) -> Compensation:
+def domain_compensation(net: Network, boxes, deadline: float | None = None) -> Compensation:
     """The moments of ``net``'s layer inputs over :data:`COMPENSATION_POINTS` uniform points
-    of the boxes (seeded: the same network every run)."""
+    of the boxes (seeded: the same network every run), no later chunk past ``deadline``."""
     rng = np.random.default_rng(0)
     each = max(COMPENSATION_POINTS // len(boxes), 2)
     x = np.concatenate([b.lower + (b.upper - b.lower) * rng.random((each, b.dim)) for b in boxes])
-    return Compensation.of_points(net, x)
+    return Compensation.of_points(net, x, deadline)

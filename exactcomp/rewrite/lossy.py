@@ -262,12 +262,12 @@ def search(
     are low-rank products (:mod:`exactcomp.rewrite.lowrank`): no weight edits there, weights
     never rounded, and the neurons feeding them are set to constants rather than refitted."""
     t0 = time.perf_counter()
-    t_end = t0 + time_limit
+    t_end, m_end = t0 + time_limit, t0 + MERGE_SHARE * time_limit  # m_end: merges' proposals
     ranges = relu_ranges(f, charger)
     cands = plain = candidates(f, ranges, boxes, centre=centre, frozen=frozen)
     if use_merge and not frozen:
-        cands = with_merges(plain, merging.merge_candidates(f, ranges, boxes, charger.roots()))
-        screen = Gate(charger, t0 + MERGE_SHARE * time_limit)
+        found = merging.merge_candidates(f, ranges, boxes, charger.roots(), end=m_end)
+        cands, screen = with_merges(plain, found), Gate(charger, m_end)  # and their screen
         cands = _screen_merges(f, cands, plain, ranges, screen, eps)
     fit = refit.fit_data(f, boxes) if use_refit else None
     base = apply(f, [], ranges, frozen=frozen)

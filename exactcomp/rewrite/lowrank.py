@@ -44,6 +44,7 @@ any more; a neuron of a factored layer or of the one before it may still go, as 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -53,6 +54,7 @@ from ..bounds.interval import input_magnitudes, interval_bounds
 from ..domain import Box
 from ..network import Layer, Network
 from ..tolerances import product_rounding_delta, stored_rounding_bound
+from .acceptance import Gate
 from .lossy import LossyOutcome, is_float32, relu_ranges, search
 
 #: Of ``compress --tol``'s tolerance: at most this share goes to the ranks, the greedy
@@ -108,10 +110,14 @@ def max_rank(out: int, inp: int) -> int:
     return max((out * inp - 1) // (out + inp), 0)
 
 
-def factorize(
-    f: Network, k: int, r: int, in_lo: np.ndarray, in_hi: np.ndarray, dtype: type
-) -> Factor:
-    """Layer ``k`` of ``f`` at rank ``r`` by the weighted SVD of the module docstring; ``[in_lo, in_hi]``: a sound range of its input on the domain."""
+def weighted_svd(
+    f: Network, k: int, in_lo: np.ndarray, in_hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The factors of every rank of layer ``k`` of ``f`` at once, by the weighted SVD of the
+    module docstring: ``(diag(s)^-1 A, B diag(c)^-1)`` in float64, whose first ``r`` columns
+    and rows are rank ``r``'s; ``[in_lo, in_hi]``: a sound range of the layer's input on the
+    domain. One decomposition serves every rank of the bisection (on resnet_2b's 2,048 x
+    3,072 layers each took seconds, once per rank tried before: RESULTS.md "wide22")."""
     layer = f.layers[k]
     w = layer.weight
     width = np.asarray(in_hi - in_lo, dtype=np.float64)
@@ -122,9 +128,24 @@ def factorize(
     else:
         row = np.ones(layer.out_features)
     a, s, bt = np.linalg.svd(row[:, None] * w * col[None, :], full_matrices=False)
-    u = ((a[:, :r] * s[:r]) / row[:, None]).astype(dtype).astype(np.float64)
-    v = (bt[:r] / col[None, :]).astype(dtype).astype(np.float64)
-    return Factor(k, u, v, np.array(layer.bias))
+    return (a * s) / row[:, None], bt / col[None, :]
+
+
+def factorize(
+    f: Network,
+    k: int,
+    r: int,
+    in_lo: np.ndarray,
+    in_hi: np.ndarray,
+    dtype: type,
+    svd: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Factor:
+    """Layer ``k`` of ``f`` at rank ``r``, rounded to ``dtype``: the first ``r`` columns and
+    rows of ``svd`` (:func:`weighted_svd`, computed here when not given)."""
+    us, vs = svd if svd is not None else weighted_svd(f, k, in_lo, in_hi)
+    u = us[:, :r].astype(dtype).astype(np.float64)
+    v = vs[:r].astype(dtype).astype(np.float64)
+    return Factor(k, u, v, np.array(f.layers[k].bias))
 
 
 def with_factors(f: Network, factors: Sequence[Factor]) -> Network:
@@ -192,25 +213,42 @@ def choose(
         key=lambda k: -f.layers[k].out_features * f.layers[k].in_features,
     )
     chosen: list[Factor] = []
+    per_flop = 0.0  # seconds per multiply-add of the last decomposition (none yet)
     for k in order:
         la = f.layers[k]
         top = max_rank(la.out_features, la.in_features)
         if top < 1 or la.sparse or la.structure is not None:
             continue
+        cost = float(la.out_features) * la.in_features * min(la.out_features, la.in_features)
+        if not _fits(charger, per_flop * cost):  # nor its SVD, nor a proof after it
+            break
         lo_in, hi_in = input_range(boxes, ranges, k)
+        t = time.perf_counter()
+        svd = weighted_svd(f, k, lo_in, hi_in)
+        per_flop = (time.perf_counter() - t) / cost
         best, lo, hi = None, 1, top
-        while lo <= hi:  # the smallest proven rank, by bisection; only proven ranks are kept
+        while lo <= hi and _fits(charger, 0.0):  # the smallest proven rank, by bisection
             r = (lo + hi) // 2
-            fa = factorize(f, k, r, lo_in, hi_in, dtype)
+            fa = factorize(f, k, r, lo_in, hi_in, dtype, svd)
             trial = [*chosen, fa]
             bound = proven(charger, with_factors(f, trial), frozen_of(trial), boxes)
-            if bound <= budget:
+            if bound <= budget:  # only proven ranks are kept
                 best, hi = Factor(k, fa.u, fa.v, fa.bias, bound), r - 1
             else:
                 lo = r + 1
         if best is not None:
             chosen.append(best)
     return sorted(chosen, key=lambda fa: fa.layer)
+
+
+def _fits(charger, seconds: float) -> bool:
+    """True when ``seconds`` of work and then one proof end by the end of ``charger``, a
+    :class:`~exactcomp.rewrite.acceptance.Gate` (any other charger: always). The rank
+    bisection stops there: no SVD or proof is started past its phase's end, where before
+    the SVDs went on (each refused proof only moved the bisection on)."""
+    if not isinstance(charger, Gate):
+        return True
+    return time.perf_counter() + seconds + charger.seconds <= charger.end
 
 
 def rank_proofs(f: Network) -> int:

@@ -59,6 +59,7 @@ What is kept is decided by one proof of the whole network against the original
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -79,6 +80,11 @@ PARTNERS = 4  # most cosine-similar rows tried per neuron
 SAMPLES = 2048  # seeded uniform points for the least-squares scales
 SPREAD = (0.8, 0.9, 1.0, 1.1, 1.25)  # multiples of each least-squares scale tried
 MAX_WIDTH = 4096  # wider layers get no merges (the cosine matrix is quadratic)
+#: Bytes of one chunk of the proposals' difference rows (float64, as wide as the widest layer
+#: their bounds go through): resnet_2b's 82,210 proposals of a 2,048-wide input were one
+#: 1.25 GiB array, several with the bounds' temporaries (out of memory under 8 GB; RESULTS.md
+#: "wide22"). Each row's bounds are its own, so the chunks change no bound.
+CHUNK_BYTES = 2**26
 
 
 def merge_candidates(
@@ -87,13 +93,16 @@ def merge_candidates(
     boxes: Sequence[Box],
     roots: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
     frozen: frozenset[int] = frozenset(),
+    end: float | None = None,
 ) -> dict[tuple[int, int], tuple[int, float, float, float]]:
     """Per hidden neuron ``(k, j)``, its best merge ``(i, alpha, c, local)`` (module docstring).
 
     ``ranges``: the proven ReLU output ranges of every layer
     (:func:`exactcomp.rewrite.lossy.relu_ranges`); ``roots``: per box, ``f``'s proven
     pre-activation bounds of every layer. No merge reads into a ``frozen`` layer (a low-rank
-    product: its columns may only be zeroed)."""
+    product: its columns may only be zeroed). ``end`` (``time.perf_counter``): no chunk of
+    bounds starts past it, and the merges of the layers done by then are all (fewer merges
+    are only fewer candidates: each is still proven in the whole)."""
     out: dict[tuple[int, int], tuple[int, float, float, float]] = {}
     last = len(f.layers) - 1
     pre = _sampled_pre_activations(f, boxes)
@@ -109,10 +118,10 @@ def merge_candidates(
         if not pairs:
             continue
         js, is_ = np.array(pairs).T
-        a = np.array(alphas)
-        rows = layer.weight[js] - a[:, None] * layer.weight[is_]
-        bias = layer.bias[js] - a * layer.bias[is_]
-        lo_d, hi_d = _bounds(f, k, rows, bias, boxes, roots)
+        bounds = _pair_bounds(f, k, js, is_, np.array(alphas), boxes, roots, end)
+        if bounds is None:
+            break
+        lo_d, hi_d = bounds
         a_lo, a_hi = ranges[k]
         col = np.abs(nxt.weight).sum(axis=0)
         for t, ((j, i), alpha) in enumerate(zip(pairs, alphas, strict=True)):
@@ -302,6 +311,26 @@ def _proposals(layer: Layer, z: np.ndarray) -> tuple[list[tuple[int, int]], list
                     pairs.append((int(j), int(i)))
                     alphas.append(s)
     return pairs, alphas
+
+
+def _pair_bounds(
+    f: Network, k: int, js, is_, a, boxes, roots, end: float | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`_bounds` of the rows ``W[j] - a W[i]`` (biases likewise) of layer ``k``, built
+    and bounded :data:`CHUNK_BYTES` at a time; None when a chunk would start past ``end``."""
+    layer = f.layers[k]
+    width = max(max(la.in_features for la in f.layers[: k + 1]), 1)
+    step = max(CHUNK_BYTES // (8 * width), 1)
+    lo, hi = [], []
+    for s in range(0, len(js), step):
+        if end is not None and time.perf_counter() >= end:
+            return None
+        j, i, al = js[s : s + step], is_[s : s + step], a[s : s + step]
+        rows = layer.weight[j] - al[:, None] * layer.weight[i]
+        b_lo, b_hi = _bounds(f, k, rows, layer.bias[j] - al * layer.bias[i], boxes, roots)
+        lo.append(b_lo)
+        hi.append(b_hi)
+    return np.concatenate(lo), np.concatenate(hi)
 
 
 def _bounds(f: Network, k: int, rows, bias, boxes, roots) -> tuple[np.ndarray, np.ndarray]:

@@ -183,3 +183,22 @@ def slow_symbolic_proofs(monkeypatch, clock, seconds: float) -> list[float]:
 
     monkeypatch.setattr(charge, "_symbolic", slow)
     return started
+
+
+def jacobian_moment(f: Network, x: np.ndarray, k: int) -> np.ndarray:
+    """The mean over the rows ``x`` of ``J^T J``, ``J`` the output Jacobian at layer ``k``'s
+    pre-activations, built point by point."""
+    total = np.zeros((f.layers[k].out_features,) * 2)
+    for p in x:
+        a, pre = p, []
+        for la in f.layers:
+            z = la.weight @ a + la.bias
+            pre.append(z)
+            a = np.maximum(z, 0.0) if la.relu else z
+        jac = np.eye(f.output_size)
+        for j in range(len(f.layers) - 1, k, -1):
+            jac = jac @ f.layers[j].weight
+            if f.layers[j - 1].relu:
+                jac = jac * (pre[j - 1] > 0)
+        total += jac.T @ jac
+    return total / len(x)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies import gaussian_mlp
+from strategies import gaussian_mlp, jacobian_moment
 
 from exactcomp import quantization
 from exactcomp.approx import COMPENSATION_SHARE
@@ -34,25 +34,6 @@ def _inputs(f: Network, x: np.ndarray) -> list[np.ndarray]:
         if layer.relu:
             a = np.maximum(a, 0.0)
     return out
-
-
-def _jacobian_moment(f: Network, x: np.ndarray, k: int) -> np.ndarray:
-    """The mean over the rows ``x`` of ``J^T J``, ``J`` the output Jacobian at layer ``k``'s
-    pre-activations, built point by point."""
-    total = np.zeros((f.layers[k].out_features,) * 2)
-    for p in x:
-        a, pre = p, []
-        for la in f.layers:
-            z = la.weight @ a + la.bias
-            pre.append(z)
-            a = np.maximum(z, 0.0) if la.relu else z
-        jac = np.eye(f.output_size)
-        for j in range(len(f.layers) - 1, k, -1):
-            jac = jac @ f.layers[j].weight
-            if f.layers[j - 1].relu:
-                jac = jac * (pre[j - 1] > 0)
-        total += jac.T @ jac
-    return total / len(x)
 
 
 def test_layers_up_to_1024_wide_keep_every_point_and_wider_ones_are_capped():
@@ -92,8 +73,8 @@ def test_capped_moments_are_those_of_the_first_points(monkeypatch):
         spread = np.abs(a[:n] - a[:n].mean(axis=0)).max(axis=0)
         np.testing.assert_allclose(comp.spread[k], spread, atol=1e-12)
     np.testing.assert_allclose(comp.moment[2], np.eye(2))
-    np.testing.assert_allclose(comp.moment[1], _jacobian_moment(f, x[:8], 1), atol=1e-12)
-    np.testing.assert_allclose(comp.moment[0], _jacobian_moment(f, x[:7], 0), atol=1e-12)
+    np.testing.assert_allclose(comp.moment[1], jacobian_moment(f, x[:8], 1), atol=1e-12)
+    np.testing.assert_allclose(comp.moment[0], jacobian_moment(f, x[:7], 0), atol=1e-12)
 
 
 def test_past_the_deadline_only_the_first_chunk_counts(monkeypatch):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies import gaussian_mlp
+from strategies import gaussian_mlp, jacobian_moment
 
 from exactcomp import approx, quantization
 from exactcomp.domain import Box
@@ -224,25 +224,12 @@ def test_the_jacobian_moments_stop_at_the_lowest_dense_layer():
     assert f.layers[0].structure is not None and f.layers[-2].structure is None
     x = box.sample(300, np.random.default_rng(0))
     comp = Compensation.of_points(f, x)
-    n = len(f.layers)
     for k, layer in enumerate(f.layers):
         if layer.structure is not None:
             assert comp.moment[k] is None
             continue
-        total = np.zeros((layer.out_features, layer.out_features))
-        for p in x[:JACOBIAN_POINTS]:
-            a, pre = p, []
-            for la in f.layers:
-                z = la.weight @ a + la.bias
-                pre.append(z)
-                a = np.maximum(z, 0.0) if la.relu else z
-            jac = np.eye(f.output_size)
-            for j in range(n - 1, k, -1):
-                jac = jac @ f.layers[j].weight
-                if f.layers[j - 1].relu:
-                    jac = jac * (pre[j - 1] > 0)
-            total += jac.T @ jac
-        np.testing.assert_allclose(comp.moment[k], total / len(x[:JACOBIAN_POINTS]), atol=1e-9)
+        want = jacobian_moment(f, x[:JACOBIAN_POINTS], k)
+        np.testing.assert_allclose(comp.moment[k], want, atol=1e-9)
 
 
 def test_a_tightening_that_moves_nothing_leaves_one_pair(monkeypatch):

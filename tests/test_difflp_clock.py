@@ -148,7 +148,7 @@ def test_highs_gets_the_seconds_left_on_top_of_its_run_time_so_far(monkeypatch):
     """HiGHS compares its limit with the run time of all the instance's solves: the limit set
     is that run time plus the seconds left, so a solve after a long one gets its seconds."""
     pair, _ = _pair()
-    lp, _, _ = difflp.build_joint_lp(pair, BOX)
+    lp, _ = difflp.joint_lp(pair, BOX, difflp.layer_differences(pair, BOX))
     h = highs_lp.Lp.from_model(lp)
     clock = FakeClock().install(monkeypatch)
 

@@ -143,15 +143,6 @@ def layer_differences(
     return out
 
 
-def build_joint_lp(
-    pair: Pair, box: Box, deadline: float | None = None, *, phases: bool = True
-) -> tuple[PrefixLP, list[int], list[int]]:
-    """The LP of the module docstring, and the columns of ``h^f_{L-1}`` and ``h^g_{L-1}``
-    (see :func:`joint_lp`)."""
-    lp, cols = joint_lp(pair, box, layer_differences(pair, box), deadline, phases=phases)
-    return lp, cols[-1].hf, cols[-1].hg
-
-
 @dataclasses.dataclass(frozen=True)
 class LayerColumns:
     """The LP columns of one hidden layer: ``z^f, z^g`` and ``h^f, h^g`` per neuron (``h`` is

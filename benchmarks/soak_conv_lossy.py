@@ -42,7 +42,7 @@ near-parallel pair in it), in float32:
 A clean :class:`~exactcomp.errors.ExactCompError` is a refusal (counted); any other
 exception is an ``error``. A case whose ``f`` has more than :data:`F_REGIONS` regions is skipped
 as too large for the oracle; a bound past the case's :data:`JOINT_REGIONS` or
-:data:`JOINT_LPS` is a note.
+:data:`~exactcomp.testing.soak_checks.JOINT_LPS` is a note.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import numpy as np
 from exactcomp import api
 from exactcomp.errors import ExactCompError
 from exactcomp.network import Layer, Network
-from exactcomp.testing.oracle import LpBudget, OracleError
+from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_conv import as_sparse, random_conv_case
 from exactcomp.testing.soak_checks import Checker
@@ -80,15 +80,6 @@ EDIT_SIZES = (1e-3, 0.01, 0.1, 0.3)  # conv-compress: relative size of the tail'
 #: time).
 F_REGIONS = 2_500
 JOINT_REGIONS = 20_000
-#: ... and a case's joint enumerations share this many LPs (branching and maxima), what their
-#: time is made of: a joint region costs 1-20 LPs (a copy whose hyperplanes nearly coincide
-#: with ``f``'s splits every region into slivers found by LP: conv-compress seed 6, ``f``
-#: against its compressed copy, 1,128 -> 13,752 regions by 86,021 LPs, 196 s with
-#: ``linprog`` at load 2-3, where the case's four bounds, each capped at 20,000 regions
-#: alone, ran past the soak's 300 s; "ccsoak21"). The region cap alone let a case spend
-#: 20 LPs per region. 100,000 of the oracle's LPs (0.3-0.6 ms CPU each through highspy): 155 s
-#: wall at load 3.4-3.8, the slowest cases 195-203 s in all.
-JOINT_LPS = 100_000
 
 
 def run_conv_lossy_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
@@ -183,11 +174,10 @@ def _capped(opts: SoakOptions) -> SoakOptions:
 
 @dataclasses.dataclass
 class _Joint:
-    """The joint regions a case may still enumerate (:data:`JOINT_REGIONS` in all), and the
-    LPs they may still solve (:data:`JOINT_LPS`)."""
+    """The joint regions a case may still enumerate (:data:`JOINT_REGIONS` in all; their LPs
+    are the checker's ``joint_lps``)."""
 
     left: int = JOINT_REGIONS
-    lps: LpBudget = dataclasses.field(default_factory=lambda: LpBudget(JOINT_LPS))
 
 
 def _check_bound(
@@ -196,7 +186,9 @@ def _check_bound(
     """1 when the exact max |f - g| was compared with ``proven`` (a finding if above it); 0
     with a note when the case's joint regions or LPs are spent."""
     try:
-        found = exact_max_difference(f, g, c.box, max_regions=max(joint.left, 0), budget=joint.lps)
+        found = exact_max_difference(
+            f, g, c.box, max_regions=max(joint.left, 0), budget=c.joint_lps
+        )
     except OracleError as exc:
         joint.left = 0
         c.notes.append(f"{what}: oracle skipped: {exc}")

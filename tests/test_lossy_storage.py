@@ -18,9 +18,18 @@ from exactcomp.network import Network
 from exactcomp.rewrite.lowrank import expand, search_lowrank
 from exactcomp.rewrite.storage import holds, store
 from exactcomp.testing import max_output_difference
+from exactcomp.testing.clock import FakeClock
 from exactcomp.verify.charge import Charger
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch):
+    """The fake clock, never advanced: every phase gets its whole share of the time limits
+    below on any machine load (once, at load ~7 and the lowest priority, 20 s of wall clock
+    were not enough). Solver limits are durations, unaffected."""
+    FakeClock().install(monkeypatch)
 
 
 def folding_float32(seed: int = 0, outputs: int = 1) -> Network:

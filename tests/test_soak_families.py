@@ -331,10 +331,12 @@ def test_joint_enumerations_stop_at_the_case_budget_and_are_counted() -> None:
     from types import SimpleNamespace
 
     from benchmarks.soak_conv_lossy import F_REGIONS, _capped, _check_bound, _Joint
+    from exactcomp.testing.oracle import LpBudget
     from exactcomp.testing.soak_results import CaseResult
 
     f = Network([Layer(np.ones((1, 1)), np.zeros(1), False)])
-    c = SimpleNamespace(notes=[], findings=[], box=Box(np.zeros(1), np.ones(1)))
+    box = Box(np.zeros(1), np.ones(1))
+    c = SimpleNamespace(notes=[], findings=[], box=box, joint_lps=LpBudget(10**6))
     joint = _Joint()
     assert _check_bound(c, joint, f, f, 0.0, "quantize", 1.0) == 1
     assert joint.left == _Joint().left - 1 and not c.notes
@@ -347,6 +349,19 @@ def test_joint_enumerations_stop_at_the_case_budget_and_are_counted() -> None:
     assert _capped(SoakOptions()).max_regions == F_REGIONS
 
 
+def two_networks_apart():
+    """``f`` (2-4r-1) and ``g``, its copy with the output layer scaled by 1.1."""
+    rng = np.random.default_rng(0)
+    f = Network(
+        [
+            Layer(rng.normal(size=(4, 2)), rng.normal(size=4), True),
+            Layer(rng.normal(size=(1, 4)), np.zeros(1), False),
+        ]
+    )
+    g = f.replace_layers([f.layers[0], Layer(f.layers[1].weight * 1.1, np.zeros(1), False)])
+    return f, g
+
+
 def test_joint_enumerations_share_the_case_lp_budget() -> None:
     """A case's ``max |f - g|`` enumerations also share ``JOINT_LPS`` LPs (what their time is
     made of: conv-compress seed 6 spent 196 s in one enumeration of 13,752 regions, its four
@@ -357,22 +372,34 @@ def test_joint_enumerations_share_the_case_lp_budget() -> None:
     from benchmarks.soak_conv_lossy import _check_bound, _Joint
     from exactcomp.testing.oracle import LpBudget
 
-    rng = np.random.default_rng(0)
-    f = Network(
-        [
-            Layer(rng.normal(size=(4, 2)), rng.normal(size=4), True),
-            Layer(rng.normal(size=(1, 4)), np.zeros(1), False),
-        ]
-    )
-    g = f.replace_layers([f.layers[0], Layer(f.layers[1].weight * 1.1, np.zeros(1), False)])
+    f, g = two_networks_apart()
     c = SimpleNamespace(notes=[], findings=[], box=Box(-np.ones(2), np.ones(2)))
-    joint = _Joint(lps=LpBudget(10**6))
-    assert _check_bound(c, joint, f, g, np.inf, "quantize", 1.0) == 1
-    one = joint.lps.spent
+    c.joint_lps = LpBudget(10**6)
+    assert _check_bound(c, _Joint(), f, g, np.inf, "quantize", 1.0) == 1
+    one = c.joint_lps.spent
     assert one > 0 and not c.notes
-    joint = _Joint(lps=LpBudget(one + one // 2))  # room for one check, not two
+    joint, c.joint_lps = _Joint(), LpBudget(one + one // 2)  # room for one check, not two
     assert _check_bound(c, joint, f, g, np.inf, "first", 1.0) == 1
     assert _check_bound(c, joint, f, g, np.inf, "second", 1.0) == 0
     assert joint.left == 0 and "second: oracle skipped" in c.notes[0] and "LPs" in c.notes[0]
     assert _check_bound(c, joint, f, g, np.inf, "third", 1.0) == 0  # the case's budget is spent
     assert not c.findings
+
+
+def test_every_family_s_joint_enumerations_share_the_case_lp_budget() -> None:
+    """The checker of every family (compression and equivalence checks) spends one
+    ``JOINT_LPS`` budget per case (the ``conv`` family's seed 6: 250,000 LPs in three
+    enumerations, past the soak's 300 s under load): past it, ``maxdiff`` is a note."""
+    from exactcomp.testing.oracle import LpBudget
+    from exactcomp.testing.random_networks import Case
+    from exactcomp.testing.soak_checks import JOINT_LPS, Checker
+
+    f, g = two_networks_apart()
+    c = Checker(Case(f, Box(-np.ones(2), np.ones(2)), 0), SoakOptions(), "fast")
+    assert c.joint_lps.total == JOINT_LPS
+    exact = c.maxdiff(g, 0.0)
+    one = c.joint_lps.spent
+    assert exact is not None and one > 0 and not c.notes
+    c.joint_lps = LpBudget(one + one // 2)
+    assert c.maxdiff(g, 0.0).value == exact.value
+    assert c.maxdiff(g, 0.0) is None and "oracle skipped" in c.notes[0]

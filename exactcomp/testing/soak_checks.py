@@ -32,13 +32,22 @@ from ..stability import stable_neurons
 from ..tolerances import DEFAULT
 from ..verdicts import StabilityReport, Verdict
 from ..verify import EquivalenceStatus, recheck_certificates, verify_equivalence
-from .oracle import ExactAnalysis, OracleError, exact_analysis
+from .oracle import ExactAnalysis, LpBudget, OracleError, exact_analysis
 from .oracle import max_output_difference as exact_max_difference
 from .random_networks import Case
 from .rational import compare_exactly
 from .soak_results import CaseResult, Finding, SoakOptions, skipped_result
 
 ROUNDING = 1e-12
+#: The LPs (branching and maxima) that all the exact ``max |f - g|`` of one case may solve
+#: together (:attr:`Checker.joint_lps`); past them a bound is a note ("oracle skipped"),
+#: like any oracle skip. A joint region costs 1-20 LPs: a copy whose hyperplanes nearly
+#: coincide with ``f``'s splits every region into slivers found by LP (conv-compress seed 6,
+#: ``f`` against its compressed copy, 1,128 -> 13,752 regions by 86,021 LPs; "ccsoak21"; the
+#: ``conv`` family's seed 6, 250,000 LPs in three enumerations, 230-280 s at load ~1, past the
+#: soak's 300 s at load 6). The region cap alone let a case spend 20 LPs per region. 100,000
+#: of the oracle's LPs (0.3-0.6 ms CPU each through highspy): 155 s wall at load 3.4-3.8.
+JOINT_LPS = 100_000
 T = TypeVar("T")
 
 
@@ -55,6 +64,7 @@ class Checker:
         ib = interval_bounds(self.f, self.box)
         self.slack = [ROUNDING * (1.0 + np.maximum(np.abs(lo), np.abs(hi))) for lo, hi in ib]
         self.compressions = self.equivalences = self.missed = self.exact_points = 0
+        self.joint_lps = LpBudget(JOINT_LPS)  # every joint enumeration of the case
         self.statuses: Counter[str] = Counter()
 
     def result(self, claims: Counter[str], t0: float, family: str = "random") -> CaseResult:
@@ -233,7 +243,12 @@ class Checker:
     def maxdiff(self, g: Network, floor: float):
         try:
             return exact_max_difference(
-                self.f, g, self.box, floor=floor, max_regions=self.opts.max_regions
+                self.f,
+                g,
+                self.box,
+                floor=floor,
+                max_regions=self.opts.max_regions,
+                budget=self.joint_lps,
             )
         except OracleError as exc:
             self.notes.append(f"oracle skipped: {exc}")

@@ -19,7 +19,13 @@ Each block draws from the shapes that are easy to get wrong:
 - ``batchnorm``: a ``BatchNormalization`` folded into the conv, with a zero or negative
   scale on some channels (a zero scale makes the channel constant);
 - ``zero-kernel``: channels whose kernel is all zeros (dead with a bias ``<= 0``, constant
-  otherwise).
+  otherwise);
+- ``channels-last``: an NHWC input ``(N, H, W, C)`` fed through ``Transpose(0, 3, 1, 2)``
+  into the first block, as tf2onnx writes it (read as a convolution of the transposed input,
+  ``ConvSpec.in_axes``, when the ``Conv`` follows it at once; written back as ``Transpose``
+  + ``Conv``); half of them take a flat input ``(N, H*W*C)`` through a ``Reshape`` first.
+  Drawn for :data:`CHANNELS_LAST` of the seeds by an RNG of its own, so that
+  every seed's weights, shapes and box stay what they were before it existed.
 
 Sizes stay small (at most 16 inputs, 24 units per convolution) for the exact oracle. The case's
 ``features`` name what the seed drew; ``model`` is the ONNX file's bytes.
@@ -57,6 +63,7 @@ FEATURES = (
     "zero-kernel",
 )
 OPSET = 13
+CHANNELS_LAST = 0.3
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,9 @@ def conv_onnx_case(seed: int, *, outputs: int = 2) -> ConvOnnxCase:
     from exactcomp import api
 
     rng = np.random.default_rng(seed)
+    side = np.random.default_rng((seed, 7))
+    nhwc = bool(side.random() < CHANNELS_LAST)
+    flat = nhwc and bool(side.random() < 0.5)  # a flat input reshaped to NHWC first
     for _ in range(20):
         c = int(rng.integers(1, 3))
         h, w = int(rng.integers(2, 5)), int(rng.integers(2 if c == 1 else 2, 5 if c == 1 else 3))
@@ -179,6 +189,10 @@ def conv_onnx_case(seed: int, *, outputs: int = 2) -> ConvOnnxCase:
         feats = set(drawn)
         g = _Graph()
         x, shape = "x", (c, h, w)
+        if flat:
+            x = g.node("Reshape", [x, g.const(np.array([-1, h, w, c]), np.int64)])
+        if nhwc:
+            x = g.node("Transpose", [x], perm=[0, 3, 1, 2])
         ok = True
         for i in range(int(rng.integers(1, 3))):
             got = _block(g, rng, x, shape, feats, first=i == 0)
@@ -188,6 +202,7 @@ def conv_onnx_case(seed: int, *, outputs: int = 2) -> ConvOnnxCase:
             x, shape = got
         if not ok:
             continue
+        in_shape = (h * w * c,) if flat else (h, w, c) if nhwc else (c, h, w)
         flat = g.node("Flatten", [x], axis=1)
         width = int(np.prod(shape))
         head = rng.normal(size=(outputs, width)).round(3)
@@ -196,7 +211,7 @@ def conv_onnx_case(seed: int, *, outputs: int = 2) -> ConvOnnxCase:
         graph = helper.make_graph(
             g.nodes,
             f"conv_soak_{seed}",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape])],
             [helper.make_tensor_value_info(y, TensorProto.FLOAT, ["N", outputs])],
             initializer=g.inits,
         )
@@ -211,5 +226,6 @@ def conv_onnx_case(seed: int, *, outputs: int = 2) -> ConvOnnxCase:
         if rng.random() < 0.5:  # narrower: fewer regions for the oracle, more stable units
             mid, half = box.center, (box.upper - box.lower) / 8
             box = Box(mid - half, mid + half)
+        feats |= {"channels-last"} if nhwc else set()
         return ConvOnnxCase(data, Case(net, box, seed), tuple(sorted(feats)))
     raise ValueError(f"seed {seed}: no conv graph fits the size limits")

@@ -8,7 +8,8 @@ TensorFlow exports (tf2onnx) take ``[1, H, W, C]`` input and transpose it before
 must give a first layer carrying a :class:`~exactcomp.conv.ConvSpec` with ``in_axes`` whose
 matrix is entry for entry the one torch's ``conv2d`` of the transposed input gives (an
 independent oracle), written back as ``Transpose`` + ``Conv`` (ONNX) and ``Permute`` +
-``Conv2d`` (.pt) with the same function, and never larger after ``compress``/``quantize``.
+``Conv2d`` (.pt) with the same function, and never larger after ``compress``/``quantize``; the
+same when the input is a flat vector reshaped to NHWC first.
 """
 
 from __future__ import annotations
@@ -32,22 +33,29 @@ RNG = np.random.default_rng(5)
 H, W, C, M = 4, 4, 3, 4
 
 
-def _nhwc_model() -> onnx.ModelProto:
+def _nhwc_model(flat: bool = False) -> onnx.ModelProto:
+    """The graph above; ``flat``: its input a vector ``[1, H*W*C]``, reshaped to NHWC first."""
     k = RNG.normal(size=(M, C, 3, 3)).astype(np.float32)
     b = RNG.normal(size=M).astype(np.float32) * 0.1
     g = RNG.normal(size=(M * H * W, 2)).astype(np.float32)
+    reshape = [helper.make_node("Reshape", ["x", "s"], ["xs"])] if flat else []
     nodes = [
-        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+        *reshape,
+        helper.make_node("Transpose", ["xs" if flat else "x"], ["t"], perm=[0, 3, 1, 2]),
         helper.make_node("Conv", ["t", "k", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("Flatten", ["r"], ["f"]),
         helper.make_node("MatMul", ["f", "g"], ["y"]),
     ]
-    inits = {"k": k, "b": b, "g": g}
+    inits = {"k": k, "b": b, "g": g, **({"s": np.array([1, H, W, C])} if flat else {})}
     graph = helper.make_graph(
         nodes,
         "nhwc",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, H, W, C])],
+        [
+            helper.make_tensor_value_info(
+                "x", TensorProto.FLOAT, [1, H * W * C] if flat else [1, H, W, C]
+            )
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
         initializer=[numpy_helper.from_array(v, n) for n, v in inits.items()],
     )
@@ -67,7 +75,7 @@ def nhwc(tmp_path: Path) -> tuple[Path, onnx.ModelProto]:
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
-    out = [sess.run(None, {inp.name: row.reshape(1, H, W, C).astype(np.float32)})[0] for row in x]
+    out = [sess.run(None, {inp.name: row.reshape(inp.shape).astype(np.float32)})[0] for row in x]
     return np.concatenate([o.reshape(1, -1) for o in out])
 
 
@@ -122,6 +130,30 @@ def test_pt_round_trip_permute_and_conv2d(nhwc, tmp_path: Path):
     with torch.no_grad():
         got = module(torch.from_numpy(x).to(torch.float32)).double().numpy()
     np.testing.assert_allclose(got, net.forward(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_flat_input_reshaped_to_nhwc_is_read_and_written_as_a_convolution(tmp_path: Path):
+    """``x [1, 48] -> Reshape [1, 4, 4, 3] -> Transpose -> Conv``: the ``Reshape`` keeps the
+    order, so the matrix is the channels-last one above; read with ``in_axes``, written back
+    as ``Reshape`` + ``Transpose`` + ``Conv``, the same function by onnxruntime."""
+    model = _nhwc_model(flat=True)
+    path = tmp_path / "flat.onnx"
+    onnx.save(model, str(path))
+    net = load_onnx(path)
+    spec = net.layers[0].structure
+    assert isinstance(spec, ConvSpec) and spec.in_axes == (2, 0, 1)
+    assert spec.source_shape == (H, W, C)
+    assert np.array_equal(spec.dense(), net.layers[0].weight)
+    out = tmp_path / "back.onnx"
+    save_onnx(net, out)
+    assert [n.op_type for n in onnx.load(str(out)).graph.node][:3] == [
+        "Reshape",
+        "Transpose",
+        "Conv",
+    ]
+    x = RNG.uniform(0, 1, size=(32, H * W * C))
+    np.testing.assert_allclose(_ort(out, x), net.forward(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_ort(path, x), net.forward(x), rtol=1e-5, atol=1e-5)
 
 
 def test_a_permute_elsewhere_is_refused_by_name():

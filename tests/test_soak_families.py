@@ -195,7 +195,8 @@ def test_conv_residual_family_is_in_the_rotation_when_named() -> None:
 
 def test_conv_onnx_cases_draw_every_aimed_feature() -> None:
     """Over 24 seeds the conv ONNX graphs draw each feature, stay small for the oracle, and
-    the reader keeps their convolutions as structure (groups and asymmetric pads included)."""
+    the reader keeps their convolutions as structure (groups, asymmetric pads and
+    channels-last inputs included)."""
     from benchmarks.soak_conv import FEATURES, conv_onnx_case
     from exactcomp.conv import ConvSpec
 
@@ -210,7 +211,8 @@ def test_conv_onnx_cases_draw_every_aimed_feature() -> None:
         specs += [
             la.structure for la in oc.case.network.layers if isinstance(la.structure, ConvSpec)
         ]
-    assert seen == set(FEATURES)
+    assert seen == {*FEATURES, "channels-last"}
+    assert any(s.in_axes is not None for s in specs)
     assert any(s.groups > 1 for s in specs)
     assert any(s.pads[:2] != s.pads[2:] for s in specs)
     assert any(s.strides != (1, 1) and any(s.pads) for s in specs)

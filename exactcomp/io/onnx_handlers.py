@@ -12,6 +12,7 @@ constant tensors are in :mod:`exactcomp.io.onnx_consts`, of convolutions and poo
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,8 +127,8 @@ class LoweringState:
                 spec = recognize_conv(w, b, in_shape, out[1:], **args)
                 if spec is not None:
                     return spec
-            if len(src) == 4 and src[0] == 1 and int(np.prod(src)) == w.shape[1]:
-                spec = permuted_conv(w, b, src[1:], c["in_shape"], out[1:], args)
+            for source in _transposed_sources(src, c["in_shape"], w.shape[1]):
+                spec = permuted_conv(w, b, source, c["in_shape"], out[1:], args)
                 if spec is not None:
                     return spec
         return None
@@ -135,6 +136,18 @@ class LoweringState:
     def is_layer_output(self, x: Affine) -> bool:
         """True when ``x`` is exactly the output of the last committed layer, merely re-laid out."""
         return x.pure and x.base == len(self.layers) and x.is_identity()
+
+
+def _transposed_sources(src: tuple[int, ...], in_shape: tuple[int, ...], width: int):
+    """The layouts a ``Transpose`` into the ``Conv`` may have read its input in: the layer's
+    input tensor (``(1, H, W, C)``, a channels-last image), or, when that input is a flat
+    vector reshaped before the ``Transpose`` (an order-preserving ``Reshape``), every axis
+    order of the ``Conv``'s input (the matrix decides, exactly, in :func:`permuted_conv`)."""
+    if len(src) == 4 and src[0] == 1:
+        return [src[1:]] if int(np.prod(src)) == width else []
+    if int(np.prod(in_shape)) != width:
+        return []
+    return sorted(set(itertools.permutations(in_shape)))
 
 
 def node_attributes(node: onnx.NodeProto) -> dict[str, object]:

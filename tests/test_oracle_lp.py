@@ -120,3 +120,31 @@ def test_an_lp_budget_counts_every_lp_of_the_enumerations_and_stops_them(monkeyp
     with pytest.raises(OracleError, match="LPs"):
         oracle.max_output_difference(f, g, box, budget=short)
     assert short.spent == needed - 1
+
+
+def test_an_lp_budget_counts_every_lp_of_the_exact_analysis_and_stops_it(monkeypatch) -> None:
+    """``exact_analysis`` counts its range LPs and its branching LPs in one budget: with
+    enough, the same ranges and verdicts as without; one LP short, :class:`OracleError`
+    after spending exactly the budget (the soak's ``F_LPS``: a case too large)."""
+    case = random_case(5, inputs=(2, 3), depth=(2, 3), width=(3, 5), max_neurons=10)
+    f, box = case.network, case.box
+    solved = []
+
+    def counted(row, poly, box):
+        solved.append(1)
+        return lp_argmax(row, poly, box)
+
+    monkeypatch.setattr(regions, "lp_argmax", counted)
+    monkeypatch.setattr(oracle, "lp_argmax", counted)
+    free = oracle.exact_analysis(f, box)
+    needed = len(solved)
+    assert needed > 10
+    budget = regions.LpBudget(needed)
+    again = oracle.exact_analysis(f, box, budget=budget)
+    assert budget.spent == needed and again.regions == free.regions
+    for (lo, hi), (rlo, rhi) in zip(again.ranges, free.ranges, strict=True):
+        assert np.array_equal(lo, rlo) and np.array_equal(hi, rhi)
+    short = regions.LpBudget(needed - 1)
+    with pytest.raises(OracleError, match="LPs"):
+        oracle.exact_analysis(f, box, budget=short)
+    assert short.spent == needed - 1

@@ -115,7 +115,12 @@ class ExactAnalysis:
 
 
 def exact_analysis(
-    net: Network, box: Box, margin: float = 1e-7, *, max_regions: int = MAX_REGIONS
+    net: Network,
+    box: Box,
+    margin: float = 1e-7,
+    *,
+    max_regions: int = MAX_REGIONS,
+    budget: LpBudget | None = None,
 ) -> ExactAnalysis:
     """Exact pre-activation ranges and stability of every neuron, in one enumeration.
 
@@ -123,7 +128,8 @@ def exact_analysis(
     one LP per neuron and side, skipped when the map's maximum over the whole box cannot
     beat the extreme already found. Every value is a forward pass at an input of the box.
     The first layer's range is exact rational arithmetic (no LP). See
-    :func:`exact_stability` for the verdicts and ``margin``.
+    :func:`exact_stability` for the verdicts and ``margin``. ``budget``: every LP, range
+    and branching alike, is counted there (past it, :class:`OracleError`).
     """
     first_lo, first_hi = _exact_first_layer(net, box)
     lo = [np.full(la.out_features, np.inf) for la in net.layers]
@@ -149,6 +155,8 @@ def exact_analysis(
             for side, best in ((1.0, hi[k][j]), (-1.0, -lo[k][j])):
                 if box_max(side * row, side * const, box) <= best:
                     continue  # this node cannot beat the extreme already found
+                if budget is not None:
+                    budget.spend()
                 x = lp_argmax(side * row, poly, box)
                 if x is not None:
                     new.append(x)
@@ -156,7 +164,10 @@ def exact_analysis(
         return new
 
     regions = 0
-    for region in enumerate_regions(net, box, on_node=on_node, max_regions=max_regions):
+    regions_of = enumerate_regions(
+        net, box, on_node=on_node, max_regions=max_regions, budget=budget
+    )
+    for region in regions_of:
         regions += 1
         record(region.points)
     ranges = [(lo[k], hi[k]) for k in range(len(net.layers))]

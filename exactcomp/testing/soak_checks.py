@@ -48,6 +48,11 @@ ROUNDING = 1e-12
 #: soak's 300 s at load 6). The region cap alone let a case spend 20 LPs per region. 100,000
 #: of the oracle's LPs (0.3-0.6 ms CPU each through highspy): 155 s wall at load 3.4-3.8.
 JOINT_LPS = 100_000
+#: The LPs of ``f``'s own exact analysis (ranges and branching; :class:`Checker`); past them
+#: the case is too large for the oracle, as past ``max_regions``. The ``conv`` family's seed
+#: 23717 spent 405,000 LPs (405 s at load ~3) on 20,000 regions before the region cap
+#: stopped it; 150,000 LPs are 100-150 s.
+F_LPS = 150_000
 T = TypeVar("T")
 
 
@@ -59,7 +64,9 @@ class Checker:
         self.seed = case.seed
         self.findings: list[Finding] = []
         self.notes: list[str] = []
-        self.exact: ExactAnalysis = exact_analysis(self.f, self.box, max_regions=opts.max_regions)
+        self.exact: ExactAnalysis = exact_analysis(
+            self.f, self.box, max_regions=opts.max_regions, budget=LpBudget(F_LPS)
+        )
         self.zs = self.f.preactivations(self.exact.points)
         ib = interval_bounds(self.f, self.box)
         self.slack = [ROUNDING * (1.0 + np.maximum(np.abs(lo), np.abs(hi))) for lo, hi in ib]

@@ -118,6 +118,8 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
         )
     if larger:
         console.print(f"warning: {larger}", markup=False)
+    if "written" in result.report:  # the input itself: the same function in fewer bytes
+        console.print(f"note: {result.report['written']['reason']}", markup=False, soft_wrap=True)
     console.print(
         f"wrote {args.output}: proven max |f - g| <= {result.proven:.4g} "
         f"(sampled {result.sampled:.4g}), {result.report['bytes_before']} -> "

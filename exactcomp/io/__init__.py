@@ -11,6 +11,7 @@ rename) and can be told which files are inputs, so that it never overwrites one.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "check_save_path",
     "larger_than_input",
     "load",
+    "write_source_instead",
     "save",
     "to_torch_module",
 ]
@@ -213,6 +215,27 @@ def larger_than_input(output: str | Path, model: Any, *, any_format: bool = Fals
         f"the file written ({n_out:,} bytes) is larger than the input {src.name} ({n_src:,} "
         "bytes): the input holds the network more compactly; keep the input if size matters"
     )
+
+
+def write_source_instead(output: str | Path, model: Any) -> int | None:
+    """Replace the file just written at ``output`` by a byte copy of the file ``model`` when
+    it came out larger (:func:`larger_than_input`, the one comparison of sizes) and both have
+    the same suffix; returns the bytes of the file replaced (``None``: nothing was replaced).
+
+    Only for a network that *is* ``model``'s function, which the caller knows (a lossy result
+    proven within 0 of it: no edit was accepted, and what the exact pass removed did not make
+    the file smaller): the input then holds the same function, exactly and everywhere, in
+    fewer bytes. Another suffix is a format change the user asked for, and is written as it is.
+    """
+    if not isinstance(model, str | Path):
+        return None
+    src, out = Path(model), Path(output)
+    if src.suffix.lower() != out.suffix.lower() or larger_than_input(out, src) is None:
+        return None
+    replaced = out.stat().st_size
+    with atomic_path(out) as tmp:
+        shutil.copyfile(src, tmp)
+    return replaced
 
 
 def check_not_source(path: str | Path, net: Network, overwrite: bool = False) -> None:

@@ -67,7 +67,7 @@ def test_bounds_of_the_original_stop_at_their_end_and_prove_by_intervals(monkeyp
     charger = Charger(f, [BOX], end=clock.now + 2.5)
     assert charger.coarse and clock.now == 1003.0  # layers 0-2 ran, layer 3 was not started
     bound = charger.proven(g)
-    assert bound == _interval(f, g)
+    assert bound == _interval(f, g) and charger.late == 1
     assert max_output_difference(f, g, BOX).value <= bound
     assert charger.proven(f) == 0.0
     on_time = Charger(f, [BOX], end=clock.now + 10.0)

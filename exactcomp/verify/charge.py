@@ -218,6 +218,7 @@ class Charger:
         if _identical(self.f, g):
             return 0.0  # the same weights: the same function (the padded bound would be ~1e-7)
         if self.sparse or self.coarse:
+            self.late += int(self.coarse)  # f's bounds ran late: the interval bound only
             begun = time.perf_counter()
             bounds = [interval_difference(self.f, g, b, self.tol) for b in self.boxes]
             bound = max(float(max(b.max(initial=0.0), 0.0)) for b in bounds)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .conv import ConvSpec, PoolLevel
 from .domain import sample_rows
 from .errors import InvalidOptionError
 from .network import Network, is_sparse
@@ -19,6 +20,7 @@ from .rewrite.quantize import QuantizedWeight
 __all__ = [
     "LossyResult",
     "data_facts",
+    "least_bytes",
     "nonzero_parameters",
     "report_document",
     "source_bytes",
@@ -51,6 +53,13 @@ class LossyResult:
 
         target = Path(path)
         _io.check_not_source(target, self.original, overwrite)
+        plain = self.grids is None or all(g is None for g in self.grids)
+        if self.proven == 0 and plain:  # a rewrite that cannot beat the input: never written
+            _io.check_save_path(target, inputs)
+            facts = write_source(target, self.original, self.report, least_bytes(self.network))
+            if facts:
+                self.report.update(facts)
+                return
         if self.grids is not None and target.suffix.lower() == ".onnx":
             from .io.onnx_quant import save_quantized_onnx
 
@@ -63,30 +72,46 @@ class LossyResult:
             self.report.update(write_source(target, self.original, self.report))
 
 
-def write_source(target: Path, original: Network, report: dict) -> dict:
-    """The report's keys when the file written at ``target`` for a network proven equal to
-    ``original`` on the domain (bound 0: no lossy edit) came out larger than ``original``'s
-    own file of the same format, which replaces it (:func:`exactcomp.io.write_source_instead`:
-    the same function, exactly and everywhere; on resnet_2b ``compress --tol 0.05`` proved no
-    edit and wrote the exact pass's dense chain, 8.9 MB from 450 KB: RESULTS.md "rn23"); the
-    sizes after are then the input's. ``{}`` when nothing was replaced."""
+def least_bytes(net: Network) -> int:
+    """A lower bound of the bytes any writer takes for ``net``'s weights (quantised grids
+    aside): each nonzero weight it stores at its dtype's size at least (a convolution's
+    kernel entries, a pool's none, else the matrix's: dense or sparse)."""
+    count = 0
+    for la in net.layers:
+        if isinstance(la.structure, ConvSpec):
+            count += int(np.count_nonzero(la.structure.kernel))
+        elif not isinstance(la.structure, PoolLevel):
+            count += _nonzero(la.weight)
+    return count * np.dtype(net.dtype).itemsize
+
+
+def write_source(target: Path, original: Network, report: dict, least: int | None = None) -> dict:
+    """The report's keys when the input's own file is written at ``target`` for a network
+    proven equal to ``original`` on the domain (bound 0: no lossy edit) whose rewrite is larger
+    (:func:`exactcomp.io.write_source_instead`: the same function, exactly and everywhere):
+    the rewrite just written there, or never written where ``least`` (:func:`least_bytes`)
+    already exceeds the input's bytes (resnet_2b ``compress --tol 0.05``: no edit proven, and
+    the exact pass's dense chain took 8.9 MB from 450 KB, 35 s to write and check: RESULTS.md
+    "rn23"); the sizes after are then the input's. ``{}`` when nothing was written."""
     from . import io as _io
 
     source = original.meta.get("source")
-    replaced = _io.write_source_instead(target, source) if source else None
+    replaced = _io.write_source_instead(target, source, least) if source else None
     if replaced is None:
         return {}
     size = target.stat().st_size
+    took = f"would take at least {replaced:,}" if least is not None else f"took {replaced:,}"
     return {
         "written": {
             "file": "source",
             "bytes": size,
             "bytes_rewritten": replaced,
+            "rewritten": least is None,  # False: never written, ``bytes_rewritten`` at least
             "neurons_rewritten": report["neurons_after"],
             "parameters_rewritten": report["parameters_after"],
             "reason": (
-                f"no lossy edit (proven max |f - g| <= 0) and the rewrite took {replaced:,} "
-                f"bytes, more than the input's {size:,}: the input itself is written"
+                f"no lossy edit (proven max |f - g| <= 0) and the rewrite {took} bytes, more "
+                f"than the input's {size:,}: the input itself is written"
             ),
         },
         "bytes_after": size,

@@ -22,6 +22,7 @@ import torch
 from exactcomp import api
 from exactcomp.cli import main
 from exactcomp.io import write_source_instead
+from exactcomp.lossy_result import least_bytes
 from exactcomp.network import Layer, Network
 
 TINY = Path(__file__).resolve().parents[1] / "models" / "real" / "small" / "test_tiny.onnx"
@@ -111,3 +112,14 @@ def test_write_source_instead_only_replaces_a_larger_file_of_the_same_suffix(tmp
     assert write_source_instead(small, src) is None and small.read_bytes() == b"y" * 10
     assert write_source_instead(other, src) is None and other.read_bytes() == b"y" * 11
     assert write_source_instead(big, None) is None
+    fresh = tmp_path / "e.onnx"  # a rewrite never written: its bytes at least 11, or 10
+    assert write_source_instead(fresh, src, least=10) is None and not fresh.exists()
+    assert write_source_instead(fresh, src, least=11) == 11 and fresh.read_bytes() == b"x" * 10
+
+
+def test_least_bytes_counts_the_nonzero_weights_a_writer_stores() -> None:
+    """A dense layer's nonzero entries (zeros may be stored sparsely), at the dtype's size."""
+    w1 = np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    layers = (Layer(w1, np.ones(2), True), Layer(np.ones((1, 2)), np.zeros(1), False))
+    assert least_bytes(Network(layers, dtype="float64")) == 4 * 8
+    assert least_bytes(Network(layers, dtype="float32")) == 4 * 4

@@ -217,25 +217,31 @@ def larger_than_input(output: str | Path, model: Any, *, any_format: bool = Fals
     )
 
 
-def write_source_instead(output: str | Path, model: Any) -> int | None:
-    """Replace the file just written at ``output`` by a byte copy of the file ``model`` when
-    it came out larger (:func:`larger_than_input`, the one comparison of sizes) and both have
-    the same suffix; returns the bytes of the file replaced (``None``: nothing was replaced).
+def write_source_instead(output: str | Path, model: Any, least: int | None = None) -> int | None:
+    """Write a byte copy of the file ``model`` at ``output`` (atomically) instead of a rewrite
+    that is larger, both of the same suffix; returns the rewrite's bytes (``None``: nothing
+    was written). ``least=None``: the rewrite is the file just written at ``output``, replaced
+    when :func:`larger_than_input` (the one comparison of sizes) says it is larger;
+    ``least``: a lower bound of the bytes the rewrite would take, not written yet, which is
+    never written when that already exceeds the input's.
 
     Only for a network that *is* ``model``'s function, which the caller knows (a lossy result
     proven within 0 of it: no edit was accepted, and what the exact pass removed did not make
     the file smaller): the input then holds the same function, exactly and everywhere, in
-    fewer bytes. Another suffix is a format change the user asked for, and is written as it is.
+    fewer bytes. Another suffix is a format change the user asked for, written as it is.
     """
     if not isinstance(model, str | Path):
         return None
     src, out = Path(model), Path(output)
-    if src.suffix.lower() != out.suffix.lower() or larger_than_input(out, src) is None:
+    if src.suffix.lower() != out.suffix.lower() or not src.is_file():
         return None
-    replaced = out.stat().st_size
+    if least is None and larger_than_input(out, src) is not None:
+        least = out.stat().st_size
+    elif least is None or least <= src.stat().st_size:
+        return None
     with atomic_path(out) as tmp:
         shutil.copyfile(src, tmp)
-    return replaced
+    return least
 
 
 def check_not_source(path: str | Path, net: Network, overwrite: bool = False) -> None:

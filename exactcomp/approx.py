@@ -39,6 +39,7 @@ from .strategies import better, exact_pass_facts, pad, written_network
 from .verify.charge import PROOF_PER_PREPARE, SPLIT_MAX_INPUTS, Charger
 from .verify.falsify import sampled_max_difference
 from .verify.margin import top1_tolerance
+from .verify.prefix import shared_prefix
 
 TOL_MODES: tuple[str, ...] = ("linf", "top1")  # compress --tol-mode
 #: top1: at most these seconds (and a quarter of the time) of stability-engine proofs of a
@@ -342,6 +343,7 @@ def compress_lossy(
     splits = split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS
     progress.task("final proof", 1)
     claim = Gate(charger, final_end)  # refused: the search's network is written unrounded
+    unedited = shared_prefix(f, out.network) == len(f.layers)  # f's function: write_source
     out, stored = store(  # the model's dtype, proven again (the claims below are of it)
         out,
         original.dtype,
@@ -391,7 +393,7 @@ def compress_lossy(
         **strategies,
         **exact_facts,
     )
-    return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f)
+    return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f, unedited)
 
 
 __all__ = ["LossyResult", "PhasePlan", "check_tol", "compress_lossy", "plan_phases"]

@@ -42,6 +42,9 @@ class LossyResult:
     #: what ``proven`` is proven against: ``original``, or its exact compression (equal to it
     #: on the domain, :func:`compress_lossy`); None: ``original``
     reference: Network | None = None
+    #: no lossy edit was accepted: ``network`` is ``reference``'s function but for its rounding
+    #: to the model's dtype (``proven`` may be that rounding's bound): :func:`write_source`
+    unedited: bool = False
 
     def save(
         self, path: str | Path, *, inputs: Sequence[str | Path] = (), overwrite: bool = False
@@ -54,7 +57,8 @@ class LossyResult:
         target = Path(path)
         _io.check_not_source(target, self.original, overwrite)
         plain = self.grids is None or all(g is None for g in self.grids)
-        if self.proven == 0 and plain:  # a rewrite that cannot beat the input: never written
+        same = self.proven == 0 or self.unedited  # the input's function: never a larger file
+        if same and plain:  # a rewrite that cannot beat the input is never written
             _io.check_save_path(target, inputs)
             facts = write_source(target, self.original, self.report, least_bytes(self.network))
             if facts:
@@ -68,7 +72,7 @@ class LossyResult:
         else:
             _io.save(self.network, target, inputs=tuple(inputs), overwrite=overwrite)
         self.report["bytes_after"] = target.stat().st_size
-        if self.proven == 0:  # the input's function: never a larger file of it (write_source)
+        if same:
             self.report.update(write_source(target, self.original, self.report))
 
 
@@ -109,11 +113,13 @@ def write_source(target: Path, original: Network, report: dict, least: int | Non
             "rewritten": least is None,  # False: never written, ``bytes_rewritten`` at least
             "neurons_rewritten": report["neurons_after"],
             "parameters_rewritten": report["parameters_after"],
+            "proven_rewritten": report["proven_max_abs_diff"],  # of the rewrite: its rounding
             "reason": (
-                f"no lossy edit (proven max |f - g| <= 0) and the rewrite {took} bytes, more "
-                f"than the input's {size:,}: the input itself is written"
+                f"no lossy edit and the rewrite {took} bytes, more than the input's {size:,}: "
+                "the input itself is written (proven max |f - g| <= 0)"
             ),
         },
+        "proven_max_abs_diff": 0.0,  # the input is f
         "bytes_after": size,
         "neurons_after": report["neurons_before"],
         "parameters_after": report["parameters_before"],

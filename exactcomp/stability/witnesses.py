@@ -142,10 +142,10 @@ class WitnessPool:
 
 SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, per layer
 #: Arithmetic (about ``4 x`` the weights up to the layer, per row and step) of one chunk of
-#: gradient paths between two looks at the deadline (:func:`search_signs`): every network of
-#: up to ~2.5 M weights searches in one chunk, as before; resnet_2b's 2,048-3,072-wide dense
-#: layers (4 x 15.7 M multiply-adds a row and step on layer 1) ran 6,144 paths of 26 steps
-#: in one call, 42 s CPU past the exact pass's deadline (RESULTS.md "rn23").
+#: gradient paths between two looks at a deadline (:func:`search_signs`; without one, one
+#: call as before): 0.2-1 s of BLAS. resnet_2b's 2,048-3,072-wide dense layers (4 x 12.6 M
+#: multiply-adds a row and step up to layer 1) ran two paths of 26 steps per open neuron in
+#: one call, 42 s CPU past the exact pass's 22.5 s (RESULTS.md "rn23").
 WITNESS_WORK = 2.0**31
 
 
@@ -194,9 +194,9 @@ def search_signs(
 def _paths(net, box, k, neurons, signs, starts, steps, deadline) -> np.ndarray:
     """:func:`~exactcomp.search.gradient_points` of every row (best points, then last
     iterates), in chunks of :data:`WITNESS_WORK`, none started past ``deadline`` after the
-    first: the rows of the chunks run (each row's path is its own)."""
+    first: the rows of the chunks run (each row's path is its own); one chunk without one."""
     cost = 4.0 * sum(la.weight.size for la in net.layers[: k + 1]) * (steps + 1)
-    rows = max(1, int(WITNESS_WORK // max(cost, 1.0)))
+    rows = len(neurons) if deadline is None else max(1, int(WITNESS_WORK // max(cost, 1.0)))
     best, last = [], []
     for at in range(0, len(neurons), rows):
         if at and deadline is not None and time.perf_counter() >= deadline:

@@ -7,6 +7,7 @@ Networks (one hidden ReLU layer)::
 
     test_tiny.onnx (MatMul/Add, 232 B):  x -> relu(w x + b) -> out     1 neuron, unstable
     tiny.pt (torch.save of a state_dict): 3 -> 4 ReLUs -> 2, every ReLU unstable on [-1,1]^3
+                                          (rewritten: the file records its architecture)
     dead.onnx (written by exactcomp):     3 -> 4 ReLUs -> 2, neuron 0 stably inactive
 """
 
@@ -62,14 +63,15 @@ def test_no_lossy_edit_writes_the_onnx_input_itself(tmp_path, capsys, command) -
     )
 
 
-def test_no_lossy_edit_writes_the_pt_input_itself(tmp_path) -> None:
+def test_a_pt_is_rewritten_to_record_its_architecture(tmp_path) -> None:
     """A bare ``torch.save`` of a state_dict is smaller than the same network as exactcomp
-    writes it (the layout record): the input is written, byte for byte."""
+    writes it, but the rewrite records the architecture the input's reading assumed: it is
+    written, larger by that record, with the warning (no note read back)."""
     src, out = _tiny_pt(tmp_path / "tiny.pt"), tmp_path / "c.pt"
     doc = _run(["compress", src, "--box=-1,1", "-o", out, "--tol", "1e-9"])
-    assert doc["proven_max_abs_diff"] == 0
-    assert out.read_bytes() == src.read_bytes()
-    assert doc["written"]["bytes_rewritten"] > doc["bytes_after"] == src.stat().st_size
+    assert doc["proven_max_abs_diff"] == 0 and "written" not in doc
+    assert doc["bytes_after"] == out.stat().st_size > src.stat().st_size
+    assert "size_warning" in doc and "notes" not in api.load(out).meta
 
 
 def test_a_lossy_edit_or_another_format_is_written_as_it_is(tmp_path, capsys) -> None:
@@ -111,6 +113,10 @@ def test_write_source_instead_only_replaces_a_larger_file_of_the_same_suffix(tmp
     assert write_source_instead(big, src) == 11 and big.read_bytes() == src.read_bytes()
     assert write_source_instead(small, src) is None and small.read_bytes() == b"y" * 10
     assert write_source_instead(other, src) is None and other.read_bytes() == b"y" * 11
+    pt, pt2 = tmp_path / "a.pt", tmp_path / "b.pt"  # .pt files record their architecture
+    pt.write_bytes(b"x" * 10)
+    pt2.write_bytes(b"y" * 11)
+    assert write_source_instead(pt2, pt) is None and pt2.read_bytes() == b"y" * 11
     assert write_source_instead(big, None) is None
     fresh = tmp_path / "e.onnx"  # a rewrite never written: its bytes at least 11, or 10
     assert write_source_instead(fresh, src, least=10) is None and not fresh.exists()

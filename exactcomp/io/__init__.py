@@ -228,12 +228,15 @@ def write_source_instead(output: str | Path, model: Any, least: int | None = Non
     Only for a network that *is* ``model``'s function, which the caller knows (a lossy result
     proven within 0 of it: no edit was accepted, and what the exact pass removed did not make
     the file smaller): the input then holds the same function, exactly and everywhere, in
-    fewer bytes. Another suffix is a format change the user asked for, written as it is.
+    fewer bytes. ONNX files only: another suffix is a format change the user asked for, and a
+    ``.pt`` that exactcomp writes records the architecture (the modules, ReLU flags), which
+    a bare state_dict input does not (its reading assumed one, a note): both are written as
+    they are, with the size warning.
     """
     if not isinstance(model, str | Path):
         return None
     src, out = Path(model), Path(output)
-    if src.suffix.lower() != out.suffix.lower() or not src.is_file():
+    if {src.suffix.lower(), out.suffix.lower()} != {".onnx"} or not src.is_file():
         return None
     if least is None and larger_than_input(out, src) is not None:
         least = out.stat().st_size

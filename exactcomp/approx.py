@@ -36,9 +36,10 @@ from .rewrite.magnitude import magnitude_first, magnitude_last, probe
 from .rewrite.storage import store
 from .rewrite.structural import drop_unused_grids
 from .strategies import better, exact_pass_facts, pad, written_network
-from .verify.charge import SPLIT_MAX_INPUTS, Charger
+from .verify.charge import PROOF_PER_PREPARE, SPLIT_MAX_INPUTS, Charger
 from .verify.falsify import sampled_max_difference
 from .verify.margin import top1_tolerance
+from .verify.prefix import shared_prefix
 
 TOL_MODES: tuple[str, ...] = ("linf", "top1")  # compress --tol-mode
 #: top1: at most these seconds (and a quarter of the time) of stability-engine proofs of a
@@ -175,19 +176,25 @@ def check_tol(tol: Any, *, positive: bool = False) -> float:
 
 
 def original_charger(
-    f: Any, boxes: Any, start: float, time_limit: float, tighten_seconds: float
+    f: Any, boxes: Any, start: float, time_limit: float, tighten_seconds: float, end: float
 ) -> Charger:
     """The proof engine of a lossy call that started at ``start`` (``time.perf_counter``):
     ``f``'s symbolic bounds on ``boxes``, then their LP tightening (``tighten_seconds``, at
     most a quarter of ``time_limit``) until :data:`BOUNDS_SHARE` of ``time_limit`` after
     ``start``, skipped where the symbolic bounds took more than :data:`PREPARE_SHARE` of it
-    (``compress --tol`` and ``quantize`` alike)."""
+    (``compress --tol`` and ``quantize`` alike). The symbolic bounds stop (the charger is then
+    ``coarse``: interval bounds only) where they would leave no time before ``end`` for one
+    proof, :data:`~exactcomp.verify.charge.PROOF_PER_PREPARE` times as long: past the first
+    ``1 / (1 + PROOF_PER_PREPARE)`` of the time left (resnet_2b: 27-47 s of bounds, then
+    proofs of 39-136 s, RESULTS.md "rn23")."""
+    now = time.perf_counter()
     return Charger(
         f,
         boxes,
         tighten_seconds=min(tighten_seconds, time_limit / 4),
         tighten_end=start + BOUNDS_SHARE * time_limit,
         tighten_under=PREPARE_SHARE * time_limit,
+        end=now + max(end - now, 0.0) / (1.0 + PROOF_PER_PREPARE),
     )
 
 
@@ -280,18 +287,24 @@ def compress_lossy(
     stop = max(start + (1 - FINAL_SHARE) * time_limit, now + SEARCH_FLOOR * time_limit)
     final_end = max(start + (1 - FINAL_SHARE / 2) * time_limit, stop)  # the claim's solvers
     progress.task("bounds of the original", 1)
-    charger = original_charger(f, boxes, start, time_limit, tighten_seconds)
-    # each phase starts no proof past its end (Gate): a refused proof keeps no edit
-    left = stop - time.perf_counter()  # after f's tightening
+    charger = original_charger(f, boxes, start, time_limit, tighten_seconds, stop)
+    # each phase starts no proof past its end (Gate): a refused proof keeps no edit; none runs
+    # where not one proof fits (by the charger's estimate) before the search's end, or f's
+    # bounds ran late (coarse): their candidates alone took 20-40 s on resnet_2b ("rn23")
+    phases = not charger.coarse and Gate(charger, stop).fits()
     progress.task("magnitude pruning", 1)
-    weights, cands = probe(f, boxes, Gate(charger, stop), centre=centre)  # a proof measured
+    weights, cands = probe(f, boxes, Gate(charger, stop), centre=centre) if phases else (0, 0)
     left = stop - time.perf_counter()
-    plan = plan_phases(
-        charger.seconds,
-        left,
-        magnitude=math.ceil(math.log2(weights + 1)),
-        lowrank=rank_proofs(f),
-        search=math.ceil(math.log2(cands + 2)) + len(f.layers),
+    plan = (
+        PhasePlan(charger.seconds, False, False, False)
+        if not phases
+        else plan_phases(
+            charger.seconds,
+            left,
+            magnitude=math.ceil(math.log2(weights + 1)),
+            lowrank=rank_proofs(f),
+            search=math.ceil(math.log2(cands + 2)) + len(f.layers),
+        )
     )
     lp_search = lp_seconds if plan.lp else 0.0  # the final claim keeps its LP
     share = MAGNITUDE_SHARE * left if plan.magnitude else 0.0  # skipped: no proof, no edit
@@ -314,7 +327,9 @@ def compress_lossy(
     progress.task("greedy search", 1)
     span = max(stop - time.perf_counter() - lp_reserve, 1.0)
     gate = Gate(charger, time.perf_counter() + span)
-    out = search(f, boxes, tol, gate, time_limit=span, **options)
+    out = LossyOutcome(f, 0.0, [], charger.calls, layer_facts(f, [], {}))  # no edit: f
+    if phases and gate.fits():
+        out = search(f, boxes, tol, gate, time_limit=span, **options)
     mag = magnitude_last(
         f, mag, out, tol, Gate(charger, stop), reserve=lp_reserve, lp_seconds=lp_search
     )
@@ -328,6 +343,7 @@ def compress_lossy(
     splits = split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS
     progress.task("final proof", 1)
     claim = Gate(charger, final_end)  # refused: the search's network is written unrounded
+    unedited = shared_prefix(f, out.network) == len(f.layers)  # f's function: write_source
     out, stored = store(  # the model's dtype, proven again (the claims below are of it)
         out,
         original.dtype,
@@ -371,12 +387,13 @@ def compress_lossy(
         bytes_float32=4 * original.num_parameters,
         command="compress",
         proofs=charger.calls,
+        proofs_late=charger.late,
         lp_rounds=out.rounds,
         **stored,
         **strategies,
         **exact_facts,
     )
-    return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f)
+    return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f, unedited)
 
 
 __all__ = ["LossyResult", "PhasePlan", "check_tol", "compress_lossy", "plan_phases"]

@@ -154,7 +154,7 @@ def quantize(
     # the bounds phase ends BOUNDS_SHARE into the deadline: the tightening, last, stops there
     moments_end = t0 + COMPENSATION_SHARE * time_limit
     comp = domain_compensation(base, boxes, moments_end) if method == "corrected" else None
-    charger = original_charger(ref, boxes, t0, time_limit, tighten_seconds)
+    charger = original_charger(ref, boxes, t0, time_limit, tighten_seconds, final_end)
     n = len(base.layers)
     lp_end = time.perf_counter() + lp_seconds
     lp_bound = np.inf  # a joint-LP proof of the chosen network, when narrowing made one
@@ -192,6 +192,7 @@ def quantize(
         bab_seconds=bab_seconds,
         milp_seconds=milp_seconds,
         head_seconds=max(min(HEAD_SECONDS, final_end - now), 0.0),
+        end=final_end,  # a symbolic bound past it gives way to the interval bound
     )
     proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
     progress.task("sampling", 1)
@@ -225,6 +226,7 @@ def quantize(
         bits_per_weight=qn.bits_per_weight(),
         entropy_bits_per_weight=qn.entropy_bits(),
         proofs=charger.calls,
+        proofs_late=charger.late,
         **top1,
     )
     if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box

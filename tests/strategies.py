@@ -176,10 +176,10 @@ def slow_symbolic_proofs(monkeypatch, clock, seconds: float) -> list[float]:
 
     real, started = charge._symbolic, []
 
-    def slow(pair, g, box):
+    def slow(pair, g, box, end=None):
         started.append(clock.now)
         clock.advance(seconds)
-        return real(pair, g, box)
+        return real(pair, g, box, end)
 
     monkeypatch.setattr(charge, "_symbolic", slow)
     return started

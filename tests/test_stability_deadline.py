@@ -163,9 +163,9 @@ def test_a_layer_past_its_own_deadline_leaves_the_rest_to_later_layers(monkeypat
         calls["lp"].append(run.k)
         real_lp(run)
 
-    def search(pool, k, settled, seed) -> None:
+    def search(pool, k, settled, seed, deadline=None) -> None:
         calls["witness"].append(k)
-        real_search(pool, k, settled, seed)
+        real_search(pool, k, settled, seed, deadline)
 
     monkeypatch.setattr(stability_layer.LayerRun, "_lp", lp)
     monkeypatch.setattr(stability_layer, "search_signs", search)

@@ -60,6 +60,7 @@ Linear bounds cost ~0.05 s for the whole layer; LP tightening ~10 ms per neuron 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -211,20 +212,35 @@ def linear_layer_bounds(
     return intersect(result, pre[k])
 
 
+class Late(Exception):
+    """A bound pass reached its ``end`` (``time.perf_counter``) between two layers: it claims
+    nothing (the caller falls back to a cheaper sound bound, or keeps what it has)."""
+
+
+def check_end(end: float | None) -> None:
+    """:class:`Late` once ``end`` (``time.perf_counter``; ``None``: never) has passed."""
+    if end is not None and time.perf_counter() >= end:
+        raise Late
+
+
 def linear_bounds(
     net: Network,
     box: Box,
     prior: Sequence[Bounds | None] | None = None,
     tol: Tolerances = DEFAULT,
+    end: float | None = None,
 ) -> list[Bounds]:
     """Linear-relaxation bounds of every layer, each using the best bounds of the earlier ones.
 
     ``prior[k]``, if given, are already-proven bounds of layer ``k`` intersected in before the
     later layers use them. Never looser than :func:`~exactcomp.bounds.interval_bounds`.
+    :class:`Late` when ``end`` has passed before a layer (after the first).
     """
     box.check_size(net.input_size)
     out: list[Bounds | None] = []
     for k in range(len(net.layers)):
+        if k:
+            check_end(end)
         p = prior[k] if prior is not None and k < len(prior) else None
         known = out + [p]
         out.append(linear_layer_bounds(net, box, k, known, tol))

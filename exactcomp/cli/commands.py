@@ -99,6 +99,19 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         return EXIT_UNKNOWN if verdict.status.name == "UNKNOWN" else EXIT_DIFFERENT
     report_text = document_text("compress", result.report)  # rendered before anything is written
     api.save(written, args.output, inputs=inputs, domain=boxes)
+    # the input's function on the domain: never a larger file of the input's suffix (unless
+    # --dtype float64 asked for one), the input itself instead (io.write_source_instead)
+    rewrite = io.write_source_instead(args.output, args.model) if args.dtype == "input" else None
+    if rewrite is not None:
+        size = Path(args.output).stat().st_size
+        reason = (
+            f"the rewrite took {rewrite:,} bytes, more than the input's {size:,}: the input "
+            "itself is written (the same function, everywhere)"
+        )
+        result.report["written"] = {"file": "source", "bytes": size, "bytes_rewritten": rewrite}
+        result.report["written"]["reason"] = reason
+        report_text = document_text("compress", result.report)
+        console.print(f"note: {reason}", markup=False, soft_wrap=True)
     larger = io.larger_than_input(args.output, args.model)  # never larger: else say so
     if larger:
         result.report["size_warning"] = larger

@@ -118,8 +118,17 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
         )
     if larger:
         console.print(f"warning: {larger}", markup=False)
+    if result.report.get("proofs_late"):  # the clock cut a proof to the interval bound
+        console.print(
+            f"note: {result.report['proofs_late']} proof(s) did not fit before the deadline and "
+            "claim the (looser) differential interval bound instead",
+            markup=False,
+            soft_wrap=True,
+        )
+    if "written" in result.report:  # the input itself: the same function in fewer bytes
+        console.print(f"note: {result.report['written']['reason']}", markup=False, soft_wrap=True)
     console.print(
-        f"wrote {args.output}: proven max |f - g| <= {result.proven:.4g} "
+        f"wrote {args.output}: proven max |f - g| <= {result.report['proven_max_abs_diff']:.4g} "
         f"(sampled {result.sampled:.4g}), {result.report['bytes_before']} -> "
         f"{result.report['bytes_after']} bytes"
     )

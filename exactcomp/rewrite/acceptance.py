@@ -60,6 +60,7 @@ class Gate:
         # the solvers (a joint LP, ...) run after the symbolic bound: they get what it leaves
         left = max(self.end - time.perf_counter() - (0.0 if known else self.charger.seconds), 0.0)
         cut = {k: min(v, left) if k.endswith("_seconds") else v for k, v in options.items()}
+        cut["end"] = min(self.end, cut.get("end", math.inf))  # a pass cut there claims less
         return self.charger.proven(g, **cut)
 
     def __getattr__(self, name: str) -> Any:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..domain import Box
 from ..network import Network
-from .acceptance import BISECT_STEPS, RATIO_SLACK, attempt, longest_prefix
+from .acceptance import BISECT_STEPS, RATIO_SLACK, affords, attempt, longest_prefix
 from .lossy import (
     Candidate,
     LossyOutcome,
@@ -225,6 +225,11 @@ def magnitude_first(
     parameters on the l1 = 0 digits model at tol 1.0); else ``lp_seconds``, within what is
     left of ``time_limit``."""
     t_end = time.perf_counter() + time_limit
+    if not affords(charger):  # not one proof fits: no pick (its candidates alone cost seconds)
+        none = LossyOutcome(f, 0.0, [], charger.calls, layer_facts(f, [], {}))
+        facts = {"symbolic_pick": 0, "symbolic_bound": 0.0, "lp_proof": False}
+        facts |= {"reach_parameters_after": kept_parameters(f), "lp_reserved_seconds": 0.0}
+        return MagnitudeCandidate(MagnitudePick([], [], 0, 0.0, 0), none, facts), 0.0
     pick = magnitude_pick(f, boxes, eps, charger, time_limit=time_limit, rho=MAGNITUDE_RHO)
     outcome = prove_magnitude(f, pick, eps, charger, lp_seconds=0.0)
     before = kept_parameters(f)

@@ -109,7 +109,9 @@ class LayerRun(LayerClaims):
             settled = self.inactive | self.active
             seed = self.opts.seed
             self._phase(
-                "witness", "witnesses", lambda: search_signs(self.pool, self.k, settled, seed)
+                "witness",
+                "witnesses",
+                lambda: search_signs(self.pool, self.k, settled, seed, self.deadline),
             )
         if self.left() <= 0.0:  # past this layer's deadline (engine.layer_deadline)
             self.stats["out_of_time"] = 1

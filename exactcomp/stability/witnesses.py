@@ -141,9 +141,17 @@ class WitnessPool:
 
 
 SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, per layer
+#: Arithmetic (about ``4 x`` the weights up to the layer, per row and step) of one chunk of
+#: gradient paths between two looks at a deadline (:func:`search_signs`; without one, one
+#: call as before): 0.2-1 s of BLAS. resnet_2b's 2,048-3,072-wide dense layers (4 x 12.6 M
+#: multiply-adds a row and step up to layer 1) ran two paths of 26 steps per open neuron in
+#: one call, 42 s CPU past the exact pass's 22.5 s (RESULTS.md "rn23").
+WITNESS_WORK = 2.0**31
 
 
-def search_signs(pool: WitnessPool, k: int, settled: np.ndarray, seed: int) -> None:
+def search_signs(
+    pool: WitnessPool, k: int, settled: np.ndarray, seed: int, deadline: float | None = None
+) -> None:
     """Gradient search for the sign each open neuron of layer ``k`` has not shown yet.
 
     Open: not ``settled`` (a claim is proven) and not both signs in the pool. A cheap round
@@ -151,11 +159,16 @@ def search_signs(pool: WitnessPool, k: int, settled: np.ndarray, seed: int) -> N
     neurons still open, restarts from random points as far as a fixed budget of arithmetic
     allows (about :data:`SEARCH_FLOPS`): on small networks a neuron that resists the first
     round usually flips within a few dozen restarts, much sooner than a MILP finds it. What
-    is found joins the pool (whose margin rule decides what it witnesses).
+    is found joins the pool (whose margin rule decides what it witnesses). The paths run in
+    chunks of :data:`WITNESS_WORK`, none started past ``deadline`` after the first (the points
+    found so far join the pool): sound, since fewer witnesses only leave neurons open for the
+    later phases, and a neuron left undecided is kept.
     """
     net, box = pool.net, pool.box
     rng = np.random.default_rng([seed, k])
     for rnd in range(2):
+        if rnd and deadline is not None and time.perf_counter() >= deadline:
+            return
         pos, neg = pool.pos[k] >= 0, pool.neg[k] >= 0
         open_ = np.flatnonzero(~settled & ~(pos & neg))
         if not open_.size or not pool.size:
@@ -174,4 +187,22 @@ def search_signs(pool: WitnessPool, k: int, settled: np.ndarray, seed: int) -> N
         starts = [pool.best(k, open_, signs)]
         starts += [box.sample(open_.size, rng) for _ in range(reps - 1)]
         neurons, signs = np.tile(open_, reps), np.tile(signs, reps)
-        pool.add(gradient_points(net, box, k, neurons, signs, np.concatenate(starts), steps))
+        points = _paths(net, box, k, neurons, signs, np.concatenate(starts), steps, deadline)
+        pool.add_until(points, deadline)
+
+
+def _paths(net, box, k, neurons, signs, starts, steps, deadline) -> np.ndarray:
+    """:func:`~exactcomp.search.gradient_points` of every row (best points, then last
+    iterates), in chunks of :data:`WITNESS_WORK`, none started past ``deadline`` after the
+    first: the rows of the chunks run (each row's path is its own); one chunk without one."""
+    cost = 4.0 * sum(la.weight.size for la in net.layers[: k + 1]) * (steps + 1)
+    rows = len(neurons) if deadline is None else max(1, int(WITNESS_WORK // max(cost, 1.0)))
+    best, last = [], []
+    for at in range(0, len(neurons), rows):
+        if at and deadline is not None and time.perf_counter() >= deadline:
+            break
+        part = slice(at, at + rows)
+        both = gradient_points(net, box, k, neurons[part], signs[part], starts[part], steps)
+        best.append(both[: len(both) // 2])
+        last.append(both[len(both) // 2 :])
+    return np.concatenate(best + last)

@@ -33,6 +33,7 @@ CLOCKED = (
     "exactcomp.bab.relu",
     "exactcomp.bab.split",
     "exactcomp.bounds.ideal_cuts",
+    "exactcomp.bounds.linear",
     "exactcomp.bounds.lp",
     "exactcomp.highs.lp",
     "exactcomp.highs.milp",
@@ -70,6 +71,7 @@ CLOCKED = (
     "exactcomp.verify.run",
     "exactcomp.verify.solve",
     "exactcomp.verify.sparse",
+    "exactcomp.verify.symbolic",
     "exactcomp.verify.splitting",
     "exactcomp.verify.tighten",
 )

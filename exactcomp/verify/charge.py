@@ -71,6 +71,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..bounds.interval import intersect, interval_bounds
+from ..bounds.linear import Late
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
@@ -89,6 +90,10 @@ from .symbolic import Pair, comparable, difference_bounds
 from .tighten import tightened_pair
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)
+#: A pair's symbolic proof costs about this many times ``f``'s own bounds (``Pair.prepare``;
+#: resnet_2b: 27.8 against 12.7 s CPU, RESULTS.md "rn23"): :attr:`Charger.seconds` before the
+#: first proof, so that a deadline refuses a first proof that cannot end in time.
+PROOF_PER_PREPARE = 2.2
 
 
 class Charger:
@@ -103,12 +108,15 @@ class Charger:
         tighten_seconds: float = 0.0,
         tighten_end: float | None = None,
         tighten_under: float = np.inf,
+        end: float | None = None,
     ) -> None:
         """``tighten_end`` (a ``time.perf_counter()`` value): the tightening ends by then too
         (every bound it has tightened is kept: each is sound on its own). ``tighten_under``:
         the tightening runs only if ``f``'s symbolic bounds took at most this many seconds (a
         network whose proofs are costly pays for the tightening twice: its seconds, and a
-        second symbolic bound in every proof)."""
+        second symbolic bound in every proof). ``end``: ``f``'s symbolic bounds stop there
+        (between two layers); past it the charger is ``coarse``: every proof is then the
+        differential interval bound (:mod:`exactcomp.verify.diffinterval`, sound, looser)."""
         begun = time.perf_counter()
         self.f, self.boxes, self.tol = f, tuple(boxes), tol
         #: a layer held sparse: the differential interval bound, and the dense tails' bound
@@ -118,15 +126,22 @@ class Charger:
         self._tail: Charger | None = None
         self._roots: list | None = None  # sparse: per box, f's bounds of every layer
         outputs = range(f.output_size)
-        self._pairs = (
-            [] if self.sparse else [Pair.prepare(f, f, b, outputs, tol) for b in self.boxes]
-        )
+        try:
+            self._pairs = (
+                []
+                if self.sparse
+                else [Pair.prepare(f, f, b, outputs, tol, end) for b in self.boxes]
+            )
+        except Late:  # f's bounds would end past ``end``: interval bounds only
+            self._pairs = []
+        self.coarse = not self.sparse and not self._pairs
+        prepared = time.perf_counter() - begun
         self._plain: list[Pair | None] | None = None  # the untightened pairs, when tightened
         if tighten_end is not None:
             tighten_seconds = min(tighten_seconds, tighten_end - time.perf_counter())
         if time.perf_counter() - begun > tighten_under:
             tighten_seconds = 0.0
-        if tighten_seconds > 0 and not self.sparse:
+        if tighten_seconds > 0 and not (self.sparse or self.coarse):
             share = tighten_seconds / len(self.boxes)
             self._plain = self._pairs
             self._pairs = [
@@ -154,10 +169,12 @@ class Charger:
                     ]
                     for r, t in zip(self._roots, self._tail.roots(), strict=True)
                 ]
-        self.calls = 0
+        self.calls = self.late = 0  # proofs asked, and those the clock cut to the interval bound
         #: wall seconds of the last symbolic bound computed (a memoised one costs none; held
-        #: sparse: of the last proof): what a search with a deadline expects the next to take
-        self.seconds = 0.0
+        #: sparse: of the last proof): what a search with a deadline expects the next to take;
+        #: before the first, :data:`PROOF_PER_PREPARE` times ``f``'s (per pass)
+        passes = 1 if self._plain is None else 2
+        self.seconds = 0.0 if self.sparse else PROOF_PER_PREPARE * prepared * passes
         #: per network proven (its weights' digest), the symbolic bounds per box: a search
         #: proves the network it keeps again (the final claim, the LP after its symbolic
         #: bound), and on a dense conv network one symbolic proof takes 30 s (RESULTS.md
@@ -179,6 +196,7 @@ class Charger:
         bab_seconds: float = 0.0,
         milp_seconds: float = 0.0,
         head_seconds: float = 0.0,
+        end: float | None = None,
     ) -> float:
         r"""A sound upper bound of :math:`\max_{x \in D} \|f(x) - g(x)\|_\infty`.
 
@@ -190,38 +208,54 @@ class Charger:
         not split); ``milp_seconds`` > 0 (with ``target`` > 0) then the exact joint MILP's
         decision "within ``target``?" (module docstring); ``head_seconds`` > 0 (with
         ``target`` > 0), where ``g`` differs from ``f`` in its last layer alone, the stability
-        engine's decision of the same (:mod:`exactcomp.verify.head`)."""
+        engine's decision of the same (:mod:`exactcomp.verify.head`). ``end``
+        (``time.perf_counter``): the solvers' seconds end there, and a symbolic bound that
+        would not (by :attr:`seconds`) or does not (between two layers) gives way to the
+        differential interval bound (``coarse``): a proof stopped by the clock claims less."""
         if not comparable(self.f, g):
             raise ValueError("lossy changes must keep the architecture (layer shapes and ReLUs)")
         self.calls += 1
         if _identical(self.f, g):
             return 0.0  # the same weights: the same function (the padded bound would be ~1e-7)
-        if self.sparse:
+        if self.sparse or self.coarse:
+            self.late += int(self.coarse)  # f's bounds ran late: the interval bound only
             begun = time.perf_counter()
             bounds = [interval_difference(self.f, g, b, self.tol) for b in self.boxes]
             bound = max(float(max(b.max(initial=0.0), 0.0)) for b in bounds)
             if self._tail is not None and bound > 0 and shared_prefix(self.f, g) >= self.cut:
                 options = {"split_seconds": split_seconds, "target": target,
                            "lp_seconds": lp_seconds, "bab_seconds": bab_seconds,
-                           "milp_seconds": milp_seconds, "head_seconds": head_seconds}  # fmt: skip
+                           "milp_seconds": milp_seconds, "head_seconds": head_seconds,
+                           "end": end}  # fmt: skip
                 bound = min(bound, self._tail.proven(tail(g, self.cut), **options))
             self.seconds = time.perf_counter() - begun
             return bound
+
+        def cut(seconds: float) -> float:  # a solver's seconds, to ``end``
+            return seconds if end is None else max(min(seconds, end - time.perf_counter()), 0.0)
+
+        try:
+            if not self.known(g) and cut(self.seconds) < self.seconds:
+                raise Late  # no symbolic pass would end by ``end``
+            bounds = self._symbolic_bounds(g, end)
+        except Late:
+            self.late += 1  # the report's ``proofs_late``
+            return max(float(interval_difference(self.f, g, b, self.tol).max(initial=0.0))
+                       for b in self.boxes)  # fmt: skip
         worst = 0.0
-        bounds = self._symbolic_bounds(g)
         ranges, pass_seconds = self._last_ranges
         for pair, symbolic, box, known in zip(self._pairs, bounds, self.boxes, ranges,
                                               strict=True):  # fmt: skip
             per_output = symbolic.copy()
             settled = per_output.max(initial=0.0) <= target
             if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and not settled:
-                seconds = split_seconds / len(self.boxes)
+                seconds = cut(split_seconds / len(self.boxes))
                 split, settled = _split(self.f, g, box, max(target, 0.0), seconds)
                 per_output = np.minimum(per_output, split)
                 settled = settled or per_output.max(initial=0.0) <= target
             deep = len(self.f.layers) > 1  # one affine layer: the symbolic bound is exact
-            if deep and lp_seconds + bab_seconds > 0 and not settled:
-                share = (lp_seconds + bab_seconds) / len(self.boxes)
+            share = cut((lp_seconds + bab_seconds) / len(self.boxes))
+            if deep and share > 0 and not settled:
                 paired = dataclasses.replace(pair, g=g)
                 if bab_seconds > 0:
                     lp = bab_difference_bounds(paired, box, share, target=target).bounds
@@ -231,10 +265,10 @@ class Charger:
                 per_output = np.minimum(per_output, lp)
             if milp_seconds > 0 and target > 0 and per_output.max(initial=0.0) > target:
                 per_output = _milp(dataclasses.replace(pair, g=g), box, per_output, target,
-                                   milp_seconds / len(self.boxes))  # fmt: skip
-            if head_seconds > 0 and target > 0 and per_output.max(initial=0.0) > target:
-                per_output = np.minimum(per_output, _head(self.f, g, box, target,
-                                                          head_seconds / len(self.boxes)))  # fmt: skip
+                                   cut(milp_seconds / len(self.boxes)))  # fmt: skip
+            head = cut(head_seconds / len(self.boxes))
+            if head > 0 and target > 0 and per_output.max(initial=0.0) > target:
+                per_output = np.minimum(per_output, _head(self.f, g, box, target, head))
             worst = max(worst, float(max(per_output.max(initial=0.0), 0.0)))
         return worst
 
@@ -250,7 +284,7 @@ class Charger:
             return shared and self._tail.known(tail(g, self.cut))
         return _digest(g) in self._symbolic
 
-    def _symbolic_bounds(self, g: Network) -> list[np.ndarray]:
+    def _symbolic_bounds(self, g: Network, end: float | None = None) -> list[np.ndarray]:
         """Per box, the symbolic bound of ``|f_i - g_i|`` per output (the smaller with and
         without the tightened bounds of ``f``), computed once per network ``g``: the key is a
         SHA-256 digest of its layers' shapes, dtypes, ReLUs, structures and weights' bytes, so
@@ -262,9 +296,9 @@ class Charger:
             plain = self._plain or [None] * len(self.boxes)
             bounds, ranges = [], []
             for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
-                per_output, diffs = _symbolic(pair, g, box)
+                per_output, diffs = _symbolic(pair, g, box, end)
                 if other is not None:
-                    per_output = np.minimum(per_output, _symbolic(other, g, box)[0])
+                    per_output = np.minimum(per_output, _symbolic(other, g, box, end)[0])
                 bounds.append(per_output)
                 ranges.append(diffs)
             self.seconds = time.perf_counter() - begun
@@ -324,10 +358,11 @@ def _head(f: Network, g: Network, box: Box, target: float, seconds: float) -> np
     return np.array([max(out.bounds[(i, 1.0)], out.bounds[(i, -1.0)]) for i in range(m)])
 
 
-def _symbolic(pair: Pair, g: Network, box: Box) -> tuple[np.ndarray, list]:
+def _symbolic(pair: Pair, g: Network, box: Box, end: float | None) -> tuple[np.ndarray, list]:
     """Per output ``i``, the differential bound of ``max |f_i - g_i|`` on ``box``, and the
-    pass's bounds of every hidden layer's difference (the joint LP's ranges)."""
-    b = difference_bounds(dataclasses.replace(pair, g=g), box.lower[None], box.upper[None])
+    pass's bounds of every hidden layer's difference (the joint LP's ranges); ``Late`` past
+    ``end``."""
+    b = difference_bounds(dataclasses.replace(pair, g=g, end=end), box.lower[None], box.upper[None])
     return np.maximum(-b.lo[0], b.hi[0]), b.differences(pair.f)
 
 

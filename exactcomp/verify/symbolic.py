@@ -120,7 +120,7 @@ import numpy as np
 
 from ..bounds.batched import static_pad
 from ..bounds.interval import interval_rows
-from ..bounds.linear import linear_bounds
+from ..bounds.linear import check_end, linear_bounds
 from ..bounds.linear import relu_relaxation as crown_relaxation
 from ..domain import Box
 from ..network import Network
@@ -191,7 +191,8 @@ class Pair:
 
     ``root`` are sound bounds of ``f``'s pre-activations on the root box (each sub-box's
     bounds are intersected with them, so their magnitudes bound every sub-box's); ``pads`` the
-    rounding pads of the batched back-substitution, layer by layer (:func:`static_pad`).
+    rounding pads of the batched back-substitution, layer by layer (:func:`static_pad`);
+    ``end``: a pass stops there, between two layers, claiming nothing (``Late``, :func:`check_end`).
     """
 
     f: Network
@@ -201,14 +202,22 @@ class Pair:
     root: tuple[tuple[np.ndarray, np.ndarray], ...]
     pads: dict[int, np.ndarray]
     tol: Tolerances
+    end: float | None = None
 
     @classmethod
     def prepare(
-        cls, f: Network, g: Network, box: Box, outputs: Sequence[int], tol: Tolerances = DEFAULT
+        cls,
+        f: Network,
+        g: Network,
+        box: Box,
+        outputs: Sequence[int],
+        tol: Tolerances = DEFAULT,
+        end: float | None = None,
     ) -> Pair:
-        root = tuple(linear_bounds(f, box, tol=tol))
+        root = tuple(linear_bounds(f, box, tol=tol, end=end))
         mag = np.maximum(np.abs(box.lower), np.abs(box.upper))
         last = len(f.layers) - 1
+        check_end(end)
         pads = {k: static_pad(f, k, root, mag, tol) for k in range(CROWN_FROM, last)}
         return cls(f, g, tuple(outputs), mag, root, pads, tol)
 
@@ -258,6 +267,7 @@ def _difference_bounds(
     pos = 0  # where this layer's bounds start in ``known``
     relax: list[Relaxation] = []  # per hidden layer, for the back-substitution
     for k, (lf_, lg_) in enumerate(zip(f.layers, g.layers, strict=True)):
+        check_end(pair.end if k else None)  # between two layers
         rows = list(outputs) if k == last else slice(None)
         wf, bf = lf_.weight[rows], lf_.bias[rows]
         wg, bg = lg_.weight[rows], lg_.bias[rows]

@@ -167,7 +167,7 @@ def test_compress_budget_keeps_what_is_not_proven(model_path, tmp_path, capsys) 
     """``compress --budget S`` gives the analysis the deadline ``start + S``: with a budget
     spent at once only the cheapest claims stand, the rest is kept, and what is written is
     still the same function (the re-check passes, exit 0); an ample budget compresses as
-    without it. ``--tol`` refuses it by name (the lossy search has no such deadline)."""
+    without it."""
     import exactcomp
 
     base = ["compress", str(model_path), "--box", "0,1", "--quiet"]
@@ -178,10 +178,31 @@ def test_compress_budget_keeps_what_is_not_proven(model_path, tmp_path, capsys) 
     assert a.num_neurons <= b.num_neurons <= f.num_neurons
     x = np.random.default_rng(0).random((500, f.input_size))
     assert np.allclose(f.forward(x), b.forward(x), atol=1e-5)
-    capsys.readouterr()
-    argv = [*base, "-o", str(tmp_path / "l.pt"), "--tol", "0.1", "--budget", "5"]
-    assert cli.main(argv) == 2
-    assert "--budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["compress", "--tol", "0.1"], ["quantize", "--bits", "8"]])
+def test_the_lossy_commands_budget_is_their_time_limit(
+    model_path, tmp_path, monkeypatch, capsys, command
+) -> None:
+    """``compress --tol`` and ``quantize`` with ``--budget S``: the search is given S seconds
+    in all (less the model's load, never under S / 2) instead of the default 90; a budget
+    that is not positive is refused by name."""
+    from exactcomp import api
+
+    given = []
+    for name in ("compress_lossy", "quantize"):
+        real = getattr(api, name)
+
+        def spy(*args, time_limit, _real=real, **kw):
+            given.append(time_limit)
+            return _real(*args, time_limit=time_limit, **kw)
+
+        monkeypatch.setattr(api, name, spy)
+    argv = [command[0], str(model_path), *command[1:], "--box", "0,1", "--quiet"]
+    assert cli.main([*argv, "-o", str(tmp_path / "l.onnx"), "--budget", "30"]) == 0
+    assert 15.0 <= given[0] <= 30.0
+    assert cli.main([*argv, "-o", str(tmp_path / "m.onnx"), "--budget", "-1"]) == 2
+    assert "--budget must be > 0" in capsys.readouterr().err
 
 
 def test_box_forms_agree(model_path, tmp_path) -> None:

@@ -163,7 +163,7 @@ def _add_compress_parser(sub) -> None:
         "rounded to it and --verify proves the rounded network) or float64 (exactly the "
         "network that was analysed; an ONNX file then has double inputs and outputs)",
     )
-    _add_budget(c, "analysis")
+    _add_budget(c, "analysis", lossy=True)
     c.add_argument(
         "--partial",
         action="store_true",
@@ -213,6 +213,7 @@ def _add_quantize_parser(sub) -> None:
         "rtn: plain round-to-nearest",
     )
     _add_tol_mode(q)
+    _add_lossy_budget(q)
     _add_data(q, "data: agreement with the original", "labels of --data: accuracy")
     _add_report(q)
     _add_quiet(q, "no table")
@@ -227,14 +228,25 @@ def _add_stability_parser(sub) -> None:
     _add_budget(s, "analysis")
 
 
-def _add_budget(p: argparse.ArgumentParser, what: str) -> None:
+def _add_budget(p: argparse.ArgumentParser, what: str, lossy: bool = False) -> None:
     p.add_argument(
         "--budget",
         type=float,
         metavar="S",
         help=f"stop the {what} after S seconds: what is not proven by then stays undecided "
-        "(and is kept)",
+        "(and is kept)" + (f"; with --tol: {LOSSY_BUDGET}" if lossy else ""),
     )
+
+
+#: What ``--budget`` means for the lossy commands.
+LOSSY_BUDGET = (
+    "the whole command's seconds (default: 90); an edit not proven by then is not made, and "
+    "a proof cut short claims a looser bound"
+)
+
+
+def _add_lossy_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", type=float, metavar="S", help=LOSSY_BUDGET)
 
 
 def _add_verify_parser(sub) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..network import Network
 
-__all__ = ["LayerClasses", "layer_classes"]
+__all__ = ["LayerClasses", "constant_bounds", "layer_classes"]
 
 _UNIT = 2.0**-52
 
@@ -69,6 +69,13 @@ def layer_classes(net: Network) -> list[LayerClasses]:
         out.append(cls)
         label, null = cls.label, cls.null
     return out
+
+
+def constant_bounds(net: Network, k: int, classes: LayerClasses):
+    """Exact bounds ``[b, b]`` on the constant pre-activations of layer ``k``, infinite
+    elsewhere."""
+    b = net.layers[k].bias
+    return np.where(classes.constant, b, -np.inf), np.where(classes.constant, b, np.inf)
 
 
 def _classes(w, b, relu, label, null) -> LayerClasses:

@@ -41,7 +41,7 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import Tolerances
 from ..verdicts import stable_masks
-from .constants import LayerClasses
+from .constants import LayerClasses, constant_bounds
 
 if TYPE_CHECKING:
     from ..bab.beta_parts import Spread
@@ -112,9 +112,9 @@ def constant_phase(net: Network, k: int, classes: LayerClasses) -> PhaseResult:
     whose pre-activation is the constant ``b`` is INACTIVE if ``b <= 0`` (a tie at 0 included),
     else ACTIVE, on every input; its bounds are ``[b, b]`` exactly, but for ``b = 0`` only
     the upper one (``l = 0`` would read as an ACTIVE claim too: a contradiction, undecided)."""
-    b = net.layers[k].bias
-    const = classes.constant
-    bounds = (np.where(const & (b != 0.0), b, -np.inf), np.where(const, b, np.inf))
+    b, const = net.layers[k].bias, classes.constant
+    lower, upper = constant_bounds(net, k, classes)
+    bounds = (np.where(b != 0.0, lower, -np.inf), upper)
     return PhaseResult(const & (b <= 0.0), const & (b > 0.0), bounds)
 
 

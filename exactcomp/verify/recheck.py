@@ -74,11 +74,10 @@ from ..milp.highs import Answer, solve_question
 from ..milp.layer import LayerMilp, layer_milp
 from ..network import Network
 from ..progress import SILENT, Progress
-from ..stability.constants import layer_classes
+from ..stability.constants import constant_bounds, layer_classes
 from ..stability.phases import (
     PhaseInput,
     PhaseResult,
-    constant_phase,
     ideal_cut_phase,
     input_split_phase,
     relu_split_phase,
@@ -294,7 +293,7 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked, trees=()):
     """
     fresh_i = interval_bounds(net, box, tol=tol)
     fresh = best_bounds(net, box, tol)
-    const = [constant_phase(net, k, c).bounds for k, c in enumerate(layer_classes(net))]
+    const = [constant_bounds(net, k, c) for k, c in enumerate(layer_classes(net))]
     run = _BoxCheck(net, box, claims, deadline, tol, checked)
     for key, v in claims.items():
         k, j = key

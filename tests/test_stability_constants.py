@@ -23,6 +23,7 @@ from exactcomp.rewrite import compress_network
 from exactcomp.stability import stable_neurons
 from exactcomp.stability.constants import layer_classes
 from exactcomp.testing.oracle import grid_points
+from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import LayerStability, Proof, StabilityReport, Verdict
 from exactcomp.verify import EquivalenceStatus, recheck_certificates, verify_equivalence
 
@@ -197,3 +198,38 @@ def test_the_tll_file_has_its_ties_read_off_the_weights() -> None:
         16,
     ]
     assert [len(set(c.label.tolist())) for c in cls] == [43, 35, 32, 16, 8, 4, 1]
+
+
+def test_a_neuron_equal_to_neurons_of_two_layers_is_linked_to_the_exact_one() -> None:
+    """``m = relu(a0 - a1 + 5)`` of layer 1 equals ``e = relu(x1 - x2 + 5)`` of layer 0 on the
+    box (``relu(t) - relu(-t) = t``): the samples cannot tell them apart, the earlier layer
+    comes first, and its link is wide (``a0``, ``a1`` are unstable); the second candidate,
+    ``m`` itself, gives the exact link.
+
+    ::
+
+        layer 0:  a0 = relu(x1 - x2)   a1 = relu(x2 - x1)   e = relu(x1 - x2 + 5)
+        layer 1:  m = relu(a0 - a1 + 5)
+        output:   y = m + e
+    """
+    from exactcomp.verify.coupling import match_neurons
+    from exactcomp.verify.differential import Side, bound_differences
+    from exactcomp.verify.formulation import proven_encoding, with_linear_output
+
+    w0 = np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0]])
+    f = Network.from_arrays(
+        [w0, np.array([[1.0, -1.0, 0.0]]), np.array([[1.0]])],
+        [np.array([0.0, 0.0, 5.0]), np.array([5.0]), np.zeros(1)],
+        dtype="float64",
+    )
+    fl = with_linear_output(f)
+    side = Side(fl, *proven_encoding(fl, BOX, DEFAULT, None))
+    pts = grid_points(BOX, 9)
+    widths = []
+    for alternatives in (1, 2):
+        pairs = match_neurons(fl, fl, pts, alternatives)
+        links = bound_differences(side, side, pairs, (BOX.lower, BOX.upper)).links
+        fk, p, lo, hi, *_ = links[(1, 0)]
+        widths.append((fk, hi - lo))
+    assert widths[0][0] == 0 and widths[0][1] > 1.0
+    assert widths[1] == (1, 0.0)

@@ -103,16 +103,15 @@ def _class_sums(w: np.ndarray, label: np.ndarray, null: np.ndarray):
     member = np.zeros((live.size, classes.size))
     member[np.arange(live.size), inverse] = 1.0
     wl = w[:, live]
-    sums = wl @ member
-    ulp = _quantum(wl)
-    order = np.argsort(inverse, kind="stable")
-    starts = np.searchsorted(inverse[order], np.arange(classes.size))
-    smallest = np.minimum.reduceat(ulp[:, order], starts, axis=1)
-    total = np.abs(wl) @ member
-    count = member.sum(axis=0)
-    pad = 1.0 + count * _UNIT
-    with np.errstate(over="ignore", invalid="ignore"):
-        fits = total * pad <= np.ldexp(smallest, 52)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum: not ok (caller)
+        sums = wl @ member
+        total = np.abs(wl) @ member
+        ulp = _quantum(np.where(np.isfinite(wl), wl, 0.0))
+        order = np.argsort(inverse, kind="stable")
+        starts = np.searchsorted(inverse[order], np.arange(classes.size))
+        smallest = np.minimum.reduceat(ulp[:, order], starts, axis=1)
+        count = member.sum(axis=0)
+        fits = total * (1.0 + count * _UNIT) <= np.ldexp(smallest, 52)
     exact = fits | (count <= 1.0) | (total == 0.0)
     return sums, exact.all(axis=1)
 

@@ -25,10 +25,11 @@ PROOF_ORDER = (
     "milp",
     "witness",
     "enumeration",
+    "constant",
     "none",
 )
 PROOF_COLOR = dict(
-    zip(PROOF_ORDER, ("C0", "C2", "C9", "C1", "C6", "C3", "C4", "C5", "0.6"), strict=True)
+    zip(PROOF_ORDER, ("C0", "C2", "C9", "C1", "C6", "C3", "C4", "C5", "C7", "0.6"), strict=True)
 )
 METHOD_STYLE = {"naive": "s--", "leo": "^-.", "fast": "o-"}
 

@@ -44,6 +44,7 @@ class Proof(IntEnum):
     ENUMERATION = 6  # exact enumeration of activation regions (test oracle)
     BAB = 7  # linear bounds on every leaf of an input-split tree (exactcomp.bab)
     RELU_SPLIT = 8  # LP bounds on every leaf of a ReLU-split tree (exactcomp.bab.relu)
+    CONSTANT = 9  # the weights make z a constant b (exactcomp.stability.constants)
 
 
 class SignMasks(NamedTuple):

@@ -253,16 +253,21 @@ def test_a_grouped_conv_with_every_channel_kept_compresses() -> None:
 def test_degenerate_cases_draw_every_feature_and_box_kind() -> None:
     """Over 60 seeds the degenerate family draws each feature and box kind, widths of 1, one
     input and one output; every layer built dead is dead (the oracle's exact ranges) and
-    ``compress`` removes it whole, leaving zero-width layers."""
+    ``compress`` removes it whole, leaving zero-width layers; ``lattice`` plants ties that the
+    weights alone decide (:mod:`exactcomp.stability.constants`)."""
     from exactcomp.rewrite import compress_network
     from exactcomp.stability import stable_neurons
+    from exactcomp.stability.constants import layer_classes
     from exactcomp.testing.degenerate import BOX_KINDS, FEATURES, degenerate_case
     from exactcomp.testing.oracle import exact_analysis
 
-    seen, kinds, emptied = set(), set(), 0
+    seen, kinds, emptied, ties = set(), set(), 0, 0
     for seed in range(60):
         dc = degenerate_case(seed, max_neurons=8)
         seen.update(dc.features)
+        if "lattice" in dc.features:
+            cls = layer_classes(dc.case.network)[1:-1]
+            ties += any(c.constant.any() and not c.null.all() for c in cls)
         kinds.add(dc.box_kind)
         f = dc.case.network
         assert f.num_neurons <= 8 and len(f.layers) <= 7
@@ -272,7 +277,8 @@ def test_degenerate_cases_draw_every_feature_and_box_kind() -> None:
             report = stable_neurons(f, dc.case.box, jobs=1, seed=seed)
             g = compress_network(f, report).network
             emptied += any(la.out_features == 0 for la in g.layers[:-1]) or g.num_neurons == 0
-    assert seen == set(FEATURES) and kinds == set(BOX_KINDS) and emptied >= 2
+    assert seen == {*FEATURES, "lattice"} and kinds == set(BOX_KINDS) and emptied >= 2
+    assert ties >= 3
 
 
 def test_degenerate_file_checks_flag_a_changed_network(monkeypatch) -> None:

@@ -34,7 +34,8 @@ class BoxRun:
     """What every layer of one box's analysis shares: the network and box, the witness pool,
     the options, the MILP workers, the statistics and the progress display (owned by one
     engine call; ``pool``, ``stats`` and ``trees``, the records of the input-split trees,
-    accumulate)."""
+    accumulate), and what the weights prove of each layer (``classes``,
+    :func:`~exactcomp.stability.constants.layer_classes`; empty: nothing)."""
 
     net: Network
     box: Box
@@ -44,6 +45,7 @@ class BoxRun:
     stats: dict[str, float]
     progress: Progress
     trees: list = field(default_factory=list)
+    classes: tuple = ()
 
 
 class LayerClaims:
@@ -66,6 +68,7 @@ class LayerClaims:
         self.bounds, self.verdicts = bounds, verdicts
         self.pool, self.opts, self.workers = run.pool, run.opts, run.workers
         self.stats, self.progress, self.trees = run.stats, run.progress, run.trees
+        self.classes = run.classes
         self.lower, self.upper = np.array(prior[0], dtype=float), np.array(prior[1], dtype=float)
         self.magnitude = np.maximum(np.abs(self.lower), np.abs(self.upper))
         n = self.net.layers[k].out_features

@@ -9,6 +9,9 @@ phase          settles
 =============  =====================================================================
 interval       ``u <= 0`` (INACTIVE) or ``l >= 0`` (ACTIVE) from interval arithmetic
 linear         the same from CROWN-style back-substitution bounds
+constant       a pre-activation the weights make the constant ``b`` on every input: INACTIVE
+               if ``b <= 0`` (a tie at 0 included), else ACTIVE
+               (:mod:`exactcomp.stability.constants`)
 witness        UNSTABLE: concrete inputs (samples, data, gradient and LP region search,
                MILP incumbents) show both signs
 lp             the same as interval, from the triangle-relaxation LP, then from that LP
@@ -49,6 +52,7 @@ from ..search import candidate_inputs
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import METHODS, SOLVERS, LayerStability, Proof, StabilityReport, Verdict
 from .claims import BoxRun
+from .constants import layer_classes
 from .layer import LayerRun
 from .merge import compact_witnesses, merge_reports
 from .milp_phase import Workers
@@ -192,7 +196,8 @@ def _analyse_box(
         pool.add_until(candidate_inputs(box, _SAMPLES, rng, opts.data), opts.deadline)
         stats["seconds_witness"] = time.perf_counter() - t
     box_bounds = interval_bounds(net, box, tol=opts.tol) if opts.method == "naive" else None
-    shared = BoxRun(net, box, pool, opts, workers, stats, progress)
+    classes = tuple(layer_classes(net)) if opts.method == "fast" else ()
+    shared = BoxRun(net, box, pool, opts, workers, stats, progress, classes=classes)
     bounds: list[Bounds] = []
     verdicts: list[np.ndarray | None] = []
     layers: list[LayerStability] = []

@@ -23,6 +23,7 @@ from .milp_phase import Task
 from .milp_questions import MilpQuestions
 from .phases import (
     PhaseInput,
+    constant_phase,
     from_bounds,
     ideal_cut_phase,
     input_split_phase,
@@ -100,6 +101,7 @@ class LayerRun(LayerClaims):
         if fast:
             every = self._ask(np.arange(self.inactive.size))
             self._phase("linear", "", lambda: self._apply(linear_phase(every), Proof.LINEAR))
+            self._constants()
         if not relu:
             return self._result()
         self.progress.task(f"layer {self.k}", self.inactive.size)
@@ -162,9 +164,16 @@ class LayerRun(LayerClaims):
         for earlier layers often show later layers' signs too); the rest stays UNDECIDED."""
         self.stats["out_of_time"] = 1
         self._apply(from_bounds((self.lower, self.upper)), Proof.INTERVAL)
+        self._constants()
         return self._result()
 
     # ------------------------------------------------------------------ phases
+    def _constants(self) -> None:
+        """The neurons the weights make constant (:mod:`exactcomp.stability.constants`):
+        ``z = b`` on every input, a tie at 0 (``a - a`` in a lattice network) included."""
+        if self.classes:
+            self._apply(constant_phase(self.net, self.k, self.classes[self.k]), Proof.CONSTANT)
+
     def _splits_then_milp(self) -> None:
         """The ReLU splits, then the MILP phase on the questions they leave, in one window
         (:data:`SPLIT_SHARES`)."""

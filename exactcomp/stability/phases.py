@@ -41,6 +41,7 @@ from ..domain import Box
 from ..network import Network
 from ..tolerances import Tolerances
 from ..verdicts import stable_masks
+from .constants import LayerClasses, constant_bounds
 
 if TYPE_CHECKING:
     from ..bab.beta_parts import Spread
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PhaseInput",
     "PhaseResult",
+    "constant_phase",
     "from_bounds",
     "ideal_cut_phase",
     "input_split_phase",
@@ -103,6 +105,17 @@ def from_bounds(bounds: Bounds, points: np.ndarray | None = None) -> PhaseResult
     """The claims sound bounds prove: ``u <= 0`` inactive, ``l >= 0`` active (independently)."""
     masks = stable_masks(bounds[0], bounds[1], exclusive=False)
     return PhaseResult(masks.inactive, masks.active, bounds, points)
+
+
+def constant_phase(net: Network, k: int, classes: LayerClasses) -> PhaseResult:
+    """The claims the weights alone prove (:mod:`exactcomp.stability.constants`): a neuron
+    whose pre-activation is the constant ``b`` is INACTIVE if ``b <= 0`` (a tie at 0 included),
+    else ACTIVE, on every input; its bounds are ``[b, b]`` exactly, but for ``b = 0`` only
+    the upper one (``l = 0`` would read as an ACTIVE claim too: a contradiction, undecided)."""
+    b, const = net.layers[k].bias, classes.constant
+    lower, upper = constant_bounds(net, k, classes)
+    bounds = (np.where(b != 0.0, lower, -np.inf), upper)
+    return PhaseResult(const & (b <= 0.0), const & (b > 0.0), bounds)
 
 
 def _monotonic(deadline: float | None) -> float | None:

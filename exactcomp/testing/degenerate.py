@@ -18,7 +18,13 @@ the features below (:data:`FEATURES`), each aimed at an edge of the engines:
 - ``dups``: exact duplicates, negatives and multiples (``x 2``, ``x 0.5``, ``x -3``) of
   rows of the same layer: merges and folds at their edge;
 - ``scales``: rows scaled by ``10^u``, ``u`` uniform in ``[-8, 4]``, the next layer's
-  column divided by the same factor on every other row (same function, other numbers).
+  column divided by the same factor on every other row (same function, other numbers);
+- ``lattice`` (drawn with probability ``0.3`` from a stream of its own,
+  ``default_rng([seed, 1])``, so that the cases without it are those drawn before it
+  existed): below each hidden layer but the first, two units made exact copies and one
+  row reading them with opposite weights (``c (h_p - h_q)``, a two-level lattice
+  network's ``a - a``), bias ``0`` (a tie) or ``+-1/2``: the constants that
+  :mod:`exactcomp.stability.constants` decides and the duplicates ``verify`` sees through.
 
 Widths of 1, one input and one output are drawn often (``thin`` is not a feature: a width
 is 1 with probability ``0.3``). The box (:data:`BOX_KINDS`) is ``plain``, a ``point``
@@ -39,6 +45,7 @@ from ..network import Layer, Network
 from .random_networks import Case
 
 FEATURES = ("empty", "constant", "hollow", "linear", "zeros", "dups", "scales")
+"""The features drawn from the case's main stream (``lattice`` has a stream of its own)."""
 BOX_KINDS = ("plain", "point", "some-points", "wide", "tiny")
 BOX_ODDS = (0.4, 0.15, 0.15, 0.15, 0.15)
 MARGIN = 1e-3
@@ -77,6 +84,9 @@ def degenerate_case(seed: int, *, max_neurons: int = 10) -> DegenerateCase:
     """The case of ``seed`` (see the module docstring); at most ``max_neurons`` ReLUs."""
     rng = np.random.default_rng(seed)
     features = tuple(f for f in FEATURES if rng.random() < 0.3) or (str(rng.choice(FEATURES)),)
+    side = np.random.default_rng([seed, 1])  # the lattice feature's own draws
+    if side.random() < 0.3:
+        features = (*features, "lattice")
     if "linear" in features and ("empty" in features or "constant" in features):
         features = tuple(f for f in features if f != "linear")
     n = 1 if rng.random() < 0.4 else int(rng.integers(2, 4))
@@ -94,7 +104,13 @@ def degenerate_case(seed: int, *, max_neurons: int = 10) -> DegenerateCase:
     ws: list[np.ndarray] = []
     bs: list[np.ndarray] = []
     for k, width in enumerate(widths):
+        tie = _copies(side, ws, bs, lo, hi) if "lattice" in features and k else None
         w, b = _layer(rng, width, len(lo), lo, hi, features)
+        if tie is not None:
+            j = int(side.integers(width))
+            w[j] = 0.0
+            w[j, tie] = np.array([1.0, -1.0]) * side.choice([0.5, 1.0, 3.0])
+            b[j] = side.choice([0.0, 0.0, -0.5, 0.5])
         zlo, zhi = _interval(w, lo, hi)
         reach = np.maximum(np.abs(zlo), np.abs(zhi))
         if k in dead:
@@ -144,6 +160,17 @@ def _layer(rng, rows, cols, lo, hi, features) -> tuple[np.ndarray, np.ndarray]:
                 i, s = int(rng.integers(j)), float(rng.choice([1.0, -1.0, 2.0, 0.5, -3.0]))
                 w[j], b[j] = s * w[i], s * b[i]
     return w, b
+
+
+def _copies(side, ws, bs, lo, hi) -> list[int] | None:
+    """Make two units ``p, q`` of the last layer built exact copies (row, bias and interval
+    outputs; the layer's dead or active construction holds for the copy too); ``[p, q]``,
+    or ``None`` for a layer of one unit."""
+    if ws[-1].shape[0] < 2:
+        return None
+    p, q = (int(i) for i in side.choice(ws[-1].shape[0], 2, replace=False))
+    ws[-1][q], bs[-1][q], lo[q], hi[q] = ws[-1][p], bs[-1][p], lo[p], hi[p]
+    return [p, q]
 
 
 def _interval(w: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

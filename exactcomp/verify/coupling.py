@@ -54,13 +54,20 @@ def post_activation(block, k: int, j: int, bounds: list[Bounds], verdicts) -> ob
     return blk.h[j]
 
 
-def match_neurons(f: Network, g: Network, points: np.ndarray) -> list[tuple[int, int, int, int]]:
+def match_neurons(
+    f: Network, g: Network, points: np.ndarray, alternatives: int = 1
+) -> list[tuple[int, int, int, int]]:
     r"""Pairs ``(gk, q, fk, p)`` of ReLU neurons whose pre-activations agree on ``points``.
 
     A candidate only: the pairing is used after :func:`prove_links` has proven it on the box.
     Each ``g`` neuron gets the ``f`` neuron (any ReLU layer) with the smallest disagreement
     ``dev / scale`` among those with ``dev <= MATCH_REL * scale``, where ``dev`` is the largest
     difference over the points and ``scale = 1 + max |z|`` of the two.
+    ``alternatives > 1``: up to that many candidates per ``g`` neuron, the best of each ``f``
+    layer, smallest ``dev`` first (consecutive in the list; the first is the pair above).
+    A neuron can agree with neurons of two layers (``relu(a) - relu(-a) = a``, a lattice
+    network's identity) of which only one is its partner in the differential argument
+    (:func:`~exactcomp.verify.differential.bound_differences` keeps the narrower link).
 
     Not every pair is compared: each neuron's values are projected on one random direction
     ``r`` of the points, and only the ``f`` neurons whose projections lie within
@@ -84,7 +91,7 @@ def match_neurons(f: Network, g: Network, points: np.ndarray) -> list[tuple[int,
             keys, gmax = r @ zg[gk], np.abs(zg[gk]).max(axis=0, initial=0.0)
             for q in range(g.layers[gk].out_features):
                 col = zg[gk][:, q]
-                best = None
+                found = []
                 for fk, z, fmax, sorted_keys, order in index:
                     # 1% more: the float64 projections carry their own round-off
                     reach = 1.01 * r1 * MATCH_REL * (1.0 + max(fmax.max(initial=0.0), gmax[q]))
@@ -97,10 +104,10 @@ def match_neurons(f: Network, g: Network, points: np.ndarray) -> list[tuple[int,
                     dev = np.abs(z[:, cand] - col[:, None]).max(axis=0)
                     scale = 1.0 + np.maximum(fmax[cand], gmax[q])
                     i = int(np.argmin(dev / scale))
-                    if dev[i] <= MATCH_REL * scale[i] and (best is None or dev[i] < best[0]):
-                        best = (dev[i], fk, int(cand[i]))
-                if best is not None:
-                    pairs.append((gk, q, best[1], best[2]))
+                    if dev[i] <= MATCH_REL * scale[i]:
+                        found.append((dev[i], fk, int(cand[i])))
+                found.sort(key=lambda t: t[0])  # stable: the earlier layer first on a tie
+                pairs += [(gk, q, fk, p) for _, fk, p in found[:alternatives]]
     return pairs
 
 

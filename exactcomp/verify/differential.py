@@ -41,6 +41,11 @@ neuron :math:`r` with coefficient :math:`c \ne 0` at a time, keeping the constan
   both neurons are proven stable the same way, each side is rewritten exactly instead. (A
   neuron that only *one* network proves stable must be merged: rewriting it alone would leave
   its partner's coefficient to be bounded by :math:`[0, u]`.)
+* two neurons of one network that the weights prove the same function (exact duplicates,
+  :mod:`exactcomp.stability.constants`) have the same :math:`h` on every input: their
+  coefficients are summed onto one of them before the layer is rewritten, so that a neuron
+  of ``g`` that merged several of ``f`` cancels against all of them; a neuron the weights
+  make :math:`h = 0` (a constant :math:`z = b \le 0`) is inactive;
 * any other neuron is bounded by its sound post-activation interval :math:`[0, u]`;
 * at the input, :math:`c \cdot x` is bounded over the box.
 
@@ -72,6 +77,7 @@ import numpy as np
 
 from ..bounds import Bounds
 from ..network import Network
+from ..stability.constants import layer_classes
 from ..verdicts import stable_masks
 from .dyadic import DyadicArray as _Vec
 from .dyadic import DyadicMatrix as _Matrix
@@ -111,6 +117,14 @@ class _Exact:
         self.w = [_Matrix(la.weight) for la in layers]  # as their non-zero entries
         self.b = [_Vec.of(la.bias) for la in layers]
         self.status = [side.status(k) for k in range(len(layers))]
+        self.rep: list[np.ndarray | None] = []  # each unit's class representative, or None
+        for k, cls in enumerate(layer_classes(side.net)):
+            if layers[k].relu:  # a null unit's h is 0 on every input: inactive
+                off, lin = self.status[k]
+                self.status[k] = (off | cls.null, lin & ~cls.null)
+            first = {}
+            rep = np.array([first.setdefault(int(c), i) for i, c in enumerate(cls.label)])
+            self.rep.append(rep if np.any(rep != np.arange(rep.size)) else None)
         self.post: list[_Vec | None] = []
         for k in range(len(layers)):
             lo, hi = side.post_bounds(k)
@@ -161,6 +175,17 @@ class _Form:
         c = self.coef[side]
         c[layer] = c[layer] + v if layer in c else v
 
+    def pop(self, side: str, e: _Exact, layer: int) -> _Vec:
+        """The coefficients on ``h_layer``, those of exact duplicates summed onto their
+        class's first unit (:mod:`exactcomp.stability.constants`: the same function)."""
+        c, rep = self.coef[side].pop(layer), e.rep[layer]
+        if rep is None:
+            return c
+        out = np.zeros(c.ints.size, dtype=object)
+        nz = c.nonzero()
+        np.add.at(out, rep[nz], c.ints[nz])
+        return _Vec(out, c.exp)
+
     def shift(self, lo: Fraction, hi: Fraction) -> None:
         self.lo, self.hi = self.lo + lo, self.hi + hi
 
@@ -207,7 +232,8 @@ class _Argument:
         return form.lo, form.hi
 
     def _rewrite_f(self, form: _Form, layer: int) -> None:
-        e, c = self.ef, form.coef["f"].pop(layer)
+        e = self.ef
+        c = form.pop("f", e, layer)
         inactive, linear = e.status[layer]
         nz = c.nonzero() & ~inactive
         if (lin := nz & linear).any():
@@ -216,7 +242,8 @@ class _Argument:
             form.shift(*_interval(c.where(rest), e.post[layer]))
 
     def _rewrite_g(self, form: _Form, layer: int) -> None:
-        e, c, links = self.eg, form.coef["g"].pop(layer), self.links[layer]
+        e, links = self.eg, self.links[layer]
+        c = form.pop("g", e, layer)
         inactive, linear = e.status[layer]
         nz = c.nonzero()
         merge = nz & links.zero  # the same function: h^g_r = h^f_p exactly
@@ -287,7 +314,8 @@ def bound_differences(
 
     ``pairs`` are candidate pairs ``(gk, q, fk, p)`` of ReLU neurons
     (:func:`exactcomp.verify.coupling.match_neurons`); a wrong candidate only gives a wide
-    link. ``f`` and ``g`` must end in a layer without ReLU (their outputs are pre-activations).
+    link. A ``g`` neuron with several candidates (in order) is linked to the one with the
+    narrowest proven link (the first on a tie; the others are not tried after an exact one). ``f`` and ``g`` must end in a layer without ReLU (their outputs are pre-activations).
     Once ``time.perf_counter()`` passes ``deadline`` no further link is proven (the neurons
     left are bounded by their intervals), but the outputs are still bounded.
     """
@@ -298,11 +326,15 @@ def bound_differences(
         if g.net.layers[gk].relu and f.net.layers[fk].relu:
             by_layer.setdefault(gk, []).append((q, fk, p))
     for gk in sorted(by_layer):
-        found = {}
+        found: dict[int, tuple[int, int, Fraction, Fraction]] = {}
         for q, fk, p in by_layer[gk]:
             if deadline is not None and time.perf_counter() > deadline:
                 break
+            if q in found and found[q][3] == found[q][2]:
+                continue  # an alternative to an exact link: nothing to gain
             a, b = arg.bound(gk, q, fk, p)
+            if q in found and b - a >= found[q][3] - found[q][2]:
+                continue  # an alternative candidate no narrower than the first
             found[q] = (fk, p, a, b)
             zlo, zhi = _outward(a, b)
             links[(gk, q)] = (fk, p, zlo, zhi, min(zlo, 0.0), max(zhi, 0.0))

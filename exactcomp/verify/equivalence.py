@@ -326,7 +326,7 @@ class _Run(EquivalenceRun):
         t = time.perf_counter()
         self.progress.task("differential bounds", 1)
         fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
-        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS])
+        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS], alternatives=2)
         # half the time left (the rest is for the MILPs), or more when time is short; never
         # past the deadline (the links not proven by then are bounded by intervals)
         budget = min(max(0.5 * self.left(), DIFFERENTIAL_SECONDS), self.left())

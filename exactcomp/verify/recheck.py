@@ -6,7 +6,9 @@ scratch, trusting nothing in the report but the claims themselves:
 
 1. **fresh bounds**: interval arithmetic, then linear (CROWN-style) bounds, computed here from
    the original weights and the box. An INACTIVE claim holds if :math:`u_{kj} \le 0`, an
-   ACTIVE claim if :math:`l_{kj} \ge 0` (the bounds are padded, so this is sound). The claims
+   ACTIVE claim if :math:`l_{kj} \ge 0` (the bounds are padded, so this is sound); a
+   pre-activation the weights make a constant ``b`` (:mod:`exactcomp.stability.constants`,
+   read here from the original weights) has the exact bounds ``[b, b]``. The claims
    still open then go, layer by layer, through the search phases (:func:`_proof_phases`), each
    re-run here from scratch on these fresh bounds: for inputs of at most
    :data:`~exactcomp.bab.split.MAX_INPUTS` dimensions, branch and bound over input splits
@@ -72,6 +74,7 @@ from ..milp.highs import Answer, solve_question
 from ..milp.layer import LayerMilp, layer_milp
 from ..network import Network
 from ..progress import SILENT, Progress
+from ..stability.constants import constant_bounds, layer_classes
 from ..stability.phases import (
     PhaseInput,
     PhaseResult,
@@ -132,6 +135,7 @@ def recheck_certificates(
         "relu_split": 0,
         "milp": 0,
         "witness": 0,
+        "constant": 0,
     }
     failures: list[ClaimFailure] = []
     milps = 0
@@ -289,6 +293,7 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked, trees=()):
     """
     fresh_i = interval_bounds(net, box, tol=tol)
     fresh = best_bounds(net, box, tol)
+    const = [constant_bounds(net, k, c) for k, c in enumerate(layer_classes(net))]
     run = _BoxCheck(net, box, claims, deadline, tol, checked)
     for key, v in claims.items():
         k, j = key
@@ -298,6 +303,9 @@ def _recheck_box(net, report, box, claims, deadline, tol, checked, trees=()):
         elif _holds(v, fresh[k], j):
             run.proven.add(key)
             checked["linear"] += 1
+        elif _holds(v, const[k], j):
+            run.proven.add(key)
+            checked["constant"] += 1
     run.remaining = sum(1 for key in claims if key not in run.proven)
     # real inputs, against which a solver's "infeasible" is sanity-checked (see _try)
     samples = candidate_points(box, _SAMPLES, np.random.default_rng(0))

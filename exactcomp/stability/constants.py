@@ -1,0 +1,128 @@
+r"""Neurons whose pre-activation is a constant, and exact duplicates, read off the weights.
+
+A structural fact, true on every input (so on every box), proven with no bound and no
+tolerance. Layer by layer, the units of ``h_{k-1}`` (the inputs for ``k = 0``) are split into
+*classes* of units known to compute the same function, and *null* units known to be
+``0`` everywhere. Neuron ``j`` of layer ``k`` then computes
+
+.. math::
+
+    z_{kj} = \sum_{c} \Big( \sum_{i \in c} W_{k,ji} \Big) h_c + b_{kj},
+
+the null units' columns left out (they add ``w \cdot 0``). With ``s_{jc}`` the class sums:
+
+* **constant**: every ``s_{jc} = 0`` exactly: ``z_{kj} = b_{kj}`` on every input, so the
+  neuron is INACTIVE if ``b_{kj} \le 0`` (a tie at 0 included: ``relu(0) = 0``) and ACTIVE if
+  ``b_{kj} > 0``. Its output is null when it is ``0`` (``b \le 0`` after a ReLU, ``b = 0``
+  without one).
+* **duplicate**: two neurons with the same sums ``s_{j\cdot}`` and the same bias, equal as
+  float64 numbers (``-0.0 = 0.0``), compute the same ``z``, so the same ``h``: one class.
+
+A sum ``s_{jc}`` of two or more weights is used only when float64 computes it exactly, in any
+order: with ``2^e`` the smallest unit in the last place among its terms (each term is an
+integer multiple of it: its lowest set bit) and ``\sum |w| \le 2^{e+52}`` (the float64 ``\sum |w|`` padded by
+``\gamma_n``), every partial sum is an integer multiple of ``2^e`` below ``2^{e+53}`` in
+magnitude, which float64 holds exactly. A row with an inexact sum gets a class of its own
+and is not constant: fewer facts, never a wrong one. Rows with a non-finite entry, and
+sparse layers, are left alone the same way.
+
+Why: a two-level lattice network (VNN-COMP 2022 ``tll``) builds ``min(a, b)`` as
+``a - relu(a - b)`` from banks of copies, so some rows are exactly ``a - a``: their
+pre-activation is the constant 0, a tie that no bound with a margin proves inactive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..network import Network
+
+__all__ = ["LayerClasses", "constant_bounds", "layer_classes"]
+
+_UNIT = 2.0**-52
+
+
+@dataclass(frozen=True, eq=False)
+class LayerClasses:
+    """What the weights prove about layer ``k``'s units: ``label`` (units with equal labels
+    compute the same ``z``, so the same ``h``), ``constant`` (``z_j = b_j`` on every input)
+    and ``null`` (``h_j = 0`` on every input)."""
+
+    label: np.ndarray
+    constant: np.ndarray
+    null: np.ndarray
+
+
+def layer_classes(net: Network) -> list[LayerClasses]:
+    """:class:`LayerClasses` of every layer of ``net``, first to last (module docstring)."""
+    n = net.input_size
+    label, null = np.arange(n), np.zeros(n, dtype=bool)
+    out = []
+    for layer in net.layers:
+        m = layer.out_features
+        if layer.sparse:
+            cls = LayerClasses(np.arange(m), np.zeros(m, bool), np.zeros(m, bool))
+        else:
+            cls = _classes(np.asarray(layer.weight), layer.bias, layer.relu, label, null)
+        out.append(cls)
+        label, null = cls.label, cls.null
+    return out
+
+
+def constant_bounds(net: Network, k: int, classes: LayerClasses):
+    """Exact bounds ``[b, b]`` on the constant pre-activations of layer ``k``, infinite
+    elsewhere."""
+    b = net.layers[k].bias
+    return np.where(classes.constant, b, -np.inf), np.where(classes.constant, b, np.inf)
+
+
+def _classes(w, b, relu, label, null) -> LayerClasses:
+    m = w.shape[0]
+    sums, exact = _class_sums(w, label, null)
+    ok = exact & np.isfinite(sums).all(axis=1) & np.isfinite(b)
+    constant = ok & ~np.any(sums != 0.0, axis=1)
+    keys = np.hstack([sums, b[:, None]]) + 0.0  # -0.0 -> 0.0: keys compare as numbers
+    keys = np.ascontiguousarray(keys)
+    rows = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
+    _, label_ok = np.unique(rows, return_inverse=True)
+    label_out = np.where(ok, label_ok.ravel(), m + np.arange(m))  # inexact rows: on their own
+    null_out = constant & ((b <= 0.0) if relu else (b == 0.0))
+    return LayerClasses(label_out, constant, null_out)
+
+
+def _class_sums(w: np.ndarray, label: np.ndarray, null: np.ndarray):
+    """The class sums ``s`` (one column per class of the live units) and, per row, whether
+    every sum is exact (module docstring)."""
+    live = np.flatnonzero(~null)
+    classes, inverse = np.unique(label[live], return_inverse=True)
+    m = w.shape[0]
+    if classes.size == live.size:  # no two live units share a class: no sum to form
+        return w[:, live[np.argsort(inverse)]], np.ones(m, dtype=bool)
+    member = np.zeros((live.size, classes.size))
+    member[np.arange(live.size), inverse] = 1.0
+    wl = w[:, live]
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum: not ok (caller)
+        sums = wl @ member
+        total = np.abs(wl) @ member
+        ulp = _quantum(np.where(np.isfinite(wl), wl, 0.0))
+        order = np.argsort(inverse, kind="stable")
+        starts = np.searchsorted(inverse[order], np.arange(classes.size))
+        smallest = np.minimum.reduceat(ulp[:, order], starts, axis=1)
+        count = member.sum(axis=0)
+        fits = total * (1.0 + count * _UNIT) <= np.ldexp(smallest, 52)
+    exact = fits | (count <= 1.0) | (total == 0.0)
+    return sums, exact.all(axis=1)
+
+
+def _quantum(w: np.ndarray) -> np.ndarray:
+    """The largest power of two ``2^e`` that each entry is an integer multiple of (the
+    value of the lowest set bit of its significand; ``+inf`` for zeros): ``1`` for ``3.0``,
+    ``2^-1`` for ``0.5``, ``2^-1074`` at least."""
+    mant, ex = np.frexp(w)
+    sig = np.abs(np.ldexp(mant, 53)).astype(np.int64)  # the 53-bit significand, exactly
+    low = sig & -sig  # its lowest set bit, a power of two (0 for zeros)
+    _, bit = np.frexp(low.astype(np.float64))
+    e = np.maximum(ex - 53 + bit - 1, -1074)
+    return np.where(w != 0.0, np.ldexp(1.0, e), np.inf)

@@ -356,6 +356,38 @@ def test_neuron_matching_by_projection_finds_the_pairs_of_the_full_comparison(se
         assert match_neurons(f, h, pts) == _match_all_pairs(f, h, pts)
 
 
+def test_past_its_deadline_the_sampled_check_checks_its_first_chunk_only(monkeypatch) -> None:
+    """``inconsistency(deadline=...)``: past the deadline (the fake clock) no chunk starts but
+    the first, so a link contradicted only at later points goes unseen, and one contradicted
+    in the first chunk is still found; before the deadline every chunk is checked."""
+    from exactcomp.testing.clock import FakeClock
+    from exactcomp.verify import coupling
+
+    rng = np.random.default_rng(3)
+    case = random_case(rng)
+    f, box = with_linear_output(case.network), case.box
+    first = f.layers[0]
+    j = int(np.argmax(np.abs(first.weight).sum(axis=1)))
+    w, b = first.weight.copy(), first.bias.copy()
+    w[j], b[j] = 1.5 * w[j], 1.5 * b[j]  # g's neuron j differs from f's by z / 2: it varies
+    g = f.replace_layers([type(first)(w, b, first.relu), *f.layers[1:]])
+    fs = Side(f, *proven_encoding(f, box, DEFAULT, None))
+    gs = Side(g, *proven_encoding(g, box, DEFAULT, None))
+    pts = probe(box, 40)
+    d = g.preactivations(pts)[0][:, j] - f.preactivations(pts)[0][:, j]
+    assert np.ptp(d) > 0
+    cut = float(d.min() + d.max()) / 2  # contradicted exactly at the points above the cut
+    far = 10.0 * (1.0 + float(np.abs(d).max()))
+    links = {(0, j): (0, j, -far, cut, -far, far)}
+    good, bad = pts[d <= cut], pts[d > cut]
+    monkeypatch.setattr(coupling, "CHECK_ENTRIES", 1)  # one point per chunk
+    clock = FakeClock().install(monkeypatch)
+    late = clock.now - 1.0
+    assert inconsistency(fs, gs, links, np.vstack([good, bad]), deadline=late) is None
+    assert "link" in inconsistency(fs, gs, links, np.vstack([bad, good]), deadline=late)
+    assert "link" in inconsistency(fs, gs, links, np.vstack([good, bad]), deadline=clock.now)
+
+
 def test_sampled_consistency_check_in_chunks_still_finds_the_one_bad_point(monkeypatch) -> None:
     """``inconsistency`` holds a chunk of points at a time (coupling.CHECK_ENTRIES); a link
     contradicted at a single point is still found, and true facts pass."""

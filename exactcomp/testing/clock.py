@@ -59,6 +59,7 @@ CLOCKED = (
     "exactcomp.stability.witnesses",
     "exactcomp.verify.charge",
     "exactcomp.verify.cone_recheck",
+    "exactcomp.verify.coupling",
     "exactcomp.verify.margin",
     "exactcomp.verify.diffbab",
     "exactcomp.verify.differential",

@@ -335,7 +335,9 @@ class _Run(EquivalenceRun):
         )
         links = diff.links
         self.links = len(links)
-        broken = coupling.inconsistency(fs, gs, links, self.points, self.tolerances)
+        broken = coupling.inconsistency(
+            fs, gs, links, self.points, self.tolerances, deadline=self.deadline
+        )
         if broken is not None:
             return self.finish(
                 EquivalenceStatus.UNKNOWN, np.inf, reason=f"internal check failed: {broken}"

@@ -100,17 +100,15 @@ def _class_sums(w: np.ndarray, label: np.ndarray, null: np.ndarray):
     m = w.shape[0]
     if classes.size == live.size:  # no two live units share a class: no sum to form
         return w[:, live[np.argsort(inverse)]], np.ones(m, dtype=bool)
-    member = np.zeros((live.size, classes.size))
-    member[np.arange(live.size), inverse] = 1.0
-    wl = w[:, live]
+    order = np.argsort(inverse, kind="stable")  # the columns class by class
+    starts = np.searchsorted(inverse[order], np.arange(classes.size))
+    wl = w[:, live[order]]  # no dense membership matrix: a layer's own size at most
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum: not ok (caller)
-        sums = wl @ member
-        total = np.abs(wl) @ member
+        sums = np.add.reduceat(wl, starts, axis=1)
+        total = np.add.reduceat(np.abs(wl), starts, axis=1)
         ulp = _quantum(np.where(np.isfinite(wl), wl, 0.0))
-        order = np.argsort(inverse, kind="stable")
-        starts = np.searchsorted(inverse[order], np.arange(classes.size))
-        smallest = np.minimum.reduceat(ulp[:, order], starts, axis=1)
-        count = member.sum(axis=0)
+        smallest = np.minimum.reduceat(ulp, starts, axis=1)
+        count = np.diff(np.append(starts, live.size)).astype(np.float64)
         fits = total * (1.0 + count * _UNIT) <= np.ldexp(smallest, 52)
     exact = fits | (count <= 1.0) | (total == 0.0)
     return sums, exact.all(axis=1)

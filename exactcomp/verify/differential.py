@@ -315,7 +315,8 @@ def bound_differences(
     ``pairs`` are candidate pairs ``(gk, q, fk, p)`` of ReLU neurons
     (:func:`exactcomp.verify.coupling.match_neurons`); a wrong candidate only gives a wide
     link. A ``g`` neuron with several candidates (in order) is linked to the one with the
-    narrowest proven link (the first on a tie; the others are not tried after an exact one). ``f`` and ``g`` must end in a layer without ReLU (their outputs are pre-activations).
+    narrowest proven link (the first on a tie; the others are not tried after an exact one).
+    ``f`` and ``g`` must end in a layer without ReLU (their outputs are pre-activations).
     Once ``time.perf_counter()`` passes ``deadline`` no further link is proven (the neurons
     left are bounded by their intervals), but the outputs are still bounded.
     """

@@ -368,6 +368,32 @@ def test_progress_reports_the_phases(monkeypatch) -> None:
     assert rec.steps > 0
 
 
+def test_no_gradient_search_once_the_time_is_up(monkeypatch) -> None:
+    """The fake clock: differential bounds that spend the whole run's time leave the gradient
+    search nothing (it once spent 8.9 s past the limit on its forward passes alone); the
+    answer is UNKNOWN, out of time."""
+    from exactcomp.testing.clock import FakeClock
+    from exactcomp.verify import differential
+
+    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)
+    clock = FakeClock().install(monkeypatch)
+    real = differential.bound_differences
+
+    def slow(*args, **kw):
+        out = real(*args, **kw)
+        clock.advance(100.0)
+        return out
+
+    monkeypatch.setattr(differential, "bound_differences", slow)
+    f = mlp([2, 6, 6, 2], seed=4)
+    rec = _Recorder()
+    res = verify_equivalence(
+        f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, progress=rec, time_limit=10
+    )
+    assert "differential bounds" in rec.tasks and "gradient search" not in rec.tasks
+    assert res.status is EquivalenceStatus.UNKNOWN and "time" in res.summary()
+
+
 def test_data_rows_are_tried_first() -> None:
     """A difference confined to a tiny ball is found by sampling when a data row lies in it."""
     f = mlp([4, 6, 6, 2], seed=9)

@@ -93,13 +93,8 @@ def test_the_oracle_answers_the_same_through_either_lp(seed, monkeypatch) -> Non
     assert abs(ours_diff - ref_diff) <= 1e-9 * (1.0 + abs(ref_diff))
 
 
-def test_an_lp_budget_counts_every_lp_of_the_enumerations_and_stops_them(monkeypatch) -> None:
-    """:class:`LpBudget` counts each LP that ``max_output_difference`` solves (the
-    enumeration's branching LPs and the maxima), shared across calls; with fewer LPs than a
-    call needs, the call raises :class:`OracleError` after spending exactly the budget."""
-    case = random_case(3, inputs=(2, 3), depth=(2, 3), width=(3, 5), max_neurons=10)
-    f, box = case.network, case.box
-    g = f.replace_layers([type(la)(la.weight * 1.01, la.bias, la.relu) for la in f.layers])
+def counting_lps(monkeypatch) -> list:
+    """A list that grows by one with each LP the oracle solves (its ``lp_argmax`` wrapped)."""
     solved = []
 
     def counted(row, poly, box):
@@ -108,6 +103,17 @@ def test_an_lp_budget_counts_every_lp_of_the_enumerations_and_stops_them(monkeyp
 
     monkeypatch.setattr(regions, "lp_argmax", counted)
     monkeypatch.setattr(oracle, "lp_argmax", counted)
+    return solved
+
+
+def test_an_lp_budget_counts_every_lp_of_the_enumerations_and_stops_them(monkeypatch) -> None:
+    """:class:`LpBudget` counts each LP that ``max_output_difference`` solves (the
+    enumeration's branching LPs and the maxima), shared across calls; with fewer LPs than a
+    call needs, the call raises :class:`OracleError` after spending exactly the budget."""
+    case = random_case(3, inputs=(2, 3), depth=(2, 3), width=(3, 5), max_neurons=10)
+    f, box = case.network, case.box
+    g = f.replace_layers([type(la)(la.weight * 1.01, la.bias, la.relu) for la in f.layers])
+    solved = counting_lps(monkeypatch)
     free = oracle.max_output_difference(f, g, box)
     needed = len(solved)
     assert needed > 10
@@ -128,14 +134,7 @@ def test_an_lp_budget_counts_every_lp_of_the_exact_analysis_and_stops_it(monkeyp
     after spending exactly the budget (the soak's ``F_LPS``: a case too large)."""
     case = random_case(5, inputs=(2, 3), depth=(2, 3), width=(3, 5), max_neurons=10)
     f, box = case.network, case.box
-    solved = []
-
-    def counted(row, poly, box):
-        solved.append(1)
-        return lp_argmax(row, poly, box)
-
-    monkeypatch.setattr(regions, "lp_argmax", counted)
-    monkeypatch.setattr(oracle, "lp_argmax", counted)
+    solved = counting_lps(monkeypatch)
     free = oracle.exact_analysis(f, box)
     needed = len(solved)
     assert needed > 10

@@ -15,7 +15,8 @@ search's claim plus :math:`E`, the proven bound of
 the outputs (a few ``1e-6`` where the rounded network's own proof, a looser pass than the
 search's joint LP, came out 0.2024 against a claim of 0.1401 at ``tol`` 0.2: VNN-COMP's
 dubinsrejoin, written in float64 at twice the bytes); the smaller claim is kept (dense layers
-without factors or merges, whose pads are their own). The search itself stays in float64: only the
+without factors or merges, whose pads are their own; not for a claim of 0, an unedited
+result, whose float64 network stays the input's function: ``LossyResult.save``). The search itself stays in float64: only the
 final network and its claim change.
 
 A low-rank outcome (:mod:`exactcomp.rewrite.lowrank`) stores factors: they are rounded,
@@ -136,7 +137,7 @@ def store(
     limit = out.proven if harder_above is None else harder_above
     if bound > limit and prove_harder is not None:
         bound = min(bound, prove_harder(r.network) + pad)
-    if not bound <= tol and not (r.factors or r.merges):
+    if not bound <= tol and out.proven > 0 and not (r.factors or r.merges):
         bound = min(bound, out.proven + rounding_moves(out.network, r.network, boxes))
     if not bound <= tol:
         return out, _kept(out, f"the {dtype} network is proven within {bound:.6g} > tol {tol:g}")

@@ -15,6 +15,7 @@ import pytest
 from exactcomp import api
 from exactcomp.domain import Box
 from exactcomp.network import Network
+from exactcomp.rewrite.lossy import LossyOutcome
 from exactcomp.rewrite.lowrank import expand, search_lowrank
 from exactcomp.rewrite.storage import holds, store
 from exactcomp.testing import max_output_difference
@@ -122,4 +123,25 @@ def test_low_rank_factors_are_rounded_and_the_pad_kept():
     assert got.proven <= tol
     assert max_output_difference(f, written, BOX).value <= got.proven + 1e-9
     kept, facts = store(out, "float32", got.proven / 2, charger.proven, [BOX])
+    assert kept is out and facts["stored_dtype"] == "float64"
+
+
+def test_a_rounded_network_whose_own_proof_fails_keeps_the_claim_plus_the_rounding():
+    """The rounded network's own proof refused (``inf``, as a looser pass can be): its claim is
+    the search's plus the proven bound on what rounding moves (the triangle inequality), so
+    a float32 model's result is still written in float32 (dubinsrejoin: float64 before, twice
+    the bytes). The oracle: the exact ``max |f - g_r|`` is within that claim; at a ``tol``
+    below it the float64 network and its claim stay."""
+    f = folding_float32()
+    w0 = f.layers[1].weight @ f.layers[0].weight  # the fold: products of float32 numbers
+    b0 = f.layers[1].weight @ f.layers[0].bias + f.layers[1].bias
+    g = Network.from_arrays([w0, f.layers[2].weight], [b0, f.layers[2].bias], dtype="float64")
+    assert not holds(g, "float32")
+    exact = max_output_difference(f, g, BOX).value  # ~1e-15: g is f in float64
+    out = LossyOutcome(g, exact + 1e-3, [], 0)  # a claim of g that holds
+    res, facts = store(out, "float32", 0.5, lambda net: np.inf, [BOX])
+    assert facts == {"stored_dtype": "float32"} and holds(res.network, "float32")
+    assert out.proven < res.proven < out.proven + 1e-5
+    assert max_output_difference(f, res.network, BOX).value <= res.proven
+    kept, facts = store(out, "float32", out.proven, lambda net: np.inf, [BOX])
     assert kept is out and facts["stored_dtype"] == "float64"

@@ -133,7 +133,7 @@ def test_quantize_final_proof_keeps_the_deadline_with_a_weaker_claim(monkeypatch
 
 
 def test_witness_paths_stop_at_the_deadline_and_only_then(monkeypatch, clock):
-    """One path per chunk (``WITNESS_WORK`` tiny), 1 s each: with a 3.5 s deadline four chunks
+    """One path per chunk (``WITNESS_WORK`` tiny, ``WITNESS_ROWS`` 1), 1 s each: with a 3.5 s deadline four chunks
     run (none started past it after the first); with one never reached every path runs and
     the pool holds exactly the points of the one-call search (no deadline)."""
     f, _ = _pair(4)
@@ -158,6 +158,7 @@ def test_witness_paths_stop_at_the_deadline_and_only_then(monkeypatch, clock):
     whole = run(None)
     n_paths = sum(calls)
     monkeypatch.setattr(witnesses, "WITNESS_WORK", 1.0)
+    monkeypatch.setattr(witnesses, "WITNESS_ROWS", 1)
     chunked = run(clock.now + 1e9)  # a deadline never reached: chunks of one path
     assert calls == [1] * n_paths and np.array_equal(chunked.rows(), whole.rows())
     cut = run(clock.now + 3.5)

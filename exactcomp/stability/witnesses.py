@@ -147,6 +147,12 @@ SEARCH_FLOPS = 1e9  # arithmetic budget of the second gradient-search round, per
 #: multiply-adds a row and step up to layer 1) ran two paths of 26 steps per open neuron in
 #: one call, 42 s CPU past the exact pass's 22.5 s (RESULTS.md "rn23").
 WITNESS_WORK = 2.0**31
+#: ... but never fewer paths than this in a chunk: each step of a chunk reads every weight up
+#: to the layer once, whatever its rows, so chunks of a few rows are memory-bound (marabou
+#: cifar10_small, 3 rows a chunk: `stability --budget 60` spent 42.6 s in witnesses, not 12,
+#: and left 169 neurons undecided, not 78; RESULTS.md "lead23"). 32 rows: one chunk is at most
+#: about 1 s (cifar10_small) to 2 s (resnet_2b) of BLAS.
+WITNESS_ROWS = 32
 
 
 def search_signs(
@@ -193,10 +199,13 @@ def search_signs(
 
 def _paths(net, box, k, neurons, signs, starts, steps, deadline) -> np.ndarray:
     """:func:`~exactcomp.search.gradient_points` of every row (best points, then last
-    iterates), in chunks of :data:`WITNESS_WORK`, none started past ``deadline`` after the
-    first: the rows of the chunks run (each row's path is its own); one chunk without one."""
+    iterates), in chunks of :data:`WITNESS_WORK` (:data:`WITNESS_ROWS` rows at least), none
+    started past ``deadline`` after the first: the rows of the chunks run (each row's path
+    is its own); one chunk without a deadline."""
     cost = 4.0 * sum(la.weight.size for la in net.layers[: k + 1]) * (steps + 1)
-    rows = len(neurons) if deadline is None else max(1, int(WITNESS_WORK // max(cost, 1.0)))
+    rows = max(len(neurons), 1)
+    if deadline is not None:
+        rows = max(WITNESS_ROWS, int(WITNESS_WORK // max(cost, 1.0)))
     best, last = [], []
     for at in range(0, len(neurons), rows):
         if at and deadline is not None and time.perf_counter() >= deadline:

@@ -104,9 +104,10 @@ def lossy_table(doc: dict) -> Group:
     t = _table(None, ("layer", *(_LOSSY_HEADERS.get(k, k) for k in keys), ""))
     for row in doc["layers"]:
         t.add_row(*(_cell(row[k]) for k in ["layer", *keys]), "")
+    tol = "" if doc["tol"] is None else f" (tol {doc['tol']})"  # quantize --bits: none
     title = (
-        f"{doc['command']}: proven max |f - g| <= {doc['proven_max_abs_diff']:.4g} "
-        f"(tol {doc['tol']}), sampled {doc['sampled_max_abs_diff']:.4g}"
+        f"{doc['command']}: proven max |f - g| <= {doc['proven_max_abs_diff']:.4g}{tol}, "
+        f"sampled {doc['sampled_max_abs_diff']:.4g}"
     )
     return Group(Text(title, style="bold"), t, Text(caption))
 

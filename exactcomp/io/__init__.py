@@ -212,8 +212,7 @@ def larger_than_input(output: str | Path, model: Any, *, any_format: bool = Fals
     if n_out <= n_src:
         return None
     return (
-        f"the file written ({n_out:,} bytes) is larger than the input {src.name} ({n_src:,} "
-        "bytes): the input holds the network more compactly; keep the input if size matters"
+        f"the file written ({n_out:,} bytes) is larger than the input {src.name} ({n_src:,} bytes)"
     )
 
 

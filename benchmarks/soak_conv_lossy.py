@@ -42,7 +42,7 @@ near-parallel pair in it), in float32:
 A clean :class:`~exactcomp.errors.ExactCompError` is a refusal (counted); any other
 exception is an ``error``. A case whose ``f`` has more than :data:`F_REGIONS` regions is skipped
 as too large for the oracle; a bound past the case's :data:`JOINT_REGIONS` or
-:data:`~exactcomp.testing.soak_checks.JOINT_LPS` is a note.
+:data:`~exactcomp.testing.regions.JOINT_LPS` is a note.
 """
 
 from __future__ import annotations

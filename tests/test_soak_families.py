@@ -400,7 +400,8 @@ def test_every_family_s_joint_enumerations_share_the_case_lp_budget() -> None:
     enumerations, past the soak's 300 s under load): past it, ``maxdiff`` is a note."""
     from exactcomp.testing.oracle import LpBudget
     from exactcomp.testing.random_networks import Case
-    from exactcomp.testing.soak_checks import JOINT_LPS, Checker
+    from exactcomp.testing.regions import JOINT_LPS
+    from exactcomp.testing.soak_checks import Checker
 
     f, g = two_networks_apart()
     c = Checker(Case(f, Box(-np.ones(2), np.ones(2)), 0), SoakOptions(), "fast")

@@ -58,6 +58,20 @@ MAX_REGIONS = 200_000
 #: spend millions of feasibility LPs on few regions (a soak case of ``conv-lossy``, seed
 #: 900xx, ran for over an hour inside one enumeration of fewer than 20,000 regions).
 LPS_PER_REGION = 20
+#: The LPs (branching and maxima) that all the exact ``max |f - g|`` of one case may solve
+#: together (the soak's ``Checker.joint_lps``); past them a bound is a note ("oracle skipped"),
+#: like any oracle skip. A joint region costs 1-20 LPs: a copy whose hyperplanes nearly
+#: coincide with ``f``'s splits every region into slivers found by LP (conv-compress seed 6,
+#: ``f`` against its compressed copy, 1,128 -> 13,752 regions by 86,021 LPs; "ccsoak21"; the
+#: ``conv`` family's seed 6, 250,000 LPs in three enumerations, 230-280 s at load ~1, past the
+#: soak's 300 s at load 6). The region cap alone let a case spend 20 LPs per region. 100,000
+#: of the oracle's LPs (0.3-0.6 ms CPU each through highspy): 155 s wall at load 3.4-3.8.
+JOINT_LPS = 100_000
+#: The LPs of ``f``'s own exact analysis (ranges and branching; the soak's ``Checker``); past them
+#: the case is too large for the oracle, as past ``max_regions``. The ``conv`` family's seed
+#: 23717 spent 405,000 LPs (405 s at load ~3) on 20,000 regions before the region cap
+#: stopped it; 150,000 LPs are 100-150 s.
+F_LPS = 150_000
 
 
 class OracleError(RuntimeError):

@@ -36,23 +36,10 @@ from .oracle import ExactAnalysis, LpBudget, OracleError, exact_analysis
 from .oracle import max_output_difference as exact_max_difference
 from .random_networks import Case
 from .rational import compare_exactly
+from .regions import F_LPS, JOINT_LPS
 from .soak_results import CaseResult, Finding, SoakOptions, skipped_result
 
 ROUNDING = 1e-12
-#: The LPs (branching and maxima) that all the exact ``max |f - g|`` of one case may solve
-#: together (:attr:`Checker.joint_lps`); past them a bound is a note ("oracle skipped"),
-#: like any oracle skip. A joint region costs 1-20 LPs: a copy whose hyperplanes nearly
-#: coincide with ``f``'s splits every region into slivers found by LP (conv-compress seed 6,
-#: ``f`` against its compressed copy, 1,128 -> 13,752 regions by 86,021 LPs; "ccsoak21"; the
-#: ``conv`` family's seed 6, 250,000 LPs in three enumerations, 230-280 s at load ~1, past the
-#: soak's 300 s at load 6). The region cap alone let a case spend 20 LPs per region. 100,000
-#: of the oracle's LPs (0.3-0.6 ms CPU each through highspy): 155 s wall at load 3.4-3.8.
-JOINT_LPS = 100_000
-#: The LPs of ``f``'s own exact analysis (ranges and branching; :class:`Checker`); past them
-#: the case is too large for the oracle, as past ``max_regions``. The ``conv`` family's seed
-#: 23717 spent 405,000 LPs (405 s at load ~3) on 20,000 regions before the region cap
-#: stopped it; 150,000 LPs are 100-150 s.
-F_LPS = 150_000
 T = TypeVar("T")
 
 
@@ -249,14 +236,8 @@ class Checker:
 
     def maxdiff(self, g: Network, floor: float):
         try:
-            return exact_max_difference(
-                self.f,
-                g,
-                self.box,
-                floor=floor,
-                max_regions=self.opts.max_regions,
-                budget=self.joint_lps,
-            )
+            cap = {"max_regions": self.opts.max_regions, "budget": self.joint_lps}
+            return exact_max_difference(self.f, g, self.box, floor=floor, **cap)
         except OracleError as exc:
             self.notes.append(f"oracle skipped: {exc}")
             return None

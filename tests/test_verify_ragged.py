@@ -72,3 +72,31 @@ def test_ragged_bounds_equal_batched_and_enclose_samples(seed, chunk, monkeypatc
             x = rng.uniform(lo[n], hi[n], size=(200, 3))
             zs = net.preactivations(x)[k]
             assert (zs >= zl[n] - 1e-12).all() and (zs <= zu[n] + 1e-12).all()
+
+
+def _pad_by_products(net, k, root, mag_x):
+    """``static_pad``'s sum as it reads, through the products ``|W_k| D_{k-1} ... |W_j|``."""
+    mag = [np.maximum(np.abs(lo), np.abs(hi)) for lo, hi in root]
+    a = np.abs(net.layers[k].weight)
+    scale = a @ mag[k - 1] + np.abs(net.layers[k].bias)
+    for j in range(k - 1, -1, -1):
+        lj = net.layers[j]
+        if lj.relu:
+            a = a * (root[j][1] >= 0.0)
+        below = mag[j - 1] if j > 0 else mag_x
+        scale = scale + a @ (2 * mag[j]) + a @ (np.abs(lj.weight) @ below + np.abs(lj.bias))
+        a = a @ np.abs(lj.weight)
+    return 2 * scale + a @ mag_x
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_static_pad_is_the_sum_through_the_products(seed) -> None:
+    """Horner's rule (matrix-vector products) gives the sum of the products' form."""
+    net = _net(seed)
+    box = Box(-np.ones(3), np.ones(3))
+    root = linear_bounds(net, box, tol=DEFAULT)
+    mag = np.ones(3) * (1 + seed)
+    for k in range(1, len(net.layers)):
+        want = _pad_by_products(net, k, root, mag)
+        got = static_pad(net, k, root, mag, DEFAULT)[: len(want)] - DEFAULT.bound_abs
+        np.testing.assert_allclose(got / DEFAULT.bound_rel, want, rtol=1e-12)

@@ -41,19 +41,26 @@ def static_pad(
     ``|A_j| <= |W_k| D_{k-1} |W_{k-1}| ... D_j |W_j|`` elementwise (``D`` the 0/1 masks), the
     offsets ``|t| = |s l| <= |l|``, and the constant term is a sum of terms already counted.
     Returns the pad of each row of the back-substitution (lower bounds, then upper bounds).
+    The sum is ``2 (|W_k| m_{k-1} + |b_k| + sum_j A_j v_j) + A_0 |W_0| m_x`` with
+    ``A_j = |W_k| D_{k-1} |W_{k-1}| ... |W_{j+1}| D_j`` and ``v_j = 2 m_j + |W_j| m_{j-1} +
+    |b_j|`` (``m`` the magnitudes): evaluated from the input up by Horner's rule,
+    ``u_0 = 2 v_0 + |W_0| m_x``, ``u_j = 2 v_j + |W_j| D_{j-1} u_{j-1}``, it is
+    ``2 (|W_k| m_{k-1} + |b_k|) + |W_k| D_{k-1} u_{k-1}``: matrix-vector products only (the
+    products ``|W_k| ... |W_j|`` of a wide network cost 2.8 s on VNN-COMP resnet_2b).
     """
-    w, b = net.layers[k].weight, net.layers[k].bias
     mag = [np.maximum(np.abs(lo), np.abs(hi)) for lo, hi in root]  # |relu(z)| <= |z|
-    a = np.abs(w)
-    scale = a @ mag[k - 1] + np.abs(b)
-    for j in range(k - 1, -1, -1):
+
+    def live(j: int, u: np.ndarray) -> np.ndarray:  # D_j u: 0 below 0 on the root box
+        return u * (root[j][1] >= 0.0) if net.layers[j].relu else u
+
+    u = mag_x
+    for j in range(k):
         lj = net.layers[j]
-        if lj.relu:
-            a = a * (root[j][1] >= 0.0)  # below 0 on the root box: slope 0 on every box
         below = mag[j - 1] if j > 0 else mag_x
-        scale = scale + a @ (2 * mag[j]) + a @ (np.abs(lj.weight) @ below + np.abs(lj.bias))
-        a = a @ np.abs(lj.weight)
-    scale = 2 * scale + a @ mag_x
+        v = 2 * mag[j] + np.abs(lj.weight) @ below + np.abs(lj.bias)
+        u = 2 * v + np.abs(lj.weight) @ (live(j - 1, u) if j > 0 else u)
+    w, b = net.layers[k].weight, net.layers[k].bias
+    scale = 2 * (np.abs(w) @ mag[k - 1] + np.abs(b)) + np.abs(w) @ live(k - 1, u)
     return np.concatenate([pad(scale, tol), pad(scale, tol)])
 
 

@@ -293,14 +293,18 @@ def _ragged_difference(f, g, k, relax, lo, hi, mag_x, tol, box, neuron):
         const += lam_z @ fj.bias + lam_d @ db
         az, ad = np.abs(lam_z), np.abs(lam_d)
         scale += az @ np.abs(fj.bias) + ad @ np.abs(db)
-        reach = az @ np.abs(fj.weight) + ad @ np.abs(dw)
+        # |lam| |W| m, with the matrix times the magnitudes first: per box, not per row
         if j == 0:
-            scale += reach @ mag_x
+            scale += az @ (np.abs(fj.weight) @ mag_x) + ad @ (np.abs(dw) @ mag_x)
             coef = lam_z @ fj.weight + lam_d @ dw  # on x
             break
         below = relax[j - 1]
-        scale += np.einsum("rn,rn->r", reach, below.mag_a[rows])
-        scale += np.einsum("rn,rn->r", ad @ np.abs(gj.weight), below.mag_d[rows])
+        used, at = np.unique(rows, return_inverse=True)
+        reach_a = (np.abs(fj.weight) @ below.mag_a[used].T).T[at]
+        reach_d = (np.abs(dw) @ below.mag_a[used].T).T[at]
+        reach_g = (np.abs(gj.weight) @ below.mag_d[used].T).T[at]
+        scale += np.einsum("rn,rn->r", az, reach_a) + np.einsum("rn,rn->r", ad, reach_d)
+        scale += np.einsum("rn,rn->r", ad, reach_g)
         mu, nu = lam_d @ gj.weight, lam_z @ fj.weight + lam_d @ dw
     c, rad = (lo + hi) / 2, (hi - lo) / 2
     value = np.einsum("rd,rd->r", coef, c[rows]) + np.einsum("rd,rd->r", np.abs(coef), rad[rows])

@@ -91,8 +91,9 @@ from .tighten import tightened_pair
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)
 #: A pair's symbolic proof costs about this many times ``f``'s own bounds (``Pair.prepare``;
-#: resnet_2b: 27.8 against 12.7 s CPU, RESULTS.md "rn23"): :attr:`Charger.seconds` before the
-#: first proof, so that a deadline refuses a first proof that cannot end in time.
+#: resnet_2b: 27.8 against 12.7 s CPU, RESULTS.md "rn23"; 24.5 against 10.8 s since both
+#: form their rounding pads by matrix-vector products, "lead24"): :attr:`Charger.seconds`
+#: before the first proof, so that a deadline refuses a first proof that cannot end in time.
 PROOF_PER_PREPARE = 2.2
 
 

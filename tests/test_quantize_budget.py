@@ -460,3 +460,36 @@ def test_the_greedy_returns_no_width_that_saves_nothing_over_a_wider_one(seed, t
     proven = Charger(f, [BOX]).proven(g)
     assert max_output_difference(f, g, BOX).value <= proven + 1e-9
     assert proven <= tol
+
+
+def test_symbolic_pass_late_at_its_pace(monkeypatch) -> None:
+    """A pass whose first products, at their pace, would end the rest past ``end`` stops
+    there (``Late``) instead of running past it; with time to spare it ends and claims."""
+    import dataclasses
+
+    from exactcomp.bounds.linear import Late
+    from exactcomp.verify import forms, symbolic
+
+    clock = FakeClock().install(monkeypatch)
+    f = _net(3)
+    g = quantize_network(f, [4] * len(f.layers)).network
+    pair = symbolic.Pair.prepare(f, f, BOX, range(f.output_size))
+    real = forms.Forms.affine
+
+    def slow(self, w, *rest):  # one second per 8 weights multiplied
+        clock.sleep(w.size / 8)
+        return real(self, w, *rest)
+
+    monkeypatch.setattr(forms.Forms, "affine", slow)
+    lo, hi = BOX.lower[None], BOX.upper[None]
+    start = clock.now
+    whole = symbolic.difference_bounds(dataclasses.replace(pair, g=g), lo, hi)
+    took = clock.now - start  # layers 1-3: (32 + 24 + 6) / 8 s, three products each
+    assert took == pytest.approx(3 * 62 / 8)
+    at_pace = dataclasses.replace(pair, g=g, end=clock.now + took - 1.0)
+    start = clock.now
+    with pytest.raises(Late):
+        symbolic.difference_bounds(at_pace, lo, hi)
+    assert clock.now - start == pytest.approx(3 * 32 / 8)  # after layer 1: 32 of 62 done
+    in_time = dataclasses.replace(pair, g=g, end=clock.now + took + 1.0)
+    np.testing.assert_array_equal(symbolic.difference_bounds(in_time, lo, hi).hi, whole.hi)

@@ -217,9 +217,14 @@ class Late(Exception):
     nothing (the caller falls back to a cheaper sound bound, or keeps what it has)."""
 
 
-def check_end(end: float | None) -> None:
-    """:class:`Late` once ``end`` (``time.perf_counter``; ``None``: never) has passed."""
-    if end is not None and time.perf_counter() >= end:
+def check_end(end: float | None, begun: float = 0.0, share: float = 0.0) -> None:
+    """:class:`Late` once ``end`` (``time.perf_counter``; ``None``: never) has passed, or,
+    given the pass's start ``begun`` and the ``share`` of its work done (0 to 1), once the
+    rest at the pace so far would end past it (sound either way: a late pass claims nothing)."""
+    if end is None:
+        return
+    now = time.perf_counter()
+    if now >= end or (share > 0 and begun + (now - begun) / share > end):
         raise Late
 
 

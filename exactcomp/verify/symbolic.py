@@ -113,6 +113,7 @@ the absolute values of the terms at any point of the *root* box (for an affine m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -148,8 +149,8 @@ def paired(f: Network, g: Network, points: np.ndarray, rel: float = 0.25) -> boo
 
     A heuristic for whether splitting is worth *trying* (soundness never depends on it): on the
     sampled ``points``, every paired pre-activation must differ by at most ``rel`` times the
-    size of ``f``'s neuron there (its range plus its largest magnitude). A quantised or fine-tuned copy passes; a permuted or
-    rescaled copy (whose differences are as wide as the neurons) does not.
+    size of ``f``'s neuron there (its range plus its largest magnitude). A quantised or
+    fine-tuned copy passes; a permuted or rescaled copy (differences as wide as neurons) not.
     """
     if not comparable(f, g):
         return False
@@ -175,14 +176,11 @@ class DifferenceBounds:
 
     def differences(self, f: Network, n: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
         """Box ``n``'s bounds of ``d_k = z^g_k - z^f_k`` per hidden layer ``k`` (from ``inner``)."""
-        out, pos = [], 0
-        for la in f.layers[:-1]:
-            w = la.out_features
-            out.append(
-                (self.inner[n, pos + 2 * w : pos + 3 * w], self.inner[n, pos + 3 * w : pos + 4 * w])
-            )
-            pos += 4 * w
-        return out
+        ends = np.cumsum([0] + [4 * la.out_features for la in f.layers[:-1]])
+        return [
+            tuple(np.split(self.inner[n, a:b], 4)[2:])
+            for a, b in zip(ends[:-1], ends[1:], strict=True)
+        ]
 
 
 @dataclass(frozen=True, eq=False)
@@ -266,8 +264,11 @@ def _difference_bounds(
     inner: list[np.ndarray] = []  # what children inherit (DifferenceBounds.inner)
     pos = 0  # where this layer's bounds start in ``known``
     relax: list[Relaxation] = []  # per hidden layer, for the back-substitution
+    # the work before layer k: its products' sizes (layer 0's forms are its weights, no product)
+    work = np.cumsum([0, 0] + [la.weight.size for la in f.layers[1:]])
+    begun = time.perf_counter()
     for k, (lf_, lg_) in enumerate(zip(f.layers, g.layers, strict=True)):
-        check_end(pair.end if k else None)  # between two layers
+        check_end(pair.end if k else None, begun, work[k] / max(work[-1], 1))  # between layers
         rows = list(outputs) if k == last else slice(None)
         wf, bf = lf_.weight[rows], lf_.bias[rows]
         wg, bg = lg_.weight[rows], lg_.bias[rows]

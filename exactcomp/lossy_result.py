@@ -45,6 +45,9 @@ class LossyResult:
     #: no lossy edit was accepted: ``network`` is ``reference``'s function but for its rounding
     #: to the model's dtype (``proven`` may be that rounding's bound): :func:`write_source`
     unedited: bool = False
+    #: ``quantize`` of a DAG: its own file quantised (:mod:`exactcomp.io.onnx_requant`), what
+    #: an ``.onnx`` target gets (``network`` is read back from it)
+    source: Any = None
 
     def save(
         self, path: str | Path, *, inputs: Sequence[str | Path] = (), overwrite: bool = False
@@ -64,7 +67,12 @@ class LossyResult:
             if facts:
                 self.report.update(facts)
                 return
-        if self.grids is not None and target.suffix.lower() == ".onnx":
+        if self.source is not None and target.suffix.lower() == ".onnx":
+            from .io.onnx_requant import save_quantized_source
+
+            _io.check_save_path(target, inputs)
+            save_quantized_source(self.source, target)
+        elif self.grids is not None and target.suffix.lower() == ".onnx":
             from .io.onnx_quant import save_quantized_onnx
 
             _io.check_save_path(target, inputs)

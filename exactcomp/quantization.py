@@ -29,7 +29,7 @@ from .approx import (
     check_tol,
     original_charger,
 )
-from .errors import InvalidOptionError
+from .errors import InvalidNetworkError, InvalidOptionError, UnsupportedModelError
 from .io.binding import bind_domain, load
 from .lossy_result import LossyResult, check_data, report_document, source_bytes
 from .progress import SILENT, Progress
@@ -43,11 +43,12 @@ from .rewrite.bitwidths import (
 )
 from .rewrite.compensation import domain_compensation
 from .rewrite.kernels import stored_weights
-from .rewrite.quantize import BITS, check_bits, fits_float16, quantize_network
+from .rewrite.quantize import BITS, check_bits, fits_float16, quantize_network, quantize_weight
 from .rewrite.structural import drop_unused_grids
 from .verify.charge import SPLIT_MAX_INPUTS
 from .verify.falsify import sampled_max_difference
 from .verify.margin import top1_tolerance
+from .verify.symbolic import comparable
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
 BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
@@ -150,10 +151,12 @@ def quantize(
     # that share before it, the sampling takes the rest
     stop = t0 + (1 - FINAL_SHARE) * time_limit
     final_end = t0 + (1 - FINAL_SHARE / 2) * time_limit
+    src = _source(model, f, bits) if tol is None else None  # a DAG: its own file quantised
     progress.task("bounds of the original", 1)
     # the bounds phase ends BOUNDS_SHARE into the deadline: the tightening, last, stops there
     moments_end = t0 + COMPENSATION_SHARE * time_limit
-    comp = domain_compensation(base, boxes, moments_end) if method == "corrected" else None
+    corrected = method == "corrected" and src is None
+    comp = domain_compensation(base, boxes, moments_end) if corrected else None
     charger = original_charger(ref, boxes, t0, time_limit, tighten_seconds, final_end)
     n = len(base.layers)
     lp_end = time.perf_counter() + lp_seconds
@@ -182,10 +185,11 @@ def quantize(
         chosen, lp_bound = narrow_with_lp(base, charger, tol, ladder, chosen, end, comp)
     progress.task("final proof", 1)
     qn = quantize_network(base, chosen, comp)
+    g = qn.network if src is None else src.network
     now = time.perf_counter()
     left = 0.0 if np.isfinite(lp_bound) else max(min(lp_end, final_end) - now, 0.0)
     proven = charger.proven(
-        qn.network,
+        g,
         split_seconds=split_seconds,
         target=tol or 0.0,
         lp_seconds=left,
@@ -196,18 +200,30 @@ def quantize(
     )
     proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
     progress.task("sampling", 1)
-    sampled = sampled_max_difference(f, qn.network, boxes, proven=proven, deadline=t0 + time_limit)
+    sampled = sampled_max_difference(f, g, boxes, proven=proven, deadline=t0 + time_limit)
     progress.advance()
-    small, grids = drop_unused_grids(qn.network, qn.weights)
-    layers = [
-        {
-            "layer": k,
-            "action": _action(g, la),
-            "bits": (32 if stored_weights(la) else 0) if g is None else g.storage_bits,
-            "entropy_bits": None if g is None else g.entropy(),
-        }
-        for k, (g, la) in enumerate(zip(grids, small.layers, strict=True))
-    ]
+    if src is None:
+        small, grids = drop_unused_grids(qn.network, qn.weights)
+        layers = [
+            {
+                "layer": k,
+                "action": _action(q, la),
+                "bits": (32 if stored_weights(la) else 0) if q is None else q.storage_bits,
+                "entropy_bits": None if q is None else q.entropy(),
+            }
+            for k, (q, la) in enumerate(zip(grids, small.layers, strict=True))
+        ]
+        per_weight, entropy = qn.bits_per_weight(), qn.entropy_bits()
+    else:  # the file's own tensors are the rows; the chain read from it is not written
+        small, grids = g, None
+        layers = [
+            {"layer": k, "tensor": name, "action": _action(q, None), "bits": q.storage_bits,
+             "entropy_bits": q.entropy()}
+            for k, (name, q) in enumerate(zip(src.names, src.grids, strict=True))
+        ]  # fmt: skip
+        total = max(sum(q.q.size for q in src.grids), 1)
+        per_weight = sum(q.q.size * q.storage_bits for q in src.grids) / total
+        entropy = sum(q.q.size * q.entropy() for q in src.grids) / total
     doc = report_document(
         f,
         small,
@@ -223,15 +239,34 @@ def quantize(
         command="quantize",
         method=method,
         bits=bits,
-        bits_per_weight=qn.bits_per_weight(),
-        entropy_bits_per_weight=qn.entropy_bits(),
+        bits_per_weight=per_weight,
+        entropy_bits_per_weight=entropy,
         proofs=charger.calls,
         proofs_late=charger.late,
         **top1,
     )
     if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
         doc["top1_proven"] = bool(proven < top1["margin_proven_min"] / 2)
-    return LossyResult(f, small, tuple(grids), proven, sampled, doc, qn.network, ref)
+    if src is not None:
+        doc["weights"] = "the input file's own tensors, its graph kept"
+    grids = None if grids is None else tuple(grids)
+    return LossyResult(f, small, grids, proven, sampled, doc, g, ref, source=src)
+
+
+def _source(model: Any, f, bits: float):
+    """The input file quantised as it is (:mod:`exactcomp.io.onnx_requant`, round to nearest
+    per output channel) when ``f`` is a DAG read as a chain of carrying layers (whose chain,
+    written, would be dense) and the network read back pairs with ``f`` layer by layer."""
+    path = f.meta.get("source")
+    if not f.meta.get("carried") or isinstance(model, LossyResult) or not path:
+        return None
+    from .io.onnx_requant import quantized_source  # onnx, only for such a file
+
+    try:  # the file read back is checked against onnxruntime (which may fuse otherwise)
+        src = quantized_source(path, bits, quantize_weight)
+    except (InvalidNetworkError, UnsupportedModelError, ValueError):
+        return None  # the chain is quantised and written instead
+    return src if src is not None and comparable(f, src.network) else None
 
 
 def _action(g, layer) -> str:

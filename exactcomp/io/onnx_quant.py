@@ -31,7 +31,7 @@ INT2_OPSET = 25
 INT2_IR_VERSION = 13
 
 
-def _int_tensor(q: np.ndarray, name: str, storage: int) -> onnx.TensorProto:
+def int_tensor(q: np.ndarray, name: str, storage: int) -> onnx.TensorProto:
     """``q`` as an INT8, INT4 or INT2 initialiser (``storage`` bits, packed)."""
     if storage == 8:
         return numpy_helper.from_array(q.astype(np.int8), name)
@@ -73,10 +73,10 @@ def build_quantized_model(net, grids: Sequence[Any], like: Any = None):
                 )
             )
             continue
-        graph.initializer.append(_int_tensor(g.q, f"{name}_q", g.storage_bits))
+        graph.initializer.append(int_tensor(g.q, f"{name}_q", g.storage_bits))
         graph.initializer.append(numpy_helper.from_array(g.scale.astype(np.float32), f"{name}_s"))
         zero = np.zeros(g.q.shape[0], np.int8)
-        graph.initializer.append(_int_tensor(zero, f"{name}_z", g.storage_bits))
+        graph.initializer.append(int_tensor(zero, f"{name}_z", g.storage_bits))
         new_nodes.append(
             helper.make_node(
                 "DequantizeLinear",

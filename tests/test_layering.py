@@ -170,6 +170,7 @@ ALLOWED_THIRD_PARTY = {
         "io/onnx_handlers.py",
         "io/onnx_io.py",
         "io/onnx_quant.py",
+        "io/onnx_requant.py",
         "io/onnx_sparse.py",
         "io/onnx_types.py",
     },

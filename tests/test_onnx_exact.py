@@ -590,3 +590,17 @@ def test_an_out_of_range_gather_or_slice_of_the_input_is_refused_by_name(
     inits = inits | {"W": np.ones((1, 2), np.float32)}
     with pytest.raises(UnsupportedModelError, match=f"g_7.*{match}"):
         load_onnx(_save(tmp_path, _model(nodes, inits, [1, 3], [1, 2])))
+
+
+@pytest.mark.parametrize(
+    ("shape", "numbers"), [([3, 2], "all 6 numbers"), ([3, "n"], "all numbers")]
+)
+def test_a_fixed_first_axis_above_one_is_refused_as_a_batch_by_name(tmp_path, shape, numbers):
+    """nn4sys' ``pensieve_small_parallel`` takes a ``[12, 8]`` input, all 96 numbers one
+    sample: the refusal says the first axis is read as the batch, not that it is one."""
+    nodes = [n("Flatten", ["x"], ["f"], axis=0), n("MatMul", ["f", "W"], ["y"])]
+    model = _model(nodes, {"W": np.ones((6, 1), np.float32)}, shape, [1, 1])
+    with pytest.raises(
+        UnsupportedModelError, match=f"first axis \\(3\\) is read as the batch.*{numbers}"
+    ):
+        load_onnx(_save(tmp_path, model))

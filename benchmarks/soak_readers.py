@@ -10,7 +10,8 @@ user's module whose ``forward`` branches on flags and checks, plain or frozen:
 ``torch.onnx.export`` (opset 11/13/17), an ONNX graph written by hand
 (``Gemm`` with ``transB`` or ``MatMul`` + ``Add``, a ``Flatten``/``Reshape`` in front, or
 on one plain headless seed in two, nn4sys' and ERAN's layout: a 1-D input and
-``MatMul(W, h)`` weight first, :func:`weight_first`) or a
+``MatMul(W, h)`` weight first, :func:`weight_first`; on another in two, nn4sys' pensieve
+layout: the input read through ``Gather`` or ``Slice`` + ``Concat``, :func:`input_selection`) or a
 ``.nnet`` file; in float32, float64 or float16 (ONNX: float32/float64; ``.nnet``: text);
 ending in no head or one of :data:`HEADS`; one of :data:`VARIANTS`: plain, ``Flatten`` /
 ``Dropout`` / ``Identity`` in between, ``BatchNorm1d`` after each Linear (folded) or after
@@ -226,6 +227,44 @@ def weight_first(case: ReaderCase) -> bool:
     return plain and bool((case.seed >> 3) & 1)
 
 
+def input_selection(case: ReaderCase) -> bool:
+    """Whether a hand-written ONNX case reads its input through ``Gather``/``Slice`` (nn4sys'
+    pensieve networks slice their input: audit24); from the seed's bits, as :func:`weight_first`."""
+    plain = case.form == "onnx-hand" and case.variant == "plain" and not weight_first(case)
+    return plain and bool((case.seed >> 4) & 1)
+
+
+def _selection_front(n: int, seed: int) -> tuple[list, list, np.ndarray]:
+    """Nodes and initialisers taking ``x`` (``N x n``) to ``xs = x[:, perm]``, and ``perm``:
+    a ``Gather`` of a permutation (some indices negative), or a reversing ``Slice`` (step -1)
+    cut in two by two ``Slice``s and concatenated the other way round."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed + 7919)
+
+    def c(v: Any, name: str) -> Any:
+        return numpy_helper.from_array(np.asarray(v, np.int64), name)
+
+    if (seed >> 5) & 1:
+        perm = rng.permutation(n)
+        idx = np.where(rng.random(n) < 0.5, perm - n, perm)  # negative: from the end
+        node = helper.make_node("Gather", ["x", "sel_gi"], ["xs"], axis=1)
+        return [node], [c(idx, "sel_gi")], perm
+    k = int(rng.integers(1, n)) if n > 1 else 0
+    nodes = [helper.make_node("Slice", ["x", "sel_m1", "sel_end", "sel_ax", "sel_m1"], ["sel_rev"])]
+    inits = [c([-1], "sel_m1"), c([-(n + 1)], "sel_end"), c([1], "sel_ax"), c([0], "sel_0")]
+    if k:
+        inits += [c([k], "sel_k"), c([n], "sel_n")]
+        nodes += [
+            helper.make_node("Slice", ["sel_rev", "sel_0", "sel_k", "sel_ax"], ["sel_lo"]),
+            helper.make_node("Slice", ["sel_rev", "sel_k", "sel_n", "sel_ax"], ["sel_hi"]),
+            helper.make_node("Concat", ["sel_hi", "sel_lo"], ["xs"], axis=1),
+        ]
+    else:
+        nodes.append(helper.make_node("Identity", ["sel_rev"], ["xs"]))
+    return nodes, inits, np.roll(np.arange(n)[::-1], -k)
+
+
 def _hand_onnx(case: ReaderCase, model: Any) -> bytes:
     """``model`` as an ONNX graph written by hand: a ``Flatten`` or ``Reshape([-1, n])`` in
     front (``flatten`` variant), each Linear as ``Gemm(transB=1)`` or ``MatMul`` + ``Add``
@@ -242,11 +281,15 @@ def _hand_onnx(case: ReaderCase, model: Any) -> bytes:
             inits.append(numpy_helper.from_array(np.array([-1, case.shape[0]], np.int64), "shp"))
             nodes.append(helper.make_node("Reshape", [h, "shp"], ["xf"]))
         h = "xf"
-    k, first = 0, weight_first(case)
+    k, first, perm = 0, weight_first(case), None
+    if input_selection(case):
+        front, front_inits, perm = _selection_front(case.shape[0], case.seed)
+        nodes, inits, h = nodes + front, inits + front_inits, "xs"
     for m in model:
         kind = type(m).__name__
         if kind == "Linear":
             w = _np(m.weight).astype(dt)
+            w = w[:, perm] if perm is not None and k == 0 else w  # reads x[:, perm]
             b = _np(m.bias).astype(dt) if m.bias is not None else np.zeros(m.out_features, dt)
             if first:  # y = W @ h + b on a 1-D h
                 inits += [numpy_helper.from_array(w, f"W{k}"), numpy_helper.from_array(b, f"B{k}")]

@@ -407,6 +407,57 @@ def _handler_cases():
             | v,
             [1, 3],
         ),
+        "slice_gather_of_the_input": (  # nn4sys' pensieve networks slice their input
+            [
+                n("Slice", ["x", "s1", "e1", "a1", "k1"], ["s"]),
+                n("Slice", ["x", "s2", "e2", "a2", "k2"], ["r"]),
+                n("Gather", ["x", "gi"], ["g"], axis=1),
+                n("Flatten", ["g"], ["gf"]),
+                n("Gather", ["x", "g3"], ["g0"], axis=-1),
+                n("Unsqueeze", ["g0", "ax1"], ["g0u"]),
+                n("Concat", ["s", "r", "gf", "g0u"], ["cat"], axis=1),
+                n("MatMul", ["cat", "W"], ["z"]),
+                *head,
+            ],
+            {
+                "s1": np.array([1], np.int64),
+                "e1": np.array([7], np.int64),
+                "a1": np.array([1], np.int64),
+                "k1": np.array([2], np.int64),
+                "s2": np.array([-1], np.int64),
+                "e2": np.array([-100], np.int64),
+                "a2": np.array([-1], np.int64),
+                "k2": np.array([-3], np.int64),
+                "gi": np.array([[-1, 0], [2, 2]], np.int64),
+                "g3": np.array(3, np.int64),
+                "ax1": np.array([1], np.int64),
+                "W": w(11, 4),
+            }
+            | v,
+            [1, 8],
+        ),
+        "slice_branches_each_with_a_relu": (
+            [
+                n("Slice", ["x", "z0", "e3", "a1"], ["xa"]),
+                n("Slice", ["x", "e3", "e6", "a1"], ["xb"]),
+                n("MatMul", ["xa", "Wa"], ["pa"]),
+                n("Relu", ["pa"], ["ha"]),
+                n("MatMul", ["xb", "Wb"], ["pb"]),
+                n("Relu", ["pb"], ["hb"]),
+                n("Concat", ["ha", "hb"], ["z"], axis=1),
+                *head,
+            ],
+            {
+                "z0": np.array([0], np.int64),
+                "e3": np.array([3], np.int64),
+                "e6": np.array([6], np.int64),
+                "a1": np.array([1], np.int64),
+                "Wa": w(3, 2),
+                "Wb": w(3, 2),
+            }
+            | v,
+            [1, 6],
+        ),
     }
 
 
@@ -509,3 +560,47 @@ def test_the_domain_is_checked_once_per_command_and_again_for_another_network(
     import pickle
 
     assert type(pickle.loads(pickle.dumps(bound))) is tuple  # a worker checks again
+
+
+@pytest.mark.parametrize(
+    ("node", "inits", "match"),
+    [
+        (
+            n("Gather", ["x", "i"], ["z"], axis=1, name="g_7"),
+            {"i": np.array([3], np.int64)},
+            "index",
+        ),
+        (
+            n("Gather", ["x", "i"], ["z"], axis=2, name="g_7"),
+            {"i": np.array([0], np.int64)},
+            "axis 2",
+        ),
+        (
+            n("Slice", ["x", "b", "e", "a"], ["z"], name="g_7"),
+            {"b": np.array([0]), "e": np.array([2]), "a": np.array([3])},
+            "axis 3",
+        ),
+    ],
+)
+def test_an_out_of_range_gather_or_slice_of_the_input_is_refused_by_name(
+    tmp_path, node, inits, match
+):
+    """Indices or axes outside the tensor are undefined in ONNX: refused, naming the node."""
+    nodes = [node, n("MatMul", ["z", "W"], ["y"])]
+    inits = inits | {"W": np.ones((1, 2), np.float32)}
+    with pytest.raises(UnsupportedModelError, match=f"g_7.*{match}"):
+        load_onnx(_save(tmp_path, _model(nodes, inits, [1, 3], [1, 2])))
+
+
+@pytest.mark.parametrize(
+    ("shape", "numbers"), [([3, 2], "all 6 numbers"), ([3, "n"], "all numbers")]
+)
+def test_a_fixed_first_axis_above_one_is_refused_as_a_batch_by_name(tmp_path, shape, numbers):
+    """nn4sys' ``pensieve_small_parallel`` takes a ``[12, 8]`` input, all 96 numbers one
+    sample: the refusal says the first axis is read as the batch, not that it is one."""
+    nodes = [n("Flatten", ["x"], ["f"], axis=0), n("MatMul", ["f", "W"], ["y"])]
+    model = _model(nodes, {"W": np.ones((6, 1), np.float32)}, shape, [1, 1])
+    with pytest.raises(
+        UnsupportedModelError, match=f"first axis \\(3\\) is read as the batch.*{numbers}"
+    ):
+        load_onnx(_save(tmp_path, model))

@@ -314,6 +314,20 @@ def test_readers_family_is_clean(seed: int) -> None:
     assert not result.findings, result.findings
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("seed", [187, 279, 1267])  # Gather; Slice cut in two; Slice of 1 input
+def test_readers_family_reads_an_input_through_gather_or_slice(seed: int) -> None:
+    """Seeds whose hand-written ONNX reads its input through ``Gather`` or ``Slice`` +
+    ``Concat`` (nn4sys' pensieve layout, audit24) are drawn so and read without a finding."""
+    pytest.importorskip("torch")
+    from benchmarks.soak_readers import input_selection, reader_case
+
+    assert input_selection(reader_case(seed)[0])
+    doc, result = run_case("readers", seed, TINY)
+    assert not result.findings, result.findings
+    assert result.statuses.get("onnx-hand read") == 1
+
+
 def test_reader_check_catches_a_dropped_head() -> None:
     """A reader that lost the Softmax head (the logits read as the output) is a ``read``
     finding; the same network with its head is not."""

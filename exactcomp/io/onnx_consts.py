@@ -2,7 +2,10 @@
 ``DequantizeLinear``, and :func:`const`, which every handler uses to read a constant input.
 
 Each computes a numpy constant exactly (shape arithmetic feeding a ``Reshape``, weights
-stored quantised); a tensor that depends on the input is refused by :func:`const`. The
+stored quantised); a tensor that depends on the input is refused by :func:`const`, except
+the data of ``Gather`` and ``Slice``: with constant indices they select entries of a tensor,
+which is exact on an :class:`~exactcomp.io.onnx_ops.Affine` value too (both its parts are
+indexed alike, as a ``Transpose`` is; nn4sys' pensieve networks slice their input). The
 affine handlers are in :mod:`exactcomp.io.onnx_handlers`, which dispatches to these.
 """
 
@@ -34,10 +37,35 @@ def shape(st: Any, at: dict, xs: list) -> list:
     return [shape[start : None if end is None else int(end)]]
 
 
+def take(x: np.ndarray, lead: int, idx: np.ndarray, axis: int) -> np.ndarray:
+    """Entries ``idx`` of axis ``axis`` (counted after the ``lead`` basis axes) of ``x``: a
+    structural operator (:meth:`~exactcomp.io.onnx_ops.Affine.map`)."""
+    return np.take(x, idx, axis=axis + lead)
+
+
+def _select(data: Value, idx: np.ndarray, axis: int) -> Value:
+    """``np.take(data, idx, axis)`` of a constant or of an affine tensor; an index outside
+    ``[-dim, dim)`` is refused (ONNX leaves it undefined)."""
+    shape = data.shape if isinstance(data, Affine) else np.shape(data)
+    if not -len(shape) <= axis < len(shape):
+        raise UnsupportedModelError(f"has axis {axis} for a tensor of rank {len(shape)}")
+    axis %= len(shape)
+    dim = shape[axis]
+    if idx.size and (idx.min() < -dim or idx.max() >= dim):
+        raise UnsupportedModelError(f"has an index outside [-{dim}, {dim}) on axis {axis}")
+    if isinstance(data, Affine):
+        return data.map(take, idx, axis)
+    return take(np.asarray(data), 0, idx, axis)
+
+
 def gather(st: Any, at: dict, xs: list) -> list:
-    data = const(xs[0], "constant data")
+    """``Gather`` of constant indices (negative ones count from the end) along ``axis``."""
+    if xs[0] is None:
+        raise UnsupportedModelError("needs data, which is missing")
     idx = const(xs[1], "constant indices")
-    return [np.take(data, idx.astype(np.int64), axis=int(at.get("axis", 0)))]
+    if idx.dtype.kind not in "iu":
+        raise UnsupportedModelError(f"has indices of type {idx.dtype}")
+    return [_select(xs[0], idx.astype(np.int64), int(at.get("axis", 0)))]
 
 
 def dequantize(st: Any, at: dict, xs: list) -> list:
@@ -80,8 +108,11 @@ def slice_(st: Any, at: dict, xs: list) -> list:
     start or end counts from the end (``+ dim``); then, for a step ``k > 0``, both are clamped
     to ``[0, dim]``; for ``k < 0``, the start to ``[0, dim - 1]`` and the end to
     ``[-1, dim - 1]`` (``-1``: up to and including index 0, which numpy's slices cannot say);
-    the indices taken are ``start, start + k, ...`` before the end. A zero step is refused."""
-    data = const(xs[0], "constant data")
+    the indices taken are ``start, start + k, ...`` before the end. A zero step is refused.
+    The data may depend on the input (:func:`_select`)."""
+    data = xs[0]
+    if data is None:
+        raise UnsupportedModelError("needs data, which is missing")
 
     def arg(k: int, name: str) -> np.ndarray | None:
         if len(xs) > k and xs[k] is not None:
@@ -97,15 +128,20 @@ def slice_(st: Any, at: dict, xs: list) -> list:
     steps = np.ones(len(starts), np.int64) if steps is None else steps
     if np.any(steps == 0):
         raise UnsupportedModelError(f"has steps {steps.tolist()}; a step of 0 is invalid")
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise UnsupportedModelError("has starts, ends, axes and steps of different lengths")
     for a, b, e, k in zip(axes, starts, ends, steps, strict=True):
-        axis = int(a) % data.ndim
-        dim, b, e, k = data.shape[axis], int(b), int(e), int(k)
+        shape = data.shape if isinstance(data, Affine) else np.shape(data)
+        if not -len(shape) <= int(a) < len(shape):
+            raise UnsupportedModelError(f"has axis {int(a)} for a tensor of rank {len(shape)}")
+        axis = int(a) % len(shape)
+        dim, b, e, k = shape[axis], int(b), int(e), int(k)
         b, e = b + dim if b < 0 else b, e + dim if e < 0 else e
         if k > 0:
             b, e = min(max(b, 0), dim), min(max(e, 0), dim)
         else:
             b, e = min(max(b, 0), dim - 1), min(max(e, -1), dim - 1)
-        data = np.take(data, np.arange(b, e, k, dtype=np.int64), axis=axis)
+        data = _select(data, np.arange(b, e, k, dtype=np.int64), axis)
     return [data]
 
 

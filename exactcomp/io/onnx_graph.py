@@ -157,9 +157,12 @@ def _input_shape(vi: onnx.ValueInfoProto) -> tuple[tuple[int | str | None, ...],
     for i, d in enumerate(dims):
         if isinstance(d, int):
             if i == 0 and len(dims) >= 2 and d > 1:
+                fixed = all(isinstance(v, int) for v in dims)
+                n = f"{int(np.prod(dims))} " if fixed else ""
                 raise UnsupportedModelError(
-                    f"the input {vi.name!r} has shape {list(dims)}: a fixed batch of {d} "
-                    "samples; only one sample per row (batch 1 or dynamic) is supported"
+                    f"the input {vi.name!r} has shape {list(dims)}: its first axis ({d}) is "
+                    "read as the batch, which must be 1 or dynamic; a network reading all "
+                    f"{n}numbers as one sample is not supported"
                 )
             concrete.append(d)
         elif i == 0 and len(dims) >= 2:

@@ -153,8 +153,9 @@ def inconsistency(
     bound, a wrong verdict) into an UNKNOWN instead of a wrong EQUIVALENT. ``f``/``g`` are the
     :class:`~exactcomp.verify.differential.Side` objects (network, bounds, verdicts) and
     ``links`` come from :func:`~exactcomp.verify.differential.bound_differences`. Links are
-    exact (of the order of round-off) while a float64 forward pass is not, so a link is
-    contradicted only by more than ``check_scale`` times the size of the terms summed.
+    exact (of the order of round-off) while a float64 forward pass is not, so a link, bound
+    or verdict is contradicted only by more than ``check_scale`` times the size of the terms
+    summed (a lattice network's tie ``z = |t|/2 - t/2 = 0`` evaluates to ``-4e-16``).
     The points are checked in chunks of at most :data:`CHECK_ENTRIES` values per array (an
     image network's thousands of points would otherwise hold gigabytes at once); past
     ``deadline`` no chunk starts but the first (a check of fewer points: the proof itself
@@ -178,11 +179,13 @@ def _contradiction(f, g, links: dict, points: np.ndarray, tol: Tolerances) -> st
         zs[name] = side.net.preactivations(points)
         scales[name] = _term_scales(side.net, points)
         for k, (z, (lo, hi)) in enumerate(zip(zs[name], side.bounds, strict=True)):
-            if np.any(z < lo) or np.any(z > hi):
+            slack = tol.check_scale * scales[name][k]  # a tie z = 0 evaluates to -4e-16
+            if np.any(z < lo - slack) or np.any(z > hi + slack):
                 return f"a bound of layer {k} of {name} does not enclose a sampled value"
             v = side.verdicts[k]
             if v is not None and (
-                np.any(z[:, v == Verdict.INACTIVE] > 0) or np.any(z[:, v == Verdict.ACTIVE] < 0)
+                np.any((z - slack)[:, v == Verdict.INACTIVE] > 0)
+                or np.any((z + slack)[:, v == Verdict.ACTIVE] < 0)
             ):
                 return f"a stability verdict of layer {k} of {name} is contradicted by a sample"
     for (gk, q), (fk, p, zlo, zhi, _, _) in links.items():

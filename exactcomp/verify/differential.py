@@ -118,13 +118,17 @@ class _Exact:
         self.b = [_Vec.of(la.bias) for la in layers]
         self.status = [side.status(k) for k in range(len(layers))]
         self.rep: list[np.ndarray | None] = []  # each unit's class representative, or None
+        self.opp: list[np.ndarray | None] = []  # the representative of z = -z_j's class, or -1
         for k, cls in enumerate(layer_classes(side.net)):
-            if layers[k].relu:  # a null unit's h is 0 on every input: inactive
+            if layers[k].relu:  # a null unit's h is 0 on every input: inactive; z >= 0: h = z
                 off, lin = self.status[k]
-                self.status[k] = (off | cls.null, lin & ~cls.null)
+                off = off | cls.null
+                self.status[k] = (off, (lin | (cls.floor >= 0.0)) & ~off)
             first = {}
             rep = np.array([first.setdefault(int(c), i) for i, c in enumerate(cls.label)])
             self.rep.append(rep if np.any(rep != np.arange(rep.size)) else None)
+            opp = np.where(cls.opposite >= 0, rep[np.maximum(cls.opposite, 0)], -1)
+            self.opp.append(opp if layers[k].relu and np.any(opp >= 0) else None)
         self.post: list[_Vec | None] = []
         for k in range(len(layers)):
             lo, hi = side.post_bounds(k)
@@ -189,6 +193,42 @@ class _Form:
     def shift(self, lo: Fraction, hi: Fraction) -> None:
         self.lo, self.hi = self.lo + lo, self.hi + hi
 
+    def opposites(self, side: str, e: _Exact, layer: int, c: _Vec, free: np.ndarray) -> _Vec:
+        """``c`` less the part of it on pairs of opposite units (``z_v = -z_u``, both in
+        ``free``) that the identity ``h_u - h_v = z_u`` moves one layer down exactly.
+
+        With coefficients of opposite signs, ``c_u h_u + c_v h_v = t z_u + (c_u - t) h_u
+        + (c_v + t) h_v`` for ``t = sign(c_u) min(|c_u|, |c_v|)``: one of the two is left
+        with nothing to bound, the other with less, and ``t z_u`` is linear (``c_v = -c_u``,
+        a lattice network's ``relu(a) - relu(-a) = a``, leaves no interval at all).
+        """
+        opp = e.opp[layer]
+        if opp is None:
+            return c
+        u = np.flatnonzero(free & c.nonzero() & (opp >= 0))
+        v = opp[u]
+        keep = (u < v) & free[v]
+        u, v = u[keep], v[keep]
+        if u.size == 0:
+            return c
+        cu, cv = c.ints[u], c.ints[v]
+        t = np.array(
+            [
+                (1 if a > 0 else -1) * min(abs(a), abs(b)) if a * b < 0 else 0
+                for a, b in zip(cu, cv)
+            ],
+            dtype=object,
+        )
+        if not np.any(t != 0):
+            return c
+        moved = np.zeros(c.ints.size, dtype=object)
+        moved[u] = t
+        self.down(side, e, layer, _Vec(moved, c.exp))
+        rest = c.ints.copy()
+        rest[u] = cu - t
+        rest[v] = cv + t
+        return _Vec(rest, c.exp)
+
     def down(self, side: str, e: _Exact, layer: int, c: _Vec) -> None:
         """``c . h_layer`` with ``h = W h' + b`` exactly: move it to ``layer - 1``."""
         self.add(side, layer - 1, e.w[layer].rmatmul(c))
@@ -235,6 +275,7 @@ class _Argument:
         e = self.ef
         c = form.pop("f", e, layer)
         inactive, linear = e.status[layer]
+        c = form.opposites("f", e, layer, c, ~inactive & ~linear)
         nz = c.nonzero() & ~inactive
         if (lin := nz & linear).any():
             form.down("f", e, layer, c.where(lin))
@@ -245,6 +286,7 @@ class _Argument:
         e, links = self.eg, self.links[layer]
         c = form.pop("g", e, layer)
         inactive, linear = e.status[layer]
+        c = form.opposites("g", e, layer, c, ~links.zero & ~inactive & ~linear)
         nz = c.nonzero()
         merge = nz & links.zero  # the same function: h^g_r = h^f_p exactly
         relax = nz & links.relax

@@ -215,7 +215,7 @@ class _Form:
         t = np.array(
             [
                 (1 if a > 0 else -1) * min(abs(a), abs(b)) if a * b < 0 else 0
-                for a, b in zip(cu, cv)
+                for a, b in zip(cu, cv, strict=True)
             ],
             dtype=object,
         )

@@ -20,6 +20,7 @@ from exactcomp.network import Layer, Network
 from exactcomp.stability.constants import layer_classes
 from exactcomp.testing.oracle import grid_points
 from exactcomp.tolerances import DEFAULT
+from exactcomp.verdicts import Verdict
 from exactcomp.verify import EquivalenceStatus, verify_equivalence
 from exactcomp.verify.coupling import match_neurons
 from exactcomp.verify.differential import Side, bound_differences
@@ -221,3 +222,40 @@ def _exact_layers(net: Network, x: np.ndarray) -> list:
         cut = net.replace_layers([*net.layers[:k], Layer(la.weight, la.bias, False)])
         out.append(exact_forward(cut, x))
     return out
+
+
+def test_a_removed_neuron_left_open_is_proven_by_lp() -> None:
+    """``f`` has ``n = relu(|x| - 1.5)`` (inactive on [-1, 1]: the LP's triangles give ``u + v
+    <= 1``, the intervals only ``2``), which ``g`` removed. With ``f``'s interval bounds alone
+    the differential argument bounds ``n`` by ``[0, 0.5]``; the LP on the unpaired neuron
+    proves it INACTIVE, and the outputs come out equal exactly.
+
+    ::
+
+        f:  u = relu(x)  v = relu(-x);  n = relu(u + v - 1.5)  m = relu(u - v);  y = m + n
+        g:  u, v as f;                  m = relu(u - v);                         y = m
+    """
+    from exactcomp.bounds.interval import interval_bounds
+    from exactcomp.verify.seethrough import prove_unpaired, unpaired
+
+    box = Box(np.array([-1.0]), np.array([1.0]))
+    w0, b0 = np.array([[1.0], [-1.0]]), np.zeros(2)
+    f = Network.from_arrays(
+        [w0, np.array([[1.0, 1.0], [1.0, -1.0]]), np.array([[1.0, 1.0]])],
+        [b0, np.array([-1.5, 0.0]), np.zeros(1)],
+        dtype="float64",
+    )
+    g = Network.from_arrays(
+        [w0, np.array([[1.0, -1.0]]), np.array([[1.0]])], [b0, np.zeros(1), np.zeros(1)]
+    )
+    enc_f = (interval_bounds(f, box), [None] * 3)
+    gs = Side(g, *proven_encoding(g, box, DEFAULT, None))
+    pairs = match_neurons(f, g, grid_points(box, 17), 2)
+    assert {k: v.tolist() for k, v in unpaired(f, enc_f, pairs).items()} == {1: [0]}
+    bb = (box.lower, box.upper)
+    before = bound_differences(Side(f, *enc_f), gs, pairs, bb).outputs[0]
+    assert before[0] <= -0.5
+    enc, proven = prove_unpaired(f, box, enc_f, pairs, DEFAULT, deadline=float("inf"))
+    assert proven == 1 and enc[1][1][0] == Verdict.INACTIVE and enc[0][1][1][0] < 0
+    assert enc_f[1][1] is None  # nothing changed in place
+    assert bound_differences(Side(f, *enc), gs, pairs, bb).outputs == ((0.0, 0.0),)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..network import Network
-from .lattice import Below, signs
+from .lattice import Below, passes, signs
 
 __all__ = ["LayerClasses", "constant_bounds", "layer_classes"]
 
@@ -56,7 +56,8 @@ class LayerClasses:
     ``null`` (``h_j = 0`` on every input) and ``opposite`` (``opposite[j] = i >= 0``: unit
     ``i`` computes ``z_i = -z_j`` on every input, the first such unit; ``-1``: none known),
     ``floor <= z_j <= ceiling`` on every input (:mod:`exactcomp.stability.lattice`; infinite
-    where nothing is known; a unit with ``ceiling <= 0`` after a ReLU is null)."""
+    where nothing is known; a unit with ``ceiling <= 0`` after a ReLU is null), and
+    ``h_j = factor_j h_u`` for ``u = through[j] >= 0`` of the layer below (``None``: none)."""
 
     label: np.ndarray
     constant: np.ndarray
@@ -64,6 +65,8 @@ class LayerClasses:
     opposite: np.ndarray
     floor: np.ndarray
     ceiling: np.ndarray
+    through: np.ndarray | None = None
+    factor: np.ndarray | None = None
 
 
 def layer_classes(net: Network) -> list[LayerClasses]:
@@ -84,6 +87,8 @@ def layer_classes(net: Network) -> list[LayerClasses]:
             if layer.relu and below is not None:
                 floor, ceiling = signs(sums, ok, b, units, below)
                 cls = replace(cls, floor=floor, ceiling=ceiling, null=cls.null | (ceiling <= 0.0))
+                through, factor = passes(sums, ok, b, units, below)
+                cls = replace(cls, through=through, factor=factor)
             below = None
             if layer.relu:  # the lattice identity reads h = relu(z) of this layer
                 keys = np.hstack([sums, b[:, None]])

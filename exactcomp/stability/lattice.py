@@ -75,12 +75,7 @@ def signs(
     """
     m = sums.shape[0]
     floor, ceiling = np.full(m, -np.inf), np.full(m, np.inf)
-    col = {int(u): c for c, u in enumerate(units)}  # opposite[] names a class's first unit
-    partner = np.full(units.size, -1)
-    for c, u in enumerate(units):
-        o = int(below.opposite[u])
-        if o >= 0 and below.ok[u] and below.ok[o]:
-            partner[c] = col.get(o, -1)
+    partner = _partners(units, below)
     if not np.any(partner >= 0):
         return floor, ceiling
     reads_pair = ok & np.any((sums != 0.0) & (partner >= 0)[None, :], axis=1)
@@ -91,6 +86,40 @@ def signs(
         if hi is not None:
             ceiling[j] = _outward(hi, up=True)
     return floor, ceiling
+
+
+def passes(
+    sums: np.ndarray, ok: np.ndarray, bias: np.ndarray, units: np.ndarray, below: Below
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(through, factor)``: per neuron ``j``, the unit ``u`` of layer ``k - 1`` (the first of
+    its class) with ``z_j = factor_j z_u`` on every input, or ``-1``.
+
+    A row whose only non-zero class sums are ``c`` on ``u`` and ``-c`` on its opposite
+    ``v``, ``c > 0``, with bias 0, computes ``c h_u - c h_v = c z_u``; after its ReLU,
+    ``h_j = c h_u``: the same function as a unit one layer down (a lattice network passes its
+    affine functions up this way), which the differential argument moves down exactly.
+    """
+    m = sums.shape[0]
+    through, factor = np.full(m, -1), np.zeros(m)
+    partner = _partners(units, below)
+    two = ok & (bias == 0.0) & (np.count_nonzero(sums, axis=1) == 2)
+    for j in np.flatnonzero(two):
+        cu, cv = np.flatnonzero(sums[j])
+        if partner[cu] == cv and sums[j, cu] == -sums[j, cv]:
+            first = cu if sums[j, cu] > 0 else cv
+            through[j], factor[j] = units[first], abs(sums[j, cu])
+    return through, factor
+
+
+def _partners(units: np.ndarray, below: Below) -> np.ndarray:
+    """Per class column, the column of its opposite class, or ``-1``."""
+    col = {int(u): c for c, u in enumerate(units)}  # opposite[] names a class's first unit
+    partner = np.full(units.size, -1)
+    for c, u in enumerate(units):
+        o = int(below.opposite[u])
+        if o >= 0 and below.ok[u] and below.ok[o]:
+            partner[c] = col.get(o, -1)
+    return partner
 
 
 def _row_bounds(row, b: Fraction, units, partner, below: Below):

@@ -119,6 +119,7 @@ class _Exact:
         self.status = [side.status(k) for k in range(len(layers))]
         self.rep: list[np.ndarray | None] = []  # each unit's class representative, or None
         self.opp: list[np.ndarray | None] = []  # the representative of z = -z_j's class, or -1
+        self.through: list = []  # (u, c): h_j = c_j h_u of the layer below (u = -1: none)
         for k, cls in enumerate(layer_classes(side.net)):
             if layers[k].relu:  # a null unit's h is 0 on every input: inactive; z >= 0: h = z
                 off, lin = self.status[k]
@@ -129,6 +130,8 @@ class _Exact:
             self.rep.append(rep if np.any(rep != np.arange(rep.size)) else None)
             opp = np.where(cls.opposite >= 0, rep[np.maximum(cls.opposite, 0)], -1)
             self.opp.append(opp if layers[k].relu and np.any(opp >= 0) else None)
+            passes = cls.through is not None and np.any(cls.through >= 0)
+            self.through.append((cls.through, _Vec.of(cls.factor)) if passes else None)
         self.post: list[_Vec | None] = []
         for k in range(len(layers)):
             lo, hi = side.post_bounds(k)
@@ -192,6 +195,26 @@ class _Form:
 
     def shift(self, lo: Fraction, hi: Fraction) -> None:
         self.lo, self.hi = self.lo + lo, self.hi + hi
+
+    def passthrough(self, side: str, e: _Exact, layer: int, c: _Vec, mask: np.ndarray) -> _Vec:
+        """``c`` less its entries under ``mask`` on units that pass a unit of the layer below
+        on (``h_j = c_j h_u``, :func:`exactcomp.stability.lattice.passes`), moved onto it."""
+        if e.through[layer] is None:
+            return c
+        through, factor = e.through[layer]
+        idx = np.flatnonzero(c.nonzero() & mask & (through >= 0))
+        if idx.size == 0:
+            return c
+        moved = np.zeros(self.width(e, layer - 1), dtype=object)
+        np.add.at(moved, through[idx], c.ints[idx] * factor.ints[idx])
+        self.add(side, layer - 1, _Vec(moved, c.exp + factor.exp))
+        rest = c.ints.copy()
+        rest[idx] = 0
+        return _Vec(rest, c.exp)
+
+    @staticmethod
+    def width(e: _Exact, layer: int) -> int:
+        return e.b[layer].ints.size
 
     def opposites(self, side: str, e: _Exact, layer: int, c: _Vec, free: np.ndarray) -> _Vec:
         """``c`` less the part of it on pairs of opposite units (``z_v = -z_u``, both in
@@ -275,6 +298,7 @@ class _Argument:
         e = self.ef
         c = form.pop("f", e, layer)
         inactive, linear = e.status[layer]
+        c = form.passthrough("f", e, layer, c, ~inactive)
         c = form.opposites("f", e, layer, c, ~inactive & ~linear)
         nz = c.nonzero() & ~inactive
         if (lin := nz & linear).any():
@@ -286,6 +310,7 @@ class _Argument:
         e, links = self.eg, self.links[layer]
         c = form.pop("g", e, layer)
         inactive, linear = e.status[layer]
+        c = form.passthrough("g", e, layer, c, ~links.zero & ~inactive)
         c = form.opposites("g", e, layer, c, ~links.zero & ~inactive & ~linear)
         nz = c.nonzero()
         merge = nz & links.zero  # the same function: h^g_r = h^f_p exactly

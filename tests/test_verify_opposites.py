@@ -11,6 +11,7 @@ layers. Ground truth: exact rational forward passes (the opposites) and a dense 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -224,11 +225,13 @@ def _exact_layers(net: Network, x: np.ndarray) -> list:
     return out
 
 
-def test_a_removed_neuron_left_open_is_proven_by_lp() -> None:
+@pytest.mark.parametrize("splits", [True, False])
+def test_a_removed_neuron_left_open_is_proven(splits: bool, monkeypatch) -> None:
     """``f`` has ``n = relu(|x| - 1.5)`` (inactive on [-1, 1]: the LP's triangles give ``u + v
     <= 1``, the intervals only ``2``), which ``g`` removed. With ``f``'s interval bounds alone
-    the differential argument bounds ``n`` by ``[0, 0.5]``; the LP on the unpaired neuron
-    proves it INACTIVE, and the outputs come out equal exactly.
+    the differential argument bounds ``n`` by ``[0, 0.5]``; asked for its sign (by input
+    splits, one input; or, splits off, by the LP), it is INACTIVE, and the outputs come out
+    equal exactly.
 
     ::
 
@@ -236,8 +239,11 @@ def test_a_removed_neuron_left_open_is_proven_by_lp() -> None:
         g:  u, v as f;                  m = relu(u - v);                         y = m
     """
     from exactcomp.bounds.interval import interval_bounds
+    from exactcomp.verify import seethrough
     from exactcomp.verify.seethrough import prove_unpaired, unpaired
 
+    if not splits:
+        monkeypatch.setattr(seethrough, "split_inputs", lambda: 0)
     box = Box(np.array([-1.0]), np.array([1.0]))
     w0, b0 = np.array([[1.0], [-1.0]]), np.zeros(2)
     f = Network.from_arrays(
@@ -256,7 +262,7 @@ def test_a_removed_neuron_left_open_is_proven_by_lp() -> None:
     before = bound_differences(Side(f, *enc_f), gs, pairs, bb).outputs[0]
     assert before[0] <= -0.5
     enc, proven = prove_unpaired(f, box, enc_f, pairs, DEFAULT, deadline=float("inf"))
-    assert proven == 1 and enc[1][1][0] == Verdict.INACTIVE and enc[0][1][1][0] < 0
+    assert proven == 1 and enc[1][1][0] == Verdict.INACTIVE and enc[0][1][1][0] <= 0
     assert enc_f[1][1] is None  # nothing changed in place
     assert bound_differences(Side(f, *enc), gs, pairs, bb).outputs == ((0.0, 0.0),)
 

@@ -11,10 +11,13 @@ tolerance was 0.073.
 
 So before the argument runs, the *unpaired* undecided neurons of ``f`` (no ``g`` neuron is a
 candidate partner of them or of an exact copy of them, :func:`~exactcomp.verify.coupling.
-match_neurons`) are asked one LP each (:func:`exactcomp.bounds.lp.lp_layer_result`, the
-triangle relaxation of ``f``'s prefix on the bounds proven so far), lowest layer first, on the
-side their interval leans to. An LP bound is a proof (a weak-duality bound with the solver's
-margin); a sampled pairing only chooses which neurons to ask about. What the LPs do not
+match_neurons`) are asked for their sign, lowest layer first: by the engine's input splits
+where the network has few inputs (:func:`exactcomp.stability.phases.input_split_phase`:
+``tll`` networks, whose removed neurons ``compress`` proved that way), else by one LP each
+(:func:`exactcomp.bounds.lp.lp_layer_result`, the triangle relaxation of ``f``'s prefix on the
+bounds proven so far) on the side their interval leans to. Both are proofs (linear bounds on
+every leaf; a weak-duality bound with the solver's margin); a sampled pairing only chooses
+which neurons to ask about. What the LPs do not
 decide by the deadline stays as it was: fewer proofs, never a wrong one.
 """
 
@@ -24,10 +27,12 @@ import time
 
 import numpy as np
 
+from ..bab.split import split_inputs
 from ..bounds.lp import lp_layer_result
 from ..domain import Box
 from ..network import Network
 from ..stability.constants import layer_classes
+from ..stability.phases import PhaseInput, input_split_phase
 from ..tolerances import Tolerances
 from ..verdicts import Verdict, stable_masks
 
@@ -76,11 +81,17 @@ def prove_unpaired(
         js = todo[k][: MAX_UNPAIRED - asked]
         asked += js.size
         lo, hi = bounds[k]
-        sides = np.where(hi[js] <= -lo[js], 1, -1)  # +1: prove INACTIVE (the upper bound)
-        res = lp_layer_result(
-            net, box, k, bounds[: k + 1], neurons=js, tol=tol, time_limit=left, sides=sides
-        )
-        new_lo, new_hi = np.maximum(lo, res.bounds[0]), np.minimum(hi, res.bounds[1])
+        if net.input_size <= split_inputs():  # few inputs: the engine's input splits
+            q = PhaseInput(net, box, k, bounds[: k + 1], js, np.zeros(js.size), tol, deadline)
+            res = input_split_phase(q)
+            new_lo = np.where(res.active & ~res.inactive, np.maximum(lo, 0.0), lo)
+            new_hi = np.where(res.inactive, np.minimum(hi, 0.0), hi)
+        else:
+            sides = np.where(hi[js] <= -lo[js], 1, -1)  # +1: prove INACTIVE (the upper bound)
+            res = lp_layer_result(
+                net, box, k, bounds[: k + 1], neurons=js, tol=tol, time_limit=left, sides=sides
+            )
+            new_lo, new_hi = np.maximum(lo, res.bounds[0]), np.minimum(hi, res.bounds[1])
         bounds[k] = (new_lo, new_hi)
         v = verdicts[k] if verdicts[k] is not None else np.full(lo.size, Verdict.UNDECIDED)
         off, on = new_hi[js] <= 0.0, (new_lo[js] >= 0.0) & ~(new_hi[js] <= 0.0)

@@ -45,7 +45,20 @@ neuron :math:`r` with coefficient :math:`c \ne 0` at a time, keeping the constan
   :mod:`exactcomp.stability.constants`) have the same :math:`h` on every input: their
   coefficients are summed onto one of them before the layer is rewritten, so that a neuron
   of ``g`` that merged several of ``f`` cancels against all of them; a neuron the weights
-  make :math:`h = 0` (a constant :math:`z = b \le 0`) is inactive;
+  make :math:`h = 0` (a constant :math:`z = b \le 0`) is inactive, one they bound below by
+  0 (:mod:`exactcomp.stability.lattice`) is linear;
+* a unit that passes one of the layer below on (:math:`z_j = c\,z_u` with :math:`c > 0`, read
+  off the weights: :func:`exactcomp.stability.lattice.passes`) has :math:`h_j = c\,h_u`: its
+  coefficient moves onto :math:`u`, exactly;
+* two *opposite* units (:math:`z_v = -z_u`, read off the weights) with coefficients of
+  opposite signs: :math:`c_u h_u + c_v h_v = t z_u + (c_u - t) h_u + (c_v + t) h_v`, since
+  :math:`h_u - h_v = \mathrm{relu}(z_u) - \mathrm{relu}(-z_u) = z_u`; with
+  :math:`t = \mathrm{sign}(c_u)\min(|c_u|, |c_v|)` one of the two is left with nothing and
+  :math:`t z_u` moves one layer down, exactly (``c_v = -c_u``: nothing is bounded at all);
+* a ``g`` neuron with several proven partners in one ``f`` layer (*twins*: copies of one
+  function that the weights do not show equal) is linked, for each target, to the twin
+  whose coefficient the form holds, so that the two cancel (every link is proven, so every
+  choice is sound);
 * any other neuron is bounded by its sound post-activation interval :math:`[0, u]`;
 * at the input, :math:`c \cdot x` is bounded over the box.
 

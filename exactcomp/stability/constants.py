@@ -113,26 +113,47 @@ def _classes(sums, exact, b, relu) -> tuple[LayerClasses, np.ndarray]:
     m = sums.shape[0]
     ok = exact & np.isfinite(sums).all(axis=1) & np.isfinite(b)
     constant = ok & ~np.any(sums != 0.0, axis=1)
-    keys = np.hstack([sums, b[:, None]]) + 0.0  # -0.0 -> 0.0: keys compare as numbers
-    both = np.ascontiguousarray(np.vstack([keys, -keys + 0.0]))  # negation: exact
-    rows = both.view(np.dtype((np.void, both.dtype.itemsize * both.shape[1]))).ravel()
-    _, key = np.unique(rows, return_inverse=True)
-    key = key.ravel()
-    label_out = np.where(ok, key[:m], 2 * m + np.arange(m))  # inexact rows: on their own
+    keys = np.ascontiguousarray(np.hstack([sums, b[:, None]]) + 0.0)  # -0.0 -> 0.0
+    rows = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
+    _, label_ok = np.unique(rows, return_inverse=True)
+    label_out = np.where(ok, label_ok.ravel(), m + np.arange(m))  # inexact rows: on their own
     null_out = constant & ((b <= 0.0) if relu else (b == 0.0))
     inf = np.full(m, np.inf)
-    opposite = _opposites(key[:m], key[m:], ok)
+    opposite = _opposites(keys, label_out, ok)
     return LayerClasses(label_out, constant, null_out, opposite, -inf, inf), ok
 
 
-def _opposites(key: np.ndarray, negated: np.ndarray, ok: np.ndarray) -> np.ndarray:
+def _opposites(keys: np.ndarray, label: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Per unit ``j``, the first unit ``i`` whose key is ``j``'s negated (``z_i = -z_j``),
-    or ``-1``; only between rows with exact sums, and never ``j``'s own class (``z = 0``)."""
-    first = np.full(2 * key.size + 1, -1)
+    or ``-1``; only between rows with exact sums, and never ``j``'s own class (``z = 0``).
+
+    Candidates come from one random projection ``h = keys r`` (a negated row projects to
+    ``-h`` up to the round-off of the product, allowed ``1e-9`` of ``|keys| |r|``); each is
+    then compared entry for entry, so a projection never makes a pair, it only finds it
+    (resnet_2b's 3,072-wide layers: a sort, not a second ``unique`` of every row).
+    """
+    out = np.full(keys.shape[0], -1)
     live = np.flatnonzero(ok)
-    first[key[live[::-1]]] = live[::-1]  # the last write is the first unit of each key
-    out = np.where(ok, first[negated], -1)
-    return np.where(negated == key, -1, out)
+    if live.size < 2:
+        return out
+    r = np.random.default_rng(0).standard_normal(keys.shape[1])
+    h, scale = keys[live] @ r, np.abs(keys[live]) @ np.abs(r)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    first = {}
+    for i in live:
+        first.setdefault(int(label[i]), int(i))
+    reach = 1e-9 * scale + 1e-300
+    lo = np.searchsorted(hs, -h - reach, side="left")
+    hi = np.searchsorted(hs, -h + reach, side="right")
+    for pos in np.flatnonzero(hi > lo):
+        j = live[pos]
+        for c in order[lo[pos] : hi[pos]]:
+            i = live[c]
+            if label[i] != label[j] and np.array_equal(keys[i], -keys[j]):
+                out[j] = first[int(label[i])]
+                break
+    return out
 
 
 def _class_sums(w: np.ndarray, label: np.ndarray, null: np.ndarray):

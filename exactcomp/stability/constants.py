@@ -17,6 +17,10 @@ the null units' columns left out (they add ``w \cdot 0``). With ``s_{jc}`` the c
   without one).
 * **duplicate**: two neurons with the same sums ``s_{j\cdot}`` and the same bias, equal as
   float64 numbers (``-0.0 = 0.0``), compute the same ``z``, so the same ``h``: one class.
+* **opposite**: neuron ``i`` with the sums and bias of ``j`` negated (``s_{i\cdot} = -s_{j\cdot}``,
+  ``b_i = -b_j``; float64 negation is exact) computes ``z_i = -z_j`` on every input. After a
+  ReLU, ``h_j - h_i = relu(z_j) - relu(-z_j) = z_j``: the pair passes ``z_j`` on *linearly*
+  (a lattice network's identity), which :mod:`exactcomp.verify.differential` uses.
 
 A sum ``s_{jc}`` of two or more weights is used only when float64 computes it exactly, in any
 order: with ``2^e`` the smallest unit in the last place among its terms (each term is an
@@ -33,11 +37,12 @@ pre-activation is the constant 0, a tie that no bound with a margin proves inact
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..network import Network
+from .lattice import Below, passes, signs
 
 __all__ = ["LayerClasses", "constant_bounds", "layer_classes"]
 
@@ -47,60 +52,119 @@ _UNIT = 2.0**-52
 @dataclass(frozen=True, eq=False)
 class LayerClasses:
     """What the weights prove about layer ``k``'s units: ``label`` (units with equal labels
-    compute the same ``z``, so the same ``h``), ``constant`` (``z_j = b_j`` on every input)
-    and ``null`` (``h_j = 0`` on every input)."""
+    compute the same ``z``, so the same ``h``), ``constant`` (``z_j = b_j`` on every input),
+    ``null`` (``h_j = 0`` on every input) and ``opposite`` (``opposite[j] = i >= 0``: unit
+    ``i`` computes ``z_i = -z_j`` on every input, the first such unit; ``-1``: none known),
+    ``floor <= z_j <= ceiling`` on every input (:mod:`exactcomp.stability.lattice`; infinite
+    where nothing is known; a unit with ``ceiling <= 0`` after a ReLU is null), and
+    ``h_j = factor_j h_u`` for ``u = through[j] >= 0`` of the layer below (``None``: none)."""
 
     label: np.ndarray
     constant: np.ndarray
     null: np.ndarray
+    opposite: np.ndarray
+    floor: np.ndarray
+    ceiling: np.ndarray
+    through: np.ndarray | None = None
+    factor: np.ndarray | None = None
 
 
 def layer_classes(net: Network) -> list[LayerClasses]:
     """:class:`LayerClasses` of every layer of ``net``, first to last (module docstring)."""
     n = net.input_size
     label, null = np.arange(n), np.zeros(n, dtype=bool)
-    out = []
+    out, below = [], None
     for layer in net.layers:
         m = layer.out_features
         if layer.sparse:
-            cls = LayerClasses(np.arange(m), np.zeros(m, bool), np.zeros(m, bool))
+            none, inf = np.full(m, -1), np.full(m, np.inf)
+            cls = LayerClasses(np.arange(m), np.zeros(m, bool), np.zeros(m, bool), none, -inf, inf)
+            below = None
         else:
-            cls = _classes(np.asarray(layer.weight), layer.bias, layer.relu, label, null)
+            w, b = np.asarray(layer.weight), layer.bias
+            sums, exact, units = _class_sums(w, label, null)
+            cls, ok = _classes(sums, exact, b, layer.relu)
+            if layer.relu and below is not None:
+                floor, ceiling = signs(sums, ok, b, units, below)
+                cls = replace(cls, floor=floor, ceiling=ceiling, null=cls.null | (ceiling <= 0.0))
+                through, factor = passes(sums, ok, b, units, below)
+                cls = replace(cls, through=through, factor=factor)
+            below = None
+            if layer.relu:  # the lattice identity reads h = relu(z) of this layer
+                keys = np.hstack([sums, b[:, None]])
+                below = Below(keys, ok, cls.opposite, cls.constant, b)
         out.append(cls)
         label, null = cls.label, cls.null
     return out
 
 
 def constant_bounds(net: Network, k: int, classes: LayerClasses):
-    """Exact bounds ``[b, b]`` on the constant pre-activations of layer ``k``, infinite
+    """Exact bounds ``[b, b]`` on the constant pre-activations of layer ``k``, the lattice
+    identity's ``[floor, ceiling]`` on others (:mod:`exactcomp.stability.lattice`), infinite
     elsewhere."""
     b = net.layers[k].bias
-    return np.where(classes.constant, b, -np.inf), np.where(classes.constant, b, np.inf)
+    c = classes.constant
+    return np.where(c, b, classes.floor), np.where(c, b, classes.ceiling)
 
 
-def _classes(w, b, relu, label, null) -> LayerClasses:
-    m = w.shape[0]
-    sums, exact = _class_sums(w, label, null)
+def _classes(sums, exact, b, relu) -> tuple[LayerClasses, np.ndarray]:
+    """The classes, constants, null units and opposites of one layer from its class sums;
+    and which rows are exact (``ok``)."""
+    m = sums.shape[0]
     ok = exact & np.isfinite(sums).all(axis=1) & np.isfinite(b)
     constant = ok & ~np.any(sums != 0.0, axis=1)
-    keys = np.hstack([sums, b[:, None]]) + 0.0  # -0.0 -> 0.0: keys compare as numbers
-    keys = np.ascontiguousarray(keys)
+    keys = np.ascontiguousarray(np.hstack([sums, b[:, None]]) + 0.0)  # -0.0 -> 0.0
     rows = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
     _, label_ok = np.unique(rows, return_inverse=True)
     label_out = np.where(ok, label_ok.ravel(), m + np.arange(m))  # inexact rows: on their own
     null_out = constant & ((b <= 0.0) if relu else (b == 0.0))
-    return LayerClasses(label_out, constant, null_out)
+    inf = np.full(m, np.inf)
+    opposite = _opposites(keys, label_out, ok)
+    return LayerClasses(label_out, constant, null_out, opposite, -inf, inf), ok
+
+
+def _opposites(keys: np.ndarray, label: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per unit ``j``, the first unit ``i`` whose key is ``j``'s negated (``z_i = -z_j``),
+    or ``-1``; only between rows with exact sums, and never ``j``'s own class (``z = 0``).
+
+    Candidates come from one random projection ``h = keys r`` (a negated row projects to
+    ``-h`` up to the round-off of the product, allowed ``1e-9`` of ``|keys| |r|``); each is
+    then compared entry for entry, so a projection never makes a pair, it only finds it
+    (resnet_2b's 3,072-wide layers: a sort, not a second ``unique`` of every row).
+    """
+    out = np.full(keys.shape[0], -1)
+    live = np.flatnonzero(ok)
+    if live.size < 2:
+        return out
+    r = np.random.default_rng(0).standard_normal(keys.shape[1])
+    h, scale = keys[live] @ r, np.abs(keys[live]) @ np.abs(r)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    first = {}
+    for i in live:
+        first.setdefault(int(label[i]), int(i))
+    reach = 1e-9 * scale + 1e-300
+    lo = np.searchsorted(hs, -h - reach, side="left")
+    hi = np.searchsorted(hs, -h + reach, side="right")
+    for pos in np.flatnonzero(hi > lo):
+        j = live[pos]
+        for c in order[lo[pos] : hi[pos]]:
+            i = live[c]
+            if label[i] != label[j] and np.array_equal(keys[i], -keys[j]):
+                out[j] = first[int(label[i])]
+                break
+    return out
 
 
 def _class_sums(w: np.ndarray, label: np.ndarray, null: np.ndarray):
-    """The class sums ``s`` (one column per class of the live units) and, per row, whether
-    every sum is exact (module docstring)."""
+    """The class sums ``s`` (one column per class of the live units), per row whether every
+    sum is exact (module docstring), and per column the first unit of its class."""
     live = np.flatnonzero(~null)
     classes, inverse = np.unique(label[live], return_inverse=True)
     m = w.shape[0]
-    if classes.size == live.size:  # no two live units share a class: no sum to form
-        return w[:, live[np.argsort(inverse)]], np.ones(m, dtype=bool)
     order = np.argsort(inverse, kind="stable")  # the columns class by class
+    if classes.size == live.size:  # no two live units share a class: no sum to form
+        return w[:, live[order]], np.ones(m, dtype=bool), live[order]
     starts = np.searchsorted(inverse[order], np.arange(classes.size))
     wl = w[:, live[order]]  # no dense membership matrix: a layer's own size at most
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum: not ok (caller)
@@ -111,7 +175,7 @@ def _class_sums(w: np.ndarray, label: np.ndarray, null: np.ndarray):
         count = np.diff(np.append(starts, live.size)).astype(np.float64)
         fits = total * (1.0 + count * _UNIT) <= np.ldexp(smallest, 52)
     exact = fits | (count <= 1.0) | (total == 0.0)
-    return sums, exact.all(axis=1)
+    return sums, exact.all(axis=1), live[order][starts]
 
 
 def _quantum(w: np.ndarray) -> np.ndarray:

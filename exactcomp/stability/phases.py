@@ -110,12 +110,15 @@ def from_bounds(bounds: Bounds, points: np.ndarray | None = None) -> PhaseResult
 def constant_phase(net: Network, k: int, classes: LayerClasses) -> PhaseResult:
     """The claims the weights alone prove (:mod:`exactcomp.stability.constants`): a neuron
     whose pre-activation is the constant ``b`` is INACTIVE if ``b <= 0`` (a tie at 0 included),
-    else ACTIVE, on every input; its bounds are ``[b, b]`` exactly, but for ``b = 0`` only
-    the upper one (``l = 0`` would read as an ACTIVE claim too: a contradiction, undecided)."""
-    b, const = net.layers[k].bias, classes.constant
+    else ACTIVE, on every input; one the lattice identity bounds (``floor <= z <= ceiling``,
+    :mod:`exactcomp.stability.lattice`) is INACTIVE if ``ceiling <= 0``, else ACTIVE if
+    ``floor >= 0``. Its bounds are exact, but an INACTIVE neuron's lower one is left out
+    where it is ``>= 0`` (``z = 0``: it would read as an ACTIVE claim too, a contradiction)."""
     lower, upper = constant_bounds(net, k, classes)
-    bounds = (np.where(b != 0.0, lower, -np.inf), upper)
-    return PhaseResult(const & (b <= 0.0), const & (b > 0.0), bounds)
+    inactive = upper <= 0.0
+    active = (lower >= 0.0) & ~inactive
+    bounds = (np.where(inactive & (lower >= 0.0), -np.inf, lower), upper)
+    return PhaseResult(inactive, active, bounds)
 
 
 def _monotonic(deadline: float | None) -> float | None:

@@ -70,6 +70,7 @@ CLOCKED = (
     "exactcomp.verify.formulation",
     "exactcomp.verify.recheck",
     "exactcomp.verify.run",
+    "exactcomp.verify.seethrough",
     "exactcomp.verify.solve",
     "exactcomp.verify.sparse",
     "exactcomp.verify.symbolic",

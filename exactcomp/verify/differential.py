@@ -45,7 +45,20 @@ neuron :math:`r` with coefficient :math:`c \ne 0` at a time, keeping the constan
   :mod:`exactcomp.stability.constants`) have the same :math:`h` on every input: their
   coefficients are summed onto one of them before the layer is rewritten, so that a neuron
   of ``g`` that merged several of ``f`` cancels against all of them; a neuron the weights
-  make :math:`h = 0` (a constant :math:`z = b \le 0`) is inactive;
+  make :math:`h = 0` (a constant :math:`z = b \le 0`) is inactive, one they bound below by
+  0 (:mod:`exactcomp.stability.lattice`) is linear;
+* a unit that passes one of the layer below on (:math:`z_j = c\,z_u` with :math:`c > 0`, read
+  off the weights: :func:`exactcomp.stability.lattice.passes`) has :math:`h_j = c\,h_u`: its
+  coefficient moves onto :math:`u`, exactly;
+* two *opposite* units (:math:`z_v = -z_u`, read off the weights) with coefficients of
+  opposite signs: :math:`c_u h_u + c_v h_v = t z_u + (c_u - t) h_u + (c_v + t) h_v`, since
+  :math:`h_u - h_v = \mathrm{relu}(z_u) - \mathrm{relu}(-z_u) = z_u`; with
+  :math:`t = \mathrm{sign}(c_u)\min(|c_u|, |c_v|)` one of the two is left with nothing and
+  :math:`t z_u` moves one layer down, exactly (``c_v = -c_u``: nothing is bounded at all);
+* a ``g`` neuron with several proven partners in one ``f`` layer (*twins*: copies of one
+  function that the weights do not show equal) is linked, for each target, to the twin
+  whose coefficient the form holds, so that the two cancel (every link is proven, so every
+  choice is sound);
 * any other neuron is bounded by its sound post-activation interval :math:`[0, u]`;
 * at the input, :math:`c \cdot x` is bounded over the box.
 
@@ -76,60 +89,15 @@ from fractions import Fraction
 import numpy as np
 
 from ..bounds import Bounds
-from ..network import Network
-from ..stability.constants import layer_classes
-from ..verdicts import stable_masks
+from .diffform import Exact as _Exact
+from .diffform import Form as _Form
+from .diffform import Side
+from .diffform import interval as _interval
 from .dyadic import DyadicArray as _Vec
-from .dyadic import DyadicMatrix as _Matrix
 from .dyadic import outward as _outward
 from .dyadic import zeros as _zeros
 
-
-@dataclass(frozen=True)
-class Side:
-    """A network with the sound bounds and proven verdicts it is reasoned about with."""
-
-    net: Network
-    bounds: list[Bounds]
-    verdicts: list
-
-    def status(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Masks (inactive, linear) of layer ``k``: ``h = 0`` / ``h = z`` on the whole box."""
-        layer = self.net.layers[k]
-        lo, hi = self.bounds[k]
-        if not layer.relu:
-            return np.zeros(lo.size, bool), np.ones(lo.size, bool)
-        return stable_masks(lo, hi, self.verdicts[k])
-
-    def post_bounds(self, k: int) -> Bounds:
-        """Sound bounds on the outputs ``h`` of layer ``k``."""
-        lo, hi = self.bounds[k]
-        if self.net.layers[k].relu:
-            return np.maximum(lo, 0.0), np.maximum(hi, 0.0)
-        return lo, hi
-
-
-class _Exact:
-    """One network's weights, biases, masks and post-activation bounds in exact form."""
-
-    def __init__(self, side: Side) -> None:
-        layers = side.net.layers
-        self.w = [_Matrix(la.weight) for la in layers]  # as their non-zero entries
-        self.b = [_Vec.of(la.bias) for la in layers]
-        self.status = [side.status(k) for k in range(len(layers))]
-        self.rep: list[np.ndarray | None] = []  # each unit's class representative, or None
-        for k, cls in enumerate(layer_classes(side.net)):
-            if layers[k].relu:  # a null unit's h is 0 on every input: inactive
-                off, lin = self.status[k]
-                self.status[k] = (off | cls.null, lin & ~cls.null)
-            first = {}
-            rep = np.array([first.setdefault(int(c), i) for i, c in enumerate(cls.label)])
-            self.rep.append(rep if np.any(rep != np.arange(rep.size)) else None)
-        self.post: list[_Vec | None] = []
-        for k in range(len(layers)):
-            lo, hi = side.post_bounds(k)
-            finite = np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))
-            self.post.append(_Vec.of(np.stack([lo, hi])) if finite else None)
+__all__ = ["Differences", "Side", "bound_differences"]
 
 
 @dataclass(frozen=True)
@@ -163,42 +131,6 @@ class Differences:
     outputs: tuple[tuple[float, float], ...]
 
 
-class _Form:
-    """The difference being rewritten: coefficients on the outputs of each layer of ``f`` and
-    of ``g`` (layer ``-1`` is the shared input) and the interval ``[lo, hi]`` of the rest."""
-
-    def __init__(self, lo: Fraction) -> None:
-        self.coef: dict[str, dict[int, _Vec]] = {"f": {}, "g": {}}
-        self.lo = self.hi = lo
-
-    def add(self, side: str, layer: int, v: _Vec) -> None:
-        c = self.coef[side]
-        c[layer] = c[layer] + v if layer in c else v
-
-    def pop(self, side: str, e: _Exact, layer: int) -> _Vec:
-        """The coefficients on ``h_layer``, those of exact duplicates summed onto their
-        class's first unit (:mod:`exactcomp.stability.constants`: the same function)."""
-        c, rep = self.coef[side].pop(layer), e.rep[layer]
-        if rep is None:
-            return c
-        out = np.zeros(c.ints.size, dtype=object)
-        nz = c.nonzero()
-        np.add.at(out, rep[nz], c.ints[nz])
-        return _Vec(out, c.exp)
-
-    def shift(self, lo: Fraction, hi: Fraction) -> None:
-        self.lo, self.hi = self.lo + lo, self.hi + hi
-
-    def down(self, side: str, e: _Exact, layer: int, c: _Vec) -> None:
-        """``c . h_layer`` with ``h = W h' + b`` exactly: move it to ``layer - 1``."""
-        self.add(side, layer - 1, e.w[layer].rmatmul(c))
-        const = c.dot(e.b[layer])
-        self.shift(const, const)
-
-    def top(self, side: str) -> int:
-        return max(self.coef[side], default=-1)
-
-
 class _Argument:
     """The back-substitution of every target, sharing the exact forms and the links found."""
 
@@ -207,6 +139,7 @@ class _Argument:
         self.box = _Vec.of(np.stack(box_bounds))
         self.f_widths = [la.out_features for la in f.net.layers]
         self.links = [_LayerLinks.unlinked(la.out_features) for la in g.net.layers]
+        self.twins: list[list[_LayerLinks]] = [[] for _ in g.net.layers]  # other proven partners
         # reach[k]: the highest f layer that g's layers <= k link into. g's layer k is rewritten
         # while f's pending layers are no higher, so matched coefficients meet before f's are
         # bounded (any order is sound; this one makes them cancel).
@@ -235,16 +168,50 @@ class _Argument:
         e = self.ef
         c = form.pop("f", e, layer)
         inactive, linear = e.status[layer]
+        c = form.passthrough("f", e, layer, c, ~inactive)
+        c = form.opposites("f", e, layer, c, ~inactive & ~linear)
         nz = c.nonzero() & ~inactive
         if (lin := nz & linear).any():
             form.down("f", e, layer, c.where(lin))
         if (rest := nz & ~linear).any():
             form.shift(*_interval(c.where(rest), e.post[layer]))
 
+    def _chosen(self, form: _Form, layer: int) -> _LayerLinks:
+        """The links of ``g``'s ``layer`` for this target: a neuron whose partner has no
+        coefficient in the form while another proven partner (a twin) has one is linked to
+        the twin, so that the two meet and cancel (every link is proven: any choice is
+        sound)."""
+        links = self.links[layer]
+        for alt in self.twins[layer]:
+            use = (alt.zero | alt.relax) & ~self._meets(form, links) & self._meets(form, alt)
+            if use.any():
+                links = _LayerLinks(
+                    *(
+                        np.where(use, getattr(alt, k), getattr(links, k))
+                        for k in ("zero", "relax", "f_layer", "f_index", "alpha2")
+                    ),
+                    alt.beta.where(use) + links.beta.where(~use),
+                )
+        return links
+
+    def _meets(self, form: _Form, links: _LayerLinks) -> np.ndarray:
+        """Per neuron, whether its partner under ``links`` has a coefficient in the form."""
+        out = np.zeros(links.zero.size, bool)
+        linked = links.zero | links.relax
+        for fl in np.unique(links.f_layer[linked]).tolist():
+            c = form.coef["f"].get(fl)
+            if c is not None:
+                at = linked & (links.f_layer == fl)
+                out[at] = c.ints[links.f_index[at]] != 0
+        return out
+
     def _rewrite_g(self, form: _Form, layer: int) -> None:
-        e, links = self.eg, self.links[layer]
+        e = self.eg
+        links = self._chosen(form, layer) if self.twins[layer] else self.links[layer]
         c = form.pop("g", e, layer)
         inactive, linear = e.status[layer]
+        c = form.passthrough("g", e, layer, c, ~links.zero & ~inactive)
+        c = form.opposites("g", e, layer, c, ~links.zero & ~inactive & ~linear)
         nz = c.nonzero()
         merge = nz & links.zero  # the same function: h^g_r = h^f_p exactly
         relax = nz & links.relax
@@ -272,8 +239,16 @@ class _Argument:
         np.add.at(out, index[nz], c.ints[nz])
         return _Vec(out, c.exp)
 
-    def add_links(self, gk: int, found: dict[int, tuple[int, int, Fraction, Fraction]]) -> None:
-        """Record the proven links of ``g``'s layer ``gk`` (``q -> (fk, p, a, b)``)."""
+    def add_links(self, gk: int, found: dict, twins: list[dict] = ()) -> None:
+        """Record the proven links of ``g``'s layer ``gk`` (``q -> (fk, p, a, b)``) and the
+        twins (other proven partners, each a dict of the same form)."""
+        self.links[gk] = self._layer_links(gk, found)
+        self.twins[gk] = [self._layer_links(gk, t) for t in twins if t]
+
+    def _layer_links(
+        self, gk: int, found: dict[int, tuple[int, int, Fraction, Fraction]]
+    ) -> _LayerLinks:
+        """The proven links ``q -> (fk, p, a, b)`` of ``g``'s layer ``gk`` as arrays."""
         n = len(self.links[gk].zero)
         zero, relax = np.zeros(n, bool), np.zeros(n, bool)
         f_layer, f_index, alpha2 = (np.zeros(n, np.int64) for _ in range(3))
@@ -293,14 +268,26 @@ class _Argument:
             betas[n + q] = max(max(0, t) - al * t for t in (a, b))
         beta = _Vec.of_fractions(betas)
         beta = _Vec(beta.ints.reshape(2, n), beta.exp)
-        self.links[gk] = _LayerLinks(zero, relax, f_layer, f_index, alpha2, beta)
+        return _LayerLinks(zero, relax, f_layer, f_index, alpha2, beta)
 
 
-def _interval(c: _Vec, bounds: _Vec | None) -> tuple[Fraction, Fraction]:
-    """``min``/``max`` of ``c . v`` over ``bounds[0] <= v <= bounds[1]`` (unbounded if None)."""
-    if bounds is None:
-        return -np.inf, np.inf  # type: ignore[return-value]
-    return c.interval(bounds)
+#: A proven partner other than the narrowest is kept as a twin while its link is at most
+#: this many times as wide (plus ``2^-40``): tll16's float32 copies, 2e-7 both.
+TWIN_WIDTH = 4
+
+
+def _twins(tried: dict) -> list[dict]:
+    """The other proven partners of each neuron, narrow enough (:data:`TWIN_WIDTH`), as one
+    dict per rank (``q -> (fk, p, a, b)``)."""
+    out: list[dict] = []
+    for q, cands in tried.items():
+        best = cands[0][3] - cands[0][2]
+        near = [t for t in cands[1:] if t[3] - t[2] <= TWIN_WIDTH * best + Fraction(1, 2**40)]
+        for i, t in enumerate(near):
+            if i == len(out):
+                out.append({})
+            out[i][q] = t
+    return out
 
 
 def bound_differences(
@@ -327,19 +314,20 @@ def bound_differences(
         if g.net.layers[gk].relu and f.net.layers[fk].relu:
             by_layer.setdefault(gk, []).append((q, fk, p))
     for gk in sorted(by_layer):
-        found: dict[int, tuple[int, int, Fraction, Fraction]] = {}
+        tried: dict[int, list[tuple[int, int, Fraction, Fraction]]] = {}
         for q, fk, p in by_layer[gk]:
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            if q in found and found[q][3] == found[q][2]:
-                continue  # an alternative to an exact link: nothing to gain
+            if q in tried and tried[q][0][3] == tried[q][0][2] and fk != tried[q][0][0]:
+                continue  # an alternative layer to an exact link: nothing to gain
             a, b = arg.bound(gk, q, fk, p)
-            if q in found and b - a >= found[q][3] - found[q][2]:
-                continue  # an alternative candidate no narrower than the first
-            found[q] = (fk, p, a, b)
+            tried.setdefault(q, []).append((fk, p, a, b))
+            tried[q].sort(key=lambda t: t[3] - t[2])  # stable: the first on a tie
+        found = {q: t[0] for q, t in tried.items()}
+        for q, (fk, p, a, b) in found.items():
             zlo, zhi = _outward(a, b)
             links[(gk, q)] = (fk, p, zlo, zhi, min(zlo, 0.0), max(zhi, 0.0))
-        arg.add_links(gk, found)
+        arg.add_links(gk, found, _twins(tried))
     lf, lg = len(f.net.layers) - 1, len(g.net.layers) - 1
     outputs = tuple(_outward(*arg.bound(lg, i, lf, i)) for i in range(f.net.output_size))
     return Differences(links, outputs)

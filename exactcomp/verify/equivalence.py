@@ -78,13 +78,16 @@ from . import coupling, differential, falsify, head, splitting
 from .formulation import StabilityBudget, build_joint_model, proven_encoding, with_linear_output
 from .result import Counterexample, EquivalenceResult, EquivalenceStatus
 from .run import EquivalenceRun, check_arguments, compared_outputs
+from .seethrough import prove_unpaired
 from .solve import ObjectiveSolver, solve_objectives
 
 SAMPLES = 4096  # uniform points in the falsification phase
 GRADIENT_STARTS = 4  # starting points per objective for gradient ascent
 MATCH_POINTS = 512  # sampled inputs used to pair neurons of f and g
+TWINS = 3  # other candidate partners per g neuron in the same f layer (coupling.match_neurons)
 FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + gradients
 DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long when time allows
+UNPAIRED_SHARE = 0.5  # of the time left: proofs of f's neurons g has no partner of (seethrough)
 SPLIT_MAX_INPUTS = 12  # input splitting runs in full for at most this many free inputs
 SPLIT_WIDE_NODES = 64  # ... and with more free inputs, bounds at most this many boxes
 SPLIT_SHARE = 0.75  # input splitting may use this share of the time left after sampling
@@ -329,8 +332,10 @@ class _Run(EquivalenceRun):
             return self.out_of_time("differential bounds")
         t = time.perf_counter()
         self.progress.task("differential bounds", 1)
+        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS], 2, twins=TWINS)
+        until = time.perf_counter() + UNPAIRED_SHARE * self.left()
+        enc_f, self.unpaired = prove_unpaired(fl, self.box, enc_f, pairs, self.tolerances, until)
         fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
-        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS], alternatives=2)
         # half the time left (the rest is for the MILPs), or more when time is short; never
         # past the deadline (the links not proven by then are bounded by intervals)
         budget = min(max(0.5 * self.left(), DIFFERENTIAL_SECONDS), self.left())
@@ -350,7 +355,7 @@ class _Run(EquivalenceRun):
             o: min(b, self.known.get(o, np.inf))
             for o, b in self.differential_objective_bounds(diff.outputs).items()
         }
-        self.progress.advance(1, f"{len(links)} links")
+        self.progress.advance(1, f"{len(links)} links, {self.unpaired} unpaired proven")
         self.timed("differential", t)
         if all(b <= self.tol for b in self.known.values()):
             return self.finish(  # the bound is exact; a sampled float64 difference may exceed it

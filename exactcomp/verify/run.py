@@ -83,6 +83,7 @@ class EquivalenceRun:
         self.lower = 0.0  # largest difference seen at a concrete input
         self.points = box.center[None, :]  # the sampled inputs (for neuron matching)
         self.links = 0  # neurons of g proven to match a neuron of f
+        self.unpaired = 0  # neurons of f with no partner in g proven stable by LP
         self.known: dict[tuple, float] = {}  # objective -> bound proven without a solver
         self.box_bounds = (box.lower, box.upper)
         self.known_f: StabilityReport | None = None  # re-proven verdicts of f, if given

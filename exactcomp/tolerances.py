@@ -30,6 +30,23 @@ class Tolerances:
         LP): ``pad = bound_abs + bound_rel * scale`` where ``scale`` is the sum of the
         absolute terms that entered the bound. Float64 summation error is far below
         ``1e-12`` relative, so ``bound_rel = 1e-9`` is very safe.
+
+        The relative part covers rounding of normal numbers (``gamma_n * scale``). What the
+        absolute part must cover is *underflow*: a product or sum whose exact value lies
+        below ``2^-1022`` is rounded to a subnormal (or 0) with an absolute error up to
+        ``2^-1075``, which no relative pad on the (possibly zero) rounded terms covers. Such
+        an error is added once per operation and then multiplied by whatever multiplies the
+        result later (weights of later layers in a back-substitution, box magnitudes, dual
+        values): at most ``N 2^-1075 A`` with ``N`` operations per bound and ``A`` that
+        amplification. ``bound_abs = 1e-200`` allows ``N A`` up to ``2e123`` (``N <= 2^40``
+        operations, ``A <= 1e111``); ``1e-12`` was far above that and left rows such as
+        metaroom ``4cnn``'s (weights below ``1e-20``, bias ``-1e-26``, inactive in exact
+        arithmetic) undecided. Every use of the pad is such a rounding pad (a bound moved
+        outwards, or the rhs of a relaxed LP row loosened); margins a proof needs against a
+        solver's tolerance are ``solver_abs``/``solver_rel``, separate. The last operation
+        ``value +- pad`` rounds to nearest with error at most ``2^-53 |result|`` (or
+        ``2^-1075``), covered by the slack between ``bound_rel`` and ``gamma_n``
+        (``|value| <= scale``), so the pad is never lost, for tiny values included.
     solver_abs, solver_rel:
         Margin a solver's (LP or MILP) dual bound must clear before we trust its sign:
         a MILP proves ``z <= 0`` only if its bound on ``max z`` is
@@ -74,7 +91,7 @@ class Tolerances:
         about a neuron; this tolerance never enters a compression.
     """
 
-    bound_abs: float = 1e-12
+    bound_abs: float = 1e-200
     bound_rel: float = 1e-9
     solver_abs: float = 1e-6
     solver_rel: float = 1e-7

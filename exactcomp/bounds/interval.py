@@ -3,7 +3,8 @@
 For ``z = W h + b`` with ``h`` in ``[l, u]``: ``min z = W+ l + W- u + b`` and
 ``max z = W+ u + W- l + b`` (``W+ = max(W, 0)``, ``W- = min(W, 0)``). Each bound is padded by
 ``bound_abs + bound_rel * (|W| max(|l|,|u|) + |b|)`` so that float64 rounding cannot make it
-too tight.
+too tight (the relative part covers rounding of normal numbers, the absolute part underflow:
+see :class:`~exactcomp.tolerances.Tolerances`).
 
 One exact refinement: a row whose every non-zero weight is positive and reads an input with
 ``l >= 0``, and whose bias is ``>= 0``, has ``z >= 0`` exactly (a sum of non-negative products

@@ -123,7 +123,7 @@ def stable_neurons(
             )  # fmt: skip
 
         return stable_by_cones(
-            net, boxes, analyse, data=data, progress=progress, deadline=deadline
+            net, boxes, analyse, data=data, progress=progress, deadline=deadline, tol=tol
         )
     check_memory(net)
     return _stable_neurons(

@@ -155,12 +155,57 @@ def residual_case(seed: int) -> tuple[Case, dict[str, Any], Finding | None]:
 
 
 def run_residual_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
-    """Generate and check case ``seed`` of ``conv-residual``: its JSON and its result."""
+    """Generate and check case ``seed`` of ``conv-residual``: its JSON and its result; a
+    float32 graph is also quantised in its own graph (:func:`quantized_source_checks`)."""
     case, drawn, finding = residual_case(seed)
     result = dataclasses.replace(check_case(case, opts, method), family="conv-residual")
-    if finding is not None:
-        result = dataclasses.replace(result, findings=(*result.findings, finding))
+    found = [] if finding is None else [finding]
+    model = residual_graph(seed)[0]
+    refused = lossy = 0
+    if any(t.data_type == TensorProto.FLOAT for t in model.graph.initializer):
+        more, refused, lossy = quantized_source_checks(model, case, seed)
+        found += more
+    result = dataclasses.replace(
+        result, findings=(*result.findings, *found), refused=result.refused + refused,
+        lossy=result.lossy + lossy,
+    )  # fmt: skip
     return {"family": "conv-residual", "drawn": drawn, **case.to_json()}, result
+
+
+#: Bit widths of the residual graphs quantised in their own graph, by seed.
+SOURCE_BITS = (8, 4, 16, 2, 1.5)
+
+
+def quantized_source_checks(model: onnx.ModelProto, case: Case, seed: int):
+    """``quantize --bits`` of the graph file itself (:mod:`exactcomp.io.onnx_requant`):
+    the file written must read back as the proven network (``file-written``), and the exact
+    ``max |f - g|`` must not exceed the proven bound (``lossy-bound``; skipped past the
+    oracle's caps). Returns the findings, whether it was refused, and bounds checked."""
+    from exactcomp.errors import ExactCompError
+    from exactcomp.testing.oracle import OracleError, max_output_difference
+    from exactcomp.testing.regions import JOINT_LPS, LpBudget
+    from exactcomp.testing.written_checks import check_quantized_file
+
+    bits = SOURCE_BITS[seed % len(SOURCE_BITS)]
+    what = f"quantize --bits {bits:g} of the graph"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "residual.onnx"
+        onnx.save(model, str(path))
+        try:
+            res = api.quantize(path, case.box, bits=bits, split_seconds=1.0, lp_seconds=2.0)
+        except ExactCompError:
+            return [], 1, 0
+        found = check_quantized_file(res, case.network, what)
+    try:
+        exact = max_output_difference(
+            case.network, res.network, case.box, budget=LpBudget(JOINT_LPS)
+        ).value
+    except OracleError:
+        return found, 0, 0
+    scale = 1.0 + float(np.max(np.abs(res.network.forward(case.box.lower[None]))))
+    if exact > res.proven + 1e-9 * scale:
+        found.append(Finding("lossy-bound", f"{what}: exact {exact!r} > proven {res.proven!r}"))
+    return found, 0, 1
 
 
 def example_graph(seed: int = 0) -> onnx.ModelProto:

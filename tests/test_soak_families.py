@@ -426,3 +426,10 @@ def test_every_family_s_joint_enumerations_share_the_case_lp_budget() -> None:
     c.joint_lps = LpBudget(one + one // 2)
     assert c.maxdiff(g, 0.0).value == exact.value
     assert c.maxdiff(g, 0.0) is None and "oracle skipped" in c.notes[0]
+
+
+def test_conv_residual_quantises_float32_graphs_in_their_own_graph() -> None:
+    """Seed 24905 (a float32 conv graph, 8 bits): ``quantize`` of the file itself is written,
+    read back and its bound checked against the exact maximum, with nothing found."""
+    _, result = run_case("conv-residual", 24905, SoakOptions())
+    assert result.lossy == 1 and result.refused == 0 and not result.findings

@@ -122,7 +122,9 @@ def stable_neurons(
                 seed=seed, cluster=cluster, deadline=deadline,
             )  # fmt: skip
 
-        return stable_by_cones(net, boxes, analyse, data=data, progress=progress)
+        return stable_by_cones(
+            net, boxes, analyse, data=data, progress=progress, deadline=deadline, tol=tol
+        )
     check_memory(net)
     return _stable_neurons(
         net,

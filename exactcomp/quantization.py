@@ -184,8 +184,8 @@ def quantize(
         end = min(lp_end, stop)
         chosen, lp_bound = narrow_with_lp(base, charger, tol, ladder, chosen, end, comp)
     progress.task("final proof", 1)
-    qn = quantize_network(base, chosen, comp)
-    g = qn.network if src is None else src.network
+    qn = quantize_network(base, chosen, comp) if src is None else None
+    g = src.network if qn is None else qn.network
     now = time.perf_counter()
     left = 0.0 if np.isfinite(lp_bound) else max(min(lp_end, final_end) - now, 0.0)
     proven = charger.proven(
@@ -237,7 +237,7 @@ def quantize(
         bytes_before=source_bytes(model),
         bytes_float32=4 * f.num_parameters,
         command="quantize",
-        method=method,
+        method=method if src is None else "rtn",  # the file's own weights: round to nearest
         bits=bits,
         bits_per_weight=per_weight,
         entropy_bits_per_weight=entropy,

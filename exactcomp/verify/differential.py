@@ -55,6 +55,10 @@ neuron :math:`r` with coefficient :math:`c \ne 0` at a time, keeping the constan
   :math:`h_u - h_v = \mathrm{relu}(z_u) - \mathrm{relu}(-z_u) = z_u`; with
   :math:`t = \mathrm{sign}(c_u)\min(|c_u|, |c_v|)` one of the two is left with nothing and
   :math:`t z_u` moves one layer down, exactly (``c_v = -c_u``: nothing is bounded at all);
+* a ``g`` neuron with several proven partners in one ``f`` layer (*twins*: copies of one
+  function that the weights do not show equal) is linked, for each target, to the twin
+  whose coefficient the form holds, so that the two cancel (every link is proven, so every
+  choice is sound);
 * any other neuron is bounded by its sound post-activation interval :math:`[0, u]`;
 * at the input, :math:`c \cdot x` is bounded over the box.
 

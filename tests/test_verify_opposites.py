@@ -265,3 +265,37 @@ def test_a_removed_neuron_left_open_is_proven(splits: bool, monkeypatch) -> None
     assert proven == 1 and enc[1][1][0] == Verdict.INACTIVE and enc[0][1][1][0] <= 0
     assert enc_f[1][1] is None  # nothing changed in place
     assert bound_differences(Side(f, *enc), gs, pairs, bb).outputs == ((0.0, 0.0),)
+
+
+def test_a_target_is_linked_to_the_twin_it_reads() -> None:
+    """``f`` holds two near-copies of ``relu(x)`` (``x -+ 2^-30``) and reads only the second;
+    ``g``'s ``s = relu(x)`` is proven within ``2^-30`` of both. Linked to the first (the
+    sampled tie's first), the output's difference keeps both of ``f``'s neurons, bounded by
+    their intervals; with the second as a twin, the output's target links ``s`` to the copy
+    it reads and the bound is ``2^-30``, enclosing the exact difference.
+
+    ::
+
+        f:  t2 = relu(x - 2^-30)   t1 = relu(x + 2^-30);   y = t1
+        g:  s = relu(x);                                    y = s
+    """
+    box = Box(np.array([-1.0]), np.array([1.0]))
+    e = 2.0**-30
+    f = Network.from_arrays(
+        [np.array([[1.0], [1.0]]), np.array([[0.0, 1.0]])], [np.array([-e, e]), np.zeros(1)]
+    )
+    g = Network.from_arrays([np.array([[1.0]]), np.array([[1.0]])], [np.zeros(1), np.zeros(1)])
+    fs = Side(f, *proven_encoding(f, box, DEFAULT, None))
+    gs = Side(g, *proven_encoding(g, box, DEFAULT, None))
+    pts = grid_points(box, 17)
+    bb = (box.lower, box.upper)
+    alone = match_neurons(f, g, pts, 2)
+    assert alone == [(0, 0, 0, 0)]
+    lo, hi = bound_differences(fs, gs, alone, bb).outputs[0]
+    assert hi - lo > 0.5
+    pairs = match_neurons(f, g, pts, 2, twins=3)
+    assert pairs == [(0, 0, 0, 0), (0, 0, 0, 1)]
+    d = bound_differences(fs, gs, pairs, bb)
+    assert d.links[(0, 0)][:4] == (0, 0, e, e)  # the narrowest first: a tie, the first
+    lo, hi = d.outputs[0]
+    assert -2 * e <= lo <= -e and 0 <= hi <= 2 * e

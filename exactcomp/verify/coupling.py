@@ -57,7 +57,7 @@ def post_activation(block, k: int, j: int, bounds: list[Bounds], verdicts) -> ob
 
 
 def match_neurons(
-    f: Network, g: Network, points: np.ndarray, alternatives: int = 1
+    f: Network, g: Network, points: np.ndarray, alternatives: int = 1, twins: int = 0
 ) -> list[tuple[int, int, int, int]]:
     r"""Pairs ``(gk, q, fk, p)`` of ReLU neurons whose pre-activations agree on ``points``.
 
@@ -70,6 +70,10 @@ def match_neurons(
     A neuron can agree with neurons of two layers (``relu(a) - relu(-a) = a``, a lattice
     network's identity) of which only one is its partner in the differential argument
     (:func:`~exactcomp.verify.differential.bound_differences` keeps the narrower link).
+    ``twins > 0``: also up to that many other agreeing neurons of the same ``f`` layers (a
+    lattice network holds several copies of one function that its weights do not show equal;
+    the argument links each target to the copy it reads), for ``g`` neurons not constant on
+    the points.
 
     Not every pair is compared: each neuron's values are projected on one random direction
     ``r`` of the points, and only the ``f`` neurons whose projections lie within
@@ -93,7 +97,7 @@ def match_neurons(
             keys, gmax = r @ zg[gk], np.abs(zg[gk]).max(axis=0, initial=0.0)
             for q in range(g.layers[gk].out_features):
                 col = zg[gk][:, q]
-                found = []
+                found, same = [], {}
                 for fk, z, fmax, sorted_keys, order in index:
                     # 1% more: the float64 projections carry their own round-off
                     reach = 1.01 * r1 * MATCH_REL * (1.0 + max(fmax.max(initial=0.0), gmax[q]))
@@ -108,8 +112,14 @@ def match_neurons(
                     i = int(np.argmin(dev / scale))
                     if dev[i] <= MATCH_REL * scale[i]:
                         found.append((dev[i], fk, int(cand[i])))
+                        if twins and np.ptp(col) > 0:
+                            near = np.flatnonzero(dev <= MATCH_REL * scale)
+                            near = near[np.argsort(dev[near] / scale[near], kind="stable")]
+                            same[fk] = [int(cand[t]) for t in near[1 : 1 + twins]]
                 found.sort(key=lambda t: t[0])  # stable: the earlier layer first on a tie
-                pairs += [(gk, q, fk, p) for _, fk, p in found[:alternatives]]
+                best = found[:alternatives]
+                pairs += [(gk, q, fk, p) for _, fk, p in best]
+                pairs += [(gk, q, fk, p) for _, fk, _p in best for p in same.get(fk, ())]
     return pairs
 
 

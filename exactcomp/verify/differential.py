@@ -139,6 +139,7 @@ class _Argument:
         self.box = _Vec.of(np.stack(box_bounds))
         self.f_widths = [la.out_features for la in f.net.layers]
         self.links = [_LayerLinks.unlinked(la.out_features) for la in g.net.layers]
+        self.twins: list[list[_LayerLinks]] = [[] for _ in g.net.layers]  # other proven partners
         # reach[k]: the highest f layer that g's layers <= k link into. g's layer k is rewritten
         # while f's pending layers are no higher, so matched coefficients meet before f's are
         # bounded (any order is sound; this one makes them cancel).
@@ -175,8 +176,38 @@ class _Argument:
         if (rest := nz & ~linear).any():
             form.shift(*_interval(c.where(rest), e.post[layer]))
 
+    def _chosen(self, form: _Form, layer: int) -> _LayerLinks:
+        """The links of ``g``'s ``layer`` for this target: a neuron whose partner has no
+        coefficient in the form while another proven partner (a twin) has one is linked to
+        the twin, so that the two meet and cancel (every link is proven: any choice is
+        sound)."""
+        links = self.links[layer]
+        for alt in self.twins[layer]:
+            use = (alt.zero | alt.relax) & ~self._meets(form, links) & self._meets(form, alt)
+            if use.any():
+                links = _LayerLinks(
+                    *(
+                        np.where(use, getattr(alt, k), getattr(links, k))
+                        for k in ("zero", "relax", "f_layer", "f_index", "alpha2")
+                    ),
+                    alt.beta.where(use) + links.beta.where(~use),
+                )
+        return links
+
+    def _meets(self, form: _Form, links: _LayerLinks) -> np.ndarray:
+        """Per neuron, whether its partner under ``links`` has a coefficient in the form."""
+        out = np.zeros(links.zero.size, bool)
+        linked = links.zero | links.relax
+        for fl in np.unique(links.f_layer[linked]).tolist():
+            c = form.coef["f"].get(fl)
+            if c is not None:
+                at = linked & (links.f_layer == fl)
+                out[at] = c.ints[links.f_index[at]] != 0
+        return out
+
     def _rewrite_g(self, form: _Form, layer: int) -> None:
-        e, links = self.eg, self.links[layer]
+        e = self.eg
+        links = self._chosen(form, layer) if self.twins[layer] else self.links[layer]
         c = form.pop("g", e, layer)
         inactive, linear = e.status[layer]
         c = form.passthrough("g", e, layer, c, ~links.zero & ~inactive)
@@ -208,8 +239,16 @@ class _Argument:
         np.add.at(out, index[nz], c.ints[nz])
         return _Vec(out, c.exp)
 
-    def add_links(self, gk: int, found: dict[int, tuple[int, int, Fraction, Fraction]]) -> None:
-        """Record the proven links of ``g``'s layer ``gk`` (``q -> (fk, p, a, b)``)."""
+    def add_links(self, gk: int, found: dict, twins: list[dict] = ()) -> None:
+        """Record the proven links of ``g``'s layer ``gk`` (``q -> (fk, p, a, b)``) and the
+        twins (other proven partners, each a dict of the same form)."""
+        self.links[gk] = self._layer_links(gk, found)
+        self.twins[gk] = [self._layer_links(gk, t) for t in twins if t]
+
+    def _layer_links(
+        self, gk: int, found: dict[int, tuple[int, int, Fraction, Fraction]]
+    ) -> _LayerLinks:
+        """The proven links ``q -> (fk, p, a, b)`` of ``g``'s layer ``gk`` as arrays."""
         n = len(self.links[gk].zero)
         zero, relax = np.zeros(n, bool), np.zeros(n, bool)
         f_layer, f_index, alpha2 = (np.zeros(n, np.int64) for _ in range(3))
@@ -229,7 +268,26 @@ class _Argument:
             betas[n + q] = max(max(0, t) - al * t for t in (a, b))
         beta = _Vec.of_fractions(betas)
         beta = _Vec(beta.ints.reshape(2, n), beta.exp)
-        self.links[gk] = _LayerLinks(zero, relax, f_layer, f_index, alpha2, beta)
+        return _LayerLinks(zero, relax, f_layer, f_index, alpha2, beta)
+
+
+#: A proven partner other than the narrowest is kept as a twin while its link is at most
+#: this many times as wide (plus ``2^-40``): tll16's float32 copies, 2e-7 both.
+TWIN_WIDTH = 4
+
+
+def _twins(tried: dict) -> list[dict]:
+    """The other proven partners of each neuron, narrow enough (:data:`TWIN_WIDTH`), as one
+    dict per rank (``q -> (fk, p, a, b)``)."""
+    out: list[dict] = []
+    for q, cands in tried.items():
+        best = cands[0][3] - cands[0][2]
+        near = [t for t in cands[1:] if t[3] - t[2] <= TWIN_WIDTH * best + Fraction(1, 2**40)]
+        for i, t in enumerate(near):
+            if i == len(out):
+                out.append({})
+            out[i][q] = t
+    return out
 
 
 def bound_differences(
@@ -256,19 +314,20 @@ def bound_differences(
         if g.net.layers[gk].relu and f.net.layers[fk].relu:
             by_layer.setdefault(gk, []).append((q, fk, p))
     for gk in sorted(by_layer):
-        found: dict[int, tuple[int, int, Fraction, Fraction]] = {}
+        tried: dict[int, list[tuple[int, int, Fraction, Fraction]]] = {}
         for q, fk, p in by_layer[gk]:
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            if q in found and found[q][3] == found[q][2]:
-                continue  # an alternative to an exact link: nothing to gain
+            if q in tried and tried[q][0][3] == tried[q][0][2] and fk != tried[q][0][0]:
+                continue  # an alternative layer to an exact link: nothing to gain
             a, b = arg.bound(gk, q, fk, p)
-            if q in found and b - a >= found[q][3] - found[q][2]:
-                continue  # an alternative candidate no narrower than the first
-            found[q] = (fk, p, a, b)
+            tried.setdefault(q, []).append((fk, p, a, b))
+            tried[q].sort(key=lambda t: t[3] - t[2])  # stable: the first on a tie
+        found = {q: t[0] for q, t in tried.items()}
+        for q, (fk, p, a, b) in found.items():
             zlo, zhi = _outward(a, b)
             links[(gk, q)] = (fk, p, zlo, zhi, min(zlo, 0.0), max(zhi, 0.0))
-        arg.add_links(gk, found)
+        arg.add_links(gk, found, _twins(tried))
     lf, lg = len(f.net.layers) - 1, len(g.net.layers) - 1
     outputs = tuple(_outward(*arg.bound(lg, i, lf, i)) for i in range(f.net.output_size))
     return Differences(links, outputs)

@@ -84,6 +84,7 @@ from .solve import ObjectiveSolver, solve_objectives
 SAMPLES = 4096  # uniform points in the falsification phase
 GRADIENT_STARTS = 4  # starting points per objective for gradient ascent
 MATCH_POINTS = 512  # sampled inputs used to pair neurons of f and g
+TWINS = 3  # other candidate partners per g neuron in the same f layer (coupling.match_neurons)
 FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + gradients
 DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long when time allows
 UNPAIRED_SHARE = 0.5  # of the time left: proofs of f's neurons g has no partner of (seethrough)
@@ -331,7 +332,7 @@ class _Run(EquivalenceRun):
             return self.out_of_time("differential bounds")
         t = time.perf_counter()
         self.progress.task("differential bounds", 1)
-        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS], alternatives=2)
+        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS], 2, twins=TWINS)
         until = time.perf_counter() + UNPAIRED_SHARE * self.left()
         enc_f, self.unpaired = prove_unpaired(fl, self.box, enc_f, pairs, self.tolerances, until)
         fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)

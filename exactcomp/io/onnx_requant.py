@@ -20,6 +20,7 @@ not change up to 25); otherwise it is not quantised this way (None).
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,7 @@ def weight_axes(model: onnx.ModelProto) -> dict[str, int]:
     ):
         return {}
     inits = {t.name: t for t in graph.initializer}
-    uses: dict[str, int] = {}
-    for n in graph.node:
-        for name in n.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = Counter(name for n in graph.node for name in n.input)
     inputs = {i.name for i in graph.input}
     axes: dict[str, int] = {}
     for n in graph.node:

@@ -580,12 +580,18 @@ def test_the_domain_is_checked_once_per_command_and_again_for_another_network(
             {"b": np.array([0]), "e": np.array([2]), "a": np.array([3])},
             "axis 3",
         ),
+        (
+            n("Slice", ["x", "b", "e", "a"], ["z"], name="g_7"),
+            {"b": np.array([0, 0]), "e": np.array([2, 1]), "a": np.array([1, -1])},
+            "axis twice",
+        ),
     ],
 )
 def test_an_out_of_range_gather_or_slice_of_the_input_is_refused_by_name(
     tmp_path, node, inits, match
 ):
-    """Indices or axes outside the tensor are undefined in ONNX: refused, naming the node."""
+    """Indices or axes outside the tensor, and a sliced axis named twice, are undefined in
+    ONNX: refused, naming the node."""
     nodes = [node, n("MatMul", ["z", "W"], ["y"])]
     inits = inits | {"W": np.ones((1, 2), np.float32)}
     with pytest.raises(UnsupportedModelError, match=f"g_7.*{match}"):

@@ -108,7 +108,8 @@ def slice_(st: Any, at: dict, xs: list) -> list:
     start or end counts from the end (``+ dim``); then, for a step ``k > 0``, both are clamped
     to ``[0, dim]``; for ``k < 0``, the start to ``[0, dim - 1]`` and the end to
     ``[-1, dim - 1]`` (``-1``: up to and including index 0, which numpy's slices cannot say);
-    the indices taken are ``start, start + k, ...`` before the end. A zero step is refused.
+    the indices taken are ``start, start + k, ...`` before the end. A zero step, and an axis
+    named twice (the specification leaves it undefined), are refused.
     The data may depend on the input (:func:`_select`)."""
     data = xs[0]
     if data is None:
@@ -130,6 +131,10 @@ def slice_(st: Any, at: dict, xs: list) -> list:
         raise UnsupportedModelError(f"has steps {steps.tolist()}; a step of 0 is invalid")
     if not len(starts) == len(ends) == len(axes) == len(steps):
         raise UnsupportedModelError("has starts, ends, axes and steps of different lengths")
+    rank = len(data.shape if isinstance(data, Affine) else np.shape(data))
+    named = [int(a) % rank for a in axes if -rank <= int(a) < rank]  # else refused below
+    if len(set(named)) < len(named):
+        raise UnsupportedModelError(f"has axes {axes.tolist()} naming an axis twice (undefined)")
     for a, b, e, k in zip(axes, starts, ends, steps, strict=True):
         shape = data.shape if isinstance(data, Affine) else np.shape(data)
         if not -len(shape) <= int(a) < len(shape):

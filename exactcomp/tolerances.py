@@ -13,11 +13,13 @@ Definitions (exact maths): neuron pre-activation ``z(x)``; *stably inactive* iff
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+from .errors import InvalidNetworkError
 
 
 @dataclass(frozen=True)
@@ -163,11 +165,20 @@ def amplification(networks: Sequence, boxes: Sequence) -> float:
 def underflow_tolerances(tol: Tolerances, networks: Sequence, boxes: Sequence) -> Tolerances:
     """``tol`` with ``bound_abs`` raised to cover underflow in bounds of ``networks`` on
     ``boxes``: at least ``2^(UNDERFLOW_OPERATIONS_LOG2 + UNDERFLOW_LOSS_LOG2) A = 2^-1035 A`` (:func:`amplification`),
-    ``inf`` (no bound proves anything) where that overflows. ``tol`` itself, unchanged, for
-    every network whose ``A`` the default ``bound_abs`` already covers (``A <= 3.6e111``)."""
+    refused by name (:class:`~exactcomp.errors.InvalidNetworkError`) where that pad is beyond
+    ``1e300`` (weights whose norms multiply past ``1e611``: no finite bound would survive it).
+    ``tol`` itself, unchanged, for every network whose ``A`` the default ``bound_abs`` already
+    covers (``A <= 3.6e111``)."""
     exponent = UNDERFLOW_OPERATIONS_LOG2 + UNDERFLOW_LOSS_LOG2 + amplification(networks, boxes)
-    need = math.inf if exponent > 1023.0 else 2.0**exponent
+    if exponent > math.log2(1e300):
+        raise InvalidNetworkError(
+            f"the weights amplify float64 underflow by 2^{exponent + 1035:.0f} (the product of "
+            "the layers' largest absolute row or column sums, times the inputs and biases): "
+            "beyond what a rounding pad can cover; refused"
+        )
+    need = 2.0**exponent
     return tol if need <= tol.bound_abs else replace(tol, bound_abs=need)
+
 
 # HiGHS' own tolerances, as every MILP of the package sets them (exactcomp.highs.runtime.
 # milp_options); the margins of exactcomp.highs.margins are computed from them.

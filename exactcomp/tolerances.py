@@ -80,6 +80,9 @@ class Tolerances:
         cancelling to O(1)): there the original's own float64 value is uncertain by about
         ``n * 2^-53 * S(x)``, and a fold, which re-associates those sums, cannot be closer
         than that. ``1e-12`` allows some 4,500 units in the last place of the largest term.
+        Computed only by :func:`check_allowance`; its largest value on the domain is the
+        *rounding allowance* ``compress`` reports and ``compress --verify`` proves where
+        the re-check needed it (:func:`~exactcomp.api.checking.compress_verified`).
     equivalence:
         Least default tolerance of :func:`exactcomp.verify_equivalence` in ``linf`` mode.
     rounding_factor:
@@ -160,6 +163,14 @@ def amplification(networks: Sequence, boxes: Sequence) -> float:
             biases += float(np.max(np.abs(layer.bias), initial=0.0))
         worst = max(worst, norms + math.log2(biases * (1.0 + 1e-6)))
     return log2 + worst
+
+
+def check_allowance(tol: Tolerances, magnitude, scale):
+    """What the re-check of a compression lets float64 rounding move an output by:
+    ``check_abs + check_rel * max(1, magnitude) + check_scale * scale`` (elementwise), with
+    ``magnitude`` = ``|f(x)|`` and ``scale`` = ``S(x)`` (:meth:`Network.term_scale`) at a
+    point, or bounds on them over the domain (the rounding allowance of ``compress``)."""
+    return tol.check_abs + tol.check_rel * np.maximum(1.0, magnitude) + tol.check_scale * scale
 
 
 def underflow_tolerances(tol: Tolerances, networks: Sequence, boxes: Sequence) -> Tolerances:

@@ -53,7 +53,7 @@ class Tolerances:
         The amplification ``A <= 1e111`` is not assumed: :func:`underflow_tolerances`
         bounds it per network and raises ``bound_abs`` where it is larger (every entry
         point that meets a network: ``stable_neurons``, ``verify_equivalence``,
-        ``Pair.prepare``).
+        ``Pair.prepare``, ``recheck_certificates``).
     solver_abs, solver_rel:
         Margin a solver's (LP or MILP) dual bound must clear before we trust its sign:
         a MILP proves ``z <= 0`` only if its bound on ``max z`` is
@@ -131,9 +131,8 @@ def amplification(networks: Sequence, boxes: Sequence) -> float:
     an entry of a back-substituted or forward linear form, a relaxation slope or offset) and a
     *variable* ``v`` (an input, pre-activation or activation, or a difference of two of
     them, or a magnitude bound of one). An error ``e`` that underflow leaves on one factor
-    reaches the bound times the other factor. With ``n_k`` the norms of layer ``k``
-    (:math:`\|W_k\|_\infty`, the largest absolute row sum, and :math:`\|W_k\|_1`, the largest
-    absolute column sum):
+    reaches the bound times the other factor. With :math:`\|W_k\|_\infty` the largest absolute
+    row sum of layer ``k`` and :math:`\|W_k\|_1` its largest absolute column sum:
 
     * coefficients: an entry of a product ``W_k D_k W_{k-1} ... W_j`` (``|D| <= 1``) is at most
       :math:`\max|W_k| \prod_{i<k} \|W_i\|_1` (back-substitution) or
@@ -175,8 +174,8 @@ def check_allowance(tol: Tolerances, magnitude, scale):
 
 def underflow_tolerances(tol: Tolerances, networks: Sequence, boxes: Sequence) -> Tolerances:
     """``tol`` with ``bound_abs`` raised to cover underflow in bounds of ``networks`` on
-    ``boxes``: at least ``2^(UNDERFLOW_OPERATIONS_LOG2 + UNDERFLOW_LOSS_LOG2) A = 2^-1035 A`` (:func:`amplification`),
-    refused by name (:class:`~exactcomp.errors.InvalidNetworkError`) where that pad is beyond
+    ``boxes``: at least ``N 2^-1075 A = 2^-1035 A`` (``N`` = ``2^UNDERFLOW_OPERATIONS_LOG2``
+    operations, ``A`` = :func:`amplification`), refused by name (:class:`~exactcomp.errors.InvalidNetworkError`) where that pad is beyond
     ``1e300`` (weights whose norms multiply past ``1e611``: no finite bound would survive it).
     ``tol`` itself, unchanged, for every network whose ``A`` the default ``bound_abs`` already
     covers (``A <= 3.6e111``)."""

@@ -213,7 +213,7 @@ class CheckedCompression:
     """What :func:`compress_verified` returns: the compression, the network the file will
     hold (its weights rounded to the written dtype), and with ``verify`` the re-check of every
     stability claim, the equivalence verdict of the written network and the tolerance derived
-    from rounding (:func:`default_tolerance`)."""
+    from rounding (:func:`verification_tolerance`)."""
 
     compression: CompressionResult
     written: Network

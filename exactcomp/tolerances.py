@@ -13,10 +13,13 @@ Definitions (exact maths): neuron pre-activation ``z(x)``; *stably inactive* iff
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from .errors import InvalidNetworkError
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class Tolerances:
         ``value +- pad`` rounds to nearest with error at most ``2^-53 |result|`` (or
         ``2^-1075``), covered by the slack between ``bound_rel`` and ``gamma_n``
         (``|value| <= scale``), so the pad is never lost, for tiny values included.
+        The amplification ``A <= 1e111`` is not assumed: :func:`underflow_tolerances`
+        bounds it per network and raises ``bound_abs`` where it is larger (every entry
+        point that meets a network: ``stable_neurons``, ``verify_equivalence``,
+        ``Pair.prepare``, ``recheck_certificates``).
     solver_abs, solver_rel:
         Margin a solver's (LP or MILP) dual bound must clear before we trust its sign:
         a MILP proves ``z <= 0`` only if its bound on ``max z`` is
@@ -73,6 +80,9 @@ class Tolerances:
         cancelling to O(1)): there the original's own float64 value is uncertain by about
         ``n * 2^-53 * S(x)``, and a fold, which re-associates those sums, cannot be closer
         than that. ``1e-12`` allows some 4,500 units in the last place of the largest term.
+        Computed only by :func:`check_allowance`; its largest value on the domain is the
+        *rounding allowance* ``compress`` reports and ``compress --verify`` proves where
+        the re-check needed it (:func:`~exactcomp.api.checking.compress_verified`).
     equivalence:
         Least default tolerance of :func:`exactcomp.verify_equivalence` in ``linf`` mode.
     rounding_factor:
@@ -106,6 +116,79 @@ class Tolerances:
 
 
 DEFAULT = Tolerances()
+
+UNDERFLOW_LOSS_LOG2 = -1075
+"""``log2`` of the most one float64 operation loses to underflow (half the smallest
+subnormal, ``2^-1075``, itself below float64's range)."""
+UNDERFLOW_OPERATIONS_LOG2 = 40
+"""``log2`` of the operations assumed per bound (a million neurons of a million inputs each)."""
+
+
+def amplification(networks: Sequence, boxes: Sequence) -> float:
+    r"""A bound on what multiplies an underflow error in any bound of ``networks`` on ``boxes``.
+
+    Every bound of the package is a sum of products ``q v`` of a *coefficient* ``q`` (a weight,
+    an entry of a back-substituted or forward linear form, a relaxation slope or offset) and a
+    *variable* ``v`` (an input, pre-activation or activation, or a difference of two of
+    them, or a magnitude bound of one). An error ``e`` that underflow leaves on one factor
+    reaches the bound times the other factor. With :math:`\|W_k\|_\infty` the largest absolute
+    row sum of layer ``k`` and :math:`\|W_k\|_1` its largest absolute column sum:
+
+    * coefficients: an entry of a product ``W_k D_k W_{k-1} ... W_j`` (``|D| <= 1``) is at most
+      :math:`\max|W_k| \prod_{i<k} \|W_i\|_1` (back-substitution) or
+      :math:`\prod_{i>j} \|W_i\|_\infty \max|W_j|` (forward forms), so at most
+      :math:`P = \prod_k \max(1, \|W_k\|_\infty, \|W_k\|_1)`;
+    * variables: :math:`|z_k| \le \|W_k\|_\infty m_{k-1} + \|b_k\|_\infty` with
+      :math:`m_{-1} = \|x\|_\infty`, so every :math:`|z_k|, |h_k| \le P V` with
+      :math:`V = \max(1, \|x\|_\infty) + \sum_k \|b_k\|_\infty`, and a difference of
+      two networks' variables at most twice the larger.
+
+    Both factors stay below ``A = 2 P V`` (the largest over ``networks`` and ``boxes``), so
+    ``N`` operations lose at most ``N 2^-1075 A`` to underflow. Returned as ``log2 A``
+    (``A`` itself can overflow); computed in float64 from norms that are rounded upwards by
+    the ``1e-6`` relative pad, far above their summation error.
+    """
+    log2 = 1.0
+    box_mag = max((float(np.max(np.abs([b.lower, b.upper]), initial=0.0)) for b in boxes),
+                  default=0.0)  # fmt: skip
+    worst = -math.inf
+    for net in networks:
+        norms, biases = 0.0, max(1.0, box_mag)
+        for layer in net.layers:
+            w = layer.abs_weight()
+            rows = float(np.max(np.asarray(w.sum(axis=1)), initial=0.0))
+            cols = float(np.max(np.asarray(w.sum(axis=0)), initial=0.0))
+            norms += math.log2(max(1.0, rows, cols) * (1.0 + 1e-6))
+            biases += float(np.max(np.abs(layer.bias), initial=0.0))
+        worst = max(worst, norms + math.log2(biases * (1.0 + 1e-6)))
+    return log2 + worst
+
+
+def check_allowance(tol: Tolerances, magnitude, scale):
+    """What the re-check of a compression lets float64 rounding move an output by:
+    ``check_abs + check_rel * max(1, magnitude) + check_scale * scale`` (elementwise), with
+    ``magnitude`` = ``|f(x)|`` and ``scale`` = ``S(x)`` (:meth:`Network.term_scale`) at a
+    point, or bounds on them over the domain (the rounding allowance of ``compress``)."""
+    return tol.check_abs + tol.check_rel * np.maximum(1.0, magnitude) + tol.check_scale * scale
+
+
+def underflow_tolerances(tol: Tolerances, networks: Sequence, boxes: Sequence) -> Tolerances:
+    """``tol`` with ``bound_abs`` raised to cover underflow in bounds of ``networks`` on
+    ``boxes``: at least ``N 2^-1075 A = 2^-1035 A`` (``N`` = ``2^UNDERFLOW_OPERATIONS_LOG2``
+    operations, ``A`` = :func:`amplification`), refused by name (:class:`~exactcomp.errors.InvalidNetworkError`) where that pad is beyond
+    ``1e300`` (weights whose norms multiply past ``1e611``: no finite bound would survive it).
+    ``tol`` itself, unchanged, for every network whose ``A`` the default ``bound_abs`` already
+    covers (``A <= 3.6e111``)."""
+    exponent = UNDERFLOW_OPERATIONS_LOG2 + UNDERFLOW_LOSS_LOG2 + amplification(networks, boxes)
+    if exponent > math.log2(1e300):
+        raise InvalidNetworkError(
+            f"the weights amplify float64 underflow by 2^{exponent + 1035:.0f} (the product of "
+            "the layers' largest absolute row or column sums, times the inputs and biases): "
+            "beyond what a rounding pad can cover; refused"
+        )
+    need = 2.0**exponent
+    return tol if need <= tol.bound_abs else replace(tol, bound_abs=need)
+
 
 # HiGHS' own tolerances, as every MILP of the package sets them (exactcomp.highs.runtime.
 # milp_options); the margins of exactcomp.highs.margins are computed from them.

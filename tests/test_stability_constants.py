@@ -23,6 +23,7 @@ from exactcomp.rewrite import compress_network
 from exactcomp.stability import stable_neurons
 from exactcomp.stability.constants import layer_classes
 from exactcomp.testing.oracle import grid_points
+from exactcomp.testing.random_networks import planted_rows_net
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import LayerStability, Proof, StabilityReport, Verdict
 from exactcomp.verify import EquivalenceStatus, recheck_certificates, verify_equivalence
@@ -128,21 +129,7 @@ def test_classes_are_true_in_exact_arithmetic(seed: int) -> None:
     ones equal their bias, at sampled inputs."""
     rng = np.random.default_rng(seed)
     widths, n = [int(rng.integers(2, 6)) for _ in range(3)], int(rng.integers(1, 4))
-    ws, bs, prev = [], [], n
-    for k, m in enumerate([*widths, 1]):
-        w = rng.integers(-4, 5, size=(m, prev)) / 4
-        b = rng.integers(-2, 3, size=m) / 4
-        if k < len(widths):
-            for j in range(1, m):
-                if rng.random() < 0.4:
-                    i = int(rng.integers(j))
-                    w[j], b[j] = w[i], b[i]
-            if rng.random() < 0.3:
-                w[int(rng.integers(m))] = 0.0
-        ws.append(w)
-        bs.append(b)
-        prev = m
-    net = Network.from_arrays(ws, bs, dtype="float64")
+    net = planted_rows_net(rng, n, widths, share=0.4, zero_rows=0.3)
     box = Box(-np.ones(n), np.ones(n))
     xs = box.sample(4, rng)
     for k, cls in enumerate(layer_classes(net)[:-1]):

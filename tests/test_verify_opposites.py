@@ -20,6 +20,7 @@ from exactcomp.exact import exact_forward
 from exactcomp.network import Layer, Network
 from exactcomp.stability.constants import layer_classes
 from exactcomp.testing.oracle import grid_points
+from exactcomp.testing.random_networks import planted_rows_net
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verdicts import Verdict
 from exactcomp.verify import EquivalenceStatus, verify_equivalence
@@ -154,19 +155,7 @@ def _random_pair_net(rng: np.random.Generator) -> Network:
     """A random net whose layers hold planted opposite pairs (a row and its negation) and
     rows that read such pairs with opposite weights, dyadic weights throughout."""
     n, widths = int(rng.integers(1, 4)), [int(rng.integers(2, 7)) for _ in range(3)]
-    ws, bs, prev = [], [], n
-    for k, m in enumerate([*widths, 1]):
-        w = rng.integers(-4, 5, size=(m, prev)) / 4
-        b = rng.integers(-2, 3, size=m) / 4
-        if k < len(widths):
-            for j in range(1, m):
-                if rng.random() < 0.5:
-                    i = int(rng.integers(j))
-                    w[j], b[j] = -w[i], -b[i]
-        ws.append(w)
-        bs.append(b)
-        prev = m
-    return Network.from_arrays(ws, bs, dtype="float64")
+    return planted_rows_net(rng, n, widths, share=0.5, sign=-1.0)
 
 
 @settings(max_examples=30, deadline=None)

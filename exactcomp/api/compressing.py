@@ -326,6 +326,7 @@ def build_report(
             "max_abs_diff": check.max_abs_diff,
             "stored_dtype": small.dtype,
             "stored_dtype_max_deviation": check.float32_max_deviation,
+            "rounding_allowance": check.allowance,
         },
         "domain": {"boxes": len(boxes), "dim": boxes[0].dim},
         "interrupted": bool(stability.stats.get("interrupted", 0)),

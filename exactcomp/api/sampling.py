@@ -47,7 +47,7 @@ from ..conv import rounded
 from ..domain import Box
 from ..errors import VerificationError
 from ..network import Network
-from ..tolerances import Tolerances
+from ..tolerances import Tolerances, check_allowance
 
 #: Largest ``points x width`` the re-check holds at once (128 MB of float64; ``width`` the
 #: widest of the input and the layers): an image network's 100,000 points are checked in
@@ -79,6 +79,8 @@ class SampleCheck:
     points: int
     max_abs_diff: float
     float32_max_deviation: float  # extra deviation caused by storing the result in its dtype
+    #: the largest allowance the re-check could grant on the domain (:func:`rounding_allowance`)
+    allowance: float = 0.0
 
 
 def check_points(boxes: Sequence[Box], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -168,7 +170,7 @@ def sample_check(
     sizes += [per] * (rest // per) + [rest % per]
     kept = stored(compressed)
     kept = None if same_values(compressed, kept) else kept
-    total, worst, deviation = 0, 0.0, 0.0
+    total, worst, deviation, magnitude = 0, 0.0, 0.0, 0.0
     for size in (s for s in sizes if s):
         spent = time.perf_counter() - t0
         if seconds is not None and total >= first and spent * (1 + size / total) > seconds:
@@ -178,10 +180,10 @@ def sample_check(
         x = check_points(boxes, size, rng)
         fx = original.forward(x)
         diff = np.abs(fx - compressed.forward(x))
-        allowed = tol.check_abs + tol.check_rel * np.maximum(1.0, np.abs(fx))
+        allowed = check_allowance(tol, np.abs(fx), 0.0)
         rows = np.flatnonzero((diff > allowed).any(axis=1))
         if rows.size:  # only these can fail: add their term scale (module docstring)
-            allowed[rows] += tol.check_scale * original.term_scale(x[rows])
+            allowed[rows] = check_allowance(tol, np.abs(fx[rows]), original.term_scale(x[rows]))
             bad = np.argwhere(diff[rows] > allowed[rows])
             if bad.size:
                 i, j = rows[bad[0][0]], bad[0][1]
@@ -191,6 +193,7 @@ def sample_check(
                     "nothing was written"
                 )
         worst = max(worst, float(diff.max(initial=0.0)))
+        magnitude = max(magnitude, float(np.abs(fx).max(initial=0.0)))
         # the written (rounded) network against f(x), already computed
         if kept is not None:
             deviation = max(deviation, float(np.abs(fx - kept.forward(x)).max(initial=0.0)))
@@ -199,4 +202,19 @@ def sample_check(
         points=total,
         max_abs_diff=worst,
         float32_max_deviation=worst if kept is None else deviation,
+        allowance=rounding_allowance(original, boxes, magnitude, tol),
     )
+
+
+def rounding_allowance(
+    original: Network, boxes: Sequence[Box], magnitude: float, tol: Tolerances
+) -> float:
+    """The largest allowance of the re-check (:func:`~exactcomp.tolerances.check_allowance`)
+    at any checked point whose ``|f(x)| <= magnitude``: ``S(x)`` (:meth:`Network.term_scale`)
+    grows with ``|x|`` entry by entry, so its largest value on a box is at the point
+    ``max(|lower|, |upper|)``."""
+    scale = max(
+        float(np.max(original.term_scale(np.maximum(np.abs(b.lower), np.abs(b.upper)))))
+        for b in boxes
+    )
+    return float(check_allowance(tol, magnitude, scale))

@@ -122,6 +122,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"wrote {args.output}: {result.report['neurons_before']} -> {result.report['neurons_after']} neurons, "
         f"re-checked on {result.check.points} points (max |diff| {result.check.max_abs_diff:.2g}"
+        + allowance_used(result.check)
         + stored_deviation(result.check, written.dtype)
         + ")"
         + (f"\n{recheck.summary()}\n{verdict.summary()}" if verdict is not None else "")
@@ -142,6 +143,17 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> int:
         )
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def allowance_used(check) -> str:
+    """``", within the rounding allowance X"`` when the re-check accepted a difference above
+    ``verify``'s least tolerance as float64 rounding (``check.rounding_allowance``: what
+    ``--verify`` then proves, :func:`exactcomp.api.checking.verification_tolerance`)."""
+    from ..tolerances import DEFAULT
+
+    if not check.max_abs_diff > DEFAULT.equivalence:
+        return ""
+    return f", within the rounding allowance {check.allowance:.3g}"
 
 
 def stored_deviation(check, dtype: str) -> str:

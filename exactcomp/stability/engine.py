@@ -49,7 +49,7 @@ from ..errors import InvalidOptionError
 from ..network import Network
 from ..progress import SILENT, Progress
 from ..search import candidate_inputs
-from ..tolerances import DEFAULT, Tolerances
+from ..tolerances import DEFAULT, Tolerances, underflow_tolerances
 from ..verdicts import METHODS, SOLVERS, LayerStability, Proof, StabilityReport, Verdict
 from .claims import BoxRun
 from .constants import layer_classes
@@ -150,6 +150,9 @@ def stable_neurons(
         box.check_size(net.input_size)
     if data is not None:
         data = sample_rows(data, net.input_size)
+    tol = underflow_tolerances(
+        tol, [net], boxes
+    )  # the rounding pad covers this network's underflow
     opts = Options(method, float(time_limit), solver, tol, int(seed), data, bool(partial), deadline)
     t0 = time.perf_counter()
     reports: list[StabilityReport] = []

@@ -277,3 +277,35 @@ def perturbed(net: Network, scale: float, seed: int) -> Network:
             for layer in net.layers
         ]
     )
+
+
+def planted_rows_net(
+    rng: np.random.Generator,
+    inputs: int,
+    widths: list[int],
+    *,
+    share: float,
+    sign: float = 1.0,
+    zero_rows: float = 0.0,
+) -> Network:
+    """A random network of dyadic weights (multiples of 1/4 in ``[-1, 1]``, biases in
+    ``[-1/2, 1/2]``) with rows planted in its hidden layers: each row after the first is, with
+    probability ``share``, ``sign`` times an earlier row, bias included (``1``: an exact copy,
+    ``-1``: an exact negation); then, with probability ``zero_rows``, one row of the layer is
+    zeroed (a constant neuron). One output. Fodder for the exact class identities
+    (:func:`~exactcomp.stability.constants.layer_classes`): every number is exact."""
+    ws, bs, prev = [], [], inputs
+    for k, m in enumerate([*widths, 1]):
+        w = rng.integers(-4, 5, size=(m, prev)) / 4
+        b = rng.integers(-2, 3, size=m) / 4
+        if k < len(widths):
+            for j in range(1, m):
+                if rng.random() < share:
+                    i = int(rng.integers(j))
+                    w[j], b[j] = sign * w[i], sign * b[i]
+            if zero_rows and rng.random() < zero_rows:
+                w[int(rng.integers(m))] = 0.0
+        ws.append(w)
+        bs.append(b)
+        prev = m
+    return Network.from_arrays(ws, bs, dtype="float64")

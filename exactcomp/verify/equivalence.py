@@ -72,7 +72,7 @@ from ..domain import Box
 from ..highs.margins import solver_margin
 from ..network import Network
 from ..progress import SILENT, Progress
-from ..tolerances import DEFAULT, Tolerances
+from ..tolerances import DEFAULT, Tolerances, underflow_tolerances
 from ..verdicts import StabilityReport
 from . import coupling, differential, falsify, head, splitting
 from .formulation import StabilityBudget, build_joint_model, proven_encoding, with_linear_output
@@ -157,6 +157,7 @@ def verify_equivalence(
     tol = tolerances.equivalence if tol is None else tol
     check_arguments(f, g, box, mode, tol, time_limit)
     outputs = compared_outputs(outputs, mode, f.output_size)
+    tolerances = underflow_tolerances(tolerances, [f, g], [box])
     run = _Run(f, g, box, mode, tol, time_limit, progress, tolerances, outputs)
     run.known_f = known_f
     return run.execute(np.random.default_rng(seed), data)

@@ -83,7 +83,7 @@ from ..stability.phases import (
     relu_split_phase,
     replay_split_phase,
 )
-from ..tolerances import DEFAULT, Tolerances
+from ..tolerances import DEFAULT, Tolerances, underflow_tolerances
 from ..verdicts import StabilityReport, Verdict
 from .falsify import candidate_points
 from .formulation import best_bounds
@@ -127,6 +127,7 @@ def recheck_certificates(
     t0 = time.perf_counter()
     deadline = t0 + time_limit
     boxes = [box] if isinstance(box, Box) else list(box)
+    tol = underflow_tolerances(tol, [original], boxes)
     checked = {
         "interval": 0,
         "linear": 0,

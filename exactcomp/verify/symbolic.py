@@ -125,7 +125,7 @@ from ..bounds.linear import check_end, linear_bounds
 from ..bounds.linear import relu_relaxation as crown_relaxation
 from ..domain import Box
 from ..network import Network
-from ..tolerances import DEFAULT, Tolerances
+from ..tolerances import DEFAULT, Tolerances, underflow_tolerances
 from .backward import Relaxation, output_bounds, ragged_difference_bounds, relu_relaxation
 from .forms import Forms, choose, scaled
 from .ragged import ragged_layer_bounds
@@ -212,6 +212,7 @@ class Pair:
         tol: Tolerances = DEFAULT,
         end: float | None = None,
     ) -> Pair:
+        tol = underflow_tolerances(tol, [f, g], [box])
         root = tuple(linear_bounds(f, box, tol=tol, end=end))
         mag = np.maximum(np.abs(box.lower), np.abs(box.upper))
         last = len(f.layers) - 1

@@ -172,6 +172,24 @@ def check_allowance(tol: Tolerances, magnitude, scale):
     return tol.check_abs + tol.check_rel * np.maximum(1.0, magnitude) + tol.check_scale * scale
 
 
+def forward_error(net, x: np.ndarray) -> np.ndarray:
+    r"""Per row of ``x`` and output, a bound on how far ``net.forward(x)`` (float64, any
+    summation order) is from the exact value of the network at ``x``.
+
+    With ``u = 2^-53``, ``\gamma_m = m u / (1 - m u)`` and ``n_k`` layer ``k``'s inputs, the
+    computed pre-activation of layer ``k`` is within ``\gamma_{n_k+1} (|W_k| |\hat h_{k-1}| +
+    |b_k|)`` of ``W_k \hat h_{k-1} + b_k`` (a dot product of ``n_k + 1`` terms); ReLU is
+    1-Lipschitz, so the errors obey ``e_k <= |W_k| e_{k-1} (1 + \gamma) + \gamma_{n_k+1} s_k``
+    with ``s_k = |W_k| s_{k-1} + |b_k|``, ``s_0 = |x|`` (:meth:`~exactcomp.network.Network.
+    term_scale`), and unrolled ``e_L <= (\sum_k \gamma_{n_k+1}) s_L`` to first order. The
+    factor ``1.01`` covers the higher-order terms and ``s_L``'s own (upward-free) rounding
+    while ``L n u`` stays below ``1e-3``; underflow adds at most ``2^-1074`` per operation,
+    covered by :attr:`Tolerances.bound_abs` per output."""
+    u = 2.0**-53
+    gamma = sum((la.in_features + 1) * u / (1 - (la.in_features + 1) * u) for la in net.layers)
+    return 1.01 * gamma * net.term_scale(x) + DEFAULT.bound_abs
+
+
 def underflow_tolerances(tol: Tolerances, networks: Sequence, boxes: Sequence) -> Tolerances:
     """``tol`` with ``bound_abs`` raised to cover underflow in bounds of ``networks`` on
     ``boxes``: at least ``N 2^-1075 A = 2^-1035 A`` (``N`` = ``2^UNDERFLOW_OPERATIONS_LOG2``

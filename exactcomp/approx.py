@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidOptionError
+from .exact_reference import exact_reference
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
@@ -70,13 +71,10 @@ TIME_LIMIT = 90.0
 EXACT_SHARE = 0.25
 #: ... of which this part is left by its stability analysis (which then starts nothing new:
 #: ``analysis_end`` of :func:`exactcomp.api.compress`) to the steps after it, which do not
-#: look at the clock: the rewrite, the choice of the structured rewrite and the re-check's
-#: first 2,000 points (the re-check then fills what is left of the share). cifar_base_kw at
-#: load 1.5-2.5 (RESULTS.md "ccsoak21"): analysis 7.0 s, rewrite 2.6 s, choice 0.4 s, the
-#: re-check's floor 0.4 s, of a 22 s share (the witness pool, 3.6 s of the analysis, runs
-#: whatever the clock); under load all of it slows alike (wall/CPU 2-3.5 at load 4-6, where
-#: the pass took 32 s of its 21 s: RESULTS.md "lossybudget20"), and only the analysis can
-#: give way.
+#: look at the clock: the rewrite, the structured rewrite's choice, the re-check's first 2,000
+#: points. cifar_base_kw at load 1.5-2.5 (RESULTS.md "ccsoak21"): analysis 7.0 s, rewrite
+#: 2.6 s, choice 0.4 s, re-check 0.4 s of a 22 s share; under load all of it slows alike
+#: (RESULTS.md "lossybudget20"), and only the analysis can give way.
 EXACT_REWRITE_SHARE = 0.4
 #: Of ``compress --tol``'s (and ``quantize``'s) time, kept after the search for the final proof of the stored
 #: network and the sampled difference (``sampled_max_difference``: 3.3-3.6 s wall at load 4-5
@@ -227,9 +225,8 @@ def compress_lossy(
     ``time_limit``, its analysis ending :data:`EXACT_REWRITE_SHARE` of that before), or None
     (the search starts from ``model`` itself). With it, the search and every proof run on its
     network ``f_exact`` (``LossyResult.reference``), and the claim is proven against it:
-    ``f_exact = f`` on every point of the domain by the exact pass's own proofs (its removals,
-    folds and merges each proven on the domain, in exact arithmetic; a neuron left UNDECIDED,
-    e.g. at the deadline, is kept, so a partial pass is still exact), hence
+    ``f_exact = f`` on the domain by the exact pass's proofs (an UNDECIDED neuron is kept)
+    and bit for bit on what it keeps (folds round: :mod:`exactcomp.exact_reference`), hence
     ``max |f - g| = max |f_exact - g|`` there. Neurons that only its MILPs or split trees prove
     stable so go for free, at tol 0 too. The report's sizes before, the sampled difference
     and the ``data`` agreement are the original's; ``exact_pass`` says what it removed.
@@ -267,22 +264,24 @@ def compress_lossy(
     original = load(model)
     boxes = bind_domain(domain, original)
     check_data(original, data, labels)
-    f, exact_facts = original, {"tol_mode": tol_mode}
+    f, exact_facts, gap = original, {"tol_mode": tol_mode}, 0.0
     if tol_mode == "top1":
         engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by the engine
         progress.task("class margin", 1)
         tol, exact_facts = top1_tolerance(
             original, list(boxes), tol, rule=top1_class, milp_seconds=engine
         )
-    if exact is not None:
-        t1 = time.perf_counter()  # after top1's margin proofs: the exact pass keeps its share
+    claimed = tol  # the report's; the search's is less the exact pass's gap (exact_reference)
+    if exact is not None:  # after top1's margin proofs: the exact pass keeps its share
+        t1 = time.perf_counter()
         progress.task("exact pass", 1)
         end, share = t1 + EXACT_SHARE * time_limit, EXACT_SHARE * time_limit
         done = exact(original, boxes, deadline=end, analysis_end=end - EXACT_REWRITE_SHARE * share)
-        spent = time.perf_counter() - t1
-        f, exact_facts["exact_pass"] = done.network, exact_pass_facts(original, done, spent)
+        f, done, gap = exact_reference(original, done, boxes, tol, time_limit)
+        exact_facts["exact_pass"] = exact_pass_facts(original, done, time.perf_counter() - t1, gap)
+        tol -= gap
     # one deadline: the search phases end FINAL_SHARE before it (an exact pass that overran
-    # takes their time, down to SEARCH_FLOOR), the final proof and sampling fit in the rest
+    # takes their time, down to SEARCH_FLOOR), then the final proof and the sampling
     now = time.perf_counter()
     stop = max(start + (1 - FINAL_SHARE) * time_limit, now + SEARCH_FLOOR * time_limit)
     final_end = max(start + (1 - FINAL_SHARE / 2) * time_limit, stop)  # the claim's solvers
@@ -359,6 +358,7 @@ def compress_lossy(
     if splits and out.proven > 0:
         split = charger.proven(out.network, split_seconds=split_seconds) + pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, split))
+    out = dataclasses.replace(out, proven=out.proven + gap)
     written = restore_structure(f, written_network(out))  # a conv still a conv: written as one
     g = drop_unused_grids(written, [None] * len(written.layers))[0]
     progress.task("sampling", 1)
@@ -376,7 +376,7 @@ def compress_lossy(
     doc = report_document(
         original,
         g,
-        tol,
+        claimed,
         out.proven,
         sampled,
         time.perf_counter() - start,
@@ -393,7 +393,8 @@ def compress_lossy(
         **strategies,
         **exact_facts,
     )
-    return LossyResult(original, g, None, out.proven, sampled, doc, out.network, f, unedited)
+    res = LossyResult(original, g, None, out.proven, sampled, doc, out.network, f, unedited)
+    return dataclasses.replace(res, reference_gap=gap)
 
 
 __all__ = ["LossyResult", "PhasePlan", "check_tol", "compress_lossy", "plan_phases"]

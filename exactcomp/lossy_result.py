@@ -48,6 +48,9 @@ class LossyResult:
     #: ``quantize`` of a DAG: its own file quantised (:mod:`exactcomp.io.onnx_requant`), what
     #: an ``.onnx`` target gets (``network`` is read back from it)
     source: Any = None
+    #: a proven bound on ``max |original - reference|`` (the rounding of the exact pass's
+    #: folds, :mod:`exactcomp.exact_reference`), already in ``proven``; what composes adds it
+    reference_gap: float = 0.0
 
     def save(
         self, path: str | Path, *, inputs: Sequence[str | Path] = (), overwrite: bool = False

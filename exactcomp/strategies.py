@@ -79,9 +79,10 @@ def better(
     return outs[best], {"strategy": best, "strategies": facts}
 
 
-def exact_pass_facts(original: Network, done: Any, seconds: float) -> dict:
-    """What the exact pass (a ``CompressionResult``) removed, its ``seconds``, and the points
-    its re-check evaluated (``check_points``: :mod:`exactcomp.api.sampling`)."""
+def exact_pass_facts(original: Network, done: Any, seconds: float, gap: float = 0.0) -> dict:
+    """What the exact pass (a ``CompressionResult``) removed, its ``seconds``, the points its
+    re-check evaluated (``check_points``: :mod:`exactcomp.api.sampling`) and the proven
+    ``gap`` between its network and ``original`` (:mod:`exactcomp.exact_reference`)."""
     stats = done.stability.stats
     return {
         "neurons_removed": original.num_neurons - done.network.num_neurons,
@@ -90,4 +91,5 @@ def exact_pass_facts(original: Network, done: Any, seconds: float) -> dict:
         "undecided": int(stats.get("undecided", 0)),
         "architecture_after": done.network.describe(),
         "check_points": int(done.check.points),
+        "gap": gap,
     }

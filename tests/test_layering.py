@@ -41,6 +41,7 @@ RANK = {
     "verify": 7,
     "lossy_result": 7,
     "strategies": 7,
+    "exact_reference": 7,
     "api": 8,
     "approx": 8,
     "quantization": 8,

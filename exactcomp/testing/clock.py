@@ -24,6 +24,7 @@ CLOCKED = (
     "exactcomp.api.regions",
     "exactcomp.api.sampling",
     "exactcomp.approx",
+    "exactcomp.exact_reference",
     "exactcomp.cli.lossy",
     "exactcomp.quantization",
     "exactcomp.bab.beta_first",

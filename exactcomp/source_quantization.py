@@ -1,0 +1,189 @@
+"""``quantize`` of a DAG in its own graph: per-tensor widths chosen under the proof.
+
+A graph with skip connections or branches is read as a chain whose layers carry the skip
+tensors (meta ``carried``); written, that chain is dense and wide (resnet_2b: 450,053 B in,
+14.9 MB out for ``--tol 0.5``). Instead the file's own ``Conv``/``Gemm`` weights are quantised
+(:mod:`exactcomp.io.onnx_requant`) and the network proven is the one read back from the
+bytes written. :class:`SourcePlan` builds such a file for any per-tensor widths;
+:func:`choose_source_bits` picks them for ``--tol`` under the proof, frugally, because one
+proof of resnet_2b takes tens of seconds:
+
+1. *the uniform ladder*: every tensor at one width, from 8 bits (16 where 8 is not in the
+   ladder): proven within ``tol``, the next narrower width that stores fewer bits is tried
+   (:func:`~exactcomp.rewrite.bitwidths.narrower`) until one is not; not proven, the wider
+   ones, until one is;
+2. *narrowing*, while time is left: the tensors largest first, each one step narrower (a
+   tensor at float32 to the widest width), kept where the whole is still proven within
+   ``tol``; rounds until one keeps nothing.
+
+A trial is started only while the last proof's seconds (:attr:`Charger.seconds`, before the
+first a multiple of ``f``'s bounds' seconds) and the last build's still fit before ``end``.
+What nothing proves within ``tol`` stays float32 in its graph; where no tensor is proven at
+any width the input itself is the result (written as it is: never a larger file). Every
+width is only *chosen* here; the claim is the caller's one proof of the final file.
+
+``corrected``: each node's bias takes its mean error on the domain
+(:mod:`exactcomp.io.onnx_means`), as the chain's ``corrected`` quantiser does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidNetworkError, UnsupportedModelError
+from .lossy_result import LossyResult
+from .network import Network
+from .rewrite.bitwidths import narrower
+from .rewrite.quantize import quantize_weight
+from .verify.symbolic import comparable
+
+#: The width the uniform ladder starts at (lead24: resnet_2b proven 0.44 at 8 bits).
+FIRST_BITS = 8
+
+
+@dataclass
+class SourcePlan:
+    """An ONNX file read as a carried chain ``f``, whose own weights (``sizes``: per tensor
+    name, its entries) can be quantised and read back paired with ``f``; ``means``: per
+    name, its node's mean input on the domain (bias correction), or None."""
+
+    path: str
+    f: Network
+    sizes: dict[str, int]
+    means: dict[str, np.ndarray] | None
+    seconds: float = 0.0  # of the last build (write, read back, the reader's check)
+
+    def build(self, widths: dict[str, float | None] | float) -> Any:
+        """The file quantised to ``widths`` (:func:`~exactcomp.io.onnx_requant.quantized_source`),
+        or None where it does not apply or does not read back paired with ``f``."""
+        from .io.onnx_requant import quantized_source
+
+        begun = time.perf_counter()
+        try:  # the file read back is checked against onnxruntime (which may fuse otherwise)
+            src = quantized_source(self.path, widths, quantize_weight, self.means)
+        except (InvalidNetworkError, UnsupportedModelError, ValueError):
+            src = None
+        self.seconds = time.perf_counter() - begun
+        return src if src is not None and comparable(self.f, src.network) else None
+
+
+def source_plan(model: Any, f: Network, boxes, corrected: bool) -> SourcePlan | None:
+    """A :class:`SourcePlan` when ``model`` is a file path and ``f``, read from it, is a DAG
+    read as a chain of carrying layers with weights of its own to quantise; else None."""
+    path = f.meta.get("source")
+    if not f.meta.get("carried") or isinstance(model, LossyResult) or not path:
+        return None
+    import onnx
+
+    from .io.onnx_requant import weight_axes
+
+    source = onnx.load(str(path))
+    axes = weight_axes(source)
+    if not axes:
+        return None
+    inits = {t.name: t for t in source.graph.initializer}
+    sizes = {k: int(np.prod(inits[k].dims)) for k in axes}
+    means = None
+    if corrected:
+        from .io.onnx_means import input_means
+
+        try:  # estimates only: where onnxruntime cannot run the probe, no correction
+            means = input_means(source, list(axes), boxes, f.meta.get("input_shape", ()))
+        except Exception:  # noqa: BLE001 - onnxruntime raises its own exception types
+            means = None
+    return SourcePlan(str(path), f, sizes, means)
+
+
+def choose_source_bits(
+    plan: SourcePlan, charger: Any, tol: float, ladder: list, end: float
+) -> tuple[dict[str, float | None] | None, Any]:
+    """Per tensor widths proven within ``tol`` (module docstring) and the file built for
+    them (None: no tensor proven, every width None: the input itself); ``(None, None)``
+    where the first file built does not read back paired with ``f`` (the caller quantises
+    the chain instead)."""
+    names = sorted(plan.sizes, key=lambda k: (-plan.sizes[k], k))
+    best: tuple[dict, Any] = ({k: None for k in names}, None)
+
+    def fits() -> bool:
+        return time.perf_counter() + charger.seconds + plan.seconds <= end
+
+    built = [0, 0]  # files built, and those that read back paired
+
+    def proven(widths: dict) -> Any:
+        """The built file where it is proven within ``tol``, else None."""
+        src = plan.build(widths)
+        built[0] += 1
+        if src is None:
+            return None
+        built[1] += 1
+        bound = charger.proven(src.network, end=end)
+        return src if bound <= tol else None
+
+    start = ladder.index(FIRST_BITS) if FIRST_BITS in ladder else len(ladder) - 1
+    i: int | None = start
+    while i is not None and fits():  # 1. the uniform ladder
+        widths = {k: ladder[i] for k in names}
+        src = proven(widths)
+        if built == [1, 0]:
+            return None, None  # the first file built did not read back paired
+        if src is not None:
+            best = (widths, src)
+            i = narrower(ladder, i)
+        elif best[1] is not None:
+            break
+        else:
+            i = i + 1 if i + 1 < len(ladder) else None
+    progress = True
+    while progress:  # 2. the largest tensors one step narrower
+        progress = False
+        for k in names:
+            if not fits():
+                return best
+            now = best[0][k]
+            j = narrower(ladder, None if now is None else ladder.index(now))
+            if j is None:
+                continue
+            widths = dict(best[0])
+            widths[k] = ladder[j]
+            src = proven(widths)
+            if src is not None:
+                best, progress = (widths, src), True
+    return best
+
+
+def source_rows(plan: SourcePlan, src: Any) -> list[dict]:
+    """The report's rows, one per own tensor of the file (its width, or float32)."""
+    grids = {} if src is None else dict(zip(src.names, src.grids, strict=True))
+    rows = []
+    for k, name in enumerate(sorted(plan.sizes)):
+        q = grids.get(name)
+        rows.append(
+            {
+                "layer": k,
+                "tensor": name,
+                "action": "float32"
+                if q is None
+                else ("float16" if q.bits == 16 else f"{q.bits:g}-bit"),
+                "bits": 32 if q is None else q.storage_bits,
+                "entropy_bits": None if q is None else q.entropy(),
+            }
+        )
+    return rows
+
+
+def source_bits(plan: SourcePlan, src: Any) -> tuple[float, float]:
+    """Stored bits per weight and entropy per weight over the file's own tensors (32 for one
+    kept in float32)."""
+    grids = {} if src is None else dict(zip(src.names, src.grids, strict=True))
+    total = max(sum(plan.sizes.values()), 1)
+    stored = sum(
+        n * (32 if k not in grids else grids[k].storage_bits) for k, n in plan.sizes.items()
+    )
+    entropy = sum(
+        n * (32.0 if k not in grids else grids[k].entropy()) for k, n in plan.sizes.items()
+    )
+    return stored / total, entropy / total

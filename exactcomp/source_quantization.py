@@ -55,20 +55,33 @@ class SourcePlan:
     f: Network
     sizes: dict[str, int]
     means: dict[str, np.ndarray] | None
+    biased: dict[str, np.ndarray] | None = None  # ``means`` of the nodes that have a bias
     seconds: float = 0.0  # of the last build (write, read back, the reader's check)
 
     def build(self, widths: dict[str, float | None] | float) -> Any:
         """The file quantised to ``widths`` (:func:`~exactcomp.io.onnx_requant.quantized_source`),
-        or None where it does not apply or does not read back paired with ``f``."""
+        bias corrected where that reads back paired with ``f`` (a bias given to a node that
+        had none can keep the reader from seeing a ReLU's input as non-negative: another
+        chain), else only the nodes that have a bias, else plain; None where none applies
+        and reads back paired."""
         from .io.onnx_requant import quantized_source
 
         begun = time.perf_counter()
-        try:  # the file read back is checked against onnxruntime (which may fuse otherwise)
-            src = quantized_source(self.path, widths, quantize_weight, self.means)
-        except (InvalidNetworkError, UnsupportedModelError, ValueError):
+        src = None
+        tries: list = [None]
+        if self.means:
+            fewer = self.biased is not None and len(self.biased) < len(self.means)
+            tries = [self.means, *([self.biased] if fewer else []), None]
+        for means in tries:
+            try:  # the file read back is checked against onnxruntime (which may fuse otherwise)
+                src = quantized_source(self.path, widths, quantize_weight, means)
+            except (InvalidNetworkError, UnsupportedModelError, ValueError):
+                src = None
+            if src is not None and comparable(self.f, src.network):
+                break
             src = None
         self.seconds = time.perf_counter() - begun
-        return src if src is not None and comparable(self.f, src.network) else None
+        return src
 
 
 def source_plan(model: Any, f: Network, boxes, corrected: bool) -> SourcePlan | None:
@@ -77,25 +90,21 @@ def source_plan(model: Any, f: Network, boxes, corrected: bool) -> SourcePlan | 
     path = f.meta.get("source")
     if not f.meta.get("carried") or isinstance(model, LossyResult) or not path:
         return None
-    import onnx
+    from .io.onnx_requant import own_weights
 
-    from .io.onnx_requant import weight_axes
-
-    source = onnx.load(str(path))
-    axes = weight_axes(source)
-    if not axes:
+    source, sizes, has = own_weights(path)
+    if not sizes:
         return None
-    inits = {t.name: t for t in source.graph.initializer}
-    sizes = {k: int(np.prod(inits[k].dims)) for k in axes}
-    means = None
+    means = biased = None
     if corrected:
         from .io.onnx_means import input_means
 
         try:  # estimates only: where onnxruntime cannot run the probe, no correction
-            means = input_means(source, list(axes), boxes, f.meta.get("input_shape", ()))
+            means = input_means(source, list(sizes), boxes, f.meta.get("input_shape", ()))
         except Exception:  # noqa: BLE001 - onnxruntime raises its own exception types
             means = None
-    return SourcePlan(str(path), f, sizes, means)
+        biased = None if means is None else {k: v for k, v in means.items() if k in has} or None
+    return SourcePlan(str(path), f, sizes, means, biased)
 
 
 def choose_source_bits(

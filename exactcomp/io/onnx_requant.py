@@ -92,6 +92,17 @@ def weight_axes(model: onnx.ModelProto) -> dict[str, int]:
     return axes
 
 
+def own_weights(path: str | Path) -> tuple[onnx.ModelProto, dict[str, int], frozenset[str]]:
+    """The file at ``path``, its weights of :func:`weight_axes` with their entries, and those
+    of them whose node has a bias."""
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    sizes = {k: int(np.prod(inits[k].dims)) for k in weight_axes(model)}
+    biased = {n.input[1] for n in model.graph.node
+              if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2]}  # fmt: skip
+    return model, sizes, frozenset(biased & set(sizes))
+
+
 def quantized_source(
     path: str | Path,
     bits: float | Mapping[str, float | None],

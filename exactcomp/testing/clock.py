@@ -26,6 +26,7 @@ CLOCKED = (
     "exactcomp.approx",
     "exactcomp.cli.lossy",
     "exactcomp.quantization",
+    "exactcomp.source_quantization",
     "exactcomp.bab.beta_first",
     "exactcomp.bab.beta_tree",
     "exactcomp.bab.beta_parts",

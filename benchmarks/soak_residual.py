@@ -174,6 +174,10 @@ def run_residual_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, 
 
 #: Bit widths of the residual graphs quantised in their own graph, by seed.
 SOURCE_BITS = (8, 4, 16, 2, 1.5)
+#: ... and, by ``seed // len(SOURCE_BITS)``, ``--tol`` (as a share of the outputs' sampled
+#: span; None: ``--bits`` alone) with those bits as the widest: per-tensor widths chosen
+#: under the proof (:mod:`exactcomp.source_quantization`).
+SOURCE_TOL = (None, 0.05, 0.01, 0.2)
 
 
 def quantized_source_checks(model: onnx.ModelProto, case: Case, seed: int):
@@ -187,15 +191,26 @@ def quantized_source_checks(model: onnx.ModelProto, case: Case, seed: int):
     from exactcomp.testing.written_checks import check_quantized_file
 
     bits = SOURCE_BITS[seed % len(SOURCE_BITS)]
-    what = f"quantize --bits {bits:g} of the graph"
+    share = SOURCE_TOL[(seed // len(SOURCE_BITS)) % len(SOURCE_TOL)]
+    tol = None
+    if share is not None:
+        y = case.network.forward(case.box.sample(256, np.random.default_rng(seed)))
+        tol = share * max(float(np.ptp(y, axis=0).max()), 1e-6)
+    what = (
+        f"quantize --bits {bits:g}" + ("" if tol is None else f" --tol {tol:.3g}") + " of the graph"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "residual.onnx"
         onnx.save(model, str(path))
         try:
-            res = api.quantize(path, case.box, bits=bits, split_seconds=1.0, lp_seconds=2.0)
+            res = api.quantize(
+                path, case.box, bits=bits, tol=tol, split_seconds=1.0, lp_seconds=2.0
+            )
         except ExactCompError:
             return [], 1, 0
         found = check_quantized_file(res, case.network, what)
+        if tol is not None and res.proven > tol:
+            found.append(Finding("lossy-tol", f"{what}: proven {res.proven!r} > tol"))
     try:
         exact = max_output_difference(
             case.network, res.network, case.box, budget=LpBudget(JOINT_LPS)

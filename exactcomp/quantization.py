@@ -152,14 +152,14 @@ def quantize(
     stop = t0 + (1 - FINAL_SHARE) * time_limit
     final_end = t0 + (1 - FINAL_SHARE / 2) * time_limit
     # a DAG: its own file quantised (source_quantization), else the chain read from it
-    plan = source_plan(model, f, boxes, method == "corrected")
+    moments_end = t0 + COMPENSATION_SHARE * time_limit  # the domain moments stop adding there
+    plan = source_plan(model, f, boxes, method == "corrected", moments_end)
     src = None
     if plan is not None and tol is None:
         src = plan.build(bits)
         plan = None if src is None else plan  # the chain is quantised and written instead
     progress.task("bounds of the original", 1)
     # the bounds phase ends BOUNDS_SHARE into the deadline: the tightening, last, stops there
-    moments_end = t0 + COMPENSATION_SHARE * time_limit
     corrected = method == "corrected" and plan is None
     comp = domain_compensation(base, boxes, moments_end) if corrected else None
     charger = original_charger(ref, boxes, t0, time_limit, tighten_seconds, final_end)

@@ -84,9 +84,12 @@ class SourcePlan:
         return src
 
 
-def source_plan(model: Any, f: Network, boxes, corrected: bool) -> SourcePlan | None:
+def source_plan(
+    model: Any, f: Network, boxes, corrected: bool, deadline: float | None = None
+) -> SourcePlan | None:
     """A :class:`SourcePlan` when ``model`` is a file path and ``f``, read from it, is a DAG
-    read as a chain of carrying layers with weights of its own to quantise; else None."""
+    read as a chain of carrying layers with weights of its own to quantise; else None.
+    ``corrected``: the nodes' mean inputs, no point after the first few past ``deadline``."""
     path = f.meta.get("source")
     if not f.meta.get("carried") or isinstance(model, LossyResult) or not path:
         return None
@@ -100,7 +103,8 @@ def source_plan(model: Any, f: Network, boxes, corrected: bool) -> SourcePlan | 
         from .io.onnx_means import input_means
 
         try:  # estimates only: where onnxruntime cannot run the probe, no correction
-            means = input_means(source, list(sizes), boxes, f.meta.get("input_shape", ()))
+            shape = f.meta.get("input_shape", ())
+            means = input_means(source, list(sizes), boxes, shape, deadline)
         except Exception:  # noqa: BLE001 - onnxruntime raises its own exception types
             means = None
         biased = None if means is None else {k: v for k, v in means.items() if k in has} or None

@@ -21,6 +21,7 @@ not a vector; a ``Conv`` that is not 2-D with explicit pads) gets none (``None``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -34,6 +35,7 @@ from ..domain import Box
 
 #: Uniform domain points (all boxes together, seeded) the nodes' mean inputs are taken over.
 MEAN_POINTS = 1024
+MIN_POINTS = 16  # ... of which at least these, whatever the deadline
 
 
 def node_inputs(model: onnx.ModelProto, weights: Sequence[str]) -> dict[str, onnx.NodeProto]:
@@ -44,10 +46,15 @@ def node_inputs(model: onnx.ModelProto, weights: Sequence[str]) -> dict[str, onn
 
 
 def input_means(
-    model: onnx.ModelProto, weights: Sequence[str], boxes: Sequence[Box], input_shape: Sequence
+    model: onnx.ModelProto,
+    weights: Sequence[str],
+    boxes: Sequence[Box],
+    input_shape: Sequence,
+    deadline: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Per weight name, the mean over :data:`MEAN_POINTS` uniform points of the boxes of the
-    node's input (one sample's shape, the batch axis dropped), by onnxruntime (float32)."""
+    node's input (one sample's shape, the batch axis dropped), by onnxruntime (float32); past
+    ``deadline`` (``time.perf_counter``) no point after the first :data:`MIN_POINTS`."""
     nodes = node_inputs(model, weights)
     names = sorted({n.input[0] for n in nodes.values()})
     probe = onnx.ModelProto()
@@ -66,12 +73,16 @@ def input_means(
     one = tuple(d if isinstance(d, int) else 1 for d in input_shape)
     feed = sess.get_inputs()[0].name
     sums: dict[str, np.ndarray] = {}
+    count = 0
     for row in x.astype(np.float32):
+        if count >= MIN_POINTS and deadline is not None and time.perf_counter() > deadline:
+            break
+        count += 1
         outs = sess.run(names, {feed: row.reshape(one)})
         for t, v in zip(names, outs, strict=True):
             v = np.asarray(v, dtype=np.float64)[0]  # the batch of one
             sums[t] = v if t not in sums else sums[t] + v
-    return {w: sums[n.input[0]] / len(x) for w, n in nodes.items()}
+    return {w: sums[n.input[0]] / count for w, n in nodes.items()}
 
 
 def bias_shift(node: onnx.NodeProto, error: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
@@ -122,7 +133,10 @@ def shift_bias(model: onnx.ModelProto, node: onnx.NodeProto, shift: np.ndarray) 
         b = b.reshape(-1)
     else:
         b = np.zeros(len(shift))
-    new = numpy_helper.from_array((b - shift).astype(np.float32), f"{node.input[1]}_bias")
+    name = f"{node.input[1]}_bias"
+    while name in inits:
+        name += "_"
+    new = numpy_helper.from_array((b - shift).astype(np.float32), name)
     graph.initializer.append(new)
     if old is None:
         while len(node.input) < slot:

@@ -27,6 +27,7 @@ CLOCKED = (
     "exactcomp.cli.lossy",
     "exactcomp.quantization",
     "exactcomp.source_quantization",
+    "exactcomp.io.onnx_means",
     "exactcomp.bab.beta_first",
     "exactcomp.bab.beta_tree",
     "exactcomp.bab.beta_parts",

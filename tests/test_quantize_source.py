@@ -296,3 +296,62 @@ def test_the_search_takes_the_uniform_ladder_then_the_largest_tensors_within_its
         assert charger.asked[:3] == [{"big": 8, "small": 8}, {"big": 4, "small": 4},
                                      {"big": 4, "small": 8}]  # fmt: skip
         assert widths == {"big": 4, "small": 8}
+
+
+@pytest.mark.parametrize("op", ["Conv", "Gemm"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_the_corrected_bias_cancels_the_mean_error_on_the_domain(op, with_bias) -> None:
+    """One ``Conv`` (padded, strided) or ``Gemm`` (untransposed) whose weight is off by ``E``:
+    with the bias from :func:`corrected_errors` the output error's mean over the same domain
+    points (and a channel's positions) is 0, in onnxruntime."""
+    from exactcomp.io import onnx_means
+
+    rng = np.random.default_rng(5)
+    if op == "Conv":
+        shape, in_shape, attrs = (
+            (3, 2, 3, 3),
+            [1, 2, 5, 5],
+            {"pads": [1, 0, 1, 1], "strides": [2, 1]},
+        )
+    else:
+        shape, in_shape, attrs = (6, 3), [1, 6], {}
+    w = rng.normal(size=shape).astype(np.float32)
+    bias = rng.normal(size=shape[0] if op == "Conv" else shape[1]).astype(np.float32)
+    box = Box(
+        np.linspace(0.0, 1.0, int(np.prod(in_shape))), np.linspace(0.5, 3.0, int(np.prod(in_shape)))
+    )
+
+    def model(weight, b):
+        inits = [numpy_helper.from_array(weight, "W")] + (
+            [] if b is None else [numpy_helper.from_array(b, "B")]
+        )
+        node = helper.make_node(op, ["x", "W"] + ([] if b is None else ["B"]), ["y"], **attrs)
+        graph = helper.make_graph(
+            [node], "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits,
+        )  # fmt: skip
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    b = bias if with_bias else None
+    f = model(w, b)
+    means = onnx_means.input_means(f, ["W"], [box], in_shape)
+    error = (0.05 * rng.normal(size=shape)).astype(np.float32)
+    g = model(w + error, b)
+    fixed = onnx_means.corrected_errors(g, {"W": error.astype(np.float64)}, means)  # its layout
+    assert fixed == ("W",)
+    runs = []
+    x = box.lower + (box.upper - box.lower) * np.random.default_rng(0).random(
+        (onnx_means.MEAN_POINTS, box.dim)
+    )
+    for m in (f, g):
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        runs.append(
+            np.stack(
+                [sess.run(None, {"x": r.reshape(in_shape).astype(np.float32)})[0][0] for r in x]
+            )
+        )
+    diff = runs[1].astype(np.float64) - runs[0]
+    per_channel = diff.reshape(len(x), diff.shape[1], -1).mean(axis=(0, 2))
+    raw = np.abs(diff).mean()
+    assert raw > 1e-2  # the error is there, point by point
+    np.testing.assert_allclose(per_channel, 0.0, atol=1e-4)

@@ -124,29 +124,29 @@ def shift_bias(model: onnx.ModelProto, node: onnx.NodeProto, shift: np.ndarray) 
     inits = {t.name: t for t in graph.initializer}
     slot = 2
     old = node.input[slot] if len(node.input) > slot and node.input[slot] else None
+    b, shape = np.zeros(len(shift)), (len(shift),)
     if old is not None:
         if old not in inits or inits[old].data_type != onnx.TensorProto.FLOAT:
             return False
         b = numpy_helper.to_array(inits[old]).astype(np.float64)
         if b.shape not in ((len(shift),), (1, len(shift))):
             return False
-        b = b.reshape(-1)
-    else:
-        b = np.zeros(len(shift))
+        b, shape = b.reshape(-1), b.shape
+    value = (b - shift).astype(np.float32).reshape(shape)
+    if old is not None and sum(i == old for n in graph.node for i in n.input) == 1:
+        graph.initializer.remove(inits[old])  # its own: the same name, the new values
+        graph.initializer.append(numpy_helper.from_array(value, old))
+        return True
     name = f"{node.input[1]}_bias"
     while name in inits:
         name += "_"
-    new = numpy_helper.from_array((b - shift).astype(np.float32), name)
-    graph.initializer.append(new)
-    if old is None:
-        while len(node.input) < slot:
-            node.input.append("")
-        if len(node.input) == slot:
-            node.input.append(new.name)
-            return True
-    node.input[slot] = new.name
-    if old is not None and sum(i == old for n in graph.node for i in n.input) == 0:
-        graph.initializer.remove(inits[old])
+    graph.initializer.append(numpy_helper.from_array(value, name))
+    while len(node.input) < slot:
+        node.input.append("")
+    if len(node.input) == slot:
+        node.input.append(name)
+    else:
+        node.input[slot] = name
     return True
 
 

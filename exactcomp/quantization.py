@@ -166,22 +166,18 @@ def quantize(
     n = len(base.layers)
     lp_end = time.perf_counter() + lp_seconds
     lp_bound = np.inf  # a joint-LP proof of the chosen network, when narrowing made one
-    if plan is not None and tol is not None:
+    ladder: list[float] = []  # --tol: the widths tried, float16 only where every layer fits
+    if tol is not None:  # it (else its weights would be inf)
         fits = all(fits_float16(la.weight) for la in base.layers)
         ladder = [b for b in BIT_LADDER if (bits is None or b <= bits) and (b != 16 or fits)]
+    if plan is not None and tol is not None:
         progress.task("choosing bits", 1)
         widths, src = choose_source_bits(plan, charger, tol, ladder, stop)
         if widths is None:  # not read back paired: the chain, as before
             plan = None
             comp = domain_compensation(base, boxes, moments_end) if method == "corrected" else None
-    if plan is not None:
-        chosen: list[float | None] = [None] * n  # unused: the file's own tensors are quantised
-    elif tol is None:
-        chosen: list[float | None] = [bits] * n
-    else:
-        # float16 only where every layer fits it (else its weights would be inf)
-        fits = all(fits_float16(la.weight) for la in base.layers)
-        ladder = [b for b in BIT_LADDER if (bits is None or b <= bits) and (b != 16 or fits)]
+    chosen: list[float | None] = [bits] * n  # the chain's widths (unused for the file's own)
+    if plan is None and tol is not None:
         progress.task("choosing bits", 1)
         chosen = choose_bits(base, charger, tol, ladder, comp, end=stop)
         if split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:

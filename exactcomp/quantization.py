@@ -172,7 +172,7 @@ def quantize(
         ladder = [b for b in BIT_LADDER if (bits is None or b <= bits) and (b != 16 or fits)]
     if plan is not None and tol is not None:
         progress.task("choosing bits", 1)
-        widths, src = choose_source_bits(plan, charger, tol, ladder, stop)
+        widths, src, lp_bound = choose_source_bits(plan, charger, tol, ladder, stop, lp_end)
         if widths is None:  # not read back paired: the chain, as before
             plan = None
             comp = domain_compensation(base, boxes, moments_end) if method == "corrected" else None
@@ -198,7 +198,10 @@ def quantize(
     qn = quantize_network(base, chosen, comp) if plan is None else None
     g = (f if src is None else src.network) if qn is None else qn.network  # f: nothing proven
     now = time.perf_counter()
-    left = 0.0 if np.isfinite(lp_bound) else max(min(lp_end, final_end) - now, 0.0)
+    # the chain's narrowing ended in a joint-LP proof: none again; the file's own search
+    # returns its last bound (symbolic, or the LP's): the final proof may still tighten it
+    done = np.isfinite(lp_bound) and plan is None
+    left = 0.0 if done else max(min(lp_end, final_end) - now, 0.0)
     proven = charger.proven(
         g,
         split_seconds=split_seconds,

@@ -16,6 +16,11 @@ proof of resnet_2b takes tens of seconds:
    tensor at float32 to the widest width), kept where the whole is still proven within
    ``tol``; rounds until one keeps nothing.
 
+A trial the symbolic bound does not prove within ``tol`` but within ``LP_GAIN`` times it is
+asked of the joint LP too (``lp_end``, as the chain's ``narrow_with_lp``); the bound of the
+widths chosen is returned, so that the caller's claim is the tighter of it and its final
+proof of the same file.
+
 A trial is started only while the last proof's seconds (:attr:`Charger.seconds`, before the
 first a multiple of ``f``'s bounds' seconds) and the last build's still fit before ``end``.
 What nothing proves within ``tol`` stays float32 in its graph; where no tensor is proven at
@@ -37,7 +42,7 @@ import numpy as np
 from .errors import InvalidNetworkError, UnsupportedModelError
 from .lossy_result import LossyResult
 from .network import Network
-from .rewrite.bitwidths import narrower
+from .rewrite.bitwidths import LP_GAIN, narrower
 from .rewrite.quantize import quantize_weight
 from .verify.symbolic import comparable
 
@@ -112,39 +117,45 @@ def source_plan(
 
 
 def choose_source_bits(
-    plan: SourcePlan, charger: Any, tol: float, ladder: list, end: float
-) -> tuple[dict[str, float | None] | None, Any]:
-    """Per tensor widths proven within ``tol`` (module docstring) and the file built for
-    them (None: no tensor proven, every width None: the input itself); ``(None, None)``
-    where the first file built does not read back paired with ``f`` (the caller quantises
-    the chain instead)."""
+    plan: SourcePlan, charger: Any, tol: float, ladder: list, end: float, lp_end: float = -np.inf
+) -> tuple[dict[str, float | None] | None, Any, float]:
+    """Per tensor widths proven within ``tol`` (module docstring), the file built for them
+    (None: no tensor proven, every width None: the input itself) and its proven bound;
+    ``(None, None, inf)`` where the first file built does not read back paired with ``f``
+    (the caller quantises the chain instead). Until ``lp_end``, a trial whose symbolic bound
+    is above ``tol`` but within :data:`~exactcomp.rewrite.bitwidths.LP_GAIN` times it is
+    asked of the joint LP too (tighter; its seconds to ``lp_end``), as the chain's
+    :func:`~exactcomp.rewrite.bitwidths.narrow_with_lp`."""
     names = sorted(plan.sizes, key=lambda k: (-plan.sizes[k], k))
-    best: tuple[dict, Any] = ({k: None for k in names}, None)
+    best: tuple[dict, Any, float] = ({k: None for k in names}, None, np.inf)
 
     def fits() -> bool:
         return time.perf_counter() + charger.seconds + plan.seconds <= end
 
     built = [0, 0]  # files built, and those that read back paired
 
-    def proven(widths: dict) -> Any:
-        """The built file where it is proven within ``tol``, else None."""
+    def proven(widths: dict) -> tuple[Any, float]:
+        """The built file where it is proven within ``tol`` (else None), and its bound."""
         src = plan.build(widths)
         built[0] += 1
         if src is None:
-            return None
+            return None, np.inf
         built[1] += 1
         bound = charger.proven(src.network, end=end)
-        return src if bound <= tol else None
+        left = min(lp_end, end) - time.perf_counter()
+        if tol < bound <= LP_GAIN * tol and left > 0:
+            bound = min(bound, charger.proven(src.network, target=tol, lp_seconds=left, end=end))
+        return (src if bound <= tol else None), bound
 
     start = ladder.index(FIRST_BITS) if FIRST_BITS in ladder else len(ladder) - 1
     i: int | None = start
     while i is not None and fits():  # 1. the uniform ladder
         widths = {k: ladder[i] for k in names}
-        src = proven(widths)
+        src, bound = proven(widths)
         if built == [1, 0]:
-            return None, None  # the first file built did not read back paired
+            return None, None, np.inf  # the first file built did not read back paired
         if src is not None:
-            best = (widths, src)
+            best = (widths, src, bound)
             i = narrower(ladder, i)
         elif best[1] is not None:
             break
@@ -162,9 +173,9 @@ def choose_source_bits(
                 continue
             widths = dict(best[0])
             widths[k] = ladder[j]
-            src = proven(widths)
+            src, bound = proven(widths)
             if src is not None:
-                best, progress = (widths, src), True
+                best, progress = (widths, src, bound), True
     return best
 
 

@@ -271,7 +271,7 @@ class _Charger:
     def __init__(self, clock):
         self.clock, self.seconds, self.asked = clock, 10.0, []
 
-    def proven(self, widths, end=None):
+    def proven(self, widths, end=None, **_):
         self.asked.append(dict(widths))
         self.clock.advance(10.0)
         return sum(self.ERR[w] for w in widths.values())
@@ -286,16 +286,16 @@ def test_the_search_takes_the_uniform_ladder_then_the_largest_tensors_within_its
 
     clock = FakeClock().install(monkeypatch)
     charger, end = _Charger(clock), clock.now + seconds
-    widths, src = choose_source_bits(_Plan(), charger, 0.5, [1.5, 2, 3, 4, 8, 16], end)
+    widths, src, bound = choose_source_bits(_Plan(), charger, 0.5, [1.5, 2, 3, 4, 8, 16], end)
     assert clock.now <= end  # no proof started that would end past it
     if seconds == 5.0:  # no proof fits: nothing quantised (the input itself)
         assert charger.asked == [] and src is None and set(widths.values()) == {None}
     elif seconds == 25.0:  # uniform 8 proven (0.2), uniform 4 not (0.6): two proofs
-        assert widths == {"big": 8, "small": 8} and src.network == widths
+        assert widths == {"big": 8, "small": 8} and src.network == widths and bound == 0.2
     else:  # then the big tensor to 4 bits (0.4); nothing else stays within 0.5
         assert charger.asked[:3] == [{"big": 8, "small": 8}, {"big": 4, "small": 4},
                                      {"big": 4, "small": 8}]  # fmt: skip
-        assert widths == {"big": 4, "small": 8}
+        assert widths == {"big": 4, "small": 8} and bound == pytest.approx(0.4)
 
 
 @pytest.mark.parametrize("op", ["Conv", "Gemm"])

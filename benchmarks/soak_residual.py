@@ -11,7 +11,11 @@ into a chain by carrying skip tensors through ReLU layers (:mod:`exactcomp.io.on
 - in one case of four a ``Concat`` of the block's branch and the skip instead of the ``Add``;
 - a ReLU, then a dense head of two outputs.
 
-Biases are drawn so that some units are dead or tied on the box. The graph is read with
+A float32 graph is also quantised in its own graph (``--bits``, or ``--tol`` with per-tensor
+widths: :func:`quantized_source_checks`); for a float64 one, a float32 graph of two input rows
+read by ``Slice``/``Gather`` into branches merged by ``Concat`` at opset 12 is, instead
+(:func:`branch_graph`, as nn4sys' pensieve). Biases are drawn so that some units are dead or
+tied on the box. The graph is read with
 :func:`exactcomp.api.load` and compared with onnxruntime on the case's box (an ``onnx-load``
 finding otherwise), then the chain goes through every check of
 :func:`~exactcomp.testing.soak_checks.check_case` against the exact oracle.
@@ -134,16 +138,25 @@ def residual_case(seed: int) -> tuple[Case, dict[str, Any], Finding | None]:
     """Case ``seed``: the graph read as a chain through :func:`exactcomp.api.load`, and an
     ``onnx-load`` finding if it differs from onnxruntime on the box's centre, corners and 64
     random points beyond float32 rounding (:func:`~.soak_onnx.disagreement`)."""
+    model, shape, drawn = residual_graph(seed)
+    case, carried, finding = graph_case(model, shape, seed)
+    drawn["carried"] = carried
+    return case, drawn, finding
+
+
+def graph_case(
+    model: onnx.ModelProto, shape: tuple[int, ...], seed: int
+) -> tuple[Case, list, Finding | None]:
+    """``model`` read as a chain on a random box of case ``seed``, what it carries, and an
+    ``onnx-load`` finding where it differs from onnxruntime (:func:`residual_case`)."""
     from .soak_onnx import disagreement
 
-    model, shape, drawn = residual_graph(seed)
     rng = np.random.default_rng(seed + 1)
     box: Box = random_box(rng, int(np.prod(shape)), degenerate_prob=0.1)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "residual.onnx"
         onnx.save(model, str(path))
         net = api.load(path)
-    drawn["carried"] = list(net.meta.get("carried", ()))
     x = np.vstack([box_corners(box), rng.uniform(box.lower, box.upper, (64, box.lower.size))])
     excess, at = disagreement(net, x, _onnxruntime(model, x, shape))
     finding = None
@@ -151,12 +164,60 @@ def residual_case(seed: int) -> tuple[Case, dict[str, Any], Finding | None]:
         finding = Finding(
             "onnx-load", f"read differs from onnxruntime by {excess:.3g}", at.tolist()
         )
-    return Case(net, box, seed), drawn, finding
+    return Case(net, box, seed), list(net.meta.get("carried", ())), finding
+
+
+def branch_graph(seed: int) -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """A float32 graph whose input rows feed branches merged by ``Concat`` (as nn4sys'
+    pensieve, opset 12): ``x`` of shape ``1 x 2 x 2``, row 0 by ``Slice`` and ``Reshape``,
+    row 1 by ``Gather``, each through ``Gemm`` (2-3 units, ``transB``) and ``Relu``, then
+    ``Concat``, a ``Gemm`` and ``Relu`` (2-4 units) and a dense head of two outputs."""
+    rng = np.random.default_rng(seed + 7)
+    inits: dict[str, np.ndarray] = {}
+
+    def init(name: str, value: Any) -> str:
+        inits[name] = np.asarray(value)
+        return name
+
+    widths = [int(rng.integers(2, 4)) for _ in range(2)]
+    hidden = int(rng.integers(2, 5))
+    nodes = [
+        helper.make_node("Slice", ["x", init("st", [0]), init("en", [1]), init("ax", [1])], ["s"]),
+        helper.make_node("Reshape", ["s", init("sh", [1, 2])], ["v0"]),
+        helper.make_node("Gather", ["x", init("one", 1)], ["v1"], axis=1),
+    ]
+    for i, w in enumerate(widths):
+        g = init(f"G{i}", rng.normal(size=(w, 2)).round(3).astype(np.float32))
+        b = init(f"g{i}", _bias(rng, w).astype(np.float32))
+        nodes += [helper.make_node("Gemm", [f"v{i}", g, b], [f"p{i}"], transB=1),
+                  helper.make_node("Relu", [f"p{i}"], [f"r{i}"])]  # fmt: skip
+    h = init("H", rng.normal(size=(hidden, sum(widths))).round(3).astype(np.float32))
+    nodes += [
+        helper.make_node("Concat", ["r0", "r1"], ["c"], axis=1),
+        helper.make_node("Gemm", ["c", h, init("hb", _bias(rng, hidden).astype(np.float32))],
+                         ["q"], transB=1),
+        helper.make_node("Relu", ["q"], ["o"]),
+        helper.make_node("Gemm", ["o", init("O", rng.normal(size=(2, hidden)).astype(np.float32)),
+                                  init("ob", rng.normal(size=2).astype(np.float32))], ["y"],
+                         transB=1),
+    ]  # fmt: skip
+    for k in ("st", "en", "ax", "sh"):
+        inits[k] = inits[k].astype(np.int64)
+    inits["one"] = inits["one"].astype(np.int64)
+    graph = helper.make_graph(
+        nodes, f"branches_{seed}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    return model, (1, 2, 2)
 
 
 def run_residual_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, CaseResult]:
     """Generate and check case ``seed`` of ``conv-residual``: its JSON and its result; a
-    float32 graph is also quantised in its own graph (:func:`quantized_source_checks`)."""
+    float32 graph is also quantised in its own graph (:func:`quantized_source_checks`), and
+    for a float64 one a float32 graph of branches (:func:`branch_graph`)."""
     case, drawn, finding = residual_case(seed)
     result = dataclasses.replace(check_case(case, opts, method), family="conv-residual")
     found = [] if finding is None else [finding]
@@ -165,6 +226,11 @@ def run_residual_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, 
     if any(t.data_type == TensorProto.FLOAT for t in model.graph.initializer):
         more, refused, lossy = quantized_source_checks(model, case, seed)
         found += more
+    else:  # a dense float64 graph: a float32 graph of branches is quantised instead
+        branches, shape = branch_graph(seed)
+        other, drawn["branches"], load_finding = graph_case(branches, shape, seed)
+        more, refused, lossy = quantized_source_checks(branches, other, seed)
+        found += more + ([] if load_finding is None else [load_finding])
     result = dataclasses.replace(
         result, findings=(*result.findings, *found), refused=result.refused + refused,
         lossy=result.lossy + lossy,
@@ -174,6 +240,10 @@ def run_residual_case(seed: int, opts: SoakOptions, method: str) -> tuple[dict, 
 
 #: Bit widths of the residual graphs quantised in their own graph, by seed.
 SOURCE_BITS = (8, 4, 16, 2, 1.5)
+#: ... and, by ``seed // len(SOURCE_BITS)``, ``--tol`` (as a share of the outputs' sampled
+#: span; None: ``--bits`` alone) with those bits as the widest: per-tensor widths chosen
+#: under the proof (:mod:`exactcomp.source_quantization`).
+SOURCE_TOL = (None, 0.05, 0.01, 0.2)
 
 
 def quantized_source_checks(model: onnx.ModelProto, case: Case, seed: int):
@@ -187,15 +257,26 @@ def quantized_source_checks(model: onnx.ModelProto, case: Case, seed: int):
     from exactcomp.testing.written_checks import check_quantized_file
 
     bits = SOURCE_BITS[seed % len(SOURCE_BITS)]
-    what = f"quantize --bits {bits:g} of the graph"
+    share = SOURCE_TOL[(seed // len(SOURCE_BITS)) % len(SOURCE_TOL)]
+    tol = None
+    if share is not None:
+        y = case.network.forward(case.box.sample(256, np.random.default_rng(seed)))
+        tol = share * max(float(np.ptp(y, axis=0).max()), 1e-6)
+    what = (
+        f"quantize --bits {bits:g}" + ("" if tol is None else f" --tol {tol:.3g}") + " of the graph"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "residual.onnx"
         onnx.save(model, str(path))
         try:
-            res = api.quantize(path, case.box, bits=bits, split_seconds=1.0, lp_seconds=2.0)
+            res = api.quantize(
+                path, case.box, bits=bits, tol=tol, split_seconds=1.0, lp_seconds=2.0
+            )
         except ExactCompError:
             return [], 1, 0
         found = check_quantized_file(res, case.network, what)
+        if tol is not None and res.proven > tol:
+            found.append(Finding("lossy-tol", f"{what}: proven {res.proven!r} > tol"))
     try:
         exact = max_output_difference(
             case.network, res.network, case.box, budget=LpBudget(JOINT_LPS)

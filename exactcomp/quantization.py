@@ -29,7 +29,7 @@ from .approx import (
     check_tol,
     original_charger,
 )
-from .errors import InvalidNetworkError, InvalidOptionError, UnsupportedModelError
+from .errors import InvalidOptionError
 from .io.binding import bind_domain, load
 from .lossy_result import LossyResult, check_data, report_document, source_bytes
 from .progress import SILENT, Progress
@@ -43,12 +43,12 @@ from .rewrite.bitwidths import (
 )
 from .rewrite.compensation import domain_compensation
 from .rewrite.kernels import stored_weights
-from .rewrite.quantize import BITS, check_bits, fits_float16, quantize_network, quantize_weight
+from .rewrite.quantize import BITS, check_bits, fits_float16, quantize_network
 from .rewrite.structural import drop_unused_grids
+from .source_quantization import choose_source_bits, source_bits, source_plan, source_rows
 from .verify.charge import SPLIT_MAX_INPUTS
 from .verify.falsify import sampled_max_difference
 from .verify.margin import top1_tolerance
-from .verify.symbolic import comparable
 
 #: Per-layer bit widths tried by ``quantize(tol=...)``, fewest bits first (16 = float16).
 BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
@@ -151,22 +151,33 @@ def quantize(
     # that share before it, the sampling takes the rest
     stop = t0 + (1 - FINAL_SHARE) * time_limit
     final_end = t0 + (1 - FINAL_SHARE / 2) * time_limit
-    src = _source(model, f, bits) if tol is None else None  # a DAG: its own file quantised
+    # a DAG: its own file quantised (source_quantization), else the chain read from it
+    moments_end = t0 + COMPENSATION_SHARE * time_limit  # the domain moments stop adding there
+    plan = source_plan(model, f, boxes, method == "corrected", moments_end)
+    src = None
+    if plan is not None and tol is None:
+        src = plan.build(bits)
+        plan = None if src is None else plan  # the chain is quantised and written instead
     progress.task("bounds of the original", 1)
     # the bounds phase ends BOUNDS_SHARE into the deadline: the tightening, last, stops there
-    moments_end = t0 + COMPENSATION_SHARE * time_limit
-    corrected = method == "corrected" and src is None
+    corrected = method == "corrected" and plan is None
     comp = domain_compensation(base, boxes, moments_end) if corrected else None
     charger = original_charger(ref, boxes, t0, time_limit, tighten_seconds, final_end)
     n = len(base.layers)
     lp_end = time.perf_counter() + lp_seconds
     lp_bound = np.inf  # a joint-LP proof of the chosen network, when narrowing made one
-    if tol is None:
-        chosen: list[float | None] = [bits] * n
-    else:
-        # float16 only where every layer fits it (else its weights would be inf)
+    ladder: list[float] = []  # --tol: the widths tried, float16 only where every layer fits
+    if tol is not None:  # it (else its weights would be inf)
         fits = all(fits_float16(la.weight) for la in base.layers)
         ladder = [b for b in BIT_LADDER if (bits is None or b <= bits) and (b != 16 or fits)]
+    if plan is not None and tol is not None:
+        progress.task("choosing bits", 1)
+        widths, src, lp_bound = choose_source_bits(plan, charger, tol, ladder, stop, lp_end)
+        if widths is None:  # not read back paired: the chain, as before
+            plan = None
+            comp = domain_compensation(base, boxes, moments_end) if method == "corrected" else None
+    chosen: list[float | None] = [bits] * n  # the chain's widths (unused for the file's own)
+    if plan is None and tol is not None:
         progress.task("choosing bits", 1)
         chosen = choose_bits(base, charger, tol, ladder, comp, end=stop)
         if split_seconds > 0 and min(b.dim for b in boxes) <= SPLIT_MAX_INPUTS:
@@ -184,10 +195,13 @@ def quantize(
         end = min(lp_end, stop)
         chosen, lp_bound = narrow_with_lp(base, charger, tol, ladder, chosen, end, comp)
     progress.task("final proof", 1)
-    qn = quantize_network(base, chosen, comp) if src is None else None
-    g = src.network if qn is None else qn.network
+    qn = quantize_network(base, chosen, comp) if plan is None else None
+    g = (f if src is None else src.network) if qn is None else qn.network  # f: nothing proven
     now = time.perf_counter()
-    left = 0.0 if np.isfinite(lp_bound) else max(min(lp_end, final_end) - now, 0.0)
+    # the chain's narrowing ended in a joint-LP proof: none again; the file's own search
+    # returns its last bound (symbolic, or the LP's): the final proof may still tighten it
+    done = np.isfinite(lp_bound) and plan is None
+    left = 0.0 if done else max(min(lp_end, final_end) - now, 0.0)
     proven = charger.proven(
         g,
         split_seconds=split_seconds,
@@ -202,7 +216,7 @@ def quantize(
     progress.task("sampling", 1)
     sampled = sampled_max_difference(f, g, boxes, proven=proven, deadline=t0 + time_limit)
     progress.advance()
-    if src is None:
+    if plan is None:
         small, grids = drop_unused_grids(qn.network, qn.weights)
         layers = [
             {
@@ -216,14 +230,9 @@ def quantize(
         per_weight, entropy = qn.bits_per_weight(), qn.entropy_bits()
     else:  # the file's own tensors are the rows; the chain read from it is not written
         small, grids = g, None
-        layers = [
-            {"layer": k, "tensor": name, "action": _action(q, None), "bits": q.storage_bits,
-             "entropy_bits": q.entropy()}
-            for k, (name, q) in enumerate(zip(src.names, src.grids, strict=True))
-        ]  # fmt: skip
-        total = max(sum(q.q.size for q in src.grids), 1)
-        per_weight = sum(q.q.size * q.storage_bits for q in src.grids) / total
-        entropy = sum(q.q.size * q.entropy() for q in src.grids) / total
+        layers = source_rows(plan, src)
+        per_weight, entropy = source_bits(plan, src)
+    own_method = "corrected" if src is not None and src.corrected else "rtn"
     doc = report_document(
         f,
         small,
@@ -237,7 +246,7 @@ def quantize(
         bytes_before=source_bytes(model),
         bytes_float32=4 * f.num_parameters,
         command="quantize",
-        method=method if src is None else "rtn",  # the file's own weights: round to nearest
+        method=method if plan is None else own_method,  # the file's own: bias corrected or not
         bits=bits,
         bits_per_weight=per_weight,
         entropy_bits_per_weight=entropy,
@@ -247,26 +256,11 @@ def quantize(
     )
     if tol_mode == "top1":  # d < m / 2 proven: no class changes on any box
         doc["top1_proven"] = bool(proven < top1["margin_proven_min"] / 2)
-    if src is not None:
+    if plan is not None:
         doc["weights"] = "the input file's own tensors, its graph kept"
     grids = None if grids is None else tuple(grids)
-    return LossyResult(f, small, grids, proven, sampled, doc, g, ref, source=src)
-
-
-def _source(model: Any, f, bits: float):
-    """The input file quantised as it is (:mod:`exactcomp.io.onnx_requant`, round to nearest
-    per output channel) when ``f`` is a DAG read as a chain of carrying layers (whose chain,
-    written, would be dense) and the network read back pairs with ``f`` layer by layer."""
-    path = f.meta.get("source")
-    if not f.meta.get("carried") or isinstance(model, LossyResult) or not path:
-        return None
-    from .io.onnx_requant import quantized_source  # onnx, only for such a file
-
-    try:  # the file read back is checked against onnxruntime (which may fuse otherwise)
-        src = quantized_source(path, bits, quantize_weight)
-    except (InvalidNetworkError, UnsupportedModelError, ValueError):
-        return None  # the chain is quantised and written instead
-    return src if src is not None and comparable(f, src.network) else None
+    unedited = plan is not None and src is None  # nothing proven: the input itself
+    return LossyResult(f, small, grids, proven, sampled, doc, g, ref, unedited, source=src)
 
 
 def _action(g, layer) -> str:

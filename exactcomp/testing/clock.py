@@ -27,6 +27,8 @@ CLOCKED = (
     "exactcomp.exact_reference",
     "exactcomp.cli.lossy",
     "exactcomp.quantization",
+    "exactcomp.source_quantization",
+    "exactcomp.io.onnx_means",
     "exactcomp.bab.beta_first",
     "exactcomp.bab.beta_tree",
     "exactcomp.bab.beta_parts",

@@ -147,6 +147,10 @@ def quantize(
         progress.task("class margin", 1)
         engine = min(TOP1_ENGINE_SECONDS, time_limit / 4)  # larger margins, by the engine
         tol, top1 = top1_tolerance(f, list(boxes), tol, rule=top1_class, milp_seconds=engine)
+    # a compress --tol result's reference is proven within its gap of f (exact_reference):
+    # the search keeps tol less it, the claim adds it
+    gap = model.reference_gap if isinstance(model, LossyResult) else 0.0
+    claimed, tol = tol, None if tol is None else tol - gap
     # one deadline: the bit search stops FINAL_SHARE before it, the final proof's solvers half
     # that share before it, the sampling takes the rest
     stop = t0 + (1 - FINAL_SHARE) * time_limit
@@ -212,7 +216,7 @@ def quantize(
         head_seconds=max(min(HEAD_SECONDS, final_end - now), 0.0),
         end=final_end,  # a symbolic bound past it gives way to the interval bound
     )
-    proven = min(proven, lp_bound)  # two proofs of the same network: the tighter holds
+    proven = min(proven, lp_bound) + gap  # two proofs of the same network: the tighter
     progress.task("sampling", 1)
     sampled = sampled_max_difference(f, g, boxes, proven=proven, deadline=t0 + time_limit)
     progress.advance()
@@ -236,7 +240,7 @@ def quantize(
     doc = report_document(
         f,
         small,
-        tol,
+        claimed,
         proven,
         sampled,
         time.perf_counter() - t0,

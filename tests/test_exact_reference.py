@@ -4,6 +4,7 @@ proof. Exact rational ground truth throughout."""
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -94,3 +95,23 @@ def test_a_fold_falls_back_to_the_deleting_passes() -> None:
     assert facts.network is ref and gap == 0.0  # the verifier proves the rounding > 1e-4
     for x in np.linspace(1e6, 2e6, 5):
         assert _exact(ref, x) == _exact(f, x)
+
+
+def test_the_gap_is_claimed_and_composes_with_quantize() -> None:
+    """At tol 1 the merged layers' rounding (an exact 3.7e-9 x, 7.45e-3 at x = 2e6) is within
+    a tenth of tol: the folded network is kept and the proven gap is part of the claim, of
+    ``compress --tol`` and of ``quantize`` of its result."""
+    from exactcomp.quantization import quantize
+
+    f = _rounding_net()
+    res = exactcomp.compress(f, ROUNDING_BOX, tol=1.0, jobs=1)
+    assert len(res.reference.layers) == 1 and 7.4e-3 <= res.reference_gap <= 0.1
+    assert res.report["exact_pass"]["gap"] == res.reference_gap
+    moved = abs(_exact(f, 2e6) - _exact(res.reference, 2e6))
+    assert moved <= Fraction(res.reference_gap) <= Fraction(res.proven)
+    q = quantize(res, ROUNDING_BOX, bits=8)
+    for x in np.linspace(1e6, 2e6, 11):
+        assert abs(_exact(f, x) - _exact(q.network, x)) <= Fraction(q.proven)
+    # quantize adds the gap it is given (here 1e12, beyond the 8-bit error of ~1.6e9)
+    wide = quantize(dataclasses.replace(res, reference_gap=1e12), ROUNDING_BOX, bits=8)
+    assert wide.proven >= 1e12 + q.proven - 1.0

@@ -48,7 +48,7 @@ _LAZY = {
     "count_regions": "api",
     "RegionCount": "regions",
     "load": "api",
-    "quantize": "quantization",
+    "quantize": "api",
     "save": "api",
     "stable_neurons": "api",
     "verify_equivalence": "api",

@@ -105,10 +105,8 @@ def __getattr__(name: str) -> Any:
     file (``storage_bits``), VNN-LIB properties (``read_vnnlib``) and the low-rank candidate
     of ``compress --tol`` (the module ``lowrank``: :mod:`exactcomp.rewrite.lowrank`; also
     ``lossy`` and ``merging``, :mod:`exactcomp.rewrite.merging`)."""
-    if name == "compress_lossy":  # the exact passes first, then approx's search
+    if name in ("compress_lossy", "quantize"):  # the exact passes first, then the search
         from . import compressing as module
-    elif name == "quantize":
-        from .. import quantization as module
     elif name in ("LossyResult", "TIGHTEN_SECONDS"):
         from .. import approx as module
     elif name == "domain_compensation":

@@ -284,6 +284,15 @@ def compress_lossy(model: ModelLike, domain: DomainLike, tol: float | None, **op
     return lossy(model, domain, tol, exact=compress, **options)
 
 
+def quantize(model: ModelLike, domain: DomainLike, **options: Any) -> Any:
+    """Certified quantisation (``quantize``): :func:`compress` first, exact on the domain,
+    then the quantisation of its network, the claim proven against it
+    (:func:`exactcomp.quantization.quantize` with ``exact``; ``options`` are its own)."""
+    from ..quantization import quantize as quantise
+
+    return quantise(model, domain, exact=compress, **options)
+
+
 def _kept_per_layer(rewritten: RewriteResult, layer: int, width: int) -> int:
     """How many neurons of original ReLU layer ``layer`` survive as ReLU neurons."""
     return sum(1 for j in range(width) if rewritten.kept(layer, j))

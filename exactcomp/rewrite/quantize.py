@@ -359,6 +359,16 @@ def quantize_network(
     )
 
 
+def quantisable(net: Network) -> bool:
+    """Whether :func:`quantize_network` can quantise every layer of ``net``: a layer held
+    sparse only with its convolution or pool structure (an exact rewrite that removed a
+    convolution's positions holds it as a plain sparse matrix)."""
+    return all(
+        not la.sparse or isinstance(la.structure, PoolLevel) or conv_spec(la) is not None
+        for la in net.layers
+    )
+
+
 def _quantize_layer(
     net: Network, k: int, b: float | None, compensation: Compensation | None
 ) -> tuple[Layer, QuantizedWeight | None]:

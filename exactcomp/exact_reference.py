@@ -43,6 +43,10 @@ from .verify.equivalence import verify_equivalence
 
 #: Of the tolerance, what the folds' proven rounding may take (else only deletions are kept).
 GAP_SHARE = 0.1
+#: Without a tolerance (``quantize --bits`` alone, ``top1`` without ``--tol``), the gap the
+#: folds may take: the default tolerance ``verify`` allows an exact compression stored in
+#: float64 (README), far below a grid of 16 bits or fewer (pensieve: 1.7e-15 in 4.7 s).
+UNTOLD_GAP = 1e-6
 #: Of ``compress --tol``'s time, the most that proof takes.
 GAP_SECONDS = 0.05
 #: At most this many products summed exactly when deleted constants are checked to cancel.
@@ -52,20 +56,22 @@ COPYING_PASSES = (drop_dead, remove_inactive)
 
 
 def exact_reference(
-    f: Network, done: Any, boxes: Sequence[Box], tol: float, time_limit: float
+    f: Network, done: Any, boxes: Sequence[Box], tol: float | None, time_limit: float
 ) -> tuple[Network, Any, float]:
     """The network the search starts from, ``done`` (the exact pass's ``CompressionResult``)
     with that network and rewrite in it (its facts are reported), and the *gap*: a proven
     bound on ``max |f - network|`` over ``boxes`` that every claim adds. A restriction has
     gap 0; a dense network whose folds round keeps them where the verifier proves their gap
     within :data:`GAP_SHARE` of ``tol`` in :data:`GAP_SECONDS` of ``time_limit`` (ACAS Xu 1_1 over prop_1: 3.2e-14 in
-    4.9 s, prop_3: 7.2e-15 in 1.6 s), else the deleting passes' rewrite (gap 0); else ``f``."""
+    4.9 s, prop_3: 7.2e-15 in 1.6 s), else the deleting passes' rewrite (gap 0); else ``f``.
+    ``tol`` None: the gap within :data:`UNTOLD_GAP`."""
     if is_restriction(f, done.rewrite):
         return done.network, done, 0.0
     if any(la.sparse for la in f.layers):  # the verifier reads dense layers only
         return f, dataclasses.replace(done, network=f, rewrite=None), 0.0
-    gap = _proven_gap(f, done.network, boxes, GAP_SHARE * tol, GAP_SECONDS * time_limit)
-    if gap <= GAP_SHARE * tol:
+    most = UNTOLD_GAP if tol is None else GAP_SHARE * tol
+    gap = _proven_gap(f, done.network, boxes, most, GAP_SECONDS * time_limit)
+    if gap <= most:
         return done.network, done, gap
     copied = compress_network(f, done.stability, passes=COPYING_PASSES, late_passes=())
     if is_restriction(f, copied):

@@ -102,12 +102,13 @@ def quantize(
     ``exact`` (``exact(f, boxes, deadline=..., analysis_end=...)``, as ``compress --tol``'s:
     :data:`~exactcomp.approx.EXACT_SHARE` of ``time_limit``) where given: its network is the
     reference where :func:`~exactcomp.exact_reference.exact_reference` proves it equal to
-    ``f`` (with ``bits`` alone, or ``top1`` without ``tol``: a restriction only), its gap
-    claimed; the rest of the time, at least :data:`~exactcomp.approx.SEARCH_FLOOR` of it plus
-    the final share, quantises it; the report's ``exact_pass`` says what it removed. A
-    :class:`LossyResult` (already after an exact pass), or ``exact=None``: quantised as it
-    is. A DAG file is quantised in its own graph first (:data:`OWN_GRAPH_SHARE` of the time);
-    its chain is skipped where its nonzero parameters at the fewest bits take the bytes."""
+    ``f`` (without ``tol``, or in ``top1``: its gap within
+    :data:`~exactcomp.exact_reference.UNTOLD_GAP`), the gap claimed; the rest of the time, at
+    least :data:`~exactcomp.approx.SEARCH_FLOOR` of it plus the final share, quantises it;
+    the report's ``exact_pass`` says what it removed. A :class:`LossyResult` (already after
+    an exact pass), or ``exact=None``: quantised as it is. A DAG file is quantised in its own
+    graph first (:data:`OWN_GRAPH_SHARE` of the time); its chain is skipped where its nonzero
+    parameters at the fewest bits take the bytes of the own graph's file (``graph_choice``)."""
     common = {"bits": bits, "tol": tol, "tol_mode": tol_mode, "progress": progress, **options}
     if exact is None or isinstance(model, LossyResult):
         return _quantize(model, domain, time_limit=time_limit, **common)
@@ -126,7 +127,7 @@ def quantize(
     progress.task("exact pass", 1)
     end, share = t1 + EXACT_SHARE * time_limit, EXACT_SHARE * time_limit
     done = exact(f, boxes, deadline=end, analysis_end=end - EXACT_REWRITE_SHARE * share)
-    gap_tol = tol if tol is not None and tol_mode == "linf" else 0.0  # 0: restrictions only
+    gap_tol = tol if tol_mode == "linf" else None  # top1: tol is less than this
     ref, done, gap = exact_reference(f, done, boxes, gap_tol, time_limit)
     if not quantisable(ref):  # a layer held sparse lost its convolution: f as it is
         ref, done, gap = f, dataclasses.replace(done, network=f, rewrite=None), 0.0
@@ -156,6 +157,7 @@ def quantize(
         "written": "own graph" if best is own else "exact compression's chain",
     }
     best.report.setdefault("exact_pass", facts)
+    best.report["seconds"] = round(time.perf_counter() - t0, 4)
     return best
 
 

@@ -69,8 +69,8 @@ def test_planted_inactive_neurons_are_removed_before_quantising() -> None:
 def test_a_folding_network_keeps_its_claim_with_the_gap() -> None:
     """The exact pass merges two layers whose rounding moves the output by 7.45e-3 at
     x = 2e6 (tests/test_exact_reference.py). At tol 1 that gap is within a tenth of tol: it
-    is claimed; at tol 1e-3 it is not (the deleting passes alone); with ``--bits`` alone only
-    a restriction is used (gap 0). Both networks are linear on the box, so the exact largest
+    is claimed; at tol 1e-3 it is not (the deleting passes alone, gap 0); nor with ``--bits``
+    alone (a gap within ``UNTOLD_GAP``, 1e-6, only). Both networks are linear on the box, so the exact largest
     difference is at one of its ends, computed in rational arithmetic. (No claim is within
     ``tol``: ``quantize`` writes float32, and ``1e8 / 3`` in float32 alone moves ``f`` by
     2e6 on the box; the claim says so.)"""

@@ -103,7 +103,9 @@ def check_quantized_file(res: Any, f: Network, what: str) -> list[Finding]:
     """``file-written`` for a quantised result ``res`` of ``f`` (the ``conv-lossy`` family,
     :mod:`benchmarks.soak_conv_lossy`): written to ``.onnx`` and read back by exactcomp's
     reader, it must be ``res.network`` (the proven network) entry for entry, and every
-    convolution of ``f`` a convolution of both (never a dense matrix)."""
+    convolution of the network quantised (``res.reference``: ``f``'s exact compression for
+    ``exactcomp.quantize``, its layers merged or emptied; else ``f``) a convolution of both
+    (never a dense matrix)."""
     from ..conv import ConvSpec
     from ..io import load
 
@@ -115,7 +117,8 @@ def check_quantized_file(res: Any, f: Network, what: str) -> list[Finding]:
         back = load(path)
     if len(back.layers) != len(g.layers):
         return [Finding("file-written", f"{what}: {len(back.layers)} layers read back")]
-    for k, (a, b, o) in enumerate(zip(back.layers, g.layers, f.layers, strict=True)):
+    ref = f if res.reference is None else res.reference
+    for k, (a, b, o) in enumerate(zip(back.layers, g.layers, ref.layers, strict=True)):
         wa = a.weight.toarray() if a.sparse else a.weight
         wb = b.weight.toarray() if b.sparse else b.weight
         if not (np.array_equal(wa, wb) and np.array_equal(a.bias, b.bias)):

@@ -1,0 +1,50 @@
+""":func:`~exactcomp.tolerances.forward_error` covers underflow amplified by later layers.
+
+``x -> 1e-310 x -> 1e150 (.) -> 1e150 (.)`` on ``x in [0.1, 1]``: the first product is
+subnormal, where float64 rounds to a fixed grid of ``2^-1074`` (a relative error up to
+``1e-13``, far beyond ``2^-53``), and the next two layers multiply that error by ``1e300``:
+the output ``~1e-10 x`` is off by up to ``2.5e-24``, while the relative model alone gives
+``~3e-26`` (red25: 344 times too small; ``verify``'s settled lower bound subtracts this bound
+on networks over :data:`~exactcomp.verify.run.EXACT_LOWER_PARAMETERS` parameters)::
+
+    x --1e-310--> relu --1e150--> relu --1e150--> y
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from exactcomp.exact import exact_forward
+from exactcomp.network import Layer, Network
+from exactcomp.tolerances import DEFAULT, forward_error
+
+
+def _amplifier() -> Network:
+    return Network(
+        (
+            Layer(np.array([[1e-310]]), np.zeros(1), relu=True),
+            Layer(np.array([[1e150]]), np.zeros(1), relu=True),
+            Layer(np.array([[1e150]]), np.zeros(1), relu=False),
+        ),
+        dtype="float64",
+    )
+
+
+def test_forward_error_covers_amplified_underflow() -> None:
+    net, worst = _amplifier(), Fraction(0)
+    for x in np.random.default_rng(0).uniform(0.1, 1.0, size=(200, 1)):
+        err = abs(Fraction(float(net.forward(x[None])[0, 0])) - exact_forward(net, x)[0])
+        bound = Fraction(float(forward_error(net, x[None])[0, 0]))
+        assert err <= bound, (x, float(err), float(bound))
+        worst = max(worst, err)
+    assert worst > 1e-25  # the case bites: underflow, amplified, is really there
+
+
+def test_forward_error_unchanged_without_amplification() -> None:
+    """A network whose weights amplify nothing keeps the default absolute pad."""
+    net = Network((Layer(np.array([[0.5]]), np.zeros(1), relu=False),), dtype="float64")
+    x = np.array([[1.0]])
+    u = 2.0**-53
+    assert forward_error(net, x)[0, 0] == 1.01 * (2 * u / (1 - 2 * u)) * 0.5 + DEFAULT.bound_abs

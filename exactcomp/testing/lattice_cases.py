@@ -16,7 +16,11 @@ facts are *almost* true:
   amount either way; then, by chance, one weight moved by one ulp (the identity no longer
   exact), a copy read with weights that sum inexactly, a single class of the wrong sign;
   some of its rows get opposites too;
-* layer 2 (by chance): random dyadic rows over layer 1; then a linear output layer.
+* by chance, a *slab* unit: ``max z = 1e-9`` over the box, passed on to the output with
+  weight ``1e6`` (what a wrongly removed neuron would lose); inputs ``7..8`` on one case in
+  four (``verify``'s unpaired neurons then go to LPs, not input splits);
+* layer 2 (by chance, without a slab): random dyadic rows over layer 1; then a linear
+  output layer.
 
 :func:`structure_findings` checks every fact of ``layer_classes`` exactly (rational
 arithmetic) at the given points and at points drawn far outside the box: the facts claim
@@ -33,12 +37,14 @@ from ..domain import Box
 from ..network import Layer, Network
 from ..stability.constants import layer_classes
 from .adversarial import dyadic_box
-from .random_networks import Case
+from .random_networks import Case, tie_bias
 
 __all__ = ["lattice_case", "structure_findings"]
 
 TINY = (0.0, 0.0, 2.0**-60, -(2.0**-60), 1e-300, -1e-300, 0.25, -0.25)
 """The offsets of ``F`` from 0 (0: a tie the identity proves, twice as likely)."""
+SLAB_WEIGHT = 1e6
+"""What the output reads a slab unit's pass-through with (:func:`_slab`)."""
 
 
 def _ulp_moved(row: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,10 +142,31 @@ def _layer1(rng, w0, b0, coef, opp, m: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, bias
 
 
+def _slab(rng, box: Box, w0, b0, w1, b1):
+    """A layer-0 unit positive only on a slab of the box (``max z = delta``, ``delta`` of
+    ``1e-9`` or ``2^-30``), passed on by a layer-1 unit that the output reads with
+    :data:`SLAB_WEIGHT`: ``f`` moves by ``~1e-3`` there, what a wrongly removed neuron
+    loses; and the column of that layer-1 unit."""
+    for _ in range(8):
+        row = rng.integers(-4, 5, size=box.lower.size) / 4
+        tie = tie_bias(row, box, "max") if row.any() else None
+        if tie is not None:
+            break
+    else:
+        return w0, b0, w1, b1, None
+    delta = float(rng.choice([1e-9, 2.0**-30]))
+    w0, b0 = np.vstack([w0, row]), np.append(b0, tie + delta)
+    w1 = np.hstack([w1, np.zeros((w1.shape[0], 1))])
+    pass_row = np.zeros(w0.shape[0])
+    pass_row[-1] = 1.0
+    w1, b1 = np.vstack([w1, pass_row]), np.append(b1, 0.0)
+    return w0, b0, w1, b1, w1.shape[0] - 1
+
+
 def lattice_case(seed: int, max_neurons: int = 16) -> Case:
     """Case ``seed`` (module docstring), at most ``max_neurons`` hidden neurons."""
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 4))
+    n = int(rng.integers(1, 4)) if rng.random() < 0.75 else int(rng.integers(7, 9))
     box = dyadic_box(rng, n)
     budget0 = max(4, max_neurons // 2)
     w0, b0, coef, opp = _layer0(rng, n, budget0)
@@ -147,10 +174,13 @@ def lattice_case(seed: int, max_neurons: int = 16) -> Case:
     w1, b1 = _layer1(rng, w0, b0, coef, opp, m1)
     if rng.random() < 0.4 and w0.shape[0] + 2 * m1 <= max_neurons:
         w1, b1 = np.vstack([w1, -w1]), np.concatenate([b1, -b1])
+    slab = None
+    if w0.shape[0] + w1.shape[0] + 2 <= max_neurons and rng.random() < 0.35:
+        w0, b0, w1, b1, slab = _slab(rng, box, w0, b0, w1, b1)
     layers = [Layer(w0, b0, relu=True), Layer(w1, b1, relu=True)]
     width = w1.shape[0]
     left = max_neurons - w0.shape[0] - width
-    if left >= 2 and rng.random() < 0.5:
+    if slab is None and left >= 2 and rng.random() < 0.5:
         m2 = int(rng.integers(2, min(left, 4) + 1))
         w2 = rng.integers(-4, 5, size=(m2, width)) / 4
         if rng.random() < 0.5:  # read opposites of layer 1 as a pass-through
@@ -161,6 +191,8 @@ def lattice_case(seed: int, max_neurons: int = 16) -> Case:
         layers.append(Layer(w2, rng.integers(-2, 3, size=m2) / 4, relu=True))
         width = m2
     out = rng.integers(-4, 5, size=(int(rng.integers(1, 3)), width)) / 4
+    if slab is not None:
+        out[:, slab] = SLAB_WEIGHT
     layers.append(Layer(out, np.zeros(out.shape[0]), relu=False))
     perm = rng.permutation(w0.shape[0])  # shuffle layer 0 (pairs not adjacent)
     la0, la1 = layers[0], layers[1]

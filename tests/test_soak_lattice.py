@@ -90,3 +90,22 @@ def test_lattice_cases_run_clean() -> None:
         assert result.family == "lattice"
         assert [f for f in result.findings if f.kind != "unstable"] == []
         assert result.equivalences >= 1
+
+
+def test_the_lower_bound_check_bites(monkeypatch) -> None:
+    """``verify``'s lower bound above the oracle's exact maximum is an ``equiv-lower``
+    finding (a lower bound of 1 planted on a network compared with itself: max 0)."""
+    from exactcomp.testing import soak_checks
+    from exactcomp.testing.random_networks import Case
+    from exactcomp.testing.soak_checks import Checker
+
+    net, box = _tie_net(), Box(np.array([-1.0]), np.array([1.0]))
+    c = Checker(Case(net, box, 0), TINY, "fast")
+    c.equivalence(net, "itself")
+    assert c.findings == []
+    real = soak_checks.verify_equivalence
+    monkeypatch.setattr(
+        soak_checks, "verify_equivalence", lambda *a, **k: replace(real(*a, **k), lower_bound=1.0)
+    )
+    c.equivalence(net, "itself")
+    assert [f.kind for f in c.findings] == ["equiv-lower"]

@@ -48,3 +48,28 @@ def test_forward_error_unchanged_without_amplification() -> None:
     x = np.array([[1.0]])
     u = 2.0**-53
     assert forward_error(net, x)[0, 0] == 1.01 * (2 * u / (1 - 2 * u)) * 0.5 + DEFAULT.bound_abs
+
+
+def test_verify_lower_bound_below_the_exact_maximum(monkeypatch) -> None:
+    """``g`` computes ``f`` through ``2 * 1e-310`` and ``1e150 / 2`` (the same reals) with an
+    output weight one ulp above: the exact maximum is ``1.8e-26`` while float64 differs by
+    ``2.4e-24``. On the rounding path of a large network (``EXACT_LOWER_PARAMETERS = 0``) the
+    lower bound was reported as ``2.38e-24`` before (red25); it must stay at most the exact
+    maximum."""
+    from exactcomp.domain import Box
+    from exactcomp.testing.rational import exact_difference
+    from exactcomp.verify import run as run_module
+    from exactcomp.verify import verify_equivalence
+
+    monkeypatch.setattr(run_module, "EXACT_LOWER_PARAMETERS", 0)
+    f = _amplifier()
+    layers = list(f.layers)
+    layers[0] = Layer(layers[0].weight * 2, layers[0].bias, relu=True)
+    layers[1] = Layer(layers[1].weight / 2, layers[1].bias, relu=True)
+    layers[2] = Layer(np.nextafter(layers[2].weight, np.inf), layers[2].bias, relu=False)
+    g = f.replace_layers(tuple(layers))
+    box = Box(np.array([0.1]), np.array([1.0]))
+    exact = Fraction(exact_difference(f, g, np.array([1.0])))  # the maximum (increasing in x)
+    assert 0 < exact < 1e-25
+    res = verify_equivalence(f, g, box, tol=1.0, time_limit=10.0)
+    assert Fraction(res.lower_bound) <= exact

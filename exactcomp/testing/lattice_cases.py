@@ -19,8 +19,9 @@ facts are *almost* true:
 * by chance, a *slab* unit: ``max z = 1e-9`` over the box, passed on to the output with
   weight ``1e6`` (what a wrongly removed neuron would lose); inputs ``7..8`` on one case in
   four (``verify``'s unpaired neurons then go to LPs, not input splits);
-* layer 2 (by chance, without a slab): random dyadic rows over layer 1; then a linear
-  output layer.
+* layer 2 (by chance, without a slab): rows reading two more pairs of layer 1 (``r, -r,
+  2r, -2r``) through the identity (:func:`_deeper`), or random dyadic rows over layer 1;
+  then a linear output layer.
 
 :func:`structure_findings` checks every fact of ``layer_classes`` exactly (rational
 arithmetic) at the given points and at points drawn far outside the box: the facts claim
@@ -142,6 +143,32 @@ def _layer1(rng, w0, b0, coef, opp, m: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, bias
 
 
+def _deeper(rng, w1, b1, m2: int):
+    """Layer 1 with two more pairs, ``r, -r, 2r, -2r`` (``r`` its first row, bias included:
+    keys over layer 0's classes, linearly dependent), and ``m2`` layer-2 rows reading them
+    with ``mu = (2t, -t)`` (``sum mu_u R_u = 0``) as :func:`_layer1` does: the identity one
+    layer up, where layer 1's keys are class sums over layer 0's copies."""
+    r, br = w1[0], b1[0]
+    w1 = np.vstack([w1, r, -r, 2.0 * r, -2.0 * r])
+    b1 = np.concatenate([b1, [br, -br, 2.0 * br, -2.0 * br]])
+    base = w1.shape[0] - 4
+    w2, b2 = np.zeros((m2, w1.shape[0])), np.zeros(m2)
+    for j in range(m2):
+        t = float(rng.choice([0.25, 0.5, 1.0, -0.5]))
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        f_val = Fraction(0)
+        for u, (mu, bu) in enumerate(((2.0 * t, br), (-t, 2.0 * br))):
+            rr = side * float(rng.integers(0, 3)) / 4
+            sigma = 1.0 if rng.random() < 0.5 else -1.0
+            lam = mu - sigma * rr  # mu = lambda + sigma r
+            w2[j, base + 2 * u], w2[j, base + 2 * u + 1] = lam + rr, rr - lam
+            f_val += Fraction(mu) * Fraction(bu)
+        if rng.random() < 0.2:
+            w2[j] = _ulp_moved(w2[j], rng)
+        b2[j] = float(-f_val + Fraction(float(rng.choice(TINY)) * side))
+    return w1, b1, w2, b2
+
+
 def _slab(rng, box: Box, w0, b0, w1, b1):
     """A layer-0 unit positive only on a slab of the box (``max z = delta``, ``delta`` of
     ``1e-9`` or ``2^-30``), passed on by a layer-1 unit that the output reads with
@@ -180,7 +207,11 @@ def lattice_case(seed: int, max_neurons: int = 16) -> Case:
     layers = [Layer(w0, b0, relu=True), Layer(w1, b1, relu=True)]
     width = w1.shape[0]
     left = max_neurons - w0.shape[0] - width
-    if slab is None and left >= 2 and rng.random() < 0.5:
+    if slab is None and left >= 5 and rng.random() < 0.3:
+        w1, b1, w2, b2 = _deeper(rng, w1, b1, int(rng.integers(1, min(left - 4, 3) + 1)))
+        layers = [Layer(w0, b0, relu=True), Layer(w1, b1, relu=True), Layer(w2, b2, relu=True)]
+        width = w2.shape[0]
+    elif slab is None and left >= 2 and rng.random() < 0.5:
         m2 = int(rng.integers(2, min(left, 4) + 1))
         w2 = rng.integers(-4, 5, size=(m2, width)) / 4
         if rng.random() < 0.5:  # read opposites of layer 1 as a pass-through

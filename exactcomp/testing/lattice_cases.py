@@ -166,6 +166,10 @@ def _deeper(rng, w1, b1, m2: int):
         if rng.random() < 0.2:
             w2[j] = _ulp_moved(w2[j], rng)
         b2[j] = float(-f_val + Fraction(float(rng.choice(TINY)) * side))
+    if rng.random() < 0.5:  # a pass-through: c h_r - c h_{-r} = c z_r, h = |c| h_{+-r}
+        c = float(rng.choice([0.5, 2.0, 3.0, -0.75]))
+        w2[0], b2[0] = 0.0, 0.0
+        w2[0, base + 2 * int(rng.integers(2)) + np.array([0, 1])] = c, -c
     return w1, b1, w2, b2
 
 

@@ -285,11 +285,11 @@ class Checker:
         if np.isfinite(r.upper_bound) and r.upper_bound < value - slack:
             detail = f"{label}: upper {r.upper_bound!r} < max {value!r}"
             self.findings.append(Finding("equiv-bound", detail, md.x.tolist()))
-        top = max(md.value, tol / 2) + 1e-7 * max(1.0, float(np.max(np.abs([lo, hi]))))
-        if r.lower_bound > top:  # the oracle's max: exact above its floor, to the LP's tolerance
-            self.findings.append(
-                Finding("equiv-lower", f"{label}: lower {r.lower_bound!r} > {top!r}")
-            )
+        far = np.maximum(np.abs(self.box.lower), np.abs(self.box.upper))
+        noise = DEFAULT.check_scale * float(np.max(self.f.term_scale(far) + g.term_scale(far)))
+        top = max(md.value, tol / 2) + 1e-7 * max(1.0, float(np.max(np.abs([lo, hi])))) + noise
+        if r.lower_bound > top:  # the oracle: exact above its floor, to LP tolerance and noise
+            self.findings.append(Finding("equiv-lower", f"{label}: {r.lower_bound!r} > {top!r}"))
 
     def recheck(self, report: StabilityReport) -> None:
         rc = self.guard(

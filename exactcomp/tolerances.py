@@ -310,14 +310,22 @@ def stored_rounding_bound(
         e_k = (|W_k| + \Delta_k)\, e_{k-1} + \Delta_k A_{k-1} + \delta_k.
 
     If :math:`g^* = f` on the domain (an exact compression of :math:`f`), then
-    :math:`\max |f - g| \le e_L` there. Computed in float64, then padded by a relative
-    ``1e-6`` (far above float64 summation error), so it stays an upper bound.
+    :math:`\max |f - g| \le e_L` there. Computed in float64 (every term non-negative, so
+    the summation error is relative), then padded by a relative ``1e-6`` (far above it), and
+    by what underflow can lose: each of layer ``k``'s ``2 n_k + 1`` products and sums loses at
+    most ``2^-1075`` absolutely, and later layers amplify a loss by at most their largest row
+    sum of ``|W| + \Delta``, so :math:`u_k = \|\,|W_k| + \Delta_k\|_\infty u_{k-1} +
+    (2 n_k + 2)\, 2^{-1074}` is added (``2^-1075`` itself rounds to 0; nothing in effect
+    unless terms go subnormal).
     """
     e = np.zeros(np.asarray(input_magnitudes[0]).shape)
+    lost = 0.0  # what underflow may have taken, bounded as the docstring says
     for (w, _b), (dw, db), mag in zip(layers, deltas, input_magnitudes, strict=True):
         a = np.abs(np.asarray(w, dtype=np.float64)) + dw
         e = a @ e + dw @ np.asarray(mag, dtype=np.float64) + db
-    return e * (1.0 + 1e-6)
+        rows = float(np.max(a.sum(axis=1), initial=0.0)) * (1.0 + 1e-6)
+        lost = rows * lost + (2 * a.shape[1] + 2) * 2.0 ** (UNDERFLOW_LOSS_LOG2 + 1)  # 2^-1074
+    return e * (1.0 + 1e-6) + 2.0 * lost
 
 
 def product_rounding_delta(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -58,8 +58,9 @@ def exact_reference(
     with that network and rewrite in it (its facts are reported), and the *gap*: a proven
     bound on ``max |f - network|`` over ``boxes`` that every claim adds. A restriction has
     gap 0; a dense network whose folds round keeps them where the verifier proves their gap
-    within :data:`GAP_SHARE` of ``tol`` in :data:`GAP_SECONDS` of ``time_limit`` (ACAS Xu 1_1 over prop_1: 3.9e-14 in
-    0.17 s, prop_3: 1.2e-14 in 0.20 s), else the deleting passes' rewrite (gap 0); else ``f``."""
+    within :data:`GAP_SHARE` of ``tol`` in :data:`GAP_SECONDS` of ``time_limit`` (ACAS Xu
+    1_1 over prop_1: 3.9e-14 in 0.17 s, prop_3: 1.2e-14 in 0.20 s), else the deleting
+    passes' rewrite (gap 0); else ``f``."""
     if is_restriction(f, done.rewrite):
         return done.network, done, 0.0
     if any(la.sparse for la in f.layers):  # the verifier reads dense layers only

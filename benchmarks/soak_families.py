@@ -53,9 +53,17 @@ family                  cases                                           checks
                         network as a module, pickle, state_dict,        onnxruntime; compress's
                         TorchScript, ONNX (exported, by hand), .nnet;   file read back and run;
                         float16/32/64; heads; Flatten, BatchNorm, conv  refusals one line, no file
+``lattice``             :func:`~exactcomp.testing.lattice_cases.        every check of
+                        lattice_case`: opposite pairs whose class       :func:`check_case`; the
+                        sums almost cancel, scaled pairs, copies one    weight-read facts in
+                        ulp apart, constant units, the identity's ``F`` exact rationals;
+                        exactly 0 or ``2^-60`` off                      ``verify`` against the
+                                                                        compression with a
+                                                                        planted bug
+                                                                        (:mod:`.soak_lattice`)
 ======================  ==============================================  =====================
 
-Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 13 random;
+Without ``--family`` the soak mixes them by seed (:data:`ROTATION`: 5 cases of 14 random;
 the conv families, ``pools`` and ``readers`` only when named).
 """
 
@@ -93,10 +101,11 @@ FAMILIES = (
     "degenerate",
     "pools",
     "readers",
+    "lattice",
 )
 ROTATION = ("random",) * 5 + ("near-duplicate",) * 2
-ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits", "degenerate")
-"""The default mix, one entry per seed modulo 13. ``degenerate`` (since degen12) takes 2.6 s a
+ROTATION += ("near-dependent", "nnet", "onnx", "splits", "relusplits", "degenerate", "lattice")
+"""The default mix, one entry per seed modulo 14 (``lattice`` since red25). ``degenerate`` (since degen12) takes 2.6 s a
 case (its CLI cases 10-50 s) against the mix's mean of 1.5 s (near-duplicate's 6.0): the
 default soak about 6% longer per case (RESULTS.md, degen12). ``conv`` runs only when asked for
 (``--family conv`` or ``all``): some of its cases take minutes (dense oracle on up to 50
@@ -180,6 +189,10 @@ def run_case(family: str, seed: int, opts: SoakOptions) -> tuple[dict[str, Any],
         from .soak_degenerate import run_degenerate_case
 
         return run_degenerate_case(seed, opts, method)
+    if family == "lattice":
+        from .soak_lattice import run_lattice_case
+
+        return run_lattice_case(seed, opts, method)
     if family == "readers":
         from .soak_readers import run_reader_case
 

@@ -237,7 +237,9 @@ def input_selection(case: ReaderCase) -> bool:
 def _selection_front(n: int, seed: int) -> tuple[list, list, np.ndarray]:
     """Nodes and initialisers taking ``x`` (``N x n``) to ``xs = x[:, perm]``, and ``perm``:
     a ``Gather`` of a permutation (some indices negative), or a reversing ``Slice`` (step -1)
-    cut in two by two ``Slice``s and concatenated the other way round."""
+    cut in two by two ``Slice``s and concatenated the other way round; or, on one seed in
+    two, a selection that repeats and drops inputs (:func:`_selection_chain`: then the first
+    layer's weights are read at ``perm`` and the reference is onnxruntime on the file)."""
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed + 7919)
@@ -245,6 +247,8 @@ def _selection_front(n: int, seed: int) -> tuple[list, list, np.ndarray]:
     def c(v: Any, name: str) -> Any:
         return numpy_helper.from_array(np.asarray(v, np.int64), name)
 
+    if (seed >> 6) & 1:
+        return _selection_chain(n, rng, c)
     if (seed >> 5) & 1:
         perm = rng.permutation(n)
         idx = np.where(rng.random(n) < 0.5, perm - n, perm)  # negative: from the end
@@ -263,6 +267,49 @@ def _selection_front(n: int, seed: int) -> tuple[list, list, np.ndarray]:
     else:
         nodes.append(helper.make_node("Identity", ["sel_rev"], ["xs"]))
     return nodes, inits, np.roll(np.arange(n)[::-1], -k)
+
+
+I64 = (-(2**63), 2**63 - 1)
+"""What exporters write for an open end of a ``Slice``."""
+
+
+def _onnx_slice(sel: np.ndarray, b: int, e: int, k: int) -> np.ndarray:
+    """``sel`` sliced as the ONNX specification states it (independently of the reader):
+    negative start/end plus the length, clamped to ``[0, d]`` (step > 0) or start to
+    ``[0, d - 1]`` and end to ``[-1, d - 1]`` (step < 0)."""
+    d = sel.size
+    b, e = b + d if b < 0 else b, e + d if e < 0 else e
+    if k > 0:
+        b, e = min(max(b, 0), d), min(max(e, 0), d)
+    else:
+        b, e = min(max(b, 0), d - 1), min(max(e, -1), d - 1)
+    return sel[np.arange(b, e, k, dtype=np.int64)] if d else sel
+
+
+def _selection_chain(n: int, rng: np.random.Generator, c: Any) -> tuple[list, list, np.ndarray]:
+    """A ``Gather`` with repeated and negative indices (each input at least once), then one or
+    two ``Slice``s with steps ``-1, 2, -2, 3``, starts and ends out of range or at the int64
+    extremes (red25): ``xs = x[:, sel]`` with ``sel`` as the specification computes it."""
+    from onnx import helper
+
+    extra = rng.integers(-n, n, size=int(rng.integers(1, n + 1)))
+    idx = rng.permutation(np.concatenate([rng.permutation(n) - n * (rng.random(n) < 0.5), extra]))
+    nodes = [helper.make_node("Gather", ["x", "sel_gi"], ["sel_g"], axis=1)]
+    inits, sel, cur = [c(idx, "sel_gi")], np.mod(idx, n), "sel_g"
+    for t in range(int(rng.integers(1, 3))):
+        d = sel.size
+        pool = [0, 1, d - 1, d, d + 2, -1, -d, -d - 3, *I64]
+        b, e, k = int(rng.choice(pool)), int(rng.choice(pool)), int(rng.choice([-1, 2, -2, 3]))
+        out = _onnx_slice(sel, b, e, k)
+        if out.size == 0:
+            continue
+        args = {"b": b, "e": e, "a": [1, -1][t % 2], "k": k}
+        inits += [c([v], f"sel_{w}{t}") for w, v in args.items()]
+        names = [cur] + [f"sel_{w}{t}" for w in args]
+        nodes.append(helper.make_node("Slice", names, [f"sel_s{t}"]))
+        sel, cur = out, f"sel_s{t}"
+    nodes.append(helper.make_node("Identity", [cur], ["xs"]))
+    return nodes, inits, sel
 
 
 def _hand_onnx(case: ReaderCase, model: Any) -> bytes:

@@ -183,11 +183,28 @@ def forward_error(net, x: np.ndarray) -> np.ndarray:
     with ``s_k = |W_k| s_{k-1} + |b_k|``, ``s_0 = |x|`` (:meth:`~exactcomp.network.Network.
     term_scale`), and unrolled ``e_L <= (\sum_k \gamma_{n_k+1}) s_L`` to first order. The
     factor ``1.01`` covers the higher-order terms and ``s_L``'s own (upward-free) rounding
-    while ``L n u`` stays below ``1e-3``; underflow adds at most ``2^-1074`` per operation,
-    covered by :attr:`Tolerances.bound_abs` per output."""
+    while ``L n u`` stays below ``1e-3``. Underflow is outside that relative model: each
+    operation loses at most ``2^-1075`` absolutely, and later layers multiply what it lost by
+    up to the amplification ``A`` (:func:`amplification`, with the box of the rows of ``x``),
+    so ``N 2^-1075 A`` covers it (``N = 2^40`` operations, as :func:`underflow_tolerances`),
+    at least :attr:`Tolerances.bound_abs`; ``+inf`` where that overflows. (A subnormal
+    product ``1e-310 x`` read through two layers of ``1e150`` is off by ``2.5e-24`` where the
+    relative model gives ``3e-26``: red25, ``tests/test_forward_error_underflow.py``.)"""
     u = 2.0**-53
     gamma = sum((la.in_features + 1) * u / (1 - (la.in_features + 1) * u) for la in net.layers)
-    return 1.01 * gamma * net.term_scale(x) + DEFAULT.bound_abs
+    rows = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    exponent = UNDERFLOW_OPERATIONS_LOG2 + UNDERFLOW_LOSS_LOG2
+    exponent += amplification([net], [_Rows(rows, rows)])
+    underflow = 2.0**exponent if exponent < 1000 else math.inf
+    return 1.01 * gamma * net.term_scale(x) + max(DEFAULT.bound_abs, underflow)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Inputs as :func:`amplification` reads a box: only their magnitude counts."""
+
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 def underflow_tolerances(tol: Tolerances, networks: Sequence, boxes: Sequence) -> Tolerances:
@@ -293,14 +310,22 @@ def stored_rounding_bound(
         e_k = (|W_k| + \Delta_k)\, e_{k-1} + \Delta_k A_{k-1} + \delta_k.
 
     If :math:`g^* = f` on the domain (an exact compression of :math:`f`), then
-    :math:`\max |f - g| \le e_L` there. Computed in float64, then padded by a relative
-    ``1e-6`` (far above float64 summation error), so it stays an upper bound.
+    :math:`\max |f - g| \le e_L` there. Computed in float64 (every term non-negative, so
+    the summation error is relative), then padded by a relative ``1e-6`` (far above it), and
+    by what underflow can lose: each of layer ``k``'s ``2 n_k + 1`` products and sums loses at
+    most ``2^-1075`` absolutely, and later layers amplify a loss by at most their largest row
+    sum of ``|W| + \Delta``, so :math:`u_k = \|\,|W_k| + \Delta_k\|_\infty u_{k-1} +
+    (2 n_k + 2)\, 2^{-1074}` is added (``2^-1075`` itself rounds to 0; nothing in effect
+    unless terms go subnormal).
     """
     e = np.zeros(np.asarray(input_magnitudes[0]).shape)
+    lost = 0.0  # what underflow may have taken, bounded as the docstring says
     for (w, _b), (dw, db), mag in zip(layers, deltas, input_magnitudes, strict=True):
         a = np.abs(np.asarray(w, dtype=np.float64)) + dw
         e = a @ e + dw @ np.asarray(mag, dtype=np.float64) + db
-    return e * (1.0 + 1e-6)
+        rows = float(np.max(a.sum(axis=1), initial=0.0)) * (1.0 + 1e-6)
+        lost = rows * lost + (2 * a.shape[1] + 2) * 2.0 ** (UNDERFLOW_LOSS_LOG2 + 1)  # 2^-1074
+    return e * (1.0 + 1e-6) + 2.0 * lost
 
 
 def product_rounding_delta(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 
 import exactcomp
 from exactcomp.domain import Box
+from exactcomp.exact import exact_forward
 from exactcomp.exact_reference import exact_reference, is_restriction
 from exactcomp.network import Network
 from exactcomp.rewrite.record import NeuronFate, Reason, RewriteResult
@@ -26,14 +27,7 @@ def _rounding_net() -> Network:
 
 
 def _exact(net: Network, x: float) -> Fraction:
-    h = [Fraction(x)]
-    for layer in net.layers:
-        z = [
-            sum((Fraction(float(w)) * v for w, v in zip(row, h, strict=True)), Fraction(b))
-            for row, b in zip(np.asarray(layer.weight), layer.bias, strict=True)
-        ]
-        h = [max(v, Fraction(0)) for v in z] if layer.relu else z
-    return h[0]
+    return exact_forward(net, np.array([x]))[0]
 
 
 def test_compress_tol_claims_no_less_than_the_exact_difference() -> None:

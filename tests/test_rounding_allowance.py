@@ -23,6 +23,7 @@ from exactcomp import cli
 from exactcomp.api.checking import compress_verified, verification_tolerance
 from exactcomp.api.sampling import SampleCheck
 from exactcomp.domain import Box
+from exactcomp.exact import exact_forward
 from exactcomp.network import Network
 from exactcomp.report import read_document
 from exactcomp.tolerances import DEFAULT, check_allowance
@@ -36,14 +37,7 @@ def _net() -> Network:
 
 
 def _exact(net: Network, x: float) -> Fraction:
-    h = [Fraction(x)]
-    for layer in net.layers:
-        z = [
-            sum((Fraction(float(w)) * v for w, v in zip(row, h, strict=True)), Fraction(b))
-            for row, b in zip(layer.weight, layer.bias, strict=True)
-        ]
-        h = [max(v, Fraction(0)) for v in z] if layer.relu else z
-    return h[0]
+    return exact_forward(net, np.array([x]))[0]
 
 
 def test_compress_verify_proves_the_rounding_allowance() -> None:

@@ -21,6 +21,8 @@ UNSOUND = (
     "equivalent",
     "counterexample",
     "equiv-bound",
+    "equiv-lower",
+    "structure",
     "recheck",
     "nnet-compress",
     "nnet-equivalent",

@@ -61,8 +61,7 @@ two affine functions of :math:`x`, :math:`\underline{Q}(x) \le q(x) \le \overlin
   concrete bound is tighter is kept. The first shrinks with :math:`d`, the second with the
   neurons' ranges: without it a box around a kink of ``g`` where ``f`` is inactive keeps
   :math:`\Delta \le d` however small it gets, and the bound never reaches the true maximum.
-  The difference stays *linear in x* through every layer; what NeuroDiff showed is that this,
-  plus splitting, wins.
+  The difference stays *linear in x* through every layer: with splitting, NeuroDiff's win.
 
 Tighter chords
 --------------
@@ -82,11 +81,10 @@ themselves, uses the chords over the concrete bounds. ``g``'s bounds are also ta
 
 Output bounds and sub-boxes
 ---------------------------
-The compared outputs are bounded twice, by the forward forms and by back-substitution through
-both networks with the per-box relaxations (:mod:`exactcomp.verify.backward`), and the
-tighter of the two is kept: on ACAS Xu 3_3's float16 copy (property 1, output 0) the root
-bound drops from 327 to 188 and the boxes needed at tol 0.05 from more than 49,000 (not proven
-in 60 s) to 4,429. A sub-box also inherits its parent's bounds of every hidden ``z^f`` and
+The compared outputs are bounded by the forward forms and by back-substitution through both
+networks with the per-box relaxations (:mod:`exactcomp.verify.backward`), the tighter kept:
+on ACAS Xu 3_3's float16 copy (property 1, output 0) the root bound drops from 327 to 188 and
+the boxes needed at tol 0.05 from more than 49,000 (not proven in 60 s) to 4,429. A sub-box also inherits its parent's bounds of every hidden ``z^f`` and
 ``d`` (``known``; monotone refinement: both hold on the sub-box), before the neurons needing
 back-substitution are chosen.
 

@@ -150,9 +150,8 @@ def stable_neurons(
         box.check_size(net.input_size)
     if data is not None:
         data = sample_rows(data, net.input_size)
-    tol = underflow_tolerances(
-        tol, [net], boxes
-    )  # the rounding pad covers this network's underflow
+    # the rounding pad covers this network's underflow (tolerances.amplification)
+    tol = underflow_tolerances(tol, [net], boxes)
     opts = Options(method, float(time_limit), solver, tol, int(seed), data, bool(partial), deadline)
     t0 = time.perf_counter()
     reports: list[StabilityReport] = []

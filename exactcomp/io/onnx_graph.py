@@ -249,8 +249,8 @@ def lower_graph(model: onnx.ModelProto) -> LoweredGraph:
         handler = HANDLERS.get(node.op_type)
         if handler is None:
             raise UnsupportedModelError(
-                f"{label}: operator {node.op_type!r} is not supported (it is not affine or "
-                f"ReLU); supported operators: {', '.join(SUPPORTED_OPS)}"
+                f"{label}: operator {node.op_type!r} is not supported; supported operators: "
+                f"{', '.join(SUPPORTED_OPS)}"
             )
         try:
             xs = [env[name] if name else None for name in node.input]

@@ -320,7 +320,8 @@ def test_readers_family_reads_an_input_through_gather_or_slice(seed: int) -> Non
     """Seeds whose hand-written ONNX reads its input through ``Gather`` or ``Slice`` +
     ``Concat`` (nn4sys' pensieve layout, audit24) are drawn so and read without a finding."""
     pytest.importorskip("torch")
-    from benchmarks.soak_readers import input_selection, reader_case
+    from benchmarks.soak_hand_onnx import input_selection
+    from benchmarks.soak_readers import reader_case
 
     assert input_selection(reader_case(seed)[0])
     doc, result = run_case("readers", seed, TINY)

@@ -58,7 +58,9 @@ neuron :math:`r` with coefficient :math:`c \ne 0` at a time, keeping the constan
 * a ``g`` neuron with several proven partners in one ``f`` layer (*twins*: copies of one
   function that the weights do not show equal) is linked, for each target, to the twin
   whose coefficient the form holds, so that the two cancel (every link is proven, so every
-  choice is sound);
+  choice is sound); twins of ``f`` that one neuron of ``g`` merged are reached one at most,
+  so the argument is also run with the roles swapped
+  (:func:`exactcomp.verify.coupling.swapped_outputs`);
 * any other neuron is bounded by its sound post-activation interval :math:`[0, u]`;
 * at the input, :math:`c \cdot x` is bounded over the box.
 

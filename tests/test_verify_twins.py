@@ -1,7 +1,7 @@
 """``verify`` in either order where one network holds *twins* that the other merged.
 
 Twins are two neurons computing one function through unequal rows (here ``relu(a)`` read
-through the pair ``relu(a), relu(-a)`` and through ``relu(2a), relu(-2a)`` halved), which
+through the pair ``relu(a), relu(-a)`` and through the pairs of ``x1`` and ``x2``), which
 the weights do not show equal (:mod:`exactcomp.stability.constants`). The differential
 argument links each neuron of its ``g`` to a partner in its ``f``: a merged neuron of ``g``
 meets one twin of ``f`` and the other keeps its interval, so ``verify(f, g)`` was UNKNOWN
@@ -22,6 +22,7 @@ import pytest
 from exactcomp.domain import Box
 from exactcomp.exact import exact_forward
 from exactcomp.network import Layer, Network
+from exactcomp.stability.constants import layer_classes
 from exactcomp.testing.oracle import grid_points
 from exactcomp.tolerances import DEFAULT
 from exactcomp.verify import EquivalenceStatus, verify_equivalence
@@ -32,24 +33,27 @@ from exactcomp.verify.formulation import proven_encoding
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
 A, AB = np.array([1.0, -1.0]), 0.25  # a = x1 - x2 + 1/4
-W0 = np.array([A, -A, 2 * A, -2 * A, [0.5, 0.5]])
-B0 = np.array([AB, -AB, 2 * AB, -2 * AB, 0.0])
+E1, E2 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+W0 = np.array([A, -A, E1, -E1, E2, -E2, [0.5, 0.5]])
+B0 = np.array([AB, -AB, 0.0, 0.0, 0.0, 0.0, 0.0])
 
 
 def twins_net(eps: float = 0.0, wq: float = 1.0) -> Network:
-    """``P`` and ``Q`` are both ``relu(a)`` (``Q`` moved by ``eps``), unequal rows.
+    """``P`` and ``Q`` are both ``relu(a)`` (``Q`` moved by ``eps``), through unequal rows
+    (``Q`` reads ``x1`` and ``x2`` where ``P`` reads ``a``; no row a multiple of another).
 
     ::
 
-        layer 0:  u = relu(a)  v = relu(-a)  u2 = relu(2a)  v2 = relu(-2a)  s = relu(x1/2 + x2/2)
-        layer 1:  P = relu(u - v)   Q = relu(u2/2 - v2/2 + eps)   S = relu(s)
+        layer 0:  u = relu(a)    v = relu(-a)      p1 = relu(x1)  n1 = relu(-x1)
+                  p2 = relu(x2)  n2 = relu(-x2)    s = relu(x1/2 + x2/2)
+        layer 1:  P = relu(u - v)   Q = relu(p1 - n1 - p2 + n2 + 1/4 + eps)   S = relu(s)
         output:   y = P + wq Q + S
     """
-    w1 = np.array([[1, -1, 0, 0, 0], [0, 0, 0.5, -0.5, 0], [0, 0, 0, 0, 1.0]])
+    w1 = np.array([[1, -1, 0, 0, 0, 0, 0], [0, 0, 1, -1, -1, 1, 0], [0, 0, 0, 0, 0, 0, 1.0]])
     return Network(
         (
             Layer(W0, B0, True),
-            Layer(w1, np.array([0.0, eps, 0.0]), True),
+            Layer(w1, np.array([0.0, AB + eps, 0.0]), True),
             Layer(np.array([[1.0, wq, 1.0]]), np.zeros(1), False),
         ),
         dtype="float64",
@@ -64,7 +68,7 @@ def merged_net(wp: float) -> Network:
 
         layer 1:  P = relu(u - v)   S = relu(s);   output:  y = wp P + S
     """
-    w1 = np.array([[1, -1, 0, 0, 0], [0, 0, 0, 0, 1.0]])
+    w1 = np.array([[1, -1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1.0]])
     return Network(
         (
             Layer(W0, B0, True),
@@ -128,3 +132,61 @@ def test_swapped_outputs_runs_only_where_a_neuron_of_f_is_left_unreached() -> No
     fs, gs = (Side(n, *proven_encoding(n, BOX, DEFAULT, None)) for n in one)
     forward = bound_differences(fs, gs, match_neurons(one[0], one[1], pts, 2, twins=3), bb)
     assert swapped_outputs(fs, gs, forward, pts, len(pts), bb, DEFAULT, float("inf")) is None
+
+
+def scaled_pair(c: float, ulp: bool = False) -> tuple[Network, Network, Box]:
+    """``f`` reads ``u = relu(x - 1/2)`` and its positive multiple ``w = relu(c (x - 1/2))``
+    (``= c u``; ``ulp``: ``w``'s bias one ulp off, not a multiple); ``g`` is ``f`` with ``w``
+    merged into ``u`` as ``compress`` merges it. On ``[1/2, 2]`` both are tied at ``x = 1/2``
+    (no margin decides their sign: each is bounded by its interval unless it is seen through).
+
+    ::
+
+        f:  u = relu(x - 1/2)   w = relu(c x - c/2);   y = u - w/2 + 1
+        g:  u = relu(x - 1/2);                         y = (1 - c/2) u + 1
+    """
+    bw = -c / 2 if not ulp else float(np.nextafter(-c / 2, 0.0))
+    f = Network.from_arrays(
+        [np.array([[1.0], [c]]), np.array([[1.0, -0.5]])],
+        [np.array([-0.5, bw]), np.ones(1)],
+        dtype="float64",
+    )
+    g = Network.from_arrays(
+        [np.array([[1.0]]), np.array([[1.0 - c / 2]])], [np.array([-0.5]), np.ones(1)],
+        dtype="float64",
+    )  # fmt: skip
+    return f, g, Box(np.array([0.5]), np.array([2.0]))
+
+
+@pytest.mark.parametrize("c", [2.0, 0.5, 3.0])
+def test_a_positive_multiple_is_read_off_the_weights(c: float) -> None:
+    f, _, box = scaled_pair(c)
+    cls = layer_classes(f)[0]
+    assert cls.multiple.tolist() == [-1, 0] and cls.ratio[1] == c
+    for x in grid_points(box, 9):  # z_w = c z_u exactly
+        z = exact_forward(f.replace_layers([Layer(f.layers[0].weight, f.layers[0].bias, False)]), x)
+        assert z[1] == Fraction(c) * z[0]
+    assert layer_classes(scaled_pair(c, ulp=True)[0])[0].multiple is None
+
+
+@pytest.mark.parametrize("swap", [False, True])
+@pytest.mark.parametrize("c", [2.0, 0.5, 3.0])
+def test_a_merged_multiple_is_proven_equal_in_either_order(c: float, swap: bool) -> None:
+    f, g, box = scaled_pair(c)
+    assert all(
+        exact_forward(f, x)[0] == exact_forward(g, x)[0] for x in grid_points(box, 9)
+    )  # fmt: skip
+    r = verify_equivalence(*((g, f) if swap else (f, g)), box, tol=1e-6, time_limit=30)
+    assert r.status is EquivalenceStatus.EQUIVALENT and r.upper_bound == 0.0
+
+
+def test_an_ulp_off_multiple_is_not_merged_into_a_proof(monkeypatch) -> None:
+    """``w``'s bias one ulp off: ``f - g`` is ``relu(x - 1/2) - relu(x - 1/2 + ulp)``-sized
+    at most; with the counterexample search blinded the bound encloses the exact maximum."""
+    monkeypatch.setattr(run_module.EquivalenceRun, "counterexample", lambda self, x, s: None)
+    f, g, box = scaled_pair(2.0, ulp=True)
+    exact = max(abs(exact_forward(f, x)[0] - exact_forward(g, x)[0]) for x in grid_points(box, 9))
+    assert exact > 0
+    for pair in ((f, g), (g, f)):
+        r = verify_equivalence(*pair, box, tol=1e-20, time_limit=30)
+        assert Fraction(r.upper_bound) >= exact

@@ -17,6 +17,9 @@ the null units' columns left out (they add ``w \cdot 0``). With ``s_{jc}`` the c
   without one).
 * **duplicate**: two neurons with the same sums ``s_{j\cdot}`` and the same bias, equal as
   float64 numbers (``-0.0 = 0.0``), compute the same ``z``, so the same ``h``: one class.
+* **multiple**: neuron ``j`` whose sums and bias are those of ``i`` times ``c > 0`` exactly
+  (``c`` a float64; rows compared entry by entry in rational arithmetic) computes
+  ``z_j = c z_i``, so ``h_j = c h_i`` after a ReLU (a compressor merges such neurons).
 * **opposite**: neuron ``i`` with the sums and bias of ``j`` negated (``s_{i\cdot} = -s_{j\cdot}``,
   ``b_i = -b_j``; float64 negation is exact) computes ``z_i = -z_j`` on every input. After a
   ReLU, ``h_j - h_i = relu(z_j) - relu(-z_j) = z_j``: the pair passes ``z_j`` on *linearly*
@@ -38,6 +41,7 @@ pre-activation is the constant 0, a tie that no bound with a margin proves inact
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 import numpy as np
 
@@ -56,8 +60,10 @@ class LayerClasses:
     ``null`` (``h_j = 0`` on every input) and ``opposite`` (``opposite[j] = i >= 0``: unit
     ``i`` computes ``z_i = -z_j`` on every input, the first such unit; ``-1``: none known),
     ``floor <= z_j <= ceiling`` on every input (:mod:`exactcomp.stability.lattice`; infinite
-    where nothing is known; a unit with ``ceiling <= 0`` after a ReLU is null), and
-    ``h_j = factor_j h_u`` for ``u = through[j] >= 0`` of the layer below (``None``: none)."""
+    where nothing is known; a unit with ``ceiling <= 0`` after a ReLU is null),
+    ``h_j = factor_j h_u`` for ``u = through[j] >= 0`` of the layer below (``None``: none),
+    and ``z_j = ratio_j z_i`` (``ratio_j > 0``) for ``i = multiple[j] >= 0`` of the same
+    layer, the first unit of another class (``None``: none)."""
 
     label: np.ndarray
     constant: np.ndarray
@@ -67,6 +73,8 @@ class LayerClasses:
     ceiling: np.ndarray
     through: np.ndarray | None = None
     factor: np.ndarray | None = None
+    multiple: np.ndarray | None = None
+    ratio: np.ndarray | None = None
 
 
 def layer_classes(net: Network) -> list[LayerClasses]:
@@ -93,6 +101,9 @@ def layer_classes(net: Network) -> list[LayerClasses]:
             if layer.relu:  # the lattice identity reads h = relu(z) of this layer
                 keys = np.hstack([sums, b[:, None]])
                 below = Below(keys, ok, cls.opposite, cls.constant, b)
+                multiple, ratio = _multiples(keys, ok, cls.label)
+                if np.any(multiple >= 0):
+                    cls = replace(cls, multiple=multiple, ratio=ratio)
         out.append(cls)
         label, null = cls.label, cls.null
     return out
@@ -154,6 +165,45 @@ def _opposites(keys: np.ndarray, label: np.ndarray, ok: np.ndarray) -> np.ndarra
                 out[j] = first[int(label[i])]
                 break
     return out
+
+
+def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
+    """``(multiple, ratio)``: per unit ``j``, the first unit ``i`` of another class whose
+    key times ``ratio_j > 0`` is ``j``'s exactly (a float64 ratio), or ``-1``.
+
+    Candidates share their key divided by the magnitude of its first non-zero entry as
+    float64 numbers: for ``k_j = c k_i`` exactly, each quotient is the same real number
+    rounded once, so the same float; each candidate is then compared in fractions.
+    """
+    m = keys.shape[0]
+    multiple, ratio = np.full(m, -1), np.zeros(m)
+    idx = np.flatnonzero(ok & np.any(keys != 0.0, axis=1))
+    if idx.size < 2:
+        return multiple, ratio
+    k = keys[idx]
+    lead = np.argmax(k != 0.0, axis=1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        unit = np.ascontiguousarray(k / np.abs(k[np.arange(idx.size), lead])[:, None] + 0.0)
+    rows = unit.view(np.dtype((np.void, unit.itemsize * unit.shape[1]))).ravel()
+    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse.ravel(), kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for group in np.flatnonzero(counts >= 2):
+        members = idx[order[starts[group] : starts[group + 1]]]
+        first = int(members[0])
+        base = [Fraction(float(v)) for v in keys[first]]
+        at = int(np.flatnonzero(keys[first])[0])
+        for j in members[1:].tolist():
+            if label[j] == label[first]:
+                continue  # an exact copy: one class
+            c = Fraction(float(keys[j, at])) / base[at]
+            if (
+                c > 0
+                and Fraction(float(c)) == c
+                and all(Fraction(float(v)) == c * w for v, w in zip(keys[j], base, strict=True))
+            ):
+                multiple[j], ratio[j] = first, float(c)
+    return multiple, ratio
 
 
 def _class_sums(w: np.ndarray, label: np.ndarray, null: np.ndarray):

@@ -2,13 +2,14 @@ r"""Lattice-shaped networks aimed at the weight-read facts, and their exact chec
 
 :func:`~exactcomp.stability.constants.layer_classes` reads facts off the weights that hold on
 *every* input: equal classes, constant and null units, opposite units (``z_i = -z_j``), the
-lattice identity's ``floor <= z_j <= ceiling`` (:mod:`exactcomp.stability.lattice`) and
-pass-through units (``h_j = factor_j h_u``). :func:`lattice_case` builds networks where those
-facts are *almost* true:
+lattice identity's ``floor <= z_j <= ceiling`` (:mod:`exactcomp.stability.lattice`),
+pass-through units (``h_j = factor_j h_u``) and positive multiples (``z_j = ratio_j z_i``).
+:func:`lattice_case` builds networks where those facts are *almost* true:
 
 * layer 0: *primary* units ``c_1 d_1 + c_2 d_2`` over two dyadic directions (so that their
   rows are linearly dependent), each with, by chance, an exact opposite, an opposite scaled
-  by 2 or 1/2, an exact copy, a copy or opposite with one weight moved by one ulp, and
+  by 2 or 1/2, an exact copy, a copy or opposite with one weight moved by one ulp, a
+  positive multiple (``2, 1/2, 3``; or one ulp off), and
   constant units (zero row) with biases ``-1/2, 0, 1/2``;
 * layer 1: rows reading pairs with weights ``s_u = lambda_u + r_u``, ``s_v = r_u -
   lambda_u`` where ``mu = lambda + sigma r`` (``sigma`` in ``-1, 0, 1``; ``0``: ``r |z_u|
@@ -86,6 +87,9 @@ def _layer0(rng: np.random.Generator, n: int, budget: int):
             extra.append((_ulp_moved(w, rng), b))  # a copy but for one ulp
         elif u < 0.6:
             extra.append((-_ulp_moved(w, rng), -b, 2 * i))  # an opposite but for one ulp
+        elif u < 0.72:
+            c = float(rng.choice([2.0, 0.5, 3.0]))  # a positive multiple: h = c h_primary
+            extra.append((c * w, c * b) if rng.random() < 0.7 else (c * _ulp_moved(w, rng), c * b))
         del i
     if rng.random() < 0.5:
         extra.append((np.zeros(n), float(rng.choice([-0.5, 0.0, 0.5]))))
@@ -311,6 +315,10 @@ def structure_findings(net: Network, box: Box, points: np.ndarray, seed: int) ->
                 same = np.flatnonzero(cls.label == cls.label[j])
                 if any(z[int(i2)] != z[j] for i2 in same):
                     bad.append("class")
+                if cls.multiple is not None and cls.multiple[j] >= 0:
+                    i2 = int(cls.multiple[j])
+                    if z[j] != Fraction(float(cls.ratio[j])) * z[i2]:
+                        bad.append(f"multiple {i2} x {cls.ratio[j]!r}")
                 if cls.through is not None and cls.through[j] >= 0:
                     u = int(cls.through[j])
                     hu = max(zs[k - 1][u], Fraction(0))

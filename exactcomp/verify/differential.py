@@ -172,6 +172,9 @@ class _Argument:
         inactive, linear = e.status[layer]
         c = form.passthrough("f", e, layer, c, ~inactive)
         c = form.opposites("f", e, layer, c, ~inactive & ~linear)
+        if e.multiple[layer] is not None:  # what the pairs left, onto one multiple, again
+            c = form.multiples(e, layer, c, ~inactive)
+            c = form.opposites("f", e, layer, c, ~inactive & ~linear)
         nz = c.nonzero() & ~inactive
         if (lin := nz & linear).any():
             form.down("f", e, layer, c.where(lin))
@@ -214,6 +217,9 @@ class _Argument:
         inactive, linear = e.status[layer]
         c = form.passthrough("g", e, layer, c, ~links.zero & ~inactive)
         c = form.opposites("g", e, layer, c, ~links.zero & ~inactive & ~linear)
+        if e.multiple[layer] is not None:  # unlinked multiples onto their unit, as in f
+            c = form.multiples(e, layer, c, ~links.zero & ~links.relax & ~inactive)
+            c = form.opposites("g", e, layer, c, ~links.zero & ~inactive & ~linear)
         nz = c.nonzero()
         merge = nz & links.zero  # the same function: h^g_r = h^f_p exactly
         relax = nz & links.relax

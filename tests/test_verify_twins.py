@@ -7,6 +7,9 @@ argument links each neuron of its ``g`` to a partner in its ``f``: a merged neur
 meets one twin of ``f`` and the other keeps its interval, so ``verify(f, g)`` was UNKNOWN
 (2.25) where ``verify(g, f)`` proved them equal (red25, RESULTS.md). The argument now also
 runs with the roles swapped (:func:`exactcomp.verify.coupling.swapped_outputs`).
+The neurons one network removed are asked for their sign on either side too
+(:mod:`exactcomp.verify.seethrough`), and exact positive multiples that ``compress``
+merged are read off the weights (:mod:`exactcomp.stability.constants`).
 Ground truth: exact rational forward passes (:func:`exactcomp.exact.exact_forward`) on a
 grid of the box and at the maximiser (every network here is piecewise linear with its
 kinks on the grid lines ``x1 - x2 = -1/4`` and the box's edges).
@@ -190,3 +193,44 @@ def test_an_ulp_off_multiple_is_not_merged_into_a_proof(monkeypatch) -> None:
     for pair in ((f, g), (g, f)):
         r = verify_equivalence(*pair, box, tol=1e-20, time_limit=30)
         assert Fraction(r.upper_bound) >= exact
+
+
+def removed_pair() -> tuple[Network, Network, Box]:
+    """``f`` has ``n = relu(|x| - 1.5)`` (inactive on ``[-1, 1]``: the LP's triangles give
+    ``u + v <= 1``, the intervals only ``2``), which ``g`` removed.
+
+    ::
+
+        f:  u = relu(x)  v = relu(-x);  n = relu(u + v - 1.5)  m = relu(u - v);  y = m + n
+        g:  u, v as f;                  m = relu(u - v);                         y = m
+    """
+    w0, b0 = np.array([[1.0], [-1.0]]), np.zeros(2)
+    f = Network.from_arrays(
+        [w0, np.array([[1.0, 1.0], [1.0, -1.0]]), np.array([[1.0, 1.0]])],
+        [b0, np.array([-1.5, 0.0]), np.zeros(1)],
+        dtype="float64",
+    )
+    g = Network.from_arrays(
+        [w0, np.array([[1.0, -1.0]]), np.array([[1.0]])], [b0, np.zeros(1), np.zeros(1)],
+        dtype="float64",
+    )  # fmt: skip
+    return f, g, Box(np.array([-1.0]), np.array([1.0]))
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_removed_neuron_is_proven_on_either_side(swap: bool, monkeypatch) -> None:
+    """With each network's own analysis cut short (interval bounds only, as a deep network's
+    within ``verify``'s time), ``n`` is asked for its sign whichever side holds it
+    (:mod:`exactcomp.verify.seethrough`): EQUIVALENT in either order (``verify(g, f)`` left
+    ``n`` on its interval before, 0.5)."""
+    from exactcomp.bounds.interval import interval_bounds
+    from exactcomp.verify import equivalence
+
+    def short(net, box, tol, budget, known=None):
+        return interval_bounds(net, box), [None] * len(net.layers)
+
+    monkeypatch.setattr(equivalence, "proven_encoding", short)
+    f, g, box = removed_pair()
+    assert all(exact_forward(f, x) == exact_forward(g, x) for x in grid_points(box, 17))
+    r = verify_equivalence(*((g, f) if swap else (f, g)), box, tol=1e-6, time_limit=30)
+    assert r.status is EquivalenceStatus.EQUIVALENT and r.upper_bound == 0.0

@@ -335,6 +335,9 @@ class _Run(EquivalenceRun):
         pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS], 2, twins=coupling.TWINS)
         until = time.perf_counter() + UNPAIRED_SHARE * self.left()
         enc_f, self.unpaired = prove_unpaired(fl, self.box, enc_f, pairs, self.tolerances, until)
+        flip = [(fk, p, gk, q) for gk, q, fk, p in pairs]  # g's own, as in either order
+        enc_g, more = prove_unpaired(gl, self.box, enc_g, flip, self.tolerances, until)
+        self.unpaired += more
         fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
 
         # half the time left (the rest is for the MILPs), or more when time is short; never

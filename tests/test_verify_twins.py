@@ -116,10 +116,11 @@ def test_the_swapped_argument_encloses_the_exact_difference(
     assert r.upper_bound <= float(exact) * (1 + 1e-9)  # tight both ways (the twin linked)
 
 
-def test_swapped_outputs_runs_only_where_a_neuron_of_f_is_left_unreached() -> None:
-    """Forward (``f`` = twins): ``Q`` is reached by no link, the swapped argument links it
-    and proves the outputs equal. Two unrelated networks (``relu(x1)``, ``relu(x2)``): no
-    neuron of ``f`` agrees with one of ``g``, nothing to gain, nothing run."""
+def test_the_swapped_argument_links_the_twin_the_forward_one_leaves() -> None:
+    """Forward (``f`` = twins): ``Q`` is reached by no link and the outputs keep its
+    interval; swapped, ``Q`` is a neuron of its ``g`` linked on its own, and the outputs
+    come out equal. Two unrelated networks (``relu(x1)``, ``relu(x2)``): no link either way,
+    the swapped bounds still enclose the exact difference."""
     bb = (BOX.lower, BOX.upper)
     pts = grid_points(BOX, 9)
     f, g = twins_net(), merged_net(2.0)
@@ -127,14 +128,16 @@ def test_swapped_outputs_runs_only_where_a_neuron_of_f_is_left_unreached() -> No
     forward = bound_differences(fs, gs, match_neurons(f, g, pts, 2, twins=3), bb)
     assert forward.outputs[0][1] - forward.outputs[0][0] > 1.0
     assert (1, 1) not in {(fk, p) for fk, p, *_ in forward.links.values()}  # Q
-    back = swapped_outputs(fs, gs, forward, pts, len(pts), bb, DEFAULT, float("inf"))
+    back = swapped_outputs(fs, gs, pts, len(pts), bb, DEFAULT, float("inf"))
     assert back == ((0.0, 0.0),)
     one = [
         Network.from_arrays([np.array([r]), np.ones((1, 1))], [np.zeros(1)] * 2) for r in np.eye(2)
     ]
     fs, gs = (Side(n, *proven_encoding(n, BOX, DEFAULT, None)) for n in one)
-    forward = bound_differences(fs, gs, match_neurons(one[0], one[1], pts, 2, twins=3), bb)
-    assert swapped_outputs(fs, gs, forward, pts, len(pts), bb, DEFAULT, float("inf")) is None
+    ((lo, hi),) = swapped_outputs(fs, gs, pts, len(pts), bb, DEFAULT, float("inf"))
+    for x in pts:  # g - f = relu(x2) - relu(x1), exactly
+        d = exact_forward(one[1], x)[0] - exact_forward(one[0], x)[0]
+        assert Fraction(lo) <= d <= Fraction(hi)
 
 
 def scaled_pair(c: float, ulp: bool = False) -> tuple[Network, Network, Box]:

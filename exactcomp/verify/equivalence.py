@@ -347,17 +347,19 @@ class _Run(EquivalenceRun):
                 max(0.5 * self.left(), DIFFERENTIAL_SECONDS), self.left()
             )
 
+        start = time.perf_counter()
         diff = differential.bound_differences(fs, gs, pairs, self.box_bounds, deadline=linking())
         self.links, out = len(diff.links), diff.outputs
         broken = coupling.inconsistency(
             fs, gs, diff.links, self.points, self.tolerances, deadline=self.deadline
         )
         if broken is None and not self.proves(out):  # f's twins g merged (coupling docstring)
+            until = min(linking(), 2 * time.perf_counter() - start)  # as long as it took
             back = coupling.swapped_outputs(
-                fs, gs, diff, self.points, MATCH_POINTS, self.box_bounds, self.tolerances, linking()
+                fs, gs, self.points, MATCH_POINTS, self.box_bounds, self.tolerances, until
             )
             broken = back if isinstance(back, str) else None
-            if back is not None and broken is None:  # the intersection of two proofs
+            if broken is None:  # the intersection of two proofs
                 out = tuple(
                     (max(a, c), min(b, d)) for (a, b), (c, d) in zip(out, back, strict=True)
                 )

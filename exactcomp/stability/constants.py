@@ -171,38 +171,49 @@ def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
     """``(multiple, ratio)``: per unit ``j``, the first unit ``i`` of another class whose
     key times ``ratio_j > 0`` is ``j``'s exactly (a float64 ratio), or ``-1``.
 
-    Candidates share their key divided by the magnitude of its first non-zero entry as
-    float64 numbers: for ``k_j = c k_i`` exactly, each quotient is the same real number
-    rounded once, so the same float; each candidate is then compared in fractions.
+    Candidates come from one random projection of each key divided by the magnitude of its
+    first non-zero entry, ``h = k r / |k_lead|``: for ``k_j = c k_i`` exactly both are one
+    real number, computed with an error below ``1e-9 |k| |r| / |k_lead|`` (``|k r| <= |k|_2
+    |r|_2``, the sum off by ``gamma_n`` of it); each candidate is then compared in fractions,
+    so a projection never makes a fact, it only finds it (no copy of the layer is made).
     """
     m = keys.shape[0]
     multiple, ratio = np.full(m, -1), np.zeros(m)
-    idx = np.flatnonzero(ok & np.any(keys != 0.0, axis=1))
-    if idx.size < 2:
+    nz = keys != 0.0
+    live = ok & nz.any(axis=1)
+    if np.count_nonzero(live) < 2:
         return multiple, ratio
-    k = keys[idx]
-    lead = np.argmax(k != 0.0, axis=1)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        unit = np.ascontiguousarray(k / np.abs(k[np.arange(idx.size), lead])[:, None] + 0.0)
-    rows = unit.view(np.dtype((np.void, unit.itemsize * unit.shape[1]))).ravel()
-    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-    order = np.argsort(inverse.ravel(), kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    for group in np.flatnonzero(counts >= 2):
-        members = idx[order[starts[group] : starts[group + 1]]]
-        first = int(members[0])
-        base = [Fraction(float(v)) for v in keys[first]]
-        at = int(np.flatnonzero(keys[first])[0])
-        for j in members[1:].tolist():
-            if label[j] == label[first]:
-                continue  # an exact copy: one class
-            c = Fraction(float(keys[j, at])) / base[at]
+    lead = np.argmax(nz, axis=1)
+    r = np.random.default_rng(1).standard_normal(keys.shape[1])
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        a = np.abs(keys[np.arange(m), lead])
+        h = (keys @ r) / a
+        reach = 1e-9 * np.sqrt(np.einsum("ij,ij->i", keys, keys)) * np.linalg.norm(r) / a
+    live &= np.isfinite(h) & np.isfinite(reach)
+    idx = np.flatnonzero(live)
+    order = idx[np.argsort(h[idx], kind="stable")]
+    hs = h[order]
+    lo = np.searchsorted(hs, h[idx] - reach[idx] - 1e-300, side="left")
+    hi = np.searchsorted(hs, h[idx] + reach[idx] + 1e-300, side="right")
+    first = {}
+    for i in idx.tolist():
+        first.setdefault(int(label[i]), i)
+    for pos, j in enumerate(idx.tolist()):
+        cands = sorted(int(i) for i in order[lo[pos] : hi[pos]] if i < j)
+        for i in cands[:16]:
+            if first[int(label[i])] != i or multiple[i] >= 0 or label[i] == label[j]:
+                continue
+            c = Fraction(float(keys[j, lead[i]])) / Fraction(float(keys[i, lead[i]]))
             if (
                 c > 0
                 and Fraction(float(c)) == c
-                and all(Fraction(float(v)) == c * w for v, w in zip(keys[j], base, strict=True))
+                and all(
+                    Fraction(float(v)) == c * Fraction(float(w))
+                    for v, w in zip(keys[j], keys[i], strict=True)
+                )
             ):
-                multiple[j], ratio[j] = first, float(c)
+                multiple[j], ratio[j] = i, float(c)
+                break
     return multiple, ratio
 
 

@@ -75,6 +75,7 @@ from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances, underflow_tolerances
 from ..verdicts import StabilityReport
 from . import coupling, differential, falsify, head, splitting
+from .differential import Side
 from .formulation import StabilityBudget, build_joint_model, proven_encoding, with_linear_output
 from .result import Counterexample, EquivalenceResult, EquivalenceStatus
 from .run import EquivalenceRun, check_arguments, compared_outputs
@@ -337,8 +338,7 @@ class _Run(EquivalenceRun):
         enc_f, self.unpaired = prove_unpaired(fl, self.box, enc_f, pairs, self.tolerances, until)
         flip = [(fk, p, gk, q) for gk, q, fk, p in pairs]  # g's own, as in either order
         enc_g, more = prove_unpaired(gl, self.box, enc_g, flip, self.tolerances, until)
-        self.unpaired += more
-        fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
+        self.unpaired, fs, gs = self.unpaired + more, Side(fl, *enc_f), Side(gl, *enc_g)
 
         # half the time left (the rest is for the MILPs), or more when time is short; never
         # past the deadline (the links not proven by then are bounded by intervals)
@@ -354,7 +354,8 @@ class _Run(EquivalenceRun):
             fs, gs, diff.links, self.points, self.tolerances, deadline=self.deadline
         )
         if broken is None and not self.proves(out):  # f's twins g merged (coupling docstring)
-            until = min(linking(), 2 * time.perf_counter() - start)  # as long as it took
+            now = time.perf_counter()  # as long as the forward one took, 1 s at least
+            until = min(linking(), now + max(now - start, 1.0))
             back = coupling.swapped_outputs(
                 fs, gs, self.points, MATCH_POINTS, self.box_bounds, self.tolerances, until
             )

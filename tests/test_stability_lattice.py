@@ -6,7 +6,10 @@ Ground truth: a dense grid of the 2-input box and exact rational forward passes.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,3 +131,80 @@ def test_proven_signs_hold_in_exact_arithmetic(seed: int) -> None:
         z = exact_forward(cut, x)
         for j in range(8):
             assert cls.floor[j] <= z[j] <= cls.ceiling[j]
+
+
+def abs_net(bias: float, sign: float = 1.0, off: float = 0.0) -> Network:
+    """``z = sign (relu(a) + relu(-a - off)) + t - t + bias``: with ``off = 0``,
+    ``sign |a| + bias``, the ``t`` written twice as a lattice network passes it on.
+
+    ::
+
+        layer 0:  p = relu(a)   n = relu(-a - off)      a = x1 - x2/2 + 1/8
+                  q = relu(t)   m = relu(-t)            t = x1/4 + x2 - 1/2
+                  q2 = relu(2t) m2 = relu(-2t)
+        layer 1:  z = relu(sign (p + n) + (q - m) - (q2 - m2)/2 + bias)
+        output:   y = z
+
+    ``sign = 1``: ``z >= bias``, ACTIVE on every input iff ``bias >= 0`` (``a = 0`` is
+    reached, so ``bias < 0`` is unstable); ``sign = -1``: ``z <= bias``, INACTIVE iff
+    ``bias <= 0``. No margin-based bound decides the tie ``z = bias`` on ``a = 0``, nor sees
+    ``t - t`` cancel. ``off != 0``: ``n`` is not ``a``'s opposite.
+    """
+    wa, wt = np.array([1.0, -0.5]), np.array([0.25, 1.0])
+    w0 = np.array([wa, -wa, wt, -wt, 2 * wt, -2 * wt])
+    b0 = np.array([0.125, -0.125 - off, -0.5, 0.5, -1.0, 1.0])
+    w1 = np.array([[sign, sign, 1.0, -1.0, -0.5, 0.5]])
+    return Network.from_arrays(
+        [w0, w1, np.ones((1, 1))], [b0, np.array([bias]), np.zeros(1)], dtype="float64"
+    )
+
+
+WIDE = Box(np.array([-1000.0, -1000.0]), np.array([1000.0, 1000.0]))
+
+
+def _exact_range(net: Network, box: Box) -> tuple:
+    """``min``/``max`` of layer 1's ``z`` over ``box`` exactly: at the grid points and on the
+    line ``a = 0`` (the only kink), where ``x2 = 2 x1 + 1/4``."""
+    cut = net.replace_layers(
+        [net.layers[0], Layer(net.layers[1].weight, net.layers[1].bias, False)]
+    )
+    pts = list(grid_points(box, 9)) + [np.array([t, 2 * t + 0.25]) for t in (-1.0, 0.0, 0.5)]
+    zs = [exact_forward(cut, x)[0] for x in pts]
+    return min(zs), max(zs)
+
+
+@pytest.mark.parametrize("bias", [0.0, 2.0**-60, -(2.0**-60)])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_abs_of_a_pair_is_read_off_the_weights(bias: float, sign: float) -> None:
+    """``relu(a) + relu(-a) = |a| >= 0`` (the signs' choice ``sigma = 0``): the floor (or
+    ceiling) is the bias exactly; ACTIVE (INACTIVE) by the ``constant`` proof on a wide box
+    where the bias allows it, and nothing claimed where it does not (the exact range at the
+    tie ``a = 0`` crosses 0)."""
+    net = abs_net(bias, sign)
+    cls = layer_classes(net)[1]
+    if sign > 0:
+        assert cls.floor[0] == bias and cls.ceiling[0] == np.inf
+    else:
+        assert cls.ceiling[0] == bias and cls.floor[0] == -np.inf
+    lo, hi = _exact_range(net, WIDE)
+    assert (lo if sign > 0 else hi) == bias  # the tie is reached: the bound is the truth
+    layer = {ls.layer: ls for ls in stable_neurons(net, WIDE, jobs=1).layers}[1]
+    want = Verdict.ACTIVE if sign > 0 else Verdict.INACTIVE
+    if sign * bias >= 0:
+        assert layer.verdict[0] == want and layer.proof[0] == Proof.CONSTANT
+    else:
+        assert layer.verdict[0] != want
+        assert lo < 0 < hi
+
+
+@pytest.mark.parametrize("off", [2.0**-55, -(2.0**-55), 2.0**-20])
+def test_abs_of_an_ulp_off_opposite_claims_no_more_than_the_truth(off: float) -> None:
+    """``n = relu(-a - off)`` is not ``a``'s opposite: no pair is read, ``p`` and ``n`` are
+    singles (``z >= 0`` from ``h >= 0``, true: ``0`` on ``[-off, 0]`` for ``off > 0``,
+    ``|off|`` for ``off < 0``), and nothing claims more than the exact range."""
+    net = abs_net(0.0, 1.0, off)
+    assert layer_classes(net)[0].opposite[:2].tolist() == [-1, -1]
+    cls = layer_classes(net)[1]
+    lo, hi = _exact_range(net, WIDE)
+    assert cls.floor[0] <= lo and cls.ceiling[0] >= hi
+    assert lo == max(0, -Fraction(off))

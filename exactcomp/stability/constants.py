@@ -17,6 +17,9 @@ the null units' columns left out (they add ``w \cdot 0``). With ``s_{jc}`` the c
   without one).
 * **duplicate**: two neurons with the same sums ``s_{j\cdot}`` and the same bias, equal as
   float64 numbers (``-0.0 = 0.0``), compute the same ``z``, so the same ``h``: one class.
+* **multiple**: neuron ``j`` whose sums and bias are those of ``i`` times ``c > 0`` exactly
+  (``c`` a float64; rows compared entry by entry in rational arithmetic) computes
+  ``z_j = c z_i``, so ``h_j = c h_i`` after a ReLU (a compressor merges such neurons).
 * **opposite**: neuron ``i`` with the sums and bias of ``j`` negated (``s_{i\cdot} = -s_{j\cdot}``,
   ``b_i = -b_j``; float64 negation is exact) computes ``z_i = -z_j`` on every input. After a
   ReLU, ``h_j - h_i = relu(z_j) - relu(-z_j) = z_j``: the pair passes ``z_j`` on *linearly*
@@ -38,6 +41,7 @@ pre-activation is the constant 0, a tie that no bound with a margin proves inact
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 import numpy as np
 
@@ -56,8 +60,10 @@ class LayerClasses:
     ``null`` (``h_j = 0`` on every input) and ``opposite`` (``opposite[j] = i >= 0``: unit
     ``i`` computes ``z_i = -z_j`` on every input, the first such unit; ``-1``: none known),
     ``floor <= z_j <= ceiling`` on every input (:mod:`exactcomp.stability.lattice`; infinite
-    where nothing is known; a unit with ``ceiling <= 0`` after a ReLU is null), and
-    ``h_j = factor_j h_u`` for ``u = through[j] >= 0`` of the layer below (``None``: none)."""
+    where nothing is known; a unit with ``ceiling <= 0`` after a ReLU is null),
+    ``h_j = factor_j h_u`` for ``u = through[j] >= 0`` of the layer below (``None``: none),
+    and ``z_j = ratio_j z_i`` (``ratio_j > 0``) for ``i = multiple[j] >= 0`` of the same
+    layer, the first unit of another class (``None``: none)."""
 
     label: np.ndarray
     constant: np.ndarray
@@ -67,6 +73,8 @@ class LayerClasses:
     ceiling: np.ndarray
     through: np.ndarray | None = None
     factor: np.ndarray | None = None
+    multiple: np.ndarray | None = None
+    ratio: np.ndarray | None = None
 
 
 def layer_classes(net: Network) -> list[LayerClasses]:
@@ -93,6 +101,9 @@ def layer_classes(net: Network) -> list[LayerClasses]:
             if layer.relu:  # the lattice identity reads h = relu(z) of this layer
                 keys = np.hstack([sums, b[:, None]])
                 below = Below(keys, ok, cls.opposite, cls.constant, b)
+                multiple, ratio = _multiples(keys, ok, cls.label)
+                if np.any(multiple >= 0):
+                    cls = replace(cls, multiple=multiple, ratio=ratio)
         out.append(cls)
         label, null = cls.label, cls.null
     return out
@@ -154,6 +165,56 @@ def _opposites(keys: np.ndarray, label: np.ndarray, ok: np.ndarray) -> np.ndarra
                 out[j] = first[int(label[i])]
                 break
     return out
+
+
+def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
+    """``(multiple, ratio)``: per unit ``j``, the first unit ``i`` of another class whose
+    key times ``ratio_j > 0`` is ``j``'s exactly (a float64 ratio), or ``-1``.
+
+    Candidates come from one random projection of each key divided by the magnitude of its
+    first non-zero entry, ``h = k r / |k_lead|``: for ``k_j = c k_i`` exactly both are one
+    real number, computed with an error below ``1e-9 |k| |r| / |k_lead|`` (``|k r| <= |k|_2
+    |r|_2``, the sum off by ``gamma_n`` of it); each candidate is then compared in fractions,
+    so a projection never makes a fact, it only finds it (no copy of the layer is made).
+    """
+    m = keys.shape[0]
+    multiple, ratio = np.full(m, -1), np.zeros(m)
+    nz = keys != 0.0
+    live = ok & nz.any(axis=1)
+    if np.count_nonzero(live) < 2:
+        return multiple, ratio
+    lead = np.argmax(nz, axis=1)
+    r = np.random.default_rng(1).standard_normal(keys.shape[1])
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        a = np.abs(keys[np.arange(m), lead])
+        h = (keys @ r) / a
+        reach = 1e-9 * np.sqrt(np.einsum("ij,ij->i", keys, keys)) * np.linalg.norm(r) / a
+    live &= np.isfinite(h) & np.isfinite(reach)
+    idx = np.flatnonzero(live)
+    order = idx[np.argsort(h[idx], kind="stable")]
+    hs = h[order]
+    lo = np.searchsorted(hs, h[idx] - reach[idx] - 1e-300, side="left")
+    hi = np.searchsorted(hs, h[idx] + reach[idx] + 1e-300, side="right")
+    first = {}
+    for i in idx.tolist():
+        first.setdefault(int(label[i]), i)
+    for pos, j in enumerate(idx.tolist()):
+        cands = sorted(int(i) for i in order[lo[pos] : hi[pos]] if i < j)
+        for i in cands[:16]:
+            if first[int(label[i])] != i or multiple[i] >= 0 or label[i] == label[j]:
+                continue
+            c = Fraction(float(keys[j, lead[i]])) / Fraction(float(keys[i, lead[i]]))
+            if (
+                c > 0
+                and Fraction(float(c)) == c
+                and all(
+                    Fraction(float(v)) == c * Fraction(float(w))
+                    for v, w in zip(keys[j], keys[i], strict=True)
+                )
+            ):
+                multiple[j], ratio[j] = i, float(c)
+                break
+    return multiple, ratio
 
 
 def _class_sums(w: np.ndarray, label: np.ndarray, null: np.ndarray):

@@ -20,8 +20,9 @@ sums ``s_c`` (:mod:`~exactcomp.stability.constants`). A pair of opposite classes
 
 (a class whose opposite the row does not read is a pair with ``s_v = 0``). A constant unit
 contributes ``s_c \, relu(b_c)``; any other class is *single*. For the lower bound, let every
-``r_u \ge 0`` and every single ``s_c \ge 0``; then for any signs ``\sigma_u \in \{-1, 1\}``
-(``|z| \ge \sigma z``) and dropping the singles (``h \ge 0``),
+``r_u \ge 0`` and every single ``s_c \ge 0``; then for any signs ``\sigma_u \in \{-1, 0, 1\}``
+(``|z| \ge \sigma z``; ``\sigma = 0`` is ``|z| \ge 0``: ``relu(t) + relu(-t) = |t|``, a tie
+at ``t = 0``) and dropping the singles (``h \ge 0``),
 
 .. math::
 
@@ -33,10 +34,18 @@ Each ``z_u = R_u \cdot h_{k-2} + b_u`` with ``R_u`` its exact class sums over la
 ``\mu_u = \lambda_u + \sigma_u r_u``), the sum is the constant ``\sum_u \mu_u b_u`` on every
 input, so ``z_j \ge C + \sum_u \mu_u b_u =: F`` everywhere: ACTIVE if ``F \ge 0`` (a tie at 0
 included: ``relu(z) = z``). The upper bound is the mirror image (every ``r_u \le 0``, every
-single ``s_c \le 0``, ``r|z| \le r \sigma z``): ``z_j \le F``, INACTIVE if ``F \le 0``. The
-signs are tried exhaustively, at most :data:`MAX_SIGNS` free ones; only rows that read a pair
-are looked at, so a network without opposite units costs nothing. Every number is a float64
-or a sum of halves of them, held as :class:`fractions.Fraction`; ``F`` is rounded outwards.
+single ``s_c \le 0``, ``r|z| \le r \sigma z``): ``z_j \le F``, INACTIVE if ``F \le 0``.
+Every choice of signs whose sum vanishes gives a true bound, so the largest ``F`` is the
+floor and the smallest the ceiling. The ``3^k`` choices of ``k`` free signs (at most
+:data:`MAX_SIGNS`) are screened at once in float64: with ``\mu`` rounded from
+``\lambda + \sigma r`` (off by at most ``3 \cdot 2^{-53} (|\lambda| + |r|)``) and ``n``
+products summed (``\gamma_n`` more), a choice whose float sum exceeds :data:`SCREEN` times
+``\sum_u (|\lambda_u| + |r_u|) |R_u|`` (plus ``2^{-1022}``: ``n`` underflows of at most
+``2^{-1075}``) cannot vanish exactly, and only the others are summed exactly (a non-finite
+sum among them).
+Only rows that read a pair are looked at, so a network without opposite units costs nothing.
+Every number is a float64 or a sum of halves of them, held as :class:`fractions.Fraction`;
+``F`` is rounded outwards.
 """
 
 from __future__ import annotations
@@ -47,8 +56,12 @@ from fractions import Fraction
 
 import numpy as np
 
-#: At most this many pairs with ``r_u != 0`` in one row (``2**MAX_SIGNS`` sign choices).
+#: At most this many pairs with ``r_u != 0`` in one row (``3**MAX_SIGNS`` sign choices).
 MAX_SIGNS = 6
+#: A choice of signs whose float64 sum exceeds this share of its terms' magnitudes cannot
+#: vanish exactly (module docstring: about ``(n + 4) 2^-53`` at most, so rows of up to
+#: ``1e6`` units); it is not summed exactly.
+SCREEN = 1e-9
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,33 +155,45 @@ def _row_bounds(row, b: Fraction, units, partner, below: Below):
             const += Fraction(float(row[c])) * max(Fraction(float(below.bias[u])), Fraction(0))
         elif row[c] != 0.0:
             singles.append(Fraction(float(row[c])))
-    out = []
-    for side in (1, -1):
-        if any(side * s < 0 for s in singles) or any(side * v < 0 for v in r.values()):
-            out.append(None)
-            continue
-        out.append(_vanishing(lam, r, below, const))
-    return out[0], out[1]
+    eligible = [
+        not any(side * s < 0 for s in singles) and not any(side * v < 0 for v in r.values())
+        for side in (1, -1)
+    ]
+    found = _vanishing(lam, r, below, const) if any(eligible) else []
+    lower = max(found) if eligible[0] and found else None
+    upper = min(found) if eligible[1] and found else None
+    return lower, upper
 
 
-def _vanishing(lam: dict, r: dict, below: Below, const: Fraction) -> Fraction | None:
-    """``C + sum mu_u b_u`` for the first signs whose ``sum mu_u R_u`` is exactly 0."""
+def _vanishing(lam: dict, r: dict, below: Below, const: Fraction) -> list[Fraction]:
+    """``C + sum mu_u b_u`` for every choice of signs in ``{-1, 0, 1}`` whose ``sum mu_u
+    R_u`` is exactly 0 (module docstring; none where more than :data:`MAX_SIGNS` are free)."""
     free = [u for u, v in r.items() if v != 0]
     if len(free) > MAX_SIGNS:
-        return None
+        return []
     units = list(lam)
     keys = below.keys[units]
     cols = np.flatnonzero(np.any(keys[:, :-1] != 0.0, axis=0))
+    choices = np.array(list(itertools.product((-1, 0, 1), repeat=len(free))), dtype=np.int64)
+    at = [units.index(u) for u in free]
+    mu = np.tile([float(lam[u]) for u in units], (len(choices), 1))
+    mu[:, at] += choices * np.array([float(r[u]) for u in free])
+    mag = np.array([abs(float(lam[u])) + abs(float(r.get(u, 0))) for u in units])
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        part = keys[:, cols]
+        total, size = mu @ part, mag @ np.abs(part)  # |mu| <= |lam| + |r|, before cancelling
+        far = np.abs(total) > SCREEN * size + 2.0**-1022  # a nan compares False: summed exactly
     exact = [[Fraction(float(v)) for v in keys[i, cols]] for i in range(len(units))]
     biases = [Fraction(float(keys[i, -1])) for i in range(len(units))]
-    for sigma in itertools.product((-1, 1), repeat=len(free)):
-        mu = dict(lam)
-        for u, s in zip(free, sigma, strict=True):
-            mu[u] += s * r[u]
-        total = [sum(mu[u] * exact[i][c] for i, u in enumerate(units)) for c in range(cols.size)]
+    out = []
+    for k in np.flatnonzero(~far.any(axis=1)).tolist():
+        m = dict(lam)
+        for u, s in zip(free, choices[k].tolist(), strict=True):
+            m[u] += s * r[u]
+        total = [sum(m[u] * exact[i][c] for i, u in enumerate(units)) for c in range(cols.size)]
         if all(t == 0 for t in total):
-            return const + sum(mu[u] * biases[i] for i, u in enumerate(units))
-    return None
+            out.append(const + sum(m[u] * biases[i] for i, u in enumerate(units)))
+    return out
 
 
 def _outward(v: Fraction, up: bool) -> float:

@@ -2,17 +2,21 @@ r"""Lattice-shaped networks aimed at the weight-read facts, and their exact chec
 
 :func:`~exactcomp.stability.constants.layer_classes` reads facts off the weights that hold on
 *every* input: equal classes, constant and null units, opposite units (``z_i = -z_j``), the
-lattice identity's ``floor <= z_j <= ceiling`` (:mod:`exactcomp.stability.lattice`) and
-pass-through units (``h_j = factor_j h_u``). :func:`lattice_case` builds networks where those
-facts are *almost* true:
+lattice identity's ``floor <= z_j <= ceiling`` (:mod:`exactcomp.stability.lattice`),
+pass-through units (``h_j = factor_j h_u``) and positive multiples (``z_j = ratio_j z_i``).
+:func:`lattice_case` builds networks where those facts are *almost* true:
 
 * layer 0: *primary* units ``c_1 d_1 + c_2 d_2`` over two dyadic directions (so that their
   rows are linearly dependent), each with, by chance, an exact opposite, an opposite scaled
-  by 2 or 1/2, an exact copy, a copy or opposite with one weight moved by one ulp, and
+  by 2 or 1/2, an exact copy, a copy or opposite with one weight moved by one ulp, a
+  positive multiple (``2, 1/2, 3``; or one ulp off), and
   constant units (zero row) with biases ``-1/2, 0, 1/2``;
 * layer 1: rows reading pairs with weights ``s_u = lambda_u + r_u``, ``s_v = r_u -
-  lambda_u`` where ``mu = lambda + sigma r`` is in the null space of the primaries' rows, so
-  that ``sum mu_u R_u = 0`` exactly; the bias makes ``F`` exactly ``0`` or moves it by a tiny
+  lambda_u`` where ``mu = lambda + sigma r`` (``sigma`` in ``-1, 0, 1``; ``0``: ``r |z_u|
+  >= 0``) is in the null space of the primaries' rows, so that ``sum mu_u R_u = 0`` exactly;
+  one row in four ``+-c |z_u| + bias`` instead (``bias`` exactly ``0`` or ``+-2^-60``;
+  ``|z_u|`` read off ``u``'s exact opposite or its opposite but for one ulp; on half of them
+  plus a constant written through the pairs, :func:`_abs_row`); the bias makes ``F`` exactly ``0`` or moves it by a tiny
   amount either way; then, by chance, one weight moved by one ulp (the identity no longer
   exact), a copy read with weights that sum inexactly, a single class of the wrong sign;
   some of its rows get opposites too;
@@ -82,14 +86,19 @@ def _layer0(rng: np.random.Generator, n: int, budget: int):
         elif u < 0.45:
             extra.append((_ulp_moved(w, rng), b))  # a copy but for one ulp
         elif u < 0.6:
-            extra.append((-_ulp_moved(w, rng), -b))  # an opposite but for one ulp
+            extra.append((-_ulp_moved(w, rng), -b, 2 * i))  # an opposite but for one ulp
+        elif u < 0.72:
+            c = float(rng.choice([2.0, 0.5, 3.0]))  # a positive multiple: h = c h_primary
+            extra.append((c * w, c * b) if rng.random() < 0.7 else (c * _ulp_moved(w, rng), c * b))
         del i
     if rng.random() < 0.5:
         extra.append((np.zeros(n), float(rng.choice([-0.5, 0.0, 0.5]))))
-    for w, b in extra[: max(0, budget - len(rows))]:
+    near = []  # (primary, its opposite but for one ulp)
+    for w, b, *of in extra[: max(0, budget - len(rows))]:
+        near += [(of[0], len(rows))] if of else []
         rows.append(w)
         bias.append(b)
-    return np.array(rows), np.array(bias), np.array(coef), opp
+    return np.array(rows), np.array(bias), np.array(coef), opp, near
 
 
 def _null_mu(coef: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,17 +119,42 @@ def _null_mu(coef: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mu / 4
 
 
-def _layer1(rng, w0, b0, coef, opp, m: int) -> tuple[np.ndarray, np.ndarray]:
+def _abs_row(rng, b0, coef, opp, near, n0: int) -> tuple[np.ndarray, float]:
+    """``side c (h_u + h_v) + bias`` (``c |z_u|`` where ``v`` is ``u``'s exact opposite, a
+    tie at ``z_u = 0``, or ``u``'s opposite but for one ulp), ``bias`` exactly ``0`` or
+    ``+-2^-60``; on half the rows plus the constant ``sum mu_i z_i`` (``mu`` in the null
+    space) written through the pairs, its value taken off the bias."""
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    i = int(rng.integers(coef.shape[0]))
+    u, v = 2 * i, opp[i]
+    if near and rng.random() < 0.4:
+        u, v = near[int(rng.integers(len(near)))]
+    row = np.zeros(n0)
+    row[[u, v]] = side * float(rng.choice([0.5, 1.0, 2.0]))
+    f_val = Fraction(0)
+    if rng.random() < 0.5:
+        mu = _null_mu(coef, rng)
+        for k in range(coef.shape[0]):
+            row[2 * k] += mu[k]
+            row[opp[k]] -= mu[k]
+            f_val += Fraction(mu[k]) * Fraction(b0[2 * k])
+    return row, float(Fraction(float(rng.choice([0.0, 2.0**-60, -(2.0**-60)]))) - f_val)
+
+
+def _layer1(rng, w0, b0, coef, opp, near, m: int) -> tuple[np.ndarray, np.ndarray]:
     p = coef.shape[0]
     n0 = w0.shape[0]
     rows, bias = np.zeros((m, n0)), np.zeros(m)
     for j in range(m):
+        if rng.random() < 0.25:  # |z_u| (the identity's sigma = 0)
+            rows[j], bias[j] = _abs_row(rng, b0, coef, opp, near, n0)
+            continue
         mu = _null_mu(coef, rng)
         side = 1.0 if rng.random() < 0.5 else -1.0  # +1: a floor (r >= 0), -1: a ceiling
         f_val = Fraction(0)
         for u in range(p):
             r = side * float(rng.integers(0, 3)) / 4
-            sigma = 1.0 if rng.random() < 0.5 else -1.0
+            sigma = float(rng.choice([-1.0, 0.0, 1.0]))  # 0: r |z_u| >= 0
             lam = mu[u] - sigma * r
             s_u, s_v = lam + r, r - lam
             rows[j, 2 * u] += s_u
@@ -200,9 +234,9 @@ def lattice_case(seed: int, max_neurons: int = 16) -> Case:
     n = int(rng.integers(1, 4)) if rng.random() < 0.75 else int(rng.integers(7, 9))
     box = dyadic_box(rng, n)
     budget0 = max(4, max_neurons // 2)
-    w0, b0, coef, opp = _layer0(rng, n, budget0)
+    w0, b0, coef, opp, near = _layer0(rng, n, budget0)
     m1 = int(min(rng.integers(2, 6), max(1, max_neurons - w0.shape[0])))
-    w1, b1 = _layer1(rng, w0, b0, coef, opp, m1)
+    w1, b1 = _layer1(rng, w0, b0, coef, opp, near, m1)
     if rng.random() < 0.4 and w0.shape[0] + 2 * m1 <= max_neurons:
         w1, b1 = np.vstack([w1, -w1]), np.concatenate([b1, -b1])
     slab = None
@@ -281,6 +315,10 @@ def structure_findings(net: Network, box: Box, points: np.ndarray, seed: int) ->
                 same = np.flatnonzero(cls.label == cls.label[j])
                 if any(z[int(i2)] != z[j] for i2 in same):
                     bad.append("class")
+                if cls.multiple is not None and cls.multiple[j] >= 0:
+                    i2 = int(cls.multiple[j])
+                    if z[j] != Fraction(float(cls.ratio[j])) * z[i2]:
+                        bad.append(f"multiple {i2} x {cls.ratio[j]!r}")
                 if cls.through is not None and cls.through[j] >= 0:
                     u = int(cls.through[j])
                     hu = max(zs[k - 1][u], Fraction(0))

@@ -33,9 +33,12 @@ from ..bounds import Bounds
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
 from ..verdicts import Verdict, stable_masks
+from . import differential
 
 #: At most this many values (64 MiB of float64) in one array of the sampled check.
 CHECK_ENTRIES = 1 << 23
+#: Other candidate partners per ``g`` neuron in the same ``f`` layer (:func:`match_neurons`).
+TWINS = 3
 MATCH_REL = 1e-4  # sampled pre-activations must agree to this relative accuracy to be paired
 # (loose enough for a network re-rounded to float32; a wrong pair only gives a wide link)
 
@@ -213,3 +216,22 @@ def _term_scales(net: Network, x: np.ndarray) -> list[np.ndarray]:
         s = layer.apply_abs(s) + np.abs(layer.bias)  # a convolution as one
         out.append(s)
     return out
+
+
+def swapped_outputs(
+    f, g, points: np.ndarray, match: int, box_bounds: Bounds, tol: Tolerances, deadline
+):
+    """Bounds ``(lo, hi)`` on each ``g_i - f_i`` from the argument with ``f`` and ``g``
+    swapped (module docstring), or a description of a contradicted fact.
+
+    ``f``/``g`` are :class:`~exactcomp.verify.differential.Side` objects; the candidate pairs
+    come from the first ``match`` of the sampled ``points`` as the forward ones do, and the
+    swapped links are checked on all of them (:func:`inconsistency`). No link is proven past
+    ``deadline`` (the outputs are still bounded).
+    """
+    pairs = match_neurons(g.net, f.net, points[:match], 2, twins=TWINS)
+    back = differential.bound_differences(g, f, pairs, box_bounds, deadline=deadline)
+    broken = inconsistency(g, f, back.links, points, tol, deadline=deadline)
+    if broken is not None:
+        return f"{broken} (the roles swapped: its g is f)"
+    return tuple((-hi, -lo) for lo, hi in back.outputs)

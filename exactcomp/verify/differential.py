@@ -58,7 +58,9 @@ neuron :math:`r` with coefficient :math:`c \ne 0` at a time, keeping the constan
 * a ``g`` neuron with several proven partners in one ``f`` layer (*twins*: copies of one
   function that the weights do not show equal) is linked, for each target, to the twin
   whose coefficient the form holds, so that the two cancel (every link is proven, so every
-  choice is sound);
+  choice is sound); twins of ``f`` that one neuron of ``g`` merged are reached one at most,
+  so the argument is also run with the roles swapped
+  (:func:`exactcomp.verify.coupling.swapped_outputs`);
 * any other neuron is bounded by its sound post-activation interval :math:`[0, u]`;
 * at the input, :math:`c \cdot x` is bounded over the box.
 
@@ -170,6 +172,9 @@ class _Argument:
         inactive, linear = e.status[layer]
         c = form.passthrough("f", e, layer, c, ~inactive)
         c = form.opposites("f", e, layer, c, ~inactive & ~linear)
+        if e.multiple[layer] is not None:  # what the pairs left, onto one multiple, again
+            c = form.multiples(e, layer, c, ~inactive)
+            c = form.opposites("f", e, layer, c, ~inactive & ~linear)
         nz = c.nonzero() & ~inactive
         if (lin := nz & linear).any():
             form.down("f", e, layer, c.where(lin))
@@ -212,6 +217,9 @@ class _Argument:
         inactive, linear = e.status[layer]
         c = form.passthrough("g", e, layer, c, ~links.zero & ~inactive)
         c = form.opposites("g", e, layer, c, ~links.zero & ~inactive & ~linear)
+        if e.multiple[layer] is not None:  # unlinked multiples onto their unit, as in f
+            c = form.multiples(e, layer, c, ~links.zero & ~links.relax & ~inactive)
+            c = form.opposites("g", e, layer, c, ~links.zero & ~inactive & ~linear)
         nz = c.nonzero()
         merge = nz & links.zero  # the same function: h^g_r = h^f_p exactly
         relax = nz & links.relax

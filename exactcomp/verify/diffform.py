@@ -59,6 +59,7 @@ class Exact:
         self.rep: list[np.ndarray | None] = []  # each unit's class representative, or None
         self.opp: list[np.ndarray | None] = []  # the representative of z = -z_j's class, or -1
         self.through: list = []  # (u, c): h_j = c_j h_u of the layer below (u = -1: none)
+        self.multiple: list = []  # (i, c): h_j = c_j h_i of the same layer (i = -1: none)
         for k, cls in enumerate(layer_classes(side.net)):
             if layers[k].relu:  # a null unit's h is 0 on every input: inactive; z >= 0: h = z
                 off, lin = self.status[k]
@@ -71,6 +72,8 @@ class Exact:
             self.opp.append(opp if layers[k].relu and np.any(opp >= 0) else None)
             passes = cls.through is not None and np.any(cls.through >= 0)
             self.through.append((cls.through, _Vec.of(cls.factor)) if passes else None)
+            scaled = cls.multiple is not None and layers[k].relu
+            self.multiple.append((cls.multiple, _Vec.of(cls.ratio)) if scaled else None)
         self.post: list[_Vec | None] = []
         for k in range(len(layers)):
             lo, hi = side.post_bounds(k)
@@ -100,6 +103,22 @@ class Form:
         nz = c.nonzero()
         np.add.at(out, rep[nz], c.ints[nz])
         return _Vec(out, c.exp)
+
+    @staticmethod
+    def multiples(e: Exact, layer: int, c: _Vec, mask: np.ndarray) -> _Vec:
+        """``c`` with its entries under ``mask`` on exact positive multiples (``h_j = c_j
+        h_i``, :mod:`exactcomp.stability.constants`) moved onto ``i``, times ``c_j``."""
+        if e.multiple[layer] is None:
+            return c
+        multiple, ratio = e.multiple[layer]
+        idx = np.flatnonzero(c.nonzero() & mask & (multiple >= 0))
+        if idx.size == 0:
+            return c
+        moved = np.zeros(c.ints.size, dtype=object)
+        np.add.at(moved, multiple[idx], c.ints[idx] * ratio.ints[idx])
+        rest = c.ints.copy()
+        rest[idx] = 0
+        return _Vec(rest, c.exp) + _Vec(moved, c.exp + ratio.exp)
 
     def shift(self, lo: Fraction, hi: Fraction) -> None:
         self.lo, self.hi = self.lo + lo, self.hi + hi

@@ -75,6 +75,7 @@ from ..progress import SILENT, Progress
 from ..tolerances import DEFAULT, Tolerances, underflow_tolerances
 from ..verdicts import StabilityReport
 from . import coupling, differential, falsify, head, splitting
+from .differential import Side
 from .formulation import StabilityBudget, build_joint_model, proven_encoding, with_linear_output
 from .result import Counterexample, EquivalenceResult, EquivalenceStatus
 from .run import EquivalenceRun, check_arguments, compared_outputs
@@ -84,7 +85,6 @@ from .solve import ObjectiveSolver, solve_objectives
 SAMPLES = 4096  # uniform points in the falsification phase
 GRADIENT_STARTS = 4  # starting points per objective for gradient ascent
 MATCH_POINTS = 512  # sampled inputs used to pair neurons of f and g
-TWINS = 3  # other candidate partners per g neuron in the same f layer (coupling.match_neurons)
 FALSIFY_SHARE = 0.2  # at most this share of the time limit goes to sampling + gradients
 DIFFERENTIAL_SECONDS = 10.0  # linking neurons may take this long when time allows
 UNPAIRED_SHARE = 0.5  # of the time left: proofs of f's neurons g has no partner of (seethrough)
@@ -333,30 +333,43 @@ class _Run(EquivalenceRun):
             return self.out_of_time("differential bounds")
         t = time.perf_counter()
         self.progress.task("differential bounds", 1)
-        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS], 2, twins=TWINS)
+        pairs = coupling.match_neurons(fl, gl, self.points[:MATCH_POINTS], 2, twins=coupling.TWINS)
         until = time.perf_counter() + UNPAIRED_SHARE * self.left()
         enc_f, self.unpaired = prove_unpaired(fl, self.box, enc_f, pairs, self.tolerances, until)
-        fs, gs = differential.Side(fl, *enc_f), differential.Side(gl, *enc_g)
+        flip = [(fk, p, gk, q) for gk, q, fk, p in pairs]  # g's own, as in either order
+        enc_g, more = prove_unpaired(gl, self.box, enc_g, flip, self.tolerances, until)
+        self.unpaired, fs, gs = self.unpaired + more, Side(fl, *enc_f), Side(gl, *enc_g)
+
         # half the time left (the rest is for the MILPs), or more when time is short; never
         # past the deadline (the links not proven by then are bounded by intervals)
-        budget = min(max(0.5 * self.left(), DIFFERENTIAL_SECONDS), self.left())
-        diff = differential.bound_differences(
-            fs, gs, pairs, self.box_bounds, deadline=time.perf_counter() + budget
-        )
-        links = diff.links
-        self.links = len(links)
+        def linking() -> float:
+            return time.perf_counter() + min(
+                max(0.5 * self.left(), DIFFERENTIAL_SECONDS), self.left()
+            )
+
+        start = time.perf_counter()
+        diff = differential.bound_differences(fs, gs, pairs, self.box_bounds, deadline=linking())
+        self.links, out = len(diff.links), diff.outputs
         broken = coupling.inconsistency(
-            fs, gs, links, self.points, self.tolerances, deadline=self.deadline
+            fs, gs, diff.links, self.points, self.tolerances, deadline=self.deadline
         )
+        if broken is None and not self.proves(out):  # f's twins g merged (coupling docstring)
+            now = time.perf_counter()  # as long as the forward one took, 1 s at least
+            until = min(linking(), now + max(now - start, 1.0))
+            back = coupling.swapped_outputs(
+                fs, gs, self.points, MATCH_POINTS, self.box_bounds, self.tolerances, until
+            )
+            broken = back if isinstance(back, str) else None
+            if broken is None:  # the intersection of two proofs
+                out = tuple(
+                    (max(a, c), min(b, d)) for (a, b), (c, d) in zip(out, back, strict=True)
+                )
         if broken is not None:
             return self.finish(
                 EquivalenceStatus.UNKNOWN, np.inf, reason=f"internal check failed: {broken}"
             )
-        self.known = {  # with what input splitting proved, if it ran
-            o: min(b, self.known.get(o, np.inf))
-            for o, b in self.differential_objective_bounds(diff.outputs).items()
-        }
-        self.progress.advance(1, f"{len(links)} links, {self.unpaired} unpaired proven")
+        self.known = self.merged(out)  # with what input splitting proved, if it ran
+        self.progress.advance(1, f"{self.links} links, {self.unpaired} unpaired proven")
         self.timed("differential", t)
         if all(b <= self.tol for b in self.known.values()):
             return self.finish(  # the bound is exact; a sampled float64 difference may exceed it
@@ -372,7 +385,7 @@ class _Run(EquivalenceRun):
             return self.out_of_time("MILP")
         t = time.perf_counter()
         jm = build_joint_model(fl, gl, self.box, enc_f[0], enc_g[0], enc_f[1], enc_g[1])
-        coupling.add_links(jm.model, links, enc_f, enc_g)
+        coupling.add_links(jm.model, diff.links, enc_f, enc_g)
         self.timed("build", t)
         margin = solver_margin(self.tolerances, jm.scale)
         self.margin = margin

@@ -188,6 +188,15 @@ class EquivalenceRun:
         per_milp = max(MIN_MILP_SECONDS, min(2.0, 0.01 * left))
         return per_milp, now + 0.5 * window, now + window
 
+    def proves(self, out) -> bool:
+        """Whether :meth:`merged` proves every objective within ``tol``."""
+        return all(b <= self.tol for b in self.merged(out).values())
+
+    def merged(self, out) -> dict[tuple, float]:
+        """:attr:`known` with the bounds :meth:`differential_objective_bounds` gives."""
+        bounds = self.differential_objective_bounds(out)
+        return {o: min(b, self.known.get(o, np.inf)) for o, b in bounds.items()}
+
     def differential_objective_bounds(self, out) -> dict[tuple, float]:
         """Sound upper bounds on each objective from the differential bounds of the outputs.
 

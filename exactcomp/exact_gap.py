@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from .bounds.interval import input_magnitudes, interval_bounds
 from .domain import Box
 from .network import Network
-from .rewrite.record import Reason, RewriteResult
+from .rewrite.record import RewriteResult
 from .tolerances import stored_rounding_bound
 from .verdicts import Verdict
 

@@ -45,6 +45,7 @@ from .approx import (
 )
 from .errors import InvalidOptionError
 from .exact_reference import exact_reference
+from .float_candidate import float_candidate
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
@@ -137,7 +138,7 @@ def quantize(
     if own_bytes is not None and nonzero_parameters(ref) * fewest / 8 >= own_bytes:
         own.report["exact_pass"] = facts  # its chain quantised could not be smaller
         own.report["graph_choice"] = {"own_graph_bytes": own_bytes, "written": "own graph"}
-        return own
+        return float_candidate(own, boxes, t0 + time_limit)
     left = time_limit - (time.perf_counter() - t0)
     left = max(left, (SEARCH_FLOOR + FINAL_SHARE) * time_limit)
     start = LossyResult(f, ref, None, gap, np.nan, {}, ref, ref, reference_gap=gap)
@@ -146,7 +147,7 @@ def quantize(
     chain.report["bytes_before"] = source_bytes(model)
     chain.report["seconds"] = round(time.perf_counter() - t0, 4)
     if own is None:
-        return chain
+        return float_candidate(chain, boxes, t0 + time_limit)
     claimed = chain.report["tol"]
     fine = [r for r in (chain, own) if claimed is None or r.proven <= claimed]
     sizes = {id(r): (_onnx_bytes(r) if r is chain else own_bytes) for r in fine}
@@ -158,7 +159,7 @@ def quantize(
     }
     best.report.setdefault("exact_pass", facts)
     best.report["seconds"] = round(time.perf_counter() - t0, 4)
-    return best
+    return float_candidate(best, boxes, t0 + time_limit)
 
 
 def _onnx_bytes(res: LossyResult) -> int:

@@ -39,18 +39,15 @@ def _duplicates() -> Network:
 def _constant() -> Network:
     r"""``relu(1) = 1`` read with weight 1 by a row of bias 1e20: ``fl(1e20 + 1) = 1e20``::
 
-        x --> relu(x) --2--+
-        1 --> relu(1) --1--+--> y + 1e20
+    x --> relu(x) --2--+
+    1 --> relu(1) --1--+--> y + 1e20
     """
     return _net([[[1.0], [0.0]], [[2.0, 1.0]]], [[0.0, 1.0], [1e20]])
 
 
 def _exact_max(f: Network, g: Network, xs) -> Fraction:
-    return max(
-        abs(a - b)
-        for x in xs
-        for a, b in zip(exact_forward(f, np.array([x])), exact_forward(g, np.array([x])))
-    )
+    pairs = [(exact_forward(f, np.array([x])), exact_forward(g, np.array([x]))) for x in xs]
+    return max(abs(a - b) for fx, gx in pairs for a, b in zip(fx, gx, strict=True))
 
 
 def test_a_merge_that_rounds_is_bounded_from_above() -> None:

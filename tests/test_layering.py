@@ -42,6 +42,8 @@ RANK = {
     "lossy_result": 7,
     "strategies": 7,
     "exact_reference": 7,
+    "exact_gap": 7,
+    "float_candidate": 7,
     "api": 8,
     "approx": 8,
     "quantization": 8,

@@ -56,7 +56,7 @@ from .rewrite.record import RewriteResult
 from .tolerances import stored_rounding_bound
 from .verdicts import Verdict
 
-__all__ = ["MAX_TERMS", "replayed_gap"]
+__all__ = ["MAX_TERMS", "kept_rows", "replayed_gap", "same_layers"]
 
 #: At most this many rational products (and comparisons) in one replay.
 MAX_TERMS = 400_000
@@ -85,13 +85,9 @@ def replayed_gap(
     """A proven bound on ``max |f - rewrite.network|`` over ``boxes`` (module docstring), or
     ``None`` where the replay does not apply (layers merged, a ReLU dropped, an identity
     that does not hold exactly, more than ``terms`` rational operations)."""
-    if rewrite is None:
+    if not same_layers(f, rewrite):
         return None
     g = rewrite.network
-    if len(g.layers) != len(f.layers) or any(
-        a.relu != b.relu for a, b in zip(f.layers, g.layers, strict=True)
-    ):
-        return None
     budget = _Budget(terms)
     forms: list[Form | None] = [({i: Fraction(1)}, Fraction(0)) for i in range(f.input_size)]
     deltas = []
@@ -114,7 +110,7 @@ def _layer(k, a, b, forms, fates, stability, budget):
     units for the next layer; ``None`` where the replay does not apply."""
     n = a.out_features
     if a.relu:
-        rows = _kept(fates, k, n)
+        rows = kept_rows(fates, k, n)
     else:
         rows = np.arange(n) if b.out_features == n else None
     if rows is None or rows.size != b.out_features:
@@ -158,15 +154,26 @@ def _verdicts(stability, k: int, n: int) -> np.ndarray:
         return np.full(n, Verdict.UNDECIDED)
 
 
-def _kept(fates, k: int, n: int) -> np.ndarray | None:
-    """Original indices of layer ``k``'s kept neurons by their new positions (same layer,
-    same order), or ``None``."""
+def same_layers(f: Network, rewrite: RewriteResult | None) -> bool:
+    """True when ``rewrite.network`` has ``f``'s layers and ReLU flags (none merged or
+    dropped)."""
+    if rewrite is None:
+        return False
+    g = rewrite.network
+    return len(g.layers) == len(f.layers) and all(
+        a.relu == b.relu for a, b in zip(f.layers, g.layers, strict=True)
+    )
+
+
+def kept_rows(fates, k: int, n: int) -> np.ndarray | None:
+    """Original indices of layer ``k``'s kept neurons in the order of their new positions;
+    ``None`` where a fate is missing or a kept neuron moved to another layer or order."""
     if any((k, i) not in fates for i in range(n)):
         return None
     kept = sorted((fates[(k, i)].position, i) for i in range(n) if fates[(k, i)].kept)
-    if any(p is None or p[0] != k for p, _ in kept):
+    if any(pos is None or pos[0] != k for pos, _ in kept):
         return None
-    if [p[1] for p, _ in kept] != list(range(len(kept))):
+    if [pos[1] for pos, _ in kept] != list(range(len(kept))):
         return None
     return np.array([i for _, i in kept], dtype=np.int64)
 

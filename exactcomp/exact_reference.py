@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .domain import Box
-from .exact_gap import replayed_gap
+from .exact_gap import kept_rows, replayed_gap, same_layers
 from .network import Network
 from .rewrite.pipeline import compress_network
 from .rewrite.record import Reason, RewriteResult
@@ -119,13 +119,9 @@ def is_restriction(f: Network, rewrite: RewriteResult | None) -> bool:
     an affine layer may lose rows only of that kind too. Each kept row's weights are
     ``f``'s on the kept columns, bit for bit, and its bias is ``f``'s plus ``\sum_j w_j
     v_j`` *exactly* (rational arithmetic: a positive constant folded into a bias rounds)."""
-    if rewrite is None:
+    if not same_layers(f, rewrite):
         return False
     g = rewrite.network
-    if len(g.layers) != len(f.layers) or any(
-        a.relu != b.relu for a, b in zip(f.layers, g.layers, strict=True)
-    ):
-        return False
     fates = rewrite.neuron_map
     cols, values = np.arange(f.input_size), {}  # kept units below; deleted ones' constants
     for k, (a, b) in enumerate(zip(f.layers, g.layers, strict=True)):
@@ -135,7 +131,7 @@ def is_restriction(f: Network, rewrite: RewriteResult | None) -> bool:
         if shift is None:
             return False
         if a.relu:
-            rows = _kept_rows(fates, k, n)
+            rows = kept_rows(fates, k, n)
         else:
             rows = _all(a) if b.out_features == n else np.flatnonzero(reads_kept)
         if rows is None or rows.size != b.out_features:
@@ -188,19 +184,6 @@ def _shifts(layer, values: dict) -> dict[int, Fraction] | None:
 
 def _all(layer) -> np.ndarray:
     return np.arange(layer.out_features)
-
-
-def _kept_rows(fates, k: int, n: int) -> np.ndarray | None:
-    """Original indices of layer ``k``'s kept neurons in the order of their new positions;
-    ``None`` where a fate is missing or a kept neuron moved to another layer or order."""
-    if any((k, i) not in fates for i in range(n)):
-        return None
-    kept = sorted((fates[(k, i)].position, i) for i in range(n) if fates[(k, i)].kept)
-    if any(pos is None or pos[0] != k for pos, _ in kept):
-        return None
-    if [pos[1] for pos, _ in kept] != list(range(len(kept))):
-        return None
-    return np.array([i for _, i in kept], dtype=np.int64)
 
 
 def _restricted(w, rows: np.ndarray, cols: np.ndarray):

@@ -100,7 +100,9 @@ def quantize(
     the report's ``exact_pass`` says what it removed. A :class:`LossyResult` (already after
     an exact pass), or ``exact=None``: quantised as it is. A DAG file is quantised in its own
     graph first (:data:`OWN_GRAPH_SHARE` of the time); its chain is skipped where its nonzero
-    parameters at the fewest bits take the bytes of the own graph's file (``graph_choice``)."""
+    parameters at the fewest bits take the bytes of the own graph's file (``graph_choice``).
+    The float network it started from is the result's ``alternative`` (written instead
+    where smaller: :mod:`exactcomp.float_candidate`)."""
     common = {"bits": bits, "tol": tol, "tol_mode": tol_mode, "progress": progress, **options}
     if exact is None or isinstance(model, LossyResult):
         return _quantize(model, domain, time_limit=time_limit, **common)

@@ -99,8 +99,10 @@ def quantize(
     least :data:`~exactcomp.approx.SEARCH_FLOOR` of it plus the final share, quantises it;
     the report's ``exact_pass`` says what it removed. A :class:`LossyResult` (already after
     an exact pass), or ``exact=None``: quantised as it is. A DAG file is quantised in its own
-    graph first (:data:`OWN_GRAPH_SHARE` of the time); its chain is skipped where its nonzero
-    parameters at the fewest bits take the bytes of the own graph's file (``graph_choice``).
+    graph first (:data:`OWN_GRAPH_SHARE` of the time; the exact pass and the chain then share
+    what it left, within ``time_limit``: :func:`~exactcomp.quantize_plan.chain_budget`); its
+    chain is skipped where its nonzero parameters at the fewest bits take the bytes of the
+    own graph's file, or too little time is left (``graph_choice``).
     The float network it started from is the result's ``alternative`` (written instead
     where smaller: :mod:`exactcomp.float_candidate`)."""
     common = {"bits": bits, "tol": tol, "tol_mode": tol_mode, "progress": progress, **options}

@@ -29,6 +29,7 @@ import numpy as np
 
 from .domain import Box
 from .lossy_result import LossyResult, nonzero_parameters
+from .rewrite.kernels import restore_structure
 from .rewrite.lossy import LossyOutcome
 from .rewrite.storage import ROUNDED_DTYPES, holds, round_outcome, rounding_moves
 from .verify.falsify import sampled_max_difference
@@ -54,6 +55,7 @@ def float_candidate(
     if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):
         try:
             net = round_outcome(LossyOutcome(ref, 0.0, [], 0), f.dtype).network
+            net = restore_structure(ref, net)  # a convolution still written as one
         except ValueError:
             return res
         claim += rounding_moves(ref, net, boxes)

@@ -76,6 +76,8 @@ def soak(n: int, seed: int = 0) -> dict:
             else:
                 proven = charger.proven(g, split_seconds=1.0)
         checks = [(f, g, proven, "")]
+        if case % 3 == 2 and res.alternative is not None:  # the float network started from
+            checks.append((f, res.alternative.network, res.alternative.proven, "started-from"))
         if case % 4 == 3:  # and a low-rank case (its own generator: the others' draws stay)
             checks.append(_lowrank_case(np.random.default_rng([seed, case]), d, box))
         if case % 4 == 1:  # and a merge case (its own generator too)

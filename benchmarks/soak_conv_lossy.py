@@ -210,13 +210,17 @@ def _read_back(res, what: str, points: np.ndarray, scale: float) -> list[Finding
         path = Path(tmp) / "g.onnx"
         res.save(path)
         back = api.load(path)
-    if len(back.layers) != len(res.network.layers):
-        d = float(np.max(np.abs(back.forward(points) - res.network.forward(points))))
+    net = res.network  # or the float network it started from, written where smaller
+    if (res.report.get("written_choice") or {}).get("written") == "started from":
+        source = (res.report.get("written") or {}).get("file") == "source"
+        net = res.original if source else res.alternative.network
+    if len(back.layers) != len(net.layers):
+        d = float(np.max(np.abs(back.forward(points) - net.forward(points))))
         if d > 1e-9 * scale:
             return [Finding("file-written", f"{what}: read back differs by {d!r}")]
         return []
     out = []
-    for k, (a, b) in enumerate(zip(back.layers, res.network.layers, strict=True)):
+    for k, (a, b) in enumerate(zip(back.layers, net.layers, strict=True)):
         wa = a.weight.toarray() if a.sparse else a.weight
         wb = b.weight.toarray() if b.sparse else b.weight
         if not (np.array_equal(wa, wb) and np.array_equal(a.bias, b.bias)):

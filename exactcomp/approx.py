@@ -4,8 +4,7 @@
 module's time limit, deadline shares, the charger of the original (:func:`original_charger`) and tolerances) returns a :class:`LossyResult`: the new network, one *proven* bound of
 ``max_x |f(x) - g(x)|`` over the domain against the original ``f`` (the differential bounds of
 :mod:`exactcomp.verify.symbolic`, via :class:`~exactcomp.verify.charge.Charger`), the
-*sampled* lower bound, and a JSON report (keys documented in the README).
-"""
+*sampled* lower bound, and a JSON report (keys documented in the README)."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from .errors import InvalidOptionError
 from .exact_reference import exact_reference
+from .float_candidate import float_candidate
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
@@ -344,14 +344,10 @@ def compress_lossy(
     claim = Gate(charger, final_end)  # refused: the search's network is written unrounded
     unedited = shared_prefix(f, out.network) == len(f.layers)  # f's function: write_source
     out, stored = store(  # the model's dtype, proven again (the claims below are of it)
-        out,
-        original.dtype,
-        tol,
-        claim.proven,
-        boxes,
+        out, original.dtype, tol, claim.proven, boxes,
         lambda g: claim.proven(g, lp_seconds=lp_seconds) if lp_seconds > 0 else np.inf,
         harder_above=tol if splits or bab_seconds > 0 else None,  # they tighten it after
-    )
+    )  # fmt: skip
     if bab_seconds > 0 and out.proven > 0:  # two proofs of the same network: the tighter
         bab = charger.proven(out.network, bab_seconds=bab_seconds) + pad(out, boxes)
         out = dataclasses.replace(out, proven=min(out.proven, bab))
@@ -394,7 +390,8 @@ def compress_lossy(
         **exact_facts,
     )
     res = LossyResult(original, g, None, out.proven, sampled, doc, out.network, f, unedited)
-    return dataclasses.replace(res, reference_gap=gap)
+    res = dataclasses.replace(res, reference_gap=gap)  # with the float network it started from
+    return float_candidate(res, boxes, start + time_limit)  # never a larger file
 
 
 __all__ = ["LossyResult", "PhasePlan", "check_tol", "compress_lossy", "plan_phases"]

@@ -4,6 +4,7 @@ common keys (README, "Certified lossy compression")."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "nonzero_parameters",
     "report_document",
     "source_bytes",
+    "write_smaller",
     "write_source",
 ]
 
@@ -51,16 +53,25 @@ class LossyResult:
     #: a proven bound on ``max |original - reference|`` (the rounding of the exact pass's
     #: folds, :mod:`exactcomp.exact_reference`), already in ``proven``; what composes adds it
     reference_gap: float = 0.0
+    #: the float network the command started from, within its ``tol``: written instead where
+    #: its file is smaller (:mod:`exactcomp.float_candidate`)
+    alternative: LossyResult | None = None
 
     def save(
         self, path: str | Path, *, inputs: Sequence[str | Path] = (), overwrite: bool = False
     ) -> None:
         """Write atomically: ONNX with integer initialisers for a quantised ``.onnx``, else the
         dequantised float32 weights in the suffix's format; never over the file the original
-        was read from unless ``overwrite`` (:func:`exactcomp.io.check_not_source`)."""
+        was read from unless ``overwrite`` (:func:`exactcomp.io.check_not_source`). With an
+        ``alternative``, the smaller file of the two (:func:`write_smaller`; the report then
+        describes what was written)."""
+        self._write(Path(path), inputs, overwrite)
+        if self.alternative is not None:
+            write_smaller(self, Path(path), [Path(p) for p in inputs])
+
+    def _write(self, target: Path, inputs: Sequence[str | Path], overwrite: bool) -> None:
         from . import io as _io
 
-        target = Path(path)
         _io.check_not_source(target, self.original, overwrite)
         plain = self.grids is None or all(g is None for g in self.grids)
         same = self.proven == 0 or self.unedited  # the input's function: never a larger file
@@ -85,6 +96,34 @@ class LossyResult:
         self.report["bytes_after"] = target.stat().st_size
         if same:
             self.report.update(write_source(target, self.original, self.report))
+
+
+def write_smaller(res: LossyResult, target: Path, inputs: Sequence[Path]) -> None:
+    """After ``res`` is written at ``target``: its ``alternative`` written beside it, and
+    kept there instead where that file is smaller; ``res.report`` then describes it."""
+    alt = res.alternative
+    written = target.stat().st_size
+    facts = {"written": "result", "result_bytes": written, "started_from_bytes": None}
+    facts["result_proven"] = res.report["proven_max_abs_diff"]
+    source = res.original.meta.get("source")  # the input itself, a candidate too (claim 0)
+    small = isinstance(source, str | Path) and Path(source).is_file()
+    small = small and Path(source).stat().st_size < written
+    if alt is not None and (small or least_bytes(alt.network) < written):
+        spare = target.with_name(f".{target.name}.started-from{target.suffix}")
+        try:
+            alt.save(spare, inputs=inputs)
+            facts["started_from_bytes"] = spare.stat().st_size
+            if facts["started_from_bytes"] < written:
+                os.replace(spare, target)
+                before = res.report.get("bytes_before")
+                res.report.update(alt.report)
+                res.report["bytes_before"] = before
+                facts["written"] = "started from"
+        finally:
+            spare.unlink(missing_ok=True)
+    facts["started_from_proven"] = None if alt is None else alt.report["proven_max_abs_diff"]
+    res.report["bytes_after"] = target.stat().st_size
+    res.report["written_choice"] = facts
 
 
 def least_bytes(net: Network) -> int:

@@ -19,10 +19,8 @@ is returned.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,20 +29,16 @@ from .approx import (
     BOUNDS_SHARE,
     COMPENSATION_SHARE,
     EXACT_REWRITE_SHARE,
-    EXACT_SHARE,
     FINAL_SHARE,
     LP_SECONDS,
     PREPARE_SHARE,
-    SEARCH_FLOOR,
     TIGHTEN_SECONDS,
     TIME_LIMIT,
-    TOL_MODES,
     TOP1_ENGINE_SECONDS,
-    check_tol,
     original_charger,
 )
-from .errors import InvalidOptionError
 from .exact_reference import exact_reference
+from .float_candidate import float_candidate
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
@@ -54,6 +48,7 @@ from .lossy_result import (
     source_bytes,
 )
 from .progress import SILENT, Progress
+from .quantize_plan import METHODS, chain_budget, checked_options, layer_action, onnx_bytes
 from .rewrite.bitwidths import (
     SPLIT_PROOF_SECONDS,
     SPLIT_SAMPLE_POINTS,
@@ -64,7 +59,7 @@ from .rewrite.bitwidths import (
 )
 from .rewrite.compensation import domain_compensation
 from .rewrite.kernels import stored_weights
-from .rewrite.quantize import BITS, check_bits, fits_float16, quantisable, quantize_network
+from .rewrite.quantize import BITS, fits_float16, quantisable, quantize_network
 from .rewrite.structural import drop_unused_grids
 from .source_quantization import choose_source_bits, source_bits, source_plan, source_rows
 from .strategies import exact_pass_facts
@@ -78,9 +73,6 @@ BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
 #: last layer is quantised (:mod:`exactcomp.verify.head`: the error is then affine in ``f``'s
 #: last hidden layer, a question of one network; RESULTS.md "head14").
 HEAD_SECONDS = 60.0
-#: ``quantize``'s quantisers: ``corrected`` (bias correction and scale search on the domain,
-#: :class:`~exactcomp.rewrite.compensation.Compensation`) or ``rtn`` (plain round-to-nearest).
-METHODS: tuple[str, ...] = ("corrected", "rtn")
 #: Of ``quantize``'s time on a DAG file, the share of its own graph's quantisation; the exact
 #: pass and the quantisation of its chain take the rest.
 OWN_GRAPH_SHARE = 0.5
@@ -107,13 +99,17 @@ def quantize(
     least :data:`~exactcomp.approx.SEARCH_FLOOR` of it plus the final share, quantises it;
     the report's ``exact_pass`` says what it removed. A :class:`LossyResult` (already after
     an exact pass), or ``exact=None``: quantised as it is. A DAG file is quantised in its own
-    graph first (:data:`OWN_GRAPH_SHARE` of the time); its chain is skipped where its nonzero
-    parameters at the fewest bits take the bytes of the own graph's file (``graph_choice``)."""
+    graph first (:data:`OWN_GRAPH_SHARE` of the time; the exact pass and the chain then share
+    what it left, within ``time_limit``: :func:`~exactcomp.quantize_plan.chain_budget`); its
+    chain is skipped where its nonzero parameters at the fewest bits take the bytes of the
+    own graph's file, or too little time is left (``graph_choice``).
+    The float network it started from is the result's ``alternative`` (written instead
+    where smaller: :mod:`exactcomp.float_candidate`)."""
     common = {"bits": bits, "tol": tol, "tol_mode": tol_mode, "progress": progress, **options}
     if exact is None or isinstance(model, LossyResult):
         return _quantize(model, domain, time_limit=time_limit, **common)
     t0 = time.perf_counter()
-    common["bits"], common["tol"] = bits, tol = _checked(
+    common["bits"], common["tol"] = bits, tol = checked_options(
         options.get("method", "corrected"), tol_mode, bits, tol
     )
     f = load(model)
@@ -125,31 +121,33 @@ def quantize(
             own = None
     t1 = time.perf_counter()
     progress.task("exact pass", 1)
-    end, share = t1 + EXACT_SHARE * time_limit, EXACT_SHARE * time_limit
+    share, floor, least = chain_budget(time_limit, t1 - t0, dag=own is not None)
+    end = t1 + share
     done = exact(f, boxes, deadline=end, analysis_end=end - EXACT_REWRITE_SHARE * share)
     gap_tol = tol if tol_mode == "linf" else None  # top1: tol is less than this
     ref, done, gap = exact_reference(f, done, boxes, gap_tol, time_limit)
     if not quantisable(ref):  # a layer held sparse lost its convolution: f as it is
         ref, done, gap = f, dataclasses.replace(done, network=f, rewrite=None), 0.0
     facts = exact_pass_facts(f, done, time.perf_counter() - t1, gap)
-    own_bytes = None if own is None else _onnx_bytes(own)
+    own_bytes = None if own is None else onnx_bytes(own)
     fewest = bits if bits is not None else min(BIT_LADDER)
-    if own_bytes is not None and nonzero_parameters(ref) * fewest / 8 >= own_bytes:
-        own.report["exact_pass"] = facts  # its chain quantised could not be smaller
+    left = max(time_limit - (time.perf_counter() - t0), floor)
+    small = own_bytes is not None and nonzero_parameters(ref) * fewest / 8 >= own_bytes
+    if own is not None and (small or left <= least):  # the chain could not be smaller, or
+        own.report["exact_pass"] = facts  # would end past the time limit
         own.report["graph_choice"] = {"own_graph_bytes": own_bytes, "written": "own graph"}
-        return own
-    left = time_limit - (time.perf_counter() - t0)
-    left = max(left, (SEARCH_FLOOR + FINAL_SHARE) * time_limit)
+        own.report["seconds"] = round(time.perf_counter() - t0, 4)
+        return float_candidate(own, boxes, t0 + time_limit)
     start = LossyResult(f, ref, None, gap, np.nan, {}, ref, ref, reference_gap=gap)
     chain = _quantize(start, boxes, time_limit=left, **common)
     chain.report["exact_pass"] = facts
     chain.report["bytes_before"] = source_bytes(model)
     chain.report["seconds"] = round(time.perf_counter() - t0, 4)
     if own is None:
-        return chain
+        return float_candidate(chain, boxes, t0 + time_limit)
     claimed = chain.report["tol"]
     fine = [r for r in (chain, own) if claimed is None or r.proven <= claimed]
-    sizes = {id(r): (_onnx_bytes(r) if r is chain else own_bytes) for r in fine}
+    sizes = {id(r): (onnx_bytes(r) if r is chain else own_bytes) for r in fine}
     best = min(fine, key=lambda r: sizes[id(r)]) if fine else own
     best.report["graph_choice"] = {
         "own_graph_bytes": own_bytes,
@@ -158,15 +156,7 @@ def quantize(
     }
     best.report.setdefault("exact_pass", facts)
     best.report["seconds"] = round(time.perf_counter() - t0, 4)
-    return best
-
-
-def _onnx_bytes(res: LossyResult) -> int:
-    """The bytes of ``res`` written as ONNX (in a temporary folder; its report untouched)."""
-    with tempfile.TemporaryDirectory() as folder:
-        target = Path(folder) / "candidate.onnx"
-        dataclasses.replace(res, report=dict(res.report)).save(target)
-        return target.stat().st_size
+    return float_candidate(best, boxes, t0 + time_limit)
 
 
 def _quantize(
@@ -233,7 +223,7 @@ def _quantize(
     class margin ``m`` of the original (as :func:`~exactcomp.approx.compress_lossy`; ``tol`` may be None).
     ``progress``: each phase is announced as a task of one step (its name and time shown)."""
     t0 = time.perf_counter()  # the one deadline's start, and the report's seconds
-    bits, tol = _checked(method, tol_mode, bits, tol)
+    bits, tol = checked_options(method, tol_mode, bits, tol)
     if isinstance(model, LossyResult):
         f, base = model.original, model.pruned if model.pruned is not None else model.network
         ref = model.reference if model.reference is not None else f
@@ -324,7 +314,7 @@ def _quantize(
         layers = [
             {
                 "layer": k,
-                "action": _action(q, la),
+                "action": layer_action(q, la),
                 "bits": (32 if stored_weights(la) else 0) if q is None else q.storage_bits,
                 "entropy_bits": None if q is None else q.entropy(),
             }
@@ -365,25 +355,6 @@ def _quantize(
     unedited = plan is not None and src is None  # nothing proven: the input itself
     res = LossyResult(f, small, grids, proven, sampled, doc, g, ref, unedited, source=src)
     return dataclasses.replace(res, reference_gap=gap)
-
-
-def _checked(method: str, tol_mode: str, bits: Any, tol: Any) -> tuple[Any, Any]:
-    """``bits`` and ``tol`` read, or :class:`InvalidOptionError` for a bad option."""
-    if method not in METHODS:
-        raise InvalidOptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if tol_mode not in TOL_MODES:
-        raise InvalidOptionError(f"--tol-mode must be linf or top1, got {tol_mode!r}")
-    if bits is None and tol is None and tol_mode == "linf":
-        raise InvalidOptionError("give --bits, --tol or both")
-    bits = None if bits is None else check_bits(bits)
-    return bits, None if tol is None else check_tol(tol, positive=True)
-
-
-def _action(g, layer) -> str:
-    """A layer's row of the report: its grid, ``pool`` (no parameter: kept exactly) or float32."""
-    if g is not None:
-        return "float16" if g.bits == 16 else f"{g.bits:g}-bit"
-    return "float32" if stored_weights(layer) else "pool"
 
 
 __all__ = [

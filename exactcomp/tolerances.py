@@ -321,9 +321,10 @@ def stored_rounding_bound(
     e = np.zeros(np.asarray(input_magnitudes[0]).shape)
     lost = 0.0  # what underflow may have taken, bounded as the docstring says
     for (w, _b), (dw, db), mag in zip(layers, deltas, input_magnitudes, strict=True):
-        a = np.abs(np.asarray(w, dtype=np.float64)) + dw
+        # a scipy.sparse ``w`` (a layer held sparse) comes with a sparse ``dw``
+        a = abs(w) + dw if hasattr(w, "tocsr") else np.abs(np.asarray(w, dtype=np.float64)) + dw
         e = a @ e + dw @ np.asarray(mag, dtype=np.float64) + db
-        rows = float(np.max(a.sum(axis=1), initial=0.0)) * (1.0 + 1e-6)
+        rows = float(np.max(np.asarray(a.sum(axis=1)), initial=0.0)) * (1.0 + 1e-6)
         lost = rows * lost + (2 * a.shape[1] + 2) * 2.0 ** (UNDERFLOW_LOSS_LOG2 + 1)  # 2^-1074
     return e * (1.0 + 1e-6) + 2.0 * lost
 

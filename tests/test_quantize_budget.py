@@ -493,3 +493,32 @@ def test_symbolic_pass_late_at_its_pace(monkeypatch) -> None:
     assert clock.now - start == pytest.approx(3 * 32 / 8)  # after layer 1: 32 of 62 done
     in_time = dataclasses.replace(pair, g=g, end=clock.now + took + 1.0)
     np.testing.assert_array_equal(symbolic.difference_bounds(in_time, lo, hi).hi, whole.hi)
+
+
+@pytest.mark.parametrize("spent", [0.0, 10.0, 44.9, 60.0, 89.0, 95.0])
+def test_a_dag_splits_what_its_own_graph_left(spent: float) -> None:
+    """``quantize`` of a DAG quantises its own graph first (``spent`` seconds of 90): the
+    exact pass and the chain then share what is left, in the network's proportions, and
+    nothing is given past the limit (the floor that took pensieve to 1.1x is gone)."""
+    from exactcomp.quantize_plan import chain_budget
+
+    limit = 90.0
+    share, floor, least = chain_budget(limit, spent, dag=True)
+    left = max(limit - spent, 0.0)
+    assert floor == 0.0 and share >= 0.0
+    assert spent + share + (left - share) <= max(limit, spent)  # the chain: the rest, no more
+    assert share / left == pytest.approx(0.25 / 0.6) if left else share == 0.0
+    chain = left - share  # what the chain gets when the exact pass keeps its share
+    assert least == pytest.approx(chain / 2)
+    assert (chain <= least) == (left == 0.0)  # skipped only where nothing is left
+
+
+def test_a_network_keeps_its_shares() -> None:
+    """Not a DAG: the exact pass's quarter and the chain's floor, as before."""
+    from exactcomp.quantize_plan import chain_budget
+
+    assert chain_budget(90.0, 3.0, dag=False) == (
+        pytest.approx(22.5),
+        pytest.approx(31.5),
+        0.0,
+    )

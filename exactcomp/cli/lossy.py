@@ -132,7 +132,7 @@ def cmd_lossy(args: argparse.Namespace, console: Console) -> int:
         console.print(f"note: {result.report['written']['reason']}", markup=False, soft_wrap=True)
     console.print(
         f"wrote {args.output}: proven max |f - g| <= {result.report['proven_max_abs_diff']:.4g} "
-        f"(sampled {result.sampled:.4g}), {result.report['bytes_before']} -> "
+        f"(sampled {result.report['sampled_max_abs_diff']:.4g}), {result.report['bytes_before']} -> "
         f"{result.report['bytes_after']} bytes"
     )
     return EXIT_OK

@@ -15,6 +15,7 @@ file that is not the proven network, or a convolution written as a matrix
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,11 @@ def check_quantized_file(res: Any, f: Network, what: str) -> list[Finding]:
     out: list[Finding] = []
     g = res.network
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "q.onnx"
-        res.save(path)
+        path, written = Path(tmp) / "q.onnx", Path(tmp) / "w.onnx"
+        dataclasses.replace(res, alternative=None).save(path)  # the quantised file itself
+        res.save(written)  # what the command writes: the float network started from if smaller
+        if written.stat().st_size > path.stat().st_size:
+            out.append(Finding("file-written", f"{what}: the file written is the larger"))
         back = load(path)
     if len(back.layers) != len(g.layers):
         return [Finding("file-written", f"{what}: {len(back.layers)} layers read back")]

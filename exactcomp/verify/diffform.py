@@ -110,15 +110,8 @@ class Form:
         h_i``, :mod:`exactcomp.stability.constants`) moved onto ``i``, times ``c_j``."""
         if e.multiple[layer] is None:
             return c
-        multiple, ratio = e.multiple[layer]
-        idx = np.flatnonzero(c.nonzero() & mask & (multiple >= 0))
-        if idx.size == 0:
-            return c
-        moved = np.zeros(c.ints.size, dtype=object)
-        np.add.at(moved, multiple[idx], c.ints[idx] * ratio.ints[idx])
-        rest = c.ints.copy()
-        rest[idx] = 0
-        return _Vec(rest, c.exp) + _Vec(moved, c.exp + ratio.exp)
+        moved, rest = _moved(c, mask, *e.multiple[layer], c.ints.size)
+        return c if moved is None else rest + moved
 
     def shift(self, lo: Fraction, hi: Fraction) -> None:
         self.lo, self.hi = self.lo + lo, self.hi + hi
@@ -128,16 +121,11 @@ class Form:
         on (``h_j = c_j h_u``, :func:`exactcomp.stability.lattice.passes`), moved onto it."""
         if e.through[layer] is None:
             return c
-        through, factor = e.through[layer]
-        idx = np.flatnonzero(c.nonzero() & mask & (through >= 0))
-        if idx.size == 0:
+        moved, rest = _moved(c, mask, *e.through[layer], self.width(e, layer - 1))
+        if moved is None:
             return c
-        moved = np.zeros(self.width(e, layer - 1), dtype=object)
-        np.add.at(moved, through[idx], c.ints[idx] * factor.ints[idx])
-        self.add(side, layer - 1, _Vec(moved, c.exp + factor.exp))
-        rest = c.ints.copy()
-        rest[idx] = 0
-        return _Vec(rest, c.exp)
+        self.add(side, layer - 1, moved)
+        return rest
 
     @staticmethod
     def width(e: Exact, layer: int) -> int:
@@ -194,3 +182,17 @@ def interval(c: _Vec, bounds: _Vec | None) -> tuple[Fraction, Fraction]:
     if bounds is None:
         return -np.inf, np.inf  # type: ignore[return-value]
     return c.interval(bounds)
+
+
+def _moved(c: _Vec, mask: np.ndarray, target: np.ndarray, factor: _Vec, width: int):
+    """``c``'s entries ``j`` under ``mask`` with ``target[j] >= 0``, moved onto ``target[j]``
+    times ``factor[j]`` (a vector of ``width`` entries), and ``c`` less them; ``(None, c)``
+    where there are none."""
+    idx = np.flatnonzero(c.nonzero() & mask & (target >= 0))
+    if idx.size == 0:
+        return None, c
+    moved = np.zeros(width, dtype=object)
+    np.add.at(moved, target[idx], c.ints[idx] * factor.ints[idx])
+    rest = c.ints.copy()
+    rest[idx] = 0
+    return _Vec(moved, c.exp + factor.exp), _Vec(rest, c.exp)

@@ -25,6 +25,8 @@ import pytest
 from exactcomp.domain import Box
 from exactcomp.exact import exact_forward
 from exactcomp.network import Layer, Network
+from exactcomp.rewrite import compress_network
+from exactcomp.stability import stable_neurons
 from exactcomp.stability.constants import layer_classes
 from exactcomp.testing.oracle import grid_points
 from exactcomp.tolerances import DEFAULT
@@ -237,3 +239,45 @@ def test_a_removed_neuron_is_proven_on_either_side(swap: bool, monkeypatch) -> N
     assert all(exact_forward(f, x) == exact_forward(g, x) for x in grid_points(box, 17))
     r = verify_equivalence(*((g, f) if swap else (f, g)), box, tol=1e-6, time_limit=30)
     assert r.status is EquivalenceStatus.EQUIVALENT and r.upper_bound == 0.0
+
+
+def rational_pair(first: float) -> tuple[Network, Network, Box]:
+    """``f`` reads ``u = relu(first (x - 1/2))`` then ``w = relu(x - 1/2)``, so ``w = u /
+    first``: a multiple whose ratio is not a float64 for ``first = 3`` (``1/3``) or one ulp
+    below ``2`` (``2^52 / (2^53 - 1)``, the lattice soak's seed 97); ``g`` is ``f`` as
+    ``compress`` writes it, ``w`` merged into ``u`` with the ratio rounded to float64, so
+    ``f - g`` is a rounding-sized non-zero.
+
+    ::
+
+        f:  u = relu(first x - first/2)   w = relu(x - 1/2);   y = u - w/2 + 1
+    """
+    f = Network.from_arrays(
+        [np.array([[first], [1.0]]), np.array([[1.0, -0.5]])],
+        [np.array([-first / 2, -0.5]), np.ones(1)],
+        dtype="float64",
+    )
+    box = Box(np.array([0.5]), np.array([2.0]))
+    g = compress_network(f, stable_neurons(f, box)).network
+    assert [la.out_features for la in g.layers] == [1, 1]
+    return f, g, box
+
+
+@pytest.mark.parametrize("first", [3.0, float(np.nextafter(2.0, 0.0))])
+def test_a_multiple_by_a_ratio_no_float_holds_is_read_exactly(first: float) -> None:
+    f, _, _ = rational_pair(first)
+    cls = layer_classes(f)[0]
+    assert cls.multiple.tolist() == [-1, 0] and cls.ratio[1] == 1 / Fraction(first)
+
+
+@pytest.mark.parametrize("swap", [False, True])
+@pytest.mark.parametrize("first", [3.0, float(np.nextafter(2.0, 0.0))])
+def test_a_merged_rational_multiple_is_proven_within_its_rounding(first, swap) -> None:
+    """Was UNKNOWN (0.25 for the seed-97 row, tol 1e-6 below the MILP's margin): the
+    multiple's coefficient now moves onto ``u`` times the nearest float64 of the ratio, the
+    rest bounded over ``u``'s interval; the bound encloses the exact maximum."""
+    f, g, box = rational_pair(first)
+    exact = max(abs(exact_forward(f, x)[0] - exact_forward(g, x)[0]) for x in grid_points(box, 9))
+    r = verify_equivalence(*((g, f) if swap else (f, g)), box, tol=1e-6, time_limit=30)
+    assert r.status is EquivalenceStatus.EQUIVALENT and r.milps == 0
+    assert exact <= Fraction(r.upper_bound) <= 1e-15

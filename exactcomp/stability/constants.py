@@ -18,8 +18,9 @@ the null units' columns left out (they add ``w \cdot 0``). With ``s_{jc}`` the c
 * **duplicate**: two neurons with the same sums ``s_{j\cdot}`` and the same bias, equal as
   float64 numbers (``-0.0 = 0.0``), compute the same ``z``, so the same ``h``: one class.
 * **multiple**: neuron ``j`` whose sums and bias are those of ``i`` times ``c > 0`` exactly
-  (``c`` a float64; rows compared entry by entry in rational arithmetic) computes
-  ``z_j = c z_i``, so ``h_j = c h_i`` after a ReLU (a compressor merges such neurons).
+  (``c`` a rational, not always a float64: ``1/3`` for rows ``3 w`` then ``w``; rows compared
+  entry by entry in rational arithmetic) computes ``z_j = c z_i``, so ``h_j = c h_i`` after a
+  ReLU (a compressor merges such neurons, with ``c`` rounded to float64).
 * **opposite**: neuron ``i`` with the sums and bias of ``j`` negated (``s_{i\cdot} = -s_{j\cdot}``,
   ``b_i = -b_j``; float64 negation is exact) computes ``z_i = -z_j`` on every input. After a
   ReLU, ``h_j - h_i = relu(z_j) - relu(-z_j) = z_j``: the pair passes ``z_j`` on *linearly*
@@ -62,8 +63,9 @@ class LayerClasses:
     ``floor <= z_j <= ceiling`` on every input (:mod:`exactcomp.stability.lattice`; infinite
     where nothing is known; a unit with ``ceiling <= 0`` after a ReLU is null),
     ``h_j = factor_j h_u`` for ``u = through[j] >= 0`` of the layer below (``None``: none),
-    and ``z_j = ratio_j z_i`` (``ratio_j > 0``) for ``i = multiple[j] >= 0`` of the same
-    layer, the first unit of another class (``None``: none)."""
+    and ``z_j = ratio_j z_i`` (``ratio_j > 0`` a :class:`~fractions.Fraction`, exact) for
+    ``i = multiple[j] >= 0`` of the same layer, the first unit of another class (``None``:
+    none)."""
 
     label: np.ndarray
     constant: np.ndarray
@@ -169,7 +171,7 @@ def _opposites(keys: np.ndarray, label: np.ndarray, ok: np.ndarray) -> np.ndarra
 
 def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
     """``(multiple, ratio)``: per unit ``j``, the first unit ``i`` of another class whose
-    key times ``ratio_j > 0`` is ``j``'s exactly (a float64 ratio), or ``-1``.
+    key times ``ratio_j > 0`` is ``j``'s exactly (a :class:`~fractions.Fraction`), or ``-1``.
 
     Candidates come from one random projection of each key divided by the magnitude of its
     first non-zero entry, ``h = k r / |k_lead|``: for ``k_j = c k_i`` exactly both are one
@@ -178,7 +180,7 @@ def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
     so a projection never makes a fact, it only finds it (no copy of the layer is made).
     """
     m = keys.shape[0]
-    multiple, ratio = np.full(m, -1), np.zeros(m)
+    multiple, ratio = np.full(m, -1), np.full(m, Fraction(0), dtype=object)
     nz = keys != 0.0
     live = ok & nz.any(axis=1)
     if np.count_nonzero(live) < 2:
@@ -204,15 +206,11 @@ def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
             if first[int(label[i])] != i or multiple[i] >= 0 or label[i] == label[j]:
                 continue
             c = Fraction(float(keys[j, lead[i]])) / Fraction(float(keys[i, lead[i]]))
-            if (
-                c > 0
-                and Fraction(float(c)) == c
-                and all(
-                    Fraction(float(v)) == c * Fraction(float(w))
-                    for v, w in zip(keys[j], keys[i], strict=True)
-                )
+            if c > 0 and all(
+                Fraction(float(v)) == c * Fraction(float(w))
+                for v, w in zip(keys[j], keys[i], strict=True)
             ):
-                multiple[j], ratio[j] = i, float(c)
+                multiple[j], ratio[j] = i, c
                 break
     return multiple, ratio
 

@@ -317,7 +317,7 @@ def structure_findings(net: Network, box: Box, points: np.ndarray, seed: int) ->
                     bad.append("class")
                 if cls.multiple is not None and cls.multiple[j] >= 0:
                     i2 = int(cls.multiple[j])
-                    if z[j] != Fraction(float(cls.ratio[j])) * z[i2]:
+                    if z[j] != cls.ratio[j] * z[i2]:
                         bad.append(f"multiple {i2} x {cls.ratio[j]!r}")
                 if cls.through is not None and cls.through[j] >= 0:
                     u = int(cls.through[j])

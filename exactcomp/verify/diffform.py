@@ -20,6 +20,7 @@ from ..stability.constants import layer_classes
 from ..verdicts import stable_masks
 from .dyadic import DyadicArray as _Vec
 from .dyadic import DyadicMatrix as _Matrix
+from .dyadic import outward
 
 __all__ = ["Exact", "Form", "Side", "interval"]
 
@@ -59,7 +60,9 @@ class Exact:
         self.rep: list[np.ndarray | None] = []  # each unit's class representative, or None
         self.opp: list[np.ndarray | None] = []  # the representative of z = -z_j's class, or -1
         self.through: list = []  # (u, c): h_j = c_j h_u of the layer below (u = -1: none)
-        self.multiple: list = []  # (i, c): h_j = c_j h_i of the same layer (i = -1: none)
+        # (i, c, r): h_j = (c_j + r_j) h_i of the same layer (i = -1: none), c_j the nearest
+        # float64 to the exact ratio, r_j = ratio - c_j its rest (only the non-zero, by j)
+        self.multiple: list = []
         for k, cls in enumerate(layer_classes(side.net)):
             if layers[k].relu:  # a null unit's h is 0 on every input: inactive; z >= 0: h = z
                 off, lin = self.status[k]
@@ -73,7 +76,7 @@ class Exact:
             passes = cls.through is not None and np.any(cls.through >= 0)
             self.through.append((cls.through, _Vec.of(cls.factor)) if passes else None)
             scaled = cls.multiple is not None and layers[k].relu
-            self.multiple.append((cls.multiple, _Vec.of(cls.ratio)) if scaled else None)
+            self.multiple.append(_split(cls.multiple, cls.ratio) if scaled else None)
         self.post: list[_Vec | None] = []
         for k in range(len(layers)):
             lo, hi = side.post_bounds(k)
@@ -104,14 +107,33 @@ class Form:
         np.add.at(out, rep[nz], c.ints[nz])
         return _Vec(out, c.exp)
 
-    @staticmethod
-    def multiples(e: Exact, layer: int, c: _Vec, mask: np.ndarray) -> _Vec:
-        """``c`` with its entries under ``mask`` on exact positive multiples (``h_j = c_j
-        h_i``, :mod:`exactcomp.stability.constants`) moved onto ``i``, times ``c_j``."""
+    def multiples(self, e: Exact, layer: int, c: _Vec, mask: np.ndarray) -> _Vec:
+        """``c`` with its entries under ``mask`` on exact positive multiples (``h_j =
+        rho_j h_i``, :mod:`exactcomp.stability.constants`) moved onto ``i``.
+
+        With ``rho_j = c_j + r_j`` (``c_j`` its nearest float64, ``r_j`` the rest, 0 unless
+        ``rho_j`` is not dyadic, as ``1/3``): ``a_j h_j = a_j c_j h_i + a_j r_j h_i``; the
+        first part moves onto ``i`` exactly, the second is bounded over ``i``'s
+        post-activation bounds, rounded outwards to float64 (a unit without finite bounds
+        keeps its coefficient).
+        """
         if e.multiple[layer] is None:
             return c
-        moved, rest = _moved(c, mask, *e.multiple[layer], c.ints.size)
-        return c if moved is None else rest + moved
+        target, near, rest = e.multiple[layer]
+        post = e.post[layer]
+        mask = mask.copy()
+        for j, r in rest.items():
+            if not mask[j] or c.ints[j] == 0:
+                continue
+            if post is None:
+                mask[j] = False
+                continue
+            t, i = c.value(j) * r, int(target[j])
+            ends = (t * post.value((0, i)), t * post.value((1, i)))
+            lo, hi = outward(min(ends), max(ends))  # dyadic again, as every other term
+            self.shift(Fraction(lo), Fraction(hi))
+        moved, left = _moved(c, mask, target, near, c.ints.size)
+        return c if moved is None else left + moved
 
     def shift(self, lo: Fraction, hi: Fraction) -> None:
         self.lo, self.hi = self.lo + lo, self.hi + hi
@@ -182,6 +204,14 @@ def interval(c: _Vec, bounds: _Vec | None) -> tuple[Fraction, Fraction]:
     if bounds is None:
         return -np.inf, np.inf  # type: ignore[return-value]
     return c.interval(bounds)
+
+
+def _split(target: np.ndarray, ratio: np.ndarray) -> tuple:
+    """``(target, c, r)`` for :meth:`Form.multiples`: the exact ratios as their nearest
+    float64 ``c`` (a dyadic vector) and the non-zero rests ``r = ratio - c`` by unit."""
+    near = np.array([float(q) for q in ratio])
+    rest = {j: q - Fraction(near[j]) for j, q in enumerate(ratio) if q != Fraction(near[j])}
+    return target, _Vec.of(near), rest
 
 
 def _moved(c: _Vec, mask: np.ndarray, target: np.ndarray, factor: _Vec, width: int):

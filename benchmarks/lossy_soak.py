@@ -30,6 +30,9 @@ def soak(n: int, seed: int = 0) -> dict:
     (:func:`_lowrank_case`) and every fourth (others) a merge case (:func:`_merge_case`) and
     a near-dependent ``compress --tol`` case (:func:`_near_dependent_case`): the exact ``max |f - g|`` against the original
     (:func:`exactcomp.testing.max_output_difference`) must never exceed the proven bound, and
+    where ``compress --tol`` has a started-from network, ``f`` is also quantised to 8 bits from
+    an ONNX file and saved as ``.onnx``, ``.pt`` then ``.nnet``, each file read back against
+    the claim its report gives (``saved``, :func:`_saved_files`);
     the lower bound :func:`~exactcomp.verify.charge.sampled_max_difference` (sampling, ascent,
     the coordinate local search over the case's box) never exceed the exact one
     (``lower_violations``; ``min_sampled_over_exact``: how close it gets)."""
@@ -78,6 +81,7 @@ def soak(n: int, seed: int = 0) -> dict:
         checks = [(f, g, proven, "")]
         if case % 3 == 2 and res.alternative is not None:  # the float network started from
             checks.append((f, res.alternative.network, res.alternative.proven, "started-from"))
+            checks += _saved_files(f, box)
         if case % 4 == 3:  # and a low-rank case (its own generator: the others' draws stay)
             checks.append(_lowrank_case(np.random.default_rng([seed, case]), d, box))
         if case % 4 == 1:  # and a merge case (its own generator too)
@@ -108,6 +112,27 @@ def soak(n: int, seed: int = 0) -> dict:
             "max_exact_where_proven_0": noise, "float32_written": stored32,
             "families": families, "lower_violations": lower_violations,
             "min_sampled_over_exact": closest}  # fmt: skip
+
+
+def _saved_files(f: Network, box: Box) -> list:
+    """``quantize --bits 8`` of ``f`` read from an ONNX file (the input itself a candidate,
+    claim 0: a tiny network's int8 graph is larger), the result saved as ``.onnx``, ``.pt``
+    then ``.nnet``, each file read back with the claim its report gives after that save (a
+    second save once kept the first's claim 0 for the 8-bit network: red27)."""
+    import tempfile
+    from pathlib import Path
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "f.onnx"
+        api.save(f, src)
+        res = api.quantize(str(src), box, bits=8, time_limit=2.0)
+        for name in ("a.onnx", "b.pt", "c.nnet"):
+            path = Path(tmp) / name
+            res.save(path)
+            claim = res.report["proven_max_abs_diff"]
+            out.append((api.load(str(src)), api.load(str(path)), claim, "saved"))
+    return out
 
 
 def _near_dependent_case(seed: int):

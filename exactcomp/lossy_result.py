@@ -4,9 +4,10 @@ common keys (README, "Certified lossy compression")."""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,21 @@ __all__ = [
 
 @dataclass(frozen=True, eq=False)
 class LossyResult:
-    """A lossy result: ``network`` (what is written), its grids for ONNX (quantise), report."""
+    """A lossy result: ``network``, its grids for ONNX (quantise), its claims, the report.
+
+    Which object describes what:
+
+    * ``network``, ``grids``, ``proven`` and ``sampled`` always describe the result itself
+      (``proven``: a proven bound of ``max |original - network|`` on the domain), whatever a
+      :meth:`save` wrote;
+    * ``report`` describes the result until the first :meth:`save`, and after each save the
+      *file that save wrote*: that may be the result, the ``alternative`` (the float network
+      the command started from) or the input file itself (claim 0), whichever is smaller
+      (``report["written_choice"]``, ``report["written"]``). Each save starts again from the
+      report as it stood before the first save, so a second save to another path or format
+      never carries over the facts of the first (a file written as the result under the
+      claim of the started-from network written before, say).
+    """
 
     original: Network
     network: Network
@@ -56,6 +71,8 @@ class LossyResult:
     #: the float network the command started from, within its ``tol``: written instead where
     #: its file is smaller (:mod:`exactcomp.float_candidate`)
     alternative: LossyResult | None = None
+    #: the report as it stood before the first :meth:`save` (each save starts from it)
+    _unsaved: dict | None = field(default=None, init=False, repr=False)
 
     def save(
         self, path: str | Path, *, inputs: Sequence[str | Path] = (), overwrite: bool = False
@@ -64,7 +81,12 @@ class LossyResult:
         dequantised float32 weights in the suffix's format; never over the file the original
         was read from unless ``overwrite`` (:func:`exactcomp.io.check_not_source`). With an
         ``alternative``, the smaller file of the two (:func:`write_smaller`; the report then
-        describes what was written)."""
+        describes what was written; class docstring)."""
+        if self._unsaved is None:
+            object.__setattr__(self, "_unsaved", copy.deepcopy(self.report))
+        else:  # what an earlier save wrote is not this file
+            self.report.clear()
+            self.report.update(copy.deepcopy(self._unsaved))
         self._write(Path(path), inputs, overwrite)
         if self.alternative is not None:
             write_smaller(self, Path(path), [Path(p) for p in inputs])

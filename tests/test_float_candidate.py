@@ -79,3 +79,30 @@ def test_the_candidate_is_only_offered_within_tol() -> None:
     assert res.alternative is not None
     assert res.alternative.proven <= (res.report["tol"] or np.inf)
     assert res.alternative.network.num_neurons <= f.num_neurons
+
+
+def test_a_second_save_claims_what_its_own_file_holds(tmp_path) -> None:
+    """``2-3r-1`` quantised to 8 bits, saved twice: ``q.onnx`` gets the input itself (claim 0,
+    the int8 graph is larger), then ``q.pt`` the quantised result (a ``.pt`` of the input
+    would not be smaller). The second report must give the result's claim, which bounds the
+    exact difference of the file it describes; the old code kept the first save's claim 0
+    (``proven_max_abs_diff`` 0.0 for a file 0.00155 away). ``proven``/``network`` describe
+    the result throughout (LossyResult's docstring)."""
+    src = tmp_path / "f.onnx"
+    exactcomp.save(_net((2, 3, 1), 0), src)
+    f = load(str(src))
+    res = exactcomp.quantize(str(src), BOX, bits=8, **FAST)
+    assert res.proven > 0.0 and res.alternative is not None
+    held = max_output_difference(f, res.network, BOX).value
+    assert held <= res.proven
+    for name in ("q.onnx", "q.pt", "q.nnet", "again.onnx"):
+        out = tmp_path / name
+        res.save(out)
+        report, choice = res.report, res.report["written_choice"]
+        true = max_output_difference(f, load(str(out)), BOX).value
+        assert true <= report["proven_max_abs_diff"] + 1e-15, name  # float64 oracle noise
+        assert choice["result_proven"] == res.proven, name
+        if choice["written"] == "result":
+            assert report["proven_max_abs_diff"] == res.proven, name
+        assert report["bytes_after"] == out.stat().st_size, name
+    assert res.network is not None and max_output_difference(f, res.network, BOX).value == held

@@ -36,6 +36,7 @@ from .rewrite.lowrank import rank_proofs, search_lowrank
 from .rewrite.magnitude import magnitude_first, magnitude_last, probe
 from .rewrite.storage import store
 from .rewrite.structural import drop_unused_grids
+from .second_pass import left_undecided, second_exact_pass, taken
 from .strategies import better, exact_pass_facts, pad, written_network
 from .verify.charge import PROOF_PER_PREPARE, SPLIT_MAX_INPUTS, Charger
 from .verify.falsify import sampled_max_difference
@@ -170,8 +171,11 @@ def compress_lossy(
     ``f_exact = f`` on the domain by the exact pass's proofs (an UNDECIDED neuron is kept)
     and bit for bit on what it keeps (folds round: :mod:`exactcomp.exact_reference`), hence
     ``max |f - g| = max |f_exact - g|`` there. Neurons that only its MILPs or split trees prove
-    stable so go for free, at tol 0 too. The report's sizes before, the sampled difference
-    and the ``data`` agreement are the original's; ``exact_pass`` says what it removed.
+    stable so go for free, at tol 0 too. Where its analysis left many neurons undecided, a
+    second exact pass runs on its network before the search, and where the search proves no
+    edit, another with the search's time left (:mod:`exactcomp.second_pass`, each gap
+    claimed). The report's sizes before, the sampled difference and the ``data`` agreement
+    are the original's; ``exact_pass`` says what it removed.
     ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
     ``lp_seconds``: the budget of one joint-LP proof (the search spends the slack the LP shows
     over the symbolic bound, and the claim is the LP or symbolic proof of the final network,
@@ -222,13 +226,19 @@ def compress_lossy(
         f, done, gap = exact_reference(original, done, boxes, tol, time_limit)
         exact_facts["exact_pass"] = exact_pass_facts(original, done, time.perf_counter() - t1, gap)
         tol -= gap
+        if left_undecided(done):  # its analysis cut short: a second round of the same share
+            end = time.perf_counter() + share
+            again = second_exact_pass(f, exact, boxes, tol, time_limit, end, EXACT_REWRITE_SHARE)
+            f, gap, tol = taken(again, f, gap, tol, exact_facts["exact_pass"])
     # one deadline: the search phases end FINAL_SHARE before it (an exact pass that overran
     # takes their time, down to SEARCH_FLOOR), then the final proof and the sampling
     now = time.perf_counter()
     stop = max(start + (1 - FINAL_SHARE) * time_limit, now + SEARCH_FLOOR * time_limit)
     final_end = max(start + (1 - FINAL_SHARE / 2) * time_limit, stop)  # the claim's solvers
     progress.task("bounds of the original", 1)
+    t_bounds = time.perf_counter()
     charger = original_charger(f, boxes, start, time_limit, tighten_seconds, stop)
+    bounds_seconds = time.perf_counter() - t_bounds  # what a second pass's charger keeps
     # each phase starts no proof past its end (Gate): a refused proof keeps no edit; none runs
     # where not one proof fits (by the charger's estimate) before the search's end, or f's
     # bounds ran late (coarse): their candidates alone took 20-40 s on resnet_2b ("rn23")
@@ -277,6 +287,17 @@ def compress_lossy(
     out, strategies = better(out, mag.outcome, tol, low)
     if not out.proven <= tol:  # every strategy's claim refused at a deadline: f itself
         out = LossyOutcome(f, 0.0, [], charger.calls, layer_facts(f, [], {}))
+    proofs = 0  # of the chargers before the last
+    again = None  # no edit proven: the search's time left to the exact pass (second_pass)
+    if exact is not None and shared_prefix(f, out.network) == len(f.layers):
+        progress.task("second exact pass", 1)
+        end = stop - bounds_seconds  # its network's bounds to compute after it
+        again = second_exact_pass(f, exact, boxes, tol, time_limit, end, EXACT_REWRITE_SHARE)
+    if again is not None:  # max |f - g| <= gap + gap_2 + max |f_e2 - g|
+        f, gap, tol = taken(again, f, gap, tol, exact_facts["exact_pass"])
+        proofs = charger.calls
+        charger = original_charger(f, boxes, start, time_limit, tighten_seconds, final_end)
+        out = LossyOutcome(f, 0.0, [], charger.calls, layer_facts(f, [], {}))
     ranks = strategies["strategies"].get("lowrank", {}).pop("ranks", [])
     strategies["lowrank"] = {"ranks": ranks, "seconds": round(lr_seconds, 3)}
     strategies["phase_plan"] = plan.facts()
@@ -324,7 +345,7 @@ def compress_lossy(
         bytes_before=source_bytes(model),
         bytes_float32=4 * original.num_parameters,
         command="compress",
-        proofs=charger.calls,
+        proofs=proofs + charger.calls,
         proofs_late=charger.late,
         lp_rounds=out.rounds,
         **stored,

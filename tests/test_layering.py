@@ -45,6 +45,7 @@ RANK = {
     "exact_gap": 7,
     "float_candidate": 7,
     "phase_plan": 7,
+    "second_pass": 7,
     "quantize_plan": 8,
     "api": 8,
     "approx": 8,

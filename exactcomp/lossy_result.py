@@ -56,6 +56,9 @@ class LossyResult:
     #: the float network the command started from, within its ``tol``: written instead where
     #: its file is smaller (:mod:`exactcomp.float_candidate`)
     alternative: LossyResult | None = None
+    #: ``reference`` rounded to the model's dtype and a proven bound of ``max |reference -
+    #: it|`` on the domain (the command's charger), for the float candidate: None, not proven
+    started_from: tuple[Network, float] | None = None
 
     def save(
         self, path: str | Path, *, inputs: Sequence[str | Path] = (), overwrite: bool = False

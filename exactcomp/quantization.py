@@ -38,7 +38,7 @@ from .approx import (
     original_charger,
 )
 from .exact_reference import exact_reference
-from .float_candidate import float_candidate
+from .float_candidate import float_candidate, rounded_reference
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
@@ -49,6 +49,7 @@ from .lossy_result import (
 )
 from .progress import SILENT, Progress
 from .quantize_plan import METHODS, chain_budget, checked_options, layer_action, onnx_bytes
+from .rewrite.acceptance import Gate
 from .rewrite.bitwidths import (
     SPLIT_PROOF_SECONDS,
     SPLIT_SAMPLE_POINTS,
@@ -60,6 +61,7 @@ from .rewrite.bitwidths import (
 from .rewrite.compensation import domain_compensation
 from .rewrite.kernels import stored_weights
 from .rewrite.quantize import BITS, fits_float16, quantisable, quantize_network
+from .rewrite.storage import ROUNDED_DTYPES, holds
 from .rewrite.structural import drop_unused_grids
 from .source_quantization import choose_source_bits, source_bits, source_plan, source_rows
 from .strategies import exact_pass_facts
@@ -352,9 +354,14 @@ def _quantize(
     if plan is not None:
         doc["weights"] = "the input file's own tensors, its graph kept"
     grids = None if grids is None else tuple(grids)
+    started = None  # the network it started from, rounded, proven as compress --tol's store
+    if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):  # does (float_candidate)
+        rounded = rounded_reference(ref, f.dtype)
+        gate = Gate(charger, final_end)  # a proof that would end past it: none (inf)
+        started = None if rounded is None else (rounded, gate.proven(rounded))
     unedited = plan is not None and src is None  # nothing proven: the input itself
     res = LossyResult(f, small, grids, proven, sampled, doc, g, ref, unedited, source=src)
-    return dataclasses.replace(res, reference_gap=gap)
+    return dataclasses.replace(res, reference_gap=gap, started_from=started)
 
 
 __all__ = [

@@ -226,8 +226,8 @@ def compress_lossy(
         f, done, gap = exact_reference(original, done, boxes, tol, time_limit)
         exact_facts["exact_pass"] = exact_pass_facts(original, done, time.perf_counter() - t1, gap)
         tol -= gap
-        if left_undecided(done):  # its analysis cut short: a second round of the same share
-            end = time.perf_counter() + share
+        if left_undecided(done):  # its analysis cut short: a second round, to the search's floor
+            end = max(t1 + 2 * share, start + (1 - FINAL_SHARE - SEARCH_FLOOR) * time_limit)
             again = second_exact_pass(f, exact, boxes, tol, time_limit, end, EXACT_REWRITE_SHARE)
             f, gap, tol = taken(again, f, gap, tol, exact_facts["exact_pass"])
     # one deadline: the search phases end FINAL_SHARE before it (an exact pass that overran

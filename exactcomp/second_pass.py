@@ -46,7 +46,8 @@ __all__ = [
 #: start (9 s of 90: tll24's took 14.8 s for 50 neurons, RESULTS.md "lossy27").
 SECOND_PASS_LEAST = 0.1
 #: The first pass's analysis, cut by its deadline, left at least this share of its network's
-#: neurons undecided: a second pass of the same share runs before the search (tll24 at load 1-2:
+#: neurons undecided: a second pass runs before the search, until the search has only its
+#: floor (:data:`~exactcomp.approx.SEARCH_FLOOR`) left (tll24 at load 1-2:
 #: 340 undecided of 1152 kept; the digits models, ACAS Xu 1_1 over prop_1: none; cifar_base_kw
 #: 14 of its thousands, whose search needs the time: RESULTS.md "lossy27").
 SECOND_PASS_UNDECIDED = 0.1

@@ -75,6 +75,11 @@ BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
 #: last layer is quantised (:mod:`exactcomp.verify.head`: the error is then affine in ``f``'s
 #: last hidden layer, a question of one network; RESULTS.md "head14").
 HEAD_SECONDS = 60.0
+#: After the final proof, the float candidate's proof of its rounding
+#: (:mod:`exactcomp.float_candidate`) starts only where the last proof's seconds say it ends
+#: by this share of ``time_limit``: half the sampling's share is left to it (tll24: the final
+#: proof's LP runs to its own end, ``1 - FINAL_SHARE / 2``).
+CANDIDATE_END = 1 - FINAL_SHARE / 4
 #: Of ``quantize``'s time on a DAG file, the share of its own graph's quantisation; the exact
 #: pass and the quantisation of its chain take the rest.
 OWN_GRAPH_SHARE = 0.5
@@ -308,6 +313,11 @@ def _quantize(
         end=final_end,  # a symbolic bound past it gives way to the interval bound
     )
     proven = min(proven, lp_bound) + gap  # two proofs of the same network: the tighter
+    started = None  # the network it started from, rounded, proven as compress --tol's store
+    if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):  # does (float_candidate): one
+        rounded = rounded_reference(ref, f.dtype)  # symbolic proof, none that would end
+        gate = Gate(charger, t0 + CANDIDATE_END * time_limit)  # past it by the last's seconds
+        started = None if rounded is None else (rounded, gate.proven(rounded))
     progress.task("sampling", 1)
     sampled = sampled_max_difference(f, g, boxes, proven=proven, deadline=t0 + time_limit)
     progress.advance()
@@ -354,11 +364,6 @@ def _quantize(
     if plan is not None:
         doc["weights"] = "the input file's own tensors, its graph kept"
     grids = None if grids is None else tuple(grids)
-    started = None  # the network it started from, rounded, proven as compress --tol's store
-    if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):  # does (float_candidate)
-        rounded = rounded_reference(ref, f.dtype)
-        gate = Gate(charger, final_end)  # a proof that would end past it: none (inf)
-        started = None if rounded is None else (rounded, gate.proven(rounded))
     unedited = plan is not None and src is None  # nothing proven: the input itself
     res = LossyResult(f, small, grids, proven, sampled, doc, g, ref, unedited, source=src)
     return dataclasses.replace(res, reference_gap=gap, started_from=started)

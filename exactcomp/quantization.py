@@ -76,9 +76,10 @@ BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
 #: last hidden layer, a question of one network; RESULTS.md "head14").
 HEAD_SECONDS = 60.0
 #: After the final proof, the float candidate's proof of its rounding
-#: (:mod:`exactcomp.float_candidate`) starts only where the last proof's seconds say it ends
-#: by this share of ``time_limit``: half the sampling's share is left to it (tll24: the final
-#: proof's LP runs to its own end, ``1 - FINAL_SHARE / 2``).
+#: (:mod:`exactcomp.float_candidate`; symbolic, then input splitting within ``split_seconds``,
+#: as ``compress --tol``'s claim) starts only where the last proof's seconds say it ends by
+#: this share of ``time_limit``, and its splitting stops there: half the sampling's share is
+#: left to it (the final proof's LP may run to its own end, ``1 - FINAL_SHARE / 2``).
 CANDIDATE_END = 1 - FINAL_SHARE / 4
 #: Of ``quantize``'s time on a DAG file, the share of its own graph's quantisation; the exact
 #: pass and the quantisation of its chain take the rest.
@@ -317,7 +318,8 @@ def _quantize(
     if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):  # does (float_candidate): one
         rounded = rounded_reference(ref, f.dtype)  # symbolic proof, none that would end
         gate = Gate(charger, t0 + CANDIDATE_END * time_limit)  # past it by the last's seconds
-        started = None if rounded is None else (rounded, gate.proven(rounded))
+        proof = {"split_seconds": split_seconds}  # as compress --tol's claim: input splitting
+        started = None if rounded is None else (rounded, gate.proven(rounded, **proof))
     progress.task("sampling", 1)
     sampled = sampled_max_difference(f, g, boxes, proven=proven, deadline=t0 + time_limit)
     progress.advance()

@@ -12,7 +12,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,14 +27,16 @@ from .lossy_result import (
     report_document,
     source_bytes,
 )
+from .phase_plan import LOWRANK_TIME_SHARE, MAGNITUDE_SHARE, PhasePlan, plan_phases
 from .progress import SILENT, Progress
 from .rewrite.acceptance import Gate
 from .rewrite.kernels import restore_structure
-from .rewrite.lossy import SYMBOLIC_SHARE, LossyOutcome, layer_facts, search
+from .rewrite.lossy import LossyOutcome, layer_facts, search
 from .rewrite.lowrank import rank_proofs, search_lowrank
 from .rewrite.magnitude import magnitude_first, magnitude_last, probe
 from .rewrite.storage import store
 from .rewrite.structural import drop_unused_grids
+from .second_pass import left_undecided, second_exact_pass, taken
 from .strategies import better, exact_pass_facts, pad, written_network
 from .verify.charge import PROOF_PER_PREPARE, SPLIT_MAX_INPUTS, Charger
 from .verify.falsify import sampled_max_difference
@@ -54,11 +55,6 @@ TIGHTEN_SECONDS = 20.0
 #: the symbolic bound, seconds per proof on the digits model): the final claim of each command
 #: and, for ``quantize --tol``, the narrowing steps it proves after the symbolic greedy.
 LP_SECONDS = 60.0
-MAGNITUDE_SHARE = 0.25  # of compress --tol's time: at most, the magnitude candidate's proofs
-#: Of the search's time, the share of the low-rank strategy's greedy search, when some rank is
-#: proven within its budget (:func:`exactcomp.rewrite.lowrank.search_lowrank`; else it costs
-#: a few symbolic proofs and the plain search keeps all the time).
-LOWRANK_TIME_SHARE = 0.5
 #: ``compress --tol``'s and ``quantize``'s time in seconds: of the API call, and in the CLI of
 #: the whole command (loading the model included: 4.4-5.7 s of the sparse conv networks,
 #: RESULTS.md "budget18").
@@ -106,59 +102,6 @@ PREPARE_SHARE = 0.01
 #: ``time_limit`` after the call's start (:mod:`exactcomp.rewrite.compensation`; estimates,
 #: never a proof): on resnet_2b they took 102.8 s CPU of a 90 s deadline (RESULTS.md "wide22").
 COMPENSATION_SHARE = 0.1
-
-
-@dataclass(frozen=True)
-class PhasePlan:
-    r"""Which search phases of ``compress --tol`` run, by the proofs they need against those
-    that fit at the measured proof seconds :math:`p` (one proof before the phases, the greedy
-    search's first, memoised for it: :func:`~exactcomp.rewrite.magnitude.probe`;
-    :func:`plan_phases`).
-
-    With :math:`T` the seconds left for the search phases, a phase whose share :math:`\sigma T`
-    holds fewer proofs than it needs to finish, :math:`\sigma T / p < n`, is skipped and its
-    time goes to the phases after it (the greedy search, last, keeps whatever is left):
-
-    * magnitude pruning (:data:`MAGNITUDE_SHARE`): its bisection over the :math:`N` ranked
-      weights, :math:`n = \lceil \log_2 (N + 1) \rceil` proofs;
-    * low rank (:data:`LOWRANK_TIME_SHARE` of the rest): its rank bisections,
-      :func:`~exactcomp.rewrite.lowrank.rank_proofs`;
-    * the joint LP's slack (``lp_seconds``: magnitude's LP proof, the search's
-      :func:`~exactcomp.rewrite.acceptance.spend_proof`) only where the greedy's own bisection
-      over its :math:`C` candidates fits in the symbolic share of its time
-      (:data:`~exactcomp.rewrite.lossy.SYMBOLIC_SHARE`): :math:`\lceil \log_2 (C + 2) \rceil`
-      proofs, plus one per layer for its amplification probes (the final claim keeps its
-      LP: it is one proof, within its own share).
-
-    Measured on cifar_base_kw ``--tol 0.05`` (proofs of 6-12 s wall at load 2-3, ~45 s left
-    after the exact pass: RESULTS.md "cifartol21"): magnitude's bisection given all of it
-    made 6 proofs for 5,122 parameters, the greedy search's first probe alone proved
-    12,623 (its next steps were cut for a joint LP of 35 s); low rank made 1-4 proofs there
-    for nothing. On the digits models (proofs of milliseconds) every phase fits: as before."""
-
-    proof_seconds: float
-    magnitude: bool
-    lowrank: bool
-    lp: bool
-
-    def facts(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def plan_phases(
-    proof_seconds: float, left: float, magnitude: int, lowrank: int, search: int
-) -> PhasePlan:
-    """The :class:`PhasePlan` for ``left`` seconds of search phases, proofs of
-    ``proof_seconds`` (0: not measured, every phase runs) and the proofs each phase needs."""
-
-    def fits(need: int, seconds: float) -> bool:
-        return proof_seconds <= 0 or need * proof_seconds <= seconds
-
-    mag = fits(magnitude, MAGNITUDE_SHARE * left)
-    left *= 1 - MAGNITUDE_SHARE if mag else 1.0
-    low = fits(lowrank, LOWRANK_TIME_SHARE * left)
-    left *= 1 - LOWRANK_TIME_SHARE if low else 1.0
-    return PhasePlan(proof_seconds, mag, low, fits(search, SYMBOLIC_SHARE * left))
 
 
 def check_tol(tol: Any, *, positive: bool = False) -> float:
@@ -228,8 +171,11 @@ def compress_lossy(
     ``f_exact = f`` on the domain by the exact pass's proofs (an UNDECIDED neuron is kept)
     and bit for bit on what it keeps (folds round: :mod:`exactcomp.exact_reference`), hence
     ``max |f - g| = max |f_exact - g|`` there. Neurons that only its MILPs or split trees prove
-    stable so go for free, at tol 0 too. The report's sizes before, the sampled difference
-    and the ``data`` agreement are the original's; ``exact_pass`` says what it removed.
+    stable so go for free, at tol 0 too. Where its analysis left many neurons undecided, a
+    second exact pass runs on its network before the search, and where the search proves no
+    edit, another with the search's time left (:mod:`exactcomp.second_pass`, each gap
+    claimed). The report's sizes before, the sampled difference and the ``data`` agreement
+    are the original's; ``exact_pass`` says what it removed.
     ``tighten_seconds``: LP tightening of ``f``'s bounds, once (:data:`TIGHTEN_SECONDS`);
     ``lp_seconds``: the budget of one joint-LP proof (the search spends the slack the LP shows
     over the symbolic bound, and the claim is the LP or symbolic proof of the final network,
@@ -280,13 +226,19 @@ def compress_lossy(
         f, done, gap = exact_reference(original, done, boxes, tol, time_limit)
         exact_facts["exact_pass"] = exact_pass_facts(original, done, time.perf_counter() - t1, gap)
         tol -= gap
+        if left_undecided(done):  # its analysis cut short: a second round, to the search's floor
+            end = max(t1 + 2 * share, start + (1 - FINAL_SHARE - SEARCH_FLOOR) * time_limit)
+            again = second_exact_pass(f, exact, boxes, tol, time_limit, end, EXACT_REWRITE_SHARE)
+            f, gap, tol = taken(again, f, gap, tol, exact_facts["exact_pass"])
     # one deadline: the search phases end FINAL_SHARE before it (an exact pass that overran
     # takes their time, down to SEARCH_FLOOR), then the final proof and the sampling
     now = time.perf_counter()
     stop = max(start + (1 - FINAL_SHARE) * time_limit, now + SEARCH_FLOOR * time_limit)
     final_end = max(start + (1 - FINAL_SHARE / 2) * time_limit, stop)  # the claim's solvers
     progress.task("bounds of the original", 1)
+    t_bounds = time.perf_counter()
     charger = original_charger(f, boxes, start, time_limit, tighten_seconds, stop)
+    bounds_seconds = time.perf_counter() - t_bounds  # what a second pass's charger keeps
     # each phase starts no proof past its end (Gate): a refused proof keeps no edit; none runs
     # where not one proof fits (by the charger's estimate) before the search's end, or f's
     # bounds ran late (coarse): their candidates alone took 20-40 s on resnet_2b ("rn23")
@@ -335,6 +287,17 @@ def compress_lossy(
     out, strategies = better(out, mag.outcome, tol, low)
     if not out.proven <= tol:  # every strategy's claim refused at a deadline: f itself
         out = LossyOutcome(f, 0.0, [], charger.calls, layer_facts(f, [], {}))
+    proofs = 0  # of the chargers before the last
+    again = None  # no edit proven: the search's time left to the exact pass (second_pass)
+    if exact is not None and shared_prefix(f, out.network) == len(f.layers):
+        progress.task("second exact pass", 1)
+        end = stop - bounds_seconds  # its network's bounds to compute after it
+        again = second_exact_pass(f, exact, boxes, tol, time_limit, end, EXACT_REWRITE_SHARE)
+    if again is not None:  # max |f - g| <= gap + gap_2 + max |f_e2 - g|
+        f, gap, tol = taken(again, f, gap, tol, exact_facts["exact_pass"])
+        proofs = charger.calls
+        charger = original_charger(f, boxes, start, time_limit, tighten_seconds, final_end)
+        out = LossyOutcome(f, 0.0, [], charger.calls, layer_facts(f, [], {}))
     ranks = strategies["strategies"].get("lowrank", {}).pop("ranks", [])
     strategies["lowrank"] = {"ranks": ranks, "seconds": round(lr_seconds, 3)}
     strategies["phase_plan"] = plan.facts()
@@ -382,7 +345,7 @@ def compress_lossy(
         bytes_before=source_bytes(model),
         bytes_float32=4 * original.num_parameters,
         command="compress",
-        proofs=charger.calls,
+        proofs=proofs + charger.calls,
         proofs_late=charger.late,
         lp_rounds=out.rounds,
         **stored,

@@ -9,14 +9,17 @@ network takes about 86 KB (RESULTS.md "audit24", "lossy26"). A user given a larg
 lossy tolerance than for none sees the fault at once.
 
 So each command also builds :func:`float_candidate`: ``f_e`` rounded to the model's dtype,
-its claim the gap plus the proven effect of that rounding
-(:func:`~exactcomp.rewrite.storage.rounding_moves`, the actual errors through
-:func:`~exactcomp.tolerances.stored_rounding_bound`), attached to the result as its
-``alternative`` where that claim is within the command's ``tol``. :meth:`LossyResult.save
-<exactcomp.lossy_result.LossyResult.save>` writes the result, then the candidate beside it
-where its nonzero weights alone (:func:`~exactcomp.lossy_result.least_bytes`) would take
-fewer bytes, and keeps the smaller file in the target's own format; the report then describes
-what was written (its claim, sampled difference, sizes) and ``written_choice`` names both
+its claim the gap plus the proven effect of that rounding: the smaller of
+:func:`~exactcomp.rewrite.storage.rounding_moves` (the actual errors through
+:func:`~exactcomp.tolerances.stored_rounding_bound`, interval magnitudes: tll24 0.049) and,
+where the command proved it (``LossyResult.started_from``: ``quantize``'s charger, the proof
+``compress --tol`` gives its stored rounding, :func:`~exactcomp.rewrite.storage.store`; tll24
+1.7e-05), the differential bound of the same rounded network against ``f_e``; attached to
+the result as its ``alternative`` where that claim is within the command's ``tol``.
+:meth:`LossyResult.save <exactcomp.lossy_result.LossyResult.save>` writes the result, then
+the candidate beside it where its nonzero weights alone
+(:func:`~exactcomp.lossy_result.least_bytes`) would take fewer bytes, and keeps the smaller
+file in the target's own format; the report then describes what was written (its claim, sampled difference, sizes) and ``written_choice`` names both
 (:func:`~exactcomp.lossy_result.write_smaller`).
 """
 
@@ -29,12 +32,13 @@ import numpy as np
 
 from .domain import Box
 from .lossy_result import LossyResult, nonzero_parameters
+from .network import Network
 from .rewrite.kernels import restore_structure
 from .rewrite.lossy import LossyOutcome
 from .rewrite.storage import ROUNDED_DTYPES, holds, round_outcome, rounding_moves
 from .verify.falsify import sampled_max_difference
 
-__all__ = ["SAMPLE_POINTS", "float_candidate"]
+__all__ = ["SAMPLE_POINTS", "float_candidate", "rounded_reference"]
 
 #: Points of the candidate's sampled difference (a lower bound; its claim is a few ulps).
 SAMPLE_POINTS = 512
@@ -53,12 +57,11 @@ def float_candidate(
         return res  # res writes ref already
     net, claim = ref, float(res.reference_gap)
     if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):
-        try:
-            net = round_outcome(LossyOutcome(ref, 0.0, [], 0), f.dtype).network
-            net = restore_structure(ref, net)  # a convolution still written as one
-        except ValueError:
+        rounded, proven = res.started_from or (rounded_reference(ref, f.dtype), np.inf)
+        if rounded is None:
             return res
-        claim += rounding_moves(ref, net, boxes)
+        net = restore_structure(ref, rounded)  # a convolution still written as one
+        claim += min(proven, rounding_moves(ref, net, boxes))
     if not np.isfinite(claim) or (tol is not None and claim > tol):
         return res
     sampled = sampled_max_difference(
@@ -81,6 +84,15 @@ def float_candidate(
     alt = LossyResult(f, net, None, claim, sampled, doc, net, ref, unedited=True)
     alt = dataclasses.replace(alt, reference_gap=res.reference_gap)
     return dataclasses.replace(res, alternative=alt)
+
+
+def rounded_reference(ref: Network, dtype: str) -> Network | None:
+    """``ref`` with every weight and bias rounded to ``dtype`` (to nearest), or None where a
+    number overflows it or a layer held sparse is not already in it."""
+    try:
+        return round_outcome(LossyOutcome(ref, 0.0, [], 0), dtype).network
+    except ValueError:
+        return None
 
 
 def _bits(dtype: str) -> int:

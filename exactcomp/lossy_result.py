@@ -71,6 +71,9 @@ class LossyResult:
     #: the float network the command started from, within its ``tol``: written instead where
     #: its file is smaller (:mod:`exactcomp.float_candidate`)
     alternative: LossyResult | None = None
+    #: ``reference`` rounded to the model's dtype and a proven bound of ``max |reference -
+    #: it|`` on the domain (the command's charger), for the float candidate: None, not proven
+    started_from: tuple[Network, float] | None = None
     #: the report as it stood before the first :meth:`save` (each save starts from it)
     _unsaved: dict | None = field(default=None, init=False, repr=False)
 

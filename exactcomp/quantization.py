@@ -38,7 +38,7 @@ from .approx import (
     original_charger,
 )
 from .exact_reference import exact_reference
-from .float_candidate import float_candidate
+from .float_candidate import float_candidate, rounded_reference
 from .io.binding import bind_domain, load
 from .lossy_result import (
     LossyResult,
@@ -49,6 +49,7 @@ from .lossy_result import (
 )
 from .progress import SILENT, Progress
 from .quantize_plan import METHODS, chain_budget, checked_options, layer_action, onnx_bytes
+from .rewrite.acceptance import Gate
 from .rewrite.bitwidths import (
     SPLIT_PROOF_SECONDS,
     SPLIT_SAMPLE_POINTS,
@@ -60,6 +61,7 @@ from .rewrite.bitwidths import (
 from .rewrite.compensation import domain_compensation
 from .rewrite.kernels import stored_weights
 from .rewrite.quantize import BITS, fits_float16, quantisable, quantize_network
+from .rewrite.storage import ROUNDED_DTYPES, holds
 from .rewrite.structural import drop_unused_grids
 from .source_quantization import choose_source_bits, source_bits, source_plan, source_rows
 from .strategies import exact_pass_facts
@@ -73,6 +75,12 @@ BIT_LADDER: tuple[float, ...] = (1.5, 2, 3, 4, 8, 16)
 #: last layer is quantised (:mod:`exactcomp.verify.head`: the error is then affine in ``f``'s
 #: last hidden layer, a question of one network; RESULTS.md "head14").
 HEAD_SECONDS = 60.0
+#: After the final proof, the float candidate's proof of its rounding
+#: (:mod:`exactcomp.float_candidate`; symbolic, then input splitting within ``split_seconds``,
+#: as ``compress --tol``'s claim) starts only where the last proof's seconds say it ends by
+#: this share of ``time_limit``, and its splitting stops there: half the sampling's share is
+#: left to it (the final proof's LP may run to its own end, ``1 - FINAL_SHARE / 2``).
+CANDIDATE_END = 1 - FINAL_SHARE / 4
 #: Of ``quantize``'s time on a DAG file, the share of its own graph's quantisation; the exact
 #: pass and the quantisation of its chain take the rest.
 OWN_GRAPH_SHARE = 0.5
@@ -306,6 +314,12 @@ def _quantize(
         end=final_end,  # a symbolic bound past it gives way to the interval bound
     )
     proven = min(proven, lp_bound) + gap  # two proofs of the same network: the tighter
+    started = None  # the network it started from, rounded, proven as compress --tol's store
+    if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):  # does (float_candidate): one
+        rounded = rounded_reference(ref, f.dtype)  # symbolic proof, none that would end
+        gate = Gate(charger, t0 + CANDIDATE_END * time_limit)  # past it by the last's seconds
+        proof = {"split_seconds": split_seconds}  # as compress --tol's claim: input splitting
+        started = None if rounded is None else (rounded, gate.proven(rounded, **proof))
     progress.task("sampling", 1)
     sampled = sampled_max_difference(f, g, boxes, proven=proven, deadline=t0 + time_limit)
     progress.advance()
@@ -354,7 +368,7 @@ def _quantize(
     grids = None if grids is None else tuple(grids)
     unedited = plan is not None and src is None  # nothing proven: the input itself
     res = LossyResult(f, small, grids, proven, sampled, doc, g, ref, unedited, source=src)
-    return dataclasses.replace(res, reference_gap=gap)
+    return dataclasses.replace(res, reference_gap=gap, started_from=started)
 
 
 __all__ = [

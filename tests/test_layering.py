@@ -44,6 +44,8 @@ RANK = {
     "exact_reference": 7,
     "exact_gap": 7,
     "float_candidate": 7,
+    "phase_plan": 7,
+    "second_pass": 7,
     "quantize_plan": 8,
     "api": 8,
     "approx": 8,

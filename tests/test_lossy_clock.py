@@ -120,7 +120,8 @@ def test_compress_tol_runs_no_search_phase_when_not_one_proof_fits(monkeypatch, 
 
 def test_quantize_final_proof_keeps_the_deadline_with_a_weaker_claim(monkeypatch, clock):
     """``quantize --bits 4`` whose symbolic proof takes 100 s of a 90 s deadline: the claim is
-    the interval bound (``proofs_late`` 1), sound against the exact maximum, within 90 s."""
+    the interval bound (``proofs_late`` 1; the float candidate's proof, whose 100 s would
+    end past the deadline, is not started), sound against the exact maximum, within 90 s."""
     f, _ = _pair(3)
     slow_symbolic_proofs(monkeypatch, clock, 100.0)
     start = clock.now

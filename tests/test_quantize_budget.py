@@ -123,7 +123,9 @@ def test_the_greedy_starts_no_proof_that_would_end_past_its_deadline(monkeypatch
 @pytest.mark.parametrize("limit", [30.0, 60.0, 3000.0])
 def test_quantize_keeps_one_deadline(monkeypatch, limit):
     """Every proof of the bit search ends by ``(1 - FINAL_SHARE) * time_limit`` after the
-    call's start (proofs of 5 s); the final proof comes after them, and the claim holds."""
+    call's start (proofs of 5 s); the final proof comes after them, then the float
+    candidate's proof of its rounding where the last proof's seconds say it ends by
+    ``CANDIDATE_END``, and the claim holds."""
     clock = FakeClock().install(monkeypatch)
     real = Charger.proven
     started: list[float] = []
@@ -131,13 +133,19 @@ def test_quantize_keeps_one_deadline(monkeypatch, limit):
     def slow(self, g, **kw):
         started.append(clock.now)
         clock.advance(5.0)
-        return real(self, g, **kw)
+        bound = real(self, g, **kw)
+        self.seconds = max(self.seconds, 5.0)  # as the charger measures its proofs
+        return bound
 
     monkeypatch.setattr(Charger, "proven", slow)
     f, tol, start = _net(1), 0.3, clock.now
     res = quantization.quantize(f, BOX, tol=tol, time_limit=limit, **FAST)
     stop = start + (1 - approx.FINAL_SHARE) * limit
-    assert all(t + 5.0 <= stop + 1e-9 for t in started[1:-1])  # the first always runs
+    candidate = res.started_from is not None and np.isfinite(res.started_from[1])
+    finals = 2 if candidate else 1  # the final proof, then the candidate's
+    assert all(t + 5.0 <= stop + 1e-9 for t in started[1:-finals])  # the first always runs
+    if candidate:
+        assert started[-1] + 5.0 <= start + quantization.CANDIDATE_END * limit + 1e-9
     assert res.proven <= tol
     assert max_output_difference(f, res.network, BOX).value <= res.proven + 1e-9
     if limit == 3000.0:  # time enough: the same bits as with no deadline at all

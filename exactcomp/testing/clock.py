@@ -25,6 +25,7 @@ CLOCKED = (
     "exactcomp.api.sampling",
     "exactcomp.approx",
     "exactcomp.exact_reference",
+    "exactcomp.second_pass",
     "exactcomp.cli.lossy",
     "exactcomp.quantization",
     "exactcomp.source_quantization",

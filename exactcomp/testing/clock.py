@@ -72,6 +72,7 @@ CLOCKED = (
     "exactcomp.verify.equivalence",
     "exactcomp.verify.falsify",
     "exactcomp.verify.formulation",
+    "exactcomp.verify.phases",
     "exactcomp.verify.recheck",
     "exactcomp.verify.run",
     "exactcomp.verify.seethrough",

@@ -26,7 +26,7 @@ from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.verify import symbolic
 from exactcomp.verify.charge import Charger, _symbolic
 from exactcomp.verify.difflp import joint_lp, layer_differences, side_bound
-from exactcomp.verify.symbolic import Pair
+from exactcomp.verify.pairs import Pair
 from exactcomp.verify.tighten import tightened_pair
 
 MODEL = "models/digits_64-100-100-10_l1-0e+00_s0.pt"

@@ -222,7 +222,7 @@ def _milp_incumbents(f, g, box, sides, best_x, best_v, a):
     the best value found (``decide``'s sign is that of ``g - f``): an incumbent beyond it is
     a better point (re-evaluated in float64 by ``decide``)."""
     from exactcomp.verify.diffmilp import JointMilp, Verdict
-    from exactcomp.verify.symbolic import Pair
+    from exactcomp.verify.pairs import Pair
     from exactcomp.verify.tighten import tightened_pair
 
     pair = tightened_pair(Pair.prepare(f, f, box, range(f.output_size)), box, a.tighten)

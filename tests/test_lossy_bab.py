@@ -21,7 +21,7 @@ from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
 from exactcomp.verify.diffbab import bab_difference_bounds
 from exactcomp.verify.difflp import lp_difference_bounds
-from exactcomp.verify.symbolic import Pair
+from exactcomp.verify.pairs import Pair
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
 

@@ -476,12 +476,12 @@ def test_symbolic_pass_late_at_its_pace(monkeypatch) -> None:
     import dataclasses
 
     from exactcomp.bounds.linear import Late
-    from exactcomp.verify import forms, symbolic
+    from exactcomp.verify import forms, pairs, symbolic
 
     clock = FakeClock().install(monkeypatch)
     f = _net(3)
     g = quantize_network(f, [4] * len(f.layers)).network
-    pair = symbolic.Pair.prepare(f, f, BOX, range(f.output_size))
+    pair = pairs.Pair.prepare(f, f, BOX, range(f.output_size))
     real = forms.Forms.affine
 
     def slow(self, w, *rest):  # one second per 8 weights multiplied

@@ -28,8 +28,9 @@ from exactcomp.testing.oracle import grid_check, max_output_difference
 from exactcomp.testing.random_networks import gaussian_mlp as mlp
 from exactcomp.testing.random_networks import perturbed
 from exactcomp.verify import EquivalenceStatus, phases, verify_equivalence
+from exactcomp.verify.pairs import Pair, paired
 from exactcomp.verify.splitting import split_verify
-from exactcomp.verify.symbolic import Pair, difference_bounds, paired
+from exactcomp.verify.symbolic import difference_bounds
 
 EQ, NEQ, UNK = (
     EquivalenceStatus.EQUIVALENT,

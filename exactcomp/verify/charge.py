@@ -84,9 +84,10 @@ from .diffmilp import milp_within
 from .falsify import sampled_max_difference as sampled_max_difference
 from .falsify import sampled_worst as sampled_worst
 from .head import head_bounds, shared_body
+from .pairs import Pair, comparable
 from .prefix import cut, shared_prefix, tail, tail_box
 from .splitting import split_verify
-from .symbolic import Pair, comparable, difference_bounds
+from .symbolic import difference_bounds
 from .tighten import tightened_pair
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)

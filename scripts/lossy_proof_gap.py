@@ -21,7 +21,7 @@ import numpy as np
 from exactcomp.domain import Box
 from exactcomp.highs.lp import Lp
 from exactcomp.io.binding import load
-from exactcomp.rewrite import lossy, refit
+from exactcomp.rewrite import edits, lossy, refit
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.verify import symbolic
 from exactcomp.verify.charge import Charger, _symbolic
@@ -36,16 +36,16 @@ def _refit_pair(f, box):
     """The search's candidate order with centred weights and refits, up to 20 % of the
     parameters (18.1 % removed): the network of RESULTS.md "lossy4" at 20 %."""
     charger = Charger(f, [box])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     fit = refit.fit_data(f, [box])
-    cands = lossy.candidates(f, ranges, [box], centre=True)
+    cands = edits.candidates(f, ranges, [box], centre=True)
     factors = lossy._amplification(f, cands, ranges, charger)
     score = np.array([c.local * factors[lossy._layer(c)] / c.saved for c in cands])
-    order = [lossy.as_refit(cands[i]) for i in np.argsort(score, kind="stable")]
+    order = [edits.as_refit(cands[i]) for i in np.argsort(score, kind="stable")]
     got, n = 0, 0
     while n < len(order) and got < 0.20 * f.num_parameters:
         got, n = got + order[n].saved, n + 1
-    return lossy.apply(f, order[:n], ranges, fit)
+    return edits.apply(f, order[:n], ranges, fit)
 
 
 def _ascend(fun, grad, x0, sign, steps=150, rate=0.02):

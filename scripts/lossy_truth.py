@@ -57,7 +57,7 @@ from exactcomp.io.binding import load
 from exactcomp.io.onnx_quant import save_quantized_onnx
 from exactcomp.lossy_result import nonzero_parameters
 from exactcomp.network import Network
-from exactcomp.rewrite import lossy, lowrank, refit
+from exactcomp.rewrite import edits, lossy, lowrank, refit
 from exactcomp.rewrite.compensation import domain_compensation
 from exactcomp.rewrite.magnitude import magnitude_order
 from exactcomp.rewrite.quantize import quantize_network
@@ -269,7 +269,7 @@ def _prefix(f: Network, order, ranges, fit=None) -> int:
     lo, hi = 0, len(order)
     while lo < hi:
         mid = (lo + hi) // 2
-        kept = nonzero_parameters(lossy.apply(f, order[:mid], ranges, fit))
+        kept = nonzero_parameters(edits.apply(f, order[:mid], ranges, fit))
         lo, hi = (mid + 1, hi) if kept > (1 - SHARE) * total else (lo, mid)
     return lo
 
@@ -285,21 +285,21 @@ def prune_pairs(f: Network, models=()):
         g = load(path)
         yield f"{path} ({_removed(f, g)})", g, 1.0
     charger = Charger(f, [BOX])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     for centre in (False, True):
-        order = magnitude_order(f, lossy.candidates(f, ranges, [BOX], centre=centre))
+        order = magnitude_order(f, edits.candidates(f, ranges, [BOX], centre=centre))
         name = "magnitude, global" + (", centred" if centre else "")
-        g = lossy.apply(f, order[: _prefix(f, order, ranges)], ranges)
+        g = edits.apply(f, order[: _prefix(f, order, ranges)], ranges)
         yield f"{name} ({_removed(f, g)})", g, 1.0
     fit = refit.fit_data(f, [BOX])
-    cands = lossy.candidates(f, ranges, [BOX], centre=True)
+    cands = edits.candidates(f, ranges, [BOX], centre=True)
     factors = lossy._amplification(f, cands, ranges, charger)
     score = np.array([c.local * factors[lossy._layer(c)] / c.saved for c in cands])
     order = [cands[i] for i in np.argsort(score, kind="stable")]
-    g = lossy.apply(f, order[: _prefix(f, order, ranges)], ranges)
+    g = edits.apply(f, order[: _prefix(f, order, ranges)], ranges)
     yield f"search order: constants, centred weights ({_removed(f, g)})", g, 1.0
-    refits = [lossy.as_refit(c) for c in order]
-    g = lossy.apply(f, refits[: _prefix(f, refits, ranges, fit)], ranges, fit)
+    refits = [edits.as_refit(c) for c in order]
+    g = edits.apply(f, refits[: _prefix(f, refits, ranges, fit)], ranges, fit)
     yield f"search order, neurons refitted ({_removed(f, g)})", g, 1.0
     for k, rank in ((1, 32), (0, 17)):
         lo, hi = lowrank.input_range([BOX], ranges, k)

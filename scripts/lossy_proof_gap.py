@@ -24,7 +24,8 @@ from exactcomp.io.binding import load
 from exactcomp.rewrite import edits, lossy, refit
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.verify import symbolic
-from exactcomp.verify.charge import Charger, _symbolic
+from exactcomp.verify.box_bounds import symbolic_bound
+from exactcomp.verify.charge import Charger
 from exactcomp.verify.difflp import joint_lp, layer_differences, side_bound
 from exactcomp.verify.pairs import Pair
 from exactcomp.verify.tighten import tightened_pair
@@ -127,9 +128,9 @@ def main() -> None:
         rows = (("root", root), ("LP", tight), ("LP + ideal cuts", cut), ("sampled", sampled))
         for label, p in rows:
             pg = dataclasses.replace(p, g=g)
-            s1 = _symbolic(p, g, box).max()
+            s1 = symbolic_bound(p, g, box).max()
             symbolic.DIFF_FROM = 1
-            s2 = _symbolic(p, g, box).max()
+            s2 = symbolic_bound(p, g, box).max()
             symbolic.DIFF_FROM = 2
             diffs = layer_differences(pg, box)
             j1, j2 = _joint(pg, box, diffs, False), _joint(pg, box, diffs, True)

@@ -61,6 +61,7 @@ CLOCKED = (
     "exactcomp.stability.phases",
     "exactcomp.stability.region_search",
     "exactcomp.stability.witnesses",
+    "exactcomp.verify.box_bounds",
     "exactcomp.verify.charge",
     "exactcomp.verify.cone_recheck",
     "exactcomp.verify.coupling",

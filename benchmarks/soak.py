@@ -69,7 +69,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from exactcomp.testing.soak_checks import Checker, check_case
+from exactcomp.testing.soak_case import check_case
+from exactcomp.testing.soak_checks import Checker
 from exactcomp.testing.soak_results import UNSOUND, CaseResult, Finding, SoakOptions, method_for
 
 from .soak_families import DEFAULT_FAMILIES, FAMILIES, family_for, parse_families, run_case

@@ -30,7 +30,7 @@ Each block draws from the shapes that are easy to get wrong:
 Sizes stay small (at most 16 inputs, 24 units per convolution) for the exact oracle. The case's
 ``features`` name what the seed drew; ``model`` is the ONNX file's bytes.
 
-Besides every check of :func:`~exactcomp.testing.soak_checks.check_case` on the network read,
+Besides every check of :func:`~exactcomp.testing.soak_case.check_case` on the network read,
 the family checks the files: the network read against onnxruntime on the probe points of the
 box (``onnx-load``), and the compressed network written by ``save_onnx`` (Conv nodes where the
 structure allows), run by onnxruntime, and as a ``.pt`` state_dict read back, against the

@@ -2,7 +2,7 @@
 
 Each case (:func:`exactcomp.testing.degenerate.degenerate_case`: emptied and all-zero
 layers, constant and affine networks, duplicates, widths of 1, point, wide and tiny boxes,
-weights ``1e-8..1e4``) runs every check of :func:`~exactcomp.testing.soak_checks.check_case`,
+weights ``1e-8..1e4``) runs every check of :func:`~exactcomp.testing.soak_case.check_case`,
 then, on the compressed network ``g`` (often with zero-width layers):
 
 - ``bound``, ``stable``, ``unstable``: the interval, linear and LP bounds of ``g`` and
@@ -48,7 +48,8 @@ from exactcomp.testing.nnet_cases import write_nnet
 from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.oracle import max_output_difference as exact_max_difference
 from exactcomp.testing.random_networks import Case
-from exactcomp.testing.soak_checks import Checker, check_case
+from exactcomp.testing.soak_case import check_case
+from exactcomp.testing.soak_checks import Checker
 from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 from exactcomp.testing.written_checks import check_files
 

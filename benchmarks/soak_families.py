@@ -81,7 +81,8 @@ from exactcomp.testing.nnet_cases import nnet_case
 from exactcomp.testing.oracle import OracleError
 from exactcomp.testing.random_conv import as_sparse, random_conv_case
 from exactcomp.testing.random_networks import Case, random_case
-from exactcomp.testing.soak_checks import Checker, check_case
+from exactcomp.testing.soak_case import check_case
+from exactcomp.testing.soak_checks import Checker
 from exactcomp.testing.soak_results import CaseResult, SoakOptions, method_for, skipped_result
 from exactcomp.verdicts import Verdict
 

@@ -4,7 +4,7 @@ Each case (:func:`exactcomp.testing.lattice_cases.lattice_case`: opposite pairs 
 sums almost cancel, scaled pairs, copies one ulp apart, constant units, biases that make the
 lattice identity's ``F`` exactly 0 or move it by ``2^-60``/``1e-300``) runs
 
-- every check of :func:`~exactcomp.testing.soak_checks.check_case` (bounds, claims,
+- every check of :func:`~exactcomp.testing.soak_case.check_case` (bounds, claims,
   compression, ``verify`` of the compression and of a mutant, against the exact oracle);
 - ``structure``: every fact of :func:`~exactcomp.stability.constants.layer_classes`
   (classes, constants, nulls, opposites, the identity's floor and ceiling, pass-throughs)
@@ -29,7 +29,8 @@ import numpy as np
 
 from exactcomp.network import Layer, Network
 from exactcomp.testing.lattice_cases import lattice_case, structure_findings
-from exactcomp.testing.soak_checks import Checker, check_case
+from exactcomp.testing.soak_case import check_case
+from exactcomp.testing.soak_checks import Checker
 from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 
 PLANTS = ("remove", "half", "nudge")

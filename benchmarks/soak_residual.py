@@ -18,7 +18,7 @@ read by ``Slice``/``Gather`` into branches merged by ``Concat`` at opset 12 is, 
 tied on the box. The graph is read with
 :func:`exactcomp.api.load` and compared with onnxruntime on the case's box (an ``onnx-load``
 finding otherwise), then the chain goes through every check of
-:func:`~exactcomp.testing.soak_checks.check_case` against the exact oracle.
+:func:`~exactcomp.testing.soak_case.check_case` against the exact oracle.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from exactcomp import api
 from exactcomp.domain import Box
 from exactcomp.testing.random_networks import Case, random_box
 from exactcomp.testing.regions import box_corners
-from exactcomp.testing.soak_checks import check_case
+from exactcomp.testing.soak_case import check_case
 from exactcomp.testing.soak_results import CaseResult, Finding, SoakOptions
 
 

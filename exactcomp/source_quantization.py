@@ -44,7 +44,7 @@ from .lossy_result import LossyResult
 from .network import Network
 from .rewrite.bitwidths import LP_GAIN, narrower
 from .rewrite.quantize import quantize_weight
-from .verify.symbolic import comparable
+from .verify.pairs import comparable
 
 #: The width the uniform ladder starts at (lead24: resnet_2b proven 0.44 at 8 bits).
 FIRST_BITS = 8

@@ -24,7 +24,7 @@ from exactcomp.io.binding import load
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.verify.difflp import side_bound
 from exactcomp.verify.diffmilp import JointMilp
-from exactcomp.verify.symbolic import Pair
+from exactcomp.verify.pairs import Pair
 from exactcomp.verify.tighten import tightened_pair
 
 MODEL = "models/digits_64-100-100-10_l1-0e+00_s0.pt"

@@ -20,7 +20,7 @@ from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.verify.charge import sampled_max_difference
 from exactcomp.verify.difflp import lp_difference_bounds
 from exactcomp.verify.diffmilp import JointMilp, Verdict
-from exactcomp.verify.symbolic import Pair
+from exactcomp.verify.pairs import Pair
 
 SIZES = [(4, 10), (8, 20), (8, 40), (16, 60), (32, 100)]
 

@@ -21,12 +21,13 @@ import numpy as np
 from exactcomp.domain import Box
 from exactcomp.highs.lp import Lp
 from exactcomp.io.binding import load
-from exactcomp.rewrite import lossy, refit
+from exactcomp.rewrite import edits, lossy, refit
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.verify import symbolic
-from exactcomp.verify.charge import Charger, _symbolic
+from exactcomp.verify.box_bounds import symbolic_bound
+from exactcomp.verify.charge import Charger
 from exactcomp.verify.difflp import joint_lp, layer_differences, side_bound
-from exactcomp.verify.symbolic import Pair
+from exactcomp.verify.pairs import Pair
 from exactcomp.verify.tighten import tightened_pair
 
 MODEL = "models/digits_64-100-100-10_l1-0e+00_s0.pt"
@@ -36,16 +37,16 @@ def _refit_pair(f, box):
     """The search's candidate order with centred weights and refits, up to 20 % of the
     parameters (18.1 % removed): the network of RESULTS.md "lossy4" at 20 %."""
     charger = Charger(f, [box])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     fit = refit.fit_data(f, [box])
-    cands = lossy.candidates(f, ranges, [box], centre=True)
+    cands = edits.candidates(f, ranges, [box], centre=True)
     factors = lossy._amplification(f, cands, ranges, charger)
     score = np.array([c.local * factors[lossy._layer(c)] / c.saved for c in cands])
-    order = [lossy.as_refit(cands[i]) for i in np.argsort(score, kind="stable")]
+    order = [edits.as_refit(cands[i]) for i in np.argsort(score, kind="stable")]
     got, n = 0, 0
     while n < len(order) and got < 0.20 * f.num_parameters:
         got, n = got + order[n].saved, n + 1
-    return lossy.apply(f, order[:n], ranges, fit)
+    return edits.apply(f, order[:n], ranges, fit)
 
 
 def _ascend(fun, grad, x0, sign, steps=150, rate=0.02):
@@ -127,9 +128,9 @@ def main() -> None:
         rows = (("root", root), ("LP", tight), ("LP + ideal cuts", cut), ("sampled", sampled))
         for label, p in rows:
             pg = dataclasses.replace(p, g=g)
-            s1 = _symbolic(p, g, box).max()
+            s1 = symbolic_bound(p, g, box).max()
             symbolic.DIFF_FROM = 1
-            s2 = _symbolic(p, g, box).max()
+            s2 = symbolic_bound(p, g, box).max()
             symbolic.DIFF_FROM = 2
             diffs = layer_differences(pg, box)
             j1, j2 = _joint(pg, box, diffs, False), _joint(pg, box, diffs, True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from exactcomp.domain import Box
 from exactcomp.io.binding import load
-from exactcomp.rewrite import lossy, refit
+from exactcomp.rewrite import edits, lossy, refit
 from exactcomp.verify.charge import Charger, sampled_max_difference
 
 MODEL = "models/digits_64-100-100-10_l1-0e+00_s0.pt"
@@ -25,12 +25,12 @@ def _nonzero(net) -> int:
 
 
 def _order(f, box, charger, ranges, centre, use_refit):
-    cands = lossy.candidates(f, ranges, [box], centre=centre)
+    cands = edits.candidates(f, ranges, [box], centre=centre)
     factors = lossy._amplification(f, cands, ranges, charger)
     score = np.array([c.local * factors[lossy._layer(c)] / c.saved for c in cands])
     order = [cands[i] for i in np.argsort(score, kind="stable")]
     if use_refit:
-        order = [lossy.as_refit(c) for c in order]
+        order = [edits.as_refit(c) for c in order]
     return order
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     f = load(MODEL)
     box = Box(np.zeros(64), np.ones(64))
     charger = Charger(f, [box])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     fit = refit.fit_data(f, [box])
     kinds = {"old": (False, False), "centred": (True, False), "centred + refit": (True, True)}
     orders = {k: _order(f, box, charger, ranges, *v) for k, v in kinds.items()}
@@ -52,7 +52,7 @@ def main() -> None:
             got, n = 0, 0
             while n < len(order) and got < share * f.num_parameters:
                 got, n = got + order[n].saved, n + 1
-            g = lossy.apply(f, order[:n], ranges, fit)
+            g = edits.apply(f, order[:n], ranges, fit)
             removed = 1 - _nonzero(g) / _nonzero(f)
             sampled = sampled_max_difference(f, g, [box], seed=1)
             row.append(f"{removed:.1%}, {sampled:.3f} / {charger.proven(g):.3f}")

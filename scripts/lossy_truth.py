@@ -15,9 +15,9 @@ rational arithmetic at the best point):
 2. ``ascent``: per output and sign, projected sign-gradient ascent
    (:func:`exactcomp.verify.falsify.ascend`) from ``--starts`` random corners and as many
    uniform points, plus the side's best sampled points;
-3. ``coordinate``: the climb of :func:`exactcomp.verify.falsify.local_search` (greedy
+3. ``coordinate``: the climb of :func:`exactcomp.verify.local_search.local_search` (greedy
    coordinate moves to 0, 1/2 or 1) from the ``--keep`` best ascent points of each side;
-4. ``kicks``: :func:`~exactcomp.verify.falsify.local_search` with ``--kicks`` kicks from the
+4. ``kicks``: :func:`~exactcomp.verify.local_search.local_search` with ``--kicks`` kicks from the
    best point of each side (a random 1/8 of its coordinates re-drawn in {0, 1/2, 1}, then
    the climb again, the better point kept);
 5. ``region``: per side, from its best point, an exact local search over activation regions:
@@ -57,12 +57,12 @@ from exactcomp.io.binding import load
 from exactcomp.io.onnx_quant import save_quantized_onnx
 from exactcomp.lossy_result import nonzero_parameters
 from exactcomp.network import Network
-from exactcomp.rewrite import lossy, lowrank, refit
+from exactcomp.rewrite import edits, lossy, lowrank, refit
 from exactcomp.rewrite.compensation import domain_compensation
 from exactcomp.rewrite.magnitude import magnitude_order
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.rewrite.structural import drop_unused_grids
-from exactcomp.verify import falsify
+from exactcomp.verify import falsify, local_search
 from exactcomp.verify.charge import Charger, sampled_worst
 
 MODEL = "models/digits_64-100-100-10_l1-0e+00_s0.pt"
@@ -89,7 +89,7 @@ def strong_search(
     out["sampled"] = (v0, *np.subtract(_clock(), (w, c)))
     outs, sgn = np.array([i for i, _ in sides]), np.array([s for _, s in sides])
     best_x = np.repeat(x0[None, :], len(sides), axis=0)  # every side starts at sampled's point
-    best_v = falsify.side_values(f, g, best_x, outs, sgn)
+    best_v = local_search.side_values(f, g, best_x, outs, sgn)
     if v0 > stop:
         return _finish(out, sides, best_x, best_v)
     w, c = _clock()
@@ -101,7 +101,7 @@ def strong_search(
         corners = (rng.random((a.starts, d)) < 0.5).astype(float)
         starts = np.concatenate([seeds, box.clip(corners), box.sample(a.starts, rng)])
         y = falsify.ascend(f, g, box, starts, falsify.linf_coefficients(m, i, s), steps=a.steps)
-        v = falsify.side_values(f, g, y, np.full(len(y), i), np.full(len(y), s))
+        v = local_search.side_values(f, g, y, np.full(len(y), i), np.full(len(y), s))
         top = np.argsort(-v)[: a.keep]
         pools.append(y[top])
         if v[top[0]] > best_v[n]:
@@ -111,7 +111,7 @@ def strong_search(
         return _finish(out, sides, best_x, best_v)
     w, c = _clock()
     xs = np.concatenate(pools)
-    y, v = falsify.local_search(
+    y, v = local_search.local_search(
         f, g, box, xs, np.repeat(outs, a.keep), np.repeat(sgn, a.keep), rng, kicks=0
     )
     for n in range(len(sides)):
@@ -123,7 +123,7 @@ def strong_search(
     if best_v.max() > stop:
         return _finish(out, sides, best_x, best_v)
     w, c = _clock()
-    best_x, best_v = falsify.local_search(f, g, box, best_x, outs, sgn, rng, kicks=a.kicks)
+    best_x, best_v = local_search.local_search(f, g, box, best_x, outs, sgn, rng, kicks=a.kicks)
     out["kicks"] = (float(best_v.max()), *np.subtract(_clock(), (w, c)))
     if a.region_lps > 0:
         w, c = _clock()
@@ -179,12 +179,12 @@ def _region_lp(f, g, box, on_f, on_g, i, s):
     if values is None:
         return None
     y = box.clip(np.asarray(values[:n]))
-    return float(falsify.side_values(f, g, y[None], [i], [s])[0]), y
+    return float(local_search.side_values(f, g, y[None], [i], [s])[0]), y
 
 
 def region_ascent(f, g, box, x, i, s, a):
     """The ``region`` stage of the module docstring from ``x``: (best point, its value)."""
-    best_v = float(falsify.side_values(f, g, x[None], [i], [s])[0])
+    best_v = float(local_search.side_values(f, g, x[None], [i], [s])[0])
     best_x = x
     on_f, on_g = _patterns(f, x), _patterns(g, x)
     got = _region_lp(f, g, box, on_f, on_g, i, s)
@@ -222,7 +222,7 @@ def _milp_incumbents(f, g, box, sides, best_x, best_v, a):
     the best value found (``decide``'s sign is that of ``g - f``): an incumbent beyond it is
     a better point (re-evaluated in float64 by ``decide``)."""
     from exactcomp.verify.diffmilp import JointMilp, Verdict
-    from exactcomp.verify.symbolic import Pair
+    from exactcomp.verify.pairs import Pair
     from exactcomp.verify.tighten import tightened_pair
 
     pair = tightened_pair(Pair.prepare(f, f, box, range(f.output_size)), box, a.tighten)
@@ -269,7 +269,7 @@ def _prefix(f: Network, order, ranges, fit=None) -> int:
     lo, hi = 0, len(order)
     while lo < hi:
         mid = (lo + hi) // 2
-        kept = nonzero_parameters(lossy.apply(f, order[:mid], ranges, fit))
+        kept = nonzero_parameters(edits.apply(f, order[:mid], ranges, fit))
         lo, hi = (mid + 1, hi) if kept > (1 - SHARE) * total else (lo, mid)
     return lo
 
@@ -285,21 +285,21 @@ def prune_pairs(f: Network, models=()):
         g = load(path)
         yield f"{path} ({_removed(f, g)})", g, 1.0
     charger = Charger(f, [BOX])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     for centre in (False, True):
-        order = magnitude_order(f, lossy.candidates(f, ranges, [BOX], centre=centre))
+        order = magnitude_order(f, edits.candidates(f, ranges, [BOX], centre=centre))
         name = "magnitude, global" + (", centred" if centre else "")
-        g = lossy.apply(f, order[: _prefix(f, order, ranges)], ranges)
+        g = edits.apply(f, order[: _prefix(f, order, ranges)], ranges)
         yield f"{name} ({_removed(f, g)})", g, 1.0
     fit = refit.fit_data(f, [BOX])
-    cands = lossy.candidates(f, ranges, [BOX], centre=True)
+    cands = edits.candidates(f, ranges, [BOX], centre=True)
     factors = lossy._amplification(f, cands, ranges, charger)
     score = np.array([c.local * factors[lossy._layer(c)] / c.saved for c in cands])
     order = [cands[i] for i in np.argsort(score, kind="stable")]
-    g = lossy.apply(f, order[: _prefix(f, order, ranges)], ranges)
+    g = edits.apply(f, order[: _prefix(f, order, ranges)], ranges)
     yield f"search order: constants, centred weights ({_removed(f, g)})", g, 1.0
-    refits = [lossy.as_refit(c) for c in order]
-    g = lossy.apply(f, refits[: _prefix(f, refits, ranges, fit)], ranges, fit)
+    refits = [edits.as_refit(c) for c in order]
+    g = edits.apply(f, refits[: _prefix(f, refits, ranges, fit)], ranges, fit)
     yield f"search order, neurons refitted ({_removed(f, g)})", g, 1.0
     for k, rank in ((1, 32), (0, 17)):
         lo, hi = lowrank.input_range([BOX], ranges, k)

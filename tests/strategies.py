@@ -172,16 +172,16 @@ def slow_symbolic_proofs(monkeypatch, clock, seconds: float) -> list[float]:
     """Make every symbolic bound a :class:`~exactcomp.verify.charge.Charger` computes take
     ``seconds`` on the fake ``clock`` (:mod:`exactcomp.testing.clock`; memoised bounds none);
     returns the list of their start times."""
-    from exactcomp.verify import charge
+    from exactcomp.verify import box_bounds
 
-    real, started = charge._symbolic, []
+    real, started = box_bounds.symbolic_bound, []
 
     def slow(pair, g, box, end=None):
         started.append(clock.now)
         clock.advance(seconds)
         return real(pair, g, box, end)
 
-    monkeypatch.setattr(charge, "_symbolic", slow)
+    monkeypatch.setattr(box_bounds, "symbolic_bound", slow)
     return started
 
 

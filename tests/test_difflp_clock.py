@@ -27,7 +27,8 @@ from exactcomp.testing import max_output_difference
 from exactcomp.testing.clock import FakeClock
 from exactcomp.verify import difflp
 from exactcomp.verify.charge import Charger
-from exactcomp.verify.symbolic import Pair, difference_bounds
+from exactcomp.verify.pairs import Pair
+from exactcomp.verify.symbolic import difference_bounds
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
 WIDTHS = (2, 5, 4, 4, 2)  # three hidden layers

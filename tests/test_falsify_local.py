@@ -23,7 +23,7 @@ import pytest
 from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
 from exactcomp.testing import max_output_difference
-from exactcomp.verify import falsify
+from exactcomp.verify import falsify, local_search
 from exactcomp.verify.charge import sampled_max_difference
 
 D = 24
@@ -62,18 +62,20 @@ def test_local_search_climbs_from_the_origin_and_stays_in_the_box():
     f, g = _needle()
     rng = np.random.default_rng(3)
     starts = np.vstack([np.zeros(D), rng.random(D) * 0.4])
-    x, v = falsify.local_search(f, g, BOX, starts, np.zeros(2, int), np.ones(2), rng)
+    x, v = local_search.local_search(f, g, BOX, starts, np.zeros(2, int), np.ones(2), rng)
     assert v == pytest.approx([24.0, 24.0])
     assert BOX.contains(x).all()
-    assert np.allclose(v, falsify.side_values(f, g, x, [0, 0], [1.0, 1.0]))
+    assert np.allclose(v, local_search.side_values(f, g, x, [0, 0], [1.0, 1.0]))
 
 
 def test_local_search_spends_no_rows_past_its_budget():
     f, g = _needle()
     start = np.zeros((1, D))
-    x, v = falsify.local_search(f, g, BOX, start, [0], [1.0], np.random.default_rng(0), max_rows=0)
+    x, v = local_search.local_search(
+        f, g, BOX, start, [0], [1.0], np.random.default_rng(0), max_rows=0
+    )
     assert np.array_equal(x, start) and v[0] == 0.0
-    assert falsify.search_rows(f, g, macs=2 * D * D * 2 + 2 * D * 2) == pytest.approx(1.0)
+    assert local_search.search_rows(f, g, macs=2 * D * D * 2 + 2 * D * 2) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -14,14 +14,14 @@ from strategies import gaussian_mlp
 
 from exactcomp.domain import Box
 from exactcomp.network import Network
-from exactcomp.rewrite import acceptance, lossy
-from exactcomp.rewrite.lossy import Candidate
+from exactcomp.rewrite import acceptance, edits
+from exactcomp.rewrite.edits import Candidate
 from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
 from exactcomp.verify.diffbab import bab_difference_bounds
 from exactcomp.verify.difflp import lp_difference_bounds
-from exactcomp.verify.symbolic import Pair
+from exactcomp.verify.pairs import Pair
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
 
@@ -106,7 +106,7 @@ def test_search_spends_the_lp_slack_and_bisects_back_to_a_proven_prefix(monkeypa
     first = int((cum <= 1.0).sum())
     proofs = _Proofs(f)
     accepted, proven, rounds = acceptance.spend_proof(
-        lambda chosen: lossy.apply(f, chosen, None),
+        lambda chosen: edits.apply(f, chosen, None),
         order[:first],
         order[first:],
         proofs,
@@ -120,7 +120,7 @@ def test_search_spends_the_lp_slack_and_bisects_back_to_a_proven_prefix(monkeypa
     if steps == 100:
         assert n == longest
     assert proven == pytest.approx(cum[n - 1] / 2) and proven <= 1.0
-    assert proofs.proven(lossy.apply(f, accepted, None), lp_seconds=1.0) == proven
+    assert proofs.proven(edits.apply(f, accepted, None), lp_seconds=1.0) == proven
     assert rounds[0]["ratio"] == pytest.approx(0.5) and rounds[0]["kept"] == n - first
 
 

@@ -23,7 +23,7 @@ from exactcomp.domain import Box
 from exactcomp.network import Layer, Network
 from exactcomp.rewrite import merging
 from exactcomp.rewrite.acceptance import Gate
-from exactcomp.rewrite.lossy import relu_ranges
+from exactcomp.rewrite.edits import relu_ranges
 from exactcomp.testing import max_output_difference
 from exactcomp.testing.clock import FakeClock
 from exactcomp.verify import charge

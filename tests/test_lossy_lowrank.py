@@ -23,7 +23,7 @@ from exactcomp.domain import Box
 from exactcomp.io import load, save
 from exactcomp.network import Network
 from exactcomp.rewrite import lowrank
-from exactcomp.rewrite.lossy import relu_ranges
+from exactcomp.rewrite.edits import relu_ranges
 from exactcomp.testing import max_output_difference
 from exactcomp.tolerances import product_rounding_delta
 from exactcomp.verify.charge import Charger

@@ -13,7 +13,7 @@ import pytest
 from exactcomp.approx import compress_lossy
 from exactcomp.domain import Box
 from exactcomp.network import Network
-from exactcomp.rewrite import lossy, merging
+from exactcomp.rewrite import edits, lossy, merging
 from exactcomp.rewrite.structural import drop_unused
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
@@ -49,7 +49,7 @@ def _parallel(scale: float) -> Network:
 
 def _merges(f: Network, box: Box = BOX):
     charger = Charger(f, [box])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     return charger, ranges, merging.merge_candidates(f, ranges, [box], charger.roots())
 
 
@@ -59,8 +59,8 @@ def test_merge_of_exactly_parallel_neurons_is_charged_zero_and_exact(scale):
     charger, ranges, merges = _merges(f)
     i, alpha, shift, local = merges[(0, 2)]
     assert (i, alpha, shift, local) == (0, scale, 0.0, 0.0)
-    edit = lossy.Candidate("merge", (0, 2, i), local, 5, shift, alpha)
-    p = lossy.apply(f, [edit], ranges)  # the proven network: row 2 = scale * row 0
+    edit = edits.Candidate("merge", (0, 2, i), local, 5, shift, alpha)
+    p = edits.apply(f, [edit], ranges)  # the proven network: row 2 = scale * row 0
     assert charger.proven(p) == 0.0
     folds = merging.foldable(p, [(0, 2, 0, alpha)])
     g = drop_unused(merging.fold(p, folds))
@@ -68,7 +68,7 @@ def test_merge_of_exactly_parallel_neurons_is_charged_zero_and_exact(scale):
     pad = merging.fold_pad(p, folds, [BOX])
     assert max_output_difference(f, g, BOX).value <= pad <= 1e-12
     # the constant edit of the same neuron changes the function
-    const = lossy.apply(f, [lossy.Candidate("neuron", (0, 2), 0.0, 5)], ranges)
+    const = edits.apply(f, [edits.Candidate("neuron", (0, 2), 0.0, 5)], ranges)
     assert max_output_difference(f, const, BOX).value > 0.1
 
 
@@ -94,7 +94,7 @@ def test_merge_charge_into_the_output_layer_is_never_below_the_exact_change(seed
         min((m for m in merges if m[0] == k), key=lambda m: merges[m][3]) for k in (0, 1)
     }
     for (k, j), (i, alpha, shift, local) in ((m, merges[m]) for m in sorted(picked)):
-        p = lossy.apply(f, [lossy.Candidate("merge", (k, j, i), local, 1, shift, alpha)], ranges)
+        p = edits.apply(f, [edits.Candidate("merge", (k, j, i), local, 1, shift, alpha)], ranges)
         folds = merging.foldable(p, [(k, j, i, alpha)])
         assert folds  # nothing else edited: the fold holds
         g = merging.fold(p, folds)
@@ -108,9 +108,9 @@ def test_merge_charge_into_the_output_layer_is_never_below_the_exact_change(seed
 def test_search_merges_a_near_parallel_pair_and_the_proof_holds(seed):
     f = _net(seed, twin=0.02)
     charger = Charger(f, [BOX])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     cands = lossy.with_merges(
-        lossy.candidates(f, ranges, [BOX]),
+        edits.candidates(f, ranges, [BOX]),
         merging.merge_candidates(f, ranges, [BOX], charger.roots()),
     )
     pair = {c.index for c in cands if c.kind == "merge"} & {(1, 5, 0), (1, 0, 5)}
@@ -173,7 +173,7 @@ def test_merge_proposals_start_no_chunk_of_bounds_past_the_end(monkeypatch):
 
     monkeypatch.setattr(merging, "_bounds", slow)
     charger = Charger(f, [BOX])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     end = clock.now + 2.5
     some = merging.merge_candidates(f, ranges, [BOX], charger.roots(), end=end)
     assert 1 <= len(starts) <= 3 and all(t < end for t in starts)

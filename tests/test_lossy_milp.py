@@ -23,7 +23,7 @@ from exactcomp.testing import max_output_difference
 from exactcomp.verify import diffmilp
 from exactcomp.verify.charge import Charger
 from exactcomp.verify.diffmilp import JointMilp, Verdict, milp_within
-from exactcomp.verify.symbolic import Pair
+from exactcomp.verify.pairs import Pair
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
 

@@ -19,7 +19,7 @@ from exactcomp.rewrite.quantize import quantize_network
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
 from exactcomp.verify.difflp import joint_lp, layer_differences, lp_difference_bounds
-from exactcomp.verify.symbolic import Pair
+from exactcomp.verify.pairs import Pair
 from exactcomp.verify.tighten import tightened_pair
 
 BOX = Box(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))

@@ -13,7 +13,7 @@ from strategies import gaussian_mlp
 from exactcomp.approx import compress_lossy
 from exactcomp.domain import Box
 from exactcomp.network import Network
-from exactcomp.rewrite import lossy, refit
+from exactcomp.rewrite import edits, refit
 from exactcomp.testing import max_output_difference
 from exactcomp.verify.charge import Charger
 
@@ -40,16 +40,16 @@ def _doubled() -> Network:
 def test_refit_of_a_multiple_of_another_neuron_is_exact_up_to_the_ridge():
     f = _doubled()
     charger = Charger(f, [BOX])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     fit = refit.fit_data(f, [BOX], points=512)
-    edit = lossy.Candidate("refit", (0, 2), 0.0, 5)
-    g = lossy.apply(f, [edit], ranges, fit)
+    edit = edits.Candidate("refit", (0, 2), 0.0, 5)
+    g = edits.apply(f, [edit], ranges, fit)
     assert not g.layers[1].weight[:, 2].any() and not g.layers[0].weight[2].any()
     exact = max_output_difference(f, g, BOX).value
     assert exact <= 1e-5  # the column moved onto neuron 0 with coefficient 2
     assert exact <= charger.proven(g) + 1e-9
     # the constant replacement of the same neuron changes the function
-    const = lossy.apply(f, [lossy.Candidate("neuron", (0, 2), 0.0, 5)], ranges)
+    const = edits.apply(f, [edits.Candidate("neuron", (0, 2), 0.0, 5)], ranges)
     assert max_output_difference(f, const, BOX).value > 0.1
 
 
@@ -59,13 +59,13 @@ def test_centred_weight_moves_its_input_midpoint_into_the_bias():
     f = Network.from_arrays([np.array([[3.0, -1.0]])], [np.array([0.5])])
     box = Box(np.array([1.0, -1.0]), np.array([3.0, 1.0]))
     charger = Charger(f, [box])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     plain, centred = (
-        next(c for c in lossy.candidates(f, ranges, [box], centre=m) if c.index == (0, 0, 0))
+        next(c for c in edits.candidates(f, ranges, [box], centre=m) if c.index == (0, 0, 0))
         for m in (False, True)
     )
     assert (plain.local, centred.local) == (9.0, 3.0)
-    g = lossy.apply(f, [centred], ranges)
+    g = edits.apply(f, [centred], ranges)
     assert g.layers[0].bias[0] == 6.5 and g.layers[0].weight[0, 0] == 0.0
     assert max_output_difference(f, g, box).value == pytest.approx(3.0)
     assert charger.proven(g) >= 3.0 - 1e-9
@@ -89,13 +89,13 @@ def test_every_refit_prefix_is_proven_above_the_exact_max(seed):
     residual is never what is charged)."""
     f = _net(seed, (2, 5, 4, 2))
     charger = Charger(f, [BOX])
-    ranges = lossy.relu_ranges(f, charger)
+    ranges = edits.relu_ranges(f, charger)
     fit = refit.fit_data(f, [BOX], points=256)
-    cands = [lossy.as_refit(c) for c in lossy.candidates(f, ranges, [BOX], centre=True)]
+    cands = [edits.as_refit(c) for c in edits.candidates(f, ranges, [BOX], centre=True)]
     neurons = [c for c in cands if c.kind == "refit"]
     rng = np.random.default_rng(seed)
     for n in (1, 2, 4, len(neurons)):
         chosen = list(rng.permutation(len(neurons))[:n])
-        g = lossy.apply(f, [neurons[i] for i in chosen] + cands[:3], ranges, fit)
+        g = edits.apply(f, [neurons[i] for i in chosen] + cands[:3], ranges, fit)
         exact = max_output_difference(f, g, BOX).value
         assert exact <= charger.proven(g) + 1e-9

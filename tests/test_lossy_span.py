@@ -22,7 +22,7 @@ from strategies import gaussian_mlp, slow_symbolic_proofs
 
 from exactcomp.domain import Box
 from exactcomp.network import Network
-from exactcomp.rewrite import lossy, merging
+from exactcomp.rewrite import edits, lossy, merging
 from exactcomp.rewrite.acceptance import Gate, affords, attempt, blocks
 from exactcomp.stability import witnesses
 from exactcomp.stability.witnesses import WitnessPool
@@ -68,7 +68,7 @@ def test_attempt_builds_nothing_a_gate_would_refuse(monkeypatch):
 
     def build(i: int) -> Network:
         built.append(i)
-        return lossy.apply(f, [lossy.Candidate("weight", (1, i, 0), 0.0, 1)], [])
+        return edits.apply(f, [edits.Candidate("weight", (1, i, 0), 0.0, 1)], [])
 
     first, second = attempt(gate, build, 0), attempt(gate, build, 1)
     assert not affords(gate) and affords(charger, 100)
@@ -92,7 +92,7 @@ def test_the_lp_after_a_symbolic_bound_gets_what_it_leaves(monkeypatch):
     f = _net(0)
     charger = Charger(f, [BOX])
     charger.seconds = 10.0  # as measured by an earlier proof
-    g = lossy.apply(f, [lossy.Candidate("weight", (1, 0, 0), 0.0, 1)], [])
+    g = edits.apply(f, [edits.Candidate("weight", (1, 0, 0), 0.0, 1)], [])
     bound = Gate(charger, clock.now + 25.0).proven(g, lp_seconds=60.0)
     assert given == [15.0]
     assert max_output_difference(f, g, BOX).value <= bound + 1e-9
@@ -147,8 +147,8 @@ def test_the_merge_screen_runs_only_where_its_proofs_fit(monkeypatch, end):
     f = _twins(0)
     charger = Charger(f, [BOX])
     charger.seconds = 5.0  # as measured by an earlier proof
-    ranges = lossy.relu_ranges(f, charger)
-    plain = lossy.candidates(f, ranges, [BOX])
+    ranges = edits.relu_ranges(f, charger)
+    plain = edits.candidates(f, ranges, [BOX])
     cands = lossy.with_merges(plain, merging.merge_candidates(f, ranges, [BOX], charger.roots()))
     merges = sum(c.kind == "merge" for c in cands)
     assert merges >= 1

@@ -26,7 +26,7 @@ from exactcomp.testing import max_output_difference
 from exactcomp.testing.oracle import grid_check
 from exactcomp.verify import EquivalenceStatus, splitting, verify_equivalence
 from exactcomp.verify.charge import Charger
-from exactcomp.verify.equivalence import SPLIT_UNPAIRED_NODES
+from exactcomp.verify.phases import SPLIT_UNPAIRED_NODES
 from exactcomp.verify.splitting import GAP_END, paired, split_verify
 
 

@@ -350,18 +350,18 @@ def test_the_lp_narrowing_starts_no_proof_that_would_end_past_its_deadline(monke
     """Each symbolic proof takes 10 s (fake clock): ``narrow_with_lp`` starts one only if the
     charger's last (:attr:`Charger.seconds`) still fits before ``end``, so every proof ends
     by then; what it narrows is proven within ``tol`` (the oracle)."""
-    import exactcomp.verify.charge as charge
+    import exactcomp.verify.box_bounds as box_bounds
     from exactcomp.rewrite.bitwidths import narrow_with_lp
 
     clock = FakeClock().install(monkeypatch)
-    real, ends = charge._symbolic, []
+    real, ends = box_bounds.symbolic_bound, []
 
     def slow(*args):
         clock.advance(10.0)
         ends.append(clock.now)
         return real(*args)
 
-    monkeypatch.setattr(charge, "_symbolic", slow)
+    monkeypatch.setattr(box_bounds, "symbolic_bound", slow)
     f, tol = _net(0), 0.3
     comp = domain_compensation(f, [BOX])
     charger, bits = Charger(f, [BOX]), [16, 16, 16, 16]
@@ -476,12 +476,12 @@ def test_symbolic_pass_late_at_its_pace(monkeypatch) -> None:
     import dataclasses
 
     from exactcomp.bounds.linear import Late
-    from exactcomp.verify import forms, symbolic
+    from exactcomp.verify import forms, pairs, symbolic
 
     clock = FakeClock().install(monkeypatch)
     f = _net(3)
     g = quantize_network(f, [4] * len(f.layers)).network
-    pair = symbolic.Pair.prepare(f, f, BOX, range(f.output_size))
+    pair = pairs.Pair.prepare(f, f, BOX, range(f.output_size))
     real = forms.Forms.affine
 
     def slow(self, w, *rest):  # one second per 8 weights multiplied

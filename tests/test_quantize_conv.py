@@ -251,7 +251,7 @@ def test_lossy_candidates_never_edit_a_convolution_or_what_feeds_one():
     pruning zeroed taps of the convolution's matrix, which was then written as a dense one.
     No candidate edits a layer with a structure, nor removes a neuron feeding one."""
     from exactcomp.bounds.interval import interval_bounds
-    from exactcomp.rewrite.lossy import candidates
+    from exactcomp.rewrite.edits import candidates
 
     case = random_conv_case(3)
     f = case.network

@@ -19,7 +19,7 @@ from exactcomp.rewrite import compress_network
 from exactcomp.stability import stable_neurons
 from exactcomp.testing.random_networks import Case
 from exactcomp.testing.rational import exact_difference, settled_difference
-from exactcomp.testing.soak_checks import check_case
+from exactcomp.testing.soak_case import check_case
 from exactcomp.testing.soak_results import SoakOptions, method_for
 
 _ND24705 = {

@@ -41,7 +41,8 @@ from exactcomp.stability import stable_neurons
 from exactcomp.testing import soak_checks, soak_results
 from exactcomp.testing.oracle import max_output_difference
 from exactcomp.testing.random_networks import Case, random_case
-from exactcomp.testing.soak_checks import Checker, check_case, mutants
+from exactcomp.testing.soak_case import check_case, mutants
+from exactcomp.testing.soak_checks import Checker
 from exactcomp.testing.soak_results import SoakOptions, method_for
 from exactcomp.verdicts import StabilityReport, Verdict
 from exactcomp.verify import Counterexample, EquivalenceResult, EquivalenceStatus

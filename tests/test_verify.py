@@ -13,7 +13,7 @@ from exactcomp.domain import Box
 from exactcomp.errors import InvalidNetworkError, InvalidOptionError
 from exactcomp.network import Layer, Network
 from exactcomp.testing.random_networks import gaussian_mlp as mlp
-from exactcomp.verify import EquivalenceStatus, equivalence, verify_equivalence
+from exactcomp.verify import EquivalenceStatus, equivalence, phases, verify_equivalence
 from exactcomp.verify.solve import ObjectiveSolver
 
 EQ, NEQ, UNK = (
@@ -112,7 +112,7 @@ def test_extra_dead_neuron_is_equivalent() -> None:
 
 
 def test_split_neuron_is_proven_by_the_milp(monkeypatch) -> None:
-    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)  # input splitting would prove it
+    monkeypatch.setattr(phases, "SPLIT_MAX_INPUTS", 0)  # input splitting would prove it
     f = mlp([2, 6, 6, 2], seed=4)
     res = verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, time_limit=60)
     assert res.status is EQ, res.summary()
@@ -193,7 +193,7 @@ def test_solver_without_proof_gives_unknown(monkeypatch, condition: str) -> None
     from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
     monkeypatch.setattr(ObjectiveSolver, "_run", lambda self, t, o: _Fake(TC[condition]))
-    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)  # input splitting would prove it
+    monkeypatch.setattr(phases, "SPLIT_MAX_INPUTS", 0)  # input splitting would prove it
     f = mlp([2, 6, 6, 2], seed=4)
     res = verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, time_limit=20)
     assert res.status is UNK, res.summary()
@@ -310,7 +310,6 @@ def test_decision_rules_of_the_solver_answer() -> None:
 def test_an_unsound_bound_upstream_gives_unknown_not_equivalent(monkeypatch) -> None:
     """If a bound or verdict fed to the proof were wrong (a bug elsewhere), the sampled
     consistency check catches it: UNKNOWN, never EQUIVALENT."""
-    from exactcomp.verify import equivalence
 
     real = equivalence.proven_encoding
 
@@ -354,7 +353,7 @@ class _Recorder:
 
 
 def test_progress_reports_the_phases(monkeypatch) -> None:
-    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)  # the MILP path's phases
+    monkeypatch.setattr(phases, "SPLIT_MAX_INPUTS", 0)  # the MILP path's phases
     f = mlp([2, 6, 6, 2], seed=4)
     rec = _Recorder()
     verify_equivalence(f, split_neuron(f), Box.uniform(-1, 1, 2), tol=1e-4, progress=rec)
@@ -375,7 +374,7 @@ def test_no_gradient_search_once_the_time_is_up(monkeypatch) -> None:
     from exactcomp.testing.clock import FakeClock
     from exactcomp.verify import differential
 
-    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)
+    monkeypatch.setattr(phases, "SPLIT_MAX_INPUTS", 0)
     clock = FakeClock().install(monkeypatch)
     real = differential.bound_differences
 

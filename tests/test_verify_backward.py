@@ -23,8 +23,9 @@ from exactcomp.testing.random_networks import gaussian_mlp as mlp
 from exactcomp.testing.random_networks import perturbed as moved
 from exactcomp.verify import backward, splitting, symbolic
 from exactcomp.verify.backward import relu_relaxation
+from exactcomp.verify.pairs import Pair
 from exactcomp.verify.splitting import split_verify
-from exactcomp.verify.symbolic import Pair, difference_bounds
+from exactcomp.verify.symbolic import difference_bounds
 
 ACAS = Path(__file__).resolve().parents[1] / "models" / "real" / "acasxu"
 

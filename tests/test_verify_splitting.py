@@ -27,9 +27,10 @@ from exactcomp.network import Layer, Network
 from exactcomp.testing.oracle import grid_check, max_output_difference
 from exactcomp.testing.random_networks import gaussian_mlp as mlp
 from exactcomp.testing.random_networks import perturbed
-from exactcomp.verify import EquivalenceStatus, equivalence, verify_equivalence
+from exactcomp.verify import EquivalenceStatus, phases, verify_equivalence
+from exactcomp.verify.pairs import Pair, paired
 from exactcomp.verify.splitting import split_verify
-from exactcomp.verify.symbolic import Pair, difference_bounds, paired
+from exactcomp.verify.symbolic import difference_bounds
 
 EQ, NEQ, UNK = (
     EquivalenceStatus.EQUIVALENT,
@@ -173,7 +174,7 @@ def test_real_float16_copy_is_proven_where_the_old_path_was_not(monkeypatch) -> 
     assert new.status is EQ, new.summary()
     assert new.milps == 0 and new.boxes > 1 and new.upper_bound <= 0.05
     assert set(new.timings) == {"sampling", "splitting", "total"}  # nothing else ran
-    monkeypatch.setattr(equivalence, "SPLIT_MAX_INPUTS", 0)
+    monkeypatch.setattr(phases, "SPLIT_MAX_INPUTS", 0)
     old = verify_equivalence(f, g, box, tol=0.05, time_limit=10, outputs=[0])
     assert old.status is UNK, old.summary()
 

@@ -55,7 +55,8 @@ from ..domain import Box
 from ..network import Layer, Network
 from ..tolerances import product_rounding_delta, stored_rounding_bound
 from .acceptance import Gate
-from .lossy import LossyOutcome, is_float32, relu_ranges, search
+from .edits import is_float32, relu_ranges
+from .lossy import LossyOutcome, search
 
 #: Of ``compress --tol``'s tolerance: at most this share goes to the ranks, the greedy
 #: candidates spend the rest (on top of the factored network).
@@ -191,7 +192,7 @@ def frozen_of(factors: Sequence[Factor]) -> dict[int, tuple[np.ndarray, np.ndarr
 def input_range(boxes: Sequence[Box], ranges, k: int) -> tuple[np.ndarray, np.ndarray]:
     """A sound range of layer ``k``'s input on the union of ``boxes``: the boxes' hull for
     ``k = 0``, else ``ranges[k - 1]`` (``ranges``: sound ranges of every layer's output,
-    :func:`exactcomp.rewrite.lossy.relu_ranges`)."""
+    :func:`exactcomp.rewrite.edits.relu_ranges`)."""
     if k == 0:
         return np.min([b.lower for b in boxes], axis=0), np.max([b.upper for b in boxes], axis=0)
     return ranges[k - 1]
@@ -207,7 +208,7 @@ def choose(
 ) -> list[Factor]:
     """Per layer (most parameters saved first) the smallest rank proven within ``budget``
     with the factors chosen before it (module docstring); ``ranges``: sound ranges of every
-    layer's output on the domain (:func:`exactcomp.rewrite.lossy.relu_ranges`)."""
+    layer's output on the domain (:func:`exactcomp.rewrite.edits.relu_ranges`)."""
     order = sorted(
         range(len(f.layers)),
         key=lambda k: -f.layers[k].out_features * f.layers[k].in_features,

@@ -35,15 +35,8 @@ import numpy as np
 from ..domain import Box
 from ..network import Network
 from .acceptance import BISECT_STEPS, RATIO_SLACK, affords, attempt, longest_prefix
-from .lossy import (
-    Candidate,
-    LossyOutcome,
-    amplification_probes,
-    apply,
-    candidates,
-    layer_facts,
-    relu_ranges,
-)
+from .edits import Candidate, apply, candidates, relu_ranges
+from .lossy import LossyOutcome, amplification_probes, layer_facts
 from .structural import drop_unused_grids
 
 MAGNITUDE_RHO = 0.5  # the tightest LP / symbolic ratio assumed when judging magnitude's LP

@@ -98,7 +98,7 @@ def merge_candidates(
     """Per hidden neuron ``(k, j)``, its best merge ``(i, alpha, c, local)`` (module docstring).
 
     ``ranges``: the proven ReLU output ranges of every layer
-    (:func:`exactcomp.rewrite.lossy.relu_ranges`); ``roots``: per box, ``f``'s proven
+    (:func:`exactcomp.rewrite.edits.relu_ranges`); ``roots``: per box, ``f``'s proven
     pre-activation bounds of every layer. No merge reads into a ``frozen`` layer (a low-rank
     product: its columns may only be zeroed). ``end`` (``time.perf_counter``): no chunk of
     bounds starts past it, and the merges of the layers done by then are all (fewer merges
@@ -111,7 +111,7 @@ def merge_candidates(
         if not layer.relu or k + 1 in frozen or layer.sparse or nxt.sparse or not layer.in_features:
             continue
         if layer.structure is not None or nxt.structure is not None:
-            continue  # the search edits neither (lossy.candidates): 39 s on cifar_base_kw
+            continue  # the search edits neither (edits.candidates): 39 s on cifar_base_kw
         if not 2 <= layer.out_features <= MAX_WIDTH:
             continue
         pairs, alphas = _proposals(layer, pre[k])

@@ -7,9 +7,8 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
 * :meth:`Charger.proven` is a sound upper bound: the symbolic difference bound on each box of
   the domain (``f``'s own bounds, the expensive part, are computed once per box and reused for
   every candidate ``g``), and for at most :data:`SPLIT_MAX_INPUTS` inputs the tighter bound of
-  input splitting (:func:`exactcomp.verify.splitting.split_verify`, ``exactcomp verify``'s
-  search, in its ``tightest`` mode: worst leaf first, closing leaves within a narrowing factor
-  of the largest difference seen) within a time budget. It runs before the LPs below, which
+  input splitting (:func:`exactcomp.verify.box_bounds.split_bound`) within a time budget.
+  It runs before the LPs below, which
   are skipped when it finishes (then no LP could be lower by more than that factor; on ACAS
   Xu 1_1 over prop_1 at 8 bits: 0.0043 in 10 s against the LP's 974 in 30 s,
   benchmarks/RESULTS.md "acasq8"); when it does not, the LP runs too and the smaller holds.
@@ -29,23 +28,15 @@ differential bounds of :mod:`exactcomp.verify.symbolic` (no other bound is writt
   With ``bab_seconds`` > 0, branch and bound on ``f``'s ReLU phases inside that LP
   (:func:`exactcomp.verify.diffbab.bab_difference_bounds`, whose root is the joint LP)
   instead, for ``lp_seconds + bab_seconds``.
-  With ``milp_seconds`` > 0 and a ``target`` > 0, last, the exact joint MILP in decision form
-  (:func:`exactcomp.verify.diffmilp.milp_within`: the same rows with ``f``'s and ``g``'s
-  phase columns binary) asks whether every output's two sides stay within ``target``; if all
-  are proven infeasible beyond it, the bound is ``target``; a time-out or a counterexample
-  claims nothing and the bound above stands. Exact on small networks (the oracle's value to
-  the margin); on the digits model at 8 bits (400 binaries) no verdict in 60 s per side and
-  HiGHS' dual bound 3.25 -> 3.20 (RESULTS.md "lossy6"), so it is off by default.
-  With ``head_seconds`` > 0 and a ``target`` > 0, where ``g`` changes ``f``'s last layer
-  alone (its error is then affine in ``f``'s last hidden layer), the stability engine decides
-  whether every output stays within ``target``, as one network
-  (:func:`exactcomp.verify.head.head_bounds`; on the digits model with its output layer at 8
-  bits, 0.4 proven in 8.5 s where the differential bounds end at 0.86, RESULTS.md "head14").
+  With ``milp_seconds`` > 0 and a ``target`` > 0, last, the exact joint MILP decides whether
+  every output stays within ``target``, and with ``head_seconds`` > 0, where ``g`` changes
+  ``f``'s last layer alone, the stability engine does (:mod:`exactcomp.verify.box_bounds`,
+  which holds every per-box bound this module combines).
 * :func:`~exactcomp.verify.falsify.sampled_max_difference` (re-exported here) is a lower bound:
   the largest difference seen on uniform
   points, near-vertex points, the centre, after a projected gradient ascent from the worst
   of them (:func:`exactcomp.verify.falsify.ascend`) and after a coordinate local search from
-  the ascents' ends (:func:`exactcomp.verify.falsify.local_search`: vertices one coordinate
+  the ascents' ends (:func:`exactcomp.verify.local_search.local_search`: vertices one coordinate
   at a time, then kicks; on the digits model at 8 bits 0.198 -> 0.272 for 0.25 s of CPU).
 
 On a network with a layer too large to hold densely (:attr:`~exactcomp.network.Layer.sparse`,
@@ -75,18 +66,16 @@ from ..bounds.linear import Late
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
+from . import box_bounds
 from .diffbab import bab_difference_bounds
 from .diffinterval import interval_difference
 from .difflp import lp_difference_bounds
-from .diffmilp import milp_within
 
 # re-exported: their home before they moved to falsify
 from .falsify import sampled_max_difference as sampled_max_difference
 from .falsify import sampled_worst as sampled_worst
-from .head import head_bounds, shared_body
+from .pairs import Pair, comparable
 from .prefix import cut, shared_prefix, tail, tail_box
-from .splitting import split_verify
-from .symbolic import Pair, comparable, difference_bounds
 from .tighten import tightened_pair
 
 SPLIT_MAX_INPUTS = 12  # input splitting pays off only in low dimension (2 halves per split)
@@ -251,7 +240,7 @@ class Charger:
             settled = per_output.max(initial=0.0) <= target
             if split_seconds > 0 and box.dim <= SPLIT_MAX_INPUTS and not settled:
                 seconds = cut(split_seconds / len(self.boxes))
-                split, settled = _split(self.f, g, box, max(target, 0.0), seconds)
+                split, settled = box_bounds.split_bound(self.f, g, box, max(target, 0.0), seconds)
                 per_output = np.minimum(per_output, split)
                 settled = settled or per_output.max(initial=0.0) <= target
             deep = len(self.f.layers) > 1  # one affine layer: the symbolic bound is exact
@@ -265,11 +254,13 @@ class Charger:
                                               pass_seconds=pass_seconds)  # fmt: skip
                 per_output = np.minimum(per_output, lp)
             if milp_seconds > 0 and target > 0 and per_output.max(initial=0.0) > target:
-                per_output = _milp(dataclasses.replace(pair, g=g), box, per_output, target,
+                per_output = box_bounds.milp_bound(dataclasses.replace(pair, g=g), box, per_output, target,
                                    cut(milp_seconds / len(self.boxes)))  # fmt: skip
             head = cut(head_seconds / len(self.boxes))
             if head > 0 and target > 0 and per_output.max(initial=0.0) > target:
-                per_output = np.minimum(per_output, _head(self.f, g, box, target, head))
+                per_output = np.minimum(
+                    per_output, box_bounds.head_bound(self.f, g, box, target, head)
+                )
             worst = max(worst, float(max(per_output.max(initial=0.0), 0.0)))
         return worst
 
@@ -297,9 +288,11 @@ class Charger:
             plain = self._plain or [None] * len(self.boxes)
             bounds, ranges = [], []
             for pair, other, box in zip(self._pairs, plain, self.boxes, strict=True):
-                per_output, diffs = _symbolic(pair, g, box, end)
+                per_output, diffs = box_bounds.symbolic_bound(pair, g, box, end)
                 if other is not None:
-                    per_output = np.minimum(per_output, _symbolic(other, g, box, end)[0])
+                    per_output = np.minimum(
+                        per_output, box_bounds.symbolic_bound(other, g, box, end)[0]
+                    )
                 bounds.append(per_output)
                 ranges.append(diffs)
             self.seconds = time.perf_counter() - begun
@@ -319,52 +312,6 @@ class Charger:
         if self._roots is not None:
             return self._roots
         return [list(p.root) for p in self._pairs]
-
-
-def _split(f: Network, g: Network, box: Box, target: float, seconds: float):
-    """Per output, input splitting's bound of ``|f_i - g_i|`` on ``box`` in ``seconds``, and
-    whether it finished: every leaf within ``target`` or within
-    :data:`~exactcomp.verify.splitting.GAP_END` times the largest difference seen, which no
-    later bound (the joint LP) can beat by more than that factor.
-
-    The search is :func:`~exactcomp.verify.splitting.split_verify` in its ``tightest`` mode
-    (the one ``exactcomp verify`` runs, asked for a bound rather than a decision): asked to
-    decide ``target`` = 0, it would stop at the first sampled difference with nothing proven.
-    """
-    m = f.output_size
-    out = split_verify(f, g, box, range(m), target, time.perf_counter() + seconds, tightest=True)
-    per_output = np.array([max(out.bounds[(i, 1.0)], out.bounds[(i, -1.0)]) for i in range(m)])
-    return per_output, out.proven
-
-
-def _milp(pair: Pair, box: Box, per_output: np.ndarray, target: float, seconds: float):
-    """``per_output`` capped at ``target`` when the joint MILP proves every output within it
-    (outputs above ``target`` first, the largest first: one side not proven ends the try)."""
-    order = [int(i) for i in np.argsort(-per_output, kind="stable") if per_output[i] > target]
-    sides = [(pair.outputs[i], s) for i in order for s in (1.0, -1.0)]
-    if milp_within(pair, box, target, seconds, sides):
-        return np.minimum(per_output, target)
-    return per_output
-
-
-def _head(f: Network, g: Network, box: Box, target: float, seconds: float) -> np.ndarray:
-    """Per output, the stability engine's bound of ``|f_i - g_i|`` on ``box`` when ``g`` is
-    ``f`` with another last layer, asked to decide ``target`` (``inf`` where it does not
-    apply)."""
-    m = f.output_size
-    if not shared_body(f, g):
-        return np.full(m, np.inf)
-    sides = [(i, s) for i in range(m) for s in (1.0, -1.0)]
-    out = head_bounds(f, g, box, sides, target, deadline=time.perf_counter() + seconds)
-    return np.array([max(out.bounds[(i, 1.0)], out.bounds[(i, -1.0)]) for i in range(m)])
-
-
-def _symbolic(pair: Pair, g: Network, box: Box, end: float | None) -> tuple[np.ndarray, list]:
-    """Per output ``i``, the differential bound of ``max |f_i - g_i|`` on ``box``, and the
-    pass's bounds of every hidden layer's difference (the joint LP's ranges); ``Late`` past
-    ``end``."""
-    b = difference_bounds(dataclasses.replace(pair, g=g, end=end), box.lower[None], box.upper[None])
-    return np.maximum(-b.lo[0], b.hi[0]), b.differences(pair.f)
 
 
 def _moved(tightened: Pair, plain: Pair) -> bool:

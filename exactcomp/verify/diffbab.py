@@ -49,7 +49,7 @@ import numpy as np
 from ..domain import Box
 from ..highs.lp import Lp
 from .difflp import LayerColumns, joint_lp, layer_differences, side_bound
-from .symbolic import Pair
+from .pairs import Pair
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,10 +83,11 @@ from ..domain import Box
 from ..highs.lp import Lp, lp_min
 from ..highs.margins import solver_margin
 from .jointrows import Rows, coupling_rows, phase_rows, relu_rows
-from .symbolic import Pair, difference_bounds
+from .pairs import Pair
+from .symbolic import difference_bounds
 
 #: Where the difference ranges come from the one symbolic pass of the whole pair (``known``,
-#: :meth:`~exactcomp.verify.symbolic.DifferenceBounds.differences`), the bound of each
+#: :meth:`~exactcomp.verify.pairs.DifferenceBounds.differences`), the bound of each
 #: prefix pair (tighter: its last layer back-substituted whole) is met with them for hidden
 #: layer ``k >= 1`` only while ``PREFIX_COST`` times that pass's seconds still fit before
 #: ``PREFIX_SHARE`` of the LP's seconds. On cifar_base_kw the prefixes took 11 s CPU (the

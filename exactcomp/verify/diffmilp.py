@@ -75,7 +75,7 @@ from ..highs.runtime import milp_options
 from ..highs.status import cutoff_empty
 from ..tolerances import FEASIBILITY_TOLERANCE
 from .difflp import joint_lp, layer_differences
-from .symbolic import Pair
+from .pairs import Pair
 
 
 class Verdict(Enum):

@@ -58,7 +58,7 @@ from ..stability.engine import stable_neurons
 from ..tolerances import DEFAULT, TOP1_SLACK, Tolerances
 from ..verdicts import Verdict
 from .head import rows_rounding
-from .symbolic import Pair
+from .pairs import Pair
 from .tighten import tightened_pair
 
 #: Shares of the least sampled margin that :func:`_engine_margin` asks the stability engine to

@@ -5,8 +5,9 @@ checks of the arguments it is built from.
 objectives (``linf``: ``(i, +1)`` for ``f_i - g_i`` and ``(i, -1)`` for ``g_i - f_i``;
 ``top1``: ``(i, j)`` for ``g_j - g_i`` where ``i`` is a top class of ``f``), the largest
 difference seen at a concrete input (:attr:`lower`), and the bounds proven without a solver
-(:attr:`known`). The phases themselves are in :mod:`exactcomp.verify.equivalence` (and the
-MILP phase in :mod:`exactcomp.verify.solve`).
+(:attr:`known`). The phases themselves are in :mod:`exactcomp.verify.equivalence` (the
+search phases in :mod:`exactcomp.verify.phases`, the MILP phase in
+:mod:`exactcomp.verify.solve`).
 
 A counterexample is confirmed in exact arithmetic
 (:func:`exactcomp.verify.falsify.exact_difference`) before it is returned: float64 rounding

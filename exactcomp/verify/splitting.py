@@ -34,7 +34,8 @@ import numpy as np
 from ..domain import Box
 from ..network import Network
 from ..tolerances import DEFAULT, Tolerances
-from .symbolic import Pair, comparable, difference_bounds, paired
+from .pairs import Pair, comparable, paired
+from .symbolic import difference_bounds
 
 __all__ = ["SplitOutcome", "comparable", "paired", "split_verify"]
 

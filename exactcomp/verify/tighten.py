@@ -41,7 +41,7 @@ from ..bounds.batched import static_pad
 from ..bounds.ideal_cuts import ideal_cut_layer_result
 from ..bounds.lp import lp_layer_bounds
 from ..domain import Box
-from .symbolic import Pair
+from .pairs import Pair
 
 
 def tightened_pair(pair: Pair, box: Box, seconds: float, *, cuts: bool = True) -> Pair:

@@ -46,7 +46,8 @@ class LossyResult:
       (``report["written_choice"]``, ``report["written"]``). Each save starts again from the
       report as it stood before the first save, so a second save to another path or format
       never carries over the facts of the first (a file written as the result under the
-      claim of the started-from network written before, say).
+      claim of the started-from network written before, say); so does the save of a copy
+      (``dataclasses.replace``) that shares the report.
     """
 
     original: Network
@@ -74,8 +75,10 @@ class LossyResult:
     #: ``reference`` rounded to the model's dtype and a proven bound of ``max |reference -
     #: it|`` on the domain (the command's charger), for the float candidate: None, not proven
     started_from: tuple[Network, float] | None = None
-    #: the report as it stood before the first :meth:`save` (each save starts from it)
-    _unsaved: dict | None = field(default=None, init=False, repr=False)
+    #: the report as it stood before the first :meth:`save` (each save starts from it), by
+    #: the report's ``id``; shared by the copies ``dataclasses.replace`` makes (an init field:
+    #: a copy of a saved result shares its report, which that save changed: red28)
+    _unsaved: dict[int, tuple[dict, dict]] = field(default_factory=dict, repr=False, compare=False)
 
     def save(
         self, path: str | Path, *, inputs: Sequence[str | Path] = (), overwrite: bool = False
@@ -85,11 +88,12 @@ class LossyResult:
         was read from unless ``overwrite`` (:func:`exactcomp.io.check_not_source`). With an
         ``alternative``, the smaller file of the two (:func:`write_smaller`; the report then
         describes what was written; class docstring)."""
-        if self._unsaved is None:
-            object.__setattr__(self, "_unsaved", copy.deepcopy(self.report))
-        else:  # what an earlier save wrote is not this file
+        kept = self._unsaved.get(id(self.report))
+        if kept is None or kept[0] is not self.report:
+            self._unsaved[id(self.report)] = (self.report, copy.deepcopy(self.report))
+        else:  # what an earlier save (of this result or a copy) wrote is not this file
             self.report.clear()
-            self.report.update(copy.deepcopy(self._unsaved))
+            self.report.update(copy.deepcopy(kept[1]))
         self._write(Path(path), inputs, overwrite)
         if self.alternative is not None:
             write_smaller(self, Path(path), [Path(p) for p in inputs])

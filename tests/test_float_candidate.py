@@ -5,9 +5,11 @@ and the written file read back against ``f`` in exact arithmetic."""
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
+import pytest
 
 import exactcomp
 from exactcomp.domain import Box
@@ -106,3 +108,23 @@ def test_a_second_save_claims_what_its_own_file_holds(tmp_path) -> None:
             assert report["proven_max_abs_diff"] == res.proven, name
         assert report["bytes_after"] == out.stat().st_size, name
     assert res.network is not None and max_output_difference(f, res.network, BOX).value == held
+
+
+@pytest.mark.parametrize("change", [{}, {"alternative": None}])
+def test_a_copy_of_a_saved_result_claims_what_its_own_file_holds(tmp_path, change) -> None:
+    """``dataclasses.replace`` of a result after its save (as is, or without its
+    ``alternative``) shares the report that save described its file with; the copy's save
+    must start from the report as it stood before any save. Fails on ``main`` (``97e36de``):
+    ``q.pt`` claimed 0 (the input written as ``q.onnx`` first) for a file 0.00155 away."""
+    src = tmp_path / "f.onnx"
+    exactcomp.save(_net((2, 3, 1), 0), src)
+    f = load(str(src))
+    res = exactcomp.quantize(str(src), BOX, bits=8, **FAST)
+    res.save(tmp_path / "q.onnx")
+    assert res.report["proven_max_abs_diff"] == 0.0  # the input itself, the smaller file
+    copy = dataclasses.replace(res, **change)
+    for name in ("q.pt", "again.onnx"):
+        out = tmp_path / name
+        copy.save(out)
+        true = max_output_difference(f, load(str(out)), BOX).value
+        assert true <= copy.report["proven_max_abs_diff"] + 1e-15, name

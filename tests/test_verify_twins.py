@@ -281,3 +281,34 @@ def test_a_merged_rational_multiple_is_proven_within_its_rounding(first, swap) -
     r = verify_equivalence(*((g, f) if swap else (f, g)), box, tol=1e-6, time_limit=30)
     assert r.status is EquivalenceStatus.EQUIVALENT and r.milps == 0
     assert exact <= Fraction(r.upper_bound) <= 1e-15
+
+
+@pytest.mark.parametrize("swap", [False, True])
+@pytest.mark.parametrize("small", [2.0**-600, 2.0**-1000])
+def test_a_multiple_whose_ratio_overflows_float64_is_no_fact(small: float, swap: bool) -> None:
+    """``w = relu(2^511 x)`` is ``2^1111 u`` for ``u = relu(2^-600 x)`` (with ``2^100`` and
+    ``2^-1000``: ``2^1100``), a ratio no float64 reaches; ``g`` merged ``w`` into ``u``
+    (``2^-600 w = 2^511 u``). The pair makes no multiple (fails on ``main`` ``97e36de``:
+    ``verify`` raised ``OverflowError`` moving the ratio's nearest float64), and ``verify``
+    bounds the difference (at most ``u``'s coefficient rounding, ``small``) soundly::
+
+        f:  u = relu(small x)   w = relu(big x)   z = relu(x/2 + 0.1);   y = u + c w + z
+        g:  u = relu(small x)   z = relu(x/2 + 0.1);   y = fl(1 + c big / small) u + z
+    """
+    big = 2.0**511 if small == 2.0**-600 else 2.0**100
+    coef = 2.0**-600 if small == 2.0**-600 else 2.0**-200  # w's output weight
+    w1, b1 = np.array([[small], [big], [0.5]]), np.array([0.0, 0.0, 0.1])
+    f = Network.from_arrays([w1, np.array([[1.0, coef, 1.0]])], [b1, np.zeros(1)], "float64")
+    merged = 1.0 + (coef * big) / small  # 2^511 or 2^900: the 1 lost to rounding
+    g = Network.from_arrays(
+        [w1[[0, 2]], np.array([[merged, 1.0]])], [b1[[0, 2]], np.zeros(1)], "float64"
+    )
+    r = verify_equivalence(*((g, f) if swap else (f, g)), BOX_1, tol=1e-6, time_limit=30)
+    found = layer_classes(f)[0].multiple
+    assert found is None or found.tolist() == [-1, -1, -1]
+    assert r.status is not EquivalenceStatus.NOT_EQUIVALENT
+    exact = max(abs(exact_forward(f, x)[0] - exact_forward(g, x)[0]) for x in grid_points(BOX_1, 9))
+    assert 0 < exact <= small and exact <= Fraction(r.upper_bound)
+
+
+BOX_1 = Box(np.array([-1.0]), np.array([1.0]))

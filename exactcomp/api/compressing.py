@@ -278,10 +278,11 @@ def compress(
 def compress_lossy(model: ModelLike, domain: DomainLike, tol: float | None, **options: Any) -> Any:
     """Certified lossy compression (``compress --tol``): :func:`compress` first, exact on the
     domain, then the lossy search on its network, the claim proven against it
-    (:func:`exactcomp.approx.compress_lossy` with ``exact``; ``options`` are its own)."""
+    (:func:`exactcomp.approx.compress_lossy` with ``exact``; ``options`` are its own, an
+    ``exact`` of the caller's included: the lossy soak's cuts its first call short)."""
     from ..approx import compress_lossy as lossy
 
-    return lossy(model, domain, tol, exact=compress, **options)
+    return lossy(model, domain, tol, **({"exact": compress} | options))
 
 
 def quantize(model: ModelLike, domain: DomainLike, **options: Any) -> Any:

@@ -125,7 +125,7 @@ def store(
     try:
         r = round_outcome(out, dtype)
     except ValueError as exc:
-        return out, _kept(out, f"not rounded to {dtype}: {exc}")
+        return _kept(out, f"not rounded to {dtype}: {exc}")
     pad = 0.0
     if r.factors:
         pad = rounding_pad(r.network, written_frozen(r.network, r.factors), boxes)
@@ -140,7 +140,7 @@ def store(
     if not bound <= tol and out.proven > 0 and not (r.factors or r.merges):
         bound = min(bound, out.proven + rounding_moves(out.network, r.network, boxes))
     if not bound <= tol:
-        return out, _kept(out, f"the {dtype} network is proven within {bound:.6g} > tol {tol:g}")
+        return _kept(out, f"the {dtype} network is proven within {bound:.6g} > tol {tol:g}")
     return replace(r, proven=bound), {"stored_dtype": dtype}
 
 
@@ -162,5 +162,11 @@ def rounding_moves(g: Network, g_r: Network, boxes: Sequence[Box]) -> float:
     return worst if np.isfinite(worst) else float("inf")
 
 
-def _kept(out: LossyOutcome, reason: str) -> dict:
-    return {"stored_dtype": out.network.dtype, "stored_dtype_reason": reason}
+def _kept(out: LossyOutcome, reason: str) -> tuple[LossyOutcome, dict]:
+    """``out`` kept unrounded, labelled float64 (a writer stores a network in its label's
+    dtype: a float32 label would round the numbers whose claim this is; the exact pass's
+    network, merged copies included, carries the model's label: red28), and the report's keys."""
+    if out.network.dtype in ROUNDED_DTYPES:
+        net = out.network
+        out = replace(out, network=Network(net.layers, dtype="float64", meta=dict(net.meta)))
+    return out, {"stored_dtype": out.network.dtype, "stored_dtype_reason": reason}

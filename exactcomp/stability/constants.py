@@ -169,6 +169,10 @@ def _opposites(keys: np.ndarray, label: np.ndarray, ok: np.ndarray) -> np.ndarra
     return out
 
 
+#: The largest float64: a ratio above it has no finite nearest float64 (:func:`_multiples`).
+_LARGEST = Fraction(np.finfo(np.float64).max)
+
+
 def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
     """``(multiple, ratio)``: per unit ``j``, the first unit ``i`` of another class whose
     key times ``ratio_j > 0`` is ``j``'s exactly (a :class:`~fractions.Fraction`), or ``-1``.
@@ -178,6 +182,9 @@ def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
     real number, computed with an error below ``1e-9 |k| |r| / |k_lead|`` (``|k r| <= |k|_2
     |r|_2``, the sum off by ``gamma_n`` of it); each candidate is then compared in fractions,
     so a projection never makes a fact, it only finds it (no copy of the layer is made).
+    A ratio whose nearest float64 overflows (keys of ``2^-600`` and ``2^511``: ``2^1111``)
+    makes no fact: the differential argument moves that float64 (red28: ``verify`` raised
+    ``OverflowError``); the units are then read as two.
     """
     m = keys.shape[0]
     multiple, ratio = np.full(m, -1), np.full(m, Fraction(0), dtype=object)
@@ -206,7 +213,7 @@ def _multiples(keys: np.ndarray, ok: np.ndarray, label: np.ndarray):
             if first[int(label[i])] != i or multiple[i] >= 0 or label[i] == label[j]:
                 continue
             c = Fraction(float(keys[j, lead[i]])) / Fraction(float(keys[i, lead[i]]))
-            if c > 0 and all(
+            if 0 < c <= _LARGEST and all(
                 Fraction(float(v)) == c * Fraction(float(w))
                 for v, w in zip(keys[j], keys[i], strict=True)
             ):

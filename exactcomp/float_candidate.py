@@ -19,7 +19,8 @@ the result as its ``alternative`` where that claim is within the command's ``tol
 :meth:`LossyResult.save <exactcomp.lossy_result.LossyResult.save>` writes the result, then
 the candidate beside it where its nonzero weights alone
 (:func:`~exactcomp.lossy_result.least_bytes`) would take fewer bytes, and keeps the smaller
-file in the target's own format; the report then describes what was written (its claim, sampled difference, sizes) and ``written_choice`` names both
+file in the target's own format; the report then describes what was written (its claim,
+sampled difference, sizes) and ``written_choice`` names both
 (:func:`~exactcomp.lossy_result.write_smaller`).
 """
 

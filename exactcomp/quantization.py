@@ -314,12 +314,15 @@ def _quantize(
         end=final_end,  # a symbolic bound past it gives way to the interval bound
     )
     proven = min(proven, lp_bound) + gap  # two proofs of the same network: the tighter
-    started = None  # the network it started from, rounded, proven as compress --tol's store
-    if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):  # does (float_candidate): one
-        rounded = rounded_reference(ref, f.dtype)  # symbolic proof, none that would end
-        gate = Gate(charger, t0 + CANDIDATE_END * time_limit)  # past it by the last's seconds
-        proof = {"split_seconds": split_seconds}  # as compress --tol's claim: input splitting
-        started = None if rounded is None else (rounded, gate.proven(rounded, **proof))
+    # the network it started from, rounded, for the float candidate (float_candidate): its
+    # rounding proven as compress --tol's store proves it (symbolic, then input splitting),
+    # no proof started that the last proof's seconds say would end past CANDIDATE_END
+    started = None
+    if f.dtype in ROUNDED_DTYPES and not holds(ref, f.dtype):
+        rounded = rounded_reference(ref, f.dtype)
+        gate = Gate(charger, t0 + CANDIDATE_END * time_limit)
+        if rounded is not None:
+            started = (rounded, gate.proven(rounded, split_seconds=split_seconds))
     progress.task("sampling", 1)
     sampled = sampled_max_difference(f, g, boxes, proven=proven, deadline=t0 + time_limit)
     progress.advance()
